@@ -1,0 +1,72 @@
+//! Which part of the engine consumes each profile key.
+//!
+//! Keys of subsystems this build does not contain yet are accepted (so the
+//! seed's profiles load) but reported: the engine warns at boot about each
+//! such key a profile writes, and `engine profiles keys` lists them all. A key
+//! is never silently ignored.
+
+/// Who reads a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyStatus {
+    /// Read by the named part of this build.
+    InEffect(&'static str),
+    /// Accepted and validated, but the subsystem that reads it is not in this build.
+    NotYetEnforced(&'static str),
+}
+
+/// Key-path prefixes and their status; the first matching prefix wins.
+pub const KEY_TABLE: &[(&str, KeyStatus)] = &[
+    ("runtime.worker_threads", KeyStatus::InEffect("shards: number of data shards")),
+    ("runtime.spin_before_park", KeyStatus::InEffect("shards: idle spin before parking")),
+    ("runtime.cpu_affinity", KeyStatus::InEffect("placement: shard and agent cores")),
+    ("runtime.numa", KeyStatus::InEffect("placement: memory policy and node binding")),
+    ("runtime", KeyStatus::NotYetEnforced("agent runtime (data plane)")),
+    ("messaging", KeyStatus::NotYetEnforced("routing and mailboxes (data plane)")),
+    ("agents", KeyStatus::NotYetEnforced("agent limits (data plane)")),
+    ("coordination", KeyStatus::NotYetEnforced("cluster membership")),
+    ("transport", KeyStatus::NotYetEnforced("cluster transport")),
+    ("storage", KeyStatus::NotYetEnforced("storage partitions")),
+];
+
+/// The status of `key` (a dotted path such as `messaging.queue_size`).
+pub fn key_status(key: &str) -> Option<KeyStatus> {
+    KEY_TABLE
+        .iter()
+        .find(|(prefix, _)| key == *prefix || key.starts_with(&format!("{prefix}.")) || key.starts_with(&format!("{prefix}[")))
+        .map(|&(_, status)| status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaves(prefix: &str, value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, child) in map {
+                    let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                    leaves(&path, child, out);
+                }
+            }
+            _ => out.push(prefix.to_owned()),
+        }
+    }
+
+    #[test]
+    fn every_key_of_the_schema_has_a_status() {
+        let mut profile = crate::Profile::default();
+        profile.runtime.worker_threads = Some(2);
+        profile.runtime.spin_before_park = Some(crate::HumanDuration::from_micros(5));
+        profile.messaging.message_ttl = Some(crate::HumanDuration::from_secs(5));
+        let tree = serde_json::to_value(&profile).expect("serializes");
+        let mut paths = Vec::new();
+        leaves("", &tree, &mut paths);
+        assert!(paths.len() > 60, "walked the whole schema: {paths:?}");
+        for path in paths {
+            assert!(key_status(&path).is_some(), "{path} has no status");
+        }
+        assert_eq!(key_status("runtime.numa.memory_policy"), key_status("runtime.numa"));
+        assert!(matches!(key_status("runtime.max_agents"), Some(KeyStatus::NotYetEnforced(_))));
+        assert_eq!(key_status("runtimes"), None);
+    }
+}

@@ -1,0 +1,459 @@
+//! Loading a profile: resolve each `--profile` argument to a built-in or a file,
+//! check each layer against the schema (with line and column), fold seed
+//! aliases, merge the layers in order (later wins), apply `--set` overrides,
+//! and validate the result as a whole.
+//!
+//! Layers are merged as YAML trees, not as typed structs, so that a layer only
+//! changes the keys it writes. Every key a layer writes is remembered with its
+//! location, so an error found after merging (a contradiction between two keys,
+//! a core that does not exist) still points at the line that caused it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+use crate::builtin;
+use crate::error::{ProfileError, ProfileErrorKind, SourceLocation};
+use crate::schema::Profile;
+use crate::validate::validate;
+
+/// The upper bound on a profile file's size: a profile is configuration, and a
+/// file larger than this is a mistake (a wrong path), not a profile.
+pub const PROFILE_FILE_BYTES_MAX: u64 = 1 << 20;
+
+/// A validated, merged profile and where each of its keys came from.
+#[derive(Clone, Debug)]
+pub struct LoadedProfile {
+    /// The effective profile.
+    pub profile: Profile,
+    /// The layers it was built from, in order (`built-in low-latency`, a path, `--set ...`).
+    pub layers: Vec<String>,
+    locations: BTreeMap<String, SourceLocation>,
+}
+
+impl LoadedProfile {
+    /// Where `key` (or its nearest ancestor that was written) was last set.
+    /// `None` when the value is a schema default.
+    pub fn location_of(&self, key: &str) -> Option<SourceLocation> {
+        let mut path = key;
+        loop {
+            if let Some(location) = self.locations.get(path) {
+                return Some(location.clone());
+            }
+            path = &path[..path.rfind(['.', '['])?];
+        }
+    }
+
+    /// Every key path some layer wrote, in sorted order.
+    pub fn written_keys(&self) -> impl Iterator<Item = &str> {
+        self.locations.keys().map(String::as_str)
+    }
+
+    /// The effective profile as YAML that loads back to the same profile.
+    pub fn to_yaml(&self) -> String {
+        profile_to_yaml(&self.profile)
+    }
+}
+
+/// `profile` as YAML that loads back to an equal profile.
+pub fn profile_to_yaml(profile: &Profile) -> String {
+    // Serializing plain data (strings, numbers, bools, lists, maps) cannot fail.
+    serde_saphyr::to_string(profile).expect("a profile always serializes")
+}
+
+/// Load the profile named by `profiles` (built-in names or file paths, later
+/// overlaying earlier) with `overrides` (`key.path=value`) applied last.
+/// With no `profiles`, the `default` built-in is the base.
+pub fn load(profiles: &[String], overrides: &[String]) -> Result<LoadedProfile, ProfileError> {
+    let mut merged = Value::Object(Map::new());
+    let mut locations = BTreeMap::new();
+    let mut layers = Vec::new();
+    let default_base = [builtin::DEFAULT.to_owned()];
+    let profiles = if profiles.is_empty() { &default_base[..] } else { profiles };
+    for spec in profiles {
+        let (source, text) = resolve_source(spec)?;
+        let layer = parse_layer(&source, &text)?;
+        merge_layer(&mut merged, &mut locations, layer);
+        layers.push(source);
+    }
+    for assignment in overrides {
+        let layer = parse_override(assignment)?;
+        merge_layer(&mut merged, &mut locations, layer);
+        layers.push(format!("--set {assignment}"));
+    }
+    let locate = |key: &str| nearest_location(&locations, key);
+    let mut failing_path = String::new();
+    let profile: Profile = serde_path_to_error::deserialize(&merged).map_err(|error| {
+        failing_path = error.path().to_string();
+        let message = error.inner().to_string();
+        let kind = if message.starts_with("unknown field") { ProfileErrorKind::UnknownKey } else { ProfileErrorKind::InvalidValue };
+        ProfileError::new(kind, message).at_key(failing_path.clone()).at_location(locate(&failing_path))
+    })?;
+    if let Some(violation) = validate(&profile).into_iter().next() {
+        let location = locate(&violation.key);
+        let error = ProfileError::new(ProfileErrorKind::Contradiction, violation.message).at_key(violation.key);
+        let error = error.at_location(location);
+        return Err(match violation.hint {
+            Some(hint) => error.with_hint(hint),
+            None => error,
+        });
+    }
+    Ok(LoadedProfile { profile, layers, locations })
+}
+
+fn nearest_location(locations: &BTreeMap<String, SourceLocation>, key: &str) -> Option<SourceLocation> {
+    let mut path = key;
+    loop {
+        if let Some(location) = locations.get(path) {
+            return Some(location.clone());
+        }
+        path = &path[..path.rfind(['.', '['])?];
+    }
+}
+
+/// Find the text of `spec`: a built-in name or a file path.
+fn resolve_source(spec: &str) -> Result<(String, String), ProfileError> {
+    if let Some(text) = builtin::get(spec) {
+        return Ok((format!("built-in profile {spec}"), text.to_owned()));
+    }
+    let path = Path::new(spec);
+    let looks_like_path = spec.contains('/') || spec.ends_with(".yaml") || spec.ends_with(".yml") || path.exists();
+    if !looks_like_path {
+        return Err(ProfileError::new(ProfileErrorKind::UnknownProfile, format!("no built-in profile or file named `{spec}`"))
+            .with_hint(format!("built-in profiles are: {}; or give a path to a YAML file", builtin::NAMES.join(", "))));
+    }
+    let unreadable = |error: std::io::Error| {
+        ProfileError::new(ProfileErrorKind::Unreadable, format!("cannot read profile file `{spec}`: {error}"))
+    };
+    let size = std::fs::metadata(path).map_err(unreadable)?.len();
+    if size > PROFILE_FILE_BYTES_MAX {
+        return Err(ProfileError::new(
+            ProfileErrorKind::Unreadable,
+            format!("profile file `{spec}` is {size} bytes, over the {PROFILE_FILE_BYTES_MAX}-byte limit"),
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(unreadable)?;
+    Ok((spec.to_owned(), text))
+}
+
+/// One parsed layer: the keys it writes and where it writes them.
+struct Layer {
+    tree: Value,
+    locations: BTreeMap<String, SourceLocation>,
+}
+
+/// Parse and check one YAML layer.
+fn parse_layer(source: &str, text: &str) -> Result<Layer, ProfileError> {
+    // Syntax first, so a broken file is reported as such and not as a type error.
+    let tree: Value = serde_saphyr::from_str(text).map_err(|error| saphyr_error(source, ProfileErrorKind::Syntax, &error, None))?;
+    let mut failing_path = None;
+    let typed = serde_saphyr::with_deserializer_from_str(text, |deserializer| {
+        serde_path_to_error::deserialize::<_, Profile>(deserializer).map_err(|error| {
+            failing_path = Some(error.path().to_string());
+            error.into_inner()
+        })
+    });
+    if let Err(error) = typed {
+        let message = error.to_string();
+        let kind = if message.contains("unknown field") { ProfileErrorKind::UnknownKey } else { ProfileErrorKind::InvalidValue };
+        return Err(saphyr_error(source, kind, &error, failing_path));
+    }
+    let tree = match tree {
+        Value::Null => Value::Object(Map::new()),
+        tree => tree,
+    };
+    let mut layer = Layer { tree, locations: locate_keys(source, text) };
+    fold_aliases(&mut layer)?;
+    Ok(layer)
+}
+
+/// Turn a serde-saphyr error into a one-line [`ProfileError`].
+fn saphyr_error(source: &str, kind: ProfileErrorKind, error: &serde_saphyr::Error, path: Option<String>) -> ProfileError {
+    let full = error.to_string();
+    let first_line = full.lines().next().unwrap_or_default();
+    let message = strip_location_prefix(first_line);
+    let location = error.location().map(|location| SourceLocation {
+        source: source.to_owned(),
+        line: Some(location.line() as usize),
+        column: Some(location.column() as usize),
+    });
+    let mut profile_error = ProfileError::new(kind, message.to_owned()).at_location(location);
+    if let Some(path) = path.filter(|path| !path.is_empty() && path != "." && path != "?") {
+        profile_error = profile_error.at_key(path);
+    }
+    if kind == ProfileErrorKind::UnknownKey {
+        if let Some(suggestion) = suggest_key(message) {
+            profile_error = profile_error.with_hint(format!("did you mean `{suggestion}`?"));
+        } else {
+            profile_error = profile_error.with_hint("see docs/profiles.md for every key");
+        }
+    }
+    profile_error
+}
+
+/// `error: line 3 column 3: unknown field ...` → `unknown field ...`.
+fn strip_location_prefix(line: &str) -> &str {
+    let line = line.strip_prefix("error: ").unwrap_or(line);
+    if line.starts_with("line ") {
+        if let Some((_, rest)) = line.split_once(": ") {
+            return rest;
+        }
+    }
+    line
+}
+
+/// From "unknown field `fanoutt`, expected one of a, b", the closest expected name.
+fn suggest_key(message: &str) -> Option<String> {
+    let unknown = message.split('`').nth(1)?;
+    let expected = message.split_once("expected one of ")?.1;
+    expected
+        .split(',')
+        .map(|name| name.trim().trim_matches('`'))
+        .map(|name| (edit_distance(unknown, name), name))
+        .filter(|&(distance, _)| distance <= 3)
+        .min()
+        .map(|(_, name)| name.to_owned())
+}
+
+fn edit_distance(left: &str, right: &str) -> usize {
+    let right: Vec<char> = right.chars().collect();
+    let mut previous: Vec<usize> = (0..=right.len()).collect();
+    for (i, left_char) in left.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, right_char) in right.iter().enumerate() {
+            let substitution = previous[j] + usize::from(left_char != *right_char);
+            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[right.len()]
+}
+
+/// Map every key path written in `text` to its line and column.
+fn locate_keys(source: &str, text: &str) -> BTreeMap<String, SourceLocation> {
+    use serde_saphyr::granit_parser::{Event, Parser};
+
+    enum Frame {
+        Mapping { path: String, key: Option<String> },
+        Sequence { path: String, index: usize },
+    }
+    let mut locations = BTreeMap::new();
+    let mut stack: Vec<Frame> = Vec::new();
+    for item in Parser::new_from_str(text) {
+        // The text already parsed once; a failure here only ends the map early.
+        let Ok((event, span)) = item else { break };
+        let location = SourceLocation {
+            source: source.to_owned(),
+            line: Some(span.start.line()),
+            column: Some(span.start.col() + 1),
+        };
+        // The path of the node this event starts, if it is a value (not a key).
+        let node_path = match stack.last_mut() {
+            None => Some(String::new()),
+            Some(Frame::Mapping { path, key }) => match key.take() {
+                Some(key) => Some(join(path, &key)),
+                None => {
+                    if let Event::Scalar(name, ..) = &event {
+                        let key_path = join(path, name);
+                        locations.insert(key_path, location.clone());
+                        *key = Some(name.to_string());
+                    }
+                    None
+                }
+            },
+            Some(Frame::Sequence { path, index }) => {
+                let item_path = format!("{path}[{index}]");
+                if matches!(event, Event::Scalar(..) | Event::MappingStart(..) | Event::SequenceStart(..) | Event::Alias(..)) {
+                    *index += 1;
+                    locations.insert(item_path.clone(), location.clone());
+                }
+                Some(item_path)
+            }
+        };
+        match event {
+            Event::MappingStart(..) => stack.push(Frame::Mapping { path: node_path.unwrap_or_default(), key: None }),
+            Event::SequenceStart(..) => stack.push(Frame::Sequence { path: node_path.unwrap_or_default(), index: 0 }),
+            Event::MappingEnd | Event::SequenceEnd => {
+                stack.pop();
+            }
+            _ => {}
+        }
+    }
+    locations
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// Seed spellings folded into their canonical keys: (seed path, canonical path).
+const KEY_ALIASES: [(&str, &str); 5] = [
+    ("messaging.worker_threads", "runtime.worker_threads"),
+    ("transport.max_streams", "transport.quic.max_concurrent_streams"),
+    ("transport.max_concurrent_streams", "transport.quic.max_concurrent_streams"),
+    ("transport.congestion_control", "transport.quic.congestion_control"),
+    ("transport.idle_timeout", "transport.quic.idle_timeout"),
+];
+
+/// Keys that may be written as a bool standing for `KEY.enabled`.
+const BOOL_SHORTHANDS: [&str; 2] = ["runtime.cpu_affinity", "messaging.priority_routing"];
+
+/// Rewrite a layer into canonical keys, so that layers merge key by key.
+fn fold_aliases(layer: &mut Layer) -> Result<(), ProfileError> {
+    for (alias, canonical) in KEY_ALIASES {
+        let Some(value) = remove_path(&mut layer.tree, alias) else { continue };
+        let alias_location = layer.locations.get(alias).cloned();
+        if let Some(existing) = get_path(&layer.tree, canonical) {
+            if *existing != value {
+                return Err(ProfileError::new(
+                    ProfileErrorKind::Contradiction,
+                    format!("sets {value} while `{canonical}` in the same profile sets {existing}"),
+                )
+                .at_key(alias)
+                .at_location(alias_location)
+                .with_hint(format!("`{alias}` is another spelling of `{canonical}`; keep one")));
+            }
+        }
+        insert_path(&mut layer.tree, canonical, value);
+        if let Some(location) = alias_location {
+            layer.locations.insert(canonical.to_owned(), location);
+        }
+    }
+    for key in BOOL_SHORTHANDS {
+        if let Some(Value::Bool(enabled)) = get_path(&layer.tree, key).cloned() {
+            let mut block = Map::new();
+            block.insert("enabled".to_owned(), Value::Bool(enabled));
+            insert_path(&mut layer.tree, key, Value::Object(block));
+            if let Some(location) = layer.locations.get(key).cloned() {
+                layer.locations.insert(format!("{key}.enabled"), location);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn get_path<'a>(tree: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(tree, |node, key| node.as_object()?.get(key))
+}
+
+fn remove_path(tree: &mut Value, path: &str) -> Option<Value> {
+    let (parent, last) = match path.rsplit_once('.') {
+        Some((parent, last)) => (parent.split('.').try_fold(tree, |node, key| node.as_object_mut()?.get_mut(key))?, last),
+        None => (tree, path),
+    };
+    parent.as_object_mut()?.remove(last)
+}
+
+fn insert_path(tree: &mut Value, path: &str, value: Value) {
+    let mut node = tree;
+    let mut keys = path.split('.').peekable();
+    while let Some(key) = keys.next() {
+        if !node.is_object() {
+            *node = Value::Object(Map::new());
+        }
+        let Value::Object(map) = node else { unreachable!("made an object just above") };
+        if keys.peek().is_none() {
+            map.insert(key.to_owned(), value);
+            return;
+        }
+        node = map.entry(key.to_owned()).or_insert_with(|| Value::Object(Map::new()));
+    }
+}
+
+/// Merge `layer` over `merged`: mappings merge key by key; anything else replaces.
+fn merge_layer(merged: &mut Value, locations: &mut BTreeMap<String, SourceLocation>, layer: Layer) {
+    fn merge(base: &mut Value, overlay: Value) {
+        match (base, overlay) {
+            (Value::Object(base), Value::Object(overlay)) => {
+                for (key, value) in overlay {
+                    match base.get_mut(&key) {
+                        Some(existing) => merge(existing, value),
+                        None => {
+                            base.insert(key, value);
+                        }
+                    }
+                }
+            }
+            (base, overlay) => *base = overlay,
+        }
+    }
+    merge(merged, layer.tree);
+    for key in layer.locations.keys() {
+        // A replaced list forgets where the old items were written.
+        let item_prefix = format!("{key}[");
+        locations.retain(|existing, _| !existing.starts_with(&item_prefix));
+    }
+    locations.extend(layer.locations);
+}
+
+/// Parse `key.path=value` into a one-key layer. The value is read as YAML, so
+/// `true`, `8`, `500ms` and `[0, 1]` mean what they would in a file.
+fn parse_override(assignment: &str) -> Result<Layer, ProfileError> {
+    let bad = |message: &str| {
+        ProfileError::new(ProfileErrorKind::BadOverride, format!("`--set {assignment}`: {message}"))
+            .with_hint("write --set section.key=value, for example --set runtime.worker_threads=4")
+    };
+    let (key, raw_value) = assignment.split_once('=').ok_or_else(|| bad("missing `=`"))?;
+    let key = key.trim();
+    let valid_segment = |segment: &str| !segment.is_empty() && segment.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !key.split('.').all(valid_segment) {
+        return Err(bad("the key must be dot-separated names"));
+    }
+    if raw_value.trim().is_empty() {
+        return Err(bad("missing value after `=`"));
+    }
+    let value: Value = serde_saphyr::from_str(raw_value).unwrap_or_else(|_| Value::String(raw_value.to_owned()));
+    let mut tree = Value::Object(Map::new());
+    insert_path(&mut tree, key, value);
+    let location = SourceLocation { source: format!("--set {assignment}"), line: None, column: None };
+    let mut locations = BTreeMap::new();
+    locations.insert(key.to_owned(), location);
+    let mut layer = Layer { tree, locations };
+    fold_aliases(&mut layer)?;
+    Ok(layer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_located_by_line_and_column() {
+        let text = "runtime:\n  max_agents: 5\n  cpu_affinity:\n    pinned_agents:\n      - agent_id: a\n        cpu_cores: [0, 7]\n";
+        let locations = locate_keys("f.yaml", text);
+        let at = |key: &str| locations.get(key).map(|location| (location.line, location.column));
+        assert_eq!(at("runtime.max_agents"), Some((Some(2), Some(3))));
+        assert_eq!(at("runtime.cpu_affinity.pinned_agents[0].agent_id"), Some((Some(5), Some(9))));
+        assert_eq!(at("runtime.cpu_affinity.pinned_agents[0].cpu_cores[1]"), Some((Some(6), Some(24))));
+    }
+
+    #[test]
+    fn later_layers_win_key_by_key() {
+        let loaded = load(&["low-latency".to_owned(), "cluster-large".to_owned()], &[]).expect("loads");
+        let cluster = &loaded.profile.coordination.cluster;
+        assert_eq!(cluster.probe_interval.get().as_secs(), 2, "from cluster-large");
+        assert_eq!(loaded.profile.messaging.batch_size, 1, "from low-latency, untouched by the overlay");
+        let location = loaded.location_of("coordination.cluster.probe_interval").expect("written");
+        assert_eq!(location.source, "built-in profile cluster-large");
+    }
+
+    #[test]
+    fn set_overrides_fold_shorthands() {
+        let loaded = load(&["low-latency".to_owned()], &["runtime.cpu_affinity=false".to_owned(), "transport.max_streams=7".to_owned()])
+            .expect("loads");
+        assert!(!loaded.profile.runtime.cpu_affinity.enabled);
+        assert_eq!(loaded.profile.transport.quic.max_concurrent_streams, 7);
+        assert_eq!(loaded.profile.transport.max_streams, None, "aliases never stay set");
+    }
+
+    #[test]
+    fn suggestions_pick_the_nearest_key() {
+        assert_eq!(suggest_key("unknown field `gosip_fanout`, expected one of gossip_interval, gossip_fanout"), Some("gossip_fanout".to_owned()));
+        assert_eq!(suggest_key("unknown field `zzzzzzzz`, expected one of gossip_interval, gossip_fanout"), None);
+    }
+}

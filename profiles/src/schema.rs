@@ -1,0 +1,726 @@
+//! The typed schema of a profile: one struct per YAML section.
+//!
+//! Every field has a default, so a profile file names only what it changes.
+//! Unknown keys are refused (`deny_unknown_fields`). Keys the seed writes in
+//! two places (`transport.max_streams` beside `transport.quic.max_concurrent_streams`,
+//! `messaging.worker_threads` beside `runtime.worker_threads`) and the short
+//! forms (`cpu_affinity: true`, `priority_routing: true`) are folded into one
+//! canonical key when a layer is loaded (see `crate::load`); the fields that
+//! accept them here exist so a profile file is checked with the same types,
+//! and they are never set on a loaded profile.
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::units::{ByteSize, CpuShares, HumanDuration};
+
+/// A complete, effective engine profile.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Profile {
+    /// Shards, placement, agent capacity and the WebAssembly runtime.
+    pub runtime: RuntimeConfig,
+    /// Mailboxes, batching, deadlines and priorities.
+    pub messaging: MessagingConfig,
+    /// Cluster membership.
+    pub coordination: CoordinationConfig,
+    /// How nodes talk to each other.
+    pub transport: TransportConfig,
+    /// Per-shard storage partitions.
+    pub storage: StorageConfig,
+    /// Limits applied to agents.
+    pub agents: AgentsConfig,
+}
+
+/// `runtime`: shards, placement and agent capacity.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Most agents deployed on the node at once.
+    pub max_agents: u32,
+    /// Pre-warmed instances kept per shard.
+    pub agent_pool_size: u32,
+    /// Most messages in flight in the node at once.
+    pub max_concurrent_messages: u32,
+    /// Number of data shards. Unset: one per core left after the gossip shard.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_threads: Option<u32>,
+    /// How long an idle data shard keeps polling before it parks its thread.
+    /// Unset: park at once. Spinning trades a core's idle time for wake-up latency.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spin_before_park: Option<HumanDuration>,
+    /// Pinning of shards and agents to cores (`true`/`false` or a block).
+    pub cpu_affinity: CpuAffinityConfig,
+    /// NUMA memory placement.
+    pub numa: NumaConfig,
+    /// Linear memory an agent instance may grow to.
+    pub max_memory_per_agent: ByteSize,
+    /// Linear memory an agent instance starts with.
+    pub agent_heap_size: ByteSize,
+    /// Stack an agent instance may use.
+    pub agent_stack_size: ByteSize,
+    /// Warm pool behaviour (the seed's `AgentPoolConfig`).
+    pub agent_pool: AgentPoolConfig,
+    /// WebAssembly compilation and memory (the seed's `WasmOptimization`).
+    pub wasm: WasmConfig,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            max_agents: 1000,
+            agent_pool_size: 50,
+            max_concurrent_messages: 10_000,
+            worker_threads: None,
+            spin_before_park: None,
+            cpu_affinity: CpuAffinityConfig::default(),
+            numa: NumaConfig::default(),
+            max_memory_per_agent: ByteSize::mib(64),
+            agent_heap_size: ByteSize::mib(1),
+            agent_stack_size: ByteSize::kib(512),
+            agent_pool: AgentPoolConfig::default(),
+            wasm: WasmConfig::default(),
+        }
+    }
+}
+
+/// `runtime.cpu_affinity`. In YAML either a bool (shorthand for `enabled`) or a block.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CpuAffinityConfig {
+    /// Pin each shard's thread to one core.
+    pub enabled: bool,
+    /// How shards are spread over cores.
+    pub strategy: PlacementStrategy,
+    /// Agents whose instances must run on named cores.
+    pub pinned_agents: Vec<PinnedAgent>,
+}
+
+impl Default for CpuAffinityConfig {
+    fn default() -> Self {
+        Self { enabled: true, strategy: PlacementStrategy::NumaAware, pinned_agents: Vec::new() }
+    }
+}
+
+/// The block form of `runtime.cpu_affinity`, used to deserialize it.
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct CpuAffinityBlock {
+    enabled: bool,
+    strategy: PlacementStrategy,
+    pinned_agents: Vec<PinnedAgent>,
+}
+
+impl Default for CpuAffinityBlock {
+    fn default() -> Self {
+        let CpuAffinityConfig { enabled, strategy, pinned_agents } = CpuAffinityConfig::default();
+        Self { enabled, strategy, pinned_agents }
+    }
+}
+
+impl<'de> Deserialize<'de> for CpuAffinityConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(BoolOrBlock::<CpuAffinityBlock>::new("`true`, `false` or a block with enabled, strategy, pinned_agents"))
+            .map(|shape| match shape {
+                Shape::Bool(enabled) => Self { enabled, ..Self::default() },
+                Shape::Block(CpuAffinityBlock { enabled, strategy, pinned_agents }) => {
+                    Self { enabled, strategy, pinned_agents }
+                }
+            })
+    }
+}
+
+/// How shards are laid over the machine's cores.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlacementStrategy {
+    /// Balance shards across NUMA nodes, whole cores before SMT siblings.
+    #[default]
+    NumaAware,
+    /// Fill cores in hardware order: node 0 first, whole cores before SMT siblings.
+    Compact,
+}
+
+/// One entry of `runtime.cpu_affinity.pinned_agents`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinnedAgent {
+    /// The agent's name.
+    pub agent_id: String,
+    /// Operating-system CPU numbers (as in `/proc/cpuinfo`) its instances run on.
+    pub cpu_cores: Vec<u32>,
+}
+
+/// `runtime.numa`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NumaConfig {
+    /// Plan and bind memory per NUMA node. Off: the operating system's default policy.
+    pub enabled: bool,
+    /// Memory policy of each data shard's thread.
+    pub memory_policy: MemoryPolicy,
+    /// When `cpu_affinity` is off, still bind each shard to the cores of its NUMA node.
+    pub cpu_bind: bool,
+    /// Interleave the memory of the node-wide threads (gossip shard) across all NUMA nodes.
+    pub interleave_memory: bool,
+}
+
+impl Default for NumaConfig {
+    fn default() -> Self {
+        Self { enabled: true, memory_policy: MemoryPolicy::LocalAlloc, cpu_bind: true, interleave_memory: false }
+    }
+}
+
+/// Where a shard's memory comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryPolicy {
+    /// Allocate on the NUMA node of the CPU that touches the page first.
+    #[default]
+    LocalAlloc,
+    /// Bind strictly to the shard's NUMA node.
+    Bind,
+    /// Spread pages round-robin over every NUMA node.
+    Interleave,
+}
+
+/// `runtime.agent_pool`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentPoolConfig {
+    /// Fill the pool at boot (`eager`) or on first use (`lazy`).
+    pub warmup_strategy: WarmupStrategy,
+    /// Messages an instance serves before it is replaced by a fresh one.
+    pub max_reuse_count: u32,
+    /// Age after which an instance is replaced by a fresh one.
+    pub recycle_after: HumanDuration,
+}
+
+impl Default for AgentPoolConfig {
+    fn default() -> Self {
+        Self { warmup_strategy: WarmupStrategy::Eager, max_reuse_count: 1000, recycle_after: HumanDuration::from_secs(3600) }
+    }
+}
+
+/// When the warm pool is filled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WarmupStrategy {
+    /// At boot and at deploy.
+    #[default]
+    Eager,
+    /// On first use.
+    Lazy,
+}
+
+/// `runtime.wasm`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WasmConfig {
+    /// Compile modules to native code (Cranelift). Off: the interpreter.
+    pub jit_enabled: bool,
+    /// Code generator optimization.
+    pub optimization_level: OptimizationLevel,
+    /// Keep compiled modules for reuse by later deploys.
+    pub cache_compiled_modules: bool,
+    /// Compiled modules kept.
+    pub module_cache_size: u32,
+    /// Reserve instance memories in a pooling allocator at boot.
+    pub memory_pooling: bool,
+    /// Reserve async stacks in the pooling allocator at boot.
+    pub stack_pooling: bool,
+}
+
+impl Default for WasmConfig {
+    fn default() -> Self {
+        Self {
+            jit_enabled: true,
+            optimization_level: OptimizationLevel::Speed,
+            cache_compiled_modules: true,
+            module_cache_size: 100,
+            memory_pooling: true,
+            stack_pooling: true,
+        }
+    }
+}
+
+/// Code generator optimization level.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizationLevel {
+    /// No optimization: fastest compile.
+    None,
+    /// Optimize for speed.
+    #[default]
+    Speed,
+    /// Optimize for speed and code size.
+    SpeedAndSize,
+}
+
+/// `messaging`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MessagingConfig {
+    /// Capacity of each shard's inbound queue.
+    pub queue_size: u32,
+    /// Messages taken from a ring or mailbox per drain.
+    pub batch_size: u32,
+    /// A message not handled within this time is answered with `failure`.
+    pub delivery_timeout: HumanDuration,
+    /// Keep each message durable until it is handled.
+    pub enable_persistence: bool,
+    /// Mailboxes a shard drains concurrently.
+    pub parallel_routes: u32,
+    /// Seed spelling of `runtime.worker_threads`; folded into it at load.
+    #[serde(skip_serializing)]
+    pub worker_threads: Option<u32>,
+    /// Priority classes (`true`/`false` or a block).
+    pub priority_routing: PriorityRoutingConfig,
+    /// Compress stored message content.
+    pub enable_compression: bool,
+    /// Age after which a stored message expires. Unset: never.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_ttl: Option<HumanDuration>,
+    /// How often expired messages are removed.
+    pub cleanup_interval: HumanDuration,
+}
+
+impl Default for MessagingConfig {
+    fn default() -> Self {
+        Self {
+            queue_size: 10_000,
+            batch_size: 64,
+            delivery_timeout: HumanDuration::from_secs(5),
+            enable_persistence: false,
+            parallel_routes: 1,
+            worker_threads: None,
+            priority_routing: PriorityRoutingConfig::default(),
+            enable_compression: false,
+            message_ttl: None,
+            cleanup_interval: HumanDuration::from_secs(60),
+        }
+    }
+}
+
+/// `messaging.priority_routing`. In YAML either a bool or a block.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PriorityRoutingConfig {
+    /// Serve mailboxes by priority class. Off: one FIFO class.
+    pub enabled: bool,
+    /// The classes, most urgent first.
+    pub queues: Vec<PriorityQueueConfig>,
+}
+
+impl Default for PriorityRoutingConfig {
+    fn default() -> Self {
+        let class = |name: &str, priority, max_latency| PriorityQueueConfig { name: name.to_owned(), priority, max_latency };
+        Self {
+            enabled: false,
+            queues: vec![
+                class("critical", 0, HumanDuration::from_millis(10)),
+                class("high", 1, HumanDuration::from_millis(100)),
+                class("normal", 2, HumanDuration::from_secs(1)),
+                class("low", 3, HumanDuration::from_secs(10)),
+            ],
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct PriorityRoutingBlock {
+    enabled: bool,
+    queues: Vec<PriorityQueueConfig>,
+}
+
+impl Default for PriorityRoutingBlock {
+    fn default() -> Self {
+        let PriorityRoutingConfig { queues, .. } = PriorityRoutingConfig::default();
+        // A block that names the section means it is wanted unless it says otherwise.
+        Self { enabled: true, queues }
+    }
+}
+
+impl<'de> Deserialize<'de> for PriorityRoutingConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(BoolOrBlock::<PriorityRoutingBlock>::new("`true`, `false` or a block with enabled, queues"))
+            .map(|shape| match shape {
+                Shape::Bool(enabled) => Self { enabled, ..Self::default() },
+                Shape::Block(PriorityRoutingBlock { enabled, queues }) => Self { enabled, queues },
+            })
+    }
+}
+
+/// One priority class.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriorityQueueConfig {
+    /// Class name used by senders (`critical`, `high`, ...).
+    pub name: String,
+    /// Lower is more urgent.
+    pub priority: u8,
+    /// A message waiting longer than this is answered with `failure` (timeout).
+    pub max_latency: HumanDuration,
+}
+
+/// `coordination`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoordinationConfig {
+    /// SWIM membership.
+    pub cluster: ClusterConfig,
+}
+
+/// `coordination.cluster`: SWIM membership timing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Period between gossip rounds.
+    pub gossip_interval: HumanDuration,
+    /// Members each gossip round is sent to.
+    pub gossip_fanout: u32,
+    /// Period between direct probes; must exceed `probe_timeout`.
+    pub probe_interval: HumanDuration,
+    /// Wait for a direct probe's ack before asking others to probe.
+    pub probe_timeout: HumanDuration,
+    /// Suspicion lasts this many probe intervals before a member is declared down.
+    pub suspicion_multiplier: u32,
+    /// Members asked to probe a member that missed its direct probe.
+    pub indirect_probes: u32,
+    /// Times news of a dead member is gossiped before it is forgotten.
+    pub gossip_to_dead: u32,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            gossip_interval: HumanDuration::from_millis(200),
+            gossip_fanout: 3,
+            probe_interval: HumanDuration::from_secs(1),
+            probe_timeout: HumanDuration::from_millis(200),
+            suspicion_multiplier: 4,
+            indirect_probes: 3,
+            gossip_to_dead: 3,
+        }
+    }
+}
+
+/// `transport`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransportConfig {
+    /// `quic` or `tcp`.
+    #[serde(rename = "type")]
+    pub kind: TransportKind,
+    /// Seed spelling of `transport.quic.max_concurrent_streams`; folded into it at load.
+    #[serde(skip_serializing)]
+    pub max_streams: Option<u32>,
+    /// Seed spelling of `transport.quic.max_concurrent_streams`; folded into it at load.
+    #[serde(skip_serializing)]
+    pub max_concurrent_streams: Option<u32>,
+    /// Seed spelling of `transport.quic.congestion_control`; folded into it at load.
+    #[serde(skip_serializing)]
+    pub congestion_control: Option<CongestionControl>,
+    /// Seed spelling of `transport.quic.idle_timeout`; folded into it at load.
+    #[serde(skip_serializing)]
+    pub idle_timeout: Option<HumanDuration>,
+    /// QUIC settings.
+    pub quic: QuicConfig,
+    /// TCP settings.
+    pub tcp: TcpConfig,
+    /// Connections kept to other nodes.
+    pub connection_pool: ConnectionPoolConfig,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            kind: TransportKind::Quic,
+            max_streams: None,
+            max_concurrent_streams: None,
+            congestion_control: None,
+            idle_timeout: None,
+            quic: QuicConfig::default(),
+            tcp: TcpConfig::default(),
+            connection_pool: ConnectionPoolConfig::default(),
+        }
+    }
+}
+
+/// Transport between nodes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransportKind {
+    /// QUIC (quinn).
+    #[default]
+    Quic,
+    /// TCP.
+    Tcp,
+}
+
+/// QUIC congestion controller.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CongestionControl {
+    /// CUBIC.
+    #[default]
+    Cubic,
+    /// BBR.
+    Bbr,
+    /// NewReno.
+    NewReno,
+}
+
+/// `transport.quic`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuicConfig {
+    /// Congestion controller.
+    pub congestion_control: CongestionControl,
+    /// Streams a peer may open at once.
+    pub max_concurrent_streams: u32,
+    /// Flow-control window per stream.
+    pub stream_receive_window: ByteSize,
+    /// Flow-control window per connection.
+    pub connection_receive_window: ByteSize,
+    /// Keep-alive period.
+    pub keep_alive_interval: HumanDuration,
+    /// An idle connection is closed after this.
+    pub idle_timeout: HumanDuration,
+    /// Allow 0-RTT resumption.
+    pub enable_0rtt: bool,
+    /// Allow unreliable datagrams (used by SWIM).
+    pub enable_datagram: bool,
+    /// Largest datagram sent.
+    pub max_datagram_size: u32,
+}
+
+impl Default for QuicConfig {
+    fn default() -> Self {
+        Self {
+            congestion_control: CongestionControl::Cubic,
+            max_concurrent_streams: 100,
+            stream_receive_window: ByteSize::mib(1),
+            connection_receive_window: ByteSize::mib(10),
+            keep_alive_interval: HumanDuration::from_secs(30),
+            idle_timeout: HumanDuration::from_secs(120),
+            enable_0rtt: false,
+            enable_datagram: true,
+            max_datagram_size: 1200,
+        }
+    }
+}
+
+/// `transport.tcp`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TcpConfig {
+    /// Disable Nagle's algorithm.
+    pub nodelay: bool,
+    /// Enable TCP keep-alive.
+    pub keepalive: bool,
+    /// Idle time before the first keep-alive probe.
+    pub keepalive_time: HumanDuration,
+    /// Time between keep-alive probes.
+    pub keepalive_interval: HumanDuration,
+    /// Unanswered probes before the connection is dropped.
+    pub keepalive_probes: u32,
+    /// Socket send buffer.
+    pub send_buffer_size: ByteSize,
+    /// Socket receive buffer.
+    pub recv_buffer_size: ByteSize,
+    /// Give up connecting after this.
+    pub connect_timeout: HumanDuration,
+    /// SO_LINGER seconds; 0 resets the connection on close.
+    pub linger: u32,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        Self {
+            nodelay: true,
+            keepalive: true,
+            keepalive_time: HumanDuration::from_secs(30),
+            keepalive_interval: HumanDuration::from_secs(10),
+            keepalive_probes: 3,
+            send_buffer_size: ByteSize::kib(256),
+            recv_buffer_size: ByteSize::kib(256),
+            connect_timeout: HumanDuration::from_secs(5),
+            linger: 0,
+        }
+    }
+}
+
+/// `transport.connection_pool`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectionPoolConfig {
+    /// Idle connections kept at least.
+    pub min_idle: u32,
+    /// Idle connections kept at most.
+    pub max_idle: u32,
+    /// A connection is replaced after this age.
+    pub max_lifetime: HumanDuration,
+    /// An idle connection is closed after this.
+    pub idle_timeout: HumanDuration,
+    /// Connections to one node at most.
+    pub max_connections_per_node: u32,
+    /// Open `warm_connections` to each node when it joins.
+    pub pre_warm: bool,
+    /// Connections opened per node when warming.
+    pub warm_connections: u32,
+}
+
+impl Default for ConnectionPoolConfig {
+    fn default() -> Self {
+        Self {
+            min_idle: 10,
+            max_idle: 100,
+            max_lifetime: HumanDuration::from_secs(300),
+            idle_timeout: HumanDuration::from_secs(60),
+            max_connections_per_node: 50,
+            pre_warm: true,
+            warm_connections: 5,
+        }
+    }
+}
+
+/// `storage`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Storage engine; only `sqlite`.
+    #[serde(rename = "type")]
+    pub kind: StorageKind,
+    /// SQLite page cache per shard.
+    pub page_cache_size: ByteSize,
+    /// Size the WAL is truncated to after a checkpoint.
+    pub wal_size_limit: ByteSize,
+    /// SQLite `auto_vacuum` mode.
+    pub auto_vacuum: AutoVacuum,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            kind: StorageKind::Sqlite,
+            page_cache_size: ByteSize::mib(64),
+            wal_size_limit: ByteSize::mib(256),
+            auto_vacuum: AutoVacuum::None,
+        }
+    }
+}
+
+/// Storage engine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageKind {
+    /// One SQLite database per shard.
+    #[default]
+    Sqlite,
+}
+
+/// SQLite `auto_vacuum` mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AutoVacuum {
+    /// Never shrink the file.
+    #[default]
+    None,
+    /// Shrink at every commit.
+    Full,
+    /// Shrink on `PRAGMA incremental_vacuum`.
+    Incremental,
+}
+
+/// `agents`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentsConfig {
+    /// Limits of every agent without an override.
+    pub default_limits: AgentLimits,
+    /// Per-agent limits; unset fields fall back to `default_limits`.
+    pub overrides: Vec<AgentOverride>,
+}
+
+/// Resource limits of one agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentLimits {
+    /// Linear memory an instance may grow to.
+    pub memory: ByteSize,
+    /// Share of a core (`1000m` is one core).
+    pub cpu_shares: CpuShares,
+    /// One message handler runs at most this long.
+    pub max_execution_time: HumanDuration,
+}
+
+impl Default for AgentLimits {
+    fn default() -> Self {
+        Self { memory: ByteSize::mib(50), cpu_shares: CpuShares(100), max_execution_time: HumanDuration::from_secs(10) }
+    }
+}
+
+/// One entry of `agents.overrides`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentOverride {
+    /// The agent's name.
+    pub agent_id: String,
+    /// Overrides `default_limits.memory`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<ByteSize>,
+    /// Overrides `default_limits.cpu_shares`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_shares: Option<CpuShares>,
+    /// Overrides `default_limits.max_execution_time`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_execution_time: Option<HumanDuration>,
+}
+
+impl AgentsConfig {
+    /// The limits that apply to `agent_id`: its override over the defaults.
+    pub fn limits_for(&self, agent_id: &str) -> AgentLimits {
+        let mut limits = self.default_limits.clone();
+        if let Some(entry) = self.overrides.iter().find(|entry| entry.agent_id == agent_id) {
+            limits.memory = entry.memory.unwrap_or(limits.memory);
+            limits.cpu_shares = entry.cpu_shares.unwrap_or(limits.cpu_shares);
+            limits.max_execution_time = entry.max_execution_time.unwrap_or(limits.max_execution_time);
+        }
+        limits
+    }
+}
+
+/// What a bool-or-block key held.
+enum Shape<B> {
+    Bool(bool),
+    Block(B),
+}
+
+/// Visitor for keys written either as a bool or as a block.
+struct BoolOrBlock<B> {
+    expecting: &'static str,
+    block: std::marker::PhantomData<B>,
+}
+
+impl<B> BoolOrBlock<B> {
+    fn new(expecting: &'static str) -> Self {
+        Self { expecting, block: std::marker::PhantomData }
+    }
+}
+
+impl<'de, B: Deserialize<'de>> Visitor<'de> for BoolOrBlock<B> {
+    type Value = Shape<B>;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.expecting)
+    }
+
+    fn visit_bool<E: de::Error>(self, value: bool) -> Result<Self::Value, E> {
+        Ok(Shape::Bool(value))
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Self::Value, M::Error> {
+        B::deserialize(de::value::MapAccessDeserializer::new(map)).map(Shape::Block)
+    }
+}
