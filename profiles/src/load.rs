@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use crate::builtin;
 use crate::error::{ProfileError, ProfileErrorKind, SourceLocation};
 use crate::schema::Profile;
-use crate::validate::validate;
+use crate::validate::{validate, Violation};
 
 /// The upper bound on a profile file's size: a profile is configuration, and a
 /// file larger than this is a mistake (a wrong path), not a profile.
@@ -36,12 +36,16 @@ impl LoadedProfile {
     /// Where `key` (or its nearest ancestor that was written) was last set.
     /// `None` when the value is a schema default.
     pub fn location_of(&self, key: &str) -> Option<SourceLocation> {
-        let mut path = key;
-        loop {
-            if let Some(location) = self.locations.get(path) {
-                return Some(location.clone());
-            }
-            path = &path[..path.rfind(['.', '['])?];
+        nearest_location(&self.locations, key)
+    }
+
+    /// The error for `violation`, pointing at where its key was written.
+    /// Later stages (placement) use this to report problems they find.
+    pub fn reject(&self, kind: ProfileErrorKind, violation: Violation) -> ProfileError {
+        let error = ProfileError::new(kind, violation.message).at_location(self.location_of(&violation.key)).at_key(violation.key);
+        match violation.hint {
+            Some(hint) => error.with_hint(hint),
+            None => error,
         }
     }
 
@@ -90,16 +94,11 @@ pub fn load(profiles: &[String], overrides: &[String]) -> Result<LoadedProfile, 
         let kind = if message.starts_with("unknown field") { ProfileErrorKind::UnknownKey } else { ProfileErrorKind::InvalidValue };
         ProfileError::new(kind, message).at_key(failing_path.clone()).at_location(locate(&failing_path))
     })?;
-    if let Some(violation) = validate(&profile).into_iter().next() {
-        let location = locate(&violation.key);
-        let error = ProfileError::new(ProfileErrorKind::Contradiction, violation.message).at_key(violation.key);
-        let error = error.at_location(location);
-        return Err(match violation.hint {
-            Some(hint) => error.with_hint(hint),
-            None => error,
-        });
+    let loaded = LoadedProfile { profile, layers, locations };
+    match validate(&loaded.profile).into_iter().next() {
+        Some(violation) => Err(loaded.reject(ProfileErrorKind::Contradiction, violation)),
+        None => Ok(loaded),
     }
-    Ok(LoadedProfile { profile, layers, locations })
 }
 
 fn nearest_location(locations: &BTreeMap<String, SourceLocation>, key: &str) -> Option<SourceLocation> {

@@ -1,0 +1,182 @@
+//! The machine as the planner sees it: packages, NUMA nodes, L3 groups, cores
+//! and their hardware threads (PUs), read from hwloc once and kept as plain data.
+
+use std::fmt;
+
+use hwlocality::object::types::ObjectType;
+use hwlocality::object::TopologyObject;
+use hwlocality::Topology;
+
+/// Why a topology could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    /// hwloc could not read this machine.
+    #[error("cannot read this machine's topology with hwloc: {0}")]
+    Discover(String),
+    /// The `--synthetic` description is not one hwloc accepts.
+    #[error("invalid synthetic topology `{description}`: {reason} (write it like \"package:2 numa:1 l3:1 core:8 pu:2\")")]
+    Synthetic {
+        /// What the user wrote.
+        description: String,
+        /// hwloc's complaint.
+        reason: String,
+    },
+}
+
+/// One physical core.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Core {
+    /// Logical index of the core across the machine (0-based, hardware order).
+    pub index: usize,
+    /// Logical index of its package.
+    pub package: usize,
+    /// OS index of the NUMA node its memory is local to.
+    pub numa_node: usize,
+    /// Logical index of the L3 cache it shares, if hwloc reports one.
+    pub l3_group: Option<usize>,
+    /// OS indices of its hardware threads (PUs), first one first.
+    pub pus: Vec<usize>,
+}
+
+/// One NUMA node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NumaNode {
+    /// OS index (as in `/sys/devices/system/node/nodeN`).
+    pub os_index: usize,
+    /// OS indices of the PUs local to it.
+    pub pus: Vec<usize>,
+    /// Memory attached to it, in bytes (0 when unknown, as on synthetic topologies).
+    pub memory_bytes: u64,
+}
+
+/// A machine's topology as plain data. Build it with [`MachineTopology::discover`],
+/// [`MachineTopology::synthetic`], or by hand in tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MachineTopology {
+    /// Where it came from: `this machine` or `synthetic "..."`.
+    pub origin: String,
+    /// Number of packages (sockets).
+    pub packages: usize,
+    /// Number of L3 groups.
+    pub l3_groups: usize,
+    /// NUMA nodes in OS-index order.
+    pub numa_nodes: Vec<NumaNode>,
+    /// Cores in logical order.
+    pub cores: Vec<Core>,
+}
+
+impl MachineTopology {
+    /// Read the machine this process runs on.
+    pub fn discover() -> Result<Self, TopologyError> {
+        let topology = Topology::new().map_err(|error| TopologyError::Discover(error.to_string()))?;
+        Ok(Self::from_hwloc(&topology, "this machine".to_owned()))
+    }
+
+    /// Build an hwloc synthetic topology, e.g. `package:2 numa:2 core:8 pu:2`.
+    /// Note hwloc's rule: with `numa:N` above 1, each level below counts per NUMA node.
+    pub fn synthetic(description: &str) -> Result<Self, TopologyError> {
+        let invalid = |reason: String| TopologyError::Synthetic { description: description.to_owned(), reason };
+        let topology = Topology::builder()
+            .from_synthetic(description)
+            .map_err(|error| invalid(error.to_string()))?
+            .build()
+            .map_err(|error| invalid(error.to_string()))?;
+        Ok(Self::from_hwloc(&topology, format!("synthetic \"{description}\"")))
+    }
+
+    fn from_hwloc(topology: &Topology, origin: String) -> Self {
+        let numa_nodes: Vec<NumaNode> = topology
+            .objects_with_type(ObjectType::NUMANode)
+            .map(|node| NumaNode {
+                os_index: node.os_index().unwrap_or(node.logical_index()),
+                pus: pu_indices(node),
+                memory_bytes: node.total_memory(),
+            })
+            .collect();
+        let node_of_pu = |pu: usize| numa_nodes.iter().find(|node| node.pus.contains(&pu)).map_or(0, |node| node.os_index);
+        // Some virtual machines report PUs without cores; then each PU stands for a core.
+        let core_type = if topology.objects_with_type(ObjectType::Core).len() > 0 { ObjectType::Core } else { ObjectType::PU };
+        let cores = topology
+            .objects_with_type(core_type)
+            .enumerate()
+            .map(|(index, core)| {
+                let pus = pu_indices(core);
+                Core {
+                    index,
+                    package: core.first_ancestor_with_type(ObjectType::Package).map_or(0, |package| package.logical_index()),
+                    numa_node: pus.first().map_or(0, |&pu| node_of_pu(pu)),
+                    l3_group: core.first_ancestor_with_type(ObjectType::L3Cache).map(|l3| l3.logical_index()),
+                    pus,
+                }
+            })
+            .collect();
+        Self {
+            origin,
+            packages: topology.objects_with_type(ObjectType::Package).len().max(1),
+            l3_groups: topology.objects_with_type(ObjectType::L3Cache).len(),
+            numa_nodes,
+            cores,
+        }
+    }
+
+    /// Every PU's OS index, ascending.
+    pub fn all_pus(&self) -> Vec<usize> {
+        let mut pus: Vec<usize> = self.cores.iter().flat_map(|core| core.pus.iter().copied()).collect();
+        pus.sort_unstable();
+        pus
+    }
+
+    /// The core that holds PU `pu`.
+    pub fn core_of_pu(&self, pu: usize) -> Option<&Core> {
+        self.cores.iter().find(|core| core.pus.contains(&pu))
+    }
+
+    /// Number of PUs (hardware threads).
+    pub fn pu_count(&self) -> usize {
+        self.cores.iter().map(|core| core.pus.len()).sum()
+    }
+}
+
+/// OS indices of the PUs of `object`.
+fn pu_indices(object: &TopologyObject) -> Vec<usize> {
+    object.cpuset().map(|set| set.iter_set().map(usize::from).collect()).unwrap_or_default()
+}
+
+/// `0-3,8,10-11` for a sorted list of indices.
+pub fn format_index_list(indices: &[usize]) -> String {
+    let mut parts = Vec::new();
+    let mut iter = indices.iter().copied().peekable();
+    while let Some(start) = iter.next() {
+        let mut end = start;
+        while iter.peek() == Some(&(end + 1)) {
+            end += 1;
+            iter.next();
+        }
+        parts.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
+    }
+    parts.join(",")
+}
+
+impl fmt::Display for MachineTopology {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            formatter,
+            "topology ({}): {} package(s), {} NUMA node(s), {} L3 group(s), {} core(s), {} PU(s)",
+            self.origin,
+            self.packages,
+            self.numa_nodes.len(),
+            self.l3_groups,
+            self.cores.len(),
+            self.pu_count()
+        )?;
+        for node in &self.numa_nodes {
+            let cores: Vec<usize> = self.cores.iter().filter(|core| core.numa_node == node.os_index).map(|core| core.index).collect();
+            write!(formatter, "  NUMA node {}: cores {} PUs {}", node.os_index, format_index_list(&cores), format_index_list(&node.pus))?;
+            if node.memory_bytes > 0 {
+                write!(formatter, ", {} MiB", node.memory_bytes >> 20)?;
+            }
+            writeln!(formatter)?;
+        }
+        Ok(())
+    }
+}
