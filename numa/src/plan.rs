@@ -209,10 +209,11 @@ pub fn plan(topology: &MachineTopology, profile: &Profile) -> Result<PlacementPl
         }
     }
     let distinct_slots = chosen.len();
-    // Past every free PU, shards share: cycle over the data PUs, then the gossip core's,
-    // so that the load spreads over the whole machine.
-    let mut shared_pool = chosen.clone();
-    shared_pool.extend(gossip_core.pus.iter().filter(|pu| !chosen.contains(pu)));
+    // Past every free PU, shards share: the gossip core's PUs first (the
+    // gossip shard is mostly idle), then the data PUs in turn, so that the
+    // load spreads over the whole machine.
+    let mut shared_pool: Vec<usize> = gossip_core.pus.iter().copied().filter(|pu| !chosen.contains(pu)).collect();
+    shared_pool.extend(chosen.iter().copied());
     let mut next_shared = 0;
     while chosen.len() < shard_count {
         chosen.push(shared_pool[next_shared % shared_pool.len()]);

@@ -49,9 +49,19 @@ impl LoadedProfile {
         }
     }
 
-    /// Every key path some layer wrote, in sorted order.
+    /// Every leaf key path some layer wrote (`messaging.queue_size`, not
+    /// `messaging`), in canonical spelling and sorted order.
     pub fn written_keys(&self) -> impl Iterator<Item = &str> {
-        self.locations.keys().map(String::as_str)
+        let keys: Vec<&String> = self.locations.keys().collect();
+        keys.iter()
+            .enumerate()
+            .filter(|(index, key)| {
+                // Sorted order puts a key's children right after it.
+                keys.get(index + 1).is_none_or(|next| !(next.starts_with(&format!("{key}.")) || next.starts_with(&format!("{key}["))))
+            })
+            .map(|(_, key)| key.as_str())
+            .collect::<Vec<_>>()
+            .into_iter()
     }
 
     /// The effective profile as YAML that loads back to the same profile.
@@ -242,6 +252,13 @@ fn locate_keys(source: &str, text: &str) -> BTreeMap<String, SourceLocation> {
     for item in Parser::new_from_str(text) {
         // The text already parsed once; a failure here only ends the map early.
         let Ok((event, span)) = item else { break };
+        // Comments and anchor metadata are not nodes: they must not consume a pending key.
+        if !matches!(
+            event,
+            Event::Scalar(..) | Event::MappingStart(..) | Event::SequenceStart(..) | Event::MappingEnd | Event::SequenceEnd | Event::Alias(..)
+        ) {
+            continue;
+        }
         let location = SourceLocation {
             source: source.to_owned(),
             line: Some(span.start.line()),
@@ -319,7 +336,7 @@ fn fold_aliases(layer: &mut Layer) -> Result<(), ProfileError> {
             }
         }
         insert_path(&mut layer.tree, canonical, value);
-        if let Some(location) = alias_location {
+        if let Some(location) = layer.locations.remove(alias) {
             layer.locations.insert(canonical.to_owned(), location);
         }
     }
@@ -423,12 +440,12 @@ mod tests {
 
     #[test]
     fn keys_are_located_by_line_and_column() {
-        let text = "runtime:\n  max_agents: 5\n  cpu_affinity:\n    pinned_agents:\n      - agent_id: a\n        cpu_cores: [0, 7]\n";
+        let text = "runtime:\n  max_agents: 5\n  cpu_affinity:\n    # a comment between a key and its block\n    pinned_agents:\n      - agent_id: a\n        cpu_cores: [0, 7]\n";
         let locations = locate_keys("f.yaml", text);
         let at = |key: &str| locations.get(key).map(|location| (location.line, location.column));
         assert_eq!(at("runtime.max_agents"), Some((Some(2), Some(3))));
-        assert_eq!(at("runtime.cpu_affinity.pinned_agents[0].agent_id"), Some((Some(5), Some(9))));
-        assert_eq!(at("runtime.cpu_affinity.pinned_agents[0].cpu_cores[1]"), Some((Some(6), Some(24))));
+        assert_eq!(at("runtime.cpu_affinity.pinned_agents[0].agent_id"), Some((Some(6), Some(9))));
+        assert_eq!(at("runtime.cpu_affinity.pinned_agents[0].cpu_cores[1]"), Some((Some(7), Some(24))));
     }
 
     #[test]

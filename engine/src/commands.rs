@@ -1,0 +1,133 @@
+//! What each command does. Running a node: load the profile, read the
+//! topology, plan, start the shards, wait for SIGINT or SIGTERM, stop.
+
+use caxton_numa::{MachineTopology, PlacementPlan};
+use caxton_profiles::{KeyStatus, LoadedProfile, ProfileErrorKind};
+use caxton_shards::Node;
+use tracing::{info, warn};
+
+use crate::cli::{Cli, Command, ProfileSelection, ProfilesCommand};
+
+/// How a command failed, which decides the exit status.
+pub enum CommandError {
+    /// The input was refused; nothing was started.
+    BadInput(String),
+    /// Something failed while running.
+    Failed(String),
+}
+
+/// Log to stderr at `RUST_LOG`'s level, `info` by default.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).init();
+}
+
+/// Run the command `cli` names.
+pub fn dispatch(cli: Cli) -> Result<(), CommandError> {
+    match cli.command {
+        None => run_node(&cli.selection),
+        Some(Command::Profiles(ProfilesCommand::List)) => {
+            for name in caxton_profiles::BUILTIN_NAMES {
+                println!("{name}");
+            }
+            Ok(())
+        }
+        Some(Command::Profiles(ProfilesCommand::Show { profiles })) => {
+            let mut selection = cli.selection;
+            selection.profiles.extend(profiles);
+            print!("{}", load_profile(&selection)?.to_yaml());
+            Ok(())
+        }
+        Some(Command::Profiles(ProfilesCommand::Keys)) => {
+            for (prefix, status) in caxton_profiles::KEY_TABLE {
+                match status {
+                    KeyStatus::InEffect(reader) => println!("{prefix:<28} in effect: {reader}"),
+                    KeyStatus::NotYetEnforced(reader) => println!("{prefix:<28} accepted, not yet enforced: {reader}"),
+                }
+            }
+            Ok(())
+        }
+        Some(Command::Topology { synthetic }) => {
+            let loaded = load_profile(&cli.selection)?;
+            let topology = match synthetic {
+                Some(description) => MachineTopology::synthetic(&description),
+                None => MachineTopology::discover(),
+            }
+            .map_err(|error| CommandError::BadInput(error.to_string()))?;
+            let plan = plan_placement(&loaded, &topology)?;
+            print!("{topology}{plan}");
+            Ok(())
+        }
+    }
+}
+
+fn load_profile(selection: &ProfileSelection) -> Result<LoadedProfile, CommandError> {
+    caxton_profiles::load(&selection.profiles, &selection.overrides).map_err(|error| CommandError::BadInput(error.to_string()))
+}
+
+fn plan_placement(loaded: &LoadedProfile, topology: &MachineTopology) -> Result<PlacementPlan, CommandError> {
+    caxton_numa::plan(topology, &loaded.profile)
+        .map_err(|violation| CommandError::BadInput(loaded.reject(ProfileErrorKind::Placement, violation).to_string()))
+}
+
+fn run_node(selection: &ProfileSelection) -> Result<(), CommandError> {
+    let loaded = load_profile(selection)?;
+    let topology = MachineTopology::discover().map_err(|error| CommandError::Failed(error.to_string()))?;
+    let plan = plan_placement(&loaded, &topology)?;
+    info!(layers = %loaded.layers.join(" + "), "profile loaded");
+    let mut pending: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
+    for key in loaded.written_keys() {
+        if let Some(KeyStatus::NotYetEnforced(reader)) = caxton_profiles::key_status(key) {
+            pending.entry(reader).or_default().push(key);
+        }
+    }
+    for (reader, keys) in pending {
+        warn!("accepted but not enforced by this build ({reader}): {}", keys.join(", "));
+    }
+    info!("{}", topology.to_string().trim_end());
+    info!("{}", plan.to_string().trim_end());
+    for note in &plan.notes {
+        warn!("{note}");
+    }
+
+    // Signals are blocked from reaching shard threads by routing them to one
+    // watcher thread; it only flips the node's stop signal.
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+        .map_err(|error| CommandError::Failed(format!("cannot install signal handlers: {error}")))?;
+    let node = Node::start(&loaded.profile, &plan).map_err(|error| CommandError::Failed(error.to_string()))?;
+    for report in node.reports() {
+        let memory = match &report.memory_policy {
+            Ok((nodes, policy)) => format!("{policy} on nodes {}", caxton_numa::format_index_list(nodes)),
+            Err(error) => format!("unreadable ({error})"),
+        };
+        info!(
+            shard = %report.role,
+            tid = report.tid,
+            cpus = %caxton_numa::format_index_list(&report.allowed_pus),
+            memory = %memory,
+            spin_before_park = ?report.spin_before_park,
+            "shard placed"
+        );
+        if let Some(warning) = &report.memory_warning {
+            warn!(shard = %report.role, "{warning}; running with the kernel's default policy");
+        }
+    }
+    let stop = node.stop_signal();
+    let watcher = signals.handle();
+    std::thread::Builder::new()
+        .name("caxton-signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                info!(signal, "stopping on signal");
+                stop.request();
+            }
+        })
+        .map_err(|error| CommandError::Failed(format!("cannot start the signal thread: {error}")))?;
+    info!(data_shards = plan.data_shards.len(), "engine running; send SIGINT or SIGTERM to stop");
+    let result = node.run_until_stopped();
+    watcher.close();
+    result.map_err(|error| CommandError::Failed(error.to_string()))?;
+    info!("engine stopped cleanly");
+    Ok(())
+}

@@ -1,0 +1,38 @@
+//! `engine`: the Caxton command line.
+//!
+//! With no subcommand it runs a node on the given profiles; subcommands inspect
+//! profiles and placement without starting anything. Bad input (a profile
+//! that does not load, a placement that cannot be laid out) prints one line
+//! and exits with status 2 before any thread starts.
+
+mod cli;
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+// jemalloc keeps per-thread arenas, so shards do not contend on one allocator lock.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Exit status for input the engine refuses (profile, placement, arguments).
+const EXIT_BAD_INPUT: u8 = 2;
+/// Exit status for a failure while running.
+const EXIT_FAILURE: u8 = 1;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    commands::init_logging();
+    match commands::dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(commands::CommandError::BadInput(message)) => {
+            eprintln!("engine: {message}");
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+        Err(commands::CommandError::Failed(message)) => {
+            eprintln!("engine: {message}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
