@@ -18,35 +18,41 @@ pub enum CommandError {
 
 /// Log to stderr at `RUST_LOG`'s level, `info` by default.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// Run the command `cli` names.
 pub fn dispatch(cli: Cli) -> Result<(), CommandError> {
     match cli.command {
         None => run_node(&cli.selection),
-        Some(Command::Profiles(ProfilesCommand::List)) => {
-            for name in caxton_profiles::BUILTIN_NAMES {
-                println!("{name}");
-            }
-            Ok(())
-        }
+        Some(Command::Profiles(ProfilesCommand::List)) => emit(
+            &caxton_profiles::BUILTIN_NAMES
+                .map(|name| format!("{name}\n"))
+                .concat(),
+        ),
         Some(Command::Profiles(ProfilesCommand::Show { profiles })) => {
             let mut selection = cli.selection;
             selection.profiles.extend(profiles);
-            print!("{}", load_profile(&selection)?.to_yaml());
-            Ok(())
+            emit(&load_profile(&selection)?.to_yaml())
         }
         Some(Command::Profiles(ProfilesCommand::Keys)) => {
-            for (prefix, status) in caxton_profiles::KEY_TABLE {
-                match status {
-                    KeyStatus::InEffect(reader) => println!("{prefix:<28} in effect: {reader}"),
-                    KeyStatus::NotYetEnforced(reader) => println!("{prefix:<28} accepted, not yet enforced: {reader}"),
-                }
-            }
-            Ok(())
+            let lines: String = caxton_profiles::KEY_TABLE
+                .iter()
+                .map(|(prefix, status)| match status {
+                    KeyStatus::InEffect(reader) => format!("{prefix:<28} in effect: {reader}\n"),
+                    KeyStatus::NotYetEnforced(reader) => {
+                        format!("{prefix:<28} accepted, not yet enforced: {reader}\n")
+                    }
+                })
+                .collect();
+            emit(&lines)
         }
         Some(Command::Topology { synthetic }) => {
             let loaded = load_profile(&cli.selection)?;
@@ -56,34 +62,58 @@ pub fn dispatch(cli: Cli) -> Result<(), CommandError> {
             }
             .map_err(|error| CommandError::BadInput(error.to_string()))?;
             let plan = plan_placement(&loaded, &topology)?;
-            print!("{topology}{plan}");
-            Ok(())
+            emit(&format!("{topology}{plan}"))
         }
     }
 }
 
-fn load_profile(selection: &ProfileSelection) -> Result<LoadedProfile, CommandError> {
-    caxton_profiles::load(&selection.profiles, &selection.overrides).map_err(|error| CommandError::BadInput(error.to_string()))
+/// Write `text` to stdout. A closed pipe (`engine profiles show | head`) is not an error.
+fn emit(text: &str) -> Result<(), CommandError> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(CommandError::Failed(
+            format!("cannot write to stdout: {error}"),
+        )),
+        _ => Ok(()),
+    }
 }
 
-fn plan_placement(loaded: &LoadedProfile, topology: &MachineTopology) -> Result<PlacementPlan, CommandError> {
-    caxton_numa::plan(topology, &loaded.profile)
-        .map_err(|violation| CommandError::BadInput(loaded.reject(ProfileErrorKind::Placement, violation).to_string()))
+fn load_profile(selection: &ProfileSelection) -> Result<LoadedProfile, CommandError> {
+    caxton_profiles::load(&selection.profiles, &selection.overrides)
+        .map_err(|error| CommandError::BadInput(error.to_string()))
+}
+
+fn plan_placement(
+    loaded: &LoadedProfile,
+    topology: &MachineTopology,
+) -> Result<PlacementPlan, CommandError> {
+    caxton_numa::plan(topology, &loaded.profile).map_err(|violation| {
+        CommandError::BadInput(
+            loaded
+                .reject(ProfileErrorKind::Placement, violation)
+                .to_string(),
+        )
+    })
 }
 
 fn run_node(selection: &ProfileSelection) -> Result<(), CommandError> {
     let loaded = load_profile(selection)?;
-    let topology = MachineTopology::discover().map_err(|error| CommandError::Failed(error.to_string()))?;
+    let topology =
+        MachineTopology::discover().map_err(|error| CommandError::Failed(error.to_string()))?;
     let plan = plan_placement(&loaded, &topology)?;
     info!(layers = %loaded.layers.join(" + "), "profile loaded");
-    let mut pending: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
+    let mut pending: std::collections::BTreeMap<&str, Vec<&str>> =
+        std::collections::BTreeMap::new();
     for key in loaded.written_keys() {
         if let Some(KeyStatus::NotYetEnforced(reader)) = caxton_profiles::key_status(key) {
             pending.entry(reader).or_default().push(key);
         }
     }
     for (reader, keys) in pending {
-        warn!("accepted but not enforced by this build ({reader}): {}", keys.join(", "));
+        warn!(
+            "accepted but not enforced by this build ({reader}): {}",
+            keys.join(", ")
+        );
     }
     info!("{}", topology.to_string().trim_end());
     info!("{}", plan.to_string().trim_end());
@@ -93,12 +123,19 @@ fn run_node(selection: &ProfileSelection) -> Result<(), CommandError> {
 
     // Signals are blocked from reaching shard threads by routing them to one
     // watcher thread; it only flips the node's stop signal.
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-        .map_err(|error| CommandError::Failed(format!("cannot install signal handlers: {error}")))?;
-    let node = Node::start(&loaded.profile, &plan).map_err(|error| CommandError::Failed(error.to_string()))?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .map_err(|error| CommandError::Failed(format!("cannot install signal handlers: {error}")))?;
+    let node = Node::start(&loaded.profile, &plan)
+        .map_err(|error| CommandError::Failed(error.to_string()))?;
     for report in node.reports() {
         let memory = match &report.memory_policy {
-            Ok((nodes, policy)) => format!("{policy} on nodes {}", caxton_numa::format_index_list(nodes)),
+            Ok((nodes, policy)) => format!(
+                "{policy} on nodes {}",
+                caxton_numa::format_index_list(nodes)
+            ),
             Err(error) => format!("unreadable ({error})"),
         };
         info!(
@@ -123,8 +160,13 @@ fn run_node(selection: &ProfileSelection) -> Result<(), CommandError> {
                 stop.request();
             }
         })
-        .map_err(|error| CommandError::Failed(format!("cannot start the signal thread: {error}")))?;
-    info!(data_shards = plan.data_shards.len(), "engine running; send SIGINT or SIGTERM to stop");
+        .map_err(|error| {
+            CommandError::Failed(format!("cannot start the signal thread: {error}"))
+        })?;
+    info!(
+        data_shards = plan.data_shards.len(),
+        "engine running; send SIGINT or SIGTERM to stop"
+    );
     let result = node.run_until_stopped();
     watcher.close();
     result.map_err(|error| CommandError::Failed(error.to_string()))?;

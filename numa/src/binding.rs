@@ -62,9 +62,13 @@ pub fn bind_current_thread(binding: &CpuBinding) -> Result<(), BindError> {
         unsafe { libc::CPU_SET(pu, &mut set) };
     }
     // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t of the size passed.
-    let status = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    let status =
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
     if status != 0 {
-        return Err(BindError::Cpu { binding: binding.to_string(), source: io::Error::last_os_error() });
+        return Err(BindError::Cpu {
+            binding: binding.to_string(),
+            source: io::Error::last_os_error(),
+        });
     }
     Ok(())
 }
@@ -74,12 +78,15 @@ pub fn current_thread_pus() -> io::Result<Vec<usize>> {
     // SAFETY: as above; sched_getaffinity fills `set`.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: pid 0 is the calling thread; `set` is writable and of the size passed.
-    let status = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    let status =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     if status != 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: each index is below CPU_SETSIZE.
-    Ok((0..CPU_SET_CAPACITY).filter(|&pu| unsafe { libc::CPU_ISSET(pu, &set) }).collect())
+    Ok((0..CPU_SET_CAPACITY)
+        .filter(|&pu| unsafe { libc::CPU_ISSET(pu, &set) })
+        .collect())
 }
 
 /// The PUs thread `tid` of this process may run on, read from `/proc` (as
@@ -89,8 +96,14 @@ pub fn thread_pus(tid: i32) -> io::Result<Vec<usize>> {
     let list = status
         .lines()
         .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no Cpus_allowed_list in /proc status"))?;
-    parse_index_list(list.trim()).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad CPU list `{list}`")))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "no Cpus_allowed_list in /proc status",
+            )
+        })?;
+    parse_index_list(list.trim())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad CPU list `{list}`")))
 }
 
 /// Parse `0-3,8,10-11`.
@@ -98,7 +111,9 @@ pub fn parse_index_list(text: &str) -> Option<Vec<usize>> {
     let mut indices = Vec::new();
     for part in text.split(',').filter(|part| !part.is_empty()) {
         match part.split_once('-') {
-            Some((start, end)) => indices.extend(start.parse::<usize>().ok()?..=end.parse::<usize>().ok()?),
+            Some((start, end)) => {
+                indices.extend(start.parse::<usize>().ok()?..=end.parse::<usize>().ok()?)
+            }
             None => indices.push(part.parse().ok()?),
         }
     }
@@ -139,7 +154,10 @@ pub fn apply_memory_placement(memory: &MemoryPlacement) -> Result<(), BindError>
     };
     topology
         .bind_memory(&nodeset, policy, flags)
-        .map_err(|error| BindError::Memory { policy: memory.to_string(), reason: error.to_string() })
+        .map_err(|error| BindError::Memory {
+            policy: memory.to_string(),
+            reason: error.to_string(),
+        })
 }
 
 /// The calling thread's memory policy as hwloc reports it: its nodes and a
@@ -148,7 +166,10 @@ pub fn current_memory_policy() -> Result<(Vec<usize>, String), BindError> {
     let topology = machine_topology()?;
     let (nodeset, policy) = topology
         .memory_binding::<NodeSet>(MemoryBindingFlags::THREAD)
-        .map_err(|error| BindError::Memory { policy: "(reading back)".into(), reason: error.to_string() })?;
+        .map_err(|error| BindError::Memory {
+            policy: "(reading back)".into(),
+            reason: error.to_string(),
+        })?;
     let name = match policy {
         Some(MemoryBindingPolicy::FirstTouch) => "first_touch".to_owned(),
         Some(MemoryBindingPolicy::Bind) => "bind".to_owned(),

@@ -114,7 +114,11 @@ pub fn plan(topology: &MachineTopology, profile: &Profile) -> Result<PlacementPl
     let affinity = &runtime.cpu_affinity;
     let all_pus = topology.all_pus();
     if topology.cores.is_empty() {
-        return Err(violation("runtime.worker_threads", "the topology has no cores".into(), None));
+        return Err(violation(
+            "runtime.worker_threads",
+            "the topology has no cores".into(),
+            None,
+        ));
     }
 
     // Every PU a pinned agent names must exist.
@@ -124,9 +128,17 @@ pub fn plan(topology: &MachineTopology, profile: &Profile) -> Result<PlacementPl
             let cpu = cpu as usize;
             if !all_pus.contains(&cpu) {
                 return Err(violation(
-                    &format!("runtime.cpu_affinity.pinned_agents[{agent_index}].cpu_cores[{core_index}]"),
-                    format!("CPU {cpu} (for agent `{}`) does not exist on {}", pinned.agent_id, topology.origin),
-                    Some(format!("this machine's CPUs are {}", format_index_list(&all_pus))),
+                    &format!(
+                        "runtime.cpu_affinity.pinned_agents[{agent_index}].cpu_cores[{core_index}]"
+                    ),
+                    format!(
+                        "CPU {cpu} (for agent `{}`) does not exist on {}",
+                        pinned.agent_id, topology.origin
+                    ),
+                    Some(format!(
+                        "this machine's CPUs are {}",
+                        format_index_list(&all_pus)
+                    )),
                 ));
             }
             pinned_pus.insert(cpu);
@@ -143,12 +155,21 @@ pub fn plan(topology: &MachineTopology, profile: &Profile) -> Result<PlacementPl
     let reserve_gossip_core = topology.cores.len() > 1;
 
     // 2. How many data shards.
-    let data_cores = if reserve_gossip_core { topology.cores.len() - 1 } else { 1 };
-    let shard_count = runtime.worker_threads.map_or(data_cores, |workers| workers as usize);
+    let data_cores = if reserve_gossip_core {
+        topology.cores.len() - 1
+    } else {
+        1
+    };
+    let shard_count = runtime
+        .worker_threads
+        .map_or(data_cores, |workers| workers as usize);
     if shard_count < pinned_pus.len() {
         return Err(violation(
             "runtime.worker_threads",
-            format!("{shard_count} data shard(s) cannot cover the {} CPUs that pinned agents name", pinned_pus.len()),
+            format!(
+                "{shard_count} data shard(s) cannot cover the {} CPUs that pinned agents name",
+                pinned_pus.len()
+            ),
             Some("raise runtime.worker_threads or pin agents to fewer CPUs".into()),
         ));
     }
@@ -156,10 +177,20 @@ pub fn plan(topology: &MachineTopology, profile: &Profile) -> Result<PlacementPl
     // 3. Candidate slots per NUMA node: whole cores first, then SMT siblings.
     let node_ids: Vec<usize> = match topology.numa_nodes.is_empty() {
         true => vec![0],
-        false => topology.numa_nodes.iter().map(|node| node.os_index).collect(),
+        false => topology
+            .numa_nodes
+            .iter()
+            .map(|node| node.os_index)
+            .collect(),
     };
-    let usable_core = |core: &&crate::topology::Core| !(reserve_gossip_core && core.index == gossip_core.index);
-    let max_threads = topology.cores.iter().map(|core| core.pus.len()).max().unwrap_or(1);
+    let usable_core =
+        |core: &&crate::topology::Core| !(reserve_gossip_core && core.index == gossip_core.index);
+    let max_threads = topology
+        .cores
+        .iter()
+        .map(|core| core.pus.len())
+        .max()
+        .unwrap_or(1);
     // tiers[t][n]: the PUs of SMT level `t` on node `n`, in core order.
     let tiers: Vec<Vec<Vec<usize>>> = (0..max_threads)
         .map(|thread| {
@@ -212,7 +243,12 @@ pub fn plan(topology: &MachineTopology, profile: &Profile) -> Result<PlacementPl
     // Past every free PU, shards share: the gossip core's PUs first (the
     // gossip shard is mostly idle), then the data PUs in turn, so that the
     // load spreads over the whole machine.
-    let mut shared_pool: Vec<usize> = gossip_core.pus.iter().copied().filter(|pu| !chosen.contains(pu)).collect();
+    let mut shared_pool: Vec<usize> = gossip_core
+        .pus
+        .iter()
+        .copied()
+        .filter(|pu| !chosen.contains(pu))
+        .collect();
     shared_pool.extend(chosen.iter().copied());
     let mut next_shared = 0;
     while chosen.len() < shard_count {
@@ -220,13 +256,21 @@ pub fn plan(topology: &MachineTopology, profile: &Profile) -> Result<PlacementPl
         next_shared += 1;
     }
     // Keep each node's shards contiguous and in hardware order.
-    let position = |pu: usize| topology.core_of_pu(pu).map_or((usize::MAX, pu), |core| (core.numa_node, core.index));
+    let position = |pu: usize| {
+        topology
+            .core_of_pu(pu)
+            .map_or((usize::MAX, pu), |core| (core.numa_node, core.index))
+    };
     chosen.sort_by_key(|&pu| (position(pu).0, position(pu).1, pu));
 
     // 4 and 5: bindings and memory.
     let numa = &runtime.numa;
     let node_pus = |node: usize| -> Vec<usize> {
-        topology.numa_nodes.iter().find(|candidate| candidate.os_index == node).map_or_else(|| all_pus.clone(), |found| found.pus.clone())
+        topology
+            .numa_nodes
+            .iter()
+            .find(|candidate| candidate.os_index == node)
+            .map_or_else(|| all_pus.clone(), |found| found.pus.clone())
     };
     let placement_on = |pu: usize, memory: MemoryPlacement| {
         let core = topology.core_of_pu(pu).map_or(0, |core| core.index);
@@ -238,7 +282,13 @@ pub fn plan(topology: &MachineTopology, profile: &Profile) -> Result<PlacementPl
         } else {
             CpuBinding::Unbound
         };
-        ShardPlacement { home_pu: pu, core, numa_node, cpu_binding, memory }
+        ShardPlacement {
+            home_pu: pu,
+            core,
+            numa_node,
+            cpu_binding,
+            memory,
+        }
     };
     let data_memory = |pu: usize| {
         let node = topology.core_of_pu(pu).map_or(0, |core| core.numa_node);
@@ -246,15 +296,24 @@ pub fn plan(topology: &MachineTopology, profile: &Profile) -> Result<PlacementPl
             (false, _) => MemoryPlacement::SystemDefault,
             (true, MemoryPolicy::LocalAlloc) => MemoryPlacement::LocalAlloc { node },
             (true, MemoryPolicy::Bind) => MemoryPlacement::Bind { nodes: vec![node] },
-            (true, MemoryPolicy::Interleave) => MemoryPlacement::Interleave { nodes: node_ids.clone() },
+            (true, MemoryPolicy::Interleave) => MemoryPlacement::Interleave {
+                nodes: node_ids.clone(),
+            },
         }
     };
-    let data_shards: Vec<ShardPlacement> = chosen.iter().map(|&pu| placement_on(pu, data_memory(pu))).collect();
+    let data_shards: Vec<ShardPlacement> = chosen
+        .iter()
+        .map(|&pu| placement_on(pu, data_memory(pu)))
+        .collect();
     let gossip_pu = gossip_core.pus[0];
     let gossip_memory = match (numa.enabled, numa.interleave_memory) {
         (false, _) => MemoryPlacement::SystemDefault,
-        (true, true) => MemoryPlacement::Interleave { nodes: node_ids.clone() },
-        (true, false) => MemoryPlacement::LocalAlloc { node: gossip_core.numa_node },
+        (true, true) => MemoryPlacement::Interleave {
+            nodes: node_ids.clone(),
+        },
+        (true, false) => MemoryPlacement::LocalAlloc {
+            node: gossip_core.numa_node,
+        },
     };
     let gossip_shard = placement_on(gossip_pu, gossip_memory);
 
@@ -263,8 +322,14 @@ pub fn plan(topology: &MachineTopology, profile: &Profile) -> Result<PlacementPl
         .iter()
         .map(|pinned| {
             let cpu_cores: Vec<usize> = pinned.cpu_cores.iter().map(|&cpu| cpu as usize).collect();
-            let data_shards = (0..data_shards.len()).filter(|&shard| cpu_cores.contains(&data_shards[shard].home_pu)).collect();
-            AgentPinning { agent_id: pinned.agent_id.clone(), cpu_cores, data_shards }
+            let data_shards = (0..data_shards.len())
+                .filter(|&shard| cpu_cores.contains(&data_shards[shard].home_pu))
+                .collect();
+            AgentPinning {
+                agent_id: pinned.agent_id.clone(),
+                cpu_cores,
+                data_shards,
+            }
         })
         .collect();
 
@@ -283,13 +348,26 @@ pub fn plan(topology: &MachineTopology, profile: &Profile) -> Result<PlacementPl
     }
     let whole_cores: BTreeSet<usize> = data_shards.iter().map(|shard| shard.core).collect();
     if whole_cores.len() < distinct_slots {
-        notes.push(format!("{} data shard(s) run on SMT siblings of other shards", distinct_slots - whole_cores.len()));
+        notes.push(format!(
+            "{} data shard(s) run on SMT siblings of other shards",
+            distinct_slots - whole_cores.len()
+        ));
     }
-    Ok(PlacementPlan { data_shards, gossip_shard, pinned_agents, shares_pus, notes })
+    Ok(PlacementPlan {
+        data_shards,
+        gossip_shard,
+        pinned_agents,
+        shares_pus,
+        notes,
+    })
 }
 
 fn violation(key: &str, message: String, hint: Option<String>) -> Violation {
-    Violation { key: key.to_owned(), message, hint }
+    Violation {
+        key: key.to_owned(),
+        message,
+        hint,
+    }
 }
 
 impl fmt::Display for CpuBinding {
@@ -308,15 +386,25 @@ impl fmt::Display for MemoryPlacement {
             Self::SystemDefault => formatter.write_str("system default"),
             Self::LocalAlloc { node } => write!(formatter, "local_alloc (node {node})"),
             Self::Bind { nodes } => write!(formatter, "bind nodes {}", format_index_list(nodes)),
-            Self::Interleave { nodes } => write!(formatter, "interleave nodes {}", format_index_list(nodes)),
+            Self::Interleave { nodes } => {
+                write!(formatter, "interleave nodes {}", format_index_list(nodes))
+            }
         }
     }
 }
 
 impl fmt::Display for PlacementPlan {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(formatter, "placement plan: {} data shard(s) + gossip shard", self.data_shards.len())?;
-        writeln!(formatter, "  {:<10} {:>5} {:>5} {:>5}  {:<16} memory", "shard", "pu", "core", "node", "binding")?;
+        writeln!(
+            formatter,
+            "placement plan: {} data shard(s) + gossip shard",
+            self.data_shards.len()
+        )?;
+        writeln!(
+            formatter,
+            "  {:<10} {:>5} {:>5} {:>5}  {:<16} memory",
+            "shard", "pu", "core", "node", "binding"
+        )?;
         let row = |formatter: &mut fmt::Formatter<'_>, name: &str, shard: &ShardPlacement| {
             writeln!(
                 formatter,
@@ -334,8 +422,18 @@ impl fmt::Display for PlacementPlan {
         }
         row(formatter, "gossip", &self.gossip_shard)?;
         for pinning in &self.pinned_agents {
-            let shards: Vec<String> = pinning.data_shards.iter().map(|shard| format!("data-{shard}")).collect();
-            writeln!(formatter, "  agent {} pinned to cpus {} -> {}", pinning.agent_id, format_index_list(&pinning.cpu_cores), shards.join(", "))?;
+            let shards: Vec<String> = pinning
+                .data_shards
+                .iter()
+                .map(|shard| format!("data-{shard}"))
+                .collect();
+            writeln!(
+                formatter,
+                "  agent {} pinned to cpus {} -> {}",
+                pinning.agent_id,
+                format_index_list(&pinning.cpu_cores),
+                shards.join(", ")
+            )?;
         }
         for note in &self.notes {
             writeln!(formatter, "  note: {note}")?;
@@ -360,17 +458,24 @@ mod tests {
     }
 
     fn nodes(plan: &PlacementPlan) -> Vec<usize> {
-        plan.data_shards.iter().map(|shard| shard.numa_node).collect()
+        plan.data_shards
+            .iter()
+            .map(|shard| shard.numa_node)
+            .collect()
     }
 
     #[test]
     fn one_numa_node_gives_every_core_but_one_a_shard() {
-        let topology = MachineTopology::synthetic("package:1 numa:1 core:4 pu:1").expect("synthetic");
+        let topology =
+            MachineTopology::synthetic("package:1 numa:1 core:4 pu:1").expect("synthetic");
         let plan = plan(&topology, &Profile::default()).expect("plans");
         assert_eq!(pus(&plan), [0, 1, 2]);
         assert_eq!(plan.gossip_shard.home_pu, 3);
         assert_eq!(plan.gossip_shard.cpu_binding, CpuBinding::Pu(3));
-        assert!(plan.data_shards.iter().all(|shard| shard.memory == MemoryPlacement::LocalAlloc { node: 0 }));
+        assert!(plan
+            .data_shards
+            .iter()
+            .all(|shard| shard.memory == MemoryPlacement::LocalAlloc { node: 0 }));
         assert!(!plan.shares_pus);
         assert!(plan.notes.is_empty(), "{:?}", plan.notes);
     }
@@ -378,16 +483,25 @@ mod tests {
     #[test]
     fn two_numa_nodes_with_smt_balance_and_avoid_siblings() {
         // Node 0: cores 0-3 (PUs 0-7); node 1: cores 4-7 (PUs 8-15); PU pairs are SMT siblings.
-        let topology = MachineTopology::synthetic("package:2 numa:1 core:4 pu:2").expect("synthetic");
+        let topology =
+            MachineTopology::synthetic("package:2 numa:1 core:4 pu:2").expect("synthetic");
         assert_eq!(topology.numa_nodes.len(), 2);
         let six = profile_with(|profile| {
             profile.runtime.worker_threads = Some(6);
             profile.runtime.numa.memory_policy = MemoryPolicy::Bind;
         });
         let plan = plan(&topology, &six).expect("plans");
-        assert_eq!(pus(&plan), [0, 2, 4, 8, 10, 12], "whole cores only, three per node");
+        assert_eq!(
+            pus(&plan),
+            [0, 2, 4, 8, 10, 12],
+            "whole cores only, three per node"
+        );
         assert_eq!(nodes(&plan), [0, 0, 0, 1, 1, 1]);
-        assert_eq!(plan.data_shards[4].memory, MemoryPlacement::Bind { nodes: vec![1] }, "memory stays on the shard's node");
+        assert_eq!(
+            plan.data_shards[4].memory,
+            MemoryPlacement::Bind { nodes: vec![1] },
+            "memory stays on the shard's node"
+        );
         assert_eq!(plan.gossip_shard.core, 7);
 
         let compact = profile_with(|profile| {
@@ -395,34 +509,80 @@ mod tests {
             profile.runtime.cpu_affinity.strategy = PlacementStrategy::Compact;
         });
         let compact_plan = super::plan(&topology, &compact).expect("plans");
-        assert_eq!(pus(&compact_plan), [0, 2, 4, 6, 8, 10], "compact fills node 0 first");
+        assert_eq!(
+            pus(&compact_plan),
+            [0, 2, 4, 6, 8, 10],
+            "compact fills node 0 first"
+        );
 
         let ten = profile_with(|profile| profile.runtime.worker_threads = Some(10));
         let smt_plan = super::plan(&topology, &ten).expect("plans");
-        let whole: BTreeSet<usize> = smt_plan.data_shards.iter().map(|shard| shard.core).collect();
-        assert_eq!(whole.len(), 7, "all seven free whole cores are used before any sibling");
-        assert!(!smt_plan.data_shards.iter().any(|shard| shard.core == 7), "the gossip core stays free");
+        let whole: BTreeSet<usize> = smt_plan
+            .data_shards
+            .iter()
+            .map(|shard| shard.core)
+            .collect();
+        assert_eq!(
+            whole.len(),
+            7,
+            "all seven free whole cores are used before any sibling"
+        );
+        assert!(
+            !smt_plan.data_shards.iter().any(|shard| shard.core == 7),
+            "the gossip core stays free"
+        );
         assert!(!smt_plan.shares_pus);
-        assert!(smt_plan.notes.iter().any(|note| note.contains("SMT")), "{:?}", smt_plan.notes);
+        assert!(
+            smt_plan.notes.iter().any(|note| note.contains("SMT")),
+            "{:?}",
+            smt_plan.notes
+        );
     }
 
     #[test]
     fn four_numa_nodes_over_two_packages_spread_evenly() {
-        let topology = MachineTopology::synthetic("package:2 numa:2 core:4 pu:2").expect("synthetic");
-        assert_eq!((topology.packages, topology.numa_nodes.len(), topology.cores.len()), (2, 4, 16));
+        let topology =
+            MachineTopology::synthetic("package:2 numa:2 core:4 pu:2").expect("synthetic");
+        assert_eq!(
+            (
+                topology.packages,
+                topology.numa_nodes.len(),
+                topology.cores.len()
+            ),
+            (2, 4, 16)
+        );
         let plan = plan(&topology, &Profile::default()).expect("plans");
         assert_eq!(plan.data_shards.len(), 15);
-        let per_node: Vec<usize> = (0..4).map(|node| nodes(&plan).iter().filter(|&&shard_node| shard_node == node).count()).collect();
-        assert_eq!(per_node, [4, 4, 4, 3], "the gossip shard takes a core of the last node");
-        assert!(nodes(&plan).windows(2).all(|pair| pair[0] <= pair[1]), "each node's shards are contiguous");
+        let per_node: Vec<usize> = (0..4)
+            .map(|node| {
+                nodes(&plan)
+                    .iter()
+                    .filter(|&&shard_node| shard_node == node)
+                    .count()
+            })
+            .collect();
+        assert_eq!(
+            per_node,
+            [4, 4, 4, 3],
+            "the gossip shard takes a core of the last node"
+        );
+        assert!(
+            nodes(&plan).windows(2).all(|pair| pair[0] <= pair[1]),
+            "each node's shards are contiguous"
+        );
     }
 
     #[test]
     fn more_shards_than_cores_share_and_say_so() {
-        let topology = MachineTopology::synthetic("package:1 numa:1 core:2 pu:1").expect("synthetic");
+        let topology =
+            MachineTopology::synthetic("package:1 numa:1 core:2 pu:1").expect("synthetic");
         let profile = profile_with(|profile| profile.runtime.worker_threads = Some(5));
         let plan = plan(&topology, &profile).expect("plans");
-        assert_eq!(pus(&plan), [0, 0, 0, 1, 1], "cycles over the whole machine, sorted by core");
+        assert_eq!(
+            pus(&plan),
+            [0, 0, 0, 1, 1],
+            "cycles over the whole machine, sorted by core"
+        );
         assert!(plan.shares_pus);
         assert!(plan.notes[0].contains("share"), "{:?}", plan.notes);
 
@@ -434,15 +594,25 @@ mod tests {
 
     #[test]
     fn pinned_agents_get_shards_on_their_cores() {
-        let topology = MachineTopology::synthetic("package:1 numa:1 core:4 pu:1").expect("synthetic");
+        let topology =
+            MachineTopology::synthetic("package:1 numa:1 core:4 pu:1").expect("synthetic");
         let profile = profile_with(|profile| {
             profile.runtime.cpu_affinity.pinned_agents = vec![
-                PinnedAgent { agent_id: "router".into(), cpu_cores: vec![0, 1] },
-                PinnedAgent { agent_id: "coordinator".into(), cpu_cores: vec![3] },
+                PinnedAgent {
+                    agent_id: "router".into(),
+                    cpu_cores: vec![0, 1],
+                },
+                PinnedAgent {
+                    agent_id: "coordinator".into(),
+                    cpu_cores: vec![3],
+                },
             ];
         });
         let plan = plan(&topology, &profile).expect("plans");
-        assert_eq!(plan.gossip_shard.home_pu, 2, "the gossip shard moves off the pinned core 3");
+        assert_eq!(
+            plan.gossip_shard.home_pu, 2,
+            "the gossip shard moves off the pinned core 3"
+        );
         assert_eq!(pus(&plan), [0, 1, 3]);
         assert_eq!(plan.pinned_agents[0].data_shards, [0, 1]);
         assert_eq!(plan.pinned_agents[1].data_shards, [2]);
@@ -450,25 +620,41 @@ mod tests {
 
     #[test]
     fn impossible_pins_name_the_key() {
-        let topology = MachineTopology::synthetic("package:1 numa:1 core:2 pu:1").expect("synthetic");
+        let topology =
+            MachineTopology::synthetic("package:1 numa:1 core:2 pu:1").expect("synthetic");
         let missing = profile_with(|profile| {
-            profile.runtime.cpu_affinity.pinned_agents = vec![PinnedAgent { agent_id: "router".into(), cpu_cores: vec![0, 7] }];
+            profile.runtime.cpu_affinity.pinned_agents = vec![PinnedAgent {
+                agent_id: "router".into(),
+                cpu_cores: vec![0, 7],
+            }];
         });
         let error = plan(&topology, &missing).expect_err("CPU 7 does not exist");
-        assert_eq!(error.key, "runtime.cpu_affinity.pinned_agents[0].cpu_cores[1]");
+        assert_eq!(
+            error.key,
+            "runtime.cpu_affinity.pinned_agents[0].cpu_cores[1]"
+        );
         assert!(error.message.contains("CPU 7"), "{}", error.message);
         assert_eq!(error.hint.as_deref(), Some("this machine's CPUs are 0-1"));
 
         let too_few = profile_with(|profile| {
             profile.runtime.worker_threads = Some(1);
-            profile.runtime.cpu_affinity.pinned_agents = vec![PinnedAgent { agent_id: "router".into(), cpu_cores: vec![0, 1] }];
+            profile.runtime.cpu_affinity.pinned_agents = vec![PinnedAgent {
+                agent_id: "router".into(),
+                cpu_cores: vec![0, 1],
+            }];
         });
-        assert_eq!(plan(&topology, &too_few).expect_err("one shard, two pinned CPUs").key, "runtime.worker_threads");
+        assert_eq!(
+            plan(&topology, &too_few)
+                .expect_err("one shard, two pinned CPUs")
+                .key,
+            "runtime.worker_threads"
+        );
     }
 
     #[test]
     fn affinity_and_numa_switches_change_bindings() {
-        let topology = MachineTopology::synthetic("package:2 numa:1 core:2 pu:1").expect("synthetic");
+        let topology =
+            MachineTopology::synthetic("package:2 numa:1 core:2 pu:1").expect("synthetic");
         let node_bound = profile_with(|profile| profile.runtime.cpu_affinity.enabled = false);
         let plan = plan(&topology, &node_bound).expect("plans");
         assert_eq!(plan.data_shards[0].cpu_binding, CpuBinding::Pus(vec![0, 1]));
@@ -479,15 +665,27 @@ mod tests {
             profile.runtime.numa.enabled = false;
         });
         let floating_plan = super::plan(&topology, &floating).expect("plans");
-        assert!(floating_plan.data_shards.iter().all(|shard| shard.cpu_binding == CpuBinding::Unbound));
-        assert!(floating_plan.data_shards.iter().all(|shard| shard.memory == MemoryPlacement::SystemDefault));
+        assert!(floating_plan
+            .data_shards
+            .iter()
+            .all(|shard| shard.cpu_binding == CpuBinding::Unbound));
+        assert!(floating_plan
+            .data_shards
+            .iter()
+            .all(|shard| shard.memory == MemoryPlacement::SystemDefault));
 
         let interleaved = profile_with(|profile| {
             profile.runtime.numa.interleave_memory = true;
             profile.runtime.numa.memory_policy = MemoryPolicy::Interleave;
         });
         let interleaved_plan = super::plan(&topology, &interleaved).expect("plans");
-        assert_eq!(interleaved_plan.gossip_shard.memory, MemoryPlacement::Interleave { nodes: vec![0, 1] });
-        assert_eq!(interleaved_plan.data_shards[0].memory, MemoryPlacement::Interleave { nodes: vec![0, 1] });
+        assert_eq!(
+            interleaved_plan.gossip_shard.memory,
+            MemoryPlacement::Interleave { nodes: vec![0, 1] }
+        );
+        assert_eq!(
+            interleaved_plan.data_shards[0].memory,
+            MemoryPlacement::Interleave { nodes: vec![0, 1] }
+        );
     }
 }

@@ -68,20 +68,27 @@ pub struct MachineTopology {
 impl MachineTopology {
     /// Read the machine this process runs on.
     pub fn discover() -> Result<Self, TopologyError> {
-        let topology = Topology::new().map_err(|error| TopologyError::Discover(error.to_string()))?;
+        let topology =
+            Topology::new().map_err(|error| TopologyError::Discover(error.to_string()))?;
         Ok(Self::from_hwloc(&topology, "this machine".to_owned()))
     }
 
     /// Build an hwloc synthetic topology, e.g. `package:2 numa:2 core:8 pu:2`.
     /// Note hwloc's rule: with `numa:N` above 1, each level below counts per NUMA node.
     pub fn synthetic(description: &str) -> Result<Self, TopologyError> {
-        let invalid = |reason: String| TopologyError::Synthetic { description: description.to_owned(), reason };
+        let invalid = |reason: String| TopologyError::Synthetic {
+            description: description.to_owned(),
+            reason,
+        };
         let topology = Topology::builder()
             .from_synthetic(description)
             .map_err(|error| invalid(error.to_string()))?
             .build()
             .map_err(|error| invalid(error.to_string()))?;
-        Ok(Self::from_hwloc(&topology, format!("synthetic \"{description}\"")))
+        Ok(Self::from_hwloc(
+            &topology,
+            format!("synthetic \"{description}\""),
+        ))
     }
 
     fn from_hwloc(topology: &Topology, origin: String) -> Self {
@@ -93,9 +100,18 @@ impl MachineTopology {
                 memory_bytes: node.total_memory(),
             })
             .collect();
-        let node_of_pu = |pu: usize| numa_nodes.iter().find(|node| node.pus.contains(&pu)).map_or(0, |node| node.os_index);
+        let node_of_pu = |pu: usize| {
+            numa_nodes
+                .iter()
+                .find(|node| node.pus.contains(&pu))
+                .map_or(0, |node| node.os_index)
+        };
         // Some virtual machines report PUs without cores; then each PU stands for a core.
-        let core_type = if topology.objects_with_type(ObjectType::Core).len() > 0 { ObjectType::Core } else { ObjectType::PU };
+        let core_type = if topology.objects_with_type(ObjectType::Core).len() > 0 {
+            ObjectType::Core
+        } else {
+            ObjectType::PU
+        };
         let cores = topology
             .objects_with_type(core_type)
             .enumerate()
@@ -103,9 +119,13 @@ impl MachineTopology {
                 let pus = pu_indices(core);
                 Core {
                     index,
-                    package: core.first_ancestor_with_type(ObjectType::Package).map_or(0, |package| package.logical_index()),
+                    package: core
+                        .first_ancestor_with_type(ObjectType::Package)
+                        .map_or(0, |package| package.logical_index()),
                     numa_node: pus.first().map_or(0, |&pu| node_of_pu(pu)),
-                    l3_group: core.first_ancestor_with_type(ObjectType::L3Cache).map(|l3| l3.logical_index()),
+                    l3_group: core
+                        .first_ancestor_with_type(ObjectType::L3Cache)
+                        .map(|l3| l3.logical_index()),
                     pus,
                 }
             })
@@ -121,7 +141,11 @@ impl MachineTopology {
 
     /// Every PU's OS index, ascending.
     pub fn all_pus(&self) -> Vec<usize> {
-        let mut pus: Vec<usize> = self.cores.iter().flat_map(|core| core.pus.iter().copied()).collect();
+        let mut pus: Vec<usize> = self
+            .cores
+            .iter()
+            .flat_map(|core| core.pus.iter().copied())
+            .collect();
         pus.sort_unstable();
         pus
     }
@@ -139,7 +163,10 @@ impl MachineTopology {
 
 /// OS indices of the PUs of `object`.
 fn pu_indices(object: &TopologyObject) -> Vec<usize> {
-    object.cpuset().map(|set| set.iter_set().map(usize::from).collect()).unwrap_or_default()
+    object
+        .cpuset()
+        .map(|set| set.iter_set().map(usize::from).collect())
+        .unwrap_or_default()
 }
 
 /// `0-3,8,10-11` for a sorted list of indices.
@@ -152,7 +179,11 @@ pub fn format_index_list(indices: &[usize]) -> String {
             end += 1;
             iter.next();
         }
-        parts.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
     }
     parts.join(",")
 }
@@ -169,9 +200,42 @@ impl fmt::Display for MachineTopology {
             self.cores.len(),
             self.pu_count()
         )?;
+        for package in 0..self.packages {
+            let cores: Vec<&Core> = self
+                .cores
+                .iter()
+                .filter(|core| core.package == package)
+                .collect();
+            let mut nodes: Vec<usize> = cores.iter().map(|core| core.numa_node).collect();
+            nodes.dedup();
+            let mut l3_groups: Vec<usize> = cores.iter().filter_map(|core| core.l3_group).collect();
+            l3_groups.dedup();
+            let core_indices: Vec<usize> = cores.iter().map(|core| core.index).collect();
+            write!(
+                formatter,
+                "  package {package}: NUMA nodes {}, cores {}",
+                format_index_list(&nodes),
+                format_index_list(&core_indices)
+            )?;
+            if !l3_groups.is_empty() {
+                write!(formatter, ", L3 groups {}", format_index_list(&l3_groups))?;
+            }
+            writeln!(formatter)?;
+        }
         for node in &self.numa_nodes {
-            let cores: Vec<usize> = self.cores.iter().filter(|core| core.numa_node == node.os_index).map(|core| core.index).collect();
-            write!(formatter, "  NUMA node {}: cores {} PUs {}", node.os_index, format_index_list(&cores), format_index_list(&node.pus))?;
+            let cores: Vec<usize> = self
+                .cores
+                .iter()
+                .filter(|core| core.numa_node == node.os_index)
+                .map(|core| core.index)
+                .collect();
+            write!(
+                formatter,
+                "  NUMA node {}: cores {} PUs {}",
+                node.os_index,
+                format_index_list(&cores),
+                format_index_list(&node.pus)
+            )?;
             if node.memory_bytes > 0 {
                 write!(formatter, ", {} MiB", node.memory_bytes >> 20)?;
             }

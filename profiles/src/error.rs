@@ -64,7 +64,13 @@ pub struct ProfileError {
 impl ProfileError {
     /// An error of `kind` with `message` and nothing else yet.
     pub fn new(kind: ProfileErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, key: None, location: None, message: message.into(), hint: None }
+        Self {
+            kind,
+            key: None,
+            location: None,
+            message: message.into(),
+            hint: None,
+        }
     }
 
     /// The same error, naming the key at fault.

@@ -16,14 +16,38 @@ pub enum KeyStatus {
 
 /// Key-path prefixes and their status; the first matching prefix wins.
 pub const KEY_TABLE: &[(&str, KeyStatus)] = &[
-    ("runtime.worker_threads", KeyStatus::InEffect("shards: number of data shards")),
-    ("runtime.spin_before_park", KeyStatus::InEffect("shards: idle spin before parking")),
-    ("runtime.cpu_affinity", KeyStatus::InEffect("placement: shard and agent cores")),
-    ("runtime.numa", KeyStatus::InEffect("placement: memory policy and node binding")),
-    ("runtime", KeyStatus::NotYetEnforced("agent runtime (data plane)")),
-    ("messaging", KeyStatus::NotYetEnforced("routing and mailboxes (data plane)")),
-    ("agents", KeyStatus::NotYetEnforced("agent limits (data plane)")),
-    ("coordination", KeyStatus::NotYetEnforced("cluster membership")),
+    (
+        "runtime.worker_threads",
+        KeyStatus::InEffect("shards: number of data shards"),
+    ),
+    (
+        "runtime.spin_before_park",
+        KeyStatus::InEffect("shards: idle spin before parking"),
+    ),
+    (
+        "runtime.cpu_affinity",
+        KeyStatus::InEffect("placement: shard and agent cores"),
+    ),
+    (
+        "runtime.numa",
+        KeyStatus::InEffect("placement: memory policy and node binding"),
+    ),
+    (
+        "runtime",
+        KeyStatus::NotYetEnforced("agent runtime (data plane)"),
+    ),
+    (
+        "messaging",
+        KeyStatus::NotYetEnforced("routing and mailboxes (data plane)"),
+    ),
+    (
+        "agents",
+        KeyStatus::NotYetEnforced("agent limits (data plane)"),
+    ),
+    (
+        "coordination",
+        KeyStatus::NotYetEnforced("cluster membership"),
+    ),
     ("transport", KeyStatus::NotYetEnforced("cluster transport")),
     ("storage", KeyStatus::NotYetEnforced("storage partitions")),
 ];
@@ -32,7 +56,11 @@ pub const KEY_TABLE: &[(&str, KeyStatus)] = &[
 pub fn key_status(key: &str) -> Option<KeyStatus> {
     KEY_TABLE
         .iter()
-        .find(|(prefix, _)| key == *prefix || key.starts_with(&format!("{prefix}.")) || key.starts_with(&format!("{prefix}[")))
+        .find(|(prefix, _)| {
+            key == *prefix
+                || key.starts_with(&format!("{prefix}."))
+                || key.starts_with(&format!("{prefix}["))
+        })
         .map(|&(_, status)| status)
 }
 
@@ -44,7 +72,11 @@ mod tests {
         match value {
             serde_json::Value::Object(map) => {
                 for (key, child) in map {
-                    let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                    let path = if prefix.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
                     leaves(&path, child, out);
                 }
             }
@@ -65,8 +97,14 @@ mod tests {
         for path in paths {
             assert!(key_status(&path).is_some(), "{path} has no status");
         }
-        assert_eq!(key_status("runtime.numa.memory_policy"), key_status("runtime.numa"));
-        assert!(matches!(key_status("runtime.max_agents"), Some(KeyStatus::NotYetEnforced(_))));
+        assert_eq!(
+            key_status("runtime.numa.memory_policy"),
+            key_status("runtime.numa")
+        );
+        assert!(matches!(
+            key_status("runtime.max_agents"),
+            Some(KeyStatus::NotYetEnforced(_))
+        ));
         assert_eq!(key_status("runtimes"), None);
     }
 }

@@ -42,7 +42,9 @@ impl LoadedProfile {
     /// The error for `violation`, pointing at where its key was written.
     /// Later stages (placement) use this to report problems they find.
     pub fn reject(&self, kind: ProfileErrorKind, violation: Violation) -> ProfileError {
-        let error = ProfileError::new(kind, violation.message).at_location(self.location_of(&violation.key)).at_key(violation.key);
+        let error = ProfileError::new(kind, violation.message)
+            .at_location(self.location_of(&violation.key))
+            .at_key(violation.key);
         match violation.hint {
             Some(hint) => error.with_hint(hint),
             None => error,
@@ -57,7 +59,9 @@ impl LoadedProfile {
             .enumerate()
             .filter(|(index, key)| {
                 // Sorted order puts a key's children right after it.
-                keys.get(index + 1).is_none_or(|next| !(next.starts_with(&format!("{key}.")) || next.starts_with(&format!("{key}["))))
+                keys.get(index + 1).is_none_or(|next| {
+                    !(next.starts_with(&format!("{key}.")) || next.starts_with(&format!("{key}[")))
+                })
             })
             .map(|(_, key)| key.as_str())
             .collect::<Vec<_>>()
@@ -84,7 +88,11 @@ pub fn load(profiles: &[String], overrides: &[String]) -> Result<LoadedProfile, 
     let mut locations = BTreeMap::new();
     let mut layers = Vec::new();
     let default_base = [builtin::DEFAULT.to_owned()];
-    let profiles = if profiles.is_empty() { &default_base[..] } else { profiles };
+    let profiles = if profiles.is_empty() {
+        &default_base[..]
+    } else {
+        profiles
+    };
     for spec in profiles {
         let (source, text) = resolve_source(spec)?;
         let layer = parse_layer(&source, &text)?;
@@ -101,17 +109,35 @@ pub fn load(profiles: &[String], overrides: &[String]) -> Result<LoadedProfile, 
     let profile: Profile = serde_path_to_error::deserialize(&merged).map_err(|error| {
         failing_path = error.path().to_string();
         let message = error.inner().to_string();
-        let kind = if message.starts_with("unknown field") { ProfileErrorKind::UnknownKey } else { ProfileErrorKind::InvalidValue };
-        ProfileError::new(kind, message).at_key(failing_path.clone()).at_location(locate(&failing_path))
+        let hint = suggest_key(&message).map(|key| format!("did you mean `{key}`?"));
+        let kind = if message.starts_with("unknown field") {
+            ProfileErrorKind::UnknownKey
+        } else {
+            ProfileErrorKind::InvalidValue
+        };
+        let error = ProfileError::new(kind, message)
+            .at_key(failing_path.clone())
+            .at_location(locate(&failing_path));
+        match hint {
+            Some(hint) => error.with_hint(hint),
+            None => error,
+        }
     })?;
-    let loaded = LoadedProfile { profile, layers, locations };
+    let loaded = LoadedProfile {
+        profile,
+        layers,
+        locations,
+    };
     match validate(&loaded.profile).into_iter().next() {
         Some(violation) => Err(loaded.reject(ProfileErrorKind::Contradiction, violation)),
         None => Ok(loaded),
     }
 }
 
-fn nearest_location(locations: &BTreeMap<String, SourceLocation>, key: &str) -> Option<SourceLocation> {
+fn nearest_location(
+    locations: &BTreeMap<String, SourceLocation>,
+    key: &str,
+) -> Option<SourceLocation> {
     let mut path = key;
     loop {
         if let Some(location) = locations.get(path) {
@@ -127,13 +153,23 @@ fn resolve_source(spec: &str) -> Result<(String, String), ProfileError> {
         return Ok((format!("built-in profile {spec}"), text.to_owned()));
     }
     let path = Path::new(spec);
-    let looks_like_path = spec.contains('/') || spec.ends_with(".yaml") || spec.ends_with(".yml") || path.exists();
+    let looks_like_path =
+        spec.contains('/') || spec.ends_with(".yaml") || spec.ends_with(".yml") || path.exists();
     if !looks_like_path {
-        return Err(ProfileError::new(ProfileErrorKind::UnknownProfile, format!("no built-in profile or file named `{spec}`"))
-            .with_hint(format!("built-in profiles are: {}; or give a path to a YAML file", builtin::NAMES.join(", "))));
+        return Err(ProfileError::new(
+            ProfileErrorKind::UnknownProfile,
+            format!("no built-in profile or file named `{spec}`"),
+        )
+        .with_hint(format!(
+            "built-in profiles are: {}; or give a path to a YAML file",
+            builtin::NAMES.join(", ")
+        )));
     }
     let unreadable = |error: std::io::Error| {
-        ProfileError::new(ProfileErrorKind::Unreadable, format!("cannot read profile file `{spec}`: {error}"))
+        ProfileError::new(
+            ProfileErrorKind::Unreadable,
+            format!("cannot read profile file `{spec}`: {error}"),
+        )
     };
     let size = std::fs::metadata(path).map_err(unreadable)?.len();
     if size > PROFILE_FILE_BYTES_MAX {
@@ -155,7 +191,8 @@ struct Layer {
 /// Parse and check one YAML layer.
 fn parse_layer(source: &str, text: &str) -> Result<Layer, ProfileError> {
     // Syntax first, so a broken file is reported as such and not as a type error.
-    let tree: Value = serde_saphyr::from_str(text).map_err(|error| saphyr_error(source, ProfileErrorKind::Syntax, &error, None))?;
+    let tree: Value = serde_saphyr::from_str(text)
+        .map_err(|error| saphyr_error(source, ProfileErrorKind::Syntax, &error, None))?;
     let mut failing_path = None;
     let typed = serde_saphyr::with_deserializer_from_str(text, |deserializer| {
         serde_path_to_error::deserialize::<_, Profile>(deserializer).map_err(|error| {
@@ -165,20 +202,32 @@ fn parse_layer(source: &str, text: &str) -> Result<Layer, ProfileError> {
     });
     if let Err(error) = typed {
         let message = error.to_string();
-        let kind = if message.contains("unknown field") { ProfileErrorKind::UnknownKey } else { ProfileErrorKind::InvalidValue };
+        let kind = if message.contains("unknown field") {
+            ProfileErrorKind::UnknownKey
+        } else {
+            ProfileErrorKind::InvalidValue
+        };
         return Err(saphyr_error(source, kind, &error, failing_path));
     }
     let tree = match tree {
         Value::Null => Value::Object(Map::new()),
         tree => tree,
     };
-    let mut layer = Layer { tree, locations: locate_keys(source, text) };
+    let mut layer = Layer {
+        tree,
+        locations: locate_keys(source, text),
+    };
     fold_aliases(&mut layer)?;
     Ok(layer)
 }
 
 /// Turn a serde-saphyr error into a one-line [`ProfileError`].
-fn saphyr_error(source: &str, kind: ProfileErrorKind, error: &serde_saphyr::Error, path: Option<String>) -> ProfileError {
+fn saphyr_error(
+    source: &str,
+    kind: ProfileErrorKind,
+    error: &serde_saphyr::Error,
+    path: Option<String>,
+) -> ProfileError {
     let full = error.to_string();
     let first_line = full.lines().next().unwrap_or_default();
     let message = strip_location_prefix(first_line);
@@ -255,7 +304,12 @@ fn locate_keys(source: &str, text: &str) -> BTreeMap<String, SourceLocation> {
         // Comments and anchor metadata are not nodes: they must not consume a pending key.
         if !matches!(
             event,
-            Event::Scalar(..) | Event::MappingStart(..) | Event::SequenceStart(..) | Event::MappingEnd | Event::SequenceEnd | Event::Alias(..)
+            Event::Scalar(..)
+                | Event::MappingStart(..)
+                | Event::SequenceStart(..)
+                | Event::MappingEnd
+                | Event::SequenceEnd
+                | Event::Alias(..)
         ) {
             continue;
         }
@@ -280,7 +334,13 @@ fn locate_keys(source: &str, text: &str) -> BTreeMap<String, SourceLocation> {
             },
             Some(Frame::Sequence { path, index }) => {
                 let item_path = format!("{path}[{index}]");
-                if matches!(event, Event::Scalar(..) | Event::MappingStart(..) | Event::SequenceStart(..) | Event::Alias(..)) {
+                if matches!(
+                    event,
+                    Event::Scalar(..)
+                        | Event::MappingStart(..)
+                        | Event::SequenceStart(..)
+                        | Event::Alias(..)
+                ) {
                     *index += 1;
                     locations.insert(item_path.clone(), location.clone());
                 }
@@ -288,8 +348,14 @@ fn locate_keys(source: &str, text: &str) -> BTreeMap<String, SourceLocation> {
             }
         };
         match event {
-            Event::MappingStart(..) => stack.push(Frame::Mapping { path: node_path.unwrap_or_default(), key: None }),
-            Event::SequenceStart(..) => stack.push(Frame::Sequence { path: node_path.unwrap_or_default(), index: 0 }),
+            Event::MappingStart(..) => stack.push(Frame::Mapping {
+                path: node_path.unwrap_or_default(),
+                key: None,
+            }),
+            Event::SequenceStart(..) => stack.push(Frame::Sequence {
+                path: node_path.unwrap_or_default(),
+                index: 0,
+            }),
             Event::MappingEnd | Event::SequenceEnd => {
                 stack.pop();
             }
@@ -310,9 +376,18 @@ fn join(path: &str, key: &str) -> String {
 /// Seed spellings folded into their canonical keys: (seed path, canonical path).
 const KEY_ALIASES: [(&str, &str); 5] = [
     ("messaging.worker_threads", "runtime.worker_threads"),
-    ("transport.max_streams", "transport.quic.max_concurrent_streams"),
-    ("transport.max_concurrent_streams", "transport.quic.max_concurrent_streams"),
-    ("transport.congestion_control", "transport.quic.congestion_control"),
+    (
+        "transport.max_streams",
+        "transport.quic.max_concurrent_streams",
+    ),
+    (
+        "transport.max_concurrent_streams",
+        "transport.quic.max_concurrent_streams",
+    ),
+    (
+        "transport.congestion_control",
+        "transport.quic.congestion_control",
+    ),
     ("transport.idle_timeout", "transport.quic.idle_timeout"),
 ];
 
@@ -322,7 +397,9 @@ const BOOL_SHORTHANDS: [&str; 2] = ["runtime.cpu_affinity", "messaging.priority_
 /// Rewrite a layer into canonical keys, so that layers merge key by key.
 fn fold_aliases(layer: &mut Layer) -> Result<(), ProfileError> {
     for (alias, canonical) in KEY_ALIASES {
-        let Some(value) = remove_path(&mut layer.tree, alias) else { continue };
+        let Some(value) = remove_path(&mut layer.tree, alias) else {
+            continue;
+        };
         let alias_location = layer.locations.get(alias).cloned();
         if let Some(existing) = get_path(&layer.tree, canonical) {
             if *existing != value {
@@ -332,7 +409,9 @@ fn fold_aliases(layer: &mut Layer) -> Result<(), ProfileError> {
                 )
                 .at_key(alias)
                 .at_location(alias_location)
-                .with_hint(format!("`{alias}` is another spelling of `{canonical}`; keep one")));
+                .with_hint(format!(
+                    "`{alias}` is another spelling of `{canonical}`; keep one"
+                )));
             }
         }
         insert_path(&mut layer.tree, canonical, value);
@@ -354,12 +433,18 @@ fn fold_aliases(layer: &mut Layer) -> Result<(), ProfileError> {
 }
 
 fn get_path<'a>(tree: &'a Value, path: &str) -> Option<&'a Value> {
-    path.split('.').try_fold(tree, |node, key| node.as_object()?.get(key))
+    path.split('.')
+        .try_fold(tree, |node, key| node.as_object()?.get(key))
 }
 
 fn remove_path(tree: &mut Value, path: &str) -> Option<Value> {
     let (parent, last) = match path.rsplit_once('.') {
-        Some((parent, last)) => (parent.split('.').try_fold(tree, |node, key| node.as_object_mut()?.get_mut(key))?, last),
+        Some((parent, last)) => (
+            parent
+                .split('.')
+                .try_fold(tree, |node, key| node.as_object_mut()?.get_mut(key))?,
+            last,
+        ),
         None => (tree, path),
     };
     parent.as_object_mut()?.remove(last)
@@ -372,12 +457,16 @@ fn insert_path(tree: &mut Value, path: &str, value: Value) {
         if !node.is_object() {
             *node = Value::Object(Map::new());
         }
-        let Value::Object(map) = node else { unreachable!("made an object just above") };
+        let Value::Object(map) = node else {
+            unreachable!("made an object just above")
+        };
         if keys.peek().is_none() {
             map.insert(key.to_owned(), value);
             return;
         }
-        node = map.entry(key.to_owned()).or_insert_with(|| Value::Object(Map::new()));
+        node = map
+            .entry(key.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
     }
 }
 
@@ -411,22 +500,37 @@ fn merge_layer(merged: &mut Value, locations: &mut BTreeMap<String, SourceLocati
 /// `true`, `8`, `500ms` and `[0, 1]` mean what they would in a file.
 fn parse_override(assignment: &str) -> Result<Layer, ProfileError> {
     let bad = |message: &str| {
-        ProfileError::new(ProfileErrorKind::BadOverride, format!("`--set {assignment}`: {message}"))
-            .with_hint("write --set section.key=value, for example --set runtime.worker_threads=4")
+        ProfileError::new(
+            ProfileErrorKind::BadOverride,
+            format!("`--set {assignment}`: {message}"),
+        )
+        .with_hint("write --set section.key=value, for example --set runtime.worker_threads=4")
     };
-    let (key, raw_value) = assignment.split_once('=').ok_or_else(|| bad("missing `=`"))?;
+    let (key, raw_value) = assignment
+        .split_once('=')
+        .ok_or_else(|| bad("missing `=`"))?;
     let key = key.trim();
-    let valid_segment = |segment: &str| !segment.is_empty() && segment.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let valid_segment = |segment: &str| {
+        !segment.is_empty()
+            && segment
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
     if !key.split('.').all(valid_segment) {
         return Err(bad("the key must be dot-separated names"));
     }
     if raw_value.trim().is_empty() {
         return Err(bad("missing value after `=`"));
     }
-    let value: Value = serde_saphyr::from_str(raw_value).unwrap_or_else(|_| Value::String(raw_value.to_owned()));
+    let value: Value =
+        serde_saphyr::from_str(raw_value).unwrap_or_else(|_| Value::String(raw_value.to_owned()));
     let mut tree = Value::Object(Map::new());
     insert_path(&mut tree, key, value);
-    let location = SourceLocation { source: format!("--set {assignment}"), line: None, column: None };
+    let location = SourceLocation {
+        source: format!("--set {assignment}"),
+        line: None,
+        column: None,
+    };
     let mut locations = BTreeMap::new();
     locations.insert(key.to_owned(), location);
     let mut layer = Layer { tree, locations };
@@ -442,34 +546,71 @@ mod tests {
     fn keys_are_located_by_line_and_column() {
         let text = "runtime:\n  max_agents: 5\n  cpu_affinity:\n    # a comment between a key and its block\n    pinned_agents:\n      - agent_id: a\n        cpu_cores: [0, 7]\n";
         let locations = locate_keys("f.yaml", text);
-        let at = |key: &str| locations.get(key).map(|location| (location.line, location.column));
+        let at = |key: &str| {
+            locations
+                .get(key)
+                .map(|location| (location.line, location.column))
+        };
         assert_eq!(at("runtime.max_agents"), Some((Some(2), Some(3))));
-        assert_eq!(at("runtime.cpu_affinity.pinned_agents[0].agent_id"), Some((Some(6), Some(9))));
-        assert_eq!(at("runtime.cpu_affinity.pinned_agents[0].cpu_cores[1]"), Some((Some(7), Some(24))));
+        assert_eq!(
+            at("runtime.cpu_affinity.pinned_agents[0].agent_id"),
+            Some((Some(6), Some(9)))
+        );
+        assert_eq!(
+            at("runtime.cpu_affinity.pinned_agents[0].cpu_cores[1]"),
+            Some((Some(7), Some(24)))
+        );
     }
 
     #[test]
     fn later_layers_win_key_by_key() {
-        let loaded = load(&["low-latency".to_owned(), "cluster-large".to_owned()], &[]).expect("loads");
+        let loaded =
+            load(&["low-latency".to_owned(), "cluster-large".to_owned()], &[]).expect("loads");
         let cluster = &loaded.profile.coordination.cluster;
-        assert_eq!(cluster.probe_interval.get().as_secs(), 2, "from cluster-large");
-        assert_eq!(loaded.profile.messaging.batch_size, 1, "from low-latency, untouched by the overlay");
-        let location = loaded.location_of("coordination.cluster.probe_interval").expect("written");
+        assert_eq!(
+            cluster.probe_interval.get().as_secs(),
+            2,
+            "from cluster-large"
+        );
+        assert_eq!(
+            loaded.profile.messaging.batch_size, 1,
+            "from low-latency, untouched by the overlay"
+        );
+        let location = loaded
+            .location_of("coordination.cluster.probe_interval")
+            .expect("written");
         assert_eq!(location.source, "built-in profile cluster-large");
     }
 
     #[test]
     fn set_overrides_fold_shorthands() {
-        let loaded = load(&["low-latency".to_owned()], &["runtime.cpu_affinity=false".to_owned(), "transport.max_streams=7".to_owned()])
-            .expect("loads");
+        let loaded = load(
+            &["low-latency".to_owned()],
+            &[
+                "runtime.cpu_affinity=false".to_owned(),
+                "transport.max_streams=7".to_owned(),
+            ],
+        )
+        .expect("loads");
         assert!(!loaded.profile.runtime.cpu_affinity.enabled);
         assert_eq!(loaded.profile.transport.quic.max_concurrent_streams, 7);
-        assert_eq!(loaded.profile.transport.max_streams, None, "aliases never stay set");
+        assert_eq!(
+            loaded.profile.transport.max_streams, None,
+            "aliases never stay set"
+        );
     }
 
     #[test]
     fn suggestions_pick_the_nearest_key() {
-        assert_eq!(suggest_key("unknown field `gosip_fanout`, expected one of gossip_interval, gossip_fanout"), Some("gossip_fanout".to_owned()));
-        assert_eq!(suggest_key("unknown field `zzzzzzzz`, expected one of gossip_interval, gossip_fanout"), None);
+        assert_eq!(
+            suggest_key(
+                "unknown field `gosip_fanout`, expected one of gossip_interval, gossip_fanout"
+            ),
+            Some("gossip_fanout".to_owned())
+        );
+        assert_eq!(
+            suggest_key("unknown field `zzzzzzzz`, expected one of gossip_interval, gossip_fanout"),
+            None
+        );
     }
 }

@@ -97,7 +97,11 @@ pub struct CpuAffinityConfig {
 
 impl Default for CpuAffinityConfig {
     fn default() -> Self {
-        Self { enabled: true, strategy: PlacementStrategy::NumaAware, pinned_agents: Vec::new() }
+        Self {
+            enabled: true,
+            strategy: PlacementStrategy::NumaAware,
+            pinned_agents: Vec::new(),
+        }
     }
 }
 
@@ -112,19 +116,39 @@ struct CpuAffinityBlock {
 
 impl Default for CpuAffinityBlock {
     fn default() -> Self {
-        let CpuAffinityConfig { enabled, strategy, pinned_agents } = CpuAffinityConfig::default();
-        Self { enabled, strategy, pinned_agents }
+        let CpuAffinityConfig {
+            enabled,
+            strategy,
+            pinned_agents,
+        } = CpuAffinityConfig::default();
+        Self {
+            enabled,
+            strategy,
+            pinned_agents,
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for CpuAffinityConfig {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(BoolOrBlock::<CpuAffinityBlock>::new("`true`, `false` or a block with enabled, strategy, pinned_agents"))
+        deserializer
+            .deserialize_any(BoolOrBlock::<CpuAffinityBlock>::new(
+                "`true`, `false` or a block with enabled, strategy, pinned_agents",
+            ))
             .map(|shape| match shape {
-                Shape::Bool(enabled) => Self { enabled, ..Self::default() },
-                Shape::Block(CpuAffinityBlock { enabled, strategy, pinned_agents }) => {
-                    Self { enabled, strategy, pinned_agents }
-                }
+                Shape::Bool(enabled) => Self {
+                    enabled,
+                    ..Self::default()
+                },
+                Shape::Block(CpuAffinityBlock {
+                    enabled,
+                    strategy,
+                    pinned_agents,
+                }) => Self {
+                    enabled,
+                    strategy,
+                    pinned_agents,
+                },
             })
     }
 }
@@ -166,7 +190,12 @@ pub struct NumaConfig {
 
 impl Default for NumaConfig {
     fn default() -> Self {
-        Self { enabled: true, memory_policy: MemoryPolicy::LocalAlloc, cpu_bind: true, interleave_memory: false }
+        Self {
+            enabled: true,
+            memory_policy: MemoryPolicy::LocalAlloc,
+            cpu_bind: true,
+            interleave_memory: false,
+        }
     }
 }
 
@@ -197,7 +226,11 @@ pub struct AgentPoolConfig {
 
 impl Default for AgentPoolConfig {
     fn default() -> Self {
-        Self { warmup_strategy: WarmupStrategy::Eager, max_reuse_count: 1000, recycle_after: HumanDuration::from_secs(3600) }
+        Self {
+            warmup_strategy: WarmupStrategy::Eager,
+            max_reuse_count: 1000,
+            recycle_after: HumanDuration::from_secs(3600),
+        }
     }
 }
 
@@ -312,7 +345,11 @@ pub struct PriorityRoutingConfig {
 
 impl Default for PriorityRoutingConfig {
     fn default() -> Self {
-        let class = |name: &str, priority, max_latency| PriorityQueueConfig { name: name.to_owned(), priority, max_latency };
+        let class = |name: &str, priority, max_latency| PriorityQueueConfig {
+            name: name.to_owned(),
+            priority,
+            max_latency,
+        };
         Self {
             enabled: false,
             queues: vec![
@@ -336,16 +373,24 @@ impl Default for PriorityRoutingBlock {
     fn default() -> Self {
         let PriorityRoutingConfig { queues, .. } = PriorityRoutingConfig::default();
         // A block that names the section means it is wanted unless it says otherwise.
-        Self { enabled: true, queues }
+        Self {
+            enabled: true,
+            queues,
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for PriorityRoutingConfig {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer
-            .deserialize_any(BoolOrBlock::<PriorityRoutingBlock>::new("`true`, `false` or a block with enabled, queues"))
+            .deserialize_any(BoolOrBlock::<PriorityRoutingBlock>::new(
+                "`true`, `false` or a block with enabled, queues",
+            ))
             .map(|shape| match shape {
-                Shape::Bool(enabled) => Self { enabled, ..Self::default() },
+                Shape::Bool(enabled) => Self {
+                    enabled,
+                    ..Self::default()
+                },
                 Shape::Block(PriorityRoutingBlock { enabled, queues }) => Self { enabled, queues },
             })
     }
@@ -657,7 +702,11 @@ pub struct AgentLimits {
 
 impl Default for AgentLimits {
     fn default() -> Self {
-        Self { memory: ByteSize::mib(50), cpu_shares: CpuShares(100), max_execution_time: HumanDuration::from_secs(10) }
+        Self {
+            memory: ByteSize::mib(50),
+            cpu_shares: CpuShares(100),
+            max_execution_time: HumanDuration::from_secs(10),
+        }
     }
 }
 
@@ -682,10 +731,16 @@ impl AgentsConfig {
     /// The limits that apply to `agent_id`: its override over the defaults.
     pub fn limits_for(&self, agent_id: &str) -> AgentLimits {
         let mut limits = self.default_limits.clone();
-        if let Some(entry) = self.overrides.iter().find(|entry| entry.agent_id == agent_id) {
+        if let Some(entry) = self
+            .overrides
+            .iter()
+            .find(|entry| entry.agent_id == agent_id)
+        {
             limits.memory = entry.memory.unwrap_or(limits.memory);
             limits.cpu_shares = entry.cpu_shares.unwrap_or(limits.cpu_shares);
-            limits.max_execution_time = entry.max_execution_time.unwrap_or(limits.max_execution_time);
+            limits.max_execution_time = entry
+                .max_execution_time
+                .unwrap_or(limits.max_execution_time);
         }
         limits
     }
@@ -705,7 +760,10 @@ struct BoolOrBlock<B> {
 
 impl<B> BoolOrBlock<B> {
     fn new(expecting: &'static str) -> Self {
-        Self { expecting, block: std::marker::PhantomData }
+        Self {
+            expecting,
+            block: std::marker::PhantomData,
+        }
     }
 }
 

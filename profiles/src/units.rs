@@ -50,7 +50,9 @@ impl FromStr for HumanDuration {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         humantime::parse_duration(text.trim())
             .map(Self)
-            .map_err(|error| format!("`{text}` is not a duration ({error}); write it like `500ms`, `2s` or `1h`"))
+            .map_err(|error| {
+                format!("`{text}` is not a duration ({error}); write it like `500ms`, `2s` or `1h`")
+            })
     }
 }
 
@@ -60,7 +62,9 @@ impl fmt::Display for HumanDuration {
             return formatter.write_str("0s");
         }
         // humantime writes `1m 30s`; strip the spaces so the value stays one YAML word.
-        let text = humantime::format_duration(self.0).to_string().replace(' ', "");
+        let text = humantime::format_duration(self.0)
+            .to_string()
+            .replace(' ', "");
         formatter.write_str(&text)
     }
 }
@@ -99,17 +103,25 @@ impl FromStr for ByteSize {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let trimmed = text.trim();
-        let split = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
+        let split = trimmed
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(trimmed.len());
         let (digits, unit) = trimmed.split_at(split);
         let unit = unit.trim();
-        let bad = || format!("`{text}` is not a size; write it like `512KB`, `10MB` or `1GiB` (KB = 1024 bytes)");
+        let bad = || {
+            format!(
+                "`{text}` is not a size; write it like `512KB`, `10MB` or `1GiB` (KB = 1024 bytes)"
+            )
+        };
         let count: u64 = digits.parse().map_err(|_| bad())?;
         let multiplier = if unit.is_empty() || unit.eq_ignore_ascii_case("B") {
             1
         } else {
             BYTE_UNITS
                 .iter()
-                .find(|(short, iec, _)| unit.eq_ignore_ascii_case(short) || unit.eq_ignore_ascii_case(iec))
+                .find(|(short, iec, _)| {
+                    unit.eq_ignore_ascii_case(short) || unit.eq_ignore_ascii_case(iec)
+                })
                 .map(|&(_, _, multiplier)| multiplier)
                 .ok_or_else(bad)?
         };
@@ -151,7 +163,9 @@ impl FromStr for CpuShares {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let trimmed = text.trim();
-        let bad = || format!("`{text}` is not a CPU share; write millicores like `100m` or cores like `0.5`");
+        let bad = || {
+            format!("`{text}` is not a CPU share; write millicores like `100m` or cores like `0.5`")
+        };
         if let Some(millis) = trimmed.strip_suffix('m') {
             return millis.parse::<u32>().map(Self).map_err(|_| bad());
         }
@@ -216,11 +230,22 @@ mod tests {
 
     #[test]
     fn durations_parse_and_print_back() {
-        for (text, millis) in [("500ms", 500), ("1s", 1000), ("2m", 120_000), ("1h", 3_600_000), ("300s", 300_000)] {
+        for (text, millis) in [
+            ("500ms", 500),
+            ("1s", 1000),
+            ("2m", 120_000),
+            ("1h", 3_600_000),
+            ("300s", 300_000),
+        ] {
             let parsed: HumanDuration = text.parse().expect("valid duration");
             assert_eq!(parsed.get().as_millis(), millis, "{text}");
             let printed = parsed.to_string();
-            assert_eq!(printed.parse::<HumanDuration>().expect("printed form parses"), parsed);
+            assert_eq!(
+                printed
+                    .parse::<HumanDuration>()
+                    .expect("printed form parses"),
+                parsed
+            );
         }
         assert_eq!(HumanDuration::from_millis(90_000).to_string(), "1m30s");
         assert!("fast".parse::<HumanDuration>().is_err());
@@ -229,9 +254,18 @@ mod tests {
 
     #[test]
     fn sizes_are_powers_of_two() {
-        assert_eq!("10MB".parse::<ByteSize>().expect("size").bytes(), 10 * 1024 * 1024);
-        assert_eq!("10MiB".parse::<ByteSize>().expect("size").bytes(), 10 * 1024 * 1024);
-        assert_eq!("512KB".parse::<ByteSize>().expect("size").bytes(), 512 * 1024);
+        assert_eq!(
+            "10MB".parse::<ByteSize>().expect("size").bytes(),
+            10 * 1024 * 1024
+        );
+        assert_eq!(
+            "10MiB".parse::<ByteSize>().expect("size").bytes(),
+            10 * 1024 * 1024
+        );
+        assert_eq!(
+            "512KB".parse::<ByteSize>().expect("size").bytes(),
+            512 * 1024
+        );
         assert_eq!("1gb".parse::<ByteSize>().expect("size").bytes(), 1 << 30);
         assert_eq!("4096".parse::<ByteSize>().expect("size").bytes(), 4096);
         assert_eq!(ByteSize::kib(1536).to_string(), "1536KB");
@@ -242,9 +276,15 @@ mod tests {
 
     #[test]
     fn cpu_shares_accept_millicores_and_cores() {
-        assert_eq!("100m".parse::<CpuShares>().expect("share").millicores(), 100);
+        assert_eq!(
+            "100m".parse::<CpuShares>().expect("share").millicores(),
+            100
+        );
         assert_eq!("1".parse::<CpuShares>().expect("share").millicores(), 1000);
-        assert_eq!("0.25".parse::<CpuShares>().expect("share").millicores(), 250);
+        assert_eq!(
+            "0.25".parse::<CpuShares>().expect("share").millicores(),
+            250
+        );
         assert!("-1".parse::<CpuShares>().is_err());
         assert!("lots".parse::<CpuShares>().is_err());
     }

@@ -26,13 +26,21 @@ pub const WORKER_THREADS_MAX: u32 = 1024;
 pub fn validate(profile: &Profile) -> Vec<Violation> {
     let mut violations = Vec::new();
     let mut fail = |key: &str, message: String, hint: &str| {
-        violations.push(Violation { key: key.to_owned(), message, hint: (!hint.is_empty()).then(|| hint.to_owned()) });
+        violations.push(Violation {
+            key: key.to_owned(),
+            message,
+            hint: (!hint.is_empty()).then(|| hint.to_owned()),
+        });
     };
 
     let runtime = &profile.runtime;
     if let Some(workers) = runtime.worker_threads {
         if workers == 0 || workers > WORKER_THREADS_MAX {
-            fail("runtime.worker_threads", format!("{workers} data shards is out of range"), "use 1 to 1024, or leave it unset for one per core");
+            fail(
+                "runtime.worker_threads",
+                format!("{workers} data shards is out of range"),
+                "use 1 to 1024, or leave it unset for one per core",
+            );
         }
     }
     if runtime.max_agents == 0 {
@@ -41,22 +49,36 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
     if runtime.agent_pool_size > runtime.max_agents {
         fail(
             "runtime.agent_pool_size",
-            format!("{} pre-warmed instances is above max_agents ({})", runtime.agent_pool_size, runtime.max_agents),
+            format!(
+                "{} pre-warmed instances is above max_agents ({})",
+                runtime.agent_pool_size, runtime.max_agents
+            ),
             "lower runtime.agent_pool_size or raise runtime.max_agents",
         );
     }
     if runtime.max_concurrent_messages == 0 {
-        fail("runtime.max_concurrent_messages", "must be at least 1".into(), "");
+        fail(
+            "runtime.max_concurrent_messages",
+            "must be at least 1".into(),
+            "",
+        );
     }
     if runtime.agent_heap_size > runtime.max_memory_per_agent {
         fail(
             "runtime.agent_heap_size",
-            format!("{} is above max_memory_per_agent ({})", runtime.agent_heap_size, runtime.max_memory_per_agent),
+            format!(
+                "{} is above max_memory_per_agent ({})",
+                runtime.agent_heap_size, runtime.max_memory_per_agent
+            ),
             "an agent's initial heap must fit within its memory ceiling",
         );
     }
     if runtime.agent_stack_size.bytes() < 4096 {
-        fail("runtime.agent_stack_size", format!("{} is below one 4KB page", runtime.agent_stack_size), "");
+        fail(
+            "runtime.agent_stack_size",
+            format!("{} is below one 4KB page", runtime.agent_stack_size),
+            "",
+        );
     }
     let affinity = &runtime.cpu_affinity;
     if !affinity.enabled && !affinity.pinned_agents.is_empty() {
@@ -72,10 +94,18 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
         if pinned.agent_id.is_empty() {
             fail(&format!("{key}.agent_id"), "must not be empty".into(), "");
         } else if !pinned_names.insert(pinned.agent_id.as_str()) {
-            fail(&format!("{key}.agent_id"), format!("agent `{}` is pinned twice", pinned.agent_id), "merge its cpu_cores into one entry");
+            fail(
+                &format!("{key}.agent_id"),
+                format!("agent `{}` is pinned twice", pinned.agent_id),
+                "merge its cpu_cores into one entry",
+            );
         }
         if pinned.cpu_cores.is_empty() {
-            fail(&format!("{key}.cpu_cores"), "names no core".into(), "list at least one CPU number");
+            fail(
+                &format!("{key}.cpu_cores"),
+                "names no core".into(),
+                "list at least one CPU number",
+            );
         }
     }
     let numa = &runtime.numa;
@@ -87,10 +117,18 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
         );
     }
     if runtime.agent_pool.max_reuse_count == 0 {
-        fail("runtime.agent_pool.max_reuse_count", "must be at least 1".into(), "");
+        fail(
+            "runtime.agent_pool.max_reuse_count",
+            "must be at least 1".into(),
+            "",
+        );
     }
     if runtime.wasm.cache_compiled_modules && runtime.wasm.module_cache_size == 0 {
-        fail("runtime.wasm.module_cache_size", "is 0 while cache_compiled_modules is true".into(), "set cache_compiled_modules: false to disable the cache");
+        fail(
+            "runtime.wasm.module_cache_size",
+            "is 0 while cache_compiled_modules is true".into(),
+            "set cache_compiled_modules: false to disable the cache",
+        );
     }
 
     let messaging = &profile.messaging;
@@ -98,11 +136,18 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
         fail("messaging.queue_size", "must be at least 1".into(), "");
     }
     if messaging.batch_size == 0 {
-        fail("messaging.batch_size", "must be at least 1".into(), "use 1 for no batching");
+        fail(
+            "messaging.batch_size",
+            "must be at least 1".into(),
+            "use 1 for no batching",
+        );
     } else if messaging.batch_size > messaging.queue_size {
         fail(
             "messaging.batch_size",
-            format!("{} is above queue_size ({}): a batch could never fill", messaging.batch_size, messaging.queue_size),
+            format!(
+                "{} is above queue_size ({}): a batch could never fill",
+                messaging.batch_size, messaging.queue_size
+            ),
             "lower messaging.batch_size or raise messaging.queue_size",
         );
     }
@@ -110,30 +155,58 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
         fail("messaging.parallel_routes", "must be at least 1".into(), "");
     }
     if messaging.delivery_timeout.get().is_zero() {
-        fail("messaging.delivery_timeout", "must be above zero".into(), "");
+        fail(
+            "messaging.delivery_timeout",
+            "must be above zero".into(),
+            "",
+        );
     }
     if messaging.cleanup_interval.get().is_zero() {
-        fail("messaging.cleanup_interval", "must be above zero".into(), "");
+        fail(
+            "messaging.cleanup_interval",
+            "must be above zero".into(),
+            "",
+        );
     }
     if messaging.message_ttl.is_some_and(|ttl| ttl.get().is_zero()) {
-        fail("messaging.message_ttl", "must be above zero".into(), "leave it unset to keep messages until handled");
+        fail(
+            "messaging.message_ttl",
+            "must be above zero".into(),
+            "leave it unset to keep messages until handled",
+        );
     }
     let routing = &messaging.priority_routing;
     if routing.enabled && routing.queues.is_empty() {
-        fail("messaging.priority_routing.queues", "is empty while priority routing is enabled".into(), "");
+        fail(
+            "messaging.priority_routing.queues",
+            "is empty while priority routing is enabled".into(),
+            "",
+        );
     }
     let mut class_names = BTreeSet::new();
     let mut class_priorities = BTreeSet::new();
     for (index, class) in routing.queues.iter().enumerate() {
         let key = format!("messaging.priority_routing.queues[{index}]");
         if !class_names.insert(class.name.as_str()) {
-            fail(&format!("{key}.name"), format!("class `{}` is defined twice", class.name), "");
+            fail(
+                &format!("{key}.name"),
+                format!("class `{}` is defined twice", class.name),
+                "",
+            );
         }
         if !class_priorities.insert(class.priority) {
-            fail(&format!("{key}.priority"), format!("priority {} is used by two classes", class.priority), "give each class its own priority");
+            fail(
+                &format!("{key}.priority"),
+                format!("priority {} is used by two classes", class.priority),
+                "give each class its own priority",
+            );
         }
         if class.max_latency.get().is_zero() {
-            fail(&format!("{key}.max_latency"), "must be above zero".into(), "");
+            fail(
+                &format!("{key}.max_latency"),
+                "must be above zero".into(),
+                "",
+            );
         }
     }
 
@@ -147,38 +220,73 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
     }
     for (key, value) in [
         ("coordination.cluster.gossip_fanout", cluster.gossip_fanout),
-        ("coordination.cluster.suspicion_multiplier", cluster.suspicion_multiplier),
-        ("coordination.cluster.gossip_to_dead", cluster.gossip_to_dead),
+        (
+            "coordination.cluster.suspicion_multiplier",
+            cluster.suspicion_multiplier,
+        ),
+        (
+            "coordination.cluster.gossip_to_dead",
+            cluster.gossip_to_dead,
+        ),
     ] {
         if value == 0 {
             fail(key, "must be at least 1".into(), "");
         }
     }
     if cluster.gossip_interval.get().is_zero() {
-        fail("coordination.cluster.gossip_interval", "must be above zero".into(), "");
+        fail(
+            "coordination.cluster.gossip_interval",
+            "must be above zero".into(),
+            "",
+        );
     }
 
     let transport = &profile.transport;
     if !(1200..=65_527).contains(&transport.quic.max_datagram_size) {
-        fail("transport.quic.max_datagram_size", format!("{} is outside 1200..=65527", transport.quic.max_datagram_size), "QUIC needs at least 1200 bytes");
+        fail(
+            "transport.quic.max_datagram_size",
+            format!(
+                "{} is outside 1200..=65527",
+                transport.quic.max_datagram_size
+            ),
+            "QUIC needs at least 1200 bytes",
+        );
     }
     if transport.quic.max_concurrent_streams == 0 {
-        fail("transport.quic.max_concurrent_streams", "must be at least 1".into(), "");
+        fail(
+            "transport.quic.max_concurrent_streams",
+            "must be at least 1".into(),
+            "",
+        );
     }
     let pool = &transport.connection_pool;
     if pool.min_idle > pool.max_idle {
-        fail("transport.connection_pool.min_idle", format!("{} is above max_idle ({})", pool.min_idle, pool.max_idle), "");
+        fail(
+            "transport.connection_pool.min_idle",
+            format!("{} is above max_idle ({})", pool.min_idle, pool.max_idle),
+            "",
+        );
     }
     if pool.pre_warm && pool.warm_connections > pool.max_connections_per_node {
         fail(
             "transport.connection_pool.warm_connections",
-            format!("{} is above max_connections_per_node ({})", pool.warm_connections, pool.max_connections_per_node),
+            format!(
+                "{} is above max_connections_per_node ({})",
+                pool.warm_connections, pool.max_connections_per_node
+            ),
             "",
         );
     }
 
     if profile.storage.page_cache_size.bytes() < 64 * 1024 {
-        fail("storage.page_cache_size", format!("{} is below SQLite's useful minimum of 64KB", profile.storage.page_cache_size), "");
+        fail(
+            "storage.page_cache_size",
+            format!(
+                "{} is below SQLite's useful minimum of 64KB",
+                profile.storage.page_cache_size
+            ),
+            "",
+        );
     }
 
     let agents = &profile.agents;
@@ -186,20 +294,46 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
     for (index, entry) in agents.overrides.iter().enumerate() {
         let key = format!("agents.overrides[{index}]");
         if !override_names.insert(entry.agent_id.as_str()) {
-            fail(&format!("{key}.agent_id"), format!("agent `{}` has two overrides", entry.agent_id), "merge them into one entry");
+            fail(
+                &format!("{key}.agent_id"),
+                format!("agent `{}` has two overrides", entry.agent_id),
+                "merge them into one entry",
+            );
         }
-        if entry.memory.is_some_and(|memory| memory.bytes() < 64 * 1024) {
-            fail(&format!("{key}.memory"), "is below one 64KB WebAssembly page".into(), "");
+        if entry
+            .memory
+            .is_some_and(|memory| memory.bytes() < 64 * 1024)
+        {
+            fail(
+                &format!("{key}.memory"),
+                "is below one 64KB WebAssembly page".into(),
+                "",
+            );
         }
-        if entry.max_execution_time.is_some_and(|time| time.get().is_zero()) {
-            fail(&format!("{key}.max_execution_time"), "must be above zero".into(), "");
+        if entry
+            .max_execution_time
+            .is_some_and(|time| time.get().is_zero())
+        {
+            fail(
+                &format!("{key}.max_execution_time"),
+                "must be above zero".into(),
+                "",
+            );
         }
     }
     if agents.default_limits.memory.bytes() < 64 * 1024 {
-        fail("agents.default_limits.memory", "is below one 64KB WebAssembly page".into(), "");
+        fail(
+            "agents.default_limits.memory",
+            "is below one 64KB WebAssembly page".into(),
+            "",
+        );
     }
     if agents.default_limits.max_execution_time.get().is_zero() {
-        fail("agents.default_limits.max_execution_time", "must be above zero".into(), "");
+        fail(
+            "agents.default_limits.max_execution_time",
+            "must be above zero".into(),
+            "",
+        );
     }
     violations
 }

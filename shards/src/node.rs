@@ -91,7 +91,11 @@ impl Node {
     pub fn start(profile: &Profile, plan: &PlacementPlan) -> Result<Self, NodeError> {
         let stop = Arc::new(StopSignal::default());
         let spin_before_park = profile.runtime.spin_before_park.map(|spin| spin.get());
-        let mut node = Self { threads: Vec::new(), reports: Vec::new(), stop };
+        let mut node = Self {
+            threads: Vec::new(),
+            reports: Vec::new(),
+            stop,
+        };
         let mut pending = Vec::new();
         for (index, placement) in plan.data_shards.iter().enumerate() {
             let role = ShardRole::Data(index);
@@ -105,10 +109,16 @@ impl Node {
         }
         match spawn_gossip_shard(&plan.gossip_shard, Arc::clone(&node.stop)) {
             Ok((thread, report)) => {
-                node.threads.push((ShardRole::Gossip, ShardThread::Gossip(thread)));
+                node.threads
+                    .push((ShardRole::Gossip, ShardThread::Gossip(thread)));
                 pending.push((ShardRole::Gossip, report));
             }
-            Err(reason) => return Err(node.abort(NodeError::ShardStart { role: ShardRole::Gossip, reason })),
+            Err(reason) => {
+                return Err(node.abort(NodeError::ShardStart {
+                    role: ShardRole::Gossip,
+                    reason,
+                }))
+            }
         }
         for (role, report) in pending {
             match report.recv_timeout(SHARD_BOOT_TIMEOUT) {
@@ -119,7 +129,9 @@ impl Node {
                     return Err(node.abort(NodeError::ShardStart { role, reason }));
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let reason = node.take_failure(role).unwrap_or_else(|| "the thread exited before reporting".into());
+                    let reason = node
+                        .take_failure(role)
+                        .unwrap_or_else(|| "the thread exited before reporting".into());
                     return Err(node.abort(NodeError::ShardStart { role, reason }));
                 }
             }
@@ -158,7 +170,10 @@ impl Node {
 
     /// Join the thread of `role` (which has ended) and return why it failed.
     fn take_failure(&mut self, role: ShardRole) -> Option<String> {
-        let position = self.threads.iter().position(|(candidate, _)| *candidate == role)?;
+        let position = self
+            .threads
+            .iter()
+            .position(|(candidate, _)| *candidate == role)?;
         let (_, thread) = self.threads.remove(position);
         join(thread).err()
     }
@@ -175,7 +190,9 @@ impl Node {
 fn join(thread: ShardThread) -> Result<(), String> {
     match thread {
         ShardThread::Data(handle) => handle.join().map_err(|error| error.to_string()),
-        ShardThread::Gossip(handle) => handle.join().map_err(|_| "the gossip thread panicked".to_owned()),
+        ShardThread::Gossip(handle) => handle
+            .join()
+            .map_err(|_| "the gossip thread panicked".to_owned()),
     }
 }
 
@@ -185,7 +202,9 @@ fn glommio_placement(binding: &CpuBinding) -> Result<Placement, String> {
     let online = || CpuSet::online().map_err(|error| format!("cannot list online CPUs: {error}"));
     Ok(match binding {
         CpuBinding::Pu(pu) => Placement::Fixed(*pu),
-        CpuBinding::Pus(pus) => Placement::Fenced(online()?.filter(|location| pus.contains(&location.cpu))),
+        CpuBinding::Pus(pus) => {
+            Placement::Fenced(online()?.filter(|location| pus.contains(&location.cpu)))
+        }
         // Fenced over every online CPU rather than Unbound: glommio turns
         // spin_before_park off for unbound executors.
         CpuBinding::Unbound => Placement::Fenced(online()?),
@@ -208,7 +227,9 @@ fn spawn_data_shard(
     let memory = placement.memory.clone();
     let handle = builder
         .spawn(move || async move {
-            let placed = apply_memory(&memory).map(|memory_warning| read_back(ShardRole::Data(index), memory_warning, spin_before_park));
+            let placed = apply_memory(&memory).map(|memory_warning| {
+                read_back(ShardRole::Data(index), memory_warning, spin_before_park)
+            });
             let placed_ok = placed.is_ok();
             // The receiver is gone only if boot already gave up; nothing to tell then.
             let _ = report_sender.send(placed);
@@ -220,7 +241,10 @@ fn spawn_data_shard(
     Ok((handle, report))
 }
 
-fn spawn_gossip_shard(placement: &ShardPlacement, stop: Arc<StopSignal>) -> Result<(JoinHandle<()>, ReportReceiver), String> {
+fn spawn_gossip_shard(
+    placement: &ShardPlacement,
+    stop: Arc<StopSignal>,
+) -> Result<(JoinHandle<()>, ReportReceiver), String> {
     let (report_sender, report) = mpsc::channel();
     let binding = placement.cpu_binding.clone();
     let memory = placement.memory.clone();
@@ -249,12 +273,20 @@ fn spawn_gossip_shard(placement: &ShardPlacement, stop: Arc<StopSignal>) -> Resu
 fn apply_memory(memory: &MemoryPlacement) -> Result<Option<String>, String> {
     match binding::apply_memory_placement(memory) {
         Ok(()) => Ok(None),
-        Err(error @ BindError::Memory { .. }) if matches!(memory, MemoryPlacement::LocalAlloc { .. }) => Ok(Some(error.to_string())),
+        Err(error @ BindError::Memory { .. })
+            if matches!(memory, MemoryPlacement::LocalAlloc { .. }) =>
+        {
+            Ok(Some(error.to_string()))
+        }
         Err(error) => Err(error.to_string()),
     }
 }
 
-fn read_back(role: ShardRole, memory_warning: Option<String>, spin_before_park: Option<Duration>) -> ShardReport {
+fn read_back(
+    role: ShardRole,
+    memory_warning: Option<String>,
+    spin_before_park: Option<Duration>,
+) -> ShardReport {
     ShardReport {
         role,
         tid: binding::current_tid(),

@@ -39,7 +39,10 @@ impl StopSignal {
 
     /// Whether a stop was requested.
     pub fn is_requested(&self) -> bool {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner).requested
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .requested
     }
 
     /// Resolve once a stop is requested (for async shards).
@@ -49,7 +52,11 @@ impl StopSignal {
             if state.requested {
                 return Poll::Ready(());
             }
-            if !state.wakers.iter().any(|waker| waker.will_wake(context.waker())) {
+            if !state
+                .wakers
+                .iter()
+                .any(|waker| waker.will_wake(context.waker()))
+            {
                 state.wakers.push(context.waker().clone());
             }
             Poll::Pending
@@ -60,7 +67,10 @@ impl StopSignal {
     /// Block the calling thread until a stop is requested (for plain threads).
     pub fn wait_blocking(&self) {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let _stopped = self.stopped.wait_while(state, |state| !state.requested).unwrap_or_else(PoisonError::into_inner);
+        let _stopped = self
+            .stopped
+            .wait_while(state, |state| !state.requested)
+            .unwrap_or_else(PoisonError::into_inner);
     }
 }
 

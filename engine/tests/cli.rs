@@ -1,0 +1,221 @@
+//! The `engine` binary as a user meets it: commands, exit statuses, one-line
+//! errors, and a node that stops cleanly on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn engine(arguments: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_engine"))
+        .args(arguments)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("engine runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn help_and_version_work() {
+    let help = engine(&["--help"]);
+    assert!(help.status.success());
+    assert!(stdout(&help).contains("--profile"));
+    let version = engine(&["--version"]);
+    assert_eq!(
+        stdout(&version).trim(),
+        format!("engine {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn profiles_list_prints_one_name_a_line() {
+    let output = engine(&["profiles", "list"]);
+    assert!(output.status.success());
+    let names: Vec<String> = stdout(&output).lines().map(str::to_owned).collect();
+    assert_eq!(names.len(), 10);
+    for expected in [
+        "default",
+        "low-latency",
+        "high-throughput",
+        "memory-optimized",
+        "cluster-small",
+        "network-unreliable",
+    ] {
+        assert!(
+            names.iter().any(|name| name == expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+}
+
+#[test]
+fn profiles_show_output_loads_back_to_the_same_profile() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    for name in [
+        "default",
+        "low-latency",
+        "high-throughput",
+        "memory-optimized",
+    ] {
+        let shown = engine(&["profiles", "show", name, "network-lan"]);
+        assert!(shown.status.success(), "{}", stderr(&shown));
+        let path = directory.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, &shown.stdout).expect("write");
+        let reshown = engine(&["profiles", "show", path.to_str().expect("utf-8")]);
+        assert!(reshown.status.success(), "{}", stderr(&reshown));
+        assert_eq!(
+            stdout(&reshown),
+            stdout(&shown),
+            "{name} + network-lan survives a round trip"
+        );
+    }
+    let with_set = engine(&[
+        "profiles",
+        "show",
+        "low-latency",
+        "--set",
+        "messaging.batch_size=4",
+    ]);
+    assert!(stdout(&with_set).contains("batch_size: 4"));
+}
+
+#[test]
+fn every_bad_input_class_gives_one_line_and_status_2() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let file = |name: &str, text: &str| {
+        let path = directory.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path.to_str().expect("utf-8").to_owned()
+    };
+    let syntax = file("syntax.yaml", "runtime:\n  max_agents: [1\n");
+    let unknown_key = file("unknown.yaml", "runtime:\n  max_agnets: 10\n");
+    let contradiction = file(
+        "contra.yaml",
+        "coordination:\n  cluster:\n    probe_interval: 1s\n    probe_timeout: 1s\n",
+    );
+    let missing_core = file("pin.yaml", "runtime:\n  cpu_affinity:\n    pinned_agents:\n      - agent_id: router\n        cpu_cores: [0, 4095]\n");
+    let cases: [(Vec<&str>, &[&str]); 7] = [
+        (
+            vec!["--profile", "/no/such/file.yaml", "profiles", "show"],
+            &["cannot read profile file", "/no/such/file.yaml"],
+        ),
+        (
+            vec!["--profile", &syntax, "profiles", "show"],
+            &["syntax.yaml:2:"],
+        ),
+        (
+            vec!["--profile", "turbo"],
+            &[
+                "no built-in profile or file named `turbo`",
+                "low-latency",
+                "memory-optimized",
+            ],
+        ),
+        (
+            vec!["--profile", &unknown_key],
+            &[
+                "unknown.yaml:2:3",
+                "runtime.max_agnets",
+                "did you mean `max_agents`?",
+            ],
+        ),
+        (
+            vec!["--profile", &contradiction],
+            &["contra.yaml:4:5", "probe_timeout", "hint:"],
+        ),
+        (
+            vec!["--profile", &missing_core],
+            &["pin.yaml:5:", "pinned_agents[0].cpu_cores[1]", "CPU 4095"],
+        ),
+        (
+            vec!["--set", "runtime.worker_threads=0"],
+            &["runtime.worker_threads", "out of range"],
+        ),
+    ];
+    for (arguments, expected) in cases {
+        let output = engine(&arguments);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{arguments:?}: {message}");
+        assert_eq!(
+            message.lines().count(),
+            1,
+            "{arguments:?} gives one line: {message}"
+        );
+        for fragment in expected {
+            assert!(
+                message.contains(fragment),
+                "{arguments:?}: `{fragment}` missing from {message}"
+            );
+        }
+    }
+}
+
+#[test]
+fn topology_prints_plans_for_synthetic_servers() {
+    let output = engine(&[
+        "topology",
+        "--synthetic",
+        "package:2 numa:1 l3:1 core:8 pu:2",
+        "--profile",
+        "low-latency",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains("2 package(s), 2 NUMA node(s), 2 L3 group(s), 16 core(s), 32 PU(s)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("placement plan: 15 data shard(s) + gossip shard"),
+        "{text}"
+    );
+    assert!(text.contains("data-14"), "{text}");
+
+    let here = engine(&["topology"]);
+    assert!(here.status.success(), "{}", stderr(&here));
+    assert!(stdout(&here).contains("topology (this machine)"));
+
+    let invalid = engine(&["topology", "--synthetic", "widgets:3"]);
+    assert_eq!(invalid.status.code(), Some(2));
+}
+
+#[test]
+fn a_running_node_stops_cleanly_on_sigterm() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_engine"))
+        .args([
+            "--profile",
+            "low-latency",
+            "--set",
+            "runtime.worker_threads=2",
+        ])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("engine starts");
+    let mut log = BufReader::new(child.stderr.take().expect("stderr piped"));
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !seen.contains("engine running") {
+        assert!(Instant::now() < deadline, "engine did not come up: {seen}");
+        let mut line = String::new();
+        if log.read_line(&mut line).expect("read log") == 0 {
+            panic!("engine exited early: {seen}");
+        }
+        seen.push_str(&line);
+    }
+    assert_eq!(seen.matches("shard placed").count(), 3, "{seen}");
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = child.wait().expect("engine exits");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut log, &mut rest).expect("read the rest");
+    assert_eq!(status.code(), Some(0), "{rest}");
+    assert!(rest.contains("engine stopped cleanly"), "{rest}");
+}

@@ -1,0 +1,255 @@
+//! Loading every built-in profile, round trips through YAML, layering, and
+//! each class of bad input.
+
+use caxton_profiles::{load, ProfileErrorKind, BUILTIN_NAMES};
+
+fn write_profile(directory: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let path = directory.path().join(name);
+    std::fs::write(&path, text).expect("write profile");
+    path.to_str().expect("utf-8 path").to_owned()
+}
+
+fn load_text(text: &str) -> Result<caxton_profiles::LoadedProfile, caxton_profiles::ProfileError> {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let path = write_profile(&directory, "profile.yaml", text);
+    load(&[path], &[])
+}
+
+#[test]
+fn every_builtin_loads_and_round_trips() {
+    for name in BUILTIN_NAMES {
+        let loaded =
+            load(&[name.to_owned()], &[]).unwrap_or_else(|error| panic!("{name}: {error}"));
+        let yaml = loaded.to_yaml();
+        let reloaded = load_text(&yaml).unwrap_or_else(|error| {
+            panic!("{name} shown as YAML does not load back: {error}\n{yaml}")
+        });
+        assert_eq!(
+            reloaded.profile, loaded.profile,
+            "{name} changed through YAML"
+        );
+        assert_eq!(reloaded.to_yaml(), yaml, "{name}: showing is stable");
+    }
+}
+
+#[test]
+fn builtins_carry_the_seed_values() {
+    let low = load(&["low-latency".into()], &[])
+        .expect("low-latency")
+        .profile;
+    assert_eq!(
+        (
+            low.runtime.agent_pool_size,
+            low.messaging.batch_size,
+            low.messaging.queue_size
+        ),
+        (200, 1, 10_000)
+    );
+    assert!(low.messaging.priority_routing.enabled);
+    assert_eq!(low.transport.quic.idle_timeout.to_string(), "100ms");
+    assert!(
+        low.runtime.spin_before_park.is_some(),
+        "low latency spins before parking"
+    );
+
+    let high = load(&["high-throughput".into()], &[])
+        .expect("high-throughput")
+        .profile;
+    assert_eq!(
+        high.runtime.worker_threads,
+        Some(16),
+        "seed writes messaging.worker_threads"
+    );
+    assert_eq!(
+        high.transport.quic.max_concurrent_streams, 1000,
+        "seed writes transport.max_streams"
+    );
+    assert_eq!(
+        high.transport.quic.congestion_control,
+        caxton_profiles::CongestionControl::Bbr
+    );
+    assert_eq!(high.runtime.spin_before_park, None, "throughput parks");
+
+    let memory = load(&["memory-optimized".into()], &[])
+        .expect("memory-optimized")
+        .profile;
+    assert_eq!(memory.runtime.max_memory_per_agent.bytes(), 10 << 20);
+    assert_eq!(memory.runtime.agent_stack_size.bytes(), 512 << 10);
+    assert_eq!(
+        memory.storage.auto_vacuum,
+        caxton_profiles::AutoVacuum::Full
+    );
+    assert_eq!(
+        memory.messaging.message_ttl.map(|ttl| ttl.get().as_secs()),
+        Some(60)
+    );
+
+    let overlays = load(
+        &[
+            "low-latency".into(),
+            "cluster-medium".into(),
+            "network-unreliable".into(),
+        ],
+        &[],
+    )
+    .expect("stack");
+    let cluster = &overlays.profile.coordination.cluster;
+    assert_eq!(
+        (
+            cluster.gossip_fanout,
+            cluster.suspicion_multiplier,
+            cluster.gossip_to_dead
+        ),
+        (4, 6, 5)
+    );
+    assert_eq!(overlays.layers.len(), 3);
+}
+
+#[test]
+fn the_seed_block_forms_load() {
+    let loaded = load_text(
+        "runtime:\n  cpu_affinity:\n    enabled: true\n    strategy: numa_aware\n    pinned_agents:\n      - agent_id: router\n        cpu_cores: [0, 1]\n  numa:\n    enabled: true\n    memory_policy: local_alloc\n    cpu_bind: true\n    interleave_memory: false\n\
+         messaging:\n  priority_routing:\n    enabled: true\n    queues:\n      - name: critical\n        priority: 0\n        max_latency: 10ms\n\
+         agents:\n  default_limits:\n    memory: 50MB\n    cpu_shares: 100m\n    max_execution_time: 10s\n  overrides:\n    - agent_id: quick-responder\n      memory: 10MB\n      cpu_shares: 50m\n      max_execution_time: 100ms\n\
+         transport:\n  tcp:\n    nodelay: true\n    send_buffer_size: 256KB\n    linger: 0\n  connection_pool:\n    min_idle: 10\n    max_idle: 100\n    max_lifetime: 300s\n",
+    )
+    .expect("seed blocks load");
+    let profile = loaded.profile;
+    assert_eq!(
+        profile.runtime.cpu_affinity.pinned_agents[0].cpu_cores,
+        [0, 1]
+    );
+    assert_eq!(profile.messaging.priority_routing.queues.len(), 1);
+    let quick = profile.agents.limits_for("quick-responder");
+    assert_eq!(
+        (quick.memory.bytes(), quick.cpu_shares.millicores()),
+        (10 << 20, 50)
+    );
+    assert_eq!(
+        profile
+            .agents
+            .limits_for("anyone")
+            .max_execution_time
+            .get()
+            .as_secs(),
+        10
+    );
+    assert_eq!(profile.transport.tcp.send_buffer_size.bytes(), 256 << 10);
+}
+
+#[test]
+fn set_overrides_apply_last() {
+    let loaded = load(
+        &["low-latency".into()],
+        &[
+            "messaging.batch_size=8".into(),
+            "runtime.cpu_affinity.strategy=compact".into(),
+        ],
+    )
+    .expect("loads");
+    assert_eq!(loaded.profile.messaging.batch_size, 8);
+    assert_eq!(
+        loaded.profile.runtime.cpu_affinity.strategy,
+        caxton_profiles::PlacementStrategy::Compact
+    );
+    assert_eq!(
+        loaded
+            .location_of("messaging.batch_size")
+            .map(|location| location.source),
+        Some("--set messaging.batch_size=8".to_owned())
+    );
+}
+
+#[test]
+fn bad_input_names_cause_key_and_place() {
+    let unknown_name = load(&["fast".into()], &[]).expect_err("no such profile");
+    assert_eq!(unknown_name.kind, ProfileErrorKind::UnknownProfile);
+    assert!(
+        unknown_name.to_string().contains("low-latency"),
+        "lists the known names: {unknown_name}"
+    );
+
+    let unreadable = load(&["/no/such/profile.yaml".into()], &[]).expect_err("missing file");
+    assert_eq!(unreadable.kind, ProfileErrorKind::Unreadable);
+
+    let syntax = load_text("runtime:\n  max_agents: [1\n").expect_err("broken YAML");
+    assert_eq!(syntax.kind, ProfileErrorKind::Syntax);
+    assert_eq!(
+        syntax.location.as_ref().and_then(|location| location.line),
+        Some(2)
+    );
+
+    let unknown_key =
+        load_text("coordination:\n  cluster:\n    gosip_fanout: 3\n").expect_err("typo");
+    assert_eq!(unknown_key.kind, ProfileErrorKind::UnknownKey);
+    assert_eq!(
+        unknown_key.key.as_deref(),
+        Some("coordination.cluster.gosip_fanout")
+    );
+    let location = unknown_key.location.clone().expect("located");
+    assert_eq!((location.line, location.column), (Some(3), Some(5)));
+    assert_eq!(
+        unknown_key.hint.as_deref(),
+        Some("did you mean `gossip_fanout`?")
+    );
+
+    let wrong_type =
+        load_text("messaging:\n  delivery_timeout: soon\n").expect_err("not a duration");
+    assert_eq!(wrong_type.kind, ProfileErrorKind::InvalidValue);
+    assert_eq!(
+        wrong_type.key.as_deref(),
+        Some("messaging.delivery_timeout")
+    );
+
+    let contradiction = load_text("runtime:\n  max_agents: 10\n  agent_pool_size: 20\n")
+        .expect_err("pool above max");
+    assert_eq!(contradiction.kind, ProfileErrorKind::Contradiction);
+    assert_eq!(
+        contradiction.key.as_deref(),
+        Some("runtime.agent_pool_size")
+    );
+    assert_eq!(
+        contradiction
+            .location
+            .as_ref()
+            .and_then(|location| location.line),
+        Some(3)
+    );
+    assert!(contradiction.hint.is_some());
+
+    let probe = load(&["network-wan".into(), "cluster-large".into()], &[])
+        .expect_err("2s timeout, 2s interval");
+    assert_eq!(
+        probe.key.as_deref(),
+        Some("coordination.cluster.probe_timeout")
+    );
+    assert_eq!(
+        probe.location.map(|location| location.source),
+        Some("built-in profile network-wan".to_owned())
+    );
+
+    let alias_clash = load_text("messaging:\n  worker_threads: 4\nruntime:\n  worker_threads: 8\n")
+        .expect_err("two spellings disagree");
+    assert_eq!(alias_clash.key.as_deref(), Some("messaging.worker_threads"));
+
+    let bad_set = load(&[], &["runtime.max_agents".into()]).expect_err("no value");
+    assert_eq!(bad_set.kind, ProfileErrorKind::BadOverride);
+    let unknown_set = load(&[], &["runtime.max_agnets=3".into()]).expect_err("typo in --set");
+    assert_eq!(
+        unknown_set.hint.as_deref(),
+        Some("did you mean `max_agents`?")
+    );
+    for error in [
+        unknown_name,
+        unreadable,
+        syntax,
+        unknown_key,
+        wrong_type,
+        contradiction,
+        alias_clash,
+        bad_set,
+        unknown_set,
+    ] {
+        assert_eq!(error.to_string().lines().count(), 1, "one line: {error}");
+    }
+}

@@ -1,0 +1,45 @@
+//! Helpers shared by the integration tests in `tests/tests/`: load a profile,
+//! plan it on this machine, and read a thread's state from `/proc`.
+
+use caxton_numa::{MachineTopology, PlacementPlan};
+use caxton_profiles::Profile;
+
+/// A profile, this machine's topology and the plan for both.
+pub struct Planned {
+    /// The effective profile.
+    pub profile: Profile,
+    /// This machine.
+    pub topology: MachineTopology,
+    /// Where the shards go.
+    pub plan: PlacementPlan,
+}
+
+/// Load `profiles` with `overrides` and plan them on this machine; panics on
+/// failure, as a test would.
+pub fn plan_on_this_machine(profiles: &[&str], overrides: &[&str]) -> Planned {
+    let profiles: Vec<String> = profiles.iter().map(|&name| name.to_owned()).collect();
+    let overrides: Vec<String> = overrides.iter().map(|&set| set.to_owned()).collect();
+    let profile = caxton_profiles::load(&profiles, &overrides)
+        .unwrap_or_else(|error| panic!("{error}"))
+        .profile;
+    let topology = MachineTopology::discover().unwrap_or_else(|error| panic!("{error}"));
+    let plan =
+        caxton_numa::plan(&topology, &profile).unwrap_or_else(|violation| panic!("{violation:?}"));
+    Planned {
+        profile,
+        topology,
+        plan,
+    }
+}
+
+/// The name of thread `tid` of this process, from `/proc`.
+pub fn thread_name(tid: i32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
+        .ok()
+        .map(|name| name.trim().to_owned())
+}
+
+/// Whether thread `tid` of this process still exists.
+pub fn thread_alive(tid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
+}

@@ -1,0 +1,153 @@
+//! Whole nodes booted in-process: shard threads land where the plan says,
+//! report what the kernel reads back, and stop cleanly.
+
+use std::time::{Duration, Instant};
+
+use caxton_numa::binding::thread_pus;
+use caxton_numa::{CpuBinding, MemoryPlacement};
+use caxton_shards::{Node, NodeError, ShardRole};
+use caxton_tests::{plan_on_this_machine, thread_alive, thread_name};
+
+#[test]
+fn two_data_shards_run_on_their_planned_cores_and_stop_cleanly() {
+    let planned = plan_on_this_machine(&["low-latency"], &["runtime.worker_threads=2"]);
+    assert_eq!(planned.plan.data_shards.len(), 2);
+    let node = Node::start(&planned.profile, &planned.plan).expect("node boots");
+    let reports = node.reports().to_vec();
+    assert_eq!(reports.len(), 3, "two data shards and the gossip shard");
+    let all_pus = planned.topology.all_pus();
+    let expected = planned
+        .plan
+        .data_shards
+        .iter()
+        .chain([&planned.plan.gossip_shard]);
+    for (report, placement) in reports.iter().zip(expected) {
+        let read_from_proc = thread_pus(report.tid).expect("read the shard thread's affinity");
+        assert_eq!(
+            read_from_proc,
+            placement.cpu_binding.allowed_pus(&all_pus),
+            "{} runs where planned",
+            report.role
+        );
+        assert!(
+            matches!(placement.cpu_binding, CpuBinding::Pu(_)),
+            "low-latency pins each shard to one PU"
+        );
+        assert_eq!(
+            report.allowed_pus, read_from_proc,
+            "{}: its own read-back agrees with /proc",
+            report.role
+        );
+        let (nodes, policy) = report
+            .memory_policy
+            .clone()
+            .expect("memory policy readable");
+        assert_eq!(policy, "first_touch", "local_alloc is first-touch");
+        assert_eq!(nodes, [placement.numa_node]);
+        let name = thread_name(report.tid).expect("thread exists while the node runs");
+        let prefix = match report.role {
+            ShardRole::Data(_) => "caxton-shard-",
+            ShardRole::Gossip => "caxton-gossip",
+        };
+        assert!(name.starts_with(prefix), "{name}");
+    }
+    assert_eq!(
+        reports[0].spin_before_park,
+        Some(Duration::from_micros(200)),
+        "low-latency spins before parking"
+    );
+    node.shutdown().expect("every shard exits cleanly");
+    for report in &reports {
+        assert!(!thread_alive(report.tid), "{} was joined", report.role);
+    }
+}
+
+#[test]
+fn parking_profiles_do_not_spin() {
+    let planned = plan_on_this_machine(&["high-throughput"], &["runtime.worker_threads=2"]);
+    let node = Node::start(&planned.profile, &planned.plan).expect("node boots");
+    assert!(node
+        .reports()
+        .iter()
+        .all(|report| report.spin_before_park.is_none()));
+    node.shutdown().expect("clean stop");
+}
+
+#[test]
+fn node_binding_and_memory_policies_are_applied() {
+    let planned = plan_on_this_machine(
+        &["default"],
+        &[
+            "runtime.worker_threads=2",
+            "runtime.cpu_affinity.enabled=false",
+            "runtime.numa.memory_policy=bind",
+            "runtime.numa.interleave_memory=true",
+        ],
+    );
+    let node = Node::start(&planned.profile, &planned.plan).expect("node boots");
+    let node_pus = &planned.topology.numa_nodes[planned.plan.data_shards[0].numa_node].pus;
+    let data = &node.reports()[0];
+    assert_eq!(
+        &thread_pus(data.tid).expect("affinity"),
+        node_pus,
+        "bound to its NUMA node's CPUs, not one core"
+    );
+    assert_eq!(
+        data.memory_policy
+            .as_ref()
+            .map(|(_, policy)| policy.as_str()),
+        Ok("bind")
+    );
+    let gossip = node.reports().last().expect("gossip report");
+    assert_eq!(gossip.role, ShardRole::Gossip);
+    assert_eq!(
+        gossip
+            .memory_policy
+            .as_ref()
+            .map(|(_, policy)| policy.as_str()),
+        Ok("interleave")
+    );
+    assert!(matches!(
+        planned.plan.gossip_shard.memory,
+        MemoryPlacement::Interleave { .. }
+    ));
+    node.shutdown().expect("clean stop");
+}
+
+#[test]
+fn a_stop_from_another_thread_ends_run_until_stopped() {
+    let planned = plan_on_this_machine(&["default"], &["runtime.worker_threads=3"]);
+    let node = Node::start(&planned.profile, &planned.plan).expect("node boots");
+    let stop = node.stop_signal();
+    let started = Instant::now();
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        stop.request();
+    });
+    node.run_until_stopped().expect("clean stop");
+    stopper.join().expect("stopper ran");
+    assert!(
+        started.elapsed() >= Duration::from_millis(50),
+        "it waited for the stop"
+    );
+}
+
+#[test]
+fn a_shard_that_cannot_start_stops_the_others_and_is_named() {
+    let mut planned = plan_on_this_machine(&["default"], &["runtime.worker_threads=3"]);
+    // A plan made for a bigger server: no machine has CPU 100000.
+    planned.plan.data_shards[1].cpu_binding = CpuBinding::Pu(100_000);
+    let error = match Node::start(&planned.profile, &planned.plan) {
+        Ok(node) => {
+            let _ = node.shutdown();
+            panic!("pinning to CPU 100000 must fail");
+        }
+        Err(error) => error,
+    };
+    let NodeError::ShardStart { role, reason } = error;
+    assert_eq!(role, ShardRole::Data(1), "the shard that failed is named");
+    assert!(
+        reason.contains("100000"),
+        "the cause names the CPU: {reason}"
+    );
+}
