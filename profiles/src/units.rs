@@ -135,7 +135,7 @@ impl FromStr for ByteSize {
 impl fmt::Display for ByteSize {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (short, _, multiplier) in BYTE_UNITS {
-            if self.0 != 0 && self.0 % multiplier == 0 {
+            if self.0 != 0 && self.0.is_multiple_of(multiplier) {
                 return write!(formatter, "{}{short}", self.0 / multiplier);
             }
         }

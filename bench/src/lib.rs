@@ -1,0 +1,40 @@
+//! Shared pieces of Caxton's benchmarks: HDR histograms and how to print them.
+//!
+//! Every benchmark binary in `src/bin/` measures one primitive, records each
+//! sample in an HDR histogram, and prints percentiles with the machine it ran
+//! on. Timings are never asserted: machines are shared and noisy.
+
+use hdrhistogram::Histogram;
+
+/// A histogram of nanoseconds from 1 ns to 100 s at 3 significant digits.
+pub fn nanosecond_histogram() -> Histogram<u64> {
+    // The bounds are constants that hdrhistogram accepts.
+    Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid histogram bounds")
+}
+
+/// One line: `name  count  p50  p99  p99.9  max`, durations in microseconds.
+pub fn percentile_line(name: &str, histogram: &Histogram<u64>) -> String {
+    let micros = |nanos: u64| nanos as f64 / 1000.0;
+    format!(
+        "{name:<28} n={:<6} p50={:>10.1}µs p99={:>10.1}µs p99.9={:>10.1}µs max={:>10.1}µs",
+        histogram.len(),
+        micros(histogram.value_at_quantile(0.5)),
+        micros(histogram.value_at_quantile(0.99)),
+        micros(histogram.value_at_quantile(0.999)),
+        micros(histogram.max()),
+    )
+}
+
+/// The machine, for the header of every report.
+pub fn machine_line() -> String {
+    match caxton_numa::MachineTopology::discover() {
+        Ok(topology) => format!(
+            "machine: {} package(s), {} NUMA node(s), {} core(s), {} PU(s)",
+            topology.packages,
+            topology.numa_nodes.len(),
+            topology.cores.len(),
+            topology.pu_count()
+        ),
+        Err(error) => format!("machine: unknown ({error})"),
+    }
+}
