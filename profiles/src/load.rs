@@ -109,11 +109,16 @@ pub fn load(profiles: &[String], overrides: &[String]) -> Result<LoadedProfile, 
     let profile: Profile = serde_path_to_error::deserialize(&merged).map_err(|error| {
         failing_path = error.path().to_string();
         let message = error.inner().to_string();
-        let hint = suggest_key(&message).map(|key| format!("did you mean `{key}`?"));
         let kind = if message.starts_with("unknown field") {
             ProfileErrorKind::UnknownKey
         } else {
             ProfileErrorKind::InvalidValue
+        };
+        let hint = match kind {
+            ProfileErrorKind::UnknownKey => {
+                suggest_key(&message).map(|key| format!("did you mean `{key}`?"))
+            }
+            _ => Some(value_hint(&message)),
         };
         let error = ProfileError::new(kind, message)
             .at_key(failing_path.clone())
@@ -240,6 +245,9 @@ fn saphyr_error(
     if let Some(path) = path.filter(|path| !path.is_empty() && path != "." && path != "?") {
         profile_error = profile_error.at_key(path);
     }
+    if kind == ProfileErrorKind::InvalidValue {
+        profile_error = profile_error.with_hint(value_hint(message));
+    }
     if kind == ProfileErrorKind::UnknownKey {
         if let Some(suggestion) = suggest_key(message) {
             profile_error = profile_error.with_hint(format!("did you mean `{suggestion}`?"));
@@ -248,6 +256,22 @@ fn saphyr_error(
         }
     }
     profile_error
+}
+
+/// Advice for a value of the wrong shape, from serde's description of it.
+fn value_hint(message: &str) -> String {
+    if message.starts_with("invalid u") || message.starts_with("invalid i") {
+        "a whole number is expected here".to_owned()
+    } else if message.contains("unknown variant") {
+        "use one of the listed values".to_owned()
+    } else if ["not a duration", "not a size", "not a CPU share"]
+        .iter()
+        .any(|unit| message.contains(unit))
+    {
+        "see the Units section of docs/profiles.md".to_owned()
+    } else {
+        "`engine profiles show default` prints every key with a valid value".to_owned()
+    }
 }
 
 /// `error: line 3 column 3: unknown field ...` → `unknown field ...`.
