@@ -200,6 +200,12 @@ fn bad_input_names_cause_key_and_place() {
         wrong_type.key.as_deref(),
         Some("messaging.delivery_timeout")
     );
+    assert!(wrong_type.hint.is_some(), "wrong types get a hint too");
+    let wrong_number = load_text("runtime:\n  max_agents: lots\n").expect_err("not a number");
+    assert_eq!(
+        wrong_number.hint.as_deref(),
+        Some("a whole number is expected here")
+    );
 
     let contradiction = load_text("runtime:\n  max_agents: 10\n  agent_pool_size: 20\n")
         .expect_err("pool above max");
