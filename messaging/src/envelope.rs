@@ -1,0 +1,218 @@
+//! The message envelope: FIPA performative, addressing, correlation,
+//! priority, deadline and content.
+//!
+//! Inside a node an envelope moves between shards as an owned value; it is
+//! encoded (MessagePack) only where it leaves the process. Identifiers are
+//! integers so that routing a message allocates nothing but its content.
+
+use serde::{Deserialize, Serialize};
+
+/// The FIPA ACL communicative acts an envelope can carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[repr(u8)]
+pub enum Performative {
+    /// Ask the receiver to perform an action.
+    Request = 0,
+    /// Tell the receiver a fact.
+    Inform = 1,
+    /// Ask whether a proposition holds.
+    QueryIf = 2,
+    /// Ask for the object a reference denotes.
+    QueryRef = 3,
+    /// Offer to act under conditions.
+    Propose = 4,
+    /// Accept a proposal.
+    AcceptProposal = 5,
+    /// Reject a proposal.
+    RejectProposal = 6,
+    /// Agree to perform a requested action.
+    Agree = 7,
+    /// Refuse to perform a requested action.
+    Refuse = 8,
+    /// An action failed (also: timeouts, traps, refusals by the engine).
+    Failure = 9,
+    /// The receiver did not understand the message.
+    NotUnderstood = 10,
+}
+
+impl Performative {
+    /// Every performative, in code order.
+    pub const ALL: [Self; 11] = [
+        Self::Request,
+        Self::Inform,
+        Self::QueryIf,
+        Self::QueryRef,
+        Self::Propose,
+        Self::AcceptProposal,
+        Self::RejectProposal,
+        Self::Agree,
+        Self::Refuse,
+        Self::Failure,
+        Self::NotUnderstood,
+    ];
+
+    /// The ABI code of this performative.
+    pub const fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The performative with ABI code `code`.
+    pub fn from_code(code: u32) -> Option<Self> {
+        Self::ALL.get(usize::try_from(code).ok()?).copied()
+    }
+}
+
+/// An agent deployed on the node, by its index in the node's directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AgentId(pub u32);
+
+/// One running instance of an agent: which shard it lives on and its slot there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct InstanceId {
+    /// The agent.
+    pub agent: AgentId,
+    /// The data shard that owns it.
+    pub shard: u16,
+    /// Its index among the agent's instances on that shard.
+    pub slot: u16,
+}
+
+/// Who a message is for, or who it is from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Address {
+    /// Any instance of the agent; the router picks one, preferring the sender's shard.
+    Agent(AgentId),
+    /// Exactly this instance.
+    Instance(InstanceId),
+    /// A caller outside the agents (the admin API, a benchmark, a test), by
+    /// the shard its replies return through and its id there.
+    Client {
+        /// The shard that holds the client's reply slot.
+        shard: u16,
+        /// The client's id on that shard.
+        client: u32,
+    },
+}
+
+/// Which priority class a message travels in: an index into
+/// `messaging.priority_routing.queues`, 0 the most urgent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PriorityClass(pub u8);
+
+/// A message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// What kind of act it is.
+    pub performative: Performative,
+    /// Who sent it.
+    pub sender: Address,
+    /// Who it is for.
+    pub receiver: Address,
+    /// The conversation it belongs to (0: none).
+    pub conversation_id: u64,
+    /// A token the receiver quotes in `in_reply_to` when it answers (0: no answer expected).
+    pub reply_with: u64,
+    /// The `reply_with` of the message this one answers (0: not an answer).
+    pub in_reply_to: u64,
+    /// Its priority class.
+    pub priority: PriorityClass,
+    /// Node-clock nanoseconds after which it must not be handled; it is
+    /// answered with `failure` instead. `u64::MAX`: no deadline.
+    pub deadline_ns: u64,
+    /// Node-clock nanoseconds when it was sent (for latency measurement).
+    pub sent_at_ns: u64,
+    /// The payload, opaque to the engine.
+    pub content: Vec<u8>,
+}
+
+impl Envelope {
+    /// No deadline.
+    pub const NO_DEADLINE: u64 = u64::MAX;
+
+    /// The answer to this message from `responder`, with `performative` and `content`.
+    pub fn reply(&self, responder: Address, performative: Performative, content: Vec<u8>, now_ns: u64) -> Self {
+        Self {
+            performative,
+            sender: responder,
+            receiver: self.sender,
+            conversation_id: self.conversation_id,
+            reply_with: 0,
+            in_reply_to: self.reply_with,
+            priority: self.priority,
+            deadline_ns: Self::NO_DEADLINE,
+            sent_at_ns: now_ns,
+            content,
+        }
+    }
+
+    /// MessagePack bytes, for wherever the envelope leaves the process.
+    pub fn encode(&self) -> Vec<u8> {
+        // Encoding plain integers, enums and bytes into a Vec cannot fail.
+        rmp_serde::to_vec_named(self).expect("an envelope always encodes")
+    }
+
+    /// Decode MessagePack bytes; a corrupt frame is an error, never a panic.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        rmp_serde::from_slice(bytes).map_err(|error| DecodeError(error.to_string()))
+    }
+}
+
+/// A frame that is not a valid envelope.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("corrupt envelope: {0}")]
+pub struct DecodeError(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> Envelope {
+        Envelope {
+            performative: Performative::QueryRef,
+            sender: Address::Client { shard: 1, client: 7 },
+            receiver: Address::Agent(AgentId(3)),
+            conversation_id: 42,
+            reply_with: 9,
+            in_reply_to: 0,
+            priority: PriorityClass(1),
+            deadline_ns: Envelope::NO_DEADLINE,
+            sent_at_ns: 1_000,
+            content: b"hello".to_vec(),
+        }
+    }
+
+    #[test]
+    fn replies_correlate() {
+        let request = sample();
+        let responder = Address::Instance(InstanceId { agent: AgentId(3), shard: 0, slot: 0 });
+        let answer = request.reply(responder, Performative::Inform, b"hi".to_vec(), 2_000);
+        assert_eq!(answer.receiver, request.sender);
+        assert_eq!(answer.in_reply_to, 9);
+        assert_eq!(answer.conversation_id, 42);
+    }
+
+    #[test]
+    fn performative_codes_round_trip() {
+        for performative in Performative::ALL {
+            assert_eq!(Performative::from_code(u32::from(performative.code())), Some(performative));
+        }
+        assert_eq!(Performative::from_code(11), None);
+    }
+
+    proptest! {
+        #[test]
+        fn envelopes_round_trip_through_messagepack(content in proptest::collection::vec(any::<u8>(), 0..256), conversation in any::<u64>()) {
+            let mut envelope = sample();
+            envelope.content = content;
+            envelope.conversation_id = conversation;
+            prop_assert_eq!(Envelope::decode(&envelope.encode()), Ok(envelope));
+        }
+
+        #[test]
+        fn corrupt_frames_are_errors_not_panics(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
+            let _ = Envelope::decode(&bytes);
+        }
+    }
+}

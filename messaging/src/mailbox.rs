@@ -1,0 +1,179 @@
+//! A shard's inbound mailbox: bounded, one FIFO per priority class, and
+//! deadlines. A pure data structure: time comes in as an argument.
+//!
+//! Every message gets an effective deadline when it is accepted: the earliest
+//! of its own deadline, `messaging.delivery_timeout` and its class's
+//! `max_latency`. A message whose deadline has passed when it reaches the
+//! front is handed back as expired, so the caller answers its sender with
+//! `failure` (timeout): never dropped silently.
+
+use std::collections::VecDeque;
+
+use crate::envelope::Envelope;
+
+/// The mailbox's limits, from the profile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MailboxConfig {
+    /// Most messages held (`messaging.queue_size`).
+    pub capacity: usize,
+    /// `messaging.delivery_timeout` in nanoseconds.
+    pub delivery_timeout_ns: u64,
+    /// `max_latency` of each priority class in nanoseconds, most urgent first.
+    /// One entry (and no class latency) when priority routing is off.
+    pub class_max_latency_ns: Vec<Option<u64>>,
+}
+
+/// Why a message was not accepted.
+#[derive(Debug, PartialEq, Eq)]
+pub struct MailboxFull(pub Envelope);
+
+/// What [`Mailbox::pop`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Popped {
+    /// A message to handle.
+    Ready(Envelope),
+    /// A message whose deadline passed while it waited.
+    Expired(Envelope),
+    /// Nothing waiting.
+    Empty,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct Mailbox {
+    classes: Vec<VecDeque<Envelope>>,
+    config: MailboxConfig,
+    len: usize,
+}
+
+impl Mailbox {
+    /// An empty mailbox with `config`'s limits.
+    pub fn new(config: MailboxConfig) -> Self {
+        assert!(!config.class_max_latency_ns.is_empty(), "a mailbox has at least one class");
+        assert!(config.capacity > 0, "validated by the profile: queue_size >= 1");
+        Self { classes: config.class_max_latency_ns.iter().map(|_| VecDeque::new()).collect(), config, len: 0 }
+    }
+
+    /// Messages waiting.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The most messages it holds.
+    pub fn capacity(&self) -> usize {
+        self.config.capacity
+    }
+
+    /// Accept `envelope` at `now_ns`, or hand it back when full.
+    pub fn push(&mut self, mut envelope: Envelope, now_ns: u64) -> Result<(), MailboxFull> {
+        if self.len >= self.config.capacity {
+            return Err(MailboxFull(envelope));
+        }
+        let class = usize::from(envelope.priority.0).min(self.classes.len() - 1);
+        let mut deadline = envelope.deadline_ns.min(now_ns.saturating_add(self.config.delivery_timeout_ns));
+        if let Some(max_latency) = self.config.class_max_latency_ns[class] {
+            deadline = deadline.min(now_ns.saturating_add(max_latency));
+        }
+        envelope.deadline_ns = deadline;
+        self.classes[class].push_back(envelope);
+        self.len += 1;
+        Ok(())
+    }
+
+    /// The next message at `now_ns`: the front of the most urgent non-empty class.
+    pub fn pop(&mut self, now_ns: u64) -> Popped {
+        let Some(class) = self.classes.iter_mut().find(|class| !class.is_empty()) else {
+            return Popped::Empty;
+        };
+        let Some(envelope) = class.pop_front() else {
+            return Popped::Empty;
+        };
+        self.len -= 1;
+        if envelope.deadline_ns < now_ns {
+            Popped::Expired(envelope)
+        } else {
+            Popped::Ready(envelope)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::{Address, AgentId, Performative, PriorityClass};
+
+    fn message(priority: u8, tag: u8) -> Envelope {
+        Envelope {
+            performative: Performative::Request,
+            sender: Address::Client { shard: 0, client: 1 },
+            receiver: Address::Agent(AgentId(0)),
+            conversation_id: 0,
+            reply_with: u64::from(tag),
+            in_reply_to: 0,
+            priority: PriorityClass(priority),
+            deadline_ns: Envelope::NO_DEADLINE,
+            sent_at_ns: 0,
+            content: vec![tag],
+        }
+    }
+
+    fn config(capacity: usize) -> MailboxConfig {
+        MailboxConfig {
+            capacity,
+            delivery_timeout_ns: 1_000_000,
+            class_max_latency_ns: vec![Some(10), Some(100), Some(1_000), Some(10_000)],
+        }
+    }
+
+    fn tag(popped: Popped) -> (bool, u8) {
+        match popped {
+            Popped::Ready(envelope) => (true, envelope.content[0]),
+            Popped::Expired(envelope) => (false, envelope.content[0]),
+            Popped::Empty => panic!("empty"),
+        }
+    }
+
+    #[test]
+    fn urgent_classes_go_first_and_order_holds_within_a_class() {
+        let mut mailbox = Mailbox::new(config(10));
+        for (priority, tag) in [(3, 1), (2, 2), (0, 3), (2, 4), (0, 5)] {
+            mailbox.push(message(priority, tag), 0).expect("room");
+        }
+        let order: Vec<u8> = (0..5).map(|_| tag(mailbox.pop(0)).1).collect();
+        assert_eq!(order, [3, 5, 2, 4, 1]);
+        assert_eq!(mailbox.pop(0), Popped::Empty);
+    }
+
+    #[test]
+    fn a_full_mailbox_hands_the_message_back() {
+        let mut mailbox = Mailbox::new(config(2));
+        mailbox.push(message(0, 1), 0).expect("room");
+        mailbox.push(message(0, 2), 0).expect("room");
+        let MailboxFull(refused) = mailbox.push(message(0, 3), 0).expect_err("full");
+        assert_eq!(refused.content, [3]);
+        assert_eq!(mailbox.len(), 2);
+    }
+
+    #[test]
+    fn class_latency_and_delivery_timeout_expire_messages() {
+        let mut mailbox = Mailbox::new(config(10));
+        mailbox.push(message(0, 1), 0).expect("room"); // critical: 10 ns
+        mailbox.push(message(3, 2), 0).expect("room"); // low: 10 µs
+        assert_eq!(tag(mailbox.pop(11)), (false, 1), "critical waited past 10 ns");
+        assert_eq!(tag(mailbox.pop(11)), (true, 2), "low is still in time");
+
+        let mut own_deadline = message(3, 3);
+        own_deadline.deadline_ns = 5;
+        mailbox.push(own_deadline, 0).expect("room");
+        assert_eq!(tag(mailbox.pop(6)), (false, 3), "the sender's own deadline counts");
+
+        let mut untimed = Mailbox::new(MailboxConfig { capacity: 4, delivery_timeout_ns: 50, class_max_latency_ns: vec![None] });
+        untimed.push(message(2, 4), 0).expect("room");
+        assert_eq!(tag(untimed.pop(51)), (false, 4), "delivery_timeout applies without priority classes");
+    }
+}

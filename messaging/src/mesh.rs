@@ -1,0 +1,230 @@
+//! The cross-shard mesh: one bounded lock-free SPSC ring per ordered pair of
+//! data shards, allocated at boot, drained in batches.
+//!
+//! Each ring has exactly one producer (the sending shard) and one consumer
+//! (the receiving shard), so a message crosses cores with one store and one
+//! load, no lock and no allocation. A receiving shard either busy-polls its
+//! rings (low-latency) or parks; a parked shard is woken through its
+//! [`Doorbell`].
+//!
+//! Shared state, and why: the rings themselves (inherent to crossing cores)
+//! and one doorbell per shard. A doorbell is an atomic flag plus a waker that
+//! a sender touches only when the receiver has said it is parking; while the
+//! receiver is running, a send never writes shared memory besides the ring.
+
+use std::future::poll_fn;
+use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
+
+use atomic_waker::AtomicWaker;
+use rtrb::{Consumer, Producer, RingBuffer};
+
+use crate::envelope::Envelope;
+
+/// How a parked shard is woken by its senders.
+#[derive(Default)]
+pub struct Doorbell {
+    parked: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Doorbell {
+    /// Wake the shard if it parked. Called by senders after a push.
+    fn ring(&self) {
+        // Pairs with the fence in `wait_for_messages`: either the receiver
+        // sees our push when it re-checks its rings, or we see it parked.
+        fence(Ordering::SeqCst);
+        if self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::AcqRel) {
+            self.waker.wake();
+        }
+    }
+}
+
+/// One shard's end of the mesh: a producer to every other shard and a
+/// consumer from every other shard. Owned by that shard's thread.
+pub struct MeshPort {
+    shard: usize,
+    outbound: Vec<Option<Producer<Envelope>>>,
+    inbound: Vec<Option<Consumer<Envelope>>>,
+    doorbells: Arc<[Doorbell]>,
+    next_inbound: usize,
+}
+
+/// Build the mesh for `shards` shards, each ring holding `ring_capacity` messages.
+pub fn build_mesh(shards: usize, ring_capacity: usize) -> Vec<MeshPort> {
+    assert!(ring_capacity > 0, "a ring holds at least one message");
+    let doorbells: Arc<[Doorbell]> = (0..shards).map(|_| Doorbell::default()).collect();
+    let mut ports: Vec<MeshPort> = (0..shards)
+        .map(|shard| MeshPort {
+            shard,
+            outbound: (0..shards).map(|_| None).collect(),
+            inbound: (0..shards).map(|_| None).collect(),
+            doorbells: Arc::clone(&doorbells),
+            next_inbound: 0,
+        })
+        .collect();
+    for from in 0..shards {
+        for to in (0..shards).filter(|&to| to != from) {
+            let (producer, consumer) = RingBuffer::new(ring_capacity);
+            ports[from].outbound[to] = Some(producer);
+            ports[to].inbound[from] = Some(consumer);
+        }
+    }
+    ports
+}
+
+impl MeshPort {
+    /// This port's shard.
+    pub fn shard(&self) -> usize {
+        self.shard
+    }
+
+    /// Number of shards in the mesh.
+    pub fn shards(&self) -> usize {
+        self.outbound.len()
+    }
+
+    /// Send `envelope` to shard `to`. A full ring hands the envelope back:
+    /// the caller refuses the send explicitly.
+    pub fn send(&mut self, to: usize, envelope: Envelope) -> Result<(), Envelope> {
+        let Some(producer) = self.outbound.get_mut(to).and_then(Option::as_mut) else {
+            // Programmer error: a shard never sends to itself through the mesh.
+            panic!("shard {} has no ring to shard {to}", self.shard);
+        };
+        producer.push(envelope).map_err(|rtrb::PushError::Full(envelope)| envelope)?;
+        self.doorbells[to].ring();
+        Ok(())
+    }
+
+    /// Free room in the ring to shard `to`.
+    pub fn room_to(&self, to: usize) -> usize {
+        self.outbound.get(to).and_then(Option::as_ref).map_or(0, Producer::slots)
+    }
+
+    /// Take up to `batch_size` messages from each inbound ring, starting with
+    /// a different ring each call so that no sender starves, and hand each to
+    /// `deliver`. Returns how many were taken.
+    pub fn drain(&mut self, batch_size: usize, mut deliver: impl FnMut(Envelope)) -> usize {
+        let rings = self.inbound.len();
+        let mut taken = 0;
+        for offset in 0..rings {
+            let index = (self.next_inbound + offset) % rings;
+            let Some(consumer) = self.inbound[index].as_mut() else { continue };
+            for _ in 0..batch_size {
+                match consumer.pop() {
+                    Ok(envelope) => {
+                        deliver(envelope);
+                        taken += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        self.next_inbound = (self.next_inbound + 1) % rings.max(1);
+        taken
+    }
+
+    /// Whether any inbound ring holds a message.
+    pub fn has_inbound(&self) -> bool {
+        self.inbound.iter().flatten().any(|consumer| !consumer.is_empty())
+    }
+
+    /// Resolve when an inbound ring holds a message, parking the task (and,
+    /// when nothing else is runnable, the executor) until a sender rings.
+    pub async fn wait_for_messages(&self) {
+        let doorbell = &self.doorbells[self.shard];
+        poll_fn(|context| {
+            if self.has_inbound() {
+                return Poll::Ready(());
+            }
+            doorbell.waker.register(context.waker());
+            doorbell.parked.store(true, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            if self.has_inbound() {
+                doorbell.parked.store(false, Ordering::Relaxed);
+                return Poll::Ready(());
+            }
+            Poll::Pending
+        })
+        .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::{Address, AgentId, Performative, PriorityClass};
+
+    fn message(tag: u64) -> Envelope {
+        Envelope {
+            performative: Performative::Inform,
+            sender: Address::Client { shard: 0, client: 0 },
+            receiver: Address::Agent(AgentId(0)),
+            conversation_id: 0,
+            reply_with: tag,
+            in_reply_to: 0,
+            priority: PriorityClass(0),
+            deadline_ns: Envelope::NO_DEADLINE,
+            sent_at_ns: 0,
+            content: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn every_ordered_pair_has_its_own_bounded_ring() {
+        let mut ports = build_mesh(3, 2);
+        ports[0].send(2, message(1)).expect("room");
+        ports[1].send(2, message(2)).expect("room");
+        ports[0].send(2, message(3)).expect("room");
+        assert_eq!(ports[0].send(2, message(4)).expect_err("ring 0->2 holds two").reply_with, 4);
+        let mut seen = Vec::new();
+        let taken = ports[2].drain(8, |envelope| seen.push(envelope.reply_with));
+        assert_eq!(taken, 3);
+        seen.sort_unstable();
+        assert_eq!(seen, [1, 2, 3]);
+        assert!(!ports[2].has_inbound());
+    }
+
+    #[test]
+    fn drains_are_bounded_by_the_batch_size() {
+        let mut ports = build_mesh(2, 16);
+        for tag in 0..10 {
+            ports[0].send(1, message(tag)).expect("room");
+        }
+        let mut seen = Vec::new();
+        assert_eq!(ports[1].drain(4, |envelope| seen.push(envelope.reply_with)), 4);
+        assert_eq!(ports[1].drain(4, |envelope| seen.push(envelope.reply_with)), 4);
+        assert_eq!(ports[1].drain(4, |envelope| seen.push(envelope.reply_with)), 2);
+        assert_eq!(seen, (0..10).collect::<Vec<_>>(), "order holds per ring");
+    }
+
+    #[test]
+    fn a_parked_receiver_is_woken_by_a_send_from_another_thread() {
+        let mut ports = build_mesh(2, 4);
+        let receiver = ports.pop().expect("port 1");
+        let mut sender = ports.pop().expect("port 0");
+        let waiter = std::thread::spawn(move || {
+            // A minimal executor: block on the future with a thread-parking waker.
+            let thread = std::thread::current();
+            let waker = std::task::Waker::from(Arc::new(ThreadWaker(thread)));
+            let mut context = std::task::Context::from_waker(&waker);
+            let mut future = std::pin::pin!(receiver.wait_for_messages());
+            while std::future::Future::poll(future.as_mut(), &mut context).is_pending() {
+                std::thread::park();
+            }
+            receiver.has_inbound()
+        });
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        sender.send(1, message(7)).expect("room");
+        assert!(waiter.join().expect("woken"));
+    }
+
+    struct ThreadWaker(std::thread::Thread);
+
+    impl std::task::Wake for ThreadWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+}
