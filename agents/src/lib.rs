@@ -1,1 +1,21 @@
-//! placeholder
+//! WebAssembly agents for Caxton.
+//!
+//! This crate owns the agent ABI ([`abi`], prose in `docs/agent-abi.md`),
+//! compiling and checking modules once per node ([`ModuleCompiler`]), and each
+//! shard's [`AgentHost`]: its own wasmtime engine and pooling allocator, the
+//! instances and warm spares of the agents it hosts, their limits (memory
+//! through a `ResourceLimiter`, execution time through epoch interruption),
+//! and fault containment. It does not route messages: the shard hands it one
+//! message at a time and routes what the agent sent.
+
+pub mod abi;
+mod compile;
+mod error;
+mod host;
+mod log;
+mod ticker;
+
+pub use compile::{engine_config, CompiledModule, ModuleCompiler, MODULE_BYTES_MAX};
+pub use error::DeployError;
+pub use host::{AgentHost, AgentStats, Clock, Handled, OutboundMessage, Outcome, Resolver, StartKind, EPOCH_TICK};
+pub use ticker::EpochTicker;

@@ -1,0 +1,53 @@
+//! Why a module cannot be deployed.
+
+/// A module refused at deploy. Nothing was started for it.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum DeployError {
+    /// Not a WebAssembly module (binary or text), or it fails validation.
+    #[error("not a valid WebAssembly module: {0}")]
+    NotWasm(String),
+    /// Larger than the host accepts.
+    #[error("module is {bytes} bytes, over the {limit}-byte limit")]
+    TooLarge {
+        /// Its size.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// An export the ABI requires is missing.
+    #[error("module does not export `{0}` (see docs/agent-abi.md)")]
+    MissingExport(&'static str),
+    /// An export the ABI requires has the wrong kind or signature.
+    #[error("export `{name}` must be {expected}")]
+    WrongExport {
+        /// The export.
+        name: &'static str,
+        /// What it must be.
+        expected: &'static str,
+    },
+    /// An import the host does not provide.
+    #[error("module imports `{module}.{name}`, which the host does not provide")]
+    UnknownImport {
+        /// Import module.
+        module: String,
+        /// Import name.
+        name: String,
+    },
+    /// `caxton_abi_version` returned another version.
+    #[error("module speaks agent ABI version {found}; this host speaks version {expected}")]
+    WrongAbiVersion {
+        /// What the module returned.
+        found: i32,
+        /// What the host implements.
+        expected: i32,
+    },
+    /// The module trapped while starting or reporting its ABI version.
+    #[error("module failed while starting: {0}")]
+    StartFailed(String),
+    /// The engine could not be configured or could not load the module.
+    #[error("engine error: {0}")]
+    Engine(String),
+    /// The agent cannot have more instances on this node.
+    #[error("agent capacity reached: {0}")]
+    Capacity(String),
+}

@@ -1,0 +1,683 @@
+//! One shard's agents: its own wasmtime engine, the instances of every agent
+//! it hosts, their warm spares, their limits, and the host functions of the
+//! ABI. Owned by one shard thread and never shared.
+//!
+//! Faults are contained here. A trap, a handler running past
+//! `max_execution_time` (epoch interruption), or memory growth past the
+//! agent's limit (a `ResourceLimiter` that traps) fails that one message: the
+//! caller gets an [`Outcome`] saying which, the messages the handler sent
+//! before failing are discarded, and the instance is replaced by a fresh one.
+//! Other agents on the shard are untouched.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use caxton_messaging::{Address, AgentId, Envelope, InstanceId, Performative};
+use caxton_profiles::{AgentLimits, Profile, WarmupStrategy};
+use wasmtime::{Caller, Engine, InstancePre, Linker, Memory, Module, Store, StoreLimits, StoreLimitsBuilder, Trap, TypedFunc};
+
+use crate::abi::{self, errors};
+use crate::compile::{engine_config, CompiledModule};
+use crate::error::DeployError;
+
+/// How often the node's ticker advances every engine's epoch. A handler's
+/// `max_execution_time` is enforced to within one tick.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Nanoseconds on the node's monotonic clock.
+pub type Clock = Rc<dyn Fn() -> u64>;
+
+/// Finds a deployed agent by name, for `send`.
+pub type Resolver = Rc<dyn Fn(&str) -> Option<AgentId>>;
+
+/// A message an agent sent while handling one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboundMessage {
+    /// Where it goes.
+    pub receiver: Address,
+    /// Its act.
+    pub performative: Performative,
+    /// Its conversation (the handled message's).
+    pub conversation_id: u64,
+    /// Token for an answer (0: none).
+    pub reply_with: u64,
+    /// The token it answers (0: none).
+    pub in_reply_to: u64,
+    /// For `forward`: the original sender, who stays the message's sender.
+    pub on_behalf_of: Option<Address>,
+    /// Its payload.
+    pub content: Vec<u8>,
+}
+
+/// How handling one message ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// `caxton_handle` returned 0.
+    Handled,
+    /// `caxton_handle` returned this non-zero code.
+    AgentFailed(i32),
+    /// The agent trapped (the trap's description).
+    Trapped(String),
+    /// The handler ran past `max_execution_time`.
+    TimedOut,
+    /// The agent grew its memory past its limit.
+    MemoryExceeded,
+}
+
+impl Outcome {
+    /// Whether the instance must be replaced.
+    pub fn is_fault(&self) -> bool {
+        matches!(self, Self::Trapped(_) | Self::TimedOut | Self::MemoryExceeded)
+    }
+}
+
+/// The result of [`AgentHost::handle`].
+#[derive(Debug)]
+pub struct Handled {
+    /// Which instance handled it.
+    pub instance: InstanceId,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// What it sent (empty after a fault).
+    pub outbox: Vec<OutboundMessage>,
+}
+
+/// Counters of one agent on one shard.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AgentStats {
+    /// Messages handled successfully.
+    pub handled: u64,
+    /// Messages the agent itself failed (non-zero return).
+    pub agent_failures: u64,
+    /// Traps.
+    pub traps: u64,
+    /// Handlers stopped at `max_execution_time`.
+    pub timeouts: u64,
+    /// Memory growth refused.
+    pub memory_faults: u64,
+    /// Instances replaced after a fault or by the recycling policy.
+    pub recycled: u64,
+    /// Instances that could not be replaced after a fault (pool exhausted).
+    pub lost_instances: u64,
+    /// Instances started from a warm spare.
+    pub warm_starts: u64,
+    /// Instances instantiated on demand.
+    pub cold_starts: u64,
+}
+
+/// Whether an instance came from the warm pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartKind {
+    /// Taken from the pre-instantiated spares.
+    Warm,
+    /// Instantiated on demand.
+    Cold,
+}
+
+/// Per-store state: what the host functions see.
+pub struct HostState {
+    limits: StoreLimits,
+    current: Option<Envelope>,
+    current_sender_name: Rc<str>,
+    outbox: Vec<OutboundMessage>,
+    resolver: Resolver,
+    clock: Clock,
+    agent_name: Rc<str>,
+    /// Deferred replies: (receiver, conversation, reply_with) by ticket - 1.
+    tickets: Vec<Option<(Address, u64, u64)>>,
+}
+
+/// Most deferred replies an instance may hold open.
+pub const DEFERRED_REPLIES_MAX: usize = 1024;
+
+struct LiveInstance {
+    store: Store<HostState>,
+    memory: Memory,
+    handle: TypedFunc<(), i32>,
+    served: u32,
+    born: Instant,
+}
+
+struct HostedAgent {
+    name: Rc<str>,
+    pre: InstancePre<HostState>,
+    memory_limit_bytes: usize,
+    execution_ticks: u64,
+    instances: Vec<LiveInstance>,
+    spares: Vec<LiveInstance>,
+    next_slot: usize,
+    stats: AgentStats,
+}
+
+/// The recycling and pool settings of the profile.
+#[derive(Clone, Debug)]
+struct PoolPolicy {
+    pool_size: usize,
+    warmup: WarmupStrategy,
+    max_reuse_count: u32,
+    recycle_after: Duration,
+    memory_ceiling_bytes: u64,
+}
+
+/// See the module docs.
+pub struct AgentHost {
+    shard: u16,
+    engine: Engine,
+    linker: Linker<HostState>,
+    agents: HashMap<AgentId, HostedAgent>,
+    policy: PoolPolicy,
+    resolver: Resolver,
+    clock: Clock,
+}
+
+impl AgentHost {
+    /// A host for shard `shard` configured from `profile`. `resolver` maps agent
+    /// names to ids for `send`; `clock` is the node clock.
+    pub fn new(profile: &Profile, shard: u16, resolver: Resolver, clock: Clock) -> Result<Self, DeployError> {
+        let runtime = &profile.runtime;
+        let pool_instances = runtime.max_agents.saturating_add(runtime.agent_pool_size);
+        let engine = Engine::new(&engine_config(profile, pool_instances)?).map_err(|error| DeployError::Engine(error.to_string()))?;
+        let linker = host_linker(&engine)?;
+        let policy = PoolPolicy {
+            pool_size: runtime.agent_pool_size as usize,
+            warmup: runtime.agent_pool.warmup_strategy,
+            max_reuse_count: runtime.agent_pool.max_reuse_count,
+            recycle_after: runtime.agent_pool.recycle_after.get(),
+            memory_ceiling_bytes: runtime.max_memory_per_agent.bytes(),
+        };
+        Ok(Self { shard, engine, linker, agents: HashMap::new(), policy, resolver, clock })
+    }
+
+    /// This host's engine, for the node's epoch ticker.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Load `module` as agent `id` named `name` with `instances` instances on
+    /// this shard, under `limits`.
+    pub fn deploy(&mut self, id: AgentId, name: &str, module: &CompiledModule, instances: u16, limits: &AgentLimits) -> Result<(), DeployError> {
+        // SAFETY: the artifact was produced by `ModuleCompiler` of this node
+        // with the same engine configuration; it is not untrusted input.
+        let module = unsafe { Module::deserialize(&self.engine, &*module.artifact) }.map_err(|error| DeployError::Engine(format!("{error:#}")))?;
+        let pre = self.linker.instantiate_pre(&module).map_err(|error| DeployError::NotWasm(format!("{error:#}")))?;
+        let memory_limit = limits.memory.bytes().min(self.policy.memory_ceiling_bytes);
+        let ticks = limits.max_execution_time.get().as_nanos().div_ceil(EPOCH_TICK.as_nanos()).max(1);
+        let mut agent = HostedAgent {
+            name: Rc::from(name),
+            pre,
+            memory_limit_bytes: usize::try_from(memory_limit).unwrap_or(usize::MAX),
+            execution_ticks: u64::try_from(ticks).unwrap_or(u64::MAX),
+            instances: Vec::new(),
+            spares: Vec::new(),
+            next_slot: 0,
+            stats: AgentStats::default(),
+        };
+        for _ in 0..instances {
+            let instance = self.instantiate(&agent).map_err(DeployError::Capacity)?;
+            agent.instances.push(instance);
+        }
+        self.agents.insert(id, agent);
+        if self.policy.warmup == WarmupStrategy::Eager {
+            self.refill_spares();
+        }
+        Ok(())
+    }
+
+    /// Remove agent `id` and every instance of it from this shard.
+    pub fn undeploy(&mut self, id: AgentId) -> bool {
+        let removed = self.agents.remove(&id).is_some();
+        if removed && self.policy.warmup == WarmupStrategy::Eager {
+            self.refill_spares();
+        }
+        removed
+    }
+
+    /// Whether agent `id` has instances here, and how many.
+    pub fn instance_count(&self, id: AgentId) -> Option<usize> {
+        self.agents.get(&id).map(|agent| agent.instances.len())
+    }
+
+    /// The counters of agent `id` on this shard.
+    pub fn stats(&self, id: AgentId) -> Option<&AgentStats> {
+        self.agents.get(&id).map(|agent| &agent.stats)
+    }
+
+    /// Warm spares currently held for agent `id`.
+    pub fn spare_count(&self, id: AgentId) -> usize {
+        self.agents.get(&id).map_or(0, |agent| agent.spares.len())
+    }
+
+    /// Top up every agent's warm spares to its share of `runtime.agent_pool_size`.
+    /// Run off the message path (at deploy, or when the shard is idle).
+    pub fn refill_spares(&mut self) {
+        let hosted = self.agents.len().max(1);
+        let share = self.policy.pool_size / hosted;
+        let ids: Vec<AgentId> = self.agents.keys().copied().collect();
+        for id in ids {
+            loop {
+                let Some(agent) = self.agents.get(&id) else { break };
+                if agent.spares.len() >= share {
+                    break;
+                }
+                match self.instantiate(agent) {
+                    Ok(instance) => {
+                        if let Some(agent) = self.agents.get_mut(&id) {
+                            agent.spares.push(instance);
+                        }
+                    }
+                    // The pooling allocator is full: spares are an optimization, stop here.
+                    Err(_) => return,
+                }
+            }
+        }
+    }
+
+    /// Start one more instance of agent `id`; returns its slot and whether a
+    /// warm spare served it.
+    pub fn add_instance(&mut self, id: AgentId) -> Result<(u16, StartKind), DeployError> {
+        let (instance, kind) = self.take_or_instantiate(id)?;
+        let agent = self.agents.get_mut(&id).ok_or_else(|| DeployError::Capacity(format!("agent {} is not on this shard", id.0)))?;
+        agent.instances.push(instance);
+        let slot = u16::try_from(agent.instances.len() - 1).map_err(|_| DeployError::Capacity("more than 65535 instances".into()))?;
+        Ok((slot, kind))
+    }
+
+    /// Stop the last instance of agent `id` (keeping at least none).
+    pub fn remove_instance(&mut self, id: AgentId) -> bool {
+        self.agents.get_mut(&id).and_then(|agent| agent.instances.pop()).is_some()
+    }
+
+    /// Handle `envelope` with agent `id`: instance `slot` if given, else the
+    /// next one in turn. `sender_name` is what `msg_sender` reports.
+    /// `None` when the agent has no instance here.
+    pub fn handle(&mut self, id: AgentId, slot: Option<u16>, envelope: Envelope, sender_name: Rc<str>) -> Option<Handled> {
+        let policy = self.policy.clone();
+        let agent = self.agents.get_mut(&id)?;
+        if agent.instances.is_empty() {
+            return None;
+        }
+        let index = match slot {
+            Some(slot) => usize::from(slot).min(agent.instances.len() - 1),
+            None => {
+                let index = agent.next_slot % agent.instances.len();
+                agent.next_slot = index + 1;
+                index
+            }
+        };
+        let due_for_recycling = {
+            let instance = &agent.instances[index];
+            instance.served >= policy.max_reuse_count || instance.born.elapsed() >= policy.recycle_after
+        };
+        if due_for_recycling {
+            self.replace_instance(id, index);
+        }
+        let agent = self.agents.get_mut(&id)?;
+        let execution_ticks = agent.execution_ticks;
+        let instance = &mut agent.instances[index];
+        instance.served += 1;
+        let state = instance.store.data_mut();
+        state.current = Some(envelope);
+        state.current_sender_name = sender_name;
+        state.outbox.clear();
+        instance.store.set_epoch_deadline(execution_ticks);
+        let result = instance.handle.call(&mut instance.store, ());
+        let state = instance.store.data_mut();
+        state.current = None;
+        let outbox = std::mem::take(&mut state.outbox);
+        let outcome = match result {
+            Ok(0) => Outcome::Handled,
+            Ok(code) => Outcome::AgentFailed(code),
+            Err(error) => classify(&error),
+        };
+        let stats = &mut agent.stats;
+        match &outcome {
+            Outcome::Handled => stats.handled += 1,
+            Outcome::AgentFailed(_) => stats.agent_failures += 1,
+            Outcome::Trapped(_) => stats.traps += 1,
+            Outcome::TimedOut => stats.timeouts += 1,
+            Outcome::MemoryExceeded => stats.memory_faults += 1,
+        }
+        let slot = u16::try_from(index).unwrap_or(u16::MAX);
+        let instance_id = InstanceId { agent: id, shard: self.shard, slot };
+        if outcome.is_fault() {
+            self.replace_instance(id, index);
+            return Some(Handled { instance: instance_id, outcome, outbox: Vec::new() });
+        }
+        Some(Handled { instance: instance_id, outcome, outbox })
+    }
+
+    /// Replace instance `index` of agent `id` by a spare or a fresh instance.
+    fn replace_instance(&mut self, id: AgentId, index: usize) {
+        let Some(agent) = self.agents.get_mut(&id) else { return };
+        agent.stats.recycled += 1;
+        // Drop the old instance first: its pool slot is what the new one may need.
+        let old = agent.instances.swap_remove(index);
+        drop(old);
+        match self.take_or_instantiate(id) {
+            Ok((fresh, _)) => {
+                if let Some(agent) = self.agents.get_mut(&id) {
+                    agent.instances.push(fresh);
+                    let last = agent.instances.len() - 1;
+                    agent.instances.swap(index, last);
+                }
+            }
+            // Out of pool slots: the agent runs with one instance fewer, and says so in its stats.
+            Err(_) => {
+                if let Some(agent) = self.agents.get_mut(&id) {
+                    agent.stats.lost_instances += 1;
+                }
+            }
+        }
+    }
+
+    fn take_or_instantiate(&mut self, id: AgentId) -> Result<(LiveInstance, StartKind), DeployError> {
+        let agent = self.agents.get_mut(&id).ok_or_else(|| DeployError::Capacity(format!("agent {} is not on this shard", id.0)))?;
+        if let Some(mut spare) = agent.spares.pop() {
+            agent.stats.warm_starts += 1;
+            spare.born = Instant::now();
+            return Ok((spare, StartKind::Warm));
+        }
+        let agent = self.agents.get(&id).ok_or_else(|| DeployError::Capacity(format!("agent {} is not on this shard", id.0)))?;
+        let instance = self.instantiate(agent).map_err(DeployError::Capacity)?;
+        if let Some(agent) = self.agents.get_mut(&id) {
+            agent.stats.cold_starts += 1;
+        }
+        Ok((instance, StartKind::Cold))
+    }
+
+    fn instantiate(&self, agent: &HostedAgent) -> Result<LiveInstance, String> {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(agent.memory_limit_bytes)
+            .instances(1)
+            .memories(1)
+            .tables(1)
+            .trap_on_grow_failure(true)
+            .build();
+        let state = HostState {
+            limits,
+            current: None,
+            current_sender_name: Rc::from(""),
+            outbox: Vec::new(),
+            resolver: Rc::clone(&self.resolver),
+            clock: Rc::clone(&self.clock),
+            agent_name: Rc::clone(&agent.name),
+            tickets: Vec::new(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limits);
+        store.epoch_deadline_trap();
+        // A start function is bounded like a handler.
+        store.set_epoch_deadline(agent.execution_ticks);
+        let instance = agent.pre.instantiate(&mut store).map_err(|error| format!("cannot instantiate `{}`: {error:#}", agent.name))?;
+        let memory = instance.get_memory(&mut store, abi::EXPORT_MEMORY).ok_or_else(|| "no exported memory".to_owned())?;
+        let handle = instance.get_typed_func::<(), i32>(&mut store, abi::EXPORT_HANDLE).map_err(|error| error.to_string())?;
+        Ok(LiveInstance { store, memory, handle, served: 0, born: Instant::now() })
+    }
+}
+
+impl AgentHost {
+    /// Linear memory in use by every instance and spare on this shard, in bytes.
+    pub fn linear_memory_bytes(&self) -> usize {
+        self.agents
+            .values()
+            .flat_map(|agent| agent.instances.iter().chain(&agent.spares))
+            .map(|instance| instance.memory.data_size(&instance.store))
+            .sum()
+    }
+}
+
+fn classify(error: &wasmtime::Error) -> Outcome {
+    if let Some(trap) = error.downcast_ref::<Trap>() {
+        return match trap {
+            Trap::Interrupt => Outcome::TimedOut,
+            other => Outcome::Trapped(other.to_string()),
+        };
+    }
+    let text = format!("{error:#}");
+    if text.contains("forcing trap when growing memory") {
+        Outcome::MemoryExceeded
+    } else {
+        Outcome::Trapped(text.lines().next().unwrap_or_default().to_owned())
+    }
+}
+
+/// Instantiate `module` once with a throwaway store and ask its ABI version.
+pub(crate) fn check_abi_version(engine: &Engine, module: &Module, deadline_ticks: u64) -> Result<(), DeployError> {
+    let linker = host_linker(engine)?;
+    let state = HostState {
+        limits: StoreLimitsBuilder::new().instances(1).memories(1).tables(1).build(),
+        current: None,
+        current_sender_name: Rc::from(""),
+        outbox: Vec::new(),
+        resolver: Rc::new(|_| None),
+        clock: Rc::new(|| 0),
+        agent_name: Rc::from("(deploy check)"),
+        tickets: Vec::new(),
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|state| &mut state.limits);
+    store.epoch_deadline_trap();
+    // The compiler's ticker advances this engine's epoch: a start function
+    // that loops is stopped like a handler would be.
+    store.set_epoch_deadline(deadline_ticks);
+    let instance = linker.instantiate(&mut store, module).map_err(|error| DeployError::StartFailed(format!("{error:#}")))?;
+    let version = instance
+        .get_typed_func::<(), i32>(&mut store, abi::EXPORT_ABI_VERSION)
+        .and_then(|function| function.call(&mut store, ()))
+        .map_err(|error| DeployError::StartFailed(format!("{error:#}")))?;
+    if version != abi::ABI_VERSION {
+        return Err(DeployError::WrongAbiVersion { found: version, expected: abi::ABI_VERSION });
+    }
+    Ok(())
+}
+
+/// The guest's bytes at `pointer..pointer+length`, if they lie in its memory.
+fn guest_bytes<'a>(memory: &'a [u8], pointer: i32, length: i32) -> Option<&'a [u8]> {
+    let start = usize::try_from(pointer).ok()?;
+    let length = usize::try_from(length).ok()?;
+    memory.get(start..start.checked_add(length)?)
+}
+
+fn exported_memory(caller: &mut Caller<'_, HostState>) -> Option<Memory> {
+    caller.get_export(abi::EXPORT_MEMORY).and_then(wasmtime::Extern::into_memory)
+}
+
+/// Copy `bytes` into the guest at `pointer`, at most `capacity` of them.
+/// Returns the full length (so the guest can tell when its buffer was short).
+fn write_guest(caller: &mut Caller<'_, HostState>, pointer: i32, capacity: i32, bytes: &[u8]) -> i32 {
+    let Some(memory) = exported_memory(caller) else { return errors::OUT_OF_BOUNDS };
+    let copied = bytes.len().min(usize::try_from(capacity).unwrap_or(0));
+    let data = memory.data_mut(caller);
+    let Some(target) = usize::try_from(pointer).ok().and_then(|start| data.get_mut(start..start.checked_add(copied)?)) else {
+        return errors::OUT_OF_BOUNDS;
+    };
+    target.copy_from_slice(&bytes[..copied]);
+    i32::try_from(bytes.len()).unwrap_or(i32::MAX)
+}
+
+fn host_linker(engine: &Engine) -> Result<Linker<HostState>, DeployError> {
+    let mut linker = Linker::new(engine);
+    let module = abi::IMPORT_MODULE;
+    let define = |result: wasmtime::Result<&mut Linker<HostState>>| result.map(|_| ()).map_err(|error| DeployError::Engine(error.to_string()));
+    define(linker.func_wrap(module, "msg_performative", |caller: Caller<'_, HostState>| -> i32 {
+        caller.data().current.as_ref().map_or(errors::NO_MESSAGE, |message| i32::from(message.performative.code()))
+    }))?;
+    define(linker.func_wrap(module, "msg_content_len", |caller: Caller<'_, HostState>| -> i32 {
+        caller.data().current.as_ref().map_or(errors::NO_MESSAGE, |message| i32::try_from(message.content.len()).unwrap_or(i32::MAX))
+    }))?;
+    define(linker.func_wrap(module, "msg_read_content", |mut caller: Caller<'_, HostState>, pointer: i32, capacity: i32| -> i32 {
+        let Some(content) = caller.data_mut().current.as_mut().map(|message| std::mem::take(&mut message.content)) else {
+            return errors::NO_MESSAGE;
+        };
+        let written = write_guest(&mut caller, pointer, capacity, &content);
+        if let Some(message) = caller.data_mut().current.as_mut() {
+            message.content = content;
+        }
+        written
+    }))?;
+    define(linker.func_wrap(module, "msg_sender", |mut caller: Caller<'_, HostState>, pointer: i32, capacity: i32| -> i32 {
+        if caller.data().current.is_none() {
+            return errors::NO_MESSAGE;
+        }
+        let name = Rc::clone(&caller.data().current_sender_name);
+        write_guest(&mut caller, pointer, capacity, name.as_bytes())
+    }))?;
+    for (name, field) in [
+        ("msg_conversation_id", (|message: &Envelope| message.conversation_id) as fn(&Envelope) -> u64),
+        ("msg_reply_with", |message: &Envelope| message.reply_with),
+        ("msg_in_reply_to", |message: &Envelope| message.in_reply_to),
+    ] {
+        define(linker.func_wrap(module, name, move |caller: Caller<'_, HostState>| -> i64 {
+            caller.data().current.as_ref().map_or(i64::from(errors::NO_MESSAGE), |message| field(message) as i64)
+        }))?;
+    }
+    define(linker.func_wrap(
+        module,
+        "send",
+        |mut caller: Caller<'_, HostState>, to_pointer: i32, to_length: i32, performative: i32, content_pointer: i32, content_length: i32, reply_with: i64| -> i32 {
+            let Some(conversation_id) = caller.data().current.as_ref().map(|message| message.conversation_id) else {
+                return errors::NO_MESSAGE;
+            };
+            let Some(performative) = u32::try_from(performative).ok().and_then(Performative::from_code) else {
+                return errors::BAD_PERFORMATIVE;
+            };
+            if caller.data().outbox.len() >= abi::SENDS_PER_MESSAGE_MAX {
+                return errors::OUTBOX_FULL;
+            }
+            if usize::try_from(to_length).is_ok_and(|length| length > abi::NAME_BYTES_MAX)
+                || usize::try_from(content_length).is_ok_and(|length| length > abi::CONTENT_BYTES_MAX)
+            {
+                return errors::TOO_LARGE;
+            }
+            let Some(memory) = exported_memory(&mut caller) else { return errors::OUT_OF_BOUNDS };
+            let data = memory.data(&caller);
+            let (Some(name), Some(content)) = (guest_bytes(data, to_pointer, to_length), guest_bytes(data, content_pointer, content_length)) else {
+                return errors::OUT_OF_BOUNDS;
+            };
+            let Ok(name) = std::str::from_utf8(name) else { return errors::BAD_UTF8 };
+            let content = content.to_vec();
+            let Some(receiver) = (caller.data().resolver)(name) else { return errors::UNKNOWN_RECEIVER };
+            caller.data_mut().outbox.push(OutboundMessage {
+                receiver: Address::Agent(receiver),
+                performative,
+                conversation_id,
+                reply_with: reply_with as u64,
+                in_reply_to: 0,
+                on_behalf_of: None,
+                content,
+            });
+            0
+        },
+    ))?;
+    define(linker.func_wrap(module, "reply", |mut caller: Caller<'_, HostState>, performative: i32, content_pointer: i32, content_length: i32| -> i32 {
+        let Some((receiver, conversation_id, in_reply_to)) =
+            caller.data().current.as_ref().map(|message| (message.sender, message.conversation_id, message.reply_with))
+        else {
+            return errors::NO_MESSAGE;
+        };
+        let Some(performative) = u32::try_from(performative).ok().and_then(Performative::from_code) else {
+            return errors::BAD_PERFORMATIVE;
+        };
+        if caller.data().outbox.len() >= abi::SENDS_PER_MESSAGE_MAX {
+            return errors::OUTBOX_FULL;
+        }
+        if usize::try_from(content_length).is_ok_and(|length| length > abi::CONTENT_BYTES_MAX) {
+            return errors::TOO_LARGE;
+        }
+        let Some(memory) = exported_memory(&mut caller) else { return errors::OUT_OF_BOUNDS };
+        let Some(content) = guest_bytes(memory.data(&caller), content_pointer, content_length).map(<[u8]>::to_vec) else {
+            return errors::OUT_OF_BOUNDS;
+        };
+        caller.data_mut().outbox.push(OutboundMessage { receiver, performative, conversation_id, reply_with: 0, in_reply_to, on_behalf_of: None, content });
+        0
+    }))?;
+    define(linker.func_wrap(
+        module,
+        "forward",
+        |mut caller: Caller<'_, HostState>, to_pointer: i32, to_length: i32, content_pointer: i32, content_length: i32| -> i32 {
+            let Some(current) = caller.data().current.as_ref().map(|message| (message.sender, message.performative, message.conversation_id, message.reply_with)) else {
+                return errors::NO_MESSAGE;
+            };
+            let (original_sender, performative, conversation_id, reply_with) = current;
+            if caller.data().outbox.len() >= abi::SENDS_PER_MESSAGE_MAX {
+                return errors::OUTBOX_FULL;
+            }
+            if usize::try_from(content_length).is_ok_and(|length| length > abi::CONTENT_BYTES_MAX) {
+                return errors::TOO_LARGE;
+            }
+            let Some(memory) = exported_memory(&mut caller) else { return errors::OUT_OF_BOUNDS };
+            let data = memory.data(&caller);
+            let (Some(name), Some(content)) = (guest_bytes(data, to_pointer, to_length), guest_bytes(data, content_pointer, content_length)) else {
+                return errors::OUT_OF_BOUNDS;
+            };
+            let Ok(name) = std::str::from_utf8(name) else { return errors::BAD_UTF8 };
+            let content = content.to_vec();
+            let Some(receiver) = (caller.data().resolver)(name) else { return errors::UNKNOWN_RECEIVER };
+            // Forwarding keeps the original sender, so the last hop answers it directly.
+            caller.data_mut().outbox.push(OutboundMessage {
+                receiver: Address::Agent(receiver),
+                performative,
+                conversation_id,
+                reply_with,
+                in_reply_to: 0,
+                on_behalf_of: Some(original_sender),
+                content,
+            });
+            0
+        },
+    ))?;
+    define(linker.func_wrap(module, "defer_reply", |mut caller: Caller<'_, HostState>| -> i64 {
+        let Some(ticket) = caller.data().current.as_ref().map(|message| (message.sender, message.conversation_id, message.reply_with)) else {
+            return i64::from(errors::NO_MESSAGE);
+        };
+        let tickets = &mut caller.data_mut().tickets;
+        let index = match tickets.iter().position(Option::is_none) {
+            Some(index) => index,
+            None if tickets.len() < DEFERRED_REPLIES_MAX => {
+                tickets.push(None);
+                tickets.len() - 1
+            }
+            None => return i64::from(errors::OUTBOX_FULL),
+        };
+        tickets[index] = Some(ticket);
+        index as i64 + 1
+    }))?;
+    define(linker.func_wrap(
+        module,
+        "reply_to",
+        |mut caller: Caller<'_, HostState>, ticket: i64, performative: i32, content_pointer: i32, content_length: i32| -> i32 {
+            if caller.data().current.is_none() {
+                return errors::NO_MESSAGE;
+            }
+            let Some(performative) = u32::try_from(performative).ok().and_then(Performative::from_code) else {
+                return errors::BAD_PERFORMATIVE;
+            };
+            let slot = usize::try_from(ticket - 1).ok();
+            let Some((receiver, conversation_id, in_reply_to)) = slot.and_then(|slot| caller.data_mut().tickets.get_mut(slot)?.take()) else {
+                return errors::NO_SENDER;
+            };
+            if usize::try_from(content_length).is_ok_and(|length| length > abi::CONTENT_BYTES_MAX) {
+                return errors::TOO_LARGE;
+            }
+            let Some(memory) = exported_memory(&mut caller) else { return errors::OUT_OF_BOUNDS };
+            let Some(content) = guest_bytes(memory.data(&caller), content_pointer, content_length).map(<[u8]>::to_vec) else {
+                return errors::OUT_OF_BOUNDS;
+            };
+            caller.data_mut().outbox.push(OutboundMessage { receiver, performative, conversation_id, reply_with: 0, in_reply_to, on_behalf_of: None, content });
+            0
+        },
+    ))?;
+    define(linker.func_wrap(module, "log", |mut caller: Caller<'_, HostState>, level: i32, pointer: i32, length: i32| -> i32 {
+        let Some(memory) = exported_memory(&mut caller) else { return errors::OUT_OF_BOUNDS };
+        let Some(bytes) = guest_bytes(memory.data(&caller), pointer, length.min(abi::LOG_BYTES_MAX as i32)) else {
+            return errors::OUT_OF_BOUNDS;
+        };
+        let line = String::from_utf8_lossy(bytes).into_owned();
+        let agent = Rc::clone(&caller.data().agent_name);
+        crate::log::agent_log(&agent, level, &line);
+        0
+    }))?;
+    define(linker.func_wrap(module, "now_ns", |caller: Caller<'_, HostState>| -> i64 { (caller.data().clock)() as i64 }))?;
+    Ok(linker)
+}

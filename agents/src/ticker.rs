@@ -1,0 +1,49 @@
+//! The epoch ticker: one thread per node that advances every shard engine's
+//! epoch each [`EPOCH_TICK`](crate::EPOCH_TICK), which is how a handler that
+//! runs past `max_execution_time` is interrupted.
+//!
+//! Control plane: one atomic increment per engine per tick, off every shard's
+//! thread (a shard stuck in a looping agent cannot tick for itself).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use wasmtime::Engine;
+
+use crate::host::EPOCH_TICK;
+
+/// Ticks its engines until dropped.
+pub struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    /// Start ticking `engines`.
+    pub fn start(engines: Vec<Engine>) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new().name("caxton-epoch".into()).spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    for engine in &engines {
+                        engine.increment_epoch();
+                    }
+                }
+            })?
+        };
+        Ok(Self { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            // The ticker only sleeps and increments; it cannot panic in practice.
+            let _ = thread.join();
+        }
+    }
+}
