@@ -251,11 +251,27 @@ impl AgentHost {
     /// Top up every agent's warm spares to its share of `runtime.agent_pool_size`.
     /// Run off the message path (at deploy, or when the shard is idle).
     pub fn refill_spares(&mut self) {
+        while self.refill_spares_step(usize::MAX) > 0 {}
+    }
+
+    /// Start at most `budget` warm spares; returns how many were started. A
+    /// shard calls this with a small budget when idle, so refilling never
+    /// holds a message up for long. Returns 0 when every share is full or
+    /// the pool has no free slot.
+    pub fn refill_spares_step(&mut self, budget: usize) -> usize {
         let hosted = self.agents.len().max(1);
         let share = self.policy.pool_size / hosted;
-        let ids: Vec<AgentId> = self.agents.keys().copied().collect();
+        let mut started = 0;
+        // Lazy pools fill an agent's spares only once it has started an instance on demand.
+        let lazy = self.policy.warmup == WarmupStrategy::Lazy;
+        let ids: Vec<AgentId> = self
+            .agents
+            .iter()
+            .filter(|(_, agent)| !lazy || agent.stats.cold_starts + agent.stats.warm_starts > 0)
+            .map(|(&id, _)| id)
+            .collect();
         for id in ids {
-            loop {
+            while started < budget {
                 let Some(agent) = self.agents.get(&id) else { break };
                 if agent.spares.len() >= share {
                     break;
@@ -265,12 +281,14 @@ impl AgentHost {
                         if let Some(agent) = self.agents.get_mut(&id) {
                             agent.spares.push(instance);
                         }
+                        started += 1;
                     }
                     // The pooling allocator is full: spares are an optimization, stop here.
-                    Err(_) => return,
+                    Err(_) => return started,
                 }
             }
         }
+        started
     }
 
     /// Start one more instance of agent `id`; returns its slot and whether a

@@ -57,6 +57,7 @@ fn request(content: &[u8]) -> Envelope {
         priority: PriorityClass(0),
         deadline_ns: Envelope::NO_DEADLINE,
         sent_at_ns: 0,
+            from_shard: 0,
         content: content.to_vec(),
     }
 }

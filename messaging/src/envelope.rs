@@ -122,6 +122,9 @@ pub struct Envelope {
     pub deadline_ns: u64,
     /// Node-clock nanoseconds when it was sent (for latency measurement).
     pub sent_at_ns: u64,
+    /// The mesh participant (data shard, or client port) that last sent it:
+    /// a shard tells local from cross-shard deliveries by it.
+    pub from_shard: u16,
     /// The payload, opaque to the engine.
     pub content: Vec<u8>,
 }
@@ -142,6 +145,7 @@ impl Envelope {
             priority: self.priority,
             deadline_ns: Self::NO_DEADLINE,
             sent_at_ns: now_ns,
+            from_shard: self.from_shard,
             content,
         }
     }
@@ -179,6 +183,7 @@ mod tests {
             priority: PriorityClass(1),
             deadline_ns: Envelope::NO_DEADLINE,
             sent_at_ns: 1_000,
+            from_shard: 0,
             content: b"hello".to_vec(),
         }
     }

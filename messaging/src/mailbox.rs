@@ -118,6 +118,7 @@ mod tests {
             priority: PriorityClass(priority),
             deadline_ns: Envelope::NO_DEADLINE,
             sent_at_ns: 0,
+            from_shard: 0,
             content: vec![tag],
         }
     }

@@ -27,11 +27,21 @@ use crate::envelope::Envelope;
 pub struct Doorbell {
     parked: AtomicBool,
     waker: AtomicWaker,
+    /// Set by the control plane after it queues a command for this
+    /// participant: a parked shard must not sleep through a command that
+    /// arrived through another channel than its rings.
+    control_pending: AtomicBool,
 }
 
 impl Doorbell {
-    /// Wake the shard if it parked. Called by senders after a push.
-    fn ring(&self) {
+    /// Say a control command is queued, then wake the participant.
+    pub fn notify_control(&self) {
+        self.control_pending.store(true, Ordering::Release);
+        self.ring();
+    }
+
+    /// Wake the participant if it parked. Called by senders after a push.
+    pub fn ring(&self) {
         // Pairs with the fence in `wait_for_messages`: either the receiver
         // sees our push when it re-checks its rings, or we see it parked.
         fence(Ordering::SeqCst);
@@ -125,29 +135,51 @@ impl MeshPort {
         taken
     }
 
+    /// Whether a message or a control command waits.
+    fn has_work(&self) -> bool {
+        self.has_inbound() || self.doorbells[self.shard].control_pending.load(Ordering::Acquire)
+    }
+
+    /// Clear the control flag before draining the control channel; a command
+    /// queued after this sets it again.
+    pub fn take_control_flag(&self) -> bool {
+        self.doorbells[self.shard].control_pending.swap(false, Ordering::AcqRel)
+    }
+
     /// Whether any inbound ring holds a message.
     pub fn has_inbound(&self) -> bool {
         self.inbound.iter().flatten().any(|consumer| !consumer.is_empty())
     }
 
-    /// Resolve when an inbound ring holds a message, parking the task (and,
-    /// when nothing else is runnable, the executor) until a sender rings.
+    /// Resolve when an inbound ring may hold a message or the doorbell was
+    /// rung for another reason (a control command), parking the task (and,
+    /// when nothing else is runnable, the executor) until then. Callers loop,
+    /// so an early return costs one empty pass.
     pub async fn wait_for_messages(&self) {
         let doorbell = &self.doorbells[self.shard];
+        let mut registered = false;
         poll_fn(|context| {
-            if self.has_inbound() {
+            if registered || self.has_work() {
+                doorbell.parked.store(false, Ordering::Relaxed);
                 return Poll::Ready(());
             }
             doorbell.waker.register(context.waker());
             doorbell.parked.store(true, Ordering::Relaxed);
             fence(Ordering::SeqCst);
-            if self.has_inbound() {
+            if self.has_work() {
                 doorbell.parked.store(false, Ordering::Relaxed);
                 return Poll::Ready(());
             }
+            registered = true;
             Poll::Pending
         })
         .await;
+    }
+
+    /// The doorbells of every participant, so the control plane can wake a
+    /// shard after queueing a command for it.
+    pub fn doorbells(&self) -> Arc<[Doorbell]> {
+        Arc::clone(&self.doorbells)
     }
 }
 
@@ -167,6 +199,7 @@ mod tests {
             priority: PriorityClass(0),
             deadline_ns: Envelope::NO_DEADLINE,
             sent_at_ns: 0,
+            from_shard: 0,
             content: Vec::new(),
         }
     }

@@ -1,15 +1,26 @@
 //! Caxton's shards.
 //!
-//! This crate owns the threads of a node: one glommio `LocalExecutor` per data
-//! shard, pinned where the placement plan says, with the profile's wake policy
-//! (`runtime.spin_before_park`: poll before parking, or park at once), and one
-//! thread for the gossip shard on its own core. It owns boot (every shard
-//! places itself, reads its placement back and reports) and shutdown (one stop
-//! signal, every thread joined). It does not decide placement (`caxton-numa`
-//! does) and holds no data-plane state yet.
+//! This crate owns the threads of a node and the data plane inside them: one
+//! glommio `LocalExecutor` per data shard, pinned where the placement plan
+//! says, with the profile's wake policy; the gossip shard's thread; the
+//! cross-shard mesh; each shard's agents, priority mailboxes, routing and
+//! metrics ([`dataplane`](crate) is private: a shard's state never leaves its
+//! thread); and the control plane ([`Node`]) that boots, deploys and stops.
+//! It does not decide placement (`caxton-numa`) or run agents
+//! (`caxton-agents`); it drives both.
 
+mod client;
+mod clock;
+mod dataplane;
+mod directory;
+mod metrics;
 mod node;
 mod stop;
 
-pub use node::{Node, NodeError, ShardReport, ShardRole};
+pub use client::{Client, RequestError, SendError, SendOptions};
+pub use clock::NodeClock;
+pub use dataplane::FAILURE_PREFIX;
+pub use directory::{AgentRecord, Directory};
+pub use metrics::ShardMetrics;
+pub use node::{Node, NodeError, ShardReport, ShardRole, CLIENT_PORTS};
 pub use stop::StopSignal;

@@ -1,20 +1,34 @@
-//! Starting and stopping a node's threads: one glommio executor per data
-//! shard and one plain thread for the gossip shard, each placed as the plan says.
+//! A node: its threads, its mesh, its agents, and the control plane that
+//! deploys them.
 //!
-//! Boot order: every shard thread starts, applies its CPU binding and memory
-//! policy, reads both back, and reports. Only when every shard has reported
-//! does [`Node::start`] return; if any fails, the ones already running are
-//! stopped and joined, and the error names the shard and the cause.
+//! Boot order: the mesh (one SPSC ring per ordered pair of participants:
+//! data shards and client ports) is allocated first. Then every data shard
+//! thread starts a glommio executor where the plan says, applies its memory
+//! policy, reads its placement back, builds its agent host, and reports; the
+//! gossip shard's thread does the same on its core. Only when every shard has
+//! reported does [`Node::start`] return; if any fails, the ones already
+//! running are stopped and joined, and the error names the shard and cause.
+//!
+//! The [`Node`] value is the control plane. It is used from one thread (it
+//! takes `&mut self`); it talks to shards through per-shard command channels
+//! followed by a doorbell ring, never through the data path.
 
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use caxton_agents::{AgentStats, DeployError, EpochTicker, ModuleCompiler, StartKind};
+use caxton_messaging::{build_mesh, AgentId, Doorbell, MeshPort};
 use caxton_numa::binding::{self, BindError};
 use caxton_numa::{CpuBinding, MemoryPlacement, PlacementPlan, ShardPlacement};
 use caxton_profiles::Profile;
 use glommio::{CpuSet, ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
+use crate::client::Client;
+use crate::clock::NodeClock;
+use crate::dataplane::{Control, ShardRuntime};
+use crate::directory::{AgentRecord, Directory};
+use crate::metrics::ShardMetrics;
 use crate::stop::StopSignal;
 
 /// io_uring buffer memory per data shard. glommio's default is 10 MiB per
@@ -22,8 +36,15 @@ use crate::stop::StopSignal;
 /// with many shards should not pay 10 MiB for each.
 const SHARD_IO_MEMORY_BYTES: usize = 1 << 20;
 
-/// How long a shard may take to come up before boot gives up on it.
-const SHARD_BOOT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a shard may take to come up, or to answer a control command.
+const SHARD_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Client ports per node: how many clients may be connected at once.
+pub const CLIENT_PORTS: usize = 8;
+
+/// Smallest and largest ring between two participants, in messages.
+const RING_CAPACITY_MIN: usize = 64;
+const RING_CAPACITY_MAX: usize = 4096;
 
 /// Which kind of shard a report is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,11 +78,11 @@ pub struct ShardReport {
     pub memory_policy: Result<(Vec<usize>, String), String>,
     /// A memory policy the kernel refused that the shard could run without.
     pub memory_warning: Option<String>,
-    /// How long it polls before parking when idle (`None`: parks at once).
+    /// How long it polls before parking when idle, as configured (`None`: parks at once).
     pub spin_before_park: Option<Duration>,
 }
 
-/// Why a node could not start.
+/// Why a node operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     /// One shard failed to come up.
@@ -72,6 +93,26 @@ pub enum NodeError {
         /// The cause.
         reason: String,
     },
+    /// A module was refused.
+    #[error("cannot deploy `{agent}`: {error}")]
+    Deploy {
+        /// The agent's name.
+        agent: String,
+        /// Why.
+        error: DeployError,
+    },
+    /// No agent by that name.
+    #[error("no agent named `{0}`")]
+    UnknownAgent(String),
+    /// `max_agents` reached, or a name already taken.
+    #[error("{0}")]
+    Refused(String),
+    /// A shard did not answer a control command.
+    #[error("shard data-{0} did not answer")]
+    ShardUnresponsive(usize),
+    /// Every client port is in use.
+    #[error("all {CLIENT_PORTS} client ports are in use")]
+    NoClientPort,
 }
 
 enum ShardThread {
@@ -79,61 +120,96 @@ enum ShardThread {
     Gossip(JoinHandle<()>),
 }
 
-/// A running node. Dropping it without [`Node::shutdown`] leaves its threads running.
+/// A running node. Stop it with [`Node::shutdown`] or [`Node::run_until_stopped`].
 pub struct Node {
     threads: Vec<(ShardRole, ShardThread)>,
     reports: Vec<ShardReport>,
     stop: Arc<StopSignal>,
+    controls: Vec<mpsc::Sender<Control>>,
+    doorbells: Arc<[Doorbell]>,
+    directory: Arc<RwLock<Arc<Directory>>>,
+    client_ports: Arc<Mutex<Vec<MeshPort>>>,
+    compiler: ModuleCompiler,
+    clock: NodeClock,
+    plan: PlacementPlan,
+    max_agents: usize,
+    _ticker: Option<EpochTicker>,
 }
 
+/// Where a shard's boot report goes: the report, and its engine for the ticker.
+type BootSender = mpsc::Sender<Result<(ShardReport, Option<wasmtime::Engine>), String>>;
+
 impl Node {
-    /// Start every shard of `plan` with the wake policy and limits of `profile`.
+    /// Start every shard of `plan` with `profile`'s wake policy, limits and agents runtime.
     pub fn start(profile: &Profile, plan: &PlacementPlan) -> Result<Self, NodeError> {
-        let stop = Arc::new(StopSignal::default());
-        let spin_before_park = profile.runtime.spin_before_park.map(|spin| spin.get());
+        let shards = plan.data_shards.len();
+        let participants = shards + CLIENT_PORTS;
+        let ring_capacity = (profile.messaging.queue_size as usize / participants).clamp(RING_CAPACITY_MIN, RING_CAPACITY_MAX);
+        let mut ports = build_mesh(participants, ring_capacity);
+        let client_ports: Vec<MeshPort> = ports.split_off(shards);
+        let doorbells = client_ports.first().or(ports.first()).map(MeshPort::doorbells).unwrap_or_else(|| Arc::from(Vec::new()));
+        let compiler = ModuleCompiler::new(profile).map_err(|error| NodeError::ShardStart { role: ShardRole::Gossip, reason: error.to_string() })?;
+        let clock = NodeClock::start();
         let mut node = Self {
             threads: Vec::new(),
             reports: Vec::new(),
-            stop,
+            stop: Arc::new(StopSignal::default()),
+            controls: Vec::new(),
+            doorbells,
+            directory: Arc::default(),
+            client_ports: Arc::new(Mutex::new(client_ports)),
+            compiler,
+            clock,
+            plan: plan.clone(),
+            max_agents: profile.runtime.max_agents as usize,
+            _ticker: None,
         };
         let mut pending = Vec::new();
-        for (index, placement) in plan.data_shards.iter().enumerate() {
+        for ((index, placement), port) in plan.data_shards.iter().enumerate().zip(ports) {
             let role = ShardRole::Data(index);
-            match spawn_data_shard(index, placement, spin_before_park, Arc::clone(&node.stop)) {
-                Ok((thread, report)) => {
+            let (control, commands) = mpsc::channel();
+            node.controls.push(control);
+            let (report_sender, report) = mpsc::channel();
+            let spawned = spawn_data_shard(DataShardBoot { index, shards, placement, profile, port, commands, clock, report: report_sender });
+            match spawned {
+                Ok(thread) => {
                     node.threads.push((role, ShardThread::Data(thread)));
                     pending.push((role, report));
                 }
                 Err(reason) => return Err(node.abort(NodeError::ShardStart { role, reason })),
             }
         }
-        match spawn_gossip_shard(&plan.gossip_shard, Arc::clone(&node.stop)) {
-            Ok((thread, report)) => {
-                node.threads
-                    .push((ShardRole::Gossip, ShardThread::Gossip(thread)));
+        let (report_sender, report) = mpsc::channel();
+        match spawn_gossip_shard(&plan.gossip_shard, Arc::clone(&node.stop), report_sender) {
+            Ok(thread) => {
+                node.threads.push((ShardRole::Gossip, ShardThread::Gossip(thread)));
                 pending.push((ShardRole::Gossip, report));
             }
-            Err(reason) => {
-                return Err(node.abort(NodeError::ShardStart {
-                    role: ShardRole::Gossip,
-                    reason,
-                }))
-            }
+            Err(reason) => return Err(node.abort(NodeError::ShardStart { role: ShardRole::Gossip, reason })),
         }
+        let mut engines = Vec::new();
         for (role, report) in pending {
-            match report.recv_timeout(SHARD_BOOT_TIMEOUT) {
-                Ok(Ok(report)) => node.reports.push(report),
+            match report.recv_timeout(SHARD_REPLY_TIMEOUT) {
+                Ok(Ok((report, engine))) => {
+                    node.reports.push(report);
+                    engines.extend(engine);
+                }
                 Ok(Err(reason)) => return Err(node.abort(NodeError::ShardStart { role, reason })),
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    let reason = format!("no report within {SHARD_BOOT_TIMEOUT:?}");
+                    let reason = format!("no report within {SHARD_REPLY_TIMEOUT:?}");
                     return Err(node.abort(NodeError::ShardStart { role, reason }));
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let reason = node
-                        .take_failure(role)
-                        .unwrap_or_else(|| "the thread exited before reporting".into());
+                    let reason = node.take_failure(role).unwrap_or_else(|| "the thread exited before reporting".into());
                     return Err(node.abort(NodeError::ShardStart { role, reason }));
                 }
+            }
+        }
+        match EpochTicker::start(engines) {
+            Ok(ticker) => node._ticker = Some(ticker),
+            Err(error) => {
+                let reason = format!("cannot start the epoch ticker: {error}");
+                return Err(node.abort(NodeError::ShardStart { role: ShardRole::Gossip, reason }));
             }
         }
         Ok(node)
@@ -144,9 +220,135 @@ impl Node {
         &self.reports
     }
 
+    /// Number of data shards.
+    pub fn data_shards(&self) -> usize {
+        self.controls.len()
+    }
+
     /// The signal that stops this node; request it from any thread (a signal handler).
     pub fn stop_signal(&self) -> Arc<StopSignal> {
         Arc::clone(&self.stop)
+    }
+
+    /// The current directory.
+    pub fn directory(&self) -> Arc<Directory> {
+        Arc::clone(&self.directory.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Modules compiled and cache hits so far.
+    pub fn compiler_counts(&self) -> (u64, u64) {
+        (self.compiler.compilations, self.compiler.cache_hits)
+    }
+
+    /// A client for sending into the node from this thread.
+    pub fn client(&self) -> Result<Client, NodeError> {
+        let port = self.client_ports.lock().unwrap_or_else(PoisonError::into_inner).pop().ok_or(NodeError::NoClientPort)?;
+        Ok(Client::new(port, Arc::clone(&self.directory), Arc::clone(&self.client_ports), self.clock))
+    }
+
+    /// Deploy `source` (`.wasm` bytes or `.wat` text) as agent `name` with
+    /// `instances` instances. Pinned agents (`runtime.cpu_affinity.pinned_agents`)
+    /// run on the shards of their cores; others are spread over all shards.
+    pub fn deploy(&mut self, name: &str, source: &[u8], instances: u16, limits: &caxton_profiles::AgentLimits) -> Result<AgentId, NodeError> {
+        let refuse = |error: DeployError| NodeError::Deploy { agent: name.to_owned(), error };
+        let directory = self.directory();
+        if directory.resolve(name).is_some() {
+            return Err(NodeError::Refused(format!("an agent named `{name}` is already deployed")));
+        }
+        if directory.len() >= self.max_agents {
+            return Err(NodeError::Refused(format!("runtime.max_agents ({}) agents are already deployed", self.max_agents)));
+        }
+        if instances == 0 {
+            return Err(NodeError::Refused("an agent needs at least one instance".into()));
+        }
+        let module = self.compiler.compile(source).map_err(refuse)?;
+        let shards = self.data_shards();
+        let candidates: Vec<usize> = match self.plan.pinned_agents.iter().find(|pinning| pinning.agent_id == name) {
+            Some(pinning) => pinning.data_shards.clone(),
+            None => (0..shards).collect(),
+        };
+        let mut instances_per_shard = vec![0u16; shards];
+        let first = directory.len() % candidates.len();
+        for instance in 0..usize::from(instances) {
+            instances_per_shard[candidates[(first + instance) % candidates.len()]] += 1;
+        }
+        let (next, id) = directory.with_agent(AgentRecord { name: name.to_owned(), instances_per_shard: instances_per_shard.clone() });
+        let mut deployed = Vec::new();
+        for (shard, &count) in instances_per_shard.iter().enumerate().filter(|(_, &count)| count > 0) {
+            let (ack, answer) = mpsc::channel();
+            let command =
+                Control::Deploy { id, name: name.to_owned(), module: module.clone(), instances: count, limits: limits.clone(), ack };
+            let result = self.command(shard, command, &answer).and_then(|result| result.map_err(refuse));
+            if let Err(error) = result {
+                for shard in deployed {
+                    let (ack, answer) = mpsc::channel();
+                    let _ = self.command(shard, Control::Undeploy { id, ack }, &answer);
+                }
+                return Err(error);
+            }
+            deployed.push(shard);
+        }
+        self.publish(next);
+        Ok(id)
+    }
+
+    /// Remove agent `name` from every shard.
+    pub fn undeploy(&mut self, name: &str) -> Result<(), NodeError> {
+        let directory = self.directory();
+        let id = directory.resolve(name).ok_or_else(|| NodeError::UnknownAgent(name.to_owned()))?;
+        // Unpublish first, so nothing new is routed to it while it goes.
+        self.publish(directory.without_agent(id));
+        for shard in 0..self.data_shards() {
+            let (ack, answer) = mpsc::channel();
+            self.command(shard, Control::Undeploy { id, ack }, &answer)?;
+        }
+        Ok(())
+    }
+
+    /// Start one more instance of `name` on `shard`; returns whether a warm
+    /// spare served it and how long it took on the shard.
+    pub fn start_instance(&mut self, name: &str, shard: usize) -> Result<(StartKind, Duration), NodeError> {
+        let id = self.directory().resolve(name).ok_or_else(|| NodeError::UnknownAgent(name.to_owned()))?;
+        let (ack, answer) = mpsc::channel();
+        self.command(shard, Control::StartInstance { id, ack }, &answer)?.map_err(|error| NodeError::Deploy { agent: name.to_owned(), error })
+    }
+
+    /// Stop one instance of `name` on `shard`.
+    pub fn stop_instance(&mut self, name: &str, shard: usize) -> Result<bool, NodeError> {
+        let id = self.directory().resolve(name).ok_or_else(|| NodeError::UnknownAgent(name.to_owned()))?;
+        let (ack, answer) = mpsc::channel();
+        self.command(shard, Control::StopInstance { id, ack }, &answer)
+    }
+
+    /// Every shard's metrics, in shard order; `reset` clears them after copying.
+    pub fn metrics(&self, reset: bool) -> Result<Vec<ShardMetrics>, NodeError> {
+        (0..self.data_shards())
+            .map(|shard| {
+                let (ack, answer) = mpsc::channel();
+                self.command(shard, Control::Metrics { reset, ack }, &answer)
+            })
+            .collect()
+    }
+
+    /// Agent `name`'s counters, summed over shards.
+    pub fn agent_stats(&self, name: &str) -> Result<AgentStats, NodeError> {
+        let id = self.directory().resolve(name).ok_or_else(|| NodeError::UnknownAgent(name.to_owned()))?;
+        let mut total = AgentStats::default();
+        for shard in 0..self.data_shards() {
+            let (ack, answer) = mpsc::channel();
+            if let Some(stats) = self.command(shard, Control::AgentStats { id, ack }, &answer)? {
+                total.handled += stats.handled;
+                total.agent_failures += stats.agent_failures;
+                total.traps += stats.traps;
+                total.timeouts += stats.timeouts;
+                total.memory_faults += stats.memory_faults;
+                total.recycled += stats.recycled;
+                total.lost_instances += stats.lost_instances;
+                total.warm_starts += stats.warm_starts;
+                total.cold_starts += stats.cold_starts;
+            }
+        }
+        Ok(total)
     }
 
     /// Block until a stop is requested, then stop and join every shard.
@@ -159,6 +361,11 @@ impl Node {
     /// did not exit cleanly; every thread is joined regardless.
     pub fn shutdown(mut self) -> Result<(), NodeError> {
         self.stop.request();
+        for (shard, control) in self.controls.iter().enumerate() {
+            // A shard that already exited has dropped its receiver; nothing to stop.
+            let _ = control.send(Control::Stop);
+            self.doorbells[shard].notify_control();
+        }
         let mut first_error = None;
         for (role, thread) in std::mem::take(&mut self.threads) {
             if let Err(reason) = join(thread) {
@@ -168,12 +375,24 @@ impl Node {
         first_error.map_or(Ok(()), Err)
     }
 
+    fn publish(&self, directory: Directory) {
+        let directory = Arc::new(directory);
+        *self.directory.write().unwrap_or_else(PoisonError::into_inner) = Arc::clone(&directory);
+        for (shard, control) in self.controls.iter().enumerate() {
+            let _ = control.send(Control::Directory(Arc::clone(&directory)));
+            self.doorbells[shard].notify_control();
+        }
+    }
+
+    fn command<T>(&self, shard: usize, command: Control, answer: &mpsc::Receiver<T>) -> Result<T, NodeError> {
+        self.controls[shard].send(command).map_err(|_| NodeError::ShardUnresponsive(shard))?;
+        self.doorbells[shard].notify_control();
+        answer.recv_timeout(SHARD_REPLY_TIMEOUT).map_err(|_| NodeError::ShardUnresponsive(shard))
+    }
+
     /// Join the thread of `role` (which has ended) and return why it failed.
     fn take_failure(&mut self, role: ShardRole) -> Option<String> {
-        let position = self
-            .threads
-            .iter()
-            .position(|(candidate, _)| *candidate == role)?;
+        let position = self.threads.iter().position(|(candidate, _)| *candidate == role)?;
         let (_, thread) = self.threads.remove(position);
         join(thread).err()
     }
@@ -190,34 +409,35 @@ impl Node {
 fn join(thread: ShardThread) -> Result<(), String> {
     match thread {
         ShardThread::Data(handle) => handle.join().map_err(|error| error.to_string()),
-        ShardThread::Gossip(handle) => handle
-            .join()
-            .map_err(|_| "the gossip thread panicked".to_owned()),
+        ShardThread::Gossip(handle) => handle.join().map_err(|_| "the gossip thread panicked".to_owned()),
     }
 }
-
-type ReportReceiver = mpsc::Receiver<Result<ShardReport, String>>;
 
 fn glommio_placement(binding: &CpuBinding) -> Result<Placement, String> {
     let online = || CpuSet::online().map_err(|error| format!("cannot list online CPUs: {error}"));
     Ok(match binding {
         CpuBinding::Pu(pu) => Placement::Fixed(*pu),
-        CpuBinding::Pus(pus) => {
-            Placement::Fenced(online()?.filter(|location| pus.contains(&location.cpu)))
-        }
+        CpuBinding::Pus(pus) => Placement::Fenced(online()?.filter(|location| pus.contains(&location.cpu))),
         // Fenced over every online CPU rather than Unbound: glommio turns
         // spin_before_park off for unbound executors.
         CpuBinding::Unbound => Placement::Fenced(online()?),
     })
 }
 
-fn spawn_data_shard(
+struct DataShardBoot<'a> {
     index: usize,
-    placement: &ShardPlacement,
-    spin_before_park: Option<Duration>,
-    stop: Arc<StopSignal>,
-) -> Result<(ExecutorJoinHandle<()>, ReportReceiver), String> {
-    let (report_sender, report) = mpsc::channel();
+    shards: usize,
+    placement: &'a ShardPlacement,
+    profile: &'a Profile,
+    port: MeshPort,
+    commands: mpsc::Receiver<Control>,
+    clock: NodeClock,
+    report: BootSender,
+}
+
+fn spawn_data_shard(boot: DataShardBoot<'_>) -> Result<ExecutorJoinHandle<()>, String> {
+    let DataShardBoot { index, shards, placement, profile, port, commands, clock, report } = boot;
+    let spin_before_park = profile.runtime.spin_before_park.map(|spin| spin.get());
     let mut builder = LocalExecutorBuilder::new(glommio_placement(&placement.cpu_binding)?)
         .name(&format!("caxton-shard-{index}"))
         .io_memory(SHARD_IO_MEMORY_BYTES);
@@ -225,46 +445,48 @@ fn spawn_data_shard(
         builder = builder.spin_before_park(spin);
     }
     let memory = placement.memory.clone();
-    let handle = builder
+    let profile = profile.clone();
+    builder
         .spawn(move || async move {
-            let placed = apply_memory(&memory).map(|memory_warning| {
-                read_back(ShardRole::Data(index), memory_warning, spin_before_park)
+            let placed = apply_memory(&memory).map(|memory_warning| read_back(ShardRole::Data(index), memory_warning, spin_before_park));
+            let runtime = placed.and_then(|report| {
+                ShardRuntime::new(&profile, index, shards, port, commands, clock).map(|runtime| (report, runtime)).map_err(|error| error.to_string())
             });
-            let placed_ok = placed.is_ok();
-            // The receiver is gone only if boot already gave up; nothing to tell then.
-            let _ = report_sender.send(placed);
-            if placed_ok {
-                stop.requested().await;
+            match runtime {
+                Ok((placed, runtime)) => {
+                    let engine = runtime.host().engine().clone();
+                    // The receiver is gone only if boot already gave up; then stop at once.
+                    if report.send(Ok((placed, Some(engine)))).is_ok() {
+                        runtime.run().await;
+                    }
+                }
+                Err(reason) => {
+                    let _ = report.send(Err(reason));
+                }
             }
         })
-        .map_err(|error| error.to_string())?;
-    Ok((handle, report))
+        .map_err(|error| error.to_string())
 }
 
-fn spawn_gossip_shard(
-    placement: &ShardPlacement,
-    stop: Arc<StopSignal>,
-) -> Result<(JoinHandle<()>, ReportReceiver), String> {
-    let (report_sender, report) = mpsc::channel();
+fn spawn_gossip_shard(placement: &ShardPlacement, stop: Arc<StopSignal>, report: BootSender) -> Result<JoinHandle<()>, String> {
     let binding = placement.cpu_binding.clone();
     let memory = placement.memory.clone();
-    let handle = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name("caxton-gossip".into())
         .spawn(move || {
             let placed = binding::bind_current_thread(&binding)
                 .map_err(|error| error.to_string())
                 .and_then(|()| apply_memory(&memory))
-                .map(|memory_warning| read_back(ShardRole::Gossip, memory_warning, None));
+                .map(|memory_warning| (read_back(ShardRole::Gossip, memory_warning, None), None));
             let placed_ok = placed.is_ok();
-            let _ = report_sender.send(placed);
+            let _ = report.send(placed);
             if placed_ok {
                 // Membership and the admin endpoint will run here; until then the
                 // gossip shard holds its core and waits for the node to stop.
                 stop.wait_blocking();
             }
         })
-        .map_err(|error| format!("cannot spawn the gossip thread: {error}"))?;
-    Ok((handle, report))
+        .map_err(|error| format!("cannot spawn the gossip thread: {error}"))
 }
 
 /// Apply the memory policy. `local_alloc` is what the kernel does by default,
@@ -273,20 +495,12 @@ fn spawn_gossip_shard(
 fn apply_memory(memory: &MemoryPlacement) -> Result<Option<String>, String> {
     match binding::apply_memory_placement(memory) {
         Ok(()) => Ok(None),
-        Err(error @ BindError::Memory { .. })
-            if matches!(memory, MemoryPlacement::LocalAlloc { .. }) =>
-        {
-            Ok(Some(error.to_string()))
-        }
+        Err(error @ BindError::Memory { .. }) if matches!(memory, MemoryPlacement::LocalAlloc { .. }) => Ok(Some(error.to_string())),
         Err(error) => Err(error.to_string()),
     }
 }
 
-fn read_back(
-    role: ShardRole,
-    memory_warning: Option<String>,
-    spin_before_park: Option<Duration>,
-) -> ShardReport {
+fn read_back(role: ShardRole, memory_warning: Option<String>, spin_before_park: Option<Duration>) -> ShardReport {
     ShardReport {
         role,
         tid: binding::current_tid(),

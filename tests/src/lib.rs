@@ -43,3 +43,9 @@ pub fn thread_name(tid: i32) -> Option<String> {
 pub fn thread_alive(tid: i32) -> bool {
     std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
 }
+
+/// The text of example agent `name` (`examples/agents/NAME.wat`).
+pub fn example(name: &str) -> Vec<u8> {
+    let path = format!("{}/../examples/agents/{name}.wat", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|error| panic!("{path}: {error}"))
+}

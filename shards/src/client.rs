@@ -1,0 +1,211 @@
+//! A client: a caller outside the agents (a test, a benchmark, the admin API)
+//! that sends messages into the node and receives answers.
+//!
+//! A client owns one of the node's client ports: a participant of the mesh
+//! with its own SPSC ring to and from every data shard, so a client on its own
+//! thread sends and receives without locks. A node has
+//! [`CLIENT_PORTS`](crate::CLIENT_PORTS) of them; a dropped client returns its port.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use caxton_messaging::{Address, AgentId, Envelope, MeshPort, Performative, PriorityClass};
+
+use crate::clock::NodeClock;
+use crate::directory::Directory;
+
+/// Why a send was not accepted. Nothing was queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// No agent has that name.
+    #[error("no agent named `{0}`")]
+    UnknownAgent(String),
+    /// The agent has no instance on any shard.
+    #[error("agent has no running instance")]
+    NoInstance,
+    /// The ring to the agent's shard is full: the node is at its bound.
+    #[error("refused: the ring to shard {0} is full")]
+    Refused(usize),
+}
+
+/// Why a request got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// The send was refused.
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// No answer within the timeout.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Optional fields of a send.
+#[derive(Clone, Copy, Debug)]
+pub struct SendOptions {
+    /// Priority class (index into `messaging.priority_routing.queues`).
+    pub priority: PriorityClass,
+    /// Give up (answer `failure`) after this long.
+    pub deadline: Option<Duration>,
+    /// Conversation id.
+    pub conversation_id: u64,
+}
+
+impl Default for SendOptions {
+    fn default() -> Self {
+        Self { priority: PriorityClass(0), deadline: None, conversation_id: 0 }
+    }
+}
+
+/// See the module docs.
+pub struct Client {
+    port: Option<MeshPort>,
+    directory: Arc<RwLock<Arc<Directory>>>,
+    ports: Arc<Mutex<Vec<MeshPort>>>,
+    clock: NodeClock,
+    next_token: u64,
+    inbox: VecDeque<Envelope>,
+}
+
+impl Client {
+    pub(crate) fn new(port: MeshPort, directory: Arc<RwLock<Arc<Directory>>>, ports: Arc<Mutex<Vec<MeshPort>>>, clock: NodeClock) -> Self {
+        Self { port: Some(port), directory, ports, clock, next_token: 1, inbox: VecDeque::new() }
+    }
+
+    fn port(&mut self) -> &mut MeshPort {
+        // Present from construction until drop.
+        self.port.as_mut().expect("a live client holds its port")
+    }
+
+    /// This client's address, as agents see it.
+    pub fn address(&self) -> Address {
+        let participant = self.port.as_ref().map_or(0, MeshPort::shard) as u16;
+        Address::Client { shard: participant, client: u32::from(participant) }
+    }
+
+    /// The id of the agent named `name`.
+    pub fn resolve(&self, name: &str) -> Result<AgentId, SendError> {
+        self.directory.read().unwrap_or_else(PoisonError::into_inner).resolve(name).ok_or_else(|| SendError::UnknownAgent(name.to_owned()))
+    }
+
+    /// The node clock.
+    pub fn now_ns(&self) -> u64 {
+        self.clock.now_ns()
+    }
+
+    /// Send `performative` with `content` to any instance of `agent`. Returns
+    /// the `reply_with` token an answer will quote.
+    pub fn send(&mut self, agent: AgentId, performative: Performative, content: Vec<u8>, options: SendOptions) -> Result<u64, SendError> {
+        let token = self.next_token;
+        self.next_token += 1;
+        let now = self.clock.now_ns();
+        let envelope = Envelope {
+            performative,
+            sender: self.address(),
+            receiver: Address::Agent(agent),
+            conversation_id: options.conversation_id,
+            reply_with: token,
+            in_reply_to: 0,
+            priority: options.priority,
+            deadline_ns: options.deadline.map_or(Envelope::NO_DEADLINE, |deadline| now.saturating_add(deadline.as_nanos() as u64)),
+            sent_at_ns: now,
+            from_shard: 0,
+            content,
+        };
+        self.send_envelope(envelope)?;
+        Ok(token)
+    }
+
+    /// Send a prepared envelope (sender, `from_shard` are filled in; `sent_at_ns`
+    /// is kept, so a load generator can stamp the intended send time).
+    pub fn send_envelope(&mut self, mut envelope: Envelope) -> Result<(), SendError> {
+        envelope.sender = self.address();
+        let participant = self.port().shard();
+        envelope.from_shard = participant as u16;
+        let target = match envelope.receiver {
+            Address::Agent(agent) => {
+                let directory = Arc::clone(&self.directory.read().unwrap_or_else(PoisonError::into_inner));
+                directory.route(agent, None, participant as u64).ok_or(SendError::NoInstance)?
+            }
+            Address::Instance(instance) => usize::from(instance.shard),
+            Address::Client { shard, .. } => usize::from(shard),
+        };
+        self.port().send(target, envelope).map_err(|_| SendError::Refused(target))
+    }
+
+    /// The next message for this client, waiting up to `timeout`.
+    pub fn recv(&mut self, timeout: Duration) -> Option<Envelope> {
+        if let Some(envelope) = self.inbox.pop_front() {
+            return Some(envelope);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut arrived = Vec::new();
+            self.port().drain(usize::MAX, |envelope| arrived.push(envelope));
+            self.inbox.extend(arrived);
+            if let Some(envelope) = self.inbox.pop_front() {
+                return Some(envelope);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            self.park_until_rung(deadline - now);
+        }
+    }
+
+    /// Send a `request` and wait for the answer quoting it.
+    pub fn request(&mut self, agent: AgentId, content: Vec<u8>, timeout: Duration) -> Result<Envelope, RequestError> {
+        let token = self.send(agent, Performative::Request, content, SendOptions::default())?;
+        self.await_reply(token, timeout)
+    }
+
+    /// Wait for the answer quoting `token`; other messages stay queued for `recv`.
+    pub fn await_reply(&mut self, token: u64, timeout: Duration) -> Result<Envelope, RequestError> {
+        let deadline = Instant::now() + timeout;
+        let mut others = Vec::new();
+        let result = loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match self.recv(remaining) {
+                Some(envelope) if envelope.in_reply_to == token => break Ok(envelope),
+                Some(envelope) => others.push(envelope),
+                None => break Err(RequestError::Timeout(timeout)),
+            }
+        };
+        for envelope in others.into_iter().rev() {
+            self.inbox.push_front(envelope);
+        }
+        result
+    }
+
+    /// Park this thread until a shard rings this client's doorbell or `timeout` passes.
+    fn park_until_rung(&mut self, timeout: Duration) {
+        let Some(port) = self.port.as_ref() else { return };
+        let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+        let mut context = Context::from_waker(&waker);
+        let mut waiting = std::pin::pin!(port.wait_for_messages());
+        if let Poll::Pending = waiting.as_mut().poll(&mut context) {
+            std::thread::park_timeout(timeout);
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if let Some(mut port) = self.port.take() {
+            // Messages for the old owner are not the next owner's.
+            port.drain(usize::MAX, drop);
+            self.ports.lock().unwrap_or_else(PoisonError::into_inner).push(port);
+        }
+    }
+}
+
+struct ThreadWaker(std::thread::Thread);
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}

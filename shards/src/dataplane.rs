@@ -1,0 +1,408 @@
+//! A data shard's loop: drain the mesh into priority mailboxes, hand messages
+//! to agents, route what they send, answer failures, and park or spin when
+//! idle. Everything here is owned by the shard's thread.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use caxton_agents::{AgentHost, AgentStats, CompiledModule, DeployError, Outcome, StartKind};
+use caxton_messaging::{Address, AgentId, Envelope, Mailbox, MailboxConfig, MailboxFull, MeshPort, Performative, Popped};
+use caxton_profiles::{AgentLimits, Profile};
+
+use crate::clock::NodeClock;
+use crate::directory::Directory;
+use crate::metrics::ShardMetrics;
+
+/// Commands from the control plane to a shard. Sent over a std channel and
+/// followed by a doorbell ring; never on a message's path.
+pub(crate) enum Control {
+    /// A new directory snapshot.
+    Directory(Arc<Directory>),
+    /// Host `instances` instances of an agent.
+    Deploy {
+        id: AgentId,
+        name: String,
+        module: CompiledModule,
+        instances: u16,
+        limits: AgentLimits,
+        ack: mpsc::Sender<Result<(), DeployError>>,
+    },
+    /// Stop hosting an agent.
+    Undeploy { id: AgentId, ack: mpsc::Sender<bool> },
+    /// Start one more instance, and say how and how fast.
+    StartInstance { id: AgentId, ack: mpsc::Sender<Result<(StartKind, Duration), DeployError>> },
+    /// Remove one instance (the counterpart of `StartInstance`).
+    StopInstance { id: AgentId, ack: mpsc::Sender<bool> },
+    /// Copy out the metrics, optionally resetting them.
+    Metrics { reset: bool, ack: mpsc::Sender<ShardMetrics> },
+    /// Copy out an agent's counters.
+    AgentStats { id: AgentId, ack: mpsc::Sender<Option<AgentStats>> },
+    /// Leave the loop.
+    Stop,
+}
+
+/// Prefix of the content of every `failure` the engine itself sends.
+pub const FAILURE_PREFIX: &str = "caxton:";
+
+/// The shard's state.
+pub(crate) struct ShardRuntime {
+    index: usize,
+    host: AgentHost,
+    directory: Rc<RefCell<Arc<Directory>>>,
+    port: MeshPort,
+    lanes: Vec<Mailbox>,
+    next_lane: usize,
+    control: mpsc::Receiver<Control>,
+    batch_size: usize,
+    spin: Option<Duration>,
+    clock: NodeClock,
+    metrics: ShardMetrics,
+}
+
+impl ShardRuntime {
+    pub(crate) fn new(
+        profile: &Profile,
+        index: usize,
+        shards: usize,
+        port: MeshPort,
+        control: mpsc::Receiver<Control>,
+        clock: NodeClock,
+    ) -> Result<Self, DeployError> {
+        let directory: Rc<RefCell<Arc<Directory>>> = Rc::default();
+        let resolver = {
+            let directory = Rc::clone(&directory);
+            Rc::new(move |name: &str| directory.borrow().resolve(name))
+        };
+        let host = AgentHost::new(profile, index as u16, resolver, Rc::new(move || clock.now_ns()))?;
+        let messaging = &profile.messaging;
+        let routing = &messaging.priority_routing;
+        let class_max_latency_ns = if routing.enabled {
+            let mut classes: Vec<_> = routing.queues.iter().collect();
+            classes.sort_by_key(|class| class.priority);
+            classes.iter().map(|class| Some(duration_ns(class.max_latency.get()))).collect()
+        } else {
+            vec![None]
+        };
+        // max_concurrent_messages is split evenly over the data shards, so that
+        // no shard consults another to enforce it; queue_size bounds each shard.
+        let share = (profile.runtime.max_concurrent_messages as usize).div_ceil(shards.max(1));
+        let capacity = (messaging.queue_size as usize).min(share).max(1);
+        let lanes_count = messaging.parallel_routes.max(1) as usize;
+        let lane_capacity = capacity.div_ceil(lanes_count).max(1);
+        let lanes = (0..lanes_count)
+            .map(|_| {
+                Mailbox::new(MailboxConfig {
+                    capacity: lane_capacity,
+                    delivery_timeout_ns: duration_ns(messaging.delivery_timeout.get()),
+                    class_max_latency_ns: class_max_latency_ns.clone(),
+                })
+            })
+            .collect();
+        Ok(Self {
+            index,
+            host,
+            directory,
+            port,
+            lanes,
+            next_lane: 0,
+            control,
+            batch_size: messaging.batch_size.max(1) as usize,
+            spin: profile.runtime.spin_before_park.map(|spin| spin.get()),
+            clock,
+            metrics: ShardMetrics::default(),
+        })
+    }
+
+    /// This shard's agent host (for the epoch ticker).
+    pub(crate) fn host(&self) -> &AgentHost {
+        &self.host
+    }
+
+    /// Run until told to stop.
+    pub(crate) async fn run(mut self) {
+        let mut last_work = Instant::now();
+        loop {
+            let (control_work, stop) = self.serve_control();
+            if stop {
+                return;
+            }
+            let received = self.receive();
+            let handled = self.handle_batch();
+            if control_work || received > 0 || handled > 0 {
+                last_work = Instant::now();
+                glommio::yield_if_needed().await;
+                continue;
+            }
+            match self.spin {
+                // Busy-poll the rings for a while after the last message: a
+                // message that arrives in this window is picked up without a wake-up.
+                Some(spin) if last_work.elapsed() < spin => yield_now().await,
+                _ => {
+                    // Idle: top up warm spares, one at a time so a message
+                    // arriving meanwhile waits for at most one instantiation.
+                    if self.host.refill_spares_step(1) > 0 {
+                        continue;
+                    }
+                    self.port.wait_for_messages().await;
+                }
+            }
+        }
+    }
+
+    fn serve_control(&mut self) -> (bool, bool) {
+        self.port.take_control_flag();
+        let mut worked = false;
+        while let Ok(command) = self.control.try_recv() {
+            worked = true;
+            match command {
+                Control::Directory(directory) => *self.directory.borrow_mut() = directory,
+                Control::Deploy { id, name, module, instances, limits, ack } => {
+                    let _ = ack.send(self.host.deploy(id, &name, &module, instances, &limits));
+                }
+                Control::Undeploy { id, ack } => {
+                    let _ = ack.send(self.host.undeploy(id));
+                }
+                Control::StartInstance { id, ack } => {
+                    let started = Instant::now();
+                    let result = self.host.add_instance(id).map(|(_, kind)| (kind, started.elapsed()));
+                    let _ = ack.send(result);
+                }
+                Control::StopInstance { id, ack } => {
+                    let _ = ack.send(self.host.remove_instance(id));
+                }
+                Control::Metrics { reset, ack } => {
+                    self.metrics.queue_depth = self.lanes.iter().map(|lane| lane.len() as u64).sum();
+                    let _ = ack.send(self.metrics.clone());
+                    if reset {
+                        self.metrics.reset();
+                    }
+                }
+                Control::AgentStats { id, ack } => {
+                    let _ = ack.send(self.host.stats(id).cloned());
+                }
+                Control::Stop => return (worked, true),
+            }
+        }
+        (worked, false)
+    }
+
+    /// Move messages from the rings into the mailboxes, refusing what does not fit.
+    fn receive(&mut self) -> usize {
+        let mut arrived = Vec::new();
+        let taken = self.port.drain(self.batch_size, |envelope| arrived.push(envelope));
+        let now = self.clock.now_ns();
+        for envelope in arrived {
+            self.accept(envelope, now);
+        }
+        taken
+    }
+
+    fn accept(&mut self, envelope: Envelope, now: u64) {
+        let lane = match envelope.receiver {
+            Address::Agent(id) => id.0 as usize,
+            Address::Instance(instance) => instance.agent.0 as usize,
+            Address::Client { .. } => 0,
+        } % self.lanes.len();
+        if let Err(MailboxFull(refused)) = self.lanes[lane].push(envelope, now) {
+            self.metrics.refused += 1;
+            self.fail(&refused, "refused:queue-full");
+        }
+    }
+
+    /// Handle up to `batch_size` messages, serving the lanes in turn.
+    fn handle_batch(&mut self) -> usize {
+        let mut handled = 0;
+        let mut empty_lanes = 0;
+        while handled < self.batch_size && empty_lanes < self.lanes.len() {
+            let lane = self.next_lane;
+            self.next_lane = (self.next_lane + 1) % self.lanes.len();
+            let now = self.clock.now_ns();
+            match self.lanes[lane].pop(now) {
+                Popped::Empty => empty_lanes += 1,
+                Popped::Expired(envelope) => {
+                    empty_lanes = 0;
+                    handled += 1;
+                    self.metrics.timeouts += 1;
+                    self.fail(&envelope, "timeout");
+                }
+                Popped::Ready(envelope) => {
+                    empty_lanes = 0;
+                    handled += 1;
+                    self.deliver(envelope, now);
+                }
+            }
+        }
+        handled
+    }
+
+    fn deliver(&mut self, envelope: Envelope, started_ns: u64) {
+        let (agent, slot) = match envelope.receiver {
+            Address::Agent(id) => (id, None),
+            Address::Instance(instance) => (instance.agent, Some(instance.slot)),
+            Address::Client { .. } => unreachable!("client-bound messages never enter a shard mailbox"),
+        };
+        let routing_ns = started_ns.saturating_sub(envelope.sent_at_ns);
+        if usize::from(envelope.from_shard) == self.index {
+            self.metrics.routing_local_ns.saturating_record(routing_ns.max(1));
+        } else {
+            self.metrics.routing_cross_ns.saturating_record(routing_ns.max(1));
+        }
+        let sender_name = self.name_of(envelope.sender);
+        let request = RequestSummary::of(&envelope);
+        let Some(handled) = self.host.handle(agent, slot, envelope, sender_name) else {
+            self.metrics.unknown_receiver += 1;
+            self.fail_summary(&request, "unknown-agent");
+            return;
+        };
+        let finished_ns = self.clock.now_ns();
+        self.metrics.processing_ns.saturating_record(finished_ns.saturating_sub(started_ns).max(1));
+        self.metrics.handled += 1;
+        match &handled.outcome {
+            Outcome::Handled => {}
+            Outcome::AgentFailed(code) => {
+                self.metrics.agent_failures += 1;
+                self.fail_summary(&request, &format!("agent-failed:{code}"));
+            }
+            Outcome::Trapped(reason) => {
+                self.metrics.faults += 1;
+                self.fail_summary(&request, &format!("trap:{reason}"));
+            }
+            Outcome::TimedOut => {
+                self.metrics.faults += 1;
+                self.fail_summary(&request, "execution-time");
+            }
+            Outcome::MemoryExceeded => {
+                self.metrics.faults += 1;
+                self.fail_summary(&request, "memory-limit");
+            }
+        }
+        for outbound in handled.outbox {
+            let envelope = Envelope {
+                performative: outbound.performative,
+                sender: outbound.on_behalf_of.unwrap_or(Address::Instance(handled.instance)),
+                receiver: outbound.receiver,
+                conversation_id: outbound.conversation_id,
+                reply_with: outbound.reply_with,
+                in_reply_to: outbound.in_reply_to,
+                priority: request.priority,
+                deadline_ns: Envelope::NO_DEADLINE,
+                sent_at_ns: finished_ns,
+                from_shard: self.index as u16,
+                content: outbound.content,
+            };
+            self.dispatch(envelope);
+        }
+    }
+
+    /// Route `envelope` sent on this shard: into a local mailbox, a ring to
+    /// another shard, or a ring to a client.
+    fn dispatch(&mut self, envelope: Envelope) {
+        let target = match envelope.receiver {
+            Address::Client { shard, .. } => Some(usize::from(shard)),
+            Address::Instance(instance) => Some(usize::from(instance.shard)),
+            Address::Agent(id) => self.directory.borrow().route(id, Some(self.index), sender_key(envelope.sender)),
+        };
+        let Some(target) = target else {
+            self.metrics.unknown_receiver += 1;
+            self.fail(&envelope, "unknown-agent");
+            return;
+        };
+        if target == self.index {
+            let now = self.clock.now_ns();
+            self.accept(envelope, now);
+        } else if let Err(refused) = self.port.send(target, envelope) {
+            self.metrics.refused += 1;
+            self.fail(&refused, "refused:ring-full");
+        }
+    }
+
+    /// Answer `envelope`'s sender with an engine `failure`.
+    fn fail(&mut self, envelope: &Envelope, reason: &str) {
+        self.fail_summary(&RequestSummary::of(envelope), reason);
+    }
+
+    fn fail_summary(&mut self, request: &RequestSummary, reason: &str) {
+        // A failure about a failure is not answered: that could ping-pong forever.
+        if request.performative == Performative::Failure {
+            self.metrics.undeliverable += 1;
+            return;
+        }
+        let failure = Envelope {
+            performative: Performative::Failure,
+            sender: request.receiver,
+            receiver: request.sender,
+            conversation_id: request.conversation_id,
+            reply_with: 0,
+            in_reply_to: request.reply_with,
+            priority: request.priority,
+            deadline_ns: Envelope::NO_DEADLINE,
+            sent_at_ns: self.clock.now_ns(),
+            from_shard: self.index as u16,
+            content: format!("{FAILURE_PREFIX}{reason}").into_bytes(),
+        };
+        self.dispatch(failure);
+    }
+
+    fn name_of(&self, address: Address) -> Rc<str> {
+        let agent = match address {
+            Address::Agent(id) => id,
+            Address::Instance(instance) => instance.agent,
+            Address::Client { client, .. } => return Rc::from(format!("client-{client}")),
+        };
+        let directory = self.directory.borrow();
+        Rc::from(directory.get(agent).map_or("", |record| record.name.as_str()))
+    }
+}
+
+/// What a failure answer needs from the message it answers.
+struct RequestSummary {
+    performative: Performative,
+    sender: Address,
+    receiver: Address,
+    conversation_id: u64,
+    reply_with: u64,
+    priority: caxton_messaging::PriorityClass,
+}
+
+impl RequestSummary {
+    fn of(envelope: &Envelope) -> Self {
+        Self {
+            performative: envelope.performative,
+            sender: envelope.sender,
+            receiver: envelope.receiver,
+            conversation_id: envelope.conversation_id,
+            reply_with: envelope.reply_with,
+            priority: envelope.priority,
+        }
+    }
+}
+
+/// A stable number per sender, so one sender's messages take one path.
+fn sender_key(sender: Address) -> u64 {
+    match sender {
+        Address::Agent(id) => u64::from(id.0),
+        Address::Instance(instance) => (u64::from(instance.agent.0) << 32) | (u64::from(instance.shard) << 16) | u64::from(instance.slot),
+        Address::Client { shard, client } => (1 << 63) | (u64::from(shard) << 32) | u64::from(client),
+    }
+}
+
+fn duration_ns(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Yield once to the executor so other tasks and I/O get a turn.
+async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|context| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        context.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await;
+}

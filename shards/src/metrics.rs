@@ -1,0 +1,78 @@
+//! One shard's measurements: HDR histograms and counters owned by the shard
+//! and never shared. They are copied out on request and merged by the reader.
+
+use hdrhistogram::Histogram;
+
+/// Nanosecond histogram bounds: 1 ns to 100 s at 3 significant digits.
+fn nanosecond_histogram() -> Histogram<u64> {
+    // Constant, valid bounds.
+    Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid histogram bounds")
+}
+
+/// A shard's histograms and counters.
+#[derive(Clone, Debug)]
+pub struct ShardMetrics {
+    /// Send to handler start, for messages sent on this shard.
+    pub routing_local_ns: Histogram<u64>,
+    /// Send to handler start, for messages that crossed from another shard or a client.
+    pub routing_cross_ns: Histogram<u64>,
+    /// Handler run time.
+    pub processing_ns: Histogram<u64>,
+    /// Messages handled (any outcome).
+    pub handled: u64,
+    /// Sends refused because a mailbox or ring was full.
+    pub refused: u64,
+    /// Messages answered with `failure` because their deadline passed.
+    pub timeouts: u64,
+    /// Handlers that trapped, ran too long, or grew past their memory.
+    pub faults: u64,
+    /// Handlers that returned a failure code.
+    pub agent_failures: u64,
+    /// Engine failures that could not be delivered (the sender's path was full).
+    pub undeliverable: u64,
+    /// Messages for an agent this shard does not host (undeployed meanwhile).
+    pub unknown_receiver: u64,
+    /// Messages in this shard's mailboxes when the snapshot was taken.
+    pub queue_depth: u64,
+}
+
+impl Default for ShardMetrics {
+    fn default() -> Self {
+        Self {
+            routing_local_ns: nanosecond_histogram(),
+            routing_cross_ns: nanosecond_histogram(),
+            processing_ns: nanosecond_histogram(),
+            handled: 0,
+            refused: 0,
+            timeouts: 0,
+            faults: 0,
+            agent_failures: 0,
+            undeliverable: 0,
+            unknown_receiver: 0,
+            queue_depth: 0,
+        }
+    }
+}
+
+impl ShardMetrics {
+    /// Add `other` into `self` (merging at read time).
+    pub fn merge(&mut self, other: &Self) {
+        // Histograms with identical bounds always merge.
+        self.routing_local_ns.add(&other.routing_local_ns).expect("same bounds");
+        self.routing_cross_ns.add(&other.routing_cross_ns).expect("same bounds");
+        self.processing_ns.add(&other.processing_ns).expect("same bounds");
+        self.handled += other.handled;
+        self.refused += other.refused;
+        self.timeouts += other.timeouts;
+        self.faults += other.faults;
+        self.agent_failures += other.agent_failures;
+        self.undeliverable += other.undeliverable;
+        self.unknown_receiver += other.unknown_receiver;
+        self.queue_depth += other.queue_depth;
+    }
+
+    /// Clear histograms and counters (between benchmark phases).
+    pub fn reset(&mut self) {
+        *self = Self::default();
+    }
+}

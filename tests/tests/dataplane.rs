@@ -1,0 +1,245 @@
+//! Agents and messages through whole nodes: request-reply, local and
+//! cross-shard routing, ordering, faults, backpressure and deadlines.
+
+use std::time::Duration;
+
+use caxton_messaging::{Performative, PriorityClass};
+use caxton_profiles::{AgentLimits, ByteSize, HumanDuration};
+use caxton_shards::{Node, NodeError, SendError, SendOptions, FAILURE_PREFIX};
+use caxton_tests::{example, plan_on_this_machine, Planned};
+use proptest::prelude::*;
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+fn boot(overrides: &[&str]) -> (Planned, Node) {
+    let mut all = vec!["runtime.worker_threads=2"];
+    all.extend_from_slice(overrides);
+    let planned = plan_on_this_machine(&["default"], &all);
+    let node = Node::start(&planned.profile, &planned.plan).expect("node boots");
+    (planned, node)
+}
+
+fn limits(planned: &Planned) -> AgentLimits {
+    planned.profile.agents.default_limits.clone()
+}
+
+fn failure_reason(content: &[u8]) -> String {
+    let text = String::from_utf8_lossy(content);
+    text.strip_prefix(FAILURE_PREFIX).unwrap_or_else(|| panic!("not an engine failure: {text}")).to_owned()
+}
+
+#[test]
+fn echo_answers_a_client_request() {
+    let (planned, mut node) = boot(&[]);
+    let echo = node.deploy("echo", &example("echo"), 2, &limits(&planned)).expect("deploys");
+    let mut client = node.client().expect("client");
+    let answer = client.request(echo, b"hello".to_vec(), PATIENCE).expect("answered");
+    assert_eq!(answer.performative, Performative::Inform);
+    assert_eq!(answer.content, b"hello");
+    assert_eq!(node.directory().get(echo).expect("listed").instances_per_shard, [1, 1]);
+    drop(client);
+    node.shutdown().expect("clean stop");
+}
+
+#[test]
+fn a_pipeline_crosses_shards_and_answers_the_original_sender() {
+    let (planned, mut node) = boot(&[]);
+    // One instance each: the directory places them on different shards.
+    let forwarder = node.deploy("forwarder", &example("forwarder"), 1, &limits(&planned)).expect("deploys");
+    let echo = node.deploy("echo", &example("echo"), 1, &limits(&planned)).expect("deploys");
+    let directory = node.directory();
+    let forwarder_shard = directory.get(forwarder).expect("listed").hosting_shards().next();
+    let echo_shard = directory.get(echo).expect("listed").hosting_shards().next();
+    assert_ne!(forwarder_shard, echo_shard, "the pipeline must cross shards");
+    node.metrics(true).expect("reset");
+
+    let mut route = vec![2u8, 9];
+    route.extend_from_slice(b"forwarder");
+    route.push(9);
+    route.extend_from_slice(b"forwarder");
+    route.extend_from_slice(b"payload");
+    let mut client = node.client().expect("client");
+    let answer = client.request(forwarder, route, PATIENCE).expect("answered");
+    assert_eq!((answer.performative, answer.content.as_slice()), (Performative::Inform, &b"payload"[..]));
+
+    let mut to_echo = vec![1u8, 4];
+    to_echo.extend_from_slice(b"echo");
+    to_echo.extend_from_slice(b"across");
+    let answer = client.request(forwarder, to_echo, PATIENCE).expect("answered");
+    // The forwarder passes on the rest of the route (no hops left) and the payload.
+    assert_eq!(answer.content, b"\0across", "echo on the other shard answered the client directly");
+    let metrics = node.metrics(false).expect("metrics");
+    let echo_metrics = &metrics[echo_shard.expect("hosted")];
+    assert!(echo_metrics.routing_cross_ns.len() >= 1, "the forwarded message crossed shards");
+    let forwarder_metrics = &metrics[forwarder_shard.expect("hosted")];
+    assert!(forwarder_metrics.routing_local_ns.len() >= 1, "forwarder-to-forwarder stayed local");
+    drop(client);
+    node.shutdown().expect("clean stop");
+}
+
+#[test]
+fn fanout_gathers_answers_from_agents_on_every_shard() {
+    let (planned, mut node) = boot(&[]);
+    node.deploy("echo", &example("echo"), 2, &limits(&planned)).expect("deploys");
+    node.deploy("counter", &example("counter"), 1, &limits(&planned)).expect("deploys");
+    let fanout = node.deploy("fanout", &example("fanout"), 1, &limits(&planned)).expect("deploys");
+    let mut content = vec![2u8, 4];
+    content.extend_from_slice(b"echo");
+    content.push(7);
+    content.extend_from_slice(b"counter");
+    let mut client = node.client().expect("client");
+    let answer = client.request(fanout, content, PATIENCE).expect("answered");
+    assert_eq!(answer.content, 2u32.to_le_bytes());
+    drop(client);
+    node.shutdown().expect("clean stop");
+}
+
+#[test]
+fn faults_answer_failure_and_the_node_keeps_serving() {
+    let (planned, mut node) = boot(&[]);
+    let echo = node.deploy("echo", &example("echo"), 2, &limits(&planned)).expect("deploys");
+    let quick = AgentLimits { max_execution_time: HumanDuration::from_millis(30), ..limits(&planned) };
+    let small = AgentLimits { memory: ByteSize::mib(1), ..limits(&planned) };
+    let trap = node.deploy("trap", &example("trap"), 1, &limits(&planned)).expect("deploys");
+    let looping = node.deploy("loop", &example("loop"), 1, &quick).expect("deploys");
+    let grow = node.deploy("grow", &example("grow"), 1, &small).expect("deploys");
+    let mut client = node.client().expect("client");
+    for (agent, expected) in [(trap, "trap:"), (looping, "execution-time"), (grow, "memory-limit")] {
+        let answer = client.request(agent, b"x".to_vec(), PATIENCE).expect("answered");
+        assert_eq!(answer.performative, Performative::Failure);
+        assert!(failure_reason(&answer.content).starts_with(expected), "{expected}: {}", failure_reason(&answer.content));
+        let echoed = client.request(echo, b"alive".to_vec(), PATIENCE).expect("echo still serves");
+        assert_eq!(echoed.content, b"alive");
+    }
+    assert_eq!(node.agent_stats("trap").expect("stats").traps, 1);
+    assert_eq!(node.agent_stats("loop").expect("stats").timeouts, 1);
+    assert_eq!(node.agent_stats("grow").expect("stats").memory_faults, 1);
+    let total_faults: u64 = node.metrics(false).expect("metrics").iter().map(|shard| shard.faults).sum();
+    assert_eq!(total_faults, 3);
+    drop(client);
+    node.shutdown().expect("clean stop");
+}
+
+/// Spins for about a million iterations per message, then answers.
+const SLOW_AGENT: &str = r#"(module
+  (import "caxton" "reply" (func $reply (param i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "caxton_abi_version") (result i32) (i32.const 1))
+  (func (export "caxton_handle") (result i32)
+    (local $i i32)
+    (loop $spin
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $spin (i32.lt_u (local.get $i) (i32.const 1000000))))
+    (drop (call $reply (i32.const 1) (i32.const 0) (i32.const 0)))
+    (i32.const 0)))"#;
+
+#[test]
+fn a_flood_is_refused_explicitly_and_the_agent_recovers() {
+    let (planned, mut node) = boot(&["messaging.queue_size=64", "messaging.delivery_timeout=60s"]);
+    let slow = node.deploy("slow", SLOW_AGENT.as_bytes(), 1, &limits(&planned)).expect("deploys");
+    let mut client = node.client().expect("client");
+    let flood = 2_000;
+    let mut refused_at_send = 0;
+    let mut accepted = 0;
+    for _ in 0..flood {
+        match client.send(slow, Performative::Request, Vec::new(), SendOptions::default()) {
+            Ok(_) => accepted += 1,
+            Err(SendError::Refused(_)) => refused_at_send += 1,
+            Err(other) => panic!("unexpected: {other}"),
+        }
+    }
+    let (mut answered, mut refused_by_shard) = (0, 0);
+    while answered + refused_by_shard < accepted {
+        let envelope = client.recv(PATIENCE).expect("every accepted send is answered");
+        match envelope.performative {
+            Performative::Inform => answered += 1,
+            Performative::Failure => {
+                assert_eq!(failure_reason(&envelope.content), "refused:queue-full");
+                refused_by_shard += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(refused_at_send + refused_by_shard > 0, "a flood past the bounds is refused");
+    assert_eq!(answered + refused_by_shard + refused_at_send, flood, "nothing is lost silently");
+    let metrics = node.metrics(false).expect("metrics");
+    assert_eq!(metrics.iter().map(|shard| shard.refused).sum::<u64>(), refused_by_shard as u64);
+    assert!(metrics.iter().all(|shard| shard.queue_depth == 0), "the backlog drained");
+    let after = client.request(slow, Vec::new(), PATIENCE).expect("serves after the flood");
+    assert_eq!(after.performative, Performative::Inform);
+    drop(client);
+    node.shutdown().expect("clean stop");
+}
+
+#[test]
+fn deadlines_that_pass_in_the_queue_are_answered_with_failure() {
+    let (planned, mut node) = boot(&["messaging.priority_routing.enabled=true"]);
+    let slow = node.deploy("slow", SLOW_AGENT.as_bytes(), 1, &limits(&planned)).expect("deploys");
+    let mut client = node.client().expect("client");
+    // A backlog, then messages that must start within a millisecond.
+    for _ in 0..20 {
+        client.send(slow, Performative::Request, Vec::new(), SendOptions::default()).expect("accepted");
+    }
+    let urgent = SendOptions { deadline: Some(Duration::from_micros(1)), priority: PriorityClass(3), ..SendOptions::default() };
+    let token = client.send(slow, Performative::Request, Vec::new(), urgent).expect("accepted");
+    let answer = client.await_reply(token, PATIENCE).expect("answered");
+    assert_eq!(answer.performative, Performative::Failure);
+    assert_eq!(failure_reason(&answer.content), "timeout");
+    let timeouts: u64 = node.metrics(false).expect("metrics").iter().map(|shard| shard.timeouts).sum();
+    assert!(timeouts >= 1);
+    drop(client);
+    node.shutdown().expect("clean stop");
+}
+
+#[test]
+fn bad_modules_and_bad_deploys_are_refused() {
+    let (planned, mut node) = boot(&[]);
+    let error = node.deploy("junk", b"not wasm at all", 1, &limits(&planned)).expect_err("refused");
+    assert!(matches!(error, NodeError::Deploy { .. }), "{error}");
+    assert!(error.to_string().contains("junk"), "{error}");
+    node.deploy("echo", &example("echo"), 1, &limits(&planned)).expect("deploys");
+    assert!(matches!(node.deploy("echo", &example("echo"), 1, &limits(&planned)), Err(NodeError::Refused(_))));
+    node.undeploy("echo").expect("undeploys");
+    assert!(matches!(node.undeploy("echo"), Err(NodeError::UnknownAgent(_))));
+    let client = node.client().expect("client");
+    assert!(matches!(client.resolve("echo"), Err(SendError::UnknownAgent(_))));
+    drop(client);
+    node.shutdown().expect("clean stop");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
+
+    /// Every message reaches an echo instance exactly once, and one sender's
+    /// messages keep their order within a priority class.
+    #[test]
+    fn routing_is_exactly_once_and_ordered_per_sender_and_class(
+        classes in proptest::collection::vec(0u8..4, 1..120),
+        instances in 1u16..4,
+    ) {
+        let (planned, mut node) = boot(&["messaging.priority_routing.enabled=true", "messaging.delivery_timeout=60s"]);
+        let echo = node.deploy("echo", &example("echo"), instances, &limits(&planned)).expect("deploys");
+        let mut client = node.client().expect("client");
+        for (sequence, class) in classes.iter().enumerate() {
+            let options = SendOptions { priority: PriorityClass(*class), ..SendOptions::default() };
+            client.send(echo, Performative::Request, (sequence as u32).to_le_bytes().to_vec(), options).expect("accepted");
+        }
+        let mut seen = vec![0u32; classes.len()];
+        let mut last_per_class = [None::<u32>; 4];
+        for _ in 0..classes.len() {
+            let answer = client.recv(PATIENCE).expect("answered");
+            prop_assert_eq!(answer.performative, Performative::Inform);
+            let sequence = u32::from_le_bytes(answer.content.clone().try_into().expect("4 bytes"));
+            seen[sequence as usize] += 1;
+            let class = classes[sequence as usize] as usize;
+            if let Some(previous) = last_per_class[class] {
+                prop_assert!(sequence > previous, "class {} out of order: {} after {}", class, sequence, previous);
+            }
+            last_per_class[class] = Some(sequence);
+        }
+        prop_assert!(seen.iter().all(|&count| count == 1), "exactly once: {:?}", seen);
+        prop_assert!(client.recv(Duration::from_millis(20)).is_none(), "no duplicates");
+        drop(client);
+        node.shutdown().expect("clean stop");
+    }
+}
