@@ -12,7 +12,10 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use caxton_profiles::{OptimizationLevel, Profile};
-use wasmtime::{Config, Engine, ExternType, InstanceAllocationStrategy, Module, PoolingAllocationConfig, ValType};
+use wasmtime::{
+    Config, Engine, ExternType, InstanceAllocationStrategy, Module, PoolingAllocationConfig,
+    ValType,
+};
 
 use crate::abi;
 use crate::error::DeployError;
@@ -46,7 +49,11 @@ pub fn engine_config(profile: &Profile, pool_instances: u32) -> Result<Config, D
     });
     if !runtime.wasm.jit_enabled {
         // Pulley is wasmtime's portable interpreter: same semantics, no native code.
-        config.target("pulley64").map_err(|error| DeployError::Engine(format!("runtime.wasm.jit_enabled: false needs the Pulley interpreter: {error}")))?;
+        config.target("pulley64").map_err(|error| {
+            DeployError::Engine(format!(
+                "runtime.wasm.jit_enabled: false needs the Pulley interpreter: {error}"
+            ))
+        })?;
     }
     // Reserve only what an agent may use, not wasmtime's default 4 GiB per
     // memory: a node reserves address space for every pooled instance.
@@ -86,19 +93,39 @@ impl ModuleCompiler {
     /// A compiler for `profile`'s engine configuration.
     pub fn new(profile: &Profile) -> Result<Self, DeployError> {
         // The compiler never instantiates from its pool beyond the ABI check.
-        let engine = Engine::new(&engine_config(profile, 1)?).map_err(|error| DeployError::Engine(error.to_string()))?;
+        let engine = Engine::new(&engine_config(profile, 1)?)
+            .map_err(|error| DeployError::Engine(error.to_string()))?;
         let wasm = &profile.runtime.wasm;
-        let cache_capacity = if wasm.cache_compiled_modules { wasm.module_cache_size as usize } else { 0 };
-        let ticker = EpochTicker::start(vec![engine.clone()]).map_err(|error| DeployError::Engine(format!("cannot start the epoch ticker: {error}")))?;
+        let cache_capacity = if wasm.cache_compiled_modules {
+            wasm.module_cache_size as usize
+        } else {
+            0
+        };
+        let ticker = EpochTicker::start(vec![engine.clone()]).map_err(|error| {
+            DeployError::Engine(format!("cannot start the epoch ticker: {error}"))
+        })?;
         let check_time = profile.agents.default_limits.max_execution_time.get();
-        let check_deadline_ticks = u64::try_from(check_time.as_nanos().div_ceil(EPOCH_TICK.as_nanos()).max(1)).unwrap_or(u64::MAX);
-        Ok(Self { engine, check_deadline_ticks, _ticker: ticker, cache: VecDeque::new(), cache_capacity, compilations: 0, cache_hits: 0 })
+        let check_deadline_ticks =
+            u64::try_from(check_time.as_nanos().div_ceil(EPOCH_TICK.as_nanos()).max(1))
+                .unwrap_or(u64::MAX);
+        Ok(Self {
+            engine,
+            check_deadline_ticks,
+            _ticker: ticker,
+            cache: VecDeque::new(),
+            cache_capacity,
+            compilations: 0,
+            cache_hits: 0,
+        })
     }
 
     /// Check and compile `source` (binary or text format).
     pub fn compile(&mut self, source: &[u8]) -> Result<CompiledModule, DeployError> {
         if source.len() > MODULE_BYTES_MAX {
-            return Err(DeployError::TooLarge { bytes: source.len(), limit: MODULE_BYTES_MAX });
+            return Err(DeployError::TooLarge {
+                bytes: source.len(),
+                limit: MODULE_BYTES_MAX,
+            });
         }
         let digest = digest(source);
         if let Some(position) = self.cache.iter().position(|cached| cached.digest == digest) {
@@ -108,11 +135,16 @@ impl ModuleCompiler {
             self.cache.push_back(cached.clone());
             return Ok(cached);
         }
-        let binary = wat::parse_bytes(source).map_err(|error| DeployError::NotWasm(error.to_string()))?;
-        let module = Module::new(&self.engine, &binary).map_err(|error| DeployError::NotWasm(format!("{error:#}")))?;
+        let binary =
+            wat::parse_bytes(source).map_err(|error| DeployError::NotWasm(error.to_string()))?;
+        let module = Module::new(&self.engine, &binary)
+            .map_err(|error| DeployError::NotWasm(format!("{error:#}")))?;
         check_interface(&module)?;
         crate::host::check_abi_version(&self.engine, &module, self.check_deadline_ticks)?;
-        let artifact: Arc<[u8]> = module.serialize().map_err(|error| DeployError::Engine(error.to_string()))?.into();
+        let artifact: Arc<[u8]> = module
+            .serialize()
+            .map_err(|error| DeployError::Engine(error.to_string()))?
+            .into();
         self.compilations += 1;
         let compiled = CompiledModule { artifact, digest };
         if self.cache_capacity > 0 {
@@ -136,7 +168,12 @@ fn check_interface(module: &Module) -> Result<(), DeployError> {
     let export = |name: &str| module.get_export(name);
     match export(abi::EXPORT_MEMORY) {
         Some(ExternType::Memory(_)) => {}
-        Some(_) => return Err(DeployError::WrongExport { name: abi::EXPORT_MEMORY, expected: "a memory" }),
+        Some(_) => {
+            return Err(DeployError::WrongExport {
+                name: abi::EXPORT_MEMORY,
+                expected: "a memory",
+            })
+        }
         None => return Err(DeployError::MissingExport(abi::EXPORT_MEMORY)),
     }
     for name in [abi::EXPORT_ABI_VERSION, abi::EXPORT_HANDLE] {
@@ -145,16 +182,27 @@ fn check_interface(module: &Module) -> Result<(), DeployError> {
                 let params: Vec<ValType> = function.params().collect();
                 let results: Vec<ValType> = function.results().collect();
                 if !params.is_empty() || results.len() != 1 || !matches!(results[0], ValType::I32) {
-                    return Err(DeployError::WrongExport { name, expected: "a function () -> i32" });
+                    return Err(DeployError::WrongExport {
+                        name,
+                        expected: "a function () -> i32",
+                    });
                 }
             }
-            Some(_) => return Err(DeployError::WrongExport { name, expected: "a function () -> i32" }),
+            Some(_) => {
+                return Err(DeployError::WrongExport {
+                    name,
+                    expected: "a function () -> i32",
+                })
+            }
             None => return Err(DeployError::MissingExport(name)),
         }
     }
     for import in module.imports() {
         if import.module() != abi::IMPORT_MODULE || !abi::HOST_FUNCTIONS.contains(&import.name()) {
-            return Err(DeployError::UnknownImport { module: import.module().to_owned(), name: import.name().to_owned() });
+            return Err(DeployError::UnknownImport {
+                module: import.module().to_owned(),
+                name: import.name().to_owned(),
+            });
         }
     }
     Ok(())

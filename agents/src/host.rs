@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 
 use caxton_messaging::{Address, AgentId, Envelope, InstanceId, Performative};
 use caxton_profiles::{AgentLimits, Profile, WarmupStrategy};
-use wasmtime::{Caller, Engine, InstancePre, Linker, Memory, Module, Store, StoreLimits, StoreLimitsBuilder, Trap, TypedFunc};
+use wasmtime::{
+    Caller, Engine, InstancePre, Linker, Memory, Module, Store, StoreLimits, StoreLimitsBuilder,
+    Trap, TypedFunc,
+};
 
 use crate::abi::{self, errors};
 use crate::compile::{engine_config, CompiledModule};
@@ -68,7 +71,10 @@ pub enum Outcome {
 impl Outcome {
     /// Whether the instance must be replaced.
     pub fn is_fault(&self) -> bool {
-        matches!(self, Self::Trapped(_) | Self::TimedOut | Self::MemoryExceeded)
+        matches!(
+            self,
+            Self::Trapped(_) | Self::TimedOut | Self::MemoryExceeded
+        )
     }
 }
 
@@ -174,10 +180,16 @@ pub struct AgentHost {
 impl AgentHost {
     /// A host for shard `shard` configured from `profile`. `resolver` maps agent
     /// names to ids for `send`; `clock` is the node clock.
-    pub fn new(profile: &Profile, shard: u16, resolver: Resolver, clock: Clock) -> Result<Self, DeployError> {
+    pub fn new(
+        profile: &Profile,
+        shard: u16,
+        resolver: Resolver,
+        clock: Clock,
+    ) -> Result<Self, DeployError> {
         let runtime = &profile.runtime;
         let pool_instances = runtime.max_agents.saturating_add(runtime.agent_pool_size);
-        let engine = Engine::new(&engine_config(profile, pool_instances)?).map_err(|error| DeployError::Engine(error.to_string()))?;
+        let engine = Engine::new(&engine_config(profile, pool_instances)?)
+            .map_err(|error| DeployError::Engine(error.to_string()))?;
         let linker = host_linker(&engine)?;
         let policy = PoolPolicy {
             pool_size: runtime.agent_pool_size as usize,
@@ -186,7 +198,15 @@ impl AgentHost {
             recycle_after: runtime.agent_pool.recycle_after.get(),
             memory_ceiling_bytes: runtime.max_memory_per_agent.bytes(),
         };
-        Ok(Self { shard, engine, linker, agents: HashMap::new(), policy, resolver, clock })
+        Ok(Self {
+            shard,
+            engine,
+            linker,
+            agents: HashMap::new(),
+            policy,
+            resolver,
+            clock,
+        })
     }
 
     /// This host's engine, for the node's epoch ticker.
@@ -196,13 +216,29 @@ impl AgentHost {
 
     /// Load `module` as agent `id` named `name` with `instances` instances on
     /// this shard, under `limits`.
-    pub fn deploy(&mut self, id: AgentId, name: &str, module: &CompiledModule, instances: u16, limits: &AgentLimits) -> Result<(), DeployError> {
+    pub fn deploy(
+        &mut self,
+        id: AgentId,
+        name: &str,
+        module: &CompiledModule,
+        instances: u16,
+        limits: &AgentLimits,
+    ) -> Result<(), DeployError> {
         // SAFETY: the artifact was produced by `ModuleCompiler` of this node
         // with the same engine configuration; it is not untrusted input.
-        let module = unsafe { Module::deserialize(&self.engine, &*module.artifact) }.map_err(|error| DeployError::Engine(format!("{error:#}")))?;
-        let pre = self.linker.instantiate_pre(&module).map_err(|error| DeployError::NotWasm(format!("{error:#}")))?;
+        let module = unsafe { Module::deserialize(&self.engine, &*module.artifact) }
+            .map_err(|error| DeployError::Engine(format!("{error:#}")))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|error| DeployError::NotWasm(format!("{error:#}")))?;
         let memory_limit = limits.memory.bytes().min(self.policy.memory_ceiling_bytes);
-        let ticks = limits.max_execution_time.get().as_nanos().div_ceil(EPOCH_TICK.as_nanos()).max(1);
+        let ticks = limits
+            .max_execution_time
+            .get()
+            .as_nanos()
+            .div_ceil(EPOCH_TICK.as_nanos())
+            .max(1);
         let mut agent = HostedAgent {
             name: Rc::from(name),
             pre,
@@ -272,7 +308,9 @@ impl AgentHost {
             .collect();
         for id in ids {
             while started < budget {
-                let Some(agent) = self.agents.get(&id) else { break };
+                let Some(agent) = self.agents.get(&id) else {
+                    break;
+                };
                 if agent.spares.len() >= share {
                     break;
                 }
@@ -292,24 +330,52 @@ impl AgentHost {
     }
 
     /// Start one more instance of agent `id`; returns its slot and whether a
-    /// warm spare served it.
-    pub fn add_instance(&mut self, id: AgentId) -> Result<(u16, StartKind), DeployError> {
-        let (instance, kind) = self.take_or_instantiate(id)?;
-        let agent = self.agents.get_mut(&id).ok_or_else(|| DeployError::Capacity(format!("agent {} is not on this shard", id.0)))?;
+    /// warm spare served it. With `cold`, spares are bypassed.
+    pub fn add_instance(
+        &mut self,
+        id: AgentId,
+        cold: bool,
+    ) -> Result<(u16, StartKind), DeployError> {
+        let (instance, kind) = if cold {
+            let agent = self.agents.get(&id).ok_or_else(|| {
+                DeployError::Capacity(format!("agent {} is not on this shard", id.0))
+            })?;
+            let instance = self.instantiate(agent).map_err(DeployError::Capacity)?;
+            if let Some(agent) = self.agents.get_mut(&id) {
+                agent.stats.cold_starts += 1;
+            }
+            (instance, StartKind::Cold)
+        } else {
+            self.take_or_instantiate(id)?
+        };
+        let agent = self
+            .agents
+            .get_mut(&id)
+            .ok_or_else(|| DeployError::Capacity(format!("agent {} is not on this shard", id.0)))?;
         agent.instances.push(instance);
-        let slot = u16::try_from(agent.instances.len() - 1).map_err(|_| DeployError::Capacity("more than 65535 instances".into()))?;
+        let slot = u16::try_from(agent.instances.len() - 1)
+            .map_err(|_| DeployError::Capacity("more than 65535 instances".into()))?;
         Ok((slot, kind))
     }
 
     /// Stop the last instance of agent `id` (keeping at least none).
     pub fn remove_instance(&mut self, id: AgentId) -> bool {
-        self.agents.get_mut(&id).and_then(|agent| agent.instances.pop()).is_some()
+        self.agents
+            .get_mut(&id)
+            .and_then(|agent| agent.instances.pop())
+            .is_some()
     }
 
     /// Handle `envelope` with agent `id`: instance `slot` if given, else the
     /// next one in turn. `sender_name` is what `msg_sender` reports.
     /// `None` when the agent has no instance here.
-    pub fn handle(&mut self, id: AgentId, slot: Option<u16>, envelope: Envelope, sender_name: Rc<str>) -> Option<Handled> {
+    pub fn handle(
+        &mut self,
+        id: AgentId,
+        slot: Option<u16>,
+        envelope: Envelope,
+        sender_name: Rc<str>,
+    ) -> Option<Handled> {
         let policy = self.policy.clone();
         let agent = self.agents.get_mut(&id)?;
         if agent.instances.is_empty() {
@@ -325,7 +391,8 @@ impl AgentHost {
         };
         let due_for_recycling = {
             let instance = &agent.instances[index];
-            instance.served >= policy.max_reuse_count || instance.born.elapsed() >= policy.recycle_after
+            instance.served >= policy.max_reuse_count
+                || instance.born.elapsed() >= policy.recycle_after
         };
         if due_for_recycling {
             self.replace_instance(id, index);
@@ -357,17 +424,31 @@ impl AgentHost {
             Outcome::MemoryExceeded => stats.memory_faults += 1,
         }
         let slot = u16::try_from(index).unwrap_or(u16::MAX);
-        let instance_id = InstanceId { agent: id, shard: self.shard, slot };
+        let instance_id = InstanceId {
+            agent: id,
+            shard: self.shard,
+            slot,
+        };
         if outcome.is_fault() {
             self.replace_instance(id, index);
-            return Some(Handled { instance: instance_id, outcome, outbox: Vec::new() });
+            return Some(Handled {
+                instance: instance_id,
+                outcome,
+                outbox: Vec::new(),
+            });
         }
-        Some(Handled { instance: instance_id, outcome, outbox })
+        Some(Handled {
+            instance: instance_id,
+            outcome,
+            outbox,
+        })
     }
 
     /// Replace instance `index` of agent `id` by a spare or a fresh instance.
     fn replace_instance(&mut self, id: AgentId, index: usize) {
-        let Some(agent) = self.agents.get_mut(&id) else { return };
+        let Some(agent) = self.agents.get_mut(&id) else {
+            return;
+        };
         agent.stats.recycled += 1;
         // Drop the old instance first: its pool slot is what the new one may need.
         let old = agent.instances.swap_remove(index);
@@ -389,14 +470,23 @@ impl AgentHost {
         }
     }
 
-    fn take_or_instantiate(&mut self, id: AgentId) -> Result<(LiveInstance, StartKind), DeployError> {
-        let agent = self.agents.get_mut(&id).ok_or_else(|| DeployError::Capacity(format!("agent {} is not on this shard", id.0)))?;
+    fn take_or_instantiate(
+        &mut self,
+        id: AgentId,
+    ) -> Result<(LiveInstance, StartKind), DeployError> {
+        let agent = self
+            .agents
+            .get_mut(&id)
+            .ok_or_else(|| DeployError::Capacity(format!("agent {} is not on this shard", id.0)))?;
         if let Some(mut spare) = agent.spares.pop() {
             agent.stats.warm_starts += 1;
             spare.born = Instant::now();
             return Ok((spare, StartKind::Warm));
         }
-        let agent = self.agents.get(&id).ok_or_else(|| DeployError::Capacity(format!("agent {} is not on this shard", id.0)))?;
+        let agent = self
+            .agents
+            .get(&id)
+            .ok_or_else(|| DeployError::Capacity(format!("agent {} is not on this shard", id.0)))?;
         let instance = self.instantiate(agent).map_err(DeployError::Capacity)?;
         if let Some(agent) = self.agents.get_mut(&id) {
             agent.stats.cold_starts += 1;
@@ -427,10 +517,23 @@ impl AgentHost {
         store.epoch_deadline_trap();
         // A start function is bounded like a handler.
         store.set_epoch_deadline(agent.execution_ticks);
-        let instance = agent.pre.instantiate(&mut store).map_err(|error| format!("cannot instantiate `{}`: {error:#}", agent.name))?;
-        let memory = instance.get_memory(&mut store, abi::EXPORT_MEMORY).ok_or_else(|| "no exported memory".to_owned())?;
-        let handle = instance.get_typed_func::<(), i32>(&mut store, abi::EXPORT_HANDLE).map_err(|error| error.to_string())?;
-        Ok(LiveInstance { store, memory, handle, served: 0, born: Instant::now() })
+        let instance = agent
+            .pre
+            .instantiate(&mut store)
+            .map_err(|error| format!("cannot instantiate `{}`: {error:#}", agent.name))?;
+        let memory = instance
+            .get_memory(&mut store, abi::EXPORT_MEMORY)
+            .ok_or_else(|| "no exported memory".to_owned())?;
+        let handle = instance
+            .get_typed_func::<(), i32>(&mut store, abi::EXPORT_HANDLE)
+            .map_err(|error| error.to_string())?;
+        Ok(LiveInstance {
+            store,
+            memory,
+            handle,
+            served: 0,
+            born: Instant::now(),
+        })
     }
 }
 
@@ -461,10 +564,18 @@ fn classify(error: &wasmtime::Error) -> Outcome {
 }
 
 /// Instantiate `module` once with a throwaway store and ask its ABI version.
-pub(crate) fn check_abi_version(engine: &Engine, module: &Module, deadline_ticks: u64) -> Result<(), DeployError> {
+pub(crate) fn check_abi_version(
+    engine: &Engine,
+    module: &Module,
+    deadline_ticks: u64,
+) -> Result<(), DeployError> {
     let linker = host_linker(engine)?;
     let state = HostState {
-        limits: StoreLimitsBuilder::new().instances(1).memories(1).tables(1).build(),
+        limits: StoreLimitsBuilder::new()
+            .instances(1)
+            .memories(1)
+            .tables(1)
+            .build(),
         current: None,
         current_sender_name: Rc::from(""),
         outbox: Vec::new(),
@@ -479,13 +590,18 @@ pub(crate) fn check_abi_version(engine: &Engine, module: &Module, deadline_ticks
     // The compiler's ticker advances this engine's epoch: a start function
     // that loops is stopped like a handler would be.
     store.set_epoch_deadline(deadline_ticks);
-    let instance = linker.instantiate(&mut store, module).map_err(|error| DeployError::StartFailed(format!("{error:#}")))?;
+    let instance = linker
+        .instantiate(&mut store, module)
+        .map_err(|error| DeployError::StartFailed(format!("{error:#}")))?;
     let version = instance
         .get_typed_func::<(), i32>(&mut store, abi::EXPORT_ABI_VERSION)
         .and_then(|function| function.call(&mut store, ()))
         .map_err(|error| DeployError::StartFailed(format!("{error:#}")))?;
     if version != abi::ABI_VERSION {
-        return Err(DeployError::WrongAbiVersion { found: version, expected: abi::ABI_VERSION });
+        return Err(DeployError::WrongAbiVersion {
+            found: version,
+            expected: abi::ABI_VERSION,
+        });
     }
     Ok(())
 }
@@ -498,16 +614,28 @@ fn guest_bytes<'a>(memory: &'a [u8], pointer: i32, length: i32) -> Option<&'a [u
 }
 
 fn exported_memory(caller: &mut Caller<'_, HostState>) -> Option<Memory> {
-    caller.get_export(abi::EXPORT_MEMORY).and_then(wasmtime::Extern::into_memory)
+    caller
+        .get_export(abi::EXPORT_MEMORY)
+        .and_then(wasmtime::Extern::into_memory)
 }
 
 /// Copy `bytes` into the guest at `pointer`, at most `capacity` of them.
 /// Returns the full length (so the guest can tell when its buffer was short).
-fn write_guest(caller: &mut Caller<'_, HostState>, pointer: i32, capacity: i32, bytes: &[u8]) -> i32 {
-    let Some(memory) = exported_memory(caller) else { return errors::OUT_OF_BOUNDS };
+fn write_guest(
+    caller: &mut Caller<'_, HostState>,
+    pointer: i32,
+    capacity: i32,
+    bytes: &[u8],
+) -> i32 {
+    let Some(memory) = exported_memory(caller) else {
+        return errors::OUT_OF_BOUNDS;
+    };
     let copied = bytes.len().min(usize::try_from(capacity).unwrap_or(0));
     let data = memory.data_mut(caller);
-    let Some(target) = usize::try_from(pointer).ok().and_then(|start| data.get_mut(start..start.checked_add(copied)?)) else {
+    let Some(target) = usize::try_from(pointer)
+        .ok()
+        .and_then(|start| data.get_mut(start..start.checked_add(copied)?))
+    else {
         return errors::OUT_OF_BOUNDS;
     };
     target.copy_from_slice(&bytes[..copied]);
@@ -517,65 +645,138 @@ fn write_guest(caller: &mut Caller<'_, HostState>, pointer: i32, capacity: i32, 
 fn host_linker(engine: &Engine) -> Result<Linker<HostState>, DeployError> {
     let mut linker = Linker::new(engine);
     let module = abi::IMPORT_MODULE;
-    let define = |result: wasmtime::Result<&mut Linker<HostState>>| result.map(|_| ()).map_err(|error| DeployError::Engine(error.to_string()));
-    define(linker.func_wrap(module, "msg_performative", |caller: Caller<'_, HostState>| -> i32 {
-        caller.data().current.as_ref().map_or(errors::NO_MESSAGE, |message| i32::from(message.performative.code()))
-    }))?;
-    define(linker.func_wrap(module, "msg_content_len", |caller: Caller<'_, HostState>| -> i32 {
-        caller.data().current.as_ref().map_or(errors::NO_MESSAGE, |message| i32::try_from(message.content.len()).unwrap_or(i32::MAX))
-    }))?;
-    define(linker.func_wrap(module, "msg_read_content", |mut caller: Caller<'_, HostState>, pointer: i32, capacity: i32| -> i32 {
-        let Some(content) = caller.data_mut().current.as_mut().map(|message| std::mem::take(&mut message.content)) else {
-            return errors::NO_MESSAGE;
-        };
-        let written = write_guest(&mut caller, pointer, capacity, &content);
-        if let Some(message) = caller.data_mut().current.as_mut() {
-            message.content = content;
-        }
-        written
-    }))?;
-    define(linker.func_wrap(module, "msg_sender", |mut caller: Caller<'_, HostState>, pointer: i32, capacity: i32| -> i32 {
-        if caller.data().current.is_none() {
-            return errors::NO_MESSAGE;
-        }
-        let name = Rc::clone(&caller.data().current_sender_name);
-        write_guest(&mut caller, pointer, capacity, name.as_bytes())
-    }))?;
+    let define = |result: wasmtime::Result<&mut Linker<HostState>>| {
+        result
+            .map(|_| ())
+            .map_err(|error| DeployError::Engine(error.to_string()))
+    };
+    define(linker.func_wrap(
+        module,
+        "msg_performative",
+        |caller: Caller<'_, HostState>| -> i32 {
+            caller
+                .data()
+                .current
+                .as_ref()
+                .map_or(errors::NO_MESSAGE, |message| {
+                    i32::from(message.performative.code())
+                })
+        },
+    ))?;
+    define(linker.func_wrap(
+        module,
+        "msg_content_len",
+        |caller: Caller<'_, HostState>| -> i32 {
+            caller
+                .data()
+                .current
+                .as_ref()
+                .map_or(errors::NO_MESSAGE, |message| {
+                    i32::try_from(message.content.len()).unwrap_or(i32::MAX)
+                })
+        },
+    ))?;
+    define(linker.func_wrap(
+        module,
+        "msg_read_content",
+        |mut caller: Caller<'_, HostState>, pointer: i32, capacity: i32| -> i32 {
+            let Some(content) = caller
+                .data_mut()
+                .current
+                .as_mut()
+                .map(|message| std::mem::take(&mut message.content))
+            else {
+                return errors::NO_MESSAGE;
+            };
+            let written = write_guest(&mut caller, pointer, capacity, &content);
+            if let Some(message) = caller.data_mut().current.as_mut() {
+                message.content = content;
+            }
+            written
+        },
+    ))?;
+    define(linker.func_wrap(
+        module,
+        "msg_sender",
+        |mut caller: Caller<'_, HostState>, pointer: i32, capacity: i32| -> i32 {
+            if caller.data().current.is_none() {
+                return errors::NO_MESSAGE;
+            }
+            let name = Rc::clone(&caller.data().current_sender_name);
+            write_guest(&mut caller, pointer, capacity, name.as_bytes())
+        },
+    ))?;
     for (name, field) in [
-        ("msg_conversation_id", (|message: &Envelope| message.conversation_id) as fn(&Envelope) -> u64),
+        (
+            "msg_conversation_id",
+            (|message: &Envelope| message.conversation_id) as fn(&Envelope) -> u64,
+        ),
         ("msg_reply_with", |message: &Envelope| message.reply_with),
         ("msg_in_reply_to", |message: &Envelope| message.in_reply_to),
     ] {
-        define(linker.func_wrap(module, name, move |caller: Caller<'_, HostState>| -> i64 {
-            caller.data().current.as_ref().map_or(i64::from(errors::NO_MESSAGE), |message| field(message) as i64)
-        }))?;
+        define(
+            linker.func_wrap(module, name, move |caller: Caller<'_, HostState>| -> i64 {
+                caller
+                    .data()
+                    .current
+                    .as_ref()
+                    .map_or(i64::from(errors::NO_MESSAGE), |message| {
+                        field(message) as i64
+                    })
+            }),
+        )?;
     }
     define(linker.func_wrap(
         module,
         "send",
-        |mut caller: Caller<'_, HostState>, to_pointer: i32, to_length: i32, performative: i32, content_pointer: i32, content_length: i32, reply_with: i64| -> i32 {
-            let Some(conversation_id) = caller.data().current.as_ref().map(|message| message.conversation_id) else {
+        |mut caller: Caller<'_, HostState>,
+         to_pointer: i32,
+         to_length: i32,
+         performative: i32,
+         content_pointer: i32,
+         content_length: i32,
+         reply_with: i64|
+         -> i32 {
+            let Some(conversation_id) = caller
+                .data()
+                .current
+                .as_ref()
+                .map(|message| message.conversation_id)
+            else {
                 return errors::NO_MESSAGE;
             };
-            let Some(performative) = u32::try_from(performative).ok().and_then(Performative::from_code) else {
+            let Some(performative) = u32::try_from(performative)
+                .ok()
+                .and_then(Performative::from_code)
+            else {
                 return errors::BAD_PERFORMATIVE;
             };
             if caller.data().outbox.len() >= abi::SENDS_PER_MESSAGE_MAX {
                 return errors::OUTBOX_FULL;
             }
             if usize::try_from(to_length).is_ok_and(|length| length > abi::NAME_BYTES_MAX)
-                || usize::try_from(content_length).is_ok_and(|length| length > abi::CONTENT_BYTES_MAX)
+                || usize::try_from(content_length)
+                    .is_ok_and(|length| length > abi::CONTENT_BYTES_MAX)
             {
                 return errors::TOO_LARGE;
             }
-            let Some(memory) = exported_memory(&mut caller) else { return errors::OUT_OF_BOUNDS };
-            let data = memory.data(&caller);
-            let (Some(name), Some(content)) = (guest_bytes(data, to_pointer, to_length), guest_bytes(data, content_pointer, content_length)) else {
+            let Some(memory) = exported_memory(&mut caller) else {
                 return errors::OUT_OF_BOUNDS;
             };
-            let Ok(name) = std::str::from_utf8(name) else { return errors::BAD_UTF8 };
+            let data = memory.data(&caller);
+            let (Some(name), Some(content)) = (
+                guest_bytes(data, to_pointer, to_length),
+                guest_bytes(data, content_pointer, content_length),
+            ) else {
+                return errors::OUT_OF_BOUNDS;
+            };
+            let Ok(name) = std::str::from_utf8(name) else {
+                return errors::BAD_UTF8;
+            };
             let content = content.to_vec();
-            let Some(receiver) = (caller.data().resolver)(name) else { return errors::UNKNOWN_RECEIVER };
+            let Some(receiver) = (caller.data().resolver)(name) else {
+                return errors::UNKNOWN_RECEIVER;
+            };
             caller.data_mut().outbox.push(OutboundMessage {
                 receiver: Address::Agent(receiver),
                 performative,
@@ -588,33 +789,71 @@ fn host_linker(engine: &Engine) -> Result<Linker<HostState>, DeployError> {
             0
         },
     ))?;
-    define(linker.func_wrap(module, "reply", |mut caller: Caller<'_, HostState>, performative: i32, content_pointer: i32, content_length: i32| -> i32 {
-        let Some((receiver, conversation_id, in_reply_to)) =
-            caller.data().current.as_ref().map(|message| (message.sender, message.conversation_id, message.reply_with))
-        else {
-            return errors::NO_MESSAGE;
-        };
-        let Some(performative) = u32::try_from(performative).ok().and_then(Performative::from_code) else {
-            return errors::BAD_PERFORMATIVE;
-        };
-        if caller.data().outbox.len() >= abi::SENDS_PER_MESSAGE_MAX {
-            return errors::OUTBOX_FULL;
-        }
-        if usize::try_from(content_length).is_ok_and(|length| length > abi::CONTENT_BYTES_MAX) {
-            return errors::TOO_LARGE;
-        }
-        let Some(memory) = exported_memory(&mut caller) else { return errors::OUT_OF_BOUNDS };
-        let Some(content) = guest_bytes(memory.data(&caller), content_pointer, content_length).map(<[u8]>::to_vec) else {
-            return errors::OUT_OF_BOUNDS;
-        };
-        caller.data_mut().outbox.push(OutboundMessage { receiver, performative, conversation_id, reply_with: 0, in_reply_to, on_behalf_of: None, content });
-        0
-    }))?;
+    define(linker.func_wrap(
+        module,
+        "reply",
+        |mut caller: Caller<'_, HostState>,
+         performative: i32,
+         content_pointer: i32,
+         content_length: i32|
+         -> i32 {
+            let Some((receiver, conversation_id, in_reply_to)) = caller
+                .data()
+                .current
+                .as_ref()
+                .map(|message| (message.sender, message.conversation_id, message.reply_with))
+            else {
+                return errors::NO_MESSAGE;
+            };
+            let Some(performative) = u32::try_from(performative)
+                .ok()
+                .and_then(Performative::from_code)
+            else {
+                return errors::BAD_PERFORMATIVE;
+            };
+            if caller.data().outbox.len() >= abi::SENDS_PER_MESSAGE_MAX {
+                return errors::OUTBOX_FULL;
+            }
+            if usize::try_from(content_length).is_ok_and(|length| length > abi::CONTENT_BYTES_MAX) {
+                return errors::TOO_LARGE;
+            }
+            let Some(memory) = exported_memory(&mut caller) else {
+                return errors::OUT_OF_BOUNDS;
+            };
+            let Some(content) = guest_bytes(memory.data(&caller), content_pointer, content_length)
+                .map(<[u8]>::to_vec)
+            else {
+                return errors::OUT_OF_BOUNDS;
+            };
+            caller.data_mut().outbox.push(OutboundMessage {
+                receiver,
+                performative,
+                conversation_id,
+                reply_with: 0,
+                in_reply_to,
+                on_behalf_of: None,
+                content,
+            });
+            0
+        },
+    ))?;
     define(linker.func_wrap(
         module,
         "forward",
-        |mut caller: Caller<'_, HostState>, to_pointer: i32, to_length: i32, content_pointer: i32, content_length: i32| -> i32 {
-            let Some(current) = caller.data().current.as_ref().map(|message| (message.sender, message.performative, message.conversation_id, message.reply_with)) else {
+        |mut caller: Caller<'_, HostState>,
+         to_pointer: i32,
+         to_length: i32,
+         content_pointer: i32,
+         content_length: i32|
+         -> i32 {
+            let Some(current) = caller.data().current.as_ref().map(|message| {
+                (
+                    message.sender,
+                    message.performative,
+                    message.conversation_id,
+                    message.reply_with,
+                )
+            }) else {
                 return errors::NO_MESSAGE;
             };
             let (original_sender, performative, conversation_id, reply_with) = current;
@@ -624,14 +863,23 @@ fn host_linker(engine: &Engine) -> Result<Linker<HostState>, DeployError> {
             if usize::try_from(content_length).is_ok_and(|length| length > abi::CONTENT_BYTES_MAX) {
                 return errors::TOO_LARGE;
             }
-            let Some(memory) = exported_memory(&mut caller) else { return errors::OUT_OF_BOUNDS };
-            let data = memory.data(&caller);
-            let (Some(name), Some(content)) = (guest_bytes(data, to_pointer, to_length), guest_bytes(data, content_pointer, content_length)) else {
+            let Some(memory) = exported_memory(&mut caller) else {
                 return errors::OUT_OF_BOUNDS;
             };
-            let Ok(name) = std::str::from_utf8(name) else { return errors::BAD_UTF8 };
+            let data = memory.data(&caller);
+            let (Some(name), Some(content)) = (
+                guest_bytes(data, to_pointer, to_length),
+                guest_bytes(data, content_pointer, content_length),
+            ) else {
+                return errors::OUT_OF_BOUNDS;
+            };
+            let Ok(name) = std::str::from_utf8(name) else {
+                return errors::BAD_UTF8;
+            };
             let content = content.to_vec();
-            let Some(receiver) = (caller.data().resolver)(name) else { return errors::UNKNOWN_RECEIVER };
+            let Some(receiver) = (caller.data().resolver)(name) else {
+                return errors::UNKNOWN_RECEIVER;
+            };
             // Forwarding keeps the original sender, so the last hop answers it directly.
             caller.data_mut().outbox.push(OutboundMessage {
                 receiver: Address::Agent(receiver),
@@ -645,57 +893,102 @@ fn host_linker(engine: &Engine) -> Result<Linker<HostState>, DeployError> {
             0
         },
     ))?;
-    define(linker.func_wrap(module, "defer_reply", |mut caller: Caller<'_, HostState>| -> i64 {
-        let Some(ticket) = caller.data().current.as_ref().map(|message| (message.sender, message.conversation_id, message.reply_with)) else {
-            return i64::from(errors::NO_MESSAGE);
-        };
-        let tickets = &mut caller.data_mut().tickets;
-        let index = match tickets.iter().position(Option::is_none) {
-            Some(index) => index,
-            None if tickets.len() < DEFERRED_REPLIES_MAX => {
-                tickets.push(None);
-                tickets.len() - 1
-            }
-            None => return i64::from(errors::OUTBOX_FULL),
-        };
-        tickets[index] = Some(ticket);
-        index as i64 + 1
-    }))?;
+    define(linker.func_wrap(
+        module,
+        "defer_reply",
+        |mut caller: Caller<'_, HostState>| -> i64 {
+            let Some(ticket) = caller
+                .data()
+                .current
+                .as_ref()
+                .map(|message| (message.sender, message.conversation_id, message.reply_with))
+            else {
+                return i64::from(errors::NO_MESSAGE);
+            };
+            let tickets = &mut caller.data_mut().tickets;
+            let index = match tickets.iter().position(Option::is_none) {
+                Some(index) => index,
+                None if tickets.len() < DEFERRED_REPLIES_MAX => {
+                    tickets.push(None);
+                    tickets.len() - 1
+                }
+                None => return i64::from(errors::OUTBOX_FULL),
+            };
+            tickets[index] = Some(ticket);
+            index as i64 + 1
+        },
+    ))?;
     define(linker.func_wrap(
         module,
         "reply_to",
-        |mut caller: Caller<'_, HostState>, ticket: i64, performative: i32, content_pointer: i32, content_length: i32| -> i32 {
+        |mut caller: Caller<'_, HostState>,
+         ticket: i64,
+         performative: i32,
+         content_pointer: i32,
+         content_length: i32|
+         -> i32 {
             if caller.data().current.is_none() {
                 return errors::NO_MESSAGE;
             }
-            let Some(performative) = u32::try_from(performative).ok().and_then(Performative::from_code) else {
+            let Some(performative) = u32::try_from(performative)
+                .ok()
+                .and_then(Performative::from_code)
+            else {
                 return errors::BAD_PERFORMATIVE;
             };
             let slot = usize::try_from(ticket - 1).ok();
-            let Some((receiver, conversation_id, in_reply_to)) = slot.and_then(|slot| caller.data_mut().tickets.get_mut(slot)?.take()) else {
+            let Some((receiver, conversation_id, in_reply_to)) =
+                slot.and_then(|slot| caller.data_mut().tickets.get_mut(slot)?.take())
+            else {
                 return errors::NO_SENDER;
             };
             if usize::try_from(content_length).is_ok_and(|length| length > abi::CONTENT_BYTES_MAX) {
                 return errors::TOO_LARGE;
             }
-            let Some(memory) = exported_memory(&mut caller) else { return errors::OUT_OF_BOUNDS };
-            let Some(content) = guest_bytes(memory.data(&caller), content_pointer, content_length).map(<[u8]>::to_vec) else {
+            let Some(memory) = exported_memory(&mut caller) else {
                 return errors::OUT_OF_BOUNDS;
             };
-            caller.data_mut().outbox.push(OutboundMessage { receiver, performative, conversation_id, reply_with: 0, in_reply_to, on_behalf_of: None, content });
+            let Some(content) = guest_bytes(memory.data(&caller), content_pointer, content_length)
+                .map(<[u8]>::to_vec)
+            else {
+                return errors::OUT_OF_BOUNDS;
+            };
+            caller.data_mut().outbox.push(OutboundMessage {
+                receiver,
+                performative,
+                conversation_id,
+                reply_with: 0,
+                in_reply_to,
+                on_behalf_of: None,
+                content,
+            });
             0
         },
     ))?;
-    define(linker.func_wrap(module, "log", |mut caller: Caller<'_, HostState>, level: i32, pointer: i32, length: i32| -> i32 {
-        let Some(memory) = exported_memory(&mut caller) else { return errors::OUT_OF_BOUNDS };
-        let Some(bytes) = guest_bytes(memory.data(&caller), pointer, length.min(abi::LOG_BYTES_MAX as i32)) else {
-            return errors::OUT_OF_BOUNDS;
-        };
-        let line = String::from_utf8_lossy(bytes).into_owned();
-        let agent = Rc::clone(&caller.data().agent_name);
-        crate::log::agent_log(&agent, level, &line);
-        0
-    }))?;
-    define(linker.func_wrap(module, "now_ns", |caller: Caller<'_, HostState>| -> i64 { (caller.data().clock)() as i64 }))?;
+    define(linker.func_wrap(
+        module,
+        "log",
+        |mut caller: Caller<'_, HostState>, level: i32, pointer: i32, length: i32| -> i32 {
+            let Some(memory) = exported_memory(&mut caller) else {
+                return errors::OUT_OF_BOUNDS;
+            };
+            let Some(bytes) = guest_bytes(
+                memory.data(&caller),
+                pointer,
+                length.min(abi::LOG_BYTES_MAX as i32),
+            ) else {
+                return errors::OUT_OF_BOUNDS;
+            };
+            let line = String::from_utf8_lossy(bytes).into_owned();
+            let agent = Rc::clone(&caller.data().agent_name);
+            crate::log::agent_log(&agent, level, &line);
+            0
+        },
+    ))?;
+    define(
+        linker.func_wrap(module, "now_ns", |caller: Caller<'_, HostState>| -> i64 {
+            (caller.data().clock)() as i64
+        }),
+    )?;
     Ok(linker)
 }

@@ -17,5 +17,8 @@ mod ticker;
 
 pub use compile::{engine_config, CompiledModule, ModuleCompiler, MODULE_BYTES_MAX};
 pub use error::DeployError;
-pub use host::{AgentHost, AgentStats, Clock, Handled, OutboundMessage, Outcome, Resolver, StartKind, EPOCH_TICK};
+pub use host::{
+    AgentHost, AgentStats, Clock, Handled, OutboundMessage, Outcome, Resolver, StartKind,
+    EPOCH_TICK,
+};
 pub use ticker::EpochTicker;

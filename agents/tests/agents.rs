@@ -13,10 +13,16 @@ const COUNTER: AgentId = AgentId(1);
 const FORWARDER: AgentId = AgentId(2);
 const FANOUT: AgentId = AgentId(3);
 const FAULTY: AgentId = AgentId(4);
-const CLIENT: Address = Address::Client { shard: 0, client: 9 };
+const CLIENT: Address = Address::Client {
+    shard: 0,
+    client: 9,
+};
 
 fn example(name: &str) -> Vec<u8> {
-    let path = format!("{}/../examples/agents/{name}.wat", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../examples/agents/{name}.wat",
+        env!("CARGO_MANIFEST_DIR")
+    );
     std::fs::read(&path).unwrap_or_else(|error| panic!("{path}: {error}"))
 }
 
@@ -41,9 +47,16 @@ fn host(profile: &Profile) -> AgentHost {
     AgentHost::new(profile, 0, Rc::new(names), Rc::new(|| 1_000)).expect("host")
 }
 
-fn deploy(host: &mut AgentHost, compiler: &mut ModuleCompiler, id: AgentId, example_name: &str, limits: &AgentLimits) {
+fn deploy(
+    host: &mut AgentHost,
+    compiler: &mut ModuleCompiler,
+    id: AgentId,
+    example_name: &str,
+    limits: &AgentLimits,
+) {
     let module = compiler.compile(&example(example_name)).expect("compiles");
-    host.deploy(id, example_name, &module, 1, limits).expect("deploys");
+    host.deploy(id, example_name, &module, 1, limits)
+        .expect("deploys");
 }
 
 fn request(content: &[u8]) -> Envelope {
@@ -57,7 +70,7 @@ fn request(content: &[u8]) -> Envelope {
         priority: PriorityClass(0),
         deadline_ns: Envelope::NO_DEADLINE,
         sent_at_ns: 0,
-            from_shard: 0,
+        from_shard: 0,
         content: content.to_vec(),
     }
 }
@@ -67,12 +80,28 @@ fn echo_answers_with_the_same_content() {
     let profile = small_profile();
     let mut compiler = ModuleCompiler::new(&profile).expect("compiler");
     let mut host = host(&profile);
-    deploy(&mut host, &mut compiler, ECHO, "echo", &profile.agents.default_limits);
-    let handled = host.handle(ECHO, None, request(b"ping"), Rc::from("client")).expect("hosted");
+    deploy(
+        &mut host,
+        &mut compiler,
+        ECHO,
+        "echo",
+        &profile.agents.default_limits,
+    );
+    let handled = host
+        .handle(ECHO, None, request(b"ping"), Rc::from("client"))
+        .expect("hosted");
     assert_eq!(handled.outcome, Outcome::Handled);
     assert_eq!(handled.outbox.len(), 1);
     let answer = &handled.outbox[0];
-    assert_eq!((answer.receiver, answer.performative, answer.in_reply_to, answer.conversation_id), (CLIENT, Performative::Inform, 77, 5));
+    assert_eq!(
+        (
+            answer.receiver,
+            answer.performative,
+            answer.in_reply_to,
+            answer.conversation_id
+        ),
+        (CLIENT, Performative::Inform, 77, 5)
+    );
     assert_eq!(answer.content, b"ping");
 }
 
@@ -82,14 +111,32 @@ fn counter_keeps_state_and_recycling_resets_it() {
     profile.runtime.agent_pool.max_reuse_count = 3;
     let mut compiler = ModuleCompiler::new(&profile).expect("compiler");
     let mut host = host(&profile);
-    deploy(&mut host, &mut compiler, COUNTER, "counter", &profile.agents.default_limits);
+    deploy(
+        &mut host,
+        &mut compiler,
+        COUNTER,
+        "counter",
+        &profile.agents.default_limits,
+    );
     let counts: Vec<u64> = (0..5)
         .map(|_| {
-            let handled = host.handle(COUNTER, None, request(b""), Rc::from("client")).expect("hosted");
-            u64::from_le_bytes(handled.outbox[0].content.clone().try_into().expect("8 bytes"))
+            let handled = host
+                .handle(COUNTER, None, request(b""), Rc::from("client"))
+                .expect("hosted");
+            u64::from_le_bytes(
+                handled.outbox[0]
+                    .content
+                    .clone()
+                    .try_into()
+                    .expect("8 bytes"),
+            )
         })
         .collect();
-    assert_eq!(counts, [1, 2, 3, 1, 2], "a fresh instance after max_reuse_count messages");
+    assert_eq!(
+        counts,
+        [1, 2, 3, 1, 2],
+        "a fresh instance after max_reuse_count messages"
+    );
     assert_eq!(host.stats(COUNTER).expect("stats").recycled, 1);
 }
 
@@ -98,28 +145,63 @@ fn forwarder_strips_a_hop_and_keeps_the_original_sender() {
     let profile = small_profile();
     let mut compiler = ModuleCompiler::new(&profile).expect("compiler");
     let mut host = host(&profile);
-    deploy(&mut host, &mut compiler, FORWARDER, "forwarder", &profile.agents.default_limits);
+    deploy(
+        &mut host,
+        &mut compiler,
+        FORWARDER,
+        "forwarder",
+        &profile.agents.default_limits,
+    );
     let mut route = vec![2u8, 9];
     route.extend_from_slice(b"forwarder");
     route.extend_from_slice(&[4]);
     route.extend_from_slice(b"echo");
     route.extend_from_slice(b"payload");
-    let handled = host.handle(FORWARDER, None, request(&route), Rc::from("client")).expect("hosted");
+    let handled = host
+        .handle(FORWARDER, None, request(&route), Rc::from("client"))
+        .expect("hosted");
     assert_eq!(handled.outcome, Outcome::Handled);
     let forwarded = &handled.outbox[0];
     assert_eq!(forwarded.receiver, Address::Agent(FORWARDER));
     assert_eq!(forwarded.on_behalf_of, Some(CLIENT));
-    assert_eq!(forwarded.reply_with, 77, "the original correlation travels on");
+    assert_eq!(
+        forwarded.reply_with, 77,
+        "the original correlation travels on"
+    );
     let mut rest = vec![1u8, 4];
     rest.extend_from_slice(b"echo");
     rest.extend_from_slice(b"payload");
     assert_eq!(forwarded.content, rest);
 
-    let last = host.handle(FORWARDER, None, request(&[0, b'h', b'i']), Rc::from("client")).expect("hosted");
-    assert_eq!((last.outbox[0].performative, last.outbox[0].content.as_slice()), (Performative::Inform, &b"hi"[..]));
+    let last = host
+        .handle(
+            FORWARDER,
+            None,
+            request(&[0, b'h', b'i']),
+            Rc::from("client"),
+        )
+        .expect("hosted");
+    assert_eq!(
+        (
+            last.outbox[0].performative,
+            last.outbox[0].content.as_slice()
+        ),
+        (Performative::Inform, &b"hi"[..])
+    );
 
-    let unknown = host.handle(FORWARDER, None, request(&[1, 3, b'n', b'o', b'p']), Rc::from("client")).expect("hosted");
-    assert_eq!(unknown.outcome, Outcome::AgentFailed(3), "forward to an unknown agent returns an error the agent reports");
+    let unknown = host
+        .handle(
+            FORWARDER,
+            None,
+            request(&[1, 3, b'n', b'o', b'p']),
+            Rc::from("client"),
+        )
+        .expect("hosted");
+    assert_eq!(
+        unknown.outcome,
+        Outcome::AgentFailed(3),
+        "forward to an unknown agent returns an error the agent reports"
+    );
 }
 
 #[test]
@@ -127,27 +209,53 @@ fn fanout_gathers_every_answer_before_replying() {
     let profile = small_profile();
     let mut compiler = ModuleCompiler::new(&profile).expect("compiler");
     let mut host = host(&profile);
-    deploy(&mut host, &mut compiler, FANOUT, "fanout", &profile.agents.default_limits);
+    deploy(
+        &mut host,
+        &mut compiler,
+        FANOUT,
+        "fanout",
+        &profile.agents.default_limits,
+    );
     let mut content = vec![2u8, 4];
     content.extend_from_slice(b"echo");
     content.push(7);
     content.extend_from_slice(b"counter");
-    let opened = host.handle(FANOUT, None, request(&content), Rc::from("client")).expect("hosted");
+    let opened = host
+        .handle(FANOUT, None, request(&content), Rc::from("client"))
+        .expect("hosted");
     assert_eq!(opened.outcome, Outcome::Handled);
     assert_eq!(opened.outbox.len(), 2);
     let ticket = opened.outbox[0].reply_with;
     assert!(ticket > 0);
     assert_eq!(opened.outbox[1].receiver, Address::Agent(COUNTER));
 
-    let busy = host.handle(FANOUT, None, request(&content), Rc::from("client")).expect("hosted");
-    assert_eq!(busy.outbox[0].performative, Performative::Refuse, "one gather at a time");
+    let busy = host
+        .handle(FANOUT, None, request(&content), Rc::from("client"))
+        .expect("hosted");
+    assert_eq!(
+        busy.outbox[0].performative,
+        Performative::Refuse,
+        "one gather at a time"
+    );
 
-    let answer = |from: AgentId| Envelope { performative: Performative::Inform, sender: Address::Agent(from), in_reply_to: ticket, ..request(b"") };
-    let first = host.handle(FANOUT, None, answer(ECHO), Rc::from("echo")).expect("hosted");
+    let answer = |from: AgentId| Envelope {
+        performative: Performative::Inform,
+        sender: Address::Agent(from),
+        in_reply_to: ticket,
+        ..request(b"")
+    };
+    let first = host
+        .handle(FANOUT, None, answer(ECHO), Rc::from("echo"))
+        .expect("hosted");
     assert!(first.outbox.is_empty(), "still waiting for one answer");
-    let second = host.handle(FANOUT, None, answer(COUNTER), Rc::from("counter")).expect("hosted");
+    let second = host
+        .handle(FANOUT, None, answer(COUNTER), Rc::from("counter"))
+        .expect("hosted");
     let done = &second.outbox[0];
-    assert_eq!((done.receiver, done.performative, done.in_reply_to), (CLIENT, Performative::Inform, 77));
+    assert_eq!(
+        (done.receiver, done.performative, done.in_reply_to),
+        (CLIENT, Performative::Inform, 77)
+    );
     assert_eq!(done.content, 2u32.to_le_bytes());
 }
 
@@ -157,19 +265,34 @@ fn faults_fail_one_message_and_the_shard_keeps_serving() {
     let mut compiler = ModuleCompiler::new(&profile).expect("compiler");
     let mut host = host(&profile);
     let _ticker = EpochTicker::start(vec![host.engine().clone()]).expect("ticker");
-    deploy(&mut host, &mut compiler, ECHO, "echo", &profile.agents.default_limits);
+    deploy(
+        &mut host,
+        &mut compiler,
+        ECHO,
+        "echo",
+        &profile.agents.default_limits,
+    );
 
-    let short = AgentLimits { max_execution_time: HumanDuration::from_millis(20), ..profile.agents.default_limits.clone() };
-    let small = AgentLimits { memory: ByteSize::mib(1), ..profile.agents.default_limits.clone() };
+    let short = AgentLimits {
+        max_execution_time: HumanDuration::from_millis(20),
+        ..profile.agents.default_limits.clone()
+    };
+    let small = AgentLimits {
+        memory: ByteSize::mib(1),
+        ..profile.agents.default_limits.clone()
+    };
     for (module, limits, expected) in [
         ("trap", &profile.agents.default_limits, "trap"),
         ("loop", &short, "timeout"),
         ("grow", &small, "memory"),
     ] {
         let compiled = compiler.compile(&example(module)).expect("compiles");
-        host.deploy(FAULTY, module, &compiled, 1, limits).expect("deploys");
+        host.deploy(FAULTY, module, &compiled, 1, limits)
+            .expect("deploys");
         for round in 0..2 {
-            let handled = host.handle(FAULTY, None, request(b"x"), Rc::from("client")).expect("hosted");
+            let handled = host
+                .handle(FAULTY, None, request(b"x"), Rc::from("client"))
+                .expect("hosted");
             let matches = match expected {
                 "trap" => matches!(handled.outcome, Outcome::Trapped(_)),
                 "timeout" => handled.outcome == Outcome::TimedOut,
@@ -177,12 +300,24 @@ fn faults_fail_one_message_and_the_shard_keeps_serving() {
             };
             assert!(matches, "{module} round {round}: {:?}", handled.outcome);
             assert!(handled.outbox.is_empty());
-            let echoed = host.handle(ECHO, None, request(b"still here"), Rc::from("client")).expect("hosted");
-            assert_eq!(echoed.outbox[0].content, b"still here", "other agents keep serving after {module}");
+            let echoed = host
+                .handle(ECHO, None, request(b"still here"), Rc::from("client"))
+                .expect("hosted");
+            assert_eq!(
+                echoed.outbox[0].content, b"still here",
+                "other agents keep serving after {module}"
+            );
         }
         let stats = host.stats(FAULTY).expect("stats").clone();
-        assert_eq!(stats.recycled, 2, "{module}: each fault replaced the instance");
-        assert_eq!(host.instance_count(FAULTY), Some(1), "{module}: still one instance");
+        assert_eq!(
+            stats.recycled, 2,
+            "{module}: each fault replaced the instance"
+        );
+        assert_eq!(
+            host.instance_count(FAULTY),
+            Some(1),
+            "{module}: still one instance"
+        );
         assert!(host.undeploy(FAULTY));
     }
 }
@@ -192,52 +327,113 @@ fn warm_spares_serve_startups_when_eager() {
     let profile = small_profile();
     let mut compiler = ModuleCompiler::new(&profile).expect("compiler");
     let mut eager = host(&profile);
-    deploy(&mut eager, &mut compiler, ECHO, "echo", &profile.agents.default_limits);
-    assert_eq!(eager.spare_count(ECHO), 8, "the whole pool for the only agent");
-    assert_eq!(eager.add_instance(ECHO).expect("starts").1, StartKind::Warm);
+    deploy(
+        &mut eager,
+        &mut compiler,
+        ECHO,
+        "echo",
+        &profile.agents.default_limits,
+    );
+    assert_eq!(
+        eager.spare_count(ECHO),
+        8,
+        "the whole pool for the only agent"
+    );
+    assert_eq!(
+        eager.add_instance(ECHO, false).expect("starts").1,
+        StartKind::Warm
+    );
 
     let mut lazy_profile = small_profile();
     lazy_profile.runtime.agent_pool.warmup_strategy = WarmupStrategy::Lazy;
     let mut lazy = host(&lazy_profile);
-    deploy(&mut lazy, &mut compiler, ECHO, "echo", &lazy_profile.agents.default_limits);
+    deploy(
+        &mut lazy,
+        &mut compiler,
+        ECHO,
+        "echo",
+        &lazy_profile.agents.default_limits,
+    );
     assert_eq!(lazy.spare_count(ECHO), 0);
-    assert_eq!(lazy.add_instance(ECHO).expect("starts").1, StartKind::Cold);
+    assert_eq!(
+        lazy.add_instance(ECHO, false).expect("starts").1,
+        StartKind::Cold
+    );
     lazy.refill_spares();
-    assert_eq!(lazy.add_instance(ECHO).expect("starts").1, StartKind::Warm);
+    assert_eq!(
+        lazy.add_instance(ECHO, false).expect("starts").1,
+        StartKind::Warm
+    );
 }
 
 #[test]
 fn bad_modules_are_refused_at_deploy_with_the_reason() {
     let profile = small_profile();
     let mut compiler = ModuleCompiler::new(&profile).expect("compiler");
-    let refuse = |compiler: &mut ModuleCompiler, source: &str| compiler.compile(source.as_bytes()).expect_err("refused");
-    assert!(matches!(refuse(&mut compiler, "this is not wasm"), DeployError::NotWasm(_)));
-    assert!(matches!(compiler.compile(&[0, 0x61, 0x73, 0x6d, 9, 9]).expect_err("corrupt"), DeployError::NotWasm(_)));
+    let refuse = |compiler: &mut ModuleCompiler, source: &str| {
+        compiler.compile(source.as_bytes()).expect_err("refused")
+    };
+    assert!(matches!(
+        refuse(&mut compiler, "this is not wasm"),
+        DeployError::NotWasm(_)
+    ));
+    assert!(matches!(
+        compiler
+            .compile(&[0, 0x61, 0x73, 0x6d, 9, 9])
+            .expect_err("corrupt"),
+        DeployError::NotWasm(_)
+    ));
     assert_eq!(
-        refuse(&mut compiler, r#"(module (memory (export "memory") 1) (func (export "caxton_abi_version") (result i32) (i32.const 1)))"#),
+        refuse(
+            &mut compiler,
+            r#"(module (memory (export "memory") 1) (func (export "caxton_abi_version") (result i32) (i32.const 1)))"#
+        ),
         DeployError::MissingExport("caxton_handle")
     );
     assert_eq!(
-        refuse(&mut compiler, r#"(module (func (export "caxton_abi_version") (result i32) (i32.const 1)) (func (export "caxton_handle") (result i32) (i32.const 0)))"#),
+        refuse(
+            &mut compiler,
+            r#"(module (func (export "caxton_abi_version") (result i32) (i32.const 1)) (func (export "caxton_handle") (result i32) (i32.const 0)))"#
+        ),
         DeployError::MissingExport("memory")
     );
     assert_eq!(
-        refuse(&mut compiler, r#"(module (memory (export "memory") 1) (func (export "caxton_abi_version") (result i32) (i32.const 2)) (func (export "caxton_handle") (result i32) (i32.const 0)))"#),
-        DeployError::WrongAbiVersion { found: 2, expected: 1 }
+        refuse(
+            &mut compiler,
+            r#"(module (memory (export "memory") 1) (func (export "caxton_abi_version") (result i32) (i32.const 2)) (func (export "caxton_handle") (result i32) (i32.const 0)))"#
+        ),
+        DeployError::WrongAbiVersion {
+            found: 2,
+            expected: 1
+        }
     );
     assert!(matches!(
-        refuse(&mut compiler, r#"(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32))) (memory (export "memory") 1) (func (export "caxton_abi_version") (result i32) (i32.const 1)) (func (export "caxton_handle") (result i32) (i32.const 0)))"#),
+        refuse(
+            &mut compiler,
+            r#"(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32))) (memory (export "memory") 1) (func (export "caxton_abi_version") (result i32) (i32.const 1)) (func (export "caxton_handle") (result i32) (i32.const 0)))"#
+        ),
         DeployError::UnknownImport { .. }
     ));
     assert!(matches!(
-        refuse(&mut compiler, r#"(module (memory (export "memory") 1) (func (export "caxton_abi_version") (result i32) (i32.const 1)) (func (export "caxton_handle") (param i32) (result i32) (i32.const 0)))"#),
-        DeployError::WrongExport { name: "caxton_handle", .. }
+        refuse(
+            &mut compiler,
+            r#"(module (memory (export "memory") 1) (func (export "caxton_abi_version") (result i32) (i32.const 1)) (func (export "caxton_handle") (param i32) (result i32) (i32.const 0)))"#
+        ),
+        DeployError::WrongExport {
+            name: "caxton_handle",
+            ..
+        }
     ));
     let looping_start = r#"(module (memory (export "memory") 1) (func $spin (loop $l (br $l))) (start $spin) (func (export "caxton_abi_version") (result i32) (i32.const 1)) (func (export "caxton_handle") (result i32) (i32.const 0)))"#;
     let mut quick = small_profile();
     quick.agents.default_limits.max_execution_time = HumanDuration(Duration::from_millis(20));
     let mut quick_compiler = ModuleCompiler::new(&quick).expect("compiler");
-    assert!(matches!(quick_compiler.compile(looping_start.as_bytes()).expect_err("loops at start"), DeployError::StartFailed(_)));
+    assert!(matches!(
+        quick_compiler
+            .compile(looping_start.as_bytes())
+            .expect_err("loops at start"),
+        DeployError::StartFailed(_)
+    ));
 }
 
 #[test]

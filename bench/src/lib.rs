@@ -4,6 +4,9 @@
 //! sample in an HDR histogram, and prints percentiles with the machine it ran
 //! on. Timings are never asserted: machines are shared and noisy.
 
+pub mod hdr;
+pub mod standard;
+
 use hdrhistogram::Histogram;
 
 /// A histogram of nanoseconds from 1 ns to 100 s at 3 significant digits.

@@ -36,12 +36,32 @@ pub enum Command {
     /// List, show and explain profiles.
     #[command(subcommand)]
     Profiles(ProfilesCommand),
+    /// Measure the engine.
+    #[command(subcommand)]
+    Benchmark(BenchmarkCommand),
     /// Print the machine's topology and the placement plan for a profile.
     Topology {
         /// Plan for an hwloc synthetic topology instead of this machine,
         /// e.g. "package:2 numa:2 core:8 pu:2".
         #[arg(long, value_name = "DESCRIPTION")]
         synthetic: Option<String>,
+    },
+}
+
+/// `engine benchmark ...`.
+#[derive(Debug, Subcommand)]
+pub enum BenchmarkCommand {
+    /// Run a benchmark suite against an in-process node.
+    Run {
+        /// The suite: `standard`.
+        #[arg(long, default_value = "standard")]
+        suite: String,
+        /// A shorter run (within two minutes on a 2-core machine).
+        #[arg(long)]
+        quick: bool,
+        /// Write HDR histograms (`SCENARIO.hlog`) and `summary.json` here.
+        #[arg(long, value_name = "DIR")]
+        output: Option<std::path::PathBuf>,
     },
 }
 

@@ -6,7 +6,7 @@ use caxton_profiles::{KeyStatus, LoadedProfile, ProfileErrorKind};
 use caxton_shards::Node;
 use tracing::{info, warn};
 
-use crate::cli::{Cli, Command, ProfileSelection, ProfilesCommand};
+use crate::cli::{BenchmarkCommand, Cli, Command, ProfileSelection, ProfilesCommand};
 
 /// How a command failed, which decides the exit status.
 pub enum CommandError {
@@ -54,6 +54,11 @@ pub fn dispatch(cli: Cli) -> Result<(), CommandError> {
                 .collect();
             emit(&lines)
         }
+        Some(Command::Benchmark(BenchmarkCommand::Run {
+            suite,
+            quick,
+            output,
+        })) => run_benchmark(&cli.selection, &suite, quick, output),
         Some(Command::Topology { synthetic }) => {
             let loaded = load_profile(&cli.selection)?;
             let topology = match synthetic {
@@ -96,6 +101,92 @@ fn plan_placement(
     })
 }
 
+/// The modules of `agents.deploy`, read before anything starts so that a
+/// missing file is refused like any other bad input.
+fn read_boot_agents(loaded: &LoadedProfile) -> Result<Vec<(String, Vec<u8>, u16)>, CommandError> {
+    loaded
+        .profile
+        .agents
+        .deploy
+        .iter()
+        .enumerate()
+        .map(|(index, deployment)| {
+            let key = format!("agents.deploy[{index}].module");
+            let location = loaded.location_of(&key);
+            // Relative to the profile file that names it; built-ins and --set use the working directory.
+            let base = location
+                .as_ref()
+                .map(|location| std::path::Path::new(&location.source))
+                .filter(|source| source.is_file())
+                .and_then(std::path::Path::parent)
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_default();
+            let path = base.join(&deployment.module);
+            let source = std::fs::read(&path).map_err(|error| {
+                let at = location
+                    .map(|location| format!("{location}: "))
+                    .unwrap_or_default();
+                CommandError::BadInput(format!(
+                    "profile error: {at}`{key}`: cannot read `{}`: {error}",
+                    path.display()
+                ))
+            })?;
+            Ok((deployment.name.clone(), source, deployment.instances))
+        })
+        .collect()
+}
+
+fn run_benchmark(
+    selection: &ProfileSelection,
+    suite: &str,
+    quick: bool,
+    output: Option<std::path::PathBuf>,
+) -> Result<(), CommandError> {
+    if suite != "standard" {
+        return Err(CommandError::BadInput(format!(
+            "unknown suite `{suite}`; the suites are: standard"
+        )));
+    }
+    let mut selection = selection.clone();
+    if selection.profiles.is_empty() {
+        selection.profiles.push("low-latency".into());
+    }
+    let mut options = if quick {
+        caxton_bench::standard::SuiteOptions::quick()
+    } else {
+        caxton_bench::standard::SuiteOptions::full()
+    };
+    options.output = output;
+    // Room for the density scenario's idle agents on top of the profile's own.
+    selection.overrides.insert(
+        0,
+        format!("runtime.max_agents={}", options.density_agents + 16),
+    );
+    let loaded = load_profile(&selection)?;
+    let topology =
+        MachineTopology::discover().map_err(|error| CommandError::Failed(error.to_string()))?;
+    let plan = plan_placement(&loaded, &topology)?;
+    let mut node = Node::start(&loaded.profile, &plan)
+        .map_err(|error| CommandError::Failed(error.to_string()))?;
+    let machine = caxton_bench::machine_line();
+    let profile_name = selection.profiles.join("+");
+    let result = caxton_bench::standard::run_standard_suite(
+        &mut node,
+        &loaded.profile,
+        &profile_name,
+        topology.cores.len(),
+        &options,
+    );
+    let shutdown = node.shutdown();
+    let summary =
+        result.map_err(|error| CommandError::Failed(format!("benchmark failed: {error}")))?;
+    shutdown.map_err(|error| CommandError::Failed(error.to_string()))?;
+    emit(&format!(
+        "{machine}\n{}",
+        caxton_bench::standard::render_table(&summary)
+    ))
+}
+
 fn run_node(selection: &ProfileSelection) -> Result<(), CommandError> {
     let loaded = load_profile(selection)?;
     let topology =
@@ -128,8 +219,21 @@ fn run_node(selection: &ProfileSelection) -> Result<(), CommandError> {
         signal_hook::consts::SIGTERM,
     ])
     .map_err(|error| CommandError::Failed(format!("cannot install signal handlers: {error}")))?;
-    let node = Node::start(&loaded.profile, &plan)
+    let boot_agents = read_boot_agents(&loaded)?;
+    let mut node = Node::start(&loaded.profile, &plan)
         .map_err(|error| CommandError::Failed(error.to_string()))?;
+    for (name, source, instances) in boot_agents {
+        if let Err(error) = node.deploy(
+            &name,
+            &source,
+            instances,
+            &loaded.profile.agent_limits(&name),
+        ) {
+            let _ = node.shutdown();
+            return Err(CommandError::BadInput(error.to_string()));
+        }
+        info!(agent = %name, instances, "agent deployed");
+    }
     for report in node.reports() {
         let memory = match &report.memory_policy {
             Ok((nodes, policy)) => format!(

@@ -97,7 +97,9 @@ pub enum Address {
 
 /// Which priority class a message travels in: an index into
 /// `messaging.priority_routing.queues`, 0 the most urgent.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 pub struct PriorityClass(pub u8);
 
 /// A message.
@@ -134,7 +136,13 @@ impl Envelope {
     pub const NO_DEADLINE: u64 = u64::MAX;
 
     /// The answer to this message from `responder`, with `performative` and `content`.
-    pub fn reply(&self, responder: Address, performative: Performative, content: Vec<u8>, now_ns: u64) -> Self {
+    pub fn reply(
+        &self,
+        responder: Address,
+        performative: Performative,
+        content: Vec<u8>,
+        now_ns: u64,
+    ) -> Self {
         Self {
             performative,
             sender: responder,
@@ -175,7 +183,10 @@ mod tests {
     fn sample() -> Envelope {
         Envelope {
             performative: Performative::QueryRef,
-            sender: Address::Client { shard: 1, client: 7 },
+            sender: Address::Client {
+                shard: 1,
+                client: 7,
+            },
             receiver: Address::Agent(AgentId(3)),
             conversation_id: 42,
             reply_with: 9,
@@ -191,7 +202,11 @@ mod tests {
     #[test]
     fn replies_correlate() {
         let request = sample();
-        let responder = Address::Instance(InstanceId { agent: AgentId(3), shard: 0, slot: 0 });
+        let responder = Address::Instance(InstanceId {
+            agent: AgentId(3),
+            shard: 0,
+            slot: 0,
+        });
         let answer = request.reply(responder, Performative::Inform, b"hi".to_vec(), 2_000);
         assert_eq!(answer.receiver, request.sender);
         assert_eq!(answer.in_reply_to, 9);
@@ -201,7 +216,10 @@ mod tests {
     #[test]
     fn performative_codes_round_trip() {
         for performative in Performative::ALL {
-            assert_eq!(Performative::from_code(u32::from(performative.code())), Some(performative));
+            assert_eq!(
+                Performative::from_code(u32::from(performative.code())),
+                Some(performative)
+            );
         }
         assert_eq!(Performative::from_code(11), None);
     }

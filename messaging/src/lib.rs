@@ -9,6 +9,8 @@ mod envelope;
 mod mailbox;
 mod mesh;
 
-pub use envelope::{Address, AgentId, DecodeError, Envelope, InstanceId, Performative, PriorityClass};
+pub use envelope::{
+    Address, AgentId, DecodeError, Envelope, InstanceId, Performative, PriorityClass,
+};
 pub use mailbox::{Mailbox, MailboxConfig, MailboxFull, Popped};
 pub use mesh::{build_mesh, Doorbell, MeshPort};

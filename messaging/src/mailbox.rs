@@ -49,9 +49,23 @@ pub struct Mailbox {
 impl Mailbox {
     /// An empty mailbox with `config`'s limits.
     pub fn new(config: MailboxConfig) -> Self {
-        assert!(!config.class_max_latency_ns.is_empty(), "a mailbox has at least one class");
-        assert!(config.capacity > 0, "validated by the profile: queue_size >= 1");
-        Self { classes: config.class_max_latency_ns.iter().map(|_| VecDeque::new()).collect(), config, len: 0 }
+        assert!(
+            !config.class_max_latency_ns.is_empty(),
+            "a mailbox has at least one class"
+        );
+        assert!(
+            config.capacity > 0,
+            "validated by the profile: queue_size >= 1"
+        );
+        Self {
+            classes: config
+                .class_max_latency_ns
+                .iter()
+                .map(|_| VecDeque::new())
+                .collect(),
+            config,
+            len: 0,
+        }
     }
 
     /// Messages waiting.
@@ -75,7 +89,9 @@ impl Mailbox {
             return Err(MailboxFull(envelope));
         }
         let class = usize::from(envelope.priority.0).min(self.classes.len() - 1);
-        let mut deadline = envelope.deadline_ns.min(now_ns.saturating_add(self.config.delivery_timeout_ns));
+        let mut deadline = envelope
+            .deadline_ns
+            .min(now_ns.saturating_add(self.config.delivery_timeout_ns));
         if let Some(max_latency) = self.config.class_max_latency_ns[class] {
             deadline = deadline.min(now_ns.saturating_add(max_latency));
         }
@@ -110,7 +126,10 @@ mod tests {
     fn message(priority: u8, tag: u8) -> Envelope {
         Envelope {
             performative: Performative::Request,
-            sender: Address::Client { shard: 0, client: 1 },
+            sender: Address::Client {
+                shard: 0,
+                client: 1,
+            },
             receiver: Address::Agent(AgentId(0)),
             conversation_id: 0,
             reply_with: u64::from(tag),
@@ -165,16 +184,32 @@ mod tests {
         let mut mailbox = Mailbox::new(config(10));
         mailbox.push(message(0, 1), 0).expect("room"); // critical: 10 ns
         mailbox.push(message(3, 2), 0).expect("room"); // low: 10 µs
-        assert_eq!(tag(mailbox.pop(11)), (false, 1), "critical waited past 10 ns");
+        assert_eq!(
+            tag(mailbox.pop(11)),
+            (false, 1),
+            "critical waited past 10 ns"
+        );
         assert_eq!(tag(mailbox.pop(11)), (true, 2), "low is still in time");
 
         let mut own_deadline = message(3, 3);
         own_deadline.deadline_ns = 5;
         mailbox.push(own_deadline, 0).expect("room");
-        assert_eq!(tag(mailbox.pop(6)), (false, 3), "the sender's own deadline counts");
+        assert_eq!(
+            tag(mailbox.pop(6)),
+            (false, 3),
+            "the sender's own deadline counts"
+        );
 
-        let mut untimed = Mailbox::new(MailboxConfig { capacity: 4, delivery_timeout_ns: 50, class_max_latency_ns: vec![None] });
+        let mut untimed = Mailbox::new(MailboxConfig {
+            capacity: 4,
+            delivery_timeout_ns: 50,
+            class_max_latency_ns: vec![None],
+        });
         untimed.push(message(2, 4), 0).expect("room");
-        assert_eq!(tag(untimed.pop(51)), (false, 4), "delivery_timeout applies without priority classes");
+        assert_eq!(
+            tag(untimed.pop(51)),
+            (false, 4),
+            "delivery_timeout applies without priority classes"
+        );
     }
 }

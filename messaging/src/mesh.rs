@@ -102,14 +102,19 @@ impl MeshPort {
             // Programmer error: a shard never sends to itself through the mesh.
             panic!("shard {} has no ring to shard {to}", self.shard);
         };
-        producer.push(envelope).map_err(|rtrb::PushError::Full(envelope)| envelope)?;
+        producer
+            .push(envelope)
+            .map_err(|rtrb::PushError::Full(envelope)| envelope)?;
         self.doorbells[to].ring();
         Ok(())
     }
 
     /// Free room in the ring to shard `to`.
     pub fn room_to(&self, to: usize) -> usize {
-        self.outbound.get(to).and_then(Option::as_ref).map_or(0, Producer::slots)
+        self.outbound
+            .get(to)
+            .and_then(Option::as_ref)
+            .map_or(0, Producer::slots)
     }
 
     /// Take up to `batch_size` messages from each inbound ring, starting with
@@ -120,7 +125,9 @@ impl MeshPort {
         let mut taken = 0;
         for offset in 0..rings {
             let index = (self.next_inbound + offset) % rings;
-            let Some(consumer) = self.inbound[index].as_mut() else { continue };
+            let Some(consumer) = self.inbound[index].as_mut() else {
+                continue;
+            };
             for _ in 0..batch_size {
                 match consumer.pop() {
                     Ok(envelope) => {
@@ -137,18 +144,26 @@ impl MeshPort {
 
     /// Whether a message or a control command waits.
     fn has_work(&self) -> bool {
-        self.has_inbound() || self.doorbells[self.shard].control_pending.load(Ordering::Acquire)
+        self.has_inbound()
+            || self.doorbells[self.shard]
+                .control_pending
+                .load(Ordering::Acquire)
     }
 
     /// Clear the control flag before draining the control channel; a command
     /// queued after this sets it again.
     pub fn take_control_flag(&self) -> bool {
-        self.doorbells[self.shard].control_pending.swap(false, Ordering::AcqRel)
+        self.doorbells[self.shard]
+            .control_pending
+            .swap(false, Ordering::AcqRel)
     }
 
     /// Whether any inbound ring holds a message.
     pub fn has_inbound(&self) -> bool {
-        self.inbound.iter().flatten().any(|consumer| !consumer.is_empty())
+        self.inbound
+            .iter()
+            .flatten()
+            .any(|consumer| !consumer.is_empty())
     }
 
     /// Resolve when an inbound ring may hold a message or the doorbell was
@@ -191,7 +206,10 @@ mod tests {
     fn message(tag: u64) -> Envelope {
         Envelope {
             performative: Performative::Inform,
-            sender: Address::Client { shard: 0, client: 0 },
+            sender: Address::Client {
+                shard: 0,
+                client: 0,
+            },
             receiver: Address::Agent(AgentId(0)),
             conversation_id: 0,
             reply_with: tag,
@@ -210,7 +228,13 @@ mod tests {
         ports[0].send(2, message(1)).expect("room");
         ports[1].send(2, message(2)).expect("room");
         ports[0].send(2, message(3)).expect("room");
-        assert_eq!(ports[0].send(2, message(4)).expect_err("ring 0->2 holds two").reply_with, 4);
+        assert_eq!(
+            ports[0]
+                .send(2, message(4))
+                .expect_err("ring 0->2 holds two")
+                .reply_with,
+            4
+        );
         let mut seen = Vec::new();
         let taken = ports[2].drain(8, |envelope| seen.push(envelope.reply_with));
         assert_eq!(taken, 3);
@@ -226,9 +250,18 @@ mod tests {
             ports[0].send(1, message(tag)).expect("room");
         }
         let mut seen = Vec::new();
-        assert_eq!(ports[1].drain(4, |envelope| seen.push(envelope.reply_with)), 4);
-        assert_eq!(ports[1].drain(4, |envelope| seen.push(envelope.reply_with)), 4);
-        assert_eq!(ports[1].drain(4, |envelope| seen.push(envelope.reply_with)), 2);
+        assert_eq!(
+            ports[1].drain(4, |envelope| seen.push(envelope.reply_with)),
+            4
+        );
+        assert_eq!(
+            ports[1].drain(4, |envelope| seen.push(envelope.reply_with)),
+            4
+        );
+        assert_eq!(
+            ports[1].drain(4, |envelope| seen.push(envelope.reply_with)),
+            2
+        );
         assert_eq!(seen, (0..10).collect::<Vec<_>>(), "order holds per ring");
     }
 

@@ -123,13 +123,15 @@ pub fn plan(topology: &MachineTopology, profile: &Profile) -> Result<PlacementPl
 
     // Every PU a pinned agent names must exist.
     let mut pinned_pus = BTreeSet::new();
-    for (agent_index, pinned) in affinity.pinned_agents.iter().enumerate() {
+    let all_pinned = profile.pinned_agents();
+    for (agent_index, pinned) in all_pinned.iter().enumerate() {
         for (core_index, &cpu) in pinned.cpu_cores.iter().enumerate() {
             let cpu = cpu as usize;
             if !all_pus.contains(&cpu) {
                 return Err(violation(
                     &format!(
-                        "runtime.cpu_affinity.pinned_agents[{agent_index}].cpu_cores[{core_index}]"
+                        "{}.cpu_cores[{core_index}]",
+                        pinned_key(profile, agent_index)
                     ),
                     format!(
                         "CPU {cpu} (for agent `{}`) does not exist on {}",
@@ -317,8 +319,7 @@ pub fn plan(topology: &MachineTopology, profile: &Profile) -> Result<PlacementPl
     };
     let gossip_shard = placement_on(gossip_pu, gossip_memory);
 
-    let pinned_agents = affinity
-        .pinned_agents
+    let pinned_agents = all_pinned
         .iter()
         .map(|pinned| {
             let cpu_cores: Vec<usize> = pinned.cpu_cores.iter().map(|&cpu| cpu as usize).collect();
@@ -360,6 +361,24 @@ pub fn plan(topology: &MachineTopology, profile: &Profile) -> Result<PlacementPl
         shares_pus,
         notes,
     })
+}
+
+/// The profile key of entry `index` of [`Profile::pinned_agents`]: an entry of
+/// `runtime.cpu_affinity.pinned_agents`, or an `agents.deploy` entry with `cpu_cores`.
+fn pinned_key(profile: &Profile, index: usize) -> String {
+    let explicit = profile.runtime.cpu_affinity.pinned_agents.len();
+    if index < explicit {
+        return format!("runtime.cpu_affinity.pinned_agents[{index}]");
+    }
+    let deploy_index = profile
+        .agents
+        .deploy
+        .iter()
+        .enumerate()
+        .filter(|(_, deployment)| deployment.cpu_cores.is_some())
+        .nth(index - explicit)
+        .map_or(0, |(deploy_index, _)| deploy_index);
+    format!("agents.deploy[{deploy_index}]")
 }
 
 fn violation(key: &str, message: String, hint: Option<String>) -> Violation {

@@ -686,6 +686,54 @@ pub struct AgentsConfig {
     pub default_limits: AgentLimits,
     /// Per-agent limits; unset fields fall back to `default_limits`.
     pub overrides: Vec<AgentOverride>,
+    /// Agents deployed when the node boots.
+    pub deploy: Vec<AgentDeployment>,
+}
+
+/// One entry of `agents.deploy`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentDeployment {
+    /// The agent's name (what senders address).
+    pub name: String,
+    /// Path of its `.wasm` or `.wat` module; relative paths are relative to
+    /// the profile file that names it (the working directory for built-ins and `--set`).
+    pub module: String,
+    /// Instances across the node.
+    #[serde(default = "one_instance")]
+    pub instances: u16,
+    /// CPUs its instances run on (the same as a `runtime.cpu_affinity.pinned_agents` entry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_cores: Option<Vec<u32>>,
+}
+
+fn one_instance() -> u16 {
+    1
+}
+
+impl Profile {
+    /// Every pinned agent: `runtime.cpu_affinity.pinned_agents` and the
+    /// `agents.deploy` entries that name `cpu_cores`.
+    pub fn pinned_agents(&self) -> Vec<PinnedAgent> {
+        let mut pinned = self.runtime.cpu_affinity.pinned_agents.clone();
+        for deployment in &self.agents.deploy {
+            if let Some(cpu_cores) = &deployment.cpu_cores {
+                pinned.push(PinnedAgent {
+                    agent_id: deployment.name.clone(),
+                    cpu_cores: cpu_cores.clone(),
+                });
+            }
+        }
+        pinned
+    }
+
+    /// The limits of agent `agent_id`: its override over `agents.default_limits`,
+    /// with memory capped at `runtime.max_memory_per_agent`.
+    pub fn agent_limits(&self, agent_id: &str) -> AgentLimits {
+        let mut limits = self.agents.limits_for(agent_id);
+        limits.memory = limits.memory.min(self.runtime.max_memory_per_agent);
+        limits
+    }
 }
 
 /// Resource limits of one agent.

@@ -321,6 +321,61 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
             );
         }
     }
+    let mut deployed = BTreeSet::new();
+    for (index, deployment) in agents.deploy.iter().enumerate() {
+        let key = format!("agents.deploy[{index}]");
+        if deployment.name.is_empty() {
+            fail(&format!("{key}.name"), "must not be empty".into(), "");
+        } else if !deployed.insert(deployment.name.as_str()) {
+            fail(
+                &format!("{key}.name"),
+                format!("agent `{}` is deployed twice", deployment.name),
+                "give each agent one entry; use instances for more",
+            );
+        }
+        if deployment.module.is_empty() {
+            fail(
+                &format!("{key}.module"),
+                "must name a .wasm or .wat file".into(),
+                "",
+            );
+        }
+        if deployment.instances == 0 {
+            fail(&format!("{key}.instances"), "must be at least 1".into(), "");
+        }
+        if deployment.cpu_cores.is_some() && pinned_names.contains(deployment.name.as_str()) {
+            fail(
+                &format!("{key}.cpu_cores"),
+                format!(
+                    "agent `{}` is also pinned in runtime.cpu_affinity.pinned_agents",
+                    deployment.name
+                ),
+                "pin it in one place",
+            );
+        }
+        if deployment
+            .cpu_cores
+            .as_ref()
+            .is_some_and(|cores| !affinity.enabled && !cores.is_empty())
+        {
+            fail(
+                &format!("{key}.cpu_cores"),
+                "pinned cores need runtime.cpu_affinity.enabled: true".into(),
+                "",
+            );
+        }
+    }
+    if deployed.len() > runtime.max_agents as usize {
+        fail(
+            "agents.deploy",
+            format!(
+                "{} agents is above max_agents ({})",
+                deployed.len(),
+                runtime.max_agents
+            ),
+            "",
+        );
+    }
     if agents.default_limits.memory.bytes() < 64 * 1024 {
         fail(
             "agents.default_limits.memory",

@@ -55,7 +55,11 @@ pub struct SendOptions {
 
 impl Default for SendOptions {
     fn default() -> Self {
-        Self { priority: PriorityClass(0), deadline: None, conversation_id: 0 }
+        Self {
+            priority: PriorityClass(0),
+            deadline: None,
+            conversation_id: 0,
+        }
     }
 }
 
@@ -70,8 +74,20 @@ pub struct Client {
 }
 
 impl Client {
-    pub(crate) fn new(port: MeshPort, directory: Arc<RwLock<Arc<Directory>>>, ports: Arc<Mutex<Vec<MeshPort>>>, clock: NodeClock) -> Self {
-        Self { port: Some(port), directory, ports, clock, next_token: 1, inbox: VecDeque::new() }
+    pub(crate) fn new(
+        port: MeshPort,
+        directory: Arc<RwLock<Arc<Directory>>>,
+        ports: Arc<Mutex<Vec<MeshPort>>>,
+        clock: NodeClock,
+    ) -> Self {
+        Self {
+            port: Some(port),
+            directory,
+            ports,
+            clock,
+            next_token: 1,
+            inbox: VecDeque::new(),
+        }
     }
 
     fn port(&mut self) -> &mut MeshPort {
@@ -82,12 +98,19 @@ impl Client {
     /// This client's address, as agents see it.
     pub fn address(&self) -> Address {
         let participant = self.port.as_ref().map_or(0, MeshPort::shard) as u16;
-        Address::Client { shard: participant, client: u32::from(participant) }
+        Address::Client {
+            shard: participant,
+            client: u32::from(participant),
+        }
     }
 
     /// The id of the agent named `name`.
     pub fn resolve(&self, name: &str) -> Result<AgentId, SendError> {
-        self.directory.read().unwrap_or_else(PoisonError::into_inner).resolve(name).ok_or_else(|| SendError::UnknownAgent(name.to_owned()))
+        self.directory
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .resolve(name)
+            .ok_or_else(|| SendError::UnknownAgent(name.to_owned()))
     }
 
     /// The node clock.
@@ -97,7 +120,13 @@ impl Client {
 
     /// Send `performative` with `content` to any instance of `agent`. Returns
     /// the `reply_with` token an answer will quote.
-    pub fn send(&mut self, agent: AgentId, performative: Performative, content: Vec<u8>, options: SendOptions) -> Result<u64, SendError> {
+    pub fn send(
+        &mut self,
+        agent: AgentId,
+        performative: Performative,
+        content: Vec<u8>,
+        options: SendOptions,
+    ) -> Result<u64, SendError> {
         let token = self.next_token;
         self.next_token += 1;
         let now = self.clock.now_ns();
@@ -109,7 +138,9 @@ impl Client {
             reply_with: token,
             in_reply_to: 0,
             priority: options.priority,
-            deadline_ns: options.deadline.map_or(Envelope::NO_DEADLINE, |deadline| now.saturating_add(deadline.as_nanos() as u64)),
+            deadline_ns: options.deadline.map_or(Envelope::NO_DEADLINE, |deadline| {
+                now.saturating_add(deadline.as_nanos() as u64)
+            }),
             sent_at_ns: now,
             from_shard: 0,
             content,
@@ -126,13 +157,22 @@ impl Client {
         envelope.from_shard = participant as u16;
         let target = match envelope.receiver {
             Address::Agent(agent) => {
-                let directory = Arc::clone(&self.directory.read().unwrap_or_else(PoisonError::into_inner));
-                directory.route(agent, None, participant as u64).ok_or(SendError::NoInstance)?
+                let directory = Arc::clone(
+                    &self
+                        .directory
+                        .read()
+                        .unwrap_or_else(PoisonError::into_inner),
+                );
+                directory
+                    .route(agent, None, participant as u64)
+                    .ok_or(SendError::NoInstance)?
             }
             Address::Instance(instance) => usize::from(instance.shard),
             Address::Client { shard, .. } => usize::from(shard),
         };
-        self.port().send(target, envelope).map_err(|_| SendError::Refused(target))
+        self.port()
+            .send(target, envelope)
+            .map_err(|_| SendError::Refused(target))
     }
 
     /// The next message for this client, waiting up to `timeout`.
@@ -143,7 +183,8 @@ impl Client {
         let deadline = Instant::now() + timeout;
         loop {
             let mut arrived = Vec::new();
-            self.port().drain(usize::MAX, |envelope| arrived.push(envelope));
+            self.port()
+                .drain(usize::MAX, |envelope| arrived.push(envelope));
             self.inbox.extend(arrived);
             if let Some(envelope) = self.inbox.pop_front() {
                 return Some(envelope);
@@ -157,8 +198,18 @@ impl Client {
     }
 
     /// Send a `request` and wait for the answer quoting it.
-    pub fn request(&mut self, agent: AgentId, content: Vec<u8>, timeout: Duration) -> Result<Envelope, RequestError> {
-        let token = self.send(agent, Performative::Request, content, SendOptions::default())?;
+    pub fn request(
+        &mut self,
+        agent: AgentId,
+        content: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Envelope, RequestError> {
+        let token = self.send(
+            agent,
+            Performative::Request,
+            content,
+            SendOptions::default(),
+        )?;
         self.await_reply(token, timeout)
     }
 
@@ -182,7 +233,9 @@ impl Client {
 
     /// Park this thread until a shard rings this client's doorbell or `timeout` passes.
     fn park_until_rung(&mut self, timeout: Duration) {
-        let Some(port) = self.port.as_ref() else { return };
+        let Some(port) = self.port.as_ref() else {
+            return;
+        };
         let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
         let mut context = Context::from_waker(&waker);
         let mut waiting = std::pin::pin!(port.wait_for_messages());
@@ -197,7 +250,10 @@ impl Drop for Client {
         if let Some(mut port) = self.port.take() {
             // Messages for the old owner are not the next owner's.
             port.drain(usize::MAX, drop);
-            self.ports.lock().unwrap_or_else(PoisonError::into_inner).push(port);
+            self.ports
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(port);
         }
     }
 }

@@ -13,7 +13,9 @@ pub struct NodeClock {
 impl NodeClock {
     /// A clock starting now.
     pub fn start() -> Self {
-        Self { origin: Instant::now() }
+        Self {
+            origin: Instant::now(),
+        }
     }
 
     /// Nanoseconds since the node started.

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use caxton_agents::{AgentHost, AgentStats, CompiledModule, DeployError, Outcome, StartKind};
-use caxton_messaging::{Address, AgentId, Envelope, Mailbox, MailboxConfig, MailboxFull, MeshPort, Performative, Popped};
+use caxton_messaging::{
+    Address, AgentId, Envelope, Mailbox, MailboxConfig, MailboxFull, MeshPort, Performative, Popped,
+};
 use caxton_profiles::{AgentLimits, Profile};
 
 use crate::clock::NodeClock;
@@ -31,15 +33,31 @@ pub(crate) enum Control {
         ack: mpsc::Sender<Result<(), DeployError>>,
     },
     /// Stop hosting an agent.
-    Undeploy { id: AgentId, ack: mpsc::Sender<bool> },
+    Undeploy {
+        id: AgentId,
+        ack: mpsc::Sender<bool>,
+    },
     /// Start one more instance, and say how and how fast.
-    StartInstance { id: AgentId, ack: mpsc::Sender<Result<(StartKind, Duration), DeployError>> },
+    StartInstance {
+        id: AgentId,
+        cold: bool,
+        ack: mpsc::Sender<Result<(StartKind, Duration), DeployError>>,
+    },
     /// Remove one instance (the counterpart of `StartInstance`).
-    StopInstance { id: AgentId, ack: mpsc::Sender<bool> },
+    StopInstance {
+        id: AgentId,
+        ack: mpsc::Sender<bool>,
+    },
     /// Copy out the metrics, optionally resetting them.
-    Metrics { reset: bool, ack: mpsc::Sender<ShardMetrics> },
+    Metrics {
+        reset: bool,
+        ack: mpsc::Sender<ShardMetrics>,
+    },
     /// Copy out an agent's counters.
-    AgentStats { id: AgentId, ack: mpsc::Sender<Option<AgentStats>> },
+    AgentStats {
+        id: AgentId,
+        ack: mpsc::Sender<Option<AgentStats>>,
+    },
     /// Leave the loop.
     Stop,
 }
@@ -76,13 +94,21 @@ impl ShardRuntime {
             let directory = Rc::clone(&directory);
             Rc::new(move |name: &str| directory.borrow().resolve(name))
         };
-        let host = AgentHost::new(profile, index as u16, resolver, Rc::new(move || clock.now_ns()))?;
+        let host = AgentHost::new(
+            profile,
+            index as u16,
+            resolver,
+            Rc::new(move || clock.now_ns()),
+        )?;
         let messaging = &profile.messaging;
         let routing = &messaging.priority_routing;
         let class_max_latency_ns = if routing.enabled {
             let mut classes: Vec<_> = routing.queues.iter().collect();
             classes.sort_by_key(|class| class.priority);
-            classes.iter().map(|class| Some(duration_ns(class.max_latency.get()))).collect()
+            classes
+                .iter()
+                .map(|class| Some(duration_ns(class.max_latency.get())))
+                .collect()
         } else {
             vec![None]
         };
@@ -159,22 +185,33 @@ impl ShardRuntime {
             worked = true;
             match command {
                 Control::Directory(directory) => *self.directory.borrow_mut() = directory,
-                Control::Deploy { id, name, module, instances, limits, ack } => {
+                Control::Deploy {
+                    id,
+                    name,
+                    module,
+                    instances,
+                    limits,
+                    ack,
+                } => {
                     let _ = ack.send(self.host.deploy(id, &name, &module, instances, &limits));
                 }
                 Control::Undeploy { id, ack } => {
                     let _ = ack.send(self.host.undeploy(id));
                 }
-                Control::StartInstance { id, ack } => {
+                Control::StartInstance { id, cold, ack } => {
                     let started = Instant::now();
-                    let result = self.host.add_instance(id).map(|(_, kind)| (kind, started.elapsed()));
+                    let result = self
+                        .host
+                        .add_instance(id, cold)
+                        .map(|(_, kind)| (kind, started.elapsed()));
                     let _ = ack.send(result);
                 }
                 Control::StopInstance { id, ack } => {
                     let _ = ack.send(self.host.remove_instance(id));
                 }
                 Control::Metrics { reset, ack } => {
-                    self.metrics.queue_depth = self.lanes.iter().map(|lane| lane.len() as u64).sum();
+                    self.metrics.queue_depth =
+                        self.lanes.iter().map(|lane| lane.len() as u64).sum();
                     let _ = ack.send(self.metrics.clone());
                     if reset {
                         self.metrics.reset();
@@ -192,7 +229,9 @@ impl ShardRuntime {
     /// Move messages from the rings into the mailboxes, refusing what does not fit.
     fn receive(&mut self) -> usize {
         let mut arrived = Vec::new();
-        let taken = self.port.drain(self.batch_size, |envelope| arrived.push(envelope));
+        let taken = self
+            .port
+            .drain(self.batch_size, |envelope| arrived.push(envelope));
         let now = self.clock.now_ns();
         for envelope in arrived {
             self.accept(envelope, now);
@@ -242,13 +281,19 @@ impl ShardRuntime {
         let (agent, slot) = match envelope.receiver {
             Address::Agent(id) => (id, None),
             Address::Instance(instance) => (instance.agent, Some(instance.slot)),
-            Address::Client { .. } => unreachable!("client-bound messages never enter a shard mailbox"),
+            Address::Client { .. } => {
+                unreachable!("client-bound messages never enter a shard mailbox")
+            }
         };
         let routing_ns = started_ns.saturating_sub(envelope.sent_at_ns);
         if usize::from(envelope.from_shard) == self.index {
-            self.metrics.routing_local_ns.saturating_record(routing_ns.max(1));
+            self.metrics
+                .routing_local_ns
+                .saturating_record(routing_ns.max(1));
         } else {
-            self.metrics.routing_cross_ns.saturating_record(routing_ns.max(1));
+            self.metrics
+                .routing_cross_ns
+                .saturating_record(routing_ns.max(1));
         }
         let sender_name = self.name_of(envelope.sender);
         let request = RequestSummary::of(&envelope);
@@ -258,7 +303,9 @@ impl ShardRuntime {
             return;
         };
         let finished_ns = self.clock.now_ns();
-        self.metrics.processing_ns.saturating_record(finished_ns.saturating_sub(started_ns).max(1));
+        self.metrics
+            .processing_ns
+            .saturating_record(finished_ns.saturating_sub(started_ns).max(1));
         self.metrics.handled += 1;
         match &handled.outcome {
             Outcome::Handled => {}
@@ -282,7 +329,9 @@ impl ShardRuntime {
         for outbound in handled.outbox {
             let envelope = Envelope {
                 performative: outbound.performative,
-                sender: outbound.on_behalf_of.unwrap_or(Address::Instance(handled.instance)),
+                sender: outbound
+                    .on_behalf_of
+                    .unwrap_or(Address::Instance(handled.instance)),
                 receiver: outbound.receiver,
                 conversation_id: outbound.conversation_id,
                 reply_with: outbound.reply_with,
@@ -303,7 +352,11 @@ impl ShardRuntime {
         let target = match envelope.receiver {
             Address::Client { shard, .. } => Some(usize::from(shard)),
             Address::Instance(instance) => Some(usize::from(instance.shard)),
-            Address::Agent(id) => self.directory.borrow().route(id, Some(self.index), sender_key(envelope.sender)),
+            Address::Agent(id) => {
+                self.directory
+                    .borrow()
+                    .route(id, Some(self.index), sender_key(envelope.sender))
+            }
         };
         let Some(target) = target else {
             self.metrics.unknown_receiver += 1;
@@ -353,7 +406,11 @@ impl ShardRuntime {
             Address::Client { client, .. } => return Rc::from(format!("client-{client}")),
         };
         let directory = self.directory.borrow();
-        Rc::from(directory.get(agent).map_or("", |record| record.name.as_str()))
+        Rc::from(
+            directory
+                .get(agent)
+                .map_or("", |record| record.name.as_str()),
+        )
     }
 }
 
@@ -384,8 +441,14 @@ impl RequestSummary {
 fn sender_key(sender: Address) -> u64 {
     match sender {
         Address::Agent(id) => u64::from(id.0),
-        Address::Instance(instance) => (u64::from(instance.agent.0) << 32) | (u64::from(instance.shard) << 16) | u64::from(instance.slot),
-        Address::Client { shard, client } => (1 << 63) | (u64::from(shard) << 32) | u64::from(client),
+        Address::Instance(instance) => {
+            (u64::from(instance.agent.0) << 32)
+                | (u64::from(instance.shard) << 16)
+                | u64::from(instance.slot)
+        }
+        Address::Client { shard, client } => {
+            (1 << 63) | (u64::from(shard) << 32) | u64::from(client)
+        }
     }
 }
 

@@ -22,7 +22,11 @@ pub struct AgentRecord {
 impl AgentRecord {
     /// The shards that run at least one instance, ascending.
     pub fn hosting_shards(&self) -> impl Iterator<Item = usize> + '_ {
-        self.instances_per_shard.iter().enumerate().filter(|(_, &count)| count > 0).map(|(shard, _)| shard)
+        self.instances_per_shard
+            .iter()
+            .enumerate()
+            .filter(|(_, &count)| count > 0)
+            .map(|(shard, _)| shard)
     }
 }
 
@@ -46,7 +50,10 @@ impl Directory {
 
     /// Every deployed agent.
     pub fn iter(&self) -> impl Iterator<Item = (AgentId, &AgentRecord)> {
-        self.agents.iter().enumerate().filter_map(|(index, record)| Some((AgentId(index as u32), record.as_ref()?)))
+        self.agents
+            .iter()
+            .enumerate()
+            .filter_map(|(index, record)| Some((AgentId(index as u32), record.as_ref()?)))
     }
 
     /// Number of deployed agents.
@@ -91,7 +98,11 @@ impl Directory {
     pub fn route(&self, agent: AgentId, from: Option<usize>, sender_key: u64) -> Option<usize> {
         let record = self.get(agent)?;
         if let Some(from) = from {
-            if record.instances_per_shard.get(from).is_some_and(|&count| count > 0) {
+            if record
+                .instances_per_shard
+                .get(from)
+                .is_some_and(|&count| count > 0)
+            {
                 return Some(from);
             }
         }
@@ -108,18 +119,33 @@ mod tests {
     use super::*;
 
     fn record(name: &str, instances_per_shard: Vec<u16>) -> AgentRecord {
-        AgentRecord { name: name.into(), instances_per_shard }
+        AgentRecord {
+            name: name.into(),
+            instances_per_shard,
+        }
     }
 
     #[test]
     fn local_instances_win_and_remote_choice_is_stable_per_sender() {
         let (directory, echo) = Directory::default().with_agent(record("echo", vec![0, 1, 1, 0]));
         assert_eq!(directory.resolve("echo"), Some(echo));
-        assert_eq!(directory.route(echo, Some(2), 99), Some(2), "the sender's own shard hosts one");
+        assert_eq!(
+            directory.route(echo, Some(2), 99),
+            Some(2),
+            "the sender's own shard hosts one"
+        );
         let first = directory.route(echo, Some(0), 7);
         assert!(matches!(first, Some(1) | Some(2)));
-        assert_eq!(directory.route(echo, Some(3), 7), first, "same sender, same path");
-        assert_ne!(directory.route(echo, Some(0), 7), directory.route(echo, Some(0), 8), "senders spread over hosting shards");
+        assert_eq!(
+            directory.route(echo, Some(3), 7),
+            first,
+            "same sender, same path"
+        );
+        assert_ne!(
+            directory.route(echo, Some(0), 7),
+            directory.route(echo, Some(0), 8),
+            "senders spread over hosting shards"
+        );
     }
 
     #[test]
@@ -132,6 +158,9 @@ mod tests {
         let (directory, third) = directory.with_agent(record("c", vec![1]));
         assert_eq!(third, first);
         assert_eq!(directory.len(), 2);
-        assert_eq!(directory.get(second).map(|record| record.name.as_str()), Some("b"));
+        assert_eq!(
+            directory.get(second).map(|record| record.name.as_str()),
+            Some("b")
+        );
     }
 }

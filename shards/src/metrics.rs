@@ -58,9 +58,15 @@ impl ShardMetrics {
     /// Add `other` into `self` (merging at read time).
     pub fn merge(&mut self, other: &Self) {
         // Histograms with identical bounds always merge.
-        self.routing_local_ns.add(&other.routing_local_ns).expect("same bounds");
-        self.routing_cross_ns.add(&other.routing_cross_ns).expect("same bounds");
-        self.processing_ns.add(&other.processing_ns).expect("same bounds");
+        self.routing_local_ns
+            .add(&other.routing_local_ns)
+            .expect("same bounds");
+        self.routing_cross_ns
+            .add(&other.routing_cross_ns)
+            .expect("same bounds");
+        self.processing_ns
+            .add(&other.processing_ns)
+            .expect("same bounds");
         self.handled += other.handled;
         self.refused += other.refused;
         self.timeouts += other.timeouts;

@@ -144,11 +144,19 @@ impl Node {
     pub fn start(profile: &Profile, plan: &PlacementPlan) -> Result<Self, NodeError> {
         let shards = plan.data_shards.len();
         let participants = shards + CLIENT_PORTS;
-        let ring_capacity = (profile.messaging.queue_size as usize / participants).clamp(RING_CAPACITY_MIN, RING_CAPACITY_MAX);
+        let ring_capacity = (profile.messaging.queue_size as usize / participants)
+            .clamp(RING_CAPACITY_MIN, RING_CAPACITY_MAX);
         let mut ports = build_mesh(participants, ring_capacity);
         let client_ports: Vec<MeshPort> = ports.split_off(shards);
-        let doorbells = client_ports.first().or(ports.first()).map(MeshPort::doorbells).unwrap_or_else(|| Arc::from(Vec::new()));
-        let compiler = ModuleCompiler::new(profile).map_err(|error| NodeError::ShardStart { role: ShardRole::Gossip, reason: error.to_string() })?;
+        let doorbells = client_ports
+            .first()
+            .or(ports.first())
+            .map(MeshPort::doorbells)
+            .unwrap_or_else(|| Arc::from(Vec::new()));
+        let compiler = ModuleCompiler::new(profile).map_err(|error| NodeError::ShardStart {
+            role: ShardRole::Gossip,
+            reason: error.to_string(),
+        })?;
         let clock = NodeClock::start();
         let mut node = Self {
             threads: Vec::new(),
@@ -170,7 +178,16 @@ impl Node {
             let (control, commands) = mpsc::channel();
             node.controls.push(control);
             let (report_sender, report) = mpsc::channel();
-            let spawned = spawn_data_shard(DataShardBoot { index, shards, placement, profile, port, commands, clock, report: report_sender });
+            let spawned = spawn_data_shard(DataShardBoot {
+                index,
+                shards,
+                placement,
+                profile,
+                port,
+                commands,
+                clock,
+                report: report_sender,
+            });
             match spawned {
                 Ok(thread) => {
                     node.threads.push((role, ShardThread::Data(thread)));
@@ -182,10 +199,16 @@ impl Node {
         let (report_sender, report) = mpsc::channel();
         match spawn_gossip_shard(&plan.gossip_shard, Arc::clone(&node.stop), report_sender) {
             Ok(thread) => {
-                node.threads.push((ShardRole::Gossip, ShardThread::Gossip(thread)));
+                node.threads
+                    .push((ShardRole::Gossip, ShardThread::Gossip(thread)));
                 pending.push((ShardRole::Gossip, report));
             }
-            Err(reason) => return Err(node.abort(NodeError::ShardStart { role: ShardRole::Gossip, reason })),
+            Err(reason) => {
+                return Err(node.abort(NodeError::ShardStart {
+                    role: ShardRole::Gossip,
+                    reason,
+                }))
+            }
         }
         let mut engines = Vec::new();
         for (role, report) in pending {
@@ -200,7 +223,9 @@ impl Node {
                     return Err(node.abort(NodeError::ShardStart { role, reason }));
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let reason = node.take_failure(role).unwrap_or_else(|| "the thread exited before reporting".into());
+                    let reason = node
+                        .take_failure(role)
+                        .unwrap_or_else(|| "the thread exited before reporting".into());
                     return Err(node.abort(NodeError::ShardStart { role, reason }));
                 }
             }
@@ -209,7 +234,10 @@ impl Node {
             Ok(ticker) => node._ticker = Some(ticker),
             Err(error) => {
                 let reason = format!("cannot start the epoch ticker: {error}");
-                return Err(node.abort(NodeError::ShardStart { role: ShardRole::Gossip, reason }));
+                return Err(node.abort(NodeError::ShardStart {
+                    role: ShardRole::Gossip,
+                    reason,
+                }));
             }
         }
         Ok(node)
@@ -232,7 +260,12 @@ impl Node {
 
     /// The current directory.
     pub fn directory(&self) -> Arc<Directory> {
-        Arc::clone(&self.directory.read().unwrap_or_else(PoisonError::into_inner))
+        Arc::clone(
+            &self
+                .directory
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
     }
 
     /// Modules compiled and cache hits so far.
@@ -242,43 +275,109 @@ impl Node {
 
     /// A client for sending into the node from this thread.
     pub fn client(&self) -> Result<Client, NodeError> {
-        let port = self.client_ports.lock().unwrap_or_else(PoisonError::into_inner).pop().ok_or(NodeError::NoClientPort)?;
-        Ok(Client::new(port, Arc::clone(&self.directory), Arc::clone(&self.client_ports), self.clock))
+        let port = self
+            .client_ports
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+            .ok_or(NodeError::NoClientPort)?;
+        Ok(Client::new(
+            port,
+            Arc::clone(&self.directory),
+            Arc::clone(&self.client_ports),
+            self.clock,
+        ))
     }
 
     /// Deploy `source` (`.wasm` bytes or `.wat` text) as agent `name` with
     /// `instances` instances. Pinned agents (`runtime.cpu_affinity.pinned_agents`)
     /// run on the shards of their cores; others are spread over all shards.
-    pub fn deploy(&mut self, name: &str, source: &[u8], instances: u16, limits: &caxton_profiles::AgentLimits) -> Result<AgentId, NodeError> {
-        let refuse = |error: DeployError| NodeError::Deploy { agent: name.to_owned(), error };
-        let directory = self.directory();
-        if directory.resolve(name).is_some() {
-            return Err(NodeError::Refused(format!("an agent named `{name}` is already deployed")));
-        }
-        if directory.len() >= self.max_agents {
-            return Err(NodeError::Refused(format!("runtime.max_agents ({}) agents are already deployed", self.max_agents)));
-        }
+    pub fn deploy(
+        &mut self,
+        name: &str,
+        source: &[u8],
+        instances: u16,
+        limits: &caxton_profiles::AgentLimits,
+    ) -> Result<AgentId, NodeError> {
         if instances == 0 {
-            return Err(NodeError::Refused("an agent needs at least one instance".into()));
+            return Err(NodeError::Refused(
+                "an agent needs at least one instance".into(),
+            ));
         }
-        let module = self.compiler.compile(source).map_err(refuse)?;
         let shards = self.data_shards();
-        let candidates: Vec<usize> = match self.plan.pinned_agents.iter().find(|pinning| pinning.agent_id == name) {
+        let candidates: Vec<usize> = match self
+            .plan
+            .pinned_agents
+            .iter()
+            .find(|pinning| pinning.agent_id == name)
+        {
             Some(pinning) => pinning.data_shards.clone(),
             None => (0..shards).collect(),
         };
         let mut instances_per_shard = vec![0u16; shards];
-        let first = directory.len() % candidates.len();
+        let first = self.directory().len() % candidates.len();
         for instance in 0..usize::from(instances) {
             instances_per_shard[candidates[(first + instance) % candidates.len()]] += 1;
         }
-        let (next, id) = directory.with_agent(AgentRecord { name: name.to_owned(), instances_per_shard: instances_per_shard.clone() });
+        self.deploy_placed(name, source, &instances_per_shard, limits)
+    }
+
+    /// Deploy `source` as agent `name` with exactly `instances_per_shard[i]`
+    /// instances on data shard `i` (benchmarks and tests that need a layout).
+    pub fn deploy_placed(
+        &mut self,
+        name: &str,
+        source: &[u8],
+        instances_per_shard: &[u16],
+        limits: &caxton_profiles::AgentLimits,
+    ) -> Result<AgentId, NodeError> {
+        let refuse = |error: DeployError| NodeError::Deploy {
+            agent: name.to_owned(),
+            error,
+        };
+        let directory = self.directory();
+        if instances_per_shard.len() != self.data_shards()
+            || instances_per_shard.iter().all(|&count| count == 0)
+        {
+            return Err(NodeError::Refused(format!(
+                "a placement needs one count per data shard ({}) and at least one instance",
+                self.data_shards()
+            )));
+        }
+        if directory.resolve(name).is_some() {
+            return Err(NodeError::Refused(format!(
+                "an agent named `{name}` is already deployed"
+            )));
+        }
+        if directory.len() >= self.max_agents {
+            return Err(NodeError::Refused(format!(
+                "runtime.max_agents ({}) agents are already deployed",
+                self.max_agents
+            )));
+        }
+        let module = self.compiler.compile(source).map_err(refuse)?;
+        let (next, id) = directory.with_agent(AgentRecord {
+            name: name.to_owned(),
+            instances_per_shard: instances_per_shard.to_vec(),
+        });
         let mut deployed = Vec::new();
-        for (shard, &count) in instances_per_shard.iter().enumerate().filter(|(_, &count)| count > 0) {
+        for (shard, &count) in instances_per_shard
+            .iter()
+            .enumerate()
+            .filter(|(_, &count)| count > 0)
+        {
             let (ack, answer) = mpsc::channel();
-            let command =
-                Control::Deploy { id, name: name.to_owned(), module: module.clone(), instances: count, limits: limits.clone(), ack };
-            let result = self.command(shard, command, &answer).and_then(|result| result.map_err(refuse));
+            let command = Control::Deploy {
+                id,
+                name: name.to_owned(),
+                module: module.clone(),
+                instances: count,
+                limits: limits.clone(),
+                ack,
+            };
+            let result = self
+                .command(shard, command, &answer)
+                .and_then(|result| result.map_err(refuse));
             if let Err(error) = result {
                 for shard in deployed {
                     let (ack, answer) = mpsc::channel();
@@ -295,7 +394,9 @@ impl Node {
     /// Remove agent `name` from every shard.
     pub fn undeploy(&mut self, name: &str) -> Result<(), NodeError> {
         let directory = self.directory();
-        let id = directory.resolve(name).ok_or_else(|| NodeError::UnknownAgent(name.to_owned()))?;
+        let id = directory
+            .resolve(name)
+            .ok_or_else(|| NodeError::UnknownAgent(name.to_owned()))?;
         // Unpublish first, so nothing new is routed to it while it goes.
         self.publish(directory.without_agent(id));
         for shard in 0..self.data_shards() {
@@ -307,15 +408,31 @@ impl Node {
 
     /// Start one more instance of `name` on `shard`; returns whether a warm
     /// spare served it and how long it took on the shard.
-    pub fn start_instance(&mut self, name: &str, shard: usize) -> Result<(StartKind, Duration), NodeError> {
-        let id = self.directory().resolve(name).ok_or_else(|| NodeError::UnknownAgent(name.to_owned()))?;
+    /// With `cold`, the warm spares are bypassed (to measure a cold start).
+    pub fn start_instance(
+        &mut self,
+        name: &str,
+        shard: usize,
+        cold: bool,
+    ) -> Result<(StartKind, Duration), NodeError> {
+        let id = self
+            .directory()
+            .resolve(name)
+            .ok_or_else(|| NodeError::UnknownAgent(name.to_owned()))?;
         let (ack, answer) = mpsc::channel();
-        self.command(shard, Control::StartInstance { id, ack }, &answer)?.map_err(|error| NodeError::Deploy { agent: name.to_owned(), error })
+        self.command(shard, Control::StartInstance { id, cold, ack }, &answer)?
+            .map_err(|error| NodeError::Deploy {
+                agent: name.to_owned(),
+                error,
+            })
     }
 
     /// Stop one instance of `name` on `shard`.
     pub fn stop_instance(&mut self, name: &str, shard: usize) -> Result<bool, NodeError> {
-        let id = self.directory().resolve(name).ok_or_else(|| NodeError::UnknownAgent(name.to_owned()))?;
+        let id = self
+            .directory()
+            .resolve(name)
+            .ok_or_else(|| NodeError::UnknownAgent(name.to_owned()))?;
         let (ack, answer) = mpsc::channel();
         self.command(shard, Control::StopInstance { id, ack }, &answer)
     }
@@ -332,7 +449,10 @@ impl Node {
 
     /// Agent `name`'s counters, summed over shards.
     pub fn agent_stats(&self, name: &str) -> Result<AgentStats, NodeError> {
-        let id = self.directory().resolve(name).ok_or_else(|| NodeError::UnknownAgent(name.to_owned()))?;
+        let id = self
+            .directory()
+            .resolve(name)
+            .ok_or_else(|| NodeError::UnknownAgent(name.to_owned()))?;
         let mut total = AgentStats::default();
         for shard in 0..self.data_shards() {
             let (ack, answer) = mpsc::channel();
@@ -377,22 +497,37 @@ impl Node {
 
     fn publish(&self, directory: Directory) {
         let directory = Arc::new(directory);
-        *self.directory.write().unwrap_or_else(PoisonError::into_inner) = Arc::clone(&directory);
+        *self
+            .directory
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::clone(&directory);
         for (shard, control) in self.controls.iter().enumerate() {
             let _ = control.send(Control::Directory(Arc::clone(&directory)));
             self.doorbells[shard].notify_control();
         }
     }
 
-    fn command<T>(&self, shard: usize, command: Control, answer: &mpsc::Receiver<T>) -> Result<T, NodeError> {
-        self.controls[shard].send(command).map_err(|_| NodeError::ShardUnresponsive(shard))?;
+    fn command<T>(
+        &self,
+        shard: usize,
+        command: Control,
+        answer: &mpsc::Receiver<T>,
+    ) -> Result<T, NodeError> {
+        self.controls[shard]
+            .send(command)
+            .map_err(|_| NodeError::ShardUnresponsive(shard))?;
         self.doorbells[shard].notify_control();
-        answer.recv_timeout(SHARD_REPLY_TIMEOUT).map_err(|_| NodeError::ShardUnresponsive(shard))
+        answer
+            .recv_timeout(SHARD_REPLY_TIMEOUT)
+            .map_err(|_| NodeError::ShardUnresponsive(shard))
     }
 
     /// Join the thread of `role` (which has ended) and return why it failed.
     fn take_failure(&mut self, role: ShardRole) -> Option<String> {
-        let position = self.threads.iter().position(|(candidate, _)| *candidate == role)?;
+        let position = self
+            .threads
+            .iter()
+            .position(|(candidate, _)| *candidate == role)?;
         let (_, thread) = self.threads.remove(position);
         join(thread).err()
     }
@@ -409,7 +544,9 @@ impl Node {
 fn join(thread: ShardThread) -> Result<(), String> {
     match thread {
         ShardThread::Data(handle) => handle.join().map_err(|error| error.to_string()),
-        ShardThread::Gossip(handle) => handle.join().map_err(|_| "the gossip thread panicked".to_owned()),
+        ShardThread::Gossip(handle) => handle
+            .join()
+            .map_err(|_| "the gossip thread panicked".to_owned()),
     }
 }
 
@@ -417,7 +554,9 @@ fn glommio_placement(binding: &CpuBinding) -> Result<Placement, String> {
     let online = || CpuSet::online().map_err(|error| format!("cannot list online CPUs: {error}"));
     Ok(match binding {
         CpuBinding::Pu(pu) => Placement::Fixed(*pu),
-        CpuBinding::Pus(pus) => Placement::Fenced(online()?.filter(|location| pus.contains(&location.cpu))),
+        CpuBinding::Pus(pus) => {
+            Placement::Fenced(online()?.filter(|location| pus.contains(&location.cpu)))
+        }
         // Fenced over every online CPU rather than Unbound: glommio turns
         // spin_before_park off for unbound executors.
         CpuBinding::Unbound => Placement::Fenced(online()?),
@@ -436,7 +575,16 @@ struct DataShardBoot<'a> {
 }
 
 fn spawn_data_shard(boot: DataShardBoot<'_>) -> Result<ExecutorJoinHandle<()>, String> {
-    let DataShardBoot { index, shards, placement, profile, port, commands, clock, report } = boot;
+    let DataShardBoot {
+        index,
+        shards,
+        placement,
+        profile,
+        port,
+        commands,
+        clock,
+        report,
+    } = boot;
     let spin_before_park = profile.runtime.spin_before_park.map(|spin| spin.get());
     let mut builder = LocalExecutorBuilder::new(glommio_placement(&placement.cpu_binding)?)
         .name(&format!("caxton-shard-{index}"))
@@ -448,9 +596,13 @@ fn spawn_data_shard(boot: DataShardBoot<'_>) -> Result<ExecutorJoinHandle<()>, S
     let profile = profile.clone();
     builder
         .spawn(move || async move {
-            let placed = apply_memory(&memory).map(|memory_warning| read_back(ShardRole::Data(index), memory_warning, spin_before_park));
+            let placed = apply_memory(&memory).map(|memory_warning| {
+                read_back(ShardRole::Data(index), memory_warning, spin_before_park)
+            });
             let runtime = placed.and_then(|report| {
-                ShardRuntime::new(&profile, index, shards, port, commands, clock).map(|runtime| (report, runtime)).map_err(|error| error.to_string())
+                ShardRuntime::new(&profile, index, shards, port, commands, clock)
+                    .map(|runtime| (report, runtime))
+                    .map_err(|error| error.to_string())
             });
             match runtime {
                 Ok((placed, runtime)) => {
@@ -468,7 +620,11 @@ fn spawn_data_shard(boot: DataShardBoot<'_>) -> Result<ExecutorJoinHandle<()>, S
         .map_err(|error| error.to_string())
 }
 
-fn spawn_gossip_shard(placement: &ShardPlacement, stop: Arc<StopSignal>, report: BootSender) -> Result<JoinHandle<()>, String> {
+fn spawn_gossip_shard(
+    placement: &ShardPlacement,
+    stop: Arc<StopSignal>,
+    report: BootSender,
+) -> Result<JoinHandle<()>, String> {
     let binding = placement.cpu_binding.clone();
     let memory = placement.memory.clone();
     std::thread::Builder::new()
@@ -495,12 +651,20 @@ fn spawn_gossip_shard(placement: &ShardPlacement, stop: Arc<StopSignal>, report:
 fn apply_memory(memory: &MemoryPlacement) -> Result<Option<String>, String> {
     match binding::apply_memory_placement(memory) {
         Ok(()) => Ok(None),
-        Err(error @ BindError::Memory { .. }) if matches!(memory, MemoryPlacement::LocalAlloc { .. }) => Ok(Some(error.to_string())),
+        Err(error @ BindError::Memory { .. })
+            if matches!(memory, MemoryPlacement::LocalAlloc { .. }) =>
+        {
+            Ok(Some(error.to_string()))
+        }
         Err(error) => Err(error.to_string()),
     }
 }
 
-fn read_back(role: ShardRole, memory_warning: Option<String>, spin_before_park: Option<Duration>) -> ShardReport {
+fn read_back(
+    role: ShardRole,
+    memory_warning: Option<String>,
+    spin_before_park: Option<Duration>,
+) -> ShardReport {
     ShardReport {
         role,
         tid: binding::current_tid(),

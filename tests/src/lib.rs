@@ -46,6 +46,9 @@ pub fn thread_alive(tid: i32) -> bool {
 
 /// The text of example agent `name` (`examples/agents/NAME.wat`).
 pub fn example(name: &str) -> Vec<u8> {
-    let path = format!("{}/../examples/agents/{name}.wat", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../examples/agents/{name}.wat",
+        env!("CARGO_MANIFEST_DIR")
+    );
     std::fs::read(&path).unwrap_or_else(|error| panic!("{path}: {error}"))
 }

@@ -25,18 +25,30 @@ fn limits(planned: &Planned) -> AgentLimits {
 
 fn failure_reason(content: &[u8]) -> String {
     let text = String::from_utf8_lossy(content);
-    text.strip_prefix(FAILURE_PREFIX).unwrap_or_else(|| panic!("not an engine failure: {text}")).to_owned()
+    text.strip_prefix(FAILURE_PREFIX)
+        .unwrap_or_else(|| panic!("not an engine failure: {text}"))
+        .to_owned()
 }
 
 #[test]
 fn echo_answers_a_client_request() {
     let (planned, mut node) = boot(&[]);
-    let echo = node.deploy("echo", &example("echo"), 2, &limits(&planned)).expect("deploys");
+    let echo = node
+        .deploy("echo", &example("echo"), 2, &limits(&planned))
+        .expect("deploys");
     let mut client = node.client().expect("client");
-    let answer = client.request(echo, b"hello".to_vec(), PATIENCE).expect("answered");
+    let answer = client
+        .request(echo, b"hello".to_vec(), PATIENCE)
+        .expect("answered");
     assert_eq!(answer.performative, Performative::Inform);
     assert_eq!(answer.content, b"hello");
-    assert_eq!(node.directory().get(echo).expect("listed").instances_per_shard, [1, 1]);
+    assert_eq!(
+        node.directory()
+            .get(echo)
+            .expect("listed")
+            .instances_per_shard,
+        [1, 1]
+    );
     drop(client);
     node.shutdown().expect("clean stop");
 }
@@ -45,12 +57,23 @@ fn echo_answers_a_client_request() {
 fn a_pipeline_crosses_shards_and_answers_the_original_sender() {
     let (planned, mut node) = boot(&[]);
     // One instance each: the directory places them on different shards.
-    let forwarder = node.deploy("forwarder", &example("forwarder"), 1, &limits(&planned)).expect("deploys");
-    let echo = node.deploy("echo", &example("echo"), 1, &limits(&planned)).expect("deploys");
+    let forwarder = node
+        .deploy("forwarder", &example("forwarder"), 1, &limits(&planned))
+        .expect("deploys");
+    let echo = node
+        .deploy("echo", &example("echo"), 1, &limits(&planned))
+        .expect("deploys");
     let directory = node.directory();
-    let forwarder_shard = directory.get(forwarder).expect("listed").hosting_shards().next();
+    let forwarder_shard = directory
+        .get(forwarder)
+        .expect("listed")
+        .hosting_shards()
+        .next();
     let echo_shard = directory.get(echo).expect("listed").hosting_shards().next();
-    assert_ne!(forwarder_shard, echo_shard, "the pipeline must cross shards");
+    assert_ne!(
+        forwarder_shard, echo_shard,
+        "the pipeline must cross shards"
+    );
     node.metrics(true).expect("reset");
 
     let mut route = vec![2u8, 9];
@@ -59,20 +82,36 @@ fn a_pipeline_crosses_shards_and_answers_the_original_sender() {
     route.extend_from_slice(b"forwarder");
     route.extend_from_slice(b"payload");
     let mut client = node.client().expect("client");
-    let answer = client.request(forwarder, route, PATIENCE).expect("answered");
-    assert_eq!((answer.performative, answer.content.as_slice()), (Performative::Inform, &b"payload"[..]));
+    let answer = client
+        .request(forwarder, route, PATIENCE)
+        .expect("answered");
+    assert_eq!(
+        (answer.performative, answer.content.as_slice()),
+        (Performative::Inform, &b"payload"[..])
+    );
 
     let mut to_echo = vec![1u8, 4];
     to_echo.extend_from_slice(b"echo");
     to_echo.extend_from_slice(b"across");
-    let answer = client.request(forwarder, to_echo, PATIENCE).expect("answered");
+    let answer = client
+        .request(forwarder, to_echo, PATIENCE)
+        .expect("answered");
     // The forwarder passes on the rest of the route (no hops left) and the payload.
-    assert_eq!(answer.content, b"\0across", "echo on the other shard answered the client directly");
+    assert_eq!(
+        answer.content, b"\0across",
+        "echo on the other shard answered the client directly"
+    );
     let metrics = node.metrics(false).expect("metrics");
     let echo_metrics = &metrics[echo_shard.expect("hosted")];
-    assert!(echo_metrics.routing_cross_ns.len() >= 1, "the forwarded message crossed shards");
+    assert!(
+        echo_metrics.routing_cross_ns.len() >= 1,
+        "the forwarded message crossed shards"
+    );
     let forwarder_metrics = &metrics[forwarder_shard.expect("hosted")];
-    assert!(forwarder_metrics.routing_local_ns.len() >= 1, "forwarder-to-forwarder stayed local");
+    assert!(
+        forwarder_metrics.routing_local_ns.len() >= 1,
+        "forwarder-to-forwarder stayed local"
+    );
     drop(client);
     node.shutdown().expect("clean stop");
 }
@@ -80,9 +119,13 @@ fn a_pipeline_crosses_shards_and_answers_the_original_sender() {
 #[test]
 fn fanout_gathers_answers_from_agents_on_every_shard() {
     let (planned, mut node) = boot(&[]);
-    node.deploy("echo", &example("echo"), 2, &limits(&planned)).expect("deploys");
-    node.deploy("counter", &example("counter"), 1, &limits(&planned)).expect("deploys");
-    let fanout = node.deploy("fanout", &example("fanout"), 1, &limits(&planned)).expect("deploys");
+    node.deploy("echo", &example("echo"), 2, &limits(&planned))
+        .expect("deploys");
+    node.deploy("counter", &example("counter"), 1, &limits(&planned))
+        .expect("deploys");
+    let fanout = node
+        .deploy("fanout", &example("fanout"), 1, &limits(&planned))
+        .expect("deploys");
     let mut content = vec![2u8, 4];
     content.extend_from_slice(b"echo");
     content.push(7);
@@ -97,24 +140,55 @@ fn fanout_gathers_answers_from_agents_on_every_shard() {
 #[test]
 fn faults_answer_failure_and_the_node_keeps_serving() {
     let (planned, mut node) = boot(&[]);
-    let echo = node.deploy("echo", &example("echo"), 2, &limits(&planned)).expect("deploys");
-    let quick = AgentLimits { max_execution_time: HumanDuration::from_millis(30), ..limits(&planned) };
-    let small = AgentLimits { memory: ByteSize::mib(1), ..limits(&planned) };
-    let trap = node.deploy("trap", &example("trap"), 1, &limits(&planned)).expect("deploys");
-    let looping = node.deploy("loop", &example("loop"), 1, &quick).expect("deploys");
-    let grow = node.deploy("grow", &example("grow"), 1, &small).expect("deploys");
+    let echo = node
+        .deploy("echo", &example("echo"), 2, &limits(&planned))
+        .expect("deploys");
+    let quick = AgentLimits {
+        max_execution_time: HumanDuration::from_millis(30),
+        ..limits(&planned)
+    };
+    let small = AgentLimits {
+        memory: ByteSize::mib(1),
+        ..limits(&planned)
+    };
+    let trap = node
+        .deploy("trap", &example("trap"), 1, &limits(&planned))
+        .expect("deploys");
+    let looping = node
+        .deploy("loop", &example("loop"), 1, &quick)
+        .expect("deploys");
+    let grow = node
+        .deploy("grow", &example("grow"), 1, &small)
+        .expect("deploys");
     let mut client = node.client().expect("client");
-    for (agent, expected) in [(trap, "trap:"), (looping, "execution-time"), (grow, "memory-limit")] {
-        let answer = client.request(agent, b"x".to_vec(), PATIENCE).expect("answered");
+    for (agent, expected) in [
+        (trap, "trap:"),
+        (looping, "execution-time"),
+        (grow, "memory-limit"),
+    ] {
+        let answer = client
+            .request(agent, b"x".to_vec(), PATIENCE)
+            .expect("answered");
         assert_eq!(answer.performative, Performative::Failure);
-        assert!(failure_reason(&answer.content).starts_with(expected), "{expected}: {}", failure_reason(&answer.content));
-        let echoed = client.request(echo, b"alive".to_vec(), PATIENCE).expect("echo still serves");
+        assert!(
+            failure_reason(&answer.content).starts_with(expected),
+            "{expected}: {}",
+            failure_reason(&answer.content)
+        );
+        let echoed = client
+            .request(echo, b"alive".to_vec(), PATIENCE)
+            .expect("echo still serves");
         assert_eq!(echoed.content, b"alive");
     }
     assert_eq!(node.agent_stats("trap").expect("stats").traps, 1);
     assert_eq!(node.agent_stats("loop").expect("stats").timeouts, 1);
     assert_eq!(node.agent_stats("grow").expect("stats").memory_faults, 1);
-    let total_faults: u64 = node.metrics(false).expect("metrics").iter().map(|shard| shard.faults).sum();
+    let total_faults: u64 = node
+        .metrics(false)
+        .expect("metrics")
+        .iter()
+        .map(|shard| shard.faults)
+        .sum();
     assert_eq!(total_faults, 3);
     drop(client);
     node.shutdown().expect("clean stop");
@@ -136,13 +210,20 @@ const SLOW_AGENT: &str = r#"(module
 #[test]
 fn a_flood_is_refused_explicitly_and_the_agent_recovers() {
     let (planned, mut node) = boot(&["messaging.queue_size=64", "messaging.delivery_timeout=60s"]);
-    let slow = node.deploy("slow", SLOW_AGENT.as_bytes(), 1, &limits(&planned)).expect("deploys");
+    let slow = node
+        .deploy("slow", SLOW_AGENT.as_bytes(), 1, &limits(&planned))
+        .expect("deploys");
     let mut client = node.client().expect("client");
     let flood = 2_000;
     let mut refused_at_send = 0;
     let mut accepted = 0;
     for _ in 0..flood {
-        match client.send(slow, Performative::Request, Vec::new(), SendOptions::default()) {
+        match client.send(
+            slow,
+            Performative::Request,
+            Vec::new(),
+            SendOptions::default(),
+        ) {
             Ok(_) => accepted += 1,
             Err(SendError::Refused(_)) => refused_at_send += 1,
             Err(other) => panic!("unexpected: {other}"),
@@ -150,7 +231,9 @@ fn a_flood_is_refused_explicitly_and_the_agent_recovers() {
     }
     let (mut answered, mut refused_by_shard) = (0, 0);
     while answered + refused_by_shard < accepted {
-        let envelope = client.recv(PATIENCE).expect("every accepted send is answered");
+        let envelope = client
+            .recv(PATIENCE)
+            .expect("every accepted send is answered");
         match envelope.performative {
             Performative::Inform => answered += 1,
             Performative::Failure => {
@@ -160,12 +243,27 @@ fn a_flood_is_refused_explicitly_and_the_agent_recovers() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert!(refused_at_send + refused_by_shard > 0, "a flood past the bounds is refused");
-    assert_eq!(answered + refused_by_shard + refused_at_send, flood, "nothing is lost silently");
+    assert!(
+        refused_at_send + refused_by_shard > 0,
+        "a flood past the bounds is refused"
+    );
+    assert_eq!(
+        answered + refused_by_shard + refused_at_send,
+        flood,
+        "nothing is lost silently"
+    );
     let metrics = node.metrics(false).expect("metrics");
-    assert_eq!(metrics.iter().map(|shard| shard.refused).sum::<u64>(), refused_by_shard as u64);
-    assert!(metrics.iter().all(|shard| shard.queue_depth == 0), "the backlog drained");
-    let after = client.request(slow, Vec::new(), PATIENCE).expect("serves after the flood");
+    assert_eq!(
+        metrics.iter().map(|shard| shard.refused).sum::<u64>(),
+        refused_by_shard as u64
+    );
+    assert!(
+        metrics.iter().all(|shard| shard.queue_depth == 0),
+        "the backlog drained"
+    );
+    let after = client
+        .request(slow, Vec::new(), PATIENCE)
+        .expect("serves after the flood");
     assert_eq!(after.performative, Performative::Inform);
     drop(client);
     node.shutdown().expect("clean stop");
@@ -174,18 +272,38 @@ fn a_flood_is_refused_explicitly_and_the_agent_recovers() {
 #[test]
 fn deadlines_that_pass_in_the_queue_are_answered_with_failure() {
     let (planned, mut node) = boot(&["messaging.priority_routing.enabled=true"]);
-    let slow = node.deploy("slow", SLOW_AGENT.as_bytes(), 1, &limits(&planned)).expect("deploys");
+    let slow = node
+        .deploy("slow", SLOW_AGENT.as_bytes(), 1, &limits(&planned))
+        .expect("deploys");
     let mut client = node.client().expect("client");
     // A backlog, then messages that must start within a millisecond.
     for _ in 0..20 {
-        client.send(slow, Performative::Request, Vec::new(), SendOptions::default()).expect("accepted");
+        client
+            .send(
+                slow,
+                Performative::Request,
+                Vec::new(),
+                SendOptions::default(),
+            )
+            .expect("accepted");
     }
-    let urgent = SendOptions { deadline: Some(Duration::from_micros(1)), priority: PriorityClass(3), ..SendOptions::default() };
-    let token = client.send(slow, Performative::Request, Vec::new(), urgent).expect("accepted");
+    let urgent = SendOptions {
+        deadline: Some(Duration::from_micros(1)),
+        priority: PriorityClass(3),
+        ..SendOptions::default()
+    };
+    let token = client
+        .send(slow, Performative::Request, Vec::new(), urgent)
+        .expect("accepted");
     let answer = client.await_reply(token, PATIENCE).expect("answered");
     assert_eq!(answer.performative, Performative::Failure);
     assert_eq!(failure_reason(&answer.content), "timeout");
-    let timeouts: u64 = node.metrics(false).expect("metrics").iter().map(|shard| shard.timeouts).sum();
+    let timeouts: u64 = node
+        .metrics(false)
+        .expect("metrics")
+        .iter()
+        .map(|shard| shard.timeouts)
+        .sum();
     assert!(timeouts >= 1);
     drop(client);
     node.shutdown().expect("clean stop");
@@ -194,15 +312,27 @@ fn deadlines_that_pass_in_the_queue_are_answered_with_failure() {
 #[test]
 fn bad_modules_and_bad_deploys_are_refused() {
     let (planned, mut node) = boot(&[]);
-    let error = node.deploy("junk", b"not wasm at all", 1, &limits(&planned)).expect_err("refused");
+    let error = node
+        .deploy("junk", b"not wasm at all", 1, &limits(&planned))
+        .expect_err("refused");
     assert!(matches!(error, NodeError::Deploy { .. }), "{error}");
     assert!(error.to_string().contains("junk"), "{error}");
-    node.deploy("echo", &example("echo"), 1, &limits(&planned)).expect("deploys");
-    assert!(matches!(node.deploy("echo", &example("echo"), 1, &limits(&planned)), Err(NodeError::Refused(_))));
+    node.deploy("echo", &example("echo"), 1, &limits(&planned))
+        .expect("deploys");
+    assert!(matches!(
+        node.deploy("echo", &example("echo"), 1, &limits(&planned)),
+        Err(NodeError::Refused(_))
+    ));
     node.undeploy("echo").expect("undeploys");
-    assert!(matches!(node.undeploy("echo"), Err(NodeError::UnknownAgent(_))));
+    assert!(matches!(
+        node.undeploy("echo"),
+        Err(NodeError::UnknownAgent(_))
+    ));
     let client = node.client().expect("client");
-    assert!(matches!(client.resolve("echo"), Err(SendError::UnknownAgent(_))));
+    assert!(matches!(
+        client.resolve("echo"),
+        Err(SendError::UnknownAgent(_))
+    ));
     drop(client);
     node.shutdown().expect("clean stop");
 }

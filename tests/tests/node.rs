@@ -144,7 +144,9 @@ fn a_shard_that_cannot_start_stops_the_others_and_is_named() {
         }
         Err(error) => error,
     };
-    let NodeError::ShardStart { role, reason } = error else { panic!("expected a shard start error, got {error}") };
+    let NodeError::ShardStart { role, reason } = error else {
+        panic!("expected a shard start error, got {error}")
+    };
     assert_eq!(role, ShardRole::Data(1), "the shard that failed is named");
     assert!(
         reason.contains("100000"),

@@ -1,0 +1,607 @@
+//! The standard benchmark suite, run against an in-process node:
+//! `local_routing`, `cross_shard_routing`, `message_processing`,
+//! `agent_startup_warm`, `agent_startup_cold`, `request_reply_throughput`,
+//! and `agent_density`.
+//!
+//! Routing and processing latencies come from the shards' own HDR
+//! histograms (send to handler start; handler run time), reset before each
+//! scenario and merged at read. Request-reply latency is measured by the
+//! clients from each request's send time, which is its intended send time in
+//! this closed-loop scenario.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use caxton_messaging::{Address, Envelope, Performative, PriorityClass};
+use caxton_profiles::{AgentLimits, Profile};
+use caxton_shards::{Client, Node, ShardMetrics, CLIENT_PORTS};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::nanosecond_histogram;
+
+/// The echo agent, as shipped in `examples/agents/echo.wat`.
+pub const ECHO_WAT: &str = include_str!("../../examples/agents/echo.wat");
+/// The forwarder agent, as shipped in `examples/agents/forwarder.wat`.
+pub const FORWARDER_WAT: &str = include_str!("../../examples/agents/forwarder.wat");
+
+/// How long and how hard to run.
+#[derive(Clone, Debug)]
+pub struct SuiteOptions {
+    /// Messages per latency scenario.
+    pub messages: usize,
+    /// Instance starts per startup scenario.
+    pub startups: usize,
+    /// How long the throughput scenario runs.
+    pub throughput_time: Duration,
+    /// Idle agents deployed for the density report.
+    pub density_agents: usize,
+    /// Where histograms and `summary.json` go, if anywhere.
+    pub output: Option<PathBuf>,
+}
+
+impl SuiteOptions {
+    /// The full suite.
+    pub fn full() -> Self {
+        Self {
+            messages: 200_000,
+            startups: 2_000,
+            throughput_time: Duration::from_secs(10),
+            density_agents: 10_000,
+            output: None,
+        }
+    }
+
+    /// `--quick`: within two minutes on a 2-core machine.
+    pub fn quick() -> Self {
+        Self {
+            messages: 20_000,
+            startups: 300,
+            throughput_time: Duration::from_secs(2),
+            density_agents: 2_000,
+            output: None,
+        }
+    }
+}
+
+/// One scenario's figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct ScenarioResult {
+    /// Scenario name.
+    pub name: String,
+    /// Samples recorded.
+    pub count: u64,
+    /// Median, nanoseconds.
+    pub p50_ns: u64,
+    /// 99th percentile, nanoseconds.
+    pub p99_ns: u64,
+    /// 99.9th percentile, nanoseconds.
+    pub p999_ns: u64,
+    /// Largest sample, nanoseconds.
+    pub max_ns: u64,
+    /// Operations per second over the scenario (messages, starts, replies).
+    pub per_second: f64,
+    #[serde(skip)]
+    histogram: Histogram<u64>,
+}
+
+impl ScenarioResult {
+    fn from_histogram(name: &str, histogram: Histogram<u64>, elapsed: Duration) -> Self {
+        let per_second = if elapsed.is_zero() {
+            0.0
+        } else {
+            histogram.len() as f64 / elapsed.as_secs_f64()
+        };
+        Self {
+            name: name.to_owned(),
+            count: histogram.len(),
+            p50_ns: histogram.value_at_quantile(0.5),
+            p99_ns: histogram.value_at_quantile(0.99),
+            p999_ns: histogram.value_at_quantile(0.999),
+            max_ns: histogram.max(),
+            per_second,
+            histogram,
+        }
+    }
+}
+
+/// Resident memory per idle agent.
+#[derive(Clone, Debug, Serialize)]
+pub struct DensityResult {
+    /// Idle echo agents deployed.
+    pub agents: usize,
+    /// Growth of the process's resident set over the deploy, bytes.
+    pub resident_bytes: u64,
+    /// `resident_bytes / agents`.
+    pub bytes_per_agent: u64,
+}
+
+/// The suite's report, as written to `summary.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    /// Profile layers the node ran.
+    pub profile: String,
+    /// Data shards.
+    pub shards: usize,
+    /// Cores of the machine.
+    pub cores: usize,
+    /// Scenarios, in run order.
+    pub scenarios: Vec<ScenarioResult>,
+    /// The density report.
+    pub agent_density: Option<DensityResult>,
+    /// Scenarios skipped, and why.
+    pub skipped: Vec<String>,
+}
+
+/// Why the suite stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SuiteError {
+    /// The node refused an operation.
+    #[error(transparent)]
+    Node(#[from] caxton_shards::NodeError),
+    /// A request went unanswered or was refused.
+    #[error("{0}")]
+    Traffic(String),
+    /// Output could not be written.
+    #[error("cannot write {path}: {error}")]
+    Output {
+        /// The file.
+        path: String,
+        /// Why.
+        error: std::io::Error,
+    },
+}
+
+/// A progress line per scenario, to stderr.
+fn progress(message: &str) {
+    eprintln!("benchmark: {message}");
+}
+
+/// Run the suite on `node` (booted with `profile`), reporting as `profile_name`.
+pub fn run_standard_suite(
+    node: &mut Node,
+    profile: &Profile,
+    profile_name: &str,
+    cores: usize,
+    options: &SuiteOptions,
+) -> Result<Summary, SuiteError> {
+    let shards = node.data_shards();
+    let limits = profile.agents.default_limits.clone();
+    let mut scenarios = Vec::new();
+    let mut skipped = Vec::new();
+    let everywhere = vec![1u16; shards];
+
+    progress("deploying echo and forwarder on every shard");
+    let echo = node.deploy_placed("bench-echo", ECHO_WAT.as_bytes(), &everywhere, &limits)?;
+    node.deploy_placed(
+        "bench-forwarder",
+        FORWARDER_WAT.as_bytes(),
+        &everywhere,
+        &limits,
+    )?;
+    let forwarder = node
+        .directory()
+        .resolve("bench-forwarder")
+        .ok_or_else(|| SuiteError::Traffic("forwarder vanished".into()))?;
+    let mut client = node.client()?;
+
+    progress(&format!(
+        "local_routing: {} messages through forwarder -> echo on one shard",
+        options.messages
+    ));
+    node.metrics(true)?;
+    let started = Instant::now();
+    let route = route_to("bench-echo", b"0123456789abcdef");
+    closed_loop(&mut client, forwarder, &route, options.messages)?;
+    let elapsed = started.elapsed();
+    let merged = merge(&node.metrics(false)?);
+    scenarios.push(ScenarioResult::from_histogram(
+        "local_routing",
+        merged.routing_local_ns,
+        elapsed,
+    ));
+
+    progress(&format!(
+        "message_processing: {} requests straight to echo",
+        options.messages
+    ));
+    node.metrics(true)?;
+    let started = Instant::now();
+    closed_loop(&mut client, echo, b"0123456789abcdef", options.messages)?;
+    let elapsed = started.elapsed();
+    let merged = merge(&node.metrics(false)?);
+    scenarios.push(ScenarioResult::from_histogram(
+        "message_processing",
+        merged.processing_ns,
+        elapsed,
+    ));
+
+    if shards >= 2 {
+        progress(&format!(
+            "cross_shard_routing: {} messages forwarder (shard 0) -> echo (shard 1)",
+            options.messages
+        ));
+        let mut first_only = vec![0u16; shards];
+        first_only[0] = 1;
+        let mut second_only = vec![0u16; shards];
+        second_only[1] = 1;
+        let cross_forwarder = node.deploy_placed(
+            "bench-cross-forwarder",
+            FORWARDER_WAT.as_bytes(),
+            &first_only,
+            &limits,
+        )?;
+        node.deploy_placed(
+            "bench-cross-echo",
+            ECHO_WAT.as_bytes(),
+            &second_only,
+            &limits,
+        )?;
+        node.metrics(true)?;
+        let started = Instant::now();
+        closed_loop(
+            &mut client,
+            cross_forwarder,
+            &route_to("bench-cross-echo", b"0123456789abcdef"),
+            options.messages,
+        )?;
+        let elapsed = started.elapsed();
+        // Only shard 1's arrivals are forwarder -> echo; shard 0's are client -> forwarder.
+        let metrics = node.metrics(false)?;
+        scenarios.push(ScenarioResult::from_histogram(
+            "cross_shard_routing",
+            metrics[1].routing_cross_ns.clone(),
+            elapsed,
+        ));
+    } else {
+        skipped.push(
+            "cross_shard_routing: needs at least 2 data shards (set runtime.worker_threads)"
+                .to_owned(),
+        );
+    }
+
+    progress(&format!(
+        "agent_startup_warm and agent_startup_cold: {} starts each",
+        options.startups
+    ));
+    let (warm, cold, elapsed) = startups(node, "bench-echo", options.startups)?;
+    scenarios.push(ScenarioResult::from_histogram(
+        "agent_startup_warm",
+        warm,
+        elapsed,
+    ));
+    scenarios.push(ScenarioResult::from_histogram(
+        "agent_startup_cold",
+        cold,
+        elapsed,
+    ));
+
+    drop(client);
+    progress(&format!(
+        "request_reply_throughput: {:?} of pipelined requests to echo",
+        options.throughput_time
+    ));
+    let throughput = request_reply(node, echo, shards, options.throughput_time)?;
+    scenarios.push(throughput);
+
+    progress(&format!(
+        "agent_density: deploying {} idle echo agents",
+        options.density_agents
+    ));
+    let agent_density = density(node, options.density_agents, &limits)?;
+
+    let summary = Summary {
+        profile: profile_name.to_owned(),
+        shards,
+        cores,
+        scenarios,
+        agent_density: Some(agent_density),
+        skipped,
+    };
+    if let Some(directory) = &options.output {
+        write_output(directory, &summary)?;
+    }
+    Ok(summary)
+}
+
+/// Forwarder content that routes to `agent` with `payload`.
+fn route_to(agent: &str, payload: &[u8]) -> Vec<u8> {
+    let mut route = vec![1u8, agent.len() as u8];
+    route.extend_from_slice(agent.as_bytes());
+    route.extend_from_slice(payload);
+    route
+}
+
+fn merge(shards: &[ShardMetrics]) -> ShardMetrics {
+    let mut merged = ShardMetrics::default();
+    for shard in shards {
+        merged.merge(shard);
+    }
+    merged
+}
+
+/// Send `count` requests one at a time, each after the previous answer.
+fn closed_loop(
+    client: &mut Client,
+    agent: caxton_messaging::AgentId,
+    content: &[u8],
+    count: usize,
+) -> Result<(), SuiteError> {
+    for _ in 0..count {
+        let answer = client
+            .request(agent, content.to_vec(), Duration::from_secs(10))
+            .map_err(|error| SuiteError::Traffic(error.to_string()))?;
+        if answer.performative != Performative::Inform {
+            return Err(SuiteError::Traffic(format!(
+                "expected inform, got {:?}: {}",
+                answer.performative,
+                String::from_utf8_lossy(&answer.content)
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn startups(
+    node: &mut Node,
+    agent: &str,
+    count: usize,
+) -> Result<(Histogram<u64>, Histogram<u64>, Duration), SuiteError> {
+    let mut warm = nanosecond_histogram();
+    let mut cold = nanosecond_histogram();
+    let shards = node.data_shards();
+    let started = Instant::now();
+    for round in 0..count {
+        let shard = round % shards;
+        // Let the shard refill its spares while idle, as it would between deploys.
+        std::thread::sleep(Duration::from_micros(200));
+        let (kind, took) = node.start_instance(agent, shard, false)?;
+        node.stop_instance(agent, shard)?;
+        if kind == caxton_agents::StartKind::Warm {
+            warm.saturating_record(took.as_nanos() as u64);
+        }
+        let (_, took) = node.start_instance(agent, shard, true)?;
+        node.stop_instance(agent, shard)?;
+        cold.saturating_record(took.as_nanos() as u64);
+    }
+    Ok((warm, cold, started.elapsed()))
+}
+
+/// Pipelined request-reply from several client threads for `duration`.
+fn request_reply(
+    node: &Node,
+    echo: caxton_messaging::AgentId,
+    shards: usize,
+    duration: Duration,
+) -> Result<ScenarioResult, SuiteError> {
+    // One client per shard, at most what the node has ports for; each keeps a
+    // window of requests outstanding.
+    const WINDOW: usize = 128;
+    let clients = shards.clamp(1, CLIENT_PORTS - 1);
+    let mut handles = Vec::new();
+    for _ in 0..clients {
+        let mut client = node.client()?;
+        handles.push(std::thread::spawn(
+            move || -> Result<Histogram<u64>, String> {
+                let mut latency = nanosecond_histogram();
+                let deadline = Instant::now() + duration;
+                let mut outstanding = 0usize;
+                let content = b"0123456789abcdef".to_vec();
+                loop {
+                    let sending = Instant::now() < deadline;
+                    while sending && outstanding < WINDOW {
+                        let now = client.now_ns();
+                        let envelope = Envelope {
+                            performative: Performative::Request,
+                            sender: client.address(),
+                            receiver: Address::Agent(echo),
+                            conversation_id: 0,
+                            reply_with: now.max(1),
+                            in_reply_to: 0,
+                            priority: PriorityClass(0),
+                            deadline_ns: Envelope::NO_DEADLINE,
+                            sent_at_ns: now,
+                            from_shard: 0,
+                            content: content.clone(),
+                        };
+                        match client.send_envelope(envelope) {
+                            Ok(()) => outstanding += 1,
+                            Err(_) => break,
+                        }
+                    }
+                    if outstanding == 0 {
+                        return Ok(latency);
+                    }
+                    let answer = client
+                        .recv(Duration::from_secs(10))
+                        .ok_or("an answer never came")?;
+                    outstanding -= 1;
+                    if answer.performative == Performative::Inform {
+                        // The request's reply_with was its send time.
+                        latency.saturating_record(
+                            client.now_ns().saturating_sub(answer.in_reply_to).max(1),
+                        );
+                    }
+                }
+            },
+        ));
+    }
+    let started = Instant::now();
+    let mut merged = nanosecond_histogram();
+    for handle in handles {
+        let histogram = handle
+            .join()
+            .map_err(|_| SuiteError::Traffic("a client thread panicked".into()))?
+            .map_err(SuiteError::Traffic)?;
+        merged
+            .add(&histogram)
+            .map_err(|error| SuiteError::Traffic(error.to_string()))?;
+    }
+    Ok(ScenarioResult::from_histogram(
+        "request_reply_throughput",
+        merged,
+        started.elapsed(),
+    ))
+}
+
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:").map(str::to_owned))
+        })
+        .and_then(|value| {
+            value
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+fn density(
+    node: &mut Node,
+    agents: usize,
+    limits: &AgentLimits,
+) -> Result<DensityResult, SuiteError> {
+    let before = resident_bytes();
+    let mut deployed = 0;
+    for index in 0..agents {
+        match node.deploy(&format!("idle-{index}"), ECHO_WAT.as_bytes(), 1, limits) {
+            Ok(_) => deployed += 1,
+            Err(caxton_shards::NodeError::Refused(reason)) => {
+                progress(&format!("density stopped at {deployed} agents: {reason}"));
+                break;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    let grown = resident_bytes().saturating_sub(before);
+    Ok(DensityResult {
+        agents: deployed,
+        resident_bytes: grown,
+        bytes_per_agent: grown / deployed.max(1) as u64,
+    })
+}
+
+fn write_output(directory: &Path, summary: &Summary) -> Result<(), SuiteError> {
+    let fail = |path: &Path, error: std::io::Error| SuiteError::Output {
+        path: path.display().to_string(),
+        error,
+    };
+    std::fs::create_dir_all(directory).map_err(|error| fail(directory, error))?;
+    for scenario in &summary.scenarios {
+        let path = directory.join(format!("{}.hlog", scenario.name));
+        crate::hdr::write_interval_log(&path, &scenario.name, &scenario.histogram)
+            .map_err(|error| fail(&path, error))?;
+    }
+    let path = directory.join("summary.json");
+    let text = serde_json::to_string_pretty(summary)
+        .map_err(|error| fail(&path, std::io::Error::other(error)))?;
+    std::fs::write(&path, text).map_err(|error| fail(&path, error))
+}
+
+/// Goals: (scenario, seed P50 ns, seed P99 ns, our P50 goal ns, our P99 goal ns).
+pub const GOALS: [(&str, u64, u64, u64, u64); 5] = [
+    ("local_routing", 100_000, 1_000_000, 2_000, 20_000),
+    ("cross_shard_routing", 100_000, 1_000_000, 2_000, 20_000),
+    ("message_processing", 1_000_000, 10_000_000, 1_000, 10_000),
+    (
+        "agent_startup_warm",
+        10_000_000,
+        100_000_000,
+        20_000,
+        200_000,
+    ),
+    (
+        "agent_startup_cold",
+        10_000_000,
+        100_000_000,
+        20_000,
+        200_000,
+    ),
+];
+
+/// The report as a table with the seed's targets and our goals.
+pub fn render_table(summary: &Summary) -> String {
+    let micros = |nanos: u64| format!("{:.2}µs", nanos as f64 / 1000.0);
+    let mut out = format!(
+        "profile {}: {} data shard(s) on {} core(s)\n",
+        summary.profile, summary.shards, summary.cores
+    );
+    out.push_str(&format!(
+        "{:<26} {:>9} {:>11} {:>11} {:>11} {:>13}  {:<22} {}\n",
+        "scenario", "count", "p50", "p99", "p99.9", "per second", "seed p50/p99", "goal p50/p99"
+    ));
+    for scenario in &summary.scenarios {
+        let goal = GOALS.iter().find(|(name, ..)| *name == scenario.name);
+        let (seed, ours) = match goal {
+            Some((_, seed_p50, seed_p99, goal_p50, goal_p99)) => (
+                format!(
+                    "{}/{} {}",
+                    micros(*seed_p50),
+                    micros(*seed_p99),
+                    verdict(scenario, *seed_p50, *seed_p99)
+                ),
+                format!(
+                    "{}/{} {}",
+                    micros(*goal_p50),
+                    micros(*goal_p99),
+                    verdict(scenario, *goal_p50, *goal_p99)
+                ),
+            ),
+            None if scenario.name == "request_reply_throughput" => {
+                let per_shard = scenario.per_second / summary.shards.max(1) as f64;
+                (
+                    format!(
+                        "100k/s per instance {}",
+                        if per_shard >= 100_000.0 {
+                            "met"
+                        } else {
+                            "MISSED"
+                        }
+                    ),
+                    format!("1M/s per shard: {per_shard:.0}/s"),
+                )
+            }
+            None => (String::new(), String::new()),
+        };
+        out.push_str(&format!(
+            "{:<26} {:>9} {:>11} {:>11} {:>11} {:>13.0}  {:<22} {}\n",
+            scenario.name,
+            scenario.count,
+            micros(scenario.p50_ns),
+            micros(scenario.p99_ns),
+            micros(scenario.p999_ns),
+            scenario.per_second,
+            seed,
+            ours
+        ));
+    }
+    if let Some(density) = &summary.agent_density {
+        out.push_str(&format!(
+            "agent_density: {} idle agents, {} KiB resident each (goal <= 128 KiB, seed ~2 MB) {}\n",
+            density.agents,
+            density.bytes_per_agent / 1024,
+            if density.bytes_per_agent <= 128 * 1024 { "met" } else { "MISSED" }
+        ));
+    }
+    for reason in &summary.skipped {
+        out.push_str(&format!("skipped {reason}\n"));
+    }
+    out
+}
+
+fn verdict(scenario: &ScenarioResult, p50: u64, p99: u64) -> &'static str {
+    if scenario.count == 0 {
+        "n/a"
+    } else if scenario.p50_ns <= p50 && scenario.p99_ns <= p99 {
+        "met"
+    } else {
+        "MISSED"
+    }
+}
