@@ -79,6 +79,7 @@ pub fn engine_config(profile: &Profile, pool_instances: u32) -> Result<Config, D
 /// when `cache_compiled_modules` is on.
 pub struct ModuleCompiler {
     engine: Engine,
+    heap_bytes_max: u64,
     check_deadline_ticks: u64,
     _ticker: EpochTicker,
     cache: VecDeque<CompiledModule>,
@@ -110,6 +111,7 @@ impl ModuleCompiler {
                 .unwrap_or(u64::MAX);
         Ok(Self {
             engine,
+            heap_bytes_max: profile.runtime.agent_heap_size.bytes(),
             check_deadline_ticks,
             _ticker: ticker,
             cache: VecDeque::new(),
@@ -139,7 +141,7 @@ impl ModuleCompiler {
             wat::parse_bytes(source).map_err(|error| DeployError::NotWasm(error.to_string()))?;
         let module = Module::new(&self.engine, &binary)
             .map_err(|error| DeployError::NotWasm(format!("{error:#}")))?;
-        check_interface(&module)?;
+        check_interface(&module, self.heap_bytes_max)?;
         crate::host::check_abi_version(&self.engine, &module, self.check_deadline_ticks)?;
         let artifact: Arc<[u8]> = module
             .serialize()
@@ -164,10 +166,18 @@ fn digest(bytes: &[u8]) -> u64 {
 }
 
 /// The exports and imports the ABI requires, checked before anything runs.
-fn check_interface(module: &Module) -> Result<(), DeployError> {
+fn check_interface(module: &Module, heap_bytes_max: u64) -> Result<(), DeployError> {
     let export = |name: &str| module.get_export(name);
     match export(abi::EXPORT_MEMORY) {
-        Some(ExternType::Memory(_)) => {}
+        Some(ExternType::Memory(memory)) => {
+            let initial_bytes = memory.minimum().saturating_mul(64 << 10);
+            if initial_bytes > heap_bytes_max {
+                return Err(DeployError::HeapTooLarge {
+                    initial_bytes,
+                    limit: heap_bytes_max,
+                });
+            }
+        }
         Some(_) => {
             return Err(DeployError::WrongExport {
                 name: abi::EXPORT_MEMORY,

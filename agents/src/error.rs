@@ -41,6 +41,14 @@ pub enum DeployError {
         /// What the host implements.
         expected: i32,
     },
+    /// The module's initial memory is above `runtime.agent_heap_size`.
+    #[error("module starts with {initial_bytes} bytes of memory, above runtime.agent_heap_size ({limit} bytes)")]
+    HeapTooLarge {
+        /// What the module declares.
+        initial_bytes: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// The module trapped while starting or reporting its ABI version.
     #[error("module failed while starting: {0}")]
     StartFailed(String),

@@ -451,3 +451,79 @@ fn the_module_cache_follows_the_profile() {
     uncached.compile(&example("echo")).expect("compiles");
     assert_eq!((uncached.compilations, uncached.cache_hits), (2, 0));
 }
+
+#[test]
+fn runtime_keys_shape_the_engine() {
+    // agent_heap_size: a module may not start with more memory than this.
+    let mut small_heap = small_profile();
+    small_heap.runtime.agent_heap_size = ByteSize::kib(64);
+    let mut compiler = ModuleCompiler::new(&small_heap).expect("compiler");
+    let two_pages = r#"(module (memory (export "memory") 2) (func (export "caxton_abi_version") (result i32) (i32.const 1)) (func (export "caxton_handle") (result i32) (i32.const 0)))"#;
+    assert!(matches!(
+        compiler.compile(two_pages.as_bytes()),
+        Err(DeployError::HeapTooLarge {
+            initial_bytes: 131_072,
+            limit: 65_536
+        })
+    ));
+    compiler.compile(&example("echo")).expect("one page fits");
+
+    // memory_pooling: the pool holds max_agents + agent_pool_size instances; on demand has no such bound.
+    let mut tiny = small_profile();
+    tiny.runtime.max_agents = 2;
+    tiny.runtime.agent_pool_size = 0;
+    let mut compiler = ModuleCompiler::new(&tiny).expect("compiler");
+    let module = compiler.compile(&example("echo")).expect("compiles");
+    let mut pooled = host(&tiny);
+    pooled
+        .deploy(ECHO, "echo", &module, 2, &tiny.agents.default_limits)
+        .expect("two fit the pool");
+    assert!(
+        matches!(
+            pooled.add_instance(ECHO, true),
+            Err(DeployError::Capacity(_))
+        ),
+        "a third does not"
+    );
+    tiny.runtime.wasm.memory_pooling = false;
+    let mut on_demand = host(&tiny);
+    on_demand
+        .deploy(ECHO, "echo", &module, 2, &tiny.agents.default_limits)
+        .expect("deploys");
+    on_demand
+        .add_instance(ECHO, true)
+        .expect("no pool bound without pooling");
+
+    // optimization_level reaches the code generator.
+    let mut unoptimized = small_profile();
+    unoptimized.runtime.wasm.optimization_level = caxton_profiles::OptimizationLevel::None;
+    let fast = ModuleCompiler::new(&small_profile())
+        .expect("compiler")
+        .compile(&example("fanout"))
+        .expect("compiles");
+    let slow = ModuleCompiler::new(&unoptimized)
+        .expect("compiler")
+        .compile(&example("fanout"))
+        .expect("compiles");
+    assert_ne!(
+        fast.artifact, slow.artifact,
+        "different code for different optimization levels"
+    );
+
+    // jit_enabled: false runs agents on wasmtime's Pulley interpreter.
+    let mut interpreted = small_profile();
+    interpreted.runtime.wasm.jit_enabled = false;
+    let mut compiler = ModuleCompiler::new(&interpreted).expect("compiler");
+    let mut interpreter_host = host(&interpreted);
+    deploy(
+        &mut interpreter_host,
+        &mut compiler,
+        ECHO,
+        "echo",
+        &interpreted.agents.default_limits,
+    );
+    let handled = interpreter_host
+        .handle(ECHO, None, request(b"interpreted"), Rc::from("client"))
+        .expect("hosted");
+    assert_eq!(handled.outbox[0].content, b"interpreted");
+}

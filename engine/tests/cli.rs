@@ -219,3 +219,101 @@ fn a_running_node_stops_cleanly_on_sigterm() {
     assert_eq!(status.code(), Some(0), "{rest}");
     assert!(rest.contains("engine stopped cleanly"), "{rest}");
 }
+
+#[test]
+fn agents_listed_in_a_profile_are_deployed_at_boot() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let echo = format!("{}/../examples/agents/echo.wat", env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(&echo, directory.path().join("echo.wat")).expect("copy");
+    let profile = directory.path().join("agents.yaml");
+    std::fs::write(
+        &profile,
+        "agents:\n  deploy:\n    - name: echo\n      module: echo.wat\n      instances: 2\n",
+    )
+    .expect("write");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_engine"))
+        .args([
+            "--profile",
+            profile.to_str().expect("utf-8"),
+            "--set",
+            "runtime.worker_threads=2",
+        ])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("engine starts");
+    let mut log = BufReader::new(child.stderr.take().expect("stderr piped"));
+    let mut seen = String::new();
+    while !seen.contains("engine running") {
+        let mut line = String::new();
+        if log.read_line(&mut line).expect("read log") == 0 {
+            panic!("engine exited early: {seen}");
+        }
+        seen.push_str(&line);
+    }
+    assert!(
+        seen.contains("agent deployed") && seen.contains("echo"),
+        "{seen}"
+    );
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    assert_eq!(child.wait().expect("exits").code(), Some(0));
+
+    std::fs::write(
+        &profile,
+        "agents:\n  deploy:\n    - name: echo\n      module: missing.wat\n",
+    )
+    .expect("write");
+    let missing = engine(&["--profile", profile.to_str().expect("utf-8")]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        stderr(&missing).contains("agents.deploy[0].module"),
+        "{}",
+        stderr(&missing)
+    );
+}
+
+#[test]
+fn the_quick_standard_benchmark_reports_every_scenario() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let output = engine(&[
+        "benchmark",
+        "run",
+        "--suite",
+        "standard",
+        "--quick",
+        "--set",
+        "runtime.worker_threads=2",
+        "--output",
+        directory.path().to_str().expect("utf-8"),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let table = stdout(&output);
+    for scenario in [
+        "local_routing",
+        "cross_shard_routing",
+        "message_processing",
+        "agent_startup_warm",
+        "agent_startup_cold",
+        "request_reply_throughput",
+        "agent_density",
+    ] {
+        assert!(table.contains(scenario), "{scenario} missing from {table}");
+    }
+    let summary: String =
+        std::fs::read_to_string(directory.path().join("summary.json")).expect("summary written");
+    assert!(
+        summary.contains("\"shards\": 2") && summary.contains("\"p999_ns\""),
+        "{summary}"
+    );
+    let log = std::fs::read_to_string(directory.path().join("local_routing.hlog"))
+        .expect("histogram written");
+    assert!(
+        log.lines()
+            .any(|line| line.starts_with("Tag=local_routing,")),
+        "{log}"
+    );
+    let unknown = engine(&["benchmark", "run", "--suite", "bogus"]);
+    assert_eq!(unknown.status.code(), Some(2));
+}

@@ -22,7 +22,7 @@ pub const KEY_TABLE: &[(&str, KeyStatus)] = &[
     ),
     (
         "runtime.spin_before_park",
-        KeyStatus::InEffect("shards: idle spin before parking"),
+        KeyStatus::InEffect("shards: idle ring polling and executor spin before parking"),
     ),
     (
         "runtime.cpu_affinity",
@@ -33,16 +33,86 @@ pub const KEY_TABLE: &[(&str, KeyStatus)] = &[
         KeyStatus::InEffect("placement: memory policy and node binding"),
     ),
     (
-        "runtime",
-        KeyStatus::NotYetEnforced("agent runtime (data plane)"),
+        "runtime.max_agents",
+        KeyStatus::InEffect("node: agents deployed at once; instance pool size"),
+    ),
+    (
+        "runtime.agent_pool_size",
+        KeyStatus::InEffect("agents: warm spares per shard"),
+    ),
+    (
+        "runtime.max_concurrent_messages",
+        KeyStatus::InEffect("shards: messages held, split evenly over shards"),
+    ),
+    (
+        "runtime.max_memory_per_agent",
+        KeyStatus::InEffect("agents: memory ceiling and pooled reservation"),
+    ),
+    (
+        "runtime.agent_heap_size",
+        KeyStatus::InEffect("agents: largest initial memory a module may declare"),
+    ),
+    (
+        "runtime.agent_stack_size",
+        KeyStatus::InEffect("agents: WebAssembly stack limit"),
+    ),
+    (
+        "runtime.agent_pool",
+        KeyStatus::InEffect("agents: warm-up and recycling"),
+    ),
+    (
+        "runtime.wasm.stack_pooling",
+        KeyStatus::NotYetEnforced(
+            "async agent stacks; agents run synchronously on the shard's stack",
+        ),
+    ),
+    (
+        "runtime.wasm",
+        KeyStatus::InEffect("agents: compiler, module cache and pooling allocator"),
+    ),
+    (
+        "messaging.worker_threads",
+        KeyStatus::InEffect("shards: another spelling of runtime.worker_threads"),
+    ),
+    (
+        "messaging.queue_size",
+        KeyStatus::InEffect("shards: mailbox capacity and ring size"),
+    ),
+    (
+        "messaging.batch_size",
+        KeyStatus::InEffect("shards: messages per ring drain and per handling turn"),
+    ),
+    (
+        "messaging.delivery_timeout",
+        KeyStatus::InEffect("shards: deadline of every message"),
+    ),
+    (
+        "messaging.parallel_routes",
+        KeyStatus::InEffect("shards: mailbox lanes served in turn"),
+    ),
+    (
+        "messaging.priority_routing",
+        KeyStatus::InEffect("shards: priority classes and their max_latency"),
     ),
     (
         "messaging",
-        KeyStatus::NotYetEnforced("routing and mailboxes (data plane)"),
+        KeyStatus::NotYetEnforced("storage partitions (persistence, compression, TTL)"),
+    ),
+    (
+        "agents.default_limits.cpu_shares",
+        KeyStatus::NotYetEnforced("per-agent CPU budgets"),
+    ),
+    (
+        "agents.overrides",
+        KeyStatus::InEffect("agents: per-agent memory and execution time"),
+    ),
+    (
+        "agents.deploy",
+        KeyStatus::InEffect("engine: agents deployed at boot"),
     ),
     (
         "agents",
-        KeyStatus::NotYetEnforced("agent limits (data plane)"),
+        KeyStatus::InEffect("agents: memory and execution-time limits"),
     ),
     (
         "coordination",
@@ -103,7 +173,19 @@ mod tests {
         );
         assert!(matches!(
             key_status("runtime.max_agents"),
+            Some(KeyStatus::InEffect(_))
+        ));
+        assert!(matches!(
+            key_status("storage.page_cache_size"),
             Some(KeyStatus::NotYetEnforced(_))
+        ));
+        assert!(matches!(
+            key_status("runtime.wasm.stack_pooling"),
+            Some(KeyStatus::NotYetEnforced(_))
+        ));
+        assert!(matches!(
+            key_status("runtime.wasm.memory_pooling"),
+            Some(KeyStatus::InEffect(_))
         ));
         assert_eq!(key_status("runtimes"), None);
     }

@@ -373,3 +373,68 @@ proptest! {
         node.shutdown().expect("clean stop");
     }
 }
+
+/// Where the echo answer lands among the answers to a backlog of slow requests
+/// sent just before it, with `lanes` mailbox lanes.
+fn echo_position_behind_backlog(lanes: u32) -> usize {
+    let parallel = format!("messaging.parallel_routes={lanes}");
+    let planned = plan_on_this_machine(
+        &["default"],
+        &[
+            "runtime.worker_threads=1",
+            &parallel,
+            "messaging.delivery_timeout=60s",
+        ],
+    );
+    let mut node = Node::start(&planned.profile, &planned.plan).expect("node boots");
+    let limits = planned.profile.agents.default_limits.clone();
+    let slow = node
+        .deploy("slow", SLOW_AGENT.as_bytes(), 1, &limits)
+        .expect("deploys");
+    let echo = node
+        .deploy("echo", &example("echo"), 1, &limits)
+        .expect("deploys");
+    let mut client = node.client().expect("client");
+    let backlog = 20;
+    for _ in 0..backlog {
+        client
+            .send(
+                slow,
+                Performative::Request,
+                Vec::new(),
+                SendOptions::default(),
+            )
+            .expect("accepted");
+    }
+    let token = client
+        .send(
+            echo,
+            Performative::Request,
+            b"quick".to_vec(),
+            SendOptions::default(),
+        )
+        .expect("accepted");
+    let mut position = None;
+    for index in 0..=backlog {
+        let answer = client.recv(PATIENCE).expect("answered");
+        if answer.in_reply_to == token {
+            position = Some(index);
+        }
+    }
+    drop(client);
+    node.shutdown().expect("clean stop");
+    position.expect("echo answered")
+}
+
+#[test]
+fn parallel_routes_keep_one_agents_backlog_from_delaying_another() {
+    assert_eq!(
+        echo_position_behind_backlog(1),
+        20,
+        "one lane: echo waits behind the whole backlog"
+    );
+    assert!(
+        echo_position_behind_backlog(2) < 10,
+        "two lanes: echo is served in turn with the backlog"
+    );
+}
