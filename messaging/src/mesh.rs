@@ -99,7 +99,8 @@ impl MeshPort {
     /// the caller refuses the send explicitly.
     pub fn send(&mut self, to: usize, envelope: Envelope) -> Result<(), Envelope> {
         let Some(producer) = self.outbound.get_mut(to).and_then(Option::as_mut) else {
-            // Programmer error: a shard never sends to itself through the mesh.
+            // Programmer error: callers check `has_ring_to` for addresses they
+            // did not compute themselves, and never send to themselves.
             panic!("shard {} has no ring to shard {to}", self.shard);
         };
         producer
@@ -107,6 +108,11 @@ impl MeshPort {
             .map_err(|rtrb::PushError::Full(envelope)| envelope)?;
         self.doorbells[to].ring();
         Ok(())
+    }
+
+    /// Whether this port has a ring to participant `to` (every other participant).
+    pub fn has_ring_to(&self, to: usize) -> bool {
+        self.outbound.get(to).is_some_and(Option::is_some)
     }
 
     /// Free room in the ring to shard `to`.

@@ -170,6 +170,9 @@ impl Client {
             Address::Instance(instance) => usize::from(instance.shard),
             Address::Client { shard, .. } => usize::from(shard),
         };
+        if !self.port().has_ring_to(target) {
+            return Err(SendError::NoInstance);
+        }
         self.port()
             .send(target, envelope)
             .map_err(|_| SendError::Refused(target))

@@ -68,6 +68,7 @@ pub const FAILURE_PREFIX: &str = "caxton:";
 /// The shard's state.
 pub(crate) struct ShardRuntime {
     index: usize,
+    data_shards: usize,
     host: AgentHost,
     directory: Rc<RefCell<Arc<Directory>>>,
     port: MeshPort,
@@ -129,6 +130,7 @@ impl ShardRuntime {
             .collect();
         Ok(Self {
             index,
+            data_shards: shards,
             host,
             directory,
             port,
@@ -234,7 +236,15 @@ impl ShardRuntime {
             .drain(self.batch_size, |envelope| arrived.push(envelope));
         let now = self.clock.now_ns();
         for envelope in arrived {
-            self.accept(envelope, now);
+            match envelope.receiver {
+                Address::Agent(_) => self.accept(envelope, now),
+                Address::Instance(instance) if usize::from(instance.shard) == self.index => {
+                    self.accept(envelope, now)
+                }
+                // Not for this shard (a client's mistake, or a stale route): send it
+                // on or answer `failure`; only messages for local agents enter a mailbox.
+                Address::Instance(_) | Address::Client { .. } => self.dispatch(envelope),
+            }
         }
         taken
     }
@@ -349,16 +359,23 @@ impl ShardRuntime {
     /// Route `envelope` sent on this shard: into a local mailbox, a ring to
     /// another shard, or a ring to a client.
     fn dispatch(&mut self, envelope: Envelope) {
+        let data_shards = self.data_shards;
         let target = match envelope.receiver {
-            Address::Client { shard, .. } => Some(usize::from(shard)),
-            Address::Instance(instance) => Some(usize::from(instance.shard)),
+            Address::Client { shard, .. } => {
+                Some(usize::from(shard)).filter(|&participant| participant >= data_shards)
+            }
+            Address::Instance(instance) => {
+                Some(usize::from(instance.shard)).filter(|&shard| shard < data_shards)
+            }
             Address::Agent(id) => {
                 self.directory
                     .borrow()
                     .route(id, Some(self.index), sender_key(envelope.sender))
             }
         };
-        let Some(target) = target else {
+        let Some(target) =
+            target.filter(|&target| target == self.index || self.port.has_ring_to(target))
+        else {
             self.metrics.unknown_receiver += 1;
             self.fail(&envelope, "unknown-agent");
             return;

@@ -438,3 +438,79 @@ fn parallel_routes_keep_one_agents_backlog_from_delaying_another() {
         "two lanes: echo is served in turn with the backlog"
     );
 }
+
+#[test]
+fn misaddressed_messages_are_answered_not_fatal() {
+    use caxton_messaging::{Address, AgentId, Envelope, InstanceId};
+    let (planned, mut node) = boot(&[]);
+    let echo = node
+        .deploy("echo", &example("echo"), 2, &limits(&planned))
+        .expect("deploys");
+    let mut client = node.client().expect("client");
+    let envelope = |receiver| Envelope {
+        performative: Performative::Request,
+        sender: client_address_placeholder(),
+        receiver,
+        conversation_id: 0,
+        reply_with: 42,
+        in_reply_to: 0,
+        priority: PriorityClass(0),
+        deadline_ns: Envelope::NO_DEADLINE,
+        sent_at_ns: 0,
+        from_shard: 0,
+        content: Vec::new(),
+    };
+    let nowhere = Address::Instance(InstanceId {
+        agent: AgentId(0),
+        shard: 999,
+        slot: 0,
+    });
+    assert_eq!(
+        client.send_envelope(envelope(nowhere)),
+        Err(SendError::NoInstance)
+    );
+    // A "client" address that is really a data shard: the shard answers failure.
+    client
+        .send_envelope(envelope(Address::Client {
+            shard: 0,
+            client: 0,
+        }))
+        .expect("accepted");
+    let answer = client.await_reply(42, PATIENCE).expect("answered");
+    assert_eq!(
+        (answer.performative, failure_reason(&answer.content)),
+        (Performative::Failure, "unknown-agent".to_owned())
+    );
+    // An instance slot that does not exist goes to one that does.
+    let shard = node
+        .directory()
+        .get(echo)
+        .expect("listed")
+        .hosting_shards()
+        .next()
+        .expect("hosted") as u16;
+    let stray = Address::Instance(InstanceId {
+        agent: echo,
+        shard,
+        slot: 77,
+    });
+    client.send_envelope(envelope(stray)).expect("accepted");
+    assert_eq!(
+        client
+            .await_reply(42, PATIENCE)
+            .expect("answered")
+            .performative,
+        Performative::Inform
+    );
+    let echoed = client
+        .request(echo, b"still fine".to_vec(), PATIENCE)
+        .expect("echo serves");
+    assert_eq!(echoed.content, b"still fine");
+    drop(client);
+    node.shutdown().expect("clean stop");
+}
+
+/// `send_envelope` overwrites the sender; any address will do here.
+fn client_address_placeholder() -> caxton_messaging::Address {
+    caxton_messaging::Address::Agent(caxton_messaging::AgentId(u32::MAX))
+}
