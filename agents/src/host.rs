@@ -607,7 +607,7 @@ pub(crate) fn check_abi_version(
 }
 
 /// The guest's bytes at `pointer..pointer+length`, if they lie in its memory.
-fn guest_bytes<'a>(memory: &'a [u8], pointer: i32, length: i32) -> Option<&'a [u8]> {
+fn guest_bytes(memory: &[u8], pointer: i32, length: i32) -> Option<&[u8]> {
     let start = usize::try_from(pointer).ok()?;
     let length = usize::try_from(length).ok()?;
     memory.get(start..start.checked_add(length)?)

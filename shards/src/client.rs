@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use caxton_messaging::{Address, AgentId, Envelope, MeshPort, Performative, PriorityClass};
@@ -242,7 +242,7 @@ impl Client {
         let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
         let mut context = Context::from_waker(&waker);
         let mut waiting = std::pin::pin!(port.wait_for_messages());
-        if let Poll::Pending = waiting.as_mut().poll(&mut context) {
+        if waiting.as_mut().poll(&mut context).is_pending() {
             std::thread::park_timeout(timeout);
         }
     }
