@@ -112,6 +112,21 @@ pub struct AgentStats {
     pub cold_starts: u64,
 }
 
+impl AgentStats {
+    /// Add `other`'s counts (summing an agent over shards).
+    pub fn add(&mut self, other: &Self) {
+        self.handled += other.handled;
+        self.agent_failures += other.agent_failures;
+        self.traps += other.traps;
+        self.timeouts += other.timeouts;
+        self.memory_faults += other.memory_faults;
+        self.recycled += other.recycled;
+        self.lost_instances += other.lost_instances;
+        self.warm_starts += other.warm_starts;
+        self.cold_starts += other.cold_starts;
+    }
+}
+
 /// Whether an instance came from the warm pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StartKind {
@@ -642,6 +657,62 @@ fn write_guest(
     i32::try_from(bytes.len()).unwrap_or(i32::MAX)
 }
 
+/// The message being handled, or `NO_MESSAGE` outside `caxton_handle`.
+fn current<'a>(caller: &'a Caller<'_, HostState>) -> Result<&'a Envelope, i32> {
+    caller.data().current.as_ref().ok_or(errors::NO_MESSAGE)
+}
+
+fn performative_from(code: i32) -> Result<Performative, i32> {
+    u32::try_from(code)
+        .ok()
+        .and_then(Performative::from_code)
+        .ok_or(errors::BAD_PERFORMATIVE)
+}
+
+/// Read the receiver name at `pointer` and find its agent.
+fn resolve_receiver(
+    caller: &mut Caller<'_, HostState>,
+    pointer: i32,
+    length: i32,
+) -> Result<AgentId, i32> {
+    if usize::try_from(length).is_ok_and(|length| length > abi::NAME_BYTES_MAX) {
+        return Err(errors::TOO_LARGE);
+    }
+    let memory = exported_memory(caller).ok_or(errors::OUT_OF_BOUNDS)?;
+    let bytes = guest_bytes(memory.data(&*caller), pointer, length).ok_or(errors::OUT_OF_BOUNDS)?;
+    let name = std::str::from_utf8(bytes).map_err(|_| errors::BAD_UTF8)?;
+    (caller.data().resolver)(name).ok_or(errors::UNKNOWN_RECEIVER)
+}
+
+/// Check the outbox has room and copy the content at `pointer` out of the guest.
+fn outgoing_content(
+    caller: &mut Caller<'_, HostState>,
+    pointer: i32,
+    length: i32,
+) -> Result<Vec<u8>, i32> {
+    if caller.data().outbox.len() >= abi::SENDS_PER_MESSAGE_MAX {
+        return Err(errors::OUTBOX_FULL);
+    }
+    if usize::try_from(length).is_ok_and(|length| length > abi::CONTENT_BYTES_MAX) {
+        return Err(errors::TOO_LARGE);
+    }
+    let memory = exported_memory(caller).ok_or(errors::OUT_OF_BOUNDS)?;
+    guest_bytes(memory.data(&*caller), pointer, length)
+        .map(<[u8]>::to_vec)
+        .ok_or(errors::OUT_OF_BOUNDS)
+}
+
+/// Queue `sent` in the outbox, or return its error code.
+fn push_outbound(caller: &mut Caller<'_, HostState>, sent: Result<OutboundMessage, i32>) -> i32 {
+    match sent {
+        Ok(message) => {
+            caller.data_mut().outbox.push(message);
+            0
+        }
+        Err(code) => code,
+    }
+}
+
 fn host_linker(engine: &Engine) -> Result<Linker<HostState>, DeployError> {
     let mut linker = Linker::new(engine);
     let module = abi::IMPORT_MODULE;
@@ -737,56 +808,22 @@ fn host_linker(engine: &Engine) -> Result<Linker<HostState>, DeployError> {
          content_length: i32,
          reply_with: i64|
          -> i32 {
-            let Some(conversation_id) = caller
-                .data()
-                .current
-                .as_ref()
-                .map(|message| message.conversation_id)
-            else {
-                return errors::NO_MESSAGE;
-            };
-            let Some(performative) = u32::try_from(performative)
-                .ok()
-                .and_then(Performative::from_code)
-            else {
-                return errors::BAD_PERFORMATIVE;
-            };
-            if caller.data().outbox.len() >= abi::SENDS_PER_MESSAGE_MAX {
-                return errors::OUTBOX_FULL;
-            }
-            if usize::try_from(to_length).is_ok_and(|length| length > abi::NAME_BYTES_MAX)
-                || usize::try_from(content_length)
-                    .is_ok_and(|length| length > abi::CONTENT_BYTES_MAX)
-            {
-                return errors::TOO_LARGE;
-            }
-            let Some(memory) = exported_memory(&mut caller) else {
-                return errors::OUT_OF_BOUNDS;
-            };
-            let data = memory.data(&caller);
-            let (Some(name), Some(content)) = (
-                guest_bytes(data, to_pointer, to_length),
-                guest_bytes(data, content_pointer, content_length),
-            ) else {
-                return errors::OUT_OF_BOUNDS;
-            };
-            let Ok(name) = std::str::from_utf8(name) else {
-                return errors::BAD_UTF8;
-            };
-            let content = content.to_vec();
-            let Some(receiver) = (caller.data().resolver)(name) else {
-                return errors::UNKNOWN_RECEIVER;
-            };
-            caller.data_mut().outbox.push(OutboundMessage {
-                receiver: Address::Agent(receiver),
-                performative,
-                conversation_id,
-                reply_with: reply_with as u64,
-                in_reply_to: 0,
-                on_behalf_of: None,
-                content,
-            });
-            0
+            let sent = (|| {
+                let conversation_id = current(&caller)?.conversation_id;
+                let performative = performative_from(performative)?;
+                let receiver = resolve_receiver(&mut caller, to_pointer, to_length)?;
+                let content = outgoing_content(&mut caller, content_pointer, content_length)?;
+                Ok(OutboundMessage {
+                    receiver: Address::Agent(receiver),
+                    performative,
+                    conversation_id,
+                    reply_with: reply_with as u64,
+                    in_reply_to: 0,
+                    on_behalf_of: None,
+                    content,
+                })
+            })();
+            push_outbound(&mut caller, sent)
         },
     ))?;
     define(linker.func_wrap(
@@ -797,44 +834,23 @@ fn host_linker(engine: &Engine) -> Result<Linker<HostState>, DeployError> {
          content_pointer: i32,
          content_length: i32|
          -> i32 {
-            let Some((receiver, conversation_id, in_reply_to)) = caller
-                .data()
-                .current
-                .as_ref()
-                .map(|message| (message.sender, message.conversation_id, message.reply_with))
-            else {
-                return errors::NO_MESSAGE;
-            };
-            let Some(performative) = u32::try_from(performative)
-                .ok()
-                .and_then(Performative::from_code)
-            else {
-                return errors::BAD_PERFORMATIVE;
-            };
-            if caller.data().outbox.len() >= abi::SENDS_PER_MESSAGE_MAX {
-                return errors::OUTBOX_FULL;
-            }
-            if usize::try_from(content_length).is_ok_and(|length| length > abi::CONTENT_BYTES_MAX) {
-                return errors::TOO_LARGE;
-            }
-            let Some(memory) = exported_memory(&mut caller) else {
-                return errors::OUT_OF_BOUNDS;
-            };
-            let Some(content) = guest_bytes(memory.data(&caller), content_pointer, content_length)
-                .map(<[u8]>::to_vec)
-            else {
-                return errors::OUT_OF_BOUNDS;
-            };
-            caller.data_mut().outbox.push(OutboundMessage {
-                receiver,
-                performative,
-                conversation_id,
-                reply_with: 0,
-                in_reply_to,
-                on_behalf_of: None,
-                content,
-            });
-            0
+            let sent = (|| {
+                let message = current(&caller)?;
+                let (receiver, conversation_id, in_reply_to) =
+                    (message.sender, message.conversation_id, message.reply_with);
+                let performative = performative_from(performative)?;
+                let content = outgoing_content(&mut caller, content_pointer, content_length)?;
+                Ok(OutboundMessage {
+                    receiver,
+                    performative,
+                    conversation_id,
+                    reply_with: 0,
+                    in_reply_to,
+                    on_behalf_of: None,
+                    content,
+                })
+            })();
+            push_outbound(&mut caller, sent)
         },
     ))?;
     define(linker.func_wrap(
@@ -846,64 +862,37 @@ fn host_linker(engine: &Engine) -> Result<Linker<HostState>, DeployError> {
          content_pointer: i32,
          content_length: i32|
          -> i32 {
-            let Some(current) = caller.data().current.as_ref().map(|message| {
-                (
+            let sent = (|| {
+                let message = current(&caller)?;
+                let (original_sender, performative, conversation_id, reply_with) = (
                     message.sender,
                     message.performative,
                     message.conversation_id,
                     message.reply_with,
-                )
-            }) else {
-                return errors::NO_MESSAGE;
-            };
-            let (original_sender, performative, conversation_id, reply_with) = current;
-            if caller.data().outbox.len() >= abi::SENDS_PER_MESSAGE_MAX {
-                return errors::OUTBOX_FULL;
-            }
-            if usize::try_from(content_length).is_ok_and(|length| length > abi::CONTENT_BYTES_MAX) {
-                return errors::TOO_LARGE;
-            }
-            let Some(memory) = exported_memory(&mut caller) else {
-                return errors::OUT_OF_BOUNDS;
-            };
-            let data = memory.data(&caller);
-            let (Some(name), Some(content)) = (
-                guest_bytes(data, to_pointer, to_length),
-                guest_bytes(data, content_pointer, content_length),
-            ) else {
-                return errors::OUT_OF_BOUNDS;
-            };
-            let Ok(name) = std::str::from_utf8(name) else {
-                return errors::BAD_UTF8;
-            };
-            let content = content.to_vec();
-            let Some(receiver) = (caller.data().resolver)(name) else {
-                return errors::UNKNOWN_RECEIVER;
-            };
-            // Forwarding keeps the original sender, so the last hop answers it directly.
-            caller.data_mut().outbox.push(OutboundMessage {
-                receiver: Address::Agent(receiver),
-                performative,
-                conversation_id,
-                reply_with,
-                in_reply_to: 0,
-                on_behalf_of: Some(original_sender),
-                content,
-            });
-            0
+                );
+                let receiver = resolve_receiver(&mut caller, to_pointer, to_length)?;
+                let content = outgoing_content(&mut caller, content_pointer, content_length)?;
+                // Forwarding keeps the original sender, so the last hop answers it directly.
+                Ok(OutboundMessage {
+                    receiver: Address::Agent(receiver),
+                    performative,
+                    conversation_id,
+                    reply_with,
+                    in_reply_to: 0,
+                    on_behalf_of: Some(original_sender),
+                    content,
+                })
+            })();
+            push_outbound(&mut caller, sent)
         },
     ))?;
     define(linker.func_wrap(
         module,
         "defer_reply",
         |mut caller: Caller<'_, HostState>| -> i64 {
-            let Some(ticket) = caller
-                .data()
-                .current
-                .as_ref()
-                .map(|message| (message.sender, message.conversation_id, message.reply_with))
-            else {
-                return i64::from(errors::NO_MESSAGE);
+            let ticket = match current(&caller) {
+                Ok(message) => (message.sender, message.conversation_id, message.reply_with),
+                Err(code) => return i64::from(code),
             };
             let tickets = &mut caller.data_mut().tickets;
             let index = match tickets.iter().position(Option::is_none) {
@@ -927,42 +916,25 @@ fn host_linker(engine: &Engine) -> Result<Linker<HostState>, DeployError> {
          content_pointer: i32,
          content_length: i32|
          -> i32 {
-            if caller.data().current.is_none() {
-                return errors::NO_MESSAGE;
-            }
-            let Some(performative) = u32::try_from(performative)
-                .ok()
-                .and_then(Performative::from_code)
-            else {
-                return errors::BAD_PERFORMATIVE;
-            };
-            let slot = usize::try_from(ticket - 1).ok();
-            let Some((receiver, conversation_id, in_reply_to)) =
-                slot.and_then(|slot| caller.data_mut().tickets.get_mut(slot)?.take())
-            else {
-                return errors::NO_SENDER;
-            };
-            if usize::try_from(content_length).is_ok_and(|length| length > abi::CONTENT_BYTES_MAX) {
-                return errors::TOO_LARGE;
-            }
-            let Some(memory) = exported_memory(&mut caller) else {
-                return errors::OUT_OF_BOUNDS;
-            };
-            let Some(content) = guest_bytes(memory.data(&caller), content_pointer, content_length)
-                .map(<[u8]>::to_vec)
-            else {
-                return errors::OUT_OF_BOUNDS;
-            };
-            caller.data_mut().outbox.push(OutboundMessage {
-                receiver,
-                performative,
-                conversation_id,
-                reply_with: 0,
-                in_reply_to,
-                on_behalf_of: None,
-                content,
-            });
-            0
+            let sent = (|| {
+                current(&caller)?;
+                let performative = performative_from(performative)?;
+                let slot = usize::try_from(ticket - 1).ok();
+                let (receiver, conversation_id, in_reply_to) = slot
+                    .and_then(|slot| caller.data_mut().tickets.get_mut(slot)?.take())
+                    .ok_or(errors::NO_SENDER)?;
+                let content = outgoing_content(&mut caller, content_pointer, content_length)?;
+                Ok(OutboundMessage {
+                    receiver,
+                    performative,
+                    conversation_id,
+                    reply_with: 0,
+                    in_reply_to,
+                    on_behalf_of: None,
+                    content,
+                })
+            })();
+            push_outbound(&mut caller, sent)
         },
     ))?;
     define(linker.func_wrap(

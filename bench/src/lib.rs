@@ -9,11 +9,7 @@ pub mod standard;
 
 use hdrhistogram::Histogram;
 
-/// A histogram of nanoseconds from 1 ns to 100 s at 3 significant digits.
-pub fn nanosecond_histogram() -> Histogram<u64> {
-    // The bounds are constants that hdrhistogram accepts.
-    Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid histogram bounds")
-}
+pub use caxton_shards::nanosecond_histogram;
 
 /// One line: `name  count  p50  p99  p99.9  max`, durations in microseconds.
 pub fn percentile_line(name: &str, histogram: &Histogram<u64>) -> String {

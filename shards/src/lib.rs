@@ -21,6 +21,6 @@ pub use client::{Client, RequestError, SendError, SendOptions};
 pub use clock::NodeClock;
 pub use dataplane::FAILURE_PREFIX;
 pub use directory::{AgentRecord, Directory};
-pub use metrics::ShardMetrics;
+pub use metrics::{nanosecond_histogram, ShardMetrics};
 pub use node::{Node, NodeError, ShardReport, ShardRole, CLIENT_PORTS};
 pub use stop::StopSignal;

@@ -457,15 +457,7 @@ impl Node {
         for shard in 0..self.data_shards() {
             let (ack, answer) = mpsc::channel();
             if let Some(stats) = self.command(shard, Control::AgentStats { id, ack }, &answer)? {
-                total.handled += stats.handled;
-                total.agent_failures += stats.agent_failures;
-                total.traps += stats.traps;
-                total.timeouts += stats.timeouts;
-                total.memory_faults += stats.memory_faults;
-                total.recycled += stats.recycled;
-                total.lost_instances += stats.lost_instances;
-                total.warm_starts += stats.warm_starts;
-                total.cold_starts += stats.cold_starts;
+                total.add(&stats);
             }
         }
         Ok(total)
