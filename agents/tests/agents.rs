@@ -527,3 +527,48 @@ fn runtime_keys_shape_the_engine() {
         .expect("hosted");
     assert_eq!(handled.outbox[0].content, b"interpreted");
 }
+
+/// Recurses `depth` times (content's first byte × 100) before answering.
+const DEEP_AGENT: &str = r#"(module
+  (import "caxton" "reply" (func $reply (param i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func $down (param $n i32) (result i32)
+    (if (result i32) (i32.eqz (local.get $n))
+      (then (i32.const 0))
+      (else (i32.add (i32.const 1) (call $down (i32.sub (local.get $n) (i32.const 1)))))))
+  (func (export "caxton_abi_version") (result i32) (i32.const 1))
+  (func (export "caxton_handle") (result i32)
+    (drop (call $down (i32.const 5000)))
+    (drop (call $reply (i32.const 1) (i32.const 0) (i32.const 0)))
+    (i32.const 0)))"#;
+
+#[test]
+fn agent_stack_size_bounds_recursion() {
+    for (stack, expect_trap) in [(ByteSize::kib(16), true), (ByteSize::kib(512), false)] {
+        let mut profile = small_profile();
+        profile.runtime.agent_stack_size = stack;
+        let mut compiler = ModuleCompiler::new(&profile).expect("compiler");
+        let mut host = host(&profile);
+        let module = compiler.compile(DEEP_AGENT.as_bytes()).expect("compiles");
+        host.deploy(ECHO, "deep", &module, 1, &profile.agents.default_limits).expect("deploys");
+        let handled = host.handle(ECHO, None, request(b""), Rc::from("client")).expect("hosted");
+        assert_eq!(matches!(handled.outcome, Outcome::Trapped(_)), expect_trap, "{stack}: {:?}", handled.outcome);
+    }
+}
+
+#[test]
+fn instances_are_recycled_after_their_age() {
+    let mut profile = small_profile();
+    profile.runtime.agent_pool.recycle_after = HumanDuration::from_millis(30);
+    let mut compiler = ModuleCompiler::new(&profile).expect("compiler");
+    let mut host = host(&profile);
+    deploy(&mut host, &mut compiler, COUNTER, "counter", &profile.agents.default_limits);
+    let count = |host: &mut AgentHost| {
+        let handled = host.handle(COUNTER, None, request(b""), Rc::from("client")).expect("hosted");
+        u64::from_le_bytes(handled.outbox[0].content.clone().try_into().expect("8 bytes"))
+    };
+    assert_eq!((count(&mut host), count(&mut host)), (1, 2));
+    std::thread::sleep(Duration::from_millis(40));
+    assert_eq!(count(&mut host), 1, "an instance older than recycle_after is replaced");
+    assert_eq!(host.stats(COUNTER).expect("stats").recycled, 1);
+}

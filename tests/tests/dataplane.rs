@@ -514,3 +514,15 @@ fn misaddressed_messages_are_answered_not_fatal() {
 fn client_address_placeholder() -> caxton_messaging::Address {
     caxton_messaging::Address::Agent(caxton_messaging::AgentId(u32::MAX))
 }
+
+#[test]
+fn max_agents_bounds_deploys() {
+    let (planned, mut node) = boot(&["runtime.max_agents=2", "runtime.agent_pool_size=2"]);
+    node.deploy("one", &example("echo"), 1, &limits(&planned)).expect("deploys");
+    node.deploy("two", &example("echo"), 1, &limits(&planned)).expect("deploys");
+    let refused = node.deploy("three", &example("echo"), 1, &limits(&planned)).expect_err("over max_agents");
+    assert!(refused.to_string().contains("runtime.max_agents"), "{refused}");
+    node.undeploy("one").expect("undeploys");
+    node.deploy("three", &example("echo"), 1, &limits(&planned)).expect("room again");
+    node.shutdown().expect("clean stop");
+}
