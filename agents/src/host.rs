@@ -21,6 +21,7 @@ use wasmtime::{
 };
 
 use crate::abi::{self, errors};
+use crate::budget::CpuBudget;
 use crate::compile::{engine_config, CompiledModule};
 use crate::error::DeployError;
 
@@ -165,6 +166,7 @@ struct HostedAgent {
     pre: InstancePre<HostState>,
     memory_limit_bytes: usize,
     execution_ticks: u64,
+    cpu_budget: CpuBudget,
     instances: Vec<LiveInstance>,
     spares: Vec<LiveInstance>,
     next_slot: usize,
@@ -259,6 +261,7 @@ impl AgentHost {
             pre,
             memory_limit_bytes: usize::try_from(memory_limit).unwrap_or(usize::MAX),
             execution_ticks: u64::try_from(ticks).unwrap_or(u64::MAX),
+            cpu_budget: CpuBudget::new(limits.cpu_shares.millicores()),
             instances: Vec::new(),
             spares: Vec::new(),
             next_slot: 0,
@@ -287,6 +290,12 @@ impl AgentHost {
     /// Whether agent `id` has instances here, and how many.
     pub fn instance_count(&self, id: AgentId) -> Option<usize> {
         self.agents.get(&id).map(|agent| agent.instances.len())
+    }
+
+    /// When agent `id` has used its `cpu_shares` of the current window: the
+    /// node-clock time it may run again. `None` when it may run now.
+    pub fn cpu_blocked_until(&mut self, id: AgentId, now_ns: u64) -> Option<u64> {
+        self.agents.get_mut(&id)?.cpu_budget.blocked_until(now_ns)
     }
 
     /// The counters of agent `id` on this shard.
@@ -421,7 +430,12 @@ impl AgentHost {
         state.current_sender_name = sender_name;
         state.outbox.clear();
         instance.store.set_epoch_deadline(execution_ticks);
+        let started_ns = (self.clock)();
         let result = instance.handle.call(&mut instance.store, ());
+        let finished_ns = (self.clock)();
+        agent
+            .cpu_budget
+            .charge(finished_ns.saturating_sub(started_ns), finished_ns);
         let state = instance.store.data_mut();
         state.current = None;
         let outbox = std::mem::take(&mut state.outbox);

@@ -9,12 +9,14 @@
 //! message at a time and routes what the agent sent.
 
 pub mod abi;
+mod budget;
 mod compile;
 mod error;
 mod host;
 mod log;
 mod ticker;
 
+pub use budget::{CpuBudget, BUDGET_WINDOW_NS};
 pub use compile::{engine_config, CompiledModule, ModuleCompiler, MODULE_BYTES_MAX};
 pub use error::DeployError;
 pub use host::{

@@ -550,9 +550,17 @@ fn agent_stack_size_bounds_recursion() {
         let mut compiler = ModuleCompiler::new(&profile).expect("compiler");
         let mut host = host(&profile);
         let module = compiler.compile(DEEP_AGENT.as_bytes()).expect("compiles");
-        host.deploy(ECHO, "deep", &module, 1, &profile.agents.default_limits).expect("deploys");
-        let handled = host.handle(ECHO, None, request(b""), Rc::from("client")).expect("hosted");
-        assert_eq!(matches!(handled.outcome, Outcome::Trapped(_)), expect_trap, "{stack}: {:?}", handled.outcome);
+        host.deploy(ECHO, "deep", &module, 1, &profile.agents.default_limits)
+            .expect("deploys");
+        let handled = host
+            .handle(ECHO, None, request(b""), Rc::from("client"))
+            .expect("hosted");
+        assert_eq!(
+            matches!(handled.outcome, Outcome::Trapped(_)),
+            expect_trap,
+            "{stack}: {:?}",
+            handled.outcome
+        );
     }
 }
 
@@ -562,13 +570,31 @@ fn instances_are_recycled_after_their_age() {
     profile.runtime.agent_pool.recycle_after = HumanDuration::from_millis(30);
     let mut compiler = ModuleCompiler::new(&profile).expect("compiler");
     let mut host = host(&profile);
-    deploy(&mut host, &mut compiler, COUNTER, "counter", &profile.agents.default_limits);
+    deploy(
+        &mut host,
+        &mut compiler,
+        COUNTER,
+        "counter",
+        &profile.agents.default_limits,
+    );
     let count = |host: &mut AgentHost| {
-        let handled = host.handle(COUNTER, None, request(b""), Rc::from("client")).expect("hosted");
-        u64::from_le_bytes(handled.outbox[0].content.clone().try_into().expect("8 bytes"))
+        let handled = host
+            .handle(COUNTER, None, request(b""), Rc::from("client"))
+            .expect("hosted");
+        u64::from_le_bytes(
+            handled.outbox[0]
+                .content
+                .clone()
+                .try_into()
+                .expect("8 bytes"),
+        )
     };
     assert_eq!((count(&mut host), count(&mut host)), (1, 2));
     std::thread::sleep(Duration::from_millis(40));
-    assert_eq!(count(&mut host), 1, "an instance older than recycle_after is replaced");
+    assert_eq!(
+        count(&mut host),
+        1,
+        "an instance older than recycle_after is replaced"
+    );
     assert_eq!(host.stats(COUNTER).expect("stats").recycled, 1);
 }

@@ -752,7 +752,7 @@ impl Default for AgentLimits {
     fn default() -> Self {
         Self {
             memory: ByteSize::mib(50),
-            cpu_shares: CpuShares(100),
+            cpu_shares: CpuShares::ONE_CORE,
             max_execution_time: HumanDuration::from_secs(10),
         }
     }

@@ -3,6 +3,7 @@
 //! idle. Everything here is owned by the shard's thread.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -79,6 +80,11 @@ pub(crate) struct ShardRuntime {
     spin: Option<Duration>,
     clock: NodeClock,
     metrics: ShardMetrics,
+    /// Messages held while their agent is over its CPU budget, in arrival
+    /// order, with the node-clock time their agent may run again.
+    throttled: Vec<(u64, Envelope)>,
+    /// The most messages held for CPU budgets (the shard's mailbox capacity).
+    throttled_max: usize,
 }
 
 impl ShardRuntime {
@@ -141,6 +147,8 @@ impl ShardRuntime {
             spin: profile.runtime.spin_before_park.map(|spin| spin.get()),
             clock,
             metrics: ShardMetrics::default(),
+            throttled: Vec::new(),
+            throttled_max: capacity,
         })
     }
 
@@ -158,8 +166,9 @@ impl ShardRuntime {
                 return;
             }
             let received = self.receive();
+            let released = self.release_throttled();
             let handled = self.handle_batch();
-            if control_work || received > 0 || handled > 0 {
+            if control_work || received > 0 || released > 0 || handled > 0 {
                 last_work = Instant::now();
                 glommio::yield_if_needed().await;
                 continue;
@@ -174,7 +183,11 @@ impl ShardRuntime {
                     if self.host.refill_spares_step(1) > 0 {
                         continue;
                     }
-                    self.port.wait_for_messages().await;
+                    // Throttled messages wake the shard when their agent's next window opens.
+                    let resume_in = self.throttled_resume_ns().map(|resume_ns| {
+                        Duration::from_nanos(resume_ns.saturating_sub(self.clock.now_ns()))
+                    });
+                    wait_for_messages_or(&self.port, resume_in).await;
                 }
             }
         }
@@ -213,7 +226,8 @@ impl ShardRuntime {
                 }
                 Control::Metrics { reset, ack } => {
                     self.metrics.queue_depth =
-                        self.lanes.iter().map(|lane| lane.len() as u64).sum();
+                        self.lanes.iter().map(|lane| lane.len() as u64).sum::<u64>()
+                            + self.throttled.len() as u64;
                     let _ = ack.send(self.metrics.clone());
                     if reset {
                         self.metrics.reset();
@@ -295,6 +309,20 @@ impl ShardRuntime {
                 unreachable!("client-bound messages never enter a shard mailbox")
             }
         };
+        // An agent past its cpu_shares waits for its next window; so do its
+        // later messages, which must not overtake the held ones.
+        let already_held = self
+            .throttled
+            .iter()
+            .any(|(_, held)| receiver_agent(held) == Some(agent));
+        if let Some(resume_ns) = self
+            .host
+            .cpu_blocked_until(agent, started_ns)
+            .or(already_held.then_some(started_ns))
+        {
+            self.hold(envelope, resume_ns);
+            return;
+        }
         let routing_ns = started_ns.saturating_sub(envelope.sent_at_ns);
         if usize::from(envelope.from_shard) == self.index {
             self.metrics
@@ -354,6 +382,53 @@ impl ShardRuntime {
             };
             self.dispatch(envelope);
         }
+    }
+
+    /// Hold `envelope` until `resume_ns`, or refuse it when too many are held.
+    fn hold(&mut self, envelope: Envelope, resume_ns: u64) {
+        if self.throttled.len() >= self.throttled_max {
+            self.metrics.refused += 1;
+            self.fail(&envelope, "refused:cpu-budget");
+            return;
+        }
+        self.metrics.throttled += 1;
+        self.throttled.push((resume_ns, envelope));
+    }
+
+    /// The earliest time a held message may run.
+    fn throttled_resume_ns(&self) -> Option<u64> {
+        self.throttled.iter().map(|(resume_ns, _)| *resume_ns).min()
+    }
+
+    /// Deliver held messages whose agents may run again, in arrival order.
+    fn release_throttled(&mut self) -> usize {
+        let now = self.clock.now_ns();
+        if self
+            .throttled_resume_ns()
+            .is_none_or(|resume_ns| resume_ns > now)
+        {
+            return 0;
+        }
+        let held = std::mem::take(&mut self.throttled);
+        let mut released = 0;
+        for (resume_ns, envelope) in held {
+            let agent = receiver_agent(&envelope);
+            let still_held = self
+                .throttled
+                .iter()
+                .any(|(_, other)| receiver_agent(other) == agent);
+            if resume_ns > now || still_held {
+                self.throttled.push((resume_ns, envelope));
+            } else if envelope.deadline_ns < now {
+                self.metrics.timeouts += 1;
+                self.fail(&envelope, "timeout");
+            } else {
+                released += 1;
+                // Re-checks the budget: a burst may use it up again.
+                self.deliver(envelope, now);
+            }
+        }
+        released
     }
 
     /// Route `envelope` sent on this shard: into a local mailbox, a ring to
@@ -452,6 +527,33 @@ impl RequestSummary {
             priority: envelope.priority,
         }
     }
+}
+
+/// The agent a message is for, if it is for an agent.
+fn receiver_agent(envelope: &Envelope) -> Option<AgentId> {
+    match envelope.receiver {
+        Address::Agent(id) => Some(id),
+        Address::Instance(instance) => Some(instance.agent),
+        Address::Client { .. } => None,
+    }
+}
+
+/// Wait for the shard's doorbell, or at most `timeout` when given.
+async fn wait_for_messages_or(port: &MeshPort, timeout: Option<Duration>) {
+    let Some(timeout) = timeout else {
+        port.wait_for_messages().await;
+        return;
+    };
+    let mut timer = std::pin::pin!(glommio::timer::Timer::new(timeout));
+    let mut rung = std::pin::pin!(port.wait_for_messages());
+    std::future::poll_fn(|context| {
+        if timer.as_mut().poll(context).is_ready() || rung.as_mut().poll(context).is_ready() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
 }
 
 /// A stable number per sender, so one sender's messages take one path.

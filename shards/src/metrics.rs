@@ -35,6 +35,8 @@ pub struct ShardMetrics {
     pub unknown_receiver: u64,
     /// Messages in this shard's mailboxes when the snapshot was taken.
     pub queue_depth: u64,
+    /// Messages held because their agent had used its `cpu_shares` for the window.
+    pub throttled: u64,
 }
 
 impl Default for ShardMetrics {
@@ -51,6 +53,7 @@ impl Default for ShardMetrics {
             undeliverable: 0,
             unknown_receiver: 0,
             queue_depth: 0,
+            throttled: 0,
         }
     }
 }
@@ -76,6 +79,7 @@ impl ShardMetrics {
         self.undeliverable += other.undeliverable;
         self.unknown_receiver += other.unknown_receiver;
         self.queue_depth += other.queue_depth;
+        self.throttled += other.throttled;
     }
 
     /// Clear histograms and counters (between benchmark phases).

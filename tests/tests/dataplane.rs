@@ -518,11 +518,86 @@ fn client_address_placeholder() -> caxton_messaging::Address {
 #[test]
 fn max_agents_bounds_deploys() {
     let (planned, mut node) = boot(&["runtime.max_agents=2", "runtime.agent_pool_size=2"]);
-    node.deploy("one", &example("echo"), 1, &limits(&planned)).expect("deploys");
-    node.deploy("two", &example("echo"), 1, &limits(&planned)).expect("deploys");
-    let refused = node.deploy("three", &example("echo"), 1, &limits(&planned)).expect_err("over max_agents");
-    assert!(refused.to_string().contains("runtime.max_agents"), "{refused}");
+    node.deploy("one", &example("echo"), 1, &limits(&planned))
+        .expect("deploys");
+    node.deploy("two", &example("echo"), 1, &limits(&planned))
+        .expect("deploys");
+    let refused = node
+        .deploy("three", &example("echo"), 1, &limits(&planned))
+        .expect_err("over max_agents");
+    assert!(
+        refused.to_string().contains("runtime.max_agents"),
+        "{refused}"
+    );
     node.undeploy("one").expect("undeploys");
-    node.deploy("three", &example("echo"), 1, &limits(&planned)).expect("room again");
+    node.deploy("three", &example("echo"), 1, &limits(&planned))
+        .expect("room again");
     node.shutdown().expect("clean stop");
+}
+
+/// Spins, then answers with its content (so order can be checked).
+const SLOW_ECHO: &str = r#"(module
+  (import "caxton" "msg_read_content" (func $read (param i32 i32) (result i32)))
+  (import "caxton" "reply" (func $reply (param i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "caxton_abi_version") (result i32) (i32.const 1))
+  (func (export "caxton_handle") (result i32)
+    (local $i i32) (local $length i32)
+    (loop $spin
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $spin (i32.lt_u (local.get $i) (i32.const 1000000))))
+    (local.set $length (call $read (i32.const 64) (i32.const 64)))
+    (drop (call $reply (i32.const 1) (i32.const 64) (local.get $length)))
+    (i32.const 0)))"#;
+
+/// Messages held for the CPU budget while `messages` go through an agent with `shares`.
+fn throttled_with_shares(shares: &str) -> u64 {
+    let (planned, mut node) = boot(&["runtime.worker_threads=1", "messaging.delivery_timeout=60s"]);
+    let limits = AgentLimits {
+        cpu_shares: shares.parse().expect("share"),
+        ..limits(&planned)
+    };
+    let slow = node
+        .deploy("slow", SLOW_ECHO.as_bytes(), 1, &limits)
+        .expect("deploys");
+    let mut client = node.client().expect("client");
+    let messages = 12u8;
+    for sequence in 0..messages {
+        client
+            .send(
+                slow,
+                Performative::Request,
+                vec![sequence],
+                SendOptions::default(),
+            )
+            .expect("accepted");
+    }
+    for expected in 0..messages {
+        let answer = client
+            .recv(PATIENCE)
+            .expect("every message is handled, throttled or not");
+        assert_eq!(answer.content, [expected], "order holds through throttling");
+    }
+    let throttled = node
+        .metrics(false)
+        .expect("metrics")
+        .iter()
+        .map(|shard| shard.throttled)
+        .sum();
+    drop(client);
+    node.shutdown().expect("clean stop");
+    throttled
+}
+
+#[test]
+fn cpu_shares_hold_an_agent_to_its_fraction_of_a_core() {
+    assert!(
+        throttled_with_shares("10m") > 0,
+        "a hundredth of a core cannot run twelve slow handlers in one window"
+    );
+    assert_eq!(
+        throttled_with_shares("1000m"),
+        0,
+        "a whole core is never held"
+    );
 }
