@@ -259,7 +259,9 @@ pub struct WasmConfig {
     pub module_cache_size: u32,
     /// Reserve instance memories in a pooling allocator at boot.
     pub memory_pooling: bool,
-    /// Reserve async stacks in the pooling allocator at boot.
+    /// Pool agent stacks. Must be `false`: agents run synchronously on their
+    /// shard's own stack (bounded by `runtime.agent_stack_size`), and wasmtime
+    /// pools stacks only for async execution.
     pub stack_pooling: bool,
 }
 
@@ -271,7 +273,7 @@ impl Default for WasmConfig {
             cache_compiled_modules: true,
             module_cache_size: 100,
             memory_pooling: true,
-            stack_pooling: true,
+            stack_pooling: false,
         }
     }
 }

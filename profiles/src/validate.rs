@@ -22,6 +22,10 @@ pub struct Violation {
 /// (one ring per ordered pair of shards grows with the square of this).
 pub const WORKER_THREADS_MAX: u32 = 1024;
 
+/// The largest `runtime.agent_stack_size`: half the 2 MiB stack a shard's
+/// thread has, leaving the rest to the host.
+pub const AGENT_STACK_BYTES_MAX: u64 = 1 << 20;
+
 /// Every rule `profile` breaks, in schema order.
 pub fn validate(profile: &Profile) -> Vec<Violation> {
     let mut violations = Vec::new();
@@ -114,6 +118,24 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
             "runtime.numa.enabled",
             "is false, yet numa.memory_policy or numa.interleave_memory asks for a NUMA memory policy".into(),
             "set runtime.numa.enabled: true, or drop the memory policy keys",
+        );
+    }
+    if runtime.agent_stack_size.bytes() > AGENT_STACK_BYTES_MAX {
+        fail(
+            "runtime.agent_stack_size",
+            format!(
+                "{} is above {} (half of a shard thread's stack)",
+                runtime.agent_stack_size,
+                crate::ByteSize(AGENT_STACK_BYTES_MAX)
+            ),
+            "agents run on their shard's thread stack; deeper recursion would overflow it",
+        );
+    }
+    if runtime.wasm.stack_pooling {
+        fail(
+            "runtime.wasm.stack_pooling",
+            "is true, but agents run synchronously on their shard's stack: there are no agent stacks to pool".into(),
+            "remove the key or set it to false; runtime.agent_stack_size bounds an agent's stack",
         );
     }
     if runtime.agent_pool.max_reuse_count == 0 {

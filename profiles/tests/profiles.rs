@@ -238,6 +238,16 @@ fn bad_input_names_cause_key_and_place() {
         .expect_err("two spellings disagree");
     assert_eq!(alias_clash.key.as_deref(), Some("messaging.worker_threads"));
 
+    let pooled_stacks =
+        load_text("runtime:\n  wasm:\n    stack_pooling: true\n").expect_err("no stacks to pool");
+    assert_eq!(
+        pooled_stacks.key.as_deref(),
+        Some("runtime.wasm.stack_pooling")
+    );
+    let deep_stack =
+        load(&[], &["runtime.agent_stack_size=4MB".into()]).expect_err("above the thread's stack");
+    assert_eq!(deep_stack.key.as_deref(), Some("runtime.agent_stack_size"));
+
     let bad_set = load(&[], &["runtime.max_agents".into()]).expect_err("no value");
     assert_eq!(bad_set.kind, ProfileErrorKind::BadOverride);
     let unknown_set = load(&[], &["runtime.max_agnets=3".into()]).expect_err("typo in --set");
