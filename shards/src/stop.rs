@@ -1,75 +1,48 @@
 //! The node's stop signal: set once by whoever shuts the node down (a signal
-//! handler thread, a test), observed by every shard.
+//! handler thread, a test), observed by the threads that block on it (the
+//! node's owner in `run_until_stopped`, the gossip shard). Data shards are
+//! stopped by a control command instead, which wakes them through their
+//! doorbell.
 //!
-//! This is control plane, touched once at shutdown, so a mutex is fine here:
-//! it is never on a message's path. A glommio executor parked in `io_uring`
-//! wakes when another thread fires one of its task wakers (glommio routes the
-//! wake through the executor's eventfd), so waiting costs nothing while idle.
+//! Control plane, touched once at shutdown, so a mutex is fine here: it is
+//! never on a message's path.
 
-use std::future::poll_fn;
 use std::sync::{Condvar, Mutex, PoisonError};
-use std::task::{Poll, Waker};
-
-#[derive(Default)]
-struct StopState {
-    requested: bool,
-    wakers: Vec<Waker>,
-}
 
 /// A one-way latch from "running" to "stopping".
 #[derive(Default)]
 pub struct StopSignal {
-    state: Mutex<StopState>,
+    requested: Mutex<bool>,
     stopped: Condvar,
 }
 
 impl StopSignal {
     /// Ask every waiter to stop. Idempotent.
     pub fn request(&self) {
-        let wakers = {
-            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            state.requested = true;
-            std::mem::take(&mut state.wakers)
-        };
+        *self
+            .requested
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = true;
         self.stopped.notify_all();
-        for waker in wakers {
-            waker.wake();
-        }
     }
 
     /// Whether a stop was requested.
     pub fn is_requested(&self) -> bool {
-        self.state
+        *self
+            .requested
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .requested
     }
 
-    /// Resolve once a stop is requested (for async shards).
-    pub async fn requested(&self) {
-        poll_fn(|context| {
-            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            if state.requested {
-                return Poll::Ready(());
-            }
-            if !state
-                .wakers
-                .iter()
-                .any(|waker| waker.will_wake(context.waker()))
-            {
-                state.wakers.push(context.waker().clone());
-            }
-            Poll::Pending
-        })
-        .await;
-    }
-
-    /// Block the calling thread until a stop is requested (for plain threads).
+    /// Block the calling thread until a stop is requested.
     pub fn wait_blocking(&self) {
-        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let requested = self
+            .requested
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let _stopped = self
             .stopped
-            .wait_while(state, |state| !state.requested)
+            .wait_while(requested, |requested| !*requested)
             .unwrap_or_else(PoisonError::into_inner);
     }
 }
