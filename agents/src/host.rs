@@ -321,6 +321,11 @@ impl AgentHost {
     pub fn refill_spares_step(&mut self, budget: usize) -> usize {
         let hosted = self.agents.len().max(1);
         let share = self.policy.pool_size / hosted;
+        // Shares shrink as agents arrive: give back what is now over them, so
+        // the spares of the whole shard stay within agent_pool_size.
+        for agent in self.agents.values_mut() {
+            agent.spares.truncate(share);
+        }
         let mut started = 0;
         // Lazy pools fill an agent's spares only once it has started an instance on demand.
         let lazy = self.policy.warmup == WarmupStrategy::Lazy;

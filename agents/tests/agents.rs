@@ -598,3 +598,30 @@ fn instances_are_recycled_after_their_age() {
     );
     assert_eq!(host.stats(COUNTER).expect("stats").recycled, 1);
 }
+
+#[test]
+fn spares_stay_within_the_pool_as_agents_arrive() {
+    let profile = small_profile(); // agent_pool_size 8
+    let mut compiler = ModuleCompiler::new(&profile).expect("compiler");
+    let mut host = host(&profile);
+    deploy(
+        &mut host,
+        &mut compiler,
+        ECHO,
+        "echo",
+        &profile.agents.default_limits,
+    );
+    assert_eq!(host.spare_count(ECHO), 8);
+    deploy(
+        &mut host,
+        &mut compiler,
+        COUNTER,
+        "counter",
+        &profile.agents.default_limits,
+    );
+    assert_eq!(
+        (host.spare_count(ECHO), host.spare_count(COUNTER)),
+        (4, 4),
+        "the pool is shared, not multiplied"
+    );
+}

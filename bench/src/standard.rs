@@ -473,8 +473,15 @@ fn density(
     for index in 0..agents {
         match node.deploy(&format!("idle-{index}"), ECHO_WAT.as_bytes(), 1, limits) {
             Ok(_) => deployed += 1,
-            Err(caxton_shards::NodeError::Refused(reason)) => {
-                progress(&format!("density stopped at {deployed} agents: {reason}"));
+            // The node's own bounds end the scenario; the figure is per agent deployed.
+            Err(
+                error @ (caxton_shards::NodeError::Refused(_)
+                | caxton_shards::NodeError::Deploy {
+                    error: caxton_agents::DeployError::Capacity(_),
+                    ..
+                }),
+            ) => {
+                progress(&format!("density stopped at {deployed} agents: {error}"));
                 break;
             }
             Err(error) => return Err(error.into()),
