@@ -54,6 +54,27 @@ pub struct OutboundMessage {
     pub content: Vec<u8>,
 }
 
+impl OutboundMessage {
+    /// An answer to `receiver` quoting `in_reply_to`.
+    fn answer(
+        receiver: Address,
+        performative: Performative,
+        conversation_id: u64,
+        in_reply_to: u64,
+        content: Vec<u8>,
+    ) -> Self {
+        Self {
+            receiver,
+            performative,
+            conversation_id,
+            reply_with: 0,
+            in_reply_to,
+            on_behalf_of: None,
+            content,
+        }
+    }
+}
+
 /// How handling one message ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -859,15 +880,13 @@ fn host_linker(engine: &Engine) -> Result<Linker<HostState>, DeployError> {
                     (message.sender, message.conversation_id, message.reply_with);
                 let performative = performative_from(performative)?;
                 let content = outgoing_content(&mut caller, content_pointer, content_length)?;
-                Ok(OutboundMessage {
+                Ok(OutboundMessage::answer(
                     receiver,
                     performative,
                     conversation_id,
-                    reply_with: 0,
                     in_reply_to,
-                    on_behalf_of: None,
                     content,
-                })
+                ))
             })();
             push_outbound(&mut caller, sent)
         },
@@ -938,20 +957,19 @@ fn host_linker(engine: &Engine) -> Result<Linker<HostState>, DeployError> {
             let sent = (|| {
                 current(&caller)?;
                 let performative = performative_from(performative)?;
+                // Read the content first: a bad pointer must not use up the ticket.
+                let content = outgoing_content(&mut caller, content_pointer, content_length)?;
                 let slot = usize::try_from(ticket - 1).ok();
                 let (receiver, conversation_id, in_reply_to) = slot
                     .and_then(|slot| caller.data_mut().tickets.get_mut(slot)?.take())
                     .ok_or(errors::NO_SENDER)?;
-                let content = outgoing_content(&mut caller, content_pointer, content_length)?;
-                Ok(OutboundMessage {
+                Ok(OutboundMessage::answer(
                     receiver,
                     performative,
                     conversation_id,
-                    reply_with: 0,
                     in_reply_to,
-                    on_behalf_of: None,
                     content,
-                })
+                ))
             })();
             push_outbound(&mut caller, sent)
         },
