@@ -19,8 +19,10 @@ pub struct CpuBudget {
 }
 
 impl CpuBudget {
-    /// A budget of `millicores` thousandths of a core. 1000m or more is never throttled.
+    /// A budget of `millicores` thousandths of a core (at least 1; the
+    /// profile refuses 0). 1000m or more is never throttled.
     pub fn new(millicores: u32) -> Self {
+        let millicores = millicores.max(1);
         let allowance_ns = BUDGET_WINDOW_NS.saturating_mul(u64::from(millicores)) / 1000;
         Self {
             allowance_ns,
@@ -46,11 +48,12 @@ impl CpuBudget {
 
     fn roll(&mut self, now_ns: u64) {
         if now_ns >= self.window_start_ns + BUDGET_WINDOW_NS {
-            // A handler that ran past a whole window carries its excess over,
-            // so one long handler costs its agent the windows it used.
-            let excess = self.used_ns.saturating_sub(self.allowance_ns);
+            // Each window that passed pays off one allowance of debt: a handler
+            // that overran costs its agent the windows it used, no more.
+            let windows = (now_ns - self.window_start_ns) / BUDGET_WINDOW_NS;
+            let repaid = self.allowance_ns.saturating_mul(windows);
             self.window_start_ns = now_ns - now_ns % BUDGET_WINDOW_NS;
-            self.used_ns = excess.min(self.allowance_ns.saturating_mul(4));
+            self.used_ns = self.used_ns.saturating_sub(repaid);
         }
     }
 }
@@ -80,6 +83,28 @@ mod tests {
         assert_eq!(
             budget.blocked_until(BUDGET_WINDOW_NS + 9_000_000),
             Some(2 * BUDGET_WINDOW_NS)
+        );
+    }
+
+    #[test]
+    fn idle_windows_pay_off_debt() {
+        let mut budget = CpuBudget::new(100);
+        budget.charge(35_000_000, 35_000_000); // 3.5 windows' allowance in one handler
+        assert_eq!(
+            budget.blocked_until(BUDGET_WINDOW_NS),
+            Some(2 * BUDGET_WINDOW_NS),
+            "25 ms still owed"
+        );
+        assert_eq!(
+            budget.blocked_until(10 * BUDGET_WINDOW_NS),
+            None,
+            "long idle: debt gone"
+        );
+        budget.charge(9_000_000, 10 * BUDGET_WINDOW_NS + 9_000_000);
+        assert_eq!(
+            budget.blocked_until(10 * BUDGET_WINDOW_NS + 9_000_000),
+            None,
+            "a fresh window's allowance"
         );
     }
 

@@ -32,6 +32,9 @@ pub struct CompiledModule {
     pub artifact: Arc<[u8]>,
     /// A digest of the source bytes (the cache key).
     pub digest: u64,
+    /// The source it was compiled from: a cache hit must match it byte for
+    /// byte, not just by digest.
+    source: Arc<[u8]>,
 }
 
 /// The engine configuration every engine of the node shares (they must agree
@@ -130,7 +133,11 @@ impl ModuleCompiler {
             });
         }
         let digest = digest(source);
-        if let Some(position) = self.cache.iter().position(|cached| cached.digest == digest) {
+        if let Some(position) = self
+            .cache
+            .iter()
+            .position(|cached| cached.digest == digest && *cached.source == *source)
+        {
             self.cache_hits += 1;
             // Move to the back: the back is the most recently used.
             let cached = self.cache.remove(position).expect("position is in range");
@@ -148,7 +155,11 @@ impl ModuleCompiler {
             .map_err(|error| DeployError::Engine(error.to_string()))?
             .into();
         self.compilations += 1;
-        let compiled = CompiledModule { artifact, digest };
+        let compiled = CompiledModule {
+            artifact,
+            digest,
+            source: source.into(),
+        };
         if self.cache_capacity > 0 {
             if self.cache.len() >= self.cache_capacity {
                 self.cache.pop_front();

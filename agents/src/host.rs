@@ -171,6 +171,10 @@ pub struct HostState {
     tickets: Vec<Option<(Address, u64, u64)>>,
 }
 
+/// Most table elements an agent may have: tables hold function references,
+/// and a module must not be able to make the host allocate gigabytes for one.
+pub const TABLE_ELEMENTS_MAX: usize = 10_000;
+
 /// Most deferred replies an instance may hold open.
 pub const DEFERRED_REPLIES_MAX: usize = 1024;
 
@@ -213,6 +217,7 @@ pub struct AgentHost {
     policy: PoolPolicy,
     resolver: Resolver,
     clock: Clock,
+    abandoned: Vec<OutboundMessage>,
 }
 
 impl AgentHost {
@@ -244,6 +249,7 @@ impl AgentHost {
             policy,
             resolver,
             clock,
+            abandoned: Vec::new(),
         })
     }
 
@@ -301,7 +307,13 @@ impl AgentHost {
 
     /// Remove agent `id` and every instance of it from this shard.
     pub fn undeploy(&mut self, id: AgentId) -> bool {
-        let removed = self.agents.remove(&id).is_some();
+        let Some(agent) = self.agents.remove(&id) else {
+            return false;
+        };
+        for instance in agent.instances {
+            self.abandon(id, instance);
+        }
+        let removed = true;
         if removed && self.policy.warmup == WarmupStrategy::Eager {
             self.refill_spares();
         }
@@ -410,10 +422,41 @@ impl AgentHost {
 
     /// Stop the last instance of agent `id` (keeping at least none).
     pub fn remove_instance(&mut self, id: AgentId) -> bool {
-        self.agents
+        match self
+            .agents
             .get_mut(&id)
             .and_then(|agent| agent.instances.pop())
-            .is_some()
+        {
+            Some(instance) => {
+                self.abandon(id, instance);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Failure answers for the deferred replies of instances that were
+    /// dropped (recycled, faulted, removed): the shard sends them, so no
+    /// requester waits forever for an answer that can no longer come.
+    pub fn take_abandoned(&mut self) -> Vec<OutboundMessage> {
+        std::mem::take(&mut self.abandoned)
+    }
+
+    /// Drop `instance` of agent `id`, answering its open deferred replies with `failure`.
+    fn abandon(&mut self, id: AgentId, instance: LiveInstance) {
+        for (receiver, conversation_id, in_reply_to) in
+            instance.store.data().tickets.iter().flatten()
+        {
+            let mut answer = OutboundMessage::answer(
+                *receiver,
+                Performative::Failure,
+                *conversation_id,
+                *in_reply_to,
+                b"caxton:instance-recycled".to_vec(),
+            );
+            answer.on_behalf_of = Some(Address::Agent(id));
+            self.abandoned.push(answer);
+        }
     }
 
     /// Handle `envelope` with agent `id`: instance `slot` if given, else the
@@ -432,7 +475,9 @@ impl AgentHost {
             return None;
         }
         let index = match slot {
-            Some(slot) => usize::from(slot).min(agent.instances.len() - 1),
+            // An instance that no longer exists is not silently replaced by another.
+            Some(slot) if usize::from(slot) >= agent.instances.len() => return None,
+            Some(slot) => usize::from(slot),
             None => {
                 let index = agent.next_slot % agent.instances.len();
                 agent.next_slot = index + 1;
@@ -449,7 +494,8 @@ impl AgentHost {
         }
         let agent = self.agents.get_mut(&id)?;
         let execution_ticks = agent.execution_ticks;
-        let instance = &mut agent.instances[index];
+        // Recycling may have failed for want of a pool slot, leaving one instance fewer.
+        let instance = agent.instances.get_mut(index)?;
         instance.served += 1;
         let state = instance.store.data_mut();
         state.current = Some(envelope);
@@ -507,7 +553,7 @@ impl AgentHost {
         agent.stats.recycled += 1;
         // Drop the old instance first: its pool slot is what the new one may need.
         let old = agent.instances.swap_remove(index);
-        drop(old);
+        self.abandon(id, old);
         match self.take_or_instantiate(id) {
             Ok((fresh, _)) => {
                 if let Some(agent) = self.agents.get_mut(&id) {
@@ -552,6 +598,7 @@ impl AgentHost {
     fn instantiate(&self, agent: &HostedAgent) -> Result<LiveInstance, String> {
         let limits = StoreLimitsBuilder::new()
             .memory_size(agent.memory_limit_bytes)
+            .table_elements(TABLE_ELEMENTS_MAX)
             .instances(1)
             .memories(1)
             .tables(1)
@@ -627,6 +674,7 @@ pub(crate) fn check_abi_version(
     let linker = host_linker(engine)?;
     let state = HostState {
         limits: StoreLimitsBuilder::new()
+            .table_elements(TABLE_ELEMENTS_MAX)
             .instances(1)
             .memories(1)
             .tables(1)

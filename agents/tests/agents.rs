@@ -625,3 +625,48 @@ fn spares_stay_within_the_pool_as_agents_arrive() {
         "the pool is shared, not multiplied"
     );
 }
+
+#[test]
+fn dropping_an_instance_answers_its_open_deferred_replies() {
+    let profile = small_profile();
+    let mut compiler = ModuleCompiler::new(&profile).expect("compiler");
+    let mut host = host(&profile);
+    deploy(
+        &mut host,
+        &mut compiler,
+        FANOUT,
+        "fanout",
+        &profile.agents.default_limits,
+    );
+    let mut content = vec![1u8, 4];
+    content.extend_from_slice(b"echo");
+    let opened = host
+        .handle(FANOUT, None, request(&content), Rc::from("client"))
+        .expect("hosted");
+    assert_eq!(opened.outbox.len(), 1, "the gather is open");
+    assert!(host.take_abandoned().is_empty());
+    assert!(host.remove_instance(FANOUT));
+    let abandoned = host.take_abandoned();
+    assert_eq!(abandoned.len(), 1, "the waiting requester is answered");
+    assert_eq!(
+        (
+            abandoned[0].receiver,
+            abandoned[0].performative,
+            abandoned[0].in_reply_to
+        ),
+        (CLIENT, Performative::Failure, 77)
+    );
+    assert_eq!(abandoned[0].content, b"caxton:instance-recycled");
+}
+
+#[test]
+fn huge_tables_are_refused_not_allocated() {
+    let mut profile = small_profile();
+    profile.runtime.wasm.memory_pooling = false;
+    let mut compiler = ModuleCompiler::new(&profile).expect("compiler");
+    let huge = r#"(module (table 100000000 funcref) (memory (export "memory") 1) (func (export "caxton_abi_version") (result i32) (i32.const 1)) (func (export "caxton_handle") (result i32) (i32.const 0)))"#;
+    assert!(matches!(
+        compiler.compile(huge.as_bytes()),
+        Err(DeployError::StartFailed(_))
+    ));
+}

@@ -385,18 +385,21 @@ fn request_reply(
             move || -> Result<Histogram<u64>, String> {
                 let mut latency = nanosecond_histogram();
                 let deadline = Instant::now() + duration;
-                let mut outstanding = 0usize;
+                // Send time of each outstanding request, by its token.
+                let mut outstanding: std::collections::HashMap<u64, u64> =
+                    std::collections::HashMap::with_capacity(WINDOW);
                 let content = b"0123456789abcdef".to_vec();
                 loop {
                     let sending = Instant::now() < deadline;
-                    while sending && outstanding < WINDOW {
+                    while sending && outstanding.len() < WINDOW {
                         let now = client.now_ns();
+                        let token = client.next_token();
                         let envelope = Envelope {
                             performative: Performative::Request,
                             sender: client.address(),
                             receiver: Address::Agent(echo),
                             conversation_id: 0,
-                            reply_with: now.max(1),
+                            reply_with: token,
                             in_reply_to: 0,
                             priority: PriorityClass(0),
                             deadline_ns: Envelope::NO_DEADLINE,
@@ -405,22 +408,23 @@ fn request_reply(
                             content: content.clone(),
                         };
                         match client.send_envelope(envelope) {
-                            Ok(()) => outstanding += 1,
+                            Ok(()) => {
+                                outstanding.insert(token, now);
+                            }
                             Err(_) => break,
                         }
                     }
-                    if outstanding == 0 {
+                    if outstanding.is_empty() {
                         return Ok(latency);
                     }
                     let answer = client
                         .recv(Duration::from_secs(10))
                         .ok_or("an answer never came")?;
-                    outstanding -= 1;
+                    let sent_ns = outstanding
+                        .remove(&answer.in_reply_to)
+                        .ok_or("an answer to no outstanding request")?;
                     if answer.performative == Performative::Inform {
-                        // The request's reply_with was its send time.
-                        latency.saturating_record(
-                            client.now_ns().saturating_sub(answer.in_reply_to).max(1),
-                        );
+                        latency.saturating_record(client.now_ns().saturating_sub(sent_ns).max(1));
                     }
                 }
             },

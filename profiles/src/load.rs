@@ -176,14 +176,29 @@ fn resolve_source(spec: &str) -> Result<(String, String), ProfileError> {
             format!("cannot read profile file `{spec}`: {error}"),
         )
     };
-    let size = std::fs::metadata(path).map_err(unreadable)?.len();
-    if size > PROFILE_FILE_BYTES_MAX {
+    // Read at most one byte past the limit: a FIFO or device reports no size,
+    // so the bound is enforced on what is read, not on metadata.
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| {
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(file, PROFILE_FILE_BYTES_MAX + 1),
+                &mut bytes,
+            )
+        })
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > PROFILE_FILE_BYTES_MAX {
         return Err(ProfileError::new(
             ProfileErrorKind::Unreadable,
-            format!("profile file `{spec}` is {size} bytes, over the {PROFILE_FILE_BYTES_MAX}-byte limit"),
+            format!("profile file `{spec}` is over the {PROFILE_FILE_BYTES_MAX}-byte limit"),
         ));
     }
-    let text = std::fs::read_to_string(path).map_err(unreadable)?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        ProfileError::new(
+            ProfileErrorKind::Unreadable,
+            format!("profile file `{spec}` is not UTF-8 text"),
+        )
+    })?;
     Ok((spec.to_owned(), text))
 }
 

@@ -343,6 +343,25 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
             );
         }
     }
+    if agents.default_limits.cpu_shares.millicores() == 0 {
+        fail(
+            "agents.default_limits.cpu_shares",
+            "is 0: the agent could never run".into(),
+            "use at least 1m; 1000m is a whole core",
+        );
+    }
+    for (index, entry) in agents.overrides.iter().enumerate() {
+        if entry
+            .cpu_shares
+            .is_some_and(|shares| shares.millicores() == 0)
+        {
+            fail(
+                &format!("agents.overrides[{index}].cpu_shares"),
+                "is 0: the agent could never run".into(),
+                "use at least 1m",
+            );
+        }
+    }
     let mut deployed = BTreeSet::new();
     for (index, deployment) in agents.deploy.iter().enumerate() {
         let key = format!("agents.deploy[{index}]");
@@ -364,6 +383,13 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
         }
         if deployment.instances == 0 {
             fail(&format!("{key}.instances"), "must be at least 1".into(), "");
+        }
+        if deployment.cpu_cores.as_ref().is_some_and(Vec::is_empty) {
+            fail(
+                &format!("{key}.cpu_cores"),
+                "names no core".into(),
+                "list at least one CPU number, or drop the key",
+            );
         }
         if deployment.cpu_cores.is_some() && pinned_names.contains(deployment.name.as_str()) {
             fail(

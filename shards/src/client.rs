@@ -17,6 +17,9 @@ use caxton_messaging::{Address, AgentId, Envelope, MeshPort, Performative, Prior
 use crate::clock::NodeClock;
 use crate::directory::Directory;
 
+/// Most messages a client holds unread.
+pub const CLIENT_INBOX_MAX: usize = 65_536;
+
 /// Why a send was not accepted. Nothing was queued.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
@@ -66,28 +69,44 @@ impl Default for SendOptions {
 /// See the module docs.
 pub struct Client {
     port: Option<MeshPort>,
+    generation: u64,
     directory: Arc<RwLock<Arc<Directory>>>,
-    ports: Arc<Mutex<Vec<MeshPort>>>,
+    ports: PortPool,
     clock: NodeClock,
     next_token: u64,
     inbox: VecDeque<Envelope>,
 }
 
+/// The node's free client ports, each with how many owners it has had.
+pub(crate) type PortPool = Arc<Mutex<Vec<(MeshPort, u64)>>>;
+
+/// Tokens carry the port's generation in their high bits, so an answer meant
+/// for a port's previous owner never matches a request of the next one.
+const TOKEN_GENERATION_SHIFT: u32 = 40;
+
 impl Client {
     pub(crate) fn new(
         port: MeshPort,
+        generation: u64,
         directory: Arc<RwLock<Arc<Directory>>>,
-        ports: Arc<Mutex<Vec<MeshPort>>>,
+        ports: PortPool,
         clock: NodeClock,
     ) -> Self {
         Self {
             port: Some(port),
+            generation,
             directory,
             ports,
             clock,
-            next_token: 1,
+            next_token: (generation << TOKEN_GENERATION_SHIFT) | 1,
             inbox: VecDeque::new(),
         }
+    }
+
+    /// Whether `envelope` answers a request of an earlier owner of this port.
+    fn is_stale(&self, envelope: &Envelope) -> bool {
+        envelope.in_reply_to != 0
+            && envelope.in_reply_to >> TOKEN_GENERATION_SHIFT != self.generation
     }
 
     fn port(&mut self) -> &mut MeshPort {
@@ -127,8 +146,7 @@ impl Client {
         content: Vec<u8>,
         options: SendOptions,
     ) -> Result<u64, SendError> {
-        let token = self.next_token;
-        self.next_token += 1;
+        let token = self.next_token();
         let now = self.clock.now_ns();
         let envelope = Envelope {
             performative,
@@ -139,7 +157,7 @@ impl Client {
             in_reply_to: 0,
             priority: options.priority,
             deadline_ns: options.deadline.map_or(Envelope::NO_DEADLINE, |deadline| {
-                now.saturating_add(deadline.as_nanos() as u64)
+                now.saturating_add(u64::try_from(deadline.as_nanos()).unwrap_or(u64::MAX))
             }),
             sent_at_ns: now,
             from_shard: 0,
@@ -147,6 +165,13 @@ impl Client {
         };
         self.send_envelope(envelope)?;
         Ok(token)
+    }
+
+    /// A fresh `reply_with` token, for callers that build envelopes themselves.
+    pub fn next_token(&mut self) -> u64 {
+        let token = self.next_token;
+        self.next_token += 1;
+        token
     }
 
     /// Send a prepared envelope (sender, `from_shard` are filled in; `sent_at_ns`
@@ -180,24 +205,7 @@ impl Client {
 
     /// The next message for this client, waiting up to `timeout`.
     pub fn recv(&mut self, timeout: Duration) -> Option<Envelope> {
-        if let Some(envelope) = self.inbox.pop_front() {
-            return Some(envelope);
-        }
-        let deadline = Instant::now() + timeout;
-        loop {
-            let mut arrived = Vec::new();
-            self.port()
-                .drain(usize::MAX, |envelope| arrived.push(envelope));
-            self.inbox.extend(arrived);
-            if let Some(envelope) = self.inbox.pop_front() {
-                return Some(envelope);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return None;
-            }
-            self.park_until_rung(deadline - now);
-        }
+        self.wait_for(timeout, |_| true)
     }
 
     /// Send a `request` and wait for the answer quoting it.
@@ -218,20 +226,46 @@ impl Client {
 
     /// Wait for the answer quoting `token`; other messages stay queued for `recv`.
     pub fn await_reply(&mut self, token: u64, timeout: Duration) -> Result<Envelope, RequestError> {
-        let deadline = Instant::now() + timeout;
-        let mut others = Vec::new();
-        let result = loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            match self.recv(remaining) {
-                Some(envelope) if envelope.in_reply_to == token => break Ok(envelope),
-                Some(envelope) => others.push(envelope),
-                None => break Err(RequestError::Timeout(timeout)),
+        self.wait_for(timeout, |envelope| envelope.in_reply_to == token)
+            .ok_or(RequestError::Timeout(timeout))
+    }
+
+    /// The first queued or arriving message that `wanted` accepts, waiting up
+    /// to `timeout`. The inbox holds at most [`CLIENT_INBOX_MAX`] messages;
+    /// past that, arrivals stay in the rings (and the shards refuse senders
+    /// once those fill) until the client reads.
+    fn wait_for(
+        &mut self,
+        timeout: Duration,
+        wanted: impl Fn(&Envelope) -> bool,
+    ) -> Option<Envelope> {
+        let deadline = Instant::now().checked_add(timeout);
+        loop {
+            let room = CLIENT_INBOX_MAX.saturating_sub(self.inbox.len());
+            if room > 0 {
+                let rings = self.port().shards();
+                let mut arrived = Vec::new();
+                self.port().drain(room.div_ceil(rings.max(1)), |envelope| {
+                    arrived.push(envelope)
+                });
+                let fresh: Vec<Envelope> = arrived
+                    .into_iter()
+                    .filter(|envelope| !self.is_stale(envelope))
+                    .collect();
+                self.inbox.extend(fresh);
             }
-        };
-        for envelope in others.into_iter().rev() {
-            self.inbox.push_front(envelope);
+            if let Some(position) = self.inbox.iter().position(&wanted) {
+                return self.inbox.remove(position);
+            }
+            let remaining = match deadline {
+                Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+                None => Duration::from_secs(3600),
+            };
+            if remaining.is_zero() {
+                return None;
+            }
+            self.park_until_rung(remaining);
         }
-        result
     }
 
     /// Park this thread until a shard rings this client's doorbell or `timeout` passes.
@@ -256,7 +290,7 @@ impl Drop for Client {
             self.ports
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .push(port);
+                .push((port, self.generation + 1));
         }
     }
 }

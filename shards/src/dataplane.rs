@@ -163,6 +163,7 @@ impl ShardRuntime {
         loop {
             let (control_work, stop) = self.serve_control();
             if stop {
+                self.refuse_remaining();
                 return;
             }
             let received = self.receive();
@@ -212,6 +213,7 @@ impl ShardRuntime {
                 }
                 Control::Undeploy { id, ack } => {
                     let _ = ack.send(self.host.undeploy(id));
+                    self.send_abandoned();
                 }
                 Control::StartInstance { id, cold, ack } => {
                     let started = Instant::now();
@@ -223,6 +225,7 @@ impl ShardRuntime {
                 }
                 Control::StopInstance { id, ack } => {
                     let _ = ack.send(self.host.remove_instance(id));
+                    self.send_abandoned();
                 }
                 Control::Metrics { reset, ack } => {
                     self.metrics.queue_depth =
@@ -311,14 +314,16 @@ impl ShardRuntime {
         };
         // An agent past its cpu_shares waits for its next window; so do its
         // later messages, which must not overtake the held ones.
-        let already_held = self
+        // Follow-ons wait for the same window as the held head, so the shard
+        // sleeps until then instead of re-checking them.
+        let held_until = self
             .throttled
             .iter()
-            .any(|(_, held)| receiver_agent(held) == Some(agent));
-        if let Some(resume_ns) = self
-            .host
-            .cpu_blocked_until(agent, started_ns)
-            .or(already_held.then_some(started_ns))
+            .filter(|(_, held)| receiver_agent(held) == Some(agent))
+            .map(|(resume_ns, _)| *resume_ns)
+            .max();
+        if let Some(resume_ns) =
+            held_until.or_else(|| self.host.cpu_blocked_until(agent, started_ns))
         {
             self.hold(envelope, resume_ns);
             return;
@@ -341,6 +346,7 @@ impl ShardRuntime {
             return;
         };
         let finished_ns = self.clock.now_ns();
+        self.send_abandoned();
         self.metrics
             .processing_ns
             .saturating_record(finished_ns.saturating_sub(started_ns).max(1));
@@ -381,6 +387,53 @@ impl ShardRuntime {
                 content: outbound.content,
             };
             self.dispatch(envelope);
+        }
+    }
+
+    /// Send the failure answers of deferred replies whose instance was dropped.
+    fn send_abandoned(&mut self) {
+        for abandoned in self.host.take_abandoned() {
+            let envelope = Envelope {
+                performative: abandoned.performative,
+                sender: abandoned.on_behalf_of.unwrap_or(abandoned.receiver),
+                receiver: abandoned.receiver,
+                conversation_id: abandoned.conversation_id,
+                reply_with: 0,
+                in_reply_to: abandoned.in_reply_to,
+                priority: caxton_messaging::PriorityClass(0),
+                deadline_ns: Envelope::NO_DEADLINE,
+                sent_at_ns: self.clock.now_ns(),
+                from_shard: self.index as u16,
+                content: abandoned.content,
+            };
+            self.dispatch(envelope);
+        }
+    }
+
+    /// Answer everything still queued with `failure` before the shard stops:
+    /// messages it accepted are never dropped silently.
+    fn refuse_remaining(&mut self) {
+        let mut remaining = Vec::new();
+        self.port
+            .drain(usize::MAX, |envelope| remaining.push(envelope));
+        let now = self.clock.now_ns();
+        for lane in &mut self.lanes {
+            while let Popped::Ready(envelope) | Popped::Expired(envelope) = lane.pop(now) {
+                remaining.push(envelope);
+            }
+        }
+        remaining.extend(
+            std::mem::take(&mut self.throttled)
+                .into_iter()
+                .map(|(_, envelope)| envelope),
+        );
+        for envelope in remaining {
+            if matches!(envelope.receiver, Address::Client { .. }) {
+                // Bound for a client: pass it on; the client still gets it.
+                self.dispatch(envelope);
+            } else {
+                self.fail(&envelope, "shutting-down");
+            }
         }
     }
 

@@ -82,6 +82,15 @@ impl Directory {
         (next, id)
     }
 
+    /// A copy with agent `id`'s record replaced.
+    pub fn with_record(&self, id: AgentId, record: AgentRecord) -> Self {
+        let mut next = self.clone();
+        if let Some(slot) = next.agents.get_mut(id.0 as usize) {
+            *slot = Some(record);
+        }
+        next
+    }
+
     /// A copy without agent `id`.
     pub fn without_agent(&self, id: AgentId) -> Self {
         let mut next = self.clone();

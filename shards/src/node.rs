@@ -24,7 +24,7 @@ use caxton_numa::{CpuBinding, MemoryPlacement, PlacementPlan, ShardPlacement};
 use caxton_profiles::Profile;
 use glommio::{CpuSet, ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
-use crate::client::Client;
+use crate::client::{Client, PortPool};
 use crate::clock::NodeClock;
 use crate::dataplane::{Control, ShardRuntime};
 use crate::directory::{AgentRecord, Directory};
@@ -128,7 +128,7 @@ pub struct Node {
     controls: Vec<mpsc::Sender<Control>>,
     doorbells: Arc<[Doorbell]>,
     directory: Arc<RwLock<Arc<Directory>>>,
-    client_ports: Arc<Mutex<Vec<MeshPort>>>,
+    client_ports: PortPool,
     compiler: ModuleCompiler,
     clock: NodeClock,
     plan: PlacementPlan,
@@ -165,7 +165,9 @@ impl Node {
             controls: Vec::new(),
             doorbells,
             directory: Arc::default(),
-            client_ports: Arc::new(Mutex::new(client_ports)),
+            client_ports: Arc::new(Mutex::new(
+                client_ports.into_iter().map(|port| (port, 0)).collect(),
+            )),
             compiler,
             clock,
             plan: plan.clone(),
@@ -275,7 +277,7 @@ impl Node {
 
     /// A client for sending into the node from this thread.
     pub fn client(&self) -> Result<Client, NodeError> {
-        let port = self
+        let (port, generation) = self
             .client_ports
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -283,6 +285,7 @@ impl Node {
             .ok_or(NodeError::NoClientPort)?;
         Ok(Client::new(
             port,
+            generation,
             Arc::clone(&self.directory),
             Arc::clone(&self.client_ports),
             self.clock,
@@ -314,6 +317,11 @@ impl Node {
             Some(pinning) => pinning.data_shards.clone(),
             None => (0..shards).collect(),
         };
+        if candidates.is_empty() {
+            return Err(NodeError::Refused(format!(
+                "agent `{name}` is pinned to no data shard"
+            )));
+        }
         let mut instances_per_shard = vec![0u16; shards];
         let first = self.directory().len() % candidates.len();
         for instance in 0..usize::from(instances) {
@@ -415,26 +423,51 @@ impl Node {
         shard: usize,
         cold: bool,
     ) -> Result<(StartKind, Duration), NodeError> {
-        let id = self
-            .directory()
-            .resolve(name)
-            .ok_or_else(|| NodeError::UnknownAgent(name.to_owned()))?;
+        let id = self.agent_on_shard(name, shard)?;
         let (ack, answer) = mpsc::channel();
-        self.command(shard, Control::StartInstance { id, cold, ack }, &answer)?
+        let started = self
+            .command(shard, Control::StartInstance { id, cold, ack }, &answer)?
             .map_err(|error| NodeError::Deploy {
                 agent: name.to_owned(),
                 error,
-            })
+            })?;
+        self.adjust_instances(id, shard, 1);
+        Ok(started)
+    }
+
+    /// The id of `name`, after checking that `shard` is a data shard.
+    fn agent_on_shard(&self, name: &str, shard: usize) -> Result<AgentId, NodeError> {
+        if shard >= self.data_shards() {
+            return Err(NodeError::Refused(format!(
+                "there is no data shard {shard} (the node has {})",
+                self.data_shards()
+            )));
+        }
+        self.directory()
+            .resolve(name)
+            .ok_or_else(|| NodeError::UnknownAgent(name.to_owned()))
+    }
+
+    /// Publish `id`'s instance count on `shard` changed by `change`, so routing follows it.
+    fn adjust_instances(&self, id: AgentId, shard: usize, change: i32) {
+        let directory = self.directory();
+        let Some(mut record) = directory.get(id).cloned() else {
+            return;
+        };
+        let count = &mut record.instances_per_shard[shard];
+        *count = u16::try_from((i32::from(*count) + change).max(0)).unwrap_or(u16::MAX);
+        self.publish(directory.with_record(id, record));
     }
 
     /// Stop one instance of `name` on `shard`.
     pub fn stop_instance(&mut self, name: &str, shard: usize) -> Result<bool, NodeError> {
-        let id = self
-            .directory()
-            .resolve(name)
-            .ok_or_else(|| NodeError::UnknownAgent(name.to_owned()))?;
+        let id = self.agent_on_shard(name, shard)?;
         let (ack, answer) = mpsc::channel();
-        self.command(shard, Control::StopInstance { id, ack }, &answer)
+        let stopped = self.command(shard, Control::StopInstance { id, ack }, &answer)?;
+        if stopped {
+            self.adjust_instances(id, shard, -1);
+        }
+        Ok(stopped)
     }
 
     /// Every shard's metrics, in shard order; `reset` clears them after copying.

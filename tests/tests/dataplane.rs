@@ -481,7 +481,7 @@ fn misaddressed_messages_are_answered_not_fatal() {
         (answer.performative, failure_reason(&answer.content)),
         (Performative::Failure, "unknown-agent".to_owned())
     );
-    // An instance slot that does not exist goes to one that does.
+    // An instance slot that does not exist is not silently replaced by another instance.
     let shard = node
         .directory()
         .get(echo)
@@ -495,6 +495,17 @@ fn misaddressed_messages_are_answered_not_fatal() {
         slot: 77,
     });
     client.send_envelope(envelope(stray)).expect("accepted");
+    let answer = client.await_reply(42, PATIENCE).expect("answered");
+    assert_eq!(
+        (answer.performative, failure_reason(&answer.content)),
+        (Performative::Failure, "unknown-agent".to_owned())
+    );
+    let existing = Address::Instance(InstanceId {
+        agent: echo,
+        shard,
+        slot: 0,
+    });
+    client.send_envelope(envelope(existing)).expect("accepted");
     assert_eq!(
         client
             .await_reply(42, PATIENCE)
