@@ -194,8 +194,10 @@ fn faults_answer_failure_and_the_node_keeps_serving() {
     node.shutdown().expect("clean stop");
 }
 
-/// Spins for about a million iterations per message, then answers.
-const SLOW_AGENT: &str = r#"(module
+/// An agent that spins `iterations` times per message, then answers `inform`.
+fn spin_agent(iterations: u32) -> String {
+    format!(
+        r#"(module
   (import "caxton" "reply" (func $reply (param i32 i32 i32) (result i32)))
   (memory (export "memory") 1)
   (func (export "caxton_abi_version") (result i32) (i32.const 1))
@@ -203,15 +205,22 @@ const SLOW_AGENT: &str = r#"(module
     (local $i i32)
     (loop $spin
       (local.set $i (i32.add (local.get $i) (i32.const 1)))
-      (br_if $spin (i32.lt_u (local.get $i) (i32.const 1000000))))
+      (br_if $spin (i32.lt_u (local.get $i) (i32.const {iterations}))))
     (drop (call $reply (i32.const 1) (i32.const 0) (i32.const 0)))
-    (i32.const 0)))"#;
+    (i32.const 0)))"#
+    )
+}
+
+/// About a millisecond per message.
+fn slow_agent() -> String {
+    spin_agent(1_000_000)
+}
 
 #[test]
 fn a_flood_is_refused_explicitly_and_the_agent_recovers() {
     let (planned, mut node) = boot(&["messaging.queue_size=64", "messaging.delivery_timeout=60s"]);
     let slow = node
-        .deploy("slow", SLOW_AGENT.as_bytes(), 1, &limits(&planned))
+        .deploy("slow", slow_agent().as_bytes(), 1, &limits(&planned))
         .expect("deploys");
     let mut client = node.client().expect("client");
     let flood = 2_000;
@@ -273,7 +282,7 @@ fn a_flood_is_refused_explicitly_and_the_agent_recovers() {
 fn deadlines_that_pass_in_the_queue_are_answered_with_failure() {
     let (planned, mut node) = boot(&["messaging.priority_routing.enabled=true"]);
     let slow = node
-        .deploy("slow", SLOW_AGENT.as_bytes(), 1, &limits(&planned))
+        .deploy("slow", slow_agent().as_bytes(), 1, &limits(&planned))
         .expect("deploys");
     let mut client = node.client().expect("client");
     // A backlog, then messages that must start within a millisecond.
@@ -376,17 +385,9 @@ proptest! {
 
 /// Spins for about a second: while it runs, everything the test sends
 /// next is queued in the shard's ring, so it all reaches the mailbox together.
-const GATE_AGENT: &str = r#"(module
-  (import "caxton" "reply" (func $reply (param i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (func (export "caxton_abi_version") (result i32) (i32.const 1))
-  (func (export "caxton_handle") (result i32)
-    (local $i i32)
-    (loop $spin
-      (local.set $i (i32.add (local.get $i) (i32.const 1)))
-      (br_if $spin (i32.lt_u (local.get $i) (i32.const 1500000000))))
-    (drop (call $reply (i32.const 1) (i32.const 0) (i32.const 0)))
-    (i32.const 0)))"#;
+fn gate_agent() -> String {
+    spin_agent(1_500_000_000)
+}
 
 /// Where the echo answer lands among the answers to a backlog of slow requests
 /// sent just before it, with `lanes` mailbox lanes (0: first answer after the gate's).
@@ -407,13 +408,13 @@ fn echo_position_behind_backlog(lanes: u32) -> usize {
     };
     // Ids 0 and 2 share lane 0 with two lanes; echo (id 1) has lane 1.
     let slow = node
-        .deploy("slow", SLOW_AGENT.as_bytes(), 1, &limits)
+        .deploy("slow", slow_agent().as_bytes(), 1, &limits)
         .expect("deploys");
     let echo = node
         .deploy("echo", &example("echo"), 1, &limits)
         .expect("deploys");
     let gate = node
-        .deploy("gate", GATE_AGENT.as_bytes(), 1, &limits)
+        .deploy("gate", gate_agent().as_bytes(), 1, &limits)
         .expect("deploys");
     let mut client = node.client().expect("client");
     let gate_token = client
