@@ -35,6 +35,10 @@ pub type Clock = Rc<dyn Fn() -> u64>;
 /// Finds a deployed agent by name, for `send`.
 pub type Resolver = Rc<dyn Fn(&str) -> Option<AgentId>>;
 
+/// Names a sender, for `msg_sender`. Called only when an agent asks, so the
+/// message path never builds a name it does not need.
+pub type Namer = Rc<dyn Fn(Address) -> String>;
+
 /// A message an agent sent while handling one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboundMessage {
@@ -162,9 +166,9 @@ pub enum StartKind {
 pub struct HostState {
     limits: StoreLimits,
     current: Option<Envelope>,
-    current_sender_name: Rc<str>,
     outbox: Vec<OutboundMessage>,
     resolver: Resolver,
+    namer: Namer,
     clock: Clock,
     agent_name: Rc<str>,
     /// Deferred replies: (receiver, conversation, reply_with) by ticket - 1.
@@ -216,17 +220,20 @@ pub struct AgentHost {
     agents: HashMap<AgentId, HostedAgent>,
     policy: PoolPolicy,
     resolver: Resolver,
+    namer: Namer,
     clock: Clock,
     abandoned: Vec<OutboundMessage>,
 }
 
 impl AgentHost {
     /// A host for shard `shard` configured from `profile`. `resolver` maps agent
-    /// names to ids for `send`; `clock` is the node clock.
+    /// names to ids for `send`, `namer` names senders for `msg_sender`, and
+    /// `clock` is the node clock.
     pub fn new(
         profile: &Profile,
         shard: u16,
         resolver: Resolver,
+        namer: Namer,
         clock: Clock,
     ) -> Result<Self, DeployError> {
         let runtime = &profile.runtime;
@@ -248,6 +255,7 @@ impl AgentHost {
             agents: HashMap::new(),
             policy,
             resolver,
+            namer,
             clock,
             abandoned: Vec::new(),
         })
@@ -460,14 +468,12 @@ impl AgentHost {
     }
 
     /// Handle `envelope` with agent `id`: instance `slot` if given, else the
-    /// next one in turn. `sender_name` is what `msg_sender` reports.
-    /// `None` when the agent has no instance here.
+    /// next one in turn. `None` when the agent has no instance here.
     pub fn handle(
         &mut self,
         id: AgentId,
         slot: Option<u16>,
         envelope: Envelope,
-        sender_name: Rc<str>,
     ) -> Option<Handled> {
         let policy = self.policy.clone();
         let agent = self.agents.get_mut(&id)?;
@@ -499,7 +505,6 @@ impl AgentHost {
         instance.served += 1;
         let state = instance.store.data_mut();
         state.current = Some(envelope);
-        state.current_sender_name = sender_name;
         state.outbox.clear();
         instance.store.set_epoch_deadline(execution_ticks);
         let started_ns = (self.clock)();
@@ -607,9 +612,9 @@ impl AgentHost {
         let state = HostState {
             limits,
             current: None,
-            current_sender_name: Rc::from(""),
             outbox: Vec::new(),
             resolver: Rc::clone(&self.resolver),
+            namer: Rc::clone(&self.namer),
             clock: Rc::clone(&self.clock),
             agent_name: Rc::clone(&agent.name),
             tickets: Vec::new(),
@@ -680,9 +685,9 @@ pub(crate) fn check_abi_version(
             .tables(1)
             .build(),
         current: None,
-        current_sender_name: Rc::from(""),
         outbox: Vec::new(),
         resolver: Rc::new(|_| None),
+        namer: Rc::new(|_| String::new()),
         clock: Rc::new(|| 0),
         agent_name: Rc::from("(deploy check)"),
         tickets: Vec::new(),
@@ -858,10 +863,11 @@ fn host_linker(engine: &Engine) -> Result<Linker<HostState>, DeployError> {
         module,
         "msg_sender",
         |mut caller: Caller<'_, HostState>, pointer: i32, capacity: i32| -> i32 {
-            if caller.data().current.is_none() {
-                return errors::NO_MESSAGE;
-            }
-            let name = Rc::clone(&caller.data().current_sender_name);
+            let sender = match current(&caller) {
+                Ok(message) => message.sender,
+                Err(code) => return code,
+            };
+            let name = (caller.data().namer)(sender);
             write_guest(&mut caller, pointer, capacity, name.as_bytes())
         },
     ))?;

@@ -44,7 +44,18 @@ fn small_profile() -> Profile {
 }
 
 fn host(profile: &Profile) -> AgentHost {
-    AgentHost::new(profile, 0, Rc::new(names), Rc::new(|| 1_000)).expect("host")
+    let namer = |address: Address| match address {
+        Address::Client { client, .. } => format!("client-{client}"),
+        _ => "agent".to_owned(),
+    };
+    AgentHost::new(
+        profile,
+        0,
+        Rc::new(names),
+        Rc::new(namer),
+        Rc::new(|| 1_000),
+    )
+    .expect("host")
 }
 
 fn deploy(
@@ -87,9 +98,7 @@ fn echo_answers_with_the_same_content() {
         "echo",
         &profile.agents.default_limits,
     );
-    let handled = host
-        .handle(ECHO, None, request(b"ping"), Rc::from("client"))
-        .expect("hosted");
+    let handled = host.handle(ECHO, None, request(b"ping")).expect("hosted");
     assert_eq!(handled.outcome, Outcome::Handled);
     assert_eq!(handled.outbox.len(), 1);
     let answer = &handled.outbox[0];
@@ -120,9 +129,7 @@ fn counter_keeps_state_and_recycling_resets_it() {
     );
     let counts: Vec<u64> = (0..5)
         .map(|_| {
-            let handled = host
-                .handle(COUNTER, None, request(b""), Rc::from("client"))
-                .expect("hosted");
+            let handled = host.handle(COUNTER, None, request(b"")).expect("hosted");
             u64::from_le_bytes(
                 handled.outbox[0]
                     .content
@@ -158,7 +165,7 @@ fn forwarder_strips_a_hop_and_keeps_the_original_sender() {
     route.extend_from_slice(b"echo");
     route.extend_from_slice(b"payload");
     let handled = host
-        .handle(FORWARDER, None, request(&route), Rc::from("client"))
+        .handle(FORWARDER, None, request(&route))
         .expect("hosted");
     assert_eq!(handled.outcome, Outcome::Handled);
     let forwarded = &handled.outbox[0];
@@ -174,12 +181,7 @@ fn forwarder_strips_a_hop_and_keeps_the_original_sender() {
     assert_eq!(forwarded.content, rest);
 
     let last = host
-        .handle(
-            FORWARDER,
-            None,
-            request(&[0, b'h', b'i']),
-            Rc::from("client"),
-        )
+        .handle(FORWARDER, None, request(&[0, b'h', b'i']))
         .expect("hosted");
     assert_eq!(
         (
@@ -190,12 +192,7 @@ fn forwarder_strips_a_hop_and_keeps_the_original_sender() {
     );
 
     let unknown = host
-        .handle(
-            FORWARDER,
-            None,
-            request(&[1, 3, b'n', b'o', b'p']),
-            Rc::from("client"),
-        )
+        .handle(FORWARDER, None, request(&[1, 3, b'n', b'o', b'p']))
         .expect("hosted");
     assert_eq!(
         unknown.outcome,
@@ -221,7 +218,7 @@ fn fanout_gathers_every_answer_before_replying() {
     content.push(7);
     content.extend_from_slice(b"counter");
     let opened = host
-        .handle(FANOUT, None, request(&content), Rc::from("client"))
+        .handle(FANOUT, None, request(&content))
         .expect("hosted");
     assert_eq!(opened.outcome, Outcome::Handled);
     assert_eq!(opened.outbox.len(), 2);
@@ -230,7 +227,7 @@ fn fanout_gathers_every_answer_before_replying() {
     assert_eq!(opened.outbox[1].receiver, Address::Agent(COUNTER));
 
     let busy = host
-        .handle(FANOUT, None, request(&content), Rc::from("client"))
+        .handle(FANOUT, None, request(&content))
         .expect("hosted");
     assert_eq!(
         busy.outbox[0].performative,
@@ -244,13 +241,9 @@ fn fanout_gathers_every_answer_before_replying() {
         in_reply_to: ticket,
         ..request(b"")
     };
-    let first = host
-        .handle(FANOUT, None, answer(ECHO), Rc::from("echo"))
-        .expect("hosted");
+    let first = host.handle(FANOUT, None, answer(ECHO)).expect("hosted");
     assert!(first.outbox.is_empty(), "still waiting for one answer");
-    let second = host
-        .handle(FANOUT, None, answer(COUNTER), Rc::from("counter"))
-        .expect("hosted");
+    let second = host.handle(FANOUT, None, answer(COUNTER)).expect("hosted");
     let done = &second.outbox[0];
     assert_eq!(
         (done.receiver, done.performative, done.in_reply_to),
@@ -290,9 +283,7 @@ fn faults_fail_one_message_and_the_shard_keeps_serving() {
         host.deploy(FAULTY, module, &compiled, 1, limits)
             .expect("deploys");
         for round in 0..2 {
-            let handled = host
-                .handle(FAULTY, None, request(b"x"), Rc::from("client"))
-                .expect("hosted");
+            let handled = host.handle(FAULTY, None, request(b"x")).expect("hosted");
             let matches = match expected {
                 "trap" => matches!(handled.outcome, Outcome::Trapped(_)),
                 "timeout" => handled.outcome == Outcome::TimedOut,
@@ -301,7 +292,7 @@ fn faults_fail_one_message_and_the_shard_keeps_serving() {
             assert!(matches, "{module} round {round}: {:?}", handled.outcome);
             assert!(handled.outbox.is_empty());
             let echoed = host
-                .handle(ECHO, None, request(b"still here"), Rc::from("client"))
+                .handle(ECHO, None, request(b"still here"))
                 .expect("hosted");
             assert_eq!(
                 echoed.outbox[0].content, b"still here",
@@ -523,7 +514,7 @@ fn runtime_keys_shape_the_engine() {
         &interpreted.agents.default_limits,
     );
     let handled = interpreter_host
-        .handle(ECHO, None, request(b"interpreted"), Rc::from("client"))
+        .handle(ECHO, None, request(b"interpreted"))
         .expect("hosted");
     assert_eq!(handled.outbox[0].content, b"interpreted");
 }
@@ -552,9 +543,7 @@ fn agent_stack_size_bounds_recursion() {
         let module = compiler.compile(DEEP_AGENT.as_bytes()).expect("compiles");
         host.deploy(ECHO, "deep", &module, 1, &profile.agents.default_limits)
             .expect("deploys");
-        let handled = host
-            .handle(ECHO, None, request(b""), Rc::from("client"))
-            .expect("hosted");
+        let handled = host.handle(ECHO, None, request(b"")).expect("hosted");
         assert_eq!(
             matches!(handled.outcome, Outcome::Trapped(_)),
             expect_trap,
@@ -578,9 +567,7 @@ fn instances_are_recycled_after_their_age() {
         &profile.agents.default_limits,
     );
     let count = |host: &mut AgentHost| {
-        let handled = host
-            .handle(COUNTER, None, request(b""), Rc::from("client"))
-            .expect("hosted");
+        let handled = host.handle(COUNTER, None, request(b"")).expect("hosted");
         u64::from_le_bytes(
             handled.outbox[0]
                 .content
@@ -641,7 +628,7 @@ fn dropping_an_instance_answers_its_open_deferred_replies() {
     let mut content = vec![1u8, 4];
     content.extend_from_slice(b"echo");
     let opened = host
-        .handle(FANOUT, None, request(&content), Rc::from("client"))
+        .handle(FANOUT, None, request(&content))
         .expect("hosted");
     assert_eq!(opened.outbox.len(), 1, "the gather is open");
     assert!(host.take_abandoned().is_empty());
@@ -669,4 +656,26 @@ fn huge_tables_are_refused_not_allocated() {
         compiler.compile(huge.as_bytes()),
         Err(DeployError::StartFailed(_))
     ));
+}
+
+#[test]
+fn msg_sender_names_the_sender_only_when_asked() {
+    let profile = small_profile();
+    let mut compiler = ModuleCompiler::new(&profile).expect("compiler");
+    let mut host = host(&profile);
+    let who = r#"(module
+      (import "caxton" "msg_sender" (func $sender (param i32 i32) (result i32)))
+      (import "caxton" "reply" (func $reply (param i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (func (export "caxton_abi_version") (result i32) (i32.const 1))
+      (func (export "caxton_handle") (result i32)
+        (local $length i32)
+        (local.set $length (call $sender (i32.const 0) (i32.const 64)))
+        (drop (call $reply (i32.const 1) (i32.const 0) (local.get $length)))
+        (i32.const 0)))"#;
+    let module = compiler.compile(who.as_bytes()).expect("compiles");
+    host.deploy(ECHO, "who", &module, 1, &profile.agents.default_limits)
+        .expect("deploys");
+    let handled = host.handle(ECHO, None, request(b"")).expect("hosted");
+    assert_eq!(handled.outbox[0].content, b"client-9");
 }

@@ -101,10 +101,15 @@ impl ShardRuntime {
             let directory = Rc::clone(&directory);
             Rc::new(move |name: &str| directory.borrow().resolve(name))
         };
+        let namer = {
+            let directory = Rc::clone(&directory);
+            Rc::new(move |address: Address| directory.borrow().name_of(address))
+        };
         let host = AgentHost::new(
             profile,
             index as u16,
             resolver,
+            namer,
             Rc::new(move || clock.now_ns()),
         )?;
         let messaging = &profile.messaging;
@@ -338,9 +343,8 @@ impl ShardRuntime {
                 .routing_cross_ns
                 .saturating_record(routing_ns.max(1));
         }
-        let sender_name = self.name_of(envelope.sender);
         let request = RequestSummary::of(&envelope);
-        let Some(handled) = self.host.handle(agent, slot, envelope, sender_name) else {
+        let Some(handled) = self.host.handle(agent, slot, envelope) else {
             self.metrics.unknown_receiver += 1;
             self.fail_summary(&request, "unknown-agent");
             return;
@@ -542,20 +546,6 @@ impl ShardRuntime {
             content: format!("{FAILURE_PREFIX}{reason}").into_bytes(),
         };
         self.dispatch(failure);
-    }
-
-    fn name_of(&self, address: Address) -> Rc<str> {
-        let agent = match address {
-            Address::Agent(id) => id,
-            Address::Instance(instance) => instance.agent,
-            Address::Client { client, .. } => return Rc::from(format!("client-{client}")),
-        };
-        let directory = self.directory.borrow();
-        Rc::from(
-            directory
-                .get(agent)
-                .map_or("", |record| record.name.as_str()),
-        )
     }
 }
 

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use caxton_messaging::AgentId;
+use caxton_messaging::{Address, AgentId};
 
 /// One deployed agent.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,6 +80,18 @@ impl Directory {
             next.agents[id.0 as usize] = Some(record);
         }
         (next, id)
+    }
+
+    /// The name `msg_sender` reports for `address`: the agent's name, or
+    /// `client-N` for a caller outside the agents.
+    pub fn name_of(&self, address: Address) -> String {
+        let agent = match address {
+            Address::Agent(id) => id,
+            Address::Instance(instance) => instance.agent,
+            Address::Client { client, .. } => return format!("client-{client}"),
+        };
+        self.get(agent)
+            .map_or_else(String::new, |record| record.name.clone())
     }
 
     /// A copy with agent `id`'s record replaced.
