@@ -85,6 +85,8 @@ pub(crate) struct ShardRuntime {
     throttled: Vec<(u64, Envelope)>,
     /// The most messages held for CPU budgets (the shard's mailbox capacity).
     throttled_max: usize,
+    /// Reused buffer for messages drained from the rings.
+    arrived: Vec<Envelope>,
 }
 
 impl ShardRuntime {
@@ -154,6 +156,7 @@ impl ShardRuntime {
             metrics: ShardMetrics::default(),
             throttled: Vec::new(),
             throttled_max: capacity,
+            arrived: Vec::new(),
         })
     }
 
@@ -252,12 +255,13 @@ impl ShardRuntime {
 
     /// Move messages from the rings into the mailboxes, refusing what does not fit.
     fn receive(&mut self) -> usize {
-        let mut arrived = Vec::new();
+        // One buffer for the shard's lifetime: a drain allocates nothing.
+        let mut arrived = std::mem::take(&mut self.arrived);
         let taken = self
             .port
             .drain(self.batch_size, |envelope| arrived.push(envelope));
         let now = self.clock.now_ns();
-        for envelope in arrived {
+        for envelope in arrived.drain(..) {
             match envelope.receiver {
                 Address::Agent(_) => self.accept(envelope, now),
                 Address::Instance(instance) if usize::from(instance.shard) == self.index => {
@@ -268,6 +272,7 @@ impl ShardRuntime {
                 Address::Instance(_) | Address::Client { .. } => self.dispatch(envelope),
             }
         }
+        self.arrived = arrived;
         taken
     }
 

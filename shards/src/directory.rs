@@ -127,11 +127,14 @@ impl Directory {
                 return Some(from);
             }
         }
-        let hosting: Vec<usize> = record.hosting_shards().collect();
-        if hosting.is_empty() {
+        // Counted, not collected: this runs for every message that leaves its shard.
+        let hosting = record.hosting_shards().count();
+        if hosting == 0 {
             return None;
         }
-        Some(hosting[(sender_key % hosting.len() as u64) as usize])
+        record
+            .hosting_shards()
+            .nth((sender_key % hosting as u64) as usize)
     }
 }
 
