@@ -136,12 +136,18 @@ pub struct AgentStats {
     pub warm_starts: u64,
     /// Instances instantiated on demand.
     pub cold_starts: u64,
+    /// Time spent in this agent's handlers (ns), every outcome included.
+    pub busy_ns: u64,
+    /// The longest handler run (ns).
+    pub max_handler_ns: u64,
 }
 
 impl AgentStats {
     /// Add `other`'s counts (summing an agent over shards).
     pub fn add(&mut self, other: &Self) {
         self.handled += other.handled;
+        self.busy_ns += other.busy_ns;
+        self.max_handler_ns = self.max_handler_ns.max(other.max_handler_ns);
         self.agent_failures += other.agent_failures;
         self.traps += other.traps;
         self.timeouts += other.timeouts;
@@ -223,6 +229,9 @@ pub struct AgentHost {
     namer: Namer,
     clock: Clock,
     abandoned: Vec<OutboundMessage>,
+    /// How long each instance start took (ns), warm or cold, until the shard
+    /// moves them into its startup histogram.
+    startup_times_ns: Vec<u64>,
 }
 
 impl AgentHost {
@@ -258,6 +267,7 @@ impl AgentHost {
             namer,
             clock,
             abandoned: Vec::new(),
+            startup_times_ns: Vec::new(),
         })
     }
 
@@ -303,7 +313,9 @@ impl AgentHost {
             stats: AgentStats::default(),
         };
         for _ in 0..instances {
+            let started = Instant::now();
             let instance = self.instantiate(&agent).map_err(DeployError::Capacity)?;
+            self.record_startup(started);
             agent.instances.push(instance);
         }
         self.agents.insert(id, agent);
@@ -337,6 +349,14 @@ impl AgentHost {
     /// node-clock time it may run again. `None` when it may run now.
     pub fn cpu_blocked_until(&mut self, id: AgentId, now_ns: u64) -> Option<u64> {
         self.agents.get_mut(&id)?.cpu_budget.blocked_until(now_ns)
+    }
+
+    /// The counters of every agent on this shard, with its instance count.
+    pub fn all_stats(&self) -> Vec<(AgentId, usize, AgentStats)> {
+        self.agents
+            .iter()
+            .map(|(id, agent)| (*id, agent.instances.len(), agent.stats.clone()))
+            .collect()
     }
 
     /// The counters of agent `id` on this shard.
@@ -407,10 +427,12 @@ impl AgentHost {
         cold: bool,
     ) -> Result<(u16, StartKind), DeployError> {
         let (instance, kind) = if cold {
+            let started = Instant::now();
             let agent = self.agents.get(&id).ok_or_else(|| {
                 DeployError::Capacity(format!("agent {} is not on this shard", id.0))
             })?;
             let instance = self.instantiate(agent).map_err(DeployError::Capacity)?;
+            self.record_startup(started);
             if let Some(agent) = self.agents.get_mut(&id) {
                 agent.stats.cold_starts += 1;
             }
@@ -441,6 +463,18 @@ impl AgentHost {
             }
             None => false,
         }
+    }
+
+    /// Startup times (ns) of the instances started since the last call: warm
+    /// (a spare taken) and cold (instantiated on demand), for deploys,
+    /// explicit starts and recycling alike. Pre-warming spares is not a start.
+    pub fn take_startup_times(&mut self) -> std::vec::Drain<'_, u64> {
+        self.startup_times_ns.drain(..)
+    }
+
+    fn record_startup(&mut self, started: Instant) {
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.startup_times_ns.push(nanos.max(1));
     }
 
     /// Failure answers for the deferred replies of instances that were
@@ -522,6 +556,9 @@ impl AgentHost {
             Err(error) => classify(&error),
         };
         let stats = &mut agent.stats;
+        let ran_ns = finished_ns.saturating_sub(started_ns);
+        stats.busy_ns += ran_ns;
+        stats.max_handler_ns = stats.max_handler_ns.max(ran_ns);
         match &outcome {
             Outcome::Handled => stats.handled += 1,
             Outcome::AgentFailed(_) => stats.agent_failures += 1,
@@ -580,6 +617,7 @@ impl AgentHost {
         &mut self,
         id: AgentId,
     ) -> Result<(LiveInstance, StartKind), DeployError> {
+        let started = Instant::now();
         let agent = self
             .agents
             .get_mut(&id)
@@ -587,6 +625,7 @@ impl AgentHost {
         if let Some(mut spare) = agent.spares.pop() {
             agent.stats.warm_starts += 1;
             spare.born = Instant::now();
+            self.record_startup(started);
             return Ok((spare, StartKind::Warm));
         }
         let agent = self
@@ -594,6 +633,7 @@ impl AgentHost {
             .get(&id)
             .ok_or_else(|| DeployError::Capacity(format!("agent {} is not on this shard", id.0)))?;
         let instance = self.instantiate(agent).map_err(DeployError::Capacity)?;
+        self.record_startup(started);
         if let Some(agent) = self.agents.get_mut(&id) {
             agent.stats.cold_starts += 1;
         }

@@ -4,7 +4,6 @@
 //! sample in an HDR histogram, and prints percentiles with the machine it ran
 //! on. Timings are never asserted: machines are shared and noisy.
 
-pub mod hdr;
 pub mod standard;
 
 use hdrhistogram::Histogram;

@@ -507,8 +507,13 @@ fn write_output(directory: &Path, summary: &Summary) -> Result<(), SuiteError> {
     std::fs::create_dir_all(directory).map_err(|error| fail(directory, error))?;
     for scenario in &summary.scenarios {
         let path = directory.join(format!("{}.hlog", scenario.name));
-        crate::hdr::write_interval_log(&path, &scenario.name, &scenario.histogram)
-            .map_err(|error| fail(&path, error))?;
+        caxton_telemetry::hdr_log::write_single_interval(
+            &path,
+            "Caxton benchmark histogram",
+            std::time::Duration::from_secs(1),
+            &[(scenario.name.as_str(), &scenario.histogram)],
+        )
+        .map_err(|error| fail(&path, error))?;
     }
     let path = directory.join("summary.json");
     let text = serde_json::to_string_pretty(summary)

@@ -39,6 +39,28 @@ pub enum Command {
     /// Measure the engine.
     #[command(subcommand)]
     Benchmark(BenchmarkCommand),
+    /// Deploy, list and undeploy agents on a running engine (through its admin endpoint).
+    #[command(subcommand)]
+    Agents(AgentsCommand),
+    /// Send a message to an agent of a running engine and print its reply.
+    Send {
+        /// The agent's name.
+        agent: String,
+        /// The content (UTF-8); `-` reads it from stdin.
+        content: String,
+        /// The FIPA performative (request, inform, query-if, ...).
+        #[arg(long, default_value = "request")]
+        performative: String,
+        /// How long to wait for the reply, e.g. `500ms`, `5s`.
+        #[arg(long, default_value = "5s")]
+        timeout: String,
+        /// How to reach the engine.
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// Read, compare and fetch HDR histogram logs.
+    #[command(subcommand)]
+    Hdr(HdrCommand),
     /// Print the machine's topology and the placement plan for a profile.
     Topology {
         /// Plan for an hwloc synthetic topology instead of this machine,
@@ -62,6 +84,104 @@ pub enum BenchmarkCommand {
         /// Write HDR histograms (`SCENARIO.hlog`) and `summary.json` here.
         #[arg(long, value_name = "DIR")]
         output: Option<std::path::PathBuf>,
+    },
+}
+
+/// Where a running engine's admin endpoint is.
+#[derive(Debug, Args, Clone)]
+pub struct Endpoint {
+    /// The admin endpoint's address; default: the profile's
+    /// `observability.admin.listen` (127.0.0.1:9090).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub admin: Option<String>,
+    /// The access token; default: `CAXTON_ADMIN_TOKEN`, then the profile's
+    /// `observability.admin.access_token`.
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+}
+
+/// `engine agents ...`.
+#[derive(Debug, Subcommand)]
+pub enum AgentsCommand {
+    /// Upload a `.wasm` or `.wat` module and start its instances.
+    Deploy {
+        /// The module file.
+        module: std::path::PathBuf,
+        /// The agent's name (default: the file's stem).
+        #[arg(long)]
+        name: Option<String>,
+        /// Instances across the node.
+        #[arg(long, default_value_t = 1)]
+        instances: u16,
+        /// Memory limit, e.g. `16MB` (default: the profile's limits).
+        #[arg(long)]
+        memory: Option<String>,
+        /// CPU shares, e.g. `250m` (default: the profile's limits).
+        #[arg(long)]
+        cpu_shares: Option<String>,
+        /// Longest handler run, e.g. `100ms` (default: the profile's limits).
+        #[arg(long)]
+        max_execution_time: Option<String>,
+        /// How to reach the engine.
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// List the deployed agents with their counts and handler latency.
+    List {
+        /// Print the JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// How to reach the engine.
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// Stop every instance of an agent and remove it.
+    Undeploy {
+        /// The agent's name.
+        name: String,
+        /// How to reach the engine.
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+}
+
+/// `engine hdr ...`.
+#[derive(Debug, Subcommand)]
+pub enum HdrCommand {
+    /// Print a log's percentile distribution in HdrHistogram's layout.
+    Report {
+        /// An HdrHistogram interval log (`.hlog`).
+        file: std::path::PathBuf,
+        /// Only intervals with this tag (default: every tag, one report each).
+        #[arg(long)]
+        tag: Option<String>,
+        /// Divide values by this (the logs hold nanoseconds; 1000 prints microseconds).
+        #[arg(long, default_value_t = 1000.0)]
+        unit_ratio: f64,
+    },
+    /// Plot the percentile curves of one or more logs side by side.
+    Plot {
+        /// Interval logs (`.hlog`), or `FILE:TAG` for one tag of a log.
+        #[arg(required = true)]
+        files: Vec<String>,
+        /// The image to write: `.svg` or `.png`.
+        #[arg(long, short)]
+        output: std::path::PathBuf,
+        /// Only this tag of each log (default: every tag).
+        #[arg(long)]
+        tag: Option<String>,
+        /// The plot's title.
+        #[arg(long, default_value = "Latency by percentile")]
+        title: String,
+    },
+    /// Fetch a running engine's latency histograms since it started, as a log.
+    Dump {
+        /// Where to write the log.
+        #[arg(long, short)]
+        output: std::path::PathBuf,
+        /// How to reach the engine.
+        #[command(flatten)]
+        endpoint: Endpoint,
     },
 }
 

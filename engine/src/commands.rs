@@ -2,11 +2,11 @@
 //! topology, plan, start the shards, wait for SIGINT or SIGTERM, stop.
 
 use caxton_numa::{MachineTopology, PlacementPlan};
-use caxton_profiles::{KeyStatus, LoadedProfile, ProfileErrorKind};
+use caxton_profiles::{KeyStatus, LoadedProfile, ProfileErrorKind, Violation};
 use caxton_shards::Node;
 use tracing::{info, warn};
 
-use crate::cli::{BenchmarkCommand, Cli, Command, ProfileSelection, ProfilesCommand};
+use crate::cli::{BenchmarkCommand, Cli, Command, HdrCommand, ProfileSelection, ProfilesCommand};
 
 /// How a command failed, which decides the exit status.
 pub enum CommandError {
@@ -16,20 +16,50 @@ pub enum CommandError {
     Failed(String),
 }
 
-/// Log to stderr at `RUST_LOG`'s level, `info` by default.
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// Log to stderr. The filter is `RUST_LOG` when set, else the profile's
+/// `observability.log_level` (commands without a profile use `info`).
+fn init_logging(profile: Option<&LoadedProfile>) -> Result<(), CommandError> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match (std::env::var("RUST_LOG"), profile) {
+        (Ok(directives), _) if !directives.is_empty() => EnvFilter::try_new(&directives)
+            .map_err(|error| CommandError::BadInput(format!("RUST_LOG `{directives}`: {error}")))?,
+        (_, Some(loaded)) => {
+            let level = &loaded.profile.observability.log_level;
+            EnvFilter::try_new(level).map_err(|error| {
+                CommandError::BadInput(
+                    loaded
+                        .reject(
+                            ProfileErrorKind::InvalidValue,
+                            Violation {
+                                key: "observability.log_level".into(),
+                                message: format!("`{level}` is not a log filter: {error}"),
+                                hint: Some(
+                                    "use `info`, `debug` or `caxton_shards=debug,warn`".into(),
+                                ),
+                            },
+                        )
+                        .to_string(),
+                )
+            })?
+        }
+        _ => EnvFilter::new("info"),
+    };
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    // A second initialization (tests calling commands in-process) keeps the first.
+    let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
-        .init();
+        .try_init();
+    Ok(())
 }
 
 /// Run the command `cli` names.
 pub fn dispatch(cli: Cli) -> Result<(), CommandError> {
+    // Commands that load a profile log at its level; the rest log at `info`.
+    if !matches!(cli.command, None | Some(Command::Benchmark(_))) {
+        init_logging(None)?;
+    }
     match cli.command {
         None => run_node(&cli.selection),
         Some(Command::Profiles(ProfilesCommand::List)) => emit(
@@ -59,6 +89,25 @@ pub fn dispatch(cli: Cli) -> Result<(), CommandError> {
             quick,
             output,
         })) => run_benchmark(&cli.selection, &suite, quick, output),
+        Some(Command::Agents(command)) => crate::remote::agents(&cli.selection, command),
+        Some(Command::Send {
+            agent,
+            content,
+            performative,
+            timeout,
+            endpoint,
+        }) => crate::remote::send(
+            &cli.selection,
+            &endpoint,
+            &agent,
+            &content,
+            &performative,
+            &timeout,
+        ),
+        Some(Command::Hdr(HdrCommand::Dump { output, endpoint })) => {
+            crate::remote::hdr_dump(&cli.selection, &endpoint, &output)
+        }
+        Some(Command::Hdr(command)) => crate::hdr::run(command),
         Some(Command::Topology { synthetic }) => {
             let loaded = load_profile(&cli.selection)?;
             let topology = match synthetic {
@@ -73,7 +122,7 @@ pub fn dispatch(cli: Cli) -> Result<(), CommandError> {
 }
 
 /// Write `text` to stdout. A closed pipe (`engine profiles show | head`) is not an error.
-fn emit(text: &str) -> Result<(), CommandError> {
+pub fn emit(text: &str) -> Result<(), CommandError> {
     use std::io::Write;
     match std::io::stdout().lock().write_all(text.as_bytes()) {
         Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(CommandError::Failed(
@@ -83,7 +132,7 @@ fn emit(text: &str) -> Result<(), CommandError> {
     }
 }
 
-fn load_profile(selection: &ProfileSelection) -> Result<LoadedProfile, CommandError> {
+pub fn load_profile(selection: &ProfileSelection) -> Result<LoadedProfile, CommandError> {
     caxton_profiles::load(&selection.profiles, &selection.overrides)
         .map_err(|error| CommandError::BadInput(error.to_string()))
 }
@@ -163,6 +212,7 @@ fn run_benchmark(
         format!("runtime.max_agents={}", options.density_agents + 16),
     );
     let loaded = load_profile(&selection)?;
+    init_logging(Some(&loaded))?;
     let topology =
         MachineTopology::discover().map_err(|error| CommandError::Failed(error.to_string()))?;
     let plan = plan_placement(&loaded, &topology)?;
@@ -189,6 +239,7 @@ fn run_benchmark(
 
 fn run_node(selection: &ProfileSelection) -> Result<(), CommandError> {
     let loaded = load_profile(selection)?;
+    init_logging(Some(&loaded))?;
     let topology =
         MachineTopology::discover().map_err(|error| CommandError::Failed(error.to_string()))?;
     let plan = plan_placement(&loaded, &topology)?;
@@ -220,7 +271,19 @@ fn run_node(selection: &ProfileSelection) -> Result<(), CommandError> {
     ])
     .map_err(|error| CommandError::Failed(format!("cannot install signal handlers: {error}")))?;
     let boot_agents = read_boot_agents(&loaded)?;
-    let mut node = Node::start(&loaded.profile, &plan)
+    // Everything that can be refused is checked before a shard starts.
+    let admin = crate::admin::prepare(&loaded)?;
+    let hdr_log = crate::admin::open_hdr_log(&loaded)?;
+    let (controller_handle, jobs) = caxton_admin::ControllerHandle::channel();
+    let clients = caxton_admin::ClientPool::default();
+    let gossip_work = admin.map(|(listener, settings)| {
+        let clients = clients.clone();
+        let handle = controller_handle.clone();
+        Box::new(move |stop| caxton_admin::serve(listener, settings, handle, clients, stop))
+            as caxton_shards::GossipWork
+    });
+    drop(controller_handle);
+    let mut node = Node::start_with(&loaded.profile, &plan, gossip_work)
         .map_err(|error| CommandError::Failed(error.to_string()))?;
     for (name, source, instances) in boot_agents {
         if let Err(error) = node.deploy(
@@ -233,6 +296,12 @@ fn run_node(selection: &ProfileSelection) -> Result<(), CommandError> {
             return Err(CommandError::BadInput(error.to_string()));
         }
         info!(agent = %name, instances, "agent deployed");
+    }
+    for _ in 0..caxton_admin::ADMIN_CLIENTS {
+        match node.client() {
+            Ok(client) => clients.put(client),
+            Err(error) => warn!("the admin endpoint has fewer clients for sends: {error}"),
+        }
     }
     for report in node.reports() {
         let memory = match &report.memory_policy {
@@ -256,22 +325,31 @@ fn run_node(selection: &ProfileSelection) -> Result<(), CommandError> {
     }
     let stop = node.stop_signal();
     let watcher = signals.handle();
-    std::thread::Builder::new()
-        .name("caxton-signals".into())
-        .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
-                info!(signal, "stopping on signal");
-                stop.request();
-            }
-        })
-        .map_err(|error| {
-            CommandError::Failed(format!("cannot start the signal thread: {error}"))
-        })?;
+    {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::Builder::new()
+            .name("caxton-signals".into())
+            .spawn(move || {
+                if let Some(signal) = signals.forever().next() {
+                    info!(signal, "stopping on signal");
+                    stop.request();
+                }
+            })
+            .map_err(|error| {
+                CommandError::Failed(format!("cannot start the signal thread: {error}"))
+            })?;
+    }
     info!(
         data_shards = plan.data_shards.len(),
         "engine running; send SIGINT or SIGTERM to stop"
     );
-    let result = node.run_until_stopped();
+    let collector = caxton_admin::Collector::new(node.data_shards(), hdr_log);
+    let controller = caxton_admin::Controller {
+        node,
+        collector,
+        profile: loaded.profile.clone(),
+    };
+    let result = controller.run(jobs, stop);
     watcher.close();
     result.map_err(|error| CommandError::Failed(error.to_string()))?;
     info!("engine stopped cleanly");

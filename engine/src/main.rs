@@ -5,8 +5,11 @@
 //! that does not load, a placement that cannot be laid out) prints one line
 //! and exits with status 2 before any thread starts.
 
+mod admin;
 mod cli;
 mod commands;
+mod hdr;
+mod remote;
 
 use std::process::ExitCode;
 
@@ -23,7 +26,6 @@ const EXIT_FAILURE: u8 = 1;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    commands::init_logging();
     match commands::dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(commands::CommandError::BadInput(message)) => {

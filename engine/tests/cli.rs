@@ -1,54 +1,9 @@
 //! The `engine` binary as a user meets it: commands, exit statuses, one-line
 //! errors, and a node that stops cleanly on SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-fn engine(arguments: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_engine"))
-        .args(arguments)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("engine runs")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Start a node with `arguments` and read its log until it says it is running.
-fn start_engine(
-    arguments: &[&str],
-) -> (
-    std::process::Child,
-    BufReader<std::process::ChildStderr>,
-    String,
-) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_engine"))
-        .args(arguments)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("engine starts");
-    let mut log = BufReader::new(child.stderr.take().expect("stderr piped"));
-    let mut seen = String::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !seen.contains("engine running") {
-        assert!(Instant::now() < deadline, "engine did not come up: {seen}");
-        let mut line = String::new();
-        if log.read_line(&mut line).expect("read log") == 0 {
-            panic!("engine exited early: {seen}");
-        }
-        seen.push_str(&line);
-    }
-    (child, log, seen)
-}
+use common::{engine, start_engine, stderr, stdout};
 
 #[test]
 fn help_and_version_work() {
@@ -216,18 +171,19 @@ fn topology_prints_plans_for_synthetic_servers() {
 
 #[test]
 fn a_running_node_stops_cleanly_on_sigterm() {
-    let (mut child, mut log, seen) = start_engine(&[
+    let running = start_engine(&[
         "--profile",
         "low-latency",
         "--set",
         "runtime.worker_threads=2",
     ]);
-    assert_eq!(seen.matches("shard placed").count(), 3, "{seen}");
-    // SAFETY: kill(2) on our own child's pid.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let status = child.wait().expect("engine exits");
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut log, &mut rest).expect("read the rest");
+    assert_eq!(
+        running.seen.matches("shard placed").count(),
+        3,
+        "{}",
+        running.seen
+    );
+    let (status, rest) = running.terminate();
     assert_eq!(status.code(), Some(0), "{rest}");
     assert!(rest.contains("engine stopped cleanly"), "{rest}");
 }
@@ -243,19 +199,19 @@ fn agents_listed_in_a_profile_are_deployed_at_boot() {
         "agents:\n  deploy:\n    - name: echo\n      module: echo.wat\n      instances: 2\n",
     )
     .expect("write");
-    let (mut child, _log, seen) = start_engine(&[
+    let running = start_engine(&[
         "--profile",
         profile.to_str().expect("utf-8"),
         "--set",
         "runtime.worker_threads=2",
     ]);
     assert!(
-        seen.contains("agent deployed") && seen.contains("echo"),
-        "{seen}"
+        running.seen.contains("agent deployed") && running.seen.contains("echo"),
+        "{}",
+        running.seen
     );
-    // SAFETY: kill(2) on our own child's pid.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    assert_eq!(child.wait().expect("exits").code(), Some(0));
+    let (status, rest) = running.terminate();
+    assert_eq!(status.code(), Some(0), "{rest}");
 
     std::fs::write(
         &profile,

@@ -120,6 +120,18 @@ pub const KEY_TABLE: &[(&str, KeyStatus)] = &[
     ),
     ("transport", KeyStatus::NotYetEnforced("cluster transport")),
     ("storage", KeyStatus::NotYetEnforced("storage partitions")),
+    (
+        "observability.log_level",
+        KeyStatus::InEffect("engine: log filter (RUST_LOG wins)"),
+    ),
+    (
+        "observability.admin",
+        KeyStatus::InEffect("admin: HTTP endpoint, token and upload limit"),
+    ),
+    (
+        "observability.hdr_log",
+        KeyStatus::InEffect("admin: periodic HDR interval logs"),
+    ),
 ];
 
 /// The status of `key` (a dotted path such as `messaging.queue_size`).

@@ -30,6 +30,8 @@ pub struct Profile {
     pub storage: StorageConfig,
     /// Limits applied to agents.
     pub agents: AgentsConfig,
+    /// The admin endpoint, logs and HDR histogram dumps (not in the seed).
+    pub observability: ObservabilityConfig,
 }
 
 /// `runtime`: shards, placement and agent capacity.
@@ -830,5 +832,80 @@ impl<'de, B: Deserialize<'de>> Visitor<'de> for BoolOrBlock<B> {
 
     fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Self::Value, M::Error> {
         B::deserialize(de::value::MapAccessDeserializer::new(map)).map(Shape::Block)
+    }
+}
+
+/// `observability`: how a running node is watched and driven. Not part of
+/// the seed's configuration; every key here has an engine default.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ObservabilityConfig {
+    /// Log filter in `RUST_LOG` syntax (`info`, `caxton_shards=debug,warn`).
+    /// `RUST_LOG`, when set, takes precedence.
+    pub log_level: String,
+    /// The admin HTTP endpoint: `/metrics` and the JSON API.
+    pub admin: AdminConfig,
+    /// Periodic HDR histogram interval logs.
+    pub hdr_log: HdrLogConfig,
+}
+
+impl Default for ObservabilityConfig {
+    fn default() -> Self {
+        Self {
+            log_level: "info".into(),
+            admin: AdminConfig::default(),
+            hdr_log: HdrLogConfig::default(),
+        }
+    }
+}
+
+/// `observability.admin`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Serve the endpoint at all.
+    pub enabled: bool,
+    /// Address to bind (`127.0.0.1:9090`; port 0 picks a free port, which is logged).
+    pub listen: std::net::SocketAddr,
+    /// Bearer token every request must carry. Required when `listen` is not a
+    /// loopback address; `CAXTON_ADMIN_TOKEN` in the environment overrides it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+    /// Largest request body (module uploads, messages).
+    pub max_upload_size: ByteSize,
+    /// Most connections served at once; more wait in the kernel's backlog.
+    pub max_connections: u32,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9090)),
+            access_token: None,
+            max_upload_size: ByteSize::mib(16),
+            max_connections: 64,
+        }
+    }
+}
+
+/// `observability.hdr_log`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HdrLogConfig {
+    /// Directory the interval logs go to; unset: no periodic logs (on-demand
+    /// dumps through the admin API still work).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub directory: Option<String>,
+    /// Length of one logged interval.
+    pub interval: HumanDuration,
+}
+
+impl Default for HdrLogConfig {
+    fn default() -> Self {
+        Self {
+            directory: None,
+            interval: HumanDuration::from_secs(10),
+        }
     }
 }

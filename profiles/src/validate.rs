@@ -50,6 +50,47 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
     if runtime.max_agents == 0 {
         fail("runtime.max_agents", "must be at least 1".into(), "");
     }
+    let observability = &profile.observability;
+    if observability.log_level.trim().is_empty() {
+        fail(
+            "observability.log_level",
+            "is empty".into(),
+            "use a RUST_LOG filter such as `info` or `caxton_shards=debug,warn`",
+        );
+    }
+    let admin = &observability.admin;
+    if admin.max_upload_size.bytes() < 1024 {
+        fail(
+            "observability.admin.max_upload_size",
+            format!("{} cannot hold a module", admin.max_upload_size),
+            "use at least 1KB",
+        );
+    }
+    if admin.max_connections == 0 {
+        fail(
+            "observability.admin.max_connections",
+            "must be at least 1".into(),
+            "",
+        );
+    }
+    if admin
+        .access_token
+        .as_deref()
+        .is_some_and(|token| token.len() < 16 || token.chars().any(|c| c.is_whitespace()))
+    {
+        fail(
+            "observability.admin.access_token",
+            "is too short or contains whitespace".into(),
+            "use at least 16 characters without spaces, e.g. `openssl rand -hex 16`",
+        );
+    }
+    if observability.hdr_log.interval.get() < std::time::Duration::from_millis(100) {
+        fail(
+            "observability.hdr_log.interval",
+            format!("{} is shorter than 100ms", observability.hdr_log.interval),
+            "HDR interval logs are meant for intervals of a second or more",
+        );
+    }
     if runtime.agent_pool_size > runtime.max_agents {
         fail(
             "runtime.agent_pool_size",

@@ -54,6 +54,10 @@ pub(crate) enum Control {
         reset: bool,
         ack: mpsc::Sender<ShardMetrics>,
     },
+    /// Copy out every agent's counters and instance count on this shard.
+    AllAgentStats {
+        ack: mpsc::Sender<Vec<(AgentId, usize, AgentStats)>>,
+    },
     /// Copy out an agent's counters.
     AgentStats {
         id: AgentId,
@@ -236,6 +240,7 @@ impl ShardRuntime {
                     self.send_abandoned();
                 }
                 Control::Metrics { reset, ack } => {
+                    self.record_startups();
                     self.metrics.queue_depth =
                         self.lanes.iter().map(|lane| lane.len() as u64).sum::<u64>()
                             + self.throttled.len() as u64;
@@ -243,6 +248,9 @@ impl ShardRuntime {
                     if reset {
                         self.metrics.reset();
                     }
+                }
+                Control::AllAgentStats { ack } => {
+                    let _ = ack.send(self.host.all_stats());
                 }
                 Control::AgentStats { id, ack } => {
                     let _ = ack.send(self.host.stats(id).cloned());
@@ -356,6 +364,7 @@ impl ShardRuntime {
         };
         let finished_ns = self.clock.now_ns();
         self.send_abandoned();
+        self.record_startups();
         self.metrics
             .processing_ns
             .saturating_record(finished_ns.saturating_sub(started_ns).max(1));
@@ -400,6 +409,13 @@ impl ShardRuntime {
     }
 
     /// Send the failure answers of deferred replies whose instance was dropped.
+    /// Move the agent host's instance startup times into this shard's histogram.
+    fn record_startups(&mut self) {
+        for nanos in self.host.take_startup_times() {
+            self.metrics.startup_ns.saturating_record(nanos);
+        }
+    }
+
     fn send_abandoned(&mut self) {
         for abandoned in self.host.take_abandoned() {
             let envelope = Envelope {

@@ -17,10 +17,11 @@ mod metrics;
 mod node;
 mod stop;
 
+pub use caxton_agents::AgentStats;
 pub use client::{Client, RequestError, SendError, SendOptions};
 pub use clock::NodeClock;
 pub use dataplane::FAILURE_PREFIX;
 pub use directory::{AgentRecord, Directory};
 pub use metrics::{nanosecond_histogram, ShardMetrics};
-pub use node::{Node, NodeError, ShardReport, ShardRole, CLIENT_PORTS};
+pub use node::{GossipWork, Node, NodeError, ShardReport, ShardRole, CLIENT_PORTS};
 pub use stop::StopSignal;

@@ -19,6 +19,8 @@ pub struct ShardMetrics {
     pub routing_cross_ns: Histogram<u64>,
     /// Handler run time.
     pub processing_ns: Histogram<u64>,
+    /// Time to make an instance ready to serve: a warm spare taken, or a cold instantiation.
+    pub startup_ns: Histogram<u64>,
     /// Messages handled (any outcome).
     pub handled: u64,
     /// Sends refused because a mailbox or ring was full.
@@ -45,6 +47,7 @@ impl Default for ShardMetrics {
             routing_local_ns: nanosecond_histogram(),
             routing_cross_ns: nanosecond_histogram(),
             processing_ns: nanosecond_histogram(),
+            startup_ns: nanosecond_histogram(),
             handled: 0,
             refused: 0,
             timeouts: 0,
@@ -71,6 +74,7 @@ impl ShardMetrics {
         self.processing_ns
             .add(&other.processing_ns)
             .expect("same bounds");
+        self.startup_ns.add(&other.startup_ns).expect("same bounds");
         self.handled += other.handled;
         self.refused += other.refused;
         self.timeouts += other.timeouts;

@@ -136,12 +136,27 @@ pub struct Node {
     _ticker: Option<EpochTicker>,
 }
 
+/// Work for the gossip shard's thread: runs until the stop signal it is given is requested.
+pub type GossipWork = Box<dyn FnOnce(Arc<StopSignal>) + Send>;
+
 /// Where a shard's boot report goes: the report, and its engine for the ticker.
 type BootSender = mpsc::Sender<Result<(ShardReport, Option<wasmtime::Engine>), String>>;
 
 impl Node {
     /// Start every shard of `plan` with `profile`'s wake policy, limits and agents runtime.
     pub fn start(profile: &Profile, plan: &PlacementPlan) -> Result<Self, NodeError> {
+        Self::start_with(profile, plan, None)
+    }
+
+    /// [`Node::start`], with `gossip_work` run on the gossip shard's thread
+    /// (on its core, with its memory policy) once the shard is placed. The
+    /// work gets the node's stop signal and must return once a stop is
+    /// requested; the node's admin endpoint runs this way.
+    pub fn start_with(
+        profile: &Profile,
+        plan: &PlacementPlan,
+        gossip_work: Option<GossipWork>,
+    ) -> Result<Self, NodeError> {
         let shards = plan.data_shards.len();
         let participants = shards + CLIENT_PORTS;
         let ring_capacity = (profile.messaging.queue_size as usize / participants)
@@ -199,7 +214,12 @@ impl Node {
             }
         }
         let (report_sender, report) = mpsc::channel();
-        match spawn_gossip_shard(&plan.gossip_shard, Arc::clone(&node.stop), report_sender) {
+        match spawn_gossip_shard(
+            &plan.gossip_shard,
+            Arc::clone(&node.stop),
+            report_sender,
+            gossip_work,
+        ) {
             Ok(thread) => {
                 node.threads
                     .push((ShardRole::Gossip, ShardThread::Gossip(thread)));
@@ -496,6 +516,17 @@ impl Node {
         Ok(total)
     }
 
+    /// Every agent's counters per shard: `result[shard]` lists (agent, running
+    /// instances, counters) for the agents that shard hosts. One command per shard.
+    pub fn all_agent_stats(&self) -> Result<Vec<Vec<(AgentId, usize, AgentStats)>>, NodeError> {
+        (0..self.data_shards())
+            .map(|shard| {
+                let (ack, answer) = mpsc::channel();
+                self.command(shard, Control::AllAgentStats { ack }, &answer)
+            })
+            .collect()
+    }
+
     /// Block until a stop is requested, then stop and join every shard.
     pub fn run_until_stopped(self) -> Result<(), NodeError> {
         self.stop.wait_blocking();
@@ -649,6 +680,7 @@ fn spawn_gossip_shard(
     placement: &ShardPlacement,
     stop: Arc<StopSignal>,
     report: BootSender,
+    work: Option<GossipWork>,
 ) -> Result<JoinHandle<()>, String> {
     let binding = placement.cpu_binding.clone();
     let memory = placement.memory.clone();
@@ -662,8 +694,11 @@ fn spawn_gossip_shard(
             let placed_ok = placed.is_ok();
             let _ = report.send(placed);
             if placed_ok {
-                // Membership and the admin endpoint will run here; until then the
-                // gossip shard holds its core and waits for the node to stop.
+                // The admin endpoint (and, with clustering, membership) runs here;
+                // without work the gossip shard holds its core until the node stops.
+                if let Some(work) = work {
+                    work(Arc::clone(&stop));
+                }
                 stop.wait_blocking();
             }
         })

@@ -1,0 +1,200 @@
+//! The HTTP side of the admin endpoint: one tokio current-thread runtime on
+//! the gossip shard's core, hyper's HTTP/1.1, a bound on connections, the
+//! access token, and the request body limit. What each route does is in
+//! [`crate::api`].
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tracing::{debug, warn};
+
+use caxton_shards::StopSignal;
+
+use crate::api;
+use crate::controller::{ClientPool, ControllerHandle};
+
+/// How long a connection may take to send a request's headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The endpoint's settings, from `observability.admin` and the environment.
+#[derive(Clone, Debug)]
+pub struct AdminSettings {
+    /// The bearer token requests must carry, if any.
+    pub token: Option<String>,
+    /// Largest request body accepted.
+    pub max_upload_bytes: u64,
+    /// Most connections served at once.
+    pub max_connections: usize,
+    /// Where on-demand HDR dumps go (`observability.hdr_log.directory`).
+    pub hdr_directory: Option<PathBuf>,
+}
+
+/// What every request handler may use.
+pub(crate) struct Context {
+    pub(crate) settings: AdminSettings,
+    pub(crate) controller: ControllerHandle,
+    pub(crate) clients: ClientPool,
+}
+
+/// A response body.
+pub(crate) type Reply = Response<Full<Bytes>>;
+
+/// Serve the endpoint on `listener` until `stop` is requested. Runs on the
+/// calling thread (the gossip shard's).
+pub fn serve(
+    listener: std::net::TcpListener,
+    settings: AdminSettings,
+    controller: ControllerHandle,
+    clients: ClientPool,
+    stop: Arc<StopSignal>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("caxton-admin")
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            warn!("admin endpoint not started: cannot build its runtime: {error}");
+            return;
+        }
+    };
+    let max_connections = settings.max_connections.max(1);
+    let context = Arc::new(Context {
+        settings,
+        controller,
+        clients,
+    });
+    runtime.block_on(async move {
+        let listener = match listener
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpListener::from_std(listener))
+        {
+            Ok(listener) => listener,
+            Err(error) => {
+                warn!("admin endpoint not started: {error}");
+                return;
+            }
+        };
+        let permits = Arc::new(tokio::sync::Semaphore::new(max_connections));
+        let stopped = tokio::task::spawn_blocking(move || stop.wait_blocking());
+        tokio::pin!(stopped);
+        loop {
+            // Past the bound, connections wait in the kernel's backlog.
+            let permit = tokio::select! {
+                _ = &mut stopped => break,
+                permit = Arc::clone(&permits).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+            };
+            let (stream, peer) = tokio::select! {
+                _ = &mut stopped => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        warn!("admin endpoint: accept failed: {error}");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                },
+            };
+            let context = Arc::clone(&context);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request| {
+                    let context = Arc::clone(&context);
+                    async move { Ok::<_, Infallible>(respond(request, &context).await) }
+                });
+                let served = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+                if let Err(error) = served {
+                    debug!(%peer, "admin connection ended: {error}");
+                }
+                drop(permit);
+            });
+        }
+    });
+}
+
+/// Check the token and the body size, then hand the request to its route.
+async fn respond(request: Request<Incoming>, context: &Context) -> Reply {
+    if let Some(token) = &context.settings.token {
+        let offered = request
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "));
+        match offered {
+            Some(offered) if constant_time_eq(offered.as_bytes(), token.as_bytes()) => {}
+            Some(_) => {
+                return api::error(
+                    StatusCode::UNAUTHORIZED,
+                    "bad-token",
+                    "the access token does not match".into(),
+                )
+            }
+            None => {
+                return api::error(
+                    StatusCode::UNAUTHORIZED,
+                    "missing-token",
+                    "this endpoint needs `Authorization: Bearer <token>` \
+                     (observability.admin.access_token or CAXTON_ADMIN_TOKEN)"
+                        .into(),
+                )
+            }
+        }
+    }
+    let limit = context.settings.max_upload_bytes;
+    let declared = request
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return too_large(limit);
+    }
+    let (parts, body) = request.into_parts();
+    let body = match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => return too_large(limit),
+        Err(error) => {
+            return api::error(
+                StatusCode::BAD_REQUEST,
+                "bad-body",
+                format!("cannot read the request body: {error}"),
+            )
+        }
+    };
+    api::route(&parts, body, context).await
+}
+
+fn too_large(limit: u64) -> Reply {
+    api::error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too-large",
+        format!("the request body is over observability.admin.max_upload_size ({limit} bytes)"),
+    )
+}
+
+/// Compare without leaking, through timing, how much of a guess was right.
+fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
+    if left.len() != right.len() {
+        return false;
+    }
+    left.iter()
+        .zip(right)
+        .fold(0u8, |difference, (a, b)| difference | (a ^ b))
+        == 0
+}

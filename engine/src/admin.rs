@@ -1,0 +1,139 @@
+//! Starting the admin endpoint and the periodic HDR log: everything that can
+//! be refused (an address in use, a public address without a token, a data
+//! directory that cannot be written) is checked here, before any shard starts.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use caxton_admin::{AdminSettings, TOKEN_ENV};
+use caxton_profiles::{LoadedProfile, ProfileErrorKind, Violation};
+use caxton_telemetry::HdrLogWriter;
+use tracing::info;
+
+use crate::commands::CommandError;
+
+fn refuse(loaded: &LoadedProfile, key: &str, message: String, hint: &str) -> CommandError {
+    CommandError::BadInput(
+        loaded
+            .reject(
+                ProfileErrorKind::InvalidValue,
+                Violation {
+                    key: key.into(),
+                    message,
+                    hint: (!hint.is_empty()).then(|| hint.to_owned()),
+                },
+            )
+            .to_string(),
+    )
+}
+
+/// The access token: `CAXTON_ADMIN_TOKEN` if set, else the profile's.
+pub fn token(loaded: &LoadedProfile) -> Result<Option<String>, CommandError> {
+    match std::env::var(TOKEN_ENV) {
+        Ok(token) if !token.is_empty() => {
+            if token.len() < 16 || token.chars().any(char::is_whitespace) {
+                return Err(CommandError::BadInput(format!(
+                    "{TOKEN_ENV} is too short or contains whitespace; use at least 16 characters without spaces"
+                )));
+            }
+            Ok(Some(token))
+        }
+        _ => Ok(loaded.profile.observability.admin.access_token.clone()),
+    }
+}
+
+/// The bound listener and settings of the admin endpoint, or `None` when
+/// `observability.admin.enabled` is false.
+pub fn prepare(
+    loaded: &LoadedProfile,
+) -> Result<Option<(TcpListener, AdminSettings)>, CommandError> {
+    let admin = &loaded.profile.observability.admin;
+    if !admin.enabled {
+        info!("admin endpoint disabled (observability.admin.enabled: false)");
+        return Ok(None);
+    }
+    let token = token(loaded)?;
+    if !admin.listen.ip().is_loopback() && token.is_none() {
+        return Err(refuse(
+            loaded,
+            "observability.admin.listen",
+            format!(
+                "{} is not a loopback address, and the endpoint has no access token",
+                admin.listen
+            ),
+            "set observability.admin.access_token or CAXTON_ADMIN_TOKEN, or listen on 127.0.0.1",
+        ));
+    }
+    let listener = TcpListener::bind(admin.listen).map_err(|error| {
+        refuse(
+            loaded,
+            "observability.admin.listen",
+            format!("cannot listen on {}: {error}", admin.listen),
+            "pick a free port (0 picks one and logs it), or stop the engine already there",
+        )
+    })?;
+    let address = listener
+        .local_addr()
+        .map_err(|error| CommandError::Failed(format!("admin endpoint: {error}")))?;
+    info!(
+        token = token.is_some(),
+        "admin endpoint listening on http://{address}"
+    );
+    Ok(Some((
+        listener,
+        AdminSettings {
+            token,
+            max_upload_bytes: admin.max_upload_size.bytes(),
+            max_connections: admin.max_connections as usize,
+            hdr_directory: loaded
+                .profile
+                .observability
+                .hdr_log
+                .directory
+                .as_ref()
+                .map(PathBuf::from),
+        },
+    )))
+}
+
+/// The periodic HDR log, when `observability.hdr_log.directory` is set: the
+/// directory is created, and the log is `caxton-<unix seconds>-<pid>.hlog` in it.
+pub fn open_hdr_log(
+    loaded: &LoadedProfile,
+) -> Result<Option<(HdrLogWriter, Duration)>, CommandError> {
+    let config = &loaded.profile.observability.hdr_log;
+    let Some(directory) = &config.directory else {
+        return Ok(None);
+    };
+    let key = "observability.hdr_log.directory";
+    std::fs::create_dir_all(directory).map_err(|error| {
+        refuse(
+            loaded,
+            key,
+            format!("cannot create `{directory}`: {error}"),
+            "",
+        )
+    })?;
+    let start = SystemTime::now();
+    let stamp = start
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let path = PathBuf::from(directory).join(format!("caxton-{stamp}-{}.hlog", std::process::id()));
+    let writer = HdrLogWriter::create(
+        &path,
+        start,
+        "Caxton node latency, one interval per observability.hdr_log.interval",
+    )
+    .map_err(|error| {
+        refuse(
+            loaded,
+            key,
+            format!("cannot write `{}`: {error}", path.display()),
+            "",
+        )
+    })?;
+    info!(path = %path.display(), interval = %config.interval, "HDR interval log");
+    Ok(Some((writer, config.interval.get())))
+}

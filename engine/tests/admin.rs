@@ -1,0 +1,767 @@
+//! The admin endpoint of a running engine, as users and their tools meet it:
+//! Prometheus scrapes checked by `promtool`, HDR logs read by HdrHistogram's
+//! own `HistogramLogProcessor`, every JSON route with its bad inputs, the
+//! access token, and the command-line wrappers.
+//!
+//! `promtool` (Debian `prometheus`) and `java` with HdrHistogram (Debian
+//! `default-jre-headless`, `libhdrhistogram-java`) are installed by
+//! `scripts/bootstrap.sh`; these tests fail, naming the package, without them.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use caxton_admin::{AdminClient, Answer};
+use common::{engine, start_engine, start_engine_with, stderr, stdout, RunningEngine};
+use hyper::{Method, StatusCode};
+use serde_json::Value;
+
+const HDR_JAR: &str = "/usr/share/java/hdrhistogram.jar";
+const TOKEN: &str = "0123456789abcdef-test-token";
+
+fn example(name: &str) -> Vec<u8> {
+    let path = format!("{}/../examples/agents/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|error| panic!("{path}: {error}"))
+}
+
+fn client(running: &RunningEngine) -> AdminClient {
+    AdminClient::new(running.admin_address(), None).expect("client")
+}
+
+fn call(client: &AdminClient, method: Method, path: &str, body: Vec<u8>) -> Answer {
+    client
+        .call(method, path, "application/json", body)
+        .expect("the endpoint answers")
+}
+
+fn deploy(client: &AdminClient, name: &str, module: &str, instances: u16) -> Answer {
+    call(
+        client,
+        Method::POST,
+        &format!("/v1/agents?name={name}&instances={instances}"),
+        example(module),
+    )
+}
+
+fn send(client: &AdminClient, agent: &str, content: &str) -> Answer {
+    let body = serde_json::json!({ "content": content }).to_string();
+    call(
+        client,
+        Method::POST,
+        &format!("/v1/agents/{agent}/messages"),
+        body.into_bytes(),
+    )
+}
+
+fn assert_error(answer: &Answer, status: StatusCode, code: &str) {
+    assert_eq!(answer.status, status, "{}", answer.text());
+    assert_eq!(answer.json()["error"]["code"], code, "{}", answer.text());
+    assert!(
+        !answer.json()["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .is_empty(),
+        "{}",
+        answer.text()
+    );
+}
+
+/// The value of the sample `series` in a Prometheus text.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no series {series}"))
+        .parse()
+        .expect("a number")
+}
+
+fn require(program: &str, package: &str) {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .output()
+        .is_ok_and(|output| output.status.success());
+    assert!(
+        found,
+        "`{program}` is missing: install Debian's {package} (scripts/bootstrap.sh does)"
+    );
+}
+
+#[test]
+fn a_scrape_shows_the_seed_metrics_and_passes_promtool() {
+    require("promtool", "prometheus");
+    let running = start_engine(&["--set", "runtime.worker_threads=2"]);
+    let client = client(&running);
+    assert_eq!(
+        deploy(&client, "echo", "echo.wat", 2).status,
+        StatusCode::CREATED
+    );
+    for index in 0..40 {
+        let answer = send(&client, "echo", &format!("ping {index}"));
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    }
+    let scrape = call(&client, Method::GET, "/metrics", Vec::new());
+    assert_eq!(scrape.status, StatusCode::OK);
+    let text = scrape.text();
+    for quantile in ["0.5", "0.9", "0.99", "0.999"] {
+        for name in [
+            "caxton_routing_latency_seconds",
+            "caxton_agent_startup_time_seconds",
+            "caxton_message_processing_time_seconds",
+        ] {
+            let value = sample(&text, &format!("{name}{{quantile=\"{quantile}\"}}"));
+            assert!(value > 0.0 && value < 10.0, "{name} {quantile}: {value}");
+        }
+        // No cluster in this build: present, honest, empty.
+        for name in [
+            "caxton_remote_routing_latency_seconds",
+            "caxton_gossip_convergence_time_seconds",
+        ] {
+            assert!(sample(&text, &format!("{name}{{quantile=\"{quantile}\"}}")).is_nan());
+        }
+    }
+    assert_eq!(sample(&text, "caxton_routing_latency_seconds_count"), 40.0);
+    assert_eq!(
+        sample(&text, "caxton_message_processing_time_seconds_count"),
+        40.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "caxton_routing_latency_distribution_seconds_bucket{le=\"+Inf\"}"
+        ),
+        40.0
+    );
+    // Two instances started at deploy.
+    assert!(sample(&text, "caxton_agent_startup_time_seconds_count") >= 2.0);
+    assert_eq!(
+        sample(&text, "caxton_agents_messages_processed_total"),
+        40.0
+    );
+    let per_shard = sample(&text, "caxton_shard_messages_handled_total{shard=\"0\"}")
+        + sample(&text, "caxton_shard_messages_handled_total{shard=\"1\"}");
+    assert_eq!(per_shard, 40.0);
+    assert!(sample(&text, "caxton_memory_used_bytes") > 1e6);
+    assert!(sample(&text, "caxton_cpu_usage_percent") >= 0.0);
+    for name in [
+        "caxton_messages_per_second",
+        "caxton_shard_queue_depth{shard=\"0\"}",
+        "caxton_shard_refused_total{shard=\"1\"}",
+        "caxton_shard_timeouts_total{shard=\"0\"}",
+        "caxton_shard_agent_traps_total{shard=\"0\"}",
+    ] {
+        sample(&text, name);
+    }
+    // `curl -s localhost:9090/metrics | grep latency` shows what the seed shows.
+    assert!(text
+        .lines()
+        .any(|line| line.starts_with("caxton_routing_latency_seconds{quantile=\"0.99\"} ")));
+
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs");
+    promtool
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("feed promtool");
+    let checked = promtool.wait_with_output().expect("promtool ends");
+    assert!(
+        checked.status.success(),
+        "promtool: {}{}",
+        stdout(&checked),
+        stderr(&checked)
+    );
+}
+
+#[test]
+fn every_route_answers_and_bad_input_gets_a_4xx_naming_the_problem() {
+    let running = start_engine(&["--set", "observability.admin.max_upload_size=64KB"]);
+    let client = client(&running);
+
+    let deployed = call(
+        &client,
+        Method::POST,
+        "/v1/agents?name=echo&instances=3&memory=8MB&cpu_shares=500m&max_execution_time=250ms",
+        example("echo.wat"),
+    );
+    assert_eq!(deployed.status, StatusCode::CREATED, "{}", deployed.text());
+    assert_eq!(deployed.json()["limits"]["memory"], "8MB");
+    assert_eq!(deployed.json()["limits"]["max_execution_time"], "250ms");
+    assert_error(
+        &deploy(&client, "echo", "echo.wat", 1),
+        StatusCode::CONFLICT,
+        "refused",
+    );
+
+    let reply = send(&client, "echo", "hello");
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.json()["performative"], "inform");
+    assert_eq!(reply.json()["content"], "hello");
+
+    let listed = call(&client, Method::GET, "/v1/agents", Vec::new()).json();
+    let agents = listed["agents"].as_array().expect("agents");
+    assert_eq!(agents.len(), 1);
+    assert_eq!(agents[0]["name"], "echo");
+    assert_eq!(agents[0]["instances"], 3);
+    assert_eq!(agents[0]["handled"], 1);
+    assert!(agents[0]["mean_processing_us"].as_f64().expect("mean") > 0.0);
+    let one = call(&client, Method::GET, "/v1/agents/echo", Vec::new()).json();
+    assert_eq!(one["name"], "echo");
+
+    let node = call(&client, Method::GET, "/v1/node", Vec::new()).json();
+    assert_eq!(node["agents"], 1);
+    assert_eq!(node["counters"]["handled"], 1);
+    assert_eq!(node["latency"]["routing_latency"]["count"], 1);
+
+    // A trapping agent: the sender gets a failure, the engine keeps serving.
+    assert_eq!(
+        deploy(&client, "trap", "trap.wat", 1).status,
+        StatusCode::CREATED
+    );
+    let trapped = send(&client, "trap", "boom");
+    assert_eq!(trapped.status, StatusCode::OK);
+    assert_eq!(trapped.json()["performative"], "failure");
+    assert!(
+        trapped.json()["content"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("caxton:trap"),
+        "{}",
+        trapped.text()
+    );
+
+    // Bad input, one case at a time.
+    assert_error(
+        &call(
+            &client,
+            Method::POST,
+            "/v1/agents?name=bad",
+            b"(module (func".to_vec(),
+        ),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid-module",
+    );
+    assert_error(
+        &call(
+            &client,
+            Method::POST,
+            "/v1/agents?name=big",
+            vec![b'x'; 65 * 1024],
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too-large",
+    );
+    assert_error(
+        &call(
+            &client,
+            Method::POST,
+            "/v1/agents?instances=1",
+            example("echo.wat"),
+        ),
+        StatusCode::BAD_REQUEST,
+        "bad-parameter",
+    );
+    assert_error(
+        &call(
+            &client,
+            Method::POST,
+            "/v1/agents?name=x&instances=0",
+            example("echo.wat"),
+        ),
+        StatusCode::BAD_REQUEST,
+        "bad-parameter",
+    );
+    assert_error(
+        &call(
+            &client,
+            Method::POST,
+            "/v1/agents?name=x&memory=lots",
+            example("echo.wat"),
+        ),
+        StatusCode::BAD_REQUEST,
+        "bad-parameter",
+    );
+    assert_error(
+        &call(
+            &client,
+            Method::POST,
+            "/v1/agents?name=x&colour=red",
+            example("echo.wat"),
+        ),
+        StatusCode::BAD_REQUEST,
+        "bad-parameter",
+    );
+    assert_error(
+        &call(
+            &client,
+            Method::POST,
+            "/v1/agents?name=a%2Fb",
+            example("echo.wat"),
+        ),
+        StatusCode::BAD_REQUEST,
+        "bad-name",
+    );
+    assert_error(
+        &call(&client, Method::POST, "/v1/agents?name=x", Vec::new()),
+        StatusCode::BAD_REQUEST,
+        "empty-module",
+    );
+    assert_error(
+        &call(
+            &client,
+            Method::POST,
+            "/v1/agents/echo/messages",
+            b"{not json".to_vec(),
+        ),
+        StatusCode::BAD_REQUEST,
+        "bad-json",
+    );
+    assert_error(
+        &call(
+            &client,
+            Method::POST,
+            "/v1/agents/echo/messages",
+            br#"{"content": "x", "timeout_ms": 0}"#.to_vec(),
+        ),
+        StatusCode::BAD_REQUEST,
+        "bad-json",
+    );
+    assert_error(
+        &send(&client, "nobody", "hi"),
+        StatusCode::NOT_FOUND,
+        "unknown-agent",
+    );
+    assert_error(
+        &call(&client, Method::GET, "/v1/agents/nobody", Vec::new()),
+        StatusCode::NOT_FOUND,
+        "unknown-agent",
+    );
+    assert_error(
+        &call(&client, Method::PUT, "/v1/agents", Vec::new()),
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+    );
+    assert_error(
+        &call(&client, Method::GET, "/v2/everything", Vec::new()),
+        StatusCode::NOT_FOUND,
+        "not-found",
+    );
+    assert_error(
+        &call(&client, Method::POST, "/v1/hdr/dump", Vec::new()),
+        StatusCode::CONFLICT,
+        "no-directory",
+    );
+
+    let undeployed = call(&client, Method::DELETE, "/v1/agents/echo", Vec::new());
+    assert_eq!(undeployed.status, StatusCode::OK);
+    assert_error(
+        &call(&client, Method::DELETE, "/v1/agents/echo", Vec::new()),
+        StatusCode::NOT_FOUND,
+        "unknown-agent",
+    );
+    // Still serving, and what it acknowledged is still there.
+    let after = call(&client, Method::GET, "/v1/agents", Vec::new()).json();
+    assert_eq!(after["agents"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        send(&client, "trap", "again").json()["performative"],
+        "failure"
+    );
+}
+
+#[test]
+fn a_public_address_needs_a_token_and_requests_must_carry_it() {
+    let refused = engine(&["--set", "observability.admin.listen=0.0.0.0:0"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("observability.admin.listen")
+            && stderr(&refused).contains("access token"),
+        "{}",
+        stderr(&refused)
+    );
+
+    let running = start_engine_with(
+        &["--set", "observability.admin.listen=0.0.0.0:0"],
+        &[("CAXTON_ADMIN_TOKEN", TOKEN)],
+    );
+    let port = running.admin_address().port();
+    let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    let anonymous = AdminClient::new(address, None).expect("client");
+    assert_error(
+        &call(&anonymous, Method::GET, "/metrics", Vec::new()),
+        StatusCode::UNAUTHORIZED,
+        "missing-token",
+    );
+    let wrong = AdminClient::new(address, Some("x".repeat(TOKEN.len()))).expect("client");
+    assert_error(
+        &call(&wrong, Method::GET, "/v1/node", Vec::new()),
+        StatusCode::UNAUTHORIZED,
+        "bad-token",
+    );
+    let trusted = AdminClient::new(address, Some(TOKEN.into())).expect("client");
+    assert_eq!(
+        call(&trusted, Method::GET, "/v1/node", Vec::new()).status,
+        StatusCode::OK
+    );
+
+    // The command line finds the token in the environment, or takes --token.
+    let admin = address.to_string();
+    let listed = Command::new(env!("CARGO_BIN_EXE_engine"))
+        .args(["agents", "list", "--admin", &admin])
+        .env("CAXTON_ADMIN_TOKEN", TOKEN)
+        .output()
+        .expect("runs");
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let without = engine(&["agents", "list", "--admin", &admin]);
+    assert_eq!(without.status.code(), Some(2));
+    assert!(
+        stderr(&without).contains("Authorization"),
+        "{}",
+        stderr(&without)
+    );
+    let with_flag = engine(&["agents", "list", "--admin", &admin, "--token", TOKEN]);
+    assert!(with_flag.status.success(), "{}", stderr(&with_flag));
+    // A token in the profile is checked like the environment's.
+    let short = engine(&["--set", "observability.admin.access_token=short"]);
+    assert_eq!(short.status.code(), Some(2));
+    assert!(stderr(&short).contains("observability.admin.access_token"));
+}
+
+#[test]
+fn the_command_line_wrappers_drive_a_running_engine() {
+    let running = start_engine(&[]);
+    let admin = running.admin_address().to_string();
+    let echo = format!("{}/../examples/agents/echo.wat", env!("CARGO_MANIFEST_DIR"));
+    let deployed = engine(&[
+        "agents",
+        "deploy",
+        &echo,
+        "--instances",
+        "2",
+        "--memory",
+        "4MB",
+        "--admin",
+        &admin,
+    ]);
+    assert!(deployed.status.success(), "{}", stderr(&deployed));
+    assert!(
+        stdout(&deployed).contains("deployed `echo`: 2 instances, memory 4MB"),
+        "{}",
+        stdout(&deployed)
+    );
+
+    let sent = engine(&["send", "echo", "hello there", "--admin", &admin]);
+    assert!(sent.status.success(), "{}", stderr(&sent));
+    assert_eq!(stdout(&sent), "inform: hello there\n");
+
+    let listed = engine(&["agents", "list", "--admin", &admin]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let row = stdout(&listed)
+        .lines()
+        .find(|line| line.starts_with("echo "))
+        .map(|line| {
+            line.split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .expect("an echo row");
+    assert_eq!(row[1], "2", "instances");
+    assert_eq!(row[2], "1", "handled");
+
+    let unknown = engine(&["send", "ghost", "x", "--admin", &admin]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(
+        stderr(&unknown).contains("no agent named `ghost`"),
+        "{}",
+        stderr(&unknown)
+    );
+    let missing = engine(&["agents", "deploy", "/nonexistent.wat", "--admin", &admin]);
+    assert_eq!(missing.status.code(), Some(2));
+
+    let undeployed = engine(&["agents", "undeploy", "echo", "--admin", &admin]);
+    assert!(undeployed.status.success(), "{}", stderr(&undeployed));
+    let gone = engine(&["agents", "list", "--admin", &admin, "--json"]);
+    let json: Value = serde_json::from_slice(&gone.stdout).expect("json");
+    assert_eq!(json["agents"].as_array().map(Vec::len), Some(0));
+
+    // Nothing listens here: a clear error, status 1.
+    drop(running);
+    let unreachable = engine(&["agents", "list", "--admin", &admin]);
+    assert_eq!(unreachable.status.code(), Some(1));
+    assert!(
+        stderr(&unreachable).contains("cannot reach"),
+        "{}",
+        stderr(&unreachable)
+    );
+}
+
+/// HistogramLogProcessor's overall distribution of `tag` in `log`, in µs:
+/// (the `.hgrm` table, the P50/P90/P99 of its interval summary line).
+fn java_report(log: &Path, tag: &str, work: &Path) -> (String, [f64; 3]) {
+    require("java", "default-jre-headless");
+    assert!(
+        Path::new(HDR_JAR).exists(),
+        "install Debian's libhdrhistogram-java"
+    );
+    let prefix = work.join(format!("java-{tag}"));
+    let output = Command::new("java")
+        .args([
+            "-cp",
+            HDR_JAR,
+            "org.HdrHistogram.HistogramLogProcessor",
+            "-i",
+        ])
+        .arg(log)
+        .args(["-tag", tag, "-outputValueUnitRatio", "1000", "-o"])
+        .arg(&prefix)
+        .output()
+        .expect("java runs");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let table = std::fs::read_to_string(prefix.with_extension("hgrm")).expect("hgrm");
+    // Skip HdrHistogram's two comment lines (time range, start time).
+    let table: String = table
+        .lines()
+        .skip(2)
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let intervals = std::fs::read_to_string(&prefix).expect("interval output");
+    let last = intervals
+        .lines()
+        .rfind(|line| line.contains("T:"))
+        .expect("an interval line");
+    // `... T:count ( 50% 90% 99% 99.9% 99.99% Max )`
+    let totals: Vec<f64> = last
+        .split("T:")
+        .nth(1)
+        .and_then(|part| part.split_once('('))
+        .map(|(_, values)| {
+            values
+                .trim_end_matches(')')
+                .split_whitespace()
+                .filter_map(|value| value.parse().ok())
+                .collect()
+        })
+        .expect("totals");
+    (table, [totals[0], totals[1], totals[2]])
+}
+
+#[test]
+fn hdr_logs_open_in_hdrhistograms_tools_with_the_engines_percentiles() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let logs = work.path().join("hdr");
+    let running = start_engine(&[
+        "--set",
+        &format!("observability.hdr_log.directory={}", logs.display()),
+        "--set",
+        "observability.hdr_log.interval=200ms",
+        "--set",
+        "runtime.worker_threads=2",
+    ]);
+    let client = client(&running);
+    assert_eq!(
+        deploy(&client, "echo", "echo.wat", 2).status,
+        StatusCode::CREATED
+    );
+    for index in 0..200 {
+        assert_eq!(
+            send(&client, "echo", &format!("{index}")).status,
+            StatusCode::OK
+        );
+    }
+    // Both readings after the traffic: the node's stats and the on-demand dump.
+    let node = call(&client, Method::GET, "/v1/node", Vec::new()).json();
+    let dumped = work.path().join("dump.hlog");
+    let dump = engine(&[
+        "hdr",
+        "dump",
+        "-o",
+        dumped.to_str().expect("utf-8"),
+        "--admin",
+        &running.admin_address().to_string(),
+    ]);
+    assert!(dump.status.success(), "{}", stderr(&dump));
+    let written = call(&client, Method::POST, "/v1/hdr/dump", Vec::new());
+    assert_eq!(written.status, StatusCode::CREATED, "{}", written.text());
+    assert!(Path::new(written.json()["path"].as_str().expect("path")).exists());
+
+    for tag in ["routing_latency", "message_processing_time"] {
+        let (java_table, java_percentiles) = java_report(&dumped, tag, work.path());
+        let ours = engine(&[
+            "hdr",
+            "report",
+            dumped.to_str().expect("utf-8"),
+            "--tag",
+            tag,
+        ]);
+        assert!(ours.status.success(), "{}", stderr(&ours));
+        assert_eq!(stdout(&ours), java_table, "tag {tag}");
+        let reported = &node["latency"][tag];
+        assert_eq!(reported["count"], 200);
+        for (java, key) in java_percentiles.iter().zip(["p50_us", "p90_us", "p99_us"]) {
+            let engine_value = reported[key].as_f64().expect("percentile");
+            assert!(
+                (java - engine_value).abs() <= 0.0011,
+                "{tag} {key}: java {java}, engine {engine_value}"
+            );
+        }
+    }
+
+    // The periodic log: several intervals so far, and Java reads them all.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let periodic = loop {
+        let found = std::fs::read_dir(&logs)
+            .expect("log directory")
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .find(|path| {
+                path.file_name()
+                    .and_then(|name| name.to_str())
+                    .is_some_and(|name| name.starts_with("caxton-"))
+            })
+            .expect("a periodic log");
+        let text = std::fs::read_to_string(&found).expect("read");
+        if text.matches("Tag=routing_latency,").count() >= 3 {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "too few intervals:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (table, _) = java_report(&periodic, "routing_latency", work.path());
+    let total_line = table
+        .lines()
+        .find(|line| line.starts_with("#[Max"))
+        .expect("totals line");
+    let logged: u64 = total_line
+        .rsplit('=')
+        .next()
+        .and_then(|count| count.trim().trim_end_matches(']').trim().parse().ok())
+        .expect("count");
+    // Every route so far is in some closed interval, or in the one still open.
+    assert!(logged <= 200, "{total_line}");
+
+    // Plots of both logs.
+    for name in ["latency.svg", "latency.png"] {
+        let image = work.path().join(name);
+        let plotted = engine(&[
+            "hdr",
+            "plot",
+            dumped.to_str().expect("utf-8"),
+            &format!("{}:routing_latency", periodic.display()),
+            "--tag",
+            "routing_latency",
+            "-o",
+            image.to_str().expect("utf-8"),
+        ]);
+        assert!(plotted.status.success(), "{}", stderr(&plotted));
+        let bytes = std::fs::read(&image).expect("image");
+        if name.ends_with(".svg") {
+            let svg = String::from_utf8(bytes).expect("utf-8");
+            assert_eq!(svg.matches("<polyline").count(), 2, "{svg}");
+            assert!(svg.contains("dump.hlog routing_latency: P50"));
+        } else {
+            assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        }
+    }
+    let (status, rest) = running.terminate();
+    assert_eq!(status.code(), Some(0), "{rest}");
+}
+
+#[test]
+fn hdr_commands_refuse_what_they_cannot_read() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let corrupt = work.path().join("corrupt.hlog");
+    std::fs::write(&corrupt, "Tag=a,0.0,1.0,1.0,HISTFAAAAnotbase64!!\n").expect("write");
+    let report = engine(&["hdr", "report", corrupt.to_str().expect("utf-8")]);
+    assert_eq!(report.status.code(), Some(2));
+    assert!(
+        stderr(&report).contains("not a readable HDR log"),
+        "{}",
+        stderr(&report)
+    );
+    let missing = engine(&["hdr", "report", "/nonexistent.hlog"]);
+    assert_eq!(missing.status.code(), Some(2));
+    let wrong_format = engine(&[
+        "hdr",
+        "plot",
+        corrupt.to_str().expect("utf-8"),
+        "-o",
+        "x.gif",
+    ]);
+    assert_eq!(wrong_format.status.code(), Some(2));
+}
+
+#[test]
+fn the_log_level_comes_from_the_profile_unless_rust_log_is_set() {
+    let debug = start_engine_with(
+        &["--set", "observability.log_level=debug"],
+        &[("RUST_LOG", "")],
+    );
+    assert!(debug.seen.contains(" DEBUG "), "{}", debug.seen);
+    drop(debug);
+    // RUST_LOG wins: the profile asks for errors only, yet the INFO lines appear.
+    let overridden = start_engine_with(
+        &["--set", "observability.log_level=error"],
+        &[("RUST_LOG", "info")],
+    );
+    assert!(overridden.seen.contains(" INFO "));
+    drop(overridden);
+    let bad = Command::new(env!("CARGO_BIN_EXE_engine"))
+        .args(["--set", "observability.log_level=caxton=[[["])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("runs");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains("observability.log_level"),
+        "{}",
+        stderr(&bad)
+    );
+}
+
+#[test]
+fn the_endpoint_can_be_disabled_and_bounds_its_connections() {
+    let disabled = start_engine(&["--set", "observability.admin.enabled=false"]);
+    assert!(
+        disabled.seen.contains("admin endpoint disabled"),
+        "{}",
+        disabled.seen
+    );
+    assert!(!disabled.seen.contains("listening on"));
+    drop(disabled);
+
+    let running = start_engine(&["--set", "observability.admin.max_connections=1"]);
+    let address = running.admin_address();
+    // One idle connection holds the only slot...
+    let holder = TcpStream::connect(address).expect("connect");
+    std::thread::sleep(Duration::from_millis(200));
+    let mut waiting = TcpStream::connect(address).expect("the backlog accepts");
+    waiting
+        .write_all(b"GET /v1/node HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    waiting
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let mut buffer = [0u8; 64];
+    let early = waiting.read(&mut buffer);
+    assert!(
+        matches!(&early, Err(error) if matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+        "answered while the only slot was taken: {early:?}"
+    );
+    // ...and once it goes, the waiting request is served.
+    drop(holder);
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut answer = String::new();
+    waiting.read_to_string(&mut answer).expect("answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}

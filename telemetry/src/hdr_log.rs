@@ -1,0 +1,306 @@
+//! HdrHistogram interval logs: log format 1.3, each interval histogram V2
+//! compressed with DEFLATE and tagged with its metric, the form HdrHistogram's
+//! own tools (`HistogramLogProcessor`) read. Values are nanoseconds.
+//!
+//! A [`HdrLogWriter`] writes the header once and appends intervals as they
+//! close, flushing each, so a log is readable while the engine runs and
+//! complete up to the last closed interval if it stops.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use hdrhistogram::serialization::interval_log::{
+    IntervalLogIterator, IntervalLogWriterBuilder, LogEntry, Tag,
+};
+use hdrhistogram::serialization::{Deserializer, V2DeflateSerializer};
+use hdrhistogram::Histogram;
+
+/// A histogram and the tag it is logged under.
+pub type TaggedHistogram<'a> = (&'a str, &'a Histogram<u64>);
+
+/// An interval log being written.
+pub struct HdrLogWriter {
+    path: PathBuf,
+    file: std::fs::File,
+    start: SystemTime,
+}
+
+impl HdrLogWriter {
+    /// Create (truncate) `path` and write the log header; intervals are timed
+    /// from `start`.
+    pub fn create(path: &Path, start: SystemTime, comment: &str) -> io::Result<Self> {
+        let mut file = std::fs::File::create(path)?;
+        let mut header = Vec::new();
+        let mut serializer = V2DeflateSerializer::new();
+        let mut builder = IntervalLogWriterBuilder::new();
+        builder
+            .add_comment("[Histogram log format version 1.3]")
+            .add_comment(comment)
+            .add_comment("Values are nanoseconds; one tag per metric")
+            .with_start_time(start)
+            .with_base_time(start);
+        drop(builder.begin_log_with(&mut header, &mut serializer)?);
+        header.extend_from_slice(
+            b"\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"\n",
+        );
+        file.write_all(&header)?;
+        file.flush()?;
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+            start,
+        })
+    }
+
+    /// Where the log is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Append one interval, `[began, began + length)`, with one line per histogram.
+    pub fn append(
+        &mut self,
+        began: SystemTime,
+        length: Duration,
+        histograms: &[TaggedHistogram<'_>],
+    ) -> io::Result<()> {
+        let offset = began.duration_since(self.start).unwrap_or_default();
+        let lines = encode_intervals(offset, length, histograms)?;
+        self.file.write_all(&lines)?;
+        self.file.flush()
+    }
+}
+
+/// The interval lines for `histograms`, without a header.
+fn encode_intervals(
+    offset: Duration,
+    length: Duration,
+    histograms: &[TaggedHistogram<'_>],
+) -> io::Result<Vec<u8>> {
+    let mut lines = Vec::new();
+    let mut serializer = V2DeflateSerializer::new();
+    // A builder with no comments or times writes no header at all.
+    let mut log = IntervalLogWriterBuilder::new().begin_log_with(&mut lines, &mut serializer)?;
+    for (tag, histogram) in histograms {
+        // Tags may not hold spaces, commas or colons; the engine's tags never do.
+        let tag = Tag::new(tag).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("invalid tag `{tag}`"))
+        })?;
+        log.write_histogram(histogram, offset, length, Some(tag))
+            .map_err(|error| io::Error::other(format!("cannot encode a histogram: {error:?}")))?;
+    }
+    drop(log);
+    Ok(lines)
+}
+
+/// Write `histograms` to `path` as a log of one interval of `length` ending now.
+pub fn write_single_interval(
+    path: &Path,
+    comment: &str,
+    length: Duration,
+    histograms: &[TaggedHistogram<'_>],
+) -> io::Result<()> {
+    let text = single_interval_text(comment, length, histograms)?;
+    std::fs::write(path, text)
+}
+
+/// A whole log of one interval of `length` ending now, as bytes.
+pub fn single_interval_text(
+    comment: &str,
+    length: Duration,
+    histograms: &[TaggedHistogram<'_>],
+) -> io::Result<Vec<u8>> {
+    let now = SystemTime::now();
+    let start = now.checked_sub(length).unwrap_or(now);
+    let mut text = Vec::new();
+    let mut serializer = V2DeflateSerializer::new();
+    let mut builder = IntervalLogWriterBuilder::new();
+    builder
+        .add_comment("[Histogram log format version 1.3]")
+        .add_comment(comment)
+        .add_comment("Values are nanoseconds; one tag per metric")
+        .with_start_time(start)
+        .with_base_time(start);
+    drop(builder.begin_log_with(&mut text, &mut serializer)?);
+    text.extend_from_slice(
+        b"\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"\n",
+    );
+    text.extend(encode_intervals(Duration::ZERO, length, histograms)?);
+    Ok(text)
+}
+
+/// One interval read back from a log.
+#[derive(Debug)]
+pub struct LoggedInterval {
+    /// Its tag (`None` for an untagged line).
+    pub tag: Option<String>,
+    /// Start, relative to the log's base time.
+    pub start: Duration,
+    /// Length.
+    pub length: Duration,
+    /// The histogram.
+    pub histogram: Histogram<u64>,
+}
+
+/// Why a log could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LogReadError {
+    /// A line is not part of the format.
+    #[error("line {line}: not an interval log line")]
+    Syntax {
+        /// 1-based line number of the first unparsable line.
+        line: usize,
+    },
+    /// An interval's histogram does not decode.
+    #[error("interval {index} ({tag}): {reason}")]
+    Histogram {
+        /// 0-based interval number.
+        index: usize,
+        /// Its tag.
+        tag: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// Every interval of the log `bytes`, in order.
+pub fn read_log(bytes: &[u8]) -> Result<Vec<LoggedInterval>, LogReadError> {
+    let mut intervals = Vec::new();
+    let mut deserializer = Deserializer::new();
+    for entry in IntervalLogIterator::new(bytes) {
+        let entry = entry.map_err(|_| LogReadError::Syntax {
+            line: first_bad_line(bytes),
+        })?;
+        let LogEntry::Interval(interval) = entry else {
+            continue;
+        };
+        let tag = interval.tag().map(|tag| tag.as_str().to_owned());
+        let fail = |reason: String| LogReadError::Histogram {
+            index: intervals.len(),
+            tag: tag.clone().unwrap_or_else(|| "untagged".into()),
+            reason,
+        };
+        let encoded = base64::engine::general_purpose::STANDARD
+            .decode(interval.encoded_histogram())
+            .map_err(|error| fail(format!("bad base64: {error}")))?;
+        let histogram: Histogram<u64> = deserializer
+            .deserialize(&mut encoded.as_slice())
+            .map_err(|error| fail(format!("bad histogram: {error:?}")))?;
+        intervals.push(LoggedInterval {
+            tag,
+            start: interval.start_timestamp(),
+            length: interval.duration(),
+            histogram,
+        });
+    }
+    Ok(intervals)
+}
+
+/// The 1-based number of the first line the parser cannot place (for errors).
+fn first_bad_line(bytes: &[u8]) -> usize {
+    let text = String::from_utf8_lossy(bytes);
+    for (index, line) in text.lines().enumerate() {
+        let fine = line.is_empty()
+            || line.starts_with('#')
+            || line.starts_with('"')
+            || IntervalLogIterator::new(format!("{line}\n").as_bytes()).all(|entry| entry.is_ok());
+        if !fine {
+            return index + 1;
+        }
+    }
+    text.lines().count().max(1)
+}
+
+/// The intervals of `intervals` tagged `tag` (or untagged, for `None`) merged
+/// into one histogram, with how many intervals went in.
+pub fn merge_tag(
+    intervals: &[LoggedInterval],
+    tag: Option<&str>,
+) -> Option<(Histogram<u64>, usize)> {
+    let mut chosen = intervals
+        .iter()
+        .filter(|interval| interval.tag.as_deref() == tag);
+    let first = chosen.next()?;
+    let mut merged = first.histogram.clone();
+    let mut count = 1;
+    for interval in chosen {
+        // Histograms of different bounds still merge: `add` resizes when it may.
+        if merged.add(&interval.histogram).is_err() {
+            continue;
+        }
+        count += 1;
+    }
+    Some((merged, count))
+}
+
+/// The distinct tags of `intervals`, in order of first appearance.
+pub fn tags(intervals: &[LoggedInterval]) -> Vec<Option<String>> {
+    let mut seen: Vec<Option<String>> = Vec::new();
+    for interval in intervals {
+        if !seen.contains(&interval.tag) {
+            seen.push(interval.tag.clone());
+        }
+    }
+    seen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn histogram(values: &[u64]) -> Histogram<u64> {
+        let mut histogram = caxton_shards::nanosecond_histogram();
+        for &value in values {
+            histogram.record(value).expect("in range");
+        }
+        histogram
+    }
+
+    #[test]
+    fn intervals_round_trip_and_merge_per_tag() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.hlog");
+        let start = SystemTime::now();
+        let mut writer = HdrLogWriter::create(&path, start, "test").expect("create");
+        let first = histogram(&[100, 200, 300]);
+        let second = histogram(&[1_000, 2_000]);
+        let other = histogram(&[7]);
+        writer
+            .append(
+                start,
+                Duration::from_secs(1),
+                &[("a", &first), ("b", &other)],
+            )
+            .expect("append");
+        writer
+            .append(
+                start + Duration::from_secs(1),
+                Duration::from_secs(1),
+                &[("a", &second)],
+            )
+            .expect("append");
+        let intervals = read_log(&std::fs::read(&path).expect("read")).expect("parse");
+        assert_eq!(intervals.len(), 3);
+        assert_eq!(intervals[2].start, Duration::from_secs(1));
+        assert_eq!(tags(&intervals), vec![Some("a".into()), Some("b".into())]);
+        let (merged, count) = merge_tag(&intervals, Some("a")).expect("tag a");
+        assert_eq!(count, 2);
+        assert_eq!(merged.len(), 5);
+        assert_eq!(merged.max(), second.max());
+        assert!(merge_tag(&intervals, Some("missing")).is_none());
+    }
+
+    #[test]
+    fn a_corrupt_line_is_reported_by_number() {
+        let mut text =
+            single_interval_text("t", Duration::from_secs(1), &[("a", &histogram(&[5]))])
+                .expect("encode");
+        text.extend_from_slice(b"Tag=a,0.0,1.0,5.0,this is not base64!\n");
+        match read_log(&text) {
+            Err(LogReadError::Histogram { index: 1, .. }) | Err(LogReadError::Syntax { .. }) => {}
+            other => panic!("expected an error for the corrupt line, got {other:?}"),
+        }
+    }
+}

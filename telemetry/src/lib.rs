@@ -1,0 +1,18 @@
+//! Caxton's measurements in the forms their readers expect.
+//!
+//! Shards record HDR histograms and counters on their own cores and never
+//! share them; this crate only ever sees copies, merged at read time. It owns
+//! the formats: HdrHistogram interval logs (written periodically, on demand,
+//! and by benchmarks; read back for reports), the percentile distribution in
+//! HdrHistogram's layout, percentile plots (SVG and PNG), and the Prometheus
+//! text exposition. Everything here is a pure function of its inputs or a
+//! file, so it is tested without a running node.
+
+pub mod hdr_log;
+pub mod plot;
+pub mod prometheus;
+pub mod report;
+
+pub use hdr_log::{read_log, HdrLogWriter, LogReadError, LoggedInterval, TaggedHistogram};
+pub use prometheus::{render as render_prometheus, Exposition, LATENCY_METRICS};
+pub use report::percentile_distribution;

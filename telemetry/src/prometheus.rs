@@ -1,0 +1,324 @@
+//! The Prometheus text exposition (format 0.0.4) of a node's metrics.
+//!
+//! Each latency appears twice. Under the seed's name (for example
+//! `caxton_routing_latency_seconds`) it is a summary with `quantile` labels
+//! 0.5, 0.9, 0.99 and 0.999, computed exactly from the merged HDR histogram
+//! over everything recorded since the node started. Under
+//! `<name>_distribution_seconds` it is a histogram with fixed buckets, which
+//! Prometheus can rate and aggregate across nodes
+//! (`histogram_quantile(0.99, sum by (le) (rate(..._bucket[1m])))`); a summary
+//! cannot be aggregated, a histogram can.
+
+use std::fmt::Write as _;
+
+use caxton_shards::ShardMetrics;
+use hdrhistogram::Histogram;
+
+/// The quantiles every latency summary shows.
+pub const QUANTILES: [f64; 4] = [0.5, 0.9, 0.99, 0.999];
+
+/// Upper bounds (seconds) of the histogram form's buckets: 1-2.5-5 steps from
+/// 100 ns to 10 s, wide enough for a busy-polled ring and a stalled agent alike.
+pub const BUCKET_BOUNDS_SECONDS: [f64; 25] = [
+    1e-7, 2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3,
+    5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The latency metrics, by name, with their help text.
+pub const LATENCY_METRICS: [(&str, &str); 6] = [
+    (
+        "caxton_routing_latency_seconds",
+        "Routing latency inside the node: send to handler start, every route (same shard or across shards)",
+    ),
+    (
+        "caxton_cross_shard_routing_latency_seconds",
+        "Routing latency of messages that crossed from another shard or a client port to the handling shard",
+    ),
+    (
+        "caxton_remote_routing_latency_seconds",
+        "Routing latency of messages from other nodes; this build runs single nodes, so it has no observations",
+    ),
+    (
+        "caxton_agent_startup_time_seconds",
+        "Time to make an agent instance ready to serve: a warm spare taken or a cold instantiation",
+    ),
+    (
+        "caxton_message_processing_time_seconds",
+        "Handler run time per message",
+    ),
+    (
+        "caxton_gossip_convergence_time_seconds",
+        "Time for a membership change to reach every node; this build runs single nodes, so it has no observations",
+    ),
+];
+
+/// Everything one scrape shows.
+pub struct Exposition<'a> {
+    /// Each data shard's metrics, accumulated since the node started.
+    pub shards: &'a [ShardMetrics],
+    /// Messages handled per second between the last two collections.
+    pub messages_per_second: f64,
+    /// Resident memory of the process.
+    pub memory_used_bytes: u64,
+    /// CPU time of the process over the last collection interval, as a percentage
+    /// of the CPUs of the machine (0 to 100).
+    pub cpu_usage_percent: f64,
+    /// Agents deployed.
+    pub agents_deployed: usize,
+    /// Seconds since the node started.
+    pub uptime_seconds: f64,
+}
+
+/// The text of `exposition`.
+pub fn render(exposition: &Exposition<'_>) -> String {
+    let mut total = ShardMetrics::default();
+    for shard in exposition.shards {
+        total.merge(shard);
+    }
+    let mut routing = total.routing_local_ns.clone();
+    // Identical bounds: the merge cannot fail.
+    let _ = routing.add(&total.routing_cross_ns);
+    let empty = caxton_shards::nanosecond_histogram();
+    let latencies: [&Histogram<u64>; 6] = [
+        &routing,
+        &total.routing_cross_ns,
+        &empty,
+        &total.startup_ns,
+        &total.processing_ns,
+        &empty,
+    ];
+    let mut out = String::with_capacity(16 * 1024);
+    for ((name, help), histogram) in LATENCY_METRICS.iter().zip(latencies) {
+        summary(&mut out, name, help, histogram);
+        let distribution = format!("{}_distribution_seconds", name.trim_end_matches("_seconds"));
+        bucketed(&mut out, &distribution, help, histogram);
+    }
+    gauge(
+        &mut out,
+        "caxton_messages_per_second",
+        "Message throughput: messages handled per second between the last two collections",
+        exposition.messages_per_second,
+    );
+    counter(
+        &mut out,
+        "caxton_agents_messages_processed_total",
+        "Messages handled by agents since the node started (every outcome)",
+        total.handled,
+    );
+    gauge(
+        &mut out,
+        "caxton_memory_used_bytes",
+        "Resource use: resident memory of the engine process",
+        exposition.memory_used_bytes as f64,
+    );
+    gauge(
+        &mut out,
+        "caxton_cpu_usage_percent",
+        "Resource use: CPU time of the engine process over the last collection interval, percent of the machine's CPUs",
+        exposition.cpu_usage_percent,
+    );
+    gauge(
+        &mut out,
+        "caxton_agents_deployed",
+        "Agents deployed on the node",
+        exposition.agents_deployed as f64,
+    );
+    gauge(
+        &mut out,
+        "caxton_uptime_seconds",
+        "Seconds since the node started",
+        exposition.uptime_seconds,
+    );
+    type ShardField = fn(&ShardMetrics) -> u64;
+    let per_shard: [(&str, &str, &str, ShardField); 7] = [
+        (
+            "caxton_shard_queue_depth",
+            "gauge",
+            "Messages waiting in the shard's mailboxes",
+            |m| m.queue_depth,
+        ),
+        (
+            "caxton_shard_messages_handled_total",
+            "counter",
+            "Messages the shard's agents handled",
+            |m| m.handled,
+        ),
+        (
+            "caxton_shard_refused_total",
+            "counter",
+            "Sends refused because a mailbox or ring of the shard was full",
+            |m| m.refused,
+        ),
+        (
+            "caxton_shard_timeouts_total",
+            "counter",
+            "Messages answered with failure because their deadline passed",
+            |m| m.timeouts,
+        ),
+        (
+            "caxton_shard_agent_traps_total",
+            "counter",
+            "Handlers that trapped, ran past max_execution_time or grew past their memory",
+            |m| m.faults,
+        ),
+        (
+            "caxton_shard_agent_failures_total",
+            "counter",
+            "Handlers that returned a failure code",
+            |m| m.agent_failures,
+        ),
+        (
+            "caxton_shard_throttled_total",
+            "counter",
+            "Messages held because their agent had used its cpu_shares for the window",
+            |m| m.throttled,
+        ),
+    ];
+    for (name, kind, help, field) in per_shard {
+        let _ = writeln!(out, "# HELP {name} {help}.");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (index, shard) in exposition.shards.iter().enumerate() {
+            let _ = writeln!(out, "{name}{{shard=\"{index}\"}} {}", field(shard));
+        }
+    }
+    out
+}
+
+fn summary(out: &mut String, name: &str, help: &str, histogram: &Histogram<u64>) {
+    let _ = writeln!(out, "# HELP {name} {help}.");
+    let _ = writeln!(out, "# TYPE {name} summary");
+    for quantile in QUANTILES {
+        let value = if histogram.is_empty() {
+            f64::NAN
+        } else {
+            seconds(histogram.value_at_quantile(quantile))
+        };
+        let _ = writeln!(out, "{name}{{quantile=\"{quantile}\"}} {}", number(value));
+    }
+    let _ = writeln!(out, "{name}_sum {}", number(sum_seconds(histogram)));
+    let _ = writeln!(out, "{name}_count {}", histogram.len());
+}
+
+fn bucketed(out: &mut String, name: &str, help: &str, histogram: &Histogram<u64>) {
+    let _ = writeln!(out, "# HELP {name} {help} (histogram form).");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    let mut cumulative = [0u64; BUCKET_BOUNDS_SECONDS.len()];
+    for step in histogram.iter_recorded() {
+        // A recorded value counts in every bucket whose bound reaches the
+        // lowest value it may stand for (HDR keeps 3 significant digits).
+        let low = seconds(histogram.lowest_equivalent(step.value_iterated_to()));
+        for (bound, count) in BUCKET_BOUNDS_SECONDS.iter().zip(cumulative.iter_mut()) {
+            if low <= *bound {
+                *count += step.count_at_value();
+            }
+        }
+    }
+    for (bound, count) in BUCKET_BOUNDS_SECONDS.iter().zip(cumulative) {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {count}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", histogram.len());
+    let _ = writeln!(out, "{name}_sum {}", number(sum_seconds(histogram)));
+    let _ = writeln!(out, "{name}_count {}", histogram.len());
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
+    let _ = writeln!(out, "# HELP {name} {help}.");
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    let _ = writeln!(out, "{name} {}", number(value));
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(out, "# HELP {name} {help}.");
+    let _ = writeln!(out, "# TYPE {name} counter");
+    let _ = writeln!(out, "{name} {value}");
+}
+
+fn seconds(nanos: u64) -> f64 {
+    nanos as f64 / 1e9
+}
+
+/// The sum of observations: HDR histograms keep counts per value range, not a
+/// running sum, so this is mean × count, within the histogram's 0.1% precision.
+fn sum_seconds(histogram: &Histogram<u64>) -> f64 {
+    if histogram.is_empty() {
+        0.0
+    } else {
+        histogram.mean() * histogram.len() as f64 / 1e9
+    }
+}
+
+/// A sample value as Prometheus writes it (`NaN`, `+Inf`, or a plain number).
+fn number(value: f64) -> String {
+    if value.is_nan() {
+        "NaN".into()
+    } else if value.is_infinite() {
+        if value > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else {
+        format!("{value}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard_with_routes(values_ns: &[u64]) -> ShardMetrics {
+        let mut metrics = ShardMetrics::default();
+        for &value in values_ns {
+            metrics.routing_local_ns.record(value).expect("in range");
+            metrics.handled += 1;
+        }
+        metrics
+    }
+
+    fn sample(text: &str, series: &str) -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no series {series} in\n{text}"))
+            .parse()
+            .expect("a number")
+    }
+
+    #[test]
+    fn quantiles_buckets_and_counters_come_from_the_merged_shards() {
+        // 100 routes of 1 µs on shard 0, 100 of 1 ms on shard 1.
+        let shards = [
+            shard_with_routes(&[1_000; 100]),
+            shard_with_routes(&[1_000_000; 100]),
+        ];
+        let text = render(&Exposition {
+            shards: &shards,
+            messages_per_second: 12.5,
+            memory_used_bytes: 4096,
+            cpu_usage_percent: 3.0,
+            agents_deployed: 2,
+            uptime_seconds: 1.0,
+        });
+        let p50 = sample(&text, "caxton_routing_latency_seconds{quantile=\"0.5\"}");
+        let p99 = sample(&text, "caxton_routing_latency_seconds{quantile=\"0.99\"}");
+        assert!((p50 - 1e-6).abs() < 1e-8, "p50 {p50}");
+        assert!((p99 - 1e-3).abs() < 1e-5, "p99 {p99}");
+        assert_eq!(sample(&text, "caxton_routing_latency_seconds_count"), 200.0);
+        let name = "caxton_routing_latency_distribution_seconds_bucket";
+        assert_eq!(sample(&text, &format!("{name}{{le=\"0.0000005\"}}")), 0.0);
+        assert_eq!(sample(&text, &format!("{name}{{le=\"0.000001\"}}")), 100.0);
+        assert_eq!(sample(&text, &format!("{name}{{le=\"0.0005\"}}")), 100.0);
+        assert_eq!(sample(&text, &format!("{name}{{le=\"0.001\"}}")), 200.0);
+        assert_eq!(sample(&text, &format!("{name}{{le=\"+Inf\"}}")), 200.0);
+        assert_eq!(
+            sample(&text, "caxton_agents_messages_processed_total"),
+            200.0
+        );
+        assert_eq!(
+            sample(&text, "caxton_shard_messages_handled_total{shard=\"1\"}"),
+            100.0
+        );
+        assert_eq!(sample(&text, "caxton_messages_per_second"), 12.5);
+        // No remote routes in a single node: an empty summary, NaN quantiles.
+        assert!(text.contains("caxton_remote_routing_latency_seconds{quantile=\"0.5\"} NaN"));
+        assert_eq!(
+            sample(&text, "caxton_remote_routing_latency_seconds_count"),
+            0.0
+        );
+    }
+}

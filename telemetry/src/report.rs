@@ -1,0 +1,171 @@
+//! The percentile distribution in HdrHistogram's own layout (what
+//! `outputPercentileDistribution` and `HistogramLogProcessor` print), so a
+//! report from the engine and one from HdrHistogram's tools line up.
+
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+
+/// Percentile rows per halving of the distance to 100% (HdrHistogram's default).
+pub const TICKS_PER_HALF_DISTANCE: u32 = 5;
+
+/// `histogram` as a percentile table: Value, Percentile, TotalCount and
+/// 1/(1-Percentile), then mean, standard deviation, max and total count.
+/// Values are divided by `unit_ratio` (1000 turns nanoseconds into microseconds).
+pub fn percentile_distribution(histogram: &Histogram<u64>, unit_ratio: f64) -> String {
+    let digits = usize::from(histogram.sigfig());
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>12} {:>14} {:>10} {:>14}\n",
+        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+    );
+    for step in percentile_steps(histogram, TICKS_PER_HALF_DISTANCE) {
+        let (value, quantile, total) = (
+            step.value as f64 / unit_ratio,
+            step.quantile,
+            step.total_count,
+        );
+        {
+            if quantile < 1.0 {
+                let _ = writeln!(
+                    out,
+                    "{value:>12.digits$} {quantile:>2.12} {total:>10} {:>14.2}",
+                    1.0 / (1.0 - quantile)
+                );
+            } else {
+                let _ = writeln!(out, "{value:>12.digits$} {quantile:>2.12} {total:>10}");
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "#[Mean    = {:>12.digits$}, StdDeviation   = {:>12.digits$}]",
+        histogram.mean() / unit_ratio,
+        histogram.stdev() / unit_ratio
+    );
+    let _ = writeln!(
+        out,
+        "#[Max     = {:>12.digits$}, Total count    = {:>12}]",
+        histogram.max() as f64 / unit_ratio,
+        histogram.len()
+    );
+    let _ = writeln!(
+        out,
+        "#[Buckets = {:>12}, SubBuckets     = {:>12}]",
+        histogram.buckets(),
+        sub_bucket_count(histogram)
+    );
+    out
+}
+
+/// One row of a percentile distribution.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PercentileStep {
+    /// The value reached (the highest value equivalent to its bucket).
+    pub value: u64,
+    /// The percentile level the row reports, as a quantile (0 to 1).
+    pub quantile: f64,
+    /// Values recorded up to and including `value`.
+    pub total_count: u64,
+}
+
+/// The rows of HdrHistogram's percentile iteration, step for step as its
+/// Java `PercentileIterator` takes them: levels close in on 100% by
+/// `ticks_per_half_distance` steps per halving of the distance, a level is
+/// reached by the first value whose cumulative share is at or above it, one
+/// value may report several levels, and a last row reports 100%.
+///
+/// (The Rust crate's `iter_quantiles` rounds differently at some levels, so
+/// its tables would not line up with HdrHistogram's own tools.)
+pub fn percentile_steps(
+    histogram: &Histogram<u64>,
+    ticks_per_half_distance: u32,
+) -> Vec<PercentileStep> {
+    let total = histogram.len();
+    let mut steps = Vec::new();
+    if total == 0 {
+        return steps;
+    }
+    let mut level = 0.0f64; // percent
+    let mut cumulative = 0u64;
+    let mut last_value = 0;
+    'values: for recorded in histogram.iter_recorded() {
+        cumulative += recorded.count_at_value();
+        let value = histogram.highest_equivalent(recorded.value_iterated_to());
+        last_value = value;
+        while 100.0 * cumulative as f64 / total as f64 >= level {
+            steps.push(PercentileStep {
+                value,
+                quantile: level / 100.0,
+                total_count: cumulative,
+            });
+            // Java: ticks * 2^(trunc(log2(100 / (100 - level))) + 1).
+            let halvings = ((100.0 / (100.0 - level)).ln() / 2f64.ln()) as i64;
+            let reporting_ticks =
+                i64::from(ticks_per_half_distance) * 2f64.powi(halvings as i32 + 1) as i64;
+            level += 100.0 / reporting_ticks as f64;
+            if cumulative == total {
+                break 'values;
+            }
+        }
+    }
+    steps.push(PercentileStep {
+        value: last_value,
+        quantile: 1.0,
+        total_count: total,
+    });
+    steps
+}
+
+/// HdrHistogram's sub-bucket count: the smallest power of two covering
+/// 2 × 10^significant-digits.
+fn sub_bucket_count(histogram: &Histogram<u64>) -> u64 {
+    let largest_single_unit = 2 * 10u64.pow(u32::from(histogram.sigfig()));
+    largest_single_unit.next_power_of_two()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_matches_hdrhistogram() {
+        let mut histogram = caxton_shards::nanosecond_histogram();
+        for value in 1..=1000u64 {
+            histogram.record(value * 1000).expect("in range");
+        }
+        let text = percentile_distribution(&histogram, 1000.0);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "       Value     Percentile TotalCount 1/(1-Percentile)"
+        );
+        assert_eq!(lines[1], "");
+        assert_eq!(
+            lines[2],
+            "       1.000 0.000000000000          1           1.00"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|line| line.starts_with("     500.223 0.500000000000")
+                    || line.starts_with("     500.000 0.500000000000")),
+            "{text}"
+        );
+        let last_row = lines[lines.len() - 4];
+        assert!(
+            last_row.ends_with("1.000000000000       1000"),
+            "{last_row}"
+        );
+        assert!(
+            text.contains("#[Max     =     1000.447, Total count    =         1000]")
+                || text.contains("#[Max     =     1000.000, Total count    =         1000]"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("#[Buckets =           27, SubBuckets     =         2048]\n"),
+            "{text}"
+        );
+    }
+}
