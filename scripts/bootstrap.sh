@@ -1,22 +1,47 @@
 #!/usr/bin/env bash
-# Install what building and testing Caxton needs on a Debian machine that has
-# only the Rust toolchain: the C libraries hwlocality links against, found
-# through pkg-config. Does nothing when they are already present.
+# Install what Caxton needs on a Debian machine that has only the Rust
+# toolchain. Does nothing when everything is already present.
+#
+#   scripts/bootstrap.sh          build and run: the C libraries hwlocality links
+#                                 against (found through pkg-config), and a font
+#                                 for the labels of `engine hdr plot --output x.png`.
+#   scripts/bootstrap.sh --test   also the tools the tests check the engine's
+#                                 output with: promtool (Debian's prometheus) for
+#                                 the metrics, and HdrHistogram's own
+#                                 HistogramLogProcessor (Java) for the HDR logs.
 set -euo pipefail
 
-packages=(pkg-config libhwloc-dev libudev-dev)
+packages=(pkg-config libhwloc-dev libudev-dev fonts-dejavu-core)
+if [ "${1:-}" = "--test" ]; then
+  packages+=(prometheus default-jre-headless libhdrhistogram-java)
+fi
 missing=()
 for package in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
     missing+=("$package")
   fi
 done
+((${#missing[@]})) || exit 0
 
-if ((${#missing[@]})); then
-  echo "bootstrap: installing ${missing[*]}" >&2
-  sudo_cmd=()
-  if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
-  export DEBIAN_FRONTEND=noninteractive
-  "${sudo_cmd[@]}" apt-get update -qq
-  "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "bootstrap: installing ${missing[*]}" >&2
+sudo_cmd=()
+if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
+export DEBIAN_FRONTEND=noninteractive
+# Only promtool is wanted from the prometheus package: keep its server (which
+# would listen on 9090, the engine's admin port) from starting, now or at boot.
+policy=/usr/sbin/policy-rc.d
+made_policy=false
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' | "${sudo_cmd[@]}" tee "$policy" >/dev/null
+  "${sudo_cmd[@]}" chmod +x "$policy"
+  made_policy=true
+fi
+trap '[ "$made_policy" = true ] && "${sudo_cmd[@]}" rm -f "$policy"' EXIT
+"${sudo_cmd[@]}" apt-get update -qq
+"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if [[ " ${missing[*]} " == *" prometheus "* ]]; then
+  if command -v systemctl >/dev/null 2>&1; then
+    "${sudo_cmd[@]}" systemctl disable prometheus >/dev/null 2>&1 || true
+  fi
+  "${sudo_cmd[@]}" rm -f /etc/systemd/system/multi-user.target.wants/prometheus.service
 fi

@@ -115,6 +115,9 @@ pub struct Handled {
     pub outbox: Vec<OutboundMessage>,
 }
 
+/// An agent on a shard: its id, its running instances and its counters.
+pub type AgentCounts = (AgentId, usize, AgentStats);
+
 /// Counters of one agent on one shard.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AgentStats {
@@ -352,7 +355,7 @@ impl AgentHost {
     }
 
     /// The counters of every agent on this shard, with its instance count.
-    pub fn all_stats(&self) -> Vec<(AgentId, usize, AgentStats)> {
+    pub fn all_stats(&self) -> Vec<AgentCounts> {
         self.agents
             .iter()
             .map(|(id, agent)| (*id, agent.instances.len(), agent.stats.clone()))

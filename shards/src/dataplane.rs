@@ -56,7 +56,7 @@ pub(crate) enum Control {
     },
     /// Copy out every agent's counters and instance count on this shard.
     AllAgentStats {
-        ack: mpsc::Sender<Vec<(AgentId, usize, AgentStats)>>,
+        ack: mpsc::Sender<Vec<caxton_agents::AgentCounts>>,
     },
     /// Copy out an agent's counters.
     AgentStats {

@@ -17,7 +17,7 @@ use std::sync::{mpsc, Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use caxton_agents::{AgentStats, DeployError, EpochTicker, ModuleCompiler, StartKind};
+use caxton_agents::{AgentCounts, AgentStats, DeployError, EpochTicker, ModuleCompiler, StartKind};
 use caxton_messaging::{build_mesh, AgentId, Doorbell, MeshPort};
 use caxton_numa::binding::{self, BindError};
 use caxton_numa::{CpuBinding, MemoryPlacement, PlacementPlan, ShardPlacement};
@@ -518,7 +518,7 @@ impl Node {
 
     /// Every agent's counters per shard: `result[shard]` lists (agent, running
     /// instances, counters) for the agents that shard hosts. One command per shard.
-    pub fn all_agent_stats(&self) -> Result<Vec<Vec<(AgentId, usize, AgentStats)>>, NodeError> {
+    pub fn all_agent_stats(&self) -> Result<Vec<Vec<AgentCounts>>, NodeError> {
         (0..self.data_shards())
             .map(|shard| {
                 let (ack, answer) = mpsc::channel();

@@ -43,7 +43,7 @@ pub enum PlotError {
 const WIDTH: f64 = 960.0;
 const HEIGHT: f64 = 600.0;
 const LEFT: f64 = 90.0;
-const RIGHT: f64 = 30.0;
+const RIGHT: f64 = 50.0;
 const TOP: f64 = 50.0;
 const BOTTOM: f64 = 70.0;
 const COLOURS: [&str; 8] = [
@@ -185,7 +185,16 @@ pub fn svg(title: &str, series: &[Series]) -> Result<String, PlotError> {
         let histogram = &series.histogram;
         let describe = |nanos: u64| {
             let (unit, scale) = unit_for(nanos as f64);
-            format!("{:.3} {unit}", nanos as f64 / scale)
+            let value = nanos as f64 / scale;
+            // Three significant digits, as the histogram keeps.
+            let decimals = if value < 10.0 {
+                2
+            } else if value < 100.0 {
+                1
+            } else {
+                0
+            };
+            format!("{value:.decimals$} {unit}")
         };
         let legend = format!(
             "{}: P50 {}, P99 {}, P99.9 {}, max {} ({} values)",
@@ -197,6 +206,13 @@ pub fn svg(title: &str, series: &[Series]) -> Result<String, PlotError> {
             histogram.len()
         );
         let y = TOP + 18.0 + 18.0 * index as f64;
+        let _ = writeln!(
+            out,
+            r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="18" fill="white" fill-opacity="0.8"/>"##,
+            LEFT + 4.0,
+            y - 14.0,
+            plot_width - 8.0
+        );
         let _ = writeln!(
             out,
             r#"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{colour}" stroke-width="3"/><text x="{:.1}" y="{:.1}">{}</text>"#,
@@ -270,7 +286,7 @@ mod tests {
     fn two_runs_make_two_curves_with_legends() {
         let text = svg("t", &[series("fast", 10), series("slow & late", 100)]).expect("svg");
         assert_eq!(text.matches("<polyline").count(), 2);
-        assert!(text.contains("slow &amp; late: P50 500."), "{text}");
+        assert!(text.contains("slow &amp; late: P50 500 "), "{text}");
         assert!(text.contains(">99.9%<"), "{text}");
         assert!(matches!(svg("t", &[]), Err(PlotError::Empty)));
     }
