@@ -29,4 +29,4 @@ pub use server::{serve, AdminSettings};
 pub const TOKEN_ENV: &str = "CAXTON_ADMIN_TOKEN";
 
 /// Clients the endpoint keeps for sends: as many sends wait for replies at once.
-pub const ADMIN_CLIENTS: usize = 2;
+pub const ADMIN_CLIENTS: usize = 4;

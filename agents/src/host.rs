@@ -758,13 +758,15 @@ pub(crate) fn check_abi_version(
 }
 
 /// The guest's bytes at `pointer..pointer+length`, if they lie in its memory.
-fn guest_bytes(memory: &[u8], pointer: i32, length: i32) -> Option<&[u8]> {
+/// The guest bytes `[pointer, pointer + length)` of `memory`, if they lie inside it.
+pub fn guest_bytes(memory: &[u8], pointer: i32, length: i32) -> Option<&[u8]> {
     let start = usize::try_from(pointer).ok()?;
     let length = usize::try_from(length).ok()?;
     memory.get(start..start.checked_add(length)?)
 }
 
-fn exported_memory(caller: &mut Caller<'_, HostState>) -> Option<Memory> {
+/// The agent's exported memory.
+pub fn exported_memory<T>(caller: &mut Caller<'_, T>) -> Option<Memory> {
     caller
         .get_export(abi::EXPORT_MEMORY)
         .and_then(wasmtime::Extern::into_memory)
@@ -772,8 +774,8 @@ fn exported_memory(caller: &mut Caller<'_, HostState>) -> Option<Memory> {
 
 /// Copy `bytes` into the guest at `pointer`, at most `capacity` of them.
 /// Returns the full length (so the guest can tell when its buffer was short).
-fn write_guest(
-    caller: &mut Caller<'_, HostState>,
+pub fn write_guest<T>(
+    caller: &mut Caller<'_, T>,
     pointer: i32,
     capacity: i32,
     bytes: &[u8],

@@ -20,7 +20,7 @@ pub use budget::{CpuBudget, BUDGET_WINDOW_NS};
 pub use compile::{engine_config, CompiledModule, ModuleCompiler, MODULE_BYTES_MAX};
 pub use error::DeployError;
 pub use host::{
-    AgentCounts, AgentHost, AgentStats, Clock, Handled, Namer, OutboundMessage, Outcome, Resolver,
-    StartKind, EPOCH_TICK,
+    exported_memory, guest_bytes, write_guest, AgentCounts, AgentHost, AgentStats, Clock, Handled,
+    Namer, OutboundMessage, Outcome, Resolver, StartKind, EPOCH_TICK,
 };
 pub use ticker::EpochTicker;

@@ -4,7 +4,12 @@
 //! sample in an HDR histogram, and prints percentiles with the machine it ran
 //! on. Timings are never asserted: machines are shared and noisy.
 
+pub mod baseline;
+pub mod custom;
+pub mod load;
+pub mod remote;
 pub mod standard;
+pub mod stress;
 
 use hdrhistogram::Histogram;
 

@@ -86,7 +86,8 @@ pub struct ScenarioResult {
 }
 
 impl ScenarioResult {
-    fn from_histogram(name: &str, histogram: Histogram<u64>, elapsed: Duration) -> Self {
+    /// The figures of `histogram`, recorded over `elapsed`.
+    pub fn from_histogram(name: &str, histogram: Histogram<u64>, elapsed: Duration) -> Self {
         let per_second = if elapsed.is_zero() {
             0.0
         } else {
@@ -500,18 +501,29 @@ fn density(
 }
 
 fn write_output(directory: &Path, summary: &Summary) -> Result<(), SuiteError> {
+    write_results(directory, &summary.scenarios, summary)
+}
+
+/// Write one HdrHistogram interval log per scenario (`DIR/NAME.hlog`, `/` in
+/// names becoming `-`) and `summary` as `DIR/summary.json`.
+pub fn write_results(
+    directory: &Path,
+    scenarios: &[ScenarioResult],
+    summary: &impl Serialize,
+) -> Result<(), SuiteError> {
     let fail = |path: &Path, error: std::io::Error| SuiteError::Output {
         path: path.display().to_string(),
         error,
     };
     std::fs::create_dir_all(directory).map_err(|error| fail(directory, error))?;
-    for scenario in &summary.scenarios {
-        let path = directory.join(format!("{}.hlog", scenario.name));
+    for scenario in scenarios {
+        let tag = scenario.name.replace('/', "-");
+        let path = directory.join(format!("{tag}.hlog"));
         caxton_telemetry::hdr_log::write_single_interval(
             &path,
             "Caxton benchmark histogram",
             std::time::Duration::from_secs(1),
-            &[(scenario.name.as_str(), &scenario.histogram)],
+            &[(tag.as_str(), &scenario.histogram)],
         )
         .map_err(|error| fail(&path, error))?;
     }

@@ -84,6 +84,75 @@ pub enum BenchmarkCommand {
         /// Write HDR histograms (`SCENARIO.hlog`) and `summary.json` here.
         #[arg(long, value_name = "DIR")]
         output: Option<std::path::PathBuf>,
+        /// Also run request-reply on the conventional design and print both: `baseline`.
+        #[arg(long, value_name = "DESIGN")]
+        compare: Option<String>,
+    },
+    /// Offer a constant open-loop load and measure latency from each message's intended send time.
+    Custom {
+        /// Agents of the workload.
+        #[arg(long, default_value_t = 100)]
+        agents: usize,
+        /// Offered rate, messages per second (all generators together).
+        #[arg(long, default_value_t = 10_000.0)]
+        messages_per_second: f64,
+        /// How long the load is offered, e.g. `60s`.
+        #[arg(long, default_value = "10s")]
+        duration: String,
+        /// `request-reply`, `one-way`, `fan-out` or `pipeline`.
+        #[arg(long, default_value = "request-reply")]
+        pattern: String,
+        /// Also run the same load on the conventional design: `baseline`.
+        #[arg(long, value_name = "DESIGN")]
+        compare: Option<String>,
+        /// Load a running engine through its admin API instead of an in-process node.
+        #[arg(long, value_name = "HOST:PORT")]
+        target: Option<String>,
+        /// The access token for `--target` (default: `CAXTON_ADMIN_TOKEN`, then the profile's).
+        #[arg(long)]
+        token: Option<String>,
+        /// Write HDR histograms and `summary.json` here.
+        #[arg(long, value_name = "DIR")]
+        output: Option<std::path::PathBuf>,
+    },
+    /// Raise the offered rate and agents step by step and find where latency or errors break.
+    Stress {
+        /// Total time of the ramp, e.g. `60s`.
+        #[arg(long, default_value = "60s")]
+        ramp_up_time: String,
+        /// Agents at the last step.
+        #[arg(long, default_value_t = 1000)]
+        max_agents: usize,
+        /// Stop at the first step past the limits and report the breaking point.
+        #[arg(long)]
+        find_breaking_point: bool,
+        /// `request-reply`, `one-way`, `fan-out` or `pipeline`.
+        #[arg(long, default_value = "request-reply")]
+        pattern: String,
+        /// Offered rate of the first step, messages per second.
+        #[arg(long, default_value_t = 1_000.0)]
+        start_rate: f64,
+        /// Each step offers this many times the rate of the one before.
+        #[arg(long, default_value_t = 1.5)]
+        growth: f64,
+        /// Number of steps.
+        #[arg(long, default_value_t = 16)]
+        steps: usize,
+        /// P99 limit (default: the most urgent priority class's max_latency).
+        #[arg(long)]
+        p99_target: Option<String>,
+        /// Also ramp the conventional design: `baseline`.
+        #[arg(long, value_name = "DESIGN")]
+        compare: Option<String>,
+        /// Load a running engine through its admin API instead of an in-process node.
+        #[arg(long, value_name = "HOST:PORT")]
+        target: Option<String>,
+        /// The access token for `--target`.
+        #[arg(long)]
+        token: Option<String>,
+        /// Write HDR histograms and `summary.json` here.
+        #[arg(long, value_name = "DIR")]
+        output: Option<std::path::PathBuf>,
     },
 }
 

@@ -88,7 +88,60 @@ pub fn dispatch(cli: Cli) -> Result<(), CommandError> {
             suite,
             quick,
             output,
-        })) => run_benchmark(&cli.selection, &suite, quick, output),
+            compare,
+        })) => run_benchmark(&cli.selection, &suite, quick, output, compare),
+        Some(Command::Benchmark(BenchmarkCommand::Custom {
+            agents,
+            messages_per_second,
+            duration,
+            pattern,
+            compare,
+            target,
+            token,
+            output,
+        })) => crate::loadbench::custom(
+            &cli.selection,
+            crate::loadbench::CustomArgs {
+                agents,
+                rate: messages_per_second,
+                duration,
+                pattern,
+                compare,
+                target,
+                token,
+                output,
+            },
+        ),
+        Some(Command::Benchmark(BenchmarkCommand::Stress {
+            ramp_up_time,
+            max_agents,
+            find_breaking_point,
+            pattern,
+            start_rate,
+            growth,
+            steps,
+            p99_target,
+            compare,
+            target,
+            token,
+            output,
+        })) => crate::loadbench::stress(
+            &cli.selection,
+            crate::loadbench::StressArgs {
+                ramp_up_time,
+                max_agents,
+                find_breaking_point,
+                pattern,
+                start_rate,
+                growth,
+                steps,
+                p99_target,
+                compare,
+                target,
+                token,
+                output,
+            },
+        ),
         Some(Command::Agents(command)) => crate::remote::agents(&cli.selection, command),
         Some(Command::Send {
             agent,
@@ -137,7 +190,7 @@ pub fn load_profile(selection: &ProfileSelection) -> Result<LoadedProfile, Comma
         .map_err(|error| CommandError::BadInput(error.to_string()))
 }
 
-fn plan_placement(
+pub fn plan_placement(
     loaded: &LoadedProfile,
     topology: &MachineTopology,
 ) -> Result<PlacementPlan, CommandError> {
@@ -185,34 +238,55 @@ fn read_boot_agents(loaded: &LoadedProfile) -> Result<Vec<(String, Vec<u8>, u16)
         .collect()
 }
 
+/// The profile of a benchmark (low-latency unless `--profile` says otherwise),
+/// with `overrides` applied before the user's; logging starts at its level.
+pub fn load_benchmark_profile(
+    selection: &ProfileSelection,
+    overrides: &[String],
+) -> Result<LoadedProfile, CommandError> {
+    let mut selection = selection.clone();
+    if selection.profiles.is_empty() {
+        selection.profiles.push("low-latency".into());
+    }
+    for (index, override_) in overrides.iter().enumerate() {
+        selection.overrides.insert(index, override_.clone());
+    }
+    let loaded = load_profile(&selection)?;
+    init_logging(Some(&loaded))?;
+    Ok(loaded)
+}
+
 fn run_benchmark(
     selection: &ProfileSelection,
     suite: &str,
     quick: bool,
     output: Option<std::path::PathBuf>,
+    compare: Option<String>,
 ) -> Result<(), CommandError> {
+    let compare = crate::loadbench::compare_baseline(compare.as_deref())?;
     if suite != "standard" {
         return Err(CommandError::BadInput(format!(
             "unknown suite `{suite}`; the suites are: standard"
         )));
-    }
-    let mut selection = selection.clone();
-    if selection.profiles.is_empty() {
-        selection.profiles.push("low-latency".into());
     }
     let mut options = if quick {
         caxton_bench::standard::SuiteOptions::quick()
     } else {
         caxton_bench::standard::SuiteOptions::full()
     };
-    options.output = output;
+    options.output = output.clone();
     // Room for the density scenario's idle agents on top of the profile's own.
-    selection.overrides.insert(
-        0,
-        format!("runtime.max_agents={}", options.density_agents + 16),
-    );
-    let loaded = load_profile(&selection)?;
-    init_logging(Some(&loaded))?;
+    let loaded = load_benchmark_profile(
+        selection,
+        &[format!(
+            "runtime.max_agents={}",
+            options.density_agents + 16
+        )],
+    )?;
+    let mut selection = selection.clone();
+    if selection.profiles.is_empty() {
+        selection.profiles.push("low-latency".into());
+    }
     let topology =
         MachineTopology::discover().map_err(|error| CommandError::Failed(error.to_string()))?;
     let plan = plan_placement(&loaded, &topology)?;
@@ -234,7 +308,32 @@ fn run_benchmark(
     emit(&format!(
         "{machine}\n{}",
         caxton_bench::standard::render_table(&summary)
-    ))
+    ))?;
+    if !compare {
+        return Ok(());
+    }
+    // The suite's comparable workload on both designs: request-reply, one
+    // echo agent per shard, offered open-loop at half of what the closed-loop
+    // scenario reached, so both designs see the same load.
+    let reached = summary
+        .scenarios
+        .iter()
+        .find(|scenario| scenario.name == "request_reply_throughput")
+        .map_or(10_000.0, |scenario| scenario.per_second);
+    emit("\n")?;
+    crate::loadbench::custom(
+        &selection,
+        crate::loadbench::CustomArgs {
+            agents: summary.shards.max(1),
+            rate: (reached / 2.0).max(1.0),
+            duration: format!("{}ms", options.throughput_time.as_millis()),
+            pattern: "request-reply".into(),
+            compare: Some("baseline".into()),
+            target: None,
+            token: None,
+            output: output.map(|directory| directory.join("compare-baseline")),
+        },
+    )
 }
 
 fn run_node(selection: &ProfileSelection) -> Result<(), CommandError> {

@@ -9,6 +9,7 @@ mod admin;
 mod cli;
 mod commands;
 mod hdr;
+mod loadbench;
 mod remote;
 
 use std::process::ExitCode;

@@ -1,0 +1,744 @@
+//! `engine benchmark custom` and the workloads it runs: `request-reply`,
+//! `one-way`, `fan-out` and `pipeline`, offered open-loop at a constant rate
+//! (see [`crate::load`]) to a Caxton node or to the baseline design.
+
+use std::str::FromStr;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use caxton_messaging::{Address, AgentId, Envelope, Performative, PriorityClass};
+use caxton_profiles::Profile;
+use caxton_shards::{Client, Node, CLIENT_PORTS};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::load::{self, Completion, Outcome, Outgoing, Port, Progress, Refused, RunCounts};
+use crate::nanosecond_histogram;
+use crate::standard::{ECHO_WAT, FORWARDER_WAT};
+
+/// The one-way pattern's receiver, as shipped in `examples/agents/sink.wat`.
+pub const SINK_WAT: &str = include_str!("../../examples/agents/sink.wat");
+/// The fan-out pattern's gatherer, as shipped in `examples/agents/fanout.wat`.
+pub const FANOUT_WAT: &str = include_str!("../../examples/agents/fanout.wat");
+/// An echo that spends 200 µs per message, from `examples/agents/slow.wat`.
+pub const SLOW_WAT: &str = include_str!("../../examples/agents/slow.wat");
+
+/// Leaves each fan-out request gathers from.
+pub const FAN_OUT_DEGREE: usize = 4;
+/// Hops of each pipeline message after its entry stage.
+pub const PIPELINE_HOPS: usize = 3;
+/// Bytes of payload per message.
+const PAYLOAD: &[u8] = b"0123456789abcdef";
+
+/// How messages flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pattern {
+    /// Client → echo agent → client.
+    RequestReply,
+    /// Client → sink agent; nothing comes back. Latency is send (intended) to handler start.
+    OneWay,
+    /// Client → gatherer, which asks 4 echo leaves and answers once all have.
+    FanOut,
+    /// Client → stage → stage → stage → stage, the last answering the client.
+    Pipeline,
+}
+
+impl Pattern {
+    /// Every pattern, by name.
+    pub const ALL: [(&'static str, Pattern); 4] = [
+        ("request-reply", Pattern::RequestReply),
+        ("one-way", Pattern::OneWay),
+        ("fan-out", Pattern::FanOut),
+        ("pipeline", Pattern::Pipeline),
+    ];
+
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, pattern)| *pattern == self)
+            .map_or("?", |(name, _)| name)
+    }
+}
+
+impl FromStr for Pattern {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .iter()
+            .find(|(name, _)| *name == text)
+            .map(|(_, pattern)| *pattern)
+            .ok_or_else(|| {
+                format!(
+                    "unknown pattern `{text}`; the patterns are: {}",
+                    Self::ALL.map(|(name, _)| name).join(", ")
+                )
+            })
+    }
+}
+
+/// The agents of a workload and how each message is addressed.
+#[derive(Clone, Debug)]
+pub struct Workload {
+    /// Its pattern.
+    pub pattern: Pattern,
+    /// Every agent to deploy (one instance each): name and module text.
+    pub agents: Vec<(String, &'static str)>,
+    /// The agents messages are sent to, in rotation, each with the content it gets.
+    pub entries: Vec<(String, Vec<u8>)>,
+}
+
+/// A benchmark's input was refused, or it could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// Bad input: nothing was started.
+    #[error("{0}")]
+    Input(String),
+    /// The node refused an operation.
+    #[error(transparent)]
+    Node(#[from] caxton_shards::NodeError),
+    /// Something failed while running.
+    #[error("{0}")]
+    Run(String),
+}
+
+fn name_route(names: &[&str], payload: &[u8]) -> Vec<u8> {
+    let mut content = Vec::with_capacity(64);
+    content.push(names.len() as u8);
+    for name in names {
+        content.push(name.len() as u8);
+        content.extend_from_slice(name.as_bytes());
+    }
+    content.extend_from_slice(payload);
+    content
+}
+
+impl Workload {
+    /// The workload of `pattern` over `agents` agents. `module` replaces the
+    /// entry agents' module for request-reply (the stress tests' slow agent).
+    pub fn new(
+        pattern: Pattern,
+        agents: usize,
+        module: Option<&'static str>,
+    ) -> Result<Self, BenchError> {
+        if agents == 0 {
+            return Err(BenchError::Input("--agents must be at least 1".into()));
+        }
+        let numbered = |prefix: &str, count: usize| -> Vec<String> {
+            (0..count)
+                .map(|index| format!("bench-{prefix}-{index}"))
+                .collect()
+        };
+        let (agents, entries) = match pattern {
+            Pattern::RequestReply | Pattern::OneWay => {
+                let (prefix, wat) = match pattern {
+                    Pattern::OneWay => ("sink", SINK_WAT),
+                    _ => ("echo", module.unwrap_or(ECHO_WAT)),
+                };
+                let names = numbered(prefix, agents);
+                let entries = names
+                    .iter()
+                    .map(|name| (name.clone(), PAYLOAD.to_vec()))
+                    .collect();
+                (names.into_iter().map(|name| (name, wat)).collect(), entries)
+            }
+            Pattern::FanOut => {
+                if agents < FAN_OUT_DEGREE + 1 {
+                    return Err(BenchError::Input(format!(
+                        "fan-out needs at least {} agents (one gatherer and {FAN_OUT_DEGREE} leaves)",
+                        FAN_OUT_DEGREE + 1
+                    )));
+                }
+                let gatherers = numbered("fanout", (agents / (FAN_OUT_DEGREE + 1)).max(1));
+                let leaves = numbered("leaf", agents - gatherers.len());
+                let entries = gatherers
+                    .iter()
+                    .enumerate()
+                    .map(|(index, name)| {
+                        let chosen: Vec<&str> = (0..FAN_OUT_DEGREE)
+                            .map(|k| leaves[(index * FAN_OUT_DEGREE + k) % leaves.len()].as_str())
+                            .collect();
+                        (name.clone(), name_route(&chosen, &[]))
+                    })
+                    .collect();
+                let mut all: Vec<(String, &'static str)> = gatherers
+                    .into_iter()
+                    .map(|name| (name, FANOUT_WAT))
+                    .collect();
+                all.extend(leaves.into_iter().map(|name| (name, ECHO_WAT)));
+                (all, entries)
+            }
+            Pattern::Pipeline => {
+                let stages = numbered("stage", agents);
+                let entries = (0..agents)
+                    .map(|index| {
+                        let route: Vec<&str> = (1..=PIPELINE_HOPS)
+                            .map(|hop| stages[(index + hop) % agents].as_str())
+                            .collect();
+                        (stages[index].clone(), name_route(&route, PAYLOAD))
+                    })
+                    .collect();
+                (
+                    stages
+                        .into_iter()
+                        .map(|name| (name, FORWARDER_WAT))
+                        .collect(),
+                    entries,
+                )
+            }
+        };
+        Ok(Self {
+            pattern,
+            agents,
+            entries,
+        })
+    }
+
+    /// The performative messages are sent with.
+    pub fn performative(&self) -> Performative {
+        match self.pattern {
+            Pattern::OneWay => Performative::Inform,
+            _ => Performative::Request,
+        }
+    }
+}
+
+/// How hard and how long.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Messages per second, all generators together.
+    pub rate: f64,
+    /// How long messages are offered.
+    pub duration: Duration,
+    /// How long to wait for answers after the last send.
+    pub drain: Duration,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// What one design did under one load.
+#[derive(Clone, Debug, Serialize)]
+pub struct LoadResult {
+    /// `caxton` or `baseline`.
+    pub design: String,
+    /// The offered rate.
+    pub offered_per_second: f64,
+    /// Answers (or, one-way, deliveries) per second over the offered duration.
+    pub achieved_per_second: f64,
+    /// Counts; they add up: scheduled = sent + refused, sent = answered + failed + timed_out.
+    pub counts: Counts,
+    /// Latency from intended send time: P50, P90, P99, P99.9, max (ns).
+    pub p50_ns: u64,
+    /// 90th percentile.
+    pub p90_ns: u64,
+    /// 99th percentile.
+    pub p99_ns: u64,
+    /// 99.9th percentile.
+    pub p999_ns: u64,
+    /// Largest.
+    pub max_ns: u64,
+    /// The latency histogram.
+    #[serde(skip)]
+    pub latency: Histogram<u64>,
+}
+
+/// [`RunCounts`], serializable.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Counts {
+    /// Messages the schedule called for.
+    pub scheduled: u64,
+    /// Accepted.
+    pub sent: u64,
+    /// Refused at once.
+    pub refused: u64,
+    /// Answered (one-way: handled).
+    pub answered: u64,
+    /// Answered with a failure.
+    pub failed: u64,
+    /// No answer within the drain.
+    pub timed_out: u64,
+}
+
+impl From<&RunCounts> for Counts {
+    fn from(counts: &RunCounts) -> Self {
+        Self {
+            scheduled: counts.scheduled,
+            sent: counts.sent,
+            refused: counts.refused,
+            answered: counts.answered,
+            failed: counts.failed,
+            timed_out: counts.timed_out,
+        }
+    }
+}
+
+impl LoadResult {
+    /// A result from its parts.
+    pub fn new(
+        design: &str,
+        options: &LoadOptions,
+        counts: &RunCounts,
+        latency: Histogram<u64>,
+    ) -> Self {
+        Self {
+            design: design.to_owned(),
+            offered_per_second: options.rate,
+            achieved_per_second: counts.answered as f64 / options.duration.as_secs_f64(),
+            counts: counts.into(),
+            p50_ns: latency.value_at_quantile(0.5),
+            p90_ns: latency.value_at_quantile(0.9),
+            p99_ns: latency.value_at_quantile(0.99),
+            p999_ns: latency.value_at_quantile(0.999),
+            max_ns: latency.max(),
+            latency,
+        }
+    }
+
+    /// Refusals, failures and timeouts as a share of what was scheduled.
+    pub fn error_ratio(&self) -> f64 {
+        let counts = &self.counts;
+        if counts.scheduled == 0 {
+            0.0
+        } else {
+            (counts.refused + counts.failed + counts.timed_out) as f64 / counts.scheduled as f64
+        }
+    }
+}
+
+/// A port into a Caxton node: one client, its share of the entries.
+struct NodePort {
+    client: Client,
+    entries: Arc<Vec<(AgentId, Vec<u8>)>>,
+    performative: Performative,
+    /// This generator's index and how many there are: sequence `s` goes to
+    /// entry `(s * generators + index) % entries`.
+    index: u64,
+    generators: u64,
+}
+
+impl Port for NodePort {
+    fn now_ns(&self) -> u64 {
+        self.client.now_ns()
+    }
+
+    fn submit(&mut self, message: Outgoing) -> Result<(), Refused> {
+        let slot = (message.sequence * self.generators + self.index) % self.entries.len() as u64;
+        let (agent, content) = &self.entries[slot as usize];
+        let envelope = Envelope {
+            performative: self.performative,
+            sender: self.client.address(),
+            receiver: Address::Agent(*agent),
+            conversation_id: message.sequence,
+            reply_with: self.client.next_token(),
+            in_reply_to: 0,
+            priority: PriorityClass(0),
+            deadline_ns: Envelope::NO_DEADLINE,
+            // The intended time: shard-side routing latency then counts queueing too.
+            sent_at_ns: message.intended_ns,
+            from_shard: 0,
+            content: content.clone(),
+        };
+        self.client.send_envelope(envelope).map_err(|_| Refused)
+    }
+
+    fn poll(&mut self, wait: Duration, sink: &mut dyn FnMut(Completion)) {
+        let mut next = self.client.recv(wait);
+        while let Some(envelope) = next {
+            let outcome = if envelope.performative == Performative::Inform {
+                Outcome::Answered
+            } else {
+                Outcome::Failed
+            };
+            sink(Completion {
+                sequence: envelope.conversation_id,
+                outcome,
+                at_ns: self.client.now_ns(),
+            });
+            next = self.client.recv(Duration::ZERO);
+        }
+    }
+
+    fn expects_answers(&self) -> bool {
+        self.performative != Performative::Inform
+    }
+}
+
+/// Check a load against the profile before anything starts.
+pub fn check_load(
+    profile: &Profile,
+    agents: usize,
+    options: &LoadOptions,
+) -> Result<(), BenchError> {
+    let max_agents = profile.runtime.max_agents as usize;
+    if agents == 0 || agents > max_agents {
+        return Err(BenchError::Input(format!(
+            "--agents {agents} is outside 1..={max_agents} (runtime.max_agents of the profile)"
+        )));
+    }
+    if !(options.rate.is_finite() && options.rate >= 1.0 && options.rate <= RATE_MAX) {
+        return Err(BenchError::Input(format!(
+            "--messages-per-second {} is outside 1..={RATE_MAX}",
+            options.rate
+        )));
+    }
+    if options.duration < Duration::from_millis(100) || options.duration > DURATION_MAX {
+        return Err(BenchError::Input(format!(
+            "--duration {:?} is outside 100ms..={}h",
+            options.duration,
+            DURATION_MAX.as_secs() / 3600
+        )));
+    }
+    Ok(())
+}
+
+/// The highest rate a benchmark offers.
+pub const RATE_MAX: f64 = 50_000_000.0;
+/// The longest a benchmark runs.
+pub const DURATION_MAX: Duration = Duration::from_secs(24 * 3600);
+
+/// Deploy `workload` on `node`, one instance per agent.
+pub fn deploy_workload(
+    node: &mut Node,
+    profile: &Profile,
+    workload: &Workload,
+) -> Result<Vec<(AgentId, Vec<u8>)>, BenchError> {
+    for (name, wat) in &workload.agents {
+        if node.directory().resolve(name).is_none() {
+            node.deploy(name, wat.as_bytes(), 1, &profile.agent_limits(name))?;
+        }
+    }
+    let directory = node.directory();
+    workload
+        .entries
+        .iter()
+        .map(|(name, content)| {
+            directory
+                .resolve(name)
+                .map(|id| (id, content.clone()))
+                .ok_or_else(|| BenchError::Run(format!("agent `{name}` vanished")))
+        })
+        .collect()
+}
+
+/// Run `workload` (already deployed: `entries`) on `node` under `options`.
+pub fn run_on_node(
+    node: &Node,
+    workload: &Workload,
+    entries: Vec<(AgentId, Vec<u8>)>,
+    options: &LoadOptions,
+    label: &str,
+) -> Result<LoadResult, BenchError> {
+    let generators = node.data_shards().clamp(1, CLIENT_PORTS - 1);
+    let entries = Arc::new(entries);
+    let one_way = workload.pattern == Pattern::OneWay;
+    // Start from empty shard metrics: one-way reads the shards' counts and
+    // routing histograms afterwards.
+    node.metrics(true)?;
+    let (progress_sender, progress) = mpsc::channel();
+    let mut threads = Vec::new();
+    for index in 0..generators {
+        let client = node.client()?;
+        let mut port = NodePort {
+            client,
+            entries: Arc::clone(&entries),
+            performative: workload.performative(),
+            index: index as u64,
+            generators: generators as u64,
+        };
+        let sender = progress_sender.clone();
+        let options = options.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("caxton-load-{index}"))
+                .spawn(move || {
+                    load::run_open_loop(
+                        &mut port,
+                        options.rate / generators as f64,
+                        options.duration,
+                        options.drain,
+                        Some(&sender),
+                    )
+                })
+                .map_err(|error| BenchError::Run(format!("cannot start a generator: {error}")))?,
+        );
+    }
+    drop(progress_sender);
+    show_progress(label, options, progress);
+    let mut counts = RunCounts::default();
+    let mut latency = nanosecond_histogram();
+    for thread in threads {
+        let result = thread
+            .join()
+            .map_err(|_| BenchError::Run("a generator panicked".into()))?;
+        counts.add(&result.counts);
+        let _ = latency.add(&result.latency);
+    }
+    if one_way {
+        // Nothing answers: deliveries are the shards' handled count, latency
+        // their routing histogram (stamped with the intended send time).
+        let until = Instant::now() + options.drain;
+        let mut delivered = nanosecond_histogram();
+        let mut handled = 0;
+        loop {
+            for shard in node.metrics(true)? {
+                handled += shard.handled;
+                let _ = delivered.add(&shard.routing_local_ns);
+                let _ = delivered.add(&shard.routing_cross_ns);
+            }
+            if handled >= counts.sent || Instant::now() >= until {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        counts.answered = handled.min(counts.sent);
+        counts.timed_out = counts.sent - counts.answered;
+        latency = delivered;
+    }
+    Ok(LoadResult::new("caxton", options, &counts, latency))
+}
+
+/// Draw a progress bar from the generators' reports until they all finish.
+pub fn show_progress(label: &str, options: &LoadOptions, reports: mpsc::Receiver<Progress>) {
+    let bar = if options.progress {
+        indicatif::ProgressBar::new(options.duration.as_millis() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{elapsed_precise}] {bar:30} {percent:>3}% {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(label.to_owned());
+    let started = Instant::now();
+    let mut running = nanosecond_histogram();
+    let mut window_started = Instant::now();
+    let mut window_completed = 0u64;
+    let mut rate = 0.0;
+    while let Ok(report) = reports.recv() {
+        let _ = running.add(&report.latency);
+        window_completed += report.completed;
+        let window = window_started.elapsed();
+        if window >= Duration::from_millis(500) {
+            rate = window_completed as f64 / window.as_secs_f64();
+            window_started = Instant::now();
+            window_completed = 0;
+        }
+        bar.set_position(
+            started
+                .elapsed()
+                .as_millis()
+                .min(options.duration.as_millis()) as u64,
+        );
+        bar.set_message(format!(
+            "{:.0}/s of {:.0}/s, running P99 {}",
+            rate,
+            options.rate,
+            format_ns(running.value_at_quantile(0.99))
+        ));
+    }
+    bar.finish_and_clear();
+}
+
+/// `ns` as a short human figure.
+pub fn format_ns(ns: u64) -> String {
+    match ns {
+        0..=9_999 => format!("{ns} ns"),
+        10_000..=9_999_999 => format!("{:.1} µs", ns as f64 / 1e3),
+        10_000_000..=9_999_999_999 => format!("{:.1} ms", ns as f64 / 1e6),
+        _ => format!("{:.2} s", ns as f64 / 1e9),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_parse_and_unknown_ones_are_listed() {
+        assert_eq!("fan-out".parse::<Pattern>(), Ok(Pattern::FanOut));
+        let error = "scatter".parse::<Pattern>().expect_err("unknown");
+        assert!(
+            error.contains("request-reply, one-way, fan-out, pipeline"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn workloads_address_what_they_deploy() {
+        let fan_out = Workload::new(Pattern::FanOut, 10, None).expect("fan-out");
+        assert_eq!(fan_out.agents.len(), 10);
+        assert_eq!(fan_out.entries.len(), 2);
+        assert_eq!(fan_out.entries[0].1[0] as usize, FAN_OUT_DEGREE);
+        assert!(Workload::new(Pattern::FanOut, 4, None).is_err());
+        let pipeline = Workload::new(Pattern::Pipeline, 2, None).expect("pipeline");
+        assert_eq!(pipeline.entries[0].1[0] as usize, PIPELINE_HOPS);
+        assert!(Workload::new(Pattern::OneWay, 0, None).is_err());
+    }
+}
+
+/// Caxton against the baseline under the same load.
+#[derive(Clone, Debug, Serialize)]
+pub struct Comparison {
+    /// Caxton's throughput over the baseline's: answers per second at the
+    /// same offered load (custom), or sustained rates at the breaking points (stress).
+    pub throughput_ratio: f64,
+    /// The baseline's P99 over Caxton's (higher is better for Caxton).
+    pub p99_ratio: f64,
+    /// The goals: throughput ≥ 2×, P99 ≥ 5× lower.
+    pub goals_met: bool,
+}
+
+impl Comparison {
+    /// From the two designs' figures.
+    pub fn new(caxton_rate: f64, baseline_rate: f64, caxton_p99: u64, baseline_p99: u64) -> Self {
+        let throughput_ratio = caxton_rate / baseline_rate.max(f64::MIN_POSITIVE);
+        let p99_ratio = baseline_p99 as f64 / caxton_p99.max(1) as f64;
+        Self {
+            throughput_ratio,
+            p99_ratio,
+            goals_met: throughput_ratio >= 2.0 && p99_ratio >= 5.0,
+        }
+    }
+}
+
+/// What `engine benchmark custom|stress` writes to `summary.json`: the
+/// standard suite's fields (`profile`, `shards`, `cores`, `scenarios`) and
+/// the load's own.
+#[derive(Clone, Debug, Serialize)]
+pub struct LoadSummary {
+    /// `custom` or `stress`.
+    pub benchmark: String,
+    /// The machine, in words.
+    pub machine: String,
+    /// Profile layers.
+    pub profile: String,
+    /// Data shards (and baseline workers).
+    pub shards: usize,
+    /// Cores of the machine.
+    pub cores: usize,
+    /// The pattern.
+    pub pattern: Pattern,
+    /// Agents (stress: at the last step).
+    pub agents: usize,
+    /// One per design (custom) or per design and step (stress), named `design/...`.
+    pub scenarios: Vec<crate::standard::ScenarioResult>,
+    /// Each design's load result (custom).
+    pub designs: Vec<LoadResult>,
+    /// Each design's steps (stress).
+    pub ramps: Vec<(String, Vec<crate::stress::StressStep>)>,
+    /// Each design's breaking point (stress).
+    pub breaking_points: Vec<crate::stress::BreakingPoint>,
+    /// Caxton against the baseline, with `--compare baseline`.
+    pub comparison: Option<Comparison>,
+}
+
+/// One row of a results table.
+pub fn result_row(label: &str, result: &LoadResult) -> String {
+    let counts = &result.counts;
+    format!(
+        "{label:<22} {:>11.0} {:>11.0} {:>9} {:>9} {:>7} {:>8} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10}\n",
+        result.offered_per_second,
+        result.achieved_per_second,
+        counts.sent,
+        counts.answered,
+        counts.failed,
+        counts.refused,
+        counts.timed_out,
+        format_ns(result.p50_ns),
+        format_ns(result.p90_ns),
+        format_ns(result.p99_ns),
+        format_ns(result.p999_ns),
+        format_ns(result.max_ns),
+    )
+}
+
+/// The header of [`result_row`]'s table.
+pub fn result_header() -> String {
+    format!(
+        "{:<22} {:>11} {:>11} {:>9} {:>9} {:>7} {:>8} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10}\n",
+        "design",
+        "offered/s",
+        "achieved/s",
+        "sent",
+        "answered",
+        "failed",
+        "refused",
+        "timed-out",
+        "P50",
+        "P90",
+        "P99",
+        "P99.9",
+        "max"
+    )
+}
+
+/// `summary` as text: the machine, a table, breaking points and ratios.
+pub fn render_load_summary(summary: &LoadSummary) -> String {
+    let mut out = format!(
+        "{}\nprofile {}: {} data shards{}\n{} {}: {} agents\n\n",
+        summary.machine,
+        summary.profile,
+        summary.shards,
+        if summary.designs.len() > 1 || summary.breaking_points.len() > 1 {
+            format!(
+                " (baseline: tokio work-stealing runtime, {} workers)",
+                summary.shards
+            )
+        } else {
+            String::new()
+        },
+        summary.benchmark,
+        summary.pattern.name(),
+        summary.agents,
+    );
+    out.push_str(&result_header());
+    for result in &summary.designs {
+        out.push_str(&result_row(&result.design, result));
+    }
+    for (design, steps) in &summary.ramps {
+        for step in steps {
+            let label = format!(
+                "{design} #{} {}{}",
+                step.step,
+                step.agents,
+                if step.within_limits { "" } else { " ✗" }
+            );
+            out.push_str(&result_row(&label, &step.result));
+        }
+    }
+    for point in &summary.breaking_points {
+        out.push('\n');
+        match (point.sustained_per_second, point.p99_ns) {
+            (Some(rate), Some(p99)) => out.push_str(&format!(
+                "{}: breaking point {rate:.0} msg/s sustained (P50 {}, P99 {}, P99.9 {})",
+                point.design,
+                format_ns(point.p50_ns.unwrap_or(0)),
+                format_ns(p99),
+                format_ns(point.p999_ns.unwrap_or(0)),
+            )),
+            _ => out.push_str(&format!(
+                "{}: no step stayed within the limits",
+                point.design
+            )),
+        }
+        match (point.broke_at_per_second, &point.reason) {
+            (Some(rate), Some(reason)) => {
+                out.push_str(&format!("; broke at {rate:.0} msg/s: {reason}\n"))
+            }
+            _ => out.push_str("; never broke within the ramp\n"),
+        }
+    }
+    if let Some(comparison) = &summary.comparison {
+        out.push_str(&format!(
+            "\ncaxton/baseline: throughput {:.2}× (goal ≥ 2×), P99 {:.2}× lower (goal ≥ 5×): goals {}\n",
+            comparison.throughput_ratio,
+            comparison.p99_ratio,
+            if comparison.goals_met { "met" } else { "not met" }
+        ));
+    }
+    out
+}

@@ -1,0 +1,312 @@
+//! The open-loop load generator.
+//!
+//! Message `n` of a run is due at `start + n / rate`, whatever happened to
+//! the messages before it: a generator that waited for answers before
+//! sending more (closed loop) would send less exactly when the system is
+//! slow, and its latency figures would hide the queueing (coordinated
+//! omission). Latency is measured from each message's *intended* send time,
+//! as wrk2 does, so a stall shows up in every message scheduled during it.
+//!
+//! The generator drives a [`Port`]: the way into whatever is measured (a
+//! Caxton node's client port, the baseline design, a remote engine). Each
+//! message carries its sequence number as its conversation id; answers quote
+//! it, so no table of outstanding messages is kept.
+
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use crate::nanosecond_histogram;
+
+/// One message to send.
+#[derive(Clone, Copy, Debug)]
+pub struct Outgoing {
+    /// Its sequence number within this generator's run.
+    pub sequence: u64,
+    /// When it was due, on the port's clock (ns).
+    pub intended_ns: u64,
+}
+
+/// What came back for a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A normal answer.
+    Answered,
+    /// An answer that reports failure (`failure`, `refuse`, an engine error).
+    Failed,
+}
+
+/// An answer to an earlier message.
+#[derive(Clone, Copy, Debug)]
+pub struct Completion {
+    /// The message's sequence number.
+    pub sequence: u64,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// When the answer arrived, on the port's clock (ns).
+    pub at_ns: u64,
+}
+
+/// The sender refused a message at once (a full ring or mailbox): it was
+/// never accepted, so it is counted, not retried.
+#[derive(Clone, Copy, Debug)]
+pub struct Refused;
+
+/// The way into the system under test.
+pub trait Port {
+    /// The port's clock, in nanoseconds.
+    fn now_ns(&self) -> u64;
+    /// Send `message`; whether it expects an answer is the port's pattern.
+    fn submit(&mut self, message: Outgoing) -> Result<(), Refused>;
+    /// Hand every answer that has arrived to `sink`, waiting up to `wait` for
+    /// the first one.
+    fn poll(&mut self, wait: Duration, sink: &mut dyn FnMut(Completion));
+    /// Whether messages are answered (request-reply, fan-out, pipeline) or not (one-way).
+    fn expects_answers(&self) -> bool;
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default)]
+pub struct RunCounts {
+    /// Messages the schedule called for.
+    pub scheduled: u64,
+    /// Messages accepted by the port.
+    pub sent: u64,
+    /// Refused at once.
+    pub refused: u64,
+    /// Answered normally.
+    pub answered: u64,
+    /// Answered with a failure.
+    pub failed: u64,
+    /// Sent, expected an answer, and got none before the drain ended.
+    pub timed_out: u64,
+}
+
+impl RunCounts {
+    /// Refusals, failures and timeouts as a share of what was scheduled.
+    pub fn error_ratio(&self) -> f64 {
+        if self.scheduled == 0 {
+            0.0
+        } else {
+            (self.refused + self.failed + self.timed_out) as f64 / self.scheduled as f64
+        }
+    }
+
+    /// Add `other`'s counts.
+    pub fn add(&mut self, other: &Self) {
+        self.scheduled += other.scheduled;
+        self.sent += other.sent;
+        self.refused += other.refused;
+        self.answered += other.answered;
+        self.failed += other.failed;
+        self.timed_out += other.timed_out;
+    }
+}
+
+/// A progress report from a generator, sent about every
+/// [`PROGRESS_EVERY`] while it runs.
+pub struct Progress {
+    /// Messages scheduled so far by this generator since its last report.
+    pub scheduled: u64,
+    /// Answers (any outcome) since its last report.
+    pub completed: u64,
+    /// Latencies recorded since its last report.
+    pub latency: Histogram<u64>,
+}
+
+/// How often generators report progress.
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// A generator's result.
+pub struct GeneratorResult {
+    /// Its counts.
+    pub counts: RunCounts,
+    /// Intended send time to answer, for every answered or failed message.
+    pub latency: Histogram<u64>,
+}
+
+/// Run one open-loop generator on `port`: `rate` messages per second for
+/// `duration`, then wait up to `drain` for outstanding answers.
+pub fn run_open_loop(
+    port: &mut dyn Port,
+    rate: f64,
+    duration: Duration,
+    drain: Duration,
+    progress: Option<&std::sync::mpsc::Sender<Progress>>,
+) -> GeneratorResult {
+    // Timed waits end within a microsecond or so of their deadline instead of
+    // the default 50 µs timer slack: a generator that wakes late sends late.
+    // SAFETY: prctl(PR_SET_TIMERSLACK) only changes this thread's timer slack.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1u64) };
+    let interval_ns = 1e9 / rate.max(1e-9);
+    let scheduled = (rate * duration.as_secs_f64()).floor() as u64;
+    let start_ns = port.now_ns();
+    let intended = |sequence: u64| start_ns + (sequence as f64 * interval_ns) as u64;
+    let mut counts = RunCounts {
+        scheduled,
+        sent: 0,
+        refused: 0,
+        answered: 0,
+        failed: 0,
+        timed_out: 0,
+    };
+    let mut latency = nanosecond_histogram();
+    let mut window = nanosecond_histogram();
+    let mut reported_scheduled = 0u64;
+    let mut reported_completed = 0u64;
+    let mut last_report = Instant::now();
+    let mut next = 0u64;
+    let expects_answers = port.expects_answers();
+    let record = |completion: Completion,
+                  counts: &mut RunCounts,
+                  latency: &mut Histogram<u64>,
+                  window: &mut Histogram<u64>| {
+        match completion.outcome {
+            Outcome::Answered => counts.answered += 1,
+            Outcome::Failed => counts.failed += 1,
+        }
+        let nanos = completion
+            .at_ns
+            .saturating_sub(intended(completion.sequence))
+            .max(1);
+        latency.saturating_record(nanos);
+        window.saturating_record(nanos);
+    };
+    let mut report = |done: u64, counts: &RunCounts, window: &mut Histogram<u64>, force: bool| {
+        let Some(progress) = progress else { return };
+        if !force && last_report.elapsed() < PROGRESS_EVERY {
+            return;
+        }
+        last_report = Instant::now();
+        let completed = counts.answered + counts.failed;
+        let _ = progress.send(Progress {
+            scheduled: done - reported_scheduled,
+            completed: completed - reported_completed,
+            latency: std::mem::replace(window, nanosecond_histogram()),
+        });
+        reported_scheduled = done;
+        reported_completed = completed;
+    };
+    while next < scheduled {
+        let now = port.now_ns();
+        // Everything due by now goes out now, however late the loop is.
+        while next < scheduled && intended(next) <= now {
+            match port.submit(Outgoing {
+                sequence: next,
+                intended_ns: intended(next),
+            }) {
+                Ok(()) => counts.sent += 1,
+                Err(Refused) => counts.refused += 1,
+            }
+            next += 1;
+        }
+        let wait_ns = if next < scheduled {
+            intended(next).saturating_sub(port.now_ns())
+        } else {
+            0
+        };
+        // Gaps under 20 µs are polled through; longer ones park in the port
+        // (waking late only batches sends: latency counts from the schedule).
+        let wait = if wait_ns < 20_000 {
+            Duration::ZERO
+        } else {
+            Duration::from_nanos(wait_ns - 5_000)
+        };
+        port.poll(wait, &mut |completion| {
+            record(completion, &mut counts, &mut latency, &mut window)
+        });
+        report(next, &counts, &mut window, false);
+    }
+    if expects_answers {
+        let drain_until = Instant::now() + drain;
+        while counts.answered + counts.failed < counts.sent && Instant::now() < drain_until {
+            let wait = drain_until
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(50));
+            port.poll(wait, &mut |completion| {
+                record(completion, &mut counts, &mut latency, &mut window)
+            });
+            report(next, &counts, &mut window, false);
+        }
+        counts.timed_out = counts.sent - (counts.answered + counts.failed).min(counts.sent);
+    }
+    report(next, &counts, &mut window, true);
+    GeneratorResult { counts, latency }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port that answers everything, except that it holds every answer
+    /// back while the clock is inside `stall` (ns since start).
+    struct StallingPort {
+        start: Instant,
+        stall: std::ops::Range<u64>,
+        held: Vec<(u64, u64)>,
+    }
+
+    impl Port for StallingPort {
+        fn now_ns(&self) -> u64 {
+            self.start.elapsed().as_nanos() as u64
+        }
+        fn submit(&mut self, message: Outgoing) -> Result<(), Refused> {
+            self.held.push((message.sequence, message.intended_ns));
+            Ok(())
+        }
+        fn poll(&mut self, wait: Duration, sink: &mut dyn FnMut(Completion)) {
+            let now = self.now_ns();
+            if self.stall.contains(&now) {
+                std::thread::sleep(wait.min(Duration::from_millis(1)));
+                return;
+            }
+            for (sequence, _) in self.held.drain(..) {
+                sink(Completion {
+                    sequence,
+                    outcome: Outcome::Answered,
+                    at_ns: now,
+                });
+            }
+            if wait > Duration::ZERO {
+                std::thread::sleep(wait.min(Duration::from_millis(1)));
+            }
+        }
+        fn expects_answers(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn a_stall_grows_latency_and_leaves_the_schedule_alone() {
+        let mut port = StallingPort {
+            start: Instant::now(),
+            stall: 200_000_000..500_000_000,
+            held: Vec::new(),
+        };
+        let result = run_open_loop(
+            &mut port,
+            2_000.0,
+            Duration::from_secs(1),
+            Duration::from_secs(2),
+            None,
+        );
+        let counts = &result.counts;
+        // The schedule: 2,000 messages, all sent although nothing was answered for 300 ms.
+        assert_eq!(counts.scheduled, 2_000);
+        assert_eq!(counts.sent, 2_000);
+        assert_eq!(counts.answered, 2_000);
+        assert_eq!(counts.refused + counts.failed + counts.timed_out, 0);
+        // Messages due at the start of the stall waited for all of it.
+        assert!(
+            result.latency.max() >= 250_000_000,
+            "max {}",
+            result.latency.max()
+        );
+        // About 30% of the messages were due during the stall.
+        let stalled = result.latency.len() - result.latency.count_between(0, 1_000_000);
+        assert!(
+            (450..=750).contains(&stalled),
+            "{stalled} messages waited over 1 ms"
+        );
+    }
+}

@@ -1,0 +1,253 @@
+//! `engine benchmark stress`: raise the offered rate (and the agents) step by
+//! step until latency or errors pass their limits, and report the breaking
+//! point: the highest rate sustained within them, with its percentiles.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::custom::{format_ns, BenchError, LoadOptions, LoadResult, Pattern};
+
+/// How to ramp.
+#[derive(Clone, Debug)]
+pub struct StressOptions {
+    /// The workload's pattern.
+    pub pattern: Pattern,
+    /// Total time of all steps.
+    pub ramp_up_time: Duration,
+    /// Agents at the last step; earlier steps have proportionally fewer.
+    pub max_agents: usize,
+    /// Stop at the first step past a limit.
+    pub find_breaking_point: bool,
+    /// Offered rate of the first step.
+    pub start_rate: f64,
+    /// Each step offers this many times the rate of the one before.
+    pub growth: f64,
+    /// Number of steps.
+    pub steps: usize,
+    /// A step whose P99 passes this is past the breaking point.
+    pub p99_target: Duration,
+    /// A step whose refusals, failures and timeouts pass this share is past it too.
+    pub error_limit: f64,
+    /// Show progress bars.
+    pub progress: bool,
+}
+
+impl StressOptions {
+    /// Offered rate of step `step`.
+    pub fn rate(&self, step: usize) -> f64 {
+        self.start_rate * self.growth.powi(step as i32)
+    }
+
+    /// Agents at step `step`.
+    pub fn agents(&self, step: usize) -> usize {
+        let share = (self.max_agents * (step + 1)).div_ceil(self.steps.max(1));
+        let least = if self.pattern == Pattern::FanOut {
+            5
+        } else {
+            1
+        };
+        share.clamp(least, self.max_agents.max(least))
+    }
+
+    /// How long each step offers load.
+    pub fn step_duration(&self) -> Duration {
+        (self.ramp_up_time / self.steps.max(1) as u32).max(Duration::from_millis(100))
+    }
+
+    /// Refuse options that cannot make a ramp.
+    pub fn check(&self) -> Result<(), BenchError> {
+        let bad = |message: String| Err(BenchError::Input(message));
+        if self.steps == 0 || self.steps > 1000 {
+            return bad(format!("--steps {} is outside 1..=1000", self.steps));
+        }
+        if !(self.growth.is_finite() && self.growth > 1.0 && self.growth <= 100.0) {
+            return bad(format!(
+                "--growth {} must be above 1 and at most 100",
+                self.growth
+            ));
+        }
+        if self.p99_target.is_zero() {
+            return bad("--p99-target must be above 0".into());
+        }
+        if self.ramp_up_time < Duration::from_millis(100) {
+            return bad(format!(
+                "--ramp-up-time {:?} is under 100ms",
+                self.ramp_up_time
+            ));
+        }
+        if self.pattern == Pattern::FanOut && self.max_agents < 5 {
+            return bad("fan-out needs --max-agents of at least 5".into());
+        }
+        Ok(())
+    }
+}
+
+/// One step of a ramp.
+#[derive(Clone, Debug, Serialize)]
+pub struct StressStep {
+    /// Its number, from 0.
+    pub step: usize,
+    /// Agents deployed during it.
+    pub agents: usize,
+    /// Whether P99 and errors stayed within their limits.
+    pub within_limits: bool,
+    /// What happened.
+    pub result: LoadResult,
+}
+
+/// Where a design broke.
+#[derive(Clone, Debug, Serialize)]
+pub struct BreakingPoint {
+    /// `caxton` or `baseline`.
+    pub design: String,
+    /// The highest offered rate sustained within the limits (`None`: not even the first step).
+    pub sustained_per_second: Option<f64>,
+    /// Its latency percentiles (ns).
+    pub p50_ns: Option<u64>,
+    /// 99th percentile.
+    pub p99_ns: Option<u64>,
+    /// 99.9th percentile.
+    pub p999_ns: Option<u64>,
+    /// The first offered rate past a limit, and why (`None`: never broke).
+    pub broke_at_per_second: Option<f64>,
+    /// Why it broke.
+    pub reason: Option<String>,
+}
+
+/// Ramp one design. `run_step(agents, load)` runs one step of it.
+pub fn ramp(
+    design: &str,
+    options: &StressOptions,
+    mut run_step: impl FnMut(usize, &LoadOptions) -> Result<LoadResult, BenchError>,
+) -> Result<(Vec<StressStep>, BreakingPoint), BenchError> {
+    let mut steps = Vec::new();
+    let mut point = BreakingPoint {
+        design: design.to_owned(),
+        sustained_per_second: None,
+        p50_ns: None,
+        p99_ns: None,
+        p999_ns: None,
+        broke_at_per_second: None,
+        reason: None,
+    };
+    for step in 0..options.steps {
+        let load = LoadOptions {
+            rate: options.rate(step),
+            duration: options.step_duration(),
+            drain: options.p99_target.max(Duration::from_millis(200)) * 4,
+            progress: options.progress,
+        };
+        let agents = options.agents(step);
+        let result = run_step(agents, &load)?;
+        let errors = result.error_ratio();
+        let reason = if result.counts.answered == 0 {
+            Some("nothing was answered".to_owned())
+        } else if result.p99_ns > options.p99_target.as_nanos() as u64 {
+            Some(format!(
+                "P99 {} is over the target {}",
+                format_ns(result.p99_ns),
+                format_ns(options.p99_target.as_nanos() as u64)
+            ))
+        } else if errors > options.error_limit {
+            Some(format!(
+                "{:.3}% of messages were refused, failed or timed out (limit {:.3}%)",
+                errors * 100.0,
+                options.error_limit * 100.0
+            ))
+        } else {
+            None
+        };
+        let within_limits = reason.is_none();
+        if within_limits && point.broke_at_per_second.is_none() {
+            point.sustained_per_second = Some(load.rate);
+            point.p50_ns = Some(result.p50_ns);
+            point.p99_ns = Some(result.p99_ns);
+            point.p999_ns = Some(result.p999_ns);
+        } else if point.broke_at_per_second.is_none() {
+            point.broke_at_per_second = Some(load.rate);
+            point.reason = reason;
+        }
+        steps.push(StressStep {
+            step,
+            agents,
+            within_limits,
+            result,
+        });
+        if !within_limits && options.find_breaking_point {
+            break;
+        }
+    }
+    Ok((steps, point))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::RunCounts;
+
+    fn options() -> StressOptions {
+        StressOptions {
+            pattern: Pattern::RequestReply,
+            ramp_up_time: Duration::from_secs(8),
+            max_agents: 100,
+            find_breaking_point: true,
+            start_rate: 1000.0,
+            growth: 2.0,
+            steps: 8,
+            p99_target: Duration::from_millis(10),
+            error_limit: 0.001,
+            progress: false,
+        }
+    }
+
+    /// A design whose P99 is 1 ms up to 10,000 messages/s and 50 ms beyond.
+    fn planted(_agents: usize, load: &LoadOptions) -> Result<LoadResult, BenchError> {
+        let mut latency = crate::nanosecond_histogram();
+        let p99 = if load.rate <= 10_000.0 {
+            1_000_000
+        } else {
+            50_000_000
+        };
+        latency.record_n(p99, 100).expect("in range");
+        let counts = RunCounts {
+            scheduled: 100,
+            sent: 100,
+            answered: 100,
+            ..RunCounts::default()
+        };
+        Ok(LoadResult::new("planted", load, &counts, latency))
+    }
+
+    #[test]
+    fn the_ramp_stops_at_the_planted_breaking_point() {
+        let (steps, point) = ramp("planted", &options(), planted).expect("ramp");
+        // 1k, 2k, 4k, 8k within; 16k breaks and the ramp stops there.
+        assert_eq!(steps.len(), 5);
+        assert_eq!(point.sustained_per_second, Some(8_000.0));
+        assert_eq!(point.broke_at_per_second, Some(16_000.0));
+        assert!(point.reason.as_deref().unwrap_or("").contains("P99"));
+        assert_eq!(steps[0].agents, 13);
+        assert_eq!(options().agents(7), 100);
+    }
+
+    #[test]
+    fn errors_past_the_limit_break_too() {
+        let erring = |_agents: usize, load: &LoadOptions| {
+            let mut latency = crate::nanosecond_histogram();
+            latency.record(1_000).expect("in range");
+            let refused = if load.rate > 3_000.0 { 2 } else { 0 };
+            let counts = RunCounts {
+                scheduled: 1000,
+                sent: 1000 - refused,
+                refused,
+                answered: 1000 - refused,
+                ..RunCounts::default()
+            };
+            Ok(LoadResult::new("erring", load, &counts, latency))
+        };
+        let (_, point) = ramp("erring", &options(), erring).expect("ramp");
+        assert_eq!(point.sustained_per_second, Some(2_000.0));
+        assert!(point.reason.as_deref().unwrap_or("").contains("refused"));
+    }
+}

@@ -1,0 +1,404 @@
+//! `engine benchmark custom` and `engine benchmark stress`: open-loop loads on
+//! an in-process node (or a running engine with `--target`), optionally
+//! beside the conventional baseline design (`--compare baseline`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use caxton_bench::custom::{
+    self, check_load, BenchError, Comparison, LoadOptions, LoadResult, LoadSummary, Pattern,
+    Workload,
+};
+use caxton_bench::remote::{self, Target};
+use caxton_bench::standard::ScenarioResult;
+use caxton_bench::stress::{self, StressOptions};
+use caxton_numa::MachineTopology;
+use caxton_profiles::{HumanDuration, LoadedProfile, Profile};
+use caxton_shards::Node;
+
+use crate::cli::ProfileSelection;
+use crate::commands::{emit, CommandError};
+
+fn bad(message: impl Into<String>) -> CommandError {
+    CommandError::BadInput(message.into())
+}
+
+fn bench_error(error: BenchError) -> CommandError {
+    match error {
+        BenchError::Input(message) => CommandError::BadInput(message),
+        other => CommandError::Failed(format!("benchmark failed: {other}")),
+    }
+}
+
+fn duration(flag: &str, text: &str) -> Result<Duration, CommandError> {
+    text.parse::<HumanDuration>()
+        .map(HumanDuration::get)
+        .map_err(|error| bad(format!("{flag} `{text}`: {error}")))
+}
+
+fn pattern(text: &str) -> Result<Pattern, CommandError> {
+    text.parse().map_err(bad)
+}
+
+pub fn compare_baseline(compare: Option<&str>) -> Result<bool, CommandError> {
+    match compare {
+        None => Ok(false),
+        Some("baseline") => Ok(true),
+        Some(other) => Err(bad(format!(
+            "--compare `{other}`: the only design to compare with is `baseline`"
+        ))),
+    }
+}
+
+/// Where the load goes: an in-process node, or a running engine.
+enum Destination {
+    Node {
+        node: Box<Node>,
+        profile: Box<Profile>,
+    },
+    Remote {
+        runtime: tokio::runtime::Runtime,
+        target: Target,
+        shards: usize,
+    },
+}
+
+impl Destination {
+    fn open(
+        loaded: &LoadedProfile,
+        target: Option<&str>,
+        token: Option<String>,
+    ) -> Result<Self, CommandError> {
+        match target {
+            Some(text) => {
+                use std::net::ToSocketAddrs;
+                let address = text
+                    .to_socket_addrs()
+                    .ok()
+                    .and_then(|mut addresses| addresses.next())
+                    .ok_or_else(|| bad(format!("--target `{text}` is not a HOST:PORT address")))?;
+                let token = match token {
+                    Some(token) => Some(token),
+                    None => crate::admin::token(loaded)?,
+                };
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                    .map_err(|error| {
+                        CommandError::Failed(format!("cannot start a runtime: {error}"))
+                    })?;
+                let target = Target { address, token };
+                let shards = remote::data_shards(&runtime, &target).map_err(bench_error)?;
+                Ok(Self::Remote {
+                    runtime,
+                    target,
+                    shards,
+                })
+            }
+            None => {
+                let topology = MachineTopology::discover()
+                    .map_err(|error| CommandError::Failed(error.to_string()))?;
+                let plan = crate::commands::plan_placement(loaded, &topology)?;
+                let node = Node::start(&loaded.profile, &plan)
+                    .map_err(|error| CommandError::Failed(error.to_string()))?;
+                Ok(Self::Node {
+                    node: Box::new(node),
+                    profile: Box::new(loaded.profile.clone()),
+                })
+            }
+        }
+    }
+
+    fn shards(&self) -> usize {
+        match self {
+            Self::Node { node, .. } => node.data_shards(),
+            Self::Remote { shards, .. } => *shards,
+        }
+    }
+
+    fn run(
+        &mut self,
+        workload: &Workload,
+        options: &LoadOptions,
+    ) -> Result<LoadResult, BenchError> {
+        match self {
+            Self::Node { node, profile } => {
+                let entries = custom::deploy_workload(node, profile, workload)?;
+                custom::run_on_node(node, workload, entries, options, "caxton")
+            }
+            Self::Remote {
+                runtime, target, ..
+            } => {
+                remote::prepare(runtime, target, workload)?;
+                remote::run_on_target(runtime, target, workload, options)
+            }
+        }
+    }
+
+    fn close(self) -> Result<(), CommandError> {
+        match self {
+            Self::Node { node, .. } => node
+                .shutdown()
+                .map_err(|error| CommandError::Failed(error.to_string())),
+            Self::Remote { .. } => Ok(()),
+        }
+    }
+}
+
+fn scenario(name: &str, result: &LoadResult, elapsed: Duration) -> ScenarioResult {
+    ScenarioResult::from_histogram(name, result.latency.clone(), elapsed)
+}
+
+fn finish(summary: &LoadSummary, output: Option<PathBuf>) -> Result<(), CommandError> {
+    if let Some(directory) = output {
+        caxton_bench::standard::write_results(&directory, &summary.scenarios, summary)
+            .map_err(|error| CommandError::Failed(error.to_string()))?;
+    }
+    emit(&custom::render_load_summary(summary))
+}
+
+/// The inputs of `engine benchmark custom`.
+pub struct CustomArgs {
+    /// `--agents`.
+    pub agents: usize,
+    /// `--messages-per-second`.
+    pub rate: f64,
+    /// `--duration`.
+    pub duration: String,
+    /// `--pattern`.
+    pub pattern: String,
+    /// `--compare`.
+    pub compare: Option<String>,
+    /// `--target`.
+    pub target: Option<String>,
+    /// `--token`.
+    pub token: Option<String>,
+    /// `--output`.
+    pub output: Option<PathBuf>,
+}
+
+/// `engine benchmark custom`.
+pub fn custom(selection: &ProfileSelection, args: CustomArgs) -> Result<(), CommandError> {
+    let loaded = crate::commands::load_benchmark_profile(selection, &[])?;
+    let pattern = pattern(&args.pattern)?;
+    let compare = compare_baseline(args.compare.as_deref())?;
+    if compare && args.target.is_some() {
+        return Err(bad(
+            "--compare baseline runs both designs here; it cannot be used with --target",
+        ));
+    }
+    let options = LoadOptions {
+        rate: args.rate,
+        duration: duration("--duration", &args.duration)?,
+        drain: Duration::from_secs(5),
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    check_load(&loaded.profile, args.agents, &options).map_err(bench_error)?;
+    let workload = Workload::new(pattern, args.agents, None).map_err(bench_error)?;
+    let mut destination = Destination::open(&loaded, args.target.as_deref(), args.token)?;
+    let shards = destination.shards();
+    let ours = destination.run(&workload, &options);
+    destination.close()?;
+    let ours = ours.map_err(bench_error)?;
+    let mut designs = vec![ours];
+    if compare {
+        let baseline = caxton_bench::baseline::run_on_baseline(
+            &loaded.profile,
+            &workload,
+            shards.max(1),
+            shards.clamp(1, caxton_shards::CLIENT_PORTS - 1),
+            &options,
+        )
+        .map_err(bench_error)?;
+        designs.push(baseline);
+    }
+    let comparison = (designs.len() == 2).then(|| {
+        Comparison::new(
+            designs[0].achieved_per_second,
+            designs[1].achieved_per_second,
+            designs[0].p99_ns,
+            designs[1].p99_ns,
+        )
+    });
+    let summary = LoadSummary {
+        benchmark: "custom".into(),
+        machine: machine(args.target.as_deref()),
+        profile: profile_name(selection, args.target.as_deref()),
+        shards,
+        cores: cores(),
+        pattern,
+        agents: args.agents,
+        scenarios: designs
+            .iter()
+            .map(|result| {
+                scenario(
+                    &format!("{}/{}", result.design, pattern.name()),
+                    result,
+                    options.duration,
+                )
+            })
+            .collect(),
+        designs,
+        ramps: Vec::new(),
+        breaking_points: Vec::new(),
+        comparison,
+    };
+    finish(&summary, args.output)
+}
+
+/// The inputs of `engine benchmark stress`.
+pub struct StressArgs {
+    /// `--ramp-up-time`.
+    pub ramp_up_time: String,
+    /// `--max-agents`.
+    pub max_agents: usize,
+    /// `--find-breaking-point`.
+    pub find_breaking_point: bool,
+    /// `--pattern`.
+    pub pattern: String,
+    /// `--start-rate`.
+    pub start_rate: f64,
+    /// `--growth`.
+    pub growth: f64,
+    /// `--steps`.
+    pub steps: usize,
+    /// `--p99-target`.
+    pub p99_target: Option<String>,
+    /// `--compare`.
+    pub compare: Option<String>,
+    /// `--target`.
+    pub target: Option<String>,
+    /// `--token`.
+    pub token: Option<String>,
+    /// `--output`.
+    pub output: Option<PathBuf>,
+}
+
+/// `engine benchmark stress`.
+pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), CommandError> {
+    let loaded = crate::commands::load_benchmark_profile(selection, &[])?;
+    let pattern = pattern(&args.pattern)?;
+    let compare = compare_baseline(args.compare.as_deref())?;
+    if compare && args.target.is_some() {
+        return Err(bad(
+            "--compare baseline runs both designs here; it cannot be used with --target",
+        ));
+    }
+    // The profile's target: the most urgent priority class's latency bound.
+    let p99_target = match &args.p99_target {
+        Some(text) => duration("--p99-target", text)?,
+        None => loaded
+            .profile
+            .messaging
+            .priority_routing
+            .queues
+            .first()
+            .map_or(Duration::from_millis(10), |class| class.max_latency.get()),
+    };
+    let options = StressOptions {
+        pattern,
+        ramp_up_time: duration("--ramp-up-time", &args.ramp_up_time)?,
+        max_agents: args.max_agents,
+        find_breaking_point: args.find_breaking_point,
+        start_rate: args.start_rate,
+        growth: args.growth,
+        steps: args.steps,
+        p99_target,
+        error_limit: 0.001,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    options.check().map_err(bench_error)?;
+    let last = LoadOptions {
+        rate: options.rate(options.steps - 1),
+        duration: options.step_duration(),
+        drain: Duration::ZERO,
+        progress: false,
+    };
+    check_load(&loaded.profile, args.max_agents, &last).map_err(bench_error)?;
+    let mut destination = Destination::open(&loaded, args.target.as_deref(), args.token)?;
+    let shards = destination.shards();
+    let ours = stress::ramp("caxton", &options, |agents, load| {
+        let workload = Workload::new(pattern, agents, None)?;
+        destination.run(&workload, load)
+    });
+    destination.close()?;
+    let (our_steps, our_point) = ours.map_err(bench_error)?;
+    let mut ramps = vec![("caxton".to_owned(), our_steps)];
+    let mut points = vec![our_point];
+    if compare {
+        let (steps, point) = stress::ramp("baseline", &options, |agents, load| {
+            let workload = Workload::new(pattern, agents, None)?;
+            caxton_bench::baseline::run_on_baseline(
+                &loaded.profile,
+                &workload,
+                shards.max(1),
+                shards.clamp(1, caxton_shards::CLIENT_PORTS - 1),
+                load,
+            )
+        })
+        .map_err(bench_error)?;
+        ramps.push(("baseline".to_owned(), steps));
+        points.push(point);
+    }
+    let comparison = (points.len() == 2).then(|| {
+        Comparison::new(
+            points[0].sustained_per_second.unwrap_or(0.0),
+            points[1].sustained_per_second.unwrap_or(0.0),
+            points[0].p99_ns.unwrap_or(u64::MAX),
+            points[1].p99_ns.unwrap_or(0),
+        )
+    });
+    let step_duration = options.step_duration();
+    let scenarios = ramps
+        .iter()
+        .flat_map(|(design, steps)| {
+            steps.iter().map(move |step| {
+                scenario(
+                    &format!("{design}/step-{}", step.step),
+                    &step.result,
+                    step_duration,
+                )
+            })
+        })
+        .collect();
+    let summary = LoadSummary {
+        benchmark: "stress".into(),
+        machine: machine(args.target.as_deref()),
+        profile: profile_name(selection, args.target.as_deref()),
+        shards,
+        cores: cores(),
+        pattern,
+        agents: args.max_agents,
+        scenarios,
+        designs: Vec::new(),
+        ramps,
+        breaking_points: points,
+        comparison,
+    };
+    finish(&summary, args.output)
+}
+
+fn machine(target: Option<&str>) -> String {
+    match target {
+        Some(target) => format!(
+            "{} (load generator); engine at {target}",
+            caxton_bench::machine_line()
+        ),
+        None => caxton_bench::machine_line(),
+    }
+}
+
+fn cores() -> usize {
+    MachineTopology::discover().map_or(0, |topology| topology.cores.len())
+}
+
+fn profile_name(selection: &ProfileSelection, target: Option<&str>) -> String {
+    if target.is_some() {
+        "the target engine's own".into()
+    } else if selection.profiles.is_empty() {
+        "low-latency".into()
+    } else {
+        selection.profiles.join("+")
+    }
+}
