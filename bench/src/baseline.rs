@@ -421,8 +421,10 @@ fn start(
         })
         .build()
         .map_err(|error| BenchError::Run(format!("baseline runtime: {error}")))?;
-    // The same per-agent mailbox bound as a Caxton shard's queue share.
-    let capacity = (profile.messaging.queue_size as usize).clamp(64, 65_536);
+    // The same bound as Caxton: `messaging.queue_size` messages per shard
+    // (here: per worker), shared out over the agents' mailboxes.
+    let capacity = (profile.messaging.queue_size as usize * workers / workload.agents.len().max(1))
+        .clamp(16, 65_536);
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..workload.agents.len())
         .map(|_| mpsc::channel::<Message>(capacity))
         .unzip();

@@ -438,8 +438,10 @@ pub fn run_on_node(
     node.metrics(true)?;
     let (progress_sender, progress) = mpsc::channel();
     let mut threads = Vec::new();
+    let generator_cpus = cpus_off_the_data_shards(node);
     for index in 0..generators {
         let client = node.client()?;
+        let cpus = generator_cpus.clone();
         let mut port = NodePort {
             client,
             entries: Arc::clone(&entries),
@@ -453,6 +455,12 @@ pub fn run_on_node(
             std::thread::Builder::new()
                 .name(format!("caxton-load-{index}"))
                 .spawn(move || {
+                    if let Some(cpus) = cpus {
+                        // Best effort: an unpinned generator still measures correctly.
+                        let _ = caxton_numa::binding::bind_current_thread(
+                            &caxton_numa::CpuBinding::Pus(cpus),
+                        );
+                    }
                     load::run_open_loop(
                         &mut port,
                         options.rate / generators as f64,
@@ -497,6 +505,24 @@ pub fn run_on_node(
         latency = delivered;
     }
     Ok(LoadResult::new("caxton", options, &counts, latency))
+}
+
+/// The CPUs this process may use that no data shard runs on: where load
+/// generators go, so they never take a shard's core from it. `None` when the
+/// shards use them all (then the generators share, and the figures show it).
+fn cpus_off_the_data_shards(node: &Node) -> Option<Vec<usize>> {
+    let shard_cpus: Vec<usize> = node
+        .reports()
+        .iter()
+        .filter(|report| matches!(report.role, caxton_shards::ShardRole::Data(_)))
+        .flat_map(|report| report.allowed_pus.iter().copied())
+        .collect();
+    let free: Vec<usize> = caxton_numa::binding::current_thread_pus()
+        .ok()?
+        .into_iter()
+        .filter(|pu| !shard_cpus.contains(pu))
+        .collect();
+    (!free.is_empty()).then_some(free)
 }
 
 /// Draw a progress bar from the generators' reports until they all finish.

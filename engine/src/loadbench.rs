@@ -341,14 +341,19 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
         ramps.push(("baseline".to_owned(), steps));
         points.push(point);
     }
-    let comparison = (points.len() == 2).then(|| {
-        Comparison::new(
-            points[0].sustained_per_second.unwrap_or(0.0),
-            points[1].sustained_per_second.unwrap_or(0.0),
-            points[0].p99_ns.unwrap_or(u64::MAX),
-            points[1].p99_ns.unwrap_or(0),
-        )
-    });
+    // Ratios need a sustained rate on both sides.
+    let comparison = match points.as_slice() {
+        [ours, theirs] => match (
+            ours.sustained_per_second.zip(ours.p99_ns),
+            theirs.sustained_per_second.zip(theirs.p99_ns),
+        ) {
+            (Some((our_rate, our_p99)), Some((their_rate, their_p99))) => {
+                Some(Comparison::new(our_rate, their_rate, our_p99, their_p99))
+            }
+            _ => None,
+        },
+        _ => None,
+    };
     let step_duration = options.step_duration();
     let scenarios = ramps
         .iter()

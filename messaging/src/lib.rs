@@ -13,4 +13,4 @@ pub use envelope::{
     Address, AgentId, DecodeError, Envelope, InstanceId, Performative, PriorityClass,
 };
 pub use mailbox::{Mailbox, MailboxConfig, MailboxFull, Popped};
-pub use mesh::{build_mesh, Doorbell, MeshPort};
+pub use mesh::{build_mesh, build_mesh_with, Doorbell, MeshPort};

@@ -64,6 +64,13 @@ pub struct MeshPort {
 /// Build the mesh for `shards` shards, each ring holding `ring_capacity` messages.
 pub fn build_mesh(shards: usize, ring_capacity: usize) -> Vec<MeshPort> {
     assert!(ring_capacity > 0, "a ring holds at least one message");
+    build_mesh_with(shards, |_, _| ring_capacity)
+}
+
+/// Build the mesh for `shards` participants, the ring from `from` to `to`
+/// holding `capacity(from, to)` messages; a capacity of 0 means no ring
+/// (participants that never talk to each other, such as two clients).
+pub fn build_mesh_with(shards: usize, capacity: impl Fn(usize, usize) -> usize) -> Vec<MeshPort> {
     let doorbells: Arc<[Doorbell]> = (0..shards).map(|_| Doorbell::default()).collect();
     let mut ports: Vec<MeshPort> = (0..shards)
         .map(|shard| MeshPort {
@@ -76,6 +83,10 @@ pub fn build_mesh(shards: usize, ring_capacity: usize) -> Vec<MeshPort> {
         .collect();
     for from in 0..shards {
         for to in (0..shards).filter(|&to| to != from) {
+            let ring_capacity = capacity(from, to);
+            if ring_capacity == 0 {
+                continue;
+            }
             let (producer, consumer) = RingBuffer::new(ring_capacity);
             ports[from].outbound[to] = Some(producer);
             ports[to].inbound[from] = Some(consumer);

@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use caxton_agents::{AgentCounts, AgentStats, DeployError, EpochTicker, ModuleCompiler, StartKind};
-use caxton_messaging::{build_mesh, AgentId, Doorbell, MeshPort};
+use caxton_messaging::{build_mesh_with, AgentId, Doorbell, MeshPort};
 use caxton_numa::binding::{self, BindError};
 use caxton_numa::{CpuBinding, MemoryPlacement, PlacementPlan, ShardPlacement};
 use caxton_profiles::Profile;
@@ -159,9 +159,21 @@ impl Node {
     ) -> Result<Self, NodeError> {
         let shards = plan.data_shards.len();
         let participants = shards + CLIENT_PORTS;
-        let ring_capacity = (profile.messaging.queue_size as usize / participants)
-            .clamp(RING_CAPACITY_MIN, RING_CAPACITY_MAX);
-        let mut ports = build_mesh(participants, ring_capacity);
+        // Shard to shard: the queue budget shared over every participant.
+        // Client to shard and back: a shard's share of the budget, so a
+        // client's burst (a load generator waking late, a shard descheduled
+        // for a few milliseconds) fits in its ring rather than being refused.
+        // Clients never talk to each other, so they get no rings between them.
+        let queue_size = profile.messaging.queue_size as usize;
+        let shard_ring = (queue_size / participants).clamp(RING_CAPACITY_MIN, RING_CAPACITY_MAX);
+        let client_ring = (queue_size / shards.max(1)).clamp(RING_CAPACITY_MIN, RING_CAPACITY_MAX);
+        let mut ports = build_mesh_with(participants, |from, to| {
+            match (from < shards, to < shards) {
+                (true, true) => shard_ring,
+                (false, false) => 0,
+                _ => client_ring,
+            }
+        });
         let client_ports: Vec<MeshPort> = ports.split_off(shards);
         let doorbells = client_ports
             .first()

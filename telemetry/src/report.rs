@@ -27,27 +27,28 @@ pub fn percentile_distribution(histogram: &Histogram<u64>, unit_ratio: f64) -> S
             step.total_count,
         );
         {
+            let (value, quantile_text) = (fixed(value, digits), fixed(quantile, 12));
             if quantile < 1.0 {
                 let _ = writeln!(
                     out,
-                    "{value:>12.digits$} {quantile:>2.12} {total:>10} {:>14.2}",
-                    1.0 / (1.0 - quantile)
+                    "{value:>12} {quantile_text:>2} {total:>10} {:>14}",
+                    fixed(1.0 / (1.0 - quantile), 2)
                 );
             } else {
-                let _ = writeln!(out, "{value:>12.digits$} {quantile:>2.12} {total:>10}");
+                let _ = writeln!(out, "{value:>12} {quantile_text:>2} {total:>10}");
             }
         }
     }
     let _ = writeln!(
         out,
-        "#[Mean    = {:>12.digits$}, StdDeviation   = {:>12.digits$}]",
-        histogram.mean() / unit_ratio,
-        histogram.stdev() / unit_ratio
+        "#[Mean    = {:>12}, StdDeviation   = {:>12}]",
+        fixed(histogram.mean() / unit_ratio, digits),
+        fixed(histogram.stdev() / unit_ratio, digits)
     );
     let _ = writeln!(
         out,
-        "#[Max     = {:>12.digits$}, Total count    = {:>12}]",
-        histogram.max() as f64 / unit_ratio,
+        "#[Max     = {:>12}, Total count    = {:>12}]",
+        fixed(histogram.max() as f64 / unit_ratio, digits),
         histogram.len()
     );
     let _ = writeln!(
@@ -57,6 +58,54 @@ pub fn percentile_distribution(histogram: &Histogram<u64>, unit_ratio: f64) -> S
         sub_bucket_count(histogram)
     );
     out
+}
+
+/// `value` with `digits` decimals the way Java's `%.Nf` writes it: the
+/// shortest decimal that reads back as `value`, rounded half up. (Rust rounds
+/// the exact binary value, so 24.4015 would print as 24.401 where Java, and
+/// so HdrHistogram's tools, print 24.402.)
+pub fn fixed(value: f64, digits: usize) -> String {
+    if !value.is_finite() {
+        return format!("{value}");
+    }
+    let shortest = format!("{}", value.abs());
+    let (whole, fraction) = shortest.split_once('.').unwrap_or((&shortest, ""));
+    let mut decimal: Vec<u8> = whole
+        .bytes()
+        .chain(fraction.bytes().chain(std::iter::repeat(b'0')).take(digits))
+        .collect();
+    if fraction
+        .as_bytes()
+        .get(digits)
+        .is_some_and(|&next| next >= b'5')
+    {
+        // Round half up, carrying leftwards.
+        let mut index = decimal.len();
+        loop {
+            if index == 0 {
+                decimal.insert(0, b'1');
+                break;
+            }
+            index -= 1;
+            if decimal[index] == b'9' {
+                decimal[index] = b'0';
+            } else {
+                decimal[index] += 1;
+                break;
+            }
+        }
+    }
+    let split = decimal.len() - digits;
+    let mut text = String::with_capacity(decimal.len() + 2);
+    if value.is_sign_negative() && decimal.iter().any(|&digit| digit != b'0') {
+        text.push('-');
+    }
+    text.push_str(std::str::from_utf8(&decimal[..split]).unwrap_or("0"));
+    if digits > 0 {
+        text.push('.');
+        text.push_str(std::str::from_utf8(&decimal[split..]).unwrap_or("0"));
+    }
+    text
 }
 
 /// One row of a percentile distribution.
@@ -128,6 +177,19 @@ fn sub_bucket_count(histogram: &Histogram<u64>) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals_round_like_java() {
+        assert_eq!(fixed(24.4015, 3), "24.402");
+        assert_eq!(fixed(0.0005, 3), "0.001");
+        assert_eq!(fixed(9.9996, 3), "10.000");
+        assert_eq!(fixed(1.0, 12), "1.000000000000");
+        assert_eq!(fixed(0.1, 12), "0.100000000000");
+        assert_eq!(fixed(1.1111111111111112, 2), "1.11");
+        assert_eq!(fixed(213.33333333333334, 2), "213.33");
+        assert_eq!(fixed(-0.0004, 3), "0.000");
+        assert_eq!(fixed(-2.5, 0), "-3");
+    }
 
     #[test]
     fn layout_matches_hdrhistogram() {
