@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::Engine as _;
 use caxton_messaging::Performative;
 use caxton_profiles::{AgentLimits, ByteSize, CpuShares, HumanDuration};
-use caxton_shards::{NodeError, SendError, SendOptions, ShardMetrics};
+use caxton_shards::{NodeError, PersistError, SendError, SendOptions, ShardMetrics};
 use hdrhistogram::Histogram;
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -145,6 +145,7 @@ fn node_error(failure: &NodeError) -> Reply {
         NodeError::Deploy { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid-module"),
         NodeError::Refused(_) => (StatusCode::CONFLICT, "refused"),
         NodeError::NoClientPort => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+        NodeError::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage"),
         NodeError::ShardStart { .. } | NodeError::ShardUnresponsive(_) => {
             (StatusCode::SERVICE_UNAVAILABLE, "shard-unavailable")
         }
@@ -180,6 +181,10 @@ fn counters(metrics: &ShardMetrics) -> Value {
         "unknown_receiver": metrics.unknown_receiver,
         "queue_depth": metrics.queue_depth,
         "throttled": metrics.throttled,
+        "persisted": metrics.persisted,
+        "redelivered": metrics.redelivered,
+        "storage_failures": metrics.storage_failures,
+        "expired": metrics.expired,
     })
 }
 
@@ -464,6 +469,10 @@ struct SendRequest {
     /// Conversation id.
     #[serde(default)]
     conversation_id: u64,
+    /// Store it before it is accepted, so it is handled even if the node
+    /// crashes first (needs `messaging.enable_persistence`).
+    #[serde(default)]
+    persistent: bool,
 }
 
 fn request_performative() -> Performative {
@@ -505,6 +514,7 @@ async fn send(context: &Context, name: String, body: &[u8]) -> Answer {
     };
     let clients = context.clients.clone();
     let performative = request.performative;
+    let persistent = request.persistent;
     let options = SendOptions {
         priority: caxton_messaging::PriorityClass(request.priority),
         deadline: Some(timeout),
@@ -513,37 +523,52 @@ async fn send(context: &Context, name: String, body: &[u8]) -> Answer {
     // The wait parks a thread, so it runs on the blocking pool, not the reactor.
     let outcome = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
-        let result = client
-            .resolve(&name)
-            .and_then(|agent| client.send(agent, performative, content, options))
-            .map_err(|failure| match failure {
-                SendError::UnknownAgent(_) => unknown_agent(&name),
-                SendError::NoInstance => error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "no-instance",
-                    format!("agent `{name}` has no running instance"),
-                ),
-                SendError::Refused(shard) => error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "refused",
-                    format!("refused: the ring to shard {shard} is full; retry later"),
-                ),
-            })
-            .and_then(|token| {
-                client.await_reply(token, timeout).map_err(|_| {
+        let sent = match client.resolve(&name) {
+            Err(failure) => Err(send_error(&name, failure)),
+            Ok(agent) if persistent => client
+                .send_persistent(agent, performative, content, options, timeout)
+                .map(|(token, id)| (token, Some(id)))
+                .map_err(|failure| match failure {
+                    PersistError::Send(failure) => send_error(&name, failure),
+                    PersistError::Refused(reason) => error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not-stored",
+                        format!("the node did not accept the message: {reason}"),
+                    ),
+                    PersistError::Timeout(_) => error(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "timeout",
+                        format!("no acceptance within {timeout:?}; it may or may not be stored"),
+                    ),
+                }),
+            Ok(agent) => client
+                .send(agent, performative, content, options)
+                .map(|token| (token, None))
+                .map_err(|failure| send_error(&name, failure)),
+        };
+        let result = sent.and_then(|(token, message_id)| {
+            client
+                .await_reply(token, timeout)
+                .map(|reply| (reply, message_id))
+                .map_err(|_| {
                     error(
                         StatusCode::GATEWAY_TIMEOUT,
                         "timeout",
-                        format!("no reply from `{name}` within {timeout:?}"),
+                        format!(
+                            "no reply from `{name}` within {timeout:?}{}",
+                            message_id.map_or(String::new(), |id| format!(
+                                " (message {id} is stored and will be handled)"
+                            ))
+                        ),
                     )
                 })
-            });
+        });
         clients.put(client);
-        result.map(|reply| (reply, started.elapsed()))
+        result.map(|(reply, message_id)| (reply, message_id, started.elapsed()))
     })
     .await
     .map_err(|_| shutting_down())?;
-    let (reply, round_trip) = outcome?;
+    let (reply, message_id, round_trip) = outcome?;
     let text = String::from_utf8(reply.content.clone()).ok();
     Ok(json_reply(
         StatusCode::OK,
@@ -552,9 +577,26 @@ async fn send(context: &Context, name: String, body: &[u8]) -> Answer {
             "content": text,
             "content_base64": base64::engine::general_purpose::STANDARD.encode(&reply.content),
             "conversation_id": reply.conversation_id,
+            "message_id": message_id,
             "round_trip_us": round_trip.as_secs_f64() * 1e6,
         }),
     ))
+}
+
+fn send_error(name: &str, failure: SendError) -> Reply {
+    match failure {
+        SendError::UnknownAgent(_) => unknown_agent(name),
+        SendError::NoInstance => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no-instance",
+            format!("agent `{name}` has no running instance"),
+        ),
+        SendError::Refused(shard) => error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "refused",
+            format!("refused: the ring to shard {shard} is full; retry later"),
+        ),
+    }
 }
 
 /// The latency histograms since the node started, as one interval.

@@ -82,6 +82,7 @@ fn request(content: &[u8]) -> Envelope {
         deadline_ns: Envelope::NO_DEADLINE,
         sent_at_ns: 0,
         from_shard: 0,
+        durability: caxton_messaging::Durability::Transient,
         content: content.to_vec(),
     }
 }

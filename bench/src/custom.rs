@@ -338,6 +338,7 @@ impl Port for NodePort {
             // The intended time: shard-side routing latency then counts queueing too.
             sent_at_ns: message.intended_ns,
             from_shard: 0,
+            durability: caxton_messaging::Durability::Transient,
             content: content.clone(),
         };
         self.client.send_envelope(envelope).map_err(|_| Refused)

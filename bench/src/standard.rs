@@ -406,6 +406,7 @@ fn request_reply(
                             deadline_ns: Envelope::NO_DEADLINE,
                             sent_at_ns: now,
                             from_shard: 0,
+                            durability: caxton_messaging::Durability::Transient,
                             content: content.clone(),
                         };
                         match client.send_envelope(envelope) {

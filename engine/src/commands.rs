@@ -384,7 +384,25 @@ fn run_node(selection: &ProfileSelection) -> Result<(), CommandError> {
     drop(controller_handle);
     let mut node = Node::start_with(&loaded.profile, &plan, gossip_work)
         .map_err(|error| CommandError::Failed(error.to_string()))?;
+    if loaded.profile.messaging.enable_persistence {
+        match node.recover() {
+            Ok((agents, messages)) => info!(
+                agents,
+                redelivered = messages,
+                directory = %loaded.profile.storage.data_directory,
+                "storage partitions opened; recovered agents redeployed, unfinished messages redelivered"
+            ),
+            Err(error) => {
+                let _ = node.shutdown();
+                return Err(CommandError::Failed(format!("recovery failed: {error}")));
+            }
+        }
+    }
     for (name, source, instances) in boot_agents {
+        if node.directory().resolve(&name).is_some() {
+            info!(agent = %name, "agent already recovered from storage; not deployed again");
+            continue;
+        }
         if let Err(error) = node.deploy(
             &name,
             &source,

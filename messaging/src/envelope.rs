@@ -129,6 +129,25 @@ pub struct Envelope {
     pub from_shard: u16,
     /// The payload, opaque to the engine.
     pub content: Vec<u8>,
+    /// Whether the engine keeps it durable (`messaging.enable_persistence`).
+    #[serde(default)]
+    pub durability: Durability,
+}
+
+/// Where a message stands with the node's storage partitions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Durability {
+    /// Not kept: lost if the node stops before it is handled.
+    #[default]
+    Transient,
+    /// The sender asks for it to be stored before it is accepted.
+    Requested,
+    /// Stored in its shard's partition under this id; marked done once handled.
+    Stored(u64),
+    /// The engine's answer to a `Requested` send, quoting it in `in_reply_to`:
+    /// `agree` (stored under this id, accepted) or `refuse` (not kept; the
+    /// reason is the content).
+    Notice(u64),
 }
 
 impl Envelope {
@@ -154,6 +173,7 @@ impl Envelope {
             deadline_ns: Self::NO_DEADLINE,
             sent_at_ns: now_ns,
             from_shard: self.from_shard,
+            durability: Durability::Transient,
             content,
         }
     }
@@ -195,6 +215,7 @@ mod tests {
             deadline_ns: Envelope::NO_DEADLINE,
             sent_at_ns: 1_000,
             from_shard: 0,
+            durability: Durability::Transient,
             content: b"hello".to_vec(),
         }
     }

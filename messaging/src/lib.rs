@@ -10,7 +10,7 @@ mod mailbox;
 mod mesh;
 
 pub use envelope::{
-    Address, AgentId, DecodeError, Envelope, InstanceId, Performative, PriorityClass,
+    Address, AgentId, DecodeError, Durability, Envelope, InstanceId, Performative, PriorityClass,
 };
 pub use mailbox::{Mailbox, MailboxConfig, MailboxFull, Popped};
 pub use mesh::{build_mesh, build_mesh_with, Doorbell, MeshPort};

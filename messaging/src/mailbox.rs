@@ -138,6 +138,7 @@ mod tests {
             deadline_ns: Envelope::NO_DEADLINE,
             sent_at_ns: 0,
             from_shard: 0,
+            durability: crate::Durability::Transient,
             content: vec![tag],
         }
     }

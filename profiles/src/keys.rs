@@ -95,8 +95,22 @@ pub const KEY_TABLE: &[(&str, KeyStatus)] = &[
         KeyStatus::InEffect("shards: priority classes and their max_latency"),
     ),
     (
-        "messaging",
-        KeyStatus::NotYetEnforced("storage partitions (persistence, compression, TTL)"),
+        "messaging.enable_persistence",
+        KeyStatus::InEffect(
+            "storage: accepted messages durable before their sender is told, delivered again after a crash",
+        ),
+    ),
+    (
+        "messaging.enable_compression",
+        KeyStatus::InEffect("storage: LZ4 compression of stored messages"),
+    ),
+    (
+        "messaging.message_ttl",
+        KeyStatus::InEffect("storage: expiry of stored messages and conversations"),
+    ),
+    (
+        "messaging.cleanup_interval",
+        KeyStatus::InEffect("storage: how often expired and finished rows are removed"),
     ),
     (
         "agents.default_limits.cpu_shares",
@@ -119,7 +133,10 @@ pub const KEY_TABLE: &[(&str, KeyStatus)] = &[
         KeyStatus::NotYetEnforced("cluster membership"),
     ),
     ("transport", KeyStatus::NotYetEnforced("cluster transport")),
-    ("storage", KeyStatus::NotYetEnforced("storage partitions")),
+    (
+        "storage",
+        KeyStatus::InEffect("storage: one SQLite partition per shard, its pragmas and write batching"),
+    ),
     (
         "observability.log_level",
         KeyStatus::InEffect("engine: log filter (RUST_LOG wins)"),
@@ -189,7 +206,7 @@ mod tests {
         ));
         assert!(matches!(
             key_status("storage.page_cache_size"),
-            Some(KeyStatus::NotYetEnforced(_))
+            Some(KeyStatus::InEffect(_))
         ));
         assert!(matches!(
             key_status("runtime.wasm.stack_pooling"),

@@ -647,6 +647,12 @@ pub struct StorageConfig {
     pub wal_size_limit: ByteSize,
     /// SQLite `auto_vacuum` mode.
     pub auto_vacuum: AutoVacuum,
+    /// Where the partitions (`shard-N.sqlite`) live (not in the seed).
+    pub data_directory: String,
+    /// Most writes in one transaction (not in the seed; the seed's `BatchWriter`).
+    pub batch_size: u32,
+    /// The longest a write waits for others to share its transaction (not in the seed).
+    pub flush_interval: HumanDuration,
 }
 
 impl Default for StorageConfig {
@@ -656,6 +662,9 @@ impl Default for StorageConfig {
             page_cache_size: ByteSize::mib(64),
             wal_size_limit: ByteSize::mib(256),
             auto_vacuum: AutoVacuum::None,
+            data_directory: "caxton-data".into(),
+            batch_size: 1000,
+            flush_interval: HumanDuration::from_micros(500),
         }
     }
 }

@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::{Context, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use caxton_messaging::{Address, AgentId, Envelope, MeshPort, Performative, PriorityClass};
+use caxton_messaging::{
+    Address, AgentId, Durability, Envelope, MeshPort, Performative, PriorityClass,
+};
 
 use crate::clock::NodeClock;
 use crate::directory::Directory;
@@ -42,6 +44,20 @@ pub enum RequestError {
     Send(#[from] SendError),
     /// No answer within the timeout.
     #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Why a durable send was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PersistError {
+    /// The send itself was refused.
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// The node could not store it (persistence off, storage failing, stopping).
+    #[error("not accepted: {0}")]
+    Refused(String),
+    /// No answer from the node within the timeout: it may or may not be stored.
+    #[error("no acceptance within {0:?}; the message may or may not have been stored")]
     Timeout(Duration),
 }
 
@@ -161,10 +177,57 @@ impl Client {
             }),
             sent_at_ns: now,
             from_shard: 0,
+            durability: caxton_messaging::Durability::Transient,
             content,
         };
         self.send_envelope(envelope)?;
         Ok(token)
+    }
+
+    /// Send like [`Client::send`], but ask for the message to be made durable
+    /// first (`messaging.enable_persistence`), and wait up to `timeout` for
+    /// the node to accept it. Returns the token replies will quote and the
+    /// message's durable id. Once accepted, the message is handled at least
+    /// once, even if the node crashes before handling it.
+    pub fn send_persistent(
+        &mut self,
+        agent: AgentId,
+        performative: Performative,
+        content: Vec<u8>,
+        options: SendOptions,
+        timeout: Duration,
+    ) -> Result<(u64, u64), PersistError> {
+        let token = self.next_token();
+        let now = self.clock.now_ns();
+        let envelope = Envelope {
+            performative,
+            sender: self.address(),
+            receiver: Address::Agent(agent),
+            conversation_id: options.conversation_id,
+            reply_with: token,
+            in_reply_to: 0,
+            priority: options.priority,
+            deadline_ns: options.deadline.map_or(Envelope::NO_DEADLINE, |deadline| {
+                now.saturating_add(u64::try_from(deadline.as_nanos()).unwrap_or(u64::MAX))
+            }),
+            sent_at_ns: now,
+            from_shard: 0,
+            durability: Durability::Requested,
+            content,
+        };
+        self.send_envelope(envelope)?;
+        let notice = self
+            .wait_for(timeout, |envelope| {
+                envelope.in_reply_to == token
+                    && matches!(envelope.durability, Durability::Notice(_))
+            })
+            .ok_or(PersistError::Timeout(timeout))?;
+        match (notice.performative, notice.durability) {
+            (Performative::Agree, Durability::Notice(id)) => Ok((token, id)),
+            _ => Err(PersistError::Refused(
+                String::from_utf8_lossy(&notice.content).into_owned(),
+            )),
+        }
     }
 
     /// A fresh `reply_with` token, for callers that build envelopes themselves.

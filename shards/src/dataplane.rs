@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use caxton_agents::{AgentHost, AgentStats, CompiledModule, DeployError, Outcome, StartKind};
 use caxton_messaging::{
-    Address, AgentId, Envelope, Mailbox, MailboxConfig, MailboxFull, MeshPort, Performative, Popped,
+    Address, AgentId, Durability, Envelope, Mailbox, MailboxConfig, MailboxFull, MeshPort,
+    Performative, Popped,
 };
 use caxton_profiles::{AgentLimits, Profile};
 
@@ -29,6 +30,8 @@ pub(crate) enum Control {
         id: AgentId,
         name: String,
         module: CompiledModule,
+        /// The module as deployed, for the shard's partition (a restarted node redeploys from it).
+        source: Arc<[u8]>,
         instances: u16,
         limits: AgentLimits,
         ack: mpsc::Sender<Result<(), DeployError>>,
@@ -36,8 +39,16 @@ pub(crate) enum Control {
     /// Stop hosting an agent.
     Undeploy {
         id: AgentId,
+        name: String,
         ack: mpsc::Sender<bool>,
     },
+    /// Hand over the agents the shard's partition held at boot.
+    RecoveredAgents {
+        ack: mpsc::Sender<Vec<caxton_storage::AgentRow>>,
+    },
+    /// Deliver again the messages the partition held unfinished at boot;
+    /// answers how many.
+    Redeliver { ack: mpsc::Sender<usize> },
     /// Start one more instance, and say how and how fast.
     StartInstance {
         id: AgentId,
@@ -91,7 +102,54 @@ pub(crate) struct ShardRuntime {
     throttled_max: usize,
     /// Reused buffer for messages drained from the rings.
     arrived: Vec<Envelope>,
+    /// The shard's storage partition, with `messaging.enable_persistence`.
+    storage: Option<ShardStorage>,
 }
+
+/// A shard's side of its partition: the writer thread's handle, the
+/// messages waiting to become durable, and what the partition held at boot.
+pub(crate) struct ShardStorage {
+    writer: caxton_storage::PartitionWriter,
+    next_id: u64,
+    awaiting: std::collections::HashMap<u64, Envelope>,
+    recovered: Option<caxton_storage::Recovered>,
+}
+
+impl ShardStorage {
+    /// Open data shard `index`'s partition in `directory`; `wake` rings the shard.
+    pub(crate) fn open(
+        directory: &std::path::Path,
+        settings: &caxton_storage::StorageSettings,
+        index: usize,
+        on_start: Box<dyn FnOnce() + Send>,
+        wake: Box<dyn Fn() + Send>,
+    ) -> Result<Self, String> {
+        let path = caxton_storage::partition_path(directory, index);
+        let (writer, recovered) = caxton_storage::PartitionWriter::start(
+            &path,
+            settings,
+            format!("caxton-store-{index}"),
+            on_start,
+            wake,
+        )
+        .map_err(|error| format!("storage partition: {error}"))?;
+        // Ids carry the shard in their high bits: unique across the node's partitions.
+        let first = ((index as u64) + 1) << 48;
+        Ok(Self {
+            writer,
+            next_id: recovered.next_id.max(first),
+            awaiting: std::collections::HashMap::new(),
+            recovered: Some(recovered),
+        })
+    }
+}
+
+/// Where answers to redelivered messages go: their senders did not survive
+/// the restart. Answers to it are counted as undeliverable and dropped.
+pub const NOBODY: Address = Address::Client {
+    shard: u16::MAX,
+    client: u32::MAX,
+};
 
 impl ShardRuntime {
     pub(crate) fn new(
@@ -101,6 +159,7 @@ impl ShardRuntime {
         port: MeshPort,
         control: mpsc::Receiver<Control>,
         clock: NodeClock,
+        storage: Option<ShardStorage>,
     ) -> Result<Self, DeployError> {
         let directory: Rc<RefCell<Arc<Directory>>> = Rc::default();
         let resolver = {
@@ -161,6 +220,7 @@ impl ShardRuntime {
             throttled: Vec::new(),
             throttled_max: capacity,
             arrived: Vec::new(),
+            storage,
         })
     }
 
@@ -178,10 +238,11 @@ impl ShardRuntime {
                 self.refuse_remaining();
                 return;
             }
+            let stored = self.serve_storage();
             let received = self.receive();
             let released = self.release_throttled();
             let handled = self.handle_batch();
-            if control_work || received > 0 || released > 0 || handled > 0 {
+            if control_work || stored > 0 || received > 0 || released > 0 || handled > 0 {
                 last_work = Instant::now();
                 glommio::yield_if_needed().await;
                 continue;
@@ -217,15 +278,46 @@ impl ShardRuntime {
                     id,
                     name,
                     module,
+                    source,
                     instances,
                     limits,
                     ack,
                 } => {
-                    let _ = ack.send(self.host.deploy(id, &name, &module, instances, &limits));
+                    let deployed = self.host.deploy(id, &name, &module, instances, &limits);
+                    if deployed.is_ok() {
+                        if let Some(storage) = &self.storage {
+                            storage.writer.write(caxton_storage::Write::PutAgent(
+                                caxton_storage::AgentRow {
+                                    name,
+                                    module: source.to_vec(),
+                                    instances,
+                                    limits: serde_json::to_string(&limits).unwrap_or_default(),
+                                },
+                            ));
+                        }
+                    }
+                    let _ = ack.send(deployed);
                 }
-                Control::Undeploy { id, ack } => {
+                Control::Undeploy { id, name, ack } => {
                     let _ = ack.send(self.host.undeploy(id));
+                    if let Some(storage) = &self.storage {
+                        storage
+                            .writer
+                            .write(caxton_storage::Write::RemoveAgent { name });
+                    }
                     self.send_abandoned();
+                }
+                Control::RecoveredAgents { ack } => {
+                    let agents = self
+                        .storage
+                        .as_mut()
+                        .and_then(|storage| storage.recovered.as_mut())
+                        .map(|recovered| std::mem::take(&mut recovered.agents))
+                        .unwrap_or_default();
+                    let _ = ack.send(agents);
+                }
+                Control::Redeliver { ack } => {
+                    let _ = ack.send(self.redeliver());
                 }
                 Control::StartInstance { id, cold, ack } => {
                     let started = Instant::now();
@@ -270,6 +362,12 @@ impl ShardRuntime {
             .drain(self.batch_size, |envelope| arrived.push(envelope));
         let now = self.clock.now_ns();
         for envelope in arrived.drain(..) {
+            if envelope.durability == Durability::Requested
+                && !matches!(envelope.receiver, Address::Client { .. })
+            {
+                self.persist(envelope);
+                continue;
+            }
             match envelope.receiver {
                 Address::Agent(_) => self.accept(envelope, now),
                 Address::Instance(instance) if usize::from(instance.shard) == self.index => {
@@ -357,11 +455,15 @@ impl ShardRuntime {
                 .saturating_record(routing_ns.max(1));
         }
         let request = RequestSummary::of(&envelope);
+        let durability = envelope.durability;
         let Some(handled) = self.host.handle(agent, slot, envelope) else {
             self.metrics.unknown_receiver += 1;
+            self.mark_done(durability);
             self.fail_summary(&request, "unknown-agent");
             return;
         };
+        // The handler ran: a stored message is finished whatever it did.
+        self.mark_done(durability);
         let finished_ns = self.clock.now_ns();
         self.send_abandoned();
         self.record_startups();
@@ -402,6 +504,7 @@ impl ShardRuntime {
                 deadline_ns: Envelope::NO_DEADLINE,
                 sent_at_ns: finished_ns,
                 from_shard: self.index as u16,
+                durability: caxton_messaging::Durability::Transient,
                 content: outbound.content,
             };
             self.dispatch(envelope);
@@ -414,6 +517,160 @@ impl ShardRuntime {
         for nanos in self.host.take_startup_times() {
             self.metrics.startup_ns.saturating_record(nanos);
         }
+    }
+
+    /// Hand `envelope` to the writer; it is accepted once durable.
+    fn persist(&mut self, mut envelope: Envelope) {
+        let Some(storage) = self.storage.as_mut() else {
+            self.notice(
+                &envelope,
+                Performative::Refuse,
+                0,
+                b"caxton:persistence-off: this node runs without messaging.enable_persistence"
+                    .to_vec(),
+            );
+            return;
+        };
+        let Some(agent) = receiver_agent(&envelope) else {
+            self.fail(&envelope, "unknown-agent");
+            return;
+        };
+        let receiver = self.directory.borrow().name_of(Address::Agent(agent));
+        let id = storage.next_id;
+        storage.next_id += 1;
+        envelope.durability = Durability::Stored(id);
+        let written = storage.writer.write(caxton_storage::Write::Persist {
+            id,
+            receiver,
+            conversation_id: envelope.conversation_id,
+            envelope: envelope.encode(),
+        });
+        if written {
+            storage.awaiting.insert(id, envelope);
+        } else {
+            self.metrics.storage_failures += 1;
+            self.notice(
+                &envelope,
+                Performative::Refuse,
+                0,
+                b"caxton:storage:writer-stopped".to_vec(),
+            );
+        }
+    }
+
+    /// Act on what the writer has reported: accept what became durable,
+    /// refuse what could not be kept.
+    fn serve_storage(&mut self) -> usize {
+        let mut served = 0;
+        loop {
+            let Some(event) = self
+                .storage
+                .as_ref()
+                .and_then(|storage| storage.writer.next_event())
+            else {
+                return served;
+            };
+            served += 1;
+            match event {
+                caxton_storage::StorageEvent::Durable(ids) => {
+                    let now = self.clock.now_ns();
+                    for id in ids {
+                        let Some(envelope) = self
+                            .storage
+                            .as_mut()
+                            .and_then(|storage| storage.awaiting.remove(&id))
+                        else {
+                            continue;
+                        };
+                        self.metrics.persisted += 1;
+                        self.notice(&envelope, Performative::Agree, id, Vec::new());
+                        self.accept(envelope, now);
+                    }
+                }
+                caxton_storage::StorageEvent::Failed { ids, reason } => {
+                    for id in ids {
+                        let Some(envelope) = self
+                            .storage
+                            .as_mut()
+                            .and_then(|storage| storage.awaiting.remove(&id))
+                        else {
+                            continue;
+                        };
+                        self.metrics.storage_failures += 1;
+                        let content = format!("{FAILURE_PREFIX}storage:{reason}").into_bytes();
+                        self.notice(&envelope, Performative::Refuse, 0, content);
+                    }
+                }
+                caxton_storage::StorageEvent::Expired(count) => self.metrics.expired += count,
+            }
+        }
+    }
+
+    /// The engine's answer to a send that asked for durability.
+    fn notice(
+        &mut self,
+        request: &Envelope,
+        performative: Performative,
+        id: u64,
+        content: Vec<u8>,
+    ) {
+        let notice = Envelope {
+            performative,
+            sender: request.receiver,
+            receiver: request.sender,
+            conversation_id: request.conversation_id,
+            reply_with: 0,
+            in_reply_to: request.reply_with,
+            priority: request.priority,
+            deadline_ns: Envelope::NO_DEADLINE,
+            sent_at_ns: self.clock.now_ns(),
+            from_shard: self.index as u16,
+            durability: Durability::Notice(id),
+            content,
+        };
+        self.dispatch(notice);
+    }
+
+    /// Tell the writer a stored message is finished.
+    fn mark_done(&mut self, durability: Durability) {
+        if let (Durability::Stored(id), Some(storage)) = (durability, self.storage.as_ref()) {
+            storage.writer.write(caxton_storage::Write::Done { id });
+        }
+    }
+
+    /// Deliver again what the partition held unfinished at boot; how many.
+    fn redeliver(&mut self) -> usize {
+        let pending = self
+            .storage
+            .as_mut()
+            .and_then(|storage| storage.recovered.take())
+            .map(|recovered| recovered.pending)
+            .unwrap_or_default();
+        let now = self.clock.now_ns();
+        let mut redelivered = 0;
+        for message in pending {
+            let agent = self.directory.borrow().resolve(&message.receiver);
+            let decoded = Envelope::decode(&message.envelope);
+            match (agent, decoded) {
+                (Some(agent), Ok(mut envelope)) => {
+                    envelope.receiver = Address::Agent(agent);
+                    envelope.sender = NOBODY;
+                    envelope.durability = Durability::Stored(message.id);
+                    envelope.deadline_ns = Envelope::NO_DEADLINE;
+                    envelope.sent_at_ns = now;
+                    envelope.from_shard = self.index as u16;
+                    self.metrics.redelivered += 1;
+                    redelivered += 1;
+                    self.accept(envelope, now);
+                }
+                // Its agent is gone, or the row does not decode: finished, and counted.
+                _ => {
+                    self.metrics.unknown_receiver += 1;
+                    self.mark_done(Durability::Stored(message.id));
+                }
+            }
+        }
+        redelivered
     }
 
     fn send_abandoned(&mut self) {
@@ -429,6 +686,7 @@ impl ShardRuntime {
                 deadline_ns: Envelope::NO_DEADLINE,
                 sent_at_ns: self.clock.now_ns(),
                 from_shard: self.index as u16,
+                durability: caxton_messaging::Durability::Transient,
                 content: abandoned.content,
             };
             self.dispatch(envelope);
@@ -452,13 +710,38 @@ impl ShardRuntime {
                 .into_iter()
                 .map(|(_, envelope)| envelope),
         );
-        for envelope in remaining {
+        for mut envelope in remaining {
             if matches!(envelope.receiver, Address::Client { .. }) {
                 // Bound for a client: pass it on; the client still gets it.
                 self.dispatch(envelope);
             } else {
+                // A stored message stays unfinished in its partition: the next
+                // start delivers it again. Its sender hears about this stop.
+                if matches!(envelope.durability, Durability::Stored(_)) {
+                    envelope.durability = Durability::Transient;
+                }
                 self.fail(&envelope, "shutting-down");
             }
+        }
+        // Messages still waiting to become durable were never accepted.
+        let awaiting: Vec<Envelope> = self
+            .storage
+            .as_mut()
+            .map(|storage| {
+                storage
+                    .awaiting
+                    .drain()
+                    .map(|(_, envelope)| envelope)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for envelope in awaiting {
+            self.notice(
+                &envelope,
+                Performative::Refuse,
+                0,
+                b"caxton:shutting-down".to_vec(),
+            );
         }
     }
 
@@ -512,6 +795,10 @@ impl ShardRuntime {
     /// Route `envelope` sent on this shard: into a local mailbox, a ring to
     /// another shard, or a ring to a client.
     fn dispatch(&mut self, envelope: Envelope) {
+        if envelope.receiver == NOBODY {
+            self.metrics.undeliverable += 1;
+            return;
+        }
         let data_shards = self.data_shards;
         let target = match envelope.receiver {
             Address::Client { shard, .. } => {
@@ -544,6 +831,8 @@ impl ShardRuntime {
 
     /// Answer `envelope`'s sender with an engine `failure`.
     fn fail(&mut self, envelope: &Envelope, reason: &str) {
+        // Answered: a stored message is finished, even though no handler ran.
+        self.mark_done(envelope.durability);
         self.fail_summary(&RequestSummary::of(envelope), reason);
     }
 
@@ -564,6 +853,7 @@ impl ShardRuntime {
             deadline_ns: Envelope::NO_DEADLINE,
             sent_at_ns: self.clock.now_ns(),
             from_shard: self.index as u16,
+            durability: caxton_messaging::Durability::Transient,
             content: format!("{FAILURE_PREFIX}{reason}").into_bytes(),
         };
         self.dispatch(failure);

@@ -18,7 +18,7 @@ mod node;
 mod stop;
 
 pub use caxton_agents::AgentStats;
-pub use client::{Client, RequestError, SendError, SendOptions};
+pub use client::{Client, PersistError, RequestError, SendError, SendOptions};
 pub use clock::NodeClock;
 pub use dataplane::FAILURE_PREFIX;
 pub use directory::{AgentRecord, Directory};

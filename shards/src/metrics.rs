@@ -39,6 +39,14 @@ pub struct ShardMetrics {
     pub queue_depth: u64,
     /// Messages held because their agent had used its `cpu_shares` for the window.
     pub throttled: u64,
+    /// Messages made durable in this shard's partition (`messaging.enable_persistence`).
+    pub persisted: u64,
+    /// Stored messages delivered again after a restart.
+    pub redelivered: u64,
+    /// Sends asking for durability that the partition could not keep (refused).
+    pub storage_failures: u64,
+    /// Unfinished stored messages removed because they outlived `messaging.message_ttl`.
+    pub expired: u64,
 }
 
 impl Default for ShardMetrics {
@@ -57,6 +65,10 @@ impl Default for ShardMetrics {
             unknown_receiver: 0,
             queue_depth: 0,
             throttled: 0,
+            persisted: 0,
+            redelivered: 0,
+            storage_failures: 0,
+            expired: 0,
         }
     }
 }
@@ -84,6 +96,10 @@ impl ShardMetrics {
         self.unknown_receiver += other.unknown_receiver;
         self.queue_depth += other.queue_depth;
         self.throttled += other.throttled;
+        self.persisted += other.persisted;
+        self.redelivered += other.redelivered;
+        self.storage_failures += other.storage_failures;
+        self.expired += other.expired;
     }
 
     /// Clear histograms and counters (between benchmark phases).

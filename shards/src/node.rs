@@ -26,7 +26,7 @@ use glommio::{CpuSet, ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use crate::client::{Client, PortPool};
 use crate::clock::NodeClock;
-use crate::dataplane::{Control, ShardRuntime};
+use crate::dataplane::{Control, ShardRuntime, ShardStorage};
 use crate::directory::{AgentRecord, Directory};
 use crate::metrics::ShardMetrics;
 use crate::stop::StopSignal;
@@ -113,6 +113,9 @@ pub enum NodeError {
     /// Every client port is in use.
     #[error("all {CLIENT_PORTS} client ports are in use")]
     NoClientPort,
+    /// The storage partitions cannot be used.
+    #[error("storage: {0}")]
+    Storage(String),
 }
 
 enum ShardThread {
@@ -134,6 +137,8 @@ pub struct Node {
     plan: PlacementPlan,
     max_agents: usize,
     _ticker: Option<EpochTicker>,
+    /// Held while the node runs with persistence: no second node on its data directory.
+    _storage_lock: Option<caxton_storage::DirectoryLock>,
 }
 
 /// Work for the gossip shard's thread: runs until the stop signal it is given is requested.
@@ -159,6 +164,16 @@ impl Node {
     ) -> Result<Self, NodeError> {
         let shards = plan.data_shards.len();
         let participants = shards + CLIENT_PORTS;
+        // One node per data directory, checked before anything starts.
+        let storage_lock = if profile.messaging.enable_persistence {
+            let directory = std::path::Path::new(&profile.storage.data_directory);
+            Some(
+                caxton_storage::DirectoryLock::acquire(directory)
+                    .map_err(|error| NodeError::Storage(error.to_string()))?,
+            )
+        } else {
+            None
+        };
         // Shard to shard: the queue budget shared over every participant.
         // Client to shard and back: a shard's share of the budget, so a
         // client's burst (a load generator waking late, a shard descheduled
@@ -200,6 +215,7 @@ impl Node {
             plan: plan.clone(),
             max_agents: profile.runtime.max_agents as usize,
             _ticker: None,
+            _storage_lock: storage_lock,
         };
         let mut pending = Vec::new();
         for ((index, placement), port) in plan.data_shards.iter().enumerate().zip(ports) {
@@ -216,6 +232,11 @@ impl Node {
                 commands,
                 clock,
                 report: report_sender,
+                storage: profile.messaging.enable_persistence.then(|| StorageBoot {
+                    directory: std::path::PathBuf::from(&profile.storage.data_directory),
+                    settings: caxton_storage::StorageSettings::from_profile(profile),
+                    writer_cpus: plan.gossip_shard.cpu_binding.clone(),
+                }),
             });
             match spawned {
                 Ok(thread) => {
@@ -396,6 +417,7 @@ impl Node {
             )));
         }
         let module = self.compiler.compile(source).map_err(refuse)?;
+        let source: Arc<[u8]> = Arc::from(source);
         let (next, id) = directory.with_agent(AgentRecord {
             name: name.to_owned(),
             instances_per_shard: instances_per_shard.to_vec(),
@@ -411,6 +433,7 @@ impl Node {
                 id,
                 name: name.to_owned(),
                 module: module.clone(),
+                source: Arc::clone(&source),
                 instances: count,
                 limits: limits.clone(),
                 ack,
@@ -421,7 +444,8 @@ impl Node {
             if let Err(error) = result {
                 for shard in deployed {
                     let (ack, answer) = mpsc::channel();
-                    let _ = self.command(shard, Control::Undeploy { id, ack }, &answer);
+                    let name = name.to_owned();
+                    let _ = self.command(shard, Control::Undeploy { id, name, ack }, &answer);
                 }
                 return Err(error);
             }
@@ -441,7 +465,8 @@ impl Node {
         self.publish(directory.without_agent(id));
         for shard in 0..self.data_shards() {
             let (ack, answer) = mpsc::channel();
-            self.command(shard, Control::Undeploy { id, ack }, &answer)?;
+            let name = name.to_owned();
+            self.command(shard, Control::Undeploy { id, name, ack }, &answer)?;
         }
         Ok(())
     }
@@ -500,6 +525,52 @@ impl Node {
             self.adjust_instances(id, shard, -1);
         }
         Ok(stopped)
+    }
+
+    /// After a restart with persistence: redeploy the agents the partitions
+    /// recorded, with the same instances on the same shards, then deliver
+    /// again every message that was accepted and never finished. Returns
+    /// (agents redeployed, messages redelivered). A no-op without persistence.
+    pub fn recover(&mut self) -> Result<(usize, usize), NodeError> {
+        let mut agents: Vec<(String, Vec<u8>, Vec<u16>, String)> = Vec::new();
+        for shard in 0..self.data_shards() {
+            let (ack, answer) = mpsc::channel();
+            for row in self.command(shard, Control::RecoveredAgents { ack }, &answer)? {
+                let position = match agents.iter().position(|(name, ..)| *name == row.name) {
+                    Some(position) => position,
+                    None => {
+                        agents.push((
+                            row.name.clone(),
+                            row.module.clone(),
+                            vec![0; self.data_shards()],
+                            row.limits.clone(),
+                        ));
+                        agents.len() - 1
+                    }
+                };
+                agents[position].2[shard] = row.instances;
+            }
+        }
+        let mut redeployed = 0;
+        for (name, module, instances_per_shard, limits) in agents {
+            if self.directory().resolve(&name).is_some() {
+                continue;
+            }
+            let limits: caxton_profiles::AgentLimits =
+                serde_json::from_str(&limits).map_err(|error| {
+                    NodeError::Storage(format!(
+                        "agent `{name}`: stored limits do not read: {error}"
+                    ))
+                })?;
+            self.deploy_placed(&name, &module, &instances_per_shard, &limits)?;
+            redeployed += 1;
+        }
+        let mut redelivered = 0;
+        for shard in 0..self.data_shards() {
+            let (ack, answer) = mpsc::channel();
+            redelivered += self.command(shard, Control::Redeliver { ack }, &answer)?;
+        }
+        Ok((redeployed, redelivered))
     }
 
     /// Every shard's metrics, in shard order; `reset` clears them after copying.
@@ -640,6 +711,15 @@ struct DataShardBoot<'a> {
     commands: mpsc::Receiver<Control>,
     clock: NodeClock,
     report: BootSender,
+    storage: Option<StorageBoot>,
+}
+
+/// Where a shard's partition is and how it is kept.
+struct StorageBoot {
+    directory: std::path::PathBuf,
+    settings: caxton_storage::StorageSettings,
+    /// Where the partition's writer thread runs: the gossip shard's CPUs.
+    writer_cpus: caxton_numa::CpuBinding,
 }
 
 fn spawn_data_shard(boot: DataShardBoot<'_>) -> Result<ExecutorJoinHandle<()>, String> {
@@ -652,6 +732,7 @@ fn spawn_data_shard(boot: DataShardBoot<'_>) -> Result<ExecutorJoinHandle<()>, S
         commands,
         clock,
         report,
+        storage,
     } = boot;
     let spin_before_park = profile.runtime.spin_before_park.map(|spin| spin.get());
     let mut builder = LocalExecutorBuilder::new(glommio_placement(&placement.cpu_binding)?)
@@ -667,8 +748,27 @@ fn spawn_data_shard(boot: DataShardBoot<'_>) -> Result<ExecutorJoinHandle<()>, S
             let placed = apply_memory(&memory).map(|memory_warning| {
                 read_back(ShardRole::Data(index), memory_warning, spin_before_park)
             });
+            let storage = match (&placed, storage) {
+                (Ok(_), Some(boot)) => {
+                    let doorbells = port.doorbells();
+                    let writer_cpus = boot.writer_cpus;
+                    ShardStorage::open(
+                        &boot.directory,
+                        &boot.settings,
+                        index,
+                        // Disk work runs on the gossip shard's core, never on this one.
+                        Box::new(move || {
+                            let _ = binding::bind_current_thread(&writer_cpus);
+                        }),
+                        Box::new(move || doorbells[index].notify_control()),
+                    )
+                    .map(Some)
+                }
+                _ => Ok(None),
+            };
             let runtime = placed.and_then(|report| {
-                ShardRuntime::new(&profile, index, shards, port, commands, clock)
+                let storage = storage?;
+                ShardRuntime::new(&profile, index, shards, port, commands, clock, storage)
                     .map(|runtime| (report, runtime))
                     .map_err(|error| error.to_string())
             });

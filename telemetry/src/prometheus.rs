@@ -130,7 +130,7 @@ pub fn render(exposition: &Exposition<'_>) -> String {
         exposition.uptime_seconds,
     );
     type ShardField = fn(&ShardMetrics) -> u64;
-    let per_shard: [(&str, &str, &str, ShardField); 7] = [
+    let per_shard: [(&str, &str, &str, ShardField); 11] = [
         (
             "caxton_shard_queue_depth",
             "gauge",
@@ -172,6 +172,30 @@ pub fn render(exposition: &Exposition<'_>) -> String {
             "counter",
             "Messages held because their agent had used its cpu_shares for the window",
             |m| m.throttled,
+        ),
+        (
+            "caxton_shard_persisted_total",
+            "counter",
+            "Messages made durable in the shard's storage partition before acceptance",
+            |m| m.persisted,
+        ),
+        (
+            "caxton_shard_redelivered_total",
+            "counter",
+            "Stored messages delivered again after a restart",
+            |m| m.redelivered,
+        ),
+        (
+            "caxton_shard_storage_failures_total",
+            "counter",
+            "Durable sends refused because the partition could not keep them",
+            |m| m.storage_failures,
+        ),
+        (
+            "caxton_shard_expired_total",
+            "counter",
+            "Unfinished stored messages removed by messaging.message_ttl",
+            |m| m.expired,
         ),
     ];
     for (name, kind, help, field) in per_shard {

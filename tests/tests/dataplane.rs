@@ -498,6 +498,7 @@ fn misaddressed_messages_are_answered_not_fatal() {
         deadline_ns: Envelope::NO_DEADLINE,
         sent_at_ns: 0,
         from_shard: 0,
+        durability: caxton_messaging::Durability::Transient,
         content: Vec::new(),
     };
     let nowhere = Address::Instance(InstanceId {

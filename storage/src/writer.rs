@@ -1,0 +1,251 @@
+//! A shard's writer thread: the only user of the shard's partition.
+//!
+//! The shard sends [`Write`]s and never waits. The writer takes the first
+//! write, gathers more until `batch_size` or until `flush_interval` has
+//! passed, applies them in one transaction, and answers with
+//! [`StorageEvent`]s: which accepted messages are now durable, or which could
+//! not be kept (the shard then refuses them rather than pretend). It rings
+//! the shard's doorbell after each answer, so a parked shard wakes for it.
+
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use tracing::warn;
+
+use crate::partition::{now_ms, AgentRow, Partition, PendingMessage, StorageSettings};
+use crate::StorageError;
+
+/// A write for the partition.
+#[derive(Debug)]
+pub enum Write {
+    /// An accepted message, to be made durable before its sender is told.
+    Persist {
+        /// Its id (unique in the partition).
+        id: u64,
+        /// Its receiver's name.
+        receiver: String,
+        /// Its conversation.
+        conversation_id: u64,
+        /// The encoded envelope.
+        envelope: Vec<u8>,
+    },
+    /// A message's handler finished.
+    Done {
+        /// Its id.
+        id: u64,
+    },
+    /// An agent deployed here (or changed).
+    PutAgent(AgentRow),
+    /// An agent removed from here.
+    RemoveAgent {
+        /// Its name.
+        name: String,
+    },
+}
+
+/// What the writer tells its shard.
+#[derive(Debug)]
+pub enum StorageEvent {
+    /// These messages are durable.
+    Durable(Vec<u64>),
+    /// These messages could not be stored; nothing of the batch was kept.
+    Failed {
+        /// The messages.
+        ids: Vec<u64>,
+        /// Why.
+        reason: String,
+    },
+    /// Unfinished messages removed because they outlived `message_ttl`.
+    Expired(u64),
+}
+
+/// What a partition held when it was opened.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// The agents the shard hosted.
+    pub agents: Vec<AgentRow>,
+    /// Messages accepted and never finished: to be delivered again.
+    pub pending: Vec<PendingMessage>,
+    /// The first id free for new messages.
+    pub next_id: u64,
+}
+
+/// The shard's handle on its writer thread.
+pub struct PartitionWriter {
+    writes: Option<mpsc::Sender<Write>>,
+    events: mpsc::Receiver<StorageEvent>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl PartitionWriter {
+    /// Open `path`, read what it holds, and start its writer thread, which
+    /// first runs `on_start` (to place itself) and rings the owning shard
+    /// with `wake` after each answer.
+    pub fn start(
+        path: &std::path::Path,
+        settings: &StorageSettings,
+        name: String,
+        on_start: Box<dyn FnOnce() + Send>,
+        wake: Box<dyn Fn() + Send>,
+    ) -> Result<(Self, Recovered), StorageError> {
+        let mut partition = Partition::open(path, settings)?;
+        let recovered = Recovered {
+            agents: partition.agents()?,
+            pending: partition.take_pending()?,
+            next_id: partition.max_id()? + 1,
+        };
+        let (writes, receiver) = mpsc::channel();
+        let (events_sender, events) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                on_start();
+                run(partition, receiver, events_sender, wake)
+            })
+            .map_err(|error| StorageError::Directory {
+                path: path.display().to_string(),
+                message: format!("cannot start its writer thread: {error}"),
+            })?;
+        Ok((
+            Self {
+                writes: Some(writes),
+                events,
+                thread: Some(thread),
+            },
+            recovered,
+        ))
+    }
+
+    /// Queue `write`; false when the writer has stopped.
+    pub fn write(&self, write: Write) -> bool {
+        self.writes
+            .as_ref()
+            .is_some_and(|writes| writes.send(write).is_ok())
+    }
+
+    /// The next answer, if one is waiting.
+    pub fn next_event(&self) -> Option<StorageEvent> {
+        self.events.try_recv().ok()
+    }
+}
+
+impl Drop for PartitionWriter {
+    fn drop(&mut self) {
+        // Closing the channel lets the writer apply what it has and stop.
+        drop(self.writes.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run(
+    mut partition: Partition,
+    writes: mpsc::Receiver<Write>,
+    events: mpsc::Sender<StorageEvent>,
+    wake: Box<dyn Fn() + Send>,
+) {
+    let settings = partition.settings().clone();
+    let mut next_cleanup = Instant::now() + settings.cleanup_interval;
+    let mut open = true;
+    while open {
+        let wait = next_cleanup.saturating_duration_since(Instant::now());
+        let first = match writes.recv_timeout(wait) {
+            Ok(write) => Some(write),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        if let Some(first) = first {
+            let mut batch = vec![first];
+            let flush_by = Instant::now() + settings.flush_interval;
+            while batch.len() < settings.batch_size {
+                match writes.try_recv() {
+                    Ok(write) => batch.push(write),
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
+                    Err(mpsc::TryRecvError::Empty) => {
+                        let left = flush_by.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        match writes.recv_timeout(left) {
+                            Ok(write) => batch.push(write),
+                            Err(mpsc::RecvTimeoutError::Timeout) => break,
+                            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                                open = false;
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            let event = apply(&mut partition, batch);
+            if let Some(event) = event {
+                let _ = events.send(event);
+                wake();
+            }
+        }
+        if Instant::now() >= next_cleanup {
+            match partition.cleanup(now_ms()) {
+                Ok((expired, _)) if expired > 0 => {
+                    let _ = events.send(StorageEvent::Expired(expired));
+                    wake();
+                }
+                Ok(_) => {}
+                Err(error) => warn!("cleanup of {} failed: {error}", partition.path().display()),
+            }
+            next_cleanup = Instant::now() + settings.cleanup_interval;
+        }
+    }
+}
+
+/// Apply `batch` in one transaction; the event for the shard, if it needs one.
+fn apply(partition: &mut Partition, batch: Vec<Write>) -> Option<StorageEvent> {
+    let persisted: Vec<u64> = batch
+        .iter()
+        .filter_map(|write| match write {
+            Write::Persist { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    let result = partition.transaction(|transaction, settings| {
+        for write in &batch {
+            match write {
+                Write::Persist {
+                    id,
+                    receiver,
+                    conversation_id,
+                    envelope,
+                } => Partition::persist(
+                    transaction,
+                    settings,
+                    *id,
+                    receiver,
+                    *conversation_id,
+                    envelope,
+                )?,
+                Write::Done { id } => Partition::mark_done(transaction, *id)?,
+                Write::PutAgent(agent) => Partition::put_agent(transaction, agent)?,
+                Write::RemoveAgent { name } => Partition::remove_agent(transaction, name)?,
+            }
+        }
+        Ok(())
+    });
+    match result {
+        Ok(()) if persisted.is_empty() => None,
+        Ok(()) => Some(StorageEvent::Durable(persisted)),
+        Err(error) => {
+            warn!(
+                "a write batch of {} was not stored: {error}",
+                partition.path().display()
+            );
+            Some(StorageEvent::Failed {
+                ids: persisted,
+                reason: error.to_string(),
+            })
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! Storage partitions on whole in-process nodes: durable sends are accepted
+//! only once stored and are finished once handled, a restarted node
+//! redeploys its agents, a second node cannot share a data directory, and a
+//! node whose storage cannot keep a message refuses it and keeps serving.
+
+use std::path::Path;
+use std::time::Duration;
+
+use caxton_messaging::Performative;
+use caxton_shards::{Node, NodeError, PersistError, SendOptions};
+use caxton_storage::{partition_path, Partition, StorageSettings};
+use caxton_tests::{example, plan_on_this_machine, Planned};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn persistent(directory: &Path, extra: &[&str]) -> Planned {
+    let data = format!("storage.data_directory={}", directory.display());
+    let mut overrides = vec![
+        "messaging.enable_persistence=true",
+        "runtime.worker_threads=2",
+        data.as_str(),
+    ];
+    overrides.extend_from_slice(extra);
+    plan_on_this_machine(&["low-latency"], &overrides)
+}
+
+/// Whether message `id` is stored in `directory`'s partitions, and finished.
+fn stored_state(planned: &Planned, directory: &Path, id: u64) -> Option<bool> {
+    let shard = (id >> 48) as usize - 1;
+    let settings = StorageSettings::from_profile(&planned.profile);
+    Partition::open(&partition_path(directory, shard), &settings)
+        .expect("partition opens")
+        .message_state(id)
+        .expect("state")
+}
+
+#[test]
+fn a_durable_send_is_stored_before_acceptance_and_finished_once_handled() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let planned = persistent(directory.path(), &[]);
+    let mut node = Node::start(&planned.profile, &planned.plan).expect("node starts");
+    let echo = node
+        .deploy(
+            "echo",
+            &example("echo"),
+            2,
+            &planned.profile.agent_limits("echo"),
+        )
+        .expect("deployed");
+    let mut client = node.client().expect("client");
+    let mut ids = Vec::new();
+    for index in 0..20u8 {
+        let (token, id) = client
+            .send_persistent(
+                echo,
+                Performative::Request,
+                vec![index],
+                SendOptions::default(),
+                TIMEOUT,
+            )
+            .expect("accepted");
+        let reply = client.await_reply(token, TIMEOUT).expect("answered");
+        assert_eq!(reply.content, vec![index]);
+        ids.push(id);
+    }
+    let persisted: u64 = node
+        .metrics(false)
+        .expect("metrics")
+        .iter()
+        .map(|shard| shard.persisted)
+        .sum();
+    assert_eq!(persisted, 20);
+    drop(client);
+    node.shutdown().expect("clean stop");
+    for id in ids {
+        assert_eq!(
+            stored_state(&planned, directory.path(), id),
+            Some(true),
+            "message {id}"
+        );
+    }
+}
+
+#[test]
+fn a_restarted_node_redeploys_its_agents_and_a_second_node_is_refused() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let planned = persistent(directory.path(), &[]);
+    let mut node = Node::start(&planned.profile, &planned.plan).expect("node starts");
+    node.deploy(
+        "echo",
+        &example("echo"),
+        3,
+        &planned.profile.agent_limits("echo"),
+    )
+    .expect("deployed");
+    node.deploy(
+        "counter",
+        &example("counter"),
+        1,
+        &planned.profile.agent_limits("counter"),
+    )
+    .expect("deployed");
+    node.undeploy("counter").expect("undeployed");
+    // A second node on the same directory is refused while the first runs.
+    match Node::start(&planned.profile, &planned.plan) {
+        Err(NodeError::Storage(reason)) => assert!(reason.contains("another node"), "{reason}"),
+        Err(other) => panic!("unexpected error: {other}"),
+        Ok(second) => {
+            let _ = second.shutdown();
+            panic!("two nodes shared a data directory");
+        }
+    }
+    node.shutdown().expect("clean stop");
+
+    let mut restarted = Node::start(&planned.profile, &planned.plan).expect("restarts");
+    let (agents, redelivered) = restarted.recover().expect("recovers");
+    assert_eq!((agents, redelivered), (1, 0));
+    let directory_view = restarted.directory();
+    let echo = directory_view.resolve("echo").expect("echo is back");
+    assert!(
+        directory_view.resolve("counter").is_none(),
+        "undeployed stays undeployed"
+    );
+    let record = directory_view.get(echo).expect("record");
+    assert_eq!(
+        record
+            .instances_per_shard
+            .iter()
+            .map(|&count| u32::from(count))
+            .sum::<u32>(),
+        3
+    );
+    let mut client = restarted.client().expect("client");
+    let reply = client
+        .request(echo, b"again".to_vec(), TIMEOUT)
+        .expect("answered");
+    assert_eq!(reply.content, b"again");
+    drop(client);
+    restarted.shutdown().expect("clean stop");
+}
+
+#[test]
+fn without_persistence_a_durable_send_is_refused_with_the_reason() {
+    let planned = plan_on_this_machine(&["low-latency"], &[]);
+    let mut node = Node::start(&planned.profile, &planned.plan).expect("node starts");
+    let echo = node
+        .deploy(
+            "echo",
+            &example("echo"),
+            1,
+            &planned.profile.agent_limits("echo"),
+        )
+        .expect("deployed");
+    let mut client = node.client().expect("client");
+    match client.send_persistent(
+        echo,
+        Performative::Request,
+        vec![1],
+        SendOptions::default(),
+        TIMEOUT,
+    ) {
+        Err(PersistError::Refused(reason)) => {
+            assert!(reason.contains("persistence-off"), "{reason}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // The node keeps serving ordinary sends.
+    assert!(client.request(echo, vec![2], TIMEOUT).is_ok());
+    drop(client);
+    node.shutdown().expect("clean stop");
+}
+
+fn mount_tmpfs(target: &Path, options: &str) {
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+        .arg(target)
+        .status()
+        .expect("mount runs");
+    assert!(
+        status.success(),
+        "mounting a tmpfs needs root (the test machines run as root)"
+    );
+}
+
+fn unmount(target: &Path) {
+    let _ = std::process::Command::new("umount").arg(target).status();
+}
+
+#[test]
+fn a_full_disk_refuses_durable_sends_and_the_node_keeps_serving() {
+    let mount = tempfile::tempdir().expect("tempdir");
+    mount_tmpfs(mount.path(), "size=1m");
+    let result = std::panic::catch_unwind(|| {
+        let planned = persistent(mount.path(), &["storage.page_cache_size=64KB"]);
+        let mut node = Node::start(&planned.profile, &planned.plan).expect("node starts");
+        let echo = node
+            .deploy(
+                "echo",
+                &example("echo"),
+                1,
+                &planned.profile.agent_limits("echo"),
+            )
+            .expect("deployed");
+        let mut client = node.client().expect("client");
+        let payload = vec![7u8; 16 * 1024];
+        let (mut accepted, mut refused) = (0, 0);
+        for _ in 0..200 {
+            match client.send_persistent(
+                echo,
+                Performative::Request,
+                payload.clone(),
+                SendOptions::default(),
+                TIMEOUT,
+            ) {
+                Ok((token, _)) => {
+                    accepted += 1;
+                    client
+                        .await_reply(token, TIMEOUT)
+                        .expect("accepted messages are answered");
+                }
+                Err(PersistError::Refused(reason)) => {
+                    assert!(reason.contains("storage"), "{reason}");
+                    refused += 1;
+                }
+                Err(other) => panic!("{other}"),
+            }
+        }
+        assert!(
+            accepted > 0 && refused > 0,
+            "accepted {accepted}, refused {refused}"
+        );
+        let failures: u64 = node
+            .metrics(false)
+            .expect("metrics")
+            .iter()
+            .map(|shard| shard.storage_failures)
+            .sum();
+        assert_eq!(failures, refused);
+        // Ordinary sends still work on a node whose disk is full.
+        assert_eq!(
+            client
+                .request(echo, b"ok".to_vec(), TIMEOUT)
+                .expect("served")
+                .content,
+            b"ok"
+        );
+        drop(client);
+        node.shutdown().expect("clean stop");
+    });
+    unmount(mount.path());
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+#[test]
+fn a_read_only_data_directory_stops_the_node_from_starting_with_a_clear_error() {
+    let mount = tempfile::tempdir().expect("tempdir");
+    mount_tmpfs(mount.path(), "ro,size=1m");
+    let planned = persistent(mount.path(), &[]);
+    let result = Node::start(&planned.profile, &planned.plan);
+    unmount(mount.path());
+    match result {
+        Err(error) => assert!(
+            error.to_string().contains("Read-only file system")
+                || error.to_string().contains("readonly"),
+            "{error}"
+        ),
+        Ok(node) => {
+            let _ = node.shutdown();
+            panic!("a node started on a read-only data directory");
+        }
+    }
+}
+
+#[test]
+fn a_corrupt_partition_stops_the_node_from_starting_and_names_the_file() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    std::fs::write(partition_path(directory.path(), 0), vec![0x5a; 16 * 1024]).expect("write");
+    let planned = persistent(directory.path(), &[]);
+    match Node::start(&planned.profile, &planned.plan) {
+        Err(error) => {
+            let text = error.to_string();
+            assert!(
+                text.contains("shard-0.sqlite") && text.contains("not a usable database"),
+                "{text}"
+            );
+        }
+        Ok(node) => {
+            let _ = node.shutdown();
+            panic!("a node started on a corrupt partition");
+        }
+    }
+}
