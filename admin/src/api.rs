@@ -473,6 +473,15 @@ struct SendRequest {
     /// crashes first (needs `messaging.enable_persistence`).
     #[serde(default)]
     persistent: bool,
+    /// Wait for the agent's reply (default); with `false` the answer is
+    /// `202 Accepted` once the node has accepted the message (stored, for a
+    /// persistent one), and the reply is not awaited.
+    #[serde(default = "yes")]
+    wait_for_reply: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn request_performative() -> Performative {
@@ -515,6 +524,7 @@ async fn send(context: &Context, name: String, body: &[u8]) -> Answer {
     let clients = context.clients.clone();
     let performative = request.performative;
     let persistent = request.persistent;
+    let wait_for_reply = request.wait_for_reply;
     let options = SendOptions {
         priority: caxton_messaging::PriorityClass(request.priority),
         deadline: Some(timeout),
@@ -522,6 +532,8 @@ async fn send(context: &Context, name: String, body: &[u8]) -> Answer {
     };
     // The wait parks a thread, so it runs on the blocking pool, not the reactor.
     let outcome = tokio::task::spawn_blocking(move || {
+        // Whatever this client still holds answers earlier calls that stopped waiting.
+        client.discard_unclaimed();
         let started = Instant::now();
         let sent = match client.resolve(&name) {
             Err(failure) => Err(send_error(&name, failure)),
@@ -547,9 +559,12 @@ async fn send(context: &Context, name: String, body: &[u8]) -> Answer {
                 .map_err(|failure| send_error(&name, failure)),
         };
         let result = sent.and_then(|(token, message_id)| {
+            if !wait_for_reply {
+                return Ok((None, message_id));
+            }
             client
                 .await_reply(token, timeout)
-                .map(|reply| (reply, message_id))
+                .map(|reply| (Some(reply), message_id))
                 .map_err(|_| {
                     error(
                         StatusCode::GATEWAY_TIMEOUT,
@@ -569,6 +584,12 @@ async fn send(context: &Context, name: String, body: &[u8]) -> Answer {
     .await
     .map_err(|_| shutting_down())?;
     let (reply, message_id, round_trip) = outcome?;
+    let Some(reply) = reply else {
+        return Ok(json_reply(
+            StatusCode::ACCEPTED,
+            &json!({ "accepted": true, "message_id": message_id }),
+        ));
+    };
     let text = String::from_utf8(reply.content.clone()).ok();
     Ok(json_reply(
         StatusCode::OK,

@@ -230,6 +230,16 @@ impl Client {
         }
     }
 
+    /// Drop every message waiting for this client: answers that nobody waits
+    /// for any more (replies to fire-and-forget sends, or to requests whose
+    /// wait timed out). Returns how many were dropped.
+    pub fn discard_unclaimed(&mut self) -> usize {
+        let mut dropped = self.inbox.len();
+        self.inbox.clear();
+        dropped += self.port().drain(usize::MAX, drop);
+        dropped
+    }
+
     /// A fresh `reply_with` token, for callers that build envelopes themselves.
     pub fn next_token(&mut self) -> u64 {
         let token = self.next_token;
