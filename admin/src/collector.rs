@@ -65,8 +65,10 @@ impl Collector {
         let readings = node.metrics(true)?;
         for (total, reading) in self.totals.iter_mut().zip(&readings) {
             total.merge(reading);
-            // A depth is a level, not a count: the latest reading is the truth.
+            // Levels, not counts: the latest reading is the truth.
             total.queue_depth = reading.queue_depth;
+            total.storage_transactions = reading.storage_transactions;
+            total.storage_writes = reading.storage_writes;
             self.interval.merge(reading);
         }
         let now = Instant::now();

@@ -7,6 +7,7 @@
 pub mod baseline;
 pub mod custom;
 pub mod load;
+pub mod persistence;
 pub mod remote;
 pub mod standard;
 pub mod stress;

@@ -75,7 +75,7 @@ pub enum Command {
 pub enum BenchmarkCommand {
     /// Run a benchmark suite against an in-process node.
     Run {
-        /// The suite: `standard`.
+        /// The suite: `standard`, or `persistence` (what durable messages cost).
         #[arg(long, default_value = "standard")]
         suite: String,
         /// A shorter run (within two minutes on a 2-core machine).

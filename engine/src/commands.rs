@@ -264,9 +264,17 @@ fn run_benchmark(
     compare: Option<String>,
 ) -> Result<(), CommandError> {
     let compare = crate::loadbench::compare_baseline(compare.as_deref())?;
+    if suite == "persistence" {
+        if compare {
+            return Err(CommandError::BadInput(
+                "--compare baseline runs with the standard suite".into(),
+            ));
+        }
+        return run_persistence_benchmark(selection, quick, output);
+    }
     if suite != "standard" {
         return Err(CommandError::BadInput(format!(
-            "unknown suite `{suite}`; the suites are: standard"
+            "unknown suite `{suite}`; the suites are: standard, persistence"
         )));
     }
     let mut options = if quick {
@@ -334,6 +342,44 @@ fn run_benchmark(
             output: output.map(|directory| directory.join("compare-baseline")),
         },
     )
+}
+
+fn run_persistence_benchmark(
+    selection: &ProfileSelection,
+    quick: bool,
+    output: Option<std::path::PathBuf>,
+) -> Result<(), CommandError> {
+    let loaded = load_benchmark_profile(selection, &[])?;
+    let topology =
+        MachineTopology::discover().map_err(|error| CommandError::Failed(error.to_string()))?;
+    let plan = plan_placement(&loaded, &topology)?;
+    let options = if quick {
+        caxton_bench::persistence::PersistenceOptions::quick()
+    } else {
+        caxton_bench::persistence::PersistenceOptions::full()
+    };
+    let profile_name = if selection.profiles.is_empty() {
+        "low-latency".to_owned()
+    } else {
+        selection.profiles.join("+")
+    };
+    let summary = caxton_bench::persistence::run_persistence_suite(
+        &loaded.profile,
+        &plan,
+        &profile_name,
+        topology.cores.len(),
+        &options,
+    )
+    .map_err(|error| CommandError::Failed(format!("benchmark failed: {error}")))?;
+    if let Some(directory) = output {
+        caxton_bench::standard::write_results(&directory, &summary.scenarios, &summary)
+            .map_err(|error| CommandError::Failed(error.to_string()))?;
+    }
+    emit(&format!(
+        "{}\n{}",
+        caxton_bench::machine_line(),
+        caxton_bench::persistence::render(&summary)
+    ))
 }
 
 fn run_node(selection: &ProfileSelection) -> Result<(), CommandError> {

@@ -651,7 +651,9 @@ pub struct StorageConfig {
     pub data_directory: String,
     /// Most writes in one transaction (not in the seed; the seed's `BatchWriter`).
     pub batch_size: u32,
-    /// The longest a write waits for others to share its transaction (not in the seed).
+    /// The longest a write waits for others to share its transaction (not in
+    /// the seed). 0: commit as soon as nothing more is queued; writes that
+    /// arrive during a commit share the next one.
     pub flush_interval: HumanDuration,
 }
 
@@ -664,7 +666,7 @@ impl Default for StorageConfig {
             auto_vacuum: AutoVacuum::None,
             data_directory: "caxton-data".into(),
             batch_size: 1000,
-            flush_interval: HumanDuration::from_micros(500),
+            flush_interval: HumanDuration::from_millis(0),
         }
     }
 }

@@ -50,6 +50,31 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
     if runtime.max_agents == 0 {
         fail("runtime.max_agents", "must be at least 1".into(), "");
     }
+    let storage = &profile.storage;
+    if storage.batch_size == 0 || storage.batch_size > 100_000 {
+        fail(
+            "storage.batch_size",
+            format!(
+                "{} writes per transaction is out of range",
+                storage.batch_size
+            ),
+            "use 1 to 100000",
+        );
+    }
+    if storage.flush_interval.get() > std::time::Duration::from_secs(1) {
+        fail(
+            "storage.flush_interval",
+            format!("{} holds durable sends too long", storage.flush_interval),
+            "use at most 1s; 0 commits as soon as nothing more is queued",
+        );
+    }
+    if storage.data_directory.trim().is_empty() {
+        fail(
+            "storage.data_directory",
+            "is empty".into(),
+            "name a directory",
+        );
+    }
     let observability = &profile.observability;
     if observability.log_level.trim().is_empty() {
         fail(

@@ -299,8 +299,11 @@ impl Client {
 
     /// Wait for the answer quoting `token`; other messages stay queued for `recv`.
     pub fn await_reply(&mut self, token: u64, timeout: Duration) -> Result<Envelope, RequestError> {
-        self.wait_for(timeout, |envelope| envelope.in_reply_to == token)
-            .ok_or(RequestError::Timeout(timeout))
+        // The node's acceptance notice of a durable send quotes the token too; it is not the reply.
+        self.wait_for(timeout, |envelope| {
+            envelope.in_reply_to == token && !matches!(envelope.durability, Durability::Notice(_))
+        })
+        .ok_or(RequestError::Timeout(timeout))
     }
 
     /// The first queued or arriving message that `wanted` accepts, waiting up

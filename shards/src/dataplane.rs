@@ -336,6 +336,11 @@ impl ShardRuntime {
                     self.metrics.queue_depth =
                         self.lanes.iter().map(|lane| lane.len() as u64).sum::<u64>()
                             + self.throttled.len() as u64;
+                    if let Some(storage) = &self.storage {
+                        let (transactions, writes) = storage.writer.committed();
+                        self.metrics.storage_transactions = transactions;
+                        self.metrics.storage_writes = writes;
+                    }
                     let _ = ack.send(self.metrics.clone());
                     if reset {
                         self.metrics.reset();

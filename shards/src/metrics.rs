@@ -47,6 +47,10 @@ pub struct ShardMetrics {
     pub storage_failures: u64,
     /// Unfinished stored messages removed because they outlived `messaging.message_ttl`.
     pub expired: u64,
+    /// Transactions the shard's partition writer committed (a level, like `queue_depth`).
+    pub storage_transactions: u64,
+    /// Writes those transactions applied (a level).
+    pub storage_writes: u64,
 }
 
 impl Default for ShardMetrics {
@@ -69,6 +73,8 @@ impl Default for ShardMetrics {
             redelivered: 0,
             storage_failures: 0,
             expired: 0,
+            storage_transactions: 0,
+            storage_writes: 0,
         }
     }
 }
@@ -100,6 +106,8 @@ impl ShardMetrics {
         self.redelivered += other.redelivered;
         self.storage_failures += other.storage_failures;
         self.expired += other.expired;
+        self.storage_transactions += other.storage_transactions;
+        self.storage_writes += other.storage_writes;
     }
 
     /// Clear histograms and counters (between benchmark phases).

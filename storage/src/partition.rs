@@ -642,3 +642,29 @@ mod tests {
         assert_eq!(recovered.next_id, 3);
     }
 }
+
+#[cfg(test)]
+mod profile_tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_optimized_profile_shapes_the_partition() {
+        let profile = caxton_profiles::load(&["memory-optimized".to_owned()], &[])
+            .expect("built-in")
+            .profile;
+        let settings = StorageSettings::from_profile(&profile);
+        assert!(settings.compression);
+        assert_eq!(settings.message_ttl, Some(Duration::from_secs(60)));
+        assert_eq!(settings.cleanup_interval, Duration::from_secs(10));
+        let directory = tempfile::tempdir().expect("tempdir");
+        let partition =
+            Partition::open(&directory.path().join("m.sqlite"), &settings).expect("open");
+        // 10MB page cache, 50MB WAL limit, auto_vacuum full.
+        assert_eq!(partition.pragma("cache_size").expect("pragma"), "-10240");
+        assert_eq!(
+            partition.pragma("journal_size_limit").expect("pragma"),
+            "52428800"
+        );
+        assert_eq!(partition.pragma("auto_vacuum").expect("pragma"), "1");
+    }
+}

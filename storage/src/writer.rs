@@ -7,7 +7,8 @@
 //! not be kept (the shard then refuses them rather than pretend). It rings
 //! the shard's doorbell after each answer, so a parked shard wakes for it.
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -76,6 +77,9 @@ pub struct PartitionWriter {
     writes: Option<mpsc::Sender<Write>>,
     events: mpsc::Receiver<StorageEvent>,
     thread: Option<JoinHandle<()>>,
+    /// Transactions committed and writes applied, counted by the writer
+    /// thread and only read (for metrics) by the shard that owns it.
+    committed: Arc<[AtomicU64; 2]>,
 }
 
 impl PartitionWriter {
@@ -97,11 +101,13 @@ impl PartitionWriter {
         };
         let (writes, receiver) = mpsc::channel();
         let (events_sender, events) = mpsc::channel();
+        let committed: Arc<[AtomicU64; 2]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let counters = Arc::clone(&committed);
         let thread = std::thread::Builder::new()
             .name(name)
             .spawn(move || {
                 on_start();
-                run(partition, receiver, events_sender, wake)
+                run(partition, receiver, events_sender, wake, &counters)
             })
             .map_err(|error| StorageError::Directory {
                 path: path.display().to_string(),
@@ -112,6 +118,7 @@ impl PartitionWriter {
                 writes: Some(writes),
                 events,
                 thread: Some(thread),
+                committed,
             },
             recovered,
         ))
@@ -122,6 +129,14 @@ impl PartitionWriter {
         self.writes
             .as_ref()
             .is_some_and(|writes| writes.send(write).is_ok())
+    }
+
+    /// (transactions committed, writes applied) so far.
+    pub fn committed(&self) -> (u64, u64) {
+        (
+            self.committed[0].load(Ordering::Relaxed),
+            self.committed[1].load(Ordering::Relaxed),
+        )
     }
 
     /// The next answer, if one is waiting.
@@ -145,6 +160,7 @@ fn run(
     writes: mpsc::Receiver<Write>,
     events: mpsc::Sender<StorageEvent>,
     wake: Box<dyn Fn() + Send>,
+    committed: &[AtomicU64; 2],
 ) {
     let settings = partition.settings().clone();
     let mut next_cleanup = Instant::now() + settings.cleanup_interval;
@@ -182,7 +198,12 @@ fn run(
                     }
                 }
             }
+            let writes_in_batch = batch.len() as u64;
             let event = apply(&mut partition, batch);
+            if !matches!(event, Some(StorageEvent::Failed { .. })) {
+                committed[0].fetch_add(1, Ordering::Relaxed);
+                committed[1].fetch_add(writes_in_batch, Ordering::Relaxed);
+            }
             if let Some(event) = event {
                 let _ = events.send(event);
                 wake();

@@ -292,3 +292,87 @@ fn a_corrupt_partition_stops_the_node_from_starting_and_names_the_file() {
         }
     }
 }
+
+/// Send `count` durable messages with all of them outstanding at once and
+/// wait for every acceptance; returns the node's (transactions, writes).
+fn burst(planned: &Planned, count: usize) -> (u64, u64) {
+    let mut node = Node::start(&planned.profile, &planned.plan).expect("node starts");
+    let echo = node
+        .deploy(
+            "echo",
+            &example("echo"),
+            1,
+            &planned.profile.agent_limits("echo"),
+        )
+        .expect("deployed");
+    let mut client = node.client().expect("client");
+    let mut tokens = Vec::new();
+    for index in 0..count {
+        let token = client.next_token();
+        let envelope = caxton_messaging::Envelope {
+            performative: Performative::Request,
+            sender: client.address(),
+            receiver: caxton_messaging::Address::Agent(echo),
+            conversation_id: 0,
+            reply_with: token,
+            in_reply_to: 0,
+            priority: caxton_messaging::PriorityClass(0),
+            deadline_ns: caxton_messaging::Envelope::NO_DEADLINE,
+            sent_at_ns: client.now_ns(),
+            from_shard: 0,
+            durability: caxton_messaging::Durability::Requested,
+            content: vec![index as u8],
+        };
+        client.send_envelope(envelope).expect("sent");
+        tokens.push(token);
+    }
+    for token in tokens {
+        let reply = client.await_reply(token, TIMEOUT).expect("answered");
+        assert_eq!(reply.performative, Performative::Inform);
+    }
+    drop(client);
+    // Finished-marks are written after the replies; give the writer a moment to commit them.
+    let mut counts = (0, 0);
+    for _ in 0..100 {
+        let metrics = node.metrics(false).expect("metrics");
+        counts = (
+            metrics.iter().map(|shard| shard.storage_transactions).sum(),
+            metrics.iter().map(|shard| shard.storage_writes).sum(),
+        );
+        if counts.1 >= 2 * count as u64 + 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    node.shutdown().expect("clean stop");
+    counts
+}
+
+#[test]
+fn batch_size_and_flush_interval_decide_how_writes_share_transactions() {
+    let one_by_one = tempfile::tempdir().expect("tempdir");
+    let planned = persistent(
+        one_by_one.path(),
+        &["storage.batch_size=1", "runtime.worker_threads=1"],
+    );
+    let (transactions, writes) = burst(&planned, 100);
+    // 100 stores, 100 finished-marks and the agent's record, one transaction each.
+    assert_eq!(writes, 201);
+    assert_eq!(transactions, writes);
+
+    let batched = tempfile::tempdir().expect("tempdir");
+    let planned = persistent(
+        batched.path(),
+        &[
+            "storage.batch_size=1000",
+            "storage.flush_interval=50ms",
+            "runtime.worker_threads=1",
+        ],
+    );
+    let (transactions, writes) = burst(&planned, 100);
+    assert_eq!(writes, 201);
+    assert!(
+        transactions * 5 <= writes,
+        "{transactions} transactions for {writes} writes"
+    );
+}
