@@ -21,7 +21,7 @@ pub const EXPORT_ABI_VERSION: &str = "caxton_abi_version";
 pub const EXPORT_HANDLE: &str = "caxton_handle";
 
 /// Host functions an agent may import from [`IMPORT_MODULE`].
-pub const HOST_FUNCTIONS: [&str; 14] = [
+pub const HOST_FUNCTIONS: [&str; 16] = [
     "msg_performative",
     "msg_content_len",
     "msg_read_content",
@@ -36,6 +36,8 @@ pub const HOST_FUNCTIONS: [&str; 14] = [
     "reply_to",
     "log",
     "now_ns",
+    "state_get",
+    "state_put",
 ];
 
 /// Host function results below zero.
@@ -56,7 +58,18 @@ pub mod errors {
     pub const BAD_UTF8: i32 = -7;
     /// `reply` to a message whose sender cannot be answered.
     pub const NO_SENDER: i32 = -8;
+    /// `state_get` of a key the agent never put (or deleted).
+    pub const NOT_FOUND: i32 = -9;
+    /// `state_put` of a new key when the agent already holds [`super::STATE_KEYS_MAX`].
+    pub const STATE_FULL: i32 = -10;
 }
+
+/// Longest state key, in bytes.
+pub const STATE_KEY_BYTES_MAX: usize = 256;
+/// Longest state value, in bytes.
+pub const STATE_VALUE_BYTES_MAX: usize = 64 * 1024;
+/// Most state keys one agent holds on one shard.
+pub const STATE_KEYS_MAX: usize = 4096;
 
 /// Largest message content an agent may send, in bytes.
 pub const CONTENT_BYTES_MAX: usize = 1 << 20;

@@ -9,6 +9,7 @@
 //! before failing are discarded, and the instance is replaced by a fresh one.
 //! Other agents on the shard are untouched.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -113,6 +114,9 @@ pub struct Handled {
     pub outcome: Outcome,
     /// What it sent (empty after a fault).
     pub outbox: Vec<OutboundMessage>,
+    /// The state it wrote, in order (an empty value deletes the key): for
+    /// the shard's storage partition. Writes made before a fault stay.
+    pub state_writes: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// An agent on a shard: its id, its running instances and its counters.
@@ -171,8 +175,19 @@ pub enum StartKind {
     Cold,
 }
 
+/// An agent's key-value state on one shard, shared by its instances there:
+/// the entries, and the writes since the shard last took them (for its
+/// storage partition).
+#[derive(Debug, Default)]
+pub struct StateMap {
+    entries: HashMap<Vec<u8>, Vec<u8>>,
+    written: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
 /// Per-store state: what the host functions see.
 pub struct HostState {
+    /// The agent's key-value state on this shard.
+    state: Rc<RefCell<StateMap>>,
     limits: StoreLimits,
     current: Option<Envelope>,
     outbox: Vec<OutboundMessage>,
@@ -209,6 +224,7 @@ struct HostedAgent {
     spares: Vec<LiveInstance>,
     next_slot: usize,
     stats: AgentStats,
+    state: Rc<RefCell<StateMap>>,
 }
 
 /// The recycling and pool settings of the profile.
@@ -313,6 +329,7 @@ impl AgentHost {
             instances: Vec::new(),
             spares: Vec::new(),
             next_slot: 0,
+            state: Rc::default(),
             stats: AgentStats::default(),
         };
         for _ in 0..instances {
@@ -352,6 +369,13 @@ impl AgentHost {
     /// node-clock time it may run again. `None` when it may run now.
     pub fn cpu_blocked_until(&mut self, id: AgentId, now_ns: u64) -> Option<u64> {
         self.agents.get_mut(&id)?.cpu_budget.blocked_until(now_ns)
+    }
+
+    /// Load agent `id`'s state on this shard (from the partition, after a restart).
+    pub fn seed_state(&mut self, id: AgentId, entries: Vec<(Vec<u8>, Vec<u8>)>) {
+        if let Some(agent) = self.agents.get(&id) {
+            agent.state.borrow_mut().entries.extend(entries);
+        }
     }
 
     /// The counters of every agent on this shard, with its instance count.
@@ -575,18 +599,25 @@ impl AgentHost {
             shard: self.shard,
             slot,
         };
+        let state_writes = self
+            .agents
+            .get(&id)
+            .map(|agent| std::mem::take(&mut agent.state.borrow_mut().written))
+            .unwrap_or_default();
         if outcome.is_fault() {
             self.replace_instance(id, index);
             return Some(Handled {
                 instance: instance_id,
                 outcome,
                 outbox: Vec::new(),
+                state_writes,
             });
         }
         Some(Handled {
             instance: instance_id,
             outcome,
             outbox,
+            state_writes,
         })
     }
 
@@ -661,6 +692,7 @@ impl AgentHost {
             clock: Rc::clone(&self.clock),
             agent_name: Rc::clone(&agent.name),
             tickets: Vec::new(),
+            state: Rc::clone(&agent.state),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
@@ -734,6 +766,7 @@ pub(crate) fn check_abi_version(
         clock: Rc::new(|| 0),
         agent_name: Rc::from("(deploy check)"),
         tickets: Vec::new(),
+        state: Rc::default(),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limits);
@@ -798,6 +831,22 @@ pub fn write_guest<T>(
 /// The message being handled, or `NO_MESSAGE` outside `caxton_handle`.
 fn current<'a>(caller: &'a Caller<'_, HostState>) -> Result<&'a Envelope, i32> {
     caller.data().current.as_ref().ok_or(errors::NO_MESSAGE)
+}
+
+/// Guest bytes for a state key or value, at most `max` of them.
+fn state_bytes(
+    caller: &mut Caller<'_, HostState>,
+    pointer: i32,
+    length: i32,
+    max: usize,
+) -> Result<Vec<u8>, i32> {
+    if usize::try_from(length).map_or(true, |length| length > max) {
+        return Err(errors::TOO_LARGE);
+    }
+    let memory = exported_memory(caller).ok_or(errors::OUT_OF_BOUNDS)?;
+    guest_bytes(memory.data(&*caller), pointer, length)
+        .map(<[u8]>::to_vec)
+        .ok_or(errors::OUT_OF_BOUNDS)
 }
 
 fn performative_from(code: i32) -> Result<Performative, i32> {
@@ -1098,5 +1147,69 @@ fn host_linker(engine: &Engine) -> Result<Linker<HostState>, DeployError> {
             (caller.data().clock)() as i64
         }),
     )?;
+    define(linker.func_wrap(
+        module,
+        "state_get",
+        |mut caller: Caller<'_, HostState>,
+         key_pointer: i32,
+         key_length: i32,
+         pointer: i32,
+         capacity: i32|
+         -> i32 {
+            let key = match state_bytes(
+                &mut caller,
+                key_pointer,
+                key_length,
+                abi::STATE_KEY_BYTES_MAX,
+            ) {
+                Ok(key) => key,
+                Err(code) => return code,
+            };
+            let state = Rc::clone(&caller.data().state);
+            let state = state.borrow();
+            match state.entries.get(&key) {
+                Some(value) => write_guest(&mut caller, pointer, capacity, value),
+                None => errors::NOT_FOUND,
+            }
+        },
+    ))?;
+    define(linker.func_wrap(
+        module,
+        "state_put",
+        |mut caller: Caller<'_, HostState>,
+         key_pointer: i32,
+         key_length: i32,
+         pointer: i32,
+         length: i32|
+         -> i32 {
+            let key = match state_bytes(
+                &mut caller,
+                key_pointer,
+                key_length,
+                abi::STATE_KEY_BYTES_MAX,
+            ) {
+                Ok(key) => key,
+                Err(code) => return code,
+            };
+            let value = match state_bytes(&mut caller, pointer, length, abi::STATE_VALUE_BYTES_MAX)
+            {
+                Ok(value) => value,
+                Err(code) => return code,
+            };
+            let state = Rc::clone(&caller.data().state);
+            let mut state = state.borrow_mut();
+            if value.is_empty() {
+                state.entries.remove(&key);
+            } else if !state.entries.contains_key(&key)
+                && state.entries.len() >= abi::STATE_KEYS_MAX
+            {
+                return errors::STATE_FULL;
+            } else {
+                state.entries.insert(key.clone(), value.clone());
+            }
+            state.written.push((key, value));
+            0
+        },
+    ))?;
     Ok(linker)
 }

@@ -54,6 +54,9 @@ pub enum Command {
         /// How long to wait for the reply, e.g. `500ms`, `5s`.
         #[arg(long, default_value = "5s")]
         timeout: String,
+        /// Have the node store it before accepting it (needs `messaging.enable_persistence`).
+        #[arg(long)]
+        persistent: bool,
         /// How to reach the engine.
         #[command(flatten)]
         endpoint: Endpoint,

@@ -148,14 +148,18 @@ pub fn dispatch(cli: Cli) -> Result<(), CommandError> {
             content,
             performative,
             timeout,
+            persistent,
             endpoint,
         }) => crate::remote::send(
             &cli.selection,
             &endpoint,
-            &agent,
-            &content,
-            &performative,
-            &timeout,
+            crate::remote::Message {
+                agent: &agent,
+                content: &content,
+                performative: &performative,
+                timeout: &timeout,
+                persistent,
+            },
         ),
         Some(Command::Hdr(HdrCommand::Dump { output, endpoint })) => {
             crate::remote::hdr_dump(&cli.selection, &endpoint, &output)

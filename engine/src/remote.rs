@@ -177,15 +177,33 @@ pub fn agents(selection: &ProfileSelection, command: AgentsCommand) -> Result<()
     }
 }
 
+/// What `engine send` sends.
+pub struct Message<'a> {
+    /// The agent's name.
+    pub agent: &'a str,
+    /// The content, or `-` for stdin.
+    pub content: &'a str,
+    /// The performative.
+    pub performative: &'a str,
+    /// How long to wait for the reply.
+    pub timeout: &'a str,
+    /// Store before acceptance.
+    pub persistent: bool,
+}
+
 /// `engine send AGENT CONTENT`.
 pub fn send(
     selection: &ProfileSelection,
     endpoint: &Endpoint,
-    agent: &str,
-    content: &str,
-    performative: &str,
-    timeout: &str,
+    message: Message<'_>,
 ) -> Result<(), CommandError> {
+    let Message {
+        agent,
+        content,
+        performative,
+        timeout,
+        persistent,
+    } = message;
     let timeout: caxton_profiles::HumanDuration = timeout
         .parse()
         .map_err(|error| CommandError::BadInput(format!("--timeout `{timeout}`: {error}")))?;
@@ -201,6 +219,7 @@ pub fn send(
         "content": content,
         "performative": performative,
         "timeout_ms": u64::try_from(timeout.get().as_millis()).unwrap_or(u64::MAX),
+        "persistent": persistent,
     });
     let client = connect(selection, endpoint)?;
     let answer = call(
@@ -218,8 +237,11 @@ pub fn send(
     );
     emit(&format!("{performative}: {text}\n"))?;
     eprintln!(
-        "round trip {:.1} µs",
-        reply["round_trip_us"].as_f64().unwrap_or(0.0)
+        "round trip {:.1} µs{}",
+        reply["round_trip_us"].as_f64().unwrap_or(0.0),
+        reply["message_id"]
+            .as_u64()
+            .map_or(String::new(), |id| format!("; stored as message {id}"))
     );
     if performative == "failure" {
         return Err(CommandError::Failed(format!(

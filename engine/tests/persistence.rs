@@ -158,3 +158,46 @@ fn every_accepted_message_is_handled_at_least_once_across_kill_9() {
     let (status, rest) = running.terminate();
     assert_eq!(status.code(), Some(0), "{rest}");
 }
+
+#[test]
+fn engine_send_persistent_says_where_the_message_was_stored_or_why_not() {
+    let echo = format!("{}/../examples/agents/echo.wat", env!("CARGO_MANIFEST_DIR"));
+    // Without persistence: refused with the reason, and the engine keeps serving.
+    let plain = start_engine(&[]);
+    let admin = plain.admin_address().to_string();
+    let deployed = common::engine(&["agents", "deploy", &echo, "--admin", &admin]);
+    assert!(deployed.status.success(), "{}", common::stderr(&deployed));
+    let refused = common::engine(&["send", "echo", "x", "--persistent", "--admin", &admin]);
+    assert_eq!(
+        refused.status.code(),
+        Some(1),
+        "{}",
+        common::stderr(&refused)
+    );
+    assert!(
+        common::stderr(&refused).contains("persistence-off"),
+        "{}",
+        common::stderr(&refused)
+    );
+    assert!(common::engine(&["send", "echo", "x", "--admin", &admin])
+        .status
+        .success());
+    drop(plain);
+    // With it: accepted, stored, answered.
+    let data = tempfile::tempdir().expect("tempdir");
+    let durable = engine_with_storage(data.path());
+    let admin = durable.admin_address().to_string();
+    assert!(
+        common::engine(&["agents", "deploy", &echo, "--admin", &admin])
+            .status
+            .success()
+    );
+    let sent = common::engine(&["send", "echo", "kept", "--persistent", "--admin", &admin]);
+    assert!(sent.status.success(), "{}", common::stderr(&sent));
+    assert_eq!(common::stdout(&sent), "inform: kept\n");
+    assert!(
+        common::stderr(&sent).contains("stored as message"),
+        "{}",
+        common::stderr(&sent)
+    );
+}

@@ -285,6 +285,24 @@ impl ShardRuntime {
                 } => {
                     let deployed = self.host.deploy(id, &name, &module, instances, &limits);
                     if deployed.is_ok() {
+                        // After a restart: the agent's state on this shard comes back with it.
+                        let recovered_state: Vec<(Vec<u8>, Vec<u8>)> = self
+                            .storage
+                            .as_mut()
+                            .and_then(|storage| storage.recovered.as_mut())
+                            .map(|recovered| {
+                                let (mine, others) = std::mem::take(&mut recovered.state)
+                                    .into_iter()
+                                    .partition(|(agent, _, _)| *agent == name);
+                                recovered.state = others;
+                                mine.into_iter()
+                                    .map(|(_, key, value)| (key, value))
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        if !recovered_state.is_empty() {
+                            self.host.seed_state(id, recovered_state);
+                        }
                         if let Some(storage) = &self.storage {
                             storage.writer.write(caxton_storage::Write::PutAgent(
                                 caxton_storage::AgentRow {
@@ -469,6 +487,18 @@ impl ShardRuntime {
         };
         // The handler ran: a stored message is finished whatever it did.
         self.mark_done(durability);
+        if !handled.state_writes.is_empty() {
+            if let Some(storage) = &self.storage {
+                let name = self.directory.borrow().name_of(Address::Agent(agent));
+                for (key, value) in handled.state_writes {
+                    storage.writer.write(caxton_storage::Write::PutState {
+                        agent: name.clone(),
+                        key,
+                        value,
+                    });
+                }
+            }
+        }
         let finished_ns = self.clock.now_ns();
         self.send_abandoned();
         self.record_startups();

@@ -19,7 +19,7 @@ mod schema;
 mod writer;
 
 pub use lock::DirectoryLock;
-pub use partition::{AgentRow, Partition, PendingMessage, StorageSettings};
+pub use partition::{AgentRow, Partition, PendingMessage, StateRow, StorageSettings};
 pub use schema::{MIGRATIONS, SCHEMA_VERSION};
 pub use writer::{PartitionWriter, Recovered, StorageEvent, Write};
 

@@ -68,6 +68,9 @@ pub struct AgentRow {
     pub limits: String,
 }
 
+/// One key of an agent's state: (agent, key, value).
+pub type StateRow = (String, Vec<u8>, Vec<u8>);
+
 /// A message accepted and not yet finished.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PendingMessage {
@@ -299,7 +302,45 @@ impl Partition {
         transaction
             .prepare_cached("DELETE FROM agents WHERE name = ?1")?
             .execute(params![name])?;
+        transaction
+            .prepare_cached("DELETE FROM agent_state WHERE agent = ?1")?
+            .execute(params![name])?;
         Ok(())
+    }
+
+    /// Set (or, with an empty value, delete) one key of an agent's state.
+    pub fn put_state(
+        transaction: &rusqlite::Transaction<'_>,
+        agent: &str,
+        key: &[u8],
+        value: &[u8],
+    ) -> rusqlite::Result<()> {
+        if value.is_empty() {
+            transaction
+                .prepare_cached("DELETE FROM agent_state WHERE agent = ?1 AND key = ?2")?
+                .execute(params![agent, key])?;
+        } else {
+            transaction
+                .prepare_cached(
+                    "INSERT INTO agent_state (agent, key, value) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (agent, key) DO UPDATE SET value = excluded.value",
+                )?
+                .execute(params![agent, key, value])?;
+        }
+        Ok(())
+    }
+
+    /// Every agent's state: (agent, key, value).
+    pub fn states(&self) -> Result<Vec<StateRow>, StorageError> {
+        let fail = sqlite_error(&self.path);
+        let mut statement = self
+            .connection
+            .prepare("SELECT agent, key, value FROM agent_state ORDER BY agent, key")
+            .map_err(&fail)?;
+        let rows = statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .map_err(&fail)?;
+        rows.collect::<Result<_, _>>().map_err(&fail)
     }
 
     /// The agents stored.
@@ -492,7 +533,7 @@ mod tests {
             .expect("row");
         }
         let mut partition = Partition::open(&path, &settings()).expect("migrates");
-        assert_eq!(partition.version().expect("version"), 2);
+        assert_eq!(partition.version().expect("version"), MIGRATIONS.len());
         let pending = partition.take_pending().expect("pending");
         assert_eq!(
             pending,

@@ -35,6 +35,13 @@ pub const MIGRATIONS: &[&str] = &[
     "ALTER TABLE messages ADD COLUMN compressed INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE messages ADD COLUMN deliveries INTEGER NOT NULL DEFAULT 0;
      CREATE INDEX idx_messages_pending ON messages(id) WHERE done = 0;",
+    // 3: agents' key-value state.
+    "CREATE TABLE agent_state (
+         agent TEXT NOT NULL,
+         key BLOB NOT NULL,
+         value BLOB NOT NULL,
+         PRIMARY KEY (agent, key)
+     ) WITHOUT ROWID;",
 ];
 
 /// The version this build writes.

@@ -38,10 +38,19 @@ pub enum Write {
     },
     /// An agent deployed here (or changed).
     PutAgent(AgentRow),
-    /// An agent removed from here.
+    /// An agent removed from here (its state goes with it).
     RemoveAgent {
         /// Its name.
         name: String,
+    },
+    /// One key of an agent's state set (an empty value deletes it).
+    PutState {
+        /// The agent.
+        agent: String,
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
     },
 }
 
@@ -70,6 +79,8 @@ pub struct Recovered {
     pub pending: Vec<PendingMessage>,
     /// The first id free for new messages.
     pub next_id: u64,
+    /// The agents' state: (agent, key, value).
+    pub state: Vec<crate::partition::StateRow>,
 }
 
 /// The shard's handle on its writer thread.
@@ -98,6 +109,7 @@ impl PartitionWriter {
             agents: partition.agents()?,
             pending: partition.take_pending()?,
             next_id: partition.max_id()? + 1,
+            state: partition.states()?,
         };
         let (writes, receiver) = mpsc::channel();
         let (events_sender, events) = mpsc::channel();
@@ -251,6 +263,9 @@ fn apply(partition: &mut Partition, batch: Vec<Write>) -> Option<StorageEvent> {
                 Write::Done { id } => Partition::mark_done(transaction, *id)?,
                 Write::PutAgent(agent) => Partition::put_agent(transaction, agent)?,
                 Write::RemoveAgent { name } => Partition::remove_agent(transaction, name)?,
+                Write::PutState { agent, key, value } => {
+                    Partition::put_state(transaction, agent, key, value)?
+                }
             }
         }
         Ok(())
