@@ -633,6 +633,41 @@ mod tests {
     }
 
     #[test]
+    fn the_writer_expires_messages_every_cleanup_interval() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let mut expiring = settings();
+        expiring.message_ttl = Some(Duration::from_millis(1));
+        expiring.cleanup_interval = Duration::from_millis(100);
+        let (wake, woken) = std::sync::mpsc::channel();
+        let (writer, _) = crate::PartitionWriter::start(
+            &directory.path().join("e.sqlite"),
+            &expiring,
+            "expiry-test".into(),
+            Box::new(|| {}),
+            Box::new(move || {
+                let _ = wake.send(());
+            }),
+        )
+        .expect("start");
+        assert!(writer.write(crate::Write::Persist {
+            id: 9,
+            receiver: "echo".into(),
+            conversation_id: 3,
+            envelope: vec![1],
+        }));
+        let mut expired = 0;
+        while expired == 0 {
+            woken.recv_timeout(Duration::from_secs(10)).expect("woken");
+            while let Some(event) = writer.next_event() {
+                if let crate::StorageEvent::Expired(count) = event {
+                    expired += count;
+                }
+            }
+        }
+        assert_eq!(expired, 1);
+    }
+
+    #[test]
     fn the_writer_reports_durability_and_finished_messages_stay_finished() {
         let directory = tempfile::tempdir().expect("tempdir");
         let path = directory.path().join("w.sqlite");
