@@ -3,8 +3,8 @@
 //! The same node twice, with `messaging.enable_persistence` off and on:
 //! routing latency (send to handler start, as the shards record it) and
 //! round trips of one request at a time, each way; then persisted messages
-//! per second per shard, with a window of durable sends outstanding per
-//! client so the writer threads can batch. The partitions go to a temporary
+//! per second per shard: durable sends to a sink agent, with a window
+//! outstanding per client so the writer threads can batch. The partitions go to a temporary
 //! directory unless the profile names one.
 
 use std::time::{Duration, Instant};
@@ -100,11 +100,12 @@ fn one_at_a_time(
     Ok((round_trips, routing))
 }
 
-/// Durable sends with `window` outstanding per client, from one client per
-/// shard, for `duration`: (messages persisted, elapsed, acceptance latency).
+/// Durable sends to `sink` with `window` outstanding per client, from one
+/// client per shard, for `duration`: (messages persisted, elapsed,
+/// acceptance latency).
 fn persisted_throughput(
     node: &Node,
-    echo: caxton_messaging::AgentId,
+    sink: caxton_messaging::AgentId,
     window: usize,
     duration: Duration,
 ) -> Result<(u64, Duration, Histogram<u64>), SuiteError> {
@@ -126,7 +127,7 @@ fn persisted_throughput(
                         let envelope = Envelope {
                             performative: Performative::Request,
                             sender: client.address(),
-                            receiver: Address::Agent(echo),
+                            receiver: Address::Agent(sink),
                             conversation_id: 0,
                             reply_with: token,
                             in_reply_to: 0,
@@ -227,8 +228,16 @@ pub fn run_persistence_suite(
                     "benchmark: persisted_throughput: {:?} of durable sends, {} outstanding per client",
                     options.throughput_time, options.window
                 );
+                // A sink answers nothing: only acceptances come back, so the
+                // return rings carry one message per send.
+                let sink = node.deploy_placed(
+                    "bench-sink",
+                    crate::custom::SINK_WAT.as_bytes(),
+                    &everywhere,
+                    &limits,
+                )?;
                 let (accepted, elapsed, latency) =
-                    persisted_throughput(&node, echo, options.window, options.throughput_time)?;
+                    persisted_throughput(&node, sink, options.window, options.throughput_time)?;
                 let mut scenario =
                     ScenarioResult::from_histogram("persisted_throughput", latency, elapsed);
                 scenario.per_second = accepted as f64 / elapsed.as_secs_f64() / shards as f64;

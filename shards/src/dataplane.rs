@@ -860,7 +860,14 @@ impl ShardRuntime {
             self.accept(envelope, now);
         } else if let Err(refused) = self.port.send(target, envelope) {
             self.metrics.refused += 1;
-            self.fail(&refused, "refused:ring-full");
+            if matches!(refused.durability, Durability::Notice(_)) {
+                // The engine's own notice to a client that is not reading: the
+                // message stays stored (and is handled); the client's wait
+                // times out and says it may have been stored.
+                self.metrics.undeliverable += 1;
+            } else {
+                self.fail(&refused, "refused:ring-full");
+            }
         }
     }
 
