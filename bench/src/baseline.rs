@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use wasmtime::{Caller, Engine, Linker, Module, Store, StoreLimits, StoreLimitsBuilder};
 
 use crate::custom::{BenchError, LoadOptions, LoadResult, Pattern, Workload};
-use crate::load::{self, Completion, Outcome, Outgoing, Port, Refused, RunCounts};
+use crate::load::{self, Completion, Outcome, Outgoing, Port, Refused};
 use crate::nanosecond_histogram;
 
 /// Who an answer goes to.
@@ -571,12 +571,8 @@ impl Port for BaselinePort {
     }
 
     fn poll(&mut self, wait: Duration, sink: &mut dyn FnMut(Completion)) {
-        let mut next = if wait.is_zero() {
-            self.answers.try_recv().ok()
-        } else {
-            self.answers.recv_timeout(wait).ok()
-        };
-        while let Some((sequence, performative)) = next {
+        let epoch = self.epoch;
+        load::drain_channel(&self.answers, wait, |(sequence, performative)| {
             let outcome = if performative == Performative::Inform {
                 Outcome::Answered
             } else {
@@ -585,10 +581,9 @@ impl Port for BaselinePort {
             sink(Completion {
                 sequence,
                 outcome,
-                at_ns: self.now_ns(),
+                at_ns: epoch.elapsed().as_nanos() as u64,
             });
-            next = self.answers.try_recv().ok();
-        }
+        });
     }
 
     fn expects_answers(&self) -> bool {
@@ -618,13 +613,10 @@ pub fn run_on_baseline(
             .map(|(name, content)| (names[name.as_str()], content.clone()))
             .collect(),
     );
-    let (progress_sender, progress) = std_mpsc::channel();
-    let mut threads = Vec::new();
-    for (index, answers) in std::mem::take(&mut baseline.answers)
+    let ports: Vec<BaselinePort> = std::mem::take(&mut baseline.answers)
         .into_iter()
         .enumerate()
-    {
-        let mut port = BaselinePort {
+        .map(|(index, answers)| BaselinePort {
             mailboxes: Arc::clone(&baseline.mailboxes),
             entries: Arc::clone(&entries),
             answers,
@@ -633,35 +625,10 @@ pub fn run_on_baseline(
             index,
             generators: generators as u64,
             next_token: 0,
-        };
-        let sender = progress_sender.clone();
-        let options = options.clone();
-        threads.push(
-            std::thread::Builder::new()
-                .name(format!("baseline-load-{index}"))
-                .spawn(move || {
-                    load::run_open_loop(
-                        &mut port,
-                        options.rate / generators as f64,
-                        options.duration,
-                        options.drain,
-                        Some(&sender),
-                    )
-                })
-                .map_err(|error| BenchError::Run(format!("cannot start a generator: {error}")))?,
-        );
-    }
-    drop(progress_sender);
-    crate::custom::show_progress("baseline", options, progress);
-    let mut counts = RunCounts::default();
-    let mut latency = nanosecond_histogram();
-    for thread in threads {
-        let result = thread
-            .join()
-            .map_err(|_| BenchError::Run("a generator panicked".into()))?;
-        counts.add(&result.counts);
-        let _ = latency.add(&result.latency);
-    }
+        })
+        .collect();
+    let (mut counts, mut latency) =
+        crate::custom::run_generators("baseline", ports, options, None)?;
     // One-way: wait for the mailboxes to empty, then stop the workers to read their tallies.
     if workload.pattern == Pattern::OneWay {
         let until = Instant::now() + options.drain;

@@ -437,53 +437,18 @@ pub fn run_on_node(
     // Start from empty shard metrics: one-way reads the shards' counts and
     // routing histograms afterwards.
     node.metrics(true)?;
-    let (progress_sender, progress) = mpsc::channel();
-    let mut threads = Vec::new();
-    let generator_cpus = cpus_off_the_data_shards(node);
+    let mut ports = Vec::with_capacity(generators);
     for index in 0..generators {
-        let client = node.client()?;
-        let cpus = generator_cpus.clone();
-        let mut port = NodePort {
-            client,
+        ports.push(NodePort {
+            client: node.client()?,
             entries: Arc::clone(&entries),
             performative: workload.performative(),
             index: index as u64,
             generators: generators as u64,
-        };
-        let sender = progress_sender.clone();
-        let options = options.clone();
-        threads.push(
-            std::thread::Builder::new()
-                .name(format!("caxton-load-{index}"))
-                .spawn(move || {
-                    if let Some(cpus) = cpus {
-                        // Best effort: an unpinned generator still measures correctly.
-                        let _ = caxton_numa::binding::bind_current_thread(
-                            &caxton_numa::CpuBinding::Pus(cpus),
-                        );
-                    }
-                    load::run_open_loop(
-                        &mut port,
-                        options.rate / generators as f64,
-                        options.duration,
-                        options.drain,
-                        Some(&sender),
-                    )
-                })
-                .map_err(|error| BenchError::Run(format!("cannot start a generator: {error}")))?,
-        );
+        });
     }
-    drop(progress_sender);
-    show_progress(label, options, progress);
-    let mut counts = RunCounts::default();
-    let mut latency = nanosecond_histogram();
-    for thread in threads {
-        let result = thread
-            .join()
-            .map_err(|_| BenchError::Run("a generator panicked".into()))?;
-        counts.add(&result.counts);
-        let _ = latency.add(&result.latency);
-    }
+    let (mut counts, mut latency) =
+        run_generators(label, ports, options, cpus_off_the_data_shards(node))?;
     if one_way {
         // Nothing answers: deliveries are the shards' handled count, latency
         // their routing histogram (stamped with the intended send time).
@@ -506,6 +471,48 @@ pub fn run_on_node(
         latency = delivered;
     }
     Ok(LoadResult::new("caxton", options, &counts, latency))
+}
+
+/// Run one open-loop generator per port, each on its own thread (on `cpus`
+/// when given) with its share of the rate, show their progress as `label`,
+/// and add up what they did.
+pub fn run_generators<P: Port + Send + 'static>(
+    label: &str,
+    ports: Vec<P>,
+    options: &LoadOptions,
+    cpus: Option<Vec<usize>>,
+) -> Result<(RunCounts, Histogram<u64>), BenchError> {
+    let generators = ports.len().max(1);
+    let (progress_sender, progress) = mpsc::channel();
+    let mut threads = Vec::with_capacity(generators);
+    for (index, mut port) in ports.into_iter().enumerate() {
+        let cpus = cpus.clone();
+        let sender = progress_sender.clone();
+        let options = options.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("{label}-load-{index}"))
+                .spawn(move || {
+                    if let Some(cpus) = cpus {
+                        // Best effort: an unpinned generator still measures correctly.
+                        let _ = caxton_numa::binding::bind_current_thread(
+                            &caxton_numa::CpuBinding::Pus(cpus),
+                        );
+                    }
+                    load::run_open_loop(
+                        &mut port,
+                        options.rate / generators as f64,
+                        options.duration,
+                        options.drain,
+                        Some(&sender),
+                    )
+                })
+                .map_err(|error| BenchError::Run(format!("cannot start a generator: {error}")))?,
+        );
+    }
+    drop(progress_sender);
+    show_progress(label, options, progress);
+    load::join_generators(threads).map_err(BenchError::Run)
 }
 
 /// The CPUs this process may use that no data shard runs on: where load

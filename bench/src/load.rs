@@ -234,6 +234,40 @@ pub fn run_open_loop(
     GeneratorResult { counts, latency }
 }
 
+/// Wait for every generator and add up what they did.
+pub fn join_generators(
+    threads: Vec<std::thread::JoinHandle<GeneratorResult>>,
+) -> Result<(RunCounts, Histogram<u64>), String> {
+    let mut counts = RunCounts::default();
+    let mut latency = nanosecond_histogram();
+    for thread in threads {
+        let result = thread
+            .join()
+            .map_err(|_| "a generator panicked".to_owned())?;
+        counts.add(&result.counts);
+        // Every generator records with the same bounds: the merge cannot fail.
+        let _ = latency.add(&result.latency);
+    }
+    Ok((counts, latency))
+}
+
+/// Hand everything `receiver` holds to `each`, waiting up to `wait` for the first.
+pub fn drain_channel<T>(
+    receiver: &std::sync::mpsc::Receiver<T>,
+    wait: Duration,
+    mut each: impl FnMut(T),
+) {
+    let mut next = if wait.is_zero() {
+        receiver.try_recv().ok()
+    } else {
+        receiver.recv_timeout(wait).ok()
+    };
+    while let Some(item) = next {
+        each(item);
+        next = receiver.try_recv().ok();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,8 +20,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::{mpsc, Mutex};
 
 use crate::custom::{BenchError, LoadOptions, LoadResult, Pattern, Workload};
-use crate::load::{self, Completion, Outcome, Outgoing, Port, Refused, RunCounts};
-use crate::nanosecond_histogram;
+use crate::load::{self, Completion, Outcome, Outgoing, Port, Refused};
 
 /// Connections per generator: the admin endpoint's clients for sends.
 pub const CONNECTIONS: usize = 4;
@@ -100,6 +99,24 @@ async fn call(
     Ok((status, body))
 }
 
+/// `GET /v1/node` on `sender`: the engine's stats, or why it refused.
+async fn node_info(sender: &mut Sender, target: &Target) -> Result<serde_json::Value, BenchError> {
+    let (status, body) = call(
+        sender,
+        request(target, Method::GET, "/v1/node", Vec::new())?,
+    )
+    .await
+    .map_err(BenchError::Run)?;
+    if !status.is_success() {
+        return Err(BenchError::Input(format!(
+            "the engine at {} refused: {status} {}",
+            target.address,
+            String::from_utf8_lossy(&body).trim()
+        )));
+    }
+    Ok(serde_json::from_slice(&body).unwrap_or_default())
+}
+
 /// The engine's data shards, from `GET /v1/node` (which also checks it answers).
 pub fn data_shards(
     runtime: &tokio::runtime::Runtime,
@@ -107,20 +124,7 @@ pub fn data_shards(
 ) -> Result<usize, BenchError> {
     runtime.block_on(async {
         let mut sender = connect(target).await?;
-        let (status, body) = call(
-            &mut sender,
-            request(target, Method::GET, "/v1/node", Vec::new())?,
-        )
-        .await
-        .map_err(BenchError::Run)?;
-        if !status.is_success() {
-            return Err(BenchError::Input(format!(
-                "the engine at {} refused: {status} {}",
-                target.address,
-                String::from_utf8_lossy(&body).trim()
-            )));
-        }
-        let node: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let node = node_info(&mut sender, target).await?;
         Ok(node["data_shards"].as_u64().unwrap_or(0) as usize)
     })
 }
@@ -140,19 +144,7 @@ pub fn prepare(
     }
     runtime.block_on(async {
         let mut sender = connect(target).await?;
-        let (status, body) = call(
-            &mut sender,
-            request(target, Method::GET, "/v1/node", Vec::new())?,
-        )
-        .await
-        .map_err(BenchError::Run)?;
-        if !status.is_success() {
-            return Err(BenchError::Input(format!(
-                "the engine at {} refused: {status} {}",
-                target.address,
-                String::from_utf8_lossy(&body).trim()
-            )));
-        }
+        node_info(&mut sender, target).await?;
         for (name, wat) in &workload.agents {
             let path = format!("/v1/agents?name={name}&instances=1");
             let (status, body) = call(
@@ -207,15 +199,7 @@ impl Port for RemotePort {
     }
 
     fn poll(&mut self, wait: Duration, sink: &mut dyn FnMut(Completion)) {
-        let mut next = if wait.is_zero() {
-            self.answers.try_recv().ok()
-        } else {
-            self.answers.recv_timeout(wait).ok()
-        };
-        while let Some(completion) = next {
-            sink(completion);
-            next = self.answers.try_recv().ok();
-        }
+        load::drain_channel(&self.answers, wait, sink);
     }
 
     fn expects_answers(&self) -> bool {
@@ -294,38 +278,17 @@ pub fn run_on_target(
         }));
     }
     drop(answer);
-    let mut port = RemotePort {
+    let port = RemotePort {
         queue,
         answers,
         entries,
         epoch,
     };
-    let (progress_sender, progress) = std_mpsc::channel();
-    let generator_options = options.clone();
-    let generator = std::thread::Builder::new()
-        .name("caxton-load-remote".into())
-        .spawn(move || {
-            let result = load::run_open_loop(
-                &mut port,
-                generator_options.rate,
-                generator_options.duration,
-                generator_options.drain,
-                Some(&progress_sender),
-            );
-            drop(port);
-            result
-        })
-        .map_err(|error| BenchError::Run(format!("cannot start the generator: {error}")))?;
-    crate::custom::show_progress("target", options, progress);
-    let result = generator
-        .join()
-        .map_err(|_| BenchError::Run("the generator panicked".into()))?;
+    // The port (and with it the queue) is dropped when its generator ends,
+    // which lets the lanes finish what is queued and stop.
+    let (counts, latency) = crate::custom::run_generators("target", vec![port], options, None)?;
     for lane in lanes {
         lane.abort();
     }
-    let mut counts = RunCounts::default();
-    counts.add(&result.counts);
-    let mut latency = nanosecond_histogram();
-    let _ = latency.add(&result.latency);
     Ok(LoadResult::new("caxton", options, &counts, latency))
 }

@@ -153,15 +153,15 @@ impl Client {
         self.clock.now_ns()
     }
 
-    /// Send `performative` with `content` to any instance of `agent`. Returns
-    /// the `reply_with` token an answer will quote.
-    pub fn send(
+    /// A request envelope from this client, with a fresh token.
+    fn envelope(
         &mut self,
         agent: AgentId,
         performative: Performative,
         content: Vec<u8>,
         options: SendOptions,
-    ) -> Result<u64, SendError> {
+        durability: Durability,
+    ) -> (u64, Envelope) {
         let token = self.next_token();
         let now = self.clock.now_ns();
         let envelope = Envelope {
@@ -177,9 +177,23 @@ impl Client {
             }),
             sent_at_ns: now,
             from_shard: 0,
-            durability: caxton_messaging::Durability::Transient,
+            durability,
             content,
         };
+        (token, envelope)
+    }
+
+    /// Send `performative` with `content` to any instance of `agent`. Returns
+    /// the `reply_with` token an answer will quote.
+    pub fn send(
+        &mut self,
+        agent: AgentId,
+        performative: Performative,
+        content: Vec<u8>,
+        options: SendOptions,
+    ) -> Result<u64, SendError> {
+        let (token, envelope) =
+            self.envelope(agent, performative, content, options, Durability::Transient);
         self.send_envelope(envelope)?;
         Ok(token)
     }
@@ -197,24 +211,8 @@ impl Client {
         options: SendOptions,
         timeout: Duration,
     ) -> Result<(u64, u64), PersistError> {
-        let token = self.next_token();
-        let now = self.clock.now_ns();
-        let envelope = Envelope {
-            performative,
-            sender: self.address(),
-            receiver: Address::Agent(agent),
-            conversation_id: options.conversation_id,
-            reply_with: token,
-            in_reply_to: 0,
-            priority: options.priority,
-            deadline_ns: options.deadline.map_or(Envelope::NO_DEADLINE, |deadline| {
-                now.saturating_add(u64::try_from(deadline.as_nanos()).unwrap_or(u64::MAX))
-            }),
-            sent_at_ns: now,
-            from_shard: 0,
-            durability: Durability::Requested,
-            content,
-        };
+        let (token, envelope) =
+            self.envelope(agent, performative, content, options, Durability::Requested);
         self.send_envelope(envelope)?;
         let notice = self
             .wait_for(timeout, |envelope| {

@@ -32,20 +32,7 @@ impl HdrLogWriter {
     /// from `start`.
     pub fn create(path: &Path, start: SystemTime, comment: &str) -> io::Result<Self> {
         let mut file = std::fs::File::create(path)?;
-        let mut header = Vec::new();
-        let mut serializer = V2DeflateSerializer::new();
-        let mut builder = IntervalLogWriterBuilder::new();
-        builder
-            .add_comment("[Histogram log format version 1.3]")
-            .add_comment(comment)
-            .add_comment("Values are nanoseconds; one tag per metric")
-            .with_start_time(start)
-            .with_base_time(start);
-        drop(builder.begin_log_with(&mut header, &mut serializer)?);
-        header.extend_from_slice(
-            b"\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"\n",
-        );
-        file.write_all(&header)?;
+        file.write_all(&header(comment, start)?)?;
         file.flush()?;
         Ok(Self {
             path: path.to_owned(),
@@ -71,6 +58,25 @@ impl HdrLogWriter {
         self.file.write_all(&lines)?;
         self.file.flush()
     }
+}
+
+/// A log's header: format version, `comment`, start and base time, and the
+/// column legend HdrHistogram's own logs carry.
+fn header(comment: &str, start: SystemTime) -> io::Result<Vec<u8>> {
+    let mut header = Vec::new();
+    let mut serializer = V2DeflateSerializer::new();
+    let mut builder = IntervalLogWriterBuilder::new();
+    builder
+        .add_comment("[Histogram log format version 1.3]")
+        .add_comment(comment)
+        .add_comment("Values are nanoseconds; one tag per metric")
+        .with_start_time(start)
+        .with_base_time(start);
+    drop(builder.begin_log_with(&mut header, &mut serializer)?);
+    header.extend_from_slice(
+        b"\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"\n",
+    );
+    Ok(header)
 }
 
 /// The interval lines for `histograms`, without a header.
@@ -114,19 +120,7 @@ pub fn single_interval_text(
 ) -> io::Result<Vec<u8>> {
     let now = SystemTime::now();
     let start = now.checked_sub(length).unwrap_or(now);
-    let mut text = Vec::new();
-    let mut serializer = V2DeflateSerializer::new();
-    let mut builder = IntervalLogWriterBuilder::new();
-    builder
-        .add_comment("[Histogram log format version 1.3]")
-        .add_comment(comment)
-        .add_comment("Values are nanoseconds; one tag per metric")
-        .with_start_time(start)
-        .with_base_time(start);
-    drop(builder.begin_log_with(&mut text, &mut serializer)?);
-    text.extend_from_slice(
-        b"\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"\n",
-    );
+    let mut text = header(comment, start)?;
     text.extend(encode_intervals(Duration::ZERO, length, histograms)?);
     Ok(text)
 }

@@ -377,7 +377,15 @@ fn batch_size_and_flush_interval_decide_how_writes_share_transactions() {
     );
 }
 
-fn count(reply: &caxton_messaging::Envelope) -> u32 {
+/// Ask the tally agent to count `key` once more; its new count.
+fn count_once(
+    client: &mut caxton_shards::Client,
+    agent: caxton_messaging::AgentId,
+    key: &[u8],
+) -> u32 {
+    let reply = client
+        .request(agent, key.to_vec(), TIMEOUT)
+        .expect("answered");
     u32::from_le_bytes(reply.content[..4].try_into().expect("4 bytes"))
 }
 
@@ -397,23 +405,9 @@ fn agent_state_lives_in_the_partition_and_survives_a_restart() {
     let mut client = node.client().expect("client");
     // Both instances on the shard share the agent's state.
     for expected in 1..=3 {
-        assert_eq!(
-            count(
-                &client
-                    .request(tally, b"apples".to_vec(), TIMEOUT)
-                    .expect("answered")
-            ),
-            expected
-        );
+        assert_eq!(count_once(&mut client, tally, b"apples"), expected);
     }
-    assert_eq!(
-        count(
-            &client
-                .request(tally, b"pears".to_vec(), TIMEOUT)
-                .expect("answered")
-        ),
-        1
-    );
+    assert_eq!(count_once(&mut client, tally, b"pears"), 1);
     drop(client);
     node.shutdown().expect("clean stop");
 
@@ -424,22 +418,8 @@ fn agent_state_lives_in_the_partition_and_survives_a_restart() {
         .resolve("tally")
         .expect("tally is back");
     let mut client = restarted.client().expect("client");
-    assert_eq!(
-        count(
-            &client
-                .request(tally, b"apples".to_vec(), TIMEOUT)
-                .expect("answered")
-        ),
-        4
-    );
-    assert_eq!(
-        count(
-            &client
-                .request(tally, b"pears".to_vec(), TIMEOUT)
-                .expect("answered")
-        ),
-        2
-    );
+    assert_eq!(count_once(&mut client, tally, b"apples"), 4);
+    assert_eq!(count_once(&mut client, tally, b"pears"), 2);
     drop(client);
     // Undeploying drops the state with the agent.
     restarted.undeploy("tally").expect("undeployed");
@@ -463,22 +443,8 @@ fn without_persistence_agent_state_is_kept_in_memory() {
         )
         .expect("deployed");
     let mut client = node.client().expect("client");
-    assert_eq!(
-        count(
-            &client
-                .request(tally, b"k".to_vec(), TIMEOUT)
-                .expect("answered")
-        ),
-        1
-    );
-    assert_eq!(
-        count(
-            &client
-                .request(tally, b"k".to_vec(), TIMEOUT)
-                .expect("answered")
-        ),
-        2
-    );
+    assert_eq!(count_once(&mut client, tally, b"k"), 1);
+    assert_eq!(count_once(&mut client, tally, b"k"), 2);
     // A key over 256 bytes is refused by the host; the agent fails the message.
     let long = client
         .request(tally, vec![b'x'; 300], TIMEOUT)
