@@ -158,14 +158,8 @@ fn finish(summary: &LoadSummary, output: Option<PathBuf>) -> Result<(), CommandE
     emit(&custom::render_load_summary(summary))
 }
 
-/// The inputs of `engine benchmark custom`.
-pub struct CustomArgs {
-    /// `--agents`.
-    pub agents: usize,
-    /// `--messages-per-second`.
-    pub rate: f64,
-    /// `--duration`.
-    pub duration: String,
+/// The inputs `custom` and `stress` share.
+pub struct LoadArgs {
     /// `--pattern`.
     pub pattern: String,
     /// `--compare`.
@@ -178,8 +172,11 @@ pub struct CustomArgs {
     pub output: Option<PathBuf>,
 }
 
-/// `engine benchmark custom`.
-pub fn custom(selection: &ProfileSelection, args: CustomArgs) -> Result<(), CommandError> {
+/// The profile, the pattern and whether to compare, checked before anything starts.
+fn prepare(
+    selection: &ProfileSelection,
+    args: &LoadArgs,
+) -> Result<(LoadedProfile, Pattern, bool), CommandError> {
     let loaded = crate::commands::load_benchmark_profile(selection, &[])?;
     let pattern = pattern(&args.pattern)?;
     let compare = compare_baseline(args.compare.as_deref())?;
@@ -188,6 +185,30 @@ pub fn custom(selection: &ProfileSelection, args: CustomArgs) -> Result<(), Comm
             "--compare baseline runs both designs here; it cannot be used with --target",
         ));
     }
+    Ok((loaded, pattern, compare))
+}
+
+/// The inputs of `engine benchmark custom`.
+pub struct CustomArgs {
+    /// `--agents`.
+    pub agents: usize,
+    /// `--messages-per-second`.
+    pub rate: f64,
+    /// `--duration`.
+    pub duration: String,
+    /// What every load benchmark takes.
+    pub load: LoadArgs,
+}
+
+/// `engine benchmark custom`.
+pub fn custom(selection: &ProfileSelection, args: CustomArgs) -> Result<(), CommandError> {
+    let (loaded, pattern, compare) = prepare(selection, &args.load)?;
+    let LoadArgs {
+        target,
+        token,
+        output,
+        ..
+    } = args.load;
     let options = LoadOptions {
         rate: args.rate,
         duration: duration("--duration", &args.duration)?,
@@ -196,7 +217,7 @@ pub fn custom(selection: &ProfileSelection, args: CustomArgs) -> Result<(), Comm
     };
     check_load(&loaded.profile, args.agents, &options).map_err(bench_error)?;
     let workload = Workload::new(pattern, args.agents, None).map_err(bench_error)?;
-    let mut destination = Destination::open(&loaded, args.target.as_deref(), args.token)?;
+    let mut destination = Destination::open(&loaded, target.as_deref(), token)?;
     let shards = destination.shards();
     let ours = destination.run(&workload, &options);
     destination.close()?;
@@ -223,8 +244,8 @@ pub fn custom(selection: &ProfileSelection, args: CustomArgs) -> Result<(), Comm
     });
     let summary = LoadSummary {
         benchmark: "custom".into(),
-        machine: machine(args.target.as_deref()),
-        profile: profile_name(selection, args.target.as_deref()),
+        machine: machine(target.as_deref()),
+        profile: profile_name(selection, target.as_deref()),
         shards,
         cores: cores(),
         pattern,
@@ -244,7 +265,7 @@ pub fn custom(selection: &ProfileSelection, args: CustomArgs) -> Result<(), Comm
         breaking_points: Vec::new(),
         comparison,
     };
-    finish(&summary, args.output)
+    finish(&summary, output)
 }
 
 /// The inputs of `engine benchmark stress`.
@@ -255,8 +276,6 @@ pub struct StressArgs {
     pub max_agents: usize,
     /// `--find-breaking-point`.
     pub find_breaking_point: bool,
-    /// `--pattern`.
-    pub pattern: String,
     /// `--start-rate`.
     pub start_rate: f64,
     /// `--growth`.
@@ -265,26 +284,19 @@ pub struct StressArgs {
     pub steps: usize,
     /// `--p99-target`.
     pub p99_target: Option<String>,
-    /// `--compare`.
-    pub compare: Option<String>,
-    /// `--target`.
-    pub target: Option<String>,
-    /// `--token`.
-    pub token: Option<String>,
-    /// `--output`.
-    pub output: Option<PathBuf>,
+    /// What every load benchmark takes.
+    pub load: LoadArgs,
 }
 
 /// `engine benchmark stress`.
 pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), CommandError> {
-    let loaded = crate::commands::load_benchmark_profile(selection, &[])?;
-    let pattern = pattern(&args.pattern)?;
-    let compare = compare_baseline(args.compare.as_deref())?;
-    if compare && args.target.is_some() {
-        return Err(bad(
-            "--compare baseline runs both designs here; it cannot be used with --target",
-        ));
-    }
+    let (loaded, pattern, compare) = prepare(selection, &args.load)?;
+    let LoadArgs {
+        target,
+        token,
+        output,
+        ..
+    } = args.load;
     // The profile's target: the most urgent priority class's latency bound.
     let p99_target = match &args.p99_target {
         Some(text) => duration("--p99-target", text)?,
@@ -316,7 +328,7 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
         progress: false,
     };
     check_load(&loaded.profile, args.max_agents, &last).map_err(bench_error)?;
-    let mut destination = Destination::open(&loaded, args.target.as_deref(), args.token)?;
+    let mut destination = Destination::open(&loaded, target.as_deref(), token)?;
     let shards = destination.shards();
     let ours = stress::ramp("caxton", &options, |agents, load| {
         let workload = Workload::new(pattern, agents, None)?;
@@ -369,8 +381,8 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
         .collect();
     let summary = LoadSummary {
         benchmark: "stress".into(),
-        machine: machine(args.target.as_deref()),
-        profile: profile_name(selection, args.target.as_deref()),
+        machine: machine(target.as_deref()),
+        profile: profile_name(selection, target.as_deref()),
         shards,
         cores: cores(),
         pattern,
@@ -381,7 +393,7 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
         breaking_points: points,
         comparison,
     };
-    finish(&summary, args.output)
+    finish(&summary, output)
 }
 
 fn machine(target: Option<&str>) -> String {
