@@ -577,6 +577,8 @@ impl AgentHost {
         let state = instance.store.data_mut();
         state.current = None;
         let outbox = std::mem::take(&mut state.outbox);
+        // The agent's state is shared by its instances here; this handler's writes are the log's tail.
+        let state_writes = std::mem::take(&mut state.state.borrow_mut().written);
         let outcome = match result {
             Ok(0) => Outcome::Handled,
             Ok(code) => Outcome::AgentFailed(code),
@@ -599,11 +601,6 @@ impl AgentHost {
             shard: self.shard,
             slot,
         };
-        let state_writes = self
-            .agents
-            .get(&id)
-            .map(|agent| std::mem::take(&mut agent.state.borrow_mut().written))
-            .unwrap_or_default();
         if outcome.is_fault() {
             self.replace_instance(id, index);
             return Some(Handled {
