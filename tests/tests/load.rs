@@ -101,8 +101,10 @@ fn a_stress_ramp_finds_the_breaking_point_of_a_slow_agent() {
         .sustained_per_second
         .expect("the first steps are within limits");
     let broke = point.broke_at_per_second.expect("8,000/s is past 5,000/s");
+    // The plant is 5,000/s: the ramp must stop below it or at the first step
+    // past it. (A loaded machine may stop it a step or two early, never later.)
     assert!(
-        (1_000.0..=4_000.0).contains(&sustained) && broke <= 8_000.0,
+        (500.0..=4_000.0).contains(&sustained) && broke <= 8_000.0,
         "sustained {sustained}, broke at {broke}: {offered:?} {:?}",
         point.reason
     );
