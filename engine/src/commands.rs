@@ -412,6 +412,27 @@ fn run_node(selection: &ProfileSelection) -> Result<(), CommandError> {
             keys.join(", ")
         );
     }
+    if !loaded.profile.messaging.enable_persistence {
+        // Storage keys shape the partitions, and there are none without persistence.
+        let idle: Vec<&str> = loaded
+            .written_keys()
+            .filter(|key| {
+                key.starts_with("storage.")
+                    || matches!(
+                        *key,
+                        "messaging.enable_compression"
+                            | "messaging.message_ttl"
+                            | "messaging.cleanup_interval"
+                    )
+            })
+            .collect();
+        if !idle.is_empty() {
+            warn!(
+                "no storage partitions without messaging.enable_persistence; these keys wait for it: {}",
+                idle.join(", ")
+            );
+        }
+    }
     info!("{}", topology.to_string().trim_end());
     info!("{}", plan.to_string().trim_end());
     for note in &plan.notes {

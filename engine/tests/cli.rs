@@ -270,3 +270,16 @@ fn the_quick_standard_benchmark_reports_every_scenario() {
     let unknown = engine(&["benchmark", "run", "--suite", "bogus"]);
     assert_eq!(unknown.status.code(), Some(2));
 }
+
+#[test]
+fn storage_keys_without_persistence_are_reported_at_boot() {
+    let running = start_engine(&["--profile", "memory-optimized"]);
+    assert!(
+        running
+            .seen
+            .contains("no storage partitions without messaging.enable_persistence")
+            && running.seen.contains("messaging.enable_compression"),
+        "{}",
+        running.seen
+    );
+}
