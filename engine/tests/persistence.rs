@@ -44,6 +44,46 @@ fn finished(data: &Path, id: u64) -> Option<bool> {
         .ok()
 }
 
+const STAGES: [&str; 3] = ["stage-0", "stage-1", "stage-2"];
+
+/// The forwarder route stage-0 hands on: two more hops, then the payload.
+fn pipeline_route() -> Vec<u8> {
+    let mut route = vec![2u8];
+    for next in &STAGES[1..] {
+        route.push(next.len() as u8);
+        route.extend_from_slice(next.as_bytes());
+    }
+    route.extend_from_slice(b"payload");
+    route
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Whether a finished row for conversation `conversation` at the last stage
+/// is in any of `data`'s partitions.
+fn reached_last_stage(data: &Path, conversation: u64) -> bool {
+    (0..2).any(|shard| {
+        rusqlite::Connection::open_with_flags(
+            caxton_storage::partition_path(data, shard),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .ok()
+        .and_then(|connection| {
+            connection
+                .query_row(
+                    "SELECT COUNT(*) FROM messages WHERE receiver = 'stage-2' AND conversation_id = ?1 AND done = 1",
+                    [conversation as i64],
+                    |row| row.get::<_, i64>(0),
+                )
+                .ok()
+        })
+        .is_some_and(|count| count > 0)
+    })
+}
+
 /// A cheap pseudo-random sequence (the seed is printed, so a failure can be replayed).
 struct Lcg(u64);
 
@@ -59,37 +99,44 @@ impl Lcg {
 
 #[test]
 fn every_accepted_message_is_handled_at_least_once_across_kill_9() {
+    // Each message goes stage-0 -> stage-1 -> stage-2, every hop durable.
     let data = tempfile::tempdir().expect("tempdir");
     let seed = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(1, |elapsed| elapsed.as_nanos() as u64);
     eprintln!("kill -9 loop seed {seed}");
     let mut random = Lcg(seed);
-    let mut accepted: Vec<u64> = Vec::new();
+    let mut accepted: Vec<(u64, u64)> = Vec::new();
     let mut redelivered_total = 0u64;
-    for round in 0..4 {
+    for round in 0..4u64 {
         let running = engine_with_storage(data.path());
         let address = running.admin_address();
         let client = AdminClient::new(address, None).expect("client");
         if round == 0 {
-            let echo = std::fs::read(format!(
-                "{}/../examples/agents/echo.wat",
+            let forwarder = std::fs::read(format!(
+                "{}/../examples/agents/forwarder.wat",
                 env!("CARGO_MANIFEST_DIR")
             ))
-            .expect("echo");
-            let deployed = client
-                .call(
-                    Method::POST,
-                    "/v1/agents?name=echo&instances=2",
-                    "application/wasm",
-                    echo,
-                )
-                .expect("deploy");
-            assert_eq!(deployed.status, StatusCode::CREATED, "{}", deployed.text());
+            .expect("forwarder");
+            for stage in STAGES {
+                let deployed = client
+                    .call(
+                        Method::POST,
+                        &format!("/v1/agents?name={stage}&instances=1"),
+                        "application/wasm",
+                        forwarder.clone(),
+                    )
+                    .expect("deploy");
+                assert_eq!(deployed.status, StatusCode::CREATED, "{}", deployed.text());
+            }
         } else {
-            // The registry brought the agent back, and the log says what was redelivered.
+            // The registry brought the agents back.
             let agents = client.get("/v1/agents").expect("list").json();
-            assert_eq!(agents["agents"][0]["name"], "echo", "{agents}");
+            assert_eq!(
+                agents["agents"].as_array().map(Vec::len),
+                Some(STAGES.len()),
+                "{agents}"
+            );
             let node = client.get("/v1/node").expect("node").json();
             redelivered_total += node["counters"]["redelivered"].as_u64().unwrap_or(0);
         }
@@ -102,17 +149,24 @@ fn every_accepted_message_is_handled_at_least_once_across_kill_9() {
                 let mut ids = Vec::new();
                 let mut index = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let body = format!(
-                        r#"{{"content": "m{index}", "persistent": true, "wait_for_reply": false}}"#
-                    );
+                    let conversation = round * 1_000_000 + index + 1;
+                    let body = serde_json::json!({
+                        "content_base64": base64_of(&pipeline_route()),
+                        "conversation_id": conversation,
+                        "persistent": true,
+                        "wait_for_reply": false,
+                    });
                     match client.call(
                         Method::POST,
-                        "/v1/agents/echo/messages",
+                        "/v1/agents/stage-0/messages",
                         "application/json",
-                        body.into_bytes(),
+                        body.to_string().into_bytes(),
                     ) {
                         Ok(answer) if answer.status == StatusCode::ACCEPTED => {
-                            ids.push(answer.json()["message_id"].as_u64().expect("an id"));
+                            ids.push((
+                                answer.json()["message_id"].as_u64().expect("an id"),
+                                conversation,
+                            ));
                         }
                         // Refused (ring full, busy) or cut off by the kill: not accepted.
                         Ok(_) => {}
@@ -135,9 +189,13 @@ fn every_accepted_message_is_handled_at_least_once_across_kill_9() {
     // A last start redelivers what the last kill interrupted; wait until all is handled.
     let running = engine_with_storage(data.path());
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut unfinished: Vec<u64> = accepted.clone();
+    // Every accepted message is finished, and its chain reached the last stage.
+    let mut unfinished: Vec<(u64, u64)> = accepted.clone();
     while !unfinished.is_empty() && Instant::now() < deadline {
-        unfinished.retain(|&id| finished(data.path(), id) != Some(true));
+        unfinished.retain(|&(id, conversation)| {
+            finished(data.path(), id) != Some(true)
+                || !reached_last_stage(data.path(), conversation)
+        });
         std::thread::sleep(Duration::from_millis(100));
     }
     let client = AdminClient::new(running.admin_address(), None).expect("client");
@@ -152,7 +210,7 @@ fn every_accepted_message_is_handled_at_least_once_across_kill_9() {
         &unfinished[..unfinished.len().min(10)]
     );
     eprintln!(
-        "{} accepted messages handled; {redelivered_total} redelivered after kills",
+        "{} accepted messages handled through all three stages; {redelivered_total} redelivered after kills",
         accepted.len()
     );
     let (status, rest) = running.terminate();

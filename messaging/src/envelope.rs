@@ -148,6 +148,13 @@ pub enum Durability {
     /// `agree` (stored under this id, accepted) or `refuse` (not kept; the
     /// reason is the content).
     Notice(u64),
+    /// Sent by an agent while it handled the stored message with this id:
+    /// its receiving shard stores it too, and the parent is finished only
+    /// once every such child is stored, so a crash loses no hop of a chain.
+    Chained(u64),
+    /// A shard's word to the parent's shard that one child of the stored
+    /// message with this id is stored (or was answered and will not be).
+    ChainAck(u64),
 }
 
 impl Envelope {

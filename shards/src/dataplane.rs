@@ -111,7 +111,11 @@ pub(crate) struct ShardRuntime {
 pub(crate) struct ShardStorage {
     writer: caxton_storage::PartitionWriter,
     next_id: u64,
-    awaiting: std::collections::HashMap<u64, Envelope>,
+    /// Messages handed to the writer and not yet durable, with the stored
+    /// parent they were sent under, if any.
+    awaiting: std::collections::HashMap<u64, (Envelope, Option<u64>)>,
+    /// Stored messages whose handlers sent children not all stored yet: how many are left.
+    chains: std::collections::HashMap<u64, usize>,
     recovered: Option<caxton_storage::Recovered>,
 }
 
@@ -139,6 +143,7 @@ impl ShardStorage {
             writer,
             next_id: recovered.next_id.max(first),
             awaiting: std::collections::HashMap::new(),
+            chains: std::collections::HashMap::new(),
             recovered: Some(recovered),
         })
     }
@@ -385,8 +390,14 @@ impl ShardRuntime {
             .drain(self.batch_size, |envelope| arrived.push(envelope));
         let now = self.clock.now_ns();
         for envelope in arrived.drain(..) {
-            if envelope.durability == Durability::Requested
-                && !matches!(envelope.receiver, Address::Client { .. })
+            if let Durability::ChainAck(parent) = envelope.durability {
+                self.chain_ack(parent);
+                continue;
+            }
+            if matches!(
+                envelope.durability,
+                Durability::Requested | Durability::Chained(_)
+            ) && !matches!(envelope.receiver, Address::Client { .. })
             {
                 self.persist(envelope);
                 continue;
@@ -485,8 +496,28 @@ impl ShardRuntime {
             self.fail_summary(&request, "unknown-agent");
             return;
         };
-        // The handler ran: a stored message is finished whatever it did.
-        self.mark_done(durability);
+        // The handler ran: a stored message is finished whatever it did, once
+        // every message it sent to agents is stored too (see `chain_ack`).
+        let children = match (durability, &self.storage) {
+            (Durability::Stored(_), Some(_)) => handled
+                .outbox
+                .iter()
+                .filter(|outbound| !matches!(outbound.receiver, Address::Client { .. }))
+                .count(),
+            _ => 0,
+        };
+        let child_durability = match durability {
+            Durability::Stored(id) if children > 0 => {
+                if let Some(storage) = self.storage.as_mut() {
+                    storage.chains.insert(id, children);
+                }
+                Durability::Chained(id)
+            }
+            _ => {
+                self.mark_done(durability);
+                Durability::Transient
+            }
+        };
         if !handled.state_writes.is_empty() {
             if let Some(storage) = &self.storage {
                 let name = self.directory.borrow().name_of(Address::Agent(agent));
@@ -539,7 +570,11 @@ impl ShardRuntime {
                 deadline_ns: Envelope::NO_DEADLINE,
                 sent_at_ns: finished_ns,
                 from_shard: self.index as u16,
-                durability: caxton_messaging::Durability::Transient,
+                durability: if matches!(outbound.receiver, Address::Client { .. }) {
+                    Durability::Transient
+                } else {
+                    child_durability
+                },
                 content: outbound.content,
             };
             self.dispatch(envelope);
@@ -556,6 +591,10 @@ impl ShardRuntime {
 
     /// Hand `envelope` to the writer; it is accepted once durable.
     fn persist(&mut self, mut envelope: Envelope) {
+        let parent = match envelope.durability {
+            Durability::Chained(parent) => Some(parent),
+            _ => None,
+        };
         let Some(storage) = self.storage.as_mut() else {
             self.notice(
                 &envelope,
@@ -581,15 +620,10 @@ impl ShardRuntime {
             envelope: envelope.encode(),
         });
         if written {
-            storage.awaiting.insert(id, envelope);
+            storage.awaiting.insert(id, (envelope, parent));
         } else {
             self.metrics.storage_failures += 1;
-            self.notice(
-                &envelope,
-                Performative::Refuse,
-                0,
-                b"caxton:storage:writer-stopped".to_vec(),
-            );
+            self.refuse_unstored(&envelope, parent, "writer-stopped");
         }
     }
 
@@ -610,7 +644,7 @@ impl ShardRuntime {
                 caxton_storage::StorageEvent::Durable(ids) => {
                     let now = self.clock.now_ns();
                     for id in ids {
-                        let Some(envelope) = self
+                        let Some((envelope, parent)) = self
                             .storage
                             .as_mut()
                             .and_then(|storage| storage.awaiting.remove(&id))
@@ -618,13 +652,17 @@ impl ShardRuntime {
                             continue;
                         };
                         self.metrics.persisted += 1;
-                        self.notice(&envelope, Performative::Agree, id, Vec::new());
+                        match parent {
+                            // A hop of a stored chain: its parent may now be finished.
+                            Some(parent) => self.send_chain_ack(parent),
+                            None => self.notice(&envelope, Performative::Agree, id, Vec::new()),
+                        }
                         self.accept(envelope, now);
                     }
                 }
                 caxton_storage::StorageEvent::Failed { ids, reason } => {
                     for id in ids {
-                        let Some(envelope) = self
+                        let Some((envelope, parent)) = self
                             .storage
                             .as_mut()
                             .and_then(|storage| storage.awaiting.remove(&id))
@@ -632,12 +670,77 @@ impl ShardRuntime {
                             continue;
                         };
                         self.metrics.storage_failures += 1;
-                        let content = format!("{FAILURE_PREFIX}storage:{reason}").into_bytes();
-                        self.notice(&envelope, Performative::Refuse, 0, content);
+                        self.refuse_unstored(&envelope, parent, &reason);
                     }
                 }
                 caxton_storage::StorageEvent::Expired(count) => self.metrics.expired += count,
             }
+        }
+    }
+
+    /// A message that could not be stored. A client's send is refused (its
+    /// sender hears why). An agent's hop of a stored chain is answered
+    /// `failure`, and its parent is left unfinished: the next start runs the
+    /// parent again, and with it this hop.
+    fn refuse_unstored(&mut self, envelope: &Envelope, parent: Option<u64>, reason: &str) {
+        match parent {
+            None => {
+                let content = format!("{FAILURE_PREFIX}storage:{reason}").into_bytes();
+                self.notice(envelope, Performative::Refuse, 0, content);
+            }
+            Some(_) => {
+                let summary = RequestSummary::of(envelope);
+                self.fail_summary(&summary, &format!("storage:{reason}"));
+            }
+        }
+    }
+
+    /// Tell the shard of stored message `parent` that one of its children is
+    /// stored (or finished without being stored).
+    fn send_chain_ack(&mut self, parent: u64) {
+        let owner = ((parent >> 48) as usize).wrapping_sub(1);
+        if owner == self.index {
+            self.chain_ack(parent);
+            return;
+        }
+        let ack = Envelope {
+            performative: Performative::Inform,
+            sender: NOBODY,
+            receiver: NOBODY,
+            conversation_id: 0,
+            reply_with: 0,
+            in_reply_to: 0,
+            priority: caxton_messaging::PriorityClass(0),
+            deadline_ns: Envelope::NO_DEADLINE,
+            sent_at_ns: self.clock.now_ns(),
+            from_shard: self.index as u16,
+            durability: Durability::ChainAck(parent),
+            content: Vec::new(),
+        };
+        if owner >= self.data_shards
+            || !self.port.has_ring_to(owner)
+            || self.port.send(owner, ack).is_err()
+        {
+            // The parent stays unfinished and runs again after a restart: at least once.
+            self.metrics.undeliverable += 1;
+        }
+    }
+
+    /// One child of stored message `parent` is stored: finish the parent when none is left.
+    fn chain_ack(&mut self, parent: u64) {
+        let Some(storage) = self.storage.as_mut() else {
+            return;
+        };
+        let finished = match storage.chains.get_mut(&parent) {
+            Some(left) => {
+                *left -= 1;
+                *left == 0
+            }
+            None => false,
+        };
+        if finished {
+            storage.chains.remove(&parent);
+            self.mark_done(Durability::Stored(parent));
         }
     }
 
@@ -766,7 +869,8 @@ impl ShardRuntime {
                 storage
                     .awaiting
                     .drain()
-                    .map(|(_, envelope)| envelope)
+                    .filter(|(_, (_, parent))| parent.is_none())
+                    .map(|(_, (envelope, _))| envelope)
                     .collect()
             })
             .unwrap_or_default();
@@ -856,6 +960,10 @@ impl ShardRuntime {
             return;
         };
         if target == self.index {
+            if matches!(envelope.durability, Durability::Chained(_)) {
+                self.persist(envelope);
+                return;
+            }
             let now = self.clock.now_ns();
             self.accept(envelope, now);
         } else if let Err(refused) = self.port.send(target, envelope) {
@@ -873,8 +981,12 @@ impl ShardRuntime {
 
     /// Answer `envelope`'s sender with an engine `failure`.
     fn fail(&mut self, envelope: &Envelope, reason: &str) {
-        // Answered: a stored message is finished, even though no handler ran.
-        self.mark_done(envelope.durability);
+        // Answered: a stored message is finished, even though no handler ran;
+        // a hop that never got stored no longer holds its parent back.
+        match envelope.durability {
+            Durability::Chained(parent) => self.send_chain_ack(parent),
+            durability => self.mark_done(durability),
+        }
         self.fail_summary(&RequestSummary::of(envelope), reason);
     }
 

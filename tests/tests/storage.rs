@@ -453,3 +453,75 @@ fn without_persistence_agent_state_is_kept_in_memory() {
     drop(client);
     node.shutdown().expect("clean stop");
 }
+
+/// Every stored row of `directory`'s partitions: (receiver, conversation, done).
+fn stored_rows(directory: &Path, shards: usize) -> Vec<(String, u64, bool)> {
+    let mut rows = Vec::new();
+    for shard in 0..shards {
+        let connection =
+            rusqlite::Connection::open(partition_path(directory, shard)).expect("opens");
+        let mut statement = connection
+            .prepare("SELECT receiver, conversation_id, done FROM messages")
+            .expect("query");
+        let found = statement
+            .query_map([], |row| {
+                Ok((row.get(0)?, row.get::<_, i64>(1)? as u64, row.get(2)?))
+            })
+            .expect("rows");
+        rows.extend(found.map(|row| row.expect("row")));
+    }
+    rows
+}
+
+#[test]
+fn every_hop_of_a_durable_chain_is_stored_and_finished() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let planned = persistent(directory.path(), &[]);
+    let mut node = Node::start(&planned.profile, &planned.plan).expect("node starts");
+    for stage in ["stage-0", "stage-1", "stage-2"] {
+        node.deploy(
+            stage,
+            &example("forwarder"),
+            1,
+            &planned.profile.agent_limits(stage),
+        )
+        .expect("deployed");
+    }
+    let entry = node.directory().resolve("stage-0").expect("entry");
+    // stage-0 forwards to stage-1, which forwards to stage-2, which answers.
+    let mut route = vec![2u8];
+    for next in ["stage-1", "stage-2"] {
+        route.push(next.len() as u8);
+        route.extend_from_slice(next.as_bytes());
+    }
+    let mut client = node.client().expect("client");
+    for conversation in 1..=10u64 {
+        let mut content = route.clone();
+        content.push(conversation as u8);
+        let options = SendOptions {
+            conversation_id: conversation,
+            ..SendOptions::default()
+        };
+        let (token, _) = client
+            .send_persistent(entry, Performative::Request, content, options, TIMEOUT)
+            .expect("accepted");
+        let reply = client
+            .await_reply(token, TIMEOUT)
+            .expect("answered by the last stage");
+        assert_eq!(reply.content, vec![conversation as u8]);
+    }
+    drop(client);
+    node.shutdown().expect("clean stop");
+    let rows = stored_rows(directory.path(), planned.plan.data_shards.len());
+    // Each message was stored at every hop, and every hop is finished.
+    assert_eq!(rows.len(), 30, "{rows:?}");
+    for conversation in 1..=10u64 {
+        for stage in ["stage-0", "stage-1", "stage-2"] {
+            assert!(
+                rows.iter()
+                    .any(|(receiver, id, done)| receiver == stage && *id == conversation && *done),
+                "conversation {conversation} at {stage}: {rows:?}"
+            );
+        }
+    }
+}
