@@ -849,13 +849,20 @@ impl ShardRuntime {
                 .map(|(_, envelope)| envelope),
         );
         for mut envelope in remaining {
-            if matches!(envelope.receiver, Address::Client { .. }) {
+            if let Durability::ChainAck(parent) = envelope.durability {
+                // A child stored elsewhere: its parent here may be finished.
+                self.chain_ack(parent);
+            } else if matches!(envelope.receiver, Address::Client { .. }) {
                 // Bound for a client: pass it on; the client still gets it.
                 self.dispatch(envelope);
             } else {
                 // A stored message stays unfinished in its partition: the next
-                // start delivers it again. Its sender hears about this stop.
-                if matches!(envelope.durability, Durability::Stored(_)) {
+                // start delivers it again; a hop not yet stored leaves its parent
+                // unfinished, so the parent runs again. Its sender hears about this stop.
+                if matches!(
+                    envelope.durability,
+                    Durability::Stored(_) | Durability::Chained(_)
+                ) {
                     envelope.durability = Durability::Transient;
                 }
                 self.fail(&envelope, "shutting-down");
