@@ -6,9 +6,9 @@ use std::str::FromStr;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use caxton_messaging::{Address, AgentId, Envelope, Performative, PriorityClass};
+use caxton_messaging::{AgentId, Durability, Performative};
 use caxton_profiles::Profile;
-use caxton_shards::{Client, Node, CLIENT_PORTS};
+use caxton_shards::{Client, Node, SendOptions, CLIENT_PORTS};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -326,21 +326,19 @@ impl Port for NodePort {
     fn submit(&mut self, message: Outgoing) -> Result<(), Refused> {
         let slot = (message.sequence * self.generators + self.index) % self.entries.len() as u64;
         let (agent, content) = &self.entries[slot as usize];
-        let envelope = Envelope {
-            performative: self.performative,
-            sender: self.client.address(),
-            receiver: Address::Agent(*agent),
+        let options = SendOptions {
             conversation_id: message.sequence,
-            reply_with: self.client.next_token(),
-            in_reply_to: 0,
-            priority: PriorityClass(0),
-            deadline_ns: Envelope::NO_DEADLINE,
-            // The intended time: shard-side routing latency then counts queueing too.
-            sent_at_ns: message.intended_ns,
-            from_shard: 0,
-            durability: caxton_messaging::Durability::Transient,
-            content: content.clone(),
+            ..SendOptions::default()
         };
+        let (_, mut envelope) = self.client.request_envelope(
+            *agent,
+            self.performative,
+            content.clone(),
+            options,
+            Durability::Transient,
+        );
+        // The intended time: shard-side routing latency then counts queueing too.
+        envelope.sent_at_ns = message.intended_ns;
         self.client.send_envelope(envelope).map_err(|_| Refused)
     }
 

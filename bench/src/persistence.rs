@@ -9,10 +9,10 @@
 
 use std::time::{Duration, Instant};
 
-use caxton_messaging::{Address, Durability, Envelope, Performative, PriorityClass};
+use caxton_messaging::{Durability, Performative};
 use caxton_numa::PlacementPlan;
 use caxton_profiles::Profile;
-use caxton_shards::{Client, Node, CLIENT_PORTS};
+use caxton_shards::{Client, Node, SendOptions, CLIENT_PORTS};
 use hdrhistogram::Histogram;
 
 use crate::nanosecond_histogram;
@@ -122,22 +122,14 @@ fn persisted_throughput(
                 loop {
                     let sending = Instant::now() < deadline;
                     while sending && outstanding.len() < window {
-                        let token = client.next_token();
-                        let now = client.now_ns();
-                        let envelope = Envelope {
-                            performative: Performative::Request,
-                            sender: client.address(),
-                            receiver: Address::Agent(sink),
-                            conversation_id: 0,
-                            reply_with: token,
-                            in_reply_to: 0,
-                            priority: PriorityClass(0),
-                            deadline_ns: Envelope::NO_DEADLINE,
-                            sent_at_ns: now,
-                            from_shard: 0,
-                            durability: Durability::Requested,
-                            content: b"0123456789abcdef".to_vec(),
-                        };
+                        let (token, envelope) = client.request_envelope(
+                            sink,
+                            Performative::Request,
+                            b"0123456789abcdef".to_vec(),
+                            SendOptions::default(),
+                            Durability::Requested,
+                        );
+                        let now = envelope.sent_at_ns;
                         if client.send_envelope(envelope).is_err() {
                             break;
                         }

@@ -12,9 +12,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use caxton_messaging::{Address, Envelope, Performative, PriorityClass};
+use caxton_messaging::{Durability, Performative};
 use caxton_profiles::{AgentLimits, Profile};
-use caxton_shards::{Client, Node, ShardMetrics, CLIENT_PORTS};
+use caxton_shards::{Client, Node, SendOptions, ShardMetrics, CLIENT_PORTS};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -393,22 +393,14 @@ fn request_reply(
                 loop {
                     let sending = Instant::now() < deadline;
                     while sending && outstanding.len() < WINDOW {
-                        let now = client.now_ns();
-                        let token = client.next_token();
-                        let envelope = Envelope {
-                            performative: Performative::Request,
-                            sender: client.address(),
-                            receiver: Address::Agent(echo),
-                            conversation_id: 0,
-                            reply_with: token,
-                            in_reply_to: 0,
-                            priority: PriorityClass(0),
-                            deadline_ns: Envelope::NO_DEADLINE,
-                            sent_at_ns: now,
-                            from_shard: 0,
-                            durability: caxton_messaging::Durability::Transient,
-                            content: content.clone(),
-                        };
+                        let (token, envelope) = client.request_envelope(
+                            echo,
+                            Performative::Request,
+                            content.clone(),
+                            SendOptions::default(),
+                            Durability::Transient,
+                        );
+                        let now = envelope.sent_at_ns;
                         match client.send_envelope(envelope) {
                             Ok(()) => {
                                 outstanding.insert(token, now);

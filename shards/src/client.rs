@@ -153,8 +153,11 @@ impl Client {
         self.clock.now_ns()
     }
 
-    /// A request envelope from this client, with a fresh token.
-    fn envelope(
+    /// A message from this client to `agent`, with a fresh `reply_with`
+    /// token (returned), for callers that send it with
+    /// [`Client::send_envelope`] (load generators keeping many outstanding,
+    /// or stamping `sent_at_ns` with an intended time).
+    pub fn request_envelope(
         &mut self,
         agent: AgentId,
         performative: Performative,
@@ -193,7 +196,7 @@ impl Client {
         options: SendOptions,
     ) -> Result<u64, SendError> {
         let (token, envelope) =
-            self.envelope(agent, performative, content, options, Durability::Transient);
+            self.request_envelope(agent, performative, content, options, Durability::Transient);
         self.send_envelope(envelope)?;
         Ok(token)
     }
@@ -212,7 +215,7 @@ impl Client {
         timeout: Duration,
     ) -> Result<(u64, u64), PersistError> {
         let (token, envelope) =
-            self.envelope(agent, performative, content, options, Durability::Requested);
+            self.request_envelope(agent, performative, content, options, Durability::Requested);
         self.send_envelope(envelope)?;
         let notice = self
             .wait_for(timeout, |envelope| {

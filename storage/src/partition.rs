@@ -402,17 +402,6 @@ impl Partition {
             .map_err(sqlite_error(&self.path))
     }
 
-    /// Counts of (unfinished, finished) messages stored.
-    pub fn message_counts(&self) -> Result<(u64, u64), StorageError> {
-        self.connection
-            .query_row(
-                "SELECT COALESCE(SUM(done = 0), 0), COALESCE(SUM(done = 1), 0) FROM messages",
-                [],
-                |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)),
-            )
-            .map_err(sqlite_error(&self.path))
-    }
-
     /// Remove what has aged out: with a TTL, every message and conversation
     /// older than it (unfinished ones too: that is what expiry means); and
     /// finished messages older than one cleanup interval. Returns

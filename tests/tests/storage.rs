@@ -24,6 +24,24 @@ fn persistent(directory: &Path, extra: &[&str]) -> Planned {
     plan_on_this_machine(&["low-latency"], &overrides)
 }
 
+/// A node of `planned` with example agent `name` deployed as `name`.
+fn start_with_agent(
+    planned: &Planned,
+    name: &str,
+    instances: u16,
+) -> (Node, caxton_messaging::AgentId) {
+    let mut node = Node::start(&planned.profile, &planned.plan).expect("node starts");
+    let agent = node
+        .deploy(
+            name,
+            &example(name),
+            instances,
+            &planned.profile.agent_limits(name),
+        )
+        .expect("deployed");
+    (node, agent)
+}
+
 /// Whether message `id` is stored in `directory`'s partitions, and finished.
 fn stored_state(planned: &Planned, directory: &Path, id: u64) -> Option<bool> {
     let shard = (id >> 48) as usize - 1;
@@ -38,15 +56,7 @@ fn stored_state(planned: &Planned, directory: &Path, id: u64) -> Option<bool> {
 fn a_durable_send_is_stored_before_acceptance_and_finished_once_handled() {
     let directory = tempfile::tempdir().expect("tempdir");
     let planned = persistent(directory.path(), &[]);
-    let mut node = Node::start(&planned.profile, &planned.plan).expect("node starts");
-    let echo = node
-        .deploy(
-            "echo",
-            &example("echo"),
-            2,
-            &planned.profile.agent_limits("echo"),
-        )
-        .expect("deployed");
+    let (node, echo) = start_with_agent(&planned, "echo", 2);
     let mut client = node.client().expect("client");
     let mut ids = Vec::new();
     for index in 0..20u8 {
@@ -142,15 +152,7 @@ fn a_restarted_node_redeploys_its_agents_and_a_second_node_is_refused() {
 #[test]
 fn without_persistence_a_durable_send_is_refused_with_the_reason() {
     let planned = plan_on_this_machine(&["low-latency"], &[]);
-    let mut node = Node::start(&planned.profile, &planned.plan).expect("node starts");
-    let echo = node
-        .deploy(
-            "echo",
-            &example("echo"),
-            1,
-            &planned.profile.agent_limits("echo"),
-        )
-        .expect("deployed");
+    let (node, echo) = start_with_agent(&planned, "echo", 1);
     let mut client = node.client().expect("client");
     match client.send_persistent(
         echo,
@@ -192,15 +194,7 @@ fn a_full_disk_refuses_durable_sends_and_the_node_keeps_serving() {
     mount_tmpfs(mount.path(), "size=1m");
     let result = std::panic::catch_unwind(|| {
         let planned = persistent(mount.path(), &["storage.page_cache_size=64KB"]);
-        let mut node = Node::start(&planned.profile, &planned.plan).expect("node starts");
-        let echo = node
-            .deploy(
-                "echo",
-                &example("echo"),
-                1,
-                &planned.profile.agent_limits("echo"),
-            )
-            .expect("deployed");
+        let (node, echo) = start_with_agent(&planned, "echo", 1);
         let mut client = node.client().expect("client");
         let payload = vec![7u8; 16 * 1024];
         let (mut accepted, mut refused) = (0, 0);
@@ -296,33 +290,17 @@ fn a_corrupt_partition_stops_the_node_from_starting_and_names_the_file() {
 /// Send `count` durable messages with all of them outstanding at once and
 /// wait for every acceptance; returns the node's (transactions, writes).
 fn burst(planned: &Planned, count: usize) -> (u64, u64) {
-    let mut node = Node::start(&planned.profile, &planned.plan).expect("node starts");
-    let echo = node
-        .deploy(
-            "echo",
-            &example("echo"),
-            1,
-            &planned.profile.agent_limits("echo"),
-        )
-        .expect("deployed");
+    let (node, echo) = start_with_agent(planned, "echo", 1);
     let mut client = node.client().expect("client");
     let mut tokens = Vec::new();
     for index in 0..count {
-        let token = client.next_token();
-        let envelope = caxton_messaging::Envelope {
-            performative: Performative::Request,
-            sender: client.address(),
-            receiver: caxton_messaging::Address::Agent(echo),
-            conversation_id: 0,
-            reply_with: token,
-            in_reply_to: 0,
-            priority: caxton_messaging::PriorityClass(0),
-            deadline_ns: caxton_messaging::Envelope::NO_DEADLINE,
-            sent_at_ns: client.now_ns(),
-            from_shard: 0,
-            durability: caxton_messaging::Durability::Requested,
-            content: vec![index as u8],
-        };
+        let (token, envelope) = client.request_envelope(
+            echo,
+            Performative::Request,
+            vec![index as u8],
+            SendOptions::default(),
+            caxton_messaging::Durability::Requested,
+        );
         client.send_envelope(envelope).expect("sent");
         tokens.push(token);
     }
@@ -393,15 +371,7 @@ fn count_once(
 fn agent_state_lives_in_the_partition_and_survives_a_restart() {
     let directory = tempfile::tempdir().expect("tempdir");
     let planned = persistent(directory.path(), &["runtime.worker_threads=1"]);
-    let mut node = Node::start(&planned.profile, &planned.plan).expect("node starts");
-    let tally = node
-        .deploy(
-            "tally",
-            &example("tally"),
-            2,
-            &planned.profile.agent_limits("tally"),
-        )
-        .expect("deployed");
+    let (node, tally) = start_with_agent(&planned, "tally", 2);
     let mut client = node.client().expect("client");
     // Both instances on the shard share the agent's state.
     for expected in 1..=3 {
@@ -433,15 +403,7 @@ fn agent_state_lives_in_the_partition_and_survives_a_restart() {
 #[test]
 fn without_persistence_agent_state_is_kept_in_memory() {
     let planned = plan_on_this_machine(&["low-latency"], &["runtime.worker_threads=1"]);
-    let mut node = Node::start(&planned.profile, &planned.plan).expect("node starts");
-    let tally = node
-        .deploy(
-            "tally",
-            &example("tally"),
-            1,
-            &planned.profile.agent_limits("tally"),
-        )
-        .expect("deployed");
+    let (node, tally) = start_with_agent(&planned, "tally", 1);
     let mut client = node.client().expect("client");
     assert_eq!(count_once(&mut client, tally, b"k"), 1);
     assert_eq!(count_once(&mut client, tally, b"k"), 2);
