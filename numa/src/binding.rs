@@ -1,39 +1,45 @@
 //! Applying a [`ShardPlacement`](crate::ShardPlacement) to the calling thread,
 //! and reading a thread's placement back.
 //!
-//! CPU affinity goes through `sched_setaffinity` directly (it is one syscall and
-//! reads back from `/proc` the same way); memory policy goes through hwloc,
-//! which maps `local_alloc`, `bind` and `interleave` onto `set_mempolicy`.
-//! These run once per thread at boot, never on the data path.
+//! A single-CPU pin needs no topology, so it goes through `core_affinity`; a
+//! set of CPUs, and reading the calling thread's set back, go through hwloc's
+//! thread CPU binding, which checks the set against the CPUs this process may
+//! use. Another thread's set is read from `/proc`, as `taskset -p` does.
+//! Memory policy goes through hwloc, which maps `local_alloc`, `bind` and
+//! `interleave` onto `set_mempolicy`. These run once per thread at boot, never
+//! on the data path.
 
 use std::io;
 use std::sync::OnceLock;
 
+use hwlocality::bitmap::BitmapIndex;
+use hwlocality::cpu::binding::CpuBindingFlags;
+use hwlocality::cpu::cpuset::CpuSet;
 use hwlocality::memory::binding::{MemoryBindingFlags, MemoryBindingPolicy};
 use hwlocality::memory::nodeset::NodeSet;
 use hwlocality::Topology;
 
 use crate::plan::{CpuBinding, MemoryPlacement};
 
-/// The most CPUs `cpu_set_t` can name.
+/// The most CPUs the fixed-size mask of a single-CPU pin can name.
 const CPU_SET_CAPACITY: usize = libc::CPU_SETSIZE as usize;
 
 /// Why a thread could not be placed.
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
-    /// `sched_setaffinity` or `sched_getaffinity` failed.
-    #[error("cannot set CPU affinity to {binding}: {source}")]
+    /// The kernel or hwloc refused the CPU binding.
+    #[error("cannot set CPU affinity to {binding}: {reason}")]
     Cpu {
         /// The binding asked for.
         binding: String,
-        /// The operating system's error.
-        source: io::Error,
+        /// hwloc's or the kernel's reason.
+        reason: String,
     },
-    /// A CPU number beyond what `cpu_set_t` holds.
-    #[error("CPU {0} is beyond the {CPU_SET_CAPACITY} CPUs an affinity mask can name")]
+    /// A CPU number beyond what an affinity mask can name.
+    #[error("CPU {0} is beyond the CPUs an affinity mask can name")]
     CpuOutOfRange(usize),
     /// hwloc could not read the machine.
-    #[error("cannot read the topology to bind memory: {0}")]
+    #[error("cannot read the topology to bind the thread: {0}")]
     Topology(String),
     /// The kernel refused the memory policy.
     #[error("cannot apply memory policy {policy}: {reason}")]
@@ -47,46 +53,44 @@ pub enum BindError {
 
 /// Pin the calling thread as `binding` says. `Unbound` leaves the inherited mask alone.
 pub fn bind_current_thread(binding: &CpuBinding) -> Result<(), BindError> {
-    let pus = match binding {
-        CpuBinding::Pu(pu) => vec![*pu],
-        CpuBinding::Pus(pus) => pus.clone(),
-        CpuBinding::Unbound => return Ok(()),
+    let refused = |reason: String| BindError::Cpu {
+        binding: binding.to_string(),
+        reason,
     };
-    // SAFETY: cpu_set_t is a plain bit array; all-zero is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    for pu in pus {
-        if pu >= CPU_SET_CAPACITY {
-            return Err(BindError::CpuOutOfRange(pu));
+    match binding {
+        CpuBinding::Pu(pu) => {
+            // core_affinity fills a fixed-size cpu_set_t, which has no bit past its capacity.
+            if *pu >= CPU_SET_CAPACITY {
+                return Err(BindError::CpuOutOfRange(*pu));
+            }
+            if core_affinity::set_for_current(core_affinity::CoreId { id: *pu }) {
+                Ok(())
+            } else {
+                // core_affinity reports failure as a bare `false`; the errno
+                // its sched_setaffinity set is still this thread's last error.
+                Err(refused(io::Error::last_os_error().to_string()))
+            }
         }
-        // SAFETY: `pu` is below CPU_SETSIZE, checked above.
-        unsafe { libc::CPU_SET(pu, &mut set) };
+        CpuBinding::Pus(pus) => {
+            let set = pus
+                .iter()
+                .map(|&pu| BitmapIndex::try_from(pu).map_err(|_| BindError::CpuOutOfRange(pu)))
+                .collect::<Result<CpuSet, _>>()?;
+            machine_topology()?
+                .bind_cpu(&set, CpuBindingFlags::THREAD)
+                .map_err(|error| refused(error.to_string()))
+        }
+        CpuBinding::Unbound => Ok(()),
     }
-    // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t of the size passed.
-    let status =
-        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    if status != 0 {
-        return Err(BindError::Cpu {
-            binding: binding.to_string(),
-            source: io::Error::last_os_error(),
-        });
-    }
-    Ok(())
 }
 
 /// The PUs the calling thread may run on.
 pub fn current_thread_pus() -> io::Result<Vec<usize>> {
-    // SAFETY: as above; sched_getaffinity fills `set`.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: pid 0 is the calling thread; `set` is writable and of the size passed.
-    let status =
-        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    if status != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: each index is below CPU_SETSIZE.
-    Ok((0..CPU_SET_CAPACITY)
-        .filter(|&pu| unsafe { libc::CPU_ISSET(pu, &set) })
-        .collect())
+    let set = machine_topology()
+        .map_err(io::Error::other)?
+        .cpu_binding(CpuBindingFlags::THREAD)
+        .map_err(|error| io::Error::other(error.to_string()))?;
+    Ok(set.iter_set().map(usize::from).collect())
 }
 
 /// The PUs thread `tid` of this process may run on, read from `/proc` (as
@@ -122,7 +126,8 @@ pub fn parse_index_list(text: &str) -> Option<Vec<usize>> {
 
 /// The calling thread's OS thread id.
 pub fn current_tid() -> i32 {
-    // SAFETY: gettid has no preconditions.
+    // SAFETY: gettid takes no arguments, touches no memory and cannot fail;
+    // neither core_affinity nor hwlocality offers it.
     unsafe { libc::gettid() }
 }
 
@@ -178,4 +183,61 @@ pub fn current_memory_policy() -> Result<(Vec<usize>, String), BindError> {
         None => "mixed".to_owned(),
     };
     Ok((nodeset.iter_set().map(usize::from).collect(), name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Run `check` on a thread of its own, so that the test runner's threads
+    /// keep the mask they started with.
+    fn on_own_thread(check: impl FnOnce() + Send + 'static) {
+        std::thread::spawn(check).join().expect("the check passed");
+    }
+
+    #[test]
+    fn a_thread_bound_to_a_set_of_cpus_reads_it_back() {
+        on_own_thread(|| {
+            let allowed = current_thread_pus().expect("own mask");
+            // All but the last allowed CPU, so that the set differs from the
+            // inherited mask wherever the machine has two CPUs or more.
+            let set = match allowed.split_last() {
+                Some((_, rest)) if !rest.is_empty() => rest.to_vec(),
+                _ => allowed.clone(),
+            };
+            bind_current_thread(&CpuBinding::Pus(set.clone())).expect("binds");
+            assert_eq!(current_thread_pus().expect("own mask"), set);
+            assert_eq!(thread_pus(current_tid()).expect("mask from /proc"), set);
+        });
+    }
+
+    #[test]
+    fn a_thread_pinned_to_one_cpu_reads_it_back_and_unbound_keeps_it() {
+        on_own_thread(|| {
+            let allowed = current_thread_pus().expect("own mask");
+            let last = *allowed.last().expect("at least one CPU");
+            bind_current_thread(&CpuBinding::Pu(last)).expect("pins");
+            assert_eq!(current_thread_pus().expect("own mask"), [last]);
+            bind_current_thread(&CpuBinding::Unbound).expect("nothing to do");
+            assert_eq!(thread_pus(current_tid()).expect("mask from /proc"), [last]);
+        });
+    }
+
+    #[test]
+    fn cpus_past_the_mask_are_refused_before_any_syscall() {
+        assert!(matches!(
+            bind_current_thread(&CpuBinding::Pu(CPU_SET_CAPACITY)),
+            Err(BindError::CpuOutOfRange(pu)) if pu == CPU_SET_CAPACITY
+        ));
+    }
+
+    #[test]
+    fn cpu_lists_parse_like_the_kernel_writes_them() {
+        assert_eq!(
+            parse_index_list("0-3,8,10-11"),
+            Some(vec![0, 1, 2, 3, 8, 10, 11])
+        );
+        assert_eq!(parse_index_list(""), Some(vec![]));
+        assert_eq!(parse_index_list("0-x"), None);
+    }
 }
