@@ -18,7 +18,7 @@ pub enum KeyStatus {
 pub const KEY_TABLE: &[(&str, KeyStatus)] = &[
     (
         "runtime.worker_threads",
-        KeyStatus::InEffect("shards: number of data shards"),
+        KeyStatus::InEffect("placement: number of data shards"),
     ),
     (
         "runtime.spin_before_park",
@@ -62,8 +62,8 @@ pub const KEY_TABLE: &[(&str, KeyStatus)] = &[
     ),
     (
         "runtime.wasm.stack_pooling",
-        KeyStatus::NotYetEnforced(
-            "async agent stacks; agents run synchronously on the shard's stack",
+        KeyStatus::InEffect(
+            "profiles: must be false; agents run synchronously on the shard's stack",
         ),
     ),
     (
@@ -72,7 +72,7 @@ pub const KEY_TABLE: &[(&str, KeyStatus)] = &[
     ),
     (
         "messaging.worker_threads",
-        KeyStatus::InEffect("shards: another spelling of runtime.worker_threads"),
+        KeyStatus::InEffect("placement: another spelling of runtime.worker_threads"),
     ),
     (
         "messaging.queue_size",
@@ -84,7 +84,7 @@ pub const KEY_TABLE: &[(&str, KeyStatus)] = &[
     ),
     (
         "messaging.delivery_timeout",
-        KeyStatus::InEffect("shards: deadline of every message"),
+        KeyStatus::InEffect("shards: longest a message waits in a mailbox"),
     ),
     (
         "messaging.parallel_routes",
@@ -114,15 +114,15 @@ pub const KEY_TABLE: &[(&str, KeyStatus)] = &[
     ),
     (
         "agents.default_limits.cpu_shares",
-        KeyStatus::NotYetEnforced("per-agent CPU budgets"),
+        KeyStatus::InEffect("agents: handler time per 100 ms window; past it, messages wait"),
     ),
     (
         "agents.overrides",
-        KeyStatus::InEffect("agents: per-agent memory and execution time"),
+        KeyStatus::InEffect("agents: per-agent memory, CPU shares and execution time"),
     ),
     (
         "agents.deploy",
-        KeyStatus::InEffect("engine: agents deployed at boot"),
+        KeyStatus::InEffect("engine: agents deployed at boot; placement: their cores"),
     ),
     (
         "agents",
@@ -135,7 +135,9 @@ pub const KEY_TABLE: &[(&str, KeyStatus)] = &[
     ("transport", KeyStatus::NotYetEnforced("cluster transport")),
     (
         "storage",
-        KeyStatus::InEffect("storage: one SQLite partition per shard, its pragmas and write batching"),
+        KeyStatus::InEffect(
+            "storage: where the per-shard SQLite partitions live, their pragmas and write batching",
+        ),
     ),
     (
         "observability.log_level",
@@ -143,7 +145,7 @@ pub const KEY_TABLE: &[(&str, KeyStatus)] = &[
     ),
     (
         "observability.admin",
-        KeyStatus::InEffect("admin: HTTP endpoint, token and upload limit"),
+        KeyStatus::InEffect("admin: HTTP endpoint, token, upload and connection limits"),
     ),
     (
         "observability.hdr_log",
@@ -210,6 +212,18 @@ mod tests {
         ));
         assert!(matches!(
             key_status("runtime.wasm.stack_pooling"),
+            Some(KeyStatus::InEffect(_))
+        ));
+        assert!(matches!(
+            key_status("agents.default_limits.cpu_shares"),
+            Some(KeyStatus::InEffect(_))
+        ));
+        assert!(matches!(
+            key_status("coordination.cluster.gossip_interval"),
+            Some(KeyStatus::NotYetEnforced(_))
+        ));
+        assert!(matches!(
+            key_status("transport.quic.max_datagram_size"),
             Some(KeyStatus::NotYetEnforced(_))
         ));
         assert!(matches!(
