@@ -114,7 +114,8 @@ async fn metrics(context: &Context) -> Answer {
             let collector = &controller.collector;
             Ok::<_, Reply>(caxton_telemetry::render_prometheus(
                 &caxton_telemetry::Exposition {
-                    shards: collector.totals(),
+                    latencies: &collector.latencies(),
+                    shards: &collector.shard_counters(),
                     messages_per_second: collector.messages_per_second(),
                     memory_used_bytes: resident_memory_bytes(),
                     cpu_usage_percent: collector.cpu_usage_percent(),

@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use caxton_shards::{Node, NodeError, ShardMetrics};
-use caxton_telemetry::HdrLogWriter;
+use caxton_telemetry::{HdrLogWriter, Latencies, ShardCounters};
 use hdrhistogram::Histogram;
 use tracing::warn;
 
@@ -129,6 +129,22 @@ impl Collector {
         merged
     }
 
+    /// All shards' latencies merged, since the node started, for the Prometheus exposition.
+    pub fn latencies(&self) -> Latencies {
+        let merged = self.merged();
+        Latencies {
+            routing: all_routes(&merged),
+            cross_shard_routing: merged.routing_cross_ns,
+            agent_startup: merged.startup_ns,
+            message_processing: merged.processing_ns,
+        }
+    }
+
+    /// Each shard's counters since the node started, for the Prometheus exposition.
+    pub fn shard_counters(&self) -> Vec<ShardCounters> {
+        self.totals.iter().map(shard_counters).collect()
+    }
+
     /// Messages handled since the node started.
     pub fn handled(&self) -> u64 {
         self.totals.iter().map(|shard| shard.handled).sum()
@@ -162,15 +178,38 @@ impl Collector {
 
 /// The tagged latency histograms of `metrics` (routing merges both paths).
 pub fn tagged(metrics: &ShardMetrics) -> [(&'static str, Histogram<u64>); 4] {
-    let mut routing = metrics.routing_local_ns.clone();
-    // Identical bounds: the merge cannot fail.
-    let _ = routing.add(&metrics.routing_cross_ns);
     [
-        (HDR_TAGS[0], routing),
+        (HDR_TAGS[0], all_routes(metrics)),
         (HDR_TAGS[1], metrics.routing_cross_ns.clone()),
         (HDR_TAGS[2], metrics.processing_ns.clone()),
         (HDR_TAGS[3], metrics.startup_ns.clone()),
     ]
+}
+
+/// Routing latency over every route: messages sent on their own shard and
+/// those that crossed from another shard or a client.
+fn all_routes(metrics: &ShardMetrics) -> Histogram<u64> {
+    let mut routing = metrics.routing_local_ns.clone();
+    // Identical bounds: the merge cannot fail.
+    let _ = routing.add(&metrics.routing_cross_ns);
+    routing
+}
+
+/// The counters of `metrics` that the exposition shows per shard.
+fn shard_counters(metrics: &ShardMetrics) -> ShardCounters {
+    ShardCounters {
+        queue_depth: metrics.queue_depth,
+        handled: metrics.handled,
+        refused: metrics.refused,
+        timeouts: metrics.timeouts,
+        faults: metrics.faults,
+        agent_failures: metrics.agent_failures,
+        throttled: metrics.throttled,
+        persisted: metrics.persisted,
+        redelivered: metrics.redelivered,
+        storage_failures: metrics.storage_failures,
+        expired: metrics.expired,
+    }
 }
 
 /// User plus system CPU time of this process.
@@ -197,4 +236,38 @@ pub fn resident_memory_bytes() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     pages * u64::try_from(page_size).unwrap_or(4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_merges_latencies_and_keeps_each_shards_counters() {
+        let mut collector = Collector::new(2, None);
+        let [first, second] = &mut collector.totals[..] else {
+            panic!("two shards");
+        };
+        first.routing_local_ns.record(1_000).expect("in range");
+        first.handled = 3;
+        second.routing_cross_ns.record(1_000_000).expect("in range");
+        second.processing_ns.record(500).expect("in range");
+        second.queue_depth = 7;
+        let latencies = collector.latencies();
+        assert_eq!(latencies.routing.len(), 2, "both routes of both shards");
+        assert_eq!(latencies.cross_shard_routing.len(), 1);
+        assert_eq!(latencies.message_processing.len(), 1);
+        assert!(latencies.agent_startup.is_empty());
+        let counters = collector.shard_counters();
+        assert_eq!(
+            (counters[0].handled, counters[0].queue_depth),
+            (3, 0),
+            "shard 0"
+        );
+        assert_eq!(
+            (counters[1].handled, counters[1].queue_depth),
+            (0, 7),
+            "shard 1"
+        );
+    }
 }

@@ -245,7 +245,7 @@ mod tests {
     use super::*;
 
     fn histogram(values: &[u64]) -> Histogram<u64> {
-        let mut histogram = caxton_shards::nanosecond_histogram();
+        let mut histogram = crate::nanosecond_histogram();
         for &value in values {
             histogram.record(value).expect("in range");
         }

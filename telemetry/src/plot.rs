@@ -272,7 +272,7 @@ mod tests {
     use super::*;
 
     fn series(label: &str, scale: u64) -> Series {
-        let mut histogram = caxton_shards::nanosecond_histogram();
+        let mut histogram = crate::nanosecond_histogram();
         for value in 1..=10_000u64 {
             histogram.record(value * scale).expect("in range");
         }

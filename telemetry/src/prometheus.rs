@@ -11,7 +11,6 @@
 
 use std::fmt::Write as _;
 
-use caxton_shards::ShardMetrics;
 use hdrhistogram::Histogram;
 
 /// The quantiles every latency summary shows.
@@ -52,10 +51,54 @@ pub const LATENCY_METRICS: [(&str, &str); 6] = [
     ),
 ];
 
+/// One data shard's counters since the node started (levels such as
+/// `queue_depth` as last read), as the per-shard series show them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShardCounters {
+    /// Messages waiting in the shard's mailboxes.
+    pub queue_depth: u64,
+    /// Messages the shard's agents handled (every outcome).
+    pub handled: u64,
+    /// Sends refused because a mailbox or ring of the shard was full.
+    pub refused: u64,
+    /// Messages answered with failure because their deadline passed.
+    pub timeouts: u64,
+    /// Handlers that trapped, ran too long or grew past their memory.
+    pub faults: u64,
+    /// Handlers that returned a failure code.
+    pub agent_failures: u64,
+    /// Messages held because their agent had used its `cpu_shares` for the window.
+    pub throttled: u64,
+    /// Messages made durable in the shard's storage partition.
+    pub persisted: u64,
+    /// Stored messages delivered again after a restart.
+    pub redelivered: u64,
+    /// Durable sends refused because the partition could not keep them.
+    pub storage_failures: u64,
+    /// Unfinished stored messages removed by `messaging.message_ttl`.
+    pub expired: u64,
+}
+
+/// The latencies of every data shard merged, since the node started, as
+/// HDR histograms of nanoseconds.
+#[derive(Clone, Debug)]
+pub struct Latencies {
+    /// Send to handler start, every route (same shard or across shards).
+    pub routing: Histogram<u64>,
+    /// Send to handler start, for messages that crossed from another shard or a client port.
+    pub cross_shard_routing: Histogram<u64>,
+    /// Time to make an agent instance ready to serve.
+    pub agent_startup: Histogram<u64>,
+    /// Handler run time per message.
+    pub message_processing: Histogram<u64>,
+}
+
 /// Everything one scrape shows.
 pub struct Exposition<'a> {
-    /// Each data shard's metrics, accumulated since the node started.
-    pub shards: &'a [ShardMetrics],
+    /// The latency histograms, all shards merged.
+    pub latencies: &'a Latencies,
+    /// Each data shard's counters, in shard order.
+    pub shards: &'a [ShardCounters],
     /// Messages handled per second between the last two collections.
     pub messages_per_second: f64,
     /// Resident memory of the process.
@@ -71,65 +114,72 @@ pub struct Exposition<'a> {
 
 /// The text of `exposition`.
 pub fn render(exposition: &Exposition<'_>) -> String {
-    let mut total = ShardMetrics::default();
-    for shard in exposition.shards {
-        total.merge(shard);
-    }
-    let mut routing = total.routing_local_ns.clone();
-    // Identical bounds: the merge cannot fail.
-    let _ = routing.add(&total.routing_cross_ns);
-    let empty = caxton_shards::nanosecond_histogram();
-    let latencies: [&Histogram<u64>; 6] = [
-        &routing,
-        &total.routing_cross_ns,
+    let latencies = exposition.latencies;
+    // Remote routes and gossip convergence need a cluster: only the series'
+    // emptiness is shown, so its shape does not matter.
+    let empty = Histogram::<u64>::new(3).expect("3 significant digits are valid");
+    let histograms: [&Histogram<u64>; 6] = [
+        &latencies.routing,
+        &latencies.cross_shard_routing,
         &empty,
-        &total.startup_ns,
-        &total.processing_ns,
+        &latencies.agent_startup,
+        &latencies.message_processing,
         &empty,
     ];
     let mut out = String::with_capacity(16 * 1024);
-    for ((name, help), histogram) in LATENCY_METRICS.iter().zip(latencies) {
+    for ((name, help), histogram) in LATENCY_METRICS.iter().zip(histograms) {
         summary(&mut out, name, help, histogram);
         let distribution = format!("{}_distribution_seconds", name.trim_end_matches("_seconds"));
         bucketed(&mut out, &distribution, help, histogram);
     }
+    node_gauges(&mut out, exposition);
+    per_shard_series(&mut out, exposition.shards);
+    out
+}
+
+/// The node-wide throughput, resource and deployment series.
+fn node_gauges(out: &mut String, exposition: &Exposition<'_>) {
     gauge(
-        &mut out,
+        out,
         "caxton_messages_per_second",
         "Message throughput: messages handled per second between the last two collections",
         exposition.messages_per_second,
     );
     counter(
-        &mut out,
+        out,
         "caxton_agents_messages_processed_total",
         "Messages handled by agents since the node started (every outcome)",
-        total.handled,
+        exposition.shards.iter().map(|shard| shard.handled).sum(),
     );
     gauge(
-        &mut out,
+        out,
         "caxton_memory_used_bytes",
         "Resource use: resident memory of the engine process",
         exposition.memory_used_bytes as f64,
     );
     gauge(
-        &mut out,
+        out,
         "caxton_cpu_usage_percent",
         "Resource use: CPU time of the engine process over the last collection interval, percent of the machine's CPUs",
         exposition.cpu_usage_percent,
     );
     gauge(
-        &mut out,
+        out,
         "caxton_agents_deployed",
         "Agents deployed on the node",
         exposition.agents_deployed as f64,
     );
     gauge(
-        &mut out,
+        out,
         "caxton_uptime_seconds",
         "Seconds since the node started",
         exposition.uptime_seconds,
     );
-    type ShardField = fn(&ShardMetrics) -> u64;
+}
+
+/// One series per shard for each counter, labelled with the shard's index.
+fn per_shard_series(out: &mut String, shards: &[ShardCounters]) {
+    type ShardField = fn(&ShardCounters) -> u64;
     let per_shard: [(&str, &str, &str, ShardField); 11] = [
         (
             "caxton_shard_queue_depth",
@@ -201,11 +251,10 @@ pub fn render(exposition: &Exposition<'_>) -> String {
     for (name, kind, help, field) in per_shard {
         let _ = writeln!(out, "# HELP {name} {help}.");
         let _ = writeln!(out, "# TYPE {name} {kind}");
-        for (index, shard) in exposition.shards.iter().enumerate() {
+        for (index, shard) in shards.iter().enumerate() {
             let _ = writeln!(out, "{name}{{shard=\"{index}\"}} {}", field(shard));
         }
     }
-    out
 }
 
 fn summary(out: &mut String, name: &str, help: &str, histogram: &Histogram<u64>) {
@@ -286,13 +335,12 @@ fn number(value: f64) -> String {
 mod tests {
     use super::*;
 
-    fn shard_with_routes(values_ns: &[u64]) -> ShardMetrics {
-        let mut metrics = ShardMetrics::default();
+    fn histogram(values_ns: &[u64]) -> Histogram<u64> {
+        let mut histogram = crate::nanosecond_histogram();
         for &value in values_ns {
-            metrics.routing_local_ns.record(value).expect("in range");
-            metrics.handled += 1;
+            histogram.record(value).expect("in range");
         }
-        metrics
+        histogram
     }
 
     fn sample(text: &str, series: &str) -> f64 {
@@ -304,13 +352,28 @@ mod tests {
     }
 
     #[test]
-    fn quantiles_buckets_and_counters_come_from_the_merged_shards() {
-        // 100 routes of 1 µs on shard 0, 100 of 1 ms on shard 1.
+    fn quantiles_buckets_and_counters_come_from_their_inputs() {
+        // 100 routes of 1 µs and 100 of 1 ms, handled by two shards.
+        let mut routes = vec![1_000; 100];
+        routes.extend([1_000_000; 100]);
+        let latencies = Latencies {
+            routing: histogram(&routes),
+            cross_shard_routing: histogram(&[]),
+            agent_startup: histogram(&[]),
+            message_processing: histogram(&[]),
+        };
         let shards = [
-            shard_with_routes(&[1_000; 100]),
-            shard_with_routes(&[1_000_000; 100]),
+            ShardCounters {
+                handled: 100,
+                ..ShardCounters::default()
+            },
+            ShardCounters {
+                handled: 100,
+                ..ShardCounters::default()
+            },
         ];
         let text = render(&Exposition {
+            latencies: &latencies,
             shards: &shards,
             messages_per_second: 12.5,
             memory_used_bytes: 4096,

@@ -193,7 +193,7 @@ mod tests {
 
     #[test]
     fn layout_matches_hdrhistogram() {
-        let mut histogram = caxton_shards::nanosecond_histogram();
+        let mut histogram = crate::nanosecond_histogram();
         for value in 1..=1000u64 {
             histogram.record(value * 1000).expect("in range");
         }
