@@ -62,90 +62,8 @@ pub fn dispatch(cli: Cli) -> Result<(), CommandError> {
     }
     match cli.command {
         None => run_node(&cli.selection),
-        Some(Command::Profiles(ProfilesCommand::List)) => emit(
-            &caxton_profiles::BUILTIN_NAMES
-                .map(|name| format!("{name}\n"))
-                .concat(),
-        ),
-        Some(Command::Profiles(ProfilesCommand::Show { profiles })) => {
-            let mut selection = cli.selection;
-            selection.profiles.extend(profiles);
-            emit(&load_profile(&selection)?.to_yaml())
-        }
-        Some(Command::Profiles(ProfilesCommand::Keys)) => {
-            let lines: String = caxton_profiles::KEY_TABLE
-                .iter()
-                .map(|(prefix, status)| match status {
-                    KeyStatus::InEffect(reader) => format!("{prefix:<28} in effect: {reader}\n"),
-                    KeyStatus::NotYetEnforced(reader) => {
-                        format!("{prefix:<28} accepted, not yet enforced: {reader}\n")
-                    }
-                })
-                .collect();
-            emit(&lines)
-        }
-        Some(Command::Benchmark(BenchmarkCommand::Run {
-            suite,
-            quick,
-            output,
-            compare,
-        })) => run_benchmark(&cli.selection, &suite, quick, output, compare),
-        Some(Command::Benchmark(BenchmarkCommand::Custom {
-            agents,
-            messages_per_second,
-            duration,
-            pattern,
-            compare,
-            target,
-            token,
-            output,
-        })) => crate::loadbench::custom(
-            &cli.selection,
-            crate::loadbench::CustomArgs {
-                agents,
-                rate: messages_per_second,
-                duration,
-                load: crate::loadbench::LoadArgs {
-                    pattern,
-                    compare,
-                    target,
-                    token,
-                    output,
-                },
-            },
-        ),
-        Some(Command::Benchmark(BenchmarkCommand::Stress {
-            ramp_up_time,
-            max_agents,
-            find_breaking_point,
-            pattern,
-            start_rate,
-            growth,
-            steps,
-            p99_target,
-            compare,
-            target,
-            token,
-            output,
-        })) => crate::loadbench::stress(
-            &cli.selection,
-            crate::loadbench::StressArgs {
-                ramp_up_time,
-                max_agents,
-                find_breaking_point,
-                start_rate,
-                growth,
-                steps,
-                p99_target,
-                load: crate::loadbench::LoadArgs {
-                    pattern,
-                    compare,
-                    target,
-                    token,
-                    output,
-                },
-            },
-        ),
+        Some(Command::Profiles(command)) => profiles_command(cli.selection, command),
+        Some(Command::Benchmark(command)) => benchmark_command(&cli.selection, command),
         Some(Command::Agents(command)) => crate::remote::agents(&cli.selection, command),
         Some(Command::Send {
             agent,
@@ -169,17 +87,127 @@ pub fn dispatch(cli: Cli) -> Result<(), CommandError> {
             crate::remote::hdr_dump(&cli.selection, &endpoint, &output)
         }
         Some(Command::Hdr(command)) => crate::hdr::run(command),
-        Some(Command::Topology { synthetic }) => {
-            let loaded = load_profile(&cli.selection)?;
-            let topology = match synthetic {
-                Some(description) => MachineTopology::synthetic(&description),
-                None => MachineTopology::discover(),
-            }
-            .map_err(|error| CommandError::BadInput(error.to_string()))?;
-            let plan = plan_placement(&loaded, &topology)?;
-            emit(&format!("{topology}{plan}"))
-        }
+        Some(Command::Topology { synthetic }) => topology_command(&cli.selection, synthetic),
     }
+}
+
+/// `engine profiles ...`: built-in names, a merged profile, who reads each key.
+fn profiles_command(
+    mut selection: ProfileSelection,
+    command: ProfilesCommand,
+) -> Result<(), CommandError> {
+    match command {
+        ProfilesCommand::List => emit(
+            &caxton_profiles::BUILTIN_NAMES
+                .map(|name| format!("{name}\n"))
+                .concat(),
+        ),
+        ProfilesCommand::Show { profiles } => {
+            selection.profiles.extend(profiles);
+            emit(&load_profile(&selection)?.to_yaml())
+        }
+        ProfilesCommand::Keys => emit(&key_listing()),
+    }
+}
+
+/// One line per key prefix: the part of the engine that reads it, or that it
+/// is accepted but not yet enforced.
+fn key_listing() -> String {
+    caxton_profiles::KEY_TABLE
+        .iter()
+        .map(|(prefix, status)| match status {
+            KeyStatus::InEffect(reader) => format!("{prefix:<28} in effect: {reader}\n"),
+            KeyStatus::NotYetEnforced(reader) => {
+                format!("{prefix:<28} accepted, not yet enforced: {reader}\n")
+            }
+        })
+        .collect()
+}
+
+/// `engine benchmark ...`: a suite, or a custom or stress load.
+fn benchmark_command(
+    selection: &ProfileSelection,
+    command: BenchmarkCommand,
+) -> Result<(), CommandError> {
+    match command {
+        BenchmarkCommand::Run {
+            suite,
+            quick,
+            output,
+            compare,
+        } => run_benchmark(selection, &suite, quick, output, compare),
+        BenchmarkCommand::Custom {
+            agents,
+            messages_per_second,
+            duration,
+            pattern,
+            compare,
+            target,
+            token,
+            output,
+        } => crate::loadbench::custom(
+            selection,
+            crate::loadbench::CustomArgs {
+                agents,
+                rate: messages_per_second,
+                duration,
+                load: crate::loadbench::LoadArgs {
+                    pattern,
+                    compare,
+                    target,
+                    token,
+                    output,
+                },
+            },
+        ),
+        BenchmarkCommand::Stress {
+            ramp_up_time,
+            max_agents,
+            find_breaking_point,
+            pattern,
+            start_rate,
+            growth,
+            steps,
+            p99_target,
+            compare,
+            target,
+            token,
+            output,
+        } => crate::loadbench::stress(
+            selection,
+            crate::loadbench::StressArgs {
+                ramp_up_time,
+                max_agents,
+                find_breaking_point,
+                start_rate,
+                growth,
+                steps,
+                p99_target,
+                load: crate::loadbench::LoadArgs {
+                    pattern,
+                    compare,
+                    target,
+                    token,
+                    output,
+                },
+            },
+        ),
+    }
+}
+
+/// `engine topology`: this machine (or a synthetic one) and the placement plan.
+fn topology_command(
+    selection: &ProfileSelection,
+    synthetic: Option<String>,
+) -> Result<(), CommandError> {
+    let loaded = load_profile(selection)?;
+    let topology = match synthetic {
+        Some(description) => MachineTopology::synthetic(&description),
+        None => MachineTopology::discover(),
+    }
+    .map_err(|error| CommandError::BadInput(error.to_string()))?;
+    let plan = plan_placement(&loaded, &topology)?;
+    emit(&format!("{topology}{plan}"))
 }
 
 /// Write `text` to stdout. A closed pipe (`engine profiles show | head`) is not an error.
@@ -399,6 +427,69 @@ fn run_node(selection: &ProfileSelection) -> Result<(), CommandError> {
         MachineTopology::discover().map_err(|error| CommandError::Failed(error.to_string()))?;
     let plan = plan_placement(&loaded, &topology)?;
     info!(layers = %loaded.layers.join(" + "), "profile loaded");
+    warn_about_idle_keys(&loaded);
+    info!("{}", topology.to_string().trim_end());
+    info!("{}", plan.to_string().trim_end());
+    for note in &plan.notes {
+        warn!("{note}");
+    }
+
+    // Signals are blocked from reaching shard threads by routing them to one
+    // watcher thread; it only flips the node's stop signal.
+    let signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .map_err(|error| CommandError::Failed(format!("cannot install signal handlers: {error}")))?;
+    let boot_agents = read_boot_agents(&loaded)?;
+    // Everything that can be refused is checked before a shard starts.
+    let admin = crate::admin::prepare(&loaded)?;
+    let hdr_log = crate::admin::open_hdr_log(&loaded)?;
+    let (controller_handle, jobs) = caxton_admin::ControllerHandle::channel();
+    let clients = caxton_admin::ClientPool::default();
+    let gossip_work = admin.map(|(listener, settings)| {
+        let clients = clients.clone();
+        let handle = controller_handle.clone();
+        Box::new(move |stop| caxton_admin::serve(listener, settings, handle, clients, stop))
+            as caxton_shards::GossipWork
+    });
+    drop(controller_handle);
+    let mut node = Node::start_with(&loaded.profile, &plan, gossip_work)
+        .map_err(|error| CommandError::Failed(error.to_string()))?;
+    if let Err(error) = bring_back_agents(&mut node, &loaded, boot_agents) {
+        let _ = node.shutdown();
+        return Err(error);
+    }
+    for _ in 0..caxton_admin::ADMIN_CLIENTS {
+        match node.client() {
+            Ok(client) => clients.put(client),
+            Err(error) => warn!("the admin endpoint has fewer clients for sends: {error}"),
+        }
+    }
+    log_placements(&node);
+    let stop = node.stop_signal();
+    let watcher = signals.handle();
+    watch_signals(signals, std::sync::Arc::clone(&stop))?;
+    info!(
+        data_shards = plan.data_shards.len(),
+        "engine running; send SIGINT or SIGTERM to stop"
+    );
+    let collector = caxton_admin::Collector::new(node.data_shards(), hdr_log);
+    let controller = caxton_admin::Controller {
+        node,
+        collector,
+        profile: loaded.profile.clone(),
+    };
+    let result = controller.run(jobs, stop);
+    watcher.close();
+    result.map_err(|error| CommandError::Failed(error.to_string()))?;
+    info!("engine stopped cleanly");
+    Ok(())
+}
+
+/// Warn about keys the profile writes that change nothing in this run: keys
+/// this build does not enforce yet, and storage keys without persistence.
+fn warn_about_idle_keys(loaded: &LoadedProfile) {
     let mut pending: std::collections::BTreeMap<&str, Vec<&str>> =
         std::collections::BTreeMap::new();
     for key in loaded.written_keys() {
@@ -433,70 +524,45 @@ fn run_node(selection: &ProfileSelection) -> Result<(), CommandError> {
             );
         }
     }
-    info!("{}", topology.to_string().trim_end());
-    info!("{}", plan.to_string().trim_end());
-    for note in &plan.notes {
-        warn!("{note}");
-    }
+}
 
-    // Signals are blocked from reaching shard threads by routing them to one
-    // watcher thread; it only flips the node's stop signal.
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ])
-    .map_err(|error| CommandError::Failed(format!("cannot install signal handlers: {error}")))?;
-    let boot_agents = read_boot_agents(&loaded)?;
-    // Everything that can be refused is checked before a shard starts.
-    let admin = crate::admin::prepare(&loaded)?;
-    let hdr_log = crate::admin::open_hdr_log(&loaded)?;
-    let (controller_handle, jobs) = caxton_admin::ControllerHandle::channel();
-    let clients = caxton_admin::ClientPool::default();
-    let gossip_work = admin.map(|(listener, settings)| {
-        let clients = clients.clone();
-        let handle = controller_handle.clone();
-        Box::new(move |stop| caxton_admin::serve(listener, settings, handle, clients, stop))
-            as caxton_shards::GossipWork
-    });
-    drop(controller_handle);
-    let mut node = Node::start_with(&loaded.profile, &plan, gossip_work)
-        .map_err(|error| CommandError::Failed(error.to_string()))?;
+/// With persistence, redeploy the stored agents and redeliver their unfinished
+/// messages; then deploy the profile's boot agents that storage did not bring back.
+fn bring_back_agents(
+    node: &mut Node,
+    loaded: &LoadedProfile,
+    boot_agents: Vec<(String, Vec<u8>, u16)>,
+) -> Result<(), CommandError> {
     if loaded.profile.messaging.enable_persistence {
-        match node.recover() {
-            Ok((agents, messages)) => info!(
-                agents,
-                redelivered = messages,
-                directory = %loaded.profile.storage.data_directory,
-                "storage partitions opened; recovered agents redeployed, unfinished messages redelivered"
-            ),
-            Err(error) => {
-                let _ = node.shutdown();
-                return Err(CommandError::Failed(format!("recovery failed: {error}")));
-            }
-        }
+        let (agents, messages) = node
+            .recover()
+            .map_err(|error| CommandError::Failed(format!("recovery failed: {error}")))?;
+        info!(
+            agents,
+            redelivered = messages,
+            directory = %loaded.profile.storage.data_directory,
+            "storage partitions opened; recovered agents redeployed, unfinished messages redelivered"
+        );
     }
     for (name, source, instances) in boot_agents {
         if node.directory().resolve(&name).is_some() {
             info!(agent = %name, "agent already recovered from storage; not deployed again");
             continue;
         }
-        if let Err(error) = node.deploy(
+        node.deploy(
             &name,
             &source,
             instances,
             &loaded.profile.agent_limits(&name),
-        ) {
-            let _ = node.shutdown();
-            return Err(CommandError::BadInput(error.to_string()));
-        }
+        )
+        .map_err(|error| CommandError::BadInput(error.to_string()))?;
         info!(agent = %name, instances, "agent deployed");
     }
-    for _ in 0..caxton_admin::ADMIN_CLIENTS {
-        match node.client() {
-            Ok(client) => clients.put(client),
-            Err(error) => warn!("the admin endpoint has fewer clients for sends: {error}"),
-        }
-    }
+    Ok(())
+}
+
+/// Log where each shard runs, as read back from its thread.
+fn log_placements(node: &Node) {
     for report in node.reports() {
         let memory = match &report.memory_policy {
             Ok((nodes, policy)) => format!(
@@ -517,35 +583,21 @@ fn run_node(selection: &ProfileSelection) -> Result<(), CommandError> {
             warn!(shard = %report.role, "{warning}; running with the kernel's default policy");
         }
     }
-    let stop = node.stop_signal();
-    let watcher = signals.handle();
-    {
-        let stop = std::sync::Arc::clone(&stop);
-        std::thread::Builder::new()
-            .name("caxton-signals".into())
-            .spawn(move || {
-                if let Some(signal) = signals.forever().next() {
-                    info!(signal, "stopping on signal");
-                    stop.request();
-                }
-            })
-            .map_err(|error| {
-                CommandError::Failed(format!("cannot start the signal thread: {error}"))
-            })?;
-    }
-    info!(
-        data_shards = plan.data_shards.len(),
-        "engine running; send SIGINT or SIGTERM to stop"
-    );
-    let collector = caxton_admin::Collector::new(node.data_shards(), hdr_log);
-    let controller = caxton_admin::Controller {
-        node,
-        collector,
-        profile: loaded.profile.clone(),
-    };
-    let result = controller.run(jobs, stop);
-    watcher.close();
-    result.map_err(|error| CommandError::Failed(error.to_string()))?;
-    info!("engine stopped cleanly");
-    Ok(())
+}
+
+/// Start the thread that turns the first SIGINT or SIGTERM into a stop request.
+fn watch_signals(
+    mut signals: signal_hook::iterator::Signals,
+    stop: std::sync::Arc<caxton_shards::StopSignal>,
+) -> Result<(), CommandError> {
+    std::thread::Builder::new()
+        .name("caxton-signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                info!(signal, "stopping on signal");
+                stop.request();
+            }
+        })
+        .map(drop)
+        .map_err(|error| CommandError::Failed(format!("cannot start the signal thread: {error}")))
 }

@@ -19,9 +19,9 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use caxton_profiles::{MemoryPolicy, PlacementStrategy, Profile, Violation};
+use caxton_profiles::{MemoryPolicy, PinnedAgent, PlacementStrategy, Profile, Violation};
 
-use crate::topology::{format_index_list, MachineTopology};
+use crate::topology::{format_index_list, Core, MachineTopology};
 
 /// Which CPUs a shard's thread may run on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,8 +110,6 @@ pub struct PlacementPlan {
 
 /// Plan `profile` on `topology`. Errors name the profile key at fault.
 pub fn plan(topology: &MachineTopology, profile: &Profile) -> Result<PlacementPlan, Violation> {
-    let runtime = &profile.runtime;
-    let affinity = &runtime.cpu_affinity;
     let all_pus = topology.all_pus();
     if topology.cores.is_empty() {
         return Err(violation(
@@ -120,10 +118,63 @@ pub fn plan(topology: &MachineTopology, profile: &Profile) -> Result<PlacementPl
             None,
         ));
     }
-
-    // Every PU a pinned agent names must exist.
-    let mut pinned_pus = BTreeSet::new();
     let all_pinned = profile.pinned_agents();
+    let pinned_pus = pinned_pus(topology, profile, &all_pinned, &all_pus)?;
+
+    // 1. The gossip shard's core.
+    let gossip_core = gossip_core(topology, &pinned_pus);
+    let reserve_gossip_core = topology.cores.len() > 1;
+
+    // 2. How many data shards.
+    let shard_count = shard_count(topology, profile, reserve_gossip_core, &pinned_pus)?;
+
+    // 3. Which PU each data shard runs on.
+    let node_ids = node_ids(topology);
+    let excluded_core = reserve_gossip_core.then_some(gossip_core.index);
+    let mut chosen: Vec<usize> = pinned_pus.iter().copied().collect();
+    deal_free_slots(
+        &free_slots(topology, &node_ids, excluded_core),
+        profile.runtime.cpu_affinity.strategy,
+        shard_count,
+        &mut chosen,
+    );
+    let distinct_slots = chosen.len();
+    share_pus(gossip_core, shard_count, &mut chosen);
+    sort_in_hardware_order(topology, &mut chosen);
+
+    // 4 and 5: bindings and memory.
+    let placer = Placer {
+        topology,
+        profile,
+        node_ids: &node_ids,
+        all_pus: &all_pus,
+    };
+    let data_shards: Vec<ShardPlacement> = chosen
+        .iter()
+        .map(|&pu| placer.place(pu, placer.data_memory(pu)))
+        .collect();
+    let gossip_pu = gossip_core.pus[0];
+    let gossip_shard = placer.place(gossip_pu, placer.gossip_memory(gossip_core));
+
+    let pinned_agents = pinnings(&all_pinned, &data_shards);
+    let (shares_pus, notes) = notes(topology, &data_shards, gossip_pu, distinct_slots);
+    Ok(PlacementPlan {
+        data_shards,
+        gossip_shard,
+        pinned_agents,
+        shares_pus,
+        notes,
+    })
+}
+
+/// Every PU a pinned agent names; each must exist.
+fn pinned_pus(
+    topology: &MachineTopology,
+    profile: &Profile,
+    all_pinned: &[PinnedAgent],
+    all_pus: &[usize],
+) -> Result<BTreeSet<usize>, Violation> {
+    let mut pinned_pus = BTreeSet::new();
     for (agent_index, pinned) in all_pinned.iter().enumerate() {
         for (core_index, &cpu) in pinned.cpu_cores.iter().enumerate() {
             let cpu = cpu as usize;
@@ -139,30 +190,40 @@ pub fn plan(topology: &MachineTopology, profile: &Profile) -> Result<PlacementPl
                     ),
                     Some(format!(
                         "this machine's CPUs are {}",
-                        format_index_list(&all_pus)
+                        format_index_list(all_pus)
                     )),
                 ));
             }
             pinned_pus.insert(cpu);
         }
     }
+    Ok(pinned_pus)
+}
 
-    // 1. The gossip shard's core.
-    let gossip_core = topology
+/// Rule 1: the last core that no pinned agent names (the last core when they name them all).
+fn gossip_core<'t>(topology: &'t MachineTopology, pinned_pus: &BTreeSet<usize>) -> &'t Core {
+    topology
         .cores
         .iter()
         .rev()
         .find(|core| !core.pus.iter().any(|pu| pinned_pus.contains(pu)))
-        .unwrap_or_else(|| &topology.cores[topology.cores.len() - 1]);
-    let reserve_gossip_core = topology.cores.len() > 1;
+        .unwrap_or_else(|| &topology.cores[topology.cores.len() - 1])
+}
 
-    // 2. How many data shards.
+/// Rule 2: `runtime.worker_threads`, else one per core left; enough to cover every pinned PU.
+fn shard_count(
+    topology: &MachineTopology,
+    profile: &Profile,
+    reserve_gossip_core: bool,
+    pinned_pus: &BTreeSet<usize>,
+) -> Result<usize, Violation> {
     let data_cores = if reserve_gossip_core {
         topology.cores.len() - 1
     } else {
         1
     };
-    let shard_count = runtime
+    let shard_count = profile
+        .runtime
         .worker_threads
         .map_or(data_cores, |workers| workers as usize);
     if shard_count < pinned_pus.len() {
@@ -175,26 +236,35 @@ pub fn plan(topology: &MachineTopology, profile: &Profile) -> Result<PlacementPl
             Some("raise runtime.worker_threads or pin agents to fewer CPUs".into()),
         ));
     }
+    Ok(shard_count)
+}
 
-    // 3. Candidate slots per NUMA node: whole cores first, then SMT siblings.
-    let node_ids: Vec<usize> = match topology.numa_nodes.is_empty() {
+/// OS indices of the NUMA nodes; a machine hwloc shows none on is node 0.
+fn node_ids(topology: &MachineTopology) -> Vec<usize> {
+    match topology.numa_nodes.is_empty() {
         true => vec![0],
         false => topology
             .numa_nodes
             .iter()
             .map(|node| node.os_index)
             .collect(),
-    };
-    let usable_core =
-        |core: &&crate::topology::Core| !(reserve_gossip_core && core.index == gossip_core.index);
+    }
+}
+
+/// The free slots, `tiers[t][n]`: the PUs of SMT level `t` on node `n`, in
+/// core order, leaving out the gossip shard's core when it is reserved.
+fn free_slots(
+    topology: &MachineTopology,
+    node_ids: &[usize],
+    excluded_core: Option<usize>,
+) -> Vec<Vec<Vec<usize>>> {
     let max_threads = topology
         .cores
         .iter()
         .map(|core| core.pus.len())
         .max()
         .unwrap_or(1);
-    // tiers[t][n]: the PUs of SMT level `t` on node `n`, in core order.
-    let tiers: Vec<Vec<Vec<usize>>> = (0..max_threads)
+    (0..max_threads)
         .map(|thread| {
             node_ids
                 .iter()
@@ -202,33 +272,41 @@ pub fn plan(topology: &MachineTopology, profile: &Profile) -> Result<PlacementPl
                     topology
                         .cores
                         .iter()
-                        .filter(usable_core)
+                        .filter(|core| Some(core.index) != excluded_core)
                         .filter(|core| core.numa_node == node)
                         .filter_map(|core| core.pus.get(thread).copied())
                         .collect()
                 })
                 .collect()
         })
-        .collect();
-    let mut chosen: Vec<usize> = pinned_pus.iter().copied().collect();
-    'tiers: for tier in &tiers {
-        let mut cursors = vec![0usize; node_ids.len()];
+        .collect()
+}
+
+/// Rule 3: add free slots to `chosen` until it holds `shard_count` PUs or
+/// the slots run out, whole cores (tier 0) before SMT siblings.
+fn deal_free_slots(
+    tiers: &[Vec<Vec<usize>>],
+    strategy: PlacementStrategy,
+    shard_count: usize,
+    chosen: &mut Vec<usize>,
+) {
+    // numa_aware deals one slot per node per round; compact drains a node first.
+    let take = match strategy {
+        PlacementStrategy::NumaAware => 1,
+        PlacementStrategy::Compact => usize::MAX,
+    };
+    'tiers: for tier in tiers {
+        let mut cursors = vec![0usize; tier.len()];
         loop {
             let mut took_any = false;
-            for node in 0..node_ids.len() {
+            for (slots, cursor) in tier.iter().zip(cursors.iter_mut()) {
                 if chosen.len() >= shard_count {
                     break 'tiers;
                 }
-                let slots = &tier[node];
-                // numa_aware deals one slot per node per round; compact drains a node first.
-                let take = match affinity.strategy {
-                    PlacementStrategy::NumaAware => 1,
-                    PlacementStrategy::Compact => usize::MAX,
-                };
                 let mut taken = 0;
-                while taken < take && cursors[node] < slots.len() && chosen.len() < shard_count {
-                    let pu = slots[cursors[node]];
-                    cursors[node] += 1;
+                while taken < take && *cursor < slots.len() && chosen.len() < shard_count {
+                    let pu = slots[*cursor];
+                    *cursor += 1;
                     if !chosen.contains(&pu) {
                         chosen.push(pu);
                         taken += 1;
@@ -241,10 +319,12 @@ pub fn plan(topology: &MachineTopology, profile: &Profile) -> Result<PlacementPl
             }
         }
     }
-    let distinct_slots = chosen.len();
-    // Past every free PU, shards share: the gossip core's PUs first (the
-    // gossip shard is mostly idle), then the data PUs in turn, so that the
-    // load spreads over the whole machine.
+}
+
+/// Past every free PU, shards share: the gossip core's PUs first (the
+/// gossip shard is mostly idle), then the data PUs in turn, so that the
+/// load spreads over the whole machine.
+fn share_pus(gossip_core: &Core, shard_count: usize, chosen: &mut Vec<usize>) {
     let mut shared_pool: Vec<usize> = gossip_core
         .pus
         .iter()
@@ -257,30 +337,38 @@ pub fn plan(topology: &MachineTopology, profile: &Profile) -> Result<PlacementPl
         chosen.push(shared_pool[next_shared % shared_pool.len()]);
         next_shared += 1;
     }
-    // Keep each node's shards contiguous and in hardware order.
+}
+
+/// Keep each node's shards contiguous and in hardware order.
+fn sort_in_hardware_order(topology: &MachineTopology, chosen: &mut [usize]) {
     let position = |pu: usize| {
         topology
             .core_of_pu(pu)
             .map_or((usize::MAX, pu), |core| (core.numa_node, core.index))
     };
     chosen.sort_by_key(|&pu| (position(pu).0, position(pu).1, pu));
+}
 
-    // 4 and 5: bindings and memory.
-    let numa = &runtime.numa;
-    let node_pus = |node: usize| -> Vec<usize> {
-        topology
-            .numa_nodes
-            .iter()
-            .find(|candidate| candidate.os_index == node)
-            .map_or_else(|| all_pus.clone(), |found| found.pus.clone())
-    };
-    let placement_on = |pu: usize, memory: MemoryPlacement| {
-        let core = topology.core_of_pu(pu).map_or(0, |core| core.index);
-        let numa_node = topology.core_of_pu(pu).map_or(0, |core| core.numa_node);
-        let cpu_binding = if affinity.enabled {
+/// Rules 4 and 5: how a shard on a given PU is bound, and where its memory comes from.
+struct Placer<'a> {
+    topology: &'a MachineTopology,
+    profile: &'a Profile,
+    node_ids: &'a [usize],
+    all_pus: &'a [usize],
+}
+
+impl Placer<'_> {
+    /// The shard on `pu`, with `memory`.
+    fn place(&self, pu: usize, memory: MemoryPlacement) -> ShardPlacement {
+        let runtime = &self.profile.runtime;
+        let (core, numa_node) = self
+            .topology
+            .core_of_pu(pu)
+            .map_or((0, 0), |core| (core.index, core.numa_node));
+        let cpu_binding = if runtime.cpu_affinity.enabled {
             CpuBinding::Pu(pu)
-        } else if numa.enabled && numa.cpu_bind {
-            CpuBinding::Pus(node_pus(numa_node))
+        } else if runtime.numa.enabled && runtime.numa.cpu_bind {
+            CpuBinding::Pus(self.node_pus(numa_node))
         } else {
             CpuBinding::Unbound
         };
@@ -291,35 +379,52 @@ pub fn plan(topology: &MachineTopology, profile: &Profile) -> Result<PlacementPl
             cpu_binding,
             memory,
         }
-    };
-    let data_memory = |pu: usize| {
-        let node = topology.core_of_pu(pu).map_or(0, |core| core.numa_node);
+    }
+
+    /// The PUs of NUMA node `node` (every PU when hwloc shows no such node).
+    fn node_pus(&self, node: usize) -> Vec<usize> {
+        self.topology
+            .numa_nodes
+            .iter()
+            .find(|candidate| candidate.os_index == node)
+            .map_or_else(|| self.all_pus.to_vec(), |found| found.pus.clone())
+    }
+
+    /// The memory of a data shard on `pu`: `runtime.numa.memory_policy`.
+    fn data_memory(&self, pu: usize) -> MemoryPlacement {
+        let numa = &self.profile.runtime.numa;
+        let node = self
+            .topology
+            .core_of_pu(pu)
+            .map_or(0, |core| core.numa_node);
         match (numa.enabled, numa.memory_policy) {
             (false, _) => MemoryPlacement::SystemDefault,
             (true, MemoryPolicy::LocalAlloc) => MemoryPlacement::LocalAlloc { node },
             (true, MemoryPolicy::Bind) => MemoryPlacement::Bind { nodes: vec![node] },
             (true, MemoryPolicy::Interleave) => MemoryPlacement::Interleave {
-                nodes: node_ids.clone(),
+                nodes: self.node_ids.to_vec(),
             },
         }
-    };
-    let data_shards: Vec<ShardPlacement> = chosen
-        .iter()
-        .map(|&pu| placement_on(pu, data_memory(pu)))
-        .collect();
-    let gossip_pu = gossip_core.pus[0];
-    let gossip_memory = match (numa.enabled, numa.interleave_memory) {
-        (false, _) => MemoryPlacement::SystemDefault,
-        (true, true) => MemoryPlacement::Interleave {
-            nodes: node_ids.clone(),
-        },
-        (true, false) => MemoryPlacement::LocalAlloc {
-            node: gossip_core.numa_node,
-        },
-    };
-    let gossip_shard = placement_on(gossip_pu, gossip_memory);
+    }
 
-    let pinned_agents = all_pinned
+    /// The gossip shard's memory: `runtime.numa.interleave_memory`, else its own node.
+    fn gossip_memory(&self, gossip_core: &Core) -> MemoryPlacement {
+        let numa = &self.profile.runtime.numa;
+        match (numa.enabled, numa.interleave_memory) {
+            (false, _) => MemoryPlacement::SystemDefault,
+            (true, true) => MemoryPlacement::Interleave {
+                nodes: self.node_ids.to_vec(),
+            },
+            (true, false) => MemoryPlacement::LocalAlloc {
+                node: gossip_core.numa_node,
+            },
+        }
+    }
+}
+
+/// Each pinned agent with the data shards on its PUs.
+fn pinnings(all_pinned: &[PinnedAgent], data_shards: &[ShardPlacement]) -> Vec<AgentPinning> {
+    all_pinned
         .iter()
         .map(|pinned| {
             let cpu_cores: Vec<usize> = pinned.cpu_cores.iter().map(|&cpu| cpu as usize).collect();
@@ -332,17 +437,26 @@ pub fn plan(topology: &MachineTopology, profile: &Profile) -> Result<PlacementPl
                 data_shards,
             }
         })
-        .collect();
+        .collect()
+}
 
+/// Whether two or more shards share a PU, and the notes for the operator:
+/// shared CPUs, and data shards on SMT siblings of others.
+fn notes(
+    topology: &MachineTopology,
+    data_shards: &[ShardPlacement],
+    gossip_pu: usize,
+    distinct_slots: usize,
+) -> (bool, Vec<String>) {
     let mut notes = Vec::new();
-    let mut planned_pus: Vec<usize> = chosen.clone();
+    let mut planned_pus: Vec<usize> = data_shards.iter().map(|shard| shard.home_pu).collect();
     planned_pus.push(gossip_pu);
     planned_pus.sort_unstable();
     let shares_pus = planned_pus.windows(2).any(|pair| pair[0] == pair[1]);
     if shares_pus {
         notes.push(format!(
             "{} data shard(s) and the gossip shard on {} core(s) / {} PU(s): shards share CPUs, so expect higher latency than with one core per shard",
-            shard_count,
+            data_shards.len(),
             topology.cores.len(),
             topology.pu_count()
         ));
@@ -354,13 +468,7 @@ pub fn plan(topology: &MachineTopology, profile: &Profile) -> Result<PlacementPl
             distinct_slots - whole_cores.len()
         ));
     }
-    Ok(PlacementPlan {
-        data_shards,
-        gossip_shard,
-        pinned_agents,
-        shares_pus,
-        notes,
-    })
+    (shares_pus, notes)
 }
 
 /// The profile key of entry `index` of [`Profile::pinned_agents`]: an entry of
@@ -464,7 +572,6 @@ impl fmt::Display for PlacementPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use caxton_profiles::PinnedAgent;
 
     fn profile_with(edit: impl FnOnce(&mut Profile)) -> Profile {
         let mut profile = Profile::default();
