@@ -14,8 +14,8 @@ const FORWARDER: AgentId = AgentId(2);
 const FANOUT: AgentId = AgentId(3);
 const FAULTY: AgentId = AgentId(4);
 const CLIENT: Address = Address::Client {
-    shard: 0,
-    client: 9,
+    port: 0,
+    id: 9,
 };
 
 fn example(name: &str) -> Vec<u8> {
@@ -45,7 +45,7 @@ fn small_profile() -> Profile {
 
 fn host(profile: &Profile) -> AgentHost {
     let namer = |address: Address| match address {
-        Address::Client { client, .. } => format!("client-{client}"),
+        Address::Client { id, .. } => format!("client-{id}"),
         _ => "agent".to_owned(),
     };
     AgentHost::new(
@@ -81,7 +81,7 @@ fn request(content: &[u8]) -> Envelope {
         priority: PriorityClass(0),
         deadline_ns: Envelope::NO_DEADLINE,
         sent_at_ns: 0,
-        from_shard: 0,
+        from_participant: 0,
         durability: caxton_messaging::Durability::Transient,
         content: content.to_vec(),
     }

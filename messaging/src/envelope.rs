@@ -88,10 +88,13 @@ pub enum Address {
     /// A caller outside the agents (the admin API, a benchmark, a test), by
     /// the shard its replies return through and its id there.
     Client {
-        /// The shard that holds the client's reply slot.
-        shard: u16,
-        /// The client's id on that shard.
-        client: u32,
+        /// The client port (a mesh participant, numbered after the data
+        /// shards) its answers return through.
+        #[serde(rename = "shard")]
+        port: u16,
+        /// The client's id on that port.
+        #[serde(rename = "client")]
+        id: u32,
     },
 }
 
@@ -125,8 +128,10 @@ pub struct Envelope {
     /// Node-clock nanoseconds when it was sent (for latency measurement).
     pub sent_at_ns: u64,
     /// The mesh participant (data shard, or client port) that last sent it:
-    /// a shard tells local from cross-shard deliveries by it.
-    pub from_shard: u16,
+    /// a shard tells local from cross-shard deliveries by it. Encoded under
+    /// its first name, so stored messages stay readable.
+    #[serde(rename = "from_shard")]
+    pub from_participant: u16,
     /// The payload, opaque to the engine.
     pub content: Vec<u8>,
     /// Whether the engine keeps it durable (`messaging.enable_persistence`).
@@ -157,9 +162,117 @@ pub enum Durability {
     ChainAck(u64),
 }
 
+/// Where answers go that have nobody to go to: the senders of messages
+/// redelivered after a restart did not survive it, and chain
+/// acknowledgements travel between shards, not to anyone. A shard counts a
+/// message for it as undeliverable and drops it.
+pub const NOBODY: Address = Address::Client {
+    port: u16::MAX,
+    id: u32::MAX,
+};
+
+/// What an answer needs from the message it answers: kept apart from the
+/// message so a handler may consume the message and still be answered for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplyPath {
+    /// The act being answered (a `failure` is never answered by the engine).
+    pub performative: Performative,
+    /// Who asked: the answer's receiver.
+    pub asker: Address,
+    /// Who was asked: the answer's sender.
+    pub answerer: Address,
+    /// The conversation.
+    pub conversation_id: u64,
+    /// The token the answer quotes in `in_reply_to`.
+    pub reply_with: u64,
+    /// The class the answer travels in.
+    pub priority: PriorityClass,
+}
+
+impl ReplyPath {
+    /// The answer, sent at `sent_at_ns` by mesh participant `from`.
+    pub fn answer(
+        &self,
+        performative: Performative,
+        content: Vec<u8>,
+        sent_at_ns: u64,
+        from: u16,
+    ) -> Envelope {
+        Envelope {
+            conversation_id: self.conversation_id,
+            in_reply_to: self.reply_with,
+            priority: self.priority,
+            ..Envelope::new(
+                performative,
+                self.answerer,
+                self.asker,
+                content,
+                sent_at_ns,
+                from,
+            )
+        }
+    }
+
+    /// The engine's answer to a durable send: `agree` with the id it was
+    /// stored under, or `refuse` with the reason.
+    pub fn notice(
+        &self,
+        performative: Performative,
+        id: u64,
+        content: Vec<u8>,
+        sent_at_ns: u64,
+        from: u16,
+    ) -> Envelope {
+        Envelope {
+            durability: Durability::Notice(id),
+            ..self.answer(performative, content, sent_at_ns, from)
+        }
+    }
+}
+
 impl Envelope {
     /// No deadline.
     pub const NO_DEADLINE: u64 = u64::MAX;
+
+    /// A message from `sender` to `receiver`, sent at `sent_at_ns` by mesh
+    /// participant `from`: outside any conversation, expecting no answer,
+    /// most urgent class, no deadline, not kept. Set other fields with
+    /// struct update syntax.
+    pub fn new(
+        performative: Performative,
+        sender: Address,
+        receiver: Address,
+        content: Vec<u8>,
+        sent_at_ns: u64,
+        from: u16,
+    ) -> Self {
+        Self {
+            performative,
+            sender,
+            receiver,
+            conversation_id: 0,
+            reply_with: 0,
+            in_reply_to: 0,
+            priority: PriorityClass(0),
+            deadline_ns: Self::NO_DEADLINE,
+            sent_at_ns,
+            from_participant: from,
+            durability: Durability::Transient,
+            content,
+        }
+    }
+
+    /// What an answer to this message needs from it.
+    pub fn reply_path(&self) -> ReplyPath {
+        ReplyPath {
+            performative: self.performative,
+            asker: self.sender,
+            answerer: self.receiver,
+            conversation_id: self.conversation_id,
+            reply_with: self.reply_with,
+            priority: self.priority,
+        }
+    }
 
     /// The answer to this message from `responder`, with `performative` and `content`.
     pub fn reply(
@@ -169,19 +282,24 @@ impl Envelope {
         content: Vec<u8>,
         now_ns: u64,
     ) -> Self {
+        let mut path = self.reply_path();
+        path.answerer = responder;
+        path.answer(performative, content, now_ns, self.from_participant)
+    }
+
+    /// A shard's word to the shard of stored message `parent` that one of
+    /// its children is settled (see `caxton_storage::durability`).
+    pub fn chain_ack(parent: u64, sent_at_ns: u64, from: u16) -> Self {
         Self {
-            performative,
-            sender: responder,
-            receiver: self.sender,
-            conversation_id: self.conversation_id,
-            reply_with: 0,
-            in_reply_to: self.reply_with,
-            priority: self.priority,
-            deadline_ns: Self::NO_DEADLINE,
-            sent_at_ns: now_ns,
-            from_shard: self.from_shard,
-            durability: Durability::Transient,
-            content,
+            durability: Durability::ChainAck(parent),
+            ..Self::new(
+                Performative::Inform,
+                NOBODY,
+                NOBODY,
+                Vec::new(),
+                sent_at_ns,
+                from,
+            )
         }
     }
 
@@ -210,10 +328,7 @@ mod tests {
     fn sample() -> Envelope {
         Envelope {
             performative: Performative::QueryRef,
-            sender: Address::Client {
-                shard: 1,
-                client: 7,
-            },
+            sender: Address::Client { port: 1, id: 7 },
             receiver: Address::Agent(AgentId(3)),
             conversation_id: 42,
             reply_with: 9,
@@ -221,7 +336,7 @@ mod tests {
             priority: PriorityClass(1),
             deadline_ns: Envelope::NO_DEADLINE,
             sent_at_ns: 1_000,
-            from_shard: 0,
+            from_participant: 0,
             durability: Durability::Transient,
             content: b"hello".to_vec(),
         }

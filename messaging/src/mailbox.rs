@@ -127,8 +127,8 @@ mod tests {
         Envelope {
             performative: Performative::Request,
             sender: Address::Client {
-                shard: 0,
-                client: 1,
+                port: 0,
+                id: 1,
             },
             receiver: Address::Agent(AgentId(0)),
             conversation_id: 0,
@@ -137,7 +137,7 @@ mod tests {
             priority: PriorityClass(priority),
             deadline_ns: Envelope::NO_DEADLINE,
             sent_at_ns: 0,
-            from_shard: 0,
+            from_participant: 0,
             durability: crate::Durability::Transient,
             content: vec![tag],
         }

@@ -1,8 +1,10 @@
-//! The cross-shard mesh: one bounded lock-free SPSC ring per ordered pair of
-//! data shards, allocated at boot, drained in batches.
+//! The mesh: one bounded lock-free SPSC ring per ordered pair of
+//! participants, allocated at boot, drained in batches. Participants are
+//! the data shards (numbered first) and the client ports (numbered after
+//! them); two client ports have no ring between them.
 //!
-//! Each ring has exactly one producer (the sending shard) and one consumer
-//! (the receiving shard), so a message crosses cores with one store and one
+//! Each ring has exactly one producer (the sending participant) and one
+//! consumer (the receiving one), so a message crosses cores with one store and one
 //! load, no lock and no allocation. A receiving shard either busy-polls its
 //! rings (low-latency) or parks; a parked shard is woken through its
 //! [`Doorbell`].
@@ -51,38 +53,41 @@ impl Doorbell {
     }
 }
 
-/// One shard's end of the mesh: a producer to every other shard and a
-/// consumer from every other shard. Owned by that shard's thread.
+/// One participant's end of the mesh: a producer to every participant it
+/// talks to and a consumer from each. Owned by that participant's thread.
 pub struct MeshPort {
-    shard: usize,
+    participant: usize,
     outbound: Vec<Option<Producer<Envelope>>>,
     inbound: Vec<Option<Consumer<Envelope>>>,
     doorbells: Arc<[Doorbell]>,
     next_inbound: usize,
 }
 
-/// Build the mesh for `shards` shards, each ring holding `ring_capacity` messages.
-pub fn build_mesh(shards: usize, ring_capacity: usize) -> Vec<MeshPort> {
+/// Build the mesh for `participants`, each ring holding `ring_capacity` messages.
+pub fn build_mesh(participants: usize, ring_capacity: usize) -> Vec<MeshPort> {
     assert!(ring_capacity > 0, "a ring holds at least one message");
-    build_mesh_with(shards, |_, _| ring_capacity)
+    build_mesh_with(participants, |_, _| ring_capacity)
 }
 
-/// Build the mesh for `shards` participants, the ring from `from` to `to`
+/// Build the mesh for `participants`, the ring from `from` to `to`
 /// holding `capacity(from, to)` messages; a capacity of 0 means no ring
 /// (participants that never talk to each other, such as two clients).
-pub fn build_mesh_with(shards: usize, capacity: impl Fn(usize, usize) -> usize) -> Vec<MeshPort> {
-    let doorbells: Arc<[Doorbell]> = (0..shards).map(|_| Doorbell::default()).collect();
-    let mut ports: Vec<MeshPort> = (0..shards)
-        .map(|shard| MeshPort {
-            shard,
-            outbound: (0..shards).map(|_| None).collect(),
-            inbound: (0..shards).map(|_| None).collect(),
+pub fn build_mesh_with(
+    participants: usize,
+    capacity: impl Fn(usize, usize) -> usize,
+) -> Vec<MeshPort> {
+    let doorbells: Arc<[Doorbell]> = (0..participants).map(|_| Doorbell::default()).collect();
+    let mut ports: Vec<MeshPort> = (0..participants)
+        .map(|participant| MeshPort {
+            participant,
+            outbound: (0..participants).map(|_| None).collect(),
+            inbound: (0..participants).map(|_| None).collect(),
             doorbells: Arc::clone(&doorbells),
             next_inbound: 0,
         })
         .collect();
-    for from in 0..shards {
-        for to in (0..shards).filter(|&to| to != from) {
+    for from in 0..participants {
+        for to in (0..participants).filter(|&to| to != from) {
             let ring_capacity = capacity(from, to);
             if ring_capacity == 0 {
                 continue;
@@ -96,23 +101,27 @@ pub fn build_mesh_with(shards: usize, capacity: impl Fn(usize, usize) -> usize) 
 }
 
 impl MeshPort {
-    /// This port's shard.
-    pub fn shard(&self) -> usize {
-        self.shard
+    /// This port's participant number (a data shard's index, or a client
+    /// port's number after the data shards).
+    pub fn participant(&self) -> usize {
+        self.participant
     }
 
-    /// Number of shards in the mesh.
-    pub fn shards(&self) -> usize {
+    /// Participants in the mesh: data shards and client ports together.
+    pub fn participants(&self) -> usize {
         self.outbound.len()
     }
 
-    /// Send `envelope` to shard `to`. A full ring hands the envelope back:
+    /// Send `envelope` to participant `to`. A full ring hands the envelope back:
     /// the caller refuses the send explicitly.
     pub fn send(&mut self, to: usize, envelope: Envelope) -> Result<(), Envelope> {
         let Some(producer) = self.outbound.get_mut(to).and_then(Option::as_mut) else {
             // Programmer error: callers check `has_ring_to` for addresses they
             // did not compute themselves, and never send to themselves.
-            panic!("shard {} has no ring to shard {to}", self.shard);
+            panic!(
+                "participant {} has no ring to participant {to}",
+                self.participant
+            );
         };
         producer
             .push(envelope)
@@ -126,7 +135,7 @@ impl MeshPort {
         self.outbound.get(to).is_some_and(Option::is_some)
     }
 
-    /// Free room in the ring to shard `to`.
+    /// Free room in the ring to participant `to`.
     pub fn room_to(&self, to: usize) -> usize {
         self.outbound
             .get(to)
@@ -162,7 +171,7 @@ impl MeshPort {
     /// Whether a message or a control command waits.
     fn has_work(&self) -> bool {
         self.has_inbound()
-            || self.doorbells[self.shard]
+            || self.doorbells[self.participant]
                 .control_pending
                 .load(Ordering::Acquire)
     }
@@ -170,7 +179,7 @@ impl MeshPort {
     /// Clear the control flag before draining the control channel; a command
     /// queued after this sets it again.
     pub fn take_control_flag(&self) -> bool {
-        self.doorbells[self.shard]
+        self.doorbells[self.participant]
             .control_pending
             .swap(false, Ordering::AcqRel)
     }
@@ -188,7 +197,7 @@ impl MeshPort {
     /// when nothing else is runnable, the executor) until then. Callers loop,
     /// so an early return costs one empty pass.
     pub async fn wait_for_messages(&self) {
-        let doorbell = &self.doorbells[self.shard];
+        let doorbell = &self.doorbells[self.participant];
         let mut registered = false;
         poll_fn(|context| {
             if registered || self.has_work() {
@@ -223,10 +232,7 @@ mod tests {
     fn message(tag: u64) -> Envelope {
         Envelope {
             performative: Performative::Inform,
-            sender: Address::Client {
-                shard: 0,
-                client: 0,
-            },
+            sender: Address::Client { port: 0, id: 0 },
             receiver: Address::Agent(AgentId(0)),
             conversation_id: 0,
             reply_with: tag,
@@ -234,7 +240,7 @@ mod tests {
             priority: PriorityClass(0),
             deadline_ns: Envelope::NO_DEADLINE,
             sent_at_ns: 0,
-            from_shard: 0,
+            from_participant: 0,
             durability: crate::Durability::Transient,
             content: Vec::new(),
         }
@@ -285,30 +291,67 @@ mod tests {
 
     #[test]
     fn a_parked_receiver_is_woken_by_a_send_from_another_thread() {
+        use std::sync::atomic::AtomicUsize;
+        use std::time::{Duration, Instant};
+        let patience = Duration::from_secs(10);
         let mut ports = build_mesh(2, 4);
         let receiver = ports.pop().expect("port 1");
         let mut sender = ports.pop().expect("port 0");
+        let doorbells = sender.doorbells();
         let waiter = std::thread::spawn(move || {
-            // A minimal executor: block on the future with a thread-parking waker.
-            let thread = std::thread::current();
-            let waker = std::task::Waker::from(Arc::new(ThreadWaker(thread)));
+            // A minimal executor: block on the future with a thread-parking
+            // waker that records being woken; gives up after `patience`.
+            let waker_state = Arc::new(ThreadWaker {
+                thread: std::thread::current(),
+                wakes: AtomicUsize::new(0),
+            });
+            let waker = std::task::Waker::from(Arc::clone(&waker_state));
             let mut context = std::task::Context::from_waker(&waker);
             let mut future = std::pin::pin!(receiver.wait_for_messages());
+            let deadline = Instant::now() + patience;
+            let mut pending = 0;
             while std::future::Future::poll(future.as_mut(), &mut context).is_pending() {
-                std::thread::park();
+                pending += 1;
+                while waker_state.wakes.load(Ordering::Acquire) == 0 {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return (pending, 0, receiver.has_inbound());
+                    }
+                    std::thread::park_timeout(left);
+                }
             }
-            receiver.has_inbound()
+            (
+                pending,
+                waker_state.wakes.load(Ordering::Acquire),
+                receiver.has_inbound(),
+            )
         });
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        // Send only once the receiver has said it is parked.
+        let deadline = Instant::now() + patience;
+        while !doorbells[1].parked.load(Ordering::Acquire) {
+            assert!(Instant::now() < deadline, "the receiver never parked");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         sender.send(1, message(7)).expect("room");
-        assert!(waiter.join().expect("woken"));
+        let (pending, wakes, has_inbound) = waiter.join().expect("waiter");
+        assert_eq!(pending, 1, "the receiver waited once, parked");
+        assert_eq!(wakes, 1, "the send woke it through its waker");
+        assert!(has_inbound, "and it finds the message");
+        assert!(
+            !doorbells[1].parked.load(Ordering::Acquire),
+            "a woken receiver is no longer marked parked"
+        );
     }
 
-    struct ThreadWaker(std::thread::Thread);
+    struct ThreadWaker {
+        thread: std::thread::Thread,
+        wakes: std::sync::atomic::AtomicUsize,
+    }
 
     impl std::task::Wake for ThreadWaker {
         fn wake(self: Arc<Self>) {
-            self.0.unpark();
+            self.wakes.fetch_add(1, Ordering::Release);
+            self.thread.unpark();
         }
     }
 }

@@ -132,10 +132,10 @@ impl Client {
 
     /// This client's address, as agents see it.
     pub fn address(&self) -> Address {
-        let participant = self.port.as_ref().map_or(0, MeshPort::shard) as u16;
+        let participant = self.port.as_ref().map_or(0, MeshPort::participant) as u16;
         Address::Client {
-            shard: participant,
-            client: u32::from(participant),
+            port: participant,
+            id: u32::from(participant),
         }
     }
 
@@ -179,7 +179,7 @@ impl Client {
                 now.saturating_add(u64::try_from(deadline.as_nanos()).unwrap_or(u64::MAX))
             }),
             sent_at_ns: now,
-            from_shard: 0,
+            from_participant: 0,
             durability,
             content,
         };
@@ -248,12 +248,12 @@ impl Client {
         token
     }
 
-    /// Send a prepared envelope (sender, `from_shard` are filled in; `sent_at_ns`
+    /// Send a prepared envelope (sender, `from_participant` are filled in; `sent_at_ns`
     /// is kept, so a load generator can stamp the intended send time).
     pub fn send_envelope(&mut self, mut envelope: Envelope) -> Result<(), SendError> {
         envelope.sender = self.address();
-        let participant = self.port().shard();
-        envelope.from_shard = participant as u16;
+        let participant = self.port().participant();
+        envelope.from_participant = participant as u16;
         let target = match envelope.receiver {
             Address::Agent(agent) => {
                 let directory = Arc::clone(
@@ -267,7 +267,7 @@ impl Client {
                     .ok_or(SendError::NoInstance)?
             }
             Address::Instance(instance) => usize::from(instance.shard),
-            Address::Client { shard, .. } => usize::from(shard),
+            Address::Client { port, .. } => usize::from(port),
         };
         if !self.port().has_ring_to(target) {
             return Err(SendError::NoInstance);
@@ -320,7 +320,7 @@ impl Client {
         loop {
             let room = CLIENT_INBOX_MAX.saturating_sub(self.inbox.len());
             if room > 0 {
-                let rings = self.port().shards();
+                let rings = self.port().participants();
                 let mut arrived = Vec::new();
                 self.port().drain(room.div_ceil(rings.max(1)), |envelope| {
                     arrived.push(envelope)

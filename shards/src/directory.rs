@@ -88,7 +88,7 @@ impl Directory {
         let agent = match address {
             Address::Agent(id) => id,
             Address::Instance(instance) => instance.agent,
-            Address::Client { client, .. } => return format!("client-{client}"),
+            Address::Client { id, .. } => return format!("client-{id}"),
         };
         self.get(agent)
             .map_or_else(String::new, |record| record.name.clone())

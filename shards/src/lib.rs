@@ -11,7 +11,9 @@
 
 mod client;
 mod clock;
-mod dataplane;
+mod control;
+mod core;
+mod driver;
 mod directory;
 mod metrics;
 mod node;
@@ -20,7 +22,7 @@ mod stop;
 pub use caxton_agents::AgentStats;
 pub use client::{Client, PersistError, RequestError, SendError, SendOptions};
 pub use clock::NodeClock;
-pub use dataplane::FAILURE_PREFIX;
+pub use crate::core::FAILURE_PREFIX;
 pub use directory::{AgentRecord, Directory};
 pub use metrics::{nanosecond_histogram, ShardMetrics};
 pub use node::{GossipWork, Node, NodeError, ShardReport, ShardRole, CLIENT_PORTS};

@@ -26,7 +26,8 @@ use glommio::{CpuSet, ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use crate::client::{Client, PortPool};
 use crate::clock::NodeClock;
-use crate::dataplane::{Control, ShardRuntime, ShardStorage};
+use crate::control::{Control, CONTROL_QUEUE};
+use crate::driver::{ShardDriver, ShardStorage};
 use crate::directory::{AgentRecord, Directory};
 use crate::metrics::ShardMetrics;
 use crate::stop::StopSignal;
@@ -128,7 +129,7 @@ pub struct Node {
     threads: Vec<(ShardRole, ShardThread)>,
     reports: Vec<ShardReport>,
     stop: Arc<StopSignal>,
-    controls: Vec<mpsc::Sender<Control>>,
+    controls: Vec<mpsc::SyncSender<Control>>,
     doorbells: Arc<[Doorbell]>,
     directory: Arc<RwLock<Arc<Directory>>>,
     client_ports: PortPool,
@@ -220,7 +221,7 @@ impl Node {
         let mut pending = Vec::new();
         for ((index, placement), port) in plan.data_shards.iter().enumerate().zip(ports) {
             let role = ShardRole::Data(index);
-            let (control, commands) = mpsc::channel();
+            let (control, commands) = mpsc::sync_channel(CONTROL_QUEUE);
             node.controls.push(control);
             let (report_sender, report) = mpsc::channel();
             let spawned = spawn_data_shard(DataShardBoot {
@@ -768,7 +769,7 @@ fn spawn_data_shard(boot: DataShardBoot<'_>) -> Result<ExecutorJoinHandle<()>, S
             };
             let runtime = placed.and_then(|report| {
                 let storage = storage?;
-                ShardRuntime::new(&profile, index, shards, port, commands, clock, storage)
+                ShardDriver::new(&profile, index, shards, port, commands, clock, storage)
                     .map(|runtime| (report, runtime))
                     .map_err(|error| error.to_string())
             });

@@ -11,17 +11,23 @@
 //! What is kept: the agents a shard hosts (so a restarted node redeploys
 //! them), the messages accepted for its agents until their handlers finish
 //! (so a crash loses none: they are delivered again), and conversations.
+//! The durability protocol itself (when a message is acknowledged, when it
+//! is finished) is the pure state machine in [`durability`].
 //! A node takes an exclusive lock on its data directory ([`DirectoryLock`]).
 
+pub mod durability;
 mod lock;
 mod partition;
 mod schema;
 mod writer;
 
+pub use durability::{DurabilityLedger, LedgerFull, Waiting};
 pub use lock::DirectoryLock;
 pub use partition::{AgentRow, Partition, PendingMessage, StateRow, StorageSettings};
 pub use schema::{MIGRATIONS, SCHEMA_VERSION};
-pub use writer::{PartitionWriter, Recovered, StorageEvent, Write};
+pub use writer::{
+    Committed, PartitionWriter, Recovered, StorageEvent, Write, WriteRefused, WRITES_QUEUED_MAX,
+};
 
 /// Why storage failed.
 #[derive(Debug, thiserror::Error)]

@@ -638,12 +638,14 @@ mod tests {
             }),
         )
         .expect("start");
-        assert!(writer.write(crate::Write::Persist {
-            id: 9,
-            receiver: "echo".into(),
-            conversation_id: 3,
-            envelope: vec![1],
-        }));
+        writer
+            .write(crate::Write::Persist {
+                id: 9,
+                receiver: "echo".into(),
+                conversation_id: 3,
+                envelope: vec![1],
+            })
+            .expect("queued");
         let mut expired = 0;
         while expired == 0 {
             woken.recv_timeout(Duration::from_secs(10)).expect("woken");
@@ -674,12 +676,14 @@ mod tests {
         assert!(recovered.pending.is_empty());
         assert_eq!(recovered.next_id, 1);
         for id in [1, 2] {
-            assert!(writer.write(crate::Write::Persist {
-                id,
-                receiver: "echo".into(),
-                conversation_id: 0,
-                envelope: vec![id as u8],
-            }));
+            writer
+                .write(crate::Write::Persist {
+                    id,
+                    receiver: "echo".into(),
+                    conversation_id: 0,
+                    envelope: vec![id as u8],
+                })
+                .expect("queued");
         }
         let mut durable = Vec::new();
         while durable.len() < 2 {
@@ -692,7 +696,7 @@ mod tests {
             }
         }
         assert_eq!(durable, vec![1, 2]);
-        assert!(writer.write(crate::Write::Done { id: 1 }));
+        writer.write(crate::Write::Done { id: 1 }).expect("queued");
         drop(writer);
         let (_, recovered) = crate::PartitionWriter::start(
             &path,

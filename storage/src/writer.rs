@@ -83,14 +83,51 @@ pub struct Recovered {
     pub state: Vec<crate::partition::StateRow>,
 }
 
+/// Most writes queued for the writer thread. A new durable send finding
+/// the queue full is refused (`writer-busy`); bookkeeping of work already
+/// accepted (a finished message, an agent's state) waits for room instead,
+/// which only happens when the disk has fallen this far behind.
+pub const WRITES_QUEUED_MAX: usize = 16_384;
+
+/// Why the writer took no write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WriteRefused {
+    /// The writer thread has stopped.
+    #[error("writer-stopped")]
+    Stopped,
+    /// [`WRITES_QUEUED_MAX`] writes are already queued.
+    #[error("writer-busy")]
+    Busy,
+}
+
+/// What the writer has committed so far; counted by the writer thread and
+/// only read (for metrics) by the shard that owns it.
+#[derive(Debug, Default)]
+struct CommitCounters {
+    transactions: AtomicU64,
+    writes: AtomicU64,
+}
+
+/// Transactions committed and writes they applied.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// Transactions committed.
+    pub transactions: u64,
+    /// Writes those transactions applied.
+    pub writes: u64,
+}
+
 /// The shard's handle on its writer thread.
 pub struct PartitionWriter {
-    writes: Option<mpsc::Sender<Write>>,
+    writes: Option<mpsc::SyncSender<Write>>,
+    /// Not bounded by a capacity: the writer must never wait on its shard
+    /// (the shard may be waiting for room in `writes`). It holds at most one
+    /// event per transaction plus one per cleanup, and every transaction
+    /// needs writes that only the shard sends, from a queue of at most
+    /// [`WRITES_QUEUED_MAX`]; the shard drains events every turn.
     events: mpsc::Receiver<StorageEvent>,
     thread: Option<JoinHandle<()>>,
-    /// Transactions committed and writes applied, counted by the writer
-    /// thread and only read (for metrics) by the shard that owns it.
-    committed: Arc<[AtomicU64; 2]>,
+    committed: Arc<CommitCounters>,
 }
 
 impl PartitionWriter {
@@ -111,9 +148,9 @@ impl PartitionWriter {
             next_id: partition.max_id()? + 1,
             state: partition.states()?,
         };
-        let (writes, receiver) = mpsc::channel();
+        let (writes, receiver) = mpsc::sync_channel(WRITES_QUEUED_MAX);
         let (events_sender, events) = mpsc::channel();
-        let committed: Arc<[AtomicU64; 2]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let committed = Arc::new(CommitCounters::default());
         let counters = Arc::clone(&committed);
         let thread = std::thread::Builder::new()
             .name(name)
@@ -136,19 +173,25 @@ impl PartitionWriter {
         ))
     }
 
-    /// Queue `write`; false when the writer has stopped.
-    pub fn write(&self, write: Write) -> bool {
-        self.writes
-            .as_ref()
-            .is_some_and(|writes| writes.send(write).is_ok())
+    /// Queue `write`. A durable send is refused when the queue is full; any
+    /// other write waits for room (see [`WRITES_QUEUED_MAX`]).
+    pub fn write(&self, write: Write) -> Result<(), WriteRefused> {
+        let writes = self.writes.as_ref().ok_or(WriteRefused::Stopped)?;
+        if matches!(write, Write::Persist { .. }) {
+            return writes.try_send(write).map_err(|error| match error {
+                mpsc::TrySendError::Full(_) => WriteRefused::Busy,
+                mpsc::TrySendError::Disconnected(_) => WriteRefused::Stopped,
+            });
+        }
+        writes.send(write).map_err(|_| WriteRefused::Stopped)
     }
 
-    /// (transactions committed, writes applied) so far.
-    pub fn committed(&self) -> (u64, u64) {
-        (
-            self.committed[0].load(Ordering::Relaxed),
-            self.committed[1].load(Ordering::Relaxed),
-        )
+    /// What the writer has committed so far.
+    pub fn committed(&self) -> Committed {
+        Committed {
+            transactions: self.committed.transactions.load(Ordering::Relaxed),
+            writes: self.committed.writes.load(Ordering::Relaxed),
+        }
     }
 
     /// The next answer, if one is waiting.
@@ -172,7 +215,7 @@ fn run(
     writes: mpsc::Receiver<Write>,
     events: mpsc::Sender<StorageEvent>,
     wake: Box<dyn Fn() + Send>,
-    committed: &[AtomicU64; 2],
+    committed: &CommitCounters,
 ) {
     let settings = partition.settings().clone();
     let mut next_cleanup = Instant::now() + settings.cleanup_interval;
@@ -213,8 +256,10 @@ fn run(
             let writes_in_batch = batch.len() as u64;
             let event = apply(&mut partition, batch);
             if !matches!(event, Some(StorageEvent::Failed { .. })) {
-                committed[0].fetch_add(1, Ordering::Relaxed);
-                committed[1].fetch_add(writes_in_batch, Ordering::Relaxed);
+                committed.transactions.fetch_add(1, Ordering::Relaxed);
+                committed
+                    .writes
+                    .fetch_add(writes_in_batch, Ordering::Relaxed);
             }
             if let Some(event) = event {
                 let _ = events.send(event);

@@ -194,26 +194,30 @@ fn faults_answer_failure_and_the_node_keeps_serving() {
     node.shutdown().expect("clean stop");
 }
 
-/// An agent that spins `iterations` times per message, then answers `inform`.
-fn spin_agent(iterations: u32) -> String {
+/// An agent that keeps its handler busy for `nanos` of the node clock per
+/// message (whatever the CPU), then answers `inform`.
+fn busy_agent(nanos: u64) -> String {
     format!(
         r#"(module
+  (import "caxton" "now_ns" (func $now (result i64)))
   (import "caxton" "reply" (func $reply (param i32 i32 i32) (result i32)))
   (memory (export "memory") 1)
   (func (export "caxton_abi_version") (result i32) (i32.const 1))
   (func (export "caxton_handle") (result i32)
-    (local $i i32)
-    (loop $spin
-      (local.set $i (i32.add (local.get $i) (i32.const 1)))
-      (br_if $spin (i32.lt_u (local.get $i) (i32.const {iterations}))))
+    (local $until i64)
+    (local.set $until (i64.add (call $now) (i64.const {nanos})))
+    (block $done
+      (loop $spin
+        (br_if $done (i64.ge_s (call $now) (local.get $until)))
+        (br $spin)))
     (drop (call $reply (i32.const 1) (i32.const 0) (i32.const 0)))
     (i32.const 0)))"#
     )
 }
 
-/// About a millisecond per message.
+/// A millisecond per message.
 fn slow_agent() -> String {
-    spin_agent(1_000_000)
+    busy_agent(1_000_000)
 }
 
 #[test]
@@ -383,10 +387,10 @@ proptest! {
     }
 }
 
-/// Spins for about a second: while it runs, everything the test sends
-/// next is queued in the shard's ring, so it all reaches the mailbox together.
+/// Busy for a second: while it runs, everything the test sends next is
+/// queued in the shard's ring, so it all reaches the mailbox together.
 fn gate_agent() -> String {
-    spin_agent(1_500_000_000)
+    busy_agent(1_000_000_000)
 }
 
 /// Where the echo answer lands among the answers to a backlog of slow requests
@@ -497,7 +501,7 @@ fn misaddressed_messages_are_answered_not_fatal() {
         priority: PriorityClass(0),
         deadline_ns: Envelope::NO_DEADLINE,
         sent_at_ns: 0,
-        from_shard: 0,
+        from_participant: 0,
         durability: caxton_messaging::Durability::Transient,
         content: Vec::new(),
     };
@@ -513,8 +517,8 @@ fn misaddressed_messages_are_answered_not_fatal() {
     // A "client" address that is really a data shard: the shard answers failure.
     client
         .send_envelope(envelope(Address::Client {
-            shard: 0,
-            client: 0,
+            port: 0,
+            id: 0,
         }))
         .expect("accepted");
     let answer = client.await_reply(42, PATIENCE).expect("answered");
@@ -587,17 +591,21 @@ fn max_agents_bounds_deploys() {
     node.shutdown().expect("clean stop");
 }
 
-/// Spins, then answers with its content (so order can be checked).
+/// Busy for a millisecond of the node clock, then answers with its content
+/// (so order can be checked).
 const SLOW_ECHO: &str = r#"(module
+  (import "caxton" "now_ns" (func $now (result i64)))
   (import "caxton" "msg_read_content" (func $read (param i32 i32) (result i32)))
   (import "caxton" "reply" (func $reply (param i32 i32 i32) (result i32)))
   (memory (export "memory") 1)
   (func (export "caxton_abi_version") (result i32) (i32.const 1))
   (func (export "caxton_handle") (result i32)
-    (local $i i32) (local $length i32)
-    (loop $spin
-      (local.set $i (i32.add (local.get $i) (i32.const 1)))
-      (br_if $spin (i32.lt_u (local.get $i) (i32.const 1000000))))
+    (local $until i64) (local $length i32)
+    (local.set $until (i64.add (call $now) (i64.const 1000000)))
+    (block $done
+      (loop $spin
+        (br_if $done (i64.ge_s (call $now) (local.get $until)))
+        (br $spin)))
     (local.set $length (call $read (i32.const 64) (i32.const 64)))
     (drop (call $reply (i32.const 1) (i32.const 64) (local.get $length)))
     (i32.const 0)))"#;

@@ -1,0 +1,810 @@
+//! The shard core: every decision a data shard makes about a message, as a
+//! sans-IO state machine. It never reads a clock, never touches a thread, a
+//! ring, wasmtime or SQLite: time comes in as `now` arguments, agents run
+//! behind [`AgentRuntime`], and rings and the partition writer sit behind
+//! [`ShardIo`]. The glommio driver (`crate::driver`) moves events in and
+//! effects out; the core's tests drive it with fakes and a virtual clock.
+//!
+//! # A message's path through a shard
+//! 1. **Arrival** ([`ShardCore::on_arrival`]): a message from a ring. A
+//!    chain acknowledgement settles a child of a stored parent; a durable
+//!    send (`Requested`, or a `Chained` hop) goes to the ledger and the
+//!    partition first; a message for a local agent is admitted to a mailbox
+//!    lane; anything else is routed on ([`ShardCore::dispatch`]).
+//! 2. **Admission** (`accept`): the agent's lane (a bounded priority
+//!    mailbox with deadlines) takes it, or its sender is answered
+//!    `failure` (`refused:queue-full`).
+//! 3. **Turn** ([`ShardCore::handle_next`]): the next lane in turn pops its
+//!    most urgent message. An expired one is answered `failure` (`timeout`).
+//!    One whose agent is past its `cpu_shares` is held until its window
+//!    opens (later messages to that agent wait behind it, so none
+//!    overtakes). Otherwise the handler runs.
+//! 4. **Outcome** (`deliver`): faults become `failure` answers to the
+//!    sender; what the handler sent is routed; a stored message is finished
+//!    at once, or once every child it sent is stored (a chain).
+//! 5. **Routing** ([`ShardCore::dispatch`]): a local agent's message is
+//!    admitted here; another shard's or a client's goes onto its ring; a
+//!    full ring refuses the send with `failure` (`refused:ring-full`).
+//!
+//! The durability protocol's bookkeeping (ids, messages waiting for their
+//! writes, open chains) and its invariants live in
+//! [`caxton_storage::durability`]; the core applies it.
+
+mod seams;
+
+#[cfg(test)]
+mod simulation;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use caxton_agents::Outcome;
+use caxton_messaging::{
+    Address, AgentId, Durability, Envelope, Mailbox, MailboxConfig, MailboxFull, Performative,
+    Popped, ReplyPath, NOBODY,
+};
+use caxton_profiles::Profile;
+use caxton_storage::{DurabilityLedger, StorageEvent, Write};
+
+use crate::directory::Directory;
+use crate::metrics::ShardMetrics;
+
+pub(crate) use seams::{AgentRuntime, HandlerRun, MeshIo, ShardIo, WasmAgents};
+
+/// Prefix of the content of every `failure` the engine itself sends.
+pub const FAILURE_PREFIX: &str = "caxton:";
+
+/// The limits a shard core works within, from the profile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct CoreLimits {
+    /// Mailbox lanes (`messaging.parallel_routes`); an agent always uses the same one.
+    pub lanes: usize,
+    /// Each lane's mailbox limits.
+    pub lane: MailboxConfig,
+    /// Most messages held for their agents' CPU budgets.
+    pub held_max: usize,
+    /// Most durable messages waiting for their partition writes.
+    pub waiting_max: usize,
+}
+
+impl CoreLimits {
+    /// The limits of one of `data_shards` shards running `profile`.
+    pub fn from_profile(profile: &Profile, data_shards: usize) -> Self {
+        let messaging = &profile.messaging;
+        let routing = &messaging.priority_routing;
+        let class_max_latency_ns = if routing.enabled {
+            let mut classes: Vec<_> = routing.queues.iter().collect();
+            classes.sort_by_key(|class| class.priority);
+            classes
+                .iter()
+                .map(|class| Some(duration_ns(class.max_latency.get())))
+                .collect()
+        } else {
+            vec![None]
+        };
+        // max_concurrent_messages is split evenly over the data shards, so that
+        // no shard consults another to enforce it; queue_size bounds each shard.
+        let share = (profile.runtime.max_concurrent_messages as usize).div_ceil(data_shards.max(1));
+        let capacity = (messaging.queue_size as usize).min(share).max(1);
+        let lanes = messaging.parallel_routes.max(1) as usize;
+        Self {
+            lanes,
+            lane: MailboxConfig {
+                capacity: capacity.div_ceil(lanes).max(1),
+                delivery_timeout_ns: duration_ns(messaging.delivery_timeout.get()),
+                class_max_latency_ns,
+            },
+            held_max: capacity,
+            waiting_max: capacity,
+        }
+    }
+}
+
+/// A message held while its agent is over its CPU budget.
+#[derive(Debug)]
+struct Held {
+    /// Node-clock time its agent may run again.
+    resume_ns: u64,
+    envelope: Envelope,
+}
+
+/// See the module docs.
+pub(crate) struct ShardCore {
+    /// This shard's index, which is also its mesh participant number.
+    index: usize,
+    data_shards: usize,
+    directory: Arc<Directory>,
+    lanes: Vec<Mailbox>,
+    next_lane: usize,
+    /// Messages held for CPU budgets, in arrival order.
+    held: Vec<Held>,
+    held_max: usize,
+    metrics: ShardMetrics,
+    /// With persistence: the durability protocol's bookkeeping.
+    ledger: Option<DurabilityLedger<Envelope>>,
+}
+
+impl ShardCore {
+    /// The core of data shard `index` of `data_shards`; with `first_id`, it
+    /// keeps durable messages, numbering them from there.
+    pub fn new(
+        index: usize,
+        data_shards: usize,
+        limits: &CoreLimits,
+        first_id: Option<u64>,
+    ) -> Self {
+        Self {
+            index,
+            data_shards,
+            directory: Arc::default(),
+            lanes: (0..limits.lanes.max(1))
+                .map(|_| Mailbox::new(limits.lane.clone()))
+                .collect(),
+            next_lane: 0,
+            held: Vec::new(),
+            held_max: limits.held_max,
+            metrics: ShardMetrics::default(),
+            ledger: first_id.map(|first| DurabilityLedger::new(first, limits.waiting_max)),
+        }
+    }
+
+    /// Take a new directory snapshot.
+    pub fn set_directory(&mut self, directory: Arc<Directory>) {
+        self.directory = directory;
+    }
+
+    /// The directory snapshot routing uses.
+    pub fn directory(&self) -> &Arc<Directory> {
+        &self.directory
+    }
+
+    /// This shard's measurements, with the levels (queue depth) brought up to date.
+    pub fn metrics_mut(&mut self) -> &mut ShardMetrics {
+        self.metrics.queue_depth = self.queued() as u64;
+        &mut self.metrics
+    }
+
+    /// Messages waiting in mailboxes or held for CPU budgets.
+    pub fn queued(&self) -> usize {
+        self.lanes.iter().map(Mailbox::len).sum::<usize>() + self.held.len()
+    }
+
+    /// When the core next has work that no arrival will prompt: the
+    /// earliest time a held message may run.
+    pub fn next_wake_ns(&self) -> Option<u64> {
+        self.held.iter().map(|held| held.resume_ns).min()
+    }
+
+    /// A message taken from a ring at `now`.
+    pub fn on_arrival(&mut self, envelope: Envelope, now: u64, io: &mut impl ShardIo) {
+        if let Durability::ChainAck(parent) = envelope.durability {
+            self.settle_child(parent, now, io);
+            return;
+        }
+        if matches!(
+            envelope.durability,
+            Durability::Requested | Durability::Chained(_)
+        ) && !matches!(envelope.receiver, Address::Client { .. })
+        {
+            self.persist(envelope, now, io);
+            return;
+        }
+        match envelope.receiver {
+            Address::Agent(_) => self.accept(envelope, now, io),
+            Address::Instance(instance) if usize::from(instance.shard) == self.index => {
+                self.accept(envelope, now, io)
+            }
+            // Not for this shard (a client's mistake, or a stale route): send it
+            // on or answer `failure`; only messages for local agents enter a mailbox.
+            Address::Instance(_) | Address::Client { .. } => self.dispatch(envelope, now, io),
+        }
+    }
+
+    /// A message for a local agent, delivered again after a restart (its
+    /// sender is gone, so answers go to [`NOBODY`]).
+    pub fn redeliver(&mut self, mut envelope: Envelope, id: u64, now: u64, io: &mut impl ShardIo) {
+        envelope.sender = NOBODY;
+        envelope.durability = Durability::Stored(id);
+        envelope.deadline_ns = Envelope::NO_DEADLINE;
+        envelope.sent_at_ns = now;
+        envelope.from_participant = self.participant();
+        self.metrics.redelivered += 1;
+        self.accept(envelope, now, io);
+    }
+
+    /// A stored message whose agent is gone, or whose row no longer decodes:
+    /// finished, and counted.
+    pub fn drop_unroutable_stored(&mut self, id: u64, io: &mut impl ShardIo) {
+        self.metrics.unknown_receiver += 1;
+        self.finish(Durability::Stored(id), io);
+    }
+
+    /// What the partition writer reported.
+    pub fn on_storage_event(&mut self, event: StorageEvent, now: u64, io: &mut impl ShardIo) {
+        match event {
+            StorageEvent::Durable(ids) => {
+                for id in ids {
+                    let Some(waiting) = self.ledger.as_mut().and_then(|ledger| ledger.stored(id))
+                    else {
+                        continue;
+                    };
+                    self.metrics.persisted += 1;
+                    match waiting.parent {
+                        // A hop of a stored chain: its parent may now be finished.
+                        Some(parent) => self.send_chain_ack(parent, now, io),
+                        None => {
+                            let notice = waiting.message.reply_path().notice(
+                                Performative::Agree,
+                                id,
+                                Vec::new(),
+                                now,
+                                self.participant(),
+                            );
+                            self.dispatch(notice, now, io);
+                        }
+                    }
+                    self.accept(waiting.message, now, io);
+                }
+            }
+            StorageEvent::Failed { ids, reason } => {
+                for id in ids {
+                    let Some(waiting) = self.ledger.as_mut().and_then(|ledger| ledger.failed(id))
+                    else {
+                        continue;
+                    };
+                    self.metrics.storage_failures += 1;
+                    self.refuse_unstored(&waiting.message, waiting.parent, &reason, now, io);
+                }
+            }
+            StorageEvent::Expired(count) => self.metrics.expired += count,
+        }
+    }
+
+    /// Deliver held messages whose agents may run again, in arrival order;
+    /// how many ran.
+    pub fn release_held(
+        &mut self,
+        now: u64,
+        agents: &mut impl AgentRuntime,
+        io: &mut impl ShardIo,
+    ) -> usize {
+        if self.next_wake_ns().is_none_or(|resume_ns| resume_ns > now) {
+            return 0;
+        }
+        let held = std::mem::take(&mut self.held);
+        let mut released = 0;
+        for Held {
+            resume_ns,
+            envelope,
+        } in held
+        {
+            let agent = receiver_agent(&envelope);
+            let still_held = self
+                .held
+                .iter()
+                .any(|other| receiver_agent(&other.envelope) == agent);
+            if resume_ns > now || still_held {
+                self.held.push(Held {
+                    resume_ns,
+                    envelope,
+                });
+            } else if envelope.deadline_ns < now {
+                self.metrics.timeouts += 1;
+                self.fail(&envelope, "timeout", now, io);
+            } else {
+                released += 1;
+                // Re-checks the budget: a burst may use it up again.
+                self.deliver(envelope, now, agents, io);
+            }
+        }
+        released
+    }
+
+    /// Take the next lane's most urgent message at `now` and act on it:
+    /// answer it expired, hold it, or run its handler. `false` when every
+    /// lane is empty.
+    pub fn handle_next(
+        &mut self,
+        now: u64,
+        agents: &mut impl AgentRuntime,
+        io: &mut impl ShardIo,
+    ) -> bool {
+        for _ in 0..self.lanes.len() {
+            let lane = self.next_lane;
+            self.next_lane = (self.next_lane + 1) % self.lanes.len();
+            match self.lanes[lane].pop(now) {
+                Popped::Empty => continue,
+                Popped::Expired(envelope) => {
+                    self.metrics.timeouts += 1;
+                    self.fail(&envelope, "timeout", now, io);
+                }
+                Popped::Ready(envelope) => self.deliver(envelope, now, agents, io),
+            }
+            return true;
+        }
+        false
+    }
+
+    /// After instances were dropped (undeploy, a stopped instance): answer
+    /// the deferred replies they left open.
+    pub fn answer_abandoned(
+        &mut self,
+        now: u64,
+        agents: &mut impl AgentRuntime,
+        io: &mut impl ShardIo,
+    ) {
+        for abandoned in agents.take_abandoned() {
+            let envelope = Envelope {
+                conversation_id: abandoned.conversation_id,
+                in_reply_to: abandoned.in_reply_to,
+                ..Envelope::new(
+                    abandoned.performative,
+                    abandoned.on_behalf_of.unwrap_or(abandoned.receiver),
+                    abandoned.receiver,
+                    abandoned.content,
+                    now,
+                    self.participant(),
+                )
+            };
+            self.dispatch(envelope, now, io);
+        }
+    }
+
+    /// Move the agents' instance start times into this shard's histogram.
+    pub fn record_startups(&mut self, agents: &mut impl AgentRuntime) {
+        let startup = &mut self.metrics.startup_ns;
+        agents.drain_startup_times(&mut |nanos| startup.saturating_record(nanos));
+    }
+
+    /// Answer everything still queued before the shard stops: messages it
+    /// accepted are never dropped silently. `inbound` is what was left in
+    /// the rings.
+    pub fn shut_down(&mut self, inbound: Vec<Envelope>, now: u64, io: &mut impl ShardIo) {
+        let mut remaining = inbound;
+        for lane in &mut self.lanes {
+            while let Popped::Ready(envelope) | Popped::Expired(envelope) = lane.pop(now) {
+                remaining.push(envelope);
+            }
+        }
+        remaining.extend(
+            std::mem::take(&mut self.held)
+                .into_iter()
+                .map(|held| held.envelope),
+        );
+        for mut envelope in remaining {
+            if let Durability::ChainAck(parent) = envelope.durability {
+                // A child stored elsewhere: its parent here may be finished.
+                self.settle_child(parent, now, io);
+            } else if matches!(envelope.receiver, Address::Client { .. }) {
+                // Bound for a client: pass it on; the client still gets it.
+                self.dispatch(envelope, now, io);
+            } else {
+                // A stored message stays unfinished in its partition: the next
+                // start delivers it again; a hop not yet stored leaves its parent
+                // unfinished, so the parent runs again. Its sender hears about this stop.
+                if matches!(
+                    envelope.durability,
+                    Durability::Stored(_) | Durability::Chained(_)
+                ) {
+                    envelope.durability = Durability::Transient;
+                }
+                self.fail(&envelope, "shutting-down", now, io);
+            }
+        }
+        // Messages still waiting to become durable were never accepted.
+        let unaccepted: Vec<Envelope> = self
+            .ledger
+            .as_mut()
+            .map(|ledger| {
+                ledger
+                    .drain_waiting()
+                    .filter(|waiting| waiting.parent.is_none())
+                    .map(|waiting| waiting.message)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for envelope in unaccepted {
+            let notice = envelope.reply_path().notice(
+                Performative::Refuse,
+                0,
+                b"caxton:shutting-down".to_vec(),
+                now,
+                self.participant(),
+            );
+            self.dispatch(notice, now, io);
+        }
+    }
+
+    /// Route `envelope` sent on this shard: into a local mailbox, a ring to
+    /// another shard, or a ring to a client.
+    pub fn dispatch(&mut self, envelope: Envelope, now: u64, io: &mut impl ShardIo) {
+        if envelope.receiver == NOBODY {
+            self.metrics.undeliverable += 1;
+            return;
+        }
+        let data_shards = self.data_shards;
+        let target = match envelope.receiver {
+            Address::Client { port, .. } => {
+                Some(usize::from(port)).filter(|&participant| participant >= data_shards)
+            }
+            Address::Instance(instance) => {
+                Some(usize::from(instance.shard)).filter(|&shard| shard < data_shards)
+            }
+            Address::Agent(id) => {
+                self.directory
+                    .route(id, Some(self.index), sender_key(envelope.sender))
+            }
+        };
+        let Some(target) = target.filter(|&target| target == self.index || io.has_ring_to(target))
+        else {
+            self.metrics.unknown_receiver += 1;
+            self.fail(&envelope, "unknown-agent", now, io);
+            return;
+        };
+        if target == self.index {
+            if matches!(envelope.durability, Durability::Chained(_)) {
+                self.persist(envelope, now, io);
+            } else {
+                self.accept(envelope, now, io);
+            }
+        } else if let Err(refused) = io.push(target, envelope) {
+            self.metrics.refused += 1;
+            if matches!(refused.durability, Durability::Notice(_)) {
+                // The engine's own notice to a client that is not reading: the
+                // message stays stored (and is handled); the client's wait
+                // times out and says it may have been stored.
+                self.metrics.undeliverable += 1;
+            } else {
+                self.fail(&refused, "refused:ring-full", now, io);
+            }
+        }
+    }
+
+    /// This shard as a mesh participant (what `from_participant` carries).
+    fn participant(&self) -> u16 {
+        self.index as u16
+    }
+
+    /// Admit `envelope` to its agent's lane, or refuse it when the lane is full.
+    fn accept(&mut self, envelope: Envelope, now: u64, io: &mut impl ShardIo) {
+        let lane = receiver_agent(&envelope).map_or(0, |agent| agent.0 as usize) % self.lanes.len();
+        if let Err(MailboxFull(refused)) = self.lanes[lane].push(envelope, now) {
+            self.metrics.refused += 1;
+            self.fail(&refused, "refused:queue-full", now, io);
+        }
+    }
+
+    /// Run `envelope`'s handler (or hold it for its agent's CPU budget), then
+    /// answer its faults, keep the durability protocol, and route what it sent.
+    fn deliver(
+        &mut self,
+        envelope: Envelope,
+        started_ns: u64,
+        agents: &mut impl AgentRuntime,
+        io: &mut impl ShardIo,
+    ) {
+        let (agent, slot) = match envelope.receiver {
+            Address::Agent(id) => (id, None),
+            Address::Instance(instance) => (instance.agent, Some(instance.slot)),
+            Address::Client { .. } => {
+                unreachable!("client-bound messages never enter a shard mailbox")
+            }
+        };
+        // An agent past its cpu_shares waits for its next window; so do its
+        // later messages, which must not overtake the held ones. Follow-ons
+        // wait for the same window as the held head, so the shard sleeps
+        // until then instead of re-checking them.
+        let held_until = self
+            .held
+            .iter()
+            .filter(|held| receiver_agent(&held.envelope) == Some(agent))
+            .map(|held| held.resume_ns)
+            .max();
+        if let Some(resume_ns) = held_until.or_else(|| agents.cpu_blocked_until(agent, started_ns))
+        {
+            self.hold(envelope, resume_ns, started_ns, io);
+            return;
+        }
+        self.record_routing(&envelope, started_ns);
+        let request = envelope.reply_path();
+        let durability = envelope.durability;
+        let Some(run) = agents.run_handler(agent, slot, envelope, started_ns) else {
+            self.metrics.unknown_receiver += 1;
+            self.finish(durability, io);
+            self.fail_path(&request, "unknown-agent", started_ns, io);
+            return;
+        };
+        let HandlerRun {
+            handled,
+            finished_ns,
+        } = run;
+        let child_durability = self.settle_handled(durability, &handled.outbox, io);
+        if !handled.state_writes.is_empty() && self.ledger.is_some() {
+            let name = self.directory.name_of(Address::Agent(agent));
+            for (key, value) in handled.state_writes {
+                // Only a stopped writer refuses; the node is going down then.
+                let _ = io.store(Write::PutState {
+                    agent: name.clone(),
+                    key,
+                    value,
+                });
+            }
+        }
+        self.answer_abandoned(finished_ns, agents, io);
+        self.record_startups(agents);
+        self.metrics
+            .processing_ns
+            .saturating_record(finished_ns.saturating_sub(started_ns).max(1));
+        self.metrics.handled += 1;
+        if let Some(reason) = self.failure_reason(&handled.outcome) {
+            self.fail_path(&request, &reason, finished_ns, io);
+        }
+        for outbound in handled.outbox {
+            let to_client = matches!(outbound.receiver, Address::Client { .. });
+            let envelope = Envelope {
+                conversation_id: outbound.conversation_id,
+                reply_with: outbound.reply_with,
+                in_reply_to: outbound.in_reply_to,
+                priority: request.priority,
+                durability: if to_client {
+                    Durability::Transient
+                } else {
+                    child_durability
+                },
+                ..Envelope::new(
+                    outbound.performative,
+                    outbound
+                        .on_behalf_of
+                        .unwrap_or(Address::Instance(handled.instance)),
+                    outbound.receiver,
+                    outbound.content,
+                    finished_ns,
+                    self.participant(),
+                )
+            };
+            self.dispatch(envelope, finished_ns, io);
+        }
+    }
+
+    /// Send to handler start, into the local or cross-shard histogram.
+    fn record_routing(&mut self, envelope: &Envelope, started_ns: u64) {
+        let routing_ns = started_ns.saturating_sub(envelope.sent_at_ns).max(1);
+        let histogram = if usize::from(envelope.from_participant) == self.index {
+            &mut self.metrics.routing_local_ns
+        } else {
+            &mut self.metrics.routing_cross_ns
+        };
+        histogram.saturating_record(routing_ns);
+    }
+
+    /// The handler ran: a stored message is finished whatever it did, once
+    /// every message it sent to agents is stored too. Returns the durability
+    /// its messages to agents travel with.
+    fn settle_handled(
+        &mut self,
+        durability: Durability,
+        outbox: &[caxton_agents::OutboundMessage],
+        io: &mut impl ShardIo,
+    ) -> Durability {
+        let Durability::Stored(id) = durability else {
+            self.finish(durability, io);
+            return Durability::Transient;
+        };
+        // Without persistence nothing is stored, so nothing is finished.
+        let Some(ledger) = self.ledger.as_mut() else {
+            return Durability::Transient;
+        };
+        let children = outbox
+            .iter()
+            .filter(|outbound| !matches!(outbound.receiver, Address::Client { .. }))
+            .count();
+        if ledger.open_chain(id, children) {
+            self.finish(durability, io);
+            Durability::Transient
+        } else {
+            Durability::Chained(id)
+        }
+    }
+
+    /// The `failure` reason a handler's outcome owes its sender, counting it.
+    fn failure_reason(&mut self, outcome: &Outcome) -> Option<String> {
+        match outcome {
+            Outcome::Handled => None,
+            Outcome::AgentFailed(code) => {
+                self.metrics.agent_failures += 1;
+                Some(format!("agent-failed:{code}"))
+            }
+            Outcome::Trapped(reason) => {
+                self.metrics.faults += 1;
+                Some(format!("trap:{reason}"))
+            }
+            Outcome::TimedOut => {
+                self.metrics.faults += 1;
+                Some("execution-time".to_owned())
+            }
+            Outcome::MemoryExceeded => {
+                self.metrics.faults += 1;
+                Some("memory-limit".to_owned())
+            }
+        }
+    }
+
+    /// Hold `envelope` until `resume_ns`, or refuse it when too many are held.
+    fn hold(&mut self, envelope: Envelope, resume_ns: u64, now: u64, io: &mut impl ShardIo) {
+        if self.held.len() >= self.held_max {
+            self.metrics.refused += 1;
+            self.fail(&envelope, "refused:cpu-budget", now, io);
+            return;
+        }
+        self.metrics.throttled += 1;
+        self.held.push(Held {
+            resume_ns,
+            envelope,
+        });
+    }
+
+    /// Give `envelope` an id and hand it to the partition writer; it is
+    /// accepted once durable ([`Self::on_storage_event`]).
+    fn persist(&mut self, envelope: Envelope, now: u64, io: &mut impl ShardIo) {
+        let parent = match envelope.durability {
+            Durability::Chained(parent) => Some(parent),
+            _ => None,
+        };
+        if self.ledger.is_none() {
+            let notice = envelope.reply_path().notice(
+                Performative::Refuse,
+                0,
+                b"caxton:persistence-off: this node runs without messaging.enable_persistence"
+                    .to_vec(),
+                now,
+                self.participant(),
+            );
+            self.dispatch(notice, now, io);
+            return;
+        }
+        let Some(agent) = receiver_agent(&envelope) else {
+            self.fail(&envelope, "unknown-agent", now, io);
+            return;
+        };
+        let receiver = self.directory.name_of(Address::Agent(agent));
+        let Some(ledger) = self.ledger.as_mut() else {
+            return;
+        };
+        let id = ledger.next_id();
+        let mut stored = envelope;
+        stored.durability = Durability::Stored(id);
+        let write = Write::Persist {
+            id,
+            receiver,
+            conversation_id: stored.conversation_id,
+            envelope: stored.encode(),
+        };
+        let id = match ledger.begin(stored, parent) {
+            Ok(id) => id,
+            Err(caxton_storage::LedgerFull(refused)) => {
+                self.metrics.storage_failures += 1;
+                self.refuse_unstored(&refused, parent, "backlog-full", now, io);
+                return;
+            }
+        };
+        if let Err(refused) = io.store(write) {
+            let Some(waiting) = self.ledger.as_mut().and_then(|ledger| ledger.failed(id)) else {
+                return;
+            };
+            self.metrics.storage_failures += 1;
+            self.refuse_unstored(&waiting.message, parent, &refused.to_string(), now, io);
+        }
+    }
+
+    /// A message that could not be stored. A client's send is refused (its
+    /// sender hears why). An agent's hop of a stored chain is answered
+    /// `failure`, and its parent is left unfinished: the next start runs the
+    /// parent again, and with it this hop.
+    fn refuse_unstored(
+        &mut self,
+        envelope: &Envelope,
+        parent: Option<u64>,
+        reason: &str,
+        now: u64,
+        io: &mut impl ShardIo,
+    ) {
+        let path = envelope.reply_path();
+        match parent {
+            None => {
+                let content = format!("{FAILURE_PREFIX}storage:{reason}").into_bytes();
+                let notice = path.notice(Performative::Refuse, 0, content, now, self.participant());
+                self.dispatch(notice, now, io);
+            }
+            Some(_) => self.fail_path(&path, &format!("storage:{reason}"), now, io),
+        }
+    }
+
+    /// Tell the shard of stored message `parent` that one of its children is
+    /// stored (or finished without being stored).
+    fn send_chain_ack(&mut self, parent: u64, now: u64, io: &mut impl ShardIo) {
+        let owner = caxton_storage::durability::partition_of(parent);
+        if owner == self.index {
+            self.settle_child(parent, now, io);
+            return;
+        }
+        let ack = Envelope::chain_ack(parent, now, self.participant());
+        if owner >= self.data_shards || !io.has_ring_to(owner) || io.push(owner, ack).is_err() {
+            // The parent stays unfinished and runs again after a restart: at least once.
+            self.metrics.undeliverable += 1;
+        }
+    }
+
+    /// One child of stored message `parent` is settled: finish the parent when none is left.
+    fn settle_child(&mut self, parent: u64, _now: u64, io: &mut impl ShardIo) {
+        let finished = self
+            .ledger
+            .as_mut()
+            .is_some_and(|ledger| ledger.child_settled(parent));
+        if finished {
+            self.finish(Durability::Stored(parent), io);
+        }
+    }
+
+    /// Tell the writer a stored message is finished.
+    fn finish(&mut self, durability: Durability, io: &mut impl ShardIo) {
+        if let (Durability::Stored(id), Some(_)) = (durability, self.ledger.as_ref()) {
+            // Only a stopped writer refuses: the message stays unfinished
+            // and runs again after a restart (at least once).
+            let _ = io.store(Write::Done { id });
+        }
+    }
+
+    /// Answer `envelope`'s sender with an engine `failure`.
+    fn fail(&mut self, envelope: &Envelope, reason: &str, now: u64, io: &mut impl ShardIo) {
+        // Answered: a stored message is finished, even though no handler ran;
+        // a hop that never got stored no longer holds its parent back.
+        match envelope.durability {
+            Durability::Chained(parent) => self.send_chain_ack(parent, now, io),
+            durability => self.finish(durability, io),
+        }
+        self.fail_path(&envelope.reply_path(), reason, now, io);
+    }
+
+    fn fail_path(&mut self, request: &ReplyPath, reason: &str, now: u64, io: &mut impl ShardIo) {
+        // A failure about a failure is not answered: that could ping-pong forever.
+        if request.performative == Performative::Failure {
+            self.metrics.undeliverable += 1;
+            return;
+        }
+        let failure = request.answer(
+            Performative::Failure,
+            format!("{FAILURE_PREFIX}{reason}").into_bytes(),
+            now,
+            self.participant(),
+        );
+        self.dispatch(failure, now, io);
+    }
+}
+
+/// The agent a message is for, if it is for an agent.
+fn receiver_agent(envelope: &Envelope) -> Option<AgentId> {
+    match envelope.receiver {
+        Address::Agent(id) => Some(id),
+        Address::Instance(instance) => Some(instance.agent),
+        Address::Client { .. } => None,
+    }
+}
+
+/// A stable number per sender, so one sender's messages take one path.
+fn sender_key(sender: Address) -> u64 {
+    match sender {
+        Address::Agent(id) => u64::from(id.0),
+        Address::Instance(instance) => {
+            (u64::from(instance.agent.0) << 32)
+                | (u64::from(instance.shard) << 16)
+                | u64::from(instance.slot)
+        }
+        Address::Client { port, id } => (1 << 63) | (u64::from(port) << 32) | u64::from(id),
+    }
+}
+
+pub(crate) fn duration_ns(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,113 @@
+//! The seams between the shard core and the world: what the core asks of
+//! its agents ([`AgentRuntime`]) and of its shard's I/O ([`ShardIo`]). The
+//! driver implements both over wasmtime, the mesh rings and the partition
+//! writer; the core's tests implement them with plain vectors and a
+//! virtual clock.
+
+use caxton_agents::{AgentHost, Handled, OutboundMessage};
+use caxton_messaging::{AgentId, Envelope, MeshPort};
+use caxton_storage::{PartitionWriter, Write, WriteRefused};
+
+use crate::clock::NodeClock;
+
+/// A handler that ran: what it did, and the time it finished on the node
+/// clock (the core reads no clock of its own).
+#[derive(Debug)]
+pub(crate) struct HandlerRun {
+    /// The host's account of the run.
+    pub handled: Handled,
+    /// Node-clock nanoseconds when the handler returned.
+    pub finished_ns: u64,
+}
+
+/// What the core needs of the agents hosted on its shard.
+pub(crate) trait AgentRuntime {
+    /// When agent `agent`, past its `cpu_shares` for the current window, may
+    /// run again; `None` when it may run now.
+    fn cpu_blocked_until(&mut self, agent: AgentId, now_ns: u64) -> Option<u64>;
+
+    /// Run `agent`'s handler (instance `slot`, or the next in turn) on
+    /// `envelope`, starting at `started_ns`. `None` when the agent has no
+    /// such instance here.
+    fn run_handler(
+        &mut self,
+        agent: AgentId,
+        slot: Option<u16>,
+        envelope: Envelope,
+        started_ns: u64,
+    ) -> Option<HandlerRun>;
+
+    /// Answers owed by instances that were dropped with deferred replies open.
+    fn take_abandoned(&mut self) -> Vec<OutboundMessage>;
+
+    /// Hand each instance start time (ns) recorded since the last call to `record`.
+    fn drain_startup_times(&mut self, record: &mut dyn FnMut(u64));
+}
+
+/// What the core needs of its shard's I/O.
+pub(crate) trait ShardIo {
+    /// Whether there is a ring to mesh participant `participant`.
+    fn has_ring_to(&self, participant: usize) -> bool;
+
+    /// Push `envelope` onto the ring to `participant`; a full ring hands it back.
+    fn push(&mut self, participant: usize, envelope: Envelope) -> Result<(), Envelope>;
+
+    /// Hand `write` to the shard's partition writer.
+    fn store(&mut self, write: Write) -> Result<(), WriteRefused>;
+}
+
+/// The engine's agent host on the node clock.
+pub(crate) struct WasmAgents<'a> {
+    pub host: &'a mut AgentHost,
+    pub clock: NodeClock,
+}
+
+impl AgentRuntime for WasmAgents<'_> {
+    fn cpu_blocked_until(&mut self, agent: AgentId, now_ns: u64) -> Option<u64> {
+        self.host.cpu_blocked_until(agent, now_ns)
+    }
+
+    fn run_handler(
+        &mut self,
+        agent: AgentId,
+        slot: Option<u16>,
+        envelope: Envelope,
+        _started_ns: u64,
+    ) -> Option<HandlerRun> {
+        let handled = self.host.handle(agent, slot, envelope)?;
+        Some(HandlerRun {
+            handled,
+            finished_ns: self.clock.now_ns(),
+        })
+    }
+
+    fn take_abandoned(&mut self) -> Vec<OutboundMessage> {
+        self.host.take_abandoned()
+    }
+
+    fn drain_startup_times(&mut self, record: &mut dyn FnMut(u64)) {
+        self.host.take_startup_times().for_each(record);
+    }
+}
+
+/// The shard's mesh port and partition writer.
+pub(crate) struct MeshIo<'a> {
+    pub port: &'a mut MeshPort,
+    pub writer: Option<&'a PartitionWriter>,
+}
+
+impl ShardIo for MeshIo<'_> {
+    fn has_ring_to(&self, participant: usize) -> bool {
+        self.port.has_ring_to(participant)
+    }
+
+    fn push(&mut self, participant: usize, envelope: Envelope) -> Result<(), Envelope> {
+        self.port.send(participant, envelope)
+    }
+
+    fn store(&mut self, write: Write) -> Result<(), WriteRefused> {
+        self.writer
+            .ok_or(WriteRefused::Stopped)
+            .and_then(|writer| writer.write(write))
+    }
+}

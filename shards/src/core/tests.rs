@@ -1,0 +1,664 @@
+//! Unit tests of the shard core: fake agents, recorded effects, and a
+//! virtual clock (plain numbers handed in as `now`). No threads, no sleeps.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use caxton_agents::{Handled, OutboundMessage, Outcome};
+use caxton_messaging::{
+    Address, AgentId, Durability, Envelope, InstanceId, MailboxConfig, Performative, PriorityClass,
+    NOBODY,
+};
+use caxton_storage::{StorageEvent, Write, WriteRefused};
+
+use super::{AgentRuntime, CoreLimits, HandlerRun, ShardCore, ShardIo};
+use crate::directory::{AgentRecord, Directory};
+
+/// What a fake agent does with a message.
+#[derive(Clone, Debug)]
+pub(super) enum Behaviour {
+    /// Answer `inform` with the same content.
+    Echo,
+    /// End with this outcome, sending nothing.
+    End(Outcome),
+    /// Send one `request` to each of these agents.
+    SendTo(Vec<AgentId>),
+}
+
+/// Agents that run instantly (plus `handler_ns`) and record what they ran.
+#[derive(Default)]
+pub(super) struct FakeAgents {
+    pub behaviours: HashMap<AgentId, Behaviour>,
+    /// Agents over their CPU budget until this time.
+    pub blocked_until: HashMap<AgentId, u64>,
+    /// (agent, content) of every handler run, in order.
+    pub runs: Vec<(AgentId, Vec<u8>)>,
+    /// How long each handler takes on the virtual clock.
+    pub handler_ns: u64,
+    pub abandoned: Vec<OutboundMessage>,
+    pub startups: Vec<u64>,
+}
+
+impl AgentRuntime for FakeAgents {
+    fn cpu_blocked_until(&mut self, agent: AgentId, now_ns: u64) -> Option<u64> {
+        self.blocked_until
+            .get(&agent)
+            .copied()
+            .filter(|&until| until > now_ns)
+    }
+
+    fn run_handler(
+        &mut self,
+        agent: AgentId,
+        slot: Option<u16>,
+        envelope: Envelope,
+        started_ns: u64,
+    ) -> Option<HandlerRun> {
+        let behaviour = self.behaviours.get(&agent)?.clone();
+        self.runs.push((agent, envelope.content.clone()));
+        let answer = |performative, content| OutboundMessage {
+            receiver: envelope.sender,
+            performative,
+            conversation_id: envelope.conversation_id,
+            reply_with: 0,
+            in_reply_to: envelope.reply_with,
+            on_behalf_of: None,
+            content,
+        };
+        let (outcome, outbox) = match behaviour {
+            Behaviour::Echo => (
+                Outcome::Handled,
+                vec![answer(Performative::Inform, envelope.content.clone())],
+            ),
+            Behaviour::End(outcome) => (outcome, Vec::new()),
+            Behaviour::SendTo(receivers) => (
+                Outcome::Handled,
+                receivers
+                    .into_iter()
+                    .map(|receiver| OutboundMessage {
+                        receiver: Address::Agent(receiver),
+                        performative: Performative::Request,
+                        conversation_id: envelope.conversation_id,
+                        reply_with: 0,
+                        in_reply_to: 0,
+                        on_behalf_of: None,
+                        content: envelope.content.clone(),
+                    })
+                    .collect(),
+            ),
+        };
+        Some(HandlerRun {
+            handled: Handled {
+                instance: InstanceId {
+                    agent,
+                    shard: 0,
+                    slot: slot.unwrap_or(0),
+                },
+                outcome,
+                outbox,
+                state_writes: Vec::new(),
+            },
+            finished_ns: started_ns + self.handler_ns,
+        })
+    }
+
+    fn take_abandoned(&mut self) -> Vec<OutboundMessage> {
+        std::mem::take(&mut self.abandoned)
+    }
+
+    fn drain_startup_times(&mut self, record: &mut dyn FnMut(u64)) {
+        self.startups.drain(..).for_each(record);
+    }
+}
+
+/// Rings and a partition writer that record what they were given.
+pub(super) struct RecordingIo {
+    /// Mesh participants (data shards and client ports).
+    pub participants: usize,
+    pub this: usize,
+    /// Messages pushed, per participant.
+    pub rings: HashMap<usize, Vec<Envelope>>,
+    /// Room per ring (unlimited when absent).
+    pub ring_room: HashMap<usize, usize>,
+    pub writes: Vec<Write>,
+    pub writer: Result<(), WriteRefused>,
+}
+
+impl RecordingIo {
+    pub fn new(participants: usize, this: usize) -> Self {
+        Self {
+            participants,
+            this,
+            rings: HashMap::new(),
+            ring_room: HashMap::new(),
+            writes: Vec::new(),
+            writer: Ok(()),
+        }
+    }
+
+    /// Everything pushed to `participant`, taken.
+    pub fn take(&mut self, participant: usize) -> Vec<Envelope> {
+        self.rings.remove(&participant).unwrap_or_default()
+    }
+}
+
+impl ShardIo for RecordingIo {
+    fn has_ring_to(&self, participant: usize) -> bool {
+        participant < self.participants && participant != self.this
+    }
+
+    fn push(&mut self, participant: usize, envelope: Envelope) -> Result<(), Envelope> {
+        assert!(self.has_ring_to(participant), "no ring to {participant}");
+        if let Some(room) = self.ring_room.get_mut(&participant) {
+            if *room == 0 {
+                return Err(envelope);
+            }
+            *room -= 1;
+        }
+        self.rings.entry(participant).or_default().push(envelope);
+        Ok(())
+    }
+
+    fn store(&mut self, write: Write) -> Result<(), WriteRefused> {
+        self.writer?;
+        self.writes.push(write);
+        Ok(())
+    }
+}
+
+const ECHO: AgentId = AgentId(0);
+const OTHER: AgentId = AgentId(1);
+/// Two data shards and one client port (participant 2).
+const CLIENT_PORT: usize = 2;
+const CLIENT: Address = Address::Client {
+    port: CLIENT_PORT as u16,
+    id: 7,
+};
+
+fn limits(capacity: usize) -> CoreLimits {
+    CoreLimits {
+        lanes: 1,
+        lane: MailboxConfig {
+            capacity,
+            delivery_timeout_ns: u64::MAX,
+            class_max_latency_ns: vec![None],
+        },
+        held_max: capacity,
+        waiting_max: capacity,
+    }
+}
+
+/// `echo` on shard 0, `other` on shard 1.
+fn directory() -> Arc<Directory> {
+    let (directory, echo) = Directory::default().with_agent(AgentRecord {
+        name: "echo".into(),
+        instances_per_shard: vec![1, 0],
+    });
+    let (directory, other) = directory.with_agent(AgentRecord {
+        name: "other".into(),
+        instances_per_shard: vec![0, 1],
+    });
+    assert_eq!((echo, other), (ECHO, OTHER));
+    Arc::new(directory)
+}
+
+fn core(capacity: usize, persistence: bool) -> ShardCore {
+    let mut core = ShardCore::new(0, 2, &limits(capacity), persistence.then_some(1 << 48));
+    core.set_directory(directory());
+    core
+}
+
+fn request(to: AgentId, content: &[u8], sent_at_ns: u64) -> Envelope {
+    Envelope {
+        reply_with: 5,
+        conversation_id: 9,
+        ..Envelope::new(
+            Performative::Request,
+            CLIENT,
+            Address::Agent(to),
+            content.to_vec(),
+            sent_at_ns,
+            CLIENT_PORT as u16,
+        )
+    }
+}
+
+fn echo_agents() -> FakeAgents {
+    FakeAgents {
+        behaviours: HashMap::from([(ECHO, Behaviour::Echo)]),
+        ..FakeAgents::default()
+    }
+}
+
+/// The single answer on the client's ring, with its content as text.
+fn only_answer(io: &mut RecordingIo) -> (Performative, String) {
+    let answers = io.take(CLIENT_PORT);
+    assert_eq!(answers.len(), 1, "one answer: {answers:?}");
+    let answer = &answers[0];
+    assert_eq!(answer.receiver, CLIENT);
+    assert_eq!(answer.in_reply_to, 5, "correlates with the request");
+    (
+        answer.performative,
+        String::from_utf8_lossy(&answer.content).into_owned(),
+    )
+}
+
+#[test]
+fn a_request_is_handled_and_answered_with_latency_recorded() {
+    let mut core = core(8, false);
+    let (mut agents, mut io) = (echo_agents(), RecordingIo::new(3, 0));
+    core.on_arrival(request(ECHO, b"hi", 100), 150, &mut io);
+    assert!(io.rings.is_empty(), "nothing runs before the shard's turn");
+    agents.handler_ns = 40;
+    assert!(core.handle_next(400, &mut agents, &mut io));
+    assert!(!core.handle_next(500, &mut agents, &mut io), "empty now");
+    assert_eq!(only_answer(&mut io), (Performative::Inform, "hi".into()));
+    let metrics = core.metrics_mut();
+    assert_eq!(metrics.handled, 1);
+    // From a client port: cross-shard routing, 400 - 100.
+    assert_eq!(metrics.routing_cross_ns.len(), 1);
+    assert_eq!(metrics.routing_cross_ns.max(), 300);
+    assert_eq!(metrics.processing_ns.max(), 40);
+}
+
+#[test]
+fn a_message_past_its_deadline_is_answered_timeout_and_never_run() {
+    let mut core = core(8, false);
+    let (mut agents, mut io) = (echo_agents(), RecordingIo::new(3, 0));
+    let mut late = request(ECHO, b"late", 0);
+    late.deadline_ns = 1_000;
+    core.on_arrival(late, 10, &mut io);
+    assert!(core.handle_next(1_001, &mut agents, &mut io));
+    assert_eq!(
+        only_answer(&mut io),
+        (Performative::Failure, "caxton:timeout".into())
+    );
+    assert!(agents.runs.is_empty());
+    assert_eq!(core.metrics_mut().timeouts, 1);
+}
+
+#[test]
+fn a_full_mailbox_refuses_with_failure() {
+    let mut core = core(2, false);
+    let (mut agents, mut io) = (echo_agents(), RecordingIo::new(3, 0));
+    for content in [b"1", b"2", b"3"] {
+        core.on_arrival(request(ECHO, content, 0), 0, &mut io);
+    }
+    assert_eq!(
+        only_answer(&mut io),
+        (Performative::Failure, "caxton:refused:queue-full".into())
+    );
+    assert_eq!(core.metrics_mut().refused, 1);
+    while core.handle_next(10, &mut agents, &mut io) {}
+    assert_eq!(agents.runs.len(), 2, "the two admitted ones ran");
+}
+
+#[test]
+fn an_agent_over_its_cpu_shares_is_held_in_order_until_its_window() {
+    let mut core = core(8, false);
+    let (mut agents, mut io) = (echo_agents(), RecordingIo::new(3, 0));
+    agents.blocked_until.insert(ECHO, 1_000);
+    core.on_arrival(request(ECHO, b"first", 0), 0, &mut io);
+    assert!(core.handle_next(10, &mut agents, &mut io));
+    assert_eq!(
+        core.next_wake_ns(),
+        Some(1_000),
+        "the driver sleeps until then"
+    );
+    // The budget is back, but the second must not overtake the held first.
+    agents.blocked_until.clear();
+    core.on_arrival(request(ECHO, b"second", 0), 20, &mut io);
+    assert!(core.handle_next(30, &mut agents, &mut io));
+    assert!(agents.runs.is_empty());
+    assert_eq!(core.metrics_mut().throttled, 2);
+    assert_eq!(core.release_held(999, &mut agents, &mut io), 0);
+    assert_eq!(core.release_held(1_000, &mut agents, &mut io), 2);
+    let ran: Vec<_> = agents
+        .runs
+        .iter()
+        .map(|(_, content)| content.clone())
+        .collect();
+    assert_eq!(ran, vec![b"first".to_vec(), b"second".to_vec()]);
+    assert_eq!(core.next_wake_ns(), None);
+}
+
+#[test]
+fn too_many_held_messages_are_refused() {
+    let mut core = core(2, false);
+    let (mut agents, mut io) = (echo_agents(), RecordingIo::new(3, 0));
+    agents.blocked_until.insert(ECHO, 1_000);
+    for round in 0..3u64 {
+        core.on_arrival(request(ECHO, b"x", 0), round, &mut io);
+        assert!(core.handle_next(round, &mut agents, &mut io));
+    }
+    assert_eq!(
+        only_answer(&mut io),
+        (Performative::Failure, "caxton:refused:cpu-budget".into())
+    );
+    assert_eq!(core.queued(), 2);
+}
+
+#[test]
+fn held_messages_past_their_deadline_time_out_when_released() {
+    let mut core = core(8, false);
+    let (mut agents, mut io) = (echo_agents(), RecordingIo::new(3, 0));
+    agents.blocked_until.insert(ECHO, 1_000);
+    let mut message = request(ECHO, b"x", 0);
+    message.deadline_ns = 500;
+    core.on_arrival(message, 0, &mut io);
+    core.handle_next(1, &mut agents, &mut io);
+    core.release_held(1_000, &mut agents, &mut io);
+    assert_eq!(
+        only_answer(&mut io),
+        (Performative::Failure, "caxton:timeout".into())
+    );
+    assert!(agents.runs.is_empty());
+}
+
+#[test]
+fn faults_become_failure_answers_and_are_counted() {
+    let cases = [
+        (Outcome::AgentFailed(3), "caxton:agent-failed:3"),
+        (
+            Outcome::Trapped("unreachable".into()),
+            "caxton:trap:unreachable",
+        ),
+        (Outcome::TimedOut, "caxton:execution-time"),
+        (Outcome::MemoryExceeded, "caxton:memory-limit"),
+    ];
+    for (outcome, reason) in cases {
+        let mut core = core(8, false);
+        let mut agents = FakeAgents::default();
+        agents
+            .behaviours
+            .insert(ECHO, Behaviour::End(outcome.clone()));
+        let mut io = RecordingIo::new(3, 0);
+        core.on_arrival(request(ECHO, b"x", 0), 0, &mut io);
+        core.handle_next(1, &mut agents, &mut io);
+        assert_eq!(only_answer(&mut io), (Performative::Failure, reason.into()));
+        let metrics = core.metrics_mut();
+        assert_eq!(metrics.handled, 1);
+        assert_eq!(
+            (metrics.faults, metrics.agent_failures),
+            if matches!(outcome, Outcome::AgentFailed(_)) {
+                (0, 1)
+            } else {
+                (1, 0)
+            }
+        );
+    }
+}
+
+#[test]
+fn unknown_agents_are_answered_and_failures_are_never_answered() {
+    let mut core = core(8, false);
+    let (mut agents, mut io) = (echo_agents(), RecordingIo::new(3, 0));
+    core.dispatch(request(AgentId(42), b"x", 0), 0, &mut io);
+    assert_eq!(
+        only_answer(&mut io),
+        (Performative::Failure, "caxton:unknown-agent".into())
+    );
+    let mut failure = request(AgentId(42), b"x", 0);
+    failure.performative = Performative::Failure;
+    core.dispatch(failure, 0, &mut io);
+    assert!(io.rings.is_empty(), "no failure about a failure");
+    // A message for an agent that left this shard after it was queued.
+    core.on_arrival(request(OTHER, b"x", 0), 0, &mut io);
+    core.handle_next(1, &mut agents, &mut io);
+    assert_eq!(
+        only_answer(&mut io),
+        (Performative::Failure, "caxton:unknown-agent".into())
+    );
+    // 42 twice (the request and the failure about it), then `other`.
+    assert_eq!(core.metrics_mut().unknown_receiver, 3);
+    assert_eq!(core.metrics_mut().undeliverable, 1);
+    // Answers to nobody (redelivered messages' senders) are dropped and counted.
+    core.dispatch(
+        Envelope::new(Performative::Inform, CLIENT, NOBODY, Vec::new(), 0, 0),
+        0,
+        &mut io,
+    );
+    assert_eq!(core.metrics_mut().undeliverable, 2);
+}
+
+#[test]
+fn sends_route_to_other_shards_and_full_rings_refuse_the_sender() {
+    let mut core = core(8, false);
+    let mut agents = FakeAgents::default();
+    agents
+        .behaviours
+        .insert(ECHO, Behaviour::SendTo(vec![OTHER, OTHER]));
+    let mut io = RecordingIo::new(3, 0);
+    io.ring_room.insert(1, 1);
+    core.on_arrival(request(ECHO, b"x", 0), 0, &mut io);
+    core.handle_next(1, &mut agents, &mut io);
+    let forwarded = io.take(1);
+    assert_eq!(forwarded.len(), 1);
+    assert_eq!(forwarded[0].receiver, Address::Agent(OTHER));
+    assert_eq!(
+        forwarded[0].sender,
+        Address::Instance(InstanceId {
+            agent: ECHO,
+            shard: 0,
+            slot: 0
+        })
+    );
+    assert_eq!(forwarded[0].priority, PriorityClass(0));
+    // The second did not fit: its sender, the echo instance on this shard,
+    // is told so in its mailbox.
+    assert_eq!(core.metrics_mut().refused, 1);
+    assert_eq!(core.queued(), 1);
+    assert!(core.handle_next(2, &mut agents, &mut io));
+    assert_eq!(
+        agents
+            .runs
+            .last()
+            .map(|(agent, content)| (*agent, content.as_slice())),
+        Some((ECHO, &b"caxton:refused:ring-full"[..]))
+    );
+}
+
+#[test]
+fn abandoned_deferred_replies_are_answered() {
+    let mut core = core(8, false);
+    let (mut agents, mut io) = (echo_agents(), RecordingIo::new(3, 0));
+    agents.abandoned.push(OutboundMessage {
+        receiver: CLIENT,
+        performative: Performative::Failure,
+        conversation_id: 9,
+        reply_with: 0,
+        in_reply_to: 5,
+        on_behalf_of: Some(Address::Agent(ECHO)),
+        content: b"caxton:instance-recycled".to_vec(),
+    });
+    core.answer_abandoned(0, &mut agents, &mut io);
+    assert_eq!(
+        only_answer(&mut io),
+        (Performative::Failure, "caxton:instance-recycled".into())
+    );
+}
+
+fn durable_request(to: AgentId) -> Envelope {
+    Envelope {
+        durability: Durability::Requested,
+        ..request(to, b"keep", 0)
+    }
+}
+
+/// The id of the only `Persist` write, and clear the writes.
+fn persisted_id(io: &mut RecordingIo) -> u64 {
+    let writes = std::mem::take(&mut io.writes);
+    match writes.as_slice() {
+        [Write::Persist { id, receiver, .. }] => {
+            assert_eq!(receiver, "echo");
+            *id
+        }
+        other => panic!("expected one persist write, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_durable_send_is_acknowledged_only_once_stored() {
+    let mut core = core(8, true);
+    let (mut agents, mut io) = (echo_agents(), RecordingIo::new(3, 0));
+    core.on_arrival(durable_request(ECHO), 0, &mut io);
+    let id = persisted_id(&mut io);
+    assert!(
+        io.rings.is_empty(),
+        "no acknowledgement before it is stored"
+    );
+    assert!(
+        !core.handle_next(1, &mut agents, &mut io),
+        "not deliverable yet"
+    );
+    core.on_storage_event(StorageEvent::Durable(vec![id]), 2, &mut io);
+    let notices = io.take(CLIENT_PORT);
+    assert_eq!(notices.len(), 1);
+    assert_eq!(notices[0].performative, Performative::Agree);
+    assert_eq!(notices[0].durability, Durability::Notice(id));
+    assert!(core.handle_next(3, &mut agents, &mut io));
+    // Handled with no children: finished.
+    assert!(matches!(io.writes.as_slice(), [Write::Done { id: done }] if *done == id));
+    assert_eq!(core.metrics_mut().persisted, 1);
+}
+
+#[test]
+fn a_parent_is_finished_only_when_every_child_is_stored() {
+    let mut core = core(8, true);
+    let mut agents = FakeAgents::default();
+    agents
+        .behaviours
+        .insert(ECHO, Behaviour::SendTo(vec![OTHER, OTHER]));
+    let mut io = RecordingIo::new(3, 0);
+    core.on_arrival(durable_request(ECHO), 0, &mut io);
+    let id = persisted_id(&mut io);
+    core.on_storage_event(StorageEvent::Durable(vec![id]), 1, &mut io);
+    core.handle_next(2, &mut agents, &mut io);
+    let children = io.take(1);
+    assert_eq!(children.len(), 2);
+    assert!(children
+        .iter()
+        .all(|child| child.durability == Durability::Chained(id)));
+    assert!(io.writes.is_empty(), "the parent waits for its children");
+    core.on_arrival(Envelope::chain_ack(id, 3, 1), 3, &mut io);
+    assert!(io.writes.is_empty(), "one child is still unstored");
+    core.on_arrival(Envelope::chain_ack(id, 4, 1), 4, &mut io);
+    assert!(matches!(io.writes.as_slice(), [Write::Done { id: done }] if *done == id));
+}
+
+#[test]
+fn a_chained_hop_is_stored_here_and_acknowledges_its_parent_on_its_shard() {
+    let mut core = core(8, true);
+    let mut io = RecordingIo::new(3, 0);
+    let parent = (2u64 << 48) + 5; // stored by shard 1
+    let hop = Envelope {
+        durability: Durability::Chained(parent),
+        ..request(ECHO, b"hop", 0)
+    };
+    core.on_arrival(hop, 0, &mut io);
+    let id = persisted_id(&mut io);
+    core.on_storage_event(StorageEvent::Durable(vec![id]), 1, &mut io);
+    let acks = io.take(1);
+    assert_eq!(acks.len(), 1);
+    assert_eq!(acks[0].durability, Durability::ChainAck(parent));
+    assert!(
+        io.take(CLIENT_PORT).is_empty(),
+        "a hop is not acknowledged to anyone"
+    );
+    assert_eq!(core.queued(), 1, "and it is delivered here");
+}
+
+#[test]
+fn a_send_that_cannot_be_stored_is_refused_with_the_reason() {
+    let mut core = core(8, true);
+    let mut io = RecordingIo::new(3, 0);
+    core.on_arrival(durable_request(ECHO), 0, &mut io);
+    let id = persisted_id(&mut io);
+    core.on_storage_event(
+        StorageEvent::Failed {
+            ids: vec![id],
+            reason: "disk full".into(),
+        },
+        1,
+        &mut io,
+    );
+    let (performative, reason) = {
+        let notices = io.take(CLIENT_PORT);
+        assert_eq!(notices.len(), 1);
+        (
+            notices[0].performative,
+            String::from_utf8_lossy(&notices[0].content).into_owned(),
+        )
+    };
+    assert_eq!(performative, Performative::Refuse);
+    assert_eq!(reason, "caxton:storage:disk full");
+    assert_eq!(core.queued(), 0, "never delivered");
+    io.writer = Err(WriteRefused::Busy);
+    core.on_arrival(durable_request(ECHO), 2, &mut io);
+    let notices = io.take(CLIENT_PORT);
+    assert_eq!(notices[0].content, b"caxton:storage:writer-busy");
+    assert_eq!(core.metrics_mut().storage_failures, 2);
+}
+
+#[test]
+fn without_persistence_a_durable_send_is_refused() {
+    let mut core = core(8, false);
+    let mut io = RecordingIo::new(3, 0);
+    core.on_arrival(durable_request(ECHO), 0, &mut io);
+    let notices = io.take(CLIENT_PORT);
+    assert_eq!(notices[0].performative, Performative::Refuse);
+    assert!(String::from_utf8_lossy(&notices[0].content).contains("persistence-off"));
+}
+
+#[test]
+fn shutting_down_answers_everything_queued_and_refuses_what_was_not_stored() {
+    let mut core = core(8, true);
+    let mut io = RecordingIo::new(3, 0);
+    core.on_arrival(request(ECHO, b"queued", 0), 0, &mut io);
+    core.on_arrival(durable_request(ECHO), 0, &mut io);
+    let _ = persisted_id(&mut io);
+    let for_client = request(ECHO, b"in a ring", 0).reply(
+        Address::Agent(ECHO),
+        Performative::Inform,
+        b"passing".to_vec(),
+        0,
+    );
+    core.shut_down(vec![for_client], 1, &mut io);
+    let mut answers: Vec<(Performative, Vec<u8>)> = io
+        .take(CLIENT_PORT)
+        .into_iter()
+        .map(|answer| (answer.performative, answer.content))
+        .collect();
+    answers.sort_by_key(|(performative, content)| (performative.code(), content.clone()));
+    assert_eq!(
+        answers,
+        vec![
+            (Performative::Inform, b"passing".to_vec()),
+            (Performative::Refuse, b"caxton:shutting-down".to_vec()),
+            (Performative::Failure, b"caxton:shutting-down".to_vec()),
+        ]
+    );
+    assert_eq!(core.queued(), 0);
+}
+
+#[test]
+fn redelivered_messages_run_and_finish_and_their_answers_go_nowhere() {
+    let mut core = core(8, true);
+    let (mut agents, mut io) = (echo_agents(), RecordingIo::new(3, 0));
+    core.redeliver(request(ECHO, b"again", 0), 77, 10, &mut io);
+    core.handle_next(11, &mut agents, &mut io);
+    assert_eq!(agents.runs.len(), 1);
+    assert!(io.rings.is_empty(), "the answer is to nobody");
+    assert!(matches!(io.writes.as_slice(), [Write::Done { id: 77 }]));
+    let metrics = core.metrics_mut();
+    assert_eq!((metrics.redelivered, metrics.undeliverable), (1, 1));
+}
+
+#[test]
+fn startup_times_reach_the_histogram() {
+    let mut core = core(8, false);
+    let mut agents = echo_agents();
+    agents.startups = vec![5_000, 7_000];
+    core.record_startups(&mut agents);
+    assert_eq!(core.metrics_mut().startup_ns.len(), 2);
+}

@@ -1,0 +1,424 @@
+//! A data shard's driver: the thin glommio loop around the shard core. Each
+//! turn it reads the clock, serves control commands, hands the partition
+//! writer's reports, the rings' messages and the due held messages to the
+//! core, lets the core handle a batch, and parks or spins when idle. The
+//! decisions are the core's (`crate::core`); this file owns the threads'
+//! side: the clock, the rings, wasmtime, the writer, and waiting.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use caxton_agents::{AgentHost, DeployError};
+use caxton_messaging::{Address, Envelope, MeshPort};
+use caxton_profiles::Profile;
+use caxton_storage::{PartitionWriter, Recovered, Write};
+
+use crate::clock::NodeClock;
+use crate::control::Control;
+use crate::core::{CoreLimits, MeshIo, ShardCore, WasmAgents};
+use crate::directory::Directory;
+
+/// A shard's side of its partition: the writer thread's handle, and what
+/// the partition held at boot until recovery takes it.
+pub(crate) struct ShardStorage {
+    writer: PartitionWriter,
+    recovered: Option<Recovered>,
+}
+
+impl ShardStorage {
+    /// Open data shard `index`'s partition in `directory`; `wake` rings the shard.
+    pub(crate) fn open(
+        directory: &std::path::Path,
+        settings: &caxton_storage::StorageSettings,
+        index: usize,
+        on_start: Box<dyn FnOnce() + Send>,
+        wake: Box<dyn Fn() + Send>,
+    ) -> Result<Self, String> {
+        let path = caxton_storage::partition_path(directory, index);
+        let (writer, recovered) = PartitionWriter::start(
+            &path,
+            settings,
+            format!("caxton-store-{index}"),
+            on_start,
+            wake,
+        )
+        .map_err(|error| format!("storage partition: {error}"))?;
+        Ok(Self {
+            writer,
+            recovered: Some(recovered),
+        })
+    }
+
+    /// The first message id free in this partition (data shard `index`'s).
+    fn first_id(&self, index: usize) -> u64 {
+        let recovered = self
+            .recovered
+            .as_ref()
+            .map_or(0, |recovered| recovered.next_id);
+        recovered.max(caxton_storage::durability::first_id(index))
+    }
+}
+
+/// See the module docs.
+pub(crate) struct ShardDriver {
+    core: ShardCore,
+    host: AgentHost,
+    /// The snapshot the agents' `send` and `msg_sender` read; the core holds
+    /// the same snapshot for routing.
+    host_directory: Rc<RefCell<Arc<Directory>>>,
+    port: MeshPort,
+    control: mpsc::Receiver<Control>,
+    batch_size: usize,
+    spin: Option<Duration>,
+    clock: NodeClock,
+    /// Reused buffer for messages drained from the rings.
+    arrived: Vec<Envelope>,
+    storage: Option<ShardStorage>,
+}
+
+impl ShardDriver {
+    pub(crate) fn new(
+        profile: &Profile,
+        index: usize,
+        data_shards: usize,
+        port: MeshPort,
+        control: mpsc::Receiver<Control>,
+        clock: NodeClock,
+        storage: Option<ShardStorage>,
+    ) -> Result<Self, DeployError> {
+        let host_directory: Rc<RefCell<Arc<Directory>>> = Rc::default();
+        let resolver = {
+            let directory = Rc::clone(&host_directory);
+            Rc::new(move |name: &str| directory.borrow().resolve(name))
+        };
+        let namer = {
+            let directory = Rc::clone(&host_directory);
+            Rc::new(move |address: Address| directory.borrow().name_of(address))
+        };
+        let host = AgentHost::new(
+            profile,
+            index as u16,
+            resolver,
+            namer,
+            Rc::new(move || clock.now_ns()),
+        )?;
+        let limits = CoreLimits::from_profile(profile, data_shards);
+        let first_id = storage.as_ref().map(|storage| storage.first_id(index));
+        Ok(Self {
+            core: ShardCore::new(index, data_shards, &limits, first_id),
+            host,
+            host_directory,
+            port,
+            control,
+            batch_size: profile.messaging.batch_size.max(1) as usize,
+            spin: profile.runtime.spin_before_park.map(|spin| spin.get()),
+            clock,
+            arrived: Vec::new(),
+            storage,
+        })
+    }
+
+    /// This shard's agent host (for the epoch ticker).
+    pub(crate) fn host(&self) -> &AgentHost {
+        &self.host
+    }
+
+    /// The core and the two seams it works through, borrowed apart.
+    fn parts(&mut self) -> (&mut ShardCore, WasmAgents<'_>, MeshIo<'_>) {
+        (
+            &mut self.core,
+            WasmAgents {
+                host: &mut self.host,
+                clock: self.clock,
+            },
+            MeshIo {
+                port: &mut self.port,
+                writer: self.storage.as_ref().map(|storage| &storage.writer),
+            },
+        )
+    }
+
+    /// Run until told to stop.
+    pub(crate) async fn run(mut self) {
+        let mut last_work = Instant::now();
+        loop {
+            let (control_work, stop) = self.serve_control();
+            if stop {
+                self.shut_down();
+                return;
+            }
+            let stored = self.serve_storage();
+            let received = self.receive();
+            let handled = self.handle_batch();
+            if control_work || stored > 0 || received > 0 || handled > 0 {
+                last_work = Instant::now();
+                glommio::yield_if_needed().await;
+                continue;
+            }
+            match self.spin {
+                // Busy-poll the rings for a while after the last message: a
+                // message that arrives in this window is picked up without a wake-up.
+                Some(spin) if last_work.elapsed() < spin => yield_now().await,
+                _ => {
+                    // Idle: top up warm spares, one at a time so a message
+                    // arriving meanwhile waits for at most one instantiation.
+                    if self.host.refill_spares_step(1) > 0 {
+                        continue;
+                    }
+                    // Held messages wake the shard when their agent's next window opens.
+                    let resume_in = self.core.next_wake_ns().map(|resume_ns| {
+                        Duration::from_nanos(resume_ns.saturating_sub(self.clock.now_ns()))
+                    });
+                    wait_for_messages_or(&self.port, resume_in).await;
+                }
+            }
+        }
+    }
+
+    /// Serve every queued control command; returns (any served, stop asked).
+    fn serve_control(&mut self) -> (bool, bool) {
+        self.port.take_control_flag();
+        let mut worked = false;
+        while let Ok(command) = self.control.try_recv() {
+            worked = true;
+            if let Control::Stop = command {
+                return (worked, true);
+            }
+            self.serve_command(command);
+        }
+        (worked, false)
+    }
+
+    fn serve_command(&mut self, command: Control) {
+        match command {
+            Control::Directory(directory) => {
+                *self.host_directory.borrow_mut() = Arc::clone(&directory);
+                self.core.set_directory(directory);
+            }
+            Control::Deploy {
+                id,
+                name,
+                module,
+                source,
+                instances,
+                limits,
+                ack,
+            } => {
+                let deployed = self.host.deploy(id, &name, &module, instances, &limits);
+                if deployed.is_ok() {
+                    self.restore_state(id, &name);
+                    if let Some(storage) = &self.storage {
+                        let _ = storage
+                            .writer
+                            .write(Write::PutAgent(caxton_storage::AgentRow {
+                                name,
+                                module: source.to_vec(),
+                                instances,
+                                limits: serde_json::to_string(&limits).unwrap_or_default(),
+                            }));
+                    }
+                }
+                let _ = ack.send(deployed);
+            }
+            Control::Undeploy { id, name, ack } => {
+                let _ = ack.send(self.host.undeploy(id));
+                if let Some(storage) = &self.storage {
+                    let _ = storage.writer.write(Write::RemoveAgent { name });
+                }
+                self.answer_abandoned();
+            }
+            Control::RecoveredAgents { ack } => {
+                let agents = self
+                    .storage
+                    .as_mut()
+                    .and_then(|storage| storage.recovered.as_mut())
+                    .map(|recovered| std::mem::take(&mut recovered.agents))
+                    .unwrap_or_default();
+                let _ = ack.send(agents);
+            }
+            Control::Redeliver { ack } => {
+                let _ = ack.send(self.redeliver());
+            }
+            Control::StartInstance { id, cold, ack } => {
+                let started = Instant::now();
+                let result = self
+                    .host
+                    .add_instance(id, cold)
+                    .map(|(_, kind)| (kind, started.elapsed()));
+                let _ = ack.send(result);
+            }
+            Control::StopInstance { id, ack } => {
+                let _ = ack.send(self.host.remove_instance(id));
+                self.answer_abandoned();
+            }
+            Control::Metrics { reset, ack } => {
+                let committed = self
+                    .storage
+                    .as_ref()
+                    .map(|storage| storage.writer.committed());
+                let (core, mut agents, _) = self.parts();
+                core.record_startups(&mut agents);
+                let metrics = core.metrics_mut();
+                if let Some(committed) = committed {
+                    metrics.storage_transactions = committed.transactions;
+                    metrics.storage_writes = committed.writes;
+                }
+                let _ = ack.send(metrics.clone());
+                if reset {
+                    metrics.reset();
+                }
+            }
+            Control::AllAgentStats { ack } => {
+                let _ = ack.send(self.host.all_stats());
+            }
+            Control::AgentStats { id, ack } => {
+                let _ = ack.send(self.host.stats(id).cloned());
+            }
+            Control::Stop => {}
+        }
+    }
+
+    /// After a restart: agent `name`'s state on this shard comes back with it.
+    fn restore_state(&mut self, id: caxton_messaging::AgentId, name: &str) {
+        let Some(recovered) = self
+            .storage
+            .as_mut()
+            .and_then(|storage| storage.recovered.as_mut())
+        else {
+            return;
+        };
+        let (mine, others): (Vec<_>, Vec<_>) = std::mem::take(&mut recovered.state)
+            .into_iter()
+            .partition(|(agent, _, _)| agent == name);
+        recovered.state = others;
+        if !mine.is_empty() {
+            let entries = mine
+                .into_iter()
+                .map(|(_, key, value)| (key, value))
+                .collect();
+            self.host.seed_state(id, entries);
+        }
+    }
+
+    fn answer_abandoned(&mut self) {
+        let now = self.clock.now_ns();
+        let (core, mut agents, mut io) = self.parts();
+        core.answer_abandoned(now, &mut agents, &mut io);
+    }
+
+    /// Deliver again what the partition held unfinished at boot; how many.
+    fn redeliver(&mut self) -> usize {
+        let pending = self
+            .storage
+            .as_mut()
+            .and_then(|storage| storage.recovered.take())
+            .map(|recovered| recovered.pending)
+            .unwrap_or_default();
+        let now = self.clock.now_ns();
+        let (core, _, mut io) = self.parts();
+        let mut redelivered = 0;
+        for message in pending {
+            let agent = core.directory().resolve(&message.receiver);
+            match (agent, Envelope::decode(&message.envelope)) {
+                (Some(agent), Ok(mut envelope)) => {
+                    envelope.receiver = Address::Agent(agent);
+                    core.redeliver(envelope, message.id, now, &mut io);
+                    redelivered += 1;
+                }
+                _ => core.drop_unroutable_stored(message.id, &mut io),
+            }
+        }
+        redelivered
+    }
+
+    /// Hand the core what the partition writer reported; how many reports.
+    fn serve_storage(&mut self) -> usize {
+        let mut served = 0;
+        while let Some(event) = self
+            .storage
+            .as_ref()
+            .and_then(|storage| storage.writer.next_event())
+        {
+            served += 1;
+            let now = self.clock.now_ns();
+            let (core, _, mut io) = self.parts();
+            core.on_storage_event(event, now, &mut io);
+        }
+        served
+    }
+
+    /// Move messages from the rings into the core; how many.
+    fn receive(&mut self) -> usize {
+        // One buffer for the shard's lifetime: a drain allocates nothing.
+        let mut arrived = std::mem::take(&mut self.arrived);
+        let taken = self
+            .port
+            .drain(self.batch_size, |envelope| arrived.push(envelope));
+        let now = self.clock.now_ns();
+        let (core, mut agents, mut io) = self.parts();
+        for envelope in arrived.drain(..) {
+            core.on_arrival(envelope, now, &mut io);
+        }
+        let released = core.release_held(now, &mut agents, &mut io);
+        self.arrived = arrived;
+        taken + released
+    }
+
+    /// Let the core handle up to `batch_size` messages; how many.
+    fn handle_batch(&mut self) -> usize {
+        let batch_size = self.batch_size;
+        let clock = self.clock;
+        let (core, mut agents, mut io) = self.parts();
+        let mut handled = 0;
+        while handled < batch_size && core.handle_next(clock.now_ns(), &mut agents, &mut io) {
+            handled += 1;
+        }
+        handled
+    }
+
+    /// Answer everything still queued or in the rings before the shard stops.
+    fn shut_down(&mut self) {
+        let mut inbound = Vec::new();
+        self.port
+            .drain(usize::MAX, |envelope| inbound.push(envelope));
+        let now = self.clock.now_ns();
+        let (core, _, mut io) = self.parts();
+        core.shut_down(inbound, now, &mut io);
+    }
+}
+
+/// Wait for the shard's doorbell, or at most `timeout` when given.
+async fn wait_for_messages_or(port: &MeshPort, timeout: Option<Duration>) {
+    let Some(timeout) = timeout else {
+        port.wait_for_messages().await;
+        return;
+    };
+    let mut timer = std::pin::pin!(glommio::timer::Timer::new(timeout));
+    let mut rung = std::pin::pin!(port.wait_for_messages());
+    std::future::poll_fn(|context| {
+        if timer.as_mut().poll(context).is_ready() || rung.as_mut().poll(context).is_ready() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+}
+
+/// Yield once to the executor so other tasks and I/O get a turn.
+async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|context| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        context.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await;
+}
