@@ -309,21 +309,9 @@ fn bad_request(code: &str, message: String) -> Reply {
     error(StatusCode::BAD_REQUEST, code, message)
 }
 
-/// Agent names: 1 to 64 of `A-Z a-z 0-9 _ . -`, so they are safe in paths and logs.
+/// Agent names follow the engine's one rule (`caxton_profiles::check_agent_name`).
 fn check_name(name: &str) -> Result<(), Reply> {
-    let valid = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if valid {
-        Ok(())
-    } else {
-        Err(bad_request(
-            "bad-name",
-            format!("`{name}` is not an agent name: use 1 to 64 of A-Z a-z 0-9 _ . -"),
-        ))
-    }
+    caxton_profiles::check_agent_name(name).map_err(|error| bad_request("bad-name", error))
 }
 
 fn parse_param<T: std::str::FromStr>(

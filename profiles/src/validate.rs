@@ -161,8 +161,8 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
     let mut pinned_names = BTreeSet::new();
     for (index, pinned) in affinity.pinned_agents.iter().enumerate() {
         let key = format!("runtime.cpu_affinity.pinned_agents[{index}]");
-        if pinned.agent_id.is_empty() {
-            fail(&format!("{key}.agent_id"), "must not be empty".into(), "");
+        if let Err(error) = crate::check_agent_name(&pinned.agent_id) {
+            fail(&format!("{key}.agent_id"), error, "");
         } else if !pinned_names.insert(pinned.agent_id.as_str()) {
             fail(
                 &format!("{key}.agent_id"),
@@ -381,7 +381,9 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
     let mut override_names = BTreeSet::new();
     for (index, entry) in agents.overrides.iter().enumerate() {
         let key = format!("agents.overrides[{index}]");
-        if !override_names.insert(entry.agent_id.as_str()) {
+        if let Err(error) = crate::check_agent_name(&entry.agent_id) {
+            fail(&format!("{key}.agent_id"), error, "");
+        } else if !override_names.insert(entry.agent_id.as_str()) {
             fail(
                 &format!("{key}.agent_id"),
                 format!("agent `{}` has two overrides", entry.agent_id),
@@ -431,8 +433,8 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
     let mut deployed = BTreeSet::new();
     for (index, deployment) in agents.deploy.iter().enumerate() {
         let key = format!("agents.deploy[{index}]");
-        if deployment.name.is_empty() {
-            fail(&format!("{key}.name"), "must not be empty".into(), "");
+        if let Err(error) = crate::check_agent_name(&deployment.name) {
+            fail(&format!("{key}.name"), error, "");
         } else if !deployed.insert(deployment.name.as_str()) {
             fail(
                 &format!("{key}.name"),

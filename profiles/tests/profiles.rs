@@ -269,3 +269,23 @@ fn bad_input_names_cause_key_and_place() {
         assert_eq!(error.to_string().lines().count(), 1, "one line: {error}");
     }
 }
+
+#[test]
+fn agent_names_in_profiles_follow_the_engine_rule() {
+    let deployed = load_text("agents:\n  deploy:\n    - name: \"a b\"\n      module: echo.wat\n")
+        .expect_err("a space in a name");
+    assert_eq!(deployed.key.as_deref(), Some("agents.deploy[0].name"));
+    assert!(
+        deployed.to_string().contains("is not an agent name"),
+        "{deployed}"
+    );
+    let long = "x".repeat(caxton_profiles::AGENT_NAME_BYTES_MAX + 1);
+    let pinned = load_text(&format!(
+        "runtime:\n  cpu_affinity:\n    enabled: true\n    pinned_agents:\n      - agent_id: {long}\n        cpu_cores: [0]\n"
+    ))
+    .expect_err("too long");
+    assert_eq!(
+        pinned.key.as_deref(),
+        Some("runtime.cpu_affinity.pinned_agents[0].agent_id")
+    );
+}

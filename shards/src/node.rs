@@ -397,6 +397,7 @@ impl Node {
             agent: name.to_owned(),
             error,
         };
+        caxton_profiles::check_agent_name(name).map_err(NodeError::Refused)?;
         let directory = self.directory();
         if instances_per_shard.len() != self.data_shards()
             || instances_per_shard.iter().all(|&count| count == 0)

@@ -591,6 +591,24 @@ fn max_agents_bounds_deploys() {
     node.shutdown().expect("clean stop");
 }
 
+#[test]
+fn the_engine_library_refuses_names_the_api_would_refuse() {
+    let (planned, mut node) = boot(&[]);
+    for bad in ["", "has space", "a/b", &"n".repeat(65)] {
+        let refused = node
+            .deploy(bad, &example("echo"), 1, &limits(&planned))
+            .expect_err("a bad name");
+        assert!(
+            refused.to_string().contains("is not an agent name"),
+            "{refused}"
+        );
+    }
+    assert!(node.directory().is_empty(), "nothing was deployed");
+    node.deploy(&"n".repeat(64), &example("echo"), 1, &limits(&planned))
+        .expect("64 bytes is allowed");
+    node.shutdown().expect("clean stop");
+}
+
 /// Busy for a millisecond of the node clock, then answers with its content
 /// (so order can be checked).
 const SLOW_ECHO: &str = r#"(module
