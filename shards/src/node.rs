@@ -27,8 +27,8 @@ use glommio::{CpuSet, ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use crate::client::{Client, PortPool};
 use crate::clock::NodeClock;
 use crate::control::{Control, CONTROL_QUEUE};
-use crate::driver::{ShardDriver, ShardStorage};
 use crate::directory::{AgentRecord, Directory};
+use crate::driver::{ShardDriver, ShardStorage};
 use crate::metrics::ShardMetrics;
 use crate::stop::StopSignal;
 
@@ -145,8 +145,12 @@ pub struct Node {
 /// Work for the gossip shard's thread: runs until the stop signal it is given is requested.
 pub type GossipWork = Box<dyn FnOnce(Arc<StopSignal>) + Send>;
 
-/// Where a shard's boot report goes: the report, and its engine for the ticker.
-type BootSender = mpsc::Sender<Result<(ShardReport, Option<wasmtime::Engine>), String>>;
+/// A shard's boot report: where it was placed, and its engine for the ticker.
+type BootReport = Result<(ShardReport, Option<wasmtime::Engine>), String>;
+/// Where a shard's boot report goes.
+type BootSender = mpsc::Sender<BootReport>;
+/// Where the node waits for it.
+type BootReceiver = mpsc::Receiver<BootReport>;
 
 impl Node {
     /// Start every shard of `plan` with `profile`'s wake policy, limits and agents runtime.
@@ -175,21 +179,8 @@ impl Node {
         } else {
             None
         };
-        // Shard to shard: the queue budget shared over every participant.
-        // Client to shard and back: a shard's share of the budget, so a
-        // client's burst (a load generator waking late, a shard descheduled
-        // for a few milliseconds) fits in its ring rather than being refused.
-        // Clients never talk to each other, so they get no rings between them.
-        let queue_size = profile.messaging.queue_size as usize;
-        let shard_ring = (queue_size / participants).clamp(RING_CAPACITY_MIN, RING_CAPACITY_MAX);
-        let client_ring = (queue_size / shards.max(1)).clamp(RING_CAPACITY_MIN, RING_CAPACITY_MAX);
-        let mut ports = build_mesh_with(participants, |from, to| {
-            match (from < shards, to < shards) {
-                (true, true) => shard_ring,
-                (false, false) => 0,
-                _ => client_ring,
-            }
-        });
+        let rings = RingSizes::from_queue_size(profile.messaging.queue_size as usize, shards);
+        let mut ports = build_mesh_with(participants, |from, to| rings.capacity(from, to));
         let client_ports: Vec<MeshPort> = ports.split_off(shards);
         let doorbells = client_ports
             .first()
@@ -218,74 +209,14 @@ impl Node {
             _ticker: None,
             _storage_lock: storage_lock,
         };
-        let mut pending = Vec::new();
-        for ((index, placement), port) in plan.data_shards.iter().enumerate().zip(ports) {
-            let role = ShardRole::Data(index);
-            let (control, commands) = mpsc::sync_channel(CONTROL_QUEUE);
-            node.controls.push(control);
-            let (report_sender, report) = mpsc::channel();
-            let spawned = spawn_data_shard(DataShardBoot {
-                index,
-                shards,
-                placement,
-                profile,
-                port,
-                commands,
-                clock,
-                report: report_sender,
-                storage: profile.messaging.enable_persistence.then(|| StorageBoot {
-                    directory: std::path::PathBuf::from(&profile.storage.data_directory),
-                    settings: caxton_storage::StorageSettings::from_profile(profile),
-                    writer_cpus: plan.gossip_shard.cpu_binding.clone(),
-                }),
-            });
-            match spawned {
-                Ok(thread) => {
-                    node.threads.push((role, ShardThread::Data(thread)));
-                    pending.push((role, report));
-                }
-                Err(reason) => return Err(node.abort(NodeError::ShardStart { role, reason })),
-            }
-        }
-        let (report_sender, report) = mpsc::channel();
-        match spawn_gossip_shard(
-            &plan.gossip_shard,
-            Arc::clone(&node.stop),
-            report_sender,
-            gossip_work,
-        ) {
-            Ok(thread) => {
-                node.threads
-                    .push((ShardRole::Gossip, ShardThread::Gossip(thread)));
-                pending.push((ShardRole::Gossip, report));
-            }
-            Err(reason) => {
-                return Err(node.abort(NodeError::ShardStart {
-                    role: ShardRole::Gossip,
-                    reason,
-                }))
-            }
-        }
-        let mut engines = Vec::new();
-        for (role, report) in pending {
-            match report.recv_timeout(SHARD_REPLY_TIMEOUT) {
-                Ok(Ok((report, engine))) => {
-                    node.reports.push(report);
-                    engines.extend(engine);
-                }
-                Ok(Err(reason)) => return Err(node.abort(NodeError::ShardStart { role, reason })),
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    let reason = format!("no report within {SHARD_REPLY_TIMEOUT:?}");
-                    return Err(node.abort(NodeError::ShardStart { role, reason }));
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let reason = node
-                        .take_failure(role)
-                        .unwrap_or_else(|| "the thread exited before reporting".into());
-                    return Err(node.abort(NodeError::ShardStart { role, reason }));
-                }
-            }
-        }
+        let pending = match node.spawn_shards(profile, plan, ports, gossip_work) {
+            Ok(pending) => pending,
+            Err(error) => return Err(node.abort(error)),
+        };
+        let engines = match node.await_reports(pending) {
+            Ok(engines) => engines,
+            Err(error) => return Err(node.abort(error)),
+        };
         match EpochTicker::start(engines) {
             Ok(ticker) => node._ticker = Some(ticker),
             Err(error) => {
@@ -297,6 +228,85 @@ impl Node {
             }
         }
         Ok(node)
+    }
+
+    /// Spawn every data shard and the gossip shard; each will report on the
+    /// receiver paired with its role.
+    fn spawn_shards(
+        &mut self,
+        profile: &Profile,
+        plan: &PlacementPlan,
+        ports: Vec<MeshPort>,
+        gossip_work: Option<GossipWork>,
+    ) -> Result<Vec<(ShardRole, BootReceiver)>, NodeError> {
+        let shards = plan.data_shards.len();
+        let mut pending = Vec::new();
+        for ((index, placement), port) in plan.data_shards.iter().enumerate().zip(ports) {
+            let role = ShardRole::Data(index);
+            let (control, commands) = mpsc::sync_channel(CONTROL_QUEUE);
+            self.controls.push(control);
+            let (report_sender, report) = mpsc::channel();
+            let thread = spawn_data_shard(DataShardBoot {
+                index,
+                shards,
+                placement,
+                profile,
+                port,
+                commands,
+                clock: self.clock,
+                report: report_sender,
+                storage: profile.messaging.enable_persistence.then(|| StorageBoot {
+                    directory: std::path::PathBuf::from(&profile.storage.data_directory),
+                    settings: caxton_storage::StorageSettings::from_profile(profile),
+                    writer_cpus: plan.gossip_shard.cpu_binding.clone(),
+                }),
+            })
+            .map_err(|reason| NodeError::ShardStart { role, reason })?;
+            self.threads.push((role, ShardThread::Data(thread)));
+            pending.push((role, report));
+        }
+        let (report_sender, report) = mpsc::channel();
+        let thread = spawn_gossip_shard(
+            &plan.gossip_shard,
+            Arc::clone(&self.stop),
+            report_sender,
+            gossip_work,
+        )
+        .map_err(|reason| NodeError::ShardStart {
+            role: ShardRole::Gossip,
+            reason,
+        })?;
+        self.threads
+            .push((ShardRole::Gossip, ShardThread::Gossip(thread)));
+        pending.push((ShardRole::Gossip, report));
+        Ok(pending)
+    }
+
+    /// Wait for every shard's boot report; the data shards' wasmtime engines,
+    /// for the epoch ticker.
+    fn await_reports(
+        &mut self,
+        pending: Vec<(ShardRole, BootReceiver)>,
+    ) -> Result<Vec<wasmtime::Engine>, NodeError> {
+        let mut engines = Vec::new();
+        for (role, report) in pending {
+            let reason = match report.recv_timeout(SHARD_REPLY_TIMEOUT) {
+                Ok(Ok((report, engine))) => {
+                    self.reports.push(report);
+                    engines.extend(engine);
+                    continue;
+                }
+                Ok(Err(reason)) => reason,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    format!("no report within {SHARD_REPLY_TIMEOUT:?}")
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => self
+                    .take_failure(role)
+                    .unwrap_or_else(|| "the thread exited before reporting".into()),
+            };
+            return Err(NodeError::ShardStart { role, reason });
+        }
+        Ok(engines)
     }
 
     /// What each shard read back at boot: data shards in order, then the gossip shard.
@@ -376,11 +386,10 @@ impl Node {
                 "agent `{name}` is pinned to no data shard"
             )));
         }
-        let mut instances_per_shard = vec![0u16; shards];
+        // Start where the last agent's spread ended, so single-instance
+        // agents do not all land on the first candidate.
         let first = self.directory().len() % candidates.len();
-        for instance in 0..usize::from(instances) {
-            instances_per_shard[candidates[(first + instance) % candidates.len()]] += 1;
-        }
+        let instances_per_shard = spread_instances(instances, &candidates, first, shards);
         self.deploy_placed(name, source, &instances_per_shard, limits)
     }
 
@@ -846,5 +855,78 @@ fn read_back(
         memory_policy: binding::current_memory_policy().map_err(|error| error.to_string()),
         memory_warning,
         spin_before_park,
+    }
+}
+
+/// How many messages each ring of the mesh holds. Shard to shard: the
+/// queue budget (`messaging.queue_size`) shared over every participant.
+/// Client to shard and back: a shard's share of the budget, so a client's
+/// burst (a load generator waking late, a shard descheduled for a few
+/// milliseconds) fits in its ring rather than being refused. Clients never
+/// talk to each other, so they get no rings between them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct RingSizes {
+    data_shards: usize,
+    between_shards: usize,
+    with_clients: usize,
+}
+
+impl RingSizes {
+    fn from_queue_size(queue_size: usize, data_shards: usize) -> Self {
+        let participants = data_shards + CLIENT_PORTS;
+        Self {
+            data_shards,
+            between_shards: (queue_size / participants).clamp(RING_CAPACITY_MIN, RING_CAPACITY_MAX),
+            with_clients: (queue_size / data_shards.max(1))
+                .clamp(RING_CAPACITY_MIN, RING_CAPACITY_MAX),
+        }
+    }
+
+    /// The ring from participant `from` to `to` (0: none).
+    fn capacity(&self, from: usize, to: usize) -> usize {
+        match (from < self.data_shards, to < self.data_shards) {
+            (true, true) => self.between_shards,
+            (false, false) => 0,
+            _ => self.with_clients,
+        }
+    }
+}
+
+/// Deal `instances` over `candidates` round-robin, starting at
+/// `candidates[first]`: instances per data shard, for `data_shards` shards.
+fn spread_instances(
+    instances: u16,
+    candidates: &[usize],
+    first: usize,
+    data_shards: usize,
+) -> Vec<u16> {
+    let mut instances_per_shard = vec![0u16; data_shards];
+    for instance in 0..usize::from(instances) {
+        instances_per_shard[candidates[(first + instance) % candidates.len()]] += 1;
+    }
+    instances_per_shard
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rings_between_shards_share_the_budget_and_clients_never_talk() {
+        let rings = RingSizes::from_queue_size(10_000, 2);
+        let participants = 2 + CLIENT_PORTS;
+        assert_eq!(rings.capacity(0, 1), 10_000 / participants);
+        assert_eq!(rings.capacity(0, 2), RING_CAPACITY_MAX.min(5_000));
+        assert_eq!(rings.capacity(3, 1), rings.capacity(1, 3));
+        assert_eq!(rings.capacity(2, 3), 0, "no ring between two clients");
+        let tiny = RingSizes::from_queue_size(1, 4);
+        assert_eq!(tiny.capacity(0, 1), RING_CAPACITY_MIN);
+    }
+
+    #[test]
+    fn instances_are_dealt_round_robin_from_the_first_candidate() {
+        assert_eq!(spread_instances(5, &[0, 1, 2], 1, 3), vec![1, 2, 2]);
+        assert_eq!(spread_instances(2, &[3], 0, 4), vec![0, 0, 0, 2]);
+        assert_eq!(spread_instances(0, &[0, 1], 0, 2), vec![0, 0]);
     }
 }
