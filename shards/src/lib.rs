@@ -1,13 +1,22 @@
 //! Caxton's shards.
 //!
-//! This crate owns the threads of a node and the data plane inside them: one
-//! glommio `LocalExecutor` per data shard, pinned where the placement plan
-//! says, with the profile's wake policy; the gossip shard's thread; the
-//! cross-shard mesh; each shard's agents, priority mailboxes, routing and
-//! metrics ([`dataplane`](crate) is private: a shard's state never leaves its
-//! thread); and the control plane ([`Node`]) that boots, deploys and stops.
-//! It does not decide placement (`caxton-numa`) or run agents
-//! (`caxton-agents`); it drives both.
+//! This crate owns the threads of a node and the data plane inside them.
+//! Read it in this order:
+//! - `src/core/mod.rs`: the **shard core**, every decision
+//!   a data shard makes about a message (routing, admission, deadlines,
+//!   `cpu_shares` holds, faults to answers, durability bookkeeping) as a
+//!   sans-IO state machine, with a message's path through it in its docs;
+//! - `src/core/seams.rs`: the two traits the core works through, agents
+//!   (`AgentRuntime`) and I/O (`ShardIo`), and their engine implementations;
+//! - `src/driver.rs`: the **driver**, the thin glommio loop that feeds the
+//!   core the clock, the rings and the partition writer's reports;
+//! - `src/node.rs`: the control plane ([`Node`]) that boots the shards
+//!   (pinned glommio executors, the gossip shard's thread), deploys agents
+//!   and stops; `src/control.rs` its commands; `src/client.rs` the clients
+//!   that send into the node from outside the agents.
+//!
+//! A shard's state never leaves its thread. It does not decide placement
+//! (`caxton-numa`) or run agents (`caxton-agents`); it drives both.
 
 mod client;
 mod clock;
