@@ -48,7 +48,8 @@ pub mod errors {
     pub const OUT_OF_BOUNDS: i32 = -2;
     /// Content or a name longer than the host accepts.
     pub const TOO_LARGE: i32 = -3;
-    /// More sends in one handler call than the host accepts.
+    /// More sends in one handler call, or more open deferred replies, than
+    /// the host accepts.
     pub const OUTBOX_FULL: i32 = -4;
     /// A performative code that is not one of the eleven.
     pub const BAD_PERFORMATIVE: i32 = -5;
@@ -77,5 +78,7 @@ pub const CONTENT_BYTES_MAX: usize = 1 << 20;
 pub const NAME_BYTES_MAX: usize = 256;
 /// Most messages one handler call may send.
 pub const SENDS_PER_MESSAGE_MAX: usize = 1024;
+/// Most deferred replies one instance may hold open.
+pub const DEFERRED_REPLIES_MAX: usize = 1024;
 /// Longest log line kept, in bytes; longer lines are cut.
 pub const LOG_BYTES_MAX: usize = 4096;

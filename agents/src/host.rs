@@ -1,6 +1,7 @@
 //! One shard's agents: its own wasmtime engine, the instances of every agent
-//! it hosts, their warm spares, their limits, and the host functions of the
-//! ABI. Owned by one shard thread and never shared.
+//! it hosts, their warm spares and their limits. Owned by one shard thread
+//! and never shared. The ABI's host functions are [`crate::abi_host`]'s; this
+//! module gives them the shard's context ([`HostState`]).
 //!
 //! Faults are contained here. A trap, a handler running past
 //! `max_execution_time` (epoch interruption), or memory growth past the
@@ -14,14 +15,15 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use caxton_messaging::{Address, AgentId, Envelope, InstanceId, Performative};
+use caxton_messaging::{Address, AgentId, Envelope, InstanceId};
 use caxton_profiles::{AgentLimits, Profile, WarmupStrategy};
 use wasmtime::{
-    Caller, Engine, InstancePre, Linker, Memory, Module, Store, StoreLimits, StoreLimitsBuilder,
-    Trap, TypedFunc,
+    Engine, InstancePre, Linker, Memory, Module, Store, StoreLimits, StoreLimitsBuilder, Trap,
+    TypedFunc,
 };
 
-use crate::abi::{self, errors};
+use crate::abi;
+use crate::abi_host::{link_abi, AbiContext, AbiState, OutboundMessage, StateMap};
 use crate::budget::CpuBudget;
 use crate::compile::{engine_config, CompiledModule};
 use crate::error::DeployError;
@@ -39,46 +41,6 @@ pub type Resolver = Rc<dyn Fn(&str) -> Option<AgentId>>;
 /// Names a sender, for `msg_sender`. Called only when an agent asks, so the
 /// message path never builds a name it does not need.
 pub type Namer = Rc<dyn Fn(Address) -> String>;
-
-/// A message an agent sent while handling one.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OutboundMessage {
-    /// Where it goes.
-    pub receiver: Address,
-    /// Its act.
-    pub performative: Performative,
-    /// Its conversation (the handled message's).
-    pub conversation_id: u64,
-    /// Token for an answer (0: none).
-    pub reply_with: u64,
-    /// The token it answers (0: none).
-    pub in_reply_to: u64,
-    /// For `forward`: the original sender, who stays the message's sender.
-    pub on_behalf_of: Option<Address>,
-    /// Its payload.
-    pub content: Vec<u8>,
-}
-
-impl OutboundMessage {
-    /// An answer to `receiver` quoting `in_reply_to`.
-    fn answer(
-        receiver: Address,
-        performative: Performative,
-        conversation_id: u64,
-        in_reply_to: u64,
-        content: Vec<u8>,
-    ) -> Self {
-        Self {
-            receiver,
-            performative,
-            conversation_id,
-            reply_with: 0,
-            in_reply_to,
-            on_behalf_of: None,
-            content,
-        }
-    }
-}
 
 /// How handling one message ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -175,36 +137,51 @@ pub enum StartKind {
     Cold,
 }
 
-/// An agent's key-value state on one shard, shared by its instances there:
-/// the entries, and the writes since the shard last took them (for its
-/// storage partition).
-#[derive(Debug, Default)]
-pub struct StateMap {
-    entries: HashMap<Vec<u8>, Vec<u8>>,
-    written: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
-/// Per-store state: what the host functions see.
+/// Per-store state: the context the ABI's host functions run in.
 pub struct HostState {
-    /// The agent's key-value state on this shard.
+    /// The agent's key-value state on this shard, shared by its instances here.
     state: Rc<RefCell<StateMap>>,
     limits: StoreLimits,
-    current: Option<Envelope>,
-    outbox: Vec<OutboundMessage>,
+    abi: AbiState,
     resolver: Resolver,
     namer: Namer,
     clock: Clock,
     agent_name: Rc<str>,
-    /// Deferred replies: (receiver, conversation, reply_with) by ticket - 1.
-    tickets: Vec<Option<(Address, u64, u64)>>,
+}
+
+impl AbiContext for HostState {
+    fn abi(&self) -> &AbiState {
+        &self.abi
+    }
+
+    fn abi_mut(&mut self) -> &mut AbiState {
+        &mut self.abi
+    }
+
+    fn resolve(&self, name: &str) -> Option<AgentId> {
+        (self.resolver)(name)
+    }
+
+    fn sender_name(&self, sender: Address) -> String {
+        (self.namer)(sender)
+    }
+
+    fn now_ns(&self) -> u64 {
+        (self.clock)()
+    }
+
+    fn agent_name(&self) -> &str {
+        &self.agent_name
+    }
+
+    fn with_state<R>(&mut self, use_state: impl FnOnce(&mut StateMap) -> R) -> R {
+        use_state(&mut self.state.borrow_mut())
+    }
 }
 
 /// Most table elements an agent may have: tables hold function references,
 /// and a module must not be able to make the host allocate gigabytes for one.
 pub const TABLE_ELEMENTS_MAX: usize = 10_000;
-
-/// Most deferred replies an instance may hold open.
-pub const DEFERRED_REPLIES_MAX: usize = 1024;
 
 struct LiveInstance {
     store: Store<HostState>,
@@ -374,7 +351,7 @@ impl AgentHost {
     /// Load agent `id`'s state on this shard (from the partition, after a restart).
     pub fn seed_state(&mut self, id: AgentId, entries: Vec<(Vec<u8>, Vec<u8>)>) {
         if let Some(agent) = self.agents.get(&id) {
-            agent.state.borrow_mut().entries.extend(entries);
+            agent.state.borrow_mut().seed(entries);
         }
     }
 
@@ -513,19 +490,16 @@ impl AgentHost {
 
     /// Drop `instance` of agent `id`, answering its open deferred replies with `failure`.
     fn abandon(&mut self, id: AgentId, instance: LiveInstance) {
-        for (receiver, conversation_id, in_reply_to) in
-            instance.store.data().tickets.iter().flatten()
-        {
-            let mut answer = OutboundMessage::answer(
-                *receiver,
-                Performative::Failure,
-                *conversation_id,
-                *in_reply_to,
-                b"caxton:instance-recycled".to_vec(),
-            );
-            answer.on_behalf_of = Some(Address::Agent(id));
-            self.abandoned.push(answer);
-        }
+        let failures = instance
+            .store
+            .data()
+            .abi
+            .failures_for_open_tickets(b"caxton:instance-recycled");
+        self.abandoned
+            .extend(failures.map(|answer| OutboundMessage {
+                on_behalf_of: Some(Address::Agent(id)),
+                ..answer
+            }));
     }
 
     /// Handle `envelope` with agent `id`: instance `slot` if given, else the
@@ -565,8 +539,7 @@ impl AgentHost {
         let instance = agent.instances.get_mut(index)?;
         instance.served += 1;
         let state = instance.store.data_mut();
-        state.current = Some(envelope);
-        state.outbox.clear();
+        state.abi.begin(envelope);
         instance.store.set_epoch_deadline(execution_ticks);
         let started_ns = (self.clock)();
         let result = instance.handle.call(&mut instance.store, ());
@@ -575,10 +548,9 @@ impl AgentHost {
             .cpu_budget
             .charge(finished_ns.saturating_sub(started_ns), finished_ns);
         let state = instance.store.data_mut();
-        state.current = None;
-        let outbox = std::mem::take(&mut state.outbox);
+        let outbox = state.abi.finish();
         // The agent's state is shared by its instances here; this handler's writes are the log's tail.
-        let state_writes = std::mem::take(&mut state.state.borrow_mut().written);
+        let state_writes = state.state.borrow_mut().take_writes();
         let outcome = match result {
             Ok(0) => Outcome::Handled,
             Ok(code) => Outcome::AgentFailed(code),
@@ -682,13 +654,11 @@ impl AgentHost {
             .build();
         let state = HostState {
             limits,
-            current: None,
-            outbox: Vec::new(),
+            abi: AbiState::default(),
             resolver: Rc::clone(&self.resolver),
             namer: Rc::clone(&self.namer),
             clock: Rc::clone(&self.clock),
             agent_name: Rc::clone(&agent.name),
-            tickets: Vec::new(),
             state: Rc::clone(&agent.state),
         };
         let mut store = Store::new(&self.engine, state);
@@ -756,13 +726,11 @@ pub(crate) fn check_abi_version(
             .memories(1)
             .tables(1)
             .build(),
-        current: None,
-        outbox: Vec::new(),
+        abi: AbiState::default(),
         resolver: Rc::new(|_| None),
         namer: Rc::new(|_| String::new()),
         clock: Rc::new(|| 0),
         agent_name: Rc::from("(deploy check)"),
-        tickets: Vec::new(),
         state: Rc::default(),
     };
     let mut store = Store::new(engine, state);
@@ -787,426 +755,9 @@ pub(crate) fn check_abi_version(
     Ok(())
 }
 
-/// The guest's bytes at `pointer..pointer+length`, if they lie in its memory.
-/// The guest bytes `[pointer, pointer + length)` of `memory`, if they lie inside it.
-pub fn guest_bytes(memory: &[u8], pointer: i32, length: i32) -> Option<&[u8]> {
-    let start = usize::try_from(pointer).ok()?;
-    let length = usize::try_from(length).ok()?;
-    memory.get(start..start.checked_add(length)?)
-}
-
-/// The agent's exported memory.
-pub fn exported_memory<T>(caller: &mut Caller<'_, T>) -> Option<Memory> {
-    caller
-        .get_export(abi::EXPORT_MEMORY)
-        .and_then(wasmtime::Extern::into_memory)
-}
-
-/// Copy `bytes` into the guest at `pointer`, at most `capacity` of them.
-/// Returns the full length (so the guest can tell when its buffer was short).
-pub fn write_guest<T>(
-    caller: &mut Caller<'_, T>,
-    pointer: i32,
-    capacity: i32,
-    bytes: &[u8],
-) -> i32 {
-    let Some(memory) = exported_memory(caller) else {
-        return errors::OUT_OF_BOUNDS;
-    };
-    let copied = bytes.len().min(usize::try_from(capacity).unwrap_or(0));
-    let data = memory.data_mut(caller);
-    let Some(target) = usize::try_from(pointer)
-        .ok()
-        .and_then(|start| data.get_mut(start..start.checked_add(copied)?))
-    else {
-        return errors::OUT_OF_BOUNDS;
-    };
-    target.copy_from_slice(&bytes[..copied]);
-    i32::try_from(bytes.len()).unwrap_or(i32::MAX)
-}
-
-/// The message being handled, or `NO_MESSAGE` outside `caxton_handle`.
-fn current<'a>(caller: &'a Caller<'_, HostState>) -> Result<&'a Envelope, i32> {
-    caller.data().current.as_ref().ok_or(errors::NO_MESSAGE)
-}
-
-/// Guest bytes for a state key or value, at most `max` of them.
-fn state_bytes(
-    caller: &mut Caller<'_, HostState>,
-    pointer: i32,
-    length: i32,
-    max: usize,
-) -> Result<Vec<u8>, i32> {
-    if usize::try_from(length).map_or(true, |length| length > max) {
-        return Err(errors::TOO_LARGE);
-    }
-    let memory = exported_memory(caller).ok_or(errors::OUT_OF_BOUNDS)?;
-    guest_bytes(memory.data(&*caller), pointer, length)
-        .map(<[u8]>::to_vec)
-        .ok_or(errors::OUT_OF_BOUNDS)
-}
-
-fn performative_from(code: i32) -> Result<Performative, i32> {
-    u32::try_from(code)
-        .ok()
-        .and_then(Performative::from_code)
-        .ok_or(errors::BAD_PERFORMATIVE)
-}
-
-/// Read the receiver name at `pointer` and find its agent.
-fn resolve_receiver(
-    caller: &mut Caller<'_, HostState>,
-    pointer: i32,
-    length: i32,
-) -> Result<AgentId, i32> {
-    if usize::try_from(length).is_ok_and(|length| length > abi::NAME_BYTES_MAX) {
-        return Err(errors::TOO_LARGE);
-    }
-    let memory = exported_memory(caller).ok_or(errors::OUT_OF_BOUNDS)?;
-    let bytes = guest_bytes(memory.data(&*caller), pointer, length).ok_or(errors::OUT_OF_BOUNDS)?;
-    let name = std::str::from_utf8(bytes).map_err(|_| errors::BAD_UTF8)?;
-    (caller.data().resolver)(name).ok_or(errors::UNKNOWN_RECEIVER)
-}
-
-/// Check the outbox has room and copy the content at `pointer` out of the guest.
-fn outgoing_content(
-    caller: &mut Caller<'_, HostState>,
-    pointer: i32,
-    length: i32,
-) -> Result<Vec<u8>, i32> {
-    if caller.data().outbox.len() >= abi::SENDS_PER_MESSAGE_MAX {
-        return Err(errors::OUTBOX_FULL);
-    }
-    if usize::try_from(length).is_ok_and(|length| length > abi::CONTENT_BYTES_MAX) {
-        return Err(errors::TOO_LARGE);
-    }
-    let memory = exported_memory(caller).ok_or(errors::OUT_OF_BOUNDS)?;
-    guest_bytes(memory.data(&*caller), pointer, length)
-        .map(<[u8]>::to_vec)
-        .ok_or(errors::OUT_OF_BOUNDS)
-}
-
-/// Queue `sent` in the outbox, or return its error code.
-fn push_outbound(caller: &mut Caller<'_, HostState>, sent: Result<OutboundMessage, i32>) -> i32 {
-    match sent {
-        Ok(message) => {
-            caller.data_mut().outbox.push(message);
-            0
-        }
-        Err(code) => code,
-    }
-}
-
+/// A linker with every host function of the ABI, for this engine.
 fn host_linker(engine: &Engine) -> Result<Linker<HostState>, DeployError> {
     let mut linker = Linker::new(engine);
-    let module = abi::IMPORT_MODULE;
-    let define = |result: wasmtime::Result<&mut Linker<HostState>>| {
-        result
-            .map(|_| ())
-            .map_err(|error| DeployError::Engine(error.to_string()))
-    };
-    define(linker.func_wrap(
-        module,
-        "msg_performative",
-        |caller: Caller<'_, HostState>| -> i32 {
-            caller
-                .data()
-                .current
-                .as_ref()
-                .map_or(errors::NO_MESSAGE, |message| {
-                    i32::from(message.performative.code())
-                })
-        },
-    ))?;
-    define(linker.func_wrap(
-        module,
-        "msg_content_len",
-        |caller: Caller<'_, HostState>| -> i32 {
-            caller
-                .data()
-                .current
-                .as_ref()
-                .map_or(errors::NO_MESSAGE, |message| {
-                    i32::try_from(message.content.len()).unwrap_or(i32::MAX)
-                })
-        },
-    ))?;
-    define(linker.func_wrap(
-        module,
-        "msg_read_content",
-        |mut caller: Caller<'_, HostState>, pointer: i32, capacity: i32| -> i32 {
-            let Some(content) = caller
-                .data_mut()
-                .current
-                .as_mut()
-                .map(|message| std::mem::take(&mut message.content))
-            else {
-                return errors::NO_MESSAGE;
-            };
-            let written = write_guest(&mut caller, pointer, capacity, &content);
-            if let Some(message) = caller.data_mut().current.as_mut() {
-                message.content = content;
-            }
-            written
-        },
-    ))?;
-    define(linker.func_wrap(
-        module,
-        "msg_sender",
-        |mut caller: Caller<'_, HostState>, pointer: i32, capacity: i32| -> i32 {
-            let sender = match current(&caller) {
-                Ok(message) => message.sender,
-                Err(code) => return code,
-            };
-            let name = (caller.data().namer)(sender);
-            write_guest(&mut caller, pointer, capacity, name.as_bytes())
-        },
-    ))?;
-    for (name, field) in [
-        (
-            "msg_conversation_id",
-            (|message: &Envelope| message.conversation_id) as fn(&Envelope) -> u64,
-        ),
-        ("msg_reply_with", |message: &Envelope| message.reply_with),
-        ("msg_in_reply_to", |message: &Envelope| message.in_reply_to),
-    ] {
-        define(
-            linker.func_wrap(module, name, move |caller: Caller<'_, HostState>| -> i64 {
-                caller
-                    .data()
-                    .current
-                    .as_ref()
-                    .map_or(i64::from(errors::NO_MESSAGE), |message| {
-                        field(message) as i64
-                    })
-            }),
-        )?;
-    }
-    define(linker.func_wrap(
-        module,
-        "send",
-        |mut caller: Caller<'_, HostState>,
-         to_pointer: i32,
-         to_length: i32,
-         performative: i32,
-         content_pointer: i32,
-         content_length: i32,
-         reply_with: i64|
-         -> i32 {
-            let sent = (|| {
-                let conversation_id = current(&caller)?.conversation_id;
-                let performative = performative_from(performative)?;
-                let receiver = resolve_receiver(&mut caller, to_pointer, to_length)?;
-                let content = outgoing_content(&mut caller, content_pointer, content_length)?;
-                Ok(OutboundMessage {
-                    receiver: Address::Agent(receiver),
-                    performative,
-                    conversation_id,
-                    reply_with: reply_with as u64,
-                    in_reply_to: 0,
-                    on_behalf_of: None,
-                    content,
-                })
-            })();
-            push_outbound(&mut caller, sent)
-        },
-    ))?;
-    define(linker.func_wrap(
-        module,
-        "reply",
-        |mut caller: Caller<'_, HostState>,
-         performative: i32,
-         content_pointer: i32,
-         content_length: i32|
-         -> i32 {
-            let sent = (|| {
-                let message = current(&caller)?;
-                let (receiver, conversation_id, in_reply_to) =
-                    (message.sender, message.conversation_id, message.reply_with);
-                let performative = performative_from(performative)?;
-                let content = outgoing_content(&mut caller, content_pointer, content_length)?;
-                Ok(OutboundMessage::answer(
-                    receiver,
-                    performative,
-                    conversation_id,
-                    in_reply_to,
-                    content,
-                ))
-            })();
-            push_outbound(&mut caller, sent)
-        },
-    ))?;
-    define(linker.func_wrap(
-        module,
-        "forward",
-        |mut caller: Caller<'_, HostState>,
-         to_pointer: i32,
-         to_length: i32,
-         content_pointer: i32,
-         content_length: i32|
-         -> i32 {
-            let sent = (|| {
-                let message = current(&caller)?;
-                let (original_sender, performative, conversation_id, reply_with) = (
-                    message.sender,
-                    message.performative,
-                    message.conversation_id,
-                    message.reply_with,
-                );
-                let receiver = resolve_receiver(&mut caller, to_pointer, to_length)?;
-                let content = outgoing_content(&mut caller, content_pointer, content_length)?;
-                // Forwarding keeps the original sender, so the last hop answers it directly.
-                Ok(OutboundMessage {
-                    receiver: Address::Agent(receiver),
-                    performative,
-                    conversation_id,
-                    reply_with,
-                    in_reply_to: 0,
-                    on_behalf_of: Some(original_sender),
-                    content,
-                })
-            })();
-            push_outbound(&mut caller, sent)
-        },
-    ))?;
-    define(linker.func_wrap(
-        module,
-        "defer_reply",
-        |mut caller: Caller<'_, HostState>| -> i64 {
-            let ticket = match current(&caller) {
-                Ok(message) => (message.sender, message.conversation_id, message.reply_with),
-                Err(code) => return i64::from(code),
-            };
-            let tickets = &mut caller.data_mut().tickets;
-            let index = match tickets.iter().position(Option::is_none) {
-                Some(index) => index,
-                None if tickets.len() < DEFERRED_REPLIES_MAX => {
-                    tickets.push(None);
-                    tickets.len() - 1
-                }
-                None => return i64::from(errors::OUTBOX_FULL),
-            };
-            tickets[index] = Some(ticket);
-            index as i64 + 1
-        },
-    ))?;
-    define(linker.func_wrap(
-        module,
-        "reply_to",
-        |mut caller: Caller<'_, HostState>,
-         ticket: i64,
-         performative: i32,
-         content_pointer: i32,
-         content_length: i32|
-         -> i32 {
-            let sent = (|| {
-                current(&caller)?;
-                let performative = performative_from(performative)?;
-                // Read the content first: a bad pointer must not use up the ticket.
-                let content = outgoing_content(&mut caller, content_pointer, content_length)?;
-                let slot = usize::try_from(ticket - 1).ok();
-                let (receiver, conversation_id, in_reply_to) = slot
-                    .and_then(|slot| caller.data_mut().tickets.get_mut(slot)?.take())
-                    .ok_or(errors::NO_SENDER)?;
-                Ok(OutboundMessage::answer(
-                    receiver,
-                    performative,
-                    conversation_id,
-                    in_reply_to,
-                    content,
-                ))
-            })();
-            push_outbound(&mut caller, sent)
-        },
-    ))?;
-    define(linker.func_wrap(
-        module,
-        "log",
-        |mut caller: Caller<'_, HostState>, level: i32, pointer: i32, length: i32| -> i32 {
-            let Some(memory) = exported_memory(&mut caller) else {
-                return errors::OUT_OF_BOUNDS;
-            };
-            let Some(bytes) = guest_bytes(
-                memory.data(&caller),
-                pointer,
-                length.min(abi::LOG_BYTES_MAX as i32),
-            ) else {
-                return errors::OUT_OF_BOUNDS;
-            };
-            let line = String::from_utf8_lossy(bytes).into_owned();
-            let agent = Rc::clone(&caller.data().agent_name);
-            crate::log::agent_log(&agent, level, &line);
-            0
-        },
-    ))?;
-    define(
-        linker.func_wrap(module, "now_ns", |caller: Caller<'_, HostState>| -> i64 {
-            (caller.data().clock)() as i64
-        }),
-    )?;
-    define(linker.func_wrap(
-        module,
-        "state_get",
-        |mut caller: Caller<'_, HostState>,
-         key_pointer: i32,
-         key_length: i32,
-         pointer: i32,
-         capacity: i32|
-         -> i32 {
-            let key = match state_bytes(
-                &mut caller,
-                key_pointer,
-                key_length,
-                abi::STATE_KEY_BYTES_MAX,
-            ) {
-                Ok(key) => key,
-                Err(code) => return code,
-            };
-            let state = Rc::clone(&caller.data().state);
-            let state = state.borrow();
-            match state.entries.get(&key) {
-                Some(value) => write_guest(&mut caller, pointer, capacity, value),
-                None => errors::NOT_FOUND,
-            }
-        },
-    ))?;
-    define(linker.func_wrap(
-        module,
-        "state_put",
-        |mut caller: Caller<'_, HostState>,
-         key_pointer: i32,
-         key_length: i32,
-         pointer: i32,
-         length: i32|
-         -> i32 {
-            let key = match state_bytes(
-                &mut caller,
-                key_pointer,
-                key_length,
-                abi::STATE_KEY_BYTES_MAX,
-            ) {
-                Ok(key) => key,
-                Err(code) => return code,
-            };
-            let value = match state_bytes(&mut caller, pointer, length, abi::STATE_VALUE_BYTES_MAX)
-            {
-                Ok(value) => value,
-                Err(code) => return code,
-            };
-            let state = Rc::clone(&caller.data().state);
-            let mut state = state.borrow_mut();
-            if value.is_empty() {
-                state.entries.remove(&key);
-            } else if !state.entries.contains_key(&key)
-                && state.entries.len() >= abi::STATE_KEYS_MAX
-            {
-                return errors::STATE_FULL;
-            } else {
-                state.entries.insert(key.clone(), value.clone());
-            }
-            state.written.push((key, value));
-            0
-        },
-    ))?;
+    link_abi(&mut linker).map_err(|error| DeployError::Engine(error.to_string()))?;
     Ok(linker)
 }

@@ -1,14 +1,18 @@
 //! WebAssembly agents for Caxton.
 //!
-//! This crate owns the agent ABI ([`abi`], prose in `docs/agent-abi.md`),
-//! compiling and checking modules once per node ([`ModuleCompiler`]), and each
-//! shard's [`AgentHost`]: its own wasmtime engine and pooling allocator, the
-//! instances and warm spares of the agents it hosts, their limits (memory
-//! through a `ResourceLimiter`, execution time through epoch interruption),
-//! and fault containment. It does not route messages: the shard hands it one
-//! message at a time and routes what the agent sent.
+//! This crate owns the agent ABI ([`abi`], prose in `docs/agent-abi.md`) and
+//! the one implementation of its host functions ([`link_abi`], generic over
+//! an [`AbiContext`], linked by the engine's hosts and by the benchmarks'
+//! baseline alike); compiling and checking modules once per node
+//! ([`ModuleCompiler`]); and each shard's [`AgentHost`]: its own wasmtime
+//! engine and pooling allocator, the instances and warm spares of the agents
+//! it hosts, their limits (memory through a `ResourceLimiter`, execution time
+//! through epoch interruption), and fault containment. It does not route
+//! messages: the shard hands it one message at a time and routes what the
+//! agent sent.
 
 pub mod abi;
+mod abi_host;
 mod budget;
 mod compile;
 mod error;
@@ -16,11 +20,12 @@ mod host;
 mod log;
 mod ticker;
 
+pub use abi_host::{link_abi, AbiContext, AbiState, OutboundMessage, StateMap};
 pub use budget::{CpuBudget, BUDGET_WINDOW_NS};
 pub use compile::{engine_config, CompiledModule, ModuleCompiler, MODULE_BYTES_MAX};
 pub use error::DeployError;
 pub use host::{
-    exported_memory, guest_bytes, write_guest, AgentCounts, AgentHost, AgentStats, Clock, Handled,
-    Namer, OutboundMessage, Outcome, Resolver, StartKind, EPOCH_TICK,
+    AgentCounts, AgentHost, AgentStats, Clock, Handled, Namer, Outcome, Resolver, StartKind,
+    EPOCH_TICK,
 };
 pub use ticker::EpochTicker;

@@ -2,9 +2,15 @@
 //! `--compare baseline`. One tokio multi-threaded work-stealing runtime with
 //! as many workers as the node has data shards; one task per agent, owning
 //! its wasmtime instance and draining a bounded tokio `mpsc` mailbox; one
-//! wasmtime engine shared by all workers. The agents are the same modules
-//! with the same ABI calls their patterns use (read, reply, send, forward,
-//! deferred replies), and the load is the same open-loop generator.
+//! wasmtime engine shared by all workers. The agents are the same modules,
+//! linked to the same host functions as on the engine
+//! ([`caxton_agents::link_abi`], with the same limits), and the load is the
+//! same open-loop generator. The baseline's own parts are its agents'
+//! [`AbiContext`] and the routing of what they send: load generator `n` is
+//! `Address::Client { id: n, .. }`, agent `n` is `Address::Agent(AgentId(n))`,
+//! a forward keeps the original sender, and every message carries in
+//! `sent_at_ns` the intended send time of the load message it descends from,
+//! which latency is measured from.
 //!
 //! It is deliberately what a careful team would build first, not a straw
 //! man: bounded mailboxes, `try_send` with explicit refusals, pooling
@@ -16,51 +22,165 @@ use std::collections::HashMap;
 use std::sync::{mpsc as std_mpsc, Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use caxton_agents::abi::{self, errors};
-use caxton_agents::{exported_memory, guest_bytes, write_guest};
-use caxton_messaging::Performative;
+use caxton_agents::abi;
+use caxton_agents::{link_abi, AbiContext, AbiState, OutboundMessage, StateMap};
+use caxton_messaging::{Address, AgentId, Envelope, Performative};
 use caxton_profiles::Profile;
 use hdrhistogram::Histogram;
 use tokio::sync::mpsc;
-use wasmtime::{Caller, Engine, Linker, Module, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{
+    Engine, InstancePre, Linker, Module, Store, StoreLimits, StoreLimitsBuilder, TypedFunc,
+};
 
 use crate::custom::{BenchError, LoadOptions, LoadResult, Pattern, Workload};
 use crate::load::{self, Completion, Outcome, Outgoing, Port, Refused};
 use crate::nanosecond_histogram;
 
-/// Who an answer goes to.
-#[derive(Clone, Copy, Debug)]
-enum ReplyTarget {
-    /// Load generator `n`.
-    Client(usize),
-    /// Agent `n` (a gather in progress).
-    Agent(usize),
-    /// Nobody (answers to answers).
-    Nobody,
+/// The baseline's agents: agent `n` is `AgentId(n)`, named `names[n]`.
+struct Directory {
+    names: Vec<String>,
+    ids: HashMap<String, AgentId>,
 }
 
-/// A message in a baseline mailbox.
-#[derive(Debug)]
-struct Message {
-    performative: Performative,
-    content: Vec<u8>,
-    conversation_id: u64,
-    reply_with: u64,
-    in_reply_to: u64,
-    intended_ns: u64,
-    reply_to: ReplyTarget,
+impl Directory {
+    fn new(workload: &Workload) -> Self {
+        let names: Vec<String> = workload
+            .agents
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect();
+        let ids = names
+            .iter()
+            .enumerate()
+            .map(|(index, name)| (name.clone(), agent_id(index)))
+            .collect();
+        Self { names, ids }
+    }
 }
 
-/// The store data of one baseline agent.
+fn agent_id(index: usize) -> AgentId {
+    AgentId(u32::try_from(index).unwrap_or(u32::MAX))
+}
+
+/// Load generator `index`'s address: the sender of its messages, the receiver of their answers.
+fn client(index: usize) -> Address {
+    Address::Client {
+        port: 0,
+        id: u32::try_from(index).unwrap_or(u32::MAX),
+    }
+}
+
+/// The store data of one baseline agent: the context the ABI's host functions run in.
 struct AgentState {
     limits: StoreLimits,
-    current: Option<Message>,
-    outbox: Vec<(usize, Message)>,
-    replies: Vec<(ReplyTarget, Message)>,
-    names: Arc<HashMap<String, usize>>,
-    me: usize,
+    abi: AbiState,
+    /// The agent's key-value state; one instance per agent, so it owns it.
+    state: StateMap,
+    directory: Arc<Directory>,
+    me: AgentId,
     epoch: Instant,
-    tickets: Vec<(ReplyTarget, u64, u64)>,
+}
+
+impl AgentState {
+    /// Agent `me`'s store data, its memory limited to `memory_bytes`.
+    fn new(directory: Arc<Directory>, me: AgentId, epoch: Instant, memory_bytes: usize) -> Self {
+        Self {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(memory_bytes)
+                .instances(1)
+                .build(),
+            abi: AbiState::default(),
+            state: StateMap::default(),
+            directory,
+            me,
+            epoch,
+        }
+    }
+}
+
+impl AbiContext for AgentState {
+    fn abi(&self) -> &AbiState {
+        &self.abi
+    }
+
+    fn abi_mut(&mut self) -> &mut AbiState {
+        &mut self.abi
+    }
+
+    fn resolve(&self, name: &str) -> Option<AgentId> {
+        self.directory.ids.get(name).copied()
+    }
+
+    fn sender_name(&self, sender: Address) -> String {
+        let agent = match sender {
+            Address::Agent(agent) => agent,
+            Address::Instance(instance) => instance.agent,
+            Address::Client { id, .. } => return format!("client-{id}"),
+        };
+        self.directory
+            .names
+            .get(agent.0 as usize)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn now_ns(&self) -> u64 {
+        nanos_since(self.epoch)
+    }
+
+    fn agent_name(&self) -> &str {
+        self.directory
+            .names
+            .get(self.me.0 as usize)
+            .map_or("", String::as_str)
+    }
+
+    fn with_state<R>(&mut self, use_state: impl FnOnce(&mut StateMap) -> R) -> R {
+        use_state(&mut self.state)
+    }
+}
+
+fn nanos_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// One baseline agent's instance, owned by its task.
+struct BaselineAgent {
+    store: Store<AgentState>,
+    handle: TypedFunc<(), i32>,
+}
+
+impl BaselineAgent {
+    fn new(
+        engine: &Engine,
+        pre: &InstancePre<AgentState>,
+        state: AgentState,
+    ) -> Result<Self, BenchError> {
+        let mut store = Store::new(engine, state);
+        store.limiter(|state| &mut state.limits);
+        store.set_epoch_deadline(u64::MAX / 2);
+        let instance = pre
+            .instantiate(&mut store)
+            .map_err(|error| BenchError::Run(format!("baseline instance: {error}")))?;
+        let handle = instance
+            .get_typed_func::<(), i32>(&mut store, abi::EXPORT_HANDLE)
+            .map_err(|error| BenchError::Run(format!("baseline instance: {error}")))?;
+        Ok(Self { store, handle })
+    }
+
+    /// Handle `message`: how the handler ended, and what it sent (nothing
+    /// when it trapped, as on the engine).
+    fn handle(&mut self, message: Envelope) -> (wasmtime::Result<i32>, Vec<OutboundMessage>) {
+        self.store.data_mut().abi.begin(message);
+        let result = self.handle.call(&mut self.store, ());
+        let state = self.store.data_mut();
+        let outbox = state.abi.finish();
+        // The engine takes the write log for its storage partition after
+        // every handler; the baseline keeps no storage and drops it.
+        drop(state.state.take_writes());
+        let outbox = if result.is_ok() { outbox } else { Vec::new() };
+        (result, outbox)
+    }
 }
 
 /// Per-worker measurements: each worker thread records into its own, and
@@ -76,304 +196,55 @@ thread_local! {
     static TALLY: RefCell<WorkerTally> = RefCell::new(WorkerTally::default());
 }
 
-fn host_linker(engine: &Engine) -> Result<Linker<AgentState>, BenchError> {
+fn baseline_linker(engine: &Engine) -> Result<Linker<AgentState>, BenchError> {
     let mut linker = Linker::new(engine);
-    let module = abi::IMPORT_MODULE;
-    let fail = |error: wasmtime::Error| BenchError::Run(format!("baseline linker: {error}"));
-    linker
-        .func_wrap(
-            module,
-            "msg_performative",
-            |caller: Caller<'_, AgentState>| -> i32 {
-                caller
-                    .data()
-                    .current
-                    .as_ref()
-                    .map_or(errors::NO_MESSAGE, |message| {
-                        i32::from(message.performative.code())
-                    })
-            },
-        )
-        .map_err(fail)?;
-    linker
-        .func_wrap(
-            module,
-            "msg_content_len",
-            |caller: Caller<'_, AgentState>| -> i32 {
-                caller
-                    .data()
-                    .current
-                    .as_ref()
-                    .map_or(errors::NO_MESSAGE, |message| {
-                        i32::try_from(message.content.len()).unwrap_or(i32::MAX)
-                    })
-            },
-        )
-        .map_err(fail)?;
-    linker
-        .func_wrap(
-            module,
-            "msg_read_content",
-            |mut caller: Caller<'_, AgentState>, pointer: i32, capacity: i32| -> i32 {
-                let Some(content) = caller
-                    .data_mut()
-                    .current
-                    .as_mut()
-                    .map(|message| std::mem::take(&mut message.content))
-                else {
-                    return errors::NO_MESSAGE;
-                };
-                let written = write_guest(&mut caller, pointer, capacity, &content);
-                if let Some(message) = caller.data_mut().current.as_mut() {
-                    message.content = content;
-                }
-                written
-            },
-        )
-        .map_err(fail)?;
-    linker
-        .func_wrap(
-            module,
-            "msg_in_reply_to",
-            |caller: Caller<'_, AgentState>| -> i64 {
-                caller
-                    .data()
-                    .current
-                    .as_ref()
-                    .map_or(i64::from(errors::NO_MESSAGE), |message| {
-                        message.in_reply_to as i64
-                    })
-            },
-        )
-        .map_err(fail)?;
-    linker
-        .func_wrap(module, "now_ns", |caller: Caller<'_, AgentState>| -> i64 {
-            caller.data().epoch.elapsed().as_nanos() as i64
-        })
-        .map_err(fail)?;
-    linker
-        .func_wrap(
-            module,
-            "reply",
-            |mut caller: Caller<'_, AgentState>,
-             performative: i32,
-             pointer: i32,
-             length: i32|
-             -> i32 {
-                let Some((target, conversation_id, reply_with)) =
-                    caller.data().current.as_ref().map(|message| {
-                        (
-                            message.reply_to,
-                            message.conversation_id,
-                            message.reply_with,
-                        )
-                    })
-                else {
-                    return errors::NO_MESSAGE;
-                };
-                answer(
-                    &mut caller,
-                    target,
-                    conversation_id,
-                    reply_with,
-                    performative,
-                    pointer,
-                    length,
-                )
-            },
-        )
-        .map_err(fail)?;
-    linker
-        .func_wrap(
-            module,
-            "defer_reply",
-            |mut caller: Caller<'_, AgentState>| -> i64 {
-                let Some(ticket) = caller.data().current.as_ref().map(|message| {
-                    (
-                        message.reply_to,
-                        message.conversation_id,
-                        message.reply_with,
-                    )
-                }) else {
-                    return i64::from(errors::NO_MESSAGE);
-                };
-                let tickets = &mut caller.data_mut().tickets;
-                tickets.push(ticket);
-                tickets.len() as i64
-            },
-        )
-        .map_err(fail)?;
-    linker
-        .func_wrap(
-            module,
-            "reply_to",
-            |mut caller: Caller<'_, AgentState>,
-             ticket: i64,
-             performative: i32,
-             pointer: i32,
-             length: i32|
-             -> i32 {
-                let Some(&(target, conversation_id, reply_with)) = usize::try_from(ticket - 1)
-                    .ok()
-                    .and_then(|index| caller.data().tickets.get(index))
-                else {
-                    return errors::NO_SENDER;
-                };
-                answer(
-                    &mut caller,
-                    target,
-                    conversation_id,
-                    reply_with,
-                    performative,
-                    pointer,
-                    length,
-                )
-            },
-        )
-        .map_err(fail)?;
-    linker
-        .func_wrap(
-            module,
-            "send",
-            |mut caller: Caller<'_, AgentState>,
-             to_pointer: i32,
-             to_length: i32,
-             performative: i32,
-             pointer: i32,
-             length: i32,
-             reply_with: i64|
-             -> i32 {
-                let Some(current) = caller.data().current.as_ref() else {
-                    return errors::NO_MESSAGE;
-                };
-                let (conversation_id, intended_ns) = (current.conversation_id, current.intended_ns);
-                let Some(performative) = u32::try_from(performative)
-                    .ok()
-                    .and_then(Performative::from_code)
-                else {
-                    return errors::BAD_PERFORMATIVE;
-                };
-                let receiver = match read_name(&mut caller, to_pointer, to_length) {
-                    Ok(receiver) => receiver,
-                    Err(code) => return code,
-                };
-                let content = match read_content(&mut caller, pointer, length) {
-                    Ok(content) => content,
-                    Err(code) => return code,
-                };
-                let me = caller.data().me;
-                caller.data_mut().outbox.push((
-                    receiver,
-                    Message {
-                        performative,
-                        content,
-                        conversation_id,
-                        reply_with: reply_with as u64,
-                        in_reply_to: 0,
-                        intended_ns,
-                        reply_to: ReplyTarget::Agent(me),
-                    },
-                ));
-                0
-            },
-        )
-        .map_err(fail)?;
-    linker
-        .func_wrap(
-            module,
-            "forward",
-            |mut caller: Caller<'_, AgentState>,
-             to_pointer: i32,
-             to_length: i32,
-             pointer: i32,
-             length: i32|
-             -> i32 {
-                let receiver = match read_name(&mut caller, to_pointer, to_length) {
-                    Ok(receiver) => receiver,
-                    Err(code) => return code,
-                };
-                let content = match read_content(&mut caller, pointer, length) {
-                    Ok(content) => content,
-                    Err(code) => return code,
-                };
-                let Some(current) = caller.data().current.as_ref() else {
-                    return errors::NO_MESSAGE;
-                };
-                let forwarded = Message {
-                    performative: current.performative,
-                    content,
-                    conversation_id: current.conversation_id,
-                    reply_with: current.reply_with,
-                    in_reply_to: current.in_reply_to,
-                    intended_ns: current.intended_ns,
-                    reply_to: current.reply_to,
-                };
-                caller.data_mut().outbox.push((receiver, forwarded));
-                0
-            },
-        )
-        .map_err(fail)?;
+    link_abi(&mut linker).map_err(|error| BenchError::Run(format!("baseline linker: {error}")))?;
     Ok(linker)
 }
 
-fn read_name(caller: &mut Caller<'_, AgentState>, pointer: i32, length: i32) -> Result<usize, i32> {
-    let memory = exported_memory(caller).ok_or(errors::OUT_OF_BOUNDS)?;
-    let bytes = guest_bytes(memory.data(&*caller), pointer, length).ok_or(errors::OUT_OF_BOUNDS)?;
-    let name = std::str::from_utf8(bytes).map_err(|_| errors::BAD_UTF8)?;
-    caller
-        .data()
-        .names
-        .get(name)
-        .copied()
-        .ok_or(errors::UNKNOWN_RECEIVER)
+/// Where the messages of the baseline go: the agents' mailboxes and the
+/// load generators' answer channels.
+struct Routes {
+    mailboxes: Arc<Vec<mpsc::Sender<Envelope>>>,
+    answers: Arc<Vec<std_mpsc::Sender<Answer>>>,
 }
 
-fn read_content(
-    caller: &mut Caller<'_, AgentState>,
-    pointer: i32,
-    length: i32,
-) -> Result<Vec<u8>, i32> {
-    if caller.data().outbox.len() >= abi::SENDS_PER_MESSAGE_MAX {
-        return Err(errors::OUTBOX_FULL);
+impl Routes {
+    /// Deliver `sent`, sent by agent `me` while it handled a message
+    /// intended at `intended_ns`. Whether it was delivered.
+    fn deliver(&self, me: AgentId, sent: OutboundMessage, intended_ns: u64) -> bool {
+        match sent.receiver {
+            Address::Agent(agent) => {
+                let envelope = Envelope {
+                    conversation_id: sent.conversation_id,
+                    reply_with: sent.reply_with,
+                    in_reply_to: sent.in_reply_to,
+                    ..Envelope::new(
+                        sent.performative,
+                        // A forward keeps the original sender, so the last hop answers it.
+                        sent.on_behalf_of.unwrap_or(Address::Agent(me)),
+                        sent.receiver,
+                        sent.content,
+                        intended_ns,
+                        0,
+                    )
+                };
+                self.mailboxes
+                    .get(agent.0 as usize)
+                    .is_some_and(|mailbox| mailbox.try_send(envelope).is_ok())
+            }
+            Address::Client { id, .. } => self.answer(id, sent.conversation_id, sent.performative),
+            // The baseline addresses agents, never their instances.
+            Address::Instance(_) => false,
+        }
     }
-    let memory = exported_memory(caller).ok_or(errors::OUT_OF_BOUNDS)?;
-    guest_bytes(memory.data(&*caller), pointer, length)
-        .map(<[u8]>::to_vec)
-        .ok_or(errors::OUT_OF_BOUNDS)
-}
 
-fn answer(
-    caller: &mut Caller<'_, AgentState>,
-    target: ReplyTarget,
-    conversation_id: u64,
-    in_reply_to: u64,
-    performative: i32,
-    pointer: i32,
-    length: i32,
-) -> i32 {
-    let Some(performative) = u32::try_from(performative)
-        .ok()
-        .and_then(Performative::from_code)
-    else {
-        return errors::BAD_PERFORMATIVE;
-    };
-    let content = match read_content(caller, pointer, length) {
-        Ok(content) => content,
-        Err(code) => return code,
-    };
-    caller.data_mut().replies.push((
-        target,
-        Message {
-            performative,
-            content,
-            conversation_id,
-            reply_with: 0,
-            in_reply_to,
-            intended_ns: 0,
-            reply_to: ReplyTarget::Nobody,
-        },
-    ));
-    0
+    /// Hand load generator `id` the answer to its message `conversation_id`.
+    fn answer(&self, id: u32, conversation_id: u64, performative: Performative) -> bool {
+        self.answers
+            .get(id as usize)
+            .is_some_and(|answers| answers.send((conversation_id, performative)).is_ok())
+    }
 }
 
 /// What a generator receives: (conversation id, performative).
@@ -382,7 +253,7 @@ type Answer = (u64, Performative);
 /// A running baseline: the runtime, the mailboxes, the answer channels.
 struct Baseline {
     runtime: tokio::runtime::Runtime,
-    mailboxes: Arc<Vec<mpsc::Sender<Message>>>,
+    mailboxes: Arc<Vec<mpsc::Sender<Envelope>>>,
     answers: Vec<std_mpsc::Receiver<Answer>>,
     epoch: Instant,
     tallies: Arc<Mutex<Vec<WorkerTally>>>,
@@ -398,15 +269,8 @@ fn start(
         .map_err(|error| BenchError::Run(format!("baseline engine: {error}")))?;
     let engine = Engine::new(&config)
         .map_err(|error| BenchError::Run(format!("baseline engine: {error}")))?;
-    let linker = host_linker(&engine)?;
-    let names: Arc<HashMap<String, usize>> = Arc::new(
-        workload
-            .agents
-            .iter()
-            .enumerate()
-            .map(|(index, (name, _))| (name.clone(), index))
-            .collect(),
-    );
+    let linker = baseline_linker(&engine)?;
+    let directory = Arc::new(Directory::new(workload));
     let tallies = Arc::new(Mutex::new(Vec::new()));
     let handed_over = Arc::clone(&tallies);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -426,7 +290,7 @@ fn start(
     let capacity = (profile.messaging.queue_size as usize * workers / workload.agents.len().max(1))
         .clamp(16, 65_536);
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..workload.agents.len())
-        .map(|_| mpsc::channel::<Message>(capacity))
+        .map(|_| mpsc::channel::<Envelope>(capacity))
         .unzip();
     let mailboxes = Arc::new(senders);
     let mut answer_senders = Vec::new();
@@ -436,9 +300,12 @@ fn start(
         answer_senders.push(sender);
         answers.push(receiver);
     }
-    let answer_senders = Arc::new(answer_senders);
+    let routes = Arc::new(Routes {
+        mailboxes: Arc::clone(&mailboxes),
+        answers: Arc::new(answer_senders),
+    });
     let epoch = Instant::now();
-    let mut modules: HashMap<&str, wasmtime::InstancePre<AgentState>> = HashMap::new();
+    let mut modules: HashMap<&str, InstancePre<AgentState>> = HashMap::new();
     let one_way = workload.pattern == Pattern::OneWay;
     let memory = profile.agents.default_limits.memory.bytes() as usize;
     for ((index, (_, wat)), mut mailbox) in workload.agents.iter().enumerate().zip(receivers) {
@@ -454,68 +321,32 @@ fn start(
                 pre
             }
         };
-        let state = AgentState {
-            limits: StoreLimitsBuilder::new()
-                .memory_size(memory)
-                .instances(1)
-                .build(),
-            current: None,
-            outbox: Vec::new(),
-            replies: Vec::new(),
-            names: Arc::clone(&names),
-            me: index,
-            epoch,
-            tickets: Vec::new(),
-        };
-        let mut store = Store::new(&engine, state);
-        store.limiter(|state| &mut state.limits);
-        store.set_epoch_deadline(u64::MAX / 2);
-        let instance = pre
-            .instantiate(&mut store)
-            .map_err(|error| BenchError::Run(format!("baseline instance: {error}")))?;
-        let handle = instance
-            .get_typed_func::<(), i32>(&mut store, abi::EXPORT_HANDLE)
-            .map_err(|error| BenchError::Run(format!("baseline instance: {error}")))?;
-        let peers = Arc::clone(&mailboxes);
-        let answer_senders = Arc::clone(&answer_senders);
+        let me = agent_id(index);
+        let state = AgentState::new(Arc::clone(&directory), me, epoch, memory);
+        let mut agent = BaselineAgent::new(&engine, &pre, state)?;
+        let routes = Arc::clone(&routes);
         runtime.spawn(async move {
             while let Some(message) = mailbox.recv().await {
-                let started = epoch.elapsed().as_nanos() as u64;
-                let reply_to = message.reply_to;
-                let conversation_id = message.conversation_id;
+                let intended_ns = message.sent_at_ns;
                 if one_way {
+                    let started = nanos_since(epoch);
                     TALLY.with(|tally| {
                         tally
                             .borrow_mut()
                             .routing
                             .get_or_insert_with(nanosecond_histogram)
-                            .saturating_record(started.saturating_sub(message.intended_ns).max(1));
+                            .saturating_record(started.saturating_sub(intended_ns).max(1));
                     });
                 }
-                store.data_mut().current = Some(message);
-                let result = handle.call(&mut store, ());
-                let state = store.data_mut();
-                state.current = None;
+                let (sender, conversation_id) = (message.sender, message.conversation_id);
+                let (result, outbox) = agent.handle(message);
                 let mut lost = 0;
-                for (receiver, outgoing) in state.outbox.drain(..) {
-                    if peers[receiver].try_send(outgoing).is_err() {
-                        lost += 1;
-                    }
-                }
-                for (target, reply) in state.replies.drain(..) {
-                    let delivered = match target {
-                        ReplyTarget::Client(generator) => answer_senders[generator]
-                            .send((reply.conversation_id, reply.performative))
-                            .is_ok(),
-                        ReplyTarget::Agent(agent) => peers[agent].try_send(reply).is_ok(),
-                        ReplyTarget::Nobody => true,
-                    };
-                    lost += u64::from(!delivered);
+                for sent in outbox {
+                    lost += u64::from(!routes.deliver(me, sent, intended_ns));
                 }
                 if !matches!(result, Ok(0)) {
-                    if let ReplyTarget::Client(generator) = reply_to {
-                        let _ = answer_senders[generator]
-                            .send((conversation_id, Performative::Failure));
+                    if let Address::Client { id, .. } = sender {
+                        routes.answer(id, conversation_id, Performative::Failure);
                     }
                 }
                 TALLY.with(|tally| {
@@ -537,8 +368,8 @@ fn start(
 
 /// A generator's way into the baseline.
 struct BaselinePort {
-    mailboxes: Arc<Vec<mpsc::Sender<Message>>>,
-    entries: Arc<Vec<(usize, Vec<u8>)>>,
+    mailboxes: Arc<Vec<mpsc::Sender<Envelope>>>,
+    entries: Arc<Vec<(AgentId, Vec<u8>)>>,
     answers: std_mpsc::Receiver<Answer>,
     performative: Performative,
     epoch: Instant,
@@ -557,16 +388,20 @@ impl Port for BaselinePort {
             (message.sequence * self.generators + self.index as u64) % self.entries.len() as u64;
         let (agent, content) = &self.entries[slot as usize];
         self.next_token += 1;
-        self.mailboxes[*agent]
-            .try_send(Message {
-                performative: self.performative,
-                content: content.clone(),
-                conversation_id: message.sequence,
-                reply_with: self.next_token,
-                in_reply_to: 0,
-                intended_ns: message.intended_ns,
-                reply_to: ReplyTarget::Client(self.index),
-            })
+        let envelope = Envelope {
+            conversation_id: message.sequence,
+            reply_with: self.next_token,
+            ..Envelope::new(
+                self.performative,
+                client(self.index),
+                Address::Agent(*agent),
+                content.clone(),
+                message.intended_ns,
+                0,
+            )
+        };
+        self.mailboxes[agent.0 as usize]
+            .try_send(envelope)
             .map_err(|_| Refused)
     }
 
@@ -600,17 +435,12 @@ pub fn run_on_baseline(
     options: &LoadOptions,
 ) -> Result<LoadResult, BenchError> {
     let mut baseline = start(profile, workload, workers, generators)?;
-    let names: HashMap<&str, usize> = workload
-        .agents
-        .iter()
-        .enumerate()
-        .map(|(index, (name, _))| (name.as_str(), index))
-        .collect();
-    let entries: Arc<Vec<(usize, Vec<u8>)>> = Arc::new(
+    let directory = Directory::new(workload);
+    let entries: Arc<Vec<(AgentId, Vec<u8>)>> = Arc::new(
         workload
             .entries
             .iter()
-            .map(|(name, content)| (names[name.as_str()], content.clone()))
+            .map(|(name, content)| (directory.ids[name], content.clone()))
             .collect(),
     );
     let ports: Vec<BaselinePort> = std::mem::take(&mut baseline.answers)
@@ -665,4 +495,150 @@ pub fn run_on_baseline(
         latency = delivered;
     }
     Ok(LoadResult::new("baseline", options, &counts, latency))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+
+    use caxton_agents::abi::errors;
+    use caxton_agents::{AgentHost, ModuleCompiler};
+    use caxton_profiles::ByteSize;
+
+    use super::*;
+
+    /// One rule or limit of the ABI per message (see the file).
+    const PROBE_WAT: &str = include_str!("../../agents/tests/abi_probe.wat");
+    /// How many probes it has.
+    const PROBES: u8 = 12;
+
+    fn small_profile() -> Profile {
+        let mut profile = Profile::default();
+        profile.runtime.max_agents = 16;
+        profile.runtime.agent_pool_size = 0;
+        profile.runtime.max_memory_per_agent = ByteSize::mib(4);
+        profile.agents.default_limits.memory = ByteSize::mib(4);
+        profile
+    }
+
+    /// Probe `number`, asked by load generator 0 of agent 0.
+    fn probe_message(number: u8) -> Envelope {
+        Envelope {
+            conversation_id: 5,
+            reply_with: 42,
+            ..Envelope::new(
+                Performative::Request,
+                client(0),
+                Address::Agent(AgentId(0)),
+                vec![number],
+                0,
+                0,
+            )
+        }
+    }
+
+    /// What each probe's handler returns on fresh baseline agents.
+    fn on_the_baseline(profile: &Profile) -> Vec<i32> {
+        let config = caxton_agents::engine_config(profile, 4).expect("engine config");
+        let engine = Engine::new(&config).expect("engine");
+        let pre = baseline_linker(&engine)
+            .expect("linker")
+            .instantiate_pre(&Module::new(&engine, PROBE_WAT).expect("compiles"))
+            .expect("links");
+        let workload = Workload {
+            pattern: Pattern::RequestReply,
+            agents: vec![
+                ("probe".to_owned(), PROBE_WAT),
+                ("echo".to_owned(), crate::standard::ECHO_WAT),
+            ],
+            entries: Vec::new(),
+        };
+        let directory = Arc::new(Directory::new(&workload));
+        let memory = profile.agents.default_limits.memory.bytes() as usize;
+        (0..PROBES)
+            .map(|number| {
+                let state =
+                    AgentState::new(Arc::clone(&directory), AgentId(0), Instant::now(), memory);
+                let mut agent = BaselineAgent::new(&engine, &pre, state).expect("instance");
+                agent.handle(probe_message(number)).0.expect("no trap")
+            })
+            .collect()
+    }
+
+    /// What each probe's handler returns on fresh agents of the engine's host.
+    fn on_the_engine(profile: &Profile) -> Vec<i32> {
+        let mut compiler = ModuleCompiler::new(profile).expect("compiler");
+        let module = compiler.compile(PROBE_WAT.as_bytes()).expect("compiles");
+        let mut host = AgentHost::new(
+            profile,
+            0,
+            Rc::new(|name: &str| (name == "echo").then_some(AgentId(1))),
+            Rc::new(|_| String::new()),
+            Rc::new(|| 0),
+        )
+        .expect("host");
+        (0..PROBES)
+            .map(|number| {
+                // A fresh agent each: tickets and state outlive a message.
+                let id = AgentId(u32::from(number) + 2);
+                host.deploy(id, "probe", &module, 1, &profile.agents.default_limits)
+                    .expect("deploys");
+                let handled = host
+                    .handle(id, None, probe_message(number))
+                    .expect("hosted");
+                match handled.outcome {
+                    caxton_agents::Outcome::Handled => 0,
+                    caxton_agents::Outcome::AgentFailed(code) => code,
+                    fault => panic!("probe {number}: {fault:?}"),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_baseline_and_the_engine_share_the_abi_limits() {
+        let profile = small_profile();
+        let baseline = on_the_baseline(&profile);
+        assert_eq!(baseline, on_the_engine(&profile));
+        // A deferred-reply ticket answers once; content over 1 MiB is refused.
+        assert_eq!(baseline[0], errors::NO_SENDER);
+        assert_eq!(baseline[2], errors::TOO_LARGE);
+    }
+
+    #[test]
+    fn every_pattern_is_routed_on_the_baseline() {
+        let profile = small_profile();
+        let options = LoadOptions {
+            rate: 500.0,
+            duration: Duration::from_millis(200),
+            drain: Duration::from_secs(10),
+            progress: false,
+        };
+        for (_, pattern) in Pattern::ALL {
+            let workload = Workload::new(pattern, 10, None).expect("workload");
+            let result = run_on_baseline(&profile, &workload, 2, 2, &options).expect("runs");
+            let counts = &result.counts;
+            assert_eq!(
+                counts.refused + counts.timed_out,
+                0,
+                "{pattern:?} {counts:?}"
+            );
+            assert_eq!(
+                counts.sent,
+                counts.answered + counts.failed,
+                "{pattern:?} {counts:?}"
+            );
+            match pattern {
+                // A gatherer refuses requests that arrive during its gather.
+                Pattern::FanOut => assert!(counts.answered > counts.sent / 2, "{counts:?}"),
+                _ => assert_eq!(counts.answered, counts.sent, "{pattern:?} {counts:?}"),
+            }
+            // Every answer or delivery is timed from its message's intended send time.
+            assert_eq!(
+                result.latency.len(),
+                counts.answered + counts.failed,
+                "{pattern:?}"
+            );
+        }
+    }
 }
