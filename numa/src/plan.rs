@@ -86,9 +86,9 @@ pub struct ShardPlacement {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AgentPinning {
     /// The agent's name.
-    pub agent_id: String,
+    pub agent_name: String,
     /// The PUs the profile named.
-    pub cpu_cores: Vec<usize>,
+    pub pus: Vec<usize>,
     /// Indices into [`PlacementPlan::data_shards`] of the shards on those PUs.
     pub data_shards: Vec<usize>,
 }
@@ -176,7 +176,7 @@ fn pinned_pus(
 ) -> Result<BTreeSet<usize>, Violation> {
     let mut pinned_pus = BTreeSet::new();
     for (agent_index, pinned) in all_pinned.iter().enumerate() {
-        for (core_index, &cpu) in pinned.cpu_cores.iter().enumerate() {
+        for (core_index, &cpu) in pinned.pus.iter().enumerate() {
             let cpu = cpu as usize;
             if !all_pus.contains(&cpu) {
                 return Err(violation(
@@ -186,7 +186,7 @@ fn pinned_pus(
                     ),
                     format!(
                         "CPU {cpu} (for agent `{}`) does not exist on {}",
-                        pinned.agent_id, topology.origin
+                        pinned.agent_name, topology.origin
                     ),
                     Some(format!(
                         "this machine's CPUs are {}",
@@ -427,13 +427,13 @@ fn pinnings(all_pinned: &[PinnedAgent], data_shards: &[ShardPlacement]) -> Vec<A
     all_pinned
         .iter()
         .map(|pinned| {
-            let cpu_cores: Vec<usize> = pinned.cpu_cores.iter().map(|&cpu| cpu as usize).collect();
+            let pus: Vec<usize> = pinned.pus.iter().map(|&cpu| cpu as usize).collect();
             let data_shards = (0..data_shards.len())
-                .filter(|&shard| cpu_cores.contains(&data_shards[shard].home_pu))
+                .filter(|&shard| pus.contains(&data_shards[shard].home_pu))
                 .collect();
             AgentPinning {
-                agent_id: pinned.agent_id.clone(),
-                cpu_cores,
+                agent_name: pinned.agent_name.clone(),
+                pus,
                 data_shards,
             }
         })
@@ -483,7 +483,7 @@ fn pinned_key(profile: &Profile, index: usize) -> String {
         .deploy
         .iter()
         .enumerate()
-        .filter(|(_, deployment)| deployment.cpu_cores.is_some())
+        .filter(|(_, deployment)| deployment.pus.is_some())
         .nth(index - explicit)
         .map_or(0, |(deploy_index, _)| deploy_index);
     format!("agents.deploy[{deploy_index}]")
@@ -557,8 +557,8 @@ impl fmt::Display for PlacementPlan {
             writeln!(
                 formatter,
                 "  agent {} pinned to cpus {} -> {}",
-                pinning.agent_id,
-                format_index_list(&pinning.cpu_cores),
+                pinning.agent_name,
+                format_index_list(&pinning.pus),
                 shards.join(", ")
             )?;
         }
@@ -725,12 +725,12 @@ mod tests {
         let profile = profile_with(|profile| {
             profile.runtime.cpu_affinity.pinned_agents = vec![
                 PinnedAgent {
-                    agent_id: "router".into(),
-                    cpu_cores: vec![0, 1],
+                    agent_name: "router".into(),
+                    pus: vec![0, 1],
                 },
                 PinnedAgent {
-                    agent_id: "coordinator".into(),
-                    cpu_cores: vec![3],
+                    agent_name: "coordinator".into(),
+                    pus: vec![3],
                 },
             ];
         });
@@ -750,8 +750,8 @@ mod tests {
             MachineTopology::synthetic("package:1 numa:1 core:2 pu:1").expect("synthetic");
         let missing = profile_with(|profile| {
             profile.runtime.cpu_affinity.pinned_agents = vec![PinnedAgent {
-                agent_id: "router".into(),
-                cpu_cores: vec![0, 7],
+                agent_name: "router".into(),
+                pus: vec![0, 7],
             }];
         });
         let error = plan(&topology, &missing).expect_err("CPU 7 does not exist");
@@ -765,8 +765,8 @@ mod tests {
         let too_few = profile_with(|profile| {
             profile.runtime.worker_threads = Some(1);
             profile.runtime.cpu_affinity.pinned_agents = vec![PinnedAgent {
-                agent_id: "router".into(),
-                cpu_cores: vec![0, 1],
+                agent_name: "router".into(),
+                pus: vec![0, 1],
             }];
         });
         assert_eq!(

@@ -170,10 +170,13 @@ pub enum PlacementStrategy {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PinnedAgent {
-    /// The agent's name.
-    pub agent_id: String,
-    /// Operating-system CPU numbers (as in `/proc/cpuinfo`) its instances run on.
-    pub cpu_cores: Vec<u32>,
+    /// The agent's name (the seed's key says id; it holds a name).
+    #[serde(rename = "agent_id")]
+    pub agent_name: String,
+    /// Operating-system CPU numbers (PUs, as in `/proc/cpuinfo`) its
+    /// instances run on; the seed's key says cores.
+    #[serde(rename = "cpu_cores")]
+    pub pus: Vec<u32>,
 }
 
 /// `runtime.numa`.
@@ -719,7 +722,8 @@ pub struct AgentDeployment {
     pub instances: u16,
     /// CPUs its instances run on (the same as a `runtime.cpu_affinity.pinned_agents` entry).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpu_cores: Option<Vec<u32>>,
+    #[serde(rename = "cpu_cores")]
+    pub pus: Option<Vec<u32>>,
 }
 
 fn one_instance() -> u16 {
@@ -732,10 +736,10 @@ impl Profile {
     pub fn pinned_agents(&self) -> Vec<PinnedAgent> {
         let mut pinned = self.runtime.cpu_affinity.pinned_agents.clone();
         for deployment in &self.agents.deploy {
-            if let Some(cpu_cores) = &deployment.cpu_cores {
+            if let Some(pus) = &deployment.pus {
                 pinned.push(PinnedAgent {
-                    agent_id: deployment.name.clone(),
-                    cpu_cores: cpu_cores.clone(),
+                    agent_name: deployment.name.clone(),
+                    pus: pus.clone(),
                 });
             }
         }
@@ -777,8 +781,9 @@ impl Default for AgentLimits {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentOverride {
-    /// The agent's name.
-    pub agent_id: String,
+    /// The agent's name (the seed's key says id; it holds a name).
+    #[serde(rename = "agent_id")]
+    pub agent_name: String,
     /// Overrides `default_limits.memory`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<ByteSize>,
@@ -797,7 +802,7 @@ impl AgentsConfig {
         if let Some(entry) = self
             .overrides
             .iter()
-            .find(|entry| entry.agent_id == agent_id)
+            .find(|entry| entry.agent_name == agent_id)
         {
             limits.memory = entry.memory.unwrap_or(limits.memory);
             limits.cpu_shares = entry.cpu_shares.unwrap_or(limits.cpu_shares);

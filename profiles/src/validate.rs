@@ -161,16 +161,16 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
     let mut pinned_names = BTreeSet::new();
     for (index, pinned) in affinity.pinned_agents.iter().enumerate() {
         let key = format!("runtime.cpu_affinity.pinned_agents[{index}]");
-        if let Err(error) = crate::check_agent_name(&pinned.agent_id) {
+        if let Err(error) = crate::check_agent_name(&pinned.agent_name) {
             fail(&format!("{key}.agent_id"), error, "");
-        } else if !pinned_names.insert(pinned.agent_id.as_str()) {
+        } else if !pinned_names.insert(pinned.agent_name.as_str()) {
             fail(
                 &format!("{key}.agent_id"),
-                format!("agent `{}` is pinned twice", pinned.agent_id),
+                format!("agent `{}` is pinned twice", pinned.agent_name),
                 "merge its cpu_cores into one entry",
             );
         }
-        if pinned.cpu_cores.is_empty() {
+        if pinned.pus.is_empty() {
             fail(
                 &format!("{key}.cpu_cores"),
                 "names no core".into(),
@@ -381,12 +381,12 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
     let mut override_names = BTreeSet::new();
     for (index, entry) in agents.overrides.iter().enumerate() {
         let key = format!("agents.overrides[{index}]");
-        if let Err(error) = crate::check_agent_name(&entry.agent_id) {
+        if let Err(error) = crate::check_agent_name(&entry.agent_name) {
             fail(&format!("{key}.agent_id"), error, "");
-        } else if !override_names.insert(entry.agent_id.as_str()) {
+        } else if !override_names.insert(entry.agent_name.as_str()) {
             fail(
                 &format!("{key}.agent_id"),
-                format!("agent `{}` has two overrides", entry.agent_id),
+                format!("agent `{}` has two overrides", entry.agent_name),
                 "merge them into one entry",
             );
         }
@@ -452,14 +452,14 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
         if deployment.instances == 0 {
             fail(&format!("{key}.instances"), "must be at least 1".into(), "");
         }
-        if deployment.cpu_cores.as_ref().is_some_and(Vec::is_empty) {
+        if deployment.pus.as_ref().is_some_and(Vec::is_empty) {
             fail(
                 &format!("{key}.cpu_cores"),
                 "names no core".into(),
                 "list at least one CPU number, or drop the key",
             );
         }
-        if deployment.cpu_cores.is_some() && pinned_names.contains(deployment.name.as_str()) {
+        if deployment.pus.is_some() && pinned_names.contains(deployment.name.as_str()) {
             fail(
                 &format!("{key}.cpu_cores"),
                 format!(
@@ -470,7 +470,7 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
             );
         }
         if deployment
-            .cpu_cores
+            .pus
             .as_ref()
             .is_some_and(|cores| !affinity.enabled && !cores.is_empty())
         {

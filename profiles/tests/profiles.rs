@@ -116,7 +116,7 @@ fn the_seed_block_forms_load() {
     .expect("seed blocks load");
     let profile = loaded.profile;
     assert_eq!(
-        profile.runtime.cpu_affinity.pinned_agents[0].cpu_cores,
+        profile.runtime.cpu_affinity.pinned_agents[0].pus,
         [0, 1]
     );
     assert_eq!(profile.messaging.priority_routing.queues.len(), 1);

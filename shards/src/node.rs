@@ -376,7 +376,7 @@ impl Node {
             .plan
             .pinned_agents
             .iter()
-            .find(|pinning| pinning.agent_id == name)
+            .find(|pinning| pinning.agent_name == name)
         {
             Some(pinning) => pinning.data_shards.clone(),
             None => (0..shards).collect(),
