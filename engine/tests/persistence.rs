@@ -84,6 +84,40 @@ fn reached_last_stage(data: &Path, conversation: u64) -> bool {
     })
 }
 
+/// How many stored messages `data`'s partitions hold unfinished: what the
+/// engine's next start must deliver again. Read from copies of the files
+/// (with their write-ahead logs), so the next start meets them exactly as the
+/// kill left them.
+fn unfinished_rows(data: &Path) -> u64 {
+    let copies = tempfile::tempdir().expect("tempdir");
+    let mut unfinished = 0;
+    for shard in 0..2 {
+        let partition = caxton_storage::partition_path(data, shard);
+        let copy = copies.path().join(format!("shard-{shard}.sqlite"));
+        std::fs::copy(&partition, &copy)
+            .unwrap_or_else(|error| panic!("{}: {error}", partition.display()));
+        let wal = std::path::PathBuf::from(format!("{}-wal", partition.display()));
+        if wal.exists() {
+            std::fs::copy(&wal, format!("{}-wal", copy.display())).expect("copy the WAL");
+        }
+        let connection = rusqlite::Connection::open(&copy).expect("the copy opens");
+        unfinished += connection
+            .query_row("SELECT COUNT(*) FROM messages WHERE done = 0", [], |row| {
+                row.get::<_, i64>(0)
+            })
+            .expect("count") as u64;
+    }
+    unfinished
+}
+
+/// The node's count of messages delivered again since it started.
+fn redelivered(client: &AdminClient) -> u64 {
+    let node = client.get("/v1/node").expect("node").json();
+    node["counters"]["redelivered"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no redelivered counter in {node}"))
+}
+
 /// A cheap pseudo-random sequence (the seed is printed, so a failure can be replayed).
 struct Lcg(u64);
 
@@ -107,7 +141,8 @@ fn every_accepted_message_is_handled_at_least_once_across_kill_9() {
     eprintln!("kill -9 loop seed {seed}");
     let mut random = Lcg(seed);
     let mut accepted: Vec<(u64, u64)> = Vec::new();
-    let mut redelivered_total = 0u64;
+    // Per kill: (stored messages it left unfinished, messages the next start delivered again).
+    let mut kills: Vec<(u64, u64)> = Vec::new();
     for round in 0..4u64 {
         let running = engine_with_storage(data.path());
         let address = running.admin_address();
@@ -137,8 +172,7 @@ fn every_accepted_message_is_handled_at_least_once_across_kill_9() {
                 Some(STAGES.len()),
                 "{agents}"
             );
-            let node = client.get("/v1/node").expect("node").json();
-            redelivered_total += node["counters"]["redelivered"].as_u64().unwrap_or(0);
+            kills.last_mut().expect("a kill before").1 = redelivered(&client);
         }
         // Durable, fire-and-forget sends from a thread until the engine dies.
         let stop = Arc::new(AtomicBool::new(false));
@@ -185,6 +219,7 @@ fn every_accepted_message_is_handled_at_least_once_across_kill_9() {
         let ids = sender.join().expect("sender");
         assert!(!ids.is_empty(), "round {round}: nothing was accepted");
         accepted.extend(ids);
+        kills.push((unfinished_rows(data.path()), 0));
     }
     // A last start redelivers what the last kill interrupted; wait until all is handled.
     let running = engine_with_storage(data.path());
@@ -199,9 +234,7 @@ fn every_accepted_message_is_handled_at_least_once_across_kill_9() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let client = AdminClient::new(running.admin_address(), None).expect("client");
-    redelivered_total += client.get("/v1/node").expect("node").json()["counters"]["redelivered"]
-        .as_u64()
-        .unwrap_or(0);
+    kills.last_mut().expect("a kill before").1 = redelivered(&client);
     assert!(
         unfinished.is_empty(),
         "{} of {} accepted messages were never handled (seed {seed}): {:?}",
@@ -210,8 +243,20 @@ fn every_accepted_message_is_handled_at_least_once_across_kill_9() {
         &unfinished[..unfinished.len().min(10)]
     );
     eprintln!(
-        "{} accepted messages handled through all three stages; {redelivered_total} redelivered after kills",
+        "{} accepted messages handled through all three stages; per kill (left unfinished, redelivered): {kills:?}",
         accepted.len()
+    );
+    // Each start delivered again exactly what the kill before it left unfinished...
+    for (round, &(left, delivered_again)) in kills.iter().enumerate() {
+        assert_eq!(
+            delivered_again, left,
+            "kill {round} left {left} stored messages unfinished; the next start redelivered {delivered_again} (seed {seed})"
+        );
+    }
+    // ...and at least one kill landed mid-stream, so redelivery was exercised.
+    assert!(
+        kills.iter().any(|&(left, _)| left > 0),
+        "no kill left a stored message unfinished: redelivery was never exercised (seed {seed}): {kills:?}"
     );
     let (status, rest) = running.terminate();
     assert_eq!(status.code(), Some(0), "{rest}");
@@ -237,9 +282,9 @@ fn engine_send_persistent_says_where_the_message_was_stored_or_why_not() {
         "{}",
         common::stderr(&refused)
     );
-    assert!(common::engine(&["send", "echo", "x", "--admin", &admin])
-        .status
-        .success());
+    let served = common::engine(&["send", "echo", "x", "--admin", &admin]);
+    assert!(served.status.success(), "{}", common::stderr(&served));
+    assert_eq!(common::stdout(&served), "inform: x\n");
     drop(plain);
     // With it: accepted, stored, answered.
     let data = tempfile::tempdir().expect("tempdir");

@@ -52,3 +52,27 @@ pub fn example(name: &str) -> Vec<u8> {
     );
     std::fs::read(&path).unwrap_or_else(|error| panic!("{path}: {error}"))
 }
+
+/// What the kernel says of a thread: its scheduling state and how often it
+/// gave up the CPU by blocking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThreadStatus {
+    /// `R` running or runnable, `S` asleep waiting for an event, ...
+    pub state: char,
+    /// Times the thread blocked (slept) of its own accord.
+    pub voluntary_switches: u64,
+}
+
+/// The status of thread `tid` of this process, from `/proc`.
+pub fn thread_status(tid: i32) -> Option<ThreadStatus> {
+    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).ok()?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+    };
+    Some(ThreadStatus {
+        state: field("State")?.chars().next()?,
+        voluntary_switches: field("voluntary_ctxt_switches")?.parse().ok()?,
+    })
+}

@@ -3,10 +3,11 @@
 
 use std::time::{Duration, Instant};
 
+use caxton_messaging::Performative;
 use caxton_numa::binding::thread_pus;
 use caxton_numa::{CpuBinding, MemoryPlacement};
 use caxton_shards::{Node, NodeError, ShardRole};
-use caxton_tests::{plan_on_this_machine, thread_alive, thread_name};
+use caxton_tests::{example, plan_on_this_machine, thread_alive, thread_name, thread_status};
 
 #[test]
 fn two_data_shards_run_on_their_planned_cores_and_stop_cleanly() {
@@ -71,6 +72,61 @@ fn parking_profiles_do_not_spin() {
         .iter()
         .all(|report| report.spin_before_park.is_none()));
     node.shutdown().expect("clean stop");
+}
+
+/// Wait until thread `tid` is asleep in the kernel and stays so: `S` on
+/// reads 20 ms apart with no wake-up between them. Its voluntary switches then.
+fn wait_until_asleep(tid: i32, what: &str) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = None;
+    loop {
+        let status = thread_status(tid).expect("the shard thread exists");
+        if status.state == 'S' && last == Some(status) {
+            return status.voluntary_switches;
+        }
+        last = (status.state == 'S').then_some(status);
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the idle shard never parked ({status:?})"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn an_idle_shard_parks_and_a_message_wakes_it() {
+    for profile in ["high-throughput", "low-latency"] {
+        let planned = plan_on_this_machine(&[profile], &["runtime.worker_threads=1"]);
+        let mut node = Node::start(&planned.profile, &planned.plan).expect("node boots");
+        let echo = node
+            .deploy(
+                "echo",
+                &example("echo"),
+                1,
+                &planned.profile.agent_limits("echo"),
+            )
+            .expect("deployed");
+        let tid = node.reports()[0].tid;
+        let mut client = node.client().expect("client");
+        for round in 0..3u8 {
+            let asleep = wait_until_asleep(tid, profile);
+            let answer = client
+                .request(echo, vec![round], Duration::from_secs(10))
+                .expect("a parked shard wakes for a message");
+            assert_eq!(
+                (answer.performative, answer.content.as_slice()),
+                (Performative::Inform, &[round][..]),
+                "{profile}"
+            );
+            // It ran, and once idle again it blocked again.
+            assert!(
+                wait_until_asleep(tid, profile) > asleep,
+                "{profile}: the shard did not sleep again after serving"
+            );
+        }
+        drop(client);
+        node.shutdown().expect("clean stop");
+    }
 }
 
 #[test]
