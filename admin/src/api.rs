@@ -182,6 +182,7 @@ fn counters(metrics: &ShardMetrics) -> Value {
         "unknown_receiver": metrics.unknown_receiver,
         "queue_depth": metrics.queue_depth,
         "throttled": metrics.throttled,
+        "handlers_suspended": metrics.suspended,
         "persisted": metrics.persisted,
         "redelivered": metrics.redelivered,
         "storage_failures": metrics.storage_failures,

@@ -205,6 +205,7 @@ fn shard_counters(metrics: &ShardMetrics) -> ShardCounters {
         faults: metrics.faults,
         agent_failures: metrics.agent_failures,
         throttled: metrics.throttled,
+        suspended: metrics.suspended,
         persisted: metrics.persisted,
         redelivered: metrics.redelivered,
         storage_failures: metrics.storage_failures,

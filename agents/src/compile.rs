@@ -19,8 +19,12 @@ use wasmtime::{
 
 use crate::abi;
 use crate::error::DeployError;
-use crate::host::EPOCH_TICK;
+use crate::host::epoch_tick;
 use crate::ticker::EpochTicker;
+
+/// Room on a handler's pooled stack for the host functions it calls, above
+/// the agent's own `runtime.agent_stack_size`.
+const ASYNC_STACK_HOST_BYTES: usize = 256 << 10;
 
 /// Largest module accepted, in bytes: a bound on compile time and memory.
 pub const MODULE_BYTES_MAX: usize = 64 << 20;
@@ -44,7 +48,8 @@ pub fn engine_config(profile: &Profile, pool_instances: u32) -> Result<Config, D
     let runtime = &profile.runtime;
     let mut config = Config::new();
     config.epoch_interruption(true);
-    config.max_wasm_stack(usize::try_from(runtime.agent_stack_size.bytes()).unwrap_or(usize::MAX));
+    let agent_stack_bytes = usize::try_from(runtime.agent_stack_size.bytes()).unwrap_or(usize::MAX);
+    config.max_wasm_stack(agent_stack_bytes);
     config.cranelift_opt_level(match runtime.wasm.optimization_level {
         OptimizationLevel::None => wasmtime::OptLevel::None,
         OptimizationLevel::Speed => wasmtime::OptLevel::Speed,
@@ -73,7 +78,18 @@ pub fn engine_config(profile: &Profile, pool_instances: u32) -> Result<Config, D
         // Keep a little of each slot's memory mapped between uses, so that
         // re-instantiating a small agent does not fault its pages in again.
         pooling.linear_memory_keep_resident(64 << 10);
+        if runtime.wasm.stack_pooling {
+            // Every instance has at most one handler in progress, so one
+            // stack per pooled instance; each is reserved address space,
+            // made resident only as deep as a handler goes.
+            pooling.total_stacks(pool_instances.max(1));
+        }
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+    }
+    if runtime.wasm.stack_pooling {
+        // A handler's stack holds its WebAssembly frames (agent_stack_size)
+        // and the host functions it calls.
+        config.async_stack_size(agent_stack_bytes.saturating_add(ASYNC_STACK_HOST_BYTES));
     }
     Ok(config)
 }
@@ -105,12 +121,13 @@ impl ModuleCompiler {
         } else {
             0
         };
-        let ticker = EpochTicker::start(vec![engine.clone()]).map_err(|error| {
+        let tick = epoch_tick(profile);
+        let ticker = EpochTicker::start(vec![engine.clone()], tick).map_err(|error| {
             DeployError::Engine(format!("cannot start the epoch ticker: {error}"))
         })?;
         let check_time = profile.agents.default_limits.max_execution_time.get();
         let check_deadline_ticks =
-            u64::try_from(check_time.as_nanos().div_ceil(EPOCH_TICK.as_nanos()).max(1))
+            u64::try_from(check_time.as_nanos().div_ceil(tick.as_nanos()).max(1))
                 .unwrap_or(u64::MAX);
         Ok(Self {
             engine,

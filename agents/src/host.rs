@@ -9,17 +9,32 @@
 //! caller gets an [`Outcome`] saying which, the messages the handler sent
 //! before failing are discarded, and the instance is replaced by a fresh one.
 //! Other agents on the shard are untouched.
+//!
+//! # Time slices
+//! With `runtime.wasm.stack_pooling` (the default), a handler runs as an
+//! async call on a stack from wasmtime's pool. The epoch ticker ends a slice
+//! every `runtime.time_slice`; a handler still running then yields: the call
+//! is parked here with its instance ([`Handling::Suspended`]), the shard
+//! serves other agents' messages, and [`AgentHost::resume_suspended`] gives
+//! each parked call one more slice per shard turn. A parked instance takes
+//! no other message ([`Handling::Busy`]). `max_execution_time` bounds the
+//! handler's run time, slices added up. A handler that finishes within its
+//! first slice costs one poll of its future and never leaves the call.
+//! Without stack pooling, handlers run on the shard's stack to completion.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use caxton_messaging::{Address, AgentId, Envelope, InstanceId};
 use caxton_profiles::{AgentLimits, Profile, WarmupStrategy};
 use wasmtime::{
     Engine, InstancePre, Linker, Memory, Module, Store, StoreLimits, StoreLimitsBuilder, Trap,
-    TypedFunc,
+    TypedFunc, UpdateDeadline,
 };
 
 use crate::abi;
@@ -28,9 +43,19 @@ use crate::budget::CpuBudget;
 use crate::compile::{engine_config, CompiledModule};
 use crate::error::DeployError;
 
-/// How often the node's ticker advances every engine's epoch. A handler's
-/// `max_execution_time` is enforced to within one tick.
-pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// How often the node's ticker advances every engine's epoch, for
+/// `profile`: a quarter of `runtime.time_slice` (so a slice ends within a
+/// quarter of its length), at most a millisecond. `max_execution_time` is
+/// enforced to within one slice.
+pub fn epoch_tick(profile: &Profile) -> Duration {
+    (profile.runtime.time_slice.get() / 4)
+        .clamp(caxton_profiles::TIME_SLICE_MIN / 4, Duration::from_millis(1))
+}
+
+/// `duration` in epoch ticks of `tick`, at least one.
+fn ticks(duration: Duration, tick: Duration) -> u64 {
+    u64::try_from(duration.as_nanos().div_ceil(tick.as_nanos().max(1)).max(1)).unwrap_or(u64::MAX)
+}
 
 /// Nanoseconds on the node's monotonic clock.
 pub type Clock = Rc<dyn Fn() -> u64>;
@@ -67,13 +92,30 @@ impl Outcome {
     }
 }
 
-/// The result of [`AgentHost::handle`].
+/// What became of a message handed to [`AgentHost::handle`].
+#[derive(Debug)]
+pub enum Handling {
+    /// The handler ran to its end.
+    Done(Handled),
+    /// The handler used its time slice and yielded; it finishes in a later
+    /// [`AgentHost::resume_suspended`]. The instance takes nothing else meanwhile.
+    Suspended(InstanceId),
+    /// Every instance that could take it has a suspended handler: here it
+    /// is back, to try again once one finishes.
+    Busy(Envelope),
+    /// The agent has no such instance here.
+    NoInstance,
+}
+
+/// A handler that ran to its end.
 #[derive(Debug)]
 pub struct Handled {
     /// Which instance handled it.
     pub instance: InstanceId,
     /// How it ended.
     pub outcome: Outcome,
+    /// How long it ran (ns), its slices added up, suspensions left out.
+    pub ran_ns: u64,
     /// What it sent (empty after a fault).
     pub outbox: Vec<OutboundMessage>,
     /// The state it wrote, in order (an empty value deletes the key): for
@@ -147,6 +189,47 @@ pub struct HostState {
     namer: Namer,
     clock: Clock,
     agent_name: Rc<str>,
+    /// Shared with the instance's suspended call, which sets it before each slice.
+    run: Rc<std::cell::Cell<RunClock>>,
+}
+
+// SAFETY: wasmtime asks a store's data to be `Send` for async calls only so
+// that a call's future may move between threads. Every store holding a
+// `HostState` is created, run and dropped on one thread: a shard's stores
+// live in its `AgentHost` (not `Send`: it holds `Rc`s) and so do their
+// suspended calls, on a glommio executor that never moves work between
+// threads; the compiler's check store lives and dies inside one function
+// call. The `Rc`s inside are therefore never touched from two threads.
+unsafe impl Send for HostState {}
+
+/// What the epoch callback needs to end a slice or a run: the handler's run
+/// time so far and its limits. Times are node-clock nanoseconds.
+#[derive(Clone, Copy, Debug, Default)]
+struct RunClock {
+    /// The most the run may take (`max_execution_time`).
+    max_ns: u64,
+    /// Run time in slices before the current one.
+    ran_before_ns: u64,
+    /// When the current slice started.
+    slice_started_ns: u64,
+    /// Whether the call can yield (an async call on a pooled stack).
+    may_yield: bool,
+    /// Ticks per slice.
+    slice_ticks: u64,
+}
+
+/// The epoch deadline passed: yield (a slice is over), carry on (a call
+/// that cannot yield, within its run time), or stop the run.
+fn on_epoch_deadline(state: &HostState) -> UpdateDeadline {
+    let run = state.run.get();
+    let ran_ns = run.ran_before_ns + (state.clock)().saturating_sub(run.slice_started_ns);
+    if ran_ns >= run.max_ns {
+        UpdateDeadline::Interrupt
+    } else if run.may_yield {
+        UpdateDeadline::Yield(run.slice_ticks)
+    } else {
+        UpdateDeadline::Continue(run.slice_ticks)
+    }
 }
 
 impl AbiContext for HostState {
@@ -184,6 +267,8 @@ impl AbiContext for HostState {
 pub const TABLE_ELEMENTS_MAX: usize = 10_000;
 
 struct LiveInstance {
+    /// The store's run clock, reachable while a call holds the store.
+    run: Rc<std::cell::Cell<RunClock>>,
     store: Store<HostState>,
     memory: Memory,
     handle: TypedFunc<(), i32>,
@@ -191,20 +276,36 @@ struct LiveInstance {
     born: Instant,
 }
 
+/// A handler call in progress: the instance travels with it.
+type Call = Pin<Box<dyn Future<Output = (LiveInstance, wasmtime::Result<i32>)>>>;
+
+/// A handler that yielded at the end of a slice.
+struct SuspendedCall {
+    agent: AgentId,
+    slot: usize,
+    call: Call,
+    run: Rc<std::cell::Cell<RunClock>>,
+    ran_ns: u64,
+    /// The instance was removed while its handler ran: drop it when it ends.
+    retire: bool,
+}
+
 struct HostedAgent {
     name: Rc<str>,
     pre: InstancePre<HostState>,
     memory_limit_bytes: usize,
-    execution_ticks: u64,
+    max_execution_ns: u64,
+    slice_ticks: u64,
     cpu_budget: CpuBudget,
-    instances: Vec<LiveInstance>,
+    /// By slot; `None` while the slot's handler is suspended.
+    instances: Vec<Option<LiveInstance>>,
     spares: Vec<LiveInstance>,
     next_slot: usize,
     stats: AgentStats,
     state: Rc<RefCell<StateMap>>,
 }
 
-/// The recycling and pool settings of the profile.
+/// The recycling, pool and slicing settings of the profile.
 #[derive(Clone, Debug)]
 struct PoolPolicy {
     pool_size: usize,
@@ -212,6 +313,10 @@ struct PoolPolicy {
     max_reuse_count: u32,
     recycle_after: Duration,
     memory_ceiling_bytes: u64,
+    epoch_tick: Duration,
+    time_slice: Duration,
+    /// Handlers run as async calls on pooled stacks and yield at slice ends.
+    sliced: bool,
 }
 
 /// See the module docs.
@@ -228,6 +333,8 @@ pub struct AgentHost {
     /// How long each instance start took (ns), warm or cold, until the shard
     /// moves them into its startup histogram.
     startup_times_ns: Vec<u64>,
+    /// Handlers that yielded and have not finished, in the order they yielded.
+    suspended: Vec<SuspendedCall>,
 }
 
 impl AgentHost {
@@ -252,6 +359,9 @@ impl AgentHost {
             max_reuse_count: runtime.agent_pool.max_reuse_count,
             recycle_after: runtime.agent_pool.recycle_after.get(),
             memory_ceiling_bytes: runtime.max_memory_per_agent.bytes(),
+            epoch_tick: epoch_tick(profile),
+            time_slice: runtime.time_slice.get(),
+            sliced: runtime.wasm.stack_pooling,
         };
         Ok(Self {
             shard,
@@ -264,6 +374,7 @@ impl AgentHost {
             clock,
             abandoned: Vec::new(),
             startup_times_ns: Vec::new(),
+            suspended: Vec::new(),
         })
     }
 
@@ -291,17 +402,15 @@ impl AgentHost {
             .instantiate_pre(&module)
             .map_err(|error| DeployError::NotWasm(format!("{error:#}")))?;
         let memory_limit = limits.memory.bytes().min(self.policy.memory_ceiling_bytes);
-        let ticks = limits
-            .max_execution_time
-            .get()
-            .as_nanos()
-            .div_ceil(EPOCH_TICK.as_nanos())
-            .max(1);
+        let max_execution = limits.max_execution_time.get();
+        // An agent allowed less than a slice is checked as often as its limit asks.
+        let slice = self.policy.time_slice.min(max_execution);
         let mut agent = HostedAgent {
             name: Rc::from(name),
             pre,
             memory_limit_bytes: usize::try_from(memory_limit).unwrap_or(usize::MAX),
-            execution_ticks: u64::try_from(ticks).unwrap_or(u64::MAX),
+            max_execution_ns: u64::try_from(max_execution.as_nanos()).unwrap_or(u64::MAX),
+            slice_ticks: ticks(slice, self.policy.epoch_tick),
             cpu_budget: CpuBudget::new(limits.cpu_shares.millicores()),
             instances: Vec::new(),
             spares: Vec::new(),
@@ -313,7 +422,7 @@ impl AgentHost {
             let started = Instant::now();
             let instance = self.instantiate(&agent).map_err(DeployError::Capacity)?;
             self.record_startup(started);
-            agent.instances.push(instance);
+            agent.instances.push(Some(instance));
         }
         self.agents.insert(id, agent);
         if self.policy.warmup == WarmupStrategy::Eager {
@@ -327,8 +436,17 @@ impl AgentHost {
         let Some(agent) = self.agents.remove(&id) else {
             return false;
         };
-        for instance in agent.instances {
+        for instance in agent.instances.into_iter().flatten() {
             self.abandon(id, instance);
+        }
+        // Their handlers are cancelled with them (the shard answers their senders).
+        let suspended = std::mem::take(&mut self.suspended);
+        for call in suspended {
+            if call.agent == id {
+                drop(call.call);
+            } else {
+                self.suspended.push(call);
+            }
         }
         let removed = true;
         if removed && self.policy.warmup == WarmupStrategy::Eager {
@@ -448,21 +566,32 @@ impl AgentHost {
             .agents
             .get_mut(&id)
             .ok_or_else(|| DeployError::Capacity(format!("agent {} is not on this shard", id.0)))?;
-        agent.instances.push(instance);
+        agent.instances.push(Some(instance));
         let slot = u16::try_from(agent.instances.len() - 1)
             .map_err(|_| DeployError::Capacity("more than 65535 instances".into()))?;
         Ok((slot, kind))
     }
 
-    /// Stop the last instance of agent `id` (keeping at least none).
+    /// Stop the last instance of agent `id` (keeping at least none). One
+    /// with a suspended handler finishes that handler first.
     pub fn remove_instance(&mut self, id: AgentId) -> bool {
-        match self
-            .agents
-            .get_mut(&id)
-            .and_then(|agent| agent.instances.pop())
-        {
-            Some(instance) => {
+        let Some(agent) = self.agents.get_mut(&id) else {
+            return false;
+        };
+        let slot = agent.instances.len().wrapping_sub(1);
+        match agent.instances.pop() {
+            Some(Some(instance)) => {
                 self.abandon(id, instance);
+                true
+            }
+            Some(None) => {
+                if let Some(call) = self
+                    .suspended
+                    .iter_mut()
+                    .find(|call| call.agent == id && call.slot == slot)
+                {
+                    call.retire = true;
+                }
                 true
             }
             None => false,
@@ -502,51 +631,186 @@ impl AgentHost {
             }));
     }
 
-    /// Handle `envelope` with agent `id`: instance `slot` if given, else the
-    /// next one in turn. `None` when the agent has no instance here.
+    /// Handle `envelope` with agent `id`, starting at `started_ns` on the
+    /// node clock: instance `slot` if given, else the next free one in turn.
     pub fn handle(
         &mut self,
         id: AgentId,
         slot: Option<u16>,
         envelope: Envelope,
-    ) -> Option<Handled> {
-        let policy = self.policy.clone();
-        let agent = self.agents.get_mut(&id)?;
-        if agent.instances.is_empty() {
-            return None;
-        }
+        started_ns: u64,
+    ) -> Handling {
+        let Some(agent) = self.agents.get_mut(&id) else {
+            return Handling::NoInstance;
+        };
+        let slots = agent.instances.len();
         let index = match slot {
             // An instance that no longer exists is not silently replaced by another.
-            Some(slot) if usize::from(slot) >= agent.instances.len() => return None,
+            Some(slot) if usize::from(slot) >= slots => return Handling::NoInstance,
+            Some(slot) if agent.instances[usize::from(slot)].is_none() => {
+                return Handling::Busy(envelope)
+            }
             Some(slot) => usize::from(slot),
+            None if slots == 0 => return Handling::NoInstance,
             None => {
-                let index = agent.next_slot % agent.instances.len();
+                let Some(index) = (0..slots)
+                    .map(|offset| (agent.next_slot + offset) % slots)
+                    .find(|&index| agent.instances[index].is_some())
+                else {
+                    return Handling::Busy(envelope);
+                };
                 agent.next_slot = index + 1;
                 index
             }
         };
-        let due_for_recycling = {
-            let instance = &agent.instances[index];
-            instance.served >= policy.max_reuse_count
-                || instance.born.elapsed() >= policy.recycle_after
-        };
+        let due_for_recycling = agent.instances[index].as_ref().is_some_and(|instance| {
+            instance.served >= self.policy.max_reuse_count
+                || instance.born.elapsed() >= self.policy.recycle_after
+        });
         if due_for_recycling {
             self.replace_instance(id, index);
         }
-        let agent = self.agents.get_mut(&id)?;
-        let execution_ticks = agent.execution_ticks;
+        let sliced = self.policy.sliced;
+        let Some(agent) = self.agents.get_mut(&id) else {
+            return Handling::NoInstance;
+        };
         // Recycling may have failed for want of a pool slot, leaving one instance fewer.
-        let instance = agent.instances.get_mut(index)?;
+        let Some(mut instance) = agent.instances.get_mut(index).and_then(Option::take) else {
+            return Handling::NoInstance;
+        };
         instance.served += 1;
-        let state = instance.store.data_mut();
-        state.abi.begin(envelope);
-        instance.store.set_epoch_deadline(execution_ticks);
-        let started_ns = (self.clock)();
-        let result = instance.handle.call(&mut instance.store, ());
+        instance.store.data_mut().abi.begin(envelope);
+        instance.run.set(RunClock {
+            max_ns: agent.max_execution_ns,
+            ran_before_ns: 0,
+            slice_started_ns: started_ns,
+            may_yield: sliced,
+            slice_ticks: agent.slice_ticks,
+        });
+        instance.store.set_epoch_deadline(agent.slice_ticks);
+        if !sliced {
+            let result = instance.handle.call(&mut instance.store, ());
+            let finished_ns = (self.clock)();
+            let ran_ns = finished_ns.saturating_sub(started_ns);
+            let handled = self.finish_call(id, index, instance, result, ran_ns, ran_ns, finished_ns);
+            return Handling::Done(handled);
+        }
+        let run = Rc::clone(&instance.run);
+        let mut call: Call = Box::pin(async move {
+            let handle = instance.handle.clone();
+            let result = handle.call_async(&mut instance.store, ()).await;
+            (instance, result)
+        });
+        let polled = poll_once(&mut call);
         let finished_ns = (self.clock)();
-        agent
-            .cpu_budget
-            .charge(finished_ns.saturating_sub(started_ns), finished_ns);
+        let ran_ns = finished_ns.saturating_sub(started_ns);
+        match polled {
+            Poll::Ready((instance, result)) => Handling::Done(self.finish_call(
+                id,
+                index,
+                instance,
+                result,
+                ran_ns,
+                ran_ns,
+                finished_ns,
+            )),
+            Poll::Pending => {
+                if let Some(agent) = self.agents.get_mut(&id) {
+                    agent.cpu_budget.charge(ran_ns, finished_ns);
+                }
+                self.suspended.push(SuspendedCall {
+                    agent: id,
+                    slot: index,
+                    call,
+                    run,
+                    ran_ns,
+                    retire: false,
+                });
+                Handling::Suspended(self.instance_id(id, index))
+            }
+        }
+    }
+
+    /// Whether any handler is suspended: the shard must come back to it
+    /// rather than park.
+    pub fn has_suspended(&self) -> bool {
+        !self.suspended.is_empty()
+    }
+
+    /// Give every suspended handler one more slice, oldest first; hand the
+    /// ones that finish to `finished`. Returns how many finished.
+    pub fn resume_suspended(&mut self, finished: &mut dyn FnMut(Handled)) -> usize {
+        let mut done = 0;
+        for mut parked in std::mem::take(&mut self.suspended) {
+            let slice_started_ns = (self.clock)();
+            // The epoch callback measures this slice, and the run, from here.
+            let mut run = parked.run.get();
+            run.ran_before_ns = parked.ran_ns;
+            run.slice_started_ns = slice_started_ns;
+            parked.run.set(run);
+            let polled = poll_once(&mut parked.call);
+            let slice_ended_ns = (self.clock)();
+            let slice_ns = slice_ended_ns.saturating_sub(slice_started_ns);
+            parked.ran_ns += slice_ns;
+            match polled {
+                Poll::Pending => {
+                    if let Some(agent) = self.agents.get_mut(&parked.agent) {
+                        agent.cpu_budget.charge(slice_ns, slice_ended_ns);
+                    }
+                    self.suspended.push(parked);
+                }
+                Poll::Ready((instance, result)) => {
+                    done += 1;
+                    if parked.retire {
+                        self.abandon(parked.agent, instance);
+                        continue;
+                    }
+                    finished(self.finish_call(
+                        parked.agent,
+                        parked.slot,
+                        instance,
+                        result,
+                        parked.ran_ns,
+                        slice_ns,
+                        slice_ended_ns,
+                    ));
+                }
+            }
+        }
+        done
+    }
+
+    /// Cancel every suspended handler (the node is stopping); returns their instances.
+    pub fn cancel_suspended(&mut self) -> Vec<InstanceId> {
+        std::mem::take(&mut self.suspended)
+            .into_iter()
+            .map(|parked| self.instance_id(parked.agent, parked.slot))
+            .collect()
+    }
+
+    fn instance_id(&self, agent: AgentId, slot: usize) -> InstanceId {
+        InstanceId {
+            agent,
+            shard: self.shard,
+            slot: u16::try_from(slot).unwrap_or(u16::MAX),
+        }
+    }
+
+    /// A handler ended after `ran_ns` of run time, `unpaid_ns` of it not yet
+    /// charged to the agent's CPU budget: put its instance back in `slot` (a
+    /// fresh one after a fault), count it, and say what it did.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_call(
+        &mut self,
+        id: AgentId,
+        slot: usize,
+        mut instance: LiveInstance,
+        result: wasmtime::Result<i32>,
+        ran_ns: u64,
+        unpaid_ns: u64,
+        finished_ns: u64,
+    ) -> Handled {
+        let instance_id = self.instance_id(id, slot);
         let state = instance.store.data_mut();
         let outbox = state.abi.finish();
         // The agent's state is shared by its instances here; this handler's writes are the log's tail.
@@ -556,8 +820,19 @@ impl AgentHost {
             Ok(code) => Outcome::AgentFailed(code),
             Err(error) => classify(&error),
         };
+        let Some(agent) = self.agents.get_mut(&id) else {
+            // Undeployed while it ran: nothing to put it back into.
+            self.abandon(id, instance);
+            return Handled {
+                instance: instance_id,
+                outcome,
+                ran_ns,
+                outbox: Vec::new(),
+                state_writes,
+            };
+        };
+        agent.cpu_budget.charge(unpaid_ns, finished_ns);
         let stats = &mut agent.stats;
-        let ran_ns = finished_ns.saturating_sub(started_ns);
         stats.busy_ns += ran_ns;
         stats.max_handler_ns = stats.max_handler_ns.max(ran_ns);
         match &outcome {
@@ -567,27 +842,28 @@ impl AgentHost {
             Outcome::TimedOut => stats.timeouts += 1,
             Outcome::MemoryExceeded => stats.memory_faults += 1,
         }
-        let slot = u16::try_from(index).unwrap_or(u16::MAX);
-        let instance_id = InstanceId {
-            agent: id,
-            shard: self.shard,
-            slot,
-        };
+        match agent.instances.get_mut(slot) {
+            Some(empty @ None) => *empty = Some(instance),
+            // The slot was removed meanwhile (`remove_instance` retires it).
+            _ => self.abandon(id, instance),
+        }
         if outcome.is_fault() {
-            self.replace_instance(id, index);
-            return Some(Handled {
+            self.replace_instance(id, slot);
+            return Handled {
                 instance: instance_id,
                 outcome,
+                ran_ns,
                 outbox: Vec::new(),
                 state_writes,
-            });
+            };
         }
-        Some(Handled {
+        Handled {
             instance: instance_id,
             outcome,
+            ran_ns,
             outbox,
             state_writes,
-        })
+        }
     }
 
     /// Replace instance `index` of agent `id` by a spare or a fresh instance.
@@ -597,20 +873,32 @@ impl AgentHost {
         };
         agent.stats.recycled += 1;
         // Drop the old instance first: its pool slot is what the new one may need.
-        let old = agent.instances.swap_remove(index);
-        self.abandon(id, old);
+        if let Some(old) = agent.instances.get_mut(index).and_then(Option::take) {
+            self.abandon(id, old);
+        }
         match self.take_or_instantiate(id) {
             Ok((fresh, _)) => {
-                if let Some(agent) = self.agents.get_mut(&id) {
-                    agent.instances.push(fresh);
-                    let last = agent.instances.len() - 1;
-                    agent.instances.swap(index, last);
+                if let Some(slot) = self
+                    .agents
+                    .get_mut(&id)
+                    .and_then(|agent| agent.instances.get_mut(index))
+                {
+                    *slot = Some(fresh);
                 }
             }
             // Out of pool slots: the agent runs with one instance fewer, and says so in its stats.
             Err(_) => {
                 if let Some(agent) = self.agents.get_mut(&id) {
                     agent.stats.lost_instances += 1;
+                    if index < agent.instances.len() {
+                        agent.instances.remove(index);
+                    }
+                }
+                // Later slots moved down one; so do their suspended handlers.
+                for parked in &mut self.suspended {
+                    if parked.agent == id && parked.slot > index {
+                        parked.slot -= 1;
+                    }
                 }
             }
         }
@@ -660,12 +948,21 @@ impl AgentHost {
             clock: Rc::clone(&self.clock),
             agent_name: Rc::clone(&agent.name),
             state: Rc::clone(&agent.state),
+            run: Rc::default(),
         };
+        let run = Rc::clone(&state.run);
+        // A start function is bounded like a handler, and runs to its end.
+        run.set(RunClock {
+            max_ns: agent.max_execution_ns,
+            ran_before_ns: 0,
+            slice_started_ns: (self.clock)(),
+            may_yield: false,
+            slice_ticks: agent.slice_ticks,
+        });
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
-        store.epoch_deadline_trap();
-        // A start function is bounded like a handler.
-        store.set_epoch_deadline(agent.execution_ticks);
+        store.epoch_deadline_callback(|context| Ok(on_epoch_deadline(context.data())));
+        store.set_epoch_deadline(agent.slice_ticks);
         let instance = agent
             .pre
             .instantiate(&mut store)
@@ -677,6 +974,7 @@ impl AgentHost {
             .get_typed_func::<(), i32>(&mut store, abi::EXPORT_HANDLE)
             .map_err(|error| error.to_string())?;
         Ok(LiveInstance {
+            run,
             store,
             memory,
             handle,
@@ -691,10 +989,16 @@ impl AgentHost {
     pub fn linear_memory_bytes(&self) -> usize {
         self.agents
             .values()
-            .flat_map(|agent| agent.instances.iter().chain(&agent.spares))
+            .flat_map(|agent| agent.instances.iter().flatten().chain(&agent.spares))
             .map(|instance| instance.memory.data_size(&instance.store))
             .sum()
     }
+}
+
+/// Poll a handler call once. Nothing wakes a call: the shard polls every
+/// suspended call each turn, so the waker does nothing.
+fn poll_once(call: &mut Call) -> Poll<(LiveInstance, wasmtime::Result<i32>)> {
+    call.as_mut().poll(&mut Context::from_waker(Waker::noop()))
 }
 
 fn classify(error: &wasmtime::Error) -> Outcome {
@@ -732,6 +1036,7 @@ pub(crate) fn check_abi_version(
         clock: Rc::new(|| 0),
         agent_name: Rc::from("(deploy check)"),
         state: Rc::default(),
+        run: Rc::default(),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limits);

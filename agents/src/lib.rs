@@ -25,7 +25,7 @@ pub use budget::{CpuBudget, BUDGET_WINDOW_NS};
 pub use compile::{engine_config, CompiledModule, ModuleCompiler, MODULE_BYTES_MAX};
 pub use error::DeployError;
 pub use host::{
-    AgentCounts, AgentHost, AgentStats, Clock, Handled, Namer, Outcome, Resolver, StartKind,
-    EPOCH_TICK,
+    epoch_tick, AgentCounts, AgentHost, AgentStats, Clock, Handled, Handling, Namer, Outcome,
+    Resolver, StartKind,
 };
 pub use ticker::EpochTicker;

@@ -1,6 +1,7 @@
 //! The epoch ticker: one thread per node that advances every shard engine's
-//! epoch each [`EPOCH_TICK`](crate::EPOCH_TICK), which is how a handler that
-//! runs past `max_execution_time` is interrupted.
+//! epoch each [`epoch_tick`](crate::epoch_tick), which is how a handler's
+//! time slice ends and how one that runs past `max_execution_time` is
+//! interrupted.
 //!
 //! Control plane: one atomic increment per engine per tick, off every shard's
 //! thread (a shard stuck in a looping agent cannot tick for itself).
@@ -11,7 +12,6 @@ use std::thread::JoinHandle;
 
 use wasmtime::Engine;
 
-use crate::host::EPOCH_TICK;
 
 /// Ticks its engines until dropped.
 pub struct EpochTicker {
@@ -20,8 +20,8 @@ pub struct EpochTicker {
 }
 
 impl EpochTicker {
-    /// Start ticking `engines`.
-    pub fn start(engines: Vec<Engine>) -> std::io::Result<Self> {
+    /// Start ticking `engines` every `tick`.
+    pub fn start(engines: Vec<Engine>, tick: std::time::Duration) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = Arc::clone(&stop);
@@ -29,7 +29,7 @@ impl EpochTicker {
                 .name("caxton-epoch".into())
                 .spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(EPOCH_TICK);
+                        std::thread::sleep(tick);
                         for engine in &engines {
                             engine.increment_epoch();
                         }

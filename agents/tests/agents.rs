@@ -4,7 +4,9 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use caxton_agents::{AgentHost, DeployError, EpochTicker, ModuleCompiler, Outcome, StartKind};
+use caxton_agents::{
+    AgentHost, DeployError, EpochTicker, Handled, Handling, ModuleCompiler, Outcome, StartKind,
+};
 use caxton_messaging::{Address, AgentId, Envelope, Performative, PriorityClass};
 use caxton_profiles::{AgentLimits, ByteSize, HumanDuration, Profile, WarmupStrategy};
 
@@ -53,9 +55,32 @@ fn host(profile: &Profile) -> AgentHost {
         0,
         Rc::new(names),
         Rc::new(namer),
-        Rc::new(|| 1_000),
+        Rc::new(now_ns),
     )
     .expect("host")
+}
+
+/// Nanoseconds on a clock that starts with the test process.
+fn now_ns() -> u64 {
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let origin = *ORIGIN.get_or_init(std::time::Instant::now);
+    u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Handle `envelope` with agent `id` to its end: a handler that yields at
+/// the end of a time slice is resumed until it finishes, as a shard would.
+fn run_to_end(host: &mut AgentHost, id: AgentId, envelope: Envelope) -> Option<Handled> {
+    match host.handle(id, None, envelope, now_ns()) {
+        Handling::Done(handled) => Some(handled),
+        Handling::Suspended(_) => loop {
+            let mut finished = None;
+            host.resume_suspended(&mut |handled| finished = Some(handled));
+            if finished.is_some() {
+                return finished;
+            }
+        },
+        Handling::Busy(_) | Handling::NoInstance => None,
+    }
 }
 
 fn deploy(
@@ -99,7 +124,7 @@ fn echo_answers_with_the_same_content() {
         "echo",
         &profile.agents.default_limits,
     );
-    let handled = host.handle(ECHO, None, request(b"ping")).expect("hosted");
+    let handled = run_to_end(&mut host, ECHO, request(b"ping")).expect("hosted");
     assert_eq!(handled.outcome, Outcome::Handled);
     assert_eq!(handled.outbox.len(), 1);
     let answer = &handled.outbox[0];
@@ -130,7 +155,7 @@ fn counter_keeps_state_and_recycling_resets_it() {
     );
     let counts: Vec<u64> = (0..5)
         .map(|_| {
-            let handled = host.handle(COUNTER, None, request(b"")).expect("hosted");
+            let handled = run_to_end(&mut host, COUNTER, request(b"")).expect("hosted");
             u64::from_le_bytes(
                 handled.outbox[0]
                     .content
@@ -165,8 +190,7 @@ fn forwarder_strips_a_hop_and_keeps_the_original_sender() {
     route.extend_from_slice(&[4]);
     route.extend_from_slice(b"echo");
     route.extend_from_slice(b"payload");
-    let handled = host
-        .handle(FORWARDER, None, request(&route))
+    let handled = run_to_end(&mut host, FORWARDER, request(&route))
         .expect("hosted");
     assert_eq!(handled.outcome, Outcome::Handled);
     let forwarded = &handled.outbox[0];
@@ -181,8 +205,7 @@ fn forwarder_strips_a_hop_and_keeps_the_original_sender() {
     rest.extend_from_slice(b"payload");
     assert_eq!(forwarded.content, rest);
 
-    let last = host
-        .handle(FORWARDER, None, request(&[0, b'h', b'i']))
+    let last = run_to_end(&mut host, FORWARDER, request(&[0, b'h', b'i']))
         .expect("hosted");
     assert_eq!(
         (
@@ -192,8 +215,7 @@ fn forwarder_strips_a_hop_and_keeps_the_original_sender() {
         (Performative::Inform, &b"hi"[..])
     );
 
-    let unknown = host
-        .handle(FORWARDER, None, request(&[1, 3, b'n', b'o', b'p']))
+    let unknown = run_to_end(&mut host, FORWARDER, request(&[1, 3, b'n', b'o', b'p']))
         .expect("hosted");
     assert_eq!(
         unknown.outcome,
@@ -218,8 +240,7 @@ fn fanout_gathers_every_answer_before_replying() {
     content.extend_from_slice(b"echo");
     content.push(7);
     content.extend_from_slice(b"counter");
-    let opened = host
-        .handle(FANOUT, None, request(&content))
+    let opened = run_to_end(&mut host, FANOUT, request(&content))
         .expect("hosted");
     assert_eq!(opened.outcome, Outcome::Handled);
     assert_eq!(opened.outbox.len(), 2);
@@ -227,8 +248,7 @@ fn fanout_gathers_every_answer_before_replying() {
     assert!(ticket > 0);
     assert_eq!(opened.outbox[1].receiver, Address::Agent(COUNTER));
 
-    let busy = host
-        .handle(FANOUT, None, request(&content))
+    let busy = run_to_end(&mut host, FANOUT, request(&content))
         .expect("hosted");
     assert_eq!(
         busy.outbox[0].performative,
@@ -242,9 +262,9 @@ fn fanout_gathers_every_answer_before_replying() {
         in_reply_to: ticket,
         ..request(b"")
     };
-    let first = host.handle(FANOUT, None, answer(ECHO)).expect("hosted");
+    let first = run_to_end(&mut host, FANOUT, answer(ECHO)).expect("hosted");
     assert!(first.outbox.is_empty(), "still waiting for one answer");
-    let second = host.handle(FANOUT, None, answer(COUNTER)).expect("hosted");
+    let second = run_to_end(&mut host, FANOUT, answer(COUNTER)).expect("hosted");
     let done = &second.outbox[0];
     assert_eq!(
         (done.receiver, done.performative, done.in_reply_to),
@@ -258,7 +278,7 @@ fn faults_fail_one_message_and_the_shard_keeps_serving() {
     let profile = small_profile();
     let mut compiler = ModuleCompiler::new(&profile).expect("compiler");
     let mut host = host(&profile);
-    let _ticker = EpochTicker::start(vec![host.engine().clone()]).expect("ticker");
+    let _ticker = EpochTicker::start(vec![host.engine().clone()], caxton_agents::epoch_tick(&profile)).expect("ticker");
     deploy(
         &mut host,
         &mut compiler,
@@ -284,7 +304,7 @@ fn faults_fail_one_message_and_the_shard_keeps_serving() {
         host.deploy(FAULTY, module, &compiled, 1, limits)
             .expect("deploys");
         for round in 0..2 {
-            let handled = host.handle(FAULTY, None, request(b"x")).expect("hosted");
+            let handled = run_to_end(&mut host, FAULTY, request(b"x")).expect("hosted");
             let matches = match expected {
                 "trap" => matches!(handled.outcome, Outcome::Trapped(_)),
                 "timeout" => handled.outcome == Outcome::TimedOut,
@@ -292,8 +312,7 @@ fn faults_fail_one_message_and_the_shard_keeps_serving() {
             };
             assert!(matches, "{module} round {round}: {:?}", handled.outcome);
             assert!(handled.outbox.is_empty());
-            let echoed = host
-                .handle(ECHO, None, request(b"still here"))
+            let echoed = run_to_end(&mut host, ECHO, request(b"still here"))
                 .expect("hosted");
             assert_eq!(
                 echoed.outbox[0].content, b"still here",
@@ -514,8 +533,7 @@ fn runtime_keys_shape_the_engine() {
         "echo",
         &interpreted.agents.default_limits,
     );
-    let handled = interpreter_host
-        .handle(ECHO, None, request(b"interpreted"))
+    let handled = run_to_end(&mut interpreter_host, ECHO, request(b"interpreted"))
         .expect("hosted");
     assert_eq!(handled.outbox[0].content, b"interpreted");
 }
@@ -544,7 +562,7 @@ fn agent_stack_size_bounds_recursion() {
         let module = compiler.compile(DEEP_AGENT.as_bytes()).expect("compiles");
         host.deploy(ECHO, "deep", &module, 1, &profile.agents.default_limits)
             .expect("deploys");
-        let handled = host.handle(ECHO, None, request(b"")).expect("hosted");
+        let handled = run_to_end(&mut host, ECHO, request(b"")).expect("hosted");
         assert_eq!(
             matches!(handled.outcome, Outcome::Trapped(_)),
             expect_trap,
@@ -568,7 +586,7 @@ fn instances_are_recycled_after_their_age() {
         &profile.agents.default_limits,
     );
     let count = |host: &mut AgentHost| {
-        let handled = host.handle(COUNTER, None, request(b"")).expect("hosted");
+        let handled = run_to_end(host, COUNTER, request(b"")).expect("hosted");
         u64::from_le_bytes(
             handled.outbox[0]
                 .content
@@ -628,8 +646,7 @@ fn dropping_an_instance_answers_its_open_deferred_replies() {
     );
     let mut content = vec![1u8, 4];
     content.extend_from_slice(b"echo");
-    let opened = host
-        .handle(FANOUT, None, request(&content))
+    let opened = run_to_end(&mut host, FANOUT, request(&content))
         .expect("hosted");
     assert_eq!(opened.outbox.len(), 1, "the gather is open");
     assert!(host.take_abandoned().is_empty());
@@ -677,6 +694,6 @@ fn msg_sender_names_the_sender_only_when_asked() {
     let module = compiler.compile(who.as_bytes()).expect("compiles");
     host.deploy(ECHO, "who", &module, 1, &profile.agents.default_limits)
         .expect("deploys");
-    let handled = host.handle(ECHO, None, request(b"")).expect("hosted");
+    let handled = run_to_end(&mut host, ECHO, request(b"")).expect("hosted");
     assert_eq!(handled.outbox[0].content, b"client-9");
 }

@@ -21,6 +21,10 @@ pub const KEY_TABLE: &[(&str, KeyStatus)] = &[
         KeyStatus::InEffect("placement: number of data shards"),
     ),
     (
+        "runtime.time_slice",
+        KeyStatus::InEffect("agents: a handler yields its shard after this long, then resumes"),
+    ),
+    (
         "runtime.spin_before_park",
         KeyStatus::InEffect("shards: idle ring polling and executor spin before parking"),
     ),
@@ -63,7 +67,7 @@ pub const KEY_TABLE: &[(&str, KeyStatus)] = &[
     (
         "runtime.wasm.stack_pooling",
         KeyStatus::InEffect(
-            "profiles: must be false; agents run synchronously on the shard's stack",
+            "agents: handlers run on pooled stacks and yield at time_slice; off: to completion on the shard's stack",
         ),
     ),
     (

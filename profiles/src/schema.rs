@@ -51,6 +51,10 @@ pub struct RuntimeConfig {
     /// Unset: park at once. Spinning trades a core's idle time for wake-up latency.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spin_before_park: Option<HumanDuration>,
+    /// How long a handler runs before it yields its shard to other agents'
+    /// messages (then resumes). Needs `wasm.stack_pooling`: a yielded handler
+    /// keeps its own stack. Not in the seed.
+    pub time_slice: HumanDuration,
     /// Pinning of shards and agents to cores (`true`/`false` or a block).
     pub cpu_affinity: CpuAffinityConfig,
     /// NUMA memory placement.
@@ -75,6 +79,7 @@ impl Default for RuntimeConfig {
             max_concurrent_messages: 10_000,
             worker_threads: None,
             spin_before_park: None,
+            time_slice: HumanDuration::from_millis(2),
             cpu_affinity: CpuAffinityConfig::default(),
             numa: NumaConfig::default(),
             max_memory_per_agent: ByteSize::mib(64),
@@ -264,9 +269,9 @@ pub struct WasmConfig {
     pub module_cache_size: u32,
     /// Reserve instance memories in a pooling allocator at boot.
     pub memory_pooling: bool,
-    /// Pool agent stacks. Must be `false`: agents run synchronously on their
-    /// shard's own stack (bounded by `runtime.agent_stack_size`), and wasmtime
-    /// pools stacks only for async execution.
+    /// Run handlers on their own stacks, taken from wasmtime's pool, so a
+    /// handler can yield at the end of its `runtime.time_slice` and resume
+    /// later. Off: handlers run on the shard's stack, to completion.
     pub stack_pooling: bool,
 }
 
@@ -278,7 +283,7 @@ impl Default for WasmConfig {
             cache_compiled_modules: true,
             module_cache_size: 100,
             memory_pooling: true,
-            stack_pooling: false,
+            stack_pooling: true,
         }
     }
 }

@@ -26,6 +26,11 @@ pub const WORKER_THREADS_MAX: u32 = 1024;
 /// thread has, leaving the rest to the host.
 pub const AGENT_STACK_BYTES_MAX: u64 = 1 << 20;
 
+/// The shortest `runtime.time_slice`: the epoch ticker that ends slices
+/// ticks at most every `TIME_SLICE_MIN / 4`, and waking it more often costs
+/// the gossip core more than it buys.
+pub const TIME_SLICE_MIN: std::time::Duration = std::time::Duration::from_micros(50);
+
 /// Every rule `profile` breaks, in schema order.
 pub fn validate(profile: &Profile) -> Vec<Violation> {
     let mut violations = Vec::new();
@@ -197,11 +202,29 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
             "agents run on their shard's thread stack; deeper recursion would overflow it",
         );
     }
-    if runtime.wasm.stack_pooling {
+    if runtime.wasm.stack_pooling && !runtime.wasm.memory_pooling {
         fail(
             "runtime.wasm.stack_pooling",
-            "is true, but agents run synchronously on their shard's stack: there are no agent stacks to pool".into(),
-            "remove the key or set it to false; runtime.agent_stack_size bounds an agent's stack",
+            "is true, but runtime.wasm.memory_pooling is false: wasmtime pools handler stacks in its pooling allocator".into(),
+            "set memory_pooling: true, or stack_pooling: false to run handlers to completion on the shard's stack",
+        );
+    }
+    let time_slice = runtime.time_slice.get();
+    if time_slice.is_zero() {
+        fail(
+            "runtime.time_slice",
+            "is 0: a handler could never run".into(),
+            "use at least 50us; 500us to 10ms is typical",
+        );
+    } else if time_slice < TIME_SLICE_MIN {
+        fail(
+            "runtime.time_slice",
+            format!(
+                "is {}, below the engine's {}: handlers would yield before doing any work",
+                crate::HumanDuration(time_slice),
+                crate::HumanDuration(TIME_SLICE_MIN)
+            ),
+            "use at least 50us",
         );
     }
     if runtime.agent_pool.max_reuse_count == 0 {
@@ -505,6 +528,27 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
             "must be above zero".into(),
             "",
         );
+    }
+    // A slice is a part of a handler's run: one longer than the whole run
+    // it may have says the profile is confused about which is which.
+    let time_slice = profile.runtime.time_slice;
+    let longest_runs = std::iter::once((
+        "agents.default_limits.max_execution_time".to_owned(),
+        agents.default_limits.max_execution_time,
+    ))
+    .chain(agents.overrides.iter().enumerate().filter_map(|(index, entry)| {
+        entry
+            .max_execution_time
+            .map(|limit| (format!("agents.overrides[{index}].max_execution_time"), limit))
+    }));
+    for (key, limit) in longest_runs {
+        if !limit.get().is_zero() && time_slice.get() > limit.get() {
+            fail(
+                "runtime.time_slice",
+                format!("is {time_slice}, longer than {key} ({limit})"),
+                "a time slice is a part of one handler's run; make it shorter than the run",
+            );
+        }
     }
     violations
 }

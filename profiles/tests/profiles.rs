@@ -238,8 +238,10 @@ fn bad_input_names_cause_key_and_place() {
         .expect_err("two spellings disagree");
     assert_eq!(alias_clash.key.as_deref(), Some("messaging.worker_threads"));
 
-    let pooled_stacks =
-        load_text("runtime:\n  wasm:\n    stack_pooling: true\n").expect_err("no stacks to pool");
+    let pooled_stacks = load_text(
+        "runtime:\n  wasm:\n    stack_pooling: true\n    memory_pooling: false\n",
+    )
+    .expect_err("no pool to take stacks from");
     assert_eq!(
         pooled_stacks.key.as_deref(),
         Some("runtime.wasm.stack_pooling")
@@ -288,4 +290,38 @@ fn agent_names_in_profiles_follow_the_engine_rule() {
         pinned.key.as_deref(),
         Some("runtime.cpu_affinity.pinned_agents[0].agent_id")
     );
+}
+
+#[test]
+fn time_slices_are_checked_against_the_runs_they_slice() {
+    for (text, needle) in [
+        ("runtime:\n  time_slice: 0s\n", "is 0"),
+        ("runtime:\n  time_slice: 10us\n", "below the engine's 50us"),
+        (
+            "runtime:\n  time_slice: 20s\n",
+            "longer than agents.default_limits.max_execution_time",
+        ),
+        (
+            "runtime:\n  time_slice: 5ms\nagents:\n  overrides:\n    - agent_id: quick\n      max_execution_time: 1ms\n",
+            "longer than agents.overrides[0].max_execution_time",
+        ),
+    ] {
+        let refused = load_text(text).expect_err(text);
+        assert_eq!(refused.key.as_deref(), Some("runtime.time_slice"), "{text}");
+        assert!(refused.to_string().contains(needle), "{refused}");
+    }
+    let loaded = load_text("runtime:\n  time_slice: 750us\n").expect("a valid slice");
+    assert_eq!(
+        loaded.profile.runtime.time_slice.get(),
+        std::time::Duration::from_micros(750)
+    );
+    for (name, slice) in [("low-latency", 500), ("high-throughput", 10_000), ("default", 2_000)] {
+        let profile = load(&[name.into()], &[]).expect("built-in").profile;
+        assert_eq!(
+            profile.runtime.time_slice.get(),
+            std::time::Duration::from_micros(slice),
+            "{name}"
+        );
+        assert!(profile.runtime.wasm.stack_pooling, "{name} slices handlers");
+    }
 }

@@ -1,7 +1,9 @@
 //! A data shard's driver: the thin glommio loop around the shard core. Each
 //! turn it reads the clock, serves control commands, hands the partition
 //! writer's reports, the rings' messages and the due held messages to the
-//! core, lets the core handle a batch, and parks or spins when idle. The
+//! core, lets the core handle a batch, gives each suspended handler one
+//! more time slice, and parks or spins when idle (never while a handler is
+//! suspended). The
 //! decisions are the core's (`crate::core`); this file owns the threads'
 //! side: the clock, the rings, wasmtime, the writer, and waiting.
 
@@ -133,7 +135,6 @@ impl ShardDriver {
             &mut self.core,
             WasmAgents {
                 host: &mut self.host,
-                clock: self.clock,
             },
             MeshIo {
                 port: &mut self.port,
@@ -154,7 +155,14 @@ impl ShardDriver {
             let stored = self.serve_storage();
             let received = self.receive();
             let handled = self.handle_batch();
-            if control_work || stored > 0 || received > 0 || handled > 0 {
+            let resumed = self.resume_suspended();
+            if control_work
+                || stored > 0
+                || received > 0
+                || handled > 0
+                || resumed > 0
+                || self.host.has_suspended()
+            {
                 last_work = Instant::now();
                 glommio::yield_if_needed().await;
                 continue;
@@ -229,6 +237,9 @@ impl ShardDriver {
                 if let Some(storage) = &self.storage {
                     let _ = storage.writer.write(Write::RemoveAgent { name });
                 }
+                let now = self.clock.now_ns();
+                let (core, _, mut io) = self.parts();
+                core.on_agent_undeployed(id, now, &mut io);
                 self.answer_abandoned();
             }
             Control::RecoveredAgents { ack } => {
@@ -380,8 +391,27 @@ impl ShardDriver {
         handled
     }
 
+    /// Give each suspended handler one more slice; complete those that end.
+    fn resume_suspended(&mut self) -> usize {
+        if !self.host.has_suspended() {
+            return 0;
+        }
+        let mut finished = Vec::new();
+        let resumed = self
+            .host
+            .resume_suspended(&mut |handled| finished.push(handled));
+        let now = self.clock.now_ns();
+        let (core, mut agents, mut io) = self.parts();
+        for handled in finished {
+            core.on_handler_finished(handled, now, &mut agents, &mut io);
+        }
+        resumed
+    }
+
     /// Answer everything still queued or in the rings before the shard stops.
     fn shut_down(&mut self) {
+        // Suspended handlers are cancelled; the core answers their senders.
+        self.host.cancel_suspended();
         let mut inbound = Vec::new();
         self.port
             .drain(usize::MAX, |envelope| inbound.push(envelope));

@@ -39,6 +39,8 @@ pub struct ShardMetrics {
     pub queue_depth: u64,
     /// Messages held because their agent had used its `cpu_shares` for the window.
     pub throttled: u64,
+    /// Handlers that used their `runtime.time_slice` and yielded the shard.
+    pub suspended: u64,
     /// Messages made durable in this shard's partition (`messaging.enable_persistence`).
     pub persisted: u64,
     /// Stored messages delivered again after a restart.
@@ -69,6 +71,7 @@ impl Default for ShardMetrics {
             unknown_receiver: 0,
             queue_depth: 0,
             throttled: 0,
+            suspended: 0,
             persisted: 0,
             redelivered: 0,
             storage_failures: 0,
@@ -102,6 +105,7 @@ impl ShardMetrics {
         self.unknown_receiver += other.unknown_receiver;
         self.queue_depth += other.queue_depth;
         self.throttled += other.throttled;
+        self.suspended += other.suspended;
         self.persisted += other.persisted;
         self.redelivered += other.redelivered;
         self.storage_failures += other.storage_failures;

@@ -217,7 +217,7 @@ impl Node {
             Ok(engines) => engines,
             Err(error) => return Err(node.abort(error)),
         };
-        match EpochTicker::start(engines) {
+        match EpochTicker::start(engines, caxton_agents::epoch_tick(profile)) {
             Ok(ticker) => node._ticker = Some(ticker),
             Err(error) => {
                 let reason = format!("cannot start the epoch ticker: {error}");

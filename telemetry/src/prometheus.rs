@@ -69,6 +69,8 @@ pub struct ShardCounters {
     pub agent_failures: u64,
     /// Messages held because their agent had used its `cpu_shares` for the window.
     pub throttled: u64,
+    /// Handlers that used their time slice and yielded the shard.
+    pub suspended: u64,
     /// Messages made durable in the shard's storage partition.
     pub persisted: u64,
     /// Stored messages delivered again after a restart.
@@ -180,7 +182,7 @@ fn node_gauges(out: &mut String, exposition: &Exposition<'_>) {
 /// One series per shard for each counter, labelled with the shard's index.
 fn per_shard_series(out: &mut String, shards: &[ShardCounters]) {
     type ShardField = fn(&ShardCounters) -> u64;
-    let per_shard: [(&str, &str, &str, ShardField); 11] = [
+    let per_shard: [(&str, &str, &str, ShardField); 12] = [
         (
             "caxton_shard_queue_depth",
             "gauge",
@@ -222,6 +224,12 @@ fn per_shard_series(out: &mut String, shards: &[ShardCounters]) {
             "counter",
             "Messages held because their agent had used its cpu_shares for the window",
             |m| m.throttled,
+        ),
+        (
+            "caxton_shard_handlers_suspended_total",
+            "counter",
+            "Handlers that used their runtime.time_slice and yielded the shard to other agents (once per handler)",
+            |m| m.suspended,
         ),
         (
             "caxton_shard_persisted_total",

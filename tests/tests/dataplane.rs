@@ -403,6 +403,9 @@ fn echo_position_behind_backlog(lanes: u32) -> usize {
             "runtime.worker_threads=1",
             &parallel,
             "messaging.delivery_timeout=60s",
+            // The gate must hold the shard while the backlog queues: handlers
+            // run to completion, not in time slices.
+            "runtime.wasm.stack_pooling=false",
         ],
     );
     let mut node = Node::start(&planned.profile, &planned.plan).expect("node boots");

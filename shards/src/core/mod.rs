@@ -17,9 +17,12 @@
 //! 3. **Turn** ([`ShardCore::handle_next`]): the next lane in turn pops its
 //!    most urgent message. An expired one is answered `failure` (`timeout`).
 //!    One whose agent is past its `cpu_shares` is held until its window
-//!    opens (later messages to that agent wait behind it, so none
-//!    overtakes). Otherwise the handler runs.
-//! 4. **Outcome** (`deliver`): faults become `failure` answers to the
+//!    opens, and one whose agent's instances are all busy with suspended
+//!    handlers is held until one finishes (later messages to that agent wait
+//!    behind it, so none overtakes). Otherwise the handler runs, for at
+//!    most one time slice: it finishes, or it yields and is suspended
+//!    ([`ShardCore::on_handler_finished`] hears of its end in a later turn).
+//! 4. **Outcome** (`complete`): faults become `failure` answers to the
 //!    sender; what the handler sent is routed; a stored message is finished
 //!    at once, or once every child it sent is stored (a chain).
 //! 5. **Routing** ([`ShardCore::dispatch`]): a local agent's message is
@@ -40,10 +43,10 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
-use caxton_agents::Outcome;
+use caxton_agents::{Handled, Outcome};
 use caxton_messaging::{
-    Address, AgentId, Durability, Envelope, Mailbox, MailboxConfig, MailboxFull, Performative,
-    Popped, ReplyPath, NOBODY,
+    Address, AgentId, Durability, Envelope, InstanceId, Mailbox, MailboxConfig, MailboxFull,
+    Performative, Popped, ReplyPath, NOBODY,
 };
 use caxton_profiles::Profile;
 use caxton_storage::{DurabilityLedger, StorageEvent, Write};
@@ -51,7 +54,7 @@ use caxton_storage::{DurabilityLedger, StorageEvent, Write};
 use crate::directory::Directory;
 use crate::metrics::ShardMetrics;
 
-pub(crate) use seams::{AgentRuntime, HandlerRun, MeshIo, ShardIo, WasmAgents};
+pub(crate) use seams::{AgentRuntime, HandlerStart, MeshIo, ShardIo, WasmAgents};
 
 /// Prefix of the content of every `failure` the engine itself sends.
 pub const FAILURE_PREFIX: &str = "caxton:";
@@ -102,12 +105,28 @@ impl CoreLimits {
     }
 }
 
-/// A message held while its agent is over its CPU budget.
+/// A message held back from its agent, in arrival order.
 #[derive(Debug)]
 struct Held {
-    /// Node-clock time its agent may run again.
-    resume_ns: u64,
+    until: Until,
     envelope: Envelope,
+}
+
+/// What a held message waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Until {
+    /// Node-clock time its agent's CPU budget opens again.
+    Time(u64),
+    /// One of its agent's instances to finish a suspended handler.
+    FreeInstance,
+}
+
+/// A handler that yielded its shard, and what its end will need.
+#[derive(Debug)]
+struct SuspendedRun {
+    instance: InstanceId,
+    request: ReplyPath,
+    durability: Durability,
 }
 
 /// See the module docs.
@@ -118,9 +137,11 @@ pub(crate) struct ShardCore {
     directory: Arc<Directory>,
     lanes: Vec<Mailbox>,
     next_lane: usize,
-    /// Messages held for CPU budgets, in arrival order.
+    /// Messages held for CPU budgets or busy instances, in arrival order.
     held: Vec<Held>,
     held_max: usize,
+    /// Handlers that yielded and have not finished. At most one per instance.
+    suspended: Vec<SuspendedRun>,
     metrics: ShardMetrics,
     /// With persistence: the durability protocol's bookkeeping.
     ledger: Option<DurabilityLedger<Envelope>>,
@@ -145,6 +166,7 @@ impl ShardCore {
             next_lane: 0,
             held: Vec::new(),
             held_max: limits.held_max,
+            suspended: Vec::new(),
             metrics: ShardMetrics::default(),
             ledger: first_id.map(|first| DurabilityLedger::new(first, limits.waiting_max)),
         }
@@ -166,15 +188,27 @@ impl ShardCore {
         &mut self.metrics
     }
 
-    /// Messages waiting in mailboxes or held for CPU budgets.
+    /// Messages waiting in mailboxes or held back from their agents.
     pub fn queued(&self) -> usize {
         self.lanes.iter().map(Mailbox::len).sum::<usize>() + self.held.len()
+    }
+
+    /// Handlers suspended at the end of a time slice.
+    #[cfg(test)]
+    pub fn suspended(&self) -> usize {
+        self.suspended.len()
     }
 
     /// When the core next has work that no arrival will prompt: the
     /// earliest time a held message may run.
     pub fn next_wake_ns(&self) -> Option<u64> {
-        self.held.iter().map(|held| held.resume_ns).min()
+        self.held
+            .iter()
+            .filter_map(|held| match held.until {
+                Until::Time(resume_ns) => Some(resume_ns),
+                Until::FreeInstance => None,
+            })
+            .min()
     }
 
     /// A message taken from a ring at `now`.
@@ -275,21 +309,15 @@ impl ShardCore {
         }
         let held = std::mem::take(&mut self.held);
         let mut released = 0;
-        for Held {
-            resume_ns,
-            envelope,
-        } in held
-        {
+        for Held { until, envelope } in held {
             let agent = receiver_agent(&envelope);
             let still_held = self
                 .held
                 .iter()
                 .any(|other| receiver_agent(&other.envelope) == agent);
-            if resume_ns > now || still_held {
-                self.held.push(Held {
-                    resume_ns,
-                    envelope,
-                });
+            let due = matches!(until, Until::Time(resume_ns) if resume_ns <= now);
+            if !due || still_held {
+                self.held.push(Held { until, envelope });
             } else if envelope.deadline_ns < now {
                 self.metrics.timeouts += 1;
                 self.fail(&envelope, "timeout", now, io);
@@ -373,6 +401,11 @@ impl ShardCore {
                 .into_iter()
                 .map(|held| held.envelope),
         );
+        // Handlers cancelled mid-run: a stored message stays unfinished and
+        // runs again after a restart; every sender hears about this stop.
+        for run in std::mem::take(&mut self.suspended) {
+            self.fail_path(&run.request, "shutting-down", now, io);
+        }
         for mut envelope in remaining {
             if let Durability::ChainAck(parent) = envelope.durability {
                 // A child stored elsewhere: its parent here may be finished.
@@ -476,8 +509,8 @@ impl ShardCore {
         }
     }
 
-    /// Run `envelope`'s handler (or hold it for its agent's CPU budget), then
-    /// answer its faults, keep the durability protocol, and route what it sent.
+    /// Run `envelope`'s handler (or hold it back from its agent), then
+    /// complete it, or note it suspended.
     fn deliver(
         &mut self,
         envelope: Envelope,
@@ -494,32 +527,67 @@ impl ShardCore {
         };
         // An agent past its cpu_shares waits for its next window; so do its
         // later messages, which must not overtake the held ones. Follow-ons
-        // wait for the same window as the held head, so the shard sleeps
-        // until then instead of re-checking them.
+        // wait for what the held head waits for, so the shard sleeps until
+        // then instead of re-checking them.
         let held_until = self
             .held
             .iter()
             .filter(|held| receiver_agent(&held.envelope) == Some(agent))
-            .map(|held| held.resume_ns)
-            .max();
-        if let Some(resume_ns) = held_until.or_else(|| agents.cpu_blocked_until(agent, started_ns))
-        {
-            self.hold(envelope, resume_ns, started_ns, io);
+            .map(|held| held.until)
+            .max_by_key(|until| match until {
+                Until::Time(resume_ns) => *resume_ns,
+                Until::FreeInstance => u64::MAX,
+            });
+        if let Some(until) = held_until.or_else(|| {
+            agents
+                .cpu_blocked_until(agent, started_ns)
+                .map(Until::Time)
+        }) {
+            self.hold(envelope, until, started_ns, io);
             return;
         }
-        self.record_routing(&envelope, started_ns);
+        let sent_at_ns = envelope.sent_at_ns;
+        let from_participant = envelope.from_participant;
         let request = envelope.reply_path();
         let durability = envelope.durability;
-        let Some(run) = agents.run_handler(agent, slot, envelope, started_ns) else {
-            self.metrics.unknown_receiver += 1;
-            self.finish(durability, io);
-            self.fail_path(&request, "unknown-agent", started_ns, io);
-            return;
-        };
-        let HandlerRun {
-            handled,
-            finished_ns,
-        } = run;
+        match agents.run_handler(agent, slot, envelope, started_ns) {
+            HandlerStart::Finished(handled) => {
+                self.record_routing(sent_at_ns, from_participant, started_ns);
+                let finished_ns = started_ns + handled.ran_ns;
+                self.complete(request, durability, handled, finished_ns, agents, io);
+            }
+            HandlerStart::Suspended(instance) => {
+                self.record_routing(sent_at_ns, from_participant, started_ns);
+                self.metrics.suspended += 1;
+                self.suspended.push(SuspendedRun {
+                    instance,
+                    request,
+                    durability,
+                });
+            }
+            HandlerStart::Busy(envelope) => {
+                self.hold(envelope, Until::FreeInstance, started_ns, io)
+            }
+            HandlerStart::Missing => {
+                self.metrics.unknown_receiver += 1;
+                self.finish(durability, io);
+                self.fail_path(&request, "unknown-agent", started_ns, io);
+            }
+        }
+    }
+
+    /// A handler that ran to its end at `finished_ns`: keep the durability
+    /// protocol, answer its faults, count it and route what it sent.
+    fn complete(
+        &mut self,
+        request: ReplyPath,
+        durability: Durability,
+        handled: Handled,
+        finished_ns: u64,
+        agents: &mut impl AgentRuntime,
+        io: &mut impl ShardIo,
+    ) {
+        let agent = handled.instance.agent;
         let child_durability = self.settle_handled(durability, &handled.outbox, io);
         if !handled.state_writes.is_empty() && self.ledger.is_some() {
             let name = self.directory.name_of(Address::Agent(agent));
@@ -536,7 +604,7 @@ impl ShardCore {
         self.record_startups(agents);
         self.metrics
             .processing_ns
-            .saturating_record(finished_ns.saturating_sub(started_ns).max(1));
+            .saturating_record(handled.ran_ns.max(1));
         self.metrics.handled += 1;
         if let Some(reason) = self.failure_reason(&handled.outcome) {
             self.fail_path(&request, &reason, finished_ns, io);
@@ -568,10 +636,57 @@ impl ShardCore {
         }
     }
 
+    /// A suspended handler ran to its end at `now`: complete it, and let the
+    /// messages waiting for one of its agent's instances run.
+    pub fn on_handler_finished(
+        &mut self,
+        handled: Handled,
+        now: u64,
+        agents: &mut impl AgentRuntime,
+        io: &mut impl ShardIo,
+    ) {
+        let Some(position) = self
+            .suspended
+            .iter()
+            .position(|run| run.instance == handled.instance)
+        else {
+            return;
+        };
+        let run = self.suspended.swap_remove(position);
+        self.free_waiting(run.instance.agent, now);
+        self.complete(run.request, run.durability, handled, now, agents, io);
+    }
+
+    /// Agent `agent` was undeployed: its suspended handlers were cancelled
+    /// with it, and nothing it held back will run. Answer their senders.
+    pub fn on_agent_undeployed(&mut self, agent: AgentId, now: u64, io: &mut impl ShardIo) {
+        let (cancelled, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.suspended)
+            .into_iter()
+            .partition(|run| run.instance.agent == agent);
+        self.suspended = kept;
+        for run in cancelled {
+            // Its agent is gone: a redelivery would only find no one.
+            self.finish(run.durability, io);
+            self.fail_path(&run.request, "undeployed", now, io);
+        }
+        // Held for an instance that will never be free: let them run into
+        // the missing agent and be answered.
+        self.free_waiting(agent, now);
+    }
+
+    /// Messages held for a free instance of `agent` may try again at `now`.
+    fn free_waiting(&mut self, agent: AgentId, now: u64) {
+        for held in &mut self.held {
+            if held.until == Until::FreeInstance && receiver_agent(&held.envelope) == Some(agent) {
+                held.until = Until::Time(now);
+            }
+        }
+    }
+
     /// Send to handler start, into the local or cross-shard histogram.
-    fn record_routing(&mut self, envelope: &Envelope, started_ns: u64) {
-        let routing_ns = started_ns.saturating_sub(envelope.sent_at_ns).max(1);
-        let histogram = if usize::from(envelope.from_participant) == self.index {
+    fn record_routing(&mut self, sent_at_ns: u64, from_participant: u16, started_ns: u64) {
+        let routing_ns = started_ns.saturating_sub(sent_at_ns).max(1);
+        let histogram = if usize::from(from_participant) == self.index {
             &mut self.metrics.routing_local_ns
         } else {
             &mut self.metrics.routing_cross_ns
@@ -632,17 +747,20 @@ impl ShardCore {
     }
 
     /// Hold `envelope` until `resume_ns`, or refuse it when too many are held.
-    fn hold(&mut self, envelope: Envelope, resume_ns: u64, now: u64, io: &mut impl ShardIo) {
+    fn hold(&mut self, envelope: Envelope, until: Until, now: u64, io: &mut impl ShardIo) {
         if self.held.len() >= self.held_max {
             self.metrics.refused += 1;
-            self.fail(&envelope, "refused:cpu-budget", now, io);
+            let reason = match until {
+                Until::Time(_) => "refused:cpu-budget",
+                Until::FreeInstance => "refused:queue-full",
+            };
+            self.fail(&envelope, reason, now, io);
             return;
         }
-        self.metrics.throttled += 1;
-        self.held.push(Held {
-            resume_ns,
-            envelope,
-        });
+        if matches!(until, Until::Time(_)) {
+            self.metrics.throttled += 1;
+        }
+        self.held.push(Held { until, envelope });
     }
 
     /// Give `envelope` an id and hand it to the partition writer; it is

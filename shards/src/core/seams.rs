@@ -4,20 +4,24 @@
 //! writer; the core's tests implement them with plain vectors and a
 //! virtual clock.
 
-use caxton_agents::{AgentHost, Handled, OutboundMessage};
-use caxton_messaging::{AgentId, Envelope, MeshPort};
+use caxton_agents::{AgentHost, Handled, Handling, OutboundMessage};
+use caxton_messaging::{AgentId, Envelope, InstanceId, MeshPort};
 use caxton_storage::{PartitionWriter, Write, WriteRefused};
 
-use crate::clock::NodeClock;
 
-/// A handler that ran: what it did, and the time it finished on the node
-/// clock (the core reads no clock of its own).
+/// What became of a message handed to an agent.
 #[derive(Debug)]
-pub(crate) struct HandlerRun {
-    /// The host's account of the run.
-    pub handled: Handled,
-    /// Node-clock nanoseconds when the handler returned.
-    pub finished_ns: u64,
+pub(crate) enum HandlerStart {
+    /// The handler ran to its end, taking `Handled::ran_ns`.
+    Finished(Handled),
+    /// The handler, on this instance, used its time slice and yielded; the
+    /// core hears of its end later (`ShardCore::on_handler_finished`).
+    Suspended(InstanceId),
+    /// Every instance that could take it is busy with a suspended handler:
+    /// the message, handed back.
+    Busy(Envelope),
+    /// The agent has no such instance here.
+    Missing,
 }
 
 /// What the core needs of the agents hosted on its shard.
@@ -26,16 +30,15 @@ pub(crate) trait AgentRuntime {
     /// run again; `None` when it may run now.
     fn cpu_blocked_until(&mut self, agent: AgentId, now_ns: u64) -> Option<u64>;
 
-    /// Run `agent`'s handler (instance `slot`, or the next in turn) on
-    /// `envelope`, starting at `started_ns`. `None` when the agent has no
-    /// such instance here.
+    /// Run `agent`'s handler (instance `slot`, or the next free one) on
+    /// `envelope`, starting at `started_ns`, for at most one time slice.
     fn run_handler(
         &mut self,
         agent: AgentId,
         slot: Option<u16>,
         envelope: Envelope,
         started_ns: u64,
-    ) -> Option<HandlerRun>;
+    ) -> HandlerStart;
 
     /// Answers owed by instances that were dropped with deferred replies open.
     fn take_abandoned(&mut self) -> Vec<OutboundMessage>;
@@ -56,10 +59,9 @@ pub(crate) trait ShardIo {
     fn store(&mut self, write: Write) -> Result<(), WriteRefused>;
 }
 
-/// The engine's agent host on the node clock.
+/// The engine's agent host.
 pub(crate) struct WasmAgents<'a> {
     pub host: &'a mut AgentHost,
-    pub clock: NodeClock,
 }
 
 impl AgentRuntime for WasmAgents<'_> {
@@ -72,13 +74,14 @@ impl AgentRuntime for WasmAgents<'_> {
         agent: AgentId,
         slot: Option<u16>,
         envelope: Envelope,
-        _started_ns: u64,
-    ) -> Option<HandlerRun> {
-        let handled = self.host.handle(agent, slot, envelope)?;
-        Some(HandlerRun {
-            handled,
-            finished_ns: self.clock.now_ns(),
-        })
+        started_ns: u64,
+    ) -> HandlerStart {
+        match self.host.handle(agent, slot, envelope, started_ns) {
+            Handling::Done(handled) => HandlerStart::Finished(handled),
+            Handling::Suspended(instance) => HandlerStart::Suspended(instance),
+            Handling::Busy(envelope) => HandlerStart::Busy(envelope),
+            Handling::NoInstance => HandlerStart::Missing,
+        }
     }
 
     fn take_abandoned(&mut self) -> Vec<OutboundMessage> {

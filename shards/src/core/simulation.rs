@@ -1,7 +1,8 @@
 //! A seeded simulation of a node's shard cores: random client sends (some
 //! durable), random shard turns, random partition commits, random handler
 //! faults and, in some runs, a crash of the whole node and a restart from
-//! what the partitions committed. It checks the data plane's promises:
+//! what the partitions committed. Some handlers use up their time slice
+//! and are suspended, to finish in a later turn. It checks the data plane's promises:
 //! - without a crash, every send is answered exactly once, and every
 //!   message is handled at most once (exactly once when it was accepted);
 //! - one sender's messages to one agent, in one priority class, are handled
@@ -21,7 +22,7 @@ use caxton_messaging::{
 };
 use caxton_storage::{StorageEvent, Write, WriteRefused};
 
-use super::{AgentRuntime, CoreLimits, HandlerRun, ShardCore, ShardIo};
+use super::{AgentRuntime, CoreLimits, HandlerStart, ShardCore, ShardIo};
 use crate::directory::{AgentRecord, Directory};
 
 const SHARDS: usize = 3;
@@ -85,6 +86,9 @@ struct SimAgents {
     /// Messages the relay passed on in its latest run (a later run that
     /// faults, after a redelivery, finishes the message without hops).
     relayed: std::collections::HashSet<Seq>,
+    /// Handlers that yielded, to finish in a later turn (one instance per
+    /// agent, so an agent with one here is busy).
+    suspended: Vec<Handled>,
 }
 
 impl AgentRuntime for SimAgents {
@@ -98,24 +102,32 @@ impl AgentRuntime for SimAgents {
         slot: Option<u16>,
         envelope: Envelope,
         started_ns: u64,
-    ) -> Option<HandlerRun> {
-        if envelope.performative != Performative::Request {
-            // The engine's failures about this agent's own sends: nothing to answer.
-            return Some(HandlerRun {
-                handled: Handled {
-                    instance: InstanceId {
-                        agent,
-                        shard: self.shard,
-                        slot: slot.unwrap_or(0),
-                    },
-                    outcome: Outcome::Handled,
-                    outbox: Vec::new(),
-                    state_writes: Vec::new(),
-                },
-                finished_ns: started_ns + 1_000,
-            });
+    ) -> HandlerStart {
+        let _ = started_ns;
+        let instance = InstanceId {
+            agent,
+            shard: self.shard,
+            slot: slot.unwrap_or(0),
+        };
+        if self.suspended.iter().any(|handled| handled.instance == instance) {
+            return HandlerStart::Busy(envelope);
         }
-        let seq = u64::from_le_bytes(envelope.content.get(..8)?.try_into().ok()?);
+        let handled = |outcome, outbox| Handled {
+            instance,
+            outcome,
+            ran_ns: 1_000,
+            outbox,
+            state_writes: Vec::new(),
+        };
+        let seq = envelope
+            .content
+            .get(..8)
+            .and_then(|bytes| bytes.try_into().ok())
+            .map(u64::from_le_bytes);
+        let (Some(seq), Performative::Request) = (seq, envelope.performative) else {
+            // The engine's failures about this agent's own sends: nothing to answer.
+            return HandlerStart::Finished(handled(Outcome::Handled, Vec::new()));
+        };
         *self.runs.count.entry((agent, seq)).or_default() += 1;
         let durable = !matches!(envelope.durability, Durability::Transient);
         self.runs
@@ -158,19 +170,11 @@ impl AgentRuntime for SimAgents {
             };
             (Outcome::Handled, vec![answer])
         };
-        Some(HandlerRun {
-            handled: Handled {
-                instance: InstanceId {
-                    agent,
-                    shard: self.shard,
-                    slot: slot.unwrap_or(0),
-                },
-                outcome,
-                outbox,
-                state_writes: Vec::new(),
-            },
-            finished_ns: started_ns + 1_000,
-        })
+        if self.rng.chance(10) {
+            self.suspended.push(handled(outcome, outbox));
+            return HandlerStart::Suspended(instance);
+        }
+        HandlerStart::Finished(handled(outcome, outbox))
     }
 
     fn take_abandoned(&mut self) -> Vec<OutboundMessage> {
@@ -295,6 +299,7 @@ impl Simulation {
                 rng: Rng::new(rng.next()),
                 runs: Runs::default(),
                 relayed: std::collections::HashSet::new(),
+                suspended: Vec::new(),
             })
             .collect();
         Self {
@@ -393,6 +398,15 @@ impl Simulation {
                 break;
             }
         }
+        // Some suspended handlers get to their end this turn.
+        let suspended = std::mem::take(&mut agents.suspended);
+        for handled in suspended {
+            if self.rng.chance(50) {
+                self.cores[shard].on_handler_finished(handled, now, agents, &mut io);
+            } else {
+                agents.suspended.push(handled);
+            }
+        }
     }
 
     /// The partition of `shard` commits the first `count` of its queued writes.
@@ -471,7 +485,10 @@ impl Simulation {
             self.read_answers();
             self.now += 1_000;
             let idle = self.world.rings.values().all(VecDeque::is_empty)
-                && self.cores.iter().all(|core| core.queued() == 0)
+                && self
+                    .cores
+                    .iter()
+                    .all(|core| core.queued() == 0 && core.suspended() == 0)
                 && self
                     .world
                     .partitions
@@ -495,6 +512,8 @@ impl Simulation {
         for agents in &mut self.agents {
             self.runs_before_crash
                 .push(std::mem::take(&mut agents.runs));
+            // Suspended handlers die with the node.
+            agents.suspended.clear();
         }
         for shard in 0..SHARDS {
             let unfinished: Vec<(u64, Envelope)> = self.world.partitions[shard]
@@ -533,6 +552,7 @@ struct Coverage {
     redelivered: u64,
     faults: u64,
     refused: u64,
+    suspended: u64,
 }
 
 fn run(seed: u64, crash: bool) -> Result<Coverage, String> {
@@ -620,6 +640,7 @@ fn run(seed: u64, crash: bool) -> Result<Coverage, String> {
         coverage.redelivered += metrics.redelivered;
         coverage.faults += metrics.faults;
         coverage.refused += metrics.refused;
+        coverage.suspended += metrics.suspended;
     }
     Ok(coverage)
 }
@@ -635,6 +656,7 @@ fn run_seeds(crash: bool) -> Coverage {
                 total.redelivered += coverage.redelivered;
                 total.faults += coverage.faults;
                 total.refused += coverage.refused;
+                total.suspended += coverage.suspended;
             }
             Err(failure) => {
                 panic!("seed {seed} failed (replay: CAXTON_SIMULATION_SEED={seed}): {failure}")
@@ -657,6 +679,7 @@ fn without_crashes_every_send_is_answered_once_and_order_is_kept() {
     if std::env::var("CAXTON_SIMULATION_SEED").is_err() {
         assert!(coverage.agreed > 0 && coverage.hops_run > 0, "{coverage:?}");
         assert!(coverage.faults > 0 && coverage.refused > 0, "{coverage:?}");
+        assert!(coverage.suspended > 0, "{coverage:?}");
     }
 }
 

@@ -11,7 +11,7 @@ use caxton_messaging::{
 };
 use caxton_storage::{StorageEvent, Write, WriteRefused};
 
-use super::{AgentRuntime, CoreLimits, HandlerRun, ShardCore, ShardIo};
+use super::{AgentRuntime, CoreLimits, HandlerStart, ShardCore, ShardIo};
 use crate::directory::{AgentRecord, Directory};
 
 /// What a fake agent does with a message.
@@ -35,6 +35,10 @@ pub(super) struct FakeAgents {
     pub runs: Vec<(AgentId, Vec<u8>)>,
     /// How long each handler takes on the virtual clock.
     pub handler_ns: u64,
+    /// Agents whose handlers use up their slice and yield.
+    pub slow: std::collections::HashSet<AgentId>,
+    /// Handlers suspended, to be finished by the test.
+    pub suspended: Vec<Handled>,
     pub abandoned: Vec<OutboundMessage>,
     pub startups: Vec<u64>,
 }
@@ -53,8 +57,19 @@ impl AgentRuntime for FakeAgents {
         slot: Option<u16>,
         envelope: Envelope,
         started_ns: u64,
-    ) -> Option<HandlerRun> {
-        let behaviour = self.behaviours.get(&agent)?.clone();
+    ) -> HandlerStart {
+        let Some(behaviour) = self.behaviours.get(&agent).cloned() else {
+            return HandlerStart::Missing;
+        };
+        let instance = InstanceId {
+            agent,
+            shard: 0,
+            slot: slot.unwrap_or(0),
+        };
+        // One instance per agent: busy while its handler is suspended.
+        if self.suspended.iter().any(|handled| handled.instance == instance) {
+            return HandlerStart::Busy(envelope);
+        }
         self.runs.push((agent, envelope.content.clone()));
         let answer = |performative, content| OutboundMessage {
             receiver: envelope.sender,
@@ -87,19 +102,19 @@ impl AgentRuntime for FakeAgents {
                     .collect(),
             ),
         };
-        Some(HandlerRun {
-            handled: Handled {
-                instance: InstanceId {
-                    agent,
-                    shard: 0,
-                    slot: slot.unwrap_or(0),
-                },
-                outcome,
-                outbox,
-                state_writes: Vec::new(),
-            },
-            finished_ns: started_ns + self.handler_ns,
-        })
+        let _ = started_ns;
+        let handled = Handled {
+            instance,
+            outcome,
+            ran_ns: self.handler_ns,
+            outbox,
+            state_writes: Vec::new(),
+        };
+        if self.slow.contains(&agent) {
+            self.suspended.push(handled);
+            return HandlerStart::Suspended(instance);
+        }
+        HandlerStart::Finished(handled)
     }
 
     fn take_abandoned(&mut self) -> Vec<OutboundMessage> {
@@ -661,4 +676,82 @@ fn startup_times_reach_the_histogram() {
     agents.startups = vec![5_000, 7_000];
     core.record_startups(&mut agents);
     assert_eq!(core.metrics_mut().startup_ns.len(), 2);
+}
+
+#[test]
+fn a_suspended_handler_takes_no_second_message_and_its_neighbours_keep_running() {
+    let mut core = core(8, false);
+    let mut agents = echo_agents();
+    agents.behaviours.insert(OTHER, Behaviour::Echo);
+    agents.slow.insert(ECHO);
+    let mut io = RecordingIo::new(3, 0);
+    core.on_arrival(request(ECHO, b"long", 0), 0, &mut io);
+    assert!(core.handle_next(10, &mut agents, &mut io));
+    assert_eq!(core.suspended(), 1);
+    assert!(io.rings.is_empty(), "not answered while suspended");
+    agents.slow.clear();
+    // The next message for the busy agent waits; a neighbour's runs now.
+    core.on_arrival(request(ECHO, b"next", 0), 20, &mut io);
+    assert!(core.handle_next(30, &mut agents, &mut io));
+    assert_eq!(agents.runs.len(), 1, "the busy instance took nothing");
+    assert_eq!(core.queued(), 1);
+    assert_eq!(core.next_wake_ns(), None, "woken by the handler's end, not a timer");
+    // (A neighbour on this shard: `other` is hosted elsewhere in the
+    // directory, so address its instance here directly.)
+    let neighbour = Envelope {
+        receiver: Address::Instance(InstanceId {
+            agent: OTHER,
+            shard: 0,
+            slot: 0,
+        }),
+        ..request(OTHER, b"neighbour", 0)
+    };
+    core.on_arrival(neighbour, 40, &mut io);
+    assert!(core.handle_next(50, &mut agents, &mut io));
+    assert_eq!(agents.runs.last().map(|run| run.1.as_slice()), Some(&b"neighbour"[..]));
+    io.take(CLIENT_PORT);
+    // The long handler ends: answered, and the waiting message runs next.
+    let handled = agents.suspended.pop().expect("suspended");
+    core.on_handler_finished(handled, 1_000, &mut agents, &mut io);
+    assert_eq!(only_answer(&mut io), (Performative::Inform, "long".into()));
+    assert_eq!(core.release_held(1_000, &mut agents, &mut io), 1);
+    assert_eq!(only_answer(&mut io), (Performative::Inform, "next".into()));
+    let metrics = core.metrics_mut();
+    assert_eq!((metrics.suspended, metrics.handled), (1, 3));
+}
+
+#[test]
+fn undeploying_or_stopping_answers_suspended_handlers_senders() {
+    let mut core = core(8, true);
+    let mut agents = echo_agents();
+    agents.slow.insert(ECHO);
+    let mut io = RecordingIo::new(3, 0);
+    core.on_arrival(request(ECHO, b"long", 0), 0, &mut io);
+    core.handle_next(1, &mut agents, &mut io);
+    core.on_arrival(request(ECHO, b"waiting", 0), 2, &mut io);
+    core.handle_next(3, &mut agents, &mut io);
+    agents.behaviours.clear();
+    agents.suspended.clear();
+    core.on_agent_undeployed(ECHO, 4, &mut io);
+    assert_eq!(
+        only_answer(&mut io),
+        (Performative::Failure, "caxton:undeployed".into())
+    );
+    core.release_held(4, &mut agents, &mut io);
+    assert_eq!(
+        only_answer(&mut io),
+        (Performative::Failure, "caxton:unknown-agent".into())
+    );
+
+    let mut core = self::core(8, false);
+    let mut agents = echo_agents();
+    agents.slow.insert(ECHO);
+    core.on_arrival(request(ECHO, b"long", 0), 0, &mut io);
+    core.handle_next(1, &mut agents, &mut io);
+    core.shut_down(Vec::new(), 2, &mut io);
+    assert_eq!(
+        only_answer(&mut io),
+        (Performative::Failure, "caxton:shutting-down".into())
+    );
+    assert_eq!(core.suspended(), 0);
 }

@@ -1,0 +1,191 @@
+//! Time slices through whole nodes: a long handler yields its shard after
+//! `runtime.time_slice`, so its neighbours keep being served, and still
+//! fails at `max_execution_time`. Assertions are about order and outcome,
+//! never about how fast anything ran.
+
+use std::time::Duration;
+
+use caxton_messaging::Performative;
+use caxton_profiles::{AgentLimits, HumanDuration};
+use caxton_shards::{Node, SendOptions, FAILURE_PREFIX};
+use caxton_tests::{example, plan_on_this_machine, Planned};
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// One data shard, so every agent shares it.
+fn boot(overrides: &[&str]) -> (Planned, Node) {
+    let mut all = vec!["runtime.worker_threads=1"];
+    all.extend_from_slice(overrides);
+    let planned = plan_on_this_machine(&["default"], &all);
+    let node = Node::start(&planned.profile, &planned.plan).expect("node boots");
+    (planned, node)
+}
+
+/// Busy on the node clock for `millis` per message, then answers. A
+/// handler entered again while it is suspended (never allowed) answers
+/// with code 7 instead.
+fn busy_agent(millis: u64) -> String {
+    format!(
+        r#"(module
+  (import "caxton" "now_ns" (func $now (result i64)))
+  (import "caxton" "reply" (func $reply (param i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "caxton_abi_version") (result i32) (i32.const 1))
+  (func (export "caxton_handle") (result i32)
+    (local $until i64)
+    (if (i32.load (i32.const 0)) (then (return (i32.const 7))))
+    (i32.store (i32.const 0) (i32.const 1))
+    (local.set $until (i64.add (call $now) (i64.const {nanos})))
+    (block $done
+      (loop $spin
+        (br_if $done (i64.ge_s (call $now) (local.get $until)))
+        (br $spin)))
+    (i32.store (i32.const 0) (i32.const 0))
+    (drop (call $reply (i32.const 1) (i32.const 0) (i32.const 0)))
+    (i32.const 0)))"#,
+        nanos = millis * 1_000_000
+    )
+}
+
+fn with_max_execution(planned: &Planned, limit: Duration) -> AgentLimits {
+    AgentLimits {
+        max_execution_time: HumanDuration(limit),
+        ..planned.profile.agents.default_limits.clone()
+    }
+}
+
+fn reason(content: &[u8]) -> String {
+    String::from_utf8_lossy(content)
+        .strip_prefix(FAILURE_PREFIX)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Handlers the node's shards suspended so far.
+fn suspended(node: &Node) -> u64 {
+    node.metrics(false)
+        .expect("metrics")
+        .iter()
+        .map(|shard| shard.suspended)
+        .sum()
+}
+
+/// Send `loop` one message, then echo requests one after another until the
+/// loop's answer comes; returns (echo answers that came first, the loop's answer).
+fn echo_while_looping(node: &mut Node, planned: &Planned) -> (usize, String) {
+    let looping = node
+        .deploy(
+            "loop",
+            &example("loop"),
+            1,
+            &with_max_execution(planned, Duration::from_secs(2)),
+        )
+        .expect("deploys");
+    let echo = node
+        .deploy("echo", &example("echo"), 1, &planned.profile.agents.default_limits)
+        .expect("deploys");
+    let mut client = node.client().expect("client");
+    let loop_token = client
+        .send(looping, Performative::Request, Vec::new(), SendOptions::default())
+        .expect("sent");
+    let mut echoed = 0;
+    let loop_answer = loop {
+        let token = client
+            .send(echo, Performative::Request, b"hi".to_vec(), SendOptions::default())
+            .expect("sent");
+        let answer = client.await_reply(token, PATIENCE).expect("echo answers");
+        assert_eq!(answer.performative, Performative::Inform);
+        if let Ok(answer) = client.await_reply(loop_token, Duration::ZERO) {
+            break answer;
+        }
+        echoed += 1;
+    };
+    assert_eq!(loop_answer.performative, Performative::Failure);
+    (echoed, reason(&loop_answer.content))
+}
+
+#[test]
+fn a_looping_agent_yields_to_its_neighbours_and_still_fails_at_its_limit() {
+    let (planned, mut node) = boot(&["runtime.time_slice=1ms"]);
+    let (echoed, loop_reason) = echo_while_looping(&mut node, &planned);
+    assert_eq!(loop_reason, "execution-time");
+    assert!(
+        echoed > 0,
+        "echo was answered while the loop ran (before its execution-time failure)"
+    );
+    assert!(suspended(&node) >= 1, "the loop was suspended");
+    node.shutdown().expect("clean stop");
+}
+
+#[test]
+fn without_stack_pooling_a_handler_holds_its_shard_to_the_end() {
+    let (planned, mut node) = boot(&["runtime.wasm.stack_pooling=false"]);
+    let (echoed, loop_reason) = echo_while_looping(&mut node, &planned);
+    assert_eq!(loop_reason, "execution-time");
+    assert_eq!(echoed, 0, "the first echo waited for the loop's end");
+    assert_eq!(suspended(&node), 0);
+    node.shutdown().expect("clean stop");
+}
+
+#[test]
+fn a_suspended_instance_takes_no_second_message() {
+    let (planned, mut node) = boot(&["runtime.time_slice=1ms"]);
+    let busy = node
+        .deploy("busy", busy_agent(30).as_bytes(), 1, &planned.profile.agents.default_limits)
+        .expect("deploys");
+    let mut client = node.client().expect("client");
+    let tokens: Vec<u64> = (0..4)
+        .map(|_| {
+            client
+                .send(busy, Performative::Request, Vec::new(), SendOptions::default())
+                .expect("sent")
+        })
+        .collect();
+    for token in tokens {
+        let answer = client.await_reply(token, PATIENCE).expect("answered");
+        assert_eq!(
+            answer.performative,
+            Performative::Inform,
+            "not entered while suspended: {}",
+            String::from_utf8_lossy(&answer.content)
+        );
+    }
+    assert!(suspended(&node) >= 4, "each 30 ms handler used several 1 ms slices");
+    node.shutdown().expect("clean stop");
+}
+
+#[test]
+fn the_time_slice_decides_whether_a_handler_yields() {
+    // A 30 ms handler and a slice far longer: it runs to its end in one go.
+    let (planned, mut node) = boot(&["runtime.time_slice=5s"]);
+    let busy = node
+        .deploy("busy", busy_agent(30).as_bytes(), 1, &planned.profile.agents.default_limits)
+        .expect("deploys");
+    let mut client = node.client().expect("client");
+    let answer = client.request(busy, Vec::new(), PATIENCE).expect("answered");
+    assert_eq!(answer.performative, Performative::Inform);
+    assert_eq!(suspended(&node), 0);
+    drop(client);
+    node.shutdown().expect("clean stop");
+}
+
+#[test]
+fn stopping_the_node_answers_suspended_handlers_senders() {
+    let (planned, mut node) = boot(&["runtime.time_slice=1ms"]);
+    let looping = node
+        .deploy("loop", &example("loop"), 1, &planned.profile.agents.default_limits)
+        .expect("deploys");
+    let mut client = node.client().expect("client");
+    let token = client
+        .send(looping, Performative::Request, Vec::new(), SendOptions::default())
+        .expect("sent");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while suspended(&node) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the loop never yielded");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    node.shutdown().expect("clean stop");
+    let answer = client.await_reply(token, PATIENCE).expect("answered at stop");
+    assert_eq!(answer.performative, Performative::Failure);
+    assert_eq!(reason(&answer.content), "shutting-down");
+}
