@@ -264,10 +264,10 @@ async fn list_agents(context: &Context, only: Option<String>) -> Answer {
                 let mut stats = caxton_shards::AgentStats::default();
                 let mut running = Vec::with_capacity(per_shard.len());
                 for shard in &per_shard {
-                    let found = shard.iter().find(|(candidate, _, _)| *candidate == id);
-                    running.push(found.map_or(0, |(_, instances, _)| *instances));
-                    if let Some((_, _, counts)) = found {
-                        stats.add(counts);
+                    let found = shard.iter().find(|counts| counts.id == id);
+                    running.push(found.map_or(0, |counts| counts.instances));
+                    if let Some(counts) = found {
+                        stats.add(&counts.stats);
                     }
                 }
                 let ran = stats.handled + stats.agent_failures + stats.traps

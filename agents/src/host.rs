@@ -124,7 +124,15 @@ pub struct Handled {
 }
 
 /// An agent on a shard: its id, its running instances and its counters.
-pub type AgentCounts = (AgentId, usize, AgentStats);
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentCounts {
+    /// The agent.
+    pub id: AgentId,
+    /// Its instances on the shard (those with a suspended handler included).
+    pub instances: usize,
+    /// Its counters on the shard.
+    pub stats: AgentStats,
+}
 
 /// Counters of one agent on one shard.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -477,7 +485,11 @@ impl AgentHost {
     pub fn all_stats(&self) -> Vec<AgentCounts> {
         self.agents
             .iter()
-            .map(|(id, agent)| (*id, agent.instances.len(), agent.stats.clone()))
+            .map(|(id, agent)| AgentCounts {
+                id: *id,
+                instances: agent.instances.len(),
+                stats: agent.stats.clone(),
+            })
             .collect()
     }
 

@@ -543,27 +543,40 @@ impl Node {
     /// again every message that was accepted and never finished. Returns
     /// (agents redeployed, messages redelivered). A no-op without persistence.
     pub fn recover(&mut self) -> Result<(usize, usize), NodeError> {
-        let mut agents: Vec<(String, Vec<u8>, Vec<u16>, String)> = Vec::new();
+        /// An agent as the partitions recorded it, gathered over shards.
+        struct RecordedAgent {
+            name: String,
+            module: Vec<u8>,
+            instances_per_shard: Vec<u16>,
+            limits: String,
+        }
+        let mut agents: Vec<RecordedAgent> = Vec::new();
         for shard in 0..self.data_shards() {
             let (ack, answer) = mpsc::channel();
             for row in self.command(shard, Control::RecoveredAgents { ack }, &answer)? {
-                let position = match agents.iter().position(|(name, ..)| *name == row.name) {
+                let position = match agents.iter().position(|agent| agent.name == row.name) {
                     Some(position) => position,
                     None => {
-                        agents.push((
-                            row.name.clone(),
-                            row.module.clone(),
-                            vec![0; self.data_shards()],
-                            row.limits.clone(),
-                        ));
+                        agents.push(RecordedAgent {
+                            name: row.name.clone(),
+                            module: row.module.clone(),
+                            instances_per_shard: vec![0; self.data_shards()],
+                            limits: row.limits.clone(),
+                        });
                         agents.len() - 1
                     }
                 };
-                agents[position].2[shard] = row.instances;
+                agents[position].instances_per_shard[shard] = row.instances;
             }
         }
         let mut redeployed = 0;
-        for (name, module, instances_per_shard, limits) in agents {
+        for RecordedAgent {
+            name,
+            module,
+            instances_per_shard,
+            limits,
+        } in agents
+        {
             if self.directory().resolve(&name).is_some() {
                 continue;
             }
