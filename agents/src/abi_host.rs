@@ -96,6 +96,8 @@ impl Ticket {
 /// handling, what the handler sent, and its open deferred replies.
 #[derive(Debug, Default)]
 pub struct AbiState {
+    /// The instance's exported memory, once bound ([`Self::bind_memory`]).
+    memory: Option<Memory>,
     current: Option<Envelope>,
     outbox: Vec<OutboundMessage>,
     /// Open deferred replies, by ticket - 1; a used ticket's slot is reused.
@@ -103,6 +105,12 @@ pub struct AbiState {
 }
 
 impl AbiState {
+    /// The instance's exported memory, found once after instantiation, so
+    /// no host call looks it up by name.
+    pub fn bind_memory(&mut self, memory: Memory) {
+        self.memory = Some(memory);
+    }
+
     /// Start handling `message`: the host functions see it until [`Self::finish`].
     pub fn begin(&mut self, message: Envelope) {
         self.current = Some(message);
@@ -276,11 +284,14 @@ fn guest_bytes(memory: &[u8], pointer: i32, length: i32) -> Option<&[u8]> {
     memory.get(start..start.checked_add(length)?)
 }
 
-/// The agent's exported memory.
-fn exported_memory<T>(caller: &mut Caller<'_, T>) -> Option<Memory> {
-    caller
-        .get_export(abi::EXPORT_MEMORY)
-        .and_then(wasmtime::Extern::into_memory)
+/// The agent's exported memory: the one bound to its instance, else looked
+/// up by name (a string lookup per call, which bound instances skip).
+fn exported_memory<T: AbiContext>(caller: &mut Caller<'_, T>) -> Option<Memory> {
+    caller.data().abi().memory.or_else(|| {
+        caller
+            .get_export(abi::EXPORT_MEMORY)
+            .and_then(wasmtime::Extern::into_memory)
+    })
 }
 
 /// Copy `bytes` into `memory` at `pointer`, at most `capacity` of them.
@@ -298,7 +309,7 @@ fn copy_to_guest(memory: &mut [u8], pointer: i32, capacity: i32, bytes: &[u8]) -
 }
 
 /// A copy of the guest bytes at `span`, at most `max` of them.
-fn read_guest<T>(
+fn read_guest<T: AbiContext>(
     caller: &mut Caller<'_, T>,
     (pointer, length): Span,
     max: usize,

@@ -23,7 +23,6 @@
 //! Without stack pooling, handlers run on the shard's stack to completion.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -97,9 +96,15 @@ impl Outcome {
 pub enum Handling {
     /// The handler ran to its end.
     Done(Handled),
-    /// The handler used its time slice and yielded; it finishes in a later
-    /// [`AgentHost::resume_suspended`]. The instance takes nothing else meanwhile.
-    Suspended(InstanceId),
+    /// The handler used its time slice (`ran_ns` of it) and yielded; it
+    /// finishes in a later [`AgentHost::resume_suspended`]. The instance
+    /// takes nothing else meanwhile.
+    Suspended {
+        /// The instance running it.
+        instance: InstanceId,
+        /// How long its first slice ran.
+        ran_ns: u64,
+    },
     /// Every instance that could take it has a suspended handler: here it
     /// is back, to try again once one finishes.
     Busy(Envelope),
@@ -313,6 +318,62 @@ struct HostedAgent {
     state: Rc<RefCell<StateMap>>,
 }
 
+/// A shard's hosted agents by id. Ids are small, dense directory indices,
+/// so a vector indexed by id finds an agent with no hashing on the message
+/// path.
+#[derive(Default)]
+struct AgentTable {
+    slots: Vec<Option<HostedAgent>>,
+    len: usize,
+}
+
+impl AgentTable {
+    fn get(&self, id: &AgentId) -> Option<&HostedAgent> {
+        self.slots.get(id.0 as usize)?.as_ref()
+    }
+
+    fn get_mut(&mut self, id: &AgentId) -> Option<&mut HostedAgent> {
+        self.slots.get_mut(id.0 as usize)?.as_mut()
+    }
+
+    fn insert(&mut self, id: AgentId, agent: HostedAgent) {
+        let index = id.0 as usize;
+        if index >= self.slots.len() {
+            self.slots.resize_with(index + 1, || None);
+        }
+        if self.slots[index].replace(agent).is_none() {
+            self.len += 1;
+        }
+    }
+
+    fn remove(&mut self, id: &AgentId) -> Option<HostedAgent> {
+        let removed = self.slots.get_mut(id.0 as usize)?.take();
+        if removed.is_some() {
+            self.len -= 1;
+        }
+        removed
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (AgentId, &HostedAgent)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(index, agent)| Some((AgentId(index as u32), agent.as_ref()?)))
+    }
+
+    fn values(&self) -> impl Iterator<Item = &HostedAgent> {
+        self.slots.iter().flatten()
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut HostedAgent> {
+        self.slots.iter_mut().flatten()
+    }
+}
+
 /// The recycling, pool and slicing settings of the profile.
 #[derive(Clone, Debug)]
 struct PoolPolicy {
@@ -332,7 +393,7 @@ pub struct AgentHost {
     shard: u16,
     engine: Engine,
     linker: Linker<HostState>,
-    agents: HashMap<AgentId, HostedAgent>,
+    agents: AgentTable,
     policy: PoolPolicy,
     resolver: Resolver,
     namer: Namer,
@@ -375,7 +436,7 @@ impl AgentHost {
             shard,
             engine,
             linker,
-            agents: HashMap::new(),
+            agents: AgentTable::default(),
             policy,
             resolver,
             namer,
@@ -486,7 +547,7 @@ impl AgentHost {
         self.agents
             .iter()
             .map(|(id, agent)| AgentCounts {
-                id: *id,
+                id,
                 instances: agent.instances.len(),
                 stats: agent.stats.clone(),
             })
@@ -528,7 +589,7 @@ impl AgentHost {
             .agents
             .iter()
             .filter(|(_, agent)| !lazy || agent.stats.cold_starts + agent.stats.warm_starts > 0)
-            .map(|(&id, _)| id)
+            .map(|(id, _)| id)
             .collect();
         for id in ids {
             while started < budget {
@@ -738,7 +799,10 @@ impl AgentHost {
                     ran_ns,
                     retire: false,
                 });
-                Handling::Suspended(self.instance_id(id, index))
+                Handling::Suspended {
+                    instance: self.instance_id(id, index),
+                    ran_ns,
+                }
             }
         }
     }
@@ -982,6 +1046,7 @@ impl AgentHost {
         let memory = instance
             .get_memory(&mut store, abi::EXPORT_MEMORY)
             .ok_or_else(|| "no exported memory".to_owned())?;
+        store.data_mut().abi.bind_memory(memory);
         let handle = instance
             .get_typed_func::<(), i32>(&mut store, abi::EXPORT_HANDLE)
             .map_err(|error| error.to_string())?;

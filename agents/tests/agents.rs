@@ -72,7 +72,7 @@ fn now_ns() -> u64 {
 fn run_to_end(host: &mut AgentHost, id: AgentId, envelope: Envelope) -> Option<Handled> {
     match host.handle(id, None, envelope, now_ns()) {
         Handling::Done(handled) => Some(handled),
-        Handling::Suspended(_) => loop {
+        Handling::Suspended { .. } => loop {
             let mut finished = None;
             host.resume_suspended(&mut |handled| finished = Some(handled));
             if finished.is_some() {

@@ -380,12 +380,18 @@ impl ShardDriver {
     }
 
     /// Let the core handle up to `batch_size` messages; how many.
+    /// One clock read for the batch: each step starts when the last ended
+    /// (the host measured its handler), so no message pays for a read of its own.
     fn handle_batch(&mut self) -> usize {
         let batch_size = self.batch_size;
-        let clock = self.clock;
+        let mut now = self.clock.now_ns();
         let (core, mut agents, mut io) = self.parts();
         let mut handled = 0;
-        while handled < batch_size && core.handle_next(clock.now_ns(), &mut agents, &mut io) {
+        while handled < batch_size {
+            match core.handle_next(now, &mut agents, &mut io) {
+                Some(ended_ns) => now = ended_ns,
+                None => break,
+            }
             handled += 1;
         }
         handled

@@ -324,35 +324,37 @@ impl ShardCore {
             } else {
                 released += 1;
                 // Re-checks the budget: a burst may use it up again.
-                self.deliver(envelope, now, agents, io);
+                let _ = self.deliver(envelope, now, agents, io);
             }
         }
         released
     }
 
     /// Take the next lane's most urgent message at `now` and act on it:
-    /// answer it expired, hold it, or run its handler. `false` when every
-    /// lane is empty.
+    /// answer it expired, hold it, or run its handler. Returns the node-clock
+    /// time the step ended (`now` plus the handler's run), which is the next
+    /// step's `now`: the shard reads no clock between messages. `None` when
+    /// every lane is empty.
     pub fn handle_next(
         &mut self,
         now: u64,
         agents: &mut impl AgentRuntime,
         io: &mut impl ShardIo,
-    ) -> bool {
+    ) -> Option<u64> {
         for _ in 0..self.lanes.len() {
             let lane = self.next_lane;
             self.next_lane = (self.next_lane + 1) % self.lanes.len();
-            match self.lanes[lane].pop(now) {
+            return match self.lanes[lane].pop(now) {
                 Popped::Empty => continue,
                 Popped::Expired(envelope) => {
                     self.metrics.timeouts += 1;
                     self.fail(&envelope, "timeout", now, io);
+                    Some(now)
                 }
-                Popped::Ready(envelope) => self.deliver(envelope, now, agents, io),
-            }
-            return true;
+                Popped::Ready(envelope) => Some(self.deliver(envelope, now, agents, io)),
+            };
         }
-        false
+        None
     }
 
     /// After instances were dropped (undeploy, a stopped instance): answer
@@ -510,14 +512,15 @@ impl ShardCore {
     }
 
     /// Run `envelope`'s handler (or hold it back from its agent), then
-    /// complete it, or note it suspended.
+    /// complete it, or note it suspended. Returns when the handler stopped
+    /// running (`started_ns` when none ran).
     fn deliver(
         &mut self,
         envelope: Envelope,
         started_ns: u64,
         agents: &mut impl AgentRuntime,
         io: &mut impl ShardIo,
-    ) {
+    ) -> u64 {
         let (agent, slot) = match envelope.receiver {
             Address::Agent(id) => (id, None),
             Address::Instance(instance) => (instance.agent, Some(instance.slot)),
@@ -544,7 +547,7 @@ impl ShardCore {
                 .map(Until::Time)
         }) {
             self.hold(envelope, until, started_ns, io);
-            return;
+            return started_ns;
         }
         let sent_at_ns = envelope.sent_at_ns;
         let from_participant = envelope.from_participant;
@@ -555,8 +558,9 @@ impl ShardCore {
                 self.record_routing(sent_at_ns, from_participant, started_ns);
                 let finished_ns = started_ns + handled.ran_ns;
                 self.complete(request, durability, handled, finished_ns, agents, io);
+                finished_ns
             }
-            HandlerStart::Suspended(instance) => {
+            HandlerStart::Suspended { instance, ran_ns } => {
                 self.record_routing(sent_at_ns, from_participant, started_ns);
                 self.metrics.suspended += 1;
                 self.suspended.push(SuspendedRun {
@@ -564,14 +568,17 @@ impl ShardCore {
                     request,
                     durability,
                 });
+                started_ns + ran_ns
             }
             HandlerStart::Busy(envelope) => {
-                self.hold(envelope, Until::FreeInstance, started_ns, io)
+                self.hold(envelope, Until::FreeInstance, started_ns, io);
+                started_ns
             }
             HandlerStart::Missing => {
                 self.metrics.unknown_receiver += 1;
                 self.finish(durability, io);
                 self.fail_path(&request, "unknown-agent", started_ns, io);
+                started_ns
             }
         }
     }

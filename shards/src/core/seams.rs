@@ -14,9 +14,9 @@ use caxton_storage::{PartitionWriter, Write, WriteRefused};
 pub(crate) enum HandlerStart {
     /// The handler ran to its end, taking `Handled::ran_ns`.
     Finished(Handled),
-    /// The handler, on this instance, used its time slice and yielded; the
-    /// core hears of its end later (`ShardCore::on_handler_finished`).
-    Suspended(InstanceId),
+    /// The handler, on `instance`, used its time slice (`ran_ns`) and
+    /// yielded; the core hears of its end later (`ShardCore::on_handler_finished`).
+    Suspended { instance: InstanceId, ran_ns: u64 },
     /// Every instance that could take it is busy with a suspended handler:
     /// the message, handed back.
     Busy(Envelope),
@@ -78,7 +78,9 @@ impl AgentRuntime for WasmAgents<'_> {
     ) -> HandlerStart {
         match self.host.handle(agent, slot, envelope, started_ns) {
             Handling::Done(handled) => HandlerStart::Finished(handled),
-            Handling::Suspended(instance) => HandlerStart::Suspended(instance),
+            Handling::Suspended { instance, ran_ns } => {
+                HandlerStart::Suspended { instance, ran_ns }
+            }
             Handling::Busy(envelope) => HandlerStart::Busy(envelope),
             Handling::NoInstance => HandlerStart::Missing,
         }

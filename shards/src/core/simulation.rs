@@ -172,7 +172,10 @@ impl AgentRuntime for SimAgents {
         };
         if self.rng.chance(10) {
             self.suspended.push(handled(outcome, outbox));
-            return HandlerStart::Suspended(instance);
+            return HandlerStart::Suspended {
+                instance,
+                ran_ns: 1_000,
+            };
         }
         HandlerStart::Finished(handled(outcome, outbox))
     }
@@ -394,7 +397,7 @@ impl Simulation {
         let agents = &mut self.agents[shard];
         self.cores[shard].release_held(now, agents, &mut io);
         for _ in 0..4 {
-            if !self.cores[shard].handle_next(now, agents, &mut io) {
+            if self.cores[shard].handle_next(now, agents, &mut io).is_none() {
                 break;
             }
         }

@@ -112,7 +112,10 @@ impl AgentRuntime for FakeAgents {
         };
         if self.slow.contains(&agent) {
             self.suspended.push(handled);
-            return HandlerStart::Suspended(instance);
+            return HandlerStart::Suspended {
+                instance,
+                ran_ns: self.handler_ns,
+            };
         }
         HandlerStart::Finished(handled)
     }
@@ -265,8 +268,12 @@ fn a_request_is_handled_and_answered_with_latency_recorded() {
     core.on_arrival(request(ECHO, b"hi", 100), 150, &mut io);
     assert!(io.rings.is_empty(), "nothing runs before the shard's turn");
     agents.handler_ns = 40;
-    assert!(core.handle_next(400, &mut agents, &mut io));
-    assert!(!core.handle_next(500, &mut agents, &mut io), "empty now");
+    assert_eq!(
+        core.handle_next(400, &mut agents, &mut io),
+        Some(440),
+        "the step ends when the handler does: the next step's start, with no clock read"
+    );
+    assert!(core.handle_next(500, &mut agents, &mut io).is_none(), "empty now");
     assert_eq!(only_answer(&mut io), (Performative::Inform, "hi".into()));
     let metrics = core.metrics_mut();
     assert_eq!(metrics.handled, 1);
@@ -283,7 +290,7 @@ fn a_message_past_its_deadline_is_answered_timeout_and_never_run() {
     let mut late = request(ECHO, b"late", 0);
     late.deadline_ns = 1_000;
     core.on_arrival(late, 10, &mut io);
-    assert!(core.handle_next(1_001, &mut agents, &mut io));
+    assert!(core.handle_next(1_001, &mut agents, &mut io).is_some());
     assert_eq!(
         only_answer(&mut io),
         (Performative::Failure, "caxton:timeout".into())
@@ -304,7 +311,7 @@ fn a_full_mailbox_refuses_with_failure() {
         (Performative::Failure, "caxton:refused:queue-full".into())
     );
     assert_eq!(core.metrics_mut().refused, 1);
-    while core.handle_next(10, &mut agents, &mut io) {}
+    while core.handle_next(10, &mut agents, &mut io).is_some() {}
     assert_eq!(agents.runs.len(), 2, "the two admitted ones ran");
 }
 
@@ -314,7 +321,7 @@ fn an_agent_over_its_cpu_shares_is_held_in_order_until_its_window() {
     let (mut agents, mut io) = (echo_agents(), RecordingIo::new(3, 0));
     agents.blocked_until.insert(ECHO, 1_000);
     core.on_arrival(request(ECHO, b"first", 0), 0, &mut io);
-    assert!(core.handle_next(10, &mut agents, &mut io));
+    assert!(core.handle_next(10, &mut agents, &mut io).is_some());
     assert_eq!(
         core.next_wake_ns(),
         Some(1_000),
@@ -323,7 +330,7 @@ fn an_agent_over_its_cpu_shares_is_held_in_order_until_its_window() {
     // The budget is back, but the second must not overtake the held first.
     agents.blocked_until.clear();
     core.on_arrival(request(ECHO, b"second", 0), 20, &mut io);
-    assert!(core.handle_next(30, &mut agents, &mut io));
+    assert!(core.handle_next(30, &mut agents, &mut io).is_some());
     assert!(agents.runs.is_empty());
     assert_eq!(core.metrics_mut().throttled, 2);
     assert_eq!(core.release_held(999, &mut agents, &mut io), 0);
@@ -344,7 +351,7 @@ fn too_many_held_messages_are_refused() {
     agents.blocked_until.insert(ECHO, 1_000);
     for round in 0..3u64 {
         core.on_arrival(request(ECHO, b"x", 0), round, &mut io);
-        assert!(core.handle_next(round, &mut agents, &mut io));
+        assert!(core.handle_next(round, &mut agents, &mut io).is_some());
     }
     assert_eq!(
         only_answer(&mut io),
@@ -463,7 +470,7 @@ fn sends_route_to_other_shards_and_full_rings_refuse_the_sender() {
     // is told so in its mailbox.
     assert_eq!(core.metrics_mut().refused, 1);
     assert_eq!(core.queued(), 1);
-    assert!(core.handle_next(2, &mut agents, &mut io));
+    assert!(core.handle_next(2, &mut agents, &mut io).is_some());
     assert_eq!(
         agents
             .runs
@@ -523,7 +530,7 @@ fn a_durable_send_is_acknowledged_only_once_stored() {
         "no acknowledgement before it is stored"
     );
     assert!(
-        !core.handle_next(1, &mut agents, &mut io),
+        core.handle_next(1, &mut agents, &mut io).is_none(),
         "not deliverable yet"
     );
     core.on_storage_event(StorageEvent::Durable(vec![id]), 2, &mut io);
@@ -531,7 +538,7 @@ fn a_durable_send_is_acknowledged_only_once_stored() {
     assert_eq!(notices.len(), 1);
     assert_eq!(notices[0].performative, Performative::Agree);
     assert_eq!(notices[0].durability, Durability::Notice(id));
-    assert!(core.handle_next(3, &mut agents, &mut io));
+    assert!(core.handle_next(3, &mut agents, &mut io).is_some());
     // Handled with no children: finished.
     assert!(matches!(io.writes.as_slice(), [Write::Done { id: done }] if *done == id));
     assert_eq!(core.metrics_mut().persisted, 1);
@@ -686,13 +693,13 @@ fn a_suspended_handler_takes_no_second_message_and_its_neighbours_keep_running()
     agents.slow.insert(ECHO);
     let mut io = RecordingIo::new(3, 0);
     core.on_arrival(request(ECHO, b"long", 0), 0, &mut io);
-    assert!(core.handle_next(10, &mut agents, &mut io));
+    assert!(core.handle_next(10, &mut agents, &mut io).is_some());
     assert_eq!(core.suspended(), 1);
     assert!(io.rings.is_empty(), "not answered while suspended");
     agents.slow.clear();
     // The next message for the busy agent waits; a neighbour's runs now.
     core.on_arrival(request(ECHO, b"next", 0), 20, &mut io);
-    assert!(core.handle_next(30, &mut agents, &mut io));
+    assert!(core.handle_next(30, &mut agents, &mut io).is_some());
     assert_eq!(agents.runs.len(), 1, "the busy instance took nothing");
     assert_eq!(core.queued(), 1);
     assert_eq!(core.next_wake_ns(), None, "woken by the handler's end, not a timer");
@@ -707,7 +714,7 @@ fn a_suspended_handler_takes_no_second_message_and_its_neighbours_keep_running()
         ..request(OTHER, b"neighbour", 0)
     };
     core.on_arrival(neighbour, 40, &mut io);
-    assert!(core.handle_next(50, &mut agents, &mut io));
+    assert!(core.handle_next(50, &mut agents, &mut io).is_some());
     assert_eq!(agents.runs.last().map(|run| run.1.as_slice()), Some(&b"neighbour"[..]));
     io.take(CLIENT_PORT);
     // The long handler ends: answered, and the waiting message runs next.
