@@ -17,7 +17,9 @@
 //! is parked here with its instance ([`Handling::Suspended`]), the shard
 //! serves other agents' messages, and [`AgentHost::resume_suspended`] gives
 //! each parked call one more slice per shard turn. A parked instance takes
-//! no other message ([`Handling::Busy`]). `max_execution_time` bounds the
+//! no other message, and neither do its agent's other instances on the
+//! shard ([`Handling::Busy`]): they share the agent's state there, so one
+//! agent's handlers never interleave, sliced or not. `max_execution_time` bounds the
 //! handler's run time, slices added up. A handler that finishes within its
 //! first slice costs one poll of its future and never leaves the call.
 //! Without stack pooling, handlers run on the shard's stack to completion.
@@ -713,6 +715,15 @@ impl AgentHost {
         envelope: Envelope,
         started_ns: u64,
     ) -> Handling {
+        // An agent's instances on a shard share its state, so its handlers
+        // never interleave: while one is suspended, its other messages wait.
+        if self.suspended.iter().any(|parked| parked.agent == id) {
+            return if self.agents.get(&id).is_some() {
+                Handling::Busy(envelope)
+            } else {
+                Handling::NoInstance
+            };
+        }
         let Some(agent) = self.agents.get_mut(&id) else {
             return Handling::NoInstance;
         };
