@@ -43,12 +43,8 @@ struct Directory {
 }
 
 impl Directory {
-    fn new(workload: &Workload) -> Self {
-        let names: Vec<String> = workload
-            .agents
-            .iter()
-            .map(|(name, _)| name.clone())
-            .collect();
+    fn new(agents: &[(String, &'static str)]) -> Self {
+        let names: Vec<String> = agents.iter().map(|(name, _)| name.clone()).collect();
         let ids = names
             .iter()
             .enumerate()
@@ -190,6 +186,30 @@ struct WorkerTally {
     handled: u64,
     lost: u64,
     routing: Option<Histogram<u64>>,
+    processing: Option<Histogram<u64>>,
+}
+
+/// Record `nanos` (at least 1) in a worker's histogram, created on first use.
+fn record(histogram: &mut Option<Histogram<u64>>, nanos: u64) {
+    histogram
+        .get_or_insert_with(nanosecond_histogram)
+        .saturating_record(nanos.max(1));
+}
+
+/// What the workers time, and what time a message sent by an agent carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timing {
+    /// Nothing: every message carries the intended send time of the load
+    /// message it descends from, and the generators time the answers.
+    Intended,
+    /// As `Intended`, and each handler start is recorded against that time
+    /// (one-way, where nothing answers).
+    Delivery,
+    /// Each hop on its own, as the engine's shards time theirs: a message an
+    /// agent sends carries the time its sender's handler finished; routing
+    /// records that time to the receiver's handler start, processing the
+    /// handler's run time.
+    Hops,
 }
 
 thread_local! {
@@ -233,22 +253,32 @@ impl Routes {
                     .get(agent.0 as usize)
                     .is_some_and(|mailbox| mailbox.try_send(envelope).is_ok())
             }
-            Address::Client { id, .. } => self.answer(id, sent.conversation_id, sent.performative),
+            Address::Client { id, .. } => {
+                self.answer(id, sent.conversation_id, sent.performative, sent.content)
+            }
             // The baseline addresses agents, never their instances.
             Address::Instance(_) => false,
         }
     }
 
     /// Hand load generator `id` the answer to its message `conversation_id`.
-    fn answer(&self, id: u32, conversation_id: u64, performative: Performative) -> bool {
-        self.answers
-            .get(id as usize)
-            .is_some_and(|answers| answers.send((conversation_id, performative)).is_ok())
+    fn answer(
+        &self,
+        id: u32,
+        conversation_id: u64,
+        performative: Performative,
+        content: Vec<u8>,
+    ) -> bool {
+        self.answers.get(id as usize).is_some_and(|answers| {
+            answers
+                .send((conversation_id, performative, content))
+                .is_ok()
+        })
     }
 }
 
-/// What a generator receives: (conversation id, performative).
-type Answer = (u64, Performative);
+/// What a generator receives: (conversation id, performative, content).
+type Answer = (u64, Performative, Vec<u8>);
 
 /// A running baseline: the runtime, the mailboxes, the answer channels.
 struct Baseline {
@@ -259,18 +289,21 @@ struct Baseline {
     tallies: Arc<Mutex<Vec<WorkerTally>>>,
 }
 
+/// Start `agents` (name and module text; agent `n` is `agents[n]`) on
+/// `workers` workers, with answer channels for `generators` clients.
 fn start(
     profile: &Profile,
-    workload: &Workload,
+    agents: &[(String, &'static str)],
+    timing: Timing,
     workers: usize,
     generators: usize,
 ) -> Result<Baseline, BenchError> {
-    let config = caxton_agents::engine_config(profile, workload.agents.len() as u32 + 16)
+    let config = caxton_agents::engine_config(profile, agents.len() as u32 + 16)
         .map_err(|error| BenchError::Run(format!("baseline engine: {error}")))?;
     let engine = Engine::new(&config)
         .map_err(|error| BenchError::Run(format!("baseline engine: {error}")))?;
     let linker = baseline_linker(&engine)?;
-    let directory = Arc::new(Directory::new(workload));
+    let directory = Arc::new(Directory::new(agents));
     let tallies = Arc::new(Mutex::new(Vec::new()));
     let handed_over = Arc::clone(&tallies);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -287,9 +320,9 @@ fn start(
         .map_err(|error| BenchError::Run(format!("baseline runtime: {error}")))?;
     // The same bound as Caxton: `messaging.queue_size` messages per shard
     // (here: per worker), shared out over the agents' mailboxes.
-    let capacity = (profile.messaging.queue_size as usize * workers / workload.agents.len().max(1))
-        .clamp(16, 65_536);
-    let (senders, receivers): (Vec<_>, Vec<_>) = (0..workload.agents.len())
+    let capacity =
+        (profile.messaging.queue_size as usize * workers / agents.len().max(1)).clamp(16, 65_536);
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..agents.len())
         .map(|_| mpsc::channel::<Envelope>(capacity))
         .unzip();
     let mailboxes = Arc::new(senders);
@@ -306,9 +339,8 @@ fn start(
     });
     let epoch = Instant::now();
     let mut modules: HashMap<&str, InstancePre<AgentState>> = HashMap::new();
-    let one_way = workload.pattern == Pattern::OneWay;
     let memory = profile.agents.default_limits.memory.bytes() as usize;
-    for ((index, (_, wat)), mut mailbox) in workload.agents.iter().enumerate().zip(receivers) {
+    for ((index, (_, wat)), mut mailbox) in agents.iter().enumerate().zip(receivers) {
         let pre = match modules.get(wat) {
             Some(pre) => pre.clone(),
             None => {
@@ -328,25 +360,41 @@ fn start(
         runtime.spawn(async move {
             while let Some(message) = mailbox.recv().await {
                 let intended_ns = message.sent_at_ns;
-                if one_way {
-                    let started = nanos_since(epoch);
-                    TALLY.with(|tally| {
-                        tally
-                            .borrow_mut()
-                            .routing
-                            .get_or_insert_with(nanosecond_histogram)
-                            .saturating_record(started.saturating_sub(intended_ns).max(1));
-                    });
-                }
+                let started_ns = match timing {
+                    Timing::Intended => 0,
+                    Timing::Delivery | Timing::Hops => {
+                        let started = nanos_since(epoch);
+                        TALLY.with(|tally| {
+                            record(
+                                &mut tally.borrow_mut().routing,
+                                started.saturating_sub(intended_ns),
+                            );
+                        });
+                        started
+                    }
+                };
                 let (sender, conversation_id) = (message.sender, message.conversation_id);
                 let (result, outbox) = agent.handle(message);
+                let stamp_ns = match timing {
+                    Timing::Intended | Timing::Delivery => intended_ns,
+                    Timing::Hops => {
+                        let finished = nanos_since(epoch);
+                        TALLY.with(|tally| {
+                            record(
+                                &mut tally.borrow_mut().processing,
+                                finished.saturating_sub(started_ns),
+                            );
+                        });
+                        finished
+                    }
+                };
                 let mut lost = 0;
                 for sent in outbox {
-                    lost += u64::from(!routes.deliver(me, sent, intended_ns));
+                    lost += u64::from(!routes.deliver(me, sent, stamp_ns));
                 }
                 if !matches!(result, Ok(0)) {
                     if let Address::Client { id, .. } = sender {
-                        routes.answer(id, conversation_id, Performative::Failure);
+                        routes.answer(id, conversation_id, Performative::Failure, Vec::new());
                     }
                 }
                 TALLY.with(|tally| {
@@ -407,7 +455,7 @@ impl Port for BaselinePort {
 
     fn poll(&mut self, wait: Duration, sink: &mut dyn FnMut(Completion)) {
         let epoch = self.epoch;
-        load::drain_channel(&self.answers, wait, |(sequence, performative)| {
+        load::drain_channel(&self.answers, wait, |(sequence, performative, _)| {
             let outcome = if performative == Performative::Inform {
                 Outcome::Answered
             } else {
@@ -434,8 +482,13 @@ pub fn run_on_baseline(
     generators: usize,
     options: &LoadOptions,
 ) -> Result<LoadResult, BenchError> {
-    let mut baseline = start(profile, workload, workers, generators)?;
-    let directory = Directory::new(workload);
+    let timing = if workload.pattern == Pattern::OneWay {
+        Timing::Delivery
+    } else {
+        Timing::Intended
+    };
+    let mut baseline = start(profile, &workload.agents, timing, workers, generators)?;
+    let directory = Directory::new(&workload.agents);
     let entries: Arc<Vec<(AgentId, Vec<u8>)>> = Arc::new(
         workload
             .entries
@@ -497,6 +550,105 @@ pub fn run_on_baseline(
     Ok(LoadResult::new("baseline", options, &counts, latency))
 }
 
+/// What a seeded run on the baseline did.
+pub struct SeededRun {
+    /// The answer to each seed, in seed order: performative and content
+    /// (`None`: none came within the time allowed).
+    pub answers: Vec<Option<(Performative, Vec<u8>)>>,
+    /// Messages the agents handled.
+    pub handled: u64,
+    /// Messages agents sent that no mailbox took (full, or no such receiver).
+    pub lost: u64,
+    /// Send (the sender's handler end) to handler start, every message.
+    pub routing: Histogram<u64>,
+    /// Handler run time, every message.
+    pub processing: Histogram<u64>,
+}
+
+/// Start `agents` (name and module text) on a fresh baseline with `workers`
+/// worker threads, send each seed (an agent's index and a content) as a
+/// `request` from one client, and wait up to `timeout` for their answers.
+/// The agents load each other in between, each hop timed as the engine's
+/// shards time theirs.
+pub fn run_seeded(
+    profile: &Profile,
+    agents: &[(String, &'static str)],
+    workers: usize,
+    seeds: &[(usize, Vec<u8>)],
+    timeout: Duration,
+) -> Result<SeededRun, BenchError> {
+    let mut baseline = start(profile, agents, Timing::Hops, workers, 1)?;
+    let answers = baseline
+        .answers
+        .pop()
+        .ok_or_else(|| BenchError::Run("the baseline has no answer channel".into()))?;
+    for (seed, (agent, content)) in seeds.iter().enumerate() {
+        // Conversation `n + 1` is seed `n`'s; its answer quotes it.
+        let conversation = seed as u64 + 1;
+        let envelope = Envelope {
+            conversation_id: conversation,
+            reply_with: conversation,
+            ..Envelope::new(
+                Performative::Request,
+                client(0),
+                Address::Agent(agent_id(*agent)),
+                content.clone(),
+                nanos_since(baseline.epoch),
+                0,
+            )
+        };
+        baseline
+            .mailboxes
+            .get(*agent)
+            .ok_or_else(|| {
+                BenchError::Run(format!("a seed for agent {agent}, of {}", agents.len()))
+            })?
+            .try_send(envelope)
+            .map_err(|_| BenchError::Run(format!("agent {agent}'s mailbox refused its seed")))?;
+    }
+    let mut answered: Vec<Option<(Performative, Vec<u8>)>> = vec![None; seeds.len()];
+    let until = Instant::now() + timeout;
+    while answered.iter().any(Option::is_none) {
+        let left = until.saturating_duration_since(Instant::now());
+        let Ok((conversation, performative, content)) = answers.recv_timeout(left) else {
+            break;
+        };
+        if let Some(slot) = (conversation as usize)
+            .checked_sub(1)
+            .and_then(|seed| answered.get_mut(seed))
+        {
+            *slot = Some((performative, content));
+        }
+    }
+    let Baseline {
+        runtime,
+        mailboxes,
+        tallies,
+        ..
+    } = baseline;
+    drop(mailboxes);
+    runtime.shutdown_timeout(Duration::from_secs(10));
+    let tallies = std::mem::take(&mut *tallies.lock().unwrap_or_else(PoisonError::into_inner));
+    let mut run = SeededRun {
+        answers: answered,
+        handled: 0,
+        lost: 0,
+        routing: nanosecond_histogram(),
+        processing: nanosecond_histogram(),
+    };
+    for tally in &tallies {
+        run.handled += tally.handled;
+        run.lost += tally.lost;
+        if let Some(routing) = &tally.routing {
+            let _ = run.routing.add(routing);
+        }
+        if let Some(processing) = &tally.processing {
+            let _ = run.processing.add(processing);
+        }
+    }
+    Ok(run)
+}
+
 #[cfg(test)]
 mod tests {
     use std::rc::Rc;
@@ -553,7 +705,7 @@ mod tests {
             ],
             entries: Vec::new(),
         };
-        let directory = Arc::new(Directory::new(&workload));
+        let directory = Arc::new(Directory::new(&workload.agents));
         let memory = profile.agents.default_limits.memory.bytes() as usize;
         (0..PROBES)
             .map(|number| {
@@ -583,9 +735,12 @@ mod tests {
                 let id = AgentId(u32::from(number) + 2);
                 host.deploy(id, "probe", &module, 1, &profile.agents.default_limits)
                     .expect("deploys");
-                let handled = host
-                    .handle(id, None, probe_message(number))
-                    .expect("hosted");
+                // No epoch ticker runs here, so no probe's slice ends: it finishes.
+                let caxton_agents::Handling::Done(handled) =
+                    host.handle(id, None, probe_message(number), 0)
+                else {
+                    panic!("probe {number} did not run to its end");
+                };
                 match handled.outcome {
                     caxton_agents::Outcome::Handled => 0,
                     caxton_agents::Outcome::AgentFailed(code) => code,

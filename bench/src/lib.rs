@@ -4,11 +4,13 @@
 //! sample in an HDR histogram, and prints percentiles with the machine it ran
 //! on. Timings are never asserted: machines are shared and noisy.
 
+pub mod agent_to_agent;
 pub mod baseline;
 pub mod custom;
 pub mod load;
 pub mod persistence;
 pub mod remote;
+pub mod scaling;
 pub mod standard;
 pub mod stress;
 

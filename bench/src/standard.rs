@@ -1,7 +1,9 @@
 //! The standard benchmark suite, run against an in-process node:
 //! `local_routing`, `cross_shard_routing`, `message_processing`,
 //! `agent_startup_warm`, `agent_startup_cold`, `request_reply_throughput`,
-//! and `agent_density`.
+//! and `agent_density`; then, on a node of their own,
+//! `agent_to_agent_local` and `agent_to_agent_cross`
+//! ([`crate::agent_to_agent`]).
 //!
 //! Routing and processing latencies come from the shards' own HDR
 //! histograms (send to handler start; handler run time), reset before each
@@ -9,15 +11,17 @@
 //! clients from each request's send time, which is its intended send time in
 //! this closed-loop scenario.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use caxton_messaging::{Durability, Performative};
+use caxton_numa::PlacementPlan;
 use caxton_profiles::{AgentLimits, Profile};
 use caxton_shards::{Client, Node, SendOptions, ShardMetrics, CLIENT_PORTS};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::agent_to_agent::{self, AgentToAgentResult, PairOptions};
 use crate::nanosecond_histogram;
 
 /// The echo agent, as shipped in `examples/agents/echo.wat`.
@@ -36,8 +40,8 @@ pub struct SuiteOptions {
     pub throughput_time: Duration,
     /// Idle agents deployed for the density report.
     pub density_agents: usize,
-    /// Where histograms and `summary.json` go, if anywhere.
-    pub output: Option<PathBuf>,
+    /// Each agent-to-agent run.
+    pub agent_to_agent: PairOptions,
 }
 
 impl SuiteOptions {
@@ -48,7 +52,7 @@ impl SuiteOptions {
             startups: 2_000,
             throughput_time: Duration::from_secs(10),
             density_agents: 10_000,
-            output: None,
+            agent_to_agent: PairOptions::for_duration(Duration::from_secs(10)),
         }
     }
 
@@ -59,7 +63,7 @@ impl SuiteOptions {
             startups: 300,
             throughput_time: Duration::from_secs(2),
             density_agents: 2_000,
-            output: None,
+            agent_to_agent: PairOptions::for_duration(Duration::from_secs(2)),
         }
     }
 }
@@ -104,6 +108,15 @@ impl ScenarioResult {
             histogram,
         }
     }
+
+    /// The percentiles of `histogram`, beside a rate measured otherwise
+    /// (requests per second, where the histogram counts their hops).
+    pub fn with_rate(name: &str, histogram: Histogram<u64>, per_second: f64) -> Self {
+        Self {
+            per_second,
+            ..Self::from_histogram(name, histogram, Duration::ZERO)
+        }
+    }
 }
 
 /// Resident memory per idle agent.
@@ -143,6 +156,9 @@ pub enum SuiteError {
     /// A request went unanswered or was refused.
     #[error("{0}")]
     Traffic(String),
+    /// The node for a step could not be planned or booted.
+    #[error("{0}")]
+    Setup(String),
     /// Output could not be written.
     #[error("cannot write {path}: {error}")]
     Output {
@@ -291,18 +307,71 @@ pub fn run_standard_suite(
     ));
     let agent_density = density(node, options.density_agents, &limits)?;
 
-    let summary = Summary {
+    Ok(Summary {
         profile: profile_name.to_owned(),
         shards,
         cores,
         scenarios,
         agent_density: Some(agent_density),
         skipped,
-    };
-    if let Some(directory) = &options.output {
-        write_output(directory, &summary)?;
+    })
+}
+
+/// The standard suite's report: its node's scenarios and the agent-to-agent
+/// runs, as written to `summary.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct StandardReport {
+    /// The scenarios on the suite's node, and a row per agent-to-agent run.
+    #[serde(flatten)]
+    pub summary: Summary,
+    /// The agent-to-agent runs in full: per shard, both latencies, the baseline's.
+    pub agent_to_agent: Vec<AgentToAgentResult>,
+}
+
+impl StandardReport {
+    /// Write the HDR logs and `summary.json` into `directory`.
+    pub fn write(&self, directory: &Path) -> Result<(), SuiteError> {
+        write_results(directory, &self.summary.scenarios, self)
     }
-    Ok(summary)
+}
+
+/// Run the agent-to-agent scenarios on a node of their own for `plan` (the
+/// suite's node stopped first, so nothing else runs on its shards) and, with
+/// `compare_baseline`, the same pairs on the baseline; add them to `summary`.
+pub fn with_agent_to_agent(
+    mut summary: Summary,
+    profile: &Profile,
+    plan: &PlacementPlan,
+    options: &SuiteOptions,
+    compare_baseline: bool,
+) -> Result<StandardReport, SuiteError> {
+    let (mut results, skipped) =
+        agent_to_agent::run_layouts(profile, plan, &options.agent_to_agent, &progress)?;
+    summary.skipped.extend(skipped);
+    if compare_baseline {
+        let shards = plan.data_shards.len().max(1);
+        progress(&format!(
+            "{}: the same {shards} pair(s) on the baseline, {shards} worker(s)",
+            agent_to_agent::BASELINE_SCENARIO
+        ));
+        results.push(agent_to_agent::run_on_baseline(
+            profile,
+            shards,
+            shards,
+            &options.agent_to_agent,
+        )?);
+    }
+    for result in &results {
+        let label = match result.design.as_str() {
+            "caxton" => result.name.clone(),
+            design => format!("{design}/{}", result.name),
+        };
+        summary.scenarios.push(result.scenario(&label));
+    }
+    Ok(StandardReport {
+        summary,
+        agent_to_agent: results,
+    })
 }
 
 /// Forwarder content that routes to `agent` with `payload`.
@@ -493,10 +562,6 @@ fn density(
     })
 }
 
-fn write_output(directory: &Path, summary: &Summary) -> Result<(), SuiteError> {
-    write_results(directory, &summary.scenarios, summary)
-}
-
 /// Write one HdrHistogram interval log per scenario (`DIR/NAME.hlog`, `/` in
 /// names becoming `-`) and `summary` as `DIR/summary.json`.
 pub fn write_results(
@@ -575,6 +640,19 @@ pub fn render_table(summary: &Summary) -> String {
                     verdict(scenario, *goal_p50, *goal_p99)
                 ),
             ),
+            None if scenario.name.starts_with("agent_to_agent") => {
+                let (goal, applies) = agent_to_agent::per_shard_goal(summary.cores);
+                let per_shard = scenario.per_second / summary.shards.max(1) as f64;
+                (
+                    String::new(),
+                    format!(
+                        "≥ {}/s per shard ({applies}): {}/s {}",
+                        agent_to_agent::rate(goal),
+                        agent_to_agent::rate(per_shard),
+                        agent_to_agent::verdict(per_shard, goal)
+                    ),
+                )
+            }
             None if scenario.name == "request_reply_throughput" => {
                 let per_shard = scenario.per_second / summary.shards.max(1) as f64;
                 (
@@ -613,6 +691,19 @@ pub fn render_table(summary: &Summary) -> String {
     }
     for reason in &summary.skipped {
         out.push_str(&format!("skipped {reason}\n"));
+    }
+    out
+}
+
+/// The report: the suite's table, then the agent-to-agent runs in full.
+pub fn render_report(report: &StandardReport) -> String {
+    let mut out = render_table(&report.summary);
+    if !report.agent_to_agent.is_empty() {
+        out.push('\n');
+        out.push_str(&agent_to_agent::render(
+            &report.agent_to_agent,
+            report.summary.cores,
+        ));
     }
     out
 }

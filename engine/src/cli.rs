@@ -78,7 +78,8 @@ pub enum Command {
 pub enum BenchmarkCommand {
     /// Run a benchmark suite against an in-process node.
     Run {
-        /// The suite: `standard`, or `persistence` (what durable messages cost).
+        /// The suite: `standard`, `scaling` (agent-to-agent at 1, 2, 4, …
+        /// data shards), or `persistence` (what durable messages cost).
         #[arg(long, default_value = "standard")]
         suite: String,
         /// A shorter run (within two minutes on a 2-core machine).
@@ -87,9 +88,16 @@ pub enum BenchmarkCommand {
         /// Write HDR histograms (`SCENARIO.hlog`) and `summary.json` here.
         #[arg(long, value_name = "DIR")]
         output: Option<std::path::PathBuf>,
-        /// Also run request-reply on the conventional design and print both: `baseline`.
+        /// Also run the comparable loads on the conventional design and print both: `baseline`.
         #[arg(long, value_name = "DESIGN")]
         compare: Option<String>,
+        /// How long each timed run lasts (request_reply_throughput and every
+        /// agent-to-agent run), e.g. `500ms`; default 2s with --quick, else 10s.
+        #[arg(long)]
+        duration: Option<String>,
+        /// Requests each agent-to-agent driver keeps outstanding, 1 to 1024 (default 64).
+        #[arg(long)]
+        window: Option<u32>,
     },
     /// Offer a constant open-loop load and measure latency from each message's intended send time.
     Custom {

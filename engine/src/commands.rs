@@ -135,7 +135,19 @@ fn benchmark_command(
             quick,
             output,
             compare,
-        } => run_benchmark(selection, &suite, quick, output, compare),
+            duration,
+            window,
+        } => run_benchmark(
+            selection,
+            SuiteArgs {
+                suite,
+                quick,
+                output,
+                compare,
+                duration,
+                window,
+            },
+        ),
         BenchmarkCommand::Custom {
             agents,
             messages_per_second,
@@ -292,33 +304,87 @@ pub fn load_benchmark_profile(
     Ok(loaded)
 }
 
-fn run_benchmark(
-    selection: &ProfileSelection,
-    suite: &str,
+/// The inputs of `engine benchmark run`.
+struct SuiteArgs {
+    suite: String,
     quick: bool,
     output: Option<std::path::PathBuf>,
     compare: Option<String>,
-) -> Result<(), CommandError> {
-    let compare = crate::loadbench::compare_baseline(compare.as_deref())?;
-    if suite == "persistence" {
-        if compare {
-            return Err(CommandError::BadInput(
-                "--compare baseline runs with the standard suite".into(),
-            ));
-        }
-        return run_persistence_benchmark(selection, quick, output);
-    }
-    if suite != "standard" {
+    duration: Option<String>,
+    window: Option<u32>,
+}
+
+/// The suites `engine benchmark run --suite` runs.
+const SUITES: [&str; 3] = ["standard", "scaling", "persistence"];
+
+fn run_benchmark(selection: &ProfileSelection, args: SuiteArgs) -> Result<(), CommandError> {
+    let compare = crate::loadbench::compare_baseline(args.compare.as_deref())?;
+    if !SUITES.contains(&args.suite.as_str()) {
         return Err(CommandError::BadInput(format!(
-            "unknown suite `{suite}`; the suites are: standard, persistence"
+            "unknown suite `{}`; the suites are: {}",
+            args.suite,
+            SUITES.join(", ")
         )));
     }
-    let mut options = if quick {
+    if args.suite == "persistence" {
+        if compare {
+            return Err(CommandError::BadInput(
+                "--compare baseline runs with the standard and scaling suites".into(),
+            ));
+        }
+        if args.duration.is_some() || args.window.is_some() {
+            return Err(CommandError::BadInput(
+                "--duration and --window apply to the standard and scaling suites".into(),
+            ));
+        }
+        return run_persistence_benchmark(selection, args.quick, args.output);
+    }
+    let mut options = if args.quick {
         caxton_bench::standard::SuiteOptions::quick()
     } else {
         caxton_bench::standard::SuiteOptions::full()
     };
-    options.output = output.clone();
+    if let Some(text) = &args.duration {
+        let duration = crate::loadbench::duration("--duration", text)?;
+        if duration < std::time::Duration::from_millis(1)
+            || duration > caxton_bench::custom::DURATION_MAX
+        {
+            return Err(CommandError::BadInput(format!(
+                "--duration `{text}` is outside 1ms..={}h",
+                caxton_bench::custom::DURATION_MAX.as_secs() / 3600
+            )));
+        }
+        options.throughput_time = duration;
+        options.agent_to_agent.duration = duration;
+    }
+    if let Some(window) = args.window {
+        options.agent_to_agent.window = window;
+    }
+    options
+        .agent_to_agent
+        .check()
+        .map_err(CommandError::BadInput)?;
+    if args.suite == "scaling" {
+        return run_scaling_benchmark(selection, &options, compare, args.output);
+    }
+    run_standard_benchmark(selection, &options, compare, args.output)
+}
+
+/// The profile layers a benchmark ran, as printed.
+fn benchmark_profile_name(selection: &ProfileSelection) -> String {
+    if selection.profiles.is_empty() {
+        "low-latency".to_owned()
+    } else {
+        selection.profiles.join("+")
+    }
+}
+
+fn run_standard_benchmark(
+    selection: &ProfileSelection,
+    options: &caxton_bench::standard::SuiteOptions,
+    compare: bool,
+    output: Option<std::path::PathBuf>,
+) -> Result<(), CommandError> {
     // Room for the density scenario's idle agents on top of the profile's own.
     let loaded = load_benchmark_profile(
         selection,
@@ -327,31 +393,41 @@ fn run_benchmark(
             options.density_agents + 16
         )],
     )?;
-    let mut selection = selection.clone();
-    if selection.profiles.is_empty() {
-        selection.profiles.push("low-latency".into());
-    }
     let topology =
         MachineTopology::discover().map_err(|error| CommandError::Failed(error.to_string()))?;
     let plan = plan_placement(&loaded, &topology)?;
     let mut node = Node::start(&loaded.profile, &plan)
         .map_err(|error| CommandError::Failed(error.to_string()))?;
     let machine = caxton_bench::machine_line();
-    let profile_name = selection.profiles.join("+");
     let result = caxton_bench::standard::run_standard_suite(
         &mut node,
         &loaded.profile,
-        &profile_name,
+        &benchmark_profile_name(selection),
         topology.cores.len(),
-        &options,
+        options,
     );
     let shutdown = node.shutdown();
-    let summary =
-        result.map_err(|error| CommandError::Failed(format!("benchmark failed: {error}")))?;
+    let failed = |error: caxton_bench::standard::SuiteError| {
+        CommandError::Failed(format!("benchmark failed: {error}"))
+    };
+    let summary = result.map_err(failed)?;
     shutdown.map_err(|error| CommandError::Failed(error.to_string()))?;
+    let report = caxton_bench::standard::with_agent_to_agent(
+        summary,
+        &loaded.profile,
+        &plan,
+        options,
+        compare,
+    )
+    .map_err(failed)?;
+    if let Some(directory) = &output {
+        report
+            .write(directory)
+            .map_err(|error| CommandError::Failed(error.to_string()))?;
+    }
     emit(&format!(
         "{machine}\n{}",
-        caxton_bench::standard::render_table(&summary)
+        caxton_bench::standard::render_report(&report)
     ))?;
     if !compare {
         return Ok(());
@@ -359,17 +435,23 @@ fn run_benchmark(
     // The suite's comparable workload on both designs: request-reply, one
     // echo agent per shard, offered open-loop at half of what the closed-loop
     // scenario reached, so both designs see the same load.
-    let reached = summary
+    let reached = report
+        .summary
         .scenarios
         .iter()
         .find(|scenario| scenario.name == "request_reply_throughput")
         .map_or(10_000.0, |scenario| scenario.per_second);
-    emit("\n")?;
+    let rate = (reached / 2.0).max(1.0);
+    let agents = report.summary.shards.max(1);
+    emit(&format!(
+        "\n--compare baseline: request-reply offered open-loop at {rate:.0}/s (half of the {reached:.0}/s request_reply_throughput reached), {agents} echo agent(s), {} ms on each design\n",
+        options.throughput_time.as_millis()
+    ))?;
     crate::loadbench::custom(
-        &selection,
+        selection,
         crate::loadbench::CustomArgs {
-            agents: summary.shards.max(1),
-            rate: (reached / 2.0).max(1.0),
+            agents,
+            rate,
             duration: format!("{}ms", options.throughput_time.as_millis()),
             load: crate::loadbench::LoadArgs {
                 pattern: "request-reply".into(),
@@ -380,6 +462,56 @@ fn run_benchmark(
             },
         },
     )
+}
+
+fn run_scaling_benchmark(
+    selection: &ProfileSelection,
+    options: &caxton_bench::standard::SuiteOptions,
+    compare: bool,
+    output: Option<std::path::PathBuf>,
+) -> Result<(), CommandError> {
+    use caxton_bench::scaling;
+    let loaded = load_benchmark_profile(selection, &[])?;
+    let topology =
+        MachineTopology::discover().map_err(|error| CommandError::Failed(error.to_string()))?;
+    // Every data shard the plan gives this profile is the last step.
+    let most = plan_placement(&loaded, &topology)?.data_shards.len();
+    let scaling_options = scaling::ScalingOptions {
+        pairs: options.agent_to_agent.clone(),
+        compare_baseline: compare,
+    };
+    let setup = |error: CommandError| {
+        caxton_bench::standard::SuiteError::Setup(match error {
+            CommandError::BadInput(message) | CommandError::Failed(message) => message,
+        })
+    };
+    let steps = scaling::run_scaling(
+        &scaling::shard_counts(most),
+        |shards| {
+            // After the user's own overrides, so the step's count wins.
+            let mut step = selection.clone();
+            step.overrides
+                .push(format!("runtime.worker_threads={shards}"));
+            let loaded = load_benchmark_profile(&step, &[]).map_err(setup)?;
+            let plan = plan_placement(&loaded, &topology).map_err(setup)?;
+            Ok((loaded.profile, plan))
+        },
+        &scaling_options,
+    )
+    .map_err(|error| CommandError::Failed(format!("benchmark failed: {error}")))?;
+    let summary = scaling::summarize(
+        steps,
+        caxton_bench::machine_line(),
+        benchmark_profile_name(selection),
+        topology.cores.len(),
+        &scaling_options,
+    );
+    if let Some(directory) = &output {
+        summary
+            .write(directory)
+            .map_err(|error| CommandError::Failed(error.to_string()))?;
+    }
+    emit(&scaling::render(&summary))
 }
 
 fn run_persistence_benchmark(
@@ -396,15 +528,10 @@ fn run_persistence_benchmark(
     } else {
         caxton_bench::persistence::PersistenceOptions::full()
     };
-    let profile_name = if selection.profiles.is_empty() {
-        "low-latency".to_owned()
-    } else {
-        selection.profiles.join("+")
-    };
     let summary = caxton_bench::persistence::run_persistence_suite(
         &loaded.profile,
         &plan,
-        &profile_name,
+        &benchmark_profile_name(selection),
         topology.cores.len(),
         &options,
     )

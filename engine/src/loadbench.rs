@@ -30,7 +30,7 @@ fn bench_error(error: BenchError) -> CommandError {
     }
 }
 
-fn duration(flag: &str, text: &str) -> Result<Duration, CommandError> {
+pub fn duration(flag: &str, text: &str) -> Result<Duration, CommandError> {
     text.parse::<HumanDuration>()
         .map(HumanDuration::get)
         .map_err(|error| bad(format!("{flag} `{text}`: {error}")))

@@ -1,7 +1,7 @@
-//! `engine benchmark custom|stress` as users run them: bad input refused
+//! `engine benchmark custom|stress|run` as users run them: bad input refused
 //! before any load starts, results written where asked and readable by
-//! `engine hdr report`, both designs in one summary, and a running engine
-//! loaded through `--target`.
+//! `engine hdr report`, both designs in one summary, a running engine
+//! loaded through `--target`, and the scaling suite's steps.
 
 mod common;
 
@@ -174,4 +174,148 @@ fn stress_and_target_load_a_running_engine_through_its_admin_api() {
     let listed = engine(&["agents", "list", "--admin", &admin, "--json"]);
     let agents: Value = serde_json::from_slice(&listed.stdout).expect("json");
     assert_eq!(agents["agents"].as_array().map(Vec::len), Some(2));
+}
+
+#[test]
+fn bad_suite_input_is_refused_before_anything_starts() {
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--suite", "everything"],
+            "unknown suite `everything`; the suites are: standard, scaling, persistence",
+        ),
+        (&["--suite", "scaling", "--window", "0"], "--window 0"),
+        (
+            &["--suite", "scaling", "--duration", "0s"],
+            "--duration `0s`",
+        ),
+        (&["--suite", "scaling", "--compare", "nginx"], "baseline"),
+        (
+            &["--suite", "persistence", "--duration", "1s"],
+            "--duration and --window apply to the standard and scaling suites",
+        ),
+    ];
+    for (arguments, expected) in cases {
+        let mut command = vec!["benchmark", "run"];
+        command.extend_from_slice(arguments);
+        let output = engine(&command);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{arguments:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains(expected),
+            "{arguments:?}: {}",
+            stderr(&output)
+        );
+    }
+}
+
+#[test]
+fn the_scaling_suite_writes_one_entry_per_step() {
+    let output = tempfile::tempdir().expect("temp dir");
+    // Two data shards at most: steps of 1 and 2 shards.
+    let run = engine(&[
+        "benchmark",
+        "run",
+        "--suite",
+        "scaling",
+        "--set",
+        "runtime.worker_threads=2",
+        "--duration",
+        "200ms",
+        "--compare",
+        "baseline",
+        "--output",
+        output.path().to_str().expect("utf-8"),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let text = stdout(&run);
+    assert!(text.starts_with("machine: "), "{text}");
+    assert!(text.contains("efficiency"), "{text}");
+    assert!(text.contains("one shard: "), "{text}");
+    assert!(text.contains("at 2 shards: "), "{text}");
+    let log = stderr(&run);
+    assert!(
+        log.contains("scaling: step 1 of 2: 1 data shard(s)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("scaling: step 2 of 2: 2 data shard(s)"),
+        "{log}"
+    );
+    let summary: Value = serde_json::from_str(
+        &std::fs::read_to_string(output.path().join("summary.json")).expect("summary"),
+    )
+    .expect("json");
+    assert_eq!(summary["max_shards"], 2);
+    let steps = summary["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 2);
+    let expected: [(u64, &[&str]); 2] = [
+        (1, &["agent_to_agent_local", "agent_to_agent"]),
+        (
+            2,
+            &[
+                "agent_to_agent_local",
+                "agent_to_agent_cross",
+                "agent_to_agent",
+            ],
+        ),
+    ];
+    for (step, (shards, names)) in steps.iter().zip(expected) {
+        assert_eq!(step["shards"], shards);
+        let runs = step["runs"].as_array().expect("runs");
+        let run_names: Vec<&str> = runs
+            .iter()
+            .map(|run| run["name"].as_str().expect("a name"))
+            .collect();
+        assert_eq!(run_names, names, "{step}");
+        for run in runs {
+            let answered = run["answered"].as_u64().expect("answered");
+            assert!(answered > 0, "{run}");
+            assert!(run["per_second"].as_f64().expect("rate") > 0.0, "{run}");
+            assert!(
+                run["per_shard_per_second"].as_f64().expect("rate") > 0.0,
+                "{run}"
+            );
+            assert!(
+                run["efficiency"].as_f64().expect("efficiency") > 0.0,
+                "{run}"
+            );
+            let pairs = run["pairs"].as_array().expect("pairs");
+            assert_eq!(pairs.len() as u64, shards, "{run}");
+            let by_pair: u64 = pairs
+                .iter()
+                .map(|pair| pair["answered"].as_u64().expect("answered"))
+                .sum();
+            assert_eq!(by_pair, answered, "{run}");
+            if run["design"] == "caxton" {
+                // The echoes handled every answered request; past that only
+                // requests whose answer timed out, and the failure notices
+                // about those answers.
+                let count = |key: &str| run[key].as_u64().expect("a count");
+                let echoed = count("echo_handled");
+                assert!(echoed >= answered, "{run}");
+                assert!(
+                    echoed <= answered + count("failed") + count("unanswered") + count("timed_out"),
+                    "{run}"
+                );
+                assert!(pairs.iter().all(|pair| pair["shard_routing"]["count"]
+                    .as_u64()
+                    .is_some_and(|count| count > 0)));
+            }
+        }
+        // One shard is its own reference.
+        if shards == 1 {
+            assert_eq!(runs[0]["efficiency"], 1.0);
+        }
+    }
+    for name in [
+        "shards-1-caxton-agent_to_agent_local.hlog",
+        "shards-2-caxton-agent_to_agent_cross.hlog",
+        "shards-2-baseline-agent_to_agent.hlog",
+    ] {
+        assert!(output.path().join(name).is_file(), "{name}");
+    }
 }
