@@ -28,5 +28,3 @@ pub use server::{serve, AdminSettings};
 /// The environment variable that carries the access token (it wins over the profile's).
 pub const TOKEN_ENV: &str = "CAXTON_ADMIN_TOKEN";
 
-/// Clients the endpoint keeps for sends: as many sends wait for replies at once.
-pub const ADMIN_CLIENTS: usize = 4;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use caxton_messaging::{AgentId, Durability, Performative};
 use caxton_profiles::Profile;
-use caxton_shards::{Client, Node, SendOptions, CLIENT_PORTS};
+use caxton_shards::{Client, Node, SendOptions};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -429,7 +429,7 @@ pub fn run_on_node(
     options: &LoadOptions,
     label: &str,
 ) -> Result<LoadResult, BenchError> {
-    let generators = node.data_shards().clamp(1, CLIENT_PORTS - 1);
+    let generators = node.data_shards().clamp(1, node.client_ports() - 1);
     let entries = Arc::new(entries);
     let one_way = workload.pattern == Pattern::OneWay;
     // Start from empty shard metrics: one-way reads the shards' counts and

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use caxton_messaging::{Durability, Performative};
 use caxton_numa::PlacementPlan;
 use caxton_profiles::Profile;
-use caxton_shards::{Client, Node, SendOptions, CLIENT_PORTS};
+use caxton_shards::{Client, Node, SendOptions};
 use hdrhistogram::Histogram;
 
 use crate::nanosecond_histogram;
@@ -109,7 +109,7 @@ fn persisted_throughput(
     window: usize,
     duration: Duration,
 ) -> Result<(u64, Duration, Histogram<u64>), SuiteError> {
-    let clients = node.data_shards().clamp(1, CLIENT_PORTS - 1);
+    let clients = node.data_shards().clamp(1, node.client_ports() - 1);
     let mut threads = Vec::new();
     for _ in 0..clients {
         let mut client = node.client()?;

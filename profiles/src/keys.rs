@@ -21,6 +21,14 @@ pub const KEY_TABLE: &[(&str, KeyStatus)] = &[
         KeyStatus::InEffect("placement: number of data shards"),
     ),
     (
+        "runtime.client_ports",
+        KeyStatus::InEffect("shards: client ports in the mesh (admin sends, load generators)"),
+    ),
+    (
+        "runtime.client_spin_before_park",
+        KeyStatus::InEffect("shards: a waiting client polls its rings this long before parking"),
+    ),
+    (
         "runtime.time_slice",
         KeyStatus::InEffect("agents: a handler yields its shard after this long, then resumes"),
     ),

@@ -51,6 +51,16 @@ pub struct RuntimeConfig {
     /// Unset: park at once. Spinning trades a core's idle time for wake-up latency.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spin_before_park: Option<HumanDuration>,
+    /// Client ports of the node: callers outside the agents (admin API
+    /// sends, load generators, library clients) connected at once. Unset:
+    /// the data shards plus four. Not in the seed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ports: Option<u32>,
+    /// How long a client waiting for an answer keeps polling its rings
+    /// before it parks its thread; the client's twin of `spin_before_park`.
+    /// Unset: park at once. Not in the seed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_spin_before_park: Option<HumanDuration>,
     /// How long a handler runs before it yields its shard to other agents'
     /// messages (then resumes). Needs `wasm.stack_pooling`: a yielded handler
     /// keeps its own stack. Not in the seed.
@@ -79,6 +89,8 @@ impl Default for RuntimeConfig {
             max_concurrent_messages: 10_000,
             worker_threads: None,
             spin_before_park: None,
+            client_ports: None,
+            client_spin_before_park: None,
             time_slice: HumanDuration::from_millis(2),
             cpu_affinity: CpuAffinityConfig::default(),
             numa: NumaConfig::default(),

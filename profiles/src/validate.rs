@@ -26,6 +26,9 @@ pub const WORKER_THREADS_MAX: u32 = 1024;
 /// thread has, leaving the rest to the host.
 pub const AGENT_STACK_BYTES_MAX: u64 = 1 << 20;
 
+/// The most client ports: each has a ring to and from every data shard.
+pub const CLIENT_PORTS_MAX: u32 = 4096;
+
 /// The shortest `runtime.time_slice`: the epoch ticker that ends slices
 /// ticks at most every `TIME_SLICE_MIN / 4`, and waking it more often costs
 /// the gossip core more than it buys.
@@ -208,6 +211,15 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
             "is true, but runtime.wasm.memory_pooling is false: wasmtime pools handler stacks in its pooling allocator".into(),
             "set memory_pooling: true, or stack_pooling: false to run handlers to completion on the shard's stack",
         );
+    }
+    if let Some(ports) = runtime.client_ports {
+        if ports == 0 || ports > CLIENT_PORTS_MAX {
+            fail(
+                "runtime.client_ports",
+                format!("{ports} client ports is out of range"),
+                &format!("use 1 to {CLIENT_PORTS_MAX}; unset gives the data shards plus four"),
+            );
+        }
     }
     let time_slice = runtime.time_slice.get();
     if time_slice.is_zero() {

@@ -325,3 +325,13 @@ fn time_slices_are_checked_against_the_runs_they_slice() {
         assert!(profile.runtime.wasm.stack_pooling, "{name} slices handlers");
     }
 }
+
+#[test]
+fn client_ports_must_be_a_usable_count() {
+    let refused = load(&[], &["runtime.client_ports=0".into()]).expect_err("no ports");
+    assert_eq!(refused.key.as_deref(), Some("runtime.client_ports"));
+    let loaded = load(&[], &["runtime.client_ports=32".into()]).expect("valid");
+    assert_eq!(loaded.profile.runtime.client_ports, Some(32));
+    let low_latency = load(&["low-latency".into()], &[]).expect("built-in").profile;
+    assert!(low_latency.runtime.client_spin_before_park.is_some());
+}

@@ -4,7 +4,7 @@
 //! A client owns one of the node's client ports: a participant of the mesh
 //! with its own SPSC ring to and from every data shard, so a client on its own
 //! thread sends and receives without locks. A node has
-//! [`CLIENT_PORTS`](crate::CLIENT_PORTS) of them; a dropped client returns its port.
+//! `runtime.client_ports` of them; a dropped client returns its port.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -91,6 +91,10 @@ pub struct Client {
     clock: NodeClock,
     next_token: u64,
     inbox: VecDeque<Envelope>,
+    /// How long a wait polls the rings before parking (`runtime.client_spin_before_park`).
+    spin: Option<Duration>,
+    /// Times this client parked its thread waiting for an answer.
+    parks: u64,
 }
 
 /// The node's free client ports, each with how many owners it has had.
@@ -107,6 +111,7 @@ impl Client {
         directory: Arc<RwLock<Arc<Directory>>>,
         ports: PortPool,
         clock: NodeClock,
+        spin: Option<Duration>,
     ) -> Self {
         Self {
             port: Some(port),
@@ -116,7 +121,15 @@ impl Client {
             clock,
             next_token: (generation << TOKEN_GENERATION_SHIFT) | 1,
             inbox: VecDeque::new(),
+            spin,
+            parks: 0,
         }
+    }
+
+    /// Times this client parked its thread waiting for an answer (a busy-polled
+    /// answer, within `runtime.client_spin_before_park`, costs no park).
+    pub fn parks(&self) -> u64 {
+        self.parks
     }
 
     /// Whether `envelope` answers a request of an earlier owner of this port.
@@ -341,7 +354,29 @@ impl Client {
             if remaining.is_zero() {
                 return None;
             }
-            self.park_until_rung(remaining);
+            if !self.spin_for_arrivals(remaining) {
+                self.parks += 1;
+                self.park_until_rung(remaining);
+            }
+        }
+    }
+
+    /// Poll the rings for up to `runtime.client_spin_before_park` (at most
+    /// `limit`): an answer arriving meanwhile is taken without the shard
+    /// having to wake this thread. Whether one arrived.
+    fn spin_for_arrivals(&mut self, limit: Duration) -> bool {
+        let Some(spin) = self.spin.map(|spin| spin.min(limit)) else {
+            return false;
+        };
+        let until = Instant::now() + spin;
+        loop {
+            if self.port().has_inbound() {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            std::hint::spin_loop();
         }
     }
 

@@ -34,5 +34,7 @@ pub use clock::NodeClock;
 pub use crate::core::FAILURE_PREFIX;
 pub use directory::{AgentRecord, Directory};
 pub use metrics::{nanosecond_histogram, ShardMetrics};
-pub use node::{GossipWork, Node, NodeError, ShardReport, ShardRole, CLIENT_PORTS};
+pub use node::{
+    client_ports, GossipWork, Node, NodeError, ShardReport, ShardRole, CLIENT_PORTS_SPARE,
+};
 pub use stop::StopSignal;

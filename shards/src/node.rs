@@ -40,8 +40,19 @@ const SHARD_IO_MEMORY_BYTES: usize = 1 << 20;
 /// How long a shard may take to come up, or to answer a control command.
 const SHARD_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Client ports per node: how many clients may be connected at once.
-pub const CLIENT_PORTS: usize = 8;
+/// Client ports a node has beyond one per data shard, when
+/// `runtime.client_ports` is unset: room for a load generator per shard
+/// plus a few library clients.
+pub const CLIENT_PORTS_SPARE: usize = 4;
+
+/// The client ports of a node running `profile` with `data_shards` data shards.
+pub fn client_ports(profile: &Profile, data_shards: usize) -> usize {
+    profile
+        .runtime
+        .client_ports
+        .map_or(data_shards + CLIENT_PORTS_SPARE, |ports| ports as usize)
+        .max(1)
+}
 
 /// Smallest and largest ring between two participants, in messages.
 const RING_CAPACITY_MIN: usize = 64;
@@ -112,7 +123,7 @@ pub enum NodeError {
     #[error("shard data-{0} did not answer")]
     ShardUnresponsive(usize),
     /// Every client port is in use.
-    #[error("all {CLIENT_PORTS} client ports are in use")]
+    #[error("all client ports are in use (runtime.client_ports)")]
     NoClientPort,
     /// The storage partitions cannot be used.
     #[error("storage: {0}")]
@@ -137,6 +148,10 @@ pub struct Node {
     clock: NodeClock,
     plan: PlacementPlan,
     max_agents: usize,
+    /// `runtime.client_spin_before_park`, for each client.
+    client_spin: Option<Duration>,
+    /// Client ports the node was built with.
+    client_port_count: usize,
     _ticker: Option<EpochTicker>,
     /// Held while the node runs with persistence: no second node on its data directory.
     _storage_lock: Option<caxton_storage::DirectoryLock>,
@@ -168,7 +183,8 @@ impl Node {
         gossip_work: Option<GossipWork>,
     ) -> Result<Self, NodeError> {
         let shards = plan.data_shards.len();
-        let participants = shards + CLIENT_PORTS;
+        let client_port_count = client_ports(profile, shards);
+        let participants = shards + client_port_count;
         // One node per data directory, checked before anything starts.
         let storage_lock = if profile.messaging.enable_persistence {
             let directory = std::path::Path::new(&profile.storage.data_directory);
@@ -179,7 +195,11 @@ impl Node {
         } else {
             None
         };
-        let rings = RingSizes::from_queue_size(profile.messaging.queue_size as usize, shards);
+        let rings = RingSizes::from_queue_size(
+            profile.messaging.queue_size as usize,
+            shards,
+            client_port_count,
+        );
         let mut ports = build_mesh_with(participants, |from, to| rings.capacity(from, to));
         let client_ports: Vec<MeshPort> = ports.split_off(shards);
         let doorbells = client_ports
@@ -206,6 +226,8 @@ impl Node {
             clock,
             plan: plan.clone(),
             max_agents: profile.runtime.max_agents as usize,
+            client_spin: profile.runtime.client_spin_before_park.map(|spin| spin.get()),
+            client_port_count,
             _ticker: None,
             _storage_lock: storage_lock,
         };
@@ -353,7 +375,14 @@ impl Node {
             Arc::clone(&self.directory),
             Arc::clone(&self.client_ports),
             self.clock,
+            self.client_spin,
         ))
+    }
+
+    /// Client ports the node has (`runtime.client_ports`): clients that may
+    /// be connected at once.
+    pub fn client_ports(&self) -> usize {
+        self.client_port_count
     }
 
     /// Deploy `source` (`.wasm` bytes or `.wat` text) as agent `name` with
@@ -885,8 +914,8 @@ struct RingSizes {
 }
 
 impl RingSizes {
-    fn from_queue_size(queue_size: usize, data_shards: usize) -> Self {
-        let participants = data_shards + CLIENT_PORTS;
+    fn from_queue_size(queue_size: usize, data_shards: usize, client_ports: usize) -> Self {
+        let participants = data_shards + client_ports;
         Self {
             data_shards,
             between_shards: (queue_size / participants).clamp(RING_CAPACITY_MIN, RING_CAPACITY_MAX),
@@ -926,13 +955,13 @@ mod tests {
 
     #[test]
     fn rings_between_shards_share_the_budget_and_clients_never_talk() {
-        let rings = RingSizes::from_queue_size(10_000, 2);
-        let participants = 2 + CLIENT_PORTS;
+        let rings = RingSizes::from_queue_size(10_000, 2, 8);
+        let participants = 2 + 8;
         assert_eq!(rings.capacity(0, 1), 10_000 / participants);
         assert_eq!(rings.capacity(0, 2), RING_CAPACITY_MAX.min(5_000));
         assert_eq!(rings.capacity(3, 1), rings.capacity(1, 3));
         assert_eq!(rings.capacity(2, 3), 0, "no ring between two clients");
-        let tiny = RingSizes::from_queue_size(1, 4);
+        let tiny = RingSizes::from_queue_size(1, 4, 8);
         assert_eq!(tiny.capacity(0, 1), RING_CAPACITY_MIN);
     }
 

@@ -682,3 +682,47 @@ fn cpu_shares_hold_an_agent_to_its_fraction_of_a_core() {
         "a whole core is never held"
     );
 }
+
+#[test]
+fn client_ports_bound_the_clients_connected_at_once() {
+    let (_, node) = boot(&[]);
+    assert_eq!(node.client_ports(), 2 + caxton_shards::CLIENT_PORTS_SPARE);
+    node.shutdown().expect("clean stop");
+    let (_, node) = boot(&["runtime.client_ports=2"]);
+    assert_eq!(node.client_ports(), 2);
+    let first = node.client().expect("one");
+    let _second = node.client().expect("two");
+    let Err(refused) = node.client() else {
+        panic!("a third client got a port");
+    };
+    assert!(refused.to_string().contains("runtime.client_ports"), "{refused}");
+    drop(first);
+    let _again = node.client().expect("a returned port serves again");
+    node.shutdown().expect("clean stop");
+}
+
+#[test]
+fn a_spinning_client_takes_its_answers_without_parking() {
+    for (spin, parks_expected) in [(None, true), (Some("10s"), false)] {
+        let overrides: Vec<String> = spin
+            .map(|spin| format!("runtime.client_spin_before_park={spin}"))
+            .into_iter()
+            .collect();
+        let overrides: Vec<&str> = overrides.iter().map(String::as_str).collect();
+        let (planned, mut node) = boot(&overrides);
+        let echo = node
+            .deploy("echo", &example("echo"), 1, &limits(&planned))
+            .expect("deploys");
+        let mut client = node.client().expect("client");
+        for _ in 0..50 {
+            client
+                .request(echo, b"ping".to_vec(), PATIENCE)
+                .expect("answered");
+        }
+        // Without a spin, a client parks while the shard wakes and answers;
+        // with one longer than any answer takes, it never has to.
+        assert_eq!(client.parks() > 0, parks_expected, "spin {spin:?}: {} parks", client.parks());
+        drop(client);
+        node.shutdown().expect("clean stop");
+    }
+}
