@@ -25,6 +25,10 @@ pub use collector::{resident_memory_bytes, Collector, HDR_TAGS};
 pub use controller::{ClientPool, Controller, ControllerGone, ControllerHandle, Job};
 pub use server::{serve, AdminSettings};
 
+/// The fewest clients the endpoint keeps for sends (it keeps one per data
+/// shard when there are more): as many sends wait for replies at once.
+pub const ADMIN_CLIENTS_MIN: usize = 4;
+
 /// The environment variable that carries the access token (it wins over the profile's).
 pub const TOKEN_ENV: &str = "CAXTON_ADMIN_TOKEN";
 

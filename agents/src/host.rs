@@ -45,12 +45,13 @@ use crate::compile::{engine_config, CompiledModule};
 use crate::error::DeployError;
 
 /// How often the node's ticker advances every engine's epoch, for
-/// `profile`: a quarter of `runtime.time_slice` (so a slice ends within a
-/// quarter of its length), at most a millisecond. `max_execution_time` is
-/// enforced to within one slice.
+/// `profile`: half of `runtime.time_slice` (so a slice ends between half
+/// and all of its length), at most a millisecond. Finer ticks would end
+/// slices more exactly but wake the ticker thread more often.
+/// `max_execution_time` is enforced to within one slice.
 pub fn epoch_tick(profile: &Profile) -> Duration {
-    (profile.runtime.time_slice.get() / 4)
-        .clamp(caxton_profiles::TIME_SLICE_MIN / 4, Duration::from_millis(1))
+    (profile.runtime.time_slice.get() / 2)
+        .clamp(caxton_profiles::TIME_SLICE_MIN / 2, Duration::from_millis(1))
 }
 
 /// `duration` in epoch ticks of `tick`, at least one.

@@ -22,12 +22,23 @@ pub struct EpochTicker {
 impl EpochTicker {
     /// Start ticking `engines` every `tick`.
     pub fn start(engines: Vec<Engine>, tick: std::time::Duration) -> std::io::Result<Self> {
+        Self::start_placed(engines, tick, Box::new(|| {}))
+    }
+
+    /// [`Self::start`], with the thread first running `place` (to bind
+    /// itself off the data shards' cores).
+    pub fn start_placed(
+        engines: Vec<Engine>,
+        tick: std::time::Duration,
+        place: Box<dyn FnOnce() + Send>,
+    ) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = Arc::clone(&stop);
             std::thread::Builder::new()
                 .name("caxton-epoch".into())
                 .spawn(move || {
+                    place();
                     while !stop.load(Ordering::Relaxed) {
                         std::thread::sleep(tick);
                         for engine in &engines {

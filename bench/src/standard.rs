@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use caxton_messaging::{Durability, Performative};
 use caxton_numa::PlacementPlan;
 use caxton_profiles::{AgentLimits, Profile};
-use caxton_shards::{Client, Node, SendOptions, ShardMetrics, CLIENT_PORTS};
+use caxton_shards::{Client, Node, SendOptions, ShardMetrics};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -447,7 +447,7 @@ fn request_reply(
     // One client per shard, at most what the node has ports for; each keeps a
     // window of requests outstanding.
     const WINDOW: usize = 128;
-    let clients = shards.clamp(1, CLIENT_PORTS - 1);
+    let clients = shards.clamp(1, node.client_ports() - 1);
     let mut handles = Vec::new();
     for _ in 0..clients {
         let mut client = node.client()?;

@@ -587,7 +587,14 @@ fn run_node(selection: &ProfileSelection) -> Result<(), CommandError> {
         let _ = node.shutdown();
         return Err(error);
     }
-    for _ in 0..caxton_admin::ADMIN_CLIENTS {
+    // Sends in flight at once: one per data shard, and never fewer than a
+    // few; the other ports stay for library clients and load generators.
+    let admin_clients = node
+        .data_shards()
+        .max(caxton_admin::ADMIN_CLIENTS_MIN)
+        .min(node.client_ports().saturating_sub(1))
+        .max(1);
+    for _ in 0..admin_clients {
         match node.client() {
             Ok(client) => clients.put(client),
             Err(error) => warn!("the admin endpoint has fewer clients for sends: {error}"),

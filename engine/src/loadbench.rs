@@ -228,7 +228,7 @@ pub fn custom(selection: &ProfileSelection, args: CustomArgs) -> Result<(), Comm
             &loaded.profile,
             &workload,
             shards.max(1),
-            shards.clamp(1, caxton_shards::CLIENT_PORTS - 1),
+            shards.max(1), // as many generators as the node (one per data shard)
             &options,
         )
         .map_err(bench_error)?;
@@ -345,7 +345,7 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
                 &loaded.profile,
                 &workload,
                 shards.max(1),
-                shards.clamp(1, caxton_shards::CLIENT_PORTS - 1),
+                shards.max(1), // as many generators as the node (one per data shard)
                 load,
             )
         })

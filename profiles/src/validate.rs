@@ -30,7 +30,7 @@ pub const AGENT_STACK_BYTES_MAX: u64 = 1 << 20;
 pub const CLIENT_PORTS_MAX: u32 = 4096;
 
 /// The shortest `runtime.time_slice`: the epoch ticker that ends slices
-/// ticks at most every `TIME_SLICE_MIN / 4`, and waking it more often costs
+/// ticks at most every `TIME_SLICE_MIN / 2`, and waking it more often costs
 /// the gossip core more than it buys.
 pub const TIME_SLICE_MIN: std::time::Duration = std::time::Duration::from_micros(50);
 
@@ -217,7 +217,7 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
             fail(
                 "runtime.client_ports",
                 format!("{ports} client ports is out of range"),
-                &format!("use 1 to {CLIENT_PORTS_MAX}; unset gives the data shards plus four"),
+                &format!("use 1 to {CLIENT_PORTS_MAX}; unset gives two per data shard plus four"),
             );
         }
     }

@@ -40,17 +40,18 @@ const SHARD_IO_MEMORY_BYTES: usize = 1 << 20;
 /// How long a shard may take to come up, or to answer a control command.
 const SHARD_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Client ports a node has beyond one per data shard, when
-/// `runtime.client_ports` is unset: room for a load generator per shard
-/// plus a few library clients.
+/// Client ports a node has beyond two per data shard, when
+/// `runtime.client_ports` is unset.
 pub const CLIENT_PORTS_SPARE: usize = 4;
 
-/// The client ports of a node running `profile` with `data_shards` data shards.
+/// The client ports of a node running `profile` with `data_shards` data
+/// shards. Unset: two per data shard (the admin endpoint's sends and a load
+/// generator for each shard) and [`CLIENT_PORTS_SPARE`] more.
 pub fn client_ports(profile: &Profile, data_shards: usize) -> usize {
     profile
         .runtime
         .client_ports
-        .map_or(data_shards + CLIENT_PORTS_SPARE, |ports| ports as usize)
+        .map_or(2 * data_shards + CLIENT_PORTS_SPARE, |ports| ports as usize)
         .max(1)
 }
 
@@ -239,7 +240,13 @@ impl Node {
             Ok(engines) => engines,
             Err(error) => return Err(node.abort(error)),
         };
-        match EpochTicker::start(engines, caxton_agents::epoch_tick(profile)) {
+        // The ticker wakes every tick: it runs on the gossip shard's core,
+        // never on a data shard's.
+        let ticker_cpus = plan.gossip_shard.cpu_binding.clone();
+        let place = Box::new(move || {
+            let _ = binding::bind_current_thread(&ticker_cpus);
+        });
+        match EpochTicker::start_placed(engines, caxton_agents::epoch_tick(profile), place) {
             Ok(ticker) => node._ticker = Some(ticker),
             Err(error) => {
                 let reason = format!("cannot start the epoch ticker: {error}");
