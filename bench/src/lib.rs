@@ -8,6 +8,7 @@ pub mod agent_to_agent;
 pub mod baseline;
 pub mod custom;
 pub mod load;
+pub mod noisy;
 pub mod persistence;
 pub mod remote;
 pub mod scaling;

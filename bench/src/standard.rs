@@ -145,6 +145,8 @@ pub struct Summary {
     pub agent_density: Option<DensityResult>,
     /// Scenarios skipped, and why.
     pub skipped: Vec<String>,
+    /// The noisy-neighbour scenario's two runs and its goal.
+    pub noisy_neighbour: Option<crate::noisy::NoisyNeighbour>,
 }
 
 /// Why the suite stopped.
@@ -293,6 +295,14 @@ pub fn run_standard_suite(
         elapsed,
     ));
 
+    let noisy_requests = (options.messages / 10).max(100);
+    progress(&format!(
+        "noisy_neighbour: {noisy_requests} echo requests alone, then beside a looping agent on the same shard"
+    ));
+    let noisy = crate::noisy::noisy_neighbour(node, &mut client, profile, noisy_requests)?;
+    scenarios.push(noisy.quiet.clone());
+    scenarios.push(noisy.busy.clone());
+
     drop(client);
     progress(&format!(
         "request_reply_throughput: {:?} of pipelined requests to echo",
@@ -314,6 +324,7 @@ pub fn run_standard_suite(
         scenarios,
         agent_density: Some(agent_density),
         skipped,
+        noisy_neighbour: Some(noisy),
     })
 }
 
@@ -688,6 +699,9 @@ pub fn render_table(summary: &Summary) -> String {
             density.bytes_per_agent / 1024,
             if density.bytes_per_agent <= 128 * 1024 { "met" } else { "MISSED" }
         ));
+    }
+    if let Some(noisy) = &summary.noisy_neighbour {
+        out.push_str(&noisy.verdict());
     }
     for reason in &summary.skipped {
         out.push_str(&format!("skipped {reason}\n"));

@@ -251,6 +251,9 @@ fn the_quick_standard_benchmark_reports_every_scenario() {
         "agent_startup_cold",
         "request_reply_throughput",
         "agent_density",
+        "noisy_neighbour_quiet",
+        "noisy_neighbour_busy",
+        "goal <= 2 x time_slice",
     ] {
         assert!(table.contains(scenario), "{scenario} missing from {table}");
     }
@@ -260,6 +263,10 @@ fn the_quick_standard_benchmark_reports_every_scenario() {
         summary.contains("\"shards\": 2") && summary.contains("\"p999_ns\""),
         "{summary}"
     );
+    let json: serde_json::Value = serde_json::from_str(&summary).expect("json");
+    let busy = &json["noisy_neighbour"]["busy"];
+    assert!(busy["count"].as_u64().is_some_and(|count| count > 0), "{summary}");
+    assert_eq!(json["noisy_neighbour"]["sliced"], true);
     let log = std::fs::read_to_string(directory.path().join("local_routing.hlog"))
         .expect("histogram written");
     assert!(
