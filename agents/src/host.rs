@@ -19,10 +19,20 @@
 //! each parked call one more slice per shard turn. A parked instance takes
 //! no other message, and neither do its agent's other instances on the
 //! shard ([`Handling::Busy`]): they share the agent's state there, so one
-//! agent's handlers never interleave, sliced or not. `max_execution_time` bounds the
-//! handler's run time, slices added up. A handler that finishes within its
-//! first slice costs one poll of its future and never leaves the call.
-//! Without stack pooling, handlers run on the shard's stack to completion.
+//! agent's handlers never interleave, sliced or not. `max_execution_time`
+//! bounds the handler's run time, slices added up. Without stack pooling,
+//! handlers run on the shard's stack to completion.
+//!
+//! # The direct path
+//! An async call costs a fiber switch and a boxed future per message. An
+//! agent whose last [`QUICK_RUNS_FOR_DIRECT`] handlers each ended within an
+//! eighth of a slice has shown it does not need slicing: its handlers then
+//! run directly on the shard's stack. A direct handler that runs past a
+//! slice's end cannot yield; it runs on (still bounded by
+//! `max_execution_time`), and its agent is sliced for good from then on.
+//! New agents start sliced, so an agent that loops from its first message
+//! never holds its shard; one that is quick for a while and then runs long
+//! can hold it once, for one handler.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -50,8 +60,10 @@ use crate::error::DeployError;
 /// slices more exactly but wake the ticker thread more often.
 /// `max_execution_time` is enforced to within one slice.
 pub fn epoch_tick(profile: &Profile) -> Duration {
-    (profile.runtime.time_slice.get() / 2)
-        .clamp(caxton_profiles::TIME_SLICE_MIN / 2, Duration::from_millis(1))
+    (profile.runtime.time_slice.get() / 2).clamp(
+        caxton_profiles::TIME_SLICE_MIN / 2,
+        Duration::from_millis(1),
+    )
 }
 
 /// `duration` in epoch ticks of `tick`, at least one.
@@ -232,6 +244,8 @@ struct RunClock {
     may_yield: bool,
     /// Ticks per slice.
     slice_ticks: u64,
+    /// Set when a call that cannot yield ran past a slice's end.
+    overran: bool,
 }
 
 /// The epoch deadline passed: yield (a slice is over), carry on (a call
@@ -244,8 +258,32 @@ fn on_epoch_deadline(state: &HostState) -> UpdateDeadline {
     } else if run.may_yield {
         UpdateDeadline::Yield(run.slice_ticks)
     } else {
+        state.run.set(RunClock {
+            overran: true,
+            ..run
+        });
         UpdateDeadline::Continue(run.slice_ticks)
     }
+}
+
+/// Handlers in a row an agent must finish within [`QUICK_FRACTION`] of a
+/// slice before its handlers run directly (see the module docs).
+const QUICK_RUNS_FOR_DIRECT: u32 = 64;
+
+/// A handler is quick when it runs under this fraction of a time slice.
+const QUICK_FRACTION: u64 = 8;
+
+/// How an agent's handlers run on a shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pace {
+    /// As async calls that yield at slice ends; `quick` counts the handlers
+    /// in a row that finished within a fraction of their first slice.
+    Sliced { quick: u32 },
+    /// Directly on the shard's stack: the agent has shown its handlers end
+    /// well within a slice.
+    Direct,
+    /// Sliced for good: it once ran past a slice's end directly.
+    SlicedForGood,
 }
 
 impl AbiContext for HostState {
@@ -312,6 +350,8 @@ struct HostedAgent {
     memory_limit_bytes: usize,
     max_execution_ns: u64,
     slice_ticks: u64,
+    slice_ns: u64,
+    pace: Pace,
     cpu_budget: CpuBudget,
     /// By slot; `None` while the slot's handler is suspended.
     instances: Vec<Option<LiveInstance>>,
@@ -483,6 +523,8 @@ impl AgentHost {
             memory_limit_bytes: usize::try_from(memory_limit).unwrap_or(usize::MAX),
             max_execution_ns: u64::try_from(max_execution.as_nanos()).unwrap_or(u64::MAX),
             slice_ticks: ticks(slice, self.policy.epoch_tick),
+            slice_ns: u64::try_from(slice.as_nanos()).unwrap_or(u64::MAX),
+            pace: Pace::Sliced { quick: 0 },
             cpu_budget: CpuBudget::new(limits.cpu_shares.millicores()),
             instances: Vec::new(),
             spares: Vec::new(),
@@ -765,19 +807,26 @@ impl AgentHost {
         };
         instance.served += 1;
         instance.store.data_mut().abi.begin(envelope);
+        let direct = !sliced || agent.pace == Pace::Direct;
         instance.run.set(RunClock {
             max_ns: agent.max_execution_ns,
             ran_before_ns: 0,
             slice_started_ns: started_ns,
-            may_yield: sliced,
+            may_yield: !direct,
             slice_ticks: agent.slice_ticks,
+            overran: false,
         });
         instance.store.set_epoch_deadline(agent.slice_ticks);
-        if !sliced {
+        if direct {
             let result = instance.handle.call(&mut instance.store, ());
             let finished_ns = (self.clock)();
             let ran_ns = finished_ns.saturating_sub(started_ns);
-            let handled = self.finish_call(id, index, instance, result, ran_ns, ran_ns, finished_ns);
+            if sliced && instance.run.get().overran {
+                // It ran past a slice where it could not yield: never again.
+                agent.pace = Pace::SlicedForGood;
+            }
+            let handled =
+                self.finish_call(id, index, instance, result, ran_ns, ran_ns, finished_ns);
             return Handling::Done(handled);
         }
         let run = Rc::clone(&instance.run);
@@ -789,6 +838,21 @@ impl AgentHost {
         let polled = poll_once(&mut call);
         let finished_ns = (self.clock)();
         let ran_ns = finished_ns.saturating_sub(started_ns);
+        if let Some(agent) = self.agents.get_mut(&id) {
+            agent.pace = match (agent.pace, &polled) {
+                (Pace::Sliced { quick }, Poll::Ready(_))
+                    if ran_ns.saturating_mul(QUICK_FRACTION) < agent.slice_ns =>
+                {
+                    if quick + 1 >= QUICK_RUNS_FOR_DIRECT {
+                        Pace::Direct
+                    } else {
+                        Pace::Sliced { quick: quick + 1 }
+                    }
+                }
+                (Pace::Sliced { .. }, _) => Pace::Sliced { quick: 0 },
+                (pace, _) => pace,
+            };
+        }
         match polled {
             Poll::Ready((instance, result)) => Handling::Done(self.finish_call(
                 id,
@@ -817,6 +881,16 @@ impl AgentHost {
                 }
             }
         }
+    }
+
+    /// Whether agent `id`'s handlers run directly on the shard's stack (see
+    /// the module docs), rather than as sliced async calls.
+    pub fn runs_directly(&self, id: AgentId) -> bool {
+        self.policy.sliced
+            && self
+                .agents
+                .get(&id)
+                .is_some_and(|agent| agent.pace == Pace::Direct)
     }
 
     /// Whether any handler is suspended: the shard must come back to it
@@ -1046,6 +1120,7 @@ impl AgentHost {
             slice_started_ns: (self.clock)(),
             may_yield: false,
             slice_ticks: agent.slice_ticks,
+            overran: false,
         });
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);

@@ -15,10 +15,7 @@ const COUNTER: AgentId = AgentId(1);
 const FORWARDER: AgentId = AgentId(2);
 const FANOUT: AgentId = AgentId(3);
 const FAULTY: AgentId = AgentId(4);
-const CLIENT: Address = Address::Client {
-    port: 0,
-    id: 9,
-};
+const CLIENT: Address = Address::Client { port: 0, id: 9 };
 
 fn example(name: &str) -> Vec<u8> {
     let path = format!(
@@ -50,14 +47,7 @@ fn host(profile: &Profile) -> AgentHost {
         Address::Client { id, .. } => format!("client-{id}"),
         _ => "agent".to_owned(),
     };
-    AgentHost::new(
-        profile,
-        0,
-        Rc::new(names),
-        Rc::new(namer),
-        Rc::new(now_ns),
-    )
-    .expect("host")
+    AgentHost::new(profile, 0, Rc::new(names), Rc::new(namer), Rc::new(now_ns)).expect("host")
 }
 
 /// Nanoseconds on a clock that starts with the test process.
@@ -190,8 +180,7 @@ fn forwarder_strips_a_hop_and_keeps_the_original_sender() {
     route.extend_from_slice(&[4]);
     route.extend_from_slice(b"echo");
     route.extend_from_slice(b"payload");
-    let handled = run_to_end(&mut host, FORWARDER, request(&route))
-        .expect("hosted");
+    let handled = run_to_end(&mut host, FORWARDER, request(&route)).expect("hosted");
     assert_eq!(handled.outcome, Outcome::Handled);
     let forwarded = &handled.outbox[0];
     assert_eq!(forwarded.receiver, Address::Agent(FORWARDER));
@@ -205,8 +194,7 @@ fn forwarder_strips_a_hop_and_keeps_the_original_sender() {
     rest.extend_from_slice(b"payload");
     assert_eq!(forwarded.content, rest);
 
-    let last = run_to_end(&mut host, FORWARDER, request(&[0, b'h', b'i']))
-        .expect("hosted");
+    let last = run_to_end(&mut host, FORWARDER, request(&[0, b'h', b'i'])).expect("hosted");
     assert_eq!(
         (
             last.outbox[0].performative,
@@ -215,8 +203,8 @@ fn forwarder_strips_a_hop_and_keeps_the_original_sender() {
         (Performative::Inform, &b"hi"[..])
     );
 
-    let unknown = run_to_end(&mut host, FORWARDER, request(&[1, 3, b'n', b'o', b'p']))
-        .expect("hosted");
+    let unknown =
+        run_to_end(&mut host, FORWARDER, request(&[1, 3, b'n', b'o', b'p'])).expect("hosted");
     assert_eq!(
         unknown.outcome,
         Outcome::AgentFailed(3),
@@ -240,16 +228,14 @@ fn fanout_gathers_every_answer_before_replying() {
     content.extend_from_slice(b"echo");
     content.push(7);
     content.extend_from_slice(b"counter");
-    let opened = run_to_end(&mut host, FANOUT, request(&content))
-        .expect("hosted");
+    let opened = run_to_end(&mut host, FANOUT, request(&content)).expect("hosted");
     assert_eq!(opened.outcome, Outcome::Handled);
     assert_eq!(opened.outbox.len(), 2);
     let ticket = opened.outbox[0].reply_with;
     assert!(ticket > 0);
     assert_eq!(opened.outbox[1].receiver, Address::Agent(COUNTER));
 
-    let busy = run_to_end(&mut host, FANOUT, request(&content))
-        .expect("hosted");
+    let busy = run_to_end(&mut host, FANOUT, request(&content)).expect("hosted");
     assert_eq!(
         busy.outbox[0].performative,
         Performative::Refuse,
@@ -278,7 +264,11 @@ fn faults_fail_one_message_and_the_shard_keeps_serving() {
     let profile = small_profile();
     let mut compiler = ModuleCompiler::new(&profile).expect("compiler");
     let mut host = host(&profile);
-    let _ticker = EpochTicker::start(vec![host.engine().clone()], caxton_agents::epoch_tick(&profile)).expect("ticker");
+    let _ticker = EpochTicker::start(
+        vec![host.engine().clone()],
+        caxton_agents::epoch_tick(&profile),
+    )
+    .expect("ticker");
     deploy(
         &mut host,
         &mut compiler,
@@ -312,8 +302,7 @@ fn faults_fail_one_message_and_the_shard_keeps_serving() {
             };
             assert!(matches, "{module} round {round}: {:?}", handled.outcome);
             assert!(handled.outbox.is_empty());
-            let echoed = run_to_end(&mut host, ECHO, request(b"still here"))
-                .expect("hosted");
+            let echoed = run_to_end(&mut host, ECHO, request(b"still here")).expect("hosted");
             assert_eq!(
                 echoed.outbox[0].content, b"still here",
                 "other agents keep serving after {module}"
@@ -533,8 +522,7 @@ fn runtime_keys_shape_the_engine() {
         "echo",
         &interpreted.agents.default_limits,
     );
-    let handled = run_to_end(&mut interpreter_host, ECHO, request(b"interpreted"))
-        .expect("hosted");
+    let handled = run_to_end(&mut interpreter_host, ECHO, request(b"interpreted")).expect("hosted");
     assert_eq!(handled.outbox[0].content, b"interpreted");
 }
 
@@ -646,8 +634,7 @@ fn dropping_an_instance_answers_its_open_deferred_replies() {
     );
     let mut content = vec![1u8, 4];
     content.extend_from_slice(b"echo");
-    let opened = run_to_end(&mut host, FANOUT, request(&content))
-        .expect("hosted");
+    let opened = run_to_end(&mut host, FANOUT, request(&content)).expect("hosted");
     assert_eq!(opened.outbox.len(), 1, "the gather is open");
     assert!(host.take_abandoned().is_empty());
     assert!(host.remove_instance(FANOUT));
@@ -696,4 +683,95 @@ fn msg_sender_names_the_sender_only_when_asked() {
         .expect("deploys");
     let handled = run_to_end(&mut host, ECHO, request(b"")).expect("hosted");
     assert_eq!(handled.outbox[0].content, b"client-9");
+}
+
+/// Answers at once, unless the first byte of the message is 1: then it is
+/// busy for 20 ms of the node clock first.
+const SOMETIMES_SLOW: &str = r#"(module
+  (import "caxton" "now_ns" (func $now (result i64)))
+  (import "caxton" "msg_read_content" (func $read (param i32 i32) (result i32)))
+  (import "caxton" "reply" (func $reply (param i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "caxton_abi_version") (result i32) (i32.const 1))
+  (func (export "caxton_handle") (result i32)
+    (local $until i64)
+    (drop (call $read (i32.const 0) (i32.const 1)))
+    (if (i32.eq (i32.load8_u (i32.const 0)) (i32.const 1))
+      (then
+        (local.set $until (i64.add (call $now) (i64.const 20000000)))
+        (block $done
+          (loop $spin
+            (br_if $done (i64.ge_s (call $now) (local.get $until)))
+            (br $spin)))))
+    (drop (call $reply (i32.const 1) (i32.const 0) (i32.const 0)))
+    (i32.const 0)))"#;
+
+#[test]
+fn quick_agents_run_directly_until_one_handler_runs_long() {
+    let profile = small_profile();
+    let mut compiler = ModuleCompiler::new(&profile).expect("compiler");
+    let mut host = host(&profile);
+    let _ticker = EpochTicker::start(
+        vec![host.engine().clone()],
+        caxton_agents::epoch_tick(&profile),
+    )
+    .expect("ticker");
+    let module = compiler
+        .compile(SOMETIMES_SLOW.as_bytes())
+        .expect("compiles");
+    host.deploy(
+        ECHO,
+        "sometimes-slow",
+        &module,
+        1,
+        &profile.agents.default_limits,
+    )
+    .expect("deploys");
+    assert!(!host.runs_directly(ECHO), "a new agent starts sliced");
+    // A long handler while sliced yields at its slice's end.
+    assert!(matches!(
+        host.handle(ECHO, None, request(&[1]), now_ns()),
+        Handling::Suspended { .. }
+    ));
+    run_to_end_of_suspended(&mut host);
+    // Quick handlers in a row earn the direct path (each far within its
+    // slice, so a loaded machine at most delays it).
+    let mut quick = 0;
+    while !host.runs_directly(ECHO) {
+        run_to_end(&mut host, ECHO, request(&[0])).expect("hosted");
+        quick += 1;
+        assert!(quick < 10_000, "never earned the direct path");
+    }
+    assert!(
+        quick >= 64,
+        "direct only after a run of quick handlers: {quick}"
+    );
+    // Directly, a long handler cannot yield: it runs to its end in one call,
+    // and once the ticker has ended a slice under it (a starved ticker may
+    // miss a 20 ms run on a loaded machine), the agent is sliced for good.
+    let mut long_runs = 0;
+    while host.runs_directly(ECHO) {
+        assert!(matches!(
+            host.handle(ECHO, None, request(&[1]), now_ns()),
+            Handling::Done(_)
+        ));
+        long_runs += 1;
+        assert!(long_runs < 20, "a 20 ms handler never ran past a 2 ms slice");
+    }
+    for _ in 0..200 {
+        run_to_end(&mut host, ECHO, request(&[0])).expect("hosted");
+    }
+    assert!(!host.runs_directly(ECHO), "no second chance");
+    assert!(matches!(
+        host.handle(ECHO, None, request(&[1]), now_ns()),
+        Handling::Suspended { .. }
+    ));
+    run_to_end_of_suspended(&mut host);
+}
+
+/// Resume suspended handlers until none is left.
+fn run_to_end_of_suspended(host: &mut AgentHost) {
+    while host.has_suspended() {
+        host.resume_suspended(&mut |_| {});
+    }
 }
