@@ -982,22 +982,42 @@ impl AgentHost {
             Ok(code) => Outcome::AgentFailed(code),
             Err(error) => classify(&error),
         };
+        // What a faulted handler sent is discarded, as is what one sent
+        // while its agent was undeployed under it.
+        let keeps_outbox =
+            self.settle_instance(id, slot, instance, &outcome, ran_ns, unpaid_ns, finished_ns);
+        Handled {
+            instance: instance_id,
+            outcome,
+            ran_ns,
+            outbox: if keeps_outbox { outbox } else { Vec::new() },
+            state_writes,
+        }
+    }
+
+    /// Count a handler's end against its agent, put its instance back in
+    /// `slot` (a fresh one after a fault). Whether what it sent goes out:
+    /// not after a fault, nor when its agent was undeployed while it ran.
+    #[allow(clippy::too_many_arguments)]
+    fn settle_instance(
+        &mut self,
+        id: AgentId,
+        slot: usize,
+        instance: LiveInstance,
+        outcome: &Outcome,
+        ran_ns: u64,
+        unpaid_ns: u64,
+        finished_ns: u64,
+    ) -> bool {
         let Some(agent) = self.agents.get_mut(&id) else {
-            // Undeployed while it ran: nothing to put it back into.
             self.abandon(id, instance);
-            return Handled {
-                instance: instance_id,
-                outcome,
-                ran_ns,
-                outbox: Vec::new(),
-                state_writes,
-            };
+            return false;
         };
         agent.cpu_budget.charge(unpaid_ns, finished_ns);
         let stats = &mut agent.stats;
         stats.busy_ns += ran_ns;
         stats.max_handler_ns = stats.max_handler_ns.max(ran_ns);
-        match &outcome {
+        match outcome {
             Outcome::Handled => stats.handled += 1,
             Outcome::AgentFailed(_) => stats.agent_failures += 1,
             Outcome::Trapped(_) => stats.traps += 1,
@@ -1011,21 +1031,9 @@ impl AgentHost {
         }
         if outcome.is_fault() {
             self.replace_instance(id, slot);
-            return Handled {
-                instance: instance_id,
-                outcome,
-                ran_ns,
-                outbox: Vec::new(),
-                state_writes,
-            };
+            return false;
         }
-        Handled {
-            instance: instance_id,
-            outcome,
-            ran_ns,
-            outbox,
-            state_writes,
-        }
+        true
     }
 
     /// Replace instance `index` of agent `id` by a spare or a fresh instance.
