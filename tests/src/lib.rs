@@ -32,6 +32,17 @@ pub fn plan_on_this_machine(profiles: &[&str], overrides: &[&str]) -> Planned {
     }
 }
 
+/// Boot a node on the default profile with `data_shards` data shards and
+/// `overrides` (applied after the shard count); panics on failure.
+pub fn boot_default(data_shards: usize, overrides: &[&str]) -> (Planned, caxton_shards::Node) {
+    let shards = format!("runtime.worker_threads={data_shards}");
+    let mut all = vec![shards.as_str()];
+    all.extend_from_slice(overrides);
+    let planned = plan_on_this_machine(&["default"], &all);
+    let node = caxton_shards::Node::start(&planned.profile, &planned.plan).expect("node boots");
+    (planned, node)
+}
+
 /// The name of thread `tid` of this process, from `/proc`.
 pub fn thread_name(tid: i32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))

@@ -12,11 +12,7 @@ use proptest::prelude::*;
 const PATIENCE: Duration = Duration::from_secs(10);
 
 fn boot(overrides: &[&str]) -> (Planned, Node) {
-    let mut all = vec!["runtime.worker_threads=2"];
-    all.extend_from_slice(overrides);
-    let planned = plan_on_this_machine(&["default"], &all);
-    let node = Node::start(&planned.profile, &planned.plan).expect("node boots");
-    (planned, node)
+    caxton_tests::boot_default(2, overrides)
 }
 
 fn limits(planned: &Planned) -> AgentLimits {

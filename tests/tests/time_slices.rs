@@ -8,17 +8,13 @@ use std::time::Duration;
 use caxton_messaging::Performative;
 use caxton_profiles::{AgentLimits, HumanDuration};
 use caxton_shards::{Node, SendOptions, FAILURE_PREFIX};
-use caxton_tests::{example, plan_on_this_machine, Planned};
+use caxton_tests::{boot_default, example, Planned};
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
 /// One data shard, so every agent shares it.
 fn boot(overrides: &[&str]) -> (Planned, Node) {
-    let mut all = vec!["runtime.worker_threads=1"];
-    all.extend_from_slice(overrides);
-    let planned = plan_on_this_machine(&["default"], &all);
-    let node = Node::start(&planned.profile, &planned.plan).expect("node boots");
-    (planned, node)
+    boot_default(1, overrides)
 }
 
 /// Busy on the node clock for `millis` per message, then answers. A
