@@ -22,6 +22,11 @@ use crate::error::DeployError;
 use crate::host::epoch_tick;
 use crate::ticker::EpochTicker;
 
+/// The most pooled handler stacks per shard: handlers in progress as async
+/// calls at once (one running and the suspended ones). A shard with this
+/// many suspended runs its next handlers directly until one finishes.
+pub const HANDLER_STACKS_MAX: u32 = 128;
+
 /// Room on a handler's pooled stack for the host functions it calls, above
 /// the agent's own `runtime.agent_stack_size`.
 const ASYNC_STACK_HOST_BYTES: usize = 256 << 10;
@@ -79,10 +84,11 @@ pub fn engine_config(profile: &Profile, pool_instances: u32) -> Result<Config, D
         // re-instantiating a small agent does not fault its pages in again.
         pooling.linear_memory_keep_resident(64 << 10);
         if runtime.wasm.stack_pooling {
-            // Every instance has at most one handler in progress, so one
-            // stack per pooled instance; each is reserved address space,
-            // made resident only as deep as a handler goes.
-            pooling.total_stacks(pool_instances.max(1));
+            // A stack is taken by each handler in progress as an async call:
+            // the running one and the suspended ones. Each is reserved
+            // address space (and two mappings), resident only as deep as a
+            // handler goes; past the pool, handlers run directly.
+            pooling.total_stacks(pool_instances.clamp(1, HANDLER_STACKS_MAX));
         }
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
     }

@@ -429,6 +429,8 @@ struct PoolPolicy {
     time_slice: Duration,
     /// Handlers run as async calls on pooled stacks and yield at slice ends.
     sliced: bool,
+    /// Pooled handler stacks of this shard's engine.
+    handler_stacks: usize,
 }
 
 /// See the module docs.
@@ -474,6 +476,7 @@ impl AgentHost {
             epoch_tick: epoch_tick(profile),
             time_slice: runtime.time_slice.get(),
             sliced: runtime.wasm.stack_pooling,
+            handler_stacks: pool_instances.clamp(1, crate::compile::HANDLER_STACKS_MAX) as usize,
         };
         Ok(Self {
             shard,
@@ -807,7 +810,10 @@ impl AgentHost {
         };
         instance.served += 1;
         instance.store.data_mut().abi.begin(envelope);
-        let direct = !sliced || agent.pace == Pace::Direct;
+        // The stack pool is bounded: with every stack held by a suspended
+        // handler, this one runs directly.
+        let stacks_free = self.suspended.len() + 1 < self.policy.handler_stacks;
+        let direct = !sliced || agent.pace == Pace::Direct || !stacks_free;
         instance.run.set(RunClock {
             max_ns: agent.max_execution_ns,
             ran_before_ns: 0,

@@ -22,7 +22,9 @@ mod ticker;
 
 pub use abi_host::{link_abi, AbiContext, AbiState, OutboundMessage, StateMap};
 pub use budget::{CpuBudget, BUDGET_WINDOW_NS};
-pub use compile::{engine_config, CompiledModule, ModuleCompiler, MODULE_BYTES_MAX};
+pub use compile::{
+    engine_config, CompiledModule, ModuleCompiler, HANDLER_STACKS_MAX, MODULE_BYTES_MAX,
+};
 pub use error::DeployError;
 pub use host::{
     epoch_tick, AgentCounts, AgentHost, AgentStats, Clock, Handled, Handling, Namer, Outcome,

@@ -209,3 +209,24 @@ fn a_shard_that_cannot_start_stops_the_others_and_is_named() {
         "the cause names the CPU: {reason}"
     );
 }
+
+#[test]
+fn the_high_throughput_profile_boots_sixteen_shards_with_pooled_handler_stacks() {
+    // Each shard pools handler stacks for its 5,100 instances' engine: the
+    // pool is bounded (caxton_agents::HANDLER_STACKS_MAX per shard), so many
+    // shards stay within the kernel's mapping limit.
+    let planned = plan_on_this_machine(&["high-throughput"], &["runtime.worker_threads=16"]);
+    assert!(planned.profile.runtime.wasm.stack_pooling);
+    let mut node = Node::start(&planned.profile, &planned.plan).expect("16 shards boot");
+    assert_eq!(node.data_shards(), 16);
+    let echo = node
+        .deploy("echo", &example("echo"), 16, &planned.profile.agents.default_limits)
+        .expect("deploys");
+    let mut client = node.client().expect("client");
+    let answer = client
+        .request(echo, b"hi".to_vec(), Duration::from_secs(20))
+        .expect("answered");
+    assert_eq!(answer.performative, Performative::Inform);
+    drop(client);
+    node.shutdown().expect("clean stop");
+}
