@@ -53,7 +53,7 @@ pub struct RuntimeConfig {
     pub spin_before_park: Option<HumanDuration>,
     /// Client ports of the node: callers outside the agents (admin API
     /// sends, load generators, library clients) connected at once. Unset:
-    /// two per data shard plus four. Not in the seed.
+    /// one per data shard plus four. Not in the seed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_ports: Option<u32>,
     /// How long a client waiting for an answer keeps polling its rings

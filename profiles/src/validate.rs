@@ -217,7 +217,7 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
             fail(
                 "runtime.client_ports",
                 format!("{ports} client ports is out of range"),
-                &format!("use 1 to {CLIENT_PORTS_MAX}; unset gives two per data shard plus four"),
+                &format!("use 1 to {CLIENT_PORTS_MAX}; unset gives one per data shard plus four"),
             );
         }
     }

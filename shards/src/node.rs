@@ -40,18 +40,20 @@ const SHARD_IO_MEMORY_BYTES: usize = 1 << 20;
 /// How long a shard may take to come up, or to answer a control command.
 const SHARD_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Client ports a node has beyond two per data shard, when
+/// Client ports a node has beyond one per data shard, when
 /// `runtime.client_ports` is unset.
 pub const CLIENT_PORTS_SPARE: usize = 4;
 
 /// The client ports of a node running `profile` with `data_shards` data
-/// shards. Unset: two per data shard (the admin endpoint's sends and a load
-/// generator for each shard) and [`CLIENT_PORTS_SPARE`] more.
+/// shards. Unset: one per data shard (the admin endpoint's sends, or an
+/// in-process load generator, for each shard) and [`CLIENT_PORTS_SPARE`]
+/// more. Each port has a ring to and from every data shard, which becomes
+/// resident as it is used, so ports are not free on a node with many shards.
 pub fn client_ports(profile: &Profile, data_shards: usize) -> usize {
     profile
         .runtime
         .client_ports
-        .map_or(2 * data_shards + CLIENT_PORTS_SPARE, |ports| ports as usize)
+        .map_or(data_shards + CLIENT_PORTS_SPARE, |ports| ports as usize)
         .max(1)
 }
 

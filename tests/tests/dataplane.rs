@@ -687,7 +687,7 @@ fn cpu_shares_hold_an_agent_to_its_fraction_of_a_core() {
 #[test]
 fn client_ports_bound_the_clients_connected_at_once() {
     let (_, node) = boot(&[]);
-    assert_eq!(node.client_ports(), 2 * 2 + caxton_shards::CLIENT_PORTS_SPARE);
+    assert_eq!(node.client_ports(), 2 + caxton_shards::CLIENT_PORTS_SPARE);
     node.shutdown().expect("clean stop");
     let (_, node) = boot(&["runtime.client_ports=2"]);
     assert_eq!(node.client_ports(), 2);
