@@ -12,7 +12,6 @@ use std::thread::JoinHandle;
 
 use wasmtime::Engine;
 
-
 /// Ticks its engines until dropped.
 pub struct EpochTicker {
     stop: Arc<AtomicBool>,
