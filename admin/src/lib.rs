@@ -31,4 +31,3 @@ pub const ADMIN_CLIENTS_MIN: usize = 4;
 
 /// The environment variable that carries the access token (it wins over the profile's).
 pub const TOKEN_ENV: &str = "CAXTON_ADMIN_TOKEN";
-

@@ -756,7 +756,10 @@ fn quick_agents_run_directly_until_one_handler_runs_long() {
             Handling::Done(_)
         ));
         long_runs += 1;
-        assert!(long_runs < 20, "a 20 ms handler never ran past a 2 ms slice");
+        assert!(
+            long_runs < 20,
+            "a 20 ms handler never ran past a 2 ms slice"
+        );
     }
     for _ in 0..200 {
         run_to_end(&mut host, ECHO, request(&[0])).expect("hosted");

@@ -63,7 +63,12 @@ pub fn noisy_neighbour(
     let mut first_only = vec![0u16; node.data_shards()];
     first_only[0] = 1;
     let limits = profile.agents.default_limits.clone();
-    let echo = node.deploy_placed("bench-noisy-echo", ECHO_WAT.as_bytes(), &first_only, &limits)?;
+    let echo = node.deploy_placed(
+        "bench-noisy-echo",
+        ECHO_WAT.as_bytes(),
+        &first_only,
+        &limits,
+    )?;
     let looping = node.deploy_placed(
         "bench-noisy-loop",
         LOOP_WAT.as_bytes(),
@@ -78,7 +83,12 @@ pub fn noisy_neighbour(
     for _ in 0..LOOP_MESSAGES {
         loop_tokens.push(
             client
-                .send(looping, Performative::Request, Vec::new(), SendOptions::default())
+                .send(
+                    looping,
+                    Performative::Request,
+                    Vec::new(),
+                    SendOptions::default(),
+                )
                 .map_err(|error| SuiteError::Traffic(error.to_string()))?,
         );
     }
@@ -121,11 +131,19 @@ fn timed_requests(
                 String::from_utf8_lossy(&answer.content)
             )));
         }
-        latency.saturating_record(u64::try_from(sent.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1));
+        latency.saturating_record(
+            u64::try_from(sent.elapsed().as_nanos())
+                .unwrap_or(u64::MAX)
+                .max(1),
+        );
         // Stay within the loop's busy time, so every sample is beside it.
         if started.elapsed() >= budget {
             break;
         }
     }
-    Ok(ScenarioResult::from_histogram(name, latency, started.elapsed()))
+    Ok(ScenarioResult::from_histogram(
+        name,
+        latency,
+        started.elapsed(),
+    ))
 }

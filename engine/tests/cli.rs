@@ -265,7 +265,10 @@ fn the_quick_standard_benchmark_reports_every_scenario() {
     );
     let json: serde_json::Value = serde_json::from_str(&summary).expect("json");
     let busy = &json["noisy_neighbour"]["busy"];
-    assert!(busy["count"].as_u64().is_some_and(|count| count > 0), "{summary}");
+    assert!(
+        busy["count"].as_u64().is_some_and(|count| count > 0),
+        "{summary}"
+    );
     assert_eq!(json["noisy_neighbour"]["sliced"], true);
     let log = std::fs::read_to_string(directory.path().join("local_routing.hlog"))
         .expect("histogram written");

@@ -126,10 +126,7 @@ mod tests {
     fn message(priority: u8, tag: u8) -> Envelope {
         Envelope {
             performative: Performative::Request,
-            sender: Address::Client {
-                port: 0,
-                id: 1,
-            },
+            sender: Address::Client { port: 0, id: 1 },
             receiver: Address::Agent(AgentId(0)),
             conversation_id: 0,
             reply_with: u64::from(tag),

@@ -32,14 +32,28 @@ mod tests {
 
     #[test]
     fn names_are_short_and_plain() {
-        for good in ["echo", "a", "router-1.v2_x", &"n".repeat(AGENT_NAME_BYTES_MAX)] {
+        for good in [
+            "echo",
+            "a",
+            "router-1.v2_x",
+            &"n".repeat(AGENT_NAME_BYTES_MAX),
+        ] {
             assert_eq!(check_agent_name(good), Ok(()), "{good}");
         }
-        for bad in ["", "has space", "slash/name", "ünï", &"n".repeat(AGENT_NAME_BYTES_MAX + 1)] {
+        for bad in [
+            "",
+            "has space",
+            "slash/name",
+            "ünï",
+            &"n".repeat(AGENT_NAME_BYTES_MAX + 1),
+        ] {
             let error = check_agent_name(bad).expect_err(bad);
             assert!(error.contains("is not an agent name"), "{error}");
         }
         let long = "x".repeat(10_000);
-        assert!(check_agent_name(&long).expect_err("too long").len() < 200, "the error quotes a bounded prefix");
+        assert!(
+            check_agent_name(&long).expect_err("too long").len() < 200,
+            "the error quotes a bounded prefix"
+        );
     }
 }

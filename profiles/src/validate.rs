@@ -548,11 +548,20 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
         "agents.default_limits.max_execution_time".to_owned(),
         agents.default_limits.max_execution_time,
     ))
-    .chain(agents.overrides.iter().enumerate().filter_map(|(index, entry)| {
-        entry
-            .max_execution_time
-            .map(|limit| (format!("agents.overrides[{index}].max_execution_time"), limit))
-    }));
+    .chain(
+        agents
+            .overrides
+            .iter()
+            .enumerate()
+            .filter_map(|(index, entry)| {
+                entry.max_execution_time.map(|limit| {
+                    (
+                        format!("agents.overrides[{index}].max_execution_time"),
+                        limit,
+                    )
+                })
+            }),
+    );
     for (key, limit) in longest_runs {
         if !limit.get().is_zero() && time_slice.get() > limit.get() {
             fail(

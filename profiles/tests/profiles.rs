@@ -115,10 +115,7 @@ fn the_seed_block_forms_load() {
     )
     .expect("seed blocks load");
     let profile = loaded.profile;
-    assert_eq!(
-        profile.runtime.cpu_affinity.pinned_agents[0].pus,
-        [0, 1]
-    );
+    assert_eq!(profile.runtime.cpu_affinity.pinned_agents[0].pus, [0, 1]);
     assert_eq!(profile.messaging.priority_routing.queues.len(), 1);
     let quick = profile.agents.limits_for("quick-responder");
     assert_eq!(
@@ -238,10 +235,9 @@ fn bad_input_names_cause_key_and_place() {
         .expect_err("two spellings disagree");
     assert_eq!(alias_clash.key.as_deref(), Some("messaging.worker_threads"));
 
-    let pooled_stacks = load_text(
-        "runtime:\n  wasm:\n    stack_pooling: true\n    memory_pooling: false\n",
-    )
-    .expect_err("no pool to take stacks from");
+    let pooled_stacks =
+        load_text("runtime:\n  wasm:\n    stack_pooling: true\n    memory_pooling: false\n")
+            .expect_err("no pool to take stacks from");
     assert_eq!(
         pooled_stacks.key.as_deref(),
         Some("runtime.wasm.stack_pooling")
@@ -315,7 +311,11 @@ fn time_slices_are_checked_against_the_runs_they_slice() {
         loaded.profile.runtime.time_slice.get(),
         std::time::Duration::from_micros(750)
     );
-    for (name, slice) in [("low-latency", 500), ("high-throughput", 10_000), ("default", 2_000)] {
+    for (name, slice) in [
+        ("low-latency", 500),
+        ("high-throughput", 10_000),
+        ("default", 2_000),
+    ] {
         let profile = load(&[name.into()], &[]).expect("built-in").profile;
         assert_eq!(
             profile.runtime.time_slice.get(),
@@ -332,6 +332,8 @@ fn client_ports_must_be_a_usable_count() {
     assert_eq!(refused.key.as_deref(), Some("runtime.client_ports"));
     let loaded = load(&[], &["runtime.client_ports=32".into()]).expect("valid");
     assert_eq!(loaded.profile.runtime.client_ports, Some(32));
-    let low_latency = load(&["low-latency".into()], &[]).expect("built-in").profile;
+    let low_latency = load(&["low-latency".into()], &[])
+        .expect("built-in")
+        .profile;
     assert!(low_latency.runtime.client_spin_before_park.is_some());
 }

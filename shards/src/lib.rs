@@ -22,16 +22,16 @@ mod client;
 mod clock;
 mod control;
 mod core;
-mod driver;
 mod directory;
+mod driver;
 mod metrics;
 mod node;
 mod stop;
 
+pub use crate::core::FAILURE_PREFIX;
 pub use caxton_agents::AgentStats;
 pub use client::{Client, PersistError, RequestError, SendError, SendOptions};
 pub use clock::NodeClock;
-pub use crate::core::FAILURE_PREFIX;
 pub use directory::{AgentRecord, Directory};
 pub use metrics::{nanosecond_histogram, ShardMetrics};
 pub use node::{

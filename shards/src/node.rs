@@ -229,7 +229,10 @@ impl Node {
             clock,
             plan: plan.clone(),
             max_agents: profile.runtime.max_agents as usize,
-            client_spin: profile.runtime.client_spin_before_park.map(|spin| spin.get()),
+            client_spin: profile
+                .runtime
+                .client_spin_before_park
+                .map(|spin| spin.get()),
             client_port_count,
             _ticker: None,
             _storage_lock: storage_lock,

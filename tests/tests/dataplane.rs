@@ -520,10 +520,7 @@ fn misaddressed_messages_are_answered_not_fatal() {
     );
     // A "client" address that is really a data shard: the shard answers failure.
     client
-        .send_envelope(envelope(Address::Client {
-            port: 0,
-            id: 0,
-        }))
+        .send_envelope(envelope(Address::Client { port: 0, id: 0 }))
         .expect("accepted");
     let answer = client.await_reply(42, PATIENCE).expect("answered");
     assert_eq!(
@@ -696,7 +693,10 @@ fn client_ports_bound_the_clients_connected_at_once() {
     let Err(refused) = node.client() else {
         panic!("a third client got a port");
     };
-    assert!(refused.to_string().contains("runtime.client_ports"), "{refused}");
+    assert!(
+        refused.to_string().contains("runtime.client_ports"),
+        "{refused}"
+    );
     drop(first);
     let _again = node.client().expect("a returned port serves again");
     node.shutdown().expect("clean stop");
@@ -722,7 +722,12 @@ fn a_spinning_client_takes_its_answers_without_parking() {
         }
         // Without a spin, a client parks while the shard wakes and answers;
         // with one longer than any answer takes, it never has to.
-        assert_eq!(client.parks() > 0, parks_expected, "spin {spin:?}: {} parks", client.parks());
+        assert_eq!(
+            client.parks() > 0,
+            parks_expected,
+            "spin {spin:?}: {} parks",
+            client.parks()
+        );
         drop(client);
         node.shutdown().expect("clean stop");
     }

@@ -220,7 +220,12 @@ fn the_high_throughput_profile_boots_sixteen_shards_with_pooled_handler_stacks()
     let mut node = Node::start(&planned.profile, &planned.plan).expect("16 shards boot");
     assert_eq!(node.data_shards(), 16);
     let echo = node
-        .deploy("echo", &example("echo"), 16, &planned.profile.agents.default_limits)
+        .deploy(
+            "echo",
+            &example("echo"),
+            16,
+            &planned.profile.agents.default_limits,
+        )
         .expect("deploys");
     let mut client = node.client().expect("client");
     let answer = client

@@ -78,16 +78,31 @@ fn echo_while_looping(node: &mut Node, planned: &Planned) -> (usize, String) {
         )
         .expect("deploys");
     let echo = node
-        .deploy("echo", &example("echo"), 1, &planned.profile.agents.default_limits)
+        .deploy(
+            "echo",
+            &example("echo"),
+            1,
+            &planned.profile.agents.default_limits,
+        )
         .expect("deploys");
     let mut client = node.client().expect("client");
     let loop_token = client
-        .send(looping, Performative::Request, Vec::new(), SendOptions::default())
+        .send(
+            looping,
+            Performative::Request,
+            Vec::new(),
+            SendOptions::default(),
+        )
         .expect("sent");
     let mut echoed = 0;
     let loop_answer = loop {
         let token = client
-            .send(echo, Performative::Request, b"hi".to_vec(), SendOptions::default())
+            .send(
+                echo,
+                Performative::Request,
+                b"hi".to_vec(),
+                SendOptions::default(),
+            )
             .expect("sent");
         let answer = client.await_reply(token, PATIENCE).expect("echo answers");
         assert_eq!(answer.performative, Performative::Inform);
@@ -127,13 +142,23 @@ fn without_stack_pooling_a_handler_holds_its_shard_to_the_end() {
 fn a_suspended_instance_takes_no_second_message() {
     let (planned, mut node) = boot(&["runtime.time_slice=1ms"]);
     let busy = node
-        .deploy("busy", busy_agent(30).as_bytes(), 1, &planned.profile.agents.default_limits)
+        .deploy(
+            "busy",
+            busy_agent(30).as_bytes(),
+            1,
+            &planned.profile.agents.default_limits,
+        )
         .expect("deploys");
     let mut client = node.client().expect("client");
     let tokens: Vec<u64> = (0..4)
         .map(|_| {
             client
-                .send(busy, Performative::Request, Vec::new(), SendOptions::default())
+                .send(
+                    busy,
+                    Performative::Request,
+                    Vec::new(),
+                    SendOptions::default(),
+                )
                 .expect("sent")
         })
         .collect();
@@ -146,7 +171,10 @@ fn a_suspended_instance_takes_no_second_message() {
             String::from_utf8_lossy(&answer.content)
         );
     }
-    assert!(suspended(&node) >= 4, "each 30 ms handler used several 1 ms slices");
+    assert!(
+        suspended(&node) >= 4,
+        "each 30 ms handler used several 1 ms slices"
+    );
     node.shutdown().expect("clean stop");
 }
 
@@ -155,10 +183,17 @@ fn the_time_slice_decides_whether_a_handler_yields() {
     // A 30 ms handler and a slice far longer: it runs to its end in one go.
     let (planned, mut node) = boot(&["runtime.time_slice=5s"]);
     let busy = node
-        .deploy("busy", busy_agent(30).as_bytes(), 1, &planned.profile.agents.default_limits)
+        .deploy(
+            "busy",
+            busy_agent(30).as_bytes(),
+            1,
+            &planned.profile.agents.default_limits,
+        )
         .expect("deploys");
     let mut client = node.client().expect("client");
-    let answer = client.request(busy, Vec::new(), PATIENCE).expect("answered");
+    let answer = client
+        .request(busy, Vec::new(), PATIENCE)
+        .expect("answered");
     assert_eq!(answer.performative, Performative::Inform);
     assert_eq!(suspended(&node), 0);
     drop(client);
@@ -169,19 +204,34 @@ fn the_time_slice_decides_whether_a_handler_yields() {
 fn stopping_the_node_answers_suspended_handlers_senders() {
     let (planned, mut node) = boot(&["runtime.time_slice=1ms"]);
     let looping = node
-        .deploy("loop", &example("loop"), 1, &planned.profile.agents.default_limits)
+        .deploy(
+            "loop",
+            &example("loop"),
+            1,
+            &planned.profile.agents.default_limits,
+        )
         .expect("deploys");
     let mut client = node.client().expect("client");
     let token = client
-        .send(looping, Performative::Request, Vec::new(), SendOptions::default())
+        .send(
+            looping,
+            Performative::Request,
+            Vec::new(),
+            SendOptions::default(),
+        )
         .expect("sent");
     let deadline = std::time::Instant::now() + PATIENCE;
     while suspended(&node) == 0 {
-        assert!(std::time::Instant::now() < deadline, "the loop never yielded");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the loop never yielded"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     node.shutdown().expect("clean stop");
-    let answer = client.await_reply(token, PATIENCE).expect("answered at stop");
+    let answer = client
+        .await_reply(token, PATIENCE)
+        .expect("answered at stop");
     assert_eq!(answer.performative, Performative::Failure);
     assert_eq!(reason(&answer.content), "shutting-down");
 }

@@ -541,11 +541,9 @@ impl ShardCore {
                 Until::Time(resume_ns) => *resume_ns,
                 Until::FreeInstance => u64::MAX,
             });
-        if let Some(until) = held_until.or_else(|| {
-            agents
-                .cpu_blocked_until(agent, started_ns)
-                .map(Until::Time)
-        }) {
+        if let Some(until) =
+            held_until.or_else(|| agents.cpu_blocked_until(agent, started_ns).map(Until::Time))
+        {
             self.hold(envelope, until, started_ns, io);
             return started_ns;
         }

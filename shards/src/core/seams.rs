@@ -8,7 +8,6 @@ use caxton_agents::{AgentHost, Handled, Handling, OutboundMessage};
 use caxton_messaging::{AgentId, Envelope, InstanceId, MeshPort};
 use caxton_storage::{PartitionWriter, Write, WriteRefused};
 
-
 /// What became of a message handed to an agent.
 #[derive(Debug)]
 pub(crate) enum HandlerStart {

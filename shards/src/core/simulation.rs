@@ -109,7 +109,11 @@ impl AgentRuntime for SimAgents {
             shard: self.shard,
             slot: slot.unwrap_or(0),
         };
-        if self.suspended.iter().any(|handled| handled.instance == instance) {
+        if self
+            .suspended
+            .iter()
+            .any(|handled| handled.instance == instance)
+        {
             return HandlerStart::Busy(envelope);
         }
         let handled = |outcome, outbox| Handled {
@@ -397,7 +401,10 @@ impl Simulation {
         let agents = &mut self.agents[shard];
         self.cores[shard].release_held(now, agents, &mut io);
         for _ in 0..4 {
-            if self.cores[shard].handle_next(now, agents, &mut io).is_none() {
+            if self.cores[shard]
+                .handle_next(now, agents, &mut io)
+                .is_none()
+            {
                 break;
             }
         }

@@ -67,7 +67,11 @@ impl AgentRuntime for FakeAgents {
             slot: slot.unwrap_or(0),
         };
         // One instance per agent: busy while its handler is suspended.
-        if self.suspended.iter().any(|handled| handled.instance == instance) {
+        if self
+            .suspended
+            .iter()
+            .any(|handled| handled.instance == instance)
+        {
             return HandlerStart::Busy(envelope);
         }
         self.runs.push((agent, envelope.content.clone()));
@@ -273,7 +277,10 @@ fn a_request_is_handled_and_answered_with_latency_recorded() {
         Some(440),
         "the step ends when the handler does: the next step's start, with no clock read"
     );
-    assert!(core.handle_next(500, &mut agents, &mut io).is_none(), "empty now");
+    assert!(
+        core.handle_next(500, &mut agents, &mut io).is_none(),
+        "empty now"
+    );
     assert_eq!(only_answer(&mut io), (Performative::Inform, "hi".into()));
     let metrics = core.metrics_mut();
     assert_eq!(metrics.handled, 1);
@@ -702,7 +709,11 @@ fn a_suspended_handler_takes_no_second_message_and_its_neighbours_keep_running()
     assert!(core.handle_next(30, &mut agents, &mut io).is_some());
     assert_eq!(agents.runs.len(), 1, "the busy instance took nothing");
     assert_eq!(core.queued(), 1);
-    assert_eq!(core.next_wake_ns(), None, "woken by the handler's end, not a timer");
+    assert_eq!(
+        core.next_wake_ns(),
+        None,
+        "woken by the handler's end, not a timer"
+    );
     // (A neighbour on this shard: `other` is hosted elsewhere in the
     // directory, so address its instance here directly.)
     let neighbour = Envelope {
@@ -715,7 +726,10 @@ fn a_suspended_handler_takes_no_second_message_and_its_neighbours_keep_running()
     };
     core.on_arrival(neighbour, 40, &mut io);
     assert!(core.handle_next(50, &mut agents, &mut io).is_some());
-    assert_eq!(agents.runs.last().map(|run| run.1.as_slice()), Some(&b"neighbour"[..]));
+    assert_eq!(
+        agents.runs.last().map(|run| run.1.as_slice()),
+        Some(&b"neighbour"[..])
+    );
     io.take(CLIENT_PORT);
     // The long handler ends: answered, and the waiting message runs next.
     let handled = agents.suspended.pop().expect("suspended");
