@@ -181,20 +181,22 @@ impl Client {
         let token = self.next_token();
         let now = self.clock.now_ns();
         let envelope = Envelope {
-            performative,
-            sender: self.address(),
-            receiver: Address::Agent(agent),
             conversation_id: options.conversation_id,
             reply_with: token,
-            in_reply_to: 0,
             priority: options.priority,
             deadline_ns: options.deadline.map_or(Envelope::NO_DEADLINE, |deadline| {
                 now.saturating_add(u64::try_from(deadline.as_nanos()).unwrap_or(u64::MAX))
             }),
-            sent_at_ns: now,
-            from_participant: 0,
             durability,
-            content,
+            // The participant is stamped when the envelope is sent.
+            ..Envelope::new(
+                performative,
+                self.address(),
+                Address::Agent(agent),
+                content,
+                now,
+                0,
+            )
         };
         (token, envelope)
     }
