@@ -214,7 +214,7 @@ impl ShardCore {
     /// A message taken from a ring at `now`.
     pub fn on_arrival(&mut self, envelope: Envelope, now: u64, io: &mut impl ShardIo) {
         if let Durability::ChainAck(parent) = envelope.durability {
-            self.settle_child(parent, now, io);
+            self.settle_child(parent, io);
             return;
         }
         if matches!(
@@ -411,7 +411,7 @@ impl ShardCore {
         for mut envelope in remaining {
             if let Durability::ChainAck(parent) = envelope.durability {
                 // A child stored elsewhere: its parent here may be finished.
-                self.settle_child(parent, now, io);
+                self.settle_child(parent, io);
             } else if matches!(envelope.receiver, Address::Client { .. }) {
                 // Bound for a client: pass it on; the client still gets it.
                 self.dispatch(envelope, now, io);
@@ -849,7 +849,7 @@ impl ShardCore {
     fn send_chain_ack(&mut self, parent: u64, now: u64, io: &mut impl ShardIo) {
         let owner = caxton_storage::durability::partition_of(parent);
         if owner == self.index {
-            self.settle_child(parent, now, io);
+            self.settle_child(parent, io);
             return;
         }
         let ack = Envelope::chain_ack(parent, now, self.participant());
@@ -860,7 +860,7 @@ impl ShardCore {
     }
 
     /// One child of stored message `parent` is settled: finish the parent when none is left.
-    fn settle_child(&mut self, parent: u64, _now: u64, io: &mut impl ShardIo) {
+    fn settle_child(&mut self, parent: u64, io: &mut impl ShardIo) {
         let finished = self
             .ledger
             .as_mut()

@@ -101,9 +101,8 @@ impl AgentRuntime for SimAgents {
         agent: AgentId,
         slot: Option<u16>,
         envelope: Envelope,
-        started_ns: u64,
+        _started_ns: u64,
     ) -> HandlerStart {
-        let _ = started_ns;
         let instance = InstanceId {
             agent,
             shard: self.shard,

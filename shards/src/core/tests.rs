@@ -56,7 +56,7 @@ impl AgentRuntime for FakeAgents {
         agent: AgentId,
         slot: Option<u16>,
         envelope: Envelope,
-        started_ns: u64,
+        _started_ns: u64,
     ) -> HandlerStart {
         let Some(behaviour) = self.behaviours.get(&agent).cloned() else {
             return HandlerStart::Missing;
@@ -106,7 +106,6 @@ impl AgentRuntime for FakeAgents {
                     .collect(),
             ),
         };
-        let _ = started_ns;
         let handled = Handled {
             instance,
             outcome,
