@@ -449,6 +449,9 @@ pub struct AgentHost {
     startup_times_ns: Vec<u64>,
     /// Handlers that yielded and have not finished, in the order they yielded.
     suspended: Vec<SuspendedCall>,
+    /// Whether the last refill found every spare share full (or the pool
+    /// out of slots): cleared when spares are taken or agents change.
+    spares_settled: bool,
 }
 
 impl AgentHost {
@@ -490,6 +493,7 @@ impl AgentHost {
             abandoned: Vec::new(),
             startup_times_ns: Vec::new(),
             suspended: Vec::new(),
+            spares_settled: false,
         })
     }
 
@@ -542,6 +546,7 @@ impl AgentHost {
             agent.instances.push(Some(instance));
         }
         self.agents.insert(id, agent);
+        self.spares_settled = false;
         if self.policy.warmup == WarmupStrategy::Eager {
             self.refill_spares();
         }
@@ -553,6 +558,7 @@ impl AgentHost {
         let Some(agent) = self.agents.remove(&id) else {
             return false;
         };
+        self.spares_settled = false;
         for instance in agent.instances.into_iter().flatten() {
             self.abandon(id, instance);
         }
@@ -623,6 +629,18 @@ impl AgentHost {
     /// holds a message up for long. Returns 0 when every share is full or
     /// the pool has no free slot.
     pub fn refill_spares_step(&mut self, budget: usize) -> usize {
+        // A shard asks each time it goes idle, which under load is often:
+        // once a pass found nothing to do, nothing is until spares are
+        // taken or agents come and go.
+        if self.spares_settled {
+            return 0;
+        }
+        let started = self.refill_spares_pass(budget);
+        self.spares_settled = started == 0;
+        started
+    }
+
+    fn refill_spares_pass(&mut self, budget: usize) -> usize {
         let hosted = self.agents.len().max(1);
         let share = self.policy.pool_size / hosted;
         // Shares shrink as agents arrive: give back what is now over them, so
@@ -676,6 +694,7 @@ impl AgentHost {
             })?;
             let instance = self.instantiate(agent).map_err(DeployError::Capacity)?;
             self.record_startup(started);
+            self.spares_settled = false;
             if let Some(agent) = self.agents.get_mut(&id) {
                 agent.stats.cold_starts += 1;
             }
@@ -740,6 +759,8 @@ impl AgentHost {
 
     /// Drop `instance` of agent `id`, answering its open deferred replies with `failure`.
     fn abandon(&mut self, id: AgentId, instance: LiveInstance) {
+        // Its pool slot is free again: a refill that ran out may go on.
+        self.spares_settled = false;
         let failures = instance
             .store
             .data()
@@ -1089,6 +1110,8 @@ impl AgentHost {
             .agents
             .get_mut(&id)
             .ok_or_else(|| DeployError::Capacity(format!("agent {} is not on this shard", id.0)))?;
+        // A start changes what the spares should be (taken, or a lazy pool woken).
+        self.spares_settled = false;
         if let Some(mut spare) = agent.spares.pop() {
             agent.stats.warm_starts += 1;
             spare.born = Instant::now();

@@ -339,10 +339,15 @@ fn warm_spares_serve_startups_when_eager() {
         8,
         "the whole pool for the only agent"
     );
+    assert_eq!(eager.refill_spares_step(1), 0, "every share is full");
     assert_eq!(
         eager.add_instance(ECHO, false).expect("starts").1,
         StartKind::Warm
     );
+    // The spare taken is made again the next time the shard is idle.
+    assert_eq!(eager.spare_count(ECHO), 7);
+    assert_eq!(eager.refill_spares_step(1), 1);
+    assert_eq!(eager.spare_count(ECHO), 8);
 
     let mut lazy_profile = small_profile();
     lazy_profile.runtime.agent_pool.warmup_strategy = WarmupStrategy::Lazy;
