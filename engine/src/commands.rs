@@ -238,6 +238,12 @@ pub fn load_profile(selection: &ProfileSelection) -> Result<LoadedProfile, Comma
         .map_err(|error| CommandError::BadInput(error.to_string()))
 }
 
+/// This machine's topology, or why hwloc could not read it.
+fn this_machine() -> Result<MachineTopology, CommandError> {
+    MachineTopology::discover().map_err(|error| CommandError::Failed(error.to_string()))
+}
+
+/// Plan `loaded` on `topology`, or the located profile error that refuses it.
 pub fn plan_placement(
     loaded: &LoadedProfile,
     topology: &MachineTopology,
@@ -393,8 +399,7 @@ fn run_standard_benchmark(
             options.density_agents + 16
         )],
     )?;
-    let topology =
-        MachineTopology::discover().map_err(|error| CommandError::Failed(error.to_string()))?;
+    let topology = this_machine()?;
     let plan = plan_placement(&loaded, &topology)?;
     let mut node = Node::start(&loaded.profile, &plan)
         .map_err(|error| CommandError::Failed(error.to_string()))?;
@@ -472,8 +477,7 @@ fn run_scaling_benchmark(
 ) -> Result<(), CommandError> {
     use caxton_bench::scaling;
     let loaded = load_benchmark_profile(selection, &[])?;
-    let topology =
-        MachineTopology::discover().map_err(|error| CommandError::Failed(error.to_string()))?;
+    let topology = this_machine()?;
     // Every data shard the plan gives this profile is the last step.
     let most = plan_placement(&loaded, &topology)?.data_shards.len();
     let scaling_options = scaling::ScalingOptions {
@@ -520,8 +524,7 @@ fn run_persistence_benchmark(
     output: Option<std::path::PathBuf>,
 ) -> Result<(), CommandError> {
     let loaded = load_benchmark_profile(selection, &[])?;
-    let topology =
-        MachineTopology::discover().map_err(|error| CommandError::Failed(error.to_string()))?;
+    let topology = this_machine()?;
     let plan = plan_placement(&loaded, &topology)?;
     let options = if quick {
         caxton_bench::persistence::PersistenceOptions::quick()
@@ -550,8 +553,7 @@ fn run_persistence_benchmark(
 fn run_node(selection: &ProfileSelection) -> Result<(), CommandError> {
     let loaded = load_profile(selection)?;
     init_logging(Some(&loaded))?;
-    let topology =
-        MachineTopology::discover().map_err(|error| CommandError::Failed(error.to_string()))?;
+    let topology = this_machine()?;
     let plan = plan_placement(&loaded, &topology)?;
     info!(layers = %loaded.layers.join(" + "), "profile loaded");
     warn_about_idle_keys(&loaded);

@@ -33,18 +33,7 @@ fn bad_load_input_is_refused_before_anything_starts() {
         if !arguments.contains(&"--duration") {
             command.extend(["--duration", "1s"]);
         }
-        let output = engine(&command);
-        assert_eq!(
-            output.status.code(),
-            Some(2),
-            "{arguments:?}: {}",
-            stderr(&output)
-        );
-        assert!(
-            stderr(&output).contains(expected),
-            "{arguments:?}: {}",
-            stderr(&output)
-        );
+        assert_refused(&command, expected);
     }
     let stress = engine(&[
         "benchmark",
@@ -197,18 +186,7 @@ fn bad_suite_input_is_refused_before_anything_starts() {
     for (arguments, expected) in cases {
         let mut command = vec!["benchmark", "run"];
         command.extend_from_slice(arguments);
-        let output = engine(&command);
-        assert_eq!(
-            output.status.code(),
-            Some(2),
-            "{arguments:?}: {}",
-            stderr(&output)
-        );
-        assert!(
-            stderr(&output).contains(expected),
-            "{arguments:?}: {}",
-            stderr(&output)
-        );
+        assert_refused(&command, expected);
     }
 }
 
@@ -318,4 +296,20 @@ fn the_scaling_suite_writes_one_entry_per_step() {
     ] {
         assert!(output.path().join(name).is_file(), "{name}");
     }
+}
+
+/// `command` is refused before anything starts: exit status 2, and `expected` in its error.
+fn assert_refused(command: &[&str], expected: &str) {
+    let output = engine(command);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "{command:?}: {}",
+        stderr(&output)
+    );
+    assert!(
+        stderr(&output).contains(expected),
+        "{command:?}: {}",
+        stderr(&output)
+    );
 }

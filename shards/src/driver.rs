@@ -79,6 +79,8 @@ pub(crate) struct ShardDriver {
     clock: NodeClock,
     /// Reused buffer for messages drained from the rings.
     arrived: Vec<Envelope>,
+    /// Reused buffer for suspended handlers that finished this turn.
+    finished: Vec<caxton_agents::Handled>,
     storage: Option<ShardStorage>,
 }
 
@@ -120,6 +122,7 @@ impl ShardDriver {
             spin: profile.runtime.spin_before_park.map(|spin| spin.get()),
             clock,
             arrived: Vec::new(),
+            finished: Vec::new(),
             storage,
         })
     }
@@ -193,15 +196,15 @@ impl ShardDriver {
         let mut worked = false;
         while let Ok(command) = self.control.try_recv() {
             worked = true;
-            if let Control::Stop = command {
+            if self.serve_command(command) {
                 return (worked, true);
             }
-            self.serve_command(command);
         }
         (worked, false)
     }
 
-    fn serve_command(&mut self, command: Control) {
+    /// Carry out `command`; whether it asks the shard to stop.
+    fn serve_command(&mut self, command: Control) -> bool {
         match command {
             Control::Directory(directory) => {
                 *self.host_directory.borrow_mut() = Arc::clone(&directory);
@@ -289,8 +292,9 @@ impl ShardDriver {
             Control::AgentStats { id, ack } => {
                 let _ = ack.send(self.host.stats(id).cloned());
             }
-            Control::Stop => {}
+            Control::Stop => return true,
         }
+        false
     }
 
     /// After a restart: agent `name`'s state on this shard comes back with it.
@@ -402,15 +406,17 @@ impl ShardDriver {
         if !self.host.has_suspended() {
             return 0;
         }
-        let mut finished = Vec::new();
+        // Taken and given back: a buffer for the shard's lifetime, as `arrived`.
+        let mut finished = std::mem::take(&mut self.finished);
         let resumed = self
             .host
             .resume_suspended(&mut |handled| finished.push(handled));
         let now = self.clock.now_ns();
         let (core, mut agents, mut io) = self.parts();
-        for handled in finished {
+        for handled in finished.drain(..) {
             core.on_handler_finished(handled, now, &mut agents, &mut io);
         }
+        self.finished = finished;
         resumed
     }
 

@@ -43,6 +43,32 @@ pub fn boot_default(data_shards: usize, overrides: &[&str]) -> (Planned, caxton_
     (planned, node)
 }
 
+/// An agent (WAT) that keeps its handler busy for `nanos` of the node clock
+/// per message, whatever the CPU, then answers `inform`. A handler entered
+/// again while it runs (never allowed, even when suspended at a time slice's
+/// end) answers with code 7 instead.
+pub fn busy_agent(nanos: u64) -> String {
+    format!(
+        r#"(module
+  (import "caxton" "now_ns" (func $now (result i64)))
+  (import "caxton" "reply" (func $reply (param i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "caxton_abi_version") (result i32) (i32.const 1))
+  (func (export "caxton_handle") (result i32)
+    (local $until i64)
+    (if (i32.load (i32.const 0)) (then (return (i32.const 7))))
+    (i32.store (i32.const 0) (i32.const 1))
+    (local.set $until (i64.add (call $now) (i64.const {nanos})))
+    (block $done
+      (loop $spin
+        (br_if $done (i64.ge_s (call $now) (local.get $until)))
+        (br $spin)))
+    (i32.store (i32.const 0) (i32.const 0))
+    (drop (call $reply (i32.const 1) (i32.const 0) (i32.const 0)))
+    (i32.const 0)))"#
+    )
+}
+
 /// The name of thread `tid` of this process, from `/proc`.
 pub fn thread_name(tid: i32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))

@@ -6,7 +6,7 @@ use std::time::Duration;
 use caxton_messaging::{Performative, PriorityClass};
 use caxton_profiles::{AgentLimits, ByteSize, HumanDuration};
 use caxton_shards::{Node, NodeError, SendError, SendOptions, FAILURE_PREFIX};
-use caxton_tests::{example, plan_on_this_machine, Planned};
+use caxton_tests::{busy_agent, example, plan_on_this_machine, Planned};
 use proptest::prelude::*;
 
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -188,27 +188,6 @@ fn faults_answer_failure_and_the_node_keeps_serving() {
     assert_eq!(total_faults, 3);
     drop(client);
     node.shutdown().expect("clean stop");
-}
-
-/// An agent that keeps its handler busy for `nanos` of the node clock per
-/// message (whatever the CPU), then answers `inform`.
-fn busy_agent(nanos: u64) -> String {
-    format!(
-        r#"(module
-  (import "caxton" "now_ns" (func $now (result i64)))
-  (import "caxton" "reply" (func $reply (param i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (func (export "caxton_abi_version") (result i32) (i32.const 1))
-  (func (export "caxton_handle") (result i32)
-    (local $until i64)
-    (local.set $until (i64.add (call $now) (i64.const {nanos})))
-    (block $done
-      (loop $spin
-        (br_if $done (i64.ge_s (call $now) (local.get $until)))
-        (br $spin)))
-    (drop (call $reply (i32.const 1) (i32.const 0) (i32.const 0)))
-    (i32.const 0)))"#
-    )
 }
 
 /// A millisecond per message.

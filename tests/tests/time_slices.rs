@@ -7,40 +7,14 @@ use std::time::Duration;
 
 use caxton_messaging::Performative;
 use caxton_profiles::{AgentLimits, HumanDuration};
-use caxton_shards::{Node, SendOptions, FAILURE_PREFIX};
-use caxton_tests::{boot_default, example, Planned};
+use caxton_shards::{Client, Node, SendOptions, FAILURE_PREFIX};
+use caxton_tests::{boot_default, busy_agent, example, Planned};
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
 /// One data shard, so every agent shares it.
 fn boot(overrides: &[&str]) -> (Planned, Node) {
     boot_default(1, overrides)
-}
-
-/// Busy on the node clock for `millis` per message, then answers. A
-/// handler entered again while it is suspended (never allowed) answers
-/// with code 7 instead.
-fn busy_agent(millis: u64) -> String {
-    format!(
-        r#"(module
-  (import "caxton" "now_ns" (func $now (result i64)))
-  (import "caxton" "reply" (func $reply (param i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (func (export "caxton_abi_version") (result i32) (i32.const 1))
-  (func (export "caxton_handle") (result i32)
-    (local $until i64)
-    (if (i32.load (i32.const 0)) (then (return (i32.const 7))))
-    (i32.store (i32.const 0) (i32.const 1))
-    (local.set $until (i64.add (call $now) (i64.const {nanos})))
-    (block $done
-      (loop $spin
-        (br_if $done (i64.ge_s (call $now) (local.get $until)))
-        (br $spin)))
-    (i32.store (i32.const 0) (i32.const 0))
-    (drop (call $reply (i32.const 1) (i32.const 0) (i32.const 0)))
-    (i32.const 0)))"#,
-        nanos = millis * 1_000_000
-    )
 }
 
 fn with_max_execution(planned: &Planned, limit: Duration) -> AgentLimits {
@@ -66,17 +40,27 @@ fn suspended(node: &Node) -> u64 {
         .sum()
 }
 
+/// Deploy `loop` under `limits` and send it one message: a client and the
+/// token the loop's answer will quote.
+fn start_loop(node: &mut Node, limits: &AgentLimits) -> (Client, u64) {
+    let looping = node
+        .deploy("loop", &example("loop"), 1, limits)
+        .expect("deploys");
+    let mut client = node.client().expect("client");
+    let token = client
+        .send(
+            looping,
+            Performative::Request,
+            Vec::new(),
+            SendOptions::default(),
+        )
+        .expect("sent");
+    (client, token)
+}
+
 /// Send `loop` one message, then echo requests one after another until the
 /// loop's answer comes; returns (echo answers that came first, the loop's answer).
 fn echo_while_looping(node: &mut Node, planned: &Planned) -> (usize, String) {
-    let looping = node
-        .deploy(
-            "loop",
-            &example("loop"),
-            1,
-            &with_max_execution(planned, Duration::from_secs(2)),
-        )
-        .expect("deploys");
     let echo = node
         .deploy(
             "echo",
@@ -85,15 +69,8 @@ fn echo_while_looping(node: &mut Node, planned: &Planned) -> (usize, String) {
             &planned.profile.agents.default_limits,
         )
         .expect("deploys");
-    let mut client = node.client().expect("client");
-    let loop_token = client
-        .send(
-            looping,
-            Performative::Request,
-            Vec::new(),
-            SendOptions::default(),
-        )
-        .expect("sent");
+    let (mut client, loop_token) =
+        start_loop(node, &with_max_execution(planned, Duration::from_secs(2)));
     let mut echoed = 0;
     let loop_answer = loop {
         let token = client
@@ -144,7 +121,7 @@ fn a_suspended_instance_takes_no_second_message() {
     let busy = node
         .deploy(
             "busy",
-            busy_agent(30).as_bytes(),
+            busy_agent(30_000_000).as_bytes(),
             1,
             &planned.profile.agents.default_limits,
         )
@@ -185,7 +162,7 @@ fn the_time_slice_decides_whether_a_handler_yields() {
     let busy = node
         .deploy(
             "busy",
-            busy_agent(30).as_bytes(),
+            busy_agent(30_000_000).as_bytes(),
             1,
             &planned.profile.agents.default_limits,
         )
@@ -203,23 +180,7 @@ fn the_time_slice_decides_whether_a_handler_yields() {
 #[test]
 fn stopping_the_node_answers_suspended_handlers_senders() {
     let (planned, mut node) = boot(&["runtime.time_slice=1ms"]);
-    let looping = node
-        .deploy(
-            "loop",
-            &example("loop"),
-            1,
-            &planned.profile.agents.default_limits,
-        )
-        .expect("deploys");
-    let mut client = node.client().expect("client");
-    let token = client
-        .send(
-            looping,
-            Performative::Request,
-            Vec::new(),
-            SendOptions::default(),
-        )
-        .expect("sent");
+    let (mut client, token) = start_loop(&mut node, &planned.profile.agents.default_limits);
     let deadline = std::time::Instant::now() + PATIENCE;
     while suspended(&node) == 0 {
         assert!(

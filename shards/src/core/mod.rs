@@ -43,7 +43,7 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
-use caxton_agents::{Handled, Outcome};
+use caxton_agents::{Handled, Handling, Outcome};
 use caxton_messaging::{
     Address, AgentId, Durability, Envelope, InstanceId, Mailbox, MailboxConfig, MailboxFull,
     Performative, Popped, ReplyPath, NOBODY,
@@ -54,7 +54,7 @@ use caxton_storage::{DurabilityLedger, StorageEvent, Write};
 use crate::directory::Directory;
 use crate::metrics::ShardMetrics;
 
-pub(crate) use seams::{AgentRuntime, HandlerStart, MeshIo, ShardIo, WasmAgents};
+pub(crate) use seams::{AgentRuntime, MeshIo, ShardIo, WasmAgents};
 
 /// Prefix of the content of every `failure` the engine itself sends.
 pub const FAILURE_PREFIX: &str = "caxton:";
@@ -552,13 +552,13 @@ impl ShardCore {
         let request = envelope.reply_path();
         let durability = envelope.durability;
         match agents.run_handler(agent, slot, envelope, started_ns) {
-            HandlerStart::Finished(handled) => {
+            Handling::Done(handled) => {
                 self.record_routing(sent_at_ns, from_participant, started_ns);
                 let finished_ns = started_ns + handled.ran_ns;
                 self.complete(request, durability, handled, finished_ns, agents, io);
                 finished_ns
             }
-            HandlerStart::Suspended { instance, ran_ns } => {
+            Handling::Suspended { instance, ran_ns } => {
                 self.record_routing(sent_at_ns, from_participant, started_ns);
                 self.metrics.suspended += 1;
                 self.suspended.push(SuspendedRun {
@@ -568,11 +568,11 @@ impl ShardCore {
                 });
                 started_ns + ran_ns
             }
-            HandlerStart::Busy(envelope) => {
+            Handling::Busy(envelope) => {
                 self.hold(envelope, Until::FreeInstance, started_ns, io);
                 started_ns
             }
-            HandlerStart::Missing => {
+            Handling::NoInstance => {
                 self.metrics.unknown_receiver += 1;
                 self.finish(durability, io);
                 self.fail_path(&request, "unknown-agent", started_ns, io);

@@ -4,24 +4,9 @@
 //! writer; the core's tests implement them with plain vectors and a
 //! virtual clock.
 
-use caxton_agents::{AgentHost, Handled, Handling, OutboundMessage};
-use caxton_messaging::{AgentId, Envelope, InstanceId, MeshPort};
+use caxton_agents::{AgentHost, Handling, OutboundMessage};
+use caxton_messaging::{AgentId, Envelope, MeshPort};
 use caxton_storage::{PartitionWriter, Write, WriteRefused};
-
-/// What became of a message handed to an agent.
-#[derive(Debug)]
-pub(crate) enum HandlerStart {
-    /// The handler ran to its end, taking `Handled::ran_ns`.
-    Finished(Handled),
-    /// The handler, on `instance`, used its time slice (`ran_ns`) and
-    /// yielded; the core hears of its end later (`ShardCore::on_handler_finished`).
-    Suspended { instance: InstanceId, ran_ns: u64 },
-    /// Every instance that could take it is busy with a suspended handler:
-    /// the message, handed back.
-    Busy(Envelope),
-    /// The agent has no such instance here.
-    Missing,
-}
 
 /// What the core needs of the agents hosted on its shard.
 pub(crate) trait AgentRuntime {
@@ -30,14 +15,17 @@ pub(crate) trait AgentRuntime {
     fn cpu_blocked_until(&mut self, agent: AgentId, now_ns: u64) -> Option<u64>;
 
     /// Run `agent`'s handler (instance `slot`, or the next free one) on
-    /// `envelope`, starting at `started_ns`, for at most one time slice.
+    /// `envelope`, starting at `started_ns`, for at most one time slice:
+    /// it ends, it is suspended (the core hears of its end later, in
+    /// `ShardCore::on_handler_finished`), its agent is busy (the message
+    /// comes back), or there is no such instance.
     fn run_handler(
         &mut self,
         agent: AgentId,
         slot: Option<u16>,
         envelope: Envelope,
         started_ns: u64,
-    ) -> HandlerStart;
+    ) -> Handling;
 
     /// Answers owed by instances that were dropped with deferred replies open.
     fn take_abandoned(&mut self) -> Vec<OutboundMessage>;
@@ -74,15 +62,8 @@ impl AgentRuntime for WasmAgents<'_> {
         slot: Option<u16>,
         envelope: Envelope,
         started_ns: u64,
-    ) -> HandlerStart {
-        match self.host.handle(agent, slot, envelope, started_ns) {
-            Handling::Done(handled) => HandlerStart::Finished(handled),
-            Handling::Suspended { instance, ran_ns } => {
-                HandlerStart::Suspended { instance, ran_ns }
-            }
-            Handling::Busy(envelope) => HandlerStart::Busy(envelope),
-            Handling::NoInstance => HandlerStart::Missing,
-        }
+    ) -> Handling {
+        self.host.handle(agent, slot, envelope, started_ns)
     }
 
     fn take_abandoned(&mut self) -> Vec<OutboundMessage> {

@@ -16,13 +16,13 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use caxton_agents::{Handled, OutboundMessage, Outcome};
+use caxton_agents::{Handled, Handling, OutboundMessage, Outcome};
 use caxton_messaging::{
     Address, AgentId, Durability, Envelope, InstanceId, MailboxConfig, Performative, PriorityClass,
 };
 use caxton_storage::{StorageEvent, Write, WriteRefused};
 
-use super::{AgentRuntime, CoreLimits, HandlerStart, ShardCore, ShardIo};
+use super::{AgentRuntime, CoreLimits, ShardCore, ShardIo};
 use crate::directory::{AgentRecord, Directory};
 
 const SHARDS: usize = 3;
@@ -102,7 +102,7 @@ impl AgentRuntime for SimAgents {
         slot: Option<u16>,
         envelope: Envelope,
         _started_ns: u64,
-    ) -> HandlerStart {
+    ) -> Handling {
         let instance = InstanceId {
             agent,
             shard: self.shard,
@@ -113,7 +113,7 @@ impl AgentRuntime for SimAgents {
             .iter()
             .any(|handled| handled.instance == instance)
         {
-            return HandlerStart::Busy(envelope);
+            return Handling::Busy(envelope);
         }
         let handled = |outcome, outbox| Handled {
             instance,
@@ -129,7 +129,7 @@ impl AgentRuntime for SimAgents {
             .map(u64::from_le_bytes);
         let (Some(seq), Performative::Request) = (seq, envelope.performative) else {
             // The engine's failures about this agent's own sends: nothing to answer.
-            return HandlerStart::Finished(handled(Outcome::Handled, Vec::new()));
+            return Handling::Done(handled(Outcome::Handled, Vec::new()));
         };
         *self.runs.count.entry((agent, seq)).or_default() += 1;
         let durable = !matches!(envelope.durability, Durability::Transient);
@@ -175,12 +175,12 @@ impl AgentRuntime for SimAgents {
         };
         if self.rng.chance(10) {
             self.suspended.push(handled(outcome, outbox));
-            return HandlerStart::Suspended {
+            return Handling::Suspended {
                 instance,
                 ran_ns: 1_000,
             };
         }
-        HandlerStart::Finished(handled(outcome, outbox))
+        Handling::Done(handled(outcome, outbox))
     }
 
     fn take_abandoned(&mut self) -> Vec<OutboundMessage> {

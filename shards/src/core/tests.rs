@@ -4,14 +4,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use caxton_agents::{Handled, OutboundMessage, Outcome};
+use caxton_agents::{Handled, Handling, OutboundMessage, Outcome};
 use caxton_messaging::{
     Address, AgentId, Durability, Envelope, InstanceId, MailboxConfig, Performative, PriorityClass,
     NOBODY,
 };
 use caxton_storage::{StorageEvent, Write, WriteRefused};
 
-use super::{AgentRuntime, CoreLimits, HandlerStart, ShardCore, ShardIo};
+use super::{AgentRuntime, CoreLimits, ShardCore, ShardIo};
 use crate::directory::{AgentRecord, Directory};
 
 /// What a fake agent does with a message.
@@ -57,9 +57,9 @@ impl AgentRuntime for FakeAgents {
         slot: Option<u16>,
         envelope: Envelope,
         _started_ns: u64,
-    ) -> HandlerStart {
+    ) -> Handling {
         let Some(behaviour) = self.behaviours.get(&agent).cloned() else {
-            return HandlerStart::Missing;
+            return Handling::NoInstance;
         };
         let instance = InstanceId {
             agent,
@@ -72,7 +72,7 @@ impl AgentRuntime for FakeAgents {
             .iter()
             .any(|handled| handled.instance == instance)
         {
-            return HandlerStart::Busy(envelope);
+            return Handling::Busy(envelope);
         }
         self.runs.push((agent, envelope.content.clone()));
         let answer = |performative, content| OutboundMessage {
@@ -115,12 +115,12 @@ impl AgentRuntime for FakeAgents {
         };
         if self.slow.contains(&agent) {
             self.suspended.push(handled);
-            return HandlerStart::Suspended {
+            return Handling::Suspended {
                 instance,
                 ran_ns: self.handler_ns,
             };
         }
-        HandlerStart::Finished(handled)
+        Handling::Done(handled)
     }
 
     fn take_abandoned(&mut self) -> Vec<OutboundMessage> {
