@@ -327,7 +327,8 @@ struct LiveInstance {
     memory: Memory,
     handle: TypedFunc<(), i32>,
     served: u32,
-    born: Instant,
+    /// When it started serving, on the node clock (recycling by age).
+    born_ns: u64,
 }
 
 /// A handler call in progress: the instance travels with it.
@@ -423,7 +424,9 @@ struct PoolPolicy {
     pool_size: usize,
     warmup: WarmupStrategy,
     max_reuse_count: u32,
-    recycle_after: Duration,
+    /// `agent_pool.recycle_after`, in node-clock nanoseconds: compared with
+    /// each message's start, so recycling by age reads no clock of its own.
+    recycle_after_ns: u64,
     memory_ceiling_bytes: u64,
     epoch_tick: Duration,
     time_slice: Duration,
@@ -474,7 +477,8 @@ impl AgentHost {
             pool_size: runtime.agent_pool_size as usize,
             warmup: runtime.agent_pool.warmup_strategy,
             max_reuse_count: runtime.agent_pool.max_reuse_count,
-            recycle_after: runtime.agent_pool.recycle_after.get(),
+            recycle_after_ns: u64::try_from(runtime.agent_pool.recycle_after.get().as_nanos())
+                .unwrap_or(u64::MAX),
             memory_ceiling_bytes: runtime.max_memory_per_agent.bytes(),
             epoch_tick: epoch_tick(profile),
             time_slice: runtime.time_slice.get(),
@@ -816,7 +820,7 @@ impl AgentHost {
         };
         let due_for_recycling = agent.instances[index].as_ref().is_some_and(|instance| {
             instance.served >= self.policy.max_reuse_count
-                || instance.born.elapsed() >= self.policy.recycle_after
+                || started_ns.saturating_sub(instance.born_ns) >= self.policy.recycle_after_ns
         });
         if due_for_recycling {
             self.replace_instance(id, index);
@@ -1114,7 +1118,7 @@ impl AgentHost {
         self.spares_settled = false;
         if let Some(mut spare) = agent.spares.pop() {
             agent.stats.warm_starts += 1;
-            spare.born = Instant::now();
+            spare.born_ns = (self.clock)();
             self.record_startup(started);
             return Ok((spare, StartKind::Warm));
         }
@@ -1180,7 +1184,7 @@ impl AgentHost {
             memory,
             handle,
             served: 0,
-            born: Instant::now(),
+            born_ns: (self.clock)(),
         })
     }
 }
