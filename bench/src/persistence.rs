@@ -249,6 +249,7 @@ pub fn run_persistence_suite(
         scenarios,
         agent_density: None,
         skipped: Vec::new(),
+        failures: Vec::new(),
         noisy_neighbour: None,
     })
 }

@@ -238,10 +238,6 @@ fn the_quick_standard_benchmark_reports_every_scenario() {
         "--quick",
         "--set",
         "runtime.worker_threads=2",
-        // The test checks what is reported, not how fast: without priority
-        // classes, no 10 ms class deadline can fail a run on a loaded machine.
-        "--set",
-        "messaging.priority_routing.enabled=false",
         "--output",
         directory.path().to_str().expect("utf-8"),
     ]);
