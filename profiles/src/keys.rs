@@ -141,10 +141,17 @@ pub const KEY_TABLE: &[(&str, KeyStatus)] = &[
         KeyStatus::InEffect("agents: memory and execution-time limits"),
     ),
     (
-        "coordination",
-        KeyStatus::NotYetEnforced("cluster membership"),
+        "coordination.cluster",
+        KeyStatus::InEffect("cluster: SWIM membership (foca) timing, addresses, name, seeds, certificates"),
     ),
-    ("transport", KeyStatus::NotYetEnforced("cluster transport")),
+    (
+        "transport.connection_pool",
+        KeyStatus::NotYetEnforced("remote routing (the pool of connections that carry messages)"),
+    ),
+    (
+        "transport",
+        KeyStatus::InEffect("cluster: the QUIC (quinn) or TLS-over-TCP transport between nodes"),
+    ),
     (
         "storage",
         KeyStatus::InEffect(
@@ -232,10 +239,14 @@ mod tests {
         ));
         assert!(matches!(
             key_status("coordination.cluster.gossip_interval"),
-            Some(KeyStatus::NotYetEnforced(_))
+            Some(KeyStatus::InEffect(_))
         ));
         assert!(matches!(
             key_status("transport.quic.max_datagram_size"),
+            Some(KeyStatus::InEffect(_))
+        ));
+        assert!(matches!(
+            key_status("transport.connection_pool.min_idle"),
             Some(KeyStatus::NotYetEnforced(_))
         ));
         assert!(matches!(

@@ -456,8 +456,43 @@ pub struct ClusterConfig {
     pub suspicion_multiplier: u32,
     /// Members asked to probe a member that missed its direct probe.
     pub indirect_probes: u32,
-    /// Times news of a dead member is gossiped before it is forgotten.
+    /// Gossip rounds this node keeps gossiping to a member after declaring it
+    /// down, so a member wrongly declared down learns it and rejoins
+    /// (memberlist's `GossipToTheDeadTime` = this × `gossip_interval`).
     pub gossip_to_dead: u32,
+    /// Where this node listens for other nodes, `IP:PORT` (not in the seed).
+    /// Unset: the node runs alone and starts no cluster transport.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen_address: Option<String>,
+    /// The address other nodes reach this one at, `IP:PORT` (not in the seed).
+    /// Defaults to `listen_address`; required when that is unspecified (`0.0.0.0`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise_address: Option<String>,
+    /// This node's name in the cluster, unique among its members (not in the
+    /// seed). Defaults to the host name and the cluster port, `host-7946`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// Nodes to join at start, `HOST:PORT` each (not in the seed); `--join` adds to them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub seeds: Vec<String>,
+    /// Certificates for mutual TLS between nodes (not in the seed).
+    pub tls: ClusterTlsConfig,
+}
+
+/// `coordination.cluster.tls`: PEM files for mutual TLS between nodes. All
+/// three or none; without them a node may only listen on loopback.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterTlsConfig {
+    /// The cluster's CA certificate: a peer must present a certificate it signed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// This node's certificate (signed by the CA).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<String>,
+    /// This node's private key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
 }
 
 impl Default for ClusterConfig {
@@ -470,6 +505,11 @@ impl Default for ClusterConfig {
             suspicion_multiplier: 4,
             indirect_probes: 3,
             gossip_to_dead: 3,
+            listen_address: None,
+            advertise_address: None,
+            node_name: None,
+            seeds: Vec::new(),
+            tls: ClusterTlsConfig::default(),
         }
     }
 }

@@ -351,6 +351,10 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
             "coordination.cluster.gossip_to_dead",
             cluster.gossip_to_dead,
         ),
+        (
+            "coordination.cluster.indirect_probes",
+            cluster.indirect_probes,
+        ),
     ] {
         if value == 0 {
             fail(key, "must be at least 1".into(), "");
@@ -364,7 +368,90 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
         );
     }
 
+    check_cluster_addresses(profile, &mut fail);
+
     let transport = &profile.transport;
+    let quic = &transport.quic;
+    if !quic.keep_alive_interval.get().is_zero() && quic.keep_alive_interval >= quic.idle_timeout {
+        fail(
+            "transport.quic.keep_alive_interval",
+            format!(
+                "{} is not below idle_timeout ({}): connections would close before a keep-alive is sent",
+                quic.keep_alive_interval, quic.idle_timeout
+            ),
+            "lower keep_alive_interval below idle_timeout, or set it to 0 to let idle connections close",
+        );
+    }
+    if quic.idle_timeout.get().is_zero() {
+        fail(
+            "transport.quic.idle_timeout",
+            "must be above zero".into(),
+            "",
+        );
+    }
+    if quic.stream_receive_window.bytes() < 1024
+        || quic.stream_receive_window > quic.connection_receive_window
+    {
+        fail(
+            "transport.quic.stream_receive_window",
+            format!(
+                "{} must be at least 1KB and not above connection_receive_window ({})",
+                quic.stream_receive_window, quic.connection_receive_window
+            ),
+            "",
+        );
+    }
+    if quic.connection_receive_window.bytes() > (1 << 32) {
+        fail(
+            "transport.quic.connection_receive_window",
+            format!("{} is above 4GiB", quic.connection_receive_window),
+            "",
+        );
+    }
+    let tcp = &transport.tcp;
+    for (key, size) in [
+        ("transport.tcp.send_buffer_size", tcp.send_buffer_size),
+        ("transport.tcp.recv_buffer_size", tcp.recv_buffer_size),
+    ] {
+        if size.bytes() < 4096 || size.bytes() > (1 << 30) {
+            fail(key, format!("{size} is outside 4KB..=1GiB"), "");
+        }
+    }
+    if tcp.connect_timeout.get().is_zero() {
+        fail(
+            "transport.tcp.connect_timeout",
+            "must be above zero".into(),
+            "",
+        );
+    }
+    if tcp.keepalive {
+        if tcp.keepalive_time.get() < std::time::Duration::from_secs(1)
+            || tcp.keepalive_interval.get() < std::time::Duration::from_secs(1)
+        {
+            fail(
+                "transport.tcp.keepalive_time",
+                format!(
+                    "keep-alive time {} and interval {} must each be at least 1s (the kernel counts whole seconds)",
+                    tcp.keepalive_time, tcp.keepalive_interval
+                ),
+                "",
+            );
+        }
+        if tcp.keepalive_probes == 0 || tcp.keepalive_probes > 127 {
+            fail(
+                "transport.tcp.keepalive_probes",
+                format!("{} is outside 1..=127", tcp.keepalive_probes),
+                "",
+            );
+        }
+    }
+    if tcp.linger > 3600 {
+        fail(
+            "transport.tcp.linger",
+            format!("{}s is above an hour", tcp.linger),
+            "",
+        );
+    }
     if !(1200..=65_527).contains(&transport.quic.max_datagram_size) {
         fail(
             "transport.quic.max_datagram_size",
@@ -572,4 +659,101 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
         }
     }
     violations
+}
+
+/// The cluster's addresses, name and certificates: each parses, they agree
+/// with each other, and a node reachable beyond loopback has certificates.
+fn check_cluster_addresses(profile: &Profile, fail: &mut impl FnMut(&str, String, &str)) {
+    use std::net::SocketAddr;
+    let cluster = &profile.coordination.cluster;
+    let parse = |key: &str, text: &str, fail: &mut dyn FnMut(&str, String, &str)| {
+        let parsed = text.parse::<SocketAddr>();
+        if parsed.is_err() {
+            fail(
+                key,
+                format!("{text:?} is not an IP:PORT address"),
+                "write an IP address and a port, e.g. 127.0.0.1:7946 or [::1]:7946",
+            );
+        }
+        parsed.ok()
+    };
+    let listen = cluster
+        .listen_address
+        .as_deref()
+        .and_then(|text| parse("coordination.cluster.listen_address", text, fail));
+    let advertise = cluster
+        .advertise_address
+        .as_deref()
+        .and_then(|text| parse("coordination.cluster.advertise_address", text, fail));
+    if let Some(advertise) = advertise {
+        if advertise.ip().is_unspecified() || advertise.port() == 0 {
+            fail(
+                "coordination.cluster.advertise_address",
+                format!("{advertise} cannot be reached by other nodes"),
+                "give the address and port other nodes connect to",
+            );
+        }
+    }
+    if let Some(listen) = listen {
+        if listen.ip().is_unspecified() && advertise.is_none() {
+            fail(
+                "coordination.cluster.listen_address",
+                format!("{listen} listens everywhere, so other nodes need to be told where to reach this one"),
+                "set coordination.cluster.advertise_address",
+            );
+        }
+    }
+    for (index, seed) in cluster.seeds.iter().enumerate() {
+        let well_formed = seed.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|port| port > 0)
+        });
+        if !well_formed {
+            fail(
+                &format!("coordination.cluster.seeds[{index}]"),
+                format!("{seed:?} is not a HOST:PORT address"),
+                "e.g. 10.0.0.5:7946 or node-a.example:7946",
+            );
+        }
+    }
+    if !cluster.seeds.is_empty() && cluster.listen_address.is_none() {
+        fail(
+            "coordination.cluster.seeds",
+            "joining a cluster needs an address to listen on".into(),
+            "set coordination.cluster.listen_address",
+        );
+    }
+    if let Some(name) = &cluster.node_name {
+        if let Err(error) = crate::check_agent_name(name) {
+            fail(
+                "coordination.cluster.node_name",
+                error.replace("agent name", "node name"),
+                "",
+            );
+        }
+    }
+    let tls = &cluster.tls;
+    let given = [&tls.ca_file, &tls.cert_file, &tls.key_file]
+        .iter()
+        .filter(|file| file.is_some())
+        .count();
+    if given != 0 && given != 3 {
+        fail(
+            "coordination.cluster.tls",
+            format!("{given} of ca_file, cert_file and key_file are set"),
+            "set all three, or none to run a loopback-only cluster",
+        );
+    }
+    if given == 0 {
+        let public = [listen, advertise]
+            .into_iter()
+            .flatten()
+            .find(|address| !address.ip().is_loopback());
+        if let Some(public) = public {
+            fail(
+                "coordination.cluster.tls",
+                format!("{public} is reachable beyond this machine, and the cluster has no certificates"),
+                "set ca_file, cert_file and key_file (`engine cluster init-certs` makes a test set), or listen on loopback",
+            );
+        }
+    }
 }

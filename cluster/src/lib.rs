@@ -1,0 +1,28 @@
+//! Cluster membership: which nodes are in the cluster, which answer, and how
+//! quickly the others learn it.
+//!
+//! - [`membership`]: the sans-IO core, SWIM (foca) with our timers, joins,
+//!   rejoins, frame checks and counts; it takes time and frames, returns
+//!   frames and events.
+//! - [`wire`]: node identities, the MessagePack codec, and the frame every
+//!   packet travels in (version, replay sequence, length, checksum).
+//! - [`settings`]: how profile keys become foca's and the transport's settings.
+//! - [`tls`]: certificates: loading the cluster's, and `init-certs` for a test set.
+//! - [`transport`]: the drivers that run the core over QUIC (quinn) or TLS over TCP
+//!   on the gossip shard's tokio runtime.
+//!
+//! The data shards never wait on any of this: membership runs on the gossip
+//! shard's thread, and nothing here is on a message's path.
+
+pub mod membership;
+pub mod settings;
+pub mod tls;
+pub mod transport;
+pub mod wire;
+
+pub use membership::{
+    MemberState, MemberView, Membership, MembershipCounters, MembershipEvent, Now, Outgoing,
+    StateCounts,
+};
+pub use settings::{ClusterSettings, SettingsError, SwimSettings};
+pub use wire::NodeId;

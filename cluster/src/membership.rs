@@ -1,0 +1,608 @@
+//! The membership core: SWIM (foca) behind a sans-IO interface. It takes the
+//! time and the frames that arrived as arguments and leaves behind frames to
+//! send, events, and the next time it wants to be woken. No sockets, threads
+//! or clocks: the QUIC and TCP drivers run one on real time, and the cluster
+//! simulator runs a thousand on a virtual clock.
+//!
+//! Around foca it owns what foca leaves to its user: timers (a queue of
+//! foca's own), joining through seeds until some member answers, renewing
+//! this node's identity when the cluster declares it down, gossiping to dead
+//! members for `gossip_to_dead` rounds, rescaling the suspicion timeout as
+//! the cluster grows, the frame checks (see [`crate::wire`]), and the counts
+//! the metrics show.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use foca::{Foca, Identity, NoCustomBroadcast, OwnedNotification, Runtime, State, Timer};
+use hdrhistogram::Histogram;
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+
+use crate::settings::SwimSettings;
+use crate::wire::{self, FrameHeader, MessagePackCodec, NodeId, ReplayWindow, WireError};
+
+/// The time, as the core sees it: a monotonic reading for its timers and
+/// the wall clock that dates identities (for the convergence metric).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic time since an origin the caller picks.
+    pub elapsed: Duration,
+    /// Wall-clock Unix time in microseconds.
+    pub unix_us: u64,
+}
+
+/// A frame to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The member's address.
+    pub to: SocketAddr,
+    /// The framed packet.
+    pub frame: Vec<u8>,
+}
+
+/// What changed in the membership, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembershipEvent {
+    /// A member is up (joined, or came back).
+    Up(NodeId),
+    /// A member was declared down, or left.
+    Down(NodeId),
+    /// A member came back under a newer identity (same address).
+    Renamed {
+        /// The identity it had.
+        previous: NodeId,
+        /// The one it has now.
+        current: NodeId,
+    },
+    /// This node is known to at least one member.
+    Joined,
+    /// Every member this node knew is down or gone.
+    Alone,
+    /// The cluster declared this node down; it rejoined under this identity.
+    Renewed(NodeId),
+}
+
+/// A member's state, as this node sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberState {
+    /// Answering.
+    Alive,
+    /// Missed a probe; down unless it refutes in time.
+    Suspect,
+    /// Declared down, or left.
+    Down,
+}
+
+impl From<State> for MemberState {
+    fn from(state: State) -> Self {
+        match state {
+            State::Alive => Self::Alive,
+            State::Suspect => Self::Suspect,
+            State::Down => Self::Down,
+        }
+    }
+}
+
+/// One member, for `engine cluster members`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MemberView {
+    /// Its name.
+    pub name: String,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Alive, suspect or down.
+    pub state: MemberState,
+    /// Its incarnation (raised each time it refutes a suspicion).
+    pub incarnation: u16,
+    /// Its generation (Unix microseconds of its start or last rejoin).
+    pub generation: u64,
+    /// How long ago a frame from it was accepted, if ever.
+    pub last_heard: Option<Duration>,
+}
+
+/// Members by state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StateCounts {
+    /// Alive members (this node excluded).
+    pub alive: u64,
+    /// Suspected members.
+    pub suspect: u64,
+    /// Members declared down or gone.
+    pub down: u64,
+}
+
+/// What the core counted since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MembershipCounters {
+    /// Frames received.
+    pub frames_in: u64,
+    /// Their bytes.
+    pub bytes_in: u64,
+    /// Frames sent.
+    pub frames_out: u64,
+    /// Their bytes.
+    pub bytes_out: u64,
+    /// Frames dropped: shorter than they say.
+    pub dropped_truncated: u64,
+    /// Frames dropped: longer than they say, or than the largest packet.
+    pub dropped_oversized: u64,
+    /// Frames dropped: checksum mismatch.
+    pub dropped_corrupt: u64,
+    /// Frames dropped: unknown version or kind.
+    pub dropped_version: u64,
+    /// Frames dropped: already seen from that sender's boot.
+    pub dropped_replayed: u64,
+    /// Frames dropped: the packet inside does not decode, or foca refused it.
+    pub dropped_invalid: u64,
+    /// Members this node saw go from alive to suspect.
+    pub suspicions_raised: u64,
+    /// Members this node saw go from suspect back to alive.
+    pub suspicions_refuted: u64,
+    /// Members this node saw declared down (failures and graceful leaves).
+    pub declared_down: u64,
+    /// Times this node was declared down and rejoined under a new identity.
+    pub renewals: u64,
+    /// Arrivals dated in this node's future (clock skew); not timed.
+    pub convergence_skewed: u64,
+}
+
+/// A timer of foca's, due at a time.
+struct Scheduled {
+    due: Duration,
+    order: u64,
+    timer: Timer<NodeId>,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.due, self.order) == (other.due, other.order)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.due, self.order).cmp(&(other.due, other.order))
+    }
+}
+
+/// foca's runtime: collects what foca asks for during one call.
+struct Effects {
+    now: Duration,
+    nonce: u64,
+    sequence: u64,
+    outbox: Vec<Outgoing>,
+    timers: BinaryHeap<Reverse<Scheduled>>,
+    timer_order: u64,
+    notes: Vec<OwnedNotification<NodeId>>,
+    frames_out: u64,
+    bytes_out: u64,
+}
+
+impl Runtime<NodeId> for Effects {
+    fn notify(&mut self, notification: foca::Notification<'_, NodeId>) {
+        self.notes.push(notification.to_owned());
+    }
+
+    fn send_to(&mut self, to: NodeId, data: &[u8]) {
+        let frame = wire::frame(
+            FrameHeader {
+                nonce: self.nonce,
+                seq: self.sequence,
+            },
+            data,
+        );
+        self.sequence += 1;
+        self.frames_out += 1;
+        self.bytes_out += frame.len() as u64;
+        self.outbox.push(Outgoing { to: to.addr, frame });
+    }
+
+    fn submit_after(&mut self, timer: Timer<NodeId>, after: Duration) {
+        self.timer_order += 1;
+        self.timers.push(Reverse(Scheduled {
+            due: self.now + after,
+            order: self.timer_order,
+            timer,
+        }));
+    }
+}
+
+/// The highest convergence time recorded, in microseconds (an hour).
+const CONVERGENCE_MAX_US: u64 = 3_600_000_000;
+
+/// One node's view of the cluster. See the module docs.
+pub struct Membership {
+    foca: Foca<NodeId, MessagePackCodec, SmallRng, NoCustomBroadcast>,
+    effects: Effects,
+    swim: SwimSettings,
+    configured_for: usize,
+    seeds: Vec<SocketAddr>,
+    next_join: Option<Duration>,
+    joined_since_us: u64,
+    replay: HashMap<SocketAddr, ReplayWindow>,
+    last_heard: HashMap<SocketAddr, Duration>,
+    states: HashMap<SocketAddr, (State, u16)>,
+    dead: Vec<(NodeId, u32)>,
+    next_dead_round: Option<Duration>,
+    events: Vec<MembershipEvent>,
+    counters: MembershipCounters,
+    convergence: Histogram<u64>,
+    now: Duration,
+    leaving: bool,
+}
+
+impl Membership {
+    /// A node named `name` at `addr`, alone until it joins; `seed` drives
+    /// every random choice (probe order, gossip targets, the frame nonce).
+    pub fn new(swim: SwimSettings, name: String, addr: SocketAddr, seed: u64, now: Now) -> Self {
+        let me = NodeId {
+            name,
+            addr,
+            generation: now.unix_us,
+        };
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let nonce = rng.random::<u64>();
+        let foca = Foca::new(me, swim.foca_config(1), rng, MessagePackCodec);
+        let convergence = Histogram::new_with_bounds(1, CONVERGENCE_MAX_US, 3)
+            .expect("1µs to an hour at 3 significant figures are valid bounds");
+        Self {
+            foca,
+            effects: Effects {
+                now: now.elapsed,
+                nonce,
+                sequence: 0,
+                outbox: Vec::new(),
+                timers: BinaryHeap::new(),
+                timer_order: 0,
+                notes: Vec::new(),
+                frames_out: 0,
+                bytes_out: 0,
+            },
+            swim,
+            configured_for: 1,
+            seeds: Vec::new(),
+            next_join: None,
+            joined_since_us: now.unix_us,
+            replay: HashMap::new(),
+            last_heard: HashMap::new(),
+            states: HashMap::new(),
+            dead: Vec::new(),
+            next_dead_round: None,
+            events: Vec::new(),
+            counters: MembershipCounters::default(),
+            convergence,
+            now: now.elapsed,
+            leaving: false,
+        }
+    }
+
+    /// This node's identity.
+    pub fn identity(&self) -> &NodeId {
+        self.foca.identity()
+    }
+
+    /// The SWIM settings it runs.
+    pub fn settings(&self) -> &SwimSettings {
+        &self.swim
+    }
+
+    /// Join through `seeds` (announcing to each, again every probe interval
+    /// until some member answers). This node's own address is skipped, so
+    /// every node of a cluster may list the same seeds.
+    pub fn join(&mut self, seeds: &[SocketAddr], now: Now) {
+        let me = self.identity().addr;
+        self.seeds = seeds.iter().copied().filter(|seed| *seed != me).collect();
+        self.announce_to_seeds(now);
+        self.settle(now);
+    }
+
+    /// A frame that arrived. A frame that fails a check is counted and
+    /// dropped, and changes nothing.
+    pub fn handle_frame(&mut self, frame: &[u8], now: Now) -> Result<(), WireError> {
+        self.enter(now);
+        self.counters.frames_in += 1;
+        self.counters.bytes_in += frame.len() as u64;
+        let result = self.accept_frame(frame);
+        if let Err(error) = &result {
+            let counter = match error {
+                WireError::Truncated => &mut self.counters.dropped_truncated,
+                WireError::Oversized => &mut self.counters.dropped_oversized,
+                WireError::Corrupt => &mut self.counters.dropped_corrupt,
+                WireError::UnknownVersion => &mut self.counters.dropped_version,
+                WireError::Replayed => &mut self.counters.dropped_replayed,
+                WireError::Decode(_)
+                | WireError::BadIdentity
+                | WireError::NoRoom
+                | WireError::Refused(_) => &mut self.counters.dropped_invalid,
+            };
+            *counter += 1;
+        }
+        self.settle(now);
+        result
+    }
+
+    fn accept_frame(&mut self, frame: &[u8]) -> Result<(), WireError> {
+        let (header, packet) = wire::unframe(frame, self.swim.max_packet)?;
+        let sender = wire::packet_sender(packet)?;
+        if !self.replay.entry(sender.addr).or_default().accept(header) {
+            return Err(WireError::Replayed);
+        }
+        self.foca
+            .handle_data(packet, &mut self.effects)
+            .map_err(|error| WireError::Refused(error.to_string()))?;
+        self.last_heard.insert(sender.addr, self.now);
+        Ok(())
+    }
+
+    /// Fire what is due at `now`: foca's timers, a join retry, a round of
+    /// gossip to dead members.
+    pub fn advance(&mut self, now: Now) {
+        self.enter(now);
+        while let Some(Reverse(next)) = self.effects.timers.peek() {
+            if next.due > now.elapsed {
+                break;
+            }
+            let Some(Reverse(due)) = self.effects.timers.pop() else {
+                break;
+            };
+            if let Err(error) = self.foca.handle_timer(due.timer, &mut self.effects) {
+                tracing::debug!("membership timer: {error}");
+            }
+            // A timer may raise notifications that schedule more work.
+            self.settle(now);
+        }
+        if self.next_join.is_some_and(|at| at <= now.elapsed) {
+            self.announce_to_seeds(now);
+        }
+        if self.next_dead_round.is_some_and(|at| at <= now.elapsed) {
+            self.gossip_to_dead(now);
+        }
+        self.settle(now);
+    }
+
+    /// When [`Self::advance`] next has work, if ever.
+    pub fn next_deadline(&self) -> Option<Duration> {
+        let timer = self.effects.timers.peek().map(|Reverse(next)| next.due);
+        [timer, self.next_join, self.next_dead_round]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Leave the cluster: declare this node down to a few members, who
+    /// spread it. Frames to send follow in [`Self::take_outgoing`].
+    pub fn leave(&mut self, now: Now) {
+        self.enter(now);
+        self.leaving = true;
+        self.next_join = None;
+        self.next_dead_round = None;
+        if let Err(error) = self.foca.leave_cluster(&mut self.effects) {
+            tracing::debug!("leaving the cluster: {error}");
+        }
+        self.settle(now);
+    }
+
+    /// Frames to send, oldest first.
+    pub fn take_outgoing(&mut self) -> Vec<Outgoing> {
+        std::mem::take(&mut self.effects.outbox)
+    }
+
+    /// Whether frames wait in [`Self::take_outgoing`].
+    pub fn has_outgoing(&self) -> bool {
+        !self.effects.outbox.is_empty()
+    }
+
+    /// Membership changes since the last call, oldest first.
+    pub fn take_events(&mut self) -> Vec<MembershipEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Every member this node knows, itself excluded, by name.
+    pub fn members(&self) -> Vec<MemberView> {
+        let mut members: Vec<MemberView> = self
+            .foca
+            .iter_membership_state()
+            .map(|member| MemberView {
+                name: member.id().name.clone(),
+                addr: member.id().addr,
+                state: member.state().into(),
+                incarnation: member.incarnation(),
+                generation: member.id().generation,
+                last_heard: self
+                    .last_heard
+                    .get(&member.id().addr)
+                    .map(|heard| self.now.saturating_sub(*heard)),
+            })
+            .collect();
+        members.sort_by(|a, b| a.name.cmp(&b.name).then(a.addr.cmp(&b.addr)));
+        members
+    }
+
+    /// Members by state.
+    pub fn counts(&self) -> StateCounts {
+        let mut counts = StateCounts::default();
+        for member in self.foca.iter_membership_state() {
+            match member.state() {
+                State::Alive => counts.alive += 1,
+                State::Suspect => counts.suspect += 1,
+                State::Down => counts.down += 1,
+            }
+        }
+        counts
+    }
+
+    /// What was counted.
+    pub fn counters(&self) -> MembershipCounters {
+        MembershipCounters {
+            frames_out: self.effects.frames_out,
+            bytes_out: self.effects.bytes_out,
+            ..self.counters
+        }
+    }
+
+    /// Arrival times of members (see `docs/cluster.md`), in microseconds.
+    pub fn convergence(&self) -> &Histogram<u64> {
+        &self.convergence
+    }
+
+    /// The suspicion timeout in force (it grows with the cluster).
+    pub fn suspicion_timeout(&self) -> Duration {
+        crate::settings::suspicion_timeout(
+            self.swim.suspicion_multiplier,
+            self.swim.probe_interval,
+            self.configured_for,
+        )
+    }
+
+    fn enter(&mut self, now: Now) {
+        // The clock never runs backwards for the timers.
+        self.now = self.now.max(now.elapsed);
+        self.effects.now = self.now;
+    }
+
+    fn announce_to_seeds(&mut self, now: Now) {
+        if self.leaving || self.seeds.is_empty() {
+            self.next_join = None;
+            return;
+        }
+        for seed in self.seeds.clone() {
+            if let Err(error) = self.foca.announce(NodeId::seed(seed), &mut self.effects) {
+                tracing::debug!(%seed, "announce: {error}");
+            }
+        }
+        self.next_join = Some(now.elapsed + self.swim.probe_interval);
+    }
+
+    fn gossip_to_dead(&mut self, now: Now) {
+        for (member, _) in &self.dead {
+            if let Err(error) = self.foca.announce(member.clone(), &mut self.effects) {
+                tracing::debug!(member = %member.name, "gossip to a dead member: {error}");
+            }
+        }
+        for entry in &mut self.dead {
+            entry.1 = entry.1.saturating_sub(1);
+        }
+        self.dead.retain(|(_, rounds)| *rounds > 0);
+        self.next_dead_round =
+            (!self.dead.is_empty()).then(|| now.elapsed + self.swim.gossip_interval);
+    }
+
+    /// React to what foca reported, then bring the bookkeeping up to date.
+    fn settle(&mut self, now: Now) {
+        while !self.effects.notes.is_empty() {
+            for note in std::mem::take(&mut self.effects.notes) {
+                self.react(note, now);
+            }
+        }
+        self.count_suspicions();
+        let members = self.foca.num_members() + 1;
+        if members != self.configured_for {
+            self.configured_for = members;
+            if let Err(error) = self.foca.set_config(self.swim.foca_config(members)) {
+                tracing::debug!("membership config: {error}");
+            }
+        }
+    }
+
+    fn react(&mut self, note: OwnedNotification<NodeId>, now: Now) {
+        match note {
+            OwnedNotification::MemberUp(member) => {
+                // Time the news of an arrival that happened after this node
+                // joined; members that were there before it are not news.
+                if member.generation >= self.joined_since_us {
+                    match now.unix_us.checked_sub(member.generation) {
+                        Some(took) => {
+                            let _ = self.convergence.record(took.clamp(1, CONVERGENCE_MAX_US));
+                        }
+                        None => self.counters.convergence_skewed += 1,
+                    }
+                }
+                self.dead.retain(|(dead, _)| dead.addr() != member.addr());
+                self.events.push(MembershipEvent::Up(member));
+            }
+            OwnedNotification::MemberDown(member) => {
+                self.counters.declared_down += 1;
+                if self.swim.gossip_to_dead > 0 && !self.leaving {
+                    self.dead.retain(|(dead, _)| dead.addr() != member.addr());
+                    self.dead.push((member.clone(), self.swim.gossip_to_dead));
+                    self.next_dead_round
+                        .get_or_insert(now.elapsed + self.swim.gossip_interval);
+                }
+                self.events.push(MembershipEvent::Down(member));
+            }
+            OwnedNotification::Rename(previous, current) => {
+                self.events
+                    .push(MembershipEvent::Renamed { previous, current });
+            }
+            OwnedNotification::Active => {
+                self.next_join = None;
+                self.events.push(MembershipEvent::Joined);
+            }
+            OwnedNotification::Idle => {
+                if !self.leaving && !self.seeds.is_empty() {
+                    self.next_join = Some(now.elapsed);
+                }
+                self.events.push(MembershipEvent::Alone);
+            }
+            OwnedNotification::Defunct if !self.leaving => {
+                // Start over under a newer identity. A fresh foca (cheap, as
+                // its docs say) rather than `change_identity`: that keeps the
+                // old member states while dropping their timers, which can
+                // leave a suspect suspected for ever.
+                let renewed = self.identity().renewed(now.unix_us);
+                let known: Vec<SocketAddr> = self
+                    .states
+                    .iter()
+                    .filter(|(_, (state, _))| *state != State::Down)
+                    .map(|(addr, _)| *addr)
+                    .collect();
+                let rng = SmallRng::seed_from_u64(self.effects.nonce ^ renewed.generation);
+                self.foca = Foca::new(
+                    renewed.clone(),
+                    self.swim.foca_config(1),
+                    rng,
+                    MessagePackCodec,
+                );
+                self.configured_for = 1;
+                self.effects.timers.clear();
+                self.states.clear();
+                self.dead.clear();
+                self.next_dead_round = None;
+                self.joined_since_us = renewed.generation;
+                self.counters.renewals += 1;
+                for addr in known {
+                    let _ = self.foca.announce(NodeId::seed(addr), &mut self.effects);
+                }
+                self.announce_to_seeds(now);
+                self.events.push(MembershipEvent::Renewed(renewed));
+            }
+            _ => {}
+        }
+    }
+
+    /// Count members whose state moved between alive and suspect.
+    fn count_suspicions(&mut self) {
+        for member in self.foca.iter_membership_state() {
+            let now = (member.state(), member.incarnation());
+            let before = self.states.insert(member.id().addr, now);
+            match (before.map(|(state, _)| state), now.0) {
+                (Some(State::Alive), State::Suspect) => self.counters.suspicions_raised += 1,
+                (Some(State::Suspect), State::Alive) => self.counters.suspicions_refuted += 1,
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "membership_tests.rs"]
+mod tests;

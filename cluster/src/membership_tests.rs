@@ -1,0 +1,618 @@
+//! The membership core on a virtual clock: a few nodes, a network that
+//! delays, drops and partitions, and each SWIM behaviour and key observed
+//! through what it does.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use foca::{Header, Message};
+
+use super::*;
+use crate::wire::{self, MessagePackCodec};
+
+const START_US: u64 = 1_800_000_000_000_000;
+
+fn settings() -> SwimSettings {
+    SwimSettings {
+        gossip_interval: Duration::from_millis(100),
+        gossip_fanout: 3,
+        probe_interval: Duration::from_millis(500),
+        probe_timeout: Duration::from_millis(200),
+        indirect_probes: 3,
+        suspicion_multiplier: 3,
+        gossip_to_dead: 3,
+        max_packet: 1200 - wire::FRAME_OVERHEAD,
+    }
+}
+
+fn address(index: usize) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 10_000 + index as u16))
+}
+
+/// Frames sent: when, by which node, to where, of which SWIM kind.
+#[derive(Default)]
+struct Traffic {
+    log: Vec<(Duration, usize, SocketAddr, &'static str)>,
+}
+
+impl Traffic {
+    fn count(&self, kind: &str) -> u64 {
+        self.log.iter().filter(|entry| entry.3 == kind).count() as u64
+    }
+
+    fn count_to(&self, to: SocketAddr, kind: &str) -> u64 {
+        self.log
+            .iter()
+            .filter(|entry| entry.2 == to && entry.3 == kind)
+            .count() as u64
+    }
+}
+
+fn kind(frame: &[u8]) -> &'static str {
+    let (_, packet) = wire::unframe(frame, usize::MAX).expect("our own frames are well formed");
+    let header: Header<NodeId> = rmp_serde::decode::from_read(packet).expect("a header");
+    let _ = MessagePackCodec;
+    match header.message {
+        Message::Ping(_) => "ping",
+        Message::Ack(_) => "ack",
+        Message::PingReq { .. } => "ping_req",
+        Message::IndirectPing { .. } => "indirect_ping",
+        Message::IndirectAck { .. } => "indirect_ack",
+        Message::ForwardedAck { .. } => "forwarded_ack",
+        Message::Announce => "announce",
+        Message::Feed => "feed",
+        Message::Gossip => "gossip",
+        Message::Broadcast => "broadcast",
+        Message::TurnUndead => "turn_undead",
+    }
+}
+
+/// A handful of nodes on a virtual clock.
+struct Net {
+    nodes: Vec<Option<Membership>>,
+    now: Duration,
+    latency: Duration,
+    /// (deliver at, order, to, frame)
+    in_flight: Vec<(Duration, u64, SocketAddr, Vec<u8>)>,
+    order: u64,
+    cut: HashSet<usize>,
+    /// Extra delay on everything a node sends.
+    slow: BTreeMap<usize, Duration>,
+    traffic: Traffic,
+}
+
+impl Net {
+    fn new(count: usize, swim: &SwimSettings) -> Self {
+        let mut net = Self {
+            nodes: Vec::new(),
+            now: Duration::ZERO,
+            latency: Duration::from_micros(300),
+            in_flight: Vec::new(),
+            order: 0,
+            cut: HashSet::new(),
+            slow: BTreeMap::new(),
+            traffic: Traffic::default(),
+        };
+        for index in 0..count {
+            let node = net.node(index, swim.clone());
+            net.nodes.push(Some(node));
+        }
+        net
+    }
+
+    fn clock(&self) -> Now {
+        Now {
+            elapsed: self.now,
+            unix_us: START_US + self.now.as_micros() as u64,
+        }
+    }
+
+    fn node(&self, index: usize, swim: SwimSettings) -> Membership {
+        Membership::new(
+            swim,
+            format!("node-{index}"),
+            address(index),
+            index as u64 + 1,
+            self.clock(),
+        )
+    }
+
+    fn get(&mut self, index: usize) -> &mut Membership {
+        self.nodes[index].as_mut().expect("a running node")
+    }
+
+    /// Everyone joins through node 0.
+    fn join_all(&mut self) {
+        let now = self.clock();
+        for index in 1..self.nodes.len() {
+            self.get(index).join(&[address(0)], now);
+        }
+        self.collect();
+    }
+
+    fn collect(&mut self) {
+        for index in 0..self.nodes.len() {
+            let Some(node) = self.nodes[index].as_mut() else {
+                continue;
+            };
+            for out in node.take_outgoing() {
+                self.traffic
+                    .log
+                    .push((self.now, index, out.to, kind(&out.frame)));
+                if self.cut.contains(&index) {
+                    continue;
+                }
+                self.order += 1;
+                let delay = self.latency + self.slow.get(&index).copied().unwrap_or_default();
+                self.in_flight
+                    .push((self.now + delay, self.order, out.to, out.frame));
+            }
+        }
+    }
+
+    fn run_for(&mut self, span: Duration) {
+        let end = self.now + span;
+        loop {
+            let timer = self
+                .nodes
+                .iter()
+                .flatten()
+                .filter_map(Membership::next_deadline)
+                .min();
+            let frame = self.in_flight.iter().map(|(at, ..)| *at).min();
+            let Some(next) = [timer, frame].into_iter().flatten().min() else {
+                break;
+            };
+            if next > end {
+                break;
+            }
+            self.now = self.now.max(next);
+            let now = self.clock();
+            self.in_flight.sort_by_key(|(at, order, ..)| (*at, *order));
+            let due: Vec<_> = {
+                let split = self
+                    .in_flight
+                    .iter()
+                    .take_while(|(at, ..)| *at <= self.now)
+                    .count();
+                self.in_flight.drain(..split).collect()
+            };
+            for (_, _, to, frame) in due {
+                let index = (to.port() - 10_000) as usize;
+                if self.cut.contains(&index) {
+                    continue;
+                }
+                if let Some(node) = self.nodes.get_mut(index).and_then(Option::as_mut) {
+                    let _ = node.handle_frame(&frame, now);
+                }
+            }
+            for node in self.nodes.iter_mut().flatten() {
+                if node.next_deadline().is_some_and(|at| at <= self.now) {
+                    node.advance(now);
+                }
+            }
+            self.collect();
+        }
+        self.now = end;
+    }
+
+    fn state_of(&self, observer: usize, member: usize) -> Option<MemberState> {
+        self.nodes[observer]
+            .as_ref()?
+            .members()
+            .into_iter()
+            .find(|view| view.addr == address(member))
+            .map(|view| view.state)
+    }
+
+    fn alive_seen_by(&self, observer: usize) -> usize {
+        self.nodes[observer]
+            .as_ref()
+            .map_or(0, |node| node.counts().alive as usize)
+    }
+
+    /// The first time, stepping by `step` up to `limit`, when `done` holds.
+    fn run_until(
+        &mut self,
+        limit: Duration,
+        step: Duration,
+        done: impl Fn(&Net) -> bool,
+    ) -> Option<Duration> {
+        let start = self.now;
+        while self.now - start < limit {
+            self.run_for(step);
+            if done(self) {
+                return Some(self.now - start);
+            }
+        }
+        None
+    }
+}
+
+#[test]
+fn three_nodes_join_through_one_seed_and_agree() {
+    let mut net = Net::new(3, &settings());
+    net.join_all();
+    let took = net.run_until(Duration::from_secs(5), Duration::from_millis(10), |net| {
+        (0..3).all(|index| net.alive_seen_by(index) == 2)
+    });
+    assert!(took.is_some(), "every node sees the two others alive");
+    let events = net.get(1).take_events();
+    assert!(events.contains(&MembershipEvent::Joined), "{events:?}");
+    assert!(events
+        .iter()
+        .any(|event| matches!(event, MembershipEvent::Up(id) if id.name == "node-2")));
+    let view = net.get(0).members();
+    assert_eq!(view.len(), 2);
+    assert!(view.iter().all(|member| member.last_heard.is_some()));
+    // Node 2 joined after node 0 started: its arrival was timed.
+    assert!(net.get(0).convergence().len() >= 1);
+}
+
+#[test]
+fn a_silent_member_is_suspected_then_declared_down_within_the_bound() {
+    let swim = settings();
+    let mut net = Net::new(3, &swim);
+    net.join_all();
+    net.run_for(Duration::from_secs(2));
+    net.nodes[2] = None;
+    let bound = swim.down_detection_bound(3);
+    let took = net
+        .run_until(bound * 2, Duration::from_millis(10), |net| {
+            net.state_of(0, 2) == Some(MemberState::Down)
+                && net.state_of(1, 2) == Some(MemberState::Down)
+        })
+        .expect("declared down");
+    assert!(
+        took <= bound,
+        "declared down after {took:?}, bound {bound:?}"
+    );
+    let counters = net.get(0).counters();
+    assert!(counters.suspicions_raised >= 1, "{counters:?}");
+    assert_eq!(counters.declared_down, 1);
+    assert!(net
+        .get(0)
+        .take_events()
+        .iter()
+        .any(|event| matches!(event, MembershipEvent::Down(id) if id.name == "node-2")));
+}
+
+#[test]
+fn a_slow_member_is_suspected_and_refutes_in_time() {
+    let swim = settings();
+    let mut net = Net::new(3, &swim);
+    net.join_all();
+    net.run_for(Duration::from_secs(2));
+    // Node 2 hears everything but answers too late for a probe.
+    net.slow.insert(2, swim.probe_interval);
+    net.run_until(Duration::from_secs(5), Duration::from_millis(10), |net| {
+        net.state_of(0, 2) == Some(MemberState::Suspect)
+            || net.state_of(1, 2) == Some(MemberState::Suspect)
+    })
+    .expect("suspected");
+    net.slow.clear();
+    net.run_until(Duration::from_secs(3), Duration::from_millis(10), |net| {
+        net.state_of(0, 2) == Some(MemberState::Alive)
+            && net.state_of(1, 2) == Some(MemberState::Alive)
+    })
+    .expect("alive again");
+    let refutations: u64 = (0..2)
+        .map(|index| net.get(index).counters().suspicions_refuted)
+        .sum();
+    assert!(refutations >= 1);
+    assert!(net
+        .get(0)
+        .members()
+        .iter()
+        .any(|member| member.addr == address(2) && member.incarnation > 0));
+    assert_eq!(
+        net.get(0).counters().declared_down + net.get(1).counters().declared_down,
+        0
+    );
+    assert_eq!(net.get(2).counters().renewals, 0);
+}
+
+#[test]
+fn a_restarted_member_rejoins_under_a_newer_generation() {
+    let swim = settings();
+    let mut net = Net::new(3, &swim);
+    net.join_all();
+    net.run_for(Duration::from_secs(2));
+    let old = net.get(2).identity().clone();
+    net.nodes[2] = None;
+    net.run_until(
+        swim.down_detection_bound(3) * 2,
+        Duration::from_millis(10),
+        |net| net.state_of(0, 2) == Some(MemberState::Down),
+    )
+    .expect("down");
+    net.get(0).take_events();
+    let restarted = net.node(2, swim.clone());
+    net.nodes[2] = Some(restarted);
+    let now = net.clock();
+    net.get(2).join(&[address(0)], now);
+    net.collect();
+    net.run_until(Duration::from_secs(5), Duration::from_millis(10), |net| {
+        (0..3).all(|index| net.alive_seen_by(index) == 2)
+    })
+    .expect("rejoined");
+    let events = net.get(0).take_events();
+    assert!(
+        events.iter().any(
+            |event| matches!(event, MembershipEvent::Renamed { previous, current }
+            if *previous == old && current.generation > old.generation)
+        ),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_member_declared_down_while_alive_renews_its_identity_and_rejoins() {
+    let swim = settings();
+    let mut net = Net::new(3, &swim);
+    net.join_all();
+    net.run_for(Duration::from_secs(2));
+    net.cut.insert(2);
+    net.run_until(
+        swim.down_detection_bound(3) * 2,
+        Duration::from_millis(10),
+        |net| {
+            net.state_of(0, 2) == Some(MemberState::Down)
+                && net.state_of(1, 2) == Some(MemberState::Down)
+        },
+    )
+    .expect("down");
+    net.cut.clear();
+    net.run_until(Duration::from_secs(10), Duration::from_millis(10), |net| {
+        (0..3).all(|index| net.alive_seen_by(index) == 2)
+    })
+    .expect("back");
+    assert_eq!(net.get(2).counters().renewals, 1);
+}
+
+#[test]
+fn a_member_that_leaves_is_seen_down_at_once() {
+    let swim = settings();
+    let mut net = Net::new(3, &swim);
+    net.join_all();
+    net.run_for(Duration::from_secs(2));
+    let now = net.clock();
+    net.get(1).leave(now);
+    net.collect();
+    let took = net
+        .run_until(Duration::from_secs(2), Duration::from_millis(1), |net| {
+            net.state_of(0, 1) == Some(MemberState::Down)
+                && net.state_of(2, 1) == Some(MemberState::Down)
+        })
+        .expect("seen to leave");
+    assert!(
+        took < swim.probe_timeout,
+        "seen after {took:?}, before any probe could fail"
+    );
+}
+
+#[test]
+fn damaged_replayed_and_foreign_frames_change_nothing() {
+    let mut net = Net::new(3, &settings());
+    net.join_all();
+    net.run_for(Duration::from_secs(2));
+    // A frame node 1 really sent to node 0, captured.
+    let now = net.clock();
+    net.get(1).leave(now);
+    let captured = net
+        .get(1)
+        .take_outgoing()
+        .into_iter()
+        .find(|out| out.to == address(0))
+        .expect("a frame");
+    let before = net.get(0).members();
+    let mut damaged = captured.frame.clone();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 1;
+    let bad_packet = wire::frame(
+        wire::FrameHeader { nonce: 1, seq: 1 },
+        b"\xc1\xc1 not messagepack",
+    );
+    let results = [
+        net.get(0)
+            .handle_frame(&captured.frame[..captured.frame.len() / 2], now),
+        net.get(0).handle_frame(&damaged, now),
+        net.get(0).handle_frame(b"", now),
+        net.get(0).handle_frame(&bad_packet, now),
+        net.get(0).handle_frame(&vec![0u8; 70_000], now),
+    ];
+    assert!(results.iter().all(Result::is_err), "{results:?}");
+    let settled = |members: Vec<MemberView>| {
+        members
+            .into_iter()
+            .map(|member| {
+                (
+                    member.addr,
+                    member.state,
+                    member.incarnation,
+                    member.generation,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        settled(net.get(0).members()),
+        settled(before),
+        "nothing changed"
+    );
+    assert_eq!(net.get(0).handle_frame(&captured.frame, now), Ok(()));
+    assert_eq!(
+        net.get(0).handle_frame(&captured.frame, now),
+        Err(WireError::Replayed)
+    );
+    let counters = net.get(0).counters();
+    assert_eq!(counters.dropped_truncated, 2);
+    assert_eq!(counters.dropped_corrupt, 1);
+    assert_eq!(counters.dropped_invalid, 1);
+    assert_eq!(counters.dropped_oversized, 1);
+    assert_eq!(counters.dropped_replayed, 1);
+}
+
+// Each key, observed through its effect.
+
+/// Traffic of five nodes forming a cluster through one seed, for 3 s.
+fn forming_traffic(swim: SwimSettings) -> Traffic {
+    let mut net = Net::new(5, &swim);
+    net.join_all();
+    net.run_for(Duration::from_secs(3));
+    std::mem::take(&mut net.traffic)
+}
+
+#[test]
+fn gossip_interval_and_fanout_set_the_gossip_rate() {
+    let base = forming_traffic(settings()).count("gossip");
+    let slower = forming_traffic(SwimSettings {
+        gossip_interval: Duration::from_millis(400),
+        ..settings()
+    })
+    .count("gossip");
+    let narrower = forming_traffic(SwimSettings {
+        gossip_fanout: 1,
+        ..settings()
+    })
+    .count("gossip");
+    assert!(slower < base, "every 400ms: {slower}, every 100ms: {base}");
+    assert!(narrower < base, "fanout 1: {narrower}, fanout 3: {base}");
+}
+
+#[test]
+fn probe_interval_sets_the_probe_rate() {
+    let count = |swim: SwimSettings| {
+        let mut net = Net::new(3, &swim);
+        net.join_all();
+        net.run_for(Duration::from_secs(3));
+        net.traffic = Traffic::default();
+        net.run_for(Duration::from_secs(10));
+        net.traffic.count("ping")
+    };
+    // 3 nodes × 2 probes/s × 10 s, then half as many.
+    assert_eq!(count(settings()), 60);
+    assert_eq!(
+        count(SwimSettings {
+            probe_interval: Duration::from_secs(1),
+            ..settings()
+        }),
+        30
+    );
+}
+
+/// How long after a member is first suspected every observer declares it down.
+fn suspicion_span(swim: SwimSettings) -> Duration {
+    let mut net = Net::new(3, &swim);
+    net.join_all();
+    net.run_for(Duration::from_secs(2));
+    net.nodes[2] = None;
+    net.run_until(Duration::from_secs(20), Duration::from_millis(5), |net| {
+        net.state_of(0, 2) == Some(MemberState::Suspect)
+            || net.state_of(1, 2) == Some(MemberState::Suspect)
+    })
+    .expect("suspected");
+    net.run_until(Duration::from_secs(30), Duration::from_millis(5), |net| {
+        net.state_of(0, 2) == Some(MemberState::Down)
+            || net.state_of(1, 2) == Some(MemberState::Down)
+    })
+    .expect("down")
+}
+
+#[test]
+fn suspicion_multiplier_sets_how_long_a_suspect_has_to_refute() {
+    let three = suspicion_span(settings());
+    let six = suspicion_span(SwimSettings {
+        suspicion_multiplier: 6,
+        ..settings()
+    });
+    // 3 × 500ms, then 6 × 500ms (log10 3 < 1).
+    assert!(
+        three >= Duration::from_millis(1400) && three <= Duration::from_millis(1600),
+        "{three:?}"
+    );
+    assert!(
+        six >= Duration::from_millis(2900) && six <= Duration::from_millis(3100),
+        "{six:?}"
+    );
+}
+
+/// Announces sent to a member that stopped, after it is declared down.
+fn frames_after_down(swim: SwimSettings) -> u64 {
+    let mut net = Net::new(3, &swim);
+    net.join_all();
+    net.run_for(Duration::from_secs(2));
+    net.nodes[2] = None;
+    net.run_until(Duration::from_secs(20), Duration::from_millis(5), |net| {
+        net.state_of(0, 2) == Some(MemberState::Down)
+            && net.state_of(1, 2) == Some(MemberState::Down)
+    })
+    .expect("down");
+    net.traffic = Traffic::default();
+    net.run_for(Duration::from_secs(5));
+    net.traffic.count_to(address(2), "announce")
+}
+
+#[test]
+fn gossip_to_dead_bounds_the_rounds_a_dead_member_still_receives() {
+    let three = frames_after_down(settings());
+    let five = frames_after_down(SwimSettings {
+        gossip_to_dead: 5,
+        ..settings()
+    });
+    // Each of the two observers sends one a round (the second observer may
+    // learn a moment later, and still be sending when the window opens).
+    assert!((5..=6).contains(&three), "{three}");
+    assert!((9..=10).contains(&five), "{five}");
+}
+
+#[test]
+fn probe_timeout_and_indirect_probes_shape_the_indirect_cycle() {
+    // (ping_req frames, the wait from each ping to a silent member until the
+    // prober asks others)
+    let observe = |swim: SwimSettings| {
+        let mut net = Net::new(5, &swim);
+        net.join_all();
+        net.run_for(Duration::from_secs(3));
+        net.cut.insert(4);
+        net.traffic = Traffic::default();
+        net.run_for(Duration::from_millis(1200));
+        let log = &net.traffic.log;
+        let mut waits = Vec::new();
+        for (at, from, _, _) in log.iter().filter(|entry| entry.3 == "ping_req") {
+            // A prober whose ping went out before the window opened is skipped.
+            let ping = log
+                .iter()
+                .filter(|entry| {
+                    entry.1 == *from && entry.2 == address(4) && entry.3 == "ping" && entry.0 <= *at
+                })
+                .map(|entry| entry.0)
+                .max();
+            if let Some(ping) = ping {
+                waits.push(*at - ping);
+            }
+        }
+        (net.traffic.count("ping_req"), waits)
+    };
+    let (three, waits) = observe(settings());
+    let (one, _) = observe(SwimSettings {
+        indirect_probes: 1,
+        ..settings()
+    });
+    assert!(three > 0 && one > 0);
+    assert_eq!(three % 3, 0, "three members asked each time: {three}");
+    assert_eq!(three / 3, one, "one member asked each time: {one}");
+    assert!(
+        waits.iter().all(|wait| *wait == Duration::from_millis(200)),
+        "{waits:?}"
+    );
+    let (_, waits) = observe(SwimSettings {
+        probe_timeout: Duration::from_millis(350),
+        ..settings()
+    });
+    assert!(
+        !waits.is_empty() && waits.iter().all(|wait| *wait == Duration::from_millis(350)),
+        "{waits:?}"
+    );
+}

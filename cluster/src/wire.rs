@@ -1,0 +1,374 @@
+//! What travels between nodes: node identities, foca's SWIM packets encoded
+//! as MessagePack, and the frame around each packet (a version byte, the
+//! sender's boot nonce and sequence number, a length and a CRC-32).
+//!
+//! The frame lets a receiver drop, before foca sees a byte, a packet that is
+//! truncated (the length disagrees), corrupt (the checksum disagrees),
+//! from a future or past format (the version), too large, or replayed (its
+//! sequence number was already seen from that sender's boot). Foca decodes
+//! every update of a packet before it applies any, so a packet that passes the
+//! frame and still fails to decode changes nothing either.
+
+use std::net::SocketAddr;
+
+use bytes::{Buf, BufMut};
+use foca::{Codec, Header, Member};
+use serde::{Deserialize, Serialize};
+
+/// The frame format this build speaks.
+pub const FRAME_VERSION: u8 = 1;
+
+/// Bytes a frame adds to the SWIM packet it carries.
+pub const FRAME_OVERHEAD: usize = 1 + 1 + 8 + 8 + 4 + 4;
+
+/// The only frame kind so far: a SWIM packet.
+const KIND_SWIM: u8 = 0;
+
+/// A cluster member: its name, where it listens, and its generation (the
+/// Unix time in milliseconds when it joined; a restart or a rejoin after
+/// being declared down takes a higher one, so the newer identity wins).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NodeId {
+    /// The node's name (`coordination.cluster.node_name`).
+    pub name: String,
+    /// The address other nodes reach it at.
+    pub addr: SocketAddr,
+    /// When this identity was made, Unix milliseconds; also dates the news of
+    /// the node's arrival, which `caxton_gossip_convergence_time_seconds` times.
+    pub generation: u64,
+}
+
+impl NodeId {
+    /// A placeholder for a seed known only by address: foca accepts an
+    /// announce addressed to any identity with the receiver's address.
+    pub fn seed(addr: SocketAddr) -> Self {
+        Self {
+            name: String::new(),
+            addr,
+            generation: 0,
+        }
+    }
+
+    /// The identity this node takes after being declared down: a generation
+    /// above both the old one and the clock.
+    pub fn renewed(&self, unix_ms: u64) -> Self {
+        Self {
+            name: self.name.clone(),
+            addr: self.addr,
+            generation: unix_ms.max(self.generation + 1),
+        }
+    }
+}
+
+impl foca::Identity for NodeId {
+    type Addr = SocketAddr;
+
+    /// The membership core renews identities itself (it knows the time), so
+    /// foca reports `Defunct` instead of renewing.
+    fn renew(&self) -> Option<Self> {
+        None
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn win_addr_conflict(&self, adversary: &Self) -> bool {
+        self.generation > adversary.generation
+    }
+}
+
+/// Why an identity read off the wire is refused.
+fn check_identity(id: &NodeId) -> Result<(), WireError> {
+    // The placeholder a joining node announces to has an empty name.
+    if id.name.is_empty() && id.generation == 0 {
+        return Ok(());
+    }
+    caxton_profiles::check_agent_name(&id.name).map_err(|_| WireError::BadIdentity)
+}
+
+/// A packet or frame that cannot be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WireError {
+    /// Shorter than its header or its stated length.
+    #[error("truncated frame")]
+    Truncated,
+    /// Longer than its stated length or the largest packet.
+    #[error("oversized frame")]
+    Oversized,
+    /// A format this build does not speak.
+    #[error("unknown frame version or kind")]
+    UnknownVersion,
+    /// The checksum disagrees.
+    #[error("corrupt frame (checksum)")]
+    Corrupt,
+    /// MessagePack that is not a SWIM packet.
+    #[error("undecodable packet: {0}")]
+    Decode(String),
+    /// A node name outside the naming rule.
+    #[error("a node identity breaks the naming rule")]
+    BadIdentity,
+    /// Not enough room to encode into.
+    #[error("no room to encode")]
+    NoRoom,
+    /// Already seen from this sender's boot.
+    #[error("replayed frame")]
+    Replayed,
+    /// foca refused the packet (for example one from this node's own address).
+    #[error("refused by the membership protocol: {0}")]
+    Refused(String),
+}
+
+/// foca's packets as MessagePack (rmp-serde).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MessagePackCodec;
+
+impl MessagePackCodec {
+    fn encode<T: Serialize>(value: &T, mut buf: impl BufMut) -> Result<(), WireError> {
+        let bytes =
+            rmp_serde::to_vec(value).map_err(|error| WireError::Decode(error.to_string()))?;
+        // foca requires a failed encode to leave the buffer untouched.
+        if buf.remaining_mut() < bytes.len() {
+            return Err(WireError::NoRoom);
+        }
+        buf.put_slice(&bytes);
+        Ok(())
+    }
+
+    fn decode<T: for<'de> Deserialize<'de>>(mut buf: impl Buf) -> Result<T, WireError> {
+        // foca hands contiguous buffers (see its `Codec` docs).
+        let mut chunk = buf.chunk();
+        let before = chunk.len();
+        let value = rmp_serde::decode::from_read(&mut chunk)
+            .map_err(|error| WireError::Decode(error.to_string()))?;
+        buf.advance(before - chunk.len());
+        Ok(value)
+    }
+}
+
+impl std::error::Error for WireErrorBox {}
+
+/// [`WireError`] as foca's codec error (foca needs `'static + Error`).
+#[derive(Debug)]
+pub struct WireErrorBox(pub WireError);
+
+impl std::fmt::Display for WireErrorBox {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(formatter)
+    }
+}
+
+impl Codec<NodeId> for MessagePackCodec {
+    type Error = WireErrorBox;
+
+    fn encode_header(
+        &mut self,
+        header: &Header<NodeId>,
+        buf: impl BufMut,
+    ) -> Result<(), Self::Error> {
+        Self::encode(header, buf).map_err(WireErrorBox)
+    }
+
+    fn decode_header(&mut self, buf: impl Buf) -> Result<Header<NodeId>, Self::Error> {
+        let header: Header<NodeId> = Self::decode(buf).map_err(WireErrorBox)?;
+        check_identity(&header.src).map_err(WireErrorBox)?;
+        check_identity(&header.dst).map_err(WireErrorBox)?;
+        Ok(header)
+    }
+
+    fn encode_member(
+        &mut self,
+        member: &Member<NodeId>,
+        buf: impl BufMut,
+    ) -> Result<(), Self::Error> {
+        Self::encode(member, buf).map_err(WireErrorBox)
+    }
+
+    fn decode_member(&mut self, buf: impl Buf) -> Result<Member<NodeId>, Self::Error> {
+        let member: Member<NodeId> = Self::decode(buf).map_err(WireErrorBox)?;
+        check_identity(member.id()).map_err(WireErrorBox)?;
+        Ok(member)
+    }
+}
+
+/// Read the sender of a SWIM packet without handing it to foca.
+pub fn packet_sender(packet: &[u8]) -> Result<NodeId, WireError> {
+    let header: Header<NodeId> = MessagePackCodec::decode(packet)?;
+    check_identity(&header.src)?;
+    Ok(header.src)
+}
+
+/// A frame's header fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// Random per process start: a restarted sender's sequence starts afresh.
+    pub nonce: u64,
+    /// Counts the sender's frames since it started.
+    pub seq: u64,
+}
+
+/// Wrap `packet` in a frame.
+pub fn frame(header: FrameHeader, packet: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(FRAME_OVERHEAD + packet.len());
+    out.push(FRAME_VERSION);
+    out.push(KIND_SWIM);
+    out.extend_from_slice(&header.nonce.to_be_bytes());
+    out.extend_from_slice(&header.seq.to_be_bytes());
+    let length = u32::try_from(packet.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&length.to_be_bytes());
+    out.extend_from_slice(&crc32fast::hash(packet).to_be_bytes());
+    out.extend_from_slice(packet);
+    out
+}
+
+/// Check a frame and return its header and packet.
+pub fn unframe(frame: &[u8], max_packet: usize) -> Result<(FrameHeader, &[u8]), WireError> {
+    if frame.len() < FRAME_OVERHEAD {
+        return Err(WireError::Truncated);
+    }
+    if frame.len() > FRAME_OVERHEAD.saturating_add(max_packet) {
+        return Err(WireError::Oversized);
+    }
+    if frame[0] != FRAME_VERSION || frame[1] != KIND_SWIM {
+        return Err(WireError::UnknownVersion);
+    }
+    let be64 = |at: usize| {
+        let mut bytes = [0; 8];
+        bytes.copy_from_slice(&frame[at..at + 8]);
+        u64::from_be_bytes(bytes)
+    };
+    let be32 = |at: usize| {
+        let mut bytes = [0; 4];
+        bytes.copy_from_slice(&frame[at..at + 4]);
+        u32::from_be_bytes(bytes)
+    };
+    let header = FrameHeader {
+        nonce: be64(2),
+        seq: be64(10),
+    };
+    let length = be32(18) as usize;
+    let checksum = be32(22);
+    let packet = &frame[FRAME_OVERHEAD..];
+    if length > max_packet {
+        return Err(WireError::Oversized);
+    }
+    if packet.len() < length {
+        return Err(WireError::Truncated);
+    }
+    if packet.len() > length {
+        return Err(WireError::Oversized);
+    }
+    if crc32fast::hash(packet) != checksum {
+        return Err(WireError::Corrupt);
+    }
+    Ok((header, packet))
+}
+
+/// Which frames of one sender were seen: the highest sequence number and a
+/// 64-frame window below it (frames may arrive out of order as datagrams).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReplayWindow {
+    nonce: u64,
+    highest: u64,
+    seen: u64,
+    started: bool,
+}
+
+impl ReplayWindow {
+    /// Whether a frame is new; records it if so. A new nonce (the sender
+    /// restarted) starts a new window; a frame older than the window is
+    /// refused, as a replay would be.
+    pub fn accept(&mut self, header: FrameHeader) -> bool {
+        if !self.started || header.nonce != self.nonce {
+            *self = Self {
+                nonce: header.nonce,
+                highest: header.seq,
+                seen: 1,
+                started: true,
+            };
+            return true;
+        }
+        if header.seq > self.highest {
+            let shift = header.seq - self.highest;
+            self.seen = if shift >= 64 { 0 } else { self.seen << shift };
+            self.seen |= 1;
+            self.highest = header.seq;
+            return true;
+        }
+        let age = self.highest - header.seq;
+        if age >= 64 {
+            return false;
+        }
+        let bit = 1u64 << age;
+        if self.seen & bit != 0 {
+            return false;
+        }
+        self.seen |= bit;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(seq: u64) -> FrameHeader {
+        FrameHeader { nonce: 7, seq }
+    }
+
+    #[test]
+    fn frames_round_trip_and_damage_is_named() {
+        let packet = b"swim packet".to_vec();
+        let framed = frame(header(3), &packet);
+        assert_eq!(unframe(&framed, 64), Ok((header(3), &packet[..])));
+        assert_eq!(
+            unframe(&framed[..framed.len() - 1], 64),
+            Err(WireError::Truncated)
+        );
+        assert_eq!(unframe(&framed[..10], 64), Err(WireError::Truncated));
+        let mut longer = framed.clone();
+        longer.push(0);
+        assert_eq!(unframe(&longer, 64), Err(WireError::Oversized));
+        assert_eq!(unframe(&framed, 4), Err(WireError::Oversized));
+        let mut flipped = framed.clone();
+        *flipped.last_mut().expect("not empty") ^= 0x40;
+        assert_eq!(unframe(&flipped, 64), Err(WireError::Corrupt));
+        let mut future = framed;
+        future[0] = FRAME_VERSION + 1;
+        assert_eq!(unframe(&future, 64), Err(WireError::UnknownVersion));
+    }
+
+    #[test]
+    fn the_replay_window_takes_each_frame_once() {
+        let mut window = ReplayWindow::default();
+        assert!(window.accept(header(10)));
+        assert!(!window.accept(header(10)), "the same frame twice");
+        assert!(window.accept(header(12)));
+        assert!(window.accept(header(11)), "late but new");
+        assert!(!window.accept(header(11)));
+        assert!(window.accept(header(200)));
+        assert!(!window.accept(header(12)), "older than the window");
+        assert!(
+            window.accept(FrameHeader { nonce: 8, seq: 0 }),
+            "a restarted sender"
+        );
+    }
+
+    #[test]
+    fn identities_off_the_wire_follow_the_naming_rule() {
+        let good = NodeId {
+            name: "node-a".into(),
+            addr: "127.0.0.1:1".parse().expect("address"),
+            generation: 5,
+        };
+        assert_eq!(check_identity(&good), Ok(()));
+        assert_eq!(check_identity(&NodeId::seed(good.addr)), Ok(()));
+        let bad = NodeId {
+            name: "x".repeat(65),
+            ..good.clone()
+        };
+        assert_eq!(check_identity(&bad), Err(WireError::BadIdentity));
+        assert!(good.renewed(1).generation > good.generation);
+        assert_eq!(good.renewed(99).generation, 99);
+    }
+}
