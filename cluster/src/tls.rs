@@ -1,1 +1,401 @@
+//! Certificates between nodes: mutual TLS configurations for QUIC and for
+//! TLS over TCP, loading the cluster's PEM files, and `engine cluster
+//! init-certs` (a test CA and node certificates, made with rcgen).
+//!
+//! Authentication is membership of the cluster's CA: a node accepts a peer
+//! whose certificate chains to the CA, whatever its name. Every node
+//! certificate carries [`SERVER_NAME`], the name a node dials, so one
+//! certificate serves both as client and as server.
+//!
+//! Without certificates a node may only listen on loopback (checked when the
+//! profile loads); it then makes a throwaway self-signed certificate and
+//! accepts any peer's. That is for trying a cluster out on one machine.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+
+use crate::settings::TlsFiles;
+
+/// The name every node certificate carries and every node dials.
+pub const SERVER_NAME: &str = "caxton-cluster";
+
+/// The ALPN protocol of the cluster transport.
+pub const ALPN: &[u8] = b"caxton-cluster/1";
+
+/// Certificates that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read or parsed.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Config(String),
+    /// Certificate generation failed.
+    #[error("certificate generation: {0}")]
+    Generate(String),
+}
+
+/// The TLS side of a node: server and client configurations that demand
+/// and present a certificate.
+#[derive(Clone)]
+pub struct NodeTls {
+    /// Accepts peers (client certificates are required).
+    pub server: Arc<rustls::ServerConfig>,
+    /// Dials peers (presents this node's certificate).
+    pub client: Arc<rustls::ClientConfig>,
+    /// Whether peers are authenticated against a CA (false: loopback trial mode).
+    pub authenticated: bool,
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn read_file(path: &str) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|error| TlsError::File {
+        path: path.to_owned(),
+        message: error.to_string(),
+    })
+}
+
+fn certificates(path: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bytes = read_file(path)?;
+    let parsed: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&bytes).collect();
+    let parsed = parsed.map_err(|error| TlsError::File {
+        path: path.to_owned(),
+        message: format!("not a PEM certificate: {error}"),
+    })?;
+    if parsed.is_empty() {
+        return Err(TlsError::File {
+            path: path.to_owned(),
+            message: "holds no certificate".into(),
+        });
+    }
+    Ok(parsed)
+}
+
+fn private_key(path: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let bytes = read_file(path)?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|error| TlsError::File {
+        path: path.to_owned(),
+        message: format!("not a PEM private key: {error}"),
+    })
+}
+
+impl NodeTls {
+    /// Mutual TLS from the cluster's files; `early_data` allows 0-RTT.
+    pub fn from_files(files: &TlsFiles, early_data: bool) -> Result<Self, TlsError> {
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in certificates(&files.ca)? {
+            roots.add(ca).map_err(|error| TlsError::File {
+                path: files.ca.clone(),
+                message: format!("not a usable CA certificate: {error}"),
+            })?;
+        }
+        let roots = Arc::new(roots);
+        let chain = certificates(&files.cert)?;
+        let key = private_key(&files.key)?;
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::clone(&roots),
+            provider(),
+        )
+        .build()
+        .map_err(|error| TlsError::Config(error.to_string()))?;
+        let server = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|error| TlsError::Config(error.to_string()))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain.clone(), key.clone_key())
+            .map_err(|error| TlsError::File {
+                path: files.cert.clone(),
+                message: format!("certificate and key do not match: {error}"),
+            })?;
+        let client = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|error| TlsError::Config(error.to_string()))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(|error| TlsError::Config(error.to_string()))?;
+        Ok(Self::finish(server, client, early_data, true))
+    }
+
+    /// Loopback trial mode: a throwaway self-signed certificate, and any
+    /// peer's accepted.
+    pub fn unauthenticated(early_data: bool) -> Result<Self, TlsError> {
+        let key =
+            rcgen::KeyPair::generate().map_err(|error| TlsError::Generate(error.to_string()))?;
+        let params = rcgen::CertificateParams::new(vec![SERVER_NAME.to_owned()])
+            .map_err(|error| TlsError::Generate(error.to_string()))?;
+        let cert = params
+            .self_signed(&key)
+            .map_err(|error| TlsError::Generate(error.to_string()))?;
+        let chain = vec![cert.der().clone()];
+        let key = PrivateKeyDer::try_from(key.serialize_der())
+            .map_err(|error| TlsError::Generate(error.to_owned()))?;
+        let accept_any = Arc::new(AcceptAny(provider()));
+        let server = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|error| TlsError::Config(error.to_string()))?
+            .with_client_cert_verifier(Arc::clone(&accept_any) as Arc<dyn ClientCertVerifier>)
+            .with_single_cert(chain.clone(), key.clone_key())
+            .map_err(|error| TlsError::Config(error.to_string()))?;
+        let client = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|error| TlsError::Config(error.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(accept_any)
+            .with_client_auth_cert(chain, key)
+            .map_err(|error| TlsError::Config(error.to_string()))?;
+        Ok(Self::finish(server, client, early_data, false))
+    }
+
+    fn finish(
+        mut server: rustls::ServerConfig,
+        mut client: rustls::ClientConfig,
+        early_data: bool,
+        authenticated: bool,
+    ) -> Self {
+        server.alpn_protocols = vec![ALPN.to_vec()];
+        client.alpn_protocols = vec![ALPN.to_vec()];
+        if early_data {
+            server.max_early_data_size = u32::MAX;
+            client.enable_early_data = true;
+        }
+        Self {
+            server: Arc::new(server),
+            client: Arc::new(client),
+            authenticated,
+        }
+    }
+
+    /// The name to dial.
+    pub fn server_name() -> ServerName<'static> {
+        ServerName::DnsName(
+            rustls::pki_types::DnsName::try_from(SERVER_NAME)
+                .expect("a valid DNS name")
+                .to_owned(),
+        )
+    }
+}
+
+/// Accepts any certificate: loopback trial mode only (see the module docs).
+#[derive(Debug)]
+struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+impl ClientCertVerifier for AcceptAny {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The files `init-certs` wrote for one node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeFiles {
+    /// The node's name.
+    pub name: String,
+    /// `NAME.pem`.
+    pub cert: PathBuf,
+    /// `NAME-key.pem`.
+    pub key: PathBuf,
+}
+
+/// Make a test CA (`ca.pem`, `ca-key.pem`) and a certificate and key per
+/// node in `directory`, for trying a cluster out. Returns the CA's path and
+/// the nodes' files. Keys are written readable by their owner only.
+pub fn init_certs(
+    directory: &Path,
+    nodes: &[String],
+) -> Result<(PathBuf, Vec<NodeFiles>), TlsError> {
+    let generate = |error: rcgen::Error| TlsError::Generate(error.to_string());
+    let write = |path: &Path, text: &str, secret: bool| -> Result<(), TlsError> {
+        let failed = |error: std::io::Error| TlsError::File {
+            path: path.display().to_string(),
+            message: error.to_string(),
+        };
+        std::fs::write(path, text).map_err(failed)?;
+        if secret {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(failed)?;
+        }
+        Ok(())
+    };
+    std::fs::create_dir_all(directory).map_err(|error| TlsError::File {
+        path: directory.display().to_string(),
+        message: error.to_string(),
+    })?;
+    let ca_key = rcgen::KeyPair::generate().map_err(generate)?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(generate)?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Caxton cluster test CA");
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let ca_cert = ca_params.self_signed(&ca_key).map_err(generate)?;
+    let ca_path = directory.join("ca.pem");
+    write(&ca_path, &ca_cert.pem(), false)?;
+    write(&directory.join("ca-key.pem"), &ca_key.serialize_pem(), true)?;
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let mut written = Vec::new();
+    for name in nodes {
+        caxton_profiles::check_agent_name(name)
+            .map_err(|error| TlsError::Generate(error.replace("agent name", "node name")))?;
+        let key = rcgen::KeyPair::generate().map_err(generate)?;
+        let mut params = rcgen::CertificateParams::new(vec![
+            SERVER_NAME.to_owned(),
+            name.clone(),
+            "localhost".to_owned(),
+        ])
+        .map_err(generate)?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name.as_str());
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = params.signed_by(&key, &issuer).map_err(generate)?;
+        let files = NodeFiles {
+            name: name.clone(),
+            cert: directory.join(format!("{name}.pem")),
+            key: directory.join(format!("{name}-key.pem")),
+        };
+        write(&files.cert, &cert.pem(), false)?;
+        write(&files.key, &key.serialize_pem(), true)?;
+        written.push(files);
+    }
+    Ok((ca_path, written))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_certs_writes_a_ca_and_usable_node_certificates() {
+        let directory = tempfile::tempdir().expect("a temporary directory");
+        let (ca, nodes) =
+            init_certs(directory.path(), &["a".into(), "b".into()]).expect("generated");
+        assert_eq!(nodes.len(), 2);
+        let files = TlsFiles {
+            ca: ca.display().to_string(),
+            cert: nodes[0].cert.display().to_string(),
+            key: nodes[0].key.display().to_string(),
+        };
+        let tls = NodeTls::from_files(&files, false).expect("loads");
+        assert!(tls.authenticated);
+        let mode = std::fs::metadata(&nodes[0].key).expect("a key file");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(mode.permissions().mode() & 0o777, 0o600);
+        assert!(init_certs(directory.path(), &["not a name".into()]).is_err());
+        let broken = TlsFiles {
+            key: files.cert.clone(),
+            ..files
+        };
+        let error = NodeTls::from_files(&broken, false)
+            .err()
+            .expect("a certificate is not a key");
+        assert!(error.to_string().contains(".pem"), "{error}");
+    }
+}

@@ -1,1 +1,883 @@
+//! The cluster's drivers: the membership core on real time and real
+//! sockets, on the gossip shard's tokio runtime.
+//!
+//! One loop owns the [`Membership`] and the links to peers; it wakes for a
+//! frame, a timer of the core's, or a query from the admin endpoint, and
+//! sends what the core leaves. Tasks it spawns (accepting, connecting,
+//! reading a connection) only pass frames and connections back to it over a
+//! bounded channel; a frame that finds the channel full is dropped and
+//! counted, as the network could have dropped it.
+//!
+//! - QUIC (quinn): one endpoint both listens and dials, so a peer's
+//!   connection comes from its cluster address. A frame goes as a datagram
+//!   when the peer takes datagrams and the path carries its size, otherwise
+//!   on a short unidirectional stream.
+//! - TLS over TCP (`transport.type: tcp`): a connection per direction;
+//!   frames are length-prefixed on it.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use caxton_profiles::{CongestionControl, QuicConfig, TcpConfig, TransportKind};
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::membership::{
+    MemberView, Membership, MembershipCounters, MembershipEvent, Now, StateCounts,
+};
+use crate::settings::ClusterSettings;
+use crate::tls::{NodeTls, TlsError};
+use crate::wire::{NodeId, FRAME_OVERHEAD};
+
+/// Frames waiting in the loop's channel at most.
+const EVENTS_QUEUED_MAX: usize = 4096;
+
+/// Frames held for a peer while its connection opens.
+const PENDING_FRAMES_MAX: usize = 64;
+
+/// How long a leaving node waits for its farewell to be acknowledged.
+const LEAVE_GRACE: Duration = Duration::from_millis(500);
+
+/// Counts kept by the transport's tasks (all on the gossip shard's thread;
+/// atomics because tokio tasks must be `Send`).
+#[derive(Debug, Default)]
+pub struct TransportStats {
+    /// Handshakes refused: a peer without a certificate from the cluster's
+    /// CA, or not speaking the cluster protocol.
+    pub handshakes_refused: AtomicU64,
+    /// Connections opened, both directions.
+    pub connections_opened: AtomicU64,
+    /// Dials that failed.
+    pub connect_failures: AtomicU64,
+    /// Frames sent as QUIC datagrams.
+    pub frames_as_datagrams: AtomicU64,
+    /// Frames sent on streams (TCP, or QUIC when a datagram would not do).
+    pub frames_on_streams: AtomicU64,
+    /// Frames dropped because the loop's channel was full, or no connection came.
+    pub frames_dropped: AtomicU64,
+}
+
+/// A snapshot of the transport's counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TransportCounts {
+    /// See [`TransportStats::handshakes_refused`].
+    pub handshakes_refused: u64,
+    /// See [`TransportStats::connections_opened`].
+    pub connections_opened: u64,
+    /// See [`TransportStats::connect_failures`].
+    pub connect_failures: u64,
+    /// See [`TransportStats::frames_as_datagrams`].
+    pub frames_as_datagrams: u64,
+    /// See [`TransportStats::frames_on_streams`].
+    pub frames_on_streams: u64,
+    /// See [`TransportStats::frames_dropped`].
+    pub frames_dropped: u64,
+    /// Peers with an open connection.
+    pub connections: u64,
+}
+
+impl TransportStats {
+    fn counts(&self, connections: usize) -> TransportCounts {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        TransportCounts {
+            handshakes_refused: read(&self.handshakes_refused),
+            connections_opened: read(&self.connections_opened),
+            connect_failures: read(&self.connect_failures),
+            frames_as_datagrams: read(&self.frames_as_datagrams),
+            frames_on_streams: read(&self.frames_on_streams),
+            frames_dropped: read(&self.frames_dropped),
+            connections: connections as u64,
+        }
+    }
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// This node's view of the cluster, for `engine cluster status|members`
+/// and the metrics.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ClusterSnapshot {
+    /// This node.
+    pub node: NodeId,
+    /// `quic` or `tcp`.
+    pub transport: String,
+    /// The address the transport is bound to.
+    pub listen: SocketAddr,
+    /// Whether peers are authenticated against the cluster's CA.
+    pub authenticated: bool,
+    /// Members by state.
+    pub counts: StateCounts,
+    /// Every member this node knows.
+    pub members: Vec<MemberView>,
+    /// The core's counts.
+    pub membership: MembershipCounters,
+    /// The transport's counts.
+    pub transport_counts: TransportCounts,
+    /// The suspicion timeout in force, in milliseconds.
+    pub suspicion_timeout_ms: u64,
+    /// Arrivals timed so far, and their P50/P99/max in seconds.
+    pub convergence: ConvergenceSummary,
+    /// The arrival times, for the Prometheus histogram.
+    #[serde(skip)]
+    pub convergence_histogram: Option<Histogram<u64>>,
+}
+
+/// A convergence histogram, summarized.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct ConvergenceSummary {
+    /// Arrivals timed.
+    pub count: u64,
+    /// Median, seconds.
+    pub p50_seconds: f64,
+    /// 99th percentile, seconds.
+    pub p99_seconds: f64,
+    /// Slowest, seconds.
+    pub max_seconds: f64,
+}
+
+/// A question for the cluster loop.
+pub enum ClusterQuery {
+    /// Answer with a [`ClusterSnapshot`].
+    Snapshot(oneshot::Sender<ClusterSnapshot>),
+}
+
+/// How the admin endpoint asks the cluster loop.
+#[derive(Clone)]
+pub struct ClusterHandle {
+    queries: mpsc::Sender<ClusterQuery>,
+}
+
+impl ClusterHandle {
+    /// A handle and the receiving end for [`run`].
+    pub fn channel() -> (Self, mpsc::Receiver<ClusterQuery>) {
+        let (queries, receiver) = mpsc::channel(64);
+        (Self { queries }, receiver)
+    }
+
+    /// This node's view, or `None` when the loop has stopped.
+    pub async fn snapshot(&self) -> Option<ClusterSnapshot> {
+        let (answer, result) = oneshot::channel();
+        self.queries
+            .send(ClusterQuery::Snapshot(answer))
+            .await
+            .ok()?;
+        result.await.ok()
+    }
+}
+
+/// The cluster transport could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// Certificates.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {address}: {message}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        message: String,
+    },
+}
+
+/// quinn's transport settings from `transport.quic`:
+/// `max_concurrent_streams` → concurrent bidirectional and unidirectional
+/// streams a peer may open; `stream_receive_window` and
+/// `connection_receive_window` → the flow-control windows; `keep_alive_interval`
+/// (0: none) and `idle_timeout`; `congestion_control` → the controller;
+/// `enable_datagram` → whether this node accepts datagrams (a peer that does
+/// not gets frames on streams); `max_datagram_size` → the upper bound of path
+/// MTU discovery (a frame larger than the path carries goes on a stream).
+pub fn quic_transport_config(quic: &QuicConfig) -> quinn::TransportConfig {
+    let mut config = quinn::TransportConfig::default();
+    let streams = quinn::VarInt::from_u32(quic.max_concurrent_streams);
+    config.max_concurrent_bidi_streams(streams);
+    config.max_concurrent_uni_streams(streams);
+    let window = |bytes: u64| quinn::VarInt::from_u64(bytes).unwrap_or(quinn::VarInt::MAX);
+    config.stream_receive_window(window(quic.stream_receive_window.bytes()));
+    config.receive_window(window(quic.connection_receive_window.bytes()));
+    let keep_alive = quic.keep_alive_interval.get();
+    config.keep_alive_interval((!keep_alive.is_zero()).then_some(keep_alive));
+    config.max_idle_timeout(quinn::IdleTimeout::try_from(quic.idle_timeout.get()).ok());
+    let factory: Arc<dyn quinn::congestion::ControllerFactory + Send + Sync> =
+        match quic.congestion_control {
+            CongestionControl::Cubic => Arc::new(quinn::congestion::CubicConfig::default()),
+            CongestionControl::Bbr => Arc::new(quinn::congestion::BbrConfig::default()),
+            CongestionControl::NewReno => Arc::new(quinn::congestion::NewRenoConfig::default()),
+        };
+    config.congestion_controller_factory(factory);
+    if !quic.enable_datagram {
+        config.datagram_receive_buffer_size(None);
+    }
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    // A datagram carries the frame plus QUIC's own headers (< 64 bytes).
+    let upper = (quic.max_datagram_size as usize + 64).min(u16::MAX as usize) as u16;
+    mtu.upper_bound(upper.max(1200));
+    config.mtu_discovery_config(Some(mtu));
+    config
+}
+
+/// A quinn endpoint that listens and dials with the node's TLS.
+pub fn quic_endpoint(
+    listen: SocketAddr,
+    tls: &NodeTls,
+    quic: &QuicConfig,
+) -> Result<quinn::Endpoint, ClusterError> {
+    let transport = Arc::new(quic_transport_config(quic));
+    let server_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::clone(&tls.server))
+        .map_err(|error| TlsError::Config(error.to_string()))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
+    server.transport_config(Arc::clone(&transport));
+    let client_crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::clone(&tls.client))
+        .map_err(|error| TlsError::Config(error.to_string()))?;
+    let mut client = quinn::ClientConfig::new(Arc::new(client_crypto));
+    client.transport_config(transport);
+    let mut endpoint =
+        quinn::Endpoint::server(server, listen).map_err(|error| ClusterError::Bind {
+            address: listen,
+            message: error.to_string(),
+        })?;
+    endpoint.set_default_client_config(client);
+    Ok(endpoint)
+}
+
+/// Apply `transport.tcp` to a socket: `nodelay`, `keepalive` with its time,
+/// interval and probes, the buffer sizes, and `linger`.
+pub fn configure_tcp(socket: &socket2::Socket, tcp: &TcpConfig) -> std::io::Result<()> {
+    socket.set_tcp_nodelay(tcp.nodelay)?;
+    if tcp.keepalive {
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(tcp.keepalive_time.get())
+            .with_interval(tcp.keepalive_interval.get())
+            .with_retries(tcp.keepalive_probes);
+        socket.set_tcp_keepalive(&keepalive)?;
+    } else {
+        socket.set_keepalive(false)?;
+    }
+    socket.set_send_buffer_size(tcp.send_buffer_size.bytes() as usize)?;
+    socket.set_recv_buffer_size(tcp.recv_buffer_size.bytes() as usize)?;
+    socket.set_linger(Some(Duration::from_secs(u64::from(tcp.linger))))?;
+    Ok(())
+}
+
+/// What the loop's helpers tell it.
+enum Event {
+    Frame(Vec<u8>),
+    QuicConnected(quinn::Connection),
+    TcpConnected(SocketAddr, mpsc::Sender<Vec<u8>>),
+    ConnectFailed(SocketAddr),
+}
+
+/// A link to one peer.
+enum Peer {
+    Connecting(Vec<Vec<u8>>),
+    Quic(quinn::Connection),
+    Tcp(mpsc::Sender<Vec<u8>>),
+}
+
+/// Sockets and connections of either transport.
+struct Links {
+    kind: TransportKind,
+    endpoint: Option<quinn::Endpoint>,
+    tcp_connector: Option<tokio_rustls::TlsConnector>,
+    tcp: TcpConfig,
+    datagrams: bool,
+    peers: HashMap<SocketAddr, Peer>,
+    events: mpsc::Sender<Event>,
+    stats: Arc<TransportStats>,
+    max_frame: usize,
+}
+
+impl Links {
+    fn connections(&self) -> usize {
+        self.peers
+            .values()
+            .filter(|peer| !matches!(peer, Peer::Connecting(_)))
+            .count()
+    }
+
+    /// Send `frame` to `to`, dialing first if need be. `reliable` sends on a
+    /// stream whatever its size (a farewell must arrive).
+    fn send(
+        &mut self,
+        to: SocketAddr,
+        frame: Vec<u8>,
+        reliable: bool,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        match self.peers.get_mut(&to) {
+            Some(Peer::Quic(connection)) if connection.close_reason().is_none() => {
+                let fits = connection
+                    .max_datagram_size()
+                    .is_some_and(|size| frame.len() <= size);
+                if self.datagrams && fits && !reliable {
+                    if connection.send_datagram(frame.into()).is_ok() {
+                        bump(&self.stats.frames_as_datagrams);
+                    } else {
+                        bump(&self.stats.frames_dropped);
+                    }
+                    return None;
+                }
+                bump(&self.stats.frames_on_streams);
+                let connection = connection.clone();
+                Some(tokio::spawn(async move {
+                    let sent = async {
+                        let mut stream = connection.open_uni().await?;
+                        stream.write_all(&frame).await?;
+                        stream.finish()?;
+                        let _ = stream.stopped().await;
+                        Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+                    };
+                    if let Err(error) = sent.await {
+                        debug!("cluster: a frame on a stream failed: {error}");
+                    }
+                }))
+            }
+            Some(Peer::Tcp(writer)) if !writer.is_closed() => {
+                bump(&self.stats.frames_on_streams);
+                if writer.try_send(frame).is_err() {
+                    bump(&self.stats.frames_dropped);
+                }
+                None
+            }
+            Some(Peer::Connecting(pending)) => {
+                if pending.len() < PENDING_FRAMES_MAX {
+                    pending.push(frame);
+                } else {
+                    bump(&self.stats.frames_dropped);
+                }
+                None
+            }
+            _ => {
+                self.peers.insert(to, Peer::Connecting(vec![frame]));
+                self.dial(to);
+                None
+            }
+        }
+    }
+
+    fn dial(&self, to: SocketAddr) {
+        let events = self.events.clone();
+        let stats = Arc::clone(&self.stats);
+        match self.kind {
+            TransportKind::Quic => {
+                let Some(endpoint) = &self.endpoint else {
+                    return;
+                };
+                let connecting = endpoint.connect(to, crate::tls::SERVER_NAME);
+                tokio::spawn(async move {
+                    let connected = match connecting {
+                        Ok(connecting) => match connecting.into_0rtt() {
+                            // 0-RTT (`enable_0rtt` with a resumable session):
+                            // frames go out with the handshake.
+                            Ok((connection, _accepted)) => Ok(connection),
+                            Err(connecting) => connecting.await.map_err(|error| error.to_string()),
+                        },
+                        Err(error) => Err(error.to_string()),
+                    };
+                    match connected {
+                        Ok(connection) => {
+                            bump(&stats.connections_opened);
+                            let _ = events.send(Event::QuicConnected(connection)).await;
+                        }
+                        Err(error) => {
+                            note_refusal(&stats, &error);
+                            debug!(peer = %to, "cluster: cannot connect: {error}");
+                            bump(&stats.connect_failures);
+                            let _ = events.send(Event::ConnectFailed(to)).await;
+                        }
+                    }
+                });
+            }
+            TransportKind::Tcp => {
+                let Some(connector) = self.tcp_connector.clone() else {
+                    return;
+                };
+                let tcp = self.tcp.clone();
+                tokio::spawn(async move {
+                    match dial_tcp(to, &tcp, connector).await {
+                        Ok(stream) => {
+                            bump(&stats.connections_opened);
+                            let (writer, mut frames) = mpsc::channel::<Vec<u8>>(256);
+                            tokio::spawn(async move {
+                                let mut stream = stream;
+                                while let Some(frame) = frames.recv().await {
+                                    let length = (frame.len() as u32).to_be_bytes();
+                                    if stream.write_all(&length).await.is_err()
+                                        || stream.write_all(&frame).await.is_err()
+                                    {
+                                        break;
+                                    }
+                                    if frames.is_empty() && stream.flush().await.is_err() {
+                                        break;
+                                    }
+                                }
+                                let _ = stream.shutdown().await;
+                            });
+                            let _ = events.send(Event::TcpConnected(to, writer)).await;
+                        }
+                        Err(error) => {
+                            note_refusal(&stats, &error);
+                            debug!(peer = %to, "cluster: cannot connect over TCP: {error}");
+                            bump(&stats.connect_failures);
+                            let _ = events.send(Event::ConnectFailed(to)).await;
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    fn connected(&mut self, to: SocketAddr, peer: Peer) -> Vec<Vec<u8>> {
+        match self.peers.insert(to, peer) {
+            Some(Peer::Connecting(pending)) => pending,
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// A handshake that failed on certificates is a refusal, and is counted.
+fn note_refusal(stats: &TransportStats, error: &str) {
+    let lower = error.to_ascii_lowercase();
+    if lower.contains("certificate")
+        || lower.contains("tls")
+        || lower.contains("crypto")
+        || lower.contains("alpn")
+    {
+        bump(&stats.handshakes_refused);
+        warn!("cluster: a handshake was refused: {error}");
+    }
+}
+
+async fn dial_tcp(
+    to: SocketAddr,
+    tcp: &TcpConfig,
+    connector: tokio_rustls::TlsConnector,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(to),
+        socket2::Type::STREAM,
+        None,
+    )
+    .map_err(|error| error.to_string())?;
+    configure_tcp(&socket, tcp).map_err(|error| error.to_string())?;
+    socket
+        .set_nonblocking(true)
+        .map_err(|error| error.to_string())?;
+    let socket = tokio::net::TcpSocket::from_std_stream(socket.into());
+    let stream = tokio::time::timeout(tcp.connect_timeout.get(), socket.connect(to))
+        .await
+        .map_err(|_| {
+            format!(
+                "no connection within {} (transport.tcp.connect_timeout)",
+                tcp.connect_timeout
+            )
+        })?
+        .map_err(|error| error.to_string())?;
+    connector
+        .connect(NodeTls::server_name(), stream)
+        .await
+        .map_err(|error| format!("TLS handshake: {error}"))
+}
+
+/// Read frames off a QUIC connection (datagrams and streams) until it closes.
+fn read_quic(
+    connection: quinn::Connection,
+    events: mpsc::Sender<Event>,
+    stats: Arc<TransportStats>,
+    max_frame: usize,
+) {
+    let streams = connection.clone();
+    let stream_events = events.clone();
+    let stream_stats = Arc::clone(&stats);
+    tokio::spawn(async move {
+        while let Ok(mut stream) = streams.accept_uni().await {
+            let events = stream_events.clone();
+            let stats = Arc::clone(&stream_stats);
+            tokio::spawn(async move {
+                match stream.read_to_end(max_frame).await {
+                    Ok(frame) => forward(&events, &stats, frame),
+                    Err(error) => {
+                        debug!("cluster: a stream frame was not read: {error}");
+                        bump(&stats.frames_dropped);
+                    }
+                }
+            });
+        }
+    });
+    tokio::spawn(async move {
+        while let Ok(datagram) = connection.read_datagram().await {
+            forward(&events, &stats, datagram.to_vec());
+        }
+    });
+}
+
+fn forward(events: &mpsc::Sender<Event>, stats: &TransportStats, frame: Vec<u8>) {
+    if events.try_send(Event::Frame(frame)).is_err() {
+        bump(&stats.frames_dropped);
+    }
+}
+
+/// Accept QUIC connections; a refused handshake is counted and logged.
+fn accept_quic(endpoint: quinn::Endpoint, events: mpsc::Sender<Event>, stats: Arc<TransportStats>) {
+    tokio::spawn(async move {
+        while let Some(incoming) = endpoint.accept().await {
+            let events = events.clone();
+            let stats = Arc::clone(&stats);
+            tokio::spawn(async move {
+                let peer = incoming.remote_address();
+                match incoming.await {
+                    Ok(connection) => {
+                        bump(&stats.connections_opened);
+                        let _ = events.send(Event::QuicConnected(connection)).await;
+                    }
+                    Err(error) => {
+                        bump(&stats.handshakes_refused);
+                        warn!(%peer, "cluster: refused a connection: {error}");
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// Accept TLS-over-TCP connections and read their frames.
+fn accept_tcp(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    tcp: TcpConfig,
+    events: mpsc::Sender<Event>,
+    stats: Arc<TransportStats>,
+    max_frame: usize,
+) {
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, peer)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            let socket = socket2::SockRef::from(&stream);
+            if let Err(error) = configure_tcp_ref(&socket, &tcp) {
+                debug!(%peer, "cluster: socket options: {error}");
+            }
+            let acceptor = acceptor.clone();
+            let events = events.clone();
+            let stats = Arc::clone(&stats);
+            tokio::spawn(async move {
+                let mut stream = match acceptor.accept(stream).await {
+                    Ok(stream) => stream,
+                    Err(error) => {
+                        bump(&stats.handshakes_refused);
+                        warn!(%peer, "cluster: refused a TCP connection: {error}");
+                        return;
+                    }
+                };
+                bump(&stats.connections_opened);
+                loop {
+                    let mut length = [0u8; 4];
+                    if stream.read_exact(&mut length).await.is_err() {
+                        break;
+                    }
+                    let length = u32::from_be_bytes(length) as usize;
+                    if length > max_frame {
+                        // A length past any frame: the stream cannot be trusted further.
+                        bump(&stats.frames_dropped);
+                        warn!(%peer, length, "cluster: an oversized frame; closing the connection");
+                        break;
+                    }
+                    let mut frame = vec![0u8; length];
+                    if stream.read_exact(&mut frame).await.is_err() {
+                        break;
+                    }
+                    forward(&events, &stats, frame);
+                }
+            });
+        }
+    });
+}
+
+fn configure_tcp_ref(socket: &socket2::SockRef<'_>, tcp: &TcpConfig) -> std::io::Result<()> {
+    socket.set_tcp_nodelay(tcp.nodelay)?;
+    if tcp.keepalive {
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(tcp.keepalive_time.get())
+            .with_interval(tcp.keepalive_interval.get())
+            .with_retries(tcp.keepalive_probes);
+        socket.set_tcp_keepalive(&keepalive)?;
+    }
+    socket.set_send_buffer_size(tcp.send_buffer_size.bytes() as usize)?;
+    socket.set_recv_buffer_size(tcp.recv_buffer_size.bytes() as usize)?;
+    socket.set_linger(Some(Duration::from_secs(u64::from(tcp.linger))))?;
+    Ok(())
+}
+
+/// A bound, running cluster node: call [`ClusterNode::run`] to drive it.
+pub struct ClusterNode {
+    settings: ClusterSettings,
+    tls: NodeTls,
+    links: Links,
+    events: mpsc::Receiver<Event>,
+    listen: SocketAddr,
+}
+
+impl ClusterNode {
+    /// Load certificates and bind the listen address. Must be called inside
+    /// a tokio runtime (with IO and time enabled).
+    pub fn bind(settings: ClusterSettings) -> Result<Self, ClusterError> {
+        let tls = match &settings.tls {
+            Some(files) => NodeTls::from_files(files, settings.quic.enable_0rtt)?,
+            None => NodeTls::unauthenticated(settings.quic.enable_0rtt)?,
+        };
+        let (sender, events) = mpsc::channel(EVENTS_QUEUED_MAX);
+        let stats = Arc::new(TransportStats::default());
+        let max_frame = settings.swim.max_packet + FRAME_OVERHEAD;
+        let mut links = Links {
+            kind: settings.transport,
+            endpoint: None,
+            tcp_connector: None,
+            tcp: settings.tcp.clone(),
+            datagrams: settings.quic.enable_datagram,
+            peers: HashMap::new(),
+            events: sender.clone(),
+            stats: Arc::clone(&stats),
+            max_frame,
+        };
+        let listen = match settings.transport {
+            TransportKind::Quic => {
+                let endpoint = quic_endpoint(settings.listen, &tls, &settings.quic)?;
+                let listen = endpoint.local_addr().unwrap_or(settings.listen);
+                accept_quic(endpoint.clone(), sender, stats);
+                links.endpoint = Some(endpoint);
+                listen
+            }
+            TransportKind::Tcp => {
+                let bind_error = |error: std::io::Error| ClusterError::Bind {
+                    address: settings.listen,
+                    message: error.to_string(),
+                };
+                let listener = std::net::TcpListener::bind(settings.listen).map_err(bind_error)?;
+                listener.set_nonblocking(true).map_err(bind_error)?;
+                let listener = tokio::net::TcpListener::from_std(listener).map_err(bind_error)?;
+                let listen = listener.local_addr().unwrap_or(settings.listen);
+                accept_tcp(
+                    listener,
+                    tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.server)),
+                    settings.tcp.clone(),
+                    sender,
+                    stats,
+                    max_frame,
+                );
+                links.tcp_connector =
+                    Some(tokio_rustls::TlsConnector::from(Arc::clone(&tls.client)));
+                listen
+            }
+        };
+        Ok(Self {
+            settings,
+            tls,
+            links,
+            events,
+            listen,
+        })
+    }
+
+    /// The address the transport is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// Join the seeds and serve until `stop` resolves; then leave the
+    /// cluster, waiting up to half a second for the farewell to be
+    /// acknowledged, and close.
+    pub async fn run(
+        mut self,
+        mut queries: mpsc::Receiver<ClusterQuery>,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        let origin = Instant::now();
+        let clock = move || Now {
+            elapsed: origin.elapsed(),
+            unix_us: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |since| since.as_micros() as u64),
+        };
+        let advertise = if self.settings.advertise.port() == 0 {
+            self.listen
+        } else {
+            self.settings.advertise
+        };
+        let seed = clock().unix_us ^ u64::from(std::process::id()).rotate_left(32);
+        let mut membership = Membership::new(
+            self.settings.swim.clone(),
+            self.settings.node_name.clone(),
+            advertise,
+            seed,
+            clock(),
+        );
+        info!(
+            node = %membership.identity().name,
+            %advertise,
+            transport = ?self.settings.transport,
+            authenticated = self.tls.authenticated,
+            seeds = self.settings.seeds.len(),
+            "cluster membership started"
+        );
+        membership.join(&self.settings.seeds, clock());
+        tokio::pin!(stop);
+        loop {
+            self.flush(&mut membership, false);
+            log_events(&mut membership);
+            let deadline = membership
+                .next_deadline()
+                .map(|due| tokio::time::Instant::from_std(origin + due));
+            tokio::select! {
+                () = &mut stop => break,
+                event = self.events.recv() => {
+                    let Some(event) = event else { break };
+                    self.on_event(event, &mut membership, clock());
+                    // Drain what else arrived, without waking again for each.
+                    for _ in 0..256 {
+                        let Ok(event) = self.events.try_recv() else { break };
+                        self.on_event(event, &mut membership, clock());
+                    }
+                }
+                () = sleep_until(deadline) => membership.advance(clock()),
+                query = queries.recv() => match query {
+                    Some(ClusterQuery::Snapshot(answer)) => {
+                        let _ = answer.send(self.snapshot(&membership));
+                    }
+                    None => {}
+                },
+            }
+        }
+        membership.leave(clock());
+        let farewells = self.flush(&mut membership, true);
+        let _ = tokio::time::timeout(LEAVE_GRACE, async {
+            for farewell in farewells {
+                let _ = farewell.await;
+            }
+        })
+        .await;
+        info!("left the cluster");
+        if let Some(endpoint) = &self.links.endpoint {
+            endpoint.close(quinn::VarInt::from_u32(0), b"leaving");
+            let _ = tokio::time::timeout(Duration::from_millis(100), endpoint.wait_idle()).await;
+        }
+    }
+
+    fn on_event(&mut self, event: Event, membership: &mut Membership, now: Now) {
+        match event {
+            Event::Frame(frame) => {
+                if let Err(error) = membership.handle_frame(&frame, now) {
+                    debug!("cluster: dropped a frame: {error}");
+                }
+            }
+            Event::QuicConnected(connection) => {
+                let peer = connection.remote_address();
+                read_quic(
+                    connection.clone(),
+                    self.links.events.clone(),
+                    Arc::clone(&self.links.stats),
+                    self.links.max_frame,
+                );
+                for frame in self.links.connected(peer, Peer::Quic(connection)) {
+                    self.links.send(peer, frame, false);
+                }
+            }
+            Event::TcpConnected(peer, writer) => {
+                for frame in self.links.connected(peer, Peer::Tcp(writer)) {
+                    self.links.send(peer, frame, false);
+                }
+            }
+            Event::ConnectFailed(peer) => {
+                if let Some(Peer::Connecting(pending)) = self.links.peers.remove(&peer) {
+                    for _ in pending {
+                        bump(&self.links.stats.frames_dropped);
+                    }
+                }
+            }
+        }
+    }
+
+    fn flush(
+        &mut self,
+        membership: &mut Membership,
+        reliable: bool,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut sending = Vec::new();
+        for out in membership.take_outgoing() {
+            if let Some(task) = self.links.send(out.to, out.frame, reliable) {
+                sending.push(task);
+            }
+        }
+        sending
+    }
+
+    fn snapshot(&self, membership: &Membership) -> ClusterSnapshot {
+        let histogram = membership.convergence();
+        let seconds = |micros: u64| micros as f64 / 1e6;
+        ClusterSnapshot {
+            node: membership.identity().clone(),
+            transport: match self.settings.transport {
+                TransportKind::Quic => "quic".into(),
+                TransportKind::Tcp => "tcp".into(),
+            },
+            listen: self.listen,
+            authenticated: self.tls.authenticated,
+            counts: membership.counts(),
+            members: membership.members(),
+            membership: membership.counters(),
+            transport_counts: self.links.stats.counts(self.links.connections()),
+            suspicion_timeout_ms: membership.suspicion_timeout().as_millis() as u64,
+            convergence: ConvergenceSummary {
+                count: histogram.len(),
+                p50_seconds: seconds(histogram.value_at_quantile(0.5)),
+                p99_seconds: seconds(histogram.value_at_quantile(0.99)),
+                max_seconds: seconds(histogram.max()),
+            },
+            convergence_histogram: Some(histogram.clone()),
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn log_events(membership: &mut Membership) {
+    for event in membership.take_events() {
+        match event {
+            MembershipEvent::Up(member) => {
+                info!(member = %member.name, addr = %member.addr, "cluster: member up")
+            }
+            MembershipEvent::Down(member) => {
+                warn!(member = %member.name, addr = %member.addr, "cluster: member down (failed or left)");
+            }
+            MembershipEvent::Renamed { previous, current } => info!(
+                member = %current.name,
+                addr = %current.addr,
+                previous_generation = previous.generation,
+                generation = current.generation,
+                "cluster: member came back under a newer generation"
+            ),
+            MembershipEvent::Joined => info!("cluster: joined"),
+            MembershipEvent::Alone => warn!("cluster: every known member is down or gone"),
+            MembershipEvent::Renewed(me) => {
+                warn!(
+                    generation = me.generation,
+                    "cluster: this node was declared down; rejoining under a newer generation"
+                );
+            }
+        }
+    }
+}

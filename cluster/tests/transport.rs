@@ -1,0 +1,360 @@
+//! The cluster transport on real loopback sockets: nodes form a cluster over
+//! QUIC and over TLS on TCP, a node with a foreign certificate is refused,
+//! and the transport keys have their effect on quinn and on sockets.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use caxton_cluster::settings::{ClusterSettings, TlsFiles};
+use caxton_cluster::tls::{init_certs, NodeTls};
+use caxton_cluster::transport::{quic_endpoint, ClusterHandle, ClusterNode, ClusterSnapshot};
+use caxton_profiles::{HumanDuration, Profile, TransportKind};
+
+fn profile(kind: TransportKind) -> Profile {
+    let mut profile = Profile::default();
+    let cluster = &mut profile.coordination.cluster;
+    cluster.gossip_interval = HumanDuration::from_millis(50);
+    cluster.probe_interval = HumanDuration::from_millis(200);
+    cluster.probe_timeout = HumanDuration::from_millis(100);
+    cluster.listen_address = Some("127.0.0.1:0".into());
+    profile.transport.kind = kind;
+    profile
+}
+
+struct Running {
+    handle: ClusterHandle,
+    addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+fn start(profile: &Profile, name: &str, seeds: &[SocketAddr], tls: Option<TlsFiles>) -> Running {
+    let mut settings = ClusterSettings::from_profile(profile, &[])
+        .expect("valid")
+        .expect("a cluster");
+    settings.node_name = name.into();
+    settings.seeds = seeds.to_vec();
+    settings.tls = tls;
+    let node = ClusterNode::bind(settings).expect("binds");
+    let addr = node.local_addr();
+    let (handle, queries) = ClusterHandle::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(node.run(queries, async move {
+        let _ = stopped.await;
+    }));
+    Running { handle, addr, stop }
+}
+
+async fn wait_for(
+    node: &Running,
+    what: &str,
+    done: impl Fn(&ClusterSnapshot) -> bool,
+) -> ClusterSnapshot {
+    for _ in 0..200 {
+        let snapshot = node.handle.snapshot().await.expect("running");
+        if done(&snapshot) {
+            return snapshot;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{what}: {:?}", node.handle.snapshot().await);
+}
+
+fn files(directory: &std::path::Path, ca: &std::path::Path, name: &str) -> TlsFiles {
+    TlsFiles {
+        ca: ca.display().to_string(),
+        cert: directory.join(format!("{name}.pem")).display().to_string(),
+        key: directory
+            .join(format!("{name}-key.pem"))
+            .display()
+            .to_string(),
+    }
+}
+
+async fn three_nodes_agree(kind: TransportKind) {
+    let certs = tempfile::tempdir().expect("a directory");
+    let (ca, _) =
+        init_certs(certs.path(), &["a".into(), "b".into(), "c".into()]).expect("certificates");
+    let profile = profile(kind);
+    let a = start(&profile, "a", &[], Some(files(certs.path(), &ca, "a")));
+    let b = start(
+        &profile,
+        "b",
+        &[a.addr],
+        Some(files(certs.path(), &ca, "b")),
+    );
+    let c = start(
+        &profile,
+        "c",
+        &[a.addr],
+        Some(files(certs.path(), &ca, "c")),
+    );
+    for node in [&a, &b, &c] {
+        let snapshot = wait_for(node, "two others alive", |snapshot| {
+            snapshot.counts.alive == 2
+        })
+        .await;
+        assert!(snapshot.authenticated);
+        let mut names: Vec<_> = snapshot
+            .members
+            .iter()
+            .map(|member| member.name.clone())
+            .collect();
+        names.push(snapshot.node.name.clone());
+        names.sort();
+        assert_eq!(names, ["a", "b", "c"]);
+    }
+    let counts = a.handle.snapshot().await.expect("running").transport_counts;
+    match kind {
+        TransportKind::Quic => assert!(counts.frames_as_datagrams > 0, "{counts:?}"),
+        TransportKind::Tcp => assert!(
+            counts.frames_on_streams > 0 && counts.frames_as_datagrams == 0,
+            "{counts:?}"
+        ),
+    }
+    // A graceful leave is seen at once, well before a failure would be.
+    let _ = c.stop.send(());
+    let left = wait_for(&a, "c seen to leave", |snapshot| {
+        snapshot.counts.alive == 1 && snapshot.counts.down == 1
+    })
+    .await;
+    assert!(left.membership.declared_down >= 1);
+    drop((a.stop, b.stop));
+}
+
+#[tokio::test]
+async fn three_nodes_form_a_cluster_over_quic() {
+    three_nodes_agree(TransportKind::Quic).await;
+}
+
+#[tokio::test]
+async fn three_nodes_form_a_cluster_over_tls_on_tcp() {
+    three_nodes_agree(TransportKind::Tcp).await;
+}
+
+#[tokio::test]
+async fn a_node_with_a_certificate_from_another_ca_is_refused() {
+    let ours = tempfile::tempdir().expect("a directory");
+    let theirs = tempfile::tempdir().expect("a directory");
+    let (ca, _) = init_certs(ours.path(), &["a".into(), "b".into()]).expect("certificates");
+    let (other_ca, _) = init_certs(theirs.path(), &["intruder".into()]).expect("certificates");
+    let profile = profile(TransportKind::Quic);
+    let a = start(&profile, "a", &[], Some(files(ours.path(), &ca, "a")));
+    let b = start(&profile, "b", &[a.addr], Some(files(ours.path(), &ca, "b")));
+    let intruder = start(
+        &profile,
+        "intruder",
+        &[a.addr],
+        Some(files(theirs.path(), &other_ca, "intruder")),
+    );
+    wait_for(&a, "b joined", |snapshot| snapshot.counts.alive == 1).await;
+    wait_for(&a, "the intruder refused", |snapshot| {
+        snapshot.transport_counts.handshakes_refused >= 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let view = a.handle.snapshot().await.expect("running");
+    assert!(
+        view.members.iter().all(|member| member.name != "intruder"),
+        "{view:?}"
+    );
+    let outside = intruder.handle.snapshot().await.expect("running");
+    assert_eq!(outside.counts.alive, 0, "the intruder sees nobody");
+    drop((a.stop, b.stop, intruder.stop));
+}
+
+#[tokio::test]
+async fn without_datagrams_frames_travel_on_streams() {
+    let mut profile = profile(TransportKind::Quic);
+    profile.transport.quic.enable_datagram = false;
+    let a = start(&profile, "a", &[], None);
+    let b = start(&profile, "b", &[a.addr], None);
+    let view = wait_for(&a, "b joined", |snapshot| snapshot.counts.alive == 1).await;
+    assert!(!view.authenticated);
+    assert_eq!(view.transport_counts.frames_as_datagrams, 0);
+    assert!(view.transport_counts.frames_on_streams > 0);
+    drop((a.stop, b.stop));
+}
+
+/// Two bare endpoints with the profile's transport settings.
+fn endpoints(quic: &caxton_profiles::QuicConfig) -> (quinn::Endpoint, quinn::Endpoint) {
+    let tls = NodeTls::unauthenticated(quic.enable_0rtt).expect("tls");
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
+    (
+        quic_endpoint(any, &tls, quic).expect("server"),
+        quic_endpoint(any, &tls, quic).expect("client"),
+    )
+}
+
+async fn connect(
+    client: &quinn::Endpoint,
+    server: &quinn::Endpoint,
+) -> (quinn::Connection, quinn::Connection) {
+    let address = server.local_addr().expect("bound");
+    let accepting = async {
+        server
+            .accept()
+            .await
+            .expect("incoming")
+            .await
+            .expect("accepted")
+    };
+    let connecting = client
+        .connect(address, caxton_cluster::tls::SERVER_NAME)
+        .expect("dial");
+    let (served, outgoing) = tokio::join!(accepting, connecting);
+    (outgoing.expect("connected"), served)
+}
+
+#[tokio::test]
+async fn idle_timeout_closes_quiet_connections_and_keep_alives_hold_them() {
+    let mut quic = caxton_profiles::QuicConfig::default();
+    quic.idle_timeout = HumanDuration::from_millis(200);
+    quic.keep_alive_interval = HumanDuration::from_millis(0);
+    let (server, client) = endpoints(&quic);
+    let (connection, _served) = connect(&client, &server).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        matches!(
+            connection.close_reason(),
+            Some(quinn::ConnectionError::TimedOut)
+        ),
+        "{:?}",
+        connection.close_reason()
+    );
+    quic.keep_alive_interval = HumanDuration::from_millis(50);
+    let (server, client) = endpoints(&quic);
+    let (connection, _served) = connect(&client, &server).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(connection.close_reason().is_none());
+}
+
+#[tokio::test]
+async fn max_concurrent_streams_bounds_the_streams_a_peer_opens() {
+    let mut quic = caxton_profiles::QuicConfig::default();
+    quic.max_concurrent_streams = 2;
+    let (server, client) = endpoints(&quic);
+    let (connection, _served) = connect(&client, &server).await;
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut stream = connection.open_uni().await.expect("within the bound");
+        stream.write_all(b"x").await.expect("written");
+        open.push(stream);
+    }
+    let third = tokio::time::timeout(Duration::from_millis(300), connection.open_uni()).await;
+    assert!(third.is_err(), "a third stream waits for the peer");
+}
+
+#[tokio::test]
+async fn stream_receive_window_bounds_what_an_unread_stream_takes() {
+    let mut quic = caxton_profiles::QuicConfig::default();
+    quic.stream_receive_window = caxton_profiles::ByteSize::kib(16);
+    let (server, client) = endpoints(&quic);
+    let (connection, _served) = connect(&client, &server).await;
+    let mut stream = connection.open_uni().await.expect("a stream");
+    let chunk = [0u8; 1024];
+    let mut written = 0usize;
+    while let Ok(Ok(count)) =
+        tokio::time::timeout(Duration::from_millis(200), stream.write(&chunk)).await
+    {
+        written += count;
+        assert!(written <= 64 * 1024, "far past the window");
+    }
+    assert!(
+        written <= 16 * 1024 && written >= 8 * 1024,
+        "{written} bytes before the window closed"
+    );
+}
+
+#[tokio::test]
+async fn congestion_control_picks_the_controller() {
+    for (choice, expect_bbr) in [
+        (caxton_profiles::CongestionControl::Bbr, true),
+        (caxton_profiles::CongestionControl::Cubic, false),
+    ] {
+        let mut quic = caxton_profiles::QuicConfig::default();
+        quic.congestion_control = choice;
+        let (server, client) = endpoints(&quic);
+        let (connection, _served) = connect(&client, &server).await;
+        let controller = connection.congestion_state().into_any();
+        assert_eq!(
+            controller.is::<quinn::congestion::Bbr>(),
+            expect_bbr,
+            "{choice:?}"
+        );
+        assert_eq!(
+            controller.is::<quinn::congestion::Cubic>(),
+            !expect_bbr,
+            "{choice:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn enable_0rtt_lets_a_resumed_connection_send_at_once() {
+    for enabled in [true, false] {
+        let mut quic = caxton_profiles::QuicConfig::default();
+        quic.enable_0rtt = enabled;
+        let (server, client) = endpoints(&quic);
+        let (first, served) = connect(&client, &server).await;
+        // Let the session ticket arrive, then close.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        first.close(0u32.into(), b"");
+        drop(served);
+        let address = server.local_addr().expect("bound");
+        let accepting = tokio::spawn({
+            let server = server.clone();
+            async move {
+                if let Some(incoming) = server.accept().await {
+                    let _ = incoming.await;
+                }
+            }
+        });
+        let connecting = client
+            .connect(address, caxton_cluster::tls::SERVER_NAME)
+            .expect("dial");
+        let zero_rtt = connecting.into_0rtt().is_ok();
+        assert_eq!(zero_rtt, enabled, "0-RTT with enable_0rtt {enabled}");
+        accepting.abort();
+    }
+}
+
+#[test]
+fn tcp_keys_set_the_socket_options() {
+    let mut tcp = caxton_profiles::TcpConfig::default();
+    tcp.nodelay = true;
+    tcp.keepalive_time = HumanDuration::from_secs(7);
+    tcp.keepalive_interval = HumanDuration::from_secs(3);
+    tcp.keepalive_probes = 4;
+    tcp.send_buffer_size = caxton_profiles::ByteSize::kib(64);
+    tcp.recv_buffer_size = caxton_profiles::ByteSize::kib(128);
+    tcp.linger = 2;
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
+    caxton_cluster::transport::configure_tcp(&socket, &tcp).expect("configured");
+    assert!(socket.tcp_nodelay().expect("nodelay"));
+    assert!(socket.keepalive().expect("keepalive"));
+    assert_eq!(
+        socket.tcp_keepalive_time().expect("time"),
+        Duration::from_secs(7)
+    );
+    assert_eq!(
+        socket.tcp_keepalive_interval().expect("interval"),
+        Duration::from_secs(3)
+    );
+    assert_eq!(socket.tcp_keepalive_retries().expect("retries"), 4);
+    // Linux doubles the buffer sizes it is given, for its own bookkeeping.
+    assert_eq!(socket.send_buffer_size().expect("send buffer"), 128 * 1024);
+    assert_eq!(
+        socket.recv_buffer_size().expect("receive buffer"),
+        256 * 1024
+    );
+    assert_eq!(
+        socket.linger().expect("linger"),
+        Some(Duration::from_secs(2))
+    );
+    tcp.nodelay = false;
+    tcp.keepalive = false;
+    caxton_cluster::transport::configure_tcp(&socket, &tcp).expect("configured");
+    assert!(!socket.tcp_nodelay().expect("nodelay"));
+    assert!(!socket.keepalive().expect("keepalive"));
+}
