@@ -89,7 +89,9 @@ pub(crate) async fn route(parts: &Parts, body: Bytes, context: &Context) -> Repl
         }
         (&Method::GET, ["v1", "hdr"]) => hdr_log(context).await,
         (&Method::POST, ["v1", "hdr", "dump"]) => hdr_dump(context).await,
-        (_, ["metrics"] | ["v1", "node" | "agents" | "hdr"] | ["v1", "agents", _])
+        (&Method::GET, ["v1", "cluster"]) => cluster(context).await,
+        (_, ["v1", "cluster"])
+        | (_, ["metrics"] | ["v1", "node" | "agents" | "hdr"] | ["v1", "agents", _])
         | (_, ["v1", "agents", _, "messages"] | ["v1", "hdr", "dump"]) => Err(error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method-not-allowed",
@@ -98,7 +100,7 @@ pub(crate) async fn route(parts: &Parts, body: Bytes, context: &Context) -> Repl
         _ => Err(error(
             StatusCode::NOT_FOUND,
             "not-found",
-            format!("no route {path}; see GET /v1/node, /v1/agents, /metrics"),
+            format!("no route {path}; see GET /v1/node, /v1/agents, /v1/cluster, /metrics"),
         )),
     };
     result.unwrap_or_else(|reply| reply)
@@ -126,11 +128,48 @@ async fn metrics(context: &Context) -> Answer {
         })
         .await
         .map_err(|_| shutting_down())??;
+    let mut text = text;
+    let snapshot = match &context.cluster {
+        Some(cluster) => cluster.snapshot().await,
+        None => None,
+    };
+    let families = snapshot
+        .as_ref()
+        .map(|snapshot| snapshot.families())
+        .unwrap_or_default();
+    let convergence = snapshot
+        .and_then(|snapshot| snapshot.convergence_histogram)
+        .unwrap_or_else(|| {
+            hdrhistogram::Histogram::new(3).expect("3 significant figures are valid")
+        });
+    text.push_str(&caxton_telemetry::render_cluster(&families, &convergence));
     Ok(reply(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",
         text.into_bytes(),
     ))
+}
+
+/// `GET /v1/cluster`: this node's view of the cluster (members, counts,
+/// traffic); 404 when the node runs alone.
+async fn cluster(context: &Context) -> Answer {
+    let Some(cluster) = &context.cluster else {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "no-cluster",
+            "this node runs alone: set coordination.cluster.listen_address to join a cluster"
+                .into(),
+        ));
+    };
+    let snapshot = cluster.snapshot().await.ok_or_else(shutting_down)?;
+    let body = serde_json::to_vec_pretty(&snapshot).map_err(|failure| {
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            failure.to_string(),
+        )
+    })?;
+    Ok(reply(StatusCode::OK, "application/json", body))
 }
 
 fn collect(controller: &mut Controller) -> Result<(), Reply> {

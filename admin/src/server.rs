@@ -1,5 +1,5 @@
-//! The HTTP side of the admin endpoint: one tokio current-thread runtime on
-//! the gossip shard's core, hyper's HTTP/1.1, a bound on connections, the
+//! The HTTP side of the admin endpoint, on the gossip shard's current-thread
+//! tokio runtime: hyper's HTTP/1.1, a bound on connections, the
 //! access token, and the request body limit. What each route does is in
 //! [`crate::api`].
 
@@ -14,7 +14,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tracing::{debug, warn};
 
-use caxton_shards::StopSignal;
+use caxton_cluster::transport::ClusterHandle;
 
 use crate::api;
 use crate::controller::{ClientPool, ControllerHandle};
@@ -40,89 +40,78 @@ pub(crate) struct Context {
     pub(crate) settings: AdminSettings,
     pub(crate) controller: ControllerHandle,
     pub(crate) clients: ClientPool,
+    pub(crate) cluster: Option<ClusterHandle>,
 }
 
 /// A response body.
 pub(crate) type Reply = Response<Full<Bytes>>;
 
-/// Serve the endpoint on `listener` until `stop` is requested. Runs on the
-/// calling thread (the gossip shard's).
-pub fn serve(
+/// Serve the endpoint on `listener` until `stop` resolves. Runs on the
+/// runtime it is awaited on (the gossip shard's current-thread runtime).
+pub async fn serve(
     listener: std::net::TcpListener,
     settings: AdminSettings,
     controller: ControllerHandle,
     clients: ClientPool,
-    stop: Arc<StopSignal>,
+    cluster: Option<ClusterHandle>,
+    stop: impl std::future::Future<Output = ()>,
 ) {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .thread_name("caxton-admin")
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            warn!("admin endpoint not started: cannot build its runtime: {error}");
-            return;
-        }
-    };
     let max_connections = settings.max_connections.max(1);
     let context = Arc::new(Context {
         settings,
         controller,
         clients,
+        cluster,
     });
-    runtime.block_on(async move {
-        let listener = match listener
-            .set_nonblocking(true)
-            .and_then(|()| tokio::net::TcpListener::from_std(listener))
-        {
-            Ok(listener) => listener,
-            Err(error) => {
-                warn!("admin endpoint not started: {error}");
-                return;
-            }
-        };
-        let permits = Arc::new(tokio::sync::Semaphore::new(max_connections));
-        let stopped = tokio::task::spawn_blocking(move || stop.wait_blocking());
-        tokio::pin!(stopped);
-        loop {
-            // Past the bound, connections wait in the kernel's backlog.
-            let permit = tokio::select! {
-                _ = &mut stopped => break,
-                permit = Arc::clone(&permits).acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
-                },
-            };
-            let (stream, peer) = tokio::select! {
-                _ = &mut stopped => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        warn!("admin endpoint: accept failed: {error}");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                },
-            };
-            let context = Arc::clone(&context);
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request| {
-                    let context = Arc::clone(&context);
-                    async move { Ok::<_, Infallible>(respond(request, &context).await) }
-                });
-                let served = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-                if let Err(error) = served {
-                    debug!(%peer, "admin connection ended: {error}");
-                }
-                drop(permit);
-            });
+    let listener = match listener
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::TcpListener::from_std(listener))
+    {
+        Ok(listener) => listener,
+        Err(error) => {
+            warn!("admin endpoint not started: {error}");
+            return;
         }
-    });
+    };
+    let permits = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    tokio::pin!(stop);
+    loop {
+        // Past the bound, connections wait in the kernel's backlog.
+        let permit = tokio::select! {
+            () = &mut stop => break,
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    warn!("admin endpoint: accept failed: {error}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let context = Arc::clone(&context);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let context = Arc::clone(&context);
+                async move { Ok::<_, Infallible>(respond(request, &context).await) }
+            });
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(error) = served {
+                debug!(%peer, "admin connection ended: {error}");
+            }
+            drop(permit);
+        });
+    }
 }
 
 /// Check the token and the body size, then hand the request to its route.

@@ -216,8 +216,8 @@ impl Runtime<NodeId> for Effects {
     }
 }
 
-/// The highest convergence time recorded, in microseconds (an hour).
-const CONVERGENCE_MAX_US: u64 = 3_600_000_000;
+/// The highest convergence time recorded, in nanoseconds (an hour).
+const CONVERGENCE_MAX_NS: u64 = 3_600_000_000_000;
 
 /// One node's view of the cluster. See the module docs.
 pub struct Membership {
@@ -252,7 +252,7 @@ impl Membership {
         let mut rng = SmallRng::seed_from_u64(seed);
         let nonce = rng.random::<u64>();
         let foca = Foca::new(me, swim.foca_config(1), rng, MessagePackCodec);
-        let convergence = Histogram::new_with_bounds(1, CONVERGENCE_MAX_US, 3)
+        let convergence = Histogram::new_with_bounds(1_000, CONVERGENCE_MAX_NS, 3)
             .expect("1µs to an hour at 3 significant figures are valid bounds");
         Self {
             foca,
@@ -449,7 +449,7 @@ impl Membership {
         }
     }
 
-    /// Arrival times of members (see `docs/cluster.md`), in microseconds.
+    /// Arrival times of members (see `docs/cluster.md`), in nanoseconds.
     pub fn convergence(&self) -> &Histogram<u64> {
         &self.convergence
     }
@@ -520,8 +520,11 @@ impl Membership {
                 // joined; members that were there before it are not news.
                 if member.generation >= self.joined_since_us {
                     match now.unix_us.checked_sub(member.generation) {
-                        Some(took) => {
-                            let _ = self.convergence.record(took.clamp(1, CONVERGENCE_MAX_US));
+                        Some(took_us) => {
+                            let took = took_us
+                                .saturating_mul(1_000)
+                                .clamp(1_000, CONVERGENCE_MAX_NS);
+                            let _ = self.convergence.record(took);
                         }
                         None => self.counters.convergence_skewed += 1,
                     }

@@ -822,7 +822,7 @@ impl ClusterNode {
 
     fn snapshot(&self, membership: &Membership) -> ClusterSnapshot {
         let histogram = membership.convergence();
-        let seconds = |micros: u64| micros as f64 / 1e6;
+        let seconds = |nanos: u64| nanos as f64 / 1e9;
         ClusterSnapshot {
             node: membership.identity().clone(),
             transport: match self.settings.transport {
@@ -844,6 +844,73 @@ impl ClusterNode {
             },
             convergence_histogram: Some(histogram.clone()),
         }
+    }
+}
+
+impl ClusterSnapshot {
+    /// The metric families of `/metrics` (the convergence histogram apart).
+    pub fn families(&self) -> Vec<caxton_telemetry::Family<'static>> {
+        use caxton_telemetry::Family;
+        let m = &self.membership;
+        let t = &self.transport_counts;
+        let one = |value: u64| vec![(String::new(), value as f64)];
+        let counter = |name, help, value| Family {
+            name,
+            help,
+            kind: "counter",
+            samples: one(value),
+        };
+        vec![
+            Family {
+                name: "caxton_cluster_members",
+                help: "Members this node knows, by state (itself excluded)",
+                kind: "gauge",
+                samples: vec![
+                    ("state=\"alive\"".into(), self.counts.alive as f64),
+                    ("state=\"suspect\"".into(), self.counts.suspect as f64),
+                    ("state=\"down\"".into(), self.counts.down as f64),
+                ],
+            },
+            counter("caxton_cluster_suspicions_raised_total", "Members this node saw go from alive to suspect", m.suspicions_raised),
+            counter("caxton_cluster_suspicions_refuted_total", "Members this node saw refute a suspicion (suspect to alive)", m.suspicions_refuted),
+            counter("caxton_cluster_members_down_total", "Members this node saw declared down, failed or left", m.declared_down),
+            counter("caxton_cluster_rejoins_total", "Times this node was declared down and rejoined under a newer generation", m.renewals),
+            counter("caxton_swim_packets_received_total", "SWIM frames received", m.frames_in),
+            counter("caxton_swim_bytes_received_total", "Bytes of SWIM frames received", m.bytes_in),
+            counter("caxton_swim_packets_sent_total", "SWIM frames sent", m.frames_out),
+            counter("caxton_swim_bytes_sent_total", "Bytes of SWIM frames sent", m.bytes_out),
+            Family {
+                name: "caxton_swim_packets_dropped_total",
+                help: "SWIM frames dropped unread, by reason",
+                kind: "counter",
+                samples: [
+                    ("truncated", m.dropped_truncated),
+                    ("oversized", m.dropped_oversized),
+                    ("corrupt", m.dropped_corrupt),
+                    ("version", m.dropped_version),
+                    ("replayed", m.dropped_replayed),
+                    ("invalid", m.dropped_invalid),
+                    ("queue_full", t.frames_dropped),
+                ]
+                .into_iter()
+                .map(|(reason, value)| (format!("reason=\"{reason}\""), value as f64))
+                .collect(),
+            },
+            counter("caxton_cluster_handshakes_refused_total", "Connections refused: no certificate from the cluster's CA, or not the cluster protocol", t.handshakes_refused),
+            counter("caxton_cluster_connect_failures_total", "Dials to members that failed", t.connect_failures),
+            Family {
+                name: "caxton_cluster_connections",
+                help: "Members with an open connection",
+                kind: "gauge",
+                samples: one(t.connections),
+            },
+            Family {
+                name: "caxton_cluster_suspicion_timeout_seconds",
+                help: "The suspicion timeout in force: multiplier x max(1, log10 N) x probe interval",
+                kind: "gauge",
+                samples: vec![(String::new(), self.suspicion_timeout_ms as f64 / 1e3)],
+            },
+        ]
     }
 }
 

@@ -266,6 +266,31 @@ async fn stream_receive_window_bounds_what_an_unread_stream_takes() {
 }
 
 #[tokio::test]
+async fn connection_receive_window_bounds_what_all_unread_streams_take() {
+    let mut quic = caxton_profiles::QuicConfig::default();
+    quic.stream_receive_window = caxton_profiles::ByteSize::kib(16);
+    quic.connection_receive_window = caxton_profiles::ByteSize::kib(24);
+    let (server, client) = endpoints(&quic);
+    let (connection, _served) = connect(&client, &server).await;
+    let chunk = [0u8; 1024];
+    let mut total = 0usize;
+    for _ in 0..3 {
+        let mut stream = connection.open_uni().await.expect("a stream");
+        while let Ok(Ok(count)) =
+            tokio::time::timeout(Duration::from_millis(200), stream.write(&chunk)).await
+        {
+            total += count;
+            assert!(total <= 64 * 1024, "far past the window");
+        }
+    }
+    // Three streams could take 48KiB by their own windows; the connection's stops them at 24KiB.
+    assert!(
+        total <= 24 * 1024 && total > 16 * 1024,
+        "{total} bytes before the connection's window closed"
+    );
+}
+
+#[tokio::test]
 async fn congestion_control_picks_the_controller() {
     for (choice, expect_bbr) in [
         (caxton_profiles::CongestionControl::Bbr, true),

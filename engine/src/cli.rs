@@ -14,6 +14,10 @@ pub struct Cli {
     /// The profile selection (usable with every subcommand).
     #[command(flatten)]
     pub selection: ProfileSelection,
+    /// Join the cluster a node at HOST:PORT belongs to (repeatable; adds to
+    /// `coordination.cluster.seeds`; needs `coordination.cluster.listen_address`).
+    #[arg(long = "join", value_name = "HOST:PORT")]
+    pub joins: Vec<String>,
 }
 
 /// Which profile to run or inspect.
@@ -64,12 +68,48 @@ pub enum Command {
     /// Read, compare and fetch HDR histogram logs.
     #[command(subcommand)]
     Hdr(HdrCommand),
+    /// Cluster membership: members and status of a running engine, test certificates.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Print the machine's topology and the placement plan for a profile.
     Topology {
         /// Plan for an hwloc synthetic topology instead of this machine,
         /// e.g. "package:2 numa:2 core:8 pu:2".
         #[arg(long, value_name = "DESCRIPTION")]
         synthetic: Option<String>,
+    },
+}
+
+/// `engine cluster ...`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// List the members a running engine knows: name, address, state,
+    /// incarnation, last heard.
+    Members {
+        /// Print the admin API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// How to reach the engine.
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// A running engine's view: itself, members by state, suspicions, traffic.
+    Status {
+        /// Print the admin API's JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
+        /// How to reach the engine.
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// Make a test CA and a certificate and key per node, for trying a
+    /// cluster out (not for production: the CA key sits beside them).
+    InitCerts {
+        /// Where to write `ca.pem`, `ca-key.pem`, `NODE.pem` and `NODE-key.pem`.
+        directory: std::path::PathBuf,
+        /// Node names, comma-separated, e.g. `a,b,c`.
+        #[arg(long, value_delimiter = ',', required = true)]
+        nodes: Vec<String>,
     },
 }
 

@@ -61,7 +61,8 @@ pub fn dispatch(cli: Cli) -> Result<(), CommandError> {
         init_logging(None)?;
     }
     match cli.command {
-        None => run_node(&cli.selection),
+        None => run_node(&cli.selection, &cli.joins),
+        Some(Command::Cluster(command)) => crate::remote::cluster(&cli.selection, command),
         Some(Command::Profiles(command)) => profiles_command(cli.selection, command),
         Some(Command::Benchmark(command)) => benchmark_command(&cli.selection, command),
         Some(Command::Agents(command)) => crate::remote::agents(&cli.selection, command),
@@ -550,7 +551,7 @@ fn run_persistence_benchmark(
     ))
 }
 
-fn run_node(selection: &ProfileSelection) -> Result<(), CommandError> {
+fn run_node(selection: &ProfileSelection, joins: &[String]) -> Result<(), CommandError> {
     let loaded = load_profile(selection)?;
     init_logging(Some(&loaded))?;
     let topology = this_machine()?;
@@ -576,12 +577,25 @@ fn run_node(selection: &ProfileSelection) -> Result<(), CommandError> {
     let hdr_log = crate::admin::open_hdr_log(&loaded)?;
     let (controller_handle, jobs) = caxton_admin::ControllerHandle::channel();
     let clients = caxton_admin::ClientPool::default();
-    let gossip_work = admin.map(|(listener, settings)| {
-        let clients = clients.clone();
-        let handle = controller_handle.clone();
-        Box::new(move |stop| caxton_admin::serve(listener, settings, handle, clients, stop))
-            as caxton_shards::GossipWork
-    });
+    let gossip_runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| {
+            CommandError::Failed(format!("cannot build the gossip shard's runtime: {error}"))
+        })?;
+    let cluster = crate::cluster::prepare(&loaded, joins, &gossip_runtime)?;
+    let gossip_work = gossip_work(
+        gossip_runtime,
+        admin.map(|(listener, settings)| {
+            (
+                listener,
+                settings,
+                controller_handle.clone(),
+                clients.clone(),
+            )
+        }),
+        cluster,
+    );
     drop(controller_handle);
     let mut node = Node::start_with(&loaded.profile, &plan, gossip_work)
         .map_err(|error| CommandError::Failed(error.to_string()))?;
@@ -623,6 +637,70 @@ fn run_node(selection: &ProfileSelection) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// What the gossip shard's thread runs: the admin endpoint and cluster
+/// membership side by side on one current-thread runtime, until the node's
+/// stop signal; the cluster then leaves gracefully before the thread ends.
+fn gossip_work(
+    runtime: tokio::runtime::Runtime,
+    admin: Option<(
+        std::net::TcpListener,
+        caxton_admin::AdminSettings,
+        caxton_admin::ControllerHandle,
+        caxton_admin::ClientPool,
+    )>,
+    cluster: Option<caxton_cluster::transport::ClusterNode>,
+) -> Option<caxton_shards::GossipWork> {
+    if admin.is_none() && cluster.is_none() {
+        return None;
+    }
+    Some(Box::new(
+        move |stop: std::sync::Arc<caxton_shards::StopSignal>| {
+            runtime.block_on(async move {
+                let (stopped, watch) = tokio::sync::watch::channel(false);
+                tokio::task::spawn_blocking(move || {
+                    stop.wait_blocking();
+                    let _ = stopped.send(true);
+                });
+                let until_stop = |mut watch: tokio::sync::watch::Receiver<bool>| async move {
+                    let _ = watch.wait_for(|stopped| *stopped).await;
+                };
+                let (cluster_handle, cluster_run) = match cluster {
+                    Some(node) => {
+                        let (handle, queries) = caxton_cluster::transport::ClusterHandle::channel();
+                        (
+                            Some(handle),
+                            Some(node.run(queries, until_stop(watch.clone()))),
+                        )
+                    }
+                    None => (None, None),
+                };
+                let admin_run = admin.map(|(listener, settings, handle, clients)| {
+                    caxton_admin::serve(
+                        listener,
+                        settings,
+                        handle,
+                        clients,
+                        cluster_handle,
+                        until_stop(watch.clone()),
+                    )
+                });
+                tokio::join!(
+                    async {
+                        if let Some(run) = admin_run {
+                            run.await;
+                        }
+                    },
+                    async {
+                        if let Some(run) = cluster_run {
+                            run.await;
+                        }
+                    },
+                );
+            });
+        },
+    ))
+}
+
 /// Warn about keys the profile writes that change nothing in this run: keys
 /// this build does not enforce yet, and storage keys without persistence.
 fn warn_about_idle_keys(loaded: &LoadedProfile) {
@@ -638,6 +716,21 @@ fn warn_about_idle_keys(loaded: &LoadedProfile) {
             "accepted but not enforced by this build ({reader}): {}",
             keys.join(", ")
         );
+    }
+    if loaded.profile.coordination.cluster.listen_address.is_none() {
+        let idle: Vec<&str> = loaded
+            .written_keys()
+            .filter(|key| {
+                (key.starts_with("coordination.") || key.starts_with("transport."))
+                    && !key.starts_with("transport.connection_pool")
+            })
+            .collect();
+        if !idle.is_empty() {
+            info!(
+                "this node runs alone (no coordination.cluster.listen_address); these keys wait for a cluster: {}",
+                idle.join(", ")
+            );
+        }
     }
     if !loaded.profile.messaging.enable_persistence {
         // Storage keys shape the partitions, and there are none without persistence.

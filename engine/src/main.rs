@@ -7,6 +7,7 @@
 
 mod admin;
 mod cli;
+mod cluster;
 mod commands;
 mod hdr;
 mod loadbench;

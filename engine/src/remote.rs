@@ -1,5 +1,6 @@
 //! Commands that drive a running engine through its admin endpoint:
-//! `engine agents deploy|list|undeploy`, `engine send`, `engine hdr dump`.
+//! `engine agents deploy|list|undeploy`, `engine send`, `engine hdr dump`,
+//! `engine cluster members|status` (and `init-certs`, which needs no engine).
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
@@ -7,7 +8,7 @@ use std::path::Path;
 use caxton_admin::{AdminClient, Answer};
 use hyper::{Method, StatusCode};
 
-use crate::cli::{AgentsCommand, Endpoint, ProfileSelection};
+use crate::cli::{AgentsCommand, ClusterCommand, Endpoint, ProfileSelection};
 use crate::commands::{emit, load_profile, CommandError};
 
 /// The client for `endpoint`: its `--admin` and `--token`, else the profile's.
@@ -268,5 +269,85 @@ pub fn hdr_dump(
         output.display(),
         answer.body.len(),
         output.display()
+    ))
+}
+
+/// `engine cluster members|status|init-certs`.
+pub fn cluster(selection: &ProfileSelection, command: ClusterCommand) -> Result<(), CommandError> {
+    let (json, endpoint, members) = match command {
+        ClusterCommand::InitCerts { directory, nodes } => {
+            let (ca, written) = caxton_cluster::tls::init_certs(&directory, &nodes)
+                .map_err(|error| CommandError::BadInput(error.to_string()))?;
+            let mut text = format!("CA: {}\n", ca.display());
+            for files in &written {
+                text.push_str(&format!(
+                    "{}: --set coordination.cluster.node_name={} --set coordination.cluster.tls.ca_file={} --set coordination.cluster.tls.cert_file={} --set coordination.cluster.tls.key_file={}\n",
+                    files.name,
+                    files.name,
+                    ca.display(),
+                    files.cert.display(),
+                    files.key.display()
+                ));
+            }
+            return emit(text.trim_end());
+        }
+        ClusterCommand::Members { json, endpoint } => (json, endpoint, true),
+        ClusterCommand::Status { json, endpoint } => (json, endpoint, false),
+    };
+    let client = connect(selection, &endpoint)?;
+    let answer = call(
+        &client,
+        Method::GET,
+        "/v1/cluster",
+        "application/json",
+        Vec::new(),
+    )?;
+    if json {
+        return emit(&answer.text());
+    }
+    let body = answer.json();
+    if members {
+        let mut table = format!(
+            "{:<24} {:<22} {:<8} {:>11} {:>12}\n",
+            "NAME", "ADDRESS", "STATE", "INCARNATION", "LAST HEARD"
+        );
+        for member in body["members"].as_array().into_iter().flatten() {
+            let heard = member["last_heard"]
+                .as_object()
+                .map(|heard| {
+                    let seconds = heard["secs"].as_f64().unwrap_or(0.0)
+                        + heard["nanos"].as_f64().unwrap_or(0.0) / 1e9;
+                    format!("{:.1}s ago", seconds)
+                })
+                .unwrap_or_else(|| "never".into());
+            table.push_str(&format!(
+                "{:<24} {:<22} {:<8} {:>11} {:>12}\n",
+                member["name"].as_str().unwrap_or("?"),
+                member["addr"].as_str().unwrap_or("?"),
+                member["state"].as_str().unwrap_or("?"),
+                member["incarnation"].as_u64().unwrap_or(0),
+                heard
+            ));
+        }
+        return emit(table.trim_end());
+    }
+    let counts = &body["counts"];
+    let membership = &body["membership"];
+    let transport = &body["transport_counts"];
+    let convergence = &body["convergence"];
+    emit(&format!(
+        "node {} at {} ({}, {})\nmembers: {} alive, {} suspect, {} down (itself excluded)\nsuspicions raised {}, refuted {}; members declared down {}; rejoins {}\nSWIM frames in {} ({} bytes), out {} ({} bytes); dropped: truncated {}, oversized {}, corrupt {}, replayed {}, invalid {}\nconnections {}, handshakes refused {}\nsuspicion timeout {} ms; convergence: {} arrivals, P50 {:.3}s, P99 {:.3}s",
+        body["node"]["name"].as_str().unwrap_or("?"),
+        body["node"]["addr"].as_str().unwrap_or("?"),
+        body["transport"].as_str().unwrap_or("?"),
+        if body["authenticated"].as_bool().unwrap_or(false) { "mutual TLS" } else { "loopback, unauthenticated" },
+        counts["alive"], counts["suspect"], counts["down"],
+        membership["suspicions_raised"], membership["suspicions_refuted"], membership["declared_down"], membership["renewals"],
+        membership["frames_in"], membership["bytes_in"], membership["frames_out"], membership["bytes_out"],
+        membership["dropped_truncated"], membership["dropped_oversized"], membership["dropped_corrupt"],
+        membership["dropped_replayed"], membership["dropped_invalid"],
+        transport["connections"], transport["handshakes_refused"],
+        body["suspicion_timeout_ms"],
+        convergence["count"], convergence["p50_seconds"].as_f64().unwrap_or(0.0), convergence["p99_seconds"].as_f64().unwrap_or(0.0),
     ))
 }

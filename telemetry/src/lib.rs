@@ -16,7 +16,8 @@ pub mod report;
 
 pub use hdr_log::{read_log, HdrLogWriter, LogReadError, LoggedInterval, TaggedHistogram};
 pub use prometheus::{
-    render as render_prometheus, Exposition, Latencies, ShardCounters, LATENCY_METRICS,
+    render as render_prometheus, render_cluster, Exposition, Family, Latencies, ShardCounters,
+    LATENCY_METRICS,
 };
 pub use report::percentile_distribution;
 

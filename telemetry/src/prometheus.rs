@@ -24,7 +24,7 @@ pub const BUCKET_BOUNDS_SECONDS: [f64; 25] = [
 ];
 
 /// The latency metrics, by name, with their help text.
-pub const LATENCY_METRICS: [(&str, &str); 6] = [
+pub const LATENCY_METRICS: [(&str, &str); 5] = [
     (
         "caxton_routing_latency_seconds",
         "Routing latency inside the node: send to handler start, every route (same shard or across shards)",
@@ -44,10 +44,6 @@ pub const LATENCY_METRICS: [(&str, &str); 6] = [
     (
         "caxton_message_processing_time_seconds",
         "Handler run time per message",
-    ),
-    (
-        "caxton_gossip_convergence_time_seconds",
-        "Time for a membership change to reach every node; this build runs single nodes, so it has no observations",
     ),
 ];
 
@@ -117,16 +113,16 @@ pub struct Exposition<'a> {
 /// The text of `exposition`.
 pub fn render(exposition: &Exposition<'_>) -> String {
     let latencies = exposition.latencies;
-    // Remote routes and gossip convergence need a cluster: only the series'
-    // emptiness is shown, so its shape does not matter.
+    // Remote routes need remote routing: only the series' emptiness is
+    // shown, so its shape does not matter. Gossip convergence is the
+    // cluster's (see `render_cluster`).
     let empty = Histogram::<u64>::new(3).expect("3 significant digits are valid");
-    let histograms: [&Histogram<u64>; 6] = [
+    let histograms: [&Histogram<u64>; 5] = [
         &latencies.routing,
         &latencies.cross_shard_routing,
         &empty,
         &latencies.agent_startup,
         &latencies.message_processing,
-        &empty,
     ];
     let mut out = String::with_capacity(16 * 1024);
     for ((name, help), histogram) in LATENCY_METRICS.iter().zip(histograms) {
@@ -263,6 +259,50 @@ fn per_shard_series(out: &mut String, shards: &[ShardCounters]) {
             let _ = writeln!(out, "{name}{{shard=\"{index}\"}} {}", field(shard));
         }
     }
+}
+
+/// A metric family outside the shards: its samples and their labels.
+pub struct Family<'a> {
+    /// The metric's name.
+    pub name: &'a str,
+    /// Its help text (without the final period).
+    pub help: &'a str,
+    /// `counter` or `gauge`.
+    pub kind: &'a str,
+    /// (labels as `key="value",...` or empty, value).
+    pub samples: Vec<(String, f64)>,
+}
+
+/// The cluster's series: families of counters and gauges, and the gossip
+/// convergence time (nanoseconds) as a summary and a histogram. A node that
+/// runs alone shows the convergence series empty and no families.
+pub fn render_cluster(families: &[Family<'_>], convergence: &Histogram<u64>) -> String {
+    let mut out = String::new();
+    for family in families {
+        let _ = writeln!(out, "# HELP {} {}.", family.name, family.help);
+        let _ = writeln!(out, "# TYPE {} {}", family.name, family.kind);
+        for (labels, value) in &family.samples {
+            if labels.is_empty() {
+                let _ = writeln!(out, "{} {}", family.name, number(*value));
+            } else {
+                let _ = writeln!(out, "{}{{{labels}}} {}", family.name, number(*value));
+            }
+        }
+    }
+    let help = "Gossip convergence: from the moment a member joins (its identity carries that time) to the moment this node learns of it";
+    summary(
+        &mut out,
+        "caxton_gossip_convergence_time_seconds",
+        help,
+        convergence,
+    );
+    bucketed(
+        &mut out,
+        "caxton_gossip_convergence_time_distribution_seconds",
+        help,
+        convergence,
+    );
+    out
 }
 
 fn summary(out: &mut String, name: &str, help: &str, histogram: &Histogram<u64>) {

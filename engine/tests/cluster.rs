@@ -1,0 +1,283 @@
+//! Three engine processes on loopback form a cluster with certificates from
+//! `engine cluster init-certs`: they agree on members; one killed with
+//! SIGKILL is declared down by the others within the bound its profile
+//! implies; it restarts and rejoins; one that stops gracefully is seen to
+//! leave at once; a node with a certificate from another CA is refused; and
+//! garbage sent to the cluster port changes nothing.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use caxton_admin::AdminClient;
+use caxton_cluster::SwimSettings;
+use common::{engine, start_engine, stdout, RunningEngine};
+
+/// The profile the nodes run: park-and-wake shards (several engines share
+/// this machine's cores) with the small-cluster timing.
+const PROFILES: [&str; 4] = ["--profile", "default", "--profile", "cluster-small"];
+
+/// Scheduling allowance on a loaded 2-core machine, on top of the protocol's bound.
+const SLACK: Duration = Duration::from_secs(1);
+
+fn node(
+    certs: &Path,
+    ca_dir: &Path,
+    name: &str,
+    listen: &str,
+    join: Option<SocketAddr>,
+) -> RunningEngine {
+    let set = |key: &str, value: String| vec!["--set".to_owned(), format!("{key}={value}")];
+    let mut arguments: Vec<String> = PROFILES.iter().map(|text| (*text).to_owned()).collect();
+    arguments.extend(set("runtime.worker_threads", "1".into()));
+    arguments.extend(set("coordination.cluster.listen_address", listen.into()));
+    arguments.extend(set("coordination.cluster.node_name", name.into()));
+    arguments.extend(set(
+        "coordination.cluster.tls.ca_file",
+        ca_dir.join("ca.pem").display().to_string(),
+    ));
+    arguments.extend(set(
+        "coordination.cluster.tls.cert_file",
+        certs.join(format!("{name}.pem")).display().to_string(),
+    ));
+    arguments.extend(set(
+        "coordination.cluster.tls.key_file",
+        certs.join(format!("{name}-key.pem")).display().to_string(),
+    ));
+    if let Some(seed) = join {
+        arguments.push("--join".into());
+        arguments.push(seed.to_string());
+    }
+    let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
+    start_engine(&arguments)
+}
+
+fn cluster_address(engine: &RunningEngine) -> SocketAddr {
+    let marker = "cluster listening on ";
+    let start = engine
+        .seen
+        .find(marker)
+        .unwrap_or_else(|| panic!("no cluster address in {}", engine.seen))
+        + marker.len();
+    let text: String = engine.seen[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+    text.parse().expect("an address")
+}
+
+fn status(engine: &RunningEngine) -> serde_json::Value {
+    let client = AdminClient::new(engine.admin_address(), None).expect("a client");
+    let answer = client
+        .get("/v1/cluster")
+        .expect("the admin endpoint answers");
+    assert!(answer.status.is_success(), "{}", answer.text());
+    answer.json()
+}
+
+fn state_of(view: &serde_json::Value, name: &str) -> Option<String> {
+    view["members"]
+        .as_array()?
+        .iter()
+        .find(|member| member["name"] == name)
+        .and_then(|member| member["state"].as_str().map(str::to_owned))
+}
+
+/// Poll `engine` until `done` holds; the time it took.
+fn wait(
+    engine: &RunningEngine,
+    limit: Duration,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let view = status(engine);
+        if done(&view) {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "{what} within {limit:?}: {view:#}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn init_certs(directory: &Path, nodes: &str) {
+    let output = engine(&[
+        "cluster",
+        "init-certs",
+        &directory.display().to_string(),
+        "--nodes",
+        nodes,
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        stdout(&output).contains("coordination.cluster.tls.cert_file"),
+        "{}",
+        stdout(&output)
+    );
+}
+
+#[test]
+fn three_processes_join_fail_rejoin_and_leave() {
+    let certs = tempfile::tempdir().expect("a directory");
+    init_certs(certs.path(), "a,b,c");
+    let dir = certs.path();
+    let a = node(dir, dir, "a", "127.0.0.1:0", None);
+    let seed = cluster_address(&a);
+    let b = node(dir, dir, "b", "127.0.0.1:0", Some(seed));
+    let c = node(dir, dir, "c", "127.0.0.1:0", Some(seed));
+    let c_address = cluster_address(&c);
+    for engine in [&a, &b, &c] {
+        wait(
+            engine,
+            Duration::from_secs(10),
+            "two others alive",
+            |view| view["counts"]["alive"] == 2,
+        );
+    }
+    let view = status(&a);
+    assert_eq!(view["authenticated"], true);
+    assert_eq!(state_of(&view, "b").as_deref(), Some("alive"));
+
+    // SIGKILL: no farewell, so the others must detect it.
+    let mut profile = caxton_profiles::Profile::default();
+    profile.coordination.cluster.gossip_interval = caxton_profiles::HumanDuration::from_millis(100);
+    profile.coordination.cluster.gossip_fanout = 3;
+    profile.coordination.cluster.probe_interval = caxton_profiles::HumanDuration::from_millis(500);
+    profile.coordination.cluster.suspicion_multiplier = 3;
+    let bound = SwimSettings::from_profile(&profile).down_detection_bound(3);
+    let mut c = c;
+    c.child.kill().expect("SIGKILL");
+    let _ = c.child.wait();
+    for engine in [&a, &b] {
+        wait(engine, bound + SLACK, "c declared down", |view| {
+            state_of(view, "c").as_deref() == Some("down")
+        });
+    }
+
+    // It comes back at the same address, under a newer generation.
+    let old_generation = status(&a)["members"]
+        .as_array()
+        .and_then(|members| {
+            members
+                .iter()
+                .find(|member| member["name"] == "c")
+                .map(|member| member["generation"].clone())
+        })
+        .expect("c known");
+    let c = node(dir, dir, "c", &c_address.to_string(), Some(seed));
+    wait(&a, Duration::from_secs(10), "c back", |view| {
+        state_of(view, "c").as_deref() == Some("alive") && view["counts"]["alive"] == 2
+    });
+    let view = status(&a);
+    let generation = view["members"].as_array().and_then(|members| {
+        members
+            .iter()
+            .find(|member| member["name"] == "c")
+            .map(|member| member["generation"].as_u64())
+    });
+    assert!(generation.flatten() > old_generation.as_u64(), "{view:#}");
+
+    // A graceful stop is announced: seen well before a failure could be
+    // (a failure takes a probe timeout and a suspicion timeout).
+    let (status_code, log) = b.terminate();
+    assert!(status_code.success(), "{log}");
+    assert!(log.contains("left the cluster"), "{log}");
+    let took = wait(&a, Duration::from_secs(5), "b seen to leave", |view| {
+        state_of(view, "b").as_deref() == Some("down")
+    });
+    assert!(
+        took < Duration::from_millis(500) + SLACK,
+        "b seen to leave after {took:?}"
+    );
+    drop(c);
+}
+
+#[test]
+fn a_foreign_certificate_and_garbage_change_nothing() {
+    let ours = tempfile::tempdir().expect("a directory");
+    let theirs = tempfile::tempdir().expect("a directory");
+    init_certs(ours.path(), "a,b");
+    init_certs(theirs.path(), "intruder");
+    let a = node(ours.path(), ours.path(), "a", "127.0.0.1:0", None);
+    let seed = cluster_address(&a);
+    let b = node(ours.path(), ours.path(), "b", "127.0.0.1:0", Some(seed));
+    wait(&a, Duration::from_secs(10), "b joined", |view| {
+        view["counts"]["alive"] == 1
+    });
+    let intruder = node(
+        theirs.path(),
+        theirs.path(),
+        "intruder",
+        "127.0.0.1:0",
+        Some(seed),
+    );
+    wait(
+        &a,
+        Duration::from_secs(10),
+        "the intruder refused",
+        |view| view["transport_counts"]["handshakes_refused"].as_u64() >= Some(1),
+    );
+    // Garbage datagrams to the cluster port: QUIC authenticates every packet.
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("a socket");
+    for index in 0..500u32 {
+        let junk: Vec<u8> = (0..1200u32)
+            .map(|at| (at.wrapping_mul(2_654_435_761).wrapping_add(index) >> 7) as u8)
+            .collect();
+        let _ = socket.send_to(&junk, seed);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let view = status(&a);
+    assert_eq!(view["counts"]["alive"], 1, "{view:#}");
+    assert_eq!(state_of(&view, "b").as_deref(), Some("alive"));
+    assert!(state_of(&view, "intruder").is_none(), "{view:#}");
+    assert_eq!(
+        status(&intruder)["counts"]["alive"],
+        0,
+        "the intruder sees nobody"
+    );
+    let metrics = AdminClient::new(a.admin_address(), None)
+        .expect("a client")
+        .get("/metrics")
+        .expect("scraped")
+        .text();
+    assert!(
+        metrics.contains("caxton_cluster_handshakes_refused_total "),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("caxton_cluster_members{state=\"alive\"} 1"),
+        "{metrics}"
+    );
+    drop((b, intruder));
+}
+
+#[test]
+fn a_node_alone_answers_no_cluster_and_public_addresses_need_certificates() {
+    let alone = start_engine(&["--profile", "default", "--set", "runtime.worker_threads=1"]);
+    let client = AdminClient::new(alone.admin_address(), None).expect("a client");
+    let answer = client.get("/v1/cluster").expect("answers");
+    assert_eq!(answer.status.as_u16(), 404);
+    assert!(
+        answer.text().contains("listen_address"),
+        "{}",
+        answer.text()
+    );
+    drop(alone);
+    let refused = engine(&[
+        "--profile",
+        "default",
+        "--set",
+        "coordination.cluster.listen_address=0.0.0.0:0",
+        "--set",
+        "coordination.cluster.advertise_address=10.0.0.1:7946",
+    ]);
+    assert!(!refused.status.success());
+    let text = common::stderr(&refused);
+    assert!(text.contains("coordination.cluster.tls"), "{text}");
+    let refused = engine(&["--join", "127.0.0.1:7946"]);
+    assert!(!refused.status.success());
+    assert!(common::stderr(&refused).contains("coordination.cluster.listen_address"));
+}
