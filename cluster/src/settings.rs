@@ -133,6 +133,9 @@ pub struct TlsFiles {
 pub struct ClusterSettings {
     /// This node's name.
     pub node_name: String,
+    /// Whether the name is the default, `HOST-PORT` (made again with the
+    /// bound port when the listen port is 0).
+    pub default_name: bool,
     /// The address the transport binds.
     pub listen: SocketAddr,
     /// The address others reach this node at.
@@ -163,29 +166,42 @@ pub struct SettingsError {
 
 impl ClusterSettings {
     /// The cluster a profile and `--join` addresses describe; `None` when
-    /// the profile sets no listen address (the node runs alone). Seeds are
-    /// resolved here (DNS names allowed).
+    /// the profile sets no listen address and nothing is joined (the node
+    /// runs alone). Joining loopback seeds without a listen address listens
+    /// on a free loopback port. Seeds are resolved here (DNS names allowed).
     pub fn from_profile(
         profile: &Profile,
         joins: &[String],
     ) -> Result<Option<Self>, SettingsError> {
         let cluster = &profile.coordination.cluster;
-        let Some(listen) = cluster.listen_address.as_deref() else {
-            if joins.is_empty() {
-                return Ok(None);
-            }
-            return Err(SettingsError {
-                key: "coordination.cluster.listen_address".into(),
-                message: "--join needs an address to listen on; set it with --set coordination.cluster.listen_address=127.0.0.1:7946".into(),
-            });
-        };
+        if cluster.listen_address.is_none() && joins.is_empty() {
+            return Ok(None);
+        }
         let parse = |key: &str, text: &str| {
             text.parse::<SocketAddr>().map_err(|_| SettingsError {
                 key: key.into(),
                 message: format!("{text:?} is not an IP:PORT address"),
             })
         };
-        let listen = parse("coordination.cluster.listen_address", listen)?;
+        let listen = match cluster.listen_address.as_deref() {
+            Some(text) => parse("coordination.cluster.listen_address", text)?,
+            // `--join` a loopback cluster without a listen address: listen on
+            // a free loopback port (logged). Beyond loopback, say what to set.
+            None => {
+                let all_loopback = joins.iter().all(|join| {
+                    join.to_socket_addrs()
+                        .map(|mut resolved| resolved.all(|address| address.ip().is_loopback()))
+                        .unwrap_or(false)
+                });
+                if !all_loopback {
+                    return Err(SettingsError {
+                        key: "coordination.cluster.listen_address".into(),
+                        message: "joining a cluster beyond this machine needs an address to listen on; set it with --set coordination.cluster.listen_address=IP:PORT".into(),
+                    });
+                }
+                SocketAddr::from(([127, 0, 0, 1], 0))
+            }
+        };
         let advertise = match cluster.advertise_address.as_deref() {
             Some(text) => parse("coordination.cluster.advertise_address", text)?,
             None => listen,
@@ -227,12 +243,13 @@ impl ClusterSettings {
                 ),
             });
         }
-        let node_name = match &cluster.node_name {
-            Some(name) => name.clone(),
-            None => default_node_name(advertise.port()),
+        let (node_name, default_name) = match &cluster.node_name {
+            Some(name) => (name.clone(), false),
+            None => (default_node_name(advertise.port()), true),
         };
         Ok(Some(Self {
             node_name,
+            default_name,
             listen,
             advertise,
             seeds,
@@ -246,7 +263,7 @@ impl ClusterSettings {
 }
 
 /// `HOST-PORT`, with the host name cut to the naming rule.
-fn default_node_name(port: u16) -> String {
+pub fn default_node_name(port: u16) -> String {
     let mut buffer = [0u8; 256];
     // SAFETY: the buffer is writable for its whole length, which is passed.
     let status = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
@@ -330,9 +347,13 @@ mod tests {
         assert!(ClusterSettings::from_profile(&profile, &[])
             .expect("alone")
             .is_none());
-        let error = ClusterSettings::from_profile(&profile, &["127.0.0.1:9".into()])
-            .expect_err("no listen");
+        let error =
+            ClusterSettings::from_profile(&profile, &["10.0.0.9:9".into()]).expect_err("no listen");
         assert_eq!(error.key, "coordination.cluster.listen_address");
+        let loopback = ClusterSettings::from_profile(&profile, &["127.0.0.1:9".into()])
+            .expect("valid")
+            .expect("a cluster");
+        assert_eq!(loopback.listen, SocketAddr::from(([127, 0, 0, 1], 0)));
         profile.coordination.cluster.listen_address = Some("127.0.0.1:7000".into());
         let settings = ClusterSettings::from_profile(&profile, &["localhost:7001".into()])
             .expect("valid")

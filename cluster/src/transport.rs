@@ -456,7 +456,9 @@ fn note_refusal(stats: &TransportStats, error: &str) {
     }
 }
 
-async fn dial_tcp(
+/// Dial `to` over TCP with `transport.tcp`'s socket options, giving up after
+/// its `connect_timeout`, then complete a TLS handshake as a client.
+pub async fn dial_tcp(
     to: SocketAddr,
     tcp: &TcpConfig,
     connector: tokio_rustls::TlsConnector,
@@ -713,6 +715,9 @@ impl ClusterNode {
         } else {
             self.settings.advertise
         };
+        if self.settings.default_name {
+            self.settings.node_name = crate::settings::default_node_name(advertise.port());
+        }
         let seed = clock().unix_us ^ u64::from(std::process::id()).rotate_left(32);
         let mut membership = Membership::new(
             self.settings.swim.clone(),

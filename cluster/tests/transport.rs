@@ -33,6 +33,7 @@ fn start(profile: &Profile, name: &str, seeds: &[SocketAddr], tls: Option<TlsFil
         .expect("valid")
         .expect("a cluster");
     settings.node_name = name.into();
+    settings.default_name = false;
     settings.seeds = seeds.to_vec();
     settings.tls = tls;
     let node = ClusterNode::bind(settings).expect("binds");
@@ -383,4 +384,47 @@ fn tcp_keys_set_the_socket_options() {
     caxton_cluster::transport::configure_tcp(&socket, &tcp).expect("configured");
     assert!(!socket.tcp_nodelay().expect("nodelay"));
     assert!(!socket.keepalive().expect("keepalive"));
+}
+
+#[tokio::test]
+async fn connect_timeout_bounds_a_dial_that_gets_no_answer() {
+    // A listener whose accept queue is full: the kernel drops further SYNs,
+    // so a dial neither connects nor fails until the timeout.
+    let listener =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
+    listener
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bound");
+    listener.listen(0).expect("listening");
+    let address = listener
+        .local_addr()
+        .expect("an address")
+        .as_socket()
+        .expect("inet");
+    let mut parked = Vec::new();
+    for _ in 0..8 {
+        if let Ok(Ok(stream)) = tokio::time::timeout(
+            Duration::from_millis(100),
+            tokio::net::TcpStream::connect(address),
+        )
+        .await
+        {
+            parked.push(stream);
+        }
+    }
+    let mut tcp = caxton_profiles::TcpConfig::default();
+    tcp.connect_timeout = HumanDuration::from_millis(300);
+    let tls = NodeTls::unauthenticated(false).expect("tls");
+    let connector = tokio_rustls::TlsConnector::from(tls.client);
+    let started = std::time::Instant::now();
+    let error = caxton_cluster::transport::dial_tcp(address, &tcp, connector)
+        .await
+        .err()
+        .expect("no connection");
+    assert!(error.contains("connect_timeout"), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "gave up after {:?}",
+        started.elapsed()
+    );
 }

@@ -277,7 +277,7 @@ fn a_node_alone_answers_no_cluster_and_public_addresses_need_certificates() {
     assert!(!refused.status.success());
     let text = common::stderr(&refused);
     assert!(text.contains("coordination.cluster.tls"), "{text}");
-    let refused = engine(&["--join", "127.0.0.1:7946"]);
+    let refused = engine(&["--join", "10.0.0.1:7946"]);
     assert!(!refused.status.success());
     assert!(common::stderr(&refused).contains("coordination.cluster.listen_address"));
 }
