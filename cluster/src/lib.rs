@@ -7,6 +7,7 @@
 //! - [`wire`]: node identities, the MessagePack codec, and the frame every
 //!   packet travels in (version, replay sequence, length, checksum).
 //! - [`settings`]: how profile keys become foca's and the transport's settings.
+//! - [`simulation`]: many cores on a virtual clock over a simulated network.
 //! - [`tls`]: certificates: loading the cluster's, and `init-certs` for a test set.
 //! - [`transport`]: the drivers that run the core over QUIC (quinn) or TLS over TCP
 //!   on the gossip shard's tokio runtime.
@@ -16,6 +17,7 @@
 
 pub mod membership;
 pub mod settings;
+pub mod simulation;
 pub mod tls;
 pub mod transport;
 pub mod wire;

@@ -50,6 +50,10 @@ pub enum MembershipEvent {
     Up(NodeId),
     /// A member was declared down, or left.
     Down(NodeId),
+    /// This node now suspects a member (it missed a probe, here or elsewhere).
+    Suspected(NodeId),
+    /// A suspicion ran out without the member declared down: it refuted.
+    Refuted(NodeId),
     /// A member came back under a newer identity (same address).
     Renamed {
         /// The identity it had.
@@ -138,9 +142,11 @@ pub struct MembershipCounters {
     pub dropped_replayed: u64,
     /// Frames dropped: the packet inside does not decode, or foca refused it.
     pub dropped_invalid: u64,
-    /// Members this node saw go from alive to suspect.
+    /// Suspicions this node started (a member missed a probe, here or
+    /// elsewhere, and this node gave it a suspicion timeout).
     pub suspicions_raised: u64,
-    /// Members this node saw go from suspect back to alive.
+    /// Suspicions whose timeout ended without the member declared down (it
+    /// refuted in time); counted when the timeout ends.
     pub suspicions_refuted: u64,
     /// Members this node saw declared down (failures and graceful leaves).
     pub declared_down: u64,
@@ -183,6 +189,7 @@ struct Effects {
     timers: BinaryHeap<Reverse<Scheduled>>,
     timer_order: u64,
     notes: Vec<OwnedNotification<NodeId>>,
+    suspected: Vec<NodeId>,
     frames_out: u64,
     bytes_out: u64,
 }
@@ -207,6 +214,10 @@ impl Runtime<NodeId> for Effects {
     }
 
     fn submit_after(&mut self, timer: Timer<NodeId>, after: Duration) {
+        // foca starts a suspicion timer exactly when it marks a member suspect.
+        if let Timer::ChangeSuspectToDown { member_id, .. } = &timer {
+            self.suspected.push(member_id.clone());
+        }
         self.timer_order += 1;
         self.timers.push(Reverse(Scheduled {
             due: self.now + after,
@@ -230,7 +241,6 @@ pub struct Membership {
     joined_since_us: u64,
     replay: HashMap<SocketAddr, ReplayWindow>,
     last_heard: HashMap<SocketAddr, Duration>,
-    states: HashMap<SocketAddr, (State, u16)>,
     dead: Vec<(NodeId, u32)>,
     next_dead_round: Option<Duration>,
     events: Vec<MembershipEvent>,
@@ -264,6 +274,7 @@ impl Membership {
                 timers: BinaryHeap::new(),
                 timer_order: 0,
                 notes: Vec::new(),
+                suspected: Vec::new(),
                 frames_out: 0,
                 bytes_out: 0,
             },
@@ -274,7 +285,6 @@ impl Membership {
             joined_since_us: now.unix_us,
             replay: HashMap::new(),
             last_heard: HashMap::new(),
-            states: HashMap::new(),
             dead: Vec::new(),
             next_dead_round: None,
             events: Vec::new(),
@@ -354,8 +364,15 @@ impl Membership {
             let Some(Reverse(due)) = self.effects.timers.pop() else {
                 break;
             };
+            let suspect = match &due.timer {
+                Timer::ChangeSuspectToDown { member_id, .. } => Some(member_id.clone()),
+                _ => None,
+            };
             if let Err(error) = self.foca.handle_timer(due.timer, &mut self.effects) {
                 tracing::debug!("membership timer: {error}");
+            }
+            if let Some(suspect) = suspect {
+                self.close_suspicion(suspect);
             }
             // A timer may raise notifications that schedule more work.
             self.settle(now);
@@ -503,7 +520,10 @@ impl Membership {
                 self.react(note, now);
             }
         }
-        self.count_suspicions();
+        for suspect in std::mem::take(&mut self.effects.suspected) {
+            self.counters.suspicions_raised += 1;
+            self.events.push(MembershipEvent::Suspected(suspect));
+        }
         let members = self.foca.num_members() + 1;
         if members != self.configured_for {
             self.configured_for = members;
@@ -563,10 +583,10 @@ impl Membership {
                 // leave a suspect suspected for ever.
                 let renewed = self.identity().renewed(now.unix_us);
                 let known: Vec<SocketAddr> = self
-                    .states
-                    .iter()
-                    .filter(|(_, (state, _))| *state != State::Down)
-                    .map(|(addr, _)| *addr)
+                    .foca
+                    .iter_membership_state()
+                    .filter(|member| member.state() != State::Down)
+                    .map(|member| member.id().addr)
                     .collect();
                 let rng = SmallRng::seed_from_u64(self.effects.nonce ^ renewed.generation);
                 self.foca = Foca::new(
@@ -577,7 +597,7 @@ impl Membership {
                 );
                 self.configured_for = 1;
                 self.effects.timers.clear();
-                self.states.clear();
+                self.effects.suspected.clear();
                 self.dead.clear();
                 self.next_dead_round = None;
                 self.joined_since_us = renewed.generation;
@@ -592,16 +612,16 @@ impl Membership {
         }
     }
 
-    /// Count members whose state moved between alive and suspect.
-    fn count_suspicions(&mut self) {
-        for member in self.foca.iter_membership_state() {
-            let now = (member.state(), member.incarnation());
-            let before = self.states.insert(member.id().addr, now);
-            match (before.map(|(state, _)| state), now.0) {
-                (Some(State::Alive), State::Suspect) => self.counters.suspicions_raised += 1,
-                (Some(State::Suspect), State::Alive) => self.counters.suspicions_refuted += 1,
-                _ => {}
-            }
+    /// A suspicion's timeout ended: the member was declared down, or it
+    /// refuted in time (alive again, or a newer identity at its address).
+    fn close_suspicion(&mut self, suspect: NodeId) {
+        let refuted = self
+            .foca
+            .iter_membership_state()
+            .any(|member| member.id().addr == suspect.addr && member.state() == State::Alive);
+        if refuted {
+            self.counters.suspicions_refuted += 1;
+            self.events.push(MembershipEvent::Refuted(suspect));
         }
     }
 }

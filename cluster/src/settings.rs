@@ -77,6 +77,12 @@ impl SwimSettings {
             frequency: self.gossip_interval,
             num_members: NonZeroUsize::new(self.gossip_fanout).unwrap_or(NonZeroUsize::MIN),
         });
+        // Reconnect (as Serf does): now and then announce to a member held
+        // down, so the halves of a healed partition find each other.
+        config.periodic_announce_to_down_members = Some(foca::PeriodicParams {
+            frequency: self.probe_interval * 10,
+            num_members: NonZeroUsize::MIN,
+        });
         // Discover the whole roster after joining through one seed.
         config.periodic_announce = Some(foca::PeriodicParams {
             frequency: self.probe_interval * 10,

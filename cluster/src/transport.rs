@@ -942,6 +942,12 @@ fn log_events(membership: &mut Membership) {
                 generation = current.generation,
                 "cluster: member came back under a newer generation"
             ),
+            MembershipEvent::Suspected(member) => {
+                debug!(member = %member.name, "cluster: member suspected")
+            }
+            MembershipEvent::Refuted(member) => {
+                debug!(member = %member.name, "cluster: member refuted a suspicion")
+            }
             MembershipEvent::Joined => info!("cluster: joined"),
             MembershipEvent::Alone => warn!("cluster: every known member is down or gone"),
             MembershipEvent::Renewed(me) => {

@@ -42,8 +42,8 @@ pub fn percentile_distribution(histogram: &Histogram<u64>, unit_ratio: f64) -> S
     let _ = writeln!(
         out,
         "#[Mean    = {:>12}, StdDeviation   = {:>12}]",
-        fixed(histogram.mean() / unit_ratio, digits),
-        fixed(histogram.stdev() / unit_ratio, digits)
+        fixed(java_mean(histogram) / unit_ratio, digits),
+        fixed(java_stdev(histogram) / unit_ratio, digits)
     );
     let _ = writeln!(
         out,
@@ -58,6 +58,34 @@ pub fn percentile_distribution(histogram: &Histogram<u64>, unit_ratio: f64) -> S
         sub_bucket_count(histogram)
     );
     out
+}
+
+/// The mean as HdrHistogram's Java `getMean` sums it: the total first, one
+/// division at the end. (The Rust crate divides each term by the count,
+/// which can differ in the last printed digit.)
+fn java_mean(histogram: &Histogram<u64>) -> f64 {
+    if histogram.is_empty() {
+        return 0.0;
+    }
+    let total = histogram.iter_recorded().fold(0.0_f64, |total, step| {
+        total
+            + histogram.median_equivalent(step.value_iterated_to()) as f64
+                * step.count_at_value() as f64
+    });
+    total / histogram.len() as f64
+}
+
+/// The standard deviation as Java's `getStdDeviation` sums it.
+fn java_stdev(histogram: &Histogram<u64>) -> f64 {
+    if histogram.is_empty() {
+        return 0.0;
+    }
+    let mean = java_mean(histogram);
+    let total = histogram.iter_recorded().fold(0.0_f64, |total, step| {
+        let deviation = histogram.median_equivalent(step.value_iterated_to()) as f64 - mean;
+        total + deviation * deviation * step.count_since_last_iteration() as f64
+    });
+    (total / histogram.len() as f64).sqrt()
 }
 
 /// `value` with `digits` decimals the way Java's `%.Nf` writes it: the

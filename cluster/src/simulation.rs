@@ -1,0 +1,625 @@
+//! The cluster simulator: N real membership cores ([`Membership`], the code
+//! the gossip shard runs) in one process, on a virtual clock, over a
+//! simulated network that drops, delays (a latency distribution), duplicates
+//! and reorders frames, cuts one direction of a link, partitions and heals
+//! groups, and crashes and restarts nodes (a restart takes a newer
+//! generation). One seed decides everything: the same configuration and seed
+//! replay the same run, event for event (compare [`Report::trace_digest`]).
+//!
+//! What it measures:
+//! - **dissemination**: from a node's arrival (a join after warm-up, or a
+//!   restart) to the moment the last live node learns of it; and each
+//!   node's own learning time (`observations`, what
+//!   `caxton_gossip_convergence_time_seconds` records on a real node);
+//! - **detection**: from a crash to the moment the last live node declares
+//!   the crashed node down;
+//! - false suspicions and false down declarations (of nodes that were
+//!   running and reachable), packets and bytes per node per second.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+
+use crate::membership::{Membership, MembershipEvent, Now};
+use crate::settings::SwimSettings;
+use crate::wire::NodeId;
+
+/// What happens during a run besides steady membership.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scenario {
+    /// New nodes join one at a time; nothing fails.
+    Steady,
+    /// As steady, and a node crashes every so often (and stays down).
+    Crash,
+    /// As steady, and the cluster splits in two halves for a while, then heals.
+    Partition,
+    /// Nodes crash and restart (a newer generation) continually.
+    Churn,
+}
+
+impl std::str::FromStr for Scenario {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "steady" => Ok(Self::Steady),
+            "crash" => Ok(Self::Crash),
+            "partition" => Ok(Self::Partition),
+            "churn" => Ok(Self::Churn),
+            other => Err(format!(
+                "unknown scenario `{other}`: use steady, crash, partition or churn"
+            )),
+        }
+    }
+}
+
+/// The simulated network.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Network {
+    /// Share of frames lost, 0 to 1, each independently.
+    pub loss: f64,
+    /// Median one-way latency.
+    pub latency: Duration,
+    /// Latency spread: a frame takes `latency × e^(σ·z)` with z standard
+    /// normal (a log-normal distribution), so frames overtake each other.
+    pub jitter_sigma: f64,
+    /// Share of frames delivered twice.
+    pub duplicate: f64,
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Self {
+            loss: 0.01,
+            latency: Duration::from_micros(250),
+            jitter_sigma: 0.5,
+            duplicate: 0.001,
+        }
+    }
+}
+
+/// One run's configuration.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct SimulationConfig {
+    /// Nodes at the start.
+    pub nodes: usize,
+    /// Their SWIM settings (from the profile).
+    #[serde(skip)]
+    pub swim: Option<SwimSettings>,
+    /// The network.
+    pub network: Network,
+    /// Simulated time after warm-up.
+    pub duration: Duration,
+    /// Decides every random choice.
+    pub seed: u64,
+    /// What happens.
+    pub scenario: Scenario,
+}
+
+/// What a run measured.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// Arrival to the last live node learning of it, nanoseconds.
+    pub dissemination: Histogram<u64>,
+    /// Arrival to each live node learning of it, nanoseconds.
+    pub observations: Histogram<u64>,
+    /// Crash to the last live node declaring it down, nanoseconds.
+    pub detection: Histogram<u64>,
+    /// Arrivals that had not reached every live node when the run ended.
+    pub arrivals_unfinished: u64,
+    /// Crashes not yet declared down by every live node at the end.
+    pub crashes_undetected: u64,
+    /// Suspicions of nodes that were running and reachable.
+    pub false_suspicions: u64,
+    /// Down declarations of nodes that were running and reachable.
+    pub false_downs: u64,
+    /// Frames sent per node per simulated second (after warm-up).
+    pub packets_per_node_second: f64,
+    /// Bytes sent per node per simulated second (after warm-up).
+    pub bytes_per_node_second: f64,
+    /// After a partition healed: until every live node saw every other alive.
+    pub heal: Option<Duration>,
+    /// Simulated time, warm-up included.
+    pub simulated: Duration,
+    /// A digest of every event, in order: equal for equal runs.
+    pub trace_digest: u64,
+}
+
+const BASE_UNIX_US: u64 = 1_800_000_000_000_000;
+const PORT: u16 = 7946;
+
+fn address(index: usize) -> SocketAddr {
+    let index = index as u32;
+    SocketAddr::from((
+        Ipv4Addr::new(10, (index >> 16) as u8, (index >> 8) as u8, index as u8),
+        PORT,
+    ))
+}
+
+fn index_of(addr: SocketAddr) -> usize {
+    match addr {
+        SocketAddr::V4(v4) => {
+            let [_, a, b, c] = v4.ip().octets();
+            (usize::from(a) << 16) | (usize::from(b) << 8) | usize::from(c)
+        }
+        SocketAddr::V6(_) => usize::MAX,
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1_000, 86_400_000_000_000, 3).expect("1µs to a day are valid bounds")
+}
+
+/// An arrival or a crash on its way to every live node.
+struct Pending {
+    started: Duration,
+    waiting: HashSet<usize>,
+}
+
+struct Simulator {
+    swim: SwimSettings,
+    network: Network,
+    rng: SmallRng,
+    now: Duration,
+    nodes: Vec<Option<Membership>>,
+    /// Deliveries: (at, order, to, frame).
+    deliveries: BinaryHeap<Reverse<(Duration, u64, usize, Vec<u8>)>>,
+    /// Wake-ups: (at, node); stale ones are skipped.
+    wakeups: BinaryHeap<Reverse<(Duration, usize)>>,
+    scheduled: Vec<Option<Duration>>,
+    order: u64,
+    /// Node i's side in a partition (nodes on different sides cannot talk).
+    side: Vec<u8>,
+    /// Directions cut: (from, to).
+    cut: HashSet<(usize, usize)>,
+    arrivals: HashMap<NodeId, Pending>,
+    crashes: HashMap<usize, Pending>,
+    measuring: bool,
+    report: Report,
+    packets: u64,
+    bytes: u64,
+    restarts: u64,
+}
+
+impl Simulator {
+    fn clock(&self) -> Now {
+        Now {
+            elapsed: self.now,
+            unix_us: BASE_UNIX_US + self.now.as_micros() as u64,
+        }
+    }
+
+    fn digest(&mut self, value: u64) {
+        // FNV-1a over the event trace.
+        for byte in value.to_le_bytes() {
+            self.report.trace_digest ^= u64::from(byte);
+            self.report.trace_digest = self.report.trace_digest.wrapping_mul(0x100_0000_01b3);
+        }
+    }
+
+    fn running(&self, index: usize) -> bool {
+        self.nodes.get(index).is_some_and(Option::is_some)
+    }
+
+    fn reachable(&self, from: usize, to: usize) -> bool {
+        self.side[from] == self.side[to] && !self.cut.contains(&(from, to))
+    }
+
+    fn live(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.nodes.len()).filter(|index| self.running(*index))
+    }
+
+    /// Start node `index` (a fresh identity) and join it through `seeds`.
+    fn start(&mut self, index: usize, seeds: &[usize]) {
+        let seed = self.rng.random::<u64>();
+        // A restart is at least a microsecond later than the last identity.
+        let now = Now {
+            elapsed: self.now,
+            unix_us: BASE_UNIX_US + self.now.as_micros() as u64 + self.restarts,
+        };
+        self.restarts += 1;
+        let mut core = Membership::new(
+            self.swim.clone(),
+            format!("node-{index}"),
+            address(index),
+            seed,
+            now,
+        );
+        let seeds: Vec<SocketAddr> = seeds.iter().map(|seed| address(*seed)).collect();
+        core.join(&seeds, now);
+        if index >= self.nodes.len() {
+            self.nodes.resize_with(index + 1, || None);
+            self.scheduled.resize(index + 1, None);
+            self.side.resize(index + 1, 0);
+        }
+        let identity = core.identity().clone();
+        self.nodes[index] = Some(core);
+        if self.measuring {
+            let waiting: HashSet<usize> = self.live().filter(|other| *other != index).collect();
+            self.arrivals.insert(
+                identity,
+                Pending {
+                    started: self.now,
+                    waiting,
+                },
+            );
+        }
+        self.digest(0x5354_4152 ^ index as u64);
+        self.after(index);
+    }
+
+    fn crash(&mut self, index: usize) {
+        if self.nodes[index].take().is_none() {
+            return;
+        }
+        self.scheduled[index] = None;
+        for pending in self.arrivals.values_mut() {
+            pending.waiting.remove(&index);
+        }
+        for pending in self.crashes.values_mut() {
+            pending.waiting.remove(&index);
+        }
+        if self.measuring {
+            let waiting: HashSet<usize> = self.live().collect();
+            self.crashes.insert(
+                index,
+                Pending {
+                    started: self.now,
+                    waiting,
+                },
+            );
+        }
+        self.digest(0x4352_4153 ^ index as u64);
+        self.settle_pending();
+    }
+
+    /// Collect what node `index` left: frames onto the network, events into
+    /// the measurements, its next wake-up into the queue.
+    fn after(&mut self, index: usize) {
+        let Some(core) = self.nodes[index].as_mut() else {
+            return;
+        };
+        let outgoing = core.take_outgoing();
+        let events = core.take_events();
+        let deadline = core.next_deadline();
+        for out in outgoing {
+            if self.measuring {
+                self.packets += 1;
+                self.bytes += out.frame.len() as u64;
+            }
+            let to = index_of(out.to);
+            if to >= self.nodes.len() || !self.reachable(index, to) {
+                continue;
+            }
+            if self.rng.random::<f64>() < self.network.loss {
+                continue;
+            }
+            let copies = if self.rng.random::<f64>() < self.network.duplicate {
+                2
+            } else {
+                1
+            };
+            for _ in 0..copies {
+                let delay = self.latency();
+                self.order += 1;
+                self.deliveries.push(Reverse((
+                    self.now + delay,
+                    self.order,
+                    to,
+                    out.frame.clone(),
+                )));
+            }
+        }
+        for event in events {
+            self.observe(index, event);
+        }
+        if deadline != self.scheduled[index] {
+            self.scheduled[index] = deadline;
+            if let Some(at) = deadline {
+                self.wakeups.push(Reverse((at, index)));
+            }
+        }
+    }
+
+    fn latency(&mut self) -> Duration {
+        // Box-Muller for a standard normal.
+        let u1: f64 = self.rng.random::<f64>().max(f64::MIN_POSITIVE);
+        let u2: f64 = self.rng.random::<f64>();
+        let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+        self.network
+            .latency
+            .mul_f64((self.network.jitter_sigma * z).exp().min(100.0))
+    }
+
+    fn observe(&mut self, observer: usize, event: MembershipEvent) {
+        match event {
+            MembershipEvent::Up(member)
+            | MembershipEvent::Renamed {
+                current: member, ..
+            } => {
+                self.digest(0x5550 ^ ((observer as u64) << 20) ^ member.generation);
+                if let Some(pending) = self.arrivals.get_mut(&member) {
+                    if pending.waiting.remove(&observer) {
+                        let took = self.now - pending.started;
+                        let _ = self
+                            .report
+                            .observations
+                            .record(took.as_nanos().max(1_000) as u64);
+                    }
+                }
+            }
+            MembershipEvent::Down(member) => {
+                let target = index_of(member.addr);
+                self.digest(0x444f ^ ((observer as u64) << 20) ^ target as u64);
+                let current = self
+                    .nodes
+                    .get(target)
+                    .and_then(Option::as_ref)
+                    .map(|core| core.identity().clone());
+                if current.as_ref() == Some(&member)
+                    && self.reachable(observer, target)
+                    && self.reachable(target, observer)
+                {
+                    self.report.false_downs += 1;
+                }
+                if let Some(pending) = self.crashes.get_mut(&target) {
+                    pending.waiting.remove(&observer);
+                }
+            }
+            MembershipEvent::Suspected(member) => {
+                let target = index_of(member.addr);
+                self.digest(0x5355 ^ ((observer as u64) << 20) ^ target as u64);
+                let current = self
+                    .nodes
+                    .get(target)
+                    .and_then(Option::as_ref)
+                    .map(|core| core.identity().clone());
+                if self.measuring
+                    && current.as_ref() == Some(&member)
+                    && self.reachable(observer, target)
+                    && self.reachable(target, observer)
+                {
+                    self.report.false_suspicions += 1;
+                }
+            }
+            _ => {}
+        }
+        self.settle_pending();
+    }
+
+    fn settle_pending(&mut self) {
+        let now = self.now;
+        let finished: Vec<NodeId> = self
+            .arrivals
+            .iter()
+            .filter(|(_, pending)| pending.waiting.is_empty())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in finished {
+            if let Some(pending) = self.arrivals.remove(&id) {
+                let _ = self
+                    .report
+                    .dissemination
+                    .record((now - pending.started).as_nanos().max(1_000) as u64);
+            }
+        }
+        let detected: Vec<usize> = self
+            .crashes
+            .iter()
+            .filter(|(_, pending)| pending.waiting.is_empty())
+            .map(|(index, _)| *index)
+            .collect();
+        for index in detected {
+            if let Some(pending) = self.crashes.remove(&index) {
+                let _ = self
+                    .report
+                    .detection
+                    .record((now - pending.started).as_nanos().max(1_000) as u64);
+            }
+        }
+    }
+
+    /// Run until `until`, the next delivery or wake-up first each time.
+    fn run_until(&mut self, until: Duration) {
+        loop {
+            let delivery = self.deliveries.peek().map(|Reverse((at, ..))| *at);
+            let wakeup = self.wakeups.peek().map(|Reverse((at, _))| *at);
+            let Some(next) = [delivery, wakeup].into_iter().flatten().min() else {
+                break;
+            };
+            if next > until {
+                break;
+            }
+            self.now = self.now.max(next);
+            let now = self.clock();
+            if delivery == Some(next) {
+                let Some(Reverse((_, _, to, frame))) = self.deliveries.pop() else {
+                    break;
+                };
+                if let Some(core) = self.nodes.get_mut(to).and_then(Option::as_mut) {
+                    let _ = core.handle_frame(&frame, now);
+                    self.after(to);
+                }
+            } else {
+                let Some(Reverse((at, index))) = self.wakeups.pop() else {
+                    break;
+                };
+                if self.scheduled.get(index).copied().flatten() != Some(at) {
+                    continue;
+                }
+                self.scheduled[index] = None;
+                if let Some(core) = self.nodes.get_mut(index).and_then(Option::as_mut) {
+                    core.advance(now);
+                    self.after(index);
+                }
+            }
+        }
+        self.now = self.now.max(until);
+    }
+
+    fn all_agree(&self) -> bool {
+        let live: Vec<usize> = self.live().collect();
+        live.iter().all(|index| {
+            self.nodes[*index]
+                .as_ref()
+                .is_some_and(|core| core.counts().alive as usize == live.len() - 1)
+        })
+    }
+
+    fn random_live(&mut self, except: Option<usize>) -> Option<usize> {
+        let live: Vec<usize> = self.live().filter(|index| Some(*index) != except).collect();
+        if live.is_empty() {
+            return None;
+        }
+        Some(live[self.rng.random_range(0..live.len())])
+    }
+}
+
+/// How long the cluster gets to form before measuring starts: every node's
+/// join staggered over a second, then enough rounds for the news to spread.
+pub fn warm_up(swim: &SwimSettings, nodes: usize) -> Duration {
+    let rounds = (nodes.max(2) as f64).log2().ceil() as u32 + 10;
+    Duration::from_secs(1) + swim.gossip_interval * rounds + swim.probe_interval * 4
+}
+
+/// Run a simulation; `progress` is called now and then with the simulated
+/// time so far and the total.
+pub fn simulate(config: &SimulationConfig, mut progress: impl FnMut(Duration, Duration)) -> Report {
+    let swim = config
+        .swim
+        .clone()
+        .unwrap_or_else(|| SwimSettings::from_profile(&caxton_profiles::Profile::default()));
+    let nodes = config.nodes.max(2);
+    let warm = warm_up(&swim, nodes);
+    let total = warm + config.duration;
+    let mut sim = Simulator {
+        swim: swim.clone(),
+        network: config.network,
+        rng: SmallRng::seed_from_u64(config.seed),
+        now: Duration::ZERO,
+        nodes: Vec::new(),
+        deliveries: BinaryHeap::new(),
+        wakeups: BinaryHeap::new(),
+        scheduled: Vec::new(),
+        order: 0,
+        side: Vec::new(),
+        cut: HashSet::new(),
+        arrivals: HashMap::new(),
+        crashes: HashMap::new(),
+        measuring: false,
+        report: Report {
+            dissemination: histogram(),
+            observations: histogram(),
+            detection: histogram(),
+            arrivals_unfinished: 0,
+            crashes_undetected: 0,
+            false_suspicions: 0,
+            false_downs: 0,
+            packets_per_node_second: 0.0,
+            bytes_per_node_second: 0.0,
+            heal: None,
+            simulated: total,
+            trace_digest: 0xcbf2_9ce4_8422_2325,
+        },
+        packets: 0,
+        bytes: 0,
+        restarts: 0,
+    };
+    // Formation: node 0 first, then each node joins through three earlier ones.
+    sim.start(0, &[]);
+    let stagger = Duration::from_secs(1) / nodes as u32;
+    for index in 1..nodes {
+        sim.run_until(stagger * index as u32);
+        let seeds: Vec<usize> = (0..3).map(|_| sim.rng.random_range(0..index)).collect();
+        sim.start(index, &seeds);
+    }
+    sim.run_until(warm);
+    sim.measuring = true;
+    progress(sim.now, total);
+
+    // The scenario's schedule, in steps of a second of simulated time.
+    let step = Duration::from_secs(1);
+    let arrival_every = (swim.probe_interval * 4).max(Duration::from_secs(2));
+    let mut next_arrival = warm + arrival_every / 2;
+    let fault_every = (swim.probe_interval * 10).max(Duration::from_secs(10));
+    let mut next_fault = warm + fault_every / 2;
+    let partition_at = warm + config.duration / 4;
+    let heal_at = warm + config.duration / 2;
+    let mut partitioned = false;
+    let mut healed_at: Option<Duration> = None;
+    let mut restart_queue: Vec<(Duration, usize)> = Vec::new();
+    while sim.now < total {
+        let until = (sim.now + step).min(total);
+        while next_arrival <= until {
+            sim.run_until(next_arrival);
+            let index = sim.nodes.len();
+            let seeds: Vec<usize> = (0..3).filter_map(|_| sim.random_live(None)).collect();
+            sim.start(index, &seeds);
+            next_arrival += arrival_every;
+        }
+        if matches!(config.scenario, Scenario::Crash | Scenario::Churn) {
+            while next_fault <= until {
+                sim.run_until(next_fault);
+                if let Some(victim) = sim.random_live(Some(0)) {
+                    sim.crash(victim);
+                    if config.scenario == Scenario::Churn {
+                        restart_queue.push((sim.now + swim.probe_interval * 3, victim));
+                    }
+                }
+                next_fault += fault_every
+                    / if config.scenario == Scenario::Churn {
+                        4
+                    } else {
+                        1
+                    };
+            }
+            restart_queue.sort();
+            while let Some(&(at, victim)) = restart_queue.first() {
+                if at > until {
+                    break;
+                }
+                restart_queue.remove(0);
+                sim.run_until(at);
+                let seeds: Vec<usize> = (0..3)
+                    .filter_map(|_| sim.random_live(Some(victim)))
+                    .collect();
+                sim.start(victim, &seeds);
+            }
+        }
+        if config.scenario == Scenario::Partition {
+            if !partitioned && partition_at <= until {
+                sim.run_until(partition_at);
+                let count = sim.nodes.len();
+                for index in count / 2..count {
+                    sim.side[index] = 1;
+                }
+                partitioned = true;
+            }
+            if partitioned && healed_at.is_none() && heal_at <= until {
+                sim.run_until(heal_at);
+                sim.side.iter_mut().for_each(|side| *side = 0);
+                healed_at = Some(sim.now);
+            }
+        }
+        sim.run_until(until);
+        if let (Some(healed), None) = (healed_at, sim.report.heal) {
+            if sim.all_agree() {
+                sim.report.heal = Some(sim.now - healed);
+            }
+        }
+        progress(sim.now, total);
+    }
+    let seconds = config.duration.as_secs_f64().max(1e-9);
+    let live = sim.live().count().max(1) as f64;
+    sim.report.packets_per_node_second = sim.packets as f64 / live / seconds;
+    sim.report.bytes_per_node_second = sim.bytes as f64 / live / seconds;
+    sim.report.arrivals_unfinished = sim.arrivals.len() as u64;
+    sim.report.crashes_undetected = sim.crashes.len() as u64;
+    sim.report
+}
