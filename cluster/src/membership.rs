@@ -227,6 +227,9 @@ impl Runtime<NodeId> for Effects {
     }
 }
 
+/// Members a renewed node announces itself to directly, at most.
+const RENEWAL_ANNOUNCES_MAX: usize = 64;
+
 /// The highest convergence time recorded, in nanoseconds (an hour).
 const CONVERGENCE_MAX_NS: u64 = 3_600_000_000_000;
 
@@ -582,11 +585,14 @@ impl Membership {
                 // old member states while dropping their timers, which can
                 // leave a suspect suspected for ever.
                 let renewed = self.identity().renewed(now.unix_us);
+                // Everyone it knew, down or not (a bounded few): after a
+                // partition the members it holds down are the other side,
+                // and telling them at once merges the halves.
                 let known: Vec<SocketAddr> = self
                     .foca
                     .iter_membership_state()
-                    .filter(|member| member.state() != State::Down)
                     .map(|member| member.id().addr)
+                    .take(RENEWAL_ANNOUNCES_MAX)
                     .collect();
                 let rng = SmallRng::seed_from_u64(self.effects.nonce ^ renewed.generation);
                 self.foca = Foca::new(

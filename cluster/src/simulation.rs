@@ -33,7 +33,7 @@ use crate::wire::NodeId;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Scenario {
-    /// New nodes join one at a time; nothing fails.
+    /// Nodes leave gracefully and rejoin, one at a time; nothing fails.
     Steady,
     /// As steady, and a node crashes every so often (and stays down).
     Crash,
@@ -252,6 +252,25 @@ impl Simulator {
         }
         self.digest(0x5354_4152 ^ index as u64);
         self.after(index);
+    }
+
+    /// Node `index` leaves gracefully (its farewell goes out), then is gone.
+    fn leave(&mut self, index: usize) {
+        let now = self.clock();
+        if let Some(core) = self.nodes[index].as_mut() {
+            core.leave(now);
+        }
+        self.after(index);
+        self.nodes[index] = None;
+        self.scheduled[index] = None;
+        for pending in self.arrivals.values_mut() {
+            pending.waiting.remove(&index);
+        }
+        for pending in self.crashes.values_mut() {
+            pending.waiting.remove(&index);
+        }
+        self.digest(0x4c45_4156 ^ index as u64);
+        self.settle_pending();
     }
 
     fn crash(&mut self, index: usize) {
@@ -554,14 +573,31 @@ pub fn simulate(config: &SimulationConfig, mut progress: impl FnMut(Duration, Du
     let mut partitioned = false;
     let mut healed_at: Option<Duration> = None;
     let mut restart_queue: Vec<(Duration, usize)> = Vec::new();
+    let mut returning: Vec<(Duration, usize)> = Vec::new();
     while sim.now < total {
         let until = (sim.now + step).min(total);
-        while next_arrival <= until {
+        // Arrivals: a node leaves gracefully and comes back a moment later
+        // under a newer generation, so the cluster keeps its size. The
+        // partition scenario has none, so that only the heal is measured.
+        while next_arrival <= until && config.scenario != Scenario::Partition {
             sim.run_until(next_arrival);
-            let index = sim.nodes.len();
-            let seeds: Vec<usize> = (0..3).filter_map(|_| sim.random_live(None)).collect();
-            sim.start(index, &seeds);
+            if let Some(index) = sim.random_live(Some(0)) {
+                sim.leave(index);
+                returning.push((sim.now + swim.gossip_interval * 2, index));
+            }
             next_arrival += arrival_every;
+        }
+        returning.sort();
+        while let Some(&(at, index)) = returning.first() {
+            if at > until {
+                break;
+            }
+            returning.remove(0);
+            sim.run_until(at);
+            let seeds: Vec<usize> = (0..3)
+                .filter_map(|_| sim.random_live(Some(index)))
+                .collect();
+            sim.start(index, &seeds);
         }
         if matches!(config.scenario, Scenario::Crash | Scenario::Churn) {
             while next_fault <= until {

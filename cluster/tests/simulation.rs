@@ -1,0 +1,186 @@
+//! The cluster simulator at CI sizes (16 to 50 nodes), seeded: every live
+//! node learns every arrival, crashes are declared down within the bound the
+//! preset implies, no node is falsely declared down at 1% loss, a partition
+//! heals, and a seed replays its run exactly.
+
+use std::time::Duration;
+
+use caxton_cluster::settings::suspicion_timeout;
+use caxton_cluster::simulation::{simulate, Network, Report, Scenario, SimulationConfig};
+use caxton_cluster::SwimSettings;
+use caxton_profiles::Profile;
+
+/// The SWIM settings of built-in profiles layered in order.
+fn preset(names: &[&str]) -> SwimSettings {
+    let mut profile = Profile::default();
+    for name in names {
+        let text = caxton_profiles::builtin_text(name).expect("a built-in profile");
+        let layer: serde_json::Value = serde_saphyr::from_str(text).expect("yaml");
+        if let Some(cluster) = layer
+            .pointer("/coordination/cluster")
+            .and_then(|value| value.as_object())
+        {
+            let current = serde_json::to_value(&profile.coordination.cluster).expect("serializes");
+            let mut merged = current.as_object().cloned().expect("an object");
+            for (key, value) in cluster {
+                merged.insert(key.clone(), value.clone());
+            }
+            profile.coordination.cluster =
+                serde_json::from_value(serde_json::Value::Object(merged)).expect("valid");
+        }
+    }
+    SwimSettings::from_profile(&profile)
+}
+
+fn run(
+    nodes: usize,
+    swim: &SwimSettings,
+    scenario: Scenario,
+    duration: Duration,
+    seed: u64,
+    loss: f64,
+) -> Report {
+    let config = SimulationConfig {
+        nodes,
+        swim: Some(swim.clone()),
+        network: Network {
+            loss,
+            ..Network::default()
+        },
+        duration,
+        seed,
+        scenario,
+    };
+    simulate(&config, |_, _| {})
+}
+
+fn replay(seed: u64) -> String {
+    format!("replay: engine cluster simulate --seed {seed}")
+}
+
+#[test]
+fn every_live_node_learns_every_arrival_at_16_nodes() {
+    let swim = preset(&["cluster-small"]);
+    let seed = 11;
+    let report = run(
+        16,
+        &swim,
+        Scenario::Steady,
+        Duration::from_secs(60),
+        seed,
+        0.01,
+    );
+    assert!(
+        report.dissemination.len() >= 10,
+        "{} arrivals; {}",
+        report.dissemination.len(),
+        replay(seed)
+    );
+    assert!(
+        report.arrivals_unfinished <= 1,
+        "{} unfinished; {}",
+        report.arrivals_unfinished,
+        replay(seed)
+    );
+    assert_eq!(report.false_downs, 0, "{}", replay(seed));
+    assert!(report.observations.len() >= report.dissemination.len() * 15);
+}
+
+#[test]
+fn crashes_are_declared_down_within_the_presets_bound() {
+    let swim = preset(&["cluster-small"]);
+    let seed = 12;
+    let report = run(
+        16,
+        &swim,
+        Scenario::Crash,
+        Duration::from_secs(60),
+        seed,
+        0.01,
+    );
+    assert!(
+        report.detection.len() >= 5,
+        "{} crashes detected; {}",
+        report.detection.len(),
+        replay(seed)
+    );
+    // The goal: the suspicion timeout plus two probe intervals, for the
+    // median crash; every crash within the worst case of probing in turn.
+    let goal = suspicion_timeout(swim.suspicion_multiplier, swim.probe_interval, 16)
+        + swim.probe_interval * 2;
+    let median = Duration::from_nanos(report.detection.value_at_quantile(0.5));
+    assert!(
+        median <= goal,
+        "median detection {median:?}, goal {goal:?}; {}",
+        replay(seed)
+    );
+    let bound = swim.down_detection_bound(16);
+    let slowest = Duration::from_nanos(report.detection.max());
+    assert!(
+        slowest <= bound,
+        "slowest detection {slowest:?}, bound {bound:?}; {}",
+        replay(seed)
+    );
+    assert_eq!(report.false_downs, 0, "{}", replay(seed));
+}
+
+#[test]
+fn no_false_down_in_a_simulated_hour_at_one_percent_loss() {
+    let swim = preset(&["cluster-small"]);
+    let seed = 13;
+    let report = run(
+        16,
+        &swim,
+        Scenario::Steady,
+        Duration::from_secs(3600),
+        seed,
+        0.01,
+    );
+    assert_eq!(report.false_downs, 0, "{}", replay(seed));
+}
+
+#[test]
+fn a_partition_heals_and_the_halves_agree_again() {
+    let swim = preset(&["cluster-small"]);
+    let seed = 14;
+    let report = run(
+        16,
+        &swim,
+        Scenario::Partition,
+        Duration::from_secs(120),
+        seed,
+        0.0,
+    );
+    assert!(
+        report.heal.is_some(),
+        "the halves never agreed again; {}",
+        replay(seed)
+    );
+}
+
+#[test]
+fn churn_at_50_nodes_with_cluster_medium_keeps_everyone_informed() {
+    let swim = preset(&["cluster-medium"]);
+    let seed = 15;
+    let report = run(
+        50,
+        &swim,
+        Scenario::Churn,
+        Duration::from_secs(60),
+        seed,
+        0.01,
+    );
+    assert!(report.dissemination.len() >= 10, "{}", replay(seed));
+    assert!(report.detection.len() >= 3, "{}", replay(seed));
+}
+
+#[test]
+fn a_seed_replays_its_run_exactly() {
+    let swim = preset(&["cluster-small"]);
+    let first = run(16, &swim, Scenario::Churn, Duration::from_secs(20), 7, 0.05);
+    let again = run(16, &swim, Scenario::Churn, Duration::from_secs(20), 7, 0.05);
+    let other = run(16, &swim, Scenario::Churn, Duration::from_secs(20), 8, 0.05);
+    assert_eq!(first.trace_digest, again.trace_digest);
+    assert_eq!(first.dissemination.len(), again.dissemination.len());
+    assert_ne!(first.trace_digest, other.trace_digest);
+}
