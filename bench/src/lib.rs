@@ -7,6 +7,7 @@
 pub mod agent_to_agent;
 pub mod baseline;
 pub mod custom;
+pub mod gossip;
 pub mod load;
 pub mod noisy;
 pub mod persistence;

@@ -102,6 +102,36 @@ pub enum ClusterCommand {
         #[command(flatten)]
         endpoint: Endpoint,
     },
+    /// Simulate a cluster of many nodes on a virtual clock (the real
+    /// membership code, a seeded lossy network) and print dissemination,
+    /// failure detection, false verdicts and traffic beside the goals. The
+    /// SWIM timing comes from `--profile` (cluster-size and network presets apply).
+    Simulate {
+        /// Nodes.
+        #[arg(long, default_value_t = 16)]
+        nodes: usize,
+        /// Share of packets lost, 0 to 0.5 (`0.01` is 1%).
+        #[arg(long, default_value_t = 0.01)]
+        loss: f64,
+        /// Median one-way latency, e.g. `250us`, `20ms`.
+        #[arg(long, default_value = "250us")]
+        latency: String,
+        /// Latency spread: σ of the log-normal distribution (0: constant).
+        #[arg(long, default_value_t = 0.5)]
+        jitter: f64,
+        /// Simulated time to measure, after the cluster forms, e.g. `60s`, `1h`.
+        #[arg(long, default_value = "60s")]
+        duration: String,
+        /// Decides every random choice; the same seed replays the same run.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// `steady` (nodes leave and rejoin), `crash`, `partition` or `churn`.
+        #[arg(long, default_value = "steady")]
+        scenario: String,
+        /// Write HDR histograms and `summary.json` here.
+        #[arg(long, value_name = "DIR")]
+        output: Option<std::path::PathBuf>,
+    },
     /// Make a test CA and a certificate and key per node, for trying a
     /// cluster out (not for production: the CA key sits beside them).
     InitCerts {

@@ -637,6 +637,82 @@ fn run_node(selection: &ProfileSelection, joins: &[String]) -> Result<(), Comman
     Ok(())
 }
 
+/// `engine cluster simulate`'s arguments.
+pub struct SimulateArgs {
+    pub nodes: usize,
+    pub loss: f64,
+    pub latency: String,
+    pub jitter: f64,
+    pub duration: String,
+    pub seed: u64,
+    pub scenario: String,
+    pub output: Option<std::path::PathBuf>,
+}
+
+/// `engine cluster simulate`: a seeded cluster simulation with a progress bar.
+pub fn simulate_cluster(selection: &ProfileSelection, args: SimulateArgs) -> Result<(), CommandError> {
+    let loaded = load_profile(selection)?;
+    if !(2..=10_000).contains(&args.nodes) {
+        return Err(CommandError::BadInput(format!("--nodes {} is out of range: use 2 to 10000", args.nodes)));
+    }
+    if !(0.0..=0.5).contains(&args.loss) {
+        return Err(CommandError::BadInput(format!("--loss {} is out of range: use 0 to 0.5", args.loss)));
+    }
+    if !(0.0..=3.0).contains(&args.jitter) {
+        return Err(CommandError::BadInput(format!("--jitter {} is out of range: use 0 to 3", args.jitter)));
+    }
+    let parse = |flag: &str, text: &str| {
+        humantime::parse_duration(text)
+            .map_err(|error| CommandError::BadInput(format!("{flag} `{text}`: {error}")))
+    };
+    let latency = parse("--latency", &args.latency)?;
+    let duration = parse("--duration", &args.duration)?;
+    if duration.is_zero() || duration > std::time::Duration::from_secs(7 * 24 * 3600) {
+        return Err(CommandError::BadInput("--duration must be above 0 and at most a week".into()));
+    }
+    let scenario: caxton_cluster::simulation::Scenario =
+        args.scenario.parse().map_err(CommandError::BadInput)?;
+    let swim = caxton_cluster::SwimSettings::from_profile(&loaded.profile);
+    let config = caxton_cluster::simulation::SimulationConfig {
+        nodes: args.nodes,
+        swim: None,
+        network: caxton_cluster::simulation::Network {
+            loss: args.loss,
+            latency,
+            jitter_sigma: args.jitter,
+            ..caxton_cluster::simulation::Network::default()
+        },
+        duration,
+        seed: args.seed,
+        scenario,
+    };
+    let bar = indicatif::ProgressBar::new(1);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} simulated {msg} [{bar:40}] {percent}% (wall {elapsed_precise})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let (summary, report) = caxton_bench::gossip::run(
+        &loaded.layers.join(" + "),
+        &swim,
+        config,
+        |done, total| {
+            bar.set_length(total.as_millis().max(1) as u64);
+            bar.set_position(done.as_millis() as u64);
+            bar.set_message(format!("{:.0}s of {:.0}s", done.as_secs_f64(), total.as_secs_f64()));
+        },
+    );
+    bar.finish_and_clear();
+    if let Some(directory) = &args.output {
+        caxton_bench::gossip::write(directory, &summary, &report)
+            .map_err(|error| CommandError::Failed(error.to_string()))?;
+    }
+    emit(&format!("{}
+{}
+", caxton_bench::machine_line(), caxton_bench::gossip::render(&summary)))
+}
+
 /// What the gossip shard's thread runs: the admin endpoint and cluster
 /// membership side by side on one current-thread runtime, until the node's
 /// stop signal; the cluster then leaves gracefully before the thread ends.

@@ -291,6 +291,30 @@ pub fn cluster(selection: &ProfileSelection, command: ClusterCommand) -> Result<
             }
             return emit(text.trim_end());
         }
+        ClusterCommand::Simulate {
+            nodes,
+            loss,
+            latency,
+            jitter,
+            duration,
+            seed,
+            scenario,
+            output,
+        } => {
+            return crate::commands::simulate_cluster(
+                selection,
+                crate::commands::SimulateArgs {
+                    nodes,
+                    loss,
+                    latency,
+                    jitter,
+                    duration,
+                    seed,
+                    scenario,
+                    output,
+                },
+            );
+        }
         ClusterCommand::Members { json, endpoint } => (json, endpoint, true),
         ClusterCommand::Status { json, endpoint } => (json, endpoint, false),
     };
