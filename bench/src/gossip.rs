@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::standard::{write_results, ScenarioResult, SuiteError};
 
 /// One distribution, in seconds.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize)]
 pub struct Seconds {
     /// Observations.
     pub count: u64,
@@ -38,7 +38,7 @@ impl Seconds {
 }
 
 /// A simulation run, as printed and as `summary.json`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct GossipSummary {
     /// The profile(s) the SWIM settings came from.
     pub profile: String,
@@ -80,6 +80,8 @@ pub struct GossipSummary {
     pub probe_interval_seconds: f64,
     /// Our dissemination P99 goal at this size, seconds.
     pub dissemination_goal_seconds: f64,
+    /// The SWIM settings simulated.
+    pub swim: caxton_cluster::transport::SwimSummary,
     /// Equal for equal runs.
     pub trace_digest: String,
 }
@@ -134,6 +136,7 @@ pub fn run(
         .as_secs_f64(),
         probe_interval_seconds: swim.probe_interval.as_secs_f64(),
         dissemination_goal_seconds: dissemination_goal(nodes).as_secs_f64(),
+        swim: caxton_cluster::transport::SwimSummary::from(swim),
         trace_digest: format!("{:016x}", report.trace_digest),
     };
     (summary, report)
@@ -201,7 +204,9 @@ pub fn render(summary: &GossipSummary) -> String {
         s.packets_per_node_second, s.bytes_per_node_second
     ));
     if let Some(heal) = s.heal_seconds {
-        out.push_str(&format!("partition healed: every node saw every other alive {heal:.2}s after the heal\n"));
+        out.push_str(&format!(
+            "partition healed: every node saw every other alive {heal:.2}s after the heal\n"
+        ));
     } else if s.scenario == Scenario::Partition {
         out.push_str("partition healed: NOT within the run\n");
     }
@@ -217,6 +222,28 @@ pub fn render(summary: &GossipSummary) -> String {
         s.seed
     ));
     out
+}
+
+/// The header of [`markdown_row`]'s table.
+pub const MARKDOWN_HEADER: &str = "| profile | nodes | loss | latency | dissemination P99 | crash → down P99 | suspicion + 2 probes | false suspicions /node-h | false downs | packets/s/node | B/s/node |\n|---|---|---|---|---|---|---|---|---|---|---|";
+
+/// One row of the preset table in `docs/cluster.md`.
+pub fn markdown_row(s: &GossipSummary) -> String {
+    let hours = (s.simulated_seconds / 3600.0).max(1e-9);
+    format!(
+        "| {} | {} | {:.0}% | {:?} | {:.2}s | {:.2}s | {:.2}s | {:.2} | {} | {:.1} | {:.0} |",
+        s.profile.replace("built-in profile ", ""),
+        s.nodes,
+        s.network.loss * 100.0,
+        s.network.latency,
+        s.dissemination.p99,
+        s.detection.p99,
+        s.suspicion_timeout_seconds + 2.0 * s.probe_interval_seconds,
+        s.false_suspicions as f64 / s.nodes.max(1) as f64 / hours,
+        s.false_downs,
+        s.packets_per_node_second,
+        s.bytes_per_node_second
+    )
 }
 
 /// Write the histograms (`dissemination.hlog`, `observations.hlog`,
@@ -244,4 +271,230 @@ pub fn standard_scenario(swim: &SwimSettings, duration: Duration) -> ScenarioRes
     };
     let report = simulate(&config, |_, _| {});
     ScenarioResult::from_histogram("gossip_convergence", report.dissemination, duration)
+}
+
+/// What `engine cluster analyze-gossip` judges, from a running node or a
+/// simulation's `summary.json`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct GossipFacts {
+    /// Cluster size, this node included.
+    pub nodes: usize,
+    /// SWIM bytes sent per node per second.
+    pub bytes_per_node_second: f64,
+    /// SWIM frames sent per node per second.
+    pub packets_per_node_second: f64,
+    /// Convergence P99, seconds, when anything was timed.
+    pub convergence_p99: Option<f64>,
+    /// Suspicions that ended refuted (false alarms), per node-hour.
+    pub false_suspicions_per_node_hour: f64,
+    /// Members declared down more than once (names).
+    pub flapping: Vec<String>,
+    /// Frames dropped as corrupt, truncated, replayed or undecodable.
+    pub frames_rejected: u64,
+    /// Handshakes refused (no certificate from the cluster's CA).
+    pub handshakes_refused: u64,
+    /// The settings in force.
+    pub swim: caxton_cluster::transport::SwimSummary,
+}
+
+/// The idle SWIM traffic a node should stay under, bytes per second (our
+/// goal at 100 nodes with cluster-medium; piggybacked updates grow with the
+/// log of the cluster).
+pub fn traffic_budget(nodes: usize) -> f64 {
+    2048.0 * (nodes.max(10) as f64).log10() / 2.0
+}
+
+/// The cluster-size preset for `nodes`, and its (gossip interval ms,
+/// fanout, probe interval ms, suspicion multiplier).
+pub fn preset_for(nodes: usize) -> (&'static str, (u64, u64, u64, u32)) {
+    match nodes {
+        0..=9 => ("cluster-small", (100, 3, 500, 3)),
+        10..=50 => ("cluster-medium", (200, 4, 1000, 4)),
+        _ => ("cluster-large", (500, 5, 2000, 5)),
+    }
+}
+
+/// Advice, each line naming the key to change (the seed's gossip-storm
+/// remedies, and the others' symptoms).
+pub fn advise(facts: &GossipFacts) -> Vec<String> {
+    let mut advice = Vec::new();
+    let swim = &facts.swim;
+    let budget = traffic_budget(facts.nodes);
+    let storm = facts.bytes_per_node_second > budget;
+    let slow = facts
+        .convergence_p99
+        .is_some_and(|p99| p99 > dissemination_goal(facts.nodes).as_secs_f64());
+    if storm {
+        advice.push(format!(
+            "gossip storm: {:.0} B/s of SWIM traffic per node, over {:.0} B/s for {} nodes. Raise coordination.cluster.gossip_interval (now {} ms, e.g. to {} ms) or lower coordination.cluster.gossip_fanout (now {}{})",
+            facts.bytes_per_node_second,
+            budget,
+            facts.nodes,
+            swim.gossip_interval_ms,
+            swim.gossip_interval_ms * 2,
+            swim.gossip_fanout,
+            if swim.gossip_fanout > 2 { format!(", e.g. to {}", swim.gossip_fanout - 1) } else { String::new() }
+        ));
+    }
+    if slow {
+        let p99 = facts.convergence_p99.unwrap_or_default();
+        if storm {
+            advice.push(format!(
+                "slow convergence despite heavy traffic (P99 {p99:.2}s): check for network issues (loss, a congested link) before tuning; lowering coordination.cluster.gossip_interval would add to the storm"
+            ));
+        } else {
+            advice.push(format!(
+                "slow convergence: P99 {p99:.2}s, over the {:.1}s goal for {} nodes. Lower coordination.cluster.gossip_interval (now {} ms) or raise coordination.cluster.gossip_fanout (now {})",
+                dissemination_goal(facts.nodes).as_secs_f64(),
+                facts.nodes,
+                swim.gossip_interval_ms,
+                swim.gossip_fanout
+            ));
+        }
+    }
+    if facts.false_suspicions_per_node_hour > 1.0 {
+        advice.push(format!(
+            "false suspicions: {:.1} per node-hour ended refuted. Raise coordination.cluster.probe_timeout (now {} ms) above the network's P99 round trip, or coordination.cluster.suspicion_multiplier (now {}); on a lossy network use the network-unreliable preset",
+            facts.false_suspicions_per_node_hour, swim.probe_timeout_ms, swim.suspicion_multiplier
+        ));
+    }
+    if !facts.flapping.is_empty() {
+        advice.push(format!(
+            "flapping members (declared down more than once): {}. Raise coordination.cluster.suspicion_multiplier (now {}) and check those nodes' network and load",
+            facts.flapping.join(", "),
+            swim.suspicion_multiplier
+        ));
+    }
+    if facts.frames_rejected > 0 {
+        advice.push(format!(
+            "{} frames were rejected (corrupt, truncated, replayed or undecodable): check for network issues, or a node running another version",
+            facts.frames_rejected
+        ));
+    }
+    if facts.handshakes_refused > 0 {
+        advice.push(format!(
+            "{} handshakes were refused: a node without a certificate from the cluster's CA (coordination.cluster.tls.ca_file) is trying to join",
+            facts.handshakes_refused
+        ));
+    }
+    let (preset, (interval, fanout, probe, multiplier)) = preset_for(facts.nodes);
+    let current = (
+        swim.gossip_interval_ms,
+        swim.gossip_fanout,
+        swim.probe_interval_ms,
+        swim.suspicion_multiplier,
+    );
+    if (storm || slow) && current != (interval, fanout, probe, multiplier) {
+        advice.push(format!(
+            "for {} nodes the {preset} preset sets gossip_interval {interval} ms, gossip_fanout {fanout}, probe_interval {probe} ms, suspicion_multiplier {multiplier}: try --profile {preset}",
+            facts.nodes
+        ));
+    }
+    if advice.is_empty() {
+        advice.push(format!(
+            "no gossip storm: {:.0} B/s per node is within {:.0} B/s for {} nodes{}; nothing to change",
+            facts.bytes_per_node_second,
+            budget,
+            facts.nodes,
+            facts
+                .convergence_p99
+                .map(|p99| format!(", convergence P99 {p99:.2}s"))
+                .unwrap_or_default()
+        ));
+    }
+    advice
+}
+
+impl GossipSummary {
+    /// What `analyze-gossip` judges in this run.
+    pub fn facts(&self) -> GossipFacts {
+        let hours = (self.simulated_seconds / 3600.0).max(1e-9);
+        GossipFacts {
+            nodes: self.nodes,
+            bytes_per_node_second: self.bytes_per_node_second,
+            packets_per_node_second: self.packets_per_node_second,
+            convergence_p99: (self.dissemination.count > 0).then_some(self.dissemination.p99),
+            false_suspicions_per_node_hour: self.false_suspicions as f64
+                / self.nodes.max(1) as f64
+                / hours,
+            flapping: Vec::new(),
+            frames_rejected: 0,
+            handshakes_refused: 0,
+            swim: self.swim,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn calm(nodes: usize) -> GossipFacts {
+        let (_, (interval, fanout, probe, multiplier)) = preset_for(nodes);
+        GossipFacts {
+            nodes,
+            bytes_per_node_second: 500.0,
+            packets_per_node_second: 5.0,
+            convergence_p99: Some(0.2),
+            swim: caxton_cluster::transport::SwimSummary {
+                gossip_interval_ms: interval,
+                gossip_fanout: fanout,
+                probe_interval_ms: probe,
+                probe_timeout_ms: 200,
+                suspicion_multiplier: multiplier,
+            },
+            ..GossipFacts::default()
+        }
+    }
+
+    #[test]
+    fn a_calm_cluster_gets_no_advice_to_change() {
+        let advice = advise(&calm(16));
+        assert_eq!(advice.len(), 1);
+        assert!(advice[0].starts_with("no gossip storm"), "{advice:?}");
+    }
+
+    #[test]
+    fn a_storm_names_the_interval_and_fanout_and_the_preset() {
+        let mut facts = calm(100);
+        facts.bytes_per_node_second = 50_000.0;
+        facts.swim.gossip_interval_ms = 50;
+        let advice = advise(&facts).join("\n");
+        assert!(advice.contains("gossip storm"), "{advice}");
+        assert!(
+            advice.contains("coordination.cluster.gossip_interval (now 50 ms, e.g. to 100 ms)"),
+            "{advice}"
+        );
+        assert!(
+            advice.contains("coordination.cluster.gossip_fanout"),
+            "{advice}"
+        );
+        assert!(advice.contains("--profile cluster-large"), "{advice}");
+    }
+
+    #[test]
+    fn slow_convergence_false_suspicions_flaps_and_refusals_each_name_their_key() {
+        let mut facts = calm(16);
+        facts.convergence_p99 = Some(2.0);
+        facts.false_suspicions_per_node_hour = 5.0;
+        facts.flapping = vec!["node-7".into()];
+        facts.handshakes_refused = 3;
+        let advice = advise(&facts).join("\n");
+        assert!(
+            advice.contains("slow convergence") && advice.contains("gossip_fanout"),
+            "{advice}"
+        );
+        assert!(
+            advice.contains("coordination.cluster.probe_timeout"),
+            "{advice}"
+        );
+        assert!(
+            advice.contains("node-7") && advice.contains("suspicion_multiplier"),
+            "{advice}"
+        );
+        assert!(advice.contains("tls.ca_file"), "{advice}");
+        facts.bytes_per_node_second = 1e6;
+        let advice = advise(&facts).join("\n");
+        assert!(advice.contains("check for network issues"), "{advice}");
+    }
 }

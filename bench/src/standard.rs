@@ -645,7 +645,13 @@ pub fn write_results(
 /// Goals: (scenario, seed P50 ns, seed P99 ns, our P50 goal ns, our P99 goal ns).
 /// Gossip convergence: the seed gives only a P99 (5 s); ours is 0.5 s at 16 nodes.
 pub const GOALS: [(&str, u64, u64, u64, u64); 6] = [
-    ("gossip_convergence", 5_000_000_000, 5_000_000_000, 500_000_000, 500_000_000),
+    (
+        "gossip_convergence",
+        5_000_000_000,
+        5_000_000_000,
+        500_000_000,
+        500_000_000,
+    ),
     ("local_routing", 100_000, 1_000_000, 2_000, 20_000),
     ("cross_shard_routing", 100_000, 1_000_000, 2_000, 20_000),
     ("message_processing", 1_000_000, 10_000_000, 1_000, 10_000),

@@ -106,6 +106,23 @@ pub struct MemberView {
     pub generation: u64,
     /// How long ago a frame from it was accepted, if ever.
     pub last_heard: Option<Duration>,
+    /// SWIM frames and bytes exchanged with it since this node started.
+    pub traffic: PeerTraffic,
+    /// Times this node saw it declared down (a member that flaps shows it).
+    pub downs: u32,
+}
+
+/// Frames and bytes exchanged with one member.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PeerTraffic {
+    /// Frames accepted from it.
+    pub frames_in: u64,
+    /// Their bytes.
+    pub bytes_in: u64,
+    /// Frames sent to it.
+    pub frames_out: u64,
+    /// Their bytes.
+    pub bytes_out: u64,
 }
 
 /// Members by state.
@@ -192,6 +209,7 @@ struct Effects {
     suspected: Vec<NodeId>,
     frames_out: u64,
     bytes_out: u64,
+    peers: HashMap<SocketAddr, PeerTraffic>,
 }
 
 impl Runtime<NodeId> for Effects {
@@ -210,6 +228,9 @@ impl Runtime<NodeId> for Effects {
         self.sequence += 1;
         self.frames_out += 1;
         self.bytes_out += frame.len() as u64;
+        let peer = self.peers.entry(to.addr).or_default();
+        peer.frames_out += 1;
+        peer.bytes_out += frame.len() as u64;
         self.outbox.push(Outgoing { to: to.addr, frame });
     }
 
@@ -244,6 +265,7 @@ pub struct Membership {
     joined_since_us: u64,
     replay: HashMap<SocketAddr, ReplayWindow>,
     last_heard: HashMap<SocketAddr, Duration>,
+    downs: HashMap<SocketAddr, u32>,
     dead: Vec<(NodeId, u32)>,
     next_dead_round: Option<Duration>,
     events: Vec<MembershipEvent>,
@@ -280,6 +302,7 @@ impl Membership {
                 suspected: Vec::new(),
                 frames_out: 0,
                 bytes_out: 0,
+                peers: HashMap::new(),
             },
             swim,
             configured_for: 1,
@@ -288,6 +311,7 @@ impl Membership {
             joined_since_us: now.unix_us,
             replay: HashMap::new(),
             last_heard: HashMap::new(),
+            downs: HashMap::new(),
             dead: Vec::new(),
             next_dead_round: None,
             events: Vec::new(),
@@ -353,6 +377,9 @@ impl Membership {
             .handle_data(packet, &mut self.effects)
             .map_err(|error| WireError::Refused(error.to_string()))?;
         self.last_heard.insert(sender.addr, self.now);
+        let peer = self.effects.peers.entry(sender.addr).or_default();
+        peer.frames_in += 1;
+        peer.bytes_in += frame.len() as u64;
         Ok(())
     }
 
@@ -441,6 +468,13 @@ impl Membership {
                     .last_heard
                     .get(&member.id().addr)
                     .map(|heard| self.now.saturating_sub(*heard)),
+                traffic: self
+                    .effects
+                    .peers
+                    .get(&member.id().addr)
+                    .copied()
+                    .unwrap_or_default(),
+                downs: self.downs.get(&member.id().addr).copied().unwrap_or(0),
             })
             .collect();
         members.sort_by(|a, b| a.name.cmp(&b.name).then(a.addr.cmp(&b.addr)));
@@ -557,6 +591,7 @@ impl Membership {
             }
             OwnedNotification::MemberDown(member) => {
                 self.counters.declared_down += 1;
+                *self.downs.entry(member.addr).or_default() += 1;
                 if self.swim.gossip_to_dead > 0 && !self.leaving {
                     self.dead.retain(|(dead, _)| dead.addr() != member.addr());
                     self.dead.push((member.clone(), self.swim.gossip_to_dead));

@@ -122,11 +122,40 @@ pub struct ClusterSnapshot {
     pub transport_counts: TransportCounts,
     /// The suspicion timeout in force, in milliseconds.
     pub suspicion_timeout_ms: u64,
+    /// The SWIM settings this node runs.
+    pub swim: SwimSummary,
     /// Arrivals timed so far, and their P50/P99/max in seconds.
     pub convergence: ConvergenceSummary,
     /// The arrival times, for the Prometheus histogram.
     #[serde(skip)]
     pub convergence_histogram: Option<Histogram<u64>>,
+}
+
+/// The SWIM settings, for `engine cluster analyze-gossip`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SwimSummary {
+    /// `gossip_interval`, milliseconds.
+    pub gossip_interval_ms: u64,
+    /// `gossip_fanout`.
+    pub gossip_fanout: u64,
+    /// `probe_interval`, milliseconds.
+    pub probe_interval_ms: u64,
+    /// `probe_timeout`, milliseconds.
+    pub probe_timeout_ms: u64,
+    /// `suspicion_multiplier`.
+    pub suspicion_multiplier: u32,
+}
+
+impl From<&crate::SwimSettings> for SwimSummary {
+    fn from(swim: &crate::SwimSettings) -> Self {
+        Self {
+            gossip_interval_ms: swim.gossip_interval.as_millis() as u64,
+            gossip_fanout: swim.gossip_fanout as u64,
+            probe_interval_ms: swim.probe_interval.as_millis() as u64,
+            probe_timeout_ms: swim.probe_timeout.as_millis() as u64,
+            suspicion_multiplier: swim.suspicion_multiplier,
+        }
+    }
 }
 
 /// A convergence histogram, summarized.
@@ -841,6 +870,7 @@ impl ClusterNode {
             membership: membership.counters(),
             transport_counts: self.links.stats.counts(self.links.connections()),
             suspicion_timeout_ms: membership.suspicion_timeout().as_millis() as u64,
+            swim: SwimSummary::from(membership.settings()),
             convergence: ConvergenceSummary {
                 count: histogram.len(),
                 p50_seconds: seconds(histogram.value_at_quantile(0.5)),

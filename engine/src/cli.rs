@@ -131,6 +131,25 @@ pub enum ClusterCommand {
         /// Write HDR histograms and `summary.json` here.
         #[arg(long, value_name = "DIR")]
         output: Option<std::path::PathBuf>,
+        /// `text` (the report), `json` (the summary) or `row` (one Markdown
+        /// table row, as `scripts/gossip-presets.sh` collects them).
+        #[arg(long, default_value = "text")]
+        format: String,
+    },
+    /// Watch a running node's SWIM traffic for a window (or read a
+    /// simulation's output) and advise: traffic per peer, suspicions and
+    /// refutations, convergence, flapping members, and what to change when it
+    /// looks like a gossip storm.
+    AnalyzeGossip {
+        /// How long to watch, e.g. `10s`.
+        #[arg(long, default_value = "10s")]
+        window: String,
+        /// Judge a simulation instead: the directory `engine cluster simulate --output` wrote.
+        #[arg(long, value_name = "DIR")]
+        from: Option<std::path::PathBuf>,
+        /// How to reach the engine.
+        #[command(flatten)]
+        endpoint: Endpoint,
     },
     /// Make a test CA and a certificate and key per node, for trying a
     /// cluster out (not for production: the CA key sits beside them).

@@ -647,19 +647,32 @@ pub struct SimulateArgs {
     pub seed: u64,
     pub scenario: String,
     pub output: Option<std::path::PathBuf>,
+    pub format: String,
 }
 
 /// `engine cluster simulate`: a seeded cluster simulation with a progress bar.
-pub fn simulate_cluster(selection: &ProfileSelection, args: SimulateArgs) -> Result<(), CommandError> {
+pub fn simulate_cluster(
+    selection: &ProfileSelection,
+    args: SimulateArgs,
+) -> Result<(), CommandError> {
     let loaded = load_profile(selection)?;
     if !(2..=10_000).contains(&args.nodes) {
-        return Err(CommandError::BadInput(format!("--nodes {} is out of range: use 2 to 10000", args.nodes)));
+        return Err(CommandError::BadInput(format!(
+            "--nodes {} is out of range: use 2 to 10000",
+            args.nodes
+        )));
     }
     if !(0.0..=0.5).contains(&args.loss) {
-        return Err(CommandError::BadInput(format!("--loss {} is out of range: use 0 to 0.5", args.loss)));
+        return Err(CommandError::BadInput(format!(
+            "--loss {} is out of range: use 0 to 0.5",
+            args.loss
+        )));
     }
     if !(0.0..=3.0).contains(&args.jitter) {
-        return Err(CommandError::BadInput(format!("--jitter {} is out of range: use 0 to 3", args.jitter)));
+        return Err(CommandError::BadInput(format!(
+            "--jitter {} is out of range: use 0 to 3",
+            args.jitter
+        )));
     }
     let parse = |flag: &str, text: &str| {
         humantime::parse_duration(text)
@@ -668,10 +681,18 @@ pub fn simulate_cluster(selection: &ProfileSelection, args: SimulateArgs) -> Res
     let latency = parse("--latency", &args.latency)?;
     let duration = parse("--duration", &args.duration)?;
     if duration.is_zero() || duration > std::time::Duration::from_secs(7 * 24 * 3600) {
-        return Err(CommandError::BadInput("--duration must be above 0 and at most a week".into()));
+        return Err(CommandError::BadInput(
+            "--duration must be above 0 and at most a week".into(),
+        ));
     }
     let scenario: caxton_cluster::simulation::Scenario =
         args.scenario.parse().map_err(CommandError::BadInput)?;
+    if !matches!(args.format.as_str(), "text" | "json" | "row") {
+        return Err(CommandError::BadInput(format!(
+            "--format `{}`: use text, json or row",
+            args.format
+        )));
+    }
     let swim = caxton_cluster::SwimSettings::from_profile(&loaded.profile);
     let config = caxton_cluster::simulation::SimulationConfig {
         nodes: args.nodes,
@@ -693,24 +714,28 @@ pub fn simulate_cluster(selection: &ProfileSelection, args: SimulateArgs) -> Res
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let (summary, report) = caxton_bench::gossip::run(
-        &loaded.layers.join(" + "),
-        &swim,
-        config,
-        |done, total| {
+    let (summary, report) =
+        caxton_bench::gossip::run(&loaded.layers.join(" + "), &swim, config, |done, total| {
             bar.set_length(total.as_millis().max(1) as u64);
             bar.set_position(done.as_millis() as u64);
-            bar.set_message(format!("{:.0}s of {:.0}s", done.as_secs_f64(), total.as_secs_f64()));
-        },
-    );
+            bar.set_message(format!(
+                "{:.0}s of {:.0}s",
+                done.as_secs_f64(),
+                total.as_secs_f64()
+            ));
+        });
     bar.finish_and_clear();
     if let Some(directory) = &args.output {
         caxton_bench::gossip::write(directory, &summary, &report)
             .map_err(|error| CommandError::Failed(error.to_string()))?;
     }
-    emit(&format!("{}
+    emit(&format!(
+        "{}
 {}
-", caxton_bench::machine_line(), caxton_bench::gossip::render(&summary)))
+",
+        caxton_bench::machine_line(),
+        caxton_bench::gossip::render(&summary)
+    ))
 }
 
 /// What the gossip shard's thread runs: the admin endpoint and cluster

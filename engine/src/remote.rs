@@ -300,6 +300,7 @@ pub fn cluster(selection: &ProfileSelection, command: ClusterCommand) -> Result<
             seed,
             scenario,
             output,
+            format,
         } => {
             return crate::commands::simulate_cluster(
                 selection,
@@ -312,8 +313,16 @@ pub fn cluster(selection: &ProfileSelection, command: ClusterCommand) -> Result<
                     seed,
                     scenario,
                     output,
+                    format,
                 },
             );
+        }
+        ClusterCommand::AnalyzeGossip {
+            window,
+            from,
+            endpoint,
+        } => {
+            return analyze_gossip(selection, &window, from.as_deref(), &endpoint);
         }
         ClusterCommand::Members { json, endpoint } => (json, endpoint, true),
         ClusterCommand::Status { json, endpoint } => (json, endpoint, false),
@@ -373,5 +382,144 @@ pub fn cluster(selection: &ProfileSelection, command: ClusterCommand) -> Result<
         transport["connections"], transport["handshakes_refused"],
         body["suspicion_timeout_ms"],
         convergence["count"], convergence["p50_seconds"].as_f64().unwrap_or(0.0), convergence["p99_seconds"].as_f64().unwrap_or(0.0),
+    ))
+}
+
+fn cluster_snapshot(
+    client: &AdminClient,
+) -> Result<caxton_cluster::transport::ClusterSnapshot, CommandError> {
+    let answer = call(
+        client,
+        Method::GET,
+        "/v1/cluster",
+        "application/json",
+        Vec::new(),
+    )?;
+    serde_json::from_slice(answer.text().as_bytes()).map_err(|error| {
+        CommandError::Failed(format!(
+            "the engine's /v1/cluster answer is not a cluster view: {error}"
+        ))
+    })
+}
+
+/// `engine cluster analyze-gossip`.
+fn analyze_gossip(
+    selection: &ProfileSelection,
+    window: &str,
+    from: Option<&Path>,
+    endpoint: &Endpoint,
+) -> Result<(), CommandError> {
+    if let Some(directory) = from {
+        let path = directory.join("summary.json");
+        let text = std::fs::read_to_string(&path)
+            .map_err(|error| CommandError::BadInput(format!("{}: {error}", path.display())))?;
+        let summary: caxton_bench::gossip::GossipSummary =
+            serde_json::from_str(&text).map_err(|error| {
+                CommandError::BadInput(format!(
+                    "{}: not a simulation summary: {error}",
+                    path.display()
+                ))
+            })?;
+        let advice = caxton_bench::gossip::advise(&summary.facts());
+        return emit(&format!(
+            "{}\nadvice:\n{}\n",
+            caxton_bench::gossip::render(&summary),
+            advice
+                .iter()
+                .map(|line| format!("- {line}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ));
+    }
+    let window = humantime::parse_duration(window)
+        .map_err(|error| CommandError::BadInput(format!("--window `{window}`: {error}")))?;
+    if window < std::time::Duration::from_millis(100)
+        || window > std::time::Duration::from_secs(3600)
+    {
+        return Err(CommandError::BadInput(
+            "--window must be 100ms to 1h".into(),
+        ));
+    }
+    let client = connect(selection, endpoint)?;
+    let first = cluster_snapshot(&client)?;
+    eprintln!(
+        "watching {} for {}...",
+        first.node.name,
+        humantime::format_duration(window)
+    );
+    std::thread::sleep(window);
+    let second = cluster_snapshot(&client)?;
+    let seconds = window.as_secs_f64();
+    let rate = |after: u64, before: u64| after.saturating_sub(before) as f64 / seconds;
+    let mut table = format!(
+        "{:<24} {:<8} {:>10} {:>10} {:>10} {:>10} {:>6}\n",
+        "MEMBER", "STATE", "FRAMES IN/s", "OUT/s", "B IN/s", "B OUT/s", "DOWNS"
+    );
+    let mut flapping = Vec::new();
+    for member in &second.members {
+        let before = first
+            .members
+            .iter()
+            .find(|old| old.addr == member.addr)
+            .map(|old| old.traffic)
+            .unwrap_or_default();
+        table.push_str(&format!(
+            "{:<24} {:<8} {:>10.1} {:>10.1} {:>10.0} {:>10.0} {:>6}\n",
+            member.name,
+            format!("{:?}", member.state).to_lowercase(),
+            rate(member.traffic.frames_in, before.frames_in),
+            rate(member.traffic.frames_out, before.frames_out),
+            rate(member.traffic.bytes_in, before.bytes_in),
+            rate(member.traffic.bytes_out, before.bytes_out),
+            member.downs
+        ));
+        if member.downs >= 2 {
+            flapping.push(member.name.clone());
+        }
+    }
+    let (a, b) = (&first.membership, &second.membership);
+    let rejected = |m: &caxton_cluster::MembershipCounters| {
+        m.dropped_truncated
+            + m.dropped_oversized
+            + m.dropped_corrupt
+            + m.dropped_version
+            + m.dropped_replayed
+            + m.dropped_invalid
+    };
+    let facts = caxton_bench::gossip::GossipFacts {
+        nodes: (second.counts.alive + second.counts.suspect) as usize + 1,
+        bytes_per_node_second: rate(b.bytes_out, a.bytes_out),
+        packets_per_node_second: rate(b.frames_out, a.frames_out),
+        convergence_p99: (second.convergence.count > 0).then_some(second.convergence.p99_seconds),
+        false_suspicions_per_node_hour: rate(b.suspicions_refuted, a.suspicions_refuted) * 3600.0,
+        flapping,
+        frames_rejected: rejected(b).saturating_sub(rejected(a)),
+        handshakes_refused: second
+            .transport_counts
+            .handshakes_refused
+            .saturating_sub(first.transport_counts.handshakes_refused),
+        swim: second.swim,
+    };
+    let advice = caxton_bench::gossip::advise(&facts);
+    emit(&format!(
+        "node {} ({} members alive, {} suspect, {} down), over {}:\n{}\nthis node: {:.1} frames/s and {:.0} B/s out; suspicions raised {}, refuted {}; members declared down {}; rejoins {}; convergence {}\nadvice:\n{}\n",
+        second.node.name,
+        second.counts.alive,
+        second.counts.suspect,
+        second.counts.down,
+        humantime::format_duration(window),
+        table.trim_end(),
+        facts.packets_per_node_second,
+        facts.bytes_per_node_second,
+        b.suspicions_raised.saturating_sub(a.suspicions_raised),
+        b.suspicions_refuted.saturating_sub(a.suspicions_refuted),
+        b.declared_down.saturating_sub(a.declared_down),
+        b.renewals.saturating_sub(a.renewals),
+        if second.convergence.count > 0 {
+            format!("P50 {:.3}s, P99 {:.3}s over {} arrivals", second.convergence.p50_seconds, second.convergence.p99_seconds, second.convergence.count)
+        } else {
+            "not timed yet (no member arrived after this node)".into()
+        },
+        advice.iter().map(|line| format!("- {line}")).collect::<Vec<_>>().join("\n")
     ))
 }

@@ -281,3 +281,116 @@ fn a_node_alone_answers_no_cluster_and_public_addresses_need_certificates() {
     assert!(!refused.status.success());
     assert!(common::stderr(&refused).contains("coordination.cluster.listen_address"));
 }
+
+#[test]
+fn simulate_prints_figures_writes_its_logs_and_replays_from_its_seed() {
+    let output = tempfile::tempdir().expect("a directory");
+    let directory = output.path().display().to_string();
+    let arguments = [
+        "--profile",
+        "cluster-small",
+        "cluster",
+        "simulate",
+        "--nodes",
+        "12",
+        "--duration",
+        "20s",
+        "--scenario",
+        "churn",
+        "--seed",
+        "5",
+        "--output",
+        &directory,
+    ];
+    let first = engine(&arguments);
+    assert!(first.status.success(), "{}", common::stderr(&first));
+    let text = stdout(&first);
+    for expected in [
+        "dissemination (arrival → every live node)",
+        "crash → declared down everywhere",
+        "false down declarations",
+        "traffic per node",
+        "replay: engine cluster simulate",
+    ] {
+        assert!(text.contains(expected), "{expected} in {text}");
+    }
+    for file in [
+        "dissemination.hlog",
+        "observations.hlog",
+        "detection.hlog",
+        "summary.json",
+    ] {
+        assert!(output.path().join(file).exists(), "{file}");
+    }
+    let digest = |text: &str| {
+        text.split("trace digest ")
+            .nth(1)
+            .map(|rest| rest.split_whitespace().next().unwrap_or("").to_owned())
+    };
+    let again = engine(&arguments);
+    assert_eq!(
+        digest(&text),
+        digest(&stdout(&again)),
+        "the same seed replays the same run"
+    );
+    assert!(digest(&text).is_some());
+
+    let analyzed = engine(&["cluster", "analyze-gossip", "--from", &directory]);
+    assert!(analyzed.status.success(), "{}", common::stderr(&analyzed));
+    assert!(
+        stdout(&analyzed).contains("advice:"),
+        "{}",
+        stdout(&analyzed)
+    );
+
+    let bad = engine(&["cluster", "simulate", "--scenario", "meteor"]);
+    assert!(!bad.status.success());
+    assert!(common::stderr(&bad).contains("meteor"));
+}
+
+#[test]
+fn analyze_gossip_watches_a_running_node_and_advises() {
+    let a = start_engine(&[
+        "--profile",
+        "default",
+        "--profile",
+        "cluster-small",
+        "--set",
+        "runtime.worker_threads=1",
+        "--set",
+        "coordination.cluster.listen_address=127.0.0.1:0",
+        "--set",
+        "coordination.cluster.node_name=a",
+    ]);
+    let seed = cluster_address(&a).to_string();
+    let b = start_engine(&[
+        "--profile",
+        "default",
+        "--profile",
+        "cluster-small",
+        "--set",
+        "runtime.worker_threads=1",
+        "--join",
+        &seed,
+        "--set",
+        "coordination.cluster.node_name=b",
+    ]);
+    wait(&a, Duration::from_secs(10), "b joined", |view| {
+        view["counts"]["alive"] == 1
+    });
+    let admin = a.admin_address().to_string();
+    let analyzed = engine(&[
+        "cluster",
+        "analyze-gossip",
+        "--window",
+        "1s",
+        "--admin",
+        &admin,
+    ]);
+    assert!(analyzed.status.success(), "{}", common::stderr(&analyzed));
+    let text = stdout(&analyzed);
+    assert!(text.contains("MEMBER") && text.contains("\nb "), "{text}");
+    assert!(text.contains("advice:\n- "), "{text}");
+    assert!(text.contains("no gossip storm"), "{text}");
+    drop(b);
+}
