@@ -508,6 +508,11 @@ impl Membership {
         &self.convergence
     }
 
+    /// Updates waiting to be piggybacked on outgoing packets.
+    pub fn updates_backlog(&self) -> usize {
+        self.foca.updates_backlog()
+    }
+
     /// The suspicion timeout in force (it grows with the cluster).
     pub fn suspicion_timeout(&self) -> Duration {
         crate::settings::suspicion_timeout(

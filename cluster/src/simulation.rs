@@ -516,7 +516,6 @@ pub fn simulate(config: &SimulationConfig, mut progress: impl FnMut(Duration, Du
         .unwrap_or_else(|| SwimSettings::from_profile(&caxton_profiles::Profile::default()));
     let nodes = config.nodes.max(2);
     let warm = warm_up(&swim, nodes);
-    let total = warm + config.duration;
     let mut sim = Simulator {
         swim: swim.clone(),
         network: config.network,
@@ -543,7 +542,7 @@ pub fn simulate(config: &SimulationConfig, mut progress: impl FnMut(Duration, Du
             packets_per_node_second: 0.0,
             bytes_per_node_second: 0.0,
             heal: None,
-            simulated: total,
+            simulated: warm,
             trace_digest: 0xcbf2_9ce4_8422_2325,
         },
         packets: 0,
@@ -559,6 +558,28 @@ pub fn simulate(config: &SimulationConfig, mut progress: impl FnMut(Duration, Du
         sim.start(index, &seeds);
     }
     sim.run_until(warm);
+    // Formation leaves every node a backlog of join news to piggyback; wait
+    // (in rounds, up to ten minutes) until everyone knows everyone and the
+    // backlogs have drained, so the measurements see a settled cluster.
+    let settle_step = swim.gossip_interval * 10;
+    let settle_limit = warm + Duration::from_secs(600);
+    while sim.now < settle_limit {
+        let settled = sim.live().all(|index| {
+            sim.nodes[index].as_ref().is_some_and(|core| {
+                core.counts().alive as usize == nodes - 1
+                    && core.updates_backlog() <= 2 * (nodes as f64).log2() as usize
+            })
+        });
+        if settled {
+            break;
+        }
+        let next = sim.now + settle_step;
+        sim.run_until(next);
+        progress(sim.now, sim.now + config.duration);
+    }
+    let warm = sim.now;
+    let total = warm + config.duration;
+    sim.report.simulated = total;
     sim.measuring = true;
     progress(sim.now, total);
 
