@@ -729,13 +729,19 @@ pub fn simulate_cluster(
         caxton_bench::gossip::write(directory, &summary, &report)
             .map_err(|error| CommandError::Failed(error.to_string()))?;
     }
-    emit(&format!(
-        "{}
-{}
-",
-        caxton_bench::machine_line(),
-        caxton_bench::gossip::render(&summary)
-    ))
+    match args.format.as_str() {
+        "json" => emit(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&summary)
+                .map_err(|error| CommandError::Failed(error.to_string()))?
+        )),
+        "row" => emit(&format!("{}\n", caxton_bench::gossip::markdown_row(&summary))),
+        _ => emit(&format!(
+            "{}\n{}\n",
+            caxton_bench::machine_line(),
+            caxton_bench::gossip::render(&summary)
+        )),
+    }
 }
 
 /// What the gossip shard's thread runs: the admin endpoint and cluster
