@@ -117,8 +117,9 @@ pub struct Report {
     pub arrivals_unfinished: u64,
     /// Crashes not yet declared down by every live node at the end.
     pub crashes_undetected: u64,
-    /// Suspicions of nodes that were running and not partitioned from the
-    /// observer (a link that lost one direction does not excuse one).
+    /// Suspicion episodes (however many nodes heard of each) of nodes that
+    /// were running and not partitioned from the observer (a link that lost
+    /// one direction does not excuse one).
     pub false_suspicions: u64,
     /// Down declarations of nodes that were running and reachable.
     pub false_downs: u64,
@@ -184,6 +185,10 @@ struct Simulator {
     arrivals: HashMap<NodeId, Pending>,
     crashes: HashMap<usize, Pending>,
     measuring: bool,
+    /// When each node was last suspected, to count suspicion episodes.
+    suspected_at: HashMap<usize, Duration>,
+    /// A suspicion episode's span: the suspicion timeout at this size.
+    suspicion_span: Duration,
     report: Report,
     packets: u64,
     bytes: u64,
@@ -539,6 +544,12 @@ pub fn simulate(config: &SimulationConfig, mut progress: impl FnMut(Duration, Du
         arrivals: HashMap::new(),
         crashes: HashMap::new(),
         measuring: false,
+        suspected_at: HashMap::new(),
+        suspicion_span: crate::settings::suspicion_timeout(
+            swim.suspicion_multiplier,
+            swim.probe_interval,
+            nodes,
+        ),
         report: Report {
             dissemination: histogram(),
             observations: histogram(),
