@@ -395,10 +395,7 @@ impl Simulator {
                     .get(target)
                     .and_then(Option::as_ref)
                     .map(|core| core.identity().clone());
-                if current.as_ref() == Some(&member)
-                    && self.reachable(observer, target)
-                    && self.reachable(target, observer)
-                {
+                if current.as_ref() == Some(&member) && self.same_side(observer, target) {
                     self.report.false_downs += 1;
                 }
                 if let Some(pending) = self.crashes.get_mut(&target) {
@@ -413,7 +410,15 @@ impl Simulator {
                     .get(target)
                     .and_then(Option::as_ref)
                     .map(|core| core.identity().clone());
-                if self.measuring
+                // Every node that hears of a suspicion starts its own timer;
+                // count the episode once, not once per node.
+                let episode = self
+                    .suspected_at
+                    .get(&target)
+                    .is_none_or(|at| self.now.saturating_sub(*at) > self.suspicion_span);
+                self.suspected_at.insert(target, self.now);
+                if episode
+                    && self.measuring
                     && current.as_ref() == Some(&member)
                     && self.same_side(observer, target)
                 {

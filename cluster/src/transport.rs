@@ -280,7 +280,7 @@ pub fn quic_endpoint(
 
 /// Apply `transport.tcp` to a socket: `nodelay`, `keepalive` with its time,
 /// interval and probes, the buffer sizes, and `linger`.
-pub fn configure_tcp(socket: &socket2::Socket, tcp: &TcpConfig) -> std::io::Result<()> {
+pub fn configure_tcp(socket: &socket2::SockRef<'_>, tcp: &TcpConfig) -> std::io::Result<()> {
     socket.set_tcp_nodelay(tcp.nodelay)?;
     if tcp.keepalive {
         let keepalive = socket2::TcpKeepalive::new()
@@ -498,7 +498,7 @@ pub async fn dial_tcp(
         None,
     )
     .map_err(|error| error.to_string())?;
-    configure_tcp(&socket, tcp).map_err(|error| error.to_string())?;
+    configure_tcp(&socket2::SockRef::from(&socket), tcp).map_err(|error| error.to_string())?;
     socket
         .set_nonblocking(true)
         .map_err(|error| error.to_string())?;
@@ -595,7 +595,7 @@ fn accept_tcp(
                 continue;
             };
             let socket = socket2::SockRef::from(&stream);
-            if let Err(error) = configure_tcp_ref(&socket, &tcp) {
+            if let Err(error) = configure_tcp(&socket, &tcp) {
                 debug!(%peer, "cluster: socket options: {error}");
             }
             let acceptor = acceptor.clone();
@@ -632,21 +632,6 @@ fn accept_tcp(
             });
         }
     });
-}
-
-fn configure_tcp_ref(socket: &socket2::SockRef<'_>, tcp: &TcpConfig) -> std::io::Result<()> {
-    socket.set_tcp_nodelay(tcp.nodelay)?;
-    if tcp.keepalive {
-        let keepalive = socket2::TcpKeepalive::new()
-            .with_time(tcp.keepalive_time.get())
-            .with_interval(tcp.keepalive_interval.get())
-            .with_retries(tcp.keepalive_probes);
-        socket.set_tcp_keepalive(&keepalive)?;
-    }
-    socket.set_send_buffer_size(tcp.send_buffer_size.bytes() as usize)?;
-    socket.set_recv_buffer_size(tcp.recv_buffer_size.bytes() as usize)?;
-    socket.set_linger(Some(Duration::from_secs(u64::from(tcp.linger))))?;
-    Ok(())
 }
 
 /// A bound, running cluster node: call [`ClusterNode::run`] to drive it.

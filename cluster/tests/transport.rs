@@ -357,7 +357,8 @@ fn tcp_keys_set_the_socket_options() {
     tcp.linger = 2;
     let socket =
         socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
-    caxton_cluster::transport::configure_tcp(&socket, &tcp).expect("configured");
+    caxton_cluster::transport::configure_tcp(&socket2::SockRef::from(&socket), &tcp)
+        .expect("configured");
     assert!(socket.tcp_nodelay().expect("nodelay"));
     assert!(socket.keepalive().expect("keepalive"));
     assert_eq!(
@@ -381,7 +382,8 @@ fn tcp_keys_set_the_socket_options() {
     );
     tcp.nodelay = false;
     tcp.keepalive = false;
-    caxton_cluster::transport::configure_tcp(&socket, &tcp).expect("configured");
+    caxton_cluster::transport::configure_tcp(&socket2::SockRef::from(&socket), &tcp)
+        .expect("configured");
     assert!(!socket.tcp_nodelay().expect("nodelay"));
     assert!(!socket.keepalive().expect("keepalive"));
 }

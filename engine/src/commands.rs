@@ -735,7 +735,10 @@ pub fn simulate_cluster(
             serde_json::to_string_pretty(&summary)
                 .map_err(|error| CommandError::Failed(error.to_string()))?
         )),
-        "row" => emit(&format!("{}\n", caxton_bench::gossip::markdown_row(&summary))),
+        "row" => emit(&format!(
+            "{}\n",
+            caxton_bench::gossip::markdown_row(&summary)
+        )),
         _ => emit(&format!(
             "{}\n{}\n",
             caxton_bench::machine_line(),

@@ -52,6 +52,11 @@ fn expect_success(answer: Answer) -> Result<Answer, CommandError> {
     }
 }
 
+/// `GET path`, expecting success.
+fn get(client: &AdminClient, path: &str) -> Result<Answer, CommandError> {
+    call(client, Method::GET, path, "application/json", Vec::new())
+}
+
 fn call(
     client: &AdminClient,
     method: Method,
@@ -127,13 +132,7 @@ pub fn agents(selection: &ProfileSelection, command: AgentsCommand) -> Result<()
         }
         AgentsCommand::List { json, endpoint } => {
             let client = connect(selection, &endpoint)?;
-            let answer = call(
-                &client,
-                Method::GET,
-                "/v1/agents",
-                "application/json",
-                Vec::new(),
-            )?;
+            let answer = get(&client, "/v1/agents")?;
             if json {
                 return emit(&answer.text());
             }
@@ -328,13 +327,7 @@ pub fn cluster(selection: &ProfileSelection, command: ClusterCommand) -> Result<
         ClusterCommand::Status { json, endpoint } => (json, endpoint, false),
     };
     let client = connect(selection, &endpoint)?;
-    let answer = call(
-        &client,
-        Method::GET,
-        "/v1/cluster",
-        "application/json",
-        Vec::new(),
-    )?;
+    let answer = get(&client, "/v1/cluster")?;
     if json {
         return emit(&answer.text());
     }
