@@ -1,6 +1,6 @@
 //! The cluster simulator: N real membership cores ([`Membership`], the code
 //! the gossip shard runs) in one process, on a virtual clock, over a
-//! simulated network that drops, delays (a latency distribution), duplicates
+//! simulated network that drops, delays (a latency distribution per link), duplicates
 //! and reorders frames, cuts one direction of a link, partitions and heals
 //! groups, and crashes and restarts nodes (a restart takes a newer
 //! generation). One seed decides everything: the same configuration and seed
@@ -66,7 +66,8 @@ impl std::str::FromStr for Scenario {
 pub struct Network {
     /// Share of frames lost, 0 to 1, each independently.
     pub loss: f64,
-    /// Median one-way latency.
+    /// Median one-way latency; each link's own median is this scaled by
+    /// 0.5 to 2 (fixed per link by the seed).
     pub latency: Duration,
     /// Latency spread: a frame takes `latency × e^(σ·z)` with z standard
     /// normal (a log-normal distribution), so frames overtake each other.
@@ -185,6 +186,8 @@ struct Simulator {
     arrivals: HashMap<NodeId, Pending>,
     crashes: HashMap<usize, Pending>,
     measuring: bool,
+    /// Fixes each link's latency scale.
+    link_seed: u64,
     /// When each node was last suspected, to count suspicion episodes.
     suspected_at: HashMap<usize, Duration>,
     /// A suspicion episode's span: the suspicion timeout at this size.
@@ -339,7 +342,7 @@ impl Simulator {
                 1
             };
             for _ in 0..copies {
-                let delay = self.latency();
+                let delay = self.latency(index, to);
                 self.order += 1;
                 self.deliveries.push(Reverse((
                     self.now + delay,
@@ -360,14 +363,29 @@ impl Simulator {
         }
     }
 
-    fn latency(&mut self) -> Duration {
+    /// A frame's delay on the link `from → to`: the link's own median (the
+    /// network's, scaled by 0.5 to 2 per link, fixed by the seed) times a
+    /// log-normal factor, so frames overtake each other.
+    fn latency(&mut self, from: usize, to: usize) -> Duration {
         // Box-Muller for a standard normal.
         let u1: f64 = self.rng.random::<f64>().max(f64::MIN_POSITIVE);
         let u2: f64 = self.rng.random::<f64>();
         let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+        let link = self.link_scale(from, to);
         self.network
             .latency
-            .mul_f64((self.network.jitter_sigma * z).exp().min(100.0))
+            .mul_f64(link * (self.network.jitter_sigma * z).exp().min(100.0))
+    }
+
+    /// A link's latency scale, 0.5 to 2, from the seed and its ends.
+    fn link_scale(&self, from: usize, to: usize) -> f64 {
+        let mut hash = self.link_seed ^ ((from as u64) << 32) ^ to as u64;
+        // splitmix64's finalizer.
+        hash = (hash ^ (hash >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        hash = (hash ^ (hash >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        hash ^= hash >> 31;
+        let unit = (hash >> 11) as f64 / (1u64 << 53) as f64;
+        0.5 * 4f64.powf(unit)
     }
 
     fn observe(&mut self, observer: usize, event: MembershipEvent) {
@@ -549,6 +567,7 @@ pub fn simulate(config: &SimulationConfig, mut progress: impl FnMut(Duration, Du
         arrivals: HashMap::new(),
         crashes: HashMap::new(),
         measuring: false,
+        link_seed: config.seed.rotate_left(17) ^ 0x6c69_6e6b,
         suspected_at: HashMap::new(),
         suspicion_span: crate::settings::suspicion_timeout(
             swim.suspicion_multiplier,

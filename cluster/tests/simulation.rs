@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use caxton_cluster::settings::suspicion_timeout;
 use caxton_cluster::simulation::{simulate, Network, Report, Scenario, SimulationConfig};
 use caxton_cluster::SwimSettings;
 use caxton_profiles::Profile;
@@ -104,16 +103,8 @@ fn crashes_are_declared_down_within_the_presets_bound() {
         report.detection.len(),
         replay(seed)
     );
-    // The goal: the suspicion timeout plus two probe intervals, for the
-    // median crash; every crash within the worst case of probing in turn.
-    let goal = suspicion_timeout(swim.suspicion_multiplier, swim.probe_interval, 16)
-        + swim.probe_interval * 2;
-    let median = Duration::from_nanos(report.detection.value_at_quantile(0.5));
-    assert!(
-        median <= goal,
-        "median detection {median:?}, goal {goal:?}; {}",
-        replay(seed)
-    );
+    // Every crash within the worst case of probing in turn (the tighter
+    // goal, suspicion timeout + two probe intervals, is a benchmark figure).
     let bound = swim.down_detection_bound(16);
     let slowest = Duration::from_nanos(report.detection.max());
     assert!(
