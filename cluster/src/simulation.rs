@@ -161,6 +161,9 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1_000, 86_400_000_000_000, 3).expect("1µs to a day are valid bounds")
 }
 
+/// A frame in flight: (deliver at, order sent, to, frame).
+type Delivery = (Duration, u64, usize, Vec<u8>);
+
 /// An arrival or a crash on its way to every live node.
 struct Pending {
     started: Duration,
@@ -174,7 +177,7 @@ struct Simulator {
     now: Duration,
     nodes: Vec<Option<Membership>>,
     /// Deliveries: (at, order, to, frame).
-    deliveries: BinaryHeap<Reverse<(Duration, u64, usize, Vec<u8>)>>,
+    deliveries: BinaryHeap<Reverse<Delivery>>,
     /// Wake-ups: (at, node); stale ones are skipped.
     wakeups: BinaryHeap<Reverse<(Duration, usize)>>,
     scheduled: Vec<Option<Duration>>,

@@ -421,8 +421,7 @@ async fn connect_timeout_bounds_a_dial_that_gets_no_answer() {
     let started = std::time::Instant::now();
     let error = caxton_cluster::transport::dial_tcp(address, &tcp, connector)
         .await
-        .err()
-        .expect("no connection");
+        .expect_err("no connection");
     assert!(error.contains("connect_timeout"), "{error}");
     assert!(
         started.elapsed() < Duration::from_secs(3),
