@@ -211,14 +211,22 @@ pub fn render(summary: &GossipSummary) -> String {
         out.push_str("partition healed: NOT within the run\n");
     }
     out.push_str(&format!(
-        "simulated {:.0}s (after warm-up) in {:.1}s of wall time ({:.0}× real time); trace digest {}\nreplay: engine cluster simulate --nodes {} --scenario {} --loss {} --seed {}",
+        "simulated {:.0}s (after warm-up) in {:.1}s of wall time ({:.0}× real time); trace digest {}\nreplay: engine {} cluster simulate --nodes {} --scenario {} --loss {} --latency {:?} --jitter {} --duration {}s --seed {}",
         s.simulated_seconds,
         s.wall_seconds,
         s.simulated_seconds / s.wall_seconds.max(1e-9),
         s.trace_digest,
+        s.profile
+            .split(" + ")
+            .map(|layer| format!("--profile {}", layer.trim_start_matches("built-in profile ")))
+            .collect::<Vec<_>>()
+            .join(" "),
         s.nodes,
         format!("{:?}", s.scenario).to_lowercase(),
         s.network.loss,
+        s.network.latency,
+        s.network.jitter_sigma,
+        s.simulated_seconds,
         s.seed
     ));
     out

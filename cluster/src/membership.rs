@@ -50,7 +50,7 @@ pub enum MembershipEvent {
     Up(NodeId),
     /// A member was declared down, or left.
     Down(NodeId),
-    /// This node now suspects a member (it missed a probe, here or elsewhere).
+    /// This node now suspects a member (it missed this node's probe).
     Suspected(NodeId),
     /// A suspicion ran out without the member declared down: it refuted.
     Refuted(NodeId),
@@ -159,8 +159,8 @@ pub struct MembershipCounters {
     pub dropped_replayed: u64,
     /// Frames dropped: the packet inside does not decode, or foca refused it.
     pub dropped_invalid: u64,
-    /// Suspicions this node started (a member missed a probe, here or
-    /// elsewhere, and this node gave it a suspicion timeout).
+    /// Suspicions this node raised (a member missed this node's probe and
+    /// its indirect probes); one per suspicion, however often foca re-probes.
     pub suspicions_raised: u64,
     /// Suspicions whose timeout ended without the member declared down (it
     /// refuted in time); counted when the timeout ends.
@@ -266,6 +266,9 @@ pub struct Membership {
     replay: HashMap<SocketAddr, ReplayWindow>,
     last_heard: HashMap<SocketAddr, Duration>,
     downs: HashMap<SocketAddr, u32>,
+    open_suspicions: std::collections::HashSet<SocketAddr>,
+    /// The generation last timed per address, so an arrival is timed once.
+    timed: HashMap<SocketAddr, u64>,
     dead: Vec<(NodeId, u32)>,
     next_dead_round: Option<Duration>,
     events: Vec<MembershipEvent>,
@@ -312,6 +315,8 @@ impl Membership {
             replay: HashMap::new(),
             last_heard: HashMap::new(),
             downs: HashMap::new(),
+            open_suspicions: std::collections::HashSet::new(),
+            timed: HashMap::new(),
             dead: Vec::new(),
             next_dead_round: None,
             events: Vec::new(),
@@ -370,12 +375,16 @@ impl Membership {
     fn accept_frame(&mut self, frame: &[u8]) -> Result<(), WireError> {
         let (header, packet) = wire::unframe(frame, self.swim.max_packet)?;
         let sender = wire::packet_sender(packet)?;
-        if !self.replay.entry(sender.addr).or_default().accept(header) {
+        // The window is stored only once foca took the packet, so frames
+        // that fail create no state for the address they claim.
+        let mut window = self.replay.get(&sender.addr).copied().unwrap_or_default();
+        if !window.accept(header) {
             return Err(WireError::Replayed);
         }
         self.foca
             .handle_data(packet, &mut self.effects)
             .map_err(|error| WireError::Refused(error.to_string()))?;
+        self.replay.insert(sender.addr, window);
         self.last_heard.insert(sender.addr, self.now);
         let peer = self.effects.peers.entry(sender.addr).or_default();
         peer.frames_in += 1;
@@ -563,8 +572,12 @@ impl Membership {
             }
         }
         for suspect in std::mem::take(&mut self.effects.suspected) {
-            self.counters.suspicions_raised += 1;
-            self.events.push(MembershipEvent::Suspected(suspect));
+            // foca probes a suspect again and starts another timer; one
+            // suspicion is counted once, until its first timer ends.
+            if self.open_suspicions.insert(suspect.addr) {
+                self.counters.suspicions_raised += 1;
+                self.events.push(MembershipEvent::Suspected(suspect));
+            }
         }
         let members = self.foca.num_members() + 1;
         if members != self.configured_for {
@@ -578,19 +591,7 @@ impl Membership {
     fn react(&mut self, note: OwnedNotification<NodeId>, now: Now) {
         match note {
             OwnedNotification::MemberUp(member) => {
-                // Time the news of an arrival that happened after this node
-                // joined; members that were there before it are not news.
-                if member.generation >= self.joined_since_us {
-                    match now.unix_us.checked_sub(member.generation) {
-                        Some(took_us) => {
-                            let took = took_us
-                                .saturating_mul(1_000)
-                                .clamp(1_000, CONVERGENCE_MAX_NS);
-                            let _ = self.convergence.record(took);
-                        }
-                        None => self.counters.convergence_skewed += 1,
-                    }
-                }
+                self.time_arrival(&member, now);
                 self.dead.retain(|(dead, _)| dead.addr() != member.addr());
                 self.events.push(MembershipEvent::Up(member));
             }
@@ -606,6 +607,9 @@ impl Membership {
                 self.events.push(MembershipEvent::Down(member));
             }
             OwnedNotification::Rename(previous, current) => {
+                // A restart seen as a rename (the old identity still alive
+                // here) is an arrival too.
+                self.time_arrival(&current, now);
                 self.events
                     .push(MembershipEvent::Renamed { previous, current });
             }
@@ -644,6 +648,7 @@ impl Membership {
                 self.configured_for = 1;
                 self.effects.timers.clear();
                 self.effects.suspected.clear();
+                self.open_suspicions.clear();
                 self.dead.clear();
                 self.next_dead_round = None;
                 self.joined_since_us = renewed.generation;
@@ -658,9 +663,33 @@ impl Membership {
         }
     }
 
+    /// Time the news of an arrival that happened after this node joined;
+    /// members that were there before it are not news. A member renamed
+    /// and then up is timed once.
+    fn time_arrival(&mut self, member: &NodeId, now: Now) {
+        if member.generation < self.joined_since_us
+            || self.timed.get(&member.addr) == Some(&member.generation)
+        {
+            return;
+        }
+        self.timed.insert(member.addr, member.generation);
+        match now.unix_us.checked_sub(member.generation) {
+            Some(took_us) => {
+                let took = took_us
+                    .saturating_mul(1_000)
+                    .clamp(1_000, CONVERGENCE_MAX_NS);
+                let _ = self.convergence.record(took);
+            }
+            None => self.counters.convergence_skewed += 1,
+        }
+    }
+
     /// A suspicion's timeout ended: the member was declared down, or it
     /// refuted in time (alive again, or a newer identity at its address).
     fn close_suspicion(&mut self, suspect: NodeId) {
+        if !self.open_suspicions.remove(&suspect.addr) {
+            return;
+        }
         let refuted = self
             .foca
             .iter_membership_state()

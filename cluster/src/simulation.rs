@@ -283,6 +283,8 @@ impl Simulator {
         self.after(index);
         self.nodes[index] = None;
         self.scheduled[index] = None;
+        // Its own arrival, if still spreading, is no longer news.
+        self.arrivals.retain(|id, _| index_of(id.addr) != index);
         for pending in self.arrivals.values_mut() {
             pending.waiting.remove(&index);
         }
@@ -298,6 +300,8 @@ impl Simulator {
             return;
         }
         self.scheduled[index] = None;
+        // Its own arrival, if still spreading, is no longer news.
+        self.arrivals.retain(|id, _| index_of(id.addr) != index);
         for pending in self.arrivals.values_mut() {
             pending.waiting.remove(&index);
         }
@@ -643,6 +647,7 @@ pub fn simulate(config: &SimulationConfig, mut progress: impl FnMut(Duration, Du
     let mut healed_at: Option<Duration> = None;
     let mut restart_queue: Vec<(Duration, usize)> = Vec::new();
     let mut returning: Vec<(Duration, usize)> = Vec::new();
+    let mut node_seconds = 0.0_f64;
     while sim.now < total {
         let until = (sim.now + step).min(total);
         // Arrivals: a node leaves gracefully and comes back a moment later
@@ -720,7 +725,10 @@ pub fn simulate(config: &SimulationConfig, mut progress: impl FnMut(Duration, Du
                 one_way = true;
             }
         }
+        let live_before = sim.live().count() as f64;
+        let span = until.saturating_sub(sim.now).as_secs_f64();
         sim.run_until(until);
+        node_seconds += live_before * span;
         if let (Some(healed), None) = (healed_at, sim.report.heal) {
             if sim.all_agree() {
                 sim.report.heal = Some(sim.now - healed);
@@ -728,10 +736,10 @@ pub fn simulate(config: &SimulationConfig, mut progress: impl FnMut(Duration, Du
         }
         progress(sim.now, total);
     }
-    let seconds = config.duration.as_secs_f64().max(1e-9);
-    let live = sim.live().count().max(1) as f64;
-    sim.report.packets_per_node_second = sim.packets as f64 / live / seconds;
-    sim.report.bytes_per_node_second = sim.bytes as f64 / live / seconds;
+    // Per node-second of running nodes, so crashes do not inflate the rate.
+    let node_seconds = node_seconds.max(1e-9);
+    sim.report.packets_per_node_second = sim.packets as f64 / node_seconds;
+    sim.report.bytes_per_node_second = sim.bytes as f64 / node_seconds;
     sim.report.arrivals_unfinished = sim.arrivals.len() as u64;
     sim.report.crashes_undetected = sim.crashes.len() as u64;
     sim.report

@@ -325,12 +325,23 @@ pub fn init_certs(
             path: path.display().to_string(),
             message: error.to_string(),
         };
-        std::fs::write(path, text).map_err(failed)?;
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt;
+        // A key is created readable by its owner only, never briefly wider.
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(if secret { 0o600 } else { 0o644 })
+            .open(path)
+            .map_err(failed)?;
         if secret {
             use std::os::unix::fs::PermissionsExt;
+            // An existing file keeps its old mode through `open`.
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
                 .map_err(failed)?;
         }
+        file.write_all(text.as_bytes()).map_err(failed)?;
         Ok(())
     };
     std::fs::create_dir_all(directory).map_err(|error| TlsError::File {

@@ -40,6 +40,9 @@ const EVENTS_QUEUED_MAX: usize = 4096;
 /// Frames held for a peer while its connection opens.
 const PENDING_FRAMES_MAX: usize = 64;
 
+/// Inbound TLS-over-TCP connections at once (authenticated or not).
+const TCP_CONNECTIONS_MAX: usize = 1024;
+
 /// How long a leaving node waits for its farewell to be acknowledged.
 const LEAVE_GRACE: Duration = Duration::from_millis(500);
 
@@ -58,7 +61,8 @@ pub struct TransportStats {
     pub frames_as_datagrams: AtomicU64,
     /// Frames sent on streams (TCP, or QUIC when a datagram would not do).
     pub frames_on_streams: AtomicU64,
-    /// Frames dropped because the loop's channel was full, or no connection came.
+    /// Frames the transport dropped: the loop's channel full, no connection
+    /// came, a datagram refused, or (trial mode) an address beyond loopback.
     pub frames_dropped: AtomicU64,
 }
 
@@ -301,7 +305,7 @@ pub fn configure_tcp(socket: &socket2::SockRef<'_>, tcp: &TcpConfig) -> std::io:
 enum Event {
     Frame(Vec<u8>),
     QuicConnected(quinn::Connection),
-    TcpConnected(SocketAddr, mpsc::Sender<Vec<u8>>),
+    TcpConnected(SocketAddr, mpsc::Sender<Vec<u8>>, Arc<tokio::sync::Notify>),
     ConnectFailed(SocketAddr),
 }
 
@@ -309,7 +313,7 @@ enum Event {
 enum Peer {
     Connecting(Vec<Vec<u8>>),
     Quic(quinn::Connection),
-    Tcp(mpsc::Sender<Vec<u8>>),
+    Tcp(mpsc::Sender<Vec<u8>>, Arc<tokio::sync::Notify>),
 }
 
 /// Sockets and connections of either transport.
@@ -323,6 +327,7 @@ struct Links {
     events: mpsc::Sender<Event>,
     stats: Arc<TransportStats>,
     max_frame: usize,
+    authenticated: bool,
 }
 
 impl Links {
@@ -341,6 +346,12 @@ impl Links {
         frame: Vec<u8>,
         reliable: bool,
     ) -> Option<tokio::task::JoinHandle<()>> {
+        let to = canonical(to);
+        // Without certificates (loopback trial mode) nothing leaves the machine.
+        if !self.authenticated && !to.ip().is_loopback() {
+            bump(&self.stats.frames_dropped);
+            return None;
+        }
         match self.peers.get_mut(&to) {
             Some(Peer::Quic(connection)) if connection.close_reason().is_none() => {
                 let fits = connection
@@ -369,7 +380,7 @@ impl Links {
                     }
                 }))
             }
-            Some(Peer::Tcp(writer)) if !writer.is_closed() => {
+            Some(Peer::Tcp(writer, _)) if !writer.is_closed() => {
                 bump(&self.stats.frames_on_streams);
                 if writer.try_send(frame).is_err() {
                     bump(&self.stats.frames_dropped);
@@ -435,6 +446,10 @@ impl Links {
                         Ok(stream) => {
                             bump(&stats.connections_opened);
                             let (writer, mut frames) = mpsc::channel::<Vec<u8>>(256);
+                            // Signalled when the writer has written everything
+                            // and closed: a leaving node waits for it.
+                            let drained = Arc::new(tokio::sync::Notify::new());
+                            let done = Arc::clone(&drained);
                             tokio::spawn(async move {
                                 let mut stream = stream;
                                 while let Some(frame) = frames.recv().await {
@@ -449,8 +464,9 @@ impl Links {
                                     }
                                 }
                                 let _ = stream.shutdown().await;
+                                done.notify_one();
                             });
-                            let _ = events.send(Event::TcpConnected(to, writer)).await;
+                            let _ = events.send(Event::TcpConnected(to, writer, drained)).await;
                         }
                         Err(error) => {
                             note_refusal(&stats, &error);
@@ -512,10 +528,18 @@ pub async fn dial_tcp(
             )
         })?
         .map_err(|error| error.to_string())?;
-    connector
-        .connect(NodeTls::server_name(), stream)
-        .await
-        .map_err(|error| format!("TLS handshake: {error}"))
+    tokio::time::timeout(
+        tcp.connect_timeout.get(),
+        connector.connect(NodeTls::server_name(), stream),
+    )
+    .await
+    .map_err(|_| {
+        format!(
+            "no TLS handshake within {} (transport.tcp.connect_timeout)",
+            tcp.connect_timeout
+        )
+    })?
+    .map_err(|error| format!("TLS handshake: {error}"))
 }
 
 /// Read frames off a QUIC connection (datagrams and streams) until it closes.
@@ -588,8 +612,14 @@ fn accept_tcp(
     stats: Arc<TransportStats>,
     max_frame: usize,
 ) {
+    // Connections not yet authenticated, or quiet, are bounded and timed out,
+    // so whoever can reach the port cannot pin sockets and tasks.
+    let permits = Arc::new(tokio::sync::Semaphore::new(TCP_CONNECTIONS_MAX));
     tokio::spawn(async move {
         loop {
+            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                break;
+            };
             let Ok((stream, peer)) = listener.accept().await else {
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
@@ -601,20 +631,34 @@ fn accept_tcp(
             let acceptor = acceptor.clone();
             let events = events.clone();
             let stats = Arc::clone(&stats);
+            let handshake_timeout = tcp.connect_timeout.get();
+            let idle_timeout = tcp.keepalive_time.get().max(Duration::from_secs(60));
             tokio::spawn(async move {
-                let mut stream = match acceptor.accept(stream).await {
-                    Ok(stream) => stream,
-                    Err(error) => {
+                let _permit = permit;
+                let mut stream = match tokio::time::timeout(
+                    handshake_timeout,
+                    acceptor.accept(stream),
+                )
+                .await
+                {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
                         bump(&stats.handshakes_refused);
                         warn!(%peer, "cluster: refused a TCP connection: {error}");
+                        return;
+                    }
+                    Err(_) => {
+                        bump(&stats.handshakes_refused);
+                        warn!(%peer, "cluster: no TLS handshake within transport.tcp.connect_timeout; closed");
                         return;
                     }
                 };
                 bump(&stats.connections_opened);
                 loop {
                     let mut length = [0u8; 4];
-                    if stream.read_exact(&mut length).await.is_err() {
-                        break;
+                    match tokio::time::timeout(idle_timeout, stream.read_exact(&mut length)).await {
+                        Ok(Ok(_)) => {}
+                        _ => break,
                     }
                     let length = u32::from_be_bytes(length) as usize;
                     if length > max_frame {
@@ -664,6 +708,7 @@ impl ClusterNode {
             events: sender.clone(),
             stats: Arc::clone(&stats),
             max_frame,
+            authenticated: tls.authenticated,
         };
         let listen = match settings.transport {
             TransportKind::Quic => {
@@ -768,19 +813,30 @@ impl ClusterNode {
                     }
                 }
                 () = sleep_until(deadline) => membership.advance(clock()),
-                query = queries.recv() => match query {
-                    Some(ClusterQuery::Snapshot(answer)) => {
-                        let _ = answer.send(self.snapshot(&membership));
-                    }
-                    None => {}
-                },
+                // Disabled once every handle is gone (no admin endpoint):
+                // a closed channel must not wake the loop again and again.
+                Some(ClusterQuery::Snapshot(answer)) = queries.recv() => {
+                    let _ = answer.send(self.snapshot(&membership));
+                }
             }
         }
         membership.leave(clock());
         let farewells = self.flush(&mut membership, true);
+        // TCP writers: close each connection's queue, then wait for the
+        // writer to flush it (the farewell is in it) and shut down.
+        let mut drains = Vec::new();
+        for (_, peer) in self.links.peers.drain() {
+            if let Peer::Tcp(writer, drained) = peer {
+                drop(writer);
+                drains.push(drained);
+            }
+        }
         let _ = tokio::time::timeout(LEAVE_GRACE, async {
             for farewell in farewells {
                 let _ = farewell.await;
+            }
+            for drained in drains {
+                drained.notified().await;
             }
         })
         .await;
@@ -799,7 +855,9 @@ impl ClusterNode {
                 }
             }
             Event::QuicConnected(connection) => {
-                let peer = connection.remote_address();
+                // An endpoint bound to `[::]` sees IPv4 peers as mapped
+                // IPv6 addresses; members are known by the plain form.
+                let peer = canonical(connection.remote_address());
                 read_quic(
                     connection.clone(),
                     self.links.events.clone(),
@@ -810,8 +868,8 @@ impl ClusterNode {
                     self.links.send(peer, frame, false);
                 }
             }
-            Event::TcpConnected(peer, writer) => {
-                for frame in self.links.connected(peer, Peer::Tcp(writer)) {
+            Event::TcpConnected(peer, writer, drained) => {
+                for frame in self.links.connected(peer, Peer::Tcp(writer, drained)) {
                     self.links.send(peer, frame, false);
                 }
             }
@@ -910,7 +968,7 @@ impl ClusterSnapshot {
                     ("version", m.dropped_version),
                     ("replayed", m.dropped_replayed),
                     ("invalid", m.dropped_invalid),
-                    ("queue_full", t.frames_dropped),
+                    ("transport", t.frames_dropped),
                 ]
                 .into_iter()
                 .map(|(reason, value)| (format!("reason=\"{reason}\""), value as f64))
@@ -932,6 +990,10 @@ impl ClusterSnapshot {
             },
         ]
     }
+}
+
+fn canonical(address: SocketAddr) -> SocketAddr {
+    SocketAddr::new(address.ip().to_canonical(), address.port())
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

@@ -25,7 +25,7 @@ pub const FRAME_OVERHEAD: usize = 1 + 1 + 8 + 8 + 4 + 4;
 const KIND_SWIM: u8 = 0;
 
 /// A cluster member: its name, where it listens, and its generation (the
-/// Unix time in milliseconds when it joined; a restart or a rejoin after
+/// Unix time in microseconds when it joined; a restart or a rejoin after
 /// being declared down takes a higher one, so the newer identity wins).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct NodeId {
@@ -33,7 +33,7 @@ pub struct NodeId {
     pub name: String,
     /// The address other nodes reach it at.
     pub addr: SocketAddr,
-    /// When this identity was made, Unix milliseconds; also dates the news of
+    /// When this identity was made, Unix microseconds; also dates the news of
     /// the node's arrival, which `caxton_gossip_convergence_time_seconds` times.
     pub generation: u64,
 }
@@ -80,11 +80,16 @@ impl foca::Identity for NodeId {
 
 /// Why an identity read off the wire is refused.
 fn check_identity(id: &NodeId) -> Result<(), WireError> {
-    // The placeholder a joining node announces to has an empty name.
+    caxton_profiles::check_agent_name(&id.name).map_err(|_| WireError::BadIdentity)
+}
+
+/// A packet's destination may also be the placeholder a joining node
+/// announces to (an empty name, generation 0).
+fn check_destination(id: &NodeId) -> Result<(), WireError> {
     if id.name.is_empty() && id.generation == 0 {
         return Ok(());
     }
-    caxton_profiles::check_agent_name(&id.name).map_err(|_| WireError::BadIdentity)
+    check_identity(id)
 }
 
 /// A packet or frame that cannot be read.
@@ -172,7 +177,7 @@ impl Codec<NodeId> for MessagePackCodec {
     fn decode_header(&mut self, buf: impl Buf) -> Result<Header<NodeId>, Self::Error> {
         let header: Header<NodeId> = Self::decode(buf).map_err(WireErrorBox)?;
         check_identity(&header.src).map_err(WireErrorBox)?;
-        check_identity(&header.dst).map_err(WireErrorBox)?;
+        check_destination(&header.dst).map_err(WireErrorBox)?;
         Ok(header)
     }
 
@@ -362,7 +367,12 @@ mod tests {
             generation: 5,
         };
         assert_eq!(check_identity(&good), Ok(()));
-        assert_eq!(check_identity(&NodeId::seed(good.addr)), Ok(()));
+        assert_eq!(check_destination(&NodeId::seed(good.addr)), Ok(()));
+        assert_eq!(
+            check_identity(&NodeId::seed(good.addr)),
+            Err(WireError::BadIdentity),
+            "never a sender or member"
+        );
         let bad = NodeId {
             name: "x".repeat(65),
             ..good.clone()

@@ -310,7 +310,7 @@ fn simulate_prints_figures_writes_its_logs_and_replays_from_its_seed() {
         "crash → declared down everywhere",
         "false down declarations",
         "traffic per node",
-        "replay: engine cluster simulate",
+        "cluster simulate --nodes 12 --scenario churn",
     ] {
         assert!(text.contains(expected), "{expected} in {text}");
     }
