@@ -649,6 +649,8 @@ pub fn simulate(config: &SimulationConfig, mut progress: impl FnMut(Duration, Du
     let mut returning: Vec<(Duration, usize)> = Vec::new();
     let mut node_seconds = 0.0_f64;
     while sim.now < total {
+        let step_start = sim.now;
+        let live_at_start = sim.live().count() as f64;
         let until = (sim.now + step).min(total);
         // Arrivals: a node leaves gracefully and comes back a moment later
         // under a newer generation, so the cluster keeps its size. The
@@ -725,10 +727,9 @@ pub fn simulate(config: &SimulationConfig, mut progress: impl FnMut(Duration, Du
                 one_way = true;
             }
         }
-        let live_before = sim.live().count() as f64;
-        let span = until.saturating_sub(sim.now).as_secs_f64();
         sim.run_until(until);
-        node_seconds += live_before * span;
+        // Nodes running over this step (counted at its start), times its length.
+        node_seconds += live_at_start * (sim.now - step_start).as_secs_f64();
         if let (Some(healed), None) = (healed_at, sim.report.heal) {
             if sim.all_agree() {
                 sim.report.heal = Some(sim.now - healed);
