@@ -40,6 +40,9 @@ const EVENTS_QUEUED_MAX: usize = 4096;
 /// Frames held for a peer while its connection opens.
 const PENDING_FRAMES_MAX: usize = 64;
 
+/// QUIC frames being sent on streams at once (all peers together).
+const STREAM_SENDS_MAX: usize = 256;
+
 /// Inbound TLS-over-TCP connections at once (authenticated or not).
 const TCP_CONNECTIONS_MAX: usize = 1024;
 
@@ -328,6 +331,7 @@ struct Links {
     stats: Arc<TransportStats>,
     max_frame: usize,
     authenticated: bool,
+    stream_sends: Arc<tokio::sync::Semaphore>,
 }
 
 impl Links {
@@ -365,9 +369,16 @@ impl Links {
                     }
                     return None;
                 }
+                // Stream sends in flight are bounded: a peer that withholds
+                // stream credit cannot make them pile up.
+                let Ok(permit) = Arc::clone(&self.stream_sends).try_acquire_owned() else {
+                    bump(&self.stats.frames_dropped);
+                    return None;
+                };
                 bump(&self.stats.frames_on_streams);
                 let connection = connection.clone();
                 Some(tokio::spawn(async move {
+                    let _permit = permit;
                     let sent = async {
                         let mut stream = connection.open_uni().await?;
                         stream.write_all(&frame).await?;
@@ -709,6 +720,7 @@ impl ClusterNode {
             stats: Arc::clone(&stats),
             max_frame,
             authenticated: tls.authenticated,
+            stream_sends: Arc::new(tokio::sync::Semaphore::new(STREAM_SENDS_MAX)),
         };
         let listen = match settings.transport {
             TransportKind::Quic => {
