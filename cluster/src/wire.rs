@@ -270,27 +270,40 @@ pub fn unframe(frame: &[u8], max_packet: usize) -> Result<(FrameHeader, &[u8]), 
 }
 
 /// Which frames of one sender were seen: the highest sequence number and a
-/// 64-frame window below it (frames may arrive out of order as datagrams).
+/// 64-frame window below it (frames may arrive out of order as datagrams),
+/// and the boot nonces it used before, so frames of an earlier boot are
+/// refused once a later one has spoken.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ReplayWindow {
     nonce: u64,
     highest: u64,
     seen: u64,
     started: bool,
+    retired: [u64; RETIRED_NONCES],
+    retired_next: usize,
 }
+
+/// Earlier boot nonces remembered per sender.
+const RETIRED_NONCES: usize = 4;
 
 impl ReplayWindow {
     /// Whether a frame is new; records it if so. A new nonce (the sender
-    /// restarted) starts a new window; a frame older than the window is
-    /// refused, as a replay would be.
+    /// restarted) starts a new window and retires the old one; a frame of a
+    /// retired nonce, or older than the window, is refused, as a replay
+    /// would be.
     pub fn accept(&mut self, header: FrameHeader) -> bool {
         if !self.started || header.nonce != self.nonce {
-            *self = Self {
-                nonce: header.nonce,
-                highest: header.seq,
-                seen: 1,
-                started: true,
-            };
+            if self.started && self.retired.contains(&header.nonce) {
+                return false;
+            }
+            if self.started {
+                self.retired[self.retired_next] = self.nonce;
+                self.retired_next = (self.retired_next + 1) % RETIRED_NONCES;
+            }
+            self.nonce = header.nonce;
+            self.highest = header.seq;
+            self.seen = 1;
+            self.started = true;
             return true;
         }
         if header.seq > self.highest {
@@ -357,6 +370,11 @@ mod tests {
             window.accept(FrameHeader { nonce: 8, seq: 0 }),
             "a restarted sender"
         );
+        assert!(
+            !window.accept(FrameHeader { nonce: 7, seq: 500 }),
+            "a frame of the earlier boot, once the later one has spoken"
+        );
+        assert!(window.accept(FrameHeader { nonce: 8, seq: 1 }));
     }
 
     #[test]
