@@ -374,6 +374,9 @@ impl Membership {
 
     fn accept_frame(&mut self, frame: &[u8]) -> Result<(), WireError> {
         let (header, packet) = wire::unframe(frame, self.swim.max_packet)?;
+        // The header is read here as well as in foca: the replay check
+        // needs the sender first (an inbound TCP connection's address is
+        // ephemeral, so the transport cannot say who sent it).
         let sender = wire::packet_sender(packet)?;
         // The window is stored only once foca took the packet, so frames
         // that fail create no state for the address they claim.

@@ -197,6 +197,31 @@ impl Net {
         self.now = end;
     }
 
+    /// `count` nodes joined through node 0 and left to settle for 2 s.
+    fn formed(count: usize, swim: &SwimSettings) -> Self {
+        let mut net = Self::new(count, swim);
+        net.join_all();
+        net.run_for(Duration::from_secs(2));
+        net
+    }
+
+    /// What `observer` knows of each member, without the time-dependent parts.
+    fn view(&self, observer: usize) -> Vec<(SocketAddr, MemberState, u16, u64)> {
+        self.nodes[observer].as_ref().map_or_else(Vec::new, |node| {
+            node.members()
+                .into_iter()
+                .map(|member| {
+                    (
+                        member.addr,
+                        member.state,
+                        member.incarnation,
+                        member.generation,
+                    )
+                })
+                .collect()
+        })
+    }
+
     fn state_of(&self, observer: usize, member: usize) -> Option<MemberState> {
         self.nodes[observer]
             .as_ref()?
@@ -253,9 +278,7 @@ fn three_nodes_join_through_one_seed_and_agree() {
 #[test]
 fn a_silent_member_is_suspected_then_declared_down_within_the_bound() {
     let swim = settings();
-    let mut net = Net::new(3, &swim);
-    net.join_all();
-    net.run_for(Duration::from_secs(2));
+    let mut net = Net::formed(3, &swim);
     net.nodes[2] = None;
     let bound = swim.down_detection_bound(3);
     let took = net
@@ -281,9 +304,7 @@ fn a_silent_member_is_suspected_then_declared_down_within_the_bound() {
 #[test]
 fn a_slow_member_is_suspected_and_refutes_in_time() {
     let swim = settings();
-    let mut net = Net::new(3, &swim);
-    net.join_all();
-    net.run_for(Duration::from_secs(2));
+    let mut net = Net::formed(3, &swim);
     // Node 2 hears everything but answers too late for a probe.
     net.slow.insert(2, swim.probe_interval);
     net.run_until(Duration::from_secs(5), Duration::from_millis(10), |net| {
@@ -316,9 +337,7 @@ fn a_slow_member_is_suspected_and_refutes_in_time() {
 #[test]
 fn a_restarted_member_rejoins_under_a_newer_generation() {
     let swim = settings();
-    let mut net = Net::new(3, &swim);
-    net.join_all();
-    net.run_for(Duration::from_secs(2));
+    let mut net = Net::formed(3, &swim);
     let old = net.get(2).identity().clone();
     net.nodes[2] = None;
     net.run_until(
@@ -350,9 +369,7 @@ fn a_restarted_member_rejoins_under_a_newer_generation() {
 #[test]
 fn a_member_declared_down_while_alive_renews_its_identity_and_rejoins() {
     let swim = settings();
-    let mut net = Net::new(3, &swim);
-    net.join_all();
-    net.run_for(Duration::from_secs(2));
+    let mut net = Net::formed(3, &swim);
     net.cut.insert(2);
     net.run_until(
         swim.down_detection_bound(3) * 2,
@@ -374,9 +391,7 @@ fn a_member_declared_down_while_alive_renews_its_identity_and_rejoins() {
 #[test]
 fn a_member_that_leaves_is_seen_down_at_once() {
     let swim = settings();
-    let mut net = Net::new(3, &swim);
-    net.join_all();
-    net.run_for(Duration::from_secs(2));
+    let mut net = Net::formed(3, &swim);
     let now = net.clock();
     net.get(1).leave(now);
     net.collect();
@@ -394,9 +409,7 @@ fn a_member_that_leaves_is_seen_down_at_once() {
 
 #[test]
 fn damaged_replayed_and_foreign_frames_change_nothing() {
-    let mut net = Net::new(3, &settings());
-    net.join_all();
-    net.run_for(Duration::from_secs(2));
+    let mut net = Net::formed(3, &settings());
     // A frame node 1 really sent to node 0, captured.
     let now = net.clock();
     net.get(1).leave(now);
@@ -406,7 +419,7 @@ fn damaged_replayed_and_foreign_frames_change_nothing() {
         .into_iter()
         .find(|out| out.to == address(0))
         .expect("a frame");
-    let before = net.get(0).members();
+    let before = net.view(0);
     let mut damaged = captured.frame.clone();
     let last = damaged.len() - 1;
     damaged[last] ^= 1;
@@ -423,24 +436,7 @@ fn damaged_replayed_and_foreign_frames_change_nothing() {
         net.get(0).handle_frame(&vec![0u8; 70_000], now),
     ];
     assert!(results.iter().all(Result::is_err), "{results:?}");
-    let settled = |members: Vec<MemberView>| {
-        members
-            .into_iter()
-            .map(|member| {
-                (
-                    member.addr,
-                    member.state,
-                    member.incarnation,
-                    member.generation,
-                )
-            })
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(
-        settled(net.get(0).members()),
-        settled(before),
-        "nothing changed"
-    );
+    assert_eq!(net.view(0), before, "nothing changed");
     assert_eq!(net.get(0).handle_frame(&captured.frame, now), Ok(()));
     assert_eq!(
         net.get(0).handle_frame(&captured.frame, now),
@@ -504,9 +500,7 @@ fn probe_interval_sets_the_probe_rate() {
 
 /// How long after a member is first suspected every observer declares it down.
 fn suspicion_span(swim: SwimSettings) -> Duration {
-    let mut net = Net::new(3, &swim);
-    net.join_all();
-    net.run_for(Duration::from_secs(2));
+    let mut net = Net::formed(3, &swim);
     net.nodes[2] = None;
     net.run_until(Duration::from_secs(20), Duration::from_millis(5), |net| {
         net.state_of(0, 2) == Some(MemberState::Suspect)
@@ -540,9 +534,7 @@ fn suspicion_multiplier_sets_how_long_a_suspect_has_to_refute() {
 
 /// Announces sent to a member that stopped, after it is declared down.
 fn frames_after_down(swim: SwimSettings) -> u64 {
-    let mut net = Net::new(3, &swim);
-    net.join_all();
-    net.run_for(Duration::from_secs(2));
+    let mut net = Net::formed(3, &swim);
     net.nodes[2] = None;
     net.run_until(Duration::from_secs(20), Duration::from_millis(5), |net| {
         net.state_of(0, 2) == Some(MemberState::Down)
@@ -627,21 +619,6 @@ mod decoders {
 
     use super::*;
 
-    fn settled(net: &mut Net) -> Vec<(SocketAddr, MemberState, u16, u64)> {
-        net.get(0)
-            .members()
-            .into_iter()
-            .map(|member| {
-                (
-                    member.addr,
-                    member.state,
-                    member.incarnation,
-                    member.generation,
-                )
-            })
-            .collect()
-    }
-
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -652,10 +629,10 @@ mod decoders {
             let mut net = Net::new(2, &settings());
             net.join_all();
             net.run_for(Duration::from_secs(1));
-            let before = settled(&mut net);
+            let before = net.view(0);
             let now = net.clock();
             prop_assert!(net.get(0).handle_frame(&bytes, now).is_err());
-            prop_assert_eq!(settled(&mut net), before);
+            prop_assert_eq!(net.view(0), before);
         }
 
         #[test]
@@ -663,11 +640,11 @@ mod decoders {
             let mut net = Net::new(2, &settings());
             net.join_all();
             net.run_for(Duration::from_secs(1));
-            let before = settled(&mut net);
+            let before = net.view(0);
             let now = net.clock();
             let framed = wire::frame(wire::FrameHeader { nonce: 99, seq }, &packet);
             if net.get(0).handle_frame(&framed, now).is_err() {
-                prop_assert_eq!(settled(&mut net), before);
+                prop_assert_eq!(net.view(0), before);
             }
         }
 
@@ -681,11 +658,11 @@ mod decoders {
             let mut frame = net.get(1).take_outgoing().into_iter().next().expect("a farewell").frame;
             let at = flip % frame.len();
             frame[at] ^= 1 << bit;
-            let before = settled(&mut net);
+            let before = net.view(0);
             // A flipped header byte may still parse (the nonce, the
             // sequence); the payload's checksum catches the rest.
             if net.get(0).handle_frame(&frame, now).is_err() {
-                prop_assert_eq!(settled(&mut net), before);
+                prop_assert_eq!(net.view(0), before);
             } else {
                 prop_assert!((2..18).contains(&at), "a flip at {} got through", at);
             }

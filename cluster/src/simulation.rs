@@ -534,6 +534,23 @@ impl Simulator {
         })
     }
 
+    /// Start again, through three random live seeds, every node in `queue`
+    /// due by `until` (a graceful rejoin, or a restart after a crash).
+    fn bring_back(&mut self, queue: &mut Vec<(Duration, usize)>, until: Duration) {
+        queue.sort();
+        while let Some(&(at, index)) = queue.first() {
+            if at > until {
+                break;
+            }
+            queue.remove(0);
+            self.run_until(at);
+            let seeds: Vec<usize> = (0..3)
+                .filter_map(|_| self.random_live(Some(index)))
+                .collect();
+            self.start(index, &seeds);
+        }
+    }
+
     fn random_live(&mut self, except: Option<usize>) -> Option<usize> {
         let live: Vec<usize> = self.live().filter(|index| Some(*index) != except).collect();
         if live.is_empty() {
@@ -663,18 +680,7 @@ pub fn simulate(config: &SimulationConfig, mut progress: impl FnMut(Duration, Du
             }
             next_arrival += arrival_every;
         }
-        returning.sort();
-        while let Some(&(at, index)) = returning.first() {
-            if at > until {
-                break;
-            }
-            returning.remove(0);
-            sim.run_until(at);
-            let seeds: Vec<usize> = (0..3)
-                .filter_map(|_| sim.random_live(Some(index)))
-                .collect();
-            sim.start(index, &seeds);
-        }
+        sim.bring_back(&mut returning, until);
         if matches!(config.scenario, Scenario::Crash | Scenario::Churn) {
             while next_fault <= until {
                 sim.run_until(next_fault);
@@ -691,18 +697,7 @@ pub fn simulate(config: &SimulationConfig, mut progress: impl FnMut(Duration, Du
                         1
                     };
             }
-            restart_queue.sort();
-            while let Some(&(at, victim)) = restart_queue.first() {
-                if at > until {
-                    break;
-                }
-                restart_queue.remove(0);
-                sim.run_until(at);
-                let seeds: Vec<usize> = (0..3)
-                    .filter_map(|_| sim.random_live(Some(victim)))
-                    .collect();
-                sim.start(victim, &seeds);
-            }
+            sim.bring_back(&mut restart_queue, until);
         }
         if config.scenario == Scenario::Partition {
             if !partitioned && partition_at <= until {

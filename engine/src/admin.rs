@@ -13,7 +13,13 @@ use tracing::info;
 
 use crate::commands::CommandError;
 
-fn refuse(loaded: &LoadedProfile, key: &str, message: String, hint: &str) -> CommandError {
+/// A profile key's value refused at start, located like a load error.
+pub(crate) fn refuse(
+    loaded: &LoadedProfile,
+    key: &str,
+    message: String,
+    hint: &str,
+) -> CommandError {
     CommandError::BadInput(
         loaded
             .reject(

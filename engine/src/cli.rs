@@ -106,36 +106,7 @@ pub enum ClusterCommand {
     /// membership code, a seeded lossy network) and print dissemination,
     /// failure detection, false verdicts and traffic beside the goals. The
     /// SWIM timing comes from `--profile` (cluster-size and network presets apply).
-    Simulate {
-        /// Nodes.
-        #[arg(long, default_value_t = 16)]
-        nodes: usize,
-        /// Share of packets lost, 0 to 0.5 (`0.01` is 1%).
-        #[arg(long, default_value_t = 0.01)]
-        loss: f64,
-        /// Median one-way latency, e.g. `250us`, `20ms`.
-        #[arg(long, default_value = "250us")]
-        latency: String,
-        /// Latency spread: σ of the log-normal distribution (0: constant).
-        #[arg(long, default_value_t = 0.5)]
-        jitter: f64,
-        /// Simulated time to measure, after the cluster forms, e.g. `60s`, `1h`.
-        #[arg(long, default_value = "60s")]
-        duration: String,
-        /// Decides every random choice; the same seed replays the same run.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// `steady` (nodes leave and rejoin), `crash`, `partition` or `churn`.
-        #[arg(long, default_value = "steady")]
-        scenario: String,
-        /// Write HDR histograms and `summary.json` here.
-        #[arg(long, value_name = "DIR")]
-        output: Option<std::path::PathBuf>,
-        /// `text` (the report), `json` (the summary) or `row` (one Markdown
-        /// table row, as `scripts/gossip-presets.sh` collects them).
-        #[arg(long, default_value = "text")]
-        format: String,
-    },
+    Simulate(SimulateArgs),
     /// Watch a running node's SWIM traffic for a window (or read a
     /// simulation's output) and advise: traffic per peer, suspicions and
     /// refutations, convergence, flapping members, and what to change when it
@@ -160,6 +131,39 @@ pub enum ClusterCommand {
         #[arg(long, value_delimiter = ',', required = true)]
         nodes: Vec<String>,
     },
+}
+
+/// `engine cluster simulate`'s arguments.
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Nodes.
+    #[arg(long, default_value_t = 16)]
+    pub nodes: usize,
+    /// Share of packets lost, 0 to 0.5 (`0.01` is 1%).
+    #[arg(long, default_value_t = 0.01)]
+    pub loss: f64,
+    /// Median one-way latency, e.g. `250us`, `20ms`.
+    #[arg(long, default_value = "250us")]
+    pub latency: String,
+    /// Latency spread: σ of the log-normal distribution (0: constant).
+    #[arg(long, default_value_t = 0.5)]
+    pub jitter: f64,
+    /// Simulated time to measure, after the cluster forms, e.g. `60s`, `1h`.
+    #[arg(long, default_value = "60s")]
+    pub duration: String,
+    /// Decides every random choice; the same seed replays the same run.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// `steady` (nodes leave and rejoin), `crash`, `partition` or `churn`.
+    #[arg(long, default_value = "steady")]
+    pub scenario: String,
+    /// Write HDR histograms and `summary.json` here.
+    #[arg(long, value_name = "DIR")]
+    pub output: Option<std::path::PathBuf>,
+    /// `text` (the report), `json` (the summary) or `row` (one Markdown
+    /// table row, as `scripts/gossip-presets.sh` collects them).
+    #[arg(long, default_value = "text")]
+    pub format: String,
 }
 
 /// `engine benchmark ...`.

@@ -4,7 +4,7 @@
 
 use caxton_cluster::transport::ClusterNode;
 use caxton_cluster::ClusterSettings;
-use caxton_profiles::{LoadedProfile, ProfileErrorKind, Violation};
+use caxton_profiles::LoadedProfile;
 use tracing::info;
 
 use crate::commands::CommandError;
@@ -17,20 +17,7 @@ pub fn prepare(
     joins: &[String],
     runtime: &tokio::runtime::Runtime,
 ) -> Result<Option<ClusterNode>, CommandError> {
-    let refuse = |key: &str, message: String| {
-        CommandError::BadInput(
-            loaded
-                .reject(
-                    ProfileErrorKind::InvalidValue,
-                    Violation {
-                        key: key.to_owned(),
-                        message,
-                        hint: None,
-                    },
-                )
-                .to_string(),
-        )
-    };
+    let refuse = |key: &str, message: String| crate::admin::refuse(loaded, key, message, "");
     let settings = ClusterSettings::from_profile(&loaded.profile, joins)
         .map_err(|error| refuse(&error.key, error.message))?;
     let Some(settings) = settings else {

@@ -637,23 +637,10 @@ fn run_node(selection: &ProfileSelection, joins: &[String]) -> Result<(), Comman
     Ok(())
 }
 
-/// `engine cluster simulate`'s arguments.
-pub struct SimulateArgs {
-    pub nodes: usize,
-    pub loss: f64,
-    pub latency: String,
-    pub jitter: f64,
-    pub duration: String,
-    pub seed: u64,
-    pub scenario: String,
-    pub output: Option<std::path::PathBuf>,
-    pub format: String,
-}
-
 /// `engine cluster simulate`: a seeded cluster simulation with a progress bar.
 pub fn simulate_cluster(
     selection: &ProfileSelection,
-    args: SimulateArgs,
+    args: crate::cli::SimulateArgs,
 ) -> Result<(), CommandError> {
     let loaded = load_profile(selection)?;
     if !(2..=10_000).contains(&args.nodes) {

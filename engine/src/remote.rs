@@ -290,31 +290,8 @@ pub fn cluster(selection: &ProfileSelection, command: ClusterCommand) -> Result<
             }
             return emit(text.trim_end());
         }
-        ClusterCommand::Simulate {
-            nodes,
-            loss,
-            latency,
-            jitter,
-            duration,
-            seed,
-            scenario,
-            output,
-            format,
-        } => {
-            return crate::commands::simulate_cluster(
-                selection,
-                crate::commands::SimulateArgs {
-                    nodes,
-                    loss,
-                    latency,
-                    jitter,
-                    duration,
-                    seed,
-                    scenario,
-                    output,
-                    format,
-                },
-            );
+        ClusterCommand::Simulate(args) => {
+            return crate::commands::simulate_cluster(selection, args);
         }
         ClusterCommand::AnalyzeGossip {
             window,
