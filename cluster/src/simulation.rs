@@ -282,8 +282,15 @@ impl Simulator {
         }
         self.after(index);
         self.nodes[index] = None;
+        self.forget(index);
+        self.digest(0x4c45_4156 ^ index as u64);
+        self.settle_pending();
+    }
+
+    /// Node `index` stopped: nothing waits on it any more, and its own
+    /// arrival, if still spreading, is no longer news.
+    fn forget(&mut self, index: usize) {
         self.scheduled[index] = None;
-        // Its own arrival, if still spreading, is no longer news.
         self.arrivals.retain(|id, _| index_of(id.addr) != index);
         for pending in self.arrivals.values_mut() {
             pending.waiting.remove(&index);
@@ -291,23 +298,13 @@ impl Simulator {
         for pending in self.crashes.values_mut() {
             pending.waiting.remove(&index);
         }
-        self.digest(0x4c45_4156 ^ index as u64);
-        self.settle_pending();
     }
 
     fn crash(&mut self, index: usize) {
         if self.nodes[index].take().is_none() {
             return;
         }
-        self.scheduled[index] = None;
-        // Its own arrival, if still spreading, is no longer news.
-        self.arrivals.retain(|id, _| index_of(id.addr) != index);
-        for pending in self.arrivals.values_mut() {
-            pending.waiting.remove(&index);
-        }
-        for pending in self.crashes.values_mut() {
-            pending.waiting.remove(&index);
-        }
+        self.forget(index);
         if self.measuring {
             let waiting: HashSet<usize> = self.live().collect();
             self.crashes.insert(
