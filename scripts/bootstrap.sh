@@ -8,8 +8,21 @@
 #   scripts/bootstrap.sh --test   also the tools the tests check the engine's
 #                                 output with: promtool (Debian's prometheus) for
 #                                 the metrics, and HdrHistogram's own
-#                                 HistogramLogProcessor (Java) for the HDR logs.
+#                                 HistogramLogProcessor (Java) for the HDR logs;
+#                                 and the wasm32-unknown-unknown Rust target the
+#                                 agent SDK's examples are built for.
 set -euo pipefail
+
+# Rust agents (sdk/rust, examples/rust) build for wasm32-unknown-unknown. The
+# target comes from the toolchain server, not a package registry: when it
+# cannot be added the SDK's tests fail saying so, and the rest still run.
+wasm_target=wasm32-unknown-unknown
+if [ "${1:-}" = "--test" ] && command -v rustup >/dev/null 2>&1 \
+  && ! rustup target list --installed 2>/dev/null | grep -qx "$wasm_target"; then
+  echo "bootstrap: adding the Rust target $wasm_target" >&2
+  rustup target add "$wasm_target" >&2 \
+    || echo "bootstrap: could not add $wasm_target; the Rust SDK tests will say so" >&2
+fi
 
 packages=(pkg-config libhwloc-dev libudev-dev fonts-dejavu-core)
 if [ "${1:-}" = "--test" ]; then

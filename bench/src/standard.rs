@@ -44,6 +44,10 @@ pub struct SuiteOptions {
     pub agent_to_agent: PairOptions,
     /// Simulated time of the gossip convergence scenario.
     pub gossip_simulated: Duration,
+    /// A second echo module (the Rust SDK's `echo.wasm`): the echo
+    /// scenarios run with it as well, as `*_rust`, so the SDK's overhead
+    /// shows beside the WAT echo's figures.
+    pub rust_echo: Option<Vec<u8>>,
 }
 
 impl SuiteOptions {
@@ -56,6 +60,7 @@ impl SuiteOptions {
             density_agents: 10_000,
             agent_to_agent: PairOptions::for_duration(Duration::from_secs(10)),
             gossip_simulated: Duration::from_secs(120),
+            rust_echo: None,
         }
     }
 
@@ -68,6 +73,7 @@ impl SuiteOptions {
             density_agents: 2_000,
             agent_to_agent: PairOptions::for_duration(Duration::from_secs(2)),
             gossip_simulated: Duration::from_secs(30),
+            rust_echo: None,
         }
     }
 }
@@ -255,6 +261,30 @@ pub fn run_standard_suite(
         merged.processing_ns,
         elapsed,
     ));
+    if let Some(module) = &options.rust_echo {
+        progress(&format!(
+            "message_processing_rust: {} requests straight to the Rust SDK's echo",
+            options.messages
+        ));
+        let rust_echo = node.deploy_placed(RUST_ECHO, module, &everywhere, &limits)?;
+        node.metrics(true)?;
+        let started = Instant::now();
+        closed_loop(
+            &mut client,
+            rust_echo,
+            b"0123456789abcdef",
+            options.messages,
+            "message_processing_rust",
+            &mut failures,
+        )?;
+        let elapsed = started.elapsed();
+        let merged = merge(&node.metrics(false)?);
+        scenarios.push(ScenarioResult::from_histogram(
+            "message_processing_rust",
+            merged.processing_ns,
+            elapsed,
+        ));
+    }
 
     if shards >= 2 {
         progress(&format!(
@@ -317,6 +347,23 @@ pub fn run_standard_suite(
         cold,
         elapsed,
     ));
+    if options.rust_echo.is_some() {
+        progress(&format!(
+            "agent_startup_warm_rust and agent_startup_cold_rust: {} starts each",
+            options.startups
+        ));
+        let (warm, cold, elapsed) = startups(node, RUST_ECHO, options.startups)?;
+        scenarios.push(ScenarioResult::from_histogram(
+            "agent_startup_warm_rust",
+            warm,
+            elapsed,
+        ));
+        scenarios.push(ScenarioResult::from_histogram(
+            "agent_startup_cold_rust",
+            cold,
+            elapsed,
+        ));
+    }
 
     let noisy_requests = (options.messages / 10).max(100);
     progress(&format!(
@@ -413,6 +460,28 @@ pub fn with_agent_to_agent(
         summary,
         agent_to_agent: results,
     })
+}
+
+/// The Rust SDK's echo against the WAT echo, when both ran: cold start P50
+/// within 2× the WAT echo's, processing P50 ≤ 1 µs (the rows' own goal).
+fn rust_sdk_verdict(scenarios: &[ScenarioResult]) -> String {
+    let p50 = |name: &str| {
+        scenarios
+            .iter()
+            .find(|scenario| scenario.name == name)
+            .map(|scenario| scenario.p50_ns)
+    };
+    let (Some(wat), Some(rust)) = (p50("agent_startup_cold"), p50("agent_startup_cold_rust"))
+    else {
+        return String::new();
+    };
+    let ratio = rust as f64 / wat.max(1) as f64;
+    format!(
+        "rust sdk echo: cold start P50 {:.2}µs vs the WAT echo's {:.2}µs, {ratio:.2}× (goal ≤ 2×) {}\n",
+        rust as f64 / 1000.0,
+        wat as f64 / 1000.0,
+        if ratio <= 2.0 { "met" } else { "MISSED" }
+    )
 }
 
 /// Forwarder content that routes to `agent` with `payload`.
@@ -642,9 +711,14 @@ pub fn write_results(
     std::fs::write(&path, text).map_err(|error| fail(&path, error))
 }
 
+/// The name the Rust SDK's echo is deployed under by `rust_echo`.
+const RUST_ECHO: &str = "bench-echo-rust";
+
 /// Goals: (scenario, seed P50 ns, seed P99 ns, our P50 goal ns, our P99 goal ns).
 /// Gossip convergence: the seed gives only a P99 (5 s); ours is 0.5 s at 16 nodes.
-pub const GOALS: [(&str, u64, u64, u64, u64); 6] = [
+/// The Rust SDK's echo has the WAT echo's processing goal; its start-up
+/// goal is relative (see `rust_sdk_verdict`).
+pub const GOALS: [(&str, u64, u64, u64, u64); 7] = [
     (
         "gossip_convergence",
         5_000_000_000,
@@ -655,6 +729,13 @@ pub const GOALS: [(&str, u64, u64, u64, u64); 6] = [
     ("local_routing", 100_000, 1_000_000, 2_000, 20_000),
     ("cross_shard_routing", 100_000, 1_000_000, 2_000, 20_000),
     ("message_processing", 1_000_000, 10_000_000, 1_000, 10_000),
+    (
+        "message_processing_rust",
+        1_000_000,
+        10_000_000,
+        1_000,
+        10_000,
+    ),
     (
         "agent_startup_warm",
         10_000_000,
@@ -751,6 +832,7 @@ pub fn render_table(summary: &Summary) -> String {
     if let Some(noisy) = &summary.noisy_neighbour {
         out.push_str(&noisy.verdict());
     }
+    out.push_str(&rust_sdk_verdict(&summary.scenarios));
     for reason in &summary.skipped {
         out.push_str(&format!("skipped {reason}\n"));
     }

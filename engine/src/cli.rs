@@ -191,6 +191,10 @@ pub enum BenchmarkCommand {
         /// Requests each agent-to-agent driver keeps outstanding, 1 to 1024 (default 64).
         #[arg(long)]
         window: Option<u32>,
+        /// Also run the standard suite's echo scenarios with this module (the
+        /// Rust SDK's `echo.wasm`), as `*_rust` rows beside the WAT echo's.
+        #[arg(long, value_name = "FILE")]
+        rust_echo: Option<std::path::PathBuf>,
     },
     /// Offer a constant open-loop load and measure latency from each message's intended send time.
     Custom {
@@ -315,6 +319,28 @@ pub enum AgentsCommand {
         /// How to reach the engine.
         #[command(flatten)]
         endpoint: Endpoint,
+    },
+    /// Write a ready-to-build Rust agent project (Cargo.toml, src/lib.rs,
+    /// README) on the agent SDK, in a new directory NAME.
+    New {
+        /// The agent's name: the crate, the `.wasm` and the deployed agent.
+        name: String,
+        /// Where the project directory goes.
+        #[arg(long, default_value = ".")]
+        dir: std::path::PathBuf,
+        /// The agent SDK (`sdk/rust` of a Caxton checkout); default: the
+        /// source tree this engine was built from.
+        #[arg(long, value_name = "PATH")]
+        sdk: Option<std::path::PathBuf>,
+    },
+    /// Build a Rust agent project for wasm32-unknown-unknown and print the
+    /// module's path and size.
+    Build {
+        /// The project's directory (the one with Cargo.toml).
+        dir: std::path::PathBuf,
+        /// A debug build instead of the size-optimized release build.
+        #[arg(long)]
+        debug: bool,
     },
 }
 

@@ -6,7 +6,9 @@ use caxton_profiles::{KeyStatus, LoadedProfile, ProfileErrorKind, Violation};
 use caxton_shards::Node;
 use tracing::{info, warn};
 
-use crate::cli::{BenchmarkCommand, Cli, Command, HdrCommand, ProfileSelection, ProfilesCommand};
+use crate::cli::{
+    AgentsCommand, BenchmarkCommand, Cli, Command, HdrCommand, ProfileSelection, ProfilesCommand,
+};
 
 /// How a command failed, which decides the exit status.
 pub enum CommandError {
@@ -65,6 +67,12 @@ pub fn dispatch(cli: Cli) -> Result<(), CommandError> {
         Some(Command::Cluster(command)) => crate::remote::cluster(&cli.selection, command),
         Some(Command::Profiles(command)) => profiles_command(cli.selection, command),
         Some(Command::Benchmark(command)) => benchmark_command(&cli.selection, command),
+        Some(Command::Agents(AgentsCommand::New { name, dir, sdk })) => {
+            crate::agent_project::new_project(&name, &dir, sdk.as_deref())
+        }
+        Some(Command::Agents(AgentsCommand::Build { dir, debug })) => {
+            crate::agent_project::build_project(&dir, debug)
+        }
         Some(Command::Agents(command)) => crate::remote::agents(&cli.selection, command),
         Some(Command::Send {
             agent,
@@ -138,6 +146,7 @@ fn benchmark_command(
             compare,
             duration,
             window,
+            rust_echo,
         } => run_benchmark(
             selection,
             SuiteArgs {
@@ -147,6 +156,7 @@ fn benchmark_command(
                 compare,
                 duration,
                 window,
+                rust_echo,
             },
         ),
         BenchmarkCommand::Custom {
@@ -319,6 +329,7 @@ struct SuiteArgs {
     compare: Option<String>,
     duration: Option<String>,
     window: Option<u32>,
+    rust_echo: Option<std::path::PathBuf>,
 }
 
 /// The suites `engine benchmark run --suite` runs.
@@ -332,6 +343,11 @@ fn run_benchmark(selection: &ProfileSelection, args: SuiteArgs) -> Result<(), Co
             args.suite,
             SUITES.join(", ")
         )));
+    }
+    if args.rust_echo.is_some() && args.suite != "standard" {
+        return Err(CommandError::BadInput(
+            "--rust-echo runs with the standard suite".into(),
+        ));
     }
     if args.suite == "persistence" {
         if compare {
@@ -366,6 +382,12 @@ fn run_benchmark(selection: &ProfileSelection, args: SuiteArgs) -> Result<(), Co
     }
     if let Some(window) = args.window {
         options.agent_to_agent.window = window;
+    }
+    if let Some(path) = &args.rust_echo {
+        let module = std::fs::read(path).map_err(|error| {
+            CommandError::BadInput(format!("--rust-echo {}: {error}", path.display()))
+        })?;
+        options.rust_echo = Some(module);
     }
     options
         .agent_to_agent

@@ -6,6 +6,7 @@
 //! and exits with status 2 before any thread starts.
 
 mod admin;
+mod agent_project;
 mod cli;
 mod cluster;
 mod commands;

@@ -174,6 +174,9 @@ pub fn agents(selection: &ProfileSelection, command: AgentsCommand) -> Result<()
             )?;
             emit(&format!("undeployed `{name}`\n"))
         }
+        AgentsCommand::New { .. } | AgentsCommand::Build { .. } => Err(CommandError::Failed(
+            "agent projects are built locally, not through the admin API".into(),
+        )),
     }
 }
 
