@@ -57,6 +57,12 @@ pub enum Error {
 
 impl Error {
     /// The code `caxton_handle` returns for this error (never 0).
+    ///
+    /// ```
+    /// use caxton_agent::Error;
+    /// assert_eq!(Error::UnknownReceiver.code(), 6);
+    /// assert_eq!(Error::Failed(404).code(), 404);
+    /// ```
     pub fn code(&self) -> i32 {
         match self {
             Error::NoMessage => 1,

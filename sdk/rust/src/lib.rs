@@ -138,7 +138,15 @@ pub fn request(to: &str, content: &[u8], token: u64) -> Result<(), Error> {
     send_with_token(to, Performative::Request, content, token)
 }
 
-/// Send with an explicit answer token (`reply_with`; 0 for none).
+/// Send with an explicit answer token (`reply_with`; 0 for none): a
+/// proposal whose answer should quote 7, say.
+///
+/// ```no_run
+/// # use caxton_agent::{send_with_token, Performative, Error};
+/// # fn handler() -> Result<(), Error> {
+/// send_with_token("buyer", Performative::Propose, b"price 12", 7)?;
+/// # Ok(()) }
+/// ```
 pub fn send_with_token(
     to: &str,
     performative: Performative,

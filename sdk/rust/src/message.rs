@@ -35,6 +35,15 @@ impl Message {
     }
 
     /// The content's length in bytes.
+    ///
+    /// ```no_run
+    /// # use caxton_agent::{Message, Error};
+    /// # fn f(message: &Message) -> Result<(), Error> {
+    /// if message.content_len() > 4096 {
+    ///     return Err(Error::Failed(413));
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn content_len(&self) -> usize {
         host::msg_content_len().max(0) as usize
     }
@@ -59,6 +68,15 @@ impl Message {
     /// Copies as much of the content as fits into `buffer` and returns the
     /// content's full length (more than `buffer.len()` means it was cut).
     /// For handlers that want no allocation per message.
+    ///
+    /// ```no_run
+    /// # use caxton_agent::Message;
+    /// # fn f(message: &Message) {
+    /// let mut buffer = [0u8; 256];
+    /// let full = message.read_content(&mut buffer);
+    /// let key = &buffer[..full.min(buffer.len())];
+    /// # }
+    /// ```
     pub fn read_content(&self, buffer: &mut [u8]) -> usize {
         let (ptr, cap) = host::buffer(buffer);
         host::msg_read_content(ptr, cap).max(0) as usize
@@ -80,6 +98,13 @@ impl Message {
     }
 
     /// The sender's agent name (`client-N` for a caller outside the agents).
+    ///
+    /// ```no_run
+    /// # use caxton_agent::Message;
+    /// # fn f(message: &Message) {
+    /// let from_a_client = message.sender().starts_with("client-");
+    /// # }
+    /// ```
     pub fn sender(&self) -> String {
         let mut name = alloc::vec![0; 64];
         loop {
@@ -95,17 +120,39 @@ impl Message {
     }
 
     /// The conversation the message belongs to, if any.
+    ///
+    /// ```no_run
+    /// # use caxton_agent::Message;
+    /// # fn f(message: &Message) {
+    /// let conversation = message.conversation_id().map_or(0, |id| id.get());
+    /// # }
+    /// ```
     pub fn conversation_id(&self) -> Option<NonZeroU64> {
         NonZeroU64::new(host::msg_conversation_id() as u64)
     }
 
-    /// The token an answer must quote, if the sender asked for one.
+    /// The token an answer must quote, if the sender asked for one
+    /// ([`Message::reply`] quotes it for you).
+    ///
+    /// ```no_run
+    /// # use caxton_agent::Message;
+    /// # fn f(message: &Message) {
+    /// let expects_an_answer = message.reply_with().is_some();
+    /// # }
+    /// ```
     pub fn reply_with(&self) -> Option<NonZeroU64> {
         NonZeroU64::new(host::msg_reply_with() as u64)
     }
 
     /// The token this message answers (its sender's `reply_with`), if it is
     /// an answer.
+    ///
+    /// ```no_run
+    /// # use caxton_agent::Message;
+    /// # fn f(message: &Message) {
+    /// if message.in_reply_to().is_some_and(|token| token.get() == 7) { /* our proposal's answer */ }
+    /// # }
+    /// ```
     pub fn in_reply_to(&self) -> Option<NonZeroU64> {
         NonZeroU64::new(host::msg_in_reply_to() as u64)
     }
@@ -187,11 +234,28 @@ impl Ticket {
     /// The ticket's number: pass it as the token of requests whose answers
     /// complete the deferred reply, and compare it with their
     /// [`Message::in_reply_to`].
+    ///
+    /// ```no_run
+    /// # use caxton_agent::{Message, Error, request};
+    /// # fn f(message: &Message) -> Result<(), Error> {
+    /// let ticket = message.defer_reply()?;
+    /// request("stock", b"sku-7", ticket.id())?;
+    /// # Ok(()) }
+    /// ```
     pub fn id(self) -> u64 {
         self.0.get()
     }
 
     /// Whether `message` answers a request sent with this ticket's id.
+    ///
+    /// ```no_run
+    /// # use caxton_agent::{Message, Ticket, Performative, Error};
+    /// # fn f(message: &Message, ticket: Ticket) -> Result<(), Error> {
+    /// if ticket.is_answered_by(message) {
+    ///     ticket.reply(Performative::Inform, &message.content())?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn is_answered_by(self, message: &Message) -> bool {
         message.in_reply_to() == Some(self.0)
     }

@@ -45,11 +45,21 @@ impl Performative {
     ];
 
     /// The ABI code.
+    ///
+    /// ```
+    /// assert_eq!(caxton_agent::Performative::Inform.code(), 1);
+    /// ```
     pub const fn code(self) -> i32 {
         self as i32
     }
 
     /// The performative of an ABI code, if it is one.
+    ///
+    /// ```
+    /// use caxton_agent::Performative;
+    /// assert_eq!(Performative::from_code(8), Some(Performative::Refuse));
+    /// assert_eq!(Performative::from_code(11), None);
+    /// ```
     pub fn from_code(code: i32) -> Option<Performative> {
         usize::try_from(code)
             .ok()

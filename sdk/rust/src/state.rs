@@ -48,6 +48,12 @@ pub fn put(key: &[u8], value: &[u8]) -> Result<(), Error> {
 }
 
 /// Delete `key` (nothing happens when it is not set).
+///
+/// ```no_run
+/// # fn f() -> Result<(), caxton_agent::Error> {
+/// caxton_agent::state::delete(b"session")?;
+/// # Ok(()) }
+/// ```
 pub fn delete(key: &[u8]) -> Result<(), Error> {
     put(key, &[])
 }
