@@ -1,6 +1,8 @@
 //! Cluster membership: which nodes are in the cluster, which answer, and how
 //! quickly the others learn it.
 //!
+//! - [`directory`]: which agents each node hosts, kept by the membership
+//!   core (version notes by gossip, lists pulled from their node).
 //! - [`membership`]: the sans-IO core, SWIM (foca) with our timers, joins,
 //!   rejoins, frame checks and counts; it takes time and frames, returns
 //!   frames and events.
@@ -15,6 +17,7 @@
 //! The data shards never wait on any of this: membership runs on the gossip
 //! shard's thread, and nothing here is on a message's path.
 
+pub mod directory;
 pub mod membership;
 pub mod settings;
 pub mod simulation;
@@ -22,6 +25,7 @@ pub mod tls;
 pub mod transport;
 pub mod wire;
 
+pub use directory::{AgentCounts, ClusterDirectory, NodeAgents};
 pub use membership::{
     MemberState, MemberView, Membership, MembershipCounters, MembershipEvent, Now, Outgoing,
     StateCounts,

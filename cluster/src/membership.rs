@@ -9,20 +9,29 @@
 //! this node's identity when the cluster declares it down, gossiping to dead
 //! members for `gossip_to_dead` rounds, rescaling the suspicion timeout as
 //! the cluster grows, the frame checks (see [`crate::wire`]), and the counts
-//! the metrics show.
+//! the metrics show. It also keeps the cluster directory (which agents each
+//! node hosts; [`crate::directory`]): version notes ride on foca's custom
+//! broadcasts, and lists are pulled from their node in directory frames.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use foca::{Foca, Identity, NoCustomBroadcast, OwnedNotification, Runtime, State, Timer};
+use foca::{Foca, Identity, OwnedNotification, Runtime, State, Timer};
 use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
+use crate::directory::{
+    AgentCounts, ClusterDirectory, DirectoryMessage, NoteBook, VersionNote, VersionNotes,
+    NOTE_REFRESH_PROBES,
+};
 use crate::settings::SwimSettings;
-use crate::wire::{self, FrameHeader, MessagePackCodec, NodeId, ReplayWindow, WireError};
+use crate::wire::{
+    self, FrameHeader, FrameKind, MessagePackCodec, NodeId, ReplayWindow, WireError,
+};
 
 /// The time, as the core sees it: a monotonic reading for its timers and
 /// the wall clock that dates identities (for the convergence metric).
@@ -171,6 +180,13 @@ pub struct MembershipCounters {
     pub renewals: u64,
     /// Arrivals dated in this node's future (clock skew); not timed.
     pub convergence_skewed: u64,
+    /// Directory lists this node asked other nodes for.
+    pub directory_pulls: u64,
+    /// Directory lists taken (newer than the one held).
+    pub directory_lists_taken: u64,
+    /// Directory lists dropped: stale, or from a node not known alive at
+    /// that generation.
+    pub directory_lists_dropped: u64,
 }
 
 /// A timer of foca's, due at a time.
@@ -212,6 +228,27 @@ struct Effects {
     peers: HashMap<SocketAddr, PeerTraffic>,
 }
 
+impl Effects {
+    /// Frame and queue a directory message, in the same sequence as SWIM's.
+    fn send_directory(&mut self, to: SocketAddr, message: &DirectoryMessage) {
+        let frame = wire::frame_of(
+            FrameKind::Directory,
+            FrameHeader {
+                nonce: self.nonce,
+                seq: self.sequence,
+            },
+            &message.encode(),
+        );
+        self.sequence += 1;
+        self.frames_out += 1;
+        self.bytes_out += frame.len() as u64;
+        let peer = self.peers.entry(to).or_default();
+        peer.frames_out += 1;
+        peer.bytes_out += frame.len() as u64;
+        self.outbox.push(Outgoing { to, frame });
+    }
+}
+
 impl Runtime<NodeId> for Effects {
     fn notify(&mut self, notification: foca::Notification<'_, NodeId>) {
         self.notes.push(notification.to_owned());
@@ -248,6 +285,15 @@ impl Runtime<NodeId> for Effects {
     }
 }
 
+/// A list this node wants from another node.
+#[derive(Clone, Debug)]
+struct Wanted {
+    node: NodeId,
+    version: u64,
+    /// When it last asked (zero: not yet).
+    asked: Duration,
+}
+
 /// Members a renewed node announces itself to directly, at most.
 const RENEWAL_ANNOUNCES_MAX: usize = 64;
 
@@ -256,8 +302,16 @@ const CONVERGENCE_MAX_NS: u64 = 3_600_000_000_000;
 
 /// One node's view of the cluster. See the module docs.
 pub struct Membership {
-    foca: Foca<NodeId, MessagePackCodec, SmallRng, NoCustomBroadcast>,
+    foca: Foca<NodeId, MessagePackCodec, SmallRng, VersionNotes>,
     effects: Effects,
+    directory: ClusterDirectory,
+    /// Shared with foca's broadcast handler (see `NoteBook`): notes it found new.
+    notes: Arc<Mutex<NoteBook>>,
+    /// Nodes whose list this node lacks or holds behind: the version wanted
+    /// and when it last asked.
+    /// (Ordered, so a seeded simulation asks in the same order every run.)
+    wanted: BTreeMap<SocketAddr, Wanted>,
+    next_note_refresh: Option<Duration>,
     swim: SwimSettings,
     configured_for: usize,
     seeds: Vec<SocketAddr>,
@@ -289,7 +343,17 @@ impl Membership {
         };
         let mut rng = SmallRng::seed_from_u64(seed);
         let nonce = rng.random::<u64>();
-        let foca = Foca::new(me, swim.foca_config(1), rng, MessagePackCodec);
+        let notes = Arc::new(Mutex::new(NoteBook::default()));
+        let foca = Foca::with_custom_broadcast(
+            me,
+            swim.foca_config(1),
+            rng,
+            MessagePackCodec,
+            VersionNotes {
+                book: Arc::clone(&notes),
+                me: addr,
+            },
+        );
         let convergence = Histogram::new_with_bounds(1_000, CONVERGENCE_MAX_NS, 3)
             .expect("1µs to an hour at 3 significant figures are valid bounds");
         Self {
@@ -307,6 +371,10 @@ impl Membership {
                 bytes_out: 0,
                 peers: HashMap::new(),
             },
+            directory: ClusterDirectory::default(),
+            notes,
+            wanted: BTreeMap::new(),
+            next_note_refresh: None,
             swim,
             configured_for: 1,
             seeds: Vec::new(),
@@ -373,20 +441,31 @@ impl Membership {
     }
 
     fn accept_frame(&mut self, frame: &[u8]) -> Result<(), WireError> {
-        let (header, packet) = wire::unframe(frame, self.swim.max_packet)?;
+        let (kind, header, packet) = wire::unframe_any(frame, self.swim.max_packet)?;
         // The header is read here as well as in foca: the replay check
         // needs the sender first (an inbound TCP connection's address is
         // ephemeral, so the transport cannot say who sent it).
-        let sender = wire::packet_sender(packet)?;
-        // The window is stored only once foca took the packet, so frames
+        let directory = match kind {
+            FrameKind::Swim => None,
+            FrameKind::Directory => Some(DirectoryMessage::decode(packet)?),
+        };
+        let sender = match &directory {
+            Some(message) => message.sender().clone(),
+            None => wire::packet_sender(packet)?,
+        };
+        // The window is stored only once the packet was taken, so frames
         // that fail create no state for the address they claim.
         let mut window = self.replay.get(&sender.addr).copied().unwrap_or_default();
         if !window.accept(header) {
             return Err(WireError::Replayed);
         }
-        self.foca
-            .handle_data(packet, &mut self.effects)
-            .map_err(|error| WireError::Refused(error.to_string()))?;
+        match directory {
+            Some(message) => self.on_directory(message),
+            None => self
+                .foca
+                .handle_data(packet, &mut self.effects)
+                .map_err(|error| WireError::Refused(error.to_string()))?,
+        }
         self.replay.insert(sender.addr, window);
         self.last_heard.insert(sender.addr, self.now);
         let peer = self.effects.peers.entry(sender.addr).or_default();
@@ -425,16 +504,151 @@ impl Membership {
         if self.next_dead_round.is_some_and(|at| at <= now.elapsed) {
             self.gossip_to_dead(now);
         }
+        if self.next_note_refresh.is_some_and(|at| at <= now.elapsed) {
+            self.announce_version(now);
+        }
         self.settle(now);
     }
 
     /// When [`Self::advance`] next has work, if ever.
     pub fn next_deadline(&self) -> Option<Duration> {
         let timer = self.effects.timers.peek().map(|Reverse(next)| next.due);
-        [timer, self.next_join, self.next_dead_round]
-            .into_iter()
-            .flatten()
-            .min()
+        let pull = self
+            .wanted
+            .values()
+            .map(|wanted| wanted.asked + self.swim.probe_interval)
+            .min();
+        [
+            timer,
+            self.next_join,
+            self.next_dead_round,
+            self.next_note_refresh,
+            pull,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Publish the agents this node hosts (name → instances across its
+    /// shards). A change raises this node's list version and is announced
+    /// to the cluster; other nodes pull the list.
+    pub fn publish_agents(&mut self, agents: AgentCounts, now: Now) {
+        self.enter(now);
+        if self.directory.set_local(agents) {
+            self.announce_version(now);
+        }
+        self.settle(now);
+    }
+
+    /// The cluster directory as this node knows it.
+    pub fn directory(&self) -> &ClusterDirectory {
+        &self.directory
+    }
+
+    /// Add (or refresh) this node's version note to the broadcasts and
+    /// schedule the next refresh.
+    fn announce_version(&mut self, now: Now) {
+        let (version, _) = self.directory.local();
+        if version == 0 || self.leaving {
+            self.next_note_refresh = None;
+            return;
+        }
+        let note = VersionNote {
+            node: self.identity().clone(),
+            version,
+        };
+        if let Err(error) = self.foca.add_broadcast(&note.encode()) {
+            tracing::debug!("directory note: {error}");
+        }
+        self.next_note_refresh = Some(now.elapsed + self.swim.probe_interval * NOTE_REFRESH_PROBES);
+    }
+
+    /// A directory frame: answer a pull, or take a list.
+    fn on_directory(&mut self, message: DirectoryMessage) {
+        match message {
+            DirectoryMessage::Pull { from } => {
+                if from.addr != self.identity().addr && !self.leaving {
+                    let list = self.directory.local_list(self.identity());
+                    self.effects.send_directory(from.addr, &list);
+                }
+            }
+            DirectoryMessage::List {
+                from,
+                version,
+                agents,
+            } => {
+                // Only from a member known alive (or suspect) at that very
+                // identity: a late answer must not bring back a node the
+                // cluster declared down.
+                let live = self
+                    .foca
+                    .iter_membership_state()
+                    .any(|member| *member.id() == from && member.state() != State::Down);
+                if live && self.directory.apply(from.clone(), version, agents) {
+                    self.counters.directory_lists_taken += 1;
+                } else {
+                    self.counters.directory_lists_dropped += 1;
+                }
+                let satisfied = self.wanted.get(&from.addr).is_some_and(|wanted| {
+                    wanted.node.generation <= from.generation && wanted.version <= version
+                });
+                if satisfied {
+                    self.wanted.remove(&from.addr);
+                }
+            }
+        }
+    }
+
+    /// Want `node`'s list at `version` or later, and ask now unless asked
+    /// within the last probe interval.
+    fn want_list(&mut self, node: NodeId, version: u64) {
+        if node.addr == self.identity().addr || !self.directory.is_newer(&node, version) {
+            return;
+        }
+        let earlier = self
+            .wanted
+            .get(&node.addr)
+            .filter(|wanted| wanted.node.generation == node.generation)
+            .map(|wanted| (wanted.asked, wanted.version));
+        self.wanted.insert(
+            node.addr,
+            Wanted {
+                node,
+                version: earlier.map_or(version, |(_, wanted)| wanted.max(version)),
+                // Never asked: due at once.
+                asked: earlier.map_or(Duration::ZERO, |(asked, _)| asked),
+            },
+        );
+    }
+
+    /// Ask for every list still wanted whose last request is a probe
+    /// interval old; forget what is held by now or whose node is gone.
+    fn request_lists(&mut self) {
+        let now = self.now;
+        let retry = self.swim.probe_interval;
+        let me = self.identity().clone();
+        let live: std::collections::HashSet<NodeId> = self
+            .foca
+            .iter_membership_state()
+            .filter(|member| member.state() != State::Down)
+            .map(|member| member.id().clone())
+            .collect();
+        let directory = &self.directory;
+        self.wanted.retain(|_, wanted| {
+            live.contains(&wanted.node) && directory.is_newer(&wanted.node, wanted.version)
+        });
+        for wanted in self.wanted.values_mut() {
+            let never = wanted.asked == Duration::ZERO;
+            if never || wanted.asked + retry <= now {
+                wanted.asked = now.max(Duration::from_nanos(1));
+                self.counters.directory_pulls += 1;
+                self.effects.send_directory(
+                    wanted.node.addr,
+                    &DirectoryMessage::Pull { from: me.clone() },
+                );
+            }
+        }
     }
 
     /// Leave the cluster: declare this node down to a few members, who
@@ -582,6 +796,19 @@ impl Membership {
                 self.events.push(MembershipEvent::Suspected(suspect));
             }
         }
+        let fresh = std::mem::take(
+            &mut self
+                .notes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .fresh,
+        );
+        for note in fresh {
+            self.want_list(note.node, note.version);
+        }
+        if !self.wanted.is_empty() {
+            self.request_lists();
+        }
         let members = self.foca.num_members() + 1;
         if members != self.configured_for {
             self.configured_for = members;
@@ -596,9 +823,12 @@ impl Membership {
             OwnedNotification::MemberUp(member) => {
                 self.time_arrival(&member, now);
                 self.dead.retain(|(dead, _)| dead.addr() != member.addr());
+                self.want_list(member.clone(), 0);
                 self.events.push(MembershipEvent::Up(member));
             }
             OwnedNotification::MemberDown(member) => {
+                self.directory.remove(&member);
+                self.wanted.remove(&member.addr);
                 self.counters.declared_down += 1;
                 *self.downs.entry(member.addr).or_default() += 1;
                 if self.swim.gossip_to_dead > 0 && !self.leaving {
@@ -613,6 +843,8 @@ impl Membership {
                 // A restart seen as a rename (the old identity still alive
                 // here) is an arrival too.
                 self.time_arrival(&current, now);
+                self.directory.remove(&previous);
+                self.want_list(current.clone(), 0);
                 self.events
                     .push(MembershipEvent::Renamed { previous, current });
             }
@@ -642,11 +874,15 @@ impl Membership {
                     .take(RENEWAL_ANNOUNCES_MAX)
                     .collect();
                 let rng = SmallRng::seed_from_u64(self.effects.nonce ^ renewed.generation);
-                self.foca = Foca::new(
+                self.foca = Foca::with_custom_broadcast(
                     renewed.clone(),
                     self.swim.foca_config(1),
                     rng,
                     MessagePackCodec,
+                    VersionNotes {
+                        book: Arc::clone(&self.notes),
+                        me: renewed.addr,
+                    },
                 );
                 self.configured_for = 1;
                 self.effects.timers.clear();
@@ -660,6 +896,8 @@ impl Membership {
                     let _ = self.foca.announce(NodeId::seed(addr), &mut self.effects);
                 }
                 self.announce_to_seeds(now);
+                // Under the new identity, the list is news again.
+                self.announce_version(now);
                 self.events.push(MembershipEvent::Renewed(renewed));
             }
             _ => {}

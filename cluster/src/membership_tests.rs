@@ -9,6 +9,7 @@ use std::time::Duration;
 use foca::{Header, Message};
 
 use super::*;
+use crate::directory::AgentCounts;
 use crate::wire::{self, MessagePackCodec};
 
 const START_US: u64 = 1_800_000_000_000_000;
@@ -50,7 +51,14 @@ impl Traffic {
 }
 
 fn kind(frame: &[u8]) -> &'static str {
-    let (_, packet) = wire::unframe(frame, usize::MAX).expect("our own frames are well formed");
+    let (kind, _, packet) =
+        wire::unframe_any(frame, usize::MAX).expect("our own frames are well formed");
+    if kind == wire::FrameKind::Directory {
+        return match DirectoryMessage::decode(packet).expect("our own directory frames decode") {
+            DirectoryMessage::Pull { .. } => "directory_pull",
+            DirectoryMessage::List { .. } => "directory_list",
+        };
+    }
     let header: Header<NodeId> = rmp_serde::decode::from_read(packet).expect("a header");
     let _ = MessagePackCodec;
     match header.message {
@@ -120,6 +128,10 @@ impl Net {
 
     fn get(&mut self, index: usize) -> &mut Membership {
         self.nodes[index].as_mut().expect("a running node")
+    }
+
+    fn get_ref(&self, index: usize) -> &Membership {
+        self.nodes[index].as_ref().expect("a running node")
     }
 
     /// Everyone joins through node 0.
@@ -433,7 +445,10 @@ fn damaged_replayed_and_foreign_frames_change_nothing() {
         net.get(0).handle_frame(&damaged, now),
         net.get(0).handle_frame(b"", now),
         net.get(0).handle_frame(&bad_packet, now),
-        net.get(0).handle_frame(&vec![0u8; 70_000], now),
+        net.get(0).handle_frame(
+            &wire::frame(wire::FrameHeader { nonce: 2, seq: 1 }, &[0u8; 70_000]),
+            now,
+        ),
     ];
     assert!(results.iter().all(Result::is_err), "{results:?}");
     assert_eq!(net.view(0), before, "nothing changed");
@@ -668,4 +683,191 @@ mod decoders {
             }
         }
     }
+}
+
+// The cluster directory: which agents each node hosts.
+
+fn agents(list: &[(&str, u32)]) -> AgentCounts {
+    list.iter()
+        .map(|(name, count)| ((*name).to_owned(), *count))
+        .collect()
+}
+
+/// The agents `observer` believes `node` hosts, if it holds `node`'s list.
+fn listed(net: &Net, observer: usize, node: usize) -> Option<AgentCounts> {
+    net.nodes[observer]
+        .as_ref()?
+        .directory()
+        .node(address(node))
+        .map(|entry| entry.agents.clone())
+}
+
+#[test]
+fn published_agents_reach_every_node_and_changes_replace_them() {
+    let swim = settings();
+    let mut net = Net::formed(3, &swim);
+    let now = net.clock();
+    net.get(0).publish_agents(agents(&[("echo", 2)]), now);
+    net.collect();
+    net.run_until(Duration::from_secs(3), Duration::from_millis(10), |net| {
+        (1..3).all(|index| listed(net, index, 0) == Some(agents(&[("echo", 2)])))
+    })
+    .expect("the list reached both other nodes");
+    let holder = net.get(0).identity().clone();
+    assert_eq!(
+        net.get(1).directory().choose("echo", 7).cloned(),
+        Some(holder)
+    );
+    assert_eq!(net.get(0).directory().local().0, 1);
+
+    let now = net.clock();
+    net.get(0)
+        .publish_agents(agents(&[("echo", 2), ("counter", 1)]), now);
+    net.collect();
+    net.run_until(Duration::from_secs(3), Duration::from_millis(10), |net| {
+        (1..3).all(|index| listed(net, index, 0) == Some(agents(&[("echo", 2), ("counter", 1)])))
+    })
+    .expect("the change replaced the list");
+    let now = net.clock();
+    net.get(0).publish_agents(AgentCounts::new(), now);
+    net.collect();
+    net.run_until(Duration::from_secs(3), Duration::from_millis(10), |net| {
+        (1..3).all(|index| net.get_ref(index).directory().hosts("echo").is_empty())
+    })
+    .expect("an undeploy empties the list");
+    // Lists are pulled, never gossiped: each node asked node 0 for each version.
+    assert!(net.traffic.count("directory_list") >= 6);
+}
+
+#[test]
+fn a_node_that_joins_later_learns_every_list() {
+    let swim = settings();
+    let mut net = Net::new(4, &swim);
+    let now = net.clock();
+    for index in 1..3 {
+        net.get(index).join(&[address(0)], now);
+    }
+    net.get(0).publish_agents(agents(&[("echo", 1)]), now);
+    net.get(1).publish_agents(agents(&[("tally", 3)]), now);
+    net.collect();
+    net.run_for(Duration::from_secs(2));
+    let now = net.clock();
+    net.get(3).join(&[address(2)], now);
+    net.collect();
+    net.run_until(Duration::from_secs(3), Duration::from_millis(10), |net| {
+        listed(net, 3, 0) == Some(agents(&[("echo", 1)]))
+            && listed(net, 3, 1) == Some(agents(&[("tally", 3)]))
+            && listed(net, 3, 2) == Some(AgentCounts::new())
+    })
+    .expect("the newcomer pulled every member's list");
+}
+
+#[test]
+fn a_crashed_node_leaves_the_directory_and_its_restart_is_listed_anew() {
+    let swim = settings();
+    let mut net = Net::formed(3, &swim);
+    let now = net.clock();
+    net.get(2).publish_agents(agents(&[("tally", 1)]), now);
+    net.collect();
+    net.run_until(Duration::from_secs(3), Duration::from_millis(10), |net| {
+        listed(net, 0, 2).is_some_and(|list| !list.is_empty())
+    })
+    .expect("listed");
+    net.nodes[2] = None;
+    net.run_until(
+        swim.down_detection_bound(3) * 2,
+        Duration::from_millis(10),
+        |net| net.state_of(0, 2) == Some(MemberState::Down),
+    )
+    .expect("declared down");
+    assert_eq!(listed(&net, 0, 2), None, "a down node hosts nothing");
+    assert!(net.get(0).directory().hosts("tally").is_empty());
+
+    let restarted = net.node(2, swim.clone());
+    net.nodes[2] = Some(restarted);
+    let now = net.clock();
+    net.get(2).publish_agents(agents(&[("echo", 4)]), now);
+    net.get(2).join(&[address(0)], now);
+    net.collect();
+    net.run_until(Duration::from_secs(5), Duration::from_millis(10), |net| {
+        listed(net, 0, 2) == Some(agents(&[("echo", 4)]))
+    })
+    .expect("the restart's list");
+    let entry = net
+        .get(0)
+        .directory()
+        .node(address(2))
+        .expect("held")
+        .clone();
+    assert_eq!(
+        entry.node,
+        *net.get(2).identity(),
+        "held under the new generation"
+    );
+}
+
+#[test]
+fn a_note_lost_to_a_cut_is_made_good_by_the_refresh() {
+    let swim = settings();
+    let mut net = Net::formed(3, &swim);
+    // Node 1 hears nothing for a moment (shorter than a suspicion).
+    net.cut.insert(1);
+    let now = net.clock();
+    net.get(0).publish_agents(agents(&[("echo", 1)]), now);
+    net.collect();
+    net.run_for(Duration::from_millis(300));
+    net.cut.remove(&1);
+    let took = net
+        .run_until(
+            swim.probe_interval * (crate::directory::NOTE_REFRESH_PROBES + 4),
+            Duration::from_millis(10),
+            |net| listed(net, 1, 0) == Some(agents(&[("echo", 1)])),
+        )
+        .expect("caught up by the refreshed note or a retried pull");
+    assert!(listed(&net, 2, 0).is_some(), "{took:?}");
+}
+
+#[test]
+fn lists_from_a_node_not_known_alive_are_dropped_and_bad_ones_refused() {
+    let swim = settings();
+    let mut net = Net::formed(3, &swim);
+    let stranger = NodeId {
+        name: "stranger".into(),
+        addr: address(9),
+        generation: START_US,
+    };
+    let list = |from: &NodeId, agents: Vec<(String, u32)>| {
+        wire::frame_of(
+            wire::FrameKind::Directory,
+            wire::FrameHeader { nonce: 5, seq: 1 },
+            &DirectoryMessage::List {
+                from: from.clone(),
+                version: 1,
+                agents,
+            }
+            .encode(),
+        )
+    };
+    let now = net.clock();
+    let before = net.get(0).counters();
+    assert_eq!(
+        net.get(0)
+            .handle_frame(&list(&stranger, vec![("echo".into(), 1)]), now),
+        Ok(())
+    );
+    assert!(net.get(0).directory().hosts("echo").is_empty());
+    assert_eq!(
+        net.get(0).counters().directory_lists_dropped,
+        before.directory_lists_dropped + 1
+    );
+    let member = net.get(1).identity().clone();
+    assert_eq!(
+        net.get(0)
+            .handle_frame(&list(&member, vec![("not a name".into(), 1)]), now),
+        Err(WireError::BadIdentity)
+    );
+    assert_eq!(
+        net.get(0).counters().dropped_invalid,
+        before.dropped_invalid + 1
+    );
 }

@@ -21,8 +21,41 @@ pub const FRAME_VERSION: u8 = 1;
 /// Bytes a frame adds to the SWIM packet it carries.
 pub const FRAME_OVERHEAD: usize = 1 + 1 + 8 + 8 + 4 + 4;
 
-/// The only frame kind so far: a SWIM packet.
+/// A frame carrying a SWIM packet (foca's).
 const KIND_SWIM: u8 = 0;
+/// A frame carrying a directory message (`crate::directory`).
+const KIND_DIRECTORY: u8 = 1;
+
+/// The largest directory message: one node's whole agent list travels in
+/// one (on a QUIC stream when it does not fit a datagram), about 3,500
+/// agents of 64-byte names.
+pub const DIRECTORY_PACKET_MAX: usize = 256 * 1024;
+
+/// What a frame carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameKind {
+    /// A SWIM packet, for foca.
+    Swim,
+    /// A directory message: which agents a node hosts, or a request for that.
+    Directory,
+}
+
+impl FrameKind {
+    fn byte(self) -> u8 {
+        match self {
+            FrameKind::Swim => KIND_SWIM,
+            FrameKind::Directory => KIND_DIRECTORY,
+        }
+    }
+
+    fn from_byte(byte: u8) -> Option<Self> {
+        match byte {
+            KIND_SWIM => Some(FrameKind::Swim),
+            KIND_DIRECTORY => Some(FrameKind::Directory),
+            _ => None,
+        }
+    }
+}
 
 /// A cluster member: its name, where it listens, and its generation (the
 /// Unix time in microseconds when it joined; a restart or a rejoin after
@@ -79,7 +112,7 @@ impl foca::Identity for NodeId {
 }
 
 /// Why an identity read off the wire is refused.
-fn check_identity(id: &NodeId) -> Result<(), WireError> {
+pub(crate) fn check_identity(id: &NodeId) -> Result<(), WireError> {
     caxton_profiles::check_agent_name(&id.name).map_err(|_| WireError::BadIdentity)
 }
 
@@ -212,11 +245,16 @@ pub struct FrameHeader {
     pub seq: u64,
 }
 
-/// Wrap `packet` in a frame.
+/// Wrap a SWIM `packet` in a frame.
 pub fn frame(header: FrameHeader, packet: &[u8]) -> Vec<u8> {
+    frame_of(FrameKind::Swim, header, packet)
+}
+
+/// Wrap `packet` of `kind` in a frame.
+pub fn frame_of(kind: FrameKind, header: FrameHeader, packet: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(FRAME_OVERHEAD + packet.len());
     out.push(FRAME_VERSION);
-    out.push(KIND_SWIM);
+    out.push(kind.byte());
     out.extend_from_slice(&header.nonce.to_be_bytes());
     out.extend_from_slice(&header.seq.to_be_bytes());
     let length = u32::try_from(packet.len()).unwrap_or(u32::MAX);
@@ -226,16 +264,35 @@ pub fn frame(header: FrameHeader, packet: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Check a frame and return its header and packet.
+/// Check a SWIM frame and return its header and packet; a frame of
+/// another kind is `UnknownVersion`.
 pub fn unframe(frame: &[u8], max_packet: usize) -> Result<(FrameHeader, &[u8]), WireError> {
+    match unframe_any(frame, max_packet)? {
+        (FrameKind::Swim, header, packet) => Ok((header, packet)),
+        _ => Err(WireError::UnknownVersion),
+    }
+}
+
+/// Check a frame of any kind this build speaks and return its kind, header
+/// and packet. A SWIM packet may be `max_packet` bytes long, a directory
+/// message [`DIRECTORY_PACKET_MAX`].
+pub fn unframe_any(
+    frame: &[u8],
+    max_packet: usize,
+) -> Result<(FrameKind, FrameHeader, &[u8]), WireError> {
     if frame.len() < FRAME_OVERHEAD {
         return Err(WireError::Truncated);
     }
-    if frame.len() > FRAME_OVERHEAD.saturating_add(max_packet) {
-        return Err(WireError::Oversized);
-    }
-    if frame[0] != FRAME_VERSION || frame[1] != KIND_SWIM {
+    if frame[0] != FRAME_VERSION {
         return Err(WireError::UnknownVersion);
+    }
+    let kind = FrameKind::from_byte(frame[1]).ok_or(WireError::UnknownVersion)?;
+    let limit = match kind {
+        FrameKind::Swim => max_packet,
+        FrameKind::Directory => DIRECTORY_PACKET_MAX,
+    };
+    if frame.len() > FRAME_OVERHEAD.saturating_add(limit) {
+        return Err(WireError::Oversized);
     }
     let be64 = |at: usize| {
         let mut bytes = [0; 8];
@@ -254,7 +311,7 @@ pub fn unframe(frame: &[u8], max_packet: usize) -> Result<(FrameHeader, &[u8]), 
     let length = be32(18) as usize;
     let checksum = be32(22);
     let packet = &frame[FRAME_OVERHEAD..];
-    if length > max_packet {
+    if length > limit {
         return Err(WireError::Oversized);
     }
     if packet.len() < length {
@@ -266,7 +323,7 @@ pub fn unframe(frame: &[u8], max_packet: usize) -> Result<(FrameHeader, &[u8]), 
     if crc32fast::hash(packet) != checksum {
         return Err(WireError::Corrupt);
     }
-    Ok((header, packet))
+    Ok((kind, header, packet))
 }
 
 /// Which frames of one sender were seen: the highest sequence number and a
