@@ -282,6 +282,7 @@ async fn node(context: &Context) -> Answer {
 }
 
 async fn list_agents(context: &Context, only: Option<String>) -> Answer {
+    let elsewhere = elsewhere(context, only.as_deref()).await;
     context
         .controller
         .call(move |controller| {
@@ -329,12 +330,70 @@ async fn list_agents(context: &Context, only: Option<String>) -> Answer {
             }
             let body = match only {
                 Some(_) => agents.pop().unwrap_or(Value::Null),
-                None => json!({ "agents": agents }),
+                None => json!({ "agents": agents, "elsewhere": elsewhere }),
             };
             Ok(json_reply(StatusCode::OK, &body))
         })
         .await
         .map_err(|_| shutting_down())?
+}
+
+/// The agents other nodes of the cluster host, as this node's directory
+/// holds them: one entry per agent and node.
+async fn elsewhere(context: &Context, only: Option<&str>) -> Vec<Value> {
+    let Some(cluster) = &context.cluster else {
+        return Vec::new();
+    };
+    let Some(snapshot) = cluster.snapshot().await else {
+        return Vec::new();
+    };
+    let mut entries = Vec::new();
+    for node in &snapshot.directory.nodes {
+        for (name, instances) in &node.agents {
+            if only.is_some_and(|only| only != name) {
+                continue;
+            }
+            entries.push(json!({
+                "name": name,
+                "node": node.node.name,
+                "addr": node.node.addr.to_string(),
+                "instances": instances,
+            }));
+        }
+    }
+    entries
+}
+
+/// The agents this node hosts and their instances, for the cluster directory.
+fn local_agents(controller: &Controller) -> caxton_cluster::AgentCounts {
+    controller
+        .node
+        .directory()
+        .iter()
+        .map(|(_, record)| {
+            let instances = record
+                .instances_per_shard
+                .iter()
+                .map(|&count| u32::from(count))
+                .sum();
+            (record.name.clone(), instances)
+        })
+        .collect()
+}
+
+/// Tell the cluster (if any) which agents this node hosts: at start and
+/// after every deploy or undeploy.
+pub(crate) async fn publish_agents(context: &Context) {
+    let Some(cluster) = &context.cluster else {
+        return;
+    };
+    if let Ok(agents) = context
+        .controller
+        .call(|controller| local_agents(controller))
+        .await
+    {
+        cluster.publish_agents(agents).await;
+    }
 }
 
 fn unknown_agent(name: &str) -> Reply {
@@ -406,7 +465,7 @@ async fn deploy(context: &Context, query: &BTreeMap<String, String>, body: Bytes
             "the request body must be the agent's .wasm or .wat module".into(),
         ));
     }
-    context
+    let deployed = context
         .controller
         .call(move |controller| {
             let mut limits: AgentLimits = controller.profile.agent_limits(&name);
@@ -461,11 +520,15 @@ async fn deploy(context: &Context, query: &BTreeMap<String, String>, body: Bytes
             ))
         })
         .await
-        .map_err(|_| shutting_down())?
+        .map_err(|_| shutting_down())?;
+    if deployed.is_ok() {
+        publish_agents(context).await;
+    }
+    deployed
 }
 
 async fn undeploy(context: &Context, name: String) -> Answer {
-    context
+    let undeployed = context
         .controller
         .call(move |controller| {
             controller
@@ -476,7 +539,11 @@ async fn undeploy(context: &Context, name: String) -> Answer {
             Ok(json_reply(StatusCode::OK, &json!({ "undeployed": name })))
         })
         .await
-        .map_err(|_| shutting_down())?
+        .map_err(|_| shutting_down())?;
+    if undeployed.is_ok() {
+        publish_agents(context).await;
+    }
+    undeployed
 }
 
 /// The body of `POST /v1/agents/{name}/messages`.

@@ -73,6 +73,12 @@ pub async fn serve(
             return;
         }
     };
+    // The agents deployed at boot (by the profile, or recovered from
+    // storage) are this node's first list in the cluster directory.
+    {
+        let context = Arc::clone(&context);
+        tokio::spawn(async move { crate::api::publish_agents(&context).await });
+    }
     let permits = Arc::new(tokio::sync::Semaphore::new(max_connections));
     tokio::pin!(stop);
     loop {

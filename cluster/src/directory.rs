@@ -36,7 +36,7 @@ pub const NOTE_REFRESH_PROBES: u32 = 10;
 pub type AgentCounts = BTreeMap<String, u32>;
 
 /// What one node hosts, at a version.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeAgents {
     /// The node.
     pub node: NodeId,

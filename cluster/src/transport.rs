@@ -27,12 +27,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use crate::directory::{AgentCounts, NodeAgents};
 use crate::membership::{
     MemberView, Membership, MembershipCounters, MembershipEvent, Now, StateCounts,
 };
 use crate::settings::ClusterSettings;
 use crate::tls::{NodeTls, TlsError};
-use crate::wire::{NodeId, FRAME_OVERHEAD};
+use crate::wire::{NodeId, DIRECTORY_PACKET_MAX, FRAME_OVERHEAD};
 
 /// Frames waiting in the loop's channel at most.
 const EVENTS_QUEUED_MAX: usize = 4096;
@@ -136,6 +137,19 @@ pub struct ClusterSnapshot {
     /// The arrival times, for the Prometheus histogram.
     #[serde(skip)]
     pub convergence_histogram: Option<Histogram<u64>>,
+    /// The cluster directory: this node's agents and every other node's.
+    pub directory: DirectorySnapshot,
+}
+
+/// The cluster directory as one node holds it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DirectorySnapshot {
+    /// This node's list version (0: nothing published yet).
+    pub version: u64,
+    /// This node's agents and instances.
+    pub local: AgentCounts,
+    /// Every other node's list this node holds, by node name.
+    pub nodes: Vec<NodeAgents>,
 }
 
 /// The SWIM settings, for `engine cluster analyze-gossip`.
@@ -182,6 +196,8 @@ pub struct ConvergenceSummary {
 pub enum ClusterQuery {
     /// Answer with a [`ClusterSnapshot`].
     Snapshot(oneshot::Sender<ClusterSnapshot>),
+    /// The agents this node now hosts (name → instances), for the directory.
+    PublishAgents(AgentCounts),
 }
 
 /// How the admin endpoint asks the cluster loop.
@@ -205,6 +221,15 @@ impl ClusterHandle {
             .await
             .ok()?;
         result.await.ok()
+    }
+
+    /// Tell the cluster which agents this node hosts now; `false` when the
+    /// loop has stopped.
+    pub async fn publish_agents(&self, agents: AgentCounts) -> bool {
+        self.queries
+            .send(ClusterQuery::PublishAgents(agents))
+            .await
+            .is_ok()
     }
 }
 
@@ -708,7 +733,8 @@ impl ClusterNode {
         };
         let (sender, events) = mpsc::channel(EVENTS_QUEUED_MAX);
         let stats = Arc::new(TransportStats::default());
-        let max_frame = settings.swim.max_packet + FRAME_OVERHEAD;
+        // A directory list may be longer than a SWIM packet; it travels on a stream.
+        let max_frame = settings.swim.max_packet.max(DIRECTORY_PACKET_MAX) + FRAME_OVERHEAD;
         let mut links = Links {
             kind: settings.transport,
             endpoint: None,
@@ -827,9 +853,14 @@ impl ClusterNode {
                 () = sleep_until(deadline) => membership.advance(clock()),
                 // Disabled once every handle is gone (no admin endpoint):
                 // a closed channel must not wake the loop again and again.
-                Some(ClusterQuery::Snapshot(answer)) = queries.recv() => {
-                    let _ = answer.send(self.snapshot(&membership));
-                }
+                Some(query) = queries.recv() => match query {
+                    ClusterQuery::Snapshot(answer) => {
+                        let _ = answer.send(self.snapshot(&membership));
+                    }
+                    ClusterQuery::PublishAgents(agents) => {
+                        membership.publish_agents(agents, clock());
+                    }
+                },
             }
         }
         membership.leave(clock());
@@ -933,6 +964,15 @@ impl ClusterNode {
                 max_seconds: seconds(histogram.max()),
             },
             convergence_histogram: Some(histogram.clone()),
+            directory: {
+                let directory = membership.directory();
+                let (version, local) = directory.local();
+                DirectorySnapshot {
+                    version,
+                    local: local.clone(),
+                    nodes: directory.nodes().into_iter().cloned().collect(),
+                }
+            },
         }
     }
 }
@@ -994,6 +1034,15 @@ impl ClusterSnapshot {
                 kind: "gauge",
                 samples: one(t.connections),
             },
+            Family {
+                name: "caxton_cluster_directory_nodes",
+                help: "Other nodes whose agent list this node holds",
+                kind: "gauge",
+                samples: one(self.directory.nodes.len() as u64),
+            },
+            counter("caxton_cluster_directory_pulls_total", "Agent lists this node asked other nodes for", m.directory_pulls),
+            counter("caxton_cluster_directory_lists_taken_total", "Agent lists taken (newer than the one held)", m.directory_lists_taken),
+            counter("caxton_cluster_directory_lists_dropped_total", "Agent lists dropped: stale, or from a node not known alive at that generation", m.directory_lists_dropped),
             Family {
                 name: "caxton_cluster_suspicion_timeout_seconds",
                 help: "The suspicion timeout in force: multiplier x max(1, log10 N) x probe interval",

@@ -161,6 +161,22 @@ pub fn agents(selection: &ProfileSelection, command: AgentsCommand) -> Result<()
                     agent["max_processing_us"].as_f64().unwrap_or(0.0),
                 ));
             }
+            let elsewhere = body["elsewhere"].as_array().cloned().unwrap_or_default();
+            if !elsewhere.is_empty() {
+                table.push_str(&format!(
+                    "\non other nodes of the cluster:\n{:<24} {:>9}  {:<24} {}\n",
+                    "NAME", "INSTANCES", "NODE", "ADDRESS"
+                ));
+                for agent in &elsewhere {
+                    table.push_str(&format!(
+                        "{:<24} {:>9}  {:<24} {}\n",
+                        agent["name"].as_str().unwrap_or("?"),
+                        agent["instances"].as_u64().unwrap_or(0),
+                        agent["node"].as_str().unwrap_or("?"),
+                        agent["addr"].as_str().unwrap_or("?"),
+                    ));
+                }
+            }
             emit(&table)
         }
         AgentsCommand::Undeploy { name, endpoint } => {

@@ -378,6 +378,9 @@ fn analyze_gossip_watches_a_running_node_and_advises() {
     wait(&a, Duration::from_secs(10), "b joined", |view| {
         view["counts"]["alive"] == 1
     });
+    // Past the join's own burst (announces, feeds, the directory exchange):
+    // the advice is about steady traffic.
+    std::thread::sleep(Duration::from_millis(1500));
     let admin = a.admin_address().to_string();
     let analyzed = engine(&[
         "cluster",
@@ -393,4 +396,115 @@ fn analyze_gossip_watches_a_running_node_and_advises() {
     assert!(text.contains("advice:\n- "), "{text}");
     assert!(text.contains("no gossip storm"), "{text}");
     drop(b);
+}
+
+/// The agents other nodes host, as `GET /v1/agents` on `engine` lists them:
+/// (name, node, instances).
+fn elsewhere(engine: &RunningEngine) -> Vec<(String, String, u64)> {
+    let client = AdminClient::new(engine.admin_address(), None).expect("a client");
+    let answer = client
+        .get("/v1/agents")
+        .expect("the admin endpoint answers");
+    assert!(answer.status.is_success(), "{}", answer.text());
+    answer.json()["elsewhere"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|entry| {
+            (
+                entry["name"].as_str().unwrap_or_default().to_owned(),
+                entry["node"].as_str().unwrap_or_default().to_owned(),
+                entry["instances"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+fn wait_for_listing(engine: &RunningEngine, what: &str, want: &[(&str, &str, u64)]) {
+    let want: Vec<(String, String, u64)> = want
+        .iter()
+        .map(|(name, node, count)| ((*name).to_owned(), (*node).to_owned(), *count))
+        .collect();
+    let start = Instant::now();
+    loop {
+        let seen = elsewhere(engine);
+        if seen == want {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{what}: want {want:?}, see {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn every_node_lists_the_agents_the_others_host() {
+    let certs = tempfile::tempdir().expect("a directory");
+    init_certs(certs.path(), "a,b,c");
+    let dir = certs.path();
+    let a = node(dir, dir, "a", "127.0.0.1:0", None);
+    let seed = cluster_address(&a);
+    let b = node(dir, dir, "b", "127.0.0.1:0", Some(seed));
+    let c = node(dir, dir, "c", "127.0.0.1:0", Some(seed));
+    for engine in [&a, &b, &c] {
+        wait(
+            engine,
+            Duration::from_secs(10),
+            "two others alive",
+            |view| view["counts"]["alive"] == 2,
+        );
+    }
+    let echo = format!("{}/../examples/agents/echo.wat", env!("CARGO_MANIFEST_DIR"));
+    let c_admin = c.admin_address().to_string();
+    let deployed = engine(&[
+        "agents",
+        "deploy",
+        &echo,
+        "--instances",
+        "2",
+        "--admin",
+        &c_admin,
+    ]);
+    assert!(deployed.status.success(), "{deployed:?}");
+    for engine in [&a, &b] {
+        wait_for_listing(engine, "echo on c", &[("echo", "c", 2)]);
+    }
+    assert!(
+        elsewhere(&c).is_empty(),
+        "a node does not list itself elsewhere"
+    );
+    let listed = engine(&["agents", "list", "--admin", &a.admin_address().to_string()]);
+    assert!(
+        stdout(&listed).contains("on other nodes of the cluster")
+            && stdout(&listed).contains("echo"),
+        "{}",
+        stdout(&listed)
+    );
+    let view = status(&a);
+    assert_eq!(
+        view["directory"]["nodes"].as_array().map(Vec::len),
+        Some(2),
+        "{view:#}"
+    );
+
+    // An undeploy empties the listing everywhere.
+    let undeployed = engine(&["agents", "undeploy", "echo", "--admin", &c_admin]);
+    assert!(undeployed.status.success(), "{undeployed:?}");
+    wait_for_listing(&a, "echo gone from c", &[]);
+
+    // A node that dies takes its agents out of the directory.
+    let b_admin = b.admin_address().to_string();
+    let deployed = engine(&["agents", "deploy", &echo, "--admin", &b_admin]);
+    assert!(deployed.status.success(), "{deployed:?}");
+    wait_for_listing(&a, "echo on b", &[("echo", "b", 1)]);
+    let mut b = b;
+    b.child.kill().expect("SIGKILL");
+    let _ = b.child.wait();
+    wait(&a, Duration::from_secs(10), "b declared down", |view| {
+        state_of(view, "b").as_deref() == Some("down")
+    });
+    wait_for_listing(&a, "b's echo gone", &[]);
+    drop(c);
 }
