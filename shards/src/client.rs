@@ -17,7 +17,7 @@ use caxton_messaging::{
 };
 
 use crate::clock::NodeClock;
-use crate::directory::Directory;
+use crate::directory::{Directory, Route};
 
 /// Most messages a client holds unread.
 pub const CLIENT_INBOX_MAX: usize = 65_536;
@@ -95,6 +95,8 @@ pub struct Client {
     spin: Option<Duration>,
     /// Times this client parked its thread waiting for an answer.
     parks: u64,
+    /// Data shards of the node (participants `0..data_shards`).
+    data_shards: usize,
 }
 
 /// The node's free client ports, each with how many owners it has had.
@@ -112,8 +114,10 @@ impl Client {
         ports: PortPool,
         clock: NodeClock,
         spin: Option<Duration>,
+        data_shards: usize,
     ) -> Self {
         Self {
+            data_shards,
             port: Some(port),
             generation,
             directory,
@@ -157,7 +161,7 @@ impl Client {
         self.directory
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .resolve(name)
+            .resolve_anywhere(name)
             .ok_or_else(|| SendError::UnknownAgent(name.to_owned()))
     }
 
@@ -277,9 +281,15 @@ impl Client {
                         .read()
                         .unwrap_or_else(PoisonError::into_inner),
                 );
-                directory
-                    .route(agent, None, participant as u64)
-                    .ok_or(SendError::NoInstance)?
+                match directory.route_to(agent, None, participant as u64) {
+                    Some(Route::Shard(shard)) => shard,
+                    // Clients have no ring to the remote port (a participant
+                    // like them): a data shard passes the message on.
+                    Some(Route::Remote(_)) => {
+                        (participant as u64 % self.data_shards.max(1) as u64) as usize
+                    }
+                    None => return Err(SendError::NoInstance),
+                }
             }
             Address::Instance(instance) => usize::from(instance.shard),
             Address::Client { port, .. } => usize::from(port),

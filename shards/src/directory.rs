@@ -5,6 +5,13 @@
 //! The node (control plane) owns the master copy and publishes an immutable
 //! snapshot to every shard after each deploy or undeploy. A shard reads its
 //! snapshot without locks; nothing on the data path writes it.
+//!
+//! In a cluster the directory also names the agents only other nodes host
+//! (from the cluster directory), each under a proxy id of its own range
+//! ([`REMOTE_ID_BASE`] and up): a message addressed to one is routed to the
+//! node's remote port (the gossip shard's mesh participant), which carries it
+//! to a node that hosts the agent. Proxy ids are never reused within a run,
+//! so a message in flight never changes its meaning.
 
 use std::collections::HashMap;
 
@@ -30,11 +37,35 @@ impl AgentRecord {
     }
 }
 
+/// The first proxy id of an agent only other nodes host; local agents'
+/// ids stay below it.
+pub const REMOTE_ID_BASE: u32 = 1 << 31;
+
+/// Where a message for an agent goes from here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// A data shard that hosts an instance.
+    Shard(usize),
+    /// Another node: the remote port, a mesh participant.
+    Remote(usize),
+}
+
+/// How messages leave for other nodes: the remote port's participant index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct RemoteRoute {
+    port: usize,
+}
+
 /// An immutable view of every deployed agent.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Directory {
     agents: Vec<Option<AgentRecord>>,
     by_name: HashMap<String, AgentId>,
+    /// Agents only other nodes host, by name, under proxy ids.
+    remote: HashMap<String, AgentId>,
+    /// Proxy id (less the base) → name; `None` once the name left.
+    remote_names: Vec<Option<String>>,
+    remote_route: Option<RemoteRoute>,
 }
 
 impl Directory {
@@ -43,9 +74,68 @@ impl Directory {
         self.agents.get(id.0 as usize)?.as_ref()
     }
 
-    /// The id of the agent named `name`.
+    /// The id of the agent named `name` on this node.
     pub fn resolve(&self, name: &str) -> Option<AgentId> {
         self.by_name.get(name).copied()
+    }
+
+    /// The id a message to `name` is addressed with: the local agent's, or
+    /// the proxy id of an agent only other nodes host.
+    pub fn resolve_anywhere(&self, name: &str) -> Option<AgentId> {
+        self.resolve(name).or_else(|| {
+            self.remote_route?;
+            self.remote.get(name).copied()
+        })
+    }
+
+    /// The name behind proxy id `id`, if it is one.
+    pub fn remote_name(&self, id: AgentId) -> Option<&str> {
+        let index = id.0.checked_sub(REMOTE_ID_BASE)? as usize;
+        self.remote_names.get(index)?.as_deref()
+    }
+
+    /// The agents only other nodes host, by name.
+    pub fn remote_agents(&self) -> impl Iterator<Item = (&str, AgentId)> {
+        self.remote.iter().map(|(name, id)| (name.as_str(), *id))
+    }
+
+    /// The remote port's participant index, once the node has one.
+    pub fn remote_port(&self) -> Option<usize> {
+        self.remote_route.map(|route| route.port)
+    }
+
+    /// A copy whose messages for other nodes leave through participant `port`.
+    pub fn with_remote_port(&self, port: usize) -> Self {
+        let mut next = self.clone();
+        next.remote_route = Some(RemoteRoute { port });
+        next
+    }
+
+    /// A copy where `names` are the agents other nodes host: new names get
+    /// fresh proxy ids, names still there keep theirs, names gone lose them.
+    pub fn with_remote_agents(&self, names: impl IntoIterator<Item = String>) -> Self {
+        let mut next = self.clone();
+        let wanted: std::collections::HashSet<String> = names.into_iter().collect();
+        next.remote.retain(|name, id| {
+            let keep = wanted.contains(name);
+            if !keep {
+                if let Some(slot) = next.remote_names.get_mut((id.0 - REMOTE_ID_BASE) as usize) {
+                    *slot = None;
+                }
+            }
+            keep
+        });
+        let mut fresh: Vec<String> = wanted
+            .into_iter()
+            .filter(|name| !next.remote.contains_key(name))
+            .collect();
+        fresh.sort();
+        for name in fresh {
+            let id = AgentId(REMOTE_ID_BASE + next.remote_names.len() as u32);
+            next.remote_names.push(Some(name.clone()));
+            next.remote.insert(name, id);
+        }
+        next
     }
 
     /// Every deployed agent.
@@ -90,8 +180,10 @@ impl Directory {
             Address::Instance(instance) => instance.agent,
             Address::Client { id, .. } => return format!("client-{id}"),
         };
-        self.get(agent)
-            .map_or_else(String::new, |record| record.name.clone())
+        match self.get(agent) {
+            Some(record) => record.name.clone(),
+            None => self.remote_name(agent).unwrap_or_default().to_owned(),
+        }
     }
 
     /// A copy with agent `id`'s record replaced.
@@ -110,6 +202,16 @@ impl Directory {
             next.by_name.remove(&record.name);
         }
         next
+    }
+
+    /// Where a message for `agent` goes: [`Self::route`]'s shard for a
+    /// local agent; the remote port for an agent only other nodes host.
+    pub fn route_to(&self, agent: AgentId, from: Option<usize>, sender_key: u64) -> Option<Route> {
+        if agent.0 >= REMOTE_ID_BASE {
+            self.remote_name(agent)?;
+            return self.remote_port().map(Route::Remote);
+        }
+        self.route(agent, from, sender_key).map(Route::Shard)
     }
 
     /// Which shard a message for any instance of `agent`, sent from shard
@@ -170,6 +272,38 @@ mod tests {
             directory.route(echo, Some(0), 8),
             "senders spread over hosting shards"
         );
+    }
+
+    #[test]
+    fn agents_other_nodes_host_route_to_the_remote_port_under_stable_proxy_ids() {
+        let (directory, echo) = Directory::default().with_agent(record("echo", vec![1, 0]));
+        let directory = directory.with_remote_agents(["faraway".to_owned(), "echo".to_owned()]);
+        assert_eq!(
+            directory.resolve_anywhere("faraway"),
+            None,
+            "no remote port yet: nothing routes to other nodes"
+        );
+        let directory = directory.with_remote_port(5);
+        let faraway = directory.resolve_anywhere("faraway").expect("a proxy");
+        assert!(faraway.0 >= REMOTE_ID_BASE);
+        assert_eq!(directory.resolve("faraway"), None, "not a local agent");
+        assert_eq!(directory.resolve_anywhere("echo"), Some(echo), "local wins");
+        assert_eq!(
+            directory.route_to(faraway, Some(0), 1),
+            Some(Route::Remote(5))
+        );
+        assert_eq!(directory.route_to(echo, Some(1), 1), Some(Route::Shard(0)));
+        assert_eq!(directory.name_of(Address::Agent(faraway)), "faraway");
+        // A new set keeps the ids of the names still in it; a name gone no longer routes.
+        let next = directory.with_remote_agents(["faraway".to_owned(), "later".to_owned()]);
+        assert_eq!(next.resolve_anywhere("faraway"), Some(faraway));
+        let later = next.resolve_anywhere("later").expect("a proxy");
+        assert_ne!(later, faraway);
+        let gone = next.with_remote_agents(["later".to_owned()]);
+        assert_eq!(gone.route_to(faraway, Some(0), 1), None);
+        assert_eq!(gone.remote_name(faraway), None);
+        assert_eq!(gone.resolve_anywhere("later"), Some(later));
+        assert_eq!(gone.len(), 1, "proxies are not deployed agents");
     }
 
     #[test]

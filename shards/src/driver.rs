@@ -97,7 +97,7 @@ impl ShardDriver {
         let host_directory: Rc<RefCell<Arc<Directory>>> = Rc::default();
         let resolver = {
             let directory = Rc::clone(&host_directory);
-            Rc::new(move |name: &str| directory.borrow().resolve(name))
+            Rc::new(move |name: &str| directory.borrow().resolve_anywhere(name))
         };
         let namer = {
             let directory = Rc::clone(&host_directory);

@@ -32,7 +32,7 @@ pub use crate::core::FAILURE_PREFIX;
 pub use caxton_agents::AgentStats;
 pub use client::{Client, PersistError, RequestError, SendError, SendOptions};
 pub use clock::NodeClock;
-pub use directory::{AgentRecord, Directory};
+pub use directory::{AgentRecord, Directory, Route, REMOTE_ID_BASE};
 pub use metrics::{nanosecond_histogram, ShardMetrics};
 pub use node::{
     client_ports, GossipWork, Node, NodeError, ShardReport, ShardRole, CLIENT_PORTS_SPARE,

@@ -388,7 +388,34 @@ impl Node {
             Arc::clone(&self.client_ports),
             self.clock,
             self.client_spin,
+            self.data_shards(),
         ))
+    }
+
+    /// Take the remote port: the mesh participant through which messages
+    /// for agents only other nodes host leave, and messages from other nodes
+    /// enter (the gossip shard's, in a cluster). It is one of the client
+    /// ports, taken for good; `None` when none is free or it was taken.
+    pub fn take_remote_port(&mut self) -> Option<MeshPort> {
+        if self.directory().remote_port().is_some() {
+            return None;
+        }
+        let (port, _) = self
+            .client_ports
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()?;
+        let next = self.directory().with_remote_port(port.participant());
+        self.publish(next);
+        Some(port)
+    }
+
+    /// Name the agents other nodes of the cluster host (from the cluster
+    /// directory): messages to those of them with no local instance go to
+    /// the remote port.
+    pub fn set_remote_agents(&mut self, names: impl IntoIterator<Item = String>) {
+        let next = self.directory().with_remote_agents(names);
+        self.publish(next);
     }
 
     /// Client ports the node has (`runtime.client_ports`): clients that may

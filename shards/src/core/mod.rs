@@ -51,7 +51,7 @@ use caxton_messaging::{
 use caxton_profiles::Profile;
 use caxton_storage::{DurabilityLedger, StorageEvent, Write};
 
-use crate::directory::Directory;
+use crate::directory::{Directory, Route, REMOTE_ID_BASE};
 use crate::metrics::ShardMetrics;
 
 pub(crate) use seams::{AgentRuntime, MeshIo, ShardIo, WasmAgents};
@@ -215,6 +215,12 @@ impl ShardCore {
     pub fn on_arrival(&mut self, envelope: Envelope, now: u64, io: &mut impl ShardIo) {
         if let Durability::ChainAck(parent) = envelope.durability {
             self.settle_child(parent, io);
+            return;
+        }
+        // For an agent only other nodes host: on to the remote port. A
+        // durable one is stored by the node that handles it, not here.
+        if matches!(envelope.receiver, Address::Agent(id) if id.0 >= REMOTE_ID_BASE) {
+            self.dispatch(envelope, now, io);
             return;
         }
         if matches!(
@@ -453,7 +459,8 @@ impl ShardCore {
     }
 
     /// Route `envelope` sent on this shard: into a local mailbox, a ring to
-    /// another shard, or a ring to a client.
+    /// another shard, a ring to a client, or the ring to the remote port
+    /// (an agent only other nodes host).
     pub fn dispatch(&mut self, envelope: Envelope, now: u64, io: &mut impl ShardIo) {
         if envelope.receiver == NOBODY {
             self.metrics.undeliverable += 1;
@@ -468,8 +475,15 @@ impl ShardCore {
                 Some(usize::from(instance.shard)).filter(|&shard| shard < data_shards)
             }
             Address::Agent(id) => {
-                self.directory
-                    .route(id, Some(self.index), sender_key(envelope.sender))
+                match self
+                    .directory
+                    .route_to(id, Some(self.index), sender_key(envelope.sender))
+                {
+                    Some(Route::Shard(shard)) => Some(shard),
+                    // An agent only other nodes host: to the remote port.
+                    Some(Route::Remote(port)) => Some(port),
+                    None => None,
+                }
             }
         };
         let Some(target) = target.filter(|&target| target == self.index || io.has_ring_to(target))

@@ -1,0 +1,146 @@
+//! The remote port: the mesh participant through which a node's messages
+//! for agents only other nodes host leave, and messages from other nodes
+//! enter. Here the test plays the part the gossip shard plays in a cluster.
+
+use std::time::{Duration, Instant};
+
+use caxton_messaging::{Address, Envelope, MeshPort, Performative};
+use caxton_shards::{SendOptions, REMOTE_ID_BASE};
+use caxton_tests::example;
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// The next message on `port`, polling up to [`PATIENCE`].
+#[track_caller]
+fn next_on(port: &mut MeshPort) -> Envelope {
+    let start = Instant::now();
+    loop {
+        let mut taken = None;
+        port.drain(1, |envelope| taken = Some(envelope));
+        if let Some(envelope) = taken {
+            return envelope;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "nothing arrived at the remote port"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn messages_for_other_nodes_leave_through_the_remote_port_and_answers_come_back() {
+    let (planned, mut node) = caxton_tests::boot_default(2, &[]);
+    let limits = planned.profile.agents.default_limits.clone();
+    let echo = node
+        .deploy("echo", &example("echo"), 1, &limits)
+        .expect("deploys");
+    node.deploy("forwarder", &example("forwarder"), 1, &limits)
+        .expect("deploys");
+    let mut remote = node.take_remote_port().expect("a free client port");
+    assert!(
+        node.take_remote_port().is_none(),
+        "one remote port per node"
+    );
+    let remote_participant = remote.participant() as u16;
+
+    let mut client = node.client().expect("client");
+    assert!(
+        client.resolve("faraway").is_err(),
+        "unknown before the cluster names it"
+    );
+    node.set_remote_agents(["faraway".to_owned()]);
+    let faraway = client.resolve("faraway").expect("a proxy id");
+    assert!(faraway.0 >= REMOTE_ID_BASE);
+    assert_eq!(
+        client.resolve("echo").expect("local"),
+        echo,
+        "local agents keep their ids"
+    );
+
+    // A client's request leaves through the remote port (via a data shard).
+    let token = client
+        .send(
+            faraway,
+            Performative::Request,
+            b"out".to_vec(),
+            SendOptions::default(),
+        )
+        .expect("sent");
+    let outbound = next_on(&mut remote);
+    assert_eq!(outbound.receiver, Address::Agent(faraway));
+    assert_eq!(outbound.content, b"out");
+    assert_eq!(outbound.reply_with, token);
+    assert!(matches!(outbound.sender, Address::Client { .. }));
+
+    // The other node's answer, handed in by the remote port, reaches the client.
+    let answer = outbound.reply_path().answer(
+        Performative::Inform,
+        b"back".to_vec(),
+        0,
+        remote_participant,
+    );
+    remote.send(0, answer).expect("room");
+    let reply = client.await_reply(token, PATIENCE).expect("answered");
+    assert_eq!(
+        (reply.performative, reply.content.as_slice()),
+        (Performative::Inform, &b"back"[..])
+    );
+
+    // An agent's message to it leaves the same way: a forwarder's last hop.
+    let mut route = vec![1u8, 7];
+    route.extend_from_slice(b"faraway");
+    route.extend_from_slice(b"payload");
+    let forwarder = client.resolve("forwarder").expect("local");
+    client
+        .send(
+            forwarder,
+            Performative::Request,
+            route,
+            SendOptions::default(),
+        )
+        .expect("sent");
+    let forwarded = next_on(&mut remote);
+    assert_eq!(forwarded.receiver, Address::Agent(faraway));
+    assert_eq!(forwarded.content, b"\0payload");
+
+    // A message from another node enters through the remote port; the
+    // local agent's answer comes back to it.
+    let inbound = Envelope {
+        reply_with: 77,
+        ..Envelope::new(
+            Performative::Request,
+            Address::Client {
+                port: remote_participant,
+                id: 9,
+            },
+            Address::Agent(echo),
+            b"from afar".to_vec(),
+            0,
+            remote_participant,
+        )
+    };
+    // Like a client, the remote port sends to a shard that hosts the agent.
+    let hosting = node
+        .directory()
+        .get(echo)
+        .and_then(|record| record.hosting_shards().next())
+        .expect("hosted");
+    remote.send(hosting, inbound).expect("room");
+    let answered = next_on(&mut remote);
+    assert_eq!(
+        answered.receiver,
+        Address::Client {
+            port: remote_participant,
+            id: 9
+        }
+    );
+    assert_eq!(answered.in_reply_to, 77);
+    assert_eq!(answered.content, b"from afar");
+
+    // Once no other node hosts it, it is unknown again.
+    node.set_remote_agents(Vec::new());
+    assert!(client.resolve("faraway").is_err());
+    drop(client);
+    node.shutdown().expect("clean stop");
+}
