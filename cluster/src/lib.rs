@@ -8,6 +8,8 @@
 //!   frames and events.
 //! - [`wire`]: node identities, the MessagePack codec, and the frame every
 //!   packet travels in (version, replay sequence, length, checksum).
+//! - [`remote`]: remote routing, sans-IO: messages for agents other nodes
+//!   host, out through the remote port and in from other nodes.
 //! - [`settings`]: how profile keys become foca's and the transport's settings.
 //! - [`simulation`]: many cores on a virtual clock over a simulated network.
 //! - [`tls`]: certificates: loading the cluster's, and `init-certs` for a test set.
@@ -19,6 +21,7 @@
 
 pub mod directory;
 pub mod membership;
+pub mod remote;
 pub mod settings;
 pub mod simulation;
 pub mod tls;

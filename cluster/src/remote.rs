@@ -1,0 +1,393 @@
+//! Remote routing on the gossip shard, sans-IO: what happens to a message
+//! that leaves this node for an agent another node hosts, and to one that
+//! arrives from another node.
+//!
+//! # A request's path across two nodes
+//! 1. On node A, a shard routes a message for an agent only other nodes host
+//!    (a proxy id, see `caxton_shards::Directory`) to A's remote port.
+//! 2. A's gossip shard takes it off the port ([`LocalSide::take_outbound`]),
+//!    names the agent, picks a host from the cluster directory (rendezvous
+//!    by sender, so one sender's messages keep one path and their order) and
+//!    sends a [`RemoteMessage`] addressed to the agent by name, carrying the
+//!    sender's address on A.
+//! 3. C's gossip shard resolves the name, remembers where an answer must go
+//!    under a token (the origin: A and the sender's address there), and hands
+//!    the message to its shards with the token as the sender: a client
+//!    address on C's remote port.
+//! 4. The answer, addressed to that token, comes out of C's remote port;
+//!    C sends it to A addressed to the sender's address on A, and A's gossip
+//!    shard hands it to its shards, which deliver it like any answer.
+//!
+//! A message that cannot go on is answered `failure` to its sender at the
+//! point it stops: no host (`caxton:unknown-agent`), the name unknown on the
+//! host, or no room in the host's rings (`caxton:refused:ring-full`).
+//! Priority class, conversation, tokens and the remaining time to the
+//! deadline travel with the message (each node's clock is its own, so the
+//! deadline is carried as time left).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+
+use caxton_messaging::{
+    Address, AgentId, Durability, Envelope, Performative, PriorityClass, NOBODY,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::directory::ClusterDirectory;
+use crate::wire::{self, NodeId, WireError};
+
+/// Answers a node waits for at most; past it the oldest origin is
+/// forgotten (its answer, should one come, is dropped and counted).
+pub const ORIGINS_MAX: usize = 65_536;
+
+/// Prefix of the engine's own failure answers.
+const FAILURE_PREFIX: &str = "caxton:";
+
+/// The node's side of remote routing: its remote port and its directory.
+pub trait LocalSide {
+    /// Move up to `max` messages that left for other nodes into `out`.
+    fn take_outbound(&mut self, max: usize, out: &mut Vec<Envelope>);
+    /// Hand a message to the node's shards (routed like a client's send); a
+    /// full ring gives it back.
+    fn deliver(&mut self, envelope: Envelope) -> Result<(), Envelope>;
+    /// The local id of agent `name`, if this node hosts it.
+    fn resolve_local(&self, name: &str) -> Option<AgentId>;
+    /// The agent a proxy id stands for.
+    fn remote_name(&self, id: AgentId) -> Option<String>;
+    /// The remote port's participant index.
+    fn participant(&self) -> u16;
+    /// The node clock, nanoseconds.
+    fn now_ns(&self) -> u64;
+}
+
+/// Where a remote message goes on the receiving node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Target {
+    /// Any instance of the agent of that name.
+    Agent(String),
+    /// An address of the receiving node's own (an answer coming home).
+    Address(Address),
+}
+
+/// A message between nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteMessage {
+    /// Where it goes.
+    pub target: Target,
+    /// The sender's address on the sending node, when answers should reach it.
+    pub sender: Option<Address>,
+    /// What kind of act it is.
+    pub performative: Performative,
+    /// The conversation.
+    pub conversation_id: u64,
+    /// The token answers quote.
+    pub reply_with: u64,
+    /// The token this answers.
+    pub in_reply_to: u64,
+    /// The priority class.
+    pub priority: u8,
+    /// Time left to the deadline when it left, nanoseconds (`None`: none).
+    pub deadline_in_ns: Option<u64>,
+    /// Whether the sender asked for it to be stored before it is accepted.
+    pub durable: bool,
+    /// The content.
+    pub content: Vec<u8>,
+}
+
+/// Messages from one node to another, in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteBatch {
+    /// The sending node (inbound TCP connections do not say who they are).
+    pub from: NodeId,
+    /// The messages, oldest first.
+    pub messages: Vec<RemoteMessage>,
+}
+
+impl RemoteBatch {
+    /// As MessagePack.
+    pub fn encode(&self) -> Vec<u8> {
+        rmp_serde::to_vec(self).expect("a batch always encodes")
+    }
+
+    /// Read one, checking the sender's identity.
+    pub fn decode(packet: &[u8]) -> Result<Self, WireError> {
+        let batch: RemoteBatch =
+            rmp_serde::from_slice(packet).map_err(|error| WireError::Decode(error.to_string()))?;
+        wire::check_identity(&batch.from)?;
+        Ok(batch)
+    }
+}
+
+/// What became of a message that left this node's shards.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outbound {
+    /// Send it to that node.
+    Send(SocketAddr, RemoteMessage),
+    /// It cannot go: this answer goes back to its sender here.
+    Answer(Envelope),
+    /// Nothing to do (an answer nobody waits for any more), counted.
+    Dropped,
+}
+
+/// What became of a message that arrived from another node.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Inbound {
+    /// Handed to the shards.
+    Delivered,
+    /// Refused here: this answer goes back to the sending node.
+    Answer(SocketAddr, RemoteMessage),
+    /// Dropped (counted): refused, and nobody to tell.
+    Dropped,
+}
+
+/// Remote routing's counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteCounters {
+    /// Messages sent to other nodes.
+    pub sent: u64,
+    /// Messages received from other nodes.
+    pub received: u64,
+    /// Messages refused here or with no host, answered `failure`.
+    pub failed: u64,
+    /// Answers dropped: their origin was forgotten, or nobody to tell.
+    pub dropped: u64,
+}
+
+/// Where an answer to a message from another node must go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Origin {
+    node: SocketAddr,
+    sender: Address,
+}
+
+/// Remote routing's state on one node: the origins of messages from other
+/// nodes still waiting for answers.
+#[derive(Debug, Default)]
+pub struct RemoteRouter {
+    origins: HashMap<u32, Origin>,
+    order: VecDeque<u32>,
+    next_token: u32,
+    counters: RemoteCounters,
+}
+
+impl RemoteRouter {
+    /// What was counted.
+    pub fn counters(&self) -> RemoteCounters {
+        self.counters
+    }
+
+    /// Answers still awaited from this node's agents.
+    pub fn origins(&self) -> usize {
+        self.origins.len()
+    }
+
+    /// A message that left this node's shards through the remote port.
+    pub fn outbound(
+        &mut self,
+        envelope: Envelope,
+        local: &impl LocalSide,
+        directory: &ClusterDirectory,
+    ) -> Outbound {
+        let now = local.now_ns();
+        match envelope.receiver {
+            Address::Agent(id) => {
+                let host = local.remote_name(id).and_then(|name| {
+                    let host = directory.choose(&name, sender_key(envelope.sender))?;
+                    Some((name, host.addr))
+                });
+                let Some((name, host)) = host else {
+                    return self.fail_here(&envelope, "unknown-agent", local);
+                };
+                self.counters.sent += 1;
+                Outbound::Send(
+                    host,
+                    to_remote(&envelope, Target::Agent(name), Some(envelope.sender), now),
+                )
+            }
+            Address::Client { port, id } if port == local.participant() => {
+                let Some(origin) = self.origins.remove(&id) else {
+                    self.counters.dropped += 1;
+                    return Outbound::Dropped;
+                };
+                self.counters.sent += 1;
+                Outbound::Send(
+                    origin.node,
+                    to_remote(&envelope, Target::Address(origin.sender), None, now),
+                )
+            }
+            _ => {
+                self.counters.dropped += 1;
+                Outbound::Dropped
+            }
+        }
+    }
+
+    /// A message that arrived from node `from`.
+    pub fn inbound(
+        &mut self,
+        from: SocketAddr,
+        message: RemoteMessage,
+        local: &mut impl LocalSide,
+    ) -> Inbound {
+        self.counters.received += 1;
+        let now = local.now_ns();
+        let (receiver, token) = match &message.target {
+            Target::Agent(name) => {
+                let Some(id) = local.resolve_local(name) else {
+                    return self.refuse(from, &message, "unknown-agent");
+                };
+                let token = message.sender.map(|sender| self.remember(from, sender));
+                (Address::Agent(id), token)
+            }
+            Target::Address(address) => (*address, None),
+        };
+        let sender = token.map_or(NOBODY, |id| Address::Client {
+            port: local.participant(),
+            id,
+        });
+        let envelope = Envelope {
+            conversation_id: message.conversation_id,
+            reply_with: message.reply_with,
+            in_reply_to: message.in_reply_to,
+            priority: PriorityClass(message.priority),
+            deadline_ns: message
+                .deadline_in_ns
+                .map_or(Envelope::NO_DEADLINE, |left| now.saturating_add(left)),
+            durability: if message.durable {
+                Durability::Requested
+            } else {
+                Durability::Transient
+            },
+            ..Envelope::new(
+                message.performative,
+                sender,
+                receiver,
+                message.content.clone(),
+                now,
+                local.participant(),
+            )
+        };
+        match local.deliver(envelope) {
+            Ok(()) => Inbound::Delivered,
+            Err(_) => {
+                if let Some(token) = token {
+                    self.origins.remove(&token);
+                }
+                self.refuse(from, &message, "refused:ring-full")
+            }
+        }
+    }
+
+    /// Remember where the answer to a message from `node` goes; the token.
+    fn remember(&mut self, node: SocketAddr, sender: Address) -> u32 {
+        if self.origins.len() >= ORIGINS_MAX {
+            while let Some(oldest) = self.order.pop_front() {
+                if self.origins.remove(&oldest).is_some() {
+                    break;
+                }
+            }
+        }
+        // Tokens wrap after four billion; one still waiting is skipped.
+        loop {
+            self.next_token = self.next_token.wrapping_add(1);
+            if self.next_token != NOBODY_ID && !self.origins.contains_key(&self.next_token) {
+                break;
+            }
+        }
+        let token = self.next_token;
+        self.origins.insert(token, Origin { node, sender });
+        self.order.push_back(token);
+        if self.order.len() > ORIGINS_MAX * 2 {
+            // Answered origins leave `order` lazily; keep it bounded.
+            let origins = &self.origins;
+            self.order.retain(|token| origins.contains_key(token));
+        }
+        token
+    }
+
+    /// A message that stops on this node: `failure` to its sender, here.
+    fn fail_here(&mut self, envelope: &Envelope, reason: &str, local: &impl LocalSide) -> Outbound {
+        let path = envelope.reply_path();
+        if path.performative == Performative::Failure || envelope.sender == NOBODY {
+            self.counters.dropped += 1;
+            return Outbound::Dropped;
+        }
+        self.counters.failed += 1;
+        Outbound::Answer(path.answer(
+            Performative::Failure,
+            format!("{FAILURE_PREFIX}{reason}").into_bytes(),
+            local.now_ns(),
+            local.participant(),
+        ))
+    }
+
+    /// A message from another node refused here: `failure` back to its sender.
+    fn refuse(&mut self, from: SocketAddr, message: &RemoteMessage, reason: &str) -> Inbound {
+        let Some(sender) = message.sender else {
+            self.counters.dropped += 1;
+            return Inbound::Dropped;
+        };
+        if message.performative == Performative::Failure {
+            self.counters.dropped += 1;
+            return Inbound::Dropped;
+        }
+        self.counters.failed += 1;
+        Inbound::Answer(
+            from,
+            RemoteMessage {
+                target: Target::Address(sender),
+                sender: None,
+                performative: Performative::Failure,
+                conversation_id: message.conversation_id,
+                reply_with: 0,
+                in_reply_to: message.reply_with,
+                priority: message.priority,
+                deadline_in_ns: None,
+                durable: false,
+                content: format!("{FAILURE_PREFIX}{reason}").into_bytes(),
+            },
+        )
+    }
+}
+
+/// The id part of [`NOBODY`], never a token.
+const NOBODY_ID: u32 = u32::MAX;
+
+/// `envelope` as a remote message to `target`.
+fn to_remote(
+    envelope: &Envelope,
+    target: Target,
+    sender: Option<Address>,
+    now: u64,
+) -> RemoteMessage {
+    RemoteMessage {
+        target,
+        sender: sender.filter(|sender| *sender != NOBODY),
+        performative: envelope.performative,
+        conversation_id: envelope.conversation_id,
+        reply_with: envelope.reply_with,
+        in_reply_to: envelope.in_reply_to,
+        priority: envelope.priority.0,
+        deadline_in_ns: (envelope.deadline_ns != Envelope::NO_DEADLINE)
+            .then(|| envelope.deadline_ns.saturating_sub(now)),
+        durable: matches!(envelope.durability, Durability::Requested),
+        content: envelope.content.clone(),
+    }
+}
+
+/// The key that picks one sender's host: the same for the same sender.
+fn sender_key(sender: Address) -> u64 {
+    match sender {
+        Address::Agent(id) => u64::from(id.0),
+        Address::Instance(instance) => {
+            (u64::from(instance.agent.0) << 32)
+                | (u64::from(instance.shard) << 16)
+                | u64::from(instance.slot)
+        }
+        Address::Client { port, id } => (1 << 63) | (u64::from(port) << 32) | u64::from(id),
+    }
+}
+
+#[cfg(test)]
+#[path = "remote_tests.rs"]
+mod tests;

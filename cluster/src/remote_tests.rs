@@ -1,0 +1,304 @@
+//! Remote routing between two nodes' routers, with fake shards.
+
+use std::collections::BTreeMap;
+
+use caxton_messaging::InstanceId;
+
+use super::*;
+use crate::directory::ClusterDirectory;
+
+/// A node's shards as remote routing sees them: a remote port (participant
+/// 9), agents by name, a clock, and what was delivered.
+struct FakeSide {
+    local: BTreeMap<String, AgentId>,
+    proxies: BTreeMap<u32, String>,
+    delivered: Vec<Envelope>,
+    room: usize,
+    now: u64,
+}
+
+impl FakeSide {
+    fn new(local: &[(&str, u32)], proxies: &[(u32, &str)]) -> Self {
+        Self {
+            local: local
+                .iter()
+                .map(|(name, id)| ((*name).to_owned(), AgentId(*id)))
+                .collect(),
+            proxies: proxies
+                .iter()
+                .map(|(id, name)| (*id, (*name).to_owned()))
+                .collect(),
+            delivered: Vec::new(),
+            room: usize::MAX,
+            now: 1_000_000,
+        }
+    }
+}
+
+impl LocalSide for FakeSide {
+    fn take_outbound(&mut self, _max: usize, _out: &mut Vec<Envelope>) {}
+
+    fn deliver(&mut self, envelope: Envelope) -> Result<(), Envelope> {
+        if self.room == 0 {
+            return Err(envelope);
+        }
+        self.room -= 1;
+        self.delivered.push(envelope);
+        Ok(())
+    }
+
+    fn resolve_local(&self, name: &str) -> Option<AgentId> {
+        self.local.get(name).copied()
+    }
+
+    fn remote_name(&self, id: AgentId) -> Option<String> {
+        self.proxies.get(&id.0).cloned()
+    }
+
+    fn participant(&self) -> u16 {
+        9
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.now
+    }
+}
+
+fn node(port: u16) -> NodeId {
+    NodeId {
+        name: format!("node-{port}"),
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        generation: 1,
+    }
+}
+
+/// A's view: C (port 3) hosts `echo`.
+fn directory_with_echo_on_c() -> ClusterDirectory {
+    let mut directory = ClusterDirectory::default();
+    directory.apply(node(3), 1, vec![("echo".into(), 2)]);
+    directory
+}
+
+const PROXY: u32 = caxton_messaging::AgentId(1 << 31).0;
+
+fn request_from_instance() -> Envelope {
+    let sender = Address::Instance(InstanceId {
+        agent: AgentId(4),
+        shard: 1,
+        slot: 0,
+    });
+    Envelope {
+        reply_with: 42,
+        conversation_id: 7,
+        priority: PriorityClass(1),
+        deadline_ns: 1_000_000 + 5_000,
+        ..Envelope::new(
+            Performative::Request,
+            sender,
+            Address::Agent(AgentId(PROXY)),
+            b"hi".to_vec(),
+            1_000_000,
+            1,
+        )
+    }
+}
+
+#[test]
+fn a_request_crosses_to_its_host_and_the_answer_comes_home() {
+    let directory = directory_with_echo_on_c();
+    let mut a = RemoteRouter::default();
+    let mut c = RemoteRouter::default();
+    let mut a_side = FakeSide::new(&[], &[(PROXY, "echo")]);
+    let mut c_side = FakeSide::new(&[("echo", 5)], &[]);
+    c_side.now = 50_000_000;
+    let request = request_from_instance();
+    let Outbound::Send(to, message) = a.outbound(request.clone(), &a_side, &directory) else {
+        panic!("sent");
+    };
+    assert_eq!(to, node(3).addr);
+    assert_eq!(message.target, Target::Agent("echo".into()));
+    assert_eq!(
+        message.deadline_in_ns,
+        Some(5_000),
+        "time left, not a clock reading"
+    );
+
+    assert_eq!(
+        c.inbound(node(1).addr, message, &mut c_side),
+        Inbound::Delivered
+    );
+    let arrived = c_side.delivered.pop().expect("delivered");
+    assert_eq!(arrived.receiver, Address::Agent(AgentId(5)));
+    assert_eq!(arrived.deadline_ns, 50_000_000 + 5_000, "on C's clock");
+    assert_eq!(
+        (
+            arrived.reply_with,
+            arrived.conversation_id,
+            arrived.priority
+        ),
+        (42, 7, PriorityClass(1))
+    );
+    let Address::Client { port: 9, id: token } = arrived.sender else {
+        panic!(
+            "the sender is a token on C's remote port: {:?}",
+            arrived.sender
+        );
+    };
+    assert_eq!(c.origins(), 1);
+
+    // C's echo answers; the answer leaves through C's remote port.
+    let answer = arrived
+        .reply_path()
+        .answer(Performative::Inform, b"hi".to_vec(), 50_000_100, 0);
+    assert_eq!(answer.receiver, Address::Client { port: 9, id: token });
+    let Outbound::Send(home, message) = c.outbound(answer, &c_side, &ClusterDirectory::default())
+    else {
+        panic!("sent home");
+    };
+    assert_eq!(home, node(1).addr);
+    assert_eq!(c.origins(), 0, "an origin is used once");
+    assert_eq!(
+        a.inbound(node(3).addr, message, &mut a_side),
+        Inbound::Delivered
+    );
+    let home = a_side.delivered.pop().expect("delivered");
+    assert_eq!(home.receiver, request.sender);
+    assert_eq!(
+        (home.in_reply_to, home.performative),
+        (42, Performative::Inform)
+    );
+    assert_eq!(home.content, b"hi");
+}
+
+#[test]
+fn one_sender_keeps_one_host() {
+    let mut directory = ClusterDirectory::default();
+    for port in 2..6 {
+        directory.apply(node(port), 1, vec![("echo".into(), 1)]);
+    }
+    let mut router = RemoteRouter::default();
+    let side = FakeSide::new(&[], &[(PROXY, "echo")]);
+    let host = |router: &mut RemoteRouter| match router.outbound(
+        request_from_instance(),
+        &side,
+        &directory,
+    ) {
+        Outbound::Send(to, _) => to,
+        other => panic!("{other:?}"),
+    };
+    let first = host(&mut router);
+    for _ in 0..20 {
+        assert_eq!(host(&mut router), first);
+    }
+}
+
+#[test]
+fn no_host_unknown_names_and_full_rings_are_answered_failure() {
+    let failure = |content: &[u8]| String::from_utf8_lossy(content).into_owned();
+    // No node hosts it (any more): failure here, to the sender.
+    let mut a = RemoteRouter::default();
+    let a_side = FakeSide::new(&[], &[(PROXY, "echo")]);
+    let Outbound::Answer(answer) = a.outbound(
+        request_from_instance(),
+        &a_side,
+        &ClusterDirectory::default(),
+    ) else {
+        panic!("answered");
+    };
+    assert_eq!(answer.performative, Performative::Failure);
+    assert_eq!(failure(&answer.content), "caxton:unknown-agent");
+    assert_eq!(answer.in_reply_to, 42);
+
+    // The host no longer has it: failure back to the sending node.
+    let directory = directory_with_echo_on_c();
+    let Outbound::Send(_, message) = a.outbound(request_from_instance(), &a_side, &directory)
+    else {
+        panic!("sent");
+    };
+    let mut c = RemoteRouter::default();
+    let mut empty = FakeSide::new(&[], &[]);
+    let Inbound::Answer(back, refusal) = c.inbound(node(1).addr, message.clone(), &mut empty)
+    else {
+        panic!("refused");
+    };
+    assert_eq!(back, node(1).addr);
+    assert_eq!(
+        refusal.target,
+        Target::Address(request_from_instance().sender)
+    );
+    assert_eq!(failure(&refusal.content), "caxton:unknown-agent");
+    assert_eq!(refusal.in_reply_to, 42);
+
+    // The host's ring is full: refused, and the origin is not kept.
+    let mut full = FakeSide::new(&[("echo", 5)], &[]);
+    full.room = 0;
+    let Inbound::Answer(_, refusal) = c.inbound(node(1).addr, message, &mut full) else {
+        panic!("refused");
+    };
+    assert_eq!(failure(&refusal.content), "caxton:refused:ring-full");
+    assert_eq!(c.origins(), 0);
+    // The refusal itself is an answer home, delivered to the sender there.
+    let mut a_side = FakeSide::new(&[], &[]);
+    assert_eq!(
+        a.inbound(node(3).addr, refusal.clone(), &mut a_side),
+        Inbound::Delivered
+    );
+    assert_eq!(a_side.delivered[0].receiver, request_from_instance().sender);
+    // A failure that cannot be delivered is not answered with another failure.
+    let stray_failure = RemoteMessage {
+        target: Target::Agent("nobody".into()),
+        sender: Some(request_from_instance().sender),
+        ..refusal
+    };
+    assert_eq!(
+        c.inbound(node(1).addr, stray_failure, &mut empty),
+        Inbound::Dropped
+    );
+}
+
+#[test]
+fn answers_nobody_waits_for_are_dropped_and_origins_are_bounded() {
+    let mut c = RemoteRouter::default();
+    let side = FakeSide::new(&[("echo", 5)], &[]);
+    let stray = Envelope::new(
+        Performative::Inform,
+        Address::Agent(AgentId(5)),
+        Address::Client { port: 9, id: 12345 },
+        Vec::new(),
+        0,
+        0,
+    );
+    assert_eq!(
+        c.outbound(stray, &side, &ClusterDirectory::default()),
+        Outbound::Dropped
+    );
+    assert_eq!(c.counters().dropped, 1);
+    let sender = Address::Client { port: 3, id: 1 };
+    let first = c.remember(node(1).addr, sender);
+    for _ in 0..ORIGINS_MAX {
+        c.remember(node(1).addr, sender);
+    }
+    assert_eq!(c.origins(), ORIGINS_MAX);
+    assert!(!c.origins.contains_key(&first), "the oldest was forgotten");
+}
+
+#[test]
+fn batches_round_trip_and_bad_senders_are_refused() {
+    let batch = RemoteBatch {
+        from: node(1),
+        messages: vec![to_remote(
+            &request_from_instance(),
+            Target::Agent("echo".into()),
+            Some(request_from_instance().sender),
+            1_000_000,
+        )],
+    };
+    assert_eq!(RemoteBatch::decode(&batch.encode()), Ok(batch.clone()));
+    let mut bad = batch;
+    bad.from.name = "not a name".into();
+    assert_eq!(
+        RemoteBatch::decode(&bad.encode()),
+        Err(WireError::BadIdentity)
+    );
+    assert!(RemoteBatch::decode(b"\x92").is_err());
+}
