@@ -98,6 +98,7 @@ pub struct ClusterDirectory {
     local: AgentCounts,
     local_version: u64,
     nodes: HashMap<SocketAddr, NodeAgents>,
+    changes: u64,
 }
 
 impl ClusterDirectory {
@@ -115,6 +116,24 @@ impl ClusterDirectory {
         self.local = agents;
         self.local_version += 1;
         true
+    }
+
+    /// Rises whenever another node's list is taken or dropped: a cheap way
+    /// to see that [`Self::remote_agents`] may have changed.
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
+    /// Every agent some other node hosts, each name once.
+    pub fn remote_agents(&self) -> Vec<String> {
+        let names: std::collections::BTreeSet<&String> = self
+            .nodes
+            .values()
+            .flat_map(|node| node.agents.iter())
+            .filter(|(_, count)| **count > 0)
+            .map(|(name, _)| name)
+            .collect();
+        names.into_iter().cloned().collect()
     }
 
     /// The list of the node at `addr`, if held.
@@ -165,6 +184,7 @@ impl ClusterDirectory {
         if !self.is_newer(&from, version) {
             return false;
         }
+        self.changes += 1;
         self.nodes.insert(
             from.addr,
             NodeAgents {
@@ -184,6 +204,7 @@ impl ClusterDirectory {
             .is_some_and(|held| held.node.generation <= node.generation);
         if held {
             self.nodes.remove(&node.addr);
+            self.changes += 1;
         }
         held
     }

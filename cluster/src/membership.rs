@@ -448,6 +448,8 @@ impl Membership {
         let directory = match kind {
             FrameKind::Swim => None,
             FrameKind::Directory => Some(DirectoryMessage::decode(packet)?),
+            // The transport hands these to remote routing, never here.
+            FrameKind::Messages => return Err(WireError::UnknownVersion),
         };
         let sender = match &directory {
             Some(message) => message.sender().clone(),

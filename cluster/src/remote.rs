@@ -47,9 +47,10 @@ const FAILURE_PREFIX: &str = "caxton:";
 pub trait LocalSide {
     /// Move up to `max` messages that left for other nodes into `out`.
     fn take_outbound(&mut self, max: usize, out: &mut Vec<Envelope>);
-    /// Hand a message to the node's shards (routed like a client's send); a
-    /// full ring gives it back.
-    fn deliver(&mut self, envelope: Envelope) -> Result<(), Envelope>;
+    /// Hand a message to the node's shards (routed like a client's send,
+    /// `route_key` standing for its sender, so one sender's messages take one
+    /// path and keep their order); a full ring gives it back.
+    fn deliver(&mut self, envelope: Envelope, route_key: u64) -> Result<(), Envelope>;
     /// The local id of agent `name`, if this node hosts it.
     fn resolve_local(&self, name: &str) -> Option<AgentId>;
     /// The agent a proxy id stands for.
@@ -58,6 +59,47 @@ pub trait LocalSide {
     fn participant(&self) -> u16;
     /// The node clock, nanoseconds.
     fn now_ns(&self) -> u64;
+    /// Resolves once messages wait in [`Self::take_outbound`].
+    fn wait(&self) -> impl std::future::Future<Output = ()> + '_;
+    /// The agents other nodes host changed (from the cluster directory):
+    /// make messages to those without a local instance leave through the
+    /// remote port.
+    fn remote_agents_changed(&mut self, names: Vec<String>);
+}
+
+/// No local side: a node that only takes part in membership (the
+/// transport's tests, a node without shards).
+#[derive(Debug, Default)]
+pub struct NoLocal;
+
+impl LocalSide for NoLocal {
+    fn take_outbound(&mut self, _max: usize, _out: &mut Vec<Envelope>) {}
+
+    fn deliver(&mut self, envelope: Envelope, _route_key: u64) -> Result<(), Envelope> {
+        Err(envelope)
+    }
+
+    fn resolve_local(&self, _name: &str) -> Option<AgentId> {
+        None
+    }
+
+    fn remote_name(&self, _id: AgentId) -> Option<String> {
+        None
+    }
+
+    fn participant(&self) -> u16 {
+        u16::MAX
+    }
+
+    fn now_ns(&self) -> u64 {
+        0
+    }
+
+    fn wait(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::pending()
+    }
+
+    fn remote_agents_changed(&mut self, _names: Vec<String>) {}
 }
 
 /// Where a remote message goes on the receiving node.
@@ -267,7 +309,10 @@ impl RemoteRouter {
                 local.participant(),
             )
         };
-        match local.deliver(envelope) {
+        let route_key = message
+            .sender
+            .map_or(0, |sender| sender_key(sender) ^ node_key(from));
+        match local.deliver(envelope, route_key) {
             Ok(()) => Inbound::Delivered,
             Err(_) => {
                 if let Some(token) = token {
@@ -373,6 +418,16 @@ fn to_remote(
         durable: matches!(envelope.durability, Durability::Requested),
         content: envelope.content.clone(),
     }
+}
+
+/// A node's part of a route key.
+fn node_key(node: SocketAddr) -> u64 {
+    let port = u64::from(node.port());
+    match node.ip() {
+        std::net::IpAddr::V4(ip) => (u64::from(u32::from(ip)) << 16) | port,
+        std::net::IpAddr::V6(ip) => (u128::from(ip) as u64).rotate_left(16) ^ port,
+    }
+    .wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 /// The key that picks one sender's host: the same for the same sender.

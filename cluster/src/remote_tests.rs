@@ -38,7 +38,7 @@ impl FakeSide {
 impl LocalSide for FakeSide {
     fn take_outbound(&mut self, _max: usize, _out: &mut Vec<Envelope>) {}
 
-    fn deliver(&mut self, envelope: Envelope) -> Result<(), Envelope> {
+    fn deliver(&mut self, envelope: Envelope, _route_key: u64) -> Result<(), Envelope> {
         if self.room == 0 {
             return Err(envelope);
         }
@@ -62,6 +62,12 @@ impl LocalSide for FakeSide {
     fn now_ns(&self) -> u64 {
         self.now
     }
+
+    fn wait(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::pending()
+    }
+
+    fn remote_agents_changed(&mut self, _names: Vec<String>) {}
 }
 
 fn node(port: u16) -> NodeId {

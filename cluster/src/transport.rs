@@ -31,9 +31,14 @@ use crate::directory::{AgentCounts, NodeAgents};
 use crate::membership::{
     MemberView, Membership, MembershipCounters, MembershipEvent, Now, StateCounts,
 };
+use crate::remote::{
+    Inbound, LocalSide, NoLocal, Outbound, RemoteBatch, RemoteCounters, RemoteMessage, RemoteRouter,
+};
 use crate::settings::ClusterSettings;
 use crate::tls::{NodeTls, TlsError};
-use crate::wire::{NodeId, DIRECTORY_PACKET_MAX, FRAME_OVERHEAD};
+use crate::wire::{
+    self, FrameKind, NodeId, DIRECTORY_PACKET_MAX, FRAME_OVERHEAD, MESSAGES_PACKET_MAX,
+};
 
 /// Frames waiting in the loop's channel at most.
 const EVENTS_QUEUED_MAX: usize = 4096;
@@ -139,6 +144,8 @@ pub struct ClusterSnapshot {
     pub convergence_histogram: Option<Histogram<u64>>,
     /// The cluster directory: this node's agents and every other node's.
     pub directory: DirectorySnapshot,
+    /// Remote routing's counts.
+    pub remote: RemoteCounters,
 }
 
 /// The cluster directory as one node holds it.
@@ -357,6 +364,8 @@ struct Links {
     max_frame: usize,
     authenticated: bool,
     stream_sends: Arc<tokio::sync::Semaphore>,
+    /// One long-lived stream per QUIC peer for remote messages, in order.
+    ordered: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
 }
 
 impl Links {
@@ -380,6 +389,15 @@ impl Links {
         if !self.authenticated && !to.ip().is_loopback() {
             bump(&self.stats.frames_dropped);
             return None;
+        }
+        if wire::frame_kind(&frame) == Some(FrameKind::Messages) {
+            if let Some(Peer::Quic(connection)) = self.peers.get(&to) {
+                if connection.close_reason().is_none() {
+                    let connection = connection.clone();
+                    self.send_ordered(to, connection, frame);
+                    return None;
+                }
+            }
         }
         match self.peers.get_mut(&to) {
             Some(Peer::Quic(connection)) if connection.close_reason().is_none() => {
@@ -516,6 +534,25 @@ impl Links {
         }
     }
 
+    /// Queue a remote-messages frame on `to`'s ordered stream, opening it
+    /// (and its writer task) when there is none. A full queue drops the frame.
+    fn send_ordered(&mut self, to: SocketAddr, connection: quinn::Connection, frame: Vec<u8>) {
+        let writer = self
+            .ordered
+            .get(&to)
+            .filter(|writer| !writer.is_closed())
+            .cloned()
+            .unwrap_or_else(|| {
+                let writer = ordered_writer(connection, Arc::clone(&self.stats));
+                self.ordered.insert(to, writer.clone());
+                writer
+            });
+        bump(&self.stats.frames_on_streams);
+        if writer.try_send(frame).is_err() {
+            bump(&self.stats.frames_dropped);
+        }
+    }
+
     fn connected(&mut self, to: SocketAddr, peer: Peer) -> Vec<Vec<u8>> {
         match self.peers.insert(to, peer) {
             Some(Peer::Connecting(pending)) => pending,
@@ -578,6 +615,69 @@ pub async fn dial_tcp(
     .map_err(|error| format!("TLS handshake: {error}"))
 }
 
+/// The first byte of a QUIC stream that carries many frames in order, each
+/// behind a 4-byte length (remote messages), rather than a single frame.
+const ORDERED_STREAM: u8 = 0xDA;
+
+/// Frames waiting for one peer's ordered stream, at most.
+const ORDERED_QUEUE: usize = 1024;
+
+/// A task that owns one ordered stream to a peer and writes what it is given.
+fn ordered_writer(
+    connection: quinn::Connection,
+    stats: Arc<TransportStats>,
+) -> mpsc::Sender<Vec<u8>> {
+    let (sender, mut frames) = mpsc::channel::<Vec<u8>>(ORDERED_QUEUE);
+    tokio::spawn(async move {
+        let written = async {
+            let mut stream = connection.open_uni().await?;
+            stream.write_all(&[ORDERED_STREAM]).await?;
+            while let Some(frame) = frames.recv().await {
+                let length = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+                stream.write_all(&length.to_be_bytes()).await?;
+                stream.write_all(&frame).await?;
+            }
+            stream.finish()?;
+            Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+        };
+        if let Err(error) = written.await {
+            debug!("cluster: an ordered stream ended: {error}");
+            bump(&stats.frames_dropped);
+        }
+    });
+    sender
+}
+
+/// Read an ordered stream's frames, in order, until it ends. A full event
+/// queue holds the reader back (and, through QUIC's flow control, the
+/// sender): these frames are not dropped.
+async fn read_ordered(
+    mut stream: quinn::RecvStream,
+    events: mpsc::Sender<Event>,
+    stats: Arc<TransportStats>,
+    max_frame: usize,
+) {
+    loop {
+        let mut length = [0u8; 4];
+        if stream.read_exact(&mut length).await.is_err() {
+            return;
+        }
+        let length = u32::from_be_bytes(length) as usize;
+        if length > max_frame {
+            bump(&stats.frames_dropped);
+            return;
+        }
+        let mut frame = vec![0; length];
+        if stream.read_exact(&mut frame).await.is_err() {
+            bump(&stats.frames_dropped);
+            return;
+        }
+        if events.send(Event::Frame(frame)).await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Read frames off a QUIC connection (datagrams and streams) until it closes.
 fn read_quic(
     connection: quinn::Connection,
@@ -593,8 +693,22 @@ fn read_quic(
             let events = stream_events.clone();
             let stats = Arc::clone(&stream_stats);
             tokio::spawn(async move {
-                match stream.read_to_end(max_frame).await {
-                    Ok(frame) => forward(&events, &stats, frame),
+                let mut first = [0u8; 1];
+                if stream.read_exact(&mut first).await.is_err() {
+                    bump(&stats.frames_dropped);
+                    return;
+                }
+                if first[0] == ORDERED_STREAM {
+                    read_ordered(stream, events, stats, max_frame).await;
+                    return;
+                }
+                match stream.read_to_end(max_frame.saturating_sub(1)).await {
+                    Ok(rest) => {
+                        let mut frame = Vec::with_capacity(rest.len() + 1);
+                        frame.push(first[0]);
+                        frame.extend_from_slice(&rest);
+                        forward(&events, &stats, frame);
+                    }
                     Err(error) => {
                         debug!("cluster: a stream frame was not read: {error}");
                         bump(&stats.frames_dropped);
@@ -733,8 +847,14 @@ impl ClusterNode {
         };
         let (sender, events) = mpsc::channel(EVENTS_QUEUED_MAX);
         let stats = Arc::new(TransportStats::default());
-        // A directory list may be longer than a SWIM packet; it travels on a stream.
-        let max_frame = settings.swim.max_packet.max(DIRECTORY_PACKET_MAX) + FRAME_OVERHEAD;
+        // A directory list or a batch of remote messages may be longer than
+        // a SWIM packet; they travel on streams.
+        let max_frame = settings
+            .swim
+            .max_packet
+            .max(DIRECTORY_PACKET_MAX)
+            .max(MESSAGES_PACKET_MAX)
+            + FRAME_OVERHEAD;
         let mut links = Links {
             kind: settings.transport,
             endpoint: None,
@@ -747,6 +867,7 @@ impl ClusterNode {
             max_frame,
             authenticated: tls.authenticated,
             stream_sends: Arc::new(tokio::sync::Semaphore::new(STREAM_SENDS_MAX)),
+            ordered: HashMap::new(),
         };
         let listen = match settings.transport {
             TransportKind::Quic => {
@@ -794,12 +915,30 @@ impl ClusterNode {
 
     /// Join the seeds and serve until `stop` resolves; then leave the
     /// cluster, waiting up to half a second for the farewell to be
-    /// acknowledged, and close.
+    /// acknowledged, and close. Membership only: messages from other nodes
+    /// are dropped (see [`Self::run_with`]).
     pub async fn run(
-        mut self,
-        mut queries: mpsc::Receiver<ClusterQuery>,
+        self,
+        queries: mpsc::Receiver<ClusterQuery>,
         stop: impl std::future::Future<Output = ()>,
     ) {
+        self.run_with(queries, None::<NoLocal>, stop).await;
+    }
+
+    /// [`Self::run`], routing messages between this node's shards (`local`:
+    /// its remote port and directory) and other nodes.
+    pub async fn run_with<L: LocalSide>(
+        mut self,
+        mut queries: mpsc::Receiver<ClusterQuery>,
+        local: Option<L>,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        let mut remote = Remote {
+            local,
+            router: RemoteRouter::default(),
+            outbox: Vec::new(),
+            seen_changes: u64::MAX,
+        };
         let origin = Instant::now();
         let clock = move || Now {
             elapsed: origin.elapsed(),
@@ -836,6 +975,7 @@ impl ClusterNode {
         loop {
             self.flush(&mut membership, false);
             log_events(&mut membership);
+            remote.follow_directory(&membership);
             let deadline = membership
                 .next_deadline()
                 .map(|due| tokio::time::Instant::from_std(origin + due));
@@ -843,19 +983,22 @@ impl ClusterNode {
                 () = &mut stop => break,
                 event = self.events.recv() => {
                     let Some(event) = event else { break };
-                    self.on_event(event, &mut membership, clock());
+                    self.on_event(event, &mut membership, &mut remote, clock());
                     // Drain what else arrived, without waking again for each.
                     for _ in 0..256 {
                         let Ok(event) = self.events.try_recv() else { break };
-                        self.on_event(event, &mut membership, clock());
+                        self.on_event(event, &mut membership, &mut remote, clock());
                     }
+                }
+                () = wait_local(remote.local.as_ref()) => {
+                    self.pump_outbound(&membership, &mut remote);
                 }
                 () = sleep_until(deadline) => membership.advance(clock()),
                 // Disabled once every handle is gone (no admin endpoint):
                 // a closed channel must not wake the loop again and again.
                 Some(query) = queries.recv() => match query {
                     ClusterQuery::Snapshot(answer) => {
-                        let _ = answer.send(self.snapshot(&membership));
+                        let _ = answer.send(self.snapshot(&membership, &remote.router));
                     }
                     ClusterQuery::PublishAgents(agents) => {
                         membership.publish_agents(agents, clock());
@@ -890,8 +1033,17 @@ impl ClusterNode {
         }
     }
 
-    fn on_event(&mut self, event: Event, membership: &mut Membership, now: Now) {
+    fn on_event<L: LocalSide>(
+        &mut self,
+        event: Event,
+        membership: &mut Membership,
+        remote: &mut Remote<L>,
+        now: Now,
+    ) {
         match event {
+            Event::Frame(frame) if wire::frame_kind(&frame) == Some(FrameKind::Messages) => {
+                self.on_messages(&frame, membership, remote);
+            }
             Event::Frame(frame) => {
                 if let Err(error) = membership.handle_frame(&frame, now) {
                     debug!("cluster: dropped a frame: {error}");
@@ -940,7 +1092,111 @@ impl ClusterNode {
         sending
     }
 
-    fn snapshot(&self, membership: &Membership) -> ClusterSnapshot {
+    /// Messages from another node: each to the shards, or refused back.
+    fn on_messages<L: LocalSide>(
+        &mut self,
+        frame: &[u8],
+        membership: &Membership,
+        remote: &mut Remote<L>,
+    ) {
+        let batch = wire::unframe_any(frame, self.links.max_frame)
+            .and_then(|(_, _, packet)| RemoteBatch::decode(packet));
+        let batch = match batch {
+            Ok(batch) => batch,
+            Err(error) => {
+                debug!("cluster: dropped a frame of messages: {error}");
+                bump(&self.links.stats.frames_dropped);
+                return;
+            }
+        };
+        let Some(local) = remote.local.as_mut() else {
+            bump(&self.links.stats.frames_dropped);
+            return;
+        };
+        let mut answers: Vec<(SocketAddr, RemoteMessage)> = Vec::new();
+        for message in batch.messages {
+            match remote.router.inbound(batch.from.addr, message, local) {
+                Inbound::Answer(to, answer) => answers.push((to, answer)),
+                Inbound::Delivered | Inbound::Dropped => {}
+            }
+        }
+        self.send_messages(membership.identity(), answers);
+    }
+
+    /// Messages that left this node's shards: to their hosts, in batches.
+    fn pump_outbound<L: LocalSide>(&mut self, membership: &Membership, remote: &mut Remote<L>) {
+        let Some(local) = remote.local.as_mut() else {
+            return;
+        };
+        let mut sends: Vec<(SocketAddr, RemoteMessage)> = Vec::new();
+        // Bounded per wake-up, so membership's own work is never starved.
+        for _ in 0..16 {
+            remote.outbox.clear();
+            local.take_outbound(256, &mut remote.outbox);
+            if remote.outbox.is_empty() {
+                break;
+            }
+            for envelope in remote.outbox.drain(..) {
+                match remote
+                    .router
+                    .outbound(envelope, local, membership.directory())
+                {
+                    Outbound::Send(to, message) => sends.push((to, message)),
+                    Outbound::Answer(answer) => {
+                        if local.deliver(answer, 0).is_err() {
+                            bump(&self.links.stats.frames_dropped);
+                        }
+                    }
+                    Outbound::Dropped => {}
+                }
+            }
+        }
+        self.send_messages(membership.identity(), sends);
+    }
+
+    /// Frame `messages` per node, in order, in batches that fit a frame.
+    fn send_messages(&mut self, me: &NodeId, messages: Vec<(SocketAddr, RemoteMessage)>) {
+        let mut per_node: Vec<(SocketAddr, Vec<RemoteMessage>)> = Vec::new();
+        for (to, message) in messages {
+            match per_node.iter_mut().find(|(node, _)| *node == to) {
+                Some((_, batch)) => batch.push(message),
+                None => per_node.push((to, vec![message])),
+            }
+        }
+        for (to, batch) in per_node {
+            let mut chunk = Vec::new();
+            let mut size = 0;
+            for message in batch {
+                let cost = message.content.len() + 96;
+                if !chunk.is_empty() && size + cost > MESSAGES_PACKET_MAX / 2 {
+                    self.send_batch(me, to, std::mem::take(&mut chunk));
+                    size = 0;
+                }
+                size += cost;
+                chunk.push(message);
+            }
+            if !chunk.is_empty() {
+                self.send_batch(me, to, chunk);
+            }
+        }
+    }
+
+    fn send_batch(&mut self, me: &NodeId, to: SocketAddr, messages: Vec<RemoteMessage>) {
+        let batch = RemoteBatch {
+            from: me.clone(),
+            messages,
+        };
+        // Ordered streams are authenticated and in order: the replay
+        // window's nonce and sequence are not used for these frames.
+        let frame = wire::frame_of(
+            FrameKind::Messages,
+            wire::FrameHeader { nonce: 0, seq: 0 },
+            &batch.encode(),
+        );
+        self.links.send(to, frame, true);
+    }
+
+    fn snapshot(&self, membership: &Membership, router: &RemoteRouter) -> ClusterSnapshot {
         let histogram = membership.convergence();
         let seconds = |nanos: u64| nanos as f64 / 1e9;
         ClusterSnapshot {
@@ -964,6 +1220,7 @@ impl ClusterNode {
                 max_seconds: seconds(histogram.max()),
             },
             convergence_histogram: Some(histogram.clone()),
+            remote: router.counters(),
             directory: {
                 let directory = membership.directory();
                 let (version, local) = directory.local();
@@ -1035,6 +1292,17 @@ impl ClusterSnapshot {
                 samples: one(t.connections),
             },
             Family {
+                name: "caxton_remote_messages_total",
+                help: "Messages between agents on this node and other nodes, by direction",
+                kind: "counter",
+                samples: vec![
+                    ("direction=\"sent\"".into(), self.remote.sent as f64),
+                    ("direction=\"received\"".into(), self.remote.received as f64),
+                ],
+            },
+            counter("caxton_remote_messages_failed_total", "Remote messages answered failure where they stopped: no host, unknown on the host, or no room there", self.remote.failed),
+            counter("caxton_remote_answers_dropped_total", "Answers from other nodes nobody waited for any more (their origin was forgotten)", self.remote.dropped),
+            Family {
                 name: "caxton_cluster_directory_nodes",
                 help: "Other nodes whose agent list this node holds",
                 kind: "gauge",
@@ -1050,6 +1318,37 @@ impl ClusterSnapshot {
                 samples: vec![(String::new(), self.suspicion_timeout_ms as f64 / 1e3)],
             },
         ]
+    }
+}
+
+/// Remote routing's side of the loop: the node's shards, the router, and
+/// what the last directory change was.
+struct Remote<L> {
+    local: Option<L>,
+    router: RemoteRouter,
+    outbox: Vec<caxton_messaging::Envelope>,
+    seen_changes: u64,
+}
+
+impl<L: LocalSide> Remote<L> {
+    /// Tell the shards which agents other nodes host, when that changed.
+    fn follow_directory(&mut self, membership: &Membership) {
+        let changes = membership.directory().changes();
+        if changes == self.seen_changes {
+            return;
+        }
+        self.seen_changes = changes;
+        if let Some(local) = self.local.as_mut() {
+            local.remote_agents_changed(membership.directory().remote_agents());
+        }
+    }
+}
+
+/// Resolves when the shards left messages for other nodes; never without shards.
+async fn wait_local<L: LocalSide>(local: Option<&L>) {
+    match local {
+        Some(local) => local.wait().await,
+        None => std::future::pending().await,
     }
 }
 

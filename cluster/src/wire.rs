@@ -25,6 +25,12 @@ pub const FRAME_OVERHEAD: usize = 1 + 1 + 8 + 8 + 4 + 4;
 const KIND_SWIM: u8 = 0;
 /// A frame carrying a directory message (`crate::directory`).
 const KIND_DIRECTORY: u8 = 1;
+/// A frame carrying messages between agents (`crate::remote`).
+const KIND_MESSAGES: u8 = 2;
+
+/// The largest batch of remote messages in one frame: one message of the
+/// largest content (1 MiB) always fits.
+pub const MESSAGES_PACKET_MAX: usize = 2 * 1024 * 1024;
 
 /// The largest directory message: one node's whole agent list travels in
 /// one (on a QUIC stream when it does not fit a datagram), about 3,500
@@ -38,6 +44,8 @@ pub enum FrameKind {
     Swim,
     /// A directory message: which agents a node hosts, or a request for that.
     Directory,
+    /// Messages between agents on different nodes, in order.
+    Messages,
 }
 
 impl FrameKind {
@@ -45,6 +53,7 @@ impl FrameKind {
         match self {
             FrameKind::Swim => KIND_SWIM,
             FrameKind::Directory => KIND_DIRECTORY,
+            FrameKind::Messages => KIND_MESSAGES,
         }
     }
 
@@ -52,6 +61,7 @@ impl FrameKind {
         match byte {
             KIND_SWIM => Some(FrameKind::Swim),
             KIND_DIRECTORY => Some(FrameKind::Directory),
+            KIND_MESSAGES => Some(FrameKind::Messages),
             _ => None,
         }
     }
@@ -264,6 +274,11 @@ pub fn frame_of(kind: FrameKind, header: FrameHeader, packet: &[u8]) -> Vec<u8> 
     out
 }
 
+/// The kind a frame says it carries, before any check.
+pub fn frame_kind(frame: &[u8]) -> Option<FrameKind> {
+    frame.get(1).copied().and_then(FrameKind::from_byte)
+}
+
 /// Check a SWIM frame and return its header and packet; a frame of
 /// another kind is `UnknownVersion`.
 pub fn unframe(frame: &[u8], max_packet: usize) -> Result<(FrameHeader, &[u8]), WireError> {
@@ -290,6 +305,7 @@ pub fn unframe_any(
     let limit = match kind {
         FrameKind::Swim => max_packet,
         FrameKind::Directory => DIRECTORY_PACKET_MAX,
+        FrameKind::Messages => MESSAGES_PACKET_MAX,
     };
     if frame.len() > FRAME_OVERHEAD.saturating_add(limit) {
         return Err(WireError::Oversized);

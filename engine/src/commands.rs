@@ -606,6 +606,9 @@ fn run_node(selection: &ProfileSelection, joins: &[String]) -> Result<(), Comman
             CommandError::Failed(format!("cannot build the gossip shard's runtime: {error}"))
         })?;
     let cluster = crate::cluster::prepare(&loaded, joins, &gossip_runtime)?;
+    let (remote_port, remote_port_wanted) = tokio::sync::oneshot::channel();
+    let cluster = cluster.map(|node| (node, remote_port_wanted, controller_handle.clone()));
+    let remote_port = cluster.is_some().then_some(remote_port);
     let gossip_work = gossip_work(
         gossip_runtime,
         admin.map(|(listener, settings)| {
@@ -624,6 +627,16 @@ fn run_node(selection: &ProfileSelection, joins: &[String]) -> Result<(), Comman
     if let Err(error) = bring_back_agents(&mut node, &loaded, boot_agents) {
         let _ = node.shutdown();
         return Err(error);
+    }
+    // In a cluster, messages for agents other nodes host leave through the
+    // remote port, which the gossip shard drives.
+    if let Some(wanted) = remote_port {
+        match node.take_remote_port() {
+            Some(port) => {
+                let _ = wanted.send(port);
+            }
+            None => warn!("no client port left for remote routing: raise runtime.client_ports"),
+        }
     }
     // Sends in flight at once: one per data shard, and never fewer than a
     // few; the other ports stay for library clients and load generators.
@@ -767,7 +780,11 @@ fn gossip_work(
         caxton_admin::ControllerHandle,
         caxton_admin::ClientPool,
     )>,
-    cluster: Option<caxton_cluster::transport::ClusterNode>,
+    cluster: Option<(
+        caxton_cluster::transport::ClusterNode,
+        tokio::sync::oneshot::Receiver<caxton_shards::RemotePort>,
+        caxton_admin::ControllerHandle,
+    )>,
 ) -> Option<caxton_shards::GossipWork> {
     if admin.is_none() && cluster.is_none() {
         return None;
@@ -784,12 +801,19 @@ fn gossip_work(
                     let _ = watch.wait_for(|stopped| *stopped).await;
                 };
                 let (cluster_handle, cluster_run) = match cluster {
-                    Some(node) => {
+                    Some((node, remote_port, controller)) => {
                         let (handle, queries) = caxton_cluster::transport::ClusterHandle::channel();
-                        (
-                            Some(handle),
-                            Some(node.run(queries, until_stop(watch.clone()))),
-                        )
+                        let stop = until_stop(watch.clone());
+                        let run = async move {
+                            // The remote port arrives once the node has
+                            // started; without it, membership runs alone.
+                            let local = remote_port
+                                .await
+                                .ok()
+                                .map(|port| crate::cluster::ShardSide::new(port, controller));
+                            node.run_with(queries, local, stop).await;
+                        };
+                        (Some(handle), Some(run))
                     }
                     None => (None, None),
                 };

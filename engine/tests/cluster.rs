@@ -508,3 +508,78 @@ fn every_node_lists_the_agents_the_others_host() {
     wait_for_listing(&a, "b's echo gone", &[]);
     drop(c);
 }
+
+#[test]
+fn a_send_through_one_node_reaches_an_agent_on_another() {
+    let certs = tempfile::tempdir().expect("a directory");
+    init_certs(certs.path(), "a,b,c");
+    let dir = certs.path();
+    let a = node(dir, dir, "a", "127.0.0.1:0", None);
+    let seed = cluster_address(&a);
+    let c = node(dir, dir, "c", "127.0.0.1:0", Some(seed));
+    for engine in [&a, &c] {
+        wait(engine, Duration::from_secs(10), "the other alive", |view| {
+            view["counts"]["alive"] == 1
+        });
+    }
+    let examples = format!("{}/../examples/agents", env!("CARGO_MANIFEST_DIR"));
+    let a_admin = a.admin_address().to_string();
+    let c_admin = c.admin_address().to_string();
+    let deployed = engine(&[
+        "agents",
+        "deploy",
+        &format!("{examples}/echo.wat"),
+        "--admin",
+        &c_admin,
+    ]);
+    assert!(deployed.status.success(), "{deployed:?}");
+    wait_for_listing(&a, "echo on c", &[("echo", "c", 1)]);
+
+    // A client of node a reaches echo on node c, and its answer comes back.
+    let start = Instant::now();
+    let answered = loop {
+        let sent = engine(&["send", "echo", "across the cluster", "--admin", &a_admin]);
+        if sent.status.success() || start.elapsed() > Duration::from_secs(10) {
+            break sent;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(answered.status.success(), "{}", common::stderr(&answered));
+    assert_eq!(stdout(&answered), "inform: across the cluster\n");
+
+    // An agent on a reaches it too: a forwarder's last hop crosses nodes and
+    // c's echo answers a's client directly.
+    let deployed = engine(&[
+        "agents",
+        "deploy",
+        &format!("{examples}/forwarder.wat"),
+        "--admin",
+        &a_admin,
+    ]);
+    assert!(deployed.status.success(), "{deployed:?}");
+    let client = AdminClient::new(a.admin_address(), None).expect("a client");
+    let mut route = vec![1u8, 4];
+    route.extend_from_slice(b"echo");
+    route.extend_from_slice(b"piped");
+    let body = serde_json::json!({
+        "content_base64": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &route),
+        "timeout_ms": 5000,
+    });
+    let answer = client
+        .call(
+            hyper::Method::POST,
+            "/v1/agents/forwarder/messages",
+            "application/json",
+            serde_json::to_vec(&body).expect("json"),
+        )
+        .expect("answered");
+    assert!(answer.status.is_success(), "{}", answer.text());
+    let reply = answer.json();
+    assert_eq!(reply["performative"], "inform", "{reply:#}");
+    let metrics = client.get("/metrics").expect("metrics").text();
+    assert!(
+        metrics.contains("caxton_remote_messages_total{direction=\"sent\"}"),
+        "{metrics}"
+    );
+    drop(c);
+}

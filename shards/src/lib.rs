@@ -26,6 +26,7 @@ mod directory;
 mod driver;
 mod metrics;
 mod node;
+mod remote_port;
 mod stop;
 
 pub use crate::core::FAILURE_PREFIX;
@@ -37,4 +38,5 @@ pub use metrics::{nanosecond_histogram, ShardMetrics};
 pub use node::{
     client_ports, GossipWork, Node, NodeError, ShardReport, ShardRole, CLIENT_PORTS_SPARE,
 };
+pub use remote_port::RemotePort;
 pub use stop::StopSignal;

@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use caxton_agents::{AgentCounts, AgentStats, DeployError, EpochTicker, ModuleCompiler, StartKind};
 use caxton_messaging::{build_mesh_with, AgentId, Doorbell, MeshPort};
+
+use crate::remote_port::RemotePort;
 use caxton_numa::binding::{self, BindError};
 use caxton_numa::{CpuBinding, MemoryPlacement, PlacementPlan, ShardPlacement};
 use caxton_profiles::Profile;
@@ -396,7 +398,7 @@ impl Node {
     /// for agents only other nodes host leave, and messages from other nodes
     /// enter (the gossip shard's, in a cluster). It is one of the client
     /// ports, taken for good; `None` when none is free or it was taken.
-    pub fn take_remote_port(&mut self) -> Option<MeshPort> {
+    pub fn take_remote_port(&mut self) -> Option<RemotePort> {
         if self.directory().remote_port().is_some() {
             return None;
         }
@@ -407,7 +409,12 @@ impl Node {
             .pop()?;
         let next = self.directory().with_remote_port(port.participant());
         self.publish(next);
-        Some(port)
+        Some(RemotePort::new(
+            port,
+            Arc::clone(&self.directory),
+            self.clock,
+            self.data_shards(),
+        ))
     }
 
     /// Name the agents other nodes of the cluster host (from the cluster

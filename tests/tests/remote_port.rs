@@ -4,20 +4,20 @@
 
 use std::time::{Duration, Instant};
 
-use caxton_messaging::{Address, Envelope, MeshPort, Performative};
-use caxton_shards::{SendOptions, REMOTE_ID_BASE};
+use caxton_messaging::{Address, Envelope, Performative};
+use caxton_shards::{RemotePort, SendOptions, REMOTE_ID_BASE};
 use caxton_tests::example;
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
 /// The next message on `port`, polling up to [`PATIENCE`].
 #[track_caller]
-fn next_on(port: &mut MeshPort) -> Envelope {
+fn next_on(port: &mut RemotePort) -> Envelope {
     let start = Instant::now();
     loop {
-        let mut taken = None;
-        port.drain(1, |envelope| taken = Some(envelope));
-        if let Some(envelope) = taken {
+        let mut taken = Vec::new();
+        port.take_outbound(1, &mut taken);
+        if let Some(envelope) = taken.pop() {
             return envelope;
         }
         assert!(
@@ -42,7 +42,7 @@ fn messages_for_other_nodes_leave_through_the_remote_port_and_answers_come_back(
         node.take_remote_port().is_none(),
         "one remote port per node"
     );
-    let remote_participant = remote.participant() as u16;
+    let remote_participant = remote.participant();
 
     let mut client = node.client().expect("client");
     assert!(
@@ -80,7 +80,7 @@ fn messages_for_other_nodes_leave_through_the_remote_port_and_answers_come_back(
         0,
         remote_participant,
     );
-    remote.send(0, answer).expect("room");
+    remote.deliver(answer, 0).expect("room");
     let reply = client.await_reply(token, PATIENCE).expect("answered");
     assert_eq!(
         (reply.performative, reply.content.as_slice()),
@@ -121,12 +121,9 @@ fn messages_for_other_nodes_leave_through_the_remote_port_and_answers_come_back(
         )
     };
     // Like a client, the remote port sends to a shard that hosts the agent.
-    let hosting = node
-        .directory()
-        .get(echo)
-        .and_then(|record| record.hosting_shards().next())
-        .expect("hosted");
-    remote.send(hosting, inbound).expect("room");
+    assert_eq!(remote.resolve_local("echo"), Some(echo));
+    assert_eq!(remote.remote_name(faraway).as_deref(), Some("faraway"));
+    remote.deliver(inbound, 3).expect("room");
     let answered = next_on(&mut remote);
     assert_eq!(
         answered.receiver,

@@ -1,0 +1,95 @@
+//! The remote port: the mesh participant through which a node's messages
+//! for agents only other nodes host leave, and messages from other nodes
+//! enter. In a cluster the gossip shard drives it (`caxton_cluster::remote`).
+//!
+//! It is one of the client ports, taken for good: it has a ring to and from
+//! every data shard, no lock on the way, and it routes what enters like a
+//! client does, from the node's directory snapshot.
+
+use std::sync::{Arc, PoisonError, RwLock};
+
+use caxton_messaging::{Address, AgentId, Envelope, MeshPort};
+
+use crate::clock::NodeClock;
+use crate::directory::Directory;
+
+/// The node's remote port, with what routing through it needs.
+pub struct RemotePort {
+    port: MeshPort,
+    directory: Arc<RwLock<Arc<Directory>>>,
+    clock: NodeClock,
+    data_shards: usize,
+}
+
+impl RemotePort {
+    pub(crate) fn new(
+        port: MeshPort,
+        directory: Arc<RwLock<Arc<Directory>>>,
+        clock: NodeClock,
+        data_shards: usize,
+    ) -> Self {
+        Self {
+            port,
+            directory,
+            clock,
+            data_shards,
+        }
+    }
+
+    fn snapshot(&self) -> Arc<Directory> {
+        Arc::clone(
+            &self
+                .directory
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    /// Its participant index (what a client address on it carries as `port`).
+    pub fn participant(&self) -> u16 {
+        self.port.participant() as u16
+    }
+
+    /// Move up to `max` messages per shard that left for other nodes into `out`.
+    pub fn take_outbound(&mut self, max: usize, out: &mut Vec<Envelope>) {
+        self.port.drain(max, |envelope| out.push(envelope));
+    }
+
+    /// Hand a message to the shard that takes it: one hosting its agent
+    /// (chosen by `route_key`, which stands for its sender, so one sender's
+    /// messages take one ring and keep their order), the shard of its
+    /// instance, or, for a client's answer, a shard that passes it on
+    /// (client ports have no ring to each other). A full ring gives it back.
+    pub fn deliver(&mut self, envelope: Envelope, route_key: u64) -> Result<(), Envelope> {
+        let shards = self.data_shards.max(1);
+        let target = match envelope.receiver {
+            Address::Agent(agent) => self.snapshot().route(agent, None, route_key).unwrap_or(0),
+            Address::Instance(instance) => usize::from(instance.shard),
+            Address::Client { port, id } => (usize::from(port) + id as usize) % shards,
+        };
+        if target >= shards || !self.port.has_ring_to(target) {
+            return Err(envelope);
+        }
+        self.port.send(target, envelope)
+    }
+
+    /// The local id of agent `name`, if this node hosts it.
+    pub fn resolve_local(&self, name: &str) -> Option<AgentId> {
+        self.snapshot().resolve(name)
+    }
+
+    /// The agent only other nodes host that proxy id `id` stands for.
+    pub fn remote_name(&self, id: AgentId) -> Option<String> {
+        self.snapshot().remote_name(id).map(str::to_owned)
+    }
+
+    /// The node clock, nanoseconds.
+    pub fn now_ns(&self) -> u64 {
+        self.clock.now_ns()
+    }
+
+    /// Resolves once messages wait in [`Self::take_outbound`].
+    pub async fn wait(&self) {
+        self.port.wait_for_messages().await;
+    }
+}
