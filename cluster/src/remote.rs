@@ -21,6 +21,10 @@
 //! A message that cannot go on is answered `failure` to its sender at the
 //! point it stops: no host (`caxton:unknown-agent`), the name unknown on the
 //! host, or no room in the host's rings (`caxton:refused:ring-full`).
+//! A request that expects an answer is remembered until the answer comes
+//! home: when its host is declared down, or the stream it left on breaks,
+//! its sender is answered at once (`caxton:node-down`,
+//! `caxton:connection-lost`) instead of waiting for its deadline.
 //! Priority class, conversation, tokens and the remaining time to the
 //! deadline travel with the message (each node's clock is its own, so the
 //! deadline is carried as time left).
@@ -39,6 +43,11 @@ use crate::wire::{self, NodeId, WireError};
 /// Answers a node waits for at most; past it the oldest origin is
 /// forgotten (its answer, should one come, is dropped and counted).
 pub const ORIGINS_MAX: usize = 65_536;
+
+/// Requests this node sent to other nodes and still awaits answers for, at
+/// most; past it the oldest is no longer tracked (its sender then learns of
+/// a lost node only from its own deadline).
+pub const IN_FLIGHT_MAX: usize = 65_536;
 
 /// Prefix of the engine's own failure answers.
 const FAILURE_PREFIX: &str = "caxton:";
@@ -193,6 +202,9 @@ pub struct RemoteCounters {
     pub failed: u64,
     /// Answers dropped: their origin was forgotten, or nobody to tell.
     pub dropped: u64,
+    /// Requests answered `failure` because their host went down or the
+    /// stream they left on broke.
+    pub lost: u64,
 }
 
 /// Where an answer to a message from another node must go.
@@ -209,7 +221,18 @@ pub struct RemoteRouter {
     origins: HashMap<u32, Origin>,
     order: VecDeque<u32>,
     next_token: u32,
+    /// Requests sent to other nodes awaiting answers, by (sender, token).
+    in_flight: HashMap<(Address, u64), InFlight>,
+    in_flight_order: VecDeque<(Address, u64)>,
     counters: RemoteCounters,
+}
+
+/// A request sent to another node, awaiting its answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct InFlight {
+    node: SocketAddr,
+    conversation_id: u64,
+    priority: PriorityClass,
 }
 
 impl RemoteRouter {
@@ -221,6 +244,76 @@ impl RemoteRouter {
     /// Answers still awaited from this node's agents.
     pub fn origins(&self) -> usize {
         self.origins.len()
+    }
+
+    /// Requests sent to other nodes whose answers are still awaited.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Node `node` was declared down, or the stream to it broke (`reason`):
+    /// answer `failure` to every sender still waiting on it. The answers go
+    /// to this node's shards.
+    pub fn node_lost(
+        &mut self,
+        node: SocketAddr,
+        reason: &str,
+        local: &impl LocalSide,
+    ) -> Vec<Envelope> {
+        let lost: Vec<((Address, u64), InFlight)> = self
+            .in_flight
+            .iter()
+            .filter(|(_, pending)| pending.node == node)
+            .map(|(key, pending)| (*key, *pending))
+            .collect();
+        let mut answers = Vec::with_capacity(lost.len());
+        for ((sender, token), pending) in lost {
+            self.in_flight.remove(&(sender, token));
+            self.counters.lost += 1;
+            answers.push(Envelope {
+                conversation_id: pending.conversation_id,
+                in_reply_to: token,
+                priority: pending.priority,
+                ..Envelope::new(
+                    Performative::Failure,
+                    NOBODY,
+                    sender,
+                    format!("{FAILURE_PREFIX}{reason}").into_bytes(),
+                    local.now_ns(),
+                    local.participant(),
+                )
+            });
+        }
+        answers
+    }
+
+    /// Remember a request sent to `node`, until its answer comes home.
+    fn track(&mut self, node: SocketAddr, envelope: &Envelope) {
+        if envelope.reply_with == 0 || envelope.sender == NOBODY {
+            return;
+        }
+        if self.in_flight.len() >= IN_FLIGHT_MAX {
+            while let Some(oldest) = self.in_flight_order.pop_front() {
+                if self.in_flight.remove(&oldest).is_some() {
+                    break;
+                }
+            }
+        }
+        let key = (envelope.sender, envelope.reply_with);
+        self.in_flight.insert(
+            key,
+            InFlight {
+                node,
+                conversation_id: envelope.conversation_id,
+                priority: envelope.priority,
+            },
+        );
+        self.in_flight_order.push_back(key);
+        if self.in_flight_order.len() > IN_FLIGHT_MAX * 2 {
+            let in_flight = &self.in_flight;
+            self.in_flight_order
+                .retain(|key| in_flight.contains_key(key));
+        }
     }
 
     /// A message that left this node's shards through the remote port.
@@ -241,6 +334,7 @@ impl RemoteRouter {
                     return self.fail_here(&envelope, "unknown-agent", local);
                 };
                 self.counters.sent += 1;
+                self.track(host, &envelope);
                 Outbound::Send(
                     host,
                     to_remote(&envelope, Target::Agent(name), Some(envelope.sender), now),
@@ -281,7 +375,13 @@ impl RemoteRouter {
                 let token = message.sender.map(|sender| self.remember(from, sender));
                 (Address::Agent(id), token)
             }
-            Target::Address(address) => (*address, None),
+            Target::Address(address) => {
+                // An answer coming home: its request is no longer in flight.
+                if message.in_reply_to != 0 {
+                    self.in_flight.remove(&(*address, message.in_reply_to));
+                }
+                (*address, None)
+            }
         };
         let sender = token.map_or(NOBODY, |id| Address::Client {
             port: local.participant(),

@@ -308,3 +308,60 @@ fn batches_round_trip_and_bad_senders_are_refused() {
     );
     assert!(RemoteBatch::decode(b"\x92").is_err());
 }
+
+#[test]
+fn a_lost_host_answers_its_waiting_senders_at_once() {
+    let directory = directory_with_echo_on_c();
+    let mut a = RemoteRouter::default();
+    let a_side = FakeSide::new(&[], &[(PROXY, "echo")]);
+    let Outbound::Send(c, message) = a.outbound(request_from_instance(), &a_side, &directory)
+    else {
+        panic!("sent");
+    };
+    // A one-way message (no token) is not waited for.
+    let one_way = Envelope {
+        reply_with: 0,
+        ..request_from_instance()
+    };
+    assert!(matches!(
+        a.outbound(one_way, &a_side, &directory),
+        Outbound::Send(..)
+    ));
+    assert_eq!(a.in_flight(), 1);
+    // Another node's loss changes nothing.
+    assert!(a.node_lost(node(4).addr, "node-down", &a_side).is_empty());
+    let answers = a.node_lost(c, "node-down", &a_side);
+    assert_eq!(answers.len(), 1);
+    let answer = &answers[0];
+    assert_eq!(answer.receiver, request_from_instance().sender);
+    assert_eq!(
+        (answer.performative, answer.in_reply_to),
+        (Performative::Failure, 42)
+    );
+    assert_eq!(answer.content, b"caxton:node-down");
+    assert_eq!(a.in_flight(), 0);
+    assert_eq!(a.counters().lost, 1);
+
+    // An answer that comes home clears its request: a later loss answers nothing.
+    let Outbound::Send(_, _) = a.outbound(request_from_instance(), &a_side, &directory) else {
+        panic!("sent");
+    };
+    let mut c_router = RemoteRouter::default();
+    let mut c_side = FakeSide::new(&[("echo", 5)], &[]);
+    assert_eq!(
+        c_router.inbound(node(1).addr, message, &mut c_side),
+        Inbound::Delivered
+    );
+    let arrived = c_side.delivered.pop().expect("delivered");
+    let reply = arrived
+        .reply_path()
+        .answer(Performative::Inform, Vec::new(), 0, 0);
+    let Outbound::Send(_, home) = c_router.outbound(reply, &c_side, &ClusterDirectory::default())
+    else {
+        panic!("home");
+    };
+    let mut a_side = a_side;
+    assert_eq!(a.inbound(c, home, &mut a_side), Inbound::Delivered);
+    assert_eq!(a.in_flight(), 0);
+    assert!(a.node_lost(c, "connection-lost", &a_side).is_empty());
+}

@@ -342,6 +342,8 @@ enum Event {
     QuicConnected(quinn::Connection),
     TcpConnected(SocketAddr, mpsc::Sender<Vec<u8>>, Arc<tokio::sync::Notify>),
     ConnectFailed(SocketAddr),
+    /// The ordered stream to a peer broke: remote messages on it may be lost.
+    StreamLost(SocketAddr),
 }
 
 /// A link to one peer.
@@ -543,7 +545,8 @@ impl Links {
             .filter(|writer| !writer.is_closed())
             .cloned()
             .unwrap_or_else(|| {
-                let writer = ordered_writer(connection, Arc::clone(&self.stats));
+                let writer =
+                    ordered_writer(to, connection, Arc::clone(&self.stats), self.events.clone());
                 self.ordered.insert(to, writer.clone());
                 writer
             });
@@ -624,8 +627,10 @@ const ORDERED_QUEUE: usize = 1024;
 
 /// A task that owns one ordered stream to a peer and writes what it is given.
 fn ordered_writer(
+    peer: SocketAddr,
     connection: quinn::Connection,
     stats: Arc<TransportStats>,
+    events: mpsc::Sender<Event>,
 ) -> mpsc::Sender<Vec<u8>> {
     let (sender, mut frames) = mpsc::channel::<Vec<u8>>(ORDERED_QUEUE);
     tokio::spawn(async move {
@@ -641,8 +646,9 @@ fn ordered_writer(
             Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
         };
         if let Err(error) = written.await {
-            debug!("cluster: an ordered stream ended: {error}");
+            debug!(%peer, "cluster: an ordered stream broke: {error}");
             bump(&stats.frames_dropped);
+            let _ = events.send(Event::StreamLost(peer)).await;
         }
     });
     sender
@@ -974,7 +980,8 @@ impl ClusterNode {
         tokio::pin!(stop);
         loop {
             self.flush(&mut membership, false);
-            log_events(&mut membership);
+            let downs = log_events(&mut membership);
+            remote.lost(&downs, "node-down");
             remote.follow_directory(&membership);
             let deadline = membership
                 .next_deadline()
@@ -1068,6 +1075,7 @@ impl ClusterNode {
                     self.links.send(peer, frame, false);
                 }
             }
+            Event::StreamLost(peer) => remote.lost(&[peer], "connection-lost"),
             Event::ConnectFailed(peer) => {
                 if let Some(Peer::Connecting(pending)) = self.links.peers.remove(&peer) {
                     for _ in pending {
@@ -1331,6 +1339,19 @@ struct Remote<L> {
 }
 
 impl<L: LocalSide> Remote<L> {
+    /// Nodes lost (`reason`): answer the senders still waiting on them.
+    fn lost(&mut self, nodes: &[SocketAddr], reason: &str) {
+        let Some(local) = self.local.as_mut() else {
+            return;
+        };
+        for node in nodes {
+            for answer in self.router.node_lost(*node, reason, local) {
+                // A full ring: that sender learns from its own deadline.
+                let _ = local.deliver(answer, 0);
+            }
+        }
+    }
+
     /// Tell the shards which agents other nodes host, when that changed.
     fn follow_directory(&mut self, membership: &Membership) {
         let changes = membership.directory().changes();
@@ -1363,8 +1384,13 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-fn log_events(membership: &mut Membership) {
+/// Log what changed in the membership; the members declared down.
+fn log_events(membership: &mut Membership) -> Vec<SocketAddr> {
+    let mut downs = Vec::new();
     for event in membership.take_events() {
+        if let MembershipEvent::Down(member) = &event {
+            downs.push(member.addr);
+        }
         match event {
             MembershipEvent::Up(member) => {
                 info!(member = %member.name, addr = %member.addr, "cluster: member up")
@@ -1395,4 +1421,5 @@ fn log_events(membership: &mut Membership) {
             }
         }
     }
+    downs
 }

@@ -583,3 +583,67 @@ fn a_send_through_one_node_reaches_an_agent_on_another() {
     );
     drop(c);
 }
+
+#[test]
+fn a_request_waiting_on_a_node_that_dies_is_answered_at_once() {
+    let certs = tempfile::tempdir().expect("a directory");
+    init_certs(certs.path(), "a,c");
+    let dir = certs.path();
+    let a = node(dir, dir, "a", "127.0.0.1:0", None);
+    let seed = cluster_address(&a);
+    let c = node(dir, dir, "c", "127.0.0.1:0", Some(seed));
+    for engine in [&a, &c] {
+        wait(engine, Duration::from_secs(10), "the other alive", |view| {
+            view["counts"]["alive"] == 1
+        });
+    }
+    let looping = format!("{}/../examples/agents/loop.wat", env!("CARGO_MANIFEST_DIR"));
+    let c_admin = c.admin_address().to_string();
+    let deployed = engine(&[
+        "agents",
+        "deploy",
+        &looping,
+        "--max-execution-time",
+        "60s",
+        "--admin",
+        &c_admin,
+    ]);
+    assert!(deployed.status.success(), "{deployed:?}");
+    wait_for_listing(&a, "loop on c", &[("loop", "c", 1)]);
+
+    // A request through a, held by c's loop; its deadline is far away.
+    let a_admin = a.admin_address();
+    let waiting = std::thread::spawn(move || {
+        let client = AdminClient::new(a_admin, None).expect("a client");
+        let body = serde_json::json!({ "content": "hold", "timeout_ms": 30_000 });
+        let started = Instant::now();
+        let answer = client
+            .call(
+                hyper::Method::POST,
+                "/v1/agents/loop/messages",
+                "application/json",
+                serde_json::to_vec(&body).expect("json"),
+            )
+            .expect("answered");
+        (started.elapsed(), answer.json())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let mut c = c;
+    c.child.kill().expect("SIGKILL");
+    let _ = c.child.wait();
+    let (took, reply) = waiting.join().expect("the sender's thread");
+    let content = reply["content"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(reply["performative"], "failure", "{reply:#}");
+    assert!(
+        content == "caxton:node-down" || content == "caxton:connection-lost",
+        "{reply:#}"
+    );
+    let mut profile = caxton_profiles::Profile::default();
+    profile.coordination.cluster.probe_interval = caxton_profiles::HumanDuration::from_millis(500);
+    profile.coordination.cluster.suspicion_multiplier = 3;
+    let bound = SwimSettings::from_profile(&profile).down_detection_bound(2);
+    assert!(
+        took < bound + SLACK + Duration::from_millis(500),
+        "answered after {took:?}, not within the detection bound {bound:?}"
+    );
+}
