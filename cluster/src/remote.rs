@@ -27,7 +27,9 @@
 //! `caxton:connection-lost`) instead of waiting for its deadline.
 //! Priority class, conversation, tokens and the remaining time to the
 //! deadline travel with the message (each node's clock is its own, so the
-//! deadline is carried as time left).
+//! deadline is carried as time left). A durable send is stored by the node
+//! that hosts its agent: that node's notice (stored, or refused) comes home
+//! first, then the answer.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -141,6 +143,9 @@ pub struct RemoteMessage {
     pub deadline_in_ns: Option<u64>,
     /// Whether the sender asked for it to be stored before it is accepted.
     pub durable: bool,
+    /// A durable send's notice from the node that stored it (the id it was
+    /// stored under there), on its way home.
+    pub notice: Option<u64>,
     /// The content.
     pub content: Vec<u8>,
 }
@@ -341,7 +346,14 @@ impl RemoteRouter {
                 )
             }
             Address::Client { port, id } if port == local.participant() => {
-                let Some(origin) = self.origins.remove(&id) else {
+                // A durable send's notice (stored, or refused) comes before
+                // its answer: the origin stays for the answer.
+                let origin = if matches!(envelope.durability, Durability::Notice(_)) {
+                    self.origins.get(&id).copied()
+                } else {
+                    self.origins.remove(&id)
+                };
+                let Some(origin) = origin else {
                     self.counters.dropped += 1;
                     return Outbound::Dropped;
                 };
@@ -395,10 +407,10 @@ impl RemoteRouter {
             deadline_ns: message
                 .deadline_in_ns
                 .map_or(Envelope::NO_DEADLINE, |left| now.saturating_add(left)),
-            durability: if message.durable {
-                Durability::Requested
-            } else {
-                Durability::Transient
+            durability: match (message.notice, message.durable) {
+                (Some(id), _) => Durability::Notice(id),
+                (None, true) => Durability::Requested,
+                (None, false) => Durability::Transient,
             },
             ..Envelope::new(
                 message.performative,
@@ -489,6 +501,7 @@ impl RemoteRouter {
                 priority: message.priority,
                 deadline_in_ns: None,
                 durable: false,
+                notice: None,
                 content: format!("{FAILURE_PREFIX}{reason}").into_bytes(),
             },
         )
@@ -516,6 +529,10 @@ fn to_remote(
         deadline_in_ns: (envelope.deadline_ns != Envelope::NO_DEADLINE)
             .then(|| envelope.deadline_ns.saturating_sub(now)),
         durable: matches!(envelope.durability, Durability::Requested),
+        notice: match envelope.durability {
+            Durability::Notice(id) => Some(id),
+            _ => None,
+        },
         content: envelope.content.clone(),
     }
 }

@@ -365,3 +365,53 @@ fn a_lost_host_answers_its_waiting_senders_at_once() {
     assert_eq!(a.in_flight(), 0);
     assert!(a.node_lost(c, "connection-lost", &a_side).is_empty());
 }
+
+#[test]
+fn a_durable_sends_notice_comes_home_first_and_its_answer_after() {
+    let directory = directory_with_echo_on_c();
+    let mut a = RemoteRouter::default();
+    let mut a_side = FakeSide::new(&[], &[(PROXY, "echo")]);
+    let durable = Envelope {
+        durability: Durability::Requested,
+        ..request_from_instance()
+    };
+    let Outbound::Send(c_addr, message) = a.outbound(durable, &a_side, &directory) else {
+        panic!("sent");
+    };
+    assert!(message.durable);
+    let mut c = RemoteRouter::default();
+    let mut c_side = FakeSide::new(&[("echo", 5)], &[]);
+    assert_eq!(
+        c.inbound(node(1).addr, message, &mut c_side),
+        Inbound::Delivered
+    );
+    let arrived = c_side.delivered.pop().expect("delivered");
+    assert_eq!(
+        arrived.durability,
+        Durability::Requested,
+        "stored by the host"
+    );
+    // The host's shard stored it: its notice goes home, and the origin stays.
+    let notice = Envelope {
+        durability: Durability::Notice(77),
+        ..arrived
+            .reply_path()
+            .answer(Performative::Agree, Vec::new(), 0, 0)
+    };
+    let Outbound::Send(_, home) = c.outbound(notice, &c_side, &ClusterDirectory::default()) else {
+        panic!("home");
+    };
+    assert_eq!(home.notice, Some(77));
+    assert_eq!(c.origins(), 1, "kept for the answer");
+    assert_eq!(a.inbound(c_addr, home, &mut a_side), Inbound::Delivered);
+    assert_eq!(a_side.delivered[0].durability, Durability::Notice(77));
+    // Then the answer, which uses the origin up.
+    let answer = arrived
+        .reply_path()
+        .answer(Performative::Inform, b"kept".to_vec(), 0, 0);
+    assert!(matches!(
+        c.outbound(answer, &c_side, &ClusterDirectory::default()),
+        Outbound::Send(..)
+    ));
+    assert_eq!(c.origins(), 0);
+}

@@ -29,6 +29,18 @@ fn node(
     listen: &str,
     join: Option<SocketAddr>,
 ) -> RunningEngine {
+    node_with(certs, ca_dir, name, listen, join, &[])
+}
+
+/// [`node`] with more `--set KEY=VALUE` overrides.
+fn node_with(
+    certs: &Path,
+    ca_dir: &Path,
+    name: &str,
+    listen: &str,
+    join: Option<SocketAddr>,
+    overrides: &[String],
+) -> RunningEngine {
     let set = |key: &str, value: String| vec!["--set".to_owned(), format!("{key}={value}")];
     let mut arguments: Vec<String> = PROFILES.iter().map(|text| (*text).to_owned()).collect();
     arguments.extend(set("runtime.worker_threads", "1".into()));
@@ -49,6 +61,10 @@ fn node(
     if let Some(seed) = join {
         arguments.push("--join".into());
         arguments.push(seed.to_string());
+    }
+    for override_ in overrides {
+        arguments.push("--set".into());
+        arguments.push(override_.clone());
     }
     let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
     start_engine(&arguments)
@@ -646,4 +662,57 @@ fn a_request_waiting_on_a_node_that_dies_is_answered_at_once() {
         took < bound + SLACK + Duration::from_millis(500),
         "answered after {took:?}, not within the detection bound {bound:?}"
     );
+}
+
+#[test]
+fn a_durable_send_is_stored_by_the_node_that_hosts_its_agent() {
+    let certs = tempfile::tempdir().expect("a directory");
+    init_certs(certs.path(), "a,c");
+    let dir = certs.path();
+    let data = tempfile::tempdir().expect("a data directory");
+    let a = node(dir, dir, "a", "127.0.0.1:0", None);
+    let seed = cluster_address(&a);
+    let c = node_with(
+        dir,
+        dir,
+        "c",
+        "127.0.0.1:0",
+        Some(seed),
+        &[
+            "messaging.enable_persistence=true".into(),
+            format!("storage.data_directory={}", data.path().display()),
+        ],
+    );
+    for engine in [&a, &c] {
+        wait(engine, Duration::from_secs(10), "the other alive", |view| {
+            view["counts"]["alive"] == 1
+        });
+    }
+    let echo = format!("{}/../examples/agents/echo.wat", env!("CARGO_MANIFEST_DIR"));
+    let deployed = engine(&[
+        "agents",
+        "deploy",
+        &echo,
+        "--admin",
+        &c.admin_address().to_string(),
+    ]);
+    assert!(deployed.status.success(), "{deployed:?}");
+    wait_for_listing(&a, "echo on c", &[("echo", "c", 1)]);
+    // a runs without persistence: the send is stored on c, where echo lives.
+    let sent = engine(&[
+        "send",
+        "echo",
+        "kept",
+        "--persistent",
+        "--admin",
+        &a.admin_address().to_string(),
+    ]);
+    assert!(sent.status.success(), "{}", common::stderr(&sent));
+    assert_eq!(stdout(&sent), "inform: kept\n");
+    assert!(
+        common::stderr(&sent).contains("stored"),
+        "{}",
+        common::stderr(&sent)
+    );
+    drop(c);
 }
