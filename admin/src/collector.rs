@@ -135,6 +135,7 @@ impl Collector {
         Latencies {
             routing: all_routes(&merged),
             cross_shard_routing: merged.routing_cross_ns,
+            remote_routing: merged.routing_remote_ns,
             agent_startup: merged.startup_ns,
             message_processing: merged.processing_ns,
         }

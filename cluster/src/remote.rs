@@ -70,6 +70,8 @@ pub trait LocalSide {
     fn participant(&self) -> u16;
     /// The node clock, nanoseconds.
     fn now_ns(&self) -> u64;
+    /// The wall clock, Unix nanoseconds (to carry send times between nodes).
+    fn now_unix_ns(&self) -> u64;
     /// Resolves once messages wait in [`Self::take_outbound`].
     fn wait(&self) -> impl std::future::Future<Output = ()> + '_;
     /// The agents other nodes host changed (from the cluster directory):
@@ -103,6 +105,10 @@ impl LocalSide for NoLocal {
     }
 
     fn now_ns(&self) -> u64 {
+        0
+    }
+
+    fn now_unix_ns(&self) -> u64 {
         0
     }
 
@@ -146,6 +152,10 @@ pub struct RemoteMessage {
     /// A durable send's notice from the node that stored it (the id it was
     /// stored under there), on its way home.
     pub notice: Option<u64>,
+    /// When its sender sent it, on the sending node's wall clock (Unix
+    /// nanoseconds): the receiver times routing from it, so the two clocks'
+    /// skew is in `caxton_remote_routing_latency_seconds`.
+    pub sent_unix_ns: u64,
     /// The content.
     pub content: Vec<u8>,
 }
@@ -328,7 +338,6 @@ impl RemoteRouter {
         local: &impl LocalSide,
         directory: &ClusterDirectory,
     ) -> Outbound {
-        let now = local.now_ns();
         match envelope.receiver {
             Address::Agent(id) => {
                 let host = local.remote_name(id).and_then(|name| {
@@ -342,7 +351,7 @@ impl RemoteRouter {
                 self.track(host, &envelope);
                 Outbound::Send(
                     host,
-                    to_remote(&envelope, Target::Agent(name), Some(envelope.sender), now),
+                    to_remote(&envelope, Target::Agent(name), Some(envelope.sender), local),
                 )
             }
             Address::Client { port, id } if port == local.participant() => {
@@ -360,7 +369,7 @@ impl RemoteRouter {
                 self.counters.sent += 1;
                 Outbound::Send(
                     origin.node,
-                    to_remote(&envelope, Target::Address(origin.sender), None, now),
+                    to_remote(&envelope, Target::Address(origin.sender), None, local),
                 )
             }
             _ => {
@@ -399,6 +408,14 @@ impl RemoteRouter {
             port: local.participant(),
             id,
         });
+        // The send time on this node's clock: now, less how long ago the
+        // sender's wall clock says it was (no time at all when the clocks
+        // disagree the other way).
+        let sent_at_ns = if message.sent_unix_ns == 0 {
+            now
+        } else {
+            now.saturating_sub(local.now_unix_ns().saturating_sub(message.sent_unix_ns))
+        };
         let envelope = Envelope {
             conversation_id: message.conversation_id,
             reply_with: message.reply_with,
@@ -417,7 +434,7 @@ impl RemoteRouter {
                 sender,
                 receiver,
                 message.content.clone(),
-                now,
+                sent_at_ns,
                 local.participant(),
             )
         };
@@ -502,6 +519,7 @@ impl RemoteRouter {
                 deadline_in_ns: None,
                 durable: false,
                 notice: None,
+                sent_unix_ns: 0,
                 content: format!("{FAILURE_PREFIX}{reason}").into_bytes(),
             },
         )
@@ -516,8 +534,13 @@ fn to_remote(
     envelope: &Envelope,
     target: Target,
     sender: Option<Address>,
-    now: u64,
+    local: &impl LocalSide,
 ) -> RemoteMessage {
+    let now = local.now_ns();
+    // The send time on this node's wall clock: now, less how long ago it was sent.
+    let sent_unix_ns = local
+        .now_unix_ns()
+        .saturating_sub(now.saturating_sub(envelope.sent_at_ns));
     RemoteMessage {
         target,
         sender: sender.filter(|sender| *sender != NOBODY),
@@ -529,6 +552,7 @@ fn to_remote(
         deadline_in_ns: (envelope.deadline_ns != Envelope::NO_DEADLINE)
             .then(|| envelope.deadline_ns.saturating_sub(now)),
         durable: matches!(envelope.durability, Durability::Requested),
+        sent_unix_ns,
         notice: match envelope.durability {
             Durability::Notice(id) => Some(id),
             _ => None,

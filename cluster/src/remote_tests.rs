@@ -63,6 +63,11 @@ impl LocalSide for FakeSide {
         self.now
     }
 
+    fn now_unix_ns(&self) -> u64 {
+        // Both fake nodes' wall clocks agree: a fixed offset from their node clocks.
+        1_700_000_000_000_000_000 + self.now
+    }
+
     fn wait(&self) -> impl std::future::Future<Output = ()> + '_ {
         std::future::pending()
     }
@@ -136,6 +141,8 @@ fn a_request_crosses_to_its_host_and_the_answer_comes_home() {
     let arrived = c_side.delivered.pop().expect("delivered");
     assert_eq!(arrived.receiver, Address::Agent(AgentId(5)));
     assert_eq!(arrived.deadline_ns, 50_000_000 + 5_000, "on C's clock");
+    // The wall clocks agree, and 49 ms passed on them: sent 49 ms before C's now.
+    assert_eq!(arrived.sent_at_ns, 50_000_000 - 49_000_000);
     assert_eq!(
         (
             arrived.reply_with,
@@ -296,7 +303,7 @@ fn batches_round_trip_and_bad_senders_are_refused() {
             &request_from_instance(),
             Target::Agent("echo".into()),
             Some(request_from_instance().sender),
-            1_000_000,
+            &FakeSide::new(&[], &[]),
         )],
     };
     assert_eq!(RemoteBatch::decode(&batch.encode()), Ok(batch.clone()));

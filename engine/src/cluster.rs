@@ -104,6 +104,12 @@ impl caxton_cluster::remote::LocalSide for ShardSide {
         self.port.now_ns()
     }
 
+    fn now_unix_ns(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos() as u64)
+    }
+
     fn wait(&self) -> impl std::future::Future<Output = ()> + '_ {
         self.port.wait()
     }

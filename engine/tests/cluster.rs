@@ -597,6 +597,18 @@ fn a_send_through_one_node_reaches_an_agent_on_another() {
         metrics.contains("caxton_remote_messages_total{direction=\"sent\"}"),
         "{metrics}"
     );
+    // c timed the hops from a: send on a to handler start on c.
+    let c_metrics = AdminClient::new(c.admin_address(), None)
+        .expect("a client")
+        .get("/metrics")
+        .expect("metrics")
+        .text();
+    let remote_hops = c_metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("caxton_remote_routing_latency_seconds_count "))
+        .and_then(|count| count.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(remote_hops >= 2.0, "{c_metrics}");
     drop(c);
 }
 

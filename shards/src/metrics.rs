@@ -17,6 +17,9 @@ pub struct ShardMetrics {
     pub routing_local_ns: Histogram<u64>,
     /// Send to handler start, for messages that crossed from another shard or a client.
     pub routing_cross_ns: Histogram<u64>,
+    /// Send on another node to handler start here, for messages that came
+    /// through the remote port (two clocks: see `docs/cluster.md`).
+    pub routing_remote_ns: Histogram<u64>,
     /// Handler run time.
     pub processing_ns: Histogram<u64>,
     /// Time to make an instance ready to serve: a warm spare taken, or a cold instantiation.
@@ -60,6 +63,7 @@ impl Default for ShardMetrics {
         Self {
             routing_local_ns: nanosecond_histogram(),
             routing_cross_ns: nanosecond_histogram(),
+            routing_remote_ns: nanosecond_histogram(),
             processing_ns: nanosecond_histogram(),
             startup_ns: nanosecond_histogram(),
             handled: 0,
@@ -88,6 +92,9 @@ impl ShardMetrics {
         // Histograms with identical bounds always merge.
         self.routing_local_ns
             .add(&other.routing_local_ns)
+            .expect("same bounds");
+        self.routing_remote_ns
+            .add(&other.routing_remote_ns)
             .expect("same bounds");
         self.routing_cross_ns
             .add(&other.routing_cross_ns)

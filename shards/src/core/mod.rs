@@ -702,11 +702,14 @@ impl ShardCore {
         }
     }
 
-    /// Send to handler start, into the local or cross-shard histogram.
+    /// Send to handler start, into the local, cross-shard or remote histogram.
     fn record_routing(&mut self, sent_at_ns: u64, from_participant: u16, started_ns: u64) {
         let routing_ns = started_ns.saturating_sub(sent_at_ns).max(1);
-        let histogram = if usize::from(from_participant) == self.index {
+        let from = usize::from(from_participant);
+        let histogram = if from == self.index {
             &mut self.metrics.routing_local_ns
+        } else if self.directory.remote_port() == Some(from) {
+            &mut self.metrics.routing_remote_ns
         } else {
             &mut self.metrics.routing_cross_ns
         };
