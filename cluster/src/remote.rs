@@ -152,6 +152,13 @@ pub struct RemoteMessage {
     /// A durable send's notice from the node that stored it (the id it was
     /// stored under there), on its way home.
     pub notice: Option<u64>,
+    /// A hop of a durable chain: the stored message on the sending node
+    /// that sent it. The receiving node stores it, then acknowledges it with
+    /// `chain_ack`, which settles that parent.
+    pub chained: Option<u64>,
+    /// The acknowledgement of a chain hop stored on the other node: the
+    /// parent it settles here.
+    pub chain_ack: Option<u64>,
     /// When its sender sent it, on the sending node's wall clock (Unix
     /// nanoseconds): the receiver times routing from it, so the two clocks'
     /// skew is in `caxton_remote_routing_latency_seconds`.
@@ -227,6 +234,8 @@ pub struct RemoteCounters {
 struct Origin {
     node: SocketAddr,
     sender: Address,
+    /// The parent on the sending node, for a chain hop.
+    chained: Option<u64>,
 }
 
 /// Remote routing's state on one node: the origins of messages from other
@@ -366,6 +375,25 @@ impl RemoteRouter {
                     self.counters.dropped += 1;
                     return Outbound::Dropped;
                 };
+                // A chain hop stored here: acknowledge it to its parent's node.
+                if let (Some(parent), Durability::Notice(_), Performative::Agree) =
+                    (origin.chained, envelope.durability, envelope.performative)
+                {
+                    self.counters.sent += 1;
+                    if origin.sender == NOBODY {
+                        // Nobody waits for an answer: the origin served its purpose.
+                        self.origins.remove(&id);
+                    }
+                    let mut ack = to_remote(&envelope, Target::Address(NOBODY), None, local);
+                    ack.notice = None;
+                    ack.chain_ack = Some(parent);
+                    ack.content.clear();
+                    return Outbound::Send(origin.node, ack);
+                }
+                if origin.sender == NOBODY {
+                    self.counters.dropped += 1;
+                    return Outbound::Dropped;
+                }
                 self.counters.sent += 1;
                 Outbound::Send(
                     origin.node,
@@ -393,7 +421,12 @@ impl RemoteRouter {
                 let Some(id) = local.resolve_local(name) else {
                     return self.refuse(from, &message, "unknown-agent");
                 };
-                let token = message.sender.map(|sender| self.remember(from, sender));
+                let token = match (message.sender, message.chained) {
+                    (Some(sender), chained) => Some(self.remember(from, sender, chained)),
+                    // A chain hop always needs its way home, for the acknowledgement.
+                    (None, Some(parent)) => Some(self.remember(from, NOBODY, Some(parent))),
+                    (None, None) => None,
+                };
                 (Address::Agent(id), token)
             }
             Target::Address(address) => {
@@ -424,10 +457,17 @@ impl RemoteRouter {
             deadline_ns: message
                 .deadline_in_ns
                 .map_or(Envelope::NO_DEADLINE, |left| now.saturating_add(left)),
-            durability: match (message.notice, message.durable) {
-                (Some(id), _) => Durability::Notice(id),
-                (None, true) => Durability::Requested,
-                (None, false) => Durability::Transient,
+            // A chain hop from another node is stored here like a durable
+            // send; its notice becomes the chain's acknowledgement.
+            durability: match (
+                message.chain_ack,
+                message.notice,
+                message.durable || message.chained.is_some(),
+            ) {
+                (Some(parent), _, _) => Durability::ChainAck(parent),
+                (None, Some(id), _) => Durability::Notice(id),
+                (None, None, true) => Durability::Requested,
+                (None, None, false) => Durability::Transient,
             },
             ..Envelope::new(
                 message.performative,
@@ -453,7 +493,7 @@ impl RemoteRouter {
     }
 
     /// Remember where the answer to a message from `node` goes; the token.
-    fn remember(&mut self, node: SocketAddr, sender: Address) -> u32 {
+    fn remember(&mut self, node: SocketAddr, sender: Address, chained: Option<u64>) -> u32 {
         if self.origins.len() >= ORIGINS_MAX {
             while let Some(oldest) = self.order.pop_front() {
                 if self.origins.remove(&oldest).is_some() {
@@ -469,7 +509,14 @@ impl RemoteRouter {
             }
         }
         let token = self.next_token;
-        self.origins.insert(token, Origin { node, sender });
+        self.origins.insert(
+            token,
+            Origin {
+                node,
+                sender,
+                chained,
+            },
+        );
         self.order.push_back(token);
         if self.order.len() > ORIGINS_MAX * 2 {
             // Answered origins leave `order` lazily; keep it bounded.
@@ -519,6 +566,8 @@ impl RemoteRouter {
                 deadline_in_ns: None,
                 durable: false,
                 notice: None,
+                chained: None,
+                chain_ack: None,
                 sent_unix_ns: 0,
                 content: format!("{FAILURE_PREFIX}{reason}").into_bytes(),
             },
@@ -552,6 +601,11 @@ fn to_remote(
         deadline_in_ns: (envelope.deadline_ns != Envelope::NO_DEADLINE)
             .then(|| envelope.deadline_ns.saturating_sub(now)),
         durable: matches!(envelope.durability, Durability::Requested),
+        chained: match envelope.durability {
+            Durability::Chained(parent) => Some(parent),
+            _ => None,
+        },
+        chain_ack: None,
         sent_unix_ns,
         notice: match envelope.durability {
             Durability::Notice(id) => Some(id),

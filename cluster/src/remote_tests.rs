@@ -287,9 +287,9 @@ fn answers_nobody_waits_for_are_dropped_and_origins_are_bounded() {
     );
     assert_eq!(c.counters().dropped, 1);
     let sender = Address::Client { port: 3, id: 1 };
-    let first = c.remember(node(1).addr, sender);
+    let first = c.remember(node(1).addr, sender, None);
     for _ in 0..ORIGINS_MAX {
-        c.remember(node(1).addr, sender);
+        c.remember(node(1).addr, sender, None);
     }
     assert_eq!(c.origins(), ORIGINS_MAX);
     assert!(!c.origins.contains_key(&first), "the oldest was forgotten");
@@ -421,4 +421,38 @@ fn a_durable_sends_notice_comes_home_first_and_its_answer_after() {
         Outbound::Send(..)
     ));
     assert_eq!(c.origins(), 0);
+}
+
+#[test]
+fn a_chain_hop_is_stored_on_its_host_and_acknowledged_to_its_parent() {
+    let directory = directory_with_echo_on_c();
+    let mut a = RemoteRouter::default();
+    let mut a_side = FakeSide::new(&[], &[(PROXY, "echo")]);
+    let parent = 0x0002_0000_0000_0007;
+    let hop = Envelope {
+        durability: Durability::Chained(parent),
+        ..request_from_instance()
+    };
+    let Outbound::Send(c_addr, message) = a.outbound(hop, &a_side, &directory) else {
+        panic!("sent");
+    };
+    assert_eq!(message.chained, Some(parent));
+    let mut c = RemoteRouter::default();
+    let mut c_side = FakeSide::new(&[("echo", 5)], &[]);
+    c.inbound(node(1).addr, message, &mut c_side);
+    let arrived = c_side.delivered.pop().expect("delivered");
+    assert_eq!(arrived.durability, Durability::Requested, "stored on the host");
+    let stored = Envelope {
+        durability: Durability::Notice(9),
+        ..arrived
+            .reply_path()
+            .answer(Performative::Agree, Vec::new(), 0, 0)
+    };
+    let Outbound::Send(_, ack) = c.outbound(stored, &c_side, &ClusterDirectory::default()) else {
+        panic!("acknowledged");
+    };
+    assert_eq!((ack.chain_ack, ack.notice), (Some(parent), None));
+    assert_eq!(a.inbound(c_addr, ack, &mut a_side), Inbound::Delivered);
+    assert_eq!(a_side.delivered[0].durability, Durability::ChainAck(parent));
+    assert_eq!(c.origins(), 1, "the hop's answer may still come");
 }

@@ -8,7 +8,7 @@
 
 use std::sync::{Arc, PoisonError, RwLock};
 
-use caxton_messaging::{Address, AgentId, Envelope, MeshPort};
+use caxton_messaging::{Address, AgentId, Durability, Envelope, MeshPort};
 
 use crate::clock::NodeClock;
 use crate::directory::Directory;
@@ -62,10 +62,16 @@ impl RemotePort {
     /// (client ports have no ring to each other). A full ring gives it back.
     pub fn deliver(&mut self, envelope: Envelope, route_key: u64) -> Result<(), Envelope> {
         let shards = self.data_shards.max(1);
-        let target = match envelope.receiver {
-            Address::Agent(agent) => self.snapshot().route(agent, None, route_key).unwrap_or(0),
-            Address::Instance(instance) => usize::from(instance.shard),
-            Address::Client { port, id } => (usize::from(port) + id as usize) % shards,
+        let target = if let Durability::ChainAck(parent) = envelope.durability {
+            // A chain hop stored on another node: to the shard whose
+            // partition holds the parent it settles.
+            caxton_storage::durability::partition_of(parent)
+        } else {
+            match envelope.receiver {
+                Address::Agent(agent) => self.snapshot().route(agent, None, route_key).unwrap_or(0),
+                Address::Instance(instance) => usize::from(instance.shard),
+                Address::Client { port, id } => (usize::from(port) + id as usize) % shards,
+            }
         };
         if target >= shards || !self.port.has_ring_to(target) {
             return Err(envelope);
