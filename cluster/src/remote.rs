@@ -311,6 +311,43 @@ impl RemoteRouter {
         answers
     }
 
+    /// A message for `node` that could not be sent (`reason`): the answer
+    /// for its sender here, if it has one waiting.
+    pub fn unsent(
+        &mut self,
+        node: SocketAddr,
+        message: RemoteMessage,
+        reason: &str,
+        local: &impl LocalSide,
+    ) -> Option<Envelope> {
+        self.counters.sent = self.counters.sent.saturating_sub(1);
+        let sender = message.sender?;
+        if message.performative == Performative::Failure {
+            return None;
+        }
+        if self
+            .in_flight
+            .get(&(sender, message.reply_with))
+            .is_some_and(|pending| pending.node == node)
+        {
+            self.in_flight.remove(&(sender, message.reply_with));
+        }
+        self.counters.failed += 1;
+        Some(Envelope {
+            conversation_id: message.conversation_id,
+            in_reply_to: message.reply_with,
+            priority: PriorityClass(message.priority),
+            ..Envelope::new(
+                Performative::Failure,
+                NOBODY,
+                sender,
+                format!("{FAILURE_PREFIX}{reason}").into_bytes(),
+                local.now_ns(),
+                local.participant(),
+            )
+        })
+    }
+
     /// Remember a request sent to `node`, until its answer comes home.
     fn track(&mut self, node: SocketAddr, envelope: &Envelope) {
         if envelope.reply_with == 0 || envelope.sender == NOBODY {

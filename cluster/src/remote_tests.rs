@@ -441,7 +441,11 @@ fn a_chain_hop_is_stored_on_its_host_and_acknowledged_to_its_parent() {
     let mut c_side = FakeSide::new(&[("echo", 5)], &[]);
     c.inbound(node(1).addr, message, &mut c_side);
     let arrived = c_side.delivered.pop().expect("delivered");
-    assert_eq!(arrived.durability, Durability::Requested, "stored on the host");
+    assert_eq!(
+        arrived.durability,
+        Durability::Requested,
+        "stored on the host"
+    );
     let stored = Envelope {
         durability: Durability::Notice(9),
         ..arrived
@@ -455,4 +459,27 @@ fn a_chain_hop_is_stored_on_its_host_and_acknowledged_to_its_parent() {
     assert_eq!(a.inbound(c_addr, ack, &mut a_side), Inbound::Delivered);
     assert_eq!(a_side.delivered[0].durability, Durability::ChainAck(parent));
     assert_eq!(c.origins(), 1, "the hop's answer may still come");
+}
+
+#[test]
+fn a_message_a_busy_peer_would_not_take_is_refused_to_its_sender() {
+    let directory = directory_with_echo_on_c();
+    let mut a = RemoteRouter::default();
+    let a_side = FakeSide::new(&[], &[(PROXY, "echo")]);
+    let Outbound::Send(c, message) = a.outbound(request_from_instance(), &a_side, &directory)
+    else {
+        panic!("sent");
+    };
+    assert_eq!(a.in_flight(), 1);
+    let answer = a
+        .unsent(c, message, "refused:peer-busy", &a_side)
+        .expect("the sender is answered");
+    assert_eq!(answer.receiver, request_from_instance().sender);
+    assert_eq!(
+        (answer.performative, answer.in_reply_to),
+        (Performative::Failure, 42)
+    );
+    assert_eq!(answer.content, b"caxton:refused:peer-busy");
+    assert_eq!(a.in_flight(), 0, "not waited for any more");
+    assert_eq!(a.counters().sent, 0);
 }

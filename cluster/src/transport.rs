@@ -396,7 +396,9 @@ impl Links {
             if let Some(Peer::Quic(connection)) = self.peers.get(&to) {
                 if connection.close_reason().is_none() {
                     let connection = connection.clone();
-                    self.send_ordered(to, connection, frame);
+                    if !self.send_ordered(to, connection, frame) {
+                        bump(&self.stats.frames_dropped);
+                    }
                     return None;
                 }
             }
@@ -536,9 +538,36 @@ impl Links {
         }
     }
 
+    /// Send a frame of remote messages to `to`, in order after the ones
+    /// before it; `false` when the peer's queue is full (it applies
+    /// back-pressure) and the frame was not taken.
+    fn send_messages_frame(&mut self, to: SocketAddr, frame: Vec<u8>) -> bool {
+        let to = canonical(to);
+        match self.peers.get(&to) {
+            Some(Peer::Quic(connection)) if connection.close_reason().is_none() => {
+                let connection = connection.clone();
+                self.send_ordered(to, connection, frame)
+            }
+            Some(Peer::Tcp(writer, _)) if !writer.is_closed() => {
+                bump(&self.stats.frames_on_streams);
+                writer.try_send(frame).is_ok()
+            }
+            Some(Peer::Connecting(pending)) if pending.len() >= PENDING_FRAMES_MAX => false,
+            _ => {
+                self.send(to, frame, true);
+                true
+            }
+        }
+    }
+
     /// Queue a remote-messages frame on `to`'s ordered stream, opening it
-    /// (and its writer task) when there is none. A full queue drops the frame.
-    fn send_ordered(&mut self, to: SocketAddr, connection: quinn::Connection, frame: Vec<u8>) {
+    /// (and its writer task) when there is none; `false` when its queue is full.
+    fn send_ordered(
+        &mut self,
+        to: SocketAddr,
+        connection: quinn::Connection,
+        frame: Vec<u8>,
+    ) -> bool {
         let writer = self
             .ordered
             .get(&to)
@@ -551,9 +580,7 @@ impl Links {
                 writer
             });
         bump(&self.stats.frames_on_streams);
-        if writer.try_send(frame).is_err() {
-            bump(&self.stats.frames_dropped);
-        }
+        writer.try_send(frame).is_ok()
     }
 
     fn connected(&mut self, to: SocketAddr, peer: Peer) -> Vec<Vec<u8>> {
@@ -1128,7 +1155,7 @@ impl ClusterNode {
                 Inbound::Delivered | Inbound::Dropped => {}
             }
         }
-        self.send_messages(membership.identity(), answers);
+        self.send_messages(membership.identity(), answers, remote);
     }
 
     /// Messages that left this node's shards: to their hosts, in batches.
@@ -1159,11 +1186,16 @@ impl ClusterNode {
                 }
             }
         }
-        self.send_messages(membership.identity(), sends);
+        self.send_messages(membership.identity(), sends, remote);
     }
 
     /// Frame `messages` per node, in order, in batches that fit a frame.
-    fn send_messages(&mut self, me: &NodeId, messages: Vec<(SocketAddr, RemoteMessage)>) {
+    fn send_messages<L: LocalSide>(
+        &mut self,
+        me: &NodeId,
+        messages: Vec<(SocketAddr, RemoteMessage)>,
+        remote: &mut Remote<L>,
+    ) {
         let mut per_node: Vec<(SocketAddr, Vec<RemoteMessage>)> = Vec::new();
         for (to, message) in messages {
             match per_node.iter_mut().find(|(node, _)| *node == to) {
@@ -1177,19 +1209,25 @@ impl ClusterNode {
             for message in batch {
                 let cost = message.content.len() + 96;
                 if !chunk.is_empty() && size + cost > MESSAGES_PACKET_MAX / 2 {
-                    self.send_batch(me, to, std::mem::take(&mut chunk));
+                    self.send_batch(me, to, std::mem::take(&mut chunk), remote);
                     size = 0;
                 }
                 size += cost;
                 chunk.push(message);
             }
             if !chunk.is_empty() {
-                self.send_batch(me, to, chunk);
+                self.send_batch(me, to, chunk, remote);
             }
         }
     }
 
-    fn send_batch(&mut self, me: &NodeId, to: SocketAddr, messages: Vec<RemoteMessage>) {
+    fn send_batch<L: LocalSide>(
+        &mut self,
+        me: &NodeId,
+        to: SocketAddr,
+        messages: Vec<RemoteMessage>,
+        remote: &mut Remote<L>,
+    ) {
         let batch = RemoteBatch {
             from: me.clone(),
             messages,
@@ -1201,7 +1239,10 @@ impl ClusterNode {
             wire::FrameHeader { nonce: 0, seq: 0 },
             &batch.encode(),
         );
-        self.links.send(to, frame, true);
+        if !self.links.send_messages_frame(to, frame) {
+            // The peer applies back-pressure: refused, as a full ring is.
+            remote.refused(to, batch.messages, "refused:peer-busy");
+        }
     }
 
     fn snapshot(&self, membership: &Membership, router: &RemoteRouter) -> ClusterSnapshot {
@@ -1339,6 +1380,19 @@ struct Remote<L> {
 }
 
 impl<L: LocalSide> Remote<L> {
+    /// Messages for `node` that could not be sent (`reason`): each sender
+    /// here is answered `failure`.
+    fn refused(&mut self, node: SocketAddr, messages: Vec<RemoteMessage>, reason: &str) {
+        let Some(local) = self.local.as_mut() else {
+            return;
+        };
+        for message in messages {
+            if let Some(answer) = self.router.unsent(node, message, reason, local) {
+                let _ = local.deliver(answer, 0);
+            }
+        }
+    }
+
     /// Nodes lost (`reason`): answer the senders still waiting on them.
     fn lost(&mut self, nodes: &[SocketAddr], reason: &str) {
         let Some(local) = self.local.as_mut() else {
