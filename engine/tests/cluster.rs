@@ -592,6 +592,44 @@ fn a_send_through_one_node_reaches_an_agent_on_another() {
     assert!(answer.status.is_success(), "{}", answer.text());
     let reply = answer.json();
     assert_eq!(reply["performative"], "inform", "{reply:#}");
+
+    // A gather on a asks echo on c and counter on a, and answers when both did.
+    for agent in ["fanout", "counter"] {
+        let deployed = engine(&[
+            "agents",
+            "deploy",
+            &format!("{examples}/{agent}.wat"),
+            "--admin",
+            &a_admin,
+        ]);
+        assert!(deployed.status.success(), "{deployed:?}");
+    }
+    let mut names = vec![2u8, 4];
+    names.extend_from_slice(b"echo");
+    names.push(7);
+    names.extend_from_slice(b"counter");
+    let body = serde_json::json!({
+        "content_base64": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &names),
+        "timeout_ms": 5000,
+    });
+    let gathered = client
+        .call(
+            hyper::Method::POST,
+            "/v1/agents/fanout/messages",
+            "application/json",
+            serde_json::to_vec(&body).expect("json"),
+        )
+        .expect("answered")
+        .json();
+    assert_eq!(gathered["performative"], "inform", "{gathered:#}");
+    assert_eq!(
+        gathered["content_base64"],
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            2u32.to_le_bytes()
+        ),
+        "{gathered:#}"
+    );
     let metrics = client.get("/metrics").expect("metrics").text();
     assert!(
         metrics.contains("caxton_remote_messages_total{direction=\"sent\"}"),
