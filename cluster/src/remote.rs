@@ -294,19 +294,14 @@ impl RemoteRouter {
         for ((sender, token), pending) in lost {
             self.in_flight.remove(&(sender, token));
             self.counters.lost += 1;
-            answers.push(Envelope {
-                conversation_id: pending.conversation_id,
-                in_reply_to: token,
-                priority: pending.priority,
-                ..Envelope::new(
-                    Performative::Failure,
-                    NOBODY,
-                    sender,
-                    format!("{FAILURE_PREFIX}{reason}").into_bytes(),
-                    local.now_ns(),
-                    local.participant(),
-                )
-            });
+            answers.push(failure_to(
+                sender,
+                token,
+                pending.conversation_id,
+                pending.priority,
+                reason,
+                local,
+            ));
         }
         answers
     }
@@ -333,19 +328,14 @@ impl RemoteRouter {
             self.in_flight.remove(&(sender, message.reply_with));
         }
         self.counters.failed += 1;
-        Some(Envelope {
-            conversation_id: message.conversation_id,
-            in_reply_to: message.reply_with,
-            priority: PriorityClass(message.priority),
-            ..Envelope::new(
-                Performative::Failure,
-                NOBODY,
-                sender,
-                format!("{FAILURE_PREFIX}{reason}").into_bytes(),
-                local.now_ns(),
-                local.participant(),
-            )
-        })
+        Some(failure_to(
+            sender,
+            message.reply_with,
+            message.conversation_id,
+            PriorityClass(message.priority),
+            reason,
+            local,
+        ))
     }
 
     /// Remember a request sent to `node`, until its answer comes home.
@@ -387,7 +377,7 @@ impl RemoteRouter {
         match envelope.receiver {
             Address::Agent(id) => {
                 let host = local.remote_name(id).and_then(|name| {
-                    let host = directory.choose(&name, sender_key(envelope.sender))?;
+                    let host = directory.choose(&name, envelope.sender.route_key())?;
                     Some((name, host.addr))
                 });
                 let Some((name, host)) = host else {
@@ -517,7 +507,7 @@ impl RemoteRouter {
         };
         let route_key = message
             .sender
-            .map_or(0, |sender| sender_key(sender) ^ node_key(from));
+            .map_or(0, |sender| sender.route_key() ^ node_key(from));
         match local.deliver(envelope, route_key) {
             Ok(()) => Inbound::Delivered,
             Err(_) => {
@@ -612,6 +602,30 @@ impl RemoteRouter {
     }
 }
 
+/// The engine's `failure` (`caxton:REASON`) to `sender` here, answering `token`.
+fn failure_to(
+    sender: Address,
+    token: u64,
+    conversation_id: u64,
+    priority: PriorityClass,
+    reason: &str,
+    local: &impl LocalSide,
+) -> Envelope {
+    Envelope {
+        conversation_id,
+        in_reply_to: token,
+        priority,
+        ..Envelope::new(
+            Performative::Failure,
+            NOBODY,
+            sender,
+            format!("{FAILURE_PREFIX}{reason}").into_bytes(),
+            local.now_ns(),
+            local.participant(),
+        )
+    }
+}
+
 /// The id part of [`NOBODY`], never a token.
 const NOBODY_ID: u32 = u32::MAX;
 
@@ -660,19 +674,6 @@ fn node_key(node: SocketAddr) -> u64 {
         std::net::IpAddr::V6(ip) => (u128::from(ip) as u64).rotate_left(16) ^ port,
     }
     .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-}
-
-/// The key that picks one sender's host: the same for the same sender.
-fn sender_key(sender: Address) -> u64 {
-    match sender {
-        Address::Agent(id) => u64::from(id.0),
-        Address::Instance(instance) => {
-            (u64::from(instance.agent.0) << 32)
-                | (u64::from(instance.shard) << 16)
-                | u64::from(instance.slot)
-        }
-        Address::Client { port, id } => (1 << 63) | (u64::from(port) << 32) | u64::from(id),
-    }
 }
 
 #[cfg(test)]

@@ -414,6 +414,23 @@ fn analyze_gossip_watches_a_running_node_and_advises() {
     drop(b);
 }
 
+/// Nodes `a` and `c` (with `c_overrides`), joined and each seeing the other
+/// alive; the certificates' directory lives as long as the first value.
+fn two_nodes(c_overrides: &[String]) -> (tempfile::TempDir, RunningEngine, RunningEngine) {
+    let certs = tempfile::tempdir().expect("a directory");
+    init_certs(certs.path(), "a,c");
+    let dir = certs.path();
+    let a = node(dir, dir, "a", "127.0.0.1:0", None);
+    let seed = cluster_address(&a);
+    let c = node_with(dir, dir, "c", "127.0.0.1:0", Some(seed), c_overrides);
+    for engine in [&a, &c] {
+        wait(engine, Duration::from_secs(10), "the other alive", |view| {
+            view["counts"]["alive"] == 1
+        });
+    }
+    (certs, a, c)
+}
+
 /// The agents other nodes host, as `GET /v1/agents` on `engine` lists them:
 /// (name, node, instances).
 fn elsewhere(engine: &RunningEngine) -> Vec<(String, String, u64)> {
@@ -527,17 +544,7 @@ fn every_node_lists_the_agents_the_others_host() {
 
 #[test]
 fn a_send_through_one_node_reaches_an_agent_on_another() {
-    let certs = tempfile::tempdir().expect("a directory");
-    init_certs(certs.path(), "a,b,c");
-    let dir = certs.path();
-    let a = node(dir, dir, "a", "127.0.0.1:0", None);
-    let seed = cluster_address(&a);
-    let c = node(dir, dir, "c", "127.0.0.1:0", Some(seed));
-    for engine in [&a, &c] {
-        wait(engine, Duration::from_secs(10), "the other alive", |view| {
-            view["counts"]["alive"] == 1
-        });
-    }
+    let (_certs, a, c) = two_nodes(&[]);
     let examples = format!("{}/../examples/agents", env!("CARGO_MANIFEST_DIR"));
     let a_admin = a.admin_address().to_string();
     let c_admin = c.admin_address().to_string();
@@ -652,17 +659,7 @@ fn a_send_through_one_node_reaches_an_agent_on_another() {
 
 #[test]
 fn a_request_waiting_on_a_node_that_dies_is_answered_at_once() {
-    let certs = tempfile::tempdir().expect("a directory");
-    init_certs(certs.path(), "a,c");
-    let dir = certs.path();
-    let a = node(dir, dir, "a", "127.0.0.1:0", None);
-    let seed = cluster_address(&a);
-    let c = node(dir, dir, "c", "127.0.0.1:0", Some(seed));
-    for engine in [&a, &c] {
-        wait(engine, Duration::from_secs(10), "the other alive", |view| {
-            view["counts"]["alive"] == 1
-        });
-    }
+    let (_certs, a, c) = two_nodes(&[]);
     let looping = format!("{}/../examples/agents/loop.wat", env!("CARGO_MANIFEST_DIR"));
     let c_admin = c.admin_address().to_string();
     let deployed = engine(&[
@@ -716,28 +713,11 @@ fn a_request_waiting_on_a_node_that_dies_is_answered_at_once() {
 
 #[test]
 fn a_durable_send_is_stored_by_the_node_that_hosts_its_agent() {
-    let certs = tempfile::tempdir().expect("a directory");
-    init_certs(certs.path(), "a,c");
-    let dir = certs.path();
     let data = tempfile::tempdir().expect("a data directory");
-    let a = node(dir, dir, "a", "127.0.0.1:0", None);
-    let seed = cluster_address(&a);
-    let c = node_with(
-        dir,
-        dir,
-        "c",
-        "127.0.0.1:0",
-        Some(seed),
-        &[
-            "messaging.enable_persistence=true".into(),
-            format!("storage.data_directory={}", data.path().display()),
-        ],
-    );
-    for engine in [&a, &c] {
-        wait(engine, Duration::from_secs(10), "the other alive", |view| {
-            view["counts"]["alive"] == 1
-        });
-    }
+    let (_certs, a, c) = two_nodes(&[
+        "messaging.enable_persistence=true".into(),
+        format!("storage.data_directory={}", data.path().display()),
+    ]);
     let echo = format!("{}/../examples/agents/echo.wat", env!("CARGO_MANIFEST_DIR"));
     let deployed = engine(&[
         "agents",

@@ -98,6 +98,22 @@ pub enum Address {
     },
 }
 
+impl Address {
+    /// A stable number per sender, so that one sender's messages take one
+    /// path (one shard, one node) and keep their order.
+    pub fn route_key(self) -> u64 {
+        match self {
+            Address::Agent(id) => u64::from(id.0),
+            Address::Instance(instance) => {
+                (u64::from(instance.agent.0) << 32)
+                    | (u64::from(instance.shard) << 16)
+                    | u64::from(instance.slot)
+            }
+            Address::Client { port, id } => (1 << 63) | (u64::from(port) << 32) | u64::from(id),
+        }
+    }
+}
+
 /// Which priority class a message travels in: an index into
 /// `messaging.priority_routing.queues`, 0 the most urgent.
 #[derive(

@@ -477,7 +477,7 @@ impl ShardCore {
             Address::Agent(id) => {
                 match self
                     .directory
-                    .route_to(id, Some(self.index), sender_key(envelope.sender))
+                    .route_to(id, Some(self.index), envelope.sender.route_key())
                 {
                     Some(Route::Shard(shard)) => Some(shard),
                     // An agent only other nodes host: to the remote port.
@@ -929,19 +929,6 @@ fn receiver_agent(envelope: &Envelope) -> Option<AgentId> {
         Address::Agent(id) => Some(id),
         Address::Instance(instance) => Some(instance.agent),
         Address::Client { .. } => None,
-    }
-}
-
-/// A stable number per sender, so one sender's messages take one path.
-fn sender_key(sender: Address) -> u64 {
-    match sender {
-        Address::Agent(id) => u64::from(id.0),
-        Address::Instance(instance) => {
-            (u64::from(instance.agent.0) << 32)
-                | (u64::from(instance.shard) << 16)
-                | u64::from(instance.slot)
-        }
-        Address::Client { port, id } => (1 << 63) | (u64::from(port) << 32) | u64::from(id),
     }
 }
 
