@@ -414,6 +414,24 @@ fn analyze_gossip_watches_a_running_node_and_advises() {
     drop(b);
 }
 
+/// Send `content` to `agent` through the admin API and return the reply.
+fn post_message(client: &AdminClient, agent: &str, content: &[u8]) -> serde_json::Value {
+    let body = serde_json::json!({
+        "content_base64": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, content),
+        "timeout_ms": 5000,
+    });
+    let answer = client
+        .call(
+            hyper::Method::POST,
+            &format!("/v1/agents/{agent}/messages"),
+            "application/json",
+            serde_json::to_vec(&body).expect("json"),
+        )
+        .expect("answered");
+    assert!(answer.status.is_success(), "{}", answer.text());
+    answer.json()
+}
+
 /// Nodes `a` and `c` (with `c_overrides`), joined and each seeing the other
 /// alive; the certificates' directory lives as long as the first value.
 fn two_nodes(c_overrides: &[String]) -> (tempfile::TempDir, RunningEngine, RunningEngine) {
@@ -572,36 +590,7 @@ fn a_send_through_one_node_reaches_an_agent_on_another() {
 
     // An agent on a reaches it too: a forwarder's last hop crosses nodes and
     // c's echo answers a's client directly.
-    let deployed = engine(&[
-        "agents",
-        "deploy",
-        &format!("{examples}/forwarder.wat"),
-        "--admin",
-        &a_admin,
-    ]);
-    assert!(deployed.status.success(), "{deployed:?}");
-    let client = AdminClient::new(a.admin_address(), None).expect("a client");
-    let mut route = vec![1u8, 4];
-    route.extend_from_slice(b"echo");
-    route.extend_from_slice(b"piped");
-    let body = serde_json::json!({
-        "content_base64": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &route),
-        "timeout_ms": 5000,
-    });
-    let answer = client
-        .call(
-            hyper::Method::POST,
-            "/v1/agents/forwarder/messages",
-            "application/json",
-            serde_json::to_vec(&body).expect("json"),
-        )
-        .expect("answered");
-    assert!(answer.status.is_success(), "{}", answer.text());
-    let reply = answer.json();
-    assert_eq!(reply["performative"], "inform", "{reply:#}");
-
-    // A gather on a asks echo on c and counter on a, and answers when both did.
-    for agent in ["fanout", "counter"] {
+    for agent in ["forwarder", "fanout", "counter"] {
         let deployed = engine(&[
             "agents",
             "deploy",
@@ -611,23 +600,19 @@ fn a_send_through_one_node_reaches_an_agent_on_another() {
         ]);
         assert!(deployed.status.success(), "{deployed:?}");
     }
+    let client = AdminClient::new(a.admin_address(), None).expect("a client");
+    let mut route = vec![1u8, 4];
+    route.extend_from_slice(b"echo");
+    route.extend_from_slice(b"piped");
+    let reply = post_message(&client, "forwarder", &route);
+    assert_eq!(reply["performative"], "inform", "{reply:#}");
+
+    // A gather on a asks echo on c and counter on a, and answers when both did.
     let mut names = vec![2u8, 4];
     names.extend_from_slice(b"echo");
     names.push(7);
     names.extend_from_slice(b"counter");
-    let body = serde_json::json!({
-        "content_base64": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &names),
-        "timeout_ms": 5000,
-    });
-    let gathered = client
-        .call(
-            hyper::Method::POST,
-            "/v1/agents/fanout/messages",
-            "application/json",
-            serde_json::to_vec(&body).expect("json"),
-        )
-        .expect("answered")
-        .json();
+    let gathered = post_message(&client, "fanout", &names);
     assert_eq!(gathered["performative"], "inform", "{gathered:#}");
     assert_eq!(
         gathered["content_base64"],
