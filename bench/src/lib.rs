@@ -6,6 +6,7 @@
 
 pub mod agent_to_agent;
 pub mod baseline;
+pub mod cluster;
 pub mod custom;
 pub mod gossip;
 pub mod load;

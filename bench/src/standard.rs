@@ -689,19 +689,33 @@ pub fn write_results(
     scenarios: &[ScenarioResult],
     summary: &impl Serialize,
 ) -> Result<(), SuiteError> {
+    let histograms: Vec<(&str, &Histogram<u64>)> = scenarios
+        .iter()
+        .map(|scenario| (scenario.name.as_str(), &scenario.histogram))
+        .collect();
+    write_histograms(directory, &histograms, summary)
+}
+
+/// Write one HDR log per named histogram (`DIR/NAME.hlog`, nanoseconds)
+/// and `summary` as `DIR/summary.json`.
+pub fn write_histograms(
+    directory: &Path,
+    histograms: &[(&str, &Histogram<u64>)],
+    summary: &impl Serialize,
+) -> Result<(), SuiteError> {
     let fail = |path: &Path, error: std::io::Error| SuiteError::Output {
         path: path.display().to_string(),
         error,
     };
     std::fs::create_dir_all(directory).map_err(|error| fail(directory, error))?;
-    for scenario in scenarios {
-        let tag = scenario.name.replace('/', "-");
+    for (name, histogram) in histograms {
+        let tag = name.replace('/', "-");
         let path = directory.join(format!("{tag}.hlog"));
         caxton_telemetry::hdr_log::write_single_interval(
             &path,
             "Caxton benchmark histogram",
             std::time::Duration::from_secs(1),
-            &[(tag.as_str(), &scenario.histogram)],
+            &[(tag.as_str(), histogram)],
         )
         .map_err(|error| fail(&path, error))?;
     }

@@ -172,7 +172,9 @@ pub enum BenchmarkCommand {
     /// Run a benchmark suite against an in-process node.
     Run {
         /// The suite: `standard`, `scaling` (agent-to-agent at 1, 2, 4, …
-        /// data shards), or `persistence` (what durable messages cost).
+        /// data shards), `persistence` (what durable messages cost), or
+        /// `cluster` (two in-process nodes on loopback QUIC: remote routing
+        /// and request-reply against the local path).
         #[arg(long, default_value = "standard")]
         suite: String,
         /// A shorter run (within two minutes on a 2-core machine).

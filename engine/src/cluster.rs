@@ -42,79 +42,26 @@ pub fn prepare(
     Ok(Some(node))
 }
 
-/// The node's shards as remote routing sees them: the remote port, and the
-/// controller that renames the agents other nodes host.
-pub struct ShardSide {
+/// The node's shards as remote routing sees them: the remote port; the
+/// agents other nodes host go to the node through its controller, newest
+/// set first (a task on the gossip runtime applies the latest).
+pub fn shard_side(
     port: caxton_shards::RemotePort,
-    remote_agents: tokio::sync::watch::Sender<Vec<String>>,
-}
-
-impl ShardSide {
-    /// Route through `port`; name changes go to the node through `controller`,
-    /// latest first (a task on the gossip runtime applies the newest set).
-    pub fn new(
-        port: caxton_shards::RemotePort,
-        controller: caxton_admin::ControllerHandle,
-    ) -> Self {
-        let (remote_agents, mut latest) = tokio::sync::watch::channel(Vec::new());
-        tokio::spawn(async move {
-            while latest.changed().await.is_ok() {
-                let names = latest.borrow_and_update().clone();
-                let applied = controller
-                    .call(move |controller| controller.node.set_remote_agents(names))
-                    .await;
-                if applied.is_err() {
-                    return;
-                }
+    controller: caxton_admin::ControllerHandle,
+) -> caxton_bench::cluster::PortSide<impl FnMut(Vec<String>)> {
+    let (remote_agents, mut latest) = tokio::sync::watch::channel(Vec::new());
+    tokio::spawn(async move {
+        while latest.changed().await.is_ok() {
+            let names = latest.borrow_and_update().clone();
+            let applied = controller
+                .call(move |controller| controller.node.set_remote_agents(names))
+                .await;
+            if applied.is_err() {
+                return;
             }
-        });
-        Self {
-            port,
-            remote_agents,
         }
-    }
-}
-
-impl caxton_cluster::remote::LocalSide for ShardSide {
-    fn take_outbound(&mut self, max: usize, out: &mut Vec<caxton_messaging::Envelope>) {
-        self.port.take_outbound(max, out);
-    }
-
-    fn deliver(
-        &mut self,
-        envelope: caxton_messaging::Envelope,
-        route_key: u64,
-    ) -> Result<(), caxton_messaging::Envelope> {
-        self.port.deliver(envelope, route_key)
-    }
-
-    fn resolve_local(&self, name: &str) -> Option<caxton_messaging::AgentId> {
-        self.port.resolve_local(name)
-    }
-
-    fn remote_name(&self, id: caxton_messaging::AgentId) -> Option<String> {
-        self.port.remote_name(id)
-    }
-
-    fn participant(&self) -> u16 {
-        self.port.participant()
-    }
-
-    fn now_ns(&self) -> u64 {
-        self.port.now_ns()
-    }
-
-    fn now_unix_ns(&self) -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| since.as_nanos() as u64)
-    }
-
-    fn wait(&self) -> impl std::future::Future<Output = ()> + '_ {
-        self.port.wait()
-    }
-
-    fn remote_agents_changed(&mut self, names: Vec<String>) {
-        let _ = self.remote_agents.send(names);
-    }
+    });
+    caxton_bench::cluster::PortSide::new(port, move |names| {
+        let _ = remote_agents.send(names);
+    })
 }

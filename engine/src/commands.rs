@@ -333,7 +333,7 @@ struct SuiteArgs {
 }
 
 /// The suites `engine benchmark run --suite` runs.
-const SUITES: [&str; 3] = ["standard", "scaling", "persistence"];
+const SUITES: [&str; 4] = ["standard", "scaling", "persistence", "cluster"];
 
 fn run_benchmark(selection: &ProfileSelection, args: SuiteArgs) -> Result<(), CommandError> {
     let compare = crate::loadbench::compare_baseline(args.compare.as_deref())?;
@@ -395,6 +395,14 @@ fn run_benchmark(selection: &ProfileSelection, args: SuiteArgs) -> Result<(), Co
         .map_err(CommandError::BadInput)?;
     if args.suite == "scaling" {
         return run_scaling_benchmark(selection, &options, compare, args.output);
+    }
+    if args.suite == "cluster" {
+        if compare {
+            return Err(CommandError::BadInput(
+                "--compare baseline runs with the standard and scaling suites".into(),
+            ));
+        }
+        return run_cluster_benchmark(selection, &options, args.window.is_some(), args.output);
     }
     run_standard_benchmark(selection, &options, compare, args.output)
 }
@@ -490,6 +498,46 @@ fn run_standard_benchmark(
             },
         },
     )
+}
+
+/// `engine benchmark run --suite cluster`: two in-process nodes on loopback QUIC.
+fn run_cluster_benchmark(
+    selection: &ProfileSelection,
+    options: &caxton_bench::standard::SuiteOptions,
+    window_given: bool,
+    output: Option<std::path::PathBuf>,
+) -> Result<(), CommandError> {
+    let loaded = load_benchmark_profile(selection, &[])?;
+    let topology = this_machine()?;
+    let plan = plan_placement(&loaded, &topology)?;
+    // One client keeps the window: deeper than the pair runs' default.
+    let window = if window_given {
+        options.agent_to_agent.window as usize
+    } else {
+        256
+    };
+    let report = caxton_bench::cluster::run(
+        &loaded.profile,
+        &plan,
+        options.agent_to_agent.duration,
+        window,
+        &|line| eprintln!("benchmark: {line}"),
+    )
+    .map_err(|error| CommandError::Failed(format!("benchmark failed: {error}")))?;
+    if let Some(directory) = output {
+        caxton_bench::standard::write_histograms(&directory, &report.histograms(), &report)
+            .map_err(|error| CommandError::Failed(error.to_string()))?;
+    }
+    emit(&format!(
+        "{}
+profile {}: 2 nodes on loopback QUIC, {} data shard(s) each on {} core(s)
+{}",
+        caxton_bench::machine_line(),
+        benchmark_profile_name(selection),
+        plan.data_shards.len(),
+        topology.cores.len(),
+        caxton_bench::cluster::render(&report)
+    ))
 }
 
 fn run_scaling_benchmark(
@@ -810,7 +858,7 @@ fn gossip_work(
                             let local = remote_port
                                 .await
                                 .ok()
-                                .map(|port| crate::cluster::ShardSide::new(port, controller));
+                                .map(|port| crate::cluster::shard_side(port, controller));
                             node.run_with(queries, local, stop).await;
                         };
                         (Some(handle), Some(run))

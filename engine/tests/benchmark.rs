@@ -313,3 +313,64 @@ fn assert_refused(command: &[&str], expected: &str) {
         stderr(&output)
     );
 }
+
+#[test]
+fn the_cluster_suite_times_the_remote_path_between_two_nodes() {
+    let out = tempfile::tempdir().expect("a directory");
+    let dir = out.path().display().to_string();
+    let ran = engine(&[
+        "benchmark",
+        "run",
+        "--suite",
+        "cluster",
+        "--duration",
+        "200ms",
+        "--window",
+        "16",
+        "--profile",
+        "default",
+        "--set",
+        "runtime.worker_threads=1",
+        "--output",
+        &dir,
+    ]);
+    assert!(ran.status.success(), "{}", stderr(&ran));
+    let text = stdout(&ran);
+    assert!(
+        text.contains("remote routing (send on a → handler start on b"),
+        "{text}"
+    );
+    assert!(text.contains("16 outstanding"), "{text}");
+    let summary: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("summary.json")).expect("summary written"),
+    )
+    .expect("json");
+    assert!(
+        summary["remote_routing_count"].as_u64() > Some(0),
+        "{summary:#}"
+    );
+    assert!(
+        summary["remote"]["answered"].as_u64() > Some(0),
+        "{summary:#}"
+    );
+    assert_eq!(summary["window"], 16);
+    for log in [
+        "cluster_remote_routing",
+        "cluster_remote_round_trip",
+        "cluster_local_round_trip",
+    ] {
+        let report = engine(&["hdr", "report", &format!("{dir}/{log}.hlog")]);
+        assert!(report.status.success(), "{log}: {}", stderr(&report));
+    }
+    assert_refused(
+        &[
+            "benchmark",
+            "run",
+            "--suite",
+            "cluster",
+            "--compare",
+            "baseline",
+        ],
+        "--compare baseline runs with the standard and scaling suites",
+    );
+}

@@ -3,189 +3,30 @@
 //! pipelined requests to an agent on the other node are handled in the
 //! order they were sent, whatever their number and size.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use caxton_cluster::remote::LocalSide;
-use caxton_cluster::transport::{ClusterHandle, ClusterNode};
-use caxton_cluster::{AgentCounts, ClusterSettings};
-use caxton_messaging::{AgentId, Envelope, Performative};
-use caxton_shards::{Node, RemotePort, SendOptions};
-use caxton_tests::{example, Planned};
+use caxton_bench::cluster::ClusterMember;
+use caxton_messaging::{Envelope, Performative};
+use caxton_shards::{Node, SendOptions};
+use caxton_tests::{example, plan_on_this_machine};
 use proptest::prelude::*;
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
-/// The shards' side of one node, for its cluster loop; the names of the
-/// agents other nodes host land in `remote_agents` for the test to apply.
-struct TestSide {
-    port: RemotePort,
-    remote_agents: Arc<Mutex<Option<Vec<String>>>>,
-}
-
-impl LocalSide for TestSide {
-    fn take_outbound(&mut self, max: usize, out: &mut Vec<Envelope>) {
-        self.port.take_outbound(max, out);
-    }
-
-    fn deliver(&mut self, envelope: Envelope, route_key: u64) -> Result<(), Envelope> {
-        self.port.deliver(envelope, route_key)
-    }
-
-    fn resolve_local(&self, name: &str) -> Option<AgentId> {
-        self.port.resolve_local(name)
-    }
-
-    fn remote_name(&self, id: AgentId) -> Option<String> {
-        self.port.remote_name(id)
-    }
-
-    fn participant(&self) -> u16 {
-        self.port.participant()
-    }
-
-    fn now_ns(&self) -> u64 {
-        self.port.now_ns()
-    }
-
-    fn now_unix_ns(&self) -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| since.as_nanos() as u64)
-    }
-
-    fn wait(&self) -> impl std::future::Future<Output = ()> + '_ {
-        self.port.wait()
-    }
-
-    fn remote_agents_changed(&mut self, names: Vec<String>) {
-        *self.remote_agents.lock().expect("not poisoned") = Some(names);
-    }
-}
-
-/// One node of the pair: its shards, its cluster loop on a thread of its own.
-struct ClusterMember {
-    planned: Planned,
-    node: Node,
-    handle: ClusterHandle,
-    address: std::net::SocketAddr,
-    remote_agents: Arc<Mutex<Option<Vec<String>>>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl ClusterMember {
-    fn start(name: &str, seed: Option<std::net::SocketAddr>) -> Self {
-        let (planned, mut node) = caxton_tests::boot_default(1, &[]);
-        let mut profile = planned.profile.clone();
-        profile.coordination.cluster.listen_address =
-            Some("127.0.0.1:0".parse().expect("an address"));
-        profile.coordination.cluster.node_name = Some(name.to_owned());
-        let joins: Vec<String> = seed.iter().map(ToString::to_string).collect();
-        let settings = ClusterSettings::from_profile(&profile, &joins)
-            .expect("valid settings")
-            .expect("a cluster");
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        let cluster = {
-            let _entered = runtime.enter();
-            ClusterNode::bind(settings).expect("bound")
-        };
-        let address = cluster.local_addr();
-        let port = node.take_remote_port().expect("a remote port");
-        let remote_agents = Arc::new(Mutex::new(None));
-        let side = TestSide {
-            port,
-            remote_agents: Arc::clone(&remote_agents),
-        };
-        let (handle, queries) = ClusterHandle::channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            runtime.block_on(async move {
-                cluster
-                    .run_with(queries, Some(side), async move {
-                        let _ = stopped.await;
-                    })
-                    .await;
-            });
-        });
-        Self {
-            planned,
-            node,
-            handle,
-            address,
-            remote_agents,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-
-    /// Publish the agents this node hosts to the cluster directory.
-    fn publish(&self) {
-        let agents: AgentCounts = self
-            .node
-            .directory()
-            .iter()
-            .map(|(_, record)| {
-                let instances = record
-                    .instances_per_shard
-                    .iter()
-                    .map(|&c| u32::from(c))
-                    .sum();
-                (record.name.clone(), instances)
-            })
-            .collect();
-        let handle = self.handle.clone();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("a runtime");
-        assert!(
-            runtime.block_on(handle.publish_agents(agents)),
-            "the loop runs"
-        );
-    }
-
-    /// Wait until the cluster names `agent` as hosted elsewhere, and apply it.
-    fn await_remote(&mut self, agent: &str) {
-        let start = Instant::now();
-        loop {
-            let names = self.remote_agents.lock().expect("not poisoned").take();
-            if let Some(names) = names {
-                let found = names.iter().any(|name| name == agent);
-                self.node.set_remote_agents(names);
-                if found {
-                    return;
-                }
-            }
-            assert!(start.elapsed() < PATIENCE, "{agent} never listed elsewhere");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            thread.join().expect("the cluster loop ends");
-        }
-        self.node.shutdown().expect("clean stop");
-    }
-}
-
 /// Node `a` and node `b` (hosting one `counter` instance), `a` knowing of it.
 fn pair() -> (ClusterMember, ClusterMember) {
-    let mut a = ClusterMember::start("a", None);
-    let b = ClusterMember::start("b", Some(a.address));
-    let limits = b.planned.profile.agents.default_limits.clone();
-    let mut b = b;
+    let planned = plan_on_this_machine(&["default"], &["runtime.worker_threads=1"]);
+    let start = |name, seed| {
+        ClusterMember::start(&planned.profile, &planned.plan, name, seed).expect("a node")
+    };
+    let mut a = start("a", None);
+    let mut b = start("b", Some(a.address));
+    let limits = planned.profile.agents.default_limits.clone();
     b.node
         .deploy("counter", &example("counter"), 1, &limits)
         .expect("deploys");
-    b.publish();
-    a.await_remote("counter");
+    b.publish().expect("published");
+    a.await_remote("counter").expect("listed");
     (a, b)
 }
 
@@ -239,7 +80,7 @@ proptest! {
             prop_assert_eq!(seen, expected);
             handled += count as u64;
         }
-        a.stop();
-        b.stop();
+        a.stop().expect("a stops");
+        b.stop().expect("b stops");
     }
 }

@@ -1,0 +1,467 @@
+//! `engine benchmark run --suite cluster`: two nodes in this process, joined
+//! over loopback QUIC (trial mode: no certificates, loopback only), each with
+//! its own shards and its gossip side, and what the remote path costs
+//! against the local one.
+//!
+//! - **remote routing**: send on node `a` to handler start on node `b`, from
+//!   `b`'s `caxton_remote_routing_latency_seconds` histogram (one machine,
+//!   one clock, so no skew in it), with one request outstanding at a time:
+//!   the path's own latency, not a queue's.
+//! - **remote request-reply**: a client on `a` keeps `window` requests
+//!   outstanding to an echo on `b` for the run's duration: answers per
+//!   second and round trips at saturation.
+//! - **local**: the same two runs to an echo on `a` itself, for comparison.
+//!
+//! [`ClusterMember`] is also the harness of the cross-node tests.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use caxton_cluster::remote::LocalSide;
+use caxton_cluster::transport::{ClusterHandle, ClusterNode};
+use caxton_cluster::{AgentCounts, ClusterSettings};
+use caxton_messaging::{AgentId, Envelope, Performative};
+use caxton_numa::PlacementPlan;
+use caxton_profiles::Profile;
+use caxton_shards::{nanosecond_histogram, Node, RemotePort, SendOptions};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// How long to wait for a join, a listing or an answer.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// The goals of the issue that built remote routing (loopback).
+pub const REMOTE_P50_GOAL_NS: u64 = 50_000;
+/// P99 goal of remote routing.
+pub const REMOTE_P99_GOAL_NS: u64 = 500_000;
+/// Remote request-replies per second between two nodes on a 2-core machine.
+pub const REMOTE_RATE_GOAL: f64 = 500_000.0;
+
+/// A node's shards as remote routing sees them: its remote port, and what
+/// to do when the agents other nodes host change.
+pub struct PortSide<F> {
+    port: RemotePort,
+    on_remote_agents: F,
+}
+
+impl<F: FnMut(Vec<String>)> PortSide<F> {
+    /// Route through `port`; `on_remote_agents` hears the names other nodes
+    /// host (it should make the node's directory name them).
+    pub fn new(port: RemotePort, on_remote_agents: F) -> Self {
+        Self {
+            port,
+            on_remote_agents,
+        }
+    }
+}
+
+impl<F: FnMut(Vec<String>)> LocalSide for PortSide<F> {
+    fn take_outbound(&mut self, max: usize, out: &mut Vec<Envelope>) {
+        self.port.take_outbound(max, out);
+    }
+
+    fn deliver(&mut self, envelope: Envelope, route_key: u64) -> Result<(), Envelope> {
+        self.port.deliver(envelope, route_key)
+    }
+
+    fn resolve_local(&self, name: &str) -> Option<AgentId> {
+        self.port.resolve_local(name)
+    }
+
+    fn remote_name(&self, id: AgentId) -> Option<String> {
+        self.port.remote_name(id)
+    }
+
+    fn participant(&self) -> u16 {
+        self.port.participant()
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.port.now_ns()
+    }
+
+    fn now_unix_ns(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos() as u64)
+    }
+
+    fn wait(&self) -> impl std::future::Future<Output = ()> + '_ {
+        self.port.wait()
+    }
+
+    fn remote_agents_changed(&mut self, names: Vec<String>) {
+        (self.on_remote_agents)(names);
+    }
+}
+
+/// One node of an in-process cluster: its shards, and its cluster loop on a
+/// thread of its own.
+pub struct ClusterMember {
+    /// The node's shards.
+    pub node: Node,
+    /// Its cluster loop.
+    pub handle: ClusterHandle,
+    /// Where it listens.
+    pub address: std::net::SocketAddr,
+    remote_agents: Arc<Mutex<Option<Vec<String>>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ClusterMember {
+    /// Boot a node of `profile` on `plan`, named `name`, listening on a
+    /// free loopback port, joining `seed` if given.
+    pub fn start(
+        profile: &Profile,
+        plan: &PlacementPlan,
+        name: &str,
+        seed: Option<std::net::SocketAddr>,
+    ) -> Result<Self, String> {
+        let mut node = Node::start(profile, plan).map_err(|error| error.to_string())?;
+        let mut profile = profile.clone();
+        profile.coordination.cluster.listen_address = Some("127.0.0.1:0".into());
+        profile.coordination.cluster.node_name = Some(name.to_owned());
+        profile.coordination.cluster.tls = Default::default();
+        let joins: Vec<String> = seed.iter().map(ToString::to_string).collect();
+        let settings = ClusterSettings::from_profile(&profile, &joins)
+            .map_err(|error| format!("{}: {}", error.key, error.message))?
+            .ok_or("no cluster settings")?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|error| error.to_string())?;
+        let cluster = {
+            let _entered = runtime.enter();
+            ClusterNode::bind(settings).map_err(|error| error.to_string())?
+        };
+        let address = cluster.local_addr();
+        let port = node
+            .take_remote_port()
+            .ok_or("no client port for the remote port")?;
+        let remote_agents = Arc::new(Mutex::new(None));
+        let names = Arc::clone(&remote_agents);
+        let side = PortSide::new(port, move |list| {
+            *names
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(list);
+        });
+        let (handle, queries) = ClusterHandle::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(format!("cluster-{name}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    cluster
+                        .run_with(queries, Some(side), async move {
+                            let _ = stopped.await;
+                        })
+                        .await;
+                });
+            })
+            .map_err(|error| error.to_string())?;
+        Ok(Self {
+            node,
+            handle,
+            address,
+            remote_agents,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Publish the agents this node hosts to the cluster directory.
+    pub fn publish(&self) -> Result<(), String> {
+        let agents: AgentCounts = self
+            .node
+            .directory()
+            .iter()
+            .map(|(_, record)| {
+                let instances = record
+                    .instances_per_shard
+                    .iter()
+                    .map(|&count| u32::from(count))
+                    .sum();
+                (record.name.clone(), instances)
+            })
+            .collect();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(|error| error.to_string())?;
+        let handle = self.handle.clone();
+        if runtime.block_on(handle.publish_agents(agents)) {
+            Ok(())
+        } else {
+            Err("the cluster loop stopped".into())
+        }
+    }
+
+    /// Wait until the cluster says another node hosts `agent`, applying
+    /// each change of the names to this node's directory.
+    pub fn await_remote(&mut self, agent: &str) -> Result<(), String> {
+        let start = Instant::now();
+        loop {
+            let names = self
+                .remote_agents
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if let Some(names) = names {
+                let found = names.iter().any(|name| name == agent);
+                self.node.set_remote_agents(names);
+                if found {
+                    return Ok(());
+                }
+            }
+            if start.elapsed() > PATIENCE {
+                return Err(format!(
+                    "no other node listed `{agent}` within {PATIENCE:?}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Leave the cluster and stop the node.
+    pub fn stop(mut self) -> Result<(), String> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            thread.join().map_err(|_| "the cluster loop panicked")?;
+        }
+        self.node.shutdown().map_err(|error| error.to_string())
+    }
+}
+
+/// One request-reply run: answers per second and round trips.
+#[derive(Clone, Debug, Serialize)]
+pub struct RequestReply {
+    /// Answers per second over the run.
+    pub per_second: f64,
+    /// Answers.
+    pub answered: u64,
+    /// Round trip P50, nanoseconds.
+    pub p50_ns: u64,
+    /// Round trip P99, nanoseconds.
+    pub p99_ns: u64,
+    #[serde(skip)]
+    round_trips: Histogram<u64>,
+}
+
+/// The cluster suite's figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterReport {
+    /// Remote routing (send on `a` to handler start on `b`): P50, ns.
+    pub remote_routing_p50_ns: u64,
+    /// P99, ns.
+    pub remote_routing_p99_ns: u64,
+    /// P99.9, ns.
+    pub remote_routing_p999_ns: u64,
+    /// Messages timed.
+    pub remote_routing_count: u64,
+    /// A client on `a` to an echo on `b`, one request outstanding.
+    pub remote_unloaded: RequestReply,
+    /// The same to an echo on `a`.
+    pub local_unloaded: RequestReply,
+    /// A client on `a` to an echo on `b`, `window` outstanding.
+    pub remote: RequestReply,
+    /// The same load to an echo on `a`.
+    pub local: RequestReply,
+    /// Requests each client kept outstanding.
+    pub window: usize,
+    #[serde(skip)]
+    remote_routing: Histogram<u64>,
+}
+
+impl ClusterReport {
+    /// The histograms, for the HDR logs: (name, histogram).
+    pub fn histograms(&self) -> Vec<(&'static str, &Histogram<u64>)> {
+        vec![
+            ("cluster_remote_routing", &self.remote_routing),
+            (
+                "cluster_remote_round_trip_unloaded",
+                &self.remote_unloaded.round_trips,
+            ),
+            (
+                "cluster_local_round_trip_unloaded",
+                &self.local_unloaded.round_trips,
+            ),
+            ("cluster_remote_round_trip", &self.remote.round_trips),
+            ("cluster_local_round_trip", &self.local.round_trips),
+        ]
+    }
+}
+
+/// Run the suite: two nodes of `profile` on `plan`, `duration` per load run.
+pub fn run(
+    profile: &Profile,
+    plan: &PlacementPlan,
+    duration: Duration,
+    window: usize,
+    progress: &dyn Fn(&str),
+) -> Result<ClusterReport, String> {
+    progress("cluster: starting nodes a and b on loopback QUIC");
+    let mut a = ClusterMember::start(profile, plan, "a", None)?;
+    let mut b = ClusterMember::start(profile, plan, "b", Some(a.address))?;
+    let limits = profile.agents.default_limits.clone();
+    let everywhere = vec![1u16; b.node.data_shards()];
+    b.node
+        .deploy_placed(
+            "bench-remote-echo",
+            crate::standard::ECHO_WAT.as_bytes(),
+            &everywhere,
+            &limits,
+        )
+        .map_err(|error| error.to_string())?;
+    let local_everywhere = vec![1u16; a.node.data_shards()];
+    a.node
+        .deploy_placed(
+            "bench-local-echo",
+            crate::standard::ECHO_WAT.as_bytes(),
+            &local_everywhere,
+            &limits,
+        )
+        .map_err(|error| error.to_string())?;
+    b.publish()?;
+    a.await_remote("bench-remote-echo")?;
+    b.node.metrics(true).map_err(|error| error.to_string())?;
+    progress(&format!(
+        "cluster: remote routing, one request at a time, {duration:?}"
+    ));
+    let remote_unloaded = request_reply(&a.node, "bench-remote-echo", duration, 1)?;
+    let merged = b.node.metrics(false).map_err(|error| error.to_string())?;
+    let mut remote_routing = nanosecond_histogram();
+    for shard in &merged {
+        let _ = remote_routing.add(&shard.routing_remote_ns);
+    }
+    progress(&format!(
+        "cluster: local, one request at a time, {duration:?}"
+    ));
+    let local_unloaded = request_reply(&a.node, "bench-local-echo", duration, 1)?;
+    progress(&format!(
+        "cluster: remote request-reply, {window} outstanding, {duration:?}"
+    ));
+    let remote = request_reply(&a.node, "bench-remote-echo", duration, window)?;
+    progress(&format!(
+        "cluster: local request-reply, {window} outstanding, {duration:?}"
+    ));
+    let local = request_reply(&a.node, "bench-local-echo", duration, window)?;
+    a.stop()?;
+    b.stop()?;
+    Ok(ClusterReport {
+        remote_routing_p50_ns: remote_routing.value_at_quantile(0.5),
+        remote_routing_p99_ns: remote_routing.value_at_quantile(0.99),
+        remote_routing_p999_ns: remote_routing.value_at_quantile(0.999),
+        remote_routing_count: remote_routing.len(),
+        remote_unloaded,
+        local_unloaded,
+        remote,
+        local,
+        window,
+        remote_routing,
+    })
+}
+
+/// One client keeping `window` requests to `agent` outstanding for `duration`.
+fn request_reply(
+    node: &Node,
+    agent: &str,
+    duration: Duration,
+    window: usize,
+) -> Result<RequestReply, String> {
+    let mut client = node.client().map_err(|error| error.to_string())?;
+    let id = client
+        .resolve(agent)
+        .map_err(|error| format!("{error:?}"))?;
+    let mut round_trips = nanosecond_histogram();
+    let mut outstanding: HashMap<u64, Instant> = HashMap::with_capacity(window);
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut answered = 0u64;
+    loop {
+        while Instant::now() < deadline && outstanding.len() < window {
+            let token = client
+                .send(
+                    id,
+                    Performative::Request,
+                    b"0123456789abcdef".to_vec(),
+                    SendOptions::default(),
+                )
+                .map_err(|error| format!("{error:?}"))?;
+            outstanding.insert(token, Instant::now());
+        }
+        if outstanding.is_empty() {
+            break;
+        }
+        let Some(answer) = client.recv(PATIENCE) else {
+            return Err(format!(
+                "{} requests unanswered within {PATIENCE:?}",
+                outstanding.len()
+            ));
+        };
+        if let Some(sent) = outstanding.remove(&answer.in_reply_to) {
+            if answer.performative != Performative::Inform {
+                return Err(format!(
+                    "a request was answered {:?}: {}",
+                    answer.performative,
+                    String::from_utf8_lossy(&answer.content)
+                ));
+            }
+            round_trips.saturating_record(sent.elapsed().as_nanos() as u64);
+            answered += 1;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok(RequestReply {
+        per_second: answered as f64 / elapsed.max(1e-9),
+        answered,
+        p50_ns: round_trips.value_at_quantile(0.5),
+        p99_ns: round_trips.value_at_quantile(0.99),
+        round_trips,
+    })
+}
+
+/// The report as text, each figure beside its goal.
+pub fn render(report: &ClusterReport) -> String {
+    let micros = |nanos: u64| format!("{:.1}µs", nanos as f64 / 1e3);
+    let met = |ok: bool| if ok { "met" } else { "MISSED" };
+    let mut out = String::new();
+    out.push_str(&format!(
+        "remote routing (send on a → handler start on b, {} messages): P50 {} (goal ≤ {}: {}), P99 {} (goal ≤ {}: {}), P99.9 {}\n",
+        report.remote_routing_count,
+        micros(report.remote_routing_p50_ns),
+        micros(REMOTE_P50_GOAL_NS),
+        met(report.remote_routing_p50_ns <= REMOTE_P50_GOAL_NS),
+        micros(report.remote_routing_p99_ns),
+        micros(REMOTE_P99_GOAL_NS),
+        met(report.remote_routing_p99_ns <= REMOTE_P99_GOAL_NS),
+        micros(report.remote_routing_p999_ns),
+    ));
+    for (label, run, window) in [
+        ("remote (a → echo on b)", &report.remote_unloaded, 1),
+        ("local (a → echo on a)", &report.local_unloaded, 1),
+        ("remote (a → echo on b)", &report.remote, report.window),
+        ("local (a → echo on a)", &report.local, report.window),
+    ] {
+        out.push_str(&format!(
+            "{label:<24} {window:>4} outstanding: {:>7}/s, round trip P50 {} P99 {} ({} answers)\n",
+            crate::agent_to_agent::rate(run.per_second),
+            micros(run.p50_ns),
+            micros(run.p99_ns),
+            run.answered,
+        ));
+    }
+    out.push_str(&format!(
+        "remote request-reply goal ≥ {}/s between two nodes on a 2-core machine: {}\n",
+        crate::agent_to_agent::rate(REMOTE_RATE_GOAL),
+        met(report.remote.per_second >= REMOTE_RATE_GOAL)
+    ));
+    out.push_str(&format!(
+        "the remote path costs {:.1}× the local round trip at the median (one outstanding), and carries {:.0}% of its rate at saturation\n",
+        report.remote_unloaded.p50_ns as f64 / report.local_unloaded.p50_ns.max(1) as f64,
+        100.0 * report.remote.per_second / report.local.per_second.max(1e-9),
+    ));
+    out
+}
