@@ -342,8 +342,9 @@ enum Event {
     QuicConnected(quinn::Connection),
     TcpConnected(SocketAddr, mpsc::Sender<Vec<u8>>, Arc<tokio::sync::Notify>),
     ConnectFailed(SocketAddr),
-    /// The ordered stream to a peer broke: remote messages on it may be lost.
-    StreamLost(SocketAddr),
+    /// The ordered stream to a peer broke (on the connection of that id):
+    /// remote messages on it may be lost.
+    StreamLost(SocketAddr, usize),
 }
 
 /// A link to one peer.
@@ -366,8 +367,9 @@ struct Links {
     max_frame: usize,
     authenticated: bool,
     stream_sends: Arc<tokio::sync::Semaphore>,
-    /// One long-lived stream per QUIC peer for remote messages, in order.
-    ordered: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    /// One long-lived stream per QUIC peer for remote messages, in order,
+    /// with the id of the connection it runs on.
+    ordered: HashMap<SocketAddr, (usize, mpsc::Sender<Vec<u8>>)>,
 }
 
 impl Links {
@@ -568,15 +570,18 @@ impl Links {
         connection: quinn::Connection,
         frame: Vec<u8>,
     ) -> bool {
+        // A writer on an earlier connection to the peer (it restarted, or
+        // reconnected) is left to fail; frames go on the current one.
+        let current = connection.stable_id();
         let writer = self
             .ordered
             .get(&to)
-            .filter(|writer| !writer.is_closed())
-            .cloned()
+            .filter(|(id, writer)| *id == current && !writer.is_closed())
+            .map(|(_, writer)| writer.clone())
             .unwrap_or_else(|| {
                 let writer =
                     ordered_writer(to, connection, Arc::clone(&self.stats), self.events.clone());
-                self.ordered.insert(to, writer.clone());
+                self.ordered.insert(to, (current, writer.clone()));
                 writer
             });
         bump(&self.stats.frames_on_streams);
@@ -660,6 +665,7 @@ fn ordered_writer(
     events: mpsc::Sender<Event>,
 ) -> mpsc::Sender<Vec<u8>> {
     let (sender, mut frames) = mpsc::channel::<Vec<u8>>(ORDERED_QUEUE);
+    let connection_id = connection.stable_id();
     tokio::spawn(async move {
         let written = async {
             let mut stream = connection.open_uni().await?;
@@ -675,7 +681,7 @@ fn ordered_writer(
         if let Err(error) = written.await {
             debug!(%peer, "cluster: an ordered stream broke: {error}");
             bump(&stats.frames_dropped);
-            let _ = events.send(Event::StreamLost(peer)).await;
+            let _ = events.send(Event::StreamLost(peer, connection_id)).await;
         }
     });
     sender
@@ -1102,7 +1108,15 @@ impl ClusterNode {
                     self.links.send(peer, frame, false);
                 }
             }
-            Event::StreamLost(peer) => remote.lost(&[peer], "connection-lost"),
+            // Only the current stream's loss loses messages still in flight:
+            // a stream of an earlier connection breaking is old news.
+            Event::StreamLost(peer, connection) => {
+                let current = self.links.ordered.get(&peer).map(|(id, _)| *id);
+                if current == Some(connection) {
+                    self.links.ordered.remove(&peer);
+                    remote.lost(&[peer], "connection-lost");
+                }
+            }
             Event::ConnectFailed(peer) => {
                 if let Some(Peer::Connecting(pending)) = self.links.peers.remove(&peer) {
                     for _ in pending {
