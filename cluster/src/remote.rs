@@ -191,6 +191,15 @@ impl RemoteBatch {
     }
 }
 
+/// A frame of remote messages, checked (version, kind, length, checksum)
+/// and decoded; what fails is dropped and counted by the caller.
+pub fn read_batch(frame: &[u8], max_frame: usize) -> Result<RemoteBatch, WireError> {
+    match wire::unframe_any(frame, max_frame)? {
+        (wire::FrameKind::Messages, _, packet) => RemoteBatch::decode(packet),
+        _ => Err(WireError::UnknownVersion),
+    }
+}
+
 /// What became of a message that left this node's shards.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outbound {

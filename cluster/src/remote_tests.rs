@@ -483,3 +483,37 @@ fn a_message_a_busy_peer_would_not_take_is_refused_to_its_sender() {
     assert_eq!(a.in_flight(), 0, "not waited for any more");
     assert_eq!(a.counters().sent, 0);
 }
+
+#[test]
+fn damaged_frames_of_messages_are_refused_before_anything_is_delivered() {
+    let batch = RemoteBatch {
+        from: node(1),
+        messages: vec![to_remote(
+            &request_from_instance(),
+            Target::Agent("echo".into()),
+            Some(request_from_instance().sender),
+            &FakeSide::new(&[], &[]),
+        )],
+    };
+    let header = crate::wire::FrameHeader { nonce: 0, seq: 0 };
+    let frame = crate::wire::frame_of(crate::wire::FrameKind::Messages, header, &batch.encode());
+    let max = crate::wire::MESSAGES_PACKET_MAX + crate::wire::FRAME_OVERHEAD;
+    assert_eq!(read_batch(&frame, max), Ok(batch.clone()));
+    let mut corrupt = frame.clone();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0x10;
+    assert_eq!(read_batch(&corrupt, max), Err(WireError::Corrupt));
+    assert_eq!(
+        read_batch(&frame[..frame.len() - 3], max),
+        Err(WireError::Truncated)
+    );
+    assert_eq!(read_batch(&frame[..10], max), Err(WireError::Truncated));
+    // A SWIM frame is not a batch, and garbage inside a good frame does not decode.
+    let swim = crate::wire::frame(header, &batch.encode());
+    assert_eq!(read_batch(&swim, max), Err(WireError::UnknownVersion));
+    let garbage = crate::wire::frame_of(crate::wire::FrameKind::Messages, header, b"\xc1\xc1");
+    assert!(matches!(
+        read_batch(&garbage, max),
+        Err(WireError::Decode(_))
+    ));
+}

@@ -146,6 +146,27 @@ pub struct ClusterSnapshot {
     pub directory: DirectorySnapshot,
     /// Remote routing's counts.
     pub remote: RemoteCounters,
+    /// Remote-message traffic per peer.
+    pub remote_peers: Vec<RemotePeerTraffic>,
+}
+
+/// Remote messages between this node and one peer, each way.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RemotePeerTraffic {
+    /// The peer's address.
+    pub peer: String,
+    /// Messages sent to it.
+    pub messages_out: u64,
+    /// Frames (batches) sent to it.
+    pub frames_out: u64,
+    /// Bytes of those frames.
+    pub bytes_out: u64,
+    /// Messages received from it.
+    pub messages_in: u64,
+    /// Frames (batches) received from it.
+    pub frames_in: u64,
+    /// Bytes of those frames.
+    pub bytes_in: u64,
 }
 
 /// The cluster directory as one node holds it.
@@ -869,6 +890,8 @@ fn accept_tcp(
 
 /// A bound, running cluster node: call [`ClusterNode::run`] to drive it.
 pub struct ClusterNode {
+    /// Remote-message traffic per peer.
+    remote_peers: HashMap<SocketAddr, RemotePeerTraffic>,
     settings: ClusterSettings,
     tls: NodeTls,
     links: Links,
@@ -939,6 +962,7 @@ impl ClusterNode {
             }
         };
         Ok(Self {
+            remote_peers: HashMap::new(),
             settings,
             tls,
             links,
@@ -1148,9 +1172,7 @@ impl ClusterNode {
         membership: &Membership,
         remote: &mut Remote<L>,
     ) {
-        let batch = wire::unframe_any(frame, self.links.max_frame)
-            .and_then(|(_, _, packet)| RemoteBatch::decode(packet));
-        let batch = match batch {
+        let batch = match crate::remote::read_batch(frame, self.links.max_frame) {
             Ok(batch) => batch,
             Err(error) => {
                 debug!("cluster: dropped a frame of messages: {error}");
@@ -1162,6 +1184,10 @@ impl ClusterNode {
             bump(&self.links.stats.frames_dropped);
             return;
         };
+        let traffic = self.remote_peers.entry(batch.from.addr).or_default();
+        traffic.frames_in += 1;
+        traffic.bytes_in += frame.len() as u64;
+        traffic.messages_in += batch.messages.len() as u64;
         let mut answers: Vec<(SocketAddr, RemoteMessage)> = Vec::new();
         for message in batch.messages {
             match remote.router.inbound(batch.from.addr, message, local) {
@@ -1253,6 +1279,10 @@ impl ClusterNode {
             wire::FrameHeader { nonce: 0, seq: 0 },
             &batch.encode(),
         );
+        let traffic = self.remote_peers.entry(to).or_default();
+        traffic.frames_out += 1;
+        traffic.bytes_out += frame.len() as u64;
+        traffic.messages_out += batch.messages.len() as u64;
         if !self.links.send_messages_frame(to, frame) {
             // The peer applies back-pressure: refused, as a full ring is.
             remote.refused(to, batch.messages, "refused:peer-busy");
@@ -1284,6 +1314,18 @@ impl ClusterNode {
             },
             convergence_histogram: Some(histogram.clone()),
             remote: router.counters(),
+            remote_peers: {
+                let mut peers: Vec<RemotePeerTraffic> = self
+                    .remote_peers
+                    .iter()
+                    .map(|(addr, traffic)| RemotePeerTraffic {
+                        peer: addr.to_string(),
+                        ..traffic.clone()
+                    })
+                    .collect();
+                peers.sort_by(|a, b| a.peer.cmp(&b.peer));
+                peers
+            },
             directory: {
                 let directory = membership.directory();
                 let (version, local) = directory.local();
@@ -1362,6 +1404,51 @@ impl ClusterSnapshot {
                     ("direction=\"sent\"".into(), self.remote.sent as f64),
                     ("direction=\"received\"".into(), self.remote.received as f64),
                 ],
+            },
+            Family {
+                name: "caxton_remote_peer_messages_total",
+                help: "Remote messages per peer and direction",
+                kind: "counter",
+                samples: self
+                    .remote_peers
+                    .iter()
+                    .flat_map(|traffic| {
+                        [
+                            (format!("peer=\"{}\",direction=\"sent\"", traffic.peer), traffic.messages_out as f64),
+                            (format!("peer=\"{}\",direction=\"received\"", traffic.peer), traffic.messages_in as f64),
+                        ]
+                    })
+                    .collect(),
+            },
+            Family {
+                name: "caxton_remote_peer_bytes_total",
+                help: "Bytes of remote-message frames per peer and direction",
+                kind: "counter",
+                samples: self
+                    .remote_peers
+                    .iter()
+                    .flat_map(|traffic| {
+                        [
+                            (format!("peer=\"{}\",direction=\"sent\"", traffic.peer), traffic.bytes_out as f64),
+                            (format!("peer=\"{}\",direction=\"received\"", traffic.peer), traffic.bytes_in as f64),
+                        ]
+                    })
+                    .collect(),
+            },
+            Family {
+                name: "caxton_remote_peer_frames_total",
+                help: "Remote-message frames (batches) per peer and direction; messages over frames is the batch size",
+                kind: "counter",
+                samples: self
+                    .remote_peers
+                    .iter()
+                    .flat_map(|traffic| {
+                        [
+                            (format!("peer=\"{}\",direction=\"sent\"", traffic.peer), traffic.frames_out as f64),
+                            (format!("peer=\"{}\",direction=\"received\"", traffic.peer), traffic.frames_in as f64),
+                        ]
+                    })
+                    .collect(),
             },
             counter("caxton_remote_messages_failed_total", "Remote messages answered failure where they stopped: no host, unknown on the host, or no room there", self.remote.failed),
             counter("caxton_remote_answers_dropped_total", "Answers from other nodes nobody waited for any more (their origin was forgotten)", self.remote.dropped),

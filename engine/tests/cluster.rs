@@ -627,6 +627,11 @@ fn a_send_through_one_node_reaches_an_agent_on_another() {
         metrics.contains("caxton_remote_messages_total{direction=\"sent\"}"),
         "{metrics}"
     );
+    let to_c = format!(
+        "caxton_remote_peer_messages_total{{peer=\"{}\",direction=\"sent\"}}",
+        cluster_address(&c)
+    );
+    assert!(metrics.contains(&to_c), "{to_c} in {metrics}");
     // c timed the hops from a: send on a to handler start on c.
     let c_metrics = AdminClient::new(c.admin_address(), None)
         .expect("a client")
