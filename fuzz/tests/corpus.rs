@@ -1,0 +1,275 @@
+//! Every fuzz target runs its seed corpus (`fuzz/corpus/TARGET/`), plus any
+//! finding kept beside it, as a regression test. The seeds are real inputs,
+//! made here: `CAXTON_FUZZ_WRITE_SEEDS=1 cargo test -p caxton-fuzz` writes
+//! them again after a format changes; without it this test checks that each
+//! is still in the corpus, so the corpus never drifts from what the engine
+//! really sends.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use caxton_cluster::directory::DirectoryMessage;
+use caxton_cluster::remote::{RemoteBatch, RemoteMessage, Target};
+use caxton_cluster::wire::{self, FrameKind};
+use caxton_cluster::{Membership, NodeId, Now, SwimSettings};
+use caxton_messaging::{
+    Address, AgentId, Durability, Envelope, InstanceId, Performative, PriorityClass,
+};
+
+fn corpus(target: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("corpus")
+        .join(target)
+}
+
+fn node(port: u16) -> NodeId {
+    NodeId {
+        name: format!("node-{port}"),
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        generation: 1_800_000_000_000_000 + u64::from(port),
+    }
+}
+
+fn envelopes() -> Vec<Envelope> {
+    let instance = Address::Instance(InstanceId {
+        agent: AgentId(3),
+        shard: 1,
+        slot: 0,
+    });
+    let request = Envelope {
+        reply_with: 42,
+        conversation_id: 7,
+        priority: PriorityClass(1),
+        deadline_ns: 5_000_000,
+        ..Envelope::new(
+            Performative::Request,
+            Address::Client { port: 4, id: 9 },
+            Address::Agent(AgentId(2)),
+            b"hello".to_vec(),
+            1_000,
+            4,
+        )
+    };
+    let answer = request
+        .reply_path()
+        .answer(Performative::Inform, b"hello".to_vec(), 2_000, 0);
+    let durable = Envelope {
+        durability: Durability::Requested,
+        ..Envelope::new(
+            Performative::Inform,
+            instance,
+            Address::Agent(AgentId(5)),
+            vec![0; 300],
+            3_000,
+            1,
+        )
+    };
+    let failure =
+        answer
+            .reply_path()
+            .answer(Performative::Failure, b"caxton:timeout".to_vec(), 4_000, 0);
+    vec![
+        request,
+        answer,
+        durable,
+        failure,
+        Envelope::chain_ack(1 << 48, 5_000, 2),
+    ]
+}
+
+/// Frames two membership cores really exchange while one joins the other,
+/// and the directory frames that follow.
+fn cluster_frames() -> Vec<Vec<u8>> {
+    let swim = SwimSettings {
+        gossip_interval: Duration::from_millis(100),
+        gossip_fanout: 3,
+        probe_interval: Duration::from_millis(500),
+        probe_timeout: Duration::from_millis(200),
+        indirect_probes: 3,
+        suspicion_multiplier: 3,
+        gossip_to_dead: 3,
+        max_packet: 1400 - wire::FRAME_OVERHEAD,
+    };
+    let now = |ms: u64| Now {
+        elapsed: Duration::from_millis(ms),
+        unix_us: 1_800_000_000_000_000 + ms * 1_000,
+    };
+    let a_addr = node(1).addr;
+    let b_addr = node(2).addr;
+    let mut a = Membership::new(swim.clone(), "node-1".into(), a_addr, 1, now(0));
+    let mut b = Membership::new(swim, "node-2".into(), b_addr, 2, now(0));
+    b.publish_agents(
+        [("echo".to_owned(), 2)]
+            .into_iter()
+            .collect::<BTreeMap<_, _>>(),
+        now(0),
+    );
+    a.join(&[b_addr], now(0));
+    let mut frames = Vec::new();
+    for step in 1..20 {
+        let time = now(step * 50);
+        let from_a = a.take_outgoing();
+        let from_b = b.take_outgoing();
+        for out in from_a {
+            let _ = b.handle_frame(&out.frame, time);
+            frames.push(out.frame);
+        }
+        for out in from_b {
+            let _ = a.handle_frame(&out.frame, time);
+            frames.push(out.frame);
+        }
+        a.advance(time);
+        b.advance(time);
+    }
+    frames.sort();
+    frames.dedup();
+    frames.truncate(24);
+    frames
+}
+
+fn directory_messages() -> Vec<DirectoryMessage> {
+    vec![
+        DirectoryMessage::Pull { from: node(1) },
+        DirectoryMessage::List {
+            from: node(2),
+            version: 3,
+            agents: vec![("counter".into(), 1), ("echo".into(), 2)],
+        },
+    ]
+}
+
+fn remote_frames() -> Vec<Vec<u8>> {
+    let message = RemoteMessage {
+        target: Target::Agent("echo".into()),
+        sender: Some(Address::Client { port: 4, id: 9 }),
+        performative: Performative::Request,
+        conversation_id: 7,
+        reply_with: 42,
+        in_reply_to: 0,
+        priority: 0,
+        deadline_in_ns: Some(5_000_000),
+        durable: false,
+        notice: None,
+        chained: None,
+        chain_ack: None,
+        sent_unix_ns: 1_800_000_000_000_000_000,
+        content: b"hello".to_vec(),
+    };
+    let answer = RemoteMessage {
+        target: Target::Address(Address::Client { port: 4, id: 9 }),
+        sender: None,
+        performative: Performative::Inform,
+        reply_with: 0,
+        in_reply_to: 42,
+        deadline_in_ns: None,
+        ..message.clone()
+    };
+    let header = wire::FrameHeader { nonce: 0, seq: 0 };
+    [vec![message.clone()], vec![answer, message]]
+        .into_iter()
+        .map(|messages| {
+            let batch = RemoteBatch {
+                from: node(1),
+                messages,
+            };
+            wire::frame_of(FrameKind::Messages, header, &batch.encode())
+        })
+        .collect()
+}
+
+/// Every target's seeds, by target.
+fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
+    vec![
+        (
+            "envelope",
+            envelopes().iter().map(Envelope::encode).collect(),
+        ),
+        ("cluster_frame", cluster_frames()),
+        (
+            "directory_message",
+            directory_messages()
+                .iter()
+                .map(DirectoryMessage::encode)
+                .collect(),
+        ),
+        ("remote_batch", remote_frames()),
+        (
+            "profile",
+            caxton_profiles::BUILTIN_NAMES
+                .iter()
+                .filter_map(|name| caxton_profiles::builtin_text(name))
+                .map(|text| text.as_bytes().to_vec())
+                .collect(),
+        ),
+    ]
+}
+
+fn seed_name(index: usize) -> String {
+    format!("seed-{index:02}")
+}
+
+#[test]
+fn every_target_runs_its_corpus_and_the_seeds_are_current() {
+    let write = std::env::var_os("CAXTON_FUZZ_WRITE_SEEDS").is_some();
+    for (target, seeds) in seeds() {
+        assert!(!seeds.is_empty(), "{target} has seeds");
+        let dir = corpus(target);
+        if write {
+            std::fs::create_dir_all(&dir).expect("corpus directory");
+        }
+        for (index, seed) in seeds.iter().enumerate() {
+            let path = dir.join(seed_name(index));
+            if write {
+                std::fs::write(&path, seed).expect("seed written");
+            } else {
+                let kept = std::fs::read(&path).unwrap_or_else(|error| {
+                    panic!(
+                        "{}: {error}; CAXTON_FUZZ_WRITE_SEEDS=1 cargo test -p caxton-fuzz writes the seeds",
+                        path.display()
+                    )
+                });
+                assert_eq!(
+                    &kept,
+                    seed,
+                    "{} is stale: CAXTON_FUZZ_WRITE_SEEDS=1 cargo test -p caxton-fuzz",
+                    path.display()
+                );
+            }
+        }
+        let run = caxton_fuzz::target(target).expect("a target");
+        let mut ran = 0;
+        for entry in std::fs::read_dir(&dir).expect("a corpus") {
+            let path = entry.expect("an entry").path();
+            let bytes = std::fs::read(&path).expect("readable");
+            let outcome = std::panic::catch_unwind(|| run(&bytes));
+            assert!(
+                outcome.is_ok(),
+                "{target}: {} breaks an invariant",
+                path.display()
+            );
+            ran += 1;
+        }
+        assert!(ran >= seeds.len(), "{target}: {ran} inputs");
+    }
+}
+
+#[test]
+fn the_targets_refuse_damage_without_panicking() {
+    for (target, seeds) in seeds() {
+        let run = caxton_fuzz::target(target).expect("a target");
+        for seed in seeds {
+            // Every prefix, and every seed with each byte flipped in turn
+            // (bounded): a cheap, deterministic slice of what the fuzzer tries.
+            for cut in (0..seed.len()).step_by(seed.len().div_ceil(64).max(1)) {
+                run(&seed[..cut]);
+            }
+            for at in (0..seed.len()).step_by(seed.len().div_ceil(64).max(1)) {
+                let mut flipped = seed.clone();
+                flipped[at] ^= 0xff;
+                run(&flipped);
+            }
+        }
+    }
+}
