@@ -34,7 +34,8 @@ if ! cargo afl --version >/dev/null 2>&1; then
   cargo install cargo-afl --locked >&2
 fi
 # AFL++ itself, built once by cargo-afl into its data directory.
-if ! cargo afl fuzz -h >/dev/null 2>&1; then
+afl_help=$(cargo afl fuzz -h 2>&1 || true)
+if ! grep -q "Required parameters" <<<"$afl_help"; then
   cargo afl config --build >&2
 fi
 

@@ -21,8 +21,11 @@ use caxton_cluster::wire::{self, FrameKind};
 use caxton_cluster::{Membership, Now, SwimSettings};
 use caxton_messaging::Envelope;
 
+/// A fuzz target: panics when its invariant breaks.
+pub type Target = fn(&[u8]);
+
 /// Every target, by name.
-pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+pub const TARGETS: [(&str, Target); 5] = [
     ("envelope", envelope),
     ("cluster_frame", cluster_frame),
     ("directory_message", directory_message),
@@ -31,7 +34,7 @@ pub const TARGETS: [(&str, fn(&[u8])); 5] = [
 ];
 
 /// The target called `name`.
-pub fn target(name: &str) -> Option<fn(&[u8])> {
+pub fn target(name: &str) -> Option<Target> {
     TARGETS
         .iter()
         .find(|(target, _)| *target == name)
