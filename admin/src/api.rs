@@ -364,23 +364,6 @@ async fn elsewhere(context: &Context, only: Option<&str>) -> Vec<Value> {
     entries
 }
 
-/// The agents this node hosts and their instances, for the cluster directory.
-fn local_agents(controller: &Controller) -> caxton_cluster::AgentCounts {
-    controller
-        .node
-        .directory()
-        .iter()
-        .map(|(_, record)| {
-            let instances = record
-                .instances_per_shard
-                .iter()
-                .map(|&count| u32::from(count))
-                .sum();
-            (record.name.clone(), instances)
-        })
-        .collect()
-}
-
 /// Tell the cluster (if any) which agents this node hosts: at start and
 /// after every deploy or undeploy.
 pub(crate) async fn publish_agents(context: &Context) {
@@ -389,7 +372,7 @@ pub(crate) async fn publish_agents(context: &Context) {
     };
     if let Ok(agents) = context
         .controller
-        .call(|controller| local_agents(controller))
+        .call(|controller| controller.node.directory().hosted_agents())
         .await
     {
         cluster.publish_agents(agents).await;

@@ -173,19 +173,7 @@ impl ClusterMember {
 
     /// Publish the agents this node hosts to the cluster directory.
     pub fn publish(&self) -> Result<(), String> {
-        let agents: AgentCounts = self
-            .node
-            .directory()
-            .iter()
-            .map(|(_, record)| {
-                let instances = record
-                    .instances_per_shard
-                    .iter()
-                    .map(|&count| u32::from(count))
-                    .sum();
-                (record.name.clone(), instances)
-            })
-            .collect();
+        let agents: AgentCounts = self.node.directory().hosted_agents();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .map_err(|error| error.to_string())?;

@@ -629,6 +629,11 @@ impl Membership {
     fn request_lists(&mut self) {
         let now = self.now;
         let retry = self.swim.probe_interval;
+        // Most calls find nothing due: skip the walk over every member.
+        let due = |wanted: &Wanted| wanted.asked == Duration::ZERO || wanted.asked + retry <= now;
+        if !self.wanted.values().any(due) {
+            return;
+        }
         let me = self.identity().clone();
         let live: std::collections::HashSet<NodeId> = self
             .foca
@@ -641,8 +646,7 @@ impl Membership {
             live.contains(&wanted.node) && directory.is_newer(&wanted.node, wanted.version)
         });
         for wanted in self.wanted.values_mut() {
-            let never = wanted.asked == Duration::ZERO;
-            if never || wanted.asked + retry <= now {
+            if due(wanted) {
                 wanted.asked = now.max(Duration::from_nanos(1));
                 self.counters.directory_pulls += 1;
                 self.effects.send_directory(

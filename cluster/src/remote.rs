@@ -274,6 +274,12 @@ impl RemoteRouter {
         self.counters
     }
 
+    /// `count` messages were taken for sending to another node (a frame
+    /// its peer's queue accepted).
+    pub fn sent(&mut self, count: usize) {
+        self.counters.sent += count as u64;
+    }
+
     /// Answers still awaited from this node's agents.
     pub fn origins(&self) -> usize {
         self.origins.len()
@@ -324,7 +330,6 @@ impl RemoteRouter {
         reason: &str,
         local: &impl LocalSide,
     ) -> Option<Envelope> {
-        self.counters.sent = self.counters.sent.saturating_sub(1);
         let sender = message.sender?;
         if message.performative == Performative::Failure {
             return None;
@@ -392,7 +397,6 @@ impl RemoteRouter {
                 let Some((name, host)) = host else {
                     return self.fail_here(&envelope, "unknown-agent", local);
                 };
-                self.counters.sent += 1;
                 self.track(host, &envelope);
                 Outbound::Send(
                     host,
@@ -415,7 +419,6 @@ impl RemoteRouter {
                 if let (Some(parent), Durability::Notice(_), Performative::Agree) =
                     (origin.chained, envelope.durability, envelope.performative)
                 {
-                    self.counters.sent += 1;
                     if origin.sender == NOBODY {
                         // Nobody waits for an answer: the origin served its purpose.
                         self.origins.remove(&id);
@@ -430,7 +433,6 @@ impl RemoteRouter {
                     self.counters.dropped += 1;
                     return Outbound::Dropped;
                 }
-                self.counters.sent += 1;
                 Outbound::Send(
                     origin.node,
                     to_remote(&envelope, Target::Address(origin.sender), None, local),

@@ -481,7 +481,7 @@ fn a_message_a_busy_peer_would_not_take_is_refused_to_its_sender() {
     );
     assert_eq!(answer.content, b"caxton:refused:peer-busy");
     assert_eq!(a.in_flight(), 0, "not waited for any more");
-    assert_eq!(a.counters().sent, 0);
+    assert_eq!(a.counters().failed, 1);
 }
 
 #[test]

@@ -1283,7 +1283,10 @@ impl ClusterNode {
         traffic.frames_out += 1;
         traffic.bytes_out += frame.len() as u64;
         traffic.messages_out += batch.messages.len() as u64;
-        if !self.links.send_messages_frame(to, frame) {
+        let count = batch.messages.len();
+        if self.links.send_messages_frame(to, frame) {
+            remote.router.sent(count);
+        } else {
             // The peer applies back-pressure: refused, as a full ring is.
             remote.refused(to, batch.messages, "refused:peer-busy");
         }
@@ -1346,6 +1349,29 @@ impl ClusterSnapshot {
         let m = &self.membership;
         let t = &self.transport_counts;
         let one = |value: u64| vec![(String::new(), value as f64)];
+        // One family of (sent, received) counts per peer.
+        let per_peer = |name, help, counts: fn(&RemotePeerTraffic) -> (u64, u64)| Family {
+            name,
+            help,
+            kind: "counter",
+            samples: self
+                .remote_peers
+                .iter()
+                .flat_map(|traffic| {
+                    let (sent, received) = counts(traffic);
+                    [
+                        (
+                            format!("peer=\"{}\",direction=\"sent\"", traffic.peer),
+                            sent as f64,
+                        ),
+                        (
+                            format!("peer=\"{}\",direction=\"received\"", traffic.peer),
+                            received as f64,
+                        ),
+                    ]
+                })
+                .collect(),
+        };
         let counter = |name, help, value| Family {
             name,
             help,
@@ -1405,51 +1431,9 @@ impl ClusterSnapshot {
                     ("direction=\"received\"".into(), self.remote.received as f64),
                 ],
             },
-            Family {
-                name: "caxton_remote_peer_messages_total",
-                help: "Remote messages per peer and direction",
-                kind: "counter",
-                samples: self
-                    .remote_peers
-                    .iter()
-                    .flat_map(|traffic| {
-                        [
-                            (format!("peer=\"{}\",direction=\"sent\"", traffic.peer), traffic.messages_out as f64),
-                            (format!("peer=\"{}\",direction=\"received\"", traffic.peer), traffic.messages_in as f64),
-                        ]
-                    })
-                    .collect(),
-            },
-            Family {
-                name: "caxton_remote_peer_bytes_total",
-                help: "Bytes of remote-message frames per peer and direction",
-                kind: "counter",
-                samples: self
-                    .remote_peers
-                    .iter()
-                    .flat_map(|traffic| {
-                        [
-                            (format!("peer=\"{}\",direction=\"sent\"", traffic.peer), traffic.bytes_out as f64),
-                            (format!("peer=\"{}\",direction=\"received\"", traffic.peer), traffic.bytes_in as f64),
-                        ]
-                    })
-                    .collect(),
-            },
-            Family {
-                name: "caxton_remote_peer_frames_total",
-                help: "Remote-message frames (batches) per peer and direction; messages over frames is the batch size",
-                kind: "counter",
-                samples: self
-                    .remote_peers
-                    .iter()
-                    .flat_map(|traffic| {
-                        [
-                            (format!("peer=\"{}\",direction=\"sent\"", traffic.peer), traffic.frames_out as f64),
-                            (format!("peer=\"{}\",direction=\"received\"", traffic.peer), traffic.frames_in as f64),
-                        ]
-                    })
-                    .collect(),
-            },
+            per_peer("caxton_remote_peer_messages_total", "Remote messages per peer and direction", |t| (t.messages_out, t.messages_in)),
+            per_peer("caxton_remote_peer_bytes_total", "Bytes of remote-message frames per peer and direction", |t| (t.bytes_out, t.bytes_in)),
+            per_peer("caxton_remote_peer_frames_total", "Remote-message frames (batches) per peer and direction; messages over frames is the batch size", |t| (t.frames_out, t.frames_in)),
             counter("caxton_remote_messages_failed_total", "Remote messages answered failure where they stopped: no host, unknown on the host, or no room there", self.remote.failed),
             counter("caxton_remote_answers_dropped_total", "Answers from other nodes nobody waited for any more (their origin was forgotten)", self.remote.dropped),
             Family {

@@ -6,9 +6,7 @@ use caxton_profiles::{KeyStatus, LoadedProfile, ProfileErrorKind, Violation};
 use caxton_shards::Node;
 use tracing::{info, warn};
 
-use crate::cli::{
-    AgentsCommand, BenchmarkCommand, Cli, Command, HdrCommand, ProfileSelection, ProfilesCommand,
-};
+use crate::cli::{BenchmarkCommand, Cli, Command, HdrCommand, ProfileSelection, ProfilesCommand};
 
 /// How a command failed, which decides the exit status.
 pub enum CommandError {
@@ -67,12 +65,6 @@ pub fn dispatch(cli: Cli) -> Result<(), CommandError> {
         Some(Command::Cluster(command)) => crate::remote::cluster(&cli.selection, command),
         Some(Command::Profiles(command)) => profiles_command(cli.selection, command),
         Some(Command::Benchmark(command)) => benchmark_command(&cli.selection, command),
-        Some(Command::Agents(AgentsCommand::New { name, dir, sdk })) => {
-            crate::agent_project::new_project(&name, &dir, sdk.as_deref())
-        }
-        Some(Command::Agents(AgentsCommand::Build { dir, debug })) => {
-            crate::agent_project::build_project(&dir, debug)
-        }
         Some(Command::Agents(command)) => crate::remote::agents(&cli.selection, command),
         Some(Command::Send {
             agent,

@@ -190,9 +190,11 @@ pub fn agents(selection: &ProfileSelection, command: AgentsCommand) -> Result<()
             )?;
             emit(&format!("undeployed `{name}`\n"))
         }
-        AgentsCommand::New { .. } | AgentsCommand::Build { .. } => Err(CommandError::Failed(
-            "agent projects are built locally, not through the admin API".into(),
-        )),
+        // Local work: a project on disk, not the admin API.
+        AgentsCommand::New { name, dir, sdk } => {
+            crate::agent_project::new_project(&name, &dir, sdk.as_deref())
+        }
+        AgentsCommand::Build { dir, debug } => crate::agent_project::build_project(&dir, debug),
     }
 }
 

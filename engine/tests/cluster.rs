@@ -414,6 +414,24 @@ fn analyze_gossip_watches_a_running_node_and_advises() {
     drop(b);
 }
 
+/// `engine send AGENT CONTENT` through the admin endpoint at `admin`,
+/// again until it succeeds (routes settle) or 10 s pass; its output.
+fn send_until_answered(admin: &str, agent: &str, content: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let sent = engine(&["send", agent, content, "--admin", admin]);
+        if sent.status.success() {
+            return stdout(&sent);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{}",
+            common::stderr(&sent)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Send `content` to `agent` through the admin API and return the reply.
 fn post_message(client: &AdminClient, agent: &str, content: &[u8]) -> serde_json::Value {
     let body = serde_json::json!({
@@ -577,16 +595,10 @@ fn a_send_through_one_node_reaches_an_agent_on_another() {
     wait_for_listing(&a, "echo on c", &[("echo", "c", 1)]);
 
     // A client of node a reaches echo on node c, and its answer comes back.
-    let start = Instant::now();
-    let answered = loop {
-        let sent = engine(&["send", "echo", "across the cluster", "--admin", &a_admin]);
-        if sent.status.success() || start.elapsed() > Duration::from_secs(10) {
-            break sent;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(answered.status.success(), "{}", common::stderr(&answered));
-    assert_eq!(stdout(&answered), "inform: across the cluster\n");
+    assert_eq!(
+        send_until_answered(&a_admin, "echo", "across the cluster"),
+        "inform: across the cluster\n"
+    );
 
     // An agent on a reaches it too: a forwarder's last hop crosses nodes and
     // c's echo answers a's client directly.
@@ -815,16 +827,10 @@ fn a_restarted_node_with_persistence_is_routable_again_and_kept_its_durable_send
         "echo and tally on the restarted c",
         &[("echo", "c", 1), ("tally", "c", 1)],
     );
-    let start = Instant::now();
-    let answered = loop {
-        let sent = engine(&["send", "echo", "again", "--admin", &a_admin]);
-        if sent.status.success() || start.elapsed() > Duration::from_secs(10) {
-            break sent;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(answered.status.success(), "{}", common::stderr(&answered));
-    assert_eq!(stdout(&answered), "inform: again\n");
+    assert_eq!(
+        send_until_answered(&a_admin, "echo", "again"),
+        "inform: again\n"
+    );
     // Every durable send c accepted was handled, before the kill or after
     // the restart: the fourth count is at least 4 (a redelivered one may
     // have run twice).

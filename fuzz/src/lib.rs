@@ -41,6 +41,11 @@ pub fn target(name: &str) -> Option<Target> {
         .map(|(_, run)| *run)
 }
 
+/// The SWIM settings the cluster targets run: the default profile's.
+pub fn swim_settings() -> SwimSettings {
+    SwimSettings::from_profile(&caxton_profiles::Profile::default())
+}
+
 /// The envelope codec: what decodes, round-trips.
 pub fn envelope(data: &[u8]) {
     if let Ok(envelope) = Envelope::decode(data) {
@@ -51,16 +56,7 @@ pub fn envelope(data: &[u8]) {
 
 /// A frame off the cluster port, handed to a fresh membership core.
 pub fn cluster_frame(data: &[u8]) {
-    let swim = SwimSettings {
-        gossip_interval: Duration::from_millis(100),
-        gossip_fanout: 3,
-        probe_interval: Duration::from_millis(500),
-        probe_timeout: Duration::from_millis(200),
-        indirect_probes: 3,
-        suspicion_multiplier: 3,
-        gossip_to_dead: 3,
-        max_packet: 1400 - wire::FRAME_OVERHEAD,
-    };
+    let swim = swim_settings();
     let now = Now {
         elapsed: Duration::from_secs(1),
         unix_us: 1_800_000_000_000_000,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use caxton_cluster::directory::DirectoryMessage;
 use caxton_cluster::remote::{RemoteBatch, RemoteMessage, Target};
 use caxton_cluster::wire::{self, FrameKind};
-use caxton_cluster::{Membership, NodeId, Now, SwimSettings};
+use caxton_cluster::{Membership, NodeId, Now};
 use caxton_messaging::{
     Address, AgentId, Durability, Envelope, InstanceId, Performative, PriorityClass,
 };
@@ -82,16 +82,7 @@ fn envelopes() -> Vec<Envelope> {
 /// Frames two membership cores really exchange while one joins the other,
 /// and the directory frames that follow.
 fn cluster_frames() -> Vec<Vec<u8>> {
-    let swim = SwimSettings {
-        gossip_interval: Duration::from_millis(100),
-        gossip_fanout: 3,
-        probe_interval: Duration::from_millis(500),
-        probe_timeout: Duration::from_millis(200),
-        indirect_probes: 3,
-        suspicion_multiplier: 3,
-        gossip_to_dead: 3,
-        max_packet: 1400 - wire::FRAME_OVERHEAD,
-    };
+    let swim = caxton_fuzz::swim_settings();
     let now = |ms: u64| Now {
         elapsed: Duration::from_millis(ms),
         unix_us: 1_800_000_000_000_000 + ms * 1_000,

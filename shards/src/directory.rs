@@ -146,6 +146,21 @@ impl Directory {
             .filter_map(|(index, record)| Some((AgentId(index as u32), record.as_ref()?)))
     }
 
+    /// Every agent deployed here and its instances across the shards, by
+    /// name (what the cluster directory publishes for this node).
+    pub fn hosted_agents(&self) -> std::collections::BTreeMap<String, u32> {
+        self.iter()
+            .map(|(_, record)| {
+                let instances = record
+                    .instances_per_shard
+                    .iter()
+                    .map(|&count| u32::from(count))
+                    .sum();
+                (record.name.clone(), instances)
+            })
+            .collect()
+    }
+
     /// Number of deployed agents.
     pub fn len(&self) -> usize {
         self.by_name.len()
