@@ -373,6 +373,34 @@ fn a_lost_host_answers_its_waiting_senders_at_once() {
     assert!(a.node_lost(c, "connection-lost", &a_side).is_empty());
 }
 
+/// `message` delivered on C (hosting echo), where it is to be stored:
+/// C's router, its side, and the envelope its shard got.
+fn stored_on_c(message: RemoteMessage) -> (RemoteRouter, FakeSide, Envelope) {
+    let mut c = RemoteRouter::default();
+    let mut c_side = FakeSide::new(&[("echo", 5)], &[]);
+    assert_eq!(
+        c.inbound(node(1).addr, message, &mut c_side),
+        Inbound::Delivered
+    );
+    let arrived = c_side.delivered.pop().expect("delivered");
+    assert_eq!(
+        arrived.durability,
+        Durability::Requested,
+        "stored on the host"
+    );
+    (c, c_side, arrived)
+}
+
+/// The host shard's notice that `arrived` was stored under `id`.
+fn stored_notice(arrived: &Envelope, id: u64) -> Envelope {
+    Envelope {
+        durability: Durability::Notice(id),
+        ..arrived
+            .reply_path()
+            .answer(Performative::Agree, Vec::new(), 0, 0)
+    }
+}
+
 #[test]
 fn a_durable_sends_notice_comes_home_first_and_its_answer_after() {
     let directory = directory_with_echo_on_c();
@@ -386,25 +414,9 @@ fn a_durable_sends_notice_comes_home_first_and_its_answer_after() {
         panic!("sent");
     };
     assert!(message.durable);
-    let mut c = RemoteRouter::default();
-    let mut c_side = FakeSide::new(&[("echo", 5)], &[]);
-    assert_eq!(
-        c.inbound(node(1).addr, message, &mut c_side),
-        Inbound::Delivered
-    );
-    let arrived = c_side.delivered.pop().expect("delivered");
-    assert_eq!(
-        arrived.durability,
-        Durability::Requested,
-        "stored by the host"
-    );
+    let (mut c, c_side, arrived) = stored_on_c(message);
     // The host's shard stored it: its notice goes home, and the origin stays.
-    let notice = Envelope {
-        durability: Durability::Notice(77),
-        ..arrived
-            .reply_path()
-            .answer(Performative::Agree, Vec::new(), 0, 0)
-    };
+    let notice = stored_notice(&arrived, 77);
     let Outbound::Send(_, home) = c.outbound(notice, &c_side, &ClusterDirectory::default()) else {
         panic!("home");
     };
@@ -437,21 +449,8 @@ fn a_chain_hop_is_stored_on_its_host_and_acknowledged_to_its_parent() {
         panic!("sent");
     };
     assert_eq!(message.chained, Some(parent));
-    let mut c = RemoteRouter::default();
-    let mut c_side = FakeSide::new(&[("echo", 5)], &[]);
-    c.inbound(node(1).addr, message, &mut c_side);
-    let arrived = c_side.delivered.pop().expect("delivered");
-    assert_eq!(
-        arrived.durability,
-        Durability::Requested,
-        "stored on the host"
-    );
-    let stored = Envelope {
-        durability: Durability::Notice(9),
-        ..arrived
-            .reply_path()
-            .answer(Performative::Agree, Vec::new(), 0, 0)
-    };
+    let (mut c, c_side, arrived) = stored_on_c(message);
+    let stored = stored_notice(&arrived, 9);
     let Outbound::Send(_, ack) = c.outbound(stored, &c_side, &ClusterDirectory::default()) else {
         panic!("acknowledged");
     };

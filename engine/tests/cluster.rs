@@ -137,22 +137,10 @@ fn init_certs(directory: &Path, nodes: &str) {
 
 #[test]
 fn three_processes_join_fail_rejoin_and_leave() {
-    let certs = tempfile::tempdir().expect("a directory");
-    init_certs(certs.path(), "a,b,c");
+    let (certs, a, b, c) = three_nodes();
     let dir = certs.path();
-    let a = node(dir, dir, "a", "127.0.0.1:0", None);
     let seed = cluster_address(&a);
-    let b = node(dir, dir, "b", "127.0.0.1:0", Some(seed));
-    let c = node(dir, dir, "c", "127.0.0.1:0", Some(seed));
     let c_address = cluster_address(&c);
-    for engine in [&a, &b, &c] {
-        wait(
-            engine,
-            Duration::from_secs(10),
-            "two others alive",
-            |view| view["counts"]["alive"] == 2,
-        );
-    }
     let view = status(&a);
     assert_eq!(view["authenticated"], true);
     assert_eq!(state_of(&view, "b").as_deref(), Some("alive"));
@@ -450,6 +438,32 @@ fn post_message(client: &AdminClient, agent: &str, content: &[u8]) -> serde_json
     answer.json()
 }
 
+/// Nodes `a`, `b` and `c`, joined through `a`, each seeing the two others
+/// alive; the certificates' directory lives as long as the first value.
+fn three_nodes() -> (
+    tempfile::TempDir,
+    RunningEngine,
+    RunningEngine,
+    RunningEngine,
+) {
+    let certs = tempfile::tempdir().expect("a directory");
+    init_certs(certs.path(), "a,b,c");
+    let dir = certs.path();
+    let a = node(dir, dir, "a", "127.0.0.1:0", None);
+    let seed = cluster_address(&a);
+    let b = node(dir, dir, "b", "127.0.0.1:0", Some(seed));
+    let c = node(dir, dir, "c", "127.0.0.1:0", Some(seed));
+    for engine in [&a, &b, &c] {
+        wait(
+            engine,
+            Duration::from_secs(10),
+            "two others alive",
+            |view| view["counts"]["alive"] == 2,
+        );
+    }
+    (certs, a, b, c)
+}
+
 /// Nodes `a` and `c` (with `c_overrides`), joined and each seeing the other
 /// alive; the certificates' directory lives as long as the first value.
 fn two_nodes(c_overrides: &[String]) -> (tempfile::TempDir, RunningEngine, RunningEngine) {
@@ -510,21 +524,7 @@ fn wait_for_listing(engine: &RunningEngine, what: &str, want: &[(&str, &str, u64
 
 #[test]
 fn every_node_lists_the_agents_the_others_host() {
-    let certs = tempfile::tempdir().expect("a directory");
-    init_certs(certs.path(), "a,b,c");
-    let dir = certs.path();
-    let a = node(dir, dir, "a", "127.0.0.1:0", None);
-    let seed = cluster_address(&a);
-    let b = node(dir, dir, "b", "127.0.0.1:0", Some(seed));
-    let c = node(dir, dir, "c", "127.0.0.1:0", Some(seed));
-    for engine in [&a, &b, &c] {
-        wait(
-            engine,
-            Duration::from_secs(10),
-            "two others alive",
-            |view| view["counts"]["alive"] == 2,
-        );
-    }
+    let (_certs, a, b, c) = three_nodes();
     let echo = format!("{}/../examples/agents/echo.wat", env!("CARGO_MANIFEST_DIR"));
     let c_admin = c.admin_address().to_string();
     let deployed = engine(&[
