@@ -1,8 +1,10 @@
 ;; fanout: on a `request` whose content names N agents ([n: u8] then, per
 ;; agent, [name length: u8][name]), sends each a `request` and gathers their
 ;; answers; when all N have answered it answers the original request with
-;; `inform` and N as 4 little-endian bytes. One gather at a time: a request
-;; that arrives during one is answered `refuse`.
+;; `inform` and N as 4 little-endian bytes. A `failure` from an agent (its
+;; handler failed, or the engine gave up on the request) is an answer too: a
+;; gather never waits for ever. One gather at a time: a request that arrives
+;; during one is answered `refuse`.
 ;;
 ;; Memory: 0: open ticket (i64, 0 = none), 8: answers awaited (i32), 16: received (i32).
 (module
@@ -17,8 +19,9 @@
   (func (export "caxton_abi_version") (result i32) (i32.const 1))
   (func (export "caxton_handle") (result i32)
     (local $length i32) (local $count i32) (local $index i32) (local $cursor i32) (local $name_length i32) (local $ticket i64)
-    ;; An answer (inform) to our gather?
-    (if (i32.eq (call $performative) (i32.const 1))
+    ;; An answer (inform, or failure) to our gather?
+    (if (i32.or (i32.eq (call $performative) (i32.const 1))
+                (i32.eq (call $performative) (i32.const 9)))
       (then
         (if (i64.eqz (i64.load (i32.const 0))) (then (return (i32.const 0))))
         (if (i64.ne (call $in_reply_to) (i64.load (i32.const 0))) (then (return (i32.const 0))))

@@ -93,6 +93,12 @@ fn transcript(twin: Twin) -> Vec<Exchange> {
             names(2, &["echo", "counter"]),
         ),
         ("counter after fanout", "counter", Vec::new()),
+        // The forwarder fails an empty request: a failed leaf still answers.
+        (
+            "fanout echo+failing forwarder",
+            "fanout",
+            names(2, &["echo", "forwarder"]),
+        ),
         ("fanout empty", "fanout", Vec::new()),
         ("fanout zero names", "fanout", vec![0]),
         ("fanout unknown name", "fanout", names(1, &["nobody"])),
@@ -146,6 +152,7 @@ fn rust_examples_answer_exactly_like_their_wat_twins() {
         ("fanout echo+counter", inform(&2u32.to_le_bytes())),
         // The gather's request was the counter's fourth message.
         ("counter after fanout", inform(&5u64.to_le_bytes())),
+        ("fanout echo+failing forwarder", inform(&2u32.to_le_bytes())),
         ("fanout empty", failure("1")),
         ("fanout zero names", failure("1")),
         ("fanout unknown name", failure("3")),

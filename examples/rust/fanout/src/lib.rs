@@ -2,8 +2,10 @@
 //! `request` whose content names N agents (`[n: u8]` then, per agent,
 //! `[name length: u8][name]`), it sends each a `request` and gathers their
 //! answers; when all N have answered it answers the original request with
-//! `inform` and N as 4 little-endian bytes. One gather at a time: a request
-//! that arrives during one is answered `refuse`.
+//! `inform` and N as 4 little-endian bytes. A `failure` from an agent (its
+//! handler failed, or the engine gave up on the request) is an answer too: a
+//! gather never waits for ever. One gather at a time: a request that arrives
+//! during one is answered `refuse`.
 //!
 //! Failure codes, as the WAT twin's: 1 malformed content, 2 no ticket,
 //! 3 a send failed (the gather is dropped).
@@ -29,7 +31,10 @@ struct Gather {
 
 impl Agent for Fanout {
     fn handle(&mut self, message: &Message) -> Result<(), Error> {
-        if message.performative() == Performative::Inform {
+        if matches!(
+            message.performative(),
+            Performative::Inform | Performative::Failure
+        ) {
             return self.answer(message);
         }
         if self.gather.is_some() {
@@ -65,7 +70,7 @@ impl Agent for Fanout {
 }
 
 impl Fanout {
-    /// An `inform`: one of the gather's answers, or a stray one to ignore.
+    /// An `inform` or `failure`: one of the gather's answers, or a stray one to ignore.
     fn answer(&mut self, message: &Message) -> Result<(), Error> {
         let Some(gather) = self.gather.as_mut() else {
             return Ok(());
