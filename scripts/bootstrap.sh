@@ -40,8 +40,9 @@ echo "bootstrap: installing ${missing[*]}" >&2
 sudo_cmd=()
 if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
 export DEBIAN_FRONTEND=noninteractive
-# Only promtool is wanted from the prometheus package: keep its server (which
-# would listen on 9090, the engine's admin port) from starting, now or at boot.
+# Only promtool is wanted from the prometheus package: keep its server from
+# starting, now or at boot (tests need no Prometheus, and a test machine should
+# not grow a listener on 9090).
 policy=/usr/sbin/policy-rc.d
 made_policy=false
 if [ ! -e "$policy" ]; then

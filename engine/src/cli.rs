@@ -270,7 +270,7 @@ pub enum BenchmarkCommand {
 #[derive(Debug, Args, Clone)]
 pub struct Endpoint {
     /// The admin endpoint's address; default: the profile's
-    /// `observability.admin.listen` (127.0.0.1:9090).
+    /// `observability.admin.listen` (127.0.0.1:1476).
     #[arg(long, value_name = "HOST:PORT")]
     pub admin: Option<String>,
     /// The access token; default: `CAXTON_ADMIN_TOKEN`, then the profile's

@@ -170,7 +170,7 @@ fn a_scrape_shows_the_seed_metrics_and_passes_promtool() {
     ] {
         sample(&text, name);
     }
-    // `curl -s localhost:9090/metrics | grep latency` shows what the seed shows.
+    // `curl -s localhost:1476/metrics | grep latency` shows what the seed shows.
     assert!(text
         .lines()
         .any(|line| line.starts_with("caxton_routing_latency_seconds{quantile=\"0.99\"} ")));

@@ -602,6 +602,17 @@ mod tests {
     }
 
     #[test]
+    fn every_builtin_keeps_the_admin_endpoint_off_common_tool_ports() {
+        // 9090 is Prometheus's own port; a host that scrapes the engine runs both.
+        for name in crate::BUILTIN_NAMES {
+            let loaded = load(&[(*name).to_owned()], &[]).expect("loads");
+            let listen = loaded.profile.observability.admin.listen;
+            assert_eq!(listen.port(), crate::DEFAULT_ADMIN_PORT, "{name}");
+            assert!(listen.ip().is_loopback(), "{name}");
+        }
+    }
+
+    #[test]
     fn later_layers_win_key_by_key() {
         let loaded =
             load(&["low-latency".to_owned(), "cluster-large".to_owned()], &[]).expect("loads");

@@ -938,7 +938,10 @@ impl Default for ObservabilityConfig {
 pub struct AdminConfig {
     /// Serve the endpoint at all.
     pub enabled: bool,
-    /// Address to bind (`127.0.0.1:9090`; port 0 picks a free port, which is logged).
+    /// Address to bind (`127.0.0.1:1476`; port 0 picks a free port, which is logged).
+    /// The default port is outside the ranges common tools take (Prometheus
+    /// 9090, exporters 9100–9999, web 8000–8999) and outside Linux's
+    /// ephemeral range; 1476 is the year Caxton's press opened.
     pub listen: std::net::SocketAddr,
     /// Bearer token every request must carry. Required when `listen` is not a
     /// loopback address; `CAXTON_ADMIN_TOKEN` in the environment overrides it.
@@ -950,11 +953,14 @@ pub struct AdminConfig {
     pub max_connections: u32,
 }
 
+/// The admin endpoint's default port (see [`AdminConfig::listen`]).
+pub const DEFAULT_ADMIN_PORT: u16 = 1476;
+
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9090)),
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], DEFAULT_ADMIN_PORT)),
             access_token: None,
             max_upload_size: ByteSize::mib(16),
             max_connections: 64,
