@@ -230,10 +230,26 @@ fn counters(metrics: &ShardMetrics) -> Value {
 }
 
 async fn node(context: &Context) -> Answer {
+    let allocator_stats = context.settings.allocator_stats;
     context
         .controller
-        .call(|controller| {
+        .call(move |controller| {
             collect(controller)?;
+            // Handler time per shard: the sum of its agents' busy time.
+            let busy_ns: Vec<u64> = controller
+                .node
+                .all_agent_stats()
+                .map_err(|failure| node_error(&failure))?
+                .iter()
+                .map(|agents| agents.iter().map(|counts| counts.stats.busy_ns).sum())
+                .collect();
+            let agent_memory_bytes: Vec<usize> = controller
+                .node
+                .all_agent_stats()
+                .map_err(|failure| node_error(&failure))?
+                .iter()
+                .map(|agents| agents.iter().map(|counts| counts.memory_bytes).sum())
+                .collect();
             let collector = &controller.collector;
             let merged = collector.merged();
             let latency: BTreeMap<&str, Value> = tagged(&merged)
@@ -250,11 +266,24 @@ async fn node(context: &Context) -> Answer {
                     json!({
                         "shard": index,
                         "counters": counters(shard),
+                        "handler_busy_ns": busy_ns.get(index).copied().unwrap_or(0),
+                        "agent_memory_bytes": agent_memory_bytes.get(index).copied().unwrap_or(0),
+                        "routed_local": shard.routing_local_ns.len(),
+                        "routed_cross": shard.routing_cross_ns.len(),
+                        "routed_remote": shard.routing_remote_ns.len(),
                         "routing_latency": percentiles(&routing),
                         "message_processing_time": percentiles(&shard.processing_ns),
                     })
                 })
                 .collect();
+            let allocator: Value = match allocator_stats {
+                Some(read) => read()
+                    .into_iter()
+                    .map(|(name, bytes)| (name.to_owned(), Value::from(bytes)))
+                    .collect::<serde_json::Map<_, _>>()
+                    .into(),
+                None => Value::Null,
+            };
             let started = collector
                 .started_wall()
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -270,6 +299,7 @@ async fn node(context: &Context) -> Answer {
                     "messages_per_second": collector.messages_per_second(),
                     "cpu_usage_percent": collector.cpu_usage_percent(),
                     "memory_used_bytes": resident_memory_bytes(),
+                    "allocator": allocator,
                     "counters": counters(&merged),
                     "latency": latency,
                     "shards": shards,
@@ -302,12 +332,14 @@ async fn list_agents(context: &Context, only: Option<String>) -> Answer {
                     continue;
                 }
                 let mut stats = caxton_shards::AgentStats::default();
+                let mut memory_bytes = 0;
                 let mut running = Vec::with_capacity(per_shard.len());
                 for shard in &per_shard {
                     let found = shard.iter().find(|counts| counts.id == id);
                     running.push(found.map_or(0, |counts| counts.instances));
                     if let Some(counts) = found {
                         stats.add(&counts.stats);
+                        memory_bytes += counts.memory_bytes;
                     }
                 }
                 let ran = stats.handled + stats.agent_failures + stats.traps
@@ -326,6 +358,11 @@ async fn list_agents(context: &Context, only: Option<String>) -> Answer {
                     "cold_starts": stats.cold_starts,
                     "mean_processing_us": if ran == 0 { 0.0 } else { stats.busy_ns as f64 / ran as f64 / 1e3 },
                     "max_processing_us": stats.max_handler_ns as f64 / 1e3,
+                    "busy_ns": stats.busy_ns,
+                    "p50_processing_us": stats.run_times.value_at_quantile(0.5).map(|nanos| nanos as f64 / 1e3),
+                    "p99_processing_us": stats.run_times.value_at_quantile(0.99).map(|nanos| nanos as f64 / 1e3),
+                    "processing_buckets_ns": stats.run_times.buckets(),
+                    "memory_bytes": memory_bytes,
                 }));
             }
             let body = match only {

@@ -23,7 +23,7 @@ pub use api::{DEPLOY_INSTANCES_MAX, SEND_TIMEOUT_DEFAULT, SEND_TIMEOUT_MAX};
 pub use client::{AdminClient, Answer, ClientError};
 pub use collector::{resident_memory_bytes, Collector, HDR_TAGS};
 pub use controller::{ClientPool, Controller, ControllerGone, ControllerHandle, Job};
-pub use server::{serve, AdminSettings};
+pub use server::{serve, AdminSettings, AllocatorStats};
 
 /// The fewest clients the endpoint keeps for sends (it keeps one per data
 /// shard when there are more): as many sends wait for replies at once.

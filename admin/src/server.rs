@@ -22,6 +22,9 @@ use crate::controller::{ClientPool, ControllerHandle};
 /// How long a connection may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Reads the global allocator's statistics: (name, bytes) pairs.
+pub type AllocatorStats = fn() -> Vec<(&'static str, u64)>;
+
 /// The endpoint's settings, from `observability.admin` and the environment.
 #[derive(Clone, Debug)]
 pub struct AdminSettings {
@@ -33,6 +36,9 @@ pub struct AdminSettings {
     pub max_connections: usize,
     /// Where on-demand HDR dumps go (`observability.hdr_log.directory`).
     pub hdr_directory: Option<PathBuf>,
+    /// The global allocator's statistics (name, bytes), when the binary can
+    /// read them: `/v1/node` shows them under `allocator`.
+    pub allocator_stats: Option<AllocatorStats>,
 }
 
 /// What every request handler may use.

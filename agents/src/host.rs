@@ -152,6 +152,9 @@ pub struct AgentCounts {
     pub instances: usize,
     /// Its counters on the shard.
     pub stats: AgentStats,
+    /// Linear memory of its idle instances and spares on the shard, in bytes
+    /// (an instance out running a handler is not counted).
+    pub memory_bytes: usize,
 }
 
 /// Counters of one agent on one shard.
@@ -179,6 +182,8 @@ pub struct AgentStats {
     pub busy_ns: u64,
     /// The longest handler run (ns).
     pub max_handler_ns: u64,
+    /// Handler run times, every outcome included.
+    pub run_times: crate::RunTimes,
 }
 
 impl AgentStats {
@@ -187,6 +192,7 @@ impl AgentStats {
         self.handled += other.handled;
         self.busy_ns += other.busy_ns;
         self.max_handler_ns = self.max_handler_ns.max(other.max_handler_ns);
+        self.run_times.add(&other.run_times);
         self.agent_failures += other.agent_failures;
         self.traps += other.traps;
         self.timeouts += other.timeouts;
@@ -608,6 +614,13 @@ impl AgentHost {
                 id,
                 instances: agent.instances.len(),
                 stats: agent.stats.clone(),
+                memory_bytes: agent
+                    .instances
+                    .iter()
+                    .flatten()
+                    .chain(&agent.spares)
+                    .map(|instance| instance.memory.data_size(&instance.store))
+                    .sum(),
             })
             .collect()
     }
@@ -1048,6 +1061,7 @@ impl AgentHost {
         let stats = &mut agent.stats;
         stats.busy_ns += ran_ns;
         stats.max_handler_ns = stats.max_handler_ns.max(ran_ns);
+        stats.run_times.record(ran_ns);
         match outcome {
             Outcome::Handled => stats.handled += 1,
             Outcome::AgentFailed(_) => stats.agent_failures += 1,

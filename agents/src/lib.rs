@@ -18,6 +18,7 @@ mod compile;
 mod error;
 mod host;
 mod log;
+mod run_times;
 mod ticker;
 
 pub use abi_host::{link_abi, AbiContext, AbiState, OutboundMessage, StateMap};
@@ -30,4 +31,5 @@ pub use host::{
     epoch_tick, AgentCounts, AgentHost, AgentStats, Clock, Handled, Handling, Namer, Outcome,
     Resolver, StartKind,
 };
+pub use run_times::{quantile_of, RunTimes, RUN_TIME_BUCKETS};
 pub use ticker::EpochTicker;

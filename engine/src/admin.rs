@@ -99,6 +99,7 @@ pub fn prepare(
                 .directory
                 .as_ref()
                 .map(PathBuf::from),
+            allocator_stats: Some(allocator_stats),
         },
     )))
 }
@@ -142,4 +143,23 @@ pub fn open_hdr_log(
     })?;
     info!(path = %path.display(), interval = %config.interval, "HDR interval log");
     Ok(Some((writer, config.interval.get())))
+}
+
+/// jemalloc's own statistics, refreshed: what the application holds
+/// (`allocated`), the pages backing it (`active`), what jemalloc maps and keeps
+/// resident (`resident`, `mapped`), and what it returned to the kernel but kept
+/// reserved (`retained`). Zeros when jemalloc cannot say.
+fn allocator_stats() -> Vec<(&'static str, u64)> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    // The statistics are a snapshot taken when the epoch advances.
+    let _ = epoch::advance();
+    let read = |value: tikv_jemalloc_ctl::Result<usize>| value.map_or(0, |bytes| bytes as u64);
+    vec![
+        ("allocated_bytes", read(stats::allocated::read())),
+        ("active_bytes", read(stats::active::read())),
+        ("resident_bytes", read(stats::resident::read())),
+        ("mapped_bytes", read(stats::mapped::read())),
+        ("retained_bytes", read(stats::retained::read())),
+        ("metadata_bytes", read(stats::metadata::read())),
+    ]
 }

@@ -71,12 +71,101 @@ pub enum Command {
     /// Cluster membership: members and status of a running engine, test certificates.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Check whether this host is set up for a pinned engine: frequency
+    /// governor, turbo, C-states, SMT siblings, isolcpus/nohz_full, IRQ
+    /// affinity, transparent huge pages, NUMA balancing, swap, map and
+    /// locked-memory limits, judged against the profile's shards.
+    #[command(subcommand)]
+    Host(HostCommand),
+    /// Diagnose a running engine's performance from its live counters.
+    #[command(subcommand)]
+    Performance(PerformanceCommand),
+    /// Watch a running engine's memory and name what grows.
+    #[command(subcommand)]
+    Memory(MemoryCommand),
     /// Print the machine's topology and the placement plan for a profile.
     Topology {
         /// Plan for an hwloc synthetic topology instead of this machine,
         /// e.g. "package:2 numa:2 core:8 pu:2".
         #[arg(long, value_name = "DESCRIPTION")]
         synthetic: Option<String>,
+    },
+}
+
+/// `engine host ...`.
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// Read /sys and /proc and report each setting that costs latency, with
+    /// the command or file that fixes it. Nothing is changed.
+    Check {
+        /// The shard CPUs to judge (e.g. `2-7`); default: the CPUs the
+        /// profile's placement plan gives its data shards on this machine.
+        #[arg(long, value_name = "LIST")]
+        cpus: Option<String>,
+        /// Print JSON instead of a report.
+        #[arg(long)]
+        json: bool,
+        /// Read the files under this directory instead of `/` (a copy of
+        /// another host's /sys and /proc).
+        #[arg(long, value_name = "DIR", hide = true)]
+        root: Option<std::path::PathBuf>,
+    },
+}
+
+/// Which problem `engine performance diagnose` looks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Symptom {
+    /// Messages take too long: slow agents, saturated shards, growing queues.
+    HighLatency,
+    /// The node handles fewer messages than offered: refusals, saturation.
+    Throughput,
+    /// Memory grows: queues, stored messages, agents (see `engine memory analyze`).
+    Memory,
+}
+
+/// `engine performance ...`.
+#[derive(Debug, Subcommand)]
+pub enum PerformanceCommand {
+    /// Read a running engine's counters and histograms twice, a window
+    /// apart, and rank what explains the symptom, each finding with the
+    /// seed's remedy and the profile key to change.
+    Diagnose {
+        /// The symptom.
+        #[arg(long, value_enum)]
+        issue: Symptom,
+        /// How long to watch between the two readings, e.g. `5s`. With no
+        /// traffic in the window the totals since start are judged instead.
+        #[arg(long, default_value = "5s")]
+        window: String,
+        /// Print JSON instead of a report.
+        #[arg(long)]
+        json: bool,
+        /// How to reach the engine.
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+}
+
+/// `engine memory ...`.
+#[derive(Debug, Subcommand)]
+pub enum MemoryCommand {
+    /// Sample resident memory, the allocator's statistics, each agent's
+    /// linear memory and the queues over a window, fit a trend to each, and
+    /// name what grows.
+    Analyze {
+        /// How long to watch, e.g. `1h`, `10m`, `30s`.
+        #[arg(long)]
+        duration: String,
+        /// Time between samples; default: a sixtieth of the duration,
+        /// between 100 ms and 1 minute.
+        #[arg(long)]
+        interval: Option<String>,
+        /// Print JSON instead of a report.
+        #[arg(long)]
+        json: bool,
+        /// How to reach the engine.
+        #[command(flatten)]
+        endpoint: Endpoint,
     },
 }
 

@@ -89,6 +89,11 @@ pub fn dispatch(cli: Cli) -> Result<(), CommandError> {
         }
         Some(Command::Hdr(command)) => crate::hdr::run(command),
         Some(Command::Topology { synthetic }) => topology_command(&cli.selection, synthetic),
+        Some(Command::Host(command)) => crate::operations::host(&cli.selection, command),
+        Some(Command::Performance(command)) => {
+            crate::operations::performance(&cli.selection, command)
+        }
+        Some(Command::Memory(command)) => crate::operations::memory(&cli.selection, command),
     }
 }
 

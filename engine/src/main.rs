@@ -10,8 +10,10 @@ mod agent_project;
 mod cli;
 mod cluster;
 mod commands;
+mod diagnostics;
 mod hdr;
 mod loadbench;
+mod operations;
 mod remote;
 
 use std::process::ExitCode;

@@ -12,7 +12,10 @@ use crate::cli::{AgentsCommand, ClusterCommand, Endpoint, ProfileSelection};
 use crate::commands::{emit, load_profile, CommandError};
 
 /// The client for `endpoint`: its `--admin` and `--token`, else the profile's.
-fn connect(selection: &ProfileSelection, endpoint: &Endpoint) -> Result<AdminClient, CommandError> {
+pub(crate) fn connect(
+    selection: &ProfileSelection,
+    endpoint: &Endpoint,
+) -> Result<AdminClient, CommandError> {
     let loaded = load_profile(selection)?;
     let address: SocketAddr = match &endpoint.admin {
         Some(text) => text
@@ -40,7 +43,7 @@ fn connect(selection: &ProfileSelection, endpoint: &Endpoint) -> Result<AdminCli
 }
 
 /// `answer` if it succeeded, else its error message as a failure.
-fn expect_success(answer: Answer) -> Result<Answer, CommandError> {
+pub(crate) fn expect_success(answer: Answer) -> Result<Answer, CommandError> {
     if answer.status.is_success() {
         return Ok(answer);
     }

@@ -37,7 +37,7 @@ use crate::stop::StopSignal;
 /// io_uring buffer memory per data shard. glommio's default is 10 MiB per
 /// executor; shards do no bulk file I/O through these buffers yet, so a node
 /// with many shards should not pay 10 MiB for each.
-const SHARD_IO_MEMORY_BYTES: usize = 1 << 20;
+pub const SHARD_IO_MEMORY_BYTES: usize = 1 << 20;
 
 /// How long a shard may take to come up, or to answer a control command.
 const SHARD_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
