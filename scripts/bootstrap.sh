@@ -7,7 +7,8 @@
 #                                 for the labels of `engine hdr plot --output x.png`.
 #   scripts/bootstrap.sh --test   also the tools the tests check the engine's
 #                                 output with: promtool (Debian's prometheus) for
-#                                 the metrics, and HdrHistogram's own
+#                                 the metrics and the alert rules, systemd-analyze
+#                                 for the service unit, and HdrHistogram's own
 #                                 HistogramLogProcessor (Java) for the HDR logs;
 #                                 and the wasm32-unknown-unknown Rust target the
 #                                 agent SDK's examples are built for.
@@ -26,7 +27,7 @@ fi
 
 packages=(pkg-config libhwloc-dev libudev-dev fonts-dejavu-core)
 if [ "${1:-}" = "--test" ]; then
-  packages+=(prometheus default-jre-headless libhdrhistogram-java)
+  packages+=(prometheus systemd default-jre-headless libhdrhistogram-java)
 fi
 missing=()
 for package in "${packages[@]}"; do

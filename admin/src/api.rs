@@ -14,6 +14,7 @@
 //! | `POST /v1/agents/{name}/messages` | send `{"content": ...}` and wait for the reply |
 //! | `GET /v1/hdr` | the latency histograms since start, as an interval log |
 //! | `POST /v1/hdr/dump` | write that log into `observability.hdr_log.directory` |
+//! | `POST`, `GET`, `DELETE /v1/profile/trace` | message traces: [`crate::profiling`] |
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
@@ -48,7 +49,7 @@ pub(crate) fn error(status: StatusCode, code: &str, message: String) -> Reply {
     )
 }
 
-fn json_reply(status: StatusCode, value: &Value) -> Reply {
+pub(crate) fn json_reply(status: StatusCode, value: &Value) -> Reply {
     let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
     body.push(b'\n');
     reply(status, "application/json", body)
@@ -64,7 +65,7 @@ fn reply(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Reply
     response
 }
 
-fn shutting_down() -> Reply {
+pub(crate) fn shutting_down() -> Reply {
     error(
         StatusCode::SERVICE_UNAVAILABLE,
         "shutting-down",
@@ -90,7 +91,17 @@ pub(crate) async fn route(parts: &Parts, body: Bytes, context: &Context) -> Repl
         (&Method::GET, ["v1", "hdr"]) => hdr_log(context).await,
         (&Method::POST, ["v1", "hdr", "dump"]) => hdr_dump(context).await,
         (&Method::GET, ["v1", "cluster"]) => cluster(context).await,
-        (_, ["v1", "cluster"])
+        (&Method::POST, ["v1", "profile", "trace"]) => {
+            match crate::profiling::messages_param(&query) {
+                Ok(messages) => crate::profiling::trace(context, Some(messages)).await,
+                Err(reply) => Err(reply),
+            }
+        }
+        (&Method::GET, ["v1", "profile", "trace"]) => crate::profiling::trace(context, None).await,
+        (&Method::DELETE, ["v1", "profile", "trace"]) => {
+            crate::profiling::trace(context, Some(0)).await
+        }
+        (_, ["v1", "cluster"] | ["v1", "profile", "trace"])
         | (_, ["metrics"] | ["v1", "node" | "agents" | "hdr"] | ["v1", "agents", _])
         | (_, ["v1", "agents", _, "messages"] | ["v1", "hdr", "dump"]) => Err(error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -106,7 +117,7 @@ pub(crate) async fn route(parts: &Parts, body: Bytes, context: &Context) -> Repl
     result.unwrap_or_else(|reply| reply)
 }
 
-type Answer = Result<Reply, Reply>;
+pub(crate) type Answer = Result<Reply, Reply>;
 
 async fn metrics(context: &Context) -> Answer {
     let text = context
@@ -179,7 +190,7 @@ fn collect(controller: &mut Controller) -> Result<(), Reply> {
         .map_err(|failure| node_error(&failure))
 }
 
-fn node_error(failure: &NodeError) -> Reply {
+pub(crate) fn node_error(failure: &NodeError) -> Reply {
     let (status, code) = match failure {
         NodeError::UnknownAgent(_) => (StatusCode::NOT_FOUND, "unknown-agent"),
         NodeError::Deploy { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid-module"),
@@ -424,7 +435,7 @@ fn unknown_agent(name: &str) -> Reply {
     )
 }
 
-fn bad_request(code: &str, message: String) -> Reply {
+pub(crate) fn bad_request(code: &str, message: String) -> Reply {
     error(StatusCode::BAD_REQUEST, code, message)
 }
 

@@ -17,12 +17,14 @@ mod api;
 mod client;
 mod collector;
 mod controller;
+mod profiling;
 mod server;
 
 pub use api::{DEPLOY_INSTANCES_MAX, SEND_TIMEOUT_DEFAULT, SEND_TIMEOUT_MAX};
 pub use client::{AdminClient, Answer, ClientError};
 pub use collector::{resident_memory_bytes, Collector, HDR_TAGS};
 pub use controller::{ClientPool, Controller, ControllerGone, ControllerHandle, Job};
+pub use profiling::TRACE_MESSAGES_MAX;
 pub use server::{serve, AdminSettings, AllocatorStats};
 
 /// The fewest clients the endpoint keeps for sends (it keeps one per data

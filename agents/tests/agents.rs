@@ -99,6 +99,7 @@ fn request(content: &[u8]) -> Envelope {
         from_participant: 0,
         durability: caxton_messaging::Durability::Transient,
         content: content.to_vec(),
+        trace: 0,
     }
 }
 

@@ -83,6 +83,9 @@ pub enum Command {
     /// Watch a running engine's memory and name what grows.
     #[command(subcommand)]
     Memory(MemoryCommand),
+    /// Profile a running engine: message traces.
+    #[command(subcommand)]
+    Profile(ProfileCommand),
     /// Print the machine's topology and the placement plan for a profile.
     Topology {
         /// Plan for an hwloc synthetic topology instead of this machine,
@@ -140,6 +143,29 @@ pub enum PerformanceCommand {
         /// Print JSON instead of a report.
         #[arg(long)]
         json: bool,
+        /// How to reach the engine.
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+}
+
+/// `engine profile ...`.
+#[derive(Debug, Subcommand)]
+pub enum ProfileCommand {
+    /// Sample N messages as they pass through a running engine and write
+    /// each hop (send, ring, mailbox, handler start and end, the answer's
+    /// way out, the hop to another node) with its shard and agent, as Chrome
+    /// trace-event JSON that Perfetto (ui.perfetto.dev) and chrome://tracing open.
+    Trace {
+        /// How many messages to sample.
+        #[arg(long, default_value_t = 1000)]
+        messages: u32,
+        /// Where to write the JSON.
+        #[arg(long, short)]
+        output: std::path::PathBuf,
+        /// Stop waiting for traffic after this long, e.g. `60s`.
+        #[arg(long, default_value = "60s")]
+        timeout: String,
         /// How to reach the engine.
         #[command(flatten)]
         endpoint: Endpoint,

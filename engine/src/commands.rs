@@ -94,6 +94,7 @@ pub fn dispatch(cli: Cli) -> Result<(), CommandError> {
             crate::operations::performance(&cli.selection, command)
         }
         Some(Command::Memory(command)) => crate::operations::memory(&cli.selection, command),
+        Some(Command::Profile(command)) => crate::profiling::run(&cli.selection, command),
     }
 }
 

@@ -14,6 +14,7 @@ mod diagnostics;
 mod hdr;
 mod loadbench;
 mod operations;
+mod profiling;
 mod remote;
 
 use std::process::ExitCode;

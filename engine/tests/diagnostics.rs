@@ -357,3 +357,165 @@ fn memory_analyze_names_the_leaking_agent_and_refuses_bad_input() {
         );
     }
 }
+
+/// The trace events of one message, by kind: (ts µs, name, duration µs).
+fn events_by_trace(trace: &Value) -> std::collections::BTreeMap<u64, Vec<(f64, String, f64)>> {
+    let mut by_trace = std::collections::BTreeMap::<u64, Vec<(f64, String, f64)>>::new();
+    for event in trace["traceEvents"].as_array().expect("traceEvents") {
+        let Some(id) = event["args"]["trace"].as_u64() else {
+            continue;
+        };
+        by_trace.entry(id).or_default().push((
+            event["ts"].as_f64().expect("ts"),
+            event["name"].as_str().expect("name").to_owned(),
+            event["dur"].as_f64().unwrap_or(0.0),
+        ));
+    }
+    by_trace
+}
+
+#[test]
+fn profile_trace_writes_each_sampled_messages_hops_in_time_order() {
+    use base64::Engine as _;
+    let running = start_engine(&["--set", "runtime.worker_threads=2"]);
+    let address = running.admin_address().to_string();
+    let client = AdminClient::new(running.admin_address(), None).expect("client");
+    deploy(&client, "echo", "echo.wat");
+    deploy(&client, "forwarder", "forwarder.wat");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = dir.path().join("trace.json");
+    let tracer = std::thread::spawn({
+        let (address, output) = (address.clone(), output.display().to_string());
+        move || {
+            engine(&[
+                "profile",
+                "trace",
+                "--messages",
+                "30",
+                "--output",
+                &output,
+                "--timeout",
+                "30s",
+                "--admin",
+                &address,
+            ])
+        }
+    });
+    // Through the forwarder to echo: [1 hop]["echo"] then the payload.
+    let route = base64::engine::general_purpose::STANDARD.encode(b"\x01\x04echohi");
+    let body = serde_json::json!({ "content_base64": route }).to_string();
+    while !tracer.is_finished() {
+        send(&client, "echo", "traced?");
+        call(
+            &client,
+            Method::POST,
+            "/v1/agents/forwarder/messages",
+            body.clone().into_bytes(),
+        );
+    }
+    let finished = tracer.join().expect("tracer");
+    assert!(finished.status.success(), "{}", stderr(&finished));
+    assert!(
+        stderr(&finished).contains("30 messages traced"),
+        "{}",
+        stderr(&finished)
+    );
+    let trace: Value = serde_json::from_str(&std::fs::read_to_string(&output).expect("written"))
+        .expect("trace JSON");
+    let by_trace = events_by_trace(&trace);
+    assert_eq!(by_trace.len(), 30);
+    let mut through_both = 0;
+    for (id, events) in &by_trace {
+        let first = |prefix: &str| {
+            events
+                .iter()
+                .filter(|(_, name, _)| name.starts_with(prefix))
+                .map(|(ts, _, _)| *ts)
+                .fold(f64::INFINITY, f64::min)
+        };
+        let send = first("send");
+        assert!(send.is_finite(), "trace {id} has no send: {events:?}");
+        assert!(
+            events.iter().all(|(ts, _, _)| *ts >= send),
+            "trace {id} starts at its send: {events:?}"
+        );
+        // Each handler run follows its admission to that agent's mailbox.
+        for (ts, name, duration) in events
+            .iter()
+            .filter(|(_, name, _)| name.starts_with("handle "))
+        {
+            let agent = &name["handle ".len()..];
+            let admitted = first(&format!("mailbox of {agent}"));
+            assert!(
+                admitted <= *ts,
+                "trace {id}: {agent} ran before its mailbox: {events:?}"
+            );
+            assert!(*duration >= 0.0);
+        }
+        let handled = |agent: &str| first(&format!("handle {agent}"));
+        if handled("forwarder").is_finite() && handled("echo").is_finite() {
+            through_both += 1;
+            assert!(
+                handled("forwarder") <= first("mailbox of echo"),
+                "trace {id}: {events:?}"
+            );
+        }
+        // The answer leaves for the client port after the last handler.
+        let answered = first("ring to client port");
+        assert!(answered >= handled("echo"), "trace {id}: {events:?}");
+    }
+    assert!(
+        through_both > 0,
+        "a forwarded message's trace follows it into echo"
+    );
+    let threads: Vec<&str> = trace["traceEvents"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|event| event["name"] == "thread_name")
+        .filter_map(|event| event["args"]["name"].as_str())
+        .collect();
+    assert!(
+        threads.iter().any(|name| name.starts_with("shard ")),
+        "{threads:?}"
+    );
+
+    for (arguments, says) in [
+        (vec!["--messages", "0", "--output", "x.json"], "--messages"),
+        (
+            vec!["--output", "/nonexistent/dir/trace.json"],
+            "cannot write",
+        ),
+        (vec!["--output", "y.json", "--timeout", "0s"], "zero"),
+    ] {
+        let mut all = vec!["profile", "trace"];
+        all.extend(arguments.iter().copied());
+        all.extend(["--admin", &address]);
+        let refused = engine(&all);
+        assert_eq!(
+            refused.status.code(),
+            Some(2),
+            "{all:?}: {}",
+            stderr(&refused)
+        );
+        assert!(
+            stderr(&refused).contains(says),
+            "{all:?}: {}",
+            stderr(&refused)
+        );
+    }
+    let unreachable = engine(&[
+        "profile",
+        "trace",
+        "--output",
+        &dir.path().join("z.json").display().to_string(),
+        "--admin",
+        "127.0.0.1:1",
+    ]);
+    assert_eq!(
+        unreachable.status.code(),
+        Some(2),
+        "{}",
+        stderr(&unreachable)
+    );
+}

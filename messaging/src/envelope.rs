@@ -153,6 +153,15 @@ pub struct Envelope {
     /// Whether the engine keeps it durable (`messaging.enable_persistence`).
     #[serde(default)]
     pub durability: Durability,
+    /// The trace this message belongs to (`engine profile trace`); 0: not
+    /// sampled. Left out of the encoding when 0, so untraced messages encode
+    /// as they did before traces existed.
+    #[serde(default, skip_serializing_if = "is_untraced")]
+    pub trace: u64,
+}
+
+fn is_untraced(trace: &u64) -> bool {
+    *trace == 0
 }
 
 /// Where a message stands with the node's storage partitions.
@@ -203,6 +212,8 @@ pub struct ReplyPath {
     pub reply_with: u64,
     /// The class the answer travels in.
     pub priority: PriorityClass,
+    /// The trace the answer continues (0: none).
+    pub trace: u64,
 }
 
 impl ReplyPath {
@@ -218,6 +229,7 @@ impl ReplyPath {
             conversation_id: self.conversation_id,
             in_reply_to: self.reply_with,
             priority: self.priority,
+            trace: self.trace,
             ..Envelope::new(
                 performative,
                 self.answerer,
@@ -275,6 +287,7 @@ impl Envelope {
             from_participant: from,
             durability: Durability::Transient,
             content,
+            trace: 0,
         }
     }
 
@@ -287,6 +300,7 @@ impl Envelope {
             conversation_id: self.conversation_id,
             reply_with: self.reply_with,
             priority: self.priority,
+            trace: self.trace,
         }
     }
 
@@ -355,6 +369,7 @@ mod tests {
             from_participant: 0,
             durability: Durability::Transient,
             content: b"hello".to_vec(),
+            trace: 0,
         }
     }
 
@@ -370,6 +385,24 @@ mod tests {
         assert_eq!(answer.receiver, request.sender);
         assert_eq!(answer.in_reply_to, 9);
         assert_eq!(answer.conversation_id, 42);
+    }
+
+    #[test]
+    fn a_trace_travels_in_the_encoding_only_when_there_is_one() {
+        let untraced = sample().encode();
+        assert!(!untraced.windows(5).any(|window| window == b"trace"));
+        let traced = Envelope {
+            trace: 1 << 40 | 3,
+            ..sample()
+        };
+        assert_eq!(Envelope::decode(&traced.encode()), Ok(traced.clone()));
+        assert_eq!(
+            traced
+                .reply_path()
+                .answer(Performative::Inform, Vec::new(), 5, 0)
+                .trace,
+            traced.trace
+        );
     }
 
     #[test]

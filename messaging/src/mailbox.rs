@@ -137,6 +137,7 @@ mod tests {
             from_participant: 0,
             durability: crate::Durability::Transient,
             content: vec![tag],
+            trace: 0,
         }
     }
 

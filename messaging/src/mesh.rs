@@ -243,6 +243,7 @@ mod tests {
             from_participant: 0,
             durability: crate::Durability::Transient,
             content: Vec::new(),
+            trace: 0,
         }
     }
 

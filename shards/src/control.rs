@@ -71,6 +71,12 @@ pub(crate) enum Control {
         id: AgentId,
         ack: mpsc::Sender<Option<AgentStats>>,
     },
+    /// Sample the next `start` messages (when given; 0 stops sampling) and
+    /// hand over the hops recorded so far.
+    Trace {
+        start: Option<u32>,
+        ack: mpsc::Sender<crate::core::trace::TraceTake>,
+    },
     /// Leave the loop.
     Stop,
 }

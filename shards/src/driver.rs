@@ -292,6 +292,13 @@ impl ShardDriver {
             Control::AgentStats { id, ack } => {
                 let _ = ack.send(self.host.stats(id).cloned());
             }
+            Control::Trace { start, ack } => {
+                let tracer = self.core.tracer_mut();
+                if let Some(messages) = start {
+                    tracer.start(messages);
+                }
+                let _ = ack.send(tracer.take());
+            }
             Control::Stop => return true,
         }
         false

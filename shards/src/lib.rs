@@ -29,6 +29,7 @@ mod node;
 mod remote_port;
 mod stop;
 
+pub use crate::core::trace::{Hop, HopKind, TraceTake, TRACE_HOPS_MAX};
 pub use crate::core::FAILURE_PREFIX;
 pub use caxton_agents::AgentStats;
 pub use client::{Client, PersistError, RequestError, SendError, SendOptions};

@@ -29,6 +29,7 @@ use glommio::{CpuSet, ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use crate::client::{Client, PortPool};
 use crate::clock::NodeClock;
 use crate::control::{Control, CONTROL_QUEUE};
+use crate::core::trace::TraceTake;
 use crate::directory::{AgentRecord, Directory};
 use crate::driver::{ShardDriver, ShardStorage};
 use crate::metrics::ShardMetrics;
@@ -678,6 +679,18 @@ impl Node {
             .map(|shard| {
                 let (ack, answer) = mpsc::channel();
                 self.command(shard, Control::Metrics { reset, ack }, &answer)
+            })
+            .collect()
+    }
+
+    /// Message traces: with `start`, every shard samples up to that many
+    /// more messages (0 stops sampling). Returns each shard's hops recorded
+    /// since the last call.
+    pub fn trace(&self, start: Option<u32>) -> Result<Vec<TraceTake>, NodeError> {
+        (0..self.data_shards())
+            .map(|shard| {
+                let (ack, answer) = mpsc::channel();
+                self.command(shard, Control::Trace { start, ack }, &answer)
             })
             .collect()
     }

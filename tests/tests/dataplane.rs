@@ -487,6 +487,7 @@ fn misaddressed_messages_are_answered_not_fatal() {
         from_participant: 0,
         durability: caxton_messaging::Durability::Transient,
         content: Vec::new(),
+        trace: 0,
     };
     let nowhere = Address::Instance(InstanceId {
         agent: AgentId(0),

@@ -34,6 +34,7 @@
 //! [`caxton_storage::durability`]; the core applies it.
 
 mod seams;
+pub mod trace;
 
 #[cfg(test)]
 mod simulation;
@@ -55,6 +56,7 @@ use crate::directory::{Directory, Route, REMOTE_ID_BASE};
 use crate::metrics::ShardMetrics;
 
 pub(crate) use seams::{AgentRuntime, MeshIo, ShardIo, WasmAgents};
+use trace::{HopKind, Tracer};
 
 /// Prefix of the content of every `failure` the engine itself sends.
 pub const FAILURE_PREFIX: &str = "caxton:";
@@ -145,6 +147,8 @@ pub(crate) struct ShardCore {
     metrics: ShardMetrics,
     /// With persistence: the durability protocol's bookkeeping.
     ledger: Option<DurabilityLedger<Envelope>>,
+    /// Samples messages and records their hops (`engine profile trace`).
+    tracer: Tracer,
 }
 
 impl ShardCore {
@@ -169,7 +173,13 @@ impl ShardCore {
             suspended: Vec::new(),
             metrics: ShardMetrics::default(),
             ledger: first_id.map(|first| DurabilityLedger::new(first, limits.waiting_max)),
+            tracer: Tracer::new(index as u16),
         }
+    }
+
+    /// The message sampler and its hops.
+    pub fn tracer_mut(&mut self) -> &mut Tracer {
+        &mut self.tracer
     }
 
     /// Take a new directory snapshot.
@@ -212,11 +222,12 @@ impl ShardCore {
     }
 
     /// A message taken from a ring at `now`.
-    pub fn on_arrival(&mut self, envelope: Envelope, now: u64, io: &mut impl ShardIo) {
+    pub fn on_arrival(&mut self, mut envelope: Envelope, now: u64, io: &mut impl ShardIo) {
         if let Durability::ChainAck(parent) = envelope.durability {
             self.settle_child(parent, io);
             return;
         }
+        self.tracer.sample(&mut envelope);
         // For an agent only other nodes host: on to the remote port. A
         // durable one is stored by the node that handles it, not here.
         if matches!(envelope.receiver, Address::Agent(id) if id.0 >= REMOTE_ID_BASE) {
@@ -492,6 +503,7 @@ impl ShardCore {
             self.fail(&envelope, "unknown-agent", now, io);
             return;
         };
+        let trace = envelope.trace;
         if target == self.index {
             if matches!(envelope.durability, Durability::Chained(_)) {
                 self.persist(envelope, now, io);
@@ -499,6 +511,7 @@ impl ShardCore {
                 self.accept(envelope, now, io);
             }
         } else if let Err(refused) = io.push(target, envelope) {
+            self.tracer.hop(trace, HopKind::Refused, now, None);
             self.metrics.refused += 1;
             if matches!(refused.durability, Durability::Notice(_)) {
                 // The engine's own notice to a client that is not reading: the
@@ -508,6 +521,13 @@ impl ShardCore {
             } else {
                 self.fail(&refused, "refused:ring-full", now, io);
             }
+        } else if trace != 0 {
+            let kind = if self.directory.remote_port() == Some(target) {
+                HopKind::Remote
+            } else {
+                HopKind::Ring { to: target as u16 }
+            };
+            self.tracer.hop(trace, kind, now, None);
         }
     }
 
@@ -518,10 +538,15 @@ impl ShardCore {
 
     /// Admit `envelope` to its agent's lane, or refuse it when the lane is full.
     fn accept(&mut self, envelope: Envelope, now: u64, io: &mut impl ShardIo) {
-        let lane = receiver_agent(&envelope).map_or(0, |agent| agent.0 as usize) % self.lanes.len();
+        let agent = receiver_agent(&envelope);
+        let trace = envelope.trace;
+        let lane = agent.map_or(0, |agent| agent.0 as usize) % self.lanes.len();
         if let Err(MailboxFull(refused)) = self.lanes[lane].push(envelope, now) {
+            self.tracer.hop(trace, HopKind::Refused, now, agent);
             self.metrics.refused += 1;
             self.fail(&refused, "refused:queue-full", now, io);
+        } else {
+            self.tracer.hop(trace, HopKind::Admitted, now, agent);
         }
     }
 
@@ -567,12 +592,24 @@ impl ShardCore {
         let durability = envelope.durability;
         match agents.run_handler(agent, slot, envelope, started_ns) {
             Handling::Done(handled) => {
+                self.tracer.hop(
+                    request.trace,
+                    HopKind::HandlerStart,
+                    started_ns,
+                    Some(agent),
+                );
                 self.record_routing(sent_at_ns, from_participant, started_ns);
                 let finished_ns = started_ns + handled.ran_ns;
                 self.complete(request, durability, handled, finished_ns, agents, io);
                 finished_ns
             }
             Handling::Suspended { instance, ran_ns } => {
+                self.tracer.hop(
+                    request.trace,
+                    HopKind::HandlerStart,
+                    started_ns,
+                    Some(agent),
+                );
                 self.record_routing(sent_at_ns, from_participant, started_ns);
                 self.metrics.suspended += 1;
                 self.suspended.push(SuspendedRun {
@@ -607,6 +644,8 @@ impl ShardCore {
         io: &mut impl ShardIo,
     ) {
         let agent = handled.instance.agent;
+        self.tracer
+            .hop(request.trace, HopKind::HandlerEnd, finished_ns, Some(agent));
         let child_durability = self.settle_handled(durability, &handled.outbox, io);
         if !handled.state_writes.is_empty() && self.ledger.is_some() {
             let name = self.directory.name_of(Address::Agent(agent));
@@ -630,11 +669,13 @@ impl ShardCore {
         }
         for outbound in handled.outbox {
             let to_client = matches!(outbound.receiver, Address::Client { .. });
-            let envelope = Envelope {
+            let mut envelope = Envelope {
                 conversation_id: outbound.conversation_id,
                 reply_with: outbound.reply_with,
                 in_reply_to: outbound.in_reply_to,
                 priority: request.priority,
+                // What a traced handler sends continues its trace.
+                trace: request.trace,
                 durability: if to_client {
                     Durability::Transient
                 } else {
@@ -651,6 +692,7 @@ impl ShardCore {
                     self.participant(),
                 )
             };
+            self.tracer.sample(&mut envelope);
             self.dispatch(envelope, finished_ns, io);
         }
     }

@@ -1,0 +1,95 @@
+//! The profiling routes behind `engine profile`: message traces, sampled
+//! by the data shards themselves (see `caxton_shards::TraceTake`).
+//!
+//! | method and path | does |
+//! |---|---|
+//! | `POST /v1/profile/trace?messages=N` | every shard samples its next N messages; answers the hops recorded before |
+//! | `GET /v1/profile/trace` | the hops recorded since the last call |
+//! | `DELETE /v1/profile/trace` | stop sampling; answers the last hops |
+
+use std::collections::BTreeMap;
+
+use caxton_messaging::Address;
+use caxton_shards::{HopKind, TraceTake};
+use hyper::StatusCode;
+use serde_json::{json, Value};
+
+use crate::api::{bad_request, error, json_reply, node_error, shutting_down, Answer};
+use crate::server::Context;
+
+/// Most messages one trace request may sample per shard.
+pub const TRACE_MESSAGES_MAX: u32 = 100_000;
+
+/// `POST` (start with `messages`), `GET` (collect) or `DELETE` (stop).
+pub(crate) async fn trace(context: &Context, start: Option<u32>) -> Answer {
+    context
+        .controller
+        .call(move |controller| {
+            let takes = controller
+                .node
+                .trace(start)
+                .map_err(|failure| node_error(&failure))?;
+            let directory = controller.node.directory();
+            Ok(json_reply(
+                StatusCode::OK,
+                &takes_to_json(&takes, |agent| directory.name_of(Address::Agent(agent))),
+            ))
+        })
+        .await
+        .map_err(|_| shutting_down())?
+}
+
+/// The messages count of `POST /v1/profile/trace?messages=N`.
+pub(crate) fn messages_param(
+    query: &BTreeMap<String, String>,
+) -> Result<u32, crate::server::Reply> {
+    let text = query.get("messages").ok_or_else(|| {
+        bad_request(
+            "missing-messages",
+            "say how many messages to sample: ?messages=N".into(),
+        )
+    })?;
+    match text.parse::<u32>() {
+        Ok(messages) if (1..=TRACE_MESSAGES_MAX).contains(&messages) => Ok(messages),
+        _ => Err(error(
+            StatusCode::BAD_REQUEST,
+            "bad-messages",
+            format!("messages `{text}` must be a number from 1 to {TRACE_MESSAGES_MAX}"),
+        )),
+    }
+}
+
+fn takes_to_json(
+    takes: &[TraceTake],
+    name_of: impl Fn(caxton_messaging::AgentId) -> String,
+) -> Value {
+    let mut hops = Vec::new();
+    let mut dropped = 0;
+    let mut budget = 0u64;
+    for take in takes {
+        dropped += take.dropped;
+        budget += u64::from(take.budget);
+        for hop in &take.hops {
+            let mut entry = json!({
+                "trace": hop.trace,
+                "kind": hop.kind.label(),
+                "at_ns": hop.at_ns,
+                "participant": hop.shard,
+            });
+            if let Some(agent) = hop.agent {
+                entry["agent"] = Value::from(name_of(agent));
+            }
+            if let HopKind::Ring { to } = hop.kind {
+                entry["to"] = Value::from(to);
+            }
+            hops.push(entry);
+        }
+    }
+    json!({
+        "data_shards": takes.len(),
+        "sampling": budget > 0,
+        "budget_left": budget,
+        "dropped_hops": dropped,
+        "hops": hops,
+    })
+}
