@@ -15,6 +15,7 @@
 //! | `GET /v1/hdr` | the latency histograms since start, as an interval log |
 //! | `POST /v1/hdr/dump` | write that log into `observability.hdr_log.directory` |
 //! | `POST`, `GET`, `DELETE /v1/profile/trace` | message traces: [`crate::profiling`] |
+//! | `POST`, `DELETE /v1/profile/cpu` | start and collect a CPU profile: [`crate::profiling`] |
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
@@ -101,7 +102,11 @@ pub(crate) async fn route(parts: &Parts, body: Bytes, context: &Context) -> Repl
         (&Method::DELETE, ["v1", "profile", "trace"]) => {
             crate::profiling::trace(context, Some(0)).await
         }
-        (_, ["v1", "cluster"] | ["v1", "profile", "trace"])
+        (&Method::POST, ["v1", "profile", "cpu"]) => {
+            crate::profiling::start_cpu(context, &query).await
+        }
+        (&Method::DELETE, ["v1", "profile", "cpu"]) => crate::profiling::stop_cpu(context).await,
+        (_, ["v1", "cluster"] | ["v1", "profile", "trace" | "cpu"])
         | (_, ["metrics"] | ["v1", "node" | "agents" | "hdr"] | ["v1", "agents", _])
         | (_, ["v1", "agents", _, "messages"] | ["v1", "hdr", "dump"]) => Err(error(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -17,6 +17,7 @@ mod api;
 mod client;
 mod collector;
 mod controller;
+mod cpu_profile;
 mod profiling;
 mod server;
 
@@ -24,6 +25,7 @@ pub use api::{DEPLOY_INSTANCES_MAX, SEND_TIMEOUT_DEFAULT, SEND_TIMEOUT_MAX};
 pub use client::{AdminClient, Answer, ClientError};
 pub use collector::{resident_memory_bytes, Collector, HDR_TAGS};
 pub use controller::{ClientPool, Controller, ControllerGone, ControllerHandle, Job};
+pub use cpu_profile::{CPU_PROFILE_FREQUENCY, CPU_PROFILE_FREQUENCY_MAX, CPU_PROFILE_SECONDS_MAX};
 pub use profiling::TRACE_MESSAGES_MAX;
 pub use server::{serve, AdminSettings, AllocatorStats};
 

@@ -1,11 +1,14 @@
 //! The profiling routes behind `engine profile`: message traces, sampled
-//! by the data shards themselves (see `caxton_shards::TraceTake`).
+//! by the data shards themselves (see `caxton_shards::TraceTake`), and CPU
+//! profiles, sampled by the engine's profiler thread.
 //!
 //! | method and path | does |
 //! |---|---|
 //! | `POST /v1/profile/trace?messages=N` | every shard samples its next N messages; answers the hops recorded before |
 //! | `GET /v1/profile/trace` | the hops recorded since the last call |
 //! | `DELETE /v1/profile/trace` | stop sampling; answers the last hops |
+//! | `POST /v1/profile/cpu?frequency=HZ` | start sampling the engine's CPU ([`crate::cpu_profile`]) |
+//! | `DELETE /v1/profile/cpu` | stop; answers `pprof_base64`, `flamegraph_svg`, `samples`, `seconds` |
 
 use std::collections::BTreeMap;
 
@@ -92,4 +95,52 @@ fn takes_to_json(
         "dropped_hops": dropped,
         "hops": hops,
     })
+}
+
+/// `POST /v1/profile/cpu?frequency=HZ`.
+pub(crate) async fn start_cpu(context: &Context, query: &BTreeMap<String, String>) -> Answer {
+    let frequency = match query.get("frequency") {
+        None => crate::cpu_profile::CPU_PROFILE_FREQUENCY,
+        Some(text) => match text.parse::<u32>() {
+            Ok(hz) if (1..=crate::cpu_profile::CPU_PROFILE_FREQUENCY_MAX).contains(&hz) => hz,
+            _ => {
+                return Err(bad_request(
+                    "bad-frequency",
+                    format!(
+                        "frequency `{text}` must be from 1 to {} samples per second",
+                        crate::cpu_profile::CPU_PROFILE_FREQUENCY_MAX
+                    ),
+                ))
+            }
+        },
+    };
+    context
+        .cpu_profiler
+        .start(frequency)
+        .await
+        .map_err(|reason| error(StatusCode::CONFLICT, "profile-running", reason))?;
+    Ok(json_reply(
+        StatusCode::ACCEPTED,
+        &json!({ "started": true, "frequency": frequency, "stops_by_itself_after_seconds": crate::cpu_profile::CPU_PROFILE_SECONDS_MAX }),
+    ))
+}
+
+/// `DELETE /v1/profile/cpu`.
+pub(crate) async fn stop_cpu(context: &Context) -> Answer {
+    use base64::Engine as _;
+    let profile = context
+        .cpu_profiler
+        .stop()
+        .await
+        .map_err(|reason| error(StatusCode::CONFLICT, "no-profile", reason))?;
+    Ok(json_reply(
+        StatusCode::OK,
+        &json!({
+            "samples": profile.samples,
+            "seconds": profile.seconds,
+            "frequency": profile.frequency,
+            "pprof_base64": base64::engine::general_purpose::STANDARD.encode(&profile.pprof),
+            "flamegraph_svg": String::from_utf8_lossy(&profile.flamegraph),
+        }),
+    ))
 }

@@ -47,6 +47,7 @@ pub(crate) struct Context {
     pub(crate) controller: ControllerHandle,
     pub(crate) clients: ClientPool,
     pub(crate) cluster: Option<ClusterHandle>,
+    pub(crate) cpu_profiler: crate::cpu_profile::CpuProfiler,
 }
 
 /// A response body.
@@ -68,6 +69,7 @@ pub async fn serve(
         controller,
         clients,
         cluster,
+        cpu_profiler: crate::cpu_profile::CpuProfiler::spawn(),
     });
     let listener = match listener
         .set_nonblocking(true)

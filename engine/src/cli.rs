@@ -83,7 +83,7 @@ pub enum Command {
     /// Watch a running engine's memory and name what grows.
     #[command(subcommand)]
     Memory(MemoryCommand),
-    /// Profile a running engine: message traces.
+    /// Profile a running engine: CPU samples, message traces.
     #[command(subcommand)]
     Profile(ProfileCommand),
     /// Print the machine's topology and the placement plan for a profile.
@@ -152,6 +152,25 @@ pub enum PerformanceCommand {
 /// `engine profile ...`.
 #[derive(Debug, Subcommand)]
 pub enum ProfileCommand {
+    /// Sample a running engine's CPU for a while (the profiler runs inside
+    /// the engine) and write a pprof protobuf that `go tool pprof` reads,
+    /// with a flame graph SVG beside it. Samples keep their thread's name
+    /// (shards, gossip, writers) as the label `thread`.
+    Cpu {
+        /// How long to sample, e.g. `30s`.
+        #[arg(long, default_value = "30s")]
+        duration: String,
+        /// Where to write the profile; the flame graph goes beside it with
+        /// the extension `.svg`.
+        #[arg(long, short)]
+        output: std::path::PathBuf,
+        /// Samples per second of CPU time.
+        #[arg(long, default_value_t = caxton_admin::CPU_PROFILE_FREQUENCY)]
+        frequency: u32,
+        /// How to reach the engine.
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
     /// Sample N messages as they pass through a running engine and write
     /// each hop (send, ring, mailbox, handler start and end, the answer's
     /// way out, the hop to another node) with its shard and agent, as Chrome

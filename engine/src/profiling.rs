@@ -1,8 +1,13 @@
-//! `engine profile trace`: arms the shards' message sampler through the
-//! admin API, collects the hops of the sampled messages, and writes them as
-//! Chrome trace-event JSON: one thread per shard and client port, a slice
-//! per handler run, an instant per hop, and a flow arrow that follows each
-//! message from hop to hop (and into the messages its handlers sent).
+//! `engine profile cpu|trace`, through the admin API.
+//!
+//! `cpu` starts the engine's own sampler, waits, and writes what it answers:
+//! a pprof protobuf and a flame graph beside it.
+//!
+//! `trace` arms the shards' message sampler, collects the hops of the
+//! sampled messages, and writes them as Chrome trace-event JSON: one thread
+//! per shard and client port, a slice per handler run, an instant per hop,
+//! and a flow arrow that follows each message from hop to hop (and into the
+//! messages its handlers sent).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -21,21 +26,121 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// `engine profile ...`.
 pub fn run(selection: &ProfileSelection, command: ProfileCommand) -> Result<(), CommandError> {
-    let ProfileCommand::Trace {
-        messages,
-        output,
-        timeout,
-        endpoint,
-    } = command;
+    match command {
+        ProfileCommand::Cpu {
+            duration,
+            output,
+            frequency,
+            endpoint,
+        } => cpu(selection, &endpoint, &duration, &output, frequency),
+        ProfileCommand::Trace {
+            messages,
+            output,
+            timeout,
+            endpoint,
+        } => trace(selection, &endpoint, messages, &output, &timeout),
+    }
+}
+
+/// Where the flame graph of a profile written to `output` goes.
+pub fn flamegraph_path(output: &Path) -> std::path::PathBuf {
+    output.with_extension("svg")
+}
+
+fn cpu(
+    selection: &ProfileSelection,
+    endpoint: &crate::cli::Endpoint,
+    duration: &str,
+    output: &Path,
+    frequency: u32,
+) -> Result<(), CommandError> {
+    use base64::Engine as _;
+    let duration = positive_duration("--duration", duration)?;
+    if duration > Duration::from_secs(caxton_admin::CPU_PROFILE_SECONDS_MAX) {
+        return Err(CommandError::BadInput(format!(
+            "--duration {} is longer than the {} s a profile may run",
+            humantime::format_duration(duration),
+            caxton_admin::CPU_PROFILE_SECONDS_MAX
+        )));
+    }
+    if frequency == 0 || frequency > caxton_admin::CPU_PROFILE_FREQUENCY_MAX {
+        return Err(CommandError::BadInput(format!(
+            "--frequency {frequency} must be from 1 to {}",
+            caxton_admin::CPU_PROFILE_FREQUENCY_MAX
+        )));
+    }
+    let svg = flamegraph_path(output);
+    if svg == output {
+        return Err(CommandError::BadInput(format!(
+            "--output {} would be overwritten by its flame graph: name the profile e.g. cpu.prof",
+            output.display()
+        )));
+    }
+    check_writable(output)?;
+    check_writable(&svg)?;
+    let client = crate::remote::connect(selection, endpoint)?;
+    call(
+        &client,
+        Method::POST,
+        &format!("/v1/profile/cpu?frequency={frequency}"),
+    )?;
+    let progress = indicatif::ProgressBar::new(duration.as_secs().max(1)).with_style(
+        indicatif::ProgressStyle::with_template("sampling the CPU {bar:30} {elapsed} of {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    progress.set_message(humantime::format_duration(duration).to_string());
+    let started = Instant::now();
+    while started.elapsed() < duration {
+        std::thread::sleep(
+            (duration.saturating_sub(started.elapsed())).min(Duration::from_millis(250)),
+        );
+        progress.set_position(started.elapsed().as_secs());
+    }
+    progress.finish_and_clear();
+    let profile = call(&client, Method::DELETE, "/v1/profile/cpu")?;
+    let pprof = base64::engine::general_purpose::STANDARD
+        .decode(profile["pprof_base64"].as_str().unwrap_or(""))
+        .map_err(|error| {
+            CommandError::Failed(format!("the engine's profile is not base64: {error}"))
+        })?;
+    let write = |path: &Path, bytes: &[u8]| {
+        std::fs::write(path, bytes).map_err(|error| {
+            CommandError::BadInput(format!("cannot write {}: {error}", path.display()))
+        })
+    };
+    write(output, &pprof)?;
+    write(
+        &svg,
+        profile["flamegraph_svg"].as_str().unwrap_or("").as_bytes(),
+    )?;
+    eprintln!(
+        "engine: {} samples over {:.1} s at {} Hz into {} (flame graph: {}); `go tool pprof -http=: {}` opens it",
+        profile["samples"],
+        profile["seconds"].as_f64().unwrap_or(0.0),
+        profile["frequency"],
+        output.display(),
+        svg.display(),
+        output.display()
+    );
+    Ok(())
+}
+
+fn trace(
+    selection: &ProfileSelection,
+    endpoint: &crate::cli::Endpoint,
+    messages: u32,
+    output: &Path,
+    timeout: &str,
+) -> Result<(), CommandError> {
     if messages == 0 || messages > caxton_admin::TRACE_MESSAGES_MAX {
         return Err(CommandError::BadInput(format!(
             "--messages {messages} must be from 1 to {}",
             caxton_admin::TRACE_MESSAGES_MAX
         )));
     }
-    let timeout = positive_duration("--timeout", &timeout)?;
-    check_writable(&output)?;
-    let client = crate::remote::connect(selection, &endpoint)?;
+    let timeout = positive_duration("--timeout", timeout)?;
+    check_writable(output)?;
+    let client = crate::remote::connect(selection, endpoint)?;
     // What was recorded before this trace started is not part of it.
     call(
         &client,
@@ -89,7 +194,7 @@ pub fn run(selection: &ProfileSelection, command: ProfileCommand) -> Result<(), 
     let document = chrome_trace(&hops, data_shards);
     let text = serde_json::to_string(&document)
         .map_err(|error| CommandError::Failed(format!("cannot encode the trace: {error}")))?;
-    std::fs::write(&output, text).map_err(|error| {
+    std::fs::write(output, text).map_err(|error| {
         CommandError::BadInput(format!("cannot write {}: {error}", output.display()))
     })?;
     eprintln!(

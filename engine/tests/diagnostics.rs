@@ -519,3 +519,157 @@ fn profile_trace_writes_each_sampled_messages_hops_in_time_order() {
         stderr(&unreachable)
     );
 }
+
+#[test]
+fn profile_cpu_writes_a_pprof_with_the_handlers_frames_and_thread_names() {
+    use pprof::protos::Message as _;
+    let running = start_engine(&["--set", "runtime.worker_threads=1"]);
+    let address = running.admin_address().to_string();
+    let client = AdminClient::new(running.admin_address(), None).expect("client");
+    deploy(&client, "plodder", "slow.wat");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = dir.path().join("cpu.prof");
+    let profiler = std::thread::spawn({
+        let (address, output) = (address.clone(), output.display().to_string());
+        move || {
+            engine(&[
+                "profile",
+                "cpu",
+                "--duration",
+                "2s",
+                "--frequency",
+                "499",
+                "--output",
+                &output,
+                "--admin",
+                &address,
+            ])
+        }
+    });
+    // slow.wat spins 200 µs in its handler: the shard is busy in wasm.
+    while !profiler.is_finished() {
+        send(&client, "plodder", "spin");
+    }
+    let finished = profiler.join().expect("profiler");
+    assert!(finished.status.success(), "{}", stderr(&finished));
+    let profile =
+        pprof::protos::Profile::decode(std::fs::read(&output).expect("written").as_slice())
+            .expect("a pprof protobuf");
+    let strings = &profile.string_table;
+    let function_name = |id: u64| {
+        profile
+            .function
+            .iter()
+            .find(|function| function.id == id)
+            .map(|function| strings[function.name as usize].as_str())
+            .unwrap_or("")
+    };
+    let mut shard_handler_samples = 0;
+    for sample in &profile.sample {
+        let thread = sample
+            .label
+            .iter()
+            .find(|label| strings[label.key as usize] == "thread")
+            .map(|label| strings[label.str as usize].as_str())
+            .unwrap_or("");
+        let frames: Vec<&str> = sample
+            .location_id
+            .iter()
+            .filter_map(|id| profile.location.iter().find(|location| location.id == *id))
+            .flat_map(|location| {
+                location
+                    .line
+                    .iter()
+                    .map(|line| function_name(line.function_id))
+            })
+            .collect();
+        if thread.starts_with("caxton-shard-")
+            && frames
+                .iter()
+                .any(|frame| frame.contains("wasmtime") || frame.contains("caxton_agents"))
+        {
+            shard_handler_samples += sample.value[0];
+        }
+    }
+    assert!(
+        shard_handler_samples > 0,
+        "no sample of a shard running a handler: {strings:?}"
+    );
+    let svg = std::fs::read_to_string(dir.path().join("cpu.svg")).expect("flame graph beside it");
+    assert!(
+        svg.starts_with("<?xml") && svg.contains("caxton-shard-0"),
+        "{}",
+        &svg[..svg.len().min(200)]
+    );
+    assert!(
+        stderr(&finished).contains("samples over"),
+        "{}",
+        stderr(&finished)
+    );
+
+    // One profile at a time; stopping none is refused.
+    let started = client
+        .call(
+            Method::POST,
+            "/v1/profile/cpu",
+            "application/json",
+            Vec::new(),
+        )
+        .expect("answers");
+    assert_eq!(started.status.as_u16(), 202);
+    let again = client
+        .call(
+            Method::POST,
+            "/v1/profile/cpu",
+            "application/json",
+            Vec::new(),
+        )
+        .expect("answers");
+    assert_eq!(again.status.as_u16(), 409, "{}", again.error_message());
+    let stopped = client
+        .call(
+            Method::DELETE,
+            "/v1/profile/cpu",
+            "application/json",
+            Vec::new(),
+        )
+        .expect("answers");
+    assert_eq!(stopped.status.as_u16(), 200);
+    let none = client
+        .call(
+            Method::DELETE,
+            "/v1/profile/cpu",
+            "application/json",
+            Vec::new(),
+        )
+        .expect("answers");
+    assert_eq!(none.status.as_u16(), 409);
+    for (arguments, says) in [
+        (vec!["--duration", "0s", "--output", "a.prof"], "zero"),
+        (
+            vec!["--frequency", "0", "--output", "a.prof"],
+            "--frequency",
+        ),
+        (vec!["--output", "cpu.svg"], "overwritten"),
+        (
+            vec!["--output", "/nonexistent/dir/cpu.prof"],
+            "cannot write",
+        ),
+    ] {
+        let mut all = vec!["profile", "cpu"];
+        all.extend(arguments.iter().copied());
+        all.extend(["--admin", &address]);
+        let refused = engine(&all);
+        assert_eq!(
+            refused.status.code(),
+            Some(2),
+            "{all:?}: {}",
+            stderr(&refused)
+        );
+        assert!(
+            stderr(&refused).contains(says),
+            "{all:?}: {}",
+            stderr(&refused)
+        );
+    }
+}
