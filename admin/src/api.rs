@@ -16,6 +16,7 @@
 //! | `POST /v1/hdr/dump` | write that log into `observability.hdr_log.directory` |
 //! | `POST`, `GET`, `DELETE /v1/profile/trace` | message traces: [`crate::profiling`] |
 //! | `POST`, `DELETE /v1/profile/cpu` | start and collect a CPU profile: [`crate::profiling`] |
+//! | `POST`, `GET`, `DELETE /v1/profile/memory` | jemalloc's heap profiler: [`crate::profiling`] |
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
@@ -33,6 +34,7 @@ use serde_json::{json, Value};
 
 use crate::collector::{resident_memory_bytes, tagged};
 use crate::controller::Controller;
+use crate::profiling::HeapStep;
 use crate::server::{Context, Reply};
 
 /// Longest a send may wait for its reply.
@@ -106,7 +108,16 @@ pub(crate) async fn route(parts: &Parts, body: Bytes, context: &Context) -> Repl
             crate::profiling::start_cpu(context, &query).await
         }
         (&Method::DELETE, ["v1", "profile", "cpu"]) => crate::profiling::stop_cpu(context).await,
-        (_, ["v1", "cluster"] | ["v1", "profile", "trace" | "cpu"])
+        (&Method::POST, ["v1", "profile", "memory"]) => {
+            crate::profiling::heap(context, HeapStep::Start).await
+        }
+        (&Method::GET, ["v1", "profile", "memory"]) => {
+            crate::profiling::heap(context, HeapStep::Dump).await
+        }
+        (&Method::DELETE, ["v1", "profile", "memory"]) => {
+            crate::profiling::heap(context, HeapStep::Stop).await
+        }
+        (_, ["v1", "cluster"] | ["v1", "profile", "trace" | "cpu" | "memory"])
         | (_, ["metrics"] | ["v1", "node" | "agents" | "hdr"] | ["v1", "agents", _])
         | (_, ["v1", "agents", _, "messages"] | ["v1", "hdr", "dump"]) => Err(error(
             StatusCode::METHOD_NOT_ALLOWED,

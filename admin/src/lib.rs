@@ -27,7 +27,7 @@ pub use collector::{resident_memory_bytes, Collector, HDR_TAGS};
 pub use controller::{ClientPool, Controller, ControllerGone, ControllerHandle, Job};
 pub use cpu_profile::{CPU_PROFILE_FREQUENCY, CPU_PROFILE_FREQUENCY_MAX, CPU_PROFILE_SECONDS_MAX};
 pub use profiling::TRACE_MESSAGES_MAX;
-pub use server::{serve, AdminSettings, AllocatorStats};
+pub use server::{serve, AdminSettings, AllocatorStats, HeapDump, HeapProfiler};
 
 /// The fewest clients the endpoint keeps for sends (it keeps one per data
 /// shard when there are more): as many sends wait for replies at once.

@@ -9,6 +9,9 @@
 //! | `DELETE /v1/profile/trace` | stop sampling; answers the last hops |
 //! | `POST /v1/profile/cpu?frequency=HZ` | start sampling the engine's CPU ([`crate::cpu_profile`]) |
 //! | `DELETE /v1/profile/cpu` | stop; answers `pprof_base64`, `flamegraph_svg`, `samples`, `seconds` |
+//! | `POST /v1/profile/memory` | start sampling allocations (jemalloc's heap profiler) |
+//! | `GET /v1/profile/memory` | the live heap sampled since the start: `pprof_gzip_base64`, `flamegraph_svg`, and the allocator's statistics |
+//! | `DELETE /v1/profile/memory` | stop sampling allocations |
 
 use std::collections::BTreeMap;
 
@@ -143,4 +146,67 @@ pub(crate) async fn stop_cpu(context: &Context) -> Answer {
             "flamegraph_svg": String::from_utf8_lossy(&profile.flamegraph),
         }),
     ))
+}
+
+/// What a `/v1/profile/memory` request asks of the heap profiler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HeapStep {
+    /// `POST`: start sampling.
+    Start,
+    /// `GET`: the heap now.
+    Dump,
+    /// `DELETE`: stop sampling.
+    Stop,
+}
+
+/// `/v1/profile/memory`: the allocator's hooks run on a blocking thread.
+pub(crate) async fn heap(context: &Context, step: HeapStep) -> Answer {
+    use base64::Engine as _;
+    let Some(profiler) = context.settings.heap_profiler else {
+        return Err(error(
+            StatusCode::NOT_IMPLEMENTED,
+            "no-heap-profiler",
+            "this process's allocator has no heap profiler".into(),
+        ));
+    };
+    let allocator_stats = context.settings.allocator_stats;
+    let work = move || -> Result<Value, String> {
+        match step {
+            HeapStep::Start => (profiler.set_active)(true).map(|()| json!({ "started": true })),
+            HeapStep::Stop => (profiler.set_active)(false).map(|()| json!({ "stopped": true })),
+            HeapStep::Dump => {
+                let (pprof, flamegraph) = (profiler.dump)()?;
+                let allocator: serde_json::Map<String, Value> = allocator_stats
+                    .map(|read| read())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(name, bytes)| (name.to_owned(), Value::from(bytes)))
+                    .collect();
+                Ok(json!({
+                    "pprof_gzip_base64": base64::engine::general_purpose::STANDARD.encode(pprof),
+                    "flamegraph_svg": String::from_utf8_lossy(&flamegraph),
+                    "allocator": allocator,
+                    "resident_bytes": crate::collector::resident_memory_bytes(),
+                }))
+            }
+        }
+    };
+    let answer = tokio::task::spawn_blocking(work).await.map_err(|failure| {
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            failure.to_string(),
+        )
+    })?;
+    match answer {
+        Ok(body) => Ok(json_reply(
+            if step == HeapStep::Start {
+                StatusCode::ACCEPTED
+            } else {
+                StatusCode::OK
+            },
+            &body,
+        )),
+        Err(reason) => Err(error(StatusCode::CONFLICT, "heap-profile", reason)),
+    }
 }

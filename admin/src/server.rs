@@ -25,6 +25,21 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Reads the global allocator's statistics: (name, bytes) pairs.
 pub type AllocatorStats = fn() -> Vec<(&'static str, u64)>;
 
+/// A heap profile: a gzipped pprof protobuf and its flame graph (SVG).
+pub type HeapDump = (Vec<u8>, Vec<u8>);
+
+/// The global allocator's heap profiler, when the binary has one
+/// (`engine profile memory`). Each hook may block; the endpoint calls them
+/// off its runtime.
+#[derive(Clone, Copy, Debug)]
+pub struct HeapProfiler {
+    /// Start (`true`) or stop (`false`) sampling allocations.
+    pub set_active: fn(bool) -> Result<(), String>,
+    /// The live heap now, as sampled since the start: a gzipped pprof
+    /// protobuf and a flame graph SVG.
+    pub dump: fn() -> Result<HeapDump, String>,
+}
+
 /// The endpoint's settings, from `observability.admin` and the environment.
 #[derive(Clone, Debug)]
 pub struct AdminSettings {
@@ -39,6 +54,8 @@ pub struct AdminSettings {
     /// The global allocator's statistics (name, bytes), when the binary can
     /// read them: `/v1/node` shows them under `allocator`.
     pub allocator_stats: Option<AllocatorStats>,
+    /// The allocator's heap profiler, if any: `/v1/profile/memory`.
+    pub heap_profiler: Option<HeapProfiler>,
 }
 
 /// What every request handler may use.

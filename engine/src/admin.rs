@@ -100,6 +100,7 @@ pub fn prepare(
                 .as_ref()
                 .map(PathBuf::from),
             allocator_stats: Some(allocator_stats),
+            heap_profiler: crate::heap::profiler(),
         },
     )))
 }

@@ -83,7 +83,7 @@ pub enum Command {
     /// Watch a running engine's memory and name what grows.
     #[command(subcommand)]
     Memory(MemoryCommand),
-    /// Profile a running engine: CPU samples, message traces.
+    /// Profile a running engine: CPU samples, heap samples, message traces.
     #[command(subcommand)]
     Profile(ProfileCommand),
     /// Print the machine's topology and the placement plan for a profile.
@@ -152,6 +152,25 @@ pub enum PerformanceCommand {
 /// `engine profile ...`.
 #[derive(Debug, Subcommand)]
 pub enum ProfileCommand {
+    /// Sample a running engine's heap with jemalloc's own profiler: every
+    /// interval, the live heap as a gzipped pprof protobuf (`NAME-N.prof`
+    /// beside the output; the last one also at the output, with a flame
+    /// graph `.svg`), and jemalloc's statistics (allocated, active,
+    /// resident, retained) per sample in `NAME.stats.json`.
+    Memory {
+        /// Time between samples, e.g. `1s`.
+        #[arg(long, default_value = "1s")]
+        interval: String,
+        /// How long to sample, e.g. `30s`.
+        #[arg(long, default_value = "30s")]
+        duration: String,
+        /// Where to write the last heap profile.
+        #[arg(long, short)]
+        output: std::path::PathBuf,
+        /// How to reach the engine.
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
     /// Sample a running engine's CPU for a while (the profiler runs inside
     /// the engine) and write a pprof protobuf that `go tool pprof` reads,
     /// with a flame graph SVG beside it. Samples keep their thread's name

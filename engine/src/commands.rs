@@ -9,6 +9,7 @@ use tracing::{info, warn};
 use crate::cli::{BenchmarkCommand, Cli, Command, HdrCommand, ProfileSelection, ProfilesCommand};
 
 /// How a command failed, which decides the exit status.
+#[derive(Debug)]
 pub enum CommandError {
     /// The input was refused; nothing was started.
     BadInput(String),

@@ -12,6 +12,7 @@ mod cluster;
 mod commands;
 mod diagnostics;
 mod hdr;
+mod heap;
 mod loadbench;
 mod operations;
 mod profiling;

@@ -33,6 +33,12 @@ pub fn run(selection: &ProfileSelection, command: ProfileCommand) -> Result<(), 
             frequency,
             endpoint,
         } => cpu(selection, &endpoint, &duration, &output, frequency),
+        ProfileCommand::Memory {
+            interval,
+            duration,
+            output,
+            endpoint,
+        } => memory(selection, &endpoint, &interval, &duration, &output),
         ProfileCommand::Trace {
             messages,
             output,
@@ -120,6 +126,124 @@ fn cpu(
         profile["frequency"],
         output.display(),
         svg.display(),
+        output.display()
+    );
+    Ok(())
+}
+
+/// The files `engine profile memory` writes for `output`: sample `n`'s
+/// profile, the statistics, and the flame graph.
+fn heap_paths(
+    output: &Path,
+    samples: usize,
+) -> (
+    Vec<std::path::PathBuf>,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
+    let stem = output
+        .file_stem()
+        .map_or_else(|| "mem".into(), |stem| stem.to_string_lossy().into_owned());
+    let sample = |n: usize| output.with_file_name(format!("{stem}-{n:03}.prof"));
+    (
+        (1..=samples).map(sample).collect(),
+        output.with_file_name(format!("{stem}.stats.json")),
+        flamegraph_path(output),
+    )
+}
+
+fn memory(
+    selection: &ProfileSelection,
+    endpoint: &crate::cli::Endpoint,
+    interval: &str,
+    duration: &str,
+    output: &Path,
+) -> Result<(), CommandError> {
+    use base64::Engine as _;
+    let interval = positive_duration("--interval", interval)?;
+    let duration = positive_duration("--duration", duration)?;
+    if interval > duration {
+        return Err(CommandError::BadInput(format!(
+            "--interval {} is longer than --duration {}",
+            humantime::format_duration(interval),
+            humantime::format_duration(duration)
+        )));
+    }
+    let samples = (duration.as_secs_f64() / interval.as_secs_f64()).floor() as usize;
+    let (sample_paths, stats_path, svg) = heap_paths(output, samples);
+    if svg == output {
+        return Err(CommandError::BadInput(format!(
+            "--output {} would be overwritten by its flame graph: name the profile e.g. mem.prof",
+            output.display()
+        )));
+    }
+    check_writable(output)?;
+    let client = crate::remote::connect(selection, endpoint)?;
+    call(&client, Method::POST, "/v1/profile/memory")?;
+    let progress = indicatif::ProgressBar::new(samples as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "sampling the heap {bar:30} {pos}/{len} samples, {elapsed}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let write = |path: &Path, bytes: &[u8]| {
+        std::fs::write(path, bytes).map_err(|error| {
+            CommandError::BadInput(format!("cannot write {}: {error}", path.display()))
+        })
+    };
+    let started = Instant::now();
+    let mut stats = Vec::new();
+    let mut last = Value::Null;
+    let sampled = (|| -> Result<(), CommandError> {
+        for (index, path) in sample_paths.iter().enumerate() {
+            let due = started + interval * (index as u32 + 1);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            let dump = call(&client, Method::GET, "/v1/profile/memory")?;
+            let pprof = base64::engine::general_purpose::STANDARD
+                .decode(dump["pprof_gzip_base64"].as_str().unwrap_or(""))
+                .map_err(|error| {
+                    CommandError::Failed(format!(
+                        "the engine's heap profile is not base64: {error}"
+                    ))
+                })?;
+            write(path, &pprof)?;
+            stats.push(json!({
+                "seconds": started.elapsed().as_secs_f64(),
+                "profile": path.display().to_string(),
+                "resident_bytes": dump["resident_bytes"],
+                "allocator": dump["allocator"],
+            }));
+            last = dump;
+            progress.inc(1);
+        }
+        Ok(())
+    })();
+    progress.finish_and_clear();
+    // Stop sampling whatever happened; a failed stop is only worth a word.
+    if let Err(error) = call(&client, Method::DELETE, "/v1/profile/memory") {
+        eprintln!("engine: could not stop the heap profiler: {error:?}");
+    }
+    sampled?;
+    let pprof = base64::engine::general_purpose::STANDARD
+        .decode(last["pprof_gzip_base64"].as_str().unwrap_or(""))
+        .unwrap_or_default();
+    write(output, &pprof)?;
+    write(
+        &svg,
+        last["flamegraph_svg"].as_str().unwrap_or("").as_bytes(),
+    )?;
+    let text = serde_json::to_string_pretty(&json!({
+        "interval_seconds": interval.as_secs_f64(),
+        "samples": stats,
+    }))
+    .unwrap_or_default();
+    write(&stats_path, text.as_bytes())?;
+    eprintln!(
+        "engine: {samples} heap samples; the last in {} (flame graph: {}), each in {}, statistics in {}; `go tool pprof -http=: {}` opens one",
+        output.display(),
+        svg.display(),
+        sample_paths.first().map(|path| path.display().to_string()).unwrap_or_default(),
+        stats_path.display(),
         output.display()
     );
     Ok(())

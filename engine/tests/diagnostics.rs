@@ -191,9 +191,16 @@ fn diagnose_names_the_slow_agent_first_and_refuses_bad_input() {
         found[0]["profile_key"],
         "agents.default_limits.max_execution_time"
     );
+    // On a loaded machine echo's tail can pass the threshold too (handler
+    // time is wall time, preemptions included); it never outranks slow.wat.
+    let position = |subject: &str| {
+        found
+            .iter()
+            .position(|finding| finding["subject"] == subject)
+    };
     assert!(
-        found.iter().all(|finding| finding["subject"] != "quick"),
-        "echo's handler is not slow: {found:?}"
+        position("quick").is_none_or(|quick| quick > 0),
+        "echo never ranks first: {found:?}"
     );
     // The per-agent run-time histogram behind it: slow.wat spins 200 µs.
     let agents = call(&client, Method::GET, "/v1/agents/plodder", Vec::new());
@@ -657,6 +664,130 @@ fn profile_cpu_writes_a_pprof_with_the_handlers_frames_and_thread_names() {
         ),
     ] {
         let mut all = vec!["profile", "cpu"];
+        all.extend(arguments.iter().copied());
+        all.extend(["--admin", &address]);
+        let refused = engine(&all);
+        assert_eq!(
+            refused.status.code(),
+            Some(2),
+            "{all:?}: {}",
+            stderr(&refused)
+        );
+        assert!(
+            stderr(&refused).contains(says),
+            "{all:?}: {}",
+            stderr(&refused)
+        );
+    }
+}
+
+#[test]
+fn profile_memory_writes_heap_profiles_and_allocator_statistics_per_sample() {
+    use pprof::protos::Message as _;
+    use std::io::Read as _;
+    // jemalloc samples about one allocation per 2^lg_prof_sample bytes (512
+    // KiB in the engine); one per 4 KiB here, so the live heap of a test this
+    // short is sure to hold sampled allocations.
+    let running = common::start_engine_with(
+        &["--set", "runtime.worker_threads=1"],
+        &[("_RJEM_MALLOC_CONF", "lg_prof_sample:12")],
+    );
+    let address = running.admin_address().to_string();
+    let client = AdminClient::new(running.admin_address(), None).expect("client");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = dir.path().join("mem.prof");
+    let profiler = std::thread::spawn({
+        let (address, output) = (address.clone(), output.display().to_string());
+        move || {
+            engine(&[
+                "profile",
+                "memory",
+                "--interval",
+                "400ms",
+                "--duration",
+                "1600ms",
+                "--output",
+                &output,
+                "--admin",
+                &address,
+            ])
+        }
+    });
+    // Allocations that stay live while the profiler samples (about one
+    // allocation per 512 KiB is): a compiled module and many instances.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    call(
+        &client,
+        Method::POST,
+        "/v1/agents?name=echo&instances=48",
+        example("echo.wat"),
+    );
+    while !profiler.is_finished() {
+        send(&client, "echo", "allocate");
+    }
+    let finished = profiler.join().expect("profiler");
+    assert!(finished.status.success(), "{}", stderr(&finished));
+    for sample in 1..=4 {
+        assert!(
+            dir.path().join(format!("mem-{sample:03}.prof")).exists(),
+            "sample {sample}"
+        );
+    }
+    let stats: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("mem.stats.json")).expect("statistics"),
+    )
+    .expect("JSON");
+    let samples = stats["samples"].as_array().expect("samples");
+    assert_eq!(samples.len(), 4);
+    for sample in samples {
+        for key in [
+            "allocated_bytes",
+            "active_bytes",
+            "resident_bytes",
+            "retained_bytes",
+        ] {
+            assert!(
+                sample["allocator"][key].as_u64().is_some(),
+                "{key} in {sample}"
+            );
+        }
+        assert!(sample["allocator"]["allocated_bytes"].as_u64() > Some(0));
+    }
+    let mut protobuf = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(&output).expect("written"))
+        .read_to_end(&mut protobuf)
+        .expect("gzipped");
+    let profile = pprof::protos::Profile::decode(protobuf.as_slice()).expect("a pprof protobuf");
+    let strings = &profile.string_table;
+    assert!(
+        strings.iter().any(|text| text == "inuse_space"),
+        "{strings:?}"
+    );
+    assert!(
+        strings
+            .iter()
+            .any(|text| text.contains("wasmtime") || text.contains("caxton")),
+        "the live heap's frames are named: {strings:?}"
+    );
+    assert!(std::fs::read_to_string(dir.path().join("mem.svg"))
+        .expect("flame graph")
+        .contains("<svg"));
+    // Sampling stopped with the command: a dump now is refused.
+    let after = client
+        .call(
+            Method::GET,
+            "/v1/profile/memory",
+            "application/json",
+            Vec::new(),
+        )
+        .expect("answers");
+    assert_eq!(after.status.as_u16(), 409, "{}", after.error_message());
+
+    for (arguments, says) in [
+        (vec!["--interval", "0s"], "zero"),
+        (vec!["--interval", "5s", "--duration", "1s"], "longer than"),
+    ] {
+        let mut all = vec!["profile", "memory", "--output", "m.prof"];
         all.extend(arguments.iter().copied());
         all.extend(["--admin", &address]);
         let refused = engine(&all);
