@@ -311,6 +311,13 @@ async fn node(context: &Context) -> Answer {
                     .into(),
                 None => Value::Null,
             };
+            let (compilations, cache_hits, cached, cached_bytes) = controller.node.module_cache();
+            let module_cache = json!({
+                "compilations": compilations,
+                "hits": cache_hits,
+                "modules": cached,
+                "bytes": cached_bytes,
+            });
             let started = collector
                 .started_wall()
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -327,6 +334,7 @@ async fn node(context: &Context) -> Answer {
                     "cpu_usage_percent": collector.cpu_usage_percent(),
                     "memory_used_bytes": resident_memory_bytes(),
                     "allocator": allocator,
+                    "module_cache": module_cache,
                     "counters": counters(&merged),
                     "latency": latency,
                     "shards": shards,

@@ -193,6 +193,18 @@ impl ModuleCompiler {
     }
 }
 
+impl ModuleCompiler {
+    /// Modules the cache holds, and their bytes (source and compiled artifact).
+    pub fn cache_footprint(&self) -> (usize, usize) {
+        let bytes = self
+            .cache
+            .iter()
+            .map(|cached| cached.artifact.len() + cached.source.len())
+            .sum();
+        (self.cache.len(), bytes)
+    }
+}
+
 fn digest(bytes: &[u8]) -> u64 {
     let mut hasher = DefaultHasher::new();
     bytes.hash(&mut hasher);

@@ -329,6 +329,7 @@ fn memory_analyze_names_the_leaking_agent_and_refuses_bad_input() {
         "jemalloc allocated",
         "jemalloc retained",
         "messages in mailboxes",
+        "module cache",
         "steady",
     ] {
         assert!(

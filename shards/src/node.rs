@@ -371,9 +371,15 @@ impl Node {
         )
     }
 
-    /// Modules compiled and cache hits so far.
-    pub fn compiler_counts(&self) -> (u64, u64) {
-        (self.compiler.compilations, self.compiler.cache_hits)
+    /// The module cache: modules compiled, cache hits, modules held, bytes held.
+    pub fn module_cache(&self) -> (u64, u64, usize, usize) {
+        let (entries, bytes) = self.compiler.cache_footprint();
+        (
+            self.compiler.compilations,
+            self.compiler.cache_hits,
+            entries,
+            bytes,
+        )
     }
 
     /// A client for sending into the node from this thread.

@@ -27,6 +27,8 @@ pub enum SeriesKind {
     Agent,
     /// Messages waiting in mailboxes (a count).
     Queue,
+    /// The compiled-module cache (bytes).
+    ModuleCache,
     /// The allocator's view (bytes).
     Allocator,
     /// The process's resident memory (bytes).
@@ -68,6 +70,11 @@ pub fn sample(at: f64, node: &Value, agents: &Value) -> Sample {
         SeriesKind::Queue,
         "messages in mailboxes",
         &node["counters"]["queue_depth"],
+    );
+    put(
+        SeriesKind::ModuleCache,
+        "module cache",
+        &node["module_cache"]["bytes"],
     );
     for agent in agents["agents"].as_array().into_iter().flatten() {
         if let Some(name) = agent["name"].as_str() {
@@ -210,6 +217,17 @@ fn growth_finding(kind: SeriesKind, name: &str, trend: Trend, span: f64) -> Find
             .key("messaging.message_ttl"),
             1000.0 * 1024.0,
         ),
+        SeriesKind::ModuleCache => (
+            Finding::new(
+                "module-cache-growth",
+                Verdict::Warn,
+                format!("the compiled-module cache grows by {:.1} KiB/s: each new module deployed is kept", per_second / 1024.0),
+            )
+            .subject(name)
+            .remedy("it stops at runtime.wasm.module_cache_size modules; lower it, or turn runtime.wasm.cache_compiled_modules off when modules are rarely redeployed")
+            .key("runtime.wasm.module_cache_size"),
+            100.0,
+        ),
         SeriesKind::Allocator => (
             Finding::new(
                 "allocator-growth",
@@ -228,7 +246,7 @@ fn growth_finding(kind: SeriesKind, name: &str, trend: Trend, span: f64) -> Find
                 format!("resident memory grows by {:.1} KiB/s", per_second / 1024.0),
             )
             .subject(name)
-            .remedy("see the findings above for what grows; if none, the growth is outside agents and queues")
+            .remedy("see the findings above for what grows; if none, the growth is outside agents, queues and the module cache")
             .key("runtime.max_agents"),
             1.0,
         ),
@@ -265,6 +283,7 @@ mod tests {
                     "memory_used_bytes": 100e6 + 400_000.0 * at,
                     "allocator": { "allocated_bytes": 20e6 },
                     "counters": { "queue_depth": 0 },
+                    "module_cache": { "bytes": 1e6 + 300_000.0 * at },
                 });
                 let agents = json!({ "agents": [
                     { "name": "leak", "memory_bytes": 65536.0 * (1.0 + 2.0 * at) },
@@ -276,10 +295,11 @@ mod tests {
         let (findings, extra) = analyze(&samples);
         assert_eq!(findings[0].check, "agent-memory-growth");
         assert_eq!(findings[0].subject.as_deref(), Some("leak"));
-        assert_eq!(findings[1].check, "process-memory-growth");
+        assert_eq!(findings[1].check, "module-cache-growth");
+        assert_eq!(findings[2].check, "process-memory-growth");
         assert_eq!(
             findings.len(),
-            2,
+            3,
             "echo and the allocator are steady: {findings:?}"
         );
         assert_eq!(extra["samples"], 20);
