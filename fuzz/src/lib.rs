@@ -11,6 +11,9 @@
 //! | `directory_message` | the cluster directory's messages | decode ∘ encode is the identity on what decodes |
 //! | `remote_batch` | a frame of remote messages | the same, and a damaged frame never decodes |
 //! | `profile` | a YAML profile through load and validation | a profile that loads shows as YAML that loads to the same profile |
+//! | `module` | an uploaded `.wasm`/`.wat` through compilation and the ABI checks | an admitted module instantiates on a shard |
+//! | `hdr_log` | an HDR interval log given to `engine hdr` | no panic through merging and the report; what reads, written again, reads the same |
+//! | `storage_row` | a message row (an envelope, LZ4 or not) or an agent row's limits read back at recovery | what decodes, stored again, reads back the same; a damaged length prefix is refused before allocating |
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -25,12 +28,15 @@ use caxton_messaging::Envelope;
 pub type Target = fn(&[u8]);
 
 /// Every target, by name.
-pub const TARGETS: [(&str, Target); 5] = [
+pub const TARGETS: [(&str, Target); 8] = [
     ("envelope", envelope),
     ("cluster_frame", cluster_frame),
     ("directory_message", directory_message),
     ("remote_batch", remote_batch),
     ("profile", profile),
+    ("module", module),
+    ("hdr_log", hdr_log),
+    ("storage_row", storage_row),
 ];
 
 /// The target called `name`.
@@ -140,4 +146,130 @@ pub fn profile(data: &[u8]) {
         again.profile, loaded.profile,
         "show ∘ load changed the profile"
     );
+}
+
+/// What the `module` target admits with: a compiler and one shard's host,
+/// made once per process (each holds a wasmtime engine and a ticker thread).
+struct Admission {
+    compiler: caxton_agents::ModuleCompiler,
+    host: caxton_agents::AgentHost,
+    limits: caxton_profiles::AgentLimits,
+}
+
+thread_local! {
+    static ADMISSION: std::cell::RefCell<Option<Admission>> = const { std::cell::RefCell::new(None) };
+}
+
+fn admission() -> Admission {
+    let mut profile = caxton_profiles::Profile::default();
+    profile.runtime.max_agents = 4;
+    profile.runtime.agent_pool_size = 1;
+    profile.runtime.max_memory_per_agent = caxton_profiles::ByteSize::mib(4);
+    let compiler = caxton_agents::ModuleCompiler::new(&profile).expect("a compiler");
+    let host = caxton_agents::AgentHost::new(
+        &profile,
+        0,
+        std::rc::Rc::new(|_: &str| None),
+        std::rc::Rc::new(|_| String::new()),
+        std::rc::Rc::new(|| 0),
+    )
+    .expect("a host");
+    let mut limits = profile.agents.default_limits.clone();
+    limits.memory = caxton_profiles::ByteSize::mib(4);
+    Admission {
+        compiler,
+        host,
+        limits,
+    }
+}
+
+/// An upload through compilation and the ABI checks: what is admitted
+/// instantiates (deploying starts its instance at once).
+pub fn module(data: &[u8]) {
+    ADMISSION.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let admission = cell.get_or_insert_with(admission);
+        let Ok(compiled) = admission.compiler.compile(data) else {
+            return;
+        };
+        let id = caxton_messaging::AgentId(1);
+        admission
+            .host
+            .deploy(id, "fuzzed", &compiled, 1, &admission.limits)
+            .unwrap_or_else(|error| panic!("an admitted module does not instantiate: {error}"));
+        assert!(admission.host.undeploy(id), "the deployed agent undeploys");
+    });
+}
+
+/// An HDR interval log as `engine hdr report|plot` read it.
+pub fn hdr_log(data: &[u8]) {
+    use caxton_telemetry::hdr_log::{merge_tag, read_log, single_interval_text, tags};
+    let Ok(intervals) = read_log(data) else {
+        return;
+    };
+    for tag in tags(&intervals) {
+        if let Some((merged, _)) = merge_tag(&intervals, tag.as_deref()) {
+            let _ = caxton_telemetry::percentile_distribution(&merged, 1e3);
+        }
+    }
+    for interval in &intervals {
+        let histogram = &interval.histogram;
+        let tag = interval.tag.as_deref().unwrap_or("untagged");
+        // Tags the writer refuses (spaces, commas) are the reader's to accept only.
+        let Ok(text) = single_interval_text("fuzz", interval.length, &[(tag, histogram)]) else {
+            continue;
+        };
+        let back = read_log(&text).expect("a log the engine writes reads back");
+        assert_eq!(back.len(), 1, "one interval written, one read");
+        let again = &back[0].histogram;
+        assert_eq!(again.len(), histogram.len(), "counts survive a rewrite");
+        if !histogram.is_empty() {
+            assert_eq!(again.max(), histogram.max());
+            assert_eq!(
+                again.value_at_quantile(0.5),
+                histogram.value_at_quantile(0.5)
+            );
+        }
+    }
+}
+
+/// A row read back at recovery: the first byte says which (`0`: a message
+/// row, `1`: a compressed message row, `2`: an agent row's limits), the rest
+/// is the column.
+pub fn storage_row(data: &[u8]) {
+    let Some((&kind, column)) = data.split_first() else {
+        return;
+    };
+    match kind % 3 {
+        row @ (0 | 1) => {
+            let compressed = row == 1;
+            let Ok(bytes) = caxton_storage::read_stored_form(column.to_vec(), compressed) else {
+                return;
+            };
+            let Ok(envelope) = Envelope::decode(&bytes) else {
+                return;
+            };
+            let encoded = envelope.encode();
+            let stored = caxton_storage::stored_form(&encoded, compressed).into_owned();
+            let back = caxton_storage::read_stored_form(stored, compressed)
+                .expect("a stored envelope reads back");
+            assert_eq!(
+                Envelope::decode(&back).expect("decodes"),
+                envelope,
+                "store ∘ read changed the envelope"
+            );
+        }
+        _ => {
+            let Ok(text) = std::str::from_utf8(column) else {
+                return;
+            };
+            let Ok(limits) = serde_json::from_str::<caxton_profiles::AgentLimits>(text) else {
+                return;
+            };
+            let written = serde_json::to_string(&limits).expect("limits encode");
+            let again: caxton_profiles::AgentLimits =
+                serde_json::from_str(&written).expect("written limits read back");
+            assert_eq!(again, limits, "write ∘ read changed the limits");
+        }
+    }
 }

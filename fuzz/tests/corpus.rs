@@ -170,6 +170,90 @@ fn remote_frames() -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The example agents as uploaded: every WAT example, and echo compiled to
+/// the binary format.
+fn modules() -> Vec<Vec<u8>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/agents");
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("examples")
+        .map(|entry| entry.expect("an entry").path())
+        .filter(|path| path.extension().is_some_and(|extension| extension == "wat"))
+        .collect();
+    names.sort();
+    let mut modules: Vec<Vec<u8>> = names
+        .iter()
+        .map(|path| std::fs::read(path).expect("readable"))
+        .collect();
+    let echo = std::fs::read(dir.join("echo.wat")).expect("echo");
+    modules.push(wat::parse_bytes(&echo).expect("echo compiles").into_owned());
+    modules
+}
+
+/// HDR interval logs as the engine writes them, at a fixed start time.
+fn hdr_logs() -> Vec<Vec<u8>> {
+    let start = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let mut routing = caxton_shards::nanosecond_histogram();
+    let mut processing = caxton_shards::nanosecond_histogram();
+    for value in [180u64, 210, 250, 900, 4_000, 120_000] {
+        routing.record(value).expect("in range");
+        processing.record(value * 10).expect("in range");
+    }
+    let empty = caxton_shards::nanosecond_histogram();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut logs = Vec::new();
+    for (index, intervals) in [1usize, 3].into_iter().enumerate() {
+        let path = dir.path().join(format!("{index}.hlog"));
+        let mut log = caxton_telemetry::HdrLogWriter::create(&path, start, "seed").expect("log");
+        for interval in 0..intervals {
+            let began = start + Duration::from_secs(interval as u64);
+            log.append(
+                began,
+                Duration::from_secs(1),
+                &[
+                    ("routing_latency", &routing),
+                    ("message_processing_time", &processing),
+                    ("remote_routing_latency", &empty),
+                ],
+            )
+            .expect("appended");
+        }
+        logs.push(std::fs::read(&path).expect("written"));
+    }
+    logs
+}
+
+/// Rows as a partition stores them: message rows plain and compressed, and
+/// agents' limits.
+fn storage_rows() -> Vec<Vec<u8>> {
+    let mut rows = Vec::new();
+    for envelope in envelopes() {
+        let encoded = envelope.encode();
+        for (kind, compressed) in [(0u8, false), (1, true)] {
+            let mut row = vec![kind];
+            row.extend_from_slice(&caxton_storage::stored_form(&encoded, compressed));
+            rows.push(row);
+        }
+    }
+    let mut limits = caxton_profiles::Profile::default().agents.default_limits;
+    rows.push(
+        [
+            &[2u8][..],
+            serde_json::to_string(&limits).expect("encodes").as_bytes(),
+        ]
+        .concat(),
+    );
+    limits.memory = caxton_profiles::ByteSize::mib(8);
+    limits.max_execution_time = caxton_profiles::HumanDuration::from_millis(250);
+    rows.push(
+        [
+            &[2u8][..],
+            serde_json::to_string(&limits).expect("encodes").as_bytes(),
+        ]
+        .concat(),
+    );
+    rows
+}
+
 /// Every target's seeds, by target.
 fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     vec![
@@ -194,6 +278,9 @@ fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
                 .map(|text| text.as_bytes().to_vec())
                 .collect(),
         ),
+        ("module", modules()),
+        ("hdr_log", hdr_logs()),
+        ("storage_row", storage_rows()),
     ]
 }
 
@@ -263,4 +350,20 @@ fn the_targets_refuse_damage_without_panicking() {
             }
         }
     }
+}
+
+#[test]
+fn the_fuzz_script_knows_every_target() {
+    let script =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fuzz.sh"))
+            .expect("scripts/fuzz.sh");
+    let listed: Vec<&str> = script
+        .lines()
+        .find_map(|line| line.strip_prefix("targets=\""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .expect("a targets= line")
+        .split_whitespace()
+        .collect();
+    let targets: Vec<&str> = caxton_fuzz::TARGETS.iter().map(|(name, _)| *name).collect();
+    assert_eq!(listed, targets);
 }

@@ -23,7 +23,9 @@ mod writer;
 
 pub use durability::{DurabilityLedger, LedgerFull, Waiting};
 pub use lock::DirectoryLock;
-pub use partition::{AgentRow, Partition, PendingMessage, StateRow, StorageSettings};
+pub use partition::{
+    read_stored_form, stored_form, AgentRow, Partition, PendingMessage, StateRow, StorageSettings,
+};
 pub use schema::{MIGRATIONS, SCHEMA_VERSION};
 pub use writer::{
     Committed, PartitionWriter, Recovered, StorageEvent, Write, WriteRefused, WRITES_QUEUED_MAX,

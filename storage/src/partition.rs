@@ -55,6 +55,40 @@ impl StorageSettings {
     }
 }
 
+/// How a message's encoded envelope is kept in its row: as it is, or
+/// LZ4-compressed with its length first (`messaging.enable_compression`).
+pub fn stored_form(envelope: &[u8], compress: bool) -> std::borrow::Cow<'_, [u8]> {
+    if compress {
+        std::borrow::Cow::Owned(lz4_flex::compress_prepend_size(envelope))
+    } else {
+        std::borrow::Cow::Borrowed(envelope)
+    }
+}
+
+/// LZ4 expands a block at most about 255 times: a length prefix claiming
+/// more than this over the blob's own size is damage, and is refused before
+/// anything is allocated for it.
+const LZ4_EXPANSION_MAX: usize = 255;
+
+/// The encoded envelope a row holds (the inverse of [`stored_form`]); a
+/// damaged compressed blob is an error, never a panic or a huge allocation.
+pub fn read_stored_form(stored: Vec<u8>, compressed: bool) -> Result<Vec<u8>, String> {
+    if !compressed {
+        return Ok(stored);
+    }
+    let claimed = stored
+        .get(..4)
+        .map(|prefix| u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize)
+        .ok_or_else(|| "a compressed envelope shorter than its length prefix".to_owned())?;
+    if claimed > (stored.len() - 4).saturating_mul(LZ4_EXPANSION_MAX) + 64 {
+        return Err(format!(
+            "a compressed envelope of {} bytes claims {claimed} bytes uncompressed",
+            stored.len()
+        ));
+    }
+    lz4_flex::decompress_size_prepended(&stored).map_err(|error| error.to_string())
+}
+
 /// An agent this shard hosts, as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AgentRow {
@@ -240,13 +274,8 @@ impl Partition {
         envelope: &[u8],
     ) -> rusqlite::Result<()> {
         let now = now_ms();
-        let compressed;
-        let content: &[u8] = if settings.compression {
-            compressed = lz4_flex::compress_prepend_size(envelope);
-            &compressed
-        } else {
-            envelope
-        };
+        let stored = stored_form(envelope, settings.compression);
+        let content: &[u8] = &stored;
         transaction
             .prepare_cached(
                 "INSERT INTO messages (id, timestamp, receiver, conversation_id, envelope, compressed)
@@ -374,13 +403,9 @@ impl Partition {
             let rows = statement.query_map([], |row| {
                 let stored: Vec<u8> = row.get(2)?;
                 let compressed: bool = row.get(3)?;
-                let envelope = if compressed {
-                    lz4_flex::decompress_size_prepended(&stored).map_err(|error| {
-                        rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Blob, Box::new(error))
-                    })?
-                } else {
-                    stored
-                };
+                let envelope = read_stored_form(stored, compressed).map_err(|error| {
+                    rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Blob, error.into())
+                })?;
                 Ok(PendingMessage {
                     id: row.get::<_, i64>(0)? as u64,
                     receiver: row.get(1)?,
@@ -459,6 +484,23 @@ impl Partition {
 mod tests {
     use super::*;
     use crate::schema::MIGRATIONS;
+
+    #[test]
+    fn stored_forms_round_trip_and_a_damaged_length_is_refused_before_allocating() {
+        let envelope = b"an encoded envelope, repeated, repeated, repeated".to_vec();
+        for compress in [false, true] {
+            let stored = stored_form(&envelope, compress).into_owned();
+            assert_eq!(read_stored_form(stored, compress), Ok(envelope.clone()));
+        }
+        // Four bytes of prefix claiming 4 GiB, then a little: refused, not allocated.
+        let lying = [0xff, 0xff, 0xff, 0xff, 0x10, 0x41];
+        let refused = read_stored_form(lying.to_vec(), true).expect_err("refused");
+        assert!(refused.contains("claims 4294967295 bytes"), "{refused}");
+        assert!(
+            read_stored_form(vec![1, 2], true).is_err(),
+            "shorter than its prefix"
+        );
+    }
 
     fn settings() -> StorageSettings {
         StorageSettings {
