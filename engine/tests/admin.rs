@@ -16,17 +16,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use caxton_admin::{AdminClient, Answer};
-use common::{engine, start_engine, start_engine_with, stderr, stdout, RunningEngine};
+use common::{engine, example, start_engine, start_engine_with, stderr, stdout, RunningEngine};
 use hyper::{Method, StatusCode};
 use serde_json::Value;
 
 const HDR_JAR: &str = "/usr/share/java/hdrhistogram.jar";
 const TOKEN: &str = "0123456789abcdef-test-token";
-
-fn example(name: &str) -> Vec<u8> {
-    let path = format!("{}/../examples/agents/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read(&path).unwrap_or_else(|error| panic!("{path}: {error}"))
-}
 
 fn client(running: &RunningEngine) -> AdminClient {
     AdminClient::new(running.admin_address(), None).expect("client")

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 
 use caxton_admin::AdminClient;
-use common::{engine, start_engine, stderr, stdout};
+use common::{engine, example, start_engine, stderr, stdout};
 use hyper::Method;
 use serde_json::Value;
 
@@ -117,11 +117,6 @@ fn host_check_reads_this_host_and_refuses_bad_cpu_lists() {
         assert_eq!(refused.status.code(), Some(2), "--cpus `{bad}`");
         assert!(stderr(&refused).contains("--cpus"), "{}", stderr(&refused));
     }
-}
-
-fn example(name: &str) -> Vec<u8> {
-    let path = format!("{}/../examples/agents/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read(&path).unwrap_or_else(|error| panic!("{path}: {error}"))
 }
 
 fn call(client: &AdminClient, method: Method, path: &str, body: Vec<u8>) -> Value {
@@ -247,36 +242,22 @@ fn diagnose_names_the_slow_agent_first_and_refuses_bad_input() {
         stdout(&text)
     );
 
-    for (arguments, says) in [
-        (vec!["--issue", "slowness"], "slowness"),
-        (vec!["--issue", "throughput", "--window", "0s"], "zero"),
-        (
-            vec!["--issue", "throughput", "--window", "soon"],
-            "--window",
-        ),
-        (
-            vec!["--issue", "throughput", "--admin", "127.0.0.1:1"],
-            "cannot reach",
-        ),
-    ] {
-        let mut all = vec!["performance", "diagnose"];
-        all.extend(arguments.iter().copied());
-        if !all.contains(&"--admin") {
-            all.extend(["--admin", &address]);
-        }
-        let refused = engine(&all);
-        assert_eq!(
-            refused.status.code(),
-            Some(2),
-            "{all:?}: {}",
-            stderr(&refused)
-        );
-        assert!(
-            stderr(&refused).contains(says),
-            "{all:?}: {}",
-            stderr(&refused)
-        );
-    }
+    assert_refused(
+        &["performance", "diagnose"],
+        &address,
+        vec![
+            (vec!["--issue", "slowness"], "slowness"),
+            (vec!["--issue", "throughput", "--window", "0s"], "zero"),
+            (
+                vec!["--issue", "throughput", "--window", "soon"],
+                "--window",
+            ),
+            (
+                vec!["--issue", "throughput", "--admin", "127.0.0.1:1"],
+                "cannot reach",
+            ),
+        ],
+    );
 }
 
 #[test]
@@ -338,32 +319,18 @@ fn memory_analyze_names_the_leaking_agent_and_refuses_bad_input() {
         );
     }
 
-    for (arguments, says) in [
-        (vec!["--duration", "0s"], "zero"),
-        (vec!["--duration", "2s", "--interval", "5s"], "longer than"),
-        (
-            vec!["--duration", "1s", "--admin", "127.0.0.1:1"],
-            "cannot reach",
-        ),
-    ] {
-        let mut all = vec!["memory", "analyze"];
-        all.extend(arguments.iter().copied());
-        if !all.contains(&"--admin") {
-            all.extend(["--admin", &address]);
-        }
-        let refused = engine(&all);
-        assert_eq!(
-            refused.status.code(),
-            Some(2),
-            "{all:?}: {}",
-            stderr(&refused)
-        );
-        assert!(
-            stderr(&refused).contains(says),
-            "{all:?}: {}",
-            stderr(&refused)
-        );
-    }
+    assert_refused(
+        &["memory", "analyze"],
+        &address,
+        vec![
+            (vec!["--duration", "0s"], "zero"),
+            (vec!["--duration", "2s", "--interval", "5s"], "longer than"),
+            (
+                vec!["--duration", "1s", "--admin", "127.0.0.1:1"],
+                "cannot reach",
+            ),
+        ],
+    );
 }
 
 /// The trace events of one message, by kind: (ts µs, name, duration µs).
@@ -488,30 +455,18 @@ fn profile_trace_writes_each_sampled_messages_hops_in_time_order() {
         "{threads:?}"
     );
 
-    for (arguments, says) in [
-        (vec!["--messages", "0", "--output", "x.json"], "--messages"),
-        (
-            vec!["--output", "/nonexistent/dir/trace.json"],
-            "cannot write",
-        ),
-        (vec!["--output", "y.json", "--timeout", "0s"], "zero"),
-    ] {
-        let mut all = vec!["profile", "trace"];
-        all.extend(arguments.iter().copied());
-        all.extend(["--admin", &address]);
-        let refused = engine(&all);
-        assert_eq!(
-            refused.status.code(),
-            Some(2),
-            "{all:?}: {}",
-            stderr(&refused)
-        );
-        assert!(
-            stderr(&refused).contains(says),
-            "{all:?}: {}",
-            stderr(&refused)
-        );
-    }
+    assert_refused(
+        &["profile", "trace"],
+        &address,
+        vec![
+            (vec!["--messages", "0", "--output", "x.json"], "--messages"),
+            (
+                vec!["--output", "/nonexistent/dir/trace.json"],
+                "cannot write",
+            ),
+            (vec!["--output", "y.json", "--timeout", "0s"], "zero"),
+        ],
+    );
     let unreachable = engine(&[
         "profile",
         "trace",
@@ -652,34 +607,22 @@ fn profile_cpu_writes_a_pprof_with_the_handlers_frames_and_thread_names() {
         )
         .expect("answers");
     assert_eq!(none.status.as_u16(), 409);
-    for (arguments, says) in [
-        (vec!["--duration", "0s", "--output", "a.prof"], "zero"),
-        (
-            vec!["--frequency", "0", "--output", "a.prof"],
-            "--frequency",
-        ),
-        (vec!["--output", "cpu.svg"], "overwritten"),
-        (
-            vec!["--output", "/nonexistent/dir/cpu.prof"],
-            "cannot write",
-        ),
-    ] {
-        let mut all = vec!["profile", "cpu"];
-        all.extend(arguments.iter().copied());
-        all.extend(["--admin", &address]);
-        let refused = engine(&all);
-        assert_eq!(
-            refused.status.code(),
-            Some(2),
-            "{all:?}: {}",
-            stderr(&refused)
-        );
-        assert!(
-            stderr(&refused).contains(says),
-            "{all:?}: {}",
-            stderr(&refused)
-        );
-    }
+    assert_refused(
+        &["profile", "cpu"],
+        &address,
+        vec![
+            (vec!["--duration", "0s", "--output", "a.prof"], "zero"),
+            (
+                vec!["--frequency", "0", "--output", "a.prof"],
+                "--frequency",
+            ),
+            (vec!["--output", "cpu.svg"], "overwritten"),
+            (
+                vec!["--output", "/nonexistent/dir/cpu.prof"],
+                "cannot write",
+            ),
+        ],
+    );
 }
 
 #[test]
@@ -784,13 +727,25 @@ fn profile_memory_writes_heap_profiles_and_allocator_statistics_per_sample() {
         .expect("answers");
     assert_eq!(after.status.as_u16(), 409, "{}", after.error_message());
 
-    for (arguments, says) in [
-        (vec!["--interval", "0s"], "zero"),
-        (vec!["--interval", "5s", "--duration", "1s"], "longer than"),
-    ] {
-        let mut all = vec!["profile", "memory", "--output", "m.prof"];
+    assert_refused(
+        &["profile", "memory", "--output", "m.prof"],
+        &address,
+        vec![
+            (vec!["--interval", "0s"], "zero"),
+            (vec!["--interval", "5s", "--duration", "1s"], "longer than"),
+        ],
+    );
+}
+
+/// Each case's arguments after `command` (with `--admin ADDRESS` unless the
+/// case names its own) exit with status 2, and the error says `says`.
+fn assert_refused(command: &[&str], address: &str, cases: Vec<(Vec<&str>, &str)>) {
+    for (arguments, says) in cases {
+        let mut all = command.to_vec();
         all.extend(arguments.iter().copied());
-        all.extend(["--admin", &address]);
+        if !all.contains(&"--admin") {
+            all.extend(["--admin", address]);
+        }
         let refused = engine(&all);
         assert_eq!(
             refused.status.code(),

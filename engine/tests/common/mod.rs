@@ -15,6 +15,12 @@ pub fn engine(arguments: &[&str]) -> Output {
         .expect("engine runs")
 }
 
+/// The bytes of example agent `name` (`examples/agents/NAME`, extension included).
+pub fn example(name: &str) -> Vec<u8> {
+    let path = format!("{}/../examples/agents/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|error| panic!("{path}: {error}"))
+}
+
 /// Its stdout.
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
