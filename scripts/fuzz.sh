@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-targets="envelope cluster_frame directory_message remote_batch profile module hdr_log storage_row"
+targets="envelope cluster_frame directory_message remote_batch profile module hdr_log storage_row admin_request"
 if [ "${1:-}" = "list" ]; then
   tr ' ' '\n' <<<"$targets"
   exit 0

@@ -22,19 +22,18 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
-use caxton_messaging::Performative;
-use caxton_profiles::{AgentLimits, ByteSize, CpuShares, HumanDuration};
+use caxton_profiles::AgentLimits;
 use caxton_shards::{NodeError, PersistError, SendError, SendOptions, ShardMetrics};
 use hdrhistogram::Histogram;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::http::request::Parts;
-use hyper::{Method, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 
 use crate::collector::{resident_memory_bytes, tagged};
 use crate::controller::Controller;
-use crate::profiling::HeapStep;
+use crate::request::{parse, Deploy, Message, Request};
 use crate::server::{Context, Reply};
 
 /// Longest a send may wait for its reply.
@@ -78,57 +77,29 @@ pub(crate) fn shutting_down() -> Reply {
 
 /// Answer one request.
 pub(crate) async fn route(parts: &Parts, body: Bytes, context: &Context) -> Reply {
-    let path = parts.uri.path();
-    let query = parse_query(parts.uri.query().unwrap_or(""));
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let result = match (&parts.method, segments.as_slice()) {
-        (&Method::GET, ["metrics"]) => metrics(context).await,
-        (&Method::GET, ["v1", "node"]) => node(context).await,
-        (&Method::GET, ["v1", "agents"]) => list_agents(context, None).await,
-        (&Method::POST, ["v1", "agents"]) => deploy(context, &query, body).await,
-        (&Method::GET, ["v1", "agents", name]) => list_agents(context, Some(decode(name))).await,
-        (&Method::DELETE, ["v1", "agents", name]) => undeploy(context, decode(name)).await,
-        (&Method::POST, ["v1", "agents", name, "messages"]) => {
-            send(context, decode(name), &body).await
-        }
-        (&Method::GET, ["v1", "hdr"]) => hdr_log(context).await,
-        (&Method::POST, ["v1", "hdr", "dump"]) => hdr_dump(context).await,
-        (&Method::GET, ["v1", "cluster"]) => cluster(context).await,
-        (&Method::POST, ["v1", "profile", "trace"]) => {
-            match crate::profiling::messages_param(&query) {
-                Ok(messages) => crate::profiling::trace(context, Some(messages)).await,
-                Err(reply) => Err(reply),
-            }
-        }
-        (&Method::GET, ["v1", "profile", "trace"]) => crate::profiling::trace(context, None).await,
-        (&Method::DELETE, ["v1", "profile", "trace"]) => {
-            crate::profiling::trace(context, Some(0)).await
-        }
-        (&Method::POST, ["v1", "profile", "cpu"]) => {
-            crate::profiling::start_cpu(context, &query).await
-        }
-        (&Method::DELETE, ["v1", "profile", "cpu"]) => crate::profiling::stop_cpu(context).await,
-        (&Method::POST, ["v1", "profile", "memory"]) => {
-            crate::profiling::heap(context, HeapStep::Start).await
-        }
-        (&Method::GET, ["v1", "profile", "memory"]) => {
-            crate::profiling::heap(context, HeapStep::Dump).await
-        }
-        (&Method::DELETE, ["v1", "profile", "memory"]) => {
-            crate::profiling::heap(context, HeapStep::Stop).await
-        }
-        (_, ["v1", "cluster"] | ["v1", "profile", "trace" | "cpu" | "memory"])
-        | (_, ["metrics"] | ["v1", "node" | "agents" | "hdr"] | ["v1", "agents", _])
-        | (_, ["v1", "agents", _, "messages"] | ["v1", "hdr", "dump"]) => Err(error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method-not-allowed",
-            format!("{} is not allowed on {path}", parts.method),
-        )),
-        _ => Err(error(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            format!("no route {path}; see GET /v1/node, /v1/agents, /v1/cluster, /metrics"),
-        )),
+    let request = match parse(
+        &parts.method,
+        parts.uri.path(),
+        parts.uri.query().unwrap_or(""),
+        body,
+    ) {
+        Ok(request) => request,
+        Err(refusal) => return refusal,
+    };
+    let result = match request {
+        Request::Metrics => metrics(context).await,
+        Request::Node => node(context).await,
+        Request::Agents(only) => list_agents(context, only).await,
+        Request::Deploy(request) => deploy(context, request).await,
+        Request::Undeploy(name) => undeploy(context, name).await,
+        Request::Send(message) => send(context, message).await,
+        Request::HdrLog => hdr_log(context).await,
+        Request::HdrDump => hdr_dump(context).await,
+        Request::Cluster => cluster(context).await,
+        Request::Trace(start) => crate::profiling::trace(context, start).await,
+        Request::CpuStart(frequency) => crate::profiling::start_cpu(context, frequency).await,
+        Request::CpuStop => crate::profiling::stop_cpu(context).await,
+        Request::Heap(step) => crate::profiling::heap(context, step).await,
     };
     result.unwrap_or_else(|reply| reply)
 }
@@ -463,63 +434,15 @@ pub(crate) fn bad_request(code: &str, message: String) -> Reply {
     error(StatusCode::BAD_REQUEST, code, message)
 }
 
-/// Agent names follow the engine's one rule (`caxton_profiles::check_agent_name`).
-fn check_name(name: &str) -> Result<(), Reply> {
-    caxton_profiles::check_agent_name(name).map_err(|error| bad_request("bad-name", error))
-}
-
-fn parse_param<T: std::str::FromStr>(
-    query: &BTreeMap<String, String>,
-    key: &str,
-) -> Result<Option<T>, Reply>
-where
-    T::Err: std::fmt::Display,
-{
-    query
-        .get(key)
-        .map(|text| {
-            text.parse::<T>().map_err(|failure| {
-                bad_request("bad-parameter", format!("`{key}={text}`: {failure}"))
-            })
-        })
-        .transpose()
-}
-
-async fn deploy(context: &Context, query: &BTreeMap<String, String>, body: Bytes) -> Answer {
-    const KNOWN: [&str; 5] = [
-        "name",
-        "instances",
-        "memory",
-        "cpu_shares",
-        "max_execution_time",
-    ];
-    if let Some(unknown) = query.keys().find(|key| !KNOWN.contains(&key.as_str())) {
-        return Err(bad_request(
-            "bad-parameter",
-            format!("unknown parameter `{unknown}`; known: {}", KNOWN.join(", ")),
-        ));
-    }
-    let name = query
-        .get("name")
-        .cloned()
-        .ok_or_else(|| bad_request("bad-parameter", "`name` is required".into()))?;
-    check_name(&name)?;
-    let instances = parse_param::<u16>(query, "instances")?.unwrap_or(1);
-    if instances == 0 || instances > DEPLOY_INSTANCES_MAX {
-        return Err(bad_request(
-            "bad-parameter",
-            format!("`instances={instances}`: use 1 to {DEPLOY_INSTANCES_MAX}"),
-        ));
-    }
-    let memory = parse_param::<ByteSize>(query, "memory")?;
-    let cpu_shares = parse_param::<CpuShares>(query, "cpu_shares")?;
-    let execution = parse_param::<HumanDuration>(query, "max_execution_time")?;
-    if body.is_empty() {
-        return Err(bad_request(
-            "empty-module",
-            "the request body must be the agent's .wasm or .wat module".into(),
-        ));
-    }
+async fn deploy(context: &Context, request: Deploy) -> Answer {
+    let Deploy {
+        name,
+        instances,
+        memory,
+        cpu_shares,
+        max_execution_time,
+        module: body,
+    } = request;
     let deployed = context
         .controller
         .call(move |controller| {
@@ -537,21 +460,9 @@ async fn deploy(context: &Context, query: &BTreeMap<String, String>, body: Bytes
                 limits.memory = memory;
             }
             if let Some(cpu_shares) = cpu_shares {
-                if cpu_shares.millicores() == 0 {
-                    return Err(bad_request(
-                        "bad-parameter",
-                        "`cpu_shares` must be above 0".into(),
-                    ));
-                }
                 limits.cpu_shares = cpu_shares;
             }
-            if let Some(execution) = execution {
-                if execution.get().is_zero() {
-                    return Err(bad_request(
-                        "bad-parameter",
-                        "`max_execution_time` must be above 0".into(),
-                    ));
-                }
+            if let Some(execution) = max_execution_time {
                 limits.max_execution_time = execution;
             }
             let started = Instant::now();
@@ -601,70 +512,17 @@ async fn undeploy(context: &Context, name: String) -> Answer {
     undeployed
 }
 
-/// The body of `POST /v1/agents/{name}/messages`.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SendRequest {
-    /// UTF-8 content.
-    content: Option<String>,
-    /// Binary content, base64.
-    content_base64: Option<String>,
-    /// FIPA performative, kebab-case; `request` by default.
-    #[serde(default = "request_performative")]
-    performative: Performative,
-    /// How long to wait for the reply.
-    timeout_ms: Option<u64>,
-    /// Priority class.
-    #[serde(default)]
-    priority: u8,
-    /// Conversation id.
-    #[serde(default)]
-    conversation_id: u64,
-    /// Store it before it is accepted, so it is handled even if the node
-    /// crashes first (needs `messaging.enable_persistence`).
-    #[serde(default)]
-    persistent: bool,
-    /// Wait for the agent's reply (default); with `false` the answer is
-    /// `202 Accepted` once the node has accepted the message (stored, for a
-    /// persistent one), and the reply is not awaited.
-    #[serde(default = "yes")]
-    wait_for_reply: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-fn request_performative() -> Performative {
-    Performative::Request
-}
-
-async fn send(context: &Context, name: String, body: &[u8]) -> Answer {
-    let request: SendRequest = serde_json::from_slice(body).map_err(|failure| {
-        bad_request("bad-json", format!("the message is not valid: {failure}"))
-    })?;
-    let content = match (request.content, request.content_base64) {
-        (Some(text), None) => text.into_bytes(),
-        (None, Some(encoded)) => base64::engine::general_purpose::STANDARD
-            .decode(encoded.as_bytes())
-            .map_err(|failure| bad_request("bad-json", format!("`content_base64`: {failure}")))?,
-        (None, None) => Vec::new(),
-        (Some(_), Some(_)) => {
-            return Err(bad_request(
-                "bad-json",
-                "give `content` or `content_base64`, not both".into(),
-            ))
-        }
-    };
-    let timeout = request
-        .timeout_ms
-        .map_or(SEND_TIMEOUT_DEFAULT, Duration::from_millis);
-    if timeout.is_zero() || timeout > SEND_TIMEOUT_MAX {
-        return Err(bad_request(
-            "bad-json",
-            format!("`timeout_ms` must be 1 to {}", SEND_TIMEOUT_MAX.as_millis()),
-        ));
-    }
+async fn send(context: &Context, message: Message) -> Answer {
+    let Message {
+        agent: name,
+        content,
+        performative,
+        timeout,
+        priority,
+        conversation_id,
+        persistent,
+        wait_for_reply,
+    } = message;
     let Some(mut client) = context.clients.take() else {
         return Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -673,13 +531,10 @@ async fn send(context: &Context, name: String, body: &[u8]) -> Answer {
         ));
     };
     let clients = context.clients.clone();
-    let performative = request.performative;
-    let persistent = request.persistent;
-    let wait_for_reply = request.wait_for_reply;
     let options = SendOptions {
-        priority: caxton_messaging::PriorityClass(request.priority),
+        priority,
         deadline: Some(timeout),
-        conversation_id: request.conversation_id,
+        conversation_id,
     };
     // The wait parks a thread, so it runs on the blocking pool, not the reactor.
     let outcome = tokio::task::spawn_blocking(move || {
@@ -833,65 +688,4 @@ async fn hdr_dump(context: &Context) -> Answer {
         StatusCode::CREATED,
         &json!({ "path": path.display().to_string(), "bytes": text.len() }),
     ))
-}
-
-/// `a=1&b=two` into a map, percent-decoded.
-fn parse_query(query: &str) -> BTreeMap<String, String> {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode(key), decode(value))
-        })
-        .collect()
-}
-
-/// Percent-decoding (`%20`, and `+` as a space in queries).
-fn decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        match bytes[index] {
-            b'%' if index + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[index + 1..index + 3]).ok();
-                match hex.and_then(|hex| u8::from_str_radix(hex, 16).ok()) {
-                    Some(byte) => {
-                        out.push(byte);
-                        index += 3;
-                        continue;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            byte => out.push(byte),
-        }
-        index += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn queries_decode() {
-        let query = parse_query("name=my%2Dagent&instances=4&memory=16MB&x=a+b&bad=%zz&end=%4");
-        assert_eq!(query["name"], "my-agent");
-        assert_eq!(query["instances"], "4");
-        assert_eq!(query["x"], "a b");
-        assert_eq!(query["bad"], "%zz");
-        assert_eq!(query["end"], "%4");
-    }
-
-    #[test]
-    fn names_are_checked() {
-        assert!(check_name("echo-1.v2_x").is_ok());
-        assert!(check_name("").is_err());
-        assert!(check_name("a/b").is_err());
-        assert!(check_name(&"x".repeat(65)).is_err());
-    }
 }

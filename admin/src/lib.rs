@@ -19,6 +19,7 @@ mod collector;
 mod controller;
 mod cpu_profile;
 mod profiling;
+pub mod request;
 mod server;
 
 pub use api::{DEPLOY_INSTANCES_MAX, SEND_TIMEOUT_DEFAULT, SEND_TIMEOUT_MAX};
@@ -26,7 +27,8 @@ pub use client::{AdminClient, Answer, ClientError};
 pub use collector::{resident_memory_bytes, Collector, HDR_TAGS};
 pub use controller::{ClientPool, Controller, ControllerGone, ControllerHandle, Job};
 pub use cpu_profile::{CPU_PROFILE_FREQUENCY, CPU_PROFILE_FREQUENCY_MAX, CPU_PROFILE_SECONDS_MAX};
-pub use profiling::TRACE_MESSAGES_MAX;
+pub use profiling::HeapStep;
+pub use request::TRACE_MESSAGES_MAX;
 pub use server::{serve, AdminSettings, AllocatorStats, HeapDump, HeapProfiler};
 
 /// The fewest clients the endpoint keeps for sends (it keeps one per data

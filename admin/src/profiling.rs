@@ -13,18 +13,13 @@
 //! | `GET /v1/profile/memory` | the live heap sampled since the start: `pprof_gzip_base64`, `flamegraph_svg`, and the allocator's statistics |
 //! | `DELETE /v1/profile/memory` | stop sampling allocations |
 
-use std::collections::BTreeMap;
-
 use caxton_messaging::Address;
 use caxton_shards::{HopKind, TraceTake};
 use hyper::StatusCode;
 use serde_json::{json, Value};
 
-use crate::api::{bad_request, error, json_reply, node_error, shutting_down, Answer};
+use crate::api::{error, json_reply, node_error, shutting_down, Answer};
 use crate::server::Context;
-
-/// Most messages one trace request may sample per shard.
-pub const TRACE_MESSAGES_MAX: u32 = 100_000;
 
 /// `POST` (start with `messages`), `GET` (collect) or `DELETE` (stop).
 pub(crate) async fn trace(context: &Context, start: Option<u32>) -> Answer {
@@ -43,26 +38,6 @@ pub(crate) async fn trace(context: &Context, start: Option<u32>) -> Answer {
         })
         .await
         .map_err(|_| shutting_down())?
-}
-
-/// The messages count of `POST /v1/profile/trace?messages=N`.
-pub(crate) fn messages_param(
-    query: &BTreeMap<String, String>,
-) -> Result<u32, crate::server::Reply> {
-    let text = query.get("messages").ok_or_else(|| {
-        bad_request(
-            "missing-messages",
-            "say how many messages to sample: ?messages=N".into(),
-        )
-    })?;
-    match text.parse::<u32>() {
-        Ok(messages) if (1..=TRACE_MESSAGES_MAX).contains(&messages) => Ok(messages),
-        _ => Err(error(
-            StatusCode::BAD_REQUEST,
-            "bad-messages",
-            format!("messages `{text}` must be a number from 1 to {TRACE_MESSAGES_MAX}"),
-        )),
-    }
 }
 
 fn takes_to_json(
@@ -101,22 +76,7 @@ fn takes_to_json(
 }
 
 /// `POST /v1/profile/cpu?frequency=HZ`.
-pub(crate) async fn start_cpu(context: &Context, query: &BTreeMap<String, String>) -> Answer {
-    let frequency = match query.get("frequency") {
-        None => crate::cpu_profile::CPU_PROFILE_FREQUENCY,
-        Some(text) => match text.parse::<u32>() {
-            Ok(hz) if (1..=crate::cpu_profile::CPU_PROFILE_FREQUENCY_MAX).contains(&hz) => hz,
-            _ => {
-                return Err(bad_request(
-                    "bad-frequency",
-                    format!(
-                        "frequency `{text}` must be from 1 to {} samples per second",
-                        crate::cpu_profile::CPU_PROFILE_FREQUENCY_MAX
-                    ),
-                ))
-            }
-        },
-    };
+pub(crate) async fn start_cpu(context: &Context, frequency: u32) -> Answer {
     context
         .cpu_profiler
         .start(frequency)
@@ -150,7 +110,7 @@ pub(crate) async fn stop_cpu(context: &Context) -> Answer {
 
 /// What a `/v1/profile/memory` request asks of the heap profiler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum HeapStep {
+pub enum HeapStep {
     /// `POST`: start sampling.
     Start,
     /// `GET`: the heap now.

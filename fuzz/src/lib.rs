@@ -13,6 +13,7 @@
 //! | `profile` | a YAML profile through load and validation | a profile that loads shows as YAML that loads to the same profile |
 //! | `module` | an uploaded `.wasm`/`.wat` through compilation and the ABI checks | an admitted module instantiates on a shard |
 //! | `hdr_log` | an HDR interval log given to `engine hdr` | no panic through merging and the report; what reads, written again, reads the same |
+//! | `admin_request` | an admin API request: method, path, query and body, through routing and every check that needs no node | a refusal is a 4xx; what is accepted holds its checks (a valid name, instances in range, a module, a timeout in range) |
 //! | `storage_row` | a message row (an envelope, LZ4 or not) or an agent row's limits read back at recovery | what decodes, stored again, reads back the same; a damaged length prefix is refused before allocating |
 
 use std::net::SocketAddr;
@@ -28,7 +29,7 @@ use caxton_messaging::Envelope;
 pub type Target = fn(&[u8]);
 
 /// Every target, by name.
-pub const TARGETS: [(&str, Target); 8] = [
+pub const TARGETS: [(&str, Target); 9] = [
     ("envelope", envelope),
     ("cluster_frame", cluster_frame),
     ("directory_message", directory_message),
@@ -37,6 +38,7 @@ pub const TARGETS: [(&str, Target); 8] = [
     ("module", module),
     ("hdr_log", hdr_log),
     ("storage_row", storage_row),
+    ("admin_request", admin_request),
 ];
 
 /// The target called `name`.
@@ -271,5 +273,56 @@ pub fn storage_row(data: &[u8]) {
                 serde_json::from_str(&written).expect("written limits read back");
             assert_eq!(again, limits, "write ∘ read changed the limits");
         }
+    }
+}
+
+/// The methods an `admin_request` input picks from with its first byte.
+pub const ADMIN_METHODS: [&str; 6] = ["GET", "POST", "DELETE", "PUT", "PATCH", "HEAD"];
+
+/// An admin API request, `[method][path]\n[query]\n[body]` (the method is
+/// [`ADMIN_METHODS`]`[first byte % 6]`), through the endpoint's parsing.
+pub fn admin_request(data: &[u8]) {
+    use caxton_admin::request::{parse, Request};
+    let Some((&method, rest)) = data.split_first() else {
+        return;
+    };
+    let method: hyper::Method = ADMIN_METHODS[usize::from(method) % ADMIN_METHODS.len()]
+        .parse()
+        .expect("a method");
+    let mut parts = rest.splitn(3, |&byte| byte == b'\n');
+    let path = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+    let query = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+    let body = hyper::body::Bytes::copy_from_slice(parts.next().unwrap_or_default());
+    match parse(&method, &path, &query, body) {
+        Err(refusal) => assert!(
+            refusal.status().is_client_error(),
+            "a request is refused with a 4xx, not {}",
+            refusal.status()
+        ),
+        Ok(Request::Deploy(deploy)) => {
+            assert!(
+                caxton_profiles::check_agent_name(&deploy.name).is_ok(),
+                "{:?}",
+                deploy.name
+            );
+            assert!((1..=caxton_admin::DEPLOY_INSTANCES_MAX).contains(&deploy.instances));
+            assert!(!deploy.module.is_empty());
+            assert!(deploy
+                .cpu_shares
+                .is_none_or(|shares| shares.millicores() > 0));
+            assert!(deploy
+                .max_execution_time
+                .is_none_or(|time| !time.get().is_zero()));
+        }
+        Ok(Request::Send(message)) => {
+            assert!(
+                !message.timeout.is_zero() && message.timeout <= caxton_admin::SEND_TIMEOUT_MAX
+            );
+        }
+        Ok(Request::Trace(Some(messages))) => assert!(messages <= caxton_admin::TRACE_MESSAGES_MAX),
+        Ok(Request::CpuStart(hertz)) => {
+            assert!((1..=caxton_admin::CPU_PROFILE_FREQUENCY_MAX).contains(&hertz));
+        }
+        Ok(_) => {}
     }
 }

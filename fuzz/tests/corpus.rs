@@ -254,6 +254,46 @@ fn storage_rows() -> Vec<Vec<u8>> {
     rows
 }
 
+/// Admin API requests the engine's own commands make, in the target's form.
+fn admin_requests() -> Vec<Vec<u8>> {
+    let request = |method: &str, path: &str, query: &str, body: &[u8]| {
+        let index = caxton_fuzz::ADMIN_METHODS
+            .iter()
+            .position(|known| *known == method)
+            .expect("a known method") as u8;
+        [
+            &[index][..],
+            path.as_bytes(),
+            b"\n",
+            query.as_bytes(),
+            b"\n",
+            body,
+        ]
+        .concat()
+    };
+    let echo =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/agents/echo.wat"))
+            .expect("echo");
+    vec![
+        request("GET", "/metrics", "", b""),
+        request("GET", "/v1/node", "", b""),
+        request("GET", "/v1/agents/echo", "", b""),
+        request("POST", "/v1/agents", "name=echo&instances=2&memory=8MB&cpu_shares=500m&max_execution_time=250ms", &echo),
+        request("POST", "/v1/agents/echo/messages", "", br#"{"content": "hello", "timeout_ms": 500}"#),
+        request(
+            "POST",
+            "/v1/agents/forwarder/messages",
+            "",
+            br#"{"content_base64": "AQRlY2hvaGk=", "performative": "query-if", "priority": 1, "conversation_id": 7, "persistent": true, "wait_for_reply": false}"#,
+        ),
+        request("DELETE", "/v1/agents/echo", "", b""),
+        request("POST", "/v1/hdr/dump", "", b""),
+        request("POST", "/v1/profile/trace", "messages=1000", b""),
+        request("POST", "/v1/profile/cpu", "frequency=99", b""),
+        request("GET", "/v1/profile/memory", "", b""),
+    ]
+}
+
 /// Every target's seeds, by target.
 fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     vec![
@@ -281,6 +321,7 @@ fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         ("module", modules()),
         ("hdr_log", hdr_logs()),
         ("storage_row", storage_rows()),
+        ("admin_request", admin_requests()),
     ]
 }
 

@@ -1,0 +1,453 @@
+//! What a request asks for, read from its method, path, query and body
+//! before anything of the node is touched: every check that needs no node
+//! (names, parameters, the message JSON) happens here, so the whole of the
+//! endpoint's parsing is one pure function the fuzzer can drive
+//! (`caxton-fuzz`'s `admin_request`). [`crate::api`] carries requests out.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use base64::Engine as _;
+use caxton_messaging::{Performative, PriorityClass};
+use caxton_profiles::{ByteSize, CpuShares, HumanDuration};
+use hyper::body::Bytes;
+use hyper::{Method, StatusCode};
+
+use crate::api::{
+    bad_request, error, DEPLOY_INSTANCES_MAX, SEND_TIMEOUT_DEFAULT, SEND_TIMEOUT_MAX,
+};
+use crate::profiling::HeapStep;
+use crate::server::Reply;
+
+/// A request the endpoint understood.
+#[derive(Debug)]
+pub enum Request {
+    /// `GET /metrics`.
+    Metrics,
+    /// `GET /v1/node`.
+    Node,
+    /// `GET /v1/agents` (all) or `/v1/agents/{name}`.
+    Agents(Option<String>),
+    /// `POST /v1/agents?...` with the module as the body.
+    Deploy(Deploy),
+    /// `DELETE /v1/agents/{name}`.
+    Undeploy(String),
+    /// `POST /v1/agents/{name}/messages`.
+    Send(Message),
+    /// `GET /v1/hdr`.
+    HdrLog,
+    /// `POST /v1/hdr/dump`.
+    HdrDump,
+    /// `GET /v1/cluster`.
+    Cluster,
+    /// `/v1/profile/trace`: start sampling N messages (`POST`), collect
+    /// (`GET`, `None`), or stop (`DELETE`, `Some(0)`).
+    Trace(Option<u32>),
+    /// `POST /v1/profile/cpu?frequency=HZ`.
+    CpuStart(u32),
+    /// `DELETE /v1/profile/cpu`.
+    CpuStop,
+    /// `/v1/profile/memory`.
+    Heap(HeapStep),
+}
+
+/// A deploy's parameters, checked.
+#[derive(Debug)]
+pub struct Deploy {
+    /// The agent's name (a valid one).
+    pub name: String,
+    /// Instances, 1 to [`DEPLOY_INSTANCES_MAX`].
+    pub instances: u16,
+    /// Memory limit, when given.
+    pub memory: Option<ByteSize>,
+    /// CPU share, when given (above 0).
+    pub cpu_shares: Option<CpuShares>,
+    /// Handler time limit, when given (above 0).
+    pub max_execution_time: Option<HumanDuration>,
+    /// The module (not empty).
+    pub module: Bytes,
+}
+
+/// A message to send, checked.
+#[derive(Debug)]
+pub struct Message {
+    /// To whom.
+    pub agent: String,
+    /// Its content.
+    pub content: Vec<u8>,
+    /// Its performative.
+    pub performative: Performative,
+    /// How long to wait (1 ms to [`SEND_TIMEOUT_MAX`]).
+    pub timeout: Duration,
+    /// Its priority class.
+    pub priority: PriorityClass,
+    /// Its conversation.
+    pub conversation_id: u64,
+    /// Store it before it is accepted.
+    pub persistent: bool,
+    /// Wait for the agent's reply.
+    pub wait_for_reply: bool,
+}
+
+/// The body of `POST /v1/agents/{name}/messages`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendBody {
+    /// UTF-8 content.
+    content: Option<String>,
+    /// Binary content, base64.
+    content_base64: Option<String>,
+    /// FIPA performative, kebab-case; `request` by default.
+    #[serde(default = "request_performative")]
+    performative: Performative,
+    /// How long to wait for the reply.
+    timeout_ms: Option<u64>,
+    /// Priority class.
+    #[serde(default)]
+    priority: u8,
+    /// Conversation id.
+    #[serde(default)]
+    conversation_id: u64,
+    /// Store it before it is accepted, so it is handled even if the node
+    /// crashes first (needs `messaging.enable_persistence`).
+    #[serde(default)]
+    persistent: bool,
+    /// Wait for the agent's reply (default); with `false` the answer is
+    /// `202 Accepted` once the node has accepted the message (stored, for a
+    /// persistent one), and the reply is not awaited.
+    #[serde(default = "yes")]
+    wait_for_reply: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn request_performative() -> Performative {
+    Performative::Request
+}
+
+/// Most messages one trace request may sample per shard.
+pub const TRACE_MESSAGES_MAX: u32 = 100_000;
+
+/// Read a request; a refusal is the 4xx answer that says what was wrong.
+pub fn parse(method: &Method, path: &str, query: &str, body: Bytes) -> Result<Request, Reply> {
+    let query = parse_query(query);
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    Ok(match (method, segments.as_slice()) {
+        (&Method::GET, ["metrics"]) => Request::Metrics,
+        (&Method::GET, ["v1", "node"]) => Request::Node,
+        (&Method::GET, ["v1", "agents"]) => Request::Agents(None),
+        (&Method::POST, ["v1", "agents"]) => Request::Deploy(deploy(&query, body)?),
+        (&Method::GET, ["v1", "agents", name]) => Request::Agents(Some(decode(name))),
+        (&Method::DELETE, ["v1", "agents", name]) => Request::Undeploy(decode(name)),
+        (&Method::POST, ["v1", "agents", name, "messages"]) => {
+            Request::Send(message(decode(name), &body)?)
+        }
+        (&Method::GET, ["v1", "hdr"]) => Request::HdrLog,
+        (&Method::POST, ["v1", "hdr", "dump"]) => Request::HdrDump,
+        (&Method::GET, ["v1", "cluster"]) => Request::Cluster,
+        (&Method::POST, ["v1", "profile", "trace"]) => {
+            Request::Trace(Some(trace_messages(&query)?))
+        }
+        (&Method::GET, ["v1", "profile", "trace"]) => Request::Trace(None),
+        (&Method::DELETE, ["v1", "profile", "trace"]) => Request::Trace(Some(0)),
+        (&Method::POST, ["v1", "profile", "cpu"]) => Request::CpuStart(cpu_frequency(&query)?),
+        (&Method::DELETE, ["v1", "profile", "cpu"]) => Request::CpuStop,
+        (&Method::POST, ["v1", "profile", "memory"]) => Request::Heap(HeapStep::Start),
+        (&Method::GET, ["v1", "profile", "memory"]) => Request::Heap(HeapStep::Dump),
+        (&Method::DELETE, ["v1", "profile", "memory"]) => Request::Heap(HeapStep::Stop),
+        (_, ["v1", "cluster"] | ["v1", "profile", "trace" | "cpu" | "memory"])
+        | (_, ["metrics"] | ["v1", "node" | "agents" | "hdr"] | ["v1", "agents", _])
+        | (_, ["v1", "agents", _, "messages"] | ["v1", "hdr", "dump"]) => {
+            return Err(error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                format!("{method} is not allowed on {path}"),
+            ))
+        }
+        _ => {
+            return Err(error(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                format!("no route {path}; see GET /v1/node, /v1/agents, /v1/cluster, /metrics"),
+            ))
+        }
+    })
+}
+
+/// Agent names follow the engine's one rule (`caxton_profiles::check_agent_name`).
+pub(crate) fn check_name(name: &str) -> Result<(), Reply> {
+    caxton_profiles::check_agent_name(name).map_err(|error| bad_request("bad-name", error))
+}
+
+fn parse_param<T: std::str::FromStr>(
+    query: &BTreeMap<String, String>,
+    key: &str,
+) -> Result<Option<T>, Reply>
+where
+    T::Err: std::fmt::Display,
+{
+    query
+        .get(key)
+        .map(|text| {
+            text.parse::<T>().map_err(|failure| {
+                bad_request("bad-parameter", format!("`{key}={text}`: {failure}"))
+            })
+        })
+        .transpose()
+}
+
+fn deploy(query: &BTreeMap<String, String>, module: Bytes) -> Result<Deploy, Reply> {
+    const KNOWN: [&str; 5] = [
+        "name",
+        "instances",
+        "memory",
+        "cpu_shares",
+        "max_execution_time",
+    ];
+    if let Some(unknown) = query.keys().find(|key| !KNOWN.contains(&key.as_str())) {
+        return Err(bad_request(
+            "bad-parameter",
+            format!("unknown parameter `{unknown}`; known: {}", KNOWN.join(", ")),
+        ));
+    }
+    let name = query
+        .get("name")
+        .cloned()
+        .ok_or_else(|| bad_request("bad-parameter", "`name` is required".into()))?;
+    check_name(&name)?;
+    let instances = parse_param::<u16>(query, "instances")?.unwrap_or(1);
+    if instances == 0 || instances > DEPLOY_INSTANCES_MAX {
+        return Err(bad_request(
+            "bad-parameter",
+            format!("`instances={instances}`: use 1 to {DEPLOY_INSTANCES_MAX}"),
+        ));
+    }
+    let memory = parse_param::<ByteSize>(query, "memory")?;
+    let cpu_shares = parse_param::<CpuShares>(query, "cpu_shares")?;
+    if cpu_shares.is_some_and(|shares| shares.millicores() == 0) {
+        return Err(bad_request(
+            "bad-parameter",
+            "`cpu_shares` must be above 0".into(),
+        ));
+    }
+    let max_execution_time = parse_param::<HumanDuration>(query, "max_execution_time")?;
+    if max_execution_time.is_some_and(|time| time.get().is_zero()) {
+        return Err(bad_request(
+            "bad-parameter",
+            "`max_execution_time` must be above 0".into(),
+        ));
+    }
+    if module.is_empty() {
+        return Err(bad_request(
+            "empty-module",
+            "the request body must be the agent's .wasm or .wat module".into(),
+        ));
+    }
+    Ok(Deploy {
+        name,
+        instances,
+        memory,
+        cpu_shares,
+        max_execution_time,
+        module,
+    })
+}
+
+fn message(agent: String, body: &[u8]) -> Result<Message, Reply> {
+    let request: SendBody = serde_json::from_slice(body).map_err(|failure| {
+        bad_request("bad-json", format!("the message is not valid: {failure}"))
+    })?;
+    let content = match (request.content, request.content_base64) {
+        (Some(text), None) => text.into_bytes(),
+        (None, Some(encoded)) => base64::engine::general_purpose::STANDARD
+            .decode(encoded.as_bytes())
+            .map_err(|failure| bad_request("bad-json", format!("`content_base64`: {failure}")))?,
+        (None, None) => Vec::new(),
+        (Some(_), Some(_)) => {
+            return Err(bad_request(
+                "bad-json",
+                "give `content` or `content_base64`, not both".into(),
+            ))
+        }
+    };
+    let timeout = request
+        .timeout_ms
+        .map_or(SEND_TIMEOUT_DEFAULT, Duration::from_millis);
+    if timeout.is_zero() || timeout > SEND_TIMEOUT_MAX {
+        return Err(bad_request(
+            "bad-json",
+            format!("`timeout_ms` must be 1 to {}", SEND_TIMEOUT_MAX.as_millis()),
+        ));
+    }
+    Ok(Message {
+        agent,
+        content,
+        performative: request.performative,
+        timeout,
+        priority: PriorityClass(request.priority),
+        conversation_id: request.conversation_id,
+        persistent: request.persistent,
+        wait_for_reply: request.wait_for_reply,
+    })
+}
+
+/// The messages count of `POST /v1/profile/trace?messages=N`.
+fn trace_messages(query: &BTreeMap<String, String>) -> Result<u32, Reply> {
+    let text = query.get("messages").ok_or_else(|| {
+        bad_request(
+            "missing-messages",
+            "say how many messages to sample: ?messages=N".into(),
+        )
+    })?;
+    match text.parse::<u32>() {
+        Ok(messages) if (1..=TRACE_MESSAGES_MAX).contains(&messages) => Ok(messages),
+        _ => Err(bad_request(
+            "bad-messages",
+            format!("messages `{text}` must be a number from 1 to {TRACE_MESSAGES_MAX}"),
+        )),
+    }
+}
+
+/// The frequency of `POST /v1/profile/cpu?frequency=HZ`.
+fn cpu_frequency(query: &BTreeMap<String, String>) -> Result<u32, Reply> {
+    use crate::cpu_profile::{CPU_PROFILE_FREQUENCY, CPU_PROFILE_FREQUENCY_MAX};
+    match query.get("frequency") {
+        None => Ok(CPU_PROFILE_FREQUENCY),
+        Some(text) => match text.parse::<u32>() {
+            Ok(hz) if (1..=CPU_PROFILE_FREQUENCY_MAX).contains(&hz) => Ok(hz),
+            _ => Err(bad_request(
+                "bad-frequency",
+                format!("frequency `{text}` must be from 1 to {CPU_PROFILE_FREQUENCY_MAX} samples per second"),
+            )),
+        },
+    }
+}
+
+/// `a=1&b=two` into a map, percent-decoded.
+fn parse_query(query: &str) -> BTreeMap<String, String> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(key), decode(value))
+        })
+        .collect()
+}
+
+/// Percent-decoding (`%20`, and `+` as a space in queries).
+fn decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        match bytes[index] {
+            b'%' if index + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[index + 1..index + 3]).ok();
+                match hex.and_then(|hex| u8::from_str_radix(hex, 16).ok()) {
+                    Some(byte) => {
+                        out.push(byte);
+                        index += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            byte => out.push(byte),
+        }
+        index += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_decode() {
+        let query = parse_query("name=my%2Dagent&instances=4&memory=16MB&x=a+b&bad=%zz&end=%4");
+        assert_eq!(query["name"], "my-agent");
+        assert_eq!(query["instances"], "4");
+        assert_eq!(query["x"], "a b");
+        assert_eq!(query["bad"], "%zz");
+        assert_eq!(query["end"], "%4");
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("echo-1.v2_x").is_ok());
+        assert!(check_name("").is_err());
+        assert!(check_name("a/b").is_err());
+        assert!(check_name(&"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn requests_parse_and_refusals_are_client_errors() {
+        let parsed = parse(
+            &Method::POST,
+            "/v1/agents",
+            "name=echo&instances=3&memory=8MB",
+            Bytes::from_static(b"(module)"),
+        );
+        assert!(matches!(
+            parsed,
+            Ok(Request::Deploy(Deploy { instances: 3, .. }))
+        ));
+        let send = parse(
+            &Method::POST,
+            "/v1/agents/e%63ho/messages",
+            "",
+            Bytes::from_static(br#"{"content_base64": "aGk=", "timeout_ms": 250}"#),
+        );
+        let Ok(Request::Send(message)) = send else {
+            panic!("{send:?}")
+        };
+        assert_eq!(
+            (message.agent.as_str(), message.content.as_slice()),
+            ("echo", &b"hi"[..])
+        );
+        assert_eq!(message.timeout, Duration::from_millis(250));
+        for (method, path, query, body, status) in [
+            (Method::PUT, "/v1/node", "", "", 405),
+            (Method::GET, "/v2", "", "", 404),
+            (
+                Method::POST,
+                "/v1/agents",
+                "name=echo&instances=0",
+                "(module)",
+                400,
+            ),
+            (
+                Method::POST,
+                "/v1/agents",
+                "name=echo&colour=blue",
+                "(module)",
+                400,
+            ),
+            (Method::POST, "/v1/agents", "name=echo", "", 400),
+            (
+                Method::POST,
+                "/v1/agents/echo/messages",
+                "",
+                r#"{"content": "a", "content_base64": "YQ=="}"#,
+                400,
+            ),
+            (
+                Method::POST,
+                "/v1/agents/echo/messages",
+                "",
+                r#"{"timeout_ms": 0}"#,
+                400,
+            ),
+            (Method::POST, "/v1/profile/trace", "messages=0", "", 400),
+            (Method::POST, "/v1/profile/cpu", "frequency=5000", "", 400),
+        ] {
+            let refused = parse(&method, path, query, Bytes::from(body)).expect_err("refused");
+            assert_eq!(refused.status().as_u16(), status, "{method} {path}?{query}");
+        }
+    }
+}
