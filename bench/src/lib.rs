@@ -14,6 +14,7 @@ pub mod noisy;
 pub mod persistence;
 pub mod remote;
 pub mod scaling;
+pub mod soak;
 pub mod standard;
 pub mod stress;
 
