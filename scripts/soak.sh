@@ -11,6 +11,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${1:?usage: scripts/soak.sh DURATION [--kill-every 60s] [--redeploy-every 20s] [--output DIR]}
 shift
-cargo build --release --bin engine -p caxton-engine >&2
-cargo build --release --bin soak -p caxton-bench >&2
+cargo build --release --bin engine --bin soak >&2
 exec target/release/soak "$duration" --engine target/release/engine "$@"

@@ -1,8 +1,10 @@
 //! The soak: a running engine with persistence under a steady mixed load
 //! while faults are injected on a schedule, then the books are checked.
 //!
-//! Load, every tick: a request-reply to `echo`, and a durable one-way send
-//! to `tally` (content `d-N`, acknowledged once stored). Faults, on their own
+//! Load, every tick: a request-reply (in turn: to `echo`, through a
+//! two-hop pipeline, or a fan-out over two echoes), and a durable one-way
+//! send to `tally` (content `d-N`, acknowledged once stored). Each is sent
+//! when the previous one is answered (closed loop). Faults, on their own
 //! schedules: messages to agents that trap, loop and grab memory; an agent
 //! undeployed and redeployed under load; the engine killed with SIGKILL and
 //! restarted on the same data directory.
@@ -245,6 +247,12 @@ fn send(client: &AdminClient, agent: &str, body: Value) -> Option<(u16, Value)> 
     )
 }
 
+/// The forwarder's content for a pipeline through echo: one hop, `echo`,
+/// then the payload `hi` (base64 of `[1][4]echo hi`).
+const PIPELINE_ROUTE: &str = "AQRlY2hvaGk=";
+/// The fanout's content for a gather over two echoes (base64 of `[2][4]echo[4]echo`).
+const FAN_OUT_ROUTE: &str = "AgRlY2hvBGVjaG8=";
+
 /// Agents a fresh engine gets; a restarted one recovers them from storage.
 fn deploy_agents(client: &AdminClient) -> Result<(), String> {
     for (name, module, query) in [
@@ -254,6 +262,8 @@ fn deploy_agents(client: &AdminClient) -> Result<(), String> {
         ("loop", "loop.wat", "&max_execution_time=20ms"),
         ("grab", "grow.wat", "&memory=1MB"),
         ("spare", "echo.wat", ""),
+        ("forwarder", "forwarder.wat", ""),
+        ("fanout", "fanout.wat", ""),
     ] {
         if !deploy(client, name, module, query) {
             return Err(format!("cannot deploy {name}"));
@@ -280,11 +290,23 @@ pub fn run(config: &SoakConfig, progress: &dyn Fn(u64)) -> Result<SoakReport, St
     while began.elapsed() < config.duration {
         tick += 1;
         report.sent += 1;
-        match send(
-            &client,
-            "echo",
-            json!({ "content": format!("r-{tick}"), "timeout_ms": 2000 }),
-        ) {
+        // Request-reply, a two-hop pipeline (forwarder, then echo), and a
+        // fan-out over two echoes, in turn.
+        let (agent, request) = match tick % 3 {
+            0 => (
+                "echo",
+                json!({ "content": format!("r-{tick}"), "timeout_ms": 2000 }),
+            ),
+            1 => (
+                "forwarder",
+                json!({ "content_base64": PIPELINE_ROUTE, "timeout_ms": 2000 }),
+            ),
+            _ => (
+                "fanout",
+                json!({ "content_base64": FAN_OUT_ROUTE, "timeout_ms": 2000 }),
+            ),
+        };
+        match send(&client, agent, request) {
             None => report.unreachable += 1,
             Some((200, reply)) if reply["performative"] == "inform" => report.answered += 1,
             Some((200, _)) => report.failed += 1,
