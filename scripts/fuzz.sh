@@ -42,11 +42,16 @@ fi
 export CARGO_TARGET_DIR=target/fuzz
 cargo afl build --release -p caxton-fuzz --features afl >&2
 out=target/fuzz/out/$target
+# A dictionary of the format's tokens, where one helps (fuzz/dictionaries/).
+dictionary=()
+if [ -f "fuzz/dictionaries/$target.dict" ]; then
+  dictionary=(-x "fuzz/dictionaries/$target.dict")
+fi
 mkdir -p "$out"
 echo "fuzz: $target for ${seconds}s; findings in $out/default" >&2
 AFL_NO_UI=1 AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 \
   AFL_AUTORESUME=1 CAXTON_FUZZ_TARGET=$target \
-  cargo afl fuzz -V "$seconds" -i "fuzz/corpus/$target" -o "$out" \
+  cargo afl fuzz -V "$seconds" -i "fuzz/corpus/$target" -o "$out" "${dictionary[@]}" \
   target/fuzz/release/caxton-fuzz >"$out/afl.log" 2>&1 || {
     echo "fuzz: afl-fuzz failed; its log:" >&2
     tail -20 "$out/afl.log" >&2

@@ -179,9 +179,15 @@ pub fn read_log(bytes: &[u8]) -> Result<Vec<LoggedInterval>, LogReadError> {
         let encoded = base64::engine::general_purpose::STANDARD
             .decode(interval.encoded_histogram())
             .map_err(|error| fail(format!("bad base64: {error}")))?;
-        let histogram: Histogram<u64> = deserializer
-            .deserialize(&mut encoded.as_slice())
-            .map_err(|error| fail(format!("bad histogram: {error:?}")))?;
+        // hdrhistogram's decoder negates a run length without checking it
+        // (i64::MIN overflows): with overflow checks on, a crafted log panics
+        // inside it. A log is outside input, so a panic there is a bad log.
+        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            deserializer.deserialize(&mut encoded.as_slice())
+        }))
+        .map_err(|_| fail("bad histogram: its run lengths overflow".into()))?;
+        let histogram: Histogram<u64> =
+            decoded.map_err(|error| fail(format!("bad histogram: {error:?}")))?;
         intervals.push(LoggedInterval {
             tag,
             start: interval.start_timestamp(),
