@@ -70,6 +70,9 @@ pub struct SoakReport {
     pub restarts: u64,
     /// Resident memory samples (seconds, bytes).
     pub resident: Vec<(f64, u64)>,
+    /// How many restarts had happened at each resident sample (a process
+    /// lifetime's samples share it).
+    pub lifetime: Vec<u64>,
     /// Shards that handled nothing in the final check.
     pub idle_shards: Vec<usize>,
 }
@@ -335,6 +338,7 @@ pub fn run(config: &SoakConfig, progress: &dyn Fn(u64)) -> Result<SoakReport, St
                     began.elapsed().as_secs_f64(),
                     node["memory_used_bytes"].as_u64().unwrap_or(0),
                 ));
+                report.lifetime.push(report.restarts);
             }
             next_sample = now + Duration::from_secs(2);
             progress(began.elapsed().as_secs());
@@ -421,6 +425,18 @@ pub fn run(config: &SoakConfig, progress: &dyn Fn(u64)) -> Result<SoakReport, St
     }
     drop(engine);
     let _ = std::fs::write(config.output.join("summary.txt"), report.summary());
+    // Resident memory over time, with the process lifetime of each sample:
+    // a SIGKILL restart starts a new process (and its warm-up).
+    let csv: String = std::iter::once("seconds,lifetime,resident_bytes\n".to_owned())
+        .chain(
+            report
+                .resident
+                .iter()
+                .zip(&report.lifetime)
+                .map(|((at, bytes), lifetime)| format!("{at:.1},{lifetime},{bytes}\n")),
+        )
+        .collect();
+    let _ = std::fs::write(config.output.join("resident.csv"), csv);
     Ok(report)
 }
 
