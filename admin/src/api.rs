@@ -233,18 +233,16 @@ async fn node(context: &Context) -> Answer {
         .controller
         .call(move |controller| {
             collect(controller)?;
-            // Handler time per shard: the sum of its agents' busy time.
-            let busy_ns: Vec<u64> = controller
+            // Per shard, summed over its agents: handler time and linear memory.
+            let per_shard = controller
                 .node
                 .all_agent_stats()
-                .map_err(|failure| node_error(&failure))?
+                .map_err(|failure| node_error(&failure))?;
+            let busy_ns: Vec<u64> = per_shard
                 .iter()
                 .map(|agents| agents.iter().map(|counts| counts.stats.busy_ns).sum())
                 .collect();
-            let agent_memory_bytes: Vec<usize> = controller
-                .node
-                .all_agent_stats()
-                .map_err(|failure| node_error(&failure))?
+            let agent_memory_bytes: Vec<usize> = per_shard
                 .iter()
                 .map(|agents| agents.iter().map(|counts| counts.memory_bytes).sum())
                 .collect();

@@ -7,9 +7,10 @@
 //! `thread`, and the flame graph starts each stack with it.
 //!
 //! Cost while it runs: at `frequency` samples per second of CPU time, each
-//! sample interrupts one thread for one unwind (tens of microseconds); at
-//! the default 99 Hz that is well under 1% of a core. Outside a profile
-//! nothing runs.
+//! sample interrupts one thread for one unwind (tens of microseconds).
+//! `scripts/profiling-cost.sh` measures what that does to a loaded node's
+//! latency and CPU time; its figures are in `docs/diagnostics.md`. Outside a
+//! profile nothing runs.
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};

@@ -56,13 +56,19 @@ fn dump() -> Result<caxton_admin::HeapDump, String> {
     if !control.activated() {
         return Err("no heap profile is running".to_owned());
     }
-    let pprof = control
-        .dump_pprof()
+    // One dump of jemalloc's profile serves both forms, so the picture and the
+    // pprof file describe the same heap.
+    let profile = control
+        .dump_profile()
         .map_err(|error| format!("cannot dump the heap profile: {error}"))?;
+    let pprof = profile.to_pprof(("inuse_space", "bytes"), ("space", "bytes"), None);
     // Until an allocation is sampled (about one per 512 KiB allocated) there
     // is no stack to draw; say so in the picture rather than fail the dump.
-    let flamegraph = control
-        .dump_flamegraph()
+    let mut options = jemalloc_pprof::FlamegraphOptions::default();
+    options.title = "inuse_space".to_owned();
+    options.count_name = "bytes".to_owned();
+    let flamegraph = profile
+        .to_flamegraph(&mut options)
         .unwrap_or_else(|_| EMPTY_FLAMEGRAPH.as_bytes().to_vec());
     Ok((pprof, flamegraph))
 }

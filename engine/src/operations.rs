@@ -11,9 +11,7 @@ use caxton_admin::AdminClient;
 use hyper::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::cli::{
-    Endpoint, HostCommand, MemoryCommand, PerformanceCommand, ProfileSelection, Symptom,
-};
+use crate::cli::{HostCommand, MemoryCommand, PerformanceCommand, ProfileSelection, Symptom};
 use crate::commands::{emit, load_profile, plan_placement, CommandError};
 use crate::diagnostics::diagnose::{self, Basis, Reading};
 use crate::diagnostics::{self, host, memory};
@@ -90,15 +88,17 @@ pub fn positive_duration(flag: &str, text: &str) -> Result<Duration, CommandErro
     Ok(duration)
 }
 
-/// `GET path` as JSON; an engine that cannot be reached is bad input (the
-/// address is the user's), `None` for a 404 when `optional`.
-pub fn get_json(
+/// `METHOD path` as JSON, expecting success; an engine that cannot be
+/// reached is bad input (the address is the user's), `None` for a 404 when
+/// `optional`. Every diagnostic and profiling command calls through here.
+pub fn call_json(
     client: &AdminClient,
+    method: Method,
     path: &str,
     optional: bool,
 ) -> Result<Option<Value>, CommandError> {
     let answer = client
-        .call(Method::GET, path, "application/json", Vec::new())
+        .call(method, path, "application/json", Vec::new())
         .map_err(|error| {
             CommandError::BadInput(format!(
                 "cannot reach the engine's admin endpoint: {error} (is it running? --admin HOST:PORT names another)"
@@ -113,9 +113,9 @@ pub fn get_json(
 /// One reading of `/v1/node`, `/v1/agents` and `/v1/cluster`.
 fn read_engine(client: &AdminClient) -> Result<Reading, CommandError> {
     Ok(Reading {
-        node: get_json(client, "/v1/node", false)?.unwrap_or_default(),
-        agents: get_json(client, "/v1/agents", false)?.unwrap_or_default(),
-        cluster: get_json(client, "/v1/cluster", true)?,
+        node: call_json(client, Method::GET, "/v1/node", false)?.unwrap_or_default(),
+        agents: call_json(client, Method::GET, "/v1/agents", false)?.unwrap_or_default(),
+        cluster: call_json(client, Method::GET, "/v1/cluster", true)?,
     })
 }
 
@@ -131,7 +131,7 @@ pub fn performance(
         endpoint,
     } = command;
     let window = positive_duration("--window", &window)?;
-    let client = connect(selection, &endpoint)?;
+    let client = crate::remote::connect(selection, &endpoint)?;
     let before = read_engine(&client)?;
     std::thread::sleep(window);
     let after = read_engine(&client)?;
@@ -187,7 +187,7 @@ pub fn memory(selection: &ProfileSelection, command: MemoryCommand) -> Result<()
             humantime::format_duration(duration)
         )));
     }
-    let client = connect(selection, &endpoint)?;
+    let client = crate::remote::connect(selection, &endpoint)?;
     let started = std::time::Instant::now();
     let steps = (duration.as_secs_f64() / interval.as_secs_f64()).floor() as u64 + 1;
     // Hidden when stderr is not a terminal.
@@ -202,8 +202,8 @@ pub fn memory(selection: &ProfileSelection, command: MemoryCommand) -> Result<()
     for step in 0..steps {
         let due = started + interval * u32::try_from(step).unwrap_or(u32::MAX);
         std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
-        let node = get_json(&client, "/v1/node", false)?.unwrap_or_default();
-        let agents = get_json(&client, "/v1/agents", false)?.unwrap_or_default();
+        let node = call_json(&client, Method::GET, "/v1/node", false)?.unwrap_or_default();
+        let agents = call_json(&client, Method::GET, "/v1/agents", false)?.unwrap_or_default();
         samples.push(memory::sample(
             started.elapsed().as_secs_f64(),
             &node,
@@ -224,8 +224,4 @@ pub fn memory(selection: &ProfileSelection, command: MemoryCommand) -> Result<()
     } else {
         emit(&diagnostics::render_text(&title, &findings))
     }
-}
-
-fn connect(selection: &ProfileSelection, endpoint: &Endpoint) -> Result<AdminClient, CommandError> {
-    crate::remote::connect(selection, endpoint)
 }

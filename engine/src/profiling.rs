@@ -356,14 +356,7 @@ pub fn check_writable(output: &Path) -> Result<(), CommandError> {
 }
 
 fn call(client: &AdminClient, method: Method, path: &str) -> Result<Value, CommandError> {
-    let answer = client
-        .call(method, path, "application/json", Vec::new())
-        .map_err(|error| {
-            CommandError::BadInput(format!(
-                "cannot reach the engine's admin endpoint: {error} (is it running? --admin HOST:PORT names another)"
-            ))
-        })?;
-    Ok(crate::remote::expect_success(answer)?.json())
+    crate::operations::call_json(client, method, path, false).map(Option::unwrap_or_default)
 }
 
 fn absorb(answer: &Value, hops: &mut Vec<Value>, data_shards: &mut usize, dropped: &mut u64) {
