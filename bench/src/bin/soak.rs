@@ -2,7 +2,8 @@
 //! load while faults are injected, then the books checked. See
 //! `caxton_bench::soak`.
 //!
-//! `soak DURATION [--engine PATH] [--output DIR] [--kill-every 60s] [--redeploy-every 20s]`
+//! `soak DURATION [--engine PATH] [--output DIR] [--rate 400] [--kill-every 60s]
+//! [--redeploy-every 20s] [--fill-every 90s] [--fill-for 10s] [--no-fill]`
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -31,7 +32,9 @@ fn duration(text: &str) -> Result<Duration, String> {
 
 fn main() {
     let mut arguments = std::env::args().skip(1);
-    let usage = "usage: soak DURATION [--engine PATH] [--output DIR] [--kill-every 60s] [--redeploy-every 20s]";
+    let usage =
+        "usage: soak DURATION [--engine PATH] [--output DIR] [--rate 400] [--kill-every 60s] \
+                 [--redeploy-every 20s] [--fill-every 90s] [--fill-for 10s] [--no-fill]";
     let fail = |message: String| -> ! {
         eprintln!("soak: {message}\n{usage}");
         std::process::exit(2)
@@ -46,8 +49,14 @@ fn main() {
         output: std::env::temp_dir().join(format!("caxton-soak-{}", std::process::id())),
         kill_every: Duration::from_secs(60),
         redeploy_every: Duration::from_secs(20),
+        rate: 400,
+        fill: Some((Duration::from_secs(90), Duration::from_secs(10))),
     };
     while let Some(flag) = arguments.next() {
+        if flag == "--no-fill" {
+            config.fill = None;
+            continue;
+        }
         let value = arguments
             .next()
             .unwrap_or_else(|| fail(format!("{flag} needs a value")));
@@ -60,15 +69,41 @@ fn main() {
             "--redeploy-every" => {
                 config.redeploy_every = duration(&value).unwrap_or_else(|message| fail(message))
             }
+            "--rate" => {
+                config.rate = value
+                    .parse()
+                    .ok()
+                    .filter(|rate| *rate > 0)
+                    .unwrap_or_else(|| {
+                        fail(format!("--rate `{value}`: operations per second, above 0"))
+                    })
+            }
+            "--fill-every" | "--fill-for" => {
+                let parsed = duration(&value).unwrap_or_else(|message| fail(message));
+                let (every, lasting) = config
+                    .fill
+                    .get_or_insert((Duration::from_secs(90), Duration::from_secs(10)));
+                if flag == "--fill-every" {
+                    *every = parsed;
+                } else {
+                    *lasting = parsed;
+                }
+            }
             other => fail(format!("unknown flag {other}")),
         }
     }
     println!("{}", caxton_bench::machine_line());
     println!(
-        "soak: {} s, SIGKILL every {} s, redeploy every {} s; output in {}",
+        "soak: {} s at {} operations/s (open loop), SIGKILL every {} s, redeploy every {} s, {}; output in {}",
         config.duration.as_secs(),
+        config.rate,
         config.kill_every.as_secs(),
         config.redeploy_every.as_secs(),
+        config.fill.map_or("no full data directory".to_owned(), |(every, lasting)| format!(
+            "data directory full for {} s every {} s",
+            lasting.as_secs(),
+            every.as_secs()
+        )),
         config.output.display()
     );
     let total = config.duration.as_secs();
