@@ -11,6 +11,9 @@
 //!   outstanding to an echo on `b` for the run's duration: answers per
 //!   second and round trips at saturation.
 //! - **local**: the same two runs to an echo on `a` itself, for comparison.
+//! - **node down**: `b` leaves; once `a` has declared it gone, a client on
+//!   `a` sends to `b`'s agent one request at a time (its shard still routes
+//!   the name to the remote port): the round trip of the `failure` answer.
 //!
 //! [`ClusterMember`] is also the harness of the cross-node tests.
 
@@ -37,6 +40,10 @@ pub const REMOTE_P50_GOAL_NS: u64 = 50_000;
 pub const REMOTE_P99_GOAL_NS: u64 = 500_000;
 /// Remote request-replies per second between two nodes on a 2-core machine.
 pub const REMOTE_RATE_GOAL: f64 = 500_000.0;
+/// A message to a node declared down is answered within this (P99).
+pub const NODE_DOWN_ANSWER_GOAL_NS: u64 = 1_000_000;
+/// Requests sent to the departed node's agent.
+const NODE_DOWN_SENDS: usize = 1_000;
 
 /// A node's shards as remote routing sees them: its remote port, and what
 /// to do when the agents other nodes host change.
@@ -259,8 +266,28 @@ pub struct ClusterReport {
     pub local: RequestReply,
     /// Requests each client kept outstanding.
     pub window: usize,
+    /// Requests to an agent whose node was declared down, one at a time:
+    /// send to `failure` answer.
+    pub node_down: FailFast,
     #[serde(skip)]
     remote_routing: Histogram<u64>,
+}
+
+/// Requests answered `failure` because their node is gone.
+#[derive(Clone, Debug, Serialize)]
+pub struct FailFast {
+    /// Requests sent (each answered, or the run fails).
+    pub answered: u64,
+    /// The failure's reason, as the answer's content gives it.
+    pub reason: String,
+    /// Send to answer, P50, ns.
+    pub p50_ns: u64,
+    /// P99, ns.
+    pub p99_ns: u64,
+    /// The slowest, ns.
+    pub max_ns: u64,
+    #[serde(skip)]
+    round_trips: Histogram<u64>,
 }
 
 impl ClusterReport {
@@ -278,6 +305,7 @@ impl ClusterReport {
             ),
             ("cluster_remote_round_trip", &self.remote.round_trips),
             ("cluster_local_round_trip", &self.local.round_trips),
+            ("cluster_node_down_answer", &self.node_down.round_trips),
         ]
     }
 }
@@ -336,8 +364,11 @@ pub fn run(
         "cluster: local request-reply, {window} outstanding, {duration:?}"
     ));
     let local = request_reply(&a.node, "bench-local-echo", duration, window)?;
-    a.stop()?;
+    progress("cluster: b leaves; requests to its agent once a has declared it gone");
     b.stop()?;
+    await_gone(&a)?;
+    let node_down = fail_fast(&a.node, "bench-remote-echo", NODE_DOWN_SENDS)?;
+    a.stop()?;
     Ok(ClusterReport {
         remote_routing_p50_ns: remote_routing.value_at_quantile(0.5),
         remote_routing_p99_ns: remote_routing.value_at_quantile(0.99),
@@ -348,7 +379,75 @@ pub fn run(
         remote,
         local,
         window,
+        node_down,
         remote_routing,
+    })
+}
+
+/// Wait until `member` has declared every other node gone and dropped
+/// their agent lists.
+fn await_gone(member: &ClusterMember) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|error| error.to_string())?;
+    let start = Instant::now();
+    loop {
+        let snapshot = runtime
+            .block_on(member.handle.snapshot())
+            .ok_or("the cluster loop stopped")?;
+        if snapshot.counts.alive == 0
+            && snapshot.counts.suspect == 0
+            && snapshot.directory.nodes.is_empty()
+        {
+            return Ok(());
+        }
+        if start.elapsed() > PATIENCE {
+            return Err(format!(
+                "the other node was not declared gone within {PATIENCE:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// `count` requests to `agent`, whose node is gone, one at a time: each
+/// must be answered `failure`.
+fn fail_fast(node: &Node, agent: &str, count: usize) -> Result<FailFast, String> {
+    let mut client = node.client().map_err(|error| error.to_string())?;
+    let id = client
+        .resolve(agent)
+        .map_err(|error| format!("{error:?}"))?;
+    let mut round_trips = nanosecond_histogram();
+    let mut reason = String::new();
+    for _ in 0..count {
+        let sent = Instant::now();
+        let token = client
+            .send(
+                id,
+                Performative::Request,
+                b"anyone?".to_vec(),
+                SendOptions::default(),
+            )
+            .map_err(|error| format!("{error:?}"))?;
+        let answer = client
+            .await_reply(token, PATIENCE)
+            .map_err(|error| format!("a request to a departed node: {error:?}"))?;
+        round_trips.saturating_record(sent.elapsed().as_nanos() as u64);
+        if answer.performative != Performative::Failure {
+            return Err(format!(
+                "a request to a departed node was answered {:?}",
+                answer.performative
+            ));
+        }
+        reason = String::from_utf8_lossy(&answer.content).into_owned();
+    }
+    Ok(FailFast {
+        answered: round_trips.len(),
+        reason,
+        p50_ns: round_trips.value_at_quantile(0.5),
+        p99_ns: round_trips.value_at_quantile(0.99),
+        max_ns: round_trips.max(),
+        round_trips,
     })
 }
 
@@ -445,6 +544,16 @@ pub fn render(report: &ClusterReport) -> String {
         "remote request-reply goal ≥ {}/s between two nodes on a 2-core machine: {}\n",
         crate::agent_to_agent::rate(REMOTE_RATE_GOAL),
         met(report.remote.per_second >= REMOTE_RATE_GOAL)
+    ));
+    out.push_str(&format!(
+        "a node declared down: {} requests to its agent answered failure ({}), P50 {} P99 {} (goal ≤ {}: {}) max {}\n",
+        report.node_down.answered,
+        report.node_down.reason,
+        micros(report.node_down.p50_ns),
+        micros(report.node_down.p99_ns),
+        micros(NODE_DOWN_ANSWER_GOAL_NS),
+        met(report.node_down.p99_ns <= NODE_DOWN_ANSWER_GOAL_NS),
+        micros(report.node_down.max_ns),
     ));
     out.push_str(&format!(
         "the remote path costs {:.1}× the local round trip at the median (one outstanding), and carries {:.0}% of its rate at saturation\n",

@@ -3,6 +3,8 @@
 //!
 //! - [`directory`]: which agents each node hosts, kept by the membership
 //!   core (version notes by gossip, lists pulled from their node).
+//! - [`lanes`]: the pool of ordered QUIC streams that carry remote messages
+//!   to each peer (`transport.connection_pool.*`), retired without reordering.
 //! - [`membership`]: the sans-IO core, SWIM (foca) with our timers, joins,
 //!   rejoins, frame checks and counts; it takes time and frames, returns
 //!   frames and events.
@@ -20,6 +22,7 @@
 //! shard's thread, and nothing here is on a message's path.
 
 pub mod directory;
+pub mod lanes;
 pub mod membership;
 pub mod remote;
 pub mod settings;

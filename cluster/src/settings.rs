@@ -158,6 +158,8 @@ pub struct ClusterSettings {
     pub tcp: TcpConfig,
     /// SWIM timing.
     pub swim: SwimSettings,
+    /// `transport.connection_pool`: the lanes that carry remote messages.
+    pub lanes: crate::lanes::LanePolicy,
 }
 
 /// A cluster setting that cannot be used, naming its key.
@@ -264,6 +266,7 @@ impl ClusterSettings {
             quic: profile.transport.quic.clone(),
             tcp: profile.transport.tcp.clone(),
             swim: SwimSettings::from_profile(profile),
+            lanes: crate::lanes::LanePolicy::from(&profile.transport.connection_pool),
         }))
     }
 }

@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::directory::{AgentCounts, NodeAgents};
+use crate::lanes::{lane_key, read_lane, LaneContext, LaneCounts, LaneSnapshot, Lanes};
 use crate::membership::{
     MemberView, Membership, MembershipCounters, MembershipEvent, Now, StateCounts,
 };
@@ -148,6 +149,9 @@ pub struct ClusterSnapshot {
     pub remote: RemoteCounters,
     /// Remote-message traffic per peer.
     pub remote_peers: Vec<RemotePeerTraffic>,
+    /// The message lanes (`transport.connection_pool`).
+    #[serde(default)]
+    pub lanes: LaneSnapshot,
 }
 
 /// Remote messages between this node and one peer, each way.
@@ -363,14 +367,16 @@ enum Event {
     QuicConnected(quinn::Connection),
     TcpConnected(SocketAddr, mpsc::Sender<Vec<u8>>, Arc<tokio::sync::Notify>),
     ConnectFailed(SocketAddr),
-    /// The ordered stream to a peer broke (on the connection of that id):
+    /// A message lane to a peer broke (on the connection of that id):
     /// remote messages on it may be lost.
-    StreamLost(SocketAddr, usize),
+    LaneBroken(SocketAddr, usize),
 }
 
 /// A link to one peer.
 enum Peer {
-    Connecting(Vec<Vec<u8>>),
+    /// Frames waiting for the connection; a frame of remote messages with
+    /// its lane key.
+    Connecting(Vec<(Option<u64>, Vec<u8>)>),
     Quic(quinn::Connection),
     Tcp(mpsc::Sender<Vec<u8>>, Arc<tokio::sync::Notify>),
 }
@@ -388,9 +394,9 @@ struct Links {
     max_frame: usize,
     authenticated: bool,
     stream_sends: Arc<tokio::sync::Semaphore>,
-    /// One long-lived stream per QUIC peer for remote messages, in order,
-    /// with the id of the connection it runs on.
-    ordered: HashMap<SocketAddr, (usize, mpsc::Sender<Vec<u8>>)>,
+    /// The QUIC streams that carry remote messages to each peer.
+    lanes: Lanes,
+    lane_context: LaneContext,
 }
 
 impl Links {
@@ -414,17 +420,6 @@ impl Links {
         if !self.authenticated && !to.ip().is_loopback() {
             bump(&self.stats.frames_dropped);
             return None;
-        }
-        if wire::frame_kind(&frame) == Some(FrameKind::Messages) {
-            if let Some(Peer::Quic(connection)) = self.peers.get(&to) {
-                if connection.close_reason().is_none() {
-                    let connection = connection.clone();
-                    if !self.send_ordered(to, connection, frame) {
-                        bump(&self.stats.frames_dropped);
-                    }
-                    return None;
-                }
-            }
         }
         match self.peers.get_mut(&to) {
             Some(Peer::Quic(connection)) if connection.close_reason().is_none() => {
@@ -470,14 +465,14 @@ impl Links {
             }
             Some(Peer::Connecting(pending)) => {
                 if pending.len() < PENDING_FRAMES_MAX {
-                    pending.push(frame);
+                    pending.push((None, frame));
                 } else {
                     bump(&self.stats.frames_dropped);
                 }
                 None
             }
             _ => {
-                self.peers.insert(to, Peer::Connecting(vec![frame]));
+                self.peers.insert(to, Peer::Connecting(vec![(None, frame)]));
                 self.dial(to);
                 None
             }
@@ -561,55 +556,60 @@ impl Links {
         }
     }
 
-    /// Send a frame of remote messages to `to`, in order after the ones
-    /// before it; `false` when the peer's queue is full (it applies
-    /// back-pressure) and the frame was not taken.
-    fn send_messages_frame(&mut self, to: SocketAddr, frame: Vec<u8>) -> bool {
+    /// Send a frame of remote messages to `to` on the lane `key` picks, in
+    /// order after that lane's earlier frames; `false` when the lane's queue
+    /// is full (the peer applies back-pressure) and the frame was not taken.
+    fn send_messages_frame(&mut self, to: SocketAddr, key: u64, frame: Vec<u8>) -> bool {
         let to = canonical(to);
-        match self.peers.get(&to) {
+        // Without certificates (loopback trial mode) nothing leaves the machine.
+        if !self.authenticated && !to.ip().is_loopback() {
+            bump(&self.stats.frames_dropped);
+            return true;
+        }
+        match self.peers.get_mut(&to) {
             Some(Peer::Quic(connection)) if connection.close_reason().is_none() => {
                 let connection = connection.clone();
-                self.send_ordered(to, connection, frame)
+                bump(&self.stats.frames_on_streams);
+                self.lanes
+                    .send(to, &connection, key, frame, &self.lane_context)
             }
             Some(Peer::Tcp(writer, _)) if !writer.is_closed() => {
                 bump(&self.stats.frames_on_streams);
                 writer.try_send(frame).is_ok()
             }
-            Some(Peer::Connecting(pending)) if pending.len() >= PENDING_FRAMES_MAX => false,
+            Some(Peer::Connecting(pending)) => {
+                let room = pending.len() < PENDING_FRAMES_MAX;
+                if room {
+                    pending.push((Some(key), frame));
+                }
+                room
+            }
             _ => {
-                self.send(to, frame, true);
+                self.peers
+                    .insert(to, Peer::Connecting(vec![(Some(key), frame)]));
+                self.dial(to);
                 true
             }
         }
     }
 
-    /// Queue a remote-messages frame on `to`'s ordered stream, opening it
-    /// (and its writer task) when there is none; `false` when its queue is full.
-    fn send_ordered(
-        &mut self,
-        to: SocketAddr,
-        connection: quinn::Connection,
-        frame: Vec<u8>,
-    ) -> bool {
-        // A writer on an earlier connection to the peer (it restarted, or
-        // reconnected) is left to fail; frames go on the current one.
-        let current = connection.stable_id();
-        let writer = self
-            .ordered
-            .get(&to)
-            .filter(|(id, writer)| *id == current && !writer.is_closed())
-            .map(|(_, writer)| writer.clone())
-            .unwrap_or_else(|| {
-                let writer =
-                    ordered_writer(to, connection, Arc::clone(&self.stats), self.events.clone());
-                self.ordered.insert(to, (current, writer.clone()));
-                writer
-            });
-        bump(&self.stats.frames_on_streams);
-        writer.try_send(frame).is_ok()
+    /// Send what waited for `to`'s connection.
+    fn send_pending(&mut self, to: SocketAddr, pending: Vec<(Option<u64>, Vec<u8>)>) {
+        for (key, frame) in pending {
+            match key {
+                Some(key) => {
+                    if !self.send_messages_frame(to, key, frame) {
+                        bump(&self.stats.frames_dropped);
+                    }
+                }
+                None => {
+                    self.send(to, frame, false);
+                }
+            }
+        }
     }
 
-    fn connected(&mut self, to: SocketAddr, peer: Peer) -> Vec<Vec<u8>> {
+    fn connected(&mut self, to: SocketAddr, peer: Peer) -> Vec<(Option<u64>, Vec<u8>)> {
         match self.peers.insert(to, peer) {
             Some(Peer::Connecting(pending)) => pending,
             _ => Vec::new(),
@@ -671,73 +671,6 @@ pub async fn dial_tcp(
     .map_err(|error| format!("TLS handshake: {error}"))
 }
 
-/// The first byte of a QUIC stream that carries many frames in order, each
-/// behind a 4-byte length (remote messages), rather than a single frame.
-const ORDERED_STREAM: u8 = 0xDA;
-
-/// Frames waiting for one peer's ordered stream, at most.
-const ORDERED_QUEUE: usize = 1024;
-
-/// A task that owns one ordered stream to a peer and writes what it is given.
-fn ordered_writer(
-    peer: SocketAddr,
-    connection: quinn::Connection,
-    stats: Arc<TransportStats>,
-    events: mpsc::Sender<Event>,
-) -> mpsc::Sender<Vec<u8>> {
-    let (sender, mut frames) = mpsc::channel::<Vec<u8>>(ORDERED_QUEUE);
-    let connection_id = connection.stable_id();
-    tokio::spawn(async move {
-        let written = async {
-            let mut stream = connection.open_uni().await?;
-            stream.write_all(&[ORDERED_STREAM]).await?;
-            while let Some(frame) = frames.recv().await {
-                let length = u32::try_from(frame.len()).unwrap_or(u32::MAX);
-                stream.write_all(&length.to_be_bytes()).await?;
-                stream.write_all(&frame).await?;
-            }
-            stream.finish()?;
-            Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
-        };
-        if let Err(error) = written.await {
-            debug!(%peer, "cluster: an ordered stream broke: {error}");
-            bump(&stats.frames_dropped);
-            let _ = events.send(Event::StreamLost(peer, connection_id)).await;
-        }
-    });
-    sender
-}
-
-/// Read an ordered stream's frames, in order, until it ends. A full event
-/// queue holds the reader back (and, through QUIC's flow control, the
-/// sender): these frames are not dropped.
-async fn read_ordered(
-    mut stream: quinn::RecvStream,
-    events: mpsc::Sender<Event>,
-    stats: Arc<TransportStats>,
-    max_frame: usize,
-) {
-    loop {
-        let mut length = [0u8; 4];
-        if stream.read_exact(&mut length).await.is_err() {
-            return;
-        }
-        let length = u32::from_be_bytes(length) as usize;
-        if length > max_frame {
-            bump(&stats.frames_dropped);
-            return;
-        }
-        let mut frame = vec![0; length];
-        if stream.read_exact(&mut frame).await.is_err() {
-            bump(&stats.frames_dropped);
-            return;
-        }
-        if events.send(Event::Frame(frame)).await.is_err() {
-            return;
-        }
-    }
-}
-
 /// Read frames off a QUIC connection (datagrams and streams) until it closes.
 fn read_quic(
     connection: quinn::Connection,
@@ -745,6 +678,22 @@ fn read_quic(
     stats: Arc<TransportStats>,
     max_frame: usize,
 ) {
+    let lanes = connection.clone();
+    let lane_events = events.clone();
+    let lane_stats = Arc::clone(&stats);
+    tokio::spawn(async move {
+        while let Ok((send, recv)) = lanes.accept_bi().await {
+            let events = lane_events.clone();
+            let stats = Arc::clone(&lane_stats);
+            tokio::spawn(async move {
+                let read = read_lane(send, recv, max_frame, &events, Event::Frame).await;
+                if let Err(error) = read {
+                    debug!("cluster: a message lane ended early: {error}");
+                    bump(&stats.frames_dropped);
+                }
+            });
+        }
+    });
     let streams = connection.clone();
     let stream_events = events.clone();
     let stream_stats = Arc::clone(&stats);
@@ -756,10 +705,6 @@ fn read_quic(
                 let mut first = [0u8; 1];
                 if stream.read_exact(&mut first).await.is_err() {
                     bump(&stats.frames_dropped);
-                    return;
-                }
-                if first[0] == ORDERED_STREAM {
-                    read_ordered(stream, events, stats, max_frame).await;
                     return;
                 }
                 match stream.read_to_end(max_frame.saturating_sub(1)).await {
@@ -909,6 +854,20 @@ impl ClusterNode {
         };
         let (sender, events) = mpsc::channel(EVENTS_QUEUED_MAX);
         let stats = Arc::new(TransportStats::default());
+        // A broken lane tells the loop through its event queue.
+        let (broken, mut breaks) = mpsc::unbounded_channel::<(SocketAddr, usize)>();
+        let lane_events = sender.clone();
+        tokio::spawn(async move {
+            while let Some((peer, connection)) = breaks.recv().await {
+                if lane_events
+                    .send(Event::LaneBroken(peer, connection))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
         // A directory list or a batch of remote messages may be longer than
         // a SWIM packet; they travel on streams.
         let max_frame = settings
@@ -929,7 +888,12 @@ impl ClusterNode {
             max_frame,
             authenticated: tls.authenticated,
             stream_sends: Arc::new(tokio::sync::Semaphore::new(STREAM_SENDS_MAX)),
-            ordered: HashMap::new(),
+            lanes: Lanes::default(),
+            lane_context: LaneContext {
+                policy: settings.lanes,
+                counts: Arc::new(LaneCounts::default()),
+                broken,
+            },
         };
         let listen = match settings.transport {
             TransportKind::Quic => {
@@ -1123,21 +1087,24 @@ impl ClusterNode {
                     Arc::clone(&self.links.stats),
                     self.links.max_frame,
                 );
-                for frame in self.links.connected(peer, Peer::Quic(connection)) {
-                    self.links.send(peer, frame, false);
+                // Warm lanes wait for messages (remote routing only).
+                if remote.local.is_some() {
+                    self.links
+                        .lanes
+                        .warm(peer, &connection, &self.links.lane_context);
                 }
+                let pending = self.links.connected(peer, Peer::Quic(connection));
+                self.links.send_pending(peer, pending);
             }
             Event::TcpConnected(peer, writer, drained) => {
-                for frame in self.links.connected(peer, Peer::Tcp(writer, drained)) {
-                    self.links.send(peer, frame, false);
-                }
+                let pending = self.links.connected(peer, Peer::Tcp(writer, drained));
+                self.links.send_pending(peer, pending);
             }
-            // Only the current stream's loss loses messages still in flight:
-            // a stream of an earlier connection breaking is old news.
-            Event::StreamLost(peer, connection) => {
-                let current = self.links.ordered.get(&peer).map(|(id, _)| *id);
-                if current == Some(connection) {
-                    self.links.ordered.remove(&peer);
+            // Only a lane of the current connection loses messages still in
+            // flight: a lane of an earlier connection breaking is old news.
+            Event::LaneBroken(peer, connection) => {
+                if self.links.lanes.connection_of(peer) == Some(connection) {
+                    self.links.lanes.forget(peer);
                     remote.lost(&[peer], "connection-lost");
                 }
             }
@@ -1229,34 +1196,37 @@ impl ClusterNode {
         self.send_messages(membership.identity(), sends, remote);
     }
 
-    /// Frame `messages` per node, in order, in batches that fit a frame.
+    /// Frame `messages` per node and lane, in order, in batches that fit a
+    /// frame.
     fn send_messages<L: LocalSide>(
         &mut self,
         me: &NodeId,
         messages: Vec<(SocketAddr, RemoteMessage)>,
         remote: &mut Remote<L>,
     ) {
-        let mut per_node: Vec<(SocketAddr, Vec<RemoteMessage>)> = Vec::new();
+        let lanes = self.links.lane_context.policy.lanes_per_peer as u64;
+        let mut per_lane: Vec<((SocketAddr, u64), Vec<RemoteMessage>)> = Vec::new();
         for (to, message) in messages {
-            match per_node.iter_mut().find(|(node, _)| *node == to) {
+            let at = (to, lane_key(&message) % lanes);
+            match per_lane.iter_mut().find(|(lane, _)| *lane == at) {
                 Some((_, batch)) => batch.push(message),
-                None => per_node.push((to, vec![message])),
+                None => per_lane.push((at, vec![message])),
             }
         }
-        for (to, batch) in per_node {
+        for ((to, lane), batch) in per_lane {
             let mut chunk = Vec::new();
             let mut size = 0;
             for message in batch {
                 let cost = message.content.len() + 96;
                 if !chunk.is_empty() && size + cost > MESSAGES_PACKET_MAX / 2 {
-                    self.send_batch(me, to, std::mem::take(&mut chunk), remote);
+                    self.send_batch(me, to, lane, std::mem::take(&mut chunk), remote);
                     size = 0;
                 }
                 size += cost;
                 chunk.push(message);
             }
             if !chunk.is_empty() {
-                self.send_batch(me, to, chunk, remote);
+                self.send_batch(me, to, lane, chunk, remote);
             }
         }
     }
@@ -1265,6 +1235,7 @@ impl ClusterNode {
         &mut self,
         me: &NodeId,
         to: SocketAddr,
+        lane: u64,
         messages: Vec<RemoteMessage>,
         remote: &mut Remote<L>,
     ) {
@@ -1284,7 +1255,7 @@ impl ClusterNode {
         traffic.bytes_out += frame.len() as u64;
         traffic.messages_out += batch.messages.len() as u64;
         let count = batch.messages.len();
-        if self.links.send_messages_frame(to, frame) {
+        if self.links.send_messages_frame(to, lane, frame) {
             remote.router.sent(count);
         } else {
             // The peer applies back-pressure: refused, as a full ring is.
@@ -1317,6 +1288,7 @@ impl ClusterNode {
             },
             convergence_histogram: Some(histogram.clone()),
             remote: router.counters(),
+            lanes: self.links.lane_context.counts.snapshot(),
             remote_peers: {
                 let mut peers: Vec<RemotePeerTraffic> = self
                     .remote_peers
@@ -1436,6 +1408,31 @@ impl ClusterSnapshot {
             per_peer("caxton_remote_peer_frames_total", "Remote-message frames (batches) per peer and direction; messages over frames is the batch size", |t| (t.frames_out, t.frames_in)),
             counter("caxton_remote_messages_failed_total", "Remote messages answered failure where they stopped: no host, unknown on the host, or no room there", self.remote.failed),
             counter("caxton_remote_answers_dropped_total", "Answers from other nodes nobody waited for any more (their origin was forgotten)", self.remote.dropped),
+            Family {
+                name: "caxton_remote_lanes",
+                help: "Message lanes (QUIC streams of remote messages) open now, and those of them idle",
+                kind: "gauge",
+                samples: vec![
+                    ("state=\"open\"".into(), self.lanes.open as f64),
+                    ("state=\"idle\"".into(), self.lanes.idle as f64),
+                ],
+            },
+            counter("caxton_remote_lanes_opened_total", "Message lane streams opened: warm, on demand and by rotation", self.lanes.opened),
+            Family {
+                name: "caxton_remote_lanes_closed_total",
+                help: "Message lane streams closed, by reason (idle_timeout, max_idle, max_lifetime rotation, peer gone, broken)",
+                kind: "counter",
+                samples: [
+                    ("idle_timeout", self.lanes.closed_idle),
+                    ("max_idle", self.lanes.closed_max_idle),
+                    ("max_lifetime", self.lanes.rotated),
+                    ("peer_gone", self.lanes.closed_peer_gone),
+                    ("broken", self.lanes.broken),
+                ]
+                .into_iter()
+                .map(|(reason, value)| (format!("reason=\"{reason}\""), value as f64))
+                .collect(),
+            },
             Family {
                 name: "caxton_cluster_directory_nodes",
                 help: "Other nodes whose agent list this node holds",

@@ -910,10 +910,7 @@ fn warn_about_idle_keys(loaded: &LoadedProfile) {
     if loaded.profile.coordination.cluster.listen_address.is_none() {
         let idle: Vec<&str> = loaded
             .written_keys()
-            .filter(|key| {
-                (key.starts_with("coordination.") || key.starts_with("transport."))
-                    && !key.starts_with("transport.connection_pool")
-            })
+            .filter(|key| key.starts_with("coordination.") || key.starts_with("transport."))
             .collect();
         if !idle.is_empty() {
             info!(

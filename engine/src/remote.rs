@@ -362,8 +362,14 @@ pub fn cluster(selection: &ProfileSelection, command: ClusterCommand) -> Result<
     let membership = &body["membership"];
     let transport = &body["transport_counts"];
     let convergence = &body["convergence"];
+    let lanes = &body["lanes"];
+    let lanes = format!(
+        "message lanes {} open ({} idle); opened {}, closed: idle_timeout {}, max_idle {}, max_lifetime {}, peer gone {}, broken {}",
+        lanes["open"], lanes["idle"], lanes["opened"], lanes["closed_idle"], lanes["closed_max_idle"],
+        lanes["rotated"], lanes["closed_peer_gone"], lanes["broken"],
+    );
     emit(&format!(
-        "node {} at {} ({}, {})\nmembers: {} alive, {} suspect, {} down (itself excluded)\nsuspicions raised {}, refuted {}; members declared down {}; rejoins {}\nSWIM frames in {} ({} bytes), out {} ({} bytes); dropped: truncated {}, oversized {}, corrupt {}, replayed {}, invalid {}\nconnections {}, handshakes refused {}\nsuspicion timeout {} ms; convergence: {} arrivals, P50 {:.3}s, P99 {:.3}s",
+        "node {} at {} ({}, {})\nmembers: {} alive, {} suspect, {} down (itself excluded)\nsuspicions raised {}, refuted {}; members declared down {}; rejoins {}\nSWIM frames in {} ({} bytes), out {} ({} bytes); dropped: truncated {}, oversized {}, corrupt {}, replayed {}, invalid {}\nconnections {}, handshakes refused {}\n{lanes}\nsuspicion timeout {} ms; convergence: {} arrivals, P50 {:.3}s, P99 {:.3}s",
         body["node"]["name"].as_str().unwrap_or("?"),
         body["node"]["addr"].as_str().unwrap_or("?"),
         body["transport"].as_str().unwrap_or("?"),

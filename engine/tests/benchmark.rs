@@ -354,10 +354,23 @@ fn the_cluster_suite_times_the_remote_path_between_two_nodes() {
         "{summary:#}"
     );
     assert_eq!(summary["window"], 16);
+    // Every request to the departed node's agent was answered, as a failure.
+    assert_eq!(summary["node_down"]["answered"], 1000, "{summary:#}");
+    assert!(
+        summary["node_down"]["reason"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("caxton:")),
+        "{summary:#}"
+    );
+    assert!(
+        text.contains("a node declared down: 1000 requests"),
+        "{text}"
+    );
     for log in [
         "cluster_remote_routing",
         "cluster_remote_round_trip",
         "cluster_local_round_trip",
+        "cluster_node_down_answer",
     ] {
         let report = engine(&["hdr", "report", &format!("{dir}/{log}.hlog")]);
         assert!(report.status.success(), "{log}: {}", stderr(&report));

@@ -146,7 +146,9 @@ pub const KEY_TABLE: &[(&str, KeyStatus)] = &[
     ),
     (
         "transport.connection_pool",
-        KeyStatus::NotYetEnforced("remote routing (the pool of connections that carry messages)"),
+        KeyStatus::InEffect(
+            "cluster: the message lanes, pooled QUIC streams that carry remote messages to each peer",
+        ),
     ),
     (
         "transport",
@@ -247,7 +249,7 @@ mod tests {
         ));
         assert!(matches!(
             key_status("transport.connection_pool.min_idle"),
-            Some(KeyStatus::NotYetEnforced(_))
+            Some(KeyStatus::InEffect(_))
         ));
         assert!(matches!(
             key_status("runtime.wasm.memory_pooling"),

@@ -638,12 +638,12 @@ mod tests {
             &["low-latency".to_owned()],
             &[
                 "runtime.cpu_affinity=false".to_owned(),
-                "transport.max_streams=7".to_owned(),
+                "transport.max_streams=70".to_owned(),
             ],
         )
         .expect("loads");
         assert!(!loaded.profile.runtime.cpu_affinity.enabled);
-        assert_eq!(loaded.profile.transport.quic.max_concurrent_streams, 7);
+        assert_eq!(loaded.profile.transport.quic.max_concurrent_streams, 70);
         assert_eq!(
             loaded.profile.transport.max_streams, None,
             "aliases never stay set"

@@ -477,6 +477,39 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
             "",
         );
     }
+    if pool.max_connections_per_node == 0 {
+        fail(
+            "transport.connection_pool.max_connections_per_node",
+            "must be at least 1".into(),
+            "each peer needs a lane for remote messages",
+        );
+    } else if pool.max_connections_per_node > transport.quic.max_concurrent_streams {
+        fail(
+            "transport.connection_pool.max_connections_per_node",
+            format!(
+                "{} is above transport.quic.max_concurrent_streams ({})",
+                pool.max_connections_per_node, transport.quic.max_concurrent_streams
+            ),
+            "each lane is a QUIC stream, and a peer lets no more open; lower max_connections_per_node with max_concurrent_streams",
+        );
+    }
+    for (key, duration) in [
+        ("transport.connection_pool.idle_timeout", pool.idle_timeout),
+        ("transport.connection_pool.max_lifetime", pool.max_lifetime),
+    ] {
+        if duration.get().is_zero() {
+            fail(key, "must be above zero".into(), "");
+        }
+    }
+    if transport.kind == crate::schema::TransportKind::Tcp
+        && *pool != crate::schema::ConnectionPoolConfig::default()
+    {
+        fail(
+            "transport.connection_pool",
+            "applies to the QUIC transport only".into(),
+            "TCP carries remote messages on one connection per peer; remove the pool's keys or use `transport.type: quic`",
+        );
+    }
     if pool.pre_warm && pool.warm_connections > pool.max_connections_per_node {
         fail(
             "transport.connection_pool.warm_connections",

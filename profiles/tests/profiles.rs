@@ -337,3 +337,56 @@ fn client_ports_must_be_a_usable_count() {
         .profile;
     assert!(low_latency.runtime.client_spin_before_park.is_some());
 }
+
+#[test]
+fn connection_pool_values_that_cannot_work_are_refused_by_key() {
+    let cases = [
+        (
+            "transport.connection_pool.max_connections_per_node=0",
+            "transport.connection_pool.max_connections_per_node",
+            "at least 1",
+        ),
+        (
+            "transport.connection_pool.max_connections_per_node=200",
+            "transport.connection_pool.max_connections_per_node",
+            "max_concurrent_streams",
+        ),
+        (
+            "transport.connection_pool.idle_timeout=0s",
+            "transport.connection_pool.idle_timeout",
+            "above zero",
+        ),
+        (
+            "transport.connection_pool.max_lifetime=0s",
+            "transport.connection_pool.max_lifetime",
+            "above zero",
+        ),
+    ];
+    for (set, key, says) in cases {
+        let error = load(&["default".into()], &[set.into()]).expect_err(set);
+        assert_eq!(error.key.as_deref(), Some(key), "{set}: {error}");
+        assert!(error.to_string().contains(says), "{set}: {error}");
+    }
+    // The pool is QUIC streams: with TCP its keys would change nothing.
+    let tcp = load(
+        &["default".into()],
+        &[
+            "transport.type=tcp".into(),
+            "transport.connection_pool.max_idle=20".into(),
+        ],
+    )
+    .expect_err("the pool's keys with TCP");
+    assert_eq!(
+        tcp.key.as_deref(),
+        Some("transport.connection_pool"),
+        "{tcp}"
+    );
+    assert!(tcp.to_string().contains("QUIC"), "{tcp}");
+    // TCP with the pool untouched, and QUIC with it changed, load.
+    load(&["default".into()], &["transport.type=tcp".into()]).expect("plain TCP");
+    load(
+        &["default".into()],
+        &["transport.connection_pool.max_idle=20".into()],
+    )
+    .expect("a changed pool on QUIC");
+}

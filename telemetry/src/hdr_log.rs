@@ -179,6 +179,7 @@ pub fn read_log(bytes: &[u8]) -> Result<Vec<LoggedInterval>, LogReadError> {
         let encoded = base64::engine::general_purpose::STANDARD
             .decode(interval.encoded_histogram())
             .map_err(|error| fail(format!("bad base64: {error}")))?;
+        possible_payload(&encoded).map_err(|reason| fail(format!("bad histogram: {reason}")))?;
         // hdrhistogram's decoder negates a run length without checking it
         // (i64::MIN overflows): with overflow checks on, a crafted log panics
         // inside it. A log is outside input, so a panic there is a bad log.
@@ -196,6 +197,58 @@ pub fn read_log(bytes: &[u8]) -> Result<Vec<LoggedInterval>, LogReadError> {
         });
     }
     Ok(intervals)
+}
+
+/// hdrhistogram's V2 encodings: plain, and zlib-compressed.
+const V2_COOKIE: u32 = 0x1c84_9313;
+const V2_COMPRESSED_COOKIE: u32 = 0x1c84_9314;
+/// A plain V2 histogram's header: cookie, payload length, normalizing
+/// offset, significant digits, lowest, highest, integer-to-double ratio.
+const V2_HEADER_BYTES: usize = 40;
+/// The most deflate can expand: a 258-byte match costs at least 2 bits.
+const DEFLATE_MAX_RATIO: usize = 1032;
+
+/// Refuse a histogram whose header claims a payload its bytes cannot hold.
+/// hdrhistogram sizes its buffer from that claim (up to 4 GiB) before it
+/// reads a byte of it, so a crafted log would make `engine hdr` allocate
+/// and zero gigabytes per interval; the claim is checked first. Anything
+/// else wrong is left to the decoder to report.
+fn possible_payload(encoded: &[u8]) -> Result<(), String> {
+    let word = |bytes: &[u8], at: usize| {
+        bytes
+            .get(at..at + 4)
+            .map(|word| u32::from_be_bytes([word[0], word[1], word[2], word[3]]) as usize)
+    };
+    let (claimed, room) = match word(encoded, 0).map(|cookie| cookie as u32) {
+        Some(V2_COOKIE) => (
+            word(encoded, 4),
+            encoded.len().saturating_sub(V2_HEADER_BYTES),
+        ),
+        Some(V2_COMPRESSED_COOKIE) => {
+            let compressed = encoded.get(8..).unwrap_or_default();
+            let compressed = &compressed[..compressed.len().min(word(encoded, 4).unwrap_or(0))];
+            // The inner header's first two words: its cookie, then the claim.
+            let mut inner = [0u8; 8];
+            let read = std::io::Read::read_exact(
+                &mut flate2::read::ZlibDecoder::new(compressed),
+                &mut inner,
+            );
+            if read.is_err() {
+                return Ok(());
+            }
+            (
+                word(&inner, 4),
+                compressed.len().saturating_mul(DEFLATE_MAX_RATIO),
+            )
+        }
+        _ => return Ok(()),
+    };
+    match claimed {
+        Some(claimed) if claimed > room => Err(format!(
+            "it claims {claimed} bytes of counts, more than its encoding can hold ({room} at most)"
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The 1-based number of the first line the parser cannot place (for errors).
@@ -302,5 +355,54 @@ mod tests {
             Err(LogReadError::Histogram { index: 1, .. }) | Err(LogReadError::Syntax { .. }) => {}
             other => panic!("expected an error for the corrupt line, got {other:?}"),
         }
+    }
+
+    /// A log line holding `encoded` as its histogram.
+    fn line_with(encoded: &[u8]) -> Vec<u8> {
+        use base64::Engine as _;
+        format!(
+            "Tag=a,0.0,1.0,5.0,{}\n",
+            base64::engine::general_purpose::STANDARD.encode(encoded)
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn a_histogram_claiming_more_counts_than_it_holds_is_refused_before_any_allocation() {
+        // Plain V2: a header claiming 2 GiB of counts, followed by none.
+        let mut plain = Vec::new();
+        plain.extend_from_slice(&V2_COOKIE.to_be_bytes());
+        plain.extend_from_slice(&(1u32 << 31).to_be_bytes());
+        plain.extend_from_slice(&[0; V2_HEADER_BYTES - 8]);
+        // Compressed V2: the same claim inside a few bytes of zlib.
+        let mut inner = Vec::new();
+        inner.extend_from_slice(&V2_COOKIE.to_be_bytes());
+        inner.extend_from_slice(&(1u32 << 31).to_be_bytes());
+        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut zlib, &inner).expect("compress");
+        let zlib = zlib.finish().expect("compressed");
+        let mut compressed = Vec::new();
+        compressed.extend_from_slice(&V2_COMPRESSED_COOKIE.to_be_bytes());
+        compressed.extend_from_slice(&(zlib.len() as u32).to_be_bytes());
+        compressed.extend_from_slice(&zlib);
+        for encoded in [plain, compressed] {
+            match read_log(&line_with(&encoded)) {
+                Err(LogReadError::Histogram { reason, .. }) => {
+                    assert!(
+                        reason.contains("claims 2147483648 bytes of counts"),
+                        "{reason}"
+                    );
+                }
+                other => panic!("expected a refused claim, got {other:?}"),
+            }
+        }
+        // What the engine writes passes the check.
+        let written = single_interval_text(
+            "t",
+            Duration::from_secs(1),
+            &[("a", &histogram(&[5, 9_000]))],
+        )
+        .expect("encode");
+        assert_eq!(read_log(&written).expect("reads").len(), 1);
     }
 }

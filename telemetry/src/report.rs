@@ -168,7 +168,7 @@ pub fn percentile_steps(
     let mut cumulative = 0u64;
     let mut last_value = 0;
     'values: for recorded in histogram.iter_recorded() {
-        cumulative += recorded.count_at_value();
+        cumulative = cumulative.saturating_add(recorded.count_at_value());
         let value = histogram.highest_equivalent(recorded.value_iterated_to());
         last_value = value;
         while 100.0 * cumulative as f64 / total as f64 >= level {
@@ -182,7 +182,10 @@ pub fn percentile_steps(
             let reporting_ticks =
                 i64::from(ticks_per_half_distance) * 2f64.powi(halvings as i32 + 1) as i64;
             level += 100.0 / reporting_ticks as f64;
-            if cumulative == total {
+            // `>=`, not `==`: a histogram read from a damaged log can count
+            // more in its buckets than its total says, and past 100% the
+            // level would then climb, a row at a time, for ever.
+            if cumulative >= total {
                 break 'values;
             }
         }

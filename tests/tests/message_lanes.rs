@@ -1,0 +1,252 @@
+//! The message lanes (`transport.connection_pool.*`): two nodes in one
+//! process over loopback QUIC, each key observed through the pool's counts
+//! in `GET /v1/cluster`'s snapshot, and one sender's order kept while lanes
+//! rotate under it.
+
+use std::time::{Duration, Instant};
+
+use caxton_bench::cluster::ClusterMember;
+use caxton_cluster::lanes::LaneSnapshot;
+use caxton_messaging::Performative;
+use caxton_shards::{Node, SendOptions};
+use caxton_tests::{example, plan_on_this_machine};
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Node `a` and node `b` (hosting one `counter` instance) with the pool's
+/// keys set by `pool` (`transport.connection_pool.` is prefixed), `a`
+/// knowing that `b` hosts `counter`.
+fn pair(pool: &[&str], client_ports: u32) -> (ClusterMember, ClusterMember) {
+    let mut overrides = vec![
+        "runtime.worker_threads=1".to_owned(),
+        format!("runtime.client_ports={client_ports}"),
+    ];
+    overrides.extend(
+        pool.iter()
+            .map(|key| format!("transport.connection_pool.{key}")),
+    );
+    let overrides: Vec<&str> = overrides.iter().map(String::as_str).collect();
+    let planned = plan_on_this_machine(&["default"], &overrides);
+    let start = |name, seed| {
+        ClusterMember::start(&planned.profile, &planned.plan, name, seed).expect("a node")
+    };
+    let mut a = start("a", None);
+    let mut b = start("b", Some(a.address));
+    let limits = planned.profile.agents.default_limits.clone();
+    b.node
+        .deploy("counter", &example("counter"), 1, &limits)
+        .expect("deploys");
+    b.publish().expect("published");
+    a.await_remote("counter").expect("listed");
+    (a, b)
+}
+
+fn lanes(member: &ClusterMember) -> LaneSnapshot {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    runtime
+        .block_on(member.handle.snapshot())
+        .expect("the cluster loop answers")
+        .lanes
+}
+
+fn remote_sent(member: &ClusterMember) -> u64 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    runtime
+        .block_on(member.handle.snapshot())
+        .expect("the cluster loop answers")
+        .remote
+        .sent
+}
+
+/// Poll `member`'s lane counts until `done` holds; the last counts either way.
+fn wait_for_lanes(member: &ClusterMember, done: impl Fn(&LaneSnapshot) -> bool) -> LaneSnapshot {
+    let start = Instant::now();
+    loop {
+        let now = lanes(member);
+        if done(&now) || start.elapsed() > PATIENCE {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `count` requests to `agent` from one client, pipelined; the counter's
+/// answers in send order.
+fn pipelined_counts(node: &Node, agent: &str, count: usize) -> Vec<u64> {
+    let mut client = node.client().expect("client");
+    let id = client.resolve(agent).expect("resolvable");
+    let tokens: Vec<u64> = (0..count)
+        .map(|_| {
+            client
+                .send(
+                    id,
+                    Performative::Request,
+                    vec![1; 16],
+                    SendOptions::default(),
+                )
+                .expect("sent")
+        })
+        .collect();
+    tokens
+        .into_iter()
+        .map(|token| {
+            let answer = client.await_reply(token, PATIENCE).expect("answered");
+            assert_eq!(answer.performative, Performative::Inform, "{answer:?}");
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&answer.content[..8]);
+            u64::from_le_bytes(bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn pre_warm_opens_warm_connections_lanes_before_any_message() {
+    let (a, b) = pair(
+        &[
+            "pre_warm=true",
+            "warm_connections=3",
+            "max_connections_per_node=8",
+        ],
+        8,
+    );
+    // `a` connected to `b` (it pulled b's agent list): its warm lanes open
+    // with the connection, and no remote message has been sent yet.
+    let warm = wait_for_lanes(&a, |lanes| lanes.open == 3);
+    assert_eq!(warm.open, 3, "{warm:?}");
+    assert_eq!(remote_sent(&a), 0, "warm lanes need no message");
+    a.stop().expect("a stops");
+    b.stop().expect("b stops");
+}
+
+#[test]
+fn without_pre_warm_a_lane_opens_with_its_first_message() {
+    let (a, b) = pair(&["pre_warm=false", "max_connections_per_node=8"], 8);
+    // Connected (a holds b's list), yet no lane: nothing was sent.
+    assert_eq!(lanes(&a).opened, 0, "{:?}", lanes(&a));
+    assert_eq!(pipelined_counts(&a.node, "counter", 5), vec![1, 2, 3, 4, 5]);
+    let after = lanes(&a);
+    assert_eq!(after.opened, 1, "one sender, one lane: {after:?}");
+    assert_eq!(after.open, 1, "{after:?}");
+    a.stop().expect("a stops");
+    b.stop().expect("b stops");
+}
+
+#[test]
+fn a_peer_gets_at_most_max_connections_per_node_lanes() {
+    let (a, b) = pair(&["pre_warm=false", "max_connections_per_node=2"], 20);
+    // Sixteen senders: all of them hashing to one of the two lanes has a
+    // chance of 2^-15.
+    std::thread::scope(|scope| {
+        for _ in 0..16 {
+            scope.spawn(|| {
+                let counts = pipelined_counts(&a.node, "counter", 20);
+                assert_eq!(counts.len(), 20);
+                assert!(
+                    counts.windows(2).all(|pair| pair[0] < pair[1]),
+                    "{counts:?}"
+                );
+            });
+        }
+    });
+    let after = lanes(&a);
+    assert_eq!(
+        after.opened, 2,
+        "sixteen senders share two lanes: {after:?}"
+    );
+    assert_eq!(after.open, 2, "{after:?}");
+    a.stop().expect("a stops");
+    b.stop().expect("b stops");
+}
+
+#[test]
+fn idle_lanes_retire_after_idle_timeout_down_to_min_idle() {
+    let (a, b) = pair(
+        &[
+            "warm_connections=3",
+            "max_connections_per_node=4",
+            "idle_timeout=200ms",
+            "min_idle=1",
+        ],
+        8,
+    );
+    let settled = wait_for_lanes(&a, |lanes| lanes.closed_idle == 2 && lanes.open == 1);
+    assert_eq!(settled.closed_idle, 2, "{settled:?}");
+    assert_eq!(settled.open, 1, "min_idle keeps one: {settled:?}");
+    // And the one kept stays through further timeouts.
+    std::thread::sleep(Duration::from_millis(600));
+    let later = lanes(&a);
+    assert_eq!((later.open, later.closed_idle), (1, 2), "{later:?}");
+    a.stop().expect("a stops");
+    b.stop().expect("b stops");
+}
+
+#[test]
+fn lanes_falling_idle_over_max_idle_retire_at_once() {
+    let (a, b) = pair(
+        &[
+            "warm_connections=4",
+            "max_connections_per_node=4",
+            "min_idle=0",
+            "max_idle=2",
+        ],
+        8,
+    );
+    // The default idle_timeout (60 s) has no part in this.
+    let settled = wait_for_lanes(&a, |lanes| lanes.closed_max_idle >= 2 && lanes.open == 2);
+    assert_eq!(settled.open, 2, "{settled:?}");
+    assert!(settled.idle <= 2, "{settled:?}");
+    assert_eq!(settled.closed_idle, 0, "{settled:?}");
+    a.stop().expect("a stops");
+    b.stop().expect("b stops");
+}
+
+#[test]
+fn max_lifetime_rotates_a_lane_and_one_senders_order_holds() {
+    let (a, b) = pair(
+        &[
+            "warm_connections=1",
+            "max_connections_per_node=1",
+            "max_lifetime=100ms",
+        ],
+        8,
+    );
+    let mut client = a.node.client().expect("client");
+    let id = client.resolve("counter").expect("resolvable");
+    // Requests pipelined across several rotations, a burst every 20 ms.
+    let mut tokens = Vec::new();
+    for _ in 0..30 {
+        for _ in 0..10 {
+            tokens.push(
+                client
+                    .send(
+                        id,
+                        Performative::Request,
+                        vec![2; 64],
+                        SendOptions::default(),
+                    )
+                    .expect("sent"),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let counts: Vec<u64> = tokens
+        .into_iter()
+        .map(|token| {
+            let answer = client.await_reply(token, PATIENCE).expect("answered");
+            assert_eq!(answer.performative, Performative::Inform, "{answer:?}");
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&answer.content[..8]);
+            u64::from_le_bytes(bytes)
+        })
+        .collect();
+    assert_eq!(counts, (1..=300).collect::<Vec<u64>>());
+    let after = lanes(&a);
+    assert!(after.rotated >= 3, "600 ms of 100 ms lifetimes: {after:?}");
+    assert_eq!(after.broken, 0, "{after:?}");
+    a.stop().expect("a stops");
+    b.stop().expect("b stops");
+}
