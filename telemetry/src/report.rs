@@ -181,13 +181,21 @@ pub fn percentile_steps(
             let halvings = ((100.0 / (100.0 - level)).ln() / 2f64.ln()) as i64;
             let reporting_ticks =
                 i64::from(ticks_per_half_distance) * 2f64.powi(halvings as i32 + 1) as i64;
-            level += 100.0 / reporting_ticks as f64;
+            let next = level + 100.0 / reporting_ticks as f64;
             // `>=`, not `==`: a histogram read from a damaged log can count
-            // more in its buckets than its total says, and past 100% the
-            // level would then climb, a row at a time, for ever.
+            // more in its buckets than its total says.
             if cumulative >= total {
                 break 'values;
             }
+            // With counts near 2^53 and more, `cumulative / total` can round
+            // to exactly 100% short of the last value, and the level's steps
+            // toward 100% become smaller than an f64 can add: the level
+            // stops moving and rows would be added for ever. Go on to the
+            // next value instead.
+            if next <= level {
+                break;
+            }
+            level = next;
         }
     }
     steps.push(PercentileStep {
@@ -208,6 +216,22 @@ fn sub_bucket_count(histogram: &Histogram<u64>) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_table_ends_when_the_ratio_rounds_to_one_before_the_last_value() {
+        let mut histogram = Histogram::<u64>::new_with_bounds(1, 1_000_000, 3).expect("bounds");
+        histogram.record_n(10, 1 << 60).expect("recorded");
+        histogram.record_n(1_000, 1).expect("recorded");
+        // 2^60 / (2^60 + 1) is 1.0 as an f64: every level below 100% is
+        // reached at the first value, and the level's steps shrink below
+        // what an f64 can add. The table must still end, at the total.
+        let steps = percentile_steps(&histogram, TICKS_PER_HALF_DISTANCE);
+        assert!(steps.len() < 2_000, "{} rows", steps.len());
+        let last = steps.last().expect("rows");
+        assert_eq!(last.quantile, 1.0);
+        assert_eq!(last.total_count, (1 << 60) + 1);
+        assert_eq!(last.value, histogram.highest_equivalent(1_000));
+    }
 
     #[test]
     fn decimals_round_like_java() {
