@@ -319,6 +319,7 @@ fn spawn(
                 let counter = match ending {
                     Ending::Idle => &context.counts.closed_idle,
                     Ending::MaxIdle => &context.counts.closed_max_idle,
+                    // `run` rotates in place: it never ends with `Rotate`.
                     Ending::PeerGone | Ending::Rotate => &context.counts.closed_peer_gone,
                 };
                 counter.fetch_add(1, Ordering::Relaxed);

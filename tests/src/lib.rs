@@ -113,3 +113,39 @@ pub fn thread_status(tid: i32) -> Option<ThreadStatus> {
         voluntary_switches: field("voluntary_ctxt_switches")?.parse().ok()?,
     })
 }
+
+/// Two in-process cluster members on the default profile with `overrides`:
+/// `a`, and `b` hosting one `counter` instance, with `a` knowing it does.
+pub fn counter_pair(
+    overrides: &[&str],
+) -> (
+    caxton_bench::cluster::ClusterMember,
+    caxton_bench::cluster::ClusterMember,
+) {
+    use caxton_bench::cluster::ClusterMember;
+    let planned = plan_on_this_machine(&["default"], overrides);
+    let start = |name, seed| {
+        ClusterMember::start(&planned.profile, &planned.plan, name, seed).expect("a node")
+    };
+    let mut a = start("a", None);
+    let mut b = start("b", Some(a.address));
+    let limits = planned.profile.agents.default_limits.clone();
+    b.node
+        .deploy("counter", &example("counter"), 1, &limits)
+        .expect("deploys");
+    b.publish().expect("published");
+    a.await_remote("counter").expect("listed");
+    (a, b)
+}
+
+/// The count a `counter` agent answered with (its first 8 bytes, little-endian).
+pub fn counter_value(answer: &caxton_messaging::Envelope) -> u64 {
+    assert_eq!(
+        answer.performative,
+        caxton_messaging::Performative::Inform,
+        "{answer:?}"
+    );
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&answer.content[..8]);
+    u64::from_le_bytes(bytes)
+}

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use caxton_bench::cluster::ClusterMember;
 use caxton_cluster::lanes::LaneSnapshot;
+use caxton_cluster::transport::ClusterSnapshot;
 use caxton_messaging::Performative;
 use caxton_shards::{Node, SendOptions};
-use caxton_tests::{example, plan_on_this_machine};
+use caxton_tests::{counter_pair, counter_value};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -26,40 +27,24 @@ fn pair(pool: &[&str], client_ports: u32) -> (ClusterMember, ClusterMember) {
             .map(|key| format!("transport.connection_pool.{key}")),
     );
     let overrides: Vec<&str> = overrides.iter().map(String::as_str).collect();
-    let planned = plan_on_this_machine(&["default"], &overrides);
-    let start = |name, seed| {
-        ClusterMember::start(&planned.profile, &planned.plan, name, seed).expect("a node")
-    };
-    let mut a = start("a", None);
-    let mut b = start("b", Some(a.address));
-    let limits = planned.profile.agents.default_limits.clone();
-    b.node
-        .deploy("counter", &example("counter"), 1, &limits)
-        .expect("deploys");
-    b.publish().expect("published");
-    a.await_remote("counter").expect("listed");
-    (a, b)
+    counter_pair(&overrides)
+}
+
+fn snapshot(member: &ClusterMember) -> ClusterSnapshot {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime")
+        .block_on(member.handle.snapshot())
+        .expect("the cluster loop answers")
 }
 
 fn lanes(member: &ClusterMember) -> LaneSnapshot {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("runtime");
-    runtime
-        .block_on(member.handle.snapshot())
-        .expect("the cluster loop answers")
-        .lanes
+    snapshot(member).lanes
 }
 
-fn remote_sent(member: &ClusterMember) -> u64 {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("runtime");
-    runtime
-        .block_on(member.handle.snapshot())
-        .expect("the cluster loop answers")
-        .remote
-        .sent
+fn stop(a: ClusterMember, b: ClusterMember) {
+    a.stop().expect("a stops");
+    b.stop().expect("b stops");
 }
 
 /// Poll `member`'s lane counts until `done` holds; the last counts either way.
@@ -93,13 +78,7 @@ fn pipelined_counts(node: &Node, agent: &str, count: usize) -> Vec<u64> {
         .collect();
     tokens
         .into_iter()
-        .map(|token| {
-            let answer = client.await_reply(token, PATIENCE).expect("answered");
-            assert_eq!(answer.performative, Performative::Inform, "{answer:?}");
-            let mut bytes = [0u8; 8];
-            bytes.copy_from_slice(&answer.content[..8]);
-            u64::from_le_bytes(bytes)
-        })
+        .map(|token| counter_value(&client.await_reply(token, PATIENCE).expect("answered")))
         .collect()
 }
 
@@ -117,9 +96,8 @@ fn pre_warm_opens_warm_connections_lanes_before_any_message() {
     // with the connection, and no remote message has been sent yet.
     let warm = wait_for_lanes(&a, |lanes| lanes.open == 3);
     assert_eq!(warm.open, 3, "{warm:?}");
-    assert_eq!(remote_sent(&a), 0, "warm lanes need no message");
-    a.stop().expect("a stops");
-    b.stop().expect("b stops");
+    assert_eq!(snapshot(&a).remote.sent, 0, "warm lanes need no message");
+    stop(a, b);
 }
 
 #[test]
@@ -131,8 +109,7 @@ fn without_pre_warm_a_lane_opens_with_its_first_message() {
     let after = lanes(&a);
     assert_eq!(after.opened, 1, "one sender, one lane: {after:?}");
     assert_eq!(after.open, 1, "{after:?}");
-    a.stop().expect("a stops");
-    b.stop().expect("b stops");
+    stop(a, b);
 }
 
 #[test]
@@ -158,8 +135,7 @@ fn a_peer_gets_at_most_max_connections_per_node_lanes() {
         "sixteen senders share two lanes: {after:?}"
     );
     assert_eq!(after.open, 2, "{after:?}");
-    a.stop().expect("a stops");
-    b.stop().expect("b stops");
+    stop(a, b);
 }
 
 #[test]
@@ -180,8 +156,7 @@ fn idle_lanes_retire_after_idle_timeout_down_to_min_idle() {
     std::thread::sleep(Duration::from_millis(600));
     let later = lanes(&a);
     assert_eq!((later.open, later.closed_idle), (1, 2), "{later:?}");
-    a.stop().expect("a stops");
-    b.stop().expect("b stops");
+    stop(a, b);
 }
 
 #[test]
@@ -200,8 +175,7 @@ fn lanes_falling_idle_over_max_idle_retire_at_once() {
     assert_eq!(settled.open, 2, "{settled:?}");
     assert!(settled.idle <= 2, "{settled:?}");
     assert_eq!(settled.closed_idle, 0, "{settled:?}");
-    a.stop().expect("a stops");
-    b.stop().expect("b stops");
+    stop(a, b);
 }
 
 #[test]
@@ -235,18 +209,11 @@ fn max_lifetime_rotates_a_lane_and_one_senders_order_holds() {
     }
     let counts: Vec<u64> = tokens
         .into_iter()
-        .map(|token| {
-            let answer = client.await_reply(token, PATIENCE).expect("answered");
-            assert_eq!(answer.performative, Performative::Inform, "{answer:?}");
-            let mut bytes = [0u8; 8];
-            bytes.copy_from_slice(&answer.content[..8]);
-            u64::from_le_bytes(bytes)
-        })
+        .map(|token| counter_value(&client.await_reply(token, PATIENCE).expect("answered")))
         .collect();
     assert_eq!(counts, (1..=300).collect::<Vec<u64>>());
     let after = lanes(&a);
     assert!(after.rotated >= 3, "600 ms of 100 ms lifetimes: {after:?}");
     assert_eq!(after.broken, 0, "{after:?}");
-    a.stop().expect("a stops");
-    b.stop().expect("b stops");
+    stop(a, b);
 }

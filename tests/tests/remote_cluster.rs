@@ -8,26 +8,14 @@ use std::time::Duration;
 use caxton_bench::cluster::ClusterMember;
 use caxton_messaging::{Envelope, Performative};
 use caxton_shards::{Node, SendOptions};
-use caxton_tests::{example, plan_on_this_machine};
+use caxton_tests::{counter_pair, counter_value};
 use proptest::prelude::*;
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
 /// Node `a` and node `b` (hosting one `counter` instance), `a` knowing of it.
 fn pair() -> (ClusterMember, ClusterMember) {
-    let planned = plan_on_this_machine(&["default"], &["runtime.worker_threads=1"]);
-    let start = |name, seed| {
-        ClusterMember::start(&planned.profile, &planned.plan, name, seed).expect("a node")
-    };
-    let mut a = start("a", None);
-    let mut b = start("b", Some(a.address));
-    let limits = planned.profile.agents.default_limits.clone();
-    b.node
-        .deploy("counter", &example("counter"), 1, &limits)
-        .expect("deploys");
-    b.publish().expect("published");
-    a.await_remote("counter").expect("listed");
-    (a, b)
+    counter_pair(&["runtime.worker_threads=1"])
 }
 
 /// Send `count` requests of `size` bytes to `agent` without waiting, then
@@ -54,15 +42,7 @@ fn pipelined(node: &Node, agent: &str, count: usize, size: usize) -> Vec<Envelop
 }
 
 fn counts(answers: &[Envelope]) -> Vec<u64> {
-    answers
-        .iter()
-        .map(|answer| {
-            assert_eq!(answer.performative, Performative::Inform, "{answer:?}");
-            let mut bytes = [0u8; 8];
-            bytes.copy_from_slice(&answer.content[..8]);
-            u64::from_le_bytes(bytes)
-        })
-        .collect()
+    answers.iter().map(counter_value).collect()
 }
 
 proptest! {
