@@ -19,6 +19,11 @@
 //!   comes back under a newer generation is removed and pulled again.
 //!   A list from a node not known as a live member at that generation is
 //!   dropped (counted): a delayed answer cannot bring a down node back.
+//! - A name whose every host was **declared down** stays named (at most
+//!   [`DEPARTED_MAX`] of them) with the node that last hosted it, so a send
+//!   to it is answered `caxton:node-down`, which says what happened, rather
+//!   than `caxton:unknown-agent`. It is forgotten once a live node lists it
+//!   again, or once a node at that address comes back without it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -28,6 +33,11 @@ use foca::{BroadcastHandler, Invalidates};
 use serde::{Deserialize, Serialize};
 
 use crate::wire::{self, NodeId, WireError, WireErrorBox};
+
+/// Names whose hosts were all declared down that the directory keeps
+/// naming, at most; past it the oldest is forgotten (a send to it is then
+/// answered `caxton:unknown-agent`).
+pub const DEPARTED_MAX: usize = 4_096;
 
 /// Probe intervals between two announcements of this node's version note.
 pub const NOTE_REFRESH_PROBES: u32 = 10;
@@ -98,6 +108,10 @@ pub struct ClusterDirectory {
     local: AgentCounts,
     local_version: u64,
     nodes: HashMap<SocketAddr, NodeAgents>,
+    /// Names no live node hosts any more, each with the node declared down
+    /// that hosted it last, and the order they were added in (to bound them).
+    departed: HashMap<String, NodeId>,
+    departed_order: std::collections::VecDeque<String>,
     changes: u64,
 }
 
@@ -124,7 +138,10 @@ impl ClusterDirectory {
         self.changes
     }
 
-    /// Every agent some other node hosts, each name once.
+    /// Every agent some other node hosts, each name once, and those whose
+    /// hosts were all declared down (see [`Self::departed_host`]): the
+    /// shards keep routing those to the remote port, where a send is
+    /// answered `caxton:node-down`.
     pub fn remote_agents(&self) -> Vec<String> {
         let names: std::collections::BTreeSet<&String> = self
             .nodes
@@ -132,8 +149,54 @@ impl ClusterDirectory {
             .flat_map(|node| node.agents.iter())
             .filter(|(_, count)| **count > 0)
             .map(|(name, _)| name)
+            .chain(self.departed.keys())
             .collect();
         names.into_iter().cloned().collect()
+    }
+
+    /// The node declared down that last hosted `agent`, when no live node
+    /// hosts it now.
+    pub fn departed_host(&self, agent: &str) -> Option<&NodeId> {
+        self.departed.get(agent)
+    }
+
+    /// `node` was declared down: forget its list, and keep naming the agents
+    /// only it hosted. Returns whether its list was held.
+    pub(crate) fn declared_down(&mut self, node: &NodeId) -> bool {
+        let Some(held) = self.nodes.get(&node.addr) else {
+            return false;
+        };
+        if held.node.generation > node.generation {
+            return false;
+        }
+        let names: Vec<String> = held.agents.keys().cloned().collect();
+        self.remove(node);
+        for name in names {
+            if self.hosts(&name).is_empty() && !self.departed.contains_key(&name) {
+                self.departed.insert(name.clone(), node.clone());
+                self.departed_order.push_back(name);
+            }
+        }
+        while self.departed.len() > DEPARTED_MAX {
+            let Some(oldest) = self.departed_order.pop_front() else {
+                break;
+            };
+            self.departed.remove(&oldest);
+        }
+        true
+    }
+
+    /// Forget the departed names `from` lists again, and those a node back
+    /// at their last host's address no longer lists.
+    fn settle_departed(&mut self, from: &SocketAddr, agents: &AgentCounts) {
+        let before = self.departed.len();
+        self.departed
+            .retain(|name, last| last.addr != *from && !agents.contains_key(name));
+        if self.departed.len() != before {
+            let departed = &self.departed;
+            self.departed_order
+                .retain(|name| departed.contains_key(name));
+        }
     }
 
     /// The list of the node at `addr`, if held.
@@ -185,12 +248,14 @@ impl ClusterDirectory {
             return false;
         }
         self.changes += 1;
+        let agents: AgentCounts = agents.into_iter().filter(|(_, count)| *count > 0).collect();
+        self.settle_departed(&from.addr, &agents);
         self.nodes.insert(
             from.addr,
             NodeAgents {
                 node: from,
                 version,
-                agents: agents.into_iter().filter(|(_, count)| *count > 0).collect(),
+                agents,
             },
         );
         true
@@ -376,6 +441,48 @@ mod tests {
         );
         assert!(directory.remove(&node(1, 11)));
         assert!(directory.hosts("echo").is_empty());
+    }
+
+    #[test]
+    fn names_whose_hosts_are_all_down_stay_named_until_a_live_node_says_otherwise() {
+        let mut directory = ClusterDirectory::default();
+        directory.apply(node(1, 1), 1, agents(&[("echo", 1), ("tally", 1)]));
+        directory.apply(node(2, 1), 1, agents(&[("tally", 1)]));
+        let changes = directory.changes();
+        assert!(!directory.declared_down(&node(1, 0)), "an older identity");
+        assert!(directory.declared_down(&node(1, 1)));
+        assert!(directory.changes() > changes);
+        // `tally` still has a live host; `echo` had only the node now down.
+        assert_eq!(directory.departed_host("echo"), Some(&node(1, 1)));
+        assert_eq!(directory.departed_host("tally"), None);
+        assert!(directory.hosts("echo").is_empty());
+        assert_eq!(directory.remote_agents(), vec!["echo", "tally"]);
+
+        // Another node lists it: it is hosted again, no longer departed.
+        directory.apply(node(3, 1), 1, agents(&[("echo", 1)]));
+        assert_eq!(directory.departed_host("echo"), None);
+        assert!(directory.declared_down(&node(3, 1)));
+        assert_eq!(directory.departed_host("echo"), Some(&node(3, 1)));
+
+        // The node back at that address without it: the name is gone.
+        directory.apply(node(3, 2), 1, agents(&[("other", 1)]));
+        assert_eq!(directory.departed_host("echo"), None);
+        assert_eq!(directory.remote_agents(), vec!["other", "tally"]);
+    }
+
+    #[test]
+    fn departed_names_are_bounded_oldest_first() {
+        let mut directory = ClusterDirectory::default();
+        for index in 0..=DEPARTED_MAX {
+            let host = node(1 + (index % 60_000) as u16, 1 + index as u64);
+            directory.apply(host.clone(), 1, vec![(format!("agent-{index}"), 1)]);
+            assert!(directory.declared_down(&host));
+        }
+        assert_eq!(directory.departed.len(), DEPARTED_MAX);
+        assert_eq!(directory.departed_host("agent-0"), None, "the oldest went");
+        assert!(directory
+            .departed_host(&format!("agent-{DEPARTED_MAX}"))
+            .is_some());
     }
 
     #[test]

@@ -833,7 +833,7 @@ impl Membership {
                 self.events.push(MembershipEvent::Up(member));
             }
             OwnedNotification::MemberDown(member) => {
-                self.directory.remove(&member);
+                self.directory.declared_down(&member);
                 self.wanted.remove(&member.addr);
                 self.counters.declared_down += 1;
                 *self.downs.entry(member.addr).or_default() += 1;

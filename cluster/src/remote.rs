@@ -19,8 +19,9 @@
 //!    shard hands it to its shards, which deliver it like any answer.
 //!
 //! A message that cannot go on is answered `failure` to its sender at the
-//! point it stops: no host (`caxton:unknown-agent`), the name unknown on the
-//! host, or no room in the host's rings (`caxton:refused:ring-full`).
+//! point it stops: no host (`caxton:unknown-agent`; `caxton:node-down` when
+//! its hosts were declared down), the name unknown on the host, or no room
+//! in the host's rings (`caxton:refused:ring-full`).
 //! A request that expects an answer is remembered until the answer comes
 //! home: when its host is declared down, or the stream it left on breaks,
 //! its sender is answered at once (`caxton:node-down`,
@@ -390,12 +391,20 @@ impl RemoteRouter {
     ) -> Outbound {
         match envelope.receiver {
             Address::Agent(id) => {
-                let host = local.remote_name(id).and_then(|name| {
-                    let host = directory.choose(&name, envelope.sender.route_key())?;
-                    Some((name, host.addr))
-                });
-                let Some((name, host)) = host else {
+                let Some(name) = local.remote_name(id) else {
                     return self.fail_here(&envelope, "unknown-agent", local);
+                };
+                let Some(host) = directory
+                    .choose(&name, envelope.sender.route_key())
+                    .map(|host| host.addr)
+                else {
+                    // Its hosts are all declared down: say so.
+                    let reason = if directory.departed_host(&name).is_some() {
+                        "node-down"
+                    } else {
+                        "unknown-agent"
+                    };
+                    return self.fail_here(&envelope, reason, local);
                 };
                 self.track(host, &envelope);
                 Outbound::Send(

@@ -206,6 +206,20 @@ fn one_sender_keeps_one_host() {
 }
 
 #[test]
+fn a_send_to_an_agent_whose_only_host_is_down_is_answered_node_down() {
+    let mut a = RemoteRouter::default();
+    let a_side = FakeSide::new(&[], &[(PROXY, "echo")]);
+    let mut directory = directory_with_echo_on_c();
+    assert!(directory.declared_down(&node(3)));
+    let Outbound::Answer(answer) = a.outbound(request_from_instance(), &a_side, &directory) else {
+        panic!("answered here");
+    };
+    assert_eq!(answer.performative, Performative::Failure);
+    assert_eq!(answer.content, b"caxton:node-down");
+    assert_eq!(answer.in_reply_to, 42);
+}
+
+#[test]
 fn no_host_unknown_names_and_full_rings_are_answered_failure() {
     let failure = |content: &[u8]| String::from_utf8_lossy(content).into_owned();
     // No node hosts it (any more): failure here, to the sender.

@@ -575,6 +575,12 @@ fn every_node_lists_the_agents_the_others_host() {
         state_of(view, "b").as_deref() == Some("down")
     });
     wait_for_listing(&a, "b's echo gone", &[]);
+
+    // A send made now, to the agent only b hosted, says why it failed.
+    let client = AdminClient::new(a.admin_address(), None).expect("a client");
+    let reply = post_message(&client, "echo", b"anyone there?");
+    assert_eq!(reply["performative"], "failure", "{reply:#}");
+    assert_eq!(reply["content"], "caxton:node-down", "{reply:#}");
     drop(c);
 }
 
