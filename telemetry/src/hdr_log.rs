@@ -208,47 +208,96 @@ const V2_HEADER_BYTES: usize = 40;
 /// The most deflate can expand: a 258-byte match costs at least 2 bits.
 const DEFLATE_MAX_RATIO: usize = 1032;
 
-/// Refuse a histogram whose header claims a payload its bytes cannot hold.
-/// hdrhistogram sizes its buffer from that claim (up to 4 GiB) before it
-/// reads a byte of it, so a crafted log would make `engine hdr` allocate
-/// and zero gigabytes per interval; the claim is checked first. Anything
-/// else wrong is left to the decoder to report.
+/// Refuse a histogram whose header claims a payload its bytes cannot hold,
+/// or whose counts hold a run length hdrhistogram cannot negate.
+/// - hdrhistogram sizes its buffer from the claim (up to 4 GiB) before it
+///   reads a byte of it, so a crafted log would make `engine hdr` allocate
+///   and zero gigabytes per interval: the claim is checked first.
+/// - A run of zero counts is encoded as a negative count; a count of
+///   `i64::MIN` overflows its negation inside the decoder, a panic. The
+///   reader also catches that panic, but a check beforehand keeps it out of
+///   the process entirely (a fuzzer's panic hook aborts before any catch).
+///
+/// Anything else wrong is left to the decoder to report.
 fn possible_payload(encoded: &[u8]) -> Result<(), String> {
     let word = |bytes: &[u8], at: usize| {
         bytes
             .get(at..at + 4)
             .map(|word| u32::from_be_bytes([word[0], word[1], word[2], word[3]]) as usize)
     };
-    let (claimed, room) = match word(encoded, 0).map(|cookie| cookie as u32) {
-        Some(V2_COOKIE) => (
-            word(encoded, 4),
-            encoded.len().saturating_sub(V2_HEADER_BYTES),
-        ),
+    let refuse = |claimed: usize, room: usize| {
+        Err(format!(
+            "it claims {claimed} bytes of counts, more than its encoding can hold ({room} at most)"
+        ))
+    };
+    match word(encoded, 0).map(|cookie| cookie as u32) {
+        Some(V2_COOKIE) => {
+            let room = encoded.len().saturating_sub(V2_HEADER_BYTES);
+            match word(encoded, 4) {
+                Some(claimed) if claimed > room => refuse(claimed, room),
+                Some(claimed) => counts_can_be_negated(
+                    encoded
+                        .get(V2_HEADER_BYTES..V2_HEADER_BYTES + claimed)
+                        .unwrap_or_default(),
+                ),
+                None => Ok(()),
+            }
+        }
         Some(V2_COMPRESSED_COOKIE) => {
             let compressed = encoded.get(8..).unwrap_or_default();
             let compressed = &compressed[..compressed.len().min(word(encoded, 4).unwrap_or(0))];
             // The inner header's first two words: its cookie, then the claim.
             let mut inner = [0u8; 8];
-            let read = std::io::Read::read_exact(
-                &mut flate2::read::ZlibDecoder::new(compressed),
-                &mut inner,
-            );
-            if read.is_err() {
+            let mut decoder = flate2::read::ZlibDecoder::new(compressed);
+            if std::io::Read::read_exact(&mut decoder, &mut inner).is_err() {
                 return Ok(());
             }
-            (
-                word(&inner, 4),
-                compressed.len().saturating_mul(DEFLATE_MAX_RATIO),
-            )
+            let Some(claimed) = word(&inner, 4) else {
+                return Ok(());
+            };
+            let room = compressed.len().saturating_mul(DEFLATE_MAX_RATIO);
+            if claimed > room {
+                return refuse(claimed, room);
+            }
+            // The rest of the header, then at most the claimed counts. A
+            // stream that breaks early is the decoder's to report; what came
+            // before the break is checked all the same (the decoder may have
+            // read that far too).
+            let mut plain = Vec::new();
+            let wanted = (V2_HEADER_BYTES - 8 + claimed) as u64;
+            let _ =
+                std::io::Read::read_to_end(&mut std::io::Read::take(decoder, wanted), &mut plain);
+            counts_can_be_negated(plain.get(V2_HEADER_BYTES - 8..).unwrap_or_default())
         }
-        _ => return Ok(()),
-    };
-    match claimed {
-        Some(claimed) if claimed > room => Err(format!(
-            "it claims {claimed} bytes of counts, more than its encoding can hold ({room} at most)"
-        )),
         _ => Ok(()),
     }
+}
+
+/// Refuse counts (zig-zag LEB128, as HdrHistogram's V2 encoding writes
+/// them: up to 8 bytes of 7 bits, a 9th of 8) holding `i64::MIN`, the one
+/// run length whose negation overflows.
+fn counts_can_be_negated(mut counts: &[u8]) -> Result<(), String> {
+    while !counts.is_empty() {
+        let mut value = 0u64;
+        let mut used = 0;
+        for (index, byte) in counts.iter().take(9).enumerate() {
+            used = index + 1;
+            if index == 8 {
+                value |= u64::from(*byte) << 56;
+                break;
+            }
+            value |= u64::from(byte & 0x7f) << (7 * index);
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        // Zig-zag: the all-ones encoding decodes to i64::MIN.
+        if value == u64::MAX {
+            return Err("its run lengths overflow (a run of -i64::MIN zero counts)".into());
+        }
+        counts = &counts[used..];
+    }
+    Ok(())
 }
 
 /// The 1-based number of the first line the parser cannot place (for errors).
@@ -404,5 +453,41 @@ mod tests {
         )
         .expect("encode");
         assert_eq!(read_log(&written).expect("reads").len(), 1);
+    }
+
+    #[test]
+    fn a_run_length_that_cannot_be_negated_is_refused_before_the_decoder() {
+        // A plain V2 histogram whose only count is zig-zag i64::MIN: nine
+        // bytes, eight with the high bit, then 0xff.
+        let counts = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        let mut plain = Vec::new();
+        plain.extend_from_slice(&V2_COOKIE.to_be_bytes());
+        plain.extend_from_slice(&(counts.len() as u32).to_be_bytes());
+        plain.extend_from_slice(&0u32.to_be_bytes()); // normalizing offset
+        plain.extend_from_slice(&3u32.to_be_bytes()); // significant digits
+        plain.extend_from_slice(&1u64.to_be_bytes()); // lowest
+        plain.extend_from_slice(&1_000_000u64.to_be_bytes()); // highest
+        plain.extend_from_slice(&1f64.to_bits().to_be_bytes()); // ratio
+        plain.extend_from_slice(&counts);
+        assert_eq!(
+            possible_payload(&plain),
+            Err("its run lengths overflow (a run of -i64::MIN zero counts)".into())
+        );
+        // The same inside zlib, as logs carry it.
+        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut zlib, &plain).expect("compress");
+        let zlib = zlib.finish().expect("compressed");
+        let mut compressed = Vec::new();
+        compressed.extend_from_slice(&V2_COMPRESSED_COOKIE.to_be_bytes());
+        compressed.extend_from_slice(&(zlib.len() as u32).to_be_bytes());
+        compressed.extend_from_slice(&zlib);
+        match read_log(&line_with(&compressed)) {
+            Err(LogReadError::Histogram { reason, .. }) => {
+                assert!(reason.contains("run lengths overflow"), "{reason}");
+            }
+            other => panic!("expected refused run lengths, got {other:?}"),
+        }
+        // A real run of zeros (a negative count) still passes.
+        assert_eq!(counts_can_be_negated(&[0x01, 0x02]), Ok(()));
     }
 }
