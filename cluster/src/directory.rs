@@ -166,11 +166,10 @@ impl ClusterDirectory {
         let Some(held) = self.nodes.get(&node.addr) else {
             return false;
         };
-        if held.node.generation > node.generation {
+        let names: Vec<String> = held.agents.keys().cloned().collect();
+        if !self.remove(node) {
             return false;
         }
-        let names: Vec<String> = held.agents.keys().cloned().collect();
-        self.remove(node);
         for name in names {
             if self.hosts(&name).is_empty() && !self.departed.contains_key(&name) {
                 self.departed.insert(name.clone(), node.clone());

@@ -416,6 +416,18 @@ mod tests {
         .into_bytes()
     }
 
+    /// `plain` deflated inside a compressed V2 header, as logs carry it.
+    fn compressed_v2(plain: &[u8]) -> Vec<u8> {
+        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut zlib, plain).expect("compress");
+        let zlib = zlib.finish().expect("compressed");
+        let mut compressed = Vec::new();
+        compressed.extend_from_slice(&V2_COMPRESSED_COOKIE.to_be_bytes());
+        compressed.extend_from_slice(&(zlib.len() as u32).to_be_bytes());
+        compressed.extend_from_slice(&zlib);
+        compressed
+    }
+
     #[test]
     fn a_histogram_claiming_more_counts_than_it_holds_is_refused_before_any_allocation() {
         // Plain V2: a header claiming 2 GiB of counts, followed by none.
@@ -427,13 +439,7 @@ mod tests {
         let mut inner = Vec::new();
         inner.extend_from_slice(&V2_COOKIE.to_be_bytes());
         inner.extend_from_slice(&(1u32 << 31).to_be_bytes());
-        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
-        std::io::Write::write_all(&mut zlib, &inner).expect("compress");
-        let zlib = zlib.finish().expect("compressed");
-        let mut compressed = Vec::new();
-        compressed.extend_from_slice(&V2_COMPRESSED_COOKIE.to_be_bytes());
-        compressed.extend_from_slice(&(zlib.len() as u32).to_be_bytes());
-        compressed.extend_from_slice(&zlib);
+        let compressed = compressed_v2(&inner);
         for encoded in [plain, compressed] {
             match read_log(&line_with(&encoded)) {
                 Err(LogReadError::Histogram { reason, .. }) => {
@@ -474,13 +480,7 @@ mod tests {
             Err("its run lengths overflow (a run of -i64::MIN zero counts)".into())
         );
         // The same inside zlib, as logs carry it.
-        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
-        std::io::Write::write_all(&mut zlib, &plain).expect("compress");
-        let zlib = zlib.finish().expect("compressed");
-        let mut compressed = Vec::new();
-        compressed.extend_from_slice(&V2_COMPRESSED_COOKIE.to_be_bytes());
-        compressed.extend_from_slice(&(zlib.len() as u32).to_be_bytes());
-        compressed.extend_from_slice(&zlib);
+        let compressed = compressed_v2(&plain);
         match read_log(&line_with(&compressed)) {
             Err(LogReadError::Histogram { reason, .. }) => {
                 assert!(reason.contains("run lengths overflow"), "{reason}");

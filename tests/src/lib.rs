@@ -149,3 +149,33 @@ pub fn counter_value(answer: &caxton_messaging::Envelope) -> u64 {
     bytes.copy_from_slice(&answer.content[..8]);
     u64::from_le_bytes(bytes)
 }
+
+/// `count` requests of `size` bytes from one client to a `counter` agent
+/// named `agent`, all sent before any answer is awaited; the counts it
+/// answered, in send order.
+pub fn pipelined_counts(
+    node: &caxton_shards::Node,
+    agent: &str,
+    count: usize,
+    size: usize,
+) -> Vec<u64> {
+    let patience = std::time::Duration::from_secs(10);
+    let mut client = node.client().expect("client");
+    let id = client.resolve(agent).expect("resolvable");
+    let tokens: Vec<u64> = (0..count)
+        .map(|_| {
+            client
+                .send(
+                    id,
+                    caxton_messaging::Performative::Request,
+                    vec![7; size],
+                    caxton_shards::SendOptions::default(),
+                )
+                .expect("sent")
+        })
+        .collect();
+    tokens
+        .into_iter()
+        .map(|token| counter_value(&client.await_reply(token, patience).expect("answered")))
+        .collect()
+}

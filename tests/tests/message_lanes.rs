@@ -9,8 +9,8 @@ use caxton_bench::cluster::ClusterMember;
 use caxton_cluster::lanes::LaneSnapshot;
 use caxton_cluster::transport::ClusterSnapshot;
 use caxton_messaging::Performative;
-use caxton_shards::{Node, SendOptions};
-use caxton_tests::{counter_pair, counter_value};
+use caxton_shards::SendOptions;
+use caxton_tests::{counter_pair, counter_value, pipelined_counts};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -59,29 +59,6 @@ fn wait_for_lanes(member: &ClusterMember, done: impl Fn(&LaneSnapshot) -> bool) 
     }
 }
 
-/// `count` requests to `agent` from one client, pipelined; the counter's
-/// answers in send order.
-fn pipelined_counts(node: &Node, agent: &str, count: usize) -> Vec<u64> {
-    let mut client = node.client().expect("client");
-    let id = client.resolve(agent).expect("resolvable");
-    let tokens: Vec<u64> = (0..count)
-        .map(|_| {
-            client
-                .send(
-                    id,
-                    Performative::Request,
-                    vec![1; 16],
-                    SendOptions::default(),
-                )
-                .expect("sent")
-        })
-        .collect();
-    tokens
-        .into_iter()
-        .map(|token| counter_value(&client.await_reply(token, PATIENCE).expect("answered")))
-        .collect()
-}
-
 #[test]
 fn pre_warm_opens_warm_connections_lanes_before_any_message() {
     let (a, b) = pair(
@@ -105,7 +82,10 @@ fn without_pre_warm_a_lane_opens_with_its_first_message() {
     let (a, b) = pair(&["pre_warm=false", "max_connections_per_node=8"], 8);
     // Connected (a holds b's list), yet no lane: nothing was sent.
     assert_eq!(lanes(&a).opened, 0, "{:?}", lanes(&a));
-    assert_eq!(pipelined_counts(&a.node, "counter", 5), vec![1, 2, 3, 4, 5]);
+    assert_eq!(
+        pipelined_counts(&a.node, "counter", 5, 16),
+        vec![1, 2, 3, 4, 5]
+    );
     let after = lanes(&a);
     assert_eq!(after.opened, 1, "one sender, one lane: {after:?}");
     assert_eq!(after.open, 1, "{after:?}");
@@ -120,7 +100,7 @@ fn a_peer_gets_at_most_max_connections_per_node_lanes() {
     std::thread::scope(|scope| {
         for _ in 0..16 {
             scope.spawn(|| {
-                let counts = pipelined_counts(&a.node, "counter", 20);
+                let counts = pipelined_counts(&a.node, "counter", 20, 16);
                 assert_eq!(counts.len(), 20);
                 assert!(
                     counts.windows(2).all(|pair| pair[0] < pair[1]),

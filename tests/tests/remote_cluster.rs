@@ -3,46 +3,13 @@
 //! pipelined requests to an agent on the other node are handled in the
 //! order they were sent, whatever their number and size.
 
-use std::time::Duration;
-
 use caxton_bench::cluster::ClusterMember;
-use caxton_messaging::{Envelope, Performative};
-use caxton_shards::{Node, SendOptions};
-use caxton_tests::{counter_pair, counter_value};
+use caxton_tests::{counter_pair, pipelined_counts};
 use proptest::prelude::*;
-
-const PATIENCE: Duration = Duration::from_secs(10);
 
 /// Node `a` and node `b` (hosting one `counter` instance), `a` knowing of it.
 fn pair() -> (ClusterMember, ClusterMember) {
     counter_pair(&["runtime.worker_threads=1"])
-}
-
-/// Send `count` requests of `size` bytes to `agent` without waiting, then
-/// collect the answers in send order.
-fn pipelined(node: &Node, agent: &str, count: usize, size: usize) -> Vec<Envelope> {
-    let mut client = node.client().expect("client");
-    let id = client.resolve(agent).expect("resolvable");
-    let tokens: Vec<u64> = (0..count)
-        .map(|_| {
-            client
-                .send(
-                    id,
-                    Performative::Request,
-                    vec![7; size],
-                    SendOptions::default(),
-                )
-                .expect("sent")
-        })
-        .collect();
-    tokens
-        .into_iter()
-        .map(|token| client.await_reply(token, PATIENCE).expect("answered"))
-        .collect()
-}
-
-fn counts(answers: &[Envelope]) -> Vec<u64> {
-    answers.iter().map(counter_value).collect()
 }
 
 proptest! {
@@ -55,7 +22,7 @@ proptest! {
         let (a, b) = pair();
         let mut handled = 0;
         for (count, size) in batches {
-            let seen = counts(&pipelined(&a.node, "counter", count, size));
+            let seen = pipelined_counts(&a.node, "counter", count, size);
             let expected: Vec<u64> = (handled + 1..=handled + count as u64).collect();
             prop_assert_eq!(seen, expected);
             handled += count as u64;
