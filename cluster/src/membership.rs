@@ -635,15 +635,25 @@ impl Membership {
             return;
         }
         let me = self.identity().clone();
-        let live: std::collections::HashSet<NodeId> = self
+        // The wanted nodes that are live members at the generation wanted,
+        // by address: one walk over the members that clones no identity
+        // (at a thousand members this runs on most frames while the
+        // cluster forms, and cloning every member dominated the profile).
+        let wanted = &self.wanted;
+        let live: std::collections::HashSet<SocketAddr> = self
             .foca
             .iter_membership_state()
             .filter(|member| member.state() != State::Down)
-            .map(|member| member.id().clone())
+            .filter(|member| {
+                wanted
+                    .get(&member.id().addr)
+                    .is_some_and(|wanted| wanted.node == *member.id())
+            })
+            .map(|member| member.id().addr)
             .collect();
         let directory = &self.directory;
-        self.wanted.retain(|_, wanted| {
-            live.contains(&wanted.node) && directory.is_newer(&wanted.node, wanted.version)
+        self.wanted.retain(|addr, wanted| {
+            live.contains(addr) && directory.is_newer(&wanted.node, wanted.version)
         });
         for wanted in self.wanted.values_mut() {
             if due(wanted) {
