@@ -1,6 +1,7 @@
 //! The cluster transport on real loopback sockets: nodes form a cluster over
 #![allow(clippy::field_reassign_with_default)] // each test starts from the defaults and changes the keys it observes
 //! QUIC and over TLS on TCP, a node with a foreign certificate is refused,
+//! message frames are taken only from peers the cluster's CA vouches for,
 //! and the transport keys have their effect on quinn and on sockets.
 
 use std::net::SocketAddr;
@@ -51,14 +52,22 @@ async fn wait_for(
     what: &str,
     done: impl Fn(&ClusterSnapshot) -> bool,
 ) -> ClusterSnapshot {
+    wait_on(&node.handle, what, done).await
+}
+
+async fn wait_on(
+    handle: &ClusterHandle,
+    what: &str,
+    done: impl Fn(&ClusterSnapshot) -> bool,
+) -> ClusterSnapshot {
     for _ in 0..200 {
-        let snapshot = node.handle.snapshot().await.expect("running");
+        let snapshot = handle.snapshot().await.expect("running");
         if done(&snapshot) {
             return snapshot;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("{what}: {:?}", node.handle.snapshot().await);
+    panic!("{what}: {:?}", handle.snapshot().await);
 }
 
 fn files(directory: &std::path::Path, ca: &std::path::Path, name: &str) -> TlsFiles {
@@ -428,4 +437,168 @@ async fn connect_timeout_bounds_a_dial_that_gets_no_answer() {
         "gave up after {:?}",
         started.elapsed()
     );
+}
+
+/// A node's shards, as far as remote routing sees them: one agent, `echo`,
+/// whose deliveries are counted.
+struct CountingSide {
+    delivered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl caxton_cluster::remote::LocalSide for CountingSide {
+    fn take_outbound(&mut self, _max: usize, _out: &mut Vec<caxton_messaging::Envelope>) {}
+
+    fn deliver(
+        &mut self,
+        _envelope: caxton_messaging::Envelope,
+        _route_key: u64,
+    ) -> Result<(), caxton_messaging::Envelope> {
+        self.delivered
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn resolve_local(&self, name: &str) -> Option<caxton_messaging::AgentId> {
+        (name == "echo").then_some(caxton_messaging::AgentId(0))
+    }
+
+    fn remote_name(&self, _id: caxton_messaging::AgentId) -> Option<String> {
+        None
+    }
+
+    fn participant(&self) -> u16 {
+        1
+    }
+
+    fn now_ns(&self) -> u64 {
+        0
+    }
+
+    fn now_unix_ns(&self) -> u64 {
+        0
+    }
+
+    fn wait(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::pending()
+    }
+
+    fn remote_agents_changed(&mut self, _names: Vec<String>) {}
+}
+
+/// A frame of one message for `echo`, claiming to come from `from`.
+fn message_frame(from: SocketAddr) -> Vec<u8> {
+    use caxton_cluster::remote::{RemoteBatch, RemoteMessage, Target};
+    use caxton_cluster::wire::{frame_of, FrameHeader, FrameKind, NodeId};
+    let batch = RemoteBatch {
+        from: NodeId {
+            name: "b".into(),
+            addr: from,
+            generation: 1,
+        },
+        messages: vec![RemoteMessage {
+            target: Target::Agent("echo".into()),
+            sender: None,
+            performative: caxton_messaging::Performative::Inform,
+            conversation_id: 0,
+            reply_with: 0,
+            in_reply_to: 0,
+            priority: 0,
+            deadline_in_ns: None,
+            durable: false,
+            notice: None,
+            chained: None,
+            chain_ack: None,
+            sent_unix_ns: 0,
+            content: b"hello".to_vec(),
+        }],
+    };
+    frame_of(
+        FrameKind::Messages,
+        FrameHeader { nonce: 0, seq: 0 },
+        &batch.encode(),
+    )
+}
+
+/// Dial `to` with `tls` and send `frame` on a stream; whether the frame
+/// left (a refused handshake may only show once the server has read the
+/// client's certificate, so a dial that seems to succeed still tries).
+async fn dial_and_send(tls: &NodeTls, to: SocketAddr, frame: &[u8]) -> bool {
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
+    let quic = caxton_profiles::QuicConfig::default();
+    let endpoint = quic_endpoint(any, tls, &quic).expect("endpoint");
+    let Ok(connecting) = endpoint.connect(to, caxton_cluster::tls::SERVER_NAME) else {
+        return false;
+    };
+    let Ok(connection) = connecting.await else {
+        return false;
+    };
+    let Ok(mut stream) = connection.open_uni().await else {
+        return false;
+    };
+    let sent = stream.write_all(frame).await.is_ok() && stream.finish().is_ok();
+    // Until the server has everything (or has closed the connection).
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.stopped()).await;
+    connection.close(0u32.into(), b"done");
+    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    sent
+}
+
+#[tokio::test]
+async fn message_frames_are_taken_only_from_authenticated_peers() {
+    let ours = tempfile::tempdir().expect("a directory");
+    let theirs = tempfile::tempdir().expect("a directory");
+    let (ca, _) = init_certs(ours.path(), &["a".into(), "b".into()]).expect("certificates");
+    let (other_ca, _) = init_certs(theirs.path(), &["intruder".into()]).expect("certificates");
+    let mut settings = ClusterSettings::from_profile(&profile(TransportKind::Quic), &[])
+        .expect("valid")
+        .expect("a cluster");
+    settings.node_name = "a".into();
+    settings.default_name = false;
+    settings.tls = Some(files(ours.path(), &ca, "a"));
+    let node = ClusterNode::bind(settings).expect("binds");
+    let addr = node.local_addr();
+    let (handle, queries) = ClusterHandle::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let delivered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let side = CountingSide {
+        delivered: std::sync::Arc::clone(&delivered),
+    };
+    tokio::spawn(node.run_with(queries, Some(side), async move {
+        let _ = stopped.await;
+    }));
+    let count = || delivered.load(std::sync::atomic::Ordering::SeqCst);
+
+    // A peer with a certificate from the cluster's CA: its frame is read
+    // and its message handed to the shards.
+    let trusted = NodeTls::from_files(&files(ours.path(), &ca, "b"), false).expect("tls");
+    assert!(dial_and_send(&trusted, addr, &message_frame(addr)).await);
+    for _ in 0..200 {
+        if count() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(count(), 1, "the authenticated peer's message arrives");
+
+    // A peer with another CA's certificate, and one with none at all: the
+    // handshake is refused and counted, and nothing either sent arrives.
+    let foreign =
+        NodeTls::from_files(&files(theirs.path(), &other_ca, "intruder"), false).expect("tls");
+    let anonymous = NodeTls::unauthenticated(false).expect("tls");
+    for intruder in [&foreign, &anonymous] {
+        let _ = dial_and_send(intruder, addr, &message_frame(addr)).await;
+    }
+    let refused = wait_on(&handle, "both intruders refused", |snapshot| {
+        snapshot.transport_counts.handshakes_refused >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        count(),
+        1,
+        "nothing from an unauthenticated peer arrives: {refused:?}"
+    );
+    let view = handle.snapshot().await.expect("running");
+    assert_eq!(view.remote.received, 1, "{:?}", view.remote);
+    drop(stop);
 }
