@@ -111,6 +111,7 @@ impl AbiContext for AgentState {
         let agent = match sender {
             Address::Agent(agent) => agent,
             Address::Instance(instance) => instance.agent,
+            Address::Remote { agent, .. } => agent,
             Address::Client { id, .. } => return format!("client-{id}"),
         };
         self.directory
@@ -256,8 +257,9 @@ impl Routes {
             Address::Client { id, .. } => {
                 self.answer(id, sent.conversation_id, sent.performative, sent.content)
             }
-            // The baseline addresses agents, never their instances.
-            Address::Instance(_) => false,
+            // The baseline addresses agents, never their instances, and
+            // is a single node.
+            Address::Instance(_) | Address::Remote { .. } => false,
         }
     }
 

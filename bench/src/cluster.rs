@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use caxton_cluster::remote::LocalSide;
 use caxton_cluster::transport::{ClusterHandle, ClusterNode};
 use caxton_cluster::{AgentCounts, ClusterSettings};
-use caxton_messaging::{AgentId, Envelope, Performative};
+use caxton_messaging::{Address, AgentId, Envelope, Performative};
 use caxton_numa::PlacementPlan;
 use caxton_profiles::Profile;
 use caxton_shards::{nanosecond_histogram, Node, RemotePort, SendOptions};
@@ -78,6 +78,14 @@ impl<F: FnMut(Vec<String>)> LocalSide for PortSide<F> {
 
     fn remote_name(&self, id: AgentId) -> Option<String> {
         self.port.remote_name(id)
+    }
+
+    fn resolve_anywhere(&self, name: &str) -> Option<AgentId> {
+        self.port.resolve_anywhere(name)
+    }
+
+    fn agent_name(&self, address: Address) -> Option<String> {
+        self.port.agent_name(address)
     }
 
     fn participant(&self) -> u16 {

@@ -67,6 +67,12 @@ pub trait LocalSide {
     fn resolve_local(&self, name: &str) -> Option<AgentId>;
     /// The agent a proxy id stands for.
     fn remote_name(&self, id: AgentId) -> Option<String>;
+    /// The id here of agent `name`: a local one, else the proxy of an agent
+    /// only other nodes host (how an agent on another node is named as a
+    /// sender here).
+    fn resolve_anywhere(&self, name: &str) -> Option<AgentId>;
+    /// The name of the agent that sent from `address`; `None` for a client.
+    fn agent_name(&self, address: Address) -> Option<String>;
     /// The remote port's participant index.
     fn participant(&self) -> u16;
     /// The node clock, nanoseconds.
@@ -98,6 +104,14 @@ impl LocalSide for NoLocal {
     }
 
     fn remote_name(&self, _id: AgentId) -> Option<String> {
+        None
+    }
+
+    fn resolve_anywhere(&self, _name: &str) -> Option<AgentId> {
+        None
+    }
+
+    fn agent_name(&self, _address: Address) -> Option<String> {
         None
     }
 
@@ -166,6 +180,11 @@ pub struct RemoteMessage {
     pub sent_unix_ns: u64,
     /// The content.
     pub content: Vec<u8>,
+    /// The sending agent's name, so `msg_sender` on the receiving node
+    /// reads it (`None`: a client, or the engine). Last and defaulted, so a
+    /// message encoded without it still reads.
+    #[serde(default)]
+    pub sender_name: Option<String>,
 }
 
 /// Messages from one node to another, in order.
@@ -217,8 +236,9 @@ pub enum Outbound {
 pub enum Inbound {
     /// Handed to the shards.
     Delivered,
-    /// Refused here: this answer goes back to the sending node.
-    Answer(SocketAddr, RemoteMessage),
+    /// Refused here: this answer goes back to the sending node (boxed: a
+    /// refusal is rare, and `Delivered` is returned per message).
+    Answer(SocketAddr, Box<RemoteMessage>),
     /// Dropped (counted): refused, and nobody to tell.
     Dropped,
 }
@@ -412,7 +432,10 @@ impl RemoteRouter {
                     to_remote(&envelope, Target::Agent(name), Some(envelope.sender), local),
                 )
             }
-            Address::Client { port, id } if port == local.participant() => {
+            Address::Client { port, id }
+            | Address::Remote {
+                port, token: id, ..
+            } if port == local.participant() => {
                 // A durable send's notice (stored, or refused) comes before
                 // its answer: the origin stays for the answer.
                 let origin = if matches!(envelope.durability, Durability::Notice(_)) {
@@ -484,10 +507,24 @@ impl RemoteRouter {
                 (*address, None)
             }
         };
-        let sender = token.map_or(NOBODY, |id| Address::Client {
-            port: local.participant(),
-            id,
-        });
+        // An agent sender is named by its id here, so `msg_sender` reads
+        // its name; the token (if any) is the way home for answers.
+        let port = local.participant();
+        let named = message
+            .sender_name
+            .as_deref()
+            .and_then(|name| local.resolve_anywhere(name));
+        let sender = match (token, named) {
+            (Some(token), Some(agent)) => Address::Remote { port, token, agent },
+            (Some(id), None) => Address::Client { port, id },
+            // An answer: nothing goes back to it (an answer to it is dropped, counted).
+            (None, Some(agent)) => Address::Remote {
+                port,
+                token: NOBODY_ID,
+                agent,
+            },
+            (None, None) => NOBODY,
+        };
         // The send time on this node's clock: now, less how long ago the
         // sender's wall clock says it was (no time at all when the clocks
         // disagree the other way).
@@ -602,7 +639,7 @@ impl RemoteRouter {
         self.counters.failed += 1;
         Inbound::Answer(
             from,
-            RemoteMessage {
+            Box::new(RemoteMessage {
                 target: Target::Address(sender),
                 sender: None,
                 performative: Performative::Failure,
@@ -617,7 +654,8 @@ impl RemoteRouter {
                 chain_ack: None,
                 sent_unix_ns: 0,
                 content: format!("{FAILURE_PREFIX}{reason}").into_bytes(),
-            },
+                sender_name: None,
+            }),
         )
     }
 }
@@ -683,6 +721,7 @@ fn to_remote(
             _ => None,
         },
         content: envelope.content.clone(),
+        sender_name: local.agent_name(envelope.sender),
     }
 }
 

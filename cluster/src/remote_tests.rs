@@ -55,6 +55,28 @@ impl LocalSide for FakeSide {
         self.proxies.get(&id.0).cloned()
     }
 
+    fn resolve_anywhere(&self, name: &str) -> Option<AgentId> {
+        self.resolve_local(name).or_else(|| {
+            self.proxies
+                .iter()
+                .find(|(_, proxy)| *proxy == name)
+                .map(|(id, _)| AgentId(*id))
+        })
+    }
+
+    fn agent_name(&self, address: Address) -> Option<String> {
+        let id = match address {
+            Address::Agent(id) | Address::Remote { agent: id, .. } => id,
+            Address::Instance(instance) => instance.agent,
+            Address::Client { .. } => return None,
+        };
+        self.local
+            .iter()
+            .find(|(_, local)| **local == id)
+            .map(|(name, _)| name.clone())
+            .or_else(|| self.remote_name(id))
+    }
+
     fn participant(&self) -> u16 {
         9
     }
@@ -184,6 +206,80 @@ fn a_request_crosses_to_its_host_and_the_answer_comes_home() {
 }
 
 #[test]
+fn an_agent_sender_is_named_on_the_other_node_and_its_answer_still_comes_home() {
+    let directory = directory_with_echo_on_c();
+    let mut a = RemoteRouter::default();
+    let mut c = RemoteRouter::default();
+    // A hosts `driver` (id 4) and knows `echo` by a proxy; C hosts `echo`
+    // and knows `driver` by a proxy of its own.
+    let driver_on_c = PROXY + 7;
+    let mut a_side = FakeSide::new(&[("driver", 4)], &[(PROXY, "echo")]);
+    let mut c_side = FakeSide::new(&[("echo", 5)], &[(driver_on_c, "driver")]);
+    let request = request_from_instance();
+    let Outbound::Send(_, message) = a.outbound(request.clone(), &a_side, &directory) else {
+        panic!("sent");
+    };
+    assert_eq!(message.sender_name.as_deref(), Some("driver"));
+    assert_eq!(
+        c.inbound(node(1).addr, message, &mut c_side),
+        Inbound::Delivered
+    );
+    let arrived = c_side.delivered.pop().expect("delivered");
+    let Address::Remote {
+        port: 9,
+        token,
+        agent,
+    } = arrived.sender
+    else {
+        panic!("an agent sender on C's remote port: {:?}", arrived.sender);
+    };
+    assert_eq!(
+        agent,
+        AgentId(driver_on_c),
+        "named by C's proxy for `driver`"
+    );
+    assert_ne!(token, NOBODY_ID, "a request keeps its way home");
+    assert_eq!(c.origins(), 1);
+    assert_eq!(c_side.agent_name(arrived.sender).as_deref(), Some("driver"));
+
+    // The answer to that address leaves through C's remote port and finds
+    // the way home by the token, as a client address's would.
+    let answer = arrived
+        .reply_path()
+        .answer(Performative::Inform, b"hi".to_vec(), 50_000_100, 0);
+    assert_eq!(answer.receiver, arrived.sender);
+    let Outbound::Send(home, message) = c.outbound(answer, &c_side, &ClusterDirectory::default())
+    else {
+        panic!("sent home");
+    };
+    assert_eq!(home, node(1).addr);
+    assert_eq!(message.sender_name.as_deref(), Some("echo"));
+    assert_eq!(
+        a.inbound(node(3).addr, message, &mut a_side),
+        Inbound::Delivered
+    );
+    let home = a_side.delivered.pop().expect("delivered");
+    assert_eq!(home.receiver, request.sender);
+    // On A the answer is from `echo` (A's proxy for it), with no way back.
+    assert_eq!(
+        home.sender,
+        Address::Remote {
+            port: 9,
+            token: NOBODY_ID,
+            agent: AgentId(PROXY),
+        }
+    );
+    let reply_to_answer = home
+        .reply_path()
+        .answer(Performative::Inform, Vec::new(), 1_000_100, 0);
+    assert_eq!(
+        a.outbound(reply_to_answer, &a_side, &directory),
+        Outbound::Dropped,
+        "an answer to an answer goes nowhere"
+    );
+}
+
+#[test]
 fn one_sender_keeps_one_host() {
     let mut directory = ClusterDirectory::default();
     for port in 2..6 {
@@ -267,7 +363,7 @@ fn no_host_unknown_names_and_full_rings_are_answered_failure() {
     // The refusal itself is an answer home, delivered to the sender there.
     let mut a_side = FakeSide::new(&[], &[]);
     assert_eq!(
-        a.inbound(node(3).addr, refusal.clone(), &mut a_side),
+        a.inbound(node(3).addr, (*refusal).clone(), &mut a_side),
         Inbound::Delivered
     );
     assert_eq!(a_side.delivered[0].receiver, request_from_instance().sender);
@@ -275,7 +371,7 @@ fn no_host_unknown_names_and_full_rings_are_answered_failure() {
     let stray_failure = RemoteMessage {
         target: Target::Agent("nobody".into()),
         sender: Some(request_from_instance().sender),
-        ..refusal
+        ..*refusal
     };
     assert_eq!(
         c.inbound(node(1).addr, stray_failure, &mut empty),

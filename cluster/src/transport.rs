@@ -1158,7 +1158,7 @@ impl ClusterNode {
         let mut answers: Vec<(SocketAddr, RemoteMessage)> = Vec::new();
         for message in batch.messages {
             match remote.router.inbound(batch.from.addr, message, local) {
-                Inbound::Answer(to, answer) => answers.push((to, answer)),
+                Inbound::Answer(to, answer) => answers.push((to, *answer)),
                 Inbound::Delivered | Inbound::Dropped => {}
             }
         }

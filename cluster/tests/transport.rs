@@ -466,6 +466,14 @@ impl caxton_cluster::remote::LocalSide for CountingSide {
         None
     }
 
+    fn resolve_anywhere(&self, name: &str) -> Option<caxton_messaging::AgentId> {
+        self.resolve_local(name)
+    }
+
+    fn agent_name(&self, _address: caxton_messaging::Address) -> Option<String> {
+        None
+    }
+
     fn participant(&self) -> u16 {
         1
     }
@@ -510,6 +518,7 @@ fn message_frame(from: SocketAddr) -> Vec<u8> {
             chain_ack: None,
             sent_unix_ns: 0,
             content: b"hello".to_vec(),
+            sender_name: None,
         }],
     };
     frame_of(

@@ -147,6 +147,7 @@ fn remote_frames() -> Vec<Vec<u8>> {
         chain_ack: None,
         sent_unix_ns: 1_800_000_000_000_000_000,
         content: b"hello".to_vec(),
+        sender_name: Some("driver".into()),
     };
     let answer = RemoteMessage {
         target: Target::Address(Address::Client { port: 4, id: 9 }),

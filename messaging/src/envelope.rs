@@ -96,6 +96,19 @@ pub enum Address {
         #[serde(rename = "client")]
         id: u32,
     },
+    /// An agent on another node, answered through this node's remote port
+    /// (a client port): `token` is the port's way home to the instance that
+    /// sent it, and `agent` names the sender here (the proxy id of an agent
+    /// other nodes host, or the local id of one this node hosts too), so
+    /// `msg_sender` reads its name as it would on the sender's node.
+    Remote {
+        /// The remote port answers return through.
+        port: u16,
+        /// The remote port's token for the way home.
+        token: u32,
+        /// The sending agent, by its id on this node.
+        agent: AgentId,
+    },
 }
 
 impl Address {
@@ -109,7 +122,21 @@ impl Address {
                     | (u64::from(instance.shard) << 16)
                     | u64::from(instance.slot)
             }
-            Address::Client { port, id } => (1 << 63) | (u64::from(port) << 32) | u64::from(id),
+            // The same return path as a client's: one key.
+            Address::Client { port, id }
+            | Address::Remote {
+                port, token: id, ..
+            } => (1 << 63) | (u64::from(port) << 32) | u64::from(id),
+        }
+    }
+
+    /// The client port answers to this address return through (a client's
+    /// own, or the remote port for an agent on another node); `None` for an
+    /// agent on this node.
+    pub fn client_port(self) -> Option<u16> {
+        match self {
+            Address::Client { port, .. } | Address::Remote { port, .. } => Some(port),
+            Address::Agent(_) | Address::Instance(_) => None,
         }
     }
 }

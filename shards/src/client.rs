@@ -292,7 +292,7 @@ impl Client {
                 }
             }
             Address::Instance(instance) => usize::from(instance.shard),
-            Address::Client { port, .. } => usize::from(port),
+            Address::Client { port, .. } | Address::Remote { port, .. } => usize::from(port),
         };
         if !self.port().has_ring_to(target) {
             return Err(SendError::NoInstance);

@@ -187,17 +187,28 @@ impl Directory {
         (next, id)
     }
 
-    /// The name `msg_sender` reports for `address`: the agent's name, or
-    /// `client-N` for a caller outside the agents.
+    /// The name `msg_sender` reports for `address`: the agent's name (an
+    /// agent on another node's too), or `client-N` for a caller outside the
+    /// agents.
     pub fn name_of(&self, address: Address) -> String {
+        match address {
+            Address::Client { id, .. } => format!("client-{id}"),
+            _ => self.agent_name(address).unwrap_or_default().to_owned(),
+        }
+    }
+
+    /// The name of the agent at `address`, here or on another node; `None`
+    /// for a client, or an agent no longer known.
+    pub fn agent_name(&self, address: Address) -> Option<&str> {
         let agent = match address {
             Address::Agent(id) => id,
             Address::Instance(instance) => instance.agent,
-            Address::Client { id, .. } => return format!("client-{id}"),
+            Address::Remote { agent, .. } => agent,
+            Address::Client { .. } => return None,
         };
         match self.get(agent) {
-            Some(record) => record.name.clone(),
-            None => self.remote_name(agent).unwrap_or_default().to_owned(),
+            Some(record) => Some(record.name.as_str()),
+            None => self.remote_name(agent),
         }
     }
 

@@ -70,7 +70,10 @@ impl RemotePort {
             match envelope.receiver {
                 Address::Agent(agent) => self.snapshot().route(agent, None, route_key).unwrap_or(0),
                 Address::Instance(instance) => usize::from(instance.shard),
-                Address::Client { port, id } => (usize::from(port) + id as usize) % shards,
+                Address::Client { port, id }
+                | Address::Remote {
+                    port, token: id, ..
+                } => (usize::from(port) + id as usize) % shards,
             }
         };
         if target >= shards || !self.port.has_ring_to(target) {
@@ -82,6 +85,17 @@ impl RemotePort {
     /// The local id of agent `name`, if this node hosts it.
     pub fn resolve_local(&self, name: &str) -> Option<AgentId> {
         self.snapshot().resolve(name)
+    }
+
+    /// The id here of agent `name`: a local one, else the proxy of an
+    /// agent only other nodes host.
+    pub fn resolve_anywhere(&self, name: &str) -> Option<AgentId> {
+        self.snapshot().resolve_anywhere(name)
+    }
+
+    /// The name of the agent that sent from `address` (`None` for a client).
+    pub fn agent_name(&self, address: Address) -> Option<String> {
+        self.snapshot().agent_name(address).map(str::to_owned)
     }
 
     /// The agent only other nodes host that proxy id `id` stands for.

@@ -97,7 +97,8 @@ impl Message {
         crate::msgpack::from_slice(&self.content())
     }
 
-    /// The sender's agent name (`client-N` for a caller outside the agents).
+    /// The sender's agent name, whichever node it runs on (`client-N` for a
+    /// caller outside the agents).
     ///
     /// ```no_run
     /// # use caxton_agent::Message;

@@ -237,7 +237,7 @@ impl ShardCore {
         if matches!(
             envelope.durability,
             Durability::Requested | Durability::Chained(_)
-        ) && !matches!(envelope.receiver, Address::Client { .. })
+        ) && envelope.receiver.client_port().is_none()
         {
             self.persist(envelope, now, io);
             return;
@@ -249,7 +249,9 @@ impl ShardCore {
             }
             // Not for this shard (a client's mistake, or a stale route): send it
             // on or answer `failure`; only messages for local agents enter a mailbox.
-            Address::Instance(_) | Address::Client { .. } => self.dispatch(envelope, now, io),
+            Address::Instance(_) | Address::Client { .. } | Address::Remote { .. } => {
+                self.dispatch(envelope, now, io)
+            }
         }
     }
 
@@ -429,7 +431,7 @@ impl ShardCore {
             if let Durability::ChainAck(parent) = envelope.durability {
                 // A child stored elsewhere: its parent here may be finished.
                 self.settle_child(parent, io);
-            } else if matches!(envelope.receiver, Address::Client { .. }) {
+            } else if envelope.receiver.client_port().is_some() {
                 // Bound for a client: pass it on; the client still gets it.
                 self.dispatch(envelope, now, io);
             } else {
@@ -479,7 +481,7 @@ impl ShardCore {
         }
         let data_shards = self.data_shards;
         let target = match envelope.receiver {
-            Address::Client { port, .. } => {
+            Address::Client { port, .. } | Address::Remote { port, .. } => {
                 Some(usize::from(port)).filter(|&participant| participant >= data_shards)
             }
             Address::Instance(instance) => {
@@ -563,7 +565,7 @@ impl ShardCore {
         let (agent, slot) = match envelope.receiver {
             Address::Agent(id) => (id, None),
             Address::Instance(instance) => (instance.agent, Some(instance.slot)),
-            Address::Client { .. } => {
+            Address::Client { .. } | Address::Remote { .. } => {
                 unreachable!("client-bound messages never enter a shard mailbox")
             }
         };
@@ -668,7 +670,7 @@ impl ShardCore {
             self.fail_path(&request, &reason, finished_ns, io);
         }
         for outbound in handled.outbox {
-            let to_client = matches!(outbound.receiver, Address::Client { .. });
+            let to_client = outbound.receiver.client_port().is_some();
             let mut envelope = Envelope {
                 conversation_id: outbound.conversation_id,
                 reply_with: outbound.reply_with,
@@ -777,7 +779,7 @@ impl ShardCore {
         };
         let children = outbox
             .iter()
-            .filter(|outbound| !matches!(outbound.receiver, Address::Client { .. }))
+            .filter(|outbound| outbound.receiver.client_port().is_none())
             .count();
         if ledger.open_chain(id, children) {
             self.finish(durability, io);
@@ -970,7 +972,7 @@ fn receiver_agent(envelope: &Envelope) -> Option<AgentId> {
     match envelope.receiver {
         Address::Agent(id) => Some(id),
         Address::Instance(instance) => Some(instance.agent),
-        Address::Client { .. } => None,
+        Address::Client { .. } | Address::Remote { .. } => None,
     }
 }
 
