@@ -50,6 +50,7 @@ const NODE_DOWN_SENDS: usize = 1_000;
 pub struct PortSide<F> {
     port: RemotePort,
     on_remote_agents: F,
+    on_settled: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl<F: FnMut(Vec<String>)> PortSide<F> {
@@ -59,7 +60,15 @@ impl<F: FnMut(Vec<String>)> PortSide<F> {
         Self {
             port,
             on_remote_agents,
+            on_settled: None,
         }
+    }
+
+    /// Also call `settled` once the directory has settled
+    /// ([`LocalSide::directory_settled`]).
+    pub fn on_settled(mut self, settled: impl FnOnce() + Send + 'static) -> Self {
+        self.on_settled = Some(Box::new(settled));
+        self
     }
 }
 
@@ -108,6 +117,12 @@ impl<F: FnMut(Vec<String>)> LocalSide for PortSide<F> {
 
     fn remote_agents_changed(&mut self, names: Vec<String>) {
         (self.on_remote_agents)(names);
+    }
+
+    fn directory_settled(&mut self) {
+        if let Some(settled) = self.on_settled.take() {
+            settled();
+        }
     }
 }
 

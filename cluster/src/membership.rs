@@ -543,6 +543,15 @@ impl Membership {
         self.settle(now);
     }
 
+    /// Whether this node has joined (or has no seeds to join through) and
+    /// holds the agent list of every member it knows alive: what a
+    /// restarted node waits for before it redelivers stored messages, whose
+    /// handlers may send to agents on other nodes.
+    pub fn directory_settled(&self) -> bool {
+        let joined = self.seeds.is_empty() || self.foca.num_members() > 0;
+        joined && self.wanted.is_empty()
+    }
+
     /// The cluster directory as this node knows it.
     pub fn directory(&self) -> &ClusterDirectory {
         &self.directory

@@ -85,6 +85,11 @@ pub trait LocalSide {
     /// make messages to those without a local instance leave through the
     /// remote port.
     fn remote_agents_changed(&mut self, names: Vec<String>);
+    /// Called once, after the names of every member known alive were
+    /// handed to [`Self::remote_agents_changed`] (or once waiting for them
+    /// took too long): a restarted node redelivers its stored messages
+    /// then, so a handler that sends to another node's agent finds it.
+    fn directory_settled(&mut self) {}
 }
 
 /// No local side: a node that only takes part in membership (the

@@ -965,6 +965,7 @@ impl ClusterNode {
             router: RemoteRouter::default(),
             outbox: Vec::new(),
             seen_changes: u64::MAX,
+            settle_by: Some(self.settings.swim.probe_interval * DIRECTORY_SETTLE_PROBES),
         };
         let origin = Instant::now();
         let clock = move || Now {
@@ -1004,6 +1005,7 @@ impl ClusterNode {
             let downs = log_events(&mut membership);
             remote.lost(&downs, "node-down");
             remote.follow_directory(&membership);
+            remote.settle_directory(&membership, clock().elapsed);
             let deadline = membership
                 .next_deadline()
                 .map(|due| tokio::time::Instant::from_std(origin + due));
@@ -1459,9 +1461,40 @@ struct Remote<L> {
     router: RemoteRouter,
     outbox: Vec<caxton_messaging::Envelope>,
     seen_changes: u64,
+    /// Until [`LocalSide::directory_settled`] is called: when it is called
+    /// even if the directory has not settled (node-clock time).
+    settle_by: Option<Duration>,
 }
 
+/// Probe intervals a starting node waits at most for the directory to
+/// settle (see [`LocalSide::directory_settled`]); a cluster that cannot
+/// be reached does not hold up the node's own stored messages longer.
+pub const DIRECTORY_SETTLE_PROBES: u32 = 10;
+
 impl<L: LocalSide> Remote<L> {
+    /// Tell the local side once the directory has settled, or once waiting
+    /// for it has taken too long.
+    fn settle_directory(&mut self, membership: &Membership, now: Duration) {
+        let Some(settle_by) = self.settle_by else {
+            return;
+        };
+        let settled = membership.directory_settled();
+        if !settled && now < settle_by {
+            return;
+        }
+        self.settle_by = None;
+        if let Some(local) = self.local.as_mut() {
+            if settled {
+                info!("cluster: the directory holds every live member's agents");
+            } else {
+                warn!(
+                    "cluster: the directory has not settled within {DIRECTORY_SETTLE_PROBES} probe intervals; going on without it"
+                );
+            }
+            local.directory_settled();
+        }
+    }
+
     /// Messages for `node` that could not be sent (`reason`): each sender
     /// here is answered `failure`.
     fn refused(&mut self, node: SocketAddr, messages: Vec<RemoteMessage>, reason: &str) {

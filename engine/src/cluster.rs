@@ -5,7 +5,7 @@
 use caxton_cluster::transport::ClusterNode;
 use caxton_cluster::ClusterSettings;
 use caxton_profiles::LoadedProfile;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::commands::CommandError;
 
@@ -45,13 +45,27 @@ pub fn prepare(
 /// The node's shards as remote routing sees them: the remote port; the
 /// agents other nodes host go to the node through its controller, newest
 /// set first (a task on the gossip runtime applies the latest).
+///
+/// With `redeliver` (a restart with persistence), the node's unfinished
+/// stored messages are delivered again once the directory has settled, in
+/// the same task and after the names it then held: a redelivered handler
+/// that forwards to an agent on another node finds it, where before the
+/// directory it would have found no such agent and failed the message.
 pub fn shard_side(
     port: caxton_shards::RemotePort,
     controller: caxton_admin::ControllerHandle,
+    redeliver: bool,
 ) -> caxton_bench::cluster::PortSide<impl FnMut(Vec<String>)> {
     let (remote_agents, mut latest) = tokio::sync::watch::channel(Vec::new());
+    let (settled, mut settling) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        while latest.changed().await.is_ok() {
+        let mut redeliver = redeliver;
+        loop {
+            tokio::select! {
+                changed = latest.changed() => if changed.is_err() { return },
+                changed = settling.changed(), if redeliver => if changed.is_err() { return },
+            }
+            // Names first, then (once settled) the redelivery that may use them.
             let names = latest.borrow_and_update().clone();
             let applied = controller
                 .call(move |controller| controller.node.set_remote_agents(names))
@@ -59,9 +73,26 @@ pub fn shard_side(
             if applied.is_err() {
                 return;
             }
+            if redeliver && *settling.borrow_and_update() {
+                redeliver = false;
+                let redelivered = controller
+                    .call(|controller| controller.node.redeliver_unfinished())
+                    .await;
+                match redelivered {
+                    Ok(Ok(messages)) => info!(
+                        redelivered = messages,
+                        "unfinished stored messages redelivered, the cluster directory in place"
+                    ),
+                    Ok(Err(error)) => warn!("redelivery failed: {error}"),
+                    Err(_) => return,
+                }
+            }
         }
     });
     caxton_bench::cluster::PortSide::new(port, move |names| {
         let _ = remote_agents.send(names);
+    })
+    .on_settled(move || {
+        let _ = settled.send(true);
     })
 }

@@ -654,7 +654,15 @@ fn run_node(selection: &ProfileSelection, joins: &[String]) -> Result<(), Comman
         })?;
     let cluster = crate::cluster::prepare(&loaded, joins, &gossip_runtime)?;
     let (remote_port, remote_port_wanted) = tokio::sync::oneshot::channel();
-    let cluster = cluster.map(|node| (node, remote_port_wanted, controller_handle.clone()));
+    let redeliver = loaded.profile.messaging.enable_persistence;
+    let cluster = cluster.map(|node| {
+        (
+            node,
+            remote_port_wanted,
+            controller_handle.clone(),
+            redeliver,
+        )
+    });
     let remote_port = cluster.is_some().then_some(remote_port);
     let gossip_work = gossip_work(
         gossip_runtime,
@@ -671,19 +679,23 @@ fn run_node(selection: &ProfileSelection, joins: &[String]) -> Result<(), Comman
     drop(controller_handle);
     let mut node = Node::start_with(&loaded.profile, &plan, gossip_work)
         .map_err(|error| CommandError::Failed(error.to_string()))?;
-    if let Err(error) = bring_back_agents(&mut node, &loaded, boot_agents) {
+    // In a cluster, messages for agents other nodes host leave through the
+    // remote port, which the gossip shard drives; it also redelivers the
+    // stored messages once it knows those agents (`cluster::shard_side`).
+    let remote_port = remote_port.and_then(|wanted| match node.take_remote_port() {
+        Some(port) => Some((wanted, port)),
+        None => {
+            warn!("no client port left for remote routing: raise runtime.client_ports");
+            None
+        }
+    });
+    let redeliver_now = remote_port.is_none();
+    if let Err(error) = bring_back_agents(&mut node, &loaded, boot_agents, redeliver_now) {
         let _ = node.shutdown();
         return Err(error);
     }
-    // In a cluster, messages for agents other nodes host leave through the
-    // remote port, which the gossip shard drives.
-    if let Some(wanted) = remote_port {
-        match node.take_remote_port() {
-            Some(port) => {
-                let _ = wanted.send(port);
-            }
-            None => warn!("no client port left for remote routing: raise runtime.client_ports"),
-        }
+    if let Some((wanted, port)) = remote_port {
+        let _ = wanted.send(port);
     }
     // Sends in flight at once: one per data shard, and never fewer than a
     // few; the other ports stay for library clients and load generators.
@@ -831,6 +843,7 @@ fn gossip_work(
         caxton_cluster::transport::ClusterNode,
         tokio::sync::oneshot::Receiver<caxton_shards::RemotePort>,
         caxton_admin::ControllerHandle,
+        bool,
     )>,
 ) -> Option<caxton_shards::GossipWork> {
     if admin.is_none() && cluster.is_none() {
@@ -848,16 +861,15 @@ fn gossip_work(
                     let _ = watch.wait_for(|stopped| *stopped).await;
                 };
                 let (cluster_handle, cluster_run) = match cluster {
-                    Some((node, remote_port, controller)) => {
+                    Some((node, remote_port, controller, redeliver)) => {
                         let (handle, queries) = caxton_cluster::transport::ClusterHandle::channel();
                         let stop = until_stop(watch.clone());
                         let run = async move {
                             // The remote port arrives once the node has
                             // started; without it, membership runs alone.
-                            let local = remote_port
-                                .await
-                                .ok()
-                                .map(|port| crate::cluster::shard_side(port, controller));
+                            let local = remote_port.await.ok().map(|port| {
+                                crate::cluster::shard_side(port, controller, redeliver)
+                            });
                             node.run_with(queries, local, stop).await;
                         };
                         (Some(handle), Some(run))
@@ -942,23 +954,36 @@ fn warn_about_idle_keys(loaded: &LoadedProfile) {
     }
 }
 
-/// With persistence, redeploy the stored agents and redeliver their unfinished
-/// messages; then deploy the profile's boot agents that storage did not bring back.
+/// With persistence, redeploy the stored agents and (with `redeliver_now`;
+/// in a cluster the gossip shard does it once it knows the agents other
+/// nodes host) redeliver their unfinished messages; then deploy the
+/// profile's boot agents that storage did not bring back.
 fn bring_back_agents(
     node: &mut Node,
     loaded: &LoadedProfile,
     boot_agents: Vec<(String, Vec<u8>, u16)>,
+    redeliver_now: bool,
 ) -> Result<(), CommandError> {
     if loaded.profile.messaging.enable_persistence {
-        let (agents, messages) = node
-            .recover()
-            .map_err(|error| CommandError::Failed(format!("recovery failed: {error}")))?;
-        info!(
-            agents,
-            redelivered = messages,
-            directory = %loaded.profile.storage.data_directory,
-            "storage partitions opened; recovered agents redeployed, unfinished messages redelivered"
-        );
+        let failed = |error: caxton_shards::NodeError| {
+            CommandError::Failed(format!("recovery failed: {error}"))
+        };
+        let agents = node.recover_agents().map_err(failed)?;
+        if redeliver_now {
+            let messages = node.redeliver_unfinished().map_err(failed)?;
+            info!(
+                agents,
+                redelivered = messages,
+                directory = %loaded.profile.storage.data_directory,
+                "storage partitions opened; recovered agents redeployed, unfinished messages redelivered"
+            );
+        } else {
+            info!(
+                agents,
+                directory = %loaded.profile.storage.data_directory,
+                "storage partitions opened; recovered agents redeployed; unfinished messages wait for the cluster directory"
+            );
+        }
     }
     for (name, source, instances) in boot_agents {
         if node.directory().resolve(&name).is_some() {

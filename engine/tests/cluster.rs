@@ -851,3 +851,132 @@ fn a_restarted_node_with_persistence_is_routable_again_and_kept_its_durable_send
     assert!(count >= 4, "tally counted {count}: {raw:?}");
     drop(c);
 }
+
+/// The count `tally` answered with (4 little-endian bytes).
+fn tally_count(reply: &serde_json::Value) -> u32 {
+    assert_eq!(reply["performative"], "inform", "{reply:#}");
+    let bytes = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        reply["content_base64"].as_str().unwrap_or_default(),
+    )
+    .expect("base64");
+    u32::from_le_bytes(bytes[..4].try_into().expect("four bytes"))
+}
+
+#[test]
+fn a_chain_across_nodes_keeps_its_promise_when_the_parents_node_is_killed() {
+    let certs = tempfile::tempdir().expect("a directory");
+    init_certs(certs.path(), "a,c");
+    let dir = certs.path();
+    let persistent = |data: &Path| {
+        [
+            "messaging.enable_persistence=true".to_owned(),
+            format!("storage.data_directory={}", data.display()),
+        ]
+    };
+    let (a_data, c_data) = (
+        tempfile::tempdir().expect("a data directory"),
+        tempfile::tempdir().expect("a data directory"),
+    );
+    let a = node_with(
+        dir,
+        dir,
+        "a",
+        "127.0.0.1:0",
+        None,
+        &persistent(a_data.path()),
+    );
+    let a_address = cluster_address(&a);
+    let c = node_with(
+        dir,
+        dir,
+        "c",
+        "127.0.0.1:0",
+        Some(a_address),
+        &persistent(c_data.path()),
+    );
+    let examples = format!("{}/../examples/agents", env!("CARGO_MANIFEST_DIR"));
+    for (agent, on) in [("forwarder", &a), ("tally", &c)] {
+        let deployed = engine(&[
+            "agents",
+            "deploy",
+            &format!("{examples}/{agent}.wat"),
+            "--admin",
+            &on.admin_address().to_string(),
+        ]);
+        assert!(deployed.status.success(), "{deployed:?}");
+    }
+    wait_for_listing(&a, "tally on c", &[("tally", "c", 1)]);
+
+    // Durable sends to the forwarder on a, each stored there before it is
+    // acknowledged; each forwards one hop, to tally on c, which a stores
+    // as a chain hop: the parent on a is finished only once c has stored it.
+    let mut route = vec![1u8, 5];
+    route.extend_from_slice(b"tally");
+    route.extend_from_slice(b"chain");
+    let client = AdminClient::new(a.admin_address(), None).expect("a client");
+    const SENDS: u32 = 40;
+    for _ in 0..SENDS {
+        let body = serde_json::json!({
+            "content_base64": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &route),
+            "persistent": true,
+            "wait_for_reply": false,
+        });
+        let answer = client
+            .call(
+                hyper::Method::POST,
+                "/v1/agents/forwarder/messages",
+                "application/json",
+                serde_json::to_vec(&body).expect("json"),
+            )
+            .expect("answered");
+        assert!(answer.status.is_success(), "{}", answer.text());
+        assert!(
+            answer.json()["message_id"].is_u64(),
+            "acknowledged as stored: {}",
+            answer.text()
+        );
+    }
+    // The parents' node dies with hops perhaps still on their way.
+    let mut a = a;
+    a.child.kill().expect("SIGKILL");
+    let _ = a.child.wait();
+    wait(&c, Duration::from_secs(10), "a declared down", |view| {
+        state_of(view, "a").as_deref() == Some("down")
+    });
+
+    // a comes back with its data; whatever it had not seen stored on c
+    // runs again. Every acknowledged send reaches tally at least once: a
+    // probe counts too, so after k probes the count is at least SENDS + k.
+    let a = node_with(
+        dir,
+        dir,
+        "a",
+        &a_address.to_string(),
+        Some(cluster_address(&c)),
+        &persistent(a_data.path()),
+    );
+    wait_for_listing(
+        &a,
+        "tally on c, seen from the restarted a",
+        &[("tally", "c", 1)],
+    );
+    let c_client = AdminClient::new(c.admin_address(), None).expect("a client");
+    let start = Instant::now();
+    let mut probes = 0;
+    loop {
+        probes += 1;
+        // What the forwarder passes on: the hops left (none), then the payload.
+        let count = tally_count(&post_message(&c_client, "tally", b"\0chain"));
+        if count >= SENDS + probes {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "tally saw {} of {SENDS} acknowledged sends",
+            count - probes
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop((a, c));
+}

@@ -621,10 +621,19 @@ impl Node {
     }
 
     /// After a restart with persistence: redeploy the agents the partitions
-    /// recorded, with the same instances on the same shards, then deliver
-    /// again every message that was accepted and never finished. Returns
-    /// (agents redeployed, messages redelivered). A no-op without persistence.
+    /// recorded ([`Self::recover_agents`]), then deliver again every message
+    /// that was accepted and never finished ([`Self::redeliver_unfinished`]).
+    /// Returns (agents redeployed, messages redelivered). A no-op without
+    /// persistence.
     pub fn recover(&mut self) -> Result<(usize, usize), NodeError> {
+        let redeployed = self.recover_agents()?;
+        Ok((redeployed, self.redeliver_unfinished()?))
+    }
+
+    /// Redeploy the agents the partitions recorded, with the same instances
+    /// on the same shards; how many. A node in a cluster redelivers its
+    /// messages later, once it knows the agents other nodes host.
+    pub fn recover_agents(&mut self) -> Result<usize, NodeError> {
         /// An agent as the partitions recorded it, gathered over shards.
         struct RecordedAgent {
             name: String,
@@ -671,12 +680,18 @@ impl Node {
             self.deploy_placed(&name, &module, &instances_per_shard, &limits)?;
             redeployed += 1;
         }
+        Ok(redeployed)
+    }
+
+    /// Deliver again every stored message that was accepted and never
+    /// finished; how many. A no-op without persistence.
+    pub fn redeliver_unfinished(&mut self) -> Result<usize, NodeError> {
         let mut redelivered = 0;
         for shard in 0..self.data_shards() {
             let (ack, answer) = mpsc::channel();
             redelivered += self.command(shard, Control::Redeliver { ack }, &answer)?;
         }
-        Ok((redeployed, redelivered))
+        Ok(redelivered)
     }
 
     /// Every shard's metrics, in shard order; `reset` clears them after copying.
