@@ -432,10 +432,10 @@ impl RemoteRouter {
                     return self.fail_here(&envelope, reason, local);
                 };
                 self.track(host, &envelope);
-                Outbound::Send(
-                    host,
-                    to_remote(&envelope, Target::Agent(name), Some(envelope.sender), local),
-                )
+                Outbound::Send(host, {
+                    let sender = envelope.sender;
+                    to_remote(envelope, Target::Agent(name), Some(sender), local)
+                })
             }
             Address::Client { port, id }
             | Address::Remote {
@@ -460,7 +460,7 @@ impl RemoteRouter {
                         // Nobody waits for an answer: the origin served its purpose.
                         self.origins.remove(&id);
                     }
-                    let mut ack = to_remote(&envelope, Target::Address(NOBODY), None, local);
+                    let mut ack = to_remote(envelope, Target::Address(NOBODY), None, local);
                     ack.notice = None;
                     ack.chain_ack = Some(parent);
                     ack.content.clear();
@@ -472,7 +472,7 @@ impl RemoteRouter {
                 }
                 Outbound::Send(
                     origin.node,
-                    to_remote(&envelope, Target::Address(origin.sender), None, local),
+                    to_remote(envelope, Target::Address(origin.sender), None, local),
                 )
             }
             _ => {
@@ -486,7 +486,7 @@ impl RemoteRouter {
     pub fn inbound(
         &mut self,
         from: SocketAddr,
-        message: RemoteMessage,
+        mut message: RemoteMessage,
         local: &mut impl LocalSide,
     ) -> Inbound {
         self.counters.received += 1;
@@ -562,7 +562,8 @@ impl RemoteRouter {
                 message.performative,
                 sender,
                 receiver,
-                message.content.clone(),
+                // Moved in; given back should the shards refuse it.
+                std::mem::take(&mut message.content),
                 sent_at_ns,
                 local.participant(),
             )
@@ -572,7 +573,8 @@ impl RemoteRouter {
             .map_or(0, |sender| sender.route_key() ^ node_key(from));
         match local.deliver(envelope, route_key) {
             Ok(()) => Inbound::Delivered,
-            Err(_) => {
+            Err(envelope) => {
+                message.content = envelope.content;
                 if let Some(token) = token {
                     self.origins.remove(&token);
                 }
@@ -692,9 +694,9 @@ fn failure_to(
 /// The id part of [`NOBODY`], never a token.
 const NOBODY_ID: u32 = u32::MAX;
 
-/// `envelope` as a remote message to `target`.
+/// `envelope` as a remote message to `target` (its content moved, not copied).
 fn to_remote(
-    envelope: &Envelope,
+    envelope: Envelope,
     target: Target,
     sender: Option<Address>,
     local: &impl LocalSide,
@@ -725,8 +727,8 @@ fn to_remote(
             Durability::Notice(id) => Some(id),
             _ => None,
         },
-        content: envelope.content.clone(),
         sender_name: local.agent_name(envelope.sender),
+        content: envelope.content,
     }
 }
 

@@ -410,7 +410,7 @@ fn batches_round_trip_and_bad_senders_are_refused() {
     let batch = RemoteBatch {
         from: node(1),
         messages: vec![to_remote(
-            &request_from_instance(),
+            request_from_instance(),
             Target::Agent("echo".into()),
             Some(request_from_instance().sender),
             &FakeSide::new(&[], &[]),
@@ -598,7 +598,7 @@ fn damaged_frames_of_messages_are_refused_before_anything_is_delivered() {
     let batch = RemoteBatch {
         from: node(1),
         messages: vec![to_remote(
-            &request_from_instance(),
+            request_from_instance(),
             Target::Agent("echo".into()),
             Some(request_from_instance().sender),
             &FakeSide::new(&[], &[]),

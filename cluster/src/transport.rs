@@ -1005,7 +1005,7 @@ impl ClusterNode {
             let downs = log_events(&mut membership);
             remote.lost(&downs, "node-down");
             remote.follow_directory(&membership);
-            remote.settle_directory(&membership, clock().elapsed);
+            remote.settle_directory(&membership, || clock().elapsed);
             let deadline = membership
                 .next_deadline()
                 .map(|due| tokio::time::Instant::from_std(origin + due));
@@ -1474,12 +1474,12 @@ pub const DIRECTORY_SETTLE_PROBES: u32 = 10;
 impl<L: LocalSide> Remote<L> {
     /// Tell the local side once the directory has settled, or once waiting
     /// for it has taken too long.
-    fn settle_directory(&mut self, membership: &Membership, now: Duration) {
+    fn settle_directory(&mut self, membership: &Membership, now: impl FnOnce() -> Duration) {
         let Some(settle_by) = self.settle_by else {
             return;
         };
         let settled = membership.directory_settled();
-        if !settled && now < settle_by {
+        if !settled && now() < settle_by {
             return;
         }
         self.settle_by = None;

@@ -95,6 +95,9 @@ impl RemotePort {
 
     /// The name of the agent that sent from `address` (`None` for a client).
     pub fn agent_name(&self, address: Address) -> Option<String> {
+        if matches!(address, Address::Client { .. }) {
+            return None;
+        }
         self.snapshot().agent_name(address).map(str::to_owned)
     }
 
