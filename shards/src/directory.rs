@@ -13,7 +13,7 @@
 //! to a node that hosts the agent. Proxy ids are never reused within a run,
 //! so a message in flight never changes its meaning.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use caxton_messaging::{Address, AgentId};
 
@@ -60,9 +60,11 @@ struct RemoteRoute {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Directory {
     agents: Vec<Option<AgentRecord>>,
-    by_name: HashMap<String, AgentId>,
+    /// Looked up on every send by name: Fx hashing, not SipHash (names come
+    /// from deployers and authenticated peers, not from the open network).
+    by_name: FxHashMap<String, AgentId>,
     /// Agents only other nodes host, by name, under proxy ids.
-    remote: HashMap<String, AgentId>,
+    remote: FxHashMap<String, AgentId>,
     /// Proxy id (less the base) → name; `None` once the name left.
     remote_names: Vec<Option<String>>,
     remote_route: Option<RemoteRoute>,
