@@ -88,6 +88,25 @@ impl NodeClock {
     }
 }
 
+/// Counter ticks two readings of it may be apart around an `Instant` read
+/// for the pair to count: a read takes tens of ticks, a preemption many
+/// thousands.
+const PAIR_TICKS_MAX: u64 = 20_000;
+
+/// An `Instant` and the counter at the same moment: the counter read just
+/// before and just after the `Instant`, their midpoint kept only when the
+/// two are close (the thread was not preempted in between, which on a busy
+/// machine would skew the measured rate by the length of the preemption).
+fn paired_reading() -> Option<(Instant, u64)> {
+    (0..1_000).find_map(|_| {
+        let before = counter::ticks();
+        let instant = Instant::now();
+        let after = counter::ticks();
+        let apart = after.checked_sub(before)?;
+        (apart <= PAIR_TICKS_MAX).then_some((instant, before + apart / 2))
+    })
+}
+
 /// Nanoseconds per counter tick (32.32 fixed point), measured once per
 /// process; `None` where the counter is not to be trusted.
 fn counter_rate() -> Option<u64> {
@@ -96,9 +115,9 @@ fn counter_rate() -> Option<u64> {
         if !counter::trusted() {
             return None;
         }
-        let (started, first) = (Instant::now(), counter::ticks());
+        let (started, first) = paired_reading()?;
         std::thread::sleep(CALIBRATION);
-        let (ended, last) = (Instant::now(), counter::ticks());
+        let (ended, last) = paired_reading()?;
         let ns = ended.duration_since(started).as_nanos();
         let ticks = u128::from(last.checked_sub(first)?);
         // A counter between 100 MHz and 100 GHz, or something is wrong.
