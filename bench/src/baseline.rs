@@ -320,10 +320,13 @@ fn start(
         })
         .build()
         .map_err(|error| BenchError::Run(format!("baseline runtime: {error}")))?;
-    // The same bound as Caxton: `messaging.queue_size` messages per shard
-    // (here: per worker), shared out over the agents' mailboxes.
-    let capacity =
-        (profile.messaging.queue_size as usize * workers / agents.len().max(1)).clamp(16, 65_536);
+    // The same bound as Caxton's shards (`caxton_shards::core`): per shard
+    // (here: per worker), `messaging.queue_size` messages, and at most its
+    // share of `runtime.max_concurrent_messages`, shared out over the
+    // agents' mailboxes.
+    let per_worker = (profile.messaging.queue_size as usize)
+        .min((profile.runtime.max_concurrent_messages as usize).div_ceil(workers.max(1)));
+    let capacity = (per_worker * workers / agents.len().max(1)).clamp(16, 65_536);
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..agents.len())
         .map(|_| mpsc::channel::<Envelope>(capacity))
         .unzip();
