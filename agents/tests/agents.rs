@@ -674,17 +674,7 @@ fn msg_sender_names_the_sender_only_when_asked() {
     let profile = small_profile();
     let mut compiler = ModuleCompiler::new(&profile).expect("compiler");
     let mut host = host(&profile);
-    let who = r#"(module
-      (import "caxton" "msg_sender" (func $sender (param i32 i32) (result i32)))
-      (import "caxton" "reply" (func $reply (param i32 i32 i32) (result i32)))
-      (memory (export "memory") 1)
-      (func (export "caxton_abi_version") (result i32) (i32.const 1))
-      (func (export "caxton_handle") (result i32)
-        (local $length i32)
-        (local.set $length (call $sender (i32.const 0) (i32.const 64)))
-        (drop (call $reply (i32.const 1) (i32.const 0) (local.get $length)))
-        (i32.const 0)))"#;
-    let module = compiler.compile(who.as_bytes()).expect("compiles");
+    let module = compiler.compile(&example("who")).expect("compiles");
     host.deploy(ECHO, "who", &module, 1, &profile.agents.default_limits)
         .expect("deploys");
     let handled = run_to_end(&mut host, ECHO, request(b"")).expect("hosted");

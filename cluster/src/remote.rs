@@ -192,6 +192,30 @@ pub struct RemoteMessage {
     pub sender_name: Option<String>,
 }
 
+impl RemoteMessage {
+    /// A message to `target`: no sender, conversation, tokens, deadline or
+    /// durability, priority class 0; set what differs after.
+    pub fn new(target: Target, performative: Performative, content: Vec<u8>) -> Self {
+        Self {
+            target,
+            sender: None,
+            performative,
+            conversation_id: 0,
+            reply_with: 0,
+            in_reply_to: 0,
+            priority: 0,
+            deadline_in_ns: None,
+            durable: false,
+            notice: None,
+            chained: None,
+            chain_ack: None,
+            sent_unix_ns: 0,
+            content,
+            sender_name: None,
+        }
+    }
+}
+
 /// Messages from one node to another, in order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RemoteBatch {
@@ -647,21 +671,14 @@ impl RemoteRouter {
         Inbound::Answer(
             from,
             Box::new(RemoteMessage {
-                target: Target::Address(sender),
-                sender: None,
-                performative: Performative::Failure,
                 conversation_id: message.conversation_id,
-                reply_with: 0,
                 in_reply_to: message.reply_with,
                 priority: message.priority,
-                deadline_in_ns: None,
-                durable: false,
-                notice: None,
-                chained: None,
-                chain_ack: None,
-                sent_unix_ns: 0,
-                content: format!("{FAILURE_PREFIX}{reason}").into_bytes(),
-                sender_name: None,
+                ..RemoteMessage::new(
+                    Target::Address(sender),
+                    Performative::Failure,
+                    format!("{FAILURE_PREFIX}{reason}").into_bytes(),
+                )
             }),
         )
     }

@@ -136,6 +136,28 @@ fn request_from_instance() -> Envelope {
     }
 }
 
+/// `answer` leaving C (port 3) through its remote port for A (port 1) and
+/// handed to A's shards: the remote message it travelled as, and what A's
+/// shards got.
+fn carry_home(
+    answer: Envelope,
+    c: &mut RemoteRouter,
+    c_side: &FakeSide,
+    a: &mut RemoteRouter,
+    a_side: &mut FakeSide,
+) -> (RemoteMessage, Envelope) {
+    let Outbound::Send(home, message) = c.outbound(answer, c_side, &ClusterDirectory::default())
+    else {
+        panic!("sent home");
+    };
+    assert_eq!(home, node(1).addr);
+    assert_eq!(
+        a.inbound(node(3).addr, message.clone(), a_side),
+        Inbound::Delivered
+    );
+    (message, a_side.delivered.pop().expect("delivered"))
+}
+
 #[test]
 fn a_request_crosses_to_its_host_and_the_answer_comes_home() {
     let directory = directory_with_echo_on_c();
@@ -186,17 +208,8 @@ fn a_request_crosses_to_its_host_and_the_answer_comes_home() {
         .reply_path()
         .answer(Performative::Inform, b"hi".to_vec(), 50_000_100, 0);
     assert_eq!(answer.receiver, Address::Client { port: 9, id: token });
-    let Outbound::Send(home, message) = c.outbound(answer, &c_side, &ClusterDirectory::default())
-    else {
-        panic!("sent home");
-    };
-    assert_eq!(home, node(1).addr);
+    let (_, home) = carry_home(answer, &mut c, &c_side, &mut a, &mut a_side);
     assert_eq!(c.origins(), 0, "an origin is used once");
-    assert_eq!(
-        a.inbound(node(3).addr, message, &mut a_side),
-        Inbound::Delivered
-    );
-    let home = a_side.delivered.pop().expect("delivered");
     assert_eq!(home.receiver, request.sender);
     assert_eq!(
         (home.in_reply_to, home.performative),
@@ -248,17 +261,8 @@ fn an_agent_sender_is_named_on_the_other_node_and_its_answer_still_comes_home() 
         .reply_path()
         .answer(Performative::Inform, b"hi".to_vec(), 50_000_100, 0);
     assert_eq!(answer.receiver, arrived.sender);
-    let Outbound::Send(home, message) = c.outbound(answer, &c_side, &ClusterDirectory::default())
-    else {
-        panic!("sent home");
-    };
-    assert_eq!(home, node(1).addr);
+    let (message, home) = carry_home(answer, &mut c, &c_side, &mut a, &mut a_side);
     assert_eq!(message.sender_name.as_deref(), Some("echo"));
-    assert_eq!(
-        a.inbound(node(3).addr, message, &mut a_side),
-        Inbound::Delivered
-    );
-    let home = a_side.delivered.pop().expect("delivered");
     assert_eq!(home.receiver, request.sender);
     // On A the answer is from `echo` (A's proxy for it), with no way back.
     assert_eq!(

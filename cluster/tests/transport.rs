@@ -30,6 +30,17 @@ struct Running {
 }
 
 fn start(profile: &Profile, name: &str, seeds: &[SocketAddr], tls: Option<TlsFiles>) -> Running {
+    start_with(profile, name, seeds, tls, None)
+}
+
+/// [`start`], handing messages from other nodes to `local`.
+fn start_with(
+    profile: &Profile,
+    name: &str,
+    seeds: &[SocketAddr],
+    tls: Option<TlsFiles>,
+    local: Option<CountingSide>,
+) -> Running {
     let mut settings = ClusterSettings::from_profile(profile, &[])
         .expect("valid")
         .expect("a cluster");
@@ -41,7 +52,7 @@ fn start(profile: &Profile, name: &str, seeds: &[SocketAddr], tls: Option<TlsFil
     let addr = node.local_addr();
     let (handle, queries) = ClusterHandle::channel();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(node.run(queries, async move {
+    tokio::spawn(node.run_with(queries, local, async move {
         let _ = stopped.await;
     }));
     Running { handle, addr, stop }
@@ -52,22 +63,14 @@ async fn wait_for(
     what: &str,
     done: impl Fn(&ClusterSnapshot) -> bool,
 ) -> ClusterSnapshot {
-    wait_on(&node.handle, what, done).await
-}
-
-async fn wait_on(
-    handle: &ClusterHandle,
-    what: &str,
-    done: impl Fn(&ClusterSnapshot) -> bool,
-) -> ClusterSnapshot {
     for _ in 0..200 {
-        let snapshot = handle.snapshot().await.expect("running");
+        let snapshot = node.handle.snapshot().await.expect("running");
         if done(&snapshot) {
             return snapshot;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("{what}: {:?}", handle.snapshot().await);
+    panic!("{what}: {:?}", node.handle.snapshot().await);
 }
 
 fn files(directory: &std::path::Path, ca: &std::path::Path, name: &str) -> TlsFiles {
@@ -142,12 +145,24 @@ async fn three_nodes_form_a_cluster_over_tls_on_tcp() {
     three_nodes_agree(TransportKind::Tcp).await;
 }
 
-#[tokio::test]
-async fn a_node_with_a_certificate_from_another_ca_is_refused() {
+/// The cluster's CA with certificates for `a` and `b`, and another CA with
+/// one for `intruder`: (directory, CA file) of each.
+fn cluster_and_foreign_cas() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    tempfile::TempDir,
+    std::path::PathBuf,
+) {
     let ours = tempfile::tempdir().expect("a directory");
     let theirs = tempfile::tempdir().expect("a directory");
     let (ca, _) = init_certs(ours.path(), &["a".into(), "b".into()]).expect("certificates");
     let (other_ca, _) = init_certs(theirs.path(), &["intruder".into()]).expect("certificates");
+    (ours, ca, theirs, other_ca)
+}
+
+#[tokio::test]
+async fn a_node_with_a_certificate_from_another_ca_is_refused() {
+    let (ours, ca, theirs, other_ca) = cluster_and_foreign_cas();
     let profile = profile(TransportKind::Quic);
     let a = start(&profile, "a", &[], Some(files(ours.path(), &ca, "a")));
     let b = start(&profile, "b", &[a.addr], Some(files(ours.path(), &ca, "b")));
@@ -503,23 +518,11 @@ fn message_frame(from: SocketAddr) -> Vec<u8> {
             addr: from,
             generation: 1,
         },
-        messages: vec![RemoteMessage {
-            target: Target::Agent("echo".into()),
-            sender: None,
-            performative: caxton_messaging::Performative::Inform,
-            conversation_id: 0,
-            reply_with: 0,
-            in_reply_to: 0,
-            priority: 0,
-            deadline_in_ns: None,
-            durable: false,
-            notice: None,
-            chained: None,
-            chain_ack: None,
-            sent_unix_ns: 0,
-            content: b"hello".to_vec(),
-            sender_name: None,
-        }],
+        messages: vec![RemoteMessage::new(
+            Target::Agent("echo".into()),
+            caxton_messaging::Performative::Inform,
+            b"hello".to_vec(),
+        )],
     };
     frame_of(
         FrameKind::Messages,
@@ -554,39 +557,29 @@ async fn dial_and_send(tls: &NodeTls, to: SocketAddr, frame: &[u8]) -> bool {
 
 #[tokio::test]
 async fn message_frames_are_taken_only_from_authenticated_peers() {
-    let ours = tempfile::tempdir().expect("a directory");
-    let theirs = tempfile::tempdir().expect("a directory");
-    let (ca, _) = init_certs(ours.path(), &["a".into(), "b".into()]).expect("certificates");
-    let (other_ca, _) = init_certs(theirs.path(), &["intruder".into()]).expect("certificates");
-    let mut settings = ClusterSettings::from_profile(&profile(TransportKind::Quic), &[])
-        .expect("valid")
-        .expect("a cluster");
-    settings.node_name = "a".into();
-    settings.default_name = false;
-    settings.tls = Some(files(ours.path(), &ca, "a"));
-    let node = ClusterNode::bind(settings).expect("binds");
-    let addr = node.local_addr();
-    let (handle, queries) = ClusterHandle::channel();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (ours, ca, theirs, other_ca) = cluster_and_foreign_cas();
     let delivered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let side = CountingSide {
         delivered: std::sync::Arc::clone(&delivered),
     };
-    tokio::spawn(node.run_with(queries, Some(side), async move {
-        let _ = stopped.await;
-    }));
+    let a = start_with(
+        &profile(TransportKind::Quic),
+        "a",
+        &[],
+        Some(files(ours.path(), &ca, "a")),
+        Some(side),
+    );
+    let addr = a.addr;
     let count = || delivered.load(std::sync::atomic::Ordering::SeqCst);
 
     // A peer with a certificate from the cluster's CA: its frame is read
     // and its message handed to the shards.
     let trusted = NodeTls::from_files(&files(ours.path(), &ca, "b"), false).expect("tls");
     assert!(dial_and_send(&trusted, addr, &message_frame(addr)).await);
-    for _ in 0..200 {
-        if count() == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for(&a, "the trusted peer's message taken", |snapshot| {
+        snapshot.remote.received == 1
+    })
+    .await;
     assert_eq!(count(), 1, "the authenticated peer's message arrives");
 
     // A peer with another CA's certificate, and one with none at all: the
@@ -597,7 +590,7 @@ async fn message_frames_are_taken_only_from_authenticated_peers() {
     for intruder in [&foreign, &anonymous] {
         let _ = dial_and_send(intruder, addr, &message_frame(addr)).await;
     }
-    let refused = wait_on(&handle, "both intruders refused", |snapshot| {
+    let refused = wait_for(&a, "both intruders refused", |snapshot| {
         snapshot.transport_counts.handshakes_refused >= 2
     })
     .await;
@@ -607,7 +600,7 @@ async fn message_frames_are_taken_only_from_authenticated_peers() {
         1,
         "nothing from an unauthenticated peer arrives: {refused:?}"
     );
-    let view = handle.snapshot().await.expect("running");
+    let view = a.handle.snapshot().await.expect("running");
     assert_eq!(view.remote.received, 1, "{:?}", view.remote);
-    drop(stop);
+    drop(a.stop);
 }

@@ -420,22 +420,30 @@ fn send_until_answered(admin: &str, agent: &str, content: &str) -> String {
     }
 }
 
-/// Send `content` to `agent` through the admin API and return the reply.
-fn post_message(client: &AdminClient, agent: &str, content: &[u8]) -> serde_json::Value {
-    let body = serde_json::json!({
-        "content_base64": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, content),
-        "timeout_ms": 5000,
-    });
+/// POST `body` to `agent`'s messages through the admin API; its answer,
+/// which must be a success.
+fn post_body(client: &AdminClient, agent: &str, body: &serde_json::Value) -> serde_json::Value {
     let answer = client
         .call(
             hyper::Method::POST,
             &format!("/v1/agents/{agent}/messages"),
             "application/json",
-            serde_json::to_vec(&body).expect("json"),
+            serde_json::to_vec(body).expect("json"),
         )
         .expect("answered");
     assert!(answer.status.is_success(), "{}", answer.text());
     answer.json()
+}
+
+/// The `content_base64` of a message body.
+fn base64_of(content: &[u8]) -> String {
+    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, content)
+}
+
+/// Send `content` to `agent` through the admin API and return the reply.
+fn post_message(client: &AdminClient, agent: &str, content: &[u8]) -> serde_json::Value {
+    let body = serde_json::json!({ "content_base64": base64_of(content), "timeout_ms": 5000 });
+    post_body(client, agent, &body)
 }
 
 /// Nodes `a`, `b` and `c`, joined through `a`, each seeing the two others
@@ -688,15 +696,8 @@ fn a_request_waiting_on_a_node_that_dies_is_answered_at_once() {
         let client = AdminClient::new(a_admin, None).expect("a client");
         let body = serde_json::json!({ "content": "hold", "timeout_ms": 30_000 });
         let started = Instant::now();
-        let answer = client
-            .call(
-                hyper::Method::POST,
-                "/v1/agents/loop/messages",
-                "application/json",
-                serde_json::to_vec(&body).expect("json"),
-            )
-            .expect("answered");
-        (started.elapsed(), answer.json())
+        let reply = post_body(&client, "loop", &body);
+        (started.elapsed(), reply)
     });
     std::thread::sleep(Duration::from_millis(500));
     let mut c = c;
@@ -916,25 +917,16 @@ fn a_chain_across_nodes_keeps_its_promise_when_the_parents_node_is_killed() {
     route.extend_from_slice(b"chain");
     let client = AdminClient::new(a.admin_address(), None).expect("a client");
     const SENDS: u32 = 40;
+    let body = serde_json::json!({
+        "content_base64": base64_of(&route),
+        "persistent": true,
+        "wait_for_reply": false,
+    });
     for _ in 0..SENDS {
-        let body = serde_json::json!({
-            "content_base64": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &route),
-            "persistent": true,
-            "wait_for_reply": false,
-        });
-        let answer = client
-            .call(
-                hyper::Method::POST,
-                "/v1/agents/forwarder/messages",
-                "application/json",
-                serde_json::to_vec(&body).expect("json"),
-            )
-            .expect("answered");
-        assert!(answer.status.is_success(), "{}", answer.text());
+        let answer = post_body(&client, "forwarder", &body);
         assert!(
-            answer.json()["message_id"].is_u64(),
-            "acknowledged as stored: {}",
-            answer.text()
+            answer["message_id"].is_u64(),
+            "acknowledged as stored: {answer}"
         );
     }
     // The parents' node dies with hops perhaps still on their way.

@@ -133,21 +133,17 @@ fn directory_messages() -> Vec<DirectoryMessage> {
 
 fn remote_frames() -> Vec<Vec<u8>> {
     let message = RemoteMessage {
-        target: Target::Agent("echo".into()),
         sender: Some(Address::Client { port: 4, id: 9 }),
-        performative: Performative::Request,
         conversation_id: 7,
         reply_with: 42,
-        in_reply_to: 0,
-        priority: 0,
         deadline_in_ns: Some(5_000_000),
-        durable: false,
-        notice: None,
-        chained: None,
-        chain_ack: None,
         sent_unix_ns: 1_800_000_000_000_000_000,
-        content: b"hello".to_vec(),
         sender_name: Some("driver".into()),
+        ..RemoteMessage::new(
+            Target::Agent("echo".into()),
+            Performative::Request,
+            b"hello".to_vec(),
+        )
     };
     let answer = RemoteMessage {
         target: Target::Address(Address::Client { port: 4, id: 9 }),

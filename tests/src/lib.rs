@@ -114,22 +114,34 @@ pub fn thread_status(tid: i32) -> Option<ThreadStatus> {
     })
 }
 
-/// Two in-process cluster members on the default profile with `overrides`:
-/// `a`, and `b` hosting one `counter` instance, with `a` knowing it does.
-pub fn counter_pair(
+/// Two in-process cluster members on the default profile with `overrides`,
+/// `b` joined through `a`, and the profile's agent limits for deploys.
+pub fn cluster_pair(
     overrides: &[&str],
 ) -> (
     caxton_bench::cluster::ClusterMember,
     caxton_bench::cluster::ClusterMember,
+    caxton_profiles::AgentLimits,
 ) {
     use caxton_bench::cluster::ClusterMember;
     let planned = plan_on_this_machine(&["default"], overrides);
     let start = |name, seed| {
         ClusterMember::start(&planned.profile, &planned.plan, name, seed).expect("a node")
     };
-    let mut a = start("a", None);
-    let mut b = start("b", Some(a.address));
-    let limits = planned.profile.agents.default_limits.clone();
+    let a = start("a", None);
+    let b = start("b", Some(a.address));
+    (a, b, planned.profile.agents.default_limits.clone())
+}
+
+/// [`cluster_pair`] with `b` hosting one `counter` instance, and `a`
+/// knowing it does.
+pub fn counter_pair(
+    overrides: &[&str],
+) -> (
+    caxton_bench::cluster::ClusterMember,
+    caxton_bench::cluster::ClusterMember,
+) {
+    let (mut a, mut b, limits) = cluster_pair(overrides);
     b.node
         .deploy("counter", &example("counter"), 1, &limits)
         .expect("deploys");

@@ -7,20 +7,8 @@
 use std::time::Duration;
 
 use caxton_bench::cluster::ClusterMember;
-use caxton_tests::{counter_pair, pipelined_counts, plan_on_this_machine};
+use caxton_tests::{cluster_pair, counter_pair, example, pipelined_counts};
 use proptest::prelude::*;
-
-/// Answers every message with the name `msg_sender` gives it.
-const WHO: &str = r#"(module
-  (import "caxton" "msg_sender" (func $sender (param i32 i32) (result i32)))
-  (import "caxton" "reply" (func $reply (param i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (func (export "caxton_abi_version") (result i32) (i32.const 1))
-  (func (export "caxton_handle") (result i32)
-    (local $length i32)
-    (local.set $length (call $sender (i32.const 0) (i32.const 64)))
-    (drop (call $reply (i32.const 1) (i32.const 0) (local.get $length)))
-    (i32.const 0)))"#;
 
 /// On a request naming an agent, asks it (a `request` of its own) and
 /// answers with what that agent answered.
@@ -74,15 +62,9 @@ proptest! {
 
 #[test]
 fn an_agent_on_another_node_reads_the_senders_name() {
-    let planned = plan_on_this_machine(&["default"], &["runtime.worker_threads=1"]);
-    let start = |name, seed| {
-        ClusterMember::start(&planned.profile, &planned.plan, name, seed).expect("a node")
-    };
-    let mut a = start("a", None);
-    let mut b = start("b", Some(a.address));
-    let limits = planned.profile.agents.default_limits.clone();
+    let (mut a, mut b, limits) = cluster_pair(&["runtime.worker_threads=1"]);
     b.node
-        .deploy("who", WHO.as_bytes(), 1, &limits)
+        .deploy("who", &example("who"), 1, &limits)
         .expect("deploys");
     a.node
         .deploy("relay", RELAY.as_bytes(), 1, &limits)
