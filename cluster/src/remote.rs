@@ -31,9 +31,17 @@
 //! deadline is carried as time left). A durable send is stored by the node
 //! that hosts its agent: that node's notice (stored, or refused) comes home
 //! first, then the answer.
+//!
+//! A hop of a durable chain (sent by a handler of a message stored here) is
+//! kept in custody until its host acknowledges it stored: it goes again when
+//! its host is lost, when [`CHAIN_HOP_RESEND_AFTER`] passes without the
+//! acknowledgement, and, while no live node hosts its agent, once one does
+//! ([`RemoteRouter::resend_hops`]). The acknowledgement quotes the hop's id,
+//! so a hop sent twice settles its parent once.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use caxton_messaging::{
     Address, AgentId, Durability, Envelope, Performative, PriorityClass, NOBODY,
@@ -51,6 +59,18 @@ pub const ORIGINS_MAX: usize = 65_536;
 /// most; past it the oldest is no longer tracked (its sender then learns of
 /// a lost node only from its own deadline).
 pub const IN_FLIGHT_MAX: usize = 65_536;
+
+/// Hops of durable chains a node keeps at most until their hosts store
+/// them; past it a hop is sent untracked (counted), and one lost on its way
+/// runs again only when this node restarts (its parent is still stored).
+pub const CHAIN_HOPS_MAX: usize = 65_536;
+
+/// How long a kept hop of a durable chain waits for its host's
+/// acknowledgement before it is sent again. A host stores a hop within
+/// milliseconds, so only a lost hop (or acknowledgement) waits this long;
+/// a hop whose host is declared down, or whose stream breaks, goes again
+/// at once.
+pub const CHAIN_HOP_RESEND_AFTER: Duration = Duration::from_secs(2);
 
 /// Prefix of the engine's own failure answers.
 const FAILURE_PREFIX: &str = "caxton:";
@@ -190,6 +210,12 @@ pub struct RemoteMessage {
     /// message encoded without it still reads.
     #[serde(default)]
     pub sender_name: Option<String>,
+    /// A chain hop's id on the sending node, which keeps the hop until the
+    /// host acknowledges it stored (0: not kept). The acknowledgement
+    /// quotes it, so a hop sent twice settles its parent once. Defaulted,
+    /// so a message encoded without it still reads.
+    #[serde(default)]
+    pub hop: u64,
 }
 
 impl RemoteMessage {
@@ -212,6 +238,7 @@ impl RemoteMessage {
             sent_unix_ns: 0,
             content,
             sender_name: None,
+            hop: 0,
         }
     }
 }
@@ -258,6 +285,20 @@ pub enum Outbound {
     Answer(Envelope),
     /// Nothing to do (an answer nobody waits for any more), counted.
     Dropped,
+    /// A hop of a durable chain whose agent no live node hosts: kept, and
+    /// sent once one does (see [`RemoteRouter::resend_hops`]).
+    Held,
+}
+
+/// Hops of durable chains due again ([`RemoteRouter::resend_hops`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Resends {
+    /// Hops to send, each to a live host of its agent.
+    pub sends: Vec<(SocketAddr, RemoteMessage)>,
+    /// For this node's shards: for each hop whose deadline passed, the
+    /// acknowledgement that settles its parent and, for a request, the
+    /// `failure` (`caxton:timeout`) its sender is answered.
+    pub local: Vec<Envelope>,
 }
 
 /// What became of a message that arrived from another node.
@@ -286,6 +327,21 @@ pub struct RemoteCounters {
     /// Requests answered `failure` because their host went down or the
     /// stream they left on broke.
     pub lost: u64,
+    /// Hops of durable chains sent again: unacknowledged for
+    /// [`CHAIN_HOP_RESEND_AFTER`], their host lost, or waiting for a host.
+    #[serde(default)]
+    pub hops_resent: u64,
+    /// Hops of durable chains whose deadline passed before any node stored
+    /// them: answered `failure` (`caxton:timeout`), their parent settled.
+    #[serde(default)]
+    pub hops_expired: u64,
+    /// Hops of durable chains sent untracked, the custody table being full
+    /// (such a hop lost on its way runs again only after this node restarts).
+    #[serde(default)]
+    pub hops_untracked: u64,
+    /// Acknowledgements of hops already settled (a hop sent twice), dropped.
+    #[serde(default)]
+    pub hop_acks_duplicate: u64,
 }
 
 /// Where an answer to a message from another node must go.
@@ -295,6 +351,8 @@ struct Origin {
     sender: Address,
     /// The parent on the sending node, for a chain hop.
     chained: Option<u64>,
+    /// The hop's id on the sending node, quoted by the acknowledgement.
+    hop: u64,
 }
 
 /// Remote routing's state on one node: the origins of messages from other
@@ -307,7 +365,36 @@ pub struct RemoteRouter {
     /// Requests sent to other nodes awaiting answers, by (sender, token).
     in_flight: HashMap<(Address, u64), InFlight>,
     in_flight_order: VecDeque<(Address, u64)>,
+    /// Hops of durable chains sent to other nodes, by hop id, kept until
+    /// their host acknowledges them stored.
+    hops: HashMap<u64, ChainHop>,
+    /// The last hop id given out; seeded from the wall clock, so an
+    /// acknowledgement of a hop sent before a restart matches nothing.
+    last_hop: u64,
+    /// When the earliest kept hop is due to be sent again (node clock, ns).
+    hops_due_ns: u64,
     counters: RemoteCounters,
+}
+
+/// A hop of a durable chain in this node's custody: its parent is stored
+/// here and stays unfinished until the hop is stored by the node hosting
+/// its agent. Until that node's acknowledgement comes, the hop is sent
+/// again, to whichever live node hosts the agent then, so a hop lost with
+/// its host (or on a broken stream) is not lost while this node runs on.
+#[derive(Debug)]
+struct ChainHop {
+    /// Where it was last sent; `None` while no live node hosts its agent.
+    node: Option<SocketAddr>,
+    /// When to send it again unless acknowledged (node clock, ns).
+    due_ns: u64,
+    /// Its deadline on the node clock (`Envelope::NO_DEADLINE`: none).
+    deadline_ns: u64,
+    /// Its sender's route key: a host is chosen for it as for any message.
+    route_key: u64,
+    /// The stored message here that sent it.
+    parent: u64,
+    /// The message as first sent, its hop id set.
+    message: RemoteMessage,
 }
 
 /// A request sent to another node, awaiting its answer.
@@ -340,6 +427,16 @@ impl RemoteRouter {
         self.in_flight.len()
     }
 
+    /// Hops of durable chains kept until their host stores them.
+    pub fn chain_hops(&self) -> usize {
+        self.hops.len()
+    }
+
+    /// Of those, the hops waiting for a live node to host their agent.
+    pub fn chain_hops_waiting(&self) -> usize {
+        self.hops.values().filter(|hop| hop.node.is_none()).count()
+    }
+
     /// Node `node` was declared down, or the stream to it broke (`reason`):
     /// answer `failure` to every sender still waiting on it. The answers go
     /// to this node's shards.
@@ -355,6 +452,14 @@ impl RemoteRouter {
             .filter(|(_, pending)| pending.node == node)
             .map(|(key, pending)| (*key, *pending))
             .collect();
+        // Hops of durable chains sent there go again, to a live host.
+        let now = local.now_ns();
+        for hop in self.hops.values_mut() {
+            if hop.node == Some(node) {
+                hop.due_ns = now;
+                self.hops_due_ns = self.hops_due_ns.min(now);
+            }
+        }
         let mut answers = Vec::with_capacity(lost.len());
         for ((sender, token), pending) in lost {
             self.in_flight.remove(&(sender, token));
@@ -380,6 +485,10 @@ impl RemoteRouter {
         reason: &str,
         local: &impl LocalSide,
     ) -> Option<Envelope> {
+        // A hop of a durable chain is kept: it goes again when due.
+        if message.hop != 0 && self.hops.contains_key(&message.hop) {
+            return None;
+        }
         let sender = message.sender?;
         if message.performative == Performative::Failure {
             return None;
@@ -431,6 +540,125 @@ impl RemoteRouter {
         }
     }
 
+    /// Take a hop of a durable chain into custody and send it to `host`,
+    /// or keep it until a live node hosts its agent.
+    fn take_custody(
+        &mut self,
+        envelope: Envelope,
+        name: String,
+        parent: u64,
+        host: Option<SocketAddr>,
+        local: &impl LocalSide,
+    ) -> Outbound {
+        let now = local.now_ns();
+        if self.last_hop == 0 {
+            self.last_hop = local.now_unix_ns().max(1);
+        }
+        self.last_hop = self.last_hop.wrapping_add(1).max(1);
+        let hop = self.last_hop;
+        let route_key = envelope.sender.route_key();
+        let deadline_ns = envelope.deadline_ns;
+        let sender = envelope.sender;
+        let mut message = to_remote(envelope, Target::Agent(name), Some(sender), local);
+        message.hop = hop;
+        // Without a host it is looked at again when the directory changes.
+        let due_ns = now.saturating_add(CHAIN_HOP_RESEND_AFTER.as_nanos() as u64);
+        self.hops_due_ns = if self.hops.is_empty() {
+            due_ns
+        } else {
+            self.hops_due_ns.min(due_ns)
+        };
+        let outbound = match host {
+            Some(host) => Outbound::Send(host, message.clone()),
+            None => Outbound::Held,
+        };
+        self.hops.insert(
+            hop,
+            ChainHop {
+                node: host,
+                due_ns,
+                deadline_ns,
+                route_key,
+                parent,
+                message,
+            },
+        );
+        outbound
+    }
+
+    /// The directory changed: kept hops waiting for a host look again now.
+    pub fn directory_changed(&mut self, local: &impl LocalSide) {
+        let now = local.now_ns();
+        for hop in self.hops.values_mut() {
+            if hop.node.is_none() {
+                hop.due_ns = now;
+                self.hops_due_ns = self.hops_due_ns.min(now);
+            }
+        }
+    }
+
+    /// Kept hops of durable chains that are due: each is sent again to a
+    /// live host of its agent (kept, waiting, when there is none), and one
+    /// whose deadline passed is given up (its parent settled, its sender
+    /// answered `caxton:timeout`, as its host would have). Cheap when
+    /// nothing is due.
+    pub fn resend_hops(&mut self, directory: &ClusterDirectory, local: &impl LocalSide) -> Resends {
+        let now = local.now_ns();
+        let mut resends = Resends::default();
+        if self.hops.is_empty() || now < self.hops_due_ns {
+            return resends;
+        }
+        let again = now.saturating_add(CHAIN_HOP_RESEND_AFTER.as_nanos() as u64);
+        let mut next_due = u64::MAX;
+        let mut expired = Vec::new();
+        for (id, hop) in &mut self.hops {
+            if hop.due_ns > now {
+                next_due = next_due.min(hop.due_ns);
+                continue;
+            }
+            if hop.deadline_ns != Envelope::NO_DEADLINE && hop.deadline_ns <= now {
+                expired.push(*id);
+                continue;
+            }
+            let Target::Agent(name) = &hop.message.target else {
+                continue;
+            };
+            hop.node = directory.choose(name, hop.route_key).map(|host| host.addr);
+            hop.due_ns = again;
+            next_due = next_due.min(again);
+            if let Some(host) = hop.node {
+                let mut message = hop.message.clone();
+                if hop.deadline_ns != Envelope::NO_DEADLINE {
+                    message.deadline_in_ns = Some(hop.deadline_ns - now);
+                }
+                self.counters.hops_resent += 1;
+                resends.sends.push((host, message));
+            }
+        }
+        self.hops_due_ns = next_due;
+        for id in expired {
+            let Some(hop) = self.hops.remove(&id) else {
+                continue;
+            };
+            self.counters.hops_expired += 1;
+            resends
+                .local
+                .push(Envelope::chain_ack(hop.parent, now, local.participant()));
+            let message = hop.message;
+            if let (Some(sender), true) = (message.sender, message.reply_with != 0) {
+                resends.local.push(failure_to(
+                    sender,
+                    message.reply_with,
+                    message.conversation_id,
+                    PriorityClass(message.priority),
+                    "timeout",
+                    local,
+                ));
+            }
+        }
+        resends
+    }
+
     /// A message that left this node's shards through the remote port.
     pub fn outbound(
         &mut self,
@@ -443,10 +671,16 @@ impl RemoteRouter {
                 let Some(name) = local.remote_name(id) else {
                     return self.fail_here(&envelope, "unknown-agent", local);
                 };
-                let Some(host) = directory
+                let host = directory
                     .choose(&name, envelope.sender.route_key())
-                    .map(|host| host.addr)
-                else {
+                    .map(|host| host.addr);
+                if let Durability::Chained(parent) = envelope.durability {
+                    if self.hops.len() < CHAIN_HOPS_MAX {
+                        return self.take_custody(envelope, name, parent, host, local);
+                    }
+                    self.counters.hops_untracked += 1;
+                }
+                let Some(host) = host else {
                     // Its hosts are all declared down: say so.
                     let reason = if directory.departed_host(&name).is_some() {
                         "node-down"
@@ -487,6 +721,7 @@ impl RemoteRouter {
                     let mut ack = to_remote(envelope, Target::Address(NOBODY), None, local);
                     ack.notice = None;
                     ack.chain_ack = Some(parent);
+                    ack.hop = origin.hop;
                     ack.content.clear();
                     return Outbound::Send(origin.node, ack);
                 }
@@ -514,16 +749,26 @@ impl RemoteRouter {
         local: &mut impl LocalSide,
     ) -> Inbound {
         self.counters.received += 1;
+        // A kept hop's acknowledgement ends its custody; a second one (the
+        // hop was sent twice) must not settle the parent again.
+        if message.chain_ack.is_some()
+            && message.hop != 0
+            && self.hops.remove(&message.hop).is_none()
+        {
+            self.counters.hop_acks_duplicate += 1;
+            return Inbound::Dropped;
+        }
         let now = local.now_ns();
         let (receiver, token) = match &message.target {
             Target::Agent(name) => {
                 let Some(id) = local.resolve_local(name) else {
                     return self.refuse(from, &message, "unknown-agent");
                 };
+                let hop = message.hop;
                 let token = match (message.sender, message.chained) {
-                    (Some(sender), chained) => Some(self.remember(from, sender, chained)),
+                    (Some(sender), chained) => Some(self.remember(from, sender, chained, hop)),
                     // A chain hop always needs its way home, for the acknowledgement.
-                    (None, Some(parent)) => Some(self.remember(from, NOBODY, Some(parent))),
+                    (None, Some(parent)) => Some(self.remember(from, NOBODY, Some(parent), hop)),
                     (None, None) => None,
                 };
                 (Address::Agent(id), token)
@@ -608,7 +853,13 @@ impl RemoteRouter {
     }
 
     /// Remember where the answer to a message from `node` goes; the token.
-    fn remember(&mut self, node: SocketAddr, sender: Address, chained: Option<u64>) -> u32 {
+    fn remember(
+        &mut self,
+        node: SocketAddr,
+        sender: Address,
+        chained: Option<u64>,
+        hop: u64,
+    ) -> u32 {
         if self.origins.len() >= ORIGINS_MAX {
             while let Some(oldest) = self.order.pop_front() {
                 if self.origins.remove(&oldest).is_some() {
@@ -630,6 +881,7 @@ impl RemoteRouter {
                 node,
                 sender,
                 chained,
+                hop,
             },
         );
         self.order.push_back(token);
@@ -746,6 +998,7 @@ fn to_remote(
         },
         sender_name: local.agent_name(envelope.sender),
         content: envelope.content,
+        hop: 0,
     }
 }
 

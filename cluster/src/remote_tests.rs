@@ -401,9 +401,9 @@ fn answers_nobody_waits_for_are_dropped_and_origins_are_bounded() {
     );
     assert_eq!(c.counters().dropped, 1);
     let sender = Address::Client { port: 3, id: 1 };
-    let first = c.remember(node(1).addr, sender, None);
+    let first = c.remember(node(1).addr, sender, None, 0);
     for _ in 0..ORIGINS_MAX {
-        c.remember(node(1).addr, sender, None);
+        c.remember(node(1).addr, sender, None, 0);
     }
     assert_eq!(c.origins(), ORIGINS_MAX);
     assert!(!c.origins.contains_key(&first), "the oldest was forgotten");
@@ -554,12 +554,8 @@ fn a_chain_hop_is_stored_on_its_host_and_acknowledged_to_its_parent() {
     let directory = directory_with_echo_on_c();
     let mut a = RemoteRouter::default();
     let mut a_side = FakeSide::new(&[], &[(PROXY, "echo")]);
-    let parent = 0x0002_0000_0000_0007;
-    let hop = Envelope {
-        durability: Durability::Chained(parent),
-        ..request_from_instance()
-    };
-    let Outbound::Send(c_addr, message) = a.outbound(hop, &a_side, &directory) else {
+    let parent = PARENT;
+    let Outbound::Send(c_addr, message) = a.outbound(chain_hop(), &a_side, &directory) else {
         panic!("sent");
     };
     assert_eq!(message.chained, Some(parent));
@@ -572,6 +568,156 @@ fn a_chain_hop_is_stored_on_its_host_and_acknowledged_to_its_parent() {
     assert_eq!(a.inbound(c_addr, ack, &mut a_side), Inbound::Delivered);
     assert_eq!(a_side.delivered[0].durability, Durability::ChainAck(parent));
     assert_eq!(c.origins(), 1, "the hop's answer may still come");
+}
+
+/// A hop of stored message `PARENT` from an instance on A to `echo`.
+const PARENT: u64 = 0x0002_0000_0000_0007;
+
+fn chain_hop() -> Envelope {
+    Envelope {
+        durability: Durability::Chained(PARENT),
+        ..request_from_instance()
+    }
+}
+
+/// The acknowledgement C sends home once its shard stored `message`.
+fn acknowledged_by_c(message: RemoteMessage) -> RemoteMessage {
+    let (mut c, c_side, arrived) = stored_on_c(message);
+    let Outbound::Send(_, ack) = c.outbound(
+        stored_notice(&arrived, 9),
+        &c_side,
+        &ClusterDirectory::default(),
+    ) else {
+        panic!("acknowledged");
+    };
+    ack
+}
+
+#[test]
+fn a_hop_lost_with_its_host_waits_for_a_host_goes_again_and_settles_its_parent_once() {
+    let mut directory = directory_with_echo_on_c();
+    let mut a = RemoteRouter::default();
+    let mut a_side = FakeSide::new(&[], &[(PROXY, "echo")]);
+    let Outbound::Send(c_addr, first) = a.outbound(chain_hop(), &a_side, &directory) else {
+        panic!("sent");
+    };
+    assert_ne!(first.hop, 0, "kept, under an id");
+    assert_eq!((a.chain_hops(), a.in_flight()), (1, 0));
+
+    // C is declared down before storing it: no failure for the sender (the
+    // hop is not lost), and with no other host the hop waits.
+    assert!(directory.declared_down(&node(3)));
+    assert!(a.node_lost(c_addr, "node-down", &a_side).is_empty());
+    let waiting = a.resend_hops(&directory, &a_side);
+    assert_eq!(waiting, Resends::default());
+    assert_eq!(a.chain_hops_waiting(), 1);
+
+    // C comes back (a newer generation) and lists echo again: the hop goes
+    // there, the same hop under the same id.
+    directory.apply(
+        NodeId {
+            generation: 2,
+            ..node(3)
+        },
+        1,
+        vec![("echo".into(), 1)],
+    );
+    a.directory_changed(&a_side);
+    let resent = a.resend_hops(&directory, &a_side);
+    assert_eq!(resent.sends.len(), 1);
+    let (to, again) = &resent.sends[0];
+    assert_eq!(
+        (*to, again.hop, &again.content),
+        (c_addr, first.hop, &first.content)
+    );
+    assert_eq!(a.counters().hops_resent, 1);
+
+    // Stored there: the acknowledgement settles the parent and ends custody.
+    let ack = acknowledged_by_c(again.clone());
+    assert_eq!(ack.hop, first.hop, "the acknowledgement quotes the hop");
+    assert_eq!(a.inbound(c_addr, ack, &mut a_side), Inbound::Delivered);
+    assert_eq!(a_side.delivered[0].durability, Durability::ChainAck(PARENT));
+    assert_eq!(a.chain_hops(), 0);
+    // Had the first copy been stored too, its acknowledgement changes nothing.
+    let late = acknowledged_by_c(first);
+    assert_eq!(a.inbound(c_addr, late, &mut a_side), Inbound::Dropped);
+    assert_eq!(a_side.delivered.len(), 1, "the parent is settled once");
+    assert_eq!(a.counters().hop_acks_duplicate, 1);
+}
+
+#[test]
+fn an_unacknowledged_hop_goes_again_only_once_due() {
+    let directory = directory_with_echo_on_c();
+    let mut a = RemoteRouter::default();
+    let mut a_side = FakeSide::new(&[], &[(PROXY, "echo")]);
+    let hop = Envelope {
+        deadline_ns: Envelope::NO_DEADLINE,
+        ..chain_hop()
+    };
+    let Outbound::Send(c_addr, first) = a.outbound(hop, &a_side, &directory) else {
+        panic!("sent");
+    };
+    // A busy peer's refusal does not fail it: it stays kept.
+    assert_eq!(
+        a.unsent(c_addr, first.clone(), "refused:peer-busy", &a_side),
+        None
+    );
+    a_side.now += CHAIN_HOP_RESEND_AFTER.as_nanos() as u64 - 1;
+    assert!(
+        a.resend_hops(&directory, &a_side).sends.is_empty(),
+        "not yet due"
+    );
+    a_side.now += 1;
+    let resent = a.resend_hops(&directory, &a_side);
+    assert_eq!(resent.sends.len(), 1);
+    assert_eq!(resent.sends[0].1.hop, first.hop);
+    assert!(
+        a.resend_hops(&directory, &a_side).sends.is_empty(),
+        "due again later"
+    );
+    assert_eq!(a.chain_hops(), 1);
+}
+
+#[test]
+fn a_kept_hop_past_its_deadline_settles_its_parent_and_answers_timeout() {
+    let mut directory = directory_with_echo_on_c();
+    let mut a = RemoteRouter::default();
+    let mut a_side = FakeSide::new(&[], &[(PROXY, "echo")]);
+    let Outbound::Send(c_addr, _) = a.outbound(chain_hop(), &a_side, &directory) else {
+        panic!("sent");
+    };
+    assert!(directory.declared_down(&node(3)));
+    let _ = a.node_lost(c_addr, "node-down", &a_side);
+    assert_eq!(a.resend_hops(&directory, &a_side), Resends::default());
+    // request_from_instance's deadline is 5 µs away; the next look is past it.
+    a_side.now += CHAIN_HOP_RESEND_AFTER.as_nanos() as u64;
+    let given_up = a.resend_hops(&directory, &a_side);
+    assert!(given_up.sends.is_empty());
+    assert_eq!(given_up.local.len(), 2);
+    assert_eq!(given_up.local[0].durability, Durability::ChainAck(PARENT));
+    let answer = &given_up.local[1];
+    assert_eq!(answer.receiver, request_from_instance().sender);
+    assert_eq!(
+        (
+            answer.performative,
+            answer.in_reply_to,
+            answer.content.as_slice()
+        ),
+        (Performative::Failure, 42, b"caxton:timeout".as_slice())
+    );
+    assert_eq!((a.chain_hops(), a.counters().hops_expired), (0, 1));
+}
+
+#[test]
+fn a_hop_with_no_host_at_all_is_kept_not_failed() {
+    let mut a = RemoteRouter::default();
+    let a_side = FakeSide::new(&[], &[(PROXY, "echo")]);
+    assert_eq!(
+        a.outbound(chain_hop(), &a_side, &ClusterDirectory::default()),
+        Outbound::Held
+    );
+    assert_eq!((a.chain_hops(), a.chain_hops_waiting()), (1, 1));
+    assert_eq!(a.counters().failed, 0);
 }
 
 #[test]

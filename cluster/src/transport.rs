@@ -149,6 +149,13 @@ pub struct ClusterSnapshot {
     pub remote: RemoteCounters,
     /// Remote-message traffic per peer.
     pub remote_peers: Vec<RemotePeerTraffic>,
+    /// Hops of durable chains kept until their hosts store them (sent and
+    /// awaiting acknowledgement, or waiting for a host).
+    #[serde(default)]
+    pub chain_hops: u64,
+    /// Of those, the hops waiting for a live node to host their agent.
+    #[serde(default)]
+    pub chain_hops_waiting: u64,
     /// The message lanes (`transport.connection_pool`).
     #[serde(default)]
     pub lanes: LaneSnapshot,
@@ -1006,6 +1013,10 @@ impl ClusterNode {
             remote.lost(&downs, "node-down");
             remote.follow_directory(&membership);
             remote.settle_directory(&membership, || clock().elapsed);
+            let resends = remote.resend_hops(&membership);
+            if !resends.is_empty() {
+                self.send_messages(membership.identity(), resends, &mut remote);
+            }
             let deadline = membership
                 .next_deadline()
                 .map(|due| tokio::time::Instant::from_std(origin + due));
@@ -1191,7 +1202,7 @@ impl ClusterNode {
                             bump(&self.links.stats.frames_dropped);
                         }
                     }
-                    Outbound::Dropped => {}
+                    Outbound::Dropped | Outbound::Held => {}
                 }
             }
         }
@@ -1290,6 +1301,8 @@ impl ClusterNode {
             },
             convergence_histogram: Some(histogram.clone()),
             remote: router.counters(),
+            chain_hops: router.chain_hops() as u64,
+            chain_hops_waiting: router.chain_hops_waiting() as u64,
             lanes: self.links.lane_context.counts.snapshot(),
             remote_peers: {
                 let mut peers: Vec<RemotePeerTraffic> = self
@@ -1411,6 +1424,17 @@ impl ClusterSnapshot {
             counter("caxton_remote_messages_failed_total", "Remote messages answered failure where they stopped: no host, unknown on the host, or no room there", self.remote.failed),
             counter("caxton_remote_answers_dropped_total", "Answers from other nodes nobody waited for any more (their origin was forgotten)", self.remote.dropped),
             Family {
+                name: "caxton_remote_chain_hops",
+                help: "Hops of durable chains kept until their host stores them: sent and awaiting acknowledgement, or waiting for a live host",
+                kind: "gauge",
+                samples: vec![
+                    ("state=\"sent\"".into(), self.chain_hops.saturating_sub(self.chain_hops_waiting) as f64),
+                    ("state=\"waiting\"".into(), self.chain_hops_waiting as f64),
+                ],
+            },
+            counter("caxton_remote_chain_hops_resent_total", "Hops of durable chains sent again: unacknowledged, their host lost, or a host found at last", self.remote.hops_resent),
+            counter("caxton_remote_chain_hops_expired_total", "Hops of durable chains whose deadline passed before any node stored them (answered caxton:timeout, parent settled)", self.remote.hops_expired),
+            Family {
                 name: "caxton_remote_lanes",
                 help: "Message lanes (QUIC streams of remote messages) open now, and those of them idle",
                 kind: "gauge",
@@ -1530,7 +1554,24 @@ impl<L: LocalSide> Remote<L> {
         self.seen_changes = changes;
         if let Some(local) = self.local.as_mut() {
             local.remote_agents_changed(membership.directory().remote_agents());
+            self.router.directory_changed(local);
         }
+    }
+
+    /// Hops of durable chains due again: the sends for their hosts; what
+    /// stays on this node (a given-up hop's settlement and answer) is
+    /// delivered here.
+    fn resend_hops(&mut self, membership: &Membership) -> Vec<(SocketAddr, RemoteMessage)> {
+        let Some(local) = self.local.as_mut() else {
+            return Vec::new();
+        };
+        let resends = self.router.resend_hops(membership.directory(), local);
+        for envelope in resends.local {
+            // A full ring: the parent stays unfinished and runs again after
+            // a restart; the sender learns from its own deadline.
+            let _ = local.deliver(envelope, 0);
+        }
+        resends.sends
     }
 }
 

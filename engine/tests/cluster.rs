@@ -864,17 +864,28 @@ fn tally_count(reply: &serde_json::Value) -> u32 {
     u32::from_le_bytes(bytes[..4].try_into().expect("four bytes"))
 }
 
-#[test]
-fn a_chain_across_nodes_keeps_its_promise_when_the_parents_node_is_killed() {
+/// Two persistent nodes for durable chains across nodes: `forwarder` on
+/// `a`, `tally` on `c`, and the directories where each keeps its data.
+struct ChainPair {
+    certs: tempfile::TempDir,
+    a: RunningEngine,
+    c: RunningEngine,
+    a_data: tempfile::TempDir,
+    c_data: tempfile::TempDir,
+}
+
+/// The overrides of a node that stores messages under `data`.
+fn persistent(data: &Path) -> [String; 2] {
+    [
+        "messaging.enable_persistence=true".to_owned(),
+        format!("storage.data_directory={}", data.display()),
+    ]
+}
+
+fn chain_pair() -> ChainPair {
     let certs = tempfile::tempdir().expect("a directory");
     init_certs(certs.path(), "a,c");
     let dir = certs.path();
-    let persistent = |data: &Path| {
-        [
-            "messaging.enable_persistence=true".to_owned(),
-            format!("storage.data_directory={}", data.display()),
-        ]
-    };
     let (a_data, c_data) = (
         tempfile::tempdir().expect("a data directory"),
         tempfile::tempdir().expect("a data directory"),
@@ -887,13 +898,12 @@ fn a_chain_across_nodes_keeps_its_promise_when_the_parents_node_is_killed() {
         None,
         &persistent(a_data.path()),
     );
-    let a_address = cluster_address(&a);
     let c = node_with(
         dir,
         dir,
         "c",
         "127.0.0.1:0",
-        Some(a_address),
+        Some(cluster_address(&a)),
         &persistent(c_data.path()),
     );
     let examples = format!("{}/../examples/agents", env!("CARGO_MANIFEST_DIR"));
@@ -908,27 +918,72 @@ fn a_chain_across_nodes_keeps_its_promise_when_the_parents_node_is_killed() {
         assert!(deployed.status.success(), "{deployed:?}");
     }
     wait_for_listing(&a, "tally on c", &[("tally", "c", 1)]);
+    ChainPair {
+        certs,
+        a,
+        c,
+        a_data,
+        c_data,
+    }
+}
 
-    // Durable sends to the forwarder on a, each stored there before it is
-    // acknowledged; each forwards one hop, to tally on c, which a stores
-    // as a chain hop: the parent on a is finished only once c has stored it.
+/// Durable sends to the forwarder on `a`, each stored there before it is
+/// acknowledged; each forwards one hop, to tally on c, which a stores as a
+/// chain hop: the parent on a is finished only once c has stored it.
+fn send_durable_chains(a: &RunningEngine, sends: u32) {
     let mut route = vec![1u8, 5];
     route.extend_from_slice(b"tally");
     route.extend_from_slice(b"chain");
     let client = AdminClient::new(a.admin_address(), None).expect("a client");
-    const SENDS: u32 = 40;
     let body = serde_json::json!({
         "content_base64": base64_of(&route),
         "persistent": true,
         "wait_for_reply": false,
     });
-    for _ in 0..SENDS {
+    for _ in 0..sends {
         let answer = post_body(&client, "forwarder", &body);
         assert!(
             answer["message_id"].is_u64(),
             "acknowledged as stored: {answer}"
         );
     }
+}
+
+/// Every acknowledged send reaches tally on `c` at least once: a probe
+/// counts too, so after k probes the count is at least `sends` + k.
+fn wait_for_tally(c: &RunningEngine, sends: u32, limit: Duration) {
+    let c_client = AdminClient::new(c.admin_address(), None).expect("a client");
+    let start = Instant::now();
+    let mut probes = 0;
+    loop {
+        probes += 1;
+        // What the forwarder passes on: the hops left (none), then the payload.
+        let count = tally_count(&post_message(&c_client, "tally", b"\0chain"));
+        if count >= sends + probes {
+            break;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "tally saw {} of {sends} acknowledged sends",
+            count - probes
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_chain_across_nodes_keeps_its_promise_when_the_parents_node_is_killed() {
+    let ChainPair {
+        certs,
+        a,
+        c,
+        a_data,
+        c_data: _c_data,
+    } = chain_pair();
+    let dir = certs.path();
+    let a_address = cluster_address(&a);
+    const SENDS: u32 = 40;
+    send_durable_chains(&a, SENDS);
     // The parents' node dies with hops perhaps still on their way.
     let mut a = a;
     a.child.kill().expect("SIGKILL");
@@ -938,8 +993,7 @@ fn a_chain_across_nodes_keeps_its_promise_when_the_parents_node_is_killed() {
     });
 
     // a comes back with its data; whatever it had not seen stored on c
-    // runs again. Every acknowledged send reaches tally at least once: a
-    // probe counts too, so after k probes the count is at least SENDS + k.
+    // runs again.
     let a = node_with(
         dir,
         dir,
@@ -953,22 +1007,51 @@ fn a_chain_across_nodes_keeps_its_promise_when_the_parents_node_is_killed() {
         "tally on c, seen from the restarted a",
         &[("tally", "c", 1)],
     );
-    let c_client = AdminClient::new(c.admin_address(), None).expect("a client");
-    let start = Instant::now();
-    let mut probes = 0;
-    loop {
-        probes += 1;
-        // What the forwarder passes on: the hops left (none), then the payload.
-        let count = tally_count(&post_message(&c_client, "tally", b"\0chain"));
-        if count >= SENDS + probes {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "tally saw {} of {SENDS} acknowledged sends",
-            count - probes
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_tally(&c, SENDS, Duration::from_secs(15));
+    drop((a, c));
+}
+
+#[test]
+fn a_chain_across_nodes_keeps_its_promise_when_the_childs_node_is_killed() {
+    let ChainPair {
+        certs,
+        a,
+        c,
+        a_data: _a_data,
+        c_data,
+    } = chain_pair();
+    let dir = certs.path();
+    let c_address = cluster_address(&c);
+    // c freezes before it can store any hop, and is killed frozen: every
+    // hop a sends it is lost with it, while a runs on.
+    let pid = libc::pid_t::try_from(c.child.id()).expect("a pid");
+    // SAFETY: signalling a child process this test started and still owns.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0, "SIGSTOP");
+    const SENDS: u32 = 40;
+    send_durable_chains(&a, SENDS);
+    let mut c = c;
+    c.child.kill().expect("SIGKILL");
+    let _ = c.child.wait();
+    wait(&a, Duration::from_secs(20), "c declared down", |view| {
+        state_of(view, "c").as_deref() == Some("down")
+    });
+
+    // c comes back with its data, tally's count starting again from nothing:
+    // a, which kept every hop not acknowledged, sends them there once c
+    // lists tally again.
+    let c = node_with(
+        dir,
+        dir,
+        "c",
+        &c_address.to_string(),
+        Some(cluster_address(&a)),
+        &persistent(c_data.path()),
+    );
+    wait_for_listing(&a, "tally on the restarted c", &[("tally", "c", 1)]);
+    wait_for_tally(&c, SENDS, Duration::from_secs(15));
+    let resent = status(&a)["remote"]["hops_resent"]
+        .as_u64()
+        .expect("a count of hops sent again");
+    assert!(resent >= u64::from(SENDS), "{resent} hops sent again");
     drop((a, c));
 }

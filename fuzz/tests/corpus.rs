@@ -154,8 +154,14 @@ fn remote_frames() -> Vec<Vec<u8>> {
         deadline_in_ns: None,
         ..message.clone()
     };
+    // A hop of a durable chain, kept by its sender under a hop id.
+    let chain_hop = RemoteMessage {
+        chained: Some(0x0001_0000_0000_0003),
+        hop: 1_800_000_000_000_000_001,
+        ..message.clone()
+    };
     let header = wire::FrameHeader { nonce: 0, seq: 0 };
-    [vec![message.clone()], vec![answer, message]]
+    [vec![message.clone()], vec![answer, message, chain_hop]]
         .into_iter()
         .map(|messages| {
             let batch = RemoteBatch {
