@@ -240,6 +240,7 @@ pub fn custom(selection: &ProfileSelection, args: CustomArgs) -> Result<(), Comm
             designs[1].achieved_per_second,
             designs[0].p99_ns,
             designs[1].p99_ns,
+            cores(),
         )
     });
     let summary = LoadSummary {
@@ -354,18 +355,19 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
         points.push(point);
     }
     // Ratios need a sustained rate on both sides.
-    let comparison = match points.as_slice() {
-        [ours, theirs] => match (
-            ours.sustained_per_second.zip(ours.p99_ns),
-            theirs.sustained_per_second.zip(theirs.p99_ns),
-        ) {
-            (Some((our_rate, our_p99)), Some((their_rate, their_p99))) => {
-                Some(Comparison::new(our_rate, their_rate, our_p99, their_p99))
-            }
+    let comparison =
+        match points.as_slice() {
+            [ours, theirs] => match (
+                ours.sustained_per_second.zip(ours.p99_ns),
+                theirs.sustained_per_second.zip(theirs.p99_ns),
+            ) {
+                (Some((our_rate, our_p99)), Some((their_rate, their_p99))) => Some(
+                    Comparison::new(our_rate, their_rate, our_p99, their_p99, cores()),
+                ),
+                _ => None,
+            },
             _ => None,
-        },
-        _ => None,
-    };
+        };
     let step_duration = options.step_duration();
     let scenarios = ramps
         .iter()
