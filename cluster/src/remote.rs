@@ -342,6 +342,10 @@ pub struct RemoteCounters {
     /// Acknowledgements of hops already settled (a hop sent twice), dropped.
     #[serde(default)]
     pub hop_acks_duplicate: u64,
+    /// Kept hops their host refused to store (storage off or failing
+    /// there): no longer sent; their parent runs again after a restart.
+    #[serde(default)]
+    pub hops_refused: u64,
 }
 
 /// Where an answer to a message from another node must go.
@@ -725,14 +729,23 @@ impl RemoteRouter {
                     ack.content.clear();
                     return Outbound::Send(origin.node, ack);
                 }
-                if origin.sender == NOBODY {
+                // Refused, not stored: no answer follows. A refused chain hop's
+                // node is told even when nobody waits, so it stops sending it.
+                let refused = matches!(envelope.durability, Durability::Notice(_))
+                    && envelope.performative != Performative::Agree;
+                if refused {
+                    self.origins.remove(&id);
+                }
+                let refused_hop = refused && origin.hop != 0;
+                if origin.sender == NOBODY && !refused_hop {
                     self.counters.dropped += 1;
                     return Outbound::Dropped;
                 }
-                Outbound::Send(
-                    origin.node,
-                    to_remote(envelope, Target::Address(origin.sender), None, local),
-                )
+                let mut message = to_remote(envelope, Target::Address(origin.sender), None, local);
+                if refused_hop {
+                    message.hop = origin.hop;
+                }
+                Outbound::Send(origin.node, message)
             }
             _ => {
                 self.counters.dropped += 1;
@@ -757,6 +770,22 @@ impl RemoteRouter {
         {
             self.counters.hop_acks_duplicate += 1;
             return Inbound::Dropped;
+        }
+        // A kept hop its host refused to store (its storage is off, or
+        // failed): it is not sent again. Its parent stays unfinished and runs
+        // again after this node restarts, as with a hop refused here.
+        if let (Target::Address(to), Some(_), None, hop @ 1..) = (
+            &message.target,
+            message.notice,
+            message.chain_ack,
+            message.hop,
+        ) {
+            if self.hops.remove(&hop).is_some() {
+                self.counters.hops_refused += 1;
+            }
+            if *to == NOBODY {
+                return Inbound::Dropped;
+            }
         }
         let now = local.now_ns();
         let (receiver, token) = match &message.target {

@@ -709,6 +709,43 @@ fn a_kept_hop_past_its_deadline_settles_its_parent_and_answers_timeout() {
 }
 
 #[test]
+fn a_hop_its_host_refuses_to_store_is_no_longer_kept() {
+    let directory = directory_with_echo_on_c();
+    let mut a = RemoteRouter::default();
+    let mut a_side = FakeSide::new(&[], &[(PROXY, "echo")]);
+    // One-way: nobody on A waits for an answer, yet A must hear of it.
+    let one_way = Envelope {
+        reply_with: 0,
+        sender: NOBODY,
+        ..chain_hop()
+    };
+    let Outbound::Send(c_addr, message) = a.outbound(one_way, &a_side, &directory) else {
+        panic!("sent");
+    };
+    let (mut c, c_side, arrived) = stored_on_c(message);
+    // C runs without persistence: its shard refuses to store the hop.
+    let refusal = arrived.reply_path().notice(
+        Performative::Refuse,
+        0,
+        b"caxton:persistence-off".to_vec(),
+        0,
+        0,
+    );
+    let Outbound::Send(_, home) = c.outbound(refusal, &c_side, &ClusterDirectory::default()) else {
+        panic!("the refusal goes home");
+    };
+    assert_eq!(c.origins(), 0, "no answer follows a refusal");
+    assert_eq!(a.inbound(c_addr, home, &mut a_side), Inbound::Dropped);
+    assert!(a_side.delivered.is_empty(), "the parent is not settled");
+    assert_eq!((a.chain_hops(), a.counters().hops_refused), (0, 1));
+    a_side.now += CHAIN_HOP_RESEND_AFTER.as_nanos() as u64;
+    assert!(
+        a.resend_hops(&directory, &a_side).sends.is_empty(),
+        "not sent again"
+    );
+}
+
+#[test]
 fn a_hop_with_no_host_at_all_is_kept_not_failed() {
     let mut a = RemoteRouter::default();
     let a_side = FakeSide::new(&[], &[(PROXY, "echo")]);

@@ -1434,6 +1434,7 @@ impl ClusterSnapshot {
             },
             counter("caxton_remote_chain_hops_resent_total", "Hops of durable chains sent again: unacknowledged, their host lost, or a host found at last", self.remote.hops_resent),
             counter("caxton_remote_chain_hops_expired_total", "Hops of durable chains whose deadline passed before any node stored them (answered caxton:timeout, parent settled)", self.remote.hops_expired),
+            counter("caxton_remote_chain_hops_refused_total", "Hops of durable chains their host refused to store (storage off or failing there): no longer sent; the parent runs again after a restart", self.remote.hops_refused),
             Family {
                 name: "caxton_remote_lanes",
                 help: "Message lanes (QUIC streams of remote messages) open now, and those of them idle",
