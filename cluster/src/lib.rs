@@ -15,6 +15,8 @@
 //! - [`settings`]: how profile keys become foca's and the transport's settings.
 //! - [`simulation`]: many cores on a virtual clock over a simulated network.
 //! - [`tls`]: certificates: loading the cluster's, and `init-certs` for a test set.
+//! - [`watch`]: the ring watch, each member pinging its successor on a ring
+//!   every probe interval, so a crash is suspected within an interval.
 //! - [`transport`]: the drivers that run the core over QUIC (quinn) or TLS over TCP
 //!   on the gossip shard's tokio runtime.
 //!
@@ -29,6 +31,7 @@ pub mod settings;
 pub mod simulation;
 pub mod tls;
 pub mod transport;
+pub mod watch;
 pub mod wire;
 
 pub use directory::{AgentCounts, ClusterDirectory, NodeAgents};

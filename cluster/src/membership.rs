@@ -12,6 +12,10 @@
 //! the metrics show. It also keeps the cluster directory (which agents each
 //! node hosts; [`crate::directory`]): version notes ride on foca's custom
 //! broadcasts, and lists are pulled from their node in directory frames.
+//! And it runs the ring watch ([`crate::watch`]): each node pings its
+//! successor on a ring of the members every probe interval and suspects it,
+//! through foca, when it stays silent, so a crash is noticed within an
+//! interval instead of whenever SWIM's shuffled probes reach it.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -19,7 +23,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use foca::{Foca, Identity, OwnedNotification, Runtime, State, Timer};
+use foca::{Foca, Identity, Member, OwnedNotification, Runtime, State, Timer, TimerToken};
 use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
@@ -29,6 +33,7 @@ use crate::directory::{
     NOTE_REFRESH_PROBES,
 };
 use crate::settings::SwimSettings;
+use crate::watch::{RingWatch, WatchAction, WatchMessage};
 use crate::wire::{
     self, FrameHeader, FrameKind, MessagePackCodec, NodeId, ReplayWindow, WireError,
 };
@@ -187,6 +192,10 @@ pub struct MembershipCounters {
     /// Directory lists dropped: stale, or from a node not known alive at
     /// that generation.
     pub directory_lists_dropped: u64,
+    /// Suspicions the ring watch raised: the watched member stayed silent
+    /// through a probe timeout and three pings (also in `suspicions_raised`).
+    #[serde(default)]
+    pub watch_suspicions: u64,
 }
 
 /// A timer of foca's, due at a time.
@@ -223,6 +232,9 @@ struct Effects {
     timer_order: u64,
     notes: Vec<OwnedNotification<NodeId>>,
     suspected: Vec<NodeId>,
+    /// The token foca's timers carry now (the ring watch's suspicion timers
+    /// must carry it too).
+    timer_token: Option<TimerToken>,
     frames_out: u64,
     bytes_out: u64,
     peers: HashMap<SocketAddr, PeerTraffic>,
@@ -231,13 +243,23 @@ struct Effects {
 impl Effects {
     /// Frame and queue a directory message, in the same sequence as SWIM's.
     fn send_directory(&mut self, to: SocketAddr, message: &DirectoryMessage) {
+        self.send_frame(FrameKind::Directory, to, &message.encode());
+    }
+
+    /// Frame and queue a ring watch's message.
+    fn send_watch(&mut self, to: SocketAddr, message: &WatchMessage) {
+        self.send_frame(FrameKind::Watch, to, &message.encode());
+    }
+
+    /// Frame `packet` as `kind` and queue it, in the same sequence as SWIM's.
+    fn send_frame(&mut self, kind: FrameKind, to: SocketAddr, packet: &[u8]) {
         let frame = wire::frame_of(
-            FrameKind::Directory,
+            kind,
             FrameHeader {
                 nonce: self.nonce,
                 seq: self.sequence,
             },
-            &message.encode(),
+            packet,
         );
         self.sequence += 1;
         self.frames_out += 1;
@@ -275,6 +297,9 @@ impl Runtime<NodeId> for Effects {
         // foca starts a suspicion timer exactly when it marks a member suspect.
         if let Timer::ChangeSuspectToDown { member_id, .. } = &timer {
             self.suspected.push(member_id.clone());
+        }
+        if let Timer::ProbeRandomMember(token) = &timer {
+            self.timer_token = Some(*token);
         }
         self.timer_order += 1;
         self.timers.push(Reverse(Scheduled {
@@ -328,6 +353,7 @@ pub struct Membership {
     events: Vec<MembershipEvent>,
     counters: MembershipCounters,
     convergence: Histogram<u64>,
+    watch: RingWatch,
     now: Duration,
     leaving: bool,
 }
@@ -367,6 +393,7 @@ impl Membership {
                 timer_order: 0,
                 notes: Vec::new(),
                 suspected: Vec::new(),
+                timer_token: None,
                 frames_out: 0,
                 bytes_out: 0,
                 peers: HashMap::new(),
@@ -390,6 +417,7 @@ impl Membership {
             events: Vec::new(),
             counters: MembershipCounters::default(),
             convergence,
+            watch: RingWatch::new(addr),
             now: now.elapsed,
             leaving: false,
         }
@@ -445,32 +473,42 @@ impl Membership {
         // The header is read here as well as in foca: the replay check
         // needs the sender first (an inbound TCP connection's address is
         // ephemeral, so the transport cannot say who sent it).
-        let directory = match kind {
-            FrameKind::Swim => None,
-            FrameKind::Directory => Some(DirectoryMessage::decode(packet)?),
+        let (directory, watch) = match kind {
+            FrameKind::Swim => (None, None),
+            FrameKind::Directory => (Some(DirectoryMessage::decode(packet)?), None),
+            FrameKind::Watch => (None, Some(WatchMessage::decode(packet)?)),
             // The transport hands these to remote routing, never here.
             FrameKind::Messages => return Err(WireError::UnknownVersion),
         };
-        let sender = match &directory {
-            Some(message) => message.sender().clone(),
-            None => wire::packet_sender(packet)?,
+        let sender = match (&directory, &watch) {
+            (Some(message), _) => message.sender().addr,
+            (_, Some(message)) => message.sender(),
+            _ => wire::packet_sender(packet)?.addr,
         };
         // The window is stored only once the packet was taken, so frames
         // that fail create no state for the address they claim.
-        let mut window = self.replay.get(&sender.addr).copied().unwrap_or_default();
+        let mut window = self.replay.get(&sender).copied().unwrap_or_default();
         if !window.accept(header) {
             return Err(WireError::Replayed);
         }
-        match directory {
-            Some(message) => self.on_directory(message),
-            None => self
+        match (directory, watch) {
+            (Some(message), _) => self.on_directory(message),
+            (_, Some(WatchMessage::Ping { from })) if !self.leaving => {
+                let me = self.identity().addr;
+                self.effects
+                    .send_watch(from, &WatchMessage::Ack { from: me });
+            }
+            // An answer (or a ping while leaving) proves its sender alive:
+            // being heard from is what the watch looks for.
+            (_, Some(_)) => {}
+            _ => self
                 .foca
                 .handle_data(packet, &mut self.effects)
                 .map_err(|error| WireError::Refused(error.to_string()))?,
         }
-        self.replay.insert(sender.addr, window);
-        self.last_heard.insert(sender.addr, self.now);
-        let peer = self.effects.peers.entry(sender.addr).or_default();
+        self.replay.insert(sender, window);
+        self.last_heard.insert(sender, self.now);
+        let peer = self.effects.peers.entry(sender).or_default();
         peer.frames_in += 1;
         peer.bytes_in += frame.len() as u64;
         Ok(())
@@ -509,7 +547,73 @@ impl Membership {
         if self.next_note_refresh.is_some_and(|at| at <= now.elapsed) {
             self.announce_version(now);
         }
+        self.run_watch(now);
         self.settle(now);
+    }
+
+    /// The ring watch's due work: ping the successor, or suspect it.
+    fn run_watch(&mut self, now: Now) {
+        if self.leaving {
+            return;
+        }
+        let heard = &self.last_heard;
+        let actions = self.watch.poll(
+            now.elapsed,
+            self.swim.probe_interval,
+            self.swim.probe_timeout,
+            |addr, since| heard.get(&addr).is_some_and(|at| *at >= since),
+        );
+        for action in actions {
+            match action {
+                WatchAction::Ping(to) => {
+                    let me = self.identity().addr;
+                    self.effects
+                        .send_watch(to, &WatchMessage::Ping { from: me });
+                }
+                WatchAction::Suspect(member) => self.watch_suspect(&member),
+            }
+        }
+    }
+
+    /// The watched member stayed silent: suspect it through foca, as a
+    /// failed probe would (gossiped, so it can refute), and have foca
+    /// declare it down when the suspicion timeout ends unless it refuted.
+    fn watch_suspect(&mut self, silent: &NodeId) {
+        let Some(token) = self.effects.timer_token else {
+            return;
+        };
+        let Some((id, incarnation, state)) = self
+            .foca
+            .iter_membership_state()
+            .find(|member| member.id().addr == silent.addr && member.state() != State::Down)
+            .map(|member| (member.id().clone(), member.incarnation(), member.state()))
+        else {
+            return;
+        };
+        if state == State::Alive {
+            let suspect = Member::new(id.clone(), incarnation, State::Suspect);
+            if let Err(error) =
+                self.foca
+                    .apply_many(std::iter::once(suspect), true, &mut self.effects)
+            {
+                tracing::debug!("ring watch: {error}");
+                return;
+            }
+        }
+        self.counters.watch_suspicions += 1;
+        let timeout = crate::settings::suspicion_timeout(
+            self.swim.suspicion_multiplier,
+            self.swim.probe_interval,
+            self.configured_for,
+        );
+        self.effects.submit_after(
+            Timer::ChangeSuspectToDown {
+                member_id: id,
+                incarnation,
+                token,
+            },
+            timeout,
+        );
     }
 
     /// When [`Self::advance`] next has work, if ever.
@@ -520,12 +624,18 @@ impl Membership {
             .values()
             .map(|wanted| wanted.asked + self.swim.probe_interval)
             .min();
+        let watch = if self.leaving {
+            None
+        } else {
+            self.watch.next_deadline(self.swim.probe_timeout)
+        };
         [
             timer,
             self.next_join,
             self.next_dead_round,
             self.next_note_refresh,
             pull,
+            watch,
         ]
         .into_iter()
         .flatten()
@@ -550,6 +660,11 @@ impl Membership {
     pub fn directory_settled(&self) -> bool {
         let joined = self.seeds.is_empty() || self.foca.num_members() > 0;
         joined && self.wanted.is_empty()
+    }
+
+    /// The member this node's ring watch pings: its successor on the ring.
+    pub fn watched(&self) -> Option<&NodeId> {
+        self.watch.successor()
     }
 
     /// The cluster directory as this node knows it.
@@ -846,12 +961,14 @@ impl Membership {
     fn react(&mut self, note: OwnedNotification<NodeId>, now: Now) {
         match note {
             OwnedNotification::MemberUp(member) => {
+                self.watch.insert(&member);
                 self.time_arrival(&member, now);
                 self.dead.retain(|(dead, _)| dead.addr() != member.addr());
                 self.want_list(member.clone(), 0);
                 self.events.push(MembershipEvent::Up(member));
             }
             OwnedNotification::MemberDown(member) => {
+                self.watch.remove(&member);
                 self.directory.declared_down(&member);
                 self.wanted.remove(&member.addr);
                 self.counters.declared_down += 1;
@@ -868,6 +985,7 @@ impl Membership {
                 // A restart seen as a rename (the old identity still alive
                 // here) is an arrival too.
                 self.time_arrival(&current, now);
+                self.watch.insert(&current);
                 self.directory.remove(&previous);
                 self.want_list(current.clone(), 0);
                 self.events
@@ -910,6 +1028,8 @@ impl Membership {
                     },
                 );
                 self.configured_for = 1;
+                self.watch = RingWatch::new(renewed.addr);
+                self.effects.timer_token = None;
                 self.effects.timers.clear();
                 self.effects.suspected.clear();
                 self.open_suspicions.clear();

@@ -59,6 +59,14 @@ fn kind(frame: &[u8]) -> &'static str {
             DirectoryMessage::List { .. } => "directory_list",
         };
     }
+    if kind == wire::FrameKind::Watch {
+        return match crate::watch::WatchMessage::decode(packet)
+            .expect("our own watch frames decode")
+        {
+            crate::watch::WatchMessage::Ping { .. } => "watch_ping",
+            crate::watch::WatchMessage::Ack { .. } => "watch_ack",
+        };
+    }
     let header: Header<NodeId> = rmp_serde::decode::from_read(packet).expect("a header");
     let _ = MessagePackCodec;
     match header.message {
@@ -311,6 +319,59 @@ fn a_silent_member_is_suspected_then_declared_down_within_the_bound() {
         .take_events()
         .iter()
         .any(|event| matches!(event, MembershipEvent::Down(id) if id.name == "node-2")));
+}
+
+#[test]
+fn the_ring_watch_suspects_a_crashed_member_within_an_interval_and_a_timeout() {
+    let swim = settings();
+    let mut net = Net::formed(8, &swim);
+    // Every member has one watcher: the member node 3 watches has none other.
+    let watched = net.get(3).watched().expect("a successor").addr;
+    let watchers = (0..8)
+        .filter(|index| net.get_ref(*index).watched().map(|id| id.addr) == Some(watched))
+        .count();
+    assert_eq!(watchers, 1);
+    let victim = (watched.port() - 10_000) as usize;
+    net.nodes[victim] = None;
+    let crashed_at = net.now;
+    // Its watcher's next round starts within an interval and ends in a
+    // verdict a probe timeout later (two more pings on the way).
+    let limit = swim.probe_interval + swim.probe_timeout + net.latency * 2;
+    let suspected = net
+        .run_until(limit * 2, Duration::from_millis(5), |net| {
+            net.get_ref(3).counters().watch_suspicions > 0
+        })
+        .expect("suspected by its watcher");
+    assert!(
+        suspected <= limit,
+        "suspected after {suspected:?}, bound {limit:?}"
+    );
+    let pings = net
+        .traffic
+        .log
+        .iter()
+        .filter(|(at, from, to, kind)| {
+            *at >= crashed_at && *from == 3 && *to == watched && *kind == "watch_ping"
+        })
+        .count();
+    assert_eq!(pings, 3, "pinged three times before suspecting");
+    // Then declared down by every live node within the suspicion timeout
+    // and two probe intervals of the crash.
+    let goal =
+        crate::settings::suspicion_timeout(swim.suspicion_multiplier, swim.probe_interval, 8)
+            + swim.probe_interval * 2;
+    let down = net
+        .run_until(goal * 2, Duration::from_millis(5), |net| {
+            (0..8)
+                .filter(|index| *index != victim)
+                .all(|index| net.state_of(index, victim) == Some(MemberState::Down))
+        })
+        .expect("declared down");
+    assert!(
+        suspected + down <= goal,
+        "declared down after {:?}, goal {goal:?}",
+        suspected + down
+    );
 }
 
 #[test]

@@ -91,6 +91,15 @@ impl SwimSettings {
         config
     }
 
+    /// The crash-detection goal for a cluster of `members`: a crashed
+    /// member declared down by every node within the suspicion timeout and
+    /// two probe intervals (its watcher's next round, its probe timeout,
+    /// and the gossip of the verdict fit in those two; see `crate::watch`).
+    pub fn detection_goal(&self, members: usize) -> Duration {
+        suspicion_timeout(self.suspicion_multiplier, self.probe_interval, members)
+            + self.probe_interval * 2
+    }
+
     /// The longest a dead member takes to be declared down by every node,
     /// for a cluster of `members`: one probe period to be probed (a node
     /// probes every member in turn, so up to `members - 1` periods until its

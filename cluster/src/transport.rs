@@ -1377,6 +1377,7 @@ impl ClusterSnapshot {
                 ],
             },
             counter("caxton_cluster_suspicions_raised_total", "Members this node saw go from alive to suspect", m.suspicions_raised),
+            counter("caxton_cluster_watch_suspicions_total", "Suspicions this node's ring watch raised: its successor on the ring stayed silent through a probe timeout and three pings", m.watch_suspicions),
             counter("caxton_cluster_suspicions_refuted_total", "Members this node saw refute a suspicion (suspect to alive)", m.suspicions_refuted),
             counter("caxton_cluster_members_down_total", "Members this node saw declared down, failed or left", m.declared_down),
             counter("caxton_cluster_rejoins_total", "Times this node was declared down and rejoined under a newer generation", m.renewals),

@@ -27,6 +27,8 @@ const KIND_SWIM: u8 = 0;
 const KIND_DIRECTORY: u8 = 1;
 /// A frame carrying messages between agents (`crate::remote`).
 const KIND_MESSAGES: u8 = 2;
+/// A frame carrying a ring watch's ping or answer (`crate::watch`).
+const KIND_WATCH: u8 = 3;
 
 /// The largest batch of remote messages in one frame: one message of the
 /// largest content (1 MiB) always fits.
@@ -46,6 +48,8 @@ pub enum FrameKind {
     Directory,
     /// Messages between agents on different nodes, in order.
     Messages,
+    /// A ring watch's ping, or its answer.
+    Watch,
 }
 
 impl FrameKind {
@@ -54,6 +58,7 @@ impl FrameKind {
             FrameKind::Swim => KIND_SWIM,
             FrameKind::Directory => KIND_DIRECTORY,
             FrameKind::Messages => KIND_MESSAGES,
+            FrameKind::Watch => KIND_WATCH,
         }
     }
 
@@ -62,6 +67,7 @@ impl FrameKind {
             KIND_SWIM => Some(FrameKind::Swim),
             KIND_DIRECTORY => Some(FrameKind::Directory),
             KIND_MESSAGES => Some(FrameKind::Messages),
+            KIND_WATCH => Some(FrameKind::Watch),
             _ => None,
         }
     }
@@ -303,7 +309,7 @@ pub fn unframe_any(
     }
     let kind = FrameKind::from_byte(frame[1]).ok_or(WireError::UnknownVersion)?;
     let limit = match kind {
-        FrameKind::Swim => max_packet,
+        FrameKind::Swim | FrameKind::Watch => max_packet,
         FrameKind::Directory => DIRECTORY_PACKET_MAX,
         FrameKind::Messages => MESSAGES_PACKET_MAX,
     };

@@ -103,13 +103,13 @@ fn crashes_are_declared_down_within_the_presets_bound() {
         report.detection.len(),
         replay(seed)
     );
-    // Every crash within the worst case of probing in turn (the tighter
-    // goal, suspicion timeout + two probe intervals, is a benchmark figure).
-    let bound = swim.down_detection_bound(16);
-    let slowest = Duration::from_nanos(report.detection.max());
+    // The goal at P99: suspicion timeout + two probe intervals, which the
+    // ring watch makes a bound (SWIM's shuffled probes alone miss it).
+    let goal = swim.detection_goal(16);
+    let p99 = Duration::from_nanos(report.detection.value_at_quantile(0.99));
     assert!(
-        slowest <= bound,
-        "slowest detection {slowest:?}, bound {bound:?}; {}",
+        p99 <= goal,
+        "detection P99 {p99:?}, goal {goal:?}; {}",
         replay(seed)
     );
     assert_eq!(report.false_downs, 0, "{}", replay(seed));

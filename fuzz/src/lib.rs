@@ -7,7 +7,7 @@
 //! | target | decoder | invariant |
 //! |---|---|---|
 //! | `envelope` | the message envelope (MessagePack) | a decoded envelope encodes and decodes to itself |
-//! | `cluster_frame` | a frame off the cluster port, into a membership core: as it came, and framed with a valid checksum as a SWIM and as a directory frame | no panic; a refused frame changes no member; a checked frame re-frames to the same bytes |
+//! | `cluster_frame` | a frame off the cluster port, into a membership core: as it came, and framed with a valid checksum as a SWIM, a directory and a ring-watch frame | no panic; a refused frame changes no member; a checked frame re-frames to the same bytes |
 //! | `directory_message` | the cluster directory's messages | decode ∘ encode is the identity on what decodes |
 //! | `remote_batch` | a frame of remote messages | the same, and a damaged frame never decodes |
 //! | `profile` | a YAML profile through load and validation | a profile that loads shows as YAML that loads to the same profile |
@@ -71,12 +71,14 @@ pub fn cluster_frame(data: &[u8]) {
     };
     let addr = SocketAddr::from(([127, 0, 0, 1], 7946));
     // The bytes as they came, then framed (a valid checksum) as each kind,
-    // so the fuzzer also reaches foca's decoder and the directory's.
+    // so the fuzzer also reaches foca's decoder, the directory's and the
+    // ring watch's.
     let header = wire::FrameHeader { nonce: 5, seq: 1 };
     let inputs = [
         data.to_vec(),
         wire::frame(header, data),
         wire::frame_of(FrameKind::Directory, header, data),
+        wire::frame_of(FrameKind::Watch, header, data),
     ];
     for input in &inputs {
         let mut core = Membership::new(swim.clone(), "fuzzed".into(), addr, 1, now);
