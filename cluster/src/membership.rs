@@ -18,7 +18,7 @@
 //! interval instead of whenever SWIM's shuffled probes reach it.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,6 +27,10 @@ use foca::{Foca, Identity, Member, OwnedNotification, Runtime, State, Timer, Tim
 use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
+// Keyed by member address and touched on every frame: Fx, not SipHash
+// (the addresses come from authenticated peers, and the simulator runs a
+// thousand cores on one thread).
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::directory::{
     AgentCounts, ClusterDirectory, DirectoryMessage, NoteBook, VersionNote, VersionNotes,
@@ -237,7 +241,7 @@ struct Effects {
     timer_token: Option<TimerToken>,
     frames_out: u64,
     bytes_out: u64,
-    peers: HashMap<SocketAddr, PeerTraffic>,
+    peers: FxHashMap<SocketAddr, PeerTraffic>,
 }
 
 impl Effects {
@@ -342,12 +346,12 @@ pub struct Membership {
     seeds: Vec<SocketAddr>,
     next_join: Option<Duration>,
     joined_since_us: u64,
-    replay: HashMap<SocketAddr, ReplayWindow>,
-    last_heard: HashMap<SocketAddr, Duration>,
-    downs: HashMap<SocketAddr, u32>,
-    open_suspicions: std::collections::HashSet<SocketAddr>,
+    replay: FxHashMap<SocketAddr, ReplayWindow>,
+    last_heard: FxHashMap<SocketAddr, Duration>,
+    downs: FxHashMap<SocketAddr, u32>,
+    open_suspicions: FxHashSet<SocketAddr>,
     /// The generation last timed per address, so an arrival is timed once.
-    timed: HashMap<SocketAddr, u64>,
+    timed: FxHashMap<SocketAddr, u64>,
     dead: Vec<(NodeId, u32)>,
     next_dead_round: Option<Duration>,
     events: Vec<MembershipEvent>,
@@ -396,7 +400,7 @@ impl Membership {
                 timer_token: None,
                 frames_out: 0,
                 bytes_out: 0,
-                peers: HashMap::new(),
+                peers: FxHashMap::default(),
             },
             directory: ClusterDirectory::default(),
             notes,
@@ -407,11 +411,11 @@ impl Membership {
             seeds: Vec::new(),
             next_join: None,
             joined_since_us: now.unix_us,
-            replay: HashMap::new(),
-            last_heard: HashMap::new(),
-            downs: HashMap::new(),
-            open_suspicions: std::collections::HashSet::new(),
-            timed: HashMap::new(),
+            replay: FxHashMap::default(),
+            last_heard: FxHashMap::default(),
+            downs: FxHashMap::default(),
+            open_suspicions: FxHashSet::default(),
+            timed: FxHashMap::default(),
             dead: Vec::new(),
             next_dead_round: None,
             events: Vec::new(),

@@ -345,15 +345,18 @@ impl Simulator {
             } else {
                 1
             };
-            for _ in 0..copies {
+            let mut frame = Some(out.frame);
+            for copy in 0..copies {
                 let delay = self.latency(index, to);
                 self.order += 1;
-                self.deliveries.push(Reverse((
-                    self.now + delay,
-                    self.order,
-                    to,
-                    out.frame.clone(),
-                )));
+                // The last copy takes the frame itself.
+                let bytes = if copy + 1 == copies {
+                    frame.take().unwrap_or_default()
+                } else {
+                    frame.clone().unwrap_or_default()
+                };
+                self.deliveries
+                    .push(Reverse((self.now + delay, self.order, to, bytes)));
             }
         }
         for event in events {
