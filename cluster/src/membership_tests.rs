@@ -65,6 +65,7 @@ fn kind(frame: &[u8]) -> &'static str {
         {
             crate::watch::WatchMessage::Ping { .. } => "watch_ping",
             crate::watch::WatchMessage::Ack { .. } => "watch_ack",
+            crate::watch::WatchMessage::Down { .. } => "watch_down",
         };
     }
     let header: Header<NodeId> = rmp_serde::decode::from_read(packet).expect("a header");
@@ -372,6 +373,51 @@ fn the_ring_watch_suspects_a_crashed_member_within_an_interval_and_a_timeout() {
         "declared down after {:?}, goal {goal:?}",
         suspected + down
     );
+    // The node whose timer declared it (its watcher) told every live member
+    // directly, so none depends on gossip alone to hear it.
+    assert_eq!(net.get_ref(3).counters().verdicts_sent, 1);
+    let told: HashSet<SocketAddr> = net
+        .traffic
+        .log
+        .iter()
+        .filter(|(_, from, _, kind)| *from == 3 && *kind == "watch_down")
+        .map(|(_, _, to, _)| *to)
+        .collect();
+    let live: HashSet<SocketAddr> = (0..8)
+        .filter(|index| *index != victim && *index != 3)
+        .map(address)
+        .collect();
+    assert_eq!(told, live);
+}
+
+#[test]
+fn a_verdict_from_another_node_is_applied_and_a_bad_one_refused() {
+    let swim = settings();
+    let mut net = Net::formed(3, &swim);
+    let judged = net.get_ref(2).identity().clone();
+    let verdict = |member: NodeId, seq: u64| {
+        wire::frame_of(
+            wire::FrameKind::Watch,
+            wire::FrameHeader { nonce: 77, seq },
+            &crate::watch::WatchMessage::Down {
+                from: address(9),
+                member,
+            }
+            .encode(),
+        )
+    };
+    let now = net.clock();
+    // A name off the wire must follow the naming rule: refused, nothing changes.
+    let bad = NodeId {
+        name: "no spaces allowed".into(),
+        ..judged.clone()
+    };
+    assert!(net.get(0).handle_frame(&verdict(bad, 1), now).is_err());
+    assert_eq!(net.state_of(0, 2), Some(MemberState::Alive));
+    net.get(0)
+        .handle_frame(&verdict(judged, 2), now)
+        .expect("a verdict is taken");
+    assert_eq!(net.state_of(0, 2), Some(MemberState::Down));
 }
 
 #[test]

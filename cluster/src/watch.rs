@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::wire::{NodeId, WireError};
 
 /// A watch frame's message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WatchMessage {
     /// From a member's watcher: answer to `from`.
     Ping {
@@ -40,6 +40,14 @@ pub enum WatchMessage {
     Ack {
         /// Where the watched member listens.
         from: SocketAddr,
+    },
+    /// A verdict, sent to every member by the node whose suspicion timer
+    /// declared `member` down (see `Membership`'s verdicts).
+    Down {
+        /// The node that declared it.
+        from: SocketAddr,
+        /// The member declared down.
+        member: NodeId,
     },
 }
 
@@ -57,7 +65,9 @@ impl WatchMessage {
     /// Who sent it.
     pub fn sender(&self) -> SocketAddr {
         match self {
-            WatchMessage::Ping { from } | WatchMessage::Ack { from } => *from,
+            WatchMessage::Ping { from }
+            | WatchMessage::Ack { from }
+            | WatchMessage::Down { from, .. } => *from,
         }
     }
 }
@@ -138,6 +148,11 @@ impl RingWatch {
                 self.round = None;
             }
         }
+    }
+
+    /// Every active member but this node.
+    pub(crate) fn members(&self) -> impl Iterator<Item = &NodeId> {
+        self.ring.values()
     }
 
     /// The member this node watches: the next one after it on the ring.
@@ -322,8 +337,12 @@ mod tests {
             WatchMessage::Ack {
                 from: "[::1]:7946".parse().expect("an address"),
             },
+            WatchMessage::Down {
+                from: member(1).addr,
+                member: member(2),
+            },
         ] {
-            assert_eq!(WatchMessage::decode(&message.encode()), Ok(message));
+            assert_eq!(WatchMessage::decode(&message.encode()), Ok(message.clone()));
         }
         assert!(WatchMessage::decode(b"\xc1").is_err());
     }
