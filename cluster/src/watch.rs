@@ -88,10 +88,15 @@ pub(crate) enum WatchAction {
 /// One round: the member watched, since when, and the pings sent.
 #[derive(Clone, Debug)]
 struct Round {
-    target: NodeId,
+    /// The successor, and past each one this watch suspects, the next.
+    targets: Vec<NodeId>,
     started: Duration,
     pings: u32,
 }
+
+/// Members a round watches at most: the successor and, while the ones
+/// before are suspected here, those after it.
+const TARGETS_MAX: usize = 3;
 
 /// The ring and the current round. See the module docs.
 #[derive(Debug)]
@@ -99,6 +104,10 @@ pub(crate) struct RingWatch {
     me: (u64, SocketAddr),
     /// The active members other than this node, in ring order.
     ring: BTreeMap<(u64, SocketAddr), NodeId>,
+    /// Members this watch suspected and has not heard from since: a round
+    /// watches past them, so a crash right after theirs is not left
+    /// unwatched until they are declared down.
+    suspected: std::collections::BTreeSet<SocketAddr>,
     round: Option<Round>,
     next_round: Duration,
 }
@@ -123,6 +132,7 @@ impl RingWatch {
         Self {
             me: ring_key(me),
             ring: BTreeMap::new(),
+            suspected: std::collections::BTreeSet::new(),
             round: None,
             next_round: Duration::ZERO,
         }
@@ -131,7 +141,15 @@ impl RingWatch {
     /// A member became active (or came back under a newer identity).
     pub(crate) fn insert(&mut self, member: &NodeId) {
         if member.addr != self.me.1 {
-            self.ring.insert(ring_key(member.addr), member.clone());
+            // A new identity at that address is not the one suspected.
+            if self
+                .ring
+                .insert(ring_key(member.addr), member.clone())
+                .as_ref()
+                != Some(member)
+            {
+                self.suspected.remove(&member.addr);
+            }
         }
     }
 
@@ -140,12 +158,9 @@ impl RingWatch {
         let key = ring_key(member.addr);
         if self.ring.get(&key) == Some(member) {
             self.ring.remove(&key);
-            if self
-                .round
-                .as_ref()
-                .is_some_and(|round| round.target.addr == member.addr)
-            {
-                self.round = None;
+            self.suspected.remove(&member.addr);
+            if let Some(round) = &mut self.round {
+                round.targets.retain(|target| target.addr != member.addr);
             }
         }
     }
@@ -157,12 +172,35 @@ impl RingWatch {
 
     /// The member this node watches: the next one after it on the ring.
     pub(crate) fn successor(&self) -> Option<&NodeId> {
+        self.after(self.me)
+    }
+
+    /// The next member after `key` on the ring (wrapping), never this node.
+    fn after(&self, key: (u64, SocketAddr)) -> Option<&NodeId> {
         use std::ops::Bound::{Excluded, Unbounded};
         self.ring
-            .range((Excluded(self.me), Unbounded))
+            .range((Excluded(key), Unbounded))
             .next()
             .or_else(|| self.ring.iter().next())
             .map(|(_, member)| member)
+    }
+
+    /// What a round watches: the successor and, past each member this
+    /// watch suspects, the next one (at most [`TARGETS_MAX`]).
+    fn targets(&self) -> Vec<NodeId> {
+        let mut targets: Vec<NodeId> = Vec::new();
+        let mut next = self.successor();
+        while let Some(member) = next {
+            if targets.iter().any(|target| target.addr == member.addr) {
+                break;
+            }
+            targets.push(member.clone());
+            if targets.len() == TARGETS_MAX || !self.suspected.contains(&member.addr) {
+                break;
+            }
+            next = self.after(ring_key(member.addr));
+        }
+        targets
     }
 
     /// What is due at `now`: the round's verdict or its next ping, or a new
@@ -177,11 +215,25 @@ impl RingWatch {
     ) -> Vec<WatchAction> {
         let mut actions = Vec::new();
         if let Some(round) = &mut self.round {
-            let addr = round.target.addr;
-            if heard_since(addr, round.started) {
+            // Heard from since the round began: alive, and no longer suspected here.
+            let suspected = &mut self.suspected;
+            round.targets.retain(|target| {
+                let heard = heard_since(target.addr, round.started);
+                if heard {
+                    suspected.remove(&target.addr);
+                }
+                !heard
+            });
+            if round.targets.is_empty() {
                 self.round = None;
             } else if now >= round.started + timeout {
-                actions.push(WatchAction::Suspect(round.target.clone()));
+                for target in std::mem::take(&mut round.targets) {
+                    // Suspected once; a member already suspected here is
+                    // only watched past.
+                    if self.suspected.insert(target.addr) {
+                        actions.push(WatchAction::Suspect(target));
+                    }
+                }
                 self.round = None;
             } else {
                 let elapsed = now.saturating_sub(round.started);
@@ -190,15 +242,21 @@ impl RingWatch {
                         as u32;
                 while round.pings < due.min(PINGS_PER_ROUND) {
                     round.pings += 1;
-                    actions.push(WatchAction::Ping(addr));
+                    actions.extend(
+                        round
+                            .targets
+                            .iter()
+                            .map(|target| WatchAction::Ping(target.addr)),
+                    );
                 }
             }
         }
         if self.round.is_none() && now >= self.next_round {
-            if let Some(target) = self.successor().cloned() {
-                actions.push(WatchAction::Ping(target.addr));
+            let targets = self.targets();
+            if !targets.is_empty() {
+                actions.extend(targets.iter().map(|target| WatchAction::Ping(target.addr)));
                 self.round = Some(Round {
-                    target,
+                    targets,
                     started: now,
                     pings: 1,
                 });
@@ -294,6 +352,57 @@ mod tests {
         assert!(watch
             .poll(again + TIMEOUT, INTERVAL, TIMEOUT, heard)
             .is_empty());
+    }
+
+    #[test]
+    fn a_round_watches_past_a_suspected_successor_until_it_is_heard_from() {
+        let mut watch = RingWatch::new(member(1).addr);
+        for port in 2..=4 {
+            watch.insert(&member(port));
+        }
+        let first = watch.successor().cloned().expect("a successor");
+        let second = watch
+            .after(ring_key(first.addr))
+            .cloned()
+            .expect("the one after");
+        let start = Duration::from_secs(10);
+        let _ = watch.poll(start, INTERVAL, TIMEOUT, |_, _| false);
+        assert_eq!(
+            watch.poll(start + TIMEOUT, INTERVAL, TIMEOUT, |_, _| false),
+            vec![WatchAction::Suspect(first.clone())]
+        );
+        // While it is suspected (and may be dead), the one after it is
+        // watched too: a crash there is not left to SWIM's shuffled probes.
+        let again = start + INTERVAL;
+        assert_eq!(
+            watch.poll(again, INTERVAL, TIMEOUT, |_, _| false),
+            vec![
+                WatchAction::Ping(first.addr),
+                WatchAction::Ping(second.addr)
+            ]
+        );
+        // The one after answers; the first stays silent, and is not
+        // suspected twice.
+        let second_heard = |addr: SocketAddr, _: Duration| addr == second.addr;
+        assert!(watch
+            .poll(again + TIMEOUT, INTERVAL, TIMEOUT, second_heard)
+            .is_empty());
+        // The first refutes (it is heard from): back to watching it alone.
+        let later = again + INTERVAL;
+        assert_eq!(
+            watch.poll(later, INTERVAL, TIMEOUT, |_, _| false),
+            vec![
+                WatchAction::Ping(first.addr),
+                WatchAction::Ping(second.addr)
+            ]
+        );
+        assert!(watch
+            .poll(later + TIMEOUT / 2, INTERVAL, TIMEOUT, |_, _| true)
+            .is_empty());
+        assert_eq!(
+            watch.poll(later + INTERVAL, INTERVAL, TIMEOUT, |_, _| false),
+            vec![WatchAction::Ping(first.addr)]
+        );
     }
 
     #[test]
