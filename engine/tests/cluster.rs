@@ -971,6 +971,33 @@ fn wait_for_tally(c: &RunningEngine, sends: u32, limit: Duration) {
     }
 }
 
+/// Kill `node` (SIGKILL), wait until `observer` declares it down, and start
+/// it again at its cluster address on its data, joining through `observer`.
+fn kill_and_restart(
+    certs: &Path,
+    node: RunningEngine,
+    name: &str,
+    data: &Path,
+    observer: &RunningEngine,
+    limit: Duration,
+) -> RunningEngine {
+    let address = cluster_address(&node);
+    let mut node = node;
+    node.child.kill().expect("SIGKILL");
+    let _ = node.child.wait();
+    wait(observer, limit, &format!("{name} declared down"), |view| {
+        state_of(view, name).as_deref() == Some("down")
+    });
+    node_with(
+        certs,
+        certs,
+        name,
+        &address.to_string(),
+        Some(cluster_address(observer)),
+        &persistent(data),
+    )
+}
+
 #[test]
 fn a_chain_across_nodes_keeps_its_promise_when_the_parents_node_is_killed() {
     let ChainPair {
@@ -980,27 +1007,18 @@ fn a_chain_across_nodes_keeps_its_promise_when_the_parents_node_is_killed() {
         a_data,
         c_data: _c_data,
     } = chain_pair();
-    let dir = certs.path();
-    let a_address = cluster_address(&a);
     const SENDS: u32 = 40;
     send_durable_chains(&a, SENDS);
-    // The parents' node dies with hops perhaps still on their way.
-    let mut a = a;
-    a.child.kill().expect("SIGKILL");
-    let _ = a.child.wait();
-    wait(&c, Duration::from_secs(10), "a declared down", |view| {
-        state_of(view, "a").as_deref() == Some("down")
-    });
-
-    // a comes back with its data; whatever it had not seen stored on c
-    // runs again.
-    let a = node_with(
-        dir,
-        dir,
+    // The parents' node dies with hops perhaps still on their way, and
+    // comes back with its data; whatever it had not seen stored on c runs
+    // again.
+    let a = kill_and_restart(
+        certs.path(),
+        a,
         "a",
-        &a_address.to_string(),
-        Some(cluster_address(&c)),
-        &persistent(a_data.path()),
+        a_data.path(),
+        &c,
+        Duration::from_secs(10),
     );
     wait_for_listing(
         &a,
@@ -1020,8 +1038,6 @@ fn a_chain_across_nodes_keeps_its_promise_when_the_childs_node_is_killed() {
         a_data: _a_data,
         c_data,
     } = chain_pair();
-    let dir = certs.path();
-    let c_address = cluster_address(&c);
     // c freezes before it can store any hop, and is killed frozen: every
     // hop a sends it is lost with it, while a runs on.
     let pid = libc::pid_t::try_from(c.child.id()).expect("a pid");
@@ -1029,23 +1045,16 @@ fn a_chain_across_nodes_keeps_its_promise_when_the_childs_node_is_killed() {
     assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0, "SIGSTOP");
     const SENDS: u32 = 40;
     send_durable_chains(&a, SENDS);
-    let mut c = c;
-    c.child.kill().expect("SIGKILL");
-    let _ = c.child.wait();
-    wait(&a, Duration::from_secs(20), "c declared down", |view| {
-        state_of(view, "c").as_deref() == Some("down")
-    });
-
     // c comes back with its data, tally's count starting again from nothing:
     // a, which kept every hop not acknowledged, sends them there once c
     // lists tally again.
-    let c = node_with(
-        dir,
-        dir,
+    let c = kill_and_restart(
+        certs.path(),
+        c,
         "c",
-        &c_address.to_string(),
-        Some(cluster_address(&a)),
-        &persistent(c_data.path()),
+        c_data.path(),
+        &a,
+        Duration::from_secs(20),
     );
     wait_for_listing(&a, "tally on the restarted c", &[("tally", "c", 1)]);
     wait_for_tally(&c, SENDS, Duration::from_secs(15));
