@@ -141,6 +141,7 @@ impl RingWatch {
     /// A member became active (or came back under a newer identity).
     pub(crate) fn insert(&mut self, member: &NodeId) {
         if member.addr != self.me.1 {
+            let before = self.successor().map(|successor| successor.addr);
             // A new identity at that address is not the one suspected.
             if self
                 .ring
@@ -150,6 +151,15 @@ impl RingWatch {
             {
                 self.suspected.remove(&member.addr);
             }
+            self.successor_may_have_changed(before);
+        }
+    }
+
+    /// A new successor is watched at once, not from the next round: it
+    /// may be the member a departed watcher was watching, unwatched since.
+    fn successor_may_have_changed(&mut self, before: Option<SocketAddr>) {
+        if self.successor().map(|successor| successor.addr) != before {
+            self.next_round = Duration::ZERO;
         }
     }
 
@@ -157,11 +167,13 @@ impl RingWatch {
     pub(crate) fn remove(&mut self, member: &NodeId) {
         let key = ring_key(member.addr);
         if self.ring.get(&key) == Some(member) {
+            let before = self.successor().map(|successor| successor.addr);
             self.ring.remove(&key);
             self.suspected.remove(&member.addr);
             if let Some(round) = &mut self.round {
                 round.targets.retain(|target| target.addr != member.addr);
             }
+            self.successor_may_have_changed(before);
         }
     }
 
@@ -424,6 +436,13 @@ mod tests {
         watch.remove(&first);
         let second = watch.successor().cloned().expect("the other one");
         assert_ne!(first, second);
+        // The new successor is watched at once, not a round later: the
+        // round on the departed member ends at the next look, and one on
+        // the new successor begins.
+        assert_eq!(
+            watch.poll(INTERVAL + TIMEOUT / 3, INTERVAL, TIMEOUT, |_, _| false),
+            vec![WatchAction::Ping(second.addr)]
+        );
         // The round on the member gone ended with it: no verdict on it.
         let actions = watch.poll(INTERVAL + TIMEOUT, INTERVAL, TIMEOUT, |_, _| false);
         assert!(!actions.contains(&WatchAction::Suspect(first)));
