@@ -591,13 +591,12 @@ impl Membership {
             self.swim.probe_timeout,
             |addr, since| heard.get(&addr).is_some_and(|at| *at >= since),
         );
+        let ping = WatchMessage::Ping {
+            from: self.identity().addr,
+        };
         for action in actions {
             match action {
-                WatchAction::Ping(to) => {
-                    let me = self.identity().addr;
-                    self.effects
-                        .send_watch(to, &WatchMessage::Ping { from: me });
-                }
+                WatchAction::Ping(to) => self.effects.send_watch(to, &ping),
                 WatchAction::Suspect(member) => self.watch_suspect(&member),
             }
         }
@@ -621,9 +620,8 @@ impl Membership {
             from: self.identity().addr,
             member: down.clone(),
         };
-        let members: Vec<SocketAddr> = self.watch.members().map(|member| member.addr).collect();
-        for to in members {
-            self.effects.send_watch(to, &verdict);
+        for member in self.watch.members() {
+            self.effects.send_watch(member.addr, &verdict);
         }
         self.counters.verdicts_sent += 1;
     }
@@ -654,11 +652,7 @@ impl Membership {
             }
         }
         self.counters.watch_suspicions += 1;
-        let timeout = crate::settings::suspicion_timeout(
-            self.swim.suspicion_multiplier,
-            self.swim.probe_interval,
-            self.configured_for,
-        );
+        let timeout = self.suspicion_timeout();
         self.effects.submit_after(
             Timer::ChangeSuspectToDown {
                 member_id: id,

@@ -395,9 +395,7 @@ struct ChainHop {
     deadline_ns: u64,
     /// Its sender's route key: a host is chosen for it as for any message.
     route_key: u64,
-    /// The stored message here that sent it.
-    parent: u64,
-    /// The message as first sent, its hop id set.
+    /// The message as first sent, its hop id set (and `chained`, its parent).
     message: RemoteMessage,
 }
 
@@ -457,13 +455,7 @@ impl RemoteRouter {
             .map(|(key, pending)| (*key, *pending))
             .collect();
         // Hops of durable chains sent there go again, to a live host.
-        let now = local.now_ns();
-        for hop in self.hops.values_mut() {
-            if hop.node == Some(node) {
-                hop.due_ns = now;
-                self.hops_due_ns = self.hops_due_ns.min(now);
-            }
-        }
+        self.hops_due_now(local.now_ns(), |hop| hop.node == Some(node));
         let mut answers = Vec::with_capacity(lost.len());
         for ((sender, token), pending) in lost {
             self.in_flight.remove(&(sender, token));
@@ -550,7 +542,6 @@ impl RemoteRouter {
         &mut self,
         envelope: Envelope,
         name: String,
-        parent: u64,
         host: Option<SocketAddr>,
         local: &impl LocalSide,
     ) -> Outbound {
@@ -583,7 +574,6 @@ impl RemoteRouter {
                 due_ns,
                 deadline_ns,
                 route_key,
-                parent,
                 message,
             },
         );
@@ -592,12 +582,14 @@ impl RemoteRouter {
 
     /// The directory changed: kept hops waiting for a host look again now.
     pub fn directory_changed(&mut self, local: &impl LocalSide) {
-        let now = local.now_ns();
-        for hop in self.hops.values_mut() {
-            if hop.node.is_none() {
-                hop.due_ns = now;
-                self.hops_due_ns = self.hops_due_ns.min(now);
-            }
+        self.hops_due_now(local.now_ns(), |hop| hop.node.is_none());
+    }
+
+    /// Kept hops that `pick` chooses are due at `now`.
+    fn hops_due_now(&mut self, now: u64, pick: impl Fn(&ChainHop) -> bool) {
+        for hop in self.hops.values_mut().filter(|hop| pick(hop)) {
+            hop.due_ns = now;
+            self.hops_due_ns = self.hops_due_ns.min(now);
         }
     }
 
@@ -607,9 +599,12 @@ impl RemoteRouter {
     /// answered `caxton:timeout`, as its host would have). Cheap when
     /// nothing is due.
     pub fn resend_hops(&mut self, directory: &ClusterDirectory, local: &impl LocalSide) -> Resends {
-        let now = local.now_ns();
         let mut resends = Resends::default();
-        if self.hops.is_empty() || now < self.hops_due_ns {
+        if self.hops.is_empty() {
+            return resends;
+        }
+        let now = local.now_ns();
+        if now < self.hops_due_ns {
             return resends;
         }
         let again = now.saturating_add(CHAIN_HOP_RESEND_AFTER.as_nanos() as u64);
@@ -645,10 +640,12 @@ impl RemoteRouter {
                 continue;
             };
             self.counters.hops_expired += 1;
-            resends
-                .local
-                .push(Envelope::chain_ack(hop.parent, now, local.participant()));
             let message = hop.message;
+            if let Some(parent) = message.chained {
+                resends
+                    .local
+                    .push(Envelope::chain_ack(parent, now, local.participant()));
+            }
             if let (Some(sender), true) = (message.sender, message.reply_with != 0) {
                 resends.local.push(failure_to(
                     sender,
@@ -678,9 +675,9 @@ impl RemoteRouter {
                 let host = directory
                     .choose(&name, envelope.sender.route_key())
                     .map(|host| host.addr);
-                if let Durability::Chained(parent) = envelope.durability {
+                if let Durability::Chained(_) = envelope.durability {
                     if self.hops.len() < CHAIN_HOPS_MAX {
-                        return self.take_custody(envelope, name, parent, host, local);
+                        return self.take_custody(envelope, name, host, local);
                     }
                     self.counters.hops_untracked += 1;
                 }
