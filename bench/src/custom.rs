@@ -601,16 +601,26 @@ mod tests {
 
     #[test]
     fn the_throughput_goal_against_the_baseline_follows_the_machine() {
-        let two_cores = Comparison::new(1.2e6, 1.0e6, 100, 600, 2);
+        let two_cores = Comparison::new(Some((1.2e6, 1.0e6)), (100, 600), 8e5, 2);
         assert_eq!(two_cores.throughput_goal, 1.15);
         assert!(two_cores.goals_met);
-        let sixteen_cores = Comparison::new(1.2e6, 1.0e6, 100, 600, 16);
+        let sixteen_cores = Comparison::new(Some((1.2e6, 1.0e6)), (100, 600), 8e5, 16);
         assert_eq!(sixteen_cores.throughput_goal, 2.0);
         assert!(!sixteen_cores.goals_met);
         assert!(
-            !Comparison::new(3e6, 1e6, 100, 400, 16).goals_met,
+            !Comparison::new(Some((3e6, 1e6)), (100, 400), 8e5, 16).goals_met,
             "a P99 only 4× lower misses"
         );
+        // Below saturation (custom) only the P99 is compared, and the line
+        // says at which load.
+        let at_load = Comparison::new(None, (100, 600), 50_000.0, 2);
+        assert!(at_load.goals_met);
+        let line = at_load.render();
+        assert!(line.contains("6.00× lower at 50000 msg/s"), "{line}");
+        assert!(!line.contains("throughput"), "{line}");
+        assert!(two_cores
+            .render()
+            .contains("throughput at the breaking points 1.20×"));
     }
 
     #[test]
@@ -626,19 +636,24 @@ mod tests {
     }
 }
 
-/// Caxton against the baseline under the same load.
+/// Caxton against the baseline.
 #[derive(Clone, Debug, Serialize)]
 pub struct Comparison {
-    /// Caxton's throughput over the baseline's: answers per second at the
-    /// same offered load (custom), or sustained rates at the breaking points (stress).
-    pub throughput_ratio: f64,
-    /// The baseline's P99 over Caxton's (higher is better for Caxton).
+    /// Caxton's sustained rate at its breaking point over the baseline's
+    /// (stress only: below saturation both designs carry what is offered, so
+    /// a throughput ratio means something only at the breaking points).
+    pub throughput_ratio: Option<f64>,
+    /// The baseline's P99 over Caxton's at the same offered load (higher is
+    /// better for Caxton).
     pub p99_ratio: f64,
+    /// That load, messages per second offered to each design.
+    pub p99_offered_per_second: f64,
     /// The throughput goal on this machine ([`throughput_goal`]).
     pub throughput_goal: f64,
     /// Where that goal applies, in words.
     pub throughput_goal_applies: &'static str,
-    /// Both goals: throughput ≥ [`Self::throughput_goal`], P99 ≥ 5× lower.
+    /// The goals measured: throughput ≥ [`Self::throughput_goal`] (when
+    /// measured) and P99 ≥ [`P99_GOAL`]× lower.
     pub goals_met: bool,
 }
 
@@ -658,24 +673,46 @@ pub fn throughput_goal(cores: usize) -> (f64, &'static str) {
 }
 
 impl Comparison {
-    /// From the two designs' figures, on a machine of `cores` cores.
+    /// From the two designs' P99s at one offered load and, where measured
+    /// (stress), their sustained rates at saturation; on a machine of
+    /// `cores` cores.
     pub fn new(
-        caxton_rate: f64,
-        baseline_rate: f64,
-        caxton_p99: u64,
-        baseline_p99: u64,
+        sustained_rates: Option<(f64, f64)>,
+        p99s_ns: (u64, u64),
+        p99_offered_per_second: f64,
         cores: usize,
     ) -> Self {
-        let throughput_ratio = caxton_rate / baseline_rate.max(f64::MIN_POSITIVE);
+        let throughput_ratio =
+            sustained_rates.map(|(caxton, baseline)| caxton / baseline.max(f64::MIN_POSITIVE));
+        let (caxton_p99, baseline_p99) = p99s_ns;
         let p99_ratio = baseline_p99 as f64 / caxton_p99.max(1) as f64;
         let (throughput_goal, throughput_goal_applies) = throughput_goal(cores);
         Self {
             throughput_ratio,
             p99_ratio,
+            p99_offered_per_second,
             throughput_goal,
             throughput_goal_applies,
-            goals_met: throughput_ratio >= throughput_goal && p99_ratio >= P99_GOAL,
+            goals_met: throughput_ratio.is_none_or(|ratio| ratio >= throughput_goal)
+                && p99_ratio >= P99_GOAL,
         }
+    }
+
+    /// The comparison line under a results table.
+    pub fn render(&self) -> String {
+        let throughput = match self.throughput_ratio {
+            Some(ratio) => format!(
+                "throughput at the breaking points {ratio:.2}× (goal ≥ {}×, {}), ",
+                self.throughput_goal, self.throughput_goal_applies
+            ),
+            None => String::new(),
+        };
+        format!(
+            "caxton/baseline: {throughput}P99 {:.2}× lower at {:.0} msg/s offered to both (goal ≥ {P99_GOAL}×): goals {}\n",
+            self.p99_ratio,
+            self.p99_offered_per_second,
+            if self.goals_met { "met" } else { "not met" }
+        )
     }
 }
 
@@ -706,6 +743,9 @@ pub struct LoadSummary {
     pub ramps: Vec<(String, Vec<crate::stress::StressStep>)>,
     /// Each design's breaking point (stress).
     pub breaking_points: Vec<crate::stress::BreakingPoint>,
+    /// Both designs at shares of the lower breaking point, for their P99s
+    /// (stress with `--compare baseline`).
+    pub latency_at_loads: Vec<crate::stress::LatencyAtLoad>,
     /// Caxton against the baseline, with `--compare baseline`.
     pub comparison: Option<Comparison>,
 }
@@ -806,15 +846,30 @@ pub fn render_load_summary(summary: &LoadSummary) -> String {
             _ => out.push_str("; never broke within the ramp\n"),
         }
     }
+    if !summary.latency_at_loads.is_empty() {
+        out.push_str("\nP99 below both breaking points (same load, same agents):\n");
+        out.push_str(&result_header());
+        for at in &summary.latency_at_loads {
+            for result in [&at.caxton, &at.baseline] {
+                let label = format!("{} @{:.0}%", result.design, at.share * 100.0);
+                out.push_str(&result_row(&label, result));
+            }
+        }
+        for at in &summary.latency_at_loads {
+            out.push_str(&format!(
+                "at {:.0}% of the lower breaking point ({:.0} msg/s, {} agents): P99 {} against the baseline's {}, {:.2}× lower\n",
+                at.share * 100.0,
+                at.offered_per_second,
+                at.agents,
+                format_ns(at.caxton.p99_ns),
+                format_ns(at.baseline.p99_ns),
+                at.p99_ratio,
+            ));
+        }
+    }
     if let Some(comparison) = &summary.comparison {
-        out.push_str(&format!(
-            "\ncaxton/baseline: throughput {:.2}× (goal ≥ {}×, {}), P99 {:.2}× lower (goal ≥ {P99_GOAL}×): goals {}\n",
-            comparison.throughput_ratio,
-            comparison.throughput_goal,
-            comparison.throughput_goal_applies,
-            comparison.p99_ratio,
-            if comparison.goals_met { "met" } else { "not met" }
-        ));
+        out.push('\n');
+        out.push_str(&comparison.render());
     }
     out
 }

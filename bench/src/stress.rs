@@ -103,6 +103,8 @@ pub struct BreakingPoint {
     pub design: String,
     /// The highest offered rate sustained within the limits (`None`: not even the first step).
     pub sustained_per_second: Option<f64>,
+    /// Agents deployed at that rate.
+    pub agents: Option<usize>,
     /// Its latency percentiles (ns).
     pub p50_ns: Option<u64>,
     /// 99th percentile.
@@ -125,6 +127,7 @@ pub fn ramp(
     let mut point = BreakingPoint {
         design: design.to_owned(),
         sustained_per_second: None,
+        agents: None,
         p50_ns: None,
         p99_ns: None,
         p999_ns: None,
@@ -161,6 +164,7 @@ pub fn ramp(
         let within_limits = reason.is_none();
         if within_limits && point.broke_at_per_second.is_none() {
             point.sustained_per_second = Some(load.rate);
+            point.agents = Some(agents);
             point.p50_ns = Some(result.p50_ns);
             point.p99_ns = Some(result.p99_ns);
             point.p999_ns = Some(result.p999_ns);
@@ -179,6 +183,64 @@ pub fn ramp(
         }
     }
     Ok((steps, point))
+}
+
+/// `--compare baseline` compares P99s at these shares of the lower of the
+/// two breaking points: below both, so neither design's figure is queueing
+/// past its own saturation, and a ratio taken at a breaking point (where
+/// latency is at its limit by definition) says nothing.
+pub const P99_COMPARISON_SHARES: [f64; 2] = [0.5, 0.8];
+
+/// The share of the lower breaking point the headline P99 ratio is taken at.
+pub const P99_HEADLINE_SHARE: f64 = 0.8;
+
+/// One offered load at which both designs ran for their P99s.
+#[derive(Clone, Debug, Serialize)]
+pub struct LatencyAtLoad {
+    /// The share of the lower breaking point (0.5, 0.8).
+    pub share: f64,
+    /// The offered rate, messages per second.
+    pub offered_per_second: f64,
+    /// Agents deployed (those of the lower breaking point's step).
+    pub agents: usize,
+    /// Caxton's run.
+    pub caxton: LoadResult,
+    /// The baseline's run.
+    pub baseline: LoadResult,
+    /// The baseline's P99 over Caxton's (higher is better for Caxton).
+    pub p99_ratio: f64,
+}
+
+/// Where to compare P99s: for each of [`P99_COMPARISON_SHARES`], the
+/// offered rate and the agents, taken from the lower of the two breaking
+/// points. `None` when either design sustained no step.
+pub fn latency_loads(
+    ours: &BreakingPoint,
+    theirs: &BreakingPoint,
+) -> Option<Vec<(f64, f64, usize)>> {
+    let ours = ours.sustained_per_second.zip(ours.agents)?;
+    let theirs = theirs.sustained_per_second.zip(theirs.agents)?;
+    let (rate, agents) = if ours.0 <= theirs.0 { ours } else { theirs };
+    Some(
+        P99_COMPARISON_SHARES
+            .iter()
+            .map(|share| (*share, rate * share, agents))
+            .collect(),
+    )
+}
+
+impl LatencyAtLoad {
+    /// Pair the two designs' runs at one load.
+    pub fn new(share: f64, agents: usize, caxton: LoadResult, baseline: LoadResult) -> Self {
+        Self {
+            share,
+            offered_per_second: caxton.offered_per_second,
+            agents,
+            p99_ratio: baseline.p99_ns as f64 / caxton.p99_ns.max(1) as f64,
+            caxton,
+            baseline,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -229,6 +291,23 @@ mod tests {
         assert!(point.reason.as_deref().unwrap_or("").contains("P99"));
         assert_eq!(steps[0].agents, 13);
         assert_eq!(options().agents(7), 100);
+        assert_eq!(point.agents, Some(50), "8k is step 3: 100 × 4 / 8 agents");
+    }
+
+    #[test]
+    fn latencies_are_compared_below_the_lower_breaking_point() {
+        let (_, ours) = ramp("planted", &options(), planted).expect("ramp");
+        // A design that sustains only 4k/s, with 38 agents.
+        let mut slower = ours.clone();
+        slower.sustained_per_second = Some(4_000.0);
+        slower.agents = Some(38);
+        let loads = latency_loads(&ours, &slower).expect("both sustained a step");
+        assert_eq!(loads, vec![(0.5, 2_000.0, 38), (0.8, 3_200.0, 38)]);
+        assert_eq!(latency_loads(&slower, &ours), Some(loads), "either order");
+        let mut broken = ours.clone();
+        broken.sustained_per_second = None;
+        broken.agents = None;
+        assert_eq!(latency_loads(&ours, &broken), None);
     }
 
     #[test]

@@ -236,10 +236,9 @@ pub fn custom(selection: &ProfileSelection, args: CustomArgs) -> Result<(), Comm
     }
     let comparison = (designs.len() == 2).then(|| {
         Comparison::new(
-            designs[0].achieved_per_second,
-            designs[1].achieved_per_second,
-            designs[0].p99_ns,
-            designs[1].p99_ns,
+            None,
+            (designs[0].p99_ns, designs[1].p99_ns),
+            options.rate,
             cores(),
         )
     });
@@ -264,6 +263,7 @@ pub fn custom(selection: &ProfileSelection, args: CustomArgs) -> Result<(), Comm
         designs,
         ramps: Vec::new(),
         breaking_points: Vec::new(),
+        latency_at_loads: Vec::new(),
         comparison,
     };
     finish(&summary, output)
@@ -329,7 +329,7 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
         progress: false,
     };
     check_load(&loaded.profile, args.max_agents, &last).map_err(bench_error)?;
-    let mut destination = Destination::open(&loaded, target.as_deref(), token)?;
+    let mut destination = Destination::open(&loaded, target.as_deref(), token.clone())?;
     let shards = destination.shards();
     let ours = stress::ramp("caxton", &options, |agents, load| {
         let workload = Workload::new(pattern, agents, None)?;
@@ -354,20 +354,60 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
         ramps.push(("baseline".to_owned(), steps));
         points.push(point);
     }
-    // Ratios need a sustained rate on both sides.
-    let comparison =
-        match points.as_slice() {
-            [ours, theirs] => match (
-                ours.sustained_per_second.zip(ours.p99_ns),
-                theirs.sustained_per_second.zip(theirs.p99_ns),
-            ) {
-                (Some((our_rate, our_p99)), Some((their_rate, their_p99))) => Some(
-                    Comparison::new(our_rate, their_rate, our_p99, their_p99, cores()),
-                ),
-                _ => None,
-            },
-            _ => None,
-        };
+    // Throughput is compared at saturation (the breaking points), P99s at
+    // shares of the lower breaking point, where both designs carry the load.
+    let mut latency_at_loads = Vec::new();
+    if let [ours, theirs] = points.as_slice() {
+        if let Some(loads) = stress::latency_loads(ours, theirs) {
+            let runs: Vec<(f64, usize, LoadOptions)> = loads
+                .into_iter()
+                .map(|(share, rate, agents)| {
+                    let load = LoadOptions {
+                        rate,
+                        duration: options.step_duration(),
+                        drain: options.p99_target.max(Duration::from_millis(200)) * 4,
+                        progress: options.progress,
+                    };
+                    (share, agents, load)
+                })
+                .collect();
+            let mut destination = Destination::open(&loaded, target.as_deref(), token)?;
+            let mut caxton = Vec::new();
+            for (_, agents, load) in &runs {
+                let workload = Workload::new(pattern, *agents, None).map_err(bench_error)?;
+                caxton.push(destination.run(&workload, load).map_err(bench_error)?);
+            }
+            destination.close()?;
+            for ((share, agents, load), caxton) in runs.iter().zip(caxton) {
+                let workload = Workload::new(pattern, *agents, None).map_err(bench_error)?;
+                let baseline = caxton_bench::baseline::run_on_baseline(
+                    &loaded.profile,
+                    &workload,
+                    shards.max(1),
+                    shards.max(1),
+                    load,
+                )
+                .map_err(bench_error)?;
+                latency_at_loads.push(stress::LatencyAtLoad::new(
+                    *share, *agents, caxton, baseline,
+                ));
+            }
+        }
+    }
+    let comparison = match (points.as_slice(), headline(&latency_at_loads)) {
+        ([ours, theirs], Some(at)) => ours
+            .sustained_per_second
+            .zip(theirs.sustained_per_second)
+            .map(|rates| {
+                Comparison::new(
+                    Some(rates),
+                    (at.caxton.p99_ns, at.baseline.p99_ns),
+                    at.offered_per_second,
+                    cores(),
+                )
+            }),
+        _ => None,
+    };
     let step_duration = options.step_duration();
     let scenarios = ramps
         .iter()
@@ -380,6 +420,15 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
                 )
             })
         })
+        .chain(latency_at_loads.iter().flat_map(|at| {
+            [&at.caxton, &at.baseline].map(|result| {
+                scenario(
+                    &format!("{}/p99-at-{:.0}pct", result.design, at.share * 100.0),
+                    result,
+                    step_duration,
+                )
+            })
+        }))
         .collect();
     let summary = LoadSummary {
         benchmark: "stress".into(),
@@ -393,9 +442,17 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
         designs: Vec::new(),
         ramps,
         breaking_points: points,
+        latency_at_loads,
         comparison,
     };
     finish(&summary, output)
+}
+
+/// The run the headline P99 ratio is taken from: at
+/// [`stress::P99_HEADLINE_SHARE`] of the lower breaking point.
+fn headline(runs: &[stress::LatencyAtLoad]) -> Option<&stress::LatencyAtLoad> {
+    runs.iter()
+        .find(|run| (run.share - stress::P99_HEADLINE_SHARE).abs() < 1e-9)
 }
 
 fn machine(target: Option<&str>) -> String {

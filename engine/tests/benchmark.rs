@@ -85,7 +85,12 @@ fn custom_writes_both_designs_and_histograms_engine_hdr_reads() {
     assert!(run.status.success(), "{}", stderr(&run));
     let text = stdout(&run);
     assert!(text.starts_with("machine: "), "{text}");
-    assert!(text.contains("caxton/baseline: throughput"), "{text}");
+    // Below saturation both designs carry what is offered: only P99s are
+    // compared, at the load named.
+    assert!(
+        text.contains("caxton/baseline: P99") && text.contains("at 2000 msg/s offered to both"),
+        "{text}"
+    );
     let summary: Value = serde_json::from_str(
         &std::fs::read_to_string(output.path().join("summary.json")).expect("summary"),
     )
@@ -101,6 +106,8 @@ fn custom_writes_both_designs_and_histograms_engine_hdr_reads() {
         assert_eq!(design["counts"]["scheduled"], 1000);
     }
     assert!(summary["comparison"]["p99_ratio"].as_f64().is_some());
+    assert!(summary["comparison"]["throughput_ratio"].is_null());
+    assert_eq!(summary["comparison"]["p99_offered_per_second"], 2000.0);
     assert_eq!(summary["scenarios"][0]["name"], "caxton/request-reply");
     let log = output.path().join("caxton-request-reply.hlog");
     let report = engine(&["hdr", "report", log.to_str().expect("utf-8")]);
@@ -163,6 +170,69 @@ fn stress_and_target_load_a_running_engine_through_its_admin_api() {
     let listed = engine(&["agents", "list", "--admin", &admin, "--json"]);
     let agents: Value = serde_json::from_slice(&listed.stdout).expect("json");
     assert_eq!(agents["agents"].as_array().map(Vec::len), Some(2));
+}
+
+#[test]
+fn stress_compares_throughput_at_the_breaking_points_and_p99s_below_both() {
+    let output = tempfile::tempdir().expect("temp dir");
+    let run = engine(&[
+        "benchmark",
+        "stress",
+        "--max-agents",
+        "2",
+        "--start-rate",
+        "200",
+        "--growth",
+        "2",
+        "--steps",
+        "2",
+        "--ramp-up-time",
+        "600ms",
+        "--p99-target",
+        "1s",
+        "--compare",
+        "baseline",
+        "--output",
+        output.path().to_str().expect("utf-8"),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let summary: Value = serde_json::from_str(
+        &std::fs::read_to_string(output.path().join("summary.json")).expect("summary"),
+    )
+    .expect("json");
+    let sustained = |design: usize| {
+        summary["breaking_points"][design]["sustained_per_second"]
+            .as_f64()
+            .expect("both designs sustain 200/s")
+    };
+    let lower = sustained(0).min(sustained(1));
+    // Both designs ran at half and four fifths of the lower breaking point,
+    // with that point's agents.
+    let loads = summary["latency_at_loads"].as_array().expect("loads");
+    assert_eq!(loads.len(), 2, "{summary}");
+    for (at, share) in loads.iter().zip([0.5, 0.8]) {
+        assert_eq!(at["share"], share);
+        assert_eq!(at["offered_per_second"], lower * share);
+        for design in ["caxton", "baseline"] {
+            assert_eq!(at[design]["design"], design);
+            assert_eq!(at[design]["offered_per_second"], lower * share);
+            counts_add_up(&at[design]);
+        }
+    }
+    let comparison = &summary["comparison"];
+    assert_eq!(comparison["p99_offered_per_second"], lower * 0.8);
+    assert_eq!(
+        comparison["throughput_ratio"].as_f64(),
+        Some(sustained(0) / sustained(1))
+    );
+    let text = stdout(&run);
+    assert!(
+        text.contains("at 80% of the lower breaking point")
+            && text.contains("throughput at the breaking points"),
+        "{text}"
+    );
+    // Each run has its histogram.
+    assert!(output.path().join("baseline-p99-at-80pct.hlog").exists());
 }
 
 #[test]

@@ -68,7 +68,11 @@ fn builtins_carry_the_seed_values() {
         high.transport.quic.congestion_control,
         caxton_profiles::CongestionControl::Bbr
     );
-    assert_eq!(high.runtime.spin_before_park, None, "throughput parks");
+    assert_eq!(
+        high.runtime.spin_before_park.map(|spin| spin.get()),
+        Some(std::time::Duration::from_micros(100)),
+        "a loaded shard polls rather than parks between messages"
+    );
 
     let memory = load(&["memory-optimized".into()], &[])
         .expect("memory-optimized")
