@@ -5,7 +5,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use caxton_cluster::simulation::{simulate, Network, Report, Scenario, SimulationConfig};
+use caxton_cluster::simulation::{
+    simulate, Formation, Network, Report, Scenario, SimulationConfig,
+};
 use caxton_cluster::SwimSettings;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -46,6 +48,9 @@ pub struct GossipSummary {
     pub nodes: usize,
     /// The scenario.
     pub scenario: Scenario,
+    /// How the cluster formed before measuring.
+    #[serde(default)]
+    pub formation: Formation,
     /// The network.
     pub network: Network,
     /// The seed.
@@ -114,6 +119,7 @@ pub fn run(
         profile: profile.to_owned(),
         nodes,
         scenario: config.scenario,
+        formation: config.formation,
         network: config.network,
         seed: config.seed,
         simulated_seconds: config.duration.as_secs_f64(),
@@ -154,10 +160,11 @@ fn verdict(met: bool) -> &'static str {
 pub fn render(summary: &GossipSummary) -> String {
     let s = summary;
     let mut out = format!(
-        "cluster simulation: {} nodes, profile {}, scenario {:?}, loss {:.1}%, latency {:?} (log-normal σ {}), duplicates {:.1}%, seed {}\n",
+        "cluster simulation: {} nodes, profile {}, scenario {:?}, formation {}, loss {:.1}%, latency {:?} (log-normal σ {}), duplicates {:.1}%, seed {}\n",
         s.nodes,
         s.profile,
         s.scenario,
+        formation_name(s.formation),
         s.network.loss * 100.0,
         s.network.latency,
         s.network.jitter_sigma,
@@ -211,7 +218,7 @@ pub fn render(summary: &GossipSummary) -> String {
         out.push_str("partition healed: NOT within the run\n");
     }
     out.push_str(&format!(
-        "simulated {:.0}s (after warm-up) in {:.1}s of wall time ({:.0}× real time); trace digest {}\nreplay: engine {} cluster simulate --nodes {} --scenario {} --loss {} --latency {:?} --jitter {} --duration {}s --seed {}",
+        "simulated {:.0}s (after warm-up) in {:.1}s of wall time ({:.0}× real time); trace digest {}\nreplay: engine {} cluster simulate --nodes {} --scenario {} --formation {} --loss {} --latency {:?} --jitter {} --duration {}s --seed {}",
         s.simulated_seconds,
         s.wall_seconds,
         s.simulated_seconds / s.wall_seconds.max(1e-9),
@@ -223,6 +230,7 @@ pub fn render(summary: &GossipSummary) -> String {
             .join(" "),
         s.nodes,
         format!("{:?}", s.scenario).to_lowercase(),
+        formation_name(s.formation),
         s.network.loss,
         s.network.latency,
         s.network.jitter_sigma,
@@ -230,6 +238,14 @@ pub fn render(summary: &GossipSummary) -> String {
         s.seed
     ));
     out
+}
+
+/// A formation as `--formation` spells it.
+fn formation_name(formation: Formation) -> &'static str {
+    match formation {
+        Formation::Formed => "formed",
+        Formation::Joins => "joins",
+    }
 }
 
 /// The header of [`markdown_row`]'s table.
@@ -276,6 +292,7 @@ pub fn standard_scenario(swim: &SwimSettings, duration: Duration) -> ScenarioRes
         duration,
         seed: 1,
         scenario: Scenario::Steady,
+        formation: Formation::Formed,
     };
     let report = simulate(&config, |_, _| {});
     ScenarioResult::from_histogram("gossip_convergence", report.dissemination, duration)

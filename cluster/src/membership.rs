@@ -204,6 +204,13 @@ pub struct MembershipCounters {
     /// suspicion timer declared down.
     #[serde(default)]
     pub verdicts_sent: u64,
+    /// Suspicions handed to the member taking over this node's watch as it
+    /// left (see [`WatchMessage::Suspect`]).
+    #[serde(default)]
+    pub suspicions_handed_over: u64,
+    /// Suspicions a leaving node handed to this one, and taken on.
+    #[serde(default)]
+    pub suspicions_taken_over: u64,
 }
 
 /// A timer of foca's, due at a time.
@@ -451,6 +458,23 @@ impl Membership {
         self.settle(now);
     }
 
+    /// Take `members` as known and alive, with no news of them to spread:
+    /// what a node that already holds the roster knows (foca's
+    /// `apply_many` without broadcast). The simulator starts a formed
+    /// cluster this way; this node's own identity is skipped.
+    pub fn assume_members(&mut self, members: impl IntoIterator<Item = NodeId>, now: Now) {
+        self.enter(now);
+        let me = self.identity().addr;
+        let alive = members
+            .into_iter()
+            .filter(|member| member.addr != me)
+            .map(|member| Member::new(member, 0, State::Alive));
+        if let Err(error) = self.foca.apply_many(alive, false, &mut self.effects) {
+            tracing::debug!("assumed members: {error}");
+        }
+        self.settle(now);
+    }
+
     /// A frame that arrived. A frame that fails a check is counted and
     /// dropped, and changes nothing.
     pub fn handle_frame(&mut self, frame: &[u8], now: Now) -> Result<(), WireError> {
@@ -505,6 +529,22 @@ impl Membership {
                 let me = self.identity().addr;
                 self.effects
                     .send_watch(from, &WatchMessage::Ack { from: me });
+            }
+            // A leaving node's suspicion: judged here, when it would have been there.
+            (
+                _,
+                Some(WatchMessage::Suspect {
+                    member,
+                    incarnation,
+                    left_us,
+                    ..
+                }),
+            ) if !self.leaving => {
+                wire::check_identity(&member)?;
+                let left = Duration::from_micros(left_us).min(self.suspicion_timeout());
+                if self.suspect(&member, Some(incarnation), left) {
+                    self.counters.suspicions_taken_over += 1;
+                }
             }
             // Another node's verdict: applied (and passed on) as if gossiped.
             (_, Some(WatchMessage::Down { member, .. })) => {
@@ -630,37 +670,82 @@ impl Membership {
     /// failed probe would (gossiped, so it can refute), and have foca
     /// declare it down when the suspicion timeout ends unless it refuted.
     fn watch_suspect(&mut self, silent: &NodeId) {
+        let timeout = self.suspicion_timeout();
+        if self.suspect(silent, None, timeout) {
+            self.counters.watch_suspicions += 1;
+        }
+    }
+
+    /// Suspect the member at `member`'s address (at `incarnation`, when
+    /// given: a suspicion handed over is void once refuted) and have foca
+    /// judge it `after` from now. Whether a suspicion timer started.
+    fn suspect(&mut self, member: &NodeId, incarnation: Option<u16>, after: Duration) -> bool {
         let Some(token) = self.effects.timer_token else {
-            return;
+            return false;
         };
-        let Some((id, incarnation, state)) = self
+        let Some((id, held, state)) = self
             .foca
             .iter_membership_state()
-            .find(|member| member.id().addr == silent.addr && member.state() != State::Down)
-            .map(|member| (member.id().clone(), member.incarnation(), member.state()))
+            .find(|known| known.id().addr == member.addr && known.state() != State::Down)
+            .map(|known| (known.id().clone(), known.incarnation(), known.state()))
         else {
-            return;
+            return false;
         };
+        if incarnation.is_some_and(|incarnation| incarnation != held || id != *member) {
+            return false;
+        }
         if state == State::Alive {
-            let suspect = Member::new(id.clone(), incarnation, State::Suspect);
+            let suspect = Member::new(id.clone(), held, State::Suspect);
             if let Err(error) =
                 self.foca
                     .apply_many(std::iter::once(suspect), true, &mut self.effects)
             {
                 tracing::debug!("ring watch: {error}");
-                return;
+                return false;
             }
         }
-        self.counters.watch_suspicions += 1;
-        let timeout = self.suspicion_timeout();
         self.effects.submit_after(
             Timer::ChangeSuspectToDown {
                 member_id: id,
-                incarnation,
+                incarnation: held,
                 token,
             },
-            timeout,
+            after,
         );
+        true
+    }
+
+    /// Leaving: hand every suspicion this node's timers would still judge
+    /// to the member that watches this node (and so takes over its watch),
+    /// with the time each had left.
+    fn hand_over_suspicions(&mut self) {
+        let Some(heir) = self.watch.predecessor().map(|heir| heir.addr) else {
+            return;
+        };
+        let now = self.now;
+        let from = self.identity().addr;
+        let pending: Vec<WatchMessage> = self
+            .effects
+            .timers
+            .iter()
+            .filter_map(|Reverse(scheduled)| match &scheduled.timer {
+                Timer::ChangeSuspectToDown {
+                    member_id,
+                    incarnation,
+                    ..
+                } => Some(WatchMessage::Suspect {
+                    from,
+                    member: member_id.clone(),
+                    incarnation: *incarnation,
+                    left_us: scheduled.due.saturating_sub(now).as_micros() as u64,
+                }),
+                _ => None,
+            })
+            .collect();
+        for suspicion in &pending {
+            self.effects.send_watch(heir, suspicion);
+        }
+        self.counters.suspicions_handed_over += pending.len() as u64;
     }
 
     /// When [`Self::advance`] next has work, if ever.
@@ -842,6 +927,7 @@ impl Membership {
     /// spread it. Frames to send follow in [`Self::take_outgoing`].
     pub fn leave(&mut self, now: Now) {
         self.enter(now);
+        self.hand_over_suspicions();
         self.leaving = true;
         self.next_join = None;
         self.next_dead_round = None;

@@ -66,6 +66,7 @@ fn kind(frame: &[u8]) -> &'static str {
             crate::watch::WatchMessage::Ping { .. } => "watch_ping",
             crate::watch::WatchMessage::Ack { .. } => "watch_ack",
             crate::watch::WatchMessage::Down { .. } => "watch_down",
+            crate::watch::WatchMessage::Suspect { .. } => "watch_suspect",
         };
     }
     let header: Header<NodeId> = rmp_serde::decode::from_read(packet).expect("a header");
@@ -388,6 +389,54 @@ fn the_ring_watch_suspects_a_crashed_member_within_an_interval_and_a_timeout() {
         .map(address)
         .collect();
     assert_eq!(told, live);
+}
+
+#[test]
+fn a_node_leaving_mid_suspicion_hands_it_to_its_watcher_who_judges_in_time() {
+    let swim = settings();
+    let mut net = Net::formed(8, &swim);
+    let leaver = 3;
+    let watched = net.get(leaver).watched().expect("a successor").addr;
+    let victim = (watched.port() - 10_000) as usize;
+    // The member watching the leaver inherits its watch, and its suspicions.
+    let heir = (0..8)
+        .find(|index| net.get_ref(*index).watched().map(|id| id.addr) == Some(address(leaver)))
+        .expect("the leaver has a watcher");
+    net.nodes[victim] = None;
+    let crashed_at = net.now;
+    net.run_until(Duration::from_secs(5), Duration::from_millis(5), |net| {
+        net.get_ref(leaver).counters().watch_suspicions > 0
+    })
+    .expect("suspected by its watcher");
+    let suspected_at = net.now;
+    // Half-way through its suspicion timer, the suspecting node leaves.
+    let timeout = net.get_ref(leaver).suspicion_timeout();
+    net.run_for(timeout / 2);
+    let now = net.clock();
+    net.get(leaver).leave(now);
+    net.collect();
+    assert_eq!(net.get_ref(leaver).counters().suspicions_handed_over, 1);
+    assert_eq!(net.traffic.count_to(address(heir), "watch_suspect"), 1);
+    net.nodes[leaver] = None;
+    // Declared down everywhere when the leaver's timer would have ended (the
+    // heir judges then, and its verdict takes a hop), so within the bound
+    // from the crash, as if the leaver had stayed. Without the handover the
+    // heir's own watch starts a fresh suspicion half a timeout late.
+    let goal = timeout + swim.probe_interval * 2;
+    net.run_until(goal * 2, Duration::from_millis(5), |net| {
+        (0..8)
+            .filter(|index| *index != victim && *index != leaver)
+            .all(|index| net.state_of(index, victim) == Some(MemberState::Down))
+    })
+    .expect("declared down");
+    let slack = net.latency * 4 + Duration::from_millis(10);
+    assert!(
+        net.now - suspected_at <= timeout + slack,
+        "declared down {:?} after the suspicion, which had {timeout:?} to run",
+        net.now - suspected_at
+    );
+    assert!(net.now - crashed_at <= goal);
+    assert_eq!(net.get_ref(heir).counters().suspicions_taken_over, 1);
 }
 
 #[test]

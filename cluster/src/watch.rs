@@ -49,6 +49,21 @@ pub enum WatchMessage {
         /// The member declared down.
         member: NodeId,
     },
+    /// From a node leaving gracefully, to the member that takes over its
+    /// watch: a suspicion its own timer would have judged. foca runs a
+    /// suspicion timer only on the node that suspected, so without this a
+    /// leave orphans the suspicion, and the member is judged only once
+    /// another node suspects it anew, a whole suspicion timeout later.
+    Suspect {
+        /// The node leaving.
+        from: SocketAddr,
+        /// The member suspected.
+        member: NodeId,
+        /// The incarnation it was suspected at (a refutation raises it).
+        incarnation: u16,
+        /// What was left of the suspicion timeout, in microseconds.
+        left_us: u64,
+    },
 }
 
 impl WatchMessage {
@@ -67,7 +82,8 @@ impl WatchMessage {
         match self {
             WatchMessage::Ping { from }
             | WatchMessage::Ack { from }
-            | WatchMessage::Down { from, .. } => *from,
+            | WatchMessage::Down { from, .. }
+            | WatchMessage::Suspect { from, .. } => *from,
         }
     }
 }
@@ -185,6 +201,17 @@ impl RingWatch {
     /// The member this node watches: the next one after it on the ring.
     pub(crate) fn successor(&self) -> Option<&NodeId> {
         self.after(self.me)
+    }
+
+    /// The member before this node on the ring (wrapping): the one that
+    /// watches it, and so takes over its watch when it leaves.
+    pub(crate) fn predecessor(&self) -> Option<&NodeId> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        self.ring
+            .range((Unbounded, Excluded(self.me)))
+            .next_back()
+            .or_else(|| self.ring.iter().next_back())
+            .map(|(_, member)| member)
     }
 
     /// The next member after `key` on the ring (wrapping), never this node.
@@ -323,6 +350,32 @@ mod tests {
         let mut all: Vec<SocketAddr> = members.iter().map(|member| member.addr).collect();
         all.sort();
         assert_eq!(watched, all, "a permutation: each member watched once");
+    }
+
+    #[test]
+    fn a_members_predecessor_is_the_one_whose_successor_it_is() {
+        let members: Vec<NodeId> = (1..=40).map(member).collect();
+        let watch_of = |me: &NodeId| {
+            let mut watch = RingWatch::new(me.addr);
+            for other in &members {
+                watch.insert(other);
+            }
+            watch
+        };
+        for me in &members {
+            let predecessor = watch_of(me).predecessor().expect("a predecessor").clone();
+            assert_ne!(predecessor.addr, me.addr);
+            assert_eq!(
+                watch_of(&predecessor)
+                    .successor()
+                    .map(|successor| successor.addr),
+                Some(me.addr),
+                "{} watches {}",
+                predecessor.addr,
+                me.addr
+            );
+        }
+        assert!(RingWatch::new(members[0].addr).predecessor().is_none());
     }
 
     #[test]

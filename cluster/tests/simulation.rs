@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use caxton_cluster::simulation::{simulate, Network, Report, Scenario, SimulationConfig};
+use caxton_cluster::simulation::{
+    simulate, Formation, Network, Report, Scenario, SimulationConfig,
+};
 use caxton_cluster::SwimSettings;
 use caxton_profiles::Profile;
 
@@ -49,6 +51,7 @@ fn run(
         duration,
         seed,
         scenario,
+        formation: Formation::Formed,
     };
     simulate(&config, |_, _| {})
 }
@@ -165,6 +168,37 @@ fn churn_at_50_nodes_with_cluster_medium_keeps_everyone_informed() {
     );
     assert!(report.dissemination.len() >= 10, "{}", replay(seed));
     assert!(report.detection.len() >= 3, "{}", replay(seed));
+}
+
+#[test]
+fn a_cluster_formed_by_joins_settles_then_measures_as_a_formed_one_does() {
+    let swim = preset(&["cluster-small"]);
+    let seed = 12;
+    let config = |formation| SimulationConfig {
+        nodes: 16,
+        swim: Some(swim.clone()),
+        network: Network::default(),
+        duration: Duration::from_secs(60),
+        seed,
+        scenario: Scenario::Crash,
+        formation,
+    };
+    let joined = simulate(&config(Formation::Joins), |_, _| {});
+    let formed = simulate(&config(Formation::Formed), |_, _| {});
+    for (name, report) in [("joins", &joined), ("formed", &formed)] {
+        assert!(report.dissemination.len() >= 10, "{name}: {}", replay(seed));
+        assert!(report.detection.len() >= 3, "{name}: {}", replay(seed));
+        assert_eq!(report.false_downs, 0, "{name}: {}", replay(seed));
+    }
+    // Joins wait for the news of every join to spread before measuring; a
+    // formed cluster has none to wait for.
+    assert!(
+        formed.simulated < joined.simulated,
+        "formed warm-up {:?}, joins {:?}",
+        formed.simulated,
+        joined.simulated
+    );
+    assert_ne!(formed.trace_digest, joined.trace_digest);
 }
 
 #[test]

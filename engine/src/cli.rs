@@ -310,6 +310,11 @@ pub struct SimulateArgs {
     /// `steady` (nodes leave and rejoin), `crash`, `partition` or `churn`.
     #[arg(long, default_value = "steady")]
     pub scenario: String,
+    /// How the cluster comes together before measuring: `formed` (every
+    /// node starts knowing every other) or `joins` (each node joins through
+    /// three earlier ones, and measuring waits until the news has spread).
+    #[arg(long, default_value = "formed")]
+    pub formation: String,
     /// Write HDR histograms and `summary.json` here.
     #[arg(long, value_name = "DIR")]
     pub output: Option<std::path::PathBuf>,

@@ -768,6 +768,8 @@ pub fn simulate_cluster(
     }
     let scenario: caxton_cluster::simulation::Scenario =
         args.scenario.parse().map_err(CommandError::BadInput)?;
+    let formation: caxton_cluster::simulation::Formation =
+        args.formation.parse().map_err(CommandError::BadInput)?;
     if !matches!(args.format.as_str(), "text" | "json" | "row") {
         return Err(CommandError::BadInput(format!(
             "--format `{}`: use text, json or row",
@@ -787,6 +789,7 @@ pub fn simulate_cluster(
         duration,
         seed: args.seed,
         scenario,
+        formation,
     };
     let bar = indicatif::ProgressBar::new(1);
     bar.set_style(

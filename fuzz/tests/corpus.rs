@@ -117,6 +117,18 @@ fn cluster_frames() -> Vec<Vec<u8>> {
     frames.sort();
     frames.dedup();
     frames.truncate(24);
+    // A leaving node's handed-over suspicion: no two-node exchange sends one.
+    let handover = caxton_cluster::watch::WatchMessage::Suspect {
+        from: b_addr,
+        member: node(3),
+        incarnation: 1,
+        left_us: 750_000,
+    };
+    frames.push(wire::frame_of(
+        FrameKind::Watch,
+        wire::FrameHeader { nonce: 7, seq: 1 },
+        &handover.encode(),
+    ));
     frames
 }
 
