@@ -69,6 +69,9 @@ pub struct GossipSummary {
     pub arrivals_unfinished: u64,
     /// Crashes not yet declared down everywhere at the end.
     pub crashes_undetected: u64,
+    /// Crashes whose node restarted before every node declared it down.
+    #[serde(default)]
+    pub crashes_superseded: u64,
     /// Suspicions of running, reachable nodes.
     pub false_suspicions: u64,
     /// Down declarations of running, reachable nodes.
@@ -129,6 +132,7 @@ pub fn run(
         detection: Seconds::of(&report.detection),
         arrivals_unfinished: report.arrivals_unfinished,
         crashes_undetected: report.crashes_undetected,
+        crashes_superseded: report.crashes_superseded,
         false_suspicions: report.false_suspicions,
         false_downs: report.false_downs,
         packets_per_node_second: report.packets_per_node_second,
@@ -186,7 +190,12 @@ pub fn render(summary: &GossipSummary) -> String {
         "convergence per node (caxton_gossip_convergence_time): {} observations, P50 {:.3}s, P99 {:.3}s\n",
         s.observations.count, s.observations.p50, s.observations.p99
     ));
-    if s.detection.count > 0 || s.crashes_undetected > 0 {
+    if s.detection.count == 0 && s.crashes_undetected > 0 {
+        out.push_str(&format!(
+            "crash → declared down everywhere: none finished ({} not yet everywhere at the end)\n",
+            s.crashes_undetected
+        ));
+    } else if s.detection.count > 0 {
         let bound = s.suspicion_timeout_seconds + 2.0 * s.probe_interval_seconds;
         out.push_str(&format!(
             "crash → declared down everywhere: {} crashes, P50 {:.3}s, P99 {:.3}s, max {:.3}s; goal P99 ≤ suspicion timeout + 2 probe intervals = {bound:.2}s {}{}\n",
@@ -196,6 +205,12 @@ pub fn render(summary: &GossipSummary) -> String {
             s.detection.max,
             verdict(s.detection.p99 <= bound),
             if s.crashes_undetected > 0 { format!(" ({} not yet everywhere at the end)", s.crashes_undetected) } else { String::new() }
+        ));
+    }
+    if s.crashes_superseded > 0 {
+        out.push_str(&format!(
+            "crashes restarted before every node declared them down (the newer generation replaced them; not timed): {}\n",
+            s.crashes_superseded
         ));
     }
     let hours = (s.simulated_seconds / 3600.0).max(1e-9);

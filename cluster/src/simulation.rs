@@ -150,6 +150,10 @@ pub struct Report {
     pub arrivals_unfinished: u64,
     /// Crashes not yet declared down by every live node at the end.
     pub crashes_undetected: u64,
+    /// Crashes whose node restarted (churn) before every live node declared
+    /// it down: the restart's newer generation replaces the old identity,
+    /// so no down declaration follows, and the crash is not timed.
+    pub crashes_superseded: u64,
     /// Suspicion episodes (however many nodes heard of each) of nodes that
     /// were running and not partitioned from the observer (a link that lost
     /// one direction does not excuse one).
@@ -276,6 +280,11 @@ impl Simulator {
             unix_us: BASE_UNIX_US + self.now.as_micros() as u64 + self.restarts,
         };
         self.restarts += 1;
+        // A restart before every node declared the crash is news of a newer
+        // generation, not of a death: that crash is no longer timed.
+        if self.crashes.remove(&index).is_some() {
+            self.report.crashes_superseded += 1;
+        }
         let mut core = Membership::new(
             self.swim.clone(),
             format!("node-{index}"),
@@ -636,6 +645,7 @@ pub fn simulate(config: &SimulationConfig, mut progress: impl FnMut(Duration, Du
             detection: histogram(),
             arrivals_unfinished: 0,
             crashes_undetected: 0,
+            crashes_superseded: 0,
             false_suspicions: 0,
             false_downs: 0,
             packets_per_node_second: 0.0,

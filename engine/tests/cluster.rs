@@ -311,10 +311,12 @@ fn simulate_prints_figures_writes_its_logs_and_replays_from_its_seed() {
     let text = stdout(&first);
     for expected in [
         "dissemination (arrival → every live node)",
-        "crash → declared down everywhere",
+        "formation formed",
+        // Churn restarts each crashed node before the suspicion timeout ends.
+        "crashes restarted before every node declared them down",
         "false down declarations",
         "traffic per node",
-        "cluster simulate --nodes 12 --scenario churn",
+        "cluster simulate --nodes 12 --scenario churn --formation formed",
     ] {
         assert!(text.contains(expected), "{expected} in {text}");
     }
@@ -350,6 +352,13 @@ fn simulate_prints_figures_writes_its_logs_and_replays_from_its_seed() {
     let bad = engine(&["cluster", "simulate", "--scenario", "meteor"]);
     assert!(!bad.status.success());
     assert!(common::stderr(&bad).contains("meteor"));
+    let bad = engine(&["cluster", "simulate", "--formation", "osmosis"]);
+    assert!(!bad.status.success());
+    assert!(
+        common::stderr(&bad).contains("unknown formation `osmosis`: use formed or joins"),
+        "{}",
+        common::stderr(&bad)
+    );
 }
 
 #[test]
