@@ -748,6 +748,9 @@ pub struct LoadSummary {
     pub latency_at_loads: Vec<crate::stress::LatencyAtLoad>,
     /// Caxton against the baseline, with `--compare baseline`.
     pub comparison: Option<Comparison>,
+    /// The machine's own stalls, probed before the runs with `--compare
+    /// baseline` (what no P99 compared here can go below).
+    pub machine_jitter: Option<crate::jitter::MachineJitter>,
 }
 
 /// One row of a results table.
@@ -809,6 +812,10 @@ pub fn render_load_summary(summary: &LoadSummary) -> String {
         summary.pattern.name(),
         summary.agents,
     );
+    if let Some(jitter) = &summary.machine_jitter {
+        out.push_str(&jitter.render());
+        out.push('\n');
+    }
     out.push_str(&result_header());
     for result in &summary.designs {
         out.push_str(&result_row(&result.design, result));

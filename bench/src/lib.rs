@@ -9,6 +9,7 @@ pub mod baseline;
 pub mod cluster;
 pub mod custom;
 pub mod gossip;
+pub mod jitter;
 pub mod load;
 pub mod noisy;
 pub mod persistence;

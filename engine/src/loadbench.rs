@@ -217,6 +217,7 @@ pub fn custom(selection: &ProfileSelection, args: CustomArgs) -> Result<(), Comm
     };
     check_load(&loaded.profile, args.agents, &options).map_err(bench_error)?;
     let workload = Workload::new(pattern, args.agents, None).map_err(bench_error)?;
+    let machine_jitter = compare.then(|| caxton_bench::jitter::measure(JITTER_PROBE));
     let mut destination = Destination::open(&loaded, target.as_deref(), token)?;
     let shards = destination.shards();
     let ours = destination.run(&workload, &options);
@@ -265,6 +266,7 @@ pub fn custom(selection: &ProfileSelection, args: CustomArgs) -> Result<(), Comm
         breaking_points: Vec::new(),
         latency_at_loads: Vec::new(),
         comparison,
+        machine_jitter,
     };
     finish(&summary, output)
 }
@@ -329,6 +331,7 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
         progress: false,
     };
     check_load(&loaded.profile, args.max_agents, &last).map_err(bench_error)?;
+    let machine_jitter = compare.then(|| caxton_bench::jitter::measure(JITTER_PROBE));
     let mut destination = Destination::open(&loaded, target.as_deref(), token.clone())?;
     let shards = destination.shards();
     let ours = stress::ramp("caxton", &options, |agents, load| {
@@ -444,9 +447,13 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
         breaking_points: points,
         latency_at_loads,
         comparison,
+        machine_jitter,
     };
     finish(&summary, output)
 }
+
+/// How long `--compare baseline` probes the machine's own stalls first.
+const JITTER_PROBE: Duration = Duration::from_secs(1);
 
 /// The run the headline P99 ratio is taken from: at
 /// [`stress::P99_HEADLINE_SHARE`] of the lower breaking point.

@@ -107,6 +107,12 @@ fn custom_writes_both_designs_and_histograms_engine_hdr_reads() {
     }
     assert!(summary["comparison"]["p99_ratio"].as_f64().is_some());
     assert!(summary["comparison"]["throughput_ratio"].is_null());
+    // The machine's own stalls were probed, on every core, and printed.
+    assert!(summary["machine_jitter"]["cores"].as_u64() >= Some(1));
+    assert!(
+        text.contains("machine jitter: a thread pinned to each of"),
+        "{text}"
+    );
     assert_eq!(summary["comparison"]["p99_offered_per_second"], 2000.0);
     assert_eq!(summary["scenarios"][0]["name"], "caxton/request-reply");
     let log = output.path().join("caxton-request-reply.hlog");
@@ -231,8 +237,9 @@ fn stress_compares_throughput_at_the_breaking_points_and_p99s_below_both() {
             && text.contains("throughput at the breaking points"),
         "{text}"
     );
-    // Each run has its histogram.
+    // Each run has its histogram, and the machine's stalls were probed.
     assert!(output.path().join("baseline-p99-at-80pct.hlog").exists());
+    assert!(summary["machine_jitter"]["longest_gap_ns"].as_u64() > Some(0));
 }
 
 #[test]
