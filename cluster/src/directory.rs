@@ -396,7 +396,7 @@ mod tests {
 
     fn node(port: u16, generation: u64) -> NodeId {
         NodeId {
-            name: format!("node-{port}"),
+            name: format!("node-{port}").into(),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             generation,
         }

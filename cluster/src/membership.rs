@@ -252,7 +252,19 @@ struct Effects {
     timer_token: Option<TimerToken>,
     frames_out: u64,
     bytes_out: u64,
-    peers: FxHashMap<SocketAddr, PeerTraffic>,
+    /// Per address: one map, so a frame costs one lookup on the way in.
+    peers: FxHashMap<SocketAddr, PeerState>,
+}
+
+/// What this node keeps per address it exchanges frames with.
+#[derive(Clone, Copy, Debug, Default)]
+struct PeerState {
+    traffic: PeerTraffic,
+    /// The frames taken from it, for the replay check (unstarted until one
+    /// was: an address only sent to has no window yet).
+    replay: ReplayWindow,
+    /// When a frame from it was last taken.
+    last_heard: Option<Duration>,
 }
 
 impl Effects {
@@ -279,7 +291,7 @@ impl Effects {
         self.sequence += 1;
         self.frames_out += 1;
         self.bytes_out += frame.len() as u64;
-        let peer = self.peers.entry(to).or_default();
+        let peer = &mut self.peers.entry(to).or_default().traffic;
         peer.frames_out += 1;
         peer.bytes_out += frame.len() as u64;
         self.outbox.push(Outgoing { to, frame });
@@ -302,7 +314,7 @@ impl Runtime<NodeId> for Effects {
         self.sequence += 1;
         self.frames_out += 1;
         self.bytes_out += frame.len() as u64;
-        let peer = self.peers.entry(to.addr).or_default();
+        let peer = &mut self.peers.entry(to.addr).or_default().traffic;
         peer.frames_out += 1;
         peer.bytes_out += frame.len() as u64;
         self.outbox.push(Outgoing { to: to.addr, frame });
@@ -357,8 +369,6 @@ pub struct Membership {
     seeds: Vec<SocketAddr>,
     next_join: Option<Duration>,
     joined_since_us: u64,
-    replay: FxHashMap<SocketAddr, ReplayWindow>,
-    last_heard: FxHashMap<SocketAddr, Duration>,
     downs: FxHashMap<SocketAddr, u32>,
     open_suspicions: FxHashSet<SocketAddr>,
     /// The generation last timed per address, so an arrival is timed once.
@@ -378,7 +388,7 @@ impl Membership {
     /// every random choice (probe order, gossip targets, the frame nonce).
     pub fn new(swim: SwimSettings, name: String, addr: SocketAddr, seed: u64, now: Now) -> Self {
         let me = NodeId {
-            name,
+            name: name.into(),
             addr,
             generation: now.unix_us,
         };
@@ -422,8 +432,6 @@ impl Membership {
             seeds: Vec::new(),
             next_join: None,
             joined_since_us: now.unix_us,
-            replay: FxHashMap::default(),
-            last_heard: FxHashMap::default(),
             downs: FxHashMap::default(),
             open_suspicions: FxHashSet::default(),
             timed: FxHashMap::default(),
@@ -519,7 +527,12 @@ impl Membership {
         };
         // The window is stored only once the packet was taken, so frames
         // that fail create no state for the address they claim.
-        let mut window = self.replay.get(&sender).copied().unwrap_or_default();
+        let mut window = self
+            .effects
+            .peers
+            .get(&sender)
+            .map(|peer| peer.replay)
+            .unwrap_or_default();
         if !window.accept(header) {
             return Err(WireError::Replayed);
         }
@@ -565,11 +578,11 @@ impl Membership {
                 .handle_data(packet, &mut self.effects)
                 .map_err(|error| WireError::Refused(error.to_string()))?,
         }
-        self.replay.insert(sender, window);
-        self.last_heard.insert(sender, self.now);
         let peer = self.effects.peers.entry(sender).or_default();
-        peer.frames_in += 1;
-        peer.bytes_in += frame.len() as u64;
+        peer.replay = window;
+        peer.last_heard = Some(self.now);
+        peer.traffic.frames_in += 1;
+        peer.traffic.bytes_in += frame.len() as u64;
         Ok(())
     }
 
@@ -624,12 +637,17 @@ impl Membership {
         if self.leaving {
             return;
         }
-        let heard = &self.last_heard;
+        let peers = &self.effects.peers;
         let actions = self.watch.poll(
             now.elapsed,
             self.swim.probe_interval,
             self.swim.probe_timeout,
-            |addr, since| heard.get(&addr).is_some_and(|at| *at >= since),
+            |addr, since| {
+                peers
+                    .get(&addr)
+                    .and_then(|peer| peer.last_heard)
+                    .is_some_and(|at| at >= since)
+            },
         );
         let ping = WatchMessage::Ping {
             from: self.identity().addr,
@@ -958,20 +976,22 @@ impl Membership {
             .foca
             .iter_membership_state()
             .map(|member| MemberView {
-                name: member.id().name.clone(),
+                name: member.id().name.to_string(),
                 addr: member.id().addr,
                 state: member.state().into(),
                 incarnation: member.incarnation(),
                 generation: member.id().generation,
                 last_heard: self
-                    .last_heard
+                    .effects
+                    .peers
                     .get(&member.id().addr)
-                    .map(|heard| self.now.saturating_sub(*heard)),
+                    .and_then(|peer| peer.last_heard)
+                    .map(|heard| self.now.saturating_sub(heard)),
                 traffic: self
                     .effects
                     .peers
                     .get(&member.id().addr)
-                    .copied()
+                    .map(|peer| peer.traffic)
                     .unwrap_or_default(),
                 downs: self.downs.get(&member.id().addr).copied().unwrap_or(0),
             })

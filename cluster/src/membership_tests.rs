@@ -289,7 +289,7 @@ fn three_nodes_join_through_one_seed_and_agree() {
     assert!(events.contains(&MembershipEvent::Joined), "{events:?}");
     assert!(events
         .iter()
-        .any(|event| matches!(event, MembershipEvent::Up(id) if id.name == "node-2")));
+        .any(|event| matches!(event, MembershipEvent::Up(id) if &*id.name == "node-2")));
     let view = net.get(0).members();
     assert_eq!(view.len(), 2);
     assert!(view.iter().all(|member| member.last_heard.is_some()));
@@ -320,7 +320,7 @@ fn a_silent_member_is_suspected_then_declared_down_within_the_bound() {
         .get(0)
         .take_events()
         .iter()
-        .any(|event| matches!(event, MembershipEvent::Down(id) if id.name == "node-2")));
+        .any(|event| matches!(event, MembershipEvent::Down(id) if &*id.name == "node-2")));
 }
 
 #[test]

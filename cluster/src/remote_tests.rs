@@ -99,7 +99,7 @@ impl LocalSide for FakeSide {
 
 fn node(port: u16) -> NodeId {
     NodeId {
-        name: format!("node-{port}"),
+        name: format!("node-{port}").into(),
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
         generation: 1,
     }

@@ -326,7 +326,7 @@ mod tests {
 
     fn member(port: u16) -> NodeId {
         NodeId {
-            name: format!("node-{port}"),
+            name: format!("node-{port}").into(),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             generation: 1,
         }

@@ -10,6 +10,7 @@
 //! frame and still fails to decode changes nothing either.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::{Buf, BufMut};
 use foca::{Codec, Header, Member};
@@ -76,10 +77,14 @@ impl FrameKind {
 /// A cluster member: its name, where it listens, and its generation (the
 /// Unix time in microseconds when it joined; a restart or a rejoin after
 /// being declared down takes a higher one, so the newer identity wins).
+///
+/// foca copies identities often (each member list update, each gossip
+/// target chosen), so the name is shared, not copied: a clone is a count
+/// increment, never an allocation.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct NodeId {
     /// The node's name (`coordination.cluster.node_name`).
-    pub name: String,
+    pub name: Arc<str>,
     /// The address other nodes reach it at.
     pub addr: SocketAddr,
     /// When this identity was made, Unix microseconds; also dates the news of
@@ -92,7 +97,7 @@ impl NodeId {
     /// announce addressed to any identity with the receiver's address.
     pub fn seed(addr: SocketAddr) -> Self {
         Self {
-            name: String::new(),
+            name: Arc::from(""),
             addr,
             generation: 0,
         }
@@ -102,7 +107,7 @@ impl NodeId {
     /// above both the old one and the clock.
     pub fn renewed(&self, unix_ms: u64) -> Self {
         Self {
-            name: self.name.clone(),
+            name: Arc::clone(&self.name),
             addr: self.addr,
             generation: unix_ms.max(self.generation + 1),
         }
@@ -471,7 +476,7 @@ mod tests {
             "never a sender or member"
         );
         let bad = NodeId {
-            name: "x".repeat(65),
+            name: "x".repeat(65).into(),
             ..good.clone()
         };
         assert_eq!(check_identity(&bad), Err(WireError::BadIdentity));

@@ -113,7 +113,7 @@ async fn three_nodes_agree(kind: TransportKind) {
             .iter()
             .map(|member| member.name.clone())
             .collect();
-        names.push(snapshot.node.name.clone());
+        names.push(snapshot.node.name.to_string());
         names.sort();
         assert_eq!(names, ["a", "b", "c"]);
     }

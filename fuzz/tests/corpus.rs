@@ -26,7 +26,7 @@ fn corpus(target: &str) -> PathBuf {
 
 fn node(port: u16) -> NodeId {
     NodeId {
-        name: format!("node-{port}"),
+        name: format!("node-{port}").into(),
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
         generation: 1_800_000_000_000_000 + u64::from(port),
     }
