@@ -758,6 +758,28 @@ fn a_hop_with_no_host_at_all_is_kept_not_failed() {
 }
 
 #[test]
+fn custody_is_bounded_and_a_hop_past_the_bound_goes_untracked() {
+    let directory = directory_with_echo_on_c();
+    let mut a = RemoteRouter::default();
+    let a_side = FakeSide::new(&[], &[(PROXY, "echo")]);
+    for _ in 0..crate::remote::CHAIN_HOPS_MAX {
+        assert!(matches!(
+            a.outbound(chain_hop(), &a_side, &directory),
+            Outbound::Send(..)
+        ));
+    }
+    assert_eq!(a.chain_hops(), crate::remote::CHAIN_HOPS_MAX);
+    assert_eq!(a.counters().hops_untracked, 0);
+    // One more still goes, at least once as sent, but is not kept.
+    let Outbound::Send(_, message) = a.outbound(chain_hop(), &a_side, &directory) else {
+        panic!("a hop past the bound is still sent");
+    };
+    assert_eq!(a.chain_hops(), crate::remote::CHAIN_HOPS_MAX);
+    assert_eq!(a.counters().hops_untracked, 1);
+    assert_eq!(message.hop, 0, "no hop id: nothing will settle against it");
+}
+
+#[test]
 fn a_message_a_busy_peer_would_not_take_is_refused_to_its_sender() {
     let directory = directory_with_echo_on_c();
     let mut a = RemoteRouter::default();
