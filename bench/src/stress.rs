@@ -55,6 +55,17 @@ impl StressOptions {
         (self.ramp_up_time / self.steps.max(1) as u32).max(Duration::from_millis(100))
     }
 
+    /// One step's load at `rate`: a step's duration, and a drain long enough
+    /// for answers up to several times the P99 target.
+    pub fn load_at(&self, rate: f64) -> LoadOptions {
+        LoadOptions {
+            rate,
+            duration: self.step_duration(),
+            drain: self.p99_target.max(Duration::from_millis(200)) * 4,
+            progress: self.progress,
+        }
+    }
+
     /// Refuse options that cannot make a ramp.
     pub fn check(&self) -> Result<(), BenchError> {
         let bad = |message: String| Err(BenchError::Input(message));
@@ -135,12 +146,7 @@ pub fn ramp(
         reason: None,
     };
     for step in 0..options.steps {
-        let load = LoadOptions {
-            rate: options.rate(step),
-            duration: options.step_duration(),
-            drain: options.p99_target.max(Duration::from_millis(200)) * 4,
-            progress: options.progress,
-        };
+        let load = options.load_at(options.rate(step));
         let agents = options.agents(step);
         let result = run_step(agents, &load)?;
         let errors = result.error_ratio();

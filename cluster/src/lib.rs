@@ -41,3 +41,12 @@ pub use membership::{
 };
 pub use settings::{ClusterSettings, SettingsError, SwimSettings};
 pub use wire::NodeId;
+
+/// splitmix64's finalizer: a cheap, well-spread hash of one word, where the
+/// same input must give the same output on every node and every run (the
+/// ring watch's order, the simulator's per-link latency).
+pub(crate) fn mix64(mut value: u64) -> u64 {
+    value = (value ^ (value >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    value = (value ^ (value >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    value ^ (value >> 31)
+}

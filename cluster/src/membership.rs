@@ -649,12 +649,14 @@ impl Membership {
                     .is_some_and(|at| at >= since)
             },
         );
+        // Encoded once for every target of the round.
         let ping = WatchMessage::Ping {
             from: self.identity().addr,
-        };
+        }
+        .encode();
         for action in actions {
             match action {
-                WatchAction::Ping(to) => self.effects.send_watch(to, &ping),
+                WatchAction::Ping(to) => self.effects.send_frame(FrameKind::Watch, to, &ping),
                 WatchAction::Suspect(member) => self.watch_suspect(&member),
             }
         }
@@ -677,9 +679,11 @@ impl Membership {
         let verdict = WatchMessage::Down {
             from: self.identity().addr,
             member: down.clone(),
-        };
+        }
+        .encode();
         for member in self.watch.members() {
-            self.effects.send_watch(member.addr, &verdict);
+            self.effects
+                .send_frame(FrameKind::Watch, member.addr, &verdict);
         }
         self.counters.verdicts_sent += 1;
     }

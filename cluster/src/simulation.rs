@@ -427,11 +427,7 @@ impl Simulator {
 
     /// A link's latency scale, 0.5 to 2, from the seed and its ends.
     fn link_scale(&self, from: usize, to: usize) -> f64 {
-        let mut hash = self.link_seed ^ ((from as u64) << 32) ^ to as u64;
-        // splitmix64's finalizer.
-        hash = (hash ^ (hash >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        hash = (hash ^ (hash >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        hash ^= hash >> 31;
+        let hash = crate::mix64(self.link_seed ^ ((from as u64) << 32) ^ to as u64);
         let unit = (hash >> 11) as f64 / (1u64 << 53) as f64;
         0.5 * 4f64.powf(unit)
     }

@@ -135,11 +135,8 @@ fn ring_key(addr: SocketAddr) -> (u64, SocketAddr) {
         std::net::IpAddr::V4(ip) => u128::from(ip.to_ipv6_mapped()),
         std::net::IpAddr::V6(ip) => u128::from(ip),
     };
-    let mut hash = (ip as u64) ^ ((ip >> 64) as u64).rotate_left(29) ^ u64::from(addr.port());
-    hash = (hash ^ (hash >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    hash = (hash ^ (hash >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    hash ^= hash >> 31;
-    (hash, addr)
+    let seed = (ip as u64) ^ ((ip >> 64) as u64).rotate_left(29) ^ u64::from(addr.port());
+    (crate::mix64(seed), addr)
 }
 
 impl RingWatch {

@@ -28,7 +28,8 @@ const KIND_SWIM: u8 = 0;
 const KIND_DIRECTORY: u8 = 1;
 /// A frame carrying messages between agents (`crate::remote`).
 const KIND_MESSAGES: u8 = 2;
-/// A frame carrying a ring watch's ping or answer (`crate::watch`).
+/// A frame of the ring watch (`crate::watch`): a ping or its answer, a
+/// verdict, or a suspicion handed over.
 const KIND_WATCH: u8 = 3;
 
 /// The largest batch of remote messages in one frame: one message of the
@@ -49,7 +50,8 @@ pub enum FrameKind {
     Directory,
     /// Messages between agents on different nodes, in order.
     Messages,
-    /// A ring watch's ping, or its answer.
+    /// The ring watch's: a ping or its answer, a verdict, or a suspicion
+    /// handed over.
     Watch,
 }
 

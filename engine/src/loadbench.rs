@@ -225,15 +225,8 @@ pub fn custom(selection: &ProfileSelection, args: CustomArgs) -> Result<(), Comm
     let ours = ours.map_err(bench_error)?;
     let mut designs = vec![ours];
     if compare {
-        let baseline = caxton_bench::baseline::run_on_baseline(
-            &loaded.profile,
-            &workload,
-            shards.max(1),
-            shards.max(1), // as many generators as the node (one per data shard)
-            &options,
-        )
-        .map_err(bench_error)?;
-        designs.push(baseline);
+        designs
+            .push(on_baseline(&loaded.profile, &workload, shards, &options).map_err(bench_error)?);
     }
     let comparison = (designs.len() == 2).then(|| {
         Comparison::new(
@@ -345,13 +338,7 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
     if compare {
         let (steps, point) = stress::ramp("baseline", &options, |agents, load| {
             let workload = Workload::new(pattern, agents, None)?;
-            caxton_bench::baseline::run_on_baseline(
-                &loaded.profile,
-                &workload,
-                shards.max(1),
-                shards.max(1), // as many generators as the node (one per data shard)
-                load,
-            )
+            on_baseline(&loaded.profile, &workload, shards, load)
         })
         .map_err(bench_error)?;
         ramps.push(("baseline".to_owned(), steps));
@@ -362,38 +349,21 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
     let mut latency_at_loads = Vec::new();
     if let [ours, theirs] = points.as_slice() {
         if let Some(loads) = stress::latency_loads(ours, theirs) {
-            let runs: Vec<(f64, usize, LoadOptions)> = loads
-                .into_iter()
-                .map(|(share, rate, agents)| {
-                    let load = LoadOptions {
-                        rate,
-                        duration: options.step_duration(),
-                        drain: options.p99_target.max(Duration::from_millis(200)) * 4,
-                        progress: options.progress,
-                    };
-                    (share, agents, load)
-                })
-                .collect();
+            // Caxton's runs on one node, then the baseline's.
             let mut destination = Destination::open(&loaded, target.as_deref(), token)?;
             let mut caxton = Vec::new();
-            for (_, agents, load) in &runs {
+            for (_, rate, agents) in &loads {
                 let workload = Workload::new(pattern, *agents, None).map_err(bench_error)?;
-                caxton.push(destination.run(&workload, load).map_err(bench_error)?);
+                let load = options.load_at(*rate);
+                caxton.push(destination.run(&workload, &load).map_err(bench_error)?);
             }
             destination.close()?;
-            for ((share, agents, load), caxton) in runs.iter().zip(caxton) {
-                let workload = Workload::new(pattern, *agents, None).map_err(bench_error)?;
-                let baseline = caxton_bench::baseline::run_on_baseline(
-                    &loaded.profile,
-                    &workload,
-                    shards.max(1),
-                    shards.max(1),
-                    load,
-                )
-                .map_err(bench_error)?;
-                latency_at_loads.push(stress::LatencyAtLoad::new(
-                    *share, *agents, caxton, baseline,
-                ));
+            for ((share, rate, agents), caxton) in loads.into_iter().zip(caxton) {
+                let workload = Workload::new(pattern, agents, None).map_err(bench_error)?;
+                let baseline =
+                    on_baseline(&loaded.profile, &workload, shards, &options.load_at(rate))
+                        .map_err(bench_error)?;
+                latency_at_loads.push(stress::LatencyAtLoad::new(share, agents, caxton, baseline));
             }
         }
     }
@@ -450,6 +420,17 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
         machine_jitter,
     };
     finish(&summary, output)
+}
+
+/// `workload` under `load` on the baseline, with as many workers and load
+/// generators as the node has data shards.
+fn on_baseline(
+    profile: &Profile,
+    workload: &Workload,
+    shards: usize,
+    load: &LoadOptions,
+) -> Result<LoadResult, BenchError> {
+    caxton_bench::baseline::run_on_baseline(profile, workload, shards.max(1), shards.max(1), load)
 }
 
 /// How long `--compare baseline` probes the machine's own stalls first.
