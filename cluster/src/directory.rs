@@ -395,11 +395,11 @@ mod tests {
     use super::*;
 
     fn node(port: u16, generation: u64) -> NodeId {
-        NodeId {
-            name: format!("node-{port}").into(),
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        NodeId::new(
+            format!("node-{port}"),
+            SocketAddr::from(([127, 0, 0, 1], port)),
             generation,
-        }
+        )
     }
 
     fn agents(list: &[(&str, u32)]) -> Vec<(String, u32)> {

@@ -70,7 +70,7 @@ fn kind(frame: &[u8]) -> &'static str {
         };
     }
     let header: Header<NodeId> = rmp_serde::decode::from_read(packet).expect("a header");
-    let _ = MessagePackCodec;
+    let _ = MessagePackCodec::default();
     match header.message {
         Message::Ping(_) => "ping",
         Message::Ack(_) => "ack",
@@ -457,10 +457,7 @@ fn a_verdict_from_another_node_is_applied_and_a_bad_one_refused() {
     };
     let now = net.clock();
     // A name off the wire must follow the naming rule: refused, nothing changes.
-    let bad = NodeId {
-        name: "no spaces allowed".into(),
-        ..judged.clone()
-    };
+    let bad = NodeId::new("no spaces allowed", judged.addr, judged.generation);
     assert!(net.get(0).handle_frame(&verdict(bad, 1), now).is_err());
     assert_eq!(net.state_of(0, 2), Some(MemberState::Alive));
     net.get(0)
@@ -987,11 +984,7 @@ fn a_note_lost_to_a_cut_is_made_good_by_the_refresh() {
 fn lists_from_a_node_not_known_alive_are_dropped_and_bad_ones_refused() {
     let swim = settings();
     let mut net = Net::formed(3, &swim);
-    let stranger = NodeId {
-        name: "stranger".into(),
-        addr: address(9),
-        generation: START_US,
-    };
+    let stranger = NodeId::new("stranger", address(9), START_US);
     let list = |from: &NodeId, agents: Vec<(String, u32)>| {
         wire::frame_of(
             wire::FrameKind::Directory,

@@ -98,11 +98,11 @@ impl LocalSide for FakeSide {
 }
 
 fn node(port: u16) -> NodeId {
-    NodeId {
-        name: format!("node-{port}").into(),
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        generation: 1,
-    }
+    NodeId::new(
+        format!("node-{port}"),
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        1,
+    )
 }
 
 /// A's view: C (port 3) hosts `echo`.
@@ -422,7 +422,7 @@ fn batches_round_trip_and_bad_senders_are_refused() {
     };
     assert_eq!(RemoteBatch::decode(&batch.encode()), Ok(batch.clone()));
     let mut bad = batch;
-    bad.from.name = "not a name".into();
+    bad.from = NodeId::new("not a name", bad.from.addr, bad.from.generation);
     assert_eq!(
         RemoteBatch::decode(&bad.encode()),
         Err(WireError::BadIdentity)
@@ -615,10 +615,7 @@ fn a_hop_lost_with_its_host_waits_for_a_host_goes_again_and_settles_its_parent_o
     // C comes back (a newer generation) and lists echo again: the hop goes
     // there, the same hop under the same id.
     directory.apply(
-        NodeId {
-            generation: 2,
-            ..node(3)
-        },
+        NodeId::new(node(3).name.clone(), node(3).addr, 2),
         1,
         vec![("echo".into(), 1)],
     );

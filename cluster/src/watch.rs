@@ -195,6 +195,11 @@ impl RingWatch {
         self.ring.values()
     }
 
+    /// The active member at `addr`, if there is one.
+    pub(crate) fn member(&self, addr: SocketAddr) -> Option<&NodeId> {
+        self.ring.get(&ring_key(addr))
+    }
+
     /// The member this node watches: the next one after it on the ring.
     pub(crate) fn successor(&self) -> Option<&NodeId> {
         self.after(self.me)
@@ -322,11 +327,11 @@ mod tests {
     use super::*;
 
     fn member(port: u16) -> NodeId {
-        NodeId {
-            name: format!("node-{port}").into(),
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            generation: 1,
-        }
+        NodeId::new(
+            format!("node-{port}"),
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            1,
+        )
     }
 
     const INTERVAL: Duration = Duration::from_secs(1);
@@ -497,10 +502,7 @@ mod tests {
         let actions = watch.poll(INTERVAL + TIMEOUT, INTERVAL, TIMEOUT, |_, _| false);
         assert!(!actions.contains(&WatchAction::Suspect(first)));
         // An older identity's removal leaves a newer one at that address.
-        let newer = NodeId {
-            generation: 2,
-            ..second.clone()
-        };
+        let newer = NodeId::new(second.name.clone(), second.addr, 2);
         watch.insert(&newer);
         watch.remove(&second);
         assert_eq!(watch.successor(), Some(&newer));

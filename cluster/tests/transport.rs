@@ -513,11 +513,7 @@ fn message_frame(from: SocketAddr) -> Vec<u8> {
     use caxton_cluster::remote::{RemoteBatch, RemoteMessage, Target};
     use caxton_cluster::wire::{frame_of, FrameHeader, FrameKind, NodeId};
     let batch = RemoteBatch {
-        from: NodeId {
-            name: "b".into(),
-            addr: from,
-            generation: 1,
-        },
+        from: NodeId::new("b", from, 1),
         messages: vec![RemoteMessage::new(
             Target::Agent("echo".into()),
             caxton_messaging::Performative::Inform,

@@ -25,11 +25,11 @@ fn corpus(target: &str) -> PathBuf {
 }
 
 fn node(port: u16) -> NodeId {
-    NodeId {
-        name: format!("node-{port}").into(),
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        generation: 1_800_000_000_000_000 + u64::from(port),
-    }
+    NodeId::new(
+        format!("node-{port}"),
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        1_800_000_000_000_000 + u64::from(port),
+    )
 }
 
 fn envelopes() -> Vec<Envelope> {
