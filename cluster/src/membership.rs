@@ -469,16 +469,24 @@ impl Membership {
         self.settle(now);
     }
 
-    /// Take `members` as known and alive, with no news of them to spread:
-    /// what a node that already holds the roster knows (foca's
-    /// `apply_many` without broadcast). The simulator starts a formed
-    /// cluster this way; this node's own identity is skipped.
+    /// Take `members` as known and alive, hosting no agents, with no news
+    /// of them to spread: what a node of a settled cluster of agentless
+    /// nodes knows (foca's `apply_many` without broadcast, and each
+    /// member's empty list held at version 0, so none is pulled). The
+    /// simulator starts a formed cluster this way; this node's own
+    /// identity is skipped.
     pub fn assume_members(&mut self, members: impl IntoIterator<Item = NodeId>, now: Now) {
         self.enter(now);
         let me = self.identity().addr;
-        let alive = members
+        let members: Vec<NodeId> = members
             .into_iter()
             .filter(|member| member.addr != me)
+            .collect();
+        for member in &members {
+            self.directory.apply(member.clone(), 0, Vec::new());
+        }
+        let alive = members
+            .into_iter()
             .map(|member| Member::new(member, 0, State::Alive));
         if let Err(error) = self.foca.apply_many(alive, false, &mut self.effects) {
             tracing::debug!("assumed members: {error}");
@@ -526,7 +534,7 @@ impl Membership {
         let sender = match (&directory, &watch) {
             (Some(message), _) => message.sender().addr,
             (_, Some(message)) => message.sender(),
-            _ => wire::packet_sender(packet)?.addr,
+            _ => wire::packet_sender(packet)?,
         };
         // The window is stored only once the packet was taken, so frames
         // that fail create no state for the address they claim.

@@ -142,12 +142,42 @@ impl NodeId {
 }
 
 impl From<NodeInfo> for NodeId {
+    /// Interned: an identity equal to the last one made on this thread at
+    /// its address shares that one's allocation. Each packet brings its
+    /// identities anew; shared, a member found in foca's list proves equal
+    /// by pointer, without reading the stored identity (a cache miss per
+    /// update at a thousand members), and a thread running many nodes (the
+    /// simulator) holds one copy of each identity, not one per node.
     fn from(info: NodeInfo) -> Self {
-        Self {
-            key: AddrKey::of(info.addr),
-            info: Arc::new(info),
-        }
+        let key = AddrKey::of(info.addr);
+        let info = IDENTITIES.with(|identities| {
+            let mut identities = identities.borrow_mut();
+            if let Some(known) = identities.get(&key) {
+                if **known == info {
+                    return Arc::clone(known);
+                }
+            }
+            if identities.len() >= IDENTITIES_MAX {
+                identities.clear();
+            }
+            let info = Arc::new(info);
+            identities.insert(key, Arc::clone(&info));
+            info
+        });
+        Self { key, info }
     }
+}
+
+/// Identities interned per thread at most; past it the cache starts over
+/// (it only saves memory and time, it decides nothing).
+const IDENTITIES_MAX: usize = 1 << 16;
+
+thread_local! {
+    /// The last identity made on this thread at each address (see
+    /// `From<NodeInfo> for NodeId`). Per thread: nothing is shared between
+    /// the gossip shard and any other.
+    static IDENTITIES: std::cell::RefCell<rustc_hash::FxHashMap<AddrKey, Arc<NodeInfo>>> =
+        std::cell::RefCell::new(rustc_hash::FxHashMap::default());
 }
 
 impl std::ops::Deref for NodeId {
@@ -412,11 +442,28 @@ impl Codec<NodeId> for MessagePackCodec {
     }
 }
 
-/// Read the sender of a SWIM packet without handing it to foca.
-pub fn packet_sender(packet: &[u8]) -> Result<NodeId, WireError> {
-    let header: Header<NodeId> = MessagePackCodec::decode(packet)?;
-    check_identity(&header.src)?;
-    Ok(header.src)
+/// Read the sender's address of a SWIM packet without handing it to foca:
+/// the header's first field, borrowed in place (foca decodes the packet
+/// in full next).
+pub fn packet_sender(packet: &[u8]) -> Result<SocketAddr, WireError> {
+    #[derive(Deserialize)]
+    struct Sender<'a> {
+        #[serde(borrow)]
+        name: &'a str,
+        addr: SocketAddr,
+        #[allow(dead_code)]
+        generation: u64,
+    }
+    type HeaderPeek<'a> = (
+        Sender<'a>,
+        serde::de::IgnoredAny,
+        serde::de::IgnoredAny,
+        serde::de::IgnoredAny,
+    );
+    let (sender, ..): HeaderPeek<'_> =
+        rmp_serde::from_slice(packet).map_err(|error| WireError::Decode(error.to_string()))?;
+    caxton_profiles::check_agent_name(sender.name).map_err(|_| WireError::BadIdentity)?;
+    Ok(sender.addr)
 }
 
 /// A frame's header fields.
