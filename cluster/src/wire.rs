@@ -152,10 +152,14 @@ impl From<NodeInfo> for NodeId {
         let key = AddrKey::of(info.addr);
         let info = IDENTITIES.with(|identities| {
             let mut identities = identities.borrow_mut();
-            if let Some(known) = identities.get(&key) {
-                if **known == info {
-                    return Arc::clone(known);
-                }
+            let known = identities.get(&key);
+            if let Some(known) = known.filter(|known| ***known == info) {
+                return Arc::clone(known);
+            }
+            // An older identity still in flight after a newer one (a
+            // restart's news spreading) does not displace the newer.
+            if known.is_some_and(|known| known.generation > info.generation) {
+                return Arc::new(info);
             }
             if identities.len() >= IDENTITIES_MAX {
                 identities.clear();
@@ -173,7 +177,7 @@ impl From<NodeInfo> for NodeId {
 const IDENTITIES_MAX: usize = 1 << 16;
 
 thread_local! {
-    /// The last identity made on this thread at each address (see
+    /// The newest identity made on this thread at each address (see
     /// `From<NodeInfo> for NodeId`). Per thread: nothing is shared between
     /// the gossip shard and any other.
     static IDENTITIES: std::cell::RefCell<rustc_hash::FxHashMap<AddrKey, Arc<NodeInfo>>> =
@@ -359,17 +363,21 @@ pub enum WireError {
 #[derive(Clone, Debug, Default)]
 pub struct MessagePackCodec {
     keys: AddrKeys,
+    /// Each encode's bytes, before they go to foca's buffer (kept, so an
+    /// encode allocates nothing once it has grown).
+    scratch: Vec<u8>,
 }
 
 impl MessagePackCodec {
-    fn encode<T: Serialize>(value: &T, mut buf: impl BufMut) -> Result<(), WireError> {
-        let bytes =
-            rmp_serde::to_vec(value).map_err(|error| WireError::Decode(error.to_string()))?;
+    fn encode<T: Serialize>(&mut self, value: &T, mut buf: impl BufMut) -> Result<(), WireError> {
+        self.scratch.clear();
+        rmp_serde::encode::write(&mut self.scratch, value)
+            .map_err(|error| WireError::Decode(error.to_string()))?;
         // foca requires a failed encode to leave the buffer untouched.
-        if buf.remaining_mut() < bytes.len() {
+        if buf.remaining_mut() < self.scratch.len() {
             return Err(WireError::NoRoom);
         }
-        buf.put_slice(&bytes);
+        buf.put_slice(&self.scratch);
         Ok(())
     }
 
@@ -414,7 +422,7 @@ impl Codec<NodeId> for MessagePackCodec {
         header: &Header<NodeId>,
         buf: impl BufMut,
     ) -> Result<(), Self::Error> {
-        Self::encode(header, buf).map_err(WireErrorBox)
+        self.encode(header, buf).map_err(WireErrorBox)
     }
 
     fn decode_header(&mut self, buf: impl Buf) -> Result<Header<NodeId>, Self::Error> {
@@ -431,7 +439,7 @@ impl Codec<NodeId> for MessagePackCodec {
         member: &Member<NodeId>,
         buf: impl BufMut,
     ) -> Result<(), Self::Error> {
-        Self::encode(member, buf).map_err(WireErrorBox)
+        self.encode(member, buf).map_err(WireErrorBox)
     }
 
     fn decode_member(&mut self, buf: impl Buf) -> Result<Member<NodeId>, Self::Error> {
@@ -734,7 +742,10 @@ mod tests {
         let mut colliding = NodeId::new("node-b", b, 1);
         colliding.key = first.key;
         assert!(!keys.admit(&colliding));
-        let mut codec = MessagePackCodec { keys };
+        let mut codec = MessagePackCodec {
+            keys,
+            scratch: Vec::new(),
+        };
         let mut packet = Vec::new();
         codec
             .encode_member(&Member::alive(colliding), &mut packet)
