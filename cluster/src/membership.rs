@@ -211,6 +211,13 @@ pub struct MembershipCounters {
     /// Suspicions a leaving node handed to this one, and taken on.
     #[serde(default)]
     pub suspicions_taken_over: u64,
+    /// Times this node told a member it suspects so directly (see
+    /// [`WatchMessage::Suspected`]).
+    #[serde(default)]
+    pub suspicions_told: u64,
+    /// Suspicions of this node it was told of directly, and refuted.
+    #[serde(default)]
+    pub suspicions_heard: u64,
 }
 
 /// A timer of foca's, due at a time.
@@ -369,6 +376,11 @@ pub struct Membership {
     /// list per frame, which at a thousand nodes forming made formation
     /// quadratic.
     pulls_due: Option<Duration>,
+    /// When the members this node's timers judge are next told so.
+    next_suspect_notice: Option<Duration>,
+    /// Members that came up (or were renamed) since the last settle: any
+    /// that foca learned as already suspect get a timer here.
+    came_up: Vec<NodeId>,
     next_note_refresh: Option<Duration>,
     swim: SwimSettings,
     configured_for: usize,
@@ -429,6 +441,8 @@ impl Membership {
             notes,
             wanted: BTreeMap::new(),
             pulls_due: None,
+            next_suspect_notice: None,
+            came_up: Vec::new(),
             next_note_refresh: None,
             swim,
             configured_for: 1,
@@ -570,6 +584,29 @@ impl Membership {
                     self.counters.suspicions_taken_over += 1;
                 }
             }
+            // Told it is suspected: refuted at once (foca raises this
+            // node's incarnation and gossips). About an earlier identity at
+            // this address, foca declares that one down.
+            (
+                _,
+                Some(WatchMessage::Suspected {
+                    member,
+                    incarnation,
+                    ..
+                }),
+            ) if !self.leaving => {
+                wire::check_identity(&member)?;
+                if member.addr == self.identity().addr {
+                    self.counters.suspicions_heard += 1;
+                    self.foca
+                        .apply_many(
+                            std::iter::once(Member::new(member, incarnation, State::Suspect)),
+                            true,
+                            &mut self.effects,
+                        )
+                        .map_err(|error| WireError::Refused(error.to_string()))?;
+                }
+            }
             // Another node's verdict: applied (and passed on) as if gossiped.
             (_, Some(WatchMessage::Down { member, .. })) => {
                 wire::check_identity(&member)?;
@@ -640,6 +677,9 @@ impl Membership {
             self.announce_version(now);
         }
         self.run_watch(now);
+        if self.next_suspect_notice.is_some_and(|at| at <= now.elapsed) {
+            self.tell_suspects();
+        }
         self.settle(now);
     }
 
@@ -670,6 +710,84 @@ impl Membership {
                 WatchAction::Ping(to) => self.effects.send_frame(FrameKind::Watch, to, &ping),
                 WatchAction::Suspect(member) => self.watch_suspect(&member),
             }
+        }
+    }
+
+    /// Give a suspicion timer of this node's own to each member that came up
+    /// already suspect. foca runs a suspicion's timer only on the node that
+    /// raised it, and a node learns a member suspect from a joining feed or
+    /// from gossip without one: if the verdict then passes it by (it joined
+    /// as the verdict went out), it holds a member that may be long dead as
+    /// suspect, and hands it as alive news to each node joining through
+    /// it, until its own probes come round to that member. A simulated
+    /// day showed a crash still held this way six minutes after every
+    /// other node had declared it down. The timer runs the full suspicion
+    /// timeout, and a refutation voids it, as any other.
+    fn judge_suspects_learned(&mut self) {
+        if self.came_up.is_empty() || self.leaving {
+            self.came_up.clear();
+            return;
+        }
+        let came_up: rustc_hash::FxHashSet<wire::AddrKey> =
+            self.came_up.drain(..).map(|member| member.key()).collect();
+        // One walk over the members for every arrival of this settle (a
+        // formed start brings a thousand at once).
+        let suspects: Vec<NodeId> = self
+            .foca
+            .iter_membership_state()
+            .filter(|known| known.state() == State::Suspect && came_up.contains(&known.id().key()))
+            .map(|known| known.id().clone())
+            .collect();
+        let timeout = self.suspicion_timeout();
+        for suspect in suspects {
+            self.suspect(&suspect, None, timeout);
+        }
+    }
+
+    /// Tell each member one of this node's suspicion timers judges, and that
+    /// foca still holds suspect at the timer's incarnation, that it is
+    /// suspected; again in a probe interval while any is.
+    fn tell_suspects(&mut self) {
+        let judged: Vec<(NodeId, u16)> = self
+            .effects
+            .timers
+            .iter()
+            .filter_map(|Reverse(scheduled)| match &scheduled.timer {
+                Timer::ChangeSuspectToDown {
+                    member_id,
+                    incarnation,
+                    ..
+                } => Some((member_id.clone(), *incarnation)),
+                _ => None,
+            })
+            .collect();
+        self.next_suspect_notice = None;
+        if judged.is_empty() || self.leaving {
+            return;
+        }
+        let from = self.identity().addr;
+        let mut told = 0;
+        for (member, incarnation) in judged {
+            let standing = self.foca.iter_membership_state().any(|known| {
+                known.id() == &member
+                    && known.state() == State::Suspect
+                    && known.incarnation() == incarnation
+            });
+            if standing {
+                self.effects.send_watch(
+                    member.addr,
+                    &WatchMessage::Suspected {
+                        from,
+                        member,
+                        incarnation,
+                    },
+                );
+                told += 1;
+            }
+        }
+        self.counters.suspicions_told += told;
+        if told > 0 {
+            self.next_suspect_notice = Some(self.now + self.swim.probe_interval);
         }
     }
 
@@ -795,6 +913,7 @@ impl Membership {
             self.next_join,
             self.next_dead_round,
             self.next_note_refresh,
+            self.next_suspect_notice,
             pull,
             watch,
         ]
@@ -1097,6 +1216,7 @@ impl Membership {
                 self.react(note, now);
             }
         }
+        self.judge_suspects_learned();
         for suspect in std::mem::take(&mut self.effects.suspected) {
             // foca probes a suspect again and starts another timer; one
             // suspicion is counted once, until its first timer ends.
@@ -1104,6 +1224,11 @@ impl Membership {
                 self.counters.suspicions_raised += 1;
                 self.events.push(MembershipEvent::Suspected(suspect));
             }
+            // Told at once, in the next settle's frames.
+            self.next_suspect_notice = Some(self.now);
+        }
+        if self.next_suspect_notice.is_some_and(|at| at <= self.now) {
+            self.tell_suspects();
         }
         let fresh = std::mem::take(
             &mut self
@@ -1130,6 +1255,7 @@ impl Membership {
     fn react(&mut self, note: OwnedNotification<NodeId>, now: Now) {
         match note {
             OwnedNotification::MemberUp(member) => {
+                self.came_up.push(member.clone());
                 self.watch.insert(&member);
                 self.time_arrival(&member, now);
                 self.dead.retain(|(dead, _)| dead.addr() != member.addr());
@@ -1157,6 +1283,7 @@ impl Membership {
                 // A restart seen as a rename (the old identity still alive
                 // here) is an arrival too.
                 self.time_arrival(&current, now);
+                self.came_up.push(current.clone());
                 self.watch.insert(&current);
                 self.directory.remove(&previous);
                 self.want_list(current.clone(), 0);

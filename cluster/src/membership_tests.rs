@@ -67,6 +67,7 @@ fn kind(frame: &[u8]) -> &'static str {
             crate::watch::WatchMessage::Ack { .. } => "watch_ack",
             crate::watch::WatchMessage::Down { .. } => "watch_down",
             crate::watch::WatchMessage::Suspect { .. } => "watch_suspect",
+            crate::watch::WatchMessage::Suspected { .. } => "watch_suspected",
         };
     }
     let header: Header<NodeId> = rmp_serde::decode::from_read(packet).expect("a header");
@@ -86,6 +87,9 @@ fn kind(frame: &[u8]) -> &'static str {
     }
 }
 
+/// Which frame kinds (as `kind` names them) a filter takes.
+type KindFilter = fn(&str) -> bool;
+
 /// A handful of nodes on a virtual clock.
 struct Net {
     nodes: Vec<Option<Membership>>,
@@ -98,6 +102,8 @@ struct Net {
     /// Extra delay on everything a node sends.
     slow: BTreeMap<usize, Duration>,
     traffic: Traffic,
+    /// Nodes that receive no frame of these kinds.
+    deaf: Vec<(usize, KindFilter)>,
 }
 
 impl Net {
@@ -111,6 +117,7 @@ impl Net {
             cut: HashSet::new(),
             slow: BTreeMap::new(),
             traffic: Traffic::default(),
+            deaf: Vec::new(),
         };
         for index in 0..count {
             let node = net.node(index, swim.clone());
@@ -203,6 +210,14 @@ impl Net {
             for (_, _, to, frame) in due {
                 let index = (to.port() - 10_000) as usize;
                 if self.cut.contains(&index) {
+                    continue;
+                }
+                let frame_kind = kind(&frame);
+                if self
+                    .deaf
+                    .iter()
+                    .any(|(deaf, kinds)| *deaf == index && kinds(frame_kind))
+                {
                     continue;
                 }
                 if let Some(node) = self.nodes.get_mut(index).and_then(Option::as_mut) {
@@ -1019,4 +1034,77 @@ fn lists_from_a_node_not_known_alive_are_dropped_and_bad_ones_refused() {
         net.get(0).counters().dropped_invalid,
         before.dropped_invalid + 1
     );
+}
+
+/// SWIM's own frames (not the ring watch's, not the directory's).
+fn swim_kind(kind: &str) -> bool {
+    !kind.starts_with("watch_") && !kind.starts_with("directory")
+}
+
+#[test]
+fn a_member_gossip_never_reaches_is_told_it_is_suspected_and_refutes() {
+    let swim = settings();
+    let mut net = Net::formed(8, &swim);
+    let deaf = 5;
+    // Node 5 hears no SWIM frame: every probe of it fails, and no gossip
+    // of the suspicions that follow reaches it, though it still sends and
+    // its ring watch still answers. Only being told can save it.
+    net.deaf.push((deaf, swim_kind));
+    let timeout = net.get_ref(0).suspicion_timeout();
+    let span = timeout * 3;
+    let declared = net.run_until(span, Duration::from_millis(5), |net| {
+        (0..8)
+            .filter(|index| *index != deaf)
+            .any(|index| net.state_of(index, deaf) == Some(MemberState::Down))
+    });
+    assert!(
+        declared.is_none(),
+        "a live member was declared down at {:?}",
+        net.now
+    );
+    let told: u64 = (0..8)
+        .map(|index| net.get_ref(index).counters().suspicions_told)
+        .sum();
+    assert!(told > 0, "its suspicions were told to it");
+    assert!(net.get_ref(deaf).counters().suspicions_heard > 0);
+    assert!(net.traffic.count_to(address(deaf), "watch_suspected") > 0);
+
+    // The control: with the notices lost too, the same member is declared
+    // down within a suspicion timeout, so they are what kept it alive.
+    net.deaf.push((deaf, |kind| kind == "watch_suspected"));
+    net.run_until(span, Duration::from_millis(5), |net| {
+        (0..8)
+            .filter(|index| *index != deaf)
+            .any(|index| net.state_of(index, deaf) == Some(MemberState::Down))
+    })
+    .expect("declared down once nothing tells it");
+}
+
+#[test]
+fn a_member_learned_already_suspect_gets_a_timer_of_its_own() {
+    let swim = settings();
+    let mut net = Net::formed(6, &swim);
+    let crashed = 4;
+    net.nodes[crashed] = None;
+    net.run_until(Duration::from_secs(5), Duration::from_millis(5), |net| {
+        net.state_of(0, crashed) == Some(MemberState::Suspect)
+    })
+    .expect("node 0 suspects the crashed member");
+    // A node joining through node 0 now learns the crashed member as
+    // suspect. foca would time it only once its own probes came round to
+    // it; the membership core times it at once.
+    let joiner = net.node(6, swim.clone());
+    net.nodes.push(Some(joiner));
+    let now = net.clock();
+    net.get(6).join(&[address(0)], now);
+    net.collect();
+    net.run_until(Duration::from_secs(1), Duration::from_millis(1), |net| {
+        net.state_of(6, crashed) == Some(MemberState::Suspect)
+    })
+    .expect("the joiner learns the member as suspect");
+    let timed = net.get_ref(6).effects.timers.iter().any(|Reverse(due)| {
+        matches!(&due.timer, Timer::ChangeSuspectToDown { member_id, .. } if member_id.addr == address(crashed))
+    });
+    assert!(timed, "the joiner runs its own suspicion timer");
+    assert!(net.get_ref(6).counters().suspicions_raised >= 1);
 }

@@ -1380,6 +1380,8 @@ impl ClusterSnapshot {
             counter("caxton_cluster_watch_suspicions_total", "Suspicions this node's ring watch raised: its successor on the ring stayed silent through a probe timeout and three pings", m.watch_suspicions),
             counter("caxton_cluster_suspicions_handed_over_total", "Suspicions this node handed, with the time they had left, to the member taking over its watch as it left gracefully", m.suspicions_handed_over),
             counter("caxton_cluster_suspicions_taken_over_total", "Suspicions a leaving member handed to this node and this node judged", m.suspicions_taken_over),
+            counter("caxton_cluster_suspicions_told_total", "Times this node told a member its suspicion timer judges that it is suspected (repeated each probe interval while the suspicion stands)", m.suspicions_told),
+            counter("caxton_cluster_suspicions_heard_total", "Suspicions of this node it was told of directly by the member judging them, and refuted", m.suspicions_heard),
             counter("caxton_cluster_suspicions_refuted_total", "Members this node saw refute a suspicion (suspect to alive)", m.suspicions_refuted),
             counter("caxton_cluster_members_down_total", "Members this node saw declared down, failed or left", m.declared_down),
             counter("caxton_cluster_rejoins_total", "Times this node was declared down and rejoined under a newer generation", m.renewals),

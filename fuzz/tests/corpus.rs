@@ -129,6 +129,17 @@ fn cluster_frames() -> Vec<Vec<u8>> {
         wire::FrameHeader { nonce: 7, seq: 1 },
         &handover.encode(),
     ));
+    // A suspicion told to the member suspected.
+    let told = caxton_cluster::watch::WatchMessage::Suspected {
+        from: b_addr,
+        member: node(1),
+        incarnation: 2,
+    };
+    frames.push(wire::frame_of(
+        FrameKind::Watch,
+        wire::FrameHeader { nonce: 7, seq: 2 },
+        &told.encode(),
+    ));
     frames
 }
 
