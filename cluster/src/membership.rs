@@ -275,6 +275,21 @@ struct PeerState {
 }
 
 impl Effects {
+    /// The suspicion timers pending: the member each judges, the
+    /// incarnation it was suspected at, and when it is due.
+    fn suspicion_timers(&self) -> impl Iterator<Item = (&NodeId, u16, Duration)> {
+        self.timers
+            .iter()
+            .filter_map(|Reverse(scheduled)| match &scheduled.timer {
+                Timer::ChangeSuspectToDown {
+                    member_id,
+                    incarnation,
+                    ..
+                } => Some((member_id, *incarnation, scheduled.due)),
+                _ => None,
+            })
+    }
+
     /// Frame and queue a directory message, in the same sequence as SWIM's.
     fn send_directory(&mut self, to: SocketAddr, message: &DirectoryMessage) {
         self.send_frame(FrameKind::Directory, to, &message.encode());
@@ -750,16 +765,8 @@ impl Membership {
     fn tell_suspects(&mut self) {
         let judged: Vec<(NodeId, u16)> = self
             .effects
-            .timers
-            .iter()
-            .filter_map(|Reverse(scheduled)| match &scheduled.timer {
-                Timer::ChangeSuspectToDown {
-                    member_id,
-                    incarnation,
-                    ..
-                } => Some((member_id.clone(), *incarnation)),
-                _ => None,
-            })
+            .suspicion_timers()
+            .map(|(member, incarnation, _)| (member.clone(), incarnation))
             .collect();
         self.next_suspect_notice = None;
         if judged.is_empty() || self.leaving {
@@ -877,20 +884,12 @@ impl Membership {
         let from = self.identity().addr;
         let pending: Vec<WatchMessage> = self
             .effects
-            .timers
-            .iter()
-            .filter_map(|Reverse(scheduled)| match &scheduled.timer {
-                Timer::ChangeSuspectToDown {
-                    member_id,
-                    incarnation,
-                    ..
-                } => Some(WatchMessage::Suspect {
-                    from,
-                    member: member_id.clone(),
-                    incarnation: *incarnation,
-                    left_us: scheduled.due.saturating_sub(now).as_micros() as u64,
-                }),
-                _ => None,
+            .suspicion_timers()
+            .map(|(member, incarnation, due)| WatchMessage::Suspect {
+                from,
+                member: member.clone(),
+                incarnation,
+                left_us: due.saturating_sub(now).as_micros() as u64,
             })
             .collect();
         for suspicion in &pending {
