@@ -612,7 +612,9 @@ impl Membership {
             ) if !self.leaving => {
                 wire::check_identity(&member)?;
                 if member.addr == self.identity().addr {
-                    self.counters.suspicions_heard += 1;
+                    if member == *self.identity() {
+                        self.counters.suspicions_heard += 1;
+                    }
                     self.foca
                         .apply_many(
                             std::iter::once(Member::new(member, incarnation, State::Suspect)),
@@ -692,9 +694,6 @@ impl Membership {
             self.announce_version(now);
         }
         self.run_watch(now);
-        if self.next_suspect_notice.is_some_and(|at| at <= now.elapsed) {
-            self.tell_suspects();
-        }
         self.settle(now);
     }
 
@@ -999,10 +998,7 @@ impl Membership {
                     wanted.node.generation <= from.generation && wanted.version <= version
                 });
                 if satisfied {
-                    self.wanted.remove(&from.addr);
-                    if self.wanted.is_empty() {
-                        self.pulls_due = None;
-                    }
+                    self.forget_wanted(from.addr);
                 }
             }
         }
@@ -1035,6 +1031,14 @@ impl Membership {
                 asked,
             },
         );
+    }
+
+    /// `addr`'s list is wanted no more.
+    fn forget_wanted(&mut self, addr: SocketAddr) {
+        self.wanted.remove(&addr);
+        if self.wanted.is_empty() {
+            self.pulls_due = None;
+        }
     }
 
     /// Ask for every list still wanted whose last request is a probe
@@ -1216,15 +1220,18 @@ impl Membership {
             }
         }
         self.judge_suspects_learned();
-        for suspect in std::mem::take(&mut self.effects.suspected) {
+        let suspected = std::mem::take(&mut self.effects.suspected);
+        if !suspected.is_empty() {
+            // A new suspicion timer: its member is told at once, below.
+            self.next_suspect_notice = Some(self.now);
+        }
+        for suspect in suspected {
             // foca probes a suspect again and starts another timer; one
             // suspicion is counted once, until its first timer ends.
             if self.open_suspicions.insert(suspect.addr) {
                 self.counters.suspicions_raised += 1;
                 self.events.push(MembershipEvent::Suspected(suspect));
             }
-            // Told at once, in the next settle's frames.
-            self.next_suspect_notice = Some(self.now);
         }
         if self.next_suspect_notice.is_some_and(|at| at <= self.now) {
             self.tell_suspects();
@@ -1264,10 +1271,7 @@ impl Membership {
             OwnedNotification::MemberDown(member) => {
                 self.watch.remove(&member);
                 self.directory.declared_down(&member);
-                self.wanted.remove(&member.addr);
-                if self.wanted.is_empty() {
-                    self.pulls_due = None;
-                }
+                self.forget_wanted(member.addr);
                 self.counters.declared_down += 1;
                 *self.downs.entry(member.addr).or_default() += 1;
                 if self.swim.gossip_to_dead > 0 && !self.leaving {

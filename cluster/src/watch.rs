@@ -184,14 +184,15 @@ impl RingWatch {
             {
                 self.suspected.remove(&member.addr);
             }
-            self.successor = self.after(self.me).cloned();
-            self.successor_may_have_changed(before);
+            self.ring_changed(before);
         }
     }
 
-    /// A new successor is watched at once, not from the next round: it
-    /// may be the member a departed watcher was watching, unwatched since.
-    fn successor_may_have_changed(&mut self, before: Option<SocketAddr>) {
+    /// Find the successor again; a new one is watched at once, not from the
+    /// next round: it may be the member a departed watcher was watching,
+    /// unwatched since.
+    fn ring_changed(&mut self, before: Option<SocketAddr>) {
+        self.successor = self.after(self.me).cloned();
         if self.successor().map(|successor| successor.addr) != before {
             self.next_round = Duration::ZERO;
         }
@@ -203,12 +204,11 @@ impl RingWatch {
         if self.ring.get(&key) == Some(member) {
             let before = self.successor().map(|successor| successor.addr);
             self.ring.remove(&key);
-            self.successor = self.after(self.me).cloned();
             self.suspected.remove(&member.addr);
             if let Some(round) = &mut self.round {
                 round.targets.retain(|target| target.addr != member.addr);
             }
-            self.successor_may_have_changed(before);
+            self.ring_changed(before);
         }
     }
 

@@ -141,45 +141,73 @@ impl NodeId {
     }
 }
 
-impl From<NodeInfo> for NodeId {
-    /// Interned: an identity equal to the last one made on this thread at
-    /// its address shares that one's allocation. Each packet brings its
-    /// identities anew; shared, a member found in foca's list proves equal
-    /// by pointer, without reading the stored identity (a cache miss per
-    /// update at a thousand members), and a thread running many nodes (the
-    /// simulator) holds one copy of each identity, not one per node.
-    fn from(info: NodeInfo) -> Self {
+impl NodeId {
+    /// `info` as an identity, interned: one equal to the newest made on
+    /// this thread at its address shares that one's allocation. Each packet
+    /// brings its identities anew; shared, a member found in foca's list
+    /// proves equal by pointer, without reading the stored identity (a
+    /// cache miss per update at a thousand members), and a thread running
+    /// many nodes (the simulator) holds one copy of each identity, not one
+    /// per node. The table also makes a hashed [`AddrKey`] exact: an
+    /// identity whose key another address holds is refused (given back,
+    /// with why).
+    fn interned(info: NodeInfo) -> Result<Self, (NodeInfo, String)> {
         let key = AddrKey::of(info.addr);
-        let info = IDENTITIES.with(|identities| {
+        IDENTITIES.with(|identities| {
             let mut identities = identities.borrow_mut();
-            let known = identities.get(&key);
-            if let Some(known) = known.filter(|known| ***known == info) {
-                return Arc::clone(known);
-            }
-            // An older identity still in flight after a newer one (a
-            // restart's news spreading) does not displace the newer.
-            if known.is_some_and(|known| known.generation > info.generation) {
-                return Arc::new(info);
+            match identities.get(&key) {
+                Some(known) if **known == info => {
+                    return Ok(Self {
+                        key,
+                        info: Arc::clone(known),
+                    })
+                }
+                Some(known) if known.addr != info.addr => {
+                    let why = format!(
+                        "addresses {} and {} share the address key {key:?}",
+                        known.addr, info.addr
+                    );
+                    return Err((info, why));
+                }
+                // An older identity still in flight after a newer one (a
+                // restart's news spreading) does not displace the newer.
+                Some(known) if known.generation > info.generation => {
+                    return Ok(Self {
+                        key,
+                        info: Arc::new(info),
+                    })
+                }
+                _ => {}
             }
             if identities.len() >= IDENTITIES_MAX {
                 identities.clear();
             }
             let info = Arc::new(info);
             identities.insert(key, Arc::clone(&info));
-            info
-        });
-        Self { key, info }
+            Ok(Self { key, info })
+        })
     }
 }
 
-/// Identities interned per thread at most; past it the cache starts over
-/// (it only saves memory and time, it decides nothing).
+impl From<NodeInfo> for NodeId {
+    /// Interned (see `NodeId::interned`); an identity made here (this
+    /// node's own, a seed's placeholder) is never refused, only not shared.
+    fn from(info: NodeInfo) -> Self {
+        Self::interned(info).unwrap_or_else(|(info, _)| Self {
+            key: AddrKey::of(info.addr),
+            info: Arc::new(info),
+        })
+    }
+}
+
+/// Identities interned per thread at most, far more than a cluster has;
+/// past it the table starts over.
 const IDENTITIES_MAX: usize = 1 << 16;
 
 thread_local! {
-    /// The newest identity made on this thread at each address (see
-    /// `From<NodeInfo> for NodeId`). Per thread: nothing is shared between
-    /// the gossip shard and any other.
+    /// The newest identity made on this thread at each address key (see
+    /// `NodeId::interned`). Per thread: nothing is shared between the
+    /// gossip shard and any other.
     static IDENTITIES: std::cell::RefCell<rustc_hash::FxHashMap<AddrKey, Arc<NodeInfo>>> =
         std::cell::RefCell::new(rustc_hash::FxHashMap::default());
 }
@@ -225,7 +253,8 @@ impl Serialize for NodeId {
 
 impl<'de> Deserialize<'de> for NodeId {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        NodeInfo::deserialize(deserializer).map(Self::from)
+        NodeInfo::deserialize(deserializer)
+            .and_then(|info| Self::interned(info).map_err(|(_, why)| serde::de::Error::custom(why)))
     }
 }
 
@@ -233,9 +262,9 @@ impl<'de> Deserialize<'de> for NodeId {
 ///
 /// An IPv4 address and port are packed exactly (bit 63 clear). An IPv6
 /// address (with its port, flow label and scope) does not fit: its key is
-/// a 63-bit hash with bit 63 set, and the codec refuses an identity whose
-/// key another IPv6 address it has seen already holds ([`AddrKeys`]), so
-/// two addresses are never taken for one.
+/// a 63-bit hash with bit 63 set, and an identity read off the wire whose
+/// key another address already holds is refused (see `NodeId::interned`),
+/// so two addresses are never taken for one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AddrKey(u64);
 
@@ -255,11 +284,6 @@ impl AddrKey {
                 Self(HASHED_KEY | (hash >> 1))
             }
         }
-    }
-
-    /// Whether the key is a hash (of an IPv6 address), not the address itself.
-    pub fn is_hashed(self) -> bool {
-        self.0 & HASHED_KEY != 0
     }
 }
 
@@ -281,39 +305,14 @@ impl foca::Identity for NodeId {
     }
 }
 
-/// The IPv6 addresses a codec has seen, by key: what makes a hashed
-/// [`AddrKey`] as exact as a packed one. Bounded: past
-/// [`HASHED_KEYS_MAX`] addresses (far more than a cluster has), new ones
-/// are taken unchecked, with odds of a collision of about one in 2^63 per
-/// pair.
-#[derive(Clone, Debug, Default)]
-pub struct AddrKeys {
-    seen: rustc_hash::FxHashMap<AddrKey, SocketAddr>,
-}
-
-/// IPv6 addresses an [`AddrKeys`] remembers at most.
-pub const HASHED_KEYS_MAX: usize = 1 << 16;
-
-impl AddrKeys {
-    /// Whether `id`'s key stands for its address alone, as far as this
-    /// book knows; records it.
-    pub fn admit(&mut self, id: &NodeId) -> bool {
-        if !id.key.is_hashed() {
-            return true;
-        }
-        if let Some(known) = self.seen.get(&id.key) {
-            return *known == id.addr;
-        }
-        if self.seen.len() < HASHED_KEYS_MAX {
-            self.seen.insert(id.key, id.addr);
-        }
-        true
-    }
-}
-
 /// Why an identity read off the wire is refused.
 pub(crate) fn check_identity(id: &NodeId) -> Result<(), WireError> {
-    caxton_profiles::check_agent_name(&id.name).map_err(|_| WireError::BadIdentity)
+    check_name(&id.name)
+}
+
+/// A node's name follows the agent naming rule.
+fn check_name(name: &str) -> Result<(), WireError> {
+    caxton_profiles::check_agent_name(name).map_err(|_| WireError::BadIdentity)
 }
 
 /// A packet's destination may also be the placeholder a joining node
@@ -357,12 +356,9 @@ pub enum WireError {
     Refused(String),
 }
 
-/// foca's packets as MessagePack (rmp-serde). It refuses an identity
-/// whose IPv6 address key collides with another address's (see
-/// [`AddrKey`]).
+/// foca's packets as MessagePack (rmp-serde).
 #[derive(Clone, Debug, Default)]
 pub struct MessagePackCodec {
-    keys: AddrKeys,
     /// Each encode's bytes, before they go to foca's buffer (kept, so an
     /// encode allocates nothing once it has grown).
     scratch: Vec<u8>,
@@ -389,16 +385,6 @@ impl MessagePackCodec {
             .map_err(|error| WireError::Decode(error.to_string()))?;
         buf.advance(before - chunk.len());
         Ok(value)
-    }
-}
-
-impl MessagePackCodec {
-    fn admit(&mut self, id: &NodeId) -> Result<(), WireErrorBox> {
-        if self.keys.admit(id) {
-            Ok(())
-        } else {
-            Err(WireErrorBox(WireError::BadIdentity))
-        }
     }
 }
 
@@ -429,8 +415,6 @@ impl Codec<NodeId> for MessagePackCodec {
         let header: Header<NodeId> = Self::decode(buf).map_err(WireErrorBox)?;
         check_identity(&header.src).map_err(WireErrorBox)?;
         check_destination(&header.dst).map_err(WireErrorBox)?;
-        self.admit(&header.src)?;
-        self.admit(&header.dst)?;
         Ok(header)
     }
 
@@ -445,7 +429,6 @@ impl Codec<NodeId> for MessagePackCodec {
     fn decode_member(&mut self, buf: impl Buf) -> Result<Member<NodeId>, Self::Error> {
         let member: Member<NodeId> = Self::decode(buf).map_err(WireErrorBox)?;
         check_identity(member.id()).map_err(WireErrorBox)?;
-        self.admit(member.id())?;
         Ok(member)
     }
 }
@@ -459,8 +442,8 @@ pub fn packet_sender(packet: &[u8]) -> Result<SocketAddr, WireError> {
         #[serde(borrow)]
         name: &'a str,
         addr: SocketAddr,
-        #[allow(dead_code)]
-        generation: u64,
+        #[serde(rename = "generation")]
+        _generation: serde::de::IgnoredAny,
     }
     type HeaderPeek<'a> = (
         Sender<'a>,
@@ -470,7 +453,7 @@ pub fn packet_sender(packet: &[u8]) -> Result<SocketAddr, WireError> {
     );
     let (sender, ..): HeaderPeek<'_> =
         rmp_serde::from_slice(packet).map_err(|error| WireError::Decode(error.to_string()))?;
-    caxton_profiles::check_agent_name(sender.name).map_err(|_| WireError::BadIdentity)?;
+    check_name(sender.name)?;
     Ok(sender.addr)
 }
 
@@ -723,39 +706,45 @@ mod tests {
         assert_eq!(v4("10.0.0.1:7946"), v4("10.0.0.1:7946"));
         assert_ne!(v4("10.0.0.1:7946"), v4("10.0.0.1:7947"));
         assert_ne!(v4("10.0.0.1:7946"), v4("10.0.0.2:7946"));
-        assert!(!v4("255.255.255.255:65535").is_hashed());
+        let hashed = |addr: SocketAddr| AddrKey::of(addr).0 & HASHED_KEY != 0;
+        assert!(!hashed("255.255.255.255:65535".parse().expect("address")));
         let a: SocketAddr = "[fd00::1]:7946".parse().expect("address");
         let b: SocketAddr = "[fd00::2]:7946".parse().expect("address");
-        assert!(AddrKey::of(a).is_hashed());
+        assert!(hashed(a));
         assert_ne!(AddrKey::of(a), AddrKey::of(b));
         assert_ne!(
             AddrKey::of(a),
             AddrKey::of("[::ffff:10.0.0.1]:7946".parse().expect("address")),
         );
 
-        // Two addresses under one key: the second is refused, by the book
-        // and by the codec, so foca never takes one member for the other.
-        let mut keys = AddrKeys::default();
-        let first = NodeId::new("node-a", a, 1);
-        assert!(keys.admit(&first));
-        assert!(keys.admit(&first), "the same address again");
-        let mut colliding = NodeId::new("node-b", b, 1);
-        colliding.key = first.key;
-        assert!(!keys.admit(&colliding));
-        let mut codec = MessagePackCodec {
-            keys,
-            scratch: Vec::new(),
-        };
+        // Two addresses under one key: an identity read off the wire at the
+        // second is refused, so foca never takes one member for the other.
+        let mut codec = MessagePackCodec::default();
         let mut packet = Vec::new();
         codec
-            .encode_member(&Member::alive(colliding), &mut packet)
+            .encode_member(&Member::alive(NodeId::new("node-b", b, 1)), &mut packet)
             .expect("encodes");
-        // Decoding computes the key afresh from the address: no collision.
-        assert!(codec.decode_member(packet.as_slice()).is_ok());
-        codec.keys.seen.insert(AddrKey::of(b), a);
+        assert!(
+            codec.decode_member(packet.as_slice()).is_ok(),
+            "no collision: read as itself"
+        );
+        // As if node-a, at `a`, had taken b's key first.
+        IDENTITIES.with(|identities| {
+            identities.borrow_mut().insert(
+                AddrKey::of(b),
+                Arc::new(NodeInfo {
+                    name: "node-a".into(),
+                    addr: a,
+                    generation: 1,
+                }),
+            )
+        });
         assert!(matches!(
             codec.decode_member(packet.as_slice()),
-            Err(WireErrorBox(WireError::BadIdentity))
+            Err(WireErrorBox(WireError::Decode(message))) if message.contains("share the address key")
         ));
+        // Every other message carrying it (a verdict, a batch) reads it the same way.
+        let alone = rmp_serde::to_vec(&NodeId::new("node-b", b, 1)).expect("encodes");
+        assert!(rmp_serde::from_slice::<NodeId>(&alone).is_err());
     }
 }
