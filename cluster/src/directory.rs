@@ -228,10 +228,16 @@ impl ClusterDirectory {
     /// local instance takes it: the same one for the same sender while the
     /// hosts stay the same (rendezvous hashing), so one sender's messages
     /// keep their order, and only the senders of a host that goes away move.
+    ///
+    /// Called per message leaving the node: no allocation, no sort. The
+    /// address breaks a tie of scores, so the choice never depends on the
+    /// map's order.
     pub fn choose(&self, agent: &str, sender_key: u64) -> Option<&NodeId> {
-        self.hosts(agent)
-            .into_iter()
-            .max_by_key(|node| rendezvous(sender_key, node))
+        self.nodes
+            .values()
+            .filter(|node| node.agents.get(agent).is_some_and(|count| *count > 0))
+            .map(|node| &node.node)
+            .max_by_key(|node| (rendezvous(sender_key, node), node.addr))
     }
 
     /// Whether a list at `version` from `node` is newer than the one held.
@@ -289,14 +295,22 @@ impl ClusterDirectory {
 
 /// Rendezvous (highest random weight) score of `node` for `sender_key`.
 fn rendezvous(sender_key: u64, node: &NodeId) -> u64 {
-    // FNV-1a over the address and the key, then a 64-bit mix: stable across
-    // processes and builds, unlike std's randomly keyed hasher.
+    // FNV-1a over the address's octets, its port and the key, then a 64-bit
+    // mix: stable across processes and builds, unlike std's randomly keyed
+    // hasher, and free of formatting (this runs per message and host).
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let address = node.addr.to_string();
-    for byte in address.bytes().chain(sender_key.to_le_bytes()) {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    let mut mix = |bytes: &[u8]| {
+        for byte in bytes {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    match node.addr.ip() {
+        std::net::IpAddr::V4(ip) => mix(&ip.octets()),
+        std::net::IpAddr::V6(ip) => mix(&ip.octets()),
     }
+    mix(&node.addr.port().to_le_bytes());
+    mix(&sender_key.to_le_bytes());
     hash ^= hash >> 33;
     hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
     hash ^ (hash >> 33)

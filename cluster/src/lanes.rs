@@ -92,15 +92,22 @@ impl Default for LanePolicy {
 }
 
 /// The number a message's lane is chosen by: its sender's address (one
-/// sender, one lane), or for a message without one, its target.
+/// sender, one lane), or for a message without one, its target. Runs per
+/// message, so it hashes route keys and names with a cheap multiplicative
+/// hash rather than formatting anything.
 pub fn lane_key(message: &RemoteMessage) -> u64 {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    match (&message.sender, &message.target) {
-        (Some(sender), _) => sender.hash(&mut hasher),
-        (None, Target::Agent(name)) => name.hash(&mut hasher),
-        (None, target) => format!("{target:?}").hash(&mut hasher),
-    }
-    hasher.finish()
+    let key = match (&message.sender, &message.target) {
+        (Some(sender), _) => sender.route_key(),
+        (None, Target::Address(address)) => address.route_key(),
+        (None, Target::Agent(name)) => {
+            let mut hasher = rustc_hash::FxHasher::default();
+            name.hash(&mut hasher);
+            hasher.finish()
+        }
+    };
+    // Spread the key's low bits, which pick the lane (`key % lanes`).
+    let mixed = key.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    mixed ^ (mixed >> 29)
 }
 
 /// The pool's counts, kept by the lane tasks (on the gossip shard's thread;
@@ -453,4 +460,48 @@ pub(crate) async fn read_lane<T>(
     send.write_all(&[LANE_STREAM]).await?;
     send.finish()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use caxton_messaging::{Address, Performative};
+
+    use super::*;
+
+    fn from(sender: Option<Address>, target: Target) -> RemoteMessage {
+        let mut message = RemoteMessage::new(target, Performative::Request, vec![1]);
+        message.sender = sender;
+        message
+    }
+
+    #[test]
+    fn one_sender_keeps_one_lane_and_senders_spread_over_lanes() {
+        let lanes = 4;
+        let client = |id| Some(Address::Client { port: 3, id });
+        let first = lane_key(&from(client(1), Target::Agent("echo".into())));
+        assert_eq!(
+            lane_key(&from(client(1), Target::Agent("tally".into()))),
+            first,
+            "the sender, not the target, picks the lane"
+        );
+        let used: std::collections::HashSet<u64> = (0..64)
+            .map(|id| lane_key(&from(client(id), Target::Agent("echo".into()))) % lanes)
+            .collect();
+        assert_eq!(used.len(), lanes as usize, "64 senders use every lane");
+        // Without a sender: the target picks, and the same target the same lane.
+        let home = Address::Client { port: 3, id: 9 };
+        assert_eq!(
+            lane_key(&from(None, Target::Address(home))),
+            lane_key(&from(None, Target::Address(home)))
+        );
+        let answers: std::collections::HashSet<u64> = (0..64)
+            .map(|id| {
+                lane_key(&from(
+                    None,
+                    Target::Address(Address::Client { port: 3, id }),
+                )) % lanes
+            })
+            .collect();
+        assert_eq!(answers.len(), lanes as usize, "answers home spread too");
+    }
 }

@@ -421,6 +421,15 @@ fn batches_round_trip_and_bad_senders_are_refused() {
         )],
     };
     assert_eq!(RemoteBatch::decode(&batch.encode()), Ok(batch.clone()));
+    // Encoded in place behind the header: the same bytes as framing the
+    // encoded batch, and read back by the frame reader.
+    let header = crate::wire::FrameHeader { nonce: 7, seq: 9 };
+    let frame = batch.encode_frame(header);
+    assert_eq!(
+        frame,
+        crate::wire::frame_of(crate::wire::FrameKind::Messages, header, &batch.encode())
+    );
+    assert_eq!(read_batch(&frame, 1 << 20), Ok(batch.clone()));
     let mut bad = batch;
     bad.from = NodeId::new("not a name", bad.from.addr, bad.from.generation);
     assert_eq!(

@@ -1258,11 +1258,7 @@ impl ClusterNode {
         };
         // Ordered streams are authenticated and in order: the replay
         // window's nonce and sequence are not used for these frames.
-        let frame = wire::frame_of(
-            FrameKind::Messages,
-            wire::FrameHeader { nonce: 0, seq: 0 },
-            &batch.encode(),
-        );
+        let frame = batch.encode_frame(wire::FrameHeader { nonce: 0, seq: 0 });
         let traffic = self.remote_peers.entry(to).or_default();
         traffic.frames_out += 1;
         traffic.bytes_out += frame.len() as u64;

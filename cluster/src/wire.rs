@@ -485,6 +485,27 @@ pub fn frame_of(kind: FrameKind, header: FrameHeader, packet: &[u8]) -> Vec<u8> 
     out
 }
 
+/// A buffer for a frame whose packet is written in place after the header
+/// ([`frame_finish`] fills the header in): `packet_hint` bytes reserved.
+pub fn frame_start(packet_hint: usize) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(FRAME_OVERHEAD + packet_hint);
+    frame.resize(FRAME_OVERHEAD, 0);
+    frame
+}
+
+/// Fill in the header of a frame begun with [`frame_start`], whose packet
+/// is everything after it; the same bytes as [`frame_of`].
+pub fn frame_finish(frame: &mut [u8], kind: FrameKind, header: FrameHeader) {
+    let (head, packet) = frame.split_at_mut(FRAME_OVERHEAD);
+    head[0] = FRAME_VERSION;
+    head[1] = kind.byte();
+    head[2..10].copy_from_slice(&header.nonce.to_be_bytes());
+    head[10..18].copy_from_slice(&header.seq.to_be_bytes());
+    let length = u32::try_from(packet.len()).unwrap_or(u32::MAX);
+    head[18..22].copy_from_slice(&length.to_be_bytes());
+    head[22..26].copy_from_slice(&crc32fast::hash(packet).to_be_bytes());
+}
+
 /// The kind a frame says it carries, before any check.
 pub fn frame_kind(frame: &[u8]) -> Option<FrameKind> {
     frame.get(1).copied().and_then(FrameKind::from_byte)
