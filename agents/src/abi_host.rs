@@ -117,10 +117,13 @@ impl AbiState {
         self.outbox.clear();
     }
 
-    /// Stop handling the current message; returns what the handler sent.
-    pub fn finish(&mut self) -> Vec<OutboundMessage> {
+    /// Stop handling the current message; returns what the handler sent,
+    /// and keeps `spare` (an emptied outbox handed back) for the next
+    /// handler, so a handler's sends allocate no outbox of their own.
+    pub fn finish(&mut self, spare: Vec<OutboundMessage>) -> Vec<OutboundMessage> {
         self.current = None;
-        std::mem::take(&mut self.outbox)
+        debug_assert!(spare.is_empty(), "a spare outbox comes back emptied");
+        std::mem::replace(&mut self.outbox, spare)
     }
 
     /// A `failure` with `content` for each deferred reply still open: what
@@ -652,7 +655,7 @@ mod tests {
             )
         });
         let code = handle.call(&mut store, ()).expect("no trap");
-        (code, store.data_mut().abi.finish())
+        (code, store.data_mut().abi.finish(Vec::new()))
     }
 
     #[test]

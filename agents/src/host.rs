@@ -453,6 +453,9 @@ pub struct AgentHost {
     namer: Namer,
     clock: Clock,
     abandoned: Vec<OutboundMessage>,
+    /// An emptied outbox the shard handed back ([`Self::recycle_outbox`]):
+    /// the next handler to finish takes it in place of the one it filled.
+    spare_outbox: Vec<OutboundMessage>,
     /// How long each instance start took (ns), warm or cold, until the shard
     /// moves them into its startup histogram.
     startup_times_ns: Vec<u64>,
@@ -501,6 +504,7 @@ impl AgentHost {
             namer,
             clock,
             abandoned: Vec::new(),
+            spare_outbox: Vec::new(),
             startup_times_ns: Vec::new(),
             suspended: Vec::new(),
             spares_settled: false,
@@ -767,6 +771,15 @@ impl AgentHost {
         self.startup_times_ns.push(nanos.max(1));
     }
 
+    /// Give back a handler's outbox once its messages were taken out, so the
+    /// next handler reuses its capacity instead of allocating one.
+    pub fn recycle_outbox(&mut self, mut outbox: Vec<OutboundMessage>) {
+        outbox.clear();
+        if outbox.capacity() > self.spare_outbox.capacity() {
+            self.spare_outbox = outbox;
+        }
+    }
+
     /// Failure answers for the deferred replies of instances that were
     /// dropped (recycled, faulted, removed): the shard sends them, so no
     /// requester waits forever for an answer that can no longer come.
@@ -1018,7 +1031,7 @@ impl AgentHost {
     ) -> Handled {
         let instance_id = self.instance_id(id, slot);
         let state = instance.store.data_mut();
-        let outbox = state.abi.finish();
+        let outbox = state.abi.finish(std::mem::take(&mut self.spare_outbox));
         // The agent's state is shared by its instances here; this handler's writes are the log's tail.
         let state_writes = state.state.borrow_mut().take_writes();
         let outcome = match result {

@@ -145,6 +145,9 @@ fn nanos_since(epoch: Instant) -> u64 {
 struct BaselineAgent {
     store: Store<AgentState>,
     handle: TypedFunc<(), i32>,
+    /// An emptied outbox handed back ([`Self::recycle_outbox`]), reused by
+    /// the next handler as the engine's host reuses its own.
+    spare_outbox: Vec<OutboundMessage>,
 }
 
 impl BaselineAgent {
@@ -162,7 +165,11 @@ impl BaselineAgent {
         let handle = instance
             .get_typed_func::<(), i32>(&mut store, abi::EXPORT_HANDLE)
             .map_err(|error| BenchError::Run(format!("baseline instance: {error}")))?;
-        Ok(Self { store, handle })
+        Ok(Self {
+            store,
+            handle,
+            spare_outbox: Vec::new(),
+        })
     }
 
     /// Handle `message`: how the handler ended, and what it sent (nothing
@@ -171,12 +178,20 @@ impl BaselineAgent {
         self.store.data_mut().abi.begin(message);
         let result = self.handle.call(&mut self.store, ());
         let state = self.store.data_mut();
-        let outbox = state.abi.finish();
+        let outbox = state.abi.finish(std::mem::take(&mut self.spare_outbox));
         // The engine takes the write log for its storage partition after
         // every handler; the baseline keeps no storage and drops it.
         drop(state.state.take_writes());
         let outbox = if result.is_ok() { outbox } else { Vec::new() };
         (result, outbox)
+    }
+
+    /// Give back an outbox whose messages were sent, for the next handler.
+    fn recycle_outbox(&mut self, mut outbox: Vec<OutboundMessage>) {
+        outbox.clear();
+        if outbox.capacity() > self.spare_outbox.capacity() {
+            self.spare_outbox = outbox;
+        }
     }
 }
 
@@ -379,7 +394,7 @@ fn start(
                     }
                 };
                 let (sender, conversation_id) = (message.sender, message.conversation_id);
-                let (result, outbox) = agent.handle(message);
+                let (result, mut outbox) = agent.handle(message);
                 let stamp_ns = match timing {
                     Timing::Intended | Timing::Delivery => intended_ns,
                     Timing::Hops => {
@@ -394,9 +409,10 @@ fn start(
                     }
                 };
                 let mut lost = 0;
-                for sent in outbox {
+                for sent in outbox.drain(..) {
                     lost += u64::from(!routes.deliver(me, sent, stamp_ns));
                 }
+                agent.recycle_outbox(outbox);
                 if !matches!(result, Ok(0)) {
                     if let Address::Client { id, .. } = sender {
                         routes.answer(id, conversation_id, Performative::Failure, Vec::new());

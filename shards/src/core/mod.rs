@@ -669,7 +669,8 @@ impl ShardCore {
         if let Some(reason) = self.failure_reason(&handled.outcome) {
             self.fail_path(&request, &reason, finished_ns, io);
         }
-        for outbound in handled.outbox {
+        let mut outbox = handled.outbox;
+        for outbound in outbox.drain(..) {
             let to_client = outbound.receiver.client_port().is_some();
             let mut envelope = Envelope {
                 conversation_id: outbound.conversation_id,
@@ -697,6 +698,7 @@ impl ShardCore {
             self.tracer.sample(&mut envelope);
             self.dispatch(envelope, finished_ns, io);
         }
+        agents.recycle_outbox(outbox);
     }
 
     /// A suspended handler ran to its end at `now`: complete it, and let the

@@ -30,6 +30,10 @@ pub(crate) trait AgentRuntime {
     /// Answers owed by instances that were dropped with deferred replies open.
     fn take_abandoned(&mut self) -> Vec<OutboundMessage>;
 
+    /// A handler's outbox, its messages taken out: the runtime may reuse
+    /// it for the next handler rather than allocate (none need to).
+    fn recycle_outbox(&mut self, _outbox: Vec<OutboundMessage>) {}
+
     /// Hand each instance start time (ns) recorded since the last call to `record`.
     fn drain_startup_times(&mut self, record: &mut dyn FnMut(u64));
 }
@@ -68,6 +72,10 @@ impl AgentRuntime for WasmAgents<'_> {
 
     fn take_abandoned(&mut self) -> Vec<OutboundMessage> {
         self.host.take_abandoned()
+    }
+
+    fn recycle_outbox(&mut self, outbox: Vec<OutboundMessage>) {
+        self.host.recycle_outbox(outbox);
     }
 
     fn drain_startup_times(&mut self, record: &mut dyn FnMut(u64)) {
