@@ -26,6 +26,10 @@ pub trait AbiContext: 'static {
     fn abi_mut(&mut self) -> &mut AbiState;
     /// The deployed agent named `name`, for `send` and `forward`.
     fn resolve(&self, name: &str) -> Option<AgentId>;
+    /// A number that changes whenever what [`Self::resolve`] answers may
+    /// have changed: an instance keeps the last name it resolved while it
+    /// stays the same.
+    fn directory_generation(&self) -> u64;
     /// The name `msg_sender` gives `sender`. Called only when an agent asks,
     /// so the message path never builds a name it does not need.
     fn sender_name(&self, sender: Address) -> String;
@@ -102,6 +106,18 @@ pub struct AbiState {
     outbox: Vec<OutboundMessage>,
     /// Open deferred replies, by ticket - 1; a used ticket's slot is reused.
     tickets: Vec<Option<Ticket>>,
+    /// The last receiver name `send` or `forward` resolved, and to whom:
+    /// an agent that talks to the same peer message after message finds
+    /// it by comparing a few bytes, not by hashing its name each time.
+    last_receiver: Option<ResolvedName>,
+}
+
+/// A receiver name resolved under one directory generation.
+#[derive(Debug)]
+struct ResolvedName {
+    generation: u64,
+    name: Box<[u8]>,
+    agent: AgentId,
 }
 
 impl AbiState {
@@ -383,12 +399,23 @@ fn resolve_receiver<T: AbiContext>(
     }
     let memory = exported_memory(caller).ok_or(errors::OUT_OF_BOUNDS)?;
     let bytes = guest_bytes(memory.data(&*caller), pointer, length).ok_or(errors::OUT_OF_BOUNDS)?;
+    let context = caller.data();
+    let generation = context.directory_generation();
+    if let Some(last) = &context.abi().last_receiver {
+        // Equal bytes to a name that resolved are valid UTF-8 too.
+        if last.generation == generation && *last.name == *bytes {
+            return Ok(Address::Agent(last.agent));
+        }
+    }
     let name = std::str::from_utf8(bytes).map_err(|_| errors::BAD_UTF8)?;
-    caller
-        .data()
-        .resolve(name)
-        .map(Address::Agent)
-        .ok_or(errors::UNKNOWN_RECEIVER)
+    let agent = context.resolve(name).ok_or(errors::UNKNOWN_RECEIVER)?;
+    let name = Box::from(name.as_bytes());
+    caller.data_mut().abi_mut().last_receiver = Some(ResolvedName {
+        generation,
+        name,
+        agent,
+    });
+    Ok(Address::Agent(agent))
 }
 
 /// Check the outbox has room and copy the content at `span` out of the guest.
@@ -609,6 +636,10 @@ mod tests {
 
         fn resolve(&self, name: &str) -> Option<AgentId> {
             (name == "echo").then_some(AgentId(1))
+        }
+
+        fn directory_generation(&self) -> u64 {
+            0
         }
 
         fn sender_name(&self, _: Address) -> String {

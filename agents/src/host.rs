@@ -34,7 +34,7 @@
 //! never holds its shard; one that is quick for a while and then runs long
 //! can hold it once, for one handler.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -220,6 +220,8 @@ pub struct HostState {
     limits: StoreLimits,
     abi: AbiState,
     resolver: Resolver,
+    /// The host's directory generation ([`AgentHost::directory_changed`]).
+    directory_generation: Rc<Cell<u64>>,
     namer: Namer,
     clock: Clock,
     agent_name: Rc<str>,
@@ -303,6 +305,10 @@ impl AbiContext for HostState {
 
     fn resolve(&self, name: &str) -> Option<AgentId> {
         (self.resolver)(name)
+    }
+
+    fn directory_generation(&self) -> u64 {
+        self.directory_generation.get()
     }
 
     fn sender_name(&self, sender: Address) -> String {
@@ -450,6 +456,9 @@ pub struct AgentHost {
     agents: AgentTable,
     policy: PoolPolicy,
     resolver: Resolver,
+    /// Bumped when what `resolver` answers may have changed; every
+    /// instance's store holds it.
+    directory_generation: Rc<Cell<u64>>,
     namer: Namer,
     clock: Clock,
     abandoned: Vec<OutboundMessage>,
@@ -501,6 +510,7 @@ impl AgentHost {
             agents: AgentTable::default(),
             policy,
             resolver,
+            directory_generation: Rc::default(),
             namer,
             clock,
             abandoned: Vec::new(),
@@ -769,6 +779,13 @@ impl AgentHost {
     fn record_startup(&mut self, started: Instant) {
         let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.startup_times_ns.push(nanos.max(1));
+    }
+
+    /// What the resolver answers may have changed (the shard took a new
+    /// directory): names the instances resolved are looked up again.
+    pub fn directory_changed(&self) {
+        self.directory_generation
+            .set(self.directory_generation.get().wrapping_add(1));
     }
 
     /// Give back a handler's outbox once its messages were taken out, so the
@@ -1174,6 +1191,7 @@ impl AgentHost {
             limits,
             abi: AbiState::default(),
             resolver: Rc::clone(&self.resolver),
+            directory_generation: Rc::clone(&self.directory_generation),
             namer: Rc::clone(&self.namer),
             clock: Rc::clone(&self.clock),
             agent_name: Rc::clone(&agent.name),
@@ -1264,6 +1282,7 @@ pub(crate) fn check_abi_version(
             .build(),
         abi: AbiState::default(),
         resolver: Rc::new(|_| None),
+        directory_generation: Rc::default(),
         namer: Rc::new(|_| String::new()),
         clock: Rc::new(|| 0),
         agent_name: Rc::from("(deploy check)"),

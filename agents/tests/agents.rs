@@ -774,3 +774,63 @@ fn run_to_end_of_suspended(host: &mut AgentHost) {
         host.resume_suspended(&mut |_| {});
     }
 }
+
+/// An instance keeps the last receiver name it resolved, and finds it
+/// again by its bytes; a new directory (`directory_changed`) makes it ask
+/// the resolver again, so a name moved to another agent is followed.
+#[test]
+fn a_resolved_receiver_is_kept_until_the_directory_changes() {
+    let profile = small_profile();
+    let mut compiler = ModuleCompiler::new(&profile).expect("compiler");
+    let echo_id = Rc::new(std::cell::Cell::new(ECHO));
+    let resolver = {
+        let echo_id = Rc::clone(&echo_id);
+        Rc::new(move |name: &str| match name {
+            "echo" => Some(echo_id.get()),
+            other => names(other),
+        })
+    };
+    let mut host = AgentHost::new(
+        &profile,
+        0,
+        resolver,
+        Rc::new(|_| "agent".to_owned()),
+        Rc::new(now_ns),
+    )
+    .expect("host");
+    deploy(
+        &mut host,
+        &mut compiler,
+        FORWARDER,
+        "forwarder",
+        &profile.agents.default_limits,
+    );
+    let forward_to = |host: &mut AgentHost, name: &str| {
+        let mut content = vec![1, name.len() as u8];
+        content.extend_from_slice(name.as_bytes());
+        content.extend_from_slice(b"payload");
+        let handled = run_to_end(
+            host,
+            FORWARDER,
+            Envelope {
+                receiver: Address::Agent(FORWARDER),
+                ..request(&content)
+            },
+        )
+        .expect("hosted");
+        assert_eq!(handled.outcome, Outcome::Handled, "forwarding to {name}");
+        assert_eq!(handled.outbox.len(), 1, "one message forwarded to {name}");
+        handled.outbox[0].receiver
+    };
+    assert_eq!(forward_to(&mut host, "echo"), Address::Agent(ECHO));
+    // Another name is not mistaken for the one kept.
+    assert_eq!(forward_to(&mut host, "counter"), Address::Agent(COUNTER));
+    assert_eq!(forward_to(&mut host, "echo"), Address::Agent(ECHO));
+    // "echo" now names another agent: the kept answer stands until the
+    // shard says its directory changed, then the new one is found.
+    let moved = AgentId(42);
+    echo_id.set(moved);
+    assert_eq!(forward_to(&mut host, "echo"), Address::Agent(ECHO));
+    host.directory_changed();
+    assert_eq!(forward_to(&mut host, "echo"), Address::Agent(moved));
+}

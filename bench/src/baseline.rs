@@ -107,6 +107,11 @@ impl AbiContext for AgentState {
         self.directory.ids.get(name).copied()
     }
 
+    fn directory_generation(&self) -> u64 {
+        // The baseline's directory is built once, before any agent runs.
+        0
+    }
+
     fn sender_name(&self, sender: Address) -> String {
         let agent = match sender {
             Address::Agent(agent) => agent,

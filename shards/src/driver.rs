@@ -208,6 +208,7 @@ impl ShardDriver {
         match command {
             Control::Directory(directory) => {
                 *self.host_directory.borrow_mut() = Arc::clone(&directory);
+                self.host.directory_changed();
                 self.core.set_directory(directory);
             }
             Control::Deploy {
