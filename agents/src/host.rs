@@ -788,6 +788,12 @@ impl AgentHost {
             .set(self.directory_generation.get().wrapping_add(1));
     }
 
+    /// Whether answers for abandoned deferred replies or instance start
+    /// times wait to be taken ([`Self::take_abandoned`], [`Self::take_startup_times`]).
+    pub fn has_reports(&self) -> bool {
+        !self.abandoned.is_empty() || !self.startup_times_ns.is_empty()
+    }
+
     /// Give back a handler's outbox once its messages were taken out, so the
     /// next handler reuses its capacity instead of allocating one.
     pub fn recycle_outbox(&mut self, mut outbox: Vec<OutboundMessage>) {

@@ -103,11 +103,6 @@ impl Mailbox {
 
     /// The next message at `now_ns`: the front of the most urgent non-empty class.
     pub fn pop(&mut self, now_ns: u64) -> Popped {
-        // The shard asks every lane in turn, most of them empty: answer
-        // those without walking their classes.
-        if self.len == 0 {
-            return Popped::Empty;
-        }
         let Some(class) = self.classes.iter_mut().find(|class| !class.is_empty()) else {
             return Popped::Empty;
         };

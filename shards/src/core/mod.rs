@@ -41,6 +41,7 @@ mod simulation;
 #[cfg(test)]
 mod tests;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -138,7 +139,10 @@ pub(crate) struct ShardCore {
     data_shards: usize,
     directory: Arc<Directory>,
     lanes: Vec<Mailbox>,
-    next_lane: usize,
+    /// The lanes holding messages, each once, in the order they take
+    /// turns: a lane that still holds messages after its turn goes to the
+    /// back. The shard never looks at an empty lane to find work.
+    ready: VecDeque<usize>,
     /// Messages held for CPU budgets or busy instances, in arrival order.
     held: Vec<Held>,
     held_max: usize,
@@ -167,7 +171,7 @@ impl ShardCore {
             lanes: (0..limits.lanes.max(1))
                 .map(|_| Mailbox::new(limits.lane.clone()))
                 .collect(),
-            next_lane: 0,
+            ready: VecDeque::new(),
             held: Vec::new(),
             held_max: limits.held_max,
             suspended: Vec::new(),
@@ -360,10 +364,12 @@ impl ShardCore {
         agents: &mut impl AgentRuntime,
         io: &mut impl ShardIo,
     ) -> Option<u64> {
-        for _ in 0..self.lanes.len() {
-            let lane = self.next_lane;
-            self.next_lane = (self.next_lane + 1) % self.lanes.len();
-            return match self.lanes[lane].pop(now) {
+        while let Some(lane) = self.ready.pop_front() {
+            let popped = self.lanes[lane].pop(now);
+            if !self.lanes[lane].is_empty() {
+                self.ready.push_back(lane);
+            }
+            return match popped {
                 Popped::Empty => continue,
                 Popped::Expired(envelope) => {
                     self.metrics.timeouts += 1;
@@ -412,6 +418,7 @@ impl ShardCore {
     /// the rings.
     pub fn shut_down(&mut self, inbound: Vec<Envelope>, now: u64, io: &mut impl ShardIo) {
         let mut remaining = inbound;
+        self.ready.clear();
         for lane in &mut self.lanes {
             while let Popped::Ready(envelope) | Popped::Expired(envelope) = lane.pop(now) {
                 remaining.push(envelope);
@@ -548,6 +555,9 @@ impl ShardCore {
             self.metrics.refused += 1;
             self.fail(&refused, "refused:queue-full", now, io);
         } else {
+            if self.lanes[lane].len() == 1 {
+                self.ready.push_back(lane);
+            }
             self.tracer.hop(trace, HopKind::Admitted, now, agent);
         }
     }
@@ -660,8 +670,10 @@ impl ShardCore {
                 });
             }
         }
-        self.answer_abandoned(finished_ns, agents, io);
-        self.record_startups(agents);
+        if agents.has_reports() {
+            self.answer_abandoned(finished_ns, agents, io);
+            self.record_startups(agents);
+        }
         self.metrics
             .processing_ns
             .saturating_record(handled.ran_ns.max(1));

@@ -30,6 +30,11 @@ pub(crate) trait AgentRuntime {
     /// Answers owed by instances that were dropped with deferred replies open.
     fn take_abandoned(&mut self) -> Vec<OutboundMessage>;
 
+    /// Whether [`Self::take_abandoned`] or [`Self::drain_startup_times`]
+    /// has anything: asked after every handler, so the common answer (no)
+    /// costs a look at two lengths.
+    fn has_reports(&self) -> bool;
+
     /// A handler's outbox, its messages taken out: the runtime may reuse
     /// it for the next handler rather than allocate (none need to).
     fn recycle_outbox(&mut self, _outbox: Vec<OutboundMessage>) {}
@@ -72,6 +77,10 @@ impl AgentRuntime for WasmAgents<'_> {
 
     fn take_abandoned(&mut self) -> Vec<OutboundMessage> {
         self.host.take_abandoned()
+    }
+
+    fn has_reports(&self) -> bool {
+        self.host.has_reports()
     }
 
     fn recycle_outbox(&mut self, outbox: Vec<OutboundMessage>) {

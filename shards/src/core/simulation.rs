@@ -187,6 +187,10 @@ impl AgentRuntime for SimAgents {
         Vec::new()
     }
 
+    fn has_reports(&self) -> bool {
+        false
+    }
+
     fn drain_startup_times(&mut self, _record: &mut dyn FnMut(u64)) {}
 }
 

@@ -127,6 +127,10 @@ impl AgentRuntime for FakeAgents {
         std::mem::take(&mut self.abandoned)
     }
 
+    fn has_reports(&self) -> bool {
+        !self.abandoned.is_empty() || !self.startups.is_empty()
+    }
+
     fn drain_startup_times(&mut self, record: &mut dyn FnMut(u64)) {
         self.startups.drain(..).for_each(record);
     }
@@ -774,4 +778,39 @@ fn undeploying_or_stopping_answers_suspended_handlers_senders() {
         (Performative::Failure, "caxton:shutting-down".into())
     );
     assert_eq!(core.suspended(), 0);
+}
+
+/// Lanes with messages take turns, one message each; a lane that empties
+/// leaves the turn order and rejoins at the back when a message arrives.
+#[test]
+fn lanes_with_messages_take_turns_and_empty_ones_take_none() {
+    let two_lanes = CoreLimits {
+        lanes: 2,
+        ..limits(8)
+    };
+    let mut core = ShardCore::new(0, 2, &two_lanes, None);
+    core.set_directory(directory());
+    let mut agents = FakeAgents {
+        behaviours: HashMap::from([(ECHO, Behaviour::Echo), (OTHER, Behaviour::Echo)]),
+        ..FakeAgents::default()
+    };
+    let mut io = RecordingIo::new(3, 0);
+    // ECHO (id 0) queues in lane 0, OTHER (id 1) in lane 1.
+    for content in [b"a1", b"a2", b"a3"] {
+        core.on_arrival(request(ECHO, content, 0), 0, &mut io);
+    }
+    core.on_arrival(request(OTHER, b"b1", 0), 0, &mut io);
+    while core.handle_next(10, &mut agents, &mut io).is_some() {}
+    // Lane 1 is empty now; it rejoins behind lane 0, which fills first here.
+    core.on_arrival(request(OTHER, b"b2", 0), 20, &mut io);
+    core.on_arrival(request(ECHO, b"a4", 0), 20, &mut io);
+    core.on_arrival(request(OTHER, b"b3", 0), 20, &mut io);
+    while core.handle_next(30, &mut agents, &mut io).is_some() {}
+    let order: Vec<String> = agents
+        .runs
+        .iter()
+        .map(|(_, content)| String::from_utf8_lossy(content).into_owned())
+        .collect();
+    assert_eq!(order, ["a1", "b1", "a2", "a3", "b2", "a4", "b3"]);
+    assert_eq!(core.queued(), 0);
 }
