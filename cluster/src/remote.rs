@@ -204,7 +204,9 @@ pub struct RemoteMessage {
     /// nanoseconds): the receiver times routing from it, so the two clocks'
     /// skew is in `caxton_remote_routing_latency_seconds`.
     pub sent_unix_ns: u64,
-    /// The content.
+    /// The content, as MessagePack `bin`: one copy each way (see
+    /// [`content_bytes`]).
+    #[serde(with = "content_bytes")]
     pub content: Vec<u8>,
     /// The sending agent's name, so `msg_sender` on the receiving node
     /// reads it (`None`: a client, or the engine). Last and defaulted, so a
@@ -240,6 +242,53 @@ impl RemoteMessage {
             content,
             sender_name: None,
             hop: 0,
+        }
+    }
+}
+
+/// [`RemoteMessage::content`] on the wire: MessagePack `bin`. Serde's
+/// default for a `Vec<u8>` is an array of integers: a visitor call per
+/// byte to read, and two bytes on the wire for every byte over 127. An
+/// array of byte values (what nodes sent before) still reads.
+mod content_bytes {
+    use serde::de::{Deserializer, Error, SeqAccess, Visitor};
+    use serde::Serializer;
+
+    /// Most bytes reserved up front for an array-encoded content: its
+    /// length is the sender's claim, and a claim is not an allocation.
+    const RESERVE_MAX: usize = 4096;
+
+    pub fn serialize<S: Serializer>(content: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(content)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        deserializer.deserialize_byte_buf(Content)
+    }
+
+    struct Content;
+
+    impl<'de> Visitor<'de> for Content {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+            formatter.write_str("message content: bytes, or an array of byte values")
+        }
+
+        fn visit_bytes<E: Error>(self, bytes: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(bytes.to_vec())
+        }
+
+        fn visit_byte_buf<E: Error>(self, bytes: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(bytes)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut content = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(RESERVE_MAX));
+            while let Some(byte) = seq.next_element::<u8>()? {
+                content.push(byte);
+            }
+            Ok(content)
         }
     }
 }

@@ -439,6 +439,39 @@ fn batches_round_trip_and_bad_senders_are_refused() {
     assert!(RemoteBatch::decode(b"\x92").is_err());
 }
 
+/// Content travels as MessagePack `bin` (a 200-byte content of 0xff costs
+/// 202 bytes, not 400 as integers would), and the array of byte values
+/// that nodes sent before still reads as the same message.
+#[test]
+fn content_travels_as_bytes_and_the_array_form_still_reads() {
+    let mut message = to_remote(
+        request_from_instance(),
+        Target::Agent("echo".into()),
+        None,
+        &FakeSide::new(&[], &[]),
+    );
+    message.content = vec![0xff; 200];
+    let batch = RemoteBatch {
+        from: node(1),
+        messages: vec![message],
+    };
+    let encoded = batch.encode();
+    let mut as_bin = vec![0xc4, 200];
+    as_bin.extend([0xff; 200]);
+    let at = encoded
+        .windows(as_bin.len())
+        .position(|window| window == as_bin)
+        .expect("the content is one bin8 of 200 bytes");
+    // The same batch with its content as an array16 of uint8 values.
+    let mut as_array = vec![0xdc, 0, 200];
+    for _ in 0..200 {
+        as_array.extend([0xcc, 0xff]);
+    }
+    let older = [&encoded[..at], &as_array, &encoded[at + as_bin.len()..]].concat();
+    assert_eq!(RemoteBatch::decode(&older), Ok(batch.clone()));
+    assert_eq!(RemoteBatch::decode(&encoded), Ok(batch));
+}
+
 #[test]
 fn a_lost_host_answers_its_waiting_senders_at_once() {
     let directory = directory_with_echo_on_c();
