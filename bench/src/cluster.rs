@@ -51,6 +51,45 @@ pub struct PortSide<F> {
     port: RemotePort,
     on_remote_agents: F,
     on_settled: Option<Box<dyn FnOnce() + Send>>,
+    wall: WallClock,
+}
+
+/// How long the wall clock's offset from the node clock is trusted before
+/// it is read again. Every remote message reads the wall clock on both
+/// nodes; the offset turns that into the node clock's counter read. A
+/// step of the wall clock shows within this; a slew (at most 500 ppm)
+/// moves it by at most 50 µs in the meantime.
+const WALL_OFFSET_REREAD_NS: u64 = 100_000_000;
+
+/// The wall clock as an offset from the node clock, and when (node clock)
+/// the offset was taken.
+#[derive(Debug, Default)]
+struct WallClock {
+    offset: std::cell::Cell<Option<(u64, u64)>>,
+}
+
+impl WallClock {
+    /// The wall clock at node-clock time `now`: from the offset while it
+    /// is fresh, else from `read_wall`, whose answer becomes the offset.
+    fn unix_ns(&self, now: u64, read_wall: impl FnOnce() -> u64) -> u64 {
+        match self.offset.get() {
+            Some((taken_at, offset)) if now.saturating_sub(taken_at) < WALL_OFFSET_REREAD_NS => {
+                now.wrapping_add(offset)
+            }
+            _ => {
+                let unix = read_wall();
+                self.offset.set(Some((now, unix.wrapping_sub(now))));
+                unix
+            }
+        }
+    }
+}
+
+/// The wall clock, Unix nanoseconds.
+fn system_unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos() as u64)
 }
 
 impl<F: FnMut(Vec<String>)> PortSide<F> {
@@ -61,6 +100,7 @@ impl<F: FnMut(Vec<String>)> PortSide<F> {
             port,
             on_remote_agents,
             on_settled: None,
+            wall: WallClock::default(),
         }
     }
 
@@ -106,9 +146,7 @@ impl<F: FnMut(Vec<String>)> LocalSide for PortSide<F> {
     }
 
     fn now_unix_ns(&self) -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| since.as_nanos() as u64)
+        self.wall.unix_ns(self.port.now_ns(), system_unix_ns)
     }
 
     fn wait(&self) -> impl std::future::Future<Output = ()> + '_ {
@@ -584,4 +622,31 @@ pub fn render(report: &ClusterReport) -> String {
         100.0 * report.remote.per_second / report.local.per_second.max(1e-9),
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{WallClock, WALL_OFFSET_REREAD_NS};
+
+    /// The wall clock is read once, then followed from the node clock by
+    /// its offset, and read again once the offset is older than the limit
+    /// (here the wall clock was stepped meanwhile, and the step shows).
+    #[test]
+    fn the_wall_clock_follows_the_node_clock_and_is_read_again() {
+        let wall = WallClock::default();
+        let mut reads = 0;
+        let mut read = |unix: u64| {
+            reads += 1;
+            unix
+        };
+        assert_eq!(wall.unix_ns(1_000, || read(5_000_000)), 5_000_000);
+        assert_eq!(wall.unix_ns(2_000, || panic!("fresh: not read")), 5_001_000);
+        let later = 1_000 + WALL_OFFSET_REREAD_NS;
+        assert_eq!(wall.unix_ns(later, || read(9_000_000_000)), 9_000_000_000);
+        assert_eq!(
+            wall.unix_ns(later + 7, || panic!("fresh: not read")),
+            9_000_000_007
+        );
+        assert_eq!(reads, 2);
+    }
 }
