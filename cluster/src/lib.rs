@@ -11,7 +11,8 @@
 //! - [`wire`]: node identities, the MessagePack codec, and the frame every
 //!   packet travels in (version, replay sequence, length, checksum).
 //! - [`remote`]: remote routing, sans-IO: messages for agents other nodes
-//!   host, out through the remote port and in from other nodes.
+//!   host, out through the remote port and in from other nodes; its
+//!   batches are read by hand where they can be (`remote_decode`).
 //! - [`settings`]: how profile keys become foca's and the transport's settings.
 //! - [`simulation`]: many cores on a virtual clock over a simulated network.
 //! - [`tls`]: certificates: loading the cluster's, and `init-certs` for a test set.
@@ -27,6 +28,7 @@ pub mod directory;
 pub mod lanes;
 pub mod membership;
 pub mod remote;
+mod remote_decode;
 pub mod settings;
 pub mod simulation;
 pub mod tls;

@@ -9,7 +9,7 @@
 //! | `envelope` | the message envelope (MessagePack) | a decoded envelope encodes and decodes to itself |
 //! | `cluster_frame` | a frame off the cluster port, into a membership core: as it came, and framed with a valid checksum as a SWIM, a directory and a ring-watch frame | no panic; a refused frame changes no member; a checked frame re-frames to the same bytes |
 //! | `directory_message` | the cluster directory's messages | decode ∘ encode is the identity on what decodes |
-//! | `remote_batch` | a frame of remote messages | the same, and a damaged frame never decodes |
+//! | `remote_batch` | a frame of remote messages; the bytes as a packet through the hand-written reader | the same, and a damaged frame never decodes; what the hand reader reads, serde reads the same |
 //! | `profile` | a YAML profile through load and validation | a profile that loads shows as YAML that loads to the same profile |
 //! | `module` | an uploaded `.wasm`/`.wat` through compilation and the ABI checks | an admitted module instantiates on a shard |
 //! | `hdr_log` | an HDR interval log given to `engine hdr` | no panic through merging and the report; what reads, written again, reads the same |
@@ -126,6 +126,14 @@ pub fn remote_batch(data: &[u8]) {
                 "a damaged frame decoded"
             );
         }
+    }
+    // The hand-written reader never answers other than serde would.
+    if let Some(by_hand) = RemoteBatch::decode_by_hand(data) {
+        assert_eq!(
+            rmp_serde::from_slice::<RemoteBatch>(data).ok(),
+            Some(by_hand),
+            "the hand reader and serde read a packet differently"
+        );
     }
     let header = wire::FrameHeader { nonce: 0, seq: 0 };
     let _ = read_batch(&wire::frame_of(FrameKind::Messages, header, data), max);

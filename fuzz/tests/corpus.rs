@@ -184,15 +184,23 @@ fn remote_frames() -> Vec<Vec<u8>> {
         ..message.clone()
     };
     let header = wire::FrameHeader { nonce: 0, seq: 0 };
-    [vec![message.clone()], vec![answer, message, chain_hop]]
+    let batches: Vec<Vec<u8>> = [vec![message.clone()], vec![answer, message, chain_hop]]
         .into_iter()
         .map(|messages| {
-            let batch = RemoteBatch {
+            RemoteBatch {
                 from: node(1),
                 messages,
-            };
-            wire::frame_of(FrameKind::Messages, header, &batch.encode())
+            }
+            .encode()
         })
+        .collect();
+    // Each as a frame, then the last as a bare packet: the hand-written
+    // reader's way in (the target reads the bytes as both).
+    let bare = batches.last().cloned();
+    batches
+        .iter()
+        .map(|batch| wire::frame_of(FrameKind::Messages, header, batch))
+        .chain(bare)
         .collect()
 }
 
