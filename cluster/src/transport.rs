@@ -971,6 +971,7 @@ impl ClusterNode {
             local,
             router: RemoteRouter::default(),
             outbox: Vec::new(),
+            sends: Vec::new(),
             seen_changes: u64::MAX,
             settle_by: Some(self.settings.swim.probe_interval * DIRECTORY_SETTLE_PROBES),
         };
@@ -1013,9 +1014,9 @@ impl ClusterNode {
             remote.lost(&downs, "node-down");
             remote.follow_directory(&membership);
             remote.settle_directory(&membership, || clock().elapsed);
-            let resends = remote.resend_hops(&membership);
+            let mut resends = remote.resend_hops(&membership);
             if !resends.is_empty() {
-                self.send_messages(membership.identity(), resends, &mut remote);
+                self.send_messages(membership.identity(), &mut resends, &mut remote);
             }
             let deadline = membership
                 .next_deadline()
@@ -1175,7 +1176,9 @@ impl ClusterNode {
                 Inbound::Delivered | Inbound::Dropped => {}
             }
         }
-        self.send_messages(membership.identity(), answers, remote);
+        if !answers.is_empty() {
+            self.send_messages(membership.identity(), &mut answers, remote);
+        }
     }
 
     /// Messages that left this node's shards: to their hosts, in batches.
@@ -1183,7 +1186,8 @@ impl ClusterNode {
         let Some(local) = remote.local.as_mut() else {
             return;
         };
-        let mut sends: Vec<(SocketAddr, RemoteMessage)> = Vec::new();
+        // Kept across pumps (empty between them), so it grows once.
+        let mut sends = std::mem::take(&mut remote.sends);
         // Bounded per wake-up, so membership's own work is never starved.
         for _ in 0..16 {
             remote.outbox.clear();
@@ -1206,31 +1210,51 @@ impl ClusterNode {
                 }
             }
         }
-        self.send_messages(membership.identity(), sends, remote);
+        self.send_messages(membership.identity(), &mut sends, remote);
+        remote.sends = sends;
     }
 
-    /// Frame `messages` per node and lane, in order, in batches that fit a
-    /// frame.
+    /// Frame `messages` (taking them all) per node and lane, in order, in
+    /// batches that fit a frame. Each lane's messages are counted first,
+    /// so its batch is allocated once at its size: messages are moved
+    /// once, not again at every doubling of a growing batch.
     fn send_messages<L: LocalSide>(
         &mut self,
         me: &NodeId,
-        messages: Vec<(SocketAddr, RemoteMessage)>,
+        messages: &mut Vec<(SocketAddr, RemoteMessage)>,
         remote: &mut Remote<L>,
     ) {
         let lanes = self.links.lane_context.policy.lanes_per_peer as u64;
-        let mut per_lane: Vec<((SocketAddr, u64), Vec<RemoteMessage>)> = Vec::new();
-        for (to, message) in messages {
-            let at = (to, lane_key(&message) % lanes);
-            match per_lane.iter_mut().find(|(lane, _)| *lane == at) {
-                Some((_, batch)) => batch.push(message),
-                None => per_lane.push((at, vec![message])),
+        let lane_of: Vec<(SocketAddr, u64)> = messages
+            .iter()
+            .map(|(to, message)| (*to, lane_key(message) % lanes))
+            .collect();
+        // (lane, messages for it, bytes they cost in a frame)
+        let mut per_lane: Vec<((SocketAddr, u64), Vec<RemoteMessage>, usize)> = Vec::new();
+        for &at in &lane_of {
+            match per_lane.iter_mut().find(|(lane, _, _)| *lane == at) {
+                Some((_, _, count)) => *count += 1,
+                None => per_lane.push((at, Vec::new(), 1)),
             }
         }
-        for ((to, lane), batch) in per_lane {
+        for (_, batch, count) in &mut per_lane {
+            batch.reserve_exact(std::mem::take(count));
+        }
+        for (at, (_, message)) in lane_of.into_iter().zip(messages.drain(..)) {
+            if let Some((_, batch, size)) = per_lane.iter_mut().find(|(lane, _, _)| *lane == at) {
+                *size += message_cost(&message);
+                batch.push(message);
+            }
+        }
+        for ((to, lane), batch, size) in per_lane {
+            if size <= MESSAGES_PACKET_MAX / 2 {
+                self.send_batch(me, to, lane, batch, remote);
+                continue;
+            }
             let mut chunk = Vec::new();
             let mut size = 0;
             for message in batch {
-                let cost = message.content.len() + 96;
+                let cost = message_cost(&message);
                 if !chunk.is_empty() && size + cost > MESSAGES_PACKET_MAX / 2 {
                     self.send_batch(me, to, lane, std::mem::take(&mut chunk), remote);
                     size = 0;
@@ -1486,10 +1510,18 @@ struct Remote<L> {
     local: Option<L>,
     router: RemoteRouter,
     outbox: Vec<caxton_messaging::Envelope>,
+    /// What a pump sends, by peer; empty between pumps.
+    sends: Vec<(SocketAddr, RemoteMessage)>,
     seen_changes: u64,
     /// Until [`LocalSide::directory_settled`] is called: when it is called
     /// even if the directory has not settled (node-clock time).
     settle_by: Option<Duration>,
+}
+
+/// What a message is reckoned to cost in a batch's frame: its content and
+/// the rest of its fields, generously.
+fn message_cost(message: &RemoteMessage) -> usize {
+    message.content.len() + 96
 }
 
 /// Probe intervals a starting node waits at most for the directory to
