@@ -12,7 +12,7 @@
 //!   packet travels in (version, replay sequence, length, checksum).
 //! - [`remote`]: remote routing, sans-IO: messages for agents other nodes
 //!   host, out through the remote port and in from other nodes; its
-//!   batches are read by hand where they can be (`remote_decode`).
+//!   batches are written, and read where they can be, by hand (`remote_codec`).
 //! - [`settings`]: how profile keys become foca's and the transport's settings.
 //! - [`simulation`]: many cores on a virtual clock over a simulated network.
 //! - [`tls`]: certificates: loading the cluster's, and `init-certs` for a test set.
@@ -28,7 +28,7 @@ pub mod directory;
 pub mod lanes;
 pub mod membership;
 pub mod remote;
-mod remote_decode;
+mod remote_codec;
 pub mod settings;
 pub mod simulation;
 pub mod tls;

@@ -309,10 +309,19 @@ impl RemoteBatch {
     }
 
     /// As a whole frame of kind `Messages`, encoded in place behind the
-    /// frame's header (one buffer, no copy of the packet).
+    /// frame's header (one buffer, no copy of the packet): the same bytes
+    /// as [`Self::encode`], the messages written by hand.
     pub fn encode_frame(&self, header: wire::FrameHeader) -> Vec<u8> {
-        let mut frame = wire::frame_start(self.messages.len() * 96);
-        rmp_serde::encode::write(&mut frame, self).expect("a batch always encodes");
+        let content: usize = self
+            .messages
+            .iter()
+            .map(|message| message.content.len())
+            .sum();
+        let mut frame = wire::frame_start(content + self.messages.len() * 96);
+        // The batch: an array of the sender's identity and the messages.
+        frame.push(0x92);
+        rmp_serde::encode::write(&mut frame, &self.from).expect("an identity always encodes");
+        crate::remote_codec::write_messages(&mut frame, &self.messages);
         wire::frame_finish(&mut frame, wire::FrameKind::Messages, header);
         frame
     }
@@ -320,7 +329,7 @@ impl RemoteBatch {
     /// Read one, checking the sender's identity: by hand where the packet
     /// has the shapes this node writes, else (and for every error) by serde.
     pub fn decode(packet: &[u8]) -> Result<Self, WireError> {
-        let batch = match crate::remote_decode::read_batch(packet) {
+        let batch = match crate::remote_codec::read_batch(packet) {
             Some(batch) => batch,
             None => rmp_serde::from_slice(packet)
                 .map_err(|error| WireError::Decode(error.to_string()))?,
@@ -332,7 +341,7 @@ impl RemoteBatch {
     /// The hand-written reader alone: the batch, or `None` where it gives
     /// up. For the tests and the fuzz target that hold it to serde's answer.
     pub fn decode_by_hand(packet: &[u8]) -> Option<Self> {
-        crate::remote_decode::read_batch(packet)
+        crate::remote_codec::read_batch(packet)
     }
 }
 

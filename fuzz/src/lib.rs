@@ -9,7 +9,7 @@
 //! | `envelope` | the message envelope (MessagePack) | a decoded envelope encodes and decodes to itself |
 //! | `cluster_frame` | a frame off the cluster port, into a membership core: as it came, and framed with a valid checksum as a SWIM, a directory and a ring-watch frame | no panic; a refused frame changes no member; a checked frame re-frames to the same bytes |
 //! | `directory_message` | the cluster directory's messages | decode ∘ encode is the identity on what decodes |
-//! | `remote_batch` | a frame of remote messages; the bytes as a packet through the hand-written reader | the same, and a damaged frame never decodes; what the hand reader reads, serde reads the same |
+//! | `remote_batch` | a frame of remote messages; the bytes as a packet through the hand-written reader | the same, and a damaged frame never decodes; what the hand reader reads, serde reads the same; a batch written by hand is serde's bytes |
 //! | `profile` | a YAML profile through load and validation | a profile that loads shows as YAML that loads to the same profile |
 //! | `module` | an uploaded `.wasm`/`.wat` through compilation and the ABI checks | an admitted module instantiates on a shard |
 //! | `hdr_log` | an HDR interval log given to `engine hdr` | no panic through merging and the report; what reads, written again, reads the same |
@@ -116,6 +116,12 @@ pub fn remote_batch(data: &[u8]) {
             RemoteBatch::decode(&batch.encode()).as_ref(),
             Ok(&batch),
             "decode ∘ encode changed a batch"
+        );
+        let header = wire::FrameHeader { nonce: 0, seq: 0 };
+        assert_eq!(
+            batch.encode_frame(header),
+            wire::frame_of(FrameKind::Messages, header, &batch.encode()),
+            "the hand-written frame differs from serde's"
         );
         // Its last byte flipped, the frame no longer passes its checksum.
         let mut damaged = data.to_vec();

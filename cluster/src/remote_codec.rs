@@ -1,16 +1,17 @@
-//! A hand-written reader of the remote messages in a [`RemoteBatch`]: the
-//! gossip shard's hottest code under remote load. Through rmp_serde,
-//! decoding a batch was 17% of the gossip thread's samples (a visitor per
-//! field, an enum dance per address and performative); this reads the
-//! MessagePack that serde writes for a [`RemoteMessage`] directly.
+//! Remote batches in MessagePack, by hand: the gossip shard's hottest code
+//! under remote load. Through rmp_serde, reading a batch was 17% of the
+//! gossip thread's samples and writing one 6% (a visitor or serializer call
+//! per field, an enum dance per address and performative).
 //!
-//! It reads only the exact shapes serde writes today (a message as an
-//! array of its 16 fields, enums as one-entry maps or names, content as
-//! `bin`). Anything else (an older node's shapes, a damaged packet) makes
-//! it give up, and [`RemoteBatch::decode`] reads the packet with serde,
-//! which decides. So it can only ever answer what serde would: the tests
-//! and the `remote_batch` fuzz target check that whenever it reads a
-//! packet, serde reads the same batch from it.
+//! [`write_messages`] writes exactly the bytes serde writes for a batch's
+//! messages (the tests compare them byte for byte). [`read_batch`] reads
+//! only those exact shapes (a message as an array of its 16 fields, enums
+//! as one-entry maps or names, content as `bin`); anything else (an older
+//! node's shapes, a damaged packet) makes it give up, and
+//! [`RemoteBatch::decode`] reads the packet with serde, which decides. So
+//! it can only ever answer what serde would: the tests and the
+//! `remote_batch` fuzz target check that whenever it reads a packet, serde
+//! reads the same batch from it.
 
 use std::sync::OnceLock;
 
@@ -75,7 +76,7 @@ impl<'a> Reader<'a> {
     }
 
     fn peek_nil(&mut self) -> bool {
-        if self.rest.first() == Some(&0xc0) {
+        if self.rest.first() == Some(&NIL) {
             self.rest = &self.rest[1..];
             true
         } else {
@@ -241,4 +242,153 @@ fn performative_names() -> &'static [(String, Performative)] {
             })
             .collect()
     })
+}
+
+/// Append a batch's `messages` array to `out`, as serde writes it.
+pub(crate) fn write_messages(out: &mut Vec<u8>, messages: &[RemoteMessage]) {
+    write_array_len(out, messages.len());
+    for message in messages {
+        write_message(out, message);
+    }
+}
+
+fn write_message(out: &mut Vec<u8>, message: &RemoteMessage) {
+    write_array_len(out, MESSAGE_FIELDS);
+    match &message.target {
+        Target::Agent(name) => {
+            write_variant(out, "Agent");
+            write_str(out, name);
+        }
+        Target::Address(address) => {
+            write_variant(out, "Address");
+            write_address(out, *address);
+        }
+    }
+    match message.sender {
+        Some(address) => write_address(out, address),
+        None => out.push(NIL),
+    }
+    write_str(out, performative_name(message.performative));
+    write_uint(out, message.conversation_id);
+    write_uint(out, message.reply_with);
+    write_uint(out, message.in_reply_to);
+    write_uint(out, u64::from(message.priority));
+    write_option_uint(out, message.deadline_in_ns);
+    out.push(if message.durable { 0xc3 } else { 0xc2 });
+    write_option_uint(out, message.notice);
+    write_option_uint(out, message.chained);
+    write_option_uint(out, message.chain_ack);
+    write_uint(out, message.sent_unix_ns);
+    write_length(out, message.content.len(), None, Some(0xc4), [0xc5, 0xc6]);
+    out.extend_from_slice(&message.content);
+    match &message.sender_name {
+        Some(name) => write_str(out, name),
+        None => out.push(NIL),
+    }
+    write_uint(out, message.hop);
+}
+
+fn write_address(out: &mut Vec<u8>, address: Address) {
+    match address {
+        Address::Agent(agent) => {
+            write_variant(out, "Agent");
+            write_uint(out, u64::from(agent.0));
+        }
+        Address::Instance(instance) => {
+            write_variant(out, "Instance");
+            write_array_len(out, 3);
+            write_uint(out, u64::from(instance.agent.0));
+            write_uint(out, u64::from(instance.shard));
+            write_uint(out, u64::from(instance.slot));
+        }
+        Address::Client { port, id } => {
+            write_variant(out, "Client");
+            write_array_len(out, 2);
+            write_uint(out, u64::from(port));
+            write_uint(out, u64::from(id));
+        }
+        Address::Remote { port, token, agent } => {
+            write_variant(out, "Remote");
+            write_array_len(out, 3);
+            write_uint(out, u64::from(port));
+            write_uint(out, u64::from(token));
+            write_uint(out, u64::from(agent.0));
+        }
+    }
+}
+
+/// MessagePack's nil: an `Option`'s `None`.
+const NIL: u8 = 0xc0;
+
+/// A one-entry map's key: how serde writes an enum variant with data.
+fn write_variant(out: &mut Vec<u8>, name: &str) {
+    out.push(0x81);
+    write_str(out, name);
+}
+
+/// A length in its smallest form: below `short_max` in the marker `base`
+/// itself (when there is a short form), then after the one-byte form's
+/// marker (when there is one), the two-byte one's, or the four-byte one's.
+fn write_length(
+    out: &mut Vec<u8>,
+    len: usize,
+    short: Option<(u8, usize)>,
+    one: Option<u8>,
+    wide: [u8; 2],
+) {
+    match (short, one) {
+        (Some((base, short_max)), _) if len < short_max => out.push(base | len as u8),
+        (_, Some(one)) if len <= 0xff => out.extend([one, len as u8]),
+        _ if len <= 0xffff => {
+            out.push(wide[0]);
+            out.extend((len as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(wide[1]);
+            out.extend((len as u32).to_be_bytes());
+        }
+    }
+}
+
+fn write_array_len(out: &mut Vec<u8>, len: usize) {
+    write_length(out, len, Some((0x90, 16)), None, [0xdc, 0xdd]);
+}
+
+fn write_str(out: &mut Vec<u8>, text: &str) {
+    write_length(out, text.len(), Some((0xa0, 32)), Some(0xd9), [0xda, 0xdb]);
+    out.extend_from_slice(text.as_bytes());
+}
+
+/// An unsigned integer in the smallest of MessagePack's unsigned forms.
+fn write_uint(out: &mut Vec<u8>, value: u64) {
+    match value {
+        0..=0x7f => out.push(value as u8),
+        0x80..=0xff => out.extend([0xcc, value as u8]),
+        0x100..=0xffff => {
+            out.push(0xcd);
+            out.extend((value as u16).to_be_bytes());
+        }
+        0x1_0000..=0xffff_ffff => {
+            out.push(0xce);
+            out.extend((value as u32).to_be_bytes());
+        }
+        _ => {
+            out.push(0xcf);
+            out.extend(value.to_be_bytes());
+        }
+    }
+}
+
+fn write_option_uint(out: &mut Vec<u8>, value: Option<u64>) {
+    match value {
+        Some(value) => write_uint(out, value),
+        None => out.push(NIL),
+    }
+}
+
+fn performative_name(performative: Performative) -> &'static str {
+    performative_names()
+        .iter()
+        .find(|(_, known)| *known == performative)
+        .map_or("", |(name, _)| name.as_str())
 }
