@@ -142,6 +142,17 @@ impl AbiState {
         std::mem::replace(&mut self.outbox, spare)
     }
 
+    /// Keep `outbox` (a handler's, its messages taken out) in `spare` for
+    /// the next [`Self::finish`], when it holds more room than `spare`:
+    /// whoever routes the outboxes keeps one spare, and no handler's sends
+    /// allocate one.
+    pub fn keep_spare_outbox(spare: &mut Vec<OutboundMessage>, mut outbox: Vec<OutboundMessage>) {
+        outbox.clear();
+        if outbox.capacity() > spare.capacity() {
+            *spare = outbox;
+        }
+    }
+
     /// A `failure` with `content` for each deferred reply still open: what
     /// their askers get when the instance is dropped.
     pub fn failures_for_open_tickets<'a>(

@@ -796,11 +796,8 @@ impl AgentHost {
 
     /// Give back a handler's outbox once its messages were taken out, so the
     /// next handler reuses its capacity instead of allocating one.
-    pub fn recycle_outbox(&mut self, mut outbox: Vec<OutboundMessage>) {
-        outbox.clear();
-        if outbox.capacity() > self.spare_outbox.capacity() {
-            self.spare_outbox = outbox;
-        }
+    pub fn recycle_outbox(&mut self, outbox: Vec<OutboundMessage>) {
+        AbiState::keep_spare_outbox(&mut self.spare_outbox, outbox);
     }
 
     /// Failure answers for the deferred replies of instances that were

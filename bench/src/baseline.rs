@@ -192,11 +192,8 @@ impl BaselineAgent {
     }
 
     /// Give back an outbox whose messages were sent, for the next handler.
-    fn recycle_outbox(&mut self, mut outbox: Vec<OutboundMessage>) {
-        outbox.clear();
-        if outbox.capacity() > self.spare_outbox.capacity() {
-            self.spare_outbox = outbox;
-        }
+    fn recycle_outbox(&mut self, outbox: Vec<OutboundMessage>) {
+        AbiState::keep_spare_outbox(&mut self.spare_outbox, outbox);
     }
 }
 

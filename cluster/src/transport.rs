@@ -1225,26 +1225,32 @@ impl ClusterNode {
         remote: &mut Remote<L>,
     ) {
         let lanes = self.links.lane_context.policy.lanes_per_peer as u64;
-        let lane_of: Vec<(SocketAddr, u64)> = messages
-            .iter()
-            .map(|(to, message)| (*to, lane_key(message) % lanes))
-            .collect();
-        // (lane, messages for it, bytes they cost in a frame)
+        // (lane, messages for it, then bytes they cost in a frame), and
+        // each message's lane as an index into it.
         let mut per_lane: Vec<((SocketAddr, u64), Vec<RemoteMessage>, usize)> = Vec::new();
-        for &at in &lane_of {
-            match per_lane.iter_mut().find(|(lane, _, _)| *lane == at) {
-                Some((_, _, count)) => *count += 1,
-                None => per_lane.push((at, Vec::new(), 1)),
-            }
-        }
+        let lane_of: Vec<usize> = messages
+            .iter()
+            .map(|(to, message)| {
+                let at = (*to, lane_key(message) % lanes);
+                match per_lane.iter().position(|(lane, _, _)| *lane == at) {
+                    Some(index) => {
+                        per_lane[index].2 += 1;
+                        index
+                    }
+                    None => {
+                        per_lane.push((at, Vec::new(), 1));
+                        per_lane.len() - 1
+                    }
+                }
+            })
+            .collect();
         for (_, batch, count) in &mut per_lane {
             batch.reserve_exact(std::mem::take(count));
         }
-        for (at, (_, message)) in lane_of.into_iter().zip(messages.drain(..)) {
-            if let Some((_, batch, size)) = per_lane.iter_mut().find(|(lane, _, _)| *lane == at) {
-                *size += message_cost(&message);
-                batch.push(message);
-            }
+        for (index, (_, message)) in lane_of.into_iter().zip(messages.drain(..)) {
+            let (_, batch, size) = &mut per_lane[index];
+            *size += message_cost(&message);
+            batch.push(message);
         }
         for ((to, lane), batch, size) in per_lane {
             if size <= MESSAGES_PACKET_MAX / 2 {

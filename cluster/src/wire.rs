@@ -473,15 +473,9 @@ pub fn frame(header: FrameHeader, packet: &[u8]) -> Vec<u8> {
 
 /// Wrap `packet` of `kind` in a frame.
 pub fn frame_of(kind: FrameKind, header: FrameHeader, packet: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(FRAME_OVERHEAD + packet.len());
-    out.push(FRAME_VERSION);
-    out.push(kind.byte());
-    out.extend_from_slice(&header.nonce.to_be_bytes());
-    out.extend_from_slice(&header.seq.to_be_bytes());
-    let length = u32::try_from(packet.len()).unwrap_or(u32::MAX);
-    out.extend_from_slice(&length.to_be_bytes());
-    out.extend_from_slice(&crc32fast::hash(packet).to_be_bytes());
+    let mut out = frame_start(packet.len());
     out.extend_from_slice(packet);
+    frame_finish(&mut out, kind, header);
     out
 }
 
@@ -494,7 +488,7 @@ pub fn frame_start(packet_hint: usize) -> Vec<u8> {
 }
 
 /// Fill in the header of a frame begun with [`frame_start`], whose packet
-/// is everything after it; the same bytes as [`frame_of`].
+/// is everything after it.
 pub fn frame_finish(frame: &mut [u8], kind: FrameKind, header: FrameHeader) {
     let (head, packet) = frame.split_at_mut(FRAME_OVERHEAD);
     head[0] = FRAME_VERSION;
