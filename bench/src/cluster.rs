@@ -164,36 +164,35 @@ impl<F: FnMut(Vec<String>)> LocalSide for PortSide<F> {
     }
 }
 
-/// One node of an in-process cluster: its shards, and its cluster loop on a
-/// thread of its own.
+/// One node of an in-process cluster: its shards, and its cluster loop on
+/// its gossip shard's thread, as the engine runs it.
 pub struct ClusterMember {
     /// The node's shards.
     pub node: Node,
-    /// Its cluster loop.
+    /// Queries to its cluster loop.
     pub handle: ClusterHandle,
     /// Where it listens.
     pub address: std::net::SocketAddr,
     remote_agents: Arc<Mutex<Option<Vec<String>>>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ClusterMember {
     /// Boot a node of `profile` on `plan`, named `name`, listening on a
-    /// free loopback port, joining `seed` if given.
+    /// free loopback port, joining `seed` if given. Its cluster loop runs
+    /// on the gossip shard (on that shard's core, as in the engine) until
+    /// the node stops.
     pub fn start(
         profile: &Profile,
         plan: &PlacementPlan,
         name: &str,
         seed: Option<std::net::SocketAddr>,
     ) -> Result<Self, String> {
-        let mut node = Node::start(profile, plan).map_err(|error| error.to_string())?;
-        let mut profile = profile.clone();
-        profile.coordination.cluster.listen_address = Some("127.0.0.1:0".into());
-        profile.coordination.cluster.node_name = Some(name.to_owned());
-        profile.coordination.cluster.tls = Default::default();
+        let mut cluster_profile = profile.clone();
+        cluster_profile.coordination.cluster.listen_address = Some("127.0.0.1:0".into());
+        cluster_profile.coordination.cluster.node_name = Some(name.to_owned());
+        cluster_profile.coordination.cluster.tls = Default::default();
         let joins: Vec<String> = seed.iter().map(ToString::to_string).collect();
-        let settings = ClusterSettings::from_profile(&profile, &joins)
+        let settings = ClusterSettings::from_profile(&cluster_profile, &joins)
             .map_err(|error| format!("{}: {}", error.key, error.message))?
             .ok_or("no cluster settings")?;
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -205,37 +204,47 @@ impl ClusterMember {
             ClusterNode::bind(settings).map_err(|error| error.to_string())?
         };
         let address = cluster.local_addr();
-        let port = node
-            .take_remote_port()
-            .ok_or("no client port for the remote port")?;
         let remote_agents = Arc::new(Mutex::new(None));
         let names = Arc::clone(&remote_agents);
-        let side = PortSide::new(port, move |list| {
+        let on_remote_agents = move |list| {
             *names
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(list);
-        });
+        };
         let (handle, queries) = ClusterHandle::channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name(format!("cluster-{name}"))
-            .spawn(move || {
-                runtime.block_on(async move {
-                    cluster
-                        .run_with(queries, Some(side), async move {
-                            let _ = stopped.await;
-                        })
-                        .await;
+        // The remote port exists once the node has started: handed over then.
+        let (port_sender, port_wanted) = tokio::sync::oneshot::channel::<RemotePort>();
+        let work: caxton_shards::GossipWork = Box::new(move |stop| {
+            runtime.block_on(async move {
+                let (stopped, until_stop) = tokio::sync::oneshot::channel::<()>();
+                tokio::task::spawn_blocking(move || {
+                    stop.wait_blocking();
+                    let _ = stopped.send(());
                 });
-            })
-            .map_err(|error| error.to_string())?;
+                let side = port_wanted
+                    .await
+                    .ok()
+                    .map(|port| PortSide::new(port, on_remote_agents));
+                cluster
+                    .run_with(queries, side, async move {
+                        let _ = until_stop.await;
+                    })
+                    .await;
+            });
+        });
+        let mut node =
+            Node::start_with(profile, plan, Some(work)).map_err(|error| error.to_string())?;
+        let port = node
+            .take_remote_port()
+            .ok_or("no client port for the remote port")?;
+        port_sender
+            .send(port)
+            .map_err(|_| "the cluster loop stopped before it started")?;
         Ok(Self {
             node,
             handle,
             address,
             remote_agents,
-            stop: Some(stop),
-            thread: Some(thread),
         })
     }
 
@@ -279,14 +288,8 @@ impl ClusterMember {
         }
     }
 
-    /// Leave the cluster and stop the node.
-    pub fn stop(mut self) -> Result<(), String> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            thread.join().map_err(|_| "the cluster loop panicked")?;
-        }
+    /// Stop the node; its cluster loop leaves the cluster on the way.
+    pub fn stop(self) -> Result<(), String> {
         self.node.shutdown().map_err(|error| error.to_string())
     }
 }
@@ -371,17 +374,20 @@ impl ClusterReport {
     }
 }
 
-/// Run the suite: two nodes of `profile` on `plan`, `duration` per load run.
+/// Run the suite: two nodes of `profile`, `a` on `plans[0]` and `b` on
+/// `plans[1]` (each on its own part of the machine where it has the
+/// cores: nodes pinned onto the same cores would take turns on them, and
+/// measure that), `duration` per load run.
 pub fn run(
     profile: &Profile,
-    plan: &PlacementPlan,
+    plans: [&PlacementPlan; 2],
     duration: Duration,
     window: usize,
     progress: &dyn Fn(&str),
 ) -> Result<ClusterReport, String> {
     progress("cluster: starting nodes a and b on loopback QUIC");
-    let mut a = ClusterMember::start(profile, plan, "a", None)?;
-    let mut b = ClusterMember::start(profile, plan, "b", Some(a.address))?;
+    let mut a = ClusterMember::start(profile, plans[0], "a", None)?;
+    let mut b = ClusterMember::start(profile, plans[1], "b", Some(a.address))?;
     let limits = profile.agents.default_limits.clone();
     let everywhere = vec![1u16; b.node.data_shards()];
     b.node

@@ -445,8 +445,12 @@ pub fn run_on_node(
             generators: generators as u64,
         });
     }
-    let (mut counts, mut latency) =
-        run_generators(label, ports, options, cpus_off_the_data_shards(node))?;
+    let (mut counts, mut latency) = run_generators(
+        label,
+        ports,
+        options,
+        cpus_off_the_data_shards(node, generators),
+    )?;
     if one_way {
         // Nothing answers: deliveries are the shards' handled count, latency
         // their routing histogram (stamped with the intended send time).
@@ -513,10 +517,15 @@ pub fn run_generators<P: Port + Send + 'static>(
     load::join_generators(threads).map_err(BenchError::Run)
 }
 
-/// The CPUs this process may use that no data shard runs on: where load
-/// generators go, so they never take a shard's core from it. `None` when the
-/// shards use them all (then the generators share, and the figures show it).
-fn cpus_off_the_data_shards(node: &Node) -> Option<Vec<usize>> {
+/// The CPUs this process may use that no data shard runs on, when there is
+/// one for each of `generators`: where load generators go, so they never
+/// take a shard's core from it. `None` when fewer are free: the generators
+/// then go wherever the kernel puts them, as the baseline's do. Crowded
+/// onto the few free CPUs, they would wait for each other rather than load
+/// the node, and the breaking point found would be theirs (15 generators
+/// on the one core 15 data shards leave on 16 cores sustained under 1M/s,
+/// with the node idle).
+fn cpus_off_the_data_shards(node: &Node, generators: usize) -> Option<Vec<usize>> {
     let shard_cpus: Vec<usize> = node
         .reports()
         .iter()
@@ -528,7 +537,7 @@ fn cpus_off_the_data_shards(node: &Node) -> Option<Vec<usize>> {
         .into_iter()
         .filter(|pu| !shard_cpus.contains(pu))
         .collect();
-    (!free.is_empty()).then_some(free)
+    (free.len() >= generators.max(1)).then_some(free)
 }
 
 /// Draw a progress bar from the generators' reports until they all finish.

@@ -507,8 +507,18 @@ fn run_cluster_benchmark(
     output: Option<std::path::PathBuf>,
 ) -> Result<(), CommandError> {
     let loaded = load_benchmark_profile(selection, &[])?;
-    let topology = this_machine()?;
-    let plan = plan_placement(&loaded, &topology)?;
+    let machine = this_machine()?;
+    // Each node plans on its own half of the machine, as two machines
+    // would; a one-core machine has no halves, and both nodes share it.
+    let halves = [machine.part(0, 2), machine.part(1, 2)];
+    let topologies = match halves {
+        [Some(a), Some(b)] => [a, b],
+        _ => [machine.clone(), machine.clone()],
+    };
+    let plans = [
+        plan_placement(&loaded, &topologies[0])?,
+        plan_placement(&loaded, &topologies[1])?,
+    ];
     // One client keeps the window: deeper than the pair runs' default.
     let window = if window_given {
         options.agent_to_agent.window as usize
@@ -517,7 +527,7 @@ fn run_cluster_benchmark(
     };
     let report = caxton_bench::cluster::run(
         &loaded.profile,
-        &plan,
+        [&plans[0], &plans[1]],
         options.agent_to_agent.duration,
         window,
         &|line| eprintln!("benchmark: {line}"),
@@ -529,12 +539,18 @@ fn run_cluster_benchmark(
     }
     emit(&format!(
         "{}
-profile {}: 2 nodes on loopback QUIC, {} data shard(s) each on {} core(s)
+profile {}: 2 nodes on loopback QUIC, {} data shard(s) each on {} of the machine's {} core(s){}
 {}",
         caxton_bench::machine_line(),
         benchmark_profile_name(selection),
-        plan.data_shards.len(),
-        topology.cores.len(),
+        plans[0].data_shards.len(),
+        topologies[0].cores.len(),
+        machine.cores.len(),
+        plans[0]
+            .notes
+            .iter()
+            .map(|note| format!("\n  node a: {note}"))
+            .collect::<String>(),
         caxton_bench::cluster::render(&report)
     ))
 }

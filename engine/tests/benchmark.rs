@@ -418,6 +418,8 @@ fn the_cluster_suite_times_the_remote_path_between_two_nodes() {
         "{text}"
     );
     assert!(text.contains("16 outstanding"), "{text}");
+    // Each node plans on its own half of the machine (both share a one-core one).
+    assert!(text.contains("of the machine's"), "{text}");
     let summary: Value = serde_json::from_str(
         &std::fs::read_to_string(out.path().join("summary.json")).expect("summary written"),
     )

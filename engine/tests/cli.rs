@@ -160,6 +160,28 @@ fn topology_prints_plans_for_synthetic_servers() {
         "{text}"
     );
     assert!(text.contains("data-14"), "{text}");
+    assert!(
+        !text.contains("spin_before_park applies only"),
+        "one shard per PU: every shard spins\n{text}"
+    );
+    // More shards than cores: those that share a PU park at once, and the plan says so.
+    let crowded = engine(&[
+        "topology",
+        "--synthetic",
+        "core:2 pu:1",
+        "--profile",
+        "low-latency",
+        "--set",
+        "runtime.worker_threads=3",
+    ]);
+    assert!(crowded.status.success(), "{}", stderr(&crowded));
+    assert!(
+        stdout(&crowded).contains(
+            "runtime.spin_before_park applies only to shards alone on their PU: shards that share one park at once"
+        ),
+        "{}",
+        stdout(&crowded)
+    );
 
     let here = engine(&["topology"]);
     assert!(here.status.success(), "{}", stderr(&here));

@@ -157,7 +157,14 @@ pub fn plan(topology: &MachineTopology, profile: &Profile) -> Result<PlacementPl
     let gossip_shard = placer.place(gossip_pu, placer.gossip_memory(gossip_core));
 
     let pinned_agents = pinnings(&all_pinned, &data_shards);
-    let (shares_pus, notes) = notes(topology, &data_shards, gossip_pu, distinct_slots);
+    let (shares_pus, mut notes) = notes(topology, &data_shards, gossip_pu, distinct_slots);
+    if shares_pus && profile.runtime.spin_before_park.is_some() {
+        // The node keeps spinning only for shards alone on their PU.
+        notes.push(
+            "runtime.spin_before_park applies only to shards alone on their PU: shards that share one park at once"
+                .to_owned(),
+        );
+    }
     Ok(PlacementPlan {
         data_shards,
         gossip_shard,

@@ -159,6 +159,50 @@ impl MachineTopology {
     pub fn pu_count(&self) -> usize {
         self.cores.iter().map(|core| core.pus.len()).sum()
     }
+
+    /// Part `index` of this machine cut into `parts` runs of whole cores
+    /// (in core order, the first parts one core larger when they do not
+    /// divide evenly), as a machine of its own: for processes, or
+    /// in-process nodes, that must not plan shards on each other's cores.
+    /// `None` when there are fewer cores than parts.
+    pub fn part(&self, index: usize, parts: usize) -> Option<Self> {
+        if parts == 0 || index >= parts || self.cores.len() < parts {
+            return None;
+        }
+        let (size, larger) = (self.cores.len() / parts, self.cores.len() % parts);
+        let start = index * size + index.min(larger);
+        let end = start + size + usize::from(index < larger);
+        let cores: Vec<Core> = self.cores[start..end].to_vec();
+        let pus: Vec<usize> = cores.iter().flat_map(|core| core.pus.clone()).collect();
+        let numa_nodes = self
+            .numa_nodes
+            .iter()
+            .filter_map(|node| {
+                let mine: Vec<usize> = node
+                    .pus
+                    .iter()
+                    .copied()
+                    .filter(|pu| pus.contains(pu))
+                    .collect();
+                (!mine.is_empty()).then_some(NumaNode {
+                    os_index: node.os_index,
+                    pus: mine,
+                    memory_bytes: node.memory_bytes,
+                })
+            })
+            .collect();
+        Some(Self {
+            origin: format!(
+                "{}, cores {start}-{} of {}",
+                self.origin,
+                end - 1,
+                self.cores.len()
+            ),
+            numa_nodes,
+            cores,
+            ..self.clone()
+        })
+    }
 }
 
 /// OS indices of the PUs of `object`.
@@ -242,5 +286,38 @@ impl fmt::Display for MachineTopology {
             writeln!(formatter)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_machine_cut_in_parts_gives_each_its_own_cores() {
+        let machine =
+            MachineTopology::synthetic("package:1 numa:2 core:3 pu:2").expect("synthetic machine");
+        assert_eq!(machine.cores.len(), 6);
+        let first = machine.part(0, 2).expect("two parts of six cores");
+        let second = machine.part(1, 2).expect("two parts of six cores");
+        assert_eq!(first.cores.len(), 3);
+        assert_eq!(second.cores.len(), 3);
+        let (mine, theirs) = (first.all_pus(), second.all_pus());
+        assert!(
+            mine.iter().all(|pu| !theirs.contains(pu)),
+            "{mine:?} {theirs:?}"
+        );
+        assert_eq!(mine.len() + theirs.len(), machine.pu_count());
+        // Three cores per NUMA node: each part is one node, with its memory.
+        assert_eq!(first.numa_nodes.len(), 1);
+        assert_eq!(first.numa_nodes[0].pus, mine);
+        assert_ne!(first.numa_nodes[0].os_index, second.numa_nodes[0].os_index);
+        // Uneven: the first part takes the extra core.
+        let sizes: Vec<usize> = (0..4)
+            .map(|index| machine.part(index, 4).expect("four parts").cores.len())
+            .collect();
+        assert_eq!(sizes, [2, 2, 1, 1]);
+        assert!(machine.part(0, 7).is_none(), "more parts than cores");
+        assert!(machine.part(2, 2).is_none(), "no such part");
     }
 }

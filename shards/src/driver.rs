@@ -84,16 +84,32 @@ pub(crate) struct ShardDriver {
     storage: Option<ShardStorage>,
 }
 
+/// What a shard's driver is built from.
+pub(crate) struct ShardDriverBoot<'a> {
+    pub(crate) profile: &'a Profile,
+    pub(crate) index: usize,
+    pub(crate) data_shards: usize,
+    pub(crate) port: MeshPort,
+    pub(crate) control: mpsc::Receiver<Control>,
+    pub(crate) clock: NodeClock,
+    /// How long an idle shard polls before parking (the node decides:
+    /// [`crate::node::spin_before_park`]).
+    pub(crate) spin: Option<Duration>,
+    pub(crate) storage: Option<ShardStorage>,
+}
+
 impl ShardDriver {
-    pub(crate) fn new(
-        profile: &Profile,
-        index: usize,
-        data_shards: usize,
-        port: MeshPort,
-        control: mpsc::Receiver<Control>,
-        clock: NodeClock,
-        storage: Option<ShardStorage>,
-    ) -> Result<Self, DeployError> {
+    pub(crate) fn new(boot: ShardDriverBoot<'_>) -> Result<Self, DeployError> {
+        let ShardDriverBoot {
+            profile,
+            index,
+            data_shards,
+            port,
+            control,
+            clock,
+            spin,
+            storage,
+        } = boot;
         let host_directory: Rc<RefCell<Arc<Directory>>> = Rc::default();
         let resolver = {
             let directory = Rc::clone(&host_directory);
@@ -119,7 +135,7 @@ impl ShardDriver {
             port,
             control,
             batch_size: profile.messaging.batch_size.max(1) as usize,
-            spin: profile.runtime.spin_before_park.map(|spin| spin.get()),
+            spin,
             clock,
             arrived: Vec::new(),
             finished: Vec::new(),

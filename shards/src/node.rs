@@ -31,7 +31,7 @@ use crate::clock::NodeClock;
 use crate::control::{Control, CONTROL_QUEUE};
 use crate::core::trace::TraceTake;
 use crate::directory::{AgentRecord, Directory};
-use crate::driver::{ShardDriver, ShardStorage};
+use crate::driver::{ShardDriver, ShardDriverBoot, ShardStorage};
 use crate::metrics::ShardMetrics;
 use crate::stop::StopSignal;
 
@@ -103,7 +103,8 @@ pub struct ShardReport {
     pub memory_policy: Result<(Vec<usize>, String), String>,
     /// A memory policy the kernel refused that the shard could run without.
     pub memory_warning: Option<String>,
-    /// How long it polls before parking when idle, as configured (`None`: parks at once).
+    /// How long it polls before parking when idle (`None`: parks at once):
+    /// `runtime.spin_before_park`, for a shard alone on its PU.
     pub spin_before_park: Option<Duration>,
 }
 
@@ -298,6 +299,7 @@ impl Node {
                 port,
                 commands,
                 clock: self.clock,
+                spin: spin_before_park(profile, plan, index),
                 report: report_sender,
                 storage: profile.messaging.enable_persistence.then(|| StorageBoot {
                     directory: std::path::PathBuf::from(&profile.storage.data_directory),
@@ -850,8 +852,33 @@ struct DataShardBoot<'a> {
     port: MeshPort,
     commands: mpsc::Receiver<Control>,
     clock: NodeClock,
+    /// How long it polls before parking ([`spin_before_park`]).
+    spin: Option<Duration>,
     report: BootSender,
     storage: Option<StorageBoot>,
+}
+
+/// How long data shard `index` polls its rings before parking:
+/// `runtime.spin_before_park`, but only for a shard alone on its PU. A
+/// shard that spins on a PU it shares (more shards than cores, or a
+/// one-core machine where the gossip shard shares it) holds the CPU the
+/// other needs to answer it, until the scheduler preempts it: parking at
+/// once hands the PU over. (glommio turns spinning off for unbound
+/// executors for the same reason.)
+pub(crate) fn spin_before_park(
+    profile: &Profile,
+    plan: &PlacementPlan,
+    index: usize,
+) -> Option<Duration> {
+    let spin = profile.runtime.spin_before_park?.get();
+    let home = plan.data_shards.get(index)?.home_pu;
+    let sharing = plan
+        .data_shards
+        .iter()
+        .enumerate()
+        .any(|(other, shard)| other != index && shard.home_pu == home)
+        || plan.gossip_shard.home_pu == home;
+    (!sharing).then_some(spin)
 }
 
 /// Where a shard's partition is and how it is kept.
@@ -871,10 +898,10 @@ fn spawn_data_shard(boot: DataShardBoot<'_>) -> Result<ExecutorJoinHandle<()>, S
         port,
         commands,
         clock,
+        spin: spin_before_park,
         report,
         storage,
     } = boot;
-    let spin_before_park = profile.runtime.spin_before_park.map(|spin| spin.get());
     let mut builder = LocalExecutorBuilder::new(glommio_placement(&placement.cpu_binding)?)
         .name(&format!("caxton-shard-{index}"))
         .io_memory(SHARD_IO_MEMORY_BYTES);
@@ -908,9 +935,18 @@ fn spawn_data_shard(boot: DataShardBoot<'_>) -> Result<ExecutorJoinHandle<()>, S
             };
             let runtime = placed.and_then(|report| {
                 let storage = storage?;
-                ShardDriver::new(&profile, index, shards, port, commands, clock, storage)
-                    .map(|runtime| (report, runtime))
-                    .map_err(|error| error.to_string())
+                ShardDriver::new(ShardDriverBoot {
+                    profile: &profile,
+                    index,
+                    data_shards: shards,
+                    port,
+                    control: commands,
+                    clock,
+                    spin: spin_before_park,
+                    storage,
+                })
+                .map(|runtime| (report, runtime))
+                .map_err(|error| error.to_string())
             });
             match runtime {
                 Ok((placed, runtime)) => {
@@ -1052,6 +1088,62 @@ mod tests {
         assert_eq!(rings.capacity(2, 3), 0, "no ring between two clients");
         let tiny = RingSizes::from_queue_size(1, 4, 8);
         assert_eq!(tiny.capacity(0, 1), RING_CAPACITY_MIN);
+    }
+
+    /// `profile` planned on the synthetic machine `machine`.
+    fn planned(machine: &str, overrides: &[&str]) -> (Profile, PlacementPlan) {
+        let overrides: Vec<String> = overrides.iter().map(|&set| set.to_owned()).collect();
+        let profile = caxton_profiles::load(&["low-latency".to_owned()], &overrides)
+            .expect("profile loads")
+            .profile;
+        let topology = caxton_numa::MachineTopology::synthetic(machine).expect("topology");
+        let plan = caxton_numa::plan(&topology, &profile).expect("plan");
+        (profile, plan)
+    }
+
+    #[test]
+    fn only_a_shard_alone_on_its_pu_spins_before_parking() {
+        let spin = Some(Duration::from_micros(200));
+        // Three data shards and the gossip shard on four cores: each alone.
+        let (profile, plan) = planned("core:4 pu:1", &["runtime.worker_threads=3"]);
+        let spins: Vec<_> = (0..3)
+            .map(|index| spin_before_park(&profile, &plan, index))
+            .collect();
+        assert_eq!(spins, [spin; 3]);
+        // Five data shards and the gossip shard on four cores: some PUs
+        // hold two shards (the gossip shard counts), others one.
+        let (profile, plan) = planned("core:4 pu:1", &["runtime.worker_threads=5"]);
+        assert!(plan.shares_pus);
+        let mut outcomes = std::collections::BTreeSet::new();
+        for index in 0..5 {
+            let home = plan.data_shards[index].home_pu;
+            let alone = plan
+                .data_shards
+                .iter()
+                .filter(|shard| shard.home_pu == home)
+                .count()
+                == 1
+                && plan.gossip_shard.home_pu != home;
+            let expected = if alone { spin } else { None };
+            assert_eq!(
+                spin_before_park(&profile, &plan, index),
+                expected,
+                "shard {index}"
+            );
+            outcomes.insert(alone);
+        }
+        assert_eq!(
+            outcomes.len(),
+            2,
+            "both kinds of shard in this plan: {plan:?}"
+        );
+        // One core: the data shard shares it with the gossip shard.
+        let (profile, plan) = planned("core:1 pu:1", &["runtime.worker_threads=1"]);
+        assert_eq!(spin_before_park(&profile, &plan, 0), None);
+        // A profile that parks never spins.
+        let (mut profile, plan) = planned("core:4 pu:1", &["runtime.worker_threads=1"]);
+        profile.runtime.spin_before_park = None;
+        assert_eq!(spin_before_park(&profile, &plan, 0), None);
     }
 
     #[test]
