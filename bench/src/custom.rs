@@ -239,6 +239,10 @@ pub struct LoadResult {
     pub p999_ns: u64,
     /// Largest.
     pub max_ns: u64,
+    /// Why the node answered `failure` during the run, from its shards'
+    /// counters (Caxton runs only; empty when nothing failed): (cause, count).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failure_causes: Vec<(String, u64)>,
     /// The latency histogram.
     #[serde(skip)]
     pub latency: Histogram<u64>,
@@ -292,8 +296,35 @@ impl LoadResult {
             p99_ns: latency.value_at_quantile(0.99),
             p999_ns: latency.value_at_quantile(0.999),
             max_ns: latency.max(),
+            failure_causes: Vec::new(),
             latency,
         }
+    }
+
+    /// What the shards counted during the run, as causes of failures.
+    fn with_failure_causes(mut self, shards: &[caxton_shards::ShardMetrics]) -> Self {
+        let sum = |count: fn(&caxton_shards::ShardMetrics) -> u64| -> u64 {
+            shards.iter().map(count).sum()
+        };
+        let causes = [
+            (
+                "refused: a full mailbox or ring",
+                sum(|shard| shard.refused),
+            ),
+            ("deadline passed", sum(|shard| shard.timeouts)),
+            ("handler faults", sum(|shard| shard.faults)),
+            ("handler failures", sum(|shard| shard.agent_failures)),
+            ("unknown receiver", sum(|shard| shard.unknown_receiver)),
+            ("storage", sum(|shard| shard.storage_failures)),
+        ];
+        if self.counts.failed > 0 {
+            self.failure_causes = causes
+                .into_iter()
+                .filter(|(_, count)| *count > 0)
+                .map(|(cause, count)| (cause.to_owned(), count))
+                .collect();
+        }
+        self
     }
 
     /// Refusals, failures and timeouts as a share of what was scheduled.
@@ -472,7 +503,8 @@ pub fn run_on_node(
         counts.timed_out = counts.sent - counts.answered;
         latency = delivered;
     }
-    Ok(LoadResult::new("caxton", options, &counts, latency))
+    let shards = node.metrics(false)?;
+    Ok(LoadResult::new("caxton", options, &counts, latency).with_failure_causes(&shards))
 }
 
 /// Run one open-loop generator per port, each on its own thread (on `cpus`
@@ -633,6 +665,56 @@ mod tests {
     }
 
     #[test]
+    fn failures_are_explained_by_what_the_shards_counted() {
+        let options = LoadOptions {
+            rate: 1000.0,
+            duration: Duration::from_secs(1),
+            drain: Duration::from_secs(1),
+            progress: false,
+        };
+        let counts = RunCounts {
+            scheduled: 100,
+            sent: 100,
+            answered: 93,
+            failed: 7,
+            ..RunCounts::default()
+        };
+        let shards = [
+            caxton_shards::ShardMetrics {
+                refused: 5,
+                ..Default::default()
+            },
+            caxton_shards::ShardMetrics {
+                refused: 1,
+                timeouts: 1,
+                ..Default::default()
+            },
+        ];
+        let result = LoadResult::new("caxton", &options, &counts, nanosecond_histogram())
+            .with_failure_causes(&shards);
+        assert_eq!(
+            result.failure_causes,
+            [
+                ("refused: a full mailbox or ring".to_owned(), 6),
+                ("deadline passed".to_owned(), 1)
+            ]
+        );
+        assert_eq!(
+            failure_causes_line("caxton #3", &result),
+            "caxton #3: 7 failed; the shards counted refused: a full mailbox or ring 6, deadline passed 1\n"
+        );
+        // Nothing failed: no causes, whatever the counters say.
+        let clean = RunCounts {
+            failed: 0,
+            answered: 100,
+            ..counts
+        };
+        let result = LoadResult::new("caxton", &options, &clean, nanosecond_histogram())
+            .with_failure_causes(&shards);
+        assert!(result.failure_causes.is_empty());
+    }
+
+    #[test]
     fn workloads_address_what_they_deploy() {
         let fan_out = Workload::new(Pattern::FanOut, 10, None).expect("fan-out");
         assert_eq!(fan_out.agents.len(), 10);
@@ -675,9 +757,12 @@ pub const P99_GOAL: f64 = 5.0;
 /// 15 shards on the 16-core machine, where they differ by 2.14×.
 pub fn throughput_goal(cores: usize) -> (f64, &'static str) {
     if cores <= 2 {
-        (1.15, "1 shard, 2-core machine")
+        (1.15, "machines of 2 cores or fewer, set for 1 shard on 2")
     } else {
-        (2.0, "15 shards, 16 cores")
+        (
+            2.0,
+            "machines of more than 2 cores, set for 15 shards on 16",
+        )
     }
 }
 
@@ -782,6 +867,20 @@ pub fn result_row(label: &str, result: &LoadResult) -> String {
     )
 }
 
+/// `label: N failed: cause count, ...` for a result whose node counted why.
+pub fn failure_causes_line(label: &str, result: &LoadResult) -> String {
+    let causes: Vec<String> = result
+        .failure_causes
+        .iter()
+        .map(|(cause, count)| format!("{cause} {count}"))
+        .collect();
+    format!(
+        "{label}: {} failed; the shards counted {}\n",
+        result.counts.failed,
+        causes.join(", ")
+    )
+}
+
 /// The header of [`result_row`]'s table.
 pub fn result_header() -> String {
     format!(
@@ -839,6 +938,18 @@ pub fn render_load_summary(summary: &LoadSummary) -> String {
             );
             out.push_str(&result_row(&label, &step.result));
         }
+    }
+    let failing = summary
+        .designs
+        .iter()
+        .map(|result| (result.design.clone(), result))
+        .chain(summary.ramps.iter().flat_map(|(design, steps)| {
+            steps
+                .iter()
+                .map(move |step| (format!("{design} #{}", step.step), &step.result))
+        }));
+    for (label, result) in failing.filter(|(_, result)| !result.failure_causes.is_empty()) {
+        out.push_str(&failure_causes_line(&label, result));
     }
     for point in &summary.breaking_points {
         out.push('\n');

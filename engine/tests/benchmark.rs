@@ -433,6 +433,9 @@ fn the_cluster_suite_times_the_remote_path_between_two_nodes() {
         "{summary:#}"
     );
     assert_eq!(summary["window"], 16);
+    // Short of a full queue, every request of the default profile is answered.
+    assert_eq!(summary["remote"]["failed"], 0, "{summary:#}");
+    assert_eq!(summary["local"]["failed"], 0, "{summary:#}");
     // Every request to the departed node's agent was answered, as a failure.
     assert_eq!(summary["node_down"]["answered"], 1000, "{summary:#}");
     // The departed node's agent stays named: the answer says its node is down.
