@@ -788,6 +788,11 @@ impl AgentHost {
             .set(self.directory_generation.get().wrapping_add(1));
     }
 
+    /// The node clock, nanoseconds (the clock the host measures handlers with).
+    pub fn now_ns(&self) -> u64 {
+        (self.clock)()
+    }
+
     /// Whether answers for abandoned deferred replies or instance start
     /// times wait to be taken ([`Self::take_abandoned`], [`Self::take_startup_times`]).
     pub fn has_reports(&self) -> bool {

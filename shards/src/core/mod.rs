@@ -356,8 +356,9 @@ impl ShardCore {
     /// Take the next lane's most urgent message at `now` and act on it:
     /// answer it expired, hold it, or run its handler. Returns the node-clock
     /// time the step ended (`now` plus the handler's run), which is the next
-    /// step's `now`: the shard reads no clock between messages. `None` when
-    /// every lane is empty.
+    /// step's `now`: the shard reads no clock between messages, except for
+    /// a message sent at `now` itself (see `deliver`). `None` when every
+    /// lane is empty.
     pub fn handle_next(
         &mut self,
         now: u64,
@@ -599,6 +600,17 @@ impl ShardCore {
             return started_ns;
         }
         let sent_at_ns = envelope.sent_at_ns;
+        // A batch reads the clock once per handler, at its end, and each
+        // handler starts when the last ended. A message that handler sent
+        // carries that end as its send time, so, handled next, it would
+        // show no routing at all: read the clock again for it, and its
+        // routing is the dispatch it took. Messages that waited behind
+        // others (the loaded case) need no read.
+        let started_ns = if sent_at_ns >= started_ns {
+            agents.now_ns().max(started_ns)
+        } else {
+            started_ns
+        };
         let from_participant = envelope.from_participant;
         let request = envelope.reply_path();
         let durability = envelope.durability;

@@ -41,6 +41,10 @@ pub(crate) trait AgentRuntime {
 
     /// Hand each instance start time (ns) recorded since the last call to `record`.
     fn drain_startup_times(&mut self, record: &mut dyn FnMut(u64));
+
+    /// The node clock, read now: the core reads it only where the time it
+    /// was handed cannot tell two moments apart ([`super::ShardCore::handle_next`]).
+    fn now_ns(&self) -> u64;
 }
 
 /// What the core needs of its shard's I/O.
@@ -89,6 +93,10 @@ impl AgentRuntime for WasmAgents<'_> {
 
     fn drain_startup_times(&mut self, record: &mut dyn FnMut(u64)) {
         self.host.take_startup_times().for_each(record);
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.host.now_ns()
     }
 }
 

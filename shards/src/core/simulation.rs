@@ -192,6 +192,12 @@ impl AgentRuntime for SimAgents {
     }
 
     fn drain_startup_times(&mut self, _record: &mut dyn FnMut(u64)) {}
+
+    fn now_ns(&self) -> u64 {
+        // The simulation's clock stands still within a step: the core keeps
+        // the time it was handed.
+        0
+    }
 }
 
 /// A partition: rows committed (id → (envelope, finished)), and writes queued.

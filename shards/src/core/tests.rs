@@ -41,6 +41,8 @@ pub(super) struct FakeAgents {
     pub suspended: Vec<Handled>,
     pub abandoned: Vec<OutboundMessage>,
     pub startups: Vec<u64>,
+    /// What the node clock reads when the core asks (0: earlier than any step).
+    pub clock_ns: u64,
 }
 
 impl AgentRuntime for FakeAgents {
@@ -133,6 +135,10 @@ impl AgentRuntime for FakeAgents {
 
     fn drain_startup_times(&mut self, record: &mut dyn FnMut(u64)) {
         self.startups.drain(..).for_each(record);
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.clock_ns
     }
 }
 
@@ -291,6 +297,38 @@ fn a_request_is_handled_and_answered_with_latency_recorded() {
     assert_eq!(metrics.routing_cross_ns.len(), 1);
     assert_eq!(metrics.routing_cross_ns.max(), 300);
     assert_eq!(metrics.processing_ns.max(), 40);
+}
+
+#[test]
+fn a_message_handled_right_after_its_sender_has_its_dispatch_as_routing() {
+    let mut core = core(8, false);
+    let mut agents = FakeAgents {
+        behaviours: HashMap::from([(ECHO, Behaviour::SendTo(vec![ECHO]))]),
+        handler_ns: 40,
+        ..FakeAgents::default()
+    };
+    let mut io = RecordingIo::new(3, 0);
+    core.on_arrival(request(ECHO, b"go", 100), 150, &mut io);
+    // It waited (sent at 100, started at 400): no clock read.
+    agents.clock_ns = 10_000;
+    let ended = core.handle_next(400, &mut agents, &mut io);
+    assert_eq!(ended, Some(440));
+    // Its message to ECHO was sent at 440, the step's end, which is also
+    // the next step's start: the core reads the clock for it.
+    agents.clock_ns = 690;
+    assert_eq!(
+        core.handle_next(440, &mut agents, &mut io),
+        Some(730),
+        "the step starts at the clock's reading"
+    );
+    let metrics = core.metrics_mut();
+    assert_eq!(metrics.routing_local_ns.len(), 1);
+    assert_eq!(
+        metrics.routing_local_ns.max(),
+        250,
+        "the dispatch, not zero"
+    );
+    assert_eq!(metrics.routing_cross_ns.max(), 300, "the client's request");
 }
 
 #[test]
