@@ -570,7 +570,10 @@ pub fn run_on_baseline(
         counts.timed_out = counts.sent - counts.answered;
         latency = delivered;
     }
-    Ok(LoadResult::new("baseline", options, &counts, latency))
+    let mut result = LoadResult::new("baseline", options, &counts, latency);
+    result.generators =
+        format!("{generators} load generator(s) placed by the kernel, as its workers are");
+    Ok(result)
 }
 
 /// What a seeded run on the baseline did.

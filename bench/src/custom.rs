@@ -239,6 +239,10 @@ pub struct LoadResult {
     pub p999_ns: u64,
     /// Largest.
     pub max_ns: u64,
+    /// Where the load generators ran, in words (empty for a load through
+    /// `--target`, whose generators are this process's concern only).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub generators: String,
     /// Why the node answered `failure` during the run, from its shards'
     /// counters (Caxton runs only; empty when nothing failed): (cause, count).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -296,6 +300,7 @@ impl LoadResult {
             p99_ns: latency.value_at_quantile(0.99),
             p999_ns: latency.value_at_quantile(0.999),
             max_ns: latency.max(),
+            generators: String::new(),
             failure_causes: Vec::new(),
             latency,
         }
@@ -476,12 +481,17 @@ pub fn run_on_node(
             generators: generators as u64,
         });
     }
-    let (mut counts, mut latency) = run_generators(
-        label,
-        ports,
-        options,
-        cpus_off_the_data_shards(node, generators),
-    )?;
+    let cpus = cpus_off_the_data_shards(node, generators);
+    let placement = match &cpus {
+        Some(cpus) => format!(
+            "{generators} load generator(s) on CPUs {}, off the data shards",
+            caxton_numa::format_index_list(cpus)
+        ),
+        None => format!(
+            "{generators} load generator(s) placed by the kernel, on the data shards' CPUs too (fewer CPUs than generators are free of the shards)"
+        ),
+    };
+    let (mut counts, mut latency) = run_generators(label, ports, options, cpus)?;
     if one_way {
         // Nothing answers: deliveries are the shards' handled count, latency
         // their routing histogram (stamped with the intended send time).
@@ -504,7 +514,10 @@ pub fn run_on_node(
         latency = delivered;
     }
     let shards = node.metrics(false)?;
-    Ok(LoadResult::new("caxton", options, &counts, latency).with_failure_causes(&shards))
+    let mut result =
+        LoadResult::new("caxton", options, &counts, latency).with_failure_causes(&shards);
+    result.generators = placement;
+    Ok(result)
 }
 
 /// Run one open-loop generator per port, each on its own thread (on `cpus`
@@ -923,6 +936,15 @@ pub fn render_load_summary(summary: &LoadSummary) -> String {
     if let Some(jitter) = &summary.machine_jitter {
         out.push_str(&jitter.render());
         out.push('\n');
+    }
+    let first_of_each = summary.designs.iter().chain(
+        summary
+            .ramps
+            .iter()
+            .filter_map(|(_, steps)| steps.first().map(|step| &step.result)),
+    );
+    for result in first_of_each.filter(|result| !result.generators.is_empty()) {
+        out.push_str(&format!("{}: {}\n", result.design, result.generators));
     }
     out.push_str(&result_header());
     for result in &summary.designs {

@@ -237,6 +237,23 @@ fn stress_compares_throughput_at_the_breaking_points_and_p99s_below_both() {
             && text.contains("throughput at the breaking points"),
         "{text}"
     );
+    // Where each design's load generators ran is said, once per design.
+    let placement = |design: &str| {
+        text.lines()
+            .filter(|line| {
+                line.starts_with(&format!("{design}: ")) && line.contains("load generator(s)")
+            })
+            .count()
+    };
+    assert_eq!(placement("caxton"), 1, "{text}");
+    assert_eq!(placement("baseline"), 1, "{text}");
+    assert!(
+        text.contains("placed by the kernel, as its workers are"),
+        "{text}"
+    );
+    assert!(summary["ramps"][0][1][0]["result"]["generators"]
+        .as_str()
+        .is_some_and(|placement| placement.contains("load generator(s)")));
     // Each run has its histogram, and the machine's stalls were probed.
     assert!(output.path().join("baseline-p99-at-80pct.hlog").exists());
     assert!(summary["machine_jitter"]["longest_gap_ns"].as_u64() > Some(0));
