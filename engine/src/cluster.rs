@@ -55,7 +55,7 @@ pub fn shard_side(
     port: caxton_shards::RemotePort,
     controller: caxton_admin::ControllerHandle,
     redeliver: bool,
-) -> caxton_bench::cluster::PortSide<impl FnMut(Vec<String>)> {
+) -> caxton_shards::PortSide<impl FnMut(Vec<String>)> {
     let (remote_agents, mut latest) = tokio::sync::watch::channel(Vec::new());
     let (settled, mut settling) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -89,7 +89,7 @@ pub fn shard_side(
             }
         }
     });
-    caxton_bench::cluster::PortSide::new(port, move |names| {
+    caxton_shards::PortSide::new(port, move |names| {
         let _ = remote_agents.send(names);
     })
     .on_settled(move || {

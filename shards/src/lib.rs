@@ -13,13 +13,16 @@
 //! - `src/node.rs`: the control plane ([`Node`]) that boots the shards
 //!   (pinned glommio executors, the gossip shard's thread), deploys agents
 //!   and stops; `src/control.rs` its commands; `src/client.rs` the clients
-//!   that send into the node from outside the agents.
+//!   that send into the node from outside the agents; `src/remote_port.rs`
+//!   the client port remote routing uses, and `src/cluster_side.rs` the
+//!   cluster's view of it.
 //!
 //! A shard's state never leaves its thread. It does not decide placement
 //! (`caxton-numa`) or run agents (`caxton-agents`); it drives both.
 
 mod client;
 mod clock;
+mod cluster_side;
 mod control;
 mod core;
 mod directory;
@@ -34,6 +37,7 @@ pub use crate::core::FAILURE_PREFIX;
 pub use caxton_agents::AgentStats;
 pub use client::{Client, PersistError, RequestError, SendError, SendOptions};
 pub use clock::NodeClock;
+pub use cluster_side::PortSide;
 pub use directory::{AgentRecord, Directory, Route, REMOTE_ID_BASE};
 pub use metrics::{nanosecond_histogram, ShardMetrics};
 pub use node::{
