@@ -175,6 +175,9 @@ impl ShardDriver {
             let received = self.receive();
             let handled = self.handle_batch();
             let resumed = self.resume_suspended();
+            // Everything this turn sent to other shards and clients rings
+            // their doorbells here, once, before the shard can wait.
+            self.port.ring_deferred();
             if control_work
                 || stored > 0
                 || received > 0
@@ -454,6 +457,7 @@ impl ShardDriver {
         let now = self.clock.now_ns();
         let (core, _, mut io) = self.parts();
         core.shut_down(inbound, now, &mut io);
+        self.port.ring_deferred();
     }
 }
 

@@ -112,7 +112,8 @@ impl ShardIo for MeshIo<'_> {
     }
 
     fn push(&mut self, participant: usize, envelope: Envelope) -> Result<(), Envelope> {
-        self.port.send(participant, envelope)
+        // The driver rings the doorbells once per turn (`MeshPort::ring_deferred`).
+        self.port.send_ringing_later(participant, envelope)
     }
 
     fn store(&mut self, write: Write) -> Result<(), WriteRefused> {
