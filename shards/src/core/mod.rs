@@ -67,7 +67,9 @@ pub const FAILURE_PREFIX: &str = "caxton:";
 pub(crate) struct CoreLimits {
     /// Mailbox lanes (`messaging.parallel_routes`); an agent always uses the same one.
     pub lanes: usize,
-    /// Each lane's mailbox limits.
+    /// Each lane's mailbox limits. Its `capacity` is the shard's, shared by
+    /// its lanes: one busy agent may fill the shard's mailbox, as it may
+    /// with one lane, rather than a lane's fraction of it.
     pub lane: MailboxConfig,
     /// Most messages held for their agents' CPU budgets.
     pub held_max: usize,
@@ -98,7 +100,7 @@ impl CoreLimits {
         Self {
             lanes,
             lane: MailboxConfig {
-                capacity: capacity.div_ceil(lanes).max(1),
+                capacity,
                 delivery_timeout_ns: duration_ns(messaging.delivery_timeout.get()),
                 class_max_latency_ns,
             },
@@ -139,6 +141,9 @@ pub(crate) struct ShardCore {
     data_shards: usize,
     directory: Arc<Directory>,
     lanes: Vec<Mailbox>,
+    /// Most messages the lanes hold together (`queue_size`, within the
+    /// shard's share of `max_concurrent_messages`).
+    mailbox_capacity: usize,
     /// The lanes holding messages, each once, in the order they take
     /// turns: a lane that still holds messages after its turn goes to the
     /// back. The shard never looks at an empty lane to find work.
@@ -171,6 +176,7 @@ impl ShardCore {
             lanes: (0..limits.lanes.max(1))
                 .map(|_| Mailbox::new(limits.lane.clone()))
                 .collect(),
+            mailbox_capacity: limits.lane.capacity,
             ready: VecDeque::new(),
             held: Vec::new(),
             held_max: limits.held_max,
@@ -551,7 +557,15 @@ impl ShardCore {
         let agent = receiver_agent(&envelope);
         let trace = envelope.trace;
         let lane = agent.map_or(0, |agent| agent.0 as usize) % self.lanes.len();
-        if let Err(MailboxFull(refused)) = self.lanes[lane].push(envelope, now) {
+        // The lanes share the shard's capacity (a single lane checks its own).
+        let shard_full = self.lanes.len() > 1
+            && self.lanes.iter().map(Mailbox::len).sum::<usize>() >= self.mailbox_capacity;
+        let admitted = if shard_full {
+            Err(MailboxFull(envelope))
+        } else {
+            self.lanes[lane].push(envelope, now)
+        };
+        if let Err(MailboxFull(refused)) = admitted {
             self.tracer.hop(trace, HopKind::Refused, now, agent);
             self.metrics.refused += 1;
             self.fail(&refused, "refused:queue-full", now, io);

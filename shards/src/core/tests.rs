@@ -852,3 +852,67 @@ fn lanes_with_messages_take_turns_and_empty_ones_take_none() {
     assert_eq!(order, ["a1", "b1", "a2", "a3", "b2", "a4", "b3"]);
     assert_eq!(core.queued(), 0);
 }
+
+/// Two lanes with room for three messages between them: one agent may use
+/// all of it, and what it uses is gone for an agent on the other lane.
+#[test]
+fn mailbox_lanes_share_the_shards_capacity() {
+    let mut core = ShardCore::new(
+        0,
+        2,
+        &CoreLimits {
+            lanes: 2,
+            ..limits(3)
+        },
+        None,
+    );
+    let (directory, first) = Directory::default().with_agent(AgentRecord {
+        name: "first".into(),
+        instances_per_shard: vec![1, 0],
+    });
+    let (directory, second) = directory.with_agent(AgentRecord {
+        name: "second".into(),
+        instances_per_shard: vec![1, 0],
+    });
+    assert_eq!((first.0 % 2, second.0 % 2), (0, 1), "on different lanes");
+    core.set_directory(Arc::new(directory));
+    let mut io = RecordingIo::new(3, 0);
+    for content in [b"1", b"2", b"3"] {
+        core.on_arrival(request(first, content, 0), 0, &mut io);
+    }
+    assert!(
+        io.take(CLIENT_PORT).is_empty(),
+        "one agent fills the shard's capacity, not its lane's share of it"
+    );
+    core.on_arrival(request(second, b"4", 0), 0, &mut io);
+    assert_eq!(
+        only_answer(&mut io),
+        (Performative::Failure, "caxton:refused:queue-full".into())
+    );
+    assert_eq!(core.metrics_mut().refused, 1);
+    assert_eq!(core.queued(), 3);
+}
+
+/// `queue_size` bounds the shard's mailbox whatever `parallel_routes` is.
+#[test]
+fn the_mailbox_capacity_is_not_divided_among_lanes() {
+    let overrides = [
+        "messaging.queue_size=1000".to_owned(),
+        "messaging.parallel_routes=8".to_owned(),
+        "runtime.max_concurrent_messages=100000".to_owned(),
+    ];
+    let profile = caxton_profiles::load(&["default".to_owned()], &overrides)
+        .expect("loads")
+        .profile;
+    let limits = CoreLimits::from_profile(&profile, 4);
+    assert_eq!((limits.lanes, limits.lane.capacity), (8, 1000));
+    // max_concurrent_messages is still split over the shards.
+    let overrides = [
+        "messaging.parallel_routes=8".to_owned(),
+        "runtime.max_concurrent_messages=400".to_owned(),
+    ];
+    let profile = caxton_profiles::load(&["default".to_owned()], &overrides)
+        .expect("loads")
+        .profile;
+    assert_eq!(CoreLimits::from_profile(&profile, 4).lane.capacity, 100);
+}
