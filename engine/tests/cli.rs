@@ -161,10 +161,10 @@ fn topology_prints_plans_for_synthetic_servers() {
     );
     assert!(text.contains("data-14"), "{text}");
     assert!(
-        !text.contains("spin_before_park applies only"),
+        !text.contains("shards that share a PU yield it"),
         "one shard per PU: every shard spins\n{text}"
     );
-    // More shards than cores: those that share a PU park at once, and the plan says so.
+    // More shards than cores: those that share a PU yield it as they poll, and the plan says so.
     let crowded = engine(&[
         "topology",
         "--synthetic",
@@ -177,7 +177,7 @@ fn topology_prints_plans_for_synthetic_servers() {
     assert!(crowded.status.success(), "{}", stderr(&crowded));
     assert!(
         stdout(&crowded).contains(
-            "runtime.spin_before_park applies only to shards alone on their PU: shards that share one park at once"
+            "runtime.spin_before_park: shards that share a PU yield it at every poll; only a shard alone on its PU holds it"
         ),
         "{}",
         stdout(&crowded)

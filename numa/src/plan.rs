@@ -159,9 +159,9 @@ pub fn plan(topology: &MachineTopology, profile: &Profile) -> Result<PlacementPl
     let pinned_agents = pinnings(&all_pinned, &data_shards);
     let (shares_pus, mut notes) = notes(topology, &data_shards, gossip_pu, distinct_slots);
     if shares_pus && profile.runtime.spin_before_park.is_some() {
-        // The node keeps spinning only for shards alone on their PU.
+        // A shard that shares its PU polls yielding it (see caxton-shards).
         notes.push(
-            "runtime.spin_before_park applies only to shards alone on their PU: shards that share one park at once"
+            "runtime.spin_before_park: shards that share a PU yield it at every poll; only a shard alone on its PU holds it"
                 .to_owned(),
         );
     }

@@ -23,6 +23,7 @@ use crate::clock::NodeClock;
 use crate::control::Control;
 use crate::core::{CoreLimits, MeshIo, ShardCore, WasmAgents};
 use crate::directory::Directory;
+use crate::node::IdleSpin;
 
 /// A shard's side of its partition: the writer thread's handle, and what
 /// the partition held at boot until recovery takes it.
@@ -75,7 +76,7 @@ pub(crate) struct ShardDriver {
     port: MeshPort,
     control: mpsc::Receiver<Control>,
     batch_size: usize,
-    spin: Option<Duration>,
+    spin: Option<IdleSpin>,
     clock: NodeClock,
     /// Reused buffer for messages drained from the rings.
     arrived: Vec<Envelope>,
@@ -92,9 +93,9 @@ pub(crate) struct ShardDriverBoot<'a> {
     pub(crate) port: MeshPort,
     pub(crate) control: mpsc::Receiver<Control>,
     pub(crate) clock: NodeClock,
-    /// How long an idle shard polls before parking (the node decides:
+    /// What an idle shard does before parking (the node decides:
     /// [`crate::node::spin_before_park`]).
-    pub(crate) spin: Option<Duration>,
+    pub(crate) spin: Option<IdleSpin>,
     pub(crate) storage: Option<ShardStorage>,
 }
 
@@ -192,7 +193,12 @@ impl ShardDriver {
             match self.spin {
                 // Busy-poll the rings for a while after the last message: a
                 // message that arrives in this window is picked up without a wake-up.
-                Some(spin) if last_work.elapsed() < spin => yield_now().await,
+                Some(IdleSpin::Hold(window)) if last_work.elapsed() < window => yield_now().await,
+                // On a shared PU: let whoever shares it run before polling again.
+                Some(IdleSpin::Yield(window)) if last_work.elapsed() < window => {
+                    std::thread::yield_now();
+                    yield_now().await
+                }
                 _ => {
                     // Idle: top up warm spares, one at a time so a message
                     // arriving meanwhile waits for at most one instantiation.

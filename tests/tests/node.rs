@@ -53,9 +53,11 @@ fn two_data_shards_run_on_their_planned_cores_and_stop_cleanly() {
         assert!(name.starts_with(prefix), "{name}");
     }
     assert_eq!(
-        reports[0].spin_before_park,
+        reports[0]
+            .spin_before_park
+            .map(caxton_shards::IdleSpin::window),
         Some(Duration::from_micros(200)),
-        "low-latency spins before parking"
+        "low-latency polls before parking"
     );
     node.shutdown().expect("every shard exits cleanly");
     for report in &reports {
