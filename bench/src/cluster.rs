@@ -168,9 +168,63 @@ impl ClusterMember {
         }
     }
 
+    /// Remote messages and the frames that carried them, summed over
+    /// every peer: (messages out, frames out, messages in, frames in).
+    fn remote_traffic(&self) -> Result<RemoteTraffic, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(|error| error.to_string())?;
+        let snapshot = runtime
+            .block_on(self.handle.snapshot())
+            .ok_or("the cluster loop stopped")?;
+        Ok(snapshot
+            .remote_peers
+            .iter()
+            .fold(RemoteTraffic::default(), |sum, peer| RemoteTraffic {
+                messages_out: sum.messages_out + peer.messages_out,
+                frames_out: sum.frames_out + peer.frames_out,
+                messages_in: sum.messages_in + peer.messages_in,
+                frames_in: sum.frames_in + peer.frames_in,
+            }))
+    }
+
     /// Stop the node; its cluster loop leaves the cluster on the way.
     pub fn stop(self) -> Result<(), String> {
         self.node.shutdown().map_err(|error| error.to_string())
+    }
+}
+
+/// Remote messages and the frames (batches) that carried them, one
+/// node's, over every peer.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct RemoteTraffic {
+    /// Messages sent to other nodes.
+    pub messages_out: u64,
+    /// Frames they went in.
+    pub frames_out: u64,
+    /// Messages received from other nodes.
+    pub messages_in: u64,
+    /// Frames they came in.
+    pub frames_in: u64,
+}
+
+impl RemoteTraffic {
+    /// What was sent and received between `earlier` and this.
+    fn since(self, earlier: RemoteTraffic) -> RemoteTraffic {
+        RemoteTraffic {
+            messages_out: self.messages_out.saturating_sub(earlier.messages_out),
+            frames_out: self.frames_out.saturating_sub(earlier.frames_out),
+            messages_in: self.messages_in.saturating_sub(earlier.messages_in),
+            frames_in: self.frames_in.saturating_sub(earlier.frames_in),
+        }
+    }
+
+    /// Messages per frame sent, and per frame received.
+    pub fn batch_sizes(&self) -> (f64, f64) {
+        (
+            self.messages_out as f64 / self.frames_out.max(1) as f64,
+            self.messages_in as f64 / self.frames_in.max(1) as f64,
+        )
     }
 }
 
@@ -213,6 +267,9 @@ pub struct ClusterReport {
     pub local_unloaded: RequestReply,
     /// A client on `a` to an echo on `b`, `window` outstanding.
     pub remote: RequestReply,
+    /// Node `a`'s remote traffic during `remote`: how many messages each
+    /// frame carried to `b` (requests) and back (answers).
+    pub remote_traffic: RemoteTraffic,
     /// The same load to an echo on `a`.
     pub local: RequestReply,
     /// Requests each client kept outstanding.
@@ -313,7 +370,9 @@ pub fn run(
     progress(&format!(
         "cluster: remote request-reply, {window} outstanding, {duration:?}"
     ));
+    let before = a.remote_traffic()?;
     let remote = request_reply(&a.node, "bench-remote-echo", duration, window)?;
+    let remote_traffic = a.remote_traffic()?.since(before);
     progress(&format!(
         "cluster: local request-reply, {window} outstanding, {duration:?}"
     ));
@@ -331,6 +390,7 @@ pub fn run(
         remote_unloaded,
         local_unloaded,
         remote,
+        remote_traffic,
         local,
         window,
         node_down,
@@ -506,6 +566,11 @@ pub fn render(report: &ClusterReport) -> String {
             },
         ));
     }
+    let (requests_per_frame, answers_per_frame) = report.remote_traffic.batch_sizes();
+    out.push_str(&format!(
+        "  with {} outstanding, each frame a → b carried {requests_per_frame:.1} requests and each b → a {answers_per_frame:.1} answers ({} and {} frames)\n",
+        report.window, report.remote_traffic.frames_out, report.remote_traffic.frames_in,
+    ));
     out.push_str(&format!(
         "remote request-reply goal ≥ {}/s between two nodes on a 2-core machine: {}\n",
         crate::agent_to_agent::rate(REMOTE_RATE_GOAL),

@@ -98,8 +98,11 @@ pub trait LocalSide {
     fn participant(&self) -> u16;
     /// The node clock, nanoseconds.
     fn now_ns(&self) -> u64;
-    /// The wall clock, Unix nanoseconds (to carry send times between nodes).
-    fn now_unix_ns(&self) -> u64;
+    /// The wall clock, Unix nanoseconds, at node-clock time `now_ns` (a
+    /// recent reading of [`Self::now_ns`]): to carry send times between
+    /// nodes. Taking the node clock's reading saves each message a second
+    /// read of the clock.
+    fn unix_ns_at(&self, now_ns: u64) -> u64;
     /// Resolves once messages wait in [`Self::take_outbound`].
     fn wait(&self) -> impl std::future::Future<Output = ()> + '_;
     /// The agents other nodes host changed (from the cluster directory):
@@ -149,7 +152,7 @@ impl LocalSide for NoLocal {
         0
     }
 
-    fn now_unix_ns(&self) -> u64 {
+    fn unix_ns_at(&self, _now_ns: u64) -> u64 {
         0
     }
 
@@ -628,7 +631,7 @@ impl RemoteRouter {
     ) -> Outbound {
         let now = local.now_ns();
         if self.last_hop == 0 {
-            self.last_hop = local.now_unix_ns().max(1);
+            self.last_hop = local.unix_ns_at(now).max(1);
         }
         self.last_hop = self.last_hop.wrapping_add(1).max(1);
         let hop = self.last_hop;
@@ -912,7 +915,7 @@ impl RemoteRouter {
         let sent_at_ns = if message.sent_unix_ns == 0 {
             now
         } else {
-            now.saturating_sub(local.now_unix_ns().saturating_sub(message.sent_unix_ns))
+            now.saturating_sub(local.unix_ns_at(now).saturating_sub(message.sent_unix_ns))
         };
         let envelope = Envelope {
             conversation_id: message.conversation_id,
@@ -1080,7 +1083,7 @@ fn to_remote(
     let now = local.now_ns();
     // The send time on this node's wall clock: now, less how long ago it was sent.
     let sent_unix_ns = local
-        .now_unix_ns()
+        .unix_ns_at(now)
         .saturating_sub(now.saturating_sub(envelope.sent_at_ns));
     RemoteMessage {
         target,

@@ -85,9 +85,9 @@ impl LocalSide for FakeSide {
         self.now
     }
 
-    fn now_unix_ns(&self) -> u64 {
+    fn unix_ns_at(&self, now_ns: u64) -> u64 {
         // Both fake nodes' wall clocks agree: a fixed offset from their node clocks.
-        1_700_000_000_000_000_000 + self.now
+        1_700_000_000_000_000_000 + now_ns
     }
 
     fn wait(&self) -> impl std::future::Future<Output = ()> + '_ {

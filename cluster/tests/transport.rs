@@ -497,7 +497,7 @@ impl caxton_cluster::remote::LocalSide for CountingSide {
         0
     }
 
-    fn now_unix_ns(&self) -> u64 {
+    fn unix_ns_at(&self, _now_ns: u64) -> u64 {
         0
     }
 

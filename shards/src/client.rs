@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Wake, Waker};
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use caxton_messaging::{
 };
 
 use crate::clock::NodeClock;
-use crate::directory::{Directory, Route};
+use crate::directory::{DirectoryReader, PublishedDirectory, Route};
 
 /// Most messages a client holds unread.
 pub const CLIENT_INBOX_MAX: usize = 65_536;
@@ -86,7 +86,7 @@ impl Default for SendOptions {
 pub struct Client {
     port: Option<MeshPort>,
     generation: u64,
-    directory: Arc<RwLock<Arc<Directory>>>,
+    directory: DirectoryReader,
     ports: PortPool,
     clock: NodeClock,
     next_token: u64,
@@ -122,7 +122,7 @@ impl Client {
     pub(crate) fn new(
         port: MeshPort,
         generation: u64,
-        directory: Arc<RwLock<Arc<Directory>>>,
+        directory: Arc<PublishedDirectory>,
         ports: PortPool,
         clock: NodeClock,
         spin: Option<Duration>,
@@ -132,7 +132,7 @@ impl Client {
             data_shards,
             port: Some(port),
             generation,
-            directory,
+            directory: DirectoryReader::new(directory),
             ports,
             clock,
             next_token: (generation << TOKEN_GENERATION_SHIFT) | 1,
@@ -171,8 +171,7 @@ impl Client {
     /// The id of the agent named `name`.
     pub fn resolve(&self, name: &str) -> Result<AgentId, SendError> {
         self.directory
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
+            .latest()
             .resolve_anywhere(name)
             .ok_or_else(|| SendError::UnknownAgent(name.to_owned()))
     }
@@ -287,13 +286,11 @@ impl Client {
         envelope.from_participant = participant as u16;
         let target = match envelope.receiver {
             Address::Agent(agent) => {
-                let directory = Arc::clone(
-                    &self
-                        .directory
-                        .read()
-                        .unwrap_or_else(PoisonError::into_inner),
-                );
-                match directory.route_to(agent, None, participant as u64) {
+                match self
+                    .directory
+                    .current()
+                    .route_to(agent, None, participant as u64)
+                {
                     Some(Route::Shard(shard)) => shard,
                     // Clients have no ring to the remote port (a participant
                     // like them): a data shard passes the message on.

@@ -108,8 +108,8 @@ impl<F: FnMut(Vec<String>)> LocalSide for PortSide<F> {
         self.port.now_ns()
     }
 
-    fn now_unix_ns(&self) -> u64 {
-        self.wall.unix_ns(self.port.now_ns(), system_unix_ns)
+    fn unix_ns_at(&self, now_ns: u64) -> u64 {
+        self.wall.unix_ns(now_ns, system_unix_ns)
     }
 
     fn wait(&self) -> impl std::future::Future<Output = ()> + '_ {

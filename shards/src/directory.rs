@@ -13,6 +13,9 @@
 //! to a node that hosts the agent. Proxy ids are never reused within a run,
 //! so a message in flight never changes its meaning.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
 use rustc_hash::FxHashMap;
 
 use caxton_messaging::{Address, AgentId};
@@ -268,6 +271,94 @@ impl Directory {
     }
 }
 
+/// The node's current directory as the threads outside its shards read it:
+/// clients and the remote port. The node publishes each new snapshot here
+/// (as it sends one to every shard); a reader keeps the snapshot it last
+/// took ([`DirectoryReader`]) and takes the new one only when the version
+/// says it changed.
+///
+/// Why not read the lock per message: a read lock and an `Arc` clone write
+/// the lock's and the snapshot's counters, cache lines every client thread
+/// and the gossip shard share. Sending threads would pass those lines
+/// between their cores at every message. A version that only changes at a
+/// deploy stays in every core's cache, read-only, so a message costs one
+/// load of it.
+#[derive(Debug, Default)]
+pub(crate) struct PublishedDirectory {
+    /// Bumped after each publication, never otherwise.
+    version: AtomicU64,
+    current: RwLock<Arc<Directory>>,
+}
+
+impl PublishedDirectory {
+    /// The current snapshot (takes the read lock: for the control plane
+    /// and for readers refreshing their copy, not for each message).
+    pub(crate) fn load(&self) -> Arc<Directory> {
+        Arc::clone(
+            &self
+                .current
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    /// Make `directory` the current snapshot.
+    pub(crate) fn publish(&self, directory: Arc<Directory>) {
+        *self
+            .current
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = directory;
+        // After the store: a reader that sees the new version finds (at
+        // least) this snapshot under the lock.
+        self.version
+            .fetch_add(1, Ordering::Release);
+    }
+}
+
+/// One thread's copy of the [`PublishedDirectory`]: the snapshot it last
+/// took, refreshed when the version moved.
+#[derive(Debug)]
+pub(crate) struct DirectoryReader {
+    published: Arc<PublishedDirectory>,
+    seen: u64,
+    snapshot: Arc<Directory>,
+}
+
+impl DirectoryReader {
+    pub(crate) fn new(published: Arc<PublishedDirectory>) -> Self {
+        // Version first: a publication between the two reads is taken again.
+        let seen = published
+            .version
+            .load(Ordering::Acquire);
+        let snapshot = published.load();
+        Self {
+            published,
+            seen,
+            snapshot,
+        }
+    }
+
+    /// The latest snapshot, read under the lock (for rare calls that take
+    /// `&self`, such as resolving a name once).
+    pub(crate) fn latest(&self) -> Arc<Directory> {
+        self.published.load()
+    }
+
+    /// The current snapshot: the copy held, unless a newer one was published.
+    #[inline]
+    pub(crate) fn current(&mut self) -> &Directory {
+        let version = self
+            .published
+            .version
+            .load(Ordering::Acquire);
+        if version != self.seen {
+            self.snapshot = self.published.load();
+            self.seen = version;
+        }
+        &self.snapshot
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,6 +423,25 @@ mod tests {
         assert_eq!(gone.remote_name(faraway), None);
         assert_eq!(gone.resolve_anywhere("later"), Some(later));
         assert_eq!(gone.len(), 1, "proxies are not deployed agents");
+    }
+
+    /// A reader keeps its copy until a publication, then takes the new one.
+    #[test]
+    fn a_reader_follows_publications() {
+        let published = Arc::new(PublishedDirectory::default());
+        let mut reader = DirectoryReader::new(Arc::clone(&published));
+        assert_eq!(reader.current().resolve("echo"), None);
+        let (next, echo) = Directory::default().with_agent(record("echo", vec![1]));
+        published.publish(Arc::new(next));
+        assert_eq!(reader.current().resolve("echo"), Some(echo));
+        let held = Arc::as_ptr(&reader.snapshot);
+        assert_eq!(reader.current().resolve("echo"), Some(echo));
+        assert!(
+            std::ptr::eq(held, Arc::as_ptr(&reader.snapshot)),
+            "no publication: the copy is kept, not taken again"
+        );
+        published.publish(Arc::new(Directory::default()));
+        assert_eq!(reader.current().resolve("echo"), None);
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! takes `&mut self`); it talks to shards through per-shard command channels
 //! followed by a doorbell ring, never through the data path.
 
-use std::sync::{mpsc, Arc, Mutex, PoisonError, RwLock};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -30,7 +30,7 @@ use crate::client::{Client, PortPool};
 use crate::clock::NodeClock;
 use crate::control::{Control, CONTROL_QUEUE};
 use crate::core::trace::TraceTake;
-use crate::directory::{AgentRecord, Directory};
+use crate::directory::{AgentRecord, Directory, PublishedDirectory};
 use crate::driver::{ShardDriver, ShardDriverBoot, ShardStorage};
 use crate::metrics::ShardMetrics;
 use crate::stop::StopSignal;
@@ -183,7 +183,7 @@ pub struct Node {
     stop: Arc<StopSignal>,
     controls: Vec<mpsc::SyncSender<Control>>,
     doorbells: Arc<[Doorbell]>,
-    directory: Arc<RwLock<Arc<Directory>>>,
+    directory: Arc<PublishedDirectory>,
     client_ports: PortPool,
     compiler: ModuleCompiler,
     clock: NodeClock,
@@ -399,12 +399,7 @@ impl Node {
 
     /// The current directory.
     pub fn directory(&self) -> Arc<Directory> {
-        Arc::clone(
-            &self
-                .directory
-                .read()
-                .unwrap_or_else(PoisonError::into_inner),
-        )
+        self.directory.load()
     }
 
     /// The module cache: modules compiled, cache hits, modules held, bytes held.
@@ -805,10 +800,7 @@ impl Node {
 
     fn publish(&self, directory: Directory) {
         let directory = Arc::new(directory);
-        *self
-            .directory
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Arc::clone(&directory);
+        self.directory.publish(Arc::clone(&directory));
         for (shard, control) in self.controls.iter().enumerate() {
             let _ = control.send(Control::Directory(Arc::clone(&directory)));
             self.doorbells[shard].notify_control();

@@ -6,17 +6,20 @@
 //! every data shard, no lock on the way, and it routes what enters like a
 //! client does, from the node's directory snapshot.
 
-use std::sync::{Arc, PoisonError, RwLock};
+use std::cell::RefCell;
+use std::sync::Arc;
 
 use caxton_messaging::{Address, AgentId, Durability, Envelope, MeshPort};
 
 use crate::clock::NodeClock;
-use crate::directory::Directory;
+use crate::directory::{Directory, DirectoryReader, PublishedDirectory};
 
 /// The node's remote port, with what routing through it needs.
 pub struct RemotePort {
     port: MeshPort,
-    directory: Arc<RwLock<Arc<Directory>>>,
+    /// Its copy of the node's directory. In a cell: routing asks it by
+    /// `&self`, and the port is only ever used on the gossip shard's thread.
+    directory: RefCell<DirectoryReader>,
     clock: NodeClock,
     data_shards: usize,
 }
@@ -24,25 +27,21 @@ pub struct RemotePort {
 impl RemotePort {
     pub(crate) fn new(
         port: MeshPort,
-        directory: Arc<RwLock<Arc<Directory>>>,
+        directory: Arc<PublishedDirectory>,
         clock: NodeClock,
         data_shards: usize,
     ) -> Self {
         Self {
             port,
-            directory,
+            directory: RefCell::new(DirectoryReader::new(directory)),
             clock,
             data_shards,
         }
     }
 
-    fn snapshot(&self) -> Arc<Directory> {
-        Arc::clone(
-            &self
-                .directory
-                .read()
-                .unwrap_or_else(PoisonError::into_inner),
-        )
+    /// `read` of the current directory.
+    fn with_directory<T>(&self, read: impl FnOnce(&Directory) -> T) -> T {
+        read(self.directory.borrow_mut().current())
     }
 
     /// Its participant index (what a client address on it carries as `port`).
@@ -68,7 +67,8 @@ impl RemotePort {
             caxton_storage::durability::partition_of(parent)
         } else {
             match envelope.receiver {
-                Address::Agent(agent) => self.snapshot().route(agent, None, route_key).unwrap_or(0),
+                Address::Agent(agent) => self.with_directory(|directory| directory.route(agent, None, route_key))
+                    .unwrap_or(0),
                 Address::Instance(instance) => usize::from(instance.shard),
                 Address::Client { port, id }
                 | Address::Remote {
@@ -84,13 +84,13 @@ impl RemotePort {
 
     /// The local id of agent `name`, if this node hosts it.
     pub fn resolve_local(&self, name: &str) -> Option<AgentId> {
-        self.snapshot().resolve(name)
+        self.with_directory(|directory| directory.resolve(name))
     }
 
     /// The id here of agent `name`: a local one, else the proxy of an
     /// agent only other nodes host.
     pub fn resolve_anywhere(&self, name: &str) -> Option<AgentId> {
-        self.snapshot().resolve_anywhere(name)
+        self.with_directory(|directory| directory.resolve_anywhere(name))
     }
 
     /// The name of the agent that sent from `address` (`None` for a client).
@@ -98,12 +98,12 @@ impl RemotePort {
         if matches!(address, Address::Client { .. }) {
             return None;
         }
-        self.snapshot().agent_name(address).map(str::to_owned)
+        self.with_directory(|directory| directory.agent_name(address).map(str::to_owned))
     }
 
     /// The agent only other nodes host that proxy id `id` stands for.
     pub fn remote_name(&self, id: AgentId) -> Option<String> {
-        self.snapshot().remote_name(id).map(str::to_owned)
+        self.with_directory(|directory| directory.remote_name(id).map(str::to_owned))
     }
 
     /// The node clock, nanoseconds.
