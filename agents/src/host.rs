@@ -23,6 +23,14 @@
 //! bounds the handler's run time, slices added up. Without stack pooling,
 //! handlers run on the shard's stack to completion.
 //!
+//! The pool holds at most [`crate::HANDLER_STACKS_MAX`] stacks per shard,
+//! and wasmtime keeps the last stack a store ran on until the store is
+//! dropped, so an instance that ran sliced once holds a stack while it
+//! lives. Once every stack is held, a handler that finds none runs directly
+//! (counted in [`AgentStats::stackless_runs`]): it is served, but cannot
+//! yield at a slice's end, so past the pool only `max_execution_time`
+//! bounds how long it holds its shard.
+//!
 //! # The direct path
 //! An async call costs a fiber switch and a boxed future per message. An
 //! agent whose last [`QUICK_RUNS_FOR_DIRECT`] handlers each ended within an
@@ -174,6 +182,9 @@ pub struct AgentStats {
     pub recycled: u64,
     /// Instances that could not be replaced after a fault (pool exhausted).
     pub lost_instances: u64,
+    /// Handlers that were to run sliced but ran directly, on the shard's
+    /// stack, because every pooled handler stack was taken.
+    pub stackless_runs: u64,
     /// Instances started from a warm spare.
     pub warm_starts: u64,
     /// Instances instantiated on demand.
@@ -199,6 +210,7 @@ impl AgentStats {
         self.memory_faults += other.memory_faults;
         self.recycled += other.recycled;
         self.lost_instances += other.lost_instances;
+        self.stackless_runs += other.stackless_runs;
         self.warm_starts += other.warm_starts;
         self.cold_starts += other.cold_starts;
     }
@@ -900,16 +912,7 @@ impl AgentHost {
         });
         instance.store.set_epoch_deadline(agent.slice_ticks);
         if direct {
-            let result = instance.handle.call(&mut instance.store, ());
-            let finished_ns = (self.clock)();
-            let ran_ns = finished_ns.saturating_sub(started_ns);
-            if sliced && instance.run.get().overran {
-                // It ran past a slice where it could not yield: never again.
-                agent.pace = Pace::SlicedForGood;
-            }
-            let handled =
-                self.finish_call(id, index, instance, result, ran_ns, ran_ns, finished_ns);
-            return Handling::Done(handled);
+            return Handling::Done(self.run_directly(id, index, instance, started_ns));
         }
         let run = Rc::clone(&instance.run);
         let mut call: Call = Box::pin(async move {
@@ -936,6 +939,24 @@ impl AgentHost {
             };
         }
         match polled {
+            // No stack to run it on: every pooled stack is held, by suspended
+            // handlers or cached in the stores of instances that ran sliced
+            // before (wasmtime keeps a store's last stack until the store is
+            // dropped). The call failed before any WebAssembly ran, so the
+            // handler runs now, directly, as the pool's bound promises.
+            Poll::Ready((instance, Err(error)))
+                if error
+                    .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                    .is_some() =>
+            {
+                let mut run = instance.run.get();
+                run.may_yield = false;
+                instance.run.set(run);
+                if let Some(agent) = self.agents.get_mut(&id) {
+                    agent.stats.stackless_runs += 1;
+                }
+                Handling::Done(self.run_directly(id, index, instance, started_ns))
+            }
             Poll::Ready((instance, result)) => Handling::Done(self.finish_call(
                 id,
                 index,
@@ -963,6 +984,27 @@ impl AgentHost {
                 }
             }
         }
+    }
+
+    /// Run a handler (begun on `instance`, its run clock set) to its end on
+    /// the shard's stack: it cannot yield at a slice's end.
+    fn run_directly(
+        &mut self,
+        id: AgentId,
+        index: usize,
+        mut instance: LiveInstance,
+        started_ns: u64,
+    ) -> Handled {
+        let result = instance.handle.call(&mut instance.store, ());
+        let finished_ns = (self.clock)();
+        let ran_ns = finished_ns.saturating_sub(started_ns);
+        if self.policy.sliced && instance.run.get().overran {
+            // It ran past a slice where it could not yield: never again.
+            if let Some(agent) = self.agents.get_mut(&id) {
+                agent.pace = Pace::SlicedForGood;
+            }
+        }
+        self.finish_call(id, index, instance, result, ran_ns, ran_ns, finished_ns)
     }
 
     /// Whether agent `id`'s handlers run directly on the shard's stack (see

@@ -294,24 +294,15 @@ impl PublishedDirectory {
     /// The current snapshot (takes the read lock: for the control plane
     /// and for readers refreshing their copy, not for each message).
     pub(crate) fn load(&self) -> Arc<Directory> {
-        Arc::clone(
-            &self
-                .current
-                .read()
-                .unwrap_or_else(PoisonError::into_inner),
-        )
+        Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Make `directory` the current snapshot.
     pub(crate) fn publish(&self, directory: Arc<Directory>) {
-        *self
-            .current
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = directory;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = directory;
         // After the store: a reader that sees the new version finds (at
         // least) this snapshot under the lock.
-        self.version
-            .fetch_add(1, Ordering::Release);
+        self.version.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -327,9 +318,7 @@ pub(crate) struct DirectoryReader {
 impl DirectoryReader {
     pub(crate) fn new(published: Arc<PublishedDirectory>) -> Self {
         // Version first: a publication between the two reads is taken again.
-        let seen = published
-            .version
-            .load(Ordering::Acquire);
+        let seen = published.version.load(Ordering::Acquire);
         let snapshot = published.load();
         Self {
             published,
@@ -347,10 +336,7 @@ impl DirectoryReader {
     /// The current snapshot: the copy held, unless a newer one was published.
     #[inline]
     pub(crate) fn current(&mut self) -> &Directory {
-        let version = self
-            .published
-            .version
-            .load(Ordering::Acquire);
+        let version = self.published.version.load(Ordering::Acquire);
         if version != self.seen {
             self.snapshot = self.published.load();
             self.seen = version;

@@ -67,7 +67,8 @@ impl RemotePort {
             caxton_storage::durability::partition_of(parent)
         } else {
             match envelope.receiver {
-                Address::Agent(agent) => self.with_directory(|directory| directory.route(agent, None, route_key))
+                Address::Agent(agent) => self
+                    .with_directory(|directory| directory.route(agent, None, route_key))
                     .unwrap_or(0),
                 Address::Instance(instance) => usize::from(instance.shard),
                 Address::Client { port, id }

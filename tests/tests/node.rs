@@ -238,3 +238,48 @@ fn the_high_throughput_profile_boots_sixteen_shards_with_pooled_handler_stacks()
     drop(client);
     node.shutdown().expect("clean stop");
 }
+
+/// More agents on a shard than it has pooled handler stacks: every new
+/// agent's first handlers run sliced, and wasmtime keeps each store's last
+/// stack until the store is dropped, so after `HANDLER_STACKS_MAX` agents
+/// the pool is empty. The later agents' handlers run directly instead of
+/// failing, and say so in their stats.
+#[test]
+fn agents_past_the_handler_stack_pool_are_served_directly() {
+    let planned = plan_on_this_machine(&["default"], &["runtime.worker_threads=1"]);
+    assert!(planned.profile.runtime.wasm.stack_pooling);
+    let mut node = Node::start(&planned.profile, &planned.plan).expect("boots");
+    let agents = caxton_agents::HANDLER_STACKS_MAX as usize + 8;
+    let limits = &planned.profile.agents.default_limits;
+    let ids: Vec<_> = (0..agents)
+        .map(|index| {
+            node.deploy(&format!("echo-{index}"), &example("echo"), 1, limits)
+                .expect("deploys")
+        })
+        .collect();
+    let mut client = node.client().expect("client");
+    for (index, id) in ids.iter().enumerate() {
+        let answer = client
+            .request(*id, b"hi".to_vec(), Duration::from_secs(20))
+            .expect("answered");
+        assert_eq!(
+            answer.performative,
+            Performative::Inform,
+            "echo-{index}: {}",
+            String::from_utf8_lossy(&answer.content)
+        );
+    }
+    drop(client);
+    let stackless: u64 = (0..agents)
+        .map(|index| {
+            let stats = node.agent_stats(&format!("echo-{index}")).expect("stats");
+            assert_eq!(stats.traps, 0, "echo-{index} trapped");
+            stats.stackless_runs
+        })
+        .sum();
+    assert!(
+        stackless >= 8,
+        "the agents past the pool ran without a stack: {stackless} such runs"
+    );
+    node.shutdown().expect("clean stop");
+}
