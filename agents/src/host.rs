@@ -921,29 +921,13 @@ impl AgentHost {
             (instance, result)
         });
         let polled = poll_once(&mut call);
-        let finished_ns = (self.clock)();
-        let ran_ns = finished_ns.saturating_sub(started_ns);
-        if let Some(agent) = self.agents.get_mut(&id) {
-            agent.pace = match (agent.pace, &polled) {
-                (Pace::Sliced { quick }, Poll::Ready(_))
-                    if ran_ns.saturating_mul(QUICK_FRACTION) < agent.slice_ns =>
-                {
-                    if quick + 1 >= QUICK_RUNS_FOR_DIRECT {
-                        Pace::Direct
-                    } else {
-                        Pace::Sliced { quick: quick + 1 }
-                    }
-                }
-                (Pace::Sliced { .. }, _) => Pace::Sliced { quick: 0 },
-                (pace, _) => pace,
-            };
-        }
-        match polled {
-            // No stack to run it on: every pooled stack is held, by suspended
-            // handlers or cached in the stores of instances that ran sliced
-            // before (wasmtime keeps a store's last stack until the store is
-            // dropped). The call failed before any WebAssembly ran, so the
-            // handler runs now, directly, as the pool's bound promises.
+        // No stack to run it on: every pooled stack is held, by suspended
+        // handlers or cached in the stores of instances that ran sliced
+        // before (wasmtime keeps a store's last stack until the store is
+        // dropped). The call failed before any WebAssembly ran, so the
+        // handler runs now, directly, as the pool's bound promises; the
+        // failed attempt says nothing of the agent's pace.
+        let polled = match polled {
             Poll::Ready((instance, Err(error)))
                 if error
                     .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
@@ -955,8 +939,17 @@ impl AgentHost {
                 if let Some(agent) = self.agents.get_mut(&id) {
                     agent.stats.stackless_runs += 1;
                 }
-                Handling::Done(self.run_directly(id, index, instance, started_ns))
+                let handled = self.run_directly(id, index, instance, started_ns);
+                // Its run counts toward the direct path as a sliced one would.
+                self.pace_after(id, handled.ran_ns, true);
+                return Handling::Done(handled);
             }
+            polled => polled,
+        };
+        let finished_ns = (self.clock)();
+        let ran_ns = finished_ns.saturating_sub(started_ns);
+        self.pace_after(id, ran_ns, polled.is_ready());
+        match polled {
             Poll::Ready((instance, result)) => Handling::Done(self.finish_call(
                 id,
                 index,
@@ -984,6 +977,28 @@ impl AgentHost {
                 }
             }
         }
+    }
+
+    /// Move agent `id`'s pace on after a handler's first slice of `ran_ns`
+    /// (`finished`: the handler ended within it): toward the direct path
+    /// while its handlers end quickly, back to the start otherwise.
+    fn pace_after(&mut self, id: AgentId, ran_ns: u64, finished: bool) {
+        let Some(agent) = self.agents.get_mut(&id) else {
+            return;
+        };
+        agent.pace = match agent.pace {
+            Pace::Sliced { quick }
+                if finished && ran_ns.saturating_mul(QUICK_FRACTION) < agent.slice_ns =>
+            {
+                if quick + 1 >= QUICK_RUNS_FOR_DIRECT {
+                    Pace::Direct
+                } else {
+                    Pace::Sliced { quick: quick + 1 }
+                }
+            }
+            Pace::Sliced { .. } => Pace::Sliced { quick: 0 },
+            pace => pace,
+        };
     }
 
     /// Run a handler (begun on `instance`, its run clock set) to its end on

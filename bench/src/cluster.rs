@@ -169,7 +169,7 @@ impl ClusterMember {
     }
 
     /// Remote messages and the frames that carried them, summed over
-    /// every peer: (messages out, frames out, messages in, frames in).
+    /// every peer.
     fn remote_traffic(&self) -> Result<RemoteTraffic, String> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
