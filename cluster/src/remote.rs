@@ -105,6 +105,16 @@ pub trait LocalSide {
     fn unix_ns_at(&self, now_ns: u64) -> u64;
     /// Resolves once messages wait in [`Self::take_outbound`].
     fn wait(&self) -> impl std::future::Future<Output = ()> + '_;
+    /// Whether messages wait in [`Self::take_outbound`] (what the loop
+    /// polls while [`Self::idle_poll`] keeps it from parking).
+    fn has_outbound(&self) -> bool {
+        false
+    }
+    /// How the loop polls for messages once idle before it parks
+    /// (`None`: it parks at once).
+    fn idle_poll(&self) -> Option<IdlePoll> {
+        None
+    }
     /// The agents other nodes host changed (from the cluster directory):
     /// make messages to those without a local instance leave through the
     /// remote port.
@@ -114,6 +124,20 @@ pub trait LocalSide {
     /// took too long): a restarted node redelivers its stored messages
     /// then, so a handler that sends to another node's agent finds it.
     fn directory_settled(&mut self) {}
+}
+
+/// How an idle cluster loop polls for remote messages before it parks:
+/// the gossip shard's share of `runtime.spin_before_park`. A loop that
+/// parks pays a sleep and a wake for each message that comes a moment
+/// later (the shard that sends it a system call, the loop a trip through
+/// the scheduler); one that polls picks it up at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdlePoll {
+    /// How long after its last remote message the loop keeps polling.
+    pub window: Duration,
+    /// Whether it yields its CPU at every poll: the gossip shard shares its
+    /// PU with a data shard, which must run to answer it.
+    pub yield_cpu: bool,
 }
 
 /// No local side: a node that only takes part in membership (the

@@ -973,6 +973,7 @@ impl ClusterNode {
             outbox: Vec::new(),
             sends: Vec::new(),
             seen_changes: u64::MAX,
+            last_work: None,
             settle_by: Some(self.settings.swim.probe_interval * DIRECTORY_SETTLE_PROBES),
         };
         let origin = Instant::now();
@@ -1032,7 +1033,7 @@ impl ClusterNode {
                         self.on_event(event, &mut membership, &mut remote, clock());
                     }
                 }
-                () = wait_local(remote.local.as_ref()) => {
+                () = wait_local(remote.local.as_ref(), remote.last_work) => {
                     self.pump_outbound(&membership, &mut remote);
                 }
                 () = sleep_until(deadline) => membership.advance(clock()),
@@ -1169,6 +1170,7 @@ impl ClusterNode {
         traffic.frames_in += 1;
         traffic.bytes_in += frame.len() as u64;
         traffic.messages_in += batch.messages.len() as u64;
+        remote.last_work = Some(Instant::now());
         let mut answers: Vec<(SocketAddr, RemoteMessage)> = Vec::new();
         for message in batch.messages {
             match remote.router.inbound(batch.from.addr, message, local) {
@@ -1195,6 +1197,7 @@ impl ClusterNode {
             if remote.outbox.is_empty() {
                 break;
             }
+            remote.last_work = Some(Instant::now());
             for envelope in remote.outbox.drain(..) {
                 match remote
                     .router
@@ -1519,6 +1522,9 @@ struct Remote<L> {
     /// What a pump sends, by peer; empty between pumps.
     sends: Vec<(SocketAddr, RemoteMessage)>,
     seen_changes: u64,
+    /// When the loop last moved remote messages either way: an idle loop
+    /// polls for more within [`LocalSide::idle_poll`]'s window after it.
+    last_work: Option<Instant>,
     /// Until [`LocalSide::directory_settled`] is called: when it is called
     /// even if the directory has not settled (node-clock time).
     settle_by: Option<Duration>,
@@ -1615,12 +1621,29 @@ impl<L: LocalSide> Remote<L> {
     }
 }
 
-/// Resolves when the shards left messages for other nodes; never without shards.
-async fn wait_local<L: LocalSide>(local: Option<&L>) {
-    match local {
-        Some(local) => local.wait().await,
-        None => std::future::pending().await,
+/// Resolves when the shards left messages for other nodes; never without
+/// shards. Within the local side's [`IdlePoll`] window after `last_work`,
+/// it polls instead of parking: each poll first lets the runtime read the
+/// sockets (a frame from another node ends the wait through its own
+/// branch) and, on a shared PU, yields the CPU to the data shard that
+/// shares it.
+async fn wait_local<L: LocalSide>(local: Option<&L>, last_work: Option<Instant>) {
+    let Some(local) = local else {
+        return std::future::pending().await;
+    };
+    if let (Some(poll), Some(last_work)) = (local.idle_poll(), last_work) {
+        while last_work.elapsed() < poll.window {
+            if local.has_outbound() {
+                return;
+            }
+            if poll.yield_cpu {
+                std::thread::yield_now();
+            }
+            // Deferred until the runtime has polled its I/O driver.
+            tokio::task::yield_now().await;
+        }
     }
+    local.wait().await;
 }
 
 fn canonical(address: SocketAddr) -> SocketAddr {
@@ -1672,4 +1695,123 @@ fn log_events(membership: &mut Membership) -> Vec<SocketAddr> {
         }
     }
     downs
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use caxton_messaging::{Address, AgentId, Envelope};
+
+    use super::*;
+    use crate::remote::IdlePoll;
+
+    /// Shards that never ring the loop (their `wait` stays pending): their
+    /// messages show only to a poll, after `polls_before_outbound` polls.
+    struct SilentShards {
+        polls_before_outbound: Cell<u32>,
+        polls: Cell<u32>,
+        idle_poll: Option<IdlePoll>,
+    }
+
+    impl SilentShards {
+        fn new(polls_before_outbound: u32, idle_poll: Option<IdlePoll>) -> Self {
+            Self {
+                polls_before_outbound: Cell::new(polls_before_outbound),
+                polls: Cell::new(0),
+                idle_poll,
+            }
+        }
+    }
+
+    impl LocalSide for SilentShards {
+        fn take_outbound(&mut self, _max: usize, _out: &mut Vec<Envelope>) {}
+        fn deliver(&mut self, envelope: Envelope, _route_key: u64) -> Result<(), Envelope> {
+            Err(envelope)
+        }
+        fn resolve_local(&self, _name: &str) -> Option<AgentId> {
+            None
+        }
+        fn remote_name(&self, _id: AgentId) -> Option<String> {
+            None
+        }
+        fn resolve_anywhere(&self, _name: &str) -> Option<AgentId> {
+            None
+        }
+        fn agent_name(&self, _address: Address) -> Option<String> {
+            None
+        }
+        fn participant(&self) -> u16 {
+            9
+        }
+        fn now_ns(&self) -> u64 {
+            0
+        }
+        fn unix_ns_at(&self, _now_ns: u64) -> u64 {
+            0
+        }
+        fn wait(&self) -> impl std::future::Future<Output = ()> + '_ {
+            std::future::pending()
+        }
+        fn has_outbound(&self) -> bool {
+            self.polls.set(self.polls.get() + 1);
+            let left = self.polls_before_outbound.get();
+            self.polls_before_outbound.set(left.saturating_sub(1));
+            left == 0
+        }
+        fn idle_poll(&self) -> Option<IdlePoll> {
+            self.idle_poll
+        }
+        fn remote_agents_changed(&mut self, _names: Vec<String>) {}
+    }
+
+    /// Within its window after the last remote message, an idle loop finds
+    /// new ones by polling (no ring needed); past the window, or with no
+    /// window, it waits for the shards to ring it.
+    #[test]
+    fn an_idle_loop_polls_within_its_window_and_then_waits_for_a_ring() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            for yield_cpu in [true, false] {
+                let poll = IdlePoll {
+                    window: Duration::from_secs(30),
+                    yield_cpu,
+                };
+                let shards = SilentShards::new(3, Some(poll));
+                tokio::time::timeout(
+                    Duration::from_secs(10),
+                    wait_local(Some(&shards), Some(Instant::now())),
+                )
+                .await
+                .expect("found by polling, without a ring");
+                assert_eq!(shards.polls.get(), 4, "polled until the messages showed");
+            }
+            let window = IdlePoll {
+                window: Duration::from_millis(1),
+                yield_cpu: true,
+            };
+            let long_ago = Instant::now()
+                .checked_sub(Duration::from_secs(1))
+                .expect("an instant a second back");
+            for (shards, last_work) in [
+                // Past the window.
+                (SilentShards::new(0, Some(window)), Some(long_ago)),
+                // Nothing moved yet.
+                (SilentShards::new(0, Some(window)), None),
+                // No window: it parks at once.
+                (SilentShards::new(0, None), Some(Instant::now())),
+            ] {
+                let waited = tokio::time::timeout(
+                    Duration::from_millis(50),
+                    wait_local(Some(&shards), last_work),
+                )
+                .await;
+                assert!(waited.is_err(), "only a ring ends this wait");
+                assert_eq!(shards.polls.get(), 0, "and it never polled");
+            }
+        });
+    }
 }

@@ -3,9 +3,10 @@
 //! and the in-process cluster members of the benchmarks and tests drive
 //! remote routing through it.
 
-use caxton_cluster::remote::LocalSide;
+use caxton_cluster::remote::{IdlePoll, LocalSide};
 use caxton_messaging::{Address, AgentId, Envelope};
 
+use crate::node::IdleSpin;
 use crate::remote_port::RemotePort;
 
 /// A node's shards as remote routing sees them: its remote port, and what
@@ -114,6 +115,17 @@ impl<F: FnMut(Vec<String>)> LocalSide for PortSide<F> {
 
     fn wait(&self) -> impl std::future::Future<Output = ()> + '_ {
         self.port.wait()
+    }
+
+    fn has_outbound(&self) -> bool {
+        self.port.has_outbound()
+    }
+
+    fn idle_poll(&self) -> Option<IdlePoll> {
+        self.port.idle_spin().map(|spin| IdlePoll {
+            window: spin.window(),
+            yield_cpu: matches!(spin, IdleSpin::Yield(_)),
+        })
     }
 
     fn remote_agents_changed(&mut self, names: Vec<String>) {

@@ -13,6 +13,7 @@ use caxton_messaging::{Address, AgentId, Durability, Envelope, MeshPort};
 
 use crate::clock::NodeClock;
 use crate::directory::{Directory, DirectoryReader, PublishedDirectory};
+use crate::node::IdleSpin;
 
 /// The node's remote port, with what routing through it needs.
 pub struct RemotePort {
@@ -22,6 +23,8 @@ pub struct RemotePort {
     directory: RefCell<DirectoryReader>,
     clock: NodeClock,
     data_shards: usize,
+    /// How the gossip shard polls this port once idle before it parks.
+    idle_spin: Option<IdleSpin>,
 }
 
 impl RemotePort {
@@ -30,13 +33,27 @@ impl RemotePort {
         directory: Arc<PublishedDirectory>,
         clock: NodeClock,
         data_shards: usize,
+        idle_spin: Option<IdleSpin>,
     ) -> Self {
         Self {
             port,
             directory: RefCell::new(DirectoryReader::new(directory)),
             clock,
             data_shards,
+            idle_spin,
         }
+    }
+
+    /// How the gossip shard polls this port once idle before it parks:
+    /// `runtime.spin_before_park`, yielding its PU at every poll when a
+    /// data shard shares it (`None`: it parks at once).
+    pub fn idle_spin(&self) -> Option<IdleSpin> {
+        self.idle_spin
+    }
+
+    /// Whether messages for other nodes wait in [`Self::take_outbound`].
+    pub fn has_outbound(&self) -> bool {
+        self.port.has_inbound()
     }
 
     /// `read` of the current directory.
