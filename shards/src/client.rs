@@ -22,6 +22,14 @@ use crate::directory::{DirectoryReader, PublishedDirectory, Route};
 /// Most messages a client holds unread.
 pub const CLIENT_INBOX_MAX: usize = 65_536;
 
+/// The data shard that passes on a client's messages for other nodes, and
+/// their answers coming back (clients have no ring to the remote port, a
+/// participant like them). One shard both ways: each round trip then wakes
+/// one shard, not two.
+pub(crate) fn relay_shard(client_participant: usize, data_shards: usize) -> usize {
+    client_participant % data_shards.max(1)
+}
+
 /// Why a send was not accepted. Nothing was queued.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
@@ -292,11 +300,7 @@ impl Client {
                     .route_to(agent, None, participant as u64)
                 {
                     Some(Route::Shard(shard)) => shard,
-                    // Clients have no ring to the remote port (a participant
-                    // like them): a data shard passes the message on.
-                    Some(Route::Remote(_)) => {
-                        (participant as u64 % self.data_shards.max(1) as u64) as usize
-                    }
+                    Some(Route::Remote(_)) => relay_shard(participant, self.data_shards),
                     None => return Err(SendError::NoInstance),
                 }
             }

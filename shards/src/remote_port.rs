@@ -74,8 +74,9 @@ impl RemotePort {
     /// Hand a message to the shard that takes it: one hosting its agent
     /// (chosen by `route_key`, which stands for its sender, so one sender's
     /// messages take one ring and keep their order), the shard of its
-    /// instance, or, for a client's answer, a shard that passes it on
-    /// (client ports have no ring to each other). A full ring gives it back.
+    /// instance, or, for a client's answer, the shard that passes the
+    /// client's messages on (client ports have no ring to each other). A
+    /// full ring gives it back.
     pub fn deliver(&mut self, envelope: Envelope, route_key: u64) -> Result<(), Envelope> {
         let shards = self.data_shards.max(1);
         let target = if let Durability::ChainAck(parent) = envelope.durability {
@@ -88,10 +89,11 @@ impl RemotePort {
                     .with_directory(|directory| directory.route(agent, None, route_key))
                     .unwrap_or(0),
                 Address::Instance(instance) => usize::from(instance.shard),
-                Address::Client { port, id }
-                | Address::Remote {
-                    port, token: id, ..
-                } => (usize::from(port) + id as usize) % shards,
+                // The shard the client's own sends leave by.
+                Address::Client { port, .. } => crate::client::relay_shard(port.into(), shards),
+                Address::Remote { port, token, .. } => {
+                    (usize::from(port) + token as usize) % shards
+                }
             }
         };
         if target >= shards || !self.port.has_ring_to(target) {
@@ -132,5 +134,64 @@ impl RemotePort {
     /// Resolves once messages wait in [`Self::take_outbound`].
     pub async fn wait(&self) {
         self.port.wait_for_messages().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use caxton_messaging::{build_mesh, Address, AgentId, Envelope, Performative};
+
+    use super::RemotePort;
+    use crate::client::relay_shard;
+    use crate::clock::NodeClock;
+
+    /// An answer from another node for a client goes to the shard the
+    /// client's own sends to other nodes leave by, so a client's remote
+    /// round trip wakes one data shard, not two.
+    #[test]
+    fn a_clients_answers_come_back_through_the_shard_its_sends_leave_by() {
+        let shards = 4;
+        // Data shards 0-3, client ports 4-6, the remote port 7.
+        let mut ports = build_mesh(8, 8);
+        let remote = ports.pop().expect("port 7");
+        let mut remote = RemotePort::new(remote, Arc::default(), NodeClock::start(), shards, None);
+        let mut relays = Vec::new();
+        for client in 4..7u16 {
+            let answer = Envelope::new(
+                Performative::Inform,
+                Address::Remote {
+                    port: 7,
+                    token: 1,
+                    agent: AgentId(3),
+                },
+                Address::Client {
+                    port: client,
+                    id: client.into(),
+                },
+                Vec::new(),
+                0,
+                7,
+            );
+            remote.deliver(answer, 0).expect("room on the ring");
+            let relay = relay_shard(client.into(), shards);
+            let mut passed_on = Vec::new();
+            ports[relay].drain(8, |envelope| passed_on.push(envelope.receiver));
+            assert_eq!(
+                passed_on,
+                [Address::Client {
+                    port: client,
+                    id: client.into()
+                }],
+                "client {client} relays through shard {relay}"
+            );
+            assert!(
+                ports.iter().all(|port| !port.has_inbound()),
+                "no other shard got it"
+            );
+            relays.push(relay);
+        }
+        assert_eq!(relays, [0, 1, 2], "clients spread over the shards");
     }
 }
