@@ -33,7 +33,8 @@ use crate::membership::{
     MemberView, Membership, MembershipCounters, MembershipEvent, Now, StateCounts,
 };
 use crate::remote::{
-    Inbound, LocalSide, NoLocal, Outbound, RemoteBatch, RemoteCounters, RemoteMessage, RemoteRouter,
+    IdlePoll, Inbound, LocalSide, NoLocal, Outbound, RemoteBatch, RemoteCounters, RemoteMessage,
+    RemoteRouter,
 };
 use crate::settings::ClusterSettings;
 use crate::tls::{NodeTls, TlsError};
@@ -1622,18 +1623,34 @@ impl<L: LocalSide> Remote<L> {
 }
 
 /// Resolves when the shards left messages for other nodes; never without
-/// shards. Within the local side's [`IdlePoll`] window after `last_work`,
-/// it polls instead of parking: each poll first lets the runtime read the
-/// sockets (a frame from another node ends the wait through its own
-/// branch) and, on a shared PU, yields the CPU to the data shard that
-/// shares it.
+/// shards. See [`poll_then_wait`] for the local side's [`IdlePoll`].
 async fn wait_local<L: LocalSide>(local: Option<&L>, last_work: Option<Instant>) {
     let Some(local) = local else {
         return std::future::pending().await;
     };
-    if let (Some(poll), Some(last_work)) = (local.idle_poll(), last_work) {
+    poll_then_wait(
+        local.idle_poll(),
+        last_work,
+        || local.has_outbound(),
+        local.wait(),
+    )
+    .await;
+}
+
+/// Within `poll`'s window after `last_work`, poll `has_work` instead of
+/// parking: each poll first lets the runtime read the sockets (a frame from
+/// another node ends the loop's wait through its own branch) and, on a
+/// shared PU, yields the CPU to the data shard that shares it. Past the
+/// window (or with none), await `wait`, which a ring ends.
+async fn poll_then_wait(
+    poll: Option<IdlePoll>,
+    last_work: Option<Instant>,
+    has_work: impl Fn() -> bool,
+    wait: impl std::future::Future<Output = ()>,
+) {
+    if let (Some(poll), Some(last_work)) = (poll, last_work) {
         while last_work.elapsed() < poll.window {
-            if local.has_outbound() {
+            if has_work() {
                 return;
             }
             if poll.yield_cpu {
@@ -1643,7 +1660,7 @@ async fn wait_local<L: LocalSide>(local: Option<&L>, last_work: Option<Instant>)
             tokio::task::yield_now().await;
         }
     }
-    local.wait().await;
+    wait.await;
 }
 
 fn canonical(address: SocketAddr) -> SocketAddr {
@@ -1701,117 +1718,70 @@ fn log_events(membership: &mut Membership) -> Vec<SocketAddr> {
 mod tests {
     use std::cell::Cell;
 
-    use caxton_messaging::{Address, AgentId, Envelope};
-
     use super::*;
-    use crate::remote::IdlePoll;
-
-    /// Shards that never ring the loop (their `wait` stays pending): their
-    /// messages show only to a poll, after `polls_before_outbound` polls.
-    struct SilentShards {
-        polls_before_outbound: Cell<u32>,
-        polls: Cell<u32>,
-        idle_poll: Option<IdlePoll>,
-    }
-
-    impl SilentShards {
-        fn new(polls_before_outbound: u32, idle_poll: Option<IdlePoll>) -> Self {
-            Self {
-                polls_before_outbound: Cell::new(polls_before_outbound),
-                polls: Cell::new(0),
-                idle_poll,
-            }
-        }
-    }
-
-    impl LocalSide for SilentShards {
-        fn take_outbound(&mut self, _max: usize, _out: &mut Vec<Envelope>) {}
-        fn deliver(&mut self, envelope: Envelope, _route_key: u64) -> Result<(), Envelope> {
-            Err(envelope)
-        }
-        fn resolve_local(&self, _name: &str) -> Option<AgentId> {
-            None
-        }
-        fn remote_name(&self, _id: AgentId) -> Option<String> {
-            None
-        }
-        fn resolve_anywhere(&self, _name: &str) -> Option<AgentId> {
-            None
-        }
-        fn agent_name(&self, _address: Address) -> Option<String> {
-            None
-        }
-        fn participant(&self) -> u16 {
-            9
-        }
-        fn now_ns(&self) -> u64 {
-            0
-        }
-        fn unix_ns_at(&self, _now_ns: u64) -> u64 {
-            0
-        }
-        fn wait(&self) -> impl std::future::Future<Output = ()> + '_ {
-            std::future::pending()
-        }
-        fn has_outbound(&self) -> bool {
-            self.polls.set(self.polls.get() + 1);
-            let left = self.polls_before_outbound.get();
-            self.polls_before_outbound.set(left.saturating_sub(1));
-            left == 0
-        }
-        fn idle_poll(&self) -> Option<IdlePoll> {
-            self.idle_poll
-        }
-        fn remote_agents_changed(&mut self, _names: Vec<String>) {}
-    }
 
     /// Within its window after the last remote message, an idle loop finds
-    /// new ones by polling (no ring needed); past the window, or with no
-    /// window, it waits for the shards to ring it.
+    /// new ones by polling (the shards never ring it here); past the window,
+    /// or with no window, it waits for a ring and never polls.
     #[test]
     fn an_idle_loop_polls_within_its_window_and_then_waits_for_a_ring() {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
             .expect("runtime");
+        let polls = Cell::new(0u32);
+        // Messages show at the fourth poll.
+        let has_work = || {
+            polls.set(polls.get() + 1);
+            polls.get() > 3
+        };
+        let never_rung = std::future::pending::<()>;
         runtime.block_on(async {
             for yield_cpu in [true, false] {
+                polls.set(0);
                 let poll = IdlePoll {
                     window: Duration::from_secs(30),
                     yield_cpu,
                 };
-                let shards = SilentShards::new(3, Some(poll));
                 tokio::time::timeout(
                     Duration::from_secs(10),
-                    wait_local(Some(&shards), Some(Instant::now())),
+                    poll_then_wait(Some(poll), Some(Instant::now()), has_work, never_rung()),
                 )
                 .await
                 .expect("found by polling, without a ring");
-                assert_eq!(shards.polls.get(), 4, "polled until the messages showed");
+                assert_eq!(polls.get(), 4, "polled until the messages showed");
             }
-            let window = IdlePoll {
+            let short = IdlePoll {
                 window: Duration::from_millis(1),
                 yield_cpu: true,
             };
             let long_ago = Instant::now()
                 .checked_sub(Duration::from_secs(1))
                 .expect("an instant a second back");
-            for (shards, last_work) in [
+            for (poll, last_work) in [
                 // Past the window.
-                (SilentShards::new(0, Some(window)), Some(long_ago)),
+                (Some(short), Some(long_ago)),
                 // Nothing moved yet.
-                (SilentShards::new(0, Some(window)), None),
+                (Some(short), None),
                 // No window: it parks at once.
-                (SilentShards::new(0, None), Some(Instant::now())),
+                (None, Some(Instant::now())),
             ] {
+                polls.set(0);
                 let waited = tokio::time::timeout(
                     Duration::from_millis(50),
-                    wait_local(Some(&shards), last_work),
+                    poll_then_wait(poll, last_work, has_work, never_rung()),
                 )
                 .await;
                 assert!(waited.is_err(), "only a ring ends this wait");
-                assert_eq!(shards.polls.get(), 0, "and it never polled");
+                assert_eq!(polls.get(), 0, "and it never polled");
             }
+            // A ring ends the wait past the window.
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                poll_then_wait(Some(short), Some(long_ago), has_work, async {}),
+            )
+            .await
+            .expect("the ring ends it");
         });
     }
 }
