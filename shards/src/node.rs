@@ -105,7 +105,9 @@ pub struct ShardReport {
     pub memory_warning: Option<String>,
     /// What it does when idle before it parks (`None`: parks at once):
     /// `runtime.spin_before_park`, holding its PU when alone on it, else
-    /// yielding it at every poll ([`IdleSpin`]).
+    /// yielding it at every poll ([`IdleSpin`]). The gossip shard polls
+    /// only the remote port's rings, so its report says so once the remote
+    /// port is taken ([`Node::take_remote_port`]), and `None` before.
     pub spin_before_park: Option<IdleSpin>,
 }
 
@@ -450,6 +452,15 @@ impl Node {
             .pop()?;
         let next = self.directory().with_remote_port(port.participant());
         self.publish(next);
+        // The gossip shard drives the port from now on, polling its rings
+        // when idle as the report now says.
+        if let Some(gossip) = self
+            .reports
+            .iter_mut()
+            .find(|report| report.role == ShardRole::Gossip)
+        {
+            gossip.spin_before_park = self.gossip_spin;
+        }
         Some(RemotePort::new(
             port,
             Arc::clone(&self.directory),

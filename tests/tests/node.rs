@@ -13,7 +13,7 @@ use caxton_tests::{example, plan_on_this_machine, thread_alive, thread_name, thr
 fn two_data_shards_run_on_their_planned_cores_and_stop_cleanly() {
     let planned = plan_on_this_machine(&["low-latency"], &["runtime.worker_threads=2"]);
     assert_eq!(planned.plan.data_shards.len(), 2);
-    let node = Node::start(&planned.profile, &planned.plan).expect("node boots");
+    let mut node = Node::start(&planned.profile, &planned.plan).expect("node boots");
     let reports = node.reports().to_vec();
     assert_eq!(reports.len(), 3, "two data shards and the gossip shard");
     let all_pus = planned.topology.all_pus();
@@ -58,6 +58,24 @@ fn two_data_shards_run_on_their_planned_cores_and_stop_cleanly() {
             .map(caxton_shards::IdleSpin::window),
         Some(Duration::from_micros(200)),
         "low-latency polls before parking"
+    );
+    let gossip_spin = |node: &Node| {
+        node.reports()
+            .iter()
+            .find(|report| report.role == ShardRole::Gossip)
+            .and_then(|report| report.spin_before_park)
+            .map(caxton_shards::IdleSpin::window)
+    };
+    assert_eq!(
+        gossip_spin(&node),
+        None,
+        "outside a cluster the gossip shard polls no rings"
+    );
+    let _remote = node.take_remote_port().expect("a free client port");
+    assert_eq!(
+        gossip_spin(&node),
+        Some(Duration::from_micros(200)),
+        "driving the remote port, it polls its rings before parking"
     );
     node.shutdown().expect("every shard exits cleanly");
     for report in &reports {
