@@ -275,7 +275,7 @@ impl Node {
                 .runtime
                 .client_spin_before_park
                 .map(|spin| spin.get()),
-            gossip_spin: gossip_spin_before_park(profile, plan),
+            gossip_spin: spin_before_park(profile, plan, ShardRole::Gossip),
             client_port_count,
             _ticker: None,
             _storage_lock: storage_lock,
@@ -331,7 +331,7 @@ impl Node {
                 port,
                 commands,
                 clock: self.clock,
-                spin: spin_before_park(profile, plan, index),
+                spin: spin_before_park(profile, plan, ShardRole::Data(index)),
                 report: report_sender,
                 storage: profile.messaging.enable_persistence.then(|| StorageBoot {
                     directory: std::path::PathBuf::from(&profile.storage.data_directory),
@@ -892,7 +892,7 @@ struct DataShardBoot<'a> {
     storage: Option<StorageBoot>,
 }
 
-/// What idle data shard `index` does before parking, from
+/// What the idle shard `role` does before parking, from
 /// `runtime.spin_before_park`: a shard alone on its PU polls holding it; one
 /// that shares its PU (more shards than cores, or a one-core machine where
 /// the gossip shard shares it) polls yielding it at every poll. A shard that
@@ -908,45 +908,34 @@ struct DataShardBoot<'a> {
 /// 28 µs on `high-throughput`, whose remote request-reply went from 242-248k/s
 /// to 289-341k/s. `low-latency`'s went from 294k/s to 179-201k/s: with
 /// `batch_size: 1` its gossip shard is handed one message per turn.
+///
+/// The gossip shard follows the same rule while it drives the remote port
+/// (in a cluster), since it polls that port's rings as a data shard polls
+/// its own. Parking at once, each gossip shard of two in-process nodes on
+/// the 2-core VM (each node on one core, `benchmark run --suite cluster
+/// --quick`) slept and woke about 15,000 times a second with 256 requests
+/// outstanding, and a quarter of its CPU time went to the scheduler;
+/// polling, about 1,000. Remote request-reply with 256 outstanding went
+/// from 131-136k/s to 304-433k/s on `low-latency` (frames of 8-9 messages
+/// became 55-63), and from 250-354k/s to 330-410k/s on `high-throughput`
+/// with one data shard a node.
 pub(crate) fn spin_before_park(
     profile: &Profile,
     plan: &PlacementPlan,
-    index: usize,
+    role: ShardRole,
 ) -> Option<IdleSpin> {
     let window = profile.runtime.spin_before_park?.get();
-    let home = plan.data_shards.get(index)?.home_pu;
+    let home = match role {
+        ShardRole::Data(index) => plan.data_shards.get(index)?.home_pu,
+        ShardRole::Gossip => plan.gossip_shard.home_pu,
+    };
     let sharing = plan
         .data_shards
         .iter()
         .enumerate()
-        .any(|(other, shard)| other != index && shard.home_pu == home)
-        || plan.gossip_shard.home_pu == home;
-    Some(if sharing {
-        IdleSpin::Yield(window)
-    } else {
-        IdleSpin::Hold(window)
-    })
-}
-
-/// What the idle gossip shard does before parking while it drives the
-/// remote port (in a cluster): the data shards' rule of
-/// [`spin_before_park`], since it polls rings as they do. It holds its PU
-/// when no data shard shares it, else yields it at every poll.
-///
-/// Two in-process nodes on the 2-core VM, each on one core shared by its
-/// data shard and its gossip shard (`benchmark run --suite cluster
-/// --quick`, interleaved runs): parking at once, each gossip shard slept
-/// and woke about 15,000 times a second with 256 requests outstanding, and
-/// a quarter of its CPU time went to the scheduler; polling, about 1,000.
-/// Remote request-reply with 256 outstanding went from 131-136k/s to
-/// 304-433k/s on `low-latency` (frames of 8-9 messages became 55-63), and
-/// from 250-354k/s to 330-410k/s on `high-throughput` with one data shard
-/// a node; one request at a time, remote routing P50 was 43-50 µs against
-/// 50-67 µs on `low-latency`.
-pub(crate) fn gossip_spin_before_park(profile: &Profile, plan: &PlacementPlan) -> Option<IdleSpin> {
-    let window = profile.runtime.spin_before_park?.get();
-    let home = plan.gossip_shard.home_pu;
-    let sharing = plan.data_shards.iter().any(|shard| shard.home_pu == home);
+        .map(|(index, shard)| (ShardRole::Data(index), shard.home_pu))
+        .chain([(ShardRole::Gossip, plan.gossip_shard.home_pu)])
+        .any(|(other, pu)| other != role && pu == home);
     Some(if sharing {
         IdleSpin::Yield(window)
     } else {
@@ -1176,17 +1165,16 @@ mod tests {
     }
 
     #[test]
-    fn a_shard_alone_on_its_pu_holds_it_while_polling_and_one_that_shares_it_yields_gossip_shard_too(
-    ) {
+    fn a_shard_alone_on_its_pu_holds_it_while_polling_and_one_that_shares_it_yields() {
         let window = Duration::from_micros(200);
         // Three data shards and the gossip shard on four cores: each alone.
         let (profile, plan) = planned("core:4 pu:1", &["runtime.worker_threads=3"]);
         let spins: Vec<_> = (0..3)
-            .map(|index| spin_before_park(&profile, &plan, index))
+            .map(|index| spin_before_park(&profile, &plan, ShardRole::Data(index)))
             .collect();
         assert_eq!(spins, [Some(IdleSpin::Hold(window)); 3]);
         assert_eq!(
-            gossip_spin_before_park(&profile, &plan),
+            spin_before_park(&profile, &plan, ShardRole::Gossip),
             Some(IdleSpin::Hold(window)),
             "the gossip shard has a core of its own"
         );
@@ -1210,7 +1198,7 @@ mod tests {
                 IdleSpin::Yield(window)
             };
             assert_eq!(
-                spin_before_park(&profile, &plan, index),
+                spin_before_park(&profile, &plan, ShardRole::Data(index)),
                 Some(expected),
                 "shard {index}"
             );
@@ -1224,11 +1212,11 @@ mod tests {
         // One core: the data shard shares it with the gossip shard.
         let (profile, plan) = planned("core:1 pu:1", &["runtime.worker_threads=1"]);
         assert_eq!(
-            spin_before_park(&profile, &plan, 0),
+            spin_before_park(&profile, &plan, ShardRole::Data(0)),
             Some(IdleSpin::Yield(window))
         );
         assert_eq!(
-            gossip_spin_before_park(&profile, &plan),
+            spin_before_park(&profile, &plan, ShardRole::Gossip),
             Some(IdleSpin::Yield(window)),
             "and the gossip shard shares it with the data shard"
         );
@@ -1236,8 +1224,16 @@ mod tests {
         for machine in ["core:4 pu:1", "core:1 pu:1"] {
             let (mut profile, plan) = planned(machine, &["runtime.worker_threads=1"]);
             profile.runtime.spin_before_park = None;
-            assert_eq!(spin_before_park(&profile, &plan, 0), None, "{machine}");
-            assert_eq!(gossip_spin_before_park(&profile, &plan), None, "{machine}");
+            assert_eq!(
+                spin_before_park(&profile, &plan, ShardRole::Data(0)),
+                None,
+                "{machine}"
+            );
+            assert_eq!(
+                spin_before_park(&profile, &plan, ShardRole::Gossip),
+                None,
+                "{machine}"
+            );
         }
     }
 
