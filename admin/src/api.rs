@@ -326,6 +326,19 @@ async fn list_agents(context: &Context, only: Option<String>) -> Answer {
                     return Err(unknown_agent(name));
                 }
             }
+            // The membership layer learns of an agent on another node a
+            // moment before the shards route to it (the names reach them
+            // through this controller): list only what a send made after
+            // this answer reaches, so a listing never promises a route
+            // that a send would then refuse as `unknown-agent`.
+            let elsewhere: Vec<Value> = elsewhere
+                .into_iter()
+                .filter(|entry| {
+                    entry["name"]
+                        .as_str()
+                        .is_some_and(|name| directory.resolve_anywhere(name).is_some())
+                })
+                .collect();
             let per_shard = controller
                 .node
                 .all_agent_stats()
