@@ -20,7 +20,6 @@ use wasmtime::{
 use crate::abi;
 use crate::error::DeployError;
 use crate::host::epoch_tick;
-use crate::ticker::EpochTicker;
 
 /// The most pooled handler stacks per shard: handlers in progress as async
 /// calls at once (one running and the suspended ones). A shard with this
@@ -106,7 +105,9 @@ pub struct ModuleCompiler {
     engine: Engine,
     heap_bytes_max: u64,
     check_deadline_ticks: u64,
-    _ticker: EpochTicker,
+    /// The epoch tick, counted only while a check runs: the check's start
+    /// function and ABI call are stopped like a handler would be.
+    tick: std::time::Duration,
     cache: VecDeque<CompiledModule>,
     cache_capacity: usize,
     /// Modules compiled (cache misses).
@@ -128,9 +129,6 @@ impl ModuleCompiler {
             0
         };
         let tick = epoch_tick(profile);
-        let ticker = EpochTicker::start(vec![engine.clone()], tick).map_err(|error| {
-            DeployError::Engine(format!("cannot start the epoch ticker: {error}"))
-        })?;
         let check_time = profile.agents.default_limits.max_execution_time.get();
         let check_deadline_ticks =
             u64::try_from(check_time.as_nanos().div_ceil(tick.as_nanos()).max(1))
@@ -139,7 +137,7 @@ impl ModuleCompiler {
             engine,
             heap_bytes_max: profile.runtime.agent_heap_size.bytes(),
             check_deadline_ticks,
-            _ticker: ticker,
+            tick,
             cache: VecDeque::new(),
             cache_capacity,
             compilations: 0,
@@ -172,7 +170,9 @@ impl ModuleCompiler {
         let module = Module::new(&self.engine, &binary)
             .map_err(|error| DeployError::NotWasm(format!("{error:#}")))?;
         check_interface(&module, self.heap_bytes_max)?;
-        crate::host::check_abi_version(&self.engine, &module, self.check_deadline_ticks)?;
+        crate::ticker::ticking_while(&self.engine, self.tick, || {
+            crate::host::check_abi_version(&self.engine, &module, self.check_deadline_ticks)
+        })?;
         let artifact: Arc<[u8]> = module
             .serialize()
             .map_err(|error| DeployError::Engine(error.to_string()))?

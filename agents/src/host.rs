@@ -1357,8 +1357,9 @@ pub(crate) fn check_abi_version(
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limits);
     store.epoch_deadline_trap();
-    // The compiler's ticker advances this engine's epoch: a start function
-    // that loops is stopped like a handler would be.
+    // The compiler ticks this engine's epoch while the check runs
+    // (`ticker::ticking_while`): a start function or ABI call that loops is
+    // stopped like a handler would be.
     store.set_epoch_deadline(deadline_ticks);
     let instance = linker
         .instantiate(&mut store, module)

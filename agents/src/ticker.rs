@@ -4,7 +4,9 @@
 //! interrupted.
 //!
 //! Control plane: one atomic increment per engine per tick, off every shard's
-//! thread (a shard stuck in a looping agent cannot tick for itself).
+//! thread (a shard stuck in a looping agent cannot tick for itself). The
+//! deploy check's engine is ticked only while a check runs
+//! ([`ticking_while`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -51,6 +53,27 @@ impl EpochTicker {
             thread: Some(thread),
         })
     }
+}
+
+/// Run `work` while a thread ticks `engine` every `tick`; the thread ends
+/// with it. For an engine that runs guest code only now and then (the
+/// deploy check), where a ticker that never stops would wake its core
+/// every tick for nothing.
+pub fn ticking_while<T>(engine: &Engine, tick: std::time::Duration, work: impl FnOnce() -> T) -> T {
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let ticker = scope.spawn(|| {
+            // Parked, not asleep: the end of `work` unparks it at once.
+            while !done.load(Ordering::Acquire) {
+                std::thread::park_timeout(tick);
+                engine.increment_epoch();
+            }
+        });
+        let result = work();
+        done.store(true, Ordering::Release);
+        ticker.thread().unpark();
+        result
+    })
 }
 
 impl Drop for EpochTicker {

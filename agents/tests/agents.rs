@@ -670,6 +670,25 @@ fn huge_tables_are_refused_not_allocated() {
 }
 
 #[test]
+fn a_module_that_loops_in_the_deploy_check_is_stopped_and_refused() {
+    let mut profile = small_profile();
+    profile.agents.default_limits.max_execution_time = "50ms".parse().expect("a duration");
+    let mut compiler = ModuleCompiler::new(&profile).expect("compiler");
+    // The engine is ticked only while a check runs: this loop ends only if
+    // that ticking happens.
+    let looping = r#"(module (memory (export "memory") 1) (func (export "caxton_abi_version") (result i32) (loop (br 0)) (i32.const 1)) (func (export "caxton_handle") (result i32) (i32.const 0)))"#;
+    let refused = compiler.compile(looping.as_bytes());
+    assert!(
+        matches!(&refused, Err(DeployError::StartFailed(reason)) if reason.contains("interrupt")),
+        "{refused:?}"
+    );
+    // And the compiler goes on: the next module is checked and compiled.
+    compiler
+        .compile(&example("echo"))
+        .expect("echo compiles after the loop");
+}
+
+#[test]
 fn msg_sender_names_the_sender_only_when_asked() {
     let profile = small_profile();
     let mut compiler = ModuleCompiler::new(&profile).expect("compiler");
