@@ -32,4 +32,4 @@ pub use host::{
     Resolver, StartKind,
 };
 pub use run_times::{quantile_of, RunTimes, RUN_TIME_BUCKETS};
-pub use ticker::EpochTicker;
+pub use ticker::{EpochTicker, TickDemand, QUIET_TICKS_BEFORE_PARK};

@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use caxton_agents::{AgentHost, DeployError};
+use caxton_agents::{AgentHost, DeployError, TickDemand};
 use caxton_messaging::{Address, Envelope, MeshPort};
 use caxton_profiles::Profile;
 use caxton_storage::{PartitionWriter, Recovered, Write};
@@ -83,6 +83,10 @@ pub(crate) struct ShardDriver {
     /// Reused buffer for suspended handlers that finished this turn.
     finished: Vec<caxton_agents::Handled>,
     storage: Option<ShardStorage>,
+    /// Told when this shard parks and wakes, so the epoch ticker parks
+    /// while every shard sleeps; and the shard's index there.
+    ticks: Arc<TickDemand>,
+    index: usize,
 }
 
 /// What a shard's driver is built from.
@@ -97,6 +101,7 @@ pub(crate) struct ShardDriverBoot<'a> {
     /// [`crate::node::spin_before_park`]).
     pub(crate) spin: Option<IdleSpin>,
     pub(crate) storage: Option<ShardStorage>,
+    pub(crate) ticks: Arc<TickDemand>,
 }
 
 impl ShardDriver {
@@ -110,6 +115,7 @@ impl ShardDriver {
             clock,
             spin,
             storage,
+            ticks,
         } = boot;
         let host_directory: Rc<RefCell<Arc<Directory>>> = Rc::default();
         let resolver = {
@@ -141,6 +147,8 @@ impl ShardDriver {
             arrived: Vec::new(),
             finished: Vec::new(),
             storage,
+            ticks,
+            index,
         })
     }
 
@@ -209,7 +217,10 @@ impl ShardDriver {
                     let resume_in = self.core.next_wake_ns().map(|resume_ns| {
                         Duration::from_nanos(resume_ns.saturating_sub(self.clock.now_ns()))
                     });
+                    // No guest code runs while parked: the ticker may park too.
+                    self.ticks.shard_asleep(self.index);
                     wait_for_messages_or(&self.port, resume_in).await;
+                    self.ticks.shard_awake(self.index);
                 }
             }
         }

@@ -17,7 +17,9 @@ use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use caxton_agents::{AgentCounts, AgentStats, DeployError, EpochTicker, ModuleCompiler, StartKind};
+use caxton_agents::{
+    AgentCounts, AgentStats, DeployError, EpochTicker, ModuleCompiler, StartKind, TickDemand,
+};
 use caxton_messaging::{build_mesh_with, AgentId, Doorbell, MeshPort};
 
 use crate::remote_port::RemotePort;
@@ -198,6 +200,8 @@ pub struct Node {
     /// Client ports the node was built with.
     client_port_count: usize,
     _ticker: Option<EpochTicker>,
+    /// What the data shards tell the ticker: it parks while they all sleep.
+    tick_demand: Arc<TickDemand>,
     /// Held while the node runs with persistence: no second node on its data directory.
     _storage_lock: Option<caxton_storage::DirectoryLock>,
 }
@@ -278,6 +282,7 @@ impl Node {
             gossip_spin: spin_before_park(profile, plan, ShardRole::Gossip),
             client_port_count,
             _ticker: None,
+            tick_demand: TickDemand::new(shards),
             _storage_lock: storage_lock,
         };
         let pending = match node.spawn_shards(profile, plan, ports, gossip_work) {
@@ -294,7 +299,12 @@ impl Node {
         let place = Box::new(move || {
             let _ = binding::bind_current_thread(&ticker_cpus);
         });
-        match EpochTicker::start_placed(engines, caxton_agents::epoch_tick(profile), place) {
+        match EpochTicker::start_placed(
+            engines,
+            caxton_agents::epoch_tick(profile),
+            Some(Arc::clone(&node.tick_demand)),
+            place,
+        ) {
             Ok(ticker) => node._ticker = Some(ticker),
             Err(error) => {
                 let reason = format!("cannot start the epoch ticker: {error}");
@@ -332,6 +342,7 @@ impl Node {
                 commands,
                 clock: self.clock,
                 spin: spin_before_park(profile, plan, ShardRole::Data(index)),
+                ticks: Arc::clone(&self.tick_demand),
                 report: report_sender,
                 storage: profile.messaging.enable_persistence.then(|| StorageBoot {
                     directory: std::path::PathBuf::from(&profile.storage.data_directory),
@@ -476,6 +487,12 @@ impl Node {
     pub fn set_remote_agents(&mut self, names: impl IntoIterator<Item = String>) {
         let next = self.directory().with_remote_agents(names);
         self.publish(next);
+    }
+
+    /// Whether the epoch ticker is parked: every data shard has slept for a
+    /// while, so nothing needs timing until one wakes.
+    pub fn epoch_ticker_parked(&self) -> bool {
+        self.tick_demand.ticker_parked()
     }
 
     /// Client ports the node has (`runtime.client_ports`): clients that may
@@ -888,6 +905,8 @@ struct DataShardBoot<'a> {
     clock: NodeClock,
     /// What it does idle before parking ([`spin_before_park`]).
     spin: Option<IdleSpin>,
+    /// Told when it parks and wakes (for the epoch ticker).
+    ticks: Arc<TickDemand>,
     report: BootSender,
     storage: Option<StorageBoot>,
 }
@@ -961,6 +980,7 @@ fn spawn_data_shard(boot: DataShardBoot<'_>) -> Result<ExecutorJoinHandle<()>, S
         commands,
         clock,
         spin: spin_before_park,
+        ticks,
         report,
         storage,
     } = boot;
@@ -1007,6 +1027,7 @@ fn spawn_data_shard(boot: DataShardBoot<'_>) -> Result<ExecutorJoinHandle<()>, S
                     clock,
                     spin: spin_before_park,
                     storage,
+                    ticks,
                 })
                 .map(|runtime| (report, runtime))
                 .map_err(|error| error.to_string())

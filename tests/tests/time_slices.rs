@@ -106,6 +106,45 @@ fn a_looping_agent_yields_to_its_neighbours_and_still_fails_at_its_limit() {
 }
 
 #[test]
+fn a_loop_sent_to_an_idle_node_is_still_stopped_at_its_limit() {
+    let (planned, mut node) = boot(&["runtime.time_slice=1ms"]);
+    let looping = node
+        .deploy(
+            "loop",
+            &example("loop"),
+            1,
+            &with_max_execution(&planned, Duration::from_millis(200)),
+        )
+        .expect("deploys");
+    let mut client = node.client().expect("client");
+    // Idle, the node's epoch ticker parks: it ticks for nobody.
+    let start = std::time::Instant::now();
+    while !node.epoch_ticker_parked() {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the ticker of an idle node parks"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The loop's message wakes the shard, which wakes the ticker: without
+    // that the loop would never be stopped.
+    let token = client
+        .send(
+            looping,
+            Performative::Request,
+            Vec::new(),
+            SendOptions::default(),
+        )
+        .expect("sent");
+    let answer = client
+        .await_reply(token, PATIENCE)
+        .expect("the loop is answered");
+    assert_eq!(answer.performative, Performative::Failure);
+    assert_eq!(reason(&answer.content), "execution-time");
+    node.shutdown().expect("clean stop");
+}
+
+#[test]
 fn without_stack_pooling_a_handler_holds_its_shard_to_the_end() {
     let (planned, mut node) = boot(&["runtime.wasm.stack_pooling=false"]);
     let (echoed, loop_reason) = echo_while_looping(&mut node, &planned);
