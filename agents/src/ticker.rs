@@ -12,7 +12,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::{JoinHandle, Thread};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::Engine;
 
@@ -143,7 +143,17 @@ fn tick_until_stopped(
     }
     let mut quiet = 0;
     while !stop.load(Ordering::Acquire) {
-        std::thread::park_timeout(tick);
+        // A whole tick, even when unparked early (a spurious return, or a
+        // shard's unpark that came as the ticker had already woken):
+        // a short tick would end some handler's slice early.
+        let due = Instant::now() + tick;
+        loop {
+            let now = Instant::now();
+            if now >= due || stop.load(Ordering::Acquire) {
+                break;
+            }
+            std::thread::park_timeout(due - now);
+        }
         for engine in engines {
             engine.increment_epoch();
         }
@@ -205,7 +215,6 @@ impl Drop for EpochTicker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
 
     /// Wait up to 10 s for `done`.
     fn eventually(what: &str, done: impl Fn() -> bool) {
