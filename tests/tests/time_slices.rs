@@ -43,10 +43,20 @@ fn suspended(node: &Node) -> u64 {
 /// Deploy `loop` under `limits` and send it one message: a client and the
 /// token the loop's answer will quote.
 fn start_loop(node: &mut Node, limits: &AgentLimits) -> (Client, u64) {
+    start_loop_once(node, limits, |_| {})
+}
+
+/// [`start_loop`], sending once `ready` has returned.
+fn start_loop_once(
+    node: &mut Node,
+    limits: &AgentLimits,
+    ready: impl FnOnce(&Node),
+) -> (Client, u64) {
     let looping = node
         .deploy("loop", &example("loop"), 1, limits)
         .expect("deploys");
     let mut client = node.client().expect("client");
+    ready(node);
     let token = client
         .send(
             looping,
@@ -108,34 +118,20 @@ fn a_looping_agent_yields_to_its_neighbours_and_still_fails_at_its_limit() {
 #[test]
 fn a_loop_sent_to_an_idle_node_is_still_stopped_at_its_limit() {
     let (planned, mut node) = boot(&["runtime.time_slice=1ms"]);
-    let looping = node
-        .deploy(
-            "loop",
-            &example("loop"),
-            1,
-            &with_max_execution(&planned, Duration::from_millis(200)),
-        )
-        .expect("deploys");
-    let mut client = node.client().expect("client");
-    // Idle, the node's epoch ticker parks: it ticks for nobody.
-    let start = std::time::Instant::now();
-    while !node.epoch_ticker_parked() {
-        assert!(
-            start.elapsed() < PATIENCE,
-            "the ticker of an idle node parks"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    // The loop's message wakes the shard, which wakes the ticker: without
-    // that the loop would never be stopped.
-    let token = client
-        .send(
-            looping,
-            Performative::Request,
-            Vec::new(),
-            SendOptions::default(),
-        )
-        .expect("sent");
+    let limits = with_max_execution(&planned, Duration::from_millis(200));
+    // Idle, the node's epoch ticker parks: it ticks for nobody. The loop's
+    // message then wakes the shard, which wakes the ticker: without that
+    // the loop would never be stopped.
+    let (mut client, token) = start_loop_once(&mut node, &limits, |node| {
+        let start = std::time::Instant::now();
+        while !node.epoch_ticker_parked() {
+            assert!(
+                start.elapsed() < PATIENCE,
+                "the ticker of an idle node parks"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
     let answer = client
         .await_reply(token, PATIENCE)
         .expect("the loop is answered");
