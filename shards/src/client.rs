@@ -23,9 +23,11 @@ use crate::directory::{DirectoryReader, PublishedDirectory, Route};
 pub const CLIENT_INBOX_MAX: usize = 65_536;
 
 /// The data shard that passes on a client's messages for other nodes, and
-/// their answers coming back (clients have no ring to the remote port, a
-/// participant like them). One shard both ways: each round trip then wakes
-/// one shard, not two.
+/// their answers coming back, when the client has no ring to the remote
+/// port. Every client has one to the participant built for the remote port
+/// (the last client port), so this serves only a node whose remote port was
+/// taken while a client held that participant. One shard both ways: each
+/// round trip then wakes one shard, not two.
 pub(crate) fn relay_shard(client_participant: usize, data_shards: usize) -> usize {
     client_participant % data_shards.max(1)
 }
@@ -300,6 +302,8 @@ impl Client {
                     .route_to(agent, None, participant as u64)
                 {
                     Some(Route::Shard(shard)) => shard,
+                    // Straight to the remote port: no data shard in the way.
+                    Some(Route::Remote(port)) if self.port().has_ring_to(port) => port,
                     Some(Route::Remote(_)) => relay_shard(participant, self.data_shards),
                     None => return Err(SendError::NoInstance),
                 }

@@ -456,11 +456,23 @@ impl Node {
         if self.directory().remote_port().is_some() {
             return None;
         }
-        let (port, _) = self
-            .client_ports
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop()?;
+        let (port, _) = {
+            let mut ports = self
+                .client_ports
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            // The participant with rings to the other clients, if free
+            // (at boot it always is); else any, whose clients then relay
+            // through a data shard (`client::relay_shard`).
+            let designated = self.data_shards() + self.client_port_count - 1;
+            match ports
+                .iter()
+                .position(|(port, _)| port.participant() == designated)
+            {
+                Some(position) => ports.remove(position),
+                None => ports.pop()?,
+            }
+        };
         let next = self.directory().with_remote_port(port.participant());
         self.publish(next);
         // The gossip shard drives the port from now on, polling its rings
@@ -1111,13 +1123,20 @@ fn read_back(
 /// queue budget (`messaging.queue_size`) shared over every participant.
 /// Client to shard and back: a shard's share of the budget, so a client's
 /// burst (a load generator waking late, a shard descheduled for a few
-/// milliseconds) fits in its ring rather than being refused. Clients never
-/// talk to each other, so they get no rings between them.
+/// milliseconds) fits in its ring rather than being refused. Clients talk
+/// to each other only through the remote port (the last client port, taken
+/// for good in a cluster): it has a ring to and from every other client,
+/// so a client's remote round trip passes no data shard; two other clients
+/// have no ring between them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct RingSizes {
     data_shards: usize,
     between_shards: usize,
     with_clients: usize,
+    /// The participant the remote port will be (the last client port):
+    /// it has a ring to and from every other client port, sized like a
+    /// ring between shards (a client's burst is bounded by its window).
+    remote_port: usize,
 }
 
 impl RingSizes {
@@ -1128,6 +1147,7 @@ impl RingSizes {
             between_shards: (queue_size / participants).clamp(RING_CAPACITY_MIN, RING_CAPACITY_MAX),
             with_clients: (queue_size / data_shards.max(1))
                 .clamp(RING_CAPACITY_MIN, CLIENT_RING_CAPACITY_MAX),
+            remote_port: participants - 1,
         }
     }
 
@@ -1135,6 +1155,9 @@ impl RingSizes {
     fn capacity(&self, from: usize, to: usize) -> usize {
         match (from < self.data_shards, to < self.data_shards) {
             (true, true) => self.between_shards,
+            (false, false) if from == self.remote_port || to == self.remote_port => {
+                self.between_shards
+            }
             (false, false) => 0,
             _ => self.with_clients,
         }
@@ -1161,7 +1184,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rings_between_shards_share_the_budget_and_clients_never_talk() {
+    fn rings_between_shards_share_the_budget_and_clients_talk_only_to_the_remote_port() {
         let rings = RingSizes::from_queue_size(10_000, 2, 8);
         let participants = 2 + 8;
         assert_eq!(rings.capacity(0, 1), 10_000 / participants);
@@ -1170,6 +1193,11 @@ mod tests {
         assert_eq!(large.capacity(1, 0), CLIENT_RING_CAPACITY_MAX);
         assert_eq!(rings.capacity(3, 1), rings.capacity(1, 3));
         assert_eq!(rings.capacity(2, 3), 0, "no ring between two clients");
+        // Participant 9, the last client port, is built for the remote port.
+        for client in 2..9 {
+            assert_eq!(rings.capacity(client, 9), 10_000 / participants);
+            assert_eq!(rings.capacity(9, client), 10_000 / participants);
+        }
         let tiny = RingSizes::from_queue_size(1, 4, 8);
         assert_eq!(tiny.capacity(0, 1), RING_CAPACITY_MIN);
     }

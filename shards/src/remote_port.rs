@@ -71,12 +71,12 @@ impl RemotePort {
         self.port.drain(max, |envelope| out.push(envelope));
     }
 
-    /// Hand a message to the shard that takes it: one hosting its agent
-    /// (chosen by `route_key`, which stands for its sender, so one sender's
-    /// messages take one ring and keep their order), the shard of its
-    /// instance, or, for a client's answer, the shard that passes the
-    /// client's messages on (client ports have no ring to each other). A
-    /// full ring gives it back.
+    /// Hand a message to the participant that takes it: a shard hosting
+    /// its agent (chosen by `route_key`, which stands for its sender, so
+    /// one sender's messages take one ring and keep their order), the shard
+    /// of its instance, or, for a client's answer, the client itself (or,
+    /// where it has no ring from here, the shard that passes its messages
+    /// on). A full ring gives it back.
     pub fn deliver(&mut self, envelope: Envelope, route_key: u64) -> Result<(), Envelope> {
         let shards = self.data_shards.max(1);
         let target = if let Durability::ChainAck(parent) = envelope.durability {
@@ -90,6 +90,10 @@ impl RemotePort {
                     .unwrap_or(0),
                 Address::Instance(instance) => usize::from(instance.shard),
                 // The shard the client's own sends leave by.
+                // Straight to the client where it has a ring from here.
+                Address::Client { port, .. } if self.port.has_ring_to(port.into()) => {
+                    return self.port.send(port.into(), envelope);
+                }
                 Address::Client { port, .. } => crate::client::relay_shard(port.into(), shards),
                 Address::Remote { port, token, .. } => {
                     (usize::from(port) + token as usize) % shards
@@ -141,49 +145,81 @@ impl RemotePort {
 mod tests {
     use std::sync::Arc;
 
-    use caxton_messaging::{build_mesh, Address, AgentId, Envelope, Performative};
+    use caxton_messaging::{build_mesh_with, Address, AgentId, Envelope, Performative};
 
     use super::RemotePort;
     use crate::client::relay_shard;
     use crate::clock::NodeClock;
 
-    /// An answer from another node for a client goes to the shard the
-    /// client's own sends to other nodes leave by, so a client's remote
-    /// round trip wakes one data shard, not two.
+    /// An answer from another node for `client`: what `remote` (participant
+    /// 7, for 4 data shards) hands it to.
+    fn answer_for(client: u16) -> Envelope {
+        Envelope::new(
+            Performative::Inform,
+            Address::Remote {
+                port: 7,
+                token: 1,
+                agent: AgentId(3),
+            },
+            Address::Client {
+                port: client,
+                id: client.into(),
+            },
+            Vec::new(),
+            0,
+            7,
+        )
+    }
+
+    /// Where there is a ring from the remote port to the client (the mesh
+    /// a node builds), an answer from another node goes straight to it: no
+    /// data shard wakes.
     #[test]
-    fn a_clients_answers_come_back_through_the_shard_its_sends_leave_by() {
+    fn a_clients_answers_from_other_nodes_come_straight_to_it() {
         let shards = 4;
-        // Data shards 0-3, client ports 4-6, the remote port 7.
-        let mut ports = build_mesh(8, 8);
+        // Data shards 0-3, client ports 4-6, the remote port 7; rings
+        // between every pair but two clients.
+        let mut ports = build_mesh_with(8, |from, to| {
+            usize::from(from < shards || to < shards || from == 7 || to == 7) * 8
+        });
+        let remote = ports.pop().expect("port 7");
+        let mut remote = RemotePort::new(remote, Arc::default(), NodeClock::start(), shards, None);
+        for client in 4..7u16 {
+            remote
+                .deliver(answer_for(client), 0)
+                .expect("room on the ring");
+            let mut received = Vec::new();
+            ports[usize::from(client)].drain(8, |envelope| received.push(envelope.receiver));
+            assert_eq!(received, [answer_for(client).receiver], "client {client}");
+            assert!(
+                ports.iter().all(|port| !port.has_inbound()),
+                "no shard got it"
+            );
+        }
+    }
+
+    /// Without that ring (the remote port taken while a client held the
+    /// participant built for it), an answer goes to the shard the client's
+    /// own sends to other nodes leave by, so a client's remote round trip
+    /// wakes one data shard, not two.
+    #[test]
+    fn without_a_ring_a_clients_answers_come_back_through_the_shard_its_sends_leave_by() {
+        let shards = 4;
+        let mut ports =
+            build_mesh_with(8, |from, to| usize::from(from < shards || to < shards) * 8);
         let remote = ports.pop().expect("port 7");
         let mut remote = RemotePort::new(remote, Arc::default(), NodeClock::start(), shards, None);
         let mut relays = Vec::new();
         for client in 4..7u16 {
-            let answer = Envelope::new(
-                Performative::Inform,
-                Address::Remote {
-                    port: 7,
-                    token: 1,
-                    agent: AgentId(3),
-                },
-                Address::Client {
-                    port: client,
-                    id: client.into(),
-                },
-                Vec::new(),
-                0,
-                7,
-            );
-            remote.deliver(answer, 0).expect("room on the ring");
+            remote
+                .deliver(answer_for(client), 0)
+                .expect("room on the ring");
             let relay = relay_shard(client.into(), shards);
             let mut passed_on = Vec::new();
             ports[relay].drain(8, |envelope| passed_on.push(envelope.receiver));
             assert_eq!(
                 passed_on,
-                [Address::Client {
-                    port: client,
-                    id: client.into()
-                }],
+                [answer_for(client).receiver],
                 "client {client} relays through shard {relay}"
             );
             assert!(

@@ -58,7 +58,22 @@ fn messages_for_other_nodes_leave_through_the_remote_port_and_answers_come_back(
         "local agents keep their ids"
     );
 
-    // A client's request leaves through the remote port (via a data shard).
+    // A client's request leaves through the remote port, straight from the
+    // client: with every shard sampling, no shard sees it (while a local
+    // request, the control, is traced).
+    node.trace(Some(100)).expect("tracing starts");
+    let local = client
+        .request(echo, b"here".to_vec(), PATIENCE)
+        .expect("echo answers");
+    assert_eq!(local.content, b"here");
+    let traced_local: usize = node
+        .trace(None)
+        .expect("hops")
+        .iter()
+        .map(|take| take.hops.len())
+        .sum();
+    assert!(traced_local > 0, "a local request is traced");
+    node.trace(Some(100)).expect("tracing starts");
     let token = client
         .send(
             faraway,
@@ -68,6 +83,13 @@ fn messages_for_other_nodes_leave_through_the_remote_port_and_answers_come_back(
         )
         .expect("sent");
     let outbound = next_on(&mut remote);
+    let traced_remote: usize = node
+        .trace(None)
+        .expect("hops")
+        .iter()
+        .map(|take| take.hops.len())
+        .sum();
+    assert_eq!(traced_remote, 0, "no data shard passed the remote send on");
     assert_eq!(outbound.receiver, Address::Agent(faraway));
     assert_eq!(outbound.content, b"out");
     assert_eq!(outbound.reply_with, token);
