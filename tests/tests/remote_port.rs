@@ -28,6 +28,15 @@ fn next_on(port: &mut RemotePort) -> Envelope {
     }
 }
 
+/// Hops every shard traced since the last collection (which ends tracing).
+fn hops_traced(node: &caxton_shards::Node) -> usize {
+    node.trace(None)
+        .expect("hops")
+        .iter()
+        .map(|take| take.hops.len())
+        .sum()
+}
+
 #[test]
 fn messages_for_other_nodes_leave_through_the_remote_port_and_answers_come_back() {
     let (planned, mut node) = caxton_tests::boot_default(2, &[]);
@@ -66,12 +75,7 @@ fn messages_for_other_nodes_leave_through_the_remote_port_and_answers_come_back(
         .request(echo, b"here".to_vec(), PATIENCE)
         .expect("echo answers");
     assert_eq!(local.content, b"here");
-    let traced_local: usize = node
-        .trace(None)
-        .expect("hops")
-        .iter()
-        .map(|take| take.hops.len())
-        .sum();
+    let traced_local = hops_traced(&node);
     assert!(traced_local > 0, "a local request is traced");
     node.trace(Some(100)).expect("tracing starts");
     let token = client
@@ -83,12 +87,7 @@ fn messages_for_other_nodes_leave_through_the_remote_port_and_answers_come_back(
         )
         .expect("sent");
     let outbound = next_on(&mut remote);
-    let traced_remote: usize = node
-        .trace(None)
-        .expect("hops")
-        .iter()
-        .map(|take| take.hops.len())
-        .sum();
+    let traced_remote = hops_traced(&node);
     assert_eq!(traced_remote, 0, "no data shard passed the remote send on");
     assert_eq!(outbound.receiver, Address::Agent(faraway));
     assert_eq!(outbound.content, b"out");
