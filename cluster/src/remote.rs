@@ -82,8 +82,12 @@ pub trait LocalSide {
     fn take_outbound(&mut self, max: usize, out: &mut Vec<Envelope>);
     /// Hand a message to the node's shards (routed like a client's send,
     /// `route_key` standing for its sender, so one sender's messages take one
-    /// path and keep their order); a full ring gives it back.
+    /// path and keep their order); a full ring gives it back. The receiver
+    /// may be rung only at [`Self::ring_deliveries`], which the loop calls
+    /// before it could wait.
     fn deliver(&mut self, envelope: Envelope, route_key: u64) -> Result<(), Envelope>;
+    /// Ring every receiver that deliveries since the last call left unrung.
+    fn ring_deliveries(&mut self) {}
     /// The local id of agent `name`, if this node hosts it.
     fn resolve_local(&self, name: &str) -> Option<AgentId>;
     /// The agent a proxy id stands for.

@@ -1023,6 +1023,11 @@ impl ClusterNode {
             let deadline = membership
                 .next_deadline()
                 .map(|due| tokio::time::Instant::from_std(origin + due));
+            // Everything delivered to the shards since the last wait rings
+            // its receivers here, before this loop could wait again.
+            if let Some(local) = remote.local.as_mut() {
+                local.ring_deliveries();
+            }
             tokio::select! {
                 () = &mut stop => break,
                 event = self.events.recv() => {

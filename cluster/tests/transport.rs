@@ -455,9 +455,10 @@ async fn connect_timeout_bounds_a_dial_that_gets_no_answer() {
 }
 
 /// A node's shards, as far as remote routing sees them: one agent, `echo`,
-/// whose deliveries are counted.
+/// whose deliveries are counted, and how many of them wait to be rung.
 struct CountingSide {
     delivered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    unrung: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl caxton_cluster::remote::LocalSide for CountingSide {
@@ -470,7 +471,13 @@ impl caxton_cluster::remote::LocalSide for CountingSide {
     ) -> Result<(), caxton_messaging::Envelope> {
         self.delivered
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.unrung
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(())
+    }
+
+    fn ring_deliveries(&mut self) {
+        self.unrung.store(0, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn resolve_local(&self, name: &str) -> Option<caxton_messaging::AgentId> {
@@ -555,8 +562,10 @@ async fn dial_and_send(tls: &NodeTls, to: SocketAddr, frame: &[u8]) -> bool {
 async fn message_frames_are_taken_only_from_authenticated_peers() {
     let (ours, ca, theirs, other_ca) = cluster_and_foreign_cas();
     let delivered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let unrung = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let side = CountingSide {
         delivered: std::sync::Arc::clone(&delivered),
+        unrung: std::sync::Arc::clone(&unrung),
     };
     let a = start_with(
         &profile(TransportKind::Quic),
@@ -577,6 +586,15 @@ async fn message_frames_are_taken_only_from_authenticated_peers() {
     })
     .await;
     assert_eq!(count(), 1, "the authenticated peer's message arrives");
+    // And its receiver is rung before the loop waits again.
+    let rung_by = std::time::Instant::now() + Duration::from_secs(10);
+    while unrung.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+        assert!(
+            std::time::Instant::now() < rung_by,
+            "the delivery was never rung"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 
     // A peer with another CA's certificate, and one with none at all: the
     // handshake is refused and counted, and nothing either sent arrives.

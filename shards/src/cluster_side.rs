@@ -85,6 +85,10 @@ impl<F: FnMut(Vec<String>)> LocalSide for PortSide<F> {
         self.port.deliver(envelope, route_key)
     }
 
+    fn ring_deliveries(&mut self) {
+        self.port.ring_deliveries();
+    }
+
     fn resolve_local(&self, name: &str) -> Option<AgentId> {
         self.port.resolve_local(name)
     }

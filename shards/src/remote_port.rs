@@ -77,6 +77,11 @@ impl RemotePort {
     /// of its instance, or, for a client's answer, the client itself (or,
     /// where it has no ring from here, the shard that passes its messages
     /// on). A full ring gives it back.
+    ///
+    /// The first message of a batch to a receiver rings it at once; later
+    /// ones wait for [`Self::ring_deliveries`], one fence for them all (see
+    /// `MeshPort::send_ringing_later`): a frame from another node brings
+    /// dozens of messages for the same few receivers.
     pub fn deliver(&mut self, envelope: Envelope, route_key: u64) -> Result<(), Envelope> {
         let shards = self.data_shards.max(1);
         let target = if let Durability::ChainAck(parent) = envelope.durability {
@@ -92,7 +97,7 @@ impl RemotePort {
                 // The shard the client's own sends leave by.
                 // Straight to the client where it has a ring from here.
                 Address::Client { port, .. } if self.port.has_ring_to(port.into()) => {
-                    return self.port.send(port.into(), envelope);
+                    return self.port.send_ringing_later(port.into(), envelope);
                 }
                 Address::Client { port, .. } => crate::client::relay_shard(port.into(), shards),
                 Address::Remote { port, token, .. } => {
@@ -103,7 +108,13 @@ impl RemotePort {
         if target >= shards || !self.port.has_ring_to(target) {
             return Err(envelope);
         }
-        self.port.send(target, envelope)
+        self.port.send_ringing_later(target, envelope)
+    }
+
+    /// Ring every receiver [`Self::deliver`] left unrung, with one fence.
+    /// Call before the thread driving the port could wait.
+    pub fn ring_deliveries(&mut self) {
+        self.port.ring_deferred();
     }
 
     /// The local id of agent `name`, if this node hosts it.

@@ -102,6 +102,7 @@ fn messages_for_other_nodes_leave_through_the_remote_port_and_answers_come_back(
         remote_participant,
     );
     remote.deliver(answer, 0).expect("room");
+    remote.ring_deliveries();
     let reply = client.await_reply(token, PATIENCE).expect("answered");
     assert_eq!(
         (reply.performative, reply.content.as_slice()),
@@ -145,6 +146,7 @@ fn messages_for_other_nodes_leave_through_the_remote_port_and_answers_come_back(
     assert_eq!(remote.resolve_local("echo"), Some(echo));
     assert_eq!(remote.remote_name(faraway).as_deref(), Some("faraway"));
     remote.deliver(inbound, 3).expect("room");
+    remote.ring_deliveries();
     let answered = next_on(&mut remote);
     assert_eq!(
         answered.receiver,
