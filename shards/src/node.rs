@@ -464,7 +464,7 @@ impl Node {
             // The participant with rings to the other clients, if free
             // (at boot it always is); else any, whose clients then relay
             // through a data shard (`client::relay_shard`).
-            let designated = self.data_shards() + self.client_port_count - 1;
+            let designated = remote_port_participant(self.data_shards(), self.client_port_count);
             match ports
                 .iter()
                 .position(|(port, _)| port.participant() == designated)
@@ -1119,6 +1119,11 @@ fn read_back(
     }
 }
 
+/// The participant built for the remote port: the last client port.
+fn remote_port_participant(data_shards: usize, client_ports: usize) -> usize {
+    data_shards + client_ports.max(1) - 1
+}
+
 /// How many messages each ring of the mesh holds. Shard to shard: the
 /// queue budget (`messaging.queue_size`) shared over every participant.
 /// Client to shard and back: a shard's share of the budget, so a client's
@@ -1147,7 +1152,7 @@ impl RingSizes {
             between_shards: (queue_size / participants).clamp(RING_CAPACITY_MIN, RING_CAPACITY_MAX),
             with_clients: (queue_size / data_shards.max(1))
                 .clamp(RING_CAPACITY_MIN, CLIENT_RING_CAPACITY_MAX),
-            remote_port: participants - 1,
+            remote_port: remote_port_participant(data_shards, client_ports),
         }
     }
 
