@@ -461,10 +461,11 @@ impl Node {
                 .client_ports
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            // The participant with rings to the other clients, if free
-            // (at boot it always is); else any, whose clients then relay
+            // The participant with rings to the other clients. Clients take
+            // ports from the other end of the pool, so it is free until every
+            // other port is in use; else any, whose clients then relay
             // through a data shard (`client::relay_shard`).
-            let designated = remote_port_participant(self.data_shards(), self.client_port_count);
+            let designated = remote_port_participant(self.data_shards());
             match ports
                 .iter()
                 .position(|(port, _)| port.participant() == designated)
@@ -1119,9 +1120,10 @@ fn read_back(
     }
 }
 
-/// The participant built for the remote port: the last client port.
-fn remote_port_participant(data_shards: usize, client_ports: usize) -> usize {
-    data_shards + client_ports.max(1) - 1
+/// The participant built for the remote port: the first client port, at
+/// the bottom of the pool that clients pop from.
+fn remote_port_participant(data_shards: usize) -> usize {
+    data_shards
 }
 
 /// How many messages each ring of the mesh holds. Shard to shard: the
@@ -1129,7 +1131,7 @@ fn remote_port_participant(data_shards: usize, client_ports: usize) -> usize {
 /// Client to shard and back: a shard's share of the budget, so a client's
 /// burst (a load generator waking late, a shard descheduled for a few
 /// milliseconds) fits in its ring rather than being refused. Clients talk
-/// to each other only through the remote port (the last client port, taken
+/// to each other only through the remote port (the first client port, taken
 /// for good in a cluster): it has a ring to and from every other client,
 /// so a client's remote round trip passes no data shard; two other clients
 /// have no ring between them.
@@ -1138,10 +1140,6 @@ struct RingSizes {
     data_shards: usize,
     between_shards: usize,
     with_clients: usize,
-    /// The participant the remote port will be (the last client port):
-    /// it has a ring to and from every other client port, sized like a
-    /// ring between shards (a client's burst is bounded by its window).
-    remote_port: usize,
 }
 
 impl RingSizes {
@@ -1152,7 +1150,6 @@ impl RingSizes {
             between_shards: (queue_size / participants).clamp(RING_CAPACITY_MIN, RING_CAPACITY_MAX),
             with_clients: (queue_size / data_shards.max(1))
                 .clamp(RING_CAPACITY_MIN, CLIENT_RING_CAPACITY_MAX),
-            remote_port: remote_port_participant(data_shards, client_ports),
         }
     }
 
@@ -1160,7 +1157,10 @@ impl RingSizes {
     fn capacity(&self, from: usize, to: usize) -> usize {
         match (from < self.data_shards, to < self.data_shards) {
             (true, true) => self.between_shards,
-            (false, false) if from == self.remote_port || to == self.remote_port => {
+            // The remote port's rings to and from the other clients, sized
+            // like rings between shards (a client's burst is bounded by
+            // its window).
+            (false, false) if [from, to].contains(&remote_port_participant(self.data_shards)) => {
                 self.between_shards
             }
             (false, false) => 0,
@@ -1197,11 +1197,11 @@ mod tests {
         let large = RingSizes::from_queue_size(100_000, 1, 8);
         assert_eq!(large.capacity(1, 0), CLIENT_RING_CAPACITY_MAX);
         assert_eq!(rings.capacity(3, 1), rings.capacity(1, 3));
-        assert_eq!(rings.capacity(2, 3), 0, "no ring between two clients");
-        // Participant 9, the last client port, is built for the remote port.
-        for client in 2..9 {
-            assert_eq!(rings.capacity(client, 9), 10_000 / participants);
-            assert_eq!(rings.capacity(9, client), 10_000 / participants);
+        assert_eq!(rings.capacity(3, 4), 0, "no ring between two other clients");
+        // Participant 2, the first client port, is built for the remote port.
+        for client in 3..10 {
+            assert_eq!(rings.capacity(client, 2), 10_000 / participants);
+            assert_eq!(rings.capacity(2, client), 10_000 / participants);
         }
         let tiny = RingSizes::from_queue_size(1, 4, 8);
         assert_eq!(tiny.capacity(0, 1), RING_CAPACITY_MIN);

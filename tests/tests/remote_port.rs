@@ -46,6 +46,9 @@ fn messages_for_other_nodes_leave_through_the_remote_port_and_answers_come_back(
         .expect("deploys");
     node.deploy("forwarder", &example("forwarder"), 1, &limits)
         .expect("deploys");
+    // A client connected before the remote port is taken leaves it the
+    // participant built with rings to the clients.
+    let mut client = node.client().expect("client");
     let mut remote = node.take_remote_port().expect("a free client port");
     assert!(
         node.take_remote_port().is_none(),
@@ -53,7 +56,6 @@ fn messages_for_other_nodes_leave_through_the_remote_port_and_answers_come_back(
     );
     let remote_participant = remote.participant();
 
-    let mut client = node.client().expect("client");
     assert!(
         client.resolve("faraway").is_err(),
         "unknown before the cluster names it"
