@@ -21,10 +21,83 @@ use crate::abi;
 use crate::error::DeployError;
 use crate::host::epoch_tick;
 
-/// The most pooled handler stacks per shard: handlers in progress as async
-/// calls at once (one running and the suspended ones). A shard with this
-/// many suspended runs its next handlers directly until one finishes.
-pub const HANDLER_STACKS_MAX: u32 = 128;
+/// The fewest pooled handler stacks a shard gets, however many shards share
+/// the node's mapping budget.
+pub const HANDLER_STACKS_MIN: u32 = 16;
+
+/// The kernel's limit on a process's memory mappings (`vm.max_map_count`)
+/// when `/proc` cannot tell: Linux's default.
+const MAX_MAP_COUNT_DEFAULT: u64 = 65_530;
+
+/// The part of that limit (one in this many) a node's pooled handler stacks
+/// may take, all shards together. The rest is for linear memories and tables
+/// (two mappings per slot in use), module images and the process itself.
+const STACK_SHARE_OF_MAPPINGS: u64 = 4;
+
+/// Each pooled stack's guard page splits the pool's one mapping: two
+/// mappings per stack.
+const MAPPINGS_PER_STACK: u64 = 2;
+
+/// How many instances a shard's engine pools, and how many handler stacks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolSizes {
+    /// Instances, memories and tables (`max_agents + agent_pool_size`).
+    pub instances: u32,
+    /// Handler stacks: handlers in progress as async calls at once, and
+    /// stacks cached in the stores of instances that ran sliced.
+    pub handler_stacks: u32,
+}
+
+impl PoolSizes {
+    /// The pools of one of `data_shards` shards running `profile`, within a
+    /// kernel mapping limit of `max_map_count` ([`kernel_max_map_count`]).
+    ///
+    /// wasmtime keeps the last stack a store ran on until the store is
+    /// dropped, so every instance that ran sliced holds one: a stack per
+    /// pooled instance means no handler ever runs without one. Stacks cost
+    /// two mappings each, though, and the kernel caps a process's mappings,
+    /// so the node's share of that cap is dealt over its shards, and a
+    /// shard gets the lesser of the two (never fewer than
+    /// [`HANDLER_STACKS_MIN`]). Past its stacks, a shard runs handlers
+    /// directly ([`crate::AgentStats::stackless_runs`]).
+    pub fn for_shard(profile: &Profile, data_shards: usize, max_map_count: u64) -> Self {
+        let runtime = &profile.runtime;
+        let instances = runtime
+            .max_agents
+            .saturating_add(runtime.agent_pool_size)
+            .max(1);
+        let shards = u64::try_from(data_shards.max(1)).unwrap_or(u64::MAX);
+        let budget = max_map_count / STACK_SHARE_OF_MAPPINGS / MAPPINGS_PER_STACK / shards;
+        let handler_stacks = u32::try_from(budget)
+            .unwrap_or(u32::MAX)
+            .max(HANDLER_STACKS_MIN)
+            .min(instances);
+        Self {
+            instances,
+            handler_stacks,
+        }
+    }
+
+    /// A pool of `instances`, each with a stack of its own.
+    pub fn with_stack_each(instances: u32) -> Self {
+        let instances = instances.max(1);
+        Self {
+            instances,
+            handler_stacks: instances,
+        }
+    }
+}
+
+/// `vm.max_map_count`, read once; Linux's default when it cannot be read.
+pub fn kernel_max_map_count() -> u64 {
+    static LIMIT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/vm/max_map_count")
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(MAX_MAP_COUNT_DEFAULT)
+    })
+}
 
 /// Room on a handler's pooled stack for the host functions it calls, above
 /// the agent's own `runtime.agent_stack_size`.
@@ -46,9 +119,9 @@ pub struct CompiledModule {
 }
 
 /// The engine configuration every engine of the node shares (they must agree
-/// for a serialized artifact to load). `pool_instances` sizes the pooling
-/// allocator of one shard's engine.
-pub fn engine_config(profile: &Profile, pool_instances: u32) -> Result<Config, DeployError> {
+/// for a serialized artifact to load). `pools` sizes the pooling allocator
+/// of one shard's engine.
+pub fn engine_config(profile: &Profile, pools: PoolSizes) -> Result<Config, DeployError> {
     let runtime = &profile.runtime;
     let mut config = Config::new();
     config.epoch_interruption(true);
@@ -75,19 +148,19 @@ pub fn engine_config(profile: &Profile, pool_instances: u32) -> Result<Config, D
     config.memory_reservation_for_growth(0);
     if runtime.wasm.memory_pooling {
         let mut pooling = PoolingAllocationConfig::default();
-        pooling.total_core_instances(pool_instances.max(1));
-        pooling.total_memories(pool_instances.max(1));
-        pooling.total_tables(pool_instances.max(1));
+        pooling.total_core_instances(pools.instances);
+        pooling.total_memories(pools.instances);
+        pooling.total_tables(pools.instances);
         pooling.max_memory_size(usize::try_from(memory_ceiling).unwrap_or(usize::MAX));
         // Keep a little of each slot's memory mapped between uses, so that
         // re-instantiating a small agent does not fault its pages in again.
         pooling.linear_memory_keep_resident(64 << 10);
         if runtime.wasm.stack_pooling {
-            // A stack is taken by each handler in progress as an async call:
-            // the running one and the suspended ones. Each is reserved
+            // A stack is taken by each handler in progress as an async call,
+            // and kept by its store once it ran sliced. Each is reserved
             // address space (and two mappings), resident only as deep as a
             // handler goes; past the pool, handlers run directly.
-            pooling.total_stacks(pool_instances.clamp(1, HANDLER_STACKS_MAX));
+            pooling.total_stacks(pools.handler_stacks.max(1));
         }
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
     }
@@ -120,7 +193,7 @@ impl ModuleCompiler {
     /// A compiler for `profile`'s engine configuration.
     pub fn new(profile: &Profile) -> Result<Self, DeployError> {
         // The compiler never instantiates from its pool beyond the ABI check.
-        let engine = Engine::new(&engine_config(profile, 1)?)
+        let engine = Engine::new(&engine_config(profile, PoolSizes::with_stack_each(1))?)
             .map_err(|error| DeployError::Engine(error.to_string()))?;
         let wasm = &profile.runtime.wasm;
         let cache_capacity = if wasm.cache_compiled_modules {
@@ -262,4 +335,44 @@ fn check_interface(module: &Module, heap_bytes_max: u64) -> Result<(), DeployErr
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(max_agents: u32, pool: u32) -> Profile {
+        let mut profile = Profile::default();
+        profile.runtime.max_agents = max_agents;
+        profile.runtime.agent_pool_size = pool;
+        profile
+    }
+
+    #[test]
+    fn a_shard_gets_a_stack_per_instance_within_its_share_of_the_mapping_limit() {
+        // One shard, a thousand instances: a stack each, far within the
+        // quarter of 65,530 mappings (8,191 stacks) a node may take.
+        let one = PoolSizes::for_shard(&profile(1000, 200), 1, 65_530);
+        assert_eq!((one.instances, one.handler_stacks), (1200, 1200));
+        // Sixteen shards of 5,100 instances share those 8,191 stacks.
+        let sixteen = PoolSizes::for_shard(&profile(5000, 100), 16, 65_530);
+        assert_eq!((sixteen.instances, sixteen.handler_stacks), (5100, 511));
+        // A raised limit raises every shard's share.
+        let raised = PoolSizes::for_shard(&profile(5000, 100), 16, 1 << 20);
+        assert_eq!(raised.handler_stacks, 5100);
+        // However many shards, each keeps a few; never more than it pools.
+        let crowded = PoolSizes::for_shard(&profile(5000, 100), 4096, 65_530);
+        assert_eq!(crowded.handler_stacks, HANDLER_STACKS_MIN);
+        let tiny = PoolSizes::for_shard(&profile(4, 1), 4096, 65_530);
+        assert_eq!((tiny.instances, tiny.handler_stacks), (5, 5));
+    }
+
+    #[test]
+    fn the_mapping_limit_is_read_from_the_kernel() {
+        let limit = kernel_max_map_count();
+        match std::fs::read_to_string("/proc/sys/vm/max_map_count") {
+            Ok(text) => assert_eq!(Some(limit), text.trim().parse().ok()),
+            Err(_) => assert_eq!(limit, MAX_MAP_COUNT_DEFAULT),
+        }
+    }
 }

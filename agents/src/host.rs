@@ -23,13 +23,15 @@
 //! bounds the handler's run time, slices added up. Without stack pooling,
 //! handlers run on the shard's stack to completion.
 //!
-//! The pool holds at most [`crate::HANDLER_STACKS_MAX`] stacks per shard,
-//! and wasmtime keeps the last stack a store ran on until the store is
-//! dropped, so an instance that ran sliced once holds a stack while it
-//! lives. Once every stack is held, a handler that finds none runs directly
-//! (counted in [`AgentStats::stackless_runs`]): it is served, but cannot
-//! yield at a slice's end, so past the pool only `max_execution_time`
-//! bounds how long it holds its shard.
+//! wasmtime keeps the last stack a store ran on until the store is dropped,
+//! so an instance that ran sliced once holds a stack while it lives. A
+//! shard pools a stack for every instance it may host, unless the node's
+//! share of the kernel's mapping limit, dealt over its shards, allows fewer
+//! ([`crate::PoolSizes::for_shard`]). Once every stack is held, a handler
+//! that finds none runs directly (counted in
+//! [`AgentStats::stackless_runs`]): it is served, but cannot yield at a
+//! slice's end, so past the pool only `max_execution_time` bounds how long
+//! it holds its shard.
 //!
 //! # The direct path
 //! An async call costs a fiber switch and a boxed future per message. An
@@ -59,7 +61,7 @@ use wasmtime::{
 use crate::abi;
 use crate::abi_host::{link_abi, AbiContext, AbiState, OutboundMessage, StateMap};
 use crate::budget::CpuBudget;
-use crate::compile::{engine_config, CompiledModule};
+use crate::compile::{engine_config, kernel_max_map_count, CompiledModule, PoolSizes};
 use crate::error::DeployError;
 
 /// How often the node's ticker advances every engine's epoch, for
@@ -488,19 +490,20 @@ pub struct AgentHost {
 }
 
 impl AgentHost {
-    /// A host for shard `shard` configured from `profile`. `resolver` maps agent
-    /// names to ids for `send`, `namer` names senders for `msg_sender`, and
-    /// `clock` is the node clock.
+    /// A host for shard `shard` of `data_shards`, configured from `profile`.
+    /// `resolver` maps agent names to ids for `send`, `namer` names senders
+    /// for `msg_sender`, and `clock` is the node clock.
     pub fn new(
         profile: &Profile,
         shard: u16,
+        data_shards: usize,
         resolver: Resolver,
         namer: Namer,
         clock: Clock,
     ) -> Result<Self, DeployError> {
         let runtime = &profile.runtime;
-        let pool_instances = runtime.max_agents.saturating_add(runtime.agent_pool_size);
-        let engine = Engine::new(&engine_config(profile, pool_instances)?)
+        let pools = PoolSizes::for_shard(profile, data_shards, kernel_max_map_count());
+        let engine = Engine::new(&engine_config(profile, pools)?)
             .map_err(|error| DeployError::Engine(error.to_string()))?;
         let linker = host_linker(&engine)?;
         let policy = PoolPolicy {
@@ -513,7 +516,7 @@ impl AgentHost {
             epoch_tick: epoch_tick(profile),
             time_slice: runtime.time_slice.get(),
             sliced: runtime.wasm.stack_pooling,
-            handler_stacks: pool_instances.clamp(1, crate::compile::HANDLER_STACKS_MAX) as usize,
+            handler_stacks: pools.handler_stacks as usize,
         };
         Ok(Self {
             shard,

@@ -24,7 +24,8 @@ mod ticker;
 pub use abi_host::{link_abi, AbiContext, AbiState, OutboundMessage, StateMap};
 pub use budget::{CpuBudget, BUDGET_WINDOW_NS};
 pub use compile::{
-    engine_config, CompiledModule, ModuleCompiler, HANDLER_STACKS_MAX, MODULE_BYTES_MAX,
+    engine_config, kernel_max_map_count, CompiledModule, ModuleCompiler, PoolSizes,
+    HANDLER_STACKS_MIN, MODULE_BYTES_MAX,
 };
 pub use error::DeployError;
 pub use host::{

@@ -5,7 +5,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use caxton_agents::{
-    AgentHost, DeployError, EpochTicker, Handled, Handling, ModuleCompiler, Outcome, StartKind,
+    kernel_max_map_count, AgentHost, DeployError, EpochTicker, Handled, Handling, ModuleCompiler,
+    Outcome, PoolSizes, StartKind, HANDLER_STACKS_MIN,
 };
 use caxton_messaging::{Address, AgentId, Envelope, Performative, PriorityClass};
 use caxton_profiles::{AgentLimits, ByteSize, HumanDuration, Profile, WarmupStrategy};
@@ -47,7 +48,15 @@ fn host(profile: &Profile) -> AgentHost {
         Address::Client { id, .. } => format!("client-{id}"),
         _ => "agent".to_owned(),
     };
-    AgentHost::new(profile, 0, Rc::new(names), Rc::new(namer), Rc::new(now_ns)).expect("host")
+    AgentHost::new(
+        profile,
+        0,
+        1,
+        Rc::new(names),
+        Rc::new(namer),
+        Rc::new(now_ns),
+    )
+    .expect("host")
 }
 
 /// Nanoseconds on a clock that starts with the test process.
@@ -812,6 +821,7 @@ fn a_resolved_receiver_is_kept_until_the_directory_changes() {
     let mut host = AgentHost::new(
         &profile,
         0,
+        1,
         resolver,
         Rc::new(|_| "agent".to_owned()),
         Rc::new(now_ns),
@@ -852,4 +862,53 @@ fn a_resolved_receiver_is_kept_until_the_directory_changes() {
     assert_eq!(forward_to(&mut host, "echo"), Address::Agent(ECHO));
     host.directory_changed();
     assert_eq!(forward_to(&mut host, "echo"), Address::Agent(moved));
+}
+
+/// A shard that shares the node's mapping budget with many others gets
+/// fewer handler stacks than it pools instances. wasmtime keeps a store's
+/// last stack until the store is dropped, so once every stack is held by
+/// an instance that ran sliced, the next agents' handlers run directly:
+/// served, and counted, never failed.
+#[test]
+fn agents_past_the_handler_stacks_are_served_directly() {
+    let mut profile = small_profile();
+    profile.runtime.max_agents = 40;
+    // Enough shards that the budget gives each the fewest stacks.
+    let shards = 1_000_000;
+    let pools = PoolSizes::for_shard(&profile, shards, kernel_max_map_count());
+    assert_eq!(pools.handler_stacks, HANDLER_STACKS_MIN);
+    let mut compiler = ModuleCompiler::new(&profile).expect("compiler");
+    let mut host = AgentHost::new(
+        &profile,
+        0,
+        shards,
+        Rc::new(names),
+        Rc::new(|_| "agent".to_owned()),
+        Rc::new(now_ns),
+    )
+    .expect("host");
+    let agents = HANDLER_STACKS_MIN + 8;
+    let module = compiler.compile(&example("echo")).expect("compiles");
+    for id in 0..agents {
+        host.deploy(
+            AgentId(100 + id),
+            &format!("echo-{id}"),
+            &module,
+            1,
+            &profile.agents.default_limits,
+        )
+        .expect("deploys");
+    }
+    for id in 0..agents {
+        let handled = run_to_end(&mut host, AgentId(100 + id), request(b"hi")).expect("hosted");
+        assert_eq!(handled.outcome, Outcome::Handled, "echo-{id}");
+        assert_eq!(handled.outbox[0].content, b"hi", "echo-{id}");
+    }
+    let stackless: u64 = (0..agents)
+        .map(|id| host.stats(AgentId(100 + id)).expect("stats").stackless_runs)
+        .sum();
+    assert!(
+        stackless >= 8,
+        "the agents past the stacks ran without one: {stackless} such runs"
+    );
 }

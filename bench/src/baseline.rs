@@ -23,7 +23,7 @@ use std::sync::{mpsc as std_mpsc, Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use caxton_agents::abi;
-use caxton_agents::{link_abi, AbiContext, AbiState, OutboundMessage, StateMap};
+use caxton_agents::{link_abi, AbiContext, AbiState, OutboundMessage, PoolSizes, StateMap};
 use caxton_messaging::{Address, AgentId, Envelope, Performative};
 use caxton_profiles::Profile;
 use hdrhistogram::Histogram;
@@ -317,7 +317,12 @@ fn start(
     workers: usize,
     generators: usize,
 ) -> Result<Baseline, BenchError> {
-    let config = caxton_agents::engine_config(profile, agents.len() as u32 + 16)
+    // The baseline calls its handlers synchronously: it needs no stacks.
+    let pools = PoolSizes {
+        instances: agents.len() as u32 + 16,
+        handler_stacks: 1,
+    };
+    let config = caxton_agents::engine_config(profile, pools)
         .map_err(|error| BenchError::Run(format!("baseline engine: {error}")))?;
     let engine = Engine::new(&config)
         .map_err(|error| BenchError::Run(format!("baseline engine: {error}")))?;
@@ -717,7 +722,8 @@ mod tests {
 
     /// What each probe's handler returns on fresh baseline agents.
     fn on_the_baseline(profile: &Profile) -> Vec<i32> {
-        let config = caxton_agents::engine_config(profile, 4).expect("engine config");
+        let config = caxton_agents::engine_config(profile, PoolSizes::with_stack_each(4))
+            .expect("engine config");
         let engine = Engine::new(&config).expect("engine");
         let pre = baseline_linker(&engine)
             .expect("linker")
@@ -750,6 +756,7 @@ mod tests {
         let mut host = AgentHost::new(
             profile,
             0,
+            1,
             Rc::new(|name: &str| (name == "echo").then_some(AgentId(1))),
             Rc::new(|_| String::new()),
             Rc::new(|| 0),

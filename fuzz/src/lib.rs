@@ -187,6 +187,7 @@ fn admission() -> Admission {
     let host = caxton_agents::AgentHost::new(
         &profile,
         0,
+        1,
         std::rc::Rc::new(|_: &str| None),
         std::rc::Rc::new(|_| String::new()),
         std::rc::Rc::new(|| 0),

@@ -129,6 +129,7 @@ impl ShardDriver {
         let host = AgentHost::new(
             profile,
             index as u16,
+            data_shards,
             resolver,
             namer,
             Rc::new(move || clock.now_ns()),

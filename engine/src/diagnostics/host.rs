@@ -86,8 +86,14 @@ impl HostNeeds {
         let instances = u64::from(runtime.max_agents) + u64::from(runtime.agent_pool_size);
         // The pooling allocator splits each memory and table slot into an
         // accessible part and a guard, and each handler stack has its guard
-        // page: about two mappings each, per shard.
-        let stacks = instances.min(u64::from(caxton_agents::HANDLER_STACKS_MAX));
+        // page: about two mappings each, per shard. Shards size their stack
+        // pools from this machine's limit, as the node will.
+        let pools = caxton_agents::PoolSizes::for_shard(
+            profile,
+            shard_cpus.len(),
+            caxton_agents::kernel_max_map_count(),
+        );
+        let stacks = u64::from(pools.handler_stacks);
         let per_shard = if runtime.wasm.memory_pooling {
             2 * (2 * instances + stacks)
         } else {
