@@ -112,8 +112,12 @@ impl ClusterMember {
                     .await;
             });
         });
+        let options = caxton_shards::NodeOptions {
+            gossip_work: Some(work),
+            remote_port: true,
+        };
         let mut node =
-            Node::start_with(profile, plan, Some(work)).map_err(|error| error.to_string())?;
+            Node::start_with(profile, plan, options).map_err(|error| error.to_string())?;
         let port = node
             .take_remote_port()
             .ok_or("no client port for the remote port")?;

@@ -693,7 +693,11 @@ fn run_node(selection: &ProfileSelection, joins: &[String]) -> Result<(), Comman
         cluster,
     );
     drop(controller_handle);
-    let mut node = Node::start_with(&loaded.profile, &plan, gossip_work)
+    let options = caxton_shards::NodeOptions {
+        gossip_work,
+        remote_port: remote_port.is_some(),
+    };
+    let mut node = Node::start_with(&loaded.profile, &plan, options)
         .map_err(|error| CommandError::Failed(error.to_string()))?;
     // In a cluster, messages for agents other nodes host leave through the
     // remote port, which the gossip shard drives; it also redelivers the

@@ -41,7 +41,7 @@ pub use cluster_side::PortSide;
 pub use directory::{AgentRecord, Directory, Route, REMOTE_ID_BASE};
 pub use metrics::{nanosecond_histogram, ShardMetrics};
 pub use node::{
-    client_ports, GossipWork, IdleSpin, Node, NodeError, ShardReport, ShardRole,
+    client_ports, GossipWork, IdleSpin, Node, NodeError, NodeOptions, ShardReport, ShardRole,
     CLIENT_PORTS_SPARE, SHARD_IO_MEMORY_BYTES,
 };
 pub use remote_port::RemotePort;

@@ -209,6 +209,22 @@ pub struct Node {
 /// Work for the gossip shard's thread: runs until the stop signal it is given is requested.
 pub type GossipWork = Box<dyn FnOnce(Arc<StopSignal>) + Send>;
 
+/// What a node starts with beyond its profile and plan.
+#[derive(Default)]
+pub struct NodeOptions {
+    /// Run on the gossip shard's thread (on its core, with its memory
+    /// policy) once the shard is placed; it gets the node's stop signal and
+    /// must return once a stop is requested. The admin endpoint and the
+    /// cluster loop run this way.
+    pub gossip_work: Option<GossipWork>,
+    /// The node will route to other nodes ([`Node::take_remote_port`]):
+    /// build the remote port's rings to and from every client port, so a
+    /// client's remote round trip passes no data shard. A node outside a
+    /// cluster leaves them out and saves their memory; a remote port taken
+    /// there anyway relays its clients' traffic through a data shard.
+    pub remote_port: bool,
+}
+
 /// A shard's boot report: where it was placed, and its engine for the ticker.
 type BootReport = Result<(ShardReport, Option<wasmtime::Engine>), String>;
 /// Where a shard's boot report goes.
@@ -219,18 +235,19 @@ type BootReceiver = mpsc::Receiver<BootReport>;
 impl Node {
     /// Start every shard of `plan` with `profile`'s wake policy, limits and agents runtime.
     pub fn start(profile: &Profile, plan: &PlacementPlan) -> Result<Self, NodeError> {
-        Self::start_with(profile, plan, None)
+        Self::start_with(profile, plan, NodeOptions::default())
     }
 
-    /// [`Node::start`], with `gossip_work` run on the gossip shard's thread
-    /// (on its core, with its memory policy) once the shard is placed. The
-    /// work gets the node's stop signal and must return once a stop is
-    /// requested; the node's admin endpoint runs this way.
+    /// [`Node::start`], with `options`.
     pub fn start_with(
         profile: &Profile,
         plan: &PlacementPlan,
-        gossip_work: Option<GossipWork>,
+        options: NodeOptions,
     ) -> Result<Self, NodeError> {
+        let NodeOptions {
+            gossip_work,
+            remote_port,
+        } = options;
         let shards = plan.data_shards.len();
         let client_port_count = client_ports(profile, shards);
         let participants = shards + client_port_count;
@@ -248,7 +265,8 @@ impl Node {
             profile.messaging.queue_size as usize,
             shards,
             client_port_count,
-        );
+        )
+        .with_remote_port(remote_port);
         let mut ports = build_mesh_with(participants, |from, to| rings.capacity(from, to));
         let client_ports: Vec<MeshPort> = ports.split_off(shards);
         let doorbells = client_ports
@@ -1132,14 +1150,16 @@ fn remote_port_participant(data_shards: usize) -> usize {
 /// burst (a load generator waking late, a shard descheduled for a few
 /// milliseconds) fits in its ring rather than being refused. Clients talk
 /// to each other only through the remote port (the first client port, taken
-/// for good in a cluster): it has a ring to and from every other client,
-/// so a client's remote round trip passes no data shard; two other clients
-/// have no ring between them.
+/// for good in a cluster): on a node built for one it has a ring to and
+/// from every other client, so a client's remote round trip passes no data
+/// shard; two other clients have no ring between them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct RingSizes {
     data_shards: usize,
     between_shards: usize,
     with_clients: usize,
+    /// The remote port's rings to and from the other clients are built.
+    remote_port: bool,
 }
 
 impl RingSizes {
@@ -1150,6 +1170,15 @@ impl RingSizes {
             between_shards: (queue_size / participants).clamp(RING_CAPACITY_MIN, RING_CAPACITY_MAX),
             with_clients: (queue_size / data_shards.max(1))
                 .clamp(RING_CAPACITY_MIN, CLIENT_RING_CAPACITY_MAX),
+            remote_port: false,
+        }
+    }
+
+    /// Build the remote port's rings to the other clients (`wanted`), or none.
+    fn with_remote_port(self, wanted: bool) -> Self {
+        Self {
+            remote_port: wanted,
+            ..self
         }
     }
 
@@ -1160,7 +1189,10 @@ impl RingSizes {
             // The remote port's rings to and from the other clients, sized
             // like rings between shards (a client's burst is bounded by
             // its window).
-            (false, false) if [from, to].contains(&remote_port_participant(self.data_shards)) => {
+            (false, false)
+                if self.remote_port
+                    && [from, to].contains(&remote_port_participant(self.data_shards)) =>
+            {
                 self.between_shards
             }
             (false, false) => 0,
@@ -1190,7 +1222,7 @@ mod tests {
 
     #[test]
     fn rings_between_shards_share_the_budget_and_clients_talk_only_to_the_remote_port() {
-        let rings = RingSizes::from_queue_size(10_000, 2, 8);
+        let rings = RingSizes::from_queue_size(10_000, 2, 8).with_remote_port(true);
         let participants = 2 + 8;
         assert_eq!(rings.capacity(0, 1), 10_000 / participants);
         assert_eq!(rings.capacity(0, 2), 5_000);
@@ -1205,6 +1237,17 @@ mod tests {
         }
         let tiny = RingSizes::from_queue_size(1, 4, 8);
         assert_eq!(tiny.capacity(0, 1), RING_CAPACITY_MIN);
+        // A node outside a cluster builds no ring between two clients.
+        let alone = RingSizes::from_queue_size(10_000, 2, 8);
+        for client in 3..10 {
+            assert_eq!(alone.capacity(client, 2), 0);
+            assert_eq!(alone.capacity(2, client), 0);
+        }
+        assert_eq!(
+            alone.capacity(2, 0),
+            rings.capacity(2, 0),
+            "clients still reach shards"
+        );
     }
 
     /// `profile` planned on the synthetic machine `machine`.

@@ -35,11 +35,25 @@ pub fn plan_on_this_machine(profiles: &[&str], overrides: &[&str]) -> Planned {
 /// Boot a node on the default profile with `data_shards` data shards and
 /// `overrides` (applied after the shard count); panics on failure.
 pub fn boot_default(data_shards: usize, overrides: &[&str]) -> (Planned, caxton_shards::Node) {
+    boot_default_with(
+        data_shards,
+        overrides,
+        caxton_shards::NodeOptions::default(),
+    )
+}
+
+/// [`boot_default`], started with `options`.
+pub fn boot_default_with(
+    data_shards: usize,
+    overrides: &[&str],
+    options: caxton_shards::NodeOptions,
+) -> (Planned, caxton_shards::Node) {
     let shards = format!("runtime.worker_threads={data_shards}");
     let mut all = vec![shards.as_str()];
     all.extend_from_slice(overrides);
     let planned = plan_on_this_machine(&["default"], &all);
-    let node = caxton_shards::Node::start(&planned.profile, &planned.plan).expect("node boots");
+    let node = caxton_shards::Node::start_with(&planned.profile, &planned.plan, options)
+        .expect("node boots");
     (planned, node)
 }
 

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use caxton_messaging::{Address, Envelope, Performative};
-use caxton_shards::{RemotePort, SendOptions, REMOTE_ID_BASE};
+use caxton_shards::{NodeOptions, RemotePort, SendOptions, REMOTE_ID_BASE};
 use caxton_tests::example;
 
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -39,7 +39,11 @@ fn hops_traced(node: &caxton_shards::Node) -> usize {
 
 #[test]
 fn messages_for_other_nodes_leave_through_the_remote_port_and_answers_come_back() {
-    let (planned, mut node) = caxton_tests::boot_default(2, &[]);
+    let options = NodeOptions {
+        remote_port: true,
+        ..NodeOptions::default()
+    };
+    let (planned, mut node) = caxton_tests::boot_default_with(2, &[], options);
     let limits = planned.profile.agents.default_limits.clone();
     let echo = node
         .deploy("echo", &example("echo"), 1, &limits)
@@ -163,6 +167,47 @@ fn messages_for_other_nodes_leave_through_the_remote_port_and_answers_come_back(
     // Once no other node hosts it, it is unknown again.
     node.set_remote_agents(Vec::new());
     assert!(client.resolve("faraway").is_err());
+    drop(client);
+    node.shutdown().expect("clean stop");
+}
+
+/// A node started outside a cluster builds no rings between the remote
+/// port and the clients (their memory is saved). A remote port taken there
+/// anyway still carries a client's remote round trip, relayed by a data
+/// shard both ways.
+#[test]
+fn a_node_built_without_the_remote_ports_rings_relays_through_a_shard() {
+    let (_planned, mut node) = caxton_tests::boot_default(2, &[]);
+    let mut client = node.client().expect("client");
+    let mut remote = node.take_remote_port().expect("a free client port");
+    let remote_participant = remote.participant();
+    node.set_remote_agents(["faraway".to_owned()]);
+    let faraway = client.resolve("faraway").expect("a proxy id");
+    node.trace(Some(100)).expect("tracing starts");
+    let token = client
+        .send(
+            faraway,
+            Performative::Request,
+            b"out".to_vec(),
+            SendOptions::default(),
+        )
+        .expect("sent");
+    let outbound = next_on(&mut remote);
+    assert_eq!(outbound.content, b"out");
+    assert!(
+        hops_traced(&node) > 0,
+        "with no ring from the client, a data shard passed the send on"
+    );
+    let answer = outbound.reply_path().answer(
+        Performative::Inform,
+        b"back".to_vec(),
+        0,
+        remote_participant,
+    );
+    remote.deliver(answer, 0).expect("room");
+    remote.ring_deliveries();
+    let reply = client.await_reply(token, PATIENCE).expect("answered");
+    assert_eq!(reply.content, b"back");
     drop(client);
     node.shutdown().expect("clean stop");
 }
