@@ -112,9 +112,11 @@ impl ClusterMember {
                     .await;
             });
         });
+        // The suite sends nothing durable: nothing needs to wait.
         let options = caxton_shards::NodeOptions {
             gossip_work: Some(work),
             remote_port: true,
+            await_directory: false,
         };
         let mut node =
             Node::start_with(profile, plan, options).map_err(|error| error.to_string())?;

@@ -46,11 +46,14 @@ pub fn prepare(
 /// agents other nodes host go to the node through its controller, newest
 /// set first (a task on the gossip runtime applies the latest).
 ///
-/// With `redeliver` (a restart with persistence), the node's unfinished
-/// stored messages are delivered again once the directory has settled, in
-/// the same task and after the names it then held: a redelivered handler
-/// that forwards to an agent on another node finds it, where before the
-/// directory it would have found no such agent and failed the message.
+/// Once the directory has settled, in the same task and after the names it
+/// then held, the shards run the stored messages accepted meanwhile (the
+/// node started with `NodeOptions::await_directory`), and with `redeliver`
+/// (a restart with persistence) deliver the node's unfinished stored
+/// messages again. A handler that forwards to an agent on another node
+/// then finds it, where before the directory it would have found no such
+/// agent and failed its message, which a stored message's handler run
+/// finishes.
 pub fn shard_side(
     port: caxton_shards::RemotePort,
     controller: caxton_admin::ControllerHandle,
@@ -59,13 +62,13 @@ pub fn shard_side(
     let (remote_agents, mut latest) = tokio::sync::watch::channel(Vec::new());
     let (settled, mut settling) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        let mut redeliver = redeliver;
+        let mut awaiting = true;
         loop {
             tokio::select! {
                 changed = latest.changed() => if changed.is_err() { return },
-                changed = settling.changed(), if redeliver => if changed.is_err() { return },
+                changed = settling.changed(), if awaiting => if changed.is_err() { return },
             }
-            // Names first, then (once settled) the redelivery that may use them.
+            // Names first, then (once settled) the messages that may use them.
             let names = latest.borrow_and_update().clone();
             let applied = controller
                 .call(move |controller| controller.node.set_remote_agents(names))
@@ -73,17 +76,25 @@ pub fn shard_side(
             if applied.is_err() {
                 return;
             }
-            if redeliver && *settling.borrow_and_update() {
-                redeliver = false;
-                let redelivered = controller
-                    .call(|controller| controller.node.redeliver_unfinished())
+            if awaiting && *settling.borrow_and_update() {
+                awaiting = false;
+                let released = controller
+                    .call(move |controller| {
+                        let waited = controller.node.directory_settled()?;
+                        let redelivered = if redeliver {
+                            controller.node.redeliver_unfinished()?
+                        } else {
+                            0
+                        };
+                        Ok::<_, caxton_shards::NodeError>((waited, redelivered))
+                    })
                     .await;
-                match redelivered {
-                    Ok(Ok(messages)) => info!(
-                        redelivered = messages,
-                        "unfinished stored messages redelivered, the cluster directory in place"
+                match released {
+                    Ok(Ok((waited, redelivered))) => info!(
+                        waited,
+                        redelivered, "stored messages released, the cluster directory in place"
                     ),
-                    Ok(Err(error)) => warn!("redelivery failed: {error}"),
+                    Ok(Err(error)) => warn!("releasing stored messages failed: {error}"),
                     Err(_) => return,
                 }
             }

@@ -693,9 +693,12 @@ fn run_node(selection: &ProfileSelection, joins: &[String]) -> Result<(), Comman
         cluster,
     );
     drop(controller_handle);
+    // In a cluster, stored messages run once the directory has settled.
+    let in_cluster = remote_port.is_some();
     let options = caxton_shards::NodeOptions {
         gossip_work,
-        remote_port: remote_port.is_some(),
+        remote_port: in_cluster,
+        await_directory: in_cluster,
     };
     let mut node = Node::start_with(&loaded.profile, &plan, options)
         .map_err(|error| CommandError::Failed(error.to_string()))?;
@@ -710,6 +713,10 @@ fn run_node(selection: &ProfileSelection, joins: &[String]) -> Result<(), Comman
         }
     });
     let redeliver_now = remote_port.is_none();
+    if in_cluster && redeliver_now {
+        // No cluster loop will say the directory settled: nothing waits.
+        let _ = node.directory_settled();
+    }
     if let Err(error) = bring_back_agents(&mut node, &loaded, boot_agents, redeliver_now) {
         let _ = node.shutdown();
         return Err(error);

@@ -46,6 +46,9 @@ pub(crate) enum Control {
     /// Deliver again the messages the partition held unfinished at boot;
     /// answers how many.
     Redeliver { ack: mpsc::Sender<usize> },
+    /// The cluster directory has settled: run the stored messages that
+    /// waited for it; answers how many.
+    DirectorySettled { ack: mpsc::Sender<usize> },
     /// Start one more instance, and say how and how fast.
     StartInstance {
         id: AgentId,

@@ -102,6 +102,8 @@ pub(crate) struct ShardDriverBoot<'a> {
     pub(crate) spin: Option<IdleSpin>,
     pub(crate) storage: Option<ShardStorage>,
     pub(crate) ticks: Arc<TickDemand>,
+    /// Stored messages wait for the cluster directory ([`ShardCore::await_directory`]).
+    pub(crate) await_directory: bool,
 }
 
 impl ShardDriver {
@@ -116,6 +118,7 @@ impl ShardDriver {
             spin,
             storage,
             ticks,
+            await_directory,
         } = boot;
         let host_directory: Rc<RefCell<Arc<Directory>>> = Rc::default();
         let resolver = {
@@ -136,8 +139,12 @@ impl ShardDriver {
         )?;
         let limits = CoreLimits::from_profile(profile, data_shards);
         let first_id = storage.as_ref().map(|storage| storage.first_id(index));
+        let mut core = ShardCore::new(index, data_shards, &limits, first_id);
+        if await_directory {
+            core.await_directory();
+        }
         Ok(Self {
-            core: ShardCore::new(index, data_shards, &limits, first_id),
+            core,
             host,
             host_directory,
             port,
@@ -294,6 +301,11 @@ impl ShardDriver {
             }
             Control::Redeliver { ack } => {
                 let _ = ack.send(self.redeliver());
+            }
+            Control::DirectorySettled { ack } => {
+                let now = self.clock.now_ns();
+                let (core, _, mut io) = self.parts();
+                let _ = ack.send(core.directory_settled(now, &mut io));
             }
             Control::StartInstance { id, cold, ack } => {
                 let started = Instant::now();

@@ -220,9 +220,16 @@ pub struct NodeOptions {
     /// The node will route to other nodes ([`Node::take_remote_port`]):
     /// build the remote port's rings to and from every client port, so a
     /// client's remote round trip passes no data shard. A node outside a
-    /// cluster leaves them out and saves their memory; a remote port taken
-    /// there anyway relays its clients' traffic through a data shard.
+    /// cluster does not allocate them; a remote port taken there anyway
+    /// relays its clients' traffic through a data shard.
     pub remote_port: bool,
+    /// Stored messages wait for [`Node::directory_settled`] before their
+    /// handlers run (they are stored and acknowledged at once). A node
+    /// joining a cluster sets it: until its directory holds every member's
+    /// agents, a handler that forwards to an agent on another node would
+    /// fail, and a stored message whose handler ran is finished. A no-op
+    /// without persistence.
+    pub await_directory: bool,
 }
 
 /// A shard's boot report: where it was placed, and its engine for the ticker.
@@ -247,6 +254,7 @@ impl Node {
         let NodeOptions {
             gossip_work,
             remote_port,
+            await_directory,
         } = options;
         let shards = plan.data_shards.len();
         let client_port_count = client_ports(profile, shards);
@@ -303,7 +311,7 @@ impl Node {
             tick_demand: TickDemand::new(shards),
             _storage_lock: storage_lock,
         };
-        let pending = match node.spawn_shards(profile, plan, ports, gossip_work) {
+        let pending = match node.spawn_shards(profile, plan, ports, gossip_work, await_directory) {
             Ok(pending) => pending,
             Err(error) => return Err(node.abort(error)),
         };
@@ -343,6 +351,7 @@ impl Node {
         plan: &PlacementPlan,
         ports: Vec<MeshPort>,
         gossip_work: Option<GossipWork>,
+        await_directory: bool,
     ) -> Result<Vec<(ShardRole, BootReceiver)>, NodeError> {
         let shards = plan.data_shards.len();
         let mut pending = Vec::new();
@@ -366,6 +375,7 @@ impl Node {
                     directory: std::path::PathBuf::from(&profile.storage.data_directory),
                     settings: caxton_storage::StorageSettings::from_profile(profile),
                     writer_cpus: plan.gossip_shard.cpu_binding.clone(),
+                    await_directory,
                 }),
             })
             .map_err(|reason| NodeError::ShardStart { role, reason })?;
@@ -777,6 +787,17 @@ impl Node {
         Ok(redeployed)
     }
 
+    /// The cluster directory has settled: the stored messages that waited
+    /// for it ([`NodeOptions::await_directory`]) run now; how many waited.
+    pub fn directory_settled(&mut self) -> Result<usize, NodeError> {
+        let mut waited = 0;
+        for shard in 0..self.data_shards() {
+            let (ack, answer) = mpsc::channel();
+            waited += self.command(shard, Control::DirectorySettled { ack }, &answer)?;
+        }
+        Ok(waited)
+    }
+
     /// Deliver again every stored message that was accepted and never
     /// finished; how many. A no-op without persistence.
     pub fn redeliver_unfinished(&mut self) -> Result<usize, NodeError> {
@@ -999,6 +1020,8 @@ struct StorageBoot {
     settings: caxton_storage::StorageSettings,
     /// Where the partition's writer thread runs: the gossip shard's CPUs.
     writer_cpus: caxton_numa::CpuBinding,
+    /// Stored messages wait for the directory ([`NodeOptions::await_directory`]).
+    await_directory: bool,
 }
 
 fn spawn_data_shard(boot: DataShardBoot<'_>) -> Result<ExecutorJoinHandle<()>, String> {
@@ -1024,6 +1047,7 @@ fn spawn_data_shard(boot: DataShardBoot<'_>) -> Result<ExecutorJoinHandle<()>, S
     }
     let memory = placement.memory.clone();
     let profile = profile.clone();
+    let await_directory = storage.as_ref().is_some_and(|boot| boot.await_directory);
     builder
         .spawn(move || async move {
             let placed = apply_memory(&memory).map(|memory_warning| {
@@ -1059,6 +1083,7 @@ fn spawn_data_shard(boot: DataShardBoot<'_>) -> Result<ExecutorJoinHandle<()>, S
                     spin: spin_before_park,
                     storage,
                     ticks,
+                    await_directory,
                 })
                 .map(|runtime| (report, runtime))
                 .map_err(|error| error.to_string())

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use caxton_messaging::Performative;
-use caxton_shards::{Node, NodeError, PersistError, SendOptions};
+use caxton_shards::{Node, NodeError, NodeOptions, PersistError, SendOptions};
 use caxton_storage::{partition_path, Partition, StorageSettings};
 use caxton_tests::{example, plan_on_this_machine, Planned};
 
@@ -93,6 +93,49 @@ fn a_durable_send_is_stored_before_acceptance_and_finished_once_handled() {
             "message {id}"
         );
     }
+}
+
+/// A node joining a cluster keeps stored messages from their handlers
+/// until its directory has settled: they are stored and acknowledged at
+/// once, and run (and are finished) only once the node is told.
+#[test]
+fn stored_messages_wait_for_the_cluster_directory_and_then_run() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let planned = persistent(directory.path(), &[]);
+    let options = NodeOptions {
+        await_directory: true,
+        ..NodeOptions::default()
+    };
+    let mut node = Node::start_with(&planned.profile, &planned.plan, options).expect("starts");
+    let echo = node
+        .deploy(
+            "echo",
+            &example("echo"),
+            1,
+            &planned.profile.agent_limits("echo"),
+        )
+        .expect("deployed");
+    let mut client = node.client().expect("client");
+    let (token, id) = client
+        .send_persistent(
+            echo,
+            Performative::Request,
+            b"kept".to_vec(),
+            SendOptions::default(),
+            TIMEOUT,
+        )
+        .expect("accepted before the directory settled");
+    assert_eq!(
+        node.agent_stats("echo").expect("stats").handled,
+        0,
+        "no handler ran before the directory settled"
+    );
+    assert_eq!(node.directory_settled().expect("told"), 1, "one waited");
+    let reply = client.await_reply(token, TIMEOUT).expect("answered");
+    assert_eq!(reply.content, b"kept");
+    drop(client);
+    node.shutdown().expect("clean stop");
+    assert_eq!(stored_state(&planned, directory.path(), id), Some(true));
 }
 
 #[test]

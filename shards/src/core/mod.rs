@@ -156,6 +156,12 @@ pub(crate) struct ShardCore {
     metrics: ShardMetrics,
     /// With persistence: the durability protocol's bookkeeping.
     ledger: Option<DurabilityLedger<Envelope>>,
+    /// Stored messages wait for the cluster directory before they run
+    /// ([`Self::await_directory`]).
+    awaiting_directory: bool,
+    /// Stored and acknowledged messages that wait for the directory, in the
+    /// order they became durable; at most `mailbox_capacity`.
+    deferred: Vec<Envelope>,
     /// Samples messages and records their hops (`engine profile trace`).
     tracer: Tracer,
 }
@@ -183,8 +189,33 @@ impl ShardCore {
             suspended: Vec::new(),
             metrics: ShardMetrics::default(),
             ledger: first_id.map(|first| DurabilityLedger::new(first, limits.waiting_max)),
+            awaiting_directory: false,
+            deferred: Vec::new(),
             tracer: Tracer::new(index as u16),
         }
+    }
+
+    /// Keep stored messages from their handlers until
+    /// [`Self::directory_settled`]: a node joining a cluster does not yet
+    /// know the agents other nodes host, and a stored message whose handler
+    /// forwards to one of them would fail, and a stored message whose
+    /// handler ran is finished. They are still stored and acknowledged at
+    /// once. Without persistence nothing waits: a failed send is answered.
+    pub fn await_directory(&mut self) {
+        self.awaiting_directory = self.ledger.is_some();
+    }
+
+    /// The cluster directory holds every live member's agents (or waiting
+    /// for it took too long): the stored messages that waited run now, in
+    /// order. Returns how many waited.
+    pub fn directory_settled(&mut self, now: u64, io: &mut impl ShardIo) -> usize {
+        self.awaiting_directory = false;
+        let deferred = std::mem::take(&mut self.deferred);
+        let count = deferred.len();
+        for envelope in deferred {
+            self.accept(envelope, now, io);
+        }
+        count
     }
 
     /// The message sampler and its hops.
@@ -308,7 +339,11 @@ impl ShardCore {
                             self.dispatch(notice, now, io);
                         }
                     }
-                    self.accept(waiting.message, now, io);
+                    if self.awaiting_directory {
+                        self.deferred.push(waiting.message);
+                    } else {
+                        self.accept(waiting.message, now, io);
+                    }
                 }
             }
             StorageEvent::Failed { ids, reason } => {
@@ -436,6 +471,7 @@ impl ShardCore {
                 .into_iter()
                 .map(|held| held.envelope),
         );
+        remaining.append(&mut self.deferred);
         // Handlers cancelled mid-run: a stored message stays unfinished and
         // runs again after a restart; every sender hears about this stop.
         for run in std::mem::take(&mut self.suspended) {
@@ -892,6 +928,20 @@ impl ShardCore {
             self.fail(&envelope, "unknown-agent", now, io);
             return;
         };
+        // Waiting for the directory, stored messages queue in memory: bounded
+        // like a mailbox, and refused before they are stored, never after.
+        if self.awaiting_directory
+            && self.deferred.len()
+                + self
+                    .ledger
+                    .as_ref()
+                    .map_or(0, DurabilityLedger::waiting_len)
+                >= self.mailbox_capacity
+        {
+            self.metrics.refused += 1;
+            self.refuse_unstored(&envelope, parent, "backlog-full", now, io);
+            return;
+        }
         let receiver = self.directory.name_of(Address::Agent(agent));
         let Some(ledger) = self.ledger.as_mut() else {
             return;

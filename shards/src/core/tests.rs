@@ -671,6 +671,75 @@ fn a_send_that_cannot_be_stored_is_refused_with_the_reason() {
 }
 
 #[test]
+fn stored_messages_wait_for_the_directory_when_asked_and_run_in_order_once_it_settles() {
+    let mut core = core(2, true);
+    core.await_directory();
+    let (mut agents, mut io) = (echo_agents(), RecordingIo::new(3, 0));
+    let mut ids = Vec::new();
+    for content in [&b"first"[..], b"second"] {
+        core.on_arrival(
+            Envelope {
+                durability: Durability::Requested,
+                ..request(ECHO, content, 0)
+            },
+            0,
+            &mut io,
+        );
+        ids.push(persisted_id(&mut io));
+    }
+    core.on_storage_event(StorageEvent::Durable(ids.clone()), 1, &mut io);
+    // Stored and acknowledged at once...
+    let notices = io.take(CLIENT_PORT);
+    assert_eq!(notices.len(), 2);
+    assert!(notices
+        .iter()
+        .all(|notice| notice.performative == Performative::Agree));
+    // ...but no handler runs before the directory is in place.
+    assert!(core.handle_next(2, &mut agents, &mut io).is_none());
+    assert!(io.writes.is_empty(), "nothing finished");
+    // Waiting, the backlog is bounded like a mailbox: refused before stored.
+    core.on_arrival(durable_request(ECHO), 3, &mut io);
+    let refused = io.take(CLIENT_PORT);
+    assert_eq!(refused[0].performative, Performative::Refuse);
+    assert_eq!(refused[0].content, b"caxton:storage:backlog-full");
+    assert!(io.writes.is_empty(), "the refused send was never stored");
+
+    assert_eq!(core.directory_settled(4, &mut io), 2);
+    let mut answers = Vec::new();
+    while core.handle_next(5, &mut agents, &mut io).is_some() {
+        answers.extend(
+            io.take(CLIENT_PORT)
+                .into_iter()
+                .map(|answer| answer.content),
+        );
+    }
+    assert_eq!(answers, vec![b"first".to_vec(), b"second".to_vec()]);
+    let finished: Vec<u64> = std::mem::take(&mut io.writes)
+        .into_iter()
+        .filter_map(|write| match write {
+            Write::Done { id } => Some(id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finished, ids, "each finished once handled");
+    // Settled, stored messages run as they come.
+    core.on_arrival(durable_request(ECHO), 6, &mut io);
+    let id = persisted_id(&mut io);
+    core.on_storage_event(StorageEvent::Durable(vec![id]), 7, &mut io);
+    assert!(core.handle_next(8, &mut agents, &mut io).is_some());
+}
+
+#[test]
+fn without_persistence_nothing_waits_for_the_directory() {
+    let mut core = core(8, false);
+    core.await_directory();
+    let (mut agents, mut io) = (echo_agents(), RecordingIo::new(3, 0));
+    core.on_arrival(request(ECHO, b"now", 0), 0, &mut io);
+    assert!(core.handle_next(1, &mut agents, &mut io).is_some());
+    assert_eq!(io.take(CLIENT_PORT)[0].content, b"now");
+}
+
+#[test]
 fn without_persistence_a_durable_send_is_refused() {
     let mut core = core(8, false);
     let mut io = RecordingIo::new(3, 0);
