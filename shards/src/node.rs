@@ -790,23 +790,27 @@ impl Node {
     /// The cluster directory has settled: the stored messages that waited
     /// for it ([`NodeOptions::await_directory`]) run now; how many waited.
     pub fn directory_settled(&mut self) -> Result<usize, NodeError> {
-        let mut waited = 0;
-        for shard in 0..self.data_shards() {
-            let (ack, answer) = mpsc::channel();
-            waited += self.command(shard, Control::DirectorySettled { ack }, &answer)?;
-        }
-        Ok(waited)
+        self.count_over_shards(|ack| Control::DirectorySettled { ack })
     }
 
     /// Deliver again every stored message that was accepted and never
     /// finished; how many. A no-op without persistence.
     pub fn redeliver_unfinished(&mut self) -> Result<usize, NodeError> {
-        let mut redelivered = 0;
+        self.count_over_shards(|ack| Control::Redeliver { ack })
+    }
+
+    /// Send every data shard the command `control` makes, in shard order;
+    /// the sum of the counts they answer.
+    fn count_over_shards(
+        &self,
+        control: impl Fn(mpsc::Sender<usize>) -> Control,
+    ) -> Result<usize, NodeError> {
+        let mut total = 0;
         for shard in 0..self.data_shards() {
             let (ack, answer) = mpsc::channel();
-            redelivered += self.command(shard, Control::Redeliver { ack }, &answer)?;
+            total += self.command(shard, control(ack), &answer)?;
         }
-        Ok(redelivered)
+        Ok(total)
     }
 
     /// Every shard's metrics, in shard order; `reset` clears them after copying.

@@ -37,6 +37,46 @@ fn hops_traced(node: &caxton_shards::Node) -> usize {
         .sum()
 }
 
+/// `client` sends `out` to `faraway` with every shard tracing: what the
+/// remote port took, the send's token, and the hops the shards traced.
+fn send_out(
+    node: &caxton_shards::Node,
+    client: &mut caxton_shards::Client,
+    remote: &mut RemotePort,
+    faraway: caxton_messaging::AgentId,
+) -> (Envelope, u64, usize) {
+    node.trace(Some(100)).expect("tracing starts");
+    let token = client
+        .send(
+            faraway,
+            Performative::Request,
+            b"out".to_vec(),
+            SendOptions::default(),
+        )
+        .expect("sent");
+    let outbound = next_on(remote);
+    (outbound, token, hops_traced(node))
+}
+
+/// The other node answers `outbound` with `back`, handed in by `remote`:
+/// what reaches the client.
+fn answer_back(
+    client: &mut caxton_shards::Client,
+    remote: &mut RemotePort,
+    outbound: &Envelope,
+    token: u64,
+) -> Envelope {
+    let answer = outbound.reply_path().answer(
+        Performative::Inform,
+        b"back".to_vec(),
+        0,
+        remote.participant(),
+    );
+    remote.deliver(answer, 0).expect("room");
+    remote.ring_deliveries();
+    client.await_reply(token, PATIENCE).expect("answered")
+}
+
 #[test]
 fn messages_for_other_nodes_leave_through_the_remote_port_and_answers_come_back() {
     let options = NodeOptions {
@@ -83,17 +123,7 @@ fn messages_for_other_nodes_leave_through_the_remote_port_and_answers_come_back(
     assert_eq!(local.content, b"here");
     let traced_local = hops_traced(&node);
     assert!(traced_local > 0, "a local request is traced");
-    node.trace(Some(100)).expect("tracing starts");
-    let token = client
-        .send(
-            faraway,
-            Performative::Request,
-            b"out".to_vec(),
-            SendOptions::default(),
-        )
-        .expect("sent");
-    let outbound = next_on(&mut remote);
-    let traced_remote = hops_traced(&node);
+    let (outbound, token, traced_remote) = send_out(&node, &mut client, &mut remote, faraway);
     assert_eq!(traced_remote, 0, "no data shard passed the remote send on");
     assert_eq!(outbound.receiver, Address::Agent(faraway));
     assert_eq!(outbound.content, b"out");
@@ -101,15 +131,7 @@ fn messages_for_other_nodes_leave_through_the_remote_port_and_answers_come_back(
     assert!(matches!(outbound.sender, Address::Client { .. }));
 
     // The other node's answer, handed in by the remote port, reaches the client.
-    let answer = outbound.reply_path().answer(
-        Performative::Inform,
-        b"back".to_vec(),
-        0,
-        remote_participant,
-    );
-    remote.deliver(answer, 0).expect("room");
-    remote.ring_deliveries();
-    let reply = client.await_reply(token, PATIENCE).expect("answered");
+    let reply = answer_back(&mut client, &mut remote, &outbound, token);
     assert_eq!(
         (reply.performative, reply.content.as_slice()),
         (Performative::Inform, &b"back"[..])
@@ -180,33 +202,15 @@ fn a_node_built_without_the_remote_ports_rings_relays_through_a_shard() {
     let (_planned, mut node) = caxton_tests::boot_default(2, &[]);
     let mut client = node.client().expect("client");
     let mut remote = node.take_remote_port().expect("a free client port");
-    let remote_participant = remote.participant();
     node.set_remote_agents(["faraway".to_owned()]);
     let faraway = client.resolve("faraway").expect("a proxy id");
-    node.trace(Some(100)).expect("tracing starts");
-    let token = client
-        .send(
-            faraway,
-            Performative::Request,
-            b"out".to_vec(),
-            SendOptions::default(),
-        )
-        .expect("sent");
-    let outbound = next_on(&mut remote);
+    let (outbound, token, traced) = send_out(&node, &mut client, &mut remote, faraway);
     assert_eq!(outbound.content, b"out");
     assert!(
-        hops_traced(&node) > 0,
+        traced > 0,
         "with no ring from the client, a data shard passed the send on"
     );
-    let answer = outbound.reply_path().answer(
-        Performative::Inform,
-        b"back".to_vec(),
-        0,
-        remote_participant,
-    );
-    remote.deliver(answer, 0).expect("room");
-    remote.ring_deliveries();
-    let reply = client.await_reply(token, PATIENCE).expect("answered");
+    let reply = answer_back(&mut client, &mut remote, &outbound, token);
     assert_eq!(reply.content, b"back");
     drop(client);
     node.shutdown().expect("clean stop");
