@@ -160,8 +160,9 @@ pub(crate) struct ShardCore {
     /// ([`Self::await_directory`]).
     awaiting_directory: bool,
     /// Stored and acknowledged messages that wait for the directory, in the
-    /// order they became durable; at most `mailbox_capacity`.
-    deferred: Vec<Envelope>,
+    /// order they became durable, each with when it began to wait; at most
+    /// `mailbox_capacity`.
+    deferred: Vec<(Envelope, u64)>,
     /// Samples messages and records their hops (`engine profile trace`).
     tracer: Tracer,
 }
@@ -207,12 +208,16 @@ impl ShardCore {
 
     /// The cluster directory holds every live member's agents (or waiting
     /// for it took too long): the stored messages that waited run now, in
-    /// order. Returns how many waited.
+    /// order. The wait does not count against a message's deadline: it was
+    /// the node's, not the message's. Returns how many waited.
     pub fn directory_settled(&mut self, now: u64, io: &mut impl ShardIo) -> usize {
         self.awaiting_directory = false;
         let deferred = std::mem::take(&mut self.deferred);
         let count = deferred.len();
-        for envelope in deferred {
+        for (mut envelope, since) in deferred {
+            envelope.deadline_ns = envelope
+                .deadline_ns
+                .saturating_add(now.saturating_sub(since));
             self.accept(envelope, now, io);
         }
         count
@@ -340,7 +345,7 @@ impl ShardCore {
                         }
                     }
                     if self.awaiting_directory {
-                        self.deferred.push(waiting.message);
+                        self.deferred.push((waiting.message, now));
                     } else {
                         self.accept(waiting.message, now, io);
                     }
@@ -471,7 +476,7 @@ impl ShardCore {
                 .into_iter()
                 .map(|held| held.envelope),
         );
-        remaining.append(&mut self.deferred);
+        remaining.extend(self.deferred.drain(..).map(|(envelope, _)| envelope));
         // Handlers cancelled mid-run: a stored message stays unfinished and
         // runs again after a restart; every sender hears about this stop.
         for run in std::mem::take(&mut self.suspended) {

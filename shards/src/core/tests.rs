@@ -730,6 +730,33 @@ fn stored_messages_wait_for_the_directory_when_asked_and_run_in_order_once_it_se
 }
 
 #[test]
+fn the_wait_for_the_directory_does_not_count_against_a_deadline() {
+    let mut core = core(8, true);
+    core.await_directory();
+    let (mut agents, mut io) = (echo_agents(), RecordingIo::new(3, 0));
+    core.on_arrival(
+        Envelope {
+            deadline_ns: 1_000,
+            ..durable_request(ECHO)
+        },
+        0,
+        &mut io,
+    );
+    let id = persisted_id(&mut io);
+    core.on_storage_event(StorageEvent::Durable(vec![id]), 100, &mut io);
+    let _agree = io.take(CLIENT_PORT);
+    // It waited 10 µs, ten times its deadline; it has 900 ns left once released.
+    core.directory_settled(10_100, &mut io);
+    assert!(core.handle_next(10_500, &mut agents, &mut io).is_some());
+    let answers = io.take(CLIENT_PORT);
+    assert_eq!(
+        answers[0].performative,
+        Performative::Inform,
+        "handled, not timed out"
+    );
+}
+
+#[test]
 fn without_persistence_nothing_waits_for_the_directory() {
     let mut core = core(8, false);
     core.await_directory();
