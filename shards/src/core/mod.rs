@@ -9,8 +9,11 @@
 //! 1. **Arrival** ([`ShardCore::on_arrival`]): a message from a ring. A
 //!    chain acknowledgement settles a child of a stored parent; a durable
 //!    send (`Requested`, or a `Chained` hop) goes to the ledger and the
-//!    partition first; a message for a local agent is admitted to a mailbox
-//!    lane; anything else is routed on ([`ShardCore::dispatch`]).
+//!    partition first, and is admitted once stored (on a node joining a
+//!    cluster, only once its directory has settled:
+//!    [`ShardCore::await_directory`]); a message for a local agent is
+//!    admitted to a mailbox lane; anything else is routed on
+//!    ([`ShardCore::dispatch`]).
 //! 2. **Admission** (`accept`): the agent's lane (a bounded priority
 //!    mailbox with deadlines) takes it, or its sender is answered
 //!    `failure` (`refused:queue-full`).
