@@ -373,6 +373,9 @@ async fn list_agents(context: &Context, only: Option<String>) -> Answer {
                     "recycled": stats.recycled,
                     "warm_starts": stats.warm_starts,
                     "cold_starts": stats.cold_starts,
+                    // Handlers that found no pooled stack: they could not
+                    // yield at a slice's end (see `runtime.time_slice`).
+                    "stackless_runs": stats.stackless_runs,
                     "mean_processing_us": if ran == 0 { 0.0 } else { stats.busy_ns as f64 / ran as f64 / 1e3 },
                     "max_processing_us": stats.max_handler_ns as f64 / 1e3,
                     "busy_ns": stats.busy_ns,

@@ -223,6 +223,7 @@ fn every_route_answers_and_bad_input_gets_a_4xx_naming_the_problem() {
     assert_eq!(agents[0]["name"], "echo");
     assert_eq!(agents[0]["instances"], 3);
     assert_eq!(agents[0]["handled"], 1);
+    assert_eq!(agents[0]["stackless_runs"], 0, "it ran on a pooled stack");
     assert!(agents[0]["mean_processing_us"].as_f64().expect("mean") > 0.0);
     let one = call(&client, Method::GET, "/v1/agents/echo", Vec::new()).json();
     assert_eq!(one["name"], "echo");
