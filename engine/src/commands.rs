@@ -741,8 +741,14 @@ fn run_node(selection: &ProfileSelection, joins: &[String]) -> Result<(), Comman
     let stop = node.stop_signal();
     let watcher = signals.handle();
     watch_signals(signals, std::sync::Arc::clone(&stop))?;
+    let max_map_count = caxton_agents::kernel_max_map_count();
+    let pools =
+        caxton_agents::PoolSizes::for_shard(&loaded.profile, plan.data_shards.len(), max_map_count);
     info!(
         data_shards = plan.data_shards.len(),
+        instances_per_shard = pools.instances,
+        handler_stacks_per_shard = pools.handler_stacks,
+        max_map_count,
         "engine running; send SIGINT or SIGTERM to stop"
     );
     let collector = caxton_admin::Collector::new(node.data_shards(), hdr_log);

@@ -195,6 +195,15 @@ fn a_scrape_shows_the_seed_metrics_and_passes_promtool() {
 #[test]
 fn every_route_answers_and_bad_input_gets_a_4xx_naming_the_problem() {
     let running = start_engine(&["--set", "observability.admin.max_upload_size=64KB"]);
+    // The boot log says how many handlers each shard can time-slice.
+    let stacks: u64 = running
+        .seen
+        .split("handler_stacks_per_shard=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("no handler stack count in the boot log: {}", running.seen));
+    assert!(stacks >= u64::from(caxton_agents::HANDLER_STACKS_MIN));
     let client = client(&running);
 
     let deployed = call(
