@@ -24,10 +24,9 @@ pub const CLIENT_INBOX_MAX: usize = 65_536;
 
 /// The data shard that passes on a client's messages for other nodes, and
 /// their answers coming back, when the client has no ring to the remote
-/// port. Every client has one to the participant built for the remote port
-/// (the first client port, which clients take last), so this serves only a
-/// node whose remote port was taken while every client port was in use. One shard both ways: each
-/// round trip then wakes one shard, not two.
+/// port: on a node built without those rings (`NodeOptions::remote_port`
+/// off), or whose remote port was taken while every client port was in
+/// use. One shard both ways: each round trip then wakes one shard, not two.
 pub(crate) fn relay_shard(client_participant: usize, data_shards: usize) -> usize {
     client_participant % data_shards.max(1)
 }

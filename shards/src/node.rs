@@ -375,8 +375,8 @@ impl Node {
                     directory: std::path::PathBuf::from(&profile.storage.data_directory),
                     settings: caxton_storage::StorageSettings::from_profile(profile),
                     writer_cpus: plan.gossip_shard.cpu_binding.clone(),
-                    await_directory,
                 }),
+                await_directory,
             })
             .map_err(|reason| NodeError::ShardStart { role, reason })?;
             self.threads.push((role, ShardThread::Data(thread)));
@@ -965,6 +965,8 @@ struct DataShardBoot<'a> {
     ticks: Arc<TickDemand>,
     report: BootSender,
     storage: Option<StorageBoot>,
+    /// Stored messages wait for the directory ([`NodeOptions::await_directory`]).
+    await_directory: bool,
 }
 
 /// What the idle shard `role` does before parking, from
@@ -1024,8 +1026,6 @@ struct StorageBoot {
     settings: caxton_storage::StorageSettings,
     /// Where the partition's writer thread runs: the gossip shard's CPUs.
     writer_cpus: caxton_numa::CpuBinding,
-    /// Stored messages wait for the directory ([`NodeOptions::await_directory`]).
-    await_directory: bool,
 }
 
 fn spawn_data_shard(boot: DataShardBoot<'_>) -> Result<ExecutorJoinHandle<()>, String> {
@@ -1041,6 +1041,7 @@ fn spawn_data_shard(boot: DataShardBoot<'_>) -> Result<ExecutorJoinHandle<()>, S
         ticks,
         report,
         storage,
+        await_directory,
     } = boot;
     let mut builder = LocalExecutorBuilder::new(glommio_placement(&placement.cpu_binding)?)
         .name(&format!("caxton-shard-{index}"))
@@ -1051,7 +1052,6 @@ fn spawn_data_shard(boot: DataShardBoot<'_>) -> Result<ExecutorJoinHandle<()>, S
     }
     let memory = placement.memory.clone();
     let profile = profile.clone();
-    let await_directory = storage.as_ref().is_some_and(|boot| boot.await_directory);
     builder
         .spawn(move || async move {
             let placed = apply_memory(&memory).map(|memory_warning| {

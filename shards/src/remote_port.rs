@@ -94,11 +94,11 @@ impl RemotePort {
                     .with_directory(|directory| directory.route(agent, None, route_key))
                     .unwrap_or(0),
                 Address::Instance(instance) => usize::from(instance.shard),
-                // The shard the client's own sends leave by.
                 // Straight to the client where it has a ring from here.
                 Address::Client { port, .. } if self.port.has_ring_to(port.into()) => {
                     return self.port.send_ringing_later(port.into(), envelope);
                 }
+                // Else the shard the client's own sends leave by.
                 Address::Client { port, .. } => crate::client::relay_shard(port.into(), shards),
                 Address::Remote { port, token, .. } => {
                     (usize::from(port) + token as usize) % shards
@@ -209,8 +209,9 @@ mod tests {
         }
     }
 
-    /// Without that ring (the remote port taken while a client held the
-    /// participant built for it), an answer goes to the shard the client's
+    /// Without that ring (a node built without it, or its remote port taken
+    /// while a client held the participant built for it), an answer goes to
+    /// the shard the client's
     /// own sends to other nodes leave by, so a client's remote round trip
     /// wakes one data shard, not two.
     #[test]
