@@ -137,7 +137,7 @@ impl PairOptions {
     }
 
     /// How long to wait for every driver's report before asking it to stop.
-    fn wait(&self) -> Duration {
+    pub(crate) fn wait(&self) -> Duration {
         self.duration + GRACE
     }
 }
@@ -272,7 +272,7 @@ pub struct AgentToAgentResult {
 }
 
 impl AgentToAgentResult {
-    fn new(
+    pub(crate) fn new(
         name: &str,
         design: &str,
         shards: usize,
@@ -321,11 +321,11 @@ pub fn pair_profile(profile: &Profile) -> Profile {
     profile
 }
 
-fn traffic(message: impl Into<String>) -> SuiteError {
+pub(crate) fn traffic(message: impl Into<String>) -> SuiteError {
     SuiteError::Traffic(message.into())
 }
 
-fn pair_names(layout: Layout, pair: usize) -> (String, String) {
+pub(crate) fn pair_names(layout: Layout, pair: usize) -> (String, String) {
     (
         format!("a2a-{}-driver-{pair}", layout.tag()),
         format!("a2a-{}-echo-{pair}", layout.tag()),
@@ -521,7 +521,7 @@ fn collect(
 }
 
 /// Driver `pair`'s report from its answer.
-fn answer_report(
+pub(crate) fn answer_report(
     pair: usize,
     performative: Performative,
     content: &[u8],

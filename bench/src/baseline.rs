@@ -54,12 +54,12 @@ impl Directory {
     }
 }
 
-fn agent_id(index: usize) -> AgentId {
+pub(crate) fn agent_id(index: usize) -> AgentId {
     AgentId(u32::try_from(index).unwrap_or(u32::MAX))
 }
 
 /// Load generator `index`'s address: the sender of its messages, the receiver of their answers.
-fn client(index: usize) -> Address {
+pub(crate) fn client(index: usize) -> Address {
     Address::Client {
         port: 0,
         id: u32::try_from(index).unwrap_or(u32::MAX),
@@ -146,8 +146,9 @@ fn nanos_since(epoch: Instant) -> u64 {
     u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// One baseline agent's instance, owned by its task.
-struct BaselineAgent {
+/// One baseline agent's instance, owned by its task (or by the bare loop,
+/// [`crate::bare_loop`]).
+pub(crate) struct BaselineAgent {
     store: Store<AgentState>,
     handle: TypedFunc<(), i32>,
     /// An emptied outbox handed back ([`Self::recycle_outbox`]), reused by
@@ -167,6 +168,12 @@ impl BaselineAgent {
         let instance = pre
             .instantiate(&mut store)
             .map_err(|error| BenchError::Run(format!("baseline instance: {error}")))?;
+        // Found once, as the engine's host finds it, so no host call looks
+        // the memory up by name.
+        let memory = instance
+            .get_memory(&mut store, abi::EXPORT_MEMORY)
+            .ok_or_else(|| BenchError::Run("baseline instance: no exported memory".into()))?;
+        store.data_mut().abi.bind_memory(memory);
         let handle = instance
             .get_typed_func::<(), i32>(&mut store, abi::EXPORT_HANDLE)
             .map_err(|error| BenchError::Run(format!("baseline instance: {error}")))?;
@@ -179,7 +186,10 @@ impl BaselineAgent {
 
     /// Handle `message`: how the handler ended, and what it sent (nothing
     /// when it trapped, as on the engine).
-    fn handle(&mut self, message: Envelope) -> (wasmtime::Result<i32>, Vec<OutboundMessage>) {
+    pub(crate) fn handle(
+        &mut self,
+        message: Envelope,
+    ) -> (wasmtime::Result<i32>, Vec<OutboundMessage>) {
         self.store.data_mut().abi.begin(message);
         let result = self.handle.call(&mut self.store, ());
         let state = self.store.data_mut();
@@ -192,7 +202,7 @@ impl BaselineAgent {
     }
 
     /// Give back an outbox whose messages were sent, for the next handler.
-    fn recycle_outbox(&mut self, outbox: Vec<OutboundMessage>) {
+    pub(crate) fn recycle_outbox(&mut self, outbox: Vec<OutboundMessage>) {
         AbiState::keep_spare_outbox(&mut self.spare_outbox, outbox);
     }
 }
@@ -252,25 +262,9 @@ impl Routes {
     /// intended at `intended_ns`. Whether it was delivered.
     fn deliver(&self, me: AgentId, sent: OutboundMessage, intended_ns: u64) -> bool {
         match sent.receiver {
-            Address::Agent(agent) => {
-                let envelope = Envelope {
-                    conversation_id: sent.conversation_id,
-                    reply_with: sent.reply_with,
-                    in_reply_to: sent.in_reply_to,
-                    ..Envelope::new(
-                        sent.performative,
-                        // A forward keeps the original sender, so the last hop answers it.
-                        sent.on_behalf_of.unwrap_or(Address::Agent(me)),
-                        sent.receiver,
-                        sent.content,
-                        intended_ns,
-                        0,
-                    )
-                };
-                self.mailboxes
-                    .get(agent.0 as usize)
-                    .is_some_and(|mailbox| mailbox.try_send(envelope).is_ok())
-            }
+            Address::Agent(agent) => self.mailboxes.get(agent.0 as usize).is_some_and(|mailbox| {
+                mailbox.try_send(envelope_of(me, sent, intended_ns)).is_ok()
+            }),
             Address::Client { id, .. } => {
                 self.answer(id, sent.conversation_id, sent.performative, sent.content)
             }
@@ -296,6 +290,25 @@ impl Routes {
     }
 }
 
+/// The envelope of `sent`, an agent's message to another agent, sent by
+/// agent `me` and stamped `sent_at_ns`.
+pub(crate) fn envelope_of(me: AgentId, sent: OutboundMessage, sent_at_ns: u64) -> Envelope {
+    Envelope {
+        conversation_id: sent.conversation_id,
+        reply_with: sent.reply_with,
+        in_reply_to: sent.in_reply_to,
+        ..Envelope::new(
+            sent.performative,
+            // A forward keeps the original sender, so the last hop answers it.
+            sent.on_behalf_of.unwrap_or(Address::Agent(me)),
+            sent.receiver,
+            sent.content,
+            sent_at_ns,
+            0,
+        )
+    }
+}
+
 /// What a generator receives: (conversation id, performative, content).
 type Answer = (u64, Performative, Vec<u8>);
 
@@ -317,17 +330,6 @@ fn start(
     workers: usize,
     generators: usize,
 ) -> Result<Baseline, BenchError> {
-    // The baseline calls its handlers synchronously: it needs no stacks.
-    let pools = PoolSizes {
-        instances: agents.len() as u32 + 16,
-        handler_stacks: 1,
-    };
-    let config = caxton_agents::engine_config(profile, pools)
-        .map_err(|error| BenchError::Run(format!("baseline engine: {error}")))?;
-    let engine = Engine::new(&config)
-        .map_err(|error| BenchError::Run(format!("baseline engine: {error}")))?;
-    let linker = baseline_linker(&engine)?;
-    let directory = Arc::new(Directory::new(agents));
     let tallies = Arc::new(Mutex::new(Vec::new()));
     let handed_over = Arc::clone(&tallies);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -365,24 +367,9 @@ fn start(
         answers: Arc::new(answer_senders),
     });
     let epoch = Instant::now();
-    let mut modules: HashMap<&str, InstancePre<AgentState>> = HashMap::new();
-    let memory = profile.agents.default_limits.memory.bytes() as usize;
-    for ((index, (_, wat)), mut mailbox) in agents.iter().enumerate().zip(receivers) {
-        let pre = match modules.get(wat) {
-            Some(pre) => pre.clone(),
-            None => {
-                let module = Module::new(&engine, wat)
-                    .map_err(|error| BenchError::Run(format!("baseline module: {error}")))?;
-                let pre = linker
-                    .instantiate_pre(&module)
-                    .map_err(|error| BenchError::Run(format!("baseline module: {error}")))?;
-                modules.insert(wat, pre.clone());
-                pre
-            }
-        };
+    let instances = instantiate(profile, agents, epoch)?;
+    for ((index, mut agent), mut mailbox) in instances.into_iter().enumerate().zip(receivers) {
         let me = agent_id(index);
-        let state = AgentState::new(Arc::clone(&directory), me, epoch, memory);
-        let mut agent = BaselineAgent::new(&engine, &pre, state)?;
         let routes = Arc::clone(&routes);
         runtime.spawn(async move {
             while let Some(message) = mailbox.recv().await {
@@ -440,6 +427,48 @@ fn start(
         epoch,
         tallies,
     })
+}
+
+/// One instance of each of `agents` (name and module text; agent `n` is
+/// `AgentId(n)`, named `agents[n].0`), as the baseline runs them: the
+/// profile's compiler settings, the ABI's host functions, the agents'
+/// memory limit, and `now_ns` counted from `epoch`.
+pub(crate) fn instantiate(
+    profile: &Profile,
+    agents: &[(String, &'static str)],
+    epoch: Instant,
+) -> Result<Vec<BaselineAgent>, BenchError> {
+    // Handlers are called synchronously: no stacks.
+    let pools = PoolSizes {
+        instances: agents.len() as u32 + 16,
+        handler_stacks: 1,
+    };
+    let config = caxton_agents::engine_config(profile, pools)
+        .map_err(|error| BenchError::Run(format!("baseline engine: {error}")))?;
+    let engine = Engine::new(&config)
+        .map_err(|error| BenchError::Run(format!("baseline engine: {error}")))?;
+    let linker = baseline_linker(&engine)?;
+    let directory = Arc::new(Directory::new(agents));
+    let memory = profile.agents.default_limits.memory.bytes() as usize;
+    let mut modules: HashMap<&str, InstancePre<AgentState>> = HashMap::new();
+    let mut instances = Vec::with_capacity(agents.len());
+    for (index, (_, wat)) in agents.iter().enumerate() {
+        let pre = match modules.get(wat) {
+            Some(pre) => pre.clone(),
+            None => {
+                let module = Module::new(&engine, wat)
+                    .map_err(|error| BenchError::Run(format!("baseline module: {error}")))?;
+                let pre = linker
+                    .instantiate_pre(&module)
+                    .map_err(|error| BenchError::Run(format!("baseline module: {error}")))?;
+                modules.insert(wat, pre.clone());
+                pre
+            }
+        };
+        let state = AgentState::new(Arc::clone(&directory), agent_id(index), epoch, memory);
+        instances.push(BaselineAgent::new(&engine, &pre, state)?);
+    }
+    Ok(instances)
 }
 
 /// A generator's way into the baseline.

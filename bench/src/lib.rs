@@ -5,6 +5,7 @@
 //! on. Timings are never asserted: machines are shared and noisy.
 
 pub mod agent_to_agent;
+pub mod bare_loop;
 pub mod baseline;
 pub mod cluster;
 pub mod custom;

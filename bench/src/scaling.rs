@@ -17,6 +17,7 @@ use caxton_profiles::Profile;
 use serde::Serialize;
 
 use crate::agent_to_agent::{self, rate, verdict, AgentToAgentResult, PairOptions};
+use crate::bare_loop;
 use crate::standard::{write_results, ScenarioResult, SuiteError};
 
 /// The goal: per-shard throughput at this many shards…
@@ -82,6 +83,9 @@ pub struct ScalingSummary {
     pub duration_ms: u64,
     /// One entry per step, in order.
     pub steps: Vec<ScalingStep>,
+    /// One shard's `agent_to_agent_local` throughput over the bare loop's
+    /// ([`crate::bare_loop`]), when both ran.
+    pub share_of_bare_loop: Option<f64>,
     /// One row per run (`shards-N/DESIGN/SCENARIO`), each written as an HDR log.
     pub scenarios: Vec<ScenarioResult>,
 }
@@ -133,6 +137,15 @@ pub fn run_scaling(
                 .find(|result| result.name == agent_to_agent::Layout::Local.scenario())
                 .map(|result| result.per_shard_per_second);
         }
+        let mut base_bare = None;
+        if shards == 1 {
+            // One shard's ceiling on this machine, its node stopped, so
+            // the two do not share a core.
+            progress("scaling: 1 shard(s): the same pair in the bare loop (the reference)");
+            let bare = bare_loop::run_pair(&profile, &options.pairs)?;
+            base_bare = Some(bare.per_shard_per_second);
+            results.push(bare);
+        }
         if options.compare_baseline {
             progress(&format!(
                 "scaling: {shards} shard(s): the same pairs on the baseline, {shards} worker(s)"
@@ -145,10 +158,10 @@ pub fn run_scaling(
         let runs: Vec<StepRun> = results
             .into_iter()
             .map(|result| {
-                let base = if result.design == "baseline" {
-                    base_baseline
-                } else {
-                    base_caxton
+                let base = match result.design.as_str() {
+                    "baseline" => base_baseline,
+                    bare_loop::DESIGN => base_bare,
+                    _ => base_caxton,
                 };
                 StepRun {
                     efficiency: result.per_shard_per_second
@@ -195,7 +208,22 @@ pub fn summarize(
             })
         })
         .collect();
+    let one_shard = |design: &str, name: &str| {
+        steps
+            .first()
+            .filter(|step| step.shards == 1)
+            .and_then(|step| {
+                step.runs
+                    .iter()
+                    .find(|run| run.result.design == design && run.result.name == name)
+            })
+            .map(|run| run.result.per_shard_per_second)
+    };
+    let share_of_bare_loop = one_shard("caxton", agent_to_agent::Layout::Local.scenario())
+        .zip(one_shard(bare_loop::DESIGN, bare_loop::SCENARIO))
+        .map(|(caxton, bare)| caxton / bare.max(f64::MIN_POSITIVE));
     ScalingSummary {
+        share_of_bare_loop,
         machine,
         profile,
         cores,
@@ -241,15 +269,25 @@ pub fn render(summary: &ScalingSummary) -> String {
     for step in &summary.steps {
         for run in &step.runs {
             let result = &run.result;
-            let label = if result.design == "baseline" {
-                format!("baseline ({} worker(s))", step.shards)
-            } else {
-                format!("caxton {}", result.name)
+            let label = match result.design.as_str() {
+                "baseline" => format!("baseline ({} worker(s))", step.shards),
+                bare_loop::DESIGN => "bare loop (reference, no engine)".to_owned(),
+                _ => format!("caxton {}", result.name),
             };
-            let goal = if result.design == "baseline" || step.shards == 1 {
+            let goal = if result.design != "caxton" || step.shards == 1 {
                 "-"
             } else {
                 verdict(run.efficiency, GOAL_EFFICIENCY)
+            };
+            // The bare loop times nothing: no routing figures to print.
+            let routing = if result.routing.count == 0 {
+                "-".to_owned()
+            } else {
+                format!(
+                    "{}/{}",
+                    micros(result.routing.p50_ns),
+                    micros(result.routing.p99_ns)
+                )
             };
             out.push_str(&format!(
                 "{:>6}  {:<32} {:>10} {:>10} {:>9.1}% {:>8} {:>21} {:>11} {:>7}\n",
@@ -259,11 +297,7 @@ pub fn render(summary: &ScalingSummary) -> String {
                 rate(result.per_shard_per_second),
                 run.efficiency * 100.0,
                 goal,
-                format!(
-                    "{}/{}",
-                    micros(result.routing.p50_ns),
-                    micros(result.routing.p99_ns)
-                ),
+                routing,
                 result.answered,
                 result.failed
             ));
@@ -289,12 +323,16 @@ pub fn render(summary: &ScalingSummary) -> String {
             verdict(run.result.per_shard_per_second, goal)
         ));
     }
+    if let Some(share) = summary.share_of_bare_loop {
+        out.push_str(&format!(
+            "one shard keeps {:.1}% of the bare loop's throughput on this machine (goal ≥ {:.0}%): {}\n",
+            share * 100.0,
+            bare_loop::SHARE_GOAL * 100.0,
+            verdict(share, bare_loop::SHARE_GOAL)
+        ));
+    }
     if let Some(last) = summary.steps.last().filter(|step| step.shards > 1) {
-        for run in last
-            .runs
-            .iter()
-            .filter(|run| run.result.design != "baseline")
-        {
+        for run in last.runs.iter().filter(|run| run.result.design == "caxton") {
             out.push_str(&format!(
                 "at {} shards: {} keeps {:.1}% of one shard's per-shard throughput (goal ≥ {:.0}% at {GOAL_SHARDS} shards): {}\n",
                 last.shards,

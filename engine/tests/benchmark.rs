@@ -322,10 +322,18 @@ fn the_scaling_suite_writes_one_entry_per_step() {
     )
     .expect("json");
     assert_eq!(summary["max_shards"], 2);
+    // One shard against the bare loop run beside it: a share, and its line.
+    let share = summary["share_of_bare_loop"].as_f64().expect("a share");
+    assert!(share > 0.0, "{summary}");
+    assert!(
+        text.contains("one shard keeps ") && text.contains("of the bare loop's throughput"),
+        "{text}"
+    );
+    assert!(text.contains("bare loop (reference, no engine)"), "{text}");
     let steps = summary["steps"].as_array().expect("steps");
     assert_eq!(steps.len(), 2);
     let expected: [(u64, &[&str]); 2] = [
-        (1, &["agent_to_agent_local", "agent_to_agent"]),
+        (1, &["agent_to_agent_local", "bare_loop", "agent_to_agent"]),
         (
             2,
             &[
