@@ -874,8 +874,15 @@ impl AgentHost {
             Some(slot) => usize::from(slot),
             None if slots == 0 => return Handling::NoInstance,
             None => {
-                let Some(index) = (0..slots)
-                    .map(|offset| (agent.next_slot + offset) % slots)
+                // Round robin from `next_slot`, wrapping by a second range
+                // rather than a `%` (a division on every message).
+                let start = if agent.next_slot < slots {
+                    agent.next_slot
+                } else {
+                    0
+                };
+                let Some(index) = (start..slots)
+                    .chain(0..start)
                     .find(|&index| agent.instances[index].is_some())
                 else {
                     return Handling::Busy(envelope);
