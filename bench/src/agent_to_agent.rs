@@ -227,6 +227,21 @@ pub struct PairResult {
     pub shard_processing: Option<Percentiles>,
 }
 
+impl PairResult {
+    /// Pair `pair`'s result on a design with no shards (the baseline, the
+    /// bare loop): its driver's report alone.
+    pub(crate) fn unsharded(pair: usize, report: DriverReport) -> Self {
+        Self {
+            pair,
+            echo_shard: None,
+            report,
+            per_second: report.per_second(),
+            shard_routing: None,
+            shard_processing: None,
+        }
+    }
+}
+
 /// One agent-to-agent run on one design.
 #[derive(Clone, Debug, Serialize)]
 pub struct AgentToAgentResult {
@@ -605,14 +620,7 @@ pub fn run_on_baseline(
             ))
         })?;
         let report = answer_report(pair, *performative, content)?;
-        results.push(PairResult {
-            pair,
-            echo_shard: None,
-            report,
-            per_second: report.per_second(),
-            shard_routing: None,
-            shard_processing: None,
-        });
+        results.push(PairResult::unsharded(pair, report));
     }
     let mut result = AgentToAgentResult::new(
         BASELINE_SCENARIO,

@@ -22,8 +22,8 @@ use caxton_messaging::{Address, Envelope, Performative};
 use caxton_profiles::Profile;
 
 use crate::agent_to_agent::{
-    answer_report, pair_names, traffic, AgentToAgentResult, DriverReport, Layout, PairOptions,
-    PairResult, DRIVER_WAT,
+    answer_report, pair_names, traffic, AgentToAgentResult, Layout, PairOptions, PairResult,
+    DRIVER_WAT,
 };
 use crate::baseline::{agent_id, client, envelope_of, instantiate};
 use crate::nanosecond_histogram;
@@ -62,15 +62,7 @@ pub fn run_pair(
         .map_err(|error| traffic(format!("bare loop: no thread: {error}")))?
         .join()
         .map_err(|_| traffic("bare loop: its thread panicked"))??;
-    let report: DriverReport = answer_report(0, answer.0, &answer.1)?;
-    let pair = PairResult {
-        pair: 0,
-        echo_shard: None,
-        report,
-        per_second: report.per_second(),
-        shard_routing: None,
-        shard_processing: None,
-    };
+    let pair = PairResult::unsharded(0, answer_report(0, answer.0, &answer.1)?);
     let mut result = AgentToAgentResult::new(
         SCENARIO,
         DESIGN,
