@@ -678,6 +678,34 @@ mod tests {
     }
 
     #[test]
+    fn rounds_are_judged_on_their_median_ratios() {
+        // Throughput ratios 0.8, 1.25, 3.0 and P99 ratios 1.2, 5.5, 30:
+        // one lucky round meets both goals, the median misses neither by luck.
+        let rounds = [
+            Comparison::new(Some((0.8e6, 1.0e6)), (500, 600), 6e5, 2),
+            Comparison::new(Some((1.25e6, 1.0e6)), (100, 550), 8e5, 2),
+            Comparison::new(Some((3.0e6, 1.0e6)), (100, 3000), 9e5, 2),
+        ];
+        assert!(rounds[2].goals_met && !rounds[0].goals_met);
+        let median = Comparison::median_of(&rounds).expect("three rounds");
+        assert_eq!(median.rounds, 3);
+        assert_eq!(median.throughput_ratio, Some(1.25));
+        assert_eq!(median.p99_ratio, 5.5);
+        assert_eq!(median.p99_offered_per_second, 8e5);
+        assert!(median.goals_met, "1.25× ≥ 1.15× and 5.5× ≥ 5×");
+        let line = median.render();
+        assert!(
+            line.starts_with("caxton/baseline, median of 3 rounds: "),
+            "{line}"
+        );
+        // An even count takes the mean of the middle two.
+        let two = Comparison::median_of(&rounds[..2]).expect("two rounds");
+        assert_eq!(two.throughput_ratio, Some((0.8 + 1.25) / 2.0));
+        assert!(!two.goals_met);
+        assert!(Comparison::median_of(&[]).is_none());
+    }
+
+    #[test]
     fn failures_are_explained_by_what_the_shards_counted() {
         let options = LoadOptions {
             rate: 1000.0,
@@ -759,6 +787,8 @@ pub struct Comparison {
     /// The goals measured: throughput ≥ [`Self::throughput_goal`] (when
     /// measured) and P99 ≥ [`P99_GOAL`]× lower.
     pub goals_met: bool,
+    /// The rounds these ratios are the medians of (1: a single comparison).
+    pub rounds: usize,
 }
 
 /// The P99 goal against the baseline: at least this many times lower.
@@ -802,7 +832,28 @@ impl Comparison {
             throughput_goal_applies,
             goals_met: throughput_ratio.is_none_or(|ratio| ratio >= throughput_goal)
                 && p99_ratio >= P99_GOAL,
+            rounds: 1,
         }
+    }
+
+    /// The median of `rounds` (each its own comparison, at its own loads):
+    /// each ratio's median, the goals judged on those. `None` for no rounds.
+    pub fn median_of(rounds: &[Comparison]) -> Option<Self> {
+        let first = rounds.first()?;
+        let throughput_ratio = median(rounds.iter().filter_map(|round| round.throughput_ratio));
+        let p99_ratio = median(rounds.iter().map(|round| round.p99_ratio))?;
+        let p99_offered_per_second =
+            median(rounds.iter().map(|round| round.p99_offered_per_second))?;
+        Some(Self {
+            throughput_ratio,
+            p99_ratio,
+            p99_offered_per_second,
+            throughput_goal: first.throughput_goal,
+            throughput_goal_applies: first.throughput_goal_applies,
+            goals_met: throughput_ratio.is_none_or(|ratio| ratio >= first.throughput_goal)
+                && p99_ratio >= P99_GOAL,
+            rounds: rounds.len(),
+        })
     }
 
     /// The comparison line under a results table.
@@ -814,12 +865,33 @@ impl Comparison {
             ),
             None => String::new(),
         };
+        let (who, load) = if self.rounds > 1 {
+            (
+                format!("caxton/baseline, median of {} rounds: ", self.rounds),
+                "(median) offered to both in each round's own runs",
+            )
+        } else {
+            ("caxton/baseline: ".to_owned(), "offered to both")
+        };
         format!(
-            "caxton/baseline: {throughput}P99 {:.2}× lower at {:.0} msg/s offered to both (goal ≥ {P99_GOAL}×): goals {}\n",
+            "{who}{throughput}P99 {:.2}× lower at {:.0} msg/s {load} (goal ≥ {P99_GOAL}×): goals {}\n",
             self.p99_ratio,
             self.p99_offered_per_second,
             if self.goals_met { "met" } else { "not met" }
         )
+    }
+}
+
+/// The median of `values` (the mean of the middle two for an even count);
+/// `None` for none.
+fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    match values.len() {
+        0 => None,
+        count if count % 2 == 1 => Some(values[middle]),
+        _ => Some((values[middle - 1] + values[middle]) / 2.0),
     }
 }
 
@@ -853,8 +925,12 @@ pub struct LoadSummary {
     /// Both designs at shares of the lower breaking point, for their P99s
     /// (stress with `--compare baseline`).
     pub latency_at_loads: Vec<crate::stress::LatencyAtLoad>,
-    /// Caxton against the baseline, with `--compare baseline`.
+    /// Caxton against the baseline, with `--compare baseline`: with more
+    /// than one round (`stress --rounds`), the median of [`Self::rounds`].
     pub comparison: Option<Comparison>,
+    /// Each round's comparison, in order, when there were several (the
+    /// tables show the last round's runs).
+    pub rounds: Vec<Comparison>,
     /// The machine's own stalls, probed before the runs with `--compare
     /// baseline` (what no P99 compared here can go below).
     pub machine_jitter: Option<crate::jitter::MachineJitter>,
@@ -1014,6 +1090,15 @@ pub fn render_load_summary(summary: &LoadSummary) -> String {
                 format_ns(at.baseline.p99_ns),
                 at.p99_ratio,
             ));
+        }
+    }
+    if summary.rounds.len() > 1 {
+        out.push_str(&format!(
+            "\n{} rounds, the designs taking turns (the tables above are the last round's):\n",
+            summary.rounds.len()
+        ));
+        for (index, round) in summary.rounds.iter().enumerate() {
+            out.push_str(&format!("round {}: {}", index + 1, round.render()));
         }
     }
     if let Some(comparison) = &summary.comparison {

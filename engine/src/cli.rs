@@ -409,6 +409,11 @@ pub enum BenchmarkCommand {
         /// P99 limit (default: the most urgent priority class's max_latency).
         #[arg(long)]
         p99_target: Option<String>,
+        /// With `--compare baseline`: run the whole comparison this many
+        /// times, the designs taking turns, and judge the goals on the
+        /// median ratios (one round on a noisy machine can say anything)
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
         /// Also ramp the conventional design: `baseline`.
         #[arg(long, value_name = "DESIGN")]
         compare: Option<String>,

@@ -191,6 +191,7 @@ fn benchmark_command(
             growth,
             steps,
             p99_target,
+            rounds,
             compare,
             target,
             token,
@@ -205,6 +206,7 @@ fn benchmark_command(
                 growth,
                 steps,
                 p99_target,
+                rounds,
                 load: crate::loadbench::LoadArgs {
                     pattern,
                     compare,

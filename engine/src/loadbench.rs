@@ -259,6 +259,7 @@ pub fn custom(selection: &ProfileSelection, args: CustomArgs) -> Result<(), Comm
         breaking_points: Vec::new(),
         latency_at_loads: Vec::new(),
         comparison,
+        rounds: Vec::new(),
         machine_jitter,
     };
     finish(&summary, output)
@@ -280,6 +281,8 @@ pub struct StressArgs {
     pub steps: usize,
     /// `--p99-target`.
     pub p99_target: Option<String>,
+    /// `--rounds`.
+    pub rounds: usize,
     /// What every load benchmark takes.
     pub load: LoadArgs,
 }
@@ -287,6 +290,15 @@ pub struct StressArgs {
 /// `engine benchmark stress`.
 pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), CommandError> {
     let (loaded, pattern, compare) = prepare(selection, &args.load)?;
+    if args.rounds == 0 {
+        return Err(bad("--rounds 0: a stress run needs at least one round"));
+    }
+    if args.rounds > 1 && !compare {
+        return Err(bad(format!(
+            "--rounds {}: rounds repeat the comparison with the baseline; add --compare baseline",
+            args.rounds
+        )));
+    }
     let LoadArgs {
         target,
         token,
@@ -325,61 +337,39 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
     };
     check_load(&loaded.profile, args.max_agents, &last).map_err(bench_error)?;
     let machine_jitter = compare.then(|| caxton_bench::jitter::measure(JITTER_PROBE));
-    let mut destination = Destination::open(&loaded, target.as_deref(), token.clone())?;
-    let shards = destination.shards();
-    let ours = stress::ramp("caxton", &options, |agents, load| {
-        let workload = Workload::new(pattern, agents, None)?;
-        destination.run(&workload, load)
-    });
-    destination.close()?;
-    let (our_steps, our_point) = ours.map_err(bench_error)?;
-    let mut ramps = vec![("caxton".to_owned(), our_steps)];
-    let mut points = vec![our_point];
-    if compare {
-        let (steps, point) = stress::ramp("baseline", &options, |agents, load| {
-            let workload = Workload::new(pattern, agents, None)?;
-            on_baseline(&loaded.profile, &workload, shards, load)
-        })
-        .map_err(bench_error)?;
-        ramps.push(("baseline".to_owned(), steps));
-        points.push(point);
-    }
-    // Throughput is compared at saturation (the breaking points), P99s at
-    // shares of the lower breaking point, where both designs carry the load.
-    let mut latency_at_loads = Vec::new();
-    if let [ours, theirs] = points.as_slice() {
-        if let Some(loads) = stress::latency_loads(ours, theirs) {
-            // Caxton's runs on one node, then the baseline's.
-            let mut destination = Destination::open(&loaded, target.as_deref(), token)?;
-            let mut caxton = Vec::new();
-            for (_, rate, agents) in &loads {
-                let workload = Workload::new(pattern, *agents, None).map_err(bench_error)?;
-                let load = options.load_at(*rate);
-                caxton.push(destination.run(&workload, &load).map_err(bench_error)?);
-            }
-            destination.close()?;
-            for ((share, rate, agents), caxton) in loads.into_iter().zip(caxton) {
-                let workload = Workload::new(pattern, agents, None).map_err(bench_error)?;
-                let baseline =
-                    on_baseline(&loaded.profile, &workload, shards, &options.load_at(rate))
-                        .map_err(bench_error)?;
-                latency_at_loads.push(stress::LatencyAtLoad::new(share, agents, caxton, baseline));
-            }
+    let mut rounds = Vec::with_capacity(args.rounds);
+    for round in 1..=args.rounds {
+        if args.rounds > 1 {
+            eprintln!("stress: round {round} of {}", args.rounds);
         }
+        rounds.push(stress_round(
+            &loaded,
+            pattern,
+            compare,
+            &options,
+            target.as_deref(),
+            token.clone(),
+        )?);
     }
-    let comparison = match (points.as_slice(), headline(&latency_at_loads)) {
-        ([ours, theirs], Some(at)) => ours
-            .sustained_per_second
-            .zip(theirs.sustained_per_second)
-            .map(|rates| {
-                Comparison::new(
-                    Some(rates),
-                    (at.caxton.p99_ns, at.baseline.p99_ns),
-                    at.offered_per_second,
-                    cores(),
-                )
-            }),
-        _ => None,
+    let round_comparisons: Vec<Comparison> = if rounds.len() > 1 {
+        rounds
+            .iter()
+            .filter_map(|round| round.comparison.clone())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let StressRound {
+        shards,
+        ramps,
+        points,
+        latency_at_loads,
+        comparison,
+    } = rounds.pop().expect("at least one round ran");
+    let comparison = if round_comparisons.is_empty() {
+        comparison
+    } else {
+        Comparison::median_of(&round_comparisons)
     };
     let step_duration = options.step_duration();
     let scenarios = ramps
@@ -417,9 +407,94 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
         breaking_points: points,
         latency_at_loads,
         comparison,
+        rounds: round_comparisons,
         machine_jitter,
     };
     finish(&summary, output)
+}
+
+/// One stress round: Caxton's ramp and, when comparing, the baseline's,
+/// then both at shares of the lower breaking point.
+struct StressRound {
+    shards: usize,
+    ramps: Vec<(String, Vec<stress::StressStep>)>,
+    points: Vec<stress::BreakingPoint>,
+    latency_at_loads: Vec<stress::LatencyAtLoad>,
+    comparison: Option<Comparison>,
+}
+
+/// Run one [`StressRound`].
+fn stress_round(
+    loaded: &LoadedProfile,
+    pattern: Pattern,
+    compare: bool,
+    options: &StressOptions,
+    target: Option<&str>,
+    token: Option<String>,
+) -> Result<StressRound, CommandError> {
+    let mut destination = Destination::open(loaded, target, token.clone())?;
+    let shards = destination.shards();
+    let ours = stress::ramp("caxton", options, |agents, load| {
+        let workload = Workload::new(pattern, agents, None)?;
+        destination.run(&workload, load)
+    });
+    destination.close()?;
+    let (our_steps, our_point) = ours.map_err(bench_error)?;
+    let mut ramps = vec![("caxton".to_owned(), our_steps)];
+    let mut points = vec![our_point];
+    if compare {
+        let (steps, point) = stress::ramp("baseline", options, |agents, load| {
+            let workload = Workload::new(pattern, agents, None)?;
+            on_baseline(&loaded.profile, &workload, shards, load)
+        })
+        .map_err(bench_error)?;
+        ramps.push(("baseline".to_owned(), steps));
+        points.push(point);
+    }
+    // Throughput is compared at saturation (the breaking points), P99s at
+    // shares of the lower breaking point, where both designs carry the load.
+    let mut latency_at_loads = Vec::new();
+    if let [ours, theirs] = points.as_slice() {
+        if let Some(loads) = stress::latency_loads(ours, theirs) {
+            // Caxton's runs on one node, then the baseline's.
+            let mut destination = Destination::open(loaded, target, token)?;
+            let mut caxton = Vec::new();
+            for (_, rate, agents) in &loads {
+                let workload = Workload::new(pattern, *agents, None).map_err(bench_error)?;
+                let load = options.load_at(*rate);
+                caxton.push(destination.run(&workload, &load).map_err(bench_error)?);
+            }
+            destination.close()?;
+            for ((share, rate, agents), caxton) in loads.into_iter().zip(caxton) {
+                let workload = Workload::new(pattern, agents, None).map_err(bench_error)?;
+                let baseline =
+                    on_baseline(&loaded.profile, &workload, shards, &options.load_at(rate))
+                        .map_err(bench_error)?;
+                latency_at_loads.push(stress::LatencyAtLoad::new(share, agents, caxton, baseline));
+            }
+        }
+    }
+    let comparison = match (points.as_slice(), headline(&latency_at_loads)) {
+        ([ours, theirs], Some(at)) => ours
+            .sustained_per_second
+            .zip(theirs.sustained_per_second)
+            .map(|rates| {
+                Comparison::new(
+                    Some(rates),
+                    (at.caxton.p99_ns, at.baseline.p99_ns),
+                    at.offered_per_second,
+                    cores(),
+                )
+            }),
+        _ => None,
+    };
+    Ok(StressRound {
+        shards,
+        ramps,
+        points,
+        latency_at_loads,
+        comparison,
+    })
 }
 
 /// `workload` under `load` on the baseline, with as many workers and load

@@ -179,6 +179,71 @@ fn stress_and_target_load_a_running_engine_through_its_admin_api() {
 }
 
 #[test]
+fn stress_rounds_repeat_the_comparison_and_report_the_medians() {
+    let output = tempfile::tempdir().expect("temp dir");
+    let run = engine(&[
+        "benchmark",
+        "stress",
+        "--max-agents",
+        "2",
+        "--start-rate",
+        "200",
+        "--growth",
+        "2",
+        "--steps",
+        "2",
+        "--ramp-up-time",
+        "400ms",
+        "--p99-target",
+        "1s",
+        "--compare",
+        "baseline",
+        "--rounds",
+        "2",
+        "--output",
+        output.path().to_str().expect("utf-8"),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let log = stderr(&run);
+    assert!(
+        log.contains("stress: round 1 of 2") && log.contains("stress: round 2 of 2"),
+        "{log}"
+    );
+    let summary: Value = serde_json::from_str(
+        &std::fs::read_to_string(output.path().join("summary.json")).expect("summary"),
+    )
+    .expect("json");
+    let rounds = summary["rounds"].as_array().expect("rounds");
+    assert_eq!(rounds.len(), 2, "{summary}");
+    let ratio = |round: &Value| round["p99_ratio"].as_f64().expect("a ratio");
+    // The headline is the median of the two: the mean of both.
+    assert_eq!(summary["comparison"]["rounds"], 2);
+    assert_eq!(
+        summary["comparison"]["p99_ratio"].as_f64(),
+        Some((ratio(&rounds[0]) + ratio(&rounds[1])) / 2.0)
+    );
+    let text = stdout(&run);
+    assert!(
+        text.contains("round 1: caxton/baseline: ")
+            && text.contains("round 2: caxton/baseline: ")
+            && text.contains("caxton/baseline, median of 2 rounds: "),
+        "{text}"
+    );
+    // Rounds repeat a comparison: without one, or with none, they are refused.
+    for (arguments, expected) in [
+        (&["--rounds", "2"][..], "add --compare baseline"),
+        (
+            &["--rounds", "0", "--compare", "baseline"][..],
+            "--rounds 0",
+        ),
+    ] {
+        let mut command = vec!["benchmark", "stress"];
+        command.extend_from_slice(arguments);
+        assert_refused(&command, expected);
+    }
+}
+
+#[test]
 fn stress_compares_throughput_at_the_breaking_points_and_p99s_below_both() {
     let output = tempfile::tempdir().expect("temp dir");
     let run = engine(&[
