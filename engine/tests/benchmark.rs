@@ -178,10 +178,11 @@ fn stress_and_target_load_a_running_engine_through_its_admin_api() {
     assert_eq!(agents["agents"].as_array().map(Vec::len), Some(2));
 }
 
-#[test]
-fn stress_rounds_repeat_the_comparison_and_report_the_medians() {
-    let output = tempfile::tempdir().expect("temp dir");
-    let run = engine(&[
+/// `benchmark stress --compare baseline` on a small, slow ramp (2 steps of
+/// 200/s and 400/s, up to 2 agents, a P99 target of 1 s that a loaded test
+/// machine still meets), with `extra` arguments, writing into `output`.
+fn small_stress_comparison(extra: &[&str], output: &std::path::Path) -> std::process::Output {
+    let mut command = vec![
         "benchmark",
         "stress",
         "--max-agents",
@@ -192,17 +193,21 @@ fn stress_rounds_repeat_the_comparison_and_report_the_medians() {
         "2",
         "--steps",
         "2",
-        "--ramp-up-time",
-        "400ms",
         "--p99-target",
         "1s",
         "--compare",
         "baseline",
-        "--rounds",
-        "2",
         "--output",
-        output.path().to_str().expect("utf-8"),
-    ]);
+        output.to_str().expect("utf-8"),
+    ];
+    command.extend_from_slice(extra);
+    engine(&command)
+}
+
+#[test]
+fn stress_rounds_repeat_the_comparison_and_report_the_medians() {
+    let output = tempfile::tempdir().expect("temp dir");
+    let run = small_stress_comparison(&["--ramp-up-time", "400ms", "--rounds", "2"], output.path());
     assert!(run.status.success(), "{}", stderr(&run));
     let log = stderr(&run);
     assert!(
@@ -246,26 +251,7 @@ fn stress_rounds_repeat_the_comparison_and_report_the_medians() {
 #[test]
 fn stress_compares_throughput_at_the_breaking_points_and_p99s_below_both() {
     let output = tempfile::tempdir().expect("temp dir");
-    let run = engine(&[
-        "benchmark",
-        "stress",
-        "--max-agents",
-        "2",
-        "--start-rate",
-        "200",
-        "--growth",
-        "2",
-        "--steps",
-        "2",
-        "--ramp-up-time",
-        "600ms",
-        "--p99-target",
-        "1s",
-        "--compare",
-        "baseline",
-        "--output",
-        output.path().to_str().expect("utf-8"),
-    ]);
+    let run = small_stress_comparison(&["--ramp-up-time", "600ms"], output.path());
     assert!(run.status.success(), "{}", stderr(&run));
     let summary: Value = serde_json::from_str(
         &std::fs::read_to_string(output.path().join("summary.json")).expect("summary"),
