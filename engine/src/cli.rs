@@ -411,7 +411,7 @@ pub enum BenchmarkCommand {
         p99_target: Option<String>,
         /// With `--compare baseline`: run the whole comparison this many
         /// times, the designs taking turns, and judge the goals on the
-        /// median ratios (one round on a noisy machine can say anything)
+        /// median ratios (one round on a noisy machine can say anything).
         #[arg(long, default_value_t = 1)]
         rounds: usize,
         /// Also ramp the conventional design: `baseline`.
