@@ -437,6 +437,13 @@ impl ShardDriver {
         let taken = self
             .port
             .drain(self.batch_size, |envelope| arrived.push(envelope));
+        // Nothing arrived and nothing is held for a time: no clock to read.
+        // Agents that talk on their own shard never use the rings, and at
+        // one message per turn (`low-latency`) this read was per message.
+        if arrived.is_empty() && self.core.next_wake_ns().is_none() {
+            self.arrived = arrived;
+            return taken;
+        }
         let now = self.clock.now_ns();
         let (core, mut agents, mut io) = self.parts();
         for envelope in arrived.drain(..) {
