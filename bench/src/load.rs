@@ -336,11 +336,15 @@ mod tests {
             "max {}",
             result.latency.max()
         );
-        // About 30% of the messages were due during the stall.
-        let stalled = result.latency.len() - result.latency.count_between(0, 1_000_000);
+        // Messages due in the stall's first 250 ms (about 500) waited over
+        // 50 ms for its end. The threshold sits far above what the port's
+        // 1 ms polls or a busy machine's own stalls (up to about 10 ms on
+        // the 2-core VM) add to a message outside it: a 1 ms threshold
+        // counted those too there.
+        let stalled = result.latency.len() - result.latency.count_between(0, 50_000_000);
         assert!(
-            (450..=750).contains(&stalled),
-            "{stalled} messages waited over 1 ms"
+            (400..=600).contains(&stalled),
+            "{stalled} messages waited over 50 ms"
         );
     }
 }
