@@ -609,7 +609,6 @@ impl ShardCore {
         self.index as u16
     }
 
-    /// Admit `envelope` to its agent's lane, or refuse it when the lane is full.
     /// The lane of agent number `agent`: always the same one. A mask where
     /// the lanes are a power of two (every built-in profile), sparing the
     /// division of a `%` on every message.
@@ -622,6 +621,7 @@ impl ShardCore {
         }
     }
 
+    /// Admit `envelope` to its agent's lane, or refuse it when the lane is full.
     fn accept(&mut self, envelope: Envelope, now: u64, io: &mut impl ShardIo) {
         let agent = receiver_agent(&envelope);
         let trace = envelope.trace;
@@ -633,14 +633,12 @@ impl ShardCore {
         } else {
             self.lanes[lane].push(envelope, now)
         };
-        if admitted.is_ok() {
-            self.in_lanes += 1;
-        }
         if let Err(MailboxFull(refused)) = admitted {
             self.tracer.hop(trace, HopKind::Refused, now, agent);
             self.metrics.refused += 1;
             self.fail(&refused, "refused:queue-full", now, io);
         } else {
+            self.in_lanes += 1;
             if self.lanes[lane].len() == 1 {
                 self.ready.push_back(lane);
             }
