@@ -219,6 +219,7 @@ fn counters(metrics: &ShardMetrics) -> Value {
         "unknown_receiver": metrics.unknown_receiver,
         "queue_depth": metrics.queue_depth,
         "throttled": metrics.throttled,
+        "waited_for_clients": metrics.waited_for_clients,
         "handlers_suspended": metrics.suspended,
         "persisted": metrics.persisted,
         "redelivered": metrics.redelivered,

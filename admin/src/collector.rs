@@ -206,6 +206,7 @@ fn shard_counters(metrics: &ShardMetrics) -> ShardCounters {
         faults: metrics.faults,
         agent_failures: metrics.agent_failures,
         throttled: metrics.throttled,
+        waited_for_clients: metrics.waited_for_clients,
         suspended: metrics.suspended,
         persisted: metrics.persisted,
         redelivered: metrics.redelivered,

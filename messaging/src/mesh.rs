@@ -207,12 +207,23 @@ impl MeshPort {
     /// Take up to `batch_size` messages from each inbound ring, starting with
     /// a different ring each call so that no sender starves, and hand each to
     /// `deliver`. Returns how many were taken.
-    pub fn drain(&mut self, batch_size: usize, mut deliver: impl FnMut(Envelope)) -> usize {
+    pub fn drain(&mut self, batch_size: usize, deliver: impl FnMut(Envelope)) -> usize {
+        self.drain_except(batch_size, |_| false, deliver)
+    }
+
+    /// [`Self::drain`], leaving untouched the rings from the participants
+    /// `skip` names: a shard takes nothing from a client it cannot answer.
+    pub fn drain_except(
+        &mut self,
+        batch_size: usize,
+        skip: impl Fn(usize) -> bool,
+        mut deliver: impl FnMut(Envelope),
+    ) -> usize {
         let rings = self.inbound.len();
         let mut taken = 0;
         for offset in 0..rings {
             let index = (self.next_inbound + offset) % rings;
-            let Some(consumer) = self.inbound[index].as_mut() else {
+            let Some(consumer) = self.inbound[index].as_mut().filter(|_| !skip(index)) else {
                 continue;
             };
             for _ in 0..batch_size {
@@ -229,12 +240,16 @@ impl MeshPort {
         taken
     }
 
-    /// Whether a message or a control command waits.
-    fn has_work(&self) -> bool {
-        self.has_inbound()
-            || self.doorbells[self.participant]
-                .control_pending
-                .load(Ordering::Acquire)
+    /// Whether a message (on a ring `skip` does not name) or a control command waits.
+    fn has_work(&self, skip: &impl Fn(usize) -> bool) -> bool {
+        self.inbound.iter().enumerate().any(|(from, consumer)| {
+            consumer
+                .as_ref()
+                .is_some_and(|consumer| !consumer.is_empty())
+                && !skip(from)
+        }) || self.doorbells[self.participant]
+            .control_pending
+            .load(Ordering::Acquire)
     }
 
     /// Clear the control flag before draining the control channel; a command
@@ -258,17 +273,23 @@ impl MeshPort {
     /// when nothing else is runnable, the executor) until then. Callers loop,
     /// so an early return costs one empty pass.
     pub async fn wait_for_messages(&self) {
+        self.wait_for_messages_except(|_| false).await;
+    }
+
+    /// [`Self::wait_for_messages`], not counting messages on the rings from
+    /// the participants `skip` names (those [`Self::drain_except`] leaves).
+    pub async fn wait_for_messages_except(&self, skip: impl Fn(usize) -> bool) {
         let doorbell = &self.doorbells[self.participant];
         let mut registered = false;
         poll_fn(|context| {
-            if registered || self.has_work() {
+            if registered || self.has_work(&skip) {
                 doorbell.parked.store(false, Ordering::Relaxed);
                 return Poll::Ready(());
             }
             doorbell.waker.register(context.waker());
             doorbell.parked.store(true, Ordering::Relaxed);
             fence(Ordering::SeqCst);
-            if self.has_work() {
+            if self.has_work(&skip) {
                 doorbell.parked.store(false, Ordering::Relaxed);
                 return Poll::Ready(());
             }

@@ -1,7 +1,7 @@
 //! A data shard's driver: the thin glommio loop around the shard core. Each
 //! turn it reads the clock, serves control commands, hands the partition
 //! writer's reports, the rings' messages and the due held messages to the
-//! core, lets the core handle a batch, gives each suspended handler one
+//! core, moves what waited for a slow client's ring onto it, lets the core handle a batch, gives each suspended handler one
 //! more time slice, and parks or spins when idle (never while a handler is
 //! suspended). The
 //! decisions are the core's (`crate::core`); this file owns the threads'
@@ -24,6 +24,13 @@ use crate::control::Control;
 use crate::core::{CoreLimits, MeshIo, ShardCore, WasmAgents};
 use crate::directory::Directory;
 use crate::node::IdleSpin;
+
+/// How often an idle shard looks for room in the ring of a client it holds
+/// messages for: a client that reads rings no doorbell of the shard. Only a
+/// client that has fallen behind pays this (its answers wait at most this
+/// much longer than its reading); an idle shard wakes this often only
+/// while such messages wait.
+const CLIENT_ROOM_POLL: Duration = Duration::from_micros(200);
 
 /// A shard's side of its partition: the writer thread's handle, and what
 /// the partition held at boot until recovery takes it.
@@ -193,6 +200,7 @@ impl ShardDriver {
                 return;
             }
             let stored = self.serve_storage();
+            let flushed = self.flush_to_clients();
             let received = self.receive();
             let handled = self.handle_batch();
             let resumed = self.resume_suspended();
@@ -201,6 +209,7 @@ impl ShardDriver {
             self.port.ring_deferred();
             if control_work
                 || stored > 0
+                || flushed > 0
                 || received > 0
                 || handled > 0
                 || resumed > 0
@@ -232,9 +241,18 @@ impl ShardDriver {
                     let resume_in = self.core.next_wake_ns().map(|resume_ns| {
                         Duration::from_nanos(resume_ns.saturating_sub(self.clock.now_ns()))
                     });
+                    // A client reading its ring rings no doorbell here: the
+                    // shard looks again for room while messages wait for one.
+                    let resume_in = if self.core.waiting_for_clients() > 0 {
+                        Some(resume_in.map_or(CLIENT_ROOM_POLL, |at| at.min(CLIENT_ROOM_POLL)))
+                    } else {
+                        resume_in
+                    };
                     // No guest code runs while parked: the ticker may park too.
                     self.ticks.shard_asleep(self.index);
-                    wait_for_messages_or(&self.port, resume_in).await;
+                    let core = &self.core;
+                    wait_for_messages_or(&self.port, resume_in, |from| core.is_waiting_for(from))
+                        .await;
                     self.ticks.shard_awake(self.index);
                 }
             }
@@ -430,13 +448,32 @@ impl ShardDriver {
         served
     }
 
-    /// Move messages from the rings into the core; how many.
+    /// Move what waits for clients' rings onto them; how many.
+    fn flush_to_clients(&mut self) -> usize {
+        if self.core.waiting_for_clients() == 0 {
+            return 0;
+        }
+        let now = self.clock.now_ns();
+        let (core, _, mut io) = self.parts();
+        core.flush_to_clients(now, &mut io)
+    }
+
+    /// Move messages from the rings into the core; how many. A client with
+    /// messages waiting for room in its own ring is not read from.
     fn receive(&mut self) -> usize {
         // One buffer for the shard's lifetime: a drain allocates nothing.
         let mut arrived = std::mem::take(&mut self.arrived);
-        let taken = self
-            .port
-            .drain(self.batch_size, |envelope| arrived.push(envelope));
+        let taken = if self.core.waiting_for_clients() == 0 {
+            self.port
+                .drain(self.batch_size, |envelope| arrived.push(envelope))
+        } else {
+            let core = &self.core;
+            self.port.drain_except(
+                self.batch_size,
+                |from| core.is_waiting_for(from),
+                |envelope| arrived.push(envelope),
+            )
+        };
         // Nothing arrived and nothing is held for a time: no clock to read.
         // Agents that talk on their own shard never use the rings, and at
         // one message per turn (`low-latency`) this read was per message.
@@ -505,14 +542,19 @@ impl ShardDriver {
     }
 }
 
-/// Wait for the shard's doorbell, or at most `timeout` when given.
-async fn wait_for_messages_or(port: &MeshPort, timeout: Option<Duration>) {
+/// Wait for the shard's doorbell, or at most `timeout` when given; messages
+/// on the rings from the participants `skip` names do not end the wait.
+async fn wait_for_messages_or(
+    port: &MeshPort,
+    timeout: Option<Duration>,
+    skip: impl Fn(usize) -> bool,
+) {
     let Some(timeout) = timeout else {
-        port.wait_for_messages().await;
+        port.wait_for_messages_except(skip).await;
         return;
     };
     let mut timer = std::pin::pin!(glommio::timer::Timer::new(timeout));
-    let mut rung = std::pin::pin!(port.wait_for_messages());
+    let mut rung = std::pin::pin!(port.wait_for_messages_except(skip));
     std::future::poll_fn(|context| {
         if timer.as_mut().poll(context).is_ready() || rung.as_mut().poll(context).is_ready() {
             std::task::Poll::Ready(())

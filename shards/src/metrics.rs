@@ -36,6 +36,9 @@ pub struct ShardMetrics {
     pub agent_failures: u64,
     /// Engine failures that could not be delivered (the sender's path was full).
     pub undeliverable: u64,
+    /// Messages for a client that found its ring full and waited in the
+    /// shard until the client read (refused only past the mailbox's size).
+    pub waited_for_clients: u64,
     /// Messages for an agent this shard does not host (undeployed meanwhile).
     pub unknown_receiver: u64,
     /// Messages in this shard's mailboxes when the snapshot was taken.
@@ -72,6 +75,7 @@ impl Default for ShardMetrics {
             faults: 0,
             agent_failures: 0,
             undeliverable: 0,
+            waited_for_clients: 0,
             unknown_receiver: 0,
             queue_depth: 0,
             throttled: 0,
@@ -109,6 +113,7 @@ impl ShardMetrics {
         self.faults += other.faults;
         self.agent_failures += other.agent_failures;
         self.undeliverable += other.undeliverable;
+        self.waited_for_clients += other.waited_for_clients;
         self.unknown_receiver += other.unknown_receiver;
         self.queue_depth += other.queue_depth;
         self.throttled += other.throttled;

@@ -65,6 +65,8 @@ pub struct ShardCounters {
     pub agent_failures: u64,
     /// Messages held because their agent had used its `cpu_shares` for the window.
     pub throttled: u64,
+    /// Messages for a client that waited in the shard for room in its ring.
+    pub waited_for_clients: u64,
     /// Handlers that used their time slice and yielded the shard.
     pub suspended: u64,
     /// Messages made durable in the shard's storage partition.
@@ -177,7 +179,7 @@ fn node_gauges(out: &mut String, exposition: &Exposition<'_>) {
 /// One series per shard for each counter, labelled with the shard's index.
 fn per_shard_series(out: &mut String, shards: &[ShardCounters]) {
     type ShardField = fn(&ShardCounters) -> u64;
-    let per_shard: [(&str, &str, &str, ShardField); 12] = [
+    let per_shard: [(&str, &str, &str, ShardField); 13] = [
         (
             "caxton_shard_queue_depth",
             "gauge",
@@ -219,6 +221,12 @@ fn per_shard_series(out: &mut String, shards: &[ShardCounters]) {
             "counter",
             "Messages held because their agent had used its cpu_shares for the window",
             |m| m.throttled,
+        ),
+        (
+            "caxton_shard_waited_for_clients_total",
+            "counter",
+            "Messages for a client that found its ring full and waited in the shard until it read",
+            |m| m.waited_for_clients,
         ),
         (
             "caxton_shard_handlers_suspended_total",

@@ -30,7 +30,12 @@
 //!    at once, or once every child it sent is stored (a chain).
 //! 5. **Routing** ([`ShardCore::dispatch`]): a local agent's message is
 //!    admitted here; another shard's or a client's goes onto its ring; a
-//!    full ring refuses the send with `failure` (`refused:ring-full`).
+//!    full ring to another shard refuses the send with `failure`
+//!    (`refused:ring-full`). A full ring to a client that is slow to read
+//!    does not: the message waits here, in order, and the shard takes no
+//!    new message from that client until its ring has room again
+//!    ([`ShardCore::flush_to_clients`]); only past `mailbox_capacity`
+//!    waiting messages is the send refused.
 //!
 //! The durability protocol's bookkeeping (ids, messages waiting for their
 //! writes, open chains) and its invariants live in
@@ -171,6 +176,27 @@ pub(crate) struct ShardCore {
     deferred: Vec<(Envelope, u64)>,
     /// Samples messages and records their hops (`engine profile trace`).
     tracer: Tracer,
+    /// Per client port (participant minus `data_shards`): messages that
+    /// found its ring full, oldest first, at most `mailbox_capacity` each.
+    /// Refusing them would lose answers a client asked for merely because
+    /// it read them late; holding them, and taking no new message from the
+    /// client meanwhile, slows the client at its own sends instead (they
+    /// are refused there, explicitly, once its ring to this shard fills).
+    for_clients: Vec<ClientBacklog>,
+    /// Messages `for_clients` holds together.
+    waiting_for_clients: usize,
+    /// How long a client's backlog may go without moving before the shard
+    /// stops waiting for it (`messaging.delivery_timeout`): a client that
+    /// left without reading must not keep the shard looking for room.
+    client_patience_ns: u64,
+}
+
+/// Messages for one client whose ring was full, and when they last moved.
+#[derive(Debug, Default)]
+struct ClientBacklog {
+    messages: VecDeque<Envelope>,
+    /// When a message last went onto the ring, or the first one began to wait.
+    moved_ns: u64,
 }
 
 impl ShardCore {
@@ -200,6 +226,9 @@ impl ShardCore {
             awaiting_directory: false,
             deferred: Vec::new(),
             tracer: Tracer::new(index as u16),
+            for_clients: Vec::new(),
+            waiting_for_clients: 0,
+            client_patience_ns: limits.lane.delivery_timeout_ns,
         }
     }
 
@@ -259,6 +288,52 @@ impl ShardCore {
             "the lanes' running count drifted from what they hold"
         );
         self.in_lanes + self.held.len()
+    }
+
+    /// Messages waiting for room in a client's ring.
+    pub fn waiting_for_clients(&self) -> usize {
+        self.waiting_for_clients
+    }
+
+    /// Whether messages wait for room in the ring to client port
+    /// `participant`: while they do, the shard takes nothing new from it.
+    pub fn is_waiting_for(&self, participant: usize) -> bool {
+        participant
+            .checked_sub(self.data_shards)
+            .and_then(|slot| self.for_clients.get(slot))
+            .is_some_and(|backlog| !backlog.messages.is_empty())
+    }
+
+    /// Push what waits for clients onto their rings at `now`, oldest first,
+    /// until a ring is full again; how many went. A backlog that has not
+    /// moved for `messaging.delivery_timeout` is given up (its client left,
+    /// or stopped reading): counted undeliverable.
+    pub fn flush_to_clients(&mut self, now: u64, io: &mut impl ShardIo) -> usize {
+        if self.waiting_for_clients == 0 {
+            return 0;
+        }
+        let (mut flushed, mut given_up) = (0, 0);
+        for (slot, backlog) in self.for_clients.iter_mut().enumerate() {
+            let port = self.data_shards + slot;
+            let before = backlog.messages.len();
+            while let Some(envelope) = backlog.messages.pop_front() {
+                if let Err(envelope) = io.push(port, envelope) {
+                    backlog.messages.push_front(envelope);
+                    break;
+                }
+            }
+            let moved = before - backlog.messages.len();
+            flushed += moved;
+            if moved > 0 {
+                backlog.moved_ns = now;
+            } else if now.saturating_sub(backlog.moved_ns) >= self.client_patience_ns {
+                given_up += backlog.messages.len();
+                backlog.messages.clear();
+            }
+        }
+        self.waiting_for_clients -= flushed + given_up;
+        self.metrics.undeliverable += given_up as u64;
+        flushed
     }
 
     /// Handlers suspended at the end of a time slice.
@@ -540,6 +615,12 @@ impl ShardCore {
             );
             self.dispatch(notice, now, io);
         }
+        // What still waits for a client that is not reading goes if its
+        // ring has room now; the rest cannot wait for a shard that stops.
+        self.flush_to_clients(now, io);
+        self.metrics.undeliverable += self.waiting_for_clients as u64;
+        self.for_clients.clear();
+        self.waiting_for_clients = 0;
     }
 
     /// Route `envelope` sent on this shard: into a local mailbox, a ring to
@@ -583,7 +664,8 @@ impl ShardCore {
             } else {
                 self.accept(envelope, now, io);
             }
-        } else if let Err(refused) = io.push(target, envelope) {
+        } else if let Err(refused) = self.push_to(target, envelope, now, io) {
+            io.refused(target, &refused);
             self.tracer.hop(trace, HopKind::Refused, now, None);
             self.metrics.refused += 1;
             if matches!(refused.durability, Durability::Notice(_)) {
@@ -602,6 +684,51 @@ impl ShardCore {
             };
             self.tracer.hop(trace, kind, now, None);
         }
+    }
+
+    /// Push `envelope` onto the ring to `target`, or, for a client whose
+    /// ring is full (or who already has messages waiting), keep it waiting
+    /// here, from `now`, while fewer than `mailbox_capacity` do. Hands it back when
+    /// refused. The remote port is not a client: it reads all the time,
+    /// and it pushes into shards, so a shard waiting on it could wait on a
+    /// port that waits on the shard.
+    fn push_to(
+        &mut self,
+        target: usize,
+        envelope: Envelope,
+        now: u64,
+        io: &mut impl ShardIo,
+    ) -> Result<(), Envelope> {
+        let Some(slot) = target
+            .checked_sub(self.data_shards)
+            .filter(|_| self.directory.remote_port() != Some(target))
+        else {
+            return io.push(target, envelope);
+        };
+        if self.for_clients.len() <= slot {
+            self.for_clients
+                .resize_with(slot + 1, ClientBacklog::default);
+        }
+        let backlog = &mut self.for_clients[slot];
+        // Behind messages already waiting: one sender's order holds.
+        let envelope = if backlog.messages.is_empty() {
+            match io.push(target, envelope) {
+                Ok(()) => return Ok(()),
+                Err(envelope) => envelope,
+            }
+        } else {
+            envelope
+        };
+        if backlog.messages.len() >= self.mailbox_capacity {
+            return Err(envelope);
+        }
+        if backlog.messages.is_empty() {
+            backlog.moved_ns = now;
+        }
+        backlog.messages.push_back(envelope);
+        self.waiting_for_clients += 1;
+        self.metrics.waited_for_clients += 1;
+        Ok(())
     }
 
     /// This shard as a mesh participant (what `from_participant` carries).

@@ -55,6 +55,11 @@ pub(crate) trait ShardIo {
     /// Push `envelope` onto the ring to `participant`; a full ring hands it back.
     fn push(&mut self, participant: usize, envelope: Envelope) -> Result<(), Envelope>;
 
+    /// `envelope`, for `participant`, was refused for good (its ring was
+    /// full, and for a client so was the shard's backlog for it). Only an
+    /// observer needs this: the simulation, to know which answers never came.
+    fn refused(&mut self, _participant: usize, _envelope: &Envelope) {}
+
     /// Hand `write` to the shard's partition writer.
     fn store(&mut self, write: Write) -> Result<(), WriteRefused>;
 }

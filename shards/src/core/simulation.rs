@@ -214,8 +214,9 @@ struct SimWorld {
     /// Sends whose client was pushed an engine `failure` (kept across a
     /// crash, which may lose the answer itself).
     failed: std::collections::HashSet<Seq>,
-    /// Answers the client's full ring refused: the engine counts them and
-    /// tells the answerer, and the client's wait times out.
+    /// Answers refused for good (the client's ring was full, and so was
+    /// the shard's backlog for it): the engine counts them and tells the
+    /// answerer, and the client's wait times out.
     refused_answers: std::collections::HashSet<Seq>,
 }
 
@@ -237,9 +238,6 @@ impl ShardIo for SimIo<'_> {
             .entry((self.shard, participant))
             .or_default();
         if ring.len() >= RING_CAPACITY {
-            if participant == CLIENT_PORT {
-                self.world.refused_answers.insert(envelope.in_reply_to);
-            }
             return Err(envelope);
         }
         if participant == CLIENT_PORT && envelope.performative == Performative::Failure {
@@ -247,6 +245,12 @@ impl ShardIo for SimIo<'_> {
         }
         ring.push_back(envelope);
         Ok(())
+    }
+
+    fn refused(&mut self, participant: usize, envelope: &Envelope) {
+        if participant == CLIENT_PORT {
+            self.world.refused_answers.insert(envelope.in_reply_to);
+        }
     }
 
     fn store(&mut self, write: Write) -> Result<(), WriteRefused> {
@@ -389,14 +393,20 @@ impl Simulation {
         }
     }
 
-    /// One turn of shard `shard`: drain its rings, then handle a few.
+    /// One turn of shard `shard`: move what waits for the client onto its
+    /// ring, drain the rings (not the client's while answers wait for it),
+    /// then handle a few.
     fn turn(&mut self, shard: usize) {
         let now = self.now;
         let mut io = SimIo {
             world: &mut self.world,
             shard,
         };
+        self.cores[shard].flush_to_clients(now, &mut io);
         for from in 0..PARTICIPANTS {
+            if self.cores[shard].is_waiting_for(from) {
+                continue;
+            }
             let taken: Vec<Envelope> = io
                 .world
                 .rings
@@ -504,10 +514,9 @@ impl Simulation {
             self.read_answers();
             self.now += 1_000;
             let idle = self.world.rings.values().all(VecDeque::is_empty)
-                && self
-                    .cores
-                    .iter()
-                    .all(|core| core.queued() == 0 && core.suspended() == 0)
+                && self.cores.iter().all(|core| {
+                    core.queued() == 0 && core.suspended() == 0 && core.waiting_for_clients() == 0
+                })
                 && self
                     .world
                     .partitions
@@ -572,6 +581,7 @@ struct Coverage {
     faults: u64,
     refused: u64,
     suspended: u64,
+    waited_for_client: u64,
 }
 
 fn run(seed: u64, crash: bool) -> Result<Coverage, String> {
@@ -660,6 +670,7 @@ fn run(seed: u64, crash: bool) -> Result<Coverage, String> {
         coverage.faults += metrics.faults;
         coverage.refused += metrics.refused;
         coverage.suspended += metrics.suspended;
+        coverage.waited_for_client += metrics.waited_for_clients;
     }
     Ok(coverage)
 }
@@ -676,6 +687,7 @@ fn run_seeds(crash: bool) -> Coverage {
                 total.faults += coverage.faults;
                 total.refused += coverage.refused;
                 total.suspended += coverage.suspended;
+                total.waited_for_client += coverage.waited_for_client;
             }
             Err(failure) => {
                 panic!("seed {seed} failed (replay: CAXTON_SIMULATION_SEED={seed}): {failure}")
@@ -699,6 +711,7 @@ fn without_crashes_every_send_is_answered_once_and_order_is_kept() {
         assert!(coverage.agreed > 0 && coverage.hops_run > 0, "{coverage:?}");
         assert!(coverage.faults > 0 && coverage.refused > 0, "{coverage:?}");
         assert!(coverage.suspended > 0, "{coverage:?}");
+        assert!(coverage.waited_for_client > 0, "{coverage:?}");
     }
 }
 

@@ -529,6 +529,105 @@ fn sends_route_to_other_shards_and_full_rings_refuse_the_sender() {
 }
 
 #[test]
+fn answers_for_a_client_that_reads_late_wait_in_order_and_hold_its_ring() {
+    let mut core = core(2, false);
+    let (mut agents, mut io) = (echo_agents(), RecordingIo::new(3, 0));
+    io.ring_room.insert(CLIENT_PORT, 1);
+    for content in [b"1", b"2"] {
+        core.on_arrival(request(ECHO, content, 0), 0, &mut io);
+    }
+    while core.handle_next(10, &mut agents, &mut io).is_some() {}
+    // The first answer fit; the second waits for the client, not refused.
+    assert_eq!(io.rings[&CLIENT_PORT].len(), 1);
+    assert_eq!(core.waiting_for_clients(), 1);
+    assert!(
+        core.is_waiting_for(CLIENT_PORT),
+        "the client is not read from"
+    );
+    assert!(!core.is_waiting_for(1), "another shard still is");
+    assert_eq!(core.metrics_mut().refused, 0);
+    assert_eq!(
+        core.flush_to_clients(15, &mut io),
+        0,
+        "its ring is still full"
+    );
+    for content in [b"3", b"4"] {
+        core.on_arrival(request(ECHO, content, 0), 20, &mut io);
+    }
+    // Two turns, not "until empty": echo answers the refusal it is told
+    // of, and that answer is refused in turn while the client reads nothing.
+    for now in [30, 31] {
+        assert!(core.handle_next(now, &mut agents, &mut io).is_some());
+    }
+    // "3" waits behind "2"; "4" is one more than the mailbox's size: refused,
+    // and its answerer (echo, here) is told.
+    assert_eq!(core.waiting_for_clients(), 2);
+    let metrics = core.metrics_mut();
+    assert_eq!((metrics.refused, metrics.waited_for_clients), (1, 2));
+    assert!(core.handle_next(40, &mut agents, &mut io).is_some());
+    assert_eq!(
+        agents.runs.last().map(|(_, content)| content.as_slice()),
+        Some(&b"caxton:refused:ring-full"[..])
+    );
+    // The client reads: what waited goes, in order, and it is read again.
+    io.ring_room.insert(CLIENT_PORT, 8);
+    assert_eq!(core.flush_to_clients(50, &mut io), 2);
+    let answers: Vec<Vec<u8>> = io
+        .take(CLIENT_PORT)
+        .into_iter()
+        .map(|answer| answer.content)
+        .collect();
+    assert_eq!(answers, [b"1".to_vec(), b"2".to_vec(), b"3".to_vec()]);
+    assert_eq!(core.waiting_for_clients(), 0);
+    assert!(!core.is_waiting_for(CLIENT_PORT));
+}
+
+#[test]
+fn a_client_backlog_that_never_moves_is_given_up_after_the_delivery_timeout() {
+    let mut core = ShardCore::new(
+        0,
+        2,
+        &CoreLimits {
+            lane: MailboxConfig {
+                delivery_timeout_ns: 1_000,
+                ..limits(4).lane
+            },
+            ..limits(4)
+        },
+        None,
+    );
+    core.set_directory(directory());
+    let (mut agents, mut io) = (echo_agents(), RecordingIo::new(3, 0));
+    io.ring_room.insert(CLIENT_PORT, 0);
+    core.on_arrival(request(ECHO, b"1", 0), 0, &mut io);
+    core.on_arrival(request(ECHO, b"2", 0), 0, &mut io);
+    while core.handle_next(100, &mut agents, &mut io).is_some() {}
+    assert_eq!(core.waiting_for_clients(), 2);
+    assert_eq!(core.flush_to_clients(1_099, &mut io), 0);
+    assert_eq!(core.waiting_for_clients(), 2, "still within its patience");
+    assert_eq!(core.flush_to_clients(1_100, &mut io), 0);
+    assert_eq!(core.waiting_for_clients(), 0, "given up");
+    assert!(
+        !core.is_waiting_for(CLIENT_PORT),
+        "and the client is read again"
+    );
+    assert_eq!(core.metrics_mut().undeliverable, 2);
+}
+
+#[test]
+fn a_stopping_shard_counts_what_still_waits_for_a_client_undeliverable() {
+    let mut core = core(4, false);
+    let (mut agents, mut io) = (echo_agents(), RecordingIo::new(3, 0));
+    io.ring_room.insert(CLIENT_PORT, 0);
+    core.on_arrival(request(ECHO, b"1", 0), 0, &mut io);
+    while core.handle_next(10, &mut agents, &mut io).is_some() {}
+    assert_eq!(core.waiting_for_clients(), 1);
+    core.shut_down(Vec::new(), 20, &mut io);
+    assert_eq!(core.waiting_for_clients(), 0);
+    assert_eq!(core.metrics_mut().undeliverable, 1);
+}
+
+#[test]
 fn abandoned_deferred_replies_are_answered() {
     let mut core = core(8, false);
     let (mut agents, mut io) = (echo_agents(), RecordingIo::new(3, 0));
