@@ -1,9 +1,9 @@
 //! A data shard's driver: the thin glommio loop around the shard core. Each
 //! turn it reads the clock, serves control commands, hands the partition
 //! writer's reports, the rings' messages and the due held messages to the
-//! core, moves what waited for a slow client's ring onto it, lets the core handle a batch, gives each suspended handler one
-//! more time slice, and parks or spins when idle (never while a handler is
-//! suspended). The
+//! core, moves what waited for a slow client's ring onto it, lets the core
+//! handle a batch, gives each suspended handler one more time slice, and
+//! parks or spins when idle (never while a handler is suspended). The
 //! decisions are the core's (`crate::core`); this file owns the threads'
 //! side: the clock, the rings, wasmtime, the writer, and waiting.
 

@@ -688,8 +688,8 @@ impl ShardCore {
 
     /// Push `envelope` onto the ring to `target`, or, for a client whose
     /// ring is full (or who already has messages waiting), keep it waiting
-    /// here, from `now`, while fewer than `mailbox_capacity` do. Hands it back when
-    /// refused. The remote port is not a client: it reads all the time,
+    /// here, from `now`, while fewer than `mailbox_capacity` do. Hands it
+    /// back when refused. The remote port is not a client: it reads all the time,
     /// and it pushes into shards, so a shard waiting on it could wait on a
     /// port that waits on the shard.
     fn push_to(
