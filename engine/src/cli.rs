@@ -73,8 +73,9 @@ pub enum Command {
     Cluster(ClusterCommand),
     /// Check whether this host is set up for a pinned engine: frequency
     /// governor, turbo, C-states, SMT siblings, isolcpus/nohz_full, IRQ
-    /// affinity, transparent huge pages, NUMA balancing, swap, map and
-    /// locked-memory limits, judged against the profile's shards.
+    /// affinity, transparent huge pages, kernel memory housekeeping
+    /// (compaction, DAMON), NUMA balancing, swap, map and locked-memory
+    /// limits, judged against the profile's shards.
     #[command(subcommand)]
     Host(HostCommand),
     /// Diagnose a running engine's performance from its live counters.

@@ -63,7 +63,7 @@ fn host_check_ranks_a_planted_hosts_problems_first_with_their_fixes() {
         at.to_str().expect("utf-8"),
     ]);
     let found = findings(&output);
-    assert_eq!(found.len(), 11, "every check reports");
+    assert_eq!(found.len(), 12, "every check reports");
     // A map limit below the pools' need is the one problem; it comes first.
     assert_eq!(found[0]["check"], "max-map-count");
     assert_eq!(found[0]["verdict"], "problem");
@@ -104,7 +104,7 @@ fn host_check_ranks_a_planted_hosts_problems_first_with_their_fixes() {
 fn host_check_reads_this_host_and_refuses_bad_cpu_lists() {
     let output = engine(&["--profile", "low-latency", "host", "check", "--json"]);
     let found = findings(&output);
-    assert_eq!(found.len(), 11);
+    assert_eq!(found.len(), 12);
     for finding in &found {
         let verdict = finding["verdict"].as_str().expect("verdict");
         assert!(

@@ -119,6 +119,7 @@ pub fn check(files: &HostFiles, needs: &HostNeeds) -> Vec<Finding> {
         isolation(files, needs),
         irqs(files, needs),
         huge_pages(files),
+        memory_housekeeping(files),
         numa_balancing(files, needs),
         swap(files),
         map_count(files, needs),
@@ -423,6 +424,56 @@ fn huge_pages(files: &HostFiles) -> Finding {
     }
 }
 
+/// The kernel's own memory housekeeping threads: proactive compaction
+/// (`kcompactd`) and DAMON's monitors (`kdamond`) run on any CPU they are
+/// not kept from, and preempt a running shard for about a millisecond each
+/// time (measured on a 2-core VM: a shard off its CPU for 0.87-0.93 ms,
+/// runnable, a few dozen times in 8 s, which was its stress P99).
+fn memory_housekeeping(files: &HostFiles) -> Finding {
+    const CHECK: &str = "memory-housekeeping";
+    let proactiveness = files.number("/proc/sys/vm/compaction_proactiveness");
+    let monitors = "/sys/kernel/mm/damon/admin/kdamonds";
+    let running: Vec<String> = files
+        .list(monitors)
+        .into_iter()
+        .filter(|name| files.read(&format!("{monitors}/{name}/state")).as_deref() == Some("on"))
+        .collect();
+    if proactiveness.is_none() && files.read(&format!("{monitors}/nr_kdamonds")).is_none() {
+        return unknown(CHECK, "the kernel's memory housekeeping");
+    }
+    let mut evidence = Vec::new();
+    let mut remedies = Vec::new();
+    if let Some(level) = proactiveness.filter(|&level| level > 0) {
+        evidence.push(format!("vm.compaction_proactiveness: {level}"));
+        remedies.push("sysctl -w vm.compaction_proactiveness=0".to_owned());
+    }
+    for name in &running {
+        evidence.push(format!("DAMON monitor kdamond {name} is on"));
+        remedies.push(format!("echo off > {monitors}/{name}/state"));
+    }
+    if evidence.is_empty() {
+        return Finding::new(
+            CHECK,
+            Verdict::Ok,
+            "no proactive compaction, no DAMON monitor running",
+        );
+    }
+    let mut finding = Finding::new(
+        CHECK,
+        Verdict::Warn,
+        "kernel memory housekeeping (kcompactd, kdamond) runs on any CPU not isolated from it, preempting a shard for about a millisecond at a time",
+    )
+    .remedy(format!(
+        "{} (or isolate the shard CPUs: isolcpus=, nohz_full=)",
+        remedies.join("; ")
+    ))
+    .weight(1.0);
+    for line in evidence {
+        finding = finding.evidence(line);
+    }
+    finding
+}
+
 fn numa_balancing(files: &HostFiles, needs: &HostNeeds) -> Finding {
     let Some(balancing) = files.number("/proc/sys/kernel/numa_balancing") else {
         return unknown("numa-balancing", "automatic NUMA balancing");
@@ -597,7 +648,7 @@ mod tests {
     fn an_empty_tree_is_unknown_everywhere() {
         let root = tempfile::tempdir().expect("tempdir");
         let findings = check(&HostFiles::new(root.path()), &needs(&[0, 1], false));
-        assert_eq!(findings.len(), 11);
+        assert_eq!(findings.len(), 12);
         assert!(findings
             .iter()
             .all(|finding| finding.verdict == Verdict::Unknown));
@@ -645,6 +696,10 @@ mod tests {
             "[always] madvise never\n",
         );
         plant(at, "/proc/sys/kernel/numa_balancing", "1\n");
+        plant(at, "/proc/sys/vm/compaction_proactiveness", "20\n");
+        plant(at, "/sys/kernel/mm/damon/admin/kdamonds/nr_kdamonds", "2\n");
+        plant(at, "/sys/kernel/mm/damon/admin/kdamonds/0/state", "on\n");
+        plant(at, "/sys/kernel/mm/damon/admin/kdamonds/1/state", "off\n");
         plant(
             at,
             "/proc/swaps",
@@ -666,6 +721,7 @@ mod tests {
             ("isolation", Verdict::Info),
             ("irq-affinity", Verdict::Warn),
             ("transparent-huge-pages", Verdict::Warn),
+            ("memory-housekeeping", Verdict::Warn),
             ("numa-balancing", Verdict::Warn),
             ("swap", Verdict::Warn),
             ("max-map-count", Verdict::Ok),
@@ -687,6 +743,13 @@ mod tests {
         assert_eq!(
             by("irq-affinity").evidence,
             ["irq 24 (eth0-rx-0) -> cpus 0-3"]
+        );
+        assert_eq!(
+            by("memory-housekeeping").evidence,
+            [
+                "vm.compaction_proactiveness: 20",
+                "DAMON monitor kdamond 0 is on"
+            ]
         );
         // Spinning shards never idle: deep C-states matter less, isolation more.
         let spinning = check(&HostFiles::new(at), &needs(&[0, 1], true));
@@ -747,6 +810,7 @@ mod tests {
             "always [madvise] never",
         );
         plant(at, "/proc/sys/kernel/numa_balancing", "0");
+        plant(at, "/proc/sys/vm/compaction_proactiveness", "0");
         plant(at, "/proc/swaps", "Filename Type Size Used Priority\n");
         plant(at, "/proc/sys/vm/max_map_count", "4000");
         plant(
