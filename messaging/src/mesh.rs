@@ -242,14 +242,10 @@ impl MeshPort {
 
     /// Whether a message (on a ring `skip` does not name) or a control command waits.
     fn has_work(&self, skip: &impl Fn(usize) -> bool) -> bool {
-        self.inbound.iter().enumerate().any(|(from, consumer)| {
-            consumer
-                .as_ref()
-                .is_some_and(|consumer| !consumer.is_empty())
-                && !skip(from)
-        }) || self.doorbells[self.participant]
-            .control_pending
-            .load(Ordering::Acquire)
+        self.has_inbound_except(skip)
+            || self.doorbells[self.participant]
+                .control_pending
+                .load(Ordering::Acquire)
     }
 
     /// Clear the control flag before draining the control channel; a command
@@ -262,10 +258,17 @@ impl MeshPort {
 
     /// Whether any inbound ring holds a message.
     pub fn has_inbound(&self) -> bool {
-        self.inbound
-            .iter()
-            .flatten()
-            .any(|consumer| !consumer.is_empty())
+        self.has_inbound_except(&|_| false)
+    }
+
+    /// Whether an inbound ring from a participant `skip` does not name holds a message.
+    fn has_inbound_except(&self, skip: &impl Fn(usize) -> bool) -> bool {
+        self.inbound.iter().enumerate().any(|(from, consumer)| {
+            consumer
+                .as_ref()
+                .is_some_and(|consumer| !consumer.is_empty())
+                && !skip(from)
+        })
     }
 
     /// Resolve when an inbound ring may hold a message or the doorbell was
@@ -348,6 +351,28 @@ mod tests {
         seen.sort_unstable();
         assert_eq!(seen, [1, 2, 3]);
         assert!(!ports[2].has_inbound());
+    }
+
+    #[test]
+    fn a_skipped_ring_is_neither_drained_nor_counted_as_work() {
+        let mut ports = build_mesh(3, 4);
+        ports[0].send(2, message(1)).expect("room");
+        ports[1].send(2, message(2)).expect("room");
+        let skip_0 = |from: usize| from == 0;
+        let mut seen = Vec::new();
+        assert_eq!(
+            ports[2].drain_except(8, skip_0, |envelope| seen.push(envelope.reply_with)),
+            1
+        );
+        assert_eq!(seen, [2], "only the ring from participant 1");
+        assert!(ports[2].has_inbound(), "the skipped message is still there");
+        assert!(
+            !ports[2].has_work(&skip_0),
+            "but it is no work while skipped"
+        );
+        assert!(ports[2].has_work(&|_| false));
+        ports[2].drain(8, |envelope| seen.push(envelope.reply_with));
+        assert_eq!(seen, [2, 1]);
     }
 
     #[test]

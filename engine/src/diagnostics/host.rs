@@ -427,8 +427,8 @@ fn huge_pages(files: &HostFiles) -> Finding {
 /// The kernel's own memory housekeeping threads: proactive compaction
 /// (`kcompactd`) and DAMON's monitors (`kdamond`) run on any CPU they are
 /// not kept from, and preempt a running shard for about a millisecond each
-/// time (measured on a 2-core VM: a shard off its CPU for 0.87-0.93 ms,
-/// runnable, a few dozen times in 8 s, which was its stress P99).
+/// time (measured on a 2-core VM: a runnable shard held off its CPU for
+/// 0.87-0.93 ms a few dozen times in 8 s, the size of its stress tail).
 fn memory_housekeeping(files: &HostFiles) -> Finding {
     const CHECK: &str = "memory-housekeeping";
     let proactiveness = files.number("/proc/sys/vm/compaction_proactiveness");

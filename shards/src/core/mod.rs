@@ -699,19 +699,10 @@ impl ShardCore {
         now: u64,
         io: &mut impl ShardIo,
     ) -> Result<(), Envelope> {
-        let Some(slot) = target
-            .checked_sub(self.data_shards)
-            .filter(|_| self.directory.remote_port() != Some(target))
-        else {
-            return io.push(target, envelope);
-        };
-        if self.for_clients.len() <= slot {
-            self.for_clients
-                .resize_with(slot + 1, ClientBacklog::default);
-        }
-        let backlog = &mut self.for_clients[slot];
-        // Behind messages already waiting: one sender's order holds.
-        let envelope = if backlog.messages.is_empty() {
+        // Nothing waits for `target` (nearly always nothing waits for
+        // anyone): straight onto its ring. Otherwise behind what waits, so
+        // one sender's order holds.
+        let envelope = if self.waiting_for_clients == 0 || !self.is_waiting_for(target) {
             match io.push(target, envelope) {
                 Ok(()) => return Ok(()),
                 Err(envelope) => envelope,
@@ -719,6 +710,17 @@ impl ShardCore {
         } else {
             envelope
         };
+        let Some(slot) = target
+            .checked_sub(self.data_shards)
+            .filter(|_| self.directory.remote_port() != Some(target))
+        else {
+            return Err(envelope);
+        };
+        if self.for_clients.len() <= slot {
+            self.for_clients
+                .resize_with(slot + 1, ClientBacklog::default);
+        }
+        let backlog = &mut self.for_clients[slot];
         if backlog.messages.len() >= self.mailbox_capacity {
             return Err(envelope);
         }
