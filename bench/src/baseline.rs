@@ -567,8 +567,7 @@ pub fn run_on_baseline(
             next_token: 0,
         })
         .collect();
-    let (mut counts, mut latency) =
-        crate::custom::run_generators("baseline", ports, options, None)?;
+    let mut generated = crate::custom::run_generators("baseline", ports, options, None)?;
     // One-way: wait for the mailboxes to empty, then stop the workers to read their tallies.
     if workload.pattern == Pattern::OneWay {
         let until = Instant::now() + options.drain;
@@ -600,11 +599,12 @@ pub fn run_on_baseline(
                 let _ = delivered.add(routing);
             }
         }
+        let counts = &mut generated.counts;
         counts.answered = handled.min(counts.sent);
         counts.timed_out = counts.sent - counts.answered;
-        latency = delivered;
+        generated.latency = delivered;
     }
-    let mut result = LoadResult::new("baseline", options, &counts, latency);
+    let mut result = LoadResult::generated("baseline", options, generated);
     result.generators =
         format!("{generators} load generator(s) placed by the kernel, as its workers are");
     Ok(result)

@@ -12,7 +12,9 @@ use caxton_shards::{Client, Node, SendOptions};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::load::{self, Completion, Outcome, Outgoing, Port, Progress, Refused, RunCounts};
+use crate::load::{
+    self, Completion, GeneratorResult, Outcome, Outgoing, Port, Progress, Refused, RunCounts,
+};
 use crate::nanosecond_histogram;
 use crate::standard::{ECHO_WAT, FORWARDER_WAT};
 
@@ -239,6 +241,15 @@ pub struct LoadResult {
     pub p999_ns: u64,
     /// Largest.
     pub max_ns: u64,
+    /// How late the generators sent: the P99 and the largest lag of a
+    /// message's send behind its schedule (ns; `None` where unmeasured).
+    /// The latency figures include it: a high one means the generators, not
+    /// the system measured, made part of the tail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sent_late_p99_ns: Option<u64>,
+    /// The largest lag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sent_late_max_ns: Option<u64>,
     /// Where the load generators ran, in words (empty for a load through
     /// `--target`, whose generators are this process's concern only).
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -300,10 +311,22 @@ impl LoadResult {
             p99_ns: latency.value_at_quantile(0.99),
             p999_ns: latency.value_at_quantile(0.999),
             max_ns: latency.max(),
+            sent_late_p99_ns: None,
+            sent_late_max_ns: None,
             generators: String::new(),
             failure_causes: Vec::new(),
             latency,
         }
+    }
+
+    /// A result from what the generators did.
+    pub fn generated(design: &str, options: &LoadOptions, generated: GeneratorResult) -> Self {
+        let mut result = Self::new(design, options, &generated.counts, generated.latency);
+        if !generated.lateness.is_empty() {
+            result.sent_late_p99_ns = Some(generated.lateness.value_at_quantile(0.99));
+            result.sent_late_max_ns = Some(generated.lateness.max());
+        }
+        result
     }
 
     /// What the shards counted during the run, as causes of failures.
@@ -491,7 +514,7 @@ pub fn run_on_node(
             "{generators} load generator(s) placed by the kernel, on the data shards' CPUs too (fewer CPUs than generators are free of the shards)"
         ),
     };
-    let (mut counts, mut latency) = run_generators(label, ports, options, cpus)?;
+    let mut generated = run_generators(label, ports, options, cpus)?;
     if one_way {
         // Nothing answers: deliveries are the shards' handled count, latency
         // their routing histogram (stamped with the intended send time).
@@ -504,18 +527,19 @@ pub fn run_on_node(
                 let _ = delivered.add(&shard.routing_local_ns);
                 let _ = delivered.add(&shard.routing_cross_ns);
             }
-            if handled >= counts.sent || Instant::now() >= until {
+            if handled >= generated.counts.sent || Instant::now() >= until {
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        let counts = &mut generated.counts;
         counts.answered = handled.min(counts.sent);
         counts.timed_out = counts.sent - counts.answered;
-        latency = delivered;
+        generated.latency = delivered;
     }
     let shards = node.metrics(false)?;
     let mut result =
-        LoadResult::new("caxton", options, &counts, latency).with_failure_causes(&shards);
+        LoadResult::generated("caxton", options, generated).with_failure_causes(&shards);
     result.generators = placement;
     Ok(result)
 }
@@ -528,7 +552,7 @@ pub fn run_generators<P: Port + Send + 'static>(
     ports: Vec<P>,
     options: &LoadOptions,
     cpus: Option<Vec<usize>>,
-) -> Result<(RunCounts, Histogram<u64>), BenchError> {
+) -> Result<GeneratorResult, BenchError> {
     let generators = ports.len().max(1);
     let (progress_sender, progress) = mpsc::channel();
     let mut threads = Vec::with_capacity(generators);
@@ -970,6 +994,17 @@ pub fn failure_causes_line(label: &str, result: &LoadResult) -> String {
     )
 }
 
+/// How far behind its schedule `result`'s generators sent, when measured:
+/// that much of its latency is the generators' own.
+pub fn sent_late_line(label: &str, result: &LoadResult) -> Option<String> {
+    let (p99, max) = result.sent_late_p99_ns.zip(result.sent_late_max_ns)?;
+    Some(format!(
+        "{label}: its generators sent P99 {} behind their schedule (max {}), inside the latency above\n",
+        format_ns(p99),
+        format_ns(max),
+    ))
+}
+
 /// The header of [`result_row`]'s table.
 pub fn result_header() -> String {
     format!(
@@ -1049,6 +1084,9 @@ pub fn render_load_summary(summary: &LoadSummary) -> String {
     for (label, result) in failing.filter(|(_, result)| !result.failure_causes.is_empty()) {
         out.push_str(&failure_causes_line(&label, result));
     }
+    for result in &summary.designs {
+        out.extend(sent_late_line(&result.design, result));
+    }
     for point in &summary.breaking_points {
         out.push('\n');
         match (point.sustained_per_second, point.p99_ns) {
@@ -1078,6 +1116,12 @@ pub fn render_load_summary(summary: &LoadSummary) -> String {
             for result in [&at.caxton, &at.baseline] {
                 let label = format!("{} @{:.0}%", result.design, at.share * 100.0);
                 out.push_str(&result_row(&label, result));
+            }
+        }
+        for at in &summary.latency_at_loads {
+            for result in [&at.caxton, &at.baseline] {
+                let label = format!("{} @{:.0}%", result.design, at.share * 100.0);
+                out.extend(sent_late_line(&label, result));
             }
         }
         for at in &summary.latency_at_loads {

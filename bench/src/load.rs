@@ -123,6 +123,9 @@ pub struct GeneratorResult {
     pub counts: RunCounts,
     /// Intended send time to answer, for every answered or failed message.
     pub latency: Histogram<u64>,
+    /// How late each message went out: the generator's own lag behind its
+    /// schedule, which the latency above already includes.
+    pub lateness: Histogram<u64>,
 }
 
 /// Run one open-loop generator on `port`: `rate` messages per second for
@@ -151,6 +154,7 @@ pub fn run_open_loop(
         timed_out: 0,
     };
     let mut latency = nanosecond_histogram();
+    let mut lateness = nanosecond_histogram();
     let mut window = nanosecond_histogram();
     let mut reported_scheduled = 0u64;
     let mut reported_completed = 0u64;
@@ -189,8 +193,11 @@ pub fn run_open_loop(
     };
     while next < scheduled {
         let now = port.now_ns();
-        // Everything due by now goes out now, however late the loop is.
+        // Everything due by now goes out now, however late the loop is. Its
+        // lateness is taken from the batch's start: a clock read per send
+        // would slow the generator at the rates that matter.
         while next < scheduled && intended(next) <= now {
+            lateness.saturating_record((now - intended(next)).max(1));
             match port.submit(Outgoing {
                 sequence: next,
                 intended_ns: intended(next),
@@ -231,24 +238,32 @@ pub fn run_open_loop(
         counts.timed_out = counts.sent - (counts.answered + counts.failed).min(counts.sent);
     }
     report(next, &counts, &mut window, true);
-    GeneratorResult { counts, latency }
+    GeneratorResult {
+        counts,
+        latency,
+        lateness,
+    }
 }
 
 /// Wait for every generator and add up what they did.
 pub fn join_generators(
     threads: Vec<std::thread::JoinHandle<GeneratorResult>>,
-) -> Result<(RunCounts, Histogram<u64>), String> {
-    let mut counts = RunCounts::default();
-    let mut latency = nanosecond_histogram();
+) -> Result<GeneratorResult, String> {
+    let mut total = GeneratorResult {
+        counts: RunCounts::default(),
+        latency: nanosecond_histogram(),
+        lateness: nanosecond_histogram(),
+    };
     for thread in threads {
         let result = thread
             .join()
             .map_err(|_| "a generator panicked".to_owned())?;
-        counts.add(&result.counts);
-        // Every generator records with the same bounds: the merge cannot fail.
-        let _ = latency.add(&result.latency);
+        total.counts.add(&result.counts);
+        // Every generator records with the same bounds: the merges cannot fail.
+        let _ = total.latency.add(&result.latency);
+        let _ = total.lateness.add(&result.lateness);
     }
-    Ok((counts, latency))
+    Ok(total)
 }
 
 /// Hand everything `receiver` holds to `each`, waiting up to `wait` for the first.
@@ -346,5 +361,77 @@ mod tests {
             (400..=600).contains(&stalled),
             "{stalled} messages waited over 50 ms"
         );
+        // The stall was the port's: the generator itself kept its schedule.
+        assert_eq!(result.lateness.len(), 2_000);
+        let late = result.lateness.len() - result.lateness.count_between(0, 50_000_000);
+        assert_eq!(late, 0, "{late} messages went out over 50 ms late");
+    }
+
+    /// A port whose `submit` blocks once, for 100 ms, at message 500: the
+    /// generator itself falls behind, as one does when its thread is held off
+    /// its CPU.
+    struct BlockingPort {
+        start: Instant,
+        answered: Vec<u64>,
+    }
+
+    impl Port for BlockingPort {
+        fn now_ns(&self) -> u64 {
+            self.start.elapsed().as_nanos() as u64
+        }
+        fn submit(&mut self, message: Outgoing) -> Result<(), Refused> {
+            if message.sequence == 500 {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            self.answered.push(message.sequence);
+            Ok(())
+        }
+        fn poll(&mut self, wait: Duration, sink: &mut dyn FnMut(Completion)) {
+            let now = self.now_ns();
+            for sequence in self.answered.drain(..) {
+                sink(Completion {
+                    sequence,
+                    outcome: Outcome::Answered,
+                    at_ns: now,
+                });
+            }
+            if wait > Duration::ZERO {
+                std::thread::sleep(wait.min(Duration::from_millis(1)));
+            }
+        }
+        fn expects_answers(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn a_generator_held_up_counts_its_own_lateness() {
+        let mut port = BlockingPort {
+            start: Instant::now(),
+            answered: Vec::new(),
+        };
+        let result = run_open_loop(
+            &mut port,
+            2_000.0,
+            Duration::from_secs(1),
+            Duration::from_secs(2),
+            None,
+        );
+        assert_eq!(result.counts.answered, 2_000);
+        // The 200 messages due during the 100 ms block went out late, by up
+        // to 100 ms; those due in its first half (about 100) by over 50 ms.
+        // A busy machine's own stalls (up to about 10 ms) do not reach that.
+        let late = result.lateness.len() - result.lateness.count_between(0, 50_000_000);
+        assert!(
+            (80..=130).contains(&late),
+            "{late} messages went out over 50 ms late"
+        );
+        assert!(
+            result.lateness.max() >= 95_000_000,
+            "max {}",
+            result.lateness.max()
+        );
+        // Their lateness is inside their latency too.
+        assert!(result.latency.max() >= result.lateness.max());
     }
 }

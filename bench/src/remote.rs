@@ -286,9 +286,9 @@ pub fn run_on_target(
     };
     // The port (and with it the queue) is dropped when its generator ends,
     // which lets the lanes finish what is queued and stop.
-    let (counts, latency) = crate::custom::run_generators("target", vec![port], options, None)?;
+    let generated = crate::custom::run_generators("target", vec![port], options, None)?;
     for lane in lanes {
         lane.abort();
     }
-    Ok(LoadResult::new("caxton", options, &counts, latency))
+    Ok(LoadResult::generated("caxton", options, generated))
 }
