@@ -71,10 +71,17 @@ use crate::error::DeployError;
 /// more often, and each wake preempts whatever shares the gossip core
 /// with it: with a 10 ms slice and a tick capped at 1 ms (as it once was),
 /// a load generator there sent its P99 message 16 µs late on the 2-core
-/// VM, at 1,000 wakes a second.
+/// VM, at 1,000 wakes a second. At most [`EPOCH_TICK_MAX`].
 pub fn epoch_tick(profile: &Profile) -> Duration {
-    (profile.runtime.time_slice.get() / 2).max(caxton_profiles::TIME_SLICE_MIN / 2)
+    (profile.runtime.time_slice.get() / 2)
+        .clamp(caxton_profiles::TIME_SLICE_MIN / 2, EPOCH_TICK_MAX)
 }
+
+/// The longest epoch tick. An agent's slice is the shorter of
+/// `time_slice` and its `max_execution_time`, and lasts at least one tick:
+/// an agent given a `max_execution_time` under a tick is stopped only
+/// within a tick, so a long `time_slice` must not make ticks coarse.
+pub const EPOCH_TICK_MAX: Duration = Duration::from_millis(5);
 
 /// `duration` in epoch ticks of `tick`, at least one.
 fn ticks(duration: Duration, tick: Duration) -> u64 {

@@ -30,7 +30,7 @@ pub use compile::{
 pub use error::DeployError;
 pub use host::{
     epoch_tick, AgentCounts, AgentHost, AgentStats, Clock, Handled, Handling, Namer, Outcome,
-    Resolver, StartKind,
+    Resolver, StartKind, EPOCH_TICK_MAX,
 };
 pub use run_times::{quantile_of, RunTimes, RUN_TIME_BUCKETS};
 pub use ticker::{EpochTicker, TickDemand, QUIET_TICKS_BEFORE_PARK};

@@ -912,3 +912,19 @@ fn agents_past_the_handler_stacks_are_served_directly() {
         "the agents past the stacks ran without one: {stackless} such runs"
     );
 }
+
+#[test]
+fn the_epoch_tick_is_half_a_slice_within_its_bounds() {
+    let tick = |slice: Duration| {
+        let mut profile = small_profile();
+        profile.runtime.time_slice = HumanDuration(slice);
+        caxton_agents::epoch_tick(&profile)
+    };
+    assert_eq!(tick(Duration::from_micros(500)), Duration::from_micros(250));
+    assert_eq!(tick(Duration::from_millis(2)), Duration::from_millis(1));
+    // high-throughput's 10 ms slice: 200 wakes a second, not 1,000.
+    assert_eq!(tick(Duration::from_millis(10)), Duration::from_millis(5));
+    // A long slice keeps ticks fine enough for a short max_execution_time.
+    assert_eq!(tick(Duration::from_secs(5)), caxton_agents::EPOCH_TICK_MAX);
+    assert_eq!(caxton_agents::EPOCH_TICK_MAX, Duration::from_millis(5));
+}
