@@ -288,11 +288,25 @@ mod tests {
     use super::*;
 
     /// A port that answers everything, except that it holds every answer
-    /// back while the clock is inside `stall` (ns since start).
+    /// back while the clock is inside `stall` (ns since start), and that its
+    /// `submit` of message `block_at` blocks for 100 ms (the generator itself
+    /// falls behind then, as one does when its thread is held off its CPU).
     struct StallingPort {
         start: Instant,
         stall: std::ops::Range<u64>,
-        held: Vec<(u64, u64)>,
+        block_at: Option<u64>,
+        held: Vec<u64>,
+    }
+
+    impl StallingPort {
+        fn new(stall: std::ops::Range<u64>, block_at: Option<u64>) -> Self {
+            Self {
+                start: Instant::now(),
+                stall,
+                block_at,
+                held: Vec::new(),
+            }
+        }
     }
 
     impl Port for StallingPort {
@@ -300,7 +314,10 @@ mod tests {
             self.start.elapsed().as_nanos() as u64
         }
         fn submit(&mut self, message: Outgoing) -> Result<(), Refused> {
-            self.held.push((message.sequence, message.intended_ns));
+            if self.block_at == Some(message.sequence) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            self.held.push(message.sequence);
             Ok(())
         }
         fn poll(&mut self, wait: Duration, sink: &mut dyn FnMut(Completion)) {
@@ -309,7 +326,7 @@ mod tests {
                 std::thread::sleep(wait.min(Duration::from_millis(1)));
                 return;
             }
-            for (sequence, _) in self.held.drain(..) {
+            for sequence in self.held.drain(..) {
                 sink(Completion {
                     sequence,
                     outcome: Outcome::Answered,
@@ -327,11 +344,7 @@ mod tests {
 
     #[test]
     fn a_stall_grows_latency_and_leaves_the_schedule_alone() {
-        let mut port = StallingPort {
-            start: Instant::now(),
-            stall: 200_000_000..500_000_000,
-            held: Vec::new(),
-        };
+        let mut port = StallingPort::new(200_000_000..500_000_000, None);
         let result = run_open_loop(
             &mut port,
             2_000.0,
@@ -367,49 +380,9 @@ mod tests {
         assert_eq!(late, 0, "{late} messages went out over 50 ms late");
     }
 
-    /// A port whose `submit` blocks once, for 100 ms, at message 500: the
-    /// generator itself falls behind, as one does when its thread is held off
-    /// its CPU.
-    struct BlockingPort {
-        start: Instant,
-        answered: Vec<u64>,
-    }
-
-    impl Port for BlockingPort {
-        fn now_ns(&self) -> u64 {
-            self.start.elapsed().as_nanos() as u64
-        }
-        fn submit(&mut self, message: Outgoing) -> Result<(), Refused> {
-            if message.sequence == 500 {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            self.answered.push(message.sequence);
-            Ok(())
-        }
-        fn poll(&mut self, wait: Duration, sink: &mut dyn FnMut(Completion)) {
-            let now = self.now_ns();
-            for sequence in self.answered.drain(..) {
-                sink(Completion {
-                    sequence,
-                    outcome: Outcome::Answered,
-                    at_ns: now,
-                });
-            }
-            if wait > Duration::ZERO {
-                std::thread::sleep(wait.min(Duration::from_millis(1)));
-            }
-        }
-        fn expects_answers(&self) -> bool {
-            true
-        }
-    }
-
     #[test]
     fn a_generator_held_up_counts_its_own_lateness() {
-        let mut port = BlockingPort {
-            start: Instant::now(),
-            answered: Vec::new(),
-        };
+        let mut port = StallingPort::new(0..0, Some(500));
         let result = run_open_loop(
             &mut port,
             2_000.0,
