@@ -70,7 +70,7 @@ use crate::error::DeployError;
 /// slice. Finer ticks would end slices more exactly but wake the ticker
 /// more often, and each wake preempts whatever shares the gossip core
 /// with it: with a 10 ms slice and a tick capped at 1 ms (as it once was),
-/// a load generator there sent its P99 message 16 µs late on the 2-core
+/// a load generator there sent its P99 message 12-16 µs late on the 2-core
 /// VM, at 1,000 wakes a second. At most [`EPOCH_TICK_MAX`].
 pub fn epoch_tick(profile: &Profile) -> Duration {
     (profile.runtime.time_slice.get() / 2)

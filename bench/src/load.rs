@@ -123,8 +123,8 @@ pub struct GeneratorResult {
     pub counts: RunCounts,
     /// Intended send time to answer, for every answered or failed message.
     pub latency: Histogram<u64>,
-    /// How late each message went out: the generator's own lag behind its
-    /// schedule, which the latency above already includes.
+    /// How late each accepted message went out: the generator's own lag
+    /// behind its schedule, which that message's latency already includes.
     pub lateness: Histogram<u64>,
 }
 
@@ -197,12 +197,14 @@ pub fn run_open_loop(
         // lateness is taken from the batch's start: a clock read per send
         // would slow the generator at the rates that matter.
         while next < scheduled && intended(next) <= now {
-            lateness.saturating_record((now - intended(next)).max(1));
             match port.submit(Outgoing {
                 sequence: next,
                 intended_ns: intended(next),
             }) {
-                Ok(()) => counts.sent += 1,
+                Ok(()) => {
+                    counts.sent += 1;
+                    lateness.saturating_record((now - intended(next)).max(1));
+                }
                 Err(Refused) => counts.refused += 1,
             }
             next += 1;

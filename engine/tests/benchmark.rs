@@ -104,6 +104,26 @@ fn custom_writes_both_designs_and_histograms_engine_hdr_reads() {
     for design in designs {
         counts_add_up(design);
         assert_eq!(design["counts"]["scheduled"], 1000);
+        // How late the generators sent, which the latency includes.
+        let late_p99 = design["sent_late_p99_ns"]
+            .as_u64()
+            .expect("sent_late_p99_ns");
+        let late_max = design["sent_late_max_ns"]
+            .as_u64()
+            .expect("sent_late_max_ns");
+        assert!(late_p99 <= late_max, "{design}");
+        // Every message answered: each one's latency holds its lateness.
+        if design["counts"]["answered"] == design["counts"]["scheduled"] {
+            assert!(
+                late_max <= design["max_ns"].as_u64().expect("max_ns"),
+                "{design}"
+            );
+        }
+        let line = format!(
+            "{}: its generators sent P99 ",
+            design["design"].as_str().unwrap_or("")
+        );
+        assert!(text.contains(&line), "{text}");
     }
     assert!(summary["comparison"]["p99_ratio"].as_f64().is_some());
     assert!(summary["comparison"]["throughput_ratio"].is_null());
