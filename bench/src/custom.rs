@@ -955,6 +955,10 @@ pub struct LoadSummary {
     /// Each round's comparison, in order, when there were several (the
     /// tables show the last round's runs).
     pub rounds: Vec<Comparison>,
+    /// Each round's breaking points, in order, when there were several: a
+    /// round's ratio alone does not say which design moved, or why it broke.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub round_breaking_points: Vec<Vec<crate::stress::BreakingPoint>>,
     /// The machine's own stalls, probed before the runs with `--compare
     /// baseline` (what no P99 compared here can go below).
     pub machine_jitter: Option<crate::jitter::MachineJitter>,
@@ -1003,6 +1007,27 @@ pub fn sent_late_line(label: &str, result: &LoadResult) -> Option<String> {
         format_ns(p99),
         format_ns(max),
     ))
+}
+
+/// Where `point`'s design broke, and why, as one line.
+pub fn breaking_point_line(point: &crate::stress::BreakingPoint) -> String {
+    let mut line = match (point.sustained_per_second, point.p99_ns) {
+        (Some(rate), Some(p99)) => format!(
+            "{}: breaking point {rate:.0} msg/s sustained (P50 {}, P99 {}, P99.9 {})",
+            point.design,
+            format_ns(point.p50_ns.unwrap_or(0)),
+            format_ns(p99),
+            format_ns(point.p999_ns.unwrap_or(0)),
+        ),
+        _ => format!("{}: no step stayed within the limits", point.design),
+    };
+    match (point.broke_at_per_second, &point.reason) {
+        (Some(rate), Some(reason)) => {
+            line.push_str(&format!("; broke at {rate:.0} msg/s: {reason}\n"))
+        }
+        _ => line.push_str("; never broke within the ramp\n"),
+    }
+    line
 }
 
 /// The header of [`result_row`]'s table.
@@ -1089,25 +1114,7 @@ pub fn render_load_summary(summary: &LoadSummary) -> String {
     }
     for point in &summary.breaking_points {
         out.push('\n');
-        match (point.sustained_per_second, point.p99_ns) {
-            (Some(rate), Some(p99)) => out.push_str(&format!(
-                "{}: breaking point {rate:.0} msg/s sustained (P50 {}, P99 {}, P99.9 {})",
-                point.design,
-                format_ns(point.p50_ns.unwrap_or(0)),
-                format_ns(p99),
-                format_ns(point.p999_ns.unwrap_or(0)),
-            )),
-            _ => out.push_str(&format!(
-                "{}: no step stayed within the limits",
-                point.design
-            )),
-        }
-        match (point.broke_at_per_second, &point.reason) {
-            (Some(rate), Some(reason)) => {
-                out.push_str(&format!("; broke at {rate:.0} msg/s: {reason}\n"))
-            }
-            _ => out.push_str("; never broke within the ramp\n"),
-        }
+        out.push_str(&breaking_point_line(point));
     }
     if !summary.latency_at_loads.is_empty() {
         out.push_str("\nP99 below both breaking points (same load, same agents):\n");
@@ -1143,6 +1150,14 @@ pub fn render_load_summary(summary: &LoadSummary) -> String {
         ));
         for (index, round) in summary.rounds.iter().enumerate() {
             out.push_str(&format!("round {}: {}", index + 1, round.render()));
+            for point in summary
+                .round_breaking_points
+                .get(index)
+                .into_iter()
+                .flatten()
+            {
+                out.push_str(&format!("  {}", breaking_point_line(point)));
+            }
         }
     }
     if let Some(comparison) = &summary.comparison {

@@ -260,6 +260,7 @@ pub fn custom(selection: &ProfileSelection, args: CustomArgs) -> Result<(), Comm
         latency_at_loads: Vec::new(),
         comparison,
         rounds: Vec::new(),
+        round_breaking_points: Vec::new(),
         machine_jitter,
     };
     finish(&summary, output)
@@ -351,13 +352,14 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
             token.clone(),
         )?);
     }
-    let round_comparisons: Vec<Comparison> = if rounds.len() > 1 {
+    let (round_comparisons, round_breaking_points): (Vec<Comparison>, Vec<_>) = if rounds.len() > 1
+    {
         rounds
             .iter()
-            .filter_map(|round| round.comparison.clone())
-            .collect()
+            .filter_map(|round| Some((round.comparison.clone()?, round.points.clone())))
+            .unzip()
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
     let StressRound {
         shards,
@@ -408,6 +410,7 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
         latency_at_loads,
         comparison,
         rounds: round_comparisons,
+        round_breaking_points,
         machine_jitter,
     };
     finish(&summary, output)

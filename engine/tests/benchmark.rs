@@ -258,6 +258,27 @@ fn stress_rounds_repeat_the_comparison_and_report_the_medians() {
             && text.contains("caxton/baseline, median of 2 rounds: "),
         "{text}"
     );
+    // Each round keeps both designs' breaking points, printed under its line.
+    let points = summary["round_breaking_points"]
+        .as_array()
+        .expect("round_breaking_points");
+    assert_eq!(points.len(), 2, "{summary}");
+    for round in points {
+        let designs: Vec<&str> = round
+            .as_array()
+            .expect("a round's points")
+            .iter()
+            .map(|point| point["design"].as_str().expect("a design"))
+            .collect();
+        assert_eq!(designs, ["caxton", "baseline"], "{summary}");
+    }
+    let round_two = text.split("round 2: ").nth(1).expect("round 2's line");
+    for design in ["caxton", "baseline"] {
+        assert!(
+            round_two.contains(&format!("\n  {design}: ")),
+            "{design} under round 2: {text}"
+        );
+    }
     // Rounds repeat a comparison: without one, or with none, they are refused.
     for (arguments, expected) in [
         (&["--rounds", "2"][..], "add --compare baseline"),
