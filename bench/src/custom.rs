@@ -730,6 +730,61 @@ mod tests {
     }
 
     #[test]
+    fn every_round_is_listed_with_its_breaking_points_one_without_a_comparison_too() {
+        let point = |design: &str, sustained: Option<f64>| crate::stress::BreakingPoint {
+            design: design.into(),
+            sustained_per_second: sustained,
+            agents: sustained.map(|_| 10),
+            p50_ns: sustained.map(|_| 1_000),
+            p99_ns: sustained.map(|_| 20_000),
+            p999_ns: sustained.map(|_| 900_000),
+            broke_at_per_second: Some(sustained.unwrap_or(300_000.0) * 1.25),
+            reason: Some("0.2% of messages were refused".into()),
+        };
+        let compared = Comparison::new(Some((2.0e6, 1.0e6)), (100, 600), 8e5, 2);
+        let summary = LoadSummary {
+            benchmark: "stress".into(),
+            machine: "machine: test".into(),
+            profile: "default".into(),
+            shards: 1,
+            cores: 2,
+            pattern: Pattern::RequestReply,
+            agents: 10,
+            scenarios: Vec::new(),
+            designs: Vec::new(),
+            ramps: Vec::new(),
+            breaking_points: Vec::new(),
+            latency_at_loads: Vec::new(),
+            comparison: Comparison::median_of(std::slice::from_ref(&compared)),
+            rounds: vec![Some(compared.clone()), None],
+            round_breaking_points: vec![
+                vec![point("caxton", Some(2.0e6)), point("baseline", Some(1.0e6))],
+                vec![point("caxton", None), point("baseline", Some(1.0e6))],
+            ],
+            machine_jitter: None,
+        };
+        let text = render_load_summary(&summary);
+        let round_two = text.split("round 2: ").nth(1).expect("round 2 is listed");
+        assert!(
+            round_two.starts_with("no comparison (a design sustained no step of the ramp)\n"),
+            "{text}"
+        );
+        assert!(
+            round_two
+                .contains("\n  caxton: no step stayed within the limits; broke at 375000 msg/s"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n  caxton: breaking point 2000000 msg/s sustained"),
+            "{text}"
+        );
+        assert!(
+            text.contains("the medians below are of the 1 of 2 rounds that compared"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn failures_are_explained_by_what_the_shards_counted() {
         let options = LoadOptions {
             rate: 1000.0,
@@ -953,8 +1008,9 @@ pub struct LoadSummary {
     /// than one round (`stress --rounds`), the median of [`Self::rounds`].
     pub comparison: Option<Comparison>,
     /// Each round's comparison, in order, when there were several (the
-    /// tables show the last round's runs).
-    pub rounds: Vec<Comparison>,
+    /// tables show the last round's runs); `None` for a round with none (a
+    /// design sustained no step of it), which the median leaves out.
+    pub rounds: Vec<Option<Comparison>>,
     /// Each round's breaking points, in order, when there were several: a
     /// round's ratio alone does not say which design moved, or why it broke.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -1149,15 +1205,24 @@ pub fn render_load_summary(summary: &LoadSummary) -> String {
             summary.rounds.len()
         ));
         for (index, round) in summary.rounds.iter().enumerate() {
-            out.push_str(&format!("round {}: {}", index + 1, round.render()));
-            for point in summary
-                .round_breaking_points
-                .get(index)
-                .into_iter()
-                .flatten()
-            {
+            match round {
+                Some(round) => out.push_str(&format!("round {}: {}", index + 1, round.render())),
+                None => out.push_str(&format!(
+                    "round {}: no comparison (a design sustained no step of the ramp)\n",
+                    index + 1
+                )),
+            }
+            let points = summary.round_breaking_points.get(index);
+            for point in points.into_iter().flatten() {
                 out.push_str(&format!("  {}", breaking_point_line(point)));
             }
+        }
+        let compared = summary.rounds.iter().flatten().count();
+        if compared < summary.rounds.len() {
+            out.push_str(&format!(
+                "the medians below are of the {compared} of {} rounds that compared\n",
+                summary.rounds.len()
+            ));
         }
     }
     if let Some(comparison) = &summary.comparison {

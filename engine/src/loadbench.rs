@@ -352,15 +352,17 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
             token.clone(),
         )?);
     }
-    let (round_comparisons, round_breaking_points): (Vec<Comparison>, Vec<_>) = if rounds.len() > 1
-    {
-        rounds
-            .iter()
-            .filter_map(|round| Some((round.comparison.clone()?, round.points.clone())))
-            .unzip()
-    } else {
-        (Vec::new(), Vec::new())
-    };
+    // Every round is reported, one without a comparison too (a design that
+    // sustained no step): dropping it would renumber the rounds and hide it.
+    let (round_comparisons, round_breaking_points): (Vec<Option<Comparison>>, Vec<_>) =
+        if rounds.len() > 1 {
+            rounds
+                .iter()
+                .map(|round| (round.comparison.clone(), round.points.clone()))
+                .unzip()
+        } else {
+            (Vec::new(), Vec::new())
+        };
     let StressRound {
         shards,
         ramps,
@@ -371,7 +373,8 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
     let comparison = if round_comparisons.is_empty() {
         comparison
     } else {
-        Comparison::median_of(&round_comparisons)
+        let compared: Vec<Comparison> = round_comparisons.iter().flatten().cloned().collect();
+        Comparison::median_of(&compared)
     };
     let step_duration = options.step_duration();
     let scenarios = ramps
