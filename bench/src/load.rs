@@ -344,16 +344,25 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_stall_grows_latency_and_leaves_the_schedule_alone() {
-        let mut port = StallingPort::new(200_000_000..500_000_000, None);
-        let result = run_open_loop(
-            &mut port,
+    /// 2,000 messages a second for a second, with 2 s to drain.
+    fn two_thousand_in_a_second(port: &mut StallingPort) -> GeneratorResult {
+        run_open_loop(
+            port,
             2_000.0,
             Duration::from_secs(1),
             Duration::from_secs(2),
             None,
-        );
+        )
+    }
+
+    fn over_50_ms(histogram: &Histogram<u64>) -> u64 {
+        histogram.len() - histogram.count_between(0, 50_000_000)
+    }
+
+    #[test]
+    fn a_stall_grows_latency_and_leaves_the_schedule_alone() {
+        let mut port = StallingPort::new(200_000_000..500_000_000, None);
+        let result = two_thousand_in_a_second(&mut port);
         let counts = &result.counts;
         // The schedule: 2,000 messages, all sent although nothing was answered for 300 ms.
         assert_eq!(counts.scheduled, 2_000);
@@ -371,32 +380,26 @@ mod tests {
         // 1 ms polls or a busy machine's own stalls (up to about 10 ms on
         // the 2-core VM) add to a message outside it: a 1 ms threshold
         // counted those too there.
-        let stalled = result.latency.len() - result.latency.count_between(0, 50_000_000);
+        let stalled = over_50_ms(&result.latency);
         assert!(
             (400..=600).contains(&stalled),
             "{stalled} messages waited over 50 ms"
         );
         // The stall was the port's: the generator itself kept its schedule.
         assert_eq!(result.lateness.len(), 2_000);
-        let late = result.lateness.len() - result.lateness.count_between(0, 50_000_000);
+        let late = over_50_ms(&result.lateness);
         assert_eq!(late, 0, "{late} messages went out over 50 ms late");
     }
 
     #[test]
     fn a_generator_held_up_counts_its_own_lateness() {
         let mut port = StallingPort::new(0..0, Some(500));
-        let result = run_open_loop(
-            &mut port,
-            2_000.0,
-            Duration::from_secs(1),
-            Duration::from_secs(2),
-            None,
-        );
+        let result = two_thousand_in_a_second(&mut port);
         assert_eq!(result.counts.answered, 2_000);
         // The 200 messages due during the 100 ms block went out late, by up
         // to 100 ms; those due in its first half (about 100) by over 50 ms.
         // A busy machine's own stalls (up to about 10 ms) do not reach that.
-        let late = result.lateness.len() - result.lateness.count_between(0, 50_000_000);
+        let late = over_50_ms(&result.lateness);
         assert!(
             (80..=130).contains(&late),
             "{late} messages went out over 50 ms late"
