@@ -756,10 +756,18 @@ mod tests {
             breaking_points: Vec::new(),
             latency_at_loads: Vec::new(),
             comparison: Comparison::median_of(std::slice::from_ref(&compared)),
-            rounds: vec![Some(compared.clone()), None],
-            round_breaking_points: vec![
-                vec![point("caxton", Some(2.0e6)), point("baseline", Some(1.0e6))],
-                vec![point("caxton", None), point("baseline", Some(1.0e6))],
+            rounds: vec![
+                RoundSummary {
+                    comparison: Some(compared.clone()),
+                    breaking_points: vec![
+                        point("caxton", Some(2.0e6)),
+                        point("baseline", Some(1.0e6)),
+                    ],
+                },
+                RoundSummary {
+                    comparison: None,
+                    breaking_points: vec![point("caxton", None), point("baseline", Some(1.0e6))],
+                },
             ],
             machine_jitter: None,
         };
@@ -974,6 +982,18 @@ fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
     }
 }
 
+/// One round of `stress --rounds`.
+#[derive(Clone, Debug, Serialize)]
+pub struct RoundSummary {
+    /// Its comparison (its fields sit at the round's top level); `None`
+    /// when a design sustained no step of it, and the median leaves it out.
+    #[serde(flatten)]
+    pub comparison: Option<Comparison>,
+    /// Both designs' breaking points: a ratio alone does not say which
+    /// design moved, or why it broke.
+    pub breaking_points: Vec<crate::stress::BreakingPoint>,
+}
+
 /// What `engine benchmark custom|stress` writes to `summary.json`: the
 /// standard suite's fields (`profile`, `shards`, `cores`, `scenarios`) and
 /// the load's own.
@@ -1007,14 +1027,9 @@ pub struct LoadSummary {
     /// Caxton against the baseline, with `--compare baseline`: with more
     /// than one round (`stress --rounds`), the median of [`Self::rounds`].
     pub comparison: Option<Comparison>,
-    /// Each round's comparison, in order, when there were several (the
-    /// tables show the last round's runs); `None` for a round with none (a
-    /// design sustained no step of it), which the median leaves out.
-    pub rounds: Vec<Option<Comparison>>,
-    /// Each round's breaking points, in order, when there were several: a
-    /// round's ratio alone does not say which design moved, or why it broke.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub round_breaking_points: Vec<Vec<crate::stress::BreakingPoint>>,
+    /// Each round, in order, when there were several (the tables show the
+    /// last round's runs).
+    pub rounds: Vec<RoundSummary>,
     /// The machine's own stalls, probed before the runs with `--compare
     /// baseline` (what no P99 compared here can go below).
     pub machine_jitter: Option<crate::jitter::MachineJitter>,
@@ -1175,18 +1190,16 @@ pub fn render_load_summary(summary: &LoadSummary) -> String {
     if !summary.latency_at_loads.is_empty() {
         out.push_str("\nP99 below both breaking points (same load, same agents):\n");
         out.push_str(&result_header());
+        // The rows, then (under the table) how late each run's generators sent.
+        let mut late_lines = String::new();
         for at in &summary.latency_at_loads {
             for result in [&at.caxton, &at.baseline] {
                 let label = format!("{} @{:.0}%", result.design, at.share * 100.0);
                 out.push_str(&result_row(&label, result));
+                late_lines.extend(sent_late_line(&label, result));
             }
         }
-        for at in &summary.latency_at_loads {
-            for result in [&at.caxton, &at.baseline] {
-                let label = format!("{} @{:.0}%", result.design, at.share * 100.0);
-                out.extend(sent_late_line(&label, result));
-            }
-        }
+        out.push_str(&late_lines);
         for at in &summary.latency_at_loads {
             out.push_str(&format!(
                 "at {:.0}% of the lower breaking point ({:.0} msg/s, {} agents): P99 {} against the baseline's {}, {:.2}× lower\n",
@@ -1205,19 +1218,24 @@ pub fn render_load_summary(summary: &LoadSummary) -> String {
             summary.rounds.len()
         ));
         for (index, round) in summary.rounds.iter().enumerate() {
-            match round {
-                Some(round) => out.push_str(&format!("round {}: {}", index + 1, round.render())),
+            match &round.comparison {
+                Some(comparison) => {
+                    out.push_str(&format!("round {}: {}", index + 1, comparison.render()))
+                }
                 None => out.push_str(&format!(
                     "round {}: no comparison (a design sustained no step of the ramp)\n",
                     index + 1
                 )),
             }
-            let points = summary.round_breaking_points.get(index);
-            for point in points.into_iter().flatten() {
+            for point in &round.breaking_points {
                 out.push_str(&format!("  {}", breaking_point_line(point)));
             }
         }
-        let compared = summary.rounds.iter().flatten().count();
+        let compared = summary
+            .rounds
+            .iter()
+            .filter(|round| round.comparison.is_some())
+            .count();
         if compared < summary.rounds.len() {
             out.push_str(&format!(
                 "the medians below are of the {compared} of {} rounds that compared\n",

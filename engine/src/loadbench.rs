@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use caxton_bench::custom::{
     self, check_load, BenchError, Comparison, LoadOptions, LoadResult, LoadSummary, Pattern,
-    Workload,
+    RoundSummary, Workload,
 };
 use caxton_bench::remote::{self, Target};
 use caxton_bench::standard::ScenarioResult;
@@ -260,7 +260,6 @@ pub fn custom(selection: &ProfileSelection, args: CustomArgs) -> Result<(), Comm
         latency_at_loads: Vec::new(),
         comparison,
         rounds: Vec::new(),
-        round_breaking_points: Vec::new(),
         machine_jitter,
     };
     finish(&summary, output)
@@ -354,15 +353,17 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
     }
     // Every round is reported, one without a comparison too (a design that
     // sustained no step): dropping it would renumber the rounds and hide it.
-    let (round_comparisons, round_breaking_points): (Vec<Option<Comparison>>, Vec<_>) =
-        if rounds.len() > 1 {
-            rounds
-                .iter()
-                .map(|round| (round.comparison.clone(), round.points.clone()))
-                .unzip()
-        } else {
-            (Vec::new(), Vec::new())
-        };
+    let round_summaries: Vec<RoundSummary> = if rounds.len() > 1 {
+        rounds
+            .iter()
+            .map(|round| RoundSummary {
+                comparison: round.comparison.clone(),
+                breaking_points: round.points.clone(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let StressRound {
         shards,
         ramps,
@@ -370,10 +371,13 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
         latency_at_loads,
         comparison,
     } = rounds.pop().expect("at least one round ran");
-    let comparison = if round_comparisons.is_empty() {
+    let comparison = if round_summaries.is_empty() {
         comparison
     } else {
-        let compared: Vec<Comparison> = round_comparisons.iter().flatten().cloned().collect();
+        let compared: Vec<Comparison> = round_summaries
+            .iter()
+            .filter_map(|round| round.comparison.clone())
+            .collect();
         Comparison::median_of(&compared)
     };
     let step_duration = options.step_duration();
@@ -412,8 +416,7 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
         breaking_points: points,
         latency_at_loads,
         comparison,
-        rounds: round_comparisons,
-        round_breaking_points,
+        rounds: round_summaries,
         machine_jitter,
     };
     finish(&summary, output)
