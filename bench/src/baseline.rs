@@ -830,6 +830,7 @@ mod tests {
             duration: Duration::from_millis(200),
             drain: Duration::from_secs(10),
             progress: false,
+            generators: None,
         };
         for (_, pattern) in Pattern::ALL {
             let workload = Workload::new(pattern, 10, None).expect("workload");

@@ -218,6 +218,11 @@ pub struct LoadOptions {
     pub drain: Duration,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Load generator threads (`--generators`). `None`: on a node, one for
+    /// each CPU no data shard runs on, at most one per data shard and at
+    /// least one ([`default_generators`]); on the baseline, one per worker.
+    /// A comparison resolves it once and gives both designs the same number.
+    pub generators: Option<usize>,
 }
 
 /// What one design did under one load.
@@ -488,7 +493,13 @@ pub fn run_on_node(
     options: &LoadOptions,
     label: &str,
 ) -> Result<LoadResult, BenchError> {
-    let generators = node.data_shards().clamp(1, node.client_ports() - 1);
+    let generators = generators_for(node, options.generators);
+    let most = generator_ports(node);
+    if !(1..=most).contains(&generators) {
+        return Err(BenchError::Input(format!(
+            "--generators {generators} is outside 1..={most} (a generator takes a client port: runtime.client_ports less one)"
+        )));
+    }
     let entries = Arc::new(entries);
     let one_way = workload.pattern == Pattern::OneWay;
     // Start from empty shard metrics: one-way reads the shards' counts and
@@ -504,7 +515,13 @@ pub fn run_on_node(
             generators: generators as u64,
         });
     }
-    let cpus = cpus_off_the_data_shards(node, generators);
+    // Pinned off the shards only when every generator has a CPU of its own
+    // there: crowded onto fewer, they would wait for each other rather than
+    // load the node, and the breaking point found would be theirs (15
+    // generators on the one core 15 data shards leave on 16 cores sustained
+    // under 1M/s, with the node idle).
+    let free = cpus_off_the_data_shards(node);
+    let cpus = (!free.is_empty() && free.len() >= generators).then_some(free);
     let placement = match &cpus {
         Some(cpus) => format!(
             "{generators} load generator(s) on CPUs {}, off the data shards",
@@ -573,7 +590,7 @@ pub fn run_generators<P: Port + Send + 'static>(
                     load::run_open_loop(
                         &mut port,
                         options.rate / generators as f64,
-                        options.duration,
+                        load::share_of_schedule(options.rate, options.duration, generators, index),
                         options.drain,
                         Some(&sender),
                     )
@@ -586,27 +603,45 @@ pub fn run_generators<P: Port + Send + 'static>(
     load::join_generators(threads).map_err(BenchError::Run)
 }
 
-/// The CPUs this process may use that no data shard runs on, when there is
-/// one for each of `generators`: where load generators go, so they never
-/// take a shard's core from it. `None` when fewer are free: the generators
-/// then go wherever the kernel puts them, as the baseline's do. Crowded
-/// onto the few free CPUs, they would wait for each other rather than load
-/// the node, and the breaking point found would be theirs (15 generators
-/// on the one core 15 data shards leave on 16 cores sustained under 1M/s,
-/// with the node idle).
-fn cpus_off_the_data_shards(node: &Node, generators: usize) -> Option<Vec<usize>> {
+/// How many load generators a run on `node` may have: one client port each,
+/// less one port kept for the caller (`runtime.client_ports - 1`, at least 1).
+pub fn generator_ports(node: &Node) -> usize {
+    node.client_ports().saturating_sub(1).max(1)
+}
+
+/// How many load generators a run starts unless told: one for each CPU no
+/// data shard runs on (`free_cpus`), at most one per data shard, at least
+/// one. One generator drives every shard through its client port, so a
+/// generator needs no shard of its own; what it needs is a CPU of its own:
+/// generators that outnumber the free CPUs take turns on them, or on the
+/// shards' cores, and a run's breaking point is then theirs.
+pub fn default_generators(data_shards: usize, free_cpus: usize) -> usize {
+    free_cpus.min(data_shards).max(1)
+}
+
+/// The number of generators `node` starts for `requested` (`--generators`):
+/// what a comparison hands the baseline so both designs get the same.
+pub fn generators_for(node: &Node, requested: Option<usize>) -> usize {
+    requested.unwrap_or_else(|| {
+        default_generators(node.data_shards(), cpus_off_the_data_shards(node).len())
+    })
+}
+
+/// The CPUs this process may use that no data shard runs on: where load
+/// generators go, so they never take a shard's core from it (empty when
+/// there are none, or the process's CPUs cannot be read).
+fn cpus_off_the_data_shards(node: &Node) -> Vec<usize> {
     let shard_cpus: Vec<usize> = node
         .reports()
         .iter()
         .filter(|report| matches!(report.role, caxton_shards::ShardRole::Data(_)))
         .flat_map(|report| report.allowed_pus.iter().copied())
         .collect();
-    let free: Vec<usize> = caxton_numa::binding::current_thread_pus()
-        .ok()?
+    caxton_numa::binding::current_thread_pus()
+        .unwrap_or_default()
         .into_iter()
         .filter(|pu| !shard_cpus.contains(pu))
-        .collect();
-    (free.len() >= generators.max(1)).then_some(free)
+        .collect()
 }
 
 /// Draw a progress bar from the generators' reports until they all finish.
@@ -675,6 +710,21 @@ mod tests {
             error.contains("request-reply, one-way, fan-out, pipeline"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_generator_for_each_free_cpu_at_most_one_per_shard() {
+        // 1 shard on 2 cores: the other core's generator.
+        assert_eq!(default_generators(1, 1), 1);
+        // 8 shards on 16 cores: one generator per shard, each with a CPU.
+        assert_eq!(default_generators(8, 8), 8);
+        // 15 shards on 16 cores: one generator, on the core they leave,
+        // instead of 15 taking turns there.
+        assert_eq!(default_generators(15, 1), 1);
+        // 4 shards with 12 CPUs free: no more generators than shards.
+        assert_eq!(default_generators(4, 12), 4);
+        // Every CPU runs a shard: still one generator.
+        assert_eq!(default_generators(2, 0), 1);
     }
 
     #[test]
@@ -799,6 +849,7 @@ mod tests {
             duration: Duration::from_secs(1),
             drain: Duration::from_secs(1),
             progress: false,
+            generators: None,
         };
         let counts = RunCounts {
             scheduled: 100,

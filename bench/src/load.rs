@@ -128,12 +128,12 @@ pub struct GeneratorResult {
     pub lateness: Histogram<u64>,
 }
 
-/// Run one open-loop generator on `port`: `rate` messages per second for
-/// `duration`, then wait up to `drain` for outstanding answers.
+/// Run one open-loop generator on `port`: `messages` messages at `rate` per
+/// second, then wait up to `drain` for outstanding answers.
 pub fn run_open_loop(
     port: &mut dyn Port,
     rate: f64,
-    duration: Duration,
+    messages: u64,
     drain: Duration,
     progress: Option<&std::sync::mpsc::Sender<Progress>>,
 ) -> GeneratorResult {
@@ -142,7 +142,7 @@ pub fn run_open_loop(
     // SAFETY: prctl(PR_SET_TIMERSLACK) only changes this thread's timer slack.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1u64) };
     let interval_ns = 1e9 / rate.max(1e-9);
-    let scheduled = (rate * duration.as_secs_f64()).floor() as u64;
+    let scheduled = messages;
     let start_ns = port.now_ns();
     let intended = |sequence: u64| start_ns + (sequence as f64 * interval_ns) as u64;
     let mut counts = RunCounts {
@@ -247,6 +247,16 @@ pub fn run_open_loop(
     }
 }
 
+/// The messages `generators` generators schedule for `rate` per second over
+/// `duration`, generator `index`'s share: together exactly what one would,
+/// however the count divides.
+pub fn share_of_schedule(rate: f64, duration: Duration, generators: usize, index: usize) -> u64 {
+    let total = (rate * duration.as_secs_f64()).floor() as u64;
+    let generators = generators.max(1) as u64;
+    let index = index as u64;
+    total * (index + 1) / generators - total * index / generators
+}
+
 /// Wait for every generator and add up what they did.
 pub fn join_generators(
     threads: Vec<std::thread::JoinHandle<GeneratorResult>>,
@@ -346,17 +356,25 @@ mod tests {
 
     /// 2,000 messages a second for a second, with 2 s to drain.
     fn two_thousand_in_a_second(port: &mut StallingPort) -> GeneratorResult {
-        run_open_loop(
-            port,
-            2_000.0,
-            Duration::from_secs(1),
-            Duration::from_secs(2),
-            None,
-        )
+        run_open_loop(port, 2_000.0, 2_000, Duration::from_secs(2), None)
     }
 
     fn over_50_ms(histogram: &Histogram<u64>) -> u64 {
         histogram.len() - histogram.count_between(0, 50_000_000)
+    }
+
+    #[test]
+    fn generators_share_the_schedule_exactly() {
+        let shares = |generators: usize| -> Vec<u64> {
+            (0..generators)
+                .map(|index| {
+                    share_of_schedule(2_000.0, Duration::from_millis(500), generators, index)
+                })
+                .collect()
+        };
+        assert_eq!(shares(1), [1000]);
+        assert_eq!(shares(3), [333, 333, 334]);
+        assert_eq!(shares(7).iter().sum::<u64>(), 1000);
     }
 
     #[test]

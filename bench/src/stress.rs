@@ -31,6 +31,8 @@ pub struct StressOptions {
     pub error_limit: f64,
     /// Show progress bars.
     pub progress: bool,
+    /// Load generator threads of every step ([`LoadOptions::generators`]).
+    pub generators: Option<usize>,
 }
 
 impl StressOptions {
@@ -63,6 +65,7 @@ impl StressOptions {
             duration: self.step_duration(),
             drain: self.p99_target.max(Duration::from_millis(200)) * 4,
             progress: self.progress,
+            generators: self.generators,
         }
     }
 
@@ -266,6 +269,7 @@ mod tests {
             p99_target: Duration::from_millis(10),
             error_limit: 0.001,
             progress: false,
+            generators: None,
         }
     }
 

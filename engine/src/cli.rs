@@ -383,6 +383,11 @@ pub enum BenchmarkCommand {
         /// Write HDR histograms and `summary.json` here.
         #[arg(long, value_name = "DIR")]
         output: Option<std::path::PathBuf>,
+        /// Load generator threads (default: one for each CPU no data shard
+        /// runs on, at most one per data shard, at least one); with
+        /// `--compare baseline` the baseline gets as many.
+        #[arg(long, value_name = "N")]
+        generators: Option<usize>,
     },
     /// Raise the offered rate and agents step by step and find where latency or errors break.
     Stress {
@@ -427,6 +432,11 @@ pub enum BenchmarkCommand {
         /// Write HDR histograms and `summary.json` here.
         #[arg(long, value_name = "DIR")]
         output: Option<std::path::PathBuf>,
+        /// Load generator threads (default: one for each CPU no data shard
+        /// runs on, at most one per data shard, at least one); with
+        /// `--compare baseline` the baseline gets as many.
+        #[arg(long, value_name = "N")]
+        generators: Option<usize>,
     },
 }
 

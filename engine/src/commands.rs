@@ -167,6 +167,7 @@ fn benchmark_command(
             target,
             token,
             output,
+            generators,
         } => crate::loadbench::custom(
             selection,
             crate::loadbench::CustomArgs {
@@ -179,6 +180,7 @@ fn benchmark_command(
                     target,
                     token,
                     output,
+                    generators,
                 },
             },
         ),
@@ -196,6 +198,7 @@ fn benchmark_command(
             target,
             token,
             output,
+            generators,
         } => crate::loadbench::stress(
             selection,
             crate::loadbench::StressArgs {
@@ -213,6 +216,7 @@ fn benchmark_command(
                     target,
                     token,
                     output,
+                    generators,
                 },
             },
         ),
@@ -496,6 +500,7 @@ fn run_standard_benchmark(
                 target: None,
                 token: None,
                 output: output.map(|directory| directory.join("compare-baseline")),
+                generators: None,
             },
         },
     )

@@ -117,6 +117,24 @@ impl Destination {
         }
     }
 
+    /// The load generators a run here starts for `requested`
+    /// (`--generators`), checked against the node's client ports; a
+    /// comparison gives the baseline the same number. `None` for a target,
+    /// whose load this process sends through its admin API.
+    fn generators(&self, requested: Option<usize>) -> Result<Option<usize>, CommandError> {
+        let Self::Node { node, .. } = self else {
+            return Ok(None);
+        };
+        let generators = custom::generators_for(node, requested);
+        let most = custom::generator_ports(node);
+        if generators > most {
+            return Err(bad(format!(
+                "--generators {generators}: the node has client ports for at most {most} (runtime.client_ports less one)"
+            )));
+        }
+        Ok(Some(generators))
+    }
+
     fn run(
         &mut self,
         workload: &Workload,
@@ -170,6 +188,8 @@ pub struct LoadArgs {
     pub token: Option<String>,
     /// `--output`.
     pub output: Option<PathBuf>,
+    /// `--generators`.
+    pub generators: Option<usize>,
 }
 
 /// The profile, the pattern and whether to compare, checked before anything starts.
@@ -183,6 +203,14 @@ fn prepare(
     if compare && args.target.is_some() {
         return Err(bad(
             "--compare baseline runs both designs here; it cannot be used with --target",
+        ));
+    }
+    if args.generators == Some(0) {
+        return Err(bad("--generators 0: a load needs at least one generator"));
+    }
+    if args.generators.is_some() && args.target.is_some() {
+        return Err(bad(
+            "--generators sets the generator threads that load an in-process node; a --target engine is loaded through its admin API",
         ));
     }
     Ok((loaded, pattern, compare))
@@ -207,19 +235,22 @@ pub fn custom(selection: &ProfileSelection, args: CustomArgs) -> Result<(), Comm
         target,
         token,
         output,
+        generators,
         ..
     } = args.load;
-    let options = LoadOptions {
+    let mut options = LoadOptions {
         rate: args.rate,
         duration: duration("--duration", &args.duration)?,
         drain: Duration::from_secs(5),
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        generators,
     };
     check_load(&loaded.profile, args.agents, &options).map_err(bench_error)?;
     let workload = Workload::new(pattern, args.agents, None).map_err(bench_error)?;
     let machine_jitter = compare.then(|| caxton_bench::jitter::measure(JITTER_PROBE));
     let mut destination = Destination::open(&loaded, target.as_deref(), token)?;
     let shards = destination.shards();
+    options.generators = destination.generators(options.generators)?;
     let ours = destination.run(&workload, &options);
     destination.close()?;
     let ours = ours.map_err(bench_error)?;
@@ -303,6 +334,7 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
         target,
         token,
         output,
+        generators,
         ..
     } = args.load;
     // The profile's target: the most urgent priority class's latency bound.
@@ -327,6 +359,7 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
         p99_target,
         error_limit: 0.001,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        generators,
     };
     options.check().map_err(bench_error)?;
     let last = LoadOptions {
@@ -334,6 +367,7 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
         duration: options.step_duration(),
         drain: Duration::ZERO,
         progress: false,
+        generators: None,
     };
     check_load(&loaded.profile, args.max_agents, &last).map_err(bench_error)?;
     let machine_jitter = compare.then(|| caxton_bench::jitter::measure(JITTER_PROBE));
@@ -443,6 +477,11 @@ fn stress_round(
 ) -> Result<StressRound, CommandError> {
     let mut destination = Destination::open(loaded, target, token.clone())?;
     let shards = destination.shards();
+    // Both designs' generators: the number the node resolves.
+    let options = &StressOptions {
+        generators: destination.generators(options.generators)?,
+        ..options.clone()
+    };
     let ours = stress::ramp("caxton", options, |agents, load| {
         let workload = Workload::new(pattern, agents, None)?;
         destination.run(&workload, load)
@@ -506,15 +545,18 @@ fn stress_round(
     })
 }
 
-/// `workload` under `load` on the baseline, with as many workers and load
-/// generators as the node has data shards.
+/// `workload` under `load` on the baseline, with as many workers as the
+/// node has data shards, and the load's generators (as many as Caxton's),
+/// or one per worker.
 fn on_baseline(
     profile: &Profile,
     workload: &Workload,
     shards: usize,
     load: &LoadOptions,
 ) -> Result<LoadResult, BenchError> {
-    caxton_bench::baseline::run_on_baseline(profile, workload, shards.max(1), shards.max(1), load)
+    let workers = shards.max(1);
+    let generators = load.generators.unwrap_or(workers);
+    caxton_bench::baseline::run_on_baseline(profile, workload, workers, generators, load)
 }
 
 /// How long `--compare baseline` probes the machine's own stalls first.

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 #[test]
 fn bad_load_input_is_refused_before_anything_starts() {
-    let cases: [(&[&str], &str); 9] = [
+    let cases: [(&[&str], &str); 12] = [
         (&["--agents", "0"], "--agents 0"),
         (&["--agents", "5000"], "runtime.max_agents"),
         (&["--messages-per-second", "0"], "--messages-per-second"),
@@ -26,6 +26,12 @@ fn bad_load_input_is_refused_before_anything_starts() {
             "fan-out needs at least 5",
         ),
         (&["--target", "127.0.0.1:1"], "cannot reach"),
+        (&["--generators", "0"], "--generators 0"),
+        (
+            &["--generators", "2", "--target", "127.0.0.1:1"],
+            "loaded through its admin API",
+        ),
+        (&["--generators", "100000"], "client ports for at most"),
     ];
     for (arguments, expected) in cases {
         let mut command = vec!["benchmark", "custom"];
@@ -79,12 +85,21 @@ fn custom_writes_both_designs_and_histograms_engine_hdr_reads() {
         "request-reply",
         "--compare",
         "baseline",
+        "--generators",
+        "3",
         "--output",
         directory,
     ]);
     assert!(run.status.success(), "{}", stderr(&run));
     let text = stdout(&run);
     assert!(text.starts_with("machine: "), "{text}");
+    // The generators asked for, on both designs.
+    for design in ["caxton", "baseline"] {
+        assert!(
+            text.contains(&format!("\n{design}: 3 load generator(s)")),
+            "{text}"
+        );
+    }
     // Below saturation both designs carry what is offered: only P99s are
     // compared, at the load named.
     assert!(
@@ -346,6 +361,18 @@ fn stress_compares_throughput_at_the_breaking_points_and_p99s_below_both() {
     };
     assert_eq!(placement("caxton"), 1, "{text}");
     assert_eq!(placement("baseline"), 1, "{text}");
+    // Unless told, the node decides how many, and the baseline gets as many.
+    let generators = |design: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(&format!("{design}: ")))
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|count| count.parse::<usize>().ok())
+    };
+    assert!(
+        generators("caxton").is_some_and(|count| count >= 1),
+        "{text}"
+    );
+    assert_eq!(generators("caxton"), generators("baseline"), "{text}");
     assert!(
         text.contains("placed by the kernel, as its workers are"),
         "{text}"

@@ -15,6 +15,7 @@ fn options(rate: f64, millis: u64) -> LoadOptions {
         duration: Duration::from_millis(millis),
         drain: Duration::from_secs(10),
         progress: false,
+        generators: None,
     }
 }
 
@@ -85,6 +86,7 @@ fn a_stress_ramp_finds_the_breaking_point_of_a_slow_agent() {
         p99_target: Duration::from_millis(50),
         error_limit: 0.001,
         progress: false,
+        generators: None,
     };
     let (steps, point) = stress::ramp("caxton", &options, |agents, load| {
         let workload = Workload::new(Pattern::RequestReply, agents, Some(SLOW_WAT))?;
