@@ -489,8 +489,10 @@ fn request_reply(
     let mut answered = 0u64;
     let mut failed = 0u64;
     let mut first_failure = None;
+    let mut answers = Vec::with_capacity(window);
     loop {
-        while Instant::now() < deadline && outstanding.len() < window {
+        let sending = Instant::now() < deadline;
+        while sending && outstanding.len() < window {
             let token = client
                 .send(
                     id,
@@ -504,13 +506,19 @@ fn request_reply(
         if outstanding.is_empty() {
             break;
         }
-        let Some(answer) = client.recv(PATIENCE) else {
+        // Every answer in, with one pass over the rings and one clock
+        // reading for the lot: each was in by then.
+        if client.recv_batch(PATIENCE, &mut answers) == 0 {
             return Err(format!(
                 "{} requests unanswered within {PATIENCE:?}",
                 outstanding.len()
             ));
-        };
-        if let Some(sent) = outstanding.remove(&answer.in_reply_to) {
+        }
+        let now = Instant::now();
+        for answer in answers.drain(..) {
+            let Some(sent) = outstanding.remove(&answer.in_reply_to) else {
+                continue;
+            };
             if answer.performative != Performative::Inform {
                 failed += 1;
                 first_failure.get_or_insert_with(|| {
@@ -522,7 +530,7 @@ fn request_reply(
                 });
                 continue;
             }
-            round_trips.saturating_record(sent.elapsed().as_nanos() as u64);
+            round_trips.saturating_record(now.duration_since(sent).as_nanos() as u64);
             answered += 1;
         }
     }

@@ -127,6 +127,12 @@ const CLIENT_YIELD_EVERY: Duration = Duration::from_micros(2);
 /// for a port's previous owner never matches a request of the next one.
 const TOKEN_GENERATION_SHIFT: u32 = 40;
 
+/// Whether `envelope` answers a request of an earlier owner (an earlier
+/// `generation`) of the port.
+fn is_stale(generation: u64, envelope: &Envelope) -> bool {
+    envelope.in_reply_to != 0 && envelope.in_reply_to >> TOKEN_GENERATION_SHIFT != generation
+}
+
 impl Client {
     pub(crate) fn new(
         port: MeshPort,
@@ -155,12 +161,6 @@ impl Client {
     /// answer, within `runtime.client_spin_before_park`, costs no park).
     pub fn parks(&self) -> u64 {
         self.parks
-    }
-
-    /// Whether `envelope` answers a request of an earlier owner of this port.
-    fn is_stale(&self, envelope: &Envelope) -> bool {
-        envelope.in_reply_to != 0
-            && envelope.in_reply_to >> TOKEN_GENERATION_SHIFT != self.generation
     }
 
     fn port(&mut self) -> &mut MeshPort {
@@ -323,6 +323,22 @@ impl Client {
         self.wait_for(timeout, |_| true)
     }
 
+    /// Every message for this client that has arrived, appended to `batch`
+    /// in arrival order, waiting up to `timeout` for the first; how many.
+    /// One pass over the rings serves the whole batch, where `recv` per
+    /// message would look at every ring again each time: what a client
+    /// with many requests outstanding on many shards (a load generator)
+    /// reads answers with.
+    pub fn recv_batch(&mut self, timeout: Duration, batch: &mut Vec<Envelope>) -> usize {
+        let Some(first) = self.recv(timeout) else {
+            return 0;
+        };
+        batch.push(first);
+        let taken = 1 + self.inbox.len();
+        batch.extend(self.inbox.drain(..));
+        taken
+    }
+
     /// Send a `request` and wait for the answer quoting it.
     pub fn request(
         &mut self,
@@ -357,25 +373,26 @@ impl Client {
         timeout: Duration,
         wanted: impl Fn(&Envelope) -> bool,
     ) -> Option<Envelope> {
-        let deadline = Instant::now().checked_add(timeout);
+        // `None`: a poll that may not wait, and reads no clock.
+        let deadline = (!timeout.is_zero()).then(|| Instant::now().checked_add(timeout));
         loop {
             let room = CLIENT_INBOX_MAX.saturating_sub(self.inbox.len());
             if room > 0 {
-                let rings = self.port().participants();
-                let mut arrived = Vec::new();
-                self.port().drain(room.div_ceil(rings.max(1)), |envelope| {
-                    arrived.push(envelope)
+                let generation = self.generation;
+                let port = self.port.as_mut().expect("a live client holds its port");
+                let rings = port.participants();
+                let inbox = &mut self.inbox;
+                port.drain(room.div_ceil(rings.max(1)), |envelope| {
+                    if !is_stale(generation, &envelope) {
+                        inbox.push_back(envelope);
+                    }
                 });
-                let fresh: Vec<Envelope> = arrived
-                    .into_iter()
-                    .filter(|envelope| !self.is_stale(envelope))
-                    .collect();
-                self.inbox.extend(fresh);
             }
             if let Some(position) = self.inbox.iter().position(&wanted) {
                 return self.inbox.remove(position);
             }
-            let remaining = match deadline {
+            // A poll that may not wait ends here.
+            let remaining = match deadline? {
                 Some(deadline) => deadline.saturating_duration_since(Instant::now()),
                 None => Duration::from_secs(3600),
             };

@@ -715,3 +715,41 @@ fn a_spinning_client_takes_its_answers_without_parking() {
         node.shutdown().expect("clean stop");
     }
 }
+
+#[test]
+fn a_batch_read_hands_over_every_answer_in_arrival_order() {
+    let (planned, mut node) = boot(&[]);
+    let echo = node
+        .deploy("echo", &example("echo"), 1, &limits(&planned))
+        .expect("deploys");
+    let mut client = node.client().expect("client");
+    let mut batch = Vec::new();
+    // Nothing outstanding: a read that may not wait comes back empty.
+    assert_eq!(client.recv_batch(Duration::ZERO, &mut batch), 0);
+    let tokens: Vec<u64> = (0..40u64)
+        .map(|conversation_id| {
+            let options = SendOptions {
+                conversation_id,
+                ..SendOptions::default()
+            };
+            client
+                .send(echo, Performative::Request, b"x".to_vec(), options)
+                .expect("sent")
+        })
+        .collect();
+    // One instance answers in order, so once the last answer is in, the 39
+    // before it are queued in the client or still in its ring.
+    let last = client
+        .await_reply(tokens[39], PATIENCE)
+        .expect("the last answered");
+    assert_eq!(last.conversation_id, 39);
+    let taken = client.recv_batch(Duration::ZERO, &mut batch);
+    assert_eq!(taken, 39);
+    let conversations: Vec<u64> = batch.iter().map(|answer| answer.conversation_id).collect();
+    assert_eq!(conversations, (0..39).collect::<Vec<u64>>());
+    // A batch appends: what the caller holds stays.
+    assert_eq!(client.recv_batch(Duration::from_millis(20), &mut batch), 0);
+    assert_eq!(batch.len(), 39);
+    drop(client);
+    node.shutdown().expect("clean stop");
+}
