@@ -481,6 +481,8 @@ struct BaselinePort {
     index: usize,
     generators: u64,
     next_token: u64,
+    /// The answers of one poll (kept to reuse its allocation).
+    arrived: Vec<(u64, Performative)>,
 }
 
 impl Port for BaselinePort {
@@ -511,8 +513,17 @@ impl Port for BaselinePort {
     }
 
     fn poll(&mut self, wait: Duration, sink: &mut dyn FnMut(Completion)) {
-        let epoch = self.epoch;
+        // As Caxton's port does: every answer in, then one clock reading
+        // that times them all.
+        let arrived = &mut self.arrived;
         load::drain_channel(&self.answers, wait, |(sequence, performative, _)| {
+            arrived.push((sequence, performative));
+        });
+        if arrived.is_empty() {
+            return;
+        }
+        let at_ns = self.epoch.elapsed().as_nanos() as u64;
+        for (sequence, performative) in arrived.drain(..) {
             let outcome = if performative == Performative::Inform {
                 Outcome::Answered
             } else {
@@ -521,9 +532,9 @@ impl Port for BaselinePort {
             sink(Completion {
                 sequence,
                 outcome,
-                at_ns: epoch.elapsed().as_nanos() as u64,
+                at_ns,
             });
-        });
+        }
     }
 
     fn expects_answers(&self) -> bool {
@@ -565,6 +576,7 @@ pub fn run_on_baseline(
             index,
             generators: generators as u64,
             next_token: 0,
+            arrived: Vec::new(),
         })
         .collect();
     let mut generated = crate::custom::run_generators("baseline", ports, options, None)?;

@@ -501,13 +501,7 @@ pub fn run_on_node(
     options: &LoadOptions,
     label: &str,
 ) -> Result<LoadResult, BenchError> {
-    let generators = generators_for(node, options.generators);
-    let most = generator_ports(node);
-    if !(1..=most).contains(&generators) {
-        return Err(BenchError::Input(format!(
-            "--generators {generators} is outside 1..={most} (a generator takes a client port: runtime.client_ports less one)"
-        )));
-    }
+    let generators = generators_for(node, options.generators)?;
     let entries = Arc::new(entries);
     let one_way = workload.pattern == Pattern::OneWay;
     // Start from empty shard metrics: one-way reads the shards' counts and
@@ -612,12 +606,6 @@ pub fn run_generators<P: Port + Send + 'static>(
     load::join_generators(threads).map_err(BenchError::Run)
 }
 
-/// How many load generators a run on `node` may have: one client port each,
-/// less one port kept for the caller (`runtime.client_ports - 1`, at least 1).
-pub fn generator_ports(node: &Node) -> usize {
-    node.client_ports().saturating_sub(1).max(1)
-}
-
 /// How many load generators a run starts unless told: one for each CPU no
 /// data shard runs on (`free_cpus`), at most one per data shard, at least
 /// one. One generator drives every shard through its client port, so a
@@ -628,12 +616,21 @@ pub fn default_generators(data_shards: usize, free_cpus: usize) -> usize {
     free_cpus.min(data_shards).max(1)
 }
 
-/// The number of generators `node` starts for `requested` (`--generators`):
-/// what a comparison hands the baseline so both designs get the same.
-pub fn generators_for(node: &Node, requested: Option<usize>) -> usize {
-    requested.unwrap_or_else(|| {
+/// The number of generators `node` starts for `requested` (`--generators`),
+/// what a comparison hands the baseline so both designs get the same; an
+/// input error past what the node has client ports for (each generator
+/// takes one, and one is kept for the caller).
+pub fn generators_for(node: &Node, requested: Option<usize>) -> Result<usize, BenchError> {
+    let generators = requested.unwrap_or_else(|| {
         default_generators(node.data_shards(), cpus_off_the_data_shards(node).len())
-    })
+    });
+    let most = node.client_ports().saturating_sub(1).max(1);
+    if !(1..=most).contains(&generators) {
+        return Err(BenchError::Input(format!(
+            "--generators {generators} is outside 1..={most}: each generator takes a client port, and runtime.client_ports less one are free"
+        )));
+    }
+    Ok(generators)
 }
 
 /// The CPUs this process may use that no data shard runs on: where load

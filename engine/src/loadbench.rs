@@ -122,17 +122,12 @@ impl Destination {
     /// comparison gives the baseline the same number. `None` for a target,
     /// whose load this process sends through its admin API.
     fn generators(&self, requested: Option<usize>) -> Result<Option<usize>, CommandError> {
-        let Self::Node { node, .. } = self else {
-            return Ok(None);
-        };
-        let generators = custom::generators_for(node, requested);
-        let most = custom::generator_ports(node);
-        if generators > most {
-            return Err(bad(format!(
-                "--generators {generators}: the node has client ports for at most {most} (runtime.client_ports less one)"
-            )));
+        match self {
+            Self::Node { node, .. } => custom::generators_for(node, requested)
+                .map(Some)
+                .map_err(bench_error),
+            Self::Remote { .. } => Ok(None),
         }
-        Ok(Some(generators))
     }
 
     fn run(

@@ -31,7 +31,10 @@ fn bad_load_input_is_refused_before_anything_starts() {
             &["--generators", "2", "--target", "127.0.0.1:1"],
             "loaded through its admin API",
         ),
-        (&["--generators", "100000"], "client ports for at most"),
+        (
+            &["--generators", "100000"],
+            "--generators 100000 is outside 1..=",
+        ),
     ];
     for (arguments, expected) in cases {
         let mut command = vec!["benchmark", "custom"];
