@@ -396,15 +396,16 @@ impl Port for NodePort {
             conversation_id: message.sequence,
             ..SendOptions::default()
         };
-        let (_, mut envelope) = self.client.request_envelope(
+        // Sent at the intended time: shard-side routing latency then counts
+        // the generator's own lag and queueing too.
+        let (_, envelope) = self.client.request_envelope_at(
+            message.intended_ns,
             *agent,
             self.performative,
             content.clone(),
             options,
             Durability::Transient,
         );
-        // The intended time: shard-side routing latency then counts queueing too.
-        envelope.sent_at_ns = message.intended_ns;
         self.client.send_envelope(envelope).map_err(|_| Refused)
     }
 

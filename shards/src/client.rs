@@ -202,8 +202,24 @@ impl Client {
         options: SendOptions,
         durability: Durability,
     ) -> (u64, Envelope) {
-        let token = self.next_token();
         let now = self.clock.now_ns();
+        self.request_envelope_at(now, agent, performative, content, options, durability)
+    }
+
+    /// [`Client::request_envelope`], stamped as sent at `now` (node clock
+    /// ns), from which its deadline counts too: a load generator stamps
+    /// each message with the time its schedule meant it to go, and reads
+    /// no clock per message.
+    pub fn request_envelope_at(
+        &mut self,
+        now: u64,
+        agent: AgentId,
+        performative: Performative,
+        content: Vec<u8>,
+        options: SendOptions,
+        durability: Durability,
+    ) -> (u64, Envelope) {
+        let token = self.next_token();
         let envelope = Envelope {
             conversation_id: options.conversation_id,
             reply_with: token,
