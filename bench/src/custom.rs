@@ -519,13 +519,13 @@ pub fn run_on_node(
             answers: Vec::new(),
         });
     }
-    // Pinned off the shards only when every generator has a CPU of its own
-    // there: crowded onto fewer, they would wait for each other rather than
-    // load the node, and the breaking point found would be theirs (15
-    // generators on the one core 15 data shards leave on 16 cores sustained
-    // under 1M/s, with the node idle).
+    // Pinned off the shards only when every generator (at least one) has a
+    // CPU of its own there: crowded onto fewer, they would wait for each
+    // other rather than load the node, and the breaking point found would
+    // be theirs (15 generators on the one core 15 data shards leave on 16
+    // cores sustained under 1M/s, with the node idle).
     let free = cpus_off_the_data_shards(node);
-    let cpus = (!free.is_empty() && free.len() >= generators).then_some(free);
+    let cpus = (free.len() >= generators).then_some(free);
     let placement = match &cpus {
         Some(cpus) => format!(
             "{generators} load generator(s) on CPUs {}, off the data shards",

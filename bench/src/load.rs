@@ -128,12 +128,12 @@ pub struct GeneratorResult {
     pub lateness: Histogram<u64>,
 }
 
-/// Run one open-loop generator on `port`: `messages` messages at `rate` per
+/// Run one open-loop generator on `port`: `scheduled` messages at `rate` per
 /// second, then wait up to `drain` for outstanding answers.
 pub fn run_open_loop(
     port: &mut dyn Port,
     rate: f64,
-    messages: u64,
+    scheduled: u64,
     drain: Duration,
     progress: Option<&std::sync::mpsc::Sender<Progress>>,
 ) -> GeneratorResult {
@@ -142,7 +142,6 @@ pub fn run_open_loop(
     // SAFETY: prctl(PR_SET_TIMERSLACK) only changes this thread's timer slack.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1u64) };
     let interval_ns = 1e9 / rate.max(1e-9);
-    let scheduled = messages;
     let start_ns = port.now_ns();
     let intended = |sequence: u64| start_ns + (sequence as f64 * interval_ns) as u64;
     let mut counts = RunCounts {
