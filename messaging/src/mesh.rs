@@ -25,7 +25,13 @@ use rtrb::{Consumer, Producer, RingBuffer};
 use crate::envelope::Envelope;
 
 /// How a parked shard is woken by its senders.
+///
+/// On lines of its own: each participant writes its own doorbell when it
+/// parks and wakes, and senders read it after every batch; packed, two
+/// participants' doorbells would share a line and each park would take it
+/// from the other's core.
 #[derive(Default)]
+#[repr(align(128))]
 pub struct Doorbell {
     parked: AtomicBool,
     waker: AtomicWaker,
@@ -226,14 +232,19 @@ impl MeshPort {
             let Some(consumer) = self.inbound[index].as_mut().filter(|_| !skip(index)) else {
                 continue;
             };
-            for _ in 0..batch_size {
-                match consumer.pop() {
-                    Ok(Slot(envelope)) => {
-                        deliver(envelope);
-                        taken += 1;
-                    }
-                    Err(_) => break,
-                }
+            // One read of the producer's tail and one store of our head per
+            // ring, not one per message: under load those two lines would
+            // otherwise cross cores with every message.
+            let ready = consumer.slots().min(batch_size);
+            if ready == 0 {
+                continue;
+            }
+            let Ok(chunk) = consumer.read_chunk(ready) else {
+                unreachable!("the consumer saw {ready} messages; only it takes them")
+            };
+            for Slot(envelope) in chunk {
+                deliver(envelope);
+                taken += 1;
             }
         }
         self.next_inbound = (self.next_inbound + 1) % rings.max(1);
@@ -395,6 +406,25 @@ mod tests {
             2
         );
         assert_eq!(seen, (0..10).collect::<Vec<_>>(), "order holds per ring");
+    }
+
+    #[test]
+    fn a_drain_across_the_end_of_the_ring_keeps_order_and_frees_every_slot() {
+        let mut ports = build_mesh(2, 4);
+        let mut seen = Vec::new();
+        // Three laps of a 4-slot ring, 3 messages a time: every drain but
+        // the first reads a run that wraps past the last slot.
+        for lap in 0..4u64 {
+            for tag in lap * 3..lap * 3 + 3 {
+                ports[0].send(1, message(tag)).expect("the last drain freed the ring");
+            }
+            assert_eq!(
+                ports[1].drain(8, |envelope| seen.push(envelope.reply_with)),
+                3
+            );
+            assert_eq!(ports[0].room_to(1), 4, "every slot read is free again");
+        }
+        assert_eq!(seen, (0..12).collect::<Vec<_>>());
     }
 
     #[test]
