@@ -8,6 +8,7 @@ pub mod agent_to_agent;
 pub mod bare_loop;
 pub mod baseline;
 pub mod cluster;
+pub mod core_to_core;
 pub mod custom;
 pub mod gossip;
 pub mod jitter;

@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::agent_to_agent::{self, rate, verdict, AgentToAgentResult, PairOptions};
 use crate::bare_loop;
+use crate::core_to_core::{self, PairRoundTrip};
 use crate::standard::{write_results, ScenarioResult, SuiteError};
 
 /// The goal: per-shard throughput at this many shards…
@@ -64,6 +65,12 @@ pub struct ScalingStep {
     pub skipped: Vec<String>,
     /// What the placement plan said about this many shards (shared PUs, …).
     pub plan_notes: Vec<String>,
+    /// The cache-line round trip between neighbouring shards' CPUs before
+    /// the step's runs ([`crate::core_to_core`]): what each cross-shard
+    /// message pays the machine. Empty with fewer than two CPUs.
+    pub cross_core_before: Vec<PairRoundTrip>,
+    /// The same, after the step's runs (a host may move a VM's vCPUs meanwhile).
+    pub cross_core_after: Vec<PairRoundTrip>,
 }
 
 /// The scaling report, as written to `summary.json`.
@@ -127,6 +134,9 @@ pub fn run_scaling(
                 plan.data_shards.len()
             )));
         }
+        let shard_pus: Vec<usize> = plan.data_shards.iter().map(|shard| shard.home_pu).collect();
+        let pairs = core_to_core::neighbour_pairs(&shard_pus);
+        let cross_core_before = probe_cross_core(shards, &pairs, "before");
         let (mut results, skipped) =
             agent_to_agent::run_layouts(&profile, &plan, &options.pairs, &|line: &str| {
                 progress(&format!("scaling: {shards} shard(s): {line}"))
@@ -155,6 +165,7 @@ pub fn run_scaling(
             base_baseline.get_or_insert(baseline.per_shard_per_second);
             results.push(baseline);
         }
+        let cross_core_after = probe_cross_core(shards, &pairs, "after");
         let runs: Vec<StepRun> = results
             .into_iter()
             .map(|result| {
@@ -184,9 +195,24 @@ pub fn run_scaling(
             runs,
             skipped,
             plan_notes: plan.notes.clone(),
+            cross_core_before,
+            cross_core_after,
         });
     }
     Ok(steps)
+}
+
+/// Measure `pairs` (no node running) and say what was found.
+fn probe_cross_core(shards: usize, pairs: &[(usize, usize)], when: &str) -> Vec<PairRoundTrip> {
+    if pairs.is_empty() {
+        return Vec::new();
+    }
+    let measured = core_to_core::measure_pairs(pairs);
+    progress(&format!(
+        "scaling: {shards} shard(s): cross-core round trip {when} the runs: {}",
+        core_to_core::describe(&measured)
+    ));
+    measured
 }
 
 /// The report of `steps`, with one scenario row per run for the HDR logs.
@@ -308,6 +334,14 @@ pub fn render(summary: &ScalingSummary) -> String {
         for note in &step.plan_notes {
             out.push_str(&format!("{:>6}  plan: {note}\n", step.shards));
         }
+        if !step.cross_core_before.is_empty() {
+            out.push_str(&format!(
+                "{:>6}  cross-core round trip between neighbouring shards' CPUs: before the runs {}; after {}\n",
+                step.shards,
+                core_to_core::describe(&step.cross_core_before),
+                core_to_core::describe(&step.cross_core_after)
+            ));
+        }
     }
     let first_local = summary.steps.first().and_then(|step| {
         step.runs
@@ -342,6 +376,15 @@ pub fn render(summary: &ScalingSummary) -> String {
                 verdict(run.efficiency, GOAL_EFFICIENCY)
             ));
         }
+    }
+    if summary
+        .steps
+        .iter()
+        .any(|step| !step.cross_core_before.is_empty())
+    {
+        out.push_str(
+            "cross-core round trip: one cache line from a shard's CPU to its neighbour's and back, timed with no node running; every cross-shard message pays it in lines moved, so agent_to_agent_cross follows it (tens of ns: the CPUs share a cache; hundreds: different dies, or a VM's vCPUs placed apart by its host)\n",
+        );
     }
     if summary
         .steps

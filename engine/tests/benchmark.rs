@@ -519,7 +519,33 @@ fn the_scaling_suite_writes_one_entry_per_step() {
         if shards == 1 {
             assert_eq!(runs[0]["efficiency"], 1.0);
         }
+        // The cache-line round trip between the neighbouring shards' CPUs,
+        // probed before and after the step: no pair with one shard, one
+        // pair of two distinct CPUs with two (a probe that timed out on a
+        // busy machine leaves its figure null, never zero).
+        for key in ["cross_core_before", "cross_core_after"] {
+            let pairs = step[key].as_array().expect("probed pairs");
+            assert_eq!(pairs.len() as u64, shards - 1, "{key}: {step}");
+            for pair in pairs {
+                assert_ne!(pair["from_pu"], pair["to_pu"], "{pair}");
+                if let Some(round_trip) = pair["round_trip_ns"].as_u64() {
+                    assert!(round_trip > 0, "{pair}");
+                } else {
+                    assert!(pair["round_trip_ns"].is_null(), "{pair}");
+                }
+            }
+        }
     }
+    assert!(
+        text.contains(
+            "     2  cross-core round trip between neighbouring shards' CPUs: before the runs "
+        ),
+        "{text}"
+    );
+    assert!(
+        log.contains("scaling: 2 shard(s): cross-core round trip before the runs: "),
+        "{log}"
+    );
     for name in [
         "shards-1-caxton-agent_to_agent_local.hlog",
         "shards-2-caxton-agent_to_agent_cross.hlog",

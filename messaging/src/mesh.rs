@@ -416,7 +416,9 @@ mod tests {
         // the first reads a run that wraps past the last slot.
         for lap in 0..4u64 {
             for tag in lap * 3..lap * 3 + 3 {
-                ports[0].send(1, message(tag)).expect("the last drain freed the ring");
+                ports[0]
+                    .send(1, message(tag))
+                    .expect("the last drain freed the ring");
             }
             assert_eq!(
                 ports[1].drain(8, |envelope| seen.push(envelope.reply_with)),
