@@ -162,7 +162,7 @@ fn wait_for(line: &AtomicU64, expected: u64, deadline: Instant) -> Option<()> {
             return None;
         }
         spins = spins.wrapping_add(1);
-        if spins % 4096 == 0 {
+        if spins.is_multiple_of(4096) {
             if Instant::now() >= deadline {
                 line.store(STOP, Ordering::Release);
                 return None;
