@@ -155,10 +155,13 @@ impl MeshPort {
     }
 
     /// [`Self::send`] within a turn: the first send of the turn to `to`
-    /// rings its doorbell (a parked receiver starts at once), later ones
-    /// leave it to [`Self::ring_deferred`], which the caller must call at
-    /// the end of the turn, before it could wait for anything (a receiver
-    /// that parked again meanwhile sleeps until then).
+    /// goes onto its ring and rings its doorbell (a parked receiver starts
+    /// at once); later ones wait in this port, and [`Self::ring_deferred`]
+    /// puts them on the ring and rings again. The caller must call it at
+    /// the end of the turn, before it could wait for anything (until then
+    /// the receiver sees only the first, and one that parked again sleeps).
+    /// A full ring (counting the messages waiting for it) hands the
+    /// envelope back, as [`Self::send`] does.
     ///
     /// Why: a doorbell's fence waits for every store before it, and the
     /// slot just written is on lines the receiver's core last read, so each
@@ -176,9 +179,10 @@ impl MeshPort {
     /// reading its next message. Written as they were sent, one such
     /// wait per message fell inside the handlers; copied after the turn's
     /// last handler, they overlap each other there. On the 2-core VM with
-    /// its vCPUs far apart (a 400 ns cache-line round trip), cross-shard
-    /// pairs ran at 1.51–1.69M/s per shard one way and 2.10–2.41M/s the
-    /// other; with them close (45–90 ns), about 2% slower for the copy.
+    /// its vCPUs far apart (a 380–430 ns cache-line round trip), cross-shard
+    /// pairs ran at 1.54–1.64M/s per shard one way and 2.17–2.40M/s the
+    /// other; with them close (85–130 ns), 3.69–3.77M/s against
+    /// 3.51–3.68M/s: the copy costs a little.
     pub fn send_ringing_later(&mut self, to: usize, envelope: Envelope) -> Result<(), Envelope> {
         if !self.unrung.contains(&to) {
             self.push(to, envelope)?;
@@ -219,8 +223,9 @@ impl MeshPort {
             .unwrap_or_else(|| panic!("participant {participant} has no ring to participant {to}"))
     }
 
-    /// Ring, with one fence, every doorbell [`Self::send_ringing_later`]
-    /// sent to this turn, and start a new turn.
+    /// Put the messages [`Self::send_ringing_later`] left waiting onto
+    /// their rings, ring with one fence every doorbell it sent to this
+    /// turn, and start a new turn.
     pub fn ring_deferred(&mut self) {
         if self.unrung.is_empty() {
             return;
