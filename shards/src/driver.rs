@@ -32,6 +32,12 @@ use crate::node::IdleSpin;
 /// while such messages wait.
 const CLIENT_ROOM_POLL: Duration = Duration::from_micros(200);
 
+/// A handler that ran this long sends on at once what the turn's earlier
+/// handlers left waiting in the mesh port, rather than at the turn's end:
+/// those messages would otherwise wait behind it (and behind the rest of
+/// the batch). Echo-sized handlers take well under a microsecond.
+const LONG_HANDLER_NS: u64 = 20_000;
+
 /// A shard's side of its partition: the writer thread's handle, and what
 /// the partition held at boot until recovery takes it.
 pub(crate) struct ShardStorage {
@@ -203,6 +209,11 @@ impl ShardDriver {
             let flushed = self.flush_to_clients();
             let received = self.receive();
             let handled = self.handle_batch();
+            // Suspended handlers each run a time slice next: what the batch
+            // sent goes out before them, not after.
+            if self.host.has_suspended() {
+                self.port.ring_deferred();
+            }
             let resumed = self.resume_suspended();
             // Everything this turn sent to other shards and clients rings
             // their doorbells here, once, before the shard can wait.
@@ -501,7 +512,16 @@ impl ShardDriver {
         let mut handled = 0;
         while handled < batch_size {
             match core.handle_next(now, &mut agents, &mut io) {
-                Some(ended_ns) => now = ended_ns,
+                Some(ended_ns) => {
+                    // What earlier handlers sent waits in the port for the
+                    // turn's end (`MeshPort::send_ringing_later`); a long
+                    // handler would hold it, so it goes out now, and a fence
+                    // is nothing beside such a handler.
+                    if ended_ns.saturating_sub(now) >= LONG_HANDLER_NS {
+                        io.port.ring_deferred();
+                    }
+                    now = ended_ns;
+                }
                 None => break,
             }
             handled += 1;
