@@ -32,10 +32,11 @@ use crate::node::IdleSpin;
 /// while such messages wait.
 const CLIENT_ROOM_POLL: Duration = Duration::from_micros(200);
 
-/// A handler that ran this long sends on at once what the turn's earlier
-/// handlers left waiting in the mesh port, rather than at the turn's end:
-/// those messages would otherwise wait behind it (and behind the rest of
-/// the batch). Echo-sized handlers take well under a microsecond.
+/// After a handler that ran this long, what the turn's handlers so far left
+/// waiting in the mesh port goes out before the next handler runs, rather
+/// than at the turn's end: it has waited behind one long handler already
+/// and would wait behind the rest of the batch too. Echo-sized handlers
+/// take well under a microsecond, so a busy turn still sends once.
 const LONG_HANDLER_NS: u64 = 20_000;
 
 /// A shard's side of its partition: the writer thread's handle, and what
@@ -513,10 +514,10 @@ impl ShardDriver {
         while handled < batch_size {
             match core.handle_next(now, &mut agents, &mut io) {
                 Some(ended_ns) => {
-                    // What earlier handlers sent waits in the port for the
-                    // turn's end (`MeshPort::send_ringing_later`); a long
-                    // handler would hold it, so it goes out now, and a fence
-                    // is nothing beside such a handler.
+                    // What this turn's handlers sent waits in the port for
+                    // the turn's end (`MeshPort::send_ringing_later`); after
+                    // a long handler it goes out now, and the fence that
+                    // costs is nothing beside such a handler.
                     if ended_ns.saturating_sub(now) >= LONG_HANDLER_NS {
                         io.port.ring_deferred();
                     }
