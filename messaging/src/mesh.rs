@@ -202,10 +202,12 @@ impl MeshPort {
 
     /// Copy the messages waiting for `to` into its ring, in order.
     fn publish(&mut self, to: usize) {
-        if self.staged[to].is_empty() {
+        // Nothing waits for a participant with no ring (`send` then fails
+        // in `push`, naming it) or for one not sent to since the last turn.
+        let Some(staged) = self.staged.get_mut(to).filter(|staged| !staged.is_empty()) else {
             return;
-        }
-        let mut staged = std::mem::take(&mut self.staged[to]);
+        };
+        let mut staged = std::mem::take(staged);
         let free = self
             .producer(to)
             .write_chunk_uninit(staged.len())
