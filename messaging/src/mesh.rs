@@ -316,10 +316,15 @@ impl MeshPort {
 
     /// Clear the control flag before draining the control channel; a command
     /// queued after this sets it again.
+    ///
+    /// Called at the top of every turn, and of every poll while a shard
+    /// spins. The flag shares its line with `parked`, which every sender
+    /// reads after a push: a swap would take that line for writing each
+    /// time, and the senders' next read would take it back. Reading first
+    /// writes only when a command is queued, which is rare.
     pub fn take_control_flag(&self) -> bool {
-        self.doorbells[self.participant]
-            .control_pending
-            .swap(false, Ordering::AcqRel)
+        let flag = &self.doorbells[self.participant].control_pending;
+        flag.load(Ordering::Relaxed) && flag.swap(false, Ordering::AcqRel)
     }
 
     /// Whether any inbound ring holds a message.
@@ -589,6 +594,22 @@ mod tests {
         assert!(receiver.has_inbound(), "on the ring now");
         sender.ring_deferred();
         assert_eq!(wakes(), 2, "nothing left to ring");
+    }
+
+    #[test]
+    fn a_control_command_is_taken_once_per_notice() {
+        let ports = build_mesh(2, 4);
+        let doorbells = ports[0].doorbells();
+        assert!(!ports[1].take_control_flag(), "nothing was queued");
+        doorbells[1].notify_control();
+        assert!(ports[1].has_work(&|_| false), "a queued command is work");
+        assert!(
+            !ports[0].take_control_flag(),
+            "another participant's notice"
+        );
+        assert!(ports[1].take_control_flag(), "the notice is taken");
+        assert!(!ports[1].take_control_flag(), "once");
+        assert!(!ports[1].has_work(&|_| false), "and is no longer work");
     }
 
     #[test]
