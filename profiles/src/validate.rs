@@ -510,6 +510,39 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
             "TCP carries remote messages on one connection per peer; remove the pool's keys or use `transport.type: quic`",
         );
     }
+    // Each transport reads its own block only: the other's keys would be
+    // accepted and change nothing.
+    match transport.kind {
+        crate::schema::TransportKind::Quic => {
+            if let Some(key) = first_changed(
+                "transport.tcp",
+                &transport.tcp,
+                &crate::schema::TcpConfig::default(),
+                &[],
+            ) {
+                fail(
+                    &key,
+                    "applies to the TCP transport only, and this profile uses QUIC".into(),
+                    "set `transport.type: tcp` to use the TCP settings, or remove them",
+                );
+            }
+        }
+        crate::schema::TransportKind::Tcp => {
+            // The datagram size also bounds SWIM's packets, on either transport.
+            if let Some(key) = first_changed(
+                "transport.quic",
+                &transport.quic,
+                &crate::schema::QuicConfig::default(),
+                &["max_datagram_size"],
+            ) {
+                fail(
+                    &key,
+                    "applies to the QUIC transport only, and this profile uses TCP".into(),
+                    "remove it, or use `transport.type: quic`",
+                );
+            }
+        }
+    }
     if pool.pre_warm && pool.warm_connections > pool.max_connections_per_node {
         fail(
             "transport.connection_pool.warm_connections",
@@ -789,4 +822,27 @@ fn check_cluster_addresses(profile: &Profile, fail: &mut impl FnMut(&str, String
             );
         }
     }
+}
+
+/// A key under `prefix` whose value in `value` differs from `default` (the
+/// first in alphabetical order), leaving out the fields `except` names;
+/// `None` when they agree.
+fn first_changed<T: serde::Serialize>(
+    prefix: &str,
+    value: &T,
+    default: &T,
+    except: &[&str],
+) -> Option<String> {
+    let value = serde_json::to_value(value).ok()?;
+    let default = serde_json::to_value(default).ok()?;
+    let (serde_json::Value::Object(value), serde_json::Value::Object(default)) = (value, default)
+    else {
+        return None;
+    };
+    value
+        .iter()
+        .find(|(field, setting)| {
+            !except.contains(&field.as_str()) && default.get(field.as_str()) != Some(setting)
+        })
+        .map(|(field, _)| format!("{prefix}.{field}"))
 }

@@ -394,3 +394,62 @@ fn connection_pool_values_that_cannot_work_are_refused_by_key() {
     )
     .expect("a changed pool on QUIC");
 }
+
+#[test]
+fn one_transports_settings_are_refused_on_the_other_by_key() {
+    let refused = |sets: &[&str]| {
+        let sets: Vec<String> = sets.iter().map(|set| set.to_string()).collect();
+        load(&["default".into()], &sets).expect_err(&sets.join(" "))
+    };
+    // QUIC is the default transport: a TCP setting would change nothing.
+    let error = refused(&["transport.tcp.nodelay=false"]);
+    assert_eq!(
+        error.key.as_deref(),
+        Some("transport.tcp.nodelay"),
+        "{error}"
+    );
+    assert!(error.to_string().contains("TCP transport only"), "{error}");
+    assert!(error.to_string().contains("transport.type: tcp"), "{error}");
+    let error = refused(&["transport.tcp.connect_timeout=1s"]);
+    assert_eq!(
+        error.key.as_deref(),
+        Some("transport.tcp.connect_timeout"),
+        "{error}"
+    );
+    // On TCP, a QUIC setting, whether written in full or in its short form.
+    let error = refused(&["transport.type=tcp", "transport.quic.enable_0rtt=true"]);
+    assert_eq!(
+        error.key.as_deref(),
+        Some("transport.quic.enable_0rtt"),
+        "{error}"
+    );
+    assert!(error.to_string().contains("QUIC transport only"), "{error}");
+    let error = refused(&["transport.type=tcp", "transport.congestion_control=bbr"]);
+    assert_eq!(
+        error.key.as_deref(),
+        Some("transport.quic.congestion_control"),
+        "{error}"
+    );
+    // A built-in profile that tunes QUIC cannot be switched to TCP unnoticed.
+    let error = load(&["low-latency".into()], &["transport.type=tcp".into()])
+        .expect_err("low-latency's QUIC settings on TCP");
+    assert!(
+        error
+            .key
+            .as_deref()
+            .is_some_and(|key| key.starts_with("transport.quic.")),
+        "{error}"
+    );
+    // Each transport with its own settings loads, and the datagram size
+    // (which also bounds SWIM's packets) is read on either.
+    load(
+        &["default".into()],
+        &[
+            "transport.type=tcp".into(),
+            "transport.tcp.nodelay=false".into(),
+            "transport.quic.max_datagram_size=1400".into(),
+        ],
+    )
+    .expect("TCP settings on TCP");
+    load(&["low-latency".into()], &[]).expect("QUIC settings on QUIC");
+}
