@@ -2,7 +2,7 @@
 //! topology, plan, start the shards, wait for SIGINT or SIGTERM, stop.
 
 use caxton_numa::{MachineTopology, PlacementPlan};
-use caxton_profiles::{KeyStatus, LoadedProfile, ProfileErrorKind, Violation};
+use caxton_profiles::{LoadedProfile, ProfileErrorKind, Violation};
 use caxton_shards::Node;
 use tracing::{info, warn};
 
@@ -73,6 +73,7 @@ pub fn dispatch(cli: Cli) -> Result<(), CommandError> {
             performative,
             timeout,
             persistent,
+            priority,
             endpoint,
         }) => crate::remote::send(
             &cli.selection,
@@ -83,6 +84,7 @@ pub fn dispatch(cli: Cli) -> Result<(), CommandError> {
                 performative: &performative,
                 timeout: &timeout,
                 persistent,
+                priority: &priority,
             },
         ),
         Some(Command::Hdr(HdrCommand::Dump { output, endpoint })) => {
@@ -118,17 +120,11 @@ fn profiles_command(
     }
 }
 
-/// One line per key prefix: the part of the engine that reads it, or that it
-/// is accepted but not yet enforced.
+/// One line per key prefix: the part of the engine that reads it.
 fn key_listing() -> String {
     caxton_profiles::KEY_TABLE
         .iter()
-        .map(|(prefix, status)| match status {
-            KeyStatus::InEffect(reader) => format!("{prefix:<28} in effect: {reader}\n"),
-            KeyStatus::NotYetEnforced(reader) => {
-                format!("{prefix:<28} accepted, not yet enforced: {reader}\n")
-            }
-        })
+        .map(|(prefix, reader)| format!("{prefix:<28} in effect: {reader}\n"))
         .collect()
 }
 
@@ -946,22 +942,9 @@ fn gossip_work(
     ))
 }
 
-/// Warn about keys the profile writes that change nothing in this run: keys
-/// this build does not enforce yet, and storage keys without persistence.
+/// Say which keys the profile writes wait for something this run lacks: the
+/// cluster's without a cluster, the storage's without persistence.
 fn warn_about_idle_keys(loaded: &LoadedProfile) {
-    let mut pending: std::collections::BTreeMap<&str, Vec<&str>> =
-        std::collections::BTreeMap::new();
-    for key in loaded.written_keys() {
-        if let Some(KeyStatus::NotYetEnforced(reader)) = caxton_profiles::key_status(key) {
-            pending.entry(reader).or_default().push(key);
-        }
-    }
-    for (reader, keys) in pending {
-        warn!(
-            "accepted but not enforced by this build ({reader}): {}",
-            keys.join(", ")
-        );
-    }
     if loaded.profile.coordination.cluster.listen_address.is_none() {
         let idle: Vec<&str> = loaded
             .written_keys()

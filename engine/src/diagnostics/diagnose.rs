@@ -530,13 +530,7 @@ mod tests {
         // Every remedy names a key this build reads.
         for finding in findings.iter().chain(&throughput) {
             if let Some(key) = finding.key {
-                assert!(
-                    matches!(
-                        caxton_profiles::key_status(key),
-                        Some(caxton_profiles::KeyStatus::InEffect(_))
-                    ),
-                    "{key}"
-                );
+                assert!(caxton_profiles::key_reader(key).is_some(), "{key}");
             }
         }
     }
