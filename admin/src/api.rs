@@ -528,12 +528,15 @@ async fn undeploy(context: &Context, name: String) -> Answer {
 }
 
 async fn send(context: &Context, message: Message) -> Answer {
+    let priority = message
+        .priority
+        .resolve(&context.settings.priority_classes)?;
     let Message {
         agent: name,
         content,
         performative,
         timeout,
-        priority,
+        priority: _,
         conversation_id,
         persistent,
         wait_for_reply,

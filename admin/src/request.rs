@@ -79,14 +79,57 @@ pub struct Message {
     pub performative: Performative,
     /// How long to wait (1 ms to [`SEND_TIMEOUT_MAX`]).
     pub timeout: Duration,
-    /// Its priority class.
-    pub priority: PriorityClass,
+    /// Its priority class, by number or by name.
+    pub priority: Priority,
     /// Its conversation.
     pub conversation_id: u64,
     /// Store it before it is accepted.
     pub persistent: bool,
     /// Wait for the agent's reply.
     pub wait_for_reply: bool,
+}
+
+/// A send's priority class as the caller gave it: a class number, or the
+/// name of one of the profile's `messaging.priority_routing.queues`,
+/// resolved by the endpoint that knows the profile.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Priority {
+    /// The class number: 0 is the most urgent class.
+    Number(u8),
+    /// A class's `name`.
+    Name(String),
+}
+
+impl Default for Priority {
+    fn default() -> Self {
+        Self::Number(0)
+    }
+}
+
+impl Priority {
+    /// The class: a number as given, a name looked up in `classes` (the
+    /// class names, most urgent first). An unknown name is a 400 that lists
+    /// the known ones.
+    pub fn resolve(&self, classes: &[String]) -> Result<PriorityClass, Reply> {
+        match self {
+            Self::Number(number) => Ok(PriorityClass(*number)),
+            Self::Name(name) => classes
+                .iter()
+                .position(|class| class == name)
+                .and_then(|number| u8::try_from(number).ok())
+                .map(PriorityClass)
+                .ok_or_else(|| {
+                    bad_request(
+                        "unknown-priority",
+                        format!(
+                            "no priority class `{name}`; this node's classes, most urgent first: {} (messaging.priority_routing.queues)",
+                            classes.join(", ")
+                        ),
+                    )
+                }),
+        }
+    }
 }
 
 /// The body of `POST /v1/agents/{name}/messages`.
@@ -102,9 +145,9 @@ struct SendBody {
     performative: Performative,
     /// How long to wait for the reply.
     timeout_ms: Option<u64>,
-    /// Priority class.
+    /// Priority class: its number (0: most urgent) or its name.
     #[serde(default)]
-    priority: u8,
+    priority: Priority,
     /// Conversation id.
     #[serde(default)]
     conversation_id: u64,
@@ -286,7 +329,7 @@ fn message(agent: String, body: &[u8]) -> Result<Message, Reply> {
         content,
         performative: request.performative,
         timeout,
-        priority: PriorityClass(request.priority),
+        priority: request.priority,
         conversation_id: request.conversation_id,
         persistent: request.persistent,
         wait_for_reply: request.wait_for_reply,
@@ -411,6 +454,33 @@ mod tests {
             ("echo", &b"hi"[..])
         );
         assert_eq!(message.timeout, Duration::from_millis(250));
+        assert_eq!(
+            message.priority,
+            Priority::Number(0),
+            "the most urgent by default"
+        );
+        // A class by number, or by one of the profile's names.
+        let classes: Vec<String> = ["critical", "high", "normal"].map(String::from).into();
+        for (body, class) in [
+            (r#"{"priority": 2}"#, 2),
+            (r#"{"priority": "high"}"#, 1),
+            (r#"{"priority": "critical"}"#, 0),
+        ] {
+            let Ok(Request::Send(message)) = parse(
+                &Method::POST,
+                "/v1/agents/echo/messages",
+                "",
+                Bytes::from(body),
+            ) else {
+                panic!("{body}")
+            };
+            let resolved = message.priority.resolve(&classes).expect(body);
+            assert_eq!(resolved, PriorityClass(class), "{body}");
+        }
+        let unknown = Priority::Name("urgent".into())
+            .resolve(&classes)
+            .expect_err("no such class");
+        assert_eq!(unknown.status().as_u16(), 400);
         for (method, path, query, body, status) in [
             (Method::PUT, "/v1/node", "", "", 405),
             (Method::GET, "/v2", "", "", 404),
@@ -441,6 +511,13 @@ mod tests {
                 "/v1/agents/echo/messages",
                 "",
                 r#"{"timeout_ms": 0}"#,
+                400,
+            ),
+            (
+                Method::POST,
+                "/v1/agents/echo/messages",
+                "",
+                r#"{"priority": -1}"#,
                 400,
             ),
             (Method::POST, "/v1/profile/trace", "messages=0", "", 400),

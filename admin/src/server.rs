@@ -56,6 +56,9 @@ pub struct AdminSettings {
     pub allocator_stats: Option<AllocatorStats>,
     /// The allocator's heap profiler, if any: `/v1/profile/memory`.
     pub heap_profiler: Option<HeapProfiler>,
+    /// The priority classes' names, most urgent first
+    /// (`messaging.priority_routing.queues`): a send may name its class.
+    pub priority_classes: Vec<String>,
 }
 
 /// What every request handler may use.

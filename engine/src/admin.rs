@@ -101,6 +101,14 @@ pub fn prepare(
                 .map(PathBuf::from),
             allocator_stats: Some(allocator_stats),
             heap_profiler: crate::heap::profiler(),
+            priority_classes: loaded
+                .profile
+                .messaging
+                .priority_routing
+                .by_urgency()
+                .iter()
+                .map(|class| class.name.clone())
+                .collect(),
         },
     )))
 }

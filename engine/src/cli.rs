@@ -61,6 +61,10 @@ pub enum Command {
         /// Have the node store it before accepting it (needs `messaging.enable_persistence`).
         #[arg(long)]
         persistent: bool,
+        /// Its priority class: a number (0: the most urgent) or a class's
+        /// name from the node's `messaging.priority_routing.queues`.
+        #[arg(long, default_value = "0")]
+        priority: String,
         /// How to reach the engine.
         #[command(flatten)]
         endpoint: Endpoint,

@@ -339,7 +339,7 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
             .profile
             .messaging
             .priority_routing
-            .queues
+            .by_urgency()
             .first()
             .map_or(Duration::from_millis(10), |class| class.max_latency.get()),
     };

@@ -213,6 +213,8 @@ pub struct Message<'a> {
     pub timeout: &'a str,
     /// Store before acceptance.
     pub persistent: bool,
+    /// The priority class: a number, or a class's name.
+    pub priority: &'a str,
 }
 
 /// `engine send AGENT CONTENT`.
@@ -227,7 +229,14 @@ pub fn send(
         performative,
         timeout,
         persistent,
+        priority,
     } = message;
+    // A number is a class number; anything else names a class, which the
+    // node resolves against its own profile.
+    let priority = match priority.parse::<u8>() {
+        Ok(number) => serde_json::json!(number),
+        Err(_) => serde_json::json!(priority),
+    };
     let timeout: caxton_profiles::HumanDuration = timeout
         .parse()
         .map_err(|error| CommandError::BadInput(format!("--timeout `{timeout}`: {error}")))?;
@@ -244,6 +253,7 @@ pub fn send(
         "performative": performative,
         "timeout_ms": u64::try_from(timeout.get().as_millis()).unwrap_or(u64::MAX),
         "persistent": persistent,
+        "priority": priority,
     });
     let client = connect(selection, endpoint)?;
     let answer = call(

@@ -363,8 +363,18 @@ impl Default for MessagingConfig {
 pub struct PriorityRoutingConfig {
     /// Serve mailboxes by priority class. Off: one FIFO class.
     pub enabled: bool,
-    /// The classes, most urgent first.
+    /// The classes, in any order: `priority` ranks them.
     pub queues: Vec<PriorityQueueConfig>,
+}
+
+impl PriorityRoutingConfig {
+    /// The classes most urgent (lowest `priority`) first. A message's class
+    /// number indexes this list; a number past its end is the last class.
+    pub fn by_urgency(&self) -> Vec<&PriorityQueueConfig> {
+        let mut classes: Vec<_> = self.queues.iter().collect();
+        classes.sort_by_key(|class| class.priority);
+        classes
+    }
 }
 
 impl Default for PriorityRoutingConfig {
@@ -424,7 +434,8 @@ impl<'de> Deserialize<'de> for PriorityRoutingConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PriorityQueueConfig {
-    /// Class name used by senders (`critical`, `high`, ...).
+    /// Class name senders may give instead of its number (`"priority":
+    /// "critical"` in the admin API, `engine send --priority critical`).
     pub name: String,
     /// Lower is more urgent.
     pub priority: u8,

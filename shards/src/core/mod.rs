@@ -91,9 +91,8 @@ impl CoreLimits {
         let messaging = &profile.messaging;
         let routing = &messaging.priority_routing;
         let class_max_latency_ns = if routing.enabled {
-            let mut classes: Vec<_> = routing.queues.iter().collect();
-            classes.sort_by_key(|class| class.priority);
-            classes
+            routing
+                .by_urgency()
                 .iter()
                 .map(|class| Some(duration_ns(class.max_latency.get())))
                 .collect()

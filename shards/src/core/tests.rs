@@ -1111,3 +1111,52 @@ fn the_mailbox_capacity_is_not_divided_among_lanes() {
         .profile;
     assert_eq!(CoreLimits::from_profile(&profile, 4).lane.capacity, 100);
 }
+
+#[test]
+fn the_mailbox_takes_its_deadlines_from_the_profile() {
+    let ms = |ms: u64| ms * 1_000_000;
+    // low-latency routes by priority, with the default four classes, and
+    // bounds every wait at 1 s.
+    let profile = caxton_profiles::load(&["low-latency".to_owned()], &[])
+        .expect("loads")
+        .profile;
+    let limits = CoreLimits::from_profile(&profile, 2);
+    assert_eq!(limits.lane.delivery_timeout_ns, ms(1_000));
+    assert_eq!(
+        limits.lane.class_max_latency_ns,
+        [
+            Some(ms(10)),
+            Some(ms(100)),
+            Some(ms(1_000)),
+            Some(ms(10_000))
+        ]
+    );
+    // Classes listed out of order are served by their `priority`.
+    let mut reordered = profile.clone();
+    let class = |name: &str, priority, max_latency| caxton_profiles::PriorityQueueConfig {
+        name: name.to_owned(),
+        priority,
+        max_latency,
+    };
+    reordered.messaging.delivery_timeout = caxton_profiles::HumanDuration::from_millis(50);
+    reordered.messaging.priority_routing.queues = vec![
+        class("bulk", 7, caxton_profiles::HumanDuration::from_secs(5)),
+        class("urgent", 1, caxton_profiles::HumanDuration::from_millis(2)),
+    ];
+    let limits = CoreLimits::from_profile(&reordered, 2);
+    assert_eq!(limits.lane.delivery_timeout_ns, ms(50));
+    assert_eq!(
+        limits.lane.class_max_latency_ns,
+        [Some(ms(2)), Some(ms(5_000))]
+    );
+    // Without priority routing: one class, no class bound.
+    let profile = caxton_profiles::load(&["default".to_owned()], &[])
+        .expect("loads")
+        .profile;
+    assert_eq!(
+        CoreLimits::from_profile(&profile, 2)
+            .lane
+            .class_max_latency_ns,
+        [None]
+    );
+}
