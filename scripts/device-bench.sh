@@ -7,8 +7,8 @@
 # directory per run (HDR logs, summary.json) and the printed tables in
 # `*.txt`. Every run is bounded by `timeout`, so a slow step cannot swallow
 # the ones after it; what finished is kept. With STEP names (see `step`
-# below), only those run: all of them take about 9 minutes, more than one
-# device call may when the machine must start first.
+# below), only those run: all of them take about 9 minutes; name steps to
+# split them across shorter runs.
 set -u
 usage="usage: device-bench.sh ENGINE OUTDIR [STEP...]"
 engine=${1:?$usage}

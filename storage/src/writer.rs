@@ -1,6 +1,11 @@
 //! A shard's writer thread: the only user of the shard's partition.
 //!
-//! The shard sends [`Write`]s and never waits. The writer takes the first
+//! The shard sends [`Write`]s over a bounded channel and does not wait for
+//! them to commit; it waits for room only when [`WRITES_QUEUED_MAX`] writes
+//! of work it already accepted are queued (see there). The channel is std's
+//! `sync_channel`: a shard and its own writer, never two shards, and one
+//! send per durable message, which costs far less than the commit it asks
+//! for. The writer takes the first
 //! write, gathers more until `batch_size` or until `flush_interval` has
 //! passed, applies them in one transaction, and answers with
 //! [`StorageEvent`]s: which accepted messages are now durable, or which could
