@@ -3,7 +3,7 @@
 //! that, the shard holds its messages until the next window starts. Pure
 //! accounting: time comes in as an argument.
 //!
-//! This gives `cpu_shares` the meaning it has in the seed (a fraction of a
+//! This gives `cpu_shares` the meaning it has in the performance tuning guide (a fraction of a
 //! core) without a task queue per agent: handlers run synchronously, so the
 //! shard can measure each one exactly.
 

@@ -95,7 +95,7 @@ pub struct GossipSummary {
 }
 
 /// Our dissemination P99 goal for a cluster of `nodes` (1% loss): 0.5 s
-/// up to 16 nodes, 1.2 s up to 50, 3.0 s beyond; the seed's is 5 s.
+/// up to 16 nodes, 1.2 s up to 50, 3.0 s beyond; the performance tuning guide's is 5 s.
 pub fn dissemination_goal(nodes: usize) -> Duration {
     match nodes {
         0..=16 => Duration::from_millis(500),
@@ -354,7 +354,7 @@ pub fn preset_for(nodes: usize) -> (&'static str, (u64, u64, u64, u32)) {
     }
 }
 
-/// Advice, each line naming the key to change (the seed's gossip-storm
+/// Advice, each line naming the key to change (the performance tuning guide's gossip-storm
 /// remedies, and the others' symptoms).
 pub fn advise(facts: &GossipFacts) -> Vec<String> {
     let mut advice = Vec::new();

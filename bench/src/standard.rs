@@ -772,7 +772,7 @@ pub const GOALS: [(&str, u64, u64, u64, u64); 7] = [
     ),
 ];
 
-/// The report as a table with the seed's targets and our goals.
+/// The report as a table with the performance tuning guide's targets and our goals.
 pub fn render_table(summary: &Summary) -> String {
     let micros = |nanos: u64| format!("{:.2}µs", nanos as f64 / 1000.0);
     let mut out = format!(

@@ -136,7 +136,7 @@ pub enum Symptom {
 pub enum PerformanceCommand {
     /// Read a running engine's counters and histograms twice, a window
     /// apart, and rank what explains the symptom, each finding with the
-    /// seed's remedy and the profile key to change.
+    /// performance tuning guide's remedy and the profile key to change.
     Diagnose {
         /// The symptom.
         #[arg(long, value_enum)]

@@ -102,7 +102,7 @@ fn require(program: &str, package: &str) {
 }
 
 #[test]
-fn a_scrape_shows_the_seed_metrics_and_passes_promtool() {
+fn a_scrape_shows_the_documented_metrics_and_passes_promtool() {
     require("promtool", "prometheus");
     let running = start_engine(&["--set", "runtime.worker_threads=2"]);
     let client = client(&running);
@@ -169,7 +169,7 @@ fn a_scrape_shows_the_seed_metrics_and_passes_promtool() {
     ] {
         sample(&text, name);
     }
-    // `curl -s localhost:1476/metrics | grep latency` shows what the seed shows.
+    // `curl -s localhost:1476/metrics | grep latency` shows what the performance tuning guide shows.
     assert!(text
         .lines()
         .any(|line| line.starts_with("caxton_routing_latency_seconds{quantile=\"0.99\"} ")));

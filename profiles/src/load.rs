@@ -1,6 +1,6 @@
 //! Loading a profile: resolve each `--profile` argument to a built-in or a file,
-//! check each layer against the schema (with line and column), fold seed
-//! aliases, merge the layers in order (later wins), apply `--set` overrides,
+//! check each layer against the schema (with line and column), fold other
+//! spellings, merge the layers in order (later wins), apply `--set` overrides,
 //! and validate the result as a whole.
 //!
 //! Layers are merged as YAML trees, not as typed structs, so that a layer only
@@ -412,7 +412,7 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
-/// Seed spellings folded into their canonical keys: (seed path, canonical path).
+/// Other spellings folded into their canonical keys: (other path, canonical path).
 const KEY_ALIASES: [(&str, &str); 5] = [
     ("messaging.worker_threads", "runtime.worker_threads"),
     (

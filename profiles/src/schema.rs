@@ -1,7 +1,7 @@
 //! The typed schema of a profile: one struct per YAML section.
 //!
 //! Every field has a default, so a profile file names only what it changes.
-//! Unknown keys are refused (`deny_unknown_fields`). Keys the seed writes in
+//! Unknown keys are refused (`deny_unknown_fields`). Keys the performance tuning guide writes in
 //! two places (`transport.max_streams` beside `transport.quic.max_concurrent_streams`,
 //! `messaging.worker_threads` beside `runtime.worker_threads`) and the short
 //! forms (`cpu_affinity: true`, `priority_routing: true`) are folded into one
@@ -30,7 +30,7 @@ pub struct Profile {
     pub storage: StorageConfig,
     /// Limits applied to agents.
     pub agents: AgentsConfig,
-    /// The admin endpoint, logs and HDR histogram dumps (not in the seed).
+    /// The admin endpoint, logs and HDR histogram dumps (not in the performance tuning guide).
     pub observability: ObservabilityConfig,
 }
 
@@ -53,17 +53,17 @@ pub struct RuntimeConfig {
     pub spin_before_park: Option<HumanDuration>,
     /// Client ports of the node: callers outside the agents (admin API
     /// sends, load generators, library clients) connected at once. Unset:
-    /// one per data shard plus four. Not in the seed.
+    /// one per data shard plus four. Not in the performance tuning guide.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_ports: Option<u32>,
     /// How long a client waiting for an answer keeps polling its rings
     /// before it parks its thread; the client's twin of `spin_before_park`.
-    /// Unset: park at once. Not in the seed.
+    /// Unset: park at once. Not in the performance tuning guide.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_spin_before_park: Option<HumanDuration>,
     /// How long a handler runs before it yields its shard to other agents'
     /// messages (then resumes). Needs `wasm.stack_pooling`: a yielded handler
-    /// keeps its own stack. Not in the seed.
+    /// keeps its own stack. Not in the performance tuning guide.
     pub time_slice: HumanDuration,
     /// Pinning of shards and agents to cores (`true`/`false` or a block).
     pub cpu_affinity: CpuAffinityConfig,
@@ -75,9 +75,9 @@ pub struct RuntimeConfig {
     pub agent_heap_size: ByteSize,
     /// Stack an agent instance may use.
     pub agent_stack_size: ByteSize,
-    /// Warm pool behaviour (the seed's `AgentPoolConfig`).
+    /// Warm pool behaviour (the performance tuning guide's `AgentPoolConfig`).
     pub agent_pool: AgentPoolConfig,
-    /// WebAssembly compilation and memory (the seed's `WasmOptimization`).
+    /// WebAssembly compilation and memory (the performance tuning guide's `WasmOptimization`).
     pub wasm: WasmConfig,
 }
 
@@ -187,11 +187,11 @@ pub enum PlacementStrategy {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PinnedAgent {
-    /// The agent's name (the seed's key says id; it holds a name).
+    /// The agent's name (the performance tuning guide's key says id; it holds a name).
     #[serde(rename = "agent_id")]
     pub agent_name: String,
     /// Operating-system CPU numbers (PUs, as in `/proc/cpuinfo`) its
-    /// instances run on; the seed's key says cores.
+    /// instances run on; the performance tuning guide's key says cores.
     #[serde(rename = "cpu_cores")]
     pub pus: Vec<u32>,
 }
@@ -327,7 +327,7 @@ pub struct MessagingConfig {
     pub enable_persistence: bool,
     /// Mailboxes a shard drains concurrently.
     pub parallel_routes: u32,
-    /// Seed spelling of `runtime.worker_threads`; folded into it at load.
+    /// Another spelling of `runtime.worker_threads`; folded into it at load.
     #[serde(skip_serializing)]
     pub worker_threads: Option<u32>,
     /// Priority classes (`true`/`false` or a block).
@@ -471,11 +471,11 @@ pub struct ClusterConfig {
     /// down, so a member wrongly declared down learns it and rejoins
     /// (memberlist's `GossipToTheDeadTime` = this × `gossip_interval`).
     pub gossip_to_dead: u32,
-    /// Where this node listens for other nodes, `IP:PORT` (not in the seed).
+    /// Where this node listens for other nodes, `IP:PORT` (not in the performance tuning guide).
     /// Unset: the node runs alone and starts no cluster transport.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen_address: Option<String>,
-    /// The address other nodes reach this one at, `IP:PORT` (not in the seed).
+    /// The address other nodes reach this one at, `IP:PORT` (not in the performance tuning guide).
     /// Defaults to `listen_address`; required when that is unspecified (`0.0.0.0`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advertise_address: Option<String>,
@@ -483,10 +483,10 @@ pub struct ClusterConfig {
     /// seed). Defaults to the host name and the cluster port, `host-7946`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
-    /// Nodes to join at start, `HOST:PORT` each (not in the seed); `--join` adds to them.
+    /// Nodes to join at start, `HOST:PORT` each (not in the performance tuning guide); `--join` adds to them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub seeds: Vec<String>,
-    /// Certificates for mutual TLS between nodes (not in the seed).
+    /// Certificates for mutual TLS between nodes (not in the performance tuning guide).
     pub tls: ClusterTlsConfig,
 }
 
@@ -532,16 +532,16 @@ pub struct TransportConfig {
     /// `quic` or `tcp`.
     #[serde(rename = "type")]
     pub kind: TransportKind,
-    /// Seed spelling of `transport.quic.max_concurrent_streams`; folded into it at load.
+    /// Another spelling of `transport.quic.max_concurrent_streams`; folded into it at load.
     #[serde(skip_serializing)]
     pub max_streams: Option<u32>,
-    /// Seed spelling of `transport.quic.max_concurrent_streams`; folded into it at load.
+    /// Another spelling of `transport.quic.max_concurrent_streams`; folded into it at load.
     #[serde(skip_serializing)]
     pub max_concurrent_streams: Option<u32>,
-    /// Seed spelling of `transport.quic.congestion_control`; folded into it at load.
+    /// Another spelling of `transport.quic.congestion_control`; folded into it at load.
     #[serde(skip_serializing)]
     pub congestion_control: Option<CongestionControl>,
-    /// Seed spelling of `transport.quic.idle_timeout`; folded into it at load.
+    /// Another spelling of `transport.quic.idle_timeout`; folded into it at load.
     #[serde(skip_serializing)]
     pub idle_timeout: Option<HumanDuration>,
     /// QUIC settings.
@@ -718,12 +718,12 @@ pub struct StorageConfig {
     pub wal_size_limit: ByteSize,
     /// SQLite `auto_vacuum` mode.
     pub auto_vacuum: AutoVacuum,
-    /// Where the partitions (`shard-N.sqlite`) live (not in the seed).
+    /// Where the partitions (`shard-N.sqlite`) live (not in the performance tuning guide).
     pub data_directory: String,
-    /// Most writes in one transaction (not in the seed; the seed's `BatchWriter`).
+    /// Most writes in one transaction (not in the performance tuning guide; the performance tuning guide's `BatchWriter`).
     pub batch_size: u32,
     /// The longest a write waits for others to share its transaction (not in
-    /// the seed). 0: commit as soon as nothing more is queued; writes that
+    /// the performance tuning guide). 0: commit as soon as nothing more is queued; writes that
     /// arrive during a commit share the next one.
     pub flush_interval: HumanDuration,
 }
@@ -849,7 +849,7 @@ impl Default for AgentLimits {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentOverride {
-    /// The agent's name (the seed's key says id; it holds a name).
+    /// The agent's name (the performance tuning guide's key says id; it holds a name).
     #[serde(rename = "agent_id")]
     pub agent_name: String,
     /// Overrides `default_limits.memory`.
@@ -920,7 +920,7 @@ impl<'de, B: Deserialize<'de>> Visitor<'de> for BoolOrBlock<B> {
 }
 
 /// `observability`: how a running node is watched and driven. Not part of
-/// the seed's configuration; every key here has an engine default.
+/// the performance tuning guide's configuration; every key here has an engine default.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ObservabilityConfig {

@@ -58,11 +58,11 @@ fn builtins_carry_the_seed_values() {
     assert_eq!(
         high.runtime.worker_threads,
         Some(16),
-        "seed writes messaging.worker_threads"
+        "the guide writes messaging.worker_threads"
     );
     assert_eq!(
         high.transport.quic.max_concurrent_streams, 1000,
-        "seed writes transport.max_streams"
+        "the guide writes transport.max_streams"
     );
     assert_eq!(
         high.transport.quic.congestion_control,
@@ -117,7 +117,7 @@ fn the_seed_block_forms_load() {
          agents:\n  default_limits:\n    memory: 50MB\n    cpu_shares: 100m\n    max_execution_time: 10s\n  overrides:\n    - agent_id: quick-responder\n      memory: 10MB\n      cpu_shares: 50m\n      max_execution_time: 100ms\n\
          transport:\n  tcp:\n    nodelay: true\n    send_buffer_size: 256KB\n    linger: 0\n  connection_pool:\n    min_idle: 10\n    max_idle: 100\n    max_lifetime: 300s\n",
     )
-    .expect("seed blocks load");
+    .expect("the guide's blocks load");
     let profile = loaded.profile;
     assert_eq!(profile.runtime.cpu_affinity.pinned_agents[0].pus, [0, 1]);
     assert_eq!(profile.messaging.priority_routing.queues.len(), 1);

@@ -1,4 +1,4 @@
-//! One shard's SQLite database: opened with the seed's pragmas as the
+//! One shard's SQLite database: opened with the performance tuning guide's pragmas as the
 //! profile shapes them, migrated to the current schema, and the statements
 //! the writer thread runs.
 
@@ -11,9 +11,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::schema::MIGRATIONS;
 use crate::StorageError;
 
-/// Page size of new partitions (the seed's `PRAGMA page_size = 4096`).
+/// Page size of new partitions (the performance tuning guide's `PRAGMA page_size = 4096`).
 pub const PAGE_SIZE: u32 = 4096;
-/// Memory-mapped I/O per partition (the seed's `PRAGMA mmap_size = 268435456`).
+/// Memory-mapped I/O per partition (the performance tuning guide's `PRAGMA mmap_size = 268435456`).
 pub const MMAP_BYTES: u64 = 256 << 20;
 
 /// What the profile says about storage, in the form the partition uses.

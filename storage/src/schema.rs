@@ -4,7 +4,7 @@
 
 /// Migrations in order: `MIGRATIONS[n]` takes a database from version `n` to `n + 1`.
 pub const MIGRATIONS: &[&str] = &[
-    // 1: agents, messages, conversations, with the seed's indexes.
+    // 1: agents, messages, conversations, with the performance tuning guide's indexes.
     "CREATE TABLE agents (
          name TEXT PRIMARY KEY,
          module BLOB NOT NULL,

@@ -1,6 +1,6 @@
 //! The Prometheus text exposition (format 0.0.4) of a node's metrics.
 //!
-//! Each latency appears twice. Under the seed's name (for example
+//! Each latency appears twice. Under the performance tuning guide's name (for example
 //! `caxton_routing_latency_seconds`) it is a summary with `quantile` labels
 //! 0.5, 0.9, 0.99 and 0.999, computed exactly from the merged HDR histogram
 //! over everything recorded since the node started. Under

@@ -12,8 +12,8 @@ use crate::cli::Symptom;
 /// A handler P99 above this is named as slow (µs): the engine's own routing
 /// costs microseconds, so a handler this slow dominates its messages' latency.
 const SLOW_HANDLER_P99_US: f64 = 100.0;
-/// The seed's high-latency symptom: P99 above 10 ms.
-const SEED_LATENCY_SYMPTOM_US: f64 = 10_000.0;
+/// The performance tuning guide's high-latency symptom: P99 above 10 ms.
+const GUIDE_LATENCY_SYMPTOM_US: f64 = 10_000.0;
 /// A shard whose handlers ran this share of the window is saturated.
 const SATURATED_BUSY_FRACTION: f64 = 0.8;
 /// Cross-shard share above which placing talkers together pays.
@@ -196,7 +196,7 @@ fn slow_agents(
         } else {
             0.0
         };
-        let verdict = if p99 >= SEED_LATENCY_SYMPTOM_US || share >= 0.5 {
+        let verdict = if p99 >= GUIDE_LATENCY_SYMPTOM_US || share >= 0.5 {
             Verdict::Problem
         } else {
             Verdict::Warn
@@ -223,7 +223,7 @@ fn slow_agents(
                 agent.p50_us.unwrap_or(0.0)
             ))
             .evidence(format!("{:.0}% of the node's handler time", share * 100.0))
-            .remedy("check for slow agents (the seed): shorten the handler, give it more instances so its messages spread over shards, or bound it with a smaller max_execution_time; runtime.time_slice keeps it from holding its shard")
+            .remedy("check for slow agents (performance tuning guide): shorten the handler, give it more instances so its messages spread over shards, or bound it with a smaller max_execution_time; runtime.time_slice keeps it from holding its shard")
             .key("agents.default_limits.max_execution_time")
             .weight(weight),
         );
@@ -257,7 +257,7 @@ fn saturated_shards(
             format!("shard {index} spent {:.0}% of the time in handlers: new messages wait for it", busy * 100.0),
         )
         .subject(format!("shard {index}"))
-        .remedy("increase worker threads (the seed), or spread the busiest agents' instances over more shards")
+        .remedy("increase worker threads (performance tuning guide), or spread the busiest agents' instances over more shards")
         .key("runtime.worker_threads")
         .weight(busy * 100.0);
         if let Some(top) = agents.iter().max_by(|a, b| a.busy_ns.total_cmp(&b.busy_ns)) {
@@ -354,8 +354,8 @@ fn counters(
                 format!("{depth} messages wait in mailboxes ({growth:+} {over})"),
             )
             .remedy(match symptom {
-                Symptom::Memory => "enable message TTL (the seed) so stored messages expire; see the slow agents that let queues grow",
-                _ => "reduce batch size and increase worker threads (the seed); see the slow agents",
+                Symptom::Memory => "enable message TTL (performance tuning guide) so stored messages expire; see the slow agents that let queues grow",
+                _ => "reduce batch size and increase worker threads (performance tuning guide); see the slow agents",
             })
             .key(match symptom {
                 Symptom::Memory => "messaging.message_ttl",
@@ -442,7 +442,7 @@ fn agent_memory(agents: &[AgentActivity], out: &mut Vec<Finding>) {
             )
             .subject(agent.name.clone())
             .remedy(
-                "reduce agent pool size (the seed); `engine memory analyze` tells whether it grows",
+                "reduce agent pool size (performance tuning guide); `engine memory analyze` tells whether it grows",
             )
             .key("runtime.agent_pool_size")
             .weight(agent.memory_bytes / (1 << 20) as f64),

@@ -203,7 +203,7 @@ fn growth_finding(kind: SeriesKind, name: &str, trend: Trend, span: f64) -> Find
                 format!("agent `{name}` grows its linear memory by {:.1} KiB/s", per_second / 1024.0),
             )
             .subject(name)
-            .remedy("check for memory leaks in agents (the seed): linear memory never shrinks, so whatever the agent keeps it keeps until the instance is recycled at its memory limit")
+            .remedy("check for memory leaks in agents (performance tuning guide): linear memory never shrinks, so whatever the agent keeps it keeps until the instance is recycled at its memory limit")
             .key("agents.default_limits.memory"),
             1000.0,
         ),
@@ -213,7 +213,7 @@ fn growth_finding(kind: SeriesKind, name: &str, trend: Trend, span: f64) -> Find
                 Verdict::Problem,
                 format!("messages waiting in mailboxes grow by {per_second:.1}/s: agents receive more than they handle"),
             )
-            .remedy("enable message TTL and increase cleanup frequency (the seed); see `engine performance diagnose --issue throughput`")
+            .remedy("enable message TTL and increase cleanup frequency (performance tuning guide); see `engine performance diagnose --issue throughput`")
             .key("messaging.message_ttl"),
             1000.0 * 1024.0,
         ),
@@ -235,7 +235,7 @@ fn growth_finding(kind: SeriesKind, name: &str, trend: Trend, span: f64) -> Find
                 format!("{name} grows by {:.1} KiB/s", per_second / 1024.0),
             )
             .subject(name)
-            .remedy("engine-side allocations grow: reduce agent pool size (the seed), bound queues with messaging.queue_size; `engine profile memory` shows the call sites")
+            .remedy("engine-side allocations grow: reduce agent pool size (performance tuning guide), bound queues with messaging.queue_size; `engine profile memory` shows the call sites")
             .key("runtime.agent_pool_size"),
             10.0,
         ),

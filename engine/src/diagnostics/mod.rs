@@ -51,7 +51,7 @@ pub struct Finding {
     pub summary: String,
     /// The measurements behind the verdict, one line each.
     pub evidence: Vec<String>,
-    /// What to do about it (a command, a file, the seed's remedy).
+    /// What to do about it (a command, a file, the performance tuning guide's remedy).
     pub remedy: Option<String>,
     /// The profile key to change, when there is one.
     pub key: Option<&'static str>,
