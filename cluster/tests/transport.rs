@@ -125,13 +125,25 @@ async fn three_nodes_agree(kind: TransportKind) {
             "{counts:?}"
         ),
     }
-    // A graceful leave is seen at once, well before a failure would be.
+    // A graceful leave is announced: the others declare c down on its word,
+    // with no suspicion of it first (a failure is found by a missed probe,
+    // which raises one on the node that probed).
+    let suspicions = |snapshot: &ClusterSnapshot| snapshot.membership.suspicions_raised;
+    let before = [
+        suspicions(&a.handle.snapshot().await.expect("running")),
+        suspicions(&b.handle.snapshot().await.expect("running")),
+    ];
     let _ = c.stop.send(());
-    let left = wait_for(&a, "c seen to leave", |snapshot| {
-        snapshot.counts.alive == 1 && snapshot.counts.down == 1
-    })
-    .await;
-    assert!(left.membership.declared_down >= 1);
+    let mut after = [0; 2];
+    for (index, node) in [&a, &b].into_iter().enumerate() {
+        let left = wait_for(node, "c seen to leave", |snapshot| {
+            snapshot.counts.alive == 1 && snapshot.counts.down == 1
+        })
+        .await;
+        assert!(left.membership.declared_down >= 1);
+        after[index] = suspicions(&left);
+    }
+    assert_eq!(after, before, "a leave raised a suspicion");
     drop((a.stop, b.stop));
 }
 
