@@ -184,17 +184,25 @@ fn three_processes_join_fail_rejoin_and_leave() {
     });
     assert!(generation.flatten() > old_generation.as_u64(), "{view:#}");
 
-    // A graceful stop is announced: seen well before a failure could be
-    // (a failure takes a probe timeout and a suspicion timeout).
+    // A graceful stop is announced: the others declare b down on its word,
+    // with no suspicion first (a failure is found by a missed probe, which
+    // raises one on the node that probed).
+    let suspicions =
+        |engine: &RunningEngine| status(engine)["membership"]["suspicions_raised"].as_u64();
+    let before = [suspicions(&a), suspicions(&c)];
+    assert!(before[0].is_some(), "{:#}", status(&a));
     let (status_code, log) = b.terminate();
     assert!(status_code.success(), "{log}");
     assert!(log.contains("left the cluster"), "{log}");
-    let took = wait(&a, Duration::from_secs(5), "b seen to leave", |view| {
-        state_of(view, "b").as_deref() == Some("down")
-    });
-    assert!(
-        took < Duration::from_millis(500) + SLACK,
-        "b seen to leave after {took:?}"
+    for engine in [&a, &c] {
+        wait(engine, Duration::from_secs(5), "b seen to leave", |view| {
+            state_of(view, "b").as_deref() == Some("down")
+        });
+    }
+    assert_eq!(
+        [suspicions(&a), suspicions(&c)],
+        before,
+        "a leave raised a suspicion"
     );
     drop(c);
 }
@@ -719,14 +727,10 @@ fn a_request_waiting_on_a_node_that_dies_is_answered_at_once() {
         content == "caxton:node-down" || content == "caxton:connection-lost",
         "{reply:#}"
     );
-    let mut profile = caxton_profiles::Profile::default();
-    profile.coordination.cluster.probe_interval = caxton_profiles::HumanDuration::from_millis(500);
-    profile.coordination.cluster.suspicion_multiplier = 3;
-    let bound = SwimSettings::from_profile(&profile).down_detection_bound(2);
-    assert!(
-        took < bound + SLACK + Duration::from_millis(500),
-        "answered after {took:?}, not within the detection bound {bound:?}"
-    );
+    // Answered for the node's loss, not at the request's deadline (that
+    // answer would be `caxton:timeout`); how soon is the cluster suite's
+    // figure (`cluster_node_down_answer`), not this test's.
+    assert!(took < Duration::from_secs(30), "answered after {took:?}");
 }
 
 #[test]
