@@ -1059,18 +1059,30 @@ fn a_chain_across_nodes_keeps_its_promise_when_the_parents_node_is_killed() {
         a_data,
         c_data: _c_data,
     } = chain_pair();
+    // c is frozen while a takes the sends, so no hop can be stored there
+    // before a dies: every parent is still unfinished on a's disk.
+    let pid = libc::pid_t::try_from(c.child.id()).expect("a pid");
+    // SAFETY: signalling a child process this test started and still owns.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0, "SIGSTOP");
     const SENDS: u32 = 40;
     send_durable_chains(&a, SENDS);
-    // The parents' node dies with hops perhaps still on their way, and
-    // comes back with its data; whatever it had not seen stored on c runs
-    // again.
-    let mut a = kill_and_restart(
+    let address = cluster_address(&a);
+    let mut a = a;
+    a.child.kill().expect("SIGKILL");
+    let _ = a.child.wait();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0, "SIGCONT");
+    wait(&c, Duration::from_secs(10), "a declared down", |view| {
+        state_of(view, "a").as_deref() == Some("down")
+    });
+    // a comes back with its data and runs every unfinished parent again.
+    let mut a = node_with(
         certs.path(),
-        a,
+        certs.path(),
         "a",
-        a_data.path(),
-        &c,
-        Duration::from_secs(10),
+        &address.to_string(),
+        Some(cluster_address(&c)),
+        &persistent(a_data.path()),
     );
     wait_for_listing(
         &a,
@@ -1078,6 +1090,15 @@ fn a_chain_across_nodes_keeps_its_promise_when_the_parents_node_is_killed() {
         &[("tally", "c", 1)],
     );
     wait_for_tally(&mut a, &mut c, SENDS, Duration::from_secs(15));
+    let client = AdminClient::new(a.admin_address(), None).expect("a client");
+    let node = client.get("/v1/node").expect("the node answers").json();
+    let redelivered = node["counters"]["redelivered"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no redelivered counter in {node}"));
+    assert!(
+        redelivered >= u64::from(SENDS),
+        "the restarted a ran {redelivered} stored parents again, not all {SENDS}"
+    );
 }
 
 #[test]
