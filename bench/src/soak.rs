@@ -200,13 +200,25 @@ fn lifetime_peaks(memory: &[MemorySample]) -> Vec<(u64, f64, u64)> {
     peaks
 }
 
+/// How resident memory behaved after warm-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemoryVerdict {
+    /// Within 10% of the first reading compared.
+    Flat,
+    /// More than 10% above it.
+    Grew,
+    /// Fewer than two readings to compare, or a reading of nothing (the
+    /// node did not answer with its resident memory): no verdict.
+    Unmeasured,
+}
+
 impl SoakReport {
     /// Every request-reply is accounted for.
     pub fn counts_add_up(&self) -> bool {
         self.sent == self.answered + self.failed + self.refused + self.timed_out + self.unreachable
     }
 
-    /// Resident memory after warm-up: (first peak, highest peak, flat).
+    /// Resident memory after warm-up: (first peak, highest peak, verdict).
     ///
     /// A SIGKILL restart starts a fresh process with its own warm-up, so
     /// readings are compared lifetime by lifetime: the peak of each process
@@ -214,9 +226,9 @@ impl SoakReport {
     /// then, the readings of the one that runs through it) must stay within
     /// 10% of the first of them. The last lifetime, cut short by the end,
     /// counts only when it is the only one.
-    pub fn memory_flat(&self) -> (u64, u64, bool) {
+    pub fn memory_flat(&self) -> (u64, u64, MemoryVerdict) {
         let Some(end) = self.memory.last().map(|sample| sample.at) else {
-            return (0, 0, true);
+            return (0, 0, MemoryVerdict::Unmeasured);
         };
         let peaks = lifetime_peaks(&self.memory);
         let mut considered: Vec<u64> = peaks
@@ -238,7 +250,14 @@ impl SoakReport {
         }
         let first = considered.first().copied().unwrap_or(0);
         let max = considered.iter().copied().max().unwrap_or(0);
-        (first, max, max as f64 <= first as f64 * 1.10)
+        let verdict = if considered.len() < 2 || considered.contains(&0) {
+            MemoryVerdict::Unmeasured
+        } else if max as f64 <= first as f64 * 1.10 {
+            MemoryVerdict::Flat
+        } else {
+            MemoryVerdict::Grew
+        };
+        (first, max, verdict)
     }
 
     /// Nothing acknowledged was lost, the counts add up, every shard serves
@@ -247,7 +266,7 @@ impl SoakReport {
         self.durable_lost.is_empty()
             && self.counts_add_up()
             && self.idle_shards.is_empty()
-            && self.memory_flat().2
+            && self.memory_flat().2 == MemoryVerdict::Flat
     }
 
     /// The summary as text.
@@ -294,7 +313,11 @@ impl SoakReport {
             self.acknowledged_after_full,
             mib(first),
             mib(max),
-            if flat { "flat within 10%" } else { "GREW more than 10%" },
+            match flat {
+                MemoryVerdict::Flat => "flat within 10%",
+                MemoryVerdict::Grew => "GREW more than 10%",
+                MemoryVerdict::Unmeasured => "UNMEASURED: too few readings, or none from the node",
+            },
             if self.idle_shards.is_empty() {
                 "every shard serves".to_owned()
             } else {
@@ -863,7 +886,8 @@ mod tests {
             memory: samples(&[&[100, 101, 102, 100, 101, 102]]),
             ..SoakReport::default()
         };
-        assert!(report.counts_add_up() && report.memory_flat().2 && report.passed());
+        assert!(report.counts_add_up() && report.passed());
+        assert_eq!(report.memory_flat().2, MemoryVerdict::Flat);
         report.sent += 1;
         assert!(!report.counts_add_up() && !report.passed());
         report.sent -= 1;
@@ -886,7 +910,7 @@ mod tests {
             memory: samples(&level),
             ..SoakReport::default()
         };
-        assert_eq!(report.memory_flat(), (70, 70, true));
+        assert_eq!(report.memory_flat(), (70, 70, MemoryVerdict::Flat));
         // The peaks climb after warm-up: growth, even though each process
         // starts low again.
         let climbing: Vec<&[u64]> = vec![
@@ -902,12 +926,23 @@ mod tests {
             memory: samples(&climbing),
             ..SoakReport::default()
         };
-        assert_eq!(report.memory_flat(), (70, 80, false));
+        assert_eq!(report.memory_flat(), (70, 80, MemoryVerdict::Grew));
         // One process through the run: its own readings after the first third.
         let report = SoakReport {
             memory: samples(&[&[10, 50, 100, 100, 104, 109, 120]]),
             ..SoakReport::default()
         };
-        assert_eq!(report.memory_flat(), (100, 120, false));
+        assert_eq!(report.memory_flat(), (100, 120, MemoryVerdict::Grew));
+        // No readings, or readings of nothing (the node did not say), are
+        // no verdict, and the soak does not pass on them.
+        for memory in [Vec::new(), samples(&[&[0, 0, 0, 0, 0, 0]])] {
+            let report = SoakReport {
+                memory,
+                ..SoakReport::default()
+            };
+            assert_eq!(report.memory_flat().2, MemoryVerdict::Unmeasured);
+            assert!(!report.passed());
+            assert!(report.summary().contains("UNMEASURED"));
+        }
     }
 }

@@ -814,6 +814,8 @@ pub fn render_table(summary: &Summary) -> String {
                 )
             }
             None if scenario.name == "request_reply_throughput" => {
+                // The suite deploys one echo instance per shard: a shard's
+                // rate is its instance's.
                 let per_shard = scenario.per_second / summary.shards.max(1) as f64;
                 (
                     format!(
