@@ -1016,14 +1016,17 @@ fn bring_back_agents(
             info!(agent = %name, "agent already recovered from storage; not deployed again");
             continue;
         }
-        node.deploy(
-            &name,
-            &source,
+        let limits = loaded.profile.agent_limits(&name);
+        node.deploy(&name, &source, instances, &limits)
+            .map_err(|error| CommandError::BadInput(error.to_string()))?;
+        info!(
+            agent = %name,
             instances,
-            &loaded.profile.agent_limits(&name),
-        )
-        .map_err(|error| CommandError::BadInput(error.to_string()))?;
-        info!(agent = %name, instances, "agent deployed");
+            memory = %limits.memory,
+            cpu_shares = %limits.cpu_shares,
+            max_execution_time = %limits.max_execution_time,
+            "agent deployed"
+        );
     }
     Ok(())
 }

@@ -324,6 +324,19 @@ fn every_route_answers_and_bad_input_gets_a_4xx_naming_the_problem() {
         StatusCode::BAD_REQUEST,
         "bad-parameter",
     );
+    // A memory limit past the node's ceiling for any agent.
+    let over = call(
+        &client,
+        Method::POST,
+        "/v1/agents?name=x&memory=1GB",
+        example("echo.wat"),
+    );
+    assert_error(&over, StatusCode::BAD_REQUEST, "bad-parameter");
+    assert!(
+        over.text().contains("runtime.max_memory_per_agent"),
+        "{}",
+        over.text()
+    );
     assert_error(
         &call(
             &client,

@@ -218,7 +218,7 @@ fn agents_listed_in_a_profile_are_deployed_at_boot() {
     let profile = directory.path().join("agents.yaml");
     std::fs::write(
         &profile,
-        "agents:\n  deploy:\n    - name: echo\n      module: echo.wat\n      instances: 2\n",
+        "agents:\n  deploy:\n    - name: echo\n      module: echo.wat\n      instances: 2\n  overrides:\n    - agent_id: echo\n      memory: 2MB\n      max_execution_time: 250ms\n",
     )
     .expect("write");
     let running = start_engine(&[
@@ -227,10 +227,18 @@ fn agents_listed_in_a_profile_are_deployed_at_boot() {
         "--set",
         "runtime.worker_threads=2",
     ]);
+    let deployed = running
+        .seen
+        .lines()
+        .find(|line| line.contains("agent deployed"))
+        .unwrap_or_else(|| panic!("no deploy in {}", running.seen));
+    // With its override's limits, and the default CPU share.
     assert!(
-        running.seen.contains("agent deployed") && running.seen.contains("echo"),
-        "{}",
-        running.seen
+        deployed.contains("agent=echo")
+            && deployed.contains("memory=2MB")
+            && deployed.contains("max_execution_time=250ms")
+            && deployed.contains("cpu_shares="),
+        "{deployed}"
     );
     let (status, rest) = running.terminate();
     assert_eq!(status.code(), Some(0), "{rest}");

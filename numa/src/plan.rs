@@ -792,6 +792,21 @@ mod tests {
         let plan = plan(&topology, &node_bound).expect("plans");
         assert_eq!(plan.data_shards[0].cpu_binding, CpuBinding::Pus(vec![0, 1]));
         assert_eq!(plan.data_shards[2].cpu_binding, CpuBinding::Pus(vec![2, 3]));
+        let memory = plan.data_shards[0].memory.clone();
+
+        // numa.cpu_bind off: the shard's memory stays on its node, its
+        // thread may run anywhere.
+        let memory_only = profile_with(|profile| {
+            profile.runtime.cpu_affinity.enabled = false;
+            profile.runtime.numa.cpu_bind = false;
+        });
+        let memory_only_plan = super::plan(&topology, &memory_only).expect("plans");
+        assert!(memory_only_plan
+            .data_shards
+            .iter()
+            .all(|shard| shard.cpu_binding == CpuBinding::Unbound));
+        assert_eq!(memory_only_plan.data_shards[0].memory, memory);
+        assert_ne!(memory, MemoryPlacement::SystemDefault);
 
         let floating = profile_with(|profile| {
             profile.runtime.cpu_affinity.enabled = false;

@@ -453,3 +453,22 @@ fn one_transports_settings_are_refused_on_the_other_by_key() {
     .expect("TCP settings on TCP");
     load(&["low-latency".into()], &[]).expect("QUIC settings on QUIC");
 }
+
+#[test]
+fn no_agent_gets_more_memory_than_the_ceiling() {
+    let profile = load(
+        &["default".into()],
+        &[
+            "runtime.max_memory_per_agent=32MB".into(),
+            "agents.default_limits.memory=50MB".into(),
+            "agents.overrides=[{agent_id: small, memory: 10MB}]".into(),
+        ],
+    )
+    .expect("loads")
+    .profile;
+    // The default is over the ceiling: capped. An override under it holds.
+    assert_eq!(profile.agent_limits("anyone").memory.bytes(), 32 << 20);
+    assert_eq!(profile.agent_limits("small").memory.bytes(), 10 << 20);
+    // What the profile says, before the cap.
+    assert_eq!(profile.agents.limits_for("anyone").memory.bytes(), 50 << 20);
+}
