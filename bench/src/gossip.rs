@@ -76,6 +76,9 @@ pub struct GossipSummary {
     pub false_suspicions: u64,
     /// Down declarations of running, reachable nodes.
     pub false_downs: u64,
+    /// Nodes one observer declared down twice or more while they ran.
+    #[serde(default)]
+    pub flapping: Vec<String>,
     /// Frames per node per second.
     pub packets_per_node_second: f64,
     /// Bytes per node per second.
@@ -135,6 +138,11 @@ pub fn run(
         crashes_superseded: report.crashes_superseded,
         false_suspicions: report.false_suspicions,
         false_downs: report.false_downs,
+        flapping: report
+            .flapping
+            .iter()
+            .map(|index| format!("node-{index}"))
+            .collect(),
         packets_per_node_second: report.packets_per_node_second,
         bytes_per_node_second: report.bytes_per_node_second,
         heal_seconds: report.heal.map(|heal| heal.as_secs_f64()),
@@ -221,6 +229,12 @@ pub fn render(summary: &GossipSummary) -> String {
         s.false_downs,
         verdict(s.false_downs == 0)
     ));
+    if !s.flapping.is_empty() {
+        out.push_str(&format!(
+            "flapping (declared down twice or more by one node while running): {}\n",
+            s.flapping.join(", ")
+        ));
+    }
     out.push_str(&format!(
         "traffic per node: {:.1} packets/s, {:.0} B/s\n",
         s.packets_per_node_second, s.bytes_per_node_second
@@ -457,7 +471,8 @@ impl GossipSummary {
             false_suspicions_per_node_hour: self.false_suspicions as f64
                 / self.nodes.max(1) as f64
                 / hours,
-            flapping: Vec::new(),
+            flapping: self.flapping.clone(),
+            // The simulated network has no TLS and no corrupt frames.
             frames_rejected: 0,
             handshakes_refused: 0,
             swim: self.swim,
@@ -536,5 +551,32 @@ mod tests {
         facts.bytes_per_node_second = 1e6;
         let advice = advise(&facts).join("\n");
         assert!(advice.contains("check for network issues"), "{advice}");
+    }
+
+    #[test]
+    fn a_simulated_run_that_flaps_says_so_and_is_advised() {
+        // Nodes declared down again and again: 30% loss, suspicion over
+        // after one probe interval.
+        let mut profile = caxton_profiles::Profile::default();
+        profile.coordination.cluster.suspicion_multiplier = 1;
+        let swim = SwimSettings::from_profile(&profile);
+        let config = SimulationConfig {
+            nodes: 8,
+            swim: None,
+            network: Network {
+                loss: 0.3,
+                ..Network::default()
+            },
+            duration: Duration::from_secs(300),
+            seed: 1,
+            scenario: Scenario::Steady,
+            formation: Formation::Formed,
+        };
+        let (summary, _) = run("default", &swim, config, |_, _| {});
+        assert!(!summary.flapping.is_empty(), "{summary:?}");
+        assert_eq!(summary.facts().flapping, summary.flapping);
+        let advice = advise(&summary.facts()).join("\n");
+        assert!(advice.contains(&summary.flapping[0]), "{advice}");
+        assert!(advice.contains("suspicion_multiplier"), "{advice}");
     }
 }

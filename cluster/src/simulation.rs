@@ -160,6 +160,10 @@ pub struct Report {
     pub false_suspicions: u64,
     /// Down declarations of nodes that were running and reachable.
     pub false_downs: u64,
+    /// Flapping nodes: those one observer declared down, while they were
+    /// running and reachable, twice or more (as `engine cluster
+    /// analyze-gossip` counts a member's downs on a live node). By index.
+    pub flapping: std::collections::BTreeSet<usize>,
     /// Frames sent per node per simulated second (after warm-up).
     pub packets_per_node_second: f64,
     /// Bytes sent per node per simulated second (after warm-up).
@@ -231,6 +235,8 @@ struct Simulator {
     suspected_at: HashMap<usize, Duration>,
     /// A suspicion episode's span: the suspicion timeout at this size.
     suspicion_span: Duration,
+    /// False down declarations by (observer, target), to find flapping.
+    false_downs_seen: HashMap<(usize, usize), u32>,
     report: Report,
     packets: u64,
     bytes: u64,
@@ -459,6 +465,11 @@ impl Simulator {
                     .map(|core| core.identity().clone());
                 if current.as_ref() == Some(&member) && self.same_side(observer, target) {
                     self.report.false_downs += 1;
+                    let seen = self.false_downs_seen.entry((observer, target)).or_default();
+                    *seen += 1;
+                    if *seen >= 2 {
+                        self.report.flapping.insert(target);
+                    }
                 }
                 if let Some(pending) = self.crashes.get_mut(&target) {
                     pending.waiting.remove(&observer);
@@ -630,6 +641,7 @@ pub fn simulate(config: &SimulationConfig, mut progress: impl FnMut(Duration, Du
         measuring: false,
         link_seed: config.seed.rotate_left(17) ^ 0x6c69_6e6b,
         suspected_at: HashMap::new(),
+        false_downs_seen: HashMap::new(),
         suspicion_span: crate::settings::suspicion_timeout(
             swim.suspicion_multiplier,
             swim.probe_interval,
@@ -644,6 +656,7 @@ pub fn simulate(config: &SimulationConfig, mut progress: impl FnMut(Duration, Du
             crashes_superseded: 0,
             false_suspicions: 0,
             false_downs: 0,
+            flapping: std::collections::BTreeSet::new(),
             packets_per_node_second: 0.0,
             bytes_per_node_second: 0.0,
             heal: None,

@@ -61,6 +61,46 @@ fn replay(seed: u64) -> String {
 }
 
 #[test]
+fn a_node_falsely_declared_down_twice_by_one_observer_is_flapping() {
+    // 30% loss and suspicion timeouts of a single probe interval: nodes
+    // that run are declared down, again and again.
+    let mut profile = Profile::default();
+    profile.coordination.cluster.suspicion_multiplier = 1;
+    let swim = SwimSettings::from_profile(&profile);
+    let seed = 1;
+    let report = run(
+        8,
+        &swim,
+        Scenario::Steady,
+        Duration::from_secs(300),
+        seed,
+        0.3,
+    );
+    assert!(report.false_downs >= 2, "{}", replay(seed));
+    assert!(!report.flapping.is_empty(), "{}", replay(seed));
+    assert!(
+        report.flapping.iter().all(|&node| node < 8),
+        "{:?}",
+        report.flapping
+    );
+    // At 1% loss with the preset's timing: none.
+    let calm = run(
+        8,
+        &preset(&["cluster-small"]),
+        Scenario::Steady,
+        Duration::from_secs(300),
+        seed,
+        0.01,
+    );
+    assert_eq!(
+        (calm.false_downs, calm.flapping.len()),
+        (0, 0),
+        "{}",
+        replay(seed)
+    );
+}
+
+#[test]
 fn every_live_node_learns_every_arrival_at_16_nodes() {
     let swim = preset(&["cluster-small"]);
     let seed = 11;
