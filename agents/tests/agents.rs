@@ -580,7 +580,18 @@ fn instances_are_recycled_after_their_age() {
     let mut profile = small_profile();
     profile.runtime.agent_pool.recycle_after = HumanDuration::from_millis(30);
     let mut compiler = ModuleCompiler::new(&profile).expect("compiler");
-    let mut host = host(&profile);
+    // The host's clock is the test's: ages are exact, however busy the machine.
+    let clock = Rc::new(std::cell::Cell::new(1_000_000u64));
+    let host_clock = Rc::clone(&clock);
+    let mut host = AgentHost::new(
+        &profile,
+        0,
+        1,
+        Rc::new(names),
+        Rc::new(|_| "agent".to_owned()),
+        Rc::new(move || host_clock.get()),
+    )
+    .expect("host");
     deploy(
         &mut host,
         &mut compiler,
@@ -589,7 +600,9 @@ fn instances_are_recycled_after_their_age() {
         &profile.agents.default_limits,
     );
     let count = |host: &mut AgentHost| {
-        let handled = run_to_end(host, COUNTER, request(b"")).expect("hosted");
+        let Handling::Done(handled) = host.handle(COUNTER, None, request(b""), clock.get()) else {
+            panic!("the counter runs to its end at once");
+        };
         u64::from_le_bytes(
             handled.outbox[0]
                 .content
@@ -598,12 +611,14 @@ fn instances_are_recycled_after_their_age() {
                 .expect("8 bytes"),
         )
     };
-    assert_eq!((count(&mut host), count(&mut host)), (1, 2));
-    std::thread::sleep(Duration::from_millis(40));
+    assert_eq!(count(&mut host), 1);
+    clock.set(clock.get() + 29_000_000);
+    assert_eq!(count(&mut host), 2, "29 ms old: kept");
+    clock.set(clock.get() + 1_000_000);
     assert_eq!(
         count(&mut host),
         1,
-        "an instance older than recycle_after is replaced"
+        "an instance recycle_after old is replaced"
     );
     assert_eq!(host.stats(COUNTER).expect("stats").recycled, 1);
 }
