@@ -225,6 +225,8 @@ fn counters(metrics: &ShardMetrics) -> Value {
         "redelivered": metrics.redelivered,
         "storage_failures": metrics.storage_failures,
         "expired": metrics.expired,
+        "handling_turns": metrics.handling_turns,
+        "largest_batch": metrics.largest_batch,
     })
 }
 

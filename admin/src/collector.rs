@@ -212,6 +212,8 @@ fn shard_counters(metrics: &ShardMetrics) -> ShardCounters {
         redelivered: metrics.redelivered,
         storage_failures: metrics.storage_failures,
         expired: metrics.expired,
+        handling_turns: metrics.handling_turns,
+        largest_batch: metrics.largest_batch,
     }
 }
 

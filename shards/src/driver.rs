@@ -527,6 +527,7 @@ impl ShardDriver {
             }
             handled += 1;
         }
+        core.note_handling_turn(handled);
         handled
     }
 

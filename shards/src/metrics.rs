@@ -59,6 +59,12 @@ pub struct ShardMetrics {
     pub storage_transactions: u64,
     /// Writes those transactions applied (a level).
     pub storage_writes: u64,
+    /// Turns in which the shard handled at least one message: `handled`
+    /// over this is the mean batch a turn took.
+    pub handling_turns: u64,
+    /// The most messages the shard handled in one turn (at most
+    /// `messaging.batch_size`); merged as the larger.
+    pub largest_batch: u64,
 }
 
 impl Default for ShardMetrics {
@@ -86,6 +92,8 @@ impl Default for ShardMetrics {
             expired: 0,
             storage_transactions: 0,
             storage_writes: 0,
+            handling_turns: 0,
+            largest_batch: 0,
         }
     }
 }
@@ -124,6 +132,8 @@ impl ShardMetrics {
         self.expired += other.expired;
         self.storage_transactions += other.storage_transactions;
         self.storage_writes += other.storage_writes;
+        self.handling_turns += other.handling_turns;
+        self.largest_batch = self.largest_batch.max(other.largest_batch);
     }
 
     /// Clear histograms and counters (between benchmark phases).

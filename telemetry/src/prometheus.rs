@@ -77,6 +77,10 @@ pub struct ShardCounters {
     pub storage_failures: u64,
     /// Unfinished stored messages removed by `messaging.message_ttl`.
     pub expired: u64,
+    /// Turns that handled at least one message.
+    pub handling_turns: u64,
+    /// The most messages handled in one turn (at most `messaging.batch_size`).
+    pub largest_batch: u64,
 }
 
 /// The latencies of every data shard merged, since the node started, as
@@ -179,7 +183,7 @@ fn node_gauges(out: &mut String, exposition: &Exposition<'_>) {
 /// One series per shard for each counter, labelled with the shard's index.
 fn per_shard_series(out: &mut String, shards: &[ShardCounters]) {
     type ShardField = fn(&ShardCounters) -> u64;
-    let per_shard: [(&str, &str, &str, ShardField); 13] = [
+    let per_shard: [(&str, &str, &str, ShardField); 15] = [
         (
             "caxton_shard_queue_depth",
             "gauge",
@@ -257,6 +261,18 @@ fn per_shard_series(out: &mut String, shards: &[ShardCounters]) {
             "counter",
             "Unfinished stored messages removed by messaging.message_ttl",
             |m| m.expired,
+        ),
+        (
+            "caxton_shard_handling_turns_total",
+            "counter",
+            "Turns in which the shard handled at least one message; messages handled over this is the mean batch",
+            |m| m.handling_turns,
+        ),
+        (
+            "caxton_shard_largest_batch",
+            "gauge",
+            "The most messages the shard handled in one turn since the node started (at most messaging.batch_size)",
+            |m| m.largest_batch,
         ),
     ];
     for (name, kind, help, field) in per_shard {

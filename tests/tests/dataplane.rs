@@ -753,3 +753,56 @@ fn a_batch_read_hands_over_every_answer_in_arrival_order() {
     drop(client);
     node.shutdown().expect("clean stop");
 }
+
+#[test]
+fn a_turn_handles_at_most_batch_size_messages() {
+    // 40 requests to an agent that spends 500 µs on each: they pile up in
+    // the ring while it works, and each turn takes what batch_size allows.
+    let backlog = 40u64;
+    for batch_size in [1u64, 8] {
+        let setting = format!("messaging.batch_size={batch_size}");
+        let (planned, mut node) = boot(&[&setting, "messaging.delivery_timeout=60s"]);
+        let busy = node
+            .deploy("busy", busy_agent(500_000).as_bytes(), 1, &limits(&planned))
+            .expect("deploys");
+        let mut client = node.client().expect("client");
+        node.metrics(true).expect("reset");
+        for _ in 0..backlog {
+            client
+                .send(
+                    busy,
+                    Performative::Request,
+                    Vec::new(),
+                    SendOptions::default(),
+                )
+                .expect("accepted");
+        }
+        for _ in 0..backlog {
+            let answer = client.recv(PATIENCE).expect("answered");
+            assert_eq!(answer.performative, Performative::Inform, "{answer:?}");
+        }
+        let metrics = node.metrics(false).expect("metrics");
+        let handled: u64 = metrics.iter().map(|shard| shard.handled).sum();
+        let turns: u64 = metrics.iter().map(|shard| shard.handling_turns).sum();
+        let largest = metrics
+            .iter()
+            .map(|shard| shard.largest_batch)
+            .max()
+            .unwrap_or(0);
+        assert_eq!(handled, backlog, "batch_size {batch_size}");
+        assert!(
+            (1..=batch_size).contains(&largest),
+            "batch_size {batch_size}: a turn handled {largest}"
+        );
+        if batch_size == 1 {
+            assert_eq!(turns, backlog, "one message a turn");
+        } else {
+            // The backlog went in fuller turns.
+            assert!(
+                turns < backlog && largest > 1,
+                "batch_size {batch_size}: {handled} messages in {turns} turns, at most {largest}"
+            );
+        }
+        node.shutdown().expect("clean stop");
+    }
+}

@@ -279,6 +279,15 @@ impl ShardCore {
         &mut self.metrics
     }
 
+    /// Count a turn of the driver's that handled `handled` messages (none:
+    /// not a handling turn).
+    pub fn note_handling_turn(&mut self, handled: usize) {
+        if handled > 0 {
+            self.metrics.handling_turns += 1;
+            self.metrics.largest_batch = self.metrics.largest_batch.max(handled as u64);
+        }
+    }
+
     /// Messages waiting in mailboxes or held back from their agents.
     pub fn queued(&self) -> usize {
         debug_assert_eq!(
