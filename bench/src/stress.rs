@@ -33,6 +33,10 @@ pub struct StressOptions {
     pub progress: bool,
     /// Load generator threads of every step ([`LoadOptions::generators`]).
     pub generators: Option<usize>,
+    /// An untimed run at the first step's load before each ramp, and
+    /// before each design's P99 runs, so no step pays for a cold process
+    /// (first-touched memory and code, empty pools). Zero: none.
+    pub warm_up: Duration,
 }
 
 impl StressOptions {
@@ -69,6 +73,15 @@ impl StressOptions {
         }
     }
 
+    /// The warm-up's load: the first step's rate and agents, for
+    /// `warm_up`; `None` when there is none.
+    pub fn warm_up_load(&self) -> Option<LoadOptions> {
+        (!self.warm_up.is_zero()).then(|| LoadOptions {
+            duration: self.warm_up,
+            ..self.load_at(self.rate(0))
+        })
+    }
+
     /// Refuse options that cannot make a ramp.
     pub fn check(&self) -> Result<(), BenchError> {
         let bad = |message: String| Err(BenchError::Input(message));
@@ -89,6 +102,9 @@ impl StressOptions {
                 "--ramp-up-time {:?} is under 100ms",
                 self.ramp_up_time
             ));
+        }
+        if self.warm_up > Duration::from_secs(600) {
+            return bad(format!("--warm-up {:?} is over 10 minutes", self.warm_up));
         }
         if self.pattern == Pattern::FanOut && self.max_agents < 5 {
             return bad("fan-out needs --max-agents of at least 5".into());
@@ -131,7 +147,8 @@ pub struct BreakingPoint {
     pub reason: Option<String>,
 }
 
-/// Ramp one design. `run_step(agents, load)` runs one step of it.
+/// Ramp one design. `run_step(agents, load)` runs one step of it; the
+/// warm-up, when there is one, runs first and is not a step.
 pub fn ramp(
     design: &str,
     options: &StressOptions,
@@ -148,6 +165,9 @@ pub fn ramp(
         broke_at_per_second: None,
         reason: None,
     };
+    if let Some(load) = options.warm_up_load() {
+        run_step(options.agents(0), &load)?;
+    }
     for step in 0..options.steps {
         let load = options.load_at(options.rate(step));
         let agents = options.agents(step);
@@ -270,6 +290,7 @@ mod tests {
             error_limit: 0.001,
             progress: false,
             generators: None,
+            warm_up: Duration::ZERO,
         }
     }
 
@@ -302,6 +323,32 @@ mod tests {
         assert_eq!(steps[0].agents, 13);
         assert_eq!(options().agents(7), 100);
         assert_eq!(point.agents, Some(50), "8k is step 3: 100 × 4 / 8 agents");
+    }
+
+    #[test]
+    fn a_warm_up_at_the_first_steps_load_runs_first_and_is_not_a_step() {
+        let mut options = options();
+        options.warm_up = Duration::from_millis(1500);
+        let mut calls = Vec::new();
+        let (steps, point) = ramp("planted", &options, |agents, load| {
+            calls.push((agents, load.rate, load.duration));
+            planted(agents, load)
+        })
+        .expect("ramp");
+        assert_eq!(calls[0], (13, 1000.0, Duration::from_millis(1500)));
+        assert_eq!(calls[1], (13, 1000.0, options.step_duration()));
+        assert_eq!(calls.len(), steps.len() + 1);
+        assert_eq!(steps[0].step, 0);
+        assert_eq!(point.sustained_per_second, Some(8_000.0));
+        // None without one.
+        options.warm_up = Duration::ZERO;
+        let mut runs = 0;
+        let (steps, _) = ramp("planted", &options, |agents, load| {
+            runs += 1;
+            planted(agents, load)
+        })
+        .expect("ramp");
+        assert_eq!(runs, steps.len());
     }
 
     #[test]

@@ -398,6 +398,11 @@ pub enum BenchmarkCommand {
         /// Total time of the ramp, e.g. `60s`.
         #[arg(long, default_value = "60s")]
         ramp_up_time: String,
+        /// An untimed run at the first step's load before each ramp and
+        /// before each design's P99 runs, so the first step does not pay
+        /// for a cold process; `0s`: none.
+        #[arg(long, default_value = "1s")]
+        warm_up: String,
         /// Agents at the last step.
         #[arg(long, default_value_t = 1000)]
         max_agents: usize,

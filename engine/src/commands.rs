@@ -182,6 +182,7 @@ fn benchmark_command(
         ),
         BenchmarkCommand::Stress {
             ramp_up_time,
+            warm_up,
             max_agents,
             find_breaking_point,
             pattern,
@@ -199,6 +200,7 @@ fn benchmark_command(
             selection,
             crate::loadbench::StressArgs {
                 ramp_up_time,
+                warm_up,
                 max_agents,
                 find_breaking_point,
                 start_rate,

@@ -295,6 +295,8 @@ pub fn custom(selection: &ProfileSelection, args: CustomArgs) -> Result<(), Comm
 pub struct StressArgs {
     /// `--ramp-up-time`.
     pub ramp_up_time: String,
+    /// `--warm-up`.
+    pub warm_up: String,
     /// `--max-agents`.
     pub max_agents: usize,
     /// `--find-breaking-point`.
@@ -355,6 +357,7 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
         error_limit: 0.001,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         generators,
+        warm_up: duration("--warm-up", &args.warm_up)?,
     };
     options.check().map_err(bench_error)?;
     let last = LoadOptions {
@@ -366,6 +369,14 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
     };
     check_load(&loaded.profile, args.max_agents, &last).map_err(bench_error)?;
     let machine_jitter = compare.then(|| caxton_bench::jitter::measure(JITTER_PROBE));
+    if let Some(warm_up) = options.warm_up_load() {
+        eprintln!(
+            "stress: each ramp, and each design's P99 runs, start with an untimed warm-up of {:?} at {}/s with {} agent(s) (--warm-up 0s: none)",
+            warm_up.duration,
+            warm_up.rate,
+            options.agents(0)
+        );
+    }
     let mut rounds = Vec::with_capacity(args.rounds);
     for round in 1..=args.rounds {
         if args.rounds > 1 {
@@ -499,8 +510,23 @@ fn stress_round(
     let mut latency_at_loads = Vec::new();
     if let [ours, theirs] = points.as_slice() {
         if let Some(loads) = stress::latency_loads(ours, theirs) {
-            // Caxton's runs on one node, then the baseline's.
+            // Caxton's runs on one node, then the baseline's; each design
+            // warms up first at the lowest of the loads, as its ramp did.
+            let warm_up = loads.first().and_then(|(_, rate, agents)| {
+                let load = options.warm_up_load()?;
+                Some((
+                    *agents,
+                    LoadOptions {
+                        rate: *rate,
+                        ..load
+                    },
+                ))
+            });
             let mut destination = Destination::open(loaded, target, token)?;
+            if let Some((agents, load)) = &warm_up {
+                let workload = Workload::new(pattern, *agents, None).map_err(bench_error)?;
+                destination.run(&workload, load).map_err(bench_error)?;
+            }
             let mut caxton = Vec::new();
             for (_, rate, agents) in &loads {
                 let workload = Workload::new(pattern, *agents, None).map_err(bench_error)?;
@@ -508,6 +534,10 @@ fn stress_round(
                 caxton.push(destination.run(&workload, &load).map_err(bench_error)?);
             }
             destination.close()?;
+            if let Some((agents, load)) = &warm_up {
+                let workload = Workload::new(pattern, *agents, None).map_err(bench_error)?;
+                on_baseline(&loaded.profile, &workload, shards, load).map_err(bench_error)?;
+            }
             for ((share, rate, agents), caxton) in loads.into_iter().zip(caxton) {
                 let workload = Workload::new(pattern, agents, None).map_err(bench_error)?;
                 let baseline =

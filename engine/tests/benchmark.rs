@@ -55,6 +55,8 @@ fn bad_load_input_is_refused_before_anything_starts() {
     assert!(stderr(&stress).contains("--growth"), "{}", stderr(&stress));
     let stress = engine(&["benchmark", "stress", "--max-agents", "0"]);
     assert_eq!(stress.status.code(), Some(2));
+    assert_refused(&["benchmark", "stress", "--warm-up", "soon"], "--warm-up");
+    assert_refused(&["benchmark", "stress", "--warm-up", "1h"], "--warm-up");
 }
 
 fn counts_add_up(design: &Value) {
@@ -235,6 +237,8 @@ fn small_stress_comparison(extra: &[&str], output: &std::path::Path) -> std::pro
         "1s",
         "--compare",
         "baseline",
+        "--warm-up",
+        "100ms",
         "--output",
         output.to_str().expect("utf-8"),
     ];
@@ -250,6 +254,10 @@ fn stress_rounds_repeat_the_comparison_and_report_the_medians() {
     let log = stderr(&run);
     assert!(
         log.contains("stress: round 1 of 2") && log.contains("stress: round 2 of 2"),
+        "{log}"
+    );
+    assert!(
+        log.contains("untimed warm-up of 100ms at 200/s with 1 agent(s)"),
         "{log}"
     );
     let summary: Value = serde_json::from_str(
