@@ -92,8 +92,7 @@ pub struct Message {
 /// A send's priority class as the caller gave it: a class number, or the
 /// name of one of the profile's `messaging.priority_routing.queues`,
 /// resolved by the endpoint that knows the profile.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
-#[serde(untagged)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Priority {
     /// The class number: 0 is the most urgent class.
     Number(u8),
@@ -104,6 +103,36 @@ pub enum Priority {
 impl Default for Priority {
     fn default() -> Self {
         Self::Number(0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Priority {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // By hand, for an error that says what a priority may be (serde's
+        // untagged enums only say that nothing matched).
+        struct Class;
+        impl serde::de::Visitor<'_> for Class {
+            type Value = Priority;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str(
+                    "a priority class number (0 to 255, 0 the most urgent) or a class name",
+                )
+            }
+            fn visit_u64<E: serde::de::Error>(self, number: u64) -> Result<Priority, E> {
+                u8::try_from(number)
+                    .map(Priority::Number)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(number), &self))
+            }
+            fn visit_i64<E: serde::de::Error>(self, number: i64) -> Result<Priority, E> {
+                u8::try_from(number)
+                    .map(Priority::Number)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(number), &self))
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Priority, E> {
+                Ok(Priority::Name(name.to_owned()))
+            }
+        }
+        deserializer.deserialize_any(Class)
     }
 }
 
@@ -481,6 +510,17 @@ mod tests {
             .resolve(&classes)
             .expect_err("no such class");
         assert_eq!(unknown.status().as_u16(), 400);
+        // A number out of range, or not a whole one, says what a priority is.
+        for priority in ["-1", "256", "1.5", "null"] {
+            let error = serde_json::from_str::<Priority>(priority).expect_err(priority);
+            assert!(
+                error.to_string().contains("a priority class number"),
+                "{priority}: {error}"
+            );
+            let body = format!(r#"{{"priority": {priority}}}"#);
+            let refused = message("echo".into(), body.as_bytes()).expect_err(&body);
+            assert_eq!(refused.status().as_u16(), 400, "{body}");
+        }
         for (method, path, query, body, status) in [
             (Method::PUT, "/v1/node", "", "", 405),
             (Method::GET, "/v2", "", "", 404),
