@@ -518,7 +518,7 @@ mod tests {
                 "{priority}: {error}"
             );
             let body = format!(r#"{{"priority": {priority}}}"#);
-            let refused = message("echo".into(), body.as_bytes()).expect_err(&body);
+            let refused = super::message("echo".into(), body.as_bytes()).expect_err(&body);
             assert_eq!(refused.status().as_u16(), 400, "{body}");
         }
         for (method, path, query, body, status) in [
