@@ -260,6 +260,20 @@ fn saturated_shards(
         .remedy("increase worker threads (performance tuning guide), or spread the busiest agents' instances over more shards")
         .key("runtime.worker_threads")
         .weight(busy * 100.0);
+        // Full batches say the rings held more than a turn takes: the shard
+        // is behind, not just busy.
+        let turns = delta(
+            &shard["counters"]["handling_turns"],
+            &old["counters"]["handling_turns"],
+        );
+        if turns > 0.0 {
+            let handled = delta(&shard["counters"]["handled"], &old["counters"]["handled"]);
+            finding = finding.evidence(format!(
+                "{handled:.0} messages in {turns:.0} turns: {:.1} a turn, at most {} since start (messaging.batch_size bounds a turn)",
+                handled / turns,
+                shard["counters"]["largest_batch"].as_u64().unwrap_or(0)
+            ));
+        }
         if let Some(top) = agents.iter().max_by(|a, b| a.busy_ns.total_cmp(&b.busy_ns)) {
             if total_busy > 0.0 {
                 finding = finding.evidence(format!(
@@ -491,7 +505,8 @@ mod tests {
                 "uptime_seconds": 60.0,
                 "counters": all,
                 "shards": busy.iter().enumerate().map(|(index, busy)| json!({
-                    "shard": index, "handler_busy_ns": busy, "routed_local": 0, "routed_cross": 10
+                    "shard": index, "handler_busy_ns": busy, "routed_local": 0, "routed_cross": 10,
+                    "counters": { "handled": handled, "handling_turns": handled / 8, "largest_batch": 8 }
                 })).collect::<Vec<_>>(),
             }),
             agents: json!({ "agents": agents }),
@@ -547,6 +562,19 @@ mod tests {
         assert_eq!(basis, Basis::SinceStart(60.0));
         let checks: Vec<_> = findings.iter().map(|finding| finding.check).collect();
         assert!(checks.contains(&"saturated-shard"), "{checks:?}");
+        // With how full its turns were.
+        let saturated = findings
+            .iter()
+            .find(|finding| finding.check == "saturated-shard")
+            .expect("found");
+        assert!(
+            saturated
+                .evidence
+                .iter()
+                .any(|line| line.starts_with("100 messages in 12 turns: 8.3 a turn, at most 8")),
+            "{:?}",
+            saturated.evidence
+        );
         assert!(checks.contains(&"queue-growing"), "{checks:?}");
         let (memory, _) = diagnose(Symptom::Memory, &after, &after, 5.0);
         assert!(memory.iter().any(|finding| finding.check == "agent-memory"));
