@@ -128,6 +128,10 @@ pub struct MemberView {
     pub traffic: PeerTraffic,
     /// Times this node saw it declared down (a member that flaps shows it).
     pub downs: u32,
+    /// Times this node suspected it (missed its probe and the indirect
+    /// ones): a member that left gracefully was never suspected for it.
+    #[serde(default)]
+    pub suspicions: u32,
 }
 
 /// Frames and bytes exchanged with one member.
@@ -403,6 +407,8 @@ pub struct Membership {
     next_join: Option<Duration>,
     joined_since_us: u64,
     downs: FxHashMap<SocketAddr, u32>,
+    /// Suspicions this node raised, per member.
+    suspicions: FxHashMap<SocketAddr, u32>,
     open_suspicions: FxHashSet<SocketAddr>,
     /// The generation last timed per address, so an arrival is timed once.
     timed: FxHashMap<SocketAddr, u64>,
@@ -465,6 +471,7 @@ impl Membership {
             next_join: None,
             joined_since_us: now.unix_us,
             downs: FxHashMap::default(),
+            suspicions: FxHashMap::default(),
             open_suspicions: FxHashSet::default(),
             timed: FxHashMap::default(),
             dead: Vec::new(),
@@ -1132,6 +1139,7 @@ impl Membership {
                     .map(|peer| peer.traffic)
                     .unwrap_or_default(),
                 downs: self.downs.get(&member.id().addr).copied().unwrap_or(0),
+                suspicions: self.suspicions.get(&member.id().addr).copied().unwrap_or(0),
             })
             .collect();
         members.sort_by(|a, b| a.name.cmp(&b.name).then(a.addr.cmp(&b.addr)));
@@ -1230,6 +1238,7 @@ impl Membership {
             // suspicion is counted once, until its first timer ends.
             if self.open_suspicions.insert(suspect.addr) {
                 self.counters.suspicions_raised += 1;
+                *self.suspicions.entry(suspect.addr).or_default() += 1;
                 self.events.push(MembershipEvent::Suspected(suspect));
             }
         }
