@@ -945,8 +945,21 @@ fn gossip_work(
 }
 
 /// Say which keys the profile writes wait for something this run lacks: the
-/// cluster's without a cluster, the storage's without persistence.
+/// cluster's without a cluster, the storage's without persistence, and the
+/// other transport's (from a built-in profile; the loader refuses them
+/// written anywhere else).
 fn warn_about_idle_keys(loaded: &LoadedProfile) {
+    let other_transport = caxton_profiles::idle_transport_keys(&loaded.profile);
+    if !other_transport.is_empty() {
+        let kind = match loaded.profile.transport.kind {
+            caxton_profiles::TransportKind::Quic => "quic",
+            caxton_profiles::TransportKind::Tcp => "tcp",
+        };
+        info!(
+            "transport.type is {kind}: these keys belong to the other transport and change nothing: {}",
+            other_transport.join(", ")
+        );
+    }
     if loaded.profile.coordination.cluster.listen_address.is_none() {
         let idle: Vec<&str> = loaded
             .written_keys()

@@ -323,3 +323,34 @@ fn storage_keys_without_persistence_are_reported_at_boot() {
         running.seen
     );
 }
+
+#[test]
+fn a_built_in_profiles_tuning_of_the_other_transport_is_reported_at_boot() {
+    // low-latency tunes QUIC; a later layer picks TCP.
+    let running = start_engine(&[
+        "--profile",
+        "low-latency",
+        "--set",
+        "transport.type=tcp",
+        "--set",
+        "runtime.worker_threads=1",
+    ]);
+    let line = running
+        .seen
+        .lines()
+        .find(|line| line.contains("belong to the other transport"))
+        .unwrap_or_else(|| panic!("no notice in {}", running.seen));
+    assert!(
+        line.contains("transport.type is tcp")
+            && line.contains("transport.quic.keep_alive_interval"),
+        "{line}"
+    );
+    // Written by the user, the same is refused.
+    let refused = engine(&["--set", "transport.tcp.nodelay=false", "profiles", "show"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("transport.tcp.nodelay applies to the TCP transport only"),
+        "{}",
+        stderr(&refused)
+    );
+}

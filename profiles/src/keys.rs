@@ -1,8 +1,9 @@
 //! Which part of the engine reads each profile key (`engine profiles keys`).
 //!
 //! Every key of the schema has a reader; a test walks the schema to keep it
-//! so. A key that cannot act with the rest of a profile is refused by the
-//! validator instead, so none is accepted and ignored.
+//! so. Keys that act only with others (a cluster, persistence, the chosen
+//! transport) are named at boot when they wait, or refused by the loader
+//! (the other transport's keys, written by the user).
 
 /// Key-path prefixes and the part of the engine that reads them; the first
 /// matching prefix wins.

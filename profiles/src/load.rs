@@ -18,6 +18,9 @@ use crate::error::{ProfileError, ProfileErrorKind, SourceLocation};
 use crate::schema::Profile;
 use crate::validate::{validate, Violation};
 
+/// How a built-in profile's layer is named as a source.
+const BUILTIN_SOURCE: &str = "built-in profile ";
+
 /// The upper bound on a profile file's size: a profile is configuration, and a
 /// file larger than this is a mistake (a wrong path), not a profile.
 pub const PROFILE_FILE_BYTES_MAX: u64 = 1 << 20;
@@ -133,10 +136,49 @@ pub fn load(profiles: &[String], overrides: &[String]) -> Result<LoadedProfile, 
         layers,
         locations,
     };
-    match validate(&loaded.profile).into_iter().next() {
+    if let Some(violation) = validate(&loaded.profile).into_iter().next() {
+        return Err(loaded.reject(ProfileErrorKind::Contradiction, violation));
+    }
+    match other_transports_keys_written(&loaded) {
         Some(violation) => Err(loaded.reject(ProfileErrorKind::Contradiction, violation)),
         None => Ok(loaded),
     }
+}
+
+/// The other transport's keys that a profile file or `--set` wrote: they
+/// would change nothing, so the profile is refused with every one named.
+/// A built-in profile's tuning of the other transport (`low-latency` tunes
+/// QUIC) is let through when a later layer picks TCP; the engine names
+/// those keys at boot.
+fn other_transports_keys_written(loaded: &LoadedProfile) -> Option<Violation> {
+    let written: Vec<String> = crate::validate::idle_transport_keys(&loaded.profile)
+        .into_iter()
+        .filter(|key| {
+            loaded
+                .location_of(key)
+                .is_some_and(|location| !location.source.starts_with(BUILTIN_SOURCE))
+        })
+        .collect();
+    let first = written.first()?.clone();
+    let (this, other, hint) = match loaded.profile.transport.kind {
+        crate::schema::TransportKind::Quic => (
+            "QUIC",
+            "TCP",
+            "set `transport.type: tcp` to use them, or remove them",
+        ),
+        crate::schema::TransportKind::Tcp => {
+            ("TCP", "QUIC", "remove them, or use `transport.type: quic`")
+        }
+    };
+    Some(Violation {
+        key: first,
+        message: format!(
+            "{} appl{} to the {other} transport only, and this profile uses {this}",
+            written.join(", "),
+            if written.len() == 1 { "ies" } else { "y" }
+        ),
+        hint: Some(hint.to_owned()),
+    })
 }
 
 fn nearest_location(
@@ -155,7 +197,7 @@ fn nearest_location(
 /// Find the text of `spec`: a built-in name or a file path.
 fn resolve_source(spec: &str) -> Result<(String, String), ProfileError> {
     if let Some(text) = builtin::get(spec) {
-        return Ok((format!("built-in profile {spec}"), text.to_owned()));
+        return Ok((format!("{BUILTIN_SOURCE}{spec}"), text.to_owned()));
     }
     let path = Path::new(spec);
     let looks_like_path =

@@ -510,39 +510,6 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
             "TCP carries remote messages on one connection per peer; remove the pool's keys or use `transport.type: quic`",
         );
     }
-    // Each transport reads its own block only: the other's keys would be
-    // accepted and change nothing.
-    match transport.kind {
-        crate::schema::TransportKind::Quic => {
-            if let Some(key) = first_changed(
-                "transport.tcp",
-                &transport.tcp,
-                &crate::schema::TcpConfig::default(),
-                &[],
-            ) {
-                fail(
-                    &key,
-                    "applies to the TCP transport only, and this profile uses QUIC".into(),
-                    "set `transport.type: tcp` to use the TCP settings, or remove them",
-                );
-            }
-        }
-        crate::schema::TransportKind::Tcp => {
-            // The datagram size also bounds SWIM's packets, on either transport.
-            if let Some(key) = first_changed(
-                "transport.quic",
-                &transport.quic,
-                &crate::schema::QuicConfig::default(),
-                &["max_datagram_size"],
-            ) {
-                fail(
-                    &key,
-                    "applies to the QUIC transport only, and this profile uses TCP".into(),
-                    "remove it, or use `transport.type: quic`",
-                );
-            }
-        }
-    }
     if pool.pre_warm && pool.warm_connections > pool.max_connections_per_node {
         fail(
             "transport.connection_pool.warm_connections",
@@ -824,25 +791,46 @@ fn check_cluster_addresses(profile: &Profile, fail: &mut impl FnMut(&str, String
     }
 }
 
-/// A key under `prefix` whose value in `value` differs from `default` (the
-/// first in alphabetical order), leaving out the fields `except` names;
-/// `None` when they agree.
-fn first_changed<T: serde::Serialize>(
+/// The keys of the transport this profile does not use that differ from
+/// their defaults: each transport reads its own block only, so these change
+/// nothing. The QUIC datagram size is not among them: it bounds SWIM's
+/// packets on either transport.
+pub fn idle_transport_keys(profile: &Profile) -> Vec<String> {
+    let transport = &profile.transport;
+    match transport.kind {
+        crate::schema::TransportKind::Quic => changed_keys(
+            "transport.tcp",
+            &transport.tcp,
+            &crate::schema::TcpConfig::default(),
+            &[],
+        ),
+        crate::schema::TransportKind::Tcp => changed_keys(
+            "transport.quic",
+            &transport.quic,
+            &crate::schema::QuicConfig::default(),
+            &["max_datagram_size"],
+        ),
+    }
+}
+
+/// The keys under `prefix` whose values in `value` differ from `default`,
+/// in alphabetical order, leaving out the fields `except` names.
+fn changed_keys<T: serde::Serialize>(
     prefix: &str,
     value: &T,
     default: &T,
     except: &[&str],
-) -> Option<String> {
-    let value = serde_json::to_value(value).ok()?;
-    let default = serde_json::to_value(default).ok()?;
-    let (serde_json::Value::Object(value), serde_json::Value::Object(default)) = (value, default)
+) -> Vec<String> {
+    let (Ok(serde_json::Value::Object(value)), Ok(serde_json::Value::Object(default))) =
+        (serde_json::to_value(value), serde_json::to_value(default))
     else {
-        return None;
+        return Vec::new();
     };
     value
         .iter()
-        .find(|(field, setting)| {
+        .filter(|(field, setting)| {
             !except.contains(&field.as_str()) && default.get(field.as_str()) != Some(setting)
         })
         .map(|(field, _)| format!("{prefix}.{field}"))
+        .collect()
 }

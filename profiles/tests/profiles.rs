@@ -430,14 +430,35 @@ fn one_transports_settings_are_refused_on_the_other_by_key() {
         Some("transport.quic.congestion_control"),
         "{error}"
     );
-    // A built-in profile that tunes QUIC cannot be switched to TCP unnoticed.
-    let error = load(&["low-latency".into()], &["transport.type=tcp".into()])
-        .expect_err("low-latency's QUIC settings on TCP");
+    // Every such key is named at once.
+    let error = refused(&["transport.tcp.nodelay=false", "transport.tcp.linger=5"]);
     assert!(
-        error
-            .key
-            .as_deref()
-            .is_some_and(|key| key.starts_with("transport.quic.")),
+        error.to_string().contains(
+            "transport.tcp.linger, transport.tcp.nodelay apply to the TCP transport only"
+        ),
+        "{error}"
+    );
+    // A built-in profile's QUIC tuning (low-latency's) is let through when a
+    // later layer picks TCP: the user did not write it, and the engine names
+    // it at boot. What the user writes is still refused.
+    let tcp =
+        load(&["low-latency".into()], &["transport.type=tcp".into()]).expect("low-latency on TCP");
+    let idle = caxton_profiles::idle_transport_keys(&tcp.profile);
+    assert!(
+        idle.contains(&"transport.quic.keep_alive_interval".to_owned()),
+        "{idle:?}"
+    );
+    let error = load(
+        &["low-latency".into()],
+        &[
+            "transport.type=tcp".into(),
+            "transport.quic.enable_0rtt=true".into(),
+        ],
+    )
+    .expect_err("a QUIC key written on TCP");
+    assert_eq!(
+        error.key.as_deref(),
+        Some("transport.quic.enable_0rtt"),
         "{error}"
     );
     // Each transport with its own settings loads, and the datagram size
