@@ -233,8 +233,12 @@ pub fn send(
     } = message;
     // A number is a class number; anything else names a class, which the
     // node resolves against its own profile.
-    let priority = match priority.parse::<u8>() {
-        Ok(number) => serde_json::json!(number),
+    let priority = match priority.parse::<i64>() {
+        Ok(number) => serde_json::json!(u8::try_from(number).map_err(|_| {
+            CommandError::BadInput(format!(
+                "--priority {number}: a class number is 0 (the most urgent) to 255"
+            ))
+        })?),
         Err(_) => serde_json::json!(priority),
     };
     let timeout: caxton_profiles::HumanDuration = timeout

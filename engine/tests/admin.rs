@@ -549,6 +549,13 @@ fn the_command_line_wrappers_drive_a_running_engine() {
         "{}",
         stderr(&unnamed)
     );
+    let out_of_range = engine(&["send", "echo", "x", "--priority", "300", "--admin", &admin]);
+    assert_eq!(out_of_range.status.code(), Some(2));
+    assert!(
+        stderr(&out_of_range).contains("--priority 300: a class number is 0"),
+        "{}",
+        stderr(&out_of_range)
+    );
     let missing = engine(&["agents", "deploy", "/nonexistent.wat", "--admin", &admin]);
     assert_eq!(missing.status.code(), Some(2));
 

@@ -696,7 +696,7 @@ fn a_send_through_one_node_reaches_an_agent_on_another() {
 }
 
 #[test]
-fn a_request_waiting_on_a_node_that_dies_is_answered_at_once() {
+fn a_request_waiting_on_a_node_that_dies_is_answered_for_its_loss() {
     let (_certs, a, c) = two_nodes(&[]);
     let looping = format!("{}/../examples/agents/loop.wat", env!("CARGO_MANIFEST_DIR"));
     let c_admin = c.admin_address().to_string();

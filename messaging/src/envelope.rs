@@ -142,7 +142,8 @@ impl Address {
 }
 
 /// Which priority class a message travels in: an index into
-/// `messaging.priority_routing.queues`, 0 the most urgent.
+/// `messaging.priority_routing.queues` ranked by their `priority`, 0 the
+/// most urgent; a number past the last class is the last class.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
 )]

@@ -480,7 +480,7 @@ pub struct ClusterConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advertise_address: Option<String>,
     /// This node's name in the cluster, unique among its members (not in the
-    /// seed). Defaults to the host name and the cluster port, `host-7946`.
+    /// performance tuning guide). Defaults to the host name and the cluster port, `host-7946`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
     /// Nodes to join at start, `HOST:PORT` each (not in the performance tuning guide); `--join` adds to them.

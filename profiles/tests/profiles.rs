@@ -33,7 +33,7 @@ fn every_builtin_loads_and_round_trips() {
 }
 
 #[test]
-fn builtins_carry_the_seed_values() {
+fn builtins_carry_the_guides_values() {
     let low = load(&["low-latency".into()], &[])
         .expect("low-latency")
         .profile;
@@ -110,7 +110,7 @@ fn builtins_carry_the_seed_values() {
 }
 
 #[test]
-fn the_seed_block_forms_load() {
+fn the_guides_block_forms_load() {
     let loaded = load_text(
         "runtime:\n  cpu_affinity:\n    enabled: true\n    strategy: numa_aware\n    pinned_agents:\n      - agent_id: router\n        cpu_cores: [0, 1]\n  numa:\n    enabled: true\n    memory_policy: local_alloc\n    cpu_bind: true\n    interleave_memory: false\n\
          messaging:\n  priority_routing:\n    enabled: true\n    queues:\n      - name: critical\n        priority: 0\n        max_latency: 10ms\n\

@@ -73,7 +73,7 @@ pub enum PersistError {
 /// Optional fields of a send.
 #[derive(Clone, Copy, Debug)]
 pub struct SendOptions {
-    /// Priority class (index into `messaging.priority_routing.queues`).
+    /// Priority class (see [`PriorityClass`]).
     pub priority: PriorityClass,
     /// Give up (answer `failure`) after this long.
     pub deadline: Option<Duration>,
