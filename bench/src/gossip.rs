@@ -185,7 +185,7 @@ pub fn render(summary: &GossipSummary) -> String {
     );
     let goal = s.dissemination_goal_seconds;
     out.push_str(&format!(
-        "dissemination (arrival → every live node): {} arrivals, P50 {:.3}s, P99 {:.3}s, max {:.3}s; goal P99 ≤ {goal:.1}s at this size {}, seed 5s {}{}\n",
+        "dissemination (arrival → every live node): {} arrivals, P50 {:.3}s, P99 {:.3}s, max {:.3}s; goal P99 ≤ {goal:.1}s at this size {}, guide 5s {}{}\n",
         s.dissemination.count,
         s.dissemination.p50,
         s.dissemination.p99,

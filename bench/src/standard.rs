@@ -734,8 +734,8 @@ pub fn write_histograms(
 /// The name the Rust SDK's echo is deployed under by `rust_echo`.
 const RUST_ECHO: &str = "bench-echo-rust";
 
-/// Goals: (scenario, seed P50 ns, seed P99 ns, our P50 goal ns, our P99 goal ns).
-/// Gossip convergence: the seed gives only a P99 (5 s); ours is 0.5 s at 16 nodes.
+/// Goals: (scenario, the guide's P50 ns and P99 ns, our P50 goal ns, our P99 goal ns).
+/// Gossip convergence: the performance tuning guide gives only a P99 (5 s); ours is 0.5 s at 16 nodes.
 /// The Rust SDK's echo has the WAT echo's processing goal; its start-up
 /// goal is relative (see `rust_sdk_verdict`).
 pub const GOALS: [(&str, u64, u64, u64, u64); 7] = [
@@ -781,17 +781,17 @@ pub fn render_table(summary: &Summary) -> String {
     );
     out.push_str(&format!(
         "{:<26} {:>9} {:>11} {:>11} {:>11} {:>13}  {:<22} {}\n",
-        "scenario", "count", "p50", "p99", "p99.9", "per second", "seed p50/p99", "goal p50/p99"
+        "scenario", "count", "p50", "p99", "p99.9", "per second", "guide p50/p99", "goal p50/p99"
     ));
     for scenario in &summary.scenarios {
         let goal = GOALS.iter().find(|(name, ..)| *name == scenario.name);
-        let (seed, ours) = match goal {
-            Some((_, seed_p50, seed_p99, goal_p50, goal_p99)) => (
+        let (guide, ours) = match goal {
+            Some((_, guide_p50, guide_p99, goal_p50, goal_p99)) => (
                 format!(
                     "{}/{} {}",
-                    micros(*seed_p50),
-                    micros(*seed_p99),
-                    verdict(scenario, *seed_p50, *seed_p99)
+                    micros(*guide_p50),
+                    micros(*guide_p99),
+                    verdict(scenario, *guide_p50, *guide_p99)
                 ),
                 format!(
                     "{}/{} {}",
@@ -839,13 +839,13 @@ pub fn render_table(summary: &Summary) -> String {
             micros(scenario.p99_ns),
             micros(scenario.p999_ns),
             scenario.per_second,
-            seed,
+            guide,
             ours
         ));
     }
     if let Some(density) = &summary.agent_density {
         out.push_str(&format!(
-            "agent_density: {} idle agents, {} KiB resident each (goal <= 128 KiB, seed ~2 MB) {}\n",
+            "agent_density: {} idle agents, {} KiB resident each (goal <= 128 KiB, guide ~2 MB) {}\n",
             density.agents,
             density.bytes_per_agent / 1024,
             if density.bytes_per_agent <= 128 * 1024 { "met" } else { "MISSED" }
