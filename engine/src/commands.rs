@@ -993,6 +993,19 @@ fn warn_about_idle_keys(loaded: &LoadedProfile) {
             );
         }
     }
+    // Keys that act only beside another that is off.
+    let profile = &loaded.profile;
+    let written = |key: &str| loaded.written_keys().any(|written| written == key);
+    if !profile.runtime.wasm.stack_pooling && written("runtime.time_slice") {
+        warn!("runtime.time_slice waits for runtime.wasm.stack_pooling: without pooled stacks a handler cannot yield, and runs to its end");
+    }
+    if !profile.messaging.priority_routing.enabled
+        && loaded
+            .written_keys()
+            .any(|key| key.starts_with("messaging.priority_routing.queues"))
+    {
+        warn!("messaging.priority_routing.queues wait for messaging.priority_routing.enabled: every message shares one first-in, first-out class");
+    }
 }
 
 /// With persistence, redeploy the stored agents and (with `redeliver_now`;

@@ -325,6 +325,44 @@ fn storage_keys_without_persistence_are_reported_at_boot() {
 }
 
 #[test]
+fn keys_that_wait_for_another_key_are_reported_at_boot() {
+    let running = start_engine(&[
+        "--set",
+        "runtime.worker_threads=1",
+        "--set",
+        "runtime.wasm.stack_pooling=false",
+        "--set",
+        "runtime.time_slice=1ms",
+        "--set",
+        "messaging.priority_routing.queues=[{name: only, priority: 0, max_latency: 1s}]",
+        // A block that names the section turns it on unless it says otherwise.
+        "--set",
+        "messaging.priority_routing.enabled=false",
+    ]);
+    for notice in [
+        "runtime.time_slice waits for runtime.wasm.stack_pooling",
+        "messaging.priority_routing.queues wait for messaging.priority_routing.enabled",
+    ] {
+        assert!(running.seen.contains(notice), "{notice}: {}", running.seen);
+    }
+    // With the keys they wait for on, nothing is said.
+    let running = start_engine(&[
+        "--set",
+        "runtime.worker_threads=1",
+        "--set",
+        "runtime.time_slice=1ms",
+        "--set",
+        "messaging.priority_routing.enabled=true",
+    ]);
+    assert!(!running.seen.contains(" waits for "), "{}", running.seen);
+    assert!(
+        !running.seen.contains(" wait for messaging"),
+        "{}",
+        running.seen
+    );
+}
+
+#[test]
 fn a_built_in_profiles_tuning_of_the_other_transport_is_reported_at_boot() {
     // low-latency tunes QUIC; a later layer picks TCP.
     let running = start_engine(&[
