@@ -371,7 +371,7 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
     let machine_jitter = compare.then(|| caxton_bench::jitter::measure(JITTER_PROBE));
     if let Some(warm_up) = options.warm_up_load() {
         eprintln!(
-            "stress: each ramp, and each design's P99 runs, start with an untimed warm-up of {:?} at {}/s with {} agent(s) (--warm-up 0s: none)",
+            "stress: an untimed warm-up of {:?} at {}/s with {} agent(s) comes before each ramp, and before each design's P99 runs when comparing (--warm-up 0s: none)",
             warm_up.duration,
             warm_up.rate,
             options.agents(0)
