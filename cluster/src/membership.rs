@@ -128,8 +128,9 @@ pub struct MemberView {
     pub traffic: PeerTraffic,
     /// Times this node saw it declared down (a member that flaps shows it).
     pub downs: u32,
-    /// Times this node suspected it (missed its probe and the indirect
-    /// ones): a member that left gracefully was never suspected for it.
+    /// Times this node saw it become suspect (its own probes went
+    /// unanswered, or another member's did and said so): a member that
+    /// left gracefully was never suspected for it.
     #[serde(default)]
     pub suspicions: u32,
 }
@@ -407,7 +408,7 @@ pub struct Membership {
     next_join: Option<Duration>,
     joined_since_us: u64,
     downs: FxHashMap<SocketAddr, u32>,
-    /// Suspicions this node raised, per member.
+    /// Suspicions this node saw begin, per member.
     suspicions: FxHashMap<SocketAddr, u32>,
     open_suspicions: FxHashSet<SocketAddr>,
     /// The generation last timed per address, so an arrival is timed once.
