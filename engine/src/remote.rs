@@ -466,8 +466,8 @@ fn analyze_gossip(
     let seconds = window.as_secs_f64();
     let rate = |after: u64, before: u64| after.saturating_sub(before) as f64 / seconds;
     let mut table = format!(
-        "{:<24} {:<8} {:>10} {:>10} {:>10} {:>10} {:>6}\n",
-        "MEMBER", "STATE", "FRAMES IN/s", "OUT/s", "B IN/s", "B OUT/s", "DOWNS"
+        "{:<24} {:<8} {:>10} {:>10} {:>10} {:>10} {:>6} {:>9}\n",
+        "MEMBER", "STATE", "FRAMES IN/s", "OUT/s", "B IN/s", "B OUT/s", "DOWNS", "SUSPECTED"
     );
     let mut flapping = Vec::new();
     for member in &second.members {
@@ -478,14 +478,15 @@ fn analyze_gossip(
             .map(|old| old.traffic)
             .unwrap_or_default();
         table.push_str(&format!(
-            "{:<24} {:<8} {:>10.1} {:>10.1} {:>10.0} {:>10.0} {:>6}\n",
+            "{:<24} {:<8} {:>10.1} {:>10.1} {:>10.0} {:>10.0} {:>6} {:>9}\n",
             member.name,
             format!("{:?}", member.state).to_lowercase(),
             rate(member.traffic.frames_in, before.frames_in),
             rate(member.traffic.frames_out, before.frames_out),
             rate(member.traffic.bytes_in, before.bytes_in),
             rate(member.traffic.bytes_out, before.bytes_out),
-            member.downs
+            member.downs,
+            member.suspicions
         ));
         if member.downs >= 2 {
             flapping.push(member.name.clone());

@@ -419,6 +419,8 @@ fn analyze_gossip_watches_a_running_node_and_advises() {
     assert!(analyzed.status.success(), "{}", common::stderr(&analyzed));
     let text = stdout(&analyzed);
     assert!(text.contains("MEMBER") && text.contains("\nb "), "{text}");
+    // Per member: how often this node saw it declared down and suspected.
+    assert!(text.contains("DOWNS SUSPECTED"), "{text}");
     assert!(text.contains("advice:\n- "), "{text}");
     assert!(text.contains("no gossip storm"), "{text}");
     drop(b);
