@@ -561,6 +561,9 @@ async fn send(context: &Context, message: Message) -> Answer {
         // Whatever this client still holds answers earlier calls that stopped waiting.
         client.discard_unclaimed();
         let started = Instant::now();
+        // Name to id through the published directory (a read lock and an
+        // `Arc` clone): fine for one HTTP request, which costs far more; a
+        // shard never takes that lock, it routes on the snapshot it holds.
         let sent = match client.resolve(&name) {
             Err(failure) => Err(send_error(&name, failure)),
             Ok(agent) if persistent => client
