@@ -59,8 +59,9 @@ pub struct ShardMetrics {
     pub storage_transactions: u64,
     /// Writes those transactions applied (a level).
     pub storage_writes: u64,
-    /// Turns in which the shard handled at least one message: `handled`
-    /// over this is the mean batch a turn took.
+    /// Turns in which the shard started at least one handler: `handled`
+    /// over this is about the mean batch a turn took (a handler that yields
+    /// its time slice counts as handled when it ends, in a later turn).
     pub handling_turns: u64,
     /// The most messages the shard handled in one turn (at most
     /// `messaging.batch_size`); merged as the larger.

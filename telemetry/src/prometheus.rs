@@ -265,7 +265,7 @@ fn per_shard_series(out: &mut String, shards: &[ShardCounters]) {
         (
             "caxton_shard_handling_turns_total",
             "counter",
-            "Turns in which the shard handled at least one message; messages handled over this is the mean batch",
+            "Turns in which the shard started at least one handler; messages handled over this is about the mean batch",
             |m| m.handling_turns,
         ),
         (
