@@ -997,7 +997,7 @@ fn warn_about_idle_keys(loaded: &LoadedProfile) {
     let profile = &loaded.profile;
     let written = |key: &str| loaded.written_keys().any(|written| written == key);
     if !profile.runtime.wasm.stack_pooling && written("runtime.time_slice") {
-        warn!("runtime.time_slice waits for runtime.wasm.stack_pooling: without pooled stacks a handler cannot yield, and runs to its end");
+        warn!("runtime.time_slice: without runtime.wasm.stack_pooling a handler cannot yield at a slice's end and runs to its end; the slice still sets how often max_execution_time is checked");
     }
     if !profile.messaging.priority_routing.enabled
         && loaded

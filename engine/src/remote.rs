@@ -233,13 +233,20 @@ pub fn send(
     } = message;
     // A number is a class number; anything else names a class, which the
     // node resolves against its own profile.
-    let priority = match priority.parse::<i64>() {
-        Ok(number) => serde_json::json!(u8::try_from(number).map_err(|_| {
+    let looks_numeric = priority
+        .strip_prefix('-')
+        .unwrap_or(priority)
+        .chars()
+        .all(|c| c.is_ascii_digit())
+        && !priority.is_empty();
+    let priority = if looks_numeric {
+        serde_json::json!(priority.parse::<u8>().map_err(|_| {
             CommandError::BadInput(format!(
-                "--priority {number}: a class number is 0 (the most urgent) to 255"
+                "--priority {priority}: a class number is 0 (the most urgent) to 255"
             ))
-        })?),
-        Err(_) => serde_json::json!(priority),
+        })?)
+    } else {
+        serde_json::json!(priority)
     };
     let timeout: caxton_profiles::HumanDuration = timeout
         .parse()
@@ -517,7 +524,7 @@ fn analyze_gossip(
     };
     let advice = caxton_bench::gossip::advise(&facts);
     emit(&format!(
-        "node {} ({} members alive, {} suspect, {} down), over {}:\n{}\nthis node: {:.1} frames/s and {:.0} B/s out; suspicions raised {}, refuted {}; members declared down {}; rejoins {}; convergence {}\nadvice:\n{}\n",
+        "node {} ({} members alive, {} suspect, {} down), over {}:\n{}\n(rates over the window; DOWNS and SUSPECTED since this node started)\nthis node: {:.1} frames/s and {:.0} B/s out; suspicions raised {}, refuted {}; members declared down {}; rejoins {}; convergence {}\nadvice:\n{}\n",
         second.node.name,
         second.counts.alive,
         second.counts.suspect,

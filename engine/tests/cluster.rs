@@ -421,6 +421,10 @@ fn analyze_gossip_watches_a_running_node_and_advises() {
     assert!(text.contains("MEMBER") && text.contains("\nb "), "{text}");
     // Per member: how often this node saw it declared down and suspected.
     assert!(text.contains("DOWNS SUSPECTED"), "{text}");
+    assert!(
+        text.contains("DOWNS and SUSPECTED since this node started"),
+        "{text}"
+    );
     assert!(text.contains("advice:\n- "), "{text}");
     assert!(text.contains("no gossip storm"), "{text}");
     drop(b);

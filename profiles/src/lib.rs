@@ -28,4 +28,7 @@ pub use load::{load, profile_to_yaml, LoadedProfile, PROFILE_FILE_BYTES_MAX};
 pub use names::{check_agent_name, AGENT_NAME_BYTES_MAX};
 pub use schema::*;
 pub use units::{ByteSize, CpuShares, HumanDuration};
-pub use validate::{idle_transport_keys, validate, Violation, TIME_SLICE_MIN, WORKER_THREADS_MAX};
+pub use validate::{
+    idle_transport_keys, validate, without_idle_transport_keys, Violation, TIME_SLICE_MIN,
+    WORKER_THREADS_MAX,
+};

@@ -71,9 +71,12 @@ impl LoadedProfile {
             .into_iter()
     }
 
-    /// The effective profile as YAML that loads back to the same profile.
+    /// The effective profile as YAML that loads back to a profile that
+    /// behaves the same. The other transport's keys (a built-in profile's
+    /// QUIC tuning under `transport.type: tcp`) are left at their defaults:
+    /// they change nothing, and written in a file they would be refused.
     pub fn to_yaml(&self) -> String {
-        profile_to_yaml(&self.profile)
+        profile_to_yaml(&crate::validate::without_idle_transport_keys(&self.profile))
     }
 }
 
@@ -136,10 +139,12 @@ pub fn load(profiles: &[String], overrides: &[String]) -> Result<LoadedProfile, 
         layers,
         locations,
     };
-    if let Some(violation) = validate(&loaded.profile).into_iter().next() {
+    // The other transport's keys first: the rules between keys of one
+    // transport would otherwise name a key of it that changes nothing.
+    if let Some(violation) = other_transports_keys_written(&loaded) {
         return Err(loaded.reject(ProfileErrorKind::Contradiction, violation));
     }
-    match other_transports_keys_written(&loaded) {
+    match validate(&loaded.profile).into_iter().next() {
         Some(violation) => Err(loaded.reject(ProfileErrorKind::Contradiction, violation)),
         None => Ok(loaded),
     }
@@ -605,18 +610,35 @@ fn parse_override(assignment: &str) -> Result<Layer, ProfileError> {
     }
     let value: Value =
         serde_saphyr::from_str(raw_value).unwrap_or_else(|_| Value::String(raw_value.to_owned()));
-    let mut tree = Value::Object(Map::new());
-    insert_path(&mut tree, key, value);
     let location = SourceLocation {
         source: format!("--set {assignment}"),
         line: None,
         column: None,
     };
+    // The key and every key inside a mapping value: each of them is now
+    // this override's, not whichever earlier layer wrote it.
     let mut locations = BTreeMap::new();
-    locations.insert(key.to_owned(), location);
+    locate_value(key, &value, &location, &mut locations);
+    let mut tree = Value::Object(Map::new());
+    insert_path(&mut tree, key, value);
     let mut layer = Layer { tree, locations };
     fold_aliases(&mut layer)?;
     Ok(layer)
+}
+
+/// Record `location` for `key` and for every key under it in `value`.
+fn locate_value(
+    key: &str,
+    value: &Value,
+    location: &SourceLocation,
+    locations: &mut BTreeMap<String, SourceLocation>,
+) {
+    locations.insert(key.to_owned(), location.clone());
+    if let Value::Object(fields) = value {
+        for (field, inner) in fields {
+            locate_value(&format!("{key}.{field}"), inner, location, locations);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -371,86 +371,94 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
     check_cluster_addresses(profile, &mut fail);
 
     let transport = &profile.transport;
-    let quic = &transport.quic;
-    if !quic.keep_alive_interval.get().is_zero() && quic.keep_alive_interval >= quic.idle_timeout {
-        fail(
-            "transport.quic.keep_alive_interval",
-            format!(
-                "{} is not below idle_timeout ({}): connections would close before a keep-alive is sent",
-                quic.keep_alive_interval, quic.idle_timeout
-            ),
-            "lower keep_alive_interval below idle_timeout, or set it to 0 to let idle connections close",
-        );
-    }
-    if quic.idle_timeout.get().is_zero() {
-        fail(
-            "transport.quic.idle_timeout",
-            "must be above zero".into(),
-            "",
-        );
-    }
-    if quic.stream_receive_window.bytes() < 1024
-        || quic.stream_receive_window > quic.connection_receive_window
-    {
-        fail(
-            "transport.quic.stream_receive_window",
-            format!(
-                "{} must be at least 1KB and not above connection_receive_window ({})",
-                quic.stream_receive_window, quic.connection_receive_window
-            ),
-            "",
-        );
-    }
-    if quic.connection_receive_window.bytes() > (1 << 32) {
-        fail(
-            "transport.quic.connection_receive_window",
-            format!("{} is above 4GiB", quic.connection_receive_window),
-            "",
-        );
-    }
-    let tcp = &transport.tcp;
-    for (key, size) in [
-        ("transport.tcp.send_buffer_size", tcp.send_buffer_size),
-        ("transport.tcp.recv_buffer_size", tcp.recv_buffer_size),
-    ] {
-        if size.bytes() < 4096 || size.bytes() > (1 << 30) {
-            fail(key, format!("{size} is outside 4KB..=1GiB"), "");
-        }
-    }
-    if tcp.connect_timeout.get().is_zero() {
-        fail(
-            "transport.tcp.connect_timeout",
-            "must be above zero".into(),
-            "",
-        );
-    }
-    if tcp.keepalive {
-        if tcp.keepalive_time.get() < std::time::Duration::from_secs(1)
-            || tcp.keepalive_interval.get() < std::time::Duration::from_secs(1)
+    // Each transport's own rules only: the other's keys change nothing (the
+    // loader refuses them when a user wrote them).
+    if transport.kind == crate::schema::TransportKind::Quic {
+        let quic = &transport.quic;
+        if !quic.keep_alive_interval.get().is_zero()
+            && quic.keep_alive_interval >= quic.idle_timeout
         {
             fail(
-                "transport.tcp.keepalive_time",
+                "transport.quic.keep_alive_interval",
                 format!(
-                    "keep-alive time {} and interval {} must each be at least 1s (the kernel counts whole seconds)",
-                    tcp.keepalive_time, tcp.keepalive_interval
+                    "{} is not below idle_timeout ({}): connections would close before a keep-alive is sent",
+                    quic.keep_alive_interval, quic.idle_timeout
+                ),
+                "lower keep_alive_interval below idle_timeout, or set it to 0 to let idle connections close",
+            );
+        }
+        if quic.idle_timeout.get().is_zero() {
+            fail(
+                "transport.quic.idle_timeout",
+                "must be above zero".into(),
+                "",
+            );
+        }
+        if quic.stream_receive_window.bytes() < 1024
+            || quic.stream_receive_window > quic.connection_receive_window
+        {
+            fail(
+                "transport.quic.stream_receive_window",
+                format!(
+                    "{} must be at least 1KB and not above connection_receive_window ({})",
+                    quic.stream_receive_window, quic.connection_receive_window
                 ),
                 "",
             );
         }
-        if tcp.keepalive_probes == 0 || tcp.keepalive_probes > 127 {
+        if quic.connection_receive_window.bytes() > (1 << 32) {
             fail(
-                "transport.tcp.keepalive_probes",
-                format!("{} is outside 1..=127", tcp.keepalive_probes),
+                "transport.quic.connection_receive_window",
+                format!("{} is above 4GiB", quic.connection_receive_window),
                 "",
             );
         }
     }
-    if tcp.linger > 3600 {
-        fail(
-            "transport.tcp.linger",
-            format!("{}s is above an hour", tcp.linger),
-            "",
-        );
+    if transport.kind == crate::schema::TransportKind::Tcp {
+        let tcp = &transport.tcp;
+        for (key, size) in [
+            ("transport.tcp.send_buffer_size", tcp.send_buffer_size),
+            ("transport.tcp.recv_buffer_size", tcp.recv_buffer_size),
+        ] {
+            if size.bytes() < 4096 || size.bytes() > (1 << 30) {
+                fail(key, format!("{size} is outside 4KB..=1GiB"), "");
+            }
+        }
+        if tcp.connect_timeout.get().is_zero() {
+            fail(
+                "transport.tcp.connect_timeout",
+                "must be above zero".into(),
+                "",
+            );
+        }
+        if tcp.keepalive {
+            if tcp.keepalive_time.get() < std::time::Duration::from_secs(1)
+                || tcp.keepalive_interval.get() < std::time::Duration::from_secs(1)
+            {
+                fail(
+                    "transport.tcp.keepalive_time",
+                    format!(
+                        "keep-alive time {} and interval {} must each be at least 1s (the kernel counts whole seconds)",
+                        tcp.keepalive_time, tcp.keepalive_interval
+                    ),
+                    "",
+                );
+            }
+            if tcp.keepalive_probes == 0 || tcp.keepalive_probes > 127 {
+                fail(
+                    "transport.tcp.keepalive_probes",
+                    format!("{} is outside 1..=127", tcp.keepalive_probes),
+                    "",
+                );
+            }
+        }
+        if tcp.linger > 3600 {
+            fail(
+                "transport.tcp.linger",
+                format!("{}s is above an hour", tcp.linger),
+                "",
+            );
+        }
     }
     if !(1200..=65_527).contains(&transport.quic.max_datagram_size) {
         fail(
@@ -811,6 +819,23 @@ pub fn idle_transport_keys(profile: &Profile) -> Vec<String> {
             &["max_datagram_size"],
         ),
     }
+}
+
+/// `profile` with the keys [`idle_transport_keys`] names back at their
+/// defaults: the same engine behaviour, written without them.
+pub fn without_idle_transport_keys(profile: &Profile) -> Profile {
+    let mut profile = profile.clone();
+    let transport = &mut profile.transport;
+    match transport.kind {
+        crate::schema::TransportKind::Quic => transport.tcp = crate::schema::TcpConfig::default(),
+        crate::schema::TransportKind::Tcp => {
+            transport.quic = crate::schema::QuicConfig {
+                max_datagram_size: transport.quic.max_datagram_size,
+                ..crate::schema::QuicConfig::default()
+            }
+        }
+    }
+    profile
 }
 
 /// The keys under `prefix` whose values in `value` differ from `default`,

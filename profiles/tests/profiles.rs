@@ -17,6 +17,7 @@ fn load_text(text: &str) -> Result<caxton_profiles::LoadedProfile, caxton_profil
 
 #[test]
 fn every_builtin_loads_and_round_trips() {
+    let mut on_tcp = 0;
     for name in BUILTIN_NAMES {
         let loaded =
             load(&[name.to_owned()], &[]).unwrap_or_else(|error| panic!("{name}: {error}"));
@@ -29,7 +30,23 @@ fn every_builtin_loads_and_round_trips() {
             "{name} changed through YAML"
         );
         assert_eq!(reloaded.to_yaml(), yaml, "{name}: showing is stable");
+        // Switched to TCP, a built-in's QUIC tuning is shown at its
+        // defaults, since it changes nothing: the file loads back.
+        let Ok(tcp) = load(&[name.to_owned()], &["transport.type=tcp".into()]) else {
+            continue;
+        };
+        let yaml = tcp.to_yaml();
+        let reloaded = load_text(&yaml).unwrap_or_else(|error| {
+            panic!("{name} on TCP shown as YAML does not load back: {error}\n{yaml}")
+        });
+        assert_eq!(
+            reloaded.profile,
+            caxton_profiles::without_idle_transport_keys(&tcp.profile),
+            "{name} on TCP changed through YAML"
+        );
+        on_tcp += 1;
     }
+    assert!(on_tcp >= 2, "low-latency and default at least load on TCP");
 }
 
 #[test]
@@ -447,6 +464,30 @@ fn one_transports_settings_are_refused_on_the_other_by_key() {
     assert!(
         idle.contains(&"transport.quic.keep_alive_interval".to_owned()),
         "{idle:?}"
+    );
+    // A key the user set back to its default changes nothing either way;
+    // the rules between QUIC's keys do not apply on TCP.
+    load(
+        &["low-latency".into()],
+        &[
+            "transport.type=tcp".into(),
+            "transport.quic.keep_alive_interval=30s".into(),
+        ],
+    )
+    .expect("a QUIC key at its default on TCP");
+    // Written inside a mapping, a key is still the user's.
+    let error = load(
+        &["low-latency".into()],
+        &[
+            "transport.type=tcp".into(),
+            "transport.quic={keep_alive_interval: 10ms}".into(),
+        ],
+    )
+    .expect_err("a QUIC key written in a mapping on TCP");
+    assert_eq!(
+        error.key.as_deref(),
+        Some("transport.quic.keep_alive_interval"),
+        "{error}"
     );
     let error = load(
         &["low-latency".into()],
