@@ -1316,10 +1316,7 @@ impl ClusterNode {
         let seconds = |nanos: u64| nanos as f64 / 1e9;
         ClusterSnapshot {
             node: membership.identity().clone(),
-            transport: match self.settings.transport {
-                TransportKind::Quic => "quic".into(),
-                TransportKind::Tcp => "tcp".into(),
-            },
+            transport: self.settings.transport.name().into(),
             listen: self.listen,
             authenticated: self.tls.authenticated,
             counts: membership.counts(),

@@ -951,12 +951,9 @@ fn gossip_work(
 fn warn_about_idle_keys(loaded: &LoadedProfile) {
     let other_transport = caxton_profiles::idle_transport_keys(&loaded.profile);
     if !other_transport.is_empty() {
-        let kind = match loaded.profile.transport.kind {
-            caxton_profiles::TransportKind::Quic => "quic",
-            caxton_profiles::TransportKind::Tcp => "tcp",
-        };
         info!(
-            "transport.type is {kind}: these keys belong to the other transport and change nothing: {}",
+            "transport.type is {}: these keys belong to the other transport and change nothing: {}",
+            loaded.profile.transport.kind.name(),
             other_transport.join(", ")
         );
     }
@@ -995,8 +992,9 @@ fn warn_about_idle_keys(loaded: &LoadedProfile) {
     }
     // Keys that act only beside another that is off.
     let profile = &loaded.profile;
-    let written = |key: &str| loaded.written_keys().any(|written| written == key);
-    if !profile.runtime.wasm.stack_pooling && written("runtime.time_slice") {
+    if !profile.runtime.wasm.stack_pooling
+        && loaded.written_keys().any(|key| key == "runtime.time_slice")
+    {
         warn!("runtime.time_slice: without runtime.wasm.stack_pooling a handler cannot yield at a slice's end and runs to its end; the slice still sets how often max_execution_time is checked");
     }
     if !profile.messaging.priority_routing.enabled

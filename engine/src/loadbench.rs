@@ -512,20 +512,19 @@ fn stress_round(
         if let Some(loads) = stress::latency_loads(ours, theirs) {
             // Caxton's runs on one node, then the baseline's; each design
             // warms up first at the lowest of the loads, as its ramp did.
-            let warm_up = loads.first().and_then(|(_, rate, agents)| {
-                let load = options.warm_up_load()?;
-                Some((
-                    *agents,
+            let warm_up = match (loads.first(), options.warm_up_load()) {
+                (Some((_, rate, agents)), Some(load)) => Some((
+                    Workload::new(pattern, *agents, None).map_err(bench_error)?,
                     LoadOptions {
                         rate: *rate,
                         ..load
                     },
-                ))
-            });
+                )),
+                _ => None,
+            };
             let mut destination = Destination::open(loaded, target, token)?;
-            if let Some((agents, load)) = &warm_up {
-                let workload = Workload::new(pattern, *agents, None).map_err(bench_error)?;
-                destination.run(&workload, load).map_err(bench_error)?;
+            if let Some((workload, load)) = &warm_up {
+                destination.run(workload, load).map_err(bench_error)?;
             }
             let mut caxton = Vec::new();
             for (_, rate, agents) in &loads {
@@ -534,9 +533,8 @@ fn stress_round(
                 caxton.push(destination.run(&workload, &load).map_err(bench_error)?);
             }
             destination.close()?;
-            if let Some((agents, load)) = &warm_up {
-                let workload = Workload::new(pattern, *agents, None).map_err(bench_error)?;
-                on_baseline(&loaded.profile, &workload, shards, load).map_err(bench_error)?;
+            if let Some((workload, load)) = &warm_up {
+                on_baseline(&loaded.profile, workload, shards, load).map_err(bench_error)?;
             }
             for ((share, rate, agents), caxton) in loads.into_iter().zip(caxton) {
                 let workload = Workload::new(pattern, agents, None).map_err(bench_error)?;

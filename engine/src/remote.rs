@@ -233,12 +233,8 @@ pub fn send(
     } = message;
     // A number is a class number; anything else names a class, which the
     // node resolves against its own profile.
-    let looks_numeric = priority
-        .strip_prefix('-')
-        .unwrap_or(priority)
-        .chars()
-        .all(|c| c.is_ascii_digit())
-        && !priority.is_empty();
+    let digits = priority.strip_prefix('-').unwrap_or(priority);
+    let looks_numeric = !digits.is_empty() && digits.bytes().all(|byte| byte.is_ascii_digit());
     let priority = if looks_numeric {
         serde_json::json!(priority.parse::<u8>().map_err(|_| {
             CommandError::BadInput(format!(

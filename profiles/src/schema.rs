@@ -578,6 +578,16 @@ pub enum TransportKind {
     Tcp,
 }
 
+impl TransportKind {
+    /// Its value in a profile (`transport.type`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Quic => "quic",
+            Self::Tcp => "tcp",
+        }
+    }
+}
+
 /// QUIC congestion controller.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -801,28 +801,21 @@ fn check_cluster_addresses(profile: &Profile, fail: &mut impl FnMut(&str, String
 
 /// The keys of the transport this profile does not use that differ from
 /// their defaults: each transport reads its own block only, so these change
-/// nothing. The QUIC datagram size is not among them: it bounds SWIM's
-/// packets on either transport.
+/// nothing. They are what [`without_idle_transport_keys`] resets.
 pub fn idle_transport_keys(profile: &Profile) -> Vec<String> {
-    let transport = &profile.transport;
-    match transport.kind {
-        crate::schema::TransportKind::Quic => changed_keys(
-            "transport.tcp",
-            &transport.tcp,
-            &crate::schema::TcpConfig::default(),
-            &[],
-        ),
-        crate::schema::TransportKind::Tcp => changed_keys(
-            "transport.quic",
-            &transport.quic,
-            &crate::schema::QuicConfig::default(),
-            &["max_datagram_size"],
-        ),
+    let reset = without_idle_transport_keys(profile);
+    let (ours, theirs) = (&profile.transport, &reset.transport);
+    match ours.kind {
+        crate::schema::TransportKind::Quic => changed_keys("transport.tcp", &ours.tcp, &theirs.tcp),
+        crate::schema::TransportKind::Tcp => {
+            changed_keys("transport.quic", &ours.quic, &theirs.quic)
+        }
     }
 }
 
-/// `profile` with the keys [`idle_transport_keys`] names back at their
-/// defaults: the same engine behaviour, written without them.
+/// `profile` with the other transport's block at its defaults: the same
+/// engine behaviour, written without it. The QUIC datagram size is kept on
+/// TCP: it bounds SWIM's packets on either transport.
 pub fn without_idle_transport_keys(profile: &Profile) -> Profile {
     let mut profile = profile.clone();
     let transport = &mut profile.transport;
@@ -838,24 +831,17 @@ pub fn without_idle_transport_keys(profile: &Profile) -> Profile {
     profile
 }
 
-/// The keys under `prefix` whose values in `value` differ from `default`,
-/// in alphabetical order, leaving out the fields `except` names.
-fn changed_keys<T: serde::Serialize>(
-    prefix: &str,
-    value: &T,
-    default: &T,
-    except: &[&str],
-) -> Vec<String> {
-    let (Ok(serde_json::Value::Object(value)), Ok(serde_json::Value::Object(default))) =
-        (serde_json::to_value(value), serde_json::to_value(default))
+/// The keys under `prefix` whose values in `value` and `reference` differ,
+/// in alphabetical order.
+fn changed_keys<T: serde::Serialize>(prefix: &str, value: &T, reference: &T) -> Vec<String> {
+    let (Ok(serde_json::Value::Object(value)), Ok(serde_json::Value::Object(reference))) =
+        (serde_json::to_value(value), serde_json::to_value(reference))
     else {
         return Vec::new();
     };
     value
         .iter()
-        .filter(|(field, setting)| {
-            !except.contains(&field.as_str()) && default.get(field.as_str()) != Some(setting)
-        })
+        .filter(|(field, setting)| reference.get(field.as_str()) != Some(setting))
         .map(|(field, _)| format!("{prefix}.{field}"))
         .collect()
 }
