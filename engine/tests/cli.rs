@@ -300,6 +300,27 @@ fn the_quick_standard_benchmark_reports_every_scenario() {
         "{summary}"
     );
     assert_eq!(json["noisy_neighbour"]["sliced"], true);
+    // The driver's every request is one cross-shard arrival, as many as the
+    // client's local ones.
+    let count = |name: &str| {
+        json["scenarios"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|row| row["name"] == name))
+            .and_then(|row| row["count"].as_u64())
+    };
+    assert!(
+        count("local_routing").is_some_and(|local| local > 0),
+        "{summary}"
+    );
+    assert_eq!(
+        count("cross_shard_routing"),
+        count("local_routing"),
+        "{summary}"
+    );
+    assert!(
+        directory.path().join("cross_shard_routing.hlog").exists(),
+        "cross_shard_routing's histogram written"
+    );
     let log = std::fs::read_to_string(directory.path().join("local_routing.hlog"))
         .expect("histogram written");
     assert!(
