@@ -142,11 +142,11 @@ fn tick_until_stopped(
         let _ = demand.ticker.set(std::thread::current());
     }
     let mut quiet = 0;
+    let mut due = Instant::now() + tick;
     while !stop.load(Ordering::Acquire) {
-        // A whole tick, even when unparked early (a spurious return, or a
-        // shard's unpark that came as the ticker had already woken):
-        // a short tick would end some handler's slice early.
-        let due = Instant::now() + tick;
+        // Wait out the tick, even when unparked early (a spurious return,
+        // or a shard's unpark that came as the ticker had already woken):
+        // an early tick would end some handler's slice early.
         loop {
             let now = Instant::now();
             if now >= due || stop.load(Ordering::Acquire) {
@@ -154,6 +154,7 @@ fn tick_until_stopped(
             }
             std::thread::park_timeout(due - now);
         }
+        due = next_tick_due(due, Instant::now(), tick);
         for engine in engines {
             engine.increment_epoch();
         }
@@ -177,6 +178,24 @@ fn tick_until_stopped(
         }
         demand.parked.store(false, Ordering::SeqCst);
         quiet = 0;
+        // A whole tick from the wake: the schedule restarts.
+        due = Instant::now() + tick;
+    }
+}
+
+/// When the tick after one due at `due` and made at `now` is due: on a
+/// fixed schedule, `tick` after `due`, so a wake-up that comes late (a
+/// sleep overshoots by its timer slack and the wake's latency, tens of µs)
+/// does not push every later tick back, and slices keep their length
+/// (`time_slice` is a whole number of ticks). A ticker late by a whole tick
+/// or more (descheduled) starts the schedule again from `now` rather than
+/// catching up with ticks in a burst, which would end slices early.
+fn next_tick_due(due: Instant, now: Instant, tick: Duration) -> Instant {
+    let next = due + tick;
+    if next > now {
+        next
+    } else {
+        now + tick
     }
 }
 
@@ -254,6 +273,20 @@ mod tests {
         eventually("ticks again once a shard wakes", || {
             demand.ticks() > parked_at + 5
         });
+    }
+
+    #[test]
+    fn ticks_keep_a_fixed_schedule_and_a_ticker_far_behind_starts_it_again() {
+        let tick = Duration::from_micros(250);
+        let start = Instant::now();
+        let at = |micros: u64| start + Duration::from_micros(micros);
+        // On time: the next is one tick on.
+        assert_eq!(next_tick_due(at(250), at(250), tick), at(500));
+        // Made 60 µs late: the next stays on the schedule, 190 µs away.
+        assert_eq!(next_tick_due(at(250), at(310), tick), at(500));
+        // Made a whole tick late or more: no burst, a whole tick from now.
+        assert_eq!(next_tick_due(at(250), at(500), tick), at(750));
+        assert_eq!(next_tick_due(at(250), at(1_000), tick), at(1_250));
     }
 
     #[test]

@@ -137,10 +137,8 @@ pub fn run_open_loop(
     drain: Duration,
     progress: Option<&std::sync::mpsc::Sender<Progress>>,
 ) -> GeneratorResult {
-    // Timed waits end within a microsecond or so of their deadline instead of
-    // the default 50 µs timer slack: a generator that wakes late sends late.
-    // SAFETY: prctl(PR_SET_TIMERSLACK) only changes this thread's timer slack.
-    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1u64) };
+    // A generator that wakes late sends late.
+    caxton_numa::binding::tighten_timer_slack();
     let interval_ns = 1e9 / rate.max(1e-9);
     let start_ns = port.now_ns();
     let intended = |sequence: u64| start_ns + (sequence as f64 * interval_ns) as u64;

@@ -320,10 +320,11 @@ impl Node {
             Err(error) => return Err(node.abort(error)),
         };
         // The ticker wakes every tick: it runs on the gossip shard's core,
-        // never on a data shard's.
+        // never on a data shard's, and wakes on time, or slices run long.
         let ticker_cpus = plan.gossip_shard.cpu_binding.clone();
         let place = Box::new(move || {
             let _ = binding::bind_current_thread(&ticker_cpus);
+            binding::tighten_timer_slack();
         });
         match EpochTicker::start_placed(
             engines,
