@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -183,24 +183,58 @@ async fn respond(request: Request<Incoming>, context: &Context) -> Reply {
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit) {
+        tokio::spawn(discard_rest(request.into_body()));
         return too_large(limit);
     }
-    let (parts, body) = request.into_parts();
-    let body = match Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => return too_large(limit),
-        Err(error) => {
-            return api::error(
-                StatusCode::BAD_REQUEST,
-                "bad-body",
-                format!("cannot read the request body: {error}"),
-            )
+    let (parts, mut incoming) = request.into_parts();
+    let limit_bytes = usize::try_from(limit).unwrap_or(usize::MAX);
+    let mut body = Vec::new();
+    while let Some(frame) = incoming.frame().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(error) => {
+                return api::error(
+                    StatusCode::BAD_REQUEST,
+                    "bad-body",
+                    format!("cannot read the request body: {error}"),
+                )
+            }
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if body.len() + data.len() > limit_bytes {
+            tokio::spawn(discard_rest(incoming));
+            return too_large(limit);
         }
-    };
+        body.extend_from_slice(&data);
+    }
+    let body = Bytes::from(body);
     api::route(&parts, body, context).await
+}
+
+/// The most of an oversized body read and thrown away, and for how long.
+const DISCARD_BYTES_MAX: u64 = 1 << 30;
+const DISCARD_TIME_MAX: Duration = Duration::from_secs(10);
+
+/// Read and drop what is left of an oversized body while the 413 goes out.
+/// A client still writing its upload when the connection closed would see
+/// only a broken write, not the answer saying why; reading on lets it
+/// finish and read the answer. Bounded in bytes and time, so an endless
+/// upload costs the endpoint little.
+async fn discard_rest(mut body: Incoming) {
+    let mut read = 0u64;
+    let _ = tokio::time::timeout(DISCARD_TIME_MAX, async {
+        while read < DISCARD_BYTES_MAX {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    read += frame.data_ref().map_or(0, |data| data.len() as u64);
+                }
+                _ => break,
+            }
+        }
+    })
+    .await;
 }
 
 fn too_large(limit: u64) -> Reply {

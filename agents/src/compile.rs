@@ -238,10 +238,9 @@ impl ModuleCompiler {
             self.cache.push_back(cached.clone());
             return Ok(cached);
         }
-        let binary =
-            wat::parse_bytes(source).map_err(|error| DeployError::NotWasm(error.to_string()))?;
+        let binary = parse_module_source(source)?;
         let module = Module::new(&self.engine, &binary)
-            .map_err(|error| DeployError::NotWasm(format!("{error:#}")))?;
+            .map_err(|error| DeployError::NotWasm(bounded(&format!("{error:#}"))))?;
         check_interface(&module, self.heap_bytes_max)?;
         crate::ticker::ticking_while(&self.engine, self.tick, || {
             crate::host::check_abi_version(&self.engine, &module, self.check_deadline_ticks)
@@ -337,6 +336,39 @@ fn check_interface(module: &Module, heap_bytes_max: u64) -> Result<(), DeployErr
     Ok(())
 }
 
+/// The binary module of `source`: a WebAssembly binary as it is, WAT text
+/// compiled. The error names which it was taken for and quotes at most a
+/// little of it: WAT's errors quote the offending line, and a large file
+/// on one line (or binary bytes without the `\0asm` header, read as text)
+/// would otherwise come back whole.
+fn parse_module_source(source: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, DeployError> {
+    if !source.starts_with(b"\0asm") && std::str::from_utf8(source).is_err() {
+        return Err(DeployError::NotWasm(
+            "neither a WebAssembly binary (it does not start with the `\\0asm` header) nor WAT text (it is not UTF-8)".into(),
+        ));
+    }
+    wat::parse_bytes(source).map_err(|error| DeployError::NotWasm(bounded(&error.to_string())))
+}
+
+/// `message` with each line cut to [`LINE_CHARS_MAX`] characters and at most
+/// [`LINES_MAX`] lines, marked where cut.
+fn bounded(message: &str) -> String {
+    const LINE_CHARS_MAX: usize = 160;
+    const LINES_MAX: usize = 8;
+    let mut lines: Vec<String> = message
+        .lines()
+        .take(LINES_MAX)
+        .map(|line| match line.char_indices().nth(LINE_CHARS_MAX) {
+            Some((cut, _)) => format!("{}…", &line[..cut]),
+            None => line.to_owned(),
+        })
+        .collect();
+    if message.lines().count() > LINES_MAX {
+        lines.push("…".to_owned());
+    }
+    lines.join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,6 +397,33 @@ mod tests {
         assert_eq!(crowded.handler_stacks, HANDLER_STACKS_MIN);
         let tiny = PoolSizes::for_shard(&profile(4, 1), 4096, 65_530);
         assert_eq!((tiny.instances, tiny.handler_stacks), (5, 5));
+    }
+
+    #[test]
+    fn a_bad_module_is_named_without_quoting_it_whole() {
+        let message = |source: &[u8]| match parse_module_source(source) {
+            Err(DeployError::NotWasm(message)) => message,
+            other => panic!(
+                "expected NotWasm, got {:?}",
+                other.map(|binary| binary.len())
+            ),
+        };
+        // A megabyte on one line (NUL bytes are UTF-8, so it is read as WAT).
+        let zeros = message(&vec![0u8; 1 << 20]);
+        assert!(zeros.len() < 2_000, "{} bytes", zeros.len());
+        assert!(zeros.contains('…'), "{zeros}");
+        // Bytes that are neither a binary module nor text.
+        let binary = message(&[0xff, 0xfe, 0x00, 0x61]);
+        assert!(
+            binary.contains("\\0asm") && binary.contains("not UTF-8"),
+            "{binary}"
+        );
+        // A real mistake in WAT still says where.
+        let wat = message(b"(module (func (export \"f\") (result i32) (i32.const)))");
+        assert!(wat.contains(":1:"), "{wat}");
+        // A binary module and WAT text both pass.
+        assert!(parse_module_source(b"\0asm\x01\0\0\0").is_ok());
+        assert!(parse_module_source(b"(module)").is_ok());
     }
 
     #[test]

@@ -576,8 +576,10 @@ pub enum ProfilesCommand {
     List,
     /// Print the effective merged profile as YAML that loads back to the same profile.
     Show {
-        /// Built-in names or files, overlaid in order (also accepted as --profile).
-        #[arg(value_name = "NAME|FILE")]
+        /// Built-in names or files, overlaid in order after any `--profile`.
+        // Its own id: sharing the global `--profile`'s would make clap
+        // replace one list with the other.
+        #[arg(id = "show_profiles", value_name = "NAME|FILE")]
         profiles: Vec<String>,
     },
     /// Print every key prefix and the part of the engine that reads it.

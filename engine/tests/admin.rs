@@ -284,6 +284,21 @@ fn every_route_answers_and_bad_input_gets_a_4xx_naming_the_problem() {
         StatusCode::PAYLOAD_TOO_LARGE,
         "too-large",
     );
+    // Far over the limit, more than the sockets' buffers hold: the client
+    // is still writing when the endpoint answers, and must get the answer,
+    // not a broken write.
+    for _ in 0..3 {
+        assert_error(
+            &call(
+                &client,
+                Method::POST,
+                "/v1/agents?name=huge",
+                vec![b'x'; 16 << 20],
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+        );
+    }
     assert_error(
         &call(
             &client,

@@ -67,6 +67,38 @@ fn profiles_show_output_loads_back_to_the_same_profile() {
         "messaging.batch_size=4",
     ]);
     assert!(stdout(&with_set).contains("batch_size: 4"));
+    // `--profile` before `show`, or after it, overlays under the names given
+    // to `show`: low-latency's one-message batches and network-wan's
+    // gossip both show.
+    for arguments in [
+        &[
+            "--profile",
+            "low-latency",
+            "profiles",
+            "show",
+            "network-wan",
+        ][..],
+        &[
+            "profiles",
+            "show",
+            "--profile",
+            "low-latency",
+            "network-wan",
+        ][..],
+    ] {
+        let shown = engine(arguments);
+        assert!(shown.status.success(), "{arguments:?}: {}", stderr(&shown));
+        let text = stdout(&shown);
+        let has = |wanted: &str| text.lines().any(|line| line.trim() == wanted);
+        assert!(
+            has("batch_size: 1") && has("agent_pool_size: 200"),
+            "{arguments:?} lost low-latency: {text}"
+        );
+        assert!(
+            has("probe_timeout: 2s"),
+            "{arguments:?} lost network-wan: {text}"
+        );
+    }
 }
 
 #[test]

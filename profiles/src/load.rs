@@ -17,6 +17,7 @@ use crate::builtin;
 use crate::error::{ProfileError, ProfileErrorKind, SourceLocation};
 use crate::schema::Profile;
 use crate::validate::{validate, Violation};
+use crate::HumanDuration;
 
 /// How a built-in profile's layer is named as a source.
 const BUILTIN_SOURCE: &str = "built-in profile ";
@@ -134,11 +135,12 @@ pub fn load(profiles: &[String], overrides: &[String]) -> Result<LoadedProfile, 
             None => error,
         }
     })?;
-    let loaded = LoadedProfile {
+    let mut loaded = LoadedProfile {
         profile,
         layers,
         locations,
     };
+    fit_unwritten_keep_alive(&mut loaded);
     // The other transport's keys first: the rules between keys of one
     // transport would otherwise name a key of it that changes nothing.
     if let Some(violation) = other_transports_keys_written(&loaded) {
@@ -147,6 +149,29 @@ pub fn load(profiles: &[String], overrides: &[String]) -> Result<LoadedProfile, 
     match validate(&loaded.profile).into_iter().next() {
         Some(violation) => Err(loaded.reject(ProfileErrorKind::Contradiction, violation)),
         None => Ok(loaded),
+    }
+}
+
+/// A QUIC keep-alive no layer wrote follows the idle timeout. Its default
+/// (30s) does not fit under a short `idle_timeout`, and a profile that sets
+/// only that (the performance tuning guide's low-latency block sets
+/// `idle_timeout: 100ms` and no keep-alive) would be refused for a key it
+/// never wrote. It becomes a third of the idle timeout instead, as the
+/// built-in `low-latency` sets (30ms beside 100ms): two keep-alives can be
+/// lost before a live connection is closed. A keep-alive someone wrote is
+/// kept, and judged.
+fn fit_unwritten_keep_alive(loaded: &mut LoadedProfile) {
+    if loaded
+        .locations
+        .contains_key("transport.quic.keep_alive_interval")
+    {
+        return;
+    }
+    let quic = &mut loaded.profile.transport.quic;
+    let idle = quic.idle_timeout.get();
+    if !idle.is_zero() && quic.keep_alive_interval.get() >= idle {
+        let third = u64::try_from((idle / 3).as_micros()).unwrap_or(u64::MAX);
+        quic.keep_alive_interval = HumanDuration::from_micros(third.max(1));
     }
 }
 
@@ -298,6 +323,19 @@ fn saphyr_error(
     let full = error.to_string();
     let first_line = full.lines().next().unwrap_or_default();
     let message = strip_location_prefix(first_line);
+    // The YAML library's wording names a setting of its own; say what is
+    // wrong with the file instead.
+    let duplicate;
+    let message = match message.strip_prefix("duplicate mapping key: ") {
+        Some(rest) => {
+            let key = rest.split(',').next().unwrap_or(rest).trim();
+            duplicate = format!(
+                "`{key}` is written twice in one mapping; write each key once (the file may hold two examples: keep one)"
+            );
+            duplicate.as_str()
+        }
+        None => message,
+    };
     let location = error.location().map(|location| SourceLocation {
         source: source.to_owned(),
         line: Some(location.line() as usize),
@@ -674,6 +712,38 @@ mod tests {
             assert_eq!(listen.port(), crate::DEFAULT_ADMIN_PORT, "{name}");
             assert!(listen.ip().is_loopback(), "{name}");
         }
+    }
+
+    #[test]
+    fn an_unwritten_keep_alive_fits_under_a_short_idle_timeout_and_a_written_one_is_judged() {
+        let directory = tempfile::tempdir().expect("temp dir");
+        let path = directory.path().join("guide.yaml");
+        // The performance tuning guide's low-latency block sets the idle
+        // timeout and no keep-alive.
+        std::fs::write(&path, "transport:\n  type: quic\n  idle_timeout: 100ms\n").expect("write");
+        let file = path.to_str().expect("utf-8").to_owned();
+        let loaded = load(std::slice::from_ref(&file), &[]).expect("loads");
+        let quic = &loaded.profile.transport.quic;
+        assert_eq!(quic.idle_timeout, HumanDuration::from_millis(100));
+        assert_eq!(quic.keep_alive_interval, HumanDuration::from_micros(33_333));
+        // From --set too; a long idle timeout keeps the default keep-alive.
+        let set = load(&[], &["transport.idle_timeout=60ms".to_owned()]).expect("loads");
+        assert_eq!(
+            set.profile.transport.quic.keep_alive_interval,
+            HumanDuration::from_micros(20_000)
+        );
+        let default = load(&[], &[]).expect("loads");
+        assert_eq!(
+            default.profile.transport.quic.keep_alive_interval,
+            HumanDuration::from_secs(30)
+        );
+        // Written, it is the user's, and still refused when it cannot work.
+        let error = load(
+            &[file],
+            &["transport.quic.keep_alive_interval=1s".to_owned()],
+        )
+        .expect_err("refused");
+        assert!(error.to_string().contains("keep_alive_interval"), "{error}");
     }
 
     #[test]
