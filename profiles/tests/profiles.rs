@@ -190,6 +190,15 @@ fn bad_input_names_cause_key_and_place() {
     let unreadable = load(&["/no/such/profile.yaml".into()], &[]).expect_err("missing file");
     assert_eq!(unreadable.kind, ProfileErrorKind::Unreadable);
 
+    // Two of the guide's examples pasted into one file write a key twice.
+    let twice = load_text("runtime:\n  max_agents: 5\nruntime:\n  max_agents: 6\n")
+        .expect_err("a key written twice");
+    assert!(
+        twice.to_string().contains("`runtime` is written twice")
+            && !twice.to_string().contains("DuplicateKeyPolicy"),
+        "{twice}"
+    );
+
     let syntax = load_text("runtime:\n  max_agents: [1\n").expect_err("broken YAML");
     assert_eq!(syntax.kind, ProfileErrorKind::Syntax);
     assert_eq!(
