@@ -382,8 +382,10 @@ async fn list_agents(context: &Context, only: Option<String>) -> Answer {
                     "mean_processing_us": if ran == 0 { 0.0 } else { stats.busy_ns as f64 / ran as f64 / 1e3 },
                     "max_processing_us": stats.max_handler_ns as f64 / 1e3,
                     "busy_ns": stats.busy_ns,
-                    "p50_processing_us": stats.run_times.value_at_quantile(0.5).map(|nanos| nanos as f64 / 1e3),
-                    "p99_processing_us": stats.run_times.value_at_quantile(0.99).map(|nanos| nanos as f64 / 1e3),
+                    // A bucket's upper bound can lie above every run in it:
+                    // no percentile above the longest run.
+                    "p50_processing_us": stats.run_times.value_at_quantile(0.5).map(|nanos| nanos.min(stats.max_handler_ns) as f64 / 1e3),
+                    "p99_processing_us": stats.run_times.value_at_quantile(0.99).map(|nanos| nanos.min(stats.max_handler_ns) as f64 / 1e3),
                     "processing_buckets_ns": stats.run_times.buckets(),
                     "memory_bytes": memory_bytes,
                 }));

@@ -314,11 +314,26 @@ pub struct NodeFiles {
 
 /// Make a test CA (`ca.pem`, `ca-key.pem`) and a certificate and key per
 /// node in `directory`, for trying a cluster out. Returns the CA's path and
-/// the nodes' files. Keys are written readable by their owner only.
+/// the nodes' files. Keys are written readable by their owner only. A
+/// directory that already holds a CA is refused unless `replace_ca`: nodes
+/// still holding the old CA would refuse every node certified by the new one.
 pub fn init_certs(
     directory: &Path,
     nodes: &[String],
+    replace_ca: bool,
 ) -> Result<(PathBuf, Vec<NodeFiles>), TlsError> {
+    if !replace_ca {
+        if let Some(existing) = ["ca.pem", "ca-key.pem"]
+            .iter()
+            .map(|name| directory.join(name))
+            .find(|path| path.exists())
+        {
+            return Err(TlsError::File {
+                path: existing.display().to_string(),
+                message: "already exists: a new CA would not be trusted by nodes holding this one; choose another directory, or replace it (and every node's certificate) with --replace-ca".into(),
+            });
+        }
+    }
     let generate = |error: rcgen::Error| TlsError::Generate(error.to_string());
     let write = |path: &Path, text: &str, secret: bool| -> Result<(), TlsError> {
         let failed = |error: std::io::Error| TlsError::File {
@@ -402,7 +417,7 @@ mod tests {
     fn init_certs_writes_a_ca_and_usable_node_certificates() {
         let directory = tempfile::tempdir().expect("a temporary directory");
         let (ca, nodes) =
-            init_certs(directory.path(), &["a".into(), "b".into()]).expect("generated");
+            init_certs(directory.path(), &["a".into(), "b".into()], false).expect("generated");
         assert_eq!(nodes.len(), 2);
         let files = TlsFiles {
             ca: ca.display().to_string(),
@@ -414,7 +429,18 @@ mod tests {
         let mode = std::fs::metadata(&nodes[0].key).expect("a key file");
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(mode.permissions().mode() & 0o777, 0o600);
-        assert!(init_certs(directory.path(), &["not a name".into()]).is_err());
+        // A second run in the same directory keeps its CA unless told.
+        let ca_before = std::fs::read(&ca).expect("the CA");
+        let refused =
+            init_certs(directory.path(), &["c".into()], false).expect_err("the CA is kept");
+        assert!(refused.to_string().contains("--replace-ca"), "{refused}");
+        assert_eq!(std::fs::read(&ca).expect("the CA"), ca_before);
+        assert!(!directory.path().join("c.pem").exists());
+        let (replaced, _) =
+            init_certs(directory.path(), &["c".into()], true).expect("replaced when told");
+        assert_ne!(std::fs::read(&replaced).expect("the CA"), ca_before);
+        let elsewhere = tempfile::tempdir().expect("a temporary directory");
+        assert!(init_certs(elsewhere.path(), &["not a name".into()], false).is_err());
         let broken = TlsFiles {
             key: files.cert.clone(),
             ..files

@@ -86,8 +86,8 @@ fn files(directory: &std::path::Path, ca: &std::path::Path, name: &str) -> TlsFi
 
 async fn three_nodes_agree(kind: TransportKind) {
     let certs = tempfile::tempdir().expect("a directory");
-    let (ca, _) =
-        init_certs(certs.path(), &["a".into(), "b".into(), "c".into()]).expect("certificates");
+    let (ca, _) = init_certs(certs.path(), &["a".into(), "b".into(), "c".into()], false)
+        .expect("certificates");
     let profile = profile(kind);
     let a = start(&profile, "a", &[], Some(files(certs.path(), &ca, "a")));
     let b = start(
@@ -174,8 +174,9 @@ fn cluster_and_foreign_cas() -> (
 ) {
     let ours = tempfile::tempdir().expect("a directory");
     let theirs = tempfile::tempdir().expect("a directory");
-    let (ca, _) = init_certs(ours.path(), &["a".into(), "b".into()]).expect("certificates");
-    let (other_ca, _) = init_certs(theirs.path(), &["intruder".into()]).expect("certificates");
+    let (ca, _) = init_certs(ours.path(), &["a".into(), "b".into()], false).expect("certificates");
+    let (other_ca, _) =
+        init_certs(theirs.path(), &["intruder".into()], false).expect("certificates");
     (ours, ca, theirs, other_ca)
 }
 

@@ -55,7 +55,7 @@ pub enum Command {
         /// The FIPA performative (request, inform, query-if, ...).
         #[arg(long, default_value = "request")]
         performative: String,
-        /// How long to wait for the reply, e.g. `500ms`, `5s`.
+        /// How long to wait for the reply, e.g. `500ms`, `5s`; 1ms to 60s.
         #[arg(long, default_value = "5s")]
         timeout: String,
         /// Have the node store it before accepting it (needs `messaging.enable_persistence`).
@@ -288,6 +288,10 @@ pub enum ClusterCommand {
         /// Node names, comma-separated, e.g. `a,b,c`.
         #[arg(long, value_delimiter = ',', required = true)]
         nodes: Vec<String>,
+        /// Replace a CA already in the directory (nodes holding the old one
+        /// will refuse every certificate made now).
+        #[arg(long)]
+        replace_ca: bool,
     },
 }
 

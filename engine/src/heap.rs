@@ -67,8 +67,14 @@ fn dump() -> Result<caxton_admin::HeapDump, String> {
     let mut options = jemalloc_pprof::FlamegraphOptions::default();
     options.title = "inuse_space".to_owned();
     options.count_name = "bytes".to_owned();
-    let flamegraph = profile
-        .to_flamegraph(&mut options)
-        .unwrap_or_else(|_| EMPTY_FLAMEGRAPH.as_bytes().to_vec());
+    // Asked to draw nothing, the flame graph library logs an error of its
+    // own; an empty heap is no error.
+    let flamegraph = if profile.stacks.is_empty() {
+        EMPTY_FLAMEGRAPH.as_bytes().to_vec()
+    } else {
+        profile
+            .to_flamegraph(&mut options)
+            .unwrap_or_else(|_| EMPTY_FLAMEGRAPH.as_bytes().to_vec())
+    };
     Ok((pprof, flamegraph))
 }

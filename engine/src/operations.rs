@@ -30,8 +30,28 @@ pub fn host(selection: &ProfileSelection, command: HostCommand) -> Result<(), Co
             .collect(),
         None => planned_shard_cpus(&loaded)?,
     };
+    let files = host::files_at(root.as_deref());
+    // CPUs the host does not have would be judged on files that are not
+    // there, as if they were merely hidden.
+    if let Some(present) = files
+        .read("/sys/devices/system/cpu/present")
+        .and_then(|text| caxton_numa::binding::parse_index_list(&text))
+    {
+        let missing: Vec<usize> = shard_cpus
+            .iter()
+            .copied()
+            .filter(|cpu| !present.contains(cpu))
+            .collect();
+        if !missing.is_empty() {
+            return Err(CommandError::BadInput(format!(
+                "--cpus: this host has no CPU {}; its CPUs are {}",
+                caxton_numa::format_index_list(&missing),
+                caxton_numa::format_index_list(&present)
+            )));
+        }
+    }
     let needs = host::HostNeeds::of(&loaded.profile, shard_cpus);
-    let mut findings = host::check(&host::files_at(root.as_deref()), &needs);
+    let mut findings = host::check(&files, &needs);
     diagnostics::rank(&mut findings);
     let title = format!(
         "host check for {} data shards on CPUs {}",
@@ -99,11 +119,8 @@ pub fn call_json(
 ) -> Result<Option<Value>, CommandError> {
     let answer = client
         .call(method, path, "application/json", Vec::new())
-        .map_err(|error| {
-            CommandError::BadInput(format!(
-                "cannot reach the engine's admin endpoint: {error} (is it running? --admin HOST:PORT names another)"
-            ))
-        })?;
+        // The client's error says where it looked and what to check.
+        .map_err(|error| CommandError::BadInput(error.to_string()))?;
     if optional && answer.status == StatusCode::NOT_FOUND {
         return Ok(None);
     }

@@ -115,17 +115,20 @@ fn cpu(
         })
     };
     write(output, &pprof)?;
-    write(
-        &svg,
-        profile["flamegraph_svg"].as_str().unwrap_or("").as_bytes(),
-    )?;
+    let flamegraph = profile["flamegraph_svg"].as_str().unwrap_or("");
+    // An idle engine gives no samples, and no stack to draw.
+    let drawn = if flamegraph.is_empty() {
+        "none drawn: no samples, the engine was idle".to_owned()
+    } else {
+        write(&svg, flamegraph.as_bytes())?;
+        svg.display().to_string()
+    };
     eprintln!(
-        "engine: {} samples over {:.1} s at {} Hz into {} (flame graph: {}); `go tool pprof -http=: {}` opens it",
+        "engine: {} samples over {:.1} s at {} Hz into {} (flame graph: {drawn}); `go tool pprof -http=: {}` opens it",
         profile["samples"],
         profile["seconds"].as_f64().unwrap_or(0.0),
         profile["frequency"],
         output.display(),
-        svg.display(),
         output.display()
     );
     Ok(())
@@ -344,6 +347,7 @@ fn trace(
 
 /// Fail before tracing, not after, when the output cannot be written.
 pub fn check_writable(output: &Path) -> Result<(), CommandError> {
+    let existed = output.exists();
     std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -352,7 +356,12 @@ pub fn check_writable(output: &Path) -> Result<(), CommandError> {
         .map(drop)
         .map_err(|error| {
             CommandError::BadInput(format!("cannot write {}: {error}", output.display()))
-        })
+        })?;
+    // Checked, not written: a run that fails later leaves no empty file.
+    if !existed {
+        let _ = std::fs::remove_file(output);
+    }
+    Ok(())
 }
 
 fn call(client: &AdminClient, method: Method, path: &str) -> Result<Value, CommandError> {

@@ -141,25 +141,27 @@ pub fn agents(selection: &ProfileSelection, command: AgentsCommand) -> Result<()
             }
             let body = answer.json();
             let mut table = format!(
-                "{:<24} {:>9} {:>12} {:>9} {:>7} {:>9} {:>12} {:>12}\n",
+                "{:<24} {:>9} {:>12} {:>9} {:>7} {:>9} {:>10} {:>12} {:>12}\n",
                 "NAME",
                 "INSTANCES",
                 "HANDLED",
                 "FAILURES",
                 "TRAPS",
                 "TIMEOUTS",
+                "MEM FAULTS",
                 "MEAN µs",
                 "MAX µs"
             );
             for agent in body["agents"].as_array().into_iter().flatten() {
                 table.push_str(&format!(
-                    "{:<24} {:>9} {:>12} {:>9} {:>7} {:>9} {:>12.2} {:>12.2}\n",
+                    "{:<24} {:>9} {:>12} {:>9} {:>7} {:>9} {:>10} {:>12.2} {:>12.2}\n",
                     agent["name"].as_str().unwrap_or("?"),
                     agent["instances"].as_u64().unwrap_or(0),
                     agent["handled"].as_u64().unwrap_or(0),
                     agent["agent_failures"].as_u64().unwrap_or(0),
                     agent["traps"].as_u64().unwrap_or(0),
                     agent["execution_timeouts"].as_u64().unwrap_or(0),
+                    agent["memory_faults"].as_u64().unwrap_or(0),
                     agent["mean_processing_us"].as_f64().unwrap_or(0.0),
                     agent["max_processing_us"].as_f64().unwrap_or(0.0),
                 ));
@@ -247,6 +249,13 @@ pub fn send(
     let timeout: caxton_profiles::HumanDuration = timeout
         .parse()
         .map_err(|error| CommandError::BadInput(format!("--timeout `{timeout}`: {error}")))?;
+    let longest = caxton_admin::SEND_TIMEOUT_MAX;
+    if timeout.get().as_millis() < 1 || timeout.get() > longest {
+        return Err(CommandError::BadInput(format!(
+            "--timeout {timeout}: a send waits 1ms to {}s for its reply",
+            longest.as_secs()
+        )));
+    }
     let content = if content == "-" {
         let mut text = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
@@ -272,7 +281,15 @@ pub fn send(
     )?;
     let reply = answer.json();
     let performative = reply["performative"].as_str().unwrap_or("?");
-    let text = reply["content"].as_str().map_or_else(
+    // Text as it is; bytes that are not printable text (not UTF-8, or with
+    // control characters, such as counter's little-endian count) in base64,
+    // so they neither vanish nor drive the terminal.
+    let printable = |text: &&str| {
+        !text
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    };
+    let text = reply["content"].as_str().filter(printable).map_or_else(
         || format!("base64:{}", reply["content_base64"].as_str().unwrap_or("")),
         str::to_owned,
     );
@@ -315,8 +332,12 @@ pub fn hdr_dump(
 /// `engine cluster members|status|init-certs`.
 pub fn cluster(selection: &ProfileSelection, command: ClusterCommand) -> Result<(), CommandError> {
     let (json, endpoint, members) = match command {
-        ClusterCommand::InitCerts { directory, nodes } => {
-            let (ca, written) = caxton_cluster::tls::init_certs(&directory, &nodes)
+        ClusterCommand::InitCerts {
+            directory,
+            nodes,
+            replace_ca,
+        } => {
+            let (ca, written) = caxton_cluster::tls::init_certs(&directory, &nodes, replace_ca)
                 .map_err(|error| CommandError::BadInput(error.to_string()))?;
             let mut text = format!("CA: {}\n", ca.display());
             for files in &written {
@@ -329,7 +350,7 @@ pub fn cluster(selection: &ProfileSelection, command: ClusterCommand) -> Result<
                     files.key.display()
                 ));
             }
-            return emit(text.trim_end());
+            return emit(&text);
         }
         ClusterCommand::Simulate(args) => {
             return crate::commands::simulate_cluster(selection, args);
@@ -373,7 +394,7 @@ pub fn cluster(selection: &ProfileSelection, command: ClusterCommand) -> Result<
                 heard
             ));
         }
-        return emit(table.trim_end());
+        return emit(&table);
     }
     let counts = &body["counts"];
     let membership = &body["membership"];
@@ -386,7 +407,7 @@ pub fn cluster(selection: &ProfileSelection, command: ClusterCommand) -> Result<
         lanes["rotated"], lanes["closed_peer_gone"], lanes["broken"],
     );
     emit(&format!(
-        "node {} at {} ({}, {})\nmembers: {} alive, {} suspect, {} down (itself excluded)\nsuspicions raised {}, refuted {}; members declared down {}; rejoins {}\nSWIM frames in {} ({} bytes), out {} ({} bytes); dropped: truncated {}, oversized {}, corrupt {}, replayed {}, invalid {}\nconnections {}, handshakes refused {}\n{lanes}\nsuspicion timeout {} ms; convergence: {} arrivals, P50 {:.3}s, P99 {:.3}s",
+        "node {} at {} ({}, {})\nmembers: {} alive, {} suspect, {} down (itself excluded)\nsuspicions raised {}, refuted {}; members declared down {}; rejoins {}\nSWIM frames in {} ({} bytes), out {} ({} bytes); dropped: truncated {}, oversized {}, corrupt {}, replayed {}, invalid {}\nconnections {}, handshakes refused {}\n{lanes}\nsuspicion timeout {} ms; convergence: {} arrivals, P50 {:.3}s, P99 {:.3}s\n",
         body["node"]["name"].as_str().unwrap_or("?"),
         body["node"]["addr"].as_str().unwrap_or("?"),
         body["transport"].as_str().unwrap_or("?"),

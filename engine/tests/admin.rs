@@ -238,6 +238,16 @@ fn every_route_answers_and_bad_input_gets_a_4xx_naming_the_problem() {
     assert_eq!(agents[0]["handled"], 1);
     assert_eq!(agents[0]["stackless_runs"], 0, "it ran on a pooled stack");
     assert!(agents[0]["mean_processing_us"].as_f64().expect("mean") > 0.0);
+    // Percentiles come from buckets, whose upper bounds lie above the runs
+    // in them; none is shown above the longest run.
+    let longest = agents[0]["max_processing_us"].as_f64().expect("max");
+    for percentile in ["p50_processing_us", "p99_processing_us"] {
+        let value = agents[0][percentile].as_f64().expect("a percentile");
+        assert!(
+            value > 0.0 && value <= longest,
+            "{percentile} {value} over {longest}"
+        );
+    }
     let one = call(&client, Method::GET, "/v1/agents/echo", Vec::new()).json();
     assert_eq!(one["name"], "echo");
 
@@ -527,6 +537,57 @@ fn the_command_line_wrappers_drive_a_running_engine() {
         .expect("an echo row");
     assert_eq!(row[1], "2", "instances");
     assert_eq!(row[2], "1", "handled");
+
+    // Bytes that are not printable text come back in base64: counter's
+    // answer is its count as 8 little-endian bytes.
+    let example_path = |name: &str| {
+        format!(
+            "{}/../examples/agents/{name}.wat",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    };
+    for agent in ["counter", "grow"] {
+        let deployed = engine(&["agents", "deploy", &example_path(agent), "--admin", &admin]);
+        assert!(deployed.status.success(), "{}", stderr(&deployed));
+    }
+    let counted = engine(&["send", "counter", "x", "--admin", &admin]);
+    assert_eq!(stdout(&counted), "inform: base64:AQAAAAAAAAA=\n");
+    // An agent past its memory limit fails the send, and the listing
+    // counts the fault.
+    let grown = engine(&["send", "grow", "x", "--admin", &admin]);
+    assert_eq!(grown.status.code(), Some(1), "{}", stderr(&grown));
+    assert!(
+        stdout(&grown).contains("caxton:memory-limit"),
+        "{}",
+        stdout(&grown)
+    );
+    let listed = stdout(&engine(&["agents", "list", "--admin", &admin]));
+    assert!(
+        listed
+            .lines()
+            .next()
+            .is_some_and(|header| header.contains("MEM FAULTS")),
+        "{listed}"
+    );
+    let grow_row: Vec<&str> = listed
+        .lines()
+        .find(|line| line.starts_with("grow "))
+        .map(|line| line.split_whitespace().collect())
+        .expect("a grow row");
+    assert_eq!(&grow_row[2..7], ["0", "0", "0", "0", "1"], "{listed}");
+    for agent in ["counter", "grow"] {
+        assert!(engine(&["agents", "undeploy", agent, "--admin", &admin])
+            .status
+            .success());
+    }
+    // A timeout the endpoint would refuse is refused here, by its flag.
+    let too_long = engine(&["send", "echo", "x", "--timeout", "2m", "--admin", &admin]);
+    assert_eq!(too_long.status.code(), Some(2));
+    assert!(
+        stderr(&too_long).contains("--timeout 2m: a send waits 1ms to 60s"),
+        "{}",
+        stderr(&too_long)
+    );
 
     let unknown = engine(&["send", "ghost", "x", "--admin", &admin]);
     assert_eq!(unknown.status.code(), Some(2));

@@ -117,6 +117,14 @@ fn host_check_reads_this_host_and_refuses_bad_cpu_lists() {
         assert_eq!(refused.status.code(), Some(2), "--cpus `{bad}`");
         assert!(stderr(&refused).contains("--cpus"), "{}", stderr(&refused));
     }
+    // CPUs the host does not have are named, not judged.
+    let beyond = engine(&["host", "check", "--cpus", "4094-4095"]);
+    assert_eq!(beyond.status.code(), Some(2), "{}", stderr(&beyond));
+    assert!(
+        stderr(&beyond).contains("this host has no CPU 4094-4095"),
+        "{}",
+        stderr(&beyond)
+    );
 }
 
 fn call(client: &AdminClient, method: Method, path: &str, body: Vec<u8>) -> Value {
@@ -481,6 +489,8 @@ fn profile_trace_writes_each_sampled_messages_hops_in_time_order() {
         "{}",
         stderr(&unreachable)
     );
+    // Checked for writing, never written: no empty file is left behind.
+    assert!(!dir.path().join("z.json").exists());
 }
 
 #[test]
@@ -755,6 +765,13 @@ fn assert_refused(command: &[&str], address: &str, cases: Vec<(Vec<&str>, &str)>
         );
         assert!(
             stderr(&refused).contains(says),
+            "{all:?}: {}",
+            stderr(&refused)
+        );
+        // Said once, not wrapped in a second telling of itself.
+        assert_eq!(
+            stderr(&refused).matches("cannot reach").count(),
+            usize::from(says == "cannot reach"),
             "{all:?}: {}",
             stderr(&refused)
         );

@@ -105,7 +105,17 @@ fn activities(before: &Reading, after: &Reading) -> Vec<AgentActivity> {
                 })
                 .filter(|(_, count)| *count > 0)
                 .collect();
-            let micros = |nanos: u64| nanos as f64 / 1e3;
+            // A bucket's upper bound can lie above every run in it; no
+            // figure is shown above the longest run the agent has had.
+            let longest_us = number(&agent["max_processing_us"]);
+            let micros = |nanos: u64| {
+                let us = nanos as f64 / 1e3;
+                if longest_us > 0.0 {
+                    us.min(longest_us)
+                } else {
+                    us
+                }
+            };
             let faults = ["traps", "execution_timeouts", "memory_faults"]
                 .iter()
                 .map(|key| delta(&agent[*key], &old[*key]))
