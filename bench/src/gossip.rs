@@ -351,11 +351,28 @@ pub struct GossipFacts {
     pub swim: caxton_cluster::transport::SwimSummary,
 }
 
-/// The idle SWIM traffic a node should stay under, bytes per second (our
-/// goal at 100 nodes with cluster-medium; piggybacked updates grow with the
-/// log of the cluster).
+/// The SWIM traffic a node of a cluster of `nodes` should stay under, bytes
+/// per second: our goal (2 KB/s at 100 nodes with cluster-medium;
+/// piggybacked updates grow with the log of the cluster), or, when higher,
+/// the most the cluster-size preset for `nodes` sends
+/// ([`preset_traffic_bound`]). A cluster that follows the advice to use its
+/// preset is never told it storms.
 pub fn traffic_budget(nodes: usize) -> f64 {
-    2048.0 * (nodes.max(10) as f64).log10() / 2.0
+    let goal = 2048.0 * (nodes.max(10) as f64).log10() / 2.0;
+    goal.max(preset_traffic_bound(nodes))
+}
+
+/// Bytes a SWIM frame takes on the wire, about: the simulated presets
+/// averaged 90 (cluster-small at 8 nodes: 1603 B/s over 17.7 frames/s).
+const SWIM_FRAME_BYTES: f64 = 90.0;
+
+/// The most the cluster-size preset for `nodes` sends per node, bytes per
+/// second: a gossip round with news to every one of `fanout` members each
+/// gossip interval, and a probe and its answer each probe interval.
+pub fn preset_traffic_bound(nodes: usize) -> f64 {
+    let (_, (gossip_ms, fanout, probe_ms, _)) = preset_for(nodes);
+    let frames = 1000.0 / gossip_ms as f64 * fanout as f64 + 2.0 * 1000.0 / probe_ms as f64;
+    frames * SWIM_FRAME_BYTES
 }
 
 /// The cluster-size preset for `nodes`, and its (gossip interval ms,
@@ -507,6 +524,26 @@ mod tests {
         let advice = advise(&calm(16));
         assert_eq!(advice.len(), 1);
         assert!(advice[0].starts_with("no gossip storm"), "{advice:?}");
+    }
+
+    #[test]
+    fn a_cluster_on_its_size_preset_is_no_storm() {
+        // The presets' own traffic at their sizes: cluster-small simulated
+        // at 8 nodes by `engine cluster simulate` (1761 B/s a node),
+        // cluster-medium at 50 and cluster-large at 1000 (docs/cluster.md).
+        for (nodes, sent) in [(8, 1761.0), (50, 1440.0), (1000, 911.0)] {
+            let mut facts = calm(nodes);
+            facts.bytes_per_node_second = sent;
+            let advice = advise(&facts);
+            assert!(
+                advice[0].starts_with("no gossip storm"),
+                "{nodes}: {advice:?}"
+            );
+        }
+        // Ten times the small preset's most is a storm at its size.
+        let mut facts = calm(8);
+        facts.bytes_per_node_second = 10.0 * preset_traffic_bound(8);
+        assert!(advise(&facts)[0].starts_with("gossip storm"));
     }
 
     #[test]
