@@ -1004,6 +1004,19 @@ fn warn_about_idle_keys(loaded: &LoadedProfile) {
     {
         warn!("messaging.priority_routing.queues wait for messaging.priority_routing.enabled: every message shares one first-in, first-out class");
     }
+    let over = caxton_profiles::memory_limits_over_the_ceiling(profile);
+    if !over.is_empty() {
+        let listed: Vec<String> = over
+            .iter()
+            .map(|(key, value)| format!("{key} ({value})"))
+            .collect();
+        warn!(
+            "{} over runtime.max_memory_per_agent ({}): those agents get {} (raise runtime.max_memory_per_agent to give them more)",
+            listed.join(", "),
+            profile.runtime.max_memory_per_agent,
+            profile.runtime.max_memory_per_agent
+        );
+    }
 }
 
 /// With persistence, redeploy the stored agents and (with `redeliver_now`;

@@ -391,10 +391,14 @@ fn keys_that_wait_for_another_key_are_reported_at_boot() {
         // A block that names the section turns it on unless it says otherwise.
         "--set",
         "messaging.priority_routing.enabled=false",
+        // The guide's override, over the default 64MB ceiling.
+        "--set",
+        "agents.overrides=[{agent_id: heavy-processor, memory: 500MB}]",
     ]);
     for notice in [
         "without runtime.wasm.stack_pooling a handler cannot yield",
         "messaging.priority_routing.queues wait for messaging.priority_routing.enabled",
+        "agents.overrides[0].memory (500MB for `heavy-processor`) over runtime.max_memory_per_agent (64MB): those agents get 64MB",
     ] {
         assert!(running.seen.contains(notice), "{notice}: {}", running.seen);
     }
@@ -408,6 +412,11 @@ fn keys_that_wait_for_another_key_are_reported_at_boot() {
         "messaging.priority_routing.enabled=true",
     ]);
     assert!(!running.seen.contains("cannot yield"), "{}", running.seen);
+    assert!(
+        !running.seen.contains("over runtime.max_memory_per_agent"),
+        "{}",
+        running.seen
+    );
     assert!(
         !running.seen.contains(" wait for messaging"),
         "{}",

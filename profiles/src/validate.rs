@@ -813,6 +813,31 @@ pub fn idle_transport_keys(profile: &Profile) -> Vec<String> {
     }
 }
 
+/// Memory limits the profile sets above `runtime.max_memory_per_agent`, as
+/// `(key, what it says)`: the agents they name get the ceiling instead.
+/// Left to load (the performance tuning guide's own example gives an
+/// override of 500MB beside the 64MB default ceiling), and named at boot.
+pub fn memory_limits_over_the_ceiling(profile: &Profile) -> Vec<(String, String)> {
+    let ceiling = profile.runtime.max_memory_per_agent;
+    let agents = &profile.agents;
+    let mut over = Vec::new();
+    if agents.default_limits.memory > ceiling {
+        over.push((
+            "agents.default_limits.memory".to_owned(),
+            agents.default_limits.memory.to_string(),
+        ));
+    }
+    for (index, entry) in agents.overrides.iter().enumerate() {
+        if let Some(memory) = entry.memory.filter(|memory| *memory > ceiling) {
+            over.push((
+                format!("agents.overrides[{index}].memory"),
+                format!("{memory} for `{}`", entry.agent_name),
+            ));
+        }
+    }
+    over
+}
+
 /// `profile` with the other transport's block at its defaults: the same
 /// engine behaviour, written without it. The QUIC datagram size is kept on
 /// TCP: it bounds SWIM's packets on either transport.
