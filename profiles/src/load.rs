@@ -147,9 +147,53 @@ pub fn load(profiles: &[String], overrides: &[String]) -> Result<LoadedProfile, 
         return Err(loaded.reject(ProfileErrorKind::Contradiction, violation));
     }
     match validate(&loaded.profile).into_iter().next() {
-        Some(violation) => Err(loaded.reject(ProfileErrorKind::Contradiction, violation)),
+        Some(violation) => {
+            let violation = name_the_later_layer(&loaded, violation);
+            Err(loaded.reject(ProfileErrorKind::Contradiction, violation))
+        }
         None => Ok(loaded),
     }
+}
+
+/// Pairs of keys judged against each other: (the key a violation names,
+/// the key it is judged against).
+const JUDGED_AGAINST: [(&str, &str); 2] = [
+    (
+        "coordination.cluster.probe_timeout",
+        "coordination.cluster.probe_interval",
+    ),
+    (
+        "transport.quic.keep_alive_interval",
+        "transport.quic.idle_timeout",
+    ),
+];
+
+/// A violation between two keys points at one of them; when the other was
+/// written by a later layer (an overlay listed in the wrong order), the
+/// hint says so: the layer named in the message is not the one to edit.
+fn name_the_later_layer(loaded: &LoadedProfile, mut violation: Violation) -> Violation {
+    let Some((_, other)) = JUDGED_AGAINST.iter().find(|(key, _)| *key == violation.key) else {
+        return violation;
+    };
+    let position = |key: &str| {
+        let source = loaded.locations.get(key)?.source.clone();
+        let index = loaded.layers.iter().rposition(|layer| *layer == source)?;
+        Some((index, source))
+    };
+    if let (Some((named_at, named)), Some((other_at, later))) =
+        (position(&violation.key), position(other))
+    {
+        if other_at > named_at {
+            let hint = format!(
+                "`{other}` here comes from {later}, listed after {named}: list {named} after it, or set `{other}` after both",
+            );
+            violation.hint = Some(match violation.hint {
+                Some(earlier) => format!("{hint}; {earlier}"),
+                None => hint,
+            });
+        }
+    }
+    violation
 }
 
 /// A QUIC keep-alive no layer wrote follows the idle timeout. Its default

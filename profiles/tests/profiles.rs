@@ -156,6 +156,33 @@ fn the_guides_block_forms_load() {
 }
 
 #[test]
+fn overlays_in_the_wrong_order_are_told_which_layer_to_move() {
+    // network-wan's 2s probe timeout needs its own 5s probe interval, which
+    // cluster-small, listed after it, sets back to 500ms.
+    let error =
+        load(&["network-wan".into(), "cluster-small".into()], &[]).expect_err("the wrong order");
+    assert_eq!(
+        error.key.as_deref(),
+        Some("coordination.cluster.probe_timeout")
+    );
+    let hint = error.hint.clone().unwrap_or_default();
+    assert!(
+        hint.contains(
+            "comes from built-in profile cluster-small, listed after built-in profile network-wan"
+        ),
+        "{error}"
+    );
+    // The right order loads; a contradiction within one layer has no such hint.
+    load(&["cluster-small".into(), "network-wan".into()], &[]).expect("the right order");
+    let within = load(&[], &["coordination.cluster.probe_timeout=2s".into()])
+        .expect_err("a probe timeout over the default interval");
+    assert!(
+        !within.hint.unwrap_or_default().contains("listed after"),
+        "the interval is a default"
+    );
+}
+
+#[test]
 fn set_overrides_apply_last() {
     let loaded = load(
         &["low-latency".into()],
