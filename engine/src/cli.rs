@@ -20,6 +20,19 @@ pub struct Cli {
     pub joins: Vec<String>,
 }
 
+/// `engine server ...`.
+#[derive(Debug, Subcommand)]
+pub enum ServerCommand {
+    /// Run a node on the profile selection, as `engine` alone does.
+    Start {
+        /// Join the cluster a node at HOST:PORT belongs to, as `engine --join`.
+        // Its own id: sharing the top-level `--join`'s would make clap
+        // replace one list with the other.
+        #[arg(long = "join", id = "start_joins", value_name = "HOST:PORT")]
+        joins: Vec<String>,
+    },
+}
+
 /// Which profile to run or inspect.
 #[derive(Debug, Args, Clone, Default)]
 pub struct ProfileSelection {
@@ -91,6 +104,10 @@ pub enum Command {
     /// Profile a running engine: CPU samples, heap samples, message traces.
     #[command(subcommand)]
     Profile(ProfileCommand),
+    /// Run a node: `engine server start` is `engine` with no subcommand
+    /// (the performance tuning guide's spelling).
+    #[command(subcommand)]
+    Server(ServerCommand),
     /// Print the machine's topology and the placement plan for a profile.
     Topology {
         /// Plan for an hwloc synthetic topology instead of this machine,

@@ -6,7 +6,9 @@ use caxton_profiles::{LoadedProfile, ProfileErrorKind, Violation};
 use caxton_shards::Node;
 use tracing::{info, warn};
 
-use crate::cli::{BenchmarkCommand, Cli, Command, HdrCommand, ProfileSelection, ProfilesCommand};
+use crate::cli::{
+    BenchmarkCommand, Cli, Command, HdrCommand, ProfileSelection, ProfilesCommand, ServerCommand,
+};
 
 /// How a command failed, which decides the exit status.
 #[derive(Debug)]
@@ -58,11 +60,18 @@ fn init_logging(profile: Option<&LoadedProfile>) -> Result<(), CommandError> {
 /// Run the command `cli` names.
 pub fn dispatch(cli: Cli) -> Result<(), CommandError> {
     // Commands that load a profile log at its level; the rest log at `info`.
-    if !matches!(cli.command, None | Some(Command::Benchmark(_))) {
+    if !matches!(
+        cli.command,
+        None | Some(Command::Benchmark(_)) | Some(Command::Server(_))
+    ) {
         init_logging(None)?;
     }
     match cli.command {
         None => run_node(&cli.selection, &cli.joins),
+        Some(Command::Server(ServerCommand::Start { joins })) => {
+            let all: Vec<String> = cli.joins.iter().cloned().chain(joins).collect();
+            run_node(&cli.selection, &all)
+        }
         Some(Command::Cluster(command)) => crate::remote::cluster(&cli.selection, command),
         Some(Command::Profiles(command)) => profiles_command(cli.selection, command),
         Some(Command::Benchmark(command)) => benchmark_command(&cli.selection, command),

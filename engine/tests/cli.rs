@@ -454,3 +454,12 @@ fn a_built_in_profiles_tuning_of_the_other_transport_is_reported_at_boot() {
         stderr(&refused)
     );
 }
+
+#[test]
+fn server_start_runs_a_node_as_the_guides_command_spells_it() {
+    let running = start_engine(&["--profile", "low-latency", "server", "start"]);
+    let admin = running.admin_address().to_string();
+    let listed = engine(&["agents", "list", "--admin", &admin]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    assert!(stdout(&listed).starts_with("NAME"), "{}", stdout(&listed));
+}

@@ -157,13 +157,13 @@ fn node_gauges(out: &mut String, exposition: &Exposition<'_>) {
     gauge(
         out,
         "caxton_memory_used_bytes",
-        "Resource use: resident memory of the engine process",
+        "resource use: resident memory of the engine process",
         exposition.memory_used_bytes as f64,
     );
     gauge(
         out,
         "caxton_cpu_usage_percent",
-        "Resource use: CPU time of the engine process over the last collection interval, percent of the machine's CPUs",
+        "resource use: CPU time of the engine process over the last collection interval, percent of the machine's CPUs",
         exposition.cpu_usage_percent,
     );
     gauge(
