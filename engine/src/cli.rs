@@ -15,7 +15,8 @@ pub struct Cli {
     #[command(flatten)]
     pub selection: ProfileSelection,
     /// Join the cluster a node at HOST:PORT belongs to (repeatable; adds to
-    /// `coordination.cluster.seeds`; needs `coordination.cluster.listen_address`).
+    /// `coordination.cluster.seeds`). Beyond loopback it needs
+    /// `coordination.cluster.listen_address`; on loopback a free port is taken.
     #[arg(long = "join", value_name = "HOST:PORT")]
     pub joins: Vec<String>,
 }
