@@ -37,6 +37,10 @@ pub struct StressOptions {
     /// before each design's P99 runs, so no step pays for a cold process
     /// (first-touched memory and code, empty pools). Zero: none.
     pub warm_up: Duration,
+    /// How long each P99 run at a share of the lower breaking point lasts
+    /// (at least a step): on a machine that stalls now and then, a run of
+    /// one short step holds a stall or two, which alone can set its P99.
+    pub latency_run: Duration,
 }
 
 impl StressOptions {
@@ -73,6 +77,15 @@ impl StressOptions {
         }
     }
 
+    /// One P99 run's load at `rate`: a step's, lasting [`Self::latency_run`]
+    /// or a step, whichever is longer.
+    pub fn latency_load_at(&self, rate: f64) -> LoadOptions {
+        LoadOptions {
+            duration: self.latency_run.max(self.step_duration()),
+            ..self.load_at(rate)
+        }
+    }
+
     /// The warm-up's load: the first step's rate and agents, for
     /// `warm_up`; `None` when there is none.
     pub fn warm_up_load(&self) -> Option<LoadOptions> {
@@ -105,6 +118,12 @@ impl StressOptions {
         }
         if self.warm_up > Duration::from_secs(600) {
             return bad(format!("--warm-up {:?} is over 10 minutes", self.warm_up));
+        }
+        if self.latency_run > Duration::from_secs(600) {
+            return bad(format!(
+                "--latency-run {:?} is over 10 minutes",
+                self.latency_run
+            ));
         }
         if self.pattern == Pattern::FanOut && self.max_agents < 5 {
             return bad("fan-out needs --max-agents of at least 5".into());
@@ -291,7 +310,30 @@ mod tests {
             progress: false,
             generators: None,
             warm_up: Duration::ZERO,
+            latency_run: Duration::from_secs(5),
         }
+    }
+
+    #[test]
+    fn a_p99_run_lasts_its_own_time_or_a_step() {
+        let options = options();
+        // Steps of 1 s (8 s over 8 steps); P99 runs of 5 s at the step's rate.
+        let run = options.latency_load_at(4_000.0);
+        assert_eq!(run.duration, Duration::from_secs(5));
+        assert_eq!(run.rate, 4_000.0);
+        assert_eq!(run.drain, options.load_at(4_000.0).drain);
+        // Shorter than a step: a step.
+        let short = StressOptions {
+            latency_run: Duration::from_millis(10),
+            ..options.clone()
+        };
+        assert_eq!(short.latency_load_at(1.0).duration, Duration::from_secs(1));
+        assert!(StressOptions {
+            latency_run: Duration::from_secs(601),
+            ..options
+        }
+        .check()
+        .is_err());
     }
 
     /// A design whose P99 is 1 ms up to 10,000 messages/s and 50 ms beyond.

@@ -425,6 +425,11 @@ pub enum BenchmarkCommand {
         /// for a cold process; `0s`: none.
         #[arg(long, default_value = "1s")]
         warm_up: String,
+        /// How long each P99 run at a share of the lower breaking point
+        /// lasts, with `--compare baseline` (at least one step): a longer run
+        /// dilutes the machine's own stalls in both designs' P99s.
+        #[arg(long, default_value = "5s")]
+        latency_run: String,
         /// Agents at the last step.
         #[arg(long, default_value_t = 1000)]
         max_agents: usize,

@@ -192,6 +192,7 @@ fn benchmark_command(
         BenchmarkCommand::Stress {
             ramp_up_time,
             warm_up,
+            latency_run,
             max_agents,
             find_breaking_point,
             pattern,
@@ -210,6 +211,7 @@ fn benchmark_command(
             crate::loadbench::StressArgs {
                 ramp_up_time,
                 warm_up,
+                latency_run,
                 max_agents,
                 find_breaking_point,
                 start_rate,

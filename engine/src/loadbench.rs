@@ -297,6 +297,8 @@ pub struct StressArgs {
     pub ramp_up_time: String,
     /// `--warm-up`.
     pub warm_up: String,
+    /// `--latency-run`.
+    pub latency_run: String,
     /// `--max-agents`.
     pub max_agents: usize,
     /// `--find-breaking-point`.
@@ -358,6 +360,7 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         generators,
         warm_up: duration("--warm-up", &args.warm_up)?,
+        latency_run: duration("--latency-run", &args.latency_run)?,
     };
     options.check().map_err(bench_error)?;
     let last = LoadOptions {
@@ -529,7 +532,7 @@ fn stress_round(
             let mut caxton = Vec::new();
             for (_, rate, agents) in &loads {
                 let workload = Workload::new(pattern, *agents, None).map_err(bench_error)?;
-                let load = options.load_at(*rate);
+                let load = options.latency_load_at(*rate);
                 caxton.push(destination.run(&workload, &load).map_err(bench_error)?);
             }
             destination.close()?;
@@ -538,9 +541,13 @@ fn stress_round(
             }
             for ((share, rate, agents), caxton) in loads.into_iter().zip(caxton) {
                 let workload = Workload::new(pattern, agents, None).map_err(bench_error)?;
-                let baseline =
-                    on_baseline(&loaded.profile, &workload, shards, &options.load_at(rate))
-                        .map_err(bench_error)?;
+                let baseline = on_baseline(
+                    &loaded.profile,
+                    &workload,
+                    shards,
+                    &options.latency_load_at(rate),
+                )
+                .map_err(bench_error)?;
                 latency_at_loads.push(stress::LatencyAtLoad::new(share, agents, caxton, baseline));
             }
         }

@@ -242,6 +242,10 @@ fn small_stress_comparison(extra: &[&str], output: &std::path::Path) -> std::pro
         "--output",
         output.to_str().expect("utf-8"),
     ];
+    // Short P99 runs unless the caller says how long.
+    if !extra.contains(&"--latency-run") {
+        command.extend_from_slice(&["--latency-run", "100ms"]);
+    }
     command.extend_from_slice(extra);
     engine(&command)
 }
@@ -325,7 +329,11 @@ fn stress_rounds_repeat_the_comparison_and_report_the_medians() {
 #[test]
 fn stress_compares_throughput_at_the_breaking_points_and_p99s_below_both() {
     let output = tempfile::tempdir().expect("temp dir");
-    let run = small_stress_comparison(&["--ramp-up-time", "600ms"], output.path());
+    // P99 runs of 600 ms, twice a 300 ms step.
+    let run = small_stress_comparison(
+        &["--ramp-up-time", "600ms", "--latency-run", "600ms"],
+        output.path(),
+    );
     assert!(run.status.success(), "{}", stderr(&run));
     let summary: Value = serde_json::from_str(
         &std::fs::read_to_string(output.path().join("summary.json")).expect("summary"),
@@ -348,6 +356,14 @@ fn stress_compares_throughput_at_the_breaking_points_and_p99s_below_both() {
             assert_eq!(at[design]["design"], design);
             assert_eq!(at[design]["offered_per_second"], lower * share);
             counts_add_up(&at[design]);
+            // Scheduled for the P99 run's 600 ms, not a step's 300.
+            let scheduled = at[design]["counts"]["scheduled"]
+                .as_f64()
+                .expect("scheduled");
+            assert!(
+                scheduled >= 0.55 * lower * share,
+                "{design} at {share}: {scheduled} scheduled"
+            );
         }
     }
     let comparison = &summary["comparison"];

@@ -88,6 +88,7 @@ fn a_stress_ramp_finds_the_breaking_point_of_a_slow_agent() {
         progress: false,
         generators: None,
         warm_up: Duration::ZERO,
+        latency_run: Duration::ZERO,
     };
     let (steps, point) = stress::ramp("caxton", &options, |agents, load| {
         let workload = Workload::new(Pattern::RequestReply, agents, Some(SLOW_WAT))?;
