@@ -517,6 +517,9 @@ struct InFlight {
     node: SocketAddr,
     conversation_id: u64,
     priority: PriorityClass,
+    /// A durable send whose notice (stored or refused) has not come: its
+    /// sender waits for a notice, not an answer.
+    awaiting_notice: bool,
 }
 
 impl RemoteRouter {
@@ -578,6 +581,7 @@ impl RemoteRouter {
                 pending.conversation_id,
                 pending.priority,
                 reason,
+                pending.awaiting_notice,
                 local,
             ));
         }
@@ -615,6 +619,7 @@ impl RemoteRouter {
             message.conversation_id,
             PriorityClass(message.priority),
             reason,
+            message.durable,
             local,
         ))
     }
@@ -638,6 +643,7 @@ impl RemoteRouter {
                 node,
                 conversation_id: envelope.conversation_id,
                 priority: envelope.priority,
+                awaiting_notice: envelope.durability == Durability::Requested,
             },
         );
         self.in_flight_order.push_back(key);
@@ -765,6 +771,8 @@ impl RemoteRouter {
                     message.conversation_id,
                     PriorityClass(message.priority),
                     "timeout",
+                    // A chain hop's sender waits for its answer, not a notice.
+                    false,
                     local,
                 ));
             }
@@ -1039,12 +1047,14 @@ impl RemoteRouter {
             return Outbound::Dropped;
         }
         self.counters.failed += 1;
-        Outbound::Answer(path.answer(
-            Performative::Failure,
-            format!("{FAILURE_PREFIX}{reason}").into_bytes(),
-            local.now_ns(),
-            local.participant(),
-        ))
+        let content = format!("{FAILURE_PREFIX}{reason}").into_bytes();
+        let (now, participant) = (local.now_ns(), local.participant());
+        // A durable send's sender waits for a notice: it is refused, not stored.
+        Outbound::Answer(if envelope.durability == Durability::Requested {
+            path.notice(Performative::Refuse, 0, content, now, participant)
+        } else {
+            path.answer(Performative::Failure, content, now, participant)
+        })
     }
 
     /// A message from another node refused here: `failure` back to its sender.
@@ -1074,21 +1084,30 @@ impl RemoteRouter {
     }
 }
 
-/// The engine's `failure` (`caxton:REASON`) to `sender` here, answering `token`.
+/// The engine's `failure` (`caxton:REASON`) to `sender` here, answering
+/// `token`; for a durable send still `awaiting_notice`, the notice that
+/// refuses it (not stored), which is what its sender waits for.
 fn failure_to(
     sender: Address,
     token: u64,
     conversation_id: u64,
     priority: PriorityClass,
     reason: &str,
+    awaiting_notice: bool,
     local: &impl LocalSide,
 ) -> Envelope {
+    let (performative, durability) = if awaiting_notice {
+        (Performative::Refuse, Durability::Notice(0))
+    } else {
+        (Performative::Failure, Durability::Transient)
+    };
     Envelope {
         conversation_id,
         in_reply_to: token,
         priority,
+        durability,
         ..Envelope::new(
-            Performative::Failure,
+            performative,
             NOBODY,
             sender,
             format!("{FAILURE_PREFIX}{reason}").into_bytes(),

@@ -473,6 +473,56 @@ fn content_travels_as_bytes_and_the_array_form_still_reads() {
 }
 
 #[test]
+fn a_durable_send_its_host_cannot_take_is_refused_with_a_notice() {
+    // Its sender waits for a notice (stored or refused), not for an answer:
+    // a plain failure would leave it waiting out its timeout.
+    let durable = || Envelope {
+        durability: Durability::Requested,
+        ..request_from_instance()
+    };
+    let refused = |answer: &Envelope| {
+        assert_eq!(
+            (answer.performative, answer.durability, answer.in_reply_to),
+            (Performative::Refuse, Durability::Notice(0), 42)
+        );
+        assert_eq!(answer.content, b"caxton:node-down");
+    };
+    // Its only host is down.
+    let mut a = RemoteRouter::default();
+    let a_side = FakeSide::new(&[], &[(PROXY, "echo")]);
+    let mut down = directory_with_echo_on_c();
+    assert!(down.declared_down(&node(3)));
+    let Outbound::Answer(answer) = a.outbound(durable(), &a_side, &down) else {
+        panic!("answered here");
+    };
+    refused(&answer);
+    // Its host is lost before its notice came: refused too.
+    let directory = directory_with_echo_on_c();
+    let Outbound::Send(c, _) = a.outbound(durable(), &a_side, &directory) else {
+        panic!("sent");
+    };
+    let answers = a.node_lost(c, "node-down", &a_side);
+    assert_eq!(answers.len(), 1);
+    refused(&answers[0]);
+    // Once its notice came it is stored there, C's to handle when it is
+    // back: a later loss of C makes up no answer for it.
+    let Outbound::Send(c, message) = a.outbound(durable(), &a_side, &directory) else {
+        panic!("sent");
+    };
+    let (mut c_router, c_side, arrived) = stored_on_c(message);
+    let Outbound::Send(_, home) = c_router.outbound(
+        stored_notice(&arrived, 9),
+        &c_side,
+        &ClusterDirectory::default(),
+    ) else {
+        panic!("home");
+    };
+    let mut a_side = a_side;
+    assert_eq!(a.inbound(c, home, &mut a_side), Inbound::Delivered);
+    assert!(a.node_lost(c, "node-down", &a_side).is_empty());
+}
+
+#[test]
 fn a_lost_host_answers_its_waiting_senders_at_once() {
     let directory = directory_with_echo_on_c();
     let mut a = RemoteRouter::default();

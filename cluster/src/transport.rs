@@ -397,6 +397,9 @@ struct Links {
     tcp: TcpConfig,
     datagrams: bool,
     peers: HashMap<SocketAddr, Peer>,
+    /// When each peer's current connection opened (wall clock, to compare
+    /// with a restarted member's generation).
+    opened_at: HashMap<SocketAddr, std::time::SystemTime>,
     events: mpsc::Sender<Event>,
     stats: Arc<TransportStats>,
     max_frame: usize,
@@ -618,9 +621,44 @@ impl Links {
     }
 
     fn connected(&mut self, to: SocketAddr, peer: Peer) -> Vec<(Option<u64>, Vec<u8>)> {
+        self.opened_at.insert(to, std::time::SystemTime::now());
         match self.peers.insert(to, peer) {
             Some(Peer::Connecting(pending)) => pending,
             _ => Vec::new(),
+        }
+    }
+
+    /// Close and drop the link to `peer` when it leads to a process that is
+    /// gone: always for a member declared down, and for one that came back
+    /// under a newer generation when the link opened before that process
+    /// started (`started`). A QUIC connection to a dead process looks open
+    /// until its idle timeout (minutes, by default): frames sent on it are
+    /// lost, and a process restarted at the same address never hears them.
+    /// The next frame for `peer` dials afresh.
+    fn forget_stale(&mut self, peer: SocketAddr, started: Option<std::time::SystemTime>) {
+        let peer = canonical(peer);
+        let stale = match (started, self.opened_at.get(&peer)) {
+            (None, _) => true,
+            (Some(started), Some(opened)) => *opened < started,
+            (Some(_), None) => false,
+        };
+        if !stale {
+            return;
+        }
+        self.opened_at.remove(&peer);
+        // Its lanes are old news: their breaking loses nothing more.
+        self.lanes.forget(peer);
+        match self.peers.remove(&peer) {
+            Some(Peer::Quic(connection)) => {
+                connection.close(0u32.into(), b"member gone");
+            }
+            // Dropping the writer ends its task, which shuts the stream.
+            Some(Peer::Tcp(..)) => {}
+            // Not connected yet: what waited is dialed again on the next frame.
+            Some(Peer::Connecting(pending)) => {
+                self.peers.insert(peer, Peer::Connecting(pending));
+            }
+            None => {}
         }
     }
 }
@@ -891,6 +929,7 @@ impl ClusterNode {
             tcp: settings.tcp.clone(),
             datagrams: settings.quic.enable_datagram,
             peers: HashMap::new(),
+            opened_at: HashMap::new(),
             events: sender.clone(),
             stats: Arc::clone(&stats),
             max_frame,
@@ -1012,8 +1051,10 @@ impl ClusterNode {
         tokio::pin!(stop);
         loop {
             self.flush(&mut membership, false);
-            let downs = log_events(&mut membership);
-            remote.lost(&downs, "node-down");
+            for gone in log_events(&mut membership) {
+                self.links.forget_stale(gone.addr, gone.restarted_at);
+                remote.lost(&[gone.addr], "node-down");
+            }
             remote.follow_directory(&membership);
             remote.settle_directory(&membership, || clock().elapsed);
             let mut resends = remote.resend_hops(&membership);
@@ -1676,12 +1717,31 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// Log what changed in the membership; the members declared down.
-fn log_events(membership: &mut Membership) -> Vec<SocketAddr> {
-    let mut downs = Vec::new();
+/// A member whose process is gone: declared down, or back under a newer
+/// generation (restarted) at `restarted_at`.
+struct Gone {
+    addr: SocketAddr,
+    restarted_at: Option<std::time::SystemTime>,
+}
+
+/// Log what changed in the membership; the members whose process is gone.
+/// Messages in flight to a restarted member went to its old process, which
+/// will never answer them: they are lost as a downed member's are.
+fn log_events(membership: &mut Membership) -> Vec<Gone> {
+    let mut gone = Vec::new();
     for event in membership.take_events() {
-        if let MembershipEvent::Down(member) = &event {
-            downs.push(member.addr);
+        match &event {
+            MembershipEvent::Down(member) => gone.push(Gone {
+                addr: member.addr,
+                restarted_at: None,
+            }),
+            MembershipEvent::Renamed { current, .. } => gone.push(Gone {
+                addr: current.addr,
+                restarted_at: Some(
+                    std::time::UNIX_EPOCH + Duration::from_micros(current.generation),
+                ),
+            }),
+            _ => {}
         }
         match event {
             MembershipEvent::Up(member) => {
@@ -1713,7 +1773,7 @@ fn log_events(membership: &mut Membership) -> Vec<SocketAddr> {
             }
         }
     }
-    downs
+    gone
 }
 
 #[cfg(test)]

@@ -745,6 +745,69 @@ fn a_request_waiting_on_a_node_that_dies_is_answered_for_its_loss() {
 }
 
 #[test]
+fn a_request_to_a_node_restarted_before_it_was_declared_down_is_answered_at_once() {
+    let (certs, a, c) = two_nodes(&[]);
+    let dir = certs.path();
+    let (seed, c_address) = (cluster_address(&a), cluster_address(&c));
+    let sink = format!("{}/../examples/agents/sink.wat", env!("CARGO_MANIFEST_DIR"));
+    let c_admin = c.admin_address().to_string();
+    let deployed = engine(&["agents", "deploy", &sink, "--admin", &c_admin]);
+    assert!(deployed.status.success(), "{deployed:?}");
+    wait_for_listing(&a, "sink on c", &[("sink", "c", 1)]);
+
+    // A request through a to c's sink, which never answers.
+    let a_admin = a.admin_address();
+    let waiting = std::thread::spawn(move || {
+        let client = AdminClient::new(a_admin, None).expect("a client");
+        let body = serde_json::json!({ "content": "hold", "timeout_ms": 30_000 });
+        let started = Instant::now();
+        let reply = post_body(&client, "sink", &body);
+        (started.elapsed(), reply)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    // Killed and started again at once: c is back under a newer generation
+    // before anyone declares it down. Its old process took the request and
+    // will never answer it.
+    let mut c = c;
+    c.child.kill().expect("SIGKILL");
+    let _ = c.child.wait();
+    let _c = node(dir, dir, "c", &c_address.to_string(), Some(seed));
+    let (took, reply) = waiting.join().expect("the sender's thread");
+    assert_eq!(reply["performative"], "failure", "{reply:#}");
+    // Not `caxton:timeout`, which comes at the request's deadline.
+    assert_eq!(reply["content"], "caxton:node-down", "{reply:#}");
+    assert!(took < Duration::from_secs(30), "answered after {took:?}");
+}
+
+#[test]
+fn a_seed_restarted_at_its_address_is_found_again_within_a_reconnect_round() {
+    // c joined through a, which has no seeds of its own: restarted, a knows
+    // nobody, and waits for c to find it.
+    let (certs, a, c) = two_nodes(&[]);
+    let dir = certs.path();
+    let a_address = cluster_address(&a);
+    let mut a = a;
+    a.child.kill().expect("SIGKILL");
+    let _ = a.child.wait();
+    wait(&c, Duration::from_secs(10), "a declared down", |view| {
+        state_of(view, "a").as_deref() == Some("down")
+    });
+    let a = node(dir, dir, "a", &a_address.to_string(), None);
+    // c announces to a member it holds down every ten probe intervals
+    // (cluster-small: 5 s). Its old connection to a's dead process must
+    // not swallow that announce until the connection's idle timeout
+    // (the default profile's: 2 minutes).
+    for (engine, other) in [(&c, "a"), (&a, "c")] {
+        wait(
+            engine,
+            Duration::from_secs(10) + SLACK,
+            "a found again",
+            |view| state_of(view, other).as_deref() == Some("alive"),
+        );
+    }
+}
+
+#[test]
 fn a_durable_send_is_stored_by_the_node_that_hosts_its_agent() {
     let data = tempfile::tempdir().expect("a data directory");
     let (_certs, a, c) = two_nodes(&[
@@ -840,6 +903,24 @@ fn a_restarted_node_with_persistence_is_routable_again_and_kept_its_durable_send
     wait(&a, Duration::from_secs(10), "c declared down", |view| {
         state_of(view, "c").as_deref() == Some("down")
     });
+    // A durable send while c is down is refused at once, not stored, and
+    // says why: its sender waits for a notice, which comes.
+    let refused = engine(&[
+        "send",
+        "tally",
+        "k",
+        "--persistent",
+        "--timeout",
+        "5s",
+        "--admin",
+        &a_admin,
+    ]);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(
+        common::stderr(&refused).contains("did not accept the message: caxton:node-down"),
+        "{}",
+        common::stderr(&refused)
+    );
     wait_for_listing(&a, "c's agents gone", &[]);
 
     // Back at the same address with its data: its agents come back with it,
