@@ -1119,8 +1119,7 @@ impl Membership {
     /// Every member this node knows, itself excluded, by name.
     pub fn members(&self) -> Vec<MemberView> {
         let mut members: Vec<MemberView> = self
-            .foca
-            .iter_membership_state()
+            .others()
             .map(|member| MemberView {
                 name: member.id().name.to_string(),
                 addr: member.id().addr,
@@ -1147,10 +1146,21 @@ impl Membership {
         members
     }
 
+    /// The members foca knows, less this node's own earlier identities: once
+    /// this node was declared down and rejoined under a newer generation,
+    /// the gossip of its old identity's death reaches it too, and it is no
+    /// member of the cluster this node sees (nor a down one to alert on).
+    fn others(&self) -> impl Iterator<Item = &foca::Member<NodeId>> {
+        let own = self.identity().addr;
+        self.foca
+            .iter_membership_state()
+            .filter(move |member| member.id().addr != own)
+    }
+
     /// Members by state.
     pub fn counts(&self) -> StateCounts {
         let mut counts = StateCounts::default();
-        for member in self.foca.iter_membership_state() {
+        for member in self.others() {
             match member.state() {
                 State::Alive => counts.alive += 1,
                 State::Suspect => counts.suspect += 1,

@@ -566,6 +566,17 @@ fn a_member_declared_down_while_alive_renews_its_identity_and_rejoins() {
     })
     .expect("back");
     assert_eq!(net.get(2).counters().renewals, 1);
+    // Its old identity's death reached it too; it is not its own member,
+    // down or otherwise, once the news has spread.
+    let _ = net.run_until(Duration::from_secs(2), Duration::from_millis(10), |_| false);
+    let own = net.get(2).identity().addr;
+    let members = net.get(2).members();
+    assert!(
+        members.iter().all(|member| member.addr != own),
+        "{members:?}"
+    );
+    assert_eq!(net.get(2).counts().down, 0);
+    assert_eq!(net.get(2).counts().alive, 2);
 }
 
 #[test]

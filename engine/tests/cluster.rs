@@ -808,6 +808,41 @@ fn a_seed_restarted_at_its_address_is_found_again_within_a_reconnect_round() {
 }
 
 #[test]
+fn a_node_declared_down_while_alive_rejoins_under_a_newer_generation_and_lists_only_the_others() {
+    let (_certs, a, b, c) = three_nodes();
+    let pid = libc::pid_t::try_from(c.child.id()).expect("a pid");
+    // SAFETY: signalling a child process this test started and still owns.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0, "SIGSTOP");
+    for engine in [&a, &b] {
+        wait(engine, Duration::from_secs(10), "c declared down", |view| {
+            state_of(view, "c").as_deref() == Some("down")
+        });
+    }
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0, "SIGCONT");
+    // c hears of its own death from both, rejoins under a newer
+    // generation, and sees them alive; its old identity, whose death the
+    // others keep gossiping, is not a member it lists.
+    wait(
+        &c,
+        Duration::from_secs(10),
+        "c renewed, beside a and b",
+        |view| view["membership"]["renewals"] == 1 && view["counts"]["alive"] == 2,
+    );
+    for engine in [&a, &b] {
+        wait(engine, Duration::from_secs(10), "c seen back", |view| {
+            state_of(view, "c").as_deref() == Some("alive")
+        });
+    }
+    // Long enough for the old identity's death to have gone round.
+    std::thread::sleep(Duration::from_secs(2));
+    let view = status(&c);
+    assert!(state_of(&view, "c").is_none(), "c lists itself: {view:#}");
+    assert_eq!(view["counts"]["down"], 0, "{view:#}");
+    assert_eq!(view["counts"]["alive"], 2, "{view:#}");
+}
+
+#[test]
 fn a_durable_send_is_stored_by_the_node_that_hosts_its_agent() {
     let data = tempfile::tempdir().expect("a data directory");
     let (_certs, a, c) = two_nodes(&[
