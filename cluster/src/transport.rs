@@ -374,6 +374,9 @@ enum Event {
     Frame(Vec<u8>),
     QuicConnected(quinn::Connection),
     TcpConnected(SocketAddr, mpsc::Sender<Vec<u8>>, Arc<tokio::sync::Notify>),
+    /// The TCP connection this node dialed to a peer ended; the link is
+    /// named by its `drained` signal, unique to each connection.
+    TcpClosed(SocketAddr, Arc<tokio::sync::Notify>),
     ConnectFailed(SocketAddr),
     /// A message lane to a peer broke (on the connection of that id):
     /// remote messages on it may be lost.
@@ -537,8 +540,21 @@ impl Links {
                             // and closed: a leaving node waits for it.
                             let drained = Arc::new(tokio::sync::Notify::new());
                             let done = Arc::clone(&drained);
+                            let (mut read_half, mut stream) = tokio::io::split(stream);
+                            // The peer never writes on a connection this node
+                            // dialed: a read that ends (its process gone, or
+                            // the connection reset) is the link's end, seen at
+                            // once rather than at the next write or verdict.
+                            let closed = (events.clone(), Arc::clone(&drained));
                             tokio::spawn(async move {
-                                let mut stream = stream;
+                                let mut scratch = [0u8; 256];
+                                while matches!(read_half.read(&mut scratch).await, Ok(read) if read > 0)
+                                {
+                                }
+                                let (events, link) = closed;
+                                let _ = events.send(Event::TcpClosed(to, link)).await;
+                            });
+                            tokio::spawn(async move {
                                 while let Some(frame) = frames.recv().await {
                                     let length = (frame.len() as u32).to_be_bytes();
                                     if stream.write_all(&length).await.is_err()
@@ -1161,6 +1177,19 @@ impl ClusterNode {
             Event::TcpConnected(peer, writer, drained) => {
                 let pending = self.links.connected(peer, Peer::Tcp(writer, drained));
                 self.links.send_pending(peer, pending);
+            }
+            // Only the current connection's end loses messages in flight: an
+            // earlier one's is old news. The next frame for the peer dials again.
+            Event::TcpClosed(peer, link) => {
+                let current = matches!(
+                    self.links.peers.get(&peer),
+                    Some(Peer::Tcp(_, drained)) if Arc::ptr_eq(drained, &link)
+                );
+                if current {
+                    self.links.peers.remove(&peer);
+                    self.links.opened_at.remove(&peer);
+                    remote.lost(&[peer], "connection-lost");
+                }
             }
             // Only a lane of the current connection loses messages still in
             // flight: a lane of an earlier connection breaking is old news.

@@ -745,6 +745,48 @@ fn a_request_waiting_on_a_node_that_dies_is_answered_for_its_loss() {
 }
 
 #[test]
+fn over_tcp_a_request_in_flight_on_a_connection_that_ends_is_answered_connection_lost() {
+    let certs = tempfile::tempdir().expect("a directory");
+    init_certs(certs.path(), "a,c");
+    let dir = certs.path();
+    let tcp = ["transport.type=tcp".to_owned()];
+    let a = node_with(dir, dir, "a", "127.0.0.1:0", None, &tcp);
+    let c = node_with(
+        dir,
+        dir,
+        "c",
+        "127.0.0.1:0",
+        Some(cluster_address(&a)),
+        &tcp,
+    );
+    for (engine, other) in [(&a, "c"), (&c, "a")] {
+        wait(engine, Duration::from_secs(10), "joined", |view| {
+            state_of(view, other).as_deref() == Some("alive")
+        });
+    }
+    let sink = format!("{}/../examples/agents/sink.wat", env!("CARGO_MANIFEST_DIR"));
+    let c_admin = c.admin_address().to_string();
+    let deployed = engine(&["agents", "deploy", &sink, "--admin", &c_admin]);
+    assert!(deployed.status.success(), "{deployed:?}");
+    wait_for_listing(&a, "sink on c", &[("sink", "c", 1)]);
+    let a_admin = a.admin_address();
+    let waiting = std::thread::spawn(move || {
+        let client = AdminClient::new(a_admin, None).expect("a client");
+        let body = serde_json::json!({ "content": "hold", "timeout_ms": 30_000 });
+        post_body(&client, "sink", &body)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let mut c = c;
+    c.child.kill().expect("SIGKILL");
+    let _ = c.child.wait();
+    // The kernel ends the dead process's connections at once; a sees its
+    // connection to c end before any probe could declare c down.
+    let reply = waiting.join().expect("the sender's thread");
+    assert_eq!(reply["performative"], "failure", "{reply:#}");
+    assert_eq!(reply["content"], "caxton:connection-lost", "{reply:#}");
+}
+
+#[test]
 fn a_request_to_a_node_restarted_before_it_was_declared_down_is_answered_at_once() {
     let (certs, a, c) = two_nodes(&[]);
     let dir = certs.path();
