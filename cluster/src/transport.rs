@@ -75,6 +75,10 @@ pub struct TransportStats {
     /// Frames the transport dropped: the loop's channel full, no connection
     /// came, a datagram refused, or (trial mode) an address beyond loopback.
     pub frames_dropped: AtomicU64,
+    /// When a refused handshake was last logged (Unix ms; 0: never).
+    last_refusal_log_ms: AtomicU64,
+    /// Refused handshakes since that line.
+    refusals_unlogged: AtomicU64,
 }
 
 /// A snapshot of the transport's counts.
@@ -518,7 +522,7 @@ impl Links {
                             let _ = events.send(Event::QuicConnected(connection)).await;
                         }
                         Err(error) => {
-                            note_refusal(&stats, &error);
+                            note_refusal(&stats, to, &error);
                             debug!(peer = %to, "cluster: cannot connect: {error}");
                             bump(&stats.connect_failures);
                             let _ = events.send(Event::ConnectFailed(to)).await;
@@ -572,7 +576,7 @@ impl Links {
                             let _ = events.send(Event::TcpConnected(to, writer, drained)).await;
                         }
                         Err(error) => {
-                            note_refusal(&stats, &error);
+                            note_refusal(&stats, to, &error);
                             debug!(peer = %to, "cluster: cannot connect over TCP: {error}");
                             bump(&stats.connect_failures);
                             let _ = events.send(Event::ConnectFailed(to)).await;
@@ -680,17 +684,52 @@ impl Links {
 }
 
 /// A handshake that failed on certificates is a refusal, and is counted.
-fn note_refusal(stats: &TransportStats, error: &str) {
+/// The log line names the peer and, for a certificate from another CA,
+/// what to check; a peer refused again and again (it keeps dialing) is
+/// logged at most once every [`REFUSAL_LOG_EVERY`], with how many were not.
+fn note_refusal(stats: &TransportStats, peer: SocketAddr, error: &str) {
     let lower = error.to_ascii_lowercase();
-    if lower.contains("certificate")
+    if !(lower.contains("certificate")
         || lower.contains("tls")
         || lower.contains("crypto")
-        || lower.contains("alpn")
+        || lower.contains("alpn"))
     {
-        bump(&stats.handshakes_refused);
-        warn!("cluster: a handshake was refused: {error}");
+        return;
+    }
+    bump(&stats.handshakes_refused);
+    log_refusal(stats, peer, error);
+}
+
+/// Log a failed handshake with `peer`, at most once every
+/// [`REFUSAL_LOG_EVERY`], with how many were not logged since.
+fn log_refusal(stats: &TransportStats, peer: SocketAddr, error: &str) {
+    let lower = error.to_ascii_lowercase();
+    let hint = if lower.contains("badsignature") || lower.contains("unknownissuer") {
+        ": the peer's certificate is not from this node's CA (coordination.cluster.tls.ca_file), or this node's is not from the peer's; nodes of one cluster need certificates from one CA"
+    } else {
+        ""
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64);
+    let last = stats.last_refusal_log_ms.load(Ordering::Relaxed);
+    let quiet = stats.refusals_unlogged.fetch_add(1, Ordering::Relaxed);
+    if last == 0 || now.saturating_sub(last) >= REFUSAL_LOG_EVERY.as_millis() as u64 {
+        stats
+            .last_refusal_log_ms
+            .store(now.max(1), Ordering::Relaxed);
+        stats.refusals_unlogged.store(0, Ordering::Relaxed);
+        let earlier = if quiet > 0 {
+            format!(" ({quiet} more since the last such line)")
+        } else {
+            String::new()
+        };
+        warn!(%peer, "cluster: a handshake with {peer} failed: {error}{hint}{earlier}");
     }
 }
+
+/// The least time between two log lines about refused handshakes.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Dial `to` over TCP with `transport.tcp`'s socket options, giving up after
 /// its `connect_timeout`, then complete a TLS handshake as a client.
@@ -812,7 +851,7 @@ fn accept_quic(endpoint: quinn::Endpoint, events: mpsc::Sender<Event>, stats: Ar
                     }
                     Err(error) => {
                         bump(&stats.handshakes_refused);
-                        warn!(%peer, "cluster: refused a connection: {error}");
+                        log_refusal(&stats, peer, &error.to_string());
                     }
                 }
             });

@@ -407,7 +407,7 @@ pub fn cluster(selection: &ProfileSelection, command: ClusterCommand) -> Result<
         lanes["rotated"], lanes["closed_peer_gone"], lanes["broken"],
     );
     emit(&format!(
-        "node {} at {} ({}, {})\nmembers: {} alive, {} suspect, {} down (itself excluded)\nsuspicions raised {}, refuted {}; members declared down {}; rejoins {}\nSWIM frames in {} ({} bytes), out {} ({} bytes); dropped: truncated {}, oversized {}, corrupt {}, replayed {}, invalid {}\nconnections {}, handshakes refused {}\n{lanes}\nsuspicion timeout {} ms; convergence: {} arrivals, P50 {:.3}s, P99 {:.3}s\n",
+        "node {} at {} ({}, {})\nmembers: {} alive, {} suspect, {} down (itself excluded)\nsuspicions raised {}, refuted {}; members declared down {}; rejoins {}\nSWIM frames in {} ({} bytes), out {} ({} bytes); dropped: truncated {}, oversized {}, corrupt {}, version {}, replayed {}, invalid {}, transport {}\nconnections {}, handshakes refused {}\n{lanes}\nsuspicion timeout {} ms; convergence: {} arrivals, P50 {:.3}s, P99 {:.3}s\n",
         body["node"]["name"].as_str().unwrap_or("?"),
         body["node"]["addr"].as_str().unwrap_or("?"),
         body["transport"].as_str().unwrap_or("?"),
@@ -416,7 +416,8 @@ pub fn cluster(selection: &ProfileSelection, command: ClusterCommand) -> Result<
         membership["suspicions_raised"], membership["suspicions_refuted"], membership["declared_down"], membership["renewals"],
         membership["frames_in"], membership["bytes_in"], membership["frames_out"], membership["bytes_out"],
         membership["dropped_truncated"], membership["dropped_oversized"], membership["dropped_corrupt"],
-        membership["dropped_replayed"], membership["dropped_invalid"],
+        membership["dropped_version"], membership["dropped_replayed"], membership["dropped_invalid"],
+        transport["frames_dropped"],
         transport["connections"], transport["handshakes_refused"],
         body["suspicion_timeout_ms"],
         convergence["count"], convergence["p50_seconds"].as_f64().unwrap_or(0.0), convergence["p99_seconds"].as_f64().unwrap_or(0.0),

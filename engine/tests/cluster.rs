@@ -268,7 +268,32 @@ fn a_foreign_certificate_and_garbage_change_nothing() {
         metrics.contains("caxton_cluster_members{state=\"alive\"} 1"),
         "{metrics}"
     );
-    drop((b, intruder));
+    // The status names every reason a frame is dropped for.
+    let shown = engine(&[
+        "cluster",
+        "status",
+        "--admin",
+        &a.admin_address().to_string(),
+    ]);
+    assert!(
+        stdout(&shown).contains(", version ") && stdout(&shown).contains(", transport "),
+        "{}",
+        stdout(&shown)
+    );
+    // The intruder says which peer refused it and what to check, and does
+    // not say it for every dial.
+    let (_, log) = intruder.terminate();
+    let lines = log
+        .lines()
+        .filter(|line| line.contains("is not from this node's CA"))
+        .count();
+    assert!(lines >= 1, "{log}");
+    assert!(
+        log.contains(&format!("a handshake with {seed} failed")),
+        "{log}"
+    );
+    assert!(lines <= 2, "{lines} lines in about a second: {log}");
+    drop(b);
 }
 
 #[test]
