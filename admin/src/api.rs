@@ -513,7 +513,8 @@ async fn deploy(context: &Context, request: Deploy) -> Answer {
 }
 
 async fn undeploy(context: &Context, name: String) -> Answer {
-    let undeployed = context
+    let asked = name.clone();
+    let undeployed: Answer = context
         .controller
         .call(move |controller| {
             controller
@@ -525,8 +526,33 @@ async fn undeploy(context: &Context, name: String) -> Answer {
         })
         .await
         .map_err(|_| shutting_down())?;
-    if undeployed.is_ok() {
-        publish_agents(context).await;
+    match &undeployed {
+        Ok(_) => publish_agents(context).await,
+        // Not here, but other nodes run it: say where to undeploy it.
+        Err(refused) if refused.status() == StatusCode::NOT_FOUND => {
+            let hosts: Vec<String> = elsewhere(context, Some(&asked))
+                .await
+                .iter()
+                .map(|entry| {
+                    format!(
+                        "{} ({})",
+                        entry["node"].as_str().unwrap_or("?"),
+                        entry["addr"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect();
+            if !hosts.is_empty() {
+                return Err(error(
+                    StatusCode::NOT_FOUND,
+                    "unknown-agent",
+                    format!(
+                        "`{asked}` does not run on this node; it runs on {}: undeploy it through that node's admin endpoint",
+                        hosts.join(", ")
+                    ),
+                ));
+            }
+        }
+        Err(_) => {}
     }
     undeployed
 }

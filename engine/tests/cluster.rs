@@ -646,6 +646,35 @@ fn every_node_lists_the_agents_the_others_host() {
 }
 
 #[test]
+fn an_agent_undeployed_here_but_hosted_elsewhere_is_reached_there_at_once() {
+    let (_certs, a, c) = two_nodes(&[]);
+    let echo = format!("{}/../examples/agents/echo.wat", env!("CARGO_MANIFEST_DIR"));
+    let (a_admin, c_admin) = (a.admin_address().to_string(), c.admin_address().to_string());
+    for admin in [&a_admin, &c_admin] {
+        let deployed = engine(&["agents", "deploy", &echo, "--admin", admin]);
+        assert!(deployed.status.success(), "{deployed:?}");
+    }
+    wait_for_listing(&a, "echo on c too", &[("echo", "c", 1)]);
+    let undeployed = engine(&["agents", "undeploy", "echo", "--admin", &a_admin]);
+    assert!(undeployed.status.success(), "{undeployed:?}");
+    // Straight after, every send through a reaches c's echo.
+    let client = AdminClient::new(a.admin_address(), None).expect("a client");
+    for index in 0..20 {
+        let reply = post_message(&client, "echo", format!("try {index}").as_bytes());
+        assert_eq!(reply["performative"], "inform", "try {index}: {reply:#}");
+    }
+    // Undeploying it where it does not run says where it does.
+    let elsewhere = engine(&["agents", "undeploy", "echo", "--admin", &a_admin]);
+    assert_eq!(elsewhere.status.code(), Some(2), "{elsewhere:?}");
+    assert!(
+        common::stderr(&elsewhere).contains("does not run on this node; it runs on c ("),
+        "{}",
+        common::stderr(&elsewhere)
+    );
+    drop(c);
+}
+
+#[test]
 fn a_send_through_one_node_reaches_an_agent_on_another() {
     let (_certs, a, c) = two_nodes(&[]);
     let examples = format!("{}/../examples/agents", env!("CARGO_MANIFEST_DIR"));
