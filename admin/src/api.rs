@@ -604,6 +604,13 @@ async fn send(context: &Context, message: Message) -> Answer {
                         "not-stored",
                         format!("the node did not accept the message: {reason}"),
                     ),
+                    PersistError::InDoubt(reason) => error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "in-doubt",
+                        format!(
+                            "the node that was to store the message was lost ({reason}) before it said whether it had: it may or may not be stored"
+                        ),
+                    ),
                     PersistError::Timeout(_) => error(
                         StatusCode::GATEWAY_TIMEOUT,
                         "timeout",

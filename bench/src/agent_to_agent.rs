@@ -34,6 +34,11 @@ pub const DRIVER_WAT: &str = include_str!("../../examples/agents/driver.wat");
 /// The most requests a driver keeps outstanding: the ABI's sends per handler call.
 pub const WINDOW_MAX: u32 = 1024;
 
+/// How long a request of a run bounded only by its count may take, at
+/// most, before the run is ended: far above a round trip between parked
+/// shards on a loaded VM (tens of µs), so only a run that stalls is ended.
+const PER_REQUEST_ALLOWANCE: Duration = Duration::from_millis(1);
+
 /// How long to wait for the drivers' reports past their run time (the last
 /// window drains, a descheduled shard catches up), and again after asking
 /// the drivers still running to stop.
@@ -136,9 +141,16 @@ impl PairOptions {
         content
     }
 
-    /// How long to wait for every driver's report before asking it to stop.
+    /// How long to wait for every driver's report before asking it to stop:
+    /// its run time, and for a run bounded by a count (no run time), up to
+    /// [`PER_REQUEST_ALLOWANCE`] a request, then [`GRACE`].
     pub(crate) fn wait(&self) -> Duration {
-        self.duration + GRACE
+        let counted = if self.duration.is_zero() {
+            PER_REQUEST_ALLOWANCE.saturating_mul(u32::try_from(self.requests).unwrap_or(u32::MAX))
+        } else {
+            Duration::ZERO
+        };
+        self.duration + counted + GRACE
     }
 }
 
@@ -911,6 +923,15 @@ mod tests {
         }
         .check()
         .is_err());
+        // A run bounded by its count is waited for in proportion to it; a
+        // timed run, for its time.
+        let counted = PairOptions {
+            duration: Duration::ZERO,
+            requests: 200_000,
+            window: 1,
+        };
+        assert_eq!(counted.wait(), Duration::from_secs(200) + GRACE);
+        assert_eq!(options.wait(), Duration::from_millis(5) + GRACE);
     }
 
     #[test]

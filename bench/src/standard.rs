@@ -465,9 +465,11 @@ fn cross_shard_routing(
         ("bench-cross-driver", "bench-cross-echo"),
         &one_at_a_time,
     )?;
-    if report.failed + report.unanswered > 0 {
+    let not_sent =
+        (messages as u64).saturating_sub(report.answered + report.failed + report.unanswered);
+    if report.failed + report.unanswered + not_sent > 0 {
         summary.failures.push(format!(
-            "cross_shard_routing: {} of {messages} requests failed and {} went unanswered",
+            "cross_shard_routing: of {messages} requests, {} failed, {} went unanswered and {not_sent} were not sent (the run was ended)",
             report.failed, report.unanswered
         ));
     }

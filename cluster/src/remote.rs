@@ -581,7 +581,12 @@ impl RemoteRouter {
                 pending.conversation_id,
                 pending.priority,
                 reason,
-                pending.awaiting_notice,
+                // It left: its host may have stored it before it was lost.
+                if pending.awaiting_notice {
+                    Unanswered::InDoubt
+                } else {
+                    Unanswered::Failure
+                },
                 local,
             ));
         }
@@ -619,7 +624,12 @@ impl RemoteRouter {
             message.conversation_id,
             PriorityClass(message.priority),
             reason,
-            message.durable,
+            // It never left this node.
+            if message.durable {
+                Unanswered::NotStored
+            } else {
+                Unanswered::Failure
+            },
             local,
         ))
     }
@@ -772,7 +782,7 @@ impl RemoteRouter {
                     PriorityClass(message.priority),
                     "timeout",
                     // A chain hop's sender waits for its answer, not a notice.
-                    false,
+                    Unanswered::Failure,
                     local,
                 ));
             }
@@ -1084,22 +1094,34 @@ impl RemoteRouter {
     }
 }
 
+/// How the engine answers for a message that will get no answer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Unanswered {
+    /// `failure`, as an answer.
+    Failure,
+    /// A durable send that never left this node: the notice that refuses
+    /// it (not stored), which is what its sender waits for.
+    NotStored,
+    /// A durable send that left, whose host was lost before its notice
+    /// came: a `failure` notice, since it may or may not be stored there.
+    InDoubt,
+}
+
 /// The engine's `failure` (`caxton:REASON`) to `sender` here, answering
-/// `token`; for a durable send still `awaiting_notice`, the notice that
-/// refuses it (not stored), which is what its sender waits for.
+/// `token`, in the form `how` says.
 fn failure_to(
     sender: Address,
     token: u64,
     conversation_id: u64,
     priority: PriorityClass,
     reason: &str,
-    awaiting_notice: bool,
+    how: Unanswered,
     local: &impl LocalSide,
 ) -> Envelope {
-    let (performative, durability) = if awaiting_notice {
-        (Performative::Refuse, Durability::Notice(0))
-    } else {
-        (Performative::Failure, Durability::Transient)
+    let (performative, durability) = match how {
+        Unanswered::Failure => (Performative::Failure, Durability::Transient),
+        Unanswered::NotStored => (Performative::Refuse, Durability::Notice(0)),
+        Unanswered::InDoubt => (Performative::Failure, Durability::Notice(0)),
     };
     Envelope {
         conversation_id,

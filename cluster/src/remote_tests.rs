@@ -473,7 +473,7 @@ fn content_travels_as_bytes_and_the_array_form_still_reads() {
 }
 
 #[test]
-fn a_durable_send_its_host_cannot_take_is_refused_with_a_notice() {
+fn a_durable_send_is_answered_with_a_notice_refused_before_it_left_in_doubt_after() {
     // Its sender waits for a notice (stored or refused), not for an answer:
     // a plain failure would leave it waiting out its timeout.
     let durable = || Envelope {
@@ -496,14 +496,23 @@ fn a_durable_send_its_host_cannot_take_is_refused_with_a_notice() {
         panic!("answered here");
     };
     refused(&answer);
-    // Its host is lost before its notice came: refused too.
+    // Its host is lost after it left and before its notice came: it may
+    // have been stored there, so it is not refused but failed in doubt.
     let directory = directory_with_echo_on_c();
     let Outbound::Send(c, _) = a.outbound(durable(), &a_side, &directory) else {
         panic!("sent");
     };
     let answers = a.node_lost(c, "node-down", &a_side);
     assert_eq!(answers.len(), 1);
-    refused(&answers[0]);
+    assert_eq!(
+        (
+            answers[0].performative,
+            answers[0].durability,
+            answers[0].in_reply_to
+        ),
+        (Performative::Failure, Durability::Notice(0), 42)
+    );
+    assert_eq!(answers[0].content, b"caxton:node-down");
     // Once its notice came it is stored there, C's to handle when it is
     // back: a later loss of C makes up no answer for it.
     let Outbound::Send(c, message) = a.outbound(durable(), &a_side, &directory) else {

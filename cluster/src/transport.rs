@@ -545,19 +545,12 @@ impl Links {
                             let drained = Arc::new(tokio::sync::Notify::new());
                             let done = Arc::clone(&drained);
                             let (mut read_half, mut stream) = tokio::io::split(stream);
-                            // The peer never writes on a connection this node
-                            // dialed: a read that ends (its process gone, or
-                            // the connection reset) is the link's end, seen at
-                            // once rather than at the next write or verdict.
-                            let closed = (events.clone(), Arc::clone(&drained));
-                            tokio::spawn(async move {
-                                let mut scratch = [0u8; 256];
-                                while matches!(read_half.read(&mut scratch).await, Ok(read) if read > 0)
-                                {
-                                }
-                                let (events, link) = closed;
-                                let _ = events.send(Event::TcpClosed(to, link)).await;
-                            });
+                            // The writer's end (the link dropped, or a write
+                            // failed) stops the watch below, which holds the
+                            // socket's read half: without it the socket would
+                            // stay open until the peer closed it.
+                            let (stop_watch, mut watch_stopped) =
+                                tokio::sync::oneshot::channel::<()>();
                             tokio::spawn(async move {
                                 while let Some(frame) = frames.recv().await {
                                     let length = (frame.len() as u32).to_be_bytes();
@@ -571,9 +564,31 @@ impl Links {
                                     }
                                 }
                                 let _ = stream.shutdown().await;
+                                let _ = stop_watch.send(());
                                 done.notify_one();
                             });
+                            let link = Arc::clone(&drained);
                             let _ = events.send(Event::TcpConnected(to, writer, drained)).await;
+                            // The peer never writes on a connection this node
+                            // dialed: a read that ends (its process gone, or
+                            // the connection reset) is the link's end, seen at
+                            // once rather than at the next write or verdict.
+                            // Watched only once the link is installed, so its
+                            // end never overtakes its start in the loop.
+                            tokio::spawn(async move {
+                                let mut scratch = [0u8; 256];
+                                let ended = async {
+                                    while matches!(read_half.read(&mut scratch).await, Ok(read) if read > 0)
+                                    {
+                                    }
+                                };
+                                tokio::select! {
+                                    () = ended => {
+                                        let _ = events.send(Event::TcpClosed(to, link)).await;
+                                    }
+                                    _ = &mut watch_stopped => {}
+                                }
+                            });
                         }
                         Err(error) => {
                             note_refusal(&stats, to, &error);
@@ -648,18 +663,19 @@ impl Links {
         }
     }
 
-    /// Close and drop the link to `peer` when it leads to a process that is
-    /// gone: always for a member declared down, and for one that came back
-    /// under a newer generation when the link opened before that process
-    /// started (`started`). A QUIC connection to a dead process looks open
-    /// until its idle timeout (minutes, by default): frames sent on it are
-    /// lost, and a process restarted at the same address never hears them.
-    /// The next frame for `peer` dials afresh.
+    /// Close and drop the link to `peer` when it leads to an identity that
+    /// is gone: always for a member declared down; for one back under a
+    /// newer generation (`started`), when the link opened before that
+    /// (less [`STALE_LINK_MARGIN`]). A QUIC connection to a dead process
+    /// looks open until its idle timeout (minutes, by default): frames sent
+    /// on it are lost, and a process restarted at the same address never
+    /// hears them. A link the new process opened is kept: closing it would
+    /// cut off the join it is making. The next frame for `peer` dials afresh.
     fn forget_stale(&mut self, peer: SocketAddr, started: Option<std::time::SystemTime>) {
         let peer = canonical(peer);
         let stale = match (started, self.opened_at.get(&peer)) {
             (None, _) => true,
-            (Some(started), Some(opened)) => *opened < started,
+            (Some(started), Some(opened)) => *opened + STALE_LINK_MARGIN < started,
             (Some(_), None) => false,
         };
         if !stale {
@@ -727,6 +743,14 @@ fn log_refusal(stats: &TransportStats, peer: SocketAddr, error: &str) {
         warn!(%peer, "cluster: a handshake with {peer} failed: {error}{hint}{earlier}");
     }
 }
+
+/// How much earlier than a restarted member's generation (its clock) a
+/// link must have opened (this node's clock) to be taken for one to its
+/// old process: the two clocks may disagree by a little, and a link the
+/// new process opens comes milliseconds after its start. A link to the old
+/// process opened within this margin of the restart is kept (the old
+/// behaviour: it serves until its idle timeout).
+const STALE_LINK_MARGIN: Duration = Duration::from_secs(1);
 
 /// The least time between two log lines about refused handshakes.
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -891,24 +915,24 @@ fn accept_tcp(
             let idle_timeout = tcp.keepalive_time.get().max(Duration::from_secs(60));
             tokio::spawn(async move {
                 let _permit = permit;
-                let mut stream = match tokio::time::timeout(
-                    handshake_timeout,
-                    acceptor.accept(stream),
-                )
-                .await
-                {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(error)) => {
-                        bump(&stats.handshakes_refused);
-                        warn!(%peer, "cluster: refused a TCP connection: {error}");
-                        return;
-                    }
-                    Err(_) => {
-                        bump(&stats.handshakes_refused);
-                        warn!(%peer, "cluster: no TLS handshake within transport.tcp.connect_timeout; closed");
-                        return;
-                    }
-                };
+                let mut stream =
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(error)) => {
+                            bump(&stats.handshakes_refused);
+                            log_refusal(&stats, peer, &error.to_string());
+                            return;
+                        }
+                        Err(_) => {
+                            bump(&stats.handshakes_refused);
+                            log_refusal(
+                                &stats,
+                                peer,
+                                "no TLS handshake within transport.tcp.connect_timeout; closed",
+                            );
+                            return;
+                        }
+                    };
                 bump(&stats.connections_opened);
                 loop {
                     let mut length = [0u8; 4];
@@ -1785,16 +1809,19 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// A member whose process is gone: declared down, or back under a newer
-/// generation (restarted) at `restarted_at`.
+/// A member whose identity is gone: declared down, or back under a newer
+/// generation (a restarted process, or one the cluster declared down that
+/// rejoined) taken at `restarted_at` on its clock.
 struct Gone {
     addr: SocketAddr,
     restarted_at: Option<std::time::SystemTime>,
 }
 
-/// Log what changed in the membership; the members whose process is gone.
-/// Messages in flight to a restarted member went to its old process, which
-/// will never answer them: they are lost as a downed member's are.
+/// Log what changed in the membership; the members whose identity is gone.
+/// Messages in flight to a member back under a newer generation went to its
+/// old identity: a restarted process will never answer them, and one that
+/// was declared down had its requests answered then. Either way they are
+/// lost as a downed member's are.
 fn log_events(membership: &mut Membership) -> Vec<Gone> {
     let mut gone = Vec::new();
     for event in membership.take_events() {

@@ -34,6 +34,8 @@ pub struct LoadedProfile {
     /// The layers it was built from, in order (`built-in low-latency`, a path, `--set ...`).
     pub layers: Vec<String>,
     locations: BTreeMap<String, SourceLocation>,
+    /// The keys each layer wrote, in `layers`' order.
+    layer_keys: Vec<std::collections::BTreeSet<String>>,
 }
 
 impl LoadedProfile {
@@ -94,6 +96,7 @@ pub fn load(profiles: &[String], overrides: &[String]) -> Result<LoadedProfile, 
     let mut merged = Value::Object(Map::new());
     let mut locations = BTreeMap::new();
     let mut layers = Vec::new();
+    let mut layer_keys = Vec::new();
     let default_base = [builtin::DEFAULT.to_owned()];
     let profiles = if profiles.is_empty() {
         &default_base[..]
@@ -103,11 +106,13 @@ pub fn load(profiles: &[String], overrides: &[String]) -> Result<LoadedProfile, 
     for spec in profiles {
         let (source, text) = resolve_source(spec)?;
         let layer = parse_layer(&source, &text)?;
+        layer_keys.push(layer.locations.keys().cloned().collect());
         merge_layer(&mut merged, &mut locations, layer);
         layers.push(source);
     }
     for assignment in overrides {
         let layer = parse_override(assignment)?;
+        layer_keys.push(layer.locations.keys().cloned().collect());
         merge_layer(&mut merged, &mut locations, layer);
         layers.push(format!("--set {assignment}"));
     }
@@ -139,6 +144,7 @@ pub fn load(profiles: &[String], overrides: &[String]) -> Result<LoadedProfile, 
         profile,
         layers,
         locations,
+        layer_keys,
     };
     fit_unwritten_keep_alive(&mut loaded);
     // The other transport's keys first: the rules between keys of one
@@ -184,9 +190,19 @@ fn name_the_later_layer(loaded: &LoadedProfile, mut violation: Violation) -> Vio
         (position(&violation.key), position(other))
     {
         if other_at > named_at {
-            let hint = format!(
-                "`{other}` here comes from {later}, listed after {named}: list {named} after it, or set `{other}` after both",
-            );
+            // Listing the named layer last helps only when it writes the
+            // other key too (as network-wan does the probe interval).
+            let reorder = loaded
+                .layer_keys
+                .get(named_at)
+                .is_some_and(|keys| keys.contains(*other));
+            let hint = if reorder {
+                format!(
+                    "`{other}` here comes from {later}, listed after {named}: list {named} after it, or set `{other}` after both",
+                )
+            } else {
+                format!("`{other}` here comes from {later}, listed after {named}: set `{other}` after both")
+            };
             violation.hint = Some(match violation.hint {
                 Some(earlier) => format!("{hint}; {earlier}"),
                 None => hint,

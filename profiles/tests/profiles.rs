@@ -172,6 +172,21 @@ fn overlays_in_the_wrong_order_are_told_which_layer_to_move() {
         ),
         "{error}"
     );
+    // A layer that writes only the timeout gains nothing from moving: the
+    // hint says only to set the interval after both.
+    let directory = tempfile::tempdir().expect("temp dir");
+    let timeout_only = write_profile(
+        &directory,
+        "timeout.yaml",
+        "coordination:\n  cluster:\n    probe_timeout: 700ms\n",
+    );
+    let error = load(&[timeout_only, "cluster-small".into()], &[]).expect_err("wrong order");
+    let hint = error.hint.clone().unwrap_or_default();
+    assert!(
+        hint.contains("set `coordination.cluster.probe_interval` after both")
+            && !hint.contains("after it"),
+        "{error}"
+    );
     // The right order loads; a contradiction within one layer has no such hint.
     load(&["cluster-small".into(), "network-wan".into()], &[]).expect("the right order");
     let within = load(&[], &["coordination.cluster.probe_timeout=2s".into()])

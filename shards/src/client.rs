@@ -68,6 +68,11 @@ pub enum PersistError {
     /// No answer from the node within the timeout: it may or may not be stored.
     #[error("no acceptance within {0:?}; the message may or may not have been stored")]
     Timeout(Duration),
+    /// The node that was to store it was lost after the message left for
+    /// it and before it said whether it stored it (the reason): it may or
+    /// may not be stored there.
+    #[error("{0} before it said whether it stored the message; the message may or may not have been stored")]
+    InDoubt(String),
 }
 
 /// Optional fields of a send.
@@ -278,11 +283,12 @@ impl Client {
                     && matches!(envelope.durability, Durability::Notice(_))
             })
             .ok_or(PersistError::Timeout(timeout))?;
+        let reason = || String::from_utf8_lossy(&notice.content).into_owned();
         match (notice.performative, notice.durability) {
             (Performative::Agree, Durability::Notice(id)) => Ok((token, id)),
-            _ => Err(PersistError::Refused(
-                String::from_utf8_lossy(&notice.content).into_owned(),
-            )),
+            // The engine's word that the storing node was lost meanwhile.
+            (Performative::Failure, Durability::Notice(_)) => Err(PersistError::InDoubt(reason())),
+            _ => Err(PersistError::Refused(reason())),
         }
     }
 
