@@ -758,33 +758,44 @@ fn a_send_through_one_node_reaches_an_agent_on_another() {
     drop(c);
 }
 
-#[test]
-fn a_request_waiting_on_a_node_that_dies_is_answered_for_its_loss() {
-    let (_certs, a, c) = two_nodes(&[]);
-    let looping = format!("{}/../examples/agents/loop.wat", env!("CARGO_MANIFEST_DIR"));
+/// Deploy the example `agent` (with `deploy_flags`) on `c`, wait until `a`
+/// lists it there, and send it a request through `a`, its deadline 30 s
+/// away, on a thread that returns how long the answer took and the answer.
+/// Returns once the request has had time to reach `c`.
+fn request_held_on(
+    a: &RunningEngine,
+    c: &RunningEngine,
+    agent: &'static str,
+    deploy_flags: &[&str],
+) -> std::thread::JoinHandle<(Duration, serde_json::Value)> {
+    let module = format!(
+        "{}/../examples/agents/{agent}.wat",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let c_admin = c.admin_address().to_string();
-    let deployed = engine(&[
-        "agents",
-        "deploy",
-        &looping,
-        "--max-execution-time",
-        "60s",
-        "--admin",
-        &c_admin,
-    ]);
+    let mut command = vec!["agents", "deploy", module.as_str()];
+    command.extend_from_slice(deploy_flags);
+    command.extend_from_slice(&["--admin", &c_admin]);
+    let deployed = engine(&command);
     assert!(deployed.status.success(), "{deployed:?}");
-    wait_for_listing(&a, "loop on c", &[("loop", "c", 1)]);
-
-    // A request through a, held by c's loop; its deadline is far away.
+    wait_for_listing(a, &format!("{agent} on c"), &[(agent, "c", 1)]);
     let a_admin = a.admin_address();
     let waiting = std::thread::spawn(move || {
         let client = AdminClient::new(a_admin, None).expect("a client");
         let body = serde_json::json!({ "content": "hold", "timeout_ms": 30_000 });
         let started = Instant::now();
-        let reply = post_body(&client, "loop", &body);
+        let reply = post_body(&client, agent, &body);
         (started.elapsed(), reply)
     });
     std::thread::sleep(Duration::from_millis(500));
+    waiting
+}
+
+#[test]
+fn a_request_waiting_on_a_node_that_dies_is_answered_for_its_loss() {
+    let (_certs, a, c) = two_nodes(&[]);
+    // A request through a, held by c's loop; its deadline is far away.
+    let waiting = request_held_on(&a, &c, "loop", &["--max-execution-time", "60s"]);
     let mut c = c;
     c.child.kill().expect("SIGKILL");
     let _ = c.child.wait();
@@ -821,24 +832,13 @@ fn over_tcp_a_request_in_flight_on_a_connection_that_ends_is_answered_connection
             state_of(view, other).as_deref() == Some("alive")
         });
     }
-    let sink = format!("{}/../examples/agents/sink.wat", env!("CARGO_MANIFEST_DIR"));
-    let c_admin = c.admin_address().to_string();
-    let deployed = engine(&["agents", "deploy", &sink, "--admin", &c_admin]);
-    assert!(deployed.status.success(), "{deployed:?}");
-    wait_for_listing(&a, "sink on c", &[("sink", "c", 1)]);
-    let a_admin = a.admin_address();
-    let waiting = std::thread::spawn(move || {
-        let client = AdminClient::new(a_admin, None).expect("a client");
-        let body = serde_json::json!({ "content": "hold", "timeout_ms": 30_000 });
-        post_body(&client, "sink", &body)
-    });
-    std::thread::sleep(Duration::from_millis(500));
+    let waiting = request_held_on(&a, &c, "sink", &[]);
     let mut c = c;
     c.child.kill().expect("SIGKILL");
     let _ = c.child.wait();
     // The kernel ends the dead process's connections at once; a sees its
     // connection to c end before any probe could declare c down.
-    let reply = waiting.join().expect("the sender's thread");
+    let (_, reply) = waiting.join().expect("the sender's thread");
     assert_eq!(reply["performative"], "failure", "{reply:#}");
     assert_eq!(reply["content"], "caxton:connection-lost", "{reply:#}");
 }
@@ -848,22 +848,8 @@ fn a_request_to_a_node_restarted_before_it_was_declared_down_is_answered_at_once
     let (certs, a, c) = two_nodes(&[]);
     let dir = certs.path();
     let (seed, c_address) = (cluster_address(&a), cluster_address(&c));
-    let sink = format!("{}/../examples/agents/sink.wat", env!("CARGO_MANIFEST_DIR"));
-    let c_admin = c.admin_address().to_string();
-    let deployed = engine(&["agents", "deploy", &sink, "--admin", &c_admin]);
-    assert!(deployed.status.success(), "{deployed:?}");
-    wait_for_listing(&a, "sink on c", &[("sink", "c", 1)]);
-
     // A request through a to c's sink, which never answers.
-    let a_admin = a.admin_address();
-    let waiting = std::thread::spawn(move || {
-        let client = AdminClient::new(a_admin, None).expect("a client");
-        let body = serde_json::json!({ "content": "hold", "timeout_ms": 30_000 });
-        let started = Instant::now();
-        let reply = post_body(&client, "sink", &body);
-        (started.elapsed(), reply)
-    });
-    std::thread::sleep(Duration::from_millis(500));
+    let waiting = request_held_on(&a, &c, "sink", &[]);
     // Killed and started again at once: c is back under a newer generation
     // before anyone declares it down. Its old process took the request and
     // will never answer it.
