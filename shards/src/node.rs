@@ -432,6 +432,11 @@ impl Node {
         &self.reports
     }
 
+    /// The placement the node was started on.
+    pub fn plan(&self) -> &PlacementPlan {
+        &self.plan
+    }
+
     /// Number of data shards.
     pub fn data_shards(&self) -> usize {
         self.controls.len()
