@@ -848,9 +848,20 @@ fn read_quic(
         }
     });
     tokio::spawn(async move {
-        while let Ok(datagram) = connection.read_datagram().await {
-            forward(&events, &stats, datagram.to_vec());
-        }
+        let ended = loop {
+            match connection.read_datagram().await {
+                Ok(datagram) => forward(&events, &stats, datagram.to_vec()),
+                Err(error) => break error,
+            }
+        };
+        // A peer that refuses this node's certificate (another CA's, or
+        // none) does so just after the handshake looked done from here,
+        // closing the connection with a TLS alert: a refusal too.
+        note_refusal(
+            &stats,
+            canonical(connection.remote_address()),
+            &ended.to_string(),
+        );
     });
 }
 

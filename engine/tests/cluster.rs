@@ -300,6 +300,43 @@ fn a_foreign_certificate_and_garbage_change_nothing() {
 }
 
 #[test]
+fn a_node_without_certificates_is_told_the_cluster_refused_it() {
+    let certs = tempfile::tempdir().expect("a directory");
+    init_certs(certs.path(), "a");
+    let a = node(certs.path(), certs.path(), "a", "127.0.0.1:0", None);
+    let seed = cluster_address(&a);
+    // No certificates: loopback trial mode, which an authenticated cluster
+    // refuses once the handshake reaches this node's (missing) certificate.
+    let stray = start_engine(&[
+        "--profile",
+        "default",
+        "--profile",
+        "cluster-small",
+        "--set",
+        "runtime.worker_threads=1",
+        "--set",
+        "coordination.cluster.node_name=stray",
+        "--join",
+        &seed.to_string(),
+    ]);
+    wait(
+        &stray,
+        Duration::from_secs(10),
+        "the refusal counted",
+        |view| view["transport_counts"]["handshakes_refused"].as_u64() >= Some(1),
+    );
+    assert_eq!(status(&stray)["counts"]["alive"], 0);
+    let booting = stray.seen.clone();
+    let (_, rest) = stray.terminate();
+    let log = booting + &rest;
+    assert!(
+        log.contains(&format!("a handshake with {seed} failed")),
+        "{log}"
+    );
+    drop(a);
+}
+
+#[test]
 fn a_node_alone_answers_no_cluster_and_public_addresses_need_certificates() {
     let alone = start_engine(&["--profile", "default", "--set", "runtime.worker_threads=1"]);
     let client = AdminClient::new(alone.admin_address(), None).expect("a client");
