@@ -445,7 +445,34 @@ fn a_built_in_profiles_tuning_of_the_other_transport_is_reported_at_boot() {
             && line.contains("transport.quic.keep_alive_interval"),
         "{line}"
     );
-    // Written by the user, the same is refused.
+    // A user's TCP key at its default, on QUIC, changes nothing either way:
+    // it loads, and is named as the other transport's, not as waiting for
+    // a cluster.
+    let running = start_engine(&[
+        "--set",
+        "transport.tcp.nodelay=true",
+        "--set",
+        "runtime.worker_threads=1",
+    ]);
+    let named = |what: &str| {
+        running
+            .seen
+            .lines()
+            .find(|line| line.contains(what))
+            .map(str::to_owned)
+            .unwrap_or_default()
+    };
+    assert!(
+        named("belong to the other transport").contains("transport.tcp.nodelay"),
+        "{}",
+        running.seen
+    );
+    assert!(
+        !named("wait for a cluster").contains("transport.tcp.nodelay"),
+        "{}",
+        running.seen
+    );
+    // Written by the user with a value of its own, the same is refused.
     let refused = engine(&["--set", "transport.tcp.nodelay=false", "profiles", "show"]);
     assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
     assert!(
