@@ -1036,8 +1036,8 @@ fn a_restarted_node_with_persistence_is_routable_again_and_kept_its_durable_send
     );
     // Durable sends through a, stored on c, then c is killed at once.
     let a_admin = a.admin_address().to_string();
-    for _ in 0..3 {
-        let sent = engine(&[
+    let send_durably = || {
+        engine(&[
             "send",
             "tally",
             "k",
@@ -1046,7 +1046,10 @@ fn a_restarted_node_with_persistence_is_routable_again_and_kept_its_durable_send
             "5s",
             "--admin",
             &a_admin,
-        ]);
+        ])
+    };
+    for _ in 0..3 {
+        let sent = send_durably();
         assert!(
             common::stderr(&sent).contains("stored"),
             "{}",
@@ -1062,16 +1065,7 @@ fn a_restarted_node_with_persistence_is_routable_again_and_kept_its_durable_send
     });
     // A durable send while c is down is refused at once, not stored, and
     // says why: its sender waits for a notice, which comes.
-    let refused = engine(&[
-        "send",
-        "tally",
-        "k",
-        "--persistent",
-        "--timeout",
-        "5s",
-        "--admin",
-        &a_admin,
-    ]);
+    let refused = send_durably();
     assert_eq!(refused.status.code(), Some(1), "{refused:?}");
     assert!(
         common::stderr(&refused).contains("did not accept the message: caxton:node-down"),
