@@ -960,22 +960,7 @@ fn gossip_work(
 /// other transport's (from a built-in profile; the loader refuses them
 /// written anywhere else).
 fn warn_about_idle_keys(loaded: &LoadedProfile) {
-    // The other transport's keys: tuned by a built-in profile, or written
-    // at their defaults (anything else is refused at load). The QUIC
-    // datagram size bounds SWIM's packets on either transport.
-    let other_prefix = match loaded.profile.transport.kind {
-        caxton_profiles::TransportKind::Quic => "transport.tcp.",
-        caxton_profiles::TransportKind::Tcp => "transport.quic.",
-    };
-    let belongs_elsewhere =
-        |key: &str| key.starts_with(other_prefix) && key != "transport.quic.max_datagram_size";
-    let mut other_transport = caxton_profiles::idle_transport_keys(&loaded.profile);
-    for key in loaded.written_keys().filter(|key| belongs_elsewhere(key)) {
-        if !other_transport.iter().any(|known| known == key) {
-            other_transport.push(key.to_owned());
-        }
-    }
-    other_transport.sort();
+    let other_transport = loaded.idle_transport_keys();
     if !other_transport.is_empty() {
         info!(
             "transport.type is {}: these keys belong to the other transport and change nothing: {}",
@@ -987,7 +972,9 @@ fn warn_about_idle_keys(loaded: &LoadedProfile) {
         let idle: Vec<&str> = loaded
             .written_keys()
             .filter(|key| key.starts_with("coordination.") || key.starts_with("transport."))
-            .filter(|key| !belongs_elsewhere(key))
+            .filter(|key| {
+                !caxton_profiles::is_idle_transport_key(loaded.profile.transport.kind, key)
+            })
             .collect();
         if !idle.is_empty() {
             info!(

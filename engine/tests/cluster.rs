@@ -307,18 +307,17 @@ fn a_node_without_certificates_is_told_the_cluster_refused_it() {
     let seed = cluster_address(&a);
     // No certificates: loopback trial mode, which an authenticated cluster
     // refuses once the handshake reaches this node's (missing) certificate.
-    let stray = start_engine(&[
-        "--profile",
-        "default",
-        "--profile",
-        "cluster-small",
+    let seed_text = seed.to_string();
+    let mut arguments = PROFILES.to_vec();
+    arguments.extend([
         "--set",
         "runtime.worker_threads=1",
         "--set",
         "coordination.cluster.node_name=stray",
         "--join",
-        &seed.to_string(),
+        &seed_text,
     ]);
+    let stray = start_engine(&arguments);
     wait(
         &stray,
         Duration::from_secs(10),

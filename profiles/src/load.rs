@@ -74,6 +74,24 @@ impl LoadedProfile {
             .into_iter()
     }
 
+    /// The other transport's keys in this profile, sorted: those that
+    /// differ from their defaults ([`crate::validate::idle_transport_keys`];
+    /// a built-in profile's tuning, since a user's is refused) and those a
+    /// layer wrote at their defaults. Each changes nothing.
+    pub fn idle_transport_keys(&self) -> Vec<String> {
+        let kind = self.profile.transport.kind;
+        let mut keys = crate::validate::idle_transport_keys(&self.profile);
+        for key in self.written_keys() {
+            if crate::validate::is_idle_transport_key(kind, key)
+                && !keys.iter().any(|known| known == key)
+            {
+                keys.push(key.to_owned());
+            }
+        }
+        keys.sort();
+        keys
+    }
+
     /// The effective profile as YAML that loads back to a profile that
     /// behaves the same. The other transport's keys (a built-in profile's
     /// QUIC tuning under `transport.type: tcp`) are left at their defaults:

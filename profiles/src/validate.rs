@@ -813,6 +813,17 @@ pub fn idle_transport_keys(profile: &Profile) -> Vec<String> {
     }
 }
 
+/// Whether `key` belongs to the transport `kind` does not use, and so is
+/// read by nothing. The QUIC datagram size does not: it bounds SWIM's
+/// packets on either transport (as [`without_idle_transport_keys`] keeps it).
+pub fn is_idle_transport_key(kind: crate::schema::TransportKind, key: &str) -> bool {
+    let block = match kind {
+        crate::schema::TransportKind::Quic => "transport.tcp.",
+        crate::schema::TransportKind::Tcp => "transport.quic.",
+    };
+    key.starts_with(block) && key != "transport.quic.max_datagram_size"
+}
+
 /// Memory limits the profile sets above `runtime.max_memory_per_agent`, as
 /// `(key, what it says)`: the agents they name get the ceiling instead.
 /// Left to load (the performance tuning guide's own example gives an

@@ -516,6 +516,24 @@ fn one_transports_settings_are_refused_on_the_other_by_key() {
         idle.contains(&"transport.quic.keep_alive_interval".to_owned()),
         "{idle:?}"
     );
+    // The loaded profile's list adds the other transport's keys a layer
+    // wrote at their defaults; the datagram size, read on both, is never one.
+    let written = load(
+        &["low-latency".into()],
+        &[
+            "transport.type=tcp".into(),
+            "transport.quic.enable_0rtt=false".into(),
+            "transport.quic.max_datagram_size=1200".into(),
+        ],
+    )
+    .expect("defaults of the other transport load");
+    let listed = written.idle_transport_keys();
+    assert!(
+        listed.contains(&"transport.quic.enable_0rtt".to_owned())
+            && listed.contains(&"transport.quic.keep_alive_interval".to_owned())
+            && !listed.contains(&"transport.quic.max_datagram_size".to_owned()),
+        "{listed:?}"
+    );
     // A key the user set back to its default changes nothing either way;
     // the rules between QUIC's keys do not apply on TCP.
     load(
