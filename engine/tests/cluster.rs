@@ -567,10 +567,18 @@ fn three_nodes() -> (
 /// Nodes `a` and `c` (with `c_overrides`), joined and each seeing the other
 /// alive; the certificates' directory lives as long as the first value.
 fn two_nodes(c_overrides: &[String]) -> (tempfile::TempDir, RunningEngine, RunningEngine) {
+    two_nodes_with(&[], c_overrides)
+}
+
+/// [`two_nodes`], `a` with overrides of its own too.
+fn two_nodes_with(
+    a_overrides: &[String],
+    c_overrides: &[String],
+) -> (tempfile::TempDir, RunningEngine, RunningEngine) {
     let certs = tempfile::tempdir().expect("a directory");
     init_certs(certs.path(), "a,c");
     let dir = certs.path();
-    let a = node(dir, dir, "a", "127.0.0.1:0", None);
+    let a = node_with(dir, dir, "a", "127.0.0.1:0", None, a_overrides);
     let seed = cluster_address(&a);
     let c = node_with(dir, dir, "c", "127.0.0.1:0", Some(seed), c_overrides);
     for engine in [&a, &c] {
@@ -850,24 +858,8 @@ fn a_request_waiting_on_a_node_that_dies_is_answered_for_its_loss() {
 
 #[test]
 fn over_tcp_a_request_in_flight_on_a_connection_that_ends_is_answered_connection_lost() {
-    let certs = tempfile::tempdir().expect("a directory");
-    init_certs(certs.path(), "a,c");
-    let dir = certs.path();
     let tcp = ["transport.type=tcp".to_owned()];
-    let a = node_with(dir, dir, "a", "127.0.0.1:0", None, &tcp);
-    let c = node_with(
-        dir,
-        dir,
-        "c",
-        "127.0.0.1:0",
-        Some(cluster_address(&a)),
-        &tcp,
-    );
-    for (engine, other) in [(&a, "c"), (&c, "a")] {
-        wait(engine, Duration::from_secs(10), "joined", |view| {
-            state_of(view, other).as_deref() == Some("alive")
-        });
-    }
+    let (_certs, a, c) = two_nodes_with(&tcp, &tcp);
     let waiting = request_held_on(&a, &c, "sink", &[]);
     let mut c = c;
     c.child.kill().expect("SIGKILL");
