@@ -345,8 +345,11 @@ pub struct GossipFacts {
     pub flapping: Vec<String>,
     /// Frames dropped as corrupt, truncated, replayed or undecodable.
     pub frames_rejected: u64,
-    /// Handshakes refused (no certificate from the cluster's CA).
+    /// Handshakes refused, by either side.
     pub handshakes_refused: u64,
+    /// Of those, the ones the peer refused (it did not trust this node's
+    /// certificate).
+    pub handshakes_refused_by_peer: u64,
     /// The settings in force.
     pub swim: caxton_cluster::transport::SwimSummary,
 }
@@ -442,10 +445,18 @@ pub fn advise(facts: &GossipFacts) -> Vec<String> {
             facts.frames_rejected
         ));
     }
-    if facts.handshakes_refused > 0 {
+    let refused_here = facts
+        .handshakes_refused
+        .saturating_sub(facts.handshakes_refused_by_peer);
+    if refused_here > 0 {
         advice.push(format!(
-            "{} handshakes were refused: a node without a certificate from the cluster's CA (coordination.cluster.tls.ca_file) is trying to join",
-            facts.handshakes_refused
+            "{refused_here} handshakes were refused by this node: a node without a certificate from the cluster's CA (coordination.cluster.tls.ca_file) is trying to join"
+        ));
+    }
+    if facts.handshakes_refused_by_peer > 0 {
+        advice.push(format!(
+            "{} handshakes were refused by peers: they do not trust this node's certificate; check that this node's coordination.cluster.tls.cert_file and ca_file come from the cluster's CA",
+            facts.handshakes_refused_by_peer
         ));
     }
     let (preset, (interval, fanout, probe, multiplier)) = preset_for(facts.nodes);
@@ -492,6 +503,7 @@ impl GossipSummary {
             // The simulated network has no TLS and no corrupt frames.
             frames_rejected: 0,
             handshakes_refused: 0,
+            handshakes_refused_by_peer: 0,
             swim: self.swim,
         }
     }
@@ -584,7 +596,21 @@ mod tests {
             advice.contains("node-7") && advice.contains("suspicion_multiplier"),
             "{advice}"
         );
-        assert!(advice.contains("tls.ca_file"), "{advice}");
+        assert!(
+            advice.contains("3 handshakes were refused by this node")
+                && advice.contains("tls.ca_file")
+                && !advice.contains("refused by peers"),
+            "{advice}"
+        );
+        // Refused by the peers: this node's own certificate is the one to check.
+        facts.handshakes_refused_by_peer = 2;
+        let advice = advise(&facts).join("\n");
+        assert!(
+            advice.contains("1 handshakes were refused by this node")
+                && advice.contains("2 handshakes were refused by peers")
+                && advice.contains("this node's coordination.cluster.tls.cert_file"),
+            "{advice}"
+        );
         facts.bytes_per_node_second = 1e6;
         let advice = advise(&facts).join("\n");
         assert!(advice.contains("check for network issues"), "{advice}");

@@ -61,9 +61,13 @@ const LEAVE_GRACE: Duration = Duration::from_millis(500);
 /// atomics because tokio tasks must be `Send`).
 #[derive(Debug, Default)]
 pub struct TransportStats {
-    /// Handshakes refused: a peer without a certificate from the cluster's
-    /// CA, or not speaking the cluster protocol.
+    /// Handshakes refused, by either side: a peer without a certificate
+    /// from the cluster's CA, or not speaking the cluster protocol, or a
+    /// peer that refused this node's certificate.
     pub handshakes_refused: AtomicU64,
+    /// Of those, the ones the peer refused (it closed with a TLS alert):
+    /// this node's certificate is not from the peer's CA.
+    pub handshakes_refused_by_peer: AtomicU64,
     /// Connections opened, both directions.
     pub connections_opened: AtomicU64,
     /// Dials that failed.
@@ -75,10 +79,53 @@ pub struct TransportStats {
     /// Frames the transport dropped: the loop's channel full, no connection
     /// came, a datagram refused, or (trial mode) an address beyond loopback.
     pub frames_dropped: AtomicU64,
-    /// When a refused handshake was last logged (Unix ms; 0: never).
-    last_refusal_log_ms: AtomicU64,
-    /// Refused handshakes since that line.
-    refusals_unlogged: AtomicU64,
+    /// When a refused handshake with each peer host was last logged.
+    // A lock, on the gossip shard's control plane only: refusals are
+    // handshakes, never messages, and the tokio tasks that see them must
+    // share one throttle per host.
+    refusal_log: std::sync::Mutex<RefusalLog>,
+}
+
+/// Per peer host (its IP: an inbound dial comes from a new port each time),
+/// when a refused handshake was last logged and how many were not since.
+#[derive(Debug, Default)]
+struct RefusalLog {
+    hosts: HashMap<std::net::IpAddr, (Instant, u64)>,
+}
+
+impl RefusalLog {
+    /// Hosts remembered at most: past this, those quiet for a whole
+    /// [`REFUSAL_LOG_EVERY`] are forgotten, so a scan of many addresses
+    /// cannot grow the map without bound.
+    const HOSTS_MAX: usize = 1024;
+
+    /// Whether a refusal from `host` at `now` is logged, and how many were
+    /// not since the last line about that host.
+    fn admit(&mut self, host: std::net::IpAddr, now: Instant) -> Option<u64> {
+        if self.hosts.len() >= Self::HOSTS_MAX && !self.hosts.contains_key(&host) {
+            self.hosts
+                .retain(|_, (last, _)| now.duration_since(*last) < REFUSAL_LOG_EVERY);
+            if self.hosts.len() >= Self::HOSTS_MAX {
+                return None;
+            }
+        }
+        match self.hosts.get_mut(&host) {
+            Some((last, unlogged)) if now.duration_since(*last) < REFUSAL_LOG_EVERY => {
+                *unlogged += 1;
+                None
+            }
+            Some((last, unlogged)) => {
+                let skipped = *unlogged;
+                *last = now;
+                *unlogged = 0;
+                Some(skipped)
+            }
+            None => {
+                self.hosts.insert(host, (now, 0));
+                Some(0)
+            }
+        }
+    }
 }
 
 /// A snapshot of the transport's counts.
@@ -86,6 +133,9 @@ pub struct TransportStats {
 pub struct TransportCounts {
     /// See [`TransportStats::handshakes_refused`].
     pub handshakes_refused: u64,
+    /// See [`TransportStats::handshakes_refused_by_peer`].
+    #[serde(default)]
+    pub handshakes_refused_by_peer: u64,
     /// See [`TransportStats::connections_opened`].
     pub connections_opened: u64,
     /// See [`TransportStats::connect_failures`].
@@ -105,6 +155,7 @@ impl TransportStats {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         TransportCounts {
             handshakes_refused: read(&self.handshakes_refused),
+            handshakes_refused_by_peer: read(&self.handshakes_refused_by_peer),
             connections_opened: read(&self.connections_opened),
             connect_failures: read(&self.connect_failures),
             frames_as_datagrams: read(&self.frames_as_datagrams),
@@ -699,10 +750,8 @@ impl Links {
     }
 }
 
-/// A handshake that failed on certificates is a refusal, and is counted.
-/// The log line names the peer and, for a certificate from another CA,
-/// what to check; a peer refused again and again (it keeps dialing) is
-/// logged at most once every [`REFUSAL_LOG_EVERY`], with how many were not.
+/// A handshake that failed on certificates is a refusal, and is counted
+/// ([`count_refusal`]); other failures (no answer, a reset) are not.
 fn note_refusal(stats: &TransportStats, peer: SocketAddr, error: &str) {
     let lower = error.to_ascii_lowercase();
     if !(lower.contains("certificate")
@@ -712,35 +761,52 @@ fn note_refusal(stats: &TransportStats, peer: SocketAddr, error: &str) {
     {
         return;
     }
-    bump(&stats.handshakes_refused);
-    log_refusal(stats, peer, error);
+    count_refusal(stats, peer, error);
 }
 
-/// Log a failed handshake with `peer`, at most once every
-/// [`REFUSAL_LOG_EVERY`], with how many were not logged since.
-fn log_refusal(stats: &TransportStats, peer: SocketAddr, error: &str) {
+/// Whether a failed handshake was the peer's refusal of this node: it
+/// closed with a TLS alert (rustls: "received fatal alert"; quinn: "aborted
+/// by peer"). Otherwise this node refused the peer ("invalid peer
+/// certificate", "peer sent no certificates", a timeout).
+fn refused_by_peer(error: &str) -> bool {
     let lower = error.to_ascii_lowercase();
-    let hint = if lower.contains("badsignature") || lower.contains("unknownissuer") {
-        ": the peer's certificate is not from this node's CA (coordination.cluster.tls.ca_file), or this node's is not from the peer's; nodes of one cluster need certificates from one CA"
+    lower.contains("received fatal alert") || lower.contains("aborted by peer")
+}
+
+/// Count a refused handshake with `peer` and log it, naming which side
+/// refused and, for a certificate from another CA, what to check; a host
+/// refused again and again (it keeps dialing, or this node does) is logged
+/// at most once every [`REFUSAL_LOG_EVERY`], with how many were not.
+fn count_refusal(stats: &TransportStats, peer: SocketAddr, error: &str) {
+    bump(&stats.handshakes_refused);
+    let by_peer = refused_by_peer(error);
+    if by_peer {
+        bump(&stats.handshakes_refused_by_peer);
+    }
+    let skipped = match stats.refusal_log.lock() {
+        Ok(mut log) => log.admit(peer.ip(), Instant::now()),
+        Err(_) => Some(0),
+    };
+    let Some(skipped) = skipped else {
+        return;
+    };
+    let lower = error.to_ascii_lowercase();
+    let hint = if by_peer {
+        ": the peer does not trust this node's certificate; one of the two holds a certificate or CA file (coordination.cluster.tls) from another CA, or none"
+    } else if lower.contains("badsignature") || lower.contains("unknownissuer") {
+        ": the peer's certificate is not from this node's CA (coordination.cluster.tls.ca_file); nodes of one cluster need certificates from one CA"
     } else {
         ""
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64);
-    let last = stats.last_refusal_log_ms.load(Ordering::Relaxed);
-    let quiet = stats.refusals_unlogged.fetch_add(1, Ordering::Relaxed);
-    if last == 0 || now.saturating_sub(last) >= REFUSAL_LOG_EVERY.as_millis() as u64 {
-        stats
-            .last_refusal_log_ms
-            .store(now.max(1), Ordering::Relaxed);
-        stats.refusals_unlogged.store(0, Ordering::Relaxed);
-        let earlier = if quiet > 0 {
-            format!(" ({quiet} more since the last such line)")
-        } else {
-            String::new()
-        };
-        warn!(%peer, "cluster: a handshake with {peer} failed: {error}{hint}{earlier}");
+    let earlier = if skipped > 0 {
+        format!(" ({skipped} more from this host since the last such line)")
+    } else {
+        String::new()
+    };
+    if by_peer {
+        warn!(%peer, "cluster: {peer} refused this node's handshake: {error}{hint}{earlier}");
+    } else {
+        warn!(%peer, "cluster: refused a handshake with {peer}: {error}{hint}{earlier}");
     }
 }
 
@@ -885,8 +951,7 @@ fn accept_quic(endpoint: quinn::Endpoint, events: mpsc::Sender<Event>, stats: Ar
                         let _ = events.send(Event::QuicConnected(connection)).await;
                     }
                     Err(error) => {
-                        bump(&stats.handshakes_refused);
-                        log_refusal(&stats, peer, &error.to_string());
+                        count_refusal(&stats, peer, &error.to_string());
                     }
                 }
             });
@@ -930,13 +995,11 @@ fn accept_tcp(
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => stream,
                         Ok(Err(error)) => {
-                            bump(&stats.handshakes_refused);
-                            log_refusal(&stats, peer, &error.to_string());
+                            count_refusal(&stats, peer, &error.to_string());
                             return;
                         }
                         Err(_) => {
-                            bump(&stats.handshakes_refused);
-                            log_refusal(
+                            count_refusal(
                                 &stats,
                                 peer,
                                 "no TLS handshake within transport.tcp.connect_timeout; closed",
@@ -1582,7 +1645,18 @@ impl ClusterSnapshot {
                 .map(|(reason, value)| (format!("reason=\"{reason}\""), value as f64))
                 .collect(),
             },
-            counter("caxton_cluster_handshakes_refused_total", "Connections refused: no certificate from the cluster's CA, or not the cluster protocol", t.handshakes_refused),
+            Family {
+                name: "caxton_cluster_handshakes_refused_total",
+                help: "Handshakes refused, by the side that refused: this node (the peer had no certificate from the cluster's CA, or did not speak the cluster protocol) or the peer (it did not trust this node's certificate)",
+                kind: "counter",
+                samples: vec![
+                    (
+                        "by=\"this_node\"".into(),
+                        t.handshakes_refused.saturating_sub(t.handshakes_refused_by_peer) as f64,
+                    ),
+                    ("by=\"peer\"".into(), t.handshakes_refused_by_peer as f64),
+                ],
+            },
             counter("caxton_cluster_connect_failures_total", "Dials to members that failed", t.connect_failures),
             Family {
                 name: "caxton_cluster_connections",
@@ -1887,6 +1961,46 @@ mod tests {
     use std::cell::Cell;
 
     use super::*;
+
+    /// A refusal is the peer's when it closed with a TLS alert, on either
+    /// transport; certificate errors found here are this node's.
+    #[test]
+    fn the_side_that_refused_is_read_from_the_error() {
+        assert!(refused_by_peer(
+            "aborted by peer: the cryptographic handshake failed: error 48"
+        ));
+        assert!(refused_by_peer("received fatal alert: UnknownCA"));
+        assert!(!refused_by_peer(
+            "the cryptographic handshake failed: error 42: invalid peer certificate: UnknownIssuer"
+        ));
+        assert!(!refused_by_peer("peer sent no certificates"));
+    }
+
+    /// One line per host per window, however many ports it dials from,
+    /// with the count skipped; other hosts are not held back by it; and
+    /// the map stays bounded under a scan of many hosts.
+    #[test]
+    fn refusals_are_logged_once_a_window_per_host() {
+        let mut log = RefusalLog::default();
+        let start = Instant::now();
+        let one: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let two: std::net::IpAddr = "10.0.0.2".parse().unwrap();
+        assert_eq!(log.admit(one, start), Some(0));
+        assert_eq!(log.admit(one, start + Duration::from_secs(1)), None);
+        assert_eq!(log.admit(one, start + Duration::from_secs(2)), None);
+        assert_eq!(log.admit(two, start + Duration::from_secs(2)), Some(0));
+        assert_eq!(
+            log.admit(one, start + REFUSAL_LOG_EVERY + Duration::from_secs(1)),
+            Some(2)
+        );
+        for host in 0..(RefusalLog::HOSTS_MAX as u32 * 2) {
+            let _ = log.admit(std::net::IpAddr::from(host.to_be_bytes()), start);
+        }
+        assert!(log.hosts.len() <= RefusalLog::HOSTS_MAX);
+        // Past the window, the quiet hosts make room again.
+        let later = start + REFUSAL_LOG_EVERY * 3;
+        assert_eq!(log.admit("192.168.0.1".parse().unwrap(), later), Some(0));
+    }
 
     /// Within its window after the last remote message, an idle loop finds
     /// new ones by polling (the shards never ring it here); past the window,

@@ -407,7 +407,7 @@ pub fn cluster(selection: &ProfileSelection, command: ClusterCommand) -> Result<
         lanes["rotated"], lanes["closed_peer_gone"], lanes["broken"],
     );
     emit(&format!(
-        "node {} at {} ({}, {})\nmembers: {} alive, {} suspect, {} down (itself excluded)\nsuspicions raised {}, refuted {}; members declared down {}; rejoins {}\nSWIM frames in {} ({} bytes), out {} ({} bytes); dropped: truncated {}, oversized {}, corrupt {}, version {}, replayed {}, invalid {}, transport {}\nconnections {}, handshakes refused {}\n{lanes}\nsuspicion timeout {} ms; convergence: {} arrivals, P50 {:.3}s, P99 {:.3}s\n",
+        "node {} at {} ({}, {})\nmembers: {} alive, {} suspect, {} down (itself excluded)\nsuspicions raised {}, refuted {}; members declared down {}; rejoins {}\nSWIM frames in {} ({} bytes), out {} ({} bytes); dropped: truncated {}, oversized {}, corrupt {}, version {}, replayed {}, invalid {}, transport {}\nconnections {}, handshakes refused {} by this node, {} by peers\n{lanes}\nsuspicion timeout {} ms; convergence: {} arrivals, P50 {:.3}s, P99 {:.3}s\n",
         body["node"]["name"].as_str().unwrap_or("?"),
         body["node"]["addr"].as_str().unwrap_or("?"),
         body["transport"].as_str().unwrap_or("?"),
@@ -418,7 +418,9 @@ pub fn cluster(selection: &ProfileSelection, command: ClusterCommand) -> Result<
         membership["dropped_truncated"], membership["dropped_oversized"], membership["dropped_corrupt"],
         membership["dropped_version"], membership["dropped_replayed"], membership["dropped_invalid"],
         transport["frames_dropped"],
-        transport["connections"], transport["handshakes_refused"],
+        transport["connections"],
+        transport["handshakes_refused"].as_u64().unwrap_or(0).saturating_sub(transport["handshakes_refused_by_peer"].as_u64().unwrap_or(0)),
+        transport["handshakes_refused_by_peer"].as_u64().unwrap_or(0),
         body["suspicion_timeout_ms"],
         convergence["count"], convergence["p50_seconds"].as_f64().unwrap_or(0.0), convergence["p99_seconds"].as_f64().unwrap_or(0.0),
     ))
@@ -538,6 +540,10 @@ fn analyze_gossip(
             .transport_counts
             .handshakes_refused
             .saturating_sub(first.transport_counts.handshakes_refused),
+        handshakes_refused_by_peer: second
+            .transport_counts
+            .handshakes_refused_by_peer
+            .saturating_sub(first.transport_counts.handshakes_refused_by_peer),
         swim: second.swim,
     };
     let advice = caxton_bench::gossip::advise(&facts);

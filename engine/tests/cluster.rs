@@ -260,8 +260,11 @@ fn a_foreign_certificate_and_garbage_change_nothing() {
         .get("/metrics")
         .expect("scraped")
         .text();
+    // The seed refused nothing: the intruder refused the seed's certificate
+    // (from another CA than its own) and closed with an alert.
     assert!(
-        metrics.contains("caxton_cluster_handshakes_refused_total "),
+        metrics.contains("caxton_cluster_handshakes_refused_total{by=\"peer\"} ")
+            && !metrics.contains("caxton_cluster_handshakes_refused_total{by=\"peer\"} 0\n"),
         "{metrics}"
     );
     assert!(
@@ -292,7 +295,7 @@ fn a_foreign_certificate_and_garbage_change_nothing() {
         .count();
     assert!(lines >= 1, "{log}");
     assert!(
-        log.contains(&format!("a handshake with {seed} failed")),
+        log.contains(&format!("refused a handshake with {seed}")),
         "{log}"
     );
     assert!(lines <= 2, "{lines} lines in about a second: {log}");
@@ -324,12 +327,18 @@ fn a_node_without_certificates_is_told_the_cluster_refused_it() {
         "the refusal counted",
         |view| view["transport_counts"]["handshakes_refused"].as_u64() >= Some(1),
     );
-    assert_eq!(status(&stray)["counts"]["alive"], 0);
+    let view = status(&stray);
+    assert_eq!(view["counts"]["alive"], 0);
+    assert!(
+        view["transport_counts"]["handshakes_refused_by_peer"].as_u64() >= Some(1),
+        "the seed refused it: {view:#}"
+    );
     let booting = stray.seen.clone();
     let (_, rest) = stray.terminate();
     let log = booting + &rest;
     assert!(
-        log.contains(&format!("a handshake with {seed} failed")),
+        log.contains(&format!("{seed} refused this node's handshake"))
+            && log.contains("does not trust this node's certificate"),
         "{log}"
     );
     drop(a);
