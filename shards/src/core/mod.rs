@@ -351,13 +351,22 @@ impl ShardCore {
     }
 
     /// When the core next has work that no arrival will prompt: the
-    /// earliest time a held message may run.
+    /// earliest time a held message may run, or must be answered `timeout`
+    /// (one held for a free instance waits for no time, but its deadline
+    /// still runs: a handler that holds the instance for seconds must not
+    /// hold the messages queued behind it past theirs).
     pub fn next_wake_ns(&self) -> Option<u64> {
         self.held
             .iter()
-            .filter_map(|held| match held.until {
-                Until::Time(resume_ns) => Some(resume_ns),
-                Until::FreeInstance => None,
+            .filter_map(|held| {
+                let deadline = (held.envelope.deadline_ns != Envelope::NO_DEADLINE)
+                    .then_some(held.envelope.deadline_ns);
+                match held.until {
+                    Until::Time(resume_ns) => {
+                        Some(deadline.map_or(resume_ns, |at| at.min(resume_ns)))
+                    }
+                    Until::FreeInstance => deadline,
+                }
             })
             .min()
     }
@@ -473,7 +482,17 @@ impl ShardCore {
         }
         let held = std::mem::take(&mut self.held);
         let mut released = 0;
+        // Each released handler starts when the one before it ended: with
+        // the turn's `now` for all, each would be charged (cpu_shares, its
+        // busy time) for the handlers that ran before it.
+        let mut now = now;
         for Held { until, envelope } in held {
+            if envelope.deadline_ns < now {
+                // Past its deadline while held, whatever it waited for.
+                self.metrics.timeouts += 1;
+                self.fail(&envelope, "timeout", now, io);
+                continue;
+            }
             let agent = receiver_agent(&envelope);
             let still_held = self
                 .held
@@ -482,13 +501,10 @@ impl ShardCore {
             let due = matches!(until, Until::Time(resume_ns) if resume_ns <= now);
             if !due || still_held {
                 self.held.push(Held { until, envelope });
-            } else if envelope.deadline_ns < now {
-                self.metrics.timeouts += 1;
-                self.fail(&envelope, "timeout", now, io);
             } else {
                 released += 1;
                 // Re-checks the budget: a burst may use it up again.
-                let _ = self.deliver(envelope, now, agents, io);
+                now = self.deliver(envelope, now, agents, io);
             }
         }
         released

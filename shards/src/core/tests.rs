@@ -43,6 +43,8 @@ pub(super) struct FakeAgents {
     pub startups: Vec<u64>,
     /// What the node clock reads when the core asks (0: earlier than any step).
     pub clock_ns: u64,
+    /// The start time the core gave each handler run, in order.
+    pub started: Vec<u64>,
 }
 
 impl AgentRuntime for FakeAgents {
@@ -58,7 +60,7 @@ impl AgentRuntime for FakeAgents {
         agent: AgentId,
         slot: Option<u16>,
         envelope: Envelope,
-        _started_ns: u64,
+        started_ns: u64,
     ) -> Handling {
         let Some(behaviour) = self.behaviours.get(&agent).cloned() else {
             return Handling::NoInstance;
@@ -77,6 +79,7 @@ impl AgentRuntime for FakeAgents {
             return Handling::Busy(envelope);
         }
         self.runs.push((agent, envelope.content.clone()));
+        self.started.push(started_ns);
         let answer = |performative, content| OutboundMessage {
             receiver: envelope.sender,
             performative,
@@ -390,6 +393,53 @@ fn an_agent_over_its_cpu_shares_is_held_in_order_until_its_window() {
         .collect();
     assert_eq!(ran, vec![b"first".to_vec(), b"second".to_vec()]);
     assert_eq!(core.next_wake_ns(), None);
+}
+
+/// Released together, each held handler starts when the one before it
+/// ended: the host charges a handler (cpu_shares, busy time) from the start
+/// it is given, so a shared start would charge each for those before it.
+#[test]
+fn released_handlers_start_when_the_one_before_ended() {
+    let mut core = core(8, false);
+    let (mut agents, mut io) = (echo_agents(), RecordingIo::new(3, 0));
+    agents.handler_ns = 200;
+    agents.blocked_until.insert(ECHO, 1_000);
+    for content in [&b"a"[..], b"b", b"c"] {
+        core.on_arrival(request(ECHO, content, 0), 0, &mut io);
+        assert!(core.handle_next(1, &mut agents, &mut io).is_some());
+    }
+    agents.blocked_until.clear();
+    assert_eq!(core.release_held(1_000, &mut agents, &mut io), 3);
+    assert_eq!(agents.started, vec![1_000, 1_200, 1_400]);
+}
+
+/// A message held behind a handler that keeps its agent's only instance
+/// is answered `timeout` at its deadline, not when the instance frees: the
+/// core asks to be woken then.
+#[test]
+fn a_message_held_for_a_busy_instance_times_out_at_its_deadline() {
+    let mut core = core(8, false);
+    let mut agents = echo_agents();
+    agents.slow.insert(ECHO);
+    let mut io = RecordingIo::new(3, 0);
+    core.on_arrival(request(ECHO, b"long", 0), 0, &mut io);
+    assert!(core.handle_next(1, &mut agents, &mut io).is_some());
+    let mut waiting = request(ECHO, b"waiting", 0);
+    waiting.deadline_ns = 5_000;
+    core.on_arrival(waiting, 2, &mut io);
+    assert!(core.handle_next(3, &mut agents, &mut io).is_some());
+    assert_eq!(core.queued(), 1);
+    assert_eq!(core.next_wake_ns(), Some(5_000), "woken at its deadline");
+    assert_eq!(core.release_held(4_999, &mut agents, &mut io), 0);
+    assert!(io.rings.is_empty(), "not answered before its deadline");
+    core.release_held(5_001, &mut agents, &mut io);
+    assert_eq!(
+        only_answer(&mut io),
+        (Performative::Failure, "caxton:timeout".into())
+    );
+    assert_eq!(core.queued(), 0);
+    assert_eq!(core.next_wake_ns(), None);
+    assert_eq!(core.metrics_mut().timeouts, 1);
 }
 
 #[test]
