@@ -304,3 +304,52 @@ fn engine_send_persistent_says_where_the_message_was_stored_or_why_not() {
         common::stderr(&sent)
     );
 }
+
+/// A node started with fewer data shards than the one that wrote its data
+/// directory is refused, naming the partitions it would leave unread, and
+/// a node with enough shards starts on the same directory.
+#[test]
+fn fewer_shards_than_the_data_directory_holds_are_refused() {
+    let data = tempfile::tempdir().expect("a directory");
+    let (status, _) = engine_with_storage(data.path()).terminate();
+    assert!(status.success(), "{status}");
+    assert!(caxton_storage::partition_path(data.path(), 1).exists());
+    let mut fewer = std::process::Command::new(env!("CARGO_BIN_EXE_engine"))
+        .args([
+            "--set",
+            "observability.admin.listen=127.0.0.1:0",
+            "--set",
+            "messaging.enable_persistence=true",
+            "--set",
+            &format!("storage.data_directory={}", data.path().display()),
+            "--set",
+            "runtime.worker_threads=1",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("engine starts");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = fewer.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = fewer.kill();
+            panic!("a node with fewer shards than its data directory holds started");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut fewer.stderr.take().expect("piped"), &mut log)
+        .expect("read");
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("shard-1.sqlite") && log.contains("at least 2 data shards"),
+        "{log}"
+    );
+    // The directory is untouched and still serves a node of its size.
+    let (status, _) = engine_with_storage(data.path()).terminate();
+    assert!(status.success(), "{status}");
+}

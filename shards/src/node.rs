@@ -262,10 +262,11 @@ impl Node {
         // One node per data directory, checked before anything starts.
         let storage_lock = if profile.messaging.enable_persistence {
             let directory = std::path::Path::new(&profile.storage.data_directory);
-            Some(
-                caxton_storage::DirectoryLock::acquire(directory)
-                    .map_err(|error| NodeError::Storage(error.to_string()))?,
-            )
+            let lock = caxton_storage::DirectoryLock::acquire(directory)
+                .map_err(|error| NodeError::Storage(error.to_string()))?;
+            caxton_storage::check_partitions_fit(directory, shards)
+                .map_err(|error| NodeError::Storage(error.to_string()))?;
+            Some(lock)
         } else {
             None
         };
