@@ -1043,11 +1043,13 @@ fn bring_back_agents(
     boot_agents: Vec<(String, Vec<u8>, u16)>,
     redeliver_now: bool,
 ) -> Result<(), CommandError> {
+    let mut recovered = Vec::new();
     if loaded.profile.messaging.enable_persistence {
         let failed = |error: caxton_shards::NodeError| {
             CommandError::Failed(format!("recovery failed: {error}"))
         };
-        let agents = node.recover_agents().map_err(failed)?;
+        recovered = node.recover_agents().map_err(failed)?;
+        let agents = recovered.len();
         if redeliver_now {
             let messages = node.redeliver_unfinished().map_err(failed)?;
             info!(
@@ -1065,11 +1067,23 @@ fn bring_back_agents(
         }
     }
     for (name, source, instances) in boot_agents {
+        let limits = loaded.profile.agent_limits(&name);
         if node.directory().resolve(&name).is_some() {
-            info!(agent = %name, "agent already recovered from storage; not deployed again");
+            match recovered.iter().find(|agent| agent.name == name) {
+                Some(stored) => {
+                    if let Some(differences) = recovered_differs(stored, instances, &limits) {
+                        warn!(
+                            agent = %name,
+                            "agent came back from storage as it was deployed ({differences}); the profile's agents.deploy entry and agents.overrides for it are not applied to a recovered agent. To apply them, undeploy it (engine agents undeploy {name}) and restart, or deploy it again"
+                        );
+                    } else {
+                        info!(agent = %name, "agent already recovered from storage; not deployed again");
+                    }
+                }
+                None => info!(agent = %name, "agent already running; not deployed again"),
+            }
             continue;
         }
-        let limits = loaded.profile.agent_limits(&name);
         node.deploy(&name, &source, instances, &limits)
             .map_err(|error| CommandError::BadInput(error.to_string()))?;
         info!(
@@ -1082,6 +1096,44 @@ fn bring_back_agents(
         );
     }
     Ok(())
+}
+
+/// Where an agent recovered from storage differs from what the profile
+/// asks for it now, as `stored X, the profile asks Y` phrases; `None` when
+/// it does not.
+fn recovered_differs(
+    stored: &caxton_shards::RecoveredAgent,
+    instances: u16,
+    limits: &caxton_profiles::AgentLimits,
+) -> Option<String> {
+    let mut differences = Vec::new();
+    if stored.instances != u32::from(instances) {
+        differences.push(format!(
+            "{} instance(s) where the profile asks {instances}",
+            stored.instances
+        ));
+    }
+    let mut limit = |key: &str, was: String, asked: String| {
+        if was != asked {
+            differences.push(format!("{key} {was} where the profile asks {asked}"));
+        }
+    };
+    limit(
+        "memory",
+        stored.limits.memory.to_string(),
+        limits.memory.to_string(),
+    );
+    limit(
+        "cpu_shares",
+        stored.limits.cpu_shares.to_string(),
+        limits.cpu_shares.to_string(),
+    );
+    limit(
+        "max_execution_time",
+        stored.limits.max_execution_time.to_string(),
+        limits.max_execution_time.to_string(),
+    );
+    (!differences.is_empty()).then(|| differences.join(", "))
 }
 
 /// Log where each shard runs, as read back from its thread.

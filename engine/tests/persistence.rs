@@ -353,3 +353,59 @@ fn fewer_shards_than_the_data_directory_holds_are_refused() {
     let (status, _) = engine_with_storage(data.path()).terminate();
     assert!(status.success(), "{status}");
 }
+
+/// An agent the profile deploys comes back from storage as it was
+/// deployed; when the profile now asks otherwise (more instances, another
+/// memory limit), the boot log says what differs and how to apply it.
+#[test]
+fn a_recovered_agent_that_differs_from_the_profile_is_named_at_boot() {
+    let directory = tempfile::tempdir().expect("a directory");
+    let echo = format!("{}/../examples/agents/echo.wat", env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(&echo, directory.path().join("echo.wat")).expect("copy");
+    let profile = directory.path().join("agents.yaml");
+    let data = directory.path().join("data");
+    let write_profile = |instances: u16, memory: &str| {
+        std::fs::write(
+            &profile,
+            format!(
+                "messaging:\n  enable_persistence: true\nstorage:\n  data_directory: {}\nagents:\n  deploy:\n    - name: echo\n      module: echo.wat\n      instances: {instances}\n  overrides:\n    - agent_id: echo\n      memory: {memory}\n",
+                data.display()
+            ),
+        )
+        .expect("write");
+    };
+    let boot = || {
+        let running = start_engine(&[
+            "--profile",
+            profile.to_str().expect("utf-8"),
+            "--set",
+            "runtime.worker_threads=1",
+        ]);
+        let seen = running.seen.clone();
+        let (status, rest) = running.terminate();
+        assert!(status.success(), "{rest}");
+        seen + &rest
+    };
+    write_profile(1, "2MB");
+    let first = boot();
+    assert!(first.contains("agent deployed"), "{first}");
+    // Unchanged: recovered, and nothing to say about it.
+    let same = boot();
+    assert!(
+        same.contains("agent already recovered from storage")
+            && !same.contains("came back from storage as it was deployed"),
+        "{same}"
+    );
+    write_profile(2, "4MB");
+    let changed = boot();
+    let line = changed
+        .lines()
+        .find(|line| line.contains("came back from storage as it was deployed"))
+        .unwrap_or_else(|| panic!("no warning in {changed}"));
+    assert!(
+        line.contains("1 instance(s) where the profile asks 2")
+            && line.contains("memory 2MB where the profile asks 4MB")
+            && line.contains("engine agents undeploy echo"),
+        "{line}"
+    );
+}

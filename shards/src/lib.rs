@@ -41,8 +41,8 @@ pub use cluster_side::PortSide;
 pub use directory::{AgentRecord, Directory, Route, REMOTE_ID_BASE};
 pub use metrics::{nanosecond_histogram, ShardMetrics};
 pub use node::{
-    client_ports, GossipWork, IdleSpin, Node, NodeError, NodeOptions, ShardReport, ShardRole,
-    CLIENT_PORTS_SPARE, SHARD_IO_MEMORY_BYTES,
+    client_ports, GossipWork, IdleSpin, Node, NodeError, NodeOptions, RecoveredAgent, ShardReport,
+    ShardRole, CLIENT_PORTS_SPARE, SHARD_IO_MEMORY_BYTES,
 };
 pub use remote_port::RemotePort;
 pub use stop::StopSignal;

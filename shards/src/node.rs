@@ -73,6 +73,17 @@ const RING_CAPACITY_MAX: usize = 4096;
 /// between shards stay at [`RING_CAPACITY_MAX`]: a shard pair has many.
 const CLIENT_RING_CAPACITY_MAX: usize = 16_384;
 
+/// An agent redeployed from storage after a restart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecoveredAgent {
+    /// Its name.
+    pub name: String,
+    /// Instances over every data shard.
+    pub instances: u32,
+    /// The limits it was deployed with.
+    pub limits: caxton_profiles::AgentLimits,
+}
+
 /// Which kind of shard a report is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ShardRole {
@@ -737,14 +748,16 @@ impl Node {
     /// Returns (agents redeployed, messages redelivered). A no-op without
     /// persistence.
     pub fn recover(&mut self) -> Result<(usize, usize), NodeError> {
-        let redeployed = self.recover_agents()?;
+        let redeployed = self.recover_agents()?.len();
         Ok((redeployed, self.redeliver_unfinished()?))
     }
 
     /// Redeploy the agents the partitions recorded, with the same instances
-    /// on the same shards; how many. A node in a cluster redelivers its
-    /// messages later, once it knows the agents other nodes host.
-    pub fn recover_agents(&mut self) -> Result<usize, NodeError> {
+    /// on the same shards, and the limits they were deployed with; which
+    /// (so the caller can tell where they differ from what a profile asks
+    /// now). A node in a cluster redelivers its messages later, once it
+    /// knows the agents other nodes host.
+    pub fn recover_agents(&mut self) -> Result<Vec<RecoveredAgent>, NodeError> {
         /// An agent as the partitions recorded it, gathered over shards.
         struct RecordedAgent {
             name: String,
@@ -771,7 +784,7 @@ impl Node {
                 agents[position].instances_per_shard[shard] = row.instances;
             }
         }
-        let mut redeployed = 0;
+        let mut redeployed = Vec::new();
         for RecordedAgent {
             name,
             module,
@@ -789,7 +802,11 @@ impl Node {
                     ))
                 })?;
             self.deploy_placed(&name, &module, &instances_per_shard, &limits)?;
-            redeployed += 1;
+            redeployed.push(RecoveredAgent {
+                instances: instances_per_shard.iter().map(|&n| u32::from(n)).sum(),
+                name,
+                limits,
+            });
         }
         Ok(redeployed)
     }
