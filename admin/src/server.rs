@@ -22,6 +22,13 @@ use crate::controller::{ClientPool, ControllerHandle};
 /// How long a connection may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a request's body may go without a byte arriving. Each
+/// connection holds one of `max_connections` permits while its request is
+/// read: without this bound, a few dozen clients that send headers and
+/// then stall mid-body would hold every permit and lock the endpoint out
+/// until they closed.
+const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Reads the global allocator's statistics: (name, bytes) pairs.
 pub type AllocatorStats = fn() -> Vec<(&'static str, u64)>;
 
@@ -188,29 +195,68 @@ async fn respond(request: Request<Incoming>, context: &Context) -> Reply {
     }
     let (parts, mut incoming) = request.into_parts();
     let limit_bytes = usize::try_from(limit).unwrap_or(usize::MAX);
-    let mut body = Vec::new();
-    while let Some(frame) = incoming.frame().await {
-        let frame = match frame {
-            Ok(frame) => frame,
-            Err(error) => {
-                return api::error(
-                    StatusCode::BAD_REQUEST,
-                    "bad-body",
-                    format!("cannot read the request body: {error}"),
-                )
-            }
+    let body = match read_body(&mut incoming, limit_bytes, BODY_IDLE_TIMEOUT).await {
+        Ok(body) => body,
+        Err(BodyFault::TooLarge) => {
+            tokio::spawn(discard_rest(incoming));
+            return too_large(limit);
+        }
+        Err(BodyFault::Unreadable(error)) => {
+            return api::error(
+                StatusCode::BAD_REQUEST,
+                "bad-body",
+                format!("cannot read the request body: {error}"),
+            )
+        }
+        // Answered, and the connection (its body unread) closed after.
+        Err(BodyFault::Stalled) => {
+            return api::error(
+                StatusCode::REQUEST_TIMEOUT,
+                "body-timeout",
+                format!(
+                    "no byte of the request body came for {} s; closing",
+                    BODY_IDLE_TIMEOUT.as_secs()
+                ),
+            )
+        }
+    };
+    api::route(&parts, body, context).await
+}
+
+/// Why a request body was not read whole.
+#[derive(Debug, PartialEq, Eq)]
+enum BodyFault {
+    /// Over the upload limit.
+    TooLarge,
+    /// The connection failed while it was read.
+    Unreadable(String),
+    /// No byte came for the idle bound.
+    Stalled,
+}
+
+/// Read a request body up to `limit_bytes`, giving up when no frame comes
+/// for `idle`.
+async fn read_body<B>(body: &mut B, limit_bytes: usize, idle: Duration) -> Result<Bytes, BodyFault>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let mut read = Vec::new();
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => return Err(BodyFault::Stalled),
+            Ok(None) => return Ok(Bytes::from(read)),
+            Ok(Some(Err(error))) => return Err(BodyFault::Unreadable(error.to_string())),
+            Ok(Some(Ok(frame))) => frame,
         };
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        if body.len() + data.len() > limit_bytes {
-            tokio::spawn(discard_rest(incoming));
-            return too_large(limit);
+        if read.len() + data.len() > limit_bytes {
+            return Err(BodyFault::TooLarge);
         }
-        body.extend_from_slice(&data);
+        read.extend_from_slice(&data);
     }
-    let body = Bytes::from(body);
-    api::route(&parts, body, context).await
 }
 
 /// The most of an oversized body read and thrown away, and for how long.
@@ -254,4 +300,71 @@ fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
         .zip(right)
         .fold(0u8, |difference, (a, b)| difference | (a ^ b))
         == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use hyper::body::{Body, Frame};
+
+    use super::*;
+
+    /// A body that sends its chunks, then either ends or stalls for good.
+    struct Chunks {
+        chunks: Vec<&'static [u8]>,
+        stall: bool,
+    }
+
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            if self.chunks.is_empty() {
+                return if self.stall {
+                    Poll::Pending
+                } else {
+                    Poll::Ready(None)
+                };
+            }
+            let chunk = self.chunks.remove(0);
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(chunk)))))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_is_read_whole_refused_past_the_limit_and_given_up_when_it_stalls() {
+        let idle = Duration::from_millis(50);
+        let mut whole = Chunks {
+            chunks: vec![b"ab", b"cd"],
+            stall: false,
+        };
+        assert_eq!(
+            read_body(&mut whole, 4, idle).await,
+            Ok(Bytes::from_static(b"abcd"))
+        );
+        let mut large = Chunks {
+            chunks: vec![b"ab", b"cde"],
+            stall: false,
+        };
+        assert_eq!(
+            read_body(&mut large, 4, idle).await,
+            Err(BodyFault::TooLarge)
+        );
+        // Headers sent, one byte of the body, then nothing: given up, so
+        // the connection's permit comes back.
+        let mut stalled = Chunks {
+            chunks: vec![b"a"],
+            stall: true,
+        };
+        assert_eq!(
+            read_body(&mut stalled, 100, idle).await,
+            Err(BodyFault::Stalled)
+        );
+    }
 }
