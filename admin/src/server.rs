@@ -115,6 +115,9 @@ pub async fn serve(
         tokio::spawn(async move { crate::api::publish_agents(&context).await });
     }
     let permits = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    // Told to each connection when the node stops: idle ones close, and a
+    // request in flight (a send waiting for its answer) is answered first.
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
     tokio::pin!(stop);
     loop {
         // Past the bound, connections wait in the kernel's backlog.
@@ -137,23 +140,51 @@ pub async fn serve(
             },
         };
         let context = Arc::clone(&context);
+        let mut stopped = stopped.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let context = Arc::clone(&context);
                 async move { Ok::<_, Infallible>(respond(request, &context).await) }
             });
-            let served = hyper::server::conn::http1::Builder::new()
+            let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            let served = tokio::select! {
+                served = connection.as_mut() => served,
+                () = async {
+                    let _ = stopped.wait_for(|stopped| *stopped).await;
+                } => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
             if let Err(error) = served {
                 debug!(%peer, "admin connection ended: {error}");
             }
             drop(permit);
         });
     }
+    // The shards answer what they still hold (`caxton:shutting-down`) as
+    // they stop: let the requests waiting for those answers write them,
+    // rather than cutting their connections, for a bounded time.
+    let _ = stopping.send(true);
+    let drained = tokio::time::timeout(
+        STOP_GRACE,
+        permits.acquire_many(u32::try_from(max_connections).unwrap_or(u32::MAX)),
+    )
+    .await;
+    if drained.is_err() {
+        warn!(
+            "admin endpoint: requests still in flight {} s after the stop; closing them",
+            STOP_GRACE.as_secs()
+        );
+    }
 }
+
+/// How long a stopping endpoint waits for requests in flight to be answered.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Check the token and the body size, then hand the request to its route.
 async fn respond(request: Request<Incoming>, context: &Context) -> Reply {

@@ -924,3 +924,61 @@ fn the_endpoint_can_be_disabled_and_bounds_its_connections() {
     waiting.read_to_string(&mut answer).expect("answer");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+/// A clean stop answers the sends still waiting through the endpoint
+/// (`caxton:shutting-down` for the one queued behind a busy agent) before
+/// their connections close; none sees its connection cut.
+#[test]
+fn a_clean_stop_answers_sends_in_flight_through_the_endpoint() {
+    let running = start_engine(&["--set", "runtime.worker_threads=1"]);
+    let client = client(&running);
+    let deployed = call(
+        &client,
+        Method::POST,
+        "/v1/agents?name=spin&max_execution_time=3s",
+        example("loop.wat"),
+    );
+    assert_eq!(deployed.status, StatusCode::CREATED, "{}", deployed.text());
+    let sends: Vec<_> = ["running", "queued"]
+        .into_iter()
+        .map(|content| {
+            let client = AdminClient::new(running.admin_address(), None).expect("client");
+            let sent = std::thread::spawn(move || {
+                let body = serde_json::json!({ "content": content }).to_string();
+                client.call(
+                    Method::POST,
+                    "/v1/agents/spin/messages",
+                    "application/json",
+                    body.into_bytes(),
+                )
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            sent
+        })
+        .collect();
+    let (status, log) = running.terminate();
+    assert!(status.success(), "{log}");
+    let answers: Vec<Answer> = sends
+        .into_iter()
+        .map(|sent| {
+            sent.join()
+                .expect("the sender")
+                .unwrap_or_else(|error| panic!("a send was cut: {error}; {log}"))
+        })
+        .collect();
+    for answer in &answers {
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+        assert_eq!(
+            answer.json()["performative"],
+            "failure",
+            "{}",
+            answer.text()
+        );
+    }
+    assert_eq!(
+        answers[1].json()["content"],
+        "caxton:shutting-down",
+        "{}",
+        answers[1].text()
+    );
+}
