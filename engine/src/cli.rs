@@ -388,9 +388,9 @@ pub enum BenchmarkCommand {
         /// Agents of the workload.
         #[arg(long, default_value_t = 100)]
         agents: usize,
-        /// Offered rate, messages per second (all generators together).
-        #[arg(long, default_value_t = 10_000.0)]
-        messages_per_second: f64,
+        /// Offered rate, whole messages per second (all generators together).
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=50_000_000))]
+        messages_per_second: u64,
         /// How long the load is offered, e.g. `60s`.
         #[arg(long, default_value = "10s")]
         duration: String,

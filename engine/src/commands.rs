@@ -177,7 +177,7 @@ fn benchmark_command(
             selection,
             crate::loadbench::CustomArgs {
                 agents,
-                rate: messages_per_second,
+                rate: messages_per_second as f64,
                 duration,
                 load: crate::loadbench::LoadArgs {
                     pattern,
@@ -362,6 +362,9 @@ fn run_benchmark(selection: &ProfileSelection, args: SuiteArgs) -> Result<(), Co
         return Err(CommandError::BadInput(
             "--rust-echo runs with the standard suite".into(),
         ));
+    }
+    if let Some(directory) = &args.output {
+        check_output_directory(directory)?;
     }
     if args.suite == "persistence" {
         if compare {
@@ -777,6 +780,26 @@ fn run_node(selection: &ProfileSelection, joins: &[String]) -> Result<(), Comman
     watcher.close();
     result.map_err(|error| CommandError::Failed(error.to_string()))?;
     info!("engine stopped cleanly");
+    Ok(())
+}
+
+/// Refuse, before a benchmark runs, an `--output` directory its results
+/// could not be written to (a file there, no permission), rather than
+/// throw away a finished run. The directory is made if missing.
+pub(crate) fn check_output_directory(directory: &std::path::Path) -> Result<(), CommandError> {
+    let refuse = |why: String| {
+        CommandError::BadInput(format!(
+            "--output {}: {why}; nothing was run",
+            directory.display()
+        ))
+    };
+    if directory.exists() && !directory.is_dir() {
+        return Err(refuse("exists and is not a directory".into()));
+    }
+    std::fs::create_dir_all(directory).map_err(|error| refuse(error.to_string()))?;
+    let probe = directory.join(format!(".caxton-write-check-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|error| refuse(format!("cannot write there: {error}")))?;
+    let _ = std::fs::remove_file(&probe);
     Ok(())
 }
 

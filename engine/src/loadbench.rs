@@ -203,6 +203,9 @@ fn prepare(
     if args.generators == Some(0) {
         return Err(bad("--generators 0: a load needs at least one generator"));
     }
+    if let Some(directory) = &args.output {
+        crate::commands::check_output_directory(directory)?;
+    }
     if args.generators.is_some() && args.target.is_some() {
         return Err(bad(
             "--generators sets the generator threads that load an in-process node; a --target engine is loaded through its admin API",

@@ -10,10 +10,11 @@ use serde_json::Value;
 
 #[test]
 fn bad_load_input_is_refused_before_anything_starts() {
-    let cases: [(&[&str], &str); 12] = [
+    let cases: [(&[&str], &str); 13] = [
         (&["--agents", "0"], "--agents 0"),
         (&["--agents", "5000"], "runtime.max_agents"),
         (&["--messages-per-second", "0"], "--messages-per-second"),
+        (&["--messages-per-second", "2.9"], "--messages-per-second"),
         (&["--duration", "0s"], "--duration"),
         (&["--duration", "soon"], "--duration `soon`"),
         (
@@ -43,6 +44,19 @@ fn bad_load_input_is_refused_before_anything_starts() {
             command.extend(["--duration", "1s"]);
         }
         assert_refused(&command, expected);
+    }
+    // An --output that cannot take the results is refused before the load
+    // runs, not after it.
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let file = scratch.path().join("a-file");
+    std::fs::write(&file, b"").expect("written");
+    let file = file.to_str().expect("utf-8");
+    for suite in [
+        &["benchmark", "custom", "--duration", "1m", "--output", file][..],
+        &["benchmark", "stress", "--output", file],
+        &["benchmark", "run", "--output", file],
+    ] {
+        assert_refused(suite, "is not a directory; nothing was run");
     }
     let stress = engine(&[
         "benchmark",
