@@ -13,6 +13,8 @@
 //! | `GET /v1/profile/memory` | the live heap sampled since the start: `pprof_gzip_base64`, `flamegraph_svg`, and the allocator's statistics |
 //! | `DELETE /v1/profile/memory` | stop sampling allocations |
 
+use std::sync::atomic::Ordering;
+
 use caxton_messaging::Address;
 use caxton_shards::{HopKind, TraceTake};
 use hyper::StatusCode;
@@ -22,8 +24,18 @@ use crate::api::{error, json_reply, node_error, shutting_down, Answer};
 use crate::server::Context;
 
 /// `POST` (start with `messages`), `GET` (collect) or `DELETE` (stop).
+/// A start while a trace runs (started, and neither stopped nor seen to
+/// have used its budget) is refused: it would reset the other's budget.
 pub(crate) async fn trace(context: &Context, start: Option<u32>) -> Answer {
-    context
+    let starting = start.is_some_and(|messages| messages > 0);
+    if starting && context.trace_running.swap(true, Ordering::AcqRel) {
+        return Err(error(
+            StatusCode::CONFLICT,
+            "profile-running",
+            "a trace is already running; collect it (GET /v1/profile/trace) until its budget is spent, or stop it (DELETE /v1/profile/trace)".into(),
+        ));
+    }
+    let answer = context
         .controller
         .call(move |controller| {
             let takes = controller
@@ -31,13 +43,22 @@ pub(crate) async fn trace(context: &Context, start: Option<u32>) -> Answer {
                 .trace(start)
                 .map_err(|failure| node_error(&failure))?;
             let directory = controller.node.directory();
-            Ok(json_reply(
-                StatusCode::OK,
-                &takes_to_json(&takes, |agent| directory.name_of(Address::Agent(agent))),
-            ))
+            Ok(takes_to_json(&takes, |agent| {
+                directory.name_of(Address::Agent(agent))
+            }))
         })
         .await
-        .map_err(|_| shutting_down())?
+        .map_err(|_| shutting_down())
+        .and_then(|answer| answer);
+    match &answer {
+        // Stopped, or its budget spent: another may start.
+        Ok(body) if !starting && body["budget_left"] == 0 => {
+            context.trace_running.store(false, Ordering::Release);
+        }
+        Err(_) if starting => context.trace_running.store(false, Ordering::Release),
+        _ => {}
+    }
+    answer.map(|body| json_reply(StatusCode::OK, &body))
 }
 
 fn takes_to_json(
@@ -129,6 +150,18 @@ pub(crate) async fn heap(context: &Context, step: HeapStep) -> Answer {
             "this process's allocator has no heap profiler".into(),
         ));
     };
+    match step {
+        HeapStep::Start if context.heap_running.swap(true, Ordering::AcqRel) => {
+            return Err(error(
+                StatusCode::CONFLICT,
+                "profile-running",
+                "a heap profile is already running; stop it first (DELETE /v1/profile/memory)"
+                    .into(),
+            ));
+        }
+        HeapStep::Stop => context.heap_running.store(false, Ordering::Release),
+        _ => {}
+    }
     let allocator_stats = context.settings.allocator_stats;
     let work = move || -> Result<Value, String> {
         match step {
@@ -157,7 +190,11 @@ pub(crate) async fn heap(context: &Context, step: HeapStep) -> Answer {
             "internal",
             failure.to_string(),
         )
-    })?;
+    });
+    if step == HeapStep::Start && !matches!(answer, Ok(Ok(_))) {
+        context.heap_running.store(false, Ordering::Release);
+    }
+    let answer = answer?;
     match answer {
         Ok(body) => Ok(json_reply(
             if step == HeapStep::Start {

@@ -75,6 +75,12 @@ pub(crate) struct Context {
     pub(crate) clients: ClientPool,
     pub(crate) cluster: Option<ClusterHandle>,
     pub(crate) cpu_profiler: crate::cpu_profile::CpuProfiler,
+    /// A heap profile and a trace are running (started and not stopped):
+    /// a second start of either is refused, so one operator's request
+    /// never takes over another's profile. (The endpoint's own state,
+    /// never touched by a shard.)
+    pub(crate) heap_running: std::sync::atomic::AtomicBool,
+    pub(crate) trace_running: std::sync::atomic::AtomicBool,
 }
 
 /// A response body.
@@ -97,6 +103,8 @@ pub async fn serve(
         clients,
         cluster,
         cpu_profiler: crate::cpu_profile::CpuProfiler::spawn(),
+        heap_running: std::sync::atomic::AtomicBool::new(false),
+        trace_running: std::sync::atomic::AtomicBool::new(false),
     });
     let listener = match listener
         .set_nonblocking(true)

@@ -617,6 +617,31 @@ fn profile_cpu_writes_a_pprof_with_the_handlers_frames_and_thread_names() {
         )
         .expect("answers");
     assert_eq!(none.status.as_u16(), 409);
+    // So with a heap profile and a trace: a second start would take over
+    // the first operator's.
+    let call = |method: Method, path: &str| {
+        client
+            .call(method, path, "application/json", Vec::new())
+            .expect("answers")
+    };
+    for (start, stop) in [
+        ("/v1/profile/memory", "/v1/profile/memory"),
+        ("/v1/profile/trace?messages=1000", "/v1/profile/trace"),
+    ] {
+        let first = call(Method::POST, start);
+        assert!(first.status.is_success(), "{start}: {}", first.text());
+        let second = call(Method::POST, start);
+        assert_eq!(second.status.as_u16(), 409, "{start}: {}", second.text());
+        assert_eq!(second.json()["error"]["code"], "profile-running");
+        assert!(call(Method::DELETE, stop).status.is_success());
+        let again = call(Method::POST, start);
+        assert!(
+            again.status.is_success(),
+            "{start} after a stop: {}",
+            again.text()
+        );
+        assert!(call(Method::DELETE, stop).status.is_success());
+    }
     assert_refused(
         &["profile", "cpu"],
         &address,

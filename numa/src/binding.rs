@@ -134,6 +134,36 @@ pub fn tighten_timer_slack() {
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1u64) };
 }
 
+/// Name the calling thread `name` as the kernel shows it (`/proc`, `top
+/// -H`, profilers' thread labels), which keeps 15 bytes: a longer name is
+/// refused here rather than cut into one that may be another thread's.
+pub fn name_current_thread(name: &str) -> Result<(), String> {
+    if name.len() > 15 || name.contains('\0') {
+        return Err(format!("thread name `{name}` is over 15 bytes"));
+    }
+    let name = std::ffi::CString::new(name).map_err(|error| error.to_string())?;
+    // SAFETY: prctl(PR_SET_NAME) reads a NUL-terminated string of at most
+    // 16 bytes, which `name` is, and renames only this thread.
+    let result = unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().to_string())
+    }
+}
+
+/// The name of data shard `index`'s thread: `caxton-shard-N`, or past
+/// shard 99, where that would not fit the kernel's 15 bytes,
+/// `cx-shard-N`.
+pub fn shard_thread_name(index: usize) -> String {
+    let name = format!("caxton-shard-{index}");
+    if name.len() <= 15 {
+        name
+    } else {
+        format!("cx-shard-{index}")
+    }
+}
+
 /// The calling thread's OS thread id.
 pub fn current_tid() -> i32 {
     // SAFETY: gettid takes no arguments, touches no memory and cannot fail;
@@ -198,6 +228,25 @@ pub fn current_memory_policy() -> Result<(Vec<usize>, String), BindError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shard_thread_names_fit_the_kernels_fifteen_bytes_and_stay_distinct() {
+        assert_eq!(shard_thread_name(0), "caxton-shard-0");
+        assert_eq!(shard_thread_name(99), "caxton-shard-99");
+        assert_eq!(shard_thread_name(100), "cx-shard-100");
+        let names: std::collections::HashSet<String> = (0..4096).map(shard_thread_name).collect();
+        assert_eq!(names.len(), 4096);
+        assert!(names.iter().all(|name| name.len() <= 15));
+        assert!(name_current_thread("sixteen-bytes-xx").is_err());
+        std::thread::spawn(|| {
+            name_current_thread("caxton-shard-7").expect("renamed");
+            let comm = std::fs::read_to_string(format!("/proc/self/task/{}/comm", current_tid()))
+                .expect("comm");
+            assert_eq!(comm.trim_end(), "caxton-shard-7");
+        })
+        .join()
+        .expect("the thread");
+    }
 
     /// Run `check` on a thread of its own, so that the test runner's threads
     /// keep the mask they started with.

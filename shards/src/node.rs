@@ -1067,8 +1067,12 @@ fn spawn_data_shard(boot: DataShardBoot<'_>) -> Result<ExecutorJoinHandle<()>, S
         storage,
         await_directory,
     } = boot;
+    // glommio names its thread `NAME-ID`, which the kernel cuts to 15
+    // bytes (`caxton-shard-0-`), and the executor's blocking-I/O helper
+    // takes the same name. The shard renames its own thread on start
+    // (`caxton-shard-N`); the helper keeps this one.
     let mut builder = LocalExecutorBuilder::new(glommio_placement(&placement.cpu_binding)?)
-        .name(&format!("caxton-shard-{index}"))
+        .name(&format!("caxton-io-{index}"))
         .io_memory(SHARD_IO_MEMORY_BYTES);
     // glommio's spin holds the PU: only for a shard alone on it.
     if let Some(IdleSpin::Hold(window)) = spin_before_park {
@@ -1078,6 +1082,11 @@ fn spawn_data_shard(boot: DataShardBoot<'_>) -> Result<ExecutorJoinHandle<()>, S
     let profile = profile.clone();
     builder
         .spawn(move || async move {
+            // A name that fits by construction; were prctl to refuse, the
+            // thread would only keep glommio's name.
+            let _ = caxton_numa::binding::name_current_thread(
+                &caxton_numa::binding::shard_thread_name(index),
+            );
             let placed = apply_memory(&memory).map(|memory_warning| {
                 read_back(ShardRole::Data(index), memory_warning, spin_before_park)
             });
