@@ -116,6 +116,9 @@ pub struct CompiledModule {
     /// The source it was compiled from: a cache hit must match it byte for
     /// byte, not just by digest.
     source: Arc<[u8]>,
+    /// The linear memory the module starts with, bytes: an agent whose
+    /// memory limit is lower cannot even be instantiated.
+    pub initial_memory_bytes: u64,
 }
 
 /// The engine configuration every engine of the node shares (they must agree
@@ -178,6 +181,8 @@ pub struct ModuleCompiler {
     engine: Engine,
     heap_bytes_max: u64,
     check_deadline_ticks: u64,
+    /// What `check_deadline_ticks` come to (`agents.default_limits.max_execution_time`).
+    check_time: caxton_profiles::HumanDuration,
     /// The epoch tick, counted only while a check runs: the check's start
     /// function and ABI call are stopped like a handler would be.
     tick: std::time::Duration,
@@ -210,6 +215,7 @@ impl ModuleCompiler {
             engine,
             heap_bytes_max: profile.runtime.agent_heap_size.bytes(),
             check_deadline_ticks,
+            check_time: profile.agents.default_limits.max_execution_time,
             tick,
             cache: VecDeque::new(),
             cache_capacity,
@@ -241,10 +247,11 @@ impl ModuleCompiler {
         let binary = parse_module_source(source)?;
         let module = Module::new(&self.engine, &binary)
             .map_err(|error| DeployError::NotWasm(bounded(&format!("{error:#}"))))?;
-        check_interface(&module, self.heap_bytes_max)?;
+        let initial_memory_bytes = check_interface(&module, self.heap_bytes_max)?;
         crate::ticker::ticking_while(&self.engine, self.tick, || {
             crate::host::check_abi_version(&self.engine, &module, self.check_deadline_ticks)
-        })?;
+        })
+        .map_err(|error| explain_start_failure(error, self.check_time))?;
         let artifact: Arc<[u8]> = module
             .serialize()
             .map_err(|error| DeployError::Engine(error.to_string()))?
@@ -254,6 +261,7 @@ impl ModuleCompiler {
             artifact,
             digest,
             source: source.into(),
+            initial_memory_bytes,
         };
         if self.cache_capacity > 0 {
             if self.cache.len() >= self.cache_capacity {
@@ -283,10 +291,33 @@ fn digest(bytes: &[u8]) -> u64 {
     hasher.finish()
 }
 
-/// The exports and imports the ABI requires, checked before anything runs.
-fn check_interface(module: &Module, heap_bytes_max: u64) -> Result<(), DeployError> {
+/// Say what a failed start means where wasmtime's words do not: an
+/// import whose signature is not the host's fails to link, and a start
+/// function that runs too long is stopped at the deploy check's limit.
+fn explain_start_failure(
+    error: DeployError,
+    check_time: caxton_profiles::HumanDuration,
+) -> DeployError {
+    let DeployError::StartFailed(text) = error else {
+        return error;
+    };
+    if text.contains("incompatible import type") {
+        DeployError::WrongImport(text)
+    } else if text.contains("interrupt") {
+        DeployError::StartFailed(format!(
+            "{text}: its start function or `caxton_abi_version` ran past {} (agents.default_limits.max_execution_time), the time a deploy allows them",
+            check_time
+        ))
+    } else {
+        DeployError::StartFailed(text)
+    }
+}
+
+/// The exports and imports the ABI requires, checked before anything runs;
+/// the memory the module starts with, bytes.
+fn check_interface(module: &Module, heap_bytes_max: u64) -> Result<u64, DeployError> {
     let export = |name: &str| module.get_export(name);
-    match export(abi::EXPORT_MEMORY) {
+    let initial_bytes = match export(abi::EXPORT_MEMORY) {
         Some(ExternType::Memory(memory)) => {
             let initial_bytes = memory.minimum().saturating_mul(64 << 10);
             if initial_bytes > heap_bytes_max {
@@ -295,6 +326,7 @@ fn check_interface(module: &Module, heap_bytes_max: u64) -> Result<(), DeployErr
                     limit: heap_bytes_max,
                 });
             }
+            initial_bytes
         }
         Some(_) => {
             return Err(DeployError::WrongExport {
@@ -303,7 +335,7 @@ fn check_interface(module: &Module, heap_bytes_max: u64) -> Result<(), DeployErr
             })
         }
         None => return Err(DeployError::MissingExport(abi::EXPORT_MEMORY)),
-    }
+    };
     for name in [abi::EXPORT_ABI_VERSION, abi::EXPORT_HANDLE] {
         match export(name) {
             Some(ExternType::Func(function)) => {
@@ -333,7 +365,7 @@ fn check_interface(module: &Module, heap_bytes_max: u64) -> Result<(), DeployErr
             });
         }
     }
-    Ok(())
+    Ok(initial_bytes)
 }
 
 /// The binary module of `source`: a WebAssembly binary as it is, WAT text
@@ -342,12 +374,28 @@ fn check_interface(module: &Module, heap_bytes_max: u64) -> Result<(), DeployErr
 /// on one line (or binary bytes without the `\0asm` header, read as text)
 /// would otherwise come back whole.
 fn parse_module_source(source: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, DeployError> {
-    if !source.starts_with(b"\0asm") && std::str::from_utf8(source).is_err() {
+    if source.starts_with(b"\0asm") {
+        return wat::parse_bytes(source)
+            .map_err(|error| DeployError::NotWasm(bounded(&error.to_string())));
+    }
+    let Ok(text) = std::str::from_utf8(source) else {
         return Err(DeployError::NotWasm(
             "neither a WebAssembly binary (it does not start with the `\\0asm` header) nor WAT text (it is not UTF-8)".into(),
         ));
+    };
+    if text
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        return Err(DeployError::NotWasm(
+            "neither a WebAssembly binary (it does not start with the `\\0asm` header) nor WAT text (it holds control characters)".into(),
+        ));
     }
-    wat::parse_bytes(source).map_err(|error| DeployError::NotWasm(bounded(&error.to_string())))
+    wat::parse_bytes(source).map_err(|error| {
+        DeployError::NotWasm(bounded(&format!(
+            "not a WebAssembly binary (no `\\0asm` header), and as WAT text: {error}"
+        )))
+    })
 }
 
 /// `message` with each line cut to [`LINE_CHARS_MAX`] characters and at most
@@ -408,10 +456,14 @@ mod tests {
                 other.map(|binary| binary.len())
             ),
         };
-        // A megabyte on one line (NUL bytes are UTF-8, so it is read as WAT).
+        // A megabyte on one line, read as WAT: its error is cut.
+        let long = message(&vec![b'x'; 1 << 20]);
+        assert!(long.len() < 2_000, "{} bytes", long.len());
+        assert!(long.contains('…') && long.contains("\\0asm"), "{long}");
+        // Binary garbage that happens to be UTF-8 (NUL bytes) is not
+        // parsed as WAT at all.
         let zeros = message(&vec![0u8; 1 << 20]);
-        assert!(zeros.len() < 2_000, "{} bytes", zeros.len());
-        assert!(zeros.contains('…'), "{zeros}");
+        assert!(zeros.contains("control characters"), "{zeros}");
         // Bytes that are neither a binary module nor text.
         let binary = message(&[0xff, 0xfe, 0x00, 0x61]);
         assert!(

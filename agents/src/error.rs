@@ -33,6 +33,17 @@ pub enum DeployError {
         /// Import name.
         name: String,
     },
+    /// An import of a host function with another signature than the host's.
+    #[error("module does not link: {0} (the signatures are in docs/agent-abi.md)")]
+    WrongImport(String),
+    /// The agent's memory limit is below the memory the module starts with.
+    #[error("memory limit {limit} bytes is below the {initial_bytes} bytes the module starts with: give it at least that (--memory, memory= in the API, or agents.overrides[].memory)")]
+    MemoryBelowInitial {
+        /// The limit asked for.
+        limit: u64,
+        /// What the module declares.
+        initial_bytes: u64,
+    },
     /// `caxton_abi_version` returned another version.
     #[error("module speaks agent ABI version {found}; this host speaks version {expected}")]
     WrongAbiVersion {

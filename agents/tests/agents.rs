@@ -443,12 +443,25 @@ fn bad_modules_are_refused_at_deploy_with_the_reason() {
     let mut quick = small_profile();
     quick.agents.default_limits.max_execution_time = HumanDuration(Duration::from_millis(20));
     let mut quick_compiler = ModuleCompiler::new(&quick).expect("compiler");
-    assert!(matches!(
-        quick_compiler
-            .compile(looping_start.as_bytes())
-            .expect_err("loops at start"),
-        DeployError::StartFailed(_)
-    ));
+    let looped = quick_compiler
+        .compile(looping_start.as_bytes())
+        .expect_err("loops at start");
+    assert!(
+        matches!(&looped, DeployError::StartFailed(text)
+            if text.contains("agents.default_limits.max_execution_time") && text.contains("20ms")),
+        "{looped}"
+    );
+    // A host function imported with another signature fails to link, and
+    // is said to.
+    let wrong_signature = refuse(
+        &mut compiler,
+        r#"(module (import "caxton" "reply" (func (param i64))) (memory (export "memory") 1) (func (export "caxton_abi_version") (result i32) (i32.const 1)) (func (export "caxton_handle") (result i32) (i32.const 0)))"#,
+    );
+    assert!(
+        matches!(&wrong_signature, DeployError::WrongImport(_))
+            && wrong_signature.to_string().contains("does not link"),
+        "{wrong_signature}"
+    );
 }
 
 #[test]

@@ -499,8 +499,8 @@ pub enum AgentsCommand {
         /// The agent's name (default: the file's stem).
         #[arg(long)]
         name: Option<String>,
-        /// Instances across the node.
-        #[arg(long, default_value_t = 1)]
+        /// Instances across the node, 1 to 4096.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=i64::from(caxton_admin::DEPLOY_INSTANCES_MAX)))]
         instances: u16,
         /// Memory limit, e.g. `16MB` (default: the profile's limits).
         #[arg(long)]

@@ -1108,7 +1108,23 @@ fn bring_back_agents(
             continue;
         }
         node.deploy(&name, &source, instances, &limits)
-            .map_err(|error| CommandError::BadInput(error.to_string()))?;
+            .map_err(|error| {
+                // Name the profile entry, as a profile's other errors do.
+                let entry = loaded
+                    .profile
+                    .agents
+                    .deploy
+                    .iter()
+                    .position(|entry| entry.name == name)
+                    .map(|index| {
+                        format!(
+                            "agents.deploy[{index}] (module {}): ",
+                            loaded.profile.agents.deploy[index].module
+                        )
+                    })
+                    .unwrap_or_default();
+                CommandError::BadInput(format!("{entry}{error}"))
+            })?;
         info!(
             agent = %name,
             instances,

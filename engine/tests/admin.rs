@@ -362,6 +362,21 @@ fn every_route_answers_and_bad_input_gets_a_4xx_naming_the_problem() {
         "{}",
         over.text()
     );
+    // One below the memory the module starts with (echo: one 64 KiB page).
+    let under = call(
+        &client,
+        Method::POST,
+        "/v1/agents?name=x&memory=10KB",
+        example("echo.wat"),
+    );
+    assert!(under.status.is_client_error(), "{}", under.text());
+    assert!(
+        under
+            .text()
+            .contains("below the 65536 bytes the module starts with"),
+        "{}",
+        under.text()
+    );
     assert_error(
         &call(
             &client,

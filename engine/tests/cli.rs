@@ -287,6 +287,25 @@ fn agents_listed_in_a_profile_are_deployed_at_boot() {
         "{}",
         stderr(&missing)
     );
+    // A module that is there but cannot be deployed: the entry is named too.
+    std::fs::write(directory.path().join("bad.wat"), "(module)").expect("write");
+    std::fs::write(
+        &profile,
+        "agents:
+  deploy:
+    - name: echo
+      module: bad.wat
+",
+    )
+    .expect("write");
+    let bad = engine(&["--profile", profile.to_str().expect("utf-8")]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains("agents.deploy[0] (module bad.wat)")
+            && stderr(&bad).contains("does not export `memory`"),
+        "{}",
+        stderr(&bad)
+    );
 }
 
 #[test]

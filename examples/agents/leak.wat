@@ -1,7 +1,9 @@
 ;; leak: answers every message with "kept", and keeps 64 KiB more of linear
 ;; memory each time (grown and touched, never freed), the way an agent with a
 ;; cache that never evicts does. `engine memory analyze` names it. At its
-;; memory limit the grow fails and the handler fails instead of trapping.
+;; memory limit the engine stops the handler at the grow and answers
+;; `caxton:memory-limit` (counted under MEM FAULTS); the check of grow's -1
+;; below is for a host that would let the grow fail instead.
 (module
   (import "caxton" "reply" (func $reply (param i32 i32 i32) (result i32)))
   (memory (export "memory") 1)

@@ -632,6 +632,12 @@ impl Node {
             )));
         }
         let module = self.compiler.compile(source).map_err(refuse)?;
+        if limits.memory.0 < module.initial_memory_bytes {
+            return Err(refuse(DeployError::MemoryBelowInitial {
+                limit: limits.memory.0,
+                initial_bytes: module.initial_memory_bytes,
+            }));
+        }
         let source: Arc<[u8]> = Arc::from(source);
         let (next, id) = directory.with_agent(AgentRecord {
             name: name.to_owned(),

@@ -20,6 +20,12 @@ impl DirectoryLock {
             path: directory.display().to_string(),
             message,
         };
+        if directory.exists() && !directory.is_dir() {
+            return Err(fail(
+                "is not a directory (storage.data_directory names a directory for the partitions)"
+                    .into(),
+            ));
+        }
         std::fs::create_dir_all(directory)
             .map_err(|error| fail(format!("cannot create it: {error}")))?;
         let path = directory.join("LOCK");
@@ -64,5 +70,17 @@ mod tests {
         );
         drop(first);
         DirectoryLock::acquire(directory.path()).expect("free again");
+    }
+
+    #[test]
+    fn a_file_where_the_directory_should_be_is_named_as_such() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let file = directory.path().join("data");
+        std::fs::write(&file, b"").expect("written");
+        let refused = DirectoryLock::acquire(&file).expect_err("a file");
+        assert!(
+            refused.to_string().contains("is not a directory"),
+            "{refused}"
+        );
     }
 }
