@@ -120,7 +120,7 @@ pub fn call_json(
     let answer = client
         .call(method, path, "application/json", Vec::new())
         // The client's error says where it looked and what to check.
-        .map_err(|error| CommandError::BadInput(error.to_string()))?;
+        .map_err(crate::remote::client_failure)?;
     if optional && answer.status == StatusCode::NOT_FOUND {
         return Ok(None);
     }

@@ -18,13 +18,7 @@ pub(crate) fn connect(
 ) -> Result<AdminClient, CommandError> {
     let loaded = load_profile(selection)?;
     let address: SocketAddr = match &endpoint.admin {
-        Some(text) => text
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut addresses| addresses.next())
-            .ok_or_else(|| {
-                CommandError::BadInput(format!("--admin `{text}` is not a HOST:PORT address"))
-            })?,
+        Some(text) => admin_address(text)?,
         None => {
             let mut listen = loaded.profile.observability.admin.listen;
             // An engine listening on every address is reachable on loopback.
@@ -42,12 +36,45 @@ pub(crate) fn connect(
         .map_err(|error| CommandError::Failed(format!("cannot start the client: {error}")))
 }
 
+/// `--admin TEXT` as an address: a HOST:PORT whose host resolves.
+fn admin_address(text: &str) -> Result<SocketAddr, CommandError> {
+    let refuse = |why: String| CommandError::BadInput(format!("--admin `{text}`: {why}"));
+    let has_port = text
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| port.parse::<u16>().is_ok());
+    if !has_port {
+        return Err(refuse("not a HOST:PORT address".into()));
+    }
+    match text.to_socket_addrs() {
+        Ok(mut addresses) => addresses
+            .next()
+            .ok_or_else(|| refuse("the host name resolves to no address".into())),
+        Err(error) => Err(refuse(format!("cannot resolve the host name: {error}"))),
+    }
+}
+
+/// A call that got no answer: the endpoint out of reach is the user's to
+/// fix (exit status 2, as refused input); an exchange that broke off or
+/// timed out once connected is a failure (1).
+pub(crate) fn client_failure(error: caxton_admin::ClientError) -> CommandError {
+    match error {
+        caxton_admin::ClientError::Unreachable { .. } => CommandError::BadInput(error.to_string()),
+        caxton_admin::ClientError::Protocol { .. } => CommandError::Failed(error.to_string()),
+    }
+}
+
 /// `answer` if it succeeded, else its error message as a failure.
 pub(crate) fn expect_success(answer: Answer) -> Result<Answer, CommandError> {
     if answer.status.is_success() {
         return Ok(answer);
     }
-    let message = format!("{} ({})", answer.error_message(), answer.status);
+    let said = answer.error_message();
+    let said = if said.trim().is_empty() {
+        "the endpoint answered with no message (is it a Caxton admin endpoint?)".to_owned()
+    } else {
+        said
+    };
+    let message = format!("{said} ({})", answer.status);
     if answer.status.is_client_error() {
         Err(CommandError::BadInput(message))
     } else {
@@ -69,7 +96,7 @@ fn call(
 ) -> Result<Answer, CommandError> {
     client
         .call(method, path, content_type, body)
-        .map_err(|error| CommandError::Failed(error.to_string()))
+        .map_err(client_failure)
         .and_then(expect_success)
 }
 
@@ -315,6 +342,8 @@ pub fn hdr_dump(
     endpoint: &Endpoint,
     output: &Path,
 ) -> Result<(), CommandError> {
+    // Like every command that writes a file: refused before it asks.
+    crate::profiling::check_writable(output)?;
     let client = connect(selection, endpoint)?;
     let answer = call(&client, Method::GET, "/v1/hdr", "text/plain", Vec::new())?;
     debug_assert_eq!(answer.status, StatusCode::OK);

@@ -656,14 +656,31 @@ fn the_command_line_wrappers_drive_a_running_engine() {
     let json: Value = serde_json::from_slice(&gone.stdout).expect("json");
     assert_eq!(json["agents"].as_array().map(Vec::len), Some(0));
 
-    // Nothing listens here: a clear error, status 1.
+    // Nothing listens here: a clear error, and status 2 (the address is
+    // the user's to fix) from every command that drives an engine, as from
+    // `performance diagnose`; 1 stays for an agent's failure answer.
     drop(running);
-    let unreachable = engine(&["agents", "list", "--admin", &admin]);
-    assert_eq!(unreachable.status.code(), Some(1));
+    for command in [
+        &["agents", "list"][..],
+        &["send", "echo", "hi"],
+        &["hdr", "dump", "--output", "/tmp/caxton-unreachable.hlog"],
+        &["cluster", "status"],
+    ] {
+        let mut arguments = command.to_vec();
+        arguments.extend(["--admin", &admin]);
+        let unreachable = engine(&arguments);
+        assert_eq!(unreachable.status.code(), Some(2), "{command:?}");
+        assert!(
+            stderr(&unreachable).contains("cannot reach"),
+            "{command:?}: {}",
+            stderr(&unreachable)
+        );
+    }
+    let unknown_host = engine(&["agents", "list", "--admin", "nonexistent.invalid:80"]);
     assert!(
-        stderr(&unreachable).contains("cannot reach"),
+        stderr(&unknown_host).contains("cannot resolve the host name"),
         "{}",
-        stderr(&unreachable)
+        stderr(&unknown_host)
     );
 }
 
