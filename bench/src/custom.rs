@@ -1226,6 +1226,9 @@ pub fn render_load_summary(summary: &LoadSummary) -> String {
             out.push_str(&result_row(&label, &step.result));
         }
     }
+    if summary.pattern == Pattern::OneWay {
+        out.push_str("one-way: informs get no answer; `answered` counts those their agents handled, `timed-out` those not handled by the end of the drain\n");
+    }
     let failing = summary
         .designs
         .iter()

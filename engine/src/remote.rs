@@ -171,7 +171,7 @@ pub fn agents(selection: &ProfileSelection, command: AgentsCommand) -> Result<()
                 "{:<24} {:>9} {:>12} {:>9} {:>7} {:>9} {:>10} {:>12} {:>12}\n",
                 "NAME",
                 "INSTANCES",
-                "HANDLED",
+                "HANDLED OK",
                 "FAILURES",
                 "TRAPS",
                 "TIMEOUTS",

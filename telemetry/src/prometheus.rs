@@ -151,7 +151,7 @@ fn node_gauges(out: &mut String, exposition: &Exposition<'_>) {
     counter(
         out,
         "caxton_agents_messages_processed_total",
-        "Messages handled by agents since the node started (every outcome)",
+        "Message throughput: messages handled by agents since the node started (every outcome: answered, failed, trapped or timed out)",
         exposition.shards.iter().map(|shard| shard.handled).sum(),
     );
     gauge(
