@@ -333,7 +333,18 @@ impl AgentToAgentResult {
     /// As a row of a suite's scenarios, named `label`: its routing
     /// histogram (written as the scenario's HDR log) and its request rate.
     pub fn scenario(&self, label: &str) -> ScenarioResult {
-        ScenarioResult::with_rate(label, self.routing_histogram.clone(), self.per_second)
+        let longest_ns = self
+            .pairs
+            .iter()
+            .map(|pair| pair.report.elapsed_ns)
+            .max()
+            .unwrap_or(0);
+        ScenarioResult::with_rate(
+            label,
+            self.routing_histogram.clone(),
+            self.per_second,
+            Duration::from_nanos(longest_ns),
+        )
     }
 }
 

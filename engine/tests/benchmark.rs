@@ -177,6 +177,23 @@ fn custom_writes_both_designs_and_histograms_engine_hdr_reads() {
         "{}",
         stdout(&report)
     );
+    // Its one interval is as long as the run (500 ms of load, plus the
+    // drain of its last answers), not a fixed second.
+    let text = std::fs::read_to_string(&log).expect("log");
+    let interval = text
+        .lines()
+        .find(|line| line.starts_with("Tag="))
+        .unwrap_or_else(|| panic!("no interval in {text}"));
+    let length: f64 = interval
+        .split(',')
+        .nth(2)
+        .and_then(|field| field.parse().ok())
+        .unwrap_or_else(|| panic!("no length in {interval}"));
+    assert!((0.5..5.0).contains(&length), "{interval}");
+    let elapsed = summary["scenarios"][0]["elapsed_seconds"]
+        .as_f64()
+        .expect("elapsed_seconds");
+    assert!((elapsed - length).abs() < 0.002, "{elapsed} s: {interval}");
 }
 
 #[test]
