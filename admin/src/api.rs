@@ -269,6 +269,7 @@ async fn node(context: &Context) -> Answer {
                         "agent_memory_bytes": agent_memory_bytes.get(index).copied().unwrap_or(0),
                         "routed_local": shard.routing_local_ns.len(),
                         "routed_cross": shard.routing_cross_ns.len(),
+                        "routed_from_clients": shard.arrived_from_clients,
                         "routed_remote": shard.routing_remote_ns.len(),
                         "routing_latency": percentiles(&routing),
                         "message_processing_time": percentiles(&shard.processing_ns),

@@ -17,6 +17,9 @@ pub struct ShardMetrics {
     pub routing_local_ns: Histogram<u64>,
     /// Send to handler start, for messages that crossed from another shard or a client.
     pub routing_cross_ns: Histogram<u64>,
+    /// Of the messages timed in `routing_cross_ns`, those a client sent
+    /// (a load generator, the admin endpoint), not another shard's agent.
+    pub arrived_from_clients: u64,
     /// Send on another node to handler start here, for messages that came
     /// through the remote port (two clocks: see `docs/cluster.md`).
     pub routing_remote_ns: Histogram<u64>,
@@ -76,6 +79,7 @@ impl Default for ShardMetrics {
             routing_remote_ns: nanosecond_histogram(),
             processing_ns: nanosecond_histogram(),
             startup_ns: nanosecond_histogram(),
+            arrived_from_clients: 0,
             handled: 0,
             refused: 0,
             timeouts: 0,
@@ -116,6 +120,7 @@ impl ShardMetrics {
             .add(&other.processing_ns)
             .expect("same bounds");
         self.startup_ns.add(&other.startup_ns).expect("same bounds");
+        self.arrived_from_clients += other.arrived_from_clients;
         self.handled += other.handled;
         self.refused += other.refused;
         self.timeouts += other.timeouts;

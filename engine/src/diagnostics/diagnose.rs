@@ -408,22 +408,27 @@ fn cross_shard(symptom: Symptom, before: &Reading, after: &Reading, out: &mut Ve
         return;
     }
     let earlier = shards(before);
-    let (mut local, mut cross) = (0.0, 0.0);
+    let (mut local, mut cross, mut from_clients) = (0.0, 0.0, 0.0);
     for shard in shards(after) {
         let index = shard["shard"].as_u64().unwrap_or(0) as usize;
         let old = earlier.get(index).cloned().unwrap_or(Value::Null);
         local += delta(&shard["routed_local"], &old["routed_local"]);
         cross += delta(&shard["routed_cross"], &old["routed_cross"]);
+        from_clients += delta(&shard["routed_from_clients"], &old["routed_from_clients"]);
     }
-    let share = cross / (local + cross).max(1.0);
+    // What clients sent (the admin endpoint, load generators) reaches a
+    // shard through a ring whoever the receiver is: pinning agents does
+    // not shorten it, so only agents' crossings count here.
+    let between_shards = (cross - from_clients).max(0.0);
+    let share = between_shards / (local + between_shards).max(1.0);
     if share >= CROSS_SHARE_NOTED && shards(after).len() > 1 {
         out.push(
             Finding::new(
                 "cross-shard-traffic",
                 Verdict::Info,
-                format!("{:.0}% of messages crossed shards (or came from clients); each crossing adds a ring hop and a wake-up", share * 100.0),
+                format!("{:.0}% of the messages agents sent each other crossed shards; each crossing adds a ring hop and a wake-up", share * 100.0),
             )
-            .evidence(format!("{local} routed on their own shard, {cross} across"))
+            .evidence(format!("{local} routed on their own shard, {between_shards} across ({from_clients} more came from clients)"))
             .remedy("pin agents that talk to each other to the same cores")
             .key("runtime.cpu_affinity.pinned_agents")
             .weight(share * 10.0),
@@ -522,6 +527,32 @@ mod tests {
             agents: json!({ "agents": agents }),
             cluster: None,
         }
+    }
+
+    /// Messages clients sent cross a ring whatever the placement: only
+    /// agents' crossings between shards are advised on.
+    #[test]
+    fn crossings_from_clients_are_not_taken_for_agents_crossing_shards() {
+        let at = |cross: u64, from_clients: u64| Reading {
+            node: json!({
+                "uptime_seconds": 60.0,
+                "counters": {},
+                "shards": (0..2).map(|index| json!({
+                    "shard": index, "routed_local": 0, "routed_cross": cross,
+                    "routed_from_clients": from_clients,
+                })).collect::<Vec<_>>(),
+            }),
+            agents: json!({ "agents": [] }),
+            cluster: None,
+        };
+        let advised = |after: &Reading| {
+            let mut out = Vec::new();
+            cross_shard(Symptom::Throughput, &at(0, 0), after, &mut out);
+            out.iter()
+                .any(|finding| finding.check == "cross-shard-traffic")
+        };
+        assert!(!advised(&at(500, 500)), "all from clients");
+        assert!(advised(&at(500, 0)), "all between agents");
     }
 
     #[test]

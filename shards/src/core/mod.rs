@@ -1017,6 +1017,9 @@ impl ShardCore {
         } else if self.directory.remote_port() == Some(from) {
             &mut self.metrics.routing_remote_ns
         } else {
+            if from >= self.data_shards {
+                self.metrics.arrived_from_clients += 1;
+            }
             &mut self.metrics.routing_cross_ns
         };
         histogram.saturating_record(routing_ns);

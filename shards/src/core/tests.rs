@@ -296,9 +296,11 @@ fn a_request_is_handled_and_answered_with_latency_recorded() {
     assert_eq!(only_answer(&mut io), (Performative::Inform, "hi".into()));
     let metrics = core.metrics_mut();
     assert_eq!(metrics.handled, 1);
-    // From a client port: cross-shard routing, 400 - 100.
+    // From a client port: cross-shard routing, 400 - 100, and counted as
+    // a client's.
     assert_eq!(metrics.routing_cross_ns.len(), 1);
     assert_eq!(metrics.routing_cross_ns.max(), 300);
+    assert_eq!(metrics.arrived_from_clients, 1);
     assert_eq!(metrics.processing_ns.max(), 40);
 }
 
