@@ -243,6 +243,7 @@ pub fn run_persistence_suite(
     }
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(Summary {
+        machine: crate::machine_line(),
         profile: profile_name.to_owned(),
         shards,
         cores,

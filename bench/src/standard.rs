@@ -154,6 +154,8 @@ pub struct DensityResult {
 /// The suite's report, as written to `summary.json`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
+    /// The machine it ran on ([`crate::machine_line`]).
+    pub machine: String,
     /// Profile layers the node ran.
     pub profile: String,
     /// Data shards.
@@ -358,6 +360,7 @@ pub fn run_standard_suite(
     ));
 
     Ok(Summary {
+        machine: crate::machine_line(),
         profile: profile_name.to_owned(),
         shards,
         cores,
@@ -1013,6 +1016,7 @@ mod tests {
             histogram
         };
         let summary = Summary {
+            machine: "machine: test".into(),
             profile: "test".into(),
             shards: 1,
             cores: 2,

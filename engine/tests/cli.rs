@@ -341,7 +341,9 @@ fn the_quick_standard_benchmark_reports_every_scenario() {
     let summary: String =
         std::fs::read_to_string(directory.path().join("summary.json")).expect("summary written");
     assert!(
-        summary.contains("\"shards\": 2") && summary.contains("\"p999_ns\""),
+        summary.contains("\"shards\": 2")
+            && summary.contains("\"p999_ns\"")
+            && summary.contains("\"machine\": \"machine: "),
         "{summary}"
     );
     let json: serde_json::Value = serde_json::from_str(&summary).expect("json");
