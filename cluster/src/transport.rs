@@ -1983,8 +1983,8 @@ mod tests {
     fn refusals_are_logged_once_a_window_per_host() {
         let mut log = RefusalLog::default();
         let start = Instant::now();
-        let one: std::net::IpAddr = "10.0.0.1".parse().unwrap();
-        let two: std::net::IpAddr = "10.0.0.2".parse().unwrap();
+        let one: std::net::IpAddr = "10.0.0.1".parse().expect("an address");
+        let two: std::net::IpAddr = "10.0.0.2".parse().expect("an address");
         assert_eq!(log.admit(one, start), Some(0));
         assert_eq!(log.admit(one, start + Duration::from_secs(1)), None);
         assert_eq!(log.admit(one, start + Duration::from_secs(2)), None);
@@ -1999,7 +1999,10 @@ mod tests {
         assert!(log.hosts.len() <= RefusalLog::HOSTS_MAX);
         // Past the window, the quiet hosts make room again.
         let later = start + REFUSAL_LOG_EVERY * 3;
-        assert_eq!(log.admit("192.168.0.1".parse().unwrap(), later), Some(0));
+        assert_eq!(
+            log.admit("192.168.0.1".parse().expect("an address"), later),
+            Some(0)
+        );
     }
 
     /// Within its window after the last remote message, an idle loop finds
