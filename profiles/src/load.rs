@@ -48,12 +48,33 @@ impl LoadedProfile {
     /// The error for `violation`, pointing at where its key was written.
     /// Later stages (placement) use this to report problems they find.
     pub fn reject(&self, kind: ProfileErrorKind, violation: Violation) -> ProfileError {
+        let location = self.violation_location(&violation);
         let error = ProfileError::new(kind, violation.message)
-            .at_location(self.location_of(&violation.key))
+            .at_location(location)
             .at_key(violation.key);
         match violation.hint {
             Some(hint) => error.with_hint(hint),
             None => error,
+        }
+    }
+
+    /// Where to point for `violation`: its key where a layer wrote it;
+    /// otherwise the written key its message names (a rule between two keys
+    /// that fails on a default, `stack_pooling` left true while
+    /// `--set runtime.wasm.memory_pooling=false` turns the other off: the
+    /// one to point at is the one the user wrote); otherwise the nearest
+    /// written section above its key.
+    fn violation_location(&self, violation: &Violation) -> Option<SourceLocation> {
+        if let Some(location) = self.locations.get(&violation.key) {
+            return Some(location.clone());
+        }
+        let named = self
+            .written_keys()
+            .filter(|key| *key != violation.key && violation.message.contains(key))
+            .max_by_key(|key| key.len());
+        match named {
+            Some(key) => self.locations.get(key).cloned(),
+            None => self.location_of(&violation.key),
         }
     }
 
@@ -859,6 +880,20 @@ mod tests {
         assert_eq!(
             loaded.profile.transport.max_streams, None,
             "aliases never stay set"
+        );
+    }
+
+    /// A rule between two keys that fails on a default points at the key
+    /// that was written, with its source, not at the default's section.
+    #[test]
+    fn a_violation_on_a_default_points_at_the_written_key_it_names() {
+        let refused = load(&[], &["runtime.wasm.memory_pooling=false".to_owned()])
+            .expect_err("stack pooling needs memory pooling")
+            .to_string();
+        assert!(
+            refused.contains("--set runtime.wasm.memory_pooling=false")
+                && refused.contains("runtime.wasm.stack_pooling"),
+            "{refused}"
         );
     }
 
