@@ -108,9 +108,13 @@ pub fn svg(title: &str, series: &[Series]) -> Result<String, PlotError> {
         .min(MAX_NINES);
     let plot_width = WIDTH - LEFT - RIGHT;
     let plot_height = HEIGHT - TOP - BOTTOM;
+    // The legend has rows of its own above the curves, so it never hides
+    // the highest one (the tail of the slowest run).
+    let legend_height = 18.0 * drawn.len() as f64 + 8.0;
+    let data_height = (plot_height - legend_height).max(plot_height / 2.0);
     let px = |x: f64| LEFT + x / x_high * plot_width;
     let py = |nanos: f64| {
-        TOP + plot_height - (nanos.max(1.0).log10() - y_low) / (y_high - y_low) * plot_height
+        TOP + plot_height - (nanos.max(1.0).log10() - y_low) / (y_high - y_low) * data_height
     };
     let mut out = String::new();
     let _ = writeln!(
@@ -289,6 +293,21 @@ mod tests {
         assert!(text.contains("slow &amp; late: P50 500 "), "{text}");
         assert!(text.contains(">99.9%<"), "{text}");
         assert!(matches!(svg("t", &[]), Err(PlotError::Empty)));
+    }
+
+    /// No point of any curve lies under the legend's rows.
+    #[test]
+    fn the_legend_never_covers_a_curve() {
+        let runs = [series("a", 10), series("b", 100), series("c", 1000)];
+        let text = svg("t", &runs).expect("svg");
+        let legend_bottom = TOP + 18.0 * runs.len() as f64 + 8.0;
+        let highest = text
+            .lines()
+            .filter_map(|line| line.split("points=\"").nth(1))
+            .flat_map(|points| points.trim_end_matches("\"/>").split(' '))
+            .filter_map(|point| point.split(',').nth(1)?.parse::<f64>().ok())
+            .fold(f64::INFINITY, f64::min);
+        assert!(highest >= legend_bottom, "{highest} above {legend_bottom}");
     }
 
     #[test]
