@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 
-use caxton_messaging::{Address, AgentId, Envelope, Performative};
+use caxton_messaging::{Address, AgentId, Envelope, Performative, NOBODY};
 use wasmtime::{Caller, Linker, Memory};
 
 use crate::abi::{self, errors};
@@ -86,10 +86,19 @@ struct Ticket {
 }
 
 impl Ticket {
-    /// The answer path of `message`.
+    /// The answer path of `message`. An engine `failure` was sent by
+    /// nobody (its sender is the receiver that could not take a message):
+    /// an answer to it goes to [`NOBODY`], where the shard drops it and
+    /// counts it undeliverable. Sent to its sender instead, an agent that
+    /// answers every message would answer the failure about an agent that
+    /// is gone, be answered `unknown-agent` again, and so on for ever.
     fn of(message: &Envelope) -> Self {
         Self {
-            receiver: message.sender,
+            receiver: if message.is_engine_failure() {
+                NOBODY
+            } else {
+                message.sender
+            },
             conversation_id: message.conversation_id,
             in_reply_to: message.reply_with,
         }

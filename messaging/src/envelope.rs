@@ -215,6 +215,9 @@ pub enum Durability {
     ChainAck(u64),
 }
 
+/// Prefix of the content of every `failure` the engine itself sends.
+pub const FAILURE_PREFIX: &str = "caxton:";
+
 /// Where answers go that have nobody to go to: the senders of messages
 /// redelivered after a restart did not survive it, and chain
 /// acknowledgements travel between shards, not to anyone. A shard counts a
@@ -242,6 +245,16 @@ pub struct ReplyPath {
     pub priority: PriorityClass,
     /// The trace the answer continues (0: none).
     pub trace: u64,
+}
+
+impl Envelope {
+    /// A `failure` the engine sent (its content starts with
+    /// [`FAILURE_PREFIX`]): its sender is the receiver that could not take
+    /// the message, which sent nothing, so an answer to it goes nowhere.
+    pub fn is_engine_failure(&self) -> bool {
+        self.performative == Performative::Failure
+            && self.content.starts_with(FAILURE_PREFIX.as_bytes())
+    }
 }
 
 impl ReplyPath {

@@ -11,7 +11,7 @@ mod mesh;
 
 pub use envelope::{
     Address, AgentId, DecodeError, Durability, Envelope, InstanceId, Performative, PriorityClass,
-    ReplyPath, NOBODY,
+    ReplyPath, FAILURE_PREFIX, NOBODY,
 };
 pub use mailbox::{Mailbox, MailboxConfig, MailboxFull, Popped};
 pub use mesh::{build_mesh, build_mesh_with, Doorbell, MeshPort};

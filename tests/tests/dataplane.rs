@@ -49,6 +49,63 @@ fn echo_answers_a_client_request() {
     node.shutdown().expect("clean stop");
 }
 
+/// An answer to an engine `failure` goes nowhere: the failure's sender is
+/// the receiver that could not take a message, and it sent nothing. An
+/// agent that answers every message (echo) would otherwise answer the
+/// failure about an agent undeployed meanwhile, be answered
+/// `caxton:unknown-agent` again, and so on for ever. A `failure` an agent
+/// or client sends itself is answered as any message.
+#[test]
+fn an_answer_to_an_engine_failure_goes_nowhere() {
+    let (planned, mut node) = boot(&[]);
+    let echo = node
+        .deploy("echo", &example("echo"), 1, &limits(&planned))
+        .expect("deploys");
+    let mut client = node.client().expect("client");
+    let undeliverable = |node: &Node| -> u64 {
+        node.metrics(false)
+            .expect("metrics")
+            .iter()
+            .map(|shard| shard.undeliverable)
+            .sum()
+    };
+    let before = undeliverable(&node);
+    let engine_failure = client
+        .send(
+            echo,
+            Performative::Failure,
+            format!("{FAILURE_PREFIX}unknown-agent").into_bytes(),
+            SendOptions::default(),
+        )
+        .expect("sent");
+    let dropped_by = std::time::Instant::now() + PATIENCE;
+    while undeliverable(&node) == before {
+        assert!(
+            std::time::Instant::now() < dropped_by,
+            "echo's answer to the failure was never dropped"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        client
+            .await_reply(engine_failure, Duration::from_millis(100))
+            .is_err(),
+        "the answer to an engine failure reached its sender"
+    );
+    let own_failure = client
+        .send(
+            echo,
+            Performative::Failure,
+            b"mine".to_vec(),
+            SendOptions::default(),
+        )
+        .expect("sent");
+    let answer = client.await_reply(own_failure, PATIENCE).expect("answered");
+    assert_eq!(answer.content, b"mine");
+    drop(client);
+    node.shutdown().expect("clean stop");
+}
+
 #[test]
 fn a_pipeline_crosses_shards_and_answers_the_original_sender() {
     let (planned, mut node) = boot(&[]);

@@ -68,7 +68,7 @@ pub(crate) use seams::{AgentRuntime, MeshIo, ShardIo, WasmAgents};
 use trace::{HopKind, Tracer};
 
 /// Prefix of the content of every `failure` the engine itself sends.
-pub const FAILURE_PREFIX: &str = "caxton:";
+pub const FAILURE_PREFIX: &str = caxton_messaging::FAILURE_PREFIX;
 
 /// The limits a shard core works within, from the profile.
 #[derive(Clone, Debug, PartialEq, Eq)]
