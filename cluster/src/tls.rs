@@ -312,6 +312,26 @@ pub struct NodeFiles {
     pub key: PathBuf,
 }
 
+/// Refuse a node list that is empty, names a node twice, or holds a name
+/// that is not one (the agent names' rule: it names files and certificates).
+fn check_node_names(nodes: &[String]) -> Result<(), TlsError> {
+    if nodes.is_empty() {
+        return Err(TlsError::Generate(
+            "name at least one node (--nodes a,b,c)".into(),
+        ));
+    }
+    for (index, name) in nodes.iter().enumerate() {
+        caxton_profiles::check_agent_name(name)
+            .map_err(|error| TlsError::Generate(error.replace("an agent name", "a node name")))?;
+        if nodes[..index].contains(name) {
+            return Err(TlsError::Generate(format!(
+                "node `{name}` is named twice; each node needs a certificate of its own"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Make a test CA (`ca.pem`, `ca-key.pem`) and a certificate and key per
 /// node in `directory`, for trying a cluster out. Returns the CA's path and
 /// the nodes' files. Keys are written readable by their owner only. A
@@ -322,6 +342,9 @@ pub fn init_certs(
     nodes: &[String],
     replace_ca: bool,
 ) -> Result<(PathBuf, Vec<NodeFiles>), TlsError> {
+    // Every name is checked before anything is written: a refused run
+    // leaves no CA behind to refuse the corrected one.
+    check_node_names(nodes)?;
     if !replace_ca {
         if let Some(existing) = ["ca.pem", "ca-key.pem"]
             .iter()
@@ -380,8 +403,6 @@ pub fn init_certs(
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
     let mut written = Vec::new();
     for name in nodes {
-        caxton_profiles::check_agent_name(name)
-            .map_err(|error| TlsError::Generate(error.replace("agent name", "node name")))?;
         let key = rcgen::KeyPair::generate().map_err(generate)?;
         let mut params = rcgen::CertificateParams::new(vec![
             SERVER_NAME.to_owned(),
@@ -439,8 +460,26 @@ mod tests {
         let (replaced, _) =
             init_certs(directory.path(), &["c".into()], true).expect("replaced when told");
         assert_ne!(std::fs::read(&replaced).expect("the CA"), ca_before);
+        // Bad name lists are refused before anything is written, so the
+        // corrected run is not refused for the CA a refused one left.
         let elsewhere = tempfile::tempdir().expect("a temporary directory");
-        assert!(init_certs(elsewhere.path(), &["not a name".into()], false).is_err());
+        for (nodes, says) in [
+            (
+                vec!["a".to_owned(), "not a name".to_owned()],
+                "is not a node name",
+            ),
+            (vec![], "at least one node"),
+            (vec!["a".to_owned(), "a".to_owned()], "named twice"),
+        ] {
+            let refused = init_certs(elsewhere.path(), &nodes, false).expect_err("refused");
+            assert!(refused.to_string().contains(says), "{refused}");
+            assert_eq!(
+                std::fs::read_dir(elsewhere.path()).expect("listed").count(),
+                0,
+                "{nodes:?} wrote files"
+            );
+        }
+        init_certs(elsewhere.path(), &["a".into()], false).expect("the corrected run");
         let broken = TlsFiles {
             key: files.cert.clone(),
             ..files

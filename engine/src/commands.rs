@@ -848,6 +848,9 @@ pub fn simulate_cluster(
             args.format
         )));
     }
+    if let Some(directory) = &args.output {
+        check_output_directory(directory)?;
+    }
     let swim = caxton_cluster::SwimSettings::from_profile(&loaded.profile);
     let config = caxton_cluster::simulation::SimulationConfig {
         nodes: args.nodes,

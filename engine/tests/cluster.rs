@@ -445,6 +445,22 @@ fn simulate_prints_figures_writes_its_logs_and_replays_from_its_seed() {
         "{}",
         common::stderr(&bad)
     );
+    // An --output that cannot take the report is refused before the run.
+    let file = tempfile::NamedTempFile::new().expect("a file");
+    let bad = engine(&[
+        "cluster",
+        "simulate",
+        "--duration",
+        "1h",
+        "--output",
+        file.path().to_str().expect("utf-8"),
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        common::stderr(&bad).contains("nothing was run"),
+        "{}",
+        common::stderr(&bad)
+    );
 }
 
 #[test]
