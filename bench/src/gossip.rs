@@ -190,8 +190,8 @@ pub fn render(summary: &GossipSummary) -> String {
         s.dissemination.p50,
         s.dissemination.p99,
         s.dissemination.max,
-        verdict(s.dissemination.p99 <= goal),
-        verdict(s.dissemination.p99 <= 5.0),
+        judged(s.dissemination.count, s.dissemination.p99 <= goal),
+        judged(s.dissemination.count, s.dissemination.p99 <= 5.0),
         if s.arrivals_unfinished > 0 { format!(" ({} still spreading at the end)", s.arrivals_unfinished) } else { String::new() }
     ));
     out.push_str(&format!(
@@ -223,7 +223,7 @@ pub fn render(summary: &GossipSummary) -> String {
     }
     let hours = (s.simulated_seconds / 3600.0).max(1e-9);
     out.push_str(&format!(
-        "false suspicions: {} ({:.1} per node-hour); false down declarations: {} (goal 0) {}\n",
+        "false suspicions (a live node suspected, and the suspicion refuted): {} ({:.1} per node-hour); false down declarations (a live node declared down): {} (goal 0) {}\n",
         s.false_suspicions,
         s.false_suspicions as f64 / s.nodes.max(1) as f64 / hours,
         s.false_downs,
@@ -269,6 +269,15 @@ pub fn render(summary: &GossipSummary) -> String {
     out
 }
 
+/// A verdict on `met`, or `n/a` when nothing was measured.
+fn judged(count: u64, met: bool) -> &'static str {
+    if count == 0 {
+        "n/a (nothing measured)"
+    } else {
+        verdict(met)
+    }
+}
+
 /// A formation as `--formation` spells it.
 fn formation_name(formation: Formation) -> &'static str {
     match formation {
@@ -284,13 +293,17 @@ pub const MARKDOWN_HEADER: &str = "| profile | nodes | loss | latency | dissemin
 pub fn markdown_row(s: &GossipSummary) -> String {
     let hours = (s.simulated_seconds / 3600.0).max(1e-9);
     format!(
-        "| {} | {} | {:.0}% | {:?} | {:.2}s | {:.2}s | {:.2}s | {:.2} | {} | {:.1} | {:.0} |",
+        "| {} | {} | {:.0}% | {:?} | {:.2}s | {} | {:.2}s | {:.2} | {} | {:.1} | {:.0} |",
         s.profile.replace("built-in profile ", ""),
         s.nodes,
         s.network.loss * 100.0,
         s.network.latency,
         s.dissemination.p99,
-        s.detection.p99,
+        if s.detection.count == 0 {
+            "-".to_owned()
+        } else {
+            format!("{:.2}s", s.detection.p99)
+        },
         s.suspicion_timeout_seconds + 2.0 * s.probe_interval_seconds,
         s.false_suspicions as f64 / s.nodes.max(1) as f64 / hours,
         s.false_downs,
@@ -428,7 +441,7 @@ pub fn advise(facts: &GossipFacts) -> Vec<String> {
     }
     if facts.false_suspicions_per_node_hour > 1.0 {
         advice.push(format!(
-            "false suspicions: {:.1} per node-hour ended refuted. Raise coordination.cluster.probe_timeout (now {} ms) above the network's P99 round trip, or coordination.cluster.suspicion_multiplier (now {}); on a lossy network use the network-unreliable preset",
+            "false suspicions: {:.1} per node-hour ended refuted. Raise coordination.cluster.probe_timeout (now {} ms) above the network's P99 round trip, or coordination.cluster.suspicion_multiplier (now {}); on a lossy network, the network-unreliable preset if it is not in use already",
             facts.false_suspicions_per_node_hour, swim.probe_timeout_ms, swim.suspicion_multiplier
         ));
     }
@@ -468,7 +481,7 @@ pub fn advise(facts: &GossipFacts) -> Vec<String> {
     );
     if (storm || slow) && current != (interval, fanout, probe, multiplier) {
         advice.push(format!(
-            "for {} nodes the {preset} preset sets gossip_interval {interval} ms, gossip_fanout {fanout}, probe_interval {probe} ms, suspicion_multiplier {multiplier}: try --profile {preset}",
+            "for {} nodes the {preset} preset sets gossip_interval {interval} ms, gossip_fanout {fanout}, probe_interval {probe} ms, suspicion_multiplier {multiplier}: try --profile {preset}, listed before any network-* profile (later layers win, and a network preset's probe timeout is set for its own probe interval)",
             facts.nodes
         ));
     }

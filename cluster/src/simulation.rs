@@ -96,13 +96,44 @@ pub struct Network {
     /// Share of frames lost, 0 to 1, each independently.
     pub loss: f64,
     /// Median one-way latency; each link's own median is this scaled by
-    /// 0.5 to 2 (fixed per link by the seed).
+    /// 0.5 to 2 (fixed per link by the seed). In JSON, seconds, as every
+    /// other time of a simulation's summary.
+    #[serde(with = "seconds")]
     pub latency: Duration,
     /// Latency spread: a frame takes `latency × e^(σ·z)` with z standard
     /// normal (a log-normal distribution), so frames overtake each other.
     pub jitter_sigma: f64,
     /// Share of frames delivered twice.
     pub duplicate: f64,
+}
+
+/// A duration as seconds in JSON; a summary written before reads too (its
+/// `{"secs", "nanos"}` form).
+mod seconds {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(
+        duration: &Duration,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_f64(duration.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Duration, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Seconds(f64),
+            Parts(Duration),
+        }
+        match <Either as serde::Deserialize>::deserialize(deserializer)? {
+            Either::Seconds(seconds) => Duration::try_from_secs_f64(seconds)
+                .map_err(|error| serde::de::Error::custom(format!("latency {seconds}: {error}"))),
+            Either::Parts(duration) => Ok(duration),
+        }
+    }
 }
 
 impl Default for Network {
