@@ -176,20 +176,33 @@ fn check_project_name(name: &str) -> Result<(), CommandError> {
     }
 }
 
-/// The SDK directory projects depend on, made absolute.
+/// The SDK directory projects depend on, made absolute: a directory whose
+/// `Cargo.toml` is the `caxton-agent` package (a checkout's root is not:
+/// its `sdk/rust` is).
 fn locate_sdk(given: Option<&Path>) -> Result<PathBuf, CommandError> {
     let candidate = given.map_or_else(|| PathBuf::from(SDK_IN_SOURCE_TREE), Path::to_path_buf);
-    candidate
-        .join("Cargo.toml")
-        .is_file()
-        .then(|| candidate.canonicalize().ok())
-        .flatten()
-        .ok_or_else(|| {
-            CommandError::BadInput(format!(
-                "no agent SDK at `{}`: pass --sdk with the path of a Caxton checkout's sdk/rust",
-                candidate.display()
-            ))
+    let is_sdk = |directory: &Path| {
+        std::fs::read_to_string(directory.join("Cargo.toml")).is_ok_and(|manifest| {
+            manifest
+                .lines()
+                .any(|line| line.replace(' ', "") == "name=\"caxton-agent\"")
         })
+    };
+    if is_sdk(&candidate) {
+        if let Ok(found) = candidate.canonicalize() {
+            return Ok(found);
+        }
+    }
+    let inside = candidate.join("sdk/rust");
+    let hint = if is_sdk(&inside) {
+        format!(" (the SDK of that checkout is `{}`)", inside.display())
+    } else {
+        String::new()
+    };
+    Err(CommandError::BadInput(format!(
+        "no agent SDK at `{}`{hint}: pass --sdk with the path of a Caxton checkout's sdk/rust",
+        candidate.display()
+    )))
 }
 
 fn cannot_write(path: &Path, error: &std::io::Error) -> CommandError {
@@ -264,7 +277,11 @@ A Caxton agent in Rust, on the agent SDK (`caxton-agent`).
 engine agents build .                                              # or: cargo build --release
 engine agents deploy target/wasm32-unknown-unknown/release/{name}.wasm
 engine send {name} hi                                              # inform: hello from {name}: hi
+cargo test --target "$(rustc -vV | sed -n 's/^host: //p')"          # the handler's logic, on this machine
 ```
+
+`cargo test` alone builds the tests for the WebAssembly target that
+`.cargo/config.toml` sets, where they cannot run: name the host's target.
 
 The handler is `src/lib.rs`. The SDK's documentation: `cargo doc --open -p caxton-agent`.
 "#;

@@ -127,6 +127,13 @@ fn what_cannot_work_is_refused_with_the_reason() {
         !work.path().join("nosdk").exists(),
         "nothing written on refusal"
     );
+    // A checkout's root is not the SDK: said so, with where the SDK is.
+    let root = format!("{}/..", env!("CARGO_MANIFEST_DIR"));
+    refused(
+        &["agents", "new", "rooted", "--sdk", &root],
+        &[],
+        "the SDK of that checkout is",
+    );
     std::fs::create_dir(work.path().join("taken")).expect("mkdir");
     refused(&["agents", "new", "taken"], &[], "already exists");
     refused(&["agents", "build", "."], &[], "has no Cargo.toml");
