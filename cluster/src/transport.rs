@@ -1140,6 +1140,27 @@ impl ClusterNode {
         self.listen
     }
 
+    /// The address other members reach this node at: the advertised one,
+    /// or, when that names port 0, the one the transport was bound to.
+    fn advertised(&self) -> SocketAddr {
+        if self.settings.advertise.port() == 0 {
+            self.listen
+        } else {
+            self.settings.advertise
+        }
+    }
+
+    /// The name this node goes by in the cluster: the configured one, or
+    /// the default `HOST-PORT` with the port it advertises (known only once
+    /// bound, for a listen address of port 0).
+    pub fn node_name(&self) -> String {
+        if self.settings.default_name {
+            crate::settings::default_node_name(self.advertised().port())
+        } else {
+            self.settings.node_name.clone()
+        }
+    }
+
     /// Join the seeds and serve until `stop` resolves; then leave the
     /// cluster, waiting up to half a second for the farewell to be
     /// acknowledged, and close. Membership only: messages from other nodes
@@ -1176,14 +1197,8 @@ impl ClusterNode {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |since| since.as_micros() as u64),
         };
-        let advertise = if self.settings.advertise.port() == 0 {
-            self.listen
-        } else {
-            self.settings.advertise
-        };
-        if self.settings.default_name {
-            self.settings.node_name = crate::settings::default_node_name(advertise.port());
-        }
+        let advertise = self.advertised();
+        self.settings.node_name = self.node_name();
         let seed = clock().unix_us ^ u64::from(std::process::id()).rotate_left(32);
         let mut membership = Membership::new(
             self.settings.swim.clone(),

@@ -23,7 +23,6 @@ pub fn prepare(
     let Some(settings) = settings else {
         return Ok(None);
     };
-    let name = settings.node_name.clone();
     let seeds = settings.seeds.len();
     let _entered = runtime.enter();
     let node = ClusterNode::bind(settings).map_err(|error| match error {
@@ -33,7 +32,7 @@ pub fn prepare(
         other => refuse("coordination.cluster.listen_address", other.to_string()),
     })?;
     info!(
-        node = %name,
+        node = %node.node_name(),
         seeds,
         "cluster listening on {} ({:?})",
         node.local_addr(),

@@ -260,6 +260,21 @@ pub fn send(
         persistent,
         priority,
     } = message;
+    let known: Vec<String> = caxton_messaging::Performative::ALL
+        .iter()
+        .filter_map(|known| {
+            serde_json::to_value(known)
+                .ok()?
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    if !known.iter().any(|known| known == performative) {
+        return Err(CommandError::BadInput(format!(
+            "--performative `{performative}`: use one of {}",
+            known.join(", ")
+        )));
+    }
     // A number is a class number; anything else names a class, which the
     // node resolves against its own profile.
     let digits = priority.strip_prefix('-').unwrap_or(priority);

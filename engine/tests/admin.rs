@@ -676,6 +676,22 @@ fn the_command_line_wrappers_drive_a_running_engine() {
             stderr(&unreachable)
         );
     }
+    // A performative the engine does not know, named before anything is asked.
+    let bogus = engine(&[
+        "send",
+        "echo",
+        "hi",
+        "--performative",
+        "bogus",
+        "--admin",
+        &admin,
+    ]);
+    assert_eq!(bogus.status.code(), Some(2));
+    assert!(
+        stderr(&bogus).contains("use one of request, inform, query-if"),
+        "{}",
+        stderr(&bogus)
+    );
     let unknown_host = engine(&["agents", "list", "--admin", "nonexistent.invalid:80"]);
     assert!(
         stderr(&unknown_host).contains("cannot resolve the host name"),

@@ -463,6 +463,39 @@ fn simulate_prints_figures_writes_its_logs_and_replays_from_its_seed() {
     );
 }
 
+/// A node with no name of its own (trial mode, its port picked at boot)
+/// names itself at boot as the cluster will know it: `HOST-PORT` with the
+/// port it was bound to, not port 0.
+#[test]
+fn a_node_without_a_name_logs_the_name_it_goes_by() {
+    let a = start_engine(&[
+        "--profile",
+        "default",
+        "--set",
+        "runtime.worker_threads=1",
+        "--set",
+        "coordination.cluster.listen_address=127.0.0.1:0",
+    ]);
+    let logged = a
+        .seen
+        .lines()
+        .find(|line| line.contains("cluster listening on"))
+        .unwrap_or_else(|| panic!("no listening line in {}", a.seen))
+        .to_owned();
+    let name = status(&a)["node"]["name"]
+        .as_str()
+        .expect("a name")
+        .to_owned();
+    assert!(
+        name.ends_with(&format!("-{}", cluster_address(&a).port())),
+        "{name}"
+    );
+    assert!(
+        logged.contains(&format!("node={name}")),
+        "{logged} / {name}"
+    );
+}
+
 #[test]
 fn analyze_gossip_watches_a_running_node_and_advises() {
     let a = start_engine(&[
