@@ -1940,7 +1940,33 @@ fn log_events(membership: &mut Membership) -> Vec<Gone> {
         }
         match event {
             MembershipEvent::Up(member) => {
-                info!(member = %member.name, addr = %member.addr, "cluster: member up")
+                info!(member = %member.name, addr = %member.addr, "cluster: member up");
+                // Names are how operators tell members apart (`cluster
+                // members`, logs, metrics): two at once is a mistake.
+                let me = membership.identity();
+                let twin = if me.name == member.name && me.addr != member.addr {
+                    Some(me.addr)
+                } else {
+                    membership
+                        .members()
+                        .into_iter()
+                        .find(|other| {
+                            *other.name == *member.name
+                                && other.addr != member.addr
+                                && other.state == crate::membership::MemberState::Alive
+                        })
+                        .map(|other| other.addr)
+                };
+                if let Some(twin) = twin {
+                    warn!(
+                        member = %member.name,
+                        addr = %member.addr,
+                        "cluster: member `{}` at {} has the name of the member at {}; give each node a name of its own (coordination.cluster.node_name)",
+                        member.name,
+                        member.addr,
+                        twin
+                    );
+                }
             }
             MembershipEvent::Down(member) => {
                 warn!(member = %member.name, addr = %member.addr, "cluster: member down (failed or left)");

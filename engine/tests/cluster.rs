@@ -463,6 +463,44 @@ fn simulate_prints_figures_writes_its_logs_and_replays_from_its_seed() {
     );
 }
 
+/// A second member under a name already in use is named in the log, with
+/// the key that gives each node its own.
+#[test]
+fn two_members_of_one_name_are_warned_about() {
+    let trial = |name: &str, join: Option<&str>| {
+        let mut arguments = vec![
+            "--profile",
+            "default",
+            "--profile",
+            "cluster-small",
+            "--set",
+            "runtime.worker_threads=1",
+            "--set",
+            "coordination.cluster.listen_address=127.0.0.1:0",
+        ];
+        let name = format!("coordination.cluster.node_name={name}");
+        arguments.extend(["--set", name.as_str()]);
+        if let Some(seed) = join {
+            arguments.extend(["--join", seed]);
+        }
+        start_engine(&arguments)
+    };
+    let a = trial("a", None);
+    let seed = cluster_address(&a).to_string();
+    let first = trial("b", Some(&seed));
+    let second = trial("b", Some(&seed));
+    wait(&a, Duration::from_secs(10), "both joined", |view| {
+        view["counts"]["alive"] == 2
+    });
+    let (_, log) = a.terminate();
+    assert!(
+        log.contains("has the name of the member at")
+            && log.contains("coordination.cluster.node_name"),
+        "{log}"
+    );
+    drop((first, second));
+}
+
 /// A node with no name of its own (trial mode, its port picked at boot)
 /// names itself at boot as the cluster will know it: `HOST-PORT` with the
 /// port it was bound to, not port 0.
