@@ -463,32 +463,36 @@ fn simulate_prints_figures_writes_its_logs_and_replays_from_its_seed() {
     );
 }
 
+/// A node on `cluster-small` in loopback trial mode (no certificates),
+/// named `name`, joining through `seed` if given.
+fn trial_node(name: &str, seed: Option<&str>) -> RunningEngine {
+    let name = format!("coordination.cluster.node_name={name}");
+    let mut arguments = vec![
+        "--profile",
+        "default",
+        "--profile",
+        "cluster-small",
+        "--set",
+        "runtime.worker_threads=1",
+        "--set",
+        "coordination.cluster.listen_address=127.0.0.1:0",
+        "--set",
+        name.as_str(),
+    ];
+    if let Some(seed) = seed {
+        arguments.extend(["--join", seed]);
+    }
+    start_engine(&arguments)
+}
+
 /// A second member under a name already in use is named in the log, with
 /// the key that gives each node its own.
 #[test]
 fn two_members_of_one_name_are_warned_about() {
-    let trial = |name: &str, join: Option<&str>| {
-        let mut arguments = vec![
-            "--profile",
-            "default",
-            "--profile",
-            "cluster-small",
-            "--set",
-            "runtime.worker_threads=1",
-            "--set",
-            "coordination.cluster.listen_address=127.0.0.1:0",
-        ];
-        let name = format!("coordination.cluster.node_name={name}");
-        arguments.extend(["--set", name.as_str()]);
-        if let Some(seed) = join {
-            arguments.extend(["--join", seed]);
-        }
-        start_engine(&arguments)
-    };
-    let a = trial("a", None);
+    let a = trial_node("a", None);
     let seed = cluster_address(&a).to_string();
-    let first = trial("b", Some(&seed));
-    let second = trial("b", Some(&seed));
+    let first = trial_node("b", Some(&seed));
+    let second = trial_node("b", Some(&seed));
     wait(&a, Duration::from_secs(10), "both joined", |view| {
         view["counts"]["alive"] == 2
     });
@@ -536,31 +540,9 @@ fn a_node_without_a_name_logs_the_name_it_goes_by() {
 
 #[test]
 fn analyze_gossip_watches_a_running_node_and_advises() {
-    let a = start_engine(&[
-        "--profile",
-        "default",
-        "--profile",
-        "cluster-small",
-        "--set",
-        "runtime.worker_threads=1",
-        "--set",
-        "coordination.cluster.listen_address=127.0.0.1:0",
-        "--set",
-        "coordination.cluster.node_name=a",
-    ]);
+    let a = trial_node("a", None);
     let seed = cluster_address(&a).to_string();
-    let b = start_engine(&[
-        "--profile",
-        "default",
-        "--profile",
-        "cluster-small",
-        "--set",
-        "runtime.worker_threads=1",
-        "--join",
-        &seed,
-        "--set",
-        "coordination.cluster.node_name=b",
-    ]);
+    let b = trial_node("b", Some(&seed));
     wait(&a, Duration::from_secs(10), "b joined", |view| {
         view["counts"]["alive"] == 1
     });
