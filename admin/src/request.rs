@@ -92,18 +92,18 @@ pub struct Message {
 /// A send's priority class as the caller gave it: a class number, or the
 /// name of one of the profile's `messaging.priority_routing.queues`,
 /// resolved by the endpoint that knows the profile.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum Priority {
     /// The class number: 0 is the most urgent class.
     Number(u8),
     /// A class's `name`.
     Name(String),
-}
-
-impl Default for Priority {
-    fn default() -> Self {
-        Self::Number(0)
-    }
+    /// None given: the class named `normal`, or where the profile names
+    /// none so, its least urgent class. A send that says nothing of its
+    /// urgency is not urgent: in the most urgent class it would take that
+    /// class's deadline (10 ms in the performance tuning guide's classes).
+    #[default]
+    Unmarked,
 }
 
 impl<'de> serde::Deserialize<'de> for Priority {
@@ -143,6 +143,13 @@ impl Priority {
     pub fn resolve(&self, classes: &[String]) -> Result<PriorityClass, Reply> {
         match self {
             Self::Number(number) => Ok(PriorityClass(*number)),
+            Self::Unmarked => {
+                let class = classes
+                    .iter()
+                    .position(|class| class == "normal")
+                    .unwrap_or(classes.len().saturating_sub(1));
+                Ok(PriorityClass(u8::try_from(class).unwrap_or(u8::MAX)))
+            }
             Self::Name(name) => classes
                 .iter()
                 .position(|class| class == name)
@@ -483,10 +490,19 @@ mod tests {
             ("echo", &b"hi"[..])
         );
         assert_eq!(message.timeout, Duration::from_millis(250));
+        assert_eq!(message.priority, Priority::Unmarked);
+        // Unmarked: `normal` where the profile has it, else the least urgent.
+        let guide: Vec<String> = ["critical", "high", "normal", "low"]
+            .map(String::from)
+            .into();
         assert_eq!(
-            message.priority,
-            Priority::Number(0),
-            "the most urgent by default"
+            Priority::Unmarked.resolve(&guide).expect("a class"),
+            PriorityClass(2)
+        );
+        let two: Vec<String> = ["now", "later"].map(String::from).into();
+        assert_eq!(
+            Priority::Unmarked.resolve(&two).expect("a class"),
+            PriorityClass(1)
         );
         // A class by number, or by one of the profile's names.
         let classes: Vec<String> = ["critical", "high", "normal"].map(String::from).into();

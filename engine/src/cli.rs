@@ -76,9 +76,10 @@ pub enum Command {
         #[arg(long)]
         persistent: bool,
         /// Its priority class: a number (0: the most urgent) or a class's
-        /// name from the node's `messaging.priority_routing.queues`.
-        #[arg(long, default_value = "0")]
-        priority: String,
+        /// name from the node's `messaging.priority_routing.queues`
+        /// (default: the class named `normal`, else the least urgent).
+        #[arg(long)]
+        priority: Option<String>,
         /// How to reach the engine.
         #[command(flatten)]
         endpoint: Endpoint,

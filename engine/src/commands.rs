@@ -93,7 +93,7 @@ pub fn dispatch(cli: Cli) -> Result<(), CommandError> {
                 performative: &performative,
                 timeout: &timeout,
                 persistent,
-                priority: &priority,
+                priority: priority.as_deref(),
             },
         ),
         Some(Command::Hdr(HdrCommand::Dump { output, endpoint })) => {

@@ -242,8 +242,9 @@ pub struct Message<'a> {
     pub timeout: &'a str,
     /// Store before acceptance.
     pub persistent: bool,
-    /// The priority class: a number, or a class's name.
-    pub priority: &'a str,
+    /// The priority class: a number, or a class's name; `None`, the node's
+    /// default (`normal`).
+    pub priority: Option<&'a str>,
 }
 
 /// `engine send AGENT CONTENT`.
@@ -277,16 +278,22 @@ pub fn send(
     }
     // A number is a class number; anything else names a class, which the
     // node resolves against its own profile.
-    let digits = priority.strip_prefix('-').unwrap_or(priority);
-    let looks_numeric = !digits.is_empty() && digits.bytes().all(|byte| byte.is_ascii_digit());
-    let priority = if looks_numeric {
-        serde_json::json!(priority.parse::<u8>().map_err(|_| {
-            CommandError::BadInput(format!(
-                "--priority {priority}: a class number is 0 (the most urgent) to 255"
-            ))
-        })?)
-    } else {
-        serde_json::json!(priority)
+    let priority = match priority {
+        None => serde_json::Value::Null,
+        Some(priority) => {
+            let digits = priority.strip_prefix('-').unwrap_or(priority);
+            let looks_numeric =
+                !digits.is_empty() && digits.bytes().all(|byte| byte.is_ascii_digit());
+            if looks_numeric {
+                serde_json::json!(priority.parse::<u8>().map_err(|_| {
+                    CommandError::BadInput(format!(
+                        "--priority {priority}: a class number is 0 (the most urgent) to 255"
+                    ))
+                })?)
+            } else {
+                serde_json::json!(priority)
+            }
+        }
     };
     let timeout: caxton_profiles::HumanDuration = timeout
         .parse()
@@ -306,13 +313,15 @@ pub fn send(
     } else {
         content.to_owned()
     };
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "content": content,
         "performative": performative,
         "timeout_ms": u64::try_from(timeout.get().as_millis()).unwrap_or(u64::MAX),
         "persistent": persistent,
-        "priority": priority,
     });
+    if !priority.is_null() {
+        body["priority"] = priority;
+    }
     let client = connect(selection, endpoint)?;
     let answer = call(
         &client,
