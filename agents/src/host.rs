@@ -1049,17 +1049,56 @@ impl AgentHost {
                 .is_some_and(|agent| agent.pace == Pace::Direct)
     }
 
-    /// Whether any handler is suspended: the shard must come back to it
-    /// rather than park.
+    /// Whether any handler is suspended (running, or paused for its
+    /// agent's CPU share).
     pub fn has_suspended(&self) -> bool {
         !self.suspended.is_empty()
     }
 
-    /// Give every suspended handler one more slice, oldest first; hand the
-    /// ones that finish to `finished`. Returns how many finished.
+    /// Whether a suspended handler may run its next slice now: the shard
+    /// must come back to it rather than park. One whose agent has used its
+    /// `cpu_shares` for the window waits for the next
+    /// ([`Self::next_paused_wake_ns`]).
+    pub fn has_runnable_suspended(&mut self) -> bool {
+        let now = (self.clock)();
+        let agents = &mut self.agents;
+        self.suspended.iter().any(|parked| {
+            agents
+                .get_mut(&parked.agent)
+                .is_none_or(|agent| agent.cpu_budget.blocked_until(now).is_none())
+        })
+    }
+
+    /// When the first handler paused for its agent's CPU share may run
+    /// again, if any is paused.
+    pub fn next_paused_wake_ns(&mut self) -> Option<u64> {
+        let now = (self.clock)();
+        let agents = &mut self.agents;
+        self.suspended
+            .iter()
+            .filter_map(|parked| agents.get_mut(&parked.agent)?.cpu_budget.blocked_until(now))
+            .min()
+    }
+
+    /// Give every suspended handler one more slice, oldest first, except
+    /// those whose agent has used its CPU share for the window: a handler
+    /// past its share pauses until the next window, as its queued messages
+    /// wait (`cpu_shares` bounds a long handler, not only how many start).
+    /// Hand the ones that finish to `finished`; returns how many finished.
     pub fn resume_suspended(&mut self, finished: &mut dyn FnMut(Handled)) -> usize {
         let mut done = 0;
         for mut parked in std::mem::take(&mut self.suspended) {
+            if !parked.retire {
+                let now = (self.clock)();
+                let paused = self
+                    .agents
+                    .get_mut(&parked.agent)
+                    .is_some_and(|agent| agent.cpu_budget.blocked_until(now).is_some());
+                if paused {
+                    self.suspended.push(parked);
+                    continue;
+                }
+            }
             let slice_started_ns = (self.clock)();
             // The epoch callback measures this slice, and the run, from here.
             let mut run = parked.run.get();

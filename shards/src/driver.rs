@@ -225,7 +225,7 @@ impl ShardDriver {
                 || received > 0
                 || handled > 0
                 || resumed > 0
-                || self.host.has_suspended()
+                || self.host.has_runnable_suspended()
             {
                 idle_since = None;
                 glommio::yield_if_needed().await;
@@ -249,8 +249,15 @@ impl ShardDriver {
                     if self.host.refill_spares_step(1) > 0 {
                         continue;
                     }
-                    // Held messages wake the shard when their agent's next window opens.
-                    let resume_in = self.core.next_wake_ns().map(|resume_ns| {
+                    // Held messages, and handlers paused for their
+                    // agent's CPU share, wake the shard when the agent's
+                    // next window opens.
+                    let wake_ns = match (self.core.next_wake_ns(), self.host.next_paused_wake_ns())
+                    {
+                        (Some(held), Some(paused)) => Some(held.min(paused)),
+                        (held, paused) => held.or(paused),
+                    };
+                    let resume_in = wake_ns.map(|resume_ns| {
                         Duration::from_nanos(resume_ns.saturating_sub(self.clock.now_ns()))
                     });
                     // A client reading its ring rings no doorbell here: the

@@ -721,6 +721,51 @@ fn cpu_shares_hold_an_agent_to_its_fraction_of_a_core() {
     );
 }
 
+/// A handler that runs long is held to its agent's share too: past the
+/// share it pauses until the next window, rather than running on at a
+/// whole core. A loop with 200 ms of run time at 100m (10 ms a 100 ms
+/// window) takes about two seconds; at a whole core, 200 ms. (A lower
+/// bound on wall time: a slow machine cannot make it pass wrongly.)
+#[test]
+fn a_long_handler_pauses_at_its_agents_cpu_share() {
+    let (planned, mut node) = boot(&["runtime.worker_threads=1"]);
+    let shared = AgentLimits {
+        cpu_shares: "100m".parse().expect("share"),
+        max_execution_time: HumanDuration(Duration::from_millis(200)),
+        ..limits(&planned)
+    };
+    let spin = node
+        .deploy("spin", &example("loop"), 1, &shared)
+        .expect("deploys");
+    let echo = node
+        .deploy("echo", &example("echo"), 1, &limits(&planned))
+        .expect("deploys");
+    let mut client = node.client().expect("client");
+    let started = std::time::Instant::now();
+    let token = client
+        .send(
+            spin,
+            Performative::Request,
+            b"go".to_vec(),
+            SendOptions::default(),
+        )
+        .expect("sent");
+    // Its neighbour is served meanwhile.
+    let echoed = client
+        .request(echo, b"still here".to_vec(), PATIENCE)
+        .expect("answered");
+    assert_eq!(echoed.content, b"still here");
+    let answer = client.await_reply(token, PATIENCE).expect("answered");
+    assert_eq!(failure_reason(&answer.content), "execution-time");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1200),
+        "200 ms of run time at 100m ended after {:?}",
+        started.elapsed()
+    );
+    drop(client);
+    node.shutdown().expect("clean stop");
+}
+
 #[test]
 fn client_ports_bound_the_clients_connected_at_once() {
     let (_, node) = boot(&[]);
