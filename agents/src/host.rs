@@ -42,7 +42,9 @@
 //! `max_execution_time`), and its agent is sliced for good from then on.
 //! New agents start sliced, so an agent that loops from its first message
 //! never holds its shard; one that is quick for a while and then runs long
-//! can hold it once, for one handler.
+//! can hold it once, for one handler, up to its `max_execution_time`. With
+//! `runtime.wasm.direct_quick_handlers: false` (the low-latency profile) no
+//! agent earns the direct path, and none can.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -465,6 +467,8 @@ struct PoolPolicy {
     time_slice: Duration,
     /// Handlers run as async calls on pooled stacks and yield at slice ends.
     sliced: bool,
+    /// A quick agent may earn the direct path (`runtime.wasm.direct_quick_handlers`).
+    direct_quick: bool,
     /// Pooled handler stacks of this shard's engine.
     handler_stacks: usize,
 }
@@ -523,6 +527,7 @@ impl AgentHost {
             epoch_tick: epoch_tick(profile),
             time_slice: runtime.time_slice.get(),
             sliced: runtime.wasm.stack_pooling,
+            direct_quick: runtime.wasm.direct_quick_handlers,
             handler_stacks: pools.handler_stacks as usize,
         };
         Ok(Self {
@@ -1000,6 +1005,9 @@ impl AgentHost {
     /// (`finished`: the handler ended within it): toward the direct path
     /// while its handlers end quickly, back to the start otherwise.
     fn pace_after(&mut self, id: AgentId, ran_ns: u64, finished: bool) {
+        if !self.policy.direct_quick {
+            return;
+        }
         let Some(agent) = self.agents.get_mut(&id) else {
             return;
         };

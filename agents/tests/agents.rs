@@ -824,6 +824,41 @@ fn quick_agents_run_directly_until_one_handler_runs_long() {
     run_to_end_of_suspended(&mut host);
 }
 
+/// With `runtime.wasm.direct_quick_handlers: false` no run of quick
+/// handlers earns the direct path: a long handler after them still yields.
+#[test]
+fn without_the_direct_path_every_handler_stays_sliced() {
+    let mut profile = small_profile();
+    profile.runtime.wasm.direct_quick_handlers = false;
+    let mut compiler = ModuleCompiler::new(&profile).expect("compiler");
+    let mut host = host(&profile);
+    let _ticker = EpochTicker::start(
+        vec![host.engine().clone()],
+        caxton_agents::epoch_tick(&profile),
+    )
+    .expect("ticker");
+    let module = compiler
+        .compile(SOMETIMES_SLOW.as_bytes())
+        .expect("compiles");
+    host.deploy(
+        ECHO,
+        "sometimes-slow",
+        &module,
+        1,
+        &profile.agents.default_limits,
+    )
+    .expect("deploys");
+    for _ in 0..200 {
+        run_to_end(&mut host, ECHO, request(&[0])).expect("hosted");
+    }
+    assert!(!host.runs_directly(ECHO), "quick runs earned nothing");
+    assert!(matches!(
+        host.handle(ECHO, None, request(&[1]), now_ns()),
+        Handling::Suspended { .. }
+    ));
+    run_to_end_of_suspended(&mut host);
+}
+
 /// Resume suspended handlers until none is left.
 fn run_to_end_of_suspended(host: &mut AgentHost) {
     while host.has_suspended() {

@@ -65,6 +65,10 @@ pub const KEY_TABLE: &[(&str, &str)] = &[
         "agents: warm-up and recycling",
     ),
     (
+        "runtime.wasm.direct_quick_handlers",
+        "agents: an agent whose handlers are all quick runs them on the shard's stack; off: every handler is sliced",
+    ),
+    (
         "runtime.wasm.stack_pooling",
         "agents: handlers run on pooled stacks and yield at time_slice; off: to completion on the shard's stack",
     ),

@@ -897,6 +897,27 @@ mod tests {
         );
     }
 
+    /// Every handler sliced needs stacks to slice them on.
+    #[test]
+    fn slicing_every_handler_needs_pooled_stacks() {
+        let refused = load(
+            &[],
+            &[
+                "runtime.wasm.direct_quick_handlers=false".to_owned(),
+                "runtime.wasm.stack_pooling=false".to_owned(),
+            ],
+        )
+        .expect_err("nothing to slice on")
+        .to_string();
+        assert!(
+            refused.contains("runtime.wasm.direct_quick_handlers")
+                && refused.contains("stack_pooling"),
+            "{refused}"
+        );
+        let low_latency = load(&["low-latency".to_owned()], &[]).expect("loads");
+        assert!(!low_latency.profile.runtime.wasm.direct_quick_handlers);
+    }
+
     #[test]
     fn suggestions_pick_the_nearest_key() {
         assert_eq!(

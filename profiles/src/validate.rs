@@ -212,6 +212,13 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
             "set memory_pooling: true, or stack_pooling: false to run handlers to completion on the shard's stack",
         );
     }
+    if !runtime.wasm.direct_quick_handlers && !runtime.wasm.stack_pooling {
+        fail(
+            "runtime.wasm.direct_quick_handlers",
+            "is false (every handler sliced), but runtime.wasm.stack_pooling is false: without pooled stacks every handler runs directly on the shard's stack".into(),
+            "set stack_pooling: true to slice every handler, or leave direct_quick_handlers at true",
+        );
+    }
     if let Some(ports) = runtime.client_ports {
         if ports == 0 || ports > CLIENT_PORTS_MAX {
             fail(
