@@ -85,6 +85,10 @@ pub const KEY_TABLE: &[(&str, &str)] = &[
         "shards: mailbox capacity and ring size",
     ),
     (
+        "messaging.queue_bytes",
+        "shards: content bytes a data shard holds waiting for its agents; past it sends are refused",
+    ),
+    (
         "messaging.batch_size",
         "shards: messages per ring drain and per handling turn",
     ),

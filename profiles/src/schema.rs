@@ -326,6 +326,10 @@ pub enum OptimizationLevel {
 pub struct MessagingConfig {
     /// Capacity of each shard's inbound queue.
     pub queue_size: u32,
+    /// Content bytes each data shard holds waiting for its agents (its
+    /// mailboxes and the messages held for a busy or throttled agent):
+    /// `queue_size` counts messages, and a message may carry a megabyte.
+    pub queue_bytes: ByteSize,
     /// Messages taken from a ring or mailbox per drain.
     pub batch_size: u32,
     /// A message not handled within this time is answered with `failure`.
@@ -352,6 +356,7 @@ impl Default for MessagingConfig {
     fn default() -> Self {
         Self {
             queue_size: 10_000,
+            queue_bytes: ByteSize::mib(256),
             batch_size: 64,
             delivery_timeout: HumanDuration::from_secs(5),
             enable_persistence: false,

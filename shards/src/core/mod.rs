@@ -83,6 +83,8 @@ pub(crate) struct CoreLimits {
     pub held_max: usize,
     /// Most durable messages waiting for their partition writes.
     pub waiting_max: usize,
+    /// Most content bytes waiting in the mailboxes and held (`messaging.queue_bytes`).
+    pub waiting_bytes_max: usize,
 }
 
 impl CoreLimits {
@@ -113,6 +115,7 @@ impl CoreLimits {
             },
             held_max: capacity,
             waiting_max: capacity,
+            waiting_bytes_max: usize::try_from(messaging.queue_bytes.bytes()).unwrap_or(usize::MAX),
         }
     }
 }
@@ -154,6 +157,12 @@ pub(crate) struct ShardCore {
     /// Most messages the lanes hold together (`queue_size`, within the
     /// shard's share of `max_concurrent_messages`).
     mailbox_capacity: usize,
+    /// Content bytes of the messages in the lanes and held for their
+    /// agents, kept as they come and go.
+    waiting_bytes: usize,
+    /// Most content bytes they may hold together (`messaging.queue_bytes`):
+    /// the count alone would let a shard hold `queue_size` megabyte messages.
+    waiting_bytes_max: usize,
     /// The lanes holding messages, each once, in the order they take
     /// turns: a lane that still holds messages after its turn goes to the
     /// back. The shard never looks at an empty lane to find work.
@@ -216,6 +225,8 @@ impl ShardCore {
                 .collect(),
             in_lanes: 0,
             mailbox_capacity: limits.lane.capacity,
+            waiting_bytes: 0,
+            waiting_bytes_max: limits.waiting_bytes_max,
             ready: VecDeque::new(),
             held: Vec::new(),
             held_max: limits.held_max,
@@ -489,6 +500,7 @@ impl ShardCore {
         for Held { until, envelope } in held {
             if envelope.deadline_ns < now {
                 // Past its deadline while held, whatever it waited for.
+                self.waiting_bytes = self.waiting_bytes.saturating_sub(envelope.content.len());
                 self.metrics.timeouts += 1;
                 self.fail(&envelope, "timeout", now, io);
                 continue;
@@ -503,6 +515,8 @@ impl ShardCore {
                 self.held.push(Held { until, envelope });
             } else {
                 released += 1;
+                // It leaves the held; held again, it is counted again.
+                self.waiting_bytes = self.waiting_bytes.saturating_sub(envelope.content.len());
                 // Re-checks the budget: a burst may use it up again.
                 now = self.deliver(envelope, now, agents, io);
             }
@@ -524,8 +538,9 @@ impl ShardCore {
     ) -> Option<u64> {
         while let Some(lane) = self.ready.pop_front() {
             let popped = self.lanes[lane].pop(now);
-            if !matches!(popped, Popped::Empty) {
+            if let Popped::Ready(envelope) | Popped::Expired(envelope) = &popped {
                 self.in_lanes -= 1;
+                self.waiting_bytes = self.waiting_bytes.saturating_sub(envelope.content.len());
             }
             if !self.lanes[lane].is_empty() {
                 self.ready.push_back(lane);
@@ -581,6 +596,7 @@ impl ShardCore {
         let mut remaining = inbound;
         self.ready.clear();
         self.in_lanes = 0;
+        self.waiting_bytes = 0;
         for lane in &mut self.lanes {
             while let Popped::Ready(envelope) | Popped::Expired(envelope) = lane.pop(now) {
                 remaining.push(envelope);
@@ -780,7 +796,9 @@ impl ShardCore {
         let trace = envelope.trace;
         let lane = self.lane_of(agent.map_or(0, |agent| agent.0 as usize));
         // The lanes share the shard's capacity (a single lane checks its own).
-        let shard_full = self.lanes.len() > 1 && self.in_lanes >= self.mailbox_capacity;
+        let bytes = envelope.content.len();
+        let shard_full = (self.lanes.len() > 1 && self.in_lanes >= self.mailbox_capacity)
+            || self.waiting_bytes.saturating_add(bytes) > self.waiting_bytes_max;
         let admitted = if shard_full {
             Err(MailboxFull(envelope))
         } else {
@@ -792,6 +810,7 @@ impl ShardCore {
             self.fail(&refused, "refused:queue-full", now, io);
         } else {
             self.in_lanes += 1;
+            self.waiting_bytes += bytes;
             if self.lanes[lane].len() == 1 {
                 self.ready.push_back(lane);
             }
@@ -1091,6 +1110,7 @@ impl ShardCore {
         if matches!(until, Until::Time(_)) {
             self.metrics.throttled += 1;
         }
+        self.waiting_bytes += envelope.content.len();
         self.held.push(Held { until, envelope });
     }
 

@@ -269,6 +269,7 @@ fn limits() -> CoreLimits {
         },
         held_max: 24,
         waiting_max: 24,
+        waiting_bytes_max: usize::MAX,
     }
 }
 

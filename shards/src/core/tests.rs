@@ -219,6 +219,7 @@ fn limits(capacity: usize) -> CoreLimits {
         },
         held_max: capacity,
         waiting_max: capacity,
+        waiting_bytes_max: usize::MAX,
     }
 }
 
@@ -442,6 +443,55 @@ fn a_message_held_for_a_busy_instance_times_out_at_its_deadline() {
     assert_eq!(core.queued(), 0);
     assert_eq!(core.next_wake_ns(), None);
     assert_eq!(core.metrics_mut().timeouts, 1);
+}
+
+/// Besides their count, the content bytes waiting on a shard are bounded
+/// (`messaging.queue_bytes`): a message that would pass it is refused, and
+/// room comes back as messages are handled, held ones included.
+#[test]
+fn the_bytes_waiting_are_bounded_as_well_as_the_messages() {
+    let mut core = ShardCore::new(
+        0,
+        2,
+        &CoreLimits {
+            waiting_bytes_max: 10,
+            ..limits(100)
+        },
+        None,
+    );
+    core.set_directory(directory());
+    let (mut agents, mut io) = (echo_agents(), RecordingIo::new(3, 0));
+    core.on_arrival(request(ECHO, b"123456", 0), 0, &mut io);
+    core.on_arrival(request(ECHO, b"1234", 0), 0, &mut io);
+    assert!(io.rings.is_empty(), "ten bytes fit");
+    core.on_arrival(request(ECHO, b"1", 0), 0, &mut io);
+    assert_eq!(
+        only_answer(&mut io),
+        (Performative::Failure, "caxton:refused:queue-full".into())
+    );
+    assert_eq!(core.metrics_mut().refused, 1);
+    // Handled, the first frees its six bytes.
+    assert!(core.handle_next(1, &mut agents, &mut io).is_some());
+    io.take(CLIENT_PORT);
+    core.on_arrival(request(ECHO, b"abcdef", 0), 2, &mut io);
+    assert!(io.rings.is_empty(), "room again");
+    // Held for the CPU budget, messages still count until they run.
+    agents.blocked_until.insert(ECHO, 1_000);
+    while core.handle_next(3, &mut agents, &mut io).is_some() {}
+    assert_eq!(core.queued(), 2);
+    core.on_arrival(request(ECHO, b"x", 0), 4, &mut io);
+    assert_eq!(
+        only_answer(&mut io),
+        (Performative::Failure, "caxton:refused:queue-full".into())
+    );
+    agents.blocked_until.clear();
+    assert_eq!(core.release_held(1_000, &mut agents, &mut io), 2);
+    io.take(CLIENT_PORT);
+    core.on_arrival(request(ECHO, b"0123456789", 0), 1_001, &mut io);
+    assert!(
+        io.rings.is_empty(),
+        "everything handled: all ten bytes free"
+    );
 }
 
 #[test]
