@@ -19,6 +19,7 @@
 //! | `POST`, `GET`, `DELETE /v1/profile/memory` | jemalloc's heap profiler: [`crate::profiling`] |
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
@@ -576,7 +577,7 @@ async fn send(context: &Context, message: Message) -> Answer {
         return Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "busy",
-            "every admin client is waiting for a reply; retry".into(),
+            "every client of the endpoint is waiting for a reply (one send at a time each, one per client port the node has: raise runtime.client_ports for more at once); retry".into(),
         ));
     };
     let clients = context.clients.clone();
@@ -585,6 +586,11 @@ async fn send(context: &Context, message: Message) -> Answer {
         deadline: Some(timeout),
         conversation_id,
     };
+    // Set when this request is dropped (its caller hung up): the wait
+    // below then ends and gives its client back, rather than holding one
+    // of the endpoint's few clients until the send's own timeout.
+    let gone = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _hang_up = HangUp(Arc::clone(&gone));
     // The wait parks a thread, so it runs on the blocking pool, not the reactor.
     let outcome = tokio::task::spawn_blocking(move || {
         // Whatever this client still holds answers earlier calls that stopped waiting.
@@ -627,8 +633,7 @@ async fn send(context: &Context, message: Message) -> Answer {
             if !wait_for_reply {
                 return Ok((None, message_id));
             }
-            client
-                .await_reply(token, timeout)
+            await_unless_gone(&mut client, token, timeout, &gone)
                 .map(|reply| (Some(reply), message_id))
                 .map_err(|_| {
                     error(
@@ -667,6 +672,37 @@ async fn send(context: &Context, message: Message) -> Answer {
             "round_trip_us": round_trip.as_secs_f64() * 1e6,
         }),
     ))
+}
+
+/// Marks its request gone when dropped (see `send`).
+struct HangUp(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for HangUp {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// How often a send waiting for its reply looks whether its caller is gone.
+const HANG_UP_POLL: Duration = Duration::from_millis(100);
+
+/// The reply to `token` within `timeout`, unless `gone` is set first.
+fn await_unless_gone(
+    client: &mut caxton_shards::Client,
+    token: u64,
+    timeout: Duration,
+    gone: &std::sync::atomic::AtomicBool,
+) -> Result<caxton_messaging::Envelope, ()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || gone.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(());
+        }
+        if let Ok(reply) = client.await_reply(token, left.min(HANG_UP_POLL)) {
+            return Ok(reply);
+        }
+    }
 }
 
 fn send_error(name: &str, failure: SendError) -> Reply {

@@ -31,9 +31,5 @@ pub use profiling::HeapStep;
 pub use request::TRACE_MESSAGES_MAX;
 pub use server::{serve, AdminSettings, AllocatorStats, HeapDump, HeapProfiler};
 
-/// The fewest clients the endpoint keeps for sends (it keeps one per data
-/// shard when there are more): as many sends wait for replies at once.
-pub const ADMIN_CLIENTS_MIN: usize = 4;
-
 /// The environment variable that carries the access token (it wins over the profile's).
 pub const TOKEN_ENV: &str = "CAXTON_ADMIN_TOKEN";

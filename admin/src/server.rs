@@ -201,7 +201,13 @@ async fn respond(request: Request<Incoming>, context: &Context) -> Reply {
             .headers()
             .get(hyper::header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "));
+            // The scheme's name is case-insensitive (RFC 7235).
+            .and_then(|value| {
+                value
+                    .get(..7)
+                    .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+                    .map(|_| &value[7..])
+            });
         match offered {
             Some(offered) if constant_time_eq(offered.as_bytes(), token.as_bytes()) => {}
             Some(_) => {

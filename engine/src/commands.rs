@@ -743,17 +743,13 @@ fn run_node(selection: &ProfileSelection, joins: &[String]) -> Result<(), Comman
     if let Some((wanted, port)) = remote_port {
         let _ = wanted.send(port);
     }
-    // Sends in flight at once: one per data shard, and never fewer than a
-    // few; the other ports stay for library clients and load generators.
-    let admin_clients = node
-        .data_shards()
-        .max(caxton_admin::ADMIN_CLIENTS_MIN)
-        .min(node.client_ports().saturating_sub(1))
-        .max(1);
-    for _ in 0..admin_clients {
+    // Every client port the remote port did not take serves the endpoint's
+    // sends: each is one send waiting for its reply at once, so
+    // `runtime.client_ports` sets how many (no other client runs in a node).
+    for _ in 0..node.client_ports() {
         match node.client() {
             Ok(client) => clients.put(client),
-            Err(error) => warn!("the admin endpoint has fewer clients for sends: {error}"),
+            Err(_) => break,
         }
     }
     log_placements(&node);

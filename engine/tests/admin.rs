@@ -488,6 +488,16 @@ fn a_public_address_needs_a_token_and_requests_must_carry_it() {
         call(&trusted, Method::GET, "/v1/node", Vec::new()).status,
         StatusCode::OK
     );
+    // The scheme's name is case-insensitive (RFC 7235).
+    let mut stream = TcpStream::connect(address).expect("connects");
+    write!(
+        stream,
+        "GET /v1/node HTTP/1.1\r\nHost: x\r\nAuthorization: bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("written");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 
     // The command line finds the token in the environment, or takes --token.
     let admin = address.to_string();
@@ -971,6 +981,59 @@ fn the_endpoint_can_be_disabled_and_bounds_its_connections() {
     let mut answer = String::new();
     waiting.read_to_string(&mut answer).expect("answer");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// A caller that hangs up while its send waits gives the endpoint's
+/// client back: callers that gave up cannot hold every client for their
+/// sends' whole timeouts and lock out every other send.
+#[test]
+fn a_send_whose_caller_hung_up_frees_its_client() {
+    let running = start_engine(&[
+        "--set",
+        "runtime.worker_threads=1",
+        "--set",
+        "runtime.client_ports=2",
+    ]);
+    let client = client(&running);
+    assert_eq!(
+        deploy(&client, "echo", "echo.wat", 1).status,
+        StatusCode::CREATED
+    );
+    let deployed = call(
+        &client,
+        Method::POST,
+        "/v1/agents?name=sink",
+        example("sink.wat"),
+    );
+    assert_eq!(deployed.status, StatusCode::CREATED, "{}", deployed.text());
+    // Two sends that wait 60 s for replies that never come, one per client
+    // port, then their callers hang up.
+    for _ in 0..2 {
+        let body = r#"{"content": "x", "timeout_ms": 60000}"#;
+        let mut stream = TcpStream::connect(running.admin_address()).expect("connects");
+        write!(
+            stream,
+            "POST /v1/agents/sink/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("written");
+        std::thread::sleep(Duration::from_millis(200));
+        drop(stream);
+    }
+    // Within a few polls both clients are back: a send is served.
+    let served_by = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = send(&client, "echo", "back");
+        if answer.status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(answer.json()["error"]["code"], "busy", "{}", answer.text());
+        assert!(
+            Instant::now() < served_by,
+            "the hung-up sends kept their clients"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A clean stop answers the sends still waiting through the endpoint

@@ -153,7 +153,7 @@ pub fn load(profiles: &[String], overrides: &[String]) -> Result<LoadedProfile, 
         let layer = parse_override(assignment)?;
         layer_keys.push(layer.locations.keys().cloned().collect());
         merge_layer(&mut merged, &mut locations, layer);
-        layers.push(format!("--set {assignment}"));
+        layers.push(format!("--set {}", shown_assignment(assignment)));
     }
     let locate = |key: &str| nearest_location(&locations, key);
     let mut failing_path = String::new();
@@ -320,6 +320,17 @@ fn nearest_location(
             return Some(location.clone());
         }
         path = &path[..path.rfind(['.', '['])?];
+    }
+}
+
+/// `KEY=VALUE` as logs and reports may show it: a secret's value hidden
+/// (the layer list is logged at boot and printed by every benchmark).
+fn shown_assignment(assignment: &str) -> std::borrow::Cow<'_, str> {
+    match assignment.split_once('=') {
+        Some((key, _)) if key.trim().ends_with("access_token") => {
+            std::borrow::Cow::Owned(format!("{key}=(hidden)"))
+        }
+        _ => std::borrow::Cow::Borrowed(assignment),
     }
 }
 
@@ -916,6 +927,20 @@ mod tests {
         );
         let low_latency = load(&["low-latency".to_owned()], &[]).expect("loads");
         assert!(!low_latency.profile.runtime.wasm.direct_quick_handlers);
+    }
+
+    /// The layer list is logged and printed: a secret set on the command
+    /// line is named, its value not.
+    #[test]
+    fn a_token_set_on_the_command_line_is_not_shown() {
+        let token = "0123456789abcdef0123";
+        let loaded =
+            load(&[], &[format!("observability.admin.access_token={token}")]).expect("loads");
+        let shown = loaded.layers.join(" + ");
+        assert!(
+            !shown.contains(token) && shown.contains("observability.admin.access_token=(hidden)"),
+            "{shown}"
+        );
     }
 
     #[test]
