@@ -207,7 +207,13 @@ impl ModuleCompiler {
             0
         };
         let tick = epoch_tick(profile);
-        let check_time = profile.agents.default_limits.max_execution_time.get();
+        // The start bound, or the default limit when that is shorter.
+        let check_time = profile
+            .agents
+            .default_limits
+            .max_execution_time
+            .get()
+            .min(crate::START_TIME_MAX);
         let check_deadline_ticks =
             u64::try_from(check_time.as_nanos().div_ceil(tick.as_nanos()).max(1))
                 .unwrap_or(u64::MAX);
@@ -215,7 +221,7 @@ impl ModuleCompiler {
             engine,
             heap_bytes_max: profile.runtime.agent_heap_size.bytes(),
             check_deadline_ticks,
-            check_time: profile.agents.default_limits.max_execution_time,
+            check_time: caxton_profiles::HumanDuration(check_time),
             tick,
             cache: VecDeque::new(),
             cache_capacity,
@@ -305,7 +311,7 @@ fn explain_start_failure(
         DeployError::WrongImport(text)
     } else if text.contains("interrupt") {
         DeployError::StartFailed(format!(
-            "{text}: its start function or `caxton_abi_version` ran past {} (agents.default_limits.max_execution_time), the time a deploy allows them",
+            "{text}: its start function or `caxton_abi_version` ran past {}, the most they may take (they run on the shard's own thread and cannot yield; the lesser of 50 ms and agents.default_limits.max_execution_time)",
             check_time
         ))
     } else {

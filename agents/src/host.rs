@@ -1328,9 +1328,12 @@ impl AgentHost {
             run: Rc::default(),
         };
         let run = Rc::clone(&state.run);
-        // A start function is bounded like a handler, and runs to its end.
+        // A start function runs on the shard's stack and cannot yield: it
+        // is bounded by the start time (the deploy check refused modules
+        // whose start ran longer), not by the agent's max_execution_time,
+        // so that a fresh instance never holds its shard for long.
         run.set(RunClock {
-            max_ns: agent.max_execution_ns,
+            max_ns: agent.max_execution_ns.min(crate::START_TIME_MAX_NS),
             ran_before_ns: 0,
             slice_started_ns: (self.clock)(),
             may_yield: false,

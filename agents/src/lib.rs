@@ -33,4 +33,11 @@ pub use host::{
     Resolver, StartKind, EPOCH_TICK_MAX,
 };
 pub use run_times::{quantile_of, RunTimes, RUN_TIME_BUCKETS};
+
+/// The most a module's start function and its `caxton_abi_version` may run,
+/// at deploy and each time an instance starts: they run on the shard's
+/// stack and cannot yield, so whatever they take, every agent on the shard
+/// waits for (an agent's own `max_execution_time` bounds its handlers only).
+pub const START_TIME_MAX: std::time::Duration = std::time::Duration::from_millis(50);
+pub(crate) const START_TIME_MAX_NS: u64 = 50_000_000;
 pub use ticker::{EpochTicker, TickDemand, QUIET_TICKS_BEFORE_PARK};

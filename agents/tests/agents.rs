@@ -451,6 +451,16 @@ fn bad_modules_are_refused_at_deploy_with_the_reason() {
             if text.contains("agents.default_limits.max_execution_time") && text.contains("20ms")),
         "{looped}"
     );
+    // Under a long default limit, the start bound (50 ms) stops it: a
+    // start function runs on the shard's thread and cannot yield.
+    let looped = compiler
+        .compile(looping_start.as_bytes())
+        .expect_err("loops at start");
+    assert!(
+        matches!(&looped, DeployError::StartFailed(text) if text.contains("ran past 50ms")),
+        "{looped}"
+    );
+
     // A host function imported with another signature fails to link, and
     // is said to.
     let wrong_signature = refuse(
