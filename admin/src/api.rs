@@ -181,6 +181,16 @@ fn collect(controller: &mut Controller) -> Result<(), Reply> {
 pub(crate) fn node_error(failure: &NodeError) -> Reply {
     let (status, code) = match failure {
         NodeError::UnknownAgent(_) => (StatusCode::NOT_FOUND, "unknown-agent"),
+        // The node is full (its instance pool), not the module at fault.
+        NodeError::Deploy {
+            error: caxton_shards::DeployError::Capacity(_),
+            ..
+        } => (StatusCode::CONFLICT, "refused"),
+        // The limits asked for do not fit the module.
+        NodeError::Deploy {
+            error: caxton_shards::DeployError::MemoryBelowInitial { .. },
+            ..
+        } => (StatusCode::BAD_REQUEST, "bad-parameter"),
         NodeError::Deploy { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid-module"),
         NodeError::Refused(_) => (StatusCode::CONFLICT, "refused"),
         NodeError::NoClientPort => (StatusCode::SERVICE_UNAVAILABLE, "busy"),

@@ -296,14 +296,23 @@ fn deploy(query: &BTreeMap<String, String>, module: Bytes) -> Result<Deploy, Rep
         .cloned()
         .ok_or_else(|| bad_request("bad-parameter", "`name` is required".into()))?;
     check_name(&name)?;
-    let instances = parse_param::<u16>(query, "instances")?.unwrap_or(1);
-    if instances == 0 || instances > DEPLOY_INSTANCES_MAX {
+    // Read wide, so that a number past any limit gets the limit, not a
+    // word about integer types.
+    let instances = parse_param::<u64>(query, "instances")?.unwrap_or(1);
+    if instances == 0 || instances > u64::from(DEPLOY_INSTANCES_MAX) {
         return Err(bad_request(
             "bad-parameter",
             format!("`instances={instances}`: use 1 to {DEPLOY_INSTANCES_MAX}"),
         ));
     }
+    let instances = u16::try_from(instances).unwrap_or(DEPLOY_INSTANCES_MAX);
     let memory = parse_param::<ByteSize>(query, "memory")?;
+    if memory.is_some_and(|memory| memory.0 == 0) {
+        return Err(bad_request(
+            "bad-parameter",
+            "`memory` must be above 0".into(),
+        ));
+    }
     let cpu_shares = parse_param::<CpuShares>(query, "cpu_shares")?;
     if cpu_shares.is_some_and(|shares| shares.millicores() == 0) {
         return Err(bad_request(
@@ -445,6 +454,33 @@ fn decode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Deploy parameters past their bounds say the bound, whatever their size.
+    #[test]
+    fn deploy_parameters_out_of_range_name_their_range() {
+        for (query, says) in [
+            ("name=x&instances=100000", "use 1 to 4096"),
+            (
+                "name=x&instances=99999999999999999999",
+                "`instances=99999999999999999999`",
+            ),
+            ("name=x&memory=0", "`memory` must be above 0"),
+        ] {
+            let Err(refused) = parse(&Method::POST, "/v1/agents", query, Bytes::from("(module)"))
+            else {
+                panic!("{query} accepted")
+            };
+            assert_eq!(refused.status().as_u16(), 400, "{query}");
+            let body = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("a runtime")
+                .block_on(http_body_util::BodyExt::collect(refused.into_body()))
+                .expect("a body")
+                .to_bytes();
+            let body = String::from_utf8_lossy(&body).into_owned();
+            assert!(body.contains(says), "{query}: {body}");
+        }
+    }
 
     #[test]
     fn queries_decode() {

@@ -34,7 +34,7 @@ mod stop;
 
 pub use crate::core::trace::{Hop, HopKind, TraceTake, TRACE_HOPS_MAX};
 pub use crate::core::FAILURE_PREFIX;
-pub use caxton_agents::AgentStats;
+pub use caxton_agents::{AgentStats, DeployError};
 pub use client::{Client, PersistError, RequestError, SendError, SendOptions};
 pub use clock::NodeClock;
 pub use cluster_side::PortSide;
