@@ -19,8 +19,10 @@ use caxton_cluster::transport::ClusterHandle;
 use crate::api;
 use crate::controller::{ClientPool, ControllerHandle};
 
-/// How long a connection may take to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a connection may take to send a request's headers, which is
+/// also how long a kept-alive connection may sit idle between requests
+/// holding one of `max_connections` permits.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a request's body may go without a byte arriving. Each
 /// connection holds one of `max_connections` permits while its request is
@@ -28,6 +30,10 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// then stall mid-body would hold every permit and lock the endpoint out
 /// until they closed.
 const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a whole request body may take: a client that trickles a byte
+/// every few seconds would otherwise pass the idle bound for ever.
+const BODY_TIME_MAX: Duration = Duration::from_secs(60);
 
 /// Reads the global allocator's statistics: (name, bytes) pairs.
 pub type AllocatorStats = fn() -> Vec<(&'static str, u64)>;
@@ -240,7 +246,13 @@ async fn respond(request: Request<Incoming>, context: &Context) -> Reply {
     }
     let (parts, mut incoming) = request.into_parts();
     let limit_bytes = usize::try_from(limit).unwrap_or(usize::MAX);
-    let body = match read_body(&mut incoming, limit_bytes, BODY_IDLE_TIMEOUT).await {
+    let body = match tokio::time::timeout(
+        BODY_TIME_MAX,
+        read_body(&mut incoming, limit_bytes, BODY_IDLE_TIMEOUT),
+    )
+    .await
+    .unwrap_or(Err(BodyFault::Stalled))
+    {
         Ok(body) => body,
         Err(BodyFault::TooLarge) => {
             tokio::spawn(discard_rest(incoming));
@@ -259,9 +271,10 @@ async fn respond(request: Request<Incoming>, context: &Context) -> Reply {
                 StatusCode::REQUEST_TIMEOUT,
                 "body-timeout",
                 format!(
-                    "no byte of the request body came for {} s; closing",
-                    BODY_IDLE_TIMEOUT.as_secs()
-                ),
+                "the request body stalled ({} s without a byte, or not whole within {} s); closing",
+                BODY_IDLE_TIMEOUT.as_secs(),
+                BODY_TIME_MAX.as_secs()
+            ),
             )
         }
     };

@@ -806,7 +806,12 @@ impl ShardCore {
         };
         if let Err(MailboxFull(refused)) = admitted {
             self.tracer.hop(trace, HopKind::Refused, now, agent);
-            self.metrics.refused += 1;
+            // A failure that finds no room is not a send refused: it is
+            // dropped and counted undeliverable (`fail` does), as a failure
+            // is never answered.
+            if refused.performative != Performative::Failure {
+                self.metrics.refused += 1;
+            }
             self.fail(&refused, "refused:queue-full", now, io);
         } else {
             self.in_lanes += 1;
