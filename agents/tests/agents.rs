@@ -768,14 +768,14 @@ const SOMETIMES_SLOW: &str = r#"(module
     (drop (call $reply (i32.const 1) (i32.const 0) (i32.const 0)))
     (i32.const 0)))"#;
 
-#[test]
-fn quick_agents_run_directly_until_one_handler_runs_long() {
-    let profile = small_profile();
-    let mut compiler = ModuleCompiler::new(&profile).expect("compiler");
-    let mut host = host(&profile);
-    let _ticker = EpochTicker::start(
+/// A host for `profile` with `sometimes-slow` deployed as `ECHO`, and the
+/// epoch ticker that ends its slices.
+fn sometimes_slow_host(profile: &Profile) -> (AgentHost, EpochTicker) {
+    let mut compiler = ModuleCompiler::new(profile).expect("compiler");
+    let mut host = host(profile);
+    let ticker = EpochTicker::start(
         vec![host.engine().clone()],
-        caxton_agents::epoch_tick(&profile),
+        caxton_agents::epoch_tick(profile),
     )
     .expect("ticker");
     let module = compiler
@@ -789,6 +789,13 @@ fn quick_agents_run_directly_until_one_handler_runs_long() {
         &profile.agents.default_limits,
     )
     .expect("deploys");
+    (host, ticker)
+}
+
+#[test]
+fn quick_agents_run_directly_until_one_handler_runs_long() {
+    let profile = small_profile();
+    let (mut host, _ticker) = sometimes_slow_host(&profile);
     assert!(!host.runs_directly(ECHO), "a new agent starts sliced");
     // A long handler while sliced yields at its slice's end.
     assert!(matches!(
@@ -840,24 +847,7 @@ fn quick_agents_run_directly_until_one_handler_runs_long() {
 fn without_the_direct_path_every_handler_stays_sliced() {
     let mut profile = small_profile();
     profile.runtime.wasm.direct_quick_handlers = false;
-    let mut compiler = ModuleCompiler::new(&profile).expect("compiler");
-    let mut host = host(&profile);
-    let _ticker = EpochTicker::start(
-        vec![host.engine().clone()],
-        caxton_agents::epoch_tick(&profile),
-    )
-    .expect("ticker");
-    let module = compiler
-        .compile(SOMETIMES_SLOW.as_bytes())
-        .expect("compiles");
-    host.deploy(
-        ECHO,
-        "sometimes-slow",
-        &module,
-        1,
-        &profile.agents.default_limits,
-    )
-    .expect("deploys");
+    let (mut host, _ticker) = sometimes_slow_host(&profile);
     for _ in 0..200 {
         run_to_end(&mut host, ECHO, request(&[0])).expect("hosted");
     }
