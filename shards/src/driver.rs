@@ -90,6 +90,12 @@ pub(crate) struct ShardDriver {
     port: MeshPort,
     control: mpsc::Receiver<Control>,
     batch_size: usize,
+    /// With priority classes, take from each ring whatever the mailboxes
+    /// have room for, not a batch: a message waiting in a ring waits in
+    /// arrival order, and an urgent one behind a backlog there could not
+    /// overtake it (nor would its class's deadline, which counts from its
+    /// admission to a mailbox, see the wait).
+    drain_eagerly: bool,
     spin: Option<IdleSpin>,
     clock: NodeClock,
     /// Reused buffer for messages drained from the rings.
@@ -164,6 +170,7 @@ impl ShardDriver {
             port,
             control,
             batch_size: profile.messaging.batch_size.max(1) as usize,
+            drain_eagerly: profile.messaging.priority_routing.enabled,
             spin,
             clock,
             arrived: Vec::new(),
@@ -482,13 +489,22 @@ impl ShardDriver {
     fn receive(&mut self) -> usize {
         // One buffer for the shard's lifetime: a drain allocates nothing.
         let mut arrived = std::mem::take(&mut self.arrived);
+        let per_ring = if self.drain_eagerly {
+            // The room shared over the rings, so none is taken only to be
+            // refused (a full mailbox answers queue-full; a full ring holds).
+            self.core
+                .mailbox_room()
+                .div_ceil(self.port.participants().max(1))
+                .max(self.batch_size)
+        } else {
+            self.batch_size
+        };
         let taken = if self.core.waiting_for_clients() == 0 {
-            self.port
-                .drain(self.batch_size, |envelope| arrived.push(envelope))
+            self.port.drain(per_ring, |envelope| arrived.push(envelope))
         } else {
             let core = &self.core;
             self.port.drain_except(
-                self.batch_size,
+                per_ring,
                 |from| core.is_waiting_for(from),
                 |envelope| arrived.push(envelope),
             )

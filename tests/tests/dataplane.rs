@@ -427,6 +427,48 @@ proptest! {
     }
 }
 
+/// With priority classes an urgent message overtakes a backlog, even one
+/// still waiting in the ring: the shard takes whatever its mailbox has room
+/// for, not one batch (`batch_size: 1` here, as on `low-latency`).
+#[test]
+fn an_urgent_message_overtakes_a_backlog_still_in_the_ring() {
+    let (planned, mut node) = boot(&[
+        "runtime.worker_threads=1",
+        "messaging.batch_size=1",
+        "messaging.priority_routing.enabled=true",
+        "messaging.priority_routing.queues=[{name: critical, priority: 0, max_latency: 60s}, {name: low, priority: 1, max_latency: 60s}]",
+        "messaging.delivery_timeout=60s",
+    ]);
+    let slow = node
+        .deploy(
+            "slow",
+            busy_agent(1_000_000).as_bytes(),
+            1,
+            &limits(&planned),
+        )
+        .expect("deploys");
+    let mut client = node.client().expect("client");
+    let class = |priority| SendOptions {
+        priority: PriorityClass(priority),
+        ..SendOptions::default()
+    };
+    for _ in 0..60 {
+        client
+            .send(slow, Performative::Request, Vec::new(), class(1))
+            .expect("accepted");
+    }
+    let urgent = client
+        .send(slow, Performative::Request, Vec::new(), class(0))
+        .expect("accepted");
+    let position = (0..61)
+        .position(|_| client.recv(PATIENCE).expect("answered").in_reply_to == urgent)
+        .expect("the urgent message was answered");
+    // 60 ms of backlog: the urgent one runs within the first few, not last.
+    assert!(position < 10, "answered {position}th of 61");
+    drop(client);
+    node.shutdown().expect("clean stop");
+}
+
 /// Busy for a second: while it runs, everything the test sends next is
 /// queued in the shard's ring, so it all reaches the mailbox together.
 fn gate_agent() -> String {

@@ -309,6 +309,11 @@ impl ShardCore {
         self.in_lanes + self.held.len()
     }
 
+    /// Messages the mailboxes have room for now.
+    pub fn mailbox_room(&self) -> usize {
+        self.mailbox_capacity.saturating_sub(self.in_lanes)
+    }
+
     /// Messages waiting for room in a client's ring.
     pub fn waiting_for_clients(&self) -> usize {
         self.waiting_for_clients
