@@ -84,10 +84,17 @@ impl Mailbox {
     }
 
     /// Accept `envelope` at `now_ns`, or hand it back when full.
-    pub fn push(&mut self, mut envelope: Envelope, now_ns: u64) -> Result<(), MailboxFull> {
+    pub fn push(&mut self, envelope: Envelope, now_ns: u64) -> Result<(), MailboxFull> {
         if self.len >= self.config.capacity {
             return Err(MailboxFull(envelope));
         }
+        self.push_owed(envelope, now_ns);
+        Ok(())
+    }
+
+    /// Accept `envelope` at `now_ns` even past the capacity: a message the
+    /// node already promised to handle (a stored one) is never handed back.
+    pub fn push_owed(&mut self, mut envelope: Envelope, now_ns: u64) {
         let class = usize::from(envelope.priority.0).min(self.classes.len() - 1);
         let mut deadline = envelope
             .deadline_ns
@@ -98,7 +105,6 @@ impl Mailbox {
         envelope.deadline_ns = deadline;
         self.classes[class].push_back(envelope);
         self.len += 1;
-        Ok(())
     }
 
     /// The next message at `now_ns`: the front of the most urgent non-empty class.

@@ -944,6 +944,18 @@ mod tests {
     }
 
     #[test]
+    fn queue_bytes_must_take_the_largest_message() {
+        let refused = load(&[], &["messaging.queue_bytes=1KB".to_owned()])
+            .expect_err("below one message")
+            .to_string();
+        assert!(
+            refused.contains("messaging.queue_bytes") && refused.contains("max_upload_size"),
+            "{refused}"
+        );
+        assert!(load(&[], &["messaging.queue_bytes=64MB".to_owned()]).is_ok());
+    }
+
+    #[test]
     fn suggestions_pick_the_nearest_key() {
         assert_eq!(
             suggest_key(

@@ -262,6 +262,25 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
     }
 
     let messaging = &profile.messaging;
+    // The largest message a shard is handed: an upload through the admin
+    // endpoint, or an agent's (1 MiB). An empty shard must take it.
+    let largest = profile
+        .observability
+        .admin
+        .max_upload_size
+        .bytes()
+        .max(1 << 20);
+    if messaging.queue_bytes.bytes() < largest {
+        fail(
+            "messaging.queue_bytes",
+            format!(
+                "{} is below the largest message a shard may be handed ({})",
+                messaging.queue_bytes,
+                crate::ByteSize(largest)
+            ),
+            "raise it to at least observability.admin.max_upload_size and 1MB",
+        );
+    }
     if messaging.queue_size == 0 {
         fail("messaging.queue_size", "must be at least 1".into(), "");
     }

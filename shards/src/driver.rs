@@ -490,12 +490,10 @@ impl ShardDriver {
         // One buffer for the shard's lifetime: a drain allocates nothing.
         let mut arrived = std::mem::take(&mut self.arrived);
         let per_ring = if self.drain_eagerly {
-            // The room shared over the rings, so none is taken only to be
-            // refused (a full mailbox answers queue-full; a full ring holds).
-            self.core
-                .mailbox_room()
-                .div_ceil(self.port.participants().max(1))
-                .max(self.batch_size)
+            // The room shared over the rings, so that what is taken can be
+            // admitted (a full mailbox answers queue-full; a full ring holds);
+            // never less than a batch, as without priorities.
+            (self.core.intake_room() / self.port.participants().max(1)).max(self.batch_size)
         } else {
             self.batch_size
         };

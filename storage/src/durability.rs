@@ -90,6 +90,11 @@ impl<M> DurabilityLedger<M> {
         }
     }
 
+    /// How many more messages may wait for their writes now.
+    pub fn room(&self) -> usize {
+        self.waiting_max.saturating_sub(self.waiting.len())
+    }
+
     /// Give `message` an id and wait for its write. The caller hands the
     /// partition a `Persist` write under that id; when the writer refuses it
     /// outright, the caller takes the message back with [`Self::failed`].

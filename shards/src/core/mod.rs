@@ -309,9 +309,14 @@ impl ShardCore {
         self.in_lanes + self.held.len()
     }
 
-    /// Messages the mailboxes have room for now.
-    pub fn mailbox_room(&self) -> usize {
-        self.mailbox_capacity.saturating_sub(self.in_lanes)
+    /// Messages this shard can take in now without refusing any: room in
+    /// its mailboxes, and, with persistence, among the durable sends
+    /// waiting for their writes.
+    pub fn intake_room(&self) -> usize {
+        let mailboxes = self.mailbox_capacity.saturating_sub(self.in_lanes);
+        self.ledger
+            .as_ref()
+            .map_or(mailboxes, |ledger| mailboxes.min(ledger.room()))
     }
 
     /// Messages waiting for room in a client's ring.
@@ -516,8 +521,22 @@ impl ShardCore {
                 .iter()
                 .any(|other| receiver_agent(&other.envelope) == agent);
             let due = matches!(until, Until::Time(resume_ns) if resume_ns <= now);
-            if !due || still_held {
+            if !due {
                 self.held.push(Held { until, envelope });
+            } else if still_held {
+                // Due, but behind another of its agent's: it waits for what
+                // that one waits for. Kept with its own past time, the shard
+                // would be told to wake now, and spin until then.
+                let blocking = self
+                    .held
+                    .iter()
+                    .rev()
+                    .find(|other| receiver_agent(&other.envelope) == agent)
+                    .map_or(until, |other| other.until);
+                self.held.push(Held {
+                    until: blocking,
+                    envelope,
+                });
             } else {
                 released += 1;
                 // It leaves the held; held again, it is counted again.
@@ -712,7 +731,11 @@ impl ShardCore {
         } else if let Err(refused) = self.push_to(target, envelope, now, io) {
             io.refused(target, &refused);
             self.tracer.hop(trace, HopKind::Refused, now, None);
-            self.metrics.refused += 1;
+            // A failure that finds no room is dropped and counted
+            // undeliverable (by `fail`), not counted as a refused send.
+            if refused.performative != Performative::Failure {
+                self.metrics.refused += 1;
+            }
             if matches!(refused.durability, Durability::Notice(_)) {
                 // The engine's own notice to a client that is not reading: the
                 // message stays stored (and is handled); the client's wait
@@ -802,10 +825,19 @@ impl ShardCore {
         let lane = self.lane_of(agent.map_or(0, |agent| agent.0 as usize));
         // The lanes share the shard's capacity (a single lane checks its own).
         let bytes = envelope.content.len();
-        let shard_full = (self.lanes.len() > 1 && self.in_lanes >= self.mailbox_capacity)
-            || self.waiting_bytes.saturating_add(bytes) > self.waiting_bytes_max;
+        // A stored message was accepted (its sender told so, or it is being
+        // redelivered): refused here it would be finished unhandled, so it
+        // is admitted past the bounds. What is stored is bounded upstream
+        // (the partition writer's queue, the durable sends waiting on it).
+        let owed = matches!(envelope.durability, Durability::Stored(_));
+        let shard_full = !owed
+            && ((self.lanes.len() > 1 && self.in_lanes >= self.mailbox_capacity)
+                || self.waiting_bytes.saturating_add(bytes) > self.waiting_bytes_max);
         let admitted = if shard_full {
             Err(MailboxFull(envelope))
+        } else if owed {
+            self.lanes[lane].push_owed(envelope, now);
+            Ok(())
         } else {
             self.lanes[lane].push(envelope, now)
         };
@@ -1108,8 +1140,12 @@ impl ShardCore {
 
     /// Hold `envelope` until `resume_ns`, or refuse it when too many are held.
     fn hold(&mut self, envelope: Envelope, until: Until, now: u64, io: &mut impl ShardIo) {
-        if self.held.len() >= self.held_max {
-            self.metrics.refused += 1;
+        // A stored message is owed its handling (see `accept`): held past the bound.
+        let owed = matches!(envelope.durability, Durability::Stored(_));
+        if self.held.len() >= self.held_max && !owed {
+            if envelope.performative != Performative::Failure {
+                self.metrics.refused += 1;
+            }
             let reason = match until {
                 Until::Time(_) => "refused:cpu-budget",
                 Until::FreeInstance => "refused:queue-full",

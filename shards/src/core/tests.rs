@@ -494,6 +494,44 @@ fn the_bytes_waiting_are_bounded_as_well_as_the_messages() {
     );
 }
 
+/// A message due at its window's end but behind another of its agent's
+/// that is held again waits for what that one waits for: the core does
+/// not ask to be woken at a time already past (the shard would spin).
+#[test]
+fn a_message_behind_one_held_again_waits_for_its_time_not_a_past_one() {
+    let mut core = core(8, false);
+    let (mut agents, mut io) = (echo_agents(), RecordingIo::new(3, 0));
+    agents.blocked_until.insert(ECHO, 1_000);
+    for content in [&b"first"[..], b"second"] {
+        core.on_arrival(request(ECHO, content, 0), 0, &mut io);
+        assert!(core.handle_next(1, &mut agents, &mut io).is_some());
+    }
+    // At the window's end the agent is over its share again, to 2,000.
+    agents.blocked_until.insert(ECHO, 2_000);
+    assert_eq!(core.release_held(1_000, &mut agents, &mut io), 1);
+    assert!(agents.runs.is_empty(), "held again, both");
+    assert_eq!(core.queued(), 2);
+    assert_eq!(core.next_wake_ns(), Some(2_000), "not 1,000, already past");
+}
+
+/// A stored message was promised its handling: past the mailbox's bounds it
+/// is admitted all the same, never failed and finished unhandled.
+#[test]
+fn a_stored_message_is_admitted_past_the_mailbox_bounds() {
+    let mut core = core(1, true);
+    let mut io = RecordingIo::new(3, 0);
+    for id in [1, 2, 3] {
+        core.redeliver(request(ECHO, b"stored", 0), id, 0, &mut io);
+    }
+    assert_eq!(core.queued(), 3);
+    assert!(
+        io.writes.is_empty(),
+        "none finished unhandled: {:?}",
+        io.writes
+    );
+    assert_eq!(core.metrics_mut().refused, 0);
+}
+
 #[test]
 fn too_many_held_messages_are_refused() {
     let mut core = core(2, false);
