@@ -1093,7 +1093,9 @@ fn bring_back_agents(
         if node.directory().resolve(&name).is_some() {
             match recovered.iter().find(|agent| agent.name == name) {
                 Some(stored) => {
-                    if let Some(differences) = recovered_differs(stored, instances, &limits) {
+                    if let Some(differences) =
+                        recovered_differs(stored, &source, instances, &limits)
+                    {
                         warn!(
                             agent = %name,
                             "agent came back from storage as it was deployed ({differences}); the profile's agents.deploy entry and agents.overrides for it are not applied to a recovered agent. To apply them, undeploy it (engine agents undeploy {name}) and restart, or deploy it again"
@@ -1141,10 +1143,14 @@ fn bring_back_agents(
 /// it does not.
 fn recovered_differs(
     stored: &caxton_shards::RecoveredAgent,
+    source: &[u8],
     instances: u16,
     limits: &caxton_profiles::AgentLimits,
 ) -> Option<String> {
     let mut differences = Vec::new();
+    if stored.module != source {
+        differences.push("a module other than its agents.deploy file holds now".to_owned());
+    }
     if stored.instances != u32::from(instances) {
         differences.push(format!(
             "{} instance(s) where the profile asks {instances}",

@@ -405,7 +405,17 @@ fn a_recovered_agent_that_differs_from_the_profile_is_named_at_boot() {
     assert!(
         line.contains("1 instance(s) where the profile asks 2")
             && line.contains("memory 2MB where the profile asks 4MB")
-            && line.contains("engine agents undeploy echo"),
+            && line.contains("engine agents undeploy echo")
+            && !line.contains("a module other than"),
         "{line}"
+    );
+    // The module file changed since: named too.
+    let mut module = std::fs::read(directory.path().join("echo.wat")).expect("read");
+    module.extend_from_slice(b"\n;; edited\n");
+    std::fs::write(directory.path().join("echo.wat"), module).expect("write");
+    let edited = boot();
+    assert!(
+        edited.contains("a module other than its agents.deploy file holds now"),
+        "{edited}"
     );
 }

@@ -82,6 +82,8 @@ pub struct RecoveredAgent {
     pub instances: u32,
     /// The limits it was deployed with.
     pub limits: caxton_profiles::AgentLimits,
+    /// The module source it was deployed from.
+    pub module: Vec<u8>,
 }
 
 /// Which kind of shard a report is about.
@@ -812,6 +814,7 @@ impl Node {
                 instances: instances_per_shard.iter().map(|&n| u32::from(n)).sum(),
                 name,
                 limits,
+                module,
             });
         }
         Ok(redeployed)
