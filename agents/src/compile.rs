@@ -255,9 +255,13 @@ impl ModuleCompiler {
             .map_err(|error| DeployError::NotWasm(bounded(&format!("{error:#}"))))?;
         let initial_memory_bytes = check_interface(&module, self.heap_bytes_max)?;
         crate::ticker::ticking_while(&self.engine, self.tick, || {
-            crate::host::check_abi_version(&self.engine, &module, self.check_deadline_ticks)
-        })
-        .map_err(|error| explain_start_failure(error, self.check_time))?;
+            crate::host::check_abi_version(
+                &self.engine,
+                &module,
+                self.check_deadline_ticks,
+                self.check_time,
+            )
+        })?;
         let artifact: Arc<[u8]> = module
             .serialize()
             .map_err(|error| DeployError::Engine(error.to_string()))?
@@ -295,28 +299,6 @@ fn digest(bytes: &[u8]) -> u64 {
     let mut hasher = DefaultHasher::new();
     bytes.hash(&mut hasher);
     hasher.finish()
-}
-
-/// Say what a failed start means where wasmtime's words do not: an
-/// import whose signature is not the host's fails to link, and a start
-/// function that runs too long is stopped at the deploy check's limit.
-fn explain_start_failure(
-    error: DeployError,
-    check_time: caxton_profiles::HumanDuration,
-) -> DeployError {
-    let DeployError::StartFailed(text) = error else {
-        return error;
-    };
-    if text.contains("incompatible import type") {
-        DeployError::WrongImport(text)
-    } else if text.contains("interrupt") {
-        DeployError::StartFailed(format!(
-            "{text}: its start function or `caxton_abi_version` ran past {}, the most they may take (they run on the shard's own thread and cannot yield; the lesser of 50 ms and agents.default_limits.max_execution_time)",
-            check_time
-        ))
-    } else {
-        DeployError::StartFailed(text)
-    }
 }
 
 /// The exports and imports the ABI requires, checked before anything runs;

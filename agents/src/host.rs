@@ -1068,23 +1068,27 @@ impl AgentHost {
     /// `cpu_shares` for the window waits for the next
     /// ([`Self::next_paused_wake_ns`]).
     pub fn has_runnable_suspended(&mut self) -> bool {
+        if self.suspended.is_empty() {
+            return false;
+        }
         let now = (self.clock)();
         let agents = &mut self.agents;
-        self.suspended.iter().any(|parked| {
-            agents
-                .get_mut(&parked.agent)
-                .is_none_or(|agent| agent.cpu_budget.blocked_until(now).is_none())
-        })
+        self.suspended
+            .iter()
+            .any(|parked| paused_until(agents, parked, now).is_none())
     }
 
     /// When the first handler paused for its agent's CPU share may run
     /// again, if any is paused.
     pub fn next_paused_wake_ns(&mut self) -> Option<u64> {
+        if self.suspended.is_empty() {
+            return None;
+        }
         let now = (self.clock)();
         let agents = &mut self.agents;
         self.suspended
             .iter()
-            .filter_map(|parked| agents.get_mut(&parked.agent)?.cpu_budget.blocked_until(now))
+            .filter_map(|parked| paused_until(agents, parked, now))
             .min()
     }
 
@@ -1096,18 +1100,11 @@ impl AgentHost {
     pub fn resume_suspended(&mut self, finished: &mut dyn FnMut(Handled)) -> usize {
         let mut done = 0;
         for mut parked in std::mem::take(&mut self.suspended) {
-            if !parked.retire {
-                let now = (self.clock)();
-                let paused = self
-                    .agents
-                    .get_mut(&parked.agent)
-                    .is_some_and(|agent| agent.cpu_budget.blocked_until(now).is_some());
-                if paused {
-                    self.suspended.push(parked);
-                    continue;
-                }
-            }
             let slice_started_ns = (self.clock)();
+            if paused_until(&mut self.agents, &parked, slice_started_ns).is_some() {
+                self.suspended.push(parked);
+                continue;
+            }
             // The epoch callback measures this slice, and the run, from here.
             let mut run = parked.run.get();
             run.ran_before_ns = parked.ran_ns;
@@ -1377,6 +1374,19 @@ impl AgentHost {
     }
 }
 
+/// When a suspended handler, paused for its agent's CPU share, may run its
+/// next slice; `None` when it may now. A retiring one (its agent
+/// undeployed) is never paused: it only has to end.
+fn paused_until(agents: &mut AgentTable, parked: &SuspendedCall, now_ns: u64) -> Option<u64> {
+    if parked.retire {
+        return None;
+    }
+    agents
+        .get_mut(&parked.agent)?
+        .cpu_budget
+        .blocked_until(now_ns)
+}
+
 /// Poll a handler call once. Nothing wakes a call: the shard polls every
 /// suspended call each turn, so the waker does nothing.
 fn poll_once(call: &mut Call) -> Poll<(LiveInstance, wasmtime::Result<i32>)> {
@@ -1398,12 +1408,29 @@ fn classify(error: &wasmtime::Error) -> Outcome {
     }
 }
 
-/// Instantiate `module` once with a throwaway store and ask its ABI version.
+/// Instantiate `module` once with a throwaway store and ask its ABI version,
+/// each stopped after `deadline_ticks` epoch ticks (`limit`).
 pub(crate) fn check_abi_version(
     engine: &Engine,
     module: &Module,
     deadline_ticks: u64,
+    limit: caxton_profiles::HumanDuration,
 ) -> Result<(), DeployError> {
+    // Said where wasmtime's words do not: a start that ran too long was
+    // stopped at the deploy's bound, and an import with another signature
+    // than the host's fails to link.
+    let failed = |error: wasmtime::Error| {
+        let text = format!("{error:#}");
+        if matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+            DeployError::StartFailed(format!(
+                "{text}: its start function or `caxton_abi_version` ran past {limit}, the most they may take (they run on the shard's own thread and cannot yield; the lesser of 50 ms and agents.default_limits.max_execution_time)"
+            ))
+        } else if text.contains("incompatible import type") {
+            DeployError::WrongImport(text)
+        } else {
+            DeployError::StartFailed(text)
+        }
+    };
     let linker = host_linker(engine)?;
     let state = HostState {
         limits: StoreLimitsBuilder::new()
@@ -1428,13 +1455,11 @@ pub(crate) fn check_abi_version(
     // (`ticker::ticking_while`): a start function or ABI call that loops is
     // stopped like a handler would be.
     store.set_epoch_deadline(deadline_ticks);
-    let instance = linker
-        .instantiate(&mut store, module)
-        .map_err(|error| DeployError::StartFailed(format!("{error:#}")))?;
+    let instance = linker.instantiate(&mut store, module).map_err(failed)?;
     let version = instance
         .get_typed_func::<(), i32>(&mut store, abi::EXPORT_ABI_VERSION)
         .and_then(|function| function.call(&mut store, ()))
-        .map_err(|error| DeployError::StartFailed(format!("{error:#}")))?;
+        .map_err(failed)?;
     if version != abi::ABI_VERSION {
         return Err(DeployError::WrongAbiVersion {
             found: version,

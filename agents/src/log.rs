@@ -63,7 +63,11 @@ impl LogBudget {
     /// Whether `agent` may log a line at `now`: `Some(dropped)` with the
     /// lines dropped since its last, or `None` to drop this one.
     fn admit(&mut self, agent: &str, now: std::time::Instant) -> Option<u64> {
-        let entry = self.agents.entry(agent.to_owned()).or_insert((now, 0, 0));
+        // The name is copied once, when the agent first logs.
+        if !self.agents.contains_key(agent) {
+            self.agents.insert(agent.to_owned(), (now, 0, 0));
+        }
+        let entry = self.agents.get_mut(agent)?;
         if now.duration_since(entry.0) >= std::time::Duration::from_secs(1) {
             entry.0 = now;
             entry.1 = 0;

@@ -815,28 +815,14 @@ pub const GOALS: [(&str, u64, u64, u64, u64); 7] = [
     ),
 ];
 
-/// A latency in the unit that reads best: `950ns`, `12.30µs`, `4.71ms`, `5.00s`.
-pub fn human_ns(nanos: u64) -> String {
-    let value = nanos as f64;
-    if nanos < 1_000 {
-        format!("{nanos}ns")
-    } else if nanos < 1_000_000 {
-        format!("{:.2}µs", value / 1e3)
-    } else if nanos < 1_000_000_000 {
-        format!("{:.2}ms", value / 1e6)
-    } else {
-        format!("{:.2}s", value / 1e9)
-    }
-}
-
 /// A target pair as `P50/P99`, `-` for a P50 with no target.
 fn target_pair(p50: u64, p99: u64) -> String {
     let p50 = if p50 == 0 {
         "-".to_owned()
     } else {
-        human_ns(p50)
+        crate::custom::format_ns(p50)
     };
-    format!("{p50}/{}", human_ns(p99))
+    format!("{p50}/{}", crate::custom::format_ns(p99))
 }
 
 /// Whether a scenario's rate is a throughput (messages or requests per
@@ -918,9 +904,9 @@ pub fn render_table(summary: &Summary) -> String {
             "{:<26} {:>9} {:>11} {:>11} {:>11} {:>13}  {:<22} {}\n",
             scenario.name,
             scenario.count,
-            human_ns(scenario.p50_ns),
-            human_ns(scenario.p99_ns),
-            human_ns(scenario.p999_ns),
+            crate::custom::format_ns(scenario.p50_ns),
+            crate::custom::format_ns(scenario.p99_ns),
+            crate::custom::format_ns(scenario.p999_ns),
             per_second,
             guide,
             ours
@@ -1053,15 +1039,25 @@ mod tests {
         };
         let gossip = line("gossip_convergence");
         assert!(
-            gossip.contains("-/5.00s met") && gossip.contains("-/500.00ms met"),
+            gossip.contains("-/5000.0 ms met") && gossip.contains("-/500.0 ms met"),
             "{gossip}"
         );
         assert!(gossip.contains("ms"), "{gossip}");
         let routing = line("local_routing");
         // name, count, p50, p99, p99.9, per second
         assert_eq!(
-            routing.split_whitespace().take(6).collect::<Vec<_>>(),
-            ["local_routing", "3", "95ns", "120ns", "120ns", "-"],
+            routing.split_whitespace().take(9).collect::<Vec<_>>(),
+            [
+                "local_routing",
+                "3",
+                "95",
+                "ns",
+                "120",
+                "ns",
+                "120",
+                "ns",
+                "-"
+            ],
             "{routing}"
         );
         let throughput = line("request_reply_throughput");

@@ -71,12 +71,7 @@ impl Destination {
     ) -> Result<Self, CommandError> {
         match target {
             Some(text) => {
-                use std::net::ToSocketAddrs;
-                let address = text
-                    .to_socket_addrs()
-                    .ok()
-                    .and_then(|mut addresses| addresses.next())
-                    .ok_or_else(|| bad(format!("--target `{text}` is not a HOST:PORT address")))?;
+                let address = crate::remote::host_port("--target", text)?;
                 let token = match token {
                     Some(token) => Some(token),
                     None => crate::admin::token(loaded)?,

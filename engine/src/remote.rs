@@ -38,7 +38,12 @@ pub(crate) fn connect(
 
 /// `--admin TEXT` as an address: a HOST:PORT whose host resolves.
 fn admin_address(text: &str) -> Result<SocketAddr, CommandError> {
-    let refuse = |why: String| CommandError::BadInput(format!("--admin `{text}`: {why}"));
+    host_port("--admin", text)
+}
+
+/// The value of `flag` as an address: a HOST:PORT whose host resolves.
+pub(crate) fn host_port(flag: &str, text: &str) -> Result<SocketAddr, CommandError> {
+    let refuse = |why: String| CommandError::BadInput(format!("{flag} `{text}`: {why}"));
     let has_port = text
         .rsplit_once(':')
         .is_some_and(|(_, port)| port.parse::<u16>().is_ok());

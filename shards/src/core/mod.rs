@@ -516,23 +516,20 @@ impl ShardCore {
                 continue;
             }
             let agent = receiver_agent(&envelope);
-            let still_held = self
+            // The last of its agent's already kept: it must not be overtaken.
+            let blocking = self
                 .held
                 .iter()
-                .any(|other| receiver_agent(&other.envelope) == agent);
+                .rev()
+                .find(|other| receiver_agent(&other.envelope) == agent)
+                .map(|other| other.until);
             let due = matches!(until, Until::Time(resume_ns) if resume_ns <= now);
             if !due {
                 self.held.push(Held { until, envelope });
-            } else if still_held {
+            } else if let Some(blocking) = blocking {
                 // Due, but behind another of its agent's: it waits for what
                 // that one waits for. Kept with its own past time, the shard
                 // would be told to wake now, and spin until then.
-                let blocking = self
-                    .held
-                    .iter()
-                    .rev()
-                    .find(|other| receiver_agent(&other.envelope) == agent)
-                    .map_or(until, |other| other.until);
                 self.held.push(Held {
                     until: blocking,
                     envelope,
@@ -731,18 +728,14 @@ impl ShardCore {
         } else if let Err(refused) = self.push_to(target, envelope, now, io) {
             io.refused(target, &refused);
             self.tracer.hop(trace, HopKind::Refused, now, None);
-            // A failure that finds no room is dropped and counted
-            // undeliverable (by `fail`), not counted as a refused send.
-            if refused.performative != Performative::Failure {
-                self.metrics.refused += 1;
-            }
             if matches!(refused.durability, Durability::Notice(_)) {
                 // The engine's own notice to a client that is not reading: the
                 // message stays stored (and is handled); the client's wait
                 // times out and says it may have been stored.
+                self.metrics.refused += 1;
                 self.metrics.undeliverable += 1;
             } else {
-                self.fail(&refused, "refused:ring-full", now, io);
+                self.refuse(&refused, "refused:ring-full", now, io);
             }
         } else if trace != 0 {
             let kind = if self.directory.remote_port() == Some(target) {
@@ -825,11 +818,7 @@ impl ShardCore {
         let lane = self.lane_of(agent.map_or(0, |agent| agent.0 as usize));
         // The lanes share the shard's capacity (a single lane checks its own).
         let bytes = envelope.content.len();
-        // A stored message was accepted (its sender told so, or it is being
-        // redelivered): refused here it would be finished unhandled, so it
-        // is admitted past the bounds. What is stored is bounded upstream
-        // (the partition writer's queue, the durable sends waiting on it).
-        let owed = matches!(envelope.durability, Durability::Stored(_));
+        let owed = is_owed(&envelope);
         let shard_full = !owed
             && ((self.lanes.len() > 1 && self.in_lanes >= self.mailbox_capacity)
                 || self.waiting_bytes.saturating_add(bytes) > self.waiting_bytes_max);
@@ -843,13 +832,7 @@ impl ShardCore {
         };
         if let Err(MailboxFull(refused)) = admitted {
             self.tracer.hop(trace, HopKind::Refused, now, agent);
-            // A failure that finds no room is not a send refused: it is
-            // dropped and counted undeliverable (`fail` does), as a failure
-            // is never answered.
-            if refused.performative != Performative::Failure {
-                self.metrics.refused += 1;
-            }
-            self.fail(&refused, "refused:queue-full", now, io);
+            self.refuse(&refused, "refused:queue-full", now, io);
         } else {
             self.in_lanes += 1;
             self.waiting_bytes += bytes;
@@ -1140,17 +1123,13 @@ impl ShardCore {
 
     /// Hold `envelope` until `resume_ns`, or refuse it when too many are held.
     fn hold(&mut self, envelope: Envelope, until: Until, now: u64, io: &mut impl ShardIo) {
-        // A stored message is owed its handling (see `accept`): held past the bound.
-        let owed = matches!(envelope.durability, Durability::Stored(_));
-        if self.held.len() >= self.held_max && !owed {
-            if envelope.performative != Performative::Failure {
-                self.metrics.refused += 1;
-            }
+        // A stored message is held past the bound, as it is admitted (`is_owed`).
+        if self.held.len() >= self.held_max && !is_owed(&envelope) {
             let reason = match until {
                 Until::Time(_) => "refused:cpu-budget",
                 Until::FreeInstance => "refused:queue-full",
             };
-            self.fail(&envelope, reason, now, io);
+            self.refuse(&envelope, reason, now, io);
             return;
         }
         if matches!(until, Until::Time(_)) {
@@ -1285,6 +1264,16 @@ impl ShardCore {
         }
     }
 
+    /// Refuse `envelope` for want of room, answering its sender `reason`.
+    /// A failure that finds no room is not a refused send: `fail` drops it
+    /// and counts it undeliverable, as a failure is never answered.
+    fn refuse(&mut self, envelope: &Envelope, reason: &str, now: u64, io: &mut impl ShardIo) {
+        if envelope.performative != Performative::Failure {
+            self.metrics.refused += 1;
+        }
+        self.fail(envelope, reason, now, io);
+    }
+
     /// Answer `envelope`'s sender with an engine `failure`.
     fn fail(&mut self, envelope: &Envelope, reason: &str, now: u64, io: &mut impl ShardIo) {
         // Answered: a stored message is finished, even though no handler ran;
@@ -1310,6 +1299,14 @@ impl ShardCore {
         );
         self.dispatch(failure, now, io);
     }
+}
+
+/// Whether the node owes `envelope` its handling whatever the bounds: a
+/// stored message was accepted (its sender told so, or it is redelivered),
+/// and refused it would be finished unhandled. What is stored is bounded
+/// upstream (the partition writer's queue, the durable sends waiting on it).
+fn is_owed(envelope: &Envelope) -> bool {
+    matches!(envelope.durability, Durability::Stored(_))
 }
 
 /// The agent a message is for, if it is for an agent.
