@@ -364,7 +364,7 @@ async fn list_agents(context: &Context, only: Option<String>) -> Answer {
                     continue;
                 }
                 let mut stats = caxton_shards::AgentStats::default();
-                let mut memory_bytes = 0;
+                let (mut memory_bytes, mut state_bytes) = (0, 0);
                 let mut running = Vec::with_capacity(per_shard.len());
                 for shard in &per_shard {
                     let found = shard.iter().find(|counts| counts.id == id);
@@ -372,6 +372,7 @@ async fn list_agents(context: &Context, only: Option<String>) -> Answer {
                     if let Some(counts) = found {
                         stats.add(&counts.stats);
                         memory_bytes += counts.memory_bytes;
+                        state_bytes += counts.state_bytes;
                     }
                 }
                 let ran = stats.handled + stats.agent_failures + stats.traps
@@ -400,6 +401,7 @@ async fn list_agents(context: &Context, only: Option<String>) -> Answer {
                     "p99_processing_us": stats.run_times.value_at_quantile(0.99).map(|nanos| nanos.min(stats.max_handler_ns) as f64 / 1e3),
                     "processing_buckets_ns": stats.run_times.buckets(),
                     "memory_bytes": memory_bytes,
+                    "state_bytes": state_bytes,
                 }));
             }
             let body = match only {

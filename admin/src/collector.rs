@@ -202,6 +202,7 @@ fn shard_counters(metrics: &ShardMetrics) -> ShardCounters {
         queue_depth: metrics.queue_depth,
         handled: metrics.handled,
         refused: metrics.refused,
+        pushed_out: metrics.pushed_out,
         timeouts: metrics.timeouts,
         faults: metrics.faults,
         agent_failures: metrics.agent_failures,

@@ -182,16 +182,56 @@ impl AbiState {
 
 /// An agent's key-value state: the entries, and the writes since they were
 /// last taken (the engine keeps them in its storage partition).
-#[derive(Debug, Default)]
+///
+/// Its bytes (keys and values) count against a budget, the agent's memory
+/// limit: the entries live in the host's heap, outside the linear memory the
+/// limit bounds, and without a budget an agent could hold
+/// `STATE_KEYS_MAX × STATE_VALUE_BYTES_MAX` (256 MiB) on every shard.
+#[derive(Debug)]
 pub struct StateMap {
     entries: HashMap<Vec<u8>, Vec<u8>>,
     written: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Bytes of the keys and values held.
+    bytes: usize,
+    /// Most bytes `state_put` may bring the entries to.
+    bytes_max: usize,
+}
+
+impl Default for StateMap {
+    /// An empty state with no byte budget (the deploy check's).
+    fn default() -> Self {
+        Self::with_budget(usize::MAX)
+    }
 }
 
 impl StateMap {
-    /// Add `entries` without logging them as writes (state read back from storage).
+    /// An empty state whose keys and values may take at most `bytes_max` bytes.
+    pub fn with_budget(bytes_max: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            written: Vec::new(),
+            bytes: 0,
+            bytes_max,
+        }
+    }
+
+    /// Add `entries` without logging them as writes (state read back from
+    /// storage). They were accepted once, so they are kept even past the
+    /// budget (a smaller memory limit on redeploy); later puts then fail
+    /// until deletes bring the state under it.
     pub fn seed(&mut self, entries: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) {
-        self.entries.extend(entries);
+        for (key, value) in entries {
+            let key_bytes = key.len();
+            self.bytes += key_bytes + value.len();
+            if let Some(old) = self.entries.insert(key, value) {
+                self.bytes -= key_bytes + old.len();
+            }
+        }
+    }
+
+    /// Bytes the keys and values take.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// The writes since the last call, in order; an empty value is a delete.
@@ -199,15 +239,29 @@ impl StateMap {
         std::mem::take(&mut self.written)
     }
 
-    /// Set `key` to `value`, or delete it when `value` is empty.
+    /// Set `key` to `value`, or delete it when `value` is empty. `STATE_FULL`
+    /// when a new key would pass `STATE_KEYS_MAX`, or the entries the budget.
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> i32 {
-        if value.is_empty() {
-            self.entries.remove(&key);
-        } else if !self.entries.contains_key(&key) && self.entries.len() >= abi::STATE_KEYS_MAX {
+        let held = self.entries.get(&key).map(|old| key.len() + old.len());
+        let kept = if value.is_empty() {
+            0
+        } else {
+            key.len() + value.len()
+        };
+        let bytes = self.bytes - held.unwrap_or(0) + kept;
+        // A delete always goes through, even over the budget.
+        if kept > 0
+            && ((held.is_none() && self.entries.len() >= abi::STATE_KEYS_MAX)
+                || bytes > self.bytes_max)
+        {
             return errors::STATE_FULL;
+        }
+        if kept == 0 {
+            self.entries.remove(&key);
         } else {
             self.entries.insert(key.clone(), value.clone());
         }
+        self.bytes = bytes;
         self.written.push((key, value));
         0
     }
@@ -732,5 +786,33 @@ mod tests {
         assert_eq!(probe(2).1, []);
         assert_eq!(probe(5).1.len(), abi::SENDS_PER_MESSAGE_MAX);
         assert_eq!(probe(1).1[0].content.len(), abi::CONTENT_BYTES_MAX);
+    }
+
+    #[test]
+    fn state_bytes_are_bounded_by_the_budget_and_deletes_always_pass() {
+        let mut state = StateMap::with_budget(10);
+        assert_eq!(state.put(b"a".to_vec(), vec![1; 5]), 0);
+        assert_eq!(state.bytes(), 6);
+        // Replacing a value counts the difference, not both.
+        assert_eq!(state.put(b"a".to_vec(), vec![2; 9]), 0);
+        assert_eq!(state.bytes(), 10);
+        assert_eq!(state.put(b"b".to_vec(), vec![3]), errors::STATE_FULL);
+        assert_eq!(state.put(b"a".to_vec(), vec![2; 10]), errors::STATE_FULL);
+        // A refused put changes nothing and logs no write.
+        assert_eq!(state.entries.get(b"a".as_slice()), Some(&vec![2; 9]));
+        assert_eq!(state.take_writes().len(), 2);
+        assert_eq!(state.put(b"a".to_vec(), Vec::new()), 0);
+        assert_eq!(state.bytes(), 0);
+        assert_eq!(state.put(b"b".to_vec(), vec![3; 9]), 0);
+
+        // State read back past a smaller budget is kept; puts fail until
+        // deletes bring it under, and deletes pass.
+        let mut seeded = StateMap::with_budget(4);
+        seeded.seed([(b"k".to_vec(), vec![0; 7]), (b"j".to_vec(), vec![0; 1])]);
+        assert_eq!(seeded.bytes(), 10);
+        assert_eq!(seeded.put(b"j".to_vec(), vec![1]), errors::STATE_FULL);
+        assert_eq!(seeded.put(b"k".to_vec(), Vec::new()), 0);
+        assert_eq!(seeded.bytes(), 2);
+        assert_eq!(seeded.put(b"j".to_vec(), vec![1, 2]), 0);
     }
 }

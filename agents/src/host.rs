@@ -174,6 +174,9 @@ pub struct AgentCounts {
     /// Linear memory of its idle instances and spares on the shard, in bytes
     /// (an instance out running a handler is not counted).
     pub memory_bytes: usize,
+    /// Bytes of its key-value state on the shard (keys and values), which
+    /// its memory limit bounds too.
+    pub state_bytes: usize,
 }
 
 /// Counters of one agent on one shard.
@@ -587,7 +590,11 @@ impl AgentHost {
             instances: Vec::new(),
             spares: Vec::new(),
             next_slot: 0,
-            state: Rc::default(),
+            // The entries live in the host's heap, beyond the linear memory
+            // the limit bounds: they get a budget of their own, as large.
+            state: Rc::new(RefCell::new(StateMap::with_budget(
+                usize::try_from(memory_limit).unwrap_or(usize::MAX),
+            ))),
             stats: AgentStats::default(),
         };
         for _ in 0..instances {
@@ -662,6 +669,7 @@ impl AgentHost {
                     .chain(&agent.spares)
                     .map(|instance| instance.memory.data_size(&instance.store))
                     .sum(),
+                state_bytes: agent.state.borrow().bytes(),
             })
             .collect()
     }

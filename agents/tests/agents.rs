@@ -991,3 +991,55 @@ fn the_epoch_tick_is_half_a_slice_within_its_bounds() {
     assert_eq!(tick(Duration::from_secs(5)), caxton_agents::EPOCH_TICK_MAX);
     assert_eq!(caxton_agents::EPOCH_TICK_MAX, Duration::from_millis(5));
 }
+
+/// Puts 60,000 bytes under the key its message's content names, and fails
+/// with the put's code negated when the host refuses it.
+const HOARDER: &str = r#"(module
+  (import "caxton" "msg_read_content" (func $read (param i32 i32) (result i32)))
+  (import "caxton" "state_put" (func $put (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "caxton_abi_version") (result i32) (i32.const 1))
+  (func (export "caxton_handle") (result i32)
+    (local $key i32) (local $code i32)
+    (local.set $key (call $read (i32.const 0) (i32.const 256)))
+    (local.set $code (call $put (i32.const 0) (local.get $key) (i32.const 1024) (i32.const 60000)))
+    (i32.sub (i32.const 0) (local.get $code))))"#;
+
+#[test]
+fn key_value_state_is_bounded_by_the_agent_memory_limit() {
+    let profile = small_profile();
+    let mut compiler = ModuleCompiler::new(&profile).expect("compiler");
+    let mut host = host(&profile);
+    let module = compiler.compile(HOARDER.as_bytes()).expect("compiles");
+    let limits = AgentLimits {
+        memory: ByteSize::kib(256),
+        ..profile.agents.default_limits.clone()
+    };
+    host.deploy(ECHO, "hoarder", &module, 1, &limits)
+        .expect("deploys");
+    let outcomes: Vec<Outcome> = (0..6)
+        .map(|key| {
+            run_to_end(&mut host, ECHO, request(&[b'k', key]))
+                .expect("hosted")
+                .outcome
+        })
+        .collect();
+    // 256 KiB hold four 60,002-byte entries; the fifth and sixth are refused.
+    let state_full = Outcome::AgentFailed(-caxton_agents::abi::errors::STATE_FULL);
+    assert_eq!(
+        outcomes,
+        [
+            Outcome::Handled,
+            Outcome::Handled,
+            Outcome::Handled,
+            Outcome::Handled,
+            state_full.clone(),
+            state_full
+        ]
+    );
+    let counts = host.all_stats();
+    assert_eq!(counts[0].state_bytes, 4 * 60_002);
+    // Replacing an entry needs no more room than it holds.
+    let replaced = run_to_end(&mut host, ECHO, request(&[b'k', 0])).expect("hosted");
+    assert_eq!(replaced.outcome, Outcome::Handled);
+}

@@ -753,6 +753,11 @@ fn gossip_to_dead_bounds_the_rounds_a_dead_member_still_receives() {
     // learn a moment later, and still be sending when the window opens).
     assert!((5..=6).contains(&three), "{three}");
     assert!((9..=10).contains(&five), "{five}");
+    let none = frames_after_down(SwimSettings {
+        gossip_to_dead: 0,
+        ..settings()
+    });
+    assert_eq!(none, 0, "0 sends nothing to a member declared down");
 }
 
 #[test]

@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, PriorityClass};
 
 /// The mailbox's limits, from the profile.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,6 +105,26 @@ impl Mailbox {
         envelope.deadline_ns = deadline;
         self.classes[class].push_back(envelope);
         self.len += 1;
+    }
+
+    /// Take back the newest message `is_taken` picks that is no more urgent
+    /// than class `class`, looking at the least urgent class first: the
+    /// message a full shard refuses to make room for one of `class`.
+    pub fn take_newest(
+        &mut self,
+        class: PriorityClass,
+        is_taken: impl Fn(&Envelope) -> bool,
+    ) -> Option<Envelope> {
+        let most_urgent = usize::from(class.0).min(self.classes.len() - 1);
+        let taken = self.classes[most_urgent..]
+            .iter_mut()
+            .rev()
+            .find_map(|queue| {
+                let position = queue.iter().rposition(&is_taken)?;
+                queue.remove(position)
+            })?;
+        self.len -= 1;
+        Some(taken)
     }
 
     /// The next message at `now_ns`: the front of the most urgent non-empty class.
@@ -216,5 +236,32 @@ mod tests {
             (false, 4),
             "delivery_timeout applies without priority classes"
         );
+    }
+
+    #[test]
+    fn the_newest_picked_message_no_more_urgent_is_taken_back() {
+        let mut mailbox = Mailbox::new(config(10));
+        for (priority, tag) in [(1, 1), (1, 2), (3, 3), (1, 4), (0, 5)] {
+            mailbox.push(message(priority, tag), 0).expect("room");
+        }
+        let odd = |envelope: &Envelope| envelope.content[0] % 2 == 1;
+        // Least urgent class first: 3 (low), then the newest odd of class 1.
+        assert_eq!(
+            mailbox
+                .take_newest(PriorityClass(1), odd)
+                .map(|e| e.content[0]),
+            Some(3)
+        );
+        assert_eq!(
+            mailbox
+                .take_newest(PriorityClass(1), odd)
+                .map(|e| e.content[0]),
+            Some(1)
+        );
+        // 5 is critical: more urgent than class 1, so it stays.
+        assert_eq!(mailbox.take_newest(PriorityClass(1), odd), None);
+        assert_eq!(mailbox.len(), 3);
+        let order: Vec<u8> = (0..3).map(|_| tag(mailbox.pop(0)).1).collect();
+        assert_eq!(order, [5, 2, 4]);
     }
 }

@@ -34,6 +34,12 @@ pub const CLIENT_PORTS_MAX: u32 = 4096;
 /// the gossip core more than it buys.
 pub const TIME_SLICE_MIN: std::time::Duration = std::time::Duration::from_micros(50);
 
+/// The most mailbox lanes per shard (`messaging.parallel_routes`).
+pub const PARALLEL_ROUTES_MAX: u32 = 4096;
+
+/// A WebAssembly page: the least memory a module with a memory starts with.
+const WASM_PAGE_BYTES: u64 = 64 * 1024;
+
 /// Every rule `profile` breaks, in schema order.
 pub fn validate(profile: &Profile) -> Vec<Violation> {
     let mut violations = Vec::new();
@@ -141,6 +147,18 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
             "",
         );
     }
+    for (key, size) in [
+        ("runtime.max_memory_per_agent", runtime.max_memory_per_agent),
+        ("runtime.agent_heap_size", runtime.agent_heap_size),
+    ] {
+        if size.bytes() < WASM_PAGE_BYTES {
+            fail(
+                key,
+                format!("{size} is below one 64KB WebAssembly page"),
+                "no module with a memory could start",
+            );
+        }
+    }
     if runtime.agent_heap_size > runtime.max_memory_per_agent {
         fail(
             "runtime.agent_heap_size",
@@ -246,6 +264,13 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
             "use at least 50us",
         );
     }
+    if runtime.agent_pool.recycle_after.get().is_zero() {
+        fail(
+            "runtime.agent_pool.recycle_after",
+            "must be above zero".into(),
+            "0 would start a fresh instance for every message; use a long duration to recycle by max_reuse_count alone",
+        );
+    }
     if runtime.agent_pool.max_reuse_count == 0 {
         fail(
             "runtime.agent_pool.max_reuse_count",
@@ -302,6 +327,16 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
     }
     if messaging.parallel_routes == 0 {
         fail("messaging.parallel_routes", "must be at least 1".into(), "");
+    } else if messaging.parallel_routes > PARALLEL_ROUTES_MAX {
+        // Every shard builds its lanes at boot: an absurd count is memory.
+        fail(
+            "messaging.parallel_routes",
+            format!(
+                "{} is above {PARALLEL_ROUTES_MAX}",
+                messaging.parallel_routes
+            ),
+            "a lane serves many agents: a few lanes separate a busy agent from the rest",
+        );
     }
     if messaging.delivery_timeout.get().is_zero() {
         fail(
@@ -360,6 +395,13 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
     }
 
     let cluster = &profile.coordination.cluster;
+    if cluster.probe_timeout.get().is_zero() {
+        fail(
+            "coordination.cluster.probe_timeout",
+            "must be above zero".into(),
+            "a probe needs time for its answer: use at least a network round trip",
+        );
+    }
     if cluster.probe_timeout >= cluster.probe_interval {
         fail(
             "coordination.cluster.probe_timeout",
@@ -372,10 +414,6 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
         (
             "coordination.cluster.suspicion_multiplier",
             cluster.suspicion_multiplier,
-        ),
-        (
-            "coordination.cluster.gossip_to_dead",
-            cluster.gossip_to_dead,
         ),
         (
             "coordination.cluster.indirect_probes",
@@ -581,7 +619,7 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
         }
         if entry
             .memory
-            .is_some_and(|memory| memory.bytes() < 64 * 1024)
+            .is_some_and(|memory| memory.bytes() < WASM_PAGE_BYTES)
         {
             fail(
                 &format!("{key}.memory"),
@@ -681,7 +719,7 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
             "",
         );
     }
-    if agents.default_limits.memory.bytes() < 64 * 1024 {
+    if agents.default_limits.memory.bytes() < WASM_PAGE_BYTES {
         fail(
             "agents.default_limits.memory",
             "is below one 64KB WebAssembly page".into(),

@@ -603,3 +603,64 @@ fn no_agent_gets_more_memory_than_the_ceiling() {
     // What the profile says, before the cap.
     assert_eq!(profile.agents.limits_for("anyone").memory.bytes(), 50 << 20);
 }
+
+/// Values that would make a key act absurdly are refused, each naming its key.
+#[test]
+fn degenerate_values_are_refused_by_key() {
+    for (setting, key) in [
+        (
+            "runtime.agent_pool.recycle_after=0s",
+            "runtime.agent_pool.recycle_after",
+        ),
+        (
+            "runtime.max_memory_per_agent=0",
+            "runtime.max_memory_per_agent",
+        ),
+        ("runtime.agent_heap_size=32KB", "runtime.agent_heap_size"),
+        (
+            "messaging.parallel_routes=4097",
+            "messaging.parallel_routes",
+        ),
+        (
+            "coordination.cluster.probe_timeout=0s",
+            "coordination.cluster.probe_timeout",
+        ),
+        // One allowed value, or a handful: anything else is named.
+        ("storage.type=postgres", "storage.type"),
+        ("transport.type=udp", "transport.type"),
+        (
+            "runtime.numa.memory_policy=anywhere",
+            "runtime.numa.memory_policy",
+        ),
+    ] {
+        let error = load(&[], &[setting.to_owned()]).expect_err(setting);
+        assert_eq!(error.key.as_deref(), Some(key), "{setting}: {error}");
+    }
+    // At the bounds, each loads.
+    for setting in [
+        "runtime.agent_pool.recycle_after=1ms",
+        "runtime.agent_heap_size=64KB",
+        "messaging.parallel_routes=4096",
+        // No gossip to a member once it is declared down.
+        "coordination.cluster.gossip_to_dead=0",
+    ] {
+        load(&[], &[setting.to_owned()]).unwrap_or_else(|error| panic!("{setting}: {error}"));
+    }
+}
+
+/// `enabled` defaults to false, but a `priority_routing:` block that leaves
+/// it out asks for the classes it names.
+#[test]
+fn a_priority_routing_block_without_enabled_turns_it_on() {
+    let unset = load(&[], &[]).expect("loads");
+    assert!(!unset.profile.messaging.priority_routing.enabled);
+    let block = load_text(
+        "messaging:\n  priority_routing:\n    queues:\n      - name: only\n        priority: 0\n        max_latency: 5ms\n",
+    )
+    .expect("loads");
+    let routing = &block.profile.messaging.priority_routing;
+    assert!(routing.enabled);
+    assert_eq!(routing.queues.len(), 1);
+    let off = load_text("messaging:\n  priority_routing:\n    enabled: false\n").expect("loads");
+    assert!(!off.profile.messaging.priority_routing.enabled);
+}

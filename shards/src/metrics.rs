@@ -31,6 +31,9 @@ pub struct ShardMetrics {
     pub handled: u64,
     /// Sends refused because a mailbox or ring was full.
     pub refused: u64,
+    /// Of those, messages already admitted and then pushed out of a full
+    /// mailbox to make room for a less busy agent's.
+    pub pushed_out: u64,
     /// Messages answered with `failure` because their deadline passed.
     pub timeouts: u64,
     /// Handlers that trapped, ran too long, or grew past their memory.
@@ -82,6 +85,7 @@ impl Default for ShardMetrics {
             arrived_from_clients: 0,
             handled: 0,
             refused: 0,
+            pushed_out: 0,
             timeouts: 0,
             faults: 0,
             agent_failures: 0,
@@ -123,6 +127,7 @@ impl ShardMetrics {
         self.arrived_from_clients += other.arrived_from_clients;
         self.handled += other.handled;
         self.refused += other.refused;
+        self.pushed_out += other.pushed_out;
         self.timeouts += other.timeouts;
         self.faults += other.faults;
         self.agent_failures += other.agent_failures;

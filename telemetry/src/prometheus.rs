@@ -57,6 +57,8 @@ pub struct ShardCounters {
     pub handled: u64,
     /// Sends refused because a mailbox or ring of the shard was full.
     pub refused: u64,
+    /// Of those, admitted messages pushed out of a full mailbox for a less busy agent's.
+    pub pushed_out: u64,
     /// Messages answered with failure because their deadline passed.
     pub timeouts: u64,
     /// Handlers that trapped, ran too long or grew past their memory.
@@ -183,7 +185,7 @@ fn node_gauges(out: &mut String, exposition: &Exposition<'_>) {
 /// One series per shard for each counter, labelled with the shard's index.
 fn per_shard_series(out: &mut String, shards: &[ShardCounters]) {
     type ShardField = fn(&ShardCounters) -> u64;
-    let per_shard: [(&str, &str, &str, ShardField); 15] = [
+    let per_shard: [(&str, &str, &str, ShardField); 16] = [
         (
             "caxton_shard_queue_depth",
             "gauge",
@@ -201,6 +203,12 @@ fn per_shard_series(out: &mut String, shards: &[ShardCounters]) {
             "counter",
             "Sends refused because a mailbox or ring of the shard was full",
             |m| m.refused,
+        ),
+        (
+            "caxton_shard_pushed_out_total",
+            "counter",
+            "Of the refused sends, messages pushed out of a full mailbox to make room for a less busy agent's",
+            |m| m.pushed_out,
         ),
         (
             "caxton_shard_timeouts_total",

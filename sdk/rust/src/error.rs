@@ -41,7 +41,8 @@ pub enum Error {
     BadUtf8,
     /// A ticket that is unknown or already used (code 8).
     NoSender,
-    /// The agent already holds 4,096 state keys (code 10).
+    /// The agent already holds 4,096 state keys, or the value would take its
+    /// state past its memory limit (code 10).
     StateFull,
     /// A host code this SDK does not know (a newer host), kept as is.
     Host(i32),
@@ -120,7 +121,9 @@ impl fmt::Display for Error {
             Error::UnknownReceiver => f.write_str("no agent of that name is deployed"),
             Error::BadUtf8 => f.write_str("name is not UTF-8"),
             Error::NoSender => f.write_str("ticket unknown or already used"),
-            Error::StateFull => f.write_str("state holds the most keys an agent may have"),
+            Error::StateFull => {
+                f.write_str("state holds the most keys or bytes the agent may have")
+            }
             Error::Host(code) => write!(f, "host error {code}"),
             Error::Decode(why) => write!(f, "cannot decode: {why}"),
             Error::Encode(why) => write!(f, "cannot encode: {why}"),

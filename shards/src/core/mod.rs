@@ -55,8 +55,8 @@ use std::time::Duration;
 
 use caxton_agents::{Handled, Handling, Outcome};
 use caxton_messaging::{
-    Address, AgentId, Durability, Envelope, InstanceId, Mailbox, MailboxConfig, MailboxFull,
-    Performative, Popped, ReplyPath, NOBODY,
+    Address, AgentId, Durability, Envelope, InstanceId, Mailbox, MailboxConfig, Performative,
+    Popped, ReplyPath, NOBODY,
 };
 use caxton_profiles::Profile;
 use caxton_storage::{DurabilityLedger, StorageEvent, Write};
@@ -157,6 +157,9 @@ pub(crate) struct ShardCore {
     /// Most messages the lanes hold together (`queue_size`, within the
     /// shard's share of `max_concurrent_messages`).
     mailbox_capacity: usize,
+    /// Messages in the lanes per local agent, by agent number: who to push
+    /// out when the lanes are full ([`Self::make_room`]).
+    in_lanes_per_agent: Vec<u32>,
     /// Content bytes of the messages in the lanes and held for their
     /// agents, kept as they come and go.
     waiting_bytes: usize,
@@ -225,6 +228,7 @@ impl ShardCore {
                 .collect(),
             in_lanes: 0,
             mailbox_capacity: limits.lane.capacity,
+            in_lanes_per_agent: Vec::new(),
             waiting_bytes: 0,
             waiting_bytes_max: limits.waiting_bytes_max,
             ready: VecDeque::new(),
@@ -560,8 +564,7 @@ impl ShardCore {
         while let Some(lane) = self.ready.pop_front() {
             let popped = self.lanes[lane].pop(now);
             if let Popped::Ready(envelope) | Popped::Expired(envelope) = &popped {
-                self.in_lanes -= 1;
-                self.waiting_bytes = self.waiting_bytes.saturating_sub(envelope.content.len());
+                self.left_lanes(envelope);
             }
             if !self.lanes[lane].is_empty() {
                 self.ready.push_back(lane);
@@ -617,6 +620,7 @@ impl ShardCore {
         let mut remaining = inbound;
         self.ready.clear();
         self.in_lanes = 0;
+        self.in_lanes_per_agent.clear();
         self.waiting_bytes = 0;
         for lane in &mut self.lanes {
             while let Popped::Ready(envelope) | Popped::Expired(envelope) = lane.pop(now) {
@@ -811,35 +815,108 @@ impl ShardCore {
         }
     }
 
-    /// Admit `envelope` to its agent's lane, or refuse it when the lane is full.
+    /// Admit `envelope` to its agent's lane, or refuse it when the lanes
+    /// are full and no busier agent's message can make room.
     fn accept(&mut self, envelope: Envelope, now: u64, io: &mut impl ShardIo) {
         let agent = receiver_agent(&envelope);
         let trace = envelope.trace;
-        let lane = self.lane_of(agent.map_or(0, |agent| agent.0 as usize));
-        // The lanes share the shard's capacity (a single lane checks its own).
+        let number = agent.map_or(0, |agent| agent.0 as usize);
         let bytes = envelope.content.len();
-        let owed = is_owed(&envelope);
-        let shard_full = !owed
-            && ((self.lanes.len() > 1 && self.in_lanes >= self.mailbox_capacity)
-                || self.waiting_bytes.saturating_add(bytes) > self.waiting_bytes_max);
-        let admitted = if shard_full {
-            Err(MailboxFull(envelope))
-        } else if owed {
-            self.lanes[lane].push_owed(envelope, now);
-            Ok(())
-        } else {
-            self.lanes[lane].push(envelope, now)
-        };
-        if let Err(MailboxFull(refused)) = admitted {
+        // A stored message is owed its handling: admitted past the bounds.
+        if !is_owed(&envelope)
+            && !self.has_room_for(bytes)
+            && !self.make_room(number, envelope.priority, bytes, now, io)
+        {
             self.tracer.hop(trace, HopKind::Refused, now, agent);
-            self.refuse(&refused, "refused:queue-full", now, io);
-        } else {
-            self.in_lanes += 1;
-            self.waiting_bytes += bytes;
-            if self.lanes[lane].len() == 1 {
-                self.ready.push_back(lane);
+            self.refuse(&envelope, "refused:queue-full", now, io);
+            return;
+        }
+        let lane = self.lane_of(number);
+        self.lanes[lane].push_owed(envelope, now);
+        self.in_lanes += 1;
+        self.waiting_bytes += bytes;
+        // Counted for the agents the directory knows; a made-up number
+        // (a stale instance address) must not grow the table.
+        if number < self.directory.len().max(self.in_lanes_per_agent.len()) {
+            if number >= self.in_lanes_per_agent.len() {
+                self.in_lanes_per_agent.resize(number + 1, 0);
             }
-            self.tracer.hop(trace, HopKind::Admitted, now, agent);
+            self.in_lanes_per_agent[number] += 1;
+        }
+        if self.lanes[lane].len() == 1 {
+            self.ready.push_back(lane);
+        }
+        self.tracer.hop(trace, HopKind::Admitted, now, agent);
+    }
+
+    /// Whether the lanes (shared by all: one busy agent may use them all
+    /// while no other needs room) take one more message of `bytes`.
+    fn has_room_for(&self, bytes: usize) -> bool {
+        self.in_lanes < self.mailbox_capacity
+            && self.waiting_bytes.saturating_add(bytes) <= self.waiting_bytes_max
+    }
+
+    /// The lanes are full, and a message of class `priority` and `bytes`
+    /// for agent number `number` arrives: push out the newest message (no
+    /// more urgent) of the agent holding the most, while that agent holds
+    /// more than this one will. Whether there is room now.
+    ///
+    /// Refusing the arrival instead would let one flooded agent fill the
+    /// shard's mailbox and have every neighbour's message refused; with
+    /// push-out a flood costs its own agent's senders, and an agent alone
+    /// may still use every slot. Either way one sender hears
+    /// `refused:queue-full`; it is the busy agent's.
+    fn make_room(
+        &mut self,
+        number: usize,
+        priority: caxton_messaging::PriorityClass,
+        bytes: usize,
+        now: u64,
+        io: &mut impl ShardIo,
+    ) -> bool {
+        loop {
+            if self.has_room_for(bytes) {
+                return true;
+            }
+            let holds = self.in_lanes_per_agent.get(number).copied().unwrap_or(0);
+            let Some((busiest, most)) = self
+                .in_lanes_per_agent
+                .iter()
+                .copied()
+                .enumerate()
+                .max_by_key(|&(_, count)| count)
+            else {
+                return false;
+            };
+            if busiest == number || most <= holds + 1 {
+                return false;
+            }
+            let victim = AgentId(busiest as u32);
+            let lane = self.lane_of(busiest);
+            let Some(pushed_out) = self.lanes[lane].take_newest(priority, |envelope| {
+                receiver_agent(envelope) == Some(victim) && !is_owed(envelope)
+            }) else {
+                return false;
+            };
+            self.left_lanes(&pushed_out);
+            if self.lanes[lane].is_empty() {
+                self.ready.retain(|&ready| ready != lane);
+            }
+            self.metrics.pushed_out += 1;
+            self.tracer
+                .hop(pushed_out.trace, HopKind::Refused, now, Some(victim));
+            self.refuse(&pushed_out, "refused:queue-full", now, io);
+        }
+    }
+
+    /// `envelope` left the lanes (popped or pushed out): uncount it.
+    fn left_lanes(&mut self, envelope: &Envelope) {
+        self.in_lanes -= 1;
+        self.waiting_bytes = self.waiting_bytes.saturating_sub(envelope.content.len());
+        if let Some(count) = receiver_agent(envelope)
+            .and_then(|agent| self.in_lanes_per_agent.get_mut(agent.0 as usize))
+        {
+            *count = count.saturating_sub(1);
         }
     }
 

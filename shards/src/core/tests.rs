@@ -1189,7 +1189,9 @@ fn lanes_with_messages_take_turns_and_empty_ones_take_none() {
 }
 
 /// Two lanes with room for three messages between them: one agent may use
-/// all of it, and what it uses is gone for an agent on the other lane.
+/// all of it; an agent on the other lane then gets room by pushing out the
+/// busy one's newest, and a message for the agent holding the most is
+/// refused outright.
 #[test]
 fn mailbox_lanes_share_the_shards_capacity() {
     let mut core = ShardCore::new(
@@ -1220,12 +1222,94 @@ fn mailbox_lanes_share_the_shards_capacity() {
         "one agent fills the shard's capacity, not its lane's share of it"
     );
     core.on_arrival(request(second, b"4", 0), 0, &mut io);
-    assert_eq!(
-        only_answer(&mut io),
-        (Performative::Failure, "caxton:refused:queue-full".into())
-    );
-    assert_eq!(core.metrics_mut().refused, 1);
+    core.on_arrival(request(first, b"5", 0), 0, &mut io);
+    let refused: Vec<(Performative, Vec<u8>)> = io
+        .take(CLIENT_PORT)
+        .into_iter()
+        .map(|answer| (answer.performative, answer.content))
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(refused.iter().all(
+        |(performative, content)| *performative == Performative::Failure
+            && content == b"caxton:refused:queue-full"
+    ));
+    let metrics = core.metrics_mut();
+    assert_eq!((metrics.refused, metrics.pushed_out), (2, 1));
     assert_eq!(core.queued(), 3);
+    let mut agents = FakeAgents {
+        behaviours: HashMap::from([(first, Behaviour::Echo), (second, Behaviour::Echo)]),
+        ..FakeAgents::default()
+    };
+    while core.handle_next(1, &mut agents, &mut io).is_some() {}
+    let ran: Vec<&[u8]> = agents
+        .runs
+        .iter()
+        .map(|(_, content)| content.as_slice())
+        .collect();
+    assert_eq!(
+        ran,
+        [b"1", b"4", b"2"],
+        "first's newest (3) was pushed out, 5 refused"
+    );
+}
+
+/// Push-out keeps what a flooded agent may take from its neighbours fair,
+/// and never takes a more urgent message for a less urgent arrival.
+#[test]
+fn a_flooded_agent_gives_up_its_newest_to_its_neighbours() {
+    let two_classes = CoreLimits {
+        lane: MailboxConfig {
+            class_max_latency_ns: vec![None, None],
+            ..limits(4).lane
+        },
+        ..limits(4)
+    };
+    let mut core = ShardCore::new(0, 2, &two_classes, None);
+    let (directory, busy) = Directory::default().with_agent(AgentRecord {
+        name: "busy".into(),
+        instances_per_shard: vec![1, 0],
+    });
+    let (directory, quiet) = directory.with_agent(AgentRecord {
+        name: "quiet".into(),
+        instances_per_shard: vec![1, 0],
+    });
+    core.set_directory(Arc::new(directory));
+    let mut io = RecordingIo::new(3, 0);
+    let urgent = |content: &[u8]| Envelope {
+        priority: PriorityClass(0),
+        ..request(busy, content, 0)
+    };
+    let calm = |to, content: &[u8]| Envelope {
+        priority: PriorityClass(1),
+        ..request(to, content, 0)
+    };
+    core.on_arrival(urgent(b"u1"), 0, &mut io);
+    core.on_arrival(calm(busy, b"c1"), 0, &mut io);
+    core.on_arrival(calm(busy, b"c2"), 0, &mut io);
+    core.on_arrival(urgent(b"u2"), 0, &mut io);
+    assert!(io.take(CLIENT_PORT).is_empty());
+    // Three quiet arrivals: the first two push out busy's calm c2, then
+    // c1 (never u2, which is more urgent); the third finds busy holding
+    // two, quiet two: no one to push out, so it is refused itself.
+    for content in [b"q1", b"q2", b"q3"] {
+        core.on_arrival(calm(quiet, content), 0, &mut io);
+    }
+    assert_eq!(io.take(CLIENT_PORT).len(), 3);
+    assert_eq!(core.metrics_mut().pushed_out, 2);
+    let mut agents = FakeAgents {
+        behaviours: HashMap::from([
+            (busy, Behaviour::End(Outcome::Handled)),
+            (quiet, Behaviour::End(Outcome::Handled)),
+        ]),
+        ..FakeAgents::default()
+    };
+    while core.handle_next(1, &mut agents, &mut io).is_some() {}
+    let ran: Vec<&[u8]> = agents
+        .runs
+        .iter()
+        .map(|(_, content)| content.as_slice())
+        .collect();
+    assert_eq!(ran, [b"u1".as_slice(), b"u2", b"q1", b"q2"]);
 }
 
 /// `queue_size` bounds the shard's mailbox whatever `parallel_routes` is.
