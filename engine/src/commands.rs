@@ -667,6 +667,9 @@ fn run_node(selection: &ProfileSelection, joins: &[String]) -> Result<(), Comman
     for note in &plan.notes {
         warn!("{note}");
     }
+    for note in caxton_profiles::messaging_notes(&loaded.profile, plan.data_shards.len()) {
+        info!("{note}");
+    }
 
     // Signals are blocked from reaching shard threads by routing them to one
     // watcher thread; it only flips the node's stop signal.
@@ -1026,12 +1029,41 @@ fn warn_about_idle_keys(loaded: &LoadedProfile) {
             );
         }
     }
-    // Keys that act only beside another that is off.
+    // Keys that act only beside another that is off (or that a finer one
+    // outweighs), named when the profile writes them.
     let profile = &loaded.profile;
-    if !profile.runtime.wasm.stack_pooling
-        && loaded.written_keys().any(|key| key == "runtime.time_slice")
-    {
-        warn!("runtime.time_slice: without runtime.wasm.stack_pooling a handler cannot yield at a slice's end and runs to its end; the slice still sets how often max_execution_time is checked");
+    let runtime = &profile.runtime;
+    let in_cluster = profile.coordination.cluster.listen_address.is_some();
+    for (idle, key, why) in [
+        (
+            !runtime.wasm.stack_pooling,
+            "runtime.time_slice",
+            "without runtime.wasm.stack_pooling a handler cannot yield at a slice's end and runs to its end; the slice still sets how often max_execution_time is checked",
+        ),
+        (
+            runtime.cpu_affinity.enabled || !runtime.numa.enabled,
+            "runtime.numa.cpu_bind",
+            "acts only with runtime.numa.enabled and runtime.cpu_affinity off (cpu_affinity pins each shard to one core, finer than its NUMA node's)",
+        ),
+        (
+            !runtime.wasm.cache_compiled_modules,
+            "runtime.wasm.module_cache_size",
+            "sizes a cache that runtime.wasm.cache_compiled_modules: false turns off",
+        ),
+        (
+            in_cluster && !profile.transport.connection_pool.pre_warm,
+            "transport.connection_pool.warm_connections",
+            "counts the connections opened ahead of need, which transport.connection_pool.pre_warm: false turns off",
+        ),
+        (
+            profile.observability.hdr_log.directory.is_none(),
+            "observability.hdr_log.interval",
+            "paces the HDR log, written only with observability.hdr_log.directory",
+        ),
+    ] {
+        if idle && loaded.written_keys().any(|written| written == key) {
+            warn!("{key}: {why}");
+        }
     }
     if !profile.messaging.priority_routing.enabled
         && loaded

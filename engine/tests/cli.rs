@@ -415,9 +415,23 @@ fn keys_that_wait_for_another_key_are_reported_at_boot() {
         // The guide's override, over the default 64MB ceiling.
         "--set",
         "agents.overrides=[{agent_id: heavy-processor, memory: 500MB}]",
+        "--set",
+        "runtime.numa.cpu_bind=true",
+        "--set",
+        "runtime.wasm.cache_compiled_modules=false",
+        "--set",
+        "runtime.wasm.module_cache_size=10",
+        "--set",
+        "observability.hdr_log.interval=5s",
+        "--set",
+        "runtime.max_concurrent_messages=100",
     ]);
     for notice in [
         "without runtime.wasm.stack_pooling a handler cannot yield",
+        "runtime.numa.cpu_bind: acts only with runtime.numa.enabled",
+        "runtime.wasm.module_cache_size: sizes a cache",
+        "observability.hdr_log.interval: paces the HDR log",
+        "each of the 1 data shards' mailboxes holds 100 messages, below messaging.queue_size (10000)",
         "messaging.priority_routing.queues wait for messaging.priority_routing.enabled",
         "agents.overrides[0].memory (500MB for `heavy-processor`) over runtime.max_memory_per_agent (64MB): those agents get 64MB",
     ] {
@@ -433,6 +447,19 @@ fn keys_that_wait_for_another_key_are_reported_at_boot() {
         "messaging.priority_routing.enabled=true",
     ]);
     assert!(!running.seen.contains("cannot yield"), "{}", running.seen);
+    assert!(
+        !running.seen.contains("mailboxes holds"),
+        "{}",
+        running.seen
+    );
+    // The default classes under the default 5s delivery_timeout: low's 10s never counts.
+    assert!(
+        running
+            .seen
+            .contains("messaging.priority_routing.queues: low (10s) wait no longer than messaging.delivery_timeout (5s)"),
+        "{}",
+        running.seen
+    );
     assert!(
         !running.seen.contains("over runtime.max_memory_per_agent"),
         "{}",

@@ -913,6 +913,53 @@ pub fn memory_limits_over_the_ceiling(profile: &Profile) -> Vec<(String, String)
     over
 }
 
+/// How many messages each of `data_shards` shards' mailboxes holds:
+/// `messaging.queue_size`, within the shard's even share of
+/// `runtime.max_concurrent_messages` (split so that no shard consults
+/// another to enforce it).
+pub fn mailbox_capacity(profile: &Profile, data_shards: usize) -> usize {
+    let share = (profile.runtime.max_concurrent_messages as usize).div_ceil(data_shards.max(1));
+    (profile.messaging.queue_size as usize).min(share).max(1)
+}
+
+/// Where the messaging keys outweigh one another on `data_shards` shards,
+/// in words to log at boot: each key still acts, but not as its value
+/// alone would suggest.
+pub fn messaging_notes(profile: &Profile, data_shards: usize) -> Vec<String> {
+    let messaging = &profile.messaging;
+    let capacity = mailbox_capacity(profile, data_shards);
+    let mut notes = Vec::new();
+    if capacity < messaging.queue_size as usize {
+        notes.push(format!(
+            "each of the {data_shards} data shards' mailboxes holds {capacity} messages, below messaging.queue_size ({}): runtime.max_concurrent_messages ({}) is shared among the shards",
+            messaging.queue_size, profile.runtime.max_concurrent_messages
+        ));
+    }
+    if messaging.batch_size as usize > capacity {
+        notes.push(format!(
+            "messaging.batch_size ({}) is above what a shard's mailbox holds ({capacity}): a drain of a full ring may take more than fits, and the rest are refused (queue-full)",
+            messaging.batch_size
+        ));
+    }
+    let routing = &messaging.priority_routing;
+    if routing.enabled {
+        let timeout = messaging.delivery_timeout;
+        let outlasted: Vec<String> = routing
+            .by_urgency()
+            .into_iter()
+            .filter(|class| class.max_latency >= timeout)
+            .map(|class| format!("{} ({})", class.name, class.max_latency))
+            .collect();
+        if !outlasted.is_empty() {
+            notes.push(format!(
+                "messaging.priority_routing.queues: {} wait no longer than messaging.delivery_timeout ({timeout}), which comes first: their max_latency changes nothing",
+                outlasted.join(", ")
+            ));
+        }
+    }
+    notes
+}
+
 /// `profile` with the other transport's block at its defaults: the same
 /// engine behaviour, written without it. The QUIC datagram size is kept on
 /// TCP: it bounds SWIM's packets on either transport.

@@ -664,3 +664,41 @@ fn a_priority_routing_block_without_enabled_turns_it_on() {
     let off = load_text("messaging:\n  priority_routing:\n    enabled: false\n").expect("loads");
     assert!(!off.profile.messaging.priority_routing.enabled);
 }
+
+/// Keys that one another outweigh are named at boot (`messaging_notes`).
+#[test]
+fn messaging_keys_outweighed_by_others_are_named() {
+    let throughput = load(&["high-throughput".into()], &[])
+        .expect("loads")
+        .profile;
+    // 10,000 concurrent messages over 16 shards: 625 each, not queue_size.
+    assert_eq!(caxton_profiles::mailbox_capacity(&throughput, 16), 625);
+    let notes = caxton_profiles::messaging_notes(&throughput, 16);
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert!(
+        notes[0].contains("holds 625 messages")
+            && notes[0].contains("runtime.max_concurrent_messages")
+    );
+    assert!(notes[1].contains("messaging.batch_size (1000)"));
+    // One shard: its share is all 10,000, still below queue_size.
+    assert_eq!(caxton_profiles::mailbox_capacity(&throughput, 1), 10_000);
+
+    // low-latency's 1s delivery_timeout comes before the normal and low classes' deadlines.
+    let latency = load(&["low-latency".into()], &[]).expect("loads").profile;
+    let notes = caxton_profiles::messaging_notes(&latency, 2);
+    assert!(
+        notes
+            .iter()
+            .any(|note| note.contains("normal (1s), low (10s)")),
+        "{notes:?}"
+    );
+    let longer = load(
+        &["low-latency".into()],
+        &["messaging.delivery_timeout=20s".into()],
+    )
+    .expect("loads")
+    .profile;
+    assert!(caxton_profiles::messaging_notes(&longer, 2)
+        .iter()
+        .all(|note| !note.contains("priority_routing")));
+}

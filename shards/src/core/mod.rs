@@ -101,10 +101,7 @@ impl CoreLimits {
         } else {
             vec![None]
         };
-        // max_concurrent_messages is split evenly over the data shards, so that
-        // no shard consults another to enforce it; queue_size bounds each shard.
-        let share = (profile.runtime.max_concurrent_messages as usize).div_ceil(data_shards.max(1));
-        let capacity = (messaging.queue_size as usize).min(share).max(1);
+        let capacity = caxton_profiles::mailbox_capacity(profile, data_shards);
         let lanes = messaging.parallel_routes.max(1) as usize;
         Self {
             lanes,
