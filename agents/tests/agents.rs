@@ -488,6 +488,22 @@ fn the_module_cache_follows_the_profile() {
     uncached.compile(&example("echo")).expect("compiles");
     uncached.compile(&example("echo")).expect("compiles");
     assert_eq!((uncached.compilations, uncached.cache_hits), (2, 0));
+
+    // module_cache_size: the oldest module leaves a full cache.
+    for (size, expected) in [(1, (3, 0)), (2, (2, 1))] {
+        let mut sized_profile = small_profile();
+        sized_profile.runtime.wasm.module_cache_size = size;
+        let mut sized = ModuleCompiler::new(&sized_profile).expect("compiler");
+        for name in ["echo", "counter", "echo"] {
+            sized.compile(&example(name)).expect("compiles");
+        }
+        assert_eq!(
+            (sized.compilations, sized.cache_hits),
+            expected,
+            "module_cache_size {size}"
+        );
+        assert_eq!(sized.cache_footprint().0, size as usize);
+    }
 }
 
 #[test]
@@ -562,6 +578,21 @@ fn runtime_keys_shape_the_engine() {
     );
     let handled = run_to_end(&mut interpreter_host, ECHO, request(b"interpreted")).expect("hosted");
     assert_eq!(handled.outbox[0].content, b"interpreted");
+    // It is Pulley bytecode, not native code: a native engine will not load it.
+    let bytecode = compiler.compile(&example("echo")).expect("compiles");
+    let mut native_host = host(&small_profile());
+    assert!(
+        native_host
+            .deploy(
+                ECHO,
+                "echo",
+                &bytecode,
+                1,
+                &small_profile().agents.default_limits
+            )
+            .is_err(),
+        "an interpreter's module runs on the interpreter only"
+    );
 }
 
 /// Recurses `depth` times (content's first byte × 100) before answering.

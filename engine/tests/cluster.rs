@@ -485,6 +485,35 @@ fn trial_node(name: &str, seed: Option<&str>) -> RunningEngine {
     start_engine(&arguments)
 }
 
+/// `coordination.cluster.seeds` in a profile joins as `--join` does.
+#[test]
+fn seeds_written_in_the_profile_are_joined() {
+    let a = trial_node("a", None);
+    let seeds = format!("coordination.cluster.seeds=[\"{}\"]", cluster_address(&a));
+    let b = start_engine(&[
+        "--profile",
+        "default",
+        "--profile",
+        "cluster-small",
+        "--set",
+        "runtime.worker_threads=1",
+        "--set",
+        "coordination.cluster.listen_address=127.0.0.1:0",
+        "--set",
+        "coordination.cluster.node_name=b",
+        "--set",
+        &seeds,
+    ]);
+    // The counts are of the other members.
+    wait(
+        &a,
+        Duration::from_secs(10),
+        "b joined through its seeds",
+        |view| view["counts"]["alive"] == 1,
+    );
+    drop(b);
+}
+
 /// A second member under a name already in use is named in the log, with
 /// the key that gives each node its own.
 #[test]

@@ -300,3 +300,41 @@ fn many_agents_on_one_shard_all_run_sliced() {
     }
     node.shutdown().expect("clean stop");
 }
+
+/// A pinned agent (`runtime.cpu_affinity.pinned_agents`, or an
+/// `agents.deploy` entry's `cpu_cores`) gets its instances on the shards of
+/// its cores only, on a running node; an unpinned one is spread over all.
+#[test]
+fn pinned_agents_run_only_on_the_shards_of_their_cores() {
+    let unpinned = plan_on_this_machine(&["low-latency"], &["runtime.worker_threads=2"]);
+    let second_core = unpinned.plan.data_shards[1].home_pu;
+    let pin = format!(
+        "runtime.cpu_affinity.pinned_agents=[{{agent_id: pinned, cpu_cores: [{second_core}]}}]"
+    );
+    let deploy = format!(
+        "agents.deploy=[{{name: listed, module: examples/agents/echo.wat, cpu_cores: [{second_core}]}}]"
+    );
+    let planned = plan_on_this_machine(
+        &["low-latency"],
+        &["runtime.worker_threads=2", &pin, &deploy],
+    );
+    let mut node = Node::start(&planned.profile, &planned.plan).expect("node boots");
+    let limits = planned.profile.agents.default_limits.clone();
+    for name in ["pinned", "listed", "free"] {
+        node.deploy(name, &example("echo"), 4, &limits)
+            .unwrap_or_else(|error| panic!("{name}: {error}"));
+    }
+    let directory = node.directory();
+    let placed = |name: &str| {
+        let id = directory.resolve(name).expect("deployed");
+        directory
+            .get(id)
+            .expect("record")
+            .instances_per_shard
+            .clone()
+    };
+    assert_eq!(placed("pinned"), [0, 4]);
+    assert_eq!(placed("listed"), [0, 4]);
+    assert_eq!(placed("free"), [2, 2]);
+    node.shutdown().expect("stops");
+}
