@@ -327,6 +327,12 @@ impl MeshPort {
         flag.load(Ordering::Relaxed) && flag.swap(false, Ordering::AcqRel)
     }
 
+    /// Messages waiting in the inbound rings. Reads every producer's tail:
+    /// for snapshots (metrics), not for each turn.
+    pub fn inbound_len(&self) -> usize {
+        self.inbound.iter().flatten().map(Consumer::slots).sum()
+    }
+
     /// Whether any inbound ring holds a message.
     pub fn has_inbound(&self) -> bool {
         self.has_inbound_except(&|_| false)
@@ -426,9 +432,12 @@ mod tests {
                 .reply_with,
             4
         );
+        assert_eq!(ports[2].inbound_len(), 3, "waiting over both rings");
+        assert_eq!(ports[0].inbound_len(), 0);
         let mut seen = Vec::new();
         let taken = ports[2].drain(8, |envelope| seen.push(envelope.reply_with));
         assert_eq!(taken, 3);
+        assert_eq!(ports[2].inbound_len(), 0);
         seen.sort_unstable();
         assert_eq!(seen, [1, 2, 3]);
         assert!(!ports[2].has_inbound());

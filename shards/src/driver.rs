@@ -375,9 +375,12 @@ impl ShardDriver {
                     .storage
                     .as_ref()
                     .map(|storage| storage.writer.committed());
+                let in_rings = self.port.inbound_len() as u64;
                 let (core, mut agents, _) = self.parts();
                 core.record_startups(&mut agents);
                 let metrics = core.metrics_mut();
+                // Sent to the shard but not yet taken: waiting all the same.
+                metrics.queue_depth += in_rings;
                 if let Some(committed) = committed {
                     metrics.storage_transactions = committed.transactions;
                     metrics.storage_writes = committed.writes;

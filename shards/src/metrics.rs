@@ -47,7 +47,9 @@ pub struct ShardMetrics {
     pub waited_for_clients: u64,
     /// Messages for an agent this shard does not host (undeployed meanwhile).
     pub unknown_receiver: u64,
-    /// Messages in this shard's mailboxes when the snapshot was taken.
+    /// Messages waiting for this shard when the snapshot was taken: in its
+    /// mailboxes, held for busy or throttled agents, and (added by the
+    /// driver) still in the rings to it.
     pub queue_depth: u64,
     /// Messages held because their agent had used its `cpu_shares` for the window.
     pub throttled: u64,

@@ -51,7 +51,7 @@ pub const LATENCY_METRICS: [(&str, &str); 5] = [
 /// `queue_depth` as last read), as the per-shard series show them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ShardCounters {
-    /// Messages waiting in the shard's mailboxes.
+    /// Messages waiting for the shard: in the rings to it, its mailboxes, held.
     pub queue_depth: u64,
     /// Messages the shard's agents handled (every outcome).
     pub handled: u64,
@@ -189,7 +189,7 @@ fn per_shard_series(out: &mut String, shards: &[ShardCounters]) {
         (
             "caxton_shard_queue_depth",
             "gauge",
-            "Messages waiting in the shard's mailboxes",
+            "Messages waiting for the shard: in the rings to it, its mailboxes, and held for busy or throttled agents",
             |m| m.queue_depth,
         ),
         (
