@@ -171,6 +171,12 @@ impl Directory {
         self.by_name.len()
     }
 
+    /// One past the highest local agent number this snapshot gives out:
+    /// numbers are reused after an undeploy, so this is not [`Self::len`].
+    pub fn local_id_bound(&self) -> usize {
+        self.agents.len()
+    }
+
     /// Whether no agent is deployed.
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()

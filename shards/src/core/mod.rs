@@ -277,6 +277,12 @@ impl ShardCore {
 
     /// Take a new directory snapshot.
     pub fn set_directory(&mut self, directory: Arc<Directory>) {
+        // Room to count every local agent number the snapshot can route to,
+        // so admitting a message counts it without a length check of its own.
+        let numbers = directory.local_id_bound();
+        if self.in_lanes_per_agent.len() < numbers {
+            self.in_lanes_per_agent.resize(numbers, 0);
+        }
         self.directory = directory;
     }
 
@@ -617,7 +623,7 @@ impl ShardCore {
         let mut remaining = inbound;
         self.ready.clear();
         self.in_lanes = 0;
-        self.in_lanes_per_agent.clear();
+        self.in_lanes_per_agent.fill(0);
         self.waiting_bytes = 0;
         for lane in &mut self.lanes {
             while let Popped::Ready(envelope) | Popped::Expired(envelope) = lane.pop(now) {
@@ -832,13 +838,11 @@ impl ShardCore {
         self.lanes[lane].push_owed(envelope, now);
         self.in_lanes += 1;
         self.waiting_bytes += bytes;
-        // Counted for the agents the directory knows; a made-up number
-        // (a stale instance address) must not grow the table.
-        if number < self.directory.len().max(self.in_lanes_per_agent.len()) {
-            if number >= self.in_lanes_per_agent.len() {
-                self.in_lanes_per_agent.resize(number + 1, 0);
-            }
-            self.in_lanes_per_agent[number] += 1;
+        // Counted for the agent numbers a directory snapshot has held (the
+        // table grows in `set_directory`); a made-up number (a stale
+        // instance address) must not grow it.
+        if let Some(count) = self.in_lanes_per_agent.get_mut(number) {
+            *count += 1;
         }
         if self.lanes[lane].len() == 1 {
             self.ready.push_back(lane);
@@ -863,6 +867,11 @@ impl ShardCore {
     /// push-out a flood costs its own agent's senders, and an agent alone
     /// may still use every slot. Either way one sender hears
     /// `refused:queue-full`; it is the busy agent's.
+    ///
+    /// Out of line: only a full shard comes here, and kept apart it leaves
+    /// `accept`, which every message passes, small.
+    #[cold]
+    #[inline(never)]
     fn make_room(
         &mut self,
         number: usize,

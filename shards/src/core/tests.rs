@@ -1312,6 +1312,49 @@ fn a_flooded_agent_gives_up_its_newest_to_its_neighbours() {
     assert_eq!(ran, [b"u1".as_slice(), b"u2", b"q1", b"q2"]);
 }
 
+/// Agent numbers are reused after an undeploy, so a directory's highest
+/// number can pass its count of agents: such an agent's messages are still
+/// counted, and it gives up its newest when flooded like any other.
+#[test]
+fn an_agent_numbered_past_the_directory_count_can_be_pushed_out() {
+    let mut core = ShardCore::new(0, 2, &limits(3), None);
+    let on_shard_0 = |name: &str| AgentRecord {
+        name: name.into(),
+        instances_per_shard: vec![1, 0],
+    };
+    let (directory, gone) = Directory::default().with_agent(on_shard_0("gone"));
+    let (directory, quiet) = directory.with_agent(on_shard_0("quiet"));
+    let (directory, busy) = directory.with_agent(on_shard_0("busy"));
+    let directory = directory.without_agent(gone);
+    assert!(
+        busy.0 as usize >= directory.len(),
+        "busy is numbered past the count"
+    );
+    core.set_directory(Arc::new(directory));
+    let mut io = RecordingIo::new(3, 0);
+    for content in [b"b1", b"b2", b"b3"] {
+        core.on_arrival(request(busy, content, 0), 0, &mut io);
+    }
+    core.on_arrival(request(quiet, b"q1", 0), 0, &mut io);
+    assert_eq!(core.metrics_mut().pushed_out, 1, "busy's b3 made room");
+    let refused = io.take(CLIENT_PORT);
+    assert_eq!(refused.len(), 1);
+    let mut agents = FakeAgents {
+        behaviours: HashMap::from([
+            (busy, Behaviour::End(Outcome::Handled)),
+            (quiet, Behaviour::End(Outcome::Handled)),
+        ]),
+        ..FakeAgents::default()
+    };
+    while core.handle_next(1, &mut agents, &mut io).is_some() {}
+    let ran: Vec<&[u8]> = agents
+        .runs
+        .iter()
+        .map(|(_, content)| content.as_slice())
+        .collect();
+    assert_eq!(ran, [b"b1".as_slice(), b"b2", b"q1"]);
+}
+
 /// `queue_size` bounds the shard's mailbox whatever `parallel_routes` is.
 #[test]
 fn the_mailbox_capacity_is_not_divided_among_lanes() {
