@@ -19,12 +19,11 @@
 //! | `POST`, `GET`, `DELETE /v1/profile/memory` | jemalloc's heap profiler: [`crate::profiling`] |
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 use caxton_profiles::AgentLimits;
-use caxton_shards::{NodeError, PersistError, SendError, SendOptions, ShardMetrics};
+use caxton_shards::{NodeError, SendError, SendOptions, ShardMetrics};
 use hdrhistogram::Histogram;
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -35,6 +34,7 @@ use serde_json::{json, Value};
 use crate::collector::{resident_memory_bytes, tagged};
 use crate::controller::Controller;
 use crate::request::{parse, Deploy, Message, Request};
+use crate::sender::{SendFailure, SendJob, Sent, SENDS_IN_FLIGHT_PER_PORT};
 use crate::server::{Context, Reply};
 
 /// Longest a send may wait for its reply.
@@ -223,6 +223,7 @@ fn counters(metrics: &ShardMetrics) -> Value {
     json!({
         "handled": metrics.handled,
         "refused": metrics.refused,
+        "pushed_out": metrics.pushed_out,
         "timeouts": metrics.timeouts,
         "agent_traps": metrics.faults,
         "agent_failures": metrics.agent_failures,
@@ -243,6 +244,11 @@ fn counters(metrics: &ShardMetrics) -> Value {
 
 async fn node(context: &Context) -> Answer {
     let allocator_stats = context.settings.allocator_stats;
+    let admin_sends = json!({
+        "senders": context.senders.threads(),
+        "in_flight": context.senders.in_flight(),
+        "in_flight_max": context.senders.threads() * SENDS_IN_FLIGHT_PER_PORT,
+    });
     context
         .controller
         .call(move |controller| {
@@ -319,6 +325,7 @@ async fn node(context: &Context) -> Answer {
                     "memory_used_bytes": resident_memory_bytes(),
                     "allocator": allocator,
                     "module_cache": module_cache,
+                    "admin_sends": admin_sends,
                     "counters": counters(&merged),
                     "latency": latency,
                     "shards": shards,
@@ -585,92 +592,73 @@ async fn send(context: &Context, message: Message) -> Answer {
         persistent,
         wait_for_reply,
     } = message;
-    let Some(mut client) = context.clients.take() else {
-        return Err(error(
+    let job = SendJob {
+        agent: name.clone(),
+        performative,
+        content,
+        options: SendOptions {
+            priority,
+            deadline: Some(timeout),
+            conversation_id,
+        },
+        timeout,
+        persistent,
+        wait_for_reply,
+    };
+    // Dropped with this request when its caller hangs up: the sender then
+    // forgets the send at its next sweep.
+    let sent = context.senders.send(job).await.map_err(|failure| match failure {
+        SendFailure::Send(failure) => send_error(&name, failure),
+        SendFailure::NotStored(reason) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-stored",
+            format!("the node did not accept the message: {reason}"),
+        ),
+        SendFailure::InDoubt(reason) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "in-doubt",
+            format!(
+                "the node that was to store the message was lost ({reason}) before it said whether it had: it may or may not be stored"
+            ),
+        ),
+        SendFailure::NoAcceptance(_) => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!("no acceptance within {timeout:?}; it may or may not be stored"),
+        ),
+        SendFailure::NoReply { message_id, .. } => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!(
+                "no reply from `{name}` within {timeout:?}{}",
+                message_id.map_or(String::new(), |id| format!(
+                    " (message {id} is stored and will be handled)"
+                ))
+            ),
+        ),
+        SendFailure::Busy => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "busy",
-            "every client of the endpoint is waiting for a reply (one send at a time each, one per client port the node has: raise runtime.client_ports for more at once); retry".into(),
-        ));
-    };
-    let clients = context.clients.clone();
-    let options = SendOptions {
-        priority,
-        deadline: Some(timeout),
-        conversation_id,
-    };
-    // Set when this request is dropped (its caller hung up): the wait
-    // below then ends and gives its client back, rather than holding one
-    // of the endpoint's few clients until the send's own timeout.
-    let gone = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let _hang_up = HangUp(Arc::clone(&gone));
-    // The wait parks a thread, so it runs on the blocking pool, not the reactor.
-    let outcome = tokio::task::spawn_blocking(move || {
-        // Whatever this client still holds answers earlier calls that stopped waiting.
-        client.discard_unclaimed();
-        let started = Instant::now();
-        // Name to id through the published directory (a read lock and an
-        // `Arc` clone): fine for one HTTP request, which costs far more; a
-        // shard never takes that lock, it routes on the snapshot it holds.
-        let sent = match client.resolve(&name) {
-            Err(failure) => Err(send_error(&name, failure)),
-            Ok(agent) if persistent => client
-                .send_persistent(agent, performative, content, options, timeout)
-                .map(|(token, id)| (token, Some(id)))
-                .map_err(|failure| match failure {
-                    PersistError::Send(failure) => send_error(&name, failure),
-                    PersistError::Refused(reason) => error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "not-stored",
-                        format!("the node did not accept the message: {reason}"),
-                    ),
-                    PersistError::InDoubt(reason) => error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "in-doubt",
-                        format!(
-                            "the node that was to store the message was lost ({reason}) before it said whether it had: it may or may not be stored"
-                        ),
-                    ),
-                    PersistError::Timeout(_) => error(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "timeout",
-                        format!("no acceptance within {timeout:?}; it may or may not be stored"),
-                    ),
-                }),
-            Ok(agent) => client
-                .send(agent, performative, content, options)
-                .map(|token| (token, None))
-                .map_err(|failure| send_error(&name, failure)),
-        };
-        let result = sent.and_then(|(token, message_id)| {
-            if !wait_for_reply {
-                return Ok((None, message_id));
-            }
-            await_unless_gone(&mut client, token, timeout, &gone)
-                .map(|reply| (Some(reply), message_id))
-                .map_err(|_| {
-                    error(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "timeout",
-                        format!(
-                            "no reply from `{name}` within {timeout:?}{}",
-                            message_id.map_or(String::new(), |id| format!(
-                                " (message {id} is stored and will be handled)"
-                            ))
-                        ),
-                    )
-                })
-        });
-        clients.put(client);
-        result.map(|(reply, message_id)| (reply, message_id, started.elapsed()))
-    })
-    .await
-    .map_err(|_| shutting_down())?;
-    let (reply, message_id, round_trip) = outcome?;
-    let Some(reply) = reply else {
-        return Ok(json_reply(
-            StatusCode::ACCEPTED,
-            &json!({ "accepted": true, "message_id": message_id }),
-        ));
+            format!(
+                "the endpoint has {} sends waiting for answers on each of its {} client ports, its most; retry",
+                SENDS_IN_FLIGHT_PER_PORT,
+                context.senders.threads()
+            ),
+        ),
+        SendFailure::Stopping => shutting_down(),
+    })?;
+    let (reply, message_id, round_trip) = match sent {
+        Sent::Accepted { message_id } => {
+            return Ok(json_reply(
+                StatusCode::ACCEPTED,
+                &json!({ "accepted": true, "message_id": message_id }),
+            ));
+        }
+        Sent::Replied {
+            reply,
+            message_id,
+            round_trip,
+        } => (reply, message_id, round_trip),
     };
     let text = String::from_utf8(reply.content.clone()).ok();
     Ok(json_reply(
@@ -684,37 +672,6 @@ async fn send(context: &Context, message: Message) -> Answer {
             "round_trip_us": round_trip.as_secs_f64() * 1e6,
         }),
     ))
-}
-
-/// Marks its request gone when dropped (see `send`).
-struct HangUp(Arc<std::sync::atomic::AtomicBool>);
-
-impl Drop for HangUp {
-    fn drop(&mut self) {
-        self.0.store(true, std::sync::atomic::Ordering::Release);
-    }
-}
-
-/// How often a send waiting for its reply looks whether its caller is gone.
-const HANG_UP_POLL: Duration = Duration::from_millis(100);
-
-/// The reply to `token` within `timeout`, unless `gone` is set first.
-fn await_unless_gone(
-    client: &mut caxton_shards::Client,
-    token: u64,
-    timeout: Duration,
-    gone: &std::sync::atomic::AtomicBool,
-) -> Result<caxton_messaging::Envelope, ()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || gone.load(std::sync::atomic::Ordering::Acquire) {
-            return Err(());
-        }
-        if let Ok(reply) = client.await_reply(token, left.min(HANG_UP_POLL)) {
-            return Ok(reply);
-        }
-    }
 }
 
 fn send_error(name: &str, failure: SendError) -> Reply {

@@ -3,10 +3,10 @@
 //! touches either; it sends the controller jobs and awaits their answers, so
 //! deploys, scrapes and dumps are serialized without a lock.
 
-use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, SystemTime};
 
-use caxton_shards::{Client, Node, NodeError, StopSignal};
+use caxton_shards::{Node, NodeError, StopSignal};
 use tracing::warn;
 
 use crate::collector::Collector;
@@ -54,28 +54,6 @@ impl ControllerHandle {
             }))
             .map_err(|_| ControllerGone)?;
         result.await.map_err(|_| ControllerGone)
-    }
-}
-
-/// Clients the admin endpoint sends messages with. A client owns one of the
-/// node's client ports; the endpoint's connections share a few of them. This
-/// lock is on the admin path, never a shard's: a shard only sees the client's
-/// rings.
-#[derive(Clone, Default)]
-pub struct ClientPool(Arc<Mutex<Vec<Client>>>);
-
-impl ClientPool {
-    /// Add `client` to the pool.
-    pub fn put(&self, client: Client) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(client);
-    }
-
-    /// Take a client, if one is free.
-    pub fn take(&self) -> Option<Client> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).pop()
     }
 }
 

@@ -4,8 +4,9 @@
 //! The endpoint runs on the gossip shard's core (a tokio current-thread
 //! runtime) and never touches a data shard directly. The node's control plane
 //! stays on one controller thread ([`Controller`]); the endpoint sends it
-//! jobs. Messages go in through a couple of node clients ([`ClientPool`]),
-//! the same ring-based entrance any caller uses. Metrics are read from the
+//! jobs. Messages go in through node clients, each driven by a sender thread
+//! that keeps many sends in flight ([`SendPool`]): the same ring-based
+//! entrance any caller uses. Metrics are read from the
 //! shards only when someone asks (a scrape, a dump, an HDR log interval) and
 //! merged here ([`Collector`]).
 //!
@@ -20,15 +21,17 @@ mod controller;
 mod cpu_profile;
 mod profiling;
 pub mod request;
+mod sender;
 mod server;
 
 pub use api::{DEPLOY_INSTANCES_MAX, SEND_TIMEOUT_DEFAULT, SEND_TIMEOUT_MAX};
 pub use client::{AdminClient, Answer, ClientError};
 pub use collector::{resident_memory_bytes, Collector, HDR_TAGS};
-pub use controller::{ClientPool, Controller, ControllerGone, ControllerHandle, Job};
+pub use controller::{Controller, ControllerGone, ControllerHandle, Job};
 pub use cpu_profile::{CPU_PROFILE_FREQUENCY, CPU_PROFILE_FREQUENCY_MAX, CPU_PROFILE_SECONDS_MAX};
 pub use profiling::HeapStep;
 pub use request::TRACE_MESSAGES_MAX;
+pub use sender::{SendFailure, SendJob, SendPool, Sent, SENDS_IN_FLIGHT_PER_PORT};
 pub use server::{serve, AdminSettings, AllocatorStats, HeapDump, HeapProfiler};
 
 /// The environment variable that carries the access token (it wins over the profile's).

@@ -17,7 +17,8 @@ use tracing::{debug, warn};
 use caxton_cluster::transport::ClusterHandle;
 
 use crate::api;
-use crate::controller::{ClientPool, ControllerHandle};
+use crate::controller::ControllerHandle;
+use crate::sender::SendPool;
 
 /// How long a connection may take to send a request's headers, which is
 /// also how long a kept-alive connection may sit idle between requests
@@ -78,7 +79,7 @@ pub struct AdminSettings {
 pub(crate) struct Context {
     pub(crate) settings: AdminSettings,
     pub(crate) controller: ControllerHandle,
-    pub(crate) clients: ClientPool,
+    pub(crate) senders: SendPool,
     pub(crate) cluster: Option<ClusterHandle>,
     pub(crate) cpu_profiler: crate::cpu_profile::CpuProfiler,
     /// A heap profile and a trace are running (started and not stopped):
@@ -98,7 +99,7 @@ pub async fn serve(
     listener: std::net::TcpListener,
     settings: AdminSettings,
     controller: ControllerHandle,
-    clients: ClientPool,
+    senders: SendPool,
     cluster: Option<ClusterHandle>,
     stop: impl std::future::Future<Output = ()>,
 ) {
@@ -106,7 +107,7 @@ pub async fn serve(
     let context = Arc::new(Context {
         settings,
         controller,
-        clients,
+        senders,
         cluster,
         cpu_profiler: crate::cpu_profile::CpuProfiler::spawn(),
         heap_running: std::sync::atomic::AtomicBool::new(false),

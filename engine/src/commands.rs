@@ -683,7 +683,7 @@ fn run_node(selection: &ProfileSelection, joins: &[String]) -> Result<(), Comman
     let admin = crate::admin::prepare(&loaded)?;
     let hdr_log = crate::admin::open_hdr_log(&loaded)?;
     let (controller_handle, jobs) = caxton_admin::ControllerHandle::channel();
-    let clients = caxton_admin::ClientPool::default();
+    let senders = caxton_admin::SendPool::default();
     let gossip_runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -709,7 +709,7 @@ fn run_node(selection: &ProfileSelection, joins: &[String]) -> Result<(), Comman
                 listener,
                 settings,
                 controller_handle.clone(),
-                clients.clone(),
+                senders.clone(),
             )
         }),
         cluster,
@@ -747,14 +747,16 @@ fn run_node(selection: &ProfileSelection, joins: &[String]) -> Result<(), Comman
         let _ = wanted.send(port);
     }
     // Every client port the remote port did not take serves the endpoint's
-    // sends: each is one send waiting for its reply at once, so
-    // `runtime.client_ports` sets how many (no other client runs in a node).
-    for _ in 0..node.client_ports() {
+    // sends, each driven by a sender thread with many sends in flight (no
+    // other client runs in a node).
+    let mut clients = Vec::new();
+    while clients.len() < node.client_ports() {
         match node.client() {
-            Ok(client) => clients.put(client),
+            Ok(client) => clients.push(client),
             Err(_) => break,
         }
     }
+    senders.start(clients);
     log_placements(&node);
     let stop = node.stop_signal();
     let watcher = signals.handle();
@@ -914,7 +916,7 @@ fn gossip_work(
         std::net::TcpListener,
         caxton_admin::AdminSettings,
         caxton_admin::ControllerHandle,
-        caxton_admin::ClientPool,
+        caxton_admin::SendPool,
     )>,
     cluster: Option<(
         caxton_cluster::transport::ClusterNode,
@@ -953,12 +955,12 @@ fn gossip_work(
                     }
                     None => (None, None),
                 };
-                let admin_run = admin.map(|(listener, settings, handle, clients)| {
+                let admin_run = admin.map(|(listener, settings, handle, senders)| {
                     caxton_admin::serve(
                         listener,
                         settings,
                         handle,
-                        clients,
+                        senders,
                         cluster_handle,
                         until_stop(watch.clone()),
                     )

@@ -983,11 +983,12 @@ fn the_endpoint_can_be_disabled_and_bounds_its_connections() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
-/// A caller that hangs up while its send waits gives the endpoint's
-/// client back: callers that gave up cannot hold every client for their
-/// sends' whole timeouts and lock out every other send.
+/// Sends waiting for replies are not bounded by the client ports: each
+/// port's sender keeps many in flight and matches every answer to its send
+/// by token. Callers that hang up have their sends forgotten, so they
+/// cannot pile up for their sends' whole timeouts.
 #[test]
-fn a_send_whose_caller_hung_up_frees_its_client() {
+fn many_sends_wait_at_once_on_few_client_ports() {
     let running = start_engine(&[
         "--set",
         "runtime.worker_threads=1",
@@ -1006,31 +1007,59 @@ fn a_send_whose_caller_hung_up_frees_its_client() {
         example("sink.wat"),
     );
     assert_eq!(deployed.status, StatusCode::CREATED, "{}", deployed.text());
-    // Two sends that wait 60 s for replies that never come, one per client
-    // port, then their callers hang up.
-    for _ in 0..2 {
-        let body = r#"{"content": "x", "timeout_ms": 60000}"#;
-        let mut stream = TcpStream::connect(running.admin_address()).expect("connects");
-        write!(
-            stream,
-            "POST /v1/agents/sink/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .expect("written");
-        std::thread::sleep(Duration::from_millis(200));
-        drop(stream);
-    }
-    // Within a few polls both clients are back: a send is served.
-    let served_by = Instant::now() + Duration::from_secs(10);
-    loop {
-        let answer = send(&client, "echo", "back");
-        if answer.status == StatusCode::OK {
-            break;
-        }
-        assert_eq!(answer.json()["error"]["code"], "busy", "{}", answer.text());
+    let admin_sends = |field: &str| {
+        let node = client.get("/v1/node").expect("node");
+        node.json()["admin_sends"][field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("admin_sends.{field} in {}", node.text()))
+    };
+    assert_eq!(admin_sends("senders"), 2, "one sender per client port");
+    // Twelve sends wait 60 s for replies that never come: six per port.
+    let waiting: Vec<TcpStream> = (0..12)
+        .map(|_| {
+            let body = r#"{"content": "x", "timeout_ms": 60000}"#;
+            let mut stream = TcpStream::connect(running.admin_address()).expect("connects");
+            write!(
+                stream,
+                "POST /v1/agents/sink/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .expect("written");
+            stream
+        })
+        .collect();
+    let all_waiting_by = Instant::now() + Duration::from_secs(10);
+    while admin_sends("in_flight") < 12 {
         assert!(
-            Instant::now() < served_by,
-            "the hung-up sends kept their clients"
+            Instant::now() < all_waiting_by,
+            "the twelve sends never all waited"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Beside them, eight callers at once each get their own replies.
+    let callers: Vec<_> = (0..8)
+        .map(|caller| {
+            let address = running.admin_address();
+            std::thread::spawn(move || {
+                let client = AdminClient::new(address, None).expect("client");
+                for round in 0..10 {
+                    echoed(&client, "echo", &format!("caller {caller} round {round}"));
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.join().expect("every caller got its own replies");
+    }
+    assert_eq!(admin_sends("in_flight"), 12, "the sink's sends still wait");
+    // Their callers hang up: within a few sweeps nothing waits.
+    drop(waiting);
+    let forgotten_by = Instant::now() + Duration::from_secs(10);
+    while admin_sends("in_flight") > 0 {
+        assert!(
+            Instant::now() < forgotten_by,
+            "the hung-up sends were kept: {} waiting",
+            admin_sends("in_flight")
         );
         std::thread::sleep(Duration::from_millis(50));
     }

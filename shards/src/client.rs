@@ -398,18 +398,7 @@ impl Client {
         // `None`: a poll that may not wait, and reads no clock.
         let deadline = (!timeout.is_zero()).then(|| Instant::now().checked_add(timeout));
         loop {
-            let room = CLIENT_INBOX_MAX.saturating_sub(self.inbox.len());
-            if room > 0 {
-                let generation = self.generation;
-                let port = self.port.as_mut().expect("a live client holds its port");
-                let rings = port.participants();
-                let inbox = &mut self.inbox;
-                port.drain(room.div_ceil(rings.max(1)), |envelope| {
-                    if !is_stale(generation, &envelope) {
-                        inbox.push_back(envelope);
-                    }
-                });
-            }
+            self.take_arrivals();
             if let Some(position) = self.inbox.iter().position(&wanted) {
                 return self.inbox.remove(position);
             }
@@ -426,6 +415,43 @@ impl Client {
                 self.park_until_rung(remaining);
             }
         }
+    }
+
+    /// Move what the rings hold into the inbox, up to its bound, dropping
+    /// answers meant for an earlier owner of the port.
+    fn take_arrivals(&mut self) {
+        let room = CLIENT_INBOX_MAX.saturating_sub(self.inbox.len());
+        if room > 0 {
+            let generation = self.generation;
+            let port = self.port.as_mut().expect("a live client holds its port");
+            let rings = port.participants();
+            let inbox = &mut self.inbox;
+            port.drain(room.div_ceil(rings.max(1)), |envelope| {
+                if !is_stale(generation, &envelope) {
+                    inbox.push_back(envelope);
+                }
+            });
+        }
+    }
+
+    /// Every message for this client that has arrived, appended to `batch`
+    /// in arrival order; when none has, wait for one up to `timeout` first.
+    /// Unlike [`Client::recv_batch`], the wait also ends early, perhaps
+    /// with nothing, when another thread unparks this one: how a thread
+    /// that serves both this client's rings and a queue of its own work
+    /// (the admin endpoint's sender) hears of new work. How many.
+    pub fn recv_or_woken(&mut self, timeout: Duration, batch: &mut Vec<Envelope>) -> usize {
+        self.take_arrivals();
+        if self.inbox.is_empty() && !timeout.is_zero() {
+            if !self.spin_for_arrivals(timeout) {
+                self.parks += 1;
+                self.park_until_rung(timeout);
+            }
+            self.take_arrivals();
+        }
+        let taken = self.inbox.len();
+        batch.extend(self.inbox.drain(..));
+        taken
     }
 
     /// Poll the rings for up to `runtime.client_spin_before_park` (at most

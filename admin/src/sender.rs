@@ -1,0 +1,418 @@
+//! The admin endpoint's senders: the threads that carry its sends into the
+//! node and bring the answers back, many sends in flight on each.
+//!
+//! Each sender thread owns one node client (one client port: its own rings
+//! to and from every data shard). A send handed to it goes out at once;
+//! its answer (the node's acceptance notice of a durable send, then the
+//! agent's reply) is matched to it by the token it quotes. One thread thus
+//! serves up to [`SENDS_IN_FLIGHT_PER_PORT`] sends waiting at once, where a
+//! client lent to one send for its whole wait served one: the endpoint's
+//! sends in flight are bounded by that, not by `runtime.client_ports`.
+//!
+//! The threads are the admin path's, never a shard's: the queue a send
+//! waits in before its thread takes it is a channel between the endpoint
+//! and the thread, and a shard only ever sees the client's rings.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
+use std::thread::{JoinHandle, Thread};
+use std::time::{Duration, Instant};
+
+use caxton_messaging::{Durability, Envelope, Performative};
+use caxton_shards::{Client, SendError, SendOptions};
+use tracing::warn;
+
+/// Most sends one sender thread keeps waiting for their answers. Past it on
+/// every thread, a send is refused as busy rather than queued without bound.
+pub const SENDS_IN_FLIGHT_PER_PORT: usize = 4096;
+
+/// Longest a sender thread waits for an answer before it looks again at its
+/// sends' deadlines and at callers that hung up.
+const SWEEP_EVERY: Duration = Duration::from_millis(100);
+
+/// One send through the endpoint.
+pub struct SendJob {
+    /// The agent's name.
+    pub agent: String,
+    /// Performative.
+    pub performative: Performative,
+    /// Content.
+    pub content: Vec<u8>,
+    /// Priority, deadline and conversation.
+    pub options: SendOptions,
+    /// How long to wait for the acceptance and the reply.
+    pub timeout: Duration,
+    /// Whether the node must store it first (`messaging.enable_persistence`).
+    pub persistent: bool,
+    /// Whether to wait for the agent's reply.
+    pub wait_for_reply: bool,
+}
+
+/// What came of a send.
+#[derive(Debug)]
+pub enum Sent {
+    /// Sent (and, for a durable send, stored with this id); no reply awaited.
+    Accepted {
+        /// The durable message's id.
+        message_id: Option<u64>,
+    },
+    /// The agent's reply.
+    Replied {
+        /// The reply.
+        reply: Envelope,
+        /// The durable message's id.
+        message_id: Option<u64>,
+        /// From the send leaving to the reply arriving.
+        round_trip: Duration,
+    },
+}
+
+/// Why a send got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum SendFailure {
+    /// The send was not taken (unknown agent, no instance, a full ring).
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// The node did not store the durable message (the reason).
+    #[error("the node did not accept the message: {0}")]
+    NotStored(String),
+    /// The node that was to store it was lost before it said whether it had.
+    #[error("{0}")]
+    InDoubt(String),
+    /// No acceptance of the durable message within the timeout.
+    #[error("no acceptance within {0:?}")]
+    NoAcceptance(Duration),
+    /// No reply within the timeout (the message's durable id, if stored).
+    #[error("no reply within {timeout:?}")]
+    NoReply {
+        /// The wait.
+        timeout: Duration,
+        /// The durable id, when the message was stored.
+        message_id: Option<u64>,
+    },
+    /// Every sender thread has its most sends in flight, or none has started.
+    #[error("every sender is full")]
+    Busy,
+    /// The node is stopping.
+    #[error("the node is stopping")]
+    Stopping,
+}
+
+/// The senders, shared by the endpoint's connections. Empty until the node
+/// has started and [`SendPool::start`] gave it the clients.
+#[derive(Clone, Default)]
+pub struct SendPool(Arc<OnceLock<Senders>>);
+
+struct Senders {
+    threads: Vec<SenderThread>,
+}
+
+struct SenderThread {
+    jobs: mpsc::Sender<Queued>,
+    thread: Thread,
+    in_flight: Arc<AtomicUsize>,
+    handle: Option<JoinHandle<()>>,
+}
+
+type Answer = tokio::sync::oneshot::Sender<Result<Sent, SendFailure>>;
+
+struct Queued {
+    job: SendJob,
+    answer: Answer,
+}
+
+impl SendPool {
+    /// Start a sender thread for each of `clients`. Only the first call
+    /// starts any; the clients of a later one are dropped (their ports go
+    /// back to the node).
+    pub fn start(&self, clients: Vec<Client>) {
+        let mut clients = Some(clients);
+        self.0.get_or_init(|| Senders {
+            threads: clients
+                .take()
+                .unwrap_or_default()
+                .into_iter()
+                .enumerate()
+                .filter_map(|(index, client)| spawn_sender(index, client))
+                .collect(),
+        });
+    }
+
+    /// How many sender threads run (the client ports they own).
+    pub fn threads(&self) -> usize {
+        self.0.get().map_or(0, |senders| senders.threads.len())
+    }
+
+    /// Sends handed to the threads and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.0.get().map_or(0, |senders| {
+            senders
+                .threads
+                .iter()
+                .map(|sender| sender.in_flight.load(Ordering::Relaxed))
+                .sum()
+        })
+    }
+
+    /// Hand `job` to the sender with the fewest sends in flight and await
+    /// what came of it.
+    pub async fn send(&self, job: SendJob) -> Result<Sent, SendFailure> {
+        let senders = self.0.get().ok_or(SendFailure::Busy)?;
+        let sender = senders
+            .threads
+            .iter()
+            .min_by_key(|sender| sender.in_flight.load(Ordering::Relaxed))
+            .ok_or(SendFailure::Busy)?;
+        // The count is the thread's to lower; raising it here first makes a
+        // burst spread over the threads before any has taken its share.
+        if sender.in_flight.fetch_add(1, Ordering::Relaxed) >= SENDS_IN_FLIGHT_PER_PORT {
+            sender.in_flight.fetch_sub(1, Ordering::Relaxed);
+            return Err(SendFailure::Busy);
+        }
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        if sender.jobs.send(Queued { job, answer }).is_err() {
+            sender.in_flight.fetch_sub(1, Ordering::Relaxed);
+            return Err(SendFailure::Stopping);
+        }
+        sender.thread.unpark();
+        answered.await.unwrap_or(Err(SendFailure::Stopping))
+    }
+}
+
+impl Drop for Senders {
+    /// The endpoint is gone: each thread finds its queue closed, answers
+    /// nothing more, and drops its client (the port goes back to the node).
+    fn drop(&mut self) {
+        for sender in &mut self.threads {
+            let (closed, _) = mpsc::channel();
+            drop(std::mem::replace(&mut sender.jobs, closed));
+            sender.thread.unpark();
+            if let Some(handle) = sender.handle.take() {
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+fn spawn_sender(index: usize, client: Client) -> Option<SenderThread> {
+    let (jobs, queue) = mpsc::channel();
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&in_flight);
+    let spawned = std::thread::Builder::new()
+        .name(format!("caxton-admin-send-{index}"))
+        .spawn(move || SenderLoop::new(client, queue, counted).run());
+    match spawned {
+        Ok(handle) => Some(SenderThread {
+            jobs,
+            thread: handle.thread().clone(),
+            in_flight,
+            handle: Some(handle),
+        }),
+        Err(error) => {
+            warn!("admin endpoint: cannot start a sender thread: {error}");
+            None
+        }
+    }
+}
+
+/// A send waiting for its answer, by the token it quotes.
+struct Waiting {
+    answer: Answer,
+    deadline: Instant,
+    timeout: Duration,
+    sent_at: Instant,
+    wait_for_reply: bool,
+    /// A durable send before the node's acceptance notice.
+    awaiting_notice: bool,
+    message_id: Option<u64>,
+    /// A reply that came before the acceptance notice (they travel on
+    /// different rings when the storing shard is not the handling one).
+    early_reply: Option<Envelope>,
+}
+
+struct SenderLoop {
+    client: Client,
+    queue: mpsc::Receiver<Queued>,
+    in_flight: Arc<AtomicUsize>,
+    waiting: HashMap<u64, Waiting>,
+    arrivals: Vec<Envelope>,
+}
+
+impl SenderLoop {
+    fn new(client: Client, queue: mpsc::Receiver<Queued>, in_flight: Arc<AtomicUsize>) -> Self {
+        Self {
+            client,
+            queue,
+            in_flight,
+            waiting: HashMap::new(),
+            arrivals: Vec::new(),
+        }
+    }
+
+    fn run(mut self) {
+        let mut next_sweep = Instant::now() + SWEEP_EVERY;
+        loop {
+            loop {
+                match self.queue.try_recv() {
+                    Ok(queued) => self.start(queued),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    // The endpoint is gone; what still waits hears `Stopping`.
+                    Err(mpsc::TryRecvError::Disconnected) => return,
+                }
+            }
+            let now = Instant::now();
+            if now >= next_sweep {
+                next_sweep = self.sweep(now);
+            }
+            self.arrivals.clear();
+            let wait = next_sweep.saturating_duration_since(now);
+            self.client.recv_or_woken(wait, &mut self.arrivals);
+            for arrival in std::mem::take(&mut self.arrivals) {
+                self.arrived(arrival);
+            }
+        }
+    }
+
+    /// Send `queued`'s message, and answer it now or note it waiting.
+    fn start(&mut self, Queued { job, answer }: Queued) {
+        let sent = self.client.resolve(&job.agent).and_then(|agent| {
+            let durability = if job.persistent {
+                Durability::Requested
+            } else {
+                Durability::Transient
+            };
+            let (token, envelope) = self.client.request_envelope(
+                agent,
+                job.performative,
+                job.content,
+                job.options,
+                durability,
+            );
+            self.client.send_envelope(envelope).map(|()| token)
+        });
+        let token = match sent {
+            Ok(token) => token,
+            Err(failure) => return self.answer(answer, Err(failure.into())),
+        };
+        if !job.persistent && !job.wait_for_reply {
+            return self.answer(answer, Ok(Sent::Accepted { message_id: None }));
+        }
+        let sent_at = Instant::now();
+        self.waiting.insert(
+            token,
+            Waiting {
+                answer,
+                deadline: sent_at + job.timeout,
+                timeout: job.timeout,
+                sent_at,
+                wait_for_reply: job.wait_for_reply,
+                awaiting_notice: job.persistent,
+                message_id: None,
+                early_reply: None,
+            },
+        );
+    }
+
+    /// Match `arrival` to the send it answers; an answer nobody waits for
+    /// (to a send that did not ask for one, or whose caller left) is dropped.
+    fn arrived(&mut self, arrival: Envelope) {
+        let token = arrival.in_reply_to;
+        let Some(waiting) = self.waiting.get_mut(&token) else {
+            return;
+        };
+        let is_notice = matches!(arrival.durability, Durability::Notice(_));
+        if waiting.awaiting_notice && !is_notice {
+            waiting.early_reply = Some(arrival);
+            return;
+        }
+        if is_notice {
+            if !waiting.awaiting_notice {
+                return;
+            }
+            let reason = || String::from_utf8_lossy(&arrival.content).into_owned();
+            let stored = match (arrival.performative, arrival.durability) {
+                (Performative::Agree, Durability::Notice(id)) => Ok(id),
+                // The engine's word that the storing node was lost meanwhile.
+                (Performative::Failure, Durability::Notice(_)) => {
+                    Err(SendFailure::InDoubt(reason()))
+                }
+                _ => Err(SendFailure::NotStored(reason())),
+            };
+            let id = match stored {
+                Ok(id) => id,
+                Err(failure) => return self.finish(token, Err(failure)),
+            };
+            waiting.awaiting_notice = false;
+            waiting.message_id = Some(id);
+            if !waiting.wait_for_reply {
+                return self.finish(
+                    token,
+                    Ok(Sent::Accepted {
+                        message_id: Some(id),
+                    }),
+                );
+            }
+            if let Some(reply) = waiting.early_reply.take() {
+                self.replied(token, reply);
+            }
+            return;
+        }
+        self.replied(token, arrival);
+    }
+
+    fn replied(&mut self, token: u64, reply: Envelope) {
+        let Some(waiting) = self.waiting.get(&token) else {
+            return;
+        };
+        let outcome = Sent::Replied {
+            reply,
+            message_id: waiting.message_id,
+            round_trip: waiting.sent_at.elapsed(),
+        };
+        self.finish(token, Ok(outcome));
+    }
+
+    /// Answer the send waiting on `token` and forget it.
+    fn finish(&mut self, token: u64, outcome: Result<Sent, SendFailure>) {
+        if let Some(waiting) = self.waiting.remove(&token) {
+            self.answer(waiting.answer, outcome);
+        }
+    }
+
+    fn answer(&self, answer: Answer, outcome: Result<Sent, SendFailure>) {
+        // A caller that hung up meanwhile no longer listens: nothing to do.
+        let _ = answer.send(outcome);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Time out the sends past their deadlines, forget those whose callers
+    /// hung up; when to sweep next.
+    fn sweep(&mut self, now: Instant) -> Instant {
+        let mut next = now + SWEEP_EVERY;
+        let mut done = Vec::new();
+        for (&token, waiting) in &self.waiting {
+            if waiting.answer.is_closed() || now >= waiting.deadline {
+                done.push(token);
+            } else {
+                next = next.min(waiting.deadline);
+            }
+        }
+        for token in done {
+            let Some(waiting) = self.waiting.remove(&token) else {
+                continue;
+            };
+            let failure = if waiting.awaiting_notice {
+                SendFailure::NoAcceptance(waiting.timeout)
+            } else {
+                SendFailure::NoReply {
+                    timeout: waiting.timeout,
+                    message_id: waiting.message_id,
+                }
+            };
+            self.answer(waiting.answer, Err(failure));
+        }
+        next
+    }
+}
