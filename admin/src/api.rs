@@ -636,6 +636,11 @@ async fn send(context: &Context, message: Message) -> Answer {
                 ))
             ),
         ),
+        SendFailure::Busy if context.senders.threads() == 0 => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "the endpoint has no client port to send through yet (the node is starting, or the remote port took the last: raise runtime.client_ports); retry".into(),
+        ),
         SendFailure::Busy => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "busy",

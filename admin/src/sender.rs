@@ -9,6 +9,10 @@
 //! client lent to one send for its whole wait served one: the endpoint's
 //! sends in flight are bounded by that, not by `runtime.client_ports`.
 //!
+//! A thread waits for answers as any client does (it polls its rings for
+//! `runtime.client_spin_before_park`, then parks); a new send unparks it,
+//! and waits at most that poll before it goes out.
+//!
 //! The threads are the admin path's, never a shard's: the queue a send
 //! waits in before its thread takes it is a channel between the endpoint
 //! and the thread, and a shard only ever sees the client's rings.
@@ -31,6 +35,13 @@ pub const SENDS_IN_FLIGHT_PER_PORT: usize = 4096;
 /// Longest a sender thread waits for an answer before it looks again at its
 /// sends' deadlines and at callers that hung up.
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
+
+/// What a send whose timeout is past the clock's range waits at most.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Longest a sender thread with no send waiting sleeps before it looks at
+/// its queue again (a new job wakes it at once).
+const IDLE_WAIT: Duration = Duration::from_secs(1);
 
 /// One send through the endpoint.
 pub struct SendJob {
@@ -173,7 +184,11 @@ impl SendPool {
         }
         let (answer, answered) = tokio::sync::oneshot::channel();
         if sender.jobs.send(Queued { job, answer }).is_err() {
-            sender.in_flight.fetch_sub(1, Ordering::Relaxed);
+            // The thread has ended (it only does when the pool is dropped,
+            // or if it panicked): marked full, so no send picks it again.
+            sender
+                .in_flight
+                .store(SENDS_IN_FLIGHT_PER_PORT, Ordering::Relaxed);
             return Err(SendFailure::Stopping);
         }
         sender.thread.unpark();
@@ -267,7 +282,11 @@ impl SenderLoop {
                 next_sweep = self.sweep(now);
             }
             self.arrivals.clear();
-            let wait = next_sweep.saturating_duration_since(now);
+            let wait = if self.waiting.is_empty() {
+                IDLE_WAIT
+            } else {
+                next_sweep.saturating_duration_since(now)
+            };
             self.client.recv_or_woken(wait, &mut self.arrivals);
             for arrival in std::mem::take(&mut self.arrivals) {
                 self.arrived(arrival);
@@ -304,7 +323,10 @@ impl SenderLoop {
             token,
             Waiting {
                 answer,
-                deadline: sent_at + job.timeout,
+                // A timeout past the clock's range waits as long as it can.
+                deadline: sent_at
+                    .checked_add(job.timeout)
+                    .unwrap_or_else(|| sent_at + FOREVER),
                 timeout: job.timeout,
                 sent_at,
                 wait_for_reply: job.wait_for_reply,
@@ -324,7 +346,8 @@ impl SenderLoop {
         };
         let is_notice = matches!(arrival.durability, Durability::Notice(_));
         if waiting.awaiting_notice && !is_notice {
-            waiting.early_reply = Some(arrival);
+            // The first answer is the reply (as a plain send's would be).
+            waiting.early_reply.get_or_insert(arrival);
             return;
         }
         if is_notice {
@@ -382,9 +405,11 @@ impl SenderLoop {
     }
 
     fn answer(&self, answer: Answer, outcome: Result<Sent, SendFailure>) {
+        // Lowered first: a caller that has its answer (and then reads
+        // `/v1/node`) no longer finds its send counted.
+        self.in_flight.fetch_sub(1, Ordering::Release);
         // A caller that hung up meanwhile no longer listens: nothing to do.
         let _ = answer.send(outcome);
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Time out the sends past their deadlines, forget those whose callers
