@@ -260,7 +260,12 @@ async fn node(context: &Context) -> Answer {
                 .map_err(|failure| node_error(&failure))?;
             let busy_ns: Vec<u64> = per_shard
                 .iter()
-                .map(|agents| agents.iter().map(|counts| counts.stats.busy_ns).sum())
+                .map(|agents| {
+                    agents
+                        .iter()
+                        .map(|counts| counts.stats.busy_ns + counts.running_ns)
+                        .sum()
+                })
                 .collect();
             let agent_memory_bytes: Vec<usize> = per_shard
                 .iter()
@@ -371,7 +376,7 @@ async fn list_agents(context: &Context, only: Option<String>) -> Answer {
                     continue;
                 }
                 let mut stats = caxton_shards::AgentStats::default();
-                let (mut memory_bytes, mut state_bytes) = (0, 0);
+                let (mut memory_bytes, mut state_bytes, mut running_ns) = (0, 0, 0);
                 let mut running = Vec::with_capacity(per_shard.len());
                 for shard in &per_shard {
                     let found = shard.iter().find(|counts| counts.id == id);
@@ -380,6 +385,7 @@ async fn list_agents(context: &Context, only: Option<String>) -> Answer {
                         stats.add(&counts.stats);
                         memory_bytes += counts.memory_bytes;
                         state_bytes += counts.state_bytes;
+                        running_ns += counts.running_ns;
                     }
                 }
                 let ran = stats.handled + stats.agent_failures + stats.traps
@@ -401,7 +407,10 @@ async fn list_agents(context: &Context, only: Option<String>) -> Answer {
                     "stackless_runs": stats.stackless_runs,
                     "mean_processing_us": if ran == 0 { 0.0 } else { stats.busy_ns as f64 / ran as f64 / 1e3 },
                     "max_processing_us": stats.max_handler_ns as f64 / 1e3,
-                    "busy_ns": stats.busy_ns,
+                    // Ended handlers' time and, so a long handler shows
+                    // while it runs, the time so far of those suspended.
+                    "busy_ns": stats.busy_ns + running_ns,
+                    "running_ns": running_ns,
                     // A bucket's upper bound can lie above every run in it:
                     // no percentile above the longest run.
                     "p50_processing_us": stats.run_times.value_at_quantile(0.5).map(|nanos| nanos.min(stats.max_handler_ns) as f64 / 1e3),

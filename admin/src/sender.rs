@@ -121,7 +121,7 @@ struct Senders {
 }
 
 struct SenderThread {
-    jobs: mpsc::Sender<Queued>,
+    jobs: mpsc::Sender<Work>,
     thread: Thread,
     in_flight: Arc<AtomicUsize>,
     handle: Option<JoinHandle<()>>,
@@ -132,6 +132,14 @@ type Answer = tokio::sync::oneshot::Sender<Result<Sent, SendFailure>>;
 struct Queued {
     job: SendJob,
     answer: Answer,
+}
+
+/// What the endpoint hands a sender thread.
+enum Work {
+    Send(Queued),
+    /// The node is stopping: from this time on, sends still waiting (for
+    /// answers a stopped node will never give) hear `Stopping`.
+    StopAt(Instant),
 }
 
 impl SendPool {
@@ -183,7 +191,11 @@ impl SendPool {
             return Err(SendFailure::Busy);
         }
         let (answer, answered) = tokio::sync::oneshot::channel();
-        if sender.jobs.send(Queued { job, answer }).is_err() {
+        if sender
+            .jobs
+            .send(Work::Send(Queued { job, answer }))
+            .is_err()
+        {
             // The thread has ended (it only does when the pool is dropped,
             // or if it panicked): marked full, so no send picks it again.
             sender
@@ -193,6 +205,24 @@ impl SendPool {
         }
         sender.thread.unpark();
         answered.await.unwrap_or(Err(SendFailure::Stopping))
+    }
+}
+
+impl SendPool {
+    /// The node is stopping. Its shards answer what they still hold as they
+    /// stop (`caxton:shutting-down`), so sends waiting for those answers
+    /// get them for `grace`; past it, every send still waiting, for a reply
+    /// that will never come, is answered `Stopping`, and so is any new one.
+    pub fn stopping(&self, grace: Duration) {
+        let Some(senders) = self.0.get() else {
+            return;
+        };
+        let at = Instant::now() + grace;
+        for sender in &senders.threads {
+            if sender.jobs.send(Work::StopAt(at)).is_ok() {
+                sender.thread.unpark();
+            }
+        }
     }
 }
 
@@ -249,43 +279,53 @@ struct Waiting {
 
 struct SenderLoop {
     client: Client,
-    queue: mpsc::Receiver<Queued>,
+    queue: mpsc::Receiver<Work>,
     in_flight: Arc<AtomicUsize>,
     waiting: HashMap<u64, Waiting>,
     arrivals: Vec<Envelope>,
+    /// When next to look for sends past their deadlines: the earliest
+    /// deadline, or a sweep period away (for callers that hung up).
+    next_sweep: Instant,
+    /// When the node's stop grace ends (see [`SendPool::stopping`]).
+    stop_at: Option<Instant>,
 }
 
 impl SenderLoop {
-    fn new(client: Client, queue: mpsc::Receiver<Queued>, in_flight: Arc<AtomicUsize>) -> Self {
+    fn new(client: Client, queue: mpsc::Receiver<Work>, in_flight: Arc<AtomicUsize>) -> Self {
         Self {
             client,
             queue,
             in_flight,
             waiting: HashMap::new(),
             arrivals: Vec::new(),
+            next_sweep: Instant::now() + SWEEP_EVERY,
+            stop_at: None,
         }
     }
 
     fn run(mut self) {
-        let mut next_sweep = Instant::now() + SWEEP_EVERY;
         loop {
             loop {
                 match self.queue.try_recv() {
-                    Ok(queued) => self.start(queued),
+                    Ok(Work::Send(queued)) => self.start(queued),
+                    Ok(Work::StopAt(at)) => {
+                        self.stop_at = Some(at);
+                        self.next_sweep = self.next_sweep.min(at);
+                    }
                     Err(mpsc::TryRecvError::Empty) => break,
                     // The endpoint is gone; what still waits hears `Stopping`.
                     Err(mpsc::TryRecvError::Disconnected) => return,
                 }
             }
             let now = Instant::now();
-            if now >= next_sweep {
-                next_sweep = self.sweep(now);
+            if now >= self.next_sweep {
+                self.next_sweep = self.sweep(now);
             }
             self.arrivals.clear();
             let wait = if self.waiting.is_empty() {
                 IDLE_WAIT
             } else {
-                next_sweep.saturating_duration_since(now)
+                self.next_sweep.saturating_duration_since(now)
             };
             self.client.recv_or_woken(wait, &mut self.arrivals);
             for arrival in std::mem::take(&mut self.arrivals) {
@@ -296,6 +336,9 @@ impl SenderLoop {
 
     /// Send `queued`'s message, and answer it now or note it waiting.
     fn start(&mut self, Queued { job, answer }: Queued) {
+        if self.stop_at.is_some_and(|at| Instant::now() >= at) {
+            return self.answer(answer, Err(SendFailure::Stopping));
+        }
         let sent = self.client.resolve(&job.agent).and_then(|agent| {
             let durability = if job.persistent {
                 Durability::Requested
@@ -319,14 +362,17 @@ impl SenderLoop {
             return self.answer(answer, Ok(Sent::Accepted { message_id: None }));
         }
         let sent_at = Instant::now();
+        // A timeout past the clock's range waits as long as it can.
+        let deadline = sent_at
+            .checked_add(job.timeout)
+            .unwrap_or_else(|| sent_at + FOREVER);
+        // Timed to its own deadline, not the next periodic sweep.
+        self.next_sweep = self.next_sweep.min(deadline);
         self.waiting.insert(
             token,
             Waiting {
                 answer,
-                // A timeout past the clock's range waits as long as it can.
-                deadline: sent_at
-                    .checked_add(job.timeout)
-                    .unwrap_or_else(|| sent_at + FOREVER),
+                deadline,
                 timeout: job.timeout,
                 sent_at,
                 wait_for_reply: job.wait_for_reply,
@@ -389,6 +435,15 @@ impl SenderLoop {
         let Some(waiting) = self.waiting.get(&token) else {
             return;
         };
+        // Past its deadline a send has timed out, whatever comes after:
+        // the node's own `caxton:timeout` for the message then too.
+        if Instant::now() >= waiting.deadline {
+            let failure = SendFailure::NoReply {
+                timeout: waiting.timeout,
+                message_id: waiting.message_id,
+            };
+            return self.finish(token, Err(failure));
+        }
         let outcome = Sent::Replied {
             reply,
             message_id: waiting.message_id,
@@ -416,9 +471,13 @@ impl SenderLoop {
     /// hung up; when to sweep next.
     fn sweep(&mut self, now: Instant) -> Instant {
         let mut next = now + SWEEP_EVERY;
+        let stopped = self.stop_at.is_some_and(|at| now >= at);
+        if let Some(at) = self.stop_at.filter(|_| !stopped) {
+            next = next.min(at);
+        }
         let mut done = Vec::new();
         for (&token, waiting) in &self.waiting {
-            if waiting.answer.is_closed() || now >= waiting.deadline {
+            if stopped || waiting.answer.is_closed() || now >= waiting.deadline {
                 done.push(token);
             } else {
                 next = next.min(waiting.deadline);
@@ -428,7 +487,9 @@ impl SenderLoop {
             let Some(waiting) = self.waiting.remove(&token) else {
                 continue;
             };
-            let failure = if waiting.awaiting_notice {
+            let failure = if stopped && now < waiting.deadline {
+                SendFailure::Stopping
+            } else if waiting.awaiting_notice {
                 SendFailure::NoAcceptance(waiting.timeout)
             } else {
                 SendFailure::NoReply {

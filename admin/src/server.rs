@@ -185,6 +185,7 @@ pub async fn serve(
     // they stop: let the requests waiting for those answers write them,
     // rather than cutting their connections, for a bounded time.
     let _ = stopping.send(true);
+    context.senders.stopping(SENDS_STOP_GRACE);
     let drained = tokio::time::timeout(
         STOP_GRACE,
         permits.acquire_many(u32::try_from(max_connections).unwrap_or(u32::MAX)),
@@ -200,6 +201,11 @@ pub async fn serve(
 
 /// How long a stopping endpoint waits for requests in flight to be answered.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// How long, of that, sends wait for the stopping shards' answers before
+/// those still waiting (for replies that will never come) are answered
+/// `shutting-down` themselves: well within [`STOP_GRACE`].
+const SENDS_STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// Check the token and the body size, then hand the request to its route.
 async fn respond(request: Request<Incoming>, context: &Context) -> Reply {

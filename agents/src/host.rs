@@ -177,6 +177,11 @@ pub struct AgentCounts {
     /// Bytes of its key-value state on the shard (keys and values), which
     /// its memory limit bounds too.
     pub state_bytes: usize,
+    /// Run time so far (ns) of its handlers still suspended on the shard
+    /// (sliced, between slices): not yet in `stats.busy_ns`, which counts a
+    /// handler when it ends. A handler that runs for seconds shows here
+    /// while it runs.
+    pub running_ns: u64,
 }
 
 /// Counters of one agent on one shard.
@@ -670,6 +675,12 @@ impl AgentHost {
                     .map(|instance| instance.memory.data_size(&instance.store))
                     .sum(),
                 state_bytes: agent.state.borrow().bytes(),
+                running_ns: self
+                    .suspended
+                    .iter()
+                    .filter(|call| call.agent == id)
+                    .map(|call| call.ran_ns)
+                    .sum(),
             })
             .collect()
     }

@@ -890,6 +890,41 @@ fn without_the_direct_path_every_handler_stays_sliced() {
     run_to_end_of_suspended(&mut host);
 }
 
+/// A handler between its slices has its run time so far reported as
+/// `running_ns`, and only once it ends in `busy_ns`: a long handler shows
+/// in the agent's counters while it runs.
+#[test]
+fn a_suspended_handlers_run_time_so_far_is_reported() {
+    let mut profile = small_profile();
+    profile.runtime.wasm.direct_quick_handlers = false;
+    let (mut host, _ticker) = sometimes_slow_host(&profile);
+    let ran_ns = match host.handle(ECHO, None, request(&[1]), now_ns()) {
+        Handling::Suspended { ran_ns, .. } => ran_ns,
+        _ => panic!("a 20 ms handler yields at a 2 ms slice's end"),
+    };
+    let counts = |host: &AgentHost| {
+        host.all_stats()
+            .into_iter()
+            .find(|counts| counts.id == ECHO)
+            .expect("echo's counts")
+    };
+    let suspended = counts(&host);
+    assert!(ran_ns > 0);
+    assert_eq!(
+        suspended.running_ns, ran_ns,
+        "the first slice, while suspended"
+    );
+    assert_eq!(suspended.stats.busy_ns, 0, "nothing has ended yet");
+    run_to_end_of_suspended(&mut host);
+    let ended = counts(&host);
+    assert_eq!(ended.running_ns, 0);
+    assert!(
+        ended.stats.busy_ns >= ran_ns,
+        "the whole run, once ended: {} ns",
+        ended.stats.busy_ns
+    );
+}
+
 /// Resume suspended handlers until none is left.
 fn run_to_end_of_suspended(host: &mut AgentHost) {
     while host.has_suspended() {

@@ -437,22 +437,42 @@ impl Port for NodePort {
     }
 }
 
-/// Check a load against the profile before anything starts.
+/// The flags a load's agents and rate came from, for errors that name them.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadFlags {
+    /// The agents' flag (`--agents`, or `--max-agents` of a ramp).
+    pub agents: &'static str,
+    /// The rate's flag (`--messages-per-second`, or what sets a ramp's rate).
+    pub rate: &'static str,
+}
+
+impl LoadFlags {
+    /// `benchmark custom`'s flags.
+    pub const CUSTOM: Self = Self {
+        agents: "--agents",
+        rate: "--messages-per-second",
+    };
+}
+
+/// Check a load against the profile before anything starts; `flags` name
+/// where its agents and rate came from.
 pub fn check_load(
     profile: &Profile,
     agents: usize,
     options: &LoadOptions,
+    flags: LoadFlags,
 ) -> Result<(), BenchError> {
     let max_agents = profile.runtime.max_agents as usize;
     if agents == 0 || agents > max_agents {
         return Err(BenchError::Input(format!(
-            "--agents {agents} is outside 1..={max_agents} (runtime.max_agents of the profile)"
+            "{} {agents} is outside 1..={max_agents} (runtime.max_agents of the profile)",
+            flags.agents
         )));
     }
     if !(options.rate.is_finite() && options.rate >= 1.0 && options.rate <= RATE_MAX) {
         return Err(BenchError::Input(format!(
-            "--messages-per-second {} is outside 1..={RATE_MAX}",
-            options.rate
+            "{} {} is outside 1..={RATE_MAX}",
+            flags.rate, options.rate
         )));
     }
     if options.duration < Duration::from_millis(100) || options.duration > DURATION_MAX {

@@ -353,7 +353,7 @@ fn run_benchmark(selection: &ProfileSelection, args: SuiteArgs) -> Result<(), Co
     let compare = crate::loadbench::compare_baseline(args.compare.as_deref())?;
     if !SUITES.contains(&args.suite.as_str()) {
         return Err(CommandError::BadInput(format!(
-            "unknown suite `{}`; the suites are: {}",
+            "--suite `{}` is not a suite; the suites are: {}",
             args.suite,
             SUITES.join(", ")
         )));

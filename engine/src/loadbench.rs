@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use caxton_bench::custom::{
-    self, check_load, BenchError, Comparison, LoadOptions, LoadResult, LoadSummary, Pattern,
-    RoundSummary, Workload,
+    self, check_load, BenchError, Comparison, LoadFlags, LoadOptions, LoadResult, LoadSummary,
+    Pattern, RoundSummary, Workload,
 };
 use caxton_bench::remote::{self, Target};
 use caxton_bench::standard::ScenarioResult;
@@ -238,7 +238,7 @@ pub fn custom(selection: &ProfileSelection, args: CustomArgs) -> Result<(), Comm
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         generators,
     };
-    check_load(&loaded.profile, args.agents, &options).map_err(bench_error)?;
+    check_load(&loaded.profile, args.agents, &options, LoadFlags::CUSTOM).map_err(bench_error)?;
     let workload = Workload::new(pattern, args.agents, None).map_err(bench_error)?;
     let machine_jitter = compare.then(|| caxton_bench::jitter::measure(JITTER_PROBE));
     let mut destination = Destination::open(&loaded, target.as_deref(), token)?;
@@ -368,7 +368,12 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
         progress: false,
         generators: None,
     };
-    check_load(&loaded.profile, args.max_agents, &last).map_err(bench_error)?;
+    // The last step has the most agents and the highest rate.
+    let flags = LoadFlags {
+        agents: "--max-agents",
+        rate: "the last step's rate (--start-rate × --growth^(--steps − 1))",
+    };
+    check_load(&loaded.profile, args.max_agents, &last, flags).map_err(bench_error)?;
     let machine_jitter = compare.then(|| caxton_bench::jitter::measure(JITTER_PROBE));
     if let Some(warm_up) = options.warm_up_load() {
         eprintln!(

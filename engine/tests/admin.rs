@@ -1066,8 +1066,9 @@ fn many_sends_wait_at_once_on_few_client_ports() {
 }
 
 /// A clean stop answers the sends still waiting through the endpoint
-/// (`caxton:shutting-down` for the one queued behind a busy agent) before
-/// their connections close; none sees its connection cut.
+/// (`caxton:shutting-down` for the one queued behind a busy agent, 503
+/// `shutting-down` for one waiting for a reply that will never come)
+/// before their connections close; none sees its connection cut.
 #[test]
 fn a_clean_stop_answers_sends_in_flight_through_the_endpoint() {
     let running = start_engine(&["--set", "runtime.worker_threads=1"]);
@@ -1079,24 +1080,50 @@ fn a_clean_stop_answers_sends_in_flight_through_the_endpoint() {
         example("loop.wat"),
     );
     assert_eq!(deployed.status, StatusCode::CREATED, "{}", deployed.text());
+    let deployed = call(
+        &client,
+        Method::POST,
+        "/v1/agents?name=sink",
+        example("sink.wat"),
+    );
+    assert_eq!(deployed.status, StatusCode::CREATED, "{}", deployed.text());
+    let post = |agent: &'static str, content: &'static str| {
+        let client = AdminClient::new(running.admin_address(), None).expect("client");
+        std::thread::spawn(move || {
+            let body = serde_json::json!({ "content": content, "timeout_ms": 60000 }).to_string();
+            client.call(
+                Method::POST,
+                &format!("/v1/agents/{agent}/messages"),
+                "application/json",
+                body.into_bytes(),
+            )
+        })
+    };
+    // Handled, and never answered: it waits for the whole 60 s.
+    let unanswered = post("sink", "never answered");
     let sends: Vec<_> = ["running", "queued"]
         .into_iter()
         .map(|content| {
-            let client = AdminClient::new(running.admin_address(), None).expect("client");
-            let sent = std::thread::spawn(move || {
-                let body = serde_json::json!({ "content": content }).to_string();
-                client.call(
-                    Method::POST,
-                    "/v1/agents/spin/messages",
-                    "application/json",
-                    body.into_bytes(),
-                )
-            });
+            let sent = post("spin", content);
             std::thread::sleep(Duration::from_millis(300));
             sent
         })
         .collect();
+    let stopped_at = Instant::now();
     let (status, log) = running.terminate();
+    let unanswered = unanswered
+        .join()
+        .expect("the sender")
+        .unwrap_or_else(|error| panic!("the send to sink was cut: {error}; {log}"));
+    assert_error(
+        &unanswered,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "shutting-down",
+    );
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(30),
+        "answered at the stop, not at its 60 s timeout"
+    );
     assert!(status.success(), "{log}");
     let answers: Vec<Answer> = sends
         .into_iter()
