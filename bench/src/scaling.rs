@@ -277,7 +277,7 @@ pub fn render(summary: &ScalingSummary) -> String {
         summary.duration_ms
     );
     out.push_str(&format!(
-        "efficiency: per-shard throughput over one shard's agent_to_agent_local (baseline: over its own one worker); goal ≥ {:.0}% at {GOAL_SHARDS} shards, shown at every step\n",
+        "efficiency: per-shard throughput over one shard's agent_to_agent_local (baseline: over its own one worker); goal ≥ {:.0}% at {GOAL_SHARDS} shards, judged at every step past one shard (one shard is the 100% the others are measured against)\n",
         GOAL_EFFICIENCY * 100.0
     ));
     out.push_str(&format!(

@@ -54,7 +54,7 @@ pub enum Command {
     /// List, show and explain profiles.
     #[command(subcommand)]
     Profiles(ProfilesCommand),
-    /// Measure the engine.
+    /// Measure the engine (on the low-latency profile unless --profile says otherwise).
     #[command(subcommand)]
     Benchmark(BenchmarkCommand),
     /// Deploy, list and undeploy agents on a running engine (through its admin endpoint).
@@ -354,6 +354,9 @@ pub struct SimulateArgs {
 
 /// `engine benchmark ...`.
 #[derive(Debug, Subcommand)]
+#[command(
+    after_help = "Every benchmark runs on the low-latency profile unless --profile says otherwise."
+)]
 pub enum BenchmarkCommand {
     /// Run a benchmark suite against an in-process node.
     Run {

@@ -206,6 +206,11 @@ fn prepare(
             "--generators sets the generator threads that load an in-process node; a --target engine is loaded through its admin API",
         ));
     }
+    if args.token.is_some() && args.target.is_none() {
+        return Err(bad(
+            "--token is the access token of a running engine's admin endpoint: add --target HOST:PORT, or drop it to load an in-process node",
+        ));
+    }
     Ok((loaded, pattern, compare))
 }
 
