@@ -247,7 +247,7 @@ async fn node(context: &Context) -> Answer {
     let admin_sends = json!({
         "senders": context.senders.threads(),
         "in_flight": context.senders.in_flight(),
-        "in_flight_max": context.senders.threads() * SENDS_IN_FLIGHT_PER_PORT,
+        "in_flight_max": sends_waiting_max(context),
     });
     context
         .controller
@@ -601,6 +601,21 @@ async fn send(context: &Context, message: Message) -> Answer {
         persistent,
         wait_for_reply,
     } = message;
+    // Each waiting send holds its connection: past this many, the reads an
+    // operator needs under load (a scrape, `/v1/node`) would wait in the
+    // kernel's backlog behind them, so the last connections stay theirs.
+    let sends_max = sends_waiting_max(context);
+    if context.senders.in_flight() >= sends_max {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            format!(
+                "{sends_max} sends already wait for their replies, the most observability.admin.max_connections ({}) allows while keeping {} connections for reads (metrics, /v1/node); raise it, or retry",
+                context.settings.max_connections,
+                context.settings.max_connections - sends_max
+            ),
+        ));
+    }
     let job = SendJob {
         agent: name.clone(),
         performative,
@@ -686,6 +701,17 @@ async fn send(context: &Context, message: Message) -> Answer {
             "round_trip_us": round_trip.as_secs_f64() * 1e6,
         }),
     ))
+}
+
+/// Connections of the endpoint kept for requests other than sends.
+const READ_CONNECTIONS: usize = 8;
+
+/// Most sends that may wait for replies at once: the senders' bound, and
+/// the connections less those kept for reads (a quarter where there are few).
+fn sends_waiting_max(context: &Context) -> usize {
+    let connections = context.settings.max_connections.max(1);
+    let kept = READ_CONNECTIONS.min(connections / 4);
+    (connections - kept).min(context.senders.threads() * SENDS_IN_FLIGHT_PER_PORT)
 }
 
 fn send_error(name: &str, failure: SendError) -> Reply {

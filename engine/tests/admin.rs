@@ -1065,6 +1065,67 @@ fn many_sends_wait_at_once_on_few_client_ports() {
     }
 }
 
+/// Waiting sends hold their connections, so they may take only so many:
+/// the last connections stay free for the reads an operator needs under
+/// load, and a send past the bound is answered 503 `busy` at once.
+#[test]
+fn waiting_sends_leave_connections_for_reads() {
+    let running = start_engine(&[
+        "--set",
+        "runtime.worker_threads=1",
+        "--set",
+        "observability.admin.max_connections=12",
+    ]);
+    let client = client(&running);
+    let deployed = call(
+        &client,
+        Method::POST,
+        "/v1/agents?name=sink",
+        example("sink.wat"),
+    );
+    assert_eq!(deployed.status, StatusCode::CREATED, "{}", deployed.text());
+    let node = client.get("/v1/node").expect("node");
+    // Twelve connections, a quarter kept for reads: nine sends may wait.
+    assert_eq!(
+        node.json()["admin_sends"]["in_flight_max"],
+        9,
+        "{}",
+        node.text()
+    );
+    let waiting: Vec<TcpStream> = (0..9)
+        .map(|_| {
+            let body = r#"{"content": "x", "timeout_ms": 60000}"#;
+            let mut stream = TcpStream::connect(running.admin_address()).expect("connects");
+            write!(
+                stream,
+                "POST /v1/agents/sink/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .expect("written");
+            stream
+        })
+        .collect();
+    let all_waiting_by = Instant::now() + Duration::from_secs(10);
+    loop {
+        let node = client.get("/v1/node").expect("reads are still served");
+        if node.json()["admin_sends"]["in_flight"] == 9 {
+            break;
+        }
+        assert!(Instant::now() < all_waiting_by, "{}", node.text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let refused = send(&client, "sink", "one too many");
+    assert_error(&refused, StatusCode::SERVICE_UNAVAILABLE, "busy");
+    assert!(
+        refused.error_message().contains("max_connections"),
+        "{}",
+        refused.text()
+    );
+    let scrape = client.get("/metrics").expect("a scrape is still served");
+    assert_eq!(scrape.status, StatusCode::OK);
+    drop(waiting);
+}
+
 /// A clean stop answers the sends still waiting through the endpoint
 /// (`caxton:shutting-down` for the one queued behind a busy agent, 503
 /// `shutting-down` for one waiting for a reply that will never come)
