@@ -604,15 +604,15 @@ async fn send(context: &Context, message: Message) -> Answer {
     // Each waiting send holds its connection: past this many, the reads an
     // operator needs under load (a scrape, `/v1/node`) would wait in the
     // kernel's backlog behind them, so the last connections stay theirs.
-    let sends_max = sends_waiting_max(context);
+    // (The senders' own bound is theirs to tell: `SendFailure::Busy`.)
+    let (sends_max, kept) = sends_on_connections_max(context);
     if context.senders.in_flight() >= sends_max {
         return Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "busy",
             format!(
-                "{sends_max} sends already wait for their replies, the most observability.admin.max_connections ({}) allows while keeping {} connections for reads (metrics, /v1/node); raise it, or retry",
+                "{sends_max} sends already wait for their replies, the most observability.admin.max_connections ({}) allows while keeping {kept} connections for reads (metrics, /v1/node); raise it, or retry",
                 context.settings.max_connections,
-                context.settings.max_connections - sends_max
             ),
         ));
     }
@@ -706,12 +706,20 @@ async fn send(context: &Context, message: Message) -> Answer {
 /// Connections of the endpoint kept for requests other than sends.
 const READ_CONNECTIONS: usize = 8;
 
-/// Most sends that may wait for replies at once: the senders' bound, and
-/// the connections less those kept for reads (a quarter where there are few).
-fn sends_waiting_max(context: &Context) -> usize {
+/// Most sends the endpoint's connections may hold waiting for replies, and
+/// the connections kept for reads: [`READ_CONNECTIONS`], or a quarter where
+/// there are few.
+fn sends_on_connections_max(context: &Context) -> (usize, usize) {
     let connections = context.settings.max_connections.max(1);
     let kept = READ_CONNECTIONS.min(connections / 4);
-    (connections - kept).min(context.senders.threads() * SENDS_IN_FLIGHT_PER_PORT)
+    (connections - kept, kept)
+}
+
+/// Most sends that may wait for replies at once: the connections' bound
+/// and the senders' ([`SENDS_IN_FLIGHT_PER_PORT`] each), the lower.
+fn sends_waiting_max(context: &Context) -> usize {
+    let (on_connections, _) = sends_on_connections_max(context);
+    on_connections.min(context.senders.threads() * SENDS_IN_FLIGHT_PER_PORT)
 }
 
 fn send_error(name: &str, failure: SendError) -> Reply {

@@ -206,9 +206,7 @@ impl SendPool {
         sender.thread.unpark();
         answered.await.unwrap_or(Err(SendFailure::Stopping))
     }
-}
 
-impl SendPool {
     /// The node is stopping. Its shards answer what they still hold as they
     /// stop (`caxton:shutting-down`), so sends waiting for those answers
     /// get them for `grace`; past it, every send still waiting, for a reply

@@ -1015,19 +1015,7 @@ fn many_sends_wait_at_once_on_few_client_ports() {
     };
     assert_eq!(admin_sends("senders"), 2, "one sender per client port");
     // Twelve sends wait 60 s for replies that never come: six per port.
-    let waiting: Vec<TcpStream> = (0..12)
-        .map(|_| {
-            let body = r#"{"content": "x", "timeout_ms": 60000}"#;
-            let mut stream = TcpStream::connect(running.admin_address()).expect("connects");
-            write!(
-                stream,
-                "POST /v1/agents/sink/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            )
-            .expect("written");
-            stream
-        })
-        .collect();
+    let waiting = waiting_at_sink(&running, 12);
     let all_waiting_by = Instant::now() + Duration::from_secs(10);
     while admin_sends("in_flight") < 12 {
         assert!(
@@ -1065,6 +1053,24 @@ fn many_sends_wait_at_once_on_few_client_ports() {
     }
 }
 
+/// `count` sends to `sink` that wait 60 s for a reply that never comes,
+/// each on its own connection, left open (dropping one hangs up).
+fn waiting_at_sink(running: &RunningEngine, count: usize) -> Vec<TcpStream> {
+    (0..count)
+        .map(|_| {
+            let body = r#"{"content": "x", "timeout_ms": 60000}"#;
+            let mut stream = TcpStream::connect(running.admin_address()).expect("connects");
+            write!(
+                stream,
+                "POST /v1/agents/sink/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .expect("written");
+            stream
+        })
+        .collect()
+}
+
 /// Waiting sends hold their connections, so they may take only so many:
 /// the last connections stay free for the reads an operator needs under
 /// load, and a send past the bound is answered 503 `busy` at once.
@@ -1092,19 +1098,7 @@ fn waiting_sends_leave_connections_for_reads() {
         "{}",
         node.text()
     );
-    let waiting: Vec<TcpStream> = (0..9)
-        .map(|_| {
-            let body = r#"{"content": "x", "timeout_ms": 60000}"#;
-            let mut stream = TcpStream::connect(running.admin_address()).expect("connects");
-            write!(
-                stream,
-                "POST /v1/agents/sink/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            )
-            .expect("written");
-            stream
-        })
-        .collect();
+    let waiting = waiting_at_sink(&running, 9);
     let all_waiting_by = Instant::now() + Duration::from_secs(10);
     loop {
         let node = client.get("/v1/node").expect("reads are still served");

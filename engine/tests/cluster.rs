@@ -466,6 +466,11 @@ fn simulate_prints_figures_writes_its_logs_and_replays_from_its_seed() {
 /// A node on `cluster-small` in loopback trial mode (no certificates),
 /// named `name`, joining through `seed` if given.
 fn trial_node(name: &str, seed: Option<&str>) -> RunningEngine {
+    trial_node_with(name, seed, &[])
+}
+
+/// [`trial_node`] with `extra` arguments after its own.
+fn trial_node_with(name: &str, seed: Option<&str>, extra: &[&str]) -> RunningEngine {
     let name = format!("coordination.cluster.node_name={name}");
     let mut arguments = vec![
         "--profile",
@@ -482,6 +487,7 @@ fn trial_node(name: &str, seed: Option<&str>) -> RunningEngine {
     if let Some(seed) = seed {
         arguments.extend(["--join", seed]);
     }
+    arguments.extend_from_slice(extra);
     start_engine(&arguments)
 }
 
@@ -490,20 +496,7 @@ fn trial_node(name: &str, seed: Option<&str>) -> RunningEngine {
 fn seeds_written_in_the_profile_are_joined() {
     let a = trial_node("a", None);
     let seeds = format!("coordination.cluster.seeds=[\"{}\"]", cluster_address(&a));
-    let b = start_engine(&[
-        "--profile",
-        "default",
-        "--profile",
-        "cluster-small",
-        "--set",
-        "runtime.worker_threads=1",
-        "--set",
-        "coordination.cluster.listen_address=127.0.0.1:0",
-        "--set",
-        "coordination.cluster.node_name=b",
-        "--set",
-        &seeds,
-    ]);
+    let b = trial_node_with("b", None, &["--set", &seeds]);
     // The counts are of the other members.
     wait(
         &a,

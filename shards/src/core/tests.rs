@@ -1296,20 +1296,10 @@ fn a_flooded_agent_gives_up_its_newest_to_its_neighbours() {
     }
     assert_eq!(io.take(CLIENT_PORT).len(), 3);
     assert_eq!(core.metrics_mut().pushed_out, 2);
-    let mut agents = FakeAgents {
-        behaviours: HashMap::from([
-            (busy, Behaviour::End(Outcome::Handled)),
-            (quiet, Behaviour::End(Outcome::Handled)),
-        ]),
-        ..FakeAgents::default()
-    };
-    while core.handle_next(1, &mut agents, &mut io).is_some() {}
-    let ran: Vec<&[u8]> = agents
-        .runs
-        .iter()
-        .map(|(_, content)| content.as_slice())
-        .collect();
-    assert_eq!(ran, [b"u1".as_slice(), b"u2", b"q1", b"q2"]);
+    assert_eq!(
+        run_all_handled(&mut core, &[busy, quiet], &mut io),
+        [b"u1".as_slice(), b"u2", b"q1", b"q2"]
+    );
 }
 
 /// Agent numbers are reused after an undeploy, so a directory's highest
@@ -1339,20 +1329,24 @@ fn an_agent_numbered_past_the_directory_count_can_be_pushed_out() {
     assert_eq!(core.metrics_mut().pushed_out, 1, "busy's b3 made room");
     let refused = io.take(CLIENT_PORT);
     assert_eq!(refused.len(), 1);
-    let mut agents = FakeAgents {
-        behaviours: HashMap::from([
-            (busy, Behaviour::End(Outcome::Handled)),
-            (quiet, Behaviour::End(Outcome::Handled)),
-        ]),
+    assert_eq!(
+        run_all_handled(&mut core, &[busy, quiet], &mut io),
+        [b"b1".as_slice(), b"b2", b"q1"]
+    );
+}
+
+/// Handle everything `core` holds, each of `agents` handling every message:
+/// the contents, in the order they ran.
+fn run_all_handled(core: &mut ShardCore, agents: &[AgentId], io: &mut RecordingIo) -> Vec<Vec<u8>> {
+    let mut host = FakeAgents {
+        behaviours: agents
+            .iter()
+            .map(|&agent| (agent, Behaviour::End(Outcome::Handled)))
+            .collect(),
         ..FakeAgents::default()
     };
-    while core.handle_next(1, &mut agents, &mut io).is_some() {}
-    let ran: Vec<&[u8]> = agents
-        .runs
-        .iter()
-        .map(|(_, content)| content.as_slice())
-        .collect();
-    assert_eq!(ran, [b"b1".as_slice(), b"b2", b"q1"]);
+    while core.handle_next(1, &mut host, io).is_some() {}
+    host.runs.into_iter().map(|(_, content)| content).collect()
 }
 
 /// `queue_size` bounds the shard's mailbox whatever `parallel_routes` is.
