@@ -507,6 +507,37 @@ fn seeds_written_in_the_profile_are_joined() {
     drop(b);
 }
 
+/// `coordination.cluster.advertise_address` is the address the other
+/// members learn for the node, not the one it listens on: here b listens on
+/// 127.0.0.1 and advertises 127.0.0.2 (a host behind a NAT would advertise
+/// its public address), and a lists b there.
+#[test]
+fn members_learn_the_advertised_address() {
+    let a = trial_node("a", None);
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|socket| socket.local_addr())
+        .expect("a free port")
+        .port();
+    let listen = format!("coordination.cluster.listen_address=127.0.0.1:{port}");
+    let advertise = format!("coordination.cluster.advertise_address=127.0.0.2:{port}");
+    let seed = cluster_address(&a).to_string();
+    let b = trial_node_with("b", Some(&seed), &["--set", &listen, "--set", &advertise]);
+    let advertised = format!("127.0.0.2:{port}");
+    wait(
+        &a,
+        Duration::from_secs(10),
+        "a lists b at its advertised address",
+        |view| {
+            view["members"].as_array().is_some_and(|members| {
+                members
+                    .iter()
+                    .any(|member| member["name"] == "b" && member["addr"] == advertised.as_str())
+            })
+        },
+    );
+    drop(b);
+}
+
 /// A second member under a name already in use is named in the log, with
 /// the key that gives each node its own.
 #[test]
