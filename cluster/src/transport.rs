@@ -1216,10 +1216,19 @@ impl ClusterNode {
             "cluster membership started"
         );
         membership.join(&self.settings.seeds, clock());
+        let mut name_twins = NameTwins::default();
         tokio::pin!(stop);
         loop {
             self.flush(&mut membership, false);
-            for gone in log_events(&mut membership) {
+            // Long enough for a member that stopped to be probed, missed
+            // and declared down: a node restarted at a new address has its
+            // old entry gone by then, and is no twin of its own.
+            let restart_grace = 2
+                * (self.settings.swim.probe_interval
+                    + self.settings.swim.probe_timeout
+                    + membership.suspicion_timeout());
+            name_twins.judge(&membership, Instant::now());
+            for gone in log_events(&mut membership, &mut name_twins, restart_grace) {
                 self.links.forget_stale(gone.addr, gone.restarted_at);
                 remote.lost(&[gone.addr], "node-down");
             }
@@ -1917,12 +1926,64 @@ struct Gone {
     restarted_at: Option<std::time::SystemTime>,
 }
 
+/// Members that took the name of another still alive, waiting to be judged:
+/// a node restarted at a new address comes up under its old name before its
+/// earlier entry is declared down, and is no mistake; two nodes that keep
+/// one name are.
+#[derive(Default)]
+struct NameTwins(Vec<NameTwin>);
+
+struct NameTwin {
+    name: String,
+    addr: SocketAddr,
+    twin: SocketAddr,
+    judge_at: Instant,
+}
+
+impl NameTwins {
+    /// Warn about the twins both still alive at their judging time; forget
+    /// those whose earlier entry went down (a restart) or that went down.
+    fn judge(&mut self, membership: &Membership, now: Instant) {
+        if self.0.is_empty() {
+            return;
+        }
+        let members = membership.members();
+        let alive = |addr: SocketAddr| {
+            members.iter().any(|member| {
+                member.addr == addr && member.state == crate::membership::MemberState::Alive
+            })
+        };
+        self.0.retain(|pending| {
+            if !alive(pending.twin) || !alive(pending.addr) {
+                return false;
+            }
+            if now < pending.judge_at {
+                return true;
+            }
+            warn_name_twin(&pending.name, pending.addr, pending.twin);
+            false
+        });
+    }
+}
+
+fn warn_name_twin(name: &str, addr: SocketAddr, twin: SocketAddr) {
+    warn!(
+        member = %name,
+        %addr,
+        "cluster: member `{name}` at {addr} has the name of the member at {twin}; give each node a name of its own (coordination.cluster.node_name)"
+    );
+}
+
 /// Log what changed in the membership; the members whose identity is gone.
 /// Messages in flight to a member back under a newer generation went to its
 /// old identity: a restarted process will never answer them, and one that
 /// was declared down had its requests answered then. Either way they are
 /// lost as a downed member's are.
-fn log_events(membership: &mut Membership) -> Vec<Gone> {
+fn log_events(
+    membership: &mut Membership,
+    name_twins: &mut NameTwins,
+    restart_grace: Duration,
+) -> Vec<Gone> {
     let mut gone = Vec::new();
     for event in membership.take_events() {
         match &event {
@@ -1944,28 +2005,26 @@ fn log_events(membership: &mut Membership) -> Vec<Gone> {
                 // Names are how operators tell members apart (`cluster
                 // members`, logs, metrics): two at once is a mistake.
                 let me = membership.identity();
-                let twin = if me.name == member.name && me.addr != member.addr {
-                    Some(me.addr)
-                } else {
-                    membership
-                        .members()
-                        .into_iter()
-                        .find(|other| {
-                            *other.name == *member.name
-                                && other.addr != member.addr
-                                && other.state == crate::membership::MemberState::Alive
-                        })
-                        .map(|other| other.addr)
-                };
-                if let Some(twin) = twin {
-                    warn!(
-                        member = %member.name,
-                        addr = %member.addr,
-                        "cluster: member `{}` at {} has the name of the member at {}; give each node a name of its own (coordination.cluster.node_name)",
-                        member.name,
-                        member.addr,
-                        twin
-                    );
+                if me.name == member.name && me.addr != member.addr {
+                    // This node is alive: the newcomer cannot be its restart.
+                    warn_name_twin(&member.name, member.addr, me.addr);
+                } else if let Some(twin) = membership.members().into_iter().find(|other| {
+                    *other.name == *member.name
+                        && other.addr != member.addr
+                        && other.state == crate::membership::MemberState::Alive
+                }) {
+                    if twin.generation < member.generation {
+                        // Started later: perhaps that node, restarted
+                        // elsewhere before its old entry was declared down.
+                        name_twins.0.push(NameTwin {
+                            name: member.name.to_string(),
+                            addr: member.addr,
+                            twin: twin.addr,
+                            judge_at: Instant::now() + restart_grace,
+                        });
+                    } else {
+                        warn_name_twin(&member.name, member.addr, twin.addr);
+                    }
                 }
             }
             MembershipEvent::Down(member) => {

@@ -549,6 +549,10 @@ fn two_members_of_one_name_are_warned_about() {
     wait(&a, Duration::from_secs(10), "both joined", |view| {
         view["counts"]["alive"] == 2
     });
+    // Judged once the first could have been declared down, had the second
+    // been its restart: on cluster-small, 2 × (probe interval, timeout and
+    // suspicion) = 4.4 s.
+    std::thread::sleep(Duration::from_secs(6));
     let (_, log) = a.terminate();
     assert!(
         log.contains("has the name of the member at")
@@ -556,6 +560,37 @@ fn two_members_of_one_name_are_warned_about() {
         "{log}"
     );
     drop((first, second));
+}
+
+/// A node restarted at a new address comes up under its name before its
+/// earlier entry is declared down: that is no second node of one name, and
+/// nothing is warned.
+#[test]
+fn a_node_restarted_at_a_new_address_is_no_name_twin() {
+    let a = trial_node("a", None);
+    let seed = cluster_address(&a).to_string();
+    let first = trial_node("b", Some(&seed));
+    wait(&a, Duration::from_secs(10), "b joined", |view| {
+        view["counts"]["alive"] == 1
+    });
+    // Killed without a farewell, and back at once on another port.
+    drop(first);
+    let second = trial_node("b", Some(&seed));
+    wait(&a, Duration::from_secs(15), "b's old entry down", |view| {
+        view["counts"]["alive"] == 1
+            && state_of(view, "b").is_some()
+            && view["members"].as_array().is_some_and(|members| {
+                members
+                    .iter()
+                    .filter(|member| member["name"] == "b")
+                    .any(|member| member["state"] == "down")
+            })
+    });
+    // Past the judging time of the restart (4.4 s on cluster-small).
+    std::thread::sleep(Duration::from_secs(6));
+    let (_, log) = a.terminate();
+    assert!(!log.contains("has the name of the member at"), "{log}");
+    drop(second);
 }
 
 /// A node with no name of its own (trial mode, its port picked at boot)
