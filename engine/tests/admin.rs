@@ -1000,12 +1000,7 @@ fn many_sends_wait_at_once_on_few_client_ports() {
         deploy(&client, "echo", "echo.wat", 1).status,
         StatusCode::CREATED
     );
-    let deployed = call(
-        &client,
-        Method::POST,
-        "/v1/agents?name=sink",
-        example("sink.wat"),
-    );
+    let deployed = deploy(&client, "sink", "sink.wat", 1);
     assert_eq!(deployed.status, StatusCode::CREATED, "{}", deployed.text());
     let admin_sends = |field: &str| {
         let node = client.get("/v1/node").expect("node");
@@ -1083,12 +1078,7 @@ fn waiting_sends_leave_connections_for_reads() {
         "observability.admin.max_connections=12",
     ]);
     let client = client(&running);
-    let deployed = call(
-        &client,
-        Method::POST,
-        "/v1/agents?name=sink",
-        example("sink.wat"),
-    );
+    let deployed = deploy(&client, "sink", "sink.wat", 1);
     assert_eq!(deployed.status, StatusCode::CREATED, "{}", deployed.text());
     let node = client.get("/v1/node").expect("node");
     // Twelve connections, a quarter kept for reads: nine sends may wait.
@@ -1135,12 +1125,7 @@ fn a_clean_stop_answers_sends_in_flight_through_the_endpoint() {
         example("loop.wat"),
     );
     assert_eq!(deployed.status, StatusCode::CREATED, "{}", deployed.text());
-    let deployed = call(
-        &client,
-        Method::POST,
-        "/v1/agents?name=sink",
-        example("sink.wat"),
-    );
+    let deployed = deploy(&client, "sink", "sink.wat", 1);
     assert_eq!(deployed.status, StatusCode::CREATED, "{}", deployed.text());
     let post = |agent: &'static str, content: &'static str| {
         let client = AdminClient::new(running.admin_address(), None).expect("client");
