@@ -431,9 +431,9 @@ pub enum BenchmarkCommand {
         warm_up: String,
         /// How long each P99 run at a share of the lower breaking point
         /// lasts, with `--compare baseline` (at least one step): a longer run
-        /// dilutes the machine's own stalls in both designs' P99s.
-        #[arg(long, default_value = "5s")]
-        latency_run: String,
+        /// dilutes the machine's own stalls in both designs' P99s. Default 5s.
+        #[arg(long)]
+        latency_run: Option<String>,
         /// Agents at the last step.
         #[arg(long, default_value_t = 1000)]
         max_agents: usize,

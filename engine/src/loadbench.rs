@@ -294,14 +294,17 @@ pub fn custom(selection: &ProfileSelection, args: CustomArgs) -> Result<(), Comm
     finish(&summary, output)
 }
 
+/// How long each P99 run of a stress comparison lasts unless `--latency-run` says.
+const LATENCY_RUN_DEFAULT: &str = "5s";
+
 /// The inputs of `engine benchmark stress`.
 pub struct StressArgs {
     /// `--ramp-up-time`.
     pub ramp_up_time: String,
     /// `--warm-up`.
     pub warm_up: String,
-    /// `--latency-run`.
-    pub latency_run: String,
+    /// `--latency-run` (`None`: the default).
+    pub latency_run: Option<String>,
     /// `--max-agents`.
     pub max_agents: usize,
     /// `--find-breaking-point`.
@@ -325,6 +328,11 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
     let (loaded, pattern, compare) = prepare(selection, &args.load)?;
     if args.rounds == 0 {
         return Err(bad("--rounds 0: a stress run needs at least one round"));
+    }
+    if args.latency_run.is_some() && !compare {
+        return Err(bad(
+            "--latency-run times the P99 runs of --compare baseline: add --compare baseline, or drop it",
+        ));
     }
     if args.rounds > 1 && !compare {
         return Err(bad(format!(
@@ -363,7 +371,10 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         generators,
         warm_up: duration("--warm-up", &args.warm_up)?,
-        latency_run: duration("--latency-run", &args.latency_run)?,
+        latency_run: duration(
+            "--latency-run",
+            args.latency_run.as_deref().unwrap_or(LATENCY_RUN_DEFAULT),
+        )?,
     };
     options.check().map_err(bench_error)?;
     let last = LoadOptions {

@@ -92,6 +92,10 @@ fn bad_load_input_is_refused_before_anything_starts() {
         "the last step's rate",
     );
     assert_refused(&["benchmark", "stress", "--token", "abc"], "add --target");
+    assert_refused(
+        &["benchmark", "stress", "--latency-run", "10s"],
+        "--latency-run times the P99 runs of --compare baseline",
+    );
     assert_refused(&["benchmark", "stress", "--warm-up", "soon"], "--warm-up");
     assert_refused(&["benchmark", "stress", "--warm-up", "1h"], "--warm-up");
 }
