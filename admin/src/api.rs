@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 use caxton_profiles::AgentLimits;
-use caxton_shards::{NodeError, SendError, SendOptions, ShardMetrics};
+use caxton_shards::{NodeError, PersistError, SendError, SendOptions, ShardMetrics};
 use hdrhistogram::Histogram;
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -633,19 +633,20 @@ async fn send(context: &Context, message: Message) -> Answer {
     // forgets the send at its next sweep.
     let sent = context.senders.send(job).await.map_err(|failure| match failure {
         SendFailure::Send(failure) => send_error(&name, failure),
-        SendFailure::NotStored(reason) => error(
+        SendFailure::Persist(PersistError::Send(failure)) => send_error(&name, failure),
+        SendFailure::Persist(PersistError::Refused(reason)) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "not-stored",
             format!("the node did not accept the message: {reason}"),
         ),
-        SendFailure::InDoubt(reason) => error(
+        SendFailure::Persist(PersistError::InDoubt(reason)) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "in-doubt",
             format!(
                 "the node that was to store the message was lost ({reason}) before it said whether it had: it may or may not be stored"
             ),
         ),
-        SendFailure::NoAcceptance(_) => error(
+        SendFailure::Persist(PersistError::Timeout(_)) => error(
             StatusCode::GATEWAY_TIMEOUT,
             "timeout",
             format!("no acceptance within {timeout:?}; it may or may not be stored"),

@@ -25,7 +25,7 @@ use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use caxton_messaging::{Durability, Envelope, Performative};
-use caxton_shards::{Client, SendError, SendOptions};
+use caxton_shards::{acceptance, is_acceptance, Client, PersistError, SendError, SendOptions};
 use tracing::warn;
 
 /// Most sends one sender thread keeps waiting for their answers. Past it on
@@ -86,15 +86,10 @@ pub enum SendFailure {
     /// The send was not taken (unknown agent, no instance, a full ring).
     #[error(transparent)]
     Send(#[from] SendError),
-    /// The node did not store the durable message (the reason).
-    #[error("the node did not accept the message: {0}")]
-    NotStored(String),
-    /// The node that was to store it was lost before it said whether it had.
-    #[error("{0}")]
-    InDoubt(String),
-    /// No acceptance of the durable message within the timeout.
-    #[error("no acceptance within {0:?}")]
-    NoAcceptance(Duration),
+    /// A durable send not accepted: refused, in doubt, or no acceptance
+    /// within the timeout.
+    #[error(transparent)]
+    Persist(PersistError),
     /// No reply within the timeout (the message's durable id, if stored).
     #[error("no reply within {timeout:?}")]
     NoReply {
@@ -337,20 +332,19 @@ impl SenderLoop {
         if self.stop_at.is_some_and(|at| Instant::now() >= at) {
             return self.answer(answer, Err(SendFailure::Stopping));
         }
+        let durability = if job.persistent {
+            Durability::Requested
+        } else {
+            Durability::Transient
+        };
         let sent = self.client.resolve(&job.agent).and_then(|agent| {
-            let durability = if job.persistent {
-                Durability::Requested
-            } else {
-                Durability::Transient
-            };
-            let (token, envelope) = self.client.request_envelope(
+            self.client.send_as(
                 agent,
                 job.performative,
                 job.content,
                 job.options,
                 durability,
-            );
-            self.client.send_envelope(envelope).map(|()| token)
+            )
         });
         let token = match sent {
             Ok(token) => token,
@@ -388,45 +382,30 @@ impl SenderLoop {
         let Some(waiting) = self.waiting.get_mut(&token) else {
             return;
         };
-        let is_notice = matches!(arrival.durability, Durability::Notice(_));
-        if waiting.awaiting_notice && !is_notice {
+        match (waiting.awaiting_notice, is_acceptance(&arrival)) {
+            (false, false) => self.replied(token, arrival),
+            // A notice no send waits for.
+            (false, true) => {}
             // The first answer is the reply (as a plain send's would be).
-            waiting.early_reply.get_or_insert(arrival);
-            return;
-        }
-        if is_notice {
-            if !waiting.awaiting_notice {
-                return;
+            (true, false) => {
+                waiting.early_reply.get_or_insert(arrival);
             }
-            let reason = || String::from_utf8_lossy(&arrival.content).into_owned();
-            let stored = match (arrival.performative, arrival.durability) {
-                (Performative::Agree, Durability::Notice(id)) => Ok(id),
-                // The engine's word that the storing node was lost meanwhile.
-                (Performative::Failure, Durability::Notice(_)) => {
-                    Err(SendFailure::InDoubt(reason()))
+            (true, true) => match acceptance(&arrival) {
+                Err(refused) => self.finish(token, Err(SendFailure::Persist(refused))),
+                Ok(id) => {
+                    waiting.awaiting_notice = false;
+                    waiting.message_id = Some(id);
+                    if !waiting.wait_for_reply {
+                        let accepted = Sent::Accepted {
+                            message_id: Some(id),
+                        };
+                        self.finish(token, Ok(accepted));
+                    } else if let Some(reply) = waiting.early_reply.take() {
+                        self.replied(token, reply);
+                    }
                 }
-                _ => Err(SendFailure::NotStored(reason())),
-            };
-            let id = match stored {
-                Ok(id) => id,
-                Err(failure) => return self.finish(token, Err(failure)),
-            };
-            waiting.awaiting_notice = false;
-            waiting.message_id = Some(id);
-            if !waiting.wait_for_reply {
-                return self.finish(
-                    token,
-                    Ok(Sent::Accepted {
-                        message_id: Some(id),
-                    }),
-                );
-            }
-            if let Some(reply) = waiting.early_reply.take() {
-                self.replied(token, reply);
-            }
-            return;
+            },
         }
-        self.replied(token, arrival);
     }
 
     fn replied(&mut self, token: u64, reply: Envelope) {
@@ -488,7 +467,7 @@ impl SenderLoop {
             let failure = if stopped && now < waiting.deadline {
                 SendFailure::Stopping
             } else if waiting.awaiting_notice {
-                SendFailure::NoAcceptance(waiting.timeout)
+                SendFailure::Persist(PersistError::Timeout(waiting.timeout))
             } else {
                 SendFailure::NoReply {
                     timeout: waiting.timeout,

@@ -469,7 +469,7 @@ pub fn check_load(
             flags.agents
         )));
     }
-    if !(options.rate.is_finite() && options.rate >= 1.0 && options.rate <= RATE_MAX) {
+    if !is_offerable_rate(options.rate) {
         return Err(BenchError::Input(format!(
             "{} {} is outside 1..={RATE_MAX}",
             flags.rate, options.rate
@@ -483,6 +483,11 @@ pub fn check_load(
         )));
     }
     Ok(())
+}
+
+/// Whether a benchmark can offer `rate` messages per second: 1 to [`RATE_MAX`].
+pub fn is_offerable_rate(rate: f64) -> bool {
+    rate.is_finite() && (1.0..=RATE_MAX).contains(&rate)
 }
 
 /// The highest rate a benchmark offers.

@@ -98,18 +98,14 @@ impl StressOptions {
     /// Refuse options that cannot make a ramp.
     pub fn check(&self) -> Result<(), BenchError> {
         let bad = |message: String| Err(BenchError::Input(message));
-        if !(self.start_rate.is_finite()
-            && self.start_rate >= 1.0
-            && self.start_rate <= crate::custom::RATE_MAX)
-        {
+        // `--max-agents` and the last step's rate are checked against the
+        // profile with the load (`check_load`).
+        if !crate::custom::is_offerable_rate(self.start_rate) {
             return bad(format!(
                 "--start-rate {} is outside 1..={}",
                 self.start_rate,
                 crate::custom::RATE_MAX
             ));
-        }
-        if self.max_agents == 0 {
-            return bad("--max-agents must be at least 1".into());
         }
         if self.steps == 0 || self.steps > 1000 {
             return bad(format!("--steps {} is outside 1..=1000", self.steps));

@@ -1220,15 +1220,8 @@ impl ClusterNode {
         tokio::pin!(stop);
         loop {
             self.flush(&mut membership, false);
-            // Long enough for a member that stopped to be probed, missed
-            // and declared down: a node restarted at a new address has its
-            // old entry gone by then, and is no twin of its own.
-            let restart_grace = 2
-                * (self.settings.swim.probe_interval
-                    + self.settings.swim.probe_timeout
-                    + membership.suspicion_timeout());
             name_twins.judge(&membership, Instant::now());
-            for gone in log_events(&mut membership, &mut name_twins, restart_grace) {
+            for gone in log_events(&mut membership, &mut name_twins, &self.settings.swim) {
                 self.links.forget_stale(gone.addr, gone.restarted_at);
                 remote.lost(&[gone.addr], "node-down");
             }
@@ -1966,6 +1959,13 @@ impl NameTwins {
     }
 }
 
+/// How long a member that stopped takes, twice over, to be probed, missed
+/// and declared down: a node restarted at a new address has its old entry
+/// gone by then, and is no twin of its own.
+fn restart_grace(swim: &crate::SwimSettings, membership: &Membership) -> Duration {
+    2 * (swim.probe_interval + swim.probe_timeout + membership.suspicion_timeout())
+}
+
 fn warn_name_twin(name: &str, addr: SocketAddr, twin: SocketAddr) {
     warn!(
         member = %name,
@@ -1982,7 +1982,7 @@ fn warn_name_twin(name: &str, addr: SocketAddr, twin: SocketAddr) {
 fn log_events(
     membership: &mut Membership,
     name_twins: &mut NameTwins,
-    restart_grace: Duration,
+    swim: &crate::SwimSettings,
 ) -> Vec<Gone> {
     let mut gone = Vec::new();
     for event in membership.take_events() {
@@ -2020,7 +2020,7 @@ fn log_events(
                             name: member.name.to_string(),
                             addr: member.addr,
                             twin: twin.addr,
-                            judge_at: Instant::now() + restart_grace,
+                            judge_at: Instant::now() + restart_grace(swim, membership),
                         });
                     } else {
                         warn_name_twin(&member.name, member.addr, twin.addr);

@@ -138,6 +138,24 @@ fn is_stale(generation: u64, envelope: &Envelope) -> bool {
     envelope.in_reply_to != 0 && envelope.in_reply_to >> TOKEN_GENERATION_SHIFT != generation
 }
 
+/// Whether `envelope` is the node's acceptance notice of a durable send (it
+/// quotes the send's token, as the reply does, but is not the reply).
+pub fn is_acceptance(envelope: &Envelope) -> bool {
+    matches!(envelope.durability, Durability::Notice(_))
+}
+
+/// What an acceptance notice says: the message's durable id once stored, or
+/// why it was not (`InDoubt` when the storing node was lost meanwhile).
+pub fn acceptance(notice: &Envelope) -> Result<u64, PersistError> {
+    let reason = || String::from_utf8_lossy(&notice.content).into_owned();
+    match (notice.performative, notice.durability) {
+        (Performative::Agree, Durability::Notice(id)) => Ok(id),
+        // The engine's word that the storing node was lost meanwhile.
+        (Performative::Failure, Durability::Notice(_)) => Err(PersistError::InDoubt(reason())),
+        _ => Err(PersistError::Refused(reason())),
+    }
+}
+
 impl Client {
     pub(crate) fn new(
         port: MeshPort,
@@ -255,8 +273,22 @@ impl Client {
         content: Vec<u8>,
         options: SendOptions,
     ) -> Result<u64, SendError> {
+        self.send_as(agent, performative, content, options, Durability::Transient)
+    }
+
+    /// [`Client::send`] with `durability`: `Requested` asks the node to
+    /// store the message first, and it answers with an acceptance notice
+    /// ([`acceptance`]) before the reply. Returns the token both quote.
+    pub fn send_as(
+        &mut self,
+        agent: AgentId,
+        performative: Performative,
+        content: Vec<u8>,
+        options: SendOptions,
+        durability: Durability,
+    ) -> Result<u64, SendError> {
         let (token, envelope) =
-            self.request_envelope(agent, performative, content, options, Durability::Transient);
+            self.request_envelope(agent, performative, content, options, durability);
         self.send_envelope(envelope)?;
         Ok(token)
     }
@@ -274,32 +306,13 @@ impl Client {
         options: SendOptions,
         timeout: Duration,
     ) -> Result<(u64, u64), PersistError> {
-        let (token, envelope) =
-            self.request_envelope(agent, performative, content, options, Durability::Requested);
-        self.send_envelope(envelope)?;
+        let token = self.send_as(agent, performative, content, options, Durability::Requested)?;
         let notice = self
             .wait_for(timeout, |envelope| {
-                envelope.in_reply_to == token
-                    && matches!(envelope.durability, Durability::Notice(_))
+                envelope.in_reply_to == token && is_acceptance(envelope)
             })
             .ok_or(PersistError::Timeout(timeout))?;
-        let reason = || String::from_utf8_lossy(&notice.content).into_owned();
-        match (notice.performative, notice.durability) {
-            (Performative::Agree, Durability::Notice(id)) => Ok((token, id)),
-            // The engine's word that the storing node was lost meanwhile.
-            (Performative::Failure, Durability::Notice(_)) => Err(PersistError::InDoubt(reason())),
-            _ => Err(PersistError::Refused(reason())),
-        }
-    }
-
-    /// Drop every message waiting for this client: answers that nobody waits
-    /// for any more (replies to fire-and-forget sends, or to requests whose
-    /// wait timed out). Returns how many were dropped.
-    pub fn discard_unclaimed(&mut self) -> usize {
-        let mut dropped = self.inbox.len();
-        self.inbox.clear();
-        dropped += self.port().drain(usize::MAX, drop);
-        dropped
+        acceptance(&notice).map(|id| (token, id))
     }
 
     /// A fresh `reply_with` token, for callers that build envelopes themselves.
@@ -381,7 +394,7 @@ impl Client {
     pub fn await_reply(&mut self, token: u64, timeout: Duration) -> Result<Envelope, RequestError> {
         // The node's acceptance notice of a durable send quotes the token too; it is not the reply.
         self.wait_for(timeout, |envelope| {
-            envelope.in_reply_to == token && !matches!(envelope.durability, Durability::Notice(_))
+            envelope.in_reply_to == token && !is_acceptance(envelope)
         })
         .ok_or(RequestError::Timeout(timeout))
     }

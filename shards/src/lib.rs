@@ -35,7 +35,9 @@ mod stop;
 pub use crate::core::trace::{Hop, HopKind, TraceTake, TRACE_HOPS_MAX};
 pub use crate::core::FAILURE_PREFIX;
 pub use caxton_agents::{AgentStats, DeployError};
-pub use client::{Client, PersistError, RequestError, SendError, SendOptions};
+pub use client::{
+    acceptance, is_acceptance, Client, PersistError, RequestError, SendError, SendOptions,
+};
 pub use clock::NodeClock;
 pub use cluster_side::PortSide;
 pub use directory::{AgentRecord, Directory, Route, REMOTE_ID_BASE};

@@ -17,7 +17,7 @@ pub fn nanosecond_histogram() -> Histogram<u64> {
 /// the shard core. Adding one `u64` counter here and one `Vec` to the core
 /// cost one-shard agent-to-agent request-reply 7-9% on the 2-core
 /// development VM (`benchmark run --suite scaling`, `high-throughput`,
-/// `worker_threads=1`: 4.10-4.25M/s against 4.53-4.67M/s), the extra time
+/// `worker_threads=1`: 4.02-4.38M/s against 4.49-4.67M/s), the extra time
 /// in loads of the histograms' own fields (`perf annotate` of
 /// `Histogram::record_n_inner`); aligned, 4.49-4.66M/s.
 #[derive(Clone, Debug)]
