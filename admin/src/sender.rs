@@ -10,15 +10,16 @@
 //! sends in flight are bounded by that, not by `runtime.client_ports`.
 //!
 //! A thread waits for answers as any client does (it polls its rings for
-//! `runtime.client_spin_before_park`, then parks); a new send unparks it,
-//! and waits at most that poll before it goes out.
+//! `runtime.client_spin_before_park`, then parks); a new send raises the
+//! thread's flag and unparks it, which ends the poll or the park alike, so
+//! a send goes out as soon as its thread is scheduled.
 //!
 //! The threads are the admin path's, never a shard's: the queue a send
 //! waits in before its thread takes it is a channel between the endpoint
 //! and the thread, and a shard only ever sees the client's rings.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 use std::thread::{JoinHandle, Thread};
@@ -117,9 +118,21 @@ struct Senders {
 
 struct SenderThread {
     jobs: mpsc::Sender<Work>,
+    /// Raised with each job queued; see [`SenderThread::wake`].
+    queued: Arc<AtomicBool>,
     thread: Thread,
     in_flight: Arc<AtomicUsize>,
     handle: Option<JoinHandle<()>>,
+}
+
+impl SenderThread {
+    /// Tell the thread a job is queued: the flag ends its poll of the
+    /// rings (an unpark alone would wait for the poll to run out), the
+    /// unpark its park.
+    fn wake(&self) {
+        self.queued.store(true, Ordering::Release);
+        self.thread.unpark();
+    }
 }
 
 type Answer = tokio::sync::oneshot::Sender<Result<Sent, SendFailure>>;
@@ -198,7 +211,7 @@ impl SendPool {
                 .store(SENDS_IN_FLIGHT_PER_PORT, Ordering::Relaxed);
             return Err(SendFailure::Stopping);
         }
-        sender.thread.unpark();
+        sender.wake();
         answered.await.unwrap_or(Err(SendFailure::Stopping))
     }
 
@@ -213,7 +226,7 @@ impl SendPool {
         let at = Instant::now() + grace;
         for sender in &senders.threads {
             if sender.jobs.send(Work::StopAt(at)).is_ok() {
-                sender.thread.unpark();
+                sender.wake();
             }
         }
     }
@@ -226,7 +239,7 @@ impl Drop for Senders {
         for sender in &mut self.threads {
             let (closed, _) = mpsc::channel();
             drop(std::mem::replace(&mut sender.jobs, closed));
-            sender.thread.unpark();
+            sender.wake();
             if let Some(handle) = sender.handle.take() {
                 let _ = handle.join();
             }
@@ -237,13 +250,15 @@ impl Drop for Senders {
 fn spawn_sender(index: usize, client: Client) -> Option<SenderThread> {
     let (jobs, queue) = mpsc::channel();
     let in_flight = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&in_flight);
+    let queued = Arc::new(AtomicBool::new(false));
+    let (counted, flag) = (Arc::clone(&in_flight), Arc::clone(&queued));
     let spawned = std::thread::Builder::new()
         .name(format!("caxton-admin-send-{index}"))
-        .spawn(move || SenderLoop::new(client, queue, counted).run());
+        .spawn(move || SenderLoop::new(client, queue, flag, counted).run());
     match spawned {
         Ok(handle) => Some(SenderThread {
             jobs,
+            queued,
             thread: handle.thread().clone(),
             in_flight,
             handle: Some(handle),
@@ -273,6 +288,9 @@ struct Waiting {
 struct SenderLoop {
     client: Client,
     queue: mpsc::Receiver<Work>,
+    /// Raised by the endpoint with each job queued, lowered here before
+    /// the queue is read: a job queued after that read raises it again.
+    queued: Arc<AtomicBool>,
     in_flight: Arc<AtomicUsize>,
     waiting: HashMap<u64, Waiting>,
     arrivals: Vec<Envelope>,
@@ -284,10 +302,16 @@ struct SenderLoop {
 }
 
 impl SenderLoop {
-    fn new(client: Client, queue: mpsc::Receiver<Work>, in_flight: Arc<AtomicUsize>) -> Self {
+    fn new(
+        client: Client,
+        queue: mpsc::Receiver<Work>,
+        queued: Arc<AtomicBool>,
+        in_flight: Arc<AtomicUsize>,
+    ) -> Self {
         Self {
             client,
             queue,
+            queued,
             in_flight,
             waiting: HashMap::new(),
             arrivals: Vec::new(),
@@ -298,6 +322,7 @@ impl SenderLoop {
 
     fn run(mut self) {
         loop {
+            self.queued.store(false, Ordering::Release);
             loop {
                 match self.queue.try_recv() {
                     Ok(Work::Send(queued)) => self.start(queued),
@@ -320,7 +345,8 @@ impl SenderLoop {
             } else {
                 self.next_sweep.saturating_duration_since(now)
             };
-            self.client.recv_or_woken(wait, &mut self.arrivals);
+            self.client
+                .recv_or_woken(wait, &mut self.arrivals, &self.queued);
             for arrival in std::mem::take(&mut self.arrivals) {
                 self.arrived(arrival);
             }

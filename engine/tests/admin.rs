@@ -5,7 +5,8 @@
 //!
 //! `promtool` (Debian `prometheus`) and `java` with HdrHistogram (Debian
 //! `default-jre-headless`, `libhdrhistogram-java`) are installed by
-//! `scripts/bootstrap.sh`; these tests fail, naming the package, without them.
+//! `scripts/bootstrap.sh --test`, which `scripts/test.sh` runs; these tests
+//! fail, naming the package, without them.
 
 mod common;
 
@@ -97,7 +98,7 @@ fn require(program: &str, package: &str) {
         .is_ok_and(|output| output.status.success());
     assert!(
         found,
-        "`{program}` is missing: install Debian's {package} (scripts/bootstrap.sh does)"
+        "`{program}` is missing: install Debian's {package} (`scripts/bootstrap.sh --test` does; `scripts/test.sh` runs it)"
     );
 }
 

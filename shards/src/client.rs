@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -423,7 +424,7 @@ impl Client {
             if remaining.is_zero() {
                 return None;
             }
-            if !self.spin_for_arrivals(remaining) {
+            if !self.spin_for_arrivals(remaining, || false) {
                 self.parks += 1;
                 self.park_until_rung(remaining);
             }
@@ -450,13 +451,20 @@ impl Client {
     /// Every message for this client that has arrived, appended to `batch`
     /// in arrival order; when none has, wait for one up to `timeout` first.
     /// Unlike [`Client::recv_batch`], the wait also ends early, perhaps
-    /// with nothing, when another thread unparks this one: how a thread
-    /// that serves both this client's rings and a queue of its own work
-    /// (the admin endpoint's sender) hears of new work. How many.
-    pub fn recv_or_woken(&mut self, timeout: Duration, batch: &mut Vec<Envelope>) -> usize {
+    /// with nothing, when another thread raises `woken` and unparks this
+    /// one: how a thread that serves both this client's rings and a queue
+    /// of its own work (the admin endpoint's sender) hears of new work.
+    /// The flag ends the poll before parking, which an unpark alone would
+    /// not; the caller lowers it before it looks at its queue. How many.
+    pub fn recv_or_woken(
+        &mut self,
+        timeout: Duration,
+        batch: &mut Vec<Envelope>,
+        woken: &AtomicBool,
+    ) -> usize {
         self.take_arrivals();
-        if self.inbox.is_empty() && !timeout.is_zero() {
-            if !self.spin_for_arrivals(timeout) {
+        if self.inbox.is_empty() && !timeout.is_zero() && !woken.load(Ordering::Acquire) {
+            if !self.spin_for_arrivals(timeout, || woken.load(Ordering::Acquire)) {
                 self.parks += 1;
                 self.park_until_rung(timeout);
             }
@@ -468,8 +476,9 @@ impl Client {
     }
 
     /// Poll the rings for up to `runtime.client_spin_before_park` (at most
-    /// `limit`): an answer arriving meanwhile is taken without the shard
-    /// having to wake this thread. Whether one arrived.
+    /// `limit`), or until `interrupted` says so: an answer arriving
+    /// meanwhile is taken without the shard having to wake this thread.
+    /// Whether one arrived or the poll was interrupted (either way, no park).
     ///
     /// The poll gives the CPU up every [`CLIENT_YIELD_EVERY`]. A client
     /// thread is not pinned: where every PU hosts a shard it shares one, and
@@ -477,7 +486,7 @@ impl Client {
     /// answer, waiting for the scheduler. A yield with no one else to run
     /// returns at once, but costs about 0.24 µs on the 2-core development
     /// VM, so polls between yields only relax the core.
-    fn spin_for_arrivals(&mut self, limit: Duration) -> bool {
+    fn spin_for_arrivals(&mut self, limit: Duration, interrupted: impl Fn() -> bool) -> bool {
         let Some(spin) = self.spin.map(|spin| spin.min(limit)) else {
             return false;
         };
@@ -485,7 +494,7 @@ impl Client {
         let until = start + spin;
         let mut next_yield = start + CLIENT_YIELD_EVERY;
         loop {
-            if self.port().has_inbound() {
+            if self.port().has_inbound() || interrupted() {
                 return true;
             }
             let now = Instant::now();

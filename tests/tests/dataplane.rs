@@ -861,6 +861,37 @@ fn a_spinning_client_takes_its_answers_without_parking() {
 }
 
 #[test]
+fn a_raised_flag_ends_a_spinning_clients_wait_without_a_park() {
+    // A spin as long as the wait: only the flag can end it early, and a
+    // wait that ran out would count a park.
+    let (_, mut node) = boot(&["runtime.client_spin_before_park=60s"]);
+    let mut client = node.client().expect("client");
+    let woken = std::sync::atomic::AtomicBool::new(false);
+    let mut batch = Vec::new();
+    let started = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            std::thread::sleep(Duration::from_millis(20));
+            woken.store(true, std::sync::atomic::Ordering::Release);
+        });
+        assert_eq!(
+            client.recv_or_woken(Duration::from_secs(60), &mut batch, &woken),
+            0
+        );
+    });
+    assert_eq!(client.parks(), 0, "the wait ran out instead");
+    assert!(started.elapsed() < Duration::from_secs(60));
+    // Raised before the call: no wait at all, and nothing taken.
+    assert_eq!(
+        client.recv_or_woken(Duration::from_secs(60), &mut batch, &woken),
+        0
+    );
+    assert_eq!(client.parks(), 0);
+    drop(client);
+    node.shutdown().expect("clean stop");
+}
+
+#[test]
 fn a_batch_read_hands_over_every_answer_in_arrival_order() {
     let (planned, mut node) = boot(&[]);
     let echo = node
