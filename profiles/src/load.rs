@@ -149,36 +149,49 @@ pub fn load(profiles: &[String], overrides: &[String]) -> Result<LoadedProfile, 
         merge_layer(&mut merged, &mut locations, layer);
         layers.push(source);
     }
+    // The text of each `--set` whose value YAML read as a number, a
+    // boolean or null, by key: where the key takes text, that text is meant.
+    let mut override_texts = BTreeMap::new();
     for assignment in overrides {
         let layer = parse_override(assignment)?;
         layer_keys.push(layer.locations.keys().cloned().collect());
+        match (&layer.scalar_text, layer.locations.keys().next()) {
+            (Some(text), Some(key)) if layer.locations.len() == 1 => {
+                override_texts.insert(key.clone(), text.clone());
+            }
+            // A later `--set` of the key with a string, or a mapping, wins.
+            _ => layer.locations.keys().for_each(|key| {
+                override_texts.remove(key);
+            }),
+        }
         merge_layer(&mut merged, &mut locations, layer);
         layers.push(format!("--set {}", shown_assignment(assignment)));
     }
     let locate = |key: &str| nearest_location(&locations, key);
     let mut failing_path = String::new();
-    let profile: Profile = serde_path_to_error::deserialize(&merged).map_err(|error| {
-        failing_path = error.path().to_string();
-        let message = error.inner().to_string();
-        let kind = if message.starts_with("unknown field") {
-            ProfileErrorKind::UnknownKey
-        } else {
-            ProfileErrorKind::InvalidValue
-        };
-        let hint = match kind {
-            ProfileErrorKind::UnknownKey => {
-                suggest_key(&message).map(|key| format!("did you mean `{key}`?"))
+    let profile: Profile =
+        deserialize_taking_text(&mut merged, &mut override_texts).map_err(|error| {
+            failing_path = error.path().to_string();
+            let message = error.inner().to_string();
+            let kind = if message.starts_with("unknown field") {
+                ProfileErrorKind::UnknownKey
+            } else {
+                ProfileErrorKind::InvalidValue
+            };
+            let hint = match kind {
+                ProfileErrorKind::UnknownKey => {
+                    suggest_key(&message).map(|key| format!("did you mean `{key}`?"))
+                }
+                _ => Some(value_hint(&message)),
+            };
+            let error = ProfileError::new(kind, message)
+                .at_key(failing_path.clone())
+                .at_location(locate(&failing_path));
+            match hint {
+                Some(hint) => error.with_hint(hint),
+                None => error,
             }
-            _ => Some(value_hint(&message)),
-        };
-        let error = ProfileError::new(kind, message)
-            .at_key(failing_path.clone())
-            .at_location(locate(&failing_path));
-        match hint {
-            Some(hint) => error.with_hint(hint),
-            None => error,
-        }
-    })?;
+        })?;
     let mut loaded = LoadedProfile {
         profile,
         layers,
@@ -197,6 +210,32 @@ pub fn load(profiles: &[String], overrides: &[String]) -> Result<LoadedProfile, 
             Err(loaded.reject(ProfileErrorKind::Contradiction, violation))
         }
         None => Ok(loaded),
+    }
+}
+
+/// Deserialize `merged`; where a key that takes text was given a number, a
+/// boolean or null by `--set` (`node_name=1`, `data_directory=2024`,
+/// `access_token=off`), take the text as written and try again. A YAML
+/// file means what YAML says (quote `"1"` there), but on a command line
+/// `--set node_name=1` can only mean the name "1".
+fn deserialize_taking_text(
+    merged: &mut Value,
+    override_texts: &mut BTreeMap<String, String>,
+) -> Result<Profile, serde_path_to_error::Error<serde_json::Error>> {
+    loop {
+        let error = match serde_path_to_error::deserialize(&*merged) {
+            Ok(profile) => return Ok(profile),
+            Err(error) => error,
+        };
+        let path = error.path().to_string();
+        let message = error.inner().to_string();
+        let wants_text =
+            message.starts_with("invalid type:") && message.contains("expected a string");
+        // Each key is retried at most once: the loop ends.
+        match override_texts.remove(&path) {
+            Some(text) if wants_text => insert_path(merged, &path, Value::String(text)),
+            _ => return Err(error),
+        }
     }
 }
 
@@ -388,6 +427,9 @@ fn resolve_source(spec: &str) -> Result<(String, String), ProfileError> {
 struct Layer {
     tree: Value,
     locations: BTreeMap<String, SourceLocation>,
+    /// For a `--set` whose value YAML read as a number, a boolean or null:
+    /// the value as written (see [`deserialize_taking_text`]).
+    scalar_text: Option<String>,
 }
 
 /// Parse and check one YAML layer.
@@ -418,6 +460,7 @@ fn parse_layer(source: &str, text: &str) -> Result<Layer, ProfileError> {
     let mut layer = Layer {
         tree,
         locations: locate_keys(source, text),
+        scalar_text: None,
     };
     fold_aliases(&mut layer)?;
     Ok(layer)
@@ -474,6 +517,9 @@ fn value_hint(message: &str) -> String {
         "a whole number is expected here".to_owned()
     } else if message.contains("unknown variant") {
         "use one of the listed values".to_owned()
+    } else if message.contains("expected a string") {
+        // YAML reads `1`, `2024`, `off` as a number or a boolean.
+        "this key takes text: put the value in quotes (`\"1\"`)".to_owned()
     } else if ["not a duration", "not a size", "not a CPU share"]
         .iter()
         .any(|unit| message.contains(unit))
@@ -758,6 +804,8 @@ fn parse_override(assignment: &str) -> Result<Layer, ProfileError> {
     }
     let value: Value =
         serde_saphyr::from_str(raw_value).unwrap_or_else(|_| Value::String(raw_value.to_owned()));
+    let scalar_text = matches!(value, Value::Number(_) | Value::Bool(_) | Value::Null)
+        .then(|| raw_value.trim().to_owned());
     let location = SourceLocation {
         source: format!("--set {assignment}"),
         line: None,
@@ -769,7 +817,11 @@ fn parse_override(assignment: &str) -> Result<Layer, ProfileError> {
     locate_value(key, &value, &location, &mut locations);
     let mut tree = Value::Object(Map::new());
     insert_path(&mut tree, key, value);
-    let mut layer = Layer { tree, locations };
+    let mut layer = Layer {
+        tree,
+        locations,
+        scalar_text,
+    };
     fold_aliases(&mut layer)?;
     Ok(layer)
 }

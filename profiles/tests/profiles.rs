@@ -221,6 +221,44 @@ fn set_overrides_apply_last() {
 }
 
 #[test]
+fn a_set_of_a_text_key_takes_the_text_as_written() {
+    // YAML reads these as a number, a boolean, a big number and a year:
+    // on the command line, for keys that take text, they are the text.
+    let loaded = load(
+        &["cluster-small".into()],
+        &[
+            "coordination.cluster.node_name=1".into(),
+            "observability.admin.access_token=12345678901234567890".into(),
+            "storage.data_directory=2024".into(),
+            "coordination.cluster.node_name=off".into(),
+        ],
+    )
+    .expect("loads");
+    assert_eq!(
+        loaded.profile.coordination.cluster.node_name.as_deref(),
+        Some("off"),
+        "the last --set of a key wins, as written"
+    );
+    assert_eq!(
+        loaded.profile.observability.admin.access_token.as_deref(),
+        Some("12345678901234567890")
+    );
+    assert_eq!(loaded.profile.storage.data_directory, "2024");
+    // A key that takes a number still refuses text, naming the key.
+    let wrong = load(&[], &["messaging.batch_size=many".into()]).expect_err("not a number");
+    assert!(
+        wrong.to_string().contains("messaging.batch_size"),
+        "{wrong}"
+    );
+    // In a file, YAML's reading stands: quoting is how to write a name "1".
+    let file = load_text("coordination:\n  cluster:\n    node_name: 1\n").expect_err("a number");
+    assert!(
+        file.to_string().contains("node_name") && file.to_string().contains("quotes"),
+        "{file}"
+    );
+}
+
+#[test]
 fn bad_input_names_cause_key_and_place() {
     let unknown_name = load(&["fast".into()], &[]).expect_err("no such profile");
     assert_eq!(unknown_name.kind, ProfileErrorKind::UnknownProfile);
