@@ -479,6 +479,8 @@ struct PoolPolicy {
     direct_quick: bool,
     /// Pooled handler stacks of this shard's engine.
     handler_stacks: usize,
+    /// Instances this shard's engine pools, live and warm spares together.
+    pool_instances: u32,
 }
 
 /// See the module docs.
@@ -537,6 +539,7 @@ impl AgentHost {
             sliced: runtime.wasm.stack_pooling,
             direct_quick: runtime.wasm.direct_quick_handlers,
             handler_stacks: pools.handler_stacks as usize,
+            pool_instances: pools.instances,
         };
         Ok(Self {
             shard,
@@ -1360,10 +1363,23 @@ impl AgentHost {
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_callback(|context| Ok(on_epoch_deadline(context.data())));
         store.set_epoch_deadline(agent.slice_ticks);
-        let instance = agent
-            .pre
-            .instantiate(&mut store)
-            .map_err(|error| format!("cannot instantiate `{}`: {error:#}", agent.name))?;
+        let instance = agent.pre.instantiate(&mut store).map_err(|error| {
+            if error
+                .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                .is_some()
+            {
+                // Said in the profile's words, not the allocator's.
+                format!(
+                    "cannot start an instance of `{}`: this shard's instance pool is full \
+                         ({} instances, live and warm spares together: runtime.max_agents + \
+                         runtime.agent_pool_size, on each data shard); deploy fewer instances \
+                         or raise runtime.max_agents",
+                    agent.name, self.policy.pool_instances
+                )
+            } else {
+                format!("cannot instantiate `{}`: {error:#}", agent.name)
+            }
+        })?;
         let memory = instance
             .get_memory(&mut store, abi::EXPORT_MEMORY)
             .ok_or_else(|| "no exported memory".to_owned())?;

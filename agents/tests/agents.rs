@@ -532,13 +532,15 @@ fn runtime_keys_shape_the_engine() {
     pooled
         .deploy(ECHO, "echo", &module, 2, &tiny.agents.default_limits)
         .expect("two fit the pool");
-    assert!(
-        matches!(
-            pooled.add_instance(ECHO, true),
-            Err(DeployError::Capacity(_))
+    match pooled.add_instance(ECHO, true) {
+        // Said in the profile's words, with the pool's size.
+        Err(DeployError::Capacity(message)) => assert!(
+            message.contains("instance pool is full (2 instances")
+                && message.contains("runtime.max_agents + runtime.agent_pool_size"),
+            "{message}"
         ),
-        "a third does not"
-    );
+        other => panic!("a third does not fit: {other:?}"),
+    }
     tiny.runtime.wasm.memory_pooling = false;
     let mut on_demand = host(&tiny);
     on_demand

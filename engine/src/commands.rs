@@ -53,6 +53,11 @@ fn init_logging(profile: Option<&LoadedProfile>) -> Result<(), CommandError> {
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
+        // A log line that cannot be written (stderr a pipe whose reader
+        // is gone) is dropped. Reporting it would `eprintln!` to the same
+        // stderr, which panics: the thread that logged (a shard, the
+        // signal watcher) would die, and a node must outlive its log reader.
+        .log_internal_errors(false)
         .try_init();
     Ok(())
 }
@@ -661,7 +666,7 @@ fn run_node(selection: &ProfileSelection, joins: &[String]) -> Result<(), Comman
     let topology = this_machine()?;
     let plan = plan_placement(&loaded, &topology)?;
     info!(layers = %loaded.layers.join(" + "), "profile loaded");
-    warn_about_idle_keys(&loaded);
+    warn_about_idle_keys(&loaded, joins);
     info!("{}", topology.to_string().trim_end());
     info!("{}", plan.to_string().trim_end());
     for note in &plan.notes {
@@ -986,7 +991,7 @@ fn gossip_work(
 /// cluster's without a cluster, the storage's without persistence, and the
 /// other transport's (from a built-in profile; the loader refuses them
 /// written anywhere else).
-fn warn_about_idle_keys(loaded: &LoadedProfile) {
+fn warn_about_idle_keys(loaded: &LoadedProfile, joins: &[String]) {
     let other_transport = loaded.idle_transport_keys();
     if !other_transport.is_empty() {
         info!(
@@ -995,7 +1000,9 @@ fn warn_about_idle_keys(loaded: &LoadedProfile) {
             other_transport.join(", ")
         );
     }
-    if loaded.profile.coordination.cluster.listen_address.is_none() {
+    // Alone exactly when the cluster settings find no cluster: `--join`
+    // without a listen address joins from a free port.
+    if loaded.profile.coordination.cluster.listen_address.is_none() && joins.is_empty() {
         let idle: Vec<&str> = loaded
             .written_keys()
             .filter(|key| key.starts_with("coordination.") || key.starts_with("transport."))
@@ -1005,7 +1012,7 @@ fn warn_about_idle_keys(loaded: &LoadedProfile) {
             .collect();
         if !idle.is_empty() {
             info!(
-                "this node runs alone (no coordination.cluster.listen_address); these keys wait for a cluster: {}",
+                "this node runs alone (no coordination.cluster.listen_address, no --join); these keys wait for a cluster: {}",
                 idle.join(", ")
             );
         }
@@ -1247,8 +1254,9 @@ fn watch_signals(
         .name("caxton-signals".into())
         .spawn(move || {
             if let Some(signal) = signals.forever().next() {
-                info!(signal, "stopping on signal");
+                // The stop first: nothing the log does may keep it from the node.
                 stop.request();
+                info!(signal, "stopping on signal");
             }
         })
         .map(drop)

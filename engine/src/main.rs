@@ -18,6 +18,7 @@ mod operations;
 mod profiling;
 mod remote;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -33,15 +34,13 @@ const EXIT_FAILURE: u8 = 1;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    match commands::dispatch(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(commands::CommandError::BadInput(message)) => {
-            eprintln!("engine: {message}");
-            ExitCode::from(EXIT_BAD_INPUT)
-        }
-        Err(commands::CommandError::Failed(message)) => {
-            eprintln!("engine: {message}");
-            ExitCode::from(EXIT_FAILURE)
-        }
-    }
+    let (status, message) = match commands::dispatch(cli) {
+        Ok(()) => return ExitCode::SUCCESS,
+        Err(commands::CommandError::BadInput(message)) => (EXIT_BAD_INPUT, message),
+        Err(commands::CommandError::Failed(message)) => (EXIT_FAILURE, message),
+    };
+    // Not `eprintln!`, which panics (exit 101) when stderr is a closed pipe:
+    // the status is the answer then.
+    let _ = writeln!(std::io::stderr(), "engine: {message}");
+    ExitCode::from(status)
 }

@@ -243,6 +243,33 @@ fn a_running_node_stops_cleanly_on_sigterm() {
 }
 
 #[test]
+fn a_node_outlives_its_log_reader_and_still_stops_on_sigterm() {
+    use std::os::fd::AsRawFd;
+    let mut running = start_engine(&[]);
+    let admin = running.admin_address().to_string();
+    // The reader goes (as `engine ... 2>&1 | head` does): the pipe's read
+    // end is swapped for /dev/null, so the node's next log lines meet a
+    // pipe with no reader.
+    let null = std::fs::File::open("/dev/null").expect("/dev/null");
+    // SAFETY: dup2(2) onto a descriptor this process owns; the reader
+    // then holds /dev/null under the same number.
+    let swapped = unsafe { libc::dup2(null.as_raw_fd(), running.log.get_ref().as_raw_fd()) };
+    assert!(swapped >= 0, "dup2: {}", std::io::Error::last_os_error());
+    let echo = format!("{}/../examples/agents/echo.wat", env!("CARGO_MANIFEST_DIR"));
+    // Each deploy logs a line the node cannot write; it serves on.
+    for name in ["echo", "echo-2"] {
+        let deployed = engine(&["agents", "deploy", &echo, "--name", name, "--admin", &admin]);
+        assert!(deployed.status.success(), "{}", stderr(&deployed));
+    }
+    let sent = engine(&["send", "echo-2", "still here", "--admin", &admin]);
+    assert!(sent.status.success(), "{}", stderr(&sent));
+    assert!(stdout(&sent).contains("still here"), "{}", stdout(&sent));
+    // The signal is heard, and logged to nobody, and the node stops cleanly.
+    let (status, _) = running.terminate();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
 fn agents_listed_in_a_profile_are_deployed_at_boot() {
     let directory = tempfile::tempdir().expect("temp dir");
     let echo = format!("{}/../examples/agents/echo.wat", env!("CARGO_MANIFEST_DIR"));

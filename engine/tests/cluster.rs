@@ -321,6 +321,9 @@ fn a_node_without_certificates_is_told_the_cluster_refused_it() {
         &seed_text,
     ]);
     let stray = start_engine(&arguments);
+    // Joined without a listen address: in a cluster, so not told its
+    // cluster keys wait for one.
+    assert!(!stray.seen.contains("runs alone"), "{}", stray.seen);
     wait(
         &stray,
         Duration::from_secs(10),
@@ -346,7 +349,15 @@ fn a_node_without_certificates_is_told_the_cluster_refused_it() {
 
 #[test]
 fn a_node_alone_answers_no_cluster_and_public_addresses_need_certificates() {
-    let alone = start_engine(&["--profile", "default", "--set", "runtime.worker_threads=1"]);
+    let mut arguments = PROFILES.to_vec();
+    arguments.extend(["--set", "runtime.worker_threads=1"]);
+    let alone = start_engine(&arguments);
+    // cluster-small's keys are written, and wait for a cluster.
+    assert!(
+        alone.seen.contains("runs alone") && alone.seen.contains("probe_interval"),
+        "{}",
+        alone.seen
+    );
     let client = AdminClient::new(alone.admin_address(), None).expect("a client");
     let answer = client.get("/v1/cluster").expect("answers");
     assert_eq!(answer.status.as_u16(), 404);
