@@ -684,7 +684,14 @@ fn run_node(selection: &ProfileSelection, joins: &[String]) -> Result<(), Comman
     ])
     .map_err(|error| CommandError::Failed(format!("cannot install signal handlers: {error}")))?;
     let boot_agents = read_boot_agents(&loaded)?;
-    // Everything that can be refused is checked before a shard starts.
+    // Everything that can be refused is checked before a shard starts, and
+    // the data directory before the admin endpoint binds its port.
+    if loaded.profile.messaging.enable_persistence {
+        let directory = std::path::Path::new(&loaded.profile.storage.data_directory);
+        caxton_storage::check_data_directory(directory, plan.data_shards.len()).map_err(
+            |error| crate::admin::refuse(&loaded, "storage.data_directory", error.to_string(), ""),
+        )?;
+    }
     let admin = crate::admin::prepare(&loaded)?;
     let hdr_log = crate::admin::open_hdr_log(&loaded)?;
     let (controller_handle, jobs) = caxton_admin::ControllerHandle::channel();

@@ -308,22 +308,20 @@ fn engine_send_persistent_says_where_the_message_was_stored_or_why_not() {
 /// A node started with fewer data shards than the one that wrote its data
 /// directory is refused, naming the partitions it would leave unread, and
 /// a node with enough shards starts on the same directory.
-#[test]
-fn fewer_shards_than_the_data_directory_holds_are_refused() {
-    let data = tempfile::tempdir().expect("a directory");
-    let (status, _) = engine_with_storage(data.path()).terminate();
-    assert!(status.success(), "{status}");
-    assert!(caxton_storage::partition_path(data.path(), 1).exists());
-    let mut fewer = std::process::Command::new(env!("CARGO_BIN_EXE_engine"))
+/// Start a node on `data` with `shards` data shards that is expected to
+/// be refused at boot; its exit status and log. A node that starts anyway
+/// is killed and fails the test.
+fn refused_at_boot(data: &Path, shards: u32) -> (std::process::ExitStatus, String) {
+    let mut node = std::process::Command::new(env!("CARGO_BIN_EXE_engine"))
         .args([
             "--set",
             "observability.admin.listen=127.0.0.1:0",
             "--set",
             "messaging.enable_persistence=true",
             "--set",
-            &format!("storage.data_directory={}", data.path().display()),
+            &format!("storage.data_directory={}", data.display()),
             "--set",
-            "runtime.worker_threads=1",
+            &format!("runtime.worker_threads={shards}"),
         ])
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
@@ -332,26 +330,53 @@ fn fewer_shards_than_the_data_directory_holds_are_refused() {
         .expect("engine starts");
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
-        if let Some(status) = fewer.try_wait().expect("wait") {
+        if let Some(status) = node.try_wait().expect("wait") {
             break status;
         }
         if Instant::now() > deadline {
-            let _ = fewer.kill();
-            panic!("a node with fewer shards than its data directory holds started");
+            let _ = node.kill();
+            panic!("a node on an unusable data directory started");
         }
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut log = String::new();
-    std::io::Read::read_to_string(&mut fewer.stderr.take().expect("piped"), &mut log)
-        .expect("read");
-    assert!(!status.success(), "{log}");
-    assert!(
-        log.contains("shard-1.sqlite") && log.contains("at least 2 data shards"),
-        "{log}"
-    );
-    // The directory is untouched and still serves a node of its size.
+    std::io::Read::read_to_string(&mut node.stderr.take().expect("piped"), &mut log).expect("read");
+    (status, log)
+}
+
+#[test]
+fn a_data_directory_that_cannot_be_used_is_refused_before_anything_starts() {
+    let data = tempfile::tempdir().expect("a directory");
     let (status, _) = engine_with_storage(data.path()).terminate();
     assert!(status.success(), "{status}");
+    assert!(caxton_storage::partition_path(data.path(), 1).exists());
+    // Fewer shards than wrote it: its partitions would be stranded. A
+    // refusal of the profile: exit 2, naming the key.
+    let (status, log) = refused_at_boot(data.path(), 1);
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(
+        log.contains("storage.data_directory")
+            && log.contains("shard-1.sqlite")
+            && log.contains("at least 2 data shards"),
+        "{log}"
+    );
+    // The directory is untouched and still serves a node of its size;
+    // while that node runs, no other may take it.
+    let running = engine_with_storage(data.path());
+    let (status, log) = refused_at_boot(data.path(), 2);
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(log.contains("another node is using it"), "{log}");
+    let (status, _) = running.terminate();
+    assert!(status.success(), "{status}");
+    // A file where the directory should be.
+    let file = data.path().join("a-file");
+    std::fs::write(&file, b"").expect("written");
+    let (status, log) = refused_at_boot(&file, 1);
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(
+        log.contains("storage.data_directory") && log.contains("is not a directory"),
+        "{log}"
+    );
 }
 
 /// An agent the profile deploys comes back from storage as it was

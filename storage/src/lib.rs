@@ -52,6 +52,19 @@ pub enum StorageError {
     },
 }
 
+/// Whether a node of `data_shards` data shards could take `directory`
+/// now: it is (or can be made) a directory, no other node holds it, and it
+/// holds no partitions of shards such a node would not run. For a caller
+/// that refuses a profile before it starts anything; the node takes the
+/// lock for good when it starts, and checks again then.
+pub fn check_data_directory(
+    directory: &std::path::Path,
+    data_shards: usize,
+) -> Result<(), StorageError> {
+    drop(DirectoryLock::acquire(directory)?);
+    check_partitions_fit(directory, data_shards)
+}
+
 /// The partition file of data shard `shard` in `directory`.
 pub fn partition_path(directory: &std::path::Path, shard: usize) -> std::path::PathBuf {
     directory.join(format!("shard-{shard}.sqlite"))
