@@ -5,7 +5,8 @@
 //! of its own deadline, `messaging.delivery_timeout` and its class's
 //! `max_latency`. A message whose deadline has passed when it reaches the
 //! front is handed back as expired, so the caller answers its sender with
-//! `failure` (timeout): never dropped silently.
+//! `failure` (timeout): never dropped silently. (The shard hands an expired
+//! answer to its requester all the same: see `is_owed` in the shard core.)
 
 use std::collections::VecDeque;
 

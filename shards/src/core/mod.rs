@@ -515,7 +515,7 @@ impl ShardCore {
         // busy time) for the handlers that ran before it.
         let mut now = now;
         for Held { until, envelope } in held {
-            if envelope.deadline_ns < now {
+            if envelope.deadline_ns < now && !is_answer(&envelope) {
                 // Past its deadline while held, whatever it waited for.
                 self.waiting_bytes = self.waiting_bytes.saturating_sub(envelope.content.len());
                 self.metrics.timeouts += 1;
@@ -574,6 +574,10 @@ impl ShardCore {
             }
             return match popped {
                 Popped::Empty => continue,
+                // Late, but waited for all the same (`is_answer`).
+                Popped::Expired(envelope) if is_answer(&envelope) => {
+                    Some(self.deliver(envelope, now, agents, io))
+                }
                 Popped::Expired(envelope) => {
                     self.metrics.timeouts += 1;
                     self.fail(&envelope, "timeout", now, io);
@@ -825,7 +829,7 @@ impl ShardCore {
         let trace = envelope.trace;
         let number = agent.map_or(0, |agent| agent.0 as usize);
         let bytes = envelope.content.len();
-        // A stored message is owed its handling: admitted past the bounds.
+        // A stored message or an answer is owed its handling: admitted past the bounds.
         if !is_owed(&envelope)
             && !self.has_room_for(bytes)
             && !self.make_room(number, envelope.priority, bytes, now, io)
@@ -1206,7 +1210,7 @@ impl ShardCore {
 
     /// Hold `envelope` until `resume_ns`, or refuse it when too many are held.
     fn hold(&mut self, envelope: Envelope, until: Until, now: u64, io: &mut impl ShardIo) {
-        // A stored message is held past the bound, as it is admitted (`is_owed`).
+        // A stored message or an answer is held past the bound, as it is admitted (`is_owed`).
         if self.held.len() >= self.held_max && !is_owed(&envelope) {
             let reason = match until {
                 Until::Time(_) => "refused:cpu-budget",
@@ -1384,12 +1388,25 @@ impl ShardCore {
     }
 }
 
-/// Whether the node owes `envelope` its handling whatever the bounds: a
-/// stored message was accepted (its sender told so, or it is redelivered),
-/// and refused it would be finished unhandled. What is stored is bounded
-/// upstream (the partition writer's queue, the durable sends waiting on it).
+/// Whether the node owes `envelope` its handling whatever the bounds:
+/// - a stored message was accepted (its sender told so, or it is
+///   redelivered), and refused it would be finished unhandled. What is
+///   stored is bounded upstream (the partition writer's queue, the durable
+///   sends waiting on it);
+/// - an answer (a reply, or the engine's `failure` in place of one) is what
+///   its receiver waits for: refused, it would only be reported to its
+///   sender, and a requester holding a deferred reply open (a gatherer)
+///   would wait for ever. Answers are bounded by the requests that asked
+///   for them, which were admitted within the bounds.
 fn is_owed(envelope: &Envelope) -> bool {
-    matches!(envelope.durability, Durability::Stored(_))
+    matches!(envelope.durability, Durability::Stored(_)) || is_answer(envelope)
+}
+
+/// Whether `envelope` answers a request: it is delivered however late (see
+/// [`is_owed`]); a deadline bounds how long a request may wait for its
+/// handler, and the request's sender has been waiting for this since.
+fn is_answer(envelope: &Envelope) -> bool {
+    envelope.in_reply_to != 0
 }
 
 /// The agent a message is for, if it is for an agent.

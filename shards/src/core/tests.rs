@@ -353,6 +353,72 @@ fn a_message_past_its_deadline_is_answered_timeout_and_never_run() {
     assert_eq!(core.metrics_mut().timeouts, 1);
 }
 
+/// An answer from OTHER (shard 1) to ECHO's request 11, due by `deadline_ns`.
+fn answer_to_echo(content: &[u8], deadline_ns: u64) -> Envelope {
+    Envelope {
+        in_reply_to: 11,
+        deadline_ns,
+        ..Envelope::new(
+            Performative::Inform,
+            Address::Agent(OTHER),
+            Address::Agent(ECHO),
+            content.to_vec(),
+            0,
+            1,
+        )
+    }
+}
+
+/// Whether none of `sent` is a `failure` (the fake echo answers answers too).
+fn no_failure(sent: Vec<Envelope>) -> bool {
+    sent.iter()
+        .all(|envelope| envelope.performative != Performative::Failure)
+}
+
+#[test]
+fn an_answer_past_its_deadline_is_still_handed_to_its_requester() {
+    // The requester may hold a deferred reply open on it (a gatherer): had
+    // the answer been dropped, with only its sender told, it would wait
+    // for ever and so would its own asker.
+    let mut core = core(8, false);
+    let (mut agents, mut io) = (echo_agents(), RecordingIo::new(3, 0));
+    core.on_arrival(answer_to_echo(b"late", 1_000), 10, &mut io);
+    assert!(core.handle_next(1_001, &mut agents, &mut io).is_some());
+    assert_eq!(agents.runs, vec![(ECHO, b"late".to_vec())]);
+    assert!(no_failure(io.take(1)), "no timeout to its sender");
+    assert_eq!(core.metrics_mut().timeouts, 0);
+    // Held behind a CPU budget past its deadline: released to its handler too.
+    agents.blocked_until.insert(ECHO, 5_000);
+    core.on_arrival(answer_to_echo(b"held", 2_000), 1_100, &mut io);
+    core.handle_next(1_100, &mut agents, &mut io);
+    core.release_held(5_000, &mut agents, &mut io);
+    assert_eq!(agents.runs.last(), Some(&(ECHO, b"held".to_vec())));
+    assert!(no_failure(io.take(1)));
+    assert_eq!(core.metrics_mut().timeouts, 0);
+}
+
+#[test]
+fn answers_are_admitted_past_a_full_mailbox() {
+    let mut core = core(1, false);
+    let (mut agents, mut io) = (echo_agents(), RecordingIo::new(3, 0));
+    core.on_arrival(request(ECHO, b"fills it", 0), 0, &mut io);
+    for content in [b"a1", b"a2"] {
+        core.on_arrival(answer_to_echo(content, u64::MAX), 0, &mut io);
+    }
+    // A request past the bound is refused; the answers were not.
+    core.on_arrival(request(ECHO, b"refused", 0), 0, &mut io);
+    assert_eq!(
+        only_answer(&mut io),
+        (Performative::Failure, "caxton:refused:queue-full".into())
+    );
+    assert!(
+        io.take(1).is_empty(),
+        "nothing refused to the answers' sender"
+    );
+    while core.handle_next(10, &mut agents, &mut io).is_some() {}
+    assert_eq!(agents.runs.len(), 3, "the request and both answers ran");
+}
+
 #[test]
 fn a_full_mailbox_refuses_with_failure() {
     let mut core = core(2, false);
