@@ -466,9 +466,47 @@ struct Links {
     /// The QUIC streams that carry remote messages to each peer.
     lanes: Lanes,
     lane_context: LaneContext,
+    /// Peers whose connection was found closed when a frame was to go on
+    /// it, and is being replaced: what was in flight on it is lost
+    /// ([`Links::take_broken`]). A QUIC connection that ends (its idle
+    /// timeout passed while either side stalled, a reset) says so to no
+    /// one, and its lanes may not notice before their next write.
+    broken: Vec<SocketAddr>,
+}
+
+/// What became of a frame of remote messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FrameTaken {
+    /// On its way, or queued for a connection being made.
+    Yes,
+    /// The lane's queue is full: the peer applies back-pressure.
+    PeerBusy,
+    /// The peer's connection had ended; the frame was not sent, and the
+    /// next one dials afresh.
+    ConnectionEnded,
 }
 
 impl Links {
+    /// The peers whose connections ended since the last call (see
+    /// [`Links::broken`]). The caller answers what was in flight to them
+    /// before any new message for them is tracked.
+    fn take_broken(&mut self) -> Vec<SocketAddr> {
+        std::mem::take(&mut self.broken)
+    }
+
+    /// `to`'s link is no longer usable: note it as broken when it was an
+    /// open connection (not one being made, nor none), and drop it.
+    fn drop_ended_link(&mut self, to: SocketAddr) {
+        if matches!(self.peers.get(&to), Some(Peer::Quic(_) | Peer::Tcp(..))) {
+            self.peers.remove(&to);
+            self.opened_at.remove(&to);
+            self.lanes.forget(to);
+            if !self.broken.contains(&to) {
+                self.broken.push(to);
+            }
+        }
+    }
+
     fn connections(&self) -> usize {
         self.peers
             .values()
@@ -541,6 +579,7 @@ impl Links {
                 None
             }
             _ => {
+                self.drop_ended_link(to);
                 self.peers.insert(to, Peer::Connecting(vec![(None, frame)]));
                 self.dial(to);
                 None
@@ -654,38 +693,62 @@ impl Links {
     }
 
     /// Send a frame of remote messages to `to` on the lane `key` picks, in
-    /// order after that lane's earlier frames; `false` when the lane's queue
-    /// is full (the peer applies back-pressure) and the frame was not taken.
-    fn send_messages_frame(&mut self, to: SocketAddr, key: u64, frame: Vec<u8>) -> bool {
+    /// order after that lane's earlier frames; not taken when the lane's
+    /// queue is full (the peer applies back-pressure) or the peer's
+    /// connection has ended.
+    fn send_messages_frame(&mut self, to: SocketAddr, key: u64, frame: Vec<u8>) -> FrameTaken {
         let to = canonical(to);
         // Without certificates (loopback trial mode) nothing leaves the machine.
         if !self.authenticated && !to.ip().is_loopback() {
             bump(&self.stats.frames_dropped);
-            return true;
+            return FrameTaken::Yes;
         }
+        // Its connection ended this round: the rest of the round's frames
+        // for it go the same way, so no message tracked before the
+        // in-flight ones are answered lost goes out on a new connection.
+        if self.broken.contains(&to) {
+            return FrameTaken::ConnectionEnded;
+        }
+        let taken = |sent: bool| {
+            if sent {
+                FrameTaken::Yes
+            } else {
+                FrameTaken::PeerBusy
+            }
+        };
         match self.peers.get_mut(&to) {
             Some(Peer::Quic(connection)) if connection.close_reason().is_none() => {
                 let connection = connection.clone();
                 bump(&self.stats.frames_on_streams);
-                self.lanes
-                    .send(to, &connection, key, frame, &self.lane_context)
+                taken(
+                    self.lanes
+                        .send(to, &connection, key, frame, &self.lane_context),
+                )
             }
             Some(Peer::Tcp(writer, _)) if !writer.is_closed() => {
                 bump(&self.stats.frames_on_streams);
-                writer.try_send(frame).is_ok()
+                taken(writer.try_send(frame).is_ok())
             }
             Some(Peer::Connecting(pending)) => {
                 let room = pending.len() < PENDING_FRAMES_MAX;
                 if room {
                     pending.push((Some(key), frame));
                 }
-                room
+                taken(room)
             }
-            _ => {
+            // Ended: this frame's messages are answered as not sent, and
+            // those in flight on it as lost, before the next frame dials
+            // again. Sent on the new connection after those answers, the
+            // frame's requests could be answered twice.
+            Some(Peer::Quic(_) | Peer::Tcp(..)) => {
+                self.drop_ended_link(to);
+                FrameTaken::ConnectionEnded
+            }
+            None => {
                 self.peers
                     .insert(to, Peer::Connecting(vec![(Some(key), frame)]));
                 self.dial(to);
-                true
+                FrameTaken::Yes
             }
         }
     }
@@ -695,7 +758,7 @@ impl Links {
         for (key, frame) in pending {
             match key {
                 Some(key) => {
-                    if !self.send_messages_frame(to, key, frame) {
+                    if self.send_messages_frame(to, key, frame) != FrameTaken::Yes {
                         bump(&self.stats.frames_dropped);
                     }
                 }
@@ -1094,6 +1157,7 @@ impl ClusterNode {
                 counts: Arc::new(LaneCounts::default()),
                 broken,
             },
+            broken: Vec::new(),
         };
         let listen = match settings.transport {
             TransportKind::Quic => {
@@ -1220,6 +1284,8 @@ impl ClusterNode {
         tokio::pin!(stop);
         loop {
             self.flush(&mut membership, false);
+            // A probe that found its peer's connection ended dialed again.
+            self.lose_broken_links(&mut remote);
             name_twins.judge(&membership, Instant::now());
             for gone in log_events(&mut membership, &mut name_twins, &self.settings.swim) {
                 self.links.forget_stale(gone.addr, gone.restarted_at);
@@ -1230,6 +1296,7 @@ impl ClusterNode {
             let mut resends = remote.resend_hops(&membership);
             if !resends.is_empty() {
                 self.send_messages(membership.identity(), &mut resends, &mut remote);
+                self.lose_broken_links(&mut remote);
             }
             let deadline = membership
                 .next_deadline()
@@ -1415,6 +1482,9 @@ impl ClusterNode {
 
     /// Messages that left this node's shards: to their hosts, in batches.
     fn pump_outbound<L: LocalSide>(&mut self, membership: &Membership, remote: &mut Remote<L>) {
+        // Before any new message for a peer is tracked: those answered
+        // lost must be the ones that went on its ended connection.
+        self.lose_broken_links(remote);
         let Some(local) = remote.local.as_mut() else {
             return;
         };
@@ -1445,6 +1515,19 @@ impl ClusterNode {
         }
         self.send_messages(membership.identity(), &mut sends, remote);
         remote.sends = sends;
+        self.lose_broken_links(remote);
+    }
+
+    /// Answer `connection-lost` for what was in flight to peers whose
+    /// connections were found ended ([`Links::take_broken`]).
+    fn lose_broken_links<L: LocalSide>(&mut self, remote: &mut Remote<L>) {
+        let broken = self.links.take_broken();
+        if !broken.is_empty() {
+            for peer in &broken {
+                debug!(%peer, "cluster: a connection ended; what was in flight on it is lost");
+            }
+            remote.lost(&broken, "connection-lost");
+        }
     }
 
     /// Frame `messages` (taking them all) per node and lane, in order, in
@@ -1527,11 +1610,13 @@ impl ClusterNode {
         traffic.bytes_out += frame.len() as u64;
         traffic.messages_out += batch.messages.len() as u64;
         let count = batch.messages.len();
-        if self.links.send_messages_frame(to, lane, frame) {
-            remote.router.sent(count);
-        } else {
+        match self.links.send_messages_frame(to, lane, frame) {
+            FrameTaken::Yes => remote.router.sent(count),
             // The peer applies back-pressure: refused, as a full ring is.
-            remote.refused(to, batch.messages, "refused:peer-busy");
+            FrameTaken::PeerBusy => remote.refused(to, batch.messages, "refused:peer-busy"),
+            // What was in flight on it is answered once this round's frames
+            // are all out (`lose_broken_links`).
+            FrameTaken::ConnectionEnded => remote.refused(to, batch.messages, "connection-lost"),
         }
     }
 

@@ -1049,6 +1049,41 @@ fn over_tcp_a_request_in_flight_on_a_connection_that_ends_is_answered_connection
 }
 
 #[test]
+fn over_quic_a_request_in_flight_on_a_connection_that_ended_is_answered_connection_lost() {
+    // A QUIC connection that idles out says so to no one: c stalls (its
+    // process stopped) past the idle timeout, well within what membership
+    // would take to declare it down, and a's connection to it ends.
+    let quic = [
+        "transport.quic.keep_alive_interval=50ms".to_owned(),
+        "transport.quic.idle_timeout=200ms".to_owned(),
+        "coordination.cluster.probe_interval=1s".to_owned(),
+        "coordination.cluster.suspicion_multiplier=30".to_owned(),
+    ];
+    let (_certs, a, c) = two_nodes_with(&quic, &quic);
+    let waiting = request_held_on(&a, &c, "sink", &[]);
+    let pid = c.child.id() as i32;
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    std::thread::sleep(Duration::from_millis(1_500));
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    // The next frame for c (a probe) finds the connection ended and dials
+    // again; the request sent on the old one is answered lost, not left
+    // to wait for its 30 s deadline.
+    let (took, reply) = waiting.join().expect("the sender's thread");
+    assert_eq!(reply["performative"], "failure", "{reply:#}");
+    assert_eq!(reply["content"], "caxton:connection-lost", "{reply:#}");
+    assert!(took < Duration::from_secs(20), "answered after {took:?}");
+    // Not for c's loss: c was suspected at most, never declared down, and
+    // is alive again.
+    wait(&a, Duration::from_secs(10), "c alive again", |view| {
+        view["counts"]["alive"] == 1
+    });
+    assert_eq!(status(&a)["counts"]["down"], 0, "{:#}", status(&a));
+    drop(c);
+}
+
+#[test]
 fn a_request_to_a_node_restarted_before_it_was_declared_down_is_answered_at_once() {
     let (certs, a, c) = two_nodes(&[]);
     let dir = certs.path();
