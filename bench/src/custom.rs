@@ -872,6 +872,16 @@ mod tests {
             text.contains("the medians below are of the 1 of 2 rounds that compared"),
             "{text}"
         );
+        // A design that never broke is given no breaking point.
+        let never = crate::stress::BreakingPoint {
+            broke_at_per_second: None,
+            reason: None,
+            ..point("caxton", Some(3375.0))
+        };
+        assert_eq!(
+            breaking_point_line(&never),
+            "caxton: every step, up to 3375 msg/s sustained (P50 1000 ns, P99 20.0 µs, P99.9 900.0 µs); never broke within the ramp (no breaking point: raise --start-rate, --growth or --steps)\n"
+        );
     }
 
     #[test]
@@ -1163,23 +1173,30 @@ pub fn sent_late_line(label: &str, result: &LoadResult) -> Option<String> {
     ))
 }
 
-/// Where `point`'s design broke, and why, as one line.
+/// Where `point`'s design broke, and why, as one line. A design that
+/// never broke has no breaking point: its line says how far the ramp went.
 pub fn breaking_point_line(point: &crate::stress::BreakingPoint) -> String {
+    let broke = point.broke_at_per_second.zip(point.reason.as_ref());
     let mut line = match (point.sustained_per_second, point.p99_ns) {
         (Some(rate), Some(p99)) => format!(
-            "{}: breaking point {rate:.0} msg/s sustained (P50 {}, P99 {}, P99.9 {})",
+            "{}: {} {rate:.0} msg/s sustained (P50 {}, P99 {}, P99.9 {})",
             point.design,
+            if broke.is_some() {
+                "breaking point"
+            } else {
+                "every step, up to"
+            },
             format_ns(point.p50_ns.unwrap_or(0)),
             format_ns(p99),
             format_ns(point.p999_ns.unwrap_or(0)),
         ),
         _ => format!("{}: no step stayed within the limits", point.design),
     };
-    match (point.broke_at_per_second, &point.reason) {
-        (Some(rate), Some(reason)) => {
-            line.push_str(&format!("; broke at {rate:.0} msg/s: {reason}\n"))
-        }
-        _ => line.push_str("; never broke within the ramp\n"),
+    match broke {
+        Some((rate, reason)) => line.push_str(&format!("; broke at {rate:.0} msg/s: {reason}\n")),
+        None => line.push_str(
+            "; never broke within the ramp (no breaking point: raise --start-rate, --growth or --steps)\n",
+        ),
     }
     line
 }

@@ -411,16 +411,35 @@ pub fn advise(facts: &GossipFacts) -> Vec<String> {
     let slow = facts
         .convergence_p99
         .is_some_and(|p99| p99 > dissemination_goal(facts.nodes).as_secs_f64());
+    let (preset, (interval, fanout, probe, multiplier)) = preset_for(facts.nodes);
+    let current = (
+        swim.gossip_interval_ms,
+        swim.gossip_fanout,
+        swim.probe_interval_ms,
+        swim.suspicion_multiplier,
+    );
+    let follows_preset = current == (interval, fanout, probe, multiplier);
     if storm {
+        // Never toward a fanout below the preset's while the advice below
+        // is to use that preset: the two would contradict each other.
+        let lower_fanout =
+            swim.gossip_fanout > 2 && (follows_preset || swim.gossip_fanout > fanout);
         advice.push(format!(
-            "gossip storm: {:.0} B/s of SWIM traffic per node, over {:.0} B/s for {} nodes. Raise coordination.cluster.gossip_interval (now {} ms, e.g. to {} ms) or lower coordination.cluster.gossip_fanout (now {}{})",
+            "gossip storm: {:.0} B/s of SWIM traffic per node, over {:.0} B/s for {} nodes. Raise coordination.cluster.gossip_interval (now {} ms, e.g. to {} ms){}",
             facts.bytes_per_node_second,
             budget,
             facts.nodes,
             swim.gossip_interval_ms,
-            swim.gossip_interval_ms * 2,
-            swim.gossip_fanout,
-            if swim.gossip_fanout > 2 { format!(", e.g. to {}", swim.gossip_fanout - 1) } else { String::new() }
+            (swim.gossip_interval_ms * 2).max(if follows_preset { 0 } else { interval }),
+            if lower_fanout {
+                format!(
+                    " or lower coordination.cluster.gossip_fanout (now {}, e.g. to {})",
+                    swim.gossip_fanout,
+                    swim.gossip_fanout - 1
+                )
+            } else {
+                String::new()
+            }
         ));
     }
     if slow {
@@ -472,14 +491,7 @@ pub fn advise(facts: &GossipFacts) -> Vec<String> {
             facts.handshakes_refused_by_peer
         ));
     }
-    let (preset, (interval, fanout, probe, multiplier)) = preset_for(facts.nodes);
-    let current = (
-        swim.gossip_interval_ms,
-        swim.gossip_fanout,
-        swim.probe_interval_ms,
-        swim.suspicion_multiplier,
-    );
-    if (storm || slow) && current != (interval, fanout, probe, multiplier) {
+    if (storm || slow) && !follows_preset {
         advice.push(format!(
             "for {} nodes the {preset} preset sets gossip_interval {interval} ms, gossip_fanout {fanout}, probe_interval {probe} ms, suspicion_multiplier {multiplier}: try --profile {preset}, listed before any network-* profile (later layers win, and a network preset's probe timeout is set for its own probe interval)",
             facts.nodes
@@ -576,17 +588,47 @@ mod tests {
         let mut facts = calm(100);
         facts.bytes_per_node_second = 50_000.0;
         facts.swim.gossip_interval_ms = 50;
+        facts.swim.gossip_fanout = 8;
         let advice = advise(&facts).join("\n");
         assert!(advice.contains("gossip storm"), "{advice}");
+        // Toward the preset's interval (500 ms) and fanout (5), both named.
         assert!(
-            advice.contains("coordination.cluster.gossip_interval (now 50 ms, e.g. to 100 ms)"),
+            advice.contains("coordination.cluster.gossip_interval (now 50 ms, e.g. to 500 ms)"),
             "{advice}"
         );
         assert!(
-            advice.contains("coordination.cluster.gossip_fanout"),
+            advice.contains("coordination.cluster.gossip_fanout (now 8, e.g. to 7)"),
             "{advice}"
         );
         assert!(advice.contains("--profile cluster-large"), "{advice}");
+        // On its own size's preset, the knobs go on from there.
+        let mut facts = calm(100);
+        facts.bytes_per_node_second = 50_000.0;
+        let advice = advise(&facts).join("\n");
+        assert!(
+            advice.contains("(now 500 ms, e.g. to 1000 ms) or lower coordination.cluster.gossip_fanout (now 5, e.g. to 4)"),
+            "{advice}"
+        );
+    }
+
+    #[test]
+    fn a_storm_never_advises_a_fanout_below_the_preset_it_recommends() {
+        // cluster-small's settings at 16 nodes, whose preset is cluster-medium
+        // (200 ms, fanout 4): lowering the fanout to 2 would go away from it.
+        let mut facts = calm(16);
+        facts.swim.gossip_interval_ms = 100;
+        facts.swim.gossip_fanout = 3;
+        facts.swim.probe_interval_ms = 500;
+        facts.swim.suspicion_multiplier = 3;
+        facts.bytes_per_node_second = 2219.0;
+        let advice = advise(&facts).join("\n");
+        assert!(advice.contains("gossip storm"), "{advice}");
+        assert!(advice.contains("(now 100 ms, e.g. to 200 ms)"), "{advice}");
+        assert!(
+            !advice.contains("lower coordination.cluster.gossip_fanout"),
+            "{advice}"
+        );
+        assert!(advice.contains("--profile cluster-medium"), "{advice}");
     }
 
     #[test]
