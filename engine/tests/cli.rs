@@ -245,7 +245,7 @@ fn a_running_node_stops_cleanly_on_sigterm() {
 #[test]
 fn a_node_outlives_its_log_reader_and_still_stops_on_sigterm() {
     use std::os::fd::AsRawFd;
-    let mut running = start_engine(&[]);
+    let running = start_engine(&[]);
     let admin = running.admin_address().to_string();
     // The reader goes (as `engine ... 2>&1 | head` does): the pipe's read
     // end is swapped for /dev/null, so the node's next log lines meet a

@@ -864,7 +864,7 @@ fn a_spinning_client_takes_its_answers_without_parking() {
 fn a_raised_flag_ends_a_spinning_clients_wait_without_a_park() {
     // A spin as long as the wait: only the flag can end it early, and a
     // wait that ran out would count a park.
-    let (_, mut node) = boot(&["runtime.client_spin_before_park=60s"]);
+    let (_, node) = boot(&["runtime.client_spin_before_park=60s"]);
     let mut client = node.client().expect("client");
     let woken = std::sync::atomic::AtomicBool::new(false);
     let mut batch = Vec::new();
