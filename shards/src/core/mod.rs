@@ -830,7 +830,7 @@ impl ShardCore {
         let number = agent.map_or(0, |agent| agent.0 as usize);
         let bytes = envelope.content.len();
         // A stored message or an answer is owed its handling: admitted past the bounds.
-        if !is_owed(&envelope)
+        if !self.passes_bounds(&envelope, self.in_lanes, self.mailbox_capacity)
             && !self.has_room_for(bytes)
             && !self.make_room(number, envelope.priority, bytes, now, io)
         {
@@ -852,6 +852,23 @@ impl ShardCore {
             self.ready.push_back(lane);
         }
         self.tracer.hop(trace, HopKind::Admitted, now, agent);
+    }
+
+    /// Whether `envelope` is taken whatever a bound (`count` of `bound`)
+    /// says: a stored message always; an answer (see [`is_owed`]) up to
+    /// twice the bound, messages and bytes, since an agent may `reply` more
+    /// than once to one request, and past the bound a misbehaving one would
+    /// grow a neighbour's mailbox without end.
+    fn passes_bounds(&self, envelope: &Envelope, count: usize, bound: usize) -> bool {
+        match envelope.durability {
+            Durability::Stored(_) => true,
+            _ if is_answer(envelope) => {
+                count < bound.saturating_mul(2)
+                    && self.waiting_bytes.saturating_add(envelope.content.len())
+                        <= self.waiting_bytes_max.saturating_mul(2)
+            }
+            _ => false,
+        }
     }
 
     /// Whether the lanes (shared by all: one busy agent may use them all
@@ -1211,7 +1228,9 @@ impl ShardCore {
     /// Hold `envelope` until `resume_ns`, or refuse it when too many are held.
     fn hold(&mut self, envelope: Envelope, until: Until, now: u64, io: &mut impl ShardIo) {
         // A stored message or an answer is held past the bound, as it is admitted (`is_owed`).
-        if self.held.len() >= self.held_max && !is_owed(&envelope) {
+        if self.held.len() >= self.held_max
+            && !self.passes_bounds(&envelope, self.held.len(), self.held_max)
+        {
             let reason = match until {
                 Until::Time(_) => "refused:cpu-budget",
                 Until::FreeInstance => "refused:queue-full",
@@ -1397,7 +1416,9 @@ impl ShardCore {
 ///   its receiver waits for: refused, it would only be reported to its
 ///   sender, and a requester holding a deferred reply open (a gatherer)
 ///   would wait for ever. Answers are bounded by the requests that asked
-///   for them, which were admitted within the bounds.
+///   for them, which were admitted within the bounds, and past the bounds
+///   by a second bound's worth (`ShardCore::passes_bounds`), for agents
+///   that answer one request many times.
 fn is_owed(envelope: &Envelope) -> bool {
     matches!(envelope.durability, Durability::Stored(_)) || is_answer(envelope)
 }

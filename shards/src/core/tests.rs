@@ -398,10 +398,12 @@ fn an_answer_past_its_deadline_is_still_handed_to_its_requester() {
 }
 
 #[test]
-fn answers_are_admitted_past_a_full_mailbox() {
-    let mut core = core(1, false);
+fn answers_are_admitted_past_a_full_mailbox_up_to_twice_its_bound() {
+    let mut core = core(2, false);
     let (mut agents, mut io) = (echo_agents(), RecordingIo::new(3, 0));
-    core.on_arrival(request(ECHO, b"fills it", 0), 0, &mut io);
+    for content in [b"r1", b"r2"] {
+        core.on_arrival(request(ECHO, content, 0), 0, &mut io);
+    }
     for content in [b"a1", b"a2"] {
         core.on_arrival(answer_to_echo(content, u64::MAX), 0, &mut io);
     }
@@ -412,11 +414,17 @@ fn answers_are_admitted_past_a_full_mailbox() {
         (Performative::Failure, "caxton:refused:queue-full".into())
     );
     assert!(
-        io.take(1).is_empty(),
+        no_failure(io.take(1)),
         "nothing refused to the answers' sender"
     );
+    // Past twice the bound (an agent answering one request over and over),
+    // answers are refused too.
+    core.on_arrival(answer_to_echo(b"a3", u64::MAX), 0, &mut io);
+    let refused = io.take(1);
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].content, b"caxton:refused:queue-full".to_vec());
     while core.handle_next(10, &mut agents, &mut io).is_some() {}
-    assert_eq!(agents.runs.len(), 3, "the request and both answers ran");
+    assert_eq!(agents.runs.len(), 4, "both requests and both answers ran");
 }
 
 #[test]
