@@ -695,18 +695,27 @@ impl Links {
     /// Send a frame of remote messages to `to` on the lane `key` picks, in
     /// order after that lane's earlier frames; not taken when the lane's
     /// queue is full (the peer applies back-pressure) or the peer's
-    /// connection has ended.
-    fn send_messages_frame(&mut self, to: SocketAddr, key: u64, frame: Vec<u8>) -> FrameTaken {
+    /// connection has ended. `afresh`: a frame with no request awaiting an
+    /// answer, sent even while the peer's ended connection is being
+    /// answered for, on the connection dialed next.
+    fn send_messages_frame(
+        &mut self,
+        to: SocketAddr,
+        key: u64,
+        frame: Vec<u8>,
+        afresh: bool,
+    ) -> FrameTaken {
         let to = canonical(to);
         // Without certificates (loopback trial mode) nothing leaves the machine.
         if !self.authenticated && !to.ip().is_loopback() {
             bump(&self.stats.frames_dropped);
             return FrameTaken::Yes;
         }
-        // Its connection ended this round: the rest of the round's frames
-        // for it go the same way, so no message tracked before the
-        // in-flight ones are answered lost goes out on a new connection.
-        if self.broken.contains(&to) {
+        // Its connection ended this round: the rest of the round's
+        // requests for it go the same way, so that no request tracked
+        // before the in-flight ones are answered lost goes out on a new
+        // connection (and is answered twice).
+        if !afresh && self.broken.contains(&to) {
             return FrameTaken::ConnectionEnded;
         }
         let taken = |sent: bool| {
@@ -758,7 +767,7 @@ impl Links {
         for (key, frame) in pending {
             match key {
                 Some(key) => {
-                    if self.send_messages_frame(to, key, frame) != FrameTaken::Yes {
+                    if self.send_messages_frame(to, key, frame, false) != FrameTaken::Yes {
                         bump(&self.stats.frames_dropped);
                     }
                 }
@@ -771,6 +780,18 @@ impl Links {
 
     fn connected(&mut self, to: SocketAddr, peer: Peer) -> Vec<(Option<u64>, Vec<u8>)> {
         self.opened_at.insert(to, std::time::SystemTime::now());
+        // The peer dialed again before a frame from here found the old
+        // connection ended: what was in flight on it is lost all the same.
+        // (Its lanes are the new connection's already; an open one being
+        // replaced, as when both sides dial at once, loses nothing.)
+        let ended = match self.peers.get(&to) {
+            Some(Peer::Quic(connection)) => connection.close_reason().is_some(),
+            Some(Peer::Tcp(writer, _)) => writer.is_closed(),
+            _ => false,
+        };
+        if ended && !self.broken.contains(&to) {
+            self.broken.push(to);
+        }
         match self.peers.insert(to, peer) {
             Some(Peer::Connecting(pending)) => pending,
             _ => Vec::new(),
@@ -1610,13 +1631,33 @@ impl ClusterNode {
         traffic.bytes_out += frame.len() as u64;
         traffic.messages_out += batch.messages.len() as u64;
         let count = batch.messages.len();
-        match self.links.send_messages_frame(to, lane, frame) {
+        match self.links.send_messages_frame(to, lane, frame, false) {
             FrameTaken::Yes => remote.router.sent(count),
             // The peer applies back-pressure: refused, as a full ring is.
             FrameTaken::PeerBusy => remote.refused(to, batch.messages, "refused:peer-busy"),
-            // What was in flight on it is answered once this round's frames
-            // are all out (`lose_broken_links`).
-            FrameTaken::ConnectionEnded => remote.refused(to, batch.messages, "connection-lost"),
+            // Its requests are answered not sent, and what was in flight on
+            // it lost once this round's frames are all out
+            // (`lose_broken_links`). The rest (answers, notices, one-way
+            // messages) nobody could be told of: they go on a new connection.
+            FrameTaken::ConnectionEnded => {
+                let (requests, rest): (Vec<_>, Vec<_>) = batch
+                    .messages
+                    .into_iter()
+                    .partition(|message| message.sender.is_some() && message.reply_with != 0);
+                remote.refused(to, requests, "connection-lost");
+                if !rest.is_empty() {
+                    let count = rest.len();
+                    let frame = RemoteBatch {
+                        from: me.clone(),
+                        messages: rest,
+                    }
+                    .encode_frame(wire::FrameHeader { nonce: 0, seq: 0 });
+                    match self.links.send_messages_frame(to, lane, frame, true) {
+                        FrameTaken::Yes => remote.router.sent(count),
+                        _ => bump(&self.links.stats.frames_dropped),
+                    }
+                }
+            }
         }
     }
 

@@ -387,8 +387,11 @@ impl ShardCore {
         self.held
             .iter()
             .filter_map(|held| {
-                let deadline = (held.envelope.deadline_ns != Envelope::NO_DEADLINE)
-                    .then_some(held.envelope.deadline_ns);
+                // An answer's deadline is not kept (`is_answer`): woken for
+                // it, the shard would find nothing to do, again and again.
+                let deadline = (held.envelope.deadline_ns != Envelope::NO_DEADLINE
+                    && !is_answer(&held.envelope))
+                .then_some(held.envelope.deadline_ns);
                 match held.until {
                     Until::Time(resume_ns) => {
                         Some(deadline.map_or(resume_ns, |at| at.min(resume_ns)))

@@ -391,6 +391,9 @@ fn an_answer_past_its_deadline_is_still_handed_to_its_requester() {
     agents.blocked_until.insert(ECHO, 5_000);
     core.on_arrival(answer_to_echo(b"held", 2_000), 1_100, &mut io);
     core.handle_next(1_100, &mut agents, &mut io);
+    // Woken when the budget's window opens, not at the answer's deadline
+    // (which would find it still held, and wake again at once).
+    assert_eq!(core.next_wake_ns(), Some(5_000));
     core.release_held(5_000, &mut agents, &mut io);
     assert_eq!(agents.runs.last(), Some(&(ECHO, b"held".to_vec())));
     assert!(no_failure(io.take(1)));
