@@ -1458,11 +1458,22 @@ fn chain_evidence(a: &mut RunningEngine, c: &mut RunningEngine) -> String {
                 .any(|word| line.contains(word))
             })
             .collect();
+        // Every shard counter (agent failures and unknown receivers are in
+        // no metric) and each agent's counts: a parent finished because its
+        // hop could not be sent shows there, not in the remote counters.
+        let counters = client
+            .get("/v1/node")
+            .map(|answer| answer.json()["counters"].to_string())
+            .unwrap_or_default();
+        let agents = client
+            .get("/v1/agents")
+            .map(|answer| answer.json()["agents"].to_string())
+            .unwrap_or_default();
         let _ = node.child.kill();
         let mut log = String::new();
         let _ = std::io::Read::read_to_string(&mut node.log, &mut log);
         evidence.push_str(&format!(
-            "--- {name}: remote {remote}\n{}\n--- {name}: log after start\n{log}\n",
+            "--- {name}: remote {remote}\n{}\n--- {name}: counters {counters}\n--- {name}: agents {agents}\n--- {name}: log after start\n{log}\n",
             shard_counters.join("\n")
         ));
     }
