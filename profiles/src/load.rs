@@ -149,8 +149,8 @@ pub fn load(profiles: &[String], overrides: &[String]) -> Result<LoadedProfile, 
         merge_layer(&mut merged, &mut locations, layer);
         layers.push(source);
     }
-    // The text of each `--set` whose value YAML read as a number, a
-    // boolean or null, by key: where the key takes text, that text is meant.
+    // The text of each `--set` whose value YAML read as a number or a
+    // boolean, by key: where the key takes text, that text is meant.
     let mut override_texts = BTreeMap::new();
     for assignment in overrides {
         let layer = parse_override(assignment)?;
@@ -213,8 +213,8 @@ pub fn load(profiles: &[String], overrides: &[String]) -> Result<LoadedProfile, 
     }
 }
 
-/// Deserialize `merged`; where a key that takes text was given a number, a
-/// boolean or null by `--set` (`node_name=1`, `data_directory=2024`,
+/// Deserialize `merged`; where a key that takes text was given a number or
+/// a boolean by `--set` (`node_name=1`, `data_directory=2024`,
 /// `access_token=off`), take the text as written and try again. A YAML
 /// file means what YAML says (quote `"1"` there), but on a command line
 /// `--set node_name=1` can only mean the name "1".
@@ -427,8 +427,8 @@ fn resolve_source(spec: &str) -> Result<(String, String), ProfileError> {
 struct Layer {
     tree: Value,
     locations: BTreeMap<String, SourceLocation>,
-    /// For a `--set` whose value YAML read as a number, a boolean or null:
-    /// the value as written (see [`deserialize_taking_text`]).
+    /// For a `--set` whose value YAML read as a number or a boolean: the
+    /// value as written (see [`deserialize_taking_text`]).
     scalar_text: Option<String>,
 }
 
@@ -804,8 +804,10 @@ fn parse_override(assignment: &str) -> Result<Layer, ProfileError> {
     }
     let value: Value =
         serde_saphyr::from_str(raw_value).unwrap_or_else(|_| Value::String(raw_value.to_owned()));
-    let scalar_text = matches!(value, Value::Number(_) | Value::Bool(_) | Value::Null)
-        .then(|| raw_value.trim().to_owned());
+    // Not null (`~`, `null`): on a key that takes text that is a mistake
+    // to report, not a name to take.
+    let scalar_text =
+        matches!(value, Value::Number(_) | Value::Bool(_)).then(|| raw_value.trim().to_owned());
     let location = SourceLocation {
         source: format!("--set {assignment}"),
         line: None,

@@ -244,6 +244,12 @@ fn a_set_of_a_text_key_takes_the_text_as_written() {
         Some("12345678901234567890")
     );
     assert_eq!(loaded.profile.storage.data_directory, "2024");
+    // Null is no name: refused, not taken as the directory `~`.
+    let null = load(&[], &["storage.data_directory=~".into()]).expect_err("null");
+    assert!(
+        null.to_string().contains("storage.data_directory"),
+        "{null}"
+    );
     // A key that takes a number still refuses text, naming the key.
     let wrong = load(&[], &["messaging.batch_size=many".into()]).expect_err("not a number");
     assert!(
