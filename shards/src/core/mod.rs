@@ -151,6 +151,9 @@ pub(crate) struct ShardCore {
     /// Messages the lanes hold together, kept as they push and pop so that
     /// admitting a message does not sum every lane.
     in_lanes: usize,
+    /// Of those, the owed ones (`is_owed`): never pushed out, so room that
+    /// only they fill cannot be made (`make_room`).
+    owed_in_lanes: usize,
     /// Most messages the lanes hold together (`queue_size`, within the
     /// shard's share of `max_concurrent_messages`).
     mailbox_capacity: usize,
@@ -224,6 +227,7 @@ impl ShardCore {
                 .map(|_| Mailbox::new(limits.lane.clone()))
                 .collect(),
             in_lanes: 0,
+            owed_in_lanes: 0,
             mailbox_capacity: limits.lane.capacity,
             in_lanes_per_agent: Vec::new(),
             waiting_bytes: 0,
@@ -630,6 +634,7 @@ impl ShardCore {
         let mut remaining = inbound;
         self.ready.clear();
         self.in_lanes = 0;
+        self.owed_in_lanes = 0;
         self.in_lanes_per_agent.fill(0);
         self.waiting_bytes = 0;
         for lane in &mut self.lanes {
@@ -832,6 +837,7 @@ impl ShardCore {
         let trace = envelope.trace;
         let number = agent.map_or(0, |agent| agent.0 as usize);
         let bytes = envelope.content.len();
+        let owed = is_owed(&envelope);
         // A stored message or an answer is owed its handling: admitted past the bounds.
         if !self.passes_bounds(&envelope, self.in_lanes, self.mailbox_capacity)
             && !self.has_room_for(bytes)
@@ -844,6 +850,7 @@ impl ShardCore {
         let lane = self.lane_of(number);
         self.lanes[lane].push_owed(envelope, now);
         self.in_lanes += 1;
+        self.owed_in_lanes += usize::from(owed);
         self.waiting_bytes += bytes;
         // Counted for the agent numbers a directory snapshot has held (the
         // table grows in `set_directory`); a made-up number (a stale
@@ -904,6 +911,11 @@ impl ShardCore {
         now: u64,
         io: &mut impl ShardIo,
     ) -> bool {
+        // Owed messages alone fill the lanes: pushing others out would
+        // refuse them for no room at all.
+        if self.owed_in_lanes >= self.mailbox_capacity {
+            return false;
+        }
         loop {
             if self.has_room_for(bytes) {
                 return true;
@@ -942,6 +954,7 @@ impl ShardCore {
     /// `envelope` left the lanes (popped or pushed out): uncount it.
     fn left_lanes(&mut self, envelope: &Envelope) {
         self.in_lanes -= 1;
+        self.owed_in_lanes -= usize::from(is_owed(envelope));
         self.waiting_bytes = self.waiting_bytes.saturating_sub(envelope.content.len());
         if let Some(count) = receiver_agent(envelope)
             .and_then(|agent| self.in_lanes_per_agent.get_mut(agent.0 as usize))

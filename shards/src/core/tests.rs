@@ -1333,6 +1333,39 @@ fn mailbox_lanes_share_the_shards_capacity() {
 /// Push-out keeps what a flooded agent may take from its neighbours fair,
 /// and never takes a more urgent message for a less urgent arrival.
 #[test]
+fn no_message_is_pushed_out_when_owed_ones_alone_fill_the_lanes() {
+    // Answers to busy fill the lanes; a request of busy's and one for
+    // quiet come after. Pushing busy's request out could not make room
+    // (the answers are owed, and never pushed out): only quiet's is refused.
+    let mut core = ShardCore::new(0, 2, &limits(2), None);
+    let (directory, busy) = Directory::default().with_agent(AgentRecord {
+        name: "busy".into(),
+        instances_per_shard: vec![1, 0],
+    });
+    let (directory, quiet) = directory.with_agent(AgentRecord {
+        name: "quiet".into(),
+        instances_per_shard: vec![1, 0],
+    });
+    core.set_directory(Arc::new(directory));
+    let mut io = RecordingIo::new(3, 0);
+    let answer = |content: &[u8]| Envelope {
+        receiver: Address::Agent(busy),
+        ..answer_to_echo(content, u64::MAX)
+    };
+    core.on_arrival(request(busy, b"r1", 0), 0, &mut io);
+    for content in [b"a1", b"a2", b"a3"] {
+        core.on_arrival(answer(content), 0, &mut io);
+    }
+    core.on_arrival(request(quiet, b"q1", 0), 0, &mut io);
+    assert_eq!(
+        only_answer(&mut io),
+        (Performative::Failure, "caxton:refused:queue-full".into())
+    );
+    assert_eq!(core.metrics_mut().pushed_out, 0, "busy's request kept");
+    assert_eq!(core.queued(), 4);
+}
+
+#[test]
 fn a_flooded_agent_gives_up_its_newest_to_its_neighbours() {
     let two_classes = CoreLimits {
         lane: MailboxConfig {
