@@ -1332,12 +1332,8 @@ fn mailbox_lanes_share_the_shards_capacity() {
 
 /// Push-out keeps what a flooded agent may take from its neighbours fair,
 /// and never takes a more urgent message for a less urgent arrival.
-#[test]
-fn no_message_is_pushed_out_when_owed_ones_alone_fill_the_lanes() {
-    // Answers to busy fill the lanes; a request of busy's and one for
-    // quiet come after. Pushing busy's request out could not make room
-    // (the answers are owed, and never pushed out): only quiet's is refused.
-    let mut core = ShardCore::new(0, 2, &limits(2), None);
+/// Agents `busy` and `quiet`, both on `core`'s shard (0 of 2).
+fn busy_and_quiet(core: &mut ShardCore) -> (AgentId, AgentId) {
     let (directory, busy) = Directory::default().with_agent(AgentRecord {
         name: "busy".into(),
         instances_per_shard: vec![1, 0],
@@ -1347,6 +1343,16 @@ fn no_message_is_pushed_out_when_owed_ones_alone_fill_the_lanes() {
         instances_per_shard: vec![1, 0],
     });
     core.set_directory(Arc::new(directory));
+    (busy, quiet)
+}
+
+#[test]
+fn no_message_is_pushed_out_when_owed_ones_alone_fill_the_lanes() {
+    // Answers to busy fill the lanes; a request of busy's and one for
+    // quiet come after. Pushing busy's request out could not make room
+    // (the answers are owed, and never pushed out): only quiet's is refused.
+    let mut core = ShardCore::new(0, 2, &limits(2), None);
+    let (busy, quiet) = busy_and_quiet(&mut core);
     let mut io = RecordingIo::new(3, 0);
     let answer = |content: &[u8]| Envelope {
         receiver: Address::Agent(busy),
@@ -1375,15 +1381,7 @@ fn a_flooded_agent_gives_up_its_newest_to_its_neighbours() {
         ..limits(4)
     };
     let mut core = ShardCore::new(0, 2, &two_classes, None);
-    let (directory, busy) = Directory::default().with_agent(AgentRecord {
-        name: "busy".into(),
-        instances_per_shard: vec![1, 0],
-    });
-    let (directory, quiet) = directory.with_agent(AgentRecord {
-        name: "quiet".into(),
-        instances_per_shard: vec![1, 0],
-    });
-    core.set_directory(Arc::new(directory));
+    let (busy, quiet) = busy_and_quiet(&mut core);
     let mut io = RecordingIo::new(3, 0);
     let urgent = |content: &[u8]| Envelope {
         priority: PriorityClass(0),
