@@ -447,6 +447,17 @@ enum Peer {
     Tcp(mpsc::Sender<Vec<u8>>, Arc<tokio::sync::Notify>),
 }
 
+impl Peer {
+    /// A connection that was open and has ended (not one being made).
+    fn has_ended(&self) -> bool {
+        match self {
+            Self::Connecting(_) => false,
+            Self::Quic(connection) => connection.close_reason().is_some(),
+            Self::Tcp(writer, _) => writer.is_closed(),
+        }
+    }
+}
+
 /// Sockets and connections of either transport.
 struct Links {
     kind: TransportKind,
@@ -501,9 +512,14 @@ impl Links {
             self.peers.remove(&to);
             self.opened_at.remove(&to);
             self.lanes.forget(to);
-            if !self.broken.contains(&to) {
-                self.broken.push(to);
-            }
+            self.note_broken(to);
+        }
+    }
+
+    /// What was in flight to `to` is lost (see [`Links::broken`]).
+    fn note_broken(&mut self, to: SocketAddr) {
+        if !self.broken.contains(&to) {
+            self.broken.push(to);
         }
     }
 
@@ -784,13 +800,8 @@ impl Links {
         // connection ended: what was in flight on it is lost all the same.
         // (Its lanes are the new connection's already; an open one being
         // replaced, as when both sides dial at once, loses nothing.)
-        let ended = match self.peers.get(&to) {
-            Some(Peer::Quic(connection)) => connection.close_reason().is_some(),
-            Some(Peer::Tcp(writer, _)) => writer.is_closed(),
-            _ => false,
-        };
-        if ended && !self.broken.contains(&to) {
-            self.broken.push(to);
+        if self.peers.get(&to).is_some_and(Peer::has_ended) {
+            self.note_broken(to);
         }
         match self.peers.insert(to, peer) {
             Some(Peer::Connecting(pending)) => pending,
@@ -1306,6 +1317,9 @@ impl ClusterNode {
         loop {
             self.flush(&mut membership, false);
             // A probe that found its peer's connection ended dialed again.
+            // Answered here, and after resends below, nothing noted broken
+            // is left when `pump_outbound` tracks new messages: those
+            // answered lost are only ones that went on the ended connection.
             self.lose_broken_links(&mut remote);
             name_twins.judge(&membership, Instant::now());
             for gone in log_events(&mut membership, &mut name_twins, &self.settings.swim) {
@@ -1503,9 +1517,6 @@ impl ClusterNode {
 
     /// Messages that left this node's shards: to their hosts, in batches.
     fn pump_outbound<L: LocalSide>(&mut self, membership: &Membership, remote: &mut Remote<L>) {
-        // Before any new message for a peer is tracked: those answered
-        // lost must be the ones that went on its ended connection.
-        self.lose_broken_links(remote);
         let Some(local) = remote.local.as_mut() else {
             return;
         };

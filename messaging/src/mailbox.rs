@@ -5,8 +5,14 @@
 //! of its own deadline, `messaging.delivery_timeout` and its class's
 //! `max_latency`. A message whose deadline has passed when it reaches the
 //! front is handed back as expired, so the caller answers its sender with
-//! `failure` (timeout): never dropped silently. (The shard hands an expired
-//! answer to its requester all the same: see `is_owed` in the shard core.)
+//! `failure` (timeout): never dropped silently.
+//!
+//! An answer (`in_reply_to` set: a reply, or the engine's `failure` in
+//! place of one) gets no deadline and never expires. A deadline bounds how
+//! long a request may wait for its handler; an answer's receiver has been
+//! waiting for it since it asked, and expired, it would only be reported to
+//! its sender, leaving a requester that holds a deferred reply open on it
+//! (a gatherer) waiting for ever.
 
 use std::collections::VecDeque;
 
@@ -97,13 +103,17 @@ impl Mailbox {
     /// node already promised to handle (a stored one) is never handed back.
     pub fn push_owed(&mut self, mut envelope: Envelope, now_ns: u64) {
         let class = usize::from(envelope.priority.0).min(self.classes.len() - 1);
-        let mut deadline = envelope
-            .deadline_ns
-            .min(now_ns.saturating_add(self.config.delivery_timeout_ns));
-        if let Some(max_latency) = self.config.class_max_latency_ns[class] {
-            deadline = deadline.min(now_ns.saturating_add(max_latency));
-        }
-        envelope.deadline_ns = deadline;
+        envelope.deadline_ns = if envelope.in_reply_to != 0 {
+            Envelope::NO_DEADLINE
+        } else {
+            let deadline = envelope
+                .deadline_ns
+                .min(now_ns.saturating_add(self.config.delivery_timeout_ns));
+            match self.config.class_max_latency_ns[class] {
+                Some(max_latency) => deadline.min(now_ns.saturating_add(max_latency)),
+                None => deadline,
+            }
+        };
         self.classes[class].push_back(envelope);
         self.len += 1;
     }
@@ -203,6 +213,19 @@ mod tests {
         let MailboxFull(refused) = mailbox.push(message(0, 3), 0).expect_err("full");
         assert_eq!(refused.content, [3]);
         assert_eq!(mailbox.len(), 2);
+    }
+
+    #[test]
+    fn an_answer_never_expires() {
+        let mut mailbox = Mailbox::new(config(10));
+        let answer = Envelope {
+            in_reply_to: 7,
+            deadline_ns: 5,
+            ..message(0, 1)
+        };
+        mailbox.push(answer, 0).expect("room");
+        // Past its own deadline, the class's 10 ns and the delivery timeout.
+        assert_eq!(tag(mailbox.pop(2_000_000)), (true, 1));
     }
 
     #[test]

@@ -391,11 +391,8 @@ impl ShardCore {
         self.held
             .iter()
             .filter_map(|held| {
-                // An answer's deadline is not kept (`is_answer`): woken for
-                // it, the shard would find nothing to do, again and again.
-                let deadline = (held.envelope.deadline_ns != Envelope::NO_DEADLINE
-                    && !is_answer(&held.envelope))
-                .then_some(held.envelope.deadline_ns);
+                let deadline = (held.envelope.deadline_ns != Envelope::NO_DEADLINE)
+                    .then_some(held.envelope.deadline_ns);
                 match held.until {
                     Until::Time(resume_ns) => {
                         Some(deadline.map_or(resume_ns, |at| at.min(resume_ns)))
@@ -522,7 +519,7 @@ impl ShardCore {
         // busy time) for the handlers that ran before it.
         let mut now = now;
         for Held { until, envelope } in held {
-            if envelope.deadline_ns < now && !is_answer(&envelope) {
+            if envelope.deadline_ns < now {
                 // Past its deadline while held, whatever it waited for.
                 self.waiting_bytes = self.waiting_bytes.saturating_sub(envelope.content.len());
                 self.metrics.timeouts += 1;
@@ -581,10 +578,6 @@ impl ShardCore {
             }
             return match popped {
                 Popped::Empty => continue,
-                // Late, but waited for all the same (`is_answer`).
-                Popped::Expired(envelope) if is_answer(&envelope) => {
-                    Some(self.deliver(envelope, now, agents, io))
-                }
                 Popped::Expired(envelope) => {
                     self.metrics.timeouts += 1;
                     self.fail(&envelope, "timeout", now, io);
@@ -839,8 +832,8 @@ impl ShardCore {
         let bytes = envelope.content.len();
         let owed = is_owed(&envelope);
         // A stored message or an answer is owed its handling: admitted past the bounds.
-        if !self.passes_bounds(&envelope, self.in_lanes, self.mailbox_capacity)
-            && !self.has_room_for(bytes)
+        if !self.has_room_for(bytes)
+            && !self.passes_bounds(&envelope, self.in_lanes, self.mailbox_capacity)
             && !self.make_room(number, envelope.priority, bytes, now, io)
         {
             self.tracer.hop(trace, HopKind::Refused, now, agent);
@@ -1439,9 +1432,8 @@ fn is_owed(envelope: &Envelope) -> bool {
     matches!(envelope.durability, Durability::Stored(_)) || is_answer(envelope)
 }
 
-/// Whether `envelope` answers a request: it is delivered however late (see
-/// [`is_owed`]); a deadline bounds how long a request may wait for its
-/// handler, and the request's sender has been waiting for this since.
+/// Whether `envelope` answers a request (see [`is_owed`]); the mailbox
+/// gives it no deadline, so it is handed over however late.
 fn is_answer(envelope: &Envelope) -> bool {
     envelope.in_reply_to != 0
 }
