@@ -57,9 +57,13 @@ use crate::wire::{self, NodeId, WireError};
 pub const ORIGINS_MAX: usize = 65_536;
 
 /// Requests this node sent to other nodes and still awaits answers for, at
-/// most; past it the oldest is no longer tracked (its sender then learns of
-/// a lost node only from its own deadline).
+/// most; past it the oldest is no longer tracked: should its host be lost,
+/// or the connection it left on break, nobody answers for it.
 pub const IN_FLIGHT_MAX: usize = 65_536;
+
+/// Answers coming home that wait for room on a full ring, at most; past it
+/// an answer is dropped and counted (`answers_dropped`).
+pub const ANSWERS_WAITING_MAX: usize = 65_536;
 
 /// Hops of durable chains a node keeps at most until their hosts store
 /// them; past it a hop is sent untracked (counted), and one lost on its way
@@ -455,6 +459,14 @@ pub struct RemoteCounters {
     /// there): no longer sent; their parent runs again after a restart.
     #[serde(default)]
     pub hops_refused: u64,
+    /// Answers for this node's senders that found a full ring and waited
+    /// for room (see [`RemoteRouter::deliver_answer`]).
+    #[serde(default)]
+    pub answers_waited: u64,
+    /// Answers for this node's senders dropped with
+    /// [`ANSWERS_WAITING_MAX`] already waiting for room.
+    #[serde(default)]
+    pub answers_dropped: u64,
 }
 
 /// Where an answer to a message from another node must go.
@@ -489,6 +501,11 @@ pub struct RemoteRouter {
     last_hop: u64,
     /// When the earliest kept hop is due to be sent again (node clock, ns).
     hops_due_ns: u64,
+    /// Answers for this node's senders that a full ring refused, per
+    /// receiver, in arrival order (see [`Self::deliver_answer`]).
+    answers_waiting: FxHashMap<Address, VecDeque<(Envelope, u64)>>,
+    /// How many wait there, over all receivers.
+    answers_waiting_count: usize,
     counters: RemoteCounters,
 }
 
@@ -552,6 +569,67 @@ impl RemoteRouter {
     /// Of those, the hops waiting for a live node to host their agent.
     pub fn chain_hops_waiting(&self) -> usize {
         self.hops.values().filter(|hop| hop.node.is_none()).count()
+    }
+
+    /// Answers waiting for room on a full ring.
+    pub fn answers_waiting(&self) -> usize {
+        self.answers_waiting_count
+    }
+
+    /// Hand an answer for a sender on this node (a reply, a `failure` or a
+    /// notice in its place, a chain's acknowledgement) to the shards.
+    ///
+    /// An answer is owed: its sender waits for it, and nothing else will
+    /// tell it (a request's deadline is enforced where it is handled, not
+    /// where it was sent). So a full ring does not refuse one, as it does a
+    /// request: it waits here, behind any earlier answer to the same
+    /// receiver so that none overtakes another, and goes at
+    /// [`Self::deliver_waiting_answers`] once the ring has room. Only past
+    /// [`ANSWERS_WAITING_MAX`] waiting is one dropped (counted).
+    pub fn deliver_answer(
+        &mut self,
+        envelope: Envelope,
+        route_key: u64,
+        local: &mut impl LocalSide,
+    ) {
+        let envelope = match self.answers_waiting.get(&envelope.receiver) {
+            Some(_) => envelope,
+            None => match local.deliver(envelope, route_key) {
+                Ok(()) => return,
+                Err(envelope) => envelope,
+            },
+        };
+        if self.answers_waiting_count >= ANSWERS_WAITING_MAX {
+            self.counters.answers_dropped += 1;
+            return;
+        }
+        self.counters.answers_waited += 1;
+        self.answers_waiting_count += 1;
+        self.answers_waiting
+            .entry(envelope.receiver)
+            .or_default()
+            .push_back((envelope, route_key));
+    }
+
+    /// Hand the answers that waited for room to the shards, each
+    /// receiver's in order, as far as their rings take them; how many went.
+    pub fn deliver_waiting_answers(&mut self, local: &mut impl LocalSide) -> usize {
+        if self.answers_waiting_count == 0 {
+            return 0;
+        }
+        let mut delivered = 0;
+        self.answers_waiting.retain(|_, waiting| {
+            while let Some((envelope, route_key)) = waiting.pop_front() {
+                if let Err(envelope) = local.deliver(envelope, route_key) {
+                    waiting.push_front((envelope, route_key));
+                    return true;
+                }
+                delivered += 1;
+            }
+            false
+        });
+        self.answers_waiting_count -= delivered;
+        delivered
     }
 
     /// Node `node` was declared down, or the stream to it broke (`reason`):
@@ -996,6 +1074,11 @@ impl RemoteRouter {
         let route_key = message
             .sender
             .map_or(0, |sender| sender.route_key() ^ node_key(from));
+        if let Target::Address(_) = message.target {
+            // Coming home: owed to its receiver, so it waits for room.
+            self.deliver_answer(envelope, route_key, local);
+            return Inbound::Delivered;
+        }
         match local.deliver(envelope, route_key) {
             Ok(()) => Inbound::Delivered,
             Err(envelope) => {

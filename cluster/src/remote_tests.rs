@@ -14,6 +14,8 @@ struct FakeSide {
     proxies: BTreeMap<u32, String>,
     delivered: Vec<Envelope>,
     room: usize,
+    /// Receivers whose rings are full, whatever `room` says.
+    full: Vec<Address>,
     now: u64,
 }
 
@@ -30,6 +32,7 @@ impl FakeSide {
                 .collect(),
             delivered: Vec::new(),
             room: usize::MAX,
+            full: Vec::new(),
             now: 1_000_000,
         }
     }
@@ -39,7 +42,7 @@ impl LocalSide for FakeSide {
     fn take_outbound(&mut self, _max: usize, _out: &mut Vec<Envelope>) {}
 
     fn deliver(&mut self, envelope: Envelope, _route_key: u64) -> Result<(), Envelope> {
-        if self.room == 0 {
+        if self.room == 0 || self.full.contains(&envelope.receiver) {
             return Err(envelope);
         }
         self.room -= 1;
@@ -898,6 +901,77 @@ fn a_message_a_busy_peer_would_not_take_is_refused_to_its_sender() {
     assert_eq!(answer.content, b"caxton:refused:peer-busy");
     assert_eq!(a.in_flight(), 0, "not waited for any more");
     assert_eq!(a.counters().failed, 1);
+}
+
+#[test]
+fn an_answer_coming_home_to_a_full_ring_waits_for_room_in_order() {
+    let busy = request_from_instance().sender;
+    let other = Address::Client { port: 3, id: 8 };
+    let answer_to = |receiver: Address, token: u64, content: &[u8]| RemoteMessage {
+        in_reply_to: token,
+        ..RemoteMessage::new(
+            Target::Address(receiver),
+            Performative::Inform,
+            content.to_vec(),
+        )
+    };
+    let mut a = RemoteRouter::default();
+    let mut a_side = FakeSide::new(&[], &[]);
+    a_side.full.push(busy);
+    for (token, content) in [(42, b"first"), (43, b"secon")] {
+        assert_eq!(
+            a.inbound(node(3).addr, answer_to(busy, token, content), &mut a_side),
+            Inbound::Delivered,
+            "taken, not refused back to the answering agent"
+        );
+    }
+    // Another receiver's answer is not held up by the full ring.
+    a.inbound(node(3).addr, answer_to(other, 9, b"other"), &mut a_side);
+    assert_eq!(a_side.delivered.len(), 1);
+    assert_eq!(a_side.delivered[0].receiver, other);
+    assert_eq!((a.answers_waiting(), a.counters().answers_waited), (2, 2));
+    // Still full: nothing moves.
+    assert_eq!(a.deliver_waiting_answers(&mut a_side), 0);
+    // Room for one: the first goes, and a third answer arriving now waits
+    // behind the second rather than overtaking it.
+    a_side.full.clear();
+    a_side.room = 1;
+    assert_eq!(a.deliver_waiting_answers(&mut a_side), 1);
+    a_side.room = usize::MAX;
+    a.deliver_answer(
+        Envelope {
+            in_reply_to: 44,
+            ..Envelope::new(Performative::Failure, NOBODY, busy, b"third".to_vec(), 0, 9)
+        },
+        0,
+        &mut a_side,
+    );
+    assert_eq!(a.answers_waiting(), 2);
+    assert_eq!(a.deliver_waiting_answers(&mut a_side), 2);
+    let to_busy: Vec<u64> = a_side
+        .delivered
+        .iter()
+        .filter(|answer| answer.receiver == busy)
+        .map(|answer| answer.in_reply_to)
+        .collect();
+    assert_eq!(to_busy, [42, 43, 44], "in arrival order");
+    assert_eq!(a.answers_waiting(), 0);
+    assert_eq!(a.counters().answers_dropped, 0);
+
+    // Past the bound one is dropped, counted.
+    a_side.full.push(busy);
+    for token in 0..=ANSWERS_WAITING_MAX as u64 {
+        a.deliver_answer(
+            Envelope {
+                in_reply_to: token + 1,
+                ..Envelope::new(Performative::Inform, NOBODY, busy, Vec::new(), 0, 9)
+            },
+            0,
+            &mut a_side,
+        );
+    }
+    assert_eq!(a.answers_waiting(), ANSWERS_WAITING_MAX);
+    assert_eq!(a.counters().answers_dropped, 1);
 }
 
 #[test]

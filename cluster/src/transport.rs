@@ -778,20 +778,27 @@ impl Links {
         }
     }
 
-    /// Send what waited for `to`'s connection.
-    fn send_pending(&mut self, to: SocketAddr, pending: Vec<(Option<u64>, Vec<u8>)>) {
+    /// Send what waited for `to`'s connection; the frames of remote
+    /// messages it would not take, and why, for their senders to be told.
+    fn send_pending(
+        &mut self,
+        to: SocketAddr,
+        pending: Vec<(Option<u64>, Vec<u8>)>,
+    ) -> Vec<(&'static str, Vec<u8>)> {
+        let mut refused = Vec::new();
         for (key, frame) in pending {
             match key {
-                Some(key) => {
-                    if self.send_messages_frame(to, key, frame, false) != FrameTaken::Yes {
-                        bump(&self.stats.frames_dropped);
-                    }
-                }
+                Some(key) => match self.send_messages_frame(to, key, frame.clone(), false) {
+                    FrameTaken::Yes => {}
+                    FrameTaken::PeerBusy => refused.push(("refused:peer-busy", frame)),
+                    FrameTaken::ConnectionEnded => refused.push(("connection-lost", frame)),
+                },
                 None => {
                     self.send(to, frame, false);
                 }
             }
         }
+        refused
     }
 
     fn connected(&mut self, to: SocketAddr, peer: Peer) -> Vec<(Option<u64>, Vec<u8>)> {
@@ -1336,6 +1343,11 @@ impl ClusterNode {
             let deadline = membership
                 .next_deadline()
                 .map(|due| tokio::time::Instant::from_std(origin + due));
+            // Answers that found a full ring: a ring rings no doorbell when
+            // it has room again, so the loop looks again shortly.
+            let answers_retry = remote
+                .deliver_waiting_answers()
+                .then(|| tokio::time::Instant::now() + ANSWER_ROOM_POLL);
             // Everything delivered to the shards since the last wait rings
             // its receivers here, before this loop could wait again.
             if let Some(local) = remote.local.as_mut() {
@@ -1356,6 +1368,7 @@ impl ClusterNode {
                     self.pump_outbound(&membership, &mut remote);
                 }
                 () = sleep_until(deadline) => membership.advance(clock()),
+                () = sleep_until(answers_retry) => {}
                 // Disabled once every handle is gone (no admin endpoint):
                 // a closed channel must not wake the loop again and again.
                 Some(query) = queries.recv() => match query {
@@ -1428,11 +1441,13 @@ impl ClusterNode {
                         .warm(peer, &connection, &self.links.lane_context);
                 }
                 let pending = self.links.connected(peer, Peer::Quic(connection));
-                self.links.send_pending(peer, pending);
+                let refused = self.links.send_pending(peer, pending);
+                self.frames_not_sent(peer, refused, remote);
             }
             Event::TcpConnected(peer, writer, drained) => {
                 let pending = self.links.connected(peer, Peer::Tcp(writer, drained));
-                self.links.send_pending(peer, pending);
+                let refused = self.links.send_pending(peer, pending);
+                self.frames_not_sent(peer, refused, remote);
             }
             // Only the current connection's end loses messages in flight: an
             // earlier one's is old news. The next frame for the peer dials again.
@@ -1455,12 +1470,42 @@ impl ClusterNode {
                     remote.lost(&[peer], "connection-lost");
                 }
             }
+            // What waited for the connection never left: its requests are
+            // answered, as on a connection that ended.
             Event::ConnectFailed(peer) => {
                 if let Some(Peer::Connecting(pending)) = self.links.peers.remove(&peer) {
-                    for _ in pending {
-                        bump(&self.links.stats.frames_dropped);
-                    }
+                    let frames = pending
+                        .into_iter()
+                        .filter_map(|(key, frame)| match key {
+                            Some(_) => Some(("connection-lost", frame)),
+                            None => {
+                                bump(&self.links.stats.frames_dropped);
+                                None
+                            }
+                        })
+                        .collect();
+                    self.frames_not_sent(peer, frames, remote);
                 }
+            }
+        }
+    }
+
+    /// Frames of remote messages for `peer` that never left (each with the
+    /// reason): the requests among their messages are answered `failure`
+    /// with it. The rest (answers, notices, one-way sends) nobody here
+    /// waits for; the nodes waiting for answers hear of a lost connection
+    /// or node their own way. The frames are this node's own, so they read.
+    fn frames_not_sent<L: LocalSide>(
+        &mut self,
+        peer: SocketAddr,
+        frames: Vec<(&'static str, Vec<u8>)>,
+        remote: &mut Remote<L>,
+    ) {
+        for (reason, frame) in frames {
+            bump(&self.links.stats.frames_dropped);
+            match crate::remote::read_batch(&frame, usize::MAX) {
+                Ok(batch) => remote.refused(peer, batch.messages, reason),
+                Err(error) => debug!("cluster: a frame of this node's own does not read: {error}"),
             }
         }
     }
@@ -1536,11 +1581,7 @@ impl ClusterNode {
                     .outbound(envelope, local, membership.directory())
                 {
                     Outbound::Send(to, message) => sends.push((to, message)),
-                    Outbound::Answer(answer) => {
-                        if local.deliver(answer, 0).is_err() {
-                            bump(&self.links.stats.frames_dropped);
-                        }
-                    }
+                    Outbound::Answer(answer) => remote.router.deliver_answer(answer, 0, local),
                     Outbound::Dropped | Outbound::Held => {}
                 }
             }
@@ -1832,6 +1873,8 @@ impl ClusterSnapshot {
             per_peer("caxton_remote_peer_frames_total", "Remote-message frames (batches) per peer and direction; messages over frames is the batch size", |t| (t.frames_out, t.frames_in)),
             counter("caxton_remote_messages_failed_total", "Remote messages answered failure where they stopped: no host, unknown on the host, or no room there", self.remote.failed),
             counter("caxton_remote_answers_dropped_total", "Answers from other nodes nobody waited for any more (their origin was forgotten)", self.remote.dropped),
+            counter("caxton_remote_answers_waited_total", "Answers for senders on this node (replies from other nodes, or failures in their place) that found a full ring and waited for room", self.remote.answers_waited),
+            counter("caxton_remote_answers_overflowed_total", "Answers for senders on this node dropped because 65,536 already waited for room", self.remote.answers_dropped),
             Family {
                 name: "caxton_remote_chain_hops",
                 help: "Hops of durable chains kept until their host stores them: sent and awaiting acknowledgement, or waiting for a live host",
@@ -1911,6 +1954,10 @@ fn message_cost(message: &RemoteMessage) -> usize {
     message.content.len() + 96
 }
 
+/// How soon the loop looks again for room for answers that found a full
+/// ring (the shards' own wait for a slow client's ring is as long).
+const ANSWER_ROOM_POLL: Duration = Duration::from_micros(200);
+
 /// Probe intervals a starting node waits at most for the directory to
 /// settle (see [`LocalSide::directory_settled`]); a cluster that cannot
 /// be reached does not hold up the node's own stored messages longer.
@@ -1948,9 +1995,19 @@ impl<L: LocalSide> Remote<L> {
         };
         for message in messages {
             if let Some(answer) = self.router.unsent(node, message, reason, local) {
-                let _ = local.deliver(answer, 0);
+                self.router.deliver_answer(answer, 0, local);
             }
         }
+    }
+
+    /// Hand the answers that waited for room to the shards; whether some
+    /// still wait.
+    fn deliver_waiting_answers(&mut self) -> bool {
+        let Some(local) = self.local.as_mut() else {
+            return false;
+        };
+        self.router.deliver_waiting_answers(local);
+        self.router.answers_waiting() > 0
     }
 
     /// Nodes lost (`reason`): answer the senders still waiting on them.
@@ -1960,8 +2017,7 @@ impl<L: LocalSide> Remote<L> {
         };
         for node in nodes {
             for answer in self.router.node_lost(*node, reason, local) {
-                // A full ring: that sender learns from its own deadline.
-                let _ = local.deliver(answer, 0);
+                self.router.deliver_answer(answer, 0, local);
             }
         }
     }
@@ -1988,9 +2044,7 @@ impl<L: LocalSide> Remote<L> {
         };
         let resends = self.router.resend_hops(membership.directory(), local);
         for envelope in resends.local {
-            // A full ring: the parent stays unfinished and runs again after
-            // a restart; the sender learns from its own deadline.
-            let _ = local.deliver(envelope, 0);
+            self.router.deliver_answer(envelope, 0, local);
         }
         resends.sends
     }

@@ -989,6 +989,15 @@ fn request_held_on(
     agent: &'static str,
     deploy_flags: &[&str],
 ) -> std::thread::JoinHandle<(Duration, serde_json::Value)> {
+    deploy_example_on(a, c, agent, deploy_flags);
+    let waiting = request_through(a, agent);
+    std::thread::sleep(Duration::from_millis(500));
+    waiting
+}
+
+/// Deploy the example `agent` (with `deploy_flags`) on `c`, and wait until
+/// `a` lists it there.
+fn deploy_example_on(a: &RunningEngine, c: &RunningEngine, agent: &str, deploy_flags: &[&str]) {
     let module = format!(
         "{}/../examples/agents/{agent}.wat",
         env!("CARGO_MANIFEST_DIR")
@@ -1000,16 +1009,22 @@ fn request_held_on(
     let deployed = engine(&command);
     assert!(deployed.status.success(), "{deployed:?}");
     wait_for_listing(a, &format!("{agent} on c"), &[(agent, "c", 1)]);
+}
+
+/// A request to `agent` through `a`, its deadline 30 s away, on a thread
+/// that returns how long the answer took and the answer.
+fn request_through(
+    a: &RunningEngine,
+    agent: &'static str,
+) -> std::thread::JoinHandle<(Duration, serde_json::Value)> {
     let a_admin = a.admin_address();
-    let waiting = std::thread::spawn(move || {
+    std::thread::spawn(move || {
         let client = AdminClient::new(a_admin, None).expect("a client");
         let body = serde_json::json!({ "content": "hold", "timeout_ms": 30_000 });
         let started = Instant::now();
         let reply = post_body(&client, agent, &body);
         (started.elapsed(), reply)
-    });
-    std::thread::sleep(Duration::from_millis(500));
-    waiting
+    })
 }
 
 #[test]
@@ -1046,6 +1061,36 @@ fn over_tcp_a_request_in_flight_on_a_connection_that_ends_is_answered_connection
     let (_, reply) = waiting.join().expect("the sender's thread");
     assert_eq!(reply["performative"], "failure", "{reply:#}");
     assert_eq!(reply["content"], "caxton:connection-lost", "{reply:#}");
+}
+
+#[test]
+fn a_request_waiting_for_a_connection_that_cannot_be_made_is_answered_connection_lost() {
+    // c is gone but not yet declared down (a suspects slowly): a still
+    // routes c's agent there, and dials for the request's frame.
+    let slow = [
+        "transport.type=tcp".to_owned(),
+        "coordination.cluster.probe_interval=1s".to_owned(),
+        "coordination.cluster.suspicion_multiplier=30".to_owned(),
+    ];
+    let (_certs, a, c) = two_nodes_with(&slow, &slow);
+    deploy_example_on(&a, &c, "sink", &[]);
+    let mut c = c;
+    c.child.kill().expect("SIGKILL");
+    let _ = c.child.wait();
+    // Once a has seen its connection end, the request waits for a new
+    // one, which c's closed port refuses.
+    wait(&a, Duration::from_secs(10), "no connection to c", |view| {
+        view["transport_counts"]["connections"] == 0
+    });
+    let (took, reply) = request_through(&a, "sink")
+        .join()
+        .expect("the sender's thread");
+    assert_eq!(reply["performative"], "failure", "{reply:#}");
+    // Not `caxton:node-down` much later, once c is declared down, nor
+    // `caxton:timeout` at the deadline.
+    assert_eq!(reply["content"], "caxton:connection-lost", "{reply:#}");
+    assert!(took < Duration::from_secs(10), "answered after {took:?}");
+    assert_ne!(state_of(&status(&a), "c").as_deref(), Some("down"));
 }
 
 #[test]
