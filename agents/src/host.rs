@@ -377,6 +377,15 @@ struct LiveInstance {
 /// A handler call in progress: the instance travels with it.
 type Call = Pin<Box<dyn Future<Output = (LiveInstance, wasmtime::Result<i32>)>>>;
 
+/// Where a handler's instance goes when the handler ends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Settle {
+    /// Back in its slot, to take the agent's next message.
+    BackInSlot,
+    /// Dropped: its slot was removed while the handler ran.
+    Retired,
+}
+
 /// A handler that yielded at the end of a slice.
 struct SuspendedCall {
     agent: AgentId,
@@ -999,9 +1008,8 @@ impl AgentHost {
                 index,
                 instance,
                 result,
-                ran_ns,
-                ran_ns,
-                finished_ns,
+                (ran_ns, ran_ns, finished_ns),
+                Settle::BackInSlot,
             )),
             Poll::Pending => {
                 if let Some(agent) = self.agents.get_mut(&id) {
@@ -1066,7 +1074,14 @@ impl AgentHost {
                 agent.pace = Pace::SlicedForGood;
             }
         }
-        self.finish_call(id, index, instance, result, ran_ns, ran_ns, finished_ns)
+        self.finish_call(
+            id,
+            index,
+            instance,
+            result,
+            (ran_ns, ran_ns, finished_ns),
+            Settle::BackInSlot,
+        )
     }
 
     /// Whether agent `id`'s handlers run directly on the shard's stack (see
@@ -1145,18 +1160,21 @@ impl AgentHost {
                 }
                 Poll::Ready((instance, result)) => {
                     done += 1;
-                    if parked.retire {
-                        self.abandon(parked.agent, instance);
-                        continue;
-                    }
+                    // A retired instance's handler ends like any other: the
+                    // shard hears of it (its sender is answered, a stored
+                    // message finished, the agent's held messages freed).
+                    let settle = if parked.retire {
+                        Settle::Retired
+                    } else {
+                        Settle::BackInSlot
+                    };
                     finished(self.finish_call(
                         parked.agent,
                         parked.slot,
                         instance,
                         result,
-                        parked.ran_ns,
-                        slice_ns,
-                        slice_ended_ns,
+                        (parked.ran_ns, slice_ns, slice_ended_ns),
+                        settle,
                     ));
                 }
             }
@@ -1190,9 +1208,8 @@ impl AgentHost {
         slot: usize,
         mut instance: LiveInstance,
         result: wasmtime::Result<i32>,
-        ran_ns: u64,
-        unpaid_ns: u64,
-        finished_ns: u64,
+        (ran_ns, unpaid_ns, finished_ns): (u64, u64, u64),
+        settle: Settle,
     ) -> Handled {
         let instance_id = self.instance_id(id, slot);
         let state = instance.store.data_mut();
@@ -1206,8 +1223,14 @@ impl AgentHost {
         };
         // What a faulted handler sent is discarded, as is what one sent
         // while its agent was undeployed under it.
-        let keeps_outbox =
-            self.settle_instance(id, slot, instance, &outcome, ran_ns, unpaid_ns, finished_ns);
+        let keeps_outbox = self.settle_instance(
+            id,
+            slot,
+            instance,
+            &outcome,
+            (ran_ns, unpaid_ns, finished_ns),
+            settle,
+        );
         Handled {
             instance: instance_id,
             outcome,
@@ -1218,18 +1241,17 @@ impl AgentHost {
     }
 
     /// Count a handler's end against its agent, put its instance back in
-    /// `slot` (a fresh one after a fault). Whether what it sent goes out:
-    /// not after a fault, nor when its agent was undeployed while it ran.
-    #[allow(clippy::too_many_arguments)]
+    /// `slot` (a fresh one after a fault), or drop it when it was retired.
+    /// Whether what it sent goes out: not after a fault, nor when its agent
+    /// was undeployed while it ran.
     fn settle_instance(
         &mut self,
         id: AgentId,
         slot: usize,
         instance: LiveInstance,
         outcome: &Outcome,
-        ran_ns: u64,
-        unpaid_ns: u64,
-        finished_ns: u64,
+        (ran_ns, unpaid_ns, finished_ns): (u64, u64, u64),
+        settle: Settle,
     ) -> bool {
         let Some(agent) = self.agents.get_mut(&id) else {
             self.abandon(id, instance);
@@ -1247,9 +1269,14 @@ impl AgentHost {
             Outcome::TimedOut => stats.timeouts += 1,
             Outcome::MemoryExceeded => stats.memory_faults += 1,
         }
+        if settle == Settle::Retired {
+            // Its slot was removed (`remove_instance`): nothing to put back,
+            // nor to replace after a fault.
+            self.abandon(id, instance);
+            return !outcome.is_fault();
+        }
         match agent.instances.get_mut(slot) {
             Some(empty @ None) => *empty = Some(instance),
-            // The slot was removed meanwhile (`remove_instance` retires it).
             _ => self.abandon(id, instance),
         }
         if outcome.is_fault() {
@@ -1410,8 +1437,8 @@ impl AgentHost {
 }
 
 /// When a suspended handler, paused for its agent's CPU share, may run its
-/// next slice; `None` when it may now. A retiring one (its agent
-/// undeployed) is never paused: it only has to end.
+/// next slice; `None` when it may now. A retiring one (its instance
+/// removed) is never paused: it only has to end.
 fn paused_until(agents: &mut AgentTable, parked: &SuspendedCall, now_ns: u64) -> Option<u64> {
     if parked.retire {
         return None;

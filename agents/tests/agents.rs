@@ -927,6 +927,35 @@ fn a_suspended_handlers_run_time_so_far_is_reported() {
     );
 }
 
+/// An instance removed (scaled down) while its handler is suspended
+/// finishes that handler as any other ends: the shard hears of its end,
+/// with what it sent, and the instance is then dropped, not put back.
+#[test]
+fn a_handler_whose_instance_is_removed_under_it_still_reports_its_end() {
+    let mut profile = small_profile();
+    profile.runtime.wasm.direct_quick_handlers = false;
+    let (mut host, _ticker) = sometimes_slow_host(&profile);
+    assert!(matches!(
+        host.handle(ECHO, None, request(&[1]), now_ns()),
+        Handling::Suspended { .. }
+    ));
+    assert!(host.remove_instance(ECHO));
+    let mut ended = Vec::new();
+    while host.has_suspended() {
+        host.resume_suspended(&mut |handled| ended.push(handled));
+    }
+    assert_eq!(ended.len(), 1, "its end is reported");
+    assert!(matches!(ended[0].outcome, Outcome::Handled));
+    assert_eq!(ended[0].outbox.len(), 1, "its reply goes out");
+    assert!(
+        matches!(
+            host.handle(ECHO, None, request(&[0]), now_ns()),
+            Handling::NoInstance
+        ),
+        "the instance was dropped, not put back"
+    );
+}
+
 /// Resume suspended handlers until none is left.
 fn run_to_end_of_suspended(host: &mut AgentHost) {
     while host.has_suspended() {
