@@ -232,6 +232,7 @@ fn counters(metrics: &ShardMetrics) -> Value {
         "queue_depth": metrics.queue_depth,
         "throttled": metrics.throttled,
         "waited_for_clients": metrics.waited_for_clients,
+        "answers_waited": metrics.answers_waited,
         "handlers_suspended": metrics.suspended,
         "persisted": metrics.persisted,
         "redelivered": metrics.redelivered,

@@ -208,6 +208,7 @@ fn shard_counters(metrics: &ShardMetrics) -> ShardCounters {
         agent_failures: metrics.agent_failures,
         throttled: metrics.throttled,
         waited_for_clients: metrics.waited_for_clients,
+        answers_waited: metrics.answers_waited,
         suspended: metrics.suspended,
         persisted: metrics.persisted,
         redelivered: metrics.redelivered,

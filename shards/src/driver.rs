@@ -214,7 +214,7 @@ impl ShardDriver {
                 return;
             }
             let stored = self.serve_storage();
-            let flushed = self.flush_to_clients();
+            let flushed = self.flush_waiting();
             let received = self.receive();
             let handled = self.handle_batch();
             // Suspended handlers each run a time slice next: what the batch
@@ -267,9 +267,10 @@ impl ShardDriver {
                     let resume_in = wake_ns.map(|resume_ns| {
                         Duration::from_nanos(resume_ns.saturating_sub(self.clock.now_ns()))
                     });
-                    // A client reading its ring rings no doorbell here: the
-                    // shard looks again for room while messages wait for one.
-                    let resume_in = if self.core.waiting_for_clients() > 0 {
+                    // A client or shard reading its ring rings no doorbell
+                    // here: the shard looks again for room while messages
+                    // wait for one.
+                    let resume_in = if self.core.waiting_for_room() > 0 {
                         Some(resume_in.map_or(CLIENT_ROOM_POLL, |at| at.min(CLIENT_ROOM_POLL)))
                     } else {
                         resume_in
@@ -477,14 +478,15 @@ impl ShardDriver {
         served
     }
 
-    /// Move what waits for clients' rings onto them; how many.
-    fn flush_to_clients(&mut self) -> usize {
-        if self.core.waiting_for_clients() == 0 {
+    /// Move what waits for room in rings (clients', and answers for other
+    /// shards) onto them; how many.
+    fn flush_waiting(&mut self) -> usize {
+        if self.core.waiting_for_room() == 0 {
             return 0;
         }
         let now = self.clock.now_ns();
         let (core, _, mut io) = self.parts();
-        core.flush_to_clients(now, &mut io)
+        core.flush_waiting(now, &mut io)
     }
 
     /// Move messages from the rings into the core; how many. A client with
@@ -500,7 +502,7 @@ impl ShardDriver {
         } else {
             self.batch_size
         };
-        let taken = if self.core.waiting_for_clients() == 0 {
+        let taken = if self.core.waiting_for_room() == 0 {
             self.port.drain(per_ring, |envelope| arrived.push(envelope))
         } else {
             let core = &self.core;

@@ -55,6 +55,9 @@ pub struct ShardMetrics {
     /// Messages for a client that found its ring full and waited in the
     /// shard until the client read (refused only past the mailbox's size).
     pub waited_for_clients: u64,
+    /// Answers for another shard (or the remote port) that found its ring
+    /// full and waited in the shard until it had room.
+    pub answers_waited: u64,
     /// Messages for an agent this shard does not host (undeployed meanwhile).
     pub unknown_receiver: u64,
     /// Messages waiting for this shard when the snapshot was taken: in its
@@ -103,6 +106,7 @@ impl Default for ShardMetrics {
             agent_failures: 0,
             undeliverable: 0,
             waited_for_clients: 0,
+            answers_waited: 0,
             unknown_receiver: 0,
             queue_depth: 0,
             throttled: 0,
@@ -145,6 +149,7 @@ impl ShardMetrics {
         self.agent_failures += other.agent_failures;
         self.undeliverable += other.undeliverable;
         self.waited_for_clients += other.waited_for_clients;
+        self.answers_waited += other.answers_waited;
         self.unknown_receiver += other.unknown_receiver;
         self.queue_depth += other.queue_depth;
         self.throttled += other.throttled;

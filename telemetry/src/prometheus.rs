@@ -69,6 +69,8 @@ pub struct ShardCounters {
     pub throttled: u64,
     /// Messages for a client that waited in the shard for room in its ring.
     pub waited_for_clients: u64,
+    /// Answers for another shard that waited in the shard for room in its ring.
+    pub answers_waited: u64,
     /// Handlers that used their time slice and yielded the shard.
     pub suspended: u64,
     /// Messages made durable in the shard's storage partition.
@@ -185,7 +187,7 @@ fn node_gauges(out: &mut String, exposition: &Exposition<'_>) {
 /// One series per shard for each counter, labelled with the shard's index.
 fn per_shard_series(out: &mut String, shards: &[ShardCounters]) {
     type ShardField = fn(&ShardCounters) -> u64;
-    let per_shard: [(&str, &str, &str, ShardField); 16] = [
+    let per_shard: [(&str, &str, &str, ShardField); 17] = [
         (
             "caxton_shard_queue_depth",
             "gauge",
@@ -239,6 +241,12 @@ fn per_shard_series(out: &mut String, shards: &[ShardCounters]) {
             "counter",
             "Messages for a client that found its ring full and waited in the shard until it read",
             |m| m.waited_for_clients,
+        ),
+        (
+            "caxton_shard_answers_waited_total",
+            "counter",
+            "Answers for another shard (or the remote port) that found its ring full and waited in the shard until it had room",
+            |m| m.answers_waited,
         ),
         (
             "caxton_shard_handlers_suspended_total",

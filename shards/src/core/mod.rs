@@ -31,11 +31,13 @@
 //! 5. **Routing** ([`ShardCore::dispatch`]): a local agent's message is
 //!    admitted here; another shard's or a client's goes onto its ring; a
 //!    full ring to another shard refuses the send with `failure`
-//!    (`refused:ring-full`). A full ring to a client that is slow to read
-//!    does not: the message waits here, in order, and the shard takes no
-//!    new message from that client until its ring has room again
-//!    ([`ShardCore::flush_to_clients`]); only past `mailbox_capacity`
-//!    waiting messages is the send refused.
+//!    (`refused:ring-full`), unless it is an answer, which is owed: it
+//!    waits here, in order, until the ring has room (and what this shard
+//!    sends that shard meanwhile waits behind it). A full ring to a client
+//!    that is slow to read refuses nothing: the message waits here, in
+//!    order, and the shard takes no new message from that client until
+//!    its ring has room again ([`ShardCore::flush_waiting`]). Only past
+//!    `mailbox_capacity` waiting messages is a send refused.
 //!
 //! The durability protocol's bookkeeping (ids, messages waiting for their
 //! writes, open chains) and its invariants live in
@@ -193,9 +195,17 @@ pub(crate) struct ShardCore {
     /// it read them late; holding them, and taking no new message from the
     /// client meanwhile, slows the client at its own sends instead (they
     /// are refused there, explicitly, once its ring to this shard fills).
-    for_clients: Vec<ClientBacklog>,
-    /// Messages `for_clients` holds together.
-    waiting_for_clients: usize,
+    for_clients: Vec<Backlog>,
+    /// Per participant below `data_shards`, and the remote port: answers
+    /// that found its ring full, and what this shard sent it after them,
+    /// oldest first, at most `mailbox_capacity` each. An answer is owed
+    /// (its requester waits for nothing else), so it waits here for room
+    /// rather than be refused. No back-pressure goes with it: the shard
+    /// keeps reading that participant, which may itself wait for room in
+    /// this shard's ring.
+    for_peers: Vec<Backlog>,
+    /// Messages `for_clients` and `for_peers` hold together.
+    waiting_for_room: usize,
     /// How long a client's backlog may go without moving before the shard
     /// stops waiting for it (`messaging.delivery_timeout`): a client that
     /// left without reading must not keep the shard looking for room.
@@ -204,10 +214,56 @@ pub(crate) struct ShardCore {
 
 /// Messages for one client whose ring was full, and when they last moved.
 #[derive(Debug, Default)]
-struct ClientBacklog {
+struct Backlog {
     messages: VecDeque<Envelope>,
     /// When a message last went onto the ring, or the first one began to wait.
     moved_ns: u64,
+}
+
+impl Backlog {
+    /// Push what waits onto the ring to `participant` at `now`, until it is
+    /// full; given up once nothing has moved for `patience_ns`. How many
+    /// went, and how many were given up.
+    fn flush(
+        &mut self,
+        participant: usize,
+        now: u64,
+        patience_ns: u64,
+        io: &mut impl ShardIo,
+    ) -> (usize, usize) {
+        let before = self.messages.len();
+        while let Some(envelope) = self.messages.pop_front() {
+            if let Err(envelope) = io.push(participant, envelope) {
+                self.messages.push_front(envelope);
+                break;
+            }
+        }
+        let moved = before - self.messages.len();
+        if moved > 0 {
+            self.moved_ns = now;
+            (moved, 0)
+        } else if now.saturating_sub(self.moved_ns) >= patience_ns {
+            let given_up = self.messages.len();
+            self.messages.clear();
+            (0, given_up)
+        } else {
+            (0, 0)
+        }
+    }
+
+    /// Keep `envelope`, which found the ring full at `now` (or others
+    /// waiting before it), unless `capacity` already wait: then it is
+    /// handed back.
+    fn keep(&mut self, envelope: Envelope, now: u64, capacity: usize) -> Result<(), Envelope> {
+        if self.messages.len() >= capacity {
+            return Err(envelope);
+        }
+        if self.messages.is_empty() {
+            self.moved_ns = now;
+        }
+        self.messages.push_back(envelope);
+        Ok(())
+    }
 }
 
 impl ShardCore {
@@ -242,7 +298,8 @@ impl ShardCore {
             deferred: Vec::new(),
             tracer: Tracer::new(index as u16),
             for_clients: Vec::new(),
-            waiting_for_clients: 0,
+            for_peers: Vec::new(),
+            waiting_for_room: 0,
             client_patience_ns: limits.lane.delivery_timeout_ns,
         }
     }
@@ -330,9 +387,10 @@ impl ShardCore {
             .map_or(mailboxes, |ledger| mailboxes.min(ledger.room()))
     }
 
-    /// Messages waiting for room in a client's ring.
-    pub fn waiting_for_clients(&self) -> usize {
-        self.waiting_for_clients
+    /// Messages waiting for room in a client's ring, or (answers, and what
+    /// followed them) in another shard's or the remote port's.
+    pub fn waiting_for_room(&self) -> usize {
+        self.waiting_for_room
     }
 
     /// Whether messages wait for room in the ring to client port
@@ -344,34 +402,24 @@ impl ShardCore {
             .is_some_and(|backlog| !backlog.messages.is_empty())
     }
 
-    /// Push what waits for clients onto their rings at `now`, oldest first,
-    /// until a ring is full again; how many went. A backlog that has not
-    /// moved for `messaging.delivery_timeout` is given up (its client left,
-    /// or stopped reading): counted undeliverable.
-    pub fn flush_to_clients(&mut self, now: u64, io: &mut impl ShardIo) -> usize {
-        if self.waiting_for_clients == 0 {
+    /// Push what waits for room (for clients, and answers for other
+    /// shards) onto the rings at `now`, oldest first, until a ring is full
+    /// again; how many went. A backlog that has not moved for
+    /// `messaging.delivery_timeout` is given up (its client left, or
+    /// stopped reading): counted undeliverable.
+    pub fn flush_waiting(&mut self, now: u64, io: &mut impl ShardIo) -> usize {
+        if self.waiting_for_room == 0 {
             return 0;
         }
         let (mut flushed, mut given_up) = (0, 0);
-        for (slot, backlog) in self.for_clients.iter_mut().enumerate() {
-            let port = self.data_shards + slot;
-            let before = backlog.messages.len();
-            while let Some(envelope) = backlog.messages.pop_front() {
-                if let Err(envelope) = io.push(port, envelope) {
-                    backlog.messages.push_front(envelope);
-                    break;
-                }
-            }
-            let moved = before - backlog.messages.len();
+        let clients = self.for_clients.iter_mut().enumerate();
+        let clients = clients.map(|(slot, backlog)| (self.data_shards + slot, backlog));
+        for (participant, backlog) in clients.chain(self.for_peers.iter_mut().enumerate()) {
+            let (moved, dropped) = backlog.flush(participant, now, self.client_patience_ns, io);
             flushed += moved;
-            if moved > 0 {
-                backlog.moved_ns = now;
-            } else if now.saturating_sub(backlog.moved_ns) >= self.client_patience_ns {
-                given_up += backlog.messages.len();
-                backlog.messages.clear();
-            }
+            given_up += dropped;
         }
-        self.waiting_for_clients -= flushed + given_up;
+        self.waiting_for_room -= flushed + given_up;
         self.metrics.undeliverable += given_up as u64;
         flushed
     }
@@ -690,10 +738,11 @@ impl ShardCore {
         }
         // What still waits for a client that is not reading goes if its
         // ring has room now; the rest cannot wait for a shard that stops.
-        self.flush_to_clients(now, io);
-        self.metrics.undeliverable += self.waiting_for_clients as u64;
+        self.flush_waiting(now, io);
+        self.metrics.undeliverable += self.waiting_for_room as u64;
         self.for_clients.clear();
-        self.waiting_for_clients = 0;
+        self.for_peers.clear();
+        self.waiting_for_room = 0;
     }
 
     /// Route `envelope` sent on this shard: into a local mailbox, a ring to
@@ -759,12 +808,17 @@ impl ShardCore {
         }
     }
 
-    /// Push `envelope` onto the ring to `target`, or, for a client whose
-    /// ring is full (or who already has messages waiting), keep it waiting
-    /// here, from `now`, while fewer than `mailbox_capacity` do. Hands it
-    /// back when refused. The remote port is not a client: it reads all the time,
-    /// and it pushes into shards, so a shard waiting on it could wait on a
-    /// port that waits on the shard.
+    /// Push `envelope` onto the ring to `target`, or keep it waiting here,
+    /// from `now`, while fewer than `mailbox_capacity` wait for `target`:
+    /// - for a client whose ring is full, any message (and the shard takes
+    ///   no new message from that client meanwhile, [`Self::is_waiting_for`]);
+    /// - for another shard or the remote port whose ring is full, an answer
+    ///   (owed: its requester waits for nothing else), and, while answers
+    ///   wait, whatever follows them, so that none overtakes another. Other
+    ///   messages are refused, as back-pressure. The shard keeps reading
+    ///   such a participant: it may itself wait for this shard's ring.
+    ///
+    /// Hands it back when refused.
     fn push_to(
         &mut self,
         target: usize,
@@ -772,37 +826,44 @@ impl ShardCore {
         now: u64,
         io: &mut impl ShardIo,
     ) -> Result<(), Envelope> {
+        let client_slot = target
+            .checked_sub(self.data_shards)
+            .filter(|_| self.directory.remote_port() != Some(target));
+        let waits = self.waiting_for_room > 0
+            && match client_slot {
+                Some(slot) => self
+                    .for_clients
+                    .get(slot)
+                    .is_some_and(|backlog| !backlog.messages.is_empty()),
+                None => self
+                    .for_peers
+                    .get(target)
+                    .is_some_and(|backlog| !backlog.messages.is_empty()),
+            };
         // Nothing waits for `target` (nearly always nothing waits for
         // anyone): straight onto its ring. Otherwise behind what waits, so
         // one sender's order holds.
-        let envelope = if self.waiting_for_clients == 0 || !self.is_waiting_for(target) {
+        let envelope = if waits {
+            envelope
+        } else {
             match io.push(target, envelope) {
                 Ok(()) => return Ok(()),
                 Err(envelope) => envelope,
             }
-        } else {
-            envelope
         };
-        let Some(slot) = target
-            .checked_sub(self.data_shards)
-            .filter(|_| self.directory.remote_port() != Some(target))
-        else {
-            return Err(envelope);
+        let answer = is_answer(&envelope);
+        let backlog = match client_slot {
+            Some(slot) => grown_to(&mut self.for_clients, slot),
+            None if waits || answer => grown_to(&mut self.for_peers, target),
+            None => return Err(envelope),
         };
-        if self.for_clients.len() <= slot {
-            self.for_clients
-                .resize_with(slot + 1, ClientBacklog::default);
+        backlog.keep(envelope, now, self.mailbox_capacity)?;
+        self.waiting_for_room += 1;
+        if client_slot.is_some() {
+            self.metrics.waited_for_clients += 1;
+        } else if answer {
+            self.metrics.answers_waited += 1;
         }
-        let backlog = &mut self.for_clients[slot];
-        if backlog.messages.len() >= self.mailbox_capacity {
-            return Err(envelope);
-        }
-        if backlog.messages.is_empty() {
-            backlog.moved_ns = now;
-        }
-        backlog.messages.push_back(envelope);
-        self.waiting_for_clients += 1;
-        self.metrics.waited_for_clients += 1;
         Ok(())
     }
 
@@ -1430,6 +1491,14 @@ impl ShardCore {
 ///   that answer one request many times.
 fn is_owed(envelope: &Envelope) -> bool {
     matches!(envelope.durability, Durability::Stored(_)) || is_answer(envelope)
+}
+
+/// The backlog at `index`, the list grown to hold it.
+fn grown_to(backlogs: &mut Vec<Backlog>, index: usize) -> &mut Backlog {
+    if backlogs.len() <= index {
+        backlogs.resize_with(index + 1, Backlog::default);
+    }
+    &mut backlogs[index]
 }
 
 /// Whether `envelope` answers a request (see [`is_owed`]); the mailbox

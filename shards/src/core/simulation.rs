@@ -403,7 +403,7 @@ impl Simulation {
             world: &mut self.world,
             shard,
         };
-        self.cores[shard].flush_to_clients(now, &mut io);
+        self.cores[shard].flush_waiting(now, &mut io);
         for from in 0..PARTICIPANTS {
             if self.cores[shard].is_waiting_for(from) {
                 continue;
@@ -516,7 +516,7 @@ impl Simulation {
             self.now += 1_000;
             let idle = self.world.rings.values().all(VecDeque::is_empty)
                 && self.cores.iter().all(|core| {
-                    core.queued() == 0 && core.suspended() == 0 && core.waiting_for_clients() == 0
+                    core.queued() == 0 && core.suspended() == 0 && core.waiting_for_room() == 0
                 })
                 && self
                     .world

@@ -756,18 +756,14 @@ fn answers_for_a_client_that_reads_late_wait_in_order_and_hold_its_ring() {
     while core.handle_next(10, &mut agents, &mut io).is_some() {}
     // The first answer fit; the second waits for the client, not refused.
     assert_eq!(io.rings[&CLIENT_PORT].len(), 1);
-    assert_eq!(core.waiting_for_clients(), 1);
+    assert_eq!(core.waiting_for_room(), 1);
     assert!(
         core.is_waiting_for(CLIENT_PORT),
         "the client is not read from"
     );
     assert!(!core.is_waiting_for(1), "another shard still is");
     assert_eq!(core.metrics_mut().refused, 0);
-    assert_eq!(
-        core.flush_to_clients(15, &mut io),
-        0,
-        "its ring is still full"
-    );
+    assert_eq!(core.flush_waiting(15, &mut io), 0, "its ring is still full");
     for content in [b"3", b"4"] {
         core.on_arrival(request(ECHO, content, 0), 20, &mut io);
     }
@@ -778,7 +774,7 @@ fn answers_for_a_client_that_reads_late_wait_in_order_and_hold_its_ring() {
     }
     // "3" waits behind "2"; "4" is one more than the mailbox's size: refused,
     // and its answerer (echo, here) is told.
-    assert_eq!(core.waiting_for_clients(), 2);
+    assert_eq!(core.waiting_for_room(), 2);
     let metrics = core.metrics_mut();
     assert_eq!((metrics.refused, metrics.waited_for_clients), (1, 2));
     assert!(core.handle_next(40, &mut agents, &mut io).is_some());
@@ -788,15 +784,101 @@ fn answers_for_a_client_that_reads_late_wait_in_order_and_hold_its_ring() {
     );
     // The client reads: what waited goes, in order, and it is read again.
     io.ring_room.insert(CLIENT_PORT, 8);
-    assert_eq!(core.flush_to_clients(50, &mut io), 2);
+    assert_eq!(core.flush_waiting(50, &mut io), 2);
     let answers: Vec<Vec<u8>> = io
         .take(CLIENT_PORT)
         .into_iter()
         .map(|answer| answer.content)
         .collect();
     assert_eq!(answers, [b"1".to_vec(), b"2".to_vec(), b"3".to_vec()]);
-    assert_eq!(core.waiting_for_clients(), 0);
+    assert_eq!(core.waiting_for_room(), 0);
     assert!(!core.is_waiting_for(CLIENT_PORT));
+}
+
+#[test]
+fn answers_for_a_shard_whose_ring_is_full_wait_in_order_and_it_is_still_read() {
+    let mut core = core(8, false);
+    let (mut agents, mut io) = (echo_agents(), RecordingIo::new(3, 0));
+    let other_instance = Address::Instance(InstanceId {
+        agent: OTHER,
+        shard: 1,
+        slot: 0,
+    });
+    io.ring_room.insert(1, 1);
+    for content in [b"1", b"2", b"3"] {
+        let from_other_shard = Envelope {
+            sender: other_instance,
+            from_participant: 1,
+            ..request(ECHO, content, 0)
+        };
+        core.on_arrival(from_other_shard, 0, &mut io);
+    }
+    while core.handle_next(10, &mut agents, &mut io).is_some() {}
+    // The first answer fit; the others wait for room, not refused (their
+    // requester would wait for ever) and not refused back to echo.
+    assert_eq!(io.rings[&1].len(), 1);
+    assert_eq!(core.waiting_for_room(), 2);
+    let metrics = core.metrics_mut();
+    assert_eq!(
+        (
+            metrics.refused,
+            metrics.answers_waited,
+            metrics.waited_for_clients
+        ),
+        (0, 2, 0)
+    );
+    // No back-pressure: that shard may itself wait for this one's ring.
+    assert!(
+        !core.is_waiting_for(1),
+        "the other shard is still read from"
+    );
+    // A request for that shard while answers wait goes behind them.
+    let echo_instance = Address::Instance(InstanceId {
+        agent: ECHO,
+        shard: 0,
+        slot: 0,
+    });
+    core.dispatch(
+        Envelope::new(
+            Performative::Request,
+            echo_instance,
+            Address::Agent(OTHER),
+            b"4".to_vec(),
+            20,
+            0,
+        ),
+        20,
+        &mut io,
+    );
+    assert_eq!(core.waiting_for_room(), 3);
+    assert_eq!(core.flush_waiting(25, &mut io), 0, "still full");
+    io.ring_room.insert(1, 8);
+    assert_eq!(core.flush_waiting(30, &mut io), 3);
+    let arrived: Vec<Vec<u8>> = io
+        .take(1)
+        .into_iter()
+        .map(|envelope| envelope.content)
+        .collect();
+    let in_order: [&[u8]; 4] = [b"1", b"2", b"3", b"4"];
+    assert_eq!(arrived, in_order);
+    assert_eq!(core.waiting_for_room(), 0);
+    // With nothing waiting, a request that finds the ring full is refused
+    // as before: back-pressure on new work, not on answers.
+    io.ring_room.insert(1, 0);
+    core.dispatch(
+        Envelope::new(
+            Performative::Request,
+            echo_instance,
+            Address::Agent(OTHER),
+            b"5".to_vec(),
+            40,
+            0,
+        ),
+        40,
+        &mut io,
+    );
+    assert_eq!(core.waiting_for_room(), 0);
+    assert_eq!(core.metrics_mut().refused, 1);
 }
 
 #[test]
@@ -819,11 +901,11 @@ fn a_client_backlog_that_never_moves_is_given_up_after_the_delivery_timeout() {
     core.on_arrival(request(ECHO, b"1", 0), 0, &mut io);
     core.on_arrival(request(ECHO, b"2", 0), 0, &mut io);
     while core.handle_next(100, &mut agents, &mut io).is_some() {}
-    assert_eq!(core.waiting_for_clients(), 2);
-    assert_eq!(core.flush_to_clients(1_099, &mut io), 0);
-    assert_eq!(core.waiting_for_clients(), 2, "still within its patience");
-    assert_eq!(core.flush_to_clients(1_100, &mut io), 0);
-    assert_eq!(core.waiting_for_clients(), 0, "given up");
+    assert_eq!(core.waiting_for_room(), 2);
+    assert_eq!(core.flush_waiting(1_099, &mut io), 0);
+    assert_eq!(core.waiting_for_room(), 2, "still within its patience");
+    assert_eq!(core.flush_waiting(1_100, &mut io), 0);
+    assert_eq!(core.waiting_for_room(), 0, "given up");
     assert!(
         !core.is_waiting_for(CLIENT_PORT),
         "and the client is read again"
@@ -838,9 +920,9 @@ fn a_stopping_shard_counts_what_still_waits_for_a_client_undeliverable() {
     io.ring_room.insert(CLIENT_PORT, 0);
     core.on_arrival(request(ECHO, b"1", 0), 0, &mut io);
     while core.handle_next(10, &mut agents, &mut io).is_some() {}
-    assert_eq!(core.waiting_for_clients(), 1);
+    assert_eq!(core.waiting_for_room(), 1);
     core.shut_down(Vec::new(), 20, &mut io);
-    assert_eq!(core.waiting_for_clients(), 0);
+    assert_eq!(core.waiting_for_room(), 0);
     assert_eq!(core.metrics_mut().undeliverable, 1);
 }
 
