@@ -46,7 +46,7 @@ use std::time::Duration;
 use caxton_messaging::{
     Address, AgentId, Durability, Envelope, Performative, PriorityClass, NOBODY,
 };
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::directory::ClusterDirectory;
@@ -467,6 +467,10 @@ pub struct RemoteCounters {
     /// [`ANSWERS_WAITING_MAX`] already waiting for room.
     #[serde(default)]
     pub answers_dropped: u64,
+    /// Answers that came home for requests already answered lost
+    /// (`node-down`, `connection-lost`): dropped, so no requester hears twice.
+    #[serde(default)]
+    pub answers_after_loss: u64,
 }
 
 /// Where an answer to a message from another node must go.
@@ -493,6 +497,11 @@ pub struct RemoteRouter {
     /// Requests sent to other nodes awaiting answers, by (sender, token).
     in_flight: FxHashMap<(Address, u64), InFlight>,
     in_flight_order: VecDeque<(Address, u64)>,
+    /// Requests answered lost, by (sender, token), oldest first, at most
+    /// [`IN_FLIGHT_MAX`]: an answer that still comes for one (its host had
+    /// stalled, not died) is dropped.
+    answered_lost: FxHashSet<(Address, u64)>,
+    answered_lost_order: VecDeque<(Address, u64)>,
     /// Hops of durable chains sent to other nodes, by hop id, kept until
     /// their host acknowledges them stored.
     hops: FxHashMap<u64, ChainHop>,
@@ -652,6 +661,7 @@ impl RemoteRouter {
         let mut answers = Vec::with_capacity(lost.len());
         for ((sender, token), pending) in lost {
             self.in_flight.remove(&(sender, token));
+            self.remember_answered_lost((sender, token));
             self.counters.lost += 1;
             answers.push(failure_to(
                 sender,
@@ -712,10 +722,27 @@ impl RemoteRouter {
         ))
     }
 
+    /// A request answered lost: what comes for it later is dropped.
+    fn remember_answered_lost(&mut self, key: (Address, u64)) {
+        if self.answered_lost_order.len() >= IN_FLIGHT_MAX {
+            if let Some(oldest) = self.answered_lost_order.pop_front() {
+                self.answered_lost.remove(&oldest);
+            }
+        }
+        if self.answered_lost.insert(key) {
+            self.answered_lost_order.push_back(key);
+        }
+    }
+
     /// Remember a request sent to `node`, until its answer comes home.
     fn track(&mut self, node: SocketAddr, envelope: &Envelope) {
         if envelope.reply_with == 0 || envelope.sender == NOBODY {
             return;
+        }
+        // A sender that uses a token again asks afresh.
+        if !self.answered_lost.is_empty() {
+            self.answered_lost
+                .remove(&(envelope.sender, envelope.reply_with));
         }
         if self.in_flight.len() >= IN_FLIGHT_MAX {
             while let Some(oldest) = self.in_flight_order.pop_front() {
@@ -1010,7 +1037,16 @@ impl RemoteRouter {
             Target::Address(address) => {
                 // An answer coming home: its request is no longer in flight.
                 if message.in_reply_to != 0 {
-                    self.in_flight.remove(&(*address, message.in_reply_to));
+                    let key = (*address, message.in_reply_to);
+                    if self.in_flight.remove(&key).is_none()
+                        && !self.answered_lost.is_empty()
+                        && self.answered_lost.contains(&key)
+                    {
+                        // Its sender was told the answer is lost, and acted
+                        // on that: a second answer would contradict it.
+                        self.counters.answers_after_loss += 1;
+                        return Inbound::Dropped;
+                    }
                 }
                 (*address, None)
             }

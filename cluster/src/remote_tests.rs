@@ -567,12 +567,31 @@ fn a_lost_host_answers_its_waiting_senders_at_once() {
     assert_eq!(a.in_flight(), 0);
     assert_eq!(a.counters().lost, 1);
 
-    // An answer that comes home clears its request: a later loss answers nothing.
+    // The host had only stalled: its answer, coming home after all, is
+    // dropped, since the sender was told it is lost.
+    let mut c_router = RemoteRouter::default();
+    let mut c_side = FakeSide::new(&[("echo", 5)], &[]);
+    c_router.inbound(node(1).addr, message.clone(), &mut c_side);
+    let late = c_side
+        .delivered
+        .pop()
+        .expect("delivered")
+        .reply_path()
+        .answer(Performative::Inform, b"late".to_vec(), 0, 0);
+    let Outbound::Send(_, late) = c_router.outbound(late, &c_side, &ClusterDirectory::default())
+    else {
+        panic!("home");
+    };
+    let mut a_side = a_side;
+    assert_eq!(a.inbound(c, late, &mut a_side), Inbound::Dropped);
+    assert!(a_side.delivered.is_empty(), "the sender hears once");
+    assert_eq!(a.counters().answers_after_loss, 1);
+
+    // An answer that comes home clears its request: a later loss answers
+    // nothing. (The sender uses its token again: it asks afresh.)
     let Outbound::Send(_, _) = a.outbound(request_from_instance(), &a_side, &directory) else {
         panic!("sent");
     };
-    let mut c_router = RemoteRouter::default();
-    let mut c_side = FakeSide::new(&[("echo", 5)], &[]);
     assert_eq!(
         c_router.inbound(node(1).addr, message, &mut c_side),
         Inbound::Delivered
@@ -585,7 +604,6 @@ fn a_lost_host_answers_its_waiting_senders_at_once() {
     else {
         panic!("home");
     };
-    let mut a_side = a_side;
     assert_eq!(a.inbound(c, home, &mut a_side), Inbound::Delivered);
     assert_eq!(a.in_flight(), 0);
     assert!(a.node_lost(c, "connection-lost", &a_side).is_empty());

@@ -1875,6 +1875,7 @@ impl ClusterSnapshot {
             counter("caxton_remote_answers_dropped_total", "Answers from other nodes nobody waited for any more (their origin was forgotten)", self.remote.dropped),
             counter("caxton_remote_answers_waited_total", "Answers for senders on this node (replies from other nodes, or failures in their place) that found a full ring and waited for room", self.remote.answers_waited),
             counter("caxton_remote_answers_overflowed_total", "Answers for senders on this node dropped because 65,536 already waited for room", self.remote.answers_dropped),
+            counter("caxton_remote_answers_after_loss_total", "Answers that came home for requests already answered lost (node-down, connection-lost): dropped, so no sender hears twice", self.remote.answers_after_loss),
             Family {
                 name: "caxton_remote_chain_hops",
                 help: "Hops of durable chains kept until their host stores them: sent and awaiting acknowledgement, or waiting for a live host",
