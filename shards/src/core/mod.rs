@@ -396,10 +396,25 @@ impl ShardCore {
     /// Whether messages wait for room in the ring to client port
     /// `participant`: while they do, the shard takes nothing new from it.
     pub fn is_waiting_for(&self, participant: usize) -> bool {
-        participant
-            .checked_sub(self.data_shards)
+        self.client_slot(participant)
             .and_then(|slot| self.for_clients.get(slot))
             .is_some_and(|backlog| !backlog.messages.is_empty())
+    }
+
+    /// Participant `participant`'s slot among the client ports, if it is one
+    /// (not a shard, nor the remote port).
+    fn client_slot(&self, participant: usize) -> Option<usize> {
+        participant
+            .checked_sub(self.data_shards)
+            .filter(|_| self.directory.remote_port() != Some(participant))
+    }
+
+    /// What waits for room in the ring to `participant`, if anything has.
+    fn backlog_of(&self, participant: usize) -> Option<&Backlog> {
+        match self.client_slot(participant) {
+            Some(slot) => self.for_clients.get(slot),
+            None => self.for_peers.get(participant),
+        }
     }
 
     /// Push what waits for room (for clients, and answers for other
@@ -826,23 +841,13 @@ impl ShardCore {
         now: u64,
         io: &mut impl ShardIo,
     ) -> Result<(), Envelope> {
-        let client_slot = target
-            .checked_sub(self.data_shards)
-            .filter(|_| self.directory.remote_port() != Some(target));
-        let waits = self.waiting_for_room > 0
-            && match client_slot {
-                Some(slot) => self
-                    .for_clients
-                    .get(slot)
-                    .is_some_and(|backlog| !backlog.messages.is_empty()),
-                None => self
-                    .for_peers
-                    .get(target)
-                    .is_some_and(|backlog| !backlog.messages.is_empty()),
-            };
         // Nothing waits for `target` (nearly always nothing waits for
         // anyone): straight onto its ring. Otherwise behind what waits, so
         // one sender's order holds.
+        let waits = self.waiting_for_room > 0
+            && self
+                .backlog_of(target)
+                .is_some_and(|backlog| !backlog.messages.is_empty());
         let envelope = if waits {
             envelope
         } else {
@@ -851,6 +856,7 @@ impl ShardCore {
                 Err(envelope) => envelope,
             }
         };
+        let client_slot = self.client_slot(target);
         let answer = is_answer(&envelope);
         let backlog = match client_slot {
             Some(slot) => grown_to(&mut self.for_clients, slot),
