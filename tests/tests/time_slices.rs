@@ -162,30 +162,39 @@ fn a_suspended_instance_takes_no_second_message() {
         )
         .expect("deploys");
     let mut client = node.client().expect("client");
-    let tokens: Vec<u64> = (0..4)
-        .map(|_| {
-            client
-                .send(
-                    busy,
-                    Performative::Request,
-                    Vec::new(),
-                    SendOptions::default(),
-                )
-                .expect("sent")
-        })
-        .collect();
-    for token in tokens {
-        let answer = client.await_reply(token, PATIENCE).expect("answered");
-        assert_eq!(
-            answer.performative,
-            Performative::Inform,
-            "not entered while suspended: {}",
-            String::from_utf8_lossy(&answer.content)
-        );
+    // Four at once: while the first is suspended, the others wait for it.
+    // A slice ends only when the epoch ticker runs; on a machine loaded by
+    // other work it may be starved through a whole round (no handler
+    // suspended, so nothing was tested), and the round is run again.
+    for _round in 0..10 {
+        let tokens: Vec<u64> = (0..4)
+            .map(|_| {
+                client
+                    .send(
+                        busy,
+                        Performative::Request,
+                        Vec::new(),
+                        SendOptions::default(),
+                    )
+                    .expect("sent")
+            })
+            .collect();
+        for token in tokens {
+            let answer = client.await_reply(token, PATIENCE).expect("answered");
+            assert_eq!(
+                answer.performative,
+                Performative::Inform,
+                "not entered while suspended: {}",
+                String::from_utf8_lossy(&answer.content)
+            );
+        }
+        if suspended(&node) > 0 {
+            break;
+        }
     }
     assert!(
-        suspended(&node) >= 4,
-        "each 30 ms handler used several 1 ms slices"
+        suspended(&node) > 0,
+        "a 30 ms handler used several 1 ms slices in some round"
     );
     node.shutdown().expect("clean stop");
 }
