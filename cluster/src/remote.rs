@@ -65,6 +65,10 @@ pub const IN_FLIGHT_MAX: usize = 65_536;
 /// an answer is dropped and counted (`answers_dropped`).
 pub const ANSWERS_WAITING_MAX: usize = 65_536;
 
+/// How long answers wait for a receiver whose ring takes none of them
+/// before they are given up (counted): a client that left reads nothing.
+pub const ANSWERS_PATIENCE: Duration = Duration::from_secs(10);
+
 /// Hops of durable chains a node keeps at most until their hosts store
 /// them; past it a hop is sent untracked (counted), and one lost on its way
 /// runs again only when this node restarts (its parent is still stored).
@@ -463,8 +467,9 @@ pub struct RemoteCounters {
     /// for room (see [`RemoteRouter::deliver_answer`]).
     #[serde(default)]
     pub answers_waited: u64,
-    /// Answers for this node's senders dropped with
-    /// [`ANSWERS_WAITING_MAX`] already waiting for room.
+    /// Answers for this node's senders given up: [`ANSWERS_WAITING_MAX`]
+    /// already waited for room, or their receiver's ring took none for
+    /// [`ANSWERS_PATIENCE`].
     #[serde(default)]
     pub answers_dropped: u64,
     /// Answers that came home for requests already answered lost
@@ -512,7 +517,7 @@ pub struct RemoteRouter {
     hops_due_ns: u64,
     /// Answers for this node's senders that a full ring refused, per
     /// receiver, in arrival order (see [`Self::deliver_answer`]).
-    answers_waiting: FxHashMap<Address, VecDeque<(Envelope, u64)>>,
+    answers_waiting: FxHashMap<Address, WaitingAnswers>,
     /// How many wait there, over all receivers.
     answers_waiting_count: usize,
     counters: RemoteCounters,
@@ -535,6 +540,14 @@ struct ChainHop {
     route_key: u64,
     /// The message as first sent, its hop id set (and `chained`, its parent).
     message: RemoteMessage,
+}
+
+/// Answers for one receiver that wait for room in its ring, oldest first.
+#[derive(Debug)]
+struct WaitingAnswers {
+    answers: VecDeque<(Envelope, u64)>,
+    /// When one last went onto the ring, or the first began to wait.
+    moved_ns: u64,
 }
 
 /// A request sent to another node, awaiting its answer.
@@ -594,7 +607,8 @@ impl RemoteRouter {
     /// request: it waits here, behind any earlier answer to the same
     /// receiver so that none overtakes another, and goes at
     /// [`Self::deliver_waiting_answers`] once the ring has room. Only past
-    /// [`ANSWERS_WAITING_MAX`] waiting is one dropped (counted).
+    /// [`ANSWERS_WAITING_MAX`] waiting is one dropped, or past
+    /// [`ANSWERS_PATIENCE`] without room a receiver's (counted).
     pub fn deliver_answer(
         &mut self,
         envelope: Envelope,
@@ -614,10 +628,14 @@ impl RemoteRouter {
         }
         self.counters.answers_waited += 1;
         self.answers_waiting_count += 1;
-        self.answers_waiting
+        let waiting = self
+            .answers_waiting
             .entry(envelope.receiver)
-            .or_default()
-            .push_back((envelope, route_key));
+            .or_insert_with(|| WaitingAnswers {
+                answers: VecDeque::new(),
+                moved_ns: local.now_ns(),
+            });
+        waiting.answers.push_back((envelope, route_key));
     }
 
     /// Hand the answers that waited for room to the shards, each
@@ -626,18 +644,29 @@ impl RemoteRouter {
         if self.answers_waiting_count == 0 {
             return 0;
         }
-        let mut delivered = 0;
+        let now = local.now_ns();
+        let patience_ns = ANSWERS_PATIENCE.as_nanos() as u64;
+        let (mut delivered, mut given_up) = (0, 0);
         self.answers_waiting.retain(|_, waiting| {
-            while let Some((envelope, route_key)) = waiting.pop_front() {
+            let before = waiting.answers.len();
+            while let Some((envelope, route_key)) = waiting.answers.pop_front() {
                 if let Err(envelope) = local.deliver(envelope, route_key) {
-                    waiting.push_front((envelope, route_key));
-                    return true;
+                    waiting.answers.push_front((envelope, route_key));
+                    break;
                 }
-                delivered += 1;
             }
-            false
+            let moved = before - waiting.answers.len();
+            delivered += moved;
+            if moved > 0 {
+                waiting.moved_ns = now;
+            } else if now.saturating_sub(waiting.moved_ns) >= patience_ns {
+                given_up += waiting.answers.len();
+                waiting.answers.clear();
+            }
+            !waiting.answers.is_empty()
         });
-        self.answers_waiting_count -= delivered;
+        self.answers_waiting_count -= delivered + given_up;
+        self.counters.answers_dropped += given_up as u64;
         delivered
     }
 

@@ -990,6 +990,17 @@ fn an_answer_coming_home_to_a_full_ring_waits_for_room_in_order() {
     }
     assert_eq!(a.answers_waiting(), ANSWERS_WAITING_MAX);
     assert_eq!(a.counters().answers_dropped, 1);
+
+    // A receiver whose ring takes nothing (a client that left) has its
+    // answers given up once it has taken none for the patience.
+    let patience = ANSWERS_PATIENCE.as_nanos() as u64;
+    a_side.now += patience - 1;
+    assert_eq!(a.deliver_waiting_answers(&mut a_side), 0);
+    assert_eq!(a.answers_waiting(), ANSWERS_WAITING_MAX, "still patient");
+    a_side.now += 1;
+    a.deliver_waiting_answers(&mut a_side);
+    assert_eq!(a.answers_waiting(), 0);
+    assert_eq!(a.counters().answers_dropped, 1 + ANSWERS_WAITING_MAX as u64);
 }
 
 #[test]

@@ -1874,7 +1874,7 @@ impl ClusterSnapshot {
             counter("caxton_remote_messages_failed_total", "Remote messages answered failure where they stopped: no host, unknown on the host, or no room there", self.remote.failed),
             counter("caxton_remote_answers_dropped_total", "Answers from other nodes nobody waited for any more (their origin was forgotten)", self.remote.dropped),
             counter("caxton_remote_answers_waited_total", "Answers for senders on this node (replies from other nodes, or failures in their place) that found a full ring and waited for room", self.remote.answers_waited),
-            counter("caxton_remote_answers_overflowed_total", "Answers for senders on this node dropped because 65,536 already waited for room", self.remote.answers_dropped),
+            counter("caxton_remote_answers_given_up_total", "Answers for senders on this node given up: 65,536 already waited for room, or their receiver's ring took none for 10 s", self.remote.answers_dropped),
             counter("caxton_remote_answers_after_loss_total", "Answers that came home for requests already answered lost (node-down, connection-lost): dropped, so no sender hears twice", self.remote.answers_after_loss),
             Family {
                 name: "caxton_remote_chain_hops",
