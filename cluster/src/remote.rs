@@ -46,7 +46,7 @@ use std::time::Duration;
 use caxton_messaging::{
     Address, AgentId, Durability, Envelope, Performative, PriorityClass, NOBODY,
 };
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::directory::ClusterDirectory;
@@ -62,7 +62,7 @@ pub const ORIGINS_MAX: usize = 65_536;
 pub const IN_FLIGHT_MAX: usize = 65_536;
 
 /// Answers coming home that wait for room on a full ring, at most; past it
-/// an answer is dropped and counted (`answers_dropped`).
+/// an answer is dropped and counted (`answers_given_up`).
 pub const ANSWERS_WAITING_MAX: usize = 65_536;
 
 /// How long answers wait for a receiver whose ring takes none of them
@@ -471,7 +471,7 @@ pub struct RemoteCounters {
     /// already waited for room, or their receiver's ring took none for
     /// [`ANSWERS_PATIENCE`].
     #[serde(default)]
-    pub answers_dropped: u64,
+    pub answers_given_up: u64,
     /// Answers that came home for requests already answered lost
     /// (`node-down`, `connection-lost`): dropped, so no requester hears twice.
     #[serde(default)]
@@ -505,8 +505,12 @@ pub struct RemoteRouter {
     /// Requests answered lost, by (sender, token), oldest first, at most
     /// [`IN_FLIGHT_MAX`]: an answer that still comes for one (its host had
     /// stalled, not died) is dropped.
-    answered_lost: FxHashSet<(Address, u64)>,
-    answered_lost_order: VecDeque<(Address, u64)>,
+    /// Each with the number it was remembered under: `answered_lost_order`
+    /// may hold a stale entry for a key remembered again since, which must
+    /// not forget the newer one.
+    answered_lost: FxHashMap<(Address, u64), u64>,
+    answered_lost_order: VecDeque<((Address, u64), u64)>,
+    answered_lost_count: u64,
     /// Hops of durable chains sent to other nodes, by hop id, kept until
     /// their host acknowledges them stored.
     hops: FxHashMap<u64, ChainHop>,
@@ -517,7 +521,7 @@ pub struct RemoteRouter {
     hops_due_ns: u64,
     /// Answers for this node's senders that a full ring refused, per
     /// receiver, in arrival order (see [`Self::deliver_answer`]).
-    answers_waiting: FxHashMap<Address, WaitingAnswers>,
+    answers_waiting: FxHashMap<(Address, u64), WaitingAnswers>,
     /// How many wait there, over all receivers.
     answers_waiting_count: usize,
     counters: RemoteCounters,
@@ -540,6 +544,25 @@ struct ChainHop {
     route_key: u64,
     /// The message as first sent, its hop id set (and `chained`, its parent).
     message: RemoteMessage,
+}
+
+/// What answers wait behind one another under: their receiver, for a chain
+/// acknowledgement (to nobody, for the shard holding its parent) also the
+/// parent, since acknowledgements keep no order among themselves.
+fn waiting_key(envelope: &Envelope) -> (Address, u64) {
+    match envelope.durability {
+        Durability::ChainAck(parent) => (envelope.receiver, parent),
+        _ => (envelope.receiver, 0),
+    }
+}
+
+/// The agent an address names, if it names one.
+fn agent_of(address: Address) -> Option<AgentId> {
+    match address {
+        Address::Agent(id) | Address::Remote { agent: id, .. } => Some(id),
+        Address::Instance(instance) => Some(instance.agent),
+        Address::Client { .. } => None,
+    }
 }
 
 /// Answers for one receiver that wait for room in its ring, oldest first.
@@ -615,7 +638,8 @@ impl RemoteRouter {
         route_key: u64,
         local: &mut impl LocalSide,
     ) {
-        let envelope = match self.answers_waiting.get(&envelope.receiver) {
+        let key = waiting_key(&envelope);
+        let envelope = match self.answers_waiting.get(&key) {
             Some(_) => envelope,
             None => match local.deliver(envelope, route_key) {
                 Ok(()) => return,
@@ -623,14 +647,14 @@ impl RemoteRouter {
             },
         };
         if self.answers_waiting_count >= ANSWERS_WAITING_MAX {
-            self.counters.answers_dropped += 1;
+            self.counters.answers_given_up += 1;
             return;
         }
         self.counters.answers_waited += 1;
         self.answers_waiting_count += 1;
         let waiting = self
             .answers_waiting
-            .entry(envelope.receiver)
+            .entry(key)
             .or_insert_with(|| WaitingAnswers {
                 answers: VecDeque::new(),
                 moved_ns: local.now_ns(),
@@ -666,7 +690,7 @@ impl RemoteRouter {
             !waiting.answers.is_empty()
         });
         self.answers_waiting_count -= delivered + given_up;
-        self.counters.answers_dropped += given_up as u64;
+        self.counters.answers_given_up += given_up as u64;
         delivered
     }
 
@@ -727,6 +751,15 @@ impl RemoteRouter {
         if message.performative == Performative::Failure {
             return None;
         }
+        // Answered lost already (its node was declared down while its frame
+        // waited for a connection): its sender has heard.
+        if message.reply_with != 0
+            && self
+                .answered_lost
+                .contains_key(&(sender, message.reply_with))
+        {
+            return None;
+        }
         if self
             .in_flight
             .get(&(sender, message.reply_with))
@@ -754,13 +787,16 @@ impl RemoteRouter {
     /// A request answered lost: what comes for it later is dropped.
     fn remember_answered_lost(&mut self, key: (Address, u64)) {
         if self.answered_lost_order.len() >= IN_FLIGHT_MAX {
-            if let Some(oldest) = self.answered_lost_order.pop_front() {
-                self.answered_lost.remove(&oldest);
+            if let Some((oldest, number)) = self.answered_lost_order.pop_front() {
+                if self.answered_lost.get(&oldest) == Some(&number) {
+                    self.answered_lost.remove(&oldest);
+                }
             }
         }
-        if self.answered_lost.insert(key) {
-            self.answered_lost_order.push_back(key);
-        }
+        self.answered_lost_count += 1;
+        self.answered_lost.insert(key, self.answered_lost_count);
+        self.answered_lost_order
+            .push_back((key, self.answered_lost_count));
     }
 
     /// Remember a request sent to `node`, until its answer comes home.
@@ -1069,7 +1105,7 @@ impl RemoteRouter {
                     let key = (*address, message.in_reply_to);
                     if self.in_flight.remove(&key).is_none()
                         && !self.answered_lost.is_empty()
-                        && self.answered_lost.contains(&key)
+                        && self.answered_lost.contains_key(&key)
                     {
                         // Its sender was told the answer is lost, and acted
                         // on that: a second answer would contradict it.
@@ -1144,7 +1180,20 @@ impl RemoteRouter {
             self.deliver_answer(envelope, route_key, local);
             return Inbound::Delivered;
         }
-        match local.deliver(envelope, route_key) {
+        // Answers wait for room in this agent's ring: a message for it does
+        // not overtake them (it would find the ring full but for a race
+        // with the shard's reading).
+        let refused = self.answers_waiting_count > 0
+            && self
+                .answers_waiting
+                .keys()
+                .any(|(waiting, _)| agent_of(*waiting) == agent_of(receiver));
+        let delivered = if refused {
+            Err(envelope)
+        } else {
+            local.deliver(envelope, route_key)
+        };
+        match delivered {
             Ok(()) => Inbound::Delivered,
             Err(envelope) => {
                 message.content = envelope.content;

@@ -586,6 +586,11 @@ fn a_lost_host_answers_its_waiting_senders_at_once() {
     assert_eq!(a.inbound(c, late, &mut a_side), Inbound::Dropped);
     assert!(a_side.delivered.is_empty(), "the sender hears once");
     assert_eq!(a.counters().answers_after_loss, 1);
+    // Nor is it answered again should its frame, which waited for a
+    // connection, turn out never to have left.
+    assert!(a
+        .unsent(c, message.clone(), "connection-lost", &a_side)
+        .is_none());
 
     // An answer that comes home clears its request: a later loss answers
     // nothing. (The sender uses its token again: it asks afresh.)
@@ -934,7 +939,7 @@ fn an_answer_coming_home_to_a_full_ring_waits_for_room_in_order() {
         )
     };
     let mut a = RemoteRouter::default();
-    let mut a_side = FakeSide::new(&[], &[]);
+    let mut a_side = FakeSide::new(&[("asker", 4)], &[]);
     a_side.full.push(busy);
     for (token, content) in [(42, b"first"), (43, b"secon")] {
         assert_eq!(
@@ -948,6 +953,21 @@ fn an_answer_coming_home_to_a_full_ring_waits_for_room_in_order() {
     assert_eq!(a_side.delivered.len(), 1);
     assert_eq!(a_side.delivered[0].receiver, other);
     assert_eq!((a.answers_waiting(), a.counters().answers_waited), (2, 2));
+    // A message for the same agent does not overtake its answers: refused,
+    // as a full ring refuses, even should its ring have room meanwhile.
+    let request = RemoteMessage {
+        sender: Some(Address::Agent(AgentId(6))),
+        reply_with: 3,
+        ..RemoteMessage::new(
+            Target::Agent("asker".into()),
+            Performative::Request,
+            Vec::new(),
+        )
+    };
+    let Inbound::Answer(_, refusal) = a.inbound(node(3).addr, request, &mut a_side) else {
+        panic!("refused");
+    };
+    assert_eq!(refusal.content, b"caxton:refused:ring-full");
     // Still full: nothing moves.
     assert_eq!(a.deliver_waiting_answers(&mut a_side), 0);
     // Room for one: the first goes, and a third answer arriving now waits
@@ -974,7 +994,7 @@ fn an_answer_coming_home_to_a_full_ring_waits_for_room_in_order() {
         .collect();
     assert_eq!(to_busy, [42, 43, 44], "in arrival order");
     assert_eq!(a.answers_waiting(), 0);
-    assert_eq!(a.counters().answers_dropped, 0);
+    assert_eq!(a.counters().answers_given_up, 0);
 
     // Past the bound one is dropped, counted.
     a_side.full.push(busy);
@@ -989,7 +1009,7 @@ fn an_answer_coming_home_to_a_full_ring_waits_for_room_in_order() {
         );
     }
     assert_eq!(a.answers_waiting(), ANSWERS_WAITING_MAX);
-    assert_eq!(a.counters().answers_dropped, 1);
+    assert_eq!(a.counters().answers_given_up, 1);
 
     // A receiver whose ring takes nothing (a client that left) has its
     // answers given up once it has taken none for the patience.
@@ -1000,7 +1020,10 @@ fn an_answer_coming_home_to_a_full_ring_waits_for_room_in_order() {
     a_side.now += 1;
     a.deliver_waiting_answers(&mut a_side);
     assert_eq!(a.answers_waiting(), 0);
-    assert_eq!(a.counters().answers_dropped, 1 + ANSWERS_WAITING_MAX as u64);
+    assert_eq!(
+        a.counters().answers_given_up,
+        1 + ANSWERS_WAITING_MAX as u64
+    );
 }
 
 #[test]

@@ -779,19 +779,31 @@ impl Links {
     }
 
     /// Send what waited for `to`'s connection; the frames of remote
-    /// messages it would not take, and why, for their senders to be told.
+    /// messages it would not take (with their lanes), and why.
     fn send_pending(
         &mut self,
         to: SocketAddr,
         pending: Vec<(Option<u64>, Vec<u8>)>,
-    ) -> Vec<(&'static str, Vec<u8>)> {
+    ) -> Vec<NotSent> {
         let mut refused = Vec::new();
         for (key, frame) in pending {
             match key {
+                // A copy, kept for the senders should it not be taken: this
+                // is only the few frames that waited for a connection.
                 Some(key) => match self.send_messages_frame(to, key, frame.clone(), false) {
                     FrameTaken::Yes => {}
-                    FrameTaken::PeerBusy => refused.push(("refused:peer-busy", frame)),
-                    FrameTaken::ConnectionEnded => refused.push(("connection-lost", frame)),
+                    FrameTaken::PeerBusy => refused.push(NotSent {
+                        reason: "refused:peer-busy",
+                        lane: key,
+                        frame,
+                        rest_afresh: false,
+                    }),
+                    FrameTaken::ConnectionEnded => refused.push(NotSent {
+                        reason: "connection-lost",
+                        lane: key,
+                        frame,
+                        rest_afresh: true,
+                    }),
                 },
                 None => {
                     self.send(to, frame, false);
@@ -1442,12 +1454,12 @@ impl ClusterNode {
                 }
                 let pending = self.links.connected(peer, Peer::Quic(connection));
                 let refused = self.links.send_pending(peer, pending);
-                self.frames_not_sent(peer, refused, remote);
+                self.frames_not_sent(membership.identity(), peer, refused, remote);
             }
             Event::TcpConnected(peer, writer, drained) => {
                 let pending = self.links.connected(peer, Peer::Tcp(writer, drained));
                 let refused = self.links.send_pending(peer, pending);
-                self.frames_not_sent(peer, refused, remote);
+                self.frames_not_sent(membership.identity(), peer, refused, remote);
             }
             // Only the current connection's end loses messages in flight: an
             // earlier one's is old news. The next frame for the peer dials again.
@@ -1477,35 +1489,73 @@ impl ClusterNode {
                     let frames = pending
                         .into_iter()
                         .filter_map(|(key, frame)| match key {
-                            Some(_) => Some(("connection-lost", frame)),
+                            Some(lane) => Some(NotSent {
+                                reason: "connection-lost",
+                                lane,
+                                frame,
+                                rest_afresh: false,
+                            }),
                             None => {
                                 bump(&self.links.stats.frames_dropped);
                                 None
                             }
                         })
                         .collect();
-                    self.frames_not_sent(peer, frames, remote);
+                    self.frames_not_sent(membership.identity(), peer, frames, remote);
                 }
             }
         }
     }
 
-    /// Frames of remote messages for `peer` that never left (each with the
-    /// reason): the requests among their messages are answered `failure`
-    /// with it. The rest (answers, notices, one-way sends) nobody here
-    /// waits for; the nodes waiting for answers hear of a lost connection
-    /// or node their own way. The frames are this node's own, so they read.
+    /// Frames of remote messages for `peer` that never left, answered as
+    /// [`Self::send_batch`] answers a frame not taken. Where the connection
+    /// just made had ended already, its requests are answered `failure`
+    /// with the frame's reason and the rest goes again on a new connection.
+    /// Otherwise every message with a sender here is answered (requests and
+    /// one-way sends alike), and the rest (answers and notices for other
+    /// nodes' senders) is dropped: those nodes hear of a lost connection or
+    /// node their own way, and dialing again for them could go on for as
+    /// long as the peer is away. The frames are this node's own, so they
+    /// read.
     fn frames_not_sent<L: LocalSide>(
         &mut self,
+        me: &NodeId,
         peer: SocketAddr,
-        frames: Vec<(&'static str, Vec<u8>)>,
+        frames: Vec<NotSent>,
         remote: &mut Remote<L>,
     ) {
-        for (reason, frame) in frames {
-            bump(&self.links.stats.frames_dropped);
-            match crate::remote::read_batch(&frame, usize::MAX) {
-                Ok(batch) => remote.refused(peer, batch.messages, reason),
-                Err(error) => debug!("cluster: a frame of this node's own does not read: {error}"),
+        for not_sent in frames {
+            let batch = match crate::remote::read_batch(&not_sent.frame, usize::MAX) {
+                Ok(batch) => batch,
+                Err(error) => {
+                    bump(&self.links.stats.frames_dropped);
+                    debug!("cluster: a frame of this node's own does not read: {error}");
+                    continue;
+                }
+            };
+            let (answered, rest): (Vec<_>, Vec<_>) =
+                batch.messages.into_iter().partition(|message| {
+                    message.sender.is_some() && (message.reply_with != 0 || !not_sent.rest_afresh)
+                });
+            remote.refused(peer, answered, not_sent.reason);
+            if rest.is_empty() {
+                continue;
+            }
+            let count = rest.len();
+            let frame = RemoteBatch {
+                from: me.clone(),
+                messages: rest,
+            }
+            .encode_frame(wire::FrameHeader { nonce: 0, seq: 0 });
+            let sent = not_sent.rest_afresh
+                && self
+                    .links
+                    .send_messages_frame(peer, not_sent.lane, frame, true)
+                    == FrameTaken::Yes;
+            if sent {
+                remote.router.sent(count);
+            } else {
+                bump(&self.links.stats.frames_dropped);
             }
         }
     }
@@ -1874,7 +1924,7 @@ impl ClusterSnapshot {
             counter("caxton_remote_messages_failed_total", "Remote messages answered failure where they stopped: no host, unknown on the host, or no room there", self.remote.failed),
             counter("caxton_remote_answers_dropped_total", "Answers from other nodes nobody waited for any more (their origin was forgotten)", self.remote.dropped),
             counter("caxton_remote_answers_waited_total", "Answers for senders on this node (replies from other nodes, or failures in their place) that found a full ring and waited for room", self.remote.answers_waited),
-            counter("caxton_remote_answers_given_up_total", "Answers for senders on this node given up: 65,536 already waited for room, or their receiver's ring took none for 10 s", self.remote.answers_dropped),
+            counter("caxton_remote_answers_given_up_total", "Answers for senders on this node given up: 65,536 already waited for room, or their receiver's ring took none for 10 s", self.remote.answers_given_up),
             counter("caxton_remote_answers_after_loss_total", "Answers that came home for requests already answered lost (node-down, connection-lost): dropped, so no sender hears twice", self.remote.answers_after_loss),
             Family {
                 name: "caxton_remote_chain_hops",
@@ -1956,8 +2006,21 @@ fn message_cost(message: &RemoteMessage) -> usize {
 }
 
 /// How soon the loop looks again for room for answers that found a full
-/// ring (the shards' own wait for a slow client's ring is as long).
+/// ring (tokio's timer rounds it up to its millisecond).
 const ANSWER_ROOM_POLL: Duration = Duration::from_micros(200);
+
+/// A frame of remote messages that waited for a connection and was not
+/// taken (see [`ClusterNode::frames_not_sent`]).
+struct NotSent {
+    /// Why, as its senders are told.
+    reason: &'static str,
+    /// The lane it waited for.
+    lane: u64,
+    frame: Vec<u8>,
+    /// Whether what its senders are not told of goes again, on a new
+    /// connection.
+    rest_afresh: bool,
+}
 
 /// Probe intervals a starting node waits at most for the directory to
 /// settle (see [`LocalSide::directory_settled`]); a cluster that cannot

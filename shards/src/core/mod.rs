@@ -223,14 +223,14 @@ struct Backlog {
 impl Backlog {
     /// Push what waits onto the ring to `participant` at `now`, until it is
     /// full; given up once nothing has moved for `patience_ns`. How many
-    /// went, and how many were given up.
+    /// went, and what was given up.
     fn flush(
         &mut self,
         participant: usize,
         now: u64,
         patience_ns: u64,
         io: &mut impl ShardIo,
-    ) -> (usize, usize) {
+    ) -> (usize, VecDeque<Envelope>) {
         let before = self.messages.len();
         while let Some(envelope) = self.messages.pop_front() {
             if let Err(envelope) = io.push(participant, envelope) {
@@ -241,13 +241,11 @@ impl Backlog {
         let moved = before - self.messages.len();
         if moved > 0 {
             self.moved_ns = now;
-            (moved, 0)
+            (moved, VecDeque::new())
         } else if now.saturating_sub(self.moved_ns) >= patience_ns {
-            let given_up = self.messages.len();
-            self.messages.clear();
-            (0, given_up)
+            (0, std::mem::take(&mut self.messages))
         } else {
-            (0, 0)
+            (0, VecDeque::new())
         }
     }
 
@@ -427,15 +425,31 @@ impl ShardCore {
             return 0;
         }
         let (mut flushed, mut given_up) = (0, 0);
-        let clients = self.for_clients.iter_mut().enumerate();
-        let clients = clients.map(|(slot, backlog)| (self.data_shards + slot, backlog));
-        for (participant, backlog) in clients.chain(self.for_peers.iter_mut().enumerate()) {
+        for (slot, backlog) in self.for_clients.iter_mut().enumerate() {
+            let participant = self.data_shards + slot;
             let (moved, dropped) = backlog.flush(participant, now, self.client_patience_ns, io);
             flushed += moved;
-            given_up += dropped;
+            given_up += dropped.len();
+            self.metrics.undeliverable += dropped.len() as u64;
+        }
+        let mut refused = Vec::new();
+        for (participant, backlog) in self.for_peers.iter_mut().enumerate() {
+            let (moved, dropped) = backlog.flush(participant, now, self.client_patience_ns, io);
+            flushed += moved;
+            given_up += dropped.len();
+            refused.extend(dropped);
         }
         self.waiting_for_room -= flushed + given_up;
-        self.metrics.undeliverable += given_up as u64;
+        // A shard whose ring took nothing for so long: the requests and
+        // other sends that waited behind answers for it are refused, as a
+        // full ring refuses; the answers themselves cannot be.
+        for envelope in refused {
+            if is_answer(&envelope) {
+                self.metrics.undeliverable += 1;
+            } else {
+                self.refuse(&envelope, "refused:ring-full", now, io);
+            }
+        }
         flushed
     }
 

@@ -882,6 +882,73 @@ fn answers_for_a_shard_whose_ring_is_full_wait_in_order_and_it_is_still_read() {
 }
 
 #[test]
+fn a_shard_backlog_that_never_moves_refuses_what_waited_behind_its_answers() {
+    let mut core = ShardCore::new(
+        0,
+        2,
+        &CoreLimits {
+            lane: MailboxConfig {
+                delivery_timeout_ns: 1_000,
+                ..limits(8).lane
+            },
+            ..limits(8)
+        },
+        None,
+    );
+    core.set_directory(directory());
+    let (mut agents, mut io) = (echo_agents(), RecordingIo::new(3, 0));
+    io.ring_room.insert(1, 0);
+    let from_other_shard = Envelope {
+        sender: Address::Instance(InstanceId {
+            agent: OTHER,
+            shard: 1,
+            slot: 0,
+        }),
+        from_participant: 1,
+        ..request(ECHO, b"1", 0)
+    };
+    core.on_arrival(from_other_shard, 0, &mut io);
+    while core.handle_next(100, &mut agents, &mut io).is_some() {}
+    let echo_instance = Address::Instance(InstanceId {
+        agent: ECHO,
+        shard: 0,
+        slot: 0,
+    });
+    let behind = Envelope {
+        reply_with: 8,
+        ..Envelope::new(
+            Performative::Request,
+            echo_instance,
+            Address::Agent(OTHER),
+            b"2".to_vec(),
+            100,
+            0,
+        )
+    };
+    core.dispatch(behind, 100, &mut io);
+    assert_eq!(
+        core.waiting_for_room(),
+        2,
+        "the answer, and the request behind it"
+    );
+    assert_eq!(core.flush_waiting(1_099, &mut io), 0);
+    assert_eq!(core.waiting_for_room(), 2, "still within its patience");
+    assert_eq!(core.flush_waiting(1_100, &mut io), 0);
+    assert_eq!(core.waiting_for_room(), 0, "given up");
+    // The answer is counted lost; the request's sender, echo, is told.
+    let metrics = core.metrics_mut();
+    assert_eq!((metrics.undeliverable, metrics.refused), (1, 1));
+    assert!(core.handle_next(1_200, &mut agents, &mut io).is_some());
+    assert_eq!(
+        agents
+            .runs
+            .last()
+            .map(|(agent, content)| (*agent, content.as_slice())),
+        Some((ECHO, &b"caxton:refused:ring-full"[..]))
+    );
+}
+
+#[test]
 fn a_client_backlog_that_never_moves_is_given_up_after_the_delivery_timeout() {
     let mut core = ShardCore::new(
         0,
