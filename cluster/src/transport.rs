@@ -212,6 +212,9 @@ pub struct ClusterSnapshot {
     /// Of those, the hops waiting for a live node to host their agent.
     #[serde(default)]
     pub chain_hops_waiting: u64,
+    /// Answers for senders on this node waiting for room in a full ring.
+    #[serde(default)]
+    pub answers_waiting: u64,
     /// The message lanes (`transport.connection_pool`).
     #[serde(default)]
     pub lanes: LaneSnapshot,
@@ -1787,6 +1790,7 @@ impl ClusterNode {
             remote: router.counters(),
             chain_hops: router.chain_hops() as u64,
             chain_hops_waiting: router.chain_hops_waiting() as u64,
+            answers_waiting: router.answers_waiting() as u64,
             lanes: self.links.lane_context.counts.snapshot(),
             remote_peers: {
                 let mut peers: Vec<RemotePeerTraffic> = self
@@ -1923,6 +1927,12 @@ impl ClusterSnapshot {
             per_peer("caxton_remote_peer_frames_total", "Remote-message frames (batches) per peer and direction; messages over frames is the batch size", |t| (t.frames_out, t.frames_in)),
             counter("caxton_remote_messages_failed_total", "Remote messages answered failure where they stopped: no host, unknown on the host, or no room there", self.remote.failed),
             counter("caxton_remote_answers_dropped_total", "Answers from other nodes nobody waited for any more (their origin was forgotten)", self.remote.dropped),
+            Family {
+                name: "caxton_remote_answers_waiting",
+                help: "Answers for senders on this node waiting now for room in a full ring",
+                kind: "gauge",
+                samples: one(self.answers_waiting),
+            },
             counter("caxton_remote_answers_waited_total", "Answers for senders on this node (replies from other nodes, or failures in their place) that found a full ring and waited for room", self.remote.answers_waited),
             counter("caxton_remote_answers_given_up_total", "Answers for senders on this node given up: 65,536 already waited for room, or their receiver's ring took none for 10 s", self.remote.answers_given_up),
             counter("caxton_remote_answers_after_loss_total", "Answers that came home for requests already answered lost (node-down, connection-lost): dropped, so no sender hears twice", self.remote.answers_after_loss),
