@@ -502,12 +502,12 @@ pub struct RemoteRouter {
     /// Requests sent to other nodes awaiting answers, by (sender, token).
     in_flight: FxHashMap<(Address, u64), InFlight>,
     in_flight_order: VecDeque<(Address, u64)>,
-    /// Requests answered lost, by (sender, token), oldest first, at most
+    /// Requests answered lost, by (sender, token), at most
     /// [`IN_FLIGHT_MAX`]: an answer that still comes for one (its host had
-    /// stalled, not died) is dropped.
-    /// Each with the number it was remembered under: `answered_lost_order`
-    /// may hold a stale entry for a key remembered again since, which must
-    /// not forget the newer one.
+    /// stalled, not died) is dropped. Each is numbered, and
+    /// `answered_lost_order` lists them oldest first by number: a key
+    /// remembered again leaves a stale entry there, which must not forget
+    /// the newer one when it is evicted.
     answered_lost: FxHashMap<(Address, u64), u64>,
     answered_lost_order: VecDeque<((Address, u64), u64)>,
     answered_lost_count: u64,
@@ -520,7 +520,8 @@ pub struct RemoteRouter {
     /// When the earliest kept hop is due to be sent again (node clock, ns).
     hops_due_ns: u64,
     /// Answers for this node's senders that a full ring refused, per
-    /// receiver, in arrival order (see [`Self::deliver_answer`]).
+    /// receiver ([`waiting_key`]), in arrival order (see
+    /// [`Self::deliver_answer`]).
     answers_waiting: FxHashMap<(Address, u64), WaitingAnswers>,
     /// How many wait there, over all receivers.
     answers_waiting_count: usize,
