@@ -212,7 +212,8 @@ pub(crate) struct ShardCore {
     client_patience_ns: u64,
 }
 
-/// Messages for one client whose ring was full, and when they last moved.
+/// Messages for one participant (a client, or for answers another shard or
+/// the remote port) whose ring was full, and when they last moved.
 #[derive(Debug, Default)]
 struct Backlog {
     messages: VecDeque<Envelope>,
@@ -419,7 +420,8 @@ impl ShardCore {
     /// shards) onto the rings at `now`, oldest first, until a ring is full
     /// again; how many went. A backlog that has not moved for
     /// `messaging.delivery_timeout` is given up (its client left, or
-    /// stopped reading): counted undeliverable.
+    /// stopped reading; a shard stuck): its answers counted undeliverable,
+    /// and a shard's other messages refused to their senders.
     pub fn flush_waiting(&mut self, now: u64, io: &mut impl ShardIo) -> usize {
         if self.waiting_for_room == 0 {
             return 0;
