@@ -881,21 +881,27 @@ fn answers_for_a_shard_whose_ring_is_full_wait_in_order_and_it_is_still_read() {
     assert_eq!(core.metrics_mut().refused, 1);
 }
 
-#[test]
-fn a_shard_backlog_that_never_moves_refuses_what_waited_behind_its_answers() {
+/// A core whose messages (and backlogs) wait at most 1 µs.
+fn impatient_core(capacity: usize) -> ShardCore {
     let mut core = ShardCore::new(
         0,
         2,
         &CoreLimits {
             lane: MailboxConfig {
                 delivery_timeout_ns: 1_000,
-                ..limits(8).lane
+                ..limits(capacity).lane
             },
-            ..limits(8)
+            ..limits(capacity)
         },
         None,
     );
     core.set_directory(directory());
+    core
+}
+
+#[test]
+fn a_shard_backlog_that_never_moves_refuses_what_waited_behind_its_answers() {
+    let mut core = impatient_core(8);
     let (mut agents, mut io) = (echo_agents(), RecordingIo::new(3, 0));
     io.ring_room.insert(1, 0);
     let from_other_shard = Envelope {
@@ -950,19 +956,7 @@ fn a_shard_backlog_that_never_moves_refuses_what_waited_behind_its_answers() {
 
 #[test]
 fn a_client_backlog_that_never_moves_is_given_up_after_the_delivery_timeout() {
-    let mut core = ShardCore::new(
-        0,
-        2,
-        &CoreLimits {
-            lane: MailboxConfig {
-                delivery_timeout_ns: 1_000,
-                ..limits(4).lane
-            },
-            ..limits(4)
-        },
-        None,
-    );
-    core.set_directory(directory());
+    let mut core = impatient_core(4);
     let (mut agents, mut io) = (echo_agents(), RecordingIo::new(3, 0));
     io.ring_room.insert(CLIENT_PORT, 0);
     core.on_arrival(request(ECHO, b"1", 0), 0, &mut io);
