@@ -12,11 +12,13 @@
 //! long a request may wait for its handler; an answer's receiver has been
 //! waiting for it since it asked, and expired, it would only be reported to
 //! its sender, leaving a requester that holds a deferred reply open on it
-//! (a gatherer) waiting for ever.
+//! (a gatherer) waiting for ever. A stored message gets none either: once
+//! acknowledged it is owed its handling (at least once), and only
+//! `messaging.message_ttl` ends its life unhandled.
 
 use std::collections::VecDeque;
 
-use crate::envelope::{Envelope, PriorityClass};
+use crate::envelope::{Durability, Envelope, PriorityClass};
 
 /// The mailbox's limits, from the profile.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,19 +103,25 @@ impl Mailbox {
 
     /// Accept `envelope` at `now_ns` even past the capacity: a message the
     /// node already promised to handle (a stored one) is never handed back.
+    ///
+    /// An answer, and a stored message, get no deadline: the one is handed
+    /// to its requester however late (it may be all that requester waits
+    /// for), and the other is owed its handling once acknowledged (at least
+    /// once; only `messaging.message_ttl` ends its life unhandled).
     pub fn push_owed(&mut self, mut envelope: Envelope, now_ns: u64) {
         let class = usize::from(envelope.priority.0).min(self.classes.len() - 1);
-        envelope.deadline_ns = if envelope.in_reply_to != 0 {
-            Envelope::NO_DEADLINE
-        } else {
-            let deadline = envelope
-                .deadline_ns
-                .min(now_ns.saturating_add(self.config.delivery_timeout_ns));
-            match self.config.class_max_latency_ns[class] {
-                Some(max_latency) => deadline.min(now_ns.saturating_add(max_latency)),
-                None => deadline,
-            }
-        };
+        envelope.deadline_ns =
+            if envelope.in_reply_to != 0 || matches!(envelope.durability, Durability::Stored(_)) {
+                Envelope::NO_DEADLINE
+            } else {
+                let deadline = envelope
+                    .deadline_ns
+                    .min(now_ns.saturating_add(self.config.delivery_timeout_ns));
+                match self.config.class_max_latency_ns[class] {
+                    Some(max_latency) => deadline.min(now_ns.saturating_add(max_latency)),
+                    None => deadline,
+                }
+            };
         self.classes[class].push_back(envelope);
         self.len += 1;
     }
@@ -225,6 +233,18 @@ mod tests {
         };
         mailbox.push(answer, 0).expect("room");
         // Past its own deadline, the class's 10 ns and the delivery timeout.
+        assert_eq!(tag(mailbox.pop(2_000_000)), (true, 1));
+    }
+
+    #[test]
+    fn a_stored_message_never_expires() {
+        let mut mailbox = Mailbox::new(config(10));
+        let stored = Envelope {
+            durability: Durability::Stored(3),
+            deadline_ns: 5,
+            ..message(0, 1)
+        };
+        mailbox.push(stored, 0).expect("room");
         assert_eq!(tag(mailbox.pop(2_000_000)), (true, 1));
     }
 
