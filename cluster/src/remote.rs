@@ -393,6 +393,18 @@ pub fn read_batch(frame: &[u8], max_frame: usize) -> Result<RemoteBatch, WireErr
     }
 }
 
+/// What becomes of a message too large for a frame of its own
+/// ([`RemoteRouter::too_large`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum TooLarge {
+    /// Its sender here is answered.
+    Answer(Envelope),
+    /// An answer for another node's sender: this `failure` goes in its place.
+    SendInstead(RemoteMessage),
+    /// Nobody to tell (counted).
+    Dropped,
+}
+
 /// What became of a message that left this node's shards.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outbound {
@@ -798,6 +810,51 @@ impl RemoteRouter {
         self.answered_lost.insert(key, self.answered_lost_count);
         self.answered_lost_order
             .push_back((key, self.answered_lost_count));
+    }
+
+    /// A message for `node` too large for a frame of its own: it cannot
+    /// cross. Its sender here is answered `failure` (`refused:too-large`);
+    /// an answer for a sender on `node` is replaced by that `failure`, so
+    /// the requester there hears why rather than nothing; a hop of a
+    /// durable chain leaves custody (it would be refused at every resend;
+    /// its parent runs again after a restart, as for a hop its host refused).
+    pub fn too_large(
+        &mut self,
+        node: SocketAddr,
+        message: RemoteMessage,
+        local: &impl LocalSide,
+    ) -> TooLarge {
+        const REASON: &str = "refused:too-large";
+        if message.hop != 0 && self.hops.remove(&message.hop).is_some() {
+            self.counters.hops_refused += 1;
+        }
+        if message.sender.is_some() {
+            return match self.unsent(node, message, REASON, local) {
+                Some(answer) => TooLarge::Answer(answer),
+                None => TooLarge::Dropped,
+            };
+        }
+        match message.target {
+            Target::Address(to)
+                if message.in_reply_to != 0 && message.performative != Performative::Failure =>
+            {
+                self.counters.failed += 1;
+                TooLarge::SendInstead(RemoteMessage {
+                    conversation_id: message.conversation_id,
+                    in_reply_to: message.in_reply_to,
+                    priority: message.priority,
+                    ..RemoteMessage::new(
+                        Target::Address(to),
+                        Performative::Failure,
+                        format!("{FAILURE_PREFIX}{REASON}").into_bytes(),
+                    )
+                })
+            }
+            _ => {
+                self.counters.dropped += 1;
+                TooLarge::Dropped
+            }
+        }
     }
 
     /// Remember a request sent to `node`, until its answer comes home.

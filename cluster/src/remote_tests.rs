@@ -1027,6 +1027,57 @@ fn an_answer_coming_home_to_a_full_ring_waits_for_room_in_order() {
 }
 
 #[test]
+fn a_message_too_large_to_cross_is_refused_to_its_sender_or_replaced_by_a_failure() {
+    let directory = directory_with_echo_on_c();
+    let mut a = RemoteRouter::default();
+    let a_side = FakeSide::new(&[], &[(PROXY, "echo")]);
+    let Outbound::Send(c, request) = a.outbound(request_from_instance(), &a_side, &directory)
+    else {
+        panic!("sent");
+    };
+    let TooLarge::Answer(answer) = a.too_large(c, request.clone(), &a_side) else {
+        panic!("its sender is answered");
+    };
+    assert_eq!(answer.receiver, request_from_instance().sender);
+    assert_eq!(
+        (answer.performative, answer.in_reply_to),
+        (Performative::Failure, 42)
+    );
+    assert_eq!(answer.content, b"caxton:refused:too-large");
+    assert_eq!(a.in_flight(), 0, "not waited for any more");
+
+    // On c, an answer too large for a's sender: a failure goes instead.
+    let mut c_router = RemoteRouter::default();
+    let mut c_side = FakeSide::new(&[("echo", 5)], &[]);
+    c_router.inbound(node(1).addr, request, &mut c_side);
+    let reply = c_side
+        .delivered
+        .pop()
+        .expect("delivered")
+        .reply_path()
+        .answer(Performative::Inform, vec![0; 64], 0, 0);
+    let Outbound::Send(home, reply) =
+        c_router.outbound(reply, &c_side, &ClusterDirectory::default())
+    else {
+        panic!("home");
+    };
+    let TooLarge::SendInstead(failure) = c_router.too_large(home, reply.clone(), &c_side) else {
+        panic!("a failure in its place");
+    };
+    assert_eq!(failure.target, reply.target);
+    assert_eq!(
+        (failure.performative, failure.in_reply_to),
+        (Performative::Failure, 42)
+    );
+    assert_eq!(failure.content, b"caxton:refused:too-large");
+    // A failure itself has nothing to stand in for it.
+    assert_eq!(
+        c_router.too_large(home, failure, &c_side),
+        TooLarge::Dropped
+    );
+}
+
+#[test]
 fn damaged_frames_of_messages_are_refused_before_anything_is_delivered() {
     let batch = RemoteBatch {
         from: node(1),

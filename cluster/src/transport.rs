@@ -34,7 +34,7 @@ use crate::membership::{
 };
 use crate::remote::{
     IdlePoll, Inbound, LocalSide, NoLocal, Outbound, RemoteBatch, RemoteCounters, RemoteMessage,
-    RemoteRouter,
+    RemoteRouter, Target, TooLarge,
 };
 use crate::settings::ClusterSettings;
 use crate::tls::{NodeTls, TlsError};
@@ -1666,6 +1666,14 @@ impl ClusterNode {
         messages: &mut Vec<(SocketAddr, RemoteMessage)>,
         remote: &mut Remote<L>,
     ) {
+        // One too large for a frame of its own would be refused by its
+        // peer, breaking the lane every other sender on it shares.
+        if messages
+            .iter()
+            .any(|(_, message)| message_cost(message) > MESSAGE_COST_MAX)
+        {
+            self.refuse_too_large(messages, remote);
+        }
         let lanes = self.links.lane_context.policy.lanes_per_peer as u64;
         // (lane, messages for it, then bytes they cost in a frame), and
         // each message's lane as an index into it.
@@ -1712,6 +1720,32 @@ impl ClusterNode {
             }
             if !chunk.is_empty() {
                 self.send_batch(me, to, lane, chunk, remote);
+            }
+        }
+    }
+
+    /// Take the messages too large to cross out of `messages`: each sender
+    /// here is answered, and an answer for another node's sender goes as a
+    /// `failure` in its place ([`RemoteRouter::too_large`]).
+    #[cold]
+    fn refuse_too_large<L: LocalSide>(
+        &mut self,
+        messages: &mut Vec<(SocketAddr, RemoteMessage)>,
+        remote: &mut Remote<L>,
+    ) {
+        let (fitting, too_large): (Vec<_>, Vec<_>) = std::mem::take(messages)
+            .into_iter()
+            .partition(|(_, message)| message_cost(message) <= MESSAGE_COST_MAX);
+        *messages = fitting;
+        let Some(local) = remote.local.as_mut() else {
+            return;
+        };
+        for (to, message) in too_large {
+            debug!(peer = %to, bytes = message.content.len(), "cluster: a message too large to cross nodes");
+            match remote.router.too_large(to, message, local) {
+                TooLarge::Answer(answer) => remote.router.deliver_answer(answer, 0, local),
+                TooLarge::SendInstead(failure) => messages.push((to, failure)),
+                TooLarge::Dropped => {}
             }
         }
     }
@@ -2009,11 +2043,20 @@ struct Remote<L> {
     settle_by: Option<Duration>,
 }
 
-/// What a message is reckoned to cost in a batch's frame: its content and
-/// the rest of its fields, generously.
+/// What a message is reckoned to cost in a batch's frame: its content, its
+/// names, and the rest of its fields, generously.
 fn message_cost(message: &RemoteMessage) -> usize {
-    message.content.len() + 96
+    let target = match &message.target {
+        Target::Agent(name) => name.len(),
+        Target::Address(_) => 0,
+    };
+    message.content.len() + target + message.sender_name.as_ref().map_or(0, String::len) + 128
 }
+
+/// The most a message may cost ([`message_cost`]) to cross nodes: a frame
+/// of its own, with room for the batch's header (the sending node's
+/// identity).
+const MESSAGE_COST_MAX: usize = MESSAGES_PACKET_MAX - 4096;
 
 /// How soon the loop looks again for room for answers that found a full
 /// ring (tokio's timer rounds it up to its millisecond).

@@ -32,8 +32,9 @@ const KIND_MESSAGES: u8 = 2;
 /// verdict, or a suspicion handed over.
 const KIND_WATCH: u8 = 3;
 
-/// The largest batch of remote messages in one frame: one message of the
-/// largest content (1 MiB) always fits.
+/// The largest batch of remote messages in one frame. A message too large
+/// to fit one alone cannot cross nodes: it is refused where it was sent
+/// (`caxton:refused:too-large`).
 pub const MESSAGES_PACKET_MAX: usize = 2 * 1024 * 1024;
 
 /// The largest directory message: one node's whole agent list travels in

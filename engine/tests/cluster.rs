@@ -1094,6 +1094,29 @@ fn a_request_waiting_for_a_connection_that_cannot_be_made_is_answered_connection
 }
 
 #[test]
+fn a_message_too_large_to_cross_nodes_is_refused_and_its_lane_keeps_serving() {
+    let (_certs, a, c) = two_nodes(&[]);
+    deploy_example_on(&a, &c, "echo", &[]);
+    let client = AdminClient::new(a.admin_address(), None).expect("a client");
+    // Past the 2 MiB frame of remote messages, which the admin API's upload
+    // limit (16 MB) allows.
+    let reply = post_message(&client, "echo", &vec![b'x'; 2_100_000]);
+    assert_eq!(reply["performative"], "failure", "{reply:#}");
+    assert_eq!(reply["content"], "caxton:refused:too-large", "{reply:#}");
+    // The lane it would have taken did not break: others still cross.
+    let reply = post_message(&client, "echo", b"still here");
+    assert_eq!(reply["performative"], "inform", "{reply:#}");
+    let metrics = client.get("/metrics").expect("metrics").text();
+    assert!(
+        !metrics.lines().any(|line| line
+            .starts_with("caxton_remote_lanes_closed_total{reason=\"broken\"}")
+            && !line.ends_with(" 0")),
+        "{metrics}"
+    );
+    drop(c);
+}
+
+#[test]
 fn over_quic_a_request_in_flight_on_a_connection_that_ended_is_answered_connection_lost() {
     // A QUIC connection that idles out says so to no one: c stalls (its
     // process stopped) past the idle timeout, well within what membership
