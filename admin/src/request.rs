@@ -345,7 +345,19 @@ fn deploy(query: &BTreeMap<String, String>, module: Bytes) -> Result<Deploy, Rep
 
 fn message(agent: String, body: &[u8]) -> Result<Message, Reply> {
     let request: SendBody = serde_json::from_slice(body).map_err(|failure| {
-        bad_request("bad-json", format!("the message is not valid: {failure}"))
+        // Not an object at all: serde would name the struct it expected.
+        let object = body
+            .iter()
+            .find(|byte| !byte.is_ascii_whitespace())
+            .is_some_and(|byte| *byte == b'{');
+        if object || failure.is_syntax() || failure.is_eof() {
+            bad_request("bad-json", format!("the message is not valid: {failure}"))
+        } else {
+            bad_request(
+                "bad-json",
+                r#"the message must be a JSON object, such as {"content": "text"}"#.into(),
+            )
+        }
     })?;
     let content = match (request.content, request.content_base64) {
         (Some(text), None) => text.into_bytes(),
@@ -573,6 +585,24 @@ mod tests {
             let refused = super::message("echo".into(), body.as_bytes()).expect_err(&body);
             assert_eq!(refused.status().as_u16(), 400, "{body}");
         }
+        // Not an object: said so, not in serde's words for the struct.
+        for body in ["[]", "\"text\"", " 7"] {
+            let refused = super::message("echo".into(), body.as_bytes()).expect_err(body);
+            let text = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("a runtime")
+                .block_on(http_body_util::BodyExt::collect(refused.into_body()))
+                .expect("a body")
+                .to_bytes();
+            let text = String::from_utf8_lossy(&text).into_owned();
+            assert!(text.contains("must be a JSON object"), "{body}: {text}");
+            assert!(!text.contains("SendBody"), "{body}: {text}");
+        }
+        // Neither content field: empty content.
+        let Ok(empty) = super::message("echo".into(), b"{}") else {
+            panic!("an empty object is an empty message");
+        };
+        assert!(empty.content.is_empty());
         for (method, path, query, body, status) in [
             (Method::PUT, "/v1/node", "", "", 405),
             (Method::GET, "/v2", "", "", 404),

@@ -75,6 +75,11 @@ pub enum Command {
         /// Have the node store it before accepting it (needs `messaging.enable_persistence`).
         #[arg(long)]
         persistent: bool,
+        /// Do not wait for the agent's reply: done once the node has taken
+        /// the message (stored it, with `--persistent`). For one-way
+        /// messages (`--performative inform`), which get no reply.
+        #[arg(long)]
+        no_wait: bool,
         /// Its priority class: a number (0: the most urgent) or a class's
         /// name from the node's `messaging.priority_routing.queues`
         /// (default: the class named `normal`, else the least urgent).

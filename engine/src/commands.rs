@@ -87,6 +87,7 @@ pub fn dispatch(cli: Cli) -> Result<(), CommandError> {
             performative,
             timeout,
             persistent,
+            no_wait,
             priority,
             endpoint,
         }) => crate::remote::send(
@@ -98,6 +99,7 @@ pub fn dispatch(cli: Cli) -> Result<(), CommandError> {
                 performative: &performative,
                 timeout: &timeout,
                 persistent,
+                wait_for_reply: !no_wait,
                 priority: priority.as_deref(),
             },
         ),

@@ -247,6 +247,8 @@ pub struct Message<'a> {
     pub timeout: &'a str,
     /// Store before acceptance.
     pub persistent: bool,
+    /// Wait for the reply (else done once the node took it).
+    pub wait_for_reply: bool,
     /// The priority class: a number, or a class's name; `None`, the node's
     /// default (`normal`).
     pub priority: Option<&'a str>,
@@ -264,6 +266,7 @@ pub fn send(
         performative,
         timeout,
         persistent,
+        wait_for_reply,
         priority,
     } = message;
     let known: Vec<String> = caxton_messaging::Performative::ALL
@@ -323,6 +326,7 @@ pub fn send(
         "performative": performative,
         "timeout_ms": u64::try_from(timeout.get().as_millis()).unwrap_or(u64::MAX),
         "persistent": persistent,
+        "wait_for_reply": wait_for_reply,
     });
     if !priority.is_null() {
         body["priority"] = priority;
@@ -336,6 +340,12 @@ pub fn send(
         body.to_string().into_bytes(),
     )?;
     let reply = answer.json();
+    if !wait_for_reply {
+        let stored = reply["message_id"]
+            .as_u64()
+            .map_or(String::new(), |id| format!("; stored as message {id}"));
+        return emit(&format!("accepted by the node{stored}\n"));
+    }
     let performative = reply["performative"].as_str().unwrap_or("?");
     // Text as it is; bytes that are not printable text (not UTF-8, or with
     // control characters, such as counter's little-endian count) in base64,

@@ -563,6 +563,19 @@ fn the_command_line_wrappers_drive_a_running_engine() {
         .expect("an echo row");
     assert_eq!(row[1], "2", "instances");
     assert_eq!(row[2], "1", "handled");
+    // One-way: done once the node took it, the reply not awaited.
+    let one_way = engine(&[
+        "send",
+        "echo",
+        "no reply wanted",
+        "--performative",
+        "inform",
+        "--no-wait",
+        "--admin",
+        &admin,
+    ]);
+    assert!(one_way.status.success(), "{}", stderr(&one_way));
+    assert_eq!(stdout(&one_way), "accepted by the node\n");
 
     // Bytes that are not printable text come back in base64: counter's
     // answer is its count as 8 little-endian bytes.
