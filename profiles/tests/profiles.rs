@@ -369,6 +369,12 @@ fn bad_input_names_cause_key_and_place() {
         unknown_set.hint.as_deref(),
         Some("did you mean `max_agents`?")
     );
+    let far_off = load(&[], &["runtime.bogus=1".into()]).expect_err("no such key");
+    assert_eq!(
+        far_off.hint.as_deref(),
+        Some("see docs/profiles.md for every key"),
+        "a key like none: pointed at the list"
+    );
     for error in [
         unknown_name,
         unreadable,
