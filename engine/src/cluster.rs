@@ -27,7 +27,24 @@ pub fn prepare(
     let _entered = runtime.enter();
     let node = ClusterNode::bind(settings).map_err(|error| match error {
         caxton_cluster::transport::ClusterError::Tls(tls) => {
-            refuse("coordination.cluster.tls", tls.to_string())
+            // A file that would not read: named by its own key, so the
+            // error points where that key was set (a `--set`, say).
+            let configured = &loaded.profile.coordination.cluster.tls;
+            let key = match &tls {
+                caxton_cluster::tls::TlsError::File { path, .. } => [
+                    ("ca_file", &configured.ca_file),
+                    ("cert_file", &configured.cert_file),
+                    ("key_file", &configured.key_file),
+                ]
+                .into_iter()
+                .find(|(_, file)| file.as_deref() == Some(path.as_str()))
+                .map(|(field, _)| format!("coordination.cluster.tls.{field}")),
+                _ => None,
+            };
+            refuse(
+                key.as_deref().unwrap_or("coordination.cluster.tls"),
+                tls.to_string(),
+            )
         }
         other => refuse("coordination.cluster.listen_address", other.to_string()),
     })?;

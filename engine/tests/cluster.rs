@@ -381,6 +381,34 @@ fn a_node_alone_answers_no_cluster_and_public_addresses_need_certificates() {
     let refused = engine(&["--join", "10.0.0.1:7946"]);
     assert!(!refused.status.success());
     assert!(common::stderr(&refused).contains("coordination.cluster.listen_address"));
+    // A certificate file that does not read is named by its key, where it
+    // was set: here the `--set`, not the built-in profile below it.
+    let certs = tempfile::tempdir().expect("a directory");
+    init_certs(certs.path(), "a");
+    let file = |name: &str| certs.path().join(name).display().to_string();
+    let missing = file("nope.pem");
+    let refused = engine(&[
+        "--profile",
+        "cluster-small",
+        "--set",
+        "coordination.cluster.listen_address=127.0.0.1:0",
+        "--set",
+        "observability.admin.listen=127.0.0.1:0",
+        "--set",
+        &format!("coordination.cluster.tls.ca_file={}", file("ca.pem")),
+        "--set",
+        &format!("coordination.cluster.tls.cert_file={missing}"),
+        "--set",
+        &format!("coordination.cluster.tls.key_file={}", file("a-key.pem")),
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    let text = common::stderr(&refused);
+    assert!(
+        text.contains(&format!(
+            "--set coordination.cluster.tls.cert_file={missing}: `coordination.cluster.tls.cert_file`"
+        )),
+        "{text}"
+    );
 }
 
 #[test]

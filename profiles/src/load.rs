@@ -179,12 +179,10 @@ pub fn load(profiles: &[String], overrides: &[String]) -> Result<LoadedProfile, 
                 ProfileErrorKind::InvalidValue
             };
             let hint = match kind {
-                ProfileErrorKind::UnknownKey => Some(
-                    suggest_key(&message).map_or_else(
-                        || "see docs/profiles.md for every key".to_owned(),
-                        |key| format!("did you mean `{key}`?"),
-                    ),
-                ),
+                ProfileErrorKind::UnknownKey => Some(suggest_key(&message).map_or_else(
+                    || "see docs/profiles.md for every key".to_owned(),
+                    |key| format!("did you mean `{key}`?"),
+                )),
                 _ => Some(value_hint(&message)),
             };
             let error = ProfileError::new(kind, message)
