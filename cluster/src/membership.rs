@@ -159,6 +159,10 @@ pub struct StateCounts {
     pub down: u64,
 }
 
+/// Rounds of joins (one each probe interval) that no member answers before
+/// a node warns that it is still alone, and again every as many rounds.
+pub const JOIN_WARN_ROUNDS: u32 = 10;
+
 /// What the core counted since it started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MembershipCounters {
@@ -406,6 +410,9 @@ pub struct Membership {
     configured_for: usize,
     seeds: Vec<SocketAddr>,
     next_join: Option<Duration>,
+    /// Rounds of announces to the seeds that no member answered, since the
+    /// node started or was last alone ([`JOIN_WARN_ROUNDS`]).
+    unanswered_joins: u32,
     joined_since_us: u64,
     downs: FxHashMap<SocketAddr, u32>,
     /// Suspicions this node saw begin, per member.
@@ -470,6 +477,7 @@ impl Membership {
             configured_for: 1,
             seeds: Vec::new(),
             next_join: None,
+            unanswered_joins: 0,
             joined_since_us: now.unix_us,
             downs: FxHashMap::default(),
             suspicions: FxHashMap::default(),
@@ -948,6 +956,13 @@ impl Membership {
         joined && self.wanted.is_empty()
     }
 
+    /// Rounds of joins through the seeds that no member has answered since
+    /// the node started or was last alone; a warning is logged every
+    /// [`JOIN_WARN_ROUNDS`].
+    pub fn unanswered_joins(&self) -> u32 {
+        self.unanswered_joins
+    }
+
     /// The member this node's ring watch pings: its successor on the ring.
     pub fn watched(&self) -> Option<&NodeId> {
         self.watch.successor()
@@ -1209,6 +1224,17 @@ impl Membership {
             self.next_join = None;
             return;
         }
+        if self.foca.num_members() == 0 {
+            self.unanswered_joins += 1;
+            if self.unanswered_joins.is_multiple_of(JOIN_WARN_ROUNDS) {
+                let seeds: Vec<String> = self.seeds.iter().map(ToString::to_string).collect();
+                tracing::warn!(
+                    seeds = %seeds.join(", "),
+                    rounds = self.unanswered_joins,
+                    "cluster: no member has answered this node's joins yet; still trying. Check that each seed runs with coordination.cluster.listen_address at that address, on the same transport.type, with certificates from the same CA"
+                );
+            }
+        }
         for seed in self.seeds.clone() {
             if let Err(error) = self.foca.announce(NodeId::seed(seed), &mut self.effects) {
                 tracing::debug!(%seed, "announce: {error}");
@@ -1315,6 +1341,7 @@ impl Membership {
             }
             OwnedNotification::Active => {
                 self.next_join = None;
+                self.unanswered_joins = 0;
                 self.events.push(MembershipEvent::Joined);
             }
             OwnedNotification::Idle => {

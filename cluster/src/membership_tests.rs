@@ -313,6 +313,27 @@ fn three_nodes_join_through_one_seed_and_agree() {
 }
 
 #[test]
+fn joins_nobody_answers_are_counted_until_one_is() {
+    let swim = settings();
+    let mut net = Net::new(2, &swim);
+    // The seed hears the joins but its answers are lost.
+    net.cut.insert(0);
+    net.join_all();
+    net.run_for(swim.probe_interval * JOIN_WARN_ROUNDS + swim.probe_interval / 2);
+    assert!(
+        net.get_ref(1).unanswered_joins() > JOIN_WARN_ROUNDS,
+        "{} rounds",
+        net.get_ref(1).unanswered_joins()
+    );
+    net.cut.clear();
+    let took = net.run_until(Duration::from_secs(10), Duration::from_millis(10), |net| {
+        net.alive_seen_by(1) == 1
+    });
+    assert!(took.is_some(), "joined once the seed is heard");
+    assert_eq!(net.get_ref(1).unanswered_joins(), 0, "counted afresh");
+}
+
+#[test]
 fn a_silent_member_is_suspected_then_declared_down_within_the_bound() {
     let swim = settings();
     let mut net = Net::formed(3, &swim);

@@ -223,6 +223,9 @@ impl ClusterSettings {
             Some(text) => parse("coordination.cluster.advertise_address", text)?,
             None => listen,
         };
+        let trial = cluster.tls.ca_file.is_none()
+            || cluster.tls.cert_file.is_none()
+            || cluster.tls.key_file.is_none();
         let mut seeds = Vec::new();
         for (index, seed) in cluster.seeds.iter().chain(joins).enumerate() {
             let key = if index < cluster.seeds.len() {
@@ -235,9 +238,19 @@ impl ClusterSettings {
                 message: format!("cannot resolve {seed:?}: {error}"),
             })?;
             let first = resolved.into_iter().next().ok_or_else(|| SettingsError {
-                key,
+                key: key.clone(),
                 message: format!("{seed:?} resolves to no address"),
             })?;
+            // Without certificates nothing leaves the machine: a seed
+            // beyond it would only have every frame dropped.
+            if trial && !first.ip().is_loopback() {
+                return Err(SettingsError {
+                    key,
+                    message: format!(
+                        "{seed} is beyond this machine, and without certificates (coordination.cluster.tls.ca_file, cert_file, key_file) a node reaches loopback addresses only"
+                    ),
+                });
+            }
             seeds.push(first);
         }
         let tls = match (
@@ -381,6 +394,12 @@ mod tests {
             "127.0.0.1:7000".parse().expect("address")
         );
         assert_eq!(settings.seeds.len(), 1);
+        // Without certificates, a seed beyond this machine is refused: its
+        // frames would all be dropped.
+        let beyond = ClusterSettings::from_profile(&profile, &["10.0.0.9:7001".into()])
+            .expect_err("trial mode reaches loopback only");
+        assert_eq!(beyond.key, "--join");
+        assert!(beyond.message.contains("loopback"), "{}", beyond.message);
         assert!(
             settings.node_name.ends_with("-7000"),
             "{}",
