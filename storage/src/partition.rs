@@ -417,12 +417,17 @@ impl Partition {
         })
     }
 
-    /// The highest message id stored (0 when none).
+    /// The highest message id this partition ever stored (0 when none),
+    /// the rows cleanup removed included: the next start numbers on from
+    /// there, so a client never sees one id stand for two messages.
     pub fn max_id(&self) -> Result<u64, StorageError> {
         self.connection
-            .query_row("SELECT COALESCE(MAX(id), 0) FROM messages", [], |row| {
-                row.get::<_, i64>(0)
-            })
+            .query_row(
+                "SELECT MAX((SELECT COALESCE(MAX(id), 0) FROM messages),
+                            (SELECT COALESCE(MAX(highest), 0) FROM message_ids))",
+                [],
+                |row| row.get::<_, i64>(0),
+            )
             .map(|id| id as u64)
             .map_err(sqlite_error(&self.path))
     }
@@ -433,6 +438,12 @@ impl Partition {
     /// (unfinished messages expired, rows removed in all).
     pub fn cleanup(&mut self, now_ms: i64) -> Result<(u64, u64), StorageError> {
         let result = self.transaction(|transaction, settings| {
+            // The highest id outlives the rows about to go.
+            transaction.execute(
+                "UPDATE message_ids SET highest =
+                     MAX(highest, (SELECT COALESCE(MAX(id), 0) FROM messages))",
+                [],
+            )?;
             let mut expired = 0;
             let mut removed = 0;
             if let Some(ttl) = settings.message_ttl {
@@ -661,6 +672,9 @@ mod tests {
         assert_eq!(partition.message_state(1).expect("state"), None);
         assert_eq!(partition.message_state(2).expect("state"), Some(false));
         assert_eq!(partition.message_state(3).expect("state"), None);
+        // Message 3's row is gone, its id is not: the next start numbers
+        // past it.
+        assert_eq!(partition.max_id().expect("max"), 3);
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub const MIGRATIONS: &[&str] = &[
          value BLOB NOT NULL,
          PRIMARY KEY (agent, key)
      ) WITHOUT ROWID;",
+    // 4: the highest message id ever given, kept when cleanup removes the
+    // rows that held it, so ids are never handed out twice.
+    "CREATE TABLE message_ids (highest INTEGER NOT NULL);
+     INSERT INTO message_ids (highest) SELECT COALESCE(MAX(id), 0) FROM messages;",
 ];
 
 /// The version this build writes.
