@@ -93,6 +93,7 @@ pub(crate) async fn route(parts: &Parts, body: Bytes, context: &Context) -> Repl
         Request::Agents(only) => list_agents(context, only).await,
         Request::Deploy(request) => deploy(context, request).await,
         Request::Undeploy(name) => undeploy(context, name).await,
+        Request::Scale(name, count) => scale(context, name, count).await,
         Request::Send(message) => send(context, message).await,
         Request::HdrLog => hdr_log(context).await,
         Request::HdrDump => hdr_dump(context).await,
@@ -541,6 +542,28 @@ async fn deploy(context: &Context, request: Deploy) -> Answer {
         publish_agents(context).await;
     }
     deployed
+}
+
+async fn scale(context: &Context, name: String, count: u16) -> Answer {
+    let scaled: Answer = context
+        .controller
+        .call(move |controller| {
+            let (before, after) = controller
+                .node
+                .scale(&name, count)
+                .map_err(|failure| node_error(&failure))?;
+            tracing::info!(agent = %name, before, after, "agent scaled through the admin API");
+            Ok(json_reply(
+                StatusCode::OK,
+                &json!({ "agent": name, "instances_before": before, "instances": after }),
+            ))
+        })
+        .await
+        .map_err(|_| shutting_down())?;
+    if scaled.is_ok() {
+        publish_agents(context).await;
+    }
+    scaled
 }
 
 async fn undeploy(context: &Context, name: String) -> Answer {

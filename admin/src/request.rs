@@ -32,6 +32,8 @@ pub enum Request {
     Deploy(Deploy),
     /// `DELETE /v1/agents/{name}`.
     Undeploy(String),
+    /// `PUT /v1/agents/{name}/instances?count=N`.
+    Scale(String, u16),
     /// `POST /v1/agents/{name}/messages`.
     Send(Message),
     /// `GET /v1/hdr`.
@@ -206,6 +208,23 @@ fn request_performative() -> Performative {
     Performative::Request
 }
 
+/// The instance count in query parameter `key` (required), 1 to
+/// [`DEPLOY_INSTANCES_MAX`].
+fn instance_count(query: &BTreeMap<String, String>, key: &str) -> Result<u16, Reply> {
+    // Read wide, so that a number past any limit gets the limit, not a
+    // word about integer types.
+    let Some(count) = parse_param::<u64>(query, key)? else {
+        return Err(bad_request("bad-parameter", format!("`{key}` is required")));
+    };
+    if count == 0 || count > u64::from(DEPLOY_INSTANCES_MAX) {
+        return Err(bad_request(
+            "bad-parameter",
+            format!("`{key}={count}`: use 1 to {DEPLOY_INSTANCES_MAX}"),
+        ));
+    }
+    Ok(u16::try_from(count).unwrap_or(DEPLOY_INSTANCES_MAX))
+}
+
 /// Most messages one trace request may sample per shard.
 pub const TRACE_MESSAGES_MAX: u32 = 100_000;
 
@@ -220,6 +239,9 @@ pub fn parse(method: &Method, path: &str, query: &str, body: Bytes) -> Result<Re
         (&Method::POST, ["v1", "agents"]) => Request::Deploy(deploy(&query, body)?),
         (&Method::GET, ["v1", "agents", name]) => Request::Agents(Some(decode(name))),
         (&Method::DELETE, ["v1", "agents", name]) => Request::Undeploy(decode(name)),
+        (&Method::PUT, ["v1", "agents", name, "instances"]) => {
+            Request::Scale(decode(name), instance_count(&query, "count")?)
+        }
         (&Method::POST, ["v1", "agents", name, "messages"]) => {
             Request::Send(message(decode(name), &body)?)
         }
@@ -238,7 +260,7 @@ pub fn parse(method: &Method, path: &str, query: &str, body: Bytes) -> Result<Re
         (&Method::DELETE, ["v1", "profile", "memory"]) => Request::Heap(HeapStep::Stop),
         (_, ["v1", "cluster"] | ["v1", "profile", "trace" | "cpu" | "memory"])
         | (_, ["metrics"] | ["v1", "node" | "agents" | "hdr"] | ["v1", "agents", _])
-        | (_, ["v1", "agents", _, "messages"] | ["v1", "hdr", "dump"]) => {
+        | (_, ["v1", "agents", _, "messages" | "instances"] | ["v1", "hdr", "dump"]) => {
             return Err(error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",
@@ -296,16 +318,10 @@ fn deploy(query: &BTreeMap<String, String>, module: Bytes) -> Result<Deploy, Rep
         .cloned()
         .ok_or_else(|| bad_request("bad-parameter", "`name` is required".into()))?;
     check_name(&name)?;
-    // Read wide, so that a number past any limit gets the limit, not a
-    // word about integer types.
-    let instances = parse_param::<u64>(query, "instances")?.unwrap_or(1);
-    if instances == 0 || instances > u64::from(DEPLOY_INSTANCES_MAX) {
-        return Err(bad_request(
-            "bad-parameter",
-            format!("`instances={instances}`: use 1 to {DEPLOY_INSTANCES_MAX}"),
-        ));
-    }
-    let instances = u16::try_from(instances).unwrap_or(DEPLOY_INSTANCES_MAX);
+    let instances = match query.get("instances") {
+        Some(_) => instance_count(query, "instances")?,
+        None => 1,
+    };
     let memory = parse_param::<ByteSize>(query, "memory")?;
     if memory.is_some_and(|memory| memory.0 == 0) {
         return Err(bad_request(

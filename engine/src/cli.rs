@@ -533,6 +533,19 @@ pub enum AgentsCommand {
         #[command(flatten)]
         endpoint: Endpoint,
     },
+    /// Run more or fewer instances of a deployed agent: added on the shards
+    /// that run it, removed from the busiest in count first; a handler on a
+    /// removed instance finishes first. Kept across restarts with persistence.
+    Scale {
+        /// The agent's name.
+        name: String,
+        /// How many instances in all (each shard that runs it keeps one).
+        #[arg(long)]
+        instances: u16,
+        /// How to reach the engine.
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
     /// Stop every instance of an agent and remove it.
     Undeploy {
         /// The agent's name.

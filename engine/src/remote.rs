@@ -216,6 +216,25 @@ pub fn agents(selection: &ProfileSelection, command: AgentsCommand) -> Result<()
             }
             emit(&table)
         }
+        AgentsCommand::Scale {
+            name,
+            instances,
+            endpoint,
+        } => {
+            let client = connect(selection, &endpoint)?;
+            let answer = call(
+                &client,
+                Method::PUT,
+                &format!("/v1/agents/{}/instances?count={instances}", encode(&name)),
+                "application/json",
+                Vec::new(),
+            )?;
+            let scaled = answer.json();
+            emit(&format!(
+                "scaled `{name}`: {} → {} instances\n",
+                scaled["instances_before"], scaled["instances"]
+            ))
+        }
         AgentsCommand::Undeploy { name, endpoint } => {
             let client = connect(selection, &endpoint)?;
             call(

@@ -576,6 +576,44 @@ fn the_command_line_wrappers_drive_a_running_engine() {
     ]);
     assert!(one_way.status.success(), "{}", stderr(&one_way));
     assert_eq!(stdout(&one_way), "accepted by the node\n");
+    // Scaled up and back; the listing follows.
+    let scaled = engine(&[
+        "agents",
+        "scale",
+        "echo",
+        "--instances",
+        "3",
+        "--admin",
+        &admin,
+    ]);
+    assert!(scaled.status.success(), "{}", stderr(&scaled));
+    assert_eq!(stdout(&scaled), "scaled `echo`: 2 → 3 instances\n");
+    let listed = stdout(&engine(&["agents", "list", "--admin", &admin]));
+    let instances = listed
+        .lines()
+        .find(|line| line.starts_with("echo "))
+        .and_then(|line| line.split_whitespace().nth(1).map(str::to_owned));
+    assert_eq!(instances.as_deref(), Some("3"), "{listed}");
+    let back = engine(&[
+        "agents",
+        "scale",
+        "echo",
+        "--instances",
+        "2",
+        "--admin",
+        &admin,
+    ]);
+    assert_eq!(stdout(&back), "scaled `echo`: 3 → 2 instances\n");
+    let none = engine(&[
+        "agents",
+        "scale",
+        "ghost",
+        "--instances",
+        "2",
+        "--admin",
+        &admin,
+    ]);
+    assert_eq!(none.status.code(), Some(2), "{}", stderr(&none));
 
     // Bytes that are not printable text come back in base64: counter's
     // answer is its count as 8 little-endian bytes.

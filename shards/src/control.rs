@@ -49,15 +49,18 @@ pub(crate) enum Control {
     /// The cluster directory has settled: run the stored messages that
     /// waited for it; answers how many.
     DirectorySettled { ack: mpsc::Sender<usize> },
-    /// Start one more instance, and say how and how fast.
+    /// Start one more instance, and say how and how fast. The partition
+    /// records the agent's new count (by `name`), so a restart keeps it.
     StartInstance {
         id: AgentId,
+        name: String,
         cold: bool,
         ack: mpsc::Sender<Result<(StartKind, Duration), DeployError>>,
     },
     /// Remove one instance (the counterpart of `StartInstance`).
     StopInstance {
         id: AgentId,
+        name: String,
         ack: mpsc::Sender<bool>,
     },
     /// Copy out the metrics, optionally resetting them.

@@ -359,16 +359,28 @@ impl ShardDriver {
                 let (core, _, mut io) = self.parts();
                 let _ = ack.send(core.directory_settled(now, &mut io));
             }
-            Control::StartInstance { id, cold, ack } => {
+            Control::StartInstance {
+                id,
+                name,
+                cold,
+                ack,
+            } => {
                 let started = Instant::now();
                 let result = self
                     .host
                     .add_instance(id, cold)
                     .map(|(_, kind)| (kind, started.elapsed()));
+                if result.is_ok() {
+                    self.record_instances(id, name);
+                }
                 let _ = ack.send(result);
             }
-            Control::StopInstance { id, ack } => {
-                let _ = ack.send(self.host.remove_instance(id));
+            Control::StopInstance { id, name, ack } => {
+                let stopped = self.host.remove_instance(id);
+                if stopped {
+                    self.record_instances(id, name);
+                }
+                let _ = ack.send(stopped);
                 self.answer_abandoned();
             }
             Control::Metrics { reset, ack } => {
@@ -476,6 +488,18 @@ impl ShardDriver {
             core.on_storage_event(event, now, &mut io);
         }
         served
+    }
+
+    /// Record agent `id`'s instance count on this shard in the partition,
+    /// so a restart starts as many.
+    fn record_instances(&self, id: caxton_messaging::AgentId, name: String) {
+        let (Some(storage), Some(count)) = (&self.storage, self.host.instance_count(id)) else {
+            return;
+        };
+        let _ = storage.writer.write(Write::SetInstances {
+            name,
+            instances: u16::try_from(count).unwrap_or(u16::MAX),
+        });
     }
 
     /// Move what waits for room in rings (clients', and answers for other

@@ -694,6 +694,70 @@ impl Node {
         Ok(())
     }
 
+    /// Scale agent `name` to `instances` instances in all: added on the
+    /// shards that run it now, the one with the fewest first; removed from
+    /// the one with the most first (a handler running on a removed
+    /// instance finishes first, and its sender is answered as ever).
+    /// Every shard that runs it keeps one at least: the messages queued
+    /// there (stored ones in that shard's partition) are that shard's to
+    /// handle. Returns the count before and after; a start that fails (the
+    /// instance pool full, say) stops there, with what was reached in the
+    /// error.
+    pub fn scale(&mut self, name: &str, instances: u16) -> Result<(u16, u16), NodeError> {
+        if instances == 0 {
+            return Err(NodeError::Refused(
+                "an agent needs at least one instance (undeploy it to remove it)".into(),
+            ));
+        }
+        let directory = self.directory();
+        let id = directory
+            .resolve(name)
+            .ok_or_else(|| NodeError::UnknownAgent(name.to_owned()))?;
+        let mut counts = directory
+            .get(id)
+            .map(|record| record.instances_per_shard.clone())
+            .unwrap_or_default();
+        let hosting: Vec<usize> = (0..counts.len())
+            .filter(|&shard| counts[shard] > 0)
+            .collect();
+        let before: u16 = counts.iter().sum();
+        if usize::from(instances) < hosting.len() {
+            return Err(NodeError::Refused(format!(
+                "`{name}` runs on {} shards, each keeping an instance at least: it scales down to {} (undeploy it and deploy it with fewer instances to go lower)",
+                hosting.len(),
+                hosting.len()
+            )));
+        }
+        let mut now = before;
+        while now < instances {
+            let Some(&shard) = hosting.iter().min_by_key(|&&shard| (counts[shard], shard)) else {
+                break;
+            };
+            if let Err(error) = self.start_instance(name, shard, false) {
+                return Err(NodeError::Refused(format!(
+                    "`{name}` reached {now} of {instances} instances: {error}"
+                )));
+            }
+            counts[shard] += 1;
+            now += 1;
+        }
+        while now > instances {
+            let Some(&shard) = hosting
+                .iter()
+                .filter(|&&shard| counts[shard] > 1)
+                .max_by_key(|&&shard| (counts[shard], std::cmp::Reverse(shard)))
+            else {
+                break;
+            };
+            if !self.stop_instance(name, shard)? {
+                break;
+            }
+            counts[shard] -= 1;
+            now -= 1;
+        }
+        Ok((before, now))
+    }
+
     /// Start one more instance of `name` on `shard`; returns whether a warm
     /// spare served it and how long it took on the shard.
     /// With `cold`, the warm spares are bypassed (to measure a cold start).
@@ -705,12 +769,19 @@ impl Node {
     ) -> Result<(StartKind, Duration), NodeError> {
         let id = self.agent_on_shard(name, shard)?;
         let (ack, answer) = mpsc::channel();
+        let name = name.to_owned();
         let started = self
-            .command(shard, Control::StartInstance { id, cold, ack }, &answer)?
-            .map_err(|error| NodeError::Deploy {
-                agent: name.to_owned(),
-                error,
-            })?;
+            .command(
+                shard,
+                Control::StartInstance {
+                    id,
+                    name: name.clone(),
+                    cold,
+                    ack,
+                },
+                &answer,
+            )?
+            .map_err(|error| NodeError::Deploy { agent: name, error })?;
         self.adjust_instances(id, shard, 1);
         Ok(started)
     }
@@ -743,7 +814,8 @@ impl Node {
     pub fn stop_instance(&mut self, name: &str, shard: usize) -> Result<bool, NodeError> {
         let id = self.agent_on_shard(name, shard)?;
         let (ack, answer) = mpsc::channel();
-        let stopped = self.command(shard, Control::StopInstance { id, ack }, &answer)?;
+        let name = name.to_owned();
+        let stopped = self.command(shard, Control::StopInstance { id, name, ack }, &answer)?;
         if stopped {
             self.adjust_instances(id, shard, -1);
         }

@@ -323,6 +323,19 @@ impl Partition {
         Ok(())
     }
 
+    /// Record that agent `name` runs `instances` instances here now (it
+    /// was scaled); a restart starts as many.
+    pub fn set_instances(
+        transaction: &rusqlite::Transaction<'_>,
+        name: &str,
+        instances: u16,
+    ) -> rusqlite::Result<()> {
+        transaction
+            .prepare_cached("UPDATE agents SET instances = ?2 WHERE name = ?1")?
+            .execute(params![name, instances])?;
+        Ok(())
+    }
+
     /// Forget an agent.
     pub fn remove_agent(
         transaction: &rusqlite::Transaction<'_>,

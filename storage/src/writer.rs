@@ -43,6 +43,13 @@ pub enum Write {
     },
     /// An agent deployed here (or changed).
     PutAgent(AgentRow),
+    /// An agent scaled: it now runs `instances` instances here.
+    SetInstances {
+        /// Its name.
+        name: String,
+        /// Its instances on this shard.
+        instances: u16,
+    },
     /// An agent removed from here (its state goes with it).
     RemoveAgent {
         /// Its name.
@@ -312,6 +319,9 @@ fn apply(partition: &mut Partition, batch: Vec<Write>) -> Option<StorageEvent> {
                 )?,
                 Write::Done { id } => Partition::mark_done(transaction, *id)?,
                 Write::PutAgent(agent) => Partition::put_agent(transaction, agent)?,
+                Write::SetInstances { name, instances } => {
+                    Partition::set_instances(transaction, name, *instances)?
+                }
                 Write::RemoveAgent { name } => Partition::remove_agent(transaction, name)?,
                 Write::PutState { agent, key, value } => {
                     Partition::put_state(transaction, agent, key, value)?

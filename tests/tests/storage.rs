@@ -196,6 +196,62 @@ fn a_restarted_node_redeploys_its_agents_and_a_second_node_is_refused() {
     restarted.shutdown().expect("clean stop");
 }
 
+/// The instances of `name` on each shard, as the node routes to them.
+fn instances_per_shard(node: &Node, name: &str) -> Vec<u16> {
+    let directory = node.directory();
+    let id = directory.resolve(name).expect("deployed");
+    directory
+        .get(id)
+        .expect("a record")
+        .instances_per_shard
+        .clone()
+}
+
+#[test]
+fn an_agent_scales_up_and_down_keeps_serving_and_a_restart_keeps_its_count() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let planned = persistent(directory.path(), &[]);
+    let (mut node, echo) = start_with_agent(&planned, "echo", 2);
+    assert_eq!(instances_per_shard(&node, "echo"), [1, 1]);
+    assert_eq!(node.scale("echo", 5).expect("scaled up"), (2, 5));
+    assert_eq!(
+        instances_per_shard(&node, "echo"),
+        [3, 2],
+        "the fewest first"
+    );
+    assert_eq!(node.scale("echo", 3).expect("scaled down"), (5, 3));
+    // 3 → 2 on shard 0, then a tie: the lower shard first.
+    assert_eq!(instances_per_shard(&node, "echo"), [1, 2], "the most first");
+    // Each shard that runs it keeps one: its queued messages are its own.
+    assert!(matches!(
+        node.scale("echo", 1),
+        Err(NodeError::Refused(reason)) if reason.contains("scales down to 2")
+    ));
+    assert!(matches!(node.scale("echo", 0), Err(NodeError::Refused(_))));
+    assert!(matches!(
+        node.scale("ghost", 2),
+        Err(NodeError::UnknownAgent(_))
+    ));
+    let mut client = node.client().expect("client");
+    for round in 0..20u8 {
+        let reply = client
+            .request(echo, vec![round], TIMEOUT)
+            .expect("answered");
+        assert_eq!(reply.content, [round]);
+    }
+    drop(client);
+    node.shutdown().expect("clean stop");
+
+    let mut restarted = Node::start(&planned.profile, &planned.plan).expect("restarts");
+    restarted.recover().expect("recovers");
+    assert_eq!(
+        instances_per_shard(&restarted, "echo"),
+        [1, 2],
+        "the scaled count, not the deployed one"
+    );
+    restarted.shutdown().expect("clean stop");
+}
+
 #[test]
 fn without_persistence_a_durable_send_is_refused_with_the_reason() {
     let planned = plan_on_this_machine(&["low-latency"], &[]);
