@@ -1360,16 +1360,25 @@ impl ShardCore {
             self.fail(&envelope, "unknown-agent", now, io);
             return;
         };
-        // Waiting for the directory, stored messages queue in memory: bounded
-        // like a mailbox, and refused before they are stored, never after.
-        if self.awaiting_directory
-            && self.deferred.len()
-                + self
-                    .ledger
-                    .as_ref()
-                    .map_or(0, DurabilityLedger::waiting_len)
-                >= self.mailbox_capacity
-        {
+        // A stored message is owed its handling, however long it waits, so
+        // what the shard holds in memory is bounded here, like a mailbox:
+        // refused before it is stored, never after.
+        let waiting = self.deferred.len()
+            + self
+                .ledger
+                .as_ref()
+                .map_or(0, DurabilityLedger::waiting_len);
+        // A sender's durable send, past `queue_size` owed messages (in the
+        // lanes, held, waiting for the directory or their writes) or twice
+        // `queue_bytes`: its agents are not keeping up, and the sender hears
+        // so. A chain's hop is not refused for that (its parent would stay
+        // unfinished until the next start); its parents bound it.
+        let behind = parent.is_none()
+            && (self.owed_in_lanes + self.held.len() + waiting >= self.mailbox_capacity
+                || self.waiting_bytes.saturating_add(envelope.content.len())
+                    > self.waiting_bytes_max.saturating_mul(2));
+        // Waiting for the directory, hops as well.
+        if behind || (self.awaiting_directory && waiting >= self.mailbox_capacity) {
             self.metrics.refused += 1;
             self.refuse_unstored(&envelope, parent, "backlog-full", now, io);
             return;

@@ -1052,6 +1052,38 @@ fn a_durable_send_is_acknowledged_only_once_stored() {
 }
 
 #[test]
+fn durable_sends_past_a_mailbox_of_owed_messages_are_refused_before_they_are_stored() {
+    let mut core = core(2, true);
+    let mut io = RecordingIo::new(3, 0);
+    // Two stored and owed, their agent not handling them yet.
+    for _ in 0..2 {
+        core.on_arrival(durable_request(ECHO), 0, &mut io);
+        let id = persisted_id(&mut io);
+        core.on_storage_event(StorageEvent::Durable(vec![id]), 1, &mut io);
+    }
+    let agreed = io.take(CLIENT_PORT);
+    assert_eq!(agreed.len(), 2);
+    // A third is not stored (it would be owed for ever behind them): its
+    // sender hears so, as a refusal, not an acceptance.
+    core.on_arrival(durable_request(ECHO), 2, &mut io);
+    assert!(io.writes.is_empty(), "not stored");
+    let refused = io.take(CLIENT_PORT);
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].performative, Performative::Refuse);
+    assert!(
+        String::from_utf8_lossy(&refused[0].content).contains("backlog-full"),
+        "{:?}",
+        String::from_utf8_lossy(&refused[0].content)
+    );
+    // Once handled, there is room again.
+    let mut agents = echo_agents();
+    while core.handle_next(3, &mut agents, &mut io).is_some() {}
+    io.writes.clear();
+    core.on_arrival(durable_request(ECHO), 4, &mut io);
+    persisted_id(&mut io);
+}
+
+#[test]
 fn a_parent_is_finished_only_when_every_child_is_stored() {
     let mut core = core(8, true);
     let mut agents = FakeAgents::default();
