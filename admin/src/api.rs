@@ -560,9 +560,8 @@ async fn scale(context: &Context, name: String, count: u16) -> Answer {
         })
         .await
         .map_err(|_| shutting_down())?;
-    if scaled.is_ok() {
-        publish_agents(context).await;
-    }
+    // A scale that stopped part way changed the count too.
+    publish_agents(context).await;
     scaled
 }
 

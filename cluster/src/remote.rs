@@ -397,8 +397,9 @@ pub fn read_batch(frame: &[u8], max_frame: usize) -> Result<RemoteBatch, WireErr
 /// ([`RemoteRouter::too_large`]).
 #[derive(Debug, PartialEq, Eq)]
 pub enum TooLarge {
-    /// Its sender here is answered.
-    Answer(Envelope),
+    /// For this node's shards: its sender's answer, and for a chain's hop
+    /// the settlement of its parent.
+    Local(Vec<Envelope>),
     /// An answer for another node's sender: this `failure` goes in its place.
     SendInstead(RemoteMessage),
     /// Nobody to tell (counted).
@@ -816,8 +817,9 @@ impl RemoteRouter {
     /// cross. Its sender here is answered `failure` (`refused:too-large`);
     /// an answer for a sender on `node` is replaced by that `failure`, so
     /// the requester there hears why rather than nothing; a hop of a
-    /// durable chain leaves custody (it would be refused at every resend;
-    /// its parent runs again after a restart, as for a hop its host refused).
+    /// durable chain leaves custody and settles its parent, as one past its
+    /// deadline does (it would be refused again at every resend, and at
+    /// every run of its parent after a restart).
     pub fn too_large(
         &mut self,
         node: SocketAddr,
@@ -825,14 +827,27 @@ impl RemoteRouter {
         local: &impl LocalSide,
     ) -> TooLarge {
         const REASON: &str = "refused:too-large";
+        let mut settled = Vec::new();
         if message.hop != 0 && self.hops.remove(&message.hop).is_some() {
             self.counters.hops_refused += 1;
+            if let Some(parent) = message.chained {
+                settled.push(Envelope::chain_ack(
+                    parent,
+                    local.now_ns(),
+                    local.participant(),
+                ));
+            }
         }
         if message.sender.is_some() {
-            return match self.unsent(node, message, REASON, local) {
-                Some(answer) => TooLarge::Answer(answer),
-                None => TooLarge::Dropped,
+            settled.extend(self.unsent(node, message, REASON, local));
+            return if settled.is_empty() {
+                TooLarge::Dropped
+            } else {
+                TooLarge::Local(settled)
             };
+        }
+        if !settled.is_empty() {
+            return TooLarge::Local(settled);
         }
         match message.target {
             Target::Address(to)

@@ -1035,8 +1035,11 @@ fn a_message_too_large_to_cross_is_refused_to_its_sender_or_replaced_by_a_failur
     else {
         panic!("sent");
     };
-    let TooLarge::Answer(answer) = a.too_large(c, request.clone(), &a_side) else {
+    let TooLarge::Local(answers) = a.too_large(c, request.clone(), &a_side) else {
         panic!("its sender is answered");
+    };
+    let [answer] = answers.as_slice() else {
+        panic!("one answer: {answers:?}");
     };
     assert_eq!(answer.receiver, request_from_instance().sender);
     assert_eq!(

@@ -243,7 +243,7 @@ impl ClusterSettings {
             })?;
             // Without certificates nothing leaves the machine: a seed
             // beyond it would only have every frame dropped.
-            if trial && !first.ip().is_loopback() {
+            if trial && !first.ip().to_canonical().is_loopback() {
                 return Err(SettingsError {
                     key,
                     message: format!(

@@ -1743,7 +1743,11 @@ impl ClusterNode {
         for (to, message) in too_large {
             debug!(peer = %to, bytes = message.content.len(), "cluster: a message too large to cross nodes");
             match remote.router.too_large(to, message, local) {
-                TooLarge::Answer(answer) => remote.router.deliver_answer(answer, 0, local),
+                TooLarge::Local(answers) => {
+                    for answer in answers {
+                        remote.router.deliver_answer(answer, 0, local);
+                    }
+                }
                 TooLarge::SendInstead(failure) => messages.push((to, failure)),
                 TooLarge::Dropped => {}
             }

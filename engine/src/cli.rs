@@ -533,9 +533,10 @@ pub enum AgentsCommand {
         #[command(flatten)]
         endpoint: Endpoint,
     },
-    /// Run more or fewer instances of a deployed agent: added on the shards
-    /// that run it, removed from the busiest in count first; a handler on a
-    /// removed instance finishes first. Kept across restarts with persistence.
+    /// Run more or fewer instances of a deployed agent: added first on
+    /// shards that do not run it yet, removed from the shard with the most
+    /// first; a handler on a removed instance finishes first. Kept across
+    /// restarts with persistence.
     Scale {
         /// The agent's name.
         name: String,

@@ -206,6 +206,9 @@ pub struct Node {
     clock: NodeClock,
     plan: PlacementPlan,
     max_agents: usize,
+    /// Each deployed agent's module and limits, so scaling can start it on
+    /// a shard that does not run it yet.
+    deployed: std::collections::HashMap<AgentId, DeployedAgent>,
     /// `runtime.client_spin_before_park`, for each client.
     client_spin: Option<Duration>,
     /// How the gossip shard polls the remote port before it parks.
@@ -217,6 +220,13 @@ pub struct Node {
     tick_demand: Arc<TickDemand>,
     /// Held while the node runs with persistence: no second node on its data directory.
     _storage_lock: Option<caxton_storage::DirectoryLock>,
+}
+
+/// What a node keeps of a deployed agent to start it on another shard.
+struct DeployedAgent {
+    module: caxton_agents::CompiledModule,
+    source: Arc<[u8]>,
+    limits: caxton_profiles::AgentLimits,
 }
 
 /// Work for the gossip shard's thread: runs until the stop signal it is given is requested.
@@ -315,6 +325,7 @@ impl Node {
             clock,
             plan: plan.clone(),
             max_agents: profile.runtime.max_agents as usize,
+            deployed: std::collections::HashMap::new(),
             client_spin: profile
                 .runtime
                 .client_spin_before_park
@@ -675,6 +686,14 @@ impl Node {
             deployed.push(shard);
         }
         self.publish(next);
+        self.deployed.insert(
+            id,
+            DeployedAgent {
+                module,
+                source,
+                limits: limits.clone(),
+            },
+        );
         Ok(id)
     }
 
@@ -686,6 +705,7 @@ impl Node {
             .ok_or_else(|| NodeError::UnknownAgent(name.to_owned()))?;
         // Unpublish first, so nothing new is routed to it while it goes.
         self.publish(directory.without_agent(id));
+        self.deployed.remove(&id);
         for shard in 0..self.data_shards() {
             let (ack, answer) = mpsc::channel();
             let name = name.to_owned();
@@ -694,13 +714,15 @@ impl Node {
         Ok(())
     }
 
-    /// Scale agent `name` to `instances` instances in all: added on the
-    /// shards that run it now, the one with the fewest first; removed from
+    /// Scale agent `name` to `instances` instances in all. Added first on
+    /// the shards it may run on (its pinned ones, or all) that do not run
+    /// it yet, since an agent's instances on one shard take turns (they
+    /// share its state there); then on those with the fewest. Removed from
     /// the one with the most first (a handler running on a removed
-    /// instance finishes first, and its sender is answered as ever).
-    /// Every shard that runs it keeps one at least: the messages queued
-    /// there (stored ones in that shard's partition) are that shard's to
-    /// handle. Returns the count before and after; a start that fails (the
+    /// instance finishes first, and its sender is answered as ever). Every
+    /// shard that runs it keeps one at least: the messages queued there
+    /// (stored ones in that shard's partition) are that shard's to handle.
+    /// Returns the count before and after; a start that fails (the
     /// instance pool full, say) stops there, with what was reached in the
     /// error.
     pub fn scale(&mut self, name: &str, instances: u16) -> Result<(u16, u16), NodeError> {
@@ -717,23 +739,39 @@ impl Node {
             .get(id)
             .map(|record| record.instances_per_shard.clone())
             .unwrap_or_default();
-        let hosting: Vec<usize> = (0..counts.len())
-            .filter(|&shard| counts[shard] > 0)
-            .collect();
         let before: u16 = counts.iter().sum();
-        if usize::from(instances) < hosting.len() {
+        let hosting = counts.iter().filter(|&&count| count > 0).count();
+        if usize::from(instances) < hosting {
             return Err(NodeError::Refused(format!(
-                "`{name}` runs on {} shards, each keeping an instance at least: it scales down to {} (undeploy it and deploy it with fewer instances to go lower)",
-                hosting.len(),
-                hosting.len()
+                "`{name}` runs on {hosting} shards, each keeping an instance at least: it scales down to {hosting} (undeploy it and deploy it with fewer instances to go lower)"
             )));
         }
+        let candidates: Vec<usize> = match self
+            .plan
+            .pinned_agents
+            .iter()
+            .find(|pinning| pinning.agent_name == name)
+        {
+            Some(pinning) => pinning.data_shards.clone(),
+            None => (0..counts.len()).collect(),
+        };
         let mut now = before;
         while now < instances {
-            let Some(&shard) = hosting.iter().min_by_key(|&&shard| (counts[shard], shard)) else {
+            // A shard without it first (started there as at a deploy), else
+            // the one with the fewest.
+            let Some(&shard) = candidates
+                .iter()
+                .filter(|&&shard| shard < counts.len())
+                .min_by_key(|&&shard| (counts[shard], shard))
+            else {
                 break;
             };
-            if let Err(error) = self.start_instance(name, shard, false) {
+            let started = if counts[shard] == 0 {
+                self.start_on_new_shard(id, name, shard)
+            } else {
+                self.start_instance(name, shard, false).map(|_| ())
+            };
+            if let Err(error) = started {
                 return Err(NodeError::Refused(format!(
                     "`{name}` reached {now} of {instances} instances: {error}"
                 )));
@@ -742,10 +780,9 @@ impl Node {
             now += 1;
         }
         while now > instances {
-            let Some(&shard) = hosting
-                .iter()
-                .filter(|&&shard| counts[shard] > 1)
-                .max_by_key(|&&shard| (counts[shard], std::cmp::Reverse(shard)))
+            let Some(shard) = (0..counts.len())
+                .filter(|&shard| counts[shard] > 1)
+                .max_by_key(|&shard| (counts[shard], std::cmp::Reverse(shard)))
             else {
                 break;
             };
@@ -756,6 +793,38 @@ impl Node {
             now -= 1;
         }
         Ok((before, now))
+    }
+
+    /// Start agent `id` (`name`) with one instance on `shard`, which does
+    /// not run it yet, as a deploy there would (its partition records it).
+    fn start_on_new_shard(
+        &mut self,
+        id: AgentId,
+        name: &str,
+        shard: usize,
+    ) -> Result<(), NodeError> {
+        let deployed = self.deployed.get(&id).ok_or_else(|| {
+            NodeError::Refused(format!(
+                "`{name}`'s module is not at hand to start it on shard {shard}"
+            ))
+        })?;
+        let (ack, answer) = mpsc::channel();
+        let command = Control::Deploy {
+            id,
+            name: name.to_owned(),
+            module: deployed.module.clone(),
+            source: Arc::clone(&deployed.source),
+            instances: 1,
+            limits: deployed.limits.clone(),
+            ack,
+        };
+        self.command(shard, command, &answer)?
+            .map_err(|error| NodeError::Deploy {
+                agent: name.to_owned(),
+                error,
+            })?;
+        self.adjust_instances(id, shard, 1);
+        Ok(())
     }
 
     /// Start one more instance of `name` on `shard`; returns whether a warm

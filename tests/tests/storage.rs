@@ -232,6 +232,17 @@ fn an_agent_scales_up_and_down_keeps_serving_and_a_restart_keeps_its_count() {
         node.scale("ghost", 2),
         Err(NodeError::UnknownAgent(_))
     ));
+    // One instance runs on one shard; a second goes where it does not run
+    // yet (an agent's instances on one shard take turns).
+    node.deploy(
+        "counter",
+        &example("counter"),
+        1,
+        &planned.profile.agent_limits("counter"),
+    )
+    .expect("deployed");
+    assert_eq!(node.scale("counter", 2).expect("scaled up"), (1, 2));
+    assert_eq!(instances_per_shard(&node, "counter"), [1, 1]);
     let mut client = node.client().expect("client");
     for round in 0..20u8 {
         let reply = client
@@ -249,6 +260,7 @@ fn an_agent_scales_up_and_down_keeps_serving_and_a_restart_keeps_its_count() {
         [1, 2],
         "the scaled count, not the deployed one"
     );
+    assert_eq!(instances_per_shard(&restarted, "counter"), [1, 1]);
     restarted.shutdown().expect("clean stop");
 }
 
