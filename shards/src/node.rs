@@ -589,15 +589,7 @@ impl Node {
             ));
         }
         let shards = self.data_shards();
-        let candidates: Vec<usize> = match self
-            .plan
-            .pinned_agents
-            .iter()
-            .find(|pinning| pinning.agent_name == name)
-        {
-            Some(pinning) => pinning.data_shards.clone(),
-            None => (0..shards).collect(),
-        };
+        let candidates = self.shards_for(name);
         if candidates.is_empty() {
             return Err(NodeError::Refused(format!(
                 "agent `{name}` is pinned to no data shard"
@@ -608,6 +600,20 @@ impl Node {
         let first = self.directory().len() % candidates.len();
         let instances_per_shard = spread_instances(instances, &candidates, first, shards);
         self.deploy_placed(name, source, &instances_per_shard, limits)
+    }
+
+    /// The data shards agent `name` may run on: those of its cores when it
+    /// is pinned (`runtime.cpu_affinity.pinned_agents`), else all.
+    fn shards_for(&self, name: &str) -> Vec<usize> {
+        match self
+            .plan
+            .pinned_agents
+            .iter()
+            .find(|pinning| pinning.agent_name == name)
+        {
+            Some(pinning) => pinning.data_shards.clone(),
+            None => (0..self.data_shards()).collect(),
+        }
     }
 
     /// Deploy `source` as agent `name` with exactly `instances_per_shard[i]`
@@ -746,15 +752,7 @@ impl Node {
                 "`{name}` runs on {hosting} shards, each keeping an instance at least: it scales down to {hosting} (undeploy it and deploy it with fewer instances to go lower)"
             )));
         }
-        let candidates: Vec<usize> = match self
-            .plan
-            .pinned_agents
-            .iter()
-            .find(|pinning| pinning.agent_name == name)
-        {
-            Some(pinning) => pinning.data_shards.clone(),
-            None => (0..counts.len()).collect(),
-        };
+        let candidates = self.shards_for(name);
         let mut now = before;
         while now < instances {
             // A shard without it first (started there as at a deploy), else

@@ -258,6 +258,14 @@ fn request(to: AgentId, content: &[u8], sent_at_ns: u64) -> Envelope {
     }
 }
 
+/// The agent and content of the last handler the fake agents ran.
+fn last_run(agents: &FakeAgents) -> Option<(AgentId, &[u8])> {
+    agents
+        .runs
+        .last()
+        .map(|(agent, content)| (*agent, content.as_slice()))
+}
+
 fn echo_agents() -> FakeAgents {
     FakeAgents {
         behaviours: HashMap::from([(ECHO, Behaviour::Echo)]),
@@ -737,10 +745,7 @@ fn sends_route_to_other_shards_and_full_rings_refuse_the_sender() {
     assert_eq!(core.queued(), 1);
     assert!(core.handle_next(2, &mut agents, &mut io).is_some());
     assert_eq!(
-        agents
-            .runs
-            .last()
-            .map(|(agent, content)| (*agent, content.as_slice())),
+        last_run(&agents),
         Some((ECHO, &b"caxton:refused:ring-full"[..]))
     );
 }
@@ -946,10 +951,7 @@ fn a_shard_backlog_that_never_moves_refuses_what_waited_behind_its_answers() {
     assert_eq!((metrics.undeliverable, metrics.refused), (1, 1));
     assert!(core.handle_next(1_200, &mut agents, &mut io).is_some());
     assert_eq!(
-        agents
-            .runs
-            .last()
-            .map(|(agent, content)| (*agent, content.as_slice())),
+        last_run(&agents),
         Some((ECHO, &b"caxton:refused:ring-full"[..]))
     );
 }
@@ -1242,13 +1244,7 @@ fn a_redelivered_message_outwaits_the_delivery_timeout() {
     let handled = core.handle_next(1_000_000, &mut agents, &mut io);
     assert!(handled.is_some());
     assert_eq!(core.metrics_mut().timeouts, 0, "not answered timeout");
-    assert_eq!(
-        agents
-            .runs
-            .last()
-            .map(|(agent, content)| (*agent, content.as_slice())),
-        Some((ECHO, &b"again"[..]))
-    );
+    assert_eq!(last_run(&agents), Some((ECHO, &b"again"[..])));
 }
 
 /// Neither the wait for the directory nor one in the mailbox ends a stored
