@@ -186,11 +186,30 @@ pub async fn serve(
     // rather than cutting their connections, for a bounded time.
     let _ = stopping.send(true);
     context.senders.stopping(SENDS_STOP_GRACE);
+    // Callers that arrive meanwhile are told the node is stopping (503
+    // `shutting-down`), rather than left in the listener's backlog to be
+    // reset when it closes.
+    let refusing = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_request| async {
+                    Ok::<_, Infallible>(crate::api::shutting_down())
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .keep_alive(false)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
     let drained = tokio::time::timeout(
         STOP_GRACE,
         permits.acquire_many(u32::try_from(max_connections).unwrap_or(u32::MAX)),
     )
     .await;
+    refusing.abort();
     if drained.is_err() {
         warn!(
             "admin endpoint: requests still in flight {} s after the stop; closing them",

@@ -1202,7 +1202,16 @@ fn a_clean_stop_answers_sends_in_flight_through_the_endpoint() {
         })
         .collect();
     let stopped_at = Instant::now();
-    let (status, log) = running.terminate();
+    running.signal_stop();
+    // While the stop waits for the sends in flight, a new caller is told
+    // the node is stopping, not reset by a listener that closed.
+    std::thread::sleep(Duration::from_millis(200));
+    let late = AdminClient::new(running.admin_address(), None)
+        .expect("client")
+        .get("/v1/node");
+    let late = late.unwrap_or_else(|error| panic!("a caller during the stop was cut: {error}"));
+    assert_error(&late, StatusCode::SERVICE_UNAVAILABLE, "shutting-down");
+    let (status, log) = running.wait_for_exit();
     let unanswered = unanswered
         .join()
         .expect("the sender")

@@ -65,9 +65,19 @@ impl RunningEngine {
     }
 
     /// Stop with SIGTERM and return the exit status and the rest of the log.
-    pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
+    pub fn terminate(self) -> (std::process::ExitStatus, String) {
+        self.signal_stop();
+        self.wait_for_exit()
+    }
+
+    /// Send SIGTERM, without waiting for the node to stop.
+    pub fn signal_stop(&self) {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+    }
+
+    /// Wait for the node to exit; its exit status and the rest of the log.
+    pub fn wait_for_exit(mut self) -> (std::process::ExitStatus, String) {
         let mut rest = String::new();
         let _ = std::io::Read::read_to_string(&mut self.log, &mut rest);
         let status = self.child.wait().expect("wait");
