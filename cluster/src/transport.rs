@@ -795,18 +795,13 @@ impl Links {
                 // is only the few frames that waited for a connection.
                 Some(key) => match self.send_messages_frame(to, key, frame.clone(), false) {
                     FrameTaken::Yes => {}
-                    FrameTaken::PeerBusy => refused.push(NotSent {
+                    FrameTaken::PeerBusy => refused.push(NotSent::Refused {
                         reason: "refused:peer-busy",
-                        lane: key,
                         frame,
-                        rest_afresh: false,
                     }),
-                    FrameTaken::ConnectionEnded => refused.push(NotSent {
-                        reason: "connection-lost",
-                        lane: key,
-                        frame,
-                        rest_afresh: true,
-                    }),
+                    FrameTaken::ConnectionEnded => {
+                        refused.push(NotSent::ConnectionEnded { lane: key, frame })
+                    }
                 },
                 None => {
                     self.send(to, frame, false);
@@ -1492,11 +1487,9 @@ impl ClusterNode {
                     let frames = pending
                         .into_iter()
                         .filter_map(|(key, frame)| match key {
-                            Some(lane) => Some(NotSent {
+                            Some(_) => Some(NotSent::Refused {
                                 reason: "connection-lost",
-                                lane,
                                 frame,
-                                rest_afresh: false,
                             }),
                             None => {
                                 bump(&self.links.stats.frames_dropped);
@@ -1512,14 +1505,13 @@ impl ClusterNode {
 
     /// Frames of remote messages for `peer` that never left, answered as
     /// [`Self::send_batch`] answers a frame not taken. Where the connection
-    /// just made had ended already, its requests are answered `failure`
-    /// with the frame's reason and the rest goes again on a new connection.
-    /// Otherwise every message with a sender here is answered (requests and
-    /// one-way sends alike), and the rest (answers and notices for other
-    /// nodes' senders) is dropped: those nodes hear of a lost connection or
-    /// node their own way, and dialing again for them could go on for as
-    /// long as the peer is away. The frames are this node's own, so they
-    /// read.
+    /// just made had ended already, as for any ended connection
+    /// ([`Self::connection_ended`]). Otherwise every message with a sender
+    /// here is answered with the reason (requests and one-way sends alike),
+    /// and the rest (answers and notices for other nodes' senders) is
+    /// dropped: those nodes hear of a lost connection or node their own
+    /// way, and dialing again for them could go on for as long as the peer
+    /// is away. The frames are this node's own, so they read.
     fn frames_not_sent<L: LocalSide>(
         &mut self,
         me: &NodeId,
@@ -1528,7 +1520,9 @@ impl ClusterNode {
         remote: &mut Remote<L>,
     ) {
         for not_sent in frames {
-            let batch = match crate::remote::read_batch(&not_sent.frame, usize::MAX) {
+            let (NotSent::Refused { frame, .. } | NotSent::ConnectionEnded { frame, .. }) =
+                &not_sent;
+            let batch = match crate::remote::read_batch(frame, usize::MAX) {
                 Ok(batch) => batch,
                 Err(error) => {
                     bump(&self.links.stats.frames_dropped);
@@ -1536,30 +1530,53 @@ impl ClusterNode {
                     continue;
                 }
             };
-            let (answered, rest): (Vec<_>, Vec<_>) =
-                batch.messages.into_iter().partition(|message| {
-                    message.sender.is_some() && (message.reply_with != 0 || !not_sent.rest_afresh)
-                });
-            remote.refused(peer, answered, not_sent.reason);
-            if rest.is_empty() {
-                continue;
-            }
-            let count = rest.len();
-            let frame = RemoteBatch {
-                from: me.clone(),
-                messages: rest,
-            }
-            .encode_frame(wire::FrameHeader { nonce: 0, seq: 0 });
-            let sent = not_sent.rest_afresh
-                && self
-                    .links
-                    .send_messages_frame(peer, not_sent.lane, frame, true)
-                    == FrameTaken::Yes;
-            if sent {
-                remote.router.sent(count);
-            } else {
+            let reason = match not_sent {
+                NotSent::ConnectionEnded { lane, .. } => {
+                    self.connection_ended(me, peer, lane, batch.messages, remote);
+                    continue;
+                }
+                NotSent::Refused { reason, .. } => reason,
+            };
+            let (answered, rest): (Vec<_>, Vec<_>) = batch
+                .messages
+                .into_iter()
+                .partition(|message| message.sender.is_some());
+            remote.refused(peer, answered, reason);
+            if !rest.is_empty() {
                 bump(&self.links.stats.frames_dropped);
             }
+        }
+    }
+
+    /// `messages` for `to`'s lane `lane` found its connection ended: their
+    /// requests are answered not sent, and what was in flight on it lost
+    /// once this round's frames are all out (`lose_broken_links`). The
+    /// rest (answers, notices, one-way messages) nobody could be told of:
+    /// they go on a new connection.
+    fn connection_ended<L: LocalSide>(
+        &mut self,
+        me: &NodeId,
+        to: SocketAddr,
+        lane: u64,
+        messages: Vec<RemoteMessage>,
+        remote: &mut Remote<L>,
+    ) {
+        let (requests, rest): (Vec<_>, Vec<_>) = messages
+            .into_iter()
+            .partition(|message| message.sender.is_some() && message.reply_with != 0);
+        remote.refused(to, requests, "connection-lost");
+        if rest.is_empty() {
+            return;
+        }
+        let count = rest.len();
+        let frame = RemoteBatch {
+            from: me.clone(),
+            messages: rest,
+        }
+        .encode_frame(wire::FrameHeader { nonce: 0, seq: 0 });
+        match self.links.send_messages_frame(to, lane, frame, true) {
+            FrameTaken::Yes => remote.router.sent(count),
+            _ => bump(&self.links.stats.frames_dropped),
         }
     }
 
@@ -1778,28 +1795,8 @@ impl ClusterNode {
             FrameTaken::Yes => remote.router.sent(count),
             // The peer applies back-pressure: refused, as a full ring is.
             FrameTaken::PeerBusy => remote.refused(to, batch.messages, "refused:peer-busy"),
-            // Its requests are answered not sent, and what was in flight on
-            // it lost once this round's frames are all out
-            // (`lose_broken_links`). The rest (answers, notices, one-way
-            // messages) nobody could be told of: they go on a new connection.
             FrameTaken::ConnectionEnded => {
-                let (requests, rest): (Vec<_>, Vec<_>) = batch
-                    .messages
-                    .into_iter()
-                    .partition(|message| message.sender.is_some() && message.reply_with != 0);
-                remote.refused(to, requests, "connection-lost");
-                if !rest.is_empty() {
-                    let count = rest.len();
-                    let frame = RemoteBatch {
-                        from: me.clone(),
-                        messages: rest,
-                    }
-                    .encode_frame(wire::FrameHeader { nonce: 0, seq: 0 });
-                    match self.links.send_messages_frame(to, lane, frame, true) {
-                        FrameTaken::Yes => remote.router.sent(count),
-                        _ => bump(&self.links.stats.frames_dropped),
-                    }
-                }
+                self.connection_ended(me, to, lane, batch.messages, remote);
             }
         }
     }
@@ -2068,15 +2065,16 @@ const ANSWER_ROOM_POLL: Duration = Duration::from_micros(200);
 
 /// A frame of remote messages that waited for a connection and was not
 /// taken (see [`ClusterNode::frames_not_sent`]).
-struct NotSent {
-    /// Why, as its senders are told.
-    reason: &'static str,
-    /// The lane it waited for.
-    lane: u64,
-    frame: Vec<u8>,
-    /// Whether what its senders are not told of goes again, on a new
-    /// connection.
-    rest_afresh: bool,
+enum NotSent {
+    /// Refused for `reason` (a busy peer, a dial that failed), as its
+    /// senders are told.
+    Refused {
+        reason: &'static str,
+        frame: Vec<u8>,
+    },
+    /// The connection just made had ended already: sent again, on lane
+    /// `lane` of the next.
+    ConnectionEnded { lane: u64, frame: Vec<u8> },
 }
 
 /// Probe intervals a starting node waits at most for the directory to

@@ -332,6 +332,20 @@ impl Envelope {
         }
     }
 
+    /// Whether it answers a request (a reply, or the engine's `failure` in
+    /// place of one).
+    pub fn is_answer(&self) -> bool {
+        self.in_reply_to != 0
+    }
+
+    /// Whether the node owes it to its receiver whatever the bounds and
+    /// deadlines: an answer (its requester waits for nothing else; a
+    /// gatherer holding a deferred reply open on it would wait for ever),
+    /// or a stored message (acknowledged, or redelivered: at least once).
+    pub fn is_owed(&self) -> bool {
+        self.is_answer() || matches!(self.durability, Durability::Stored(_))
+    }
+
     /// What an answer to this message needs from it.
     pub fn reply_path(&self) -> ReplyPath {
         ReplyPath {

@@ -18,7 +18,7 @@
 
 use std::collections::VecDeque;
 
-use crate::envelope::{Durability, Envelope, PriorityClass};
+use crate::envelope::{Envelope, PriorityClass};
 
 /// The mailbox's limits, from the profile.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,24 +104,23 @@ impl Mailbox {
     /// Accept `envelope` at `now_ns` even past the capacity: a message the
     /// node already promised to handle (a stored one) is never handed back.
     ///
-    /// An answer, and a stored message, get no deadline: the one is handed
-    /// to its requester however late (it may be all that requester waits
-    /// for), and the other is owed its handling once acknowledged (at least
-    /// once; only `messaging.message_ttl` ends its life unhandled).
+    /// An owed message ([`Envelope::is_owed`]: an answer, a stored message)
+    /// gets no deadline: the one is handed to its requester however late,
+    /// and the other is handled at least once (only
+    /// `messaging.message_ttl` ends its life unhandled).
     pub fn push_owed(&mut self, mut envelope: Envelope, now_ns: u64) {
         let class = usize::from(envelope.priority.0).min(self.classes.len() - 1);
-        envelope.deadline_ns =
-            if envelope.in_reply_to != 0 || matches!(envelope.durability, Durability::Stored(_)) {
-                Envelope::NO_DEADLINE
-            } else {
-                let deadline = envelope
-                    .deadline_ns
-                    .min(now_ns.saturating_add(self.config.delivery_timeout_ns));
-                match self.config.class_max_latency_ns[class] {
-                    Some(max_latency) => deadline.min(now_ns.saturating_add(max_latency)),
-                    None => deadline,
-                }
-            };
+        envelope.deadline_ns = if envelope.is_owed() {
+            Envelope::NO_DEADLINE
+        } else {
+            let deadline = envelope
+                .deadline_ns
+                .min(now_ns.saturating_add(self.config.delivery_timeout_ns));
+            match self.config.class_max_latency_ns[class] {
+                Some(max_latency) => deadline.min(now_ns.saturating_add(max_latency)),
+                None => deadline,
+            }
+        };
         self.classes[class].push_back(envelope);
         self.len += 1;
     }
@@ -240,7 +239,7 @@ mod tests {
     fn a_stored_message_never_expires() {
         let mut mailbox = Mailbox::new(config(10));
         let stored = Envelope {
-            durability: Durability::Stored(3),
+            durability: crate::Durability::Stored(3),
             deadline_ns: 5,
             ..message(0, 1)
         };

@@ -153,7 +153,7 @@ pub(crate) struct ShardCore {
     /// Messages the lanes hold together, kept as they push and pop so that
     /// admitting a message does not sum every lane.
     in_lanes: usize,
-    /// Of those, the owed ones (`is_owed`): never pushed out, so room that
+    /// Of those, the owed ones ([`Envelope::is_owed`]): never pushed out, so room that
     /// only they fill cannot be made (`make_room`).
     owed_in_lanes: usize,
     /// Most messages the lanes hold together (`queue_size`, within the
@@ -446,7 +446,7 @@ impl ShardCore {
         // other sends that waited behind answers for it are refused, as a
         // full ring refuses; the answers themselves cannot be.
         for envelope in refused {
-            if is_answer(&envelope) {
+            if envelope.is_answer() {
                 self.metrics.undeliverable += 1;
             } else {
                 self.refuse(&envelope, "refused:ring-full", now, io);
@@ -873,7 +873,7 @@ impl ShardCore {
             }
         };
         let client_slot = self.client_slot(target);
-        let answer = is_answer(&envelope);
+        let answer = envelope.is_answer();
         let backlog = match client_slot {
             Some(slot) => grown_to(&mut self.for_clients, slot),
             None if waits || answer => grown_to(&mut self.for_peers, target),
@@ -913,7 +913,7 @@ impl ShardCore {
         let trace = envelope.trace;
         let number = agent.map_or(0, |agent| agent.0 as usize);
         let bytes = envelope.content.len();
-        let owed = is_owed(&envelope);
+        let owed = envelope.is_owed();
         // A stored message or an answer is owed its handling: admitted past the bounds.
         if !self.has_room_for(bytes)
             && !self.passes_bounds(&envelope, self.in_lanes, self.mailbox_capacity)
@@ -941,14 +941,14 @@ impl ShardCore {
     }
 
     /// Whether `envelope` is taken whatever a bound (`count` of `bound`)
-    /// says: a stored message always; an answer (see [`is_owed`]) up to
+    /// says: a stored message always; an answer (see [`Envelope::is_owed`]) up to
     /// twice the bound, messages and bytes, since an agent may `reply` more
     /// than once to one request, and past the bound a misbehaving one would
     /// grow a neighbour's mailbox without end.
     fn passes_bounds(&self, envelope: &Envelope, count: usize, bound: usize) -> bool {
         match envelope.durability {
             Durability::Stored(_) => true,
-            _ if is_answer(envelope) => {
+            _ if envelope.is_answer() => {
                 count < bound.saturating_mul(2)
                     && self.waiting_bytes.saturating_add(envelope.content.len())
                         <= self.waiting_bytes_max.saturating_mul(2)
@@ -1012,7 +1012,7 @@ impl ShardCore {
             let victim = AgentId(busiest as u32);
             let lane = self.lane_of(busiest);
             let Some(pushed_out) = self.lanes[lane].take_newest(priority, |envelope| {
-                receiver_agent(envelope) == Some(victim) && !is_owed(envelope)
+                receiver_agent(envelope) == Some(victim) && !envelope.is_owed()
             }) else {
                 return false;
             };
@@ -1030,7 +1030,7 @@ impl ShardCore {
     /// `envelope` left the lanes (popped or pushed out): uncount it.
     fn left_lanes(&mut self, envelope: &Envelope) {
         self.in_lanes -= 1;
-        self.owed_in_lanes -= usize::from(is_owed(envelope));
+        self.owed_in_lanes -= usize::from(envelope.is_owed());
         self.waiting_bytes = self.waiting_bytes.saturating_sub(envelope.content.len());
         if let Some(count) = receiver_agent(envelope)
             .and_then(|agent| self.in_lanes_per_agent.get_mut(agent.0 as usize))
@@ -1319,7 +1319,7 @@ impl ShardCore {
 
     /// Hold `envelope` until `resume_ns`, or refuse it when too many are held.
     fn hold(&mut self, envelope: Envelope, until: Until, now: u64, io: &mut impl ShardIo) {
-        // A stored message or an answer is held past the bound, as it is admitted (`is_owed`).
+        // A stored message or an answer is held past the bound, as it is admitted (`Envelope::is_owed`).
         if self.held.len() >= self.held_max
             && !self.passes_bounds(&envelope, self.held.len(), self.held_max)
         {
@@ -1508,34 +1508,12 @@ impl ShardCore {
     }
 }
 
-/// Whether the node owes `envelope` its handling whatever the bounds:
-/// - a stored message was accepted (its sender told so, or it is
-///   redelivered), and refused it would be finished unhandled. What is
-///   stored is bounded upstream (the partition writer's queue, the durable
-///   sends waiting on it);
-/// - an answer (a reply, or the engine's `failure` in place of one) is what
-///   its receiver waits for: refused, it would only be reported to its
-///   sender, and a requester holding a deferred reply open (a gatherer)
-///   would wait for ever. Answers are bounded by the requests that asked
-///   for them, which were admitted within the bounds, and past the bounds
-///   by a second bound's worth (`ShardCore::passes_bounds`), for agents
-///   that answer one request many times.
-fn is_owed(envelope: &Envelope) -> bool {
-    matches!(envelope.durability, Durability::Stored(_)) || is_answer(envelope)
-}
-
 /// The backlog at `index`, the list grown to hold it.
 fn grown_to(backlogs: &mut Vec<Backlog>, index: usize) -> &mut Backlog {
     if backlogs.len() <= index {
         backlogs.resize_with(index + 1, Backlog::default);
     }
     &mut backlogs[index]
-}
-
-/// Whether `envelope` answers a request (see [`is_owed`]); the mailbox
-/// gives it no deadline, so it is handed over however late.
-fn is_answer(envelope: &Envelope) -> bool {
-    envelope.in_reply_to != 0
 }
 
 /// The agent a message is for, if it is for an agent.
