@@ -393,8 +393,9 @@ struct SuspendedCall {
     call: Call,
     run: Rc<std::cell::Cell<RunClock>>,
     ran_ns: u64,
-    /// The instance was removed while its handler ran: drop it when it ends.
-    retire: bool,
+    /// Where its instance goes when it ends: `Retired` once the instance
+    /// was removed while the handler ran.
+    settle: Settle,
 }
 
 struct HostedAgent {
@@ -819,7 +820,7 @@ impl AgentHost {
                     .iter_mut()
                     .find(|call| call.agent == id && call.slot == slot)
                 {
-                    call.retire = true;
+                    call.settle = Settle::Retired;
                 }
                 true
             }
@@ -1021,7 +1022,7 @@ impl AgentHost {
                     call,
                     run,
                     ran_ns,
-                    retire: false,
+                    settle: Settle::BackInSlot,
                 });
                 Handling::Suspended {
                     instance: self.instance_id(id, index),
@@ -1163,18 +1164,13 @@ impl AgentHost {
                     // A retired instance's handler ends like any other: the
                     // shard hears of it (its sender is answered, a stored
                     // message finished, the agent's held messages freed).
-                    let settle = if parked.retire {
-                        Settle::Retired
-                    } else {
-                        Settle::BackInSlot
-                    };
                     finished(self.finish_call(
                         parked.agent,
                         parked.slot,
                         instance,
                         result,
                         (parked.ran_ns, slice_ns, slice_ended_ns),
-                        settle,
+                        parked.settle,
                     ));
                 }
             }
@@ -1440,7 +1436,7 @@ impl AgentHost {
 /// next slice; `None` when it may now. A retiring one (its instance
 /// removed) is never paused: it only has to end.
 fn paused_until(agents: &mut AgentTable, parked: &SuspendedCall, now_ns: u64) -> Option<u64> {
-    if parked.retire {
+    if parked.settle == Settle::Retired {
         return None;
     }
     agents
