@@ -1204,3 +1204,42 @@ fn the_hand_reader_reads_what_serde_reads() {
         }
     }
 }
+
+/// An age queue loses its settled keys from the front at each push, so
+/// with answers in order it stays as long as what waits; a key that waits
+/// long keeps the keys behind it only up to twice the bound, then they are
+/// swept and the waiting key stays.
+#[test]
+fn an_age_queue_drops_settled_keys_and_stays_bounded() {
+    let mut live: FxHashMap<u32, ()> = FxHashMap::default();
+    let mut order = VecDeque::new();
+    for key in 0..1_000u32 {
+        live.insert(key, ());
+        order.push_back(key);
+        drop_settled_front(&mut order, &live, 64);
+        // Answered in order, four behind.
+        if key >= 4 {
+            live.remove(&(key - 4));
+        }
+    }
+    assert!(
+        order.len() <= 5,
+        "in-order answers keep it short: {}",
+        order.len()
+    );
+    // Key 2_000 waits; everything after it is answered at once.
+    live.clear();
+    order.clear();
+    live.insert(2_000, ());
+    order.push_back(2_000);
+    for key in 2_001..2_400u32 {
+        live.insert(key, ());
+        order.push_back(key);
+        drop_settled_front(&mut order, &live, 64);
+        live.remove(&key);
+        assert!(order.len() <= 2 * 64 + 1, "bounded: {}", order.len());
+    }
+    assert_eq!(order.front(), Some(&2_000), "the waiting key is kept");
+    drop_settled_front(&mut order, &live, 64);
+    assert!(order.iter().filter(|key| live.contains_key(key)).count() == 1);
+}
