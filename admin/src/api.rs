@@ -234,6 +234,7 @@ fn counters(metrics: &ShardMetrics) -> Value {
         "throttled": metrics.throttled,
         "waited_for_clients": metrics.waited_for_clients,
         "answers_waited": metrics.answers_waited,
+        "idle_polls_contended": metrics.idle_polls_contended,
         "handlers_suspended": metrics.suspended,
         "persisted": metrics.persisted,
         "redelivered": metrics.redelivered,

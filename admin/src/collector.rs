@@ -209,6 +209,7 @@ fn shard_counters(metrics: &ShardMetrics) -> ShardCounters {
         throttled: metrics.throttled,
         waited_for_clients: metrics.waited_for_clients,
         answers_waited: metrics.answers_waited,
+        idle_polls_contended: metrics.idle_polls_contended,
         suspended: metrics.suspended,
         persisted: metrics.persisted,
         redelivered: metrics.redelivered,

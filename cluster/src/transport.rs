@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use caxton_messaging::idle_poll::PollContention;
 use caxton_profiles::{CongestionControl, QuicConfig, TcpConfig, TransportKind};
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -215,6 +216,11 @@ pub struct ClusterSnapshot {
     /// Answers for senders on this node waiting for room in a full ring.
     #[serde(default)]
     pub answers_waiting: u64,
+    /// Times the cluster loop, polling the remote port
+    /// (`runtime.spin_before_park`), found its CPU taken by another thread
+    /// and parked instead ([`caxton_messaging::idle_poll`]).
+    #[serde(default)]
+    pub idle_polls_contended: u64,
     /// The message lanes (`transport.connection_pool`).
     #[serde(default)]
     pub lanes: LaneSnapshot,
@@ -1301,6 +1307,7 @@ impl ClusterNode {
             sends: Vec::new(),
             seen_changes: u64::MAX,
             last_work: None,
+            poll_contention: PollContention::default(),
             settle_by: Some(self.settings.swim.probe_interval * DIRECTORY_SETTLE_PROBES),
         };
         let origin = Instant::now();
@@ -1330,8 +1337,17 @@ impl ClusterNode {
         );
         membership.join(&self.settings.seeds, clock());
         let mut name_twins = NameTwins::default();
+        let mut contention_told = false;
         tokio::pin!(stop);
         loop {
+            // Back from an idle poll of the remote port (the loop may have
+            // left it for any branch): away long enough, another thread
+            // has this CPU, and polling is off for a while.
+            remote.poll_contention.resumed(Instant::now);
+            if !contention_told && remote.poll_contention.contended() > 0 {
+                contention_told = true;
+                warn!("cluster: another busy thread shares the gossip shard's CPU, so polling the remote port while idle (runtime.spin_before_park) costs a scheduler slice at a time; the loop parks instead for a while each time it sees this (caxton_remote_idle_polls_contended_total). Isolate the engine's CPUs, or set runtime.spin_before_park=0 where they must be shared");
+            }
             self.flush(&mut membership, false);
             // A probe that found its peer's connection ended dialed again.
             // Answered here, and after resends below, nothing noted broken
@@ -1374,7 +1390,7 @@ impl ClusterNode {
                         self.on_event(event, &mut membership, &mut remote, clock());
                     }
                 }
-                () = wait_local(remote.local.as_ref(), remote.last_work) => {
+                () = wait_local(remote.local.as_ref(), remote.last_work, &mut remote.poll_contention) => {
                     self.pump_outbound(&membership, &mut remote);
                 }
                 () = sleep_until(deadline) => membership.advance(clock()),
@@ -1383,7 +1399,7 @@ impl ClusterNode {
                 // a closed channel must not wake the loop again and again.
                 Some(query) = queries.recv() => match query {
                     ClusterQuery::Snapshot(answer) => {
-                        let _ = answer.send(self.snapshot(&membership, &remote.router));
+                        let _ = answer.send(self.snapshot(&membership, &remote));
                     }
                     ClusterQuery::PublishAgents(agents) => {
                         membership.publish_agents(agents, clock());
@@ -1801,7 +1817,8 @@ impl ClusterNode {
         }
     }
 
-    fn snapshot(&self, membership: &Membership, router: &RemoteRouter) -> ClusterSnapshot {
+    fn snapshot<L>(&self, membership: &Membership, remote: &Remote<L>) -> ClusterSnapshot {
+        let router = &remote.router;
         let histogram = membership.convergence();
         let seconds = |nanos: u64| nanos as f64 / 1e9;
         ClusterSnapshot {
@@ -1826,6 +1843,7 @@ impl ClusterNode {
             chain_hops: router.chain_hops() as u64,
             chain_hops_waiting: router.chain_hops_waiting() as u64,
             answers_waiting: router.answers_waiting() as u64,
+            idle_polls_contended: remote.poll_contention.contended(),
             lanes: self.links.lane_context.counts.snapshot(),
             remote_peers: {
                 let mut peers: Vec<RemotePeerTraffic> = self
@@ -1982,6 +2000,7 @@ impl ClusterSnapshot {
             },
             counter("caxton_remote_chain_hops_resent_total", "Hops of durable chains sent again: unacknowledged, their host lost, or a host found at last", self.remote.hops_resent),
             counter("caxton_remote_chain_hops_expired_total", "Hops of durable chains whose deadline passed before any node stored them (answered caxton:timeout, parent settled)", self.remote.hops_expired),
+            counter("caxton_remote_idle_polls_contended_total", "Times the cluster loop, polling the remote port (runtime.spin_before_park), found its CPU taken by another thread for about a scheduler slice and parked instead of polling on for 50 ms", self.idle_polls_contended),
             counter("caxton_remote_chain_hops_refused_total", "Hops of durable chains their host refused to store (storage off or failing there): no longer sent; the parent runs again after a restart", self.remote.hops_refused),
             Family {
                 name: "caxton_remote_lanes",
@@ -2039,6 +2058,8 @@ struct Remote<L> {
     /// When the loop last moved remote messages either way: an idle loop
     /// polls for more within [`LocalSide::idle_poll`]'s window after it.
     last_work: Option<Instant>,
+    /// Whether polling the remote port while idle still pays.
+    poll_contention: PollContention,
     /// Until [`LocalSide::directory_settled`] is called: when it is called
     /// even if the directory has not settled (node-clock time).
     settle_by: Option<Duration>,
@@ -2171,13 +2192,18 @@ impl<L: LocalSide> Remote<L> {
 
 /// Resolves when the shards left messages for other nodes; never without
 /// shards. See [`poll_then_wait`] for the local side's [`IdlePoll`].
-async fn wait_local<L: LocalSide>(local: Option<&L>, last_work: Option<Instant>) {
+async fn wait_local<L: LocalSide>(
+    local: Option<&L>,
+    last_work: Option<Instant>,
+    contention: &mut PollContention,
+) {
     let Some(local) = local else {
         return std::future::pending().await;
     };
     poll_then_wait(
         local.idle_poll(),
         last_work,
+        contention,
         || local.has_outbound(),
         local.wait(),
     )
@@ -2188,18 +2214,29 @@ async fn wait_local<L: LocalSide>(local: Option<&L>, last_work: Option<Instant>)
 /// parking: each poll first lets the runtime read the sockets (a frame from
 /// another node ends the loop's wait through its own branch) and, on a
 /// shared PU, yields the CPU to the data shard that shares it. Past the
-/// window (or with none), await `wait`, which a ring ends.
+/// window (or with none), or while `contention` says another thread was
+/// seen taking this CPU, await `wait`, which a ring ends.
 async fn poll_then_wait(
     poll: Option<IdlePoll>,
     last_work: Option<Instant>,
+    contention: &mut PollContention,
     has_work: impl Fn() -> bool,
     wait: impl std::future::Future<Output = ()>,
 ) {
     if let (Some(poll), Some(last_work)) = (poll, last_work) {
-        while last_work.elapsed() < poll.window {
+        loop {
+            let now = Instant::now();
+            if contention.resumed(|| now) {
+                break;
+            }
+            if now.saturating_duration_since(last_work) >= poll.window || !contention.may_poll(now)
+            {
+                break;
+            }
             if has_work() {
                 return;
             }
+            contention.polled(now);
             if poll.yield_cpu {
                 std::thread::yield_now();
             }
@@ -2417,7 +2454,8 @@ mod tests {
 
     /// Within its window after the last remote message, an idle loop finds
     /// new ones by polling (the shards never ring it here); past the window,
-    /// or with no window, it waits for a ring and never polls.
+    /// with no window, or once another thread was seen taking its CPU
+    /// after an idle poll, it waits for a ring and never polls.
     #[test]
     fn an_idle_loop_polls_within_its_window_and_then_waits_for_a_ring() {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -2438,9 +2476,17 @@ mod tests {
                     window: Duration::from_secs(30),
                     yield_cpu,
                 };
+                // However slowly this machine runs the test, it polls on.
+                let mut patient = PollContention::with_gap(Duration::MAX);
                 tokio::time::timeout(
                     Duration::from_secs(10),
-                    poll_then_wait(Some(poll), Some(Instant::now()), has_work, never_rung()),
+                    poll_then_wait(
+                        Some(poll),
+                        Some(Instant::now()),
+                        &mut patient,
+                        has_work,
+                        never_rung(),
+                    ),
                 )
                 .await
                 .expect("found by polling, without a ring");
@@ -2453,18 +2499,30 @@ mod tests {
             let long_ago = Instant::now()
                 .checked_sub(Duration::from_secs(1))
                 .expect("an instant a second back");
-            for (poll, last_work) in [
+            let long = IdlePoll {
+                window: Duration::from_secs(30),
+                yield_cpu: true,
+            };
+            // Another thread kept the CPU from the loop (back an hour
+            // after its poll, so polling stays off however slow this run):
+            let mut contended = PollContention::default();
+            contended.polled(Instant::now());
+            assert!(contended.resumed(|| Instant::now() + Duration::from_secs(3600)));
+            for (poll, last_work, contention) in [
+                // Within the window, but contended.
+                (Some(long), Some(Instant::now()), contended),
                 // Past the window.
-                (Some(short), Some(long_ago)),
+                (Some(short), Some(long_ago), PollContention::default()),
                 // Nothing moved yet.
-                (Some(short), None),
+                (Some(short), None, PollContention::default()),
                 // No window: it parks at once.
-                (None, Some(Instant::now())),
+                (None, Some(Instant::now()), PollContention::default()),
             ] {
                 polls.set(0);
+                let mut contention = contention;
                 let waited = tokio::time::timeout(
                     Duration::from_millis(50),
-                    poll_then_wait(poll, last_work, has_work, never_rung()),
+                    poll_then_wait(poll, last_work, &mut contention, has_work, never_rung()),
                 )
                 .await;
                 assert!(waited.is_err(), "only a ring ends this wait");
@@ -2473,7 +2531,13 @@ mod tests {
             // A ring ends the wait past the window.
             tokio::time::timeout(
                 Duration::from_secs(10),
-                poll_then_wait(Some(short), Some(long_ago), has_work, async {}),
+                poll_then_wait(
+                    Some(short),
+                    Some(long_ago),
+                    &mut PollContention::default(),
+                    has_work,
+                    async {},
+                ),
             )
             .await
             .expect("the ring ends it");

@@ -6,6 +6,7 @@
 //! Decisions here are pure (time is an argument); the shards crate drives them.
 
 mod envelope;
+pub mod idle_poll;
 mod mailbox;
 mod mesh;
 

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use caxton_agents::{AgentHost, DeployError, TickDemand};
+use caxton_messaging::idle_poll::PollContention;
 use caxton_messaging::{Address, Envelope, MeshPort};
 use caxton_profiles::Profile;
 use caxton_storage::{PartitionWriter, Recovered, Write};
@@ -107,6 +108,9 @@ pub(crate) struct ShardDriver {
     /// while every shard sleeps; and the shard's index there.
     ticks: Arc<TickDemand>,
     index: usize,
+    /// Whether polling while idle still pays: not when another process's
+    /// thread takes this shard's CPU after its idle polls.
+    contention: PollContention,
 }
 
 /// What a shard's driver is built from.
@@ -178,6 +182,7 @@ impl ShardDriver {
             storage,
             ticks,
             index,
+            contention: PollContention::default(),
         })
     }
 
@@ -208,6 +213,11 @@ impl ShardDriver {
         // shard's time). The spin window runs from there.
         let mut idle_since: Option<Instant> = None;
         loop {
+            // Back from an idle poll: away long enough, another thread has
+            // this CPU, and polling is off for a while.
+            if self.contention.resumed(Instant::now) {
+                self.core.metrics_mut().idle_polls_contended += 1;
+            }
             let (control_work, stop) = self.serve_control();
             if stop {
                 self.shut_down();
@@ -239,7 +249,14 @@ impl ShardDriver {
                 continue;
             }
             let spinning = self.spin.is_some_and(|spin| {
-                idle_since.get_or_insert_with(Instant::now).elapsed() < spin.window()
+                let now = Instant::now();
+                let polling = now.saturating_duration_since(*idle_since.get_or_insert(now))
+                    < spin.window()
+                    && self.contention.may_poll(now);
+                if polling {
+                    self.contention.polled(now);
+                }
+                polling
             });
             match self.spin {
                 // Busy-poll the rings for a while after the last message: a

@@ -58,6 +58,11 @@ pub struct ShardMetrics {
     /// Answers for another shard (or the remote port) that found its ring
     /// full and waited in the shard until it had room.
     pub answers_waited: u64,
+    /// Times the shard found its CPU taken by another
+    /// thread for about a scheduler slice after an idle poll, and parked
+    /// rather than poll on (`runtime.spin_before_park`; see
+    /// [`caxton_messaging::idle_poll`]).
+    pub idle_polls_contended: u64,
     /// Messages for an agent this shard does not host (undeployed meanwhile).
     pub unknown_receiver: u64,
     /// Messages waiting for this shard when the snapshot was taken: in its
@@ -107,6 +112,7 @@ impl Default for ShardMetrics {
             undeliverable: 0,
             waited_for_clients: 0,
             answers_waited: 0,
+            idle_polls_contended: 0,
             unknown_receiver: 0,
             queue_depth: 0,
             throttled: 0,
@@ -150,6 +156,7 @@ impl ShardMetrics {
         self.undeliverable += other.undeliverable;
         self.waited_for_clients += other.waited_for_clients;
         self.answers_waited += other.answers_waited;
+        self.idle_polls_contended += other.idle_polls_contended;
         self.unknown_receiver += other.unknown_receiver;
         self.queue_depth += other.queue_depth;
         self.throttled += other.throttled;

@@ -71,6 +71,8 @@ pub struct ShardCounters {
     pub waited_for_clients: u64,
     /// Answers for another shard that waited in the shard for room in its ring.
     pub answers_waited: u64,
+    /// Times the shard found its CPU taken by another thread after an idle poll and stopped polling for a while.
+    pub idle_polls_contended: u64,
     /// Handlers that used their time slice and yielded the shard.
     pub suspended: u64,
     /// Messages made durable in the shard's storage partition.
@@ -187,7 +189,7 @@ fn node_gauges(out: &mut String, exposition: &Exposition<'_>) {
 /// One series per shard for each counter, labelled with the shard's index.
 fn per_shard_series(out: &mut String, shards: &[ShardCounters]) {
     type ShardField = fn(&ShardCounters) -> u64;
-    let per_shard: [(&str, &str, &str, ShardField); 17] = [
+    let per_shard: [(&str, &str, &str, ShardField); 18] = [
         (
             "caxton_shard_queue_depth",
             "gauge",
@@ -247,6 +249,12 @@ fn per_shard_series(out: &mut String, shards: &[ShardCounters]) {
             "counter",
             "Answers for another shard (or the remote port) that found its ring full and waited in the shard until it had room",
             |m| m.answers_waited,
+        ),
+        (
+            "caxton_shard_idle_polls_contended_total",
+            "counter",
+            "Times the shard found its CPU taken by another thread for about a scheduler slice after an idle poll, and parked instead of polling on for 50 ms (runtime.spin_before_park: isolate the shard CPUs, or set it to 0 where other busy processes share them)",
+            |m| m.idle_polls_contended,
         ),
         (
             "caxton_shard_handlers_suspended_total",

@@ -152,6 +152,74 @@ fn an_idle_shard_parks_and_a_message_wakes_it() {
     }
 }
 
+/// A polling shard that shares its CPU with a busy thread of someone
+/// else's sees its polls come back a scheduler slice late, counts it, and
+/// parks instead of polling for a while; it serves throughout. The busy
+/// thread is pinned to the shard's PU; the shard polls for a long window
+/// after each message, so the scheduler must take the PU from it meanwhile.
+#[test]
+fn a_polling_shard_that_shares_its_cpu_with_a_busy_thread_notices_and_parks() {
+    let planned = plan_on_this_machine(
+        &["low-latency"],
+        &["runtime.worker_threads=1", "runtime.spin_before_park=200ms"],
+    );
+    let mut node = Node::start(&planned.profile, &planned.plan).expect("node boots");
+    let echo = node
+        .deploy(
+            "echo",
+            &example("echo"),
+            1,
+            &planned.profile.agent_limits("echo"),
+        )
+        .expect("deployed");
+    let shard_pus = node.reports()[0].allowed_pus.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy = {
+        let stop = std::sync::Arc::clone(&stop);
+        let pu = *shard_pus.first().expect("the shard runs somewhere");
+        std::thread::spawn(move || {
+            caxton_numa::binding::bind_current_thread(&CpuBinding::Pu(pu))
+                .expect("pin the busy thread to the shard's PU");
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        })
+    };
+    let mut client = node.client().expect("client");
+    let contended = |node: &Node| {
+        node.metrics(false)
+            .expect("metrics")
+            .iter()
+            .map(|metrics| metrics.idle_polls_contended)
+            .sum::<u64>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut round = 0u32;
+    while contended(&node) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the shard never noticed the busy thread on its PU"
+        );
+        let answer = client
+            .request(echo, round.to_le_bytes().to_vec(), Duration::from_secs(10))
+            .expect("served beside the busy thread");
+        assert_eq!(answer.performative, Performative::Inform);
+        round += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Polling is off for a while now; messages are still served.
+    for round in 0..5u32 {
+        let answer = client
+            .request(echo, round.to_le_bytes().to_vec(), Duration::from_secs(10))
+            .expect("served while parked between messages");
+        assert_eq!(answer.content, round.to_le_bytes());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    busy.join().expect("the busy thread ends");
+    drop(client);
+    node.shutdown().expect("clean stop");
+}
+
 #[test]
 fn node_binding_and_memory_policies_are_applied() {
     let planned = plan_on_this_machine(
