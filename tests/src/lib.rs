@@ -104,6 +104,17 @@ pub fn example(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|error| panic!("{path}: {error}"))
 }
 
+/// Deploy example agent `name` on `node`, one instance, with the limits
+/// `profile` gives it.
+pub fn deploy_example(
+    node: &mut caxton_shards::Node,
+    profile: &Profile,
+    name: &str,
+) -> caxton_messaging::AgentId {
+    node.deploy(name, &example(name), 1, &profile.agent_limits(name))
+        .unwrap_or_else(|error| panic!("deploy {name}: {error}"))
+}
+
 /// What the kernel says of a thread: its scheduling state and how often it
 /// gave up the CPU by blocking.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,7 +7,9 @@ use caxton_messaging::Performative;
 use caxton_numa::binding::thread_pus;
 use caxton_numa::{CpuBinding, MemoryPlacement};
 use caxton_shards::{Node, NodeError, ShardRole};
-use caxton_tests::{example, plan_on_this_machine, thread_alive, thread_name, thread_status};
+use caxton_tests::{
+    deploy_example, example, plan_on_this_machine, thread_alive, thread_name, thread_status,
+};
 
 #[test]
 fn two_data_shards_run_on_their_planned_cores_and_stop_cleanly() {
@@ -121,14 +123,7 @@ fn an_idle_shard_parks_and_a_message_wakes_it() {
     for profile in ["default", "low-latency"] {
         let planned = plan_on_this_machine(&[profile], &["runtime.worker_threads=1"]);
         let mut node = Node::start(&planned.profile, &planned.plan).expect("node boots");
-        let echo = node
-            .deploy(
-                "echo",
-                &example("echo"),
-                1,
-                &planned.profile.agent_limits("echo"),
-            )
-            .expect("deployed");
+        let echo = deploy_example(&mut node, &planned.profile, "echo");
         let tid = node.reports()[0].tid;
         let mut client = node.client().expect("client");
         for round in 0..3u8 {
@@ -164,14 +159,7 @@ fn a_polling_shard_that_shares_its_cpu_with_a_busy_thread_notices_and_parks() {
         &["runtime.worker_threads=1", "runtime.spin_before_park=200ms"],
     );
     let mut node = Node::start(&planned.profile, &planned.plan).expect("node boots");
-    let echo = node
-        .deploy(
-            "echo",
-            &example("echo"),
-            1,
-            &planned.profile.agent_limits("echo"),
-        )
-        .expect("deployed");
+    let echo = deploy_example(&mut node, &planned.profile, "echo");
     let shard_pus = node.reports()[0].allowed_pus.clone();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let busy = {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use caxton_messaging::Performative;
 use caxton_shards::{Node, NodeError, NodeOptions, PersistError, SendOptions};
 use caxton_storage::{partition_path, Partition, StorageSettings};
-use caxton_tests::{example, plan_on_this_machine, Planned};
+use caxton_tests::{deploy_example, example, plan_on_this_machine, Planned};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -107,14 +107,7 @@ fn stored_messages_wait_for_the_cluster_directory_and_then_run() {
         ..NodeOptions::default()
     };
     let mut node = Node::start_with(&planned.profile, &planned.plan, options).expect("starts");
-    let echo = node
-        .deploy(
-            "echo",
-            &example("echo"),
-            1,
-            &planned.profile.agent_limits("echo"),
-        )
-        .expect("deployed");
+    let echo = deploy_example(&mut node, &planned.profile, "echo");
     let mut client = node.client().expect("client");
     let (token, id) = client
         .send_persistent(
