@@ -2506,8 +2506,11 @@ mod tests {
             // Another thread kept the CPU from the loop (back an hour
             // after its poll, so polling stays off however slow this run):
             let mut contended = PollContention::default();
-            contended.polled(Instant::now());
-            assert!(contended.resumed(|| Instant::now() + Duration::from_secs(3600)));
+            for strike in [false, true] {
+                contended.polled(Instant::now());
+                let later = Instant::now() + Duration::from_secs(3600);
+                assert_eq!(contended.resumed(|| later), strike);
+            }
             for (poll, last_work, contention) in [
                 // Within the window, but contended.
                 (Some(long), Some(Instant::now()), contended),
