@@ -703,7 +703,7 @@ fn state_put<T: AbiContext>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wasmtime::{Engine, Module, Store};
+    use wasmtime::{Engine, Module, Store, TypedFunc};
 
     /// The probes of `tests/abi_probe.wat`, by number, and what each must return.
     const PROBES: [(u8, i32); 12] = [
@@ -764,8 +764,8 @@ mod tests {
         }
     }
 
-    /// Run probe `number` on a fresh instance: the handler's result and what it sent.
-    fn probe(number: u8) -> (i32, Vec<OutboundMessage>) {
+    /// A fresh instance of the probe module, and its handler.
+    fn probe_instance() -> (Store<TestContext>, TypedFunc<(), i32>) {
         let engine = Engine::default();
         let mut linker = Linker::new(&engine);
         link_abi(&mut linker).expect("every host function links");
@@ -778,6 +778,12 @@ mod tests {
         let handle = instance
             .get_typed_func::<(), i32>(&mut store, abi::EXPORT_HANDLE)
             .expect("handler");
+        (store, handle)
+    }
+
+    /// Run probe `number` on a fresh instance: the handler's result and what it sent.
+    fn probe(number: u8) -> (i32, Vec<OutboundMessage>) {
+        let (mut store, handle) = probe_instance();
         store.data_mut().abi.begin(Envelope {
             conversation_id: 5,
             reply_with: 42,
@@ -796,18 +802,7 @@ mod tests {
 
     #[test]
     fn a_send_reuses_the_content_buffer_of_the_message_handled_before() {
-        let engine = Engine::default();
-        let mut linker = Linker::new(&engine);
-        link_abi(&mut linker).expect("every host function links");
-        let module =
-            Module::new(&engine, include_str!("../tests/abi_probe.wat")).expect("compiles");
-        let mut store = Store::new(&engine, TestContext::default());
-        let instance = linker
-            .instantiate(&mut store, &module)
-            .expect("instantiates");
-        let handle = instance
-            .get_typed_func::<(), i32>(&mut store, abi::EXPORT_HANDLE)
-            .expect("handler");
+        let (mut store, handle) = probe_instance();
         // Probe 0 answers its asker through a ticket: one send per message.
         let mut run = |content: Vec<u8>| {
             store.data_mut().abi.begin(Envelope::new(
