@@ -2226,9 +2226,8 @@ async fn poll_then_wait(
     if let (Some(poll), Some(last_work)) = (poll, last_work) {
         loop {
             let now = Instant::now();
-            if contention.resumed(|| now) {
-                break;
-            }
+            // Back from the previous poll: a late return may turn polling off.
+            contention.resumed(|| now);
             if now.saturating_duration_since(last_work) >= poll.window || !contention.may_poll(now)
             {
                 break;
