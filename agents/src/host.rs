@@ -518,6 +518,8 @@ pub struct AgentHost {
     /// Whether the last refill found every spare share full (or the pool
     /// out of slots): cleared when spares are taken or agents change.
     spares_settled: bool,
+    /// What of the agents' faults the operator's log has been told.
+    fault_log: crate::log::FaultLog,
 }
 
 impl AgentHost {
@@ -566,6 +568,7 @@ impl AgentHost {
             startup_times_ns: Vec::new(),
             suspended: Vec::new(),
             spares_settled: false,
+            fault_log: crate::log::FaultLog::default(),
         })
     }
 
@@ -635,6 +638,7 @@ impl AgentHost {
             return false;
         };
         self.spares_settled = false;
+        self.fault_log.forget(&agent.name);
         for instance in agent.instances.into_iter().flatten() {
             self.abandon(id, instance);
         }
@@ -647,11 +651,10 @@ impl AgentHost {
                 self.suspended.push(call);
             }
         }
-        let removed = true;
-        if removed && self.policy.warmup == WarmupStrategy::Eager {
+        if self.policy.warmup == WarmupStrategy::Eager {
             self.refill_spares();
         }
-        removed
+        true
     }
 
     /// Whether agent `id` has instances here, and how many.
@@ -1265,6 +1268,22 @@ impl AgentHost {
             Outcome::TimedOut => stats.timeouts += 1,
             Outcome::MemoryExceeded => stats.memory_faults += 1,
         }
+        if outcome.is_fault() {
+            let what = match outcome {
+                Outcome::Trapped(trap) => format!("trapped: {trap}"),
+                Outcome::TimedOut => format!(
+                    "its handler ran past max_execution_time ({:?})",
+                    Duration::from_nanos(agent.max_execution_ns)
+                ),
+                _ => format!(
+                    "it grew its memory past its limit of {} bytes",
+                    agent.memory_limit_bytes
+                ),
+            };
+            if let Some(line) = self.fault_log.fault(&agent.name, &what, finished_ns) {
+                crate::log::log_fault(self.shard, &agent.name, &line);
+            }
+        }
         if settle == Settle::Retired {
             // Its slot was removed (`remove_instance`): nothing to put back,
             // nor to replace after a fault.
@@ -1306,6 +1325,13 @@ impl AgentHost {
             Err(_) => {
                 if let Some(agent) = self.agents.get_mut(&id) {
                     agent.stats.lost_instances += 1;
+                    // Rare and lasting (the agent serves with fewer
+                    // instances from now on): every one is logged.
+                    tracing::warn!(
+                        shard = self.shard,
+                        agent = &*agent.name,
+                        "a faulted instance could not be replaced (the shard's instance pool is full); the agent runs with one instance fewer"
+                    );
                     if index < agent.instances.len() {
                         agent.instances.remove(index);
                     }

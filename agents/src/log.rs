@@ -81,6 +81,67 @@ impl LogBudget {
     }
 }
 
+/// How often one agent's faults are logged on one shard, at most: the
+/// first fault is logged when it happens, later ones within this interval
+/// are counted and the count rides on the next line. An agent that traps
+/// on every message at a million messages a second is one line per
+/// interval, not a flood; its metrics count every fault.
+pub const FAULT_LOG_INTERVAL_NS: u64 = 10_000_000_000;
+
+/// The operator's view of agent faults on one shard (traps, handlers
+/// stopped at `max_execution_time`, memory growth past the limit, an
+/// instance that could not be replaced): what to log and when. Owned by
+/// the shard's agent host, so nothing here is shared between shards.
+#[derive(Debug, Default)]
+pub(crate) struct FaultLog {
+    /// Per agent name: when its last line was logged (host clock, ns), and
+    /// the faults counted since without a line.
+    agents: std::collections::HashMap<std::rc::Rc<str>, (u64, u64)>,
+}
+
+impl FaultLog {
+    /// Agent `agent` faulted at `now_ns` (`what`: the fault, in words).
+    /// Returns the line to log, or `None` while the agent is within
+    /// [`FAULT_LOG_INTERVAL_NS`] of its last line.
+    pub(crate) fn fault(
+        &mut self,
+        agent: &std::rc::Rc<str>,
+        what: &str,
+        now_ns: u64,
+    ) -> Option<String> {
+        let entry = self
+            .agents
+            .entry(std::rc::Rc::clone(agent))
+            .or_insert((0, 0));
+        let logged_before = entry.0 != 0 || entry.1 != 0;
+        if logged_before && now_ns.saturating_sub(entry.0) < FAULT_LOG_INTERVAL_NS {
+            entry.1 += 1;
+            return None;
+        }
+        let unlogged = std::mem::take(&mut entry.1);
+        // A clock at 0 would read as "never logged": the first line is at 1 at least.
+        entry.0 = now_ns.max(1);
+        let what = printable(what);
+        Some(if unlogged == 0 {
+            format!("agent fault: {what}; the instance is replaced")
+        } else {
+            format!(
+                "agent fault: {what}; the instance is replaced ({unlogged} more faults of this agent on this shard since its last line)"
+            )
+        })
+    }
+
+    /// Forget `agent` (undeployed): a later agent of the same name starts afresh.
+    pub(crate) fn forget(&mut self, agent: &str) {
+        self.agents.remove(agent);
+    }
+}
+
+/// Log a line [`FaultLog::fault`] returned, for agent `agent` on shard `shard`.
+pub(crate) fn log_fault(shard: u16, agent: &str, line: &str) {
+    tracing::warn!(shard, agent, "{line}");
+}
+
 /// `line` with its control characters escaped (`\n`, `\u{0}`): an
 /// agent's text is the agent's, and a newline in it would start what reads
 /// as a line of the engine's own log.
@@ -133,5 +194,50 @@ mod tests {
             forged,
             "x\\n2026-12-07T05:40:00Z ERROR engine: forged\\u{0}"
         );
+    }
+
+    #[test]
+    fn an_agents_faults_are_logged_once_an_interval_and_the_rest_counted() {
+        let mut log = FaultLog::default();
+        let trap: std::rc::Rc<str> = "trap".into();
+        let other: std::rc::Rc<str> = "other".into();
+        let first = log
+            .fault(&trap, "trapped: unreachable", 0)
+            .expect("the first fault is logged");
+        assert_eq!(
+            first,
+            "agent fault: trapped: unreachable; the instance is replaced"
+        );
+        assert_eq!(log.fault(&trap, "trapped: unreachable", 5), None);
+        assert_eq!(
+            log.fault(
+                &trap,
+                "ran past max_execution_time",
+                FAULT_LOG_INTERVAL_NS - 1
+            ),
+            None
+        );
+        assert!(log.fault(&other, "x", 6).is_some(), "per agent");
+        let next = log
+            .fault(&trap, "trapped: unreachable", FAULT_LOG_INTERVAL_NS + 1)
+            .expect("a line once the interval has passed");
+        assert!(
+            next.ends_with("(2 more faults of this agent on this shard since its last line)"),
+            "{next}"
+        );
+        assert_eq!(
+            log.fault(&trap, "x", FAULT_LOG_INTERVAL_NS + 2),
+            None,
+            "the count starts again"
+        );
+        log.forget("trap");
+        assert!(
+            log.fault(&trap, "x", FAULT_LOG_INTERVAL_NS + 3).is_some(),
+            "forgotten on undeploy"
+        );
+        let forged = log
+            .fault(&other, "a\nERROR forged", 3 * FAULT_LOG_INTERVAL_NS)
+            .expect("logged");
+        assert!(!forged.contains('\n'), "{forged}");
     }
 }

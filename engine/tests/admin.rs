@@ -453,6 +453,23 @@ fn every_route_answers_and_bad_input_gets_a_4xx_naming_the_problem() {
         send(&client, "trap", "again").json()["performative"],
         "failure"
     );
+
+    // The operator's log names the faulting agent once; its second trap,
+    // within the fault log's interval, is counted for the next line.
+    let (status, log) = running.terminate();
+    assert!(status.success(), "{log}");
+    let faults: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("agent fault"))
+        .collect();
+    assert_eq!(faults.len(), 1, "{log}");
+    assert!(
+        faults[0].contains("WARN")
+            && faults[0].contains("trapped: wasm trap")
+            && faults[0].contains("agent=\"trap\""),
+        "{}",
+        faults[0]
+    );
 }
 
 #[test]
