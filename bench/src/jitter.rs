@@ -20,8 +20,11 @@ const LONG_STALL_NS: u64 = 1_000_000;
 /// What the probe found.
 #[derive(Clone, Debug, Serialize)]
 pub struct MachineJitter {
-    /// Cores probed, one pinned thread each.
+    /// Cores probed, one thread each.
     pub cores: usize,
+    /// Of those threads, how many were pinned to their core (the rest ran
+    /// where the scheduler put them, so their gaps are its too).
+    pub pinned: usize,
     /// How long each core was probed, seconds.
     pub seconds: f64,
     /// Gaps between two clock reads over 100 µs, per core-second.
@@ -80,25 +83,32 @@ pub fn measure(duration: Duration) -> MachineJitter {
             .map(|pu| {
                 let pu = *pu;
                 scope.spawn(move || {
-                    if let Some(pu) = pu {
-                        // A probe that cannot be pinned still measures its
-                        // own stalls; the figure is then the scheduler's too.
-                        let _ = caxton_numa::binding::bind_current_thread(
-                            &caxton_numa::CpuBinding::Pu(pu),
-                        );
-                    }
-                    probe(duration)
+                    // A probe that cannot be pinned still measures its
+                    // own stalls; the figure is then the scheduler's too,
+                    // and the report says how many were pinned.
+                    let pinned = pu.is_some_and(|pu| {
+                        caxton_numa::binding::bind_current_thread(&caxton_numa::CpuBinding::Pu(pu))
+                            .is_ok()
+                    });
+                    (probe(duration), pinned)
                 })
             })
             .collect();
         probes
             .into_iter()
             .map(|probe| probe.join().unwrap_or_default())
-            .fold(Gaps::default(), Gaps::add)
+            .fold(
+                (Gaps::default(), 0),
+                |(total, pinned), (gaps, was_pinned)| {
+                    (total.add(gaps), pinned + usize::from(was_pinned))
+                },
+            )
     });
+    let (total, pinned) = total;
     let core_seconds = (duration.as_secs_f64() * pus.len() as f64).max(1e-9);
     MachineJitter {
         cores: pus.len(),
+        pinned,
         seconds: duration.as_secs_f64(),
         stalls_per_second: total.stalls as f64 / core_seconds,
         long_stalls_per_second: total.long_stalls as f64 / core_seconds,
@@ -124,8 +134,9 @@ impl MachineJitter {
     /// One line for a report.
     pub fn render(&self) -> String {
         format!(
-            "machine jitter: a thread pinned to each of {} core(s) read the clock for {:.1} s and found {:.1} gaps/s over 100 µs and {:.2}/s over 1 ms, the longest {} (no P99 here can sit below what these stalls add)\n",
+            "machine jitter: a thread on each of {} core(s) ({} pinned to it) read the clock for {:.1} s and found {:.1} gaps/s over 100 µs and {:.2}/s over 1 ms, the longest {} (no P99 here can sit below what these stalls add)\n",
             self.cores,
+            self.pinned,
             self.seconds,
             self.stalls_per_second,
             self.long_stalls_per_second,
@@ -172,8 +183,16 @@ mod tests {
         let started = Instant::now();
         let jitter = measure(Duration::from_millis(30));
         assert!(started.elapsed() >= Duration::from_millis(30));
-        assert!(jitter.cores >= 1);
-        assert_eq!(jitter.seconds, 0.03);
+        let topology = caxton_numa::MachineTopology::discover().expect("topology");
+        assert_eq!(jitter.cores, topology.cores.len(), "one probe per core");
+        assert!(jitter.pinned <= jitter.cores);
+        assert!(
+            jitter
+                .render()
+                .contains(&format!("{} pinned", jitter.pinned)),
+            "{}",
+            jitter.render()
+        );
         assert!(
             jitter.longest_gap_ns > 0,
             "some time passes between two reads"

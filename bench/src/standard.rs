@@ -678,14 +678,17 @@ fn request_reply(
     ))
 }
 
-fn resident_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("VmRSS:").map(str::to_owned))
-        })
+/// The process's resident memory (`VmRSS`), in bytes. Unreadable, the
+/// density scenario fails rather than report a figure it did not measure.
+fn resident_bytes() -> Result<u64, SuiteError> {
+    let status = std::fs::read_to_string("/proc/self/status").map_err(|error| {
+        SuiteError::Setup(format!(
+            "agent_density: cannot read resident memory from /proc/self/status: {error}"
+        ))
+    })?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|value| {
             value
                 .trim()
@@ -694,7 +697,10 @@ fn resident_bytes() -> u64 {
                 .parse::<u64>()
                 .ok()
         })
-        .map_or(0, |kib| kib * 1024)
+        .map(|kib| kib * 1024)
+        .ok_or_else(|| {
+            SuiteError::Setup("agent_density: /proc/self/status has no readable VmRSS line".into())
+        })
 }
 
 fn density(
@@ -702,7 +708,7 @@ fn density(
     agents: usize,
     limits: &AgentLimits,
 ) -> Result<DensityResult, SuiteError> {
-    let before = resident_bytes();
+    let before = resident_bytes()?;
     let mut deployed = 0;
     for index in 0..agents {
         match node.deploy(&format!("idle-{index}"), ECHO_WAT.as_bytes(), 1, limits) {
@@ -721,7 +727,7 @@ fn density(
             Err(error) => return Err(error.into()),
         }
     }
-    let grown = resident_bytes().saturating_sub(before);
+    let grown = resident_bytes()?.saturating_sub(before);
     Ok(DensityResult {
         agents: deployed,
         resident_bytes: grown,

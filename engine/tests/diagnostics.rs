@@ -205,10 +205,13 @@ fn diagnose_names_the_slow_agent_first_and_refuses_bad_input() {
         position("quick").is_none_or(|quick| quick > 0),
         "echo never ranks first: {found:?}"
     );
-    // The per-agent run-time histogram behind it: slow.wat spins 200 µs.
+    // The per-agent run-time histogram behind it: slow.wat spins 200 µs
+    // by the clock, so no run is shorter; the ceiling, ten times that,
+    // leaves room for preemptions on a loaded machine and still catches a
+    // figure in the wrong unit.
     let agents = call(&client, Method::GET, "/v1/agents/plodder", Vec::new());
     let p50 = agents["p50_processing_us"].as_f64().expect("p50");
-    assert!((200.0..=400.0).contains(&p50), "{agents}");
+    assert!((200.0..=2_000.0).contains(&p50), "{agents}");
 
     // Traffic during the window is judged on the window alone.
     let sender = {
@@ -433,7 +436,11 @@ fn profile_trace_writes_each_sampled_messages_hops_in_time_order() {
                 admitted <= *ts,
                 "trace {id}: {agent} ran before its mailbox: {events:?}"
             );
-            assert!(*duration >= 0.0);
+            // A run lasts: zero is a handler end whose start went missing.
+            assert!(
+                *duration > 0.0,
+                "trace {id}: {agent}'s run has no start: {events:?}"
+            );
         }
         let handled = |agent: &str| first(&format!("handle {agent}"));
         if handled("forwarder").is_finite() && handled("echo").is_finite() {

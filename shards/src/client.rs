@@ -201,10 +201,13 @@ impl Client {
         }
     }
 
-    /// The id of the agent named `name`.
-    pub fn resolve(&self, name: &str) -> Result<AgentId, SendError> {
+    /// The id of the agent named `name`. Through the snapshot this client
+    /// holds, renewed only when a newer one was published: the admin
+    /// endpoint resolves a name at every send, and the directory's lock
+    /// would pass its counters between the sending threads' cores each time.
+    pub fn resolve(&mut self, name: &str) -> Result<AgentId, SendError> {
         self.directory
-            .latest()
+            .current()
             .resolve_anywhere(name)
             .ok_or_else(|| SendError::UnknownAgent(name.to_owned()))
     }

@@ -333,12 +333,6 @@ impl DirectoryReader {
         }
     }
 
-    /// The latest snapshot, read under the lock (for rare calls that take
-    /// `&self`, such as resolving a name once).
-    pub(crate) fn latest(&self) -> Arc<Directory> {
-        self.published.load()
-    }
-
     /// The current snapshot: the copy held, unless a newer one was published.
     #[inline]
     pub(crate) fn current(&mut self) -> &Directory {

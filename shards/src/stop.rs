@@ -55,10 +55,19 @@ mod tests {
     #[test]
     fn a_blocked_thread_wakes_on_request() {
         let signal = Arc::new(StopSignal::default());
+        let (started, has_started) = std::sync::mpsc::channel();
         let waiter = {
             let signal = Arc::clone(&signal);
-            std::thread::spawn(move || signal.wait_blocking())
+            std::thread::spawn(move || {
+                started.send(()).expect("the test listens");
+                signal.wait_blocking();
+            })
         };
+        has_started.recv().expect("the waiter starts");
+        // Time to reach the condition variable: the request must wake a
+        // blocked waiter, not find one that has yet to look.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!waiter.is_finished(), "a waiter blocks until a request");
         assert!(!signal.is_requested());
         signal.request();
         waiter.join().expect("waiter returns");

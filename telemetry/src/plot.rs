@@ -301,12 +301,17 @@ mod tests {
         let runs = [series("a", 10), series("b", 100), series("c", 1000)];
         let text = svg("t", &runs).expect("svg");
         let legend_bottom = TOP + 18.0 * runs.len() as f64 + 8.0;
-        let highest = text
+        let heights: Vec<f64> = text
             .lines()
             .filter_map(|line| line.split("points=\"").nth(1))
             .flat_map(|points| points.trim_end_matches("\"/>").split(' '))
             .filter_map(|point| point.split(',').nth(1)?.parse::<f64>().ok())
-            .fold(f64::INFINITY, f64::min);
+            .collect();
+        assert!(
+            heights.len() >= runs.len(),
+            "every curve has points: {text}"
+        );
+        let highest = heights.iter().copied().fold(f64::INFINITY, f64::min);
         assert!(highest >= legend_bottom, "{highest} above {legend_bottom}");
     }
 

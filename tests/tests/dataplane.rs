@@ -376,7 +376,7 @@ fn bad_modules_and_bad_deploys_are_refused() {
         node.undeploy("echo"),
         Err(NodeError::UnknownAgent(_))
     ));
-    let client = node.client().expect("client");
+    let mut client = node.client().expect("client");
     assert!(matches!(
         client.resolve("echo"),
         Err(SendError::UnknownAgent(_))

@@ -162,13 +162,20 @@ fn a_polling_shard_that_shares_its_cpu_with_a_busy_thread_notices_and_parks() {
     let echo = deploy_example(&mut node, &planned.profile, "echo");
     let shard_pus = node.reports()[0].allowed_pus.clone();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Stops the busy thread however the test ends: a failed assertion must
+    // not leave it spinning on a CPU the tests after it need. It gives up
+    // by itself after the test's own deadline, too.
+    let _stop_on_drop = SetOnDrop(std::sync::Arc::clone(&stop));
     let busy = {
         let stop = std::sync::Arc::clone(&stop);
         let pu = *shard_pus.first().expect("the shard runs somewhere");
         std::thread::spawn(move || {
             caxton_numa::binding::bind_current_thread(&CpuBinding::Pu(pu))
                 .expect("pin the busy thread to the shard's PU");
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let started = Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && started.elapsed() < Duration::from_secs(90)
+            {
                 std::hint::spin_loop();
             }
         })
@@ -206,6 +213,15 @@ fn a_polling_shard_that_shares_its_cpu_with_a_busy_thread_notices_and_parks() {
     busy.join().expect("the busy thread ends");
     drop(client);
     node.shutdown().expect("clean stop");
+}
+
+/// Sets its flag when dropped, on any path out of the scope that holds it.
+struct SetOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 #[test]
