@@ -467,8 +467,9 @@ async fn connect_timeout_bounds_a_dial_that_gets_no_answer() {
         .await
         .expect_err("no connection");
     assert!(error.contains("connect_timeout"), "{error}");
+    // A guard, not a timing: the kernel's own connect timeout is minutes.
     assert!(
-        started.elapsed() < Duration::from_secs(3),
+        started.elapsed() < Duration::from_secs(10),
         "gave up after {:?}",
         started.elapsed()
     );
