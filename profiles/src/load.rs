@@ -555,7 +555,7 @@ fn suggest_key(message: &str) -> Option<String> {
         .map(|(_, name)| name.to_owned())
 }
 
-fn edit_distance(left: &str, right: &str) -> usize {
+pub(crate) fn edit_distance(left: &str, right: &str) -> usize {
     let right: Vec<char> = right.chars().collect();
     let mut previous: Vec<usize> = (0..=right.len()).collect();
     for (i, left_char) in left.chars().enumerate() {

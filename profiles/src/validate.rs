@@ -96,6 +96,20 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
             "is empty".into(),
             "use a RUST_LOG filter such as `info` or `caxton_shards=debug,warn`",
         );
+    } else if let Some(word) = bare_log_target(&observability.log_level) {
+        let nearest = LOG_LEVELS
+            .iter()
+            .min_by_key(|level| crate::load::edit_distance(&word.to_ascii_lowercase(), level))
+            .copied()
+            .unwrap_or("info");
+        fail(
+            "observability.log_level",
+            format!(
+                "`{word}` is neither a level ({}) nor `target=level`; as a bare target it would log that target alone and hide every other line",
+                LOG_LEVELS.join(", ")
+            ),
+            &format!("did you mean `{nearest}`? A target takes its level: `{word}=debug`"),
+        );
     }
     let admin = &observability.admin;
     if admin.max_upload_size.bytes() < 1024 {
@@ -991,4 +1005,25 @@ fn changed_keys<T: serde::Serialize>(prefix: &str, value: &T, reference: &T) -> 
         .filter(|(field, setting)| reference.get(field.as_str()) != Some(setting))
         .map(|(field, _)| format!("{prefix}.{field}"))
         .collect()
+}
+
+/// The levels a log filter names.
+const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// The first directive of log filter `filter` that is a bare word and no
+/// level. `tracing`'s filter reads such a word as a target to log at every
+/// level, with nothing else logged: a misspelt level (`inof`) would
+/// silence the node's log, warnings included. A target that is meant
+/// takes its level (`caxton_shards=trace`).
+fn bare_log_target(filter: &str) -> Option<&str> {
+    filter
+        .split(',')
+        .map(str::trim)
+        .filter(|directive| !directive.is_empty())
+        .find(|directive| {
+            !directive.contains(['=', '[', '{'])
+                && !LOG_LEVELS
+                    .iter()
+                    .any(|level| directive.eq_ignore_ascii_case(level))
+        })
 }

@@ -461,6 +461,34 @@ fn client_ports_must_be_a_usable_count() {
 }
 
 #[test]
+fn a_log_level_that_is_no_level_is_refused_not_read_as_a_target() {
+    let refused = load(&[], &["observability.log_level=inof".into()]).expect_err("a typo");
+    assert_eq!(refused.key.as_deref(), Some("observability.log_level"));
+    let text = refused.to_string();
+    assert!(
+        text.contains("`inof`") && text.contains("did you mean `info`?"),
+        "{text}"
+    );
+    let refused = load(&[], &["observability.log_level=warn,caxton_shards".into()])
+        .expect_err("a target without its level");
+    assert!(
+        refused.to_string().contains("`caxton_shards=debug`"),
+        "{refused}"
+    );
+    for filter in [
+        "info",
+        "WARN",
+        "caxton_shards=debug,warn",
+        "off",
+        "info,caxton_cluster[remote]=trace",
+    ] {
+        let loaded = load(&[], &[format!("observability.log_level={filter}")])
+            .unwrap_or_else(|error| panic!("{filter}: {error}"));
+        assert_eq!(loaded.profile.observability.log_level, filter);
+    }
+}
+
+#[test]
 fn connection_pool_values_that_cannot_work_are_refused_by_key() {
     let cases = [
         (
