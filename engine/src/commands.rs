@@ -301,15 +301,7 @@ fn read_boot_agents(loaded: &LoadedProfile) -> Result<Vec<(String, Vec<u8>, u16)
         .map(|(index, deployment)| {
             let key = format!("agents.deploy[{index}].module");
             let location = loaded.location_of(&key);
-            // Relative to the profile file that names it; built-ins and --set use the working directory.
-            let base = location
-                .as_ref()
-                .map(|location| std::path::Path::new(&location.source))
-                .filter(|source| source.is_file())
-                .and_then(std::path::Path::parent)
-                .map(std::path::Path::to_path_buf)
-                .unwrap_or_default();
-            let path = base.join(&deployment.module);
+            let path = loaded.module_path(index);
             let source = std::fs::read(&path).map_err(|error| {
                 let at = location
                     .map(|location| format!("{location}: "))
@@ -996,10 +988,12 @@ fn gossip_work(
     ))
 }
 
-/// Say which keys the profile writes wait for something this run lacks: the
-/// cluster's without a cluster, the storage's without persistence, and the
-/// other transport's (from a built-in profile; the loader refuses them
-/// written anywhere else).
+/// Say which keys the profile sets away from their defaults wait for
+/// something this run lacks: the cluster's without a cluster, the
+/// storage's without persistence; and the other transport's (from a
+/// built-in profile; the loader refuses them written anywhere else). A key
+/// written at its default (saved `profiles show` output writes them all)
+/// changes nothing and is not named.
 fn warn_about_idle_keys(loaded: &LoadedProfile, joins: &[String]) {
     let other_transport = loaded.idle_transport_keys();
     if !other_transport.is_empty() {
@@ -1013,7 +1007,7 @@ fn warn_about_idle_keys(loaded: &LoadedProfile, joins: &[String]) {
     // without a listen address joins from a free port.
     if loaded.profile.coordination.cluster.listen_address.is_none() && joins.is_empty() {
         let idle: Vec<&str> = loaded
-            .written_keys()
+            .changed_keys()
             .filter(|key| key.starts_with("coordination.") || key.starts_with("transport."))
             .filter(|key| {
                 !caxton_profiles::is_idle_transport_key(loaded.profile.transport.kind, key)
@@ -1029,7 +1023,7 @@ fn warn_about_idle_keys(loaded: &LoadedProfile, joins: &[String]) {
     if !loaded.profile.messaging.enable_persistence {
         // Storage keys shape the partitions, and there are none without persistence.
         let idle: Vec<&str> = loaded
-            .written_keys()
+            .changed_keys()
             .filter(|key| {
                 key.starts_with("storage.")
                     || matches!(
@@ -1048,7 +1042,7 @@ fn warn_about_idle_keys(loaded: &LoadedProfile, joins: &[String]) {
         }
     }
     // Keys that act only beside another that is off (or that a finer one
-    // outweighs), named when the profile writes them.
+    // outweighs), named when the profile sets them.
     let profile = &loaded.profile;
     let runtime = &profile.runtime;
     let in_cluster = profile.coordination.cluster.listen_address.is_some();
@@ -1079,13 +1073,13 @@ fn warn_about_idle_keys(loaded: &LoadedProfile, joins: &[String]) {
             "paces the HDR log, written only with observability.hdr_log.directory",
         ),
     ] {
-        if idle && loaded.written_keys().any(|written| written == key) {
+        if idle && loaded.changed_keys().any(|written| written == key) {
             warn!("{key}: {why}");
         }
     }
     if !profile.messaging.priority_routing.enabled
         && loaded
-            .written_keys()
+            .changed_keys()
             .any(|key| key.starts_with("messaging.priority_routing.queues"))
     {
         warn!("messaging.priority_routing.queues wait for messaging.priority_routing.enabled: every message shares one first-in, first-out class");

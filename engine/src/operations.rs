@@ -184,6 +184,11 @@ pub fn performance(
 const SAMPLE_INTERVAL_BOUNDS: (Duration, Duration) =
     (Duration::from_millis(100), Duration::from_secs(60));
 
+/// The shortest `--interval`: a sample is two calls to the node's admin
+/// API, which take about a millisecond on an idle node; sampled faster, the
+/// samples fall behind and load the node they measure.
+const SAMPLE_INTERVAL_MIN: Duration = Duration::from_millis(10);
+
 /// `engine memory ...`.
 pub fn memory(selection: &ProfileSelection, command: MemoryCommand) -> Result<(), CommandError> {
     let MemoryCommand::Analyze {
@@ -197,6 +202,13 @@ pub fn memory(selection: &ProfileSelection, command: MemoryCommand) -> Result<()
         Some(text) => positive_duration("--interval", &text)?,
         None => (duration / 60).clamp(SAMPLE_INTERVAL_BOUNDS.0, SAMPLE_INTERVAL_BOUNDS.1),
     };
+    if interval < SAMPLE_INTERVAL_MIN {
+        return Err(CommandError::BadInput(format!(
+            "--interval {} is shorter than {}: each sample is two calls to the node, which would fall behind and load the node being measured",
+            humantime::format_duration(interval),
+            humantime::format_duration(SAMPLE_INTERVAL_MIN)
+        )));
+    }
     if interval > duration {
         return Err(CommandError::BadInput(format!(
             "--interval {} is longer than --duration {}: there would be one sample",
@@ -230,8 +242,19 @@ pub fn memory(selection: &ProfileSelection, command: MemoryCommand) -> Result<()
     }
     progress.finish_and_clear();
     let (findings, extra) = memory::analyze(&samples);
+    // The window the samples span, as measured: a slow node answers late,
+    // and the report says so rather than claim the window asked for.
+    let spanned = Duration::from_secs_f64(samples.last().map_or(0.0, |sample| sample.at));
+    let behind = if spanned > duration + interval {
+        format!(
+            "; the node answered slowly, so the samples span {:.1} s",
+            spanned.as_secs_f64()
+        )
+    } else {
+        String::new()
+    };
     let title = format!(
-        "memory over {} ({} samples, every {})",
+        "memory over {} ({} samples, every {}{behind})",
         humantime::format_duration(duration),
         samples.len(),
         humantime::format_duration(interval)

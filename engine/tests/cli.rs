@@ -443,7 +443,7 @@ fn keys_that_wait_for_another_key_are_reported_at_boot() {
         "--set",
         "agents.overrides=[{agent_id: heavy-processor, memory: 500MB}]",
         "--set",
-        "runtime.numa.cpu_bind=true",
+        "runtime.numa.cpu_bind=false",
         "--set",
         "runtime.wasm.cache_compiled_modules=false",
         "--set",
@@ -472,8 +472,17 @@ fn keys_that_wait_for_another_key_are_reported_at_boot() {
         "runtime.time_slice=1ms",
         "--set",
         "messaging.priority_routing.enabled=true",
+        // Written at its default (as saved `profiles show` output writes
+        // every key), an idle key changes nothing and is not named.
+        "--set",
+        "runtime.numa.cpu_bind=true",
     ]);
     assert!(!running.seen.contains("cannot yield"), "{}", running.seen);
+    assert!(
+        !running.seen.contains("runtime.numa.cpu_bind: acts only"),
+        "{}",
+        running.seen
+    );
     assert!(
         !running.seen.contains("mailboxes holds"),
         "{}",

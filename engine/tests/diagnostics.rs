@@ -337,6 +337,10 @@ fn memory_analyze_names_the_leaking_agent_and_refuses_bad_input() {
             (vec!["--duration", "0s"], "zero"),
             (vec!["--duration", "2s", "--interval", "5s"], "longer than"),
             (
+                vec!["--duration", "2s", "--interval", "1ms"],
+                "shorter than 10ms",
+            ),
+            (
                 vec!["--duration", "1s", "--admin", "127.0.0.1:1"],
                 "cannot reach",
             ),

@@ -78,6 +78,24 @@ impl LoadedProfile {
         }
     }
 
+    /// The keys some layer wrote ([`Self::written_keys`]) at a value other
+    /// than the schema's default: those that change what the node does.
+    /// A key written at its default (as in saved `profiles show` output,
+    /// which writes every key) changes nothing, so nothing need be said of it.
+    pub fn changed_keys(&self) -> impl Iterator<Item = &str> {
+        // Plain data: serializing cannot fail, and a failure would only
+        // count every written key as changed.
+        let ours = serde_json::to_value(&self.profile).unwrap_or_default();
+        let defaults = serde_json::to_value(Profile::default()).unwrap_or_default();
+        self.written_keys()
+            .filter(move |key| {
+                let (mine, default) = (value_at(&ours, key), value_at(&defaults, key));
+                mine.is_none() || mine != default
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
     /// Every leaf key path some layer wrote (`messaging.queue_size`, not
     /// `messaging`), in canonical spelling and sorted order.
     pub fn written_keys(&self) -> impl Iterator<Item = &str> {
@@ -117,9 +135,49 @@ impl LoadedProfile {
     /// behaves the same. The other transport's keys (a built-in profile's
     /// QUIC tuning under `transport.type: tcp`) are left at their defaults:
     /// they change nothing, and written in a file they would be refused.
+    ///
+    /// Module paths of `agents.deploy` are written absolute: relative, they
+    /// would be read against wherever the output is saved, not against the
+    /// profile that named them.
     pub fn to_yaml(&self) -> String {
-        profile_to_yaml(&crate::validate::without_idle_transport_keys(&self.profile))
+        let mut profile = crate::validate::without_idle_transport_keys(&self.profile);
+        let working = std::env::current_dir().unwrap_or_default();
+        for (index, deployment) in profile.agents.deploy.iter_mut().enumerate() {
+            let path = working.join(self.module_path(index));
+            deployment.module = path.display().to_string();
+        }
+        profile_to_yaml(&profile)
     }
+
+    /// Where the module of `agents.deploy[index]` is read from: relative
+    /// to the profile file that names it; built-ins and `--set` are
+    /// relative to the working directory. Empty for an index past the list.
+    pub fn module_path(&self, index: usize) -> std::path::PathBuf {
+        let Some(deployment) = self.profile.agents.deploy.get(index) else {
+            return std::path::PathBuf::new();
+        };
+        let base = self
+            .location_of(&format!("agents.deploy[{index}].module"))
+            .map(|location| std::path::PathBuf::from(location.source))
+            .filter(|source| source.is_file())
+            .and_then(|source| source.parent().map(std::path::Path::to_path_buf))
+            .unwrap_or_default();
+        base.join(&deployment.module)
+    }
+}
+
+/// The value at key path `key` (`a.b`, `a.list[2].c`) in `value`.
+fn value_at<'v>(value: &'v Value, key: &str) -> Option<&'v Value> {
+    key.split('.').try_fold(value, |value, part| {
+        let (name, indices) = part
+            .split_once('[')
+            .map_or((part, ""), |(name, rest)| (name, rest));
+        let mut value = value.get(name)?;
+        for index in indices.split('[').filter(|index| !index.is_empty()) {
+            value = value.get(index.trim_end_matches(']').parse::<usize>().ok()?)?;
+        }
+        Some(value)
+    })
 }
 
 /// `profile` as YAML that loads back to an equal profile.

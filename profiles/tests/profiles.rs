@@ -461,6 +461,27 @@ fn client_ports_must_be_a_usable_count() {
 }
 
 #[test]
+fn shown_module_paths_load_back_from_anywhere() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(directory.path().join("sub")).expect("sub");
+    let path = directory.path().join("sub/p.yaml");
+    std::fs::write(
+        &path,
+        "agents:\n  deploy:\n    - name: echo\n      module: echo.wat\n",
+    )
+    .expect("written");
+    let loaded = load(&[path.display().to_string()], &[]).expect("loads");
+    let module = directory.path().join("sub/echo.wat");
+    assert_eq!(loaded.module_path(0), module, "relative to its profile");
+    // Saved elsewhere, the shown profile still names the same module.
+    let shown = loaded.to_yaml();
+    let elsewhere = write_profile(&directory, "shown.yaml", &shown);
+    let reloaded = load(&[elsewhere], &[]).expect("loads back");
+    assert_eq!(reloaded.module_path(0), module, "{shown}");
+    assert_eq!(reloaded.to_yaml(), shown, "a fixed point");
+}
+
+#[test]
 fn a_log_level_that_is_no_level_is_refused_not_read_as_a_target() {
     let refused = load(&[], &["observability.log_level=inof".into()]).expect_err("a typo");
     assert_eq!(refused.key.as_deref(), Some("observability.log_level"));
