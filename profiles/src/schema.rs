@@ -974,7 +974,9 @@ pub struct AdminConfig {
     /// Address to bind (`127.0.0.1:1476`; port 0 picks a free port, which is logged).
     /// The default port is outside the ranges common tools take (Prometheus
     /// 9090, exporters 9100–9999, web 8000–8999) and outside Linux's
-    /// ephemeral range; 1476 is the year Caxton's press opened.
+    /// ephemeral range; 1476 is the year Caxton's press opened. A host
+    /// name (`localhost:1476`) is resolved when the profile loads.
+    #[serde(deserialize_with = "socket_address")]
     pub listen: std::net::SocketAddr,
     /// Bearer token every request must carry. Required when `listen` is not a
     /// loopback address; `CAXTON_ADMIN_TOKEN` in the environment overrides it.
@@ -1020,4 +1022,43 @@ impl Default for HdrLogConfig {
             interval: HumanDuration::from_secs(10),
         }
     }
+}
+
+/// A `HOST:PORT` socket address: an IP address as written, or a host name
+/// resolved now (its first IPv4 address, else its first). The errors name
+/// what is wrong: no port, a port out of range, a name that resolves to nothing.
+fn socket_address<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<std::net::SocketAddr, D::Error> {
+    use serde::de::Error;
+    let text = String::deserialize(deserializer)?;
+    parse_socket_address(&text).map_err(D::Error::custom)
+}
+
+/// See [`socket_address`].
+pub(crate) fn parse_socket_address(text: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(address) = text.parse() {
+        return Ok(address);
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!("`{text}` is not HOST:PORT (no port)"));
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("`{text}`: the port `{port}` is not a number from 0 to 65535"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("`{text}` names no host"));
+    }
+    let resolved: Vec<std::net::SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|error| format!("`{text}`: cannot resolve `{host}`: {error}"))?
+        .collect();
+    resolved
+        .iter()
+        .find(|address| address.is_ipv4())
+        .or_else(|| resolved.first())
+        .copied()
+        .ok_or_else(|| format!("`{text}`: `{host}` resolves to no address"))
 }

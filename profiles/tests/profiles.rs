@@ -482,6 +482,33 @@ fn shown_module_paths_load_back_from_anywhere() {
 }
 
 #[test]
+fn the_admin_address_takes_a_host_name_and_names_a_bad_port() {
+    let loaded =
+        load(&[], &["observability.admin.listen=localhost:1589".into()]).expect("a host name");
+    let listen = loaded.profile.observability.admin.listen;
+    assert!(
+        listen.ip().is_loopback() && listen.port() == 1589,
+        "{listen}"
+    );
+    for (value, says) in [
+        (
+            "127.0.0.1:99999",
+            "the port `99999` is not a number from 0 to 65535",
+        ),
+        ("127.0.0.1", "no port"),
+        (":1476", "names no host"),
+    ] {
+        let refused = load(&[], &[format!("observability.admin.listen={value}")]).expect_err(value);
+        assert_eq!(
+            refused.key.as_deref(),
+            Some("observability.admin.listen"),
+            "{refused}"
+        );
+        assert!(refused.to_string().contains(says), "{value}: {refused}");
+    }
+}
+
+#[test]
 fn a_log_level_that_is_no_level_is_refused_not_read_as_a_target() {
     let refused = load(&[], &["observability.log_level=inof".into()]).expect_err("a typo");
     assert_eq!(refused.key.as_deref(), Some("observability.log_level"));
