@@ -512,13 +512,13 @@ pub enum AgentsCommand {
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=i64::from(caxton_admin::DEPLOY_INSTANCES_MAX)))]
         instances: u16,
         /// Memory limit, e.g. `16MB` (default: the profile's limits).
-        #[arg(long)]
+        #[arg(long, value_parser = checked::<caxton_profiles::ByteSize>)]
         memory: Option<String>,
         /// CPU shares, e.g. `250m` (default: the profile's limits).
-        #[arg(long)]
+        #[arg(long, value_parser = checked::<caxton_profiles::CpuShares>)]
         cpu_shares: Option<String>,
         /// Longest handler run, e.g. `100ms` (default: the profile's limits).
-        #[arg(long)]
+        #[arg(long, value_parser = checked::<caxton_profiles::HumanDuration>)]
         max_execution_time: Option<String>,
         /// How to reach the engine.
         #[command(flatten)]
@@ -540,8 +540,8 @@ pub enum AgentsCommand {
     Scale {
         /// The agent's name.
         name: String,
-        /// How many instances in all (each shard that runs it keeps one).
-        #[arg(long)]
+        /// How many instances in all, 1 to 4096 (each shard that runs it keeps one).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=i64::from(caxton_admin::DEPLOY_INSTANCES_MAX)))]
         instances: u16,
         /// How to reach the engine.
         #[command(flatten)]
@@ -634,4 +634,11 @@ pub enum ProfilesCommand {
     },
     /// Print every key prefix and the part of the engine that reads it.
     Keys,
+}
+
+/// A flag's text, as written, once it reads as a `T` (a size, a share, a
+/// duration): refused here, the error names the flag, not the admin API's
+/// query parameter the text travels in.
+fn checked<T: std::str::FromStr<Err = String>>(text: &str) -> Result<String, String> {
+    T::from_str(text).map(|_| text.to_owned())
 }

@@ -173,6 +173,49 @@ fn every_bad_input_class_gives_one_line_and_status_2() {
 }
 
 #[test]
+fn agent_flags_are_refused_by_their_own_names_before_any_call() {
+    // Nothing listens on port 1: these are refused before a connection.
+    let echo = format!("{}/../examples/agents/echo.wat", env!("CARGO_MANIFEST_DIR"));
+    let cases: [(Vec<&str>, &str); 5] = [
+        (
+            vec!["agents", "deploy", &echo, "--memory", "10XB"],
+            "'--memory <MEMORY>': `10XB` is not a size",
+        ),
+        (
+            vec!["agents", "deploy", &echo, "--cpu-shares", "lots"],
+            "'--cpu-shares <CPU_SHARES>': `lots` is not a CPU share",
+        ),
+        (
+            vec!["agents", "deploy", &echo, "--max-execution-time", "soon"],
+            "'--max-execution-time <MAX_EXECUTION_TIME>': `soon` is not a duration",
+        ),
+        (
+            vec!["agents", "deploy", &echo, "--instances", "0"],
+            "'--instances <INSTANCES>': 0 is not in 1..=4096",
+        ),
+        (
+            vec!["agents", "scale", "echo", "--instances", "0"],
+            "'--instances <INSTANCES>': 0 is not in 1..=4096",
+        ),
+    ];
+    for (mut arguments, expected) in cases {
+        arguments.extend(["--admin", "127.0.0.1:1"]);
+        let output = engine(&arguments);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{arguments:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains(expected),
+            "{arguments:?}: {}",
+            stderr(&output)
+        );
+    }
+}
+
+#[test]
 fn topology_prints_plans_for_synthetic_servers() {
     let output = engine(&[
         "topology",
