@@ -237,13 +237,13 @@ pub fn parse(method: &Method, path: &str, query: &str, body: Bytes) -> Result<Re
         (&Method::GET, ["v1", "node"]) => Request::Node,
         (&Method::GET, ["v1", "agents"]) => Request::Agents(None),
         (&Method::POST, ["v1", "agents"]) => Request::Deploy(deploy(&query, body)?),
-        (&Method::GET, ["v1", "agents", name]) => Request::Agents(Some(decode(name))),
-        (&Method::DELETE, ["v1", "agents", name]) => Request::Undeploy(decode(name)),
+        (&Method::GET, ["v1", "agents", name]) => Request::Agents(Some(agent_name(name)?)),
+        (&Method::DELETE, ["v1", "agents", name]) => Request::Undeploy(agent_name(name)?),
         (&Method::PUT, ["v1", "agents", name, "instances"]) => {
-            Request::Scale(decode(name), instance_count(&query, "count")?)
+            Request::Scale(agent_name(name)?, instance_count(&query, "count")?)
         }
         (&Method::POST, ["v1", "agents", name, "messages"]) => {
-            Request::Send(message(decode(name), &body)?)
+            Request::Send(message(agent_name(name)?, &body)?)
         }
         (&Method::GET, ["v1", "hdr"]) => Request::HdrLog,
         (&Method::POST, ["v1", "hdr", "dump"]) => Request::HdrDump,
@@ -280,6 +280,14 @@ pub fn parse(method: &Method, path: &str, query: &str, body: Bytes) -> Result<Re
 /// Agent names follow the engine's one rule (`caxton_profiles::check_agent_name`).
 pub(crate) fn check_name(name: &str) -> Result<(), Reply> {
     caxton_profiles::check_agent_name(name).map_err(|error| bad_request("bad-name", error))
+}
+
+/// The agent name in a path segment, decoded: one that breaks the naming
+/// rule is refused as such, not looked up and reported missing.
+fn agent_name(segment: &str) -> Result<String, Reply> {
+    let name = decode(segment);
+    check_name(&name)?;
+    Ok(name)
 }
 
 fn parse_param<T: std::str::FromStr>(
@@ -482,6 +490,23 @@ fn decode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A name no agent can have is refused as a name, on every route that takes one.
+    #[test]
+    fn a_name_against_the_rule_is_a_bad_name_not_a_missing_agent() {
+        for (method, path) in [
+            (Method::GET, "/v1/agents/bad%20name!"),
+            (Method::DELETE, "/v1/agents/bad%20name!"),
+            (Method::PUT, "/v1/agents/bad%20name!/instances"),
+            (Method::POST, "/v1/agents/bad%20name!/messages"),
+        ] {
+            let Err(refused) = parse(&method, path, "count=1", Bytes::from("{}")) else {
+                panic!("{method} {path} accepted")
+            };
+            assert_eq!(refused.status().as_u16(), 400, "{method} {path}");
+        }
+        assert!(parse(&Method::GET, "/v1/agents/echo-1.v2_x", "", Bytes::new()).is_ok());
+    }
 
     /// Deploy parameters past their bounds say the bound, whatever their size.
     #[test]

@@ -387,9 +387,7 @@ pub fn send(
             .map_or(String::new(), |id| format!("; stored as message {id}"))
     );
     if performative == "failure" {
-        return Err(CommandError::Failed(format!(
-            "`{agent}` answered failure: {text}"
-        )));
+        return Err(CommandError::Failed(failure_line(agent, &text)));
     }
     Ok(())
 }
@@ -655,4 +653,44 @@ fn analyze_gossip(
         },
         advice.iter().map(|line| format!("- {line}")).collect::<Vec<_>>().join("\n")
     ))
+}
+
+/// Who a `failure` came from, in words: the agent (its own answer, or a
+/// fault of its handler that the engine answered for), or the node (a
+/// deadline, a refusal, a shutdown, an agent gone), which the agent never saw.
+fn failure_line(agent: &str, text: &str) -> String {
+    const HANDLER_FAULTS: [&str; 4] = [
+        "caxton:agent-failed",
+        "caxton:execution-time",
+        "caxton:memory-limit",
+        "caxton:trap",
+    ];
+    let from_the_node =
+        text.starts_with("caxton:") && !HANDLER_FAULTS.iter().any(|fault| text.starts_with(fault));
+    if from_the_node {
+        format!("the node answered failure for the message to `{agent}`: {text}")
+    } else {
+        format!("`{agent}` answered failure: {text}")
+    }
+}
+
+#[cfg(test)]
+mod failure_tests {
+    use super::failure_line;
+
+    #[test]
+    fn a_failure_names_who_answered_it() {
+        assert_eq!(
+            failure_line("loop", "caxton:shutting-down"),
+            "the node answered failure for the message to `loop`: caxton:shutting-down"
+        );
+        assert_eq!(
+            failure_line("trap", "caxton:trap:wasm trap: unreachable"),
+            "`trap` answered failure: caxton:trap:wasm trap: unreachable"
+        );
+        assert_eq!(
+            failure_line("echo", "no such key"),
+            "`echo` answered failure: no such key"
+        );
+    }
 }
