@@ -353,7 +353,7 @@ async fn list_agents(context: &Context, only: Option<String>) -> Answer {
             let directory = controller.node.directory();
             if let Some(name) = &only {
                 if directory.resolve(name).is_none() {
-                    return Err(unknown_agent(name));
+                    return Err(unknown_agent_in(&directory, name));
                 }
             }
             // The membership layer learns of an agent on another node a
@@ -480,6 +480,29 @@ fn unknown_agent(name: &str) -> Reply {
         "unknown-agent",
         format!("no agent named `{name}`"),
     )
+}
+
+/// [`unknown_agent`], with the nearest name the node can reach when one is
+/// a slip away (`ehco`: did you mean `echo`?).
+fn unknown_agent_in(directory: &caxton_shards::Directory, name: &str) -> Reply {
+    match caxton_profiles::nearest_name(name, directory.names()) {
+        Some(nearest) => error(
+            StatusCode::NOT_FOUND,
+            "unknown-agent",
+            format!("no agent named `{name}`; did you mean `{nearest}`?"),
+        ),
+        None => unknown_agent(name),
+    }
+}
+
+/// [`unknown_agent_in`] the node's current directory, for a send that found none.
+async fn unknown_agent_near(context: &Context, name: &str) -> Reply {
+    let owned = name.to_owned();
+    context
+        .controller
+        .call(move |controller| unknown_agent_in(&controller.node.directory(), &owned))
+        .await
+        .unwrap_or_else(|_| unknown_agent(name))
 }
 
 pub(crate) fn bad_request(code: &str, message: String) -> Reply {
@@ -655,7 +678,14 @@ async fn send(context: &Context, message: Message) -> Answer {
     };
     // Dropped with this request when its caller hangs up: the sender then
     // forgets the send at its next sweep.
-    let sent = context.senders.send(job).await.map_err(|failure| match failure {
+    let sent = match context.senders.send(job).await {
+        Err(
+            SendFailure::Send(SendError::UnknownAgent(_))
+            | SendFailure::Persist(PersistError::Send(SendError::UnknownAgent(_))),
+        ) => return Err(unknown_agent_near(context, &name).await),
+        sent => sent,
+    };
+    let sent = sent.map_err(|failure| match failure {
         SendFailure::Send(failure) => send_error(&name, failure),
         SendFailure::Persist(PersistError::Send(failure)) => send_error(&name, failure),
         SendFailure::Persist(PersistError::Refused(reason)) => error(

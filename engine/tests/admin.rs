@@ -423,6 +423,23 @@ fn every_route_answers_and_bad_input_gets_a_4xx_naming_the_problem() {
         StatusCode::NOT_FOUND,
         "unknown-agent",
     );
+    // A slip of the keyboard gets the name it was near.
+    for misspelt in [
+        send(&client, "ehco", "hi"),
+        call(&client, Method::GET, "/v1/agents/ehco", Vec::new()),
+    ] {
+        assert_error(&misspelt, StatusCode::NOT_FOUND, "unknown-agent");
+        assert!(
+            misspelt.text().contains("did you mean `echo`?"),
+            "{}",
+            misspelt.text()
+        );
+    }
+    assert_error(
+        &send(&client, "bad!name", "hi"),
+        StatusCode::BAD_REQUEST,
+        "bad-name",
+    );
     assert_error(
         &call(&client, Method::PUT, "/v1/agents", Vec::new()),
         StatusCode::METHOD_NOT_ALLOWED,

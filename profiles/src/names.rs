@@ -26,6 +26,45 @@ pub fn check_agent_name(name: &str) -> Result<(), String> {
     ))
 }
 
+/// The name among `known` nearest to `name` when it is near enough to be
+/// what was meant (a slip of a letter or two), for a "did you mean" hint.
+pub fn nearest_name<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let allowed = (name.chars().count() / 4).clamp(1, 3);
+    known
+        .into_iter()
+        .filter(|candidate| *candidate != name)
+        .map(|candidate| (slips_between(name, candidate), candidate))
+        .filter(|&(distance, _)| distance <= allowed)
+        .min()
+        .map(|(_, candidate)| candidate)
+}
+
+/// Letters added, dropped or changed, and neighbours swapped, between
+/// `left` and `right` (the optimal string alignment distance): `ehco` is one
+/// slip from `echo`.
+fn slips_between(left: &str, right: &str) -> usize {
+    let (left, right): (Vec<char>, Vec<char>) = (left.chars().collect(), right.chars().collect());
+    let width = right.len() + 1;
+    let mut table = vec![0usize; (left.len() + 1) * width];
+    for i in 0..=left.len() {
+        for j in 0..=right.len() {
+            table[i * width + j] = if i == 0 || j == 0 {
+                i + j
+            } else {
+                let changed = usize::from(left[i - 1] != right[j - 1]);
+                let mut best = (table[(i - 1) * width + j] + 1)
+                    .min(table[i * width + j - 1] + 1)
+                    .min(table[(i - 1) * width + j - 1] + changed);
+                if i > 1 && j > 1 && left[i - 1] == right[j - 2] && left[i - 2] == right[j - 1] {
+                    best = best.min(table[(i - 2) * width + j - 2] + 1);
+                }
+                best
+            };
+        }
+    }
+    table[left.len() * width + right.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,5 +94,18 @@ mod tests {
             check_agent_name(&long).expect_err("too long").len() < 200,
             "the error quotes a bounded prefix"
         );
+    }
+
+    #[test]
+    fn the_nearest_name_is_a_slip_away_or_none() {
+        let known = ["echo", "counter", "forwarder"];
+        assert_eq!(nearest_name("ehco", known), Some("echo"));
+        assert_eq!(nearest_name("conuter", known), Some("counter"));
+        assert_eq!(nearest_name("forwader", known), Some("forwarder"));
+        assert_eq!(slips_between("ehco", "echo"), 1);
+        assert_eq!(slips_between("", "abc"), 3);
+        assert_eq!(nearest_name("sink", known), None, "too far from any");
+        assert_eq!(nearest_name("x", known), None);
+        assert_eq!(nearest_name("echo", known), None, "itself is no hint");
     }
 }

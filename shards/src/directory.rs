@@ -151,6 +151,14 @@ impl Directory {
             .filter_map(|(index, record)| Some((AgentId(index as u32), record.as_ref()?)))
     }
 
+    /// Every name a send may address: the agents deployed here and those
+    /// on other nodes.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.iter()
+            .map(|(_, record)| record.name.as_str())
+            .chain(self.remote.keys().map(String::as_str))
+    }
+
     /// Every agent deployed here and its instances across the shards, by
     /// name (what the cluster directory publishes for this node).
     pub fn hosted_agents(&self) -> std::collections::BTreeMap<String, u32> {
