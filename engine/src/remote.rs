@@ -156,9 +156,9 @@ pub fn agents(selection: &ProfileSelection, command: AgentsCommand) -> Result<()
             let answer = call(&client, Method::POST, &path, "application/wasm", source)?;
             let json = answer.json();
             emit(&format!(
-                "deployed `{}`: {} instances, memory {}, cpu_shares {}, max_execution_time {} ({:.1} ms)\n",
+                "deployed `{}`: {}, memory {}, cpu_shares {}, max_execution_time {} ({:.1} ms)\n",
                 json["name"].as_str().unwrap_or(&name),
-                json["instances"].as_u64().unwrap_or(0),
+                counted(json["instances"].as_u64().unwrap_or(0), "instance"),
                 json["limits"]["memory"].as_str().unwrap_or("?"),
                 json["limits"]["cpu_shares"].as_str().unwrap_or("?"),
                 json["limits"]["max_execution_time"].as_str().unwrap_or("?"),
@@ -671,6 +671,15 @@ fn failure_line(agent: &str, text: &str) -> String {
         format!("the node answered failure for the message to `{agent}`: {text}")
     } else {
         format!("`{agent}` answered failure: {text}")
+    }
+}
+
+/// `count` `thing`s, in words: `1 instance`, `4 instances`.
+pub(crate) fn counted(count: u64, thing: &str) -> String {
+    if count == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{count} {thing}s")
     }
 }
 

@@ -845,7 +845,7 @@ fn check_cluster_addresses(profile: &Profile, fail: &mut impl FnMut(&str, String
         if let Err(error) = crate::check_agent_name(name) {
             fail(
                 "coordination.cluster.node_name",
-                error.replace("agent name", "node name"),
+                error.replace("an agent name", "a node name"),
                 "",
             );
         }

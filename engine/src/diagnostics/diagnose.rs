@@ -228,8 +228,8 @@ fn slow_agents(
             )
             .subject(agent.name.clone())
             .evidence(format!(
-                "{} runs, handler P50 {:.1} µs, P99 {p99:.1} µs",
-                agent.runs,
+                "{}, handler P50 {:.1} µs, P99 {p99:.1} µs",
+                crate::remote::counted(agent.runs as u64, "run"),
                 agent.p50_us.unwrap_or(0.0)
             ))
             .evidence(format!("{:.0}% of the node's handler time", share * 100.0))
@@ -442,7 +442,11 @@ fn faulting_agents(agents: &[AgentActivity], out: &mut Vec<Finding>) {
             Finding::new(
                 "faulting-agent",
                 Verdict::Warn,
-                format!("agent `{}` trapped, ran out of time or memory {} times; each fault replaces an instance", agent.name, agent.faults),
+                format!(
+                    "agent `{}` trapped, ran out of time or memory {}; each fault replaces an instance",
+                    agent.name,
+                    if agent.faults == 1.0 { "once".to_owned() } else { format!("{} times", agent.faults) }
+                ),
             )
             .subject(agent.name.clone())
             .remedy("`engine agents list` shows which fault; fix the agent or raise its limits")
