@@ -131,11 +131,14 @@ pub fn data_shards(
 
 /// Check the engine answers and deploy `workload`'s agents on it (agents
 /// already there by name are kept).
+///
+/// Returns the agents this call deployed (not those the target already ran,
+/// which answer 409), for [`undeploy`] to remove when the run is done.
 pub fn prepare(
     runtime: &tokio::runtime::Runtime,
     target: &Target,
     workload: &Workload,
-) -> Result<(), BenchError> {
+) -> Result<Vec<String>, BenchError> {
     if workload.pattern == Pattern::OneWay {
         return Err(BenchError::Input(
             "one-way cannot run with --target: the admin API answers each send with the agent's reply, and a sink never replies"
@@ -145,6 +148,7 @@ pub fn prepare(
     runtime.block_on(async {
         let mut sender = connect(target).await?;
         node_info(&mut sender, target).await?;
+        let mut deployed = Vec::new();
         for (name, wat) in &workload.agents {
             let path = format!("/v1/agents?name={name}&instances=1");
             let (status, body) = call(
@@ -160,8 +164,43 @@ pub fn prepare(
                     String::from_utf8_lossy(&body).trim()
                 )));
             }
+            if status.is_success() {
+                deployed.push(name.clone());
+            }
         }
-        Ok(())
+        Ok(deployed)
+    })
+}
+
+/// Undeploy `names` from the target: what [`prepare`] deployed for a run
+/// leaves with it. Every name is tried; the first failure is returned.
+pub fn undeploy(
+    runtime: &tokio::runtime::Runtime,
+    target: &Target,
+    names: &[String],
+) -> Result<(), BenchError> {
+    runtime.block_on(async {
+        let mut sender = connect(target).await?;
+        let mut first_failure = None;
+        for name in names {
+            let path = format!("/v1/agents/{name}");
+            let answer = call(
+                &mut sender,
+                request(target, Method::DELETE, &path, Vec::new())?,
+            )
+            .await;
+            let failure = match answer {
+                Ok((status, _)) if status.is_success() || status == StatusCode::NOT_FOUND => None,
+                Ok((status, body)) => Some(format!(
+                    "cannot undeploy `{name}` from {}: {status} {}",
+                    target.address,
+                    String::from_utf8_lossy(&body).trim()
+                )),
+                Err(error) => Some(error),
+            };
+            first_failure = first_failure.or(failure);
+        }
+        first_failure.map_or(Ok(()), |failure| Err(BenchError::Run(failure)))
     })
 }
 

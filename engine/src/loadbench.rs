@@ -60,6 +60,9 @@ enum Destination {
         runtime: tokio::runtime::Runtime,
         target: Target,
         shards: usize,
+        /// The workload agents the runs deployed on the target, removed at
+        /// [`Destination::close`]: a benchmark leaves the node as it found it.
+        deployed: Vec<String>,
     },
 }
 
@@ -89,6 +92,7 @@ impl Destination {
                     runtime,
                     target,
                     shards,
+                    deployed: Vec::new(),
                 })
             }
             None => {
@@ -136,9 +140,16 @@ impl Destination {
                 custom::run_on_node(node, workload, entries, options, "caxton")
             }
             Self::Remote {
-                runtime, target, ..
+                runtime,
+                target,
+                deployed,
+                ..
             } => {
-                remote::prepare(runtime, target, workload)?;
+                for name in remote::prepare(runtime, target, workload)? {
+                    if !deployed.contains(&name) {
+                        deployed.push(name);
+                    }
+                }
                 remote::run_on_target(runtime, target, workload, options)
             }
         }
@@ -149,7 +160,12 @@ impl Destination {
             Self::Node { node, .. } => node
                 .shutdown()
                 .map_err(|error| CommandError::Failed(error.to_string())),
-            Self::Remote { .. } => Ok(()),
+            Self::Remote {
+                runtime,
+                target,
+                deployed,
+                ..
+            } => remote::undeploy(&runtime, &target, &deployed).map_err(bench_error),
         }
     }
 }

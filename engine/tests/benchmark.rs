@@ -227,6 +227,12 @@ fn custom_writes_both_designs_and_histograms_engine_hdr_reads() {
 fn stress_and_target_load_a_running_engine_through_its_admin_api() {
     let running = start_engine(&[]);
     let admin = running.admin_address().to_string();
+    // An agent of the node's own, which the run must leave alone.
+    let echo = format!("{}/../examples/agents/echo.wat", env!("CARGO_MANIFEST_DIR"));
+    let deployed = engine(&[
+        "agents", "deploy", &echo, "--name", "resident", "--admin", &admin,
+    ]);
+    assert!(deployed.status.success(), "{}", stderr(&deployed));
     let output = tempfile::tempdir().expect("temp dir");
     let run = engine(&[
         "benchmark",
@@ -270,10 +276,16 @@ fn stress_and_target_load_a_running_engine_through_its_admin_api() {
         );
     }
     assert_eq!(summary["breaking_points"][0]["sustained_per_second"], 200.0);
-    // The agents it deployed are on the engine.
+    // The agents it deployed left with it; the node's own stayed.
     let listed = engine(&["agents", "list", "--admin", &admin, "--json"]);
     let agents: Value = serde_json::from_slice(&listed.stdout).expect("json");
-    assert_eq!(agents["agents"].as_array().map(Vec::len), Some(2));
+    let names: Vec<&str> = agents["agents"]
+        .as_array()
+        .expect("agents")
+        .iter()
+        .filter_map(|agent| agent["name"].as_str())
+        .collect();
+    assert_eq!(names, ["resident"], "{agents}");
 }
 
 /// `benchmark stress --compare baseline` on a small, slow ramp (2 steps of
