@@ -560,6 +560,13 @@ fn saphyr_error(
     if kind == ProfileErrorKind::InvalidValue {
         profile_error = profile_error.with_hint(value_hint(message));
     }
+    if kind == ProfileErrorKind::Syntax {
+        profile_error = profile_error.with_hint(if message.contains("tab") {
+            "YAML indents with spaces only: replace the tab (the place named may be the line before it)"
+        } else {
+            "indent with spaces, write `: ` after each key, and quote text that holds `: ` or ` #`"
+        });
+    }
     if kind == ProfileErrorKind::UnknownKey {
         if let Some(suggestion) = suggest_key(message) {
             profile_error = profile_error.with_hint(format!("did you mean `{suggestion}`?"));

@@ -291,6 +291,13 @@ fn bad_input_names_cause_key_and_place() {
         syntax.location.as_ref().and_then(|location| location.line),
         Some(2)
     );
+    assert!(
+        syntax.to_string().contains("hint: indent with spaces"),
+        "{syntax}"
+    );
+    let tab = load_text("runtime:\n\tmax_agents: 5\n").expect_err("a tab");
+    assert_eq!(tab.kind, ProfileErrorKind::Syntax);
+    assert!(tab.to_string().contains("replace the tab"), "{tab}");
 
     let unknown_key =
         load_text("coordination:\n  cluster:\n    gosip_fanout: 3\n").expect_err("typo");
