@@ -189,9 +189,15 @@ fn custom_writes_both_designs_and_histograms_engine_hdr_reads() {
     assert!(summary["comparison"]["p99_ratio"].as_f64().is_some());
     assert!(summary["comparison"]["throughput_ratio"].is_null());
     // The machine's own stalls were probed, on every core, and printed.
-    assert!(summary["machine_jitter"]["cores"].as_u64() >= Some(1));
+    let cores = summary["machine_jitter"]["cores"].as_u64().expect("cores");
+    let pinned = summary["machine_jitter"]["pinned"]
+        .as_u64()
+        .expect("pinned");
+    assert!(cores >= 1 && pinned <= cores, "{summary}");
     assert!(
-        text.contains("machine jitter: a thread pinned to each of"),
+        text.contains(&format!(
+            "machine jitter: a thread on each of {cores} core(s) ({pinned} pinned to it)"
+        )),
         "{text}"
     );
     assert_eq!(summary["comparison"]["p99_offered_per_second"], 2000.0);
