@@ -194,6 +194,22 @@ impl ClusterSettings {
         if cluster.listen_address.is_none() && joins.is_empty() {
             return Ok(None);
         }
+        // Each `--join` is HOST:PORT with a port to reach, checked before
+        // anything is made of it (a bare host would resolve to nothing, or
+        // be read as a cluster beyond this machine).
+        for join in joins {
+            let well_formed = join.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|port| port > 0)
+            });
+            if !well_formed {
+                return Err(SettingsError {
+                    key: "--join".into(),
+                    message: format!(
+                        "{join:?} is not HOST:PORT with a port from 1 to 65535 (e.g. 10.0.0.5:7946)"
+                    ),
+                });
+            }
+        }
         let parse = |key: &str, text: &str| {
             text.parse::<SocketAddr>().map_err(|_| SettingsError {
                 key: key.into(),

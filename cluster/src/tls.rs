@@ -39,6 +39,17 @@ pub enum TlsError {
         /// What went wrong.
         message: String,
     },
+    /// A file the profile names could not be read or used; `key` is its
+    /// key under `coordination.cluster.tls` (`ca_file`, `cert_file`, `key_file`).
+    #[error("{path}: {message}")]
+    Setting {
+        /// The profile key that names the file.
+        key: &'static str,
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
     /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
     Config(String),
@@ -63,22 +74,25 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn read_file(path: &str) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|error| TlsError::File {
+fn read_file(key: &'static str, path: &str) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|error| TlsError::Setting {
+        key,
         path: path.to_owned(),
         message: error.to_string(),
     })
 }
 
-fn certificates(path: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let bytes = read_file(path)?;
+fn certificates(key: &'static str, path: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bytes = read_file(key, path)?;
     let parsed: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&bytes).collect();
-    let parsed = parsed.map_err(|error| TlsError::File {
+    let parsed = parsed.map_err(|error| TlsError::Setting {
+        key,
         path: path.to_owned(),
         message: format!("not a PEM certificate: {error}"),
     })?;
     if parsed.is_empty() {
-        return Err(TlsError::File {
+        return Err(TlsError::Setting {
+            key,
             path: path.to_owned(),
             message: "holds no certificate".into(),
         });
@@ -87,8 +101,9 @@ fn certificates(path: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 fn private_key(path: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let bytes = read_file(path)?;
-    PrivateKeyDer::from_pem_slice(&bytes).map_err(|error| TlsError::File {
+    let bytes = read_file("key_file", path)?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|error| TlsError::Setting {
+        key: "key_file",
         path: path.to_owned(),
         message: format!("not a PEM private key: {error}"),
     })
@@ -98,14 +113,15 @@ impl NodeTls {
     /// Mutual TLS from the cluster's files; `early_data` allows 0-RTT.
     pub fn from_files(files: &TlsFiles, early_data: bool) -> Result<Self, TlsError> {
         let mut roots = rustls::RootCertStore::empty();
-        for ca in certificates(&files.ca)? {
-            roots.add(ca).map_err(|error| TlsError::File {
+        for ca in certificates("ca_file", &files.ca)? {
+            roots.add(ca).map_err(|error| TlsError::Setting {
+                key: "ca_file",
                 path: files.ca.clone(),
                 message: format!("not a usable CA certificate: {error}"),
             })?;
         }
         let roots = Arc::new(roots);
-        let chain = certificates(&files.cert)?;
+        let chain = certificates("cert_file", &files.cert)?;
         let key = private_key(&files.key)?;
         let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
             Arc::clone(&roots),
@@ -118,9 +134,13 @@ impl NodeTls {
             .map_err(|error| TlsError::Config(error.to_string()))?
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain.clone(), key.clone_key())
-            .map_err(|error| TlsError::File {
-                path: files.cert.clone(),
-                message: format!("certificate and key do not match: {error}"),
+            .map_err(|error| TlsError::Setting {
+                key: "key_file",
+                path: files.key.clone(),
+                message: format!(
+                    "does not match the certificate in {} (coordination.cluster.tls.cert_file): {error}",
+                    files.cert
+                ),
             })?;
         let client = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])

@@ -29,16 +29,10 @@ pub fn prepare(
         caxton_cluster::transport::ClusterError::Tls(tls) => {
             // A file that would not read: named by its own key, so the
             // error points where that key was set (a `--set`, say).
-            let configured = &loaded.profile.coordination.cluster.tls;
             let key = match &tls {
-                caxton_cluster::tls::TlsError::File { path, .. } => [
-                    ("ca_file", &configured.ca_file),
-                    ("cert_file", &configured.cert_file),
-                    ("key_file", &configured.key_file),
-                ]
-                .into_iter()
-                .find(|(_, file)| file.as_deref() == Some(path.as_str()))
-                .map(|(field, _)| format!("coordination.cluster.tls.{field}")),
+                caxton_cluster::tls::TlsError::Setting { key, .. } => {
+                    Some(format!("coordination.cluster.tls.{key}"))
+                }
                 _ => None,
             };
             refuse(

@@ -388,10 +388,22 @@ fn a_node_alone_answers_no_cluster_and_public_addresses_need_certificates() {
     let refused = engine(&["--join", "10.0.0.1:7946"]);
     assert!(!refused.status.success());
     assert!(common::stderr(&refused).contains("coordination.cluster.listen_address"));
+    // A join with no port, or none to reach, is refused as the join it is.
+    for join in ["127.0.0.1", "127.0.0.1:99999", ":7601", "127.0.0.1:0"] {
+        let refused = engine(&["--profile", "cluster-small", "--join", join]);
+        assert_eq!(refused.status.code(), Some(2), "{join}");
+        let text = common::stderr(&refused);
+        assert!(
+            text.contains("--join")
+                && text.contains("is not HOST:PORT")
+                && !text.contains("built-in"),
+            "{join}: {text}"
+        );
+    }
     // A certificate file that does not read is named by its key, where it
     // was set: here the `--set`, not the built-in profile below it.
     let certs = tempfile::tempdir().expect("a directory");
-    init_certs(certs.path(), "a");
+    init_certs(certs.path(), "a,b");
     let file = |name: &str| certs.path().join(name).display().to_string();
     let missing = file("nope.pem");
     let refused = engine(&[
@@ -416,6 +428,33 @@ fn a_node_alone_answers_no_cluster_and_public_addresses_need_certificates() {
         )),
         "{text}"
     );
+    // A key file that holds no key, or another node's key, is named as the
+    // key file, not as the certificate beside it.
+    for (key_file, says) in [
+        (file("a.pem"), "not a PEM private key"),
+        (file("b-key.pem"), "does not match the certificate in"),
+    ] {
+        let refused = engine(&[
+            "--profile",
+            "cluster-small",
+            "--set",
+            "coordination.cluster.listen_address=127.0.0.1:0",
+            "--set",
+            "observability.admin.listen=127.0.0.1:0",
+            "--set",
+            &format!("coordination.cluster.tls.ca_file={}", file("ca.pem")),
+            "--set",
+            &format!("coordination.cluster.tls.cert_file={}", file("a.pem")),
+            "--set",
+            &format!("coordination.cluster.tls.key_file={key_file}"),
+        ]);
+        assert_eq!(refused.status.code(), Some(2), "{key_file}");
+        let text = common::stderr(&refused);
+        assert!(
+            text.contains("`coordination.cluster.tls.key_file`") && text.contains(says),
+            "{key_file}: {text}"
+        );
+    }
 }
 
 #[test]
