@@ -466,7 +466,7 @@ pub fn advise(facts: &GossipFacts) -> Vec<String> {
     }
     if !facts.flapping.is_empty() {
         advice.push(format!(
-            "flapping members (declared down more than once): {}. Raise coordination.cluster.suspicion_multiplier (now {}) and check those nodes' network and load",
+            "flapping members (declared down more than once in the window): {}. Unless they were restarted on purpose, raise coordination.cluster.suspicion_multiplier (now {}) and check those nodes' network and load",
             facts.flapping.join(", "),
             swim.suspicion_multiplier
         ));

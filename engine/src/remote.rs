@@ -583,12 +583,9 @@ fn analyze_gossip(
     );
     let mut flapping = Vec::new();
     for member in &second.members {
-        let before = first
-            .members
-            .iter()
-            .find(|old| old.addr == member.addr)
-            .map(|old| old.traffic)
-            .unwrap_or_default();
+        let earlier = first.members.iter().find(|old| old.addr == member.addr);
+        let before = earlier.map(|old| old.traffic).unwrap_or_default();
+        let downs_before = earlier.map_or(0, |old| old.downs);
         table.push_str(&format!(
             "{:<24} {:<8} {:>10.1} {:>10.1} {:>10.0} {:>10.0} {:>6} {:>9}\n",
             member.name,
@@ -600,7 +597,9 @@ fn analyze_gossip(
             member.downs,
             member.suspicions
         ));
-        if member.downs >= 2 {
+        // Flapping is now, not history: downs within the window only (a
+        // node restarted an hour ago was down once then, and is fine).
+        if member.downs.saturating_sub(downs_before) >= 2 {
             flapping.push(member.name.clone());
         }
     }
