@@ -282,10 +282,16 @@ impl ClusterSettings {
             _ => None,
         };
         if tls.is_none() && !(listen.ip().is_loopback() && advertise.ip().is_loopback()) {
+            // Named by the address that reaches out, the key the user wrote.
+            let (key, public) = if listen.ip().is_loopback() {
+                ("coordination.cluster.advertise_address", advertise)
+            } else {
+                ("coordination.cluster.listen_address", listen)
+            };
             return Err(SettingsError {
-                key: "coordination.cluster.tls".into(),
+                key: key.into(),
                 message: format!(
-                    "{listen} is reachable beyond this machine and the cluster has no certificates"
+                    "{public} is reachable beyond this machine and the cluster has no certificates (coordination.cluster.tls)"
                 ),
             });
         }
@@ -424,6 +430,11 @@ mod tests {
         caxton_profiles::check_agent_name(&settings.node_name).expect("a valid name");
         profile.coordination.cluster.listen_address = Some("10.1.2.3:7000".into());
         let error = ClusterSettings::from_profile(&profile, &[]).expect_err("public without TLS");
-        assert_eq!(error.key, "coordination.cluster.tls");
+        assert_eq!(error.key, "coordination.cluster.listen_address");
+        assert!(
+            error.message.contains("coordination.cluster.tls"),
+            "{}",
+            error.message
+        );
     }
 }

@@ -384,7 +384,26 @@ fn a_node_alone_answers_no_cluster_and_public_addresses_need_certificates() {
     ]);
     assert!(!refused.status.success());
     let text = common::stderr(&refused);
-    assert!(text.contains("coordination.cluster.tls"), "{text}");
+    // Pointed at the address the user set, which reaches beyond loopback.
+    assert!(
+        text.contains("coordination.cluster.tls")
+            && text.contains("--set coordination.cluster.advertise_address=10.0.0.1:7946"),
+        "{text}"
+    );
+    // A built-in profile's cluster section is not what is blamed for the
+    // user's own public listen address or lone certificate file.
+    for set in [
+        "coordination.cluster.listen_address=192.0.2.2:7604",
+        "coordination.cluster.tls.cert_file=certs/a.pem",
+    ] {
+        let refused = engine(&["--profile", "cluster-small", "--set", set]);
+        assert_eq!(refused.status.code(), Some(2), "{set}");
+        let text = common::stderr(&refused);
+        assert!(
+            text.contains(&format!("--set {set}")) && !text.contains("built-in"),
+            "{set}: {text}"
+        );
+    }
     let refused = engine(&["--join", "10.0.0.1:7946"]);
     assert!(!refused.status.success());
     assert!(common::stderr(&refused).contains("coordination.cluster.listen_address"));

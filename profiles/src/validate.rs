@@ -855,22 +855,36 @@ fn check_cluster_addresses(profile: &Profile, fail: &mut impl FnMut(&str, String
         .iter()
         .filter(|file| file.is_some())
         .count();
+    // Each refusal names a key the user wrote (a file that is set, the
+    // address that is public), so it points at that `--set` or line rather
+    // than at the section a built-in profile opened.
     if given != 0 && given != 3 {
+        let set = [
+            ("ca_file", &tls.ca_file),
+            ("cert_file", &tls.cert_file),
+            ("key_file", &tls.key_file),
+        ]
+        .into_iter()
+        .find(|(_, file)| file.is_some())
+        .map_or("ca_file", |(name, _)| name);
         fail(
-            "coordination.cluster.tls",
+            &format!("coordination.cluster.tls.{set}"),
             format!("{given} of ca_file, cert_file and key_file are set"),
             "set all three, or none to run a loopback-only cluster",
         );
     }
     if given == 0 {
-        let public = [listen, advertise]
-            .into_iter()
-            .flatten()
-            .find(|address| !address.ip().is_loopback());
-        if let Some(public) = public {
+        // Where others reach this node first: the advertised address when set.
+        let public = [
+            ("coordination.cluster.advertise_address", advertise),
+            ("coordination.cluster.listen_address", listen),
+        ]
+        .into_iter()
+        .find(|(_, address)| address.is_some_and(|address| !address.ip().is_loopback()));
+        if let Some((key, Some(public))) = public {
             fail(
-                "coordination.cluster.tls",
-                format!("{public} is reachable beyond this machine, and the cluster has no certificates"),
+                key,
+                format!("{public} is reachable beyond this machine, and the cluster has no certificates (coordination.cluster.tls)"),
                 "set ca_file, cert_file and key_file (`engine cluster init-certs` makes a test set), or listen on loopback",
             );
         }
