@@ -57,7 +57,7 @@ pub mod errors {
     pub const UNKNOWN_RECEIVER: i32 = -6;
     /// A name that is not UTF-8.
     pub const BAD_UTF8: i32 = -7;
-    /// `reply` to a message whose sender cannot be answered.
+    /// `reply_to` a ticket whose message's sender cannot be answered.
     pub const NO_SENDER: i32 = -8;
     /// `state_get` of a key the agent never put (or deleted).
     pub const NOT_FOUND: i32 = -9;
