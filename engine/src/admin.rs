@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use caxton_admin::{AdminSettings, TOKEN_ENV};
 use caxton_profiles::{LoadedProfile, ProfileErrorKind, Violation};
 use caxton_telemetry::HdrLogWriter;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::commands::CommandError;
 
@@ -79,13 +79,6 @@ pub fn prepare(
             "pick a free port (0 picks one and logs it), or stop the engine already there",
         )
     })?;
-    let address = listener
-        .local_addr()
-        .map_err(|error| CommandError::Failed(format!("admin endpoint: {error}")))?;
-    info!(
-        token = token.is_some(),
-        "admin endpoint listening on http://{address}"
-    );
     Ok(Some((
         listener,
         AdminSettings {
@@ -171,4 +164,17 @@ fn allocator_stats() -> Vec<(&'static str, u64)> {
         ("retained_bytes", read(stats::retained::read())),
         ("metadata_bytes", read(stats::metadata::read())),
     ]
+}
+
+/// Say where the endpoint listens: once everything that can refuse the
+/// profile has passed (the cluster's addresses and certificates are checked
+/// after the port is bound), so a refused start never claims to be serving.
+pub fn announce(listener: &TcpListener, settings: &AdminSettings) {
+    match listener.local_addr() {
+        Ok(address) => info!(
+            token = settings.token.is_some(),
+            "admin endpoint listening on http://{address}"
+        ),
+        Err(error) => warn!("admin endpoint: no local address: {error}"),
+    }
 }

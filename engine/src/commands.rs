@@ -697,6 +697,9 @@ fn run_node(selection: &ProfileSelection, joins: &[String]) -> Result<(), Comman
             CommandError::Failed(format!("cannot build the gossip shard's runtime: {error}"))
         })?;
     let cluster = crate::cluster::prepare(&loaded, joins, &gossip_runtime)?;
+    if let Some((listener, settings)) = &admin {
+        crate::admin::announce(listener, settings);
+    }
     let (remote_port, remote_port_wanted) = tokio::sync::oneshot::channel();
     let redeliver = loaded.profile.messaging.enable_persistence;
     let cluster = cluster.map(|node| {

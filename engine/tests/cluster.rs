@@ -473,6 +473,11 @@ fn a_node_alone_answers_no_cluster_and_public_addresses_need_certificates() {
             text.contains("`coordination.cluster.tls.key_file`") && text.contains(says),
             "{key_file}: {text}"
         );
+        // Refused before anything serves: the endpoint never said it listened.
+        assert!(
+            !text.contains("admin endpoint listening"),
+            "{key_file}: {text}"
+        );
     }
 }
 
