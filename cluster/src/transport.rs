@@ -414,6 +414,36 @@ pub fn quic_endpoint(
     Ok(endpoint)
 }
 
+/// The longest a QUIC handshake may take before the dial counts as failed.
+/// quinn's own bound is the connection's idle timeout (`transport.quic.
+/// idle_timeout`, 2 minutes by default), during which a seed that never
+/// answers (nothing listens there, a firewall drops the packets) would show
+/// no failure at all. A handshake is a few round trips; 5 s covers a WAN
+/// with room to spare, as `transport.tcp.connect_timeout`'s default does
+/// for TCP.
+pub const QUIC_HANDSHAKE_MAX: Duration = Duration::from_secs(5);
+
+/// Dial `to` on `endpoint`: connected, or why not within `limit` (at most
+/// the idle timeout, which ends a handshake first when it is shorter).
+/// With 0-RTT (`enable_0rtt` and a resumable session) frames go out with
+/// the handshake and the connection is handed over at once.
+pub async fn dial_quic(
+    endpoint: &quinn::Endpoint,
+    to: SocketAddr,
+    limit: Duration,
+) -> Result<quinn::Connection, String> {
+    let connecting = endpoint
+        .connect(to, crate::tls::SERVER_NAME)
+        .map_err(|error| error.to_string())?;
+    match connecting.into_0rtt() {
+        Ok((connection, _accepted)) => Ok(connection),
+        Err(connecting) => match tokio::time::timeout(limit, connecting).await {
+            Ok(connected) => connected.map_err(|error| error.to_string()),
+            Err(_) => Err(format!("no answer to the QUIC handshake within {limit:?}")),
+        },
+    }
+}
+
 /// Apply `transport.tcp` to a socket: `nodelay`, `keepalive` with its time,
 /// interval and probes, the buffer sizes, and `linger`.
 pub fn configure_tcp(socket: &socket2::SockRef<'_>, tcp: &TcpConfig) -> std::io::Result<()> {
@@ -617,21 +647,11 @@ impl Links {
         let stats = Arc::clone(&self.stats);
         match self.kind {
             TransportKind::Quic => {
-                let Some(endpoint) = &self.endpoint else {
+                let Some(endpoint) = self.endpoint.clone() else {
                     return;
                 };
-                let connecting = endpoint.connect(to, crate::tls::SERVER_NAME);
                 tokio::spawn(async move {
-                    let connected = match connecting {
-                        Ok(connecting) => match connecting.into_0rtt() {
-                            // 0-RTT (`enable_0rtt` with a resumable session):
-                            // frames go out with the handshake.
-                            Ok((connection, _accepted)) => Ok(connection),
-                            Err(connecting) => connecting.await.map_err(|error| error.to_string()),
-                        },
-                        Err(error) => Err(error.to_string()),
-                    };
-                    match connected {
+                    match dial_quic(&endpoint, to, QUIC_HANDSHAKE_MAX).await {
                         Ok(connection) => {
                             bump(&stats.connections_opened);
                             let _ = events.send(Event::QuicConnected(connection)).await;

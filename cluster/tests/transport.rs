@@ -433,6 +433,36 @@ fn tcp_keys_set_the_socket_options() {
 }
 
 #[tokio::test]
+async fn a_quic_dial_that_gets_no_answer_fails_within_its_limit() {
+    // A UDP socket that takes every packet and answers none: the handshake
+    // neither completes nor fails until the limit (quinn alone would wait
+    // for the 2-minute idle timeout).
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("a socket");
+    let address = silent.local_addr().expect("an address");
+    let tls = NodeTls::unauthenticated(false).expect("tls");
+    let quic = caxton_profiles::QuicConfig::default();
+    assert!(quic.idle_timeout.get() > Duration::from_secs(60));
+    let endpoint =
+        quic_endpoint(SocketAddr::from(([127, 0, 0, 1], 0)), &tls, &quic).expect("an endpoint");
+    let limit = Duration::from_millis(300);
+    let started = std::time::Instant::now();
+    let error = caxton_cluster::transport::dial_quic(&endpoint, address, limit)
+        .await
+        .expect_err("no connection");
+    assert!(
+        error.contains("no answer to the QUIC handshake within 300ms"),
+        "{error}"
+    );
+    // A guard, not a timing: without the limit this is the idle timeout.
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(caxton_cluster::transport::QUIC_HANDSHAKE_MAX < quic.idle_timeout.get());
+}
+
+#[tokio::test]
 async fn connect_timeout_bounds_a_dial_that_gets_no_answer() {
     // A listener whose accept queue is full: the kernel drops further SYNs,
     // so a dial neither connects nor fails until the timeout.
