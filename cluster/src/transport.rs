@@ -2295,7 +2295,8 @@ struct NameTwins(Vec<NameTwin>);
 struct NameTwin {
     name: String,
     addr: SocketAddr,
-    twin: SocketAddr,
+    /// The member whose name it took; `None`: this node's.
+    twin: Option<SocketAddr>,
     judge_at: Instant,
 }
 
@@ -2313,13 +2314,17 @@ impl NameTwins {
             })
         };
         self.0.retain(|pending| {
-            if !alive(pending.twin) || !alive(pending.addr) {
+            // This node is alive while it judges.
+            if !pending.twin.is_none_or(alive) || !alive(pending.addr) {
                 return false;
             }
             if now < pending.judge_at {
                 return true;
             }
-            warn_name_twin(&pending.name, pending.addr, pending.twin);
+            match pending.twin {
+                Some(twin) => warn_name_twin(&pending.name, pending.addr, twin),
+                None => warn_own_name_taken(&pending.name, pending.addr),
+            }
             false
         });
     }
@@ -2330,6 +2335,14 @@ impl NameTwins {
 /// gone by then, and is no twin of its own.
 fn restart_grace(swim: &crate::SwimSettings, membership: &Membership) -> Duration {
     2 * (swim.probe_interval + swim.probe_timeout + membership.suspicion_timeout())
+}
+
+fn warn_own_name_taken(name: &str, addr: SocketAddr) {
+    warn!(
+        member = %name,
+        %addr,
+        "cluster: member `{name}` at {addr} has this node's name; give each node a name of its own (coordination.cluster.node_name)"
+    );
 }
 
 fn warn_name_twin(name: &str, addr: SocketAddr, twin: SocketAddr) {
@@ -2372,8 +2385,19 @@ fn log_events(
                 // members`, logs, metrics): two at once is a mistake.
                 let me = membership.identity();
                 if me.name == member.name && me.addr != member.addr {
-                    // This node is alive: the newcomer cannot be its restart.
-                    warn_name_twin(&member.name, member.addr, me.addr);
+                    if member.generation > me.generation {
+                        // Started after this node, which is alive: no restart of it.
+                        warn_own_name_taken(&member.name, member.addr);
+                    } else {
+                        // Older: perhaps this node's own earlier process,
+                        // not yet declared down; judged once it would be.
+                        name_twins.0.push(NameTwin {
+                            name: member.name.to_string(),
+                            addr: member.addr,
+                            twin: None,
+                            judge_at: Instant::now() + restart_grace(swim, membership),
+                        });
+                    }
                 } else if let Some(twin) = membership.members().into_iter().find(|other| {
                     *other.name == *member.name
                         && other.addr != member.addr
@@ -2385,7 +2409,7 @@ fn log_events(
                         name_twins.0.push(NameTwin {
                             name: member.name.to_string(),
                             addr: member.addr,
-                            twin: twin.addr,
+                            twin: Some(twin.addr),
                             judge_at: Instant::now() + restart_grace(swim, membership),
                         });
                     } else {

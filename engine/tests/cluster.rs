@@ -668,7 +668,10 @@ fn two_members_of_one_name_are_warned_about() {
             && log.contains("coordination.cluster.node_name"),
         "{log}"
     );
-    drop((first, second));
+    // Each of the two sees the other take its own name, and says so as such.
+    let (_, own) = second.terminate();
+    assert!(own.contains("has this node's name"), "{own}");
+    drop(first);
 }
 
 /// A node restarted at a new address comes up under its name before its
@@ -699,7 +702,9 @@ fn a_node_restarted_at_a_new_address_is_no_name_twin() {
     std::thread::sleep(Duration::from_secs(6));
     let (_, log) = a.terminate();
     assert!(!log.contains("has the name of the member at"), "{log}");
-    drop(second);
+    // Nor does the restarted node take its own old entry for a twin.
+    let (_, own) = second.terminate();
+    assert!(!own.contains("has this node's name"), "{own}");
 }
 
 /// A node with no name of its own (trial mode, its port picked at boot)
