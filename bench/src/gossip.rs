@@ -247,9 +247,9 @@ pub fn render(summary: &GossipSummary) -> String {
         out.push_str("partition healed: NOT within the run\n");
     }
     out.push_str(&format!(
-        "simulated {:.0}s (after warm-up) in {:.1}s of wall time ({:.0}× real time); trace digest {}\nreplay: engine {} cluster simulate --nodes {} --scenario {} --formation {} --loss {} --latency {:?} --jitter {} --duration {}s --seed {}",
+        "simulated {:.0}s (after warm-up) in {} of wall time ({:.0}× real time); trace digest {}\nreplay: engine {} cluster simulate --nodes {} --scenario {} --formation {} --loss {} --latency {:?} --jitter {} --duration {}s --seed {}",
         s.simulated_seconds,
-        s.wall_seconds,
+        short_seconds(s.wall_seconds),
         s.simulated_seconds / s.wall_seconds.max(1e-9),
         s.trace_digest,
         s.profile
@@ -505,7 +505,7 @@ pub fn advise(facts: &GossipFacts) -> Vec<String> {
             facts.nodes,
             facts
                 .convergence_p99
-                .map(|p99| format!(", convergence P99 {p99:.2}s"))
+                .map(|p99| format!(", convergence P99 {}", short_seconds(p99)))
                 .unwrap_or_default()
         ));
     }
@@ -531,6 +531,18 @@ impl GossipSummary {
             handshakes_refused_by_peer: 0,
             swim: self.swim,
         }
+    }
+}
+
+/// `seconds` in the unit that shows it: `1.25s`, `5.0ms`, `80µs`, so a
+/// short span never prints as `0.00s`.
+fn short_seconds(seconds: f64) -> String {
+    if seconds >= 1.0 {
+        format!("{seconds:.2}s")
+    } else if seconds >= 1e-3 {
+        format!("{:.1}ms", seconds * 1e3)
+    } else {
+        format!("{:.0}µs", seconds * 1e6)
     }
 }
 
@@ -696,5 +708,12 @@ mod tests {
         let advice = advise(&summary.facts()).join("\n");
         assert!(advice.contains(&summary.flapping[0]), "{advice}");
         assert!(advice.contains("suspicion_multiplier"), "{advice}");
+    }
+
+    #[test]
+    fn short_spans_print_in_their_own_unit() {
+        assert_eq!(short_seconds(1.25), "1.25s");
+        assert_eq!(short_seconds(0.005), "5.0ms");
+        assert_eq!(short_seconds(0.00008), "80µs");
     }
 }
