@@ -352,11 +352,36 @@ fn check_node_names(nodes: &[String]) -> Result<(), TlsError> {
     Ok(())
 }
 
+/// The common name of the CA `init_certs` makes; a CA found in the
+/// directory is taken up again under it (its key signs, and the result is
+/// checked against its certificate).
+const TEST_CA_NAME: &str = "Caxton cluster test CA";
+
+/// The test CA's parameters: the same each time, so that its key, read back
+/// from `ca-key.pem`, issues certificates its `ca.pem` verifies.
+fn test_ca_params() -> Result<rcgen::CertificateParams, TlsError> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
+        .map_err(|error| TlsError::Generate(error.to_string()))?;
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, TEST_CA_NAME);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    Ok(params)
+}
+
 /// Make a test CA (`ca.pem`, `ca-key.pem`) and a certificate and key per
 /// node in `directory`, for trying a cluster out. Returns the CA's path and
-/// the nodes' files. Keys are written readable by their owner only. A
-/// directory that already holds a CA is refused unless `replace_ca`: nodes
-/// still holding the old CA would refuse every node certified by the new one.
+/// the nodes' files. Keys are written readable by their owner only.
+///
+/// A directory that already holds the test CA (both files) keeps it: the
+/// nodes named get certificates from it, so a node joins a cluster whose
+/// nodes hold that CA; a node that already has a certificate there is
+/// refused rather than overwritten. `replace_ca` makes a new CA instead
+/// (nodes still holding the old one refuse every certificate it signs).
 pub fn init_certs(
     directory: &Path,
     nodes: &[String],
@@ -365,15 +390,27 @@ pub fn init_certs(
     // Every name is checked before anything is written: a refused run
     // leaves no CA behind to refuse the corrected one.
     check_node_names(nodes)?;
-    if !replace_ca {
-        if let Some(existing) = ["ca.pem", "ca-key.pem"]
+    let ca_path = directory.join("ca.pem");
+    let ca_key_path = directory.join("ca-key.pem");
+    let reuse = !replace_ca && (ca_path.exists() || ca_key_path.exists());
+    if reuse {
+        if let Some(missing) = [&ca_path, &ca_key_path]
+            .into_iter()
+            .find(|path| !path.exists())
+        {
+            return Err(TlsError::File {
+                path: missing.display().to_string(),
+                message: "is missing beside the other half of the CA: restore it, or make a new CA (and new certificates for every node) with --replace-ca".into(),
+            });
+        }
+        if let Some(taken) = nodes
             .iter()
-            .map(|name| directory.join(name))
+            .map(|name| directory.join(format!("{name}.pem")))
             .find(|path| path.exists())
         {
             return Err(TlsError::File {
-                path: existing.display().to_string(),
-                message: "already exists: a new CA would not be trusted by nodes holding this one; choose another directory, or replace it (and every node's certificate) with --replace-ca".into(),
+                path: taken.display().to_string(),
+                message: "already exists: that node has a certificate from this CA; delete it (and its key) to issue a new one".into(),
             });
         }
     }
@@ -406,22 +443,28 @@ pub fn init_certs(
         path: directory.display().to_string(),
         message: error.to_string(),
     })?;
-    let ca_key = rcgen::KeyPair::generate().map_err(generate)?;
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(generate)?;
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "Caxton cluster test CA");
-    ca_params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
-    let ca_cert = ca_params.self_signed(&ca_key).map_err(generate)?;
-    let ca_path = directory.join("ca.pem");
-    write(&ca_path, &ca_cert.pem(), false)?;
-    write(&directory.join("ca-key.pem"), &ca_key.serialize_pem(), true)?;
+    let ca_params = test_ca_params()?;
+    let ca_key = if reuse {
+        let pem = std::fs::read_to_string(&ca_key_path).map_err(|error| TlsError::File {
+            path: ca_key_path.display().to_string(),
+            message: error.to_string(),
+        })?;
+        rcgen::KeyPair::from_pem(&pem).map_err(|error| TlsError::File {
+            path: ca_key_path.display().to_string(),
+            message: format!("not a PEM private key: {error}"),
+        })?
+    } else {
+        let ca_key = rcgen::KeyPair::generate().map_err(generate)?;
+        let ca_cert = ca_params.self_signed(&ca_key).map_err(generate)?;
+        write(&ca_path, &ca_cert.pem(), false)?;
+        write(&ca_key_path, &ca_key.serialize_pem(), true)?;
+        ca_key
+    };
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let mut written = Vec::new();
+    // Issued and checked first, written after: a CA that is not the test
+    // CA (another name, or a key that is not its certificate's) leaves no
+    // files behind.
+    let mut issued = Vec::new();
     for name in nodes {
         let key = rcgen::KeyPair::generate().map_err(generate)?;
         let mut params = rcgen::CertificateParams::new(vec![
@@ -438,16 +481,49 @@ pub fn init_certs(
             rcgen::ExtendedKeyUsagePurpose::ClientAuth,
         ];
         let cert = params.signed_by(&key, &issuer).map_err(generate)?;
+        if reuse {
+            verify_against_ca(&ca_path, cert.der())?;
+        }
+        issued.push((name.clone(), cert.pem(), key.serialize_pem()));
+    }
+    let mut written = Vec::new();
+    for (name, cert, key) in issued {
         let files = NodeFiles {
-            name: name.clone(),
             cert: directory.join(format!("{name}.pem")),
             key: directory.join(format!("{name}-key.pem")),
+            name,
         };
-        write(&files.cert, &cert.pem(), false)?;
-        write(&files.key, &key.serialize_pem(), true)?;
+        write(&files.cert, &cert, false)?;
+        write(&files.key, &key, true)?;
         written.push(files);
     }
     Ok((ca_path, written))
+}
+
+/// Check that the CA in `ca_path` verifies `cert`, as a node holding it
+/// would when the certificate's node connects.
+fn verify_against_ca(ca_path: &Path, cert: &CertificateDer<'_>) -> Result<(), TlsError> {
+    let path = ca_path.display().to_string();
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in certificates("ca_file", &path)? {
+        roots.add(ca).map_err(|error| TlsError::File {
+            path: path.clone(),
+            message: format!("not a usable CA certificate: {error}"),
+        })?;
+    }
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|error| TlsError::Config(error.to_string()))?;
+    verifier
+        .verify_client_cert(cert, &[], rustls::pki_types::UnixTime::now())
+        .map(|_| ())
+        .map_err(|error| TlsError::File {
+            path,
+            message: format!(
+                "is not the test CA that `init-certs` makes (or its key is not `ca-key.pem`'s): a certificate signed with that key does not verify ({error}); use --replace-ca for a new CA"
+            ),
+        })
 }
 
 #[cfg(test)]
@@ -470,15 +546,48 @@ mod tests {
         let mode = std::fs::metadata(&nodes[0].key).expect("a key file");
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(mode.permissions().mode() & 0o777, 0o600);
-        // A second run in the same directory keeps its CA unless told.
+        // A second run in the same directory keeps its CA, and certifies a
+        // node the first did not with it: a certificate that CA verifies.
         let ca_before = std::fs::read(&ca).expect("the CA");
+        let (kept, added) =
+            init_certs(directory.path(), &["c".into()], false).expect("a node added");
+        assert_eq!(std::fs::read(&kept).expect("the CA"), ca_before);
+        let added_files = TlsFiles {
+            ca: kept.display().to_string(),
+            cert: added[0].cert.display().to_string(),
+            key: added[0].key.display().to_string(),
+        };
+        NodeTls::from_files(&added_files, false).expect("c's files load");
+        let added_cert = certificates("cert_file", &added_files.cert).expect("c's certificate");
+        verify_against_ca(&kept, &added_cert[0]).expect("the kept CA verifies c");
+        // A node that has a certificate is not overwritten.
+        let a_before = std::fs::read(&nodes[0].cert).expect("a's certificate");
         let refused =
-            init_certs(directory.path(), &["c".into()], false).expect_err("the CA is kept");
+            init_certs(directory.path(), &["a".into(), "d".into()], false).expect_err("a exists");
+        assert!(
+            refused.to_string().contains("a.pem") && refused.to_string().contains("delete it"),
+            "{refused}"
+        );
+        assert_eq!(
+            std::fs::read(&nodes[0].cert).expect("a's certificate"),
+            a_before
+        );
+        assert!(!directory.path().join("d.pem").exists(), "nothing written");
+        // A CA that is not the test CA (here: another CA's key beside it)
+        // is refused before anything is written.
+        let other = tempfile::tempdir().expect("a temporary directory");
+        init_certs(other.path(), &["x".into()], false).expect("another CA");
+        std::fs::copy(
+            other.path().join("ca-key.pem"),
+            directory.path().join("ca-key.pem"),
+        )
+        .expect("a foreign key");
+        let refused =
+            init_certs(directory.path(), &["e".into()], false).expect_err("a key not the CA's");
         assert!(refused.to_string().contains("--replace-ca"), "{refused}");
-        assert_eq!(std::fs::read(&ca).expect("the CA"), ca_before);
-        assert!(!directory.path().join("c.pem").exists());
+        assert!(!directory.path().join("e.pem").exists(), "nothing written");
         let (replaced, _) =
-            init_certs(directory.path(), &["c".into()], true).expect("replaced when told");
+            init_certs(directory.path(), &["e".into()], true).expect("replaced when told");
         assert_ne!(std::fs::read(&replaced).expect("the CA"), ca_before);
         // Bad name lists are refused before anything is written, so the
         // corrected run is not refused for the CA a refused one left.

@@ -305,7 +305,8 @@ pub enum ClusterCommand {
         endpoint: Endpoint,
     },
     /// Make a test CA and a certificate and key per node, for trying a
-    /// cluster out (not for production: the CA key sits beside them).
+    /// cluster out (not for production: the CA key sits beside them). Run
+    /// again on the same directory, it certifies more nodes with its CA.
     InitCerts {
         /// Where to write `ca.pem`, `ca-key.pem`, `NODE.pem` and `NODE-key.pem`.
         directory: std::path::PathBuf,
