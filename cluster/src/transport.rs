@@ -2136,8 +2136,16 @@ impl<L: LocalSide> Remote<L> {
         }
         self.settle_by = None;
         if let Some(local) = self.local.as_mut() {
+            let reached = membership
+                .members()
+                .iter()
+                .any(|member| member.state == crate::membership::MemberState::Alive);
             if settled {
                 info!("cluster: the directory holds every live member's agents");
+            } else if !reached {
+                warn!(
+                    "cluster: no member answered within {DIRECTORY_SETTLE_PROBES} probe intervals (check the seeds and that they run); stored messages run without other nodes' agents, and the seeds are tried on"
+                );
             } else {
                 warn!(
                     "cluster: the directory has not settled within {DIRECTORY_SETTLE_PROBES} probe intervals; going on without it"

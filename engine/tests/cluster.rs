@@ -600,6 +600,29 @@ fn trial_node_with(name: &str, seed: Option<&str>, extra: &[&str]) -> RunningEng
     start_engine(&arguments)
 }
 
+/// A seed where nothing answers: the node serves alone, says so once the
+/// directory's wait is over, and counts its failed dials (a QUIC handshake
+/// gives up within its bound, not at the 2-minute idle timeout).
+#[test]
+fn a_seed_that_never_answers_is_named_and_its_dials_counted() {
+    // A UDP port that takes packets and answers none.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("a socket");
+    let seed = silent.local_addr().expect("an address").to_string();
+    let a = trial_node("a", Some(&seed));
+    // 10 probe intervals on cluster-small (5 s), and one handshake bound (5 s).
+    wait(
+        &a,
+        Duration::from_secs(30),
+        "a failed dial counted",
+        |view| view["transport_counts"]["connect_failures"].as_u64() > Some(0),
+    );
+    let (_, log) = a.terminate();
+    assert!(
+        log.contains("no member answered within 10 probe intervals"),
+        "{log}"
+    );
+}
+
 /// `coordination.cluster.seeds` in a profile joins as `--join` does.
 #[test]
 fn seeds_written_in_the_profile_are_joined() {
