@@ -425,20 +425,24 @@ fn a_node_alone_answers_no_cluster_and_public_addresses_need_certificates() {
     init_certs(certs.path(), "a,b");
     let file = |name: &str| certs.path().join(name).display().to_string();
     let missing = file("nope.pem");
-    let refused = engine(&[
-        "--profile",
-        "cluster-small",
-        "--set",
-        "coordination.cluster.listen_address=127.0.0.1:0",
-        "--set",
-        "observability.admin.listen=127.0.0.1:0",
-        "--set",
-        &format!("coordination.cluster.tls.ca_file={}", file("ca.pem")),
-        "--set",
-        &format!("coordination.cluster.tls.cert_file={missing}"),
-        "--set",
-        &format!("coordination.cluster.tls.key_file={}", file("a-key.pem")),
-    ]);
+    // A node on cluster-small with these three files, refused or not.
+    let with_files = |ca: &str, cert: &str, key: &str| {
+        engine(&[
+            "--profile",
+            "cluster-small",
+            "--set",
+            "coordination.cluster.listen_address=127.0.0.1:0",
+            "--set",
+            "observability.admin.listen=127.0.0.1:0",
+            "--set",
+            &format!("coordination.cluster.tls.ca_file={ca}"),
+            "--set",
+            &format!("coordination.cluster.tls.cert_file={cert}"),
+            "--set",
+            &format!("coordination.cluster.tls.key_file={key}"),
+        ])
+    };
+    let refused = with_files(&file("ca.pem"), &missing, &file("a-key.pem"));
     assert_eq!(refused.status.code(), Some(2));
     let text = common::stderr(&refused);
     assert!(
@@ -453,20 +457,7 @@ fn a_node_alone_answers_no_cluster_and_public_addresses_need_certificates() {
         (file("a.pem"), "not a PEM private key"),
         (file("b-key.pem"), "does not match the certificate in"),
     ] {
-        let refused = engine(&[
-            "--profile",
-            "cluster-small",
-            "--set",
-            "coordination.cluster.listen_address=127.0.0.1:0",
-            "--set",
-            "observability.admin.listen=127.0.0.1:0",
-            "--set",
-            &format!("coordination.cluster.tls.ca_file={}", file("ca.pem")),
-            "--set",
-            &format!("coordination.cluster.tls.cert_file={}", file("a.pem")),
-            "--set",
-            &format!("coordination.cluster.tls.key_file={key_file}"),
-        ]);
+        let refused = with_files(&file("ca.pem"), &file("a.pem"), &key_file);
         assert_eq!(refused.status.code(), Some(2), "{key_file}");
         let text = common::stderr(&refused);
         assert!(
