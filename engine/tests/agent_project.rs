@@ -96,17 +96,7 @@ fn what_cannot_work_is_refused_with_the_reason() {
     let work = tempfile::tempdir().expect("tempdir");
     let refused = |arguments: &[&str], environment: &[(&str, &str)], needle: &str| {
         let output = engine_in(work.path(), arguments, environment);
-        assert_eq!(
-            output.status.code(),
-            Some(2),
-            "{arguments:?}: {}",
-            stderr(&output)
-        );
-        assert!(
-            stderr(&output).contains(needle),
-            "{arguments:?}: {}",
-            stderr(&output)
-        );
+        common::assert_refused_saying(&output, &format!("{arguments:?}"), needle);
     };
     refused(
         &["agents", "new", "Hello"],

@@ -200,18 +200,7 @@ fn agent_flags_are_refused_by_their_own_names_before_any_call() {
     ];
     for (mut arguments, expected) in cases {
         arguments.extend(["--admin", "127.0.0.1:1"]);
-        let output = engine(&arguments);
-        assert_eq!(
-            output.status.code(),
-            Some(2),
-            "{arguments:?}: {}",
-            stderr(&output)
-        );
-        assert!(
-            stderr(&output).contains(expected),
-            "{arguments:?}: {}",
-            stderr(&output)
-        );
+        common::assert_refused_saying(&engine(&arguments), &format!("{arguments:?}"), expected);
     }
 }
 

@@ -31,6 +31,15 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// Check that a command was refused (exit status 2) saying `needle`;
+/// `context` names the case in a failure.
+#[allow(dead_code)] // Not every test binary that shares this module refuses.
+pub fn assert_refused_saying(output: &Output, context: &str, needle: &str) {
+    let said = stderr(output);
+    assert_eq!(output.status.code(), Some(2), "{context}: {said}");
+    assert!(said.contains(needle), "{context}: `{needle}` not in {said}");
+}
+
 /// A running engine; killed when dropped.
 pub struct RunningEngine {
     /// The process.
