@@ -779,6 +779,56 @@ mod tests {
         assert_eq!(recovered.pending[0].id, 2);
         assert_eq!(recovered.next_id, 3);
     }
+
+    /// An unfinished message that outlived `message_ttl` while the node
+    /// was down is expired at the start, not delivered again.
+    #[test]
+    fn a_message_past_its_ttl_at_a_start_is_expired_not_redelivered() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let path = directory.path().join("t.sqlite");
+        let (wake, woken) = std::sync::mpsc::channel();
+        let (writer, _) = crate::PartitionWriter::start(
+            &path,
+            &settings(),
+            "ttl-test".into(),
+            Box::new(|| {}),
+            Box::new(move || {
+                let _ = wake.send(());
+            }),
+        )
+        .expect("start");
+        writer
+            .write(crate::Write::Persist {
+                id: 1,
+                receiver: "echo".into(),
+                conversation_id: 0,
+                envelope: vec![1],
+            })
+            .expect("queued");
+        woken.recv_timeout(Duration::from_secs(10)).expect("stored");
+        drop(writer);
+        std::thread::sleep(Duration::from_millis(20));
+        let mut expiring = settings();
+        expiring.message_ttl = Some(Duration::from_millis(5));
+        let (writer, recovered) = crate::PartitionWriter::start(
+            &path,
+            &expiring,
+            "ttl-test".into(),
+            Box::new(|| {}),
+            Box::new(|| {}),
+        )
+        .expect("reopen");
+        assert!(
+            recovered.pending.is_empty(),
+            "{:?}",
+            recovered.pending.len()
+        );
+        assert!(
+            matches!(writer.next_event(), Some(crate::StorageEvent::Expired(1))),
+            "the expiry is reported for the shard to count"
+        );
+        assert_eq!(recovered.next_id, 2, "its id is not handed out again");
+    }
 }
 
 #[cfg(test)]

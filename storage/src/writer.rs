@@ -154,6 +154,12 @@ impl PartitionWriter {
         wake: Box<dyn Fn() + Send>,
     ) -> Result<(Self, Recovered), StorageError> {
         let mut partition = Partition::open(path, settings)?;
+        // What aged past `message_ttl` while the node was down goes before
+        // anything is delivered again: an expired message is never handled.
+        let expired_while_down = match settings.message_ttl {
+            Some(_) => partition.cleanup(now_ms())?.0,
+            None => 0,
+        };
         let recovered = Recovered {
             agents: partition.agents()?,
             pending: partition.take_pending()?,
@@ -162,6 +168,10 @@ impl PartitionWriter {
         };
         let (writes, receiver) = mpsc::sync_channel(WRITES_QUEUED_MAX);
         let (events_sender, events) = mpsc::channel();
+        if expired_while_down > 0 {
+            // Counted by the shard with the rest (`caxton_shard_expired_total`).
+            let _ = events_sender.send(StorageEvent::Expired(expired_while_down));
+        }
         let committed = Arc::new(CommitCounters::default());
         let counters = Arc::clone(&committed);
         let thread = std::thread::Builder::new()
