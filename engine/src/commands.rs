@@ -683,7 +683,17 @@ fn run_node(selection: &ProfileSelection, joins: &[String]) -> Result<(), Comman
     if loaded.profile.messaging.enable_persistence {
         let directory = std::path::Path::new(&loaded.profile.storage.data_directory);
         caxton_storage::check_data_directory(directory, plan.data_shards.len()).map_err(
-            |error| crate::admin::refuse(&loaded, "storage.data_directory", error.to_string(), ""),
+            |error| {
+                // A partition that will not open is the node's own data:
+                // nothing is changed, and the way on is the operator's.
+                let hint = match &error {
+                    caxton_storage::StorageError::Sqlite { .. } => {
+                        "move that file away to start its shard empty, or restore it from a backup"
+                    }
+                    _ => "",
+                };
+                crate::admin::refuse(&loaded, "storage.data_directory", error.to_string(), hint)
+            },
         )?;
     }
     let admin = crate::admin::prepare(&loaded)?;

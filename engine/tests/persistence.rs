@@ -377,6 +377,30 @@ fn a_data_directory_that_cannot_be_used_is_refused_before_anything_starts() {
         log.contains("storage.data_directory") && log.contains("is not a directory"),
         "{log}"
     );
+    // A partition that is no database, or a directory in its place: refused
+    // as the profile's, before any shard made its own partition beside it.
+    for (broken, says) in [
+        (false, "not a usable database"),
+        (true, "cannot be opened for writing"),
+    ] {
+        let fresh = tempfile::tempdir().expect("a directory");
+        let partition = caxton_storage::partition_path(fresh.path(), 0);
+        if broken {
+            std::fs::create_dir(&partition).expect("a directory in its place");
+        } else {
+            std::fs::write(&partition, b"garbage").expect("written");
+        }
+        let (status, log) = refused_at_boot(fresh.path(), 2);
+        assert_eq!(status.code(), Some(2), "{log}");
+        assert!(
+            log.contains("storage.data_directory") && log.contains(says) && log.contains("hint:"),
+            "{log}"
+        );
+        assert!(
+            !caxton_storage::partition_path(fresh.path(), 1).exists(),
+            "shard 1 made its partition before the refusal"
+        );
+    }
 }
 
 /// An agent the profile deploys comes back from storage as it was

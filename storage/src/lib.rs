@@ -62,7 +62,14 @@ pub fn check_data_directory(
     data_shards: usize,
 ) -> Result<(), StorageError> {
     drop(DirectoryLock::acquire(directory)?);
-    check_partitions_fit(directory, data_shards)
+    check_partitions_fit(directory, data_shards)?;
+    for shard in 0..data_shards {
+        let path = partition_path(directory, shard);
+        if path.exists() {
+            partition::Partition::check_usable(&path)?;
+        }
+    }
+    Ok(())
 }
 
 /// The partition file of data shard `shard` in `directory`.

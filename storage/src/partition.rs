@@ -189,6 +189,41 @@ impl Partition {
         Ok(partition)
     }
 
+    /// Whether the partition at `path` can be opened and written by this
+    /// build, checked without changing it: a file that can be written, a
+    /// SQLite database, at a schema version this build knows. For refusing
+    /// a profile before anything starts; opening it for good checks more
+    /// (its pages, `PRAGMA quick_check`).
+    pub fn check_usable(path: &Path) -> Result<(), StorageError> {
+        let unusable = |message: String| StorageError::Sqlite {
+            path: path.display().to_string(),
+            message,
+        };
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|error| unusable(format!("cannot be opened for writing: {error}")))?;
+        let connection = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|error| unusable(format!("not a usable database: {error}")))?;
+        let version: i64 = connection
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .and_then(|version| {
+                connection.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(version))
+            })
+            .map_err(|error| unusable(format!("not a usable database: {error}")))?;
+        if version as usize > MIGRATIONS.len() {
+            return Err(unusable(format!(
+                "schema version {version} is newer than this build's {}; use a newer engine",
+                MIGRATIONS.len()
+            )));
+        }
+        Ok(())
+    }
+
     /// The schema version the file is at.
     pub fn version(&self) -> Result<usize, StorageError> {
         let version: i64 = self
