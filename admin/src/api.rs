@@ -688,6 +688,17 @@ async fn send(context: &Context, message: Message) -> Answer {
     let sent = sent.map_err(|failure| match failure {
         SendFailure::Send(failure) => send_error(&name, failure),
         SendFailure::Persist(PersistError::Send(failure)) => send_error(&name, failure),
+        // No persistence is how the node is configured, not a passing
+        // state: retrying cannot help, so it is no 503.
+        SendFailure::Persist(PersistError::Refused(reason))
+            if reason.starts_with("caxton:persistence-off") =>
+        {
+            error(
+                StatusCode::CONFLICT,
+                "persistence-off",
+                format!("the node cannot store the message: {reason}"),
+            )
+        }
         SendFailure::Persist(PersistError::Refused(reason)) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "not-stored",

@@ -270,10 +270,11 @@ fn engine_send_persistent_says_where_the_message_was_stored_or_why_not() {
     let admin = plain.admin_address().to_string();
     let deployed = common::engine(&["agents", "deploy", &echo, "--admin", &admin]);
     assert!(deployed.status.success(), "{}", common::stderr(&deployed));
+    // A flag the node cannot honour, whatever the retries: refused input.
     let refused = common::engine(&["send", "echo", "x", "--persistent", "--admin", &admin]);
     assert_eq!(
         refused.status.code(),
-        Some(1),
+        Some(2),
         "{}",
         common::stderr(&refused)
     );
