@@ -1129,19 +1129,36 @@ fn bring_back_agents(
         };
         recovered = node.recover_agents().map_err(failed)?;
         let agents = recovered.len();
+        // Which agents came back, and with how many instances: the operator
+        // checks a restart against what ran before it.
+        let listed: Vec<String> = recovered
+            .iter()
+            .map(|agent| format!("{} ({})", agent.name, agent.instances))
+            .collect();
+        if !listed.is_empty() {
+            info!(
+                agents,
+                "agents recovered from storage (instances): {}",
+                listed.join(", ")
+            );
+        }
         if redeliver_now {
             let messages = node.redeliver_unfinished().map_err(failed)?;
             info!(
                 agents,
                 redelivered = messages,
-                directory = %loaded.profile.storage.data_directory,
-                "storage partitions opened; recovered agents redeployed, unfinished messages redelivered"
+                directory = %std::path::absolute(&loaded.profile.storage.data_directory)
+                    .unwrap_or_else(|_| loaded.profile.storage.data_directory.clone().into())
+                    .display(),
+                "storage partitions opened; unfinished messages redelivered"
             );
         } else {
             info!(
                 agents,
-                directory = %loaded.profile.storage.data_directory,
-                "storage partitions opened; recovered agents redeployed; unfinished messages wait for the cluster directory"
+                directory = %std::path::absolute(&loaded.profile.storage.data_directory)
+                    .unwrap_or_else(|_| loaded.profile.storage.data_directory.clone().into())
+                    .display(),
+                "storage partitions opened; unfinished messages wait for the cluster directory"
             );
         }
     }

@@ -446,6 +446,10 @@ fn a_recovered_agent_that_differs_from_the_profile_is_named_at_boot() {
             && !same.contains("came back from storage as it was deployed"),
         "{same}"
     );
+    assert!(
+        same.contains("agents recovered from storage (instances): echo (1)"),
+        "{same}"
+    );
     write_profile(2, "4MB");
     let changed = boot();
     let line = changed
