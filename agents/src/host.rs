@@ -518,8 +518,9 @@ pub struct AgentHost {
     /// Whether the last refill found every spare share full (or the pool
     /// out of slots): cleared when spares are taken or agents change.
     spares_settled: bool,
-    /// What of the agents' faults the operator's log has been told.
-    fault_log: crate::log::FaultLog,
+    /// What of the agents' faults the operator's log has been told; made
+    /// at the first fault, so a host that sees none carries a pointer only.
+    fault_log: Option<Box<crate::log::FaultLog>>,
 }
 
 impl AgentHost {
@@ -568,7 +569,7 @@ impl AgentHost {
             startup_times_ns: Vec::new(),
             suspended: Vec::new(),
             spares_settled: false,
-            fault_log: crate::log::FaultLog::default(),
+            fault_log: None,
         })
     }
 
@@ -638,7 +639,9 @@ impl AgentHost {
             return false;
         };
         self.spares_settled = false;
-        self.fault_log.forget(&agent.name);
+        if let Some(fault_log) = &mut self.fault_log {
+            fault_log.forget(&agent.name);
+        }
         for instance in agent.instances.into_iter().flatten() {
             self.abandon(id, instance);
         }
@@ -1264,24 +1267,18 @@ impl AgentHost {
         match outcome {
             Outcome::Handled => stats.handled += 1,
             Outcome::AgentFailed(_) => stats.agent_failures += 1,
-            Outcome::Trapped(_) => stats.traps += 1,
-            Outcome::TimedOut => stats.timeouts += 1,
-            Outcome::MemoryExceeded => stats.memory_faults += 1,
-        }
-        if outcome.is_fault() {
-            let what = match outcome {
-                Outcome::Trapped(trap) => format!("trapped: {trap}"),
-                Outcome::TimedOut => format!(
-                    "its handler ran past max_execution_time ({:?})",
-                    Duration::from_nanos(agent.max_execution_ns)
-                ),
-                _ => format!(
-                    "it grew its memory past its limit of {} bytes",
-                    agent.memory_limit_bytes
-                ),
-            };
-            if let Some(line) = self.fault_log.fault(&agent.name, &what, finished_ns) {
-                crate::log::log_fault(self.shard, &agent.name, &line);
+            // A fault is told to the operator's log too, out of line.
+            Outcome::Trapped(_) => {
+                stats.traps += 1;
+                log_fault(&mut self.fault_log, self.shard, agent, outcome, finished_ns);
+            }
+            Outcome::TimedOut => {
+                stats.timeouts += 1;
+                log_fault(&mut self.fault_log, self.shard, agent, outcome, finished_ns);
+            }
+            Outcome::MemoryExceeded => {
+                stats.memory_faults += 1;
+                log_fault(&mut self.fault_log, self.shard, agent, outcome, finished_ns);
             }
         }
         if settle == Settle::Retired {
@@ -1558,4 +1555,33 @@ fn host_linker(engine: &Engine) -> Result<Linker<HostState>, DeployError> {
     let mut linker = Linker::new(engine);
     link_abi(&mut linker).map_err(|error| DeployError::Engine(error.to_string()))?;
     Ok(linker)
+}
+
+/// Tell the operator's log of `agent`'s fault (`outcome`), as often as
+/// [`crate::log::FaultLog`] allows. Out of line: a handler that ends well,
+/// the case on every message, passes one comparison.
+#[cold]
+#[inline(never)]
+fn log_fault(
+    fault_log: &mut Option<Box<crate::log::FaultLog>>,
+    shard: u16,
+    agent: &HostedAgent,
+    outcome: &Outcome,
+    finished_ns: u64,
+) {
+    let what = match outcome {
+        Outcome::Trapped(trap) => format!("trapped: {trap}"),
+        Outcome::TimedOut => format!(
+            "its handler ran past max_execution_time ({:?})",
+            Duration::from_nanos(agent.max_execution_ns)
+        ),
+        _ => format!(
+            "it grew its memory past its limit of {} bytes",
+            agent.memory_limit_bytes
+        ),
+    };
+    let fault_log = fault_log.get_or_insert_with(Box::default);
+    if let Some(line) = fault_log.fault(&agent.name, &what, finished_ns) {
+        crate::log::log_fault(shard, &agent.name, &line);
+    }
 }
