@@ -561,6 +561,30 @@ mod tests {
         );
     }
 
+    /// A partition writer on `path` whose wake-ups arrive on the receiver.
+    fn start_writer(
+        path: &std::path::Path,
+        settings: &StorageSettings,
+        name: &str,
+    ) -> (
+        crate::PartitionWriter,
+        crate::Recovered,
+        std::sync::mpsc::Receiver<()>,
+    ) {
+        let (wake, woken) = std::sync::mpsc::channel();
+        let (writer, recovered) = crate::PartitionWriter::start(
+            path,
+            settings,
+            name.into(),
+            Box::new(|| {}),
+            Box::new(move || {
+                let _ = wake.send(());
+            }),
+        )
+        .expect("start");
+        (writer, recovered, woken)
+    }
+
     fn settings() -> StorageSettings {
         StorageSettings {
             page_cache_bytes: 10 << 20,
@@ -731,17 +755,8 @@ mod tests {
         let mut expiring = settings();
         expiring.message_ttl = Some(Duration::from_millis(1));
         expiring.cleanup_interval = Duration::from_millis(100);
-        let (wake, woken) = std::sync::mpsc::channel();
-        let (writer, _) = crate::PartitionWriter::start(
-            &directory.path().join("e.sqlite"),
-            &expiring,
-            "expiry-test".into(),
-            Box::new(|| {}),
-            Box::new(move || {
-                let _ = wake.send(());
-            }),
-        )
-        .expect("start");
+        let (writer, _, woken) =
+            start_writer(&directory.path().join("e.sqlite"), &expiring, "expiry-test");
         writer
             .write(crate::Write::Persist {
                 id: 9,
@@ -766,17 +781,7 @@ mod tests {
     fn the_writer_reports_durability_and_finished_messages_stay_finished() {
         let directory = tempfile::tempdir().expect("tempdir");
         let path = directory.path().join("w.sqlite");
-        let (wake, woken) = std::sync::mpsc::channel();
-        let (writer, recovered) = crate::PartitionWriter::start(
-            &path,
-            &settings(),
-            "writer-test".into(),
-            Box::new(|| {}),
-            Box::new(move || {
-                let _ = wake.send(());
-            }),
-        )
-        .expect("start");
+        let (writer, recovered, woken) = start_writer(&path, &settings(), "writer-test");
         assert!(recovered.pending.is_empty());
         assert_eq!(recovered.next_id, 1);
         for id in [1, 2] {
@@ -821,17 +826,7 @@ mod tests {
     fn a_message_past_its_ttl_at_a_start_is_expired_not_redelivered() {
         let directory = tempfile::tempdir().expect("tempdir");
         let path = directory.path().join("t.sqlite");
-        let (wake, woken) = std::sync::mpsc::channel();
-        let (writer, _) = crate::PartitionWriter::start(
-            &path,
-            &settings(),
-            "ttl-test".into(),
-            Box::new(|| {}),
-            Box::new(move || {
-                let _ = wake.send(());
-            }),
-        )
-        .expect("start");
+        let (writer, _, woken) = start_writer(&path, &settings(), "ttl-test");
         writer
             .write(crate::Write::Persist {
                 id: 1,
