@@ -691,7 +691,7 @@ async fn send(context: &Context, message: Message) -> Answer {
         // No persistence is how the node is configured, not a passing
         // state: retrying cannot help, so it is no 503.
         SendFailure::Persist(PersistError::Refused(reason))
-            if reason.starts_with("caxton:persistence-off") =>
+            if reason.starts_with(caxton_shards::PERSISTENCE_OFF) =>
         {
             error(
                 StatusCode::CONFLICT,

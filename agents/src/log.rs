@@ -109,18 +109,23 @@ impl FaultLog {
         what: &str,
         now_ns: u64,
     ) -> Option<String> {
-        let entry = self
-            .agents
-            .entry(std::rc::Rc::clone(agent))
-            .or_insert((0, 0));
-        let logged_before = entry.0 != 0 || entry.1 != 0;
-        if logged_before && now_ns.saturating_sub(entry.0) < FAULT_LOG_INTERVAL_NS {
-            entry.1 += 1;
-            return None;
-        }
-        let unlogged = std::mem::take(&mut entry.1);
-        // A clock at 0 would read as "never logged": the first line is at 1 at least.
-        entry.0 = now_ns.max(1);
+        use std::collections::hash_map::Entry;
+        let unlogged = match self.agents.entry(std::rc::Rc::clone(agent)) {
+            // Its first fault on this shard: logged.
+            Entry::Vacant(vacant) => {
+                vacant.insert((now_ns, 0));
+                0
+            }
+            Entry::Occupied(mut occupied) => {
+                let (logged_at, unlogged) = occupied.get_mut();
+                if now_ns.saturating_sub(*logged_at) < FAULT_LOG_INTERVAL_NS {
+                    *unlogged += 1;
+                    return None;
+                }
+                *logged_at = now_ns;
+                std::mem::take(unlogged)
+            }
+        };
         let what = printable(what);
         Some(if unlogged == 0 {
             format!("agent fault: {what}; the instance is replaced")

@@ -198,10 +198,7 @@ impl ClusterSettings {
         // anything is made of it (a bare host would resolve to nothing, or
         // be read as a cluster beyond this machine).
         for join in joins {
-            let well_formed = join.rsplit_once(':').is_some_and(|(host, port)| {
-                !host.is_empty() && port.parse::<u16>().is_ok_and(|port| port > 0)
-            });
-            if !well_formed {
+            if !caxton_profiles::is_seed_address(join) {
                 return Err(SettingsError {
                     key: "--join".into(),
                     message: format!(

@@ -100,6 +100,19 @@ fn certificates(key: &'static str, path: &str) -> Result<Vec<CertificateDer<'sta
     Ok(parsed)
 }
 
+/// The CA certificates in `path` (`ca_file`), as the roots a node trusts.
+fn ca_roots(path: &str) -> Result<Arc<rustls::RootCertStore>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in certificates("ca_file", path)? {
+        roots.add(ca).map_err(|error| TlsError::Setting {
+            key: "ca_file",
+            path: path.to_owned(),
+            message: format!("not a usable CA certificate: {error}"),
+        })?;
+    }
+    Ok(Arc::new(roots))
+}
+
 fn private_key(path: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
     let bytes = read_file("key_file", path)?;
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|error| TlsError::Setting {
@@ -112,15 +125,7 @@ fn private_key(path: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
 impl NodeTls {
     /// Mutual TLS from the cluster's files; `early_data` allows 0-RTT.
     pub fn from_files(files: &TlsFiles, early_data: bool) -> Result<Self, TlsError> {
-        let mut roots = rustls::RootCertStore::empty();
-        for ca in certificates("ca_file", &files.ca)? {
-            roots.add(ca).map_err(|error| TlsError::Setting {
-                key: "ca_file",
-                path: files.ca.clone(),
-                message: format!("not a usable CA certificate: {error}"),
-            })?;
-        }
-        let roots = Arc::new(roots);
+        let roots = ca_roots(&files.ca)?;
         let chain = certificates("cert_file", &files.cert)?;
         let key = private_key(&files.key)?;
         let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
@@ -504,15 +509,8 @@ pub fn init_certs(
 /// would when the certificate's node connects.
 fn verify_against_ca(ca_path: &Path, cert: &CertificateDer<'_>) -> Result<(), TlsError> {
     let path = ca_path.display().to_string();
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in certificates("ca_file", &path)? {
-        roots.add(ca).map_err(|error| TlsError::File {
-            path: path.clone(),
-            message: format!("not a usable CA certificate: {error}"),
-        })?;
-    }
     let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        rustls::server::WebPkiClientVerifier::builder_with_provider(ca_roots(&path)?, provider())
             .build()
             .map_err(|error| TlsError::Config(error.to_string()))?;
     verifier

@@ -2293,10 +2293,10 @@ struct Gone {
     restarted_at: Option<std::time::SystemTime>,
 }
 
-/// Members that took the name of another still alive, waiting to be judged:
-/// a node restarted at a new address comes up under its old name before its
-/// earlier entry is declared down, and is no mistake; two nodes that keep
-/// one name are.
+/// Members that took the name of another still alive (or of this node),
+/// waiting to be judged: a node restarted at a new address comes up under
+/// its old name before its earlier entry is declared down, and is no
+/// mistake; two nodes that keep one name are.
 #[derive(Default)]
 struct NameTwins(Vec<NameTwin>);
 
@@ -2390,39 +2390,31 @@ fn log_events(
             MembershipEvent::Up(member) => {
                 info!(member = %member.name, addr = %member.addr, "cluster: member up");
                 // Names are how operators tell members apart (`cluster
-                // members`, logs, metrics): two at once is a mistake.
+                // members`, logs, metrics): two at once is a mistake. Either
+                // of the two may be the other's earlier process, restarted at
+                // a new address before its old entry was declared down, so
+                // every pair is judged once that would have happened.
                 let me = membership.identity();
-                if me.name == member.name && me.addr != member.addr {
-                    if member.generation > me.generation {
-                        // Started after this node, which is alive: no restart of it.
-                        warn_own_name_taken(&member.name, member.addr);
-                    } else {
-                        // Older: perhaps this node's own earlier process,
-                        // not yet declared down; judged once it would be.
-                        name_twins.0.push(NameTwin {
-                            name: member.name.to_string(),
-                            addr: member.addr,
-                            twin: None,
-                            judge_at: Instant::now() + restart_grace(swim, membership),
-                        });
-                    }
-                } else if let Some(twin) = membership.members().into_iter().find(|other| {
-                    *other.name == *member.name
-                        && other.addr != member.addr
-                        && other.state == crate::membership::MemberState::Alive
-                }) {
-                    if twin.generation < member.generation {
-                        // Started later: perhaps that node, restarted
-                        // elsewhere before its old entry was declared down.
-                        name_twins.0.push(NameTwin {
-                            name: member.name.to_string(),
-                            addr: member.addr,
-                            twin: Some(twin.addr),
-                            judge_at: Instant::now() + restart_grace(swim, membership),
-                        });
-                    } else {
-                        warn_name_twin(&member.name, member.addr, twin.addr);
-                    }
+                let twin = if me.name == member.name && me.addr != member.addr {
+                    Some(None)
+                } else {
+                    membership
+                        .members()
+                        .into_iter()
+                        .find(|other| {
+                            *other.name == *member.name
+                                && other.addr != member.addr
+                                && other.state == crate::membership::MemberState::Alive
+                        })
+                        .map(|other| Some(other.addr))
+                };
+                if let Some(twin) = twin {
+                    name_twins.0.push(NameTwin {
+                        name: member.name.to_string(),
+                        addr: member.addr,
+                        twin,
+                        judge_at: Instant::now() + restart_grace(swim, membership),
+                    });
                 }
             }
             MembershipEvent::Down(member) => {

@@ -1129,6 +1129,8 @@ fn bring_back_agents(
         };
         recovered = node.recover_agents().map_err(failed)?;
         let agents = recovered.len();
+        let directory = std::path::absolute(&loaded.profile.storage.data_directory)
+            .unwrap_or_else(|_| loaded.profile.storage.data_directory.clone().into());
         // Which agents came back, and with how many instances: the operator
         // checks a restart against what ran before it.
         let listed: Vec<String> = recovered
@@ -1147,17 +1149,13 @@ fn bring_back_agents(
             info!(
                 agents,
                 redelivered = messages,
-                directory = %std::path::absolute(&loaded.profile.storage.data_directory)
-                    .unwrap_or_else(|_| loaded.profile.storage.data_directory.clone().into())
-                    .display(),
+                directory = %directory.display(),
                 "storage partitions opened; unfinished messages redelivered"
             );
         } else {
             info!(
                 agents,
-                directory = %std::path::absolute(&loaded.profile.storage.data_directory)
-                    .unwrap_or_else(|_| loaded.profile.storage.data_directory.clone().into())
-                    .display(),
+                directory = %directory.display(),
                 "storage partitions opened; unfinished messages wait for the cluster directory"
             );
         }

@@ -29,7 +29,7 @@ pub use names::{check_agent_name, nearest_name, AGENT_NAME_BYTES_MAX};
 pub use schema::*;
 pub use units::{ByteSize, CpuShares, HumanDuration};
 pub use validate::{
-    idle_transport_keys, is_idle_transport_key, mailbox_capacity, memory_limits_over_the_ceiling,
-    messaging_notes, validate, without_idle_transport_keys, Violation, TIME_SLICE_MIN,
-    WORKER_THREADS_MAX,
+    idle_transport_keys, is_idle_transport_key, is_seed_address, mailbox_capacity,
+    memory_limits_over_the_ceiling, messaging_notes, validate, without_idle_transport_keys,
+    Violation, TIME_SLICE_MIN, WORKER_THREADS_MAX,
 };

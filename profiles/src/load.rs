@@ -614,24 +614,10 @@ fn suggest_key(message: &str) -> Option<String> {
     expected
         .split(',')
         .map(|name| name.trim().trim_matches('`'))
-        .map(|name| (edit_distance(unknown, name), name))
+        .map(|name| (crate::names::slips_between(unknown, name), name))
         .filter(|&(distance, _)| distance <= 3)
         .min()
         .map(|(_, name)| name.to_owned())
-}
-
-pub(crate) fn edit_distance(left: &str, right: &str) -> usize {
-    let right: Vec<char> = right.chars().collect();
-    let mut previous: Vec<usize> = (0..=right.len()).collect();
-    for (i, left_char) in left.chars().enumerate() {
-        let mut current = vec![i + 1];
-        for (j, right_char) in right.iter().enumerate() {
-            let substitution = previous[j] + usize::from(left_char != *right_char);
-            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
-        }
-        previous = current;
-    }
-    previous[right.len()]
 }
 
 /// Map every key path written in `text` to its line and column.

@@ -41,8 +41,9 @@ pub fn nearest_name<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) ->
 
 /// Letters added, dropped or changed, and neighbours swapped, between
 /// `left` and `right` (the optimal string alignment distance): `ehco` is one
-/// slip from `echo`.
-fn slips_between(left: &str, right: &str) -> usize {
+/// slip from `echo`. The one measure behind every "did you mean": agent
+/// names, profile keys, log levels.
+pub(crate) fn slips_between(left: &str, right: &str) -> usize {
     let (left, right): (Vec<char>, Vec<char>) = (left.chars().collect(), right.chars().collect());
     let width = right.len() + 1;
     let mut table = vec![0usize; (left.len() + 1) * width];

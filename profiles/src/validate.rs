@@ -99,7 +99,7 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
     } else if let Some(word) = bare_log_target(&observability.log_level) {
         let nearest = LOG_LEVELS
             .iter()
-            .min_by_key(|level| crate::load::edit_distance(&word.to_ascii_lowercase(), level))
+            .min_by_key(|level| crate::names::slips_between(&word.to_ascii_lowercase(), level))
             .copied()
             .unwrap_or("info");
         fail(
@@ -823,10 +823,7 @@ fn check_cluster_addresses(profile: &Profile, fail: &mut impl FnMut(&str, String
         }
     }
     for (index, seed) in cluster.seeds.iter().enumerate() {
-        let well_formed = seed.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty() && port.parse::<u16>().is_ok_and(|port| port > 0)
-        });
-        if !well_formed {
+        if !is_seed_address(seed) {
             fail(
                 &format!("coordination.cluster.seeds[{index}]"),
                 format!("{seed:?} is not a HOST:PORT address"),
@@ -1040,4 +1037,13 @@ fn bare_log_target(filter: &str) -> Option<&str> {
                     .iter()
                     .any(|level| directive.eq_ignore_ascii_case(level))
         })
+}
+
+/// Whether `text` can name a seed to join: `HOST:PORT` with a host and a
+/// port to reach (1 to 65535). The one rule for `coordination.cluster.seeds`
+/// and `--join`.
+pub fn is_seed_address(text: &str) -> bool {
+    text.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && port.parse::<u16>().is_ok_and(|port| port > 0)
+    })
 }

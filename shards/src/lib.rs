@@ -33,7 +33,7 @@ mod remote_port;
 mod stop;
 
 pub use crate::core::trace::{Hop, HopKind, TraceTake, TRACE_HOPS_MAX};
-pub use crate::core::FAILURE_PREFIX;
+pub use crate::core::{FAILURE_PREFIX, PERSISTENCE_OFF};
 pub use caxton_agents::{AgentStats, DeployError};
 pub use client::{
     acceptance, is_acceptance, Client, PersistError, RequestError, SendError, SendOptions,

@@ -125,6 +125,20 @@ pub struct Partition {
     settings: StorageSettings,
 }
 
+/// Refuse a partition at a schema `version` newer than this build knows.
+fn check_schema_version(path: &Path, version: usize) -> Result<(), StorageError> {
+    if version > MIGRATIONS.len() {
+        return Err(StorageError::Sqlite {
+            path: path.display().to_string(),
+            message: format!(
+                "schema version {version} is newer than this build's {}; use a newer engine",
+                MIGRATIONS.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn sqlite_error(path: &Path) -> impl Fn(rusqlite::Error) -> StorageError + '_ {
     move |error| StorageError::Sqlite {
         path: path.display().to_string(),
@@ -215,13 +229,7 @@ impl Partition {
                 connection.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(version))
             })
             .map_err(|error| unusable(format!("not a usable database: {error}")))?;
-        if version as usize > MIGRATIONS.len() {
-            return Err(unusable(format!(
-                "schema version {version} is newer than this build's {}; use a newer engine",
-                MIGRATIONS.len()
-            )));
-        }
-        Ok(())
+        check_schema_version(path, version as usize)
     }
 
     /// The schema version the file is at.
@@ -235,15 +243,7 @@ impl Partition {
 
     fn migrate(&mut self) -> Result<(), StorageError> {
         let current = self.version()?;
-        if current > MIGRATIONS.len() {
-            return Err(StorageError::Sqlite {
-                path: self.path.display().to_string(),
-                message: format!(
-                    "schema version {current} is newer than this build's {}; use a newer engine",
-                    MIGRATIONS.len()
-                ),
-            });
-        }
+        check_schema_version(&self.path, current)?;
         if current == MIGRATIONS.len() {
             return Ok(());
         }
@@ -840,14 +840,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         let mut expiring = settings();
         expiring.message_ttl = Some(Duration::from_millis(5));
-        let (writer, recovered) = crate::PartitionWriter::start(
-            &path,
-            &expiring,
-            "ttl-test".into(),
-            Box::new(|| {}),
-            Box::new(|| {}),
-        )
-        .expect("reopen");
+        let (writer, recovered, _) = start_writer(&path, &expiring, "ttl-test");
         assert!(
             recovered.pending.is_empty(),
             "{:?}",

@@ -154,12 +154,10 @@ impl PartitionWriter {
         wake: Box<dyn Fn() + Send>,
     ) -> Result<(Self, Recovered), StorageError> {
         let mut partition = Partition::open(path, settings)?;
-        // What aged past `message_ttl` while the node was down goes before
-        // anything is delivered again: an expired message is never handled.
-        let expired_while_down = match settings.message_ttl {
-            Some(_) => partition.cleanup(now_ms())?.0,
-            None => 0,
-        };
+        // A cleanup first: what aged past `message_ttl` while the node was
+        // down goes before anything is delivered again, so an expired
+        // message is never handled.
+        let (expired_while_down, _) = partition.cleanup(now_ms())?;
         let recovered = Recovered {
             agents: partition.agents()?,
             pending: partition.take_pending()?,

@@ -72,6 +72,11 @@ use trace::{HopKind, Tracer};
 /// Prefix of the content of every `failure` the engine itself sends.
 pub const FAILURE_PREFIX: &str = caxton_messaging::FAILURE_PREFIX;
 
+/// The reason a durable send is refused by a node without persistence:
+/// how the node is configured, so no retry helps (the admin API answers
+/// it 409, not 503).
+pub const PERSISTENCE_OFF: &str = "caxton:persistence-off";
+
 /// The limits a shard core works within, from the profile.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct CoreLimits {
@@ -1348,8 +1353,8 @@ impl ShardCore {
             let notice = envelope.reply_path().notice(
                 Performative::Refuse,
                 0,
-                b"caxton:persistence-off: this node runs without messaging.enable_persistence"
-                    .to_vec(),
+                format!("{PERSISTENCE_OFF}: this node runs without messaging.enable_persistence")
+                    .into_bytes(),
                 now,
                 self.participant(),
             );
