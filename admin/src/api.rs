@@ -204,6 +204,19 @@ pub(crate) fn node_error(failure: &NodeError) -> Reply {
 }
 
 /// Percentiles of `histogram` in microseconds.
+/// The sum of every value `histogram` recorded, each at its bucket's
+/// middle: within the histogram's precision (0.1%) of the exact sum.
+fn recorded_sum(histogram: &hdrhistogram::Histogram<u64>) -> u64 {
+    histogram
+        .iter_recorded()
+        .map(|bucket| {
+            histogram
+                .median_equivalent(bucket.value_iterated_to())
+                .saturating_mul(bucket.count_at_value())
+        })
+        .fold(0u64, u64::saturating_add)
+}
+
 fn percentiles(histogram: &Histogram<u64>) -> Value {
     let micros = |nanos: u64| nanos as f64 / 1e3;
     if histogram.is_empty() {
@@ -261,18 +274,19 @@ async fn node(context: &Context) -> Answer {
                 .node
                 .all_agent_stats()
                 .map_err(|failure| node_error(&failure))?;
-            let busy_ns: Vec<u64> = per_shard
+            // Handlers suspended between slices, so far: not yet recorded.
+            let running_ns: Vec<u64> = per_shard
+                .iter()
+                .map(|agents| agents.iter().map(|counts| counts.running_ns).sum())
+                .collect();
+            let agent_memory_bytes: Vec<usize> = per_shard
                 .iter()
                 .map(|agents| {
                     agents
                         .iter()
-                        .map(|counts| counts.stats.busy_ns + counts.running_ns)
+                        .map(|counts| counts.memory_bytes + counts.spare_memory_bytes)
                         .sum()
                 })
-                .collect();
-            let agent_memory_bytes: Vec<usize> = per_shard
-                .iter()
-                .map(|agents| agents.iter().map(|counts| counts.memory_bytes).sum())
                 .collect();
             let collector = &controller.collector;
             let merged = collector.merged();
@@ -290,7 +304,11 @@ async fn node(context: &Context) -> Answer {
                     json!({
                         "shard": index,
                         "counters": counters(shard),
-                        "handler_busy_ns": busy_ns.get(index).copied().unwrap_or(0),
+                        // Every ended handler since start, of agents since
+                        // undeployed too (an agent's own counters leave with
+                        // it), and those suspended so far.
+                        "handler_busy_ns": recorded_sum(&shard.processing_ns)
+                            + running_ns.get(index).copied().unwrap_or(0),
                         "agent_memory_bytes": agent_memory_bytes.get(index).copied().unwrap_or(0),
                         "routed_local": shard.routing_local_ns.len(),
                         "routed_cross": shard.routing_cross_ns.len(),
@@ -379,7 +397,8 @@ async fn list_agents(context: &Context, only: Option<String>) -> Answer {
                     continue;
                 }
                 let mut stats = caxton_shards::AgentStats::default();
-                let (mut memory_bytes, mut state_bytes, mut running_ns) = (0, 0, 0);
+                let (mut memory_bytes, mut spare_memory_bytes) = (0, 0);
+                let (mut state_bytes, mut running_ns) = (0, 0);
                 let mut running = Vec::with_capacity(per_shard.len());
                 for shard in &per_shard {
                     let found = shard.iter().find(|counts| counts.id == id);
@@ -387,6 +406,7 @@ async fn list_agents(context: &Context, only: Option<String>) -> Answer {
                     if let Some(counts) = found {
                         stats.add(&counts.stats);
                         memory_bytes += counts.memory_bytes;
+                        spare_memory_bytes += counts.spare_memory_bytes;
                         state_bytes += counts.state_bytes;
                         running_ns += counts.running_ns;
                     }
@@ -419,7 +439,10 @@ async fn list_agents(context: &Context, only: Option<String>) -> Answer {
                     "p50_processing_us": stats.run_times.value_at_quantile(0.5).map(|nanos| nanos.min(stats.max_handler_ns) as f64 / 1e3),
                     "p99_processing_us": stats.run_times.value_at_quantile(0.99).map(|nanos| nanos.min(stats.max_handler_ns) as f64 / 1e3),
                     "processing_buckets_ns": stats.run_times.buckets(),
+                    // Its instances' memory; its warm spares' apart (their
+                    // number follows what the other agents leave of the pool).
                     "memory_bytes": memory_bytes,
+                    "spare_memory_bytes": spare_memory_bytes,
                     "state_bytes": state_bytes,
                 }));
             }

@@ -58,7 +58,14 @@ pub(crate) async fn trace(context: &Context, start: Option<u32>) -> Answer {
         Err(_) if starting => context.trace_running.store(false, Ordering::Release),
         _ => {}
     }
-    answer.map(|body| json_reply(StatusCode::OK, &body))
+    // A start answers 202, as the CPU and heap profiles' starts do: the
+    // trace runs on until its budget is spent or it is stopped.
+    let status = if starting {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    answer.map(|body| json_reply(status, &body))
 }
 
 fn takes_to_json(
@@ -159,7 +166,14 @@ pub(crate) async fn heap(context: &Context, step: HeapStep) -> Answer {
                     .into(),
             ));
         }
-        HeapStep::Stop => context.heap_running.store(false, Ordering::Release),
+        // As for the CPU profile: stopping or reading what never started is
+        // the caller's slip, said as one.
+        HeapStep::Stop if !context.heap_running.swap(false, Ordering::AcqRel) => {
+            return Err(no_heap_profile());
+        }
+        HeapStep::Dump if !context.heap_running.load(Ordering::Acquire) => {
+            return Err(no_heap_profile());
+        }
         _ => {}
     }
     let allocator_stats = context.settings.allocator_stats;
@@ -204,6 +218,19 @@ pub(crate) async fn heap(context: &Context, step: HeapStep) -> Answer {
             },
             &body,
         )),
-        Err(reason) => Err(error(StatusCode::CONFLICT, "heap-profile", reason)),
+        // The allocator refused: nothing the caller can change.
+        Err(reason) => Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "heap-profiler-failed",
+            reason,
+        )),
     }
+}
+
+fn no_heap_profile() -> crate::server::Reply {
+    error(
+        StatusCode::CONFLICT,
+        "no-profile",
+        "no heap profile is running; start one (POST /v1/profile/memory)".into(),
+    )
 }

@@ -271,7 +271,7 @@ pub fn parse(method: &Method, path: &str, query: &str, body: Bytes) -> Result<Re
             return Err(error(
                 StatusCode::NOT_FOUND,
                 "not-found",
-                format!("no route {path}; see GET /v1/node, /v1/agents, /v1/cluster, /metrics"),
+                format!("no route {path}; the API has /v1/node, /v1/agents[/NAME[/messages|/instances]], /v1/cluster, /v1/hdr[/dump], /v1/profile/cpu|memory|trace and /metrics (see docs/observability.md)"),
             ))
         }
     })

@@ -253,7 +253,9 @@ fn spawn_sender(index: usize, client: Client) -> Option<SenderThread> {
     let queued = Arc::new(AtomicBool::new(false));
     let (counted, flag) = (Arc::clone(&in_flight), Arc::clone(&queued));
     let spawned = std::thread::Builder::new()
-        .name(format!("caxton-admin-send-{index}"))
+        // The kernel keeps 15 bytes of a thread's name: `caxton-send-N`
+        // stays whole in profiles and `top` up to 999 senders.
+        .name(format!("caxton-send-{index}"))
         .spawn(move || SenderLoop::new(client, queue, flag, counted).run());
     match spawned {
         Ok(handle) => Some(SenderThread {
@@ -363,6 +365,10 @@ impl SenderLoop {
         } else {
             Durability::Transient
         };
+        // Read before the push: a shard woken by it may answer before this
+        // thread runs again, and a clock read after would time less than
+        // the round trip.
+        let sent_at = Instant::now();
         let sent = self.client.resolve(&job.agent).and_then(|agent| {
             self.client.send_as(
                 agent,
@@ -379,7 +385,6 @@ impl SenderLoop {
         if !job.persistent && !job.wait_for_reply {
             return self.answer(answer, Ok(Sent::Accepted { message_id: None }));
         }
-        let sent_at = Instant::now();
         // A timeout past the clock's range waits as long as it can.
         let deadline = sent_at
             .checked_add(job.timeout)

@@ -121,6 +121,31 @@ pub struct CompiledModule {
     pub initial_memory_bytes: u64,
 }
 
+/// The guard after each pooled linear memory.
+const MEMORY_GUARD_BYTES: u64 = 64 << 10;
+
+/// The address space a node's agent pools may reserve in all: half of the
+/// 128 TiB a process has on x86-64 and AArch64 (four-level page tables),
+/// the rest left to everything else.
+pub const POOL_ADDRESS_SPACE_MAX: u64 = 64 << 40;
+
+/// The address space one shard's memory pool reserves with `pools`: every
+/// pooled instance's whole memory ceiling and its guard, whatever it uses.
+/// Zero without `runtime.wasm.memory_pooling`: memories are then mapped
+/// one at a time as instances start.
+pub fn pool_reservation_bytes(profile: &Profile, pools: PoolSizes) -> u64 {
+    if !profile.runtime.wasm.memory_pooling {
+        return 0;
+    }
+    u64::from(pools.instances).saturating_mul(
+        profile
+            .runtime
+            .max_memory_per_agent
+            .bytes()
+            .saturating_add(MEMORY_GUARD_BYTES),
+    )
+}
+
 /// The engine configuration every engine of the node shares (they must agree
 /// for a serialized artifact to load). `pools` sizes the pooling allocator
 /// of one shard's engine.
@@ -147,7 +172,7 @@ pub fn engine_config(profile: &Profile, pools: PoolSizes) -> Result<Config, Depl
     // memory: a node reserves address space for every pooled instance.
     let memory_ceiling = runtime.max_memory_per_agent.bytes();
     config.memory_reservation(memory_ceiling);
-    config.memory_guard_size(64 << 10);
+    config.memory_guard_size(MEMORY_GUARD_BYTES);
     config.memory_reservation_for_growth(0);
     if runtime.wasm.memory_pooling {
         let mut pooling = PoolingAllocationConfig::default();

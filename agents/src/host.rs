@@ -171,9 +171,13 @@ pub struct AgentCounts {
     pub instances: usize,
     /// Its counters on the shard.
     pub stats: AgentStats,
-    /// Linear memory of its idle instances and spares on the shard, in bytes
-    /// (an instance out running a handler is not counted).
+    /// Linear memory of its idle instances on the shard, in bytes (an
+    /// instance out running a handler is not counted). Its warm spares are
+    /// apart, in `spare_memory_bytes`: the pool deals spares out among the
+    /// agents, so their number changes as other agents come and go.
     pub memory_bytes: usize,
+    /// Linear memory of its warm spares on the shard, in bytes.
+    pub spare_memory_bytes: usize,
     /// Bytes of its key-value state on the shard (keys and values), which
     /// its memory limit bounds too.
     pub state_bytes: usize,
@@ -537,8 +541,20 @@ impl AgentHost {
     ) -> Result<Self, DeployError> {
         let runtime = &profile.runtime;
         let pools = PoolSizes::for_shard(profile, data_shards, kernel_max_map_count());
-        let engine = Engine::new(&engine_config(profile, pools)?)
-            .map_err(|error| DeployError::Engine(error.to_string()))?;
+        let engine = Engine::new(&engine_config(profile, pools)?).map_err(|error| {
+            // Mostly the pool's reservation failing: say what it asked for.
+            let reserved = crate::compile::pool_reservation_bytes(profile, pools);
+            DeployError::Engine(if reserved > 0 {
+                format!(
+                    "{error}: this shard's pool reserves {} pooled instances × runtime.max_memory_per_agent ({}) = {} GiB of address space; lower runtime.max_memory_per_agent, runtime.max_agents or runtime.agent_pool_size, or set runtime.wasm.memory_pooling: false",
+                    pools.instances,
+                    runtime.max_memory_per_agent,
+                    reserved >> 30
+                )
+            } else {
+                error.to_string()
+            })
+        })?;
         let linker = host_linker(&engine)?;
         let policy = PoolPolicy {
             pool_size: runtime.agent_pool_size as usize,
@@ -690,7 +706,11 @@ impl AgentHost {
                     .instances
                     .iter()
                     .flatten()
-                    .chain(&agent.spares)
+                    .map(|instance| instance.memory.data_size(&instance.store))
+                    .sum(),
+                spare_memory_bytes: agent
+                    .spares
+                    .iter()
                     .map(|instance| instance.memory.data_size(&instance.store))
                     .sum(),
                 state_bytes: agent.state.borrow().bytes(),

@@ -706,6 +706,52 @@ fn spares_stay_within_the_pool_as_agents_arrive() {
     );
 }
 
+/// An agent's memory is its instances'; its warm spares are counted apart,
+/// since their number follows what the other agents leave of the pool (a
+/// deploy beside it must not read as its memory shrinking, nor an undeploy
+/// as it growing).
+#[test]
+fn an_agents_memory_leaves_its_spares_apart() {
+    let profile = small_profile(); // agent_pool_size 8
+    let mut compiler = ModuleCompiler::new(&profile).expect("compiler");
+    let mut host = host(&profile);
+    deploy(
+        &mut host,
+        &mut compiler,
+        ECHO,
+        "echo",
+        &profile.agents.default_limits,
+    );
+    let echo = |host: &AgentHost| {
+        let counts = host.all_stats();
+        let echo = counts
+            .iter()
+            .find(|counts| counts.id == ECHO)
+            .expect("echo is hosted");
+        (echo.memory_bytes, echo.spare_memory_bytes)
+    };
+    let (alone, spares_alone) = echo(&host);
+    assert!(alone > 0, "its one instance has a memory");
+    assert_eq!(spares_alone, 8 * alone, "eight spares, each as large");
+    deploy(
+        &mut host,
+        &mut compiler,
+        COUNTER,
+        "counter",
+        &profile.agents.default_limits,
+    );
+    let (beside, spares_beside) = echo(&host);
+    assert_eq!(
+        beside, alone,
+        "a neighbour's deploy leaves echo's memory as it was"
+    );
+    assert_eq!(
+        spares_beside,
+        4 * alone,
+        "half the pool went to the neighbour"
+    );
+}
+
 #[test]
 fn dropping_an_instance_answers_its_open_deferred_replies() {
     let profile = small_profile();

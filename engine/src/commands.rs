@@ -659,7 +659,17 @@ fn run_node(selection: &ProfileSelection, joins: &[String]) -> Result<(), Comman
     init_logging(Some(&loaded))?;
     let topology = this_machine()?;
     let plan = plan_placement(&loaded, &topology)?;
+    check_pool_reservation(&loaded, plan.data_shards.len())?;
     info!(layers = %loaded.layers.join(" + "), "profile loaded");
+    for name in &selection.profiles {
+        // A built-in name always means the built-in: a file of that name
+        // here was likely meant, and is not what runs.
+        if caxton_profiles::BUILTIN_NAMES.contains(&name.as_str())
+            && std::path::Path::new(name).is_file()
+        {
+            warn!("--profile {name}: the built-in profile `{name}` is used, not the file `{name}` in this directory; write `./{name}` for the file");
+        }
+    }
     warn_about_idle_keys(&loaded, joins);
     info!("{}", topology.to_string().trim_end());
     info!("{}", plan.to_string().trim_end());
@@ -801,6 +811,38 @@ fn run_node(selection: &ProfileSelection, joins: &[String]) -> Result<(), Comman
     result.map_err(|error| CommandError::Failed(error.to_string()))?;
     info!("engine stopped cleanly");
     Ok(())
+}
+
+/// Refuse a profile whose agent pools would reserve more address space
+/// than a process has to give: every shard's pool reserves each pooled
+/// instance's whole memory ceiling, and past the machine's address space
+/// the first shard to start would fail with the allocator's bare error.
+fn check_pool_reservation(loaded: &LoadedProfile, data_shards: usize) -> Result<(), CommandError> {
+    let pools = caxton_agents::PoolSizes::for_shard(
+        &loaded.profile,
+        data_shards,
+        caxton_agents::kernel_max_map_count(),
+    );
+    let per_shard = caxton_agents::pool_reservation_bytes(&loaded.profile, pools);
+    let total = per_shard.saturating_mul(data_shards as u64);
+    if total <= caxton_agents::POOL_ADDRESS_SPACE_MAX {
+        return Ok(());
+    }
+    let runtime = &loaded.profile.runtime;
+    Err(crate::admin::refuse(
+        loaded,
+        "runtime.max_memory_per_agent",
+        format!(
+            "{} per agent × {} pooled instances per shard (max_agents {} + agent_pool_size {}) × {data_shards} data shards reserves {} TiB of address space, above the {} TiB a node's pools may take",
+            runtime.max_memory_per_agent,
+            pools.instances,
+            runtime.max_agents,
+            runtime.agent_pool_size,
+            total >> 40,
+            caxton_agents::POOL_ADDRESS_SPACE_MAX >> 40,
+        ),
+        "lower runtime.max_memory_per_agent (an agent's own `memory` limit may still ask for less), runtime.max_agents or runtime.agent_pool_size, or set runtime.wasm.memory_pooling: false",
+    ))
 }
 
 /// Refuse, before a benchmark runs, an `--output` directory its results

@@ -54,8 +54,8 @@ pub fn host(selection: &ProfileSelection, command: HostCommand) -> Result<(), Co
     let mut findings = host::check(&files, &needs);
     diagnostics::rank(&mut findings);
     let title = format!(
-        "host check for {} data shards on CPUs {}",
-        needs.shard_cpus.len(),
+        "host check for {} on CPUs {}",
+        crate::remote::counted(needs.shard_cpus.len() as u64, "data shard"),
         caxton_numa::format_index_list(&needs.shard_cpus.iter().copied().collect::<Vec<_>>())
     );
     if json {
@@ -102,7 +102,7 @@ pub fn positive_duration(flag: &str, text: &str) -> Result<Duration, CommandErro
     })?;
     if duration.is_zero() {
         return Err(CommandError::BadInput(format!(
-            "{flag} `{text}` is zero: there would be nothing to watch"
+            "{flag} `{text}` is zero: give a positive duration (e.g. 5s)"
         )));
     }
     Ok(duration)
@@ -257,7 +257,8 @@ pub fn memory(selection: &ProfileSelection, command: MemoryCommand) -> Result<()
         "memory over {} ({} samples, every {}{behind})",
         humantime::format_duration(duration),
         samples.len(),
-        humantime::format_duration(interval)
+        // Whole milliseconds: a sixtieth of a duration reads `166ms 666us 666ns`.
+        humantime::format_duration(Duration::from_millis(interval.as_millis().max(1) as u64))
     );
     if json {
         emit(&diagnostics::render_json(&title, &findings, extra))

@@ -116,7 +116,7 @@ fn every_bad_input_class_gives_one_line_and_status_2() {
         "coordination:\n  cluster:\n    probe_interval: 1s\n    probe_timeout: 1s\n",
     );
     let missing_core = file("pin.yaml", "runtime:\n  cpu_affinity:\n    pinned_agents:\n      - agent_id: router\n        cpu_cores: [0, 4095]\n");
-    let cases: [(Vec<&str>, &[&str]); 7] = [
+    let cases: [(Vec<&str>, &[&str]); 8] = [
         (
             vec!["--profile", "/no/such/file.yaml", "profiles", "show"],
             &["cannot read profile file", "/no/such/file.yaml"],
@@ -152,6 +152,24 @@ fn every_bad_input_class_gives_one_line_and_status_2() {
         (
             vec!["--set", "runtime.worker_threads=0"],
             &["runtime.worker_threads", "out of range"],
+        ),
+        // Pools past the address space: refused before a shard starts,
+        // with the sizes that make it, not the allocator's bare error.
+        (
+            vec![
+                "--set",
+                "runtime.max_memory_per_agent=4GiB",
+                "--set",
+                "runtime.max_agents=10000",
+                "--set",
+                "runtime.worker_threads=2",
+            ],
+            &[
+                "runtime.max_memory_per_agent",
+                "10050 pooled instances per shard",
+                "TiB of address space",
+                "memory_pooling: false",
+            ],
         ),
     ];
     for (arguments, expected) in cases {

@@ -653,6 +653,19 @@ fn profile_cpu_writes_a_pprof_with_the_handlers_frames_and_thread_names() {
         );
         assert!(call(Method::DELETE, stop).status.is_success());
     }
+    // A heap profile that is not running is neither read nor stopped, as
+    // with the CPU profile: each is the caller's slip, said the same way.
+    for method in [Method::GET, Method::DELETE] {
+        let idle = call(method.clone(), "/v1/profile/memory");
+        assert_eq!(idle.status.as_u16(), 409, "{method}: {}", idle.text());
+        assert_eq!(idle.json()["error"]["code"], "no-profile");
+    }
+    // Every start answers 202: each runs on after the answer.
+    let started = call(Method::POST, "/v1/profile/trace?messages=10");
+    assert_eq!(started.status.as_u16(), 202, "{}", started.text());
+    assert!(call(Method::DELETE, "/v1/profile/trace")
+        .status
+        .is_success());
     assert_refused(
         &["profile", "cpu"],
         &address,
@@ -772,6 +785,7 @@ fn profile_memory_writes_heap_profiles_and_allocator_statistics_per_sample() {
         )
         .expect("answers");
     assert_eq!(after.status.as_u16(), 409, "{}", after.error_message());
+    assert_eq!(after.json()["error"]["code"], "no-profile");
 
     assert_refused(
         &["profile", "memory", "--output", "m.prof"],

@@ -48,11 +48,26 @@ impl LoadedProfile {
     /// The error for `violation`, pointing at where its key was written.
     /// Later stages (placement) use this to report problems they find.
     pub fn reject(&self, kind: ProfileErrorKind, violation: Violation) -> ProfileError {
-        let location = self.violation_location(&violation);
+        let (location, pointed_at) = self.violation_location(&violation);
+        // Pointed at the key the user wrote, the message still names the
+        // key the rule is about: say that one was left at its default.
+        let hint = match pointed_at {
+            Some(written) => {
+                let default = format!(
+                    "`{}` is not set in any layer, so it has its default; `{written}` is what this profile sets",
+                    violation.key
+                );
+                Some(match violation.hint {
+                    Some(hint) => format!("{default}: {hint}"),
+                    None => default,
+                })
+            }
+            None => violation.hint,
+        };
         let error = ProfileError::new(kind, violation.message)
             .at_location(location)
             .at_key(violation.key);
-        match violation.hint {
+        match hint {
             Some(hint) => error.with_hint(hint),
             None => error,
         }
@@ -64,17 +79,21 @@ impl LoadedProfile {
     /// `--set runtime.wasm.memory_pooling=false` turns the other off: the
     /// one to point at is the one the user wrote); otherwise the nearest
     /// written section above its key.
-    fn violation_location(&self, violation: &Violation) -> Option<SourceLocation> {
+    /// With it, the written key pointed at instead of the violation's own.
+    fn violation_location<'a>(
+        &'a self,
+        violation: &Violation,
+    ) -> (Option<SourceLocation>, Option<&'a str>) {
         if let Some(location) = self.locations.get(&violation.key) {
-            return Some(location.clone());
+            return (Some(location.clone()), None);
         }
         let named = self
             .written_keys()
             .filter(|key| *key != violation.key && violation.message.contains(key))
             .max_by_key(|key| key.len());
         match named {
-            Some(key) => self.locations.get(key).cloned(),
-            None => self.location_of(&violation.key),
+            Some(key) => (self.locations.get(key).cloned(), Some(key)),
+            None => (self.location_of(&violation.key), None),
         }
     }
 
@@ -236,12 +255,21 @@ pub fn load(profiles: &[String], overrides: &[String]) -> Result<LoadedProfile, 
             } else {
                 ProfileErrorKind::InvalidValue
             };
-            let hint = match kind {
-                ProfileErrorKind::UnknownKey => Some(suggest_key(&message).map_or_else(
-                    || "see docs/profiles.md for every key".to_owned(),
-                    |key| format!("did you mean `{key}`?"),
-                )),
-                _ => Some(value_hint(&message)),
+            let (message, hint) = match kind {
+                ProfileErrorKind::UnknownKey => {
+                    let hint = suggest_key(&message).map_or_else(
+                        || "see docs/profiles.md for every key".to_owned(),
+                        |key| format!("did you mean `{key}`?"),
+                    );
+                    (message, Some(hint))
+                }
+                _ => match reword(&message, !failing_path.is_empty()) {
+                    Some((plain, hint)) => (plain, Some(hint)),
+                    None => {
+                        let hint = value_hint(&message);
+                        (message, Some(hint))
+                    }
+                },
             };
             let error = ProfileError::new(kind, message)
                 .at_key(failing_path.clone())
@@ -258,6 +286,7 @@ pub fn load(profiles: &[String], overrides: &[String]) -> Result<LoadedProfile, 
         layer_keys,
     };
     fit_unwritten_keep_alive(&mut loaded);
+    fit_unwritten_probe_interval(&mut loaded);
     // The other transport's keys first: the rules between keys of one
     // transport would otherwise name a key of it that changes nothing.
     if let Some(violation) = other_transports_keys_written(&loaded) {
@@ -369,6 +398,28 @@ fn fit_unwritten_keep_alive(loaded: &mut LoadedProfile) {
     if !idle.is_zero() && quic.keep_alive_interval.get() >= idle {
         let third = u64::try_from((idle / 3).as_micros()).unwrap_or(u64::MAX);
         quic.keep_alive_interval = HumanDuration::from_micros(third.max(1));
+    }
+}
+
+/// A SWIM probe interval no layer wrote follows the probe timeout. Its
+/// default (1s) is not above a long `probe_timeout`, and the performance
+/// tuning guide's cross-region and unreliable-network blocks set only that
+/// (2s, 5s): they would be refused for a key they never wrote. The interval
+/// becomes twice the timeout instead, room for the direct probe and then
+/// the indirect ones (the built-in `network-unreliable` sets 10s beside
+/// 5s). An interval someone wrote is kept, and judged.
+fn fit_unwritten_probe_interval(loaded: &mut LoadedProfile) {
+    if loaded
+        .locations
+        .contains_key("coordination.cluster.probe_interval")
+    {
+        return;
+    }
+    let cluster = &mut loaded.profile.coordination.cluster;
+    let timeout = cluster.probe_timeout.get();
+    if !timeout.is_zero() && cluster.probe_interval.get() <= timeout {
+        let twice = u64::try_from(timeout.saturating_mul(2).as_micros()).unwrap_or(u64::MAX);
+        cluster.probe_interval = HumanDuration::from_micros(twice);
     }
 }
 
@@ -496,6 +547,15 @@ fn parse_layer(source: &str, text: &str) -> Result<Layer, ProfileError> {
     // Syntax first, so a broken file is reported as such and not as a type error.
     let tree: Value = serde_saphyr::from_str(text)
         .map_err(|error| saphyr_error(source, ProfileErrorKind::Syntax, &error, None))?;
+    // An empty document (no text, or only `---` and comments) sets nothing,
+    // as an empty file does.
+    if tree.is_null() {
+        return Ok(Layer {
+            tree: Value::Object(Map::new()),
+            locations: BTreeMap::new(),
+            scalar_text: None,
+        });
+    }
     let mut failing_path = None;
     let typed = serde_saphyr::with_deserializer_from_str(text, |deserializer| {
         serde_path_to_error::deserialize::<_, Profile>(deserializer).map_err(|error| {
@@ -512,10 +572,6 @@ fn parse_layer(source: &str, text: &str) -> Result<Layer, ProfileError> {
         };
         return Err(saphyr_error(source, kind, &error, failing_path));
     }
-    let tree = match tree {
-        Value::Null => Value::Object(Map::new()),
-        tree => tree,
-    };
     let mut layer = Layer {
         tree,
         locations: locate_keys(source, text),
@@ -553,8 +609,18 @@ fn saphyr_error(
         line: Some(location.line() as usize),
         column: Some(location.column() as usize),
     });
+    let path = path.filter(|path| !path.is_empty() && path != "." && path != "?");
+    if let Some((plain, hint)) = reword(message, path.is_some()) {
+        let mut profile_error = ProfileError::new(kind, plain)
+            .at_location(location)
+            .with_hint(hint);
+        if let Some(path) = path {
+            profile_error = profile_error.at_key(path);
+        }
+        return profile_error;
+    }
     let mut profile_error = ProfileError::new(kind, message.to_owned()).at_location(location);
-    if let Some(path) = path.filter(|path| !path.is_empty() && path != "." && path != "?") {
+    if let Some(path) = path {
         profile_error = profile_error.at_key(path);
     }
     if kind == ProfileErrorKind::InvalidValue {
@@ -575,6 +641,64 @@ fn saphyr_error(
         }
     }
     profile_error
+}
+
+/// The YAML and serde libraries' wording of a mistake, said in the
+/// profile's terms: (message, hint). `under_key`: the mistake is in a
+/// key's value, not at the top of the profile. `None` where their wording
+/// already says it.
+fn reword(message: &str, under_key: bool) -> Option<(String, String)> {
+    if message.starts_with("multiple YAML documents detected") {
+        return Some((
+            "holds more than one YAML document (a `---` line between keys)".to_owned(),
+            "a profile is one mapping of sections: remove the `---`, or put each document in a file of its own and give each with --profile".to_owned(),
+        ));
+    }
+    if let Some(range) = whole_number_range(message) {
+        let written = message.split('`').nth(1);
+        let plain = match written {
+            Some(written) => format!("`{written}` is not a whole number from {range}"),
+            None => format!("is not a whole number from {range}"),
+        };
+        return Some((plain, format!("use a whole number from {range}")));
+    }
+    if message.contains("expected struct") || message.contains("expected mapping start") {
+        return Some(if under_key {
+            (
+                "is a section of keys, not a single value".to_owned(),
+                "write its keys below it, one per line as `key: value` with a space after the colon (`max_agents:5` reads as one word); with --set, name the key inside it (`runtime.max_agents=8`); `engine profiles keys` lists them".to_owned(),
+            )
+        } else {
+            (
+                "is not a mapping of sections".to_owned(),
+                "a profile maps section names to their keys (`runtime:`, `messaging:`, …) at the top level: not a list (`- `) and not a single value".to_owned(),
+            )
+        });
+    }
+    None
+}
+
+/// For serde's "expected u32" (a negative number) and "invalid u32" (one
+/// too large): the range of the key's type.
+fn whole_number_range(message: &str) -> Option<&'static str> {
+    let kind = message
+        .strip_prefix("invalid ")
+        .filter(|rest| !rest.contains(' '))
+        .or_else(|| {
+            message
+                .starts_with("invalid value: integer")
+                .then(|| message.rsplit("expected ").next())
+                .flatten()
+        })?;
+    Some(match kind.trim() {
+        "u8" => "0 to 255",
+        "u16" => "0 to 65535",
+        "u32" => "0 to 4294967295",
+        "u64" | "usize" => "0 to 18446744073709551615",
+        "i32" => "-2147483648 to 2147483647",
+        "i64" => "-9223372036854775808 to 9223372036854775807",
+        _ => return None,
+    })
 }
 
 /// Advice for a value of the wrong shape, from serde's description of it.
@@ -728,6 +852,7 @@ const BOOL_SHORTHANDS: [&str; 2] = ["runtime.cpu_affinity", "messaging.priority_
 
 /// Rewrite a layer into canonical keys, so that layers merge key by key.
 fn fold_aliases(layer: &mut Layer) -> Result<(), ProfileError> {
+    let mut folded_from: Vec<&str> = Vec::new();
     for (alias, canonical) in KEY_ALIASES {
         let Some(value) = remove_path(&mut layer.tree, alias) else {
             continue;
@@ -735,17 +860,27 @@ fn fold_aliases(layer: &mut Layer) -> Result<(), ProfileError> {
         let alias_location = layer.locations.get(alias).cloned();
         if let Some(existing) = get_path(&layer.tree, canonical) {
             if *existing != value {
+                // Name the spelling the profile used: an earlier alias
+                // (`max_streams`) may have put the canonical key there.
+                let other = KEY_ALIASES
+                    .iter()
+                    .take_while(|(earlier, _)| *earlier != alias)
+                    .find(|(earlier, target)| *target == canonical && folded_from.contains(earlier))
+                    .map_or(canonical, |(earlier, _)| *earlier);
                 return Err(ProfileError::new(
                     ProfileErrorKind::Contradiction,
-                    format!("sets {value} while `{canonical}` in the same profile sets {existing}"),
+                    format!("sets {value} while `{other}` in the same profile sets {existing}"),
                 )
                 .at_key(alias)
                 .at_location(alias_location)
-                .with_hint(format!(
-                    "`{alias}` is another spelling of `{canonical}`; keep one"
-                )));
+                .with_hint(if other == canonical {
+                    format!("`{alias}` is another spelling of `{canonical}`; keep one")
+                } else {
+                    format!("`{alias}` and `{other}` both spell `{canonical}`; keep one")
+                }));
             }
         }
+        folded_from.push(alias);
         insert_path(&mut layer.tree, canonical, value);
         if let Some(location) = layer.locations.remove(alias) {
             layer.locations.insert(canonical.to_owned(), location);

@@ -109,8 +109,14 @@ impl FromStr for ByteSize {
         let (digits, unit) = trimmed.split_at(split);
         let unit = unit.trim();
         let bad = || {
+            // A fraction is the likely slip: say so rather than "not a size".
+            let fraction = if unit.starts_with('.') {
+                "; sizes are whole numbers of a unit: write `1536KB` for 1.5MB"
+            } else {
+                ""
+            };
             format!(
-                "`{text}` is not a size; write it like `512KB`, `10MB` or `1GiB` (KB = 1024 bytes)"
+                "`{text}` is not a size; write it like `512KB`, `10MB` or `1GiB` (KB = 1024 bytes){fraction}"
             )
         };
         let count: u64 = digits.parse().map_err(|_| bad())?;

@@ -40,6 +40,15 @@ pub const PARALLEL_ROUTES_MAX: u32 = 4096;
 /// A WebAssembly page: the least memory a module with a memory starts with.
 const WASM_PAGE_BYTES: u64 = 64 * 1024;
 
+/// The most a 32-bit WebAssembly memory holds: 65536 pages.
+pub const WASM32_MEMORY_BYTES_MAX: u64 = 4 << 30;
+
+/// The first CPU number a list names twice.
+fn named_twice(cpus: &[u32]) -> Option<u32> {
+    let mut seen = BTreeSet::new();
+    cpus.iter().copied().find(|cpu| !seen.insert(*cpu))
+}
+
 /// Every rule `profile` breaks, in schema order.
 pub fn validate(profile: &Profile) -> Vec<Violation> {
     let mut violations = Vec::new();
@@ -148,7 +157,7 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
         fail(
             "runtime.agent_pool_size",
             format!(
-                "{} pre-warmed instances is above max_agents ({})",
+                "{} pre-warmed instances is above runtime.max_agents ({})",
                 runtime.agent_pool_size, runtime.max_agents
             ),
             "lower runtime.agent_pool_size or raise runtime.max_agents",
@@ -173,11 +182,21 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
             );
         }
     }
+    if runtime.max_memory_per_agent.bytes() > WASM32_MEMORY_BYTES_MAX {
+        fail(
+            "runtime.max_memory_per_agent",
+            format!(
+                "{} is above the 4GiB a 32-bit WebAssembly memory can address",
+                runtime.max_memory_per_agent
+            ),
+            "use 4GiB or less: no agent could use more, and each pooled instance reserves address space for the whole limit",
+        );
+    }
     if runtime.agent_heap_size > runtime.max_memory_per_agent {
         fail(
             "runtime.agent_heap_size",
             format!(
-                "{} is above max_memory_per_agent ({})",
+                "{} is above runtime.max_memory_per_agent ({})",
                 runtime.agent_heap_size, runtime.max_memory_per_agent
             ),
             "an agent's initial heap must fit within its memory ceiling",
@@ -217,6 +236,13 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
                 "list at least one CPU number",
             );
         }
+        if let Some(twice) = named_twice(&pinned.pus) {
+            fail(
+                &format!("{key}.cpu_cores"),
+                format!("names CPU {twice} twice"),
+                "list each CPU once",
+            );
+        }
     }
     let numa = &runtime.numa;
     if !numa.enabled && (numa.memory_policy != MemoryPolicy::LocalAlloc || numa.interleave_memory) {
@@ -234,7 +260,7 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
                 runtime.agent_stack_size,
                 crate::ByteSize(AGENT_STACK_BYTES_MAX)
             ),
-            "agents run on their shard's thread stack; deeper recursion would overflow it",
+            "without runtime.wasm.stack_pooling agents run on their shard's own 2MB thread stack, and one bound serves both ways of running: use 1MB or less",
         );
     }
     if runtime.wasm.stack_pooling && !runtime.wasm.memory_pooling {
@@ -333,7 +359,7 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
         fail(
             "messaging.batch_size",
             format!(
-                "{} is above queue_size ({}): a batch could never fill",
+                "{} is above messaging.queue_size ({}): a batch could never fill",
                 messaging.batch_size, messaging.queue_size
             ),
             "lower messaging.batch_size or raise messaging.queue_size",
@@ -419,7 +445,10 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
     if cluster.probe_timeout >= cluster.probe_interval {
         fail(
             "coordination.cluster.probe_timeout",
-            format!("{} is not below probe_interval ({})", cluster.probe_timeout, cluster.probe_interval),
+            format!(
+                "{} is not below coordination.cluster.probe_interval ({})",
+                cluster.probe_timeout, cluster.probe_interval
+            ),
             "a probe must time out before the next one starts: raise probe_interval or lower probe_timeout",
         );
     }
@@ -453,23 +482,24 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
     // loader refuses them when a user wrote them).
     if transport.kind == crate::schema::TransportKind::Quic {
         let quic = &transport.quic;
-        if !quic.keep_alive_interval.get().is_zero()
+        // Zero first: a keep-alive can fit under no idle timeout of zero,
+        // and the key to change is the timeout.
+        if quic.idle_timeout.get().is_zero() {
+            fail(
+                "transport.quic.idle_timeout",
+                "must be above zero".into(),
+                "a connection quiet this long is closed: use at least a few round trips",
+            );
+        } else if !quic.keep_alive_interval.get().is_zero()
             && quic.keep_alive_interval >= quic.idle_timeout
         {
             fail(
                 "transport.quic.keep_alive_interval",
                 format!(
-                    "{} is not below idle_timeout ({}): connections would close before a keep-alive is sent",
+                    "{} is not below transport.quic.idle_timeout ({}): connections would close before a keep-alive is sent",
                     quic.keep_alive_interval, quic.idle_timeout
                 ),
                 "lower keep_alive_interval below idle_timeout, or set it to 0 to let idle connections close",
-            );
-        }
-        if quic.idle_timeout.get().is_zero() {
-            fail(
-                "transport.quic.idle_timeout",
-                "must be above zero".into(),
-                "",
             );
         }
         if quic.stream_receive_window.bytes() < 1024
@@ -478,7 +508,7 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
             fail(
                 "transport.quic.stream_receive_window",
                 format!(
-                    "{} must be at least 1KB and not above connection_receive_window ({})",
+                    "{} must be at least 1KB and not above transport.quic.connection_receive_window ({})",
                     quic.stream_receive_window, quic.connection_receive_window
                 ),
                 "",
@@ -559,7 +589,10 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
     if pool.min_idle > pool.max_idle {
         fail(
             "transport.connection_pool.min_idle",
-            format!("{} is above max_idle ({})", pool.min_idle, pool.max_idle),
+            format!(
+                "{} is above transport.connection_pool.max_idle ({})",
+                pool.min_idle, pool.max_idle
+            ),
             "",
         );
     }
@@ -600,7 +633,7 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
         fail(
             "transport.connection_pool.warm_connections",
             format!(
-                "{} is above max_connections_per_node ({})",
+                "{} is above transport.connection_pool.max_connections_per_node ({})",
                 pool.warm_connections, pool.max_connections_per_node
             ),
             "",
@@ -700,6 +733,13 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
                 "list at least one CPU number, or drop the key",
             );
         }
+        if let Some(twice) = deployment.pus.as_deref().and_then(named_twice) {
+            fail(
+                &format!("{key}.cpu_cores"),
+                format!("names CPU {twice} twice"),
+                "list each CPU once",
+            );
+        }
         if deployment.pus.is_some() && pinned_names.contains(deployment.name.as_str()) {
             fail(
                 &format!("{key}.cpu_cores"),
@@ -726,7 +766,7 @@ pub fn validate(profile: &Profile) -> Vec<Violation> {
         fail(
             "agents.deploy",
             format!(
-                "{} agents is above max_agents ({})",
+                "{} agents is above runtime.max_agents ({})",
                 deployed.len(),
                 runtime.max_agents
             ),
@@ -954,7 +994,12 @@ pub fn messaging_notes(profile: &Profile, data_shards: usize) -> Vec<String> {
     let messaging = &profile.messaging;
     let capacity = mailbox_capacity(profile, data_shards);
     let mut notes = Vec::new();
-    if capacity < messaging.queue_size as usize {
+    // At their defaults the split is the documented one, and a note on
+    // every multi-shard start would say nothing the operator chose.
+    let defaults = Profile::default();
+    let sizes_chosen = messaging.queue_size != defaults.messaging.queue_size
+        || profile.runtime.max_concurrent_messages != defaults.runtime.max_concurrent_messages;
+    if sizes_chosen && capacity < messaging.queue_size as usize {
         notes.push(format!(
             "each of the {data_shards} data shards' mailboxes holds {capacity} messages, below messaging.queue_size ({}): runtime.max_concurrent_messages ({}) is shared among the shards",
             messaging.queue_size, profile.runtime.max_concurrent_messages

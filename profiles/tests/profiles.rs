@@ -189,8 +189,14 @@ fn overlays_in_the_wrong_order_are_told_which_layer_to_move() {
     );
     // The right order loads; a contradiction within one layer has no such hint.
     load(&["cluster-small".into(), "network-wan".into()], &[]).expect("the right order");
-    let within = load(&[], &["coordination.cluster.probe_timeout=2s".into()])
-        .expect_err("a probe timeout over the default interval");
+    let within = load(
+        &[],
+        &[
+            "coordination.cluster.probe_interval=1s".into(),
+            "coordination.cluster.probe_timeout=2s".into(),
+        ],
+    )
+    .expect_err("a probe timeout over the interval written before it");
     assert!(
         !within.hint.unwrap_or_default().contains("listed after"),
         "the interval is a default"
@@ -324,7 +330,7 @@ fn bad_input_names_cause_key_and_place() {
     let wrong_number = load_text("runtime:\n  max_agents: lots\n").expect_err("not a number");
     assert_eq!(
         wrong_number.hint.as_deref(),
-        Some("a whole number is expected here")
+        Some("use a whole number from 0 to 4294967295")
     );
 
     let contradiction = load_text("runtime:\n  max_agents: 10\n  agent_pool_size: 20\n")
@@ -834,4 +840,135 @@ fn messaging_keys_outweighed_by_others_are_named() {
     assert!(caxton_profiles::messaging_notes(&longer, 2)
         .iter()
         .all(|note| !note.contains("priority_routing")));
+}
+
+/// The YAML and serde libraries' wording is said in the profile's terms,
+/// and each mistake's hint fits it.
+#[test]
+fn library_wording_is_said_in_the_profiles_terms() {
+    let negative = load(&[], &["runtime.max_agents=-5".into()]).expect_err("negative");
+    assert_eq!(negative.key.as_deref(), Some("runtime.max_agents"));
+    assert!(
+        negative
+            .message
+            .contains("`-5` is not a whole number from 0 to 4294967295"),
+        "{negative}"
+    );
+    let huge = load_text("runtime:\n  max_agents: 99999999999999999999\n").expect_err("too large");
+    assert!(huge.message.contains("from 0 to 4294967295"), "{huge}");
+
+    let two_documents = load_text("runtime:\n  max_agents: 5\n---\nruntime:\n  max_agents: 6\n")
+        .expect_err("two documents");
+    assert!(
+        two_documents
+            .message
+            .contains("more than one YAML document")
+            && !two_documents.to_string().contains("from_str_multiple"),
+        "{two_documents}"
+    );
+
+    let section_as_value = load(&[], &["runtime=5".into()]).expect_err("a section set to 5");
+    assert!(
+        section_as_value.message.contains("is a section of keys")
+            && !section_as_value.to_string().contains("RuntimeConfig"),
+        "{section_as_value}"
+    );
+    let no_space = load_text("runtime:\n  max_agents:5\n").expect_err("no space after the colon");
+    assert!(
+        no_space
+            .hint
+            .as_deref()
+            .unwrap_or_default()
+            .contains("space after the colon"),
+        "{no_space}"
+    );
+    let list = load_text("- runtime:\n    max_agents: 5\n").expect_err("a list");
+    assert!(
+        list.message.contains("not a mapping of sections")
+            && list
+                .hint
+                .as_deref()
+                .unwrap_or_default()
+                .contains("not a list"),
+        "{list}"
+    );
+
+    // A document with no keys sets nothing, like an empty file.
+    let empty = load_text("---\n# nothing yet\n").expect("an empty document");
+    assert_eq!(empty.profile, load_text("").expect("an empty file").profile);
+
+    let fraction = load(&[], &["runtime.max_memory_per_agent=1.5MB".into()]).expect_err("1.5MB");
+    assert!(fraction.message.contains("write `1536KB`"), "{fraction}");
+}
+
+/// A check between two keys, one left at its default, points at the one
+/// the profile wrote and says the other has its default; an alias clash
+/// names the spelling the profile used.
+#[test]
+fn a_rule_between_two_keys_points_at_the_one_written() {
+    let pool = load_text("runtime:\n  max_agents: 7\n").expect_err("default pool above max_agents");
+    assert_eq!(pool.key.as_deref(), Some("runtime.agent_pool_size"));
+    let line = pool.location.as_ref().and_then(|location| location.line);
+    assert_eq!(line, Some(2), "points at max_agents: {pool}");
+    assert!(
+        pool.hint.as_deref().unwrap_or_default().contains(
+            "`runtime.agent_pool_size` is not set in any layer, so it has its default; `runtime.max_agents` is what this profile sets"
+        ),
+        "{pool}"
+    );
+
+    let batch =
+        load_text("messaging:\n  queue_size: 10\n").expect_err("default batch above the queue");
+    assert_eq!(
+        batch.location.as_ref().and_then(|location| location.line),
+        Some(2),
+        "{batch}"
+    );
+
+    let aliases = load_text("transport:\n  max_streams: 1000\n  max_concurrent_streams: 200\n")
+        .expect_err("two spellings, two values");
+    assert!(
+        aliases
+            .message
+            .contains("`transport.max_streams` in the same profile sets 1000"),
+        "{aliases}"
+    );
+}
+
+/// Limits past what any agent could use are refused at load; a long probe
+/// timeout the guide writes alone takes an interval that fits it.
+#[test]
+fn unusable_limits_are_refused_and_unwritten_intervals_fit() {
+    let memory = load(&[], &["runtime.max_memory_per_agent=8GiB".into()]).expect_err("above 4GiB");
+    assert_eq!(memory.key.as_deref(), Some("runtime.max_memory_per_agent"));
+    assert!(memory.message.contains("4GiB"), "{memory}");
+    load(&[], &["runtime.max_memory_per_agent=4GiB".into()]).expect("4GiB is the most");
+
+    let idle =
+        load(&[], &["transport.quic.idle_timeout=0s".into()]).expect_err("zero idle timeout");
+    assert_eq!(
+        idle.key.as_deref(),
+        Some("transport.quic.idle_timeout"),
+        "{idle}"
+    );
+
+    // The performance tuning guide's cross-region block.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let wan = write_profile(
+        &dir,
+        "wan.yaml",
+        "coordination:\n  cluster:\n    probe_timeout: 2s\n    gossip_interval: 1s\n    indirect_probes: 5\n",
+    );
+    let loaded = load(&[wan], &[]).expect("the guide's block loads");
+    let cluster = &loaded.profile.coordination.cluster;
+    assert_eq!(
+        cluster.probe_interval.get(),
+        std::time::Duration::from_secs(4)
+    );
+    // A short timeout leaves the default interval alone.
+    let lan = load(&[], &["coordination.cluster.probe_timeout=300ms".into()]).expect("lan");
+    assert_eq!(
+        lan.profile.coordination.cluster.probe_interval.get(),
+        std::time::Duration::from_secs(1)
+    );
 }

@@ -18,6 +18,10 @@ const GUIDE_LATENCY_SYMPTOM_US: f64 = 10_000.0;
 const SATURATED_BUSY_FRACTION: f64 = 0.8;
 /// Cross-shard share above which placing talkers together pays.
 const CROSS_SHARE_NOTED: f64 = 0.5;
+/// Messages waiting in the shards below which a queue is not named: a
+/// node under any load has a few in flight in its rings at a reading, and
+/// two readings of a handful differ by chance.
+const QUEUE_DEPTH_NOTED: f64 = 100.0;
 
 /// One reading of a running engine.
 #[derive(Clone, Debug, Default)]
@@ -165,7 +169,20 @@ pub fn diagnose(
         Basis::Window(seconds) | Basis::SinceStart(seconds) => seconds.max(1e-3),
     };
     let agents = activities(before, after);
-    let total_busy: f64 = agents.iter().map(|agent| agent.busy_ns).sum();
+    // The node's handler time, from the shards: the agents listed now miss
+    // those undeployed within the window (their counters leave with them),
+    // and an agent's share must be of all of it.
+    let earlier = shards(before);
+    let shards_busy: f64 = shards(after)
+        .iter()
+        .enumerate()
+        .map(|(index, shard)| {
+            let old = earlier.get(index).cloned().unwrap_or(Value::Null);
+            delta(&shard["handler_busy_ns"], &old["handler_busy_ns"])
+        })
+        .sum();
+    let agents_busy: f64 = agents.iter().map(|agent| agent.busy_ns).sum();
+    let total_busy = shards_busy.max(agents_busy);
     let mut findings = Vec::new();
     slow_agents(symptom, &agents, total_busy, &mut findings);
     saturated_shards(
@@ -370,12 +387,15 @@ fn counters(
     // Queue depth is a level: growth over the window, or what is there now.
     let depth = number(&now["queue_depth"]);
     let growth = number(&now["queue_depth"]) - number(&was["queue_depth"]);
-    if depth > 0.0 && (growth > 0.0 || matches!(basis, Basis::SinceStart(_))) {
+    if depth >= QUEUE_DEPTH_NOTED && (growth > 0.0 || matches!(basis, Basis::SinceStart(_))) {
         out.push(
             Finding::new(
                 "queue-growing",
-                if growth > 0.0 && matches!(basis, Basis::Window(_)) { Verdict::Warn } else { Verdict::Info },
-                format!("{depth} messages wait in mailboxes ({growth:+} {over})"),
+                if growth >= QUEUE_DEPTH_NOTED && matches!(basis, Basis::Window(_)) { Verdict::Warn } else { Verdict::Info },
+                format!(
+                    "{} wait in the shards: mailboxes, rings and messages held for busy agents ({growth:+} {over})",
+                    crate::remote::counted(depth as u64, "message")
+                ),
             )
             .remedy(match symptom {
                 Symptom::Memory => "enable message TTL (performance tuning guide) so stored messages expire; see the slow agents that let queues grow",
@@ -595,13 +615,68 @@ mod tests {
         }
     }
 
+    /// An agent's share is of the node's handler time, which the shards
+    /// count: one undeployed since keeps its part, so a lone survivor is
+    /// not taken for the node's whole load.
+    #[test]
+    fn an_agents_share_counts_the_handler_time_of_agents_since_undeployed() {
+        let before = reading(0, vec![agent("slow", 229_375, 0, 0)], &[0], json!({}));
+        // `slow` ran 60 µs of the window's 6 ms of handler time: the rest
+        // was an agent undeployed before the second reading.
+        let after = reading(
+            1000,
+            vec![agent("slow", 229_375, 10, 60_000)],
+            &[6_000_000],
+            json!({}),
+        );
+        let (findings, _) = diagnose(Symptom::Throughput, &before, &after, 1.0);
+        let slow = findings
+            .iter()
+            .find(|finding| finding.check == "slow-agent")
+            .expect("slow is still slow");
+        assert_eq!(slow.verdict, Verdict::Warn, "1% of the time is no problem");
+        assert!(
+            slow.evidence
+                .iter()
+                .any(|line| line == "1% of the node's handler time"),
+            "{:?}",
+            slow.evidence
+        );
+    }
+
+    /// A handful of messages in the rings at a reading is load, not a queue.
+    #[test]
+    fn a_few_messages_in_flight_are_not_a_growing_queue() {
+        let checks = |was: u64, now: u64| {
+            let before = reading(0, vec![], &[0], json!({ "queue_depth": was }));
+            let after = reading(100, vec![], &[1_000], json!({ "queue_depth": now }));
+            let (findings, _) = diagnose(Symptom::HighLatency, &before, &after, 1.0);
+            findings
+                .iter()
+                .filter(|finding| finding.check == "queue-growing")
+                .map(|finding| finding.verdict)
+                .collect::<Vec<_>>()
+        };
+        assert!(checks(1, 2).is_empty(), "two readings of a handful");
+        assert_eq!(
+            checks(100, 500),
+            vec![Verdict::Warn],
+            "a real queue, growing"
+        );
+        assert_eq!(
+            checks(500, 550),
+            vec![Verdict::Info],
+            "a queue, barely growing"
+        );
+    }
+
     #[test]
     fn a_quiet_window_falls_back_to_the_totals_and_finds_saturation() {
         let after = reading(
             100,
             vec![agent("slow", 229_375, 100, 58_000_000_000)],
             &[59_000_000_000],
-            json!({ "queue_depth": 40 }),
+            json!({ "queue_depth": 400 }),
         );
         let (findings, basis) = diagnose(Symptom::Throughput, &after, &after, 5.0);
         assert_eq!(basis, Basis::SinceStart(60.0));
