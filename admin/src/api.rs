@@ -541,7 +541,14 @@ async fn deploy(context: &Context, request: Deploy) -> Answer {
         max_execution_time,
         module: body,
     } = request;
-    let deployed = context
+    // First, on the controller: the limits, the name's fate, and the module
+    // if the cache holds it. A module to compile is compiled on a blocking
+    // thread instead: a large one takes seconds, and every other call of
+    // the endpoint (health checks, scrapes, sends' set-up) waits for the
+    // controller meanwhile.
+    let body = std::sync::Arc::new(body);
+    let source = std::sync::Arc::clone(&body);
+    let prepared = context
         .controller
         .call(move |controller| {
             let mut limits: AgentLimits = controller.profile.agent_limits(&name);
@@ -563,10 +570,47 @@ async fn deploy(context: &Context, request: Deploy) -> Answer {
             if let Some(execution) = max_execution_time {
                 limits.max_execution_time = execution;
             }
-            let started = Instant::now();
+            if controller.node.directory().resolve(&name).is_some() {
+                return Err(node_error(&NodeError::Refused(format!(
+                    "an agent named `{name}` is already deployed"
+                ))));
+            }
+            let module = match controller.node.cached_module(&source) {
+                Some(module) => Ok(module),
+                None => Err(controller.node.module_check()),
+            };
+            Ok((name, limits, module))
+        })
+        .await
+        .map_err(|_| shutting_down())??;
+    let (name, limits, module) = prepared;
+    let started = Instant::now();
+    let module = match module {
+        Ok(module) => module,
+        Err(check) => {
+            let compiled = tokio::task::spawn_blocking(move || check.compile(&body))
+                .await
+                .map_err(|failure| {
+                    error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        failure.to_string(),
+                    )
+                })?;
+            compiled.map_err(|error| {
+                node_error(&NodeError::Deploy {
+                    agent: name.clone(),
+                    error,
+                })
+            })?
+        }
+    };
+    let deployed = context
+        .controller
+        .call(move |controller| {
             controller
                 .node
-                .deploy(&name, &body, instances, &limits)
+                .deploy_module(&name, module, instances, &limits)
                 .map_err(|failure| node_error(&failure))?;
             tracing::info!(agent = %name, instances, "agent deployed through the admin API");
             Ok(json_reply(

@@ -121,6 +121,13 @@ pub struct CompiledModule {
     pub initial_memory_bytes: u64,
 }
 
+impl CompiledModule {
+    /// The source it was compiled from.
+    pub fn source(&self) -> &Arc<[u8]> {
+        &self.source
+    }
+}
+
 /// The guard after each pooled linear memory.
 const MEMORY_GUARD_BYTES: u64 = 64 << 10;
 
@@ -255,8 +262,81 @@ impl ModuleCompiler {
         })
     }
 
-    /// Check and compile `source` (binary or text format).
+    /// Check and compile `source` (binary or text format): from the cache
+    /// when it holds it, else through [`ModuleCheck::compile`].
     pub fn compile(&mut self, source: &[u8]) -> Result<CompiledModule, DeployError> {
+        if let Some(cached) = self.cached(source) {
+            return Ok(cached);
+        }
+        let compiled = self.check().compile(source)?;
+        self.remember(&compiled);
+        Ok(compiled)
+    }
+
+    /// `source`'s module from the cache, if it holds it (a hit is counted).
+    pub fn cached(&mut self, source: &[u8]) -> Option<CompiledModule> {
+        let digest = digest(source);
+        let position = self
+            .cache
+            .iter()
+            .position(|cached| cached.digest == digest && *cached.source == *source)?;
+        self.cache_hits += 1;
+        // Move to the back: the back is the most recently used.
+        let cached = self.cache.remove(position)?;
+        self.cache.push_back(cached.clone());
+        Some(cached)
+    }
+
+    /// What compiles a module for this compiler's engine, to run on any
+    /// thread: a large module takes seconds, and the thread that owns the
+    /// compiler (the admin endpoint's controller) has other callers.
+    pub fn check(&self) -> ModuleCheck {
+        ModuleCheck {
+            engine: self.engine.clone(),
+            heap_bytes_max: self.heap_bytes_max,
+            check_deadline_ticks: self.check_deadline_ticks,
+            check_time: self.check_time,
+            tick: self.tick,
+        }
+    }
+
+    /// Count `compiled` (compiled through [`Self::check`]) and keep it in
+    /// the cache; one the cache holds already (taken from it by
+    /// [`Self::cached`]) was no compilation.
+    pub fn remember(&mut self, compiled: &CompiledModule) {
+        if self.cached_digest(compiled).is_some() {
+            return;
+        }
+        self.compilations += 1;
+        if self.cache_capacity > 0 {
+            if self.cache.len() >= self.cache_capacity {
+                self.cache.pop_front();
+            }
+            self.cache.push_back(compiled.clone());
+        }
+    }
+
+    fn cached_digest(&self, compiled: &CompiledModule) -> Option<usize> {
+        self.cache.iter().position(|cached| {
+            cached.digest == compiled.digest && *cached.source == *compiled.source
+        })
+    }
+}
+
+/// Compiles and checks modules for one node's engine configuration, on
+/// whichever thread calls it ([`ModuleCompiler::check`]).
+#[derive(Clone)]
+pub struct ModuleCheck {
+    engine: Engine,
+    heap_bytes_max: u64,
+    check_deadline_ticks: u64,
+    check_time: caxton_profiles::HumanDuration,
+    tick: std::time::Duration,
+}
+
+impl ModuleCheck {
+    /// Check and compile `source` (binary or text format).
+    pub fn compile(&self, source: &[u8]) -> Result<CompiledModule, DeployError> {
         if source.len() > MODULE_BYTES_MAX {
             return Err(DeployError::TooLarge {
                 bytes: source.len(),
@@ -264,17 +344,6 @@ impl ModuleCompiler {
             });
         }
         let digest = digest(source);
-        if let Some(position) = self
-            .cache
-            .iter()
-            .position(|cached| cached.digest == digest && *cached.source == *source)
-        {
-            self.cache_hits += 1;
-            // Move to the back: the back is the most recently used.
-            let cached = self.cache.remove(position).expect("position is in range");
-            self.cache.push_back(cached.clone());
-            return Ok(cached);
-        }
         let binary = parse_module_source(source)?;
         let module = Module::new(&self.engine, &binary)
             .map_err(|error| DeployError::NotWasm(bounded(&format!("{error:#}"))))?;
@@ -291,20 +360,12 @@ impl ModuleCompiler {
             .serialize()
             .map_err(|error| DeployError::Engine(error.to_string()))?
             .into();
-        self.compilations += 1;
-        let compiled = CompiledModule {
+        Ok(CompiledModule {
             artifact,
             digest,
             source: source.into(),
             initial_memory_bytes,
-        };
-        if self.cache_capacity > 0 {
-            if self.cache.len() >= self.cache_capacity {
-                self.cache.pop_front();
-            }
-            self.cache.push_back(compiled.clone());
-        }
-        Ok(compiled)
+        })
     }
 }
 

@@ -24,8 +24,8 @@ mod ticker;
 pub use abi_host::{link_abi, AbiContext, AbiState, OutboundMessage, StateMap};
 pub use budget::{CpuBudget, BUDGET_WINDOW_NS};
 pub use compile::{
-    engine_config, kernel_max_map_count, pool_reservation_bytes, CompiledModule, ModuleCompiler,
-    PoolSizes, HANDLER_STACKS_MIN, MODULE_BYTES_MAX, POOL_ADDRESS_SPACE_MAX,
+    engine_config, kernel_max_map_count, pool_reservation_bytes, CompiledModule, ModuleCheck,
+    ModuleCompiler, PoolSizes, HANDLER_STACKS_MIN, MODULE_BYTES_MAX, POOL_ADDRESS_SPACE_MAX,
 };
 pub use error::DeployError;
 pub use host::{

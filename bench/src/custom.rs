@@ -783,6 +783,57 @@ mod tests {
             .contains("throughput at the breaking points 1.20×"));
     }
 
+    /// A throughput ratio is a ratio of breaking points: a design that
+    /// never broke only bounds it, and neither breaking leaves it unjudged.
+    #[test]
+    fn a_ramp_that_never_broke_bounds_the_throughput_ratio_or_leaves_it_unjudged() {
+        let ramps = |caxton: (f64, bool), baseline: (f64, bool)| {
+            Comparison::new(Saturation::Ramps { caxton, baseline }, (100, 600), 8e5, 2)
+        };
+        let neither = ramps((8e5, false), (8e5, false));
+        assert_eq!(neither.throughput_ratio, None);
+        assert!(!neither.goals_met, "nothing reached saturation");
+        let line = neither.render();
+        assert!(
+            line.contains("throughput not judged (neither design broke"),
+            "{line}"
+        );
+        assert!(
+            line.contains("P99 goal met, throughput not judged"),
+            "{line}"
+        );
+
+        // Caxton carried the ramp's top, the baseline broke below it.
+        let at_least = ramps((8e5, false), (4e5, true));
+        assert_eq!(at_least.throughput_ratio_kind, Some(RatioKind::AtLeast));
+        assert!(at_least.goals_met, "at least 2× is past 1.15×");
+        assert!(at_least.render().contains("throughput at least 2.00×"));
+        // A lower bound under the goal says nothing of the goal.
+        let low_bound = ramps((4.2e5, false), (4e5, true));
+        assert!(!low_bound.goals_met);
+        assert!(low_bound.throughput_not_judged.is_some());
+
+        // Caxton broke below the baseline's top: at most 0.5×, so missed.
+        let at_most = ramps((4e5, true), (8e5, false));
+        assert_eq!(at_most.throughput_ratio_kind, Some(RatioKind::AtMost));
+        assert!(!at_most.goals_met);
+        assert_eq!(at_most.throughput_not_judged, None, "judged: missed");
+        assert!(at_most.render().contains("goals not met"));
+
+        // Rounds: measured ratios win; bounds from mixed sides judge nothing.
+        let median = Comparison::median_of(&[at_most.clone(), ramps((1.5e6, true), (1e6, true))])
+            .expect("two rounds");
+        assert_eq!(median.throughput_ratio, Some(1.5));
+        assert_eq!(median.throughput_ratio_kind, Some(RatioKind::Measured));
+        let mixed = Comparison::median_of(&[at_most, at_least]).expect("two rounds");
+        assert_eq!(mixed.throughput_ratio, None);
+        assert!(!mixed.goals_met && mixed.throughput_not_judged.is_some());
+
+        // A P99 higher than the baseline's is said so, not as `0.25× lower`.
+        assert_eq!(times_lower(0.25), "4.00× higher");
+        assert_eq!(times_lower(5.5), "5.50× lower");
+    }
+
     #[test]
     fn rounds_are_judged_on_their_median_ratios() {
         // Throughput ratios 0.8, 1.25, 3.0 and P99 ratios 1.2, 5.5, 30:
@@ -948,13 +999,60 @@ mod tests {
     }
 }
 
+/// What two ramps say of the designs' throughput at saturation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Saturation {
+    /// No throughput compared: one run at one load (`custom`).
+    NotMeasured,
+    /// Each design's highest sustained rate, and whether it then broke
+    /// within its ramp (one that did not was never saturated: its rate is
+    /// the ramp's top, not its limit).
+    Ramps {
+        /// Caxton's (sustained msg/s, broke).
+        caxton: (f64, bool),
+        /// The baseline's.
+        baseline: (f64, bool),
+    },
+}
+
+/// Rates at two breaking points: both designs broke.
+impl From<Option<(f64, f64)>> for Saturation {
+    fn from(rates: Option<(f64, f64)>) -> Self {
+        match rates {
+            Some((caxton, baseline)) => Saturation::Ramps {
+                caxton: (caxton, true),
+                baseline: (baseline, true),
+            },
+            None => Saturation::NotMeasured,
+        }
+    }
+}
+
+/// How far a throughput ratio is known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RatioKind {
+    /// Both designs broke: the ratio of their breaking points.
+    Measured,
+    /// The baseline broke and Caxton did not: Caxton carries at least this.
+    AtLeast,
+    /// Caxton broke and the baseline did not: at most this.
+    AtMost,
+}
+
 /// Caxton against the baseline.
 #[derive(Clone, Debug, Serialize)]
 pub struct Comparison {
     /// Caxton's sustained rate at its breaking point over the baseline's
     /// (stress only: below saturation both designs carry what is offered, so
     /// a throughput ratio means something only at the breaking points).
+    /// Where only one design broke, a bound ([`Self::throughput_ratio_kind`]).
     pub throughput_ratio: Option<f64>,
+    /// Whether [`Self::throughput_ratio`] is measured or a bound.
+    pub throughput_ratio_kind: Option<RatioKind>,
+    /// Why a stress comparison gives no throughput verdict (neither design
+    /// broke within its ramp, or a bound on the wrong side of the goal).
+    pub throughput_not_judged: Option<String>,
     /// The baseline's P99 over Caxton's at the same offered load (higher is
     /// better for Caxton).
     pub p99_ratio: f64,
@@ -965,7 +1063,8 @@ pub struct Comparison {
     /// Where that goal applies, in words.
     pub throughput_goal_applies: &'static str,
     /// The goals measured: throughput ≥ [`Self::throughput_goal`] (when
-    /// measured) and P99 ≥ [`P99_GOAL`]× lower.
+    /// measured) and P99 ≥ [`P99_GOAL`]× lower. False while the throughput
+    /// is not judged ([`Self::throughput_not_judged`]).
     pub goals_met: bool,
     /// The rounds these ratios are the medians of (1: a single comparison).
     pub rounds: usize,
@@ -994,56 +1093,139 @@ impl Comparison {
     /// (stress), their sustained rates at saturation; on a machine of
     /// `cores` cores.
     pub fn new(
-        sustained_rates: Option<(f64, f64)>,
+        saturation: impl Into<Saturation>,
         p99s_ns: (u64, u64),
         p99_offered_per_second: f64,
         cores: usize,
     ) -> Self {
-        let throughput_ratio =
-            sustained_rates.map(|(caxton, baseline)| caxton / baseline.max(f64::MIN_POSITIVE));
+        let (throughput_ratio, throughput_ratio_kind, unjudged) = match saturation.into() {
+            Saturation::NotMeasured => (None, None, None),
+            Saturation::Ramps {
+                caxton: (caxton, caxton_broke),
+                baseline: (baseline, baseline_broke),
+            } => {
+                let ratio = caxton / baseline.max(f64::MIN_POSITIVE);
+                match (caxton_broke, baseline_broke) {
+                    (true, true) => (Some(ratio), Some(RatioKind::Measured), None),
+                    (false, true) => (Some(ratio), Some(RatioKind::AtLeast), None),
+                    (true, false) => (Some(ratio), Some(RatioKind::AtMost), None),
+                    (false, false) => (None, None, Some(NEITHER_BROKE.to_owned())),
+                }
+            }
+        };
         let (caxton_p99, baseline_p99) = p99s_ns;
         let p99_ratio = baseline_p99 as f64 / caxton_p99.max(1) as f64;
         let (throughput_goal, throughput_goal_applies) = throughput_goal(cores);
-        Self {
+        Self::judged(Self {
             throughput_ratio,
+            throughput_ratio_kind,
+            throughput_not_judged: unjudged,
             p99_ratio,
             p99_offered_per_second,
             throughput_goal,
             throughput_goal_applies,
-            goals_met: throughput_ratio.is_none_or(|ratio| ratio >= throughput_goal)
-                && p99_ratio >= P99_GOAL,
+            goals_met: false,
             rounds: 1,
-        }
+        })
+    }
+
+    /// `self` with its verdicts: a bound judges the throughput goal only
+    /// from the side it bounds.
+    fn judged(mut self) -> Self {
+        let goal = self.throughput_goal;
+        let throughput_met = match (self.throughput_ratio, self.throughput_ratio_kind) {
+            (Some(ratio), Some(RatioKind::Measured)) => Some(ratio >= goal),
+            (Some(ratio), Some(RatioKind::AtLeast)) if ratio >= goal => Some(true),
+            (Some(ratio), Some(RatioKind::AtMost)) if ratio < goal => Some(false),
+            (Some(_), Some(RatioKind::AtLeast)) => {
+                self.throughput_not_judged = Some(format!("Caxton never broke within its ramp, so {:.2}× is only a lower bound, below the goal: raise the ramp (--steps, --growth) until Caxton breaks too", self.throughput_ratio.unwrap_or(0.0)));
+                None
+            }
+            (Some(_), Some(RatioKind::AtMost)) => {
+                self.throughput_not_judged = Some(format!("the baseline never broke within its ramp, so {:.2}× is only an upper bound: raise the ramp (--steps, --growth) until the baseline breaks too", self.throughput_ratio.unwrap_or(0.0)));
+                None
+            }
+            // Not measured (custom): only the P99 goal applies.
+            _ if self.throughput_not_judged.is_none() => Some(true),
+            _ => None,
+        };
+        self.goals_met = throughput_met == Some(true) && self.p99_ratio >= P99_GOAL;
+        self
     }
 
     /// The median of `rounds` (each its own comparison, at its own loads):
-    /// each ratio's median, the goals judged on those. `None` for no rounds.
+    /// each ratio's median, the goals judged on those. Measured throughput
+    /// ratios where any round measured one; otherwise bounds, where every
+    /// round bounded it from one side. `None` for no rounds.
     pub fn median_of(rounds: &[Comparison]) -> Option<Self> {
         let first = rounds.first()?;
-        let throughput_ratio = median(rounds.iter().filter_map(|round| round.throughput_ratio));
+        let of_kind = |kind: RatioKind| {
+            rounds
+                .iter()
+                .filter(move |round| round.throughput_ratio_kind == Some(kind))
+                .filter_map(|round| round.throughput_ratio)
+        };
+        let bounded: Vec<Option<RatioKind>> = rounds
+            .iter()
+            .map(|round| round.throughput_ratio_kind)
+            .collect();
+        let measured_any = bounded.contains(&Some(RatioKind::Measured));
+        let all = |kind| bounded.iter().all(|each| *each == Some(kind));
+        let (throughput_ratio, throughput_ratio_kind) = if measured_any {
+            (
+                median(of_kind(RatioKind::Measured)),
+                Some(RatioKind::Measured),
+            )
+        } else if all(RatioKind::AtLeast) {
+            (
+                median(of_kind(RatioKind::AtLeast)),
+                Some(RatioKind::AtLeast),
+            )
+        } else if all(RatioKind::AtMost) {
+            (median(of_kind(RatioKind::AtMost)), Some(RatioKind::AtMost))
+        } else {
+            (None, None)
+        };
+        // Stress rounds that measured nothing leave the verdict open.
+        let stress = rounds.iter().any(|round| {
+            round.throughput_ratio_kind.is_some() || round.throughput_not_judged.is_some()
+        });
+        let throughput_not_judged = (stress && throughput_ratio.is_none())
+            .then(|| "no round measured the throughput at both breaking points, and the rounds' ramps bound it from different sides (or not at all)".to_owned());
         let p99_ratio = median(rounds.iter().map(|round| round.p99_ratio))?;
         let p99_offered_per_second =
             median(rounds.iter().map(|round| round.p99_offered_per_second))?;
-        Some(Self {
+        Some(Self::judged(Self {
             throughput_ratio,
+            throughput_ratio_kind,
+            throughput_not_judged,
             p99_ratio,
             p99_offered_per_second,
             throughput_goal: first.throughput_goal,
             throughput_goal_applies: first.throughput_goal_applies,
-            goals_met: throughput_ratio.is_none_or(|ratio| ratio >= first.throughput_goal)
-                && p99_ratio >= P99_GOAL,
+            goals_met: false,
             rounds: rounds.len(),
-        })
+        }))
     }
 
     /// The comparison line under a results table.
     pub fn render(&self) -> String {
-        let throughput = match self.throughput_ratio {
-            Some(ratio) => format!(
-                "throughput at the breaking points {ratio:.2}× (goal ≥ {}×, {}), ",
-                self.throughput_goal, self.throughput_goal_applies
+        let goal = format!(
+            "goal ≥ {}×, {}",
+            self.throughput_goal, self.throughput_goal_applies
+        );
+        let throughput = match (self.throughput_ratio, self.throughput_ratio_kind) {
+            (Some(ratio), Some(RatioKind::AtLeast)) => format!(
+                "throughput at least {ratio:.2}× (the baseline broke; Caxton did not within its ramp, so its rate is the ramp's top) ({goal}), "
             ),
-            None => String::new(),
+            (Some(ratio), Some(RatioKind::AtMost)) => format!(
+                "throughput at most {ratio:.2}× (Caxton broke; the baseline did not within its ramp, so its rate is the ramp's top) ({goal}), "
+            ),
+            (Some(ratio), _) => format!("throughput at the breaking points {ratio:.2}× ({goal}), "),
+            (None, _) => match &self.throughput_not_judged {
+                Some(why) => format!("throughput not judged ({why}), "),
+                None => String::new(),
+            },
         };
         let (who, load) = if self.rounds > 1 {
             (
@@ -1053,12 +1235,38 @@ impl Comparison {
         } else {
             ("caxton/baseline: ".to_owned(), "offered to both")
         };
+        let p99_met = if self.p99_ratio >= P99_GOAL {
+            "met"
+        } else {
+            "not met"
+        };
+        let verdict = match (&self.throughput_not_judged, self.throughput_ratio) {
+            _ if self.goals_met => "goals met".to_owned(),
+            // A bound on the wrong side of the goal: said here, since the
+            // bound itself was printed above.
+            (Some(why), Some(_)) => format!("P99 goal {p99_met}, throughput not judged: {why}"),
+            (Some(_), None) => format!("P99 goal {p99_met}, throughput not judged"),
+            (None, _) => "goals not met".to_owned(),
+        };
         format!(
-            "{who}{throughput}P99 {:.2}× lower at {:.0} msg/s {load} (goal ≥ {P99_GOAL}×): goals {}\n",
-            self.p99_ratio,
+            "{who}{throughput}P99 {} at {:.0} msg/s {load} (goal ≥ {P99_GOAL}× lower): {verdict}\n",
+            times_lower(self.p99_ratio),
             self.p99_offered_per_second,
-            if self.goals_met { "met" } else { "not met" }
         )
+    }
+}
+
+/// Why a stress comparison has no throughput verdict when neither design
+/// broke.
+const NEITHER_BROKE: &str = "neither design broke within its ramp, so both rates are the ramp's top, not their limits: raise the ramp (--steps, --growth)";
+
+/// A P99 ratio (baseline over Caxton) as words: `5.20× lower`, or, where
+/// Caxton's is the higher, `3.10× higher` rather than `0.32× lower`.
+pub fn times_lower(ratio: f64) -> String {
+    if ratio >= 1.0 || ratio <= 0.0 {
+        format!("{ratio:.2}× lower")
+    } else {
+        format!("{:.2}× higher", 1.0 / ratio)
     }
 }
 
@@ -1303,15 +1511,32 @@ pub fn render_load_summary(summary: &LoadSummary) -> String {
             }
         }
         out.push_str(&late_lines);
+        // The loads are shares of the lower sustained rate: a breaking
+        // point only where that design broke.
+        let lower = summary
+            .breaking_points
+            .iter()
+            .filter(|point| point.sustained_per_second.is_some())
+            .min_by(|a, b| {
+                a.sustained_per_second
+                    .unwrap_or(0.0)
+                    .total_cmp(&b.sustained_per_second.unwrap_or(0.0))
+            });
+        let lower_point = if lower.is_some_and(|point| point.broke_at_per_second.is_none()) {
+            "sustained rate (the ramp's top: that design never broke)"
+        } else {
+            "breaking point"
+        };
         for at in &summary.latency_at_loads {
             out.push_str(&format!(
-                "at {:.0}% of the lower breaking point ({:.0} msg/s, {} agents): P99 {} against the baseline's {}, {:.2}× lower\n",
+                "at {:.0}% of the lower {} ({:.0} msg/s, {} agents): P99 {} against the baseline's {}, {}\n",
                 at.share * 100.0,
+                lower_point,
                 at.offered_per_second,
                 at.agents,
                 format_ns(at.caxton.p99_ns),
                 format_ns(at.baseline.p99_ns),
-                at.p99_ratio,
+                times_lower(at.p99_ratio),
             ));
         }
     }

@@ -587,13 +587,19 @@ fn stress_round(
             }
         }
     }
+    // Throughput is judged from the breaking points; a design that never
+    // broke bounds the ratio from one side, and neither breaking bounds it
+    // not at all (both rates are the ramp's top).
     let comparison = match (points.as_slice(), headline(&latency_at_loads)) {
         ([ours, theirs], Some(at)) => ours
             .sustained_per_second
             .zip(theirs.sustained_per_second)
-            .map(|rates| {
+            .map(|(caxton, baseline)| {
                 Comparison::new(
-                    Some(rates),
+                    caxton_bench::custom::Saturation::Ramps {
+                        caxton: (caxton, ours.broke_at_per_second.is_some()),
+                        baseline: (baseline, theirs.broke_at_per_second.is_some()),
+                    },
                     (at.caxton.p99_ns, at.baseline.p99_ns),
                     at.offered_per_second,
                     cores(),

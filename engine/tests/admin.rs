@@ -1284,3 +1284,73 @@ fn a_clean_stop_answers_sends_in_flight_through_the_endpoint() {
         answers[1].text()
     );
 }
+
+/// A module that takes long to compile is compiled off the endpoint's
+/// controller: reads and scrapes answer meanwhile, and the module deploys
+/// (or is refused) when it is done. Not a timing check: it asks only
+/// whether a read was answered while the deploy was still out.
+#[test]
+fn a_long_compile_leaves_the_endpoint_answering() {
+    let running = start_engine(&["--set", "runtime.worker_threads=1"]);
+    let client = client(&running);
+    // 20 functions of 5,000 additions each: over a second to compile on
+    // the development machine's release build, several in a test build.
+    let echo = String::from_utf8(example("echo.wat")).expect("UTF-8");
+    let body: String = (0..20)
+        .map(|index| {
+            format!(
+                "(func $long{index} (param i32) (result i32) (local.get 0){})",
+                " (i32.const 1) (i32.add)".repeat(5_000)
+            )
+        })
+        .collect();
+    let module = echo
+        .trim_end()
+        .strip_suffix(')')
+        .map(|head| format!("{head}{body})"))
+        .expect("echo.wat ends its module with `)`");
+    let address = running.admin_address();
+    let again = module.clone().into_bytes();
+    let deploying = std::thread::spawn(move || {
+        let client = AdminClient::new(address, None).expect("client");
+        call(
+            &client,
+            Method::POST,
+            "/v1/agents?name=long&instances=1",
+            module.into_bytes(),
+        )
+    });
+    let mut answered_meanwhile = false;
+    while !deploying.is_finished() {
+        let node = client.get("/v1/node").expect("node");
+        assert_eq!(node.status, StatusCode::OK);
+        answered_meanwhile |= !deploying.is_finished();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let deployed = deploying.join().expect("deploy thread");
+    assert_eq!(deployed.status, StatusCode::CREATED, "{}", deployed.text());
+    assert!(
+        answered_meanwhile,
+        "no read was answered while the module compiled"
+    );
+    echoed(&client, "long", "compiled apart, served the same");
+    // Deployed again under another name, the module comes from the cache
+    // the off-thread compile filled.
+    let cache =
+        |client: &AdminClient| client.get("/v1/node").expect("node").json()["module_cache"].clone();
+    let before = cache(&client);
+    let twice = call(
+        &client,
+        Method::POST,
+        "/v1/agents?name=long2&instances=1",
+        again,
+    );
+    assert_eq!(twice.status, StatusCode::CREATED, "{}", twice.text());
+    let after = cache(&client);
+    assert_eq!(after["compilations"], before["compilations"], "{after}");
+    assert_eq!(
+        after["hits"].as_u64(),
+        before["hits"].as_u64().map(|hits| hits + 1),
+        "{after}"
+    );
+}

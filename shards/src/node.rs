@@ -602,6 +602,46 @@ impl Node {
         self.deploy_placed(name, source, &instances_per_shard, limits)
     }
 
+    /// The compiled module of `source` if the node's module cache holds it.
+    pub fn cached_module(&mut self, source: &[u8]) -> Option<caxton_agents::CompiledModule> {
+        self.compiler.cached(source)
+    }
+
+    /// What compiles modules for this node, on any thread: a caller with
+    /// other work on its thread compiles there, then deploys with
+    /// [`Node::deploy_module`].
+    pub fn module_check(&self) -> caxton_agents::ModuleCheck {
+        self.compiler.check()
+    }
+
+    /// [`Node::deploy`] with a module compiled by [`Node::module_check`]
+    /// (or taken from [`Node::cached_module`]).
+    pub fn deploy_module(
+        &mut self,
+        name: &str,
+        module: caxton_agents::CompiledModule,
+        instances: u16,
+        limits: &caxton_profiles::AgentLimits,
+    ) -> Result<AgentId, NodeError> {
+        if instances == 0 {
+            return Err(NodeError::Refused(
+                "an agent needs at least one instance".into(),
+            ));
+        }
+        let candidates = self.shards_for(name);
+        if candidates.is_empty() {
+            return Err(NodeError::Refused(format!(
+                "agent `{name}` is pinned to no data shard"
+            )));
+        }
+        let first = self.directory().len() % candidates.len();
+        let instances_per_shard =
+            spread_instances(instances, &candidates, first, self.data_shards());
+        self.check_deployable(name, &instances_per_shard)?;
+        self.compiler.remember(&module);
+        self.install(name, module, &instances_per_shard, limits)
+    }
+
     /// The data shards agent `name` may run on: those of its cores when it
     /// is pinned (`runtime.cpu_affinity.pinned_agents`), else all.
     fn shards_for(&self, name: &str) -> Vec<usize> {
@@ -625,10 +665,20 @@ impl Node {
         instances_per_shard: &[u16],
         limits: &caxton_profiles::AgentLimits,
     ) -> Result<AgentId, NodeError> {
-        let refuse = |error: DeployError| NodeError::Deploy {
-            agent: name.to_owned(),
-            error,
-        };
+        self.check_deployable(name, instances_per_shard)?;
+        let module = self
+            .compiler
+            .compile(source)
+            .map_err(|error| NodeError::Deploy {
+                agent: name.to_owned(),
+                error,
+            })?;
+        self.install(name, module, instances_per_shard, limits)
+    }
+
+    /// Refuse a deploy of `name` at `instances_per_shard` that could not
+    /// take: a bad name or placement, the name taken, the node full.
+    fn check_deployable(&self, name: &str, instances_per_shard: &[u16]) -> Result<(), NodeError> {
         caxton_profiles::check_agent_name(name).map_err(NodeError::Refused)?;
         let directory = self.directory();
         if instances_per_shard.len() != self.data_shards()
@@ -650,14 +700,30 @@ impl Node {
                 self.max_agents
             )));
         }
-        let module = self.compiler.compile(source).map_err(refuse)?;
+        Ok(())
+    }
+
+    /// Start `module` as agent `name` on every shard `instances_per_shard`
+    /// names, and publish it; on any shard's refusal, undo the others.
+    fn install(
+        &mut self,
+        name: &str,
+        module: caxton_agents::CompiledModule,
+        instances_per_shard: &[u16],
+        limits: &caxton_profiles::AgentLimits,
+    ) -> Result<AgentId, NodeError> {
+        let refuse = |error: DeployError| NodeError::Deploy {
+            agent: name.to_owned(),
+            error,
+        };
+        let directory = self.directory();
         if limits.memory.0 < module.initial_memory_bytes {
             return Err(refuse(DeployError::MemoryBelowInitial {
                 limit: limits.memory.0,
                 initial_bytes: module.initial_memory_bytes,
             }));
         }
-        let source: Arc<[u8]> = Arc::from(source);
+        let source: Arc<[u8]> = Arc::clone(module.source());
         let (next, id) = directory.with_agent(AgentRecord {
             name: name.to_owned(),
             instances_per_shard: instances_per_shard.to_vec(),
