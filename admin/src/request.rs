@@ -396,6 +396,19 @@ fn message(agent: String, body: &[u8]) -> Result<Message, Reply> {
             ))
         }
     };
+    // What an agent could neither send on nor forward (a host call refuses
+    // more with TOO_LARGE), nor another node take in one frame.
+    if content.len() > caxton_shards::CONTENT_BYTES_MAX {
+        return Err(crate::api::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "content-too-large",
+            format!(
+                "the content is {} bytes, over the {} one message carries (docs/agent-abi.md: agents are held to it too)",
+                content.len(),
+                caxton_shards::CONTENT_BYTES_MAX
+            ),
+        ));
+    }
     let timeout = request
         .timeout_ms
         .map_or(SEND_TIMEOUT_DEFAULT, Duration::from_millis);
@@ -689,5 +702,37 @@ mod tests {
             let refused = parse(&method, path, query, Bytes::from(body)).expect_err("refused");
             assert_eq!(refused.status().as_u16(), status, "{method} {path}?{query}");
         }
+    }
+
+    /// A client's message carries no more than an agent's may: 1 MiB.
+    #[test]
+    fn content_past_what_a_message_carries_is_refused() {
+        let at_most = format!(
+            r#"{{"content": "{}"}}"#,
+            "a".repeat(caxton_shards::CONTENT_BYTES_MAX)
+        );
+        assert!(parse(
+            &Method::POST,
+            "/v1/agents/echo/messages",
+            "",
+            Bytes::from(at_most)
+        )
+        .is_ok());
+        let over = format!(
+            r#"{{"content_base64": "{}"}}"#,
+            base64::engine::general_purpose::STANDARD.encode(vec![
+                7u8;
+                caxton_shards::CONTENT_BYTES_MAX
+                    + 1
+            ])
+        );
+        let refused = parse(
+            &Method::POST,
+            "/v1/agents/echo/messages",
+            "",
+            Bytes::from(over),
+        )
+        .expect_err("over the limit");
+        assert_eq!(refused.status().as_u16(), 413);
     }
 }

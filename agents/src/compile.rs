@@ -345,6 +345,17 @@ impl ModuleCheck {
         }
         let digest = digest(source);
         let binary = parse_module_source(source)?;
+        // Before compiling: past the pool's memory size wasmtime refuses the
+        // module in its own words, which name neither key nor size.
+        if let Some(initial_bytes) = declared_memory_minimum(&binary)
+            .map(|pages| pages.saturating_mul(64 << 10))
+            .filter(|bytes| *bytes > self.heap_bytes_max)
+        {
+            return Err(DeployError::HeapTooLarge {
+                initial_bytes,
+                limit: self.heap_bytes_max,
+            });
+        }
         let module = Module::new(&self.engine, &binary)
             .map_err(|error| DeployError::NotWasm(bounded(&format!("{error:#}"))))?;
         let initial_memory_bytes = check_interface(&module, self.heap_bytes_max)?;
@@ -385,6 +396,45 @@ fn digest(bytes: &[u8]) -> u64 {
     let mut hasher = DefaultHasher::new();
     bytes.hash(&mut hasher);
     hasher.finish()
+}
+
+/// The minimum, in pages, of the first memory `binary` defines (its
+/// memory section's first entry), read without compiling; `None` when it
+/// defines none or the section does not read (compiling says what is wrong).
+fn declared_memory_minimum(binary: &[u8]) -> Option<u64> {
+    /// An unsigned LEB128 number at `*at`, moving past it.
+    fn leb(bytes: &[u8], at: &mut usize) -> Option<u64> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *bytes.get(*at)?;
+            *at += 1;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    }
+    const MEMORY_SECTION: u8 = 5;
+    let mut at = 8; // `\0asm` and the version
+    while at < binary.len() {
+        let id = binary[at];
+        at += 1;
+        let size = usize::try_from(leb(binary, &mut at)?).ok()?;
+        let end = at.checked_add(size)?;
+        if id == MEMORY_SECTION {
+            let section = binary.get(at..end)?;
+            let mut inside = 0;
+            if leb(section, &mut inside)? == 0 {
+                return None;
+            }
+            // The limits' flags byte, then the minimum.
+            inside += 1;
+            return leb(section, &mut inside);
+        }
+        at = end;
+    }
+    None
 }
 
 /// The exports and imports the ABI requires, checked before anything runs;

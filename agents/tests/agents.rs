@@ -521,6 +521,16 @@ fn runtime_keys_shape_the_engine() {
         })
     ));
     compiler.compile(&example("echo")).expect("one page fits");
+    // A memory past the pool's whole size is named the same way, not in the
+    // compiler's words (60,000 pages: 3.7 GiB, over the 64MB ceiling).
+    let huge = two_pages.replace("\"memory\") 2)", "\"memory\") 60000)");
+    assert!(matches!(
+        compiler.compile(huge.as_bytes()),
+        Err(DeployError::HeapTooLarge {
+            initial_bytes: 3_932_160_000,
+            limit: 65_536
+        })
+    ));
 
     // memory_pooling: the pool holds max_agents + agent_pool_size instances; on demand has no such bound.
     let mut tiny = small_profile();

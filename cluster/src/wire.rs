@@ -313,7 +313,7 @@ pub(crate) fn check_identity(id: &NodeId) -> Result<(), WireError> {
 
 /// A node's name follows the agent naming rule.
 fn check_name(name: &str) -> Result<(), WireError> {
-    caxton_profiles::check_agent_name(name).map_err(|_| WireError::BadIdentity)
+    caxton_profiles::check_node_name(name).map_err(|_| WireError::BadIdentity)
 }
 
 /// A packet's destination may also be the placeholder a joining node

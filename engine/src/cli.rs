@@ -64,7 +64,7 @@ pub enum Command {
     Send {
         /// The agent's name.
         agent: String,
-        /// The content (UTF-8); `-` reads it from stdin.
+        /// The content (UTF-8); `-` reads it from stdin, as text or as bytes (sent base64).
         content: String,
         /// The FIPA performative (request, inform, query-if, ...).
         #[arg(long, default_value = "request")]

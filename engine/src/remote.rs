@@ -332,16 +332,22 @@ pub fn send(
             longest.as_secs()
         )));
     }
+    // From stdin, any bytes: text as `content`, anything else (a binary
+    // file) as `content_base64`, so it arrives as it was.
     let content = if content == "-" {
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
             .map_err(|error| CommandError::BadInput(format!("cannot read stdin: {error}")))?;
-        text
+        match String::from_utf8(bytes) {
+            Ok(text) => serde_json::json!({ "content": text }),
+            Err(binary) => serde_json::json!({
+                "content_base64": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, binary.into_bytes()),
+            }),
+        }
     } else {
-        content.to_owned()
+        serde_json::json!({ "content": content })
     };
     let mut body = serde_json::json!({
-        "content": content,
         "performative": performative,
         "timeout_ms": u64::try_from(timeout.get().as_millis()).unwrap_or(u64::MAX),
         "persistent": persistent,
@@ -349,6 +355,9 @@ pub fn send(
     });
     if !priority.is_null() {
         body["priority"] = priority;
+    }
+    if let (Some(body), serde_json::Value::Object(content)) = (body.as_object_mut(), content) {
+        body.extend(content);
     }
     let client = connect(selection, endpoint)?;
     let answer = call(

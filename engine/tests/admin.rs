@@ -597,6 +597,24 @@ fn the_command_line_wrappers_drive_a_running_engine() {
         .expect("an echo row");
     assert_eq!(row[1], "2", "instances");
     assert_eq!(row[2], "1", "handled");
+    // `-` reads stdin: bytes that are not text go as they are (base64 on
+    // the wire) and come back so.
+    let mut piped = Command::new(env!("CARGO_BIN_EXE_engine"))
+        .args(["send", "echo", "-", "--admin", &admin])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("engine send");
+    piped
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&[0xff, 0x00, 0x01])
+        .expect("write stdin");
+    let binary = piped.wait_with_output().expect("engine send ends");
+    assert!(binary.status.success(), "{}", stderr(&binary));
+    assert_eq!(stdout(&binary), "inform: base64:/wAB\n");
     // One-way: done once the node took it, the reply not awaited.
     let one_way = engine(&[
         "send",

@@ -25,7 +25,7 @@ pub use builtin::{get as builtin_text, NAMES as BUILTIN_NAMES};
 pub use error::{ProfileError, ProfileErrorKind, SourceLocation};
 pub use keys::{key_reader, KEY_TABLE};
 pub use load::{load, profile_to_yaml, LoadedProfile, PROFILE_FILE_BYTES_MAX};
-pub use names::{check_agent_name, nearest_name, AGENT_NAME_BYTES_MAX};
+pub use names::{check_agent_name, check_node_name, nearest_name, AGENT_NAME_BYTES_MAX};
 pub use schema::*;
 pub use units::{ByteSize, CpuShares, HumanDuration};
 pub use validate::{

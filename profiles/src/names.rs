@@ -7,10 +7,29 @@
 /// The longest agent name, in bytes.
 pub const AGENT_NAME_BYTES_MAX: usize = 64;
 
-/// Check `name` against the rule: 1 to [`AGENT_NAME_BYTES_MAX`] of
-/// `A-Z a-z 0-9 _ . -`. The error says what is wrong, for the caller to
-/// place (a profile key, an API answer).
+/// Check agent name `name` against the rule ([`check_node_name`]'s),
+/// less the names an agent may not take: dots alone (a path step in the
+/// admin API) and `client-N` (what `msg_sender` calls a caller outside the
+/// agents). The error says what is wrong, for the caller to place (a
+/// profile key, an API answer).
 pub fn check_agent_name(name: &str) -> Result<(), String> {
+    check_node_name(name)?;
+    if name.bytes().all(|byte| byte == b'.') {
+        return Err(format!(
+            "`{name}` is not an agent name: a name of dots alone reads as a path step in the admin API"
+        ));
+    }
+    if is_client_name(name) {
+        return Err(format!(
+            "`{name}` is reserved: `client-N` is what msg_sender names a caller outside the agents, and an agent of that name would take messages meant for that caller"
+        ));
+    }
+    Ok(())
+}
+
+/// Check `name` against the naming rule nodes and agents share: 1 to
+/// [`AGENT_NAME_BYTES_MAX`] of `A-Z a-z 0-9 _ . -`.
+pub fn check_node_name(name: &str) -> Result<(), String> {
     let valid = !name.is_empty()
         && name.len() <= AGENT_NAME_BYTES_MAX
         && name
@@ -24,6 +43,12 @@ pub fn check_agent_name(name: &str) -> Result<(), String> {
     Err(format!(
         "`{shown}{ellipsis}` is not an agent name: use 1 to {AGENT_NAME_BYTES_MAX} of A-Z a-z 0-9 _ . -"
     ))
+}
+
+/// Whether `name` is `client-N`, the name a caller outside the agents has.
+fn is_client_name(name: &str) -> bool {
+    name.strip_prefix("client-")
+        .is_some_and(|id| !id.is_empty() && id.bytes().all(|byte| byte.is_ascii_digit()))
 }
 
 /// The name among `known` nearest to `name` when it is near enough to be
@@ -86,9 +111,17 @@ mod tests {
             "slash/name",
             "ünï",
             &"n".repeat(AGENT_NAME_BYTES_MAX + 1),
+            ".",
+            "..",
         ] {
             let error = check_agent_name(bad).expect_err(bad);
             assert!(error.contains("is not an agent name"), "{error}");
+        }
+        // A caller's name (`msg_sender` of a client) is no agent's.
+        let reserved = check_agent_name("client-7").expect_err("a client's name");
+        assert!(reserved.contains("reserved"), "{reserved}");
+        for free in ["client", "client-", "client-x", "my-client-7", "...a"] {
+            assert_eq!(check_agent_name(free), Ok(()), "{free}");
         }
         let long = "x".repeat(10_000);
         assert!(

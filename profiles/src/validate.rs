@@ -879,7 +879,7 @@ fn check_cluster_addresses(profile: &Profile, fail: &mut impl FnMut(&str, String
         );
     }
     if let Some(name) = &cluster.node_name {
-        if let Err(error) = crate::check_agent_name(name) {
+        if let Err(error) = crate::check_node_name(name) {
             fail(
                 "coordination.cluster.node_name",
                 error.replace("an agent name", "a node name"),

@@ -34,6 +34,9 @@ mod stop;
 
 pub use crate::core::trace::{Hop, HopKind, TraceTake, TRACE_HOPS_MAX};
 pub use crate::core::{FAILURE_PREFIX, PERSISTENCE_OFF};
+/// The most content one message carries: what an agent may send, and so
+/// what the admin API takes from a client.
+pub use caxton_agents::abi::CONTENT_BYTES_MAX;
 pub use caxton_agents::{AgentStats, DeployError};
 pub use client::{
     acceptance, is_acceptance, Client, PersistError, RequestError, SendError, SendOptions,
