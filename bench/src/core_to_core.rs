@@ -262,7 +262,7 @@ mod tests {
     fn a_line_passed_between_two_cpus_gives_a_round_trip() {
         let allowed = caxton_numa::binding::current_thread_pus().expect("own CPU mask");
         let (Some(&from), Some(&to)) = (allowed.first(), allowed.get(1)) else {
-            eprintln!(
+            crate::stderr_line!(
                 "skipped: the probe needs two CPUs, this thread may use {}",
                 allowed.len()
             );

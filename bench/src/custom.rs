@@ -984,6 +984,19 @@ mod tests {
         let result = LoadResult::new("caxton", &options, &clean, nanosecond_histogram())
             .with_failure_causes(&shards);
         assert!(result.failure_causes.is_empty());
+        // Failures the shards did not count were the agents' own answers.
+        let by_agents = RunCounts {
+            failed: 9,
+            ..counts
+        };
+        let result = LoadResult::new("caxton", &options, &by_agents, nanosecond_histogram())
+            .with_failure_causes(&shards);
+        let line = failure_causes_line("caxton", &result);
+        assert!(
+            line.starts_with("caxton: 9 failed; the shards counted")
+                && line.contains("; 2 answered `failure` by the agents themselves"),
+            "{line}"
+        );
     }
 
     #[test]
@@ -1358,15 +1371,29 @@ pub fn result_row(label: &str, result: &LoadResult) -> String {
 
 /// `label: N failed: cause count, ...` for a result whose node counted why.
 pub fn failure_causes_line(label: &str, result: &LoadResult) -> String {
+    let counted: u64 = result.failure_causes.iter().map(|(_, count)| count).sum();
     let causes: Vec<String> = result
         .failure_causes
         .iter()
         .map(|(cause, count)| format!("{cause} {count}"))
         .collect();
+    let by_agents = result.counts.failed.saturating_sub(counted);
+    let agents = if by_agents == 0 {
+        String::new()
+    } else {
+        format!(
+            "{}{by_agents} answered `failure` by the agents themselves (in fan-out, a gatherer still gathering refuses the next request)",
+            if causes.is_empty() { "" } else { "; " }
+        )
+    };
+    let shards = if causes.is_empty() {
+        String::new()
+    } else {
+        format!("the shards counted {}", causes.join(", "))
+    };
     format!(
-        "{label}: {} failed; the shards counted {}\n",
-        result.counts.failed,
-        causes.join(", ")
+        "{label}: {} failed; {shards}{agents}\n",
+        result.counts.failed
     )
 }
 
@@ -1432,10 +1459,11 @@ pub fn result_header() -> String {
 /// `summary` as text: the machine, a table, breaking points and ratios.
 pub fn render_load_summary(summary: &LoadSummary) -> String {
     let mut out = format!(
-        "{}\nprofile {}: {} data shards{}\n{} {}: {} agents\n\n",
+        "{}\nprofile {}: {} data shard{}{}\n{} {}: {} agents\n\n",
         summary.machine,
         summary.profile,
         summary.shards,
+        if summary.shards == 1 { "" } else { "s" },
         if summary.designs.len() > 1 || summary.breaking_points.len() > 1 {
             format!(
                 " (baseline: tokio work-stealing runtime, {} workers)",
@@ -1465,6 +1493,9 @@ pub fn render_load_summary(summary: &LoadSummary) -> String {
     for result in &summary.designs {
         out.push_str(&result_row(&result.design, result));
     }
+    if !summary.ramps.is_empty() {
+        out.push_str("(a ramp's rows: design #step agents; ✗ past the breaking point)\n");
+    }
     for (design, steps) in &summary.ramps {
         for step in steps {
             let label = format!(
@@ -1488,7 +1519,12 @@ pub fn render_load_summary(summary: &LoadSummary) -> String {
                 .iter()
                 .map(move |step| (format!("{design} #{}", step.step), &step.result))
         }));
-    for (label, result) in failing.filter(|(_, result)| !result.failure_causes.is_empty()) {
+    // Caxton's failures the shards did not count were answered by the
+    // agents themselves: said so, rather than left without a cause.
+    for (label, result) in failing.filter(|(label, result)| {
+        !result.failure_causes.is_empty()
+            || (result.counts.failed > 0 && label.starts_with("caxton"))
+    }) {
         out.push_str(&failure_causes_line(&label, result));
     }
     for result in &summary.designs {

@@ -4,6 +4,16 @@
 //! sample in an HDR histogram, and prints percentiles with the machine it ran
 //! on. Timings are never asserted: machines are shared and noisy.
 
+/// A line to stderr (progress, warnings) that a closed stderr cannot turn
+/// into a panic, as `eprintln!` would (exit 101 under `2>&1 | head`).
+#[macro_export]
+macro_rules! stderr_line {
+    ($($line:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($line)*);
+    }};
+}
+
 pub mod agent_to_agent;
 pub mod bare_loop;
 pub mod baseline;

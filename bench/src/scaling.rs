@@ -105,7 +105,7 @@ impl ScalingSummary {
 }
 
 fn progress(message: &str) {
-    eprintln!("benchmark: {message}");
+    crate::stderr_line!("benchmark: {message}");
 }
 
 /// Run every step of `counts`: `prepare(n)` gives the profile and plan for

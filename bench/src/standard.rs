@@ -198,7 +198,7 @@ pub enum SuiteError {
 
 /// A progress line per scenario, to stderr.
 fn progress(message: &str) {
-    eprintln!("benchmark: {message}");
+    crate::stderr_line!("benchmark: {message}");
 }
 
 /// Run the suite on `node` (booted with `profile`), reporting as `profile_name`.

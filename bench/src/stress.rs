@@ -204,11 +204,18 @@ pub fn ramp(
         let reason = if result.counts.answered == 0 {
             Some("nothing was answered".to_owned())
         } else if result.p99_ns > options.p99_target.as_nanos() as u64 {
-            Some(format!(
-                "P99 {} is over the target {}",
-                format_ns(result.p99_ns),
-                format_ns(options.p99_target.as_nanos() as u64)
-            ))
+            let target = options.p99_target.as_nanos() as u64;
+            // Within a rounding of the target, say by how much: `10.0 ms
+            // is over 10.0 ms` reads as a contradiction.
+            let (p99, target) = if format_ns(result.p99_ns) == format_ns(target) {
+                (
+                    format!("{:.3} ms", result.p99_ns as f64 / 1e6),
+                    format!("{:.3} ms", target as f64 / 1e6),
+                )
+            } else {
+                (format_ns(result.p99_ns), format_ns(target))
+            };
+            Some(format!("P99 {p99} is over the target {target}"))
         } else if errors > options.error_limit {
             Some(format!(
                 "{:.3}% of messages were refused, failed or timed out (limit {:.3}%)",

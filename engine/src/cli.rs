@@ -70,7 +70,7 @@ pub enum Command {
         #[arg(long, default_value = "request")]
         performative: String,
         /// How long to wait for the reply, e.g. `500ms`, `5s`; 1ms to 60s.
-        #[arg(long, default_value = "5s")]
+        #[arg(long, default_value = "5s", allow_hyphen_values = true)]
         timeout: String,
         /// Have the node store it before accepting it (needs `messaging.enable_persistence`).
         #[arg(long)]
@@ -167,7 +167,7 @@ pub enum PerformanceCommand {
         issue: Symptom,
         /// How long to watch between the two readings, e.g. `5s`. With no
         /// traffic in the window the totals since start are judged instead.
-        #[arg(long, default_value = "5s")]
+        #[arg(long, default_value = "5s", allow_hyphen_values = true)]
         window: String,
         /// Print JSON instead of a report.
         #[arg(long)]
@@ -188,10 +188,10 @@ pub enum ProfileCommand {
     /// resident, retained) per sample in `NAME.stats.json`.
     Memory {
         /// Time between samples, e.g. `1s`.
-        #[arg(long, default_value = "1s")]
+        #[arg(long, default_value = "1s", allow_hyphen_values = true)]
         interval: String,
         /// How long to sample, e.g. `30s`.
-        #[arg(long, default_value = "30s")]
+        #[arg(long, default_value = "30s", allow_hyphen_values = true)]
         duration: String,
         /// Where to write the last heap profile.
         #[arg(long, short)]
@@ -206,7 +206,7 @@ pub enum ProfileCommand {
     /// (shards, gossip, writers) as the label `thread`.
     Cpu {
         /// How long to sample, e.g. `30s`.
-        #[arg(long, default_value = "30s")]
+        #[arg(long, default_value = "30s", allow_hyphen_values = true)]
         duration: String,
         /// Where to write the profile; the flame graph goes beside it with
         /// the extension `.svg`.
@@ -231,7 +231,7 @@ pub enum ProfileCommand {
         #[arg(long, short)]
         output: std::path::PathBuf,
         /// Stop waiting for traffic after this long, e.g. `60s`.
-        #[arg(long, default_value = "60s")]
+        #[arg(long, default_value = "60s", allow_hyphen_values = true)]
         timeout: String,
         /// How to reach the engine.
         #[command(flatten)]
@@ -247,11 +247,11 @@ pub enum MemoryCommand {
     /// name what grows.
     Analyze {
         /// How long to watch, e.g. `1h`, `10m`, `30s`.
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         duration: String,
         /// Time between samples; default: a sixtieth of the duration,
         /// between 100 ms and 1 minute.
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         interval: Option<String>,
         /// Print JSON instead of a report.
         #[arg(long)]
@@ -295,7 +295,7 @@ pub enum ClusterCommand {
     /// looks like a gossip storm.
     AnalyzeGossip {
         /// How long to watch, e.g. `10s`.
-        #[arg(long, default_value = "10s")]
+        #[arg(long, default_value = "10s", allow_hyphen_values = true)]
         window: String,
         /// Judge a simulation instead: the directory `engine cluster simulate --output` wrote.
         #[arg(long, value_name = "DIR")]
@@ -327,7 +327,7 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 16)]
     pub nodes: usize,
     /// Share of packets lost, 0 to 0.5 (`0.01` is 1%).
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = 0.01, allow_hyphen_values = true)]
     pub loss: f64,
     /// Median one-way latency, e.g. `250us`, `20ms`.
     #[arg(long, default_value = "250us")]
@@ -336,7 +336,7 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 0.5)]
     pub jitter: f64,
     /// Simulated time to measure, after the cluster forms, e.g. `60s`, `1h`.
-    #[arg(long, default_value = "60s")]
+    #[arg(long, default_value = "60s", allow_hyphen_values = true)]
     pub duration: String,
     /// Decides every random choice; the same seed replays the same run.
     #[arg(long, default_value_t = 1)]
@@ -383,10 +383,10 @@ pub enum BenchmarkCommand {
         compare: Option<String>,
         /// How long each timed run lasts (request_reply_throughput and every
         /// agent-to-agent run), e.g. `500ms`; default 2s with --quick, else 10s.
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         duration: Option<String>,
         /// Requests each agent-to-agent driver keeps outstanding, 1 to 1024 (default 64).
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         window: Option<u32>,
         /// Also run the standard suite's echo scenarios with this module (the
         /// Rust SDK's `echo.wasm`), as `*_rust` rows beside the WAT echo's.
@@ -402,7 +402,7 @@ pub enum BenchmarkCommand {
         #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=50_000_000))]
         messages_per_second: u64,
         /// How long the load is offered, e.g. `60s`.
-        #[arg(long, default_value = "10s")]
+        #[arg(long, default_value = "10s", allow_hyphen_values = true)]
         duration: String,
         /// `request-reply`, `one-way`, `fan-out` or `pipeline`.
         #[arg(long, default_value = "request-reply")]
@@ -428,17 +428,17 @@ pub enum BenchmarkCommand {
     /// Raise the offered rate and agents step by step and find where latency or errors break.
     Stress {
         /// Total time of the ramp, e.g. `60s`.
-        #[arg(long, default_value = "60s")]
+        #[arg(long, default_value = "60s", allow_hyphen_values = true)]
         ramp_up_time: String,
         /// An untimed run at the first step's load before each ramp and
         /// before each design's P99 runs, so the first step does not pay
         /// for a cold process; `0s`: none.
-        #[arg(long, default_value = "1s")]
+        #[arg(long, default_value = "1s", allow_hyphen_values = true)]
         warm_up: String,
         /// How long each P99 run at a share of the lower breaking point
         /// lasts, with `--compare baseline` (at least one step): a longer run
         /// dilutes the machine's own stalls in both designs' P99s. Default 5s.
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         latency_run: Option<String>,
         /// Agents at the last step.
         #[arg(long, default_value_t = 1000)]
@@ -453,7 +453,7 @@ pub enum BenchmarkCommand {
         #[arg(long, default_value_t = 1_000.0)]
         start_rate: f64,
         /// Each step offers this many times the rate of the one before.
-        #[arg(long, default_value_t = 1.5)]
+        #[arg(long, default_value_t = 1.5, allow_hyphen_values = true)]
         growth: f64,
         /// Number of steps.
         #[arg(long, default_value_t = 16)]

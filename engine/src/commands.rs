@@ -373,7 +373,7 @@ fn run_benchmark(selection: &ProfileSelection, args: SuiteArgs) -> Result<(), Co
         }
         if args.duration.is_some() || args.window.is_some() {
             return Err(CommandError::BadInput(
-                "--duration and --window apply to the standard and scaling suites".into(),
+                "--duration and --window apply to the standard, scaling and cluster suites; the persistence suite's runs are its own (--quick shortens them)".into(),
             ));
         }
         return run_persistence_benchmark(selection, args.quick, args.output);
@@ -548,7 +548,7 @@ fn run_cluster_benchmark(
         [&plans[0], &plans[1]],
         options.agent_to_agent.duration,
         window,
-        &|line| eprintln!("benchmark: {line}"),
+        &|line| caxton_bench::stderr_line!("benchmark: {line}"),
     )
     .map_err(|error| CommandError::Failed(format!("benchmark failed: {error}")))?;
     if let Some(directory) = output {

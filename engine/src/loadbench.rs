@@ -341,7 +341,22 @@ pub struct StressArgs {
 
 /// `engine benchmark stress`.
 pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), CommandError> {
-    let (loaded, pattern, compare) = prepare(selection, &args.load)?;
+    let (mut loaded, pattern, compare) = prepare(selection, &args.load)?;
+    // The benchmark's own node takes the agents the ramp asks for (the
+    // guide's `--max-agents 10000` over a profile's 1000), unless the
+    // operator set the limit: then it is theirs, and checked below.
+    let profile_max = loaded.profile.runtime.max_agents;
+    if args.load.target.is_none()
+        && !loaded.written_by_user("runtime.max_agents")
+        && u32::try_from(args.max_agents)
+            .is_ok_and(|wanted| wanted > profile_max && wanted <= STRESS_AGENTS_RAISED_MAX)
+    {
+        loaded.profile.runtime.max_agents = args.max_agents as u32;
+        caxton_bench::stderr_line!(
+            "stress: runtime.max_agents raised from {profile_max} to {} for this benchmark's node (--max-agents)",
+            args.max_agents
+        );
+    }
     if args.rounds == 0 {
         return Err(bad("--rounds 0: a stress run needs at least one round"));
     }
@@ -393,6 +408,15 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
         )?,
     };
     options.check().map_err(bench_error)?;
+    let stretched = options.step_duration() * options.steps.max(1) as u32;
+    if stretched > options.ramp_up_time {
+        caxton_bench::stderr_line!(
+            "stress: each of the {} steps runs at least {:?}, so the ramp takes {stretched:?}, not --ramp-up-time {:?}",
+            options.steps,
+            options.step_duration(),
+            options.ramp_up_time
+        );
+    }
     let last = LoadOptions {
         rate: options.rate(options.steps - 1),
         duration: options.step_duration(),
@@ -408,7 +432,7 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
     check_load(&loaded.profile, args.max_agents, &last, flags).map_err(bench_error)?;
     let machine_jitter = compare.then(|| caxton_bench::jitter::measure(JITTER_PROBE));
     if let Some(warm_up) = options.warm_up_load() {
-        eprintln!(
+        caxton_bench::stderr_line!(
             "stress: an untimed warm-up of {:?} at {}/s with {} agent(s) comes before each ramp, and before each design's P99 runs when comparing (--warm-up 0s: none)",
             warm_up.duration,
             warm_up.rate,
@@ -418,7 +442,7 @@ pub fn stress(selection: &ProfileSelection, args: StressArgs) -> Result<(), Comm
     let mut rounds = Vec::with_capacity(args.rounds);
     for round in 1..=args.rounds {
         if args.rounds > 1 {
-            eprintln!("stress: round {round} of {}", args.rounds);
+            caxton_bench::stderr_line!("stress: round {round} of {}", args.rounds);
         }
         rounds.push(stress_round(
             &loaded,
@@ -629,6 +653,10 @@ fn on_baseline(
     let generators = load.generators.unwrap_or(workers);
     caxton_bench::baseline::run_on_baseline(profile, workload, workers, generators, load)
 }
+
+/// The most agents a stress run raises its own node's `runtime.max_agents`
+/// to; past it the operator sets the key (and sizes the pools) knowingly.
+const STRESS_AGENTS_RAISED_MAX: u32 = 100_000;
 
 /// How long `--compare baseline` probes the machine's own stalls first.
 const JITTER_PROBE: Duration = Duration::from_secs(1);

@@ -123,7 +123,7 @@ fn cpu(
         write(&svg, flamegraph.as_bytes())?;
         svg.display().to_string()
     };
-    eprintln!(
+    caxton_bench::stderr_line!(
         "engine: {} samples over {:.1} s at {} Hz into {} (flame graph: {drawn}); `go tool pprof -http=: {}` opens it",
         profile["samples"],
         profile["seconds"].as_f64().unwrap_or(0.0),
@@ -224,7 +224,7 @@ fn memory(
     progress.finish_and_clear();
     // Stop sampling whatever happened; a failed stop is only worth a word.
     if let Err(error) = call(&client, Method::DELETE, "/v1/profile/memory") {
-        eprintln!("engine: could not stop the heap profiler: {error:?}");
+        caxton_bench::stderr_line!("engine: could not stop the heap profiler: {error:?}");
     }
     sampled?;
     let pprof = base64::engine::general_purpose::STANDARD
@@ -241,7 +241,7 @@ fn memory(
     }))
     .unwrap_or_default();
     write(&stats_path, text.as_bytes())?;
-    eprintln!(
+    caxton_bench::stderr_line!(
         "engine: {samples} heap samples; the last in {} (flame graph: {}), each in {}, statistics in {}; `go tool pprof -http=: {}` opens one",
         output.display(),
         svg.display(),
@@ -324,7 +324,7 @@ fn trace(
     std::fs::write(output, text).map_err(|error| {
         CommandError::BadInput(format!("cannot write {}: {error}", output.display()))
     })?;
-    eprintln!(
+    caxton_bench::stderr_line!(
         "engine: {} messages traced ({} hops{}) into {}; open it in ui.perfetto.dev",
         kept.len(),
         hops.len(),
@@ -336,7 +336,7 @@ fn trace(
         output.display()
     );
     if kept.len() < messages as usize {
-        eprintln!(
+        caxton_bench::stderr_line!(
             "engine: only {} of {messages} messages were handled in {}",
             kept.len(),
             humantime::format_duration(timeout)

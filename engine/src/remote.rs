@@ -388,7 +388,7 @@ pub fn send(
         str::to_owned,
     );
     emit(&format!("{performative}: {text}\n"))?;
-    eprintln!(
+    caxton_bench::stderr_line!(
         "round trip {:.1} µs{}",
         reply["round_trip_us"].as_f64().unwrap_or(0.0),
         reply["message_id"]
@@ -577,7 +577,7 @@ fn analyze_gossip(
     }
     let client = connect(selection, endpoint)?;
     let first = cluster_snapshot(&client)?;
-    eprintln!(
+    caxton_bench::stderr_line!(
         "watching {} for {}...",
         first.node.name,
         humantime::format_duration(window)

@@ -39,6 +39,14 @@ pub struct LoadedProfile {
 }
 
 impl LoadedProfile {
+    /// Whether a profile file or `--set` wrote `key` itself (not a
+    /// built-in profile, not a default).
+    pub fn written_by_user(&self, key: &str) -> bool {
+        self.locations
+            .get(key)
+            .is_some_and(|location| !location.source.starts_with(BUILTIN_SOURCE))
+    }
+
     /// Where `key` (or its nearest ancestor that was written) was last set.
     /// `None` when the value is a schema default.
     pub fn location_of(&self, key: &str) -> Option<SourceLocation> {

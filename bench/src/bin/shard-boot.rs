@@ -23,7 +23,7 @@ fn main() {
     let topology = match MachineTopology::discover() {
         Ok(topology) => topology,
         Err(error) => {
-            eprintln!("shard-boot: {error}");
+            caxton_bench::stderr_line!("shard-boot: {error}");
             std::process::exit(1);
         }
     };
@@ -31,14 +31,14 @@ fn main() {
         let loaded = match caxton_profiles::load(std::slice::from_ref(&profile_name), &[]) {
             Ok(loaded) => loaded,
             Err(error) => {
-                eprintln!("shard-boot: {error}");
+                caxton_bench::stderr_line!("shard-boot: {error}");
                 std::process::exit(2);
             }
         };
         let plan = match caxton_numa::plan(&topology, &loaded.profile) {
             Ok(plan) => plan,
             Err(violation) => {
-                eprintln!("shard-boot: {profile_name}: {}", violation.message);
+                caxton_bench::stderr_line!("shard-boot: {profile_name}: {}", violation.message);
                 std::process::exit(2);
             }
         };
@@ -49,14 +49,14 @@ fn main() {
             let node = match Node::start(&loaded.profile, &plan) {
                 Ok(node) => node,
                 Err(error) => {
-                    eprintln!("shard-boot: {error}");
+                    caxton_bench::stderr_line!("shard-boot: {error}");
                     std::process::exit(1);
                 }
             };
             let started = begun.elapsed();
             let stopping = Instant::now();
             if let Err(error) = node.shutdown() {
-                eprintln!("shard-boot: {error}");
+                caxton_bench::stderr_line!("shard-boot: {error}");
                 std::process::exit(1);
             }
             let stopped = stopping.elapsed();

@@ -36,7 +36,7 @@ fn main() {
         "usage: soak DURATION [--engine PATH] [--output DIR] [--rate 400] [--kill-every 60s] \
                  [--redeploy-every 20s] [--fill-every 90s] [--fill-for 10s] [--no-fill]";
     let fail = |message: String| -> ! {
-        eprintln!("soak: {message}\n{usage}");
+        caxton_bench::stderr_line!("soak: {message}\n{usage}");
         std::process::exit(2)
     };
     let total = arguments
@@ -109,10 +109,10 @@ fn main() {
     let total = config.duration.as_secs();
     let report =
         run(&config, &|seconds| eprint!("\rsoak: {seconds}/{total} s")).unwrap_or_else(|message| {
-            eprintln!("\nsoak: {message}");
+            caxton_bench::stderr_line!("\nsoak: {message}");
             std::process::exit(1)
         });
-    eprintln!();
+    caxton_bench::stderr_line!();
     print!("{}", report.summary());
     if !report.passed() {
         std::process::exit(1);
