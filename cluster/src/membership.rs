@@ -947,13 +947,24 @@ impl Membership {
         self.settle(now);
     }
 
-    /// Whether this node has joined (or has no seeds to join through) and
-    /// holds the agent list of every member it knows alive: what a
-    /// restarted node waits for before it redelivers stored messages, whose
-    /// handlers may send to agents on other nodes.
+    /// Whether this node has met another member and holds the agent list
+    /// of every member it knows alive: what a restarted node waits for
+    /// before it redelivers stored messages, whose handlers may send to
+    /// agents on other nodes.
+    ///
+    /// A node with no seeds waits for a member too: a seed that restarts
+    /// learns of the others only when they announce to it, and stored
+    /// messages run before that would find no other node's agents (a
+    /// durable chain's hops to them lost). Alone for good, the wait's bound
+    /// ([`Self::has_seeds`] lengthens it to cover the others' announce)
+    /// ends it.
     pub fn directory_settled(&self) -> bool {
-        let joined = self.seeds.is_empty() || self.foca.num_members() > 0;
-        joined && self.wanted.is_empty()
+        self.foca.num_members() > 0 && self.wanted.is_empty()
+    }
+
+    /// Whether this node was given seeds to join through.
+    pub fn has_seeds(&self) -> bool {
+        !self.seeds.is_empty()
     }
 
     /// Rounds of joins through the seeds that no member has answered since

@@ -1145,3 +1145,26 @@ fn a_member_learned_already_suspect_gets_a_timer_of_its_own() {
     assert!(timed, "the joiner runs its own suspicion timer");
     assert!(net.get_ref(6).counters().suspicions_raised >= 1);
 }
+
+/// A node without seeds (a seed restarted) is not settled alone: its
+/// stored messages would run before it knows the other nodes' agents. It
+/// settles once another member reaches it.
+#[test]
+fn a_node_without_seeds_settles_only_once_a_member_reaches_it() {
+    let mut net = Net::new(2, &settings());
+    net.run_for(Duration::from_secs(2));
+    assert!(!net.get_ref(0).has_seeds());
+    assert!(
+        !net.get_ref(0).directory_settled(),
+        "alone, it knows no other node's agents yet"
+    );
+    net.join_all();
+    let settled = net.run_until(Duration::from_secs(5), Duration::from_millis(10), |net| {
+        net.get_ref(0).directory_settled()
+    });
+    assert!(
+        settled.is_some(),
+        "a member reached it and its list arrived"
+    );
+    assert!(net.get_ref(1).has_seeds() && net.get_ref(1).directory_settled());
+}

@@ -903,12 +903,17 @@ fn note_refusal(stats: &TransportStats, peer: SocketAddr, error: &str) {
 }
 
 /// Whether a failed handshake was the peer's refusal of this node: it
-/// closed with a TLS alert (rustls: "received fatal alert"; quinn: "aborted
-/// by peer"). Otherwise this node refused the peer ("invalid peer
-/// certificate", "peer sent no certificates", a timeout).
+/// closed with a TLS alert (rustls: "received fatal alert"; quinn:
+/// "aborted by peer: the cryptographic handshake failed"). Otherwise this
+/// node refused the peer ("invalid peer certificate", "peer sent no
+/// certificates", a timeout). A peer that closed the connection for its
+/// own reasons mid-handshake (quinn: "aborted by peer: the application
+/// ... caused the connection to be closed", as a restarting or stopping
+/// node does) refused nothing.
 fn refused_by_peer(error: &str) -> bool {
     let lower = error.to_ascii_lowercase();
-    lower.contains("received fatal alert") || lower.contains("aborted by peer")
+    lower.contains("received fatal alert")
+        || (lower.contains("aborted by peer") && lower.contains("cryptographic"))
 }
 
 /// Count a refused handshake with `peer` and log it, naming which side
@@ -1088,9 +1093,10 @@ fn accept_quic(endpoint: quinn::Endpoint, events: mpsc::Sender<Event>, stats: Ar
                         bump(&stats.connections_opened);
                         let _ = events.send(Event::QuicConnected(connection)).await;
                     }
-                    Err(error) => {
-                        count_refusal(&stats, peer, &error.to_string());
-                    }
+                    // As when dialing: only a certificate's failure is a
+                    // refusal, not a peer gone mid-handshake (a node
+                    // stopping, or a trial-mode peer's close).
+                    Err(error) => note_refusal(&stats, peer, &error.to_string()),
                 }
             });
         }
@@ -1328,7 +1334,17 @@ impl ClusterNode {
             seen_changes: u64::MAX,
             last_work: None,
             poll_contention: PollContention::default(),
-            settle_by: Some(self.settings.swim.probe_interval * DIRECTORY_SETTLE_PROBES),
+            // A node without seeds hears of the others only when they
+            // announce to it (every DIRECTORY_SETTLE_PROBES probe intervals
+            // to a member they hold down): it waits past that announce.
+            settle_by: Some(
+                self.settings.swim.probe_interval
+                    * if self.settings.seeds.is_empty() {
+                        DIRECTORY_SETTLE_PROBES + SEEDLESS_EXTRA_PROBES
+                    } else {
+                        DIRECTORY_SETTLE_PROBES
+                    },
+            ),
         };
         let origin = Instant::now();
         let clock = move || Now {
@@ -2123,6 +2139,11 @@ enum NotSent {
 /// be reached does not hold up the node's own stored messages longer.
 pub const DIRECTORY_SETTLE_PROBES: u32 = 10;
 
+/// Probe intervals more a node without seeds waits: the others announce to
+/// a member they hold down every [`DIRECTORY_SETTLE_PROBES`] probe
+/// intervals, and the wait must outlast one such round with its delivery.
+pub const SEEDLESS_EXTRA_PROBES: u32 = 2;
+
 impl<L: LocalSide> Remote<L> {
     /// Tell the local side once the directory has settled, or once waiting
     /// for it has taken too long.
@@ -2142,6 +2163,11 @@ impl<L: LocalSide> Remote<L> {
                 .any(|member| member.state == crate::membership::MemberState::Alive);
             if settled {
                 info!("cluster: the directory holds every live member's agents");
+            } else if !reached && !membership.has_seeds() {
+                info!(
+                    "cluster: no other member made contact within {} probe intervals; this node has no seeds, so it runs alone for now, and stored messages run without other nodes' agents",
+                    DIRECTORY_SETTLE_PROBES + SEEDLESS_EXTRA_PROBES
+                );
             } else if !reached {
                 warn!(
                     "cluster: no member answered within {DIRECTORY_SETTLE_PROBES} probe intervals (check the seeds and that they run); stored messages run without other nodes' agents, and the seeds are tried on"
@@ -2464,6 +2490,11 @@ mod tests {
             "the cryptographic handshake failed: error 42: invalid peer certificate: UnknownIssuer"
         ));
         assert!(!refused_by_peer("peer sent no certificates"));
+        // A peer that closed mid-handshake for its own reasons (restarting,
+        // stopping) refused nothing of this node's.
+        assert!(!refused_by_peer(
+            "aborted by peer: the application or application protocol caused the connection to be closed during the handshake"
+        ));
     }
 
     /// One line per host per window, however many ports it dials from,

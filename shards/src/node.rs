@@ -583,12 +583,18 @@ impl Node {
         instances: u16,
         limits: &caxton_profiles::AgentLimits,
     ) -> Result<AgentId, NodeError> {
+        let instances_per_shard = self.placement(name, instances)?;
+        self.deploy_placed(name, source, &instances_per_shard, limits)
+    }
+
+    /// Where `instances` of agent `name` go: spread over the shards it may
+    /// run on, one count per data shard.
+    fn placement(&self, name: &str, instances: u16) -> Result<Vec<u16>, NodeError> {
         if instances == 0 {
             return Err(NodeError::Refused(
                 "an agent needs at least one instance".into(),
             ));
         }
-        let shards = self.data_shards();
         let candidates = self.shards_for(name);
         if candidates.is_empty() {
             return Err(NodeError::Refused(format!(
@@ -598,8 +604,12 @@ impl Node {
         // Start where the last agent's spread ended, so single-instance
         // agents do not all land on the first candidate.
         let first = self.directory().len() % candidates.len();
-        let instances_per_shard = spread_instances(instances, &candidates, first, shards);
-        self.deploy_placed(name, source, &instances_per_shard, limits)
+        Ok(spread_instances(
+            instances,
+            &candidates,
+            first,
+            self.data_shards(),
+        ))
     }
 
     /// The compiled module of `source` if the node's module cache holds it.
@@ -623,20 +633,7 @@ impl Node {
         instances: u16,
         limits: &caxton_profiles::AgentLimits,
     ) -> Result<AgentId, NodeError> {
-        if instances == 0 {
-            return Err(NodeError::Refused(
-                "an agent needs at least one instance".into(),
-            ));
-        }
-        let candidates = self.shards_for(name);
-        if candidates.is_empty() {
-            return Err(NodeError::Refused(format!(
-                "agent `{name}` is pinned to no data shard"
-            )));
-        }
-        let first = self.directory().len() % candidates.len();
-        let instances_per_shard =
-            spread_instances(instances, &candidates, first, self.data_shards());
+        let instances_per_shard = self.placement(name, instances)?;
         self.check_deployable(name, &instances_per_shard)?;
         self.compiler.remember(&module);
         self.install(name, module, &instances_per_shard, limits)
