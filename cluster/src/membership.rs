@@ -967,6 +967,11 @@ impl Membership {
         !self.seeds.is_empty()
     }
 
+    /// The seeds it joins through (its own address left out).
+    pub fn seeds(&self) -> &[SocketAddr] {
+        &self.seeds
+    }
+
     /// Rounds of joins through the seeds that no member has answered since
     /// the node started or was last alone; a warning is logged every
     /// [`JOIN_WARN_ROUNDS`].

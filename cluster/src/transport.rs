@@ -187,6 +187,11 @@ pub struct ClusterSnapshot {
     pub counts: StateCounts,
     /// Every member this node knows.
     pub members: Vec<MemberView>,
+    /// The seeds it joins through (its own address left out).
+    pub seeds: Vec<SocketAddr>,
+    /// Rounds of joins through the seeds no member has answered since the
+    /// node started or was last alone.
+    pub unanswered_joins: u32,
     /// The core's counts.
     pub membership: MembershipCounters,
     /// The transport's counts.
@@ -1859,6 +1864,8 @@ impl ClusterNode {
         let seconds = |nanos: u64| nanos as f64 / 1e9;
         ClusterSnapshot {
             node: membership.identity().clone(),
+            seeds: membership.seeds().to_vec(),
+            unanswered_joins: membership.unanswered_joins(),
             transport: self.settings.transport.name().into(),
             listen: self.listen,
             authenticated: self.tls.authenticated,

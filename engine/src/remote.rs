@@ -488,6 +488,29 @@ pub fn cluster(selection: &ProfileSelection, command: ClusterCommand) -> Result<
                 heard
             ));
         }
+        // Alone: say why, rather than print a header over nothing.
+        if body["members"].as_array().is_none_or(Vec::is_empty) {
+            let seeds: Vec<&str> = body["seeds"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|seed| seed.as_str())
+                .collect();
+            let node = format!(
+                "{} at {}",
+                body["node"]["name"].as_str().unwrap_or("?"),
+                body["listen"].as_str().unwrap_or("?")
+            );
+            table.push_str(&if seeds.is_empty() {
+                format!("(no other member yet: {node} has no seeds; others join through it)\n")
+            } else {
+                format!(
+                    "(no other member yet: {node} joins through {}; {} rounds of joins unanswered: check the seeds run and that the address is their cluster port)\n",
+                    seeds.join(", "),
+                    body["unanswered_joins"].as_u64().unwrap_or(0)
+                )
+            });
+        }
         return emit(&table);
     }
     let counts = &body["counts"];

@@ -607,6 +607,19 @@ fn a_seed_that_never_answers_is_named_and_its_dials_counted() {
         "a failed dial counted",
         |view| view["transport_counts"]["connect_failures"].as_u64() > Some(0),
     );
+    // `cluster members` says why it lists nobody, naming the seed.
+    let members = engine(&[
+        "cluster",
+        "members",
+        "--admin",
+        &a.admin_address().to_string(),
+    ]);
+    let listed = common::stdout(&members);
+    assert!(
+        listed.contains(&format!("joins through {seed};"))
+            && listed.contains("rounds of joins unanswered"),
+        "{listed}"
+    );
     let (_, log) = a.terminate();
     assert!(
         log.contains("no member answered within 10 probe intervals"),
