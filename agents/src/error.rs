@@ -53,7 +53,7 @@ pub enum DeployError {
         expected: i32,
     },
     /// The module's initial memory is above `runtime.agent_heap_size`.
-    #[error("module starts with {initial_bytes} bytes of memory, above runtime.agent_heap_size ({limit} bytes)")]
+    #[error("module starts with {initial_bytes} bytes of memory, above runtime.agent_heap_size ({limit} bytes) (a Rust agent's stack counts: link with `-zstack-size=65536` in .cargo/config.toml, see docs/agent-sdk.md)")]
     HeapTooLarge {
         /// What the module declares.
         initial_bytes: u64,

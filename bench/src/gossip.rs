@@ -365,6 +365,11 @@ pub struct GossipFacts {
     pub handshakes_refused_by_peer: u64,
     /// The settings in force.
     pub swim: caxton_cluster::transport::SwimSummary,
+    /// Members declared down now (names): their agents' messages fail.
+    pub down: Vec<String>,
+    /// Alone with seeds no member has answered: the seeds, and the rounds
+    /// of joins unanswered.
+    pub unanswered_seeds: Option<(Vec<String>, u32)>,
 }
 
 /// The SWIM traffic a node of a cluster of `nodes` should stay under, bytes
@@ -491,6 +496,18 @@ pub fn advise(facts: &GossipFacts) -> Vec<String> {
             facts.handshakes_refused_by_peer
         ));
     }
+    if let Some((seeds, rounds)) = &facts.unanswered_seeds {
+        advice.push(format!(
+            "alone: no member has answered {rounds} rounds of joins through {}. Check that the seeds run and that each address is a node's cluster port (coordination.cluster.listen_address), not its admin port",
+            seeds.join(", ")
+        ));
+    }
+    if !facts.down.is_empty() {
+        advice.push(format!(
+            "members down: {}. Messages to agents only they host are answered caxton:node-down until they are back; nothing to tune unless they were not stopped on purpose",
+            facts.down.join(", ")
+        ));
+    }
     if (storm || slow) && !follows_preset {
         advice.push(format!(
             "for {} nodes the {preset} preset sets gossip_interval {interval} ms, gossip_fanout {fanout}, probe_interval {probe} ms, suspicion_multiplier {multiplier}: try --profile {preset}, listed before any network-* profile (later layers win, and a network preset's probe timeout is set for its own probe interval)",
@@ -530,6 +547,8 @@ impl GossipSummary {
             handshakes_refused: 0,
             handshakes_refused_by_peer: 0,
             swim: self.swim,
+            down: Vec::new(),
+            unanswered_seeds: None,
         }
     }
 }
@@ -566,6 +585,32 @@ mod tests {
             },
             ..GossipFacts::default()
         }
+    }
+
+    /// A lone node with silent seeds, or a member down, is named: "no
+    /// storm, nothing to change" would hide either.
+    #[test]
+    fn a_lone_node_and_a_member_down_are_named() {
+        let alone = GossipFacts {
+            unanswered_seeds: Some((vec!["127.0.0.1:18481".into()], 3)),
+            ..calm(1)
+        };
+        let advice = advise(&alone);
+        assert!(
+            advice[0].starts_with(
+                "alone: no member has answered 3 rounds of joins through 127.0.0.1:18481"
+            ),
+            "{advice:?}"
+        );
+        let down = GossipFacts {
+            down: vec!["c".into()],
+            ..calm(3)
+        };
+        let advice = advise(&down);
+        assert!(advice[0].starts_with("members down: c."), "{advice:?}");
+        assert!(advice
+            .iter()
+            .all(|line| !line.contains("nothing to change;")));
     }
 
     #[test]

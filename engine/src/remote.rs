@@ -644,11 +644,30 @@ fn analyze_gossip(
             + m.dropped_replayed
             + m.dropped_invalid
     };
+    let alone = second.counts.alive + second.counts.suspect == 0;
     let facts = caxton_bench::gossip::GossipFacts {
         nodes: (second.counts.alive + second.counts.suspect) as usize + 1,
         bytes_per_node_second: rate(b.bytes_out, a.bytes_out),
         packets_per_node_second: rate(b.frames_out, a.frames_out),
-        convergence_p99: (second.convergence.count > 0).then_some(second.convergence.p99_seconds),
+        // Judged only when members arrived within the window: the P99 is of
+        // every arrival since start, and old ones (a restart an hour ago)
+        // say nothing of the gossip now.
+        convergence_p99: (second.convergence.count > first.convergence.count)
+            .then_some(second.convergence.p99_seconds),
+        down: second
+            .members
+            .iter()
+            .filter(|member| member.state == caxton_cluster::membership::MemberState::Down)
+            .map(|member| member.name.clone())
+            .collect(),
+        unanswered_seeds: (alone && !second.seeds.is_empty() && second.unanswered_joins > 0).then(
+            || {
+                (
+                    second.seeds.iter().map(ToString::to_string).collect(),
+                    second.unanswered_joins,
+                )
+            },
+        ),
         false_suspicions_per_node_hour: rate(b.suspicions_refuted, a.suspicions_refuted) * 3600.0,
         flapping,
         frames_rejected: rejected(b).saturating_sub(rejected(a)),

@@ -31,7 +31,8 @@ pub enum Error {
     /// Content over 1 MiB, a name over 256 bytes, a key over 256 bytes or a
     /// value over 64 KiB (code 3).
     TooLarge,
-    /// More than 1,024 sends in one handler call, or 1,024 open tickets (code 4).
+    /// More than 1,024 sends, replies and forwards together in one handler
+    /// call, or 1,024 open tickets (code 4).
     OutboxFull,
     /// A performative code the host does not know (code 5).
     BadPerformative,

@@ -111,7 +111,8 @@ macro_rules! export {
 /// conversation, asking nothing back (`reply_with` 0).
 ///
 /// Fails with [`Error::UnknownReceiver`] when no agent of that name is
-/// deployed, [`Error::OutboxFull`] past 1,024 sends in one handler call.
+/// deployed, [`Error::OutboxFull`] past 1,024 sends, replies and forwards together in
+/// one handler call.
 ///
 /// ```no_run
 /// # use caxton_agent::{send, Performative, Error};

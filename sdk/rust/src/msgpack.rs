@@ -26,7 +26,40 @@ pub fn to_vec<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error>
 /// assert_eq!(pair, (1, "two".to_string()));
 /// ```
 pub fn from_slice<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    messagepack_serde::from_slice(bytes).map_err(|error| Error::Decode(error.to_string()))
+    let read = core::cell::Cell::new(0);
+    let reader = Counted {
+        inner: SliceReader::new(bytes),
+        read: &read,
+    };
+    let value = messagepack_serde::de::from_core_reader(reader)
+        .map_err(|error| Error::Decode(error.to_string()))?;
+    // The value may end before the bytes do (text read as a number reads
+    // its first byte): what follows it makes the whole no value of `T`.
+    match bytes.len() - read.get() {
+        0 => Ok(value),
+        left => Err(Error::Decode(alloc::format!(
+            "{left} bytes follow the value (of {})",
+            bytes.len()
+        ))),
+    }
+}
+
+use messagepack_serde::messagepack_core::io::{IoRead, Reference, SliceReader};
+
+/// A slice reader that counts what it hands out.
+struct Counted<'de, 'c> {
+    inner: SliceReader<'de>,
+    read: &'c core::cell::Cell<usize>,
+}
+
+impl<'de> IoRead<'de> for Counted<'de, '_> {
+    type Error = <SliceReader<'de> as IoRead<'de>>::Error;
+
+    fn read_slice<'a>(&'a mut self, len: usize) -> Result<Reference<'de, 'a>, Self::Error> {
+        let slice = self.inner.read_slice(len)?;
+        self.read.set(self.read.get() + len);
+        Ok(slice)
+    }
 }
 
 #[cfg(test)]
@@ -62,5 +95,26 @@ mod tests {
         assert_eq!(error.code(), 20);
         assert!(matches!(error, Error::Decode(_)), "{error:?}");
         assert!(from_slice::<u32>(&[]).is_err());
+    }
+
+    /// A value followed by more bytes is not a `T`: text whose first byte
+    /// reads as a number is refused, not taken for that number.
+    #[test]
+    fn bytes_after_the_value_are_a_decode_error() {
+        let error = from_slice::<u32>(b"hello").expect_err("text is no u32");
+        assert_eq!(error.code(), 20);
+        assert!(
+            matches!(&error, Error::Decode(why) if why.contains("4 bytes follow")),
+            "{error:?}"
+        );
+        let order = Order {
+            sku: "sku-7".into(),
+            quantity: 3,
+            rush: true,
+        };
+        let mut bytes = to_vec(&order).expect("codec");
+        assert_eq!(from_slice::<Order>(&bytes).expect("whole"), order);
+        bytes.push(0x01);
+        assert!(from_slice::<Order>(&bytes).is_err());
     }
 }

@@ -1172,7 +1172,19 @@ impl ShardCore {
             .saturating_record(handled.ran_ns.max(1));
         self.metrics.handled += 1;
         if let Some(reason) = self.failure_reason(&handled.outcome) {
-            self.fail_path(&request, &reason, finished_ns, io);
+            // A handler that answered its message (or passed it on) and
+            // then returned a failure code: the answer stands. Its sender
+            // takes one answer, and a failure sent ahead of it would be
+            // the one taken; the code is counted all the same.
+            let answered = handled.outbox.iter().any(|outbound| {
+                outbound.on_behalf_of == Some(request.asker)
+                    || (outbound.receiver == request.asker
+                        && outbound.in_reply_to == request.reply_with
+                        && request.reply_with != 0)
+            });
+            if !answered {
+                self.fail_path(&request, &reason, finished_ns, io);
+            }
         }
         let mut outbox = handled.outbox;
         for outbound in outbox.drain(..) {

@@ -23,6 +23,9 @@ pub(super) enum Behaviour {
     End(Outcome),
     /// Send one `request` to each of these agents.
     SendTo(Vec<AgentId>),
+    /// Answer `inform`, then end with this outcome (a handler that
+    /// replied and then returned a failure code).
+    EchoThen(Outcome),
 }
 
 /// Agents that run instantly (plus `handler_ns`) and record what they ran.
@@ -95,6 +98,10 @@ impl AgentRuntime for FakeAgents {
                 vec![answer(Performative::Inform, envelope.content.clone())],
             ),
             Behaviour::End(outcome) => (outcome, Vec::new()),
+            Behaviour::EchoThen(outcome) => (
+                outcome,
+                vec![answer(Performative::Inform, envelope.content.clone())],
+            ),
             Behaviour::SendTo(receivers) => (
                 Outcome::Handled,
                 receivers
@@ -682,6 +689,23 @@ fn faults_become_failure_answers_and_are_counted() {
             }
         );
     }
+}
+
+/// A handler that answered its message and then returned a failure code:
+/// its answer stands, alone (a client takes the first answer, and a
+/// failure sent first would hide it); the failure is still counted.
+#[test]
+fn a_failure_code_after_an_answer_leaves_the_answer_alone() {
+    let mut core = core(8, false);
+    let mut agents = FakeAgents::default();
+    agents
+        .behaviours
+        .insert(ECHO, Behaviour::EchoThen(Outcome::AgentFailed(150)));
+    let mut io = RecordingIo::new(3, 0);
+    core.on_arrival(request(ECHO, b"x", 0), 0, &mut io);
+    core.handle_next(1, &mut agents, &mut io);
+    assert_eq!(only_answer(&mut io), (Performative::Inform, "x".into()));
+    assert_eq!(core.metrics_mut().agent_failures, 1);
 }
 
 #[test]
