@@ -361,10 +361,14 @@ impl ShardDriver {
                 let _ = ack.send(deployed);
             }
             Control::Undeploy { id, name, ack } => {
-                let _ = ack.send(self.host.undeploy(id));
+                let undeployed = self.host.undeploy(id);
+                // Queued for the writer before the caller hears of it: a
+                // node stopped right after an acknowledged undeploy must
+                // not bring the agent (and its state) back at restart.
                 if let Some(storage) = &self.storage {
                     let _ = storage.writer.write(Write::RemoveAgent { name });
                 }
+                let _ = ack.send(undeployed);
                 let now = self.clock.now_ns();
                 let (core, _, mut io) = self.parts();
                 core.on_agent_undeployed(id, now, &mut io);
