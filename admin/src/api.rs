@@ -203,7 +203,6 @@ pub(crate) fn node_error(failure: &NodeError) -> Reply {
     error(status, code, failure.to_string())
 }
 
-/// Percentiles of `histogram` in microseconds.
 /// The sum of every value `histogram` recorded, each at its bucket's
 /// middle: within the histogram's precision (0.1%) of the exact sum.
 fn recorded_sum(histogram: &hdrhistogram::Histogram<u64>) -> u64 {
@@ -217,6 +216,7 @@ fn recorded_sum(histogram: &hdrhistogram::Histogram<u64>) -> u64 {
         .fold(0u64, u64::saturating_add)
 }
 
+/// Percentiles of `histogram` in microseconds.
 fn percentiles(histogram: &Histogram<u64>) -> Value {
     let micros = |nanos: u64| nanos as f64 / 1e3;
     if histogram.is_empty() {
@@ -570,11 +570,10 @@ async fn deploy(context: &Context, request: Deploy) -> Answer {
             if let Some(execution) = max_execution_time {
                 limits.max_execution_time = execution;
             }
-            if controller.node.directory().resolve(&name).is_some() {
-                return Err(node_error(&NodeError::Refused(format!(
-                    "an agent named `{name}` is already deployed"
-                ))));
-            }
+            controller
+                .node
+                .check_deploy(&name, instances)
+                .map_err(|failure| node_error(&failure))?;
             let module = match controller.node.cached_module(&source) {
                 Some(module) => Ok(module),
                 None => Err(controller.node.module_check()),
@@ -585,6 +584,7 @@ async fn deploy(context: &Context, request: Deploy) -> Answer {
         .map_err(|_| shutting_down())??;
     let (name, limits, module) = prepared;
     let started = Instant::now();
+    let fresh = module.is_err();
     let module = match module {
         Ok(module) => module,
         Err(check) => {
@@ -610,7 +610,7 @@ async fn deploy(context: &Context, request: Deploy) -> Answer {
         .call(move |controller| {
             controller
                 .node
-                .deploy_module(&name, module, instances, &limits)
+                .deploy_module(&name, module, fresh, instances, &limits)
                 .map_err(|failure| node_error(&failure))?;
             tracing::info!(agent = %name, instances, "agent deployed through the admin API");
             Ok(json_reply(

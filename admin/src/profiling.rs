@@ -168,7 +168,9 @@ pub(crate) async fn heap(context: &Context, step: HeapStep) -> Answer {
         }
         // As for the CPU profile: stopping or reading what never started is
         // the caller's slip, said as one.
-        HeapStep::Stop if !context.heap_running.swap(false, Ordering::AcqRel) => {
+        // Cleared once the allocator has stopped (below): a stop that
+        // fails leaves the profile running, and stoppable.
+        HeapStep::Stop if !context.heap_running.load(Ordering::Acquire) => {
             return Err(no_heap_profile());
         }
         HeapStep::Dump if !context.heap_running.load(Ordering::Acquire) => {
@@ -206,6 +208,9 @@ pub(crate) async fn heap(context: &Context, step: HeapStep) -> Answer {
         )
     });
     if step == HeapStep::Start && !matches!(answer, Ok(Ok(_))) {
+        context.heap_running.store(false, Ordering::Release);
+    }
+    if step == HeapStep::Stop && matches!(answer, Ok(Ok(_))) {
         context.heap_running.store(false, Ordering::Release);
     }
     let answer = answer?;

@@ -58,6 +58,9 @@ pub struct OutboundMessage {
     pub in_reply_to: u64,
     /// For `forward`: the original sender, who stays the message's sender.
     pub on_behalf_of: Option<Address>,
+    /// An answer (`reply`, `reply_to`): what settles the message it quotes,
+    /// as opposed to a new message to the same agent.
+    pub answers: bool,
     /// Its payload.
     pub content: Vec<u8>,
 }
@@ -72,6 +75,7 @@ impl OutboundMessage {
             reply_with: 0,
             in_reply_to: ticket.in_reply_to,
             on_behalf_of: None,
+            answers: true,
             content,
         }
     }
@@ -560,6 +564,7 @@ fn send<T: AbiContext>(
         reply_with: reply_with as u64,
         in_reply_to: 0,
         on_behalf_of: None,
+        answers: false,
         content,
     })
 }
@@ -597,6 +602,7 @@ fn forward<T: AbiContext>(
         reply_with,
         in_reply_to: 0,
         on_behalf_of: Some(original_sender),
+        answers: false,
         content,
     })
 }

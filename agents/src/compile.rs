@@ -220,6 +220,8 @@ pub struct ModuleCompiler {
     tick: std::time::Duration,
     cache: VecDeque<CompiledModule>,
     cache_capacity: usize,
+    /// Shared by every [`ModuleCheck`] it hands out: see there.
+    one_at_a_time: std::sync::Arc<std::sync::Mutex<()>>,
     /// Modules compiled (cache misses).
     pub compilations: u64,
     /// Deploys served from the cache.
@@ -257,6 +259,7 @@ impl ModuleCompiler {
             tick,
             cache: VecDeque::new(),
             cache_capacity,
+            one_at_a_time: std::sync::Arc::default(),
             compilations: 0,
             cache_hits: 0,
         })
@@ -269,7 +272,7 @@ impl ModuleCompiler {
             return Ok(cached);
         }
         let compiled = self.check().compile(source)?;
-        self.remember(&compiled);
+        self.remember(&compiled, true);
         Ok(compiled)
     }
 
@@ -292,6 +295,7 @@ impl ModuleCompiler {
     /// compiler (the admin endpoint's controller) has other callers.
     pub fn check(&self) -> ModuleCheck {
         ModuleCheck {
+            one_at_a_time: std::sync::Arc::clone(&self.one_at_a_time),
             engine: self.engine.clone(),
             heap_bytes_max: self.heap_bytes_max,
             check_deadline_ticks: self.check_deadline_ticks,
@@ -300,15 +304,14 @@ impl ModuleCompiler {
         }
     }
 
-    /// Count `compiled` (compiled through [`Self::check`]) and keep it in
-    /// the cache; one the cache holds already (taken from it by
-    /// [`Self::cached`]) was no compilation.
-    pub fn remember(&mut self, compiled: &CompiledModule) {
-        if self.cached_digest(compiled).is_some() {
-            return;
+    /// Keep `compiled` in the cache, and count it a compilation when it is
+    /// `fresh` (compiled through [`Self::check`], not taken from the cache
+    /// by [`Self::cached`], which counted that hit).
+    pub fn remember(&mut self, compiled: &CompiledModule, fresh: bool) {
+        if fresh {
+            self.compilations += 1;
         }
-        self.compilations += 1;
-        if self.cache_capacity > 0 {
+        if self.cache_capacity > 0 && self.cached_digest(compiled).is_none() {
             if self.cache.len() >= self.cache_capacity {
                 self.cache.pop_front();
             }
@@ -327,6 +330,13 @@ impl ModuleCompiler {
 /// whichever thread calls it ([`ModuleCompiler::check`]).
 #[derive(Clone)]
 pub struct ModuleCheck {
+    /// Held through each compile: the compiler's engine pools one instance
+    /// and one stack for the ABI check, and runs one epoch ticker at a time
+    /// for it; two checks at once would take each other's instance, or
+    /// tick each other's deadline twice as fast. Compiles also take a core
+    /// each, and a burst of deploys queues here rather than taking them
+    /// all. Not on any shard's path: deploys only.
+    one_at_a_time: std::sync::Arc<std::sync::Mutex<()>>,
     engine: Engine,
     heap_bytes_max: u64,
     check_deadline_ticks: u64,
@@ -343,6 +353,11 @@ impl ModuleCheck {
                 limit: MODULE_BYTES_MAX,
             });
         }
+        // A compile that panicked left nothing behind the lock to repair.
+        let _one = self
+            .one_at_a_time
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let digest = digest(source);
         let binary = parse_module_source(source)?;
         // Before compiling: past the pool's memory size wasmtime refuses the

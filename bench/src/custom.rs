@@ -831,6 +831,7 @@ mod tests {
 
         // A P99 higher than the baseline's is said so, not as `0.25× lower`.
         assert_eq!(times_lower(0.25), "4.00× higher");
+        assert!(times_lower(0.0).starts_with("not comparable"));
         assert_eq!(times_lower(5.5), "5.50× lower");
     }
 
@@ -1276,10 +1277,13 @@ const NEITHER_BROKE: &str = "neither design broke within its ramp, so both rates
 /// A P99 ratio (baseline over Caxton) as words: `5.20× lower`, or, where
 /// Caxton's is the higher, `3.10× higher` rather than `0.32× lower`.
 pub fn times_lower(ratio: f64) -> String {
-    if ratio >= 1.0 || ratio <= 0.0 {
+    if ratio >= 1.0 {
         format!("{ratio:.2}× lower")
-    } else {
+    } else if ratio > 0.0 {
         format!("{:.2}× higher", 1.0 / ratio)
+    } else {
+        // The baseline recorded no P99 at all: nothing to compare.
+        "not comparable (the baseline recorded no P99)".to_owned()
     }
 }
 

@@ -207,15 +207,19 @@ pub fn ramp(
             let target = options.p99_target.as_nanos() as u64;
             // Within a rounding of the target, say by how much: `10.0 ms
             // is over 10.0 ms` reads as a contradiction.
-            let (p99, target) = if format_ns(result.p99_ns) == format_ns(target) {
-                (
-                    format!("{:.3} ms", result.p99_ns as f64 / 1e6),
-                    format!("{:.3} ms", target as f64 / 1e6),
+            Some(if format_ns(result.p99_ns) == format_ns(target) {
+                format!(
+                    "P99 {} is over the target by {}",
+                    format_ns(result.p99_ns),
+                    format_ns(result.p99_ns - target)
                 )
             } else {
-                (format_ns(result.p99_ns), format_ns(target))
-            };
-            Some(format!("P99 {p99} is over the target {target}"))
+                format!(
+                    "P99 {} is over the target {}",
+                    format_ns(result.p99_ns),
+                    format_ns(target)
+                )
+            })
         } else if errors > options.error_limit {
             Some(format!(
                 "{:.3}% of messages were refused, failed or timed out (limit {:.3}%)",

@@ -94,8 +94,10 @@ impl DirectoryMessage {
             rmp_serde::from_slice(packet).map_err(|error| WireError::Decode(error.to_string()))?;
         wire::check_identity(message.sender())?;
         if let DirectoryMessage::List { agents, .. } = &message {
+            // The plain naming rule: a peer's agent deployed under an
+            // earlier rule (and recovered so) is still its agent.
             for (name, _) in agents {
-                caxton_profiles::check_agent_name(name).map_err(|_| WireError::BadIdentity)?;
+                caxton_profiles::check_node_name(name).map_err(|_| WireError::BadIdentity)?;
             }
         }
         Ok(message)

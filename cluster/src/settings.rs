@@ -10,6 +10,11 @@ use caxton_profiles::{ClusterConfig, Profile, QuicConfig, TcpConfig, TransportKi
 
 use crate::wire::FRAME_OVERHEAD;
 
+/// Probe intervals between a node's announces to a member it holds down
+/// (and to the roster after joining through one seed): how soon a seed
+/// restarted without seeds of its own is found again.
+pub const ANNOUNCE_TO_DOWN_PROBES: u32 = 10;
+
 /// The SWIM timing and sizes the membership core runs with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SwimSettings {
@@ -80,12 +85,12 @@ impl SwimSettings {
         // Reconnect (as Serf does): now and then announce to a member held
         // down, so the halves of a healed partition find each other.
         config.periodic_announce_to_down_members = Some(foca::PeriodicParams {
-            frequency: self.probe_interval * 10,
+            frequency: self.probe_interval * ANNOUNCE_TO_DOWN_PROBES,
             num_members: NonZeroUsize::MIN,
         });
         // Discover the whole roster after joining through one seed.
         config.periodic_announce = Some(foca::PeriodicParams {
-            frequency: self.probe_interval * 10,
+            frequency: self.probe_interval * ANNOUNCE_TO_DOWN_PROBES,
             num_members: NonZeroUsize::MIN,
         });
         config
@@ -424,7 +429,7 @@ mod tests {
             "{}",
             settings.node_name
         );
-        caxton_profiles::check_agent_name(&settings.node_name).expect("a valid name");
+        caxton_profiles::check_node_name(&settings.node_name).expect("a valid name");
         profile.coordination.cluster.listen_address = Some("10.1.2.3:7000".into());
         let error = ClusterSettings::from_profile(&profile, &[]).expect_err("public without TLS");
         assert_eq!(error.key, "coordination.cluster.listen_address");

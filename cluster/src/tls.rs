@@ -346,7 +346,7 @@ fn check_node_names(nodes: &[String]) -> Result<(), TlsError> {
         ));
     }
     for (index, name) in nodes.iter().enumerate() {
-        caxton_profiles::check_agent_name(name)
+        caxton_profiles::check_node_name(name)
             .map_err(|error| TlsError::Generate(error.replace("an agent name", "a node name")))?;
         if nodes[..index].contains(name) {
             return Err(TlsError::Generate(format!(

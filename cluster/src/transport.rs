@@ -1339,17 +1339,8 @@ impl ClusterNode {
             seen_changes: u64::MAX,
             last_work: None,
             poll_contention: PollContention::default(),
-            // A node without seeds hears of the others only when they
-            // announce to it (every DIRECTORY_SETTLE_PROBES probe intervals
-            // to a member they hold down): it waits past that announce.
-            settle_by: Some(
-                self.settings.swim.probe_interval
-                    * if self.settings.seeds.is_empty() {
-                        DIRECTORY_SETTLE_PROBES + SEEDLESS_EXTRA_PROBES
-                    } else {
-                        DIRECTORY_SETTLE_PROBES
-                    },
-            ),
+            // Set once the seeds are known, below.
+            settle_by: None,
         };
         let origin = Instant::now();
         let clock = move || Now {
@@ -1377,6 +1368,12 @@ impl ClusterNode {
             "cluster membership started"
         );
         membership.join(&self.settings.seeds, clock());
+        // A node without seeds (its own address left out: the seed of a
+        // cluster that shares one seed list) hears of the others only when
+        // they announce to it, every DIRECTORY_SETTLE_PROBES probe
+        // intervals to a member they hold down: it waits past that.
+        remote.settle_by =
+            Some(self.settings.swim.probe_interval * settle_probes(membership.has_seeds()));
         let mut name_twins = NameTwins::default();
         let mut contention_told = false;
         tokio::pin!(stop);
@@ -2147,9 +2144,19 @@ enum NotSent {
 pub const DIRECTORY_SETTLE_PROBES: u32 = 10;
 
 /// Probe intervals more a node without seeds waits: the others announce to
-/// a member they hold down every [`DIRECTORY_SETTLE_PROBES`] probe
-/// intervals, and the wait must outlast one such round with its delivery.
+/// a member they hold down every
+/// [`crate::settings::ANNOUNCE_TO_DOWN_PROBES`] probe intervals, and the
+/// wait must outlast one such round with its delivery.
 pub const SEEDLESS_EXTRA_PROBES: u32 = 2;
+
+/// Probe intervals a starting node waits at most for the directory.
+pub fn settle_probes(has_seeds: bool) -> u32 {
+    if has_seeds {
+        DIRECTORY_SETTLE_PROBES
+    } else {
+        crate::settings::ANNOUNCE_TO_DOWN_PROBES + SEEDLESS_EXTRA_PROBES
+    }
+}
 
 impl<L: LocalSide> Remote<L> {
     /// Tell the local side once the directory has settled, or once waiting
@@ -2173,15 +2180,17 @@ impl<L: LocalSide> Remote<L> {
             } else if !reached && !membership.has_seeds() {
                 info!(
                     "cluster: no other member made contact within {} probe intervals; this node has no seeds, so it runs alone for now, and stored messages run without other nodes' agents",
-                    DIRECTORY_SETTLE_PROBES + SEEDLESS_EXTRA_PROBES
+                    settle_probes(false)
                 );
             } else if !reached {
                 warn!(
-                    "cluster: no member answered within {DIRECTORY_SETTLE_PROBES} probe intervals (check the seeds and that they run); stored messages run without other nodes' agents, and the seeds are tried on"
+                    "cluster: no member answered within {} probe intervals (check the seeds and that they run); stored messages run without other nodes' agents, and the seeds are tried on",
+                    settle_probes(true)
                 );
             } else {
                 warn!(
-                    "cluster: the directory has not settled within {DIRECTORY_SETTLE_PROBES} probe intervals; going on without it"
+                    "cluster: the directory has not settled within {} probe intervals; going on without it",
+                    settle_probes(membership.has_seeds())
                 );
             }
             local.directory_settled();

@@ -1305,8 +1305,10 @@ fn a_clean_stop_answers_sends_in_flight_through_the_endpoint() {
 
 /// A module that takes long to compile is compiled off the endpoint's
 /// controller: reads and scrapes answer meanwhile, and the module deploys
-/// (or is refused) when it is done. Not a timing check: it asks only
-/// whether a read was answered while the deploy was still out.
+/// (or is refused) when it is done. Judged against the deploy's own
+/// length, not a clock figure: a read asked while it compiled must not
+/// wait for the compile (on the controller, a read asked a fifth of the
+/// way in waited the other four fifths).
 #[test]
 fn a_long_compile_leaves_the_endpoint_answering() {
     let running = start_engine(&["--set", "runtime.worker_threads=1"]);
@@ -1329,6 +1331,7 @@ fn a_long_compile_leaves_the_endpoint_answering() {
         .expect("echo.wat ends its module with `)`");
     let address = running.admin_address();
     let again = module.clone().into_bytes();
+    let sent = Instant::now();
     let deploying = std::thread::spawn(move || {
         let client = AdminClient::new(address, None).expect("client");
         call(
@@ -1338,19 +1341,32 @@ fn a_long_compile_leaves_the_endpoint_answering() {
             module.into_bytes(),
         )
     });
-    let mut answered_meanwhile = false;
+    // (when asked, how long it took), from the deploy's send.
+    let mut reads = Vec::new();
     while !deploying.is_finished() {
+        let asked = sent.elapsed();
         let node = client.get("/v1/node").expect("node");
         assert_eq!(node.status, StatusCode::OK);
-        answered_meanwhile |= !deploying.is_finished();
+        reads.push((asked, sent.elapsed() - asked));
         std::thread::sleep(Duration::from_millis(20));
     }
+    let total = sent.elapsed();
     let deployed = deploying.join().expect("deploy thread");
     assert_eq!(deployed.status, StatusCode::CREATED, "{}", deployed.text());
+    let middle: Vec<_> = reads
+        .iter()
+        .filter(|(asked, _)| *asked >= total / 5 && *asked <= total * 3 / 5)
+        .collect();
     assert!(
-        answered_meanwhile,
-        "no read was answered while the module compiled"
+        !middle.is_empty(),
+        "no read was asked while the module compiled ({total:?}): {reads:?}"
     );
+    for (asked, took) in middle {
+        assert!(
+            *took < total / 5,
+            "a read asked {asked:?} into the deploy waited {took:?} of its {total:?}"
+        );
+    }
     echoed(&client, "long", "compiled apart, served the same");
     // Deployed again under another name, the module comes from the cache
     // the off-thread compile filled.

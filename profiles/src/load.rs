@@ -271,7 +271,10 @@ pub fn load(profiles: &[String], overrides: &[String]) -> Result<LoadedProfile, 
                     );
                     (message, Some(hint))
                 }
-                _ => match reword(&message, !failing_path.is_empty()) {
+                _ => match reword(
+                    &message,
+                    !failing_path.is_empty() && failing_path != "." && failing_path != "?",
+                ) {
                     Some((plain, hint)) => (plain, Some(hint)),
                     None => {
                         let hint = value_hint(&message);

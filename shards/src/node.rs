@@ -625,18 +625,36 @@ impl Node {
     }
 
     /// [`Node::deploy`] with a module compiled by [`Node::module_check`]
-    /// (or taken from [`Node::cached_module`]).
+    /// (`fresh`: counted a compilation) or taken from
+    /// [`Node::cached_module`].
     pub fn deploy_module(
         &mut self,
         name: &str,
         module: caxton_agents::CompiledModule,
+        fresh: bool,
         instances: u16,
         limits: &caxton_profiles::AgentLimits,
     ) -> Result<AgentId, NodeError> {
         let instances_per_shard = self.placement(name, instances)?;
-        self.check_deployable(name, &instances_per_shard)?;
-        self.compiler.remember(&module);
+        self.check_deployable(
+            name,
+            &instances_per_shard,
+            caxton_profiles::check_agent_name,
+        )?;
+        self.compiler.remember(&module, fresh);
         self.install(name, module, &instances_per_shard, limits)
+    }
+
+    /// Whether [`Node::deploy`] of `instances` of `name` would be refused
+    /// before its module is looked at (a bad name or placement, the name
+    /// taken, the node full): for a caller that compiles elsewhere first.
+    pub fn check_deploy(&self, name: &str, instances: u16) -> Result<(), NodeError> {
+        let instances_per_shard = self.placement(name, instances)?;
+        self.check_deployable(
+            name,
+            &instances_per_shard,
+            caxton_profiles::check_agent_name,
+        )
     }
 
     /// The data shards agent `name` may run on: those of its cores when it
@@ -662,7 +680,25 @@ impl Node {
         instances_per_shard: &[u16],
         limits: &caxton_profiles::AgentLimits,
     ) -> Result<AgentId, NodeError> {
-        self.check_deployable(name, instances_per_shard)?;
+        self.deploy_placed_as(
+            name,
+            source,
+            instances_per_shard,
+            limits,
+            caxton_profiles::check_agent_name,
+        )
+    }
+
+    /// [`Node::deploy_placed`] with the name judged by `name_rule`.
+    fn deploy_placed_as(
+        &mut self,
+        name: &str,
+        source: &[u8],
+        instances_per_shard: &[u16],
+        limits: &caxton_profiles::AgentLimits,
+        name_rule: fn(&str) -> Result<(), String>,
+    ) -> Result<AgentId, NodeError> {
+        self.check_deployable(name, instances_per_shard, name_rule)?;
         let module = self
             .compiler
             .compile(source)
@@ -675,8 +711,16 @@ impl Node {
 
     /// Refuse a deploy of `name` at `instances_per_shard` that could not
     /// take: a bad name or placement, the name taken, the node full.
-    fn check_deployable(&self, name: &str, instances_per_shard: &[u16]) -> Result<(), NodeError> {
-        caxton_profiles::check_agent_name(name).map_err(NodeError::Refused)?;
+    /// `name_rule` judges the name: the agent rule for a new deploy, the
+    /// plain naming rule for an agent recovered from storage (deployed
+    /// under an earlier rule, it stays).
+    fn check_deployable(
+        &self,
+        name: &str,
+        instances_per_shard: &[u16],
+        name_rule: fn(&str) -> Result<(), String>,
+    ) -> Result<(), NodeError> {
+        name_rule(name).map_err(NodeError::Refused)?;
         let directory = self.directory();
         if instances_per_shard.len() != self.data_shards()
             || instances_per_shard.iter().all(|&count| count == 0)
@@ -1011,7 +1055,13 @@ impl Node {
                         "agent `{name}`: stored limits do not read: {error}"
                     ))
                 })?;
-            self.deploy_placed(&name, &module, &instances_per_shard, &limits)?;
+            self.deploy_placed_as(
+                &name,
+                &module,
+                &instances_per_shard,
+                &limits,
+                caxton_profiles::check_node_name,
+            )?;
             redeployed.push(RecoveredAgent {
                 instances: instances_per_shard.iter().map(|&n| u32::from(n)).sum(),
                 name,

@@ -107,11 +107,14 @@ fn main() {
         config.output.display()
     );
     let total = config.duration.as_secs();
-    let report =
-        run(&config, &|seconds| eprint!("\rsoak: {seconds}/{total} s")).unwrap_or_else(|message| {
-            caxton_bench::stderr_line!("\nsoak: {message}");
-            std::process::exit(1)
-        });
+    let report = run(&config, &|seconds| {
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), "\rsoak: {seconds}/{total} s");
+    })
+    .unwrap_or_else(|message| {
+        caxton_bench::stderr_line!("\nsoak: {message}");
+        std::process::exit(1)
+    });
     caxton_bench::stderr_line!();
     print!("{}", report.summary());
     if !report.passed() {

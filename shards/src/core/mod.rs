@@ -1178,9 +1178,9 @@ impl ShardCore {
             // the one taken; the code is counted all the same.
             let answered = handled.outbox.iter().any(|outbound| {
                 outbound.on_behalf_of == Some(request.asker)
-                    || (outbound.receiver == request.asker
-                        && outbound.in_reply_to == request.reply_with
-                        && request.reply_with != 0)
+                    || (outbound.answers
+                        && outbound.receiver == request.asker
+                        && outbound.in_reply_to == request.reply_with)
             });
             if !answered {
                 self.fail_path(&request, &reason, finished_ns, io);

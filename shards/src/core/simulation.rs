@@ -155,6 +155,7 @@ impl AgentRuntime for SimAgents {
                 reply_with: seq,
                 in_reply_to: 0,
                 on_behalf_of: Some(envelope.sender),
+                answers: false,
                 content: seq.to_le_bytes().to_vec(),
             };
             (
@@ -169,6 +170,7 @@ impl AgentRuntime for SimAgents {
                 reply_with: 0,
                 in_reply_to: envelope.reply_with,
                 on_behalf_of: None,
+                answers: true,
                 content: envelope.content.clone(),
             };
             (Outcome::Handled, vec![answer])

@@ -26,6 +26,8 @@ pub(super) enum Behaviour {
     /// Answer `inform`, then end with this outcome (a handler that
     /// replied and then returned a failure code).
     EchoThen(Outcome),
+    /// Forward the message to this agent, then end with this outcome.
+    ForwardThen(AgentId, Outcome),
 }
 
 /// Agents that run instantly (plus `handler_ns`) and record what they ran.
@@ -90,6 +92,7 @@ impl AgentRuntime for FakeAgents {
             reply_with: 0,
             in_reply_to: envelope.reply_with,
             on_behalf_of: None,
+            answers: true,
             content,
         };
         let (outcome, outbox) = match behaviour {
@@ -102,6 +105,19 @@ impl AgentRuntime for FakeAgents {
                 outcome,
                 vec![answer(Performative::Inform, envelope.content.clone())],
             ),
+            Behaviour::ForwardThen(to, outcome) => (
+                outcome,
+                vec![OutboundMessage {
+                    receiver: Address::Agent(to),
+                    performative: envelope.performative,
+                    conversation_id: envelope.conversation_id,
+                    reply_with: envelope.reply_with,
+                    in_reply_to: 0,
+                    on_behalf_of: Some(envelope.sender),
+                    answers: false,
+                    content: envelope.content.clone(),
+                }],
+            ),
             Behaviour::SendTo(receivers) => (
                 Outcome::Handled,
                 receivers
@@ -113,6 +129,7 @@ impl AgentRuntime for FakeAgents {
                         reply_with: 0,
                         in_reply_to: 0,
                         on_behalf_of: None,
+                        answers: false,
                         content: envelope.content.clone(),
                     })
                     .collect(),
@@ -706,6 +723,32 @@ fn a_failure_code_after_an_answer_leaves_the_answer_alone() {
     core.handle_next(1, &mut agents, &mut io);
     assert_eq!(only_answer(&mut io), (Performative::Inform, "x".into()));
     assert_eq!(core.metrics_mut().agent_failures, 1);
+    // So with a message that asked for no token: the reply quotes none.
+    let mut untokened = request(ECHO, b"y", 0);
+    untokened.reply_with = 0;
+    core.on_arrival(untokened, 0, &mut io);
+    core.handle_next(2, &mut agents, &mut io);
+    let answers = io.take(CLIENT_PORT);
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert_eq!(
+        (answers[0].performative, answers[0].content.as_slice()),
+        (Performative::Inform, &b"y"[..])
+    );
+    // A message passed on is answered by its last hop, not failed here.
+    agents.behaviours.insert(
+        ECHO,
+        Behaviour::ForwardThen(OTHER, Outcome::AgentFailed(150)),
+    );
+    core.on_arrival(request(ECHO, b"z", 0), 0, &mut io);
+    core.handle_next(3, &mut agents, &mut io);
+    assert!(
+        io.rings
+            .values()
+            .flatten()
+            .all(|envelope| envelope.performative != Performative::Failure),
+        "no failure for a forwarded message"
+    );
+    assert_eq!(core.metrics_mut().agent_failures, 3);
 }
 
 #[test]
@@ -1024,6 +1067,7 @@ fn abandoned_deferred_replies_are_answered() {
         reply_with: 0,
         in_reply_to: 5,
         on_behalf_of: Some(Address::Agent(ECHO)),
+        answers: true,
         content: b"caxton:instance-recycled".to_vec(),
     });
     core.answer_abandoned(0, &mut agents, &mut io);
