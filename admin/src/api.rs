@@ -479,6 +479,20 @@ async fn elsewhere(context: &Context, only: Option<&str>) -> Vec<Value> {
             }));
         }
     }
+    // Named still, though no live node hosts them: sends to them are
+    // answered `caxton:node-down`, and the listing says why.
+    for (name, node) in &snapshot.directory.departed {
+        if only.is_some_and(|only| only != name) {
+            continue;
+        }
+        entries.push(json!({
+            "name": name,
+            "node": node.name,
+            "addr": node.addr.to_string(),
+            "instances": 0,
+            "node_down": true,
+        }));
+    }
     entries
 }
 
@@ -674,9 +688,12 @@ async fn undeploy(context: &Context, name: String) -> Answer {
         Ok(_) => publish_agents(context).await,
         // Not here, but other nodes run it: say where to undeploy it.
         Err(refused) if refused.status() == StatusCode::NOT_FOUND => {
+            // Live hosts only: an agent stranded on a node declared down
+            // is undeployed there when it comes back, not through here.
             let hosts: Vec<String> = elsewhere(context, Some(&asked))
                 .await
                 .iter()
+                .filter(|entry| entry["node_down"].as_bool() != Some(true))
                 .map(|entry| {
                     format!(
                         "{} ({})",

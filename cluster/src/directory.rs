@@ -156,6 +156,18 @@ impl ClusterDirectory {
         names.into_iter().cloned().collect()
     }
 
+    /// Every agent no live node hosts now, with the node declared down
+    /// that hosted it last, by name.
+    pub fn departed(&self) -> Vec<(String, NodeId)> {
+        let mut departed: Vec<(String, NodeId)> = self
+            .departed
+            .iter()
+            .map(|(name, node)| (name.clone(), node.clone()))
+            .collect();
+        departed.sort_by(|a, b| a.0.cmp(&b.0));
+        departed
+    }
+
     /// The node declared down that last hosted `agent`, when no live node
     /// hosts it now.
     pub fn departed_host(&self, agent: &str) -> Option<&NodeId> {

@@ -259,6 +259,10 @@ pub struct DirectorySnapshot {
     pub local: AgentCounts,
     /// Every other node's list this node holds, by node name.
     pub nodes: Vec<NodeAgents>,
+    /// Agents no live node hosts, each with the node declared down that
+    /// hosted it last: a send to one is answered `caxton:node-down`.
+    #[serde(default)]
+    pub departed: Vec<(String, NodeId)>,
 }
 
 /// The SWIM settings, for `engine cluster analyze-gossip`.
@@ -1904,6 +1908,7 @@ impl ClusterNode {
                     version,
                     local: local.clone(),
                     nodes: directory.nodes().into_iter().cloned().collect(),
+                    departed: directory.departed(),
                 }
             },
         }

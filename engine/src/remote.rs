@@ -205,8 +205,13 @@ pub fn agents(selection: &ProfileSelection, command: AgentsCommand) -> Result<()
                     "NAME", "INSTANCES", "NODE", "ADDRESS"
                 ));
                 for agent in &elsewhere {
+                    let down = if agent["node_down"].as_bool() == Some(true) {
+                        " (declared down: sends answered caxton:node-down)"
+                    } else {
+                        ""
+                    };
                     table.push_str(&format!(
-                        "{:<24} {:>9}  {:<24} {}\n",
+                        "{:<24} {:>9}  {:<24} {}{down}\n",
                         agent["name"].as_str().unwrap_or("?"),
                         agent["instances"].as_u64().unwrap_or(0),
                         agent["node"].as_str().unwrap_or("?"),

@@ -989,7 +989,16 @@ fn every_node_lists_the_agents_the_others_host() {
     wait(&a, Duration::from_secs(10), "b declared down", |view| {
         state_of(view, "b").as_deref() == Some("down")
     });
-    wait_for_listing(&a, "b's echo gone", &[]);
+    // Still named, on its departed host with no instance: its sends are
+    // answered node-down, and the listing says so.
+    wait_for_listing(&a, "b's echo stranded", &[("echo", "b", 0)]);
+    let listed = engine(&["agents", "list", "--admin", &a.admin_address().to_string()]);
+    let text = stdout(&listed);
+    assert!(
+        text.lines().any(|line| line.starts_with("echo ")
+            && line.contains("(declared down: sends answered caxton:node-down)")),
+        "{text}"
+    );
 
     // A send made now, to the agent only b hosted, says why it failed.
     let client = AdminClient::new(a.admin_address(), None).expect("a client");
