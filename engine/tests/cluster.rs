@@ -1503,7 +1503,12 @@ fn a_restarted_node_with_persistence_is_routable_again_and_kept_its_durable_send
         "{}",
         common::stderr(&refused)
     );
-    wait_for_listing(&a, "c's agents gone", &[]);
+    // Its agents stay named, stranded on it with no instance.
+    wait_for_listing(
+        &a,
+        "c's agents stranded",
+        &[("echo", "c", 0), ("tally", "c", 0)],
+    );
 
     // Back at the same address with its data: its agents come back with it,
     // and a routes to them again.
