@@ -1379,6 +1379,10 @@ impl ClusterNode {
         remote.settle_by =
             Some(self.settings.swim.probe_interval * settle_probes(membership.has_seeds()));
         let mut name_twins = NameTwins::default();
+        // Members this node suspects now: one declared down from here was
+        // failing, one declared down without it left (or another member
+        // judged it first).
+        let mut suspected = std::collections::HashSet::new();
         let mut contention_told = false;
         tokio::pin!(stop);
         loop {
@@ -1397,7 +1401,12 @@ impl ClusterNode {
             // answered lost are only ones that went on the ended connection.
             self.lose_broken_links(&mut remote);
             name_twins.judge(&membership, Instant::now());
-            for gone in log_events(&mut membership, &mut name_twins, &self.settings.swim) {
+            for gone in log_events(
+                &mut membership,
+                &mut name_twins,
+                &mut suspected,
+                &self.settings.swim,
+            ) {
                 self.links.forget_stale(gone.addr, gone.restarted_at);
                 remote.lost(&[gone.addr], "node-down");
             }
@@ -2416,6 +2425,7 @@ fn warn_name_twin(name: &str, addr: SocketAddr, twin: SocketAddr) {
 fn log_events(
     membership: &mut Membership,
     name_twins: &mut NameTwins,
+    suspected: &mut std::collections::HashSet<SocketAddr>,
     swim: &crate::SwimSettings,
 ) -> Vec<Gone> {
     let mut gone = Vec::new();
@@ -2435,6 +2445,7 @@ fn log_events(
         }
         match event {
             MembershipEvent::Up(member) => {
+                suspected.remove(&member.addr);
                 info!(member = %member.name, addr = %member.addr, "cluster: member up");
                 // Names are how operators tell members apart (`cluster
                 // members`, logs, metrics): two at once is a mistake. Either
@@ -2465,7 +2476,13 @@ fn log_events(
                 }
             }
             MembershipEvent::Down(member) => {
-                warn!(member = %member.name, addr = %member.addr, "cluster: member down (failed or left)");
+                if suspected.remove(&member.addr) {
+                    warn!(member = %member.name, addr = %member.addr, "cluster: member down: it failed (suspected, and no refutation came)");
+                } else {
+                    // A graceful leave goes straight to down; so does a
+                    // member another node judged before this one suspected it.
+                    warn!(member = %member.name, addr = %member.addr, "cluster: member down: it left, or another member declared it down first");
+                }
             }
             MembershipEvent::Renamed { previous, current } => info!(
                 member = %current.name,
@@ -2475,9 +2492,11 @@ fn log_events(
                 "cluster: member came back under a newer generation"
             ),
             MembershipEvent::Suspected(member) => {
+                suspected.insert(member.addr);
                 debug!(member = %member.name, "cluster: member suspected")
             }
             MembershipEvent::Refuted(member) => {
+                suspected.remove(&member.addr);
                 debug!(member = %member.name, "cluster: member refuted a suspicion")
             }
             MembershipEvent::Joined => info!("cluster: joined"),

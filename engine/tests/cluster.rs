@@ -217,6 +217,18 @@ fn three_processes_join_fail_rejoin_and_leave() {
         "b's leave was suspected"
     );
     drop(c);
+    // a's log tells the crash it suspected from the leave it was told of.
+    let (_, log) = a.terminate();
+    assert!(
+        log.lines()
+            .any(|line| line.contains("member down: it failed") && line.contains("member=c")),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|line| line.contains("member down: it left") && line.contains("member=b")),
+        "{log}"
+    );
 }
 
 #[test]
