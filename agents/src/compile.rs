@@ -278,11 +278,7 @@ impl ModuleCompiler {
 
     /// `source`'s module from the cache, if it holds it (a hit is counted).
     pub fn cached(&mut self, source: &[u8]) -> Option<CompiledModule> {
-        let digest = digest(source);
-        let position = self
-            .cache
-            .iter()
-            .position(|cached| cached.digest == digest && *cached.source == *source)?;
+        let position = self.position_of(digest(source), source)?;
         self.cache_hits += 1;
         // Move to the back: the back is the most recently used.
         let cached = self.cache.remove(position)?;
@@ -311,7 +307,11 @@ impl ModuleCompiler {
         if fresh {
             self.compilations += 1;
         }
-        if self.cache_capacity > 0 && self.cached_digest(compiled).is_none() {
+        if self.cache_capacity > 0
+            && self
+                .position_of(compiled.digest, &compiled.source)
+                .is_none()
+        {
             if self.cache.len() >= self.cache_capacity {
                 self.cache.pop_front();
             }
@@ -319,10 +319,12 @@ impl ModuleCompiler {
         }
     }
 
-    fn cached_digest(&self, compiled: &CompiledModule) -> Option<usize> {
-        self.cache.iter().position(|cached| {
-            cached.digest == compiled.digest && *cached.source == *compiled.source
-        })
+    /// Where the cache holds the module of `source` (whose digest is
+    /// `digest`): a hit must match byte for byte, not just by digest.
+    fn position_of(&self, digest: u64, source: &[u8]) -> Option<usize> {
+        self.cache
+            .iter()
+            .position(|cached| cached.digest == digest && *cached.source == *source)
     }
 }
 

@@ -689,39 +689,13 @@ fn instances_are_recycled_after_their_age() {
     assert_eq!(host.stats(COUNTER).expect("stats").recycled, 1);
 }
 
+/// The pool's spares are dealt among the agents, not multiplied. An
+/// agent's memory is its instances'; its spares are counted apart, since
+/// their number follows what the other agents leave of the pool (a deploy
+/// beside it must not read as its memory shrinking, nor an undeploy as it
+/// growing).
 #[test]
-fn spares_stay_within_the_pool_as_agents_arrive() {
-    let profile = small_profile(); // agent_pool_size 8
-    let mut compiler = ModuleCompiler::new(&profile).expect("compiler");
-    let mut host = host(&profile);
-    deploy(
-        &mut host,
-        &mut compiler,
-        ECHO,
-        "echo",
-        &profile.agents.default_limits,
-    );
-    assert_eq!(host.spare_count(ECHO), 8);
-    deploy(
-        &mut host,
-        &mut compiler,
-        COUNTER,
-        "counter",
-        &profile.agents.default_limits,
-    );
-    assert_eq!(
-        (host.spare_count(ECHO), host.spare_count(COUNTER)),
-        (4, 4),
-        "the pool is shared, not multiplied"
-    );
-}
-
-/// An agent's memory is its instances'; its warm spares are counted apart,
-/// since their number follows what the other agents leave of the pool (a
-/// deploy beside it must not read as its memory shrinking, nor an undeploy
-/// as it growing).
-#[test]
-fn an_agents_memory_leaves_its_spares_apart() {
+fn spares_stay_within_the_pool_and_apart_from_an_agents_memory() {
     let profile = small_profile(); // agent_pool_size 8
     let mut compiler = ModuleCompiler::new(&profile).expect("compiler");
     let mut host = host(&profile);
@@ -740,6 +714,7 @@ fn an_agents_memory_leaves_its_spares_apart() {
             .expect("echo is hosted");
         (echo.memory_bytes, echo.spare_memory_bytes)
     };
+    assert_eq!(host.spare_count(ECHO), 8);
     let (alone, spares_alone) = echo(&host);
     assert!(alone > 0, "its one instance has a memory");
     assert_eq!(spares_alone, 8 * alone, "eight spares, each as large");
@@ -749,6 +724,11 @@ fn an_agents_memory_leaves_its_spares_apart() {
         COUNTER,
         "counter",
         &profile.agents.default_limits,
+    );
+    assert_eq!(
+        (host.spare_count(ECHO), host.spare_count(COUNTER)),
+        (4, 4),
+        "the pool is shared, not multiplied"
     );
     let (beside, spares_beside) = echo(&host);
     assert_eq!(

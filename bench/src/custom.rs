@@ -1151,12 +1151,12 @@ impl Comparison {
             (Some(ratio), Some(RatioKind::Measured)) => Some(ratio >= goal),
             (Some(ratio), Some(RatioKind::AtLeast)) if ratio >= goal => Some(true),
             (Some(ratio), Some(RatioKind::AtMost)) if ratio < goal => Some(false),
-            (Some(_), Some(RatioKind::AtLeast)) => {
-                self.throughput_not_judged = Some(format!("Caxton never broke within its ramp, so {:.2}× is only a lower bound, below the goal: raise the ramp (--steps, --growth) until Caxton breaks too", self.throughput_ratio.unwrap_or(0.0)));
+            (Some(ratio), Some(RatioKind::AtLeast)) => {
+                self.throughput_not_judged = Some(format!("Caxton never broke within its ramp, so {ratio:.2}× is only a lower bound, below the goal: raise the ramp (--steps, --growth) until Caxton breaks too"));
                 None
             }
-            (Some(_), Some(RatioKind::AtMost)) => {
-                self.throughput_not_judged = Some(format!("the baseline never broke within its ramp, so {:.2}× is only an upper bound: raise the ramp (--steps, --growth) until the baseline breaks too", self.throughput_ratio.unwrap_or(0.0)));
+            (Some(ratio), Some(RatioKind::AtMost)) => {
+                self.throughput_not_judged = Some(format!("the baseline never broke within its ramp, so {ratio:.2}× is only an upper bound: raise the ramp (--steps, --growth) until the baseline breaks too"));
                 None
             }
             // Not measured (custom): only the P99 goal applies.

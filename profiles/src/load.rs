@@ -39,6 +39,12 @@ pub struct LoadedProfile {
 }
 
 impl LoadedProfile {
+    /// Whether some layer (a built-in profile among them) wrote `key`
+    /// itself: not a default.
+    pub fn written(&self, key: &str) -> bool {
+        self.locations.contains_key(key)
+    }
+
     /// Whether a profile file or `--set` wrote `key` itself (not a
     /// built-in profile, not a default).
     pub fn written_by_user(&self, key: &str) -> bool {
@@ -398,10 +404,7 @@ fn name_the_later_layer(loaded: &LoadedProfile, mut violation: Violation) -> Vio
 /// lost before a live connection is closed. A keep-alive someone wrote is
 /// kept, and judged.
 fn fit_unwritten_keep_alive(loaded: &mut LoadedProfile) {
-    if loaded
-        .locations
-        .contains_key("transport.quic.keep_alive_interval")
-    {
+    if loaded.written("transport.quic.keep_alive_interval") {
         return;
     }
     let quic = &mut loaded.profile.transport.quic;
@@ -420,10 +423,7 @@ fn fit_unwritten_keep_alive(loaded: &mut LoadedProfile) {
 /// the indirect ones (the built-in `network-unreliable` sets 10s beside
 /// 5s). An interval someone wrote is kept, and judged.
 fn fit_unwritten_probe_interval(loaded: &mut LoadedProfile) {
-    if loaded
-        .locations
-        .contains_key("coordination.cluster.probe_interval")
-    {
+    if loaded.written("coordination.cluster.probe_interval") {
         return;
     }
     let cluster = &mut loaded.profile.coordination.cluster;
@@ -714,9 +714,8 @@ fn whole_number_range(message: &str) -> Option<&'static str> {
 
 /// Advice for a value of the wrong shape, from serde's description of it.
 fn value_hint(message: &str) -> String {
-    if message.starts_with("invalid u") || message.starts_with("invalid i") {
-        "a whole number is expected here".to_owned()
-    } else if message.contains("unknown variant") {
+    // Whole numbers out of range are reworded first ([`reword`]).
+    if message.contains("unknown variant") {
         "use one of the listed values".to_owned()
     } else if message.contains("expected a string") {
         // YAML reads `1`, `2024`, `off` as a number or a boolean.

@@ -561,6 +561,16 @@ mod tests {
         );
     }
 
+    /// A message `id` for `echo` to store, its envelope the id's low byte.
+    fn persist_message(id: u64) -> crate::Write {
+        crate::Write::Persist {
+            id,
+            receiver: "echo".into(),
+            conversation_id: 0,
+            envelope: vec![id as u8],
+        }
+    }
+
     /// A partition writer on `path` whose wake-ups arrive on the receiver.
     fn start_writer(
         path: &std::path::Path,
@@ -757,14 +767,7 @@ mod tests {
         expiring.cleanup_interval = Duration::from_millis(100);
         let (writer, _, woken) =
             start_writer(&directory.path().join("e.sqlite"), &expiring, "expiry-test");
-        writer
-            .write(crate::Write::Persist {
-                id: 9,
-                receiver: "echo".into(),
-                conversation_id: 3,
-                envelope: vec![1],
-            })
-            .expect("queued");
+        writer.write(persist_message(9)).expect("queued");
         let mut expired = 0;
         while expired == 0 {
             woken.recv_timeout(Duration::from_secs(10)).expect("woken");
@@ -785,14 +788,7 @@ mod tests {
         assert!(recovered.pending.is_empty());
         assert_eq!(recovered.next_id, 1);
         for id in [1, 2] {
-            writer
-                .write(crate::Write::Persist {
-                    id,
-                    receiver: "echo".into(),
-                    conversation_id: 0,
-                    envelope: vec![id as u8],
-                })
-                .expect("queued");
+            writer.write(persist_message(id)).expect("queued");
         }
         let mut durable = Vec::new();
         while durable.len() < 2 {
@@ -827,14 +823,7 @@ mod tests {
         let directory = tempfile::tempdir().expect("tempdir");
         let path = directory.path().join("t.sqlite");
         let (writer, _, woken) = start_writer(&path, &settings(), "ttl-test");
-        writer
-            .write(crate::Write::Persist {
-                id: 1,
-                receiver: "echo".into(),
-                conversation_id: 0,
-                envelope: vec![1],
-            })
-            .expect("queued");
+        writer.write(persist_message(1)).expect("queued");
         woken.recv_timeout(Duration::from_secs(10)).expect("stored");
         drop(writer);
         std::thread::sleep(Duration::from_millis(20));
